@@ -1,0 +1,26 @@
+//! Stemroom's separation engine: decode a song, split it into stems with
+//! Demucs v4 (htdemucs) running in ONNX Runtime, and write the stems.
+//!
+//! The crate knows nothing of terminals or windows: front ends (the `stemroom`
+//! CLI, the desktop app) drive it through [`job::separate_file`] and observe it
+//! through a [`progress::Listener`].
+//!
+//! Layout of the work:
+//! - [`model`]: the model manifest (`models/manifest.json`) and model files.
+//! - [`runtime`]: loading ONNX Runtime and opening a session on a device.
+//! - [`dsp`]: STFT/iSTFT as Demucs computes them, the overlap-add weights.
+//! - [`audio`]: decoding (symphonia), resampling (rubato), encoding.
+//! - [`separate`]: the Demucs algorithm around the network (`apply.py`).
+//! - [`job`]: one file in, stems out, atomically.
+
+pub mod audio;
+pub mod dsp;
+pub mod error;
+pub mod job;
+pub mod model;
+pub mod paths;
+pub mod progress;
+pub mod runtime;
+pub mod separate;
+
+pub use error::{Error, ErrorCode};

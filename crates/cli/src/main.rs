@@ -1,1 +1,473 @@
-fn main(){}
+//! `stemroom`: the command-line front end. Argument parsing, progress
+//! display and exit codes; all the work is `stemroom_core`.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use stemroom_core::audio::encode::{ClipMode, OutputFormat, WavDepth};
+use stemroom_core::job::{self, JobRequest, OtherMethod, OutputRate, Separator};
+use stemroom_core::model::{self, Manifest};
+use stemroom_core::progress::{Event, Listener};
+use stemroom_core::runtime::{self, Device, RuntimeOptions};
+use stemroom_core::separate::SeparateOptions;
+use stemroom_core::{Error, ErrorCode};
+
+/// Exit codes. 2 is clap's usage error.
+mod exit {
+    pub const INTERNAL: u8 = 1;
+    pub const BAD_INPUT: u8 = 3;
+    pub const MISSING_MODEL: u8 = 4;
+    pub const MISSING_RUNTIME: u8 = 5;
+    pub const OUTPUT: u8 = 6;
+    pub const INVALID_OPTIONS: u8 = 2;
+    pub const CANCELLED: u8 = 130;
+}
+
+fn exit_code(code: ErrorCode) -> u8 {
+    match code {
+        ErrorCode::BadInput => exit::BAD_INPUT,
+        ErrorCode::MissingModel => exit::MISSING_MODEL,
+        ErrorCode::MissingRuntime => exit::MISSING_RUNTIME,
+        ErrorCode::Output => exit::OUTPUT,
+        ErrorCode::InvalidOptions => exit::INVALID_OPTIONS,
+        ErrorCode::Cancelled => exit::CANCELLED,
+        ErrorCode::Internal => exit::INTERNAL,
+    }
+}
+
+#[derive(Parser)]
+#[command(name = "stemroom", version, about = "Split songs into stems (drums, bass, other, vocals) with Demucs v4 on your own machine.")]
+#[command(after_help = "Exit codes: 0 ok, 2 bad options, 3 bad input, 4 model missing or corrupt, \
+5 ONNX Runtime missing or device unavailable, 6 cannot write output, 130 cancelled, 1 other errors.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Separate audio files into stems (options follow the `demucs` CLI).
+    Separate(SeparateArgs),
+    /// List models: installed or not, where, verified or not.
+    Models(ModelsArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ClipArg {
+    Rescale,
+    Clamp,
+    None,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OtherArg {
+    Add,
+    Minus,
+    None,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DeviceArg {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+#[derive(Args)]
+struct RuntimeArgs {
+    /// Directory holding model files (default: search STEMROOM_MODEL_DIR, next to the binary, the repository, the cache).
+    #[arg(long, value_name = "DIR")]
+    model_dir: Option<PathBuf>,
+    /// Path of libonnxruntime.so.1.31.1 (default: ORT_DYLIB_PATH, next to the binary, the cache).
+    #[arg(long, value_name = "PATH")]
+    ort_lib: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct SeparateArgs {
+    /// Audio files (WAV, FLAC, MP3, OGG Vorbis, AAC/ALAC in MP4/M4A).
+    #[arg(required = true, value_name = "FILES")]
+    files: Vec<PathBuf>,
+    /// Model name.
+    #[arg(short = 'n', long = "name", default_value = "htdemucs")]
+    name: String,
+    /// Output directory.
+    #[arg(short = 'o', long = "out", default_value = "separated")]
+    out: PathBuf,
+    /// Output path template under --out: {track}, {trackext}, {stem}, {ext}.
+    #[arg(long, default_value = job::DEFAULT_FILENAME)]
+    filename: String,
+    /// Device: auto tries CUDA and falls back to CPU.
+    #[arg(short = 'd', long, value_enum, default_value = "auto")]
+    device: DeviceArg,
+    /// Random shifts to average (more = slightly better, proportionally slower); 0 = none.
+    #[arg(long, default_value_t = 1)]
+    shifts: usize,
+    /// Seed for the shift offsets (results are reproducible for a given seed).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Overlap between segments, in [0, 1).
+    #[arg(long, default_value_t = 0.25)]
+    overlap: f32,
+    /// Segment length in seconds (at most the model's, 7.8 s for htdemucs).
+    #[arg(long)]
+    segment: Option<f64>,
+    /// Only separate STEM and its complement (e.g. vocals -> vocals + no_vocals).
+    #[arg(long, value_name = "STEM")]
+    two_stems: Option<String>,
+    /// How the complement is made in --two-stems mode.
+    #[arg(long, value_enum, default_value = "add")]
+    other_method: OtherArg,
+    /// 24-bit integer WAV/FLAC.
+    #[arg(long, conflicts_with = "float32")]
+    int24: bool,
+    /// 32-bit float WAV.
+    #[arg(long, conflicts_with_all = ["flac", "mp3"])]
+    float32: bool,
+    /// Write FLAC.
+    #[arg(long, conflicts_with = "mp3")]
+    flac: bool,
+    /// Write MP3 (CBR).
+    #[arg(long)]
+    mp3: bool,
+    /// MP3 bit rate in kbps: 128, 160, 192, 224, 256 or 320.
+    #[arg(long, default_value_t = 320)]
+    mp3_bitrate: u16,
+    /// What to do with peaks above full scale.
+    #[arg(long, value_enum, default_value = "rescale")]
+    clip_mode: ClipArg,
+    /// Write stems at the model's 44.1 kHz instead of the input's sample rate.
+    #[arg(long)]
+    model_rate: bool,
+    /// Files to process in parallel (they share one model; decoding and encoding overlap).
+    #[arg(short = 'j', long, default_value_t = 1)]
+    jobs: usize,
+    /// Inference threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Print progress as JSON lines on stdout instead of progress bars.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+#[derive(Args)]
+struct ModelsArgs {
+    /// Recompute every checksum instead of trusting fresh verification stamps.
+    #[arg(long)]
+    verify: bool,
+    /// JSON output.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Separate(args) => run_separate(args),
+        Command::Models(args) => run_models(args),
+    }
+}
+
+/// Prints one line per event (or JSON), drives progress bars, and answers cancellation.
+struct CliListener {
+    input: PathBuf,
+    label: String,
+    json: bool,
+    bar: Option<ProgressBar>,
+    cancel: Arc<AtomicBool>,
+    out: Arc<Mutex<()>>,
+}
+
+#[derive(Serialize)]
+struct JsonLine<'a, T: Serialize> {
+    input: &'a PathBuf,
+    #[serde(flatten)]
+    body: &'a T,
+}
+
+impl CliListener {
+    fn json_line<T: Serialize>(&self, body: &T) {
+        if let Ok(line) = serde_json::to_string(&JsonLine { input: &self.input, body }) {
+            let _g = self.out.lock();
+            let mut stdout = std::io::stdout().lock();
+            let _ = writeln!(stdout, "{line}");
+            let _ = stdout.flush();
+        }
+    }
+    fn say(&self, msg: String) {
+        match &self.bar {
+            Some(bar) if !bar.is_hidden() => bar.println(msg),
+            _ => eprintln!("{msg}"),
+        }
+    }
+}
+
+impl Listener for CliListener {
+    fn event(&self, event: &Event) {
+        if self.json {
+            self.json_line(event);
+            return;
+        }
+        let Some(bar) = &self.bar else { return };
+        match event {
+            Event::Started { provider, model, .. } => bar.set_message(format!("decoding ({model} on {provider})")),
+            Event::Decoded { duration_seconds, sample_rate, channels } => {
+                bar.set_message(format!("separating {:.1} s, {sample_rate} Hz, {channels} ch", duration_seconds));
+            }
+            Event::Segment { index, total, .. } => {
+                bar.set_length(*total as u64);
+                bar.set_position(*index as u64);
+            }
+            Event::Encoding { stem, .. } => bar.set_message(format!("writing {stem}")),
+            Event::Warning { message } => self.say(format!("{}: warning: {message}", self.label)),
+            Event::Done { seconds, audio_seconds, outputs, .. } => {
+                bar.finish_with_message(format!("done in {seconds:.1} s ({:.2}x real time)", seconds / audio_seconds.max(1e-9)));
+                if bar.is_hidden() {
+                    let dir = outputs.first().and_then(|p| p.parent()).map(|p| p.display().to_string()).unwrap_or_default();
+                    eprintln!("{}: done in {seconds:.1} s -> {dir}", self.label);
+                }
+            }
+            Event::Decoding { .. } => {}
+        }
+    }
+    fn is_cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+}
+
+fn report_error(err: &Error, input: Option<&PathBuf>, json: bool, out: &Arc<Mutex<()>>) {
+    if json {
+        #[derive(Serialize)]
+        struct ErrLine<'a> {
+            event: &'static str,
+            input: Option<&'a PathBuf>,
+            code: &'static str,
+            message: String,
+        }
+        let line = ErrLine { event: "error", input, code: err.code().as_str(), message: err.to_string() };
+        if let Ok(s) = serde_json::to_string(&line) {
+            let _g = out.lock();
+            println!("{s}");
+        }
+    } else {
+        match input {
+            Some(p) => eprintln!("error: {}: {err}", p.display()),
+            None => eprintln!("error: {err}"),
+        }
+    }
+}
+
+fn run_separate(a: SeparateArgs) -> ExitCode {
+    let out_lock = Arc::new(Mutex::new(()));
+    let fail = |e: Error| {
+        report_error(&e, None, a.json, &out_lock);
+        ExitCode::from(exit_code(e.code()))
+    };
+    let depth = if a.float32 { WavDepth::Float32 } else if a.int24 { WavDepth::Int24 } else { WavDepth::Int16 };
+    let format = if a.mp3 {
+        OutputFormat::Mp3 { kbps: a.mp3_bitrate }
+    } else if a.flac {
+        OutputFormat::Flac { bits: if a.int24 { 24 } else { 16 } }
+    } else {
+        OutputFormat::Wav { depth }
+    };
+    if let Err(e) = format.validate() {
+        return fail(Error::InvalidOptions(e));
+    }
+    if a.jobs == 0 {
+        return fail(Error::InvalidOptions("--jobs must be at least 1".into()));
+    }
+    let runtime = RuntimeOptions {
+        library: a.runtime.ort_lib.clone(),
+        device: match a.device {
+            DeviceArg::Auto => Device::Auto,
+            DeviceArg::Cpu => Device::Cpu,
+            DeviceArg::Cuda => Device::Cuda,
+        },
+        threads: a.threads,
+    };
+    let sep = match Separator::open(&a.name, a.runtime.model_dir.as_deref(), &runtime) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let segment_frames = match a.segment {
+        None => None,
+        Some(s) if s > 0.0 && s.is_finite() => Some((s * sep.info().sample_rate as f64) as usize),
+        Some(s) => return fail(Error::InvalidOptions(format!("--segment must be positive, got {s}"))),
+    };
+    if !a.json {
+        eprintln!(
+            "stemroom: model {} ({}), running on {}",
+            sep.info().id,
+            sep.model_path().display(),
+            sep.provider()
+        );
+    }
+    let request = |input: &PathBuf| JobRequest {
+        input: input.clone(),
+        out_dir: a.out.clone(),
+        filename: a.filename.clone(),
+        format,
+        clip: match a.clip_mode {
+            ClipArg::Rescale => ClipMode::Rescale,
+            ClipArg::Clamp => ClipMode::Clamp,
+            ClipArg::None => ClipMode::None,
+        },
+        two_stems: a.two_stems.clone(),
+        other_method: match a.other_method {
+            OtherArg::Add => OtherMethod::Add,
+            OtherArg::Minus => OtherMethod::Minus,
+            OtherArg::None => OtherMethod::None,
+        },
+        output_rate: if a.model_rate { OutputRate::Model } else { OutputRate::Input },
+        separate: SeparateOptions { shifts: a.shifts, overlap: a.overlap, segment_frames, seed: a.seed },
+        scratch_dir: std::env::var_os("STEMROOM_SCRATCH").map(PathBuf::from),
+    };
+
+    let cancel = Arc::new(AtomicBool::new(false));
+    {
+        let cancel = cancel.clone();
+        let _ = ctrlc::set_handler(move || {
+            if cancel.swap(true, Ordering::SeqCst) {
+                eprintln!("stemroom: interrupted again, exiting now");
+                std::process::exit(exit::CANCELLED as i32);
+            }
+            eprintln!("stemroom: cancelling (removing partial outputs)...");
+        });
+    }
+    let multi = MultiProgress::with_draw_target(if !a.json && std::io::stderr().is_terminal() {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    });
+    let style = ProgressStyle::with_template("{prefix:.bold} [{bar:30}] {pos}/{len} segments, ETA {eta} {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+
+    let next = AtomicUsize::new(0);
+    let first_error: Mutex<Option<u8>> = Mutex::new(None);
+    let workers = a.jobs.min(a.files.len()).max(1);
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(input) = a.files.get(i) else { break };
+                if cancel.load(Ordering::SeqCst) {
+                    break;
+                }
+                let label = input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let bar = multi.add(ProgressBar::new(1).with_style(style.clone()).with_prefix(label.clone()));
+                bar.enable_steady_tick(Duration::from_millis(250));
+                let listener = CliListener {
+                    input: input.clone(),
+                    label,
+                    json: a.json,
+                    bar: Some(bar.clone()),
+                    cancel: cancel.clone(),
+                    out: out_lock.clone(),
+                };
+                if let Err(e) = job::separate_file(&sep, &request(input), &listener) {
+                    bar.abandon_with_message(format!("failed: {}", e.code().as_str()));
+                    report_error(&e, Some(input), a.json, &out_lock);
+                    let mut fe = first_error.lock().unwrap_or_else(|p| p.into_inner());
+                    fe.get_or_insert(exit_code(e.code()));
+                }
+            });
+        }
+    });
+    if cancel.load(Ordering::SeqCst) {
+        return ExitCode::from(exit::CANCELLED);
+    }
+    let code = *first_error.lock().unwrap_or_else(|p| p.into_inner());
+    code.map(ExitCode::from).unwrap_or(ExitCode::SUCCESS)
+}
+
+fn run_models(a: ModelsArgs) -> ExitCode {
+    let manifest = match Manifest::builtin() {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(exit::INTERNAL);
+        }
+    };
+    #[derive(Serialize)]
+    struct Row {
+        id: String,
+        sources: Vec<String>,
+        sample_rate: u32,
+        installed: bool,
+        path: Option<PathBuf>,
+        verified: bool,
+        problem: Option<String>,
+    }
+    let dirs = model::model_search_dirs(a.runtime.model_dir.as_deref());
+    let rows: Vec<Row> = manifest
+        .models
+        .iter()
+        .map(|m| match model::locate(m, &dirs, a.verify) {
+            Ok(found) => Row {
+                id: m.id.clone(),
+                sources: m.sources.clone(),
+                sample_rate: m.sample_rate,
+                installed: true,
+                path: Some(found.path),
+                verified: found.verified,
+                problem: None,
+            },
+            Err(e) => Row {
+                id: m.id.clone(),
+                sources: m.sources.clone(),
+                sample_rate: m.sample_rate,
+                installed: !matches!(e, model::ModelError::NotFound { .. }),
+                path: None,
+                verified: false,
+                problem: Some(e.to_string()),
+            },
+        })
+        .collect();
+    let lib = runtime::find_library(a.runtime.ort_lib.as_deref(), Device::Auto);
+    if a.json {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            models: &'a [Row],
+            onnxruntime: Option<PathBuf>,
+            onnxruntime_problem: Option<String>,
+        }
+        let out = Out {
+            models: &rows,
+            onnxruntime: lib.as_ref().ok().cloned(),
+            onnxruntime_problem: lib.as_ref().err().map(|e| e.to_string()),
+        };
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    } else {
+        for r in &rows {
+            match (&r.path, &r.problem) {
+                (Some(p), _) => println!("{:<10} installed, verified  {}  [{}] {} Hz", r.id, p.display(), r.sources.join(", "), r.sample_rate),
+                (None, Some(problem)) => println!("{:<10} NOT READY: {problem}", r.id),
+                _ => {}
+            }
+        }
+        match &lib {
+            Ok(p) => println!("onnxruntime {}", p.display()),
+            Err(e) => println!("onnxruntime NOT FOUND: {e}"),
+        }
+    }
+    if rows.iter().all(|r| r.verified) && lib.is_ok() {
+        ExitCode::SUCCESS
+    } else if lib.is_err() {
+        ExitCode::from(exit::MISSING_RUNTIME)
+    } else {
+        ExitCode::from(exit::MISSING_MODEL)
+    }
+}

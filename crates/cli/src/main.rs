@@ -258,7 +258,7 @@ fn report_error(err: &Error, input: Option<&PathBuf>, json: bool, out: &Arc<Mute
         let line = ErrLine { event: "error", input, code: err.code().as_str(), message: err.to_string() };
         if let Ok(s) = serde_json::to_string(&line) {
             let _g = out.lock();
-            println!("{s}");
+            let _ = writeln!(std::io::stdout().lock(), "{s}");
         }
     } else {
         match input {

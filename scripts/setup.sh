@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Everything Stemroom needs on a fresh Debian machine, idempotently: system
+# packages, ONNX Runtime, the model, test music and the reference, and a
+# release build of the CLI.
+source "$(dirname "$0")/common.sh"
+"$REPO_ROOT/scripts/install-system-deps.sh"
+"$REPO_ROOT/scripts/fetch-runtime.sh"
+"$REPO_ROOT/scripts/fetch-model.sh"
+"$REPO_ROOT/scripts/fetch-testdata.sh"
+log "building stemroom (release)"
+(cd "$REPO_ROOT" && cargo build --release --locked -p stemroom-cli)

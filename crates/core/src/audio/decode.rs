@@ -270,3 +270,23 @@ pub fn decode(
     }
     Ok(DecodedInfo { sample_rate, channels, frames })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use symphonia::core::audio::Position;
+
+    #[test]
+    fn downmix_weights_follow_positions() {
+        let quad = Channels::Positioned(Position::FRONT_LEFT | Position::FRONT_RIGHT | Position::REAR_LEFT | Position::REAR_RIGHT);
+        assert_eq!(downmix_weights(&quad, 4), vec![(0.5, 0.0), (0.0, 0.5), (0.5, 0.0), (0.0, 0.5)]);
+        let surround = Channels::Positioned(
+            Position::FRONT_LEFT | Position::FRONT_RIGHT | Position::FRONT_CENTER | Position::LFE1 | Position::REAR_LEFT | Position::REAR_RIGHT,
+        );
+        let w = downmix_weights(&surround, 6);
+        assert_eq!(w[3], (0.0, 0.0), "LFE dropped");
+        assert!((w[2].0 - w[2].1).abs() < 1e-7 && w[2].0 > 0.0, "centre to both sides");
+        let sum_l: f32 = w.iter().map(|p| p.0).sum();
+        assert!((sum_l - 1.0).abs() < 1e-6, "level kept");
+    }
+}

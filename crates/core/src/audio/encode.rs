@@ -169,10 +169,13 @@ fn open_direct(
     })
 }
 
+/// Float to signed integer PCM: scale by `2^(bits-1)` and saturate, the
+/// inverse of how symphonia (and hound) read integer PCM, so decoding a file
+/// and writing it back at the same depth is bit-exact.
 #[inline]
 fn to_int(v: f32, bits: u32) -> i32 {
-    let max = ((1i64 << (bits - 1)) - 1) as f32;
-    (v * max).round().clamp(-max - 1.0, max) as i32
+    let scale = (1i64 << (bits - 1)) as f64;
+    (v as f64 * scale).round().clamp(-scale, scale - 1.0) as i32
 }
 
 struct WavStem {
@@ -465,8 +468,8 @@ mod tests {
             assert_eq!(r.duration(), 1000);
             let peak = match depth {
                 WavDepth::Float32 => r.samples::<f32>().map(|s| s.expect("s").abs()).fold(0.0, f32::max),
-                WavDepth::Int16 => r.samples::<i32>().map(|s| s.expect("s").abs()).max().unwrap_or(0) as f32 / 32767.0,
-                WavDepth::Int24 => r.samples::<i32>().map(|s| s.expect("s").abs()).max().unwrap_or(0) as f32 / 8_388_607.0,
+                WavDepth::Int16 => r.samples::<i32>().map(|s| s.expect("s").abs()).max().unwrap_or(0) as f32 / 32768.0,
+                WavDepth::Int24 => r.samples::<i32>().map(|s| s.expect("s").abs()).max().unwrap_or(0) as f32 / 8_388_608.0,
             };
             match clip {
                 ClipMode::Rescale => assert!((peak - 1.0 / 1.01).abs() < 1e-3, "rescale peak {peak}"),

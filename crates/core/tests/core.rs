@@ -1,0 +1,201 @@
+//! Integration tests of the engine library.
+//!
+//! Modules, in one binary:
+//! - decoders: every supported container/codec on small fixtures that ffmpeg
+//!   makes at test time from a known signal (setup.sh installs ffmpeg).
+//! - encoders: WAV/FLAC written by us decode back bit-exact.
+//! - cancellation: a listener that cancels after one segment leaves no output.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use stemroom_core::audio::decode;
+use stemroom_core::audio::encode::{self, ClipMode, OutputFormat, WavDepth};
+use stemroom_core::progress::{Event, Listener, Silent};
+
+/// 1.5 s of a 441 Hz sine on the left and 882 Hz on the right, 44.1 kHz, 16-bit.
+fn reference_wav(dir: &Path) -> (PathBuf, Vec<f32>) {
+    let frames = 66_150;
+    let mut x = Vec::with_capacity(frames * 2);
+    for i in 0..frames {
+        let t = i as f64 / 44_100.0;
+        x.push(((2.0 * std::f64::consts::PI * 441.0 * t).sin() * 0.5 * 32768.0).round() as f32 / 32768.0);
+        x.push(((2.0 * std::f64::consts::PI * 882.0 * t).sin() * 0.25 * 32768.0).round() as f32 / 32768.0);
+    }
+    let p = dir.join("ref.wav");
+    let mut w = encode::open(&p, OutputFormat::Wav { depth: WavDepth::Int16 }, 44_100, 2, ClipMode::None).expect("open");
+    w.write(&x).expect("write");
+    w.finish().expect("finish");
+    (p, x)
+}
+
+fn ffmpeg(args: &[&str]) {
+    let st = Command::new("ffmpeg").args(["-loglevel", "error", "-y"]).args(args).status().expect("ffmpeg (setup.sh installs it)");
+    assert!(st.success(), "ffmpeg {args:?}");
+}
+
+fn decode_all(p: &Path) -> (Vec<f32>, u32, usize) {
+    let mut out = Vec::new();
+    let mut rate = 0;
+    let info = decode::decode(p, &Silent, |b, r| {
+        out.extend_from_slice(b);
+        rate = r;
+        Ok(())
+    })
+    .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    assert_eq!(info.sample_rate, rate);
+    (out, rate, info.channels)
+}
+
+fn rms(x: &[f32], ch: usize) -> f64 {
+    let v: Vec<f64> = x.iter().skip(ch).step_by(2).map(|v| *v as f64).collect();
+    (v.iter().map(|a| a * a).sum::<f64>() / v.len().max(1) as f64).sqrt()
+}
+
+#[test]
+fn decoders_read_every_supported_format() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (src, x) = reference_wav(dir.path());
+    let s = src.to_str().expect("utf8");
+    let d = |n: &str| dir.path().join(n).to_str().expect("utf8").to_string();
+    // (file, ffmpeg codec args, lossless?)
+    let cases: [(&str, &[&str], bool); 7] = [
+        ("a.wav", &["-c:a", "pcm_s24le"], true),
+        ("b.wav", &["-c:a", "pcm_f32le"], true),
+        ("c.flac", &["-c:a", "flac"], true),
+        ("d.m4a", &["-c:a", "alac"], true),
+        ("e.mp3", &["-c:a", "libmp3lame", "-b:a", "192k"], false),
+        ("f.ogg", &["-c:a", "libvorbis", "-q:a", "6"], false),
+        ("g.m4a", &["-c:a", "aac", "-b:a", "192k"], false),
+    ];
+    for (name, codec, lossless) in cases {
+        let mut args = vec!["-i", s];
+        args.extend_from_slice(codec);
+        let out = d(name);
+        args.push(&out);
+        ffmpeg(&args);
+        let size = std::fs::metadata(&out).expect("fixture").len();
+        let (y, rate, ch) = decode_all(Path::new(&out));
+        assert_eq!((rate, ch), (44_100, 2), "{name}");
+        let frames = y.len() / 2;
+        if lossless {
+            assert_eq!(frames, x.len() / 2, "{name} length");
+            let worst = x.iter().zip(&y).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(worst < 1e-4, "{name}: lossless decode differs by {worst}");
+        } else {
+            // Lossy codecs keep the length within their priming/padding and the level within 0.5 dB.
+            assert!(frames.abs_diff(x.len() / 2) < 3000, "{name}: {frames} frames");
+            for c in 0..2 {
+                let db = 20.0 * (rms(&y, c) / rms(&x, c)).log10();
+                assert!(db.abs() < 0.5, "{name} channel {c}: level off by {db:.2} dB");
+            }
+        }
+        eprintln!("{name}: {size} bytes, {frames} frames");
+    }
+}
+
+#[test]
+fn mono_and_multichannel_become_stereo() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (src, _) = reference_wav(dir.path());
+    let s = src.to_str().expect("utf8");
+    let mono = dir.path().join("mono.flac");
+    ffmpeg(&["-i", s, "-ac", "1", "-ar", "22050", mono.to_str().expect("utf8")]);
+    let (y, rate, ch) = decode_all(&mono);
+    assert_eq!((rate, ch), (22_050, 1));
+    assert!(y.chunks_exact(2).all(|f| f[0] == f[1]), "mono duplicated to both channels");
+    // 5.1 (hound writes the standard mask FL FR FC LFE BL BR): front and back
+    // pairs carry the stereo signal, the centre is silent, LFE is loud noise.
+    let (_, x) = reference_wav(dir.path());
+    let surround = dir.path().join("surround.wav");
+    let spec = hound::WavSpec { channels: 6, sample_rate: 44_100, bits_per_sample: 32, sample_format: hound::SampleFormat::Float };
+    let mut w = hound::WavWriter::create(&surround, spec).expect("create");
+    for (i, f) in x.chunks_exact(2).enumerate() {
+        let lfe = if i % 2 == 0 { 0.9 } else { -0.9 };
+        for v in [f[0], f[1], 0.0, lfe, f[0], f[1]] {
+            w.write_sample(v).expect("sample");
+        }
+    }
+    w.finalize().expect("finalize");
+    let (y, _, ch) = decode_all(&surround);
+    assert_eq!(ch, 6);
+    // Each side: (front + back) / (1 + 0.7071 + 1); LFE dropped.
+    let g = 2.0 / (2.0 + std::f32::consts::FRAC_1_SQRT_2);
+    let worst = x.iter().zip(&y).map(|(a, b)| (a * g - b).abs()).fold(0.0f32, f32::max);
+    assert!(worst < 1e-5, "5.1 downmix differs by {worst}");
+}
+
+#[test]
+fn our_wav_and_flac_decode_back_bit_exact() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Every 16-bit value pattern on the grid, so the round trip must be exact.
+    let frames = 10_000;
+    let x16: Vec<f32> = (0..frames * 2).map(|i| (((i * 7919) % 65_536) as i32 - 32_768) as f32 / 32_768.0).collect();
+    for (name, fmt) in [
+        ("x.wav", OutputFormat::Wav { depth: WavDepth::Int16 }),
+        ("w.wav", OutputFormat::Wav { depth: WavDepth::Int24 }),
+        ("x.flac", OutputFormat::Flac { bits: 16 }),
+        ("y.flac", OutputFormat::Flac { bits: 24 }),
+        ("z.wav", OutputFormat::Wav { depth: WavDepth::Float32 }),
+    ] {
+        let p = dir.path().join(name);
+        let mut w = encode::open(&p, fmt, 48_000, 2, ClipMode::None).expect("open");
+        for chunk in x16.chunks(3000) {
+            w.write(chunk).expect("write");
+        }
+        w.finish().expect("finish");
+        let (y, rate, _) = decode_all(&p);
+        assert_eq!(rate, 48_000);
+        assert_eq!(y.len(), x16.len(), "{name}");
+        assert!(x16.iter().zip(&y).all(|(a, b)| a == b), "{name}: not bit-exact");
+        // ffmpeg agrees that the FLAC stream is valid (header rewritten with length and MD5).
+        if name.ends_with(".flac") {
+            let st = Command::new("ffmpeg")
+                .args(["-loglevel", "error", "-i", p.to_str().expect("utf8"), "-f", "null", "-"])
+                .status()
+                .expect("ffmpeg");
+            assert!(st.success(), "{name} rejected by ffmpeg");
+        }
+    }
+}
+
+struct CancelAfterFirstSegment(std::sync::atomic::AtomicBool);
+impl Listener for CancelAfterFirstSegment {
+    fn event(&self, e: &Event) {
+        if matches!(e, Event::Segment { .. }) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    fn is_cancelled(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[test]
+fn cancelling_between_segments_leaves_no_output() {
+    let mix = stemroom_core::paths::cache_dir().expect("cache").join("testdata/mixture.wav");
+    assert!(mix.is_file(), "{} missing: run scripts/setup.sh", mix.display());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let long = dir.path().join("long.wav");
+    ffmpeg(&["-stream_loop", "2", "-i", mix.to_str().expect("utf8"), long.to_str().expect("utf8")]);
+    let sep = stemroom_core::job::Separator::open("htdemucs", None, &Default::default()).expect("model and runtime (setup.sh)");
+    let out = dir.path().join("out");
+    let req = stemroom_core::job::JobRequest {
+        input: long,
+        out_dir: out.clone(),
+        filename: stemroom_core::job::DEFAULT_FILENAME.into(),
+        format: OutputFormat::Flac { bits: 16 },
+        clip: ClipMode::Rescale,
+        two_stems: None,
+        other_method: Default::default(),
+        output_rate: Default::default(),
+        separate: stemroom_core::separate::SeparateOptions { shifts: 0, ..Default::default() },
+        scratch_dir: Some(dir.path().to_path_buf()),
+    };
+    let listener = CancelAfterFirstSegment(Default::default());
+    let err = stemroom_core::job::separate_file(&sep, &req, &listener).expect_err("cancelled");
+    assert_eq!(err.code(), stemroom_core::ErrorCode::Cancelled);
+    assert!(!out.exists(), "output folder removed again");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).expect("ls").flatten().map(|e| e.file_name()).collect();
+    assert_eq!(left.len(), 1, "only the input remains (no scratch spool): {left:?}");
+}

@@ -64,6 +64,8 @@ pub enum Error {
     },
     #[error("temporary storage failed: {0}")]
     Scratch(#[source] std::io::Error),
+    #[error("resampling failed: {0}")]
+    Resample(String),
     #[error("cancelled")]
     Cancelled,
 }
@@ -85,6 +87,7 @@ impl Error {
             Error::InvalidOptions(_) => ErrorCode::InvalidOptions,
             Error::Output { .. } => ErrorCode::Output,
             Error::Scratch(_) => ErrorCode::Output,
+            Error::Resample(_) => ErrorCode::Internal,
             Error::Cancelled => ErrorCode::Cancelled,
         }
     }

@@ -296,7 +296,7 @@ struct StemSink<'a> {
 impl StemSink<'_> {
     fn push(p: &mut Pending, block: &[f32], resampled: &mut Vec<f32>) -> Result<(), Error> {
         resampled.clear();
-        p.resampler.push(block, resampled).map_err(|e| Error::InvalidOptions(e))?;
+        p.resampler.push(block, resampled).map_err(Error::Resample)?;
         if let Some(w) = p.writer.as_mut() {
             w.write(resampled)?;
         }
@@ -403,17 +403,17 @@ pub fn separate_file(sep: &Separator, req: &JobRequest, listener: &dyn Listener)
     };
     let decoded = decode::decode(&req.input, listener, |block, rate| {
         if resampler.is_none() {
-            resampler = Some(StreamResampler::new(rate, info.sample_rate, 2).map_err(Error::InvalidOptions)?);
+            resampler = Some(StreamResampler::new(rate, info.sample_rate, 2).map_err(Error::Resample)?);
         }
         let Some(r) = resampler.as_mut() else { return Ok(()) };
         buf.clear();
-        r.push(block, &mut buf).map_err(Error::InvalidOptions)?;
+        r.push(block, &mut buf).map_err(Error::Resample)?;
         frames_at_model += write_model_frames(&buf, &mut stats, &mut writer)?;
         Ok(())
     })?;
     if let Some(r) = resampler.as_mut() {
         buf.clear();
-        r.finish(&mut buf).map_err(Error::InvalidOptions)?;
+        r.finish(&mut buf).map_err(Error::Resample)?;
         frames_at_model += write_model_frames(&buf, &mut stats, &mut writer)?;
     }
     writer.flush().map_err(Error::Scratch)?;
@@ -440,7 +440,7 @@ pub fn separate_file(sep: &Separator, req: &JobRequest, listener: &dyn Listener)
                 encode::EncodeError::Io { path, source } => Error::Output { path, source },
                 other => Error::Encode(other),
             })?;
-        let resampler = StreamResampler::new(info.sample_rate, out_rate, 2).map_err(Error::InvalidOptions)?;
+        let resampler = StreamResampler::new(info.sample_rate, out_rate, 2).map_err(Error::Resample)?;
         outputs.push(Pending { stem: stem.clone(), tmp, dest: dest.clone(), writer: Some(writer), resampler });
     }
 
@@ -469,7 +469,7 @@ pub fn separate_file(sep: &Separator, req: &JobRequest, listener: &dyn Listener)
         }
         listener.event(&Event::Encoding { stem: p.stem.clone(), path: p.dest.clone() });
         let mut tail = Vec::new();
-        p.resampler.finish(&mut tail).map_err(Error::InvalidOptions)?;
+        p.resampler.finish(&mut tail).map_err(Error::Resample)?;
         if let Some(mut w) = p.writer.take() {
             w.write(&tail)?;
             w.finish()?;

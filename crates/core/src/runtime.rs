@@ -135,6 +135,21 @@ pub fn find_library(explicit: Option<&Path>, device: Device) -> Result<PathBuf, 
     })
 }
 
+/// Make glibc return large freed blocks to the system.
+///
+/// glibc raises its mmap threshold dynamically after large frees, after which
+/// ONNX Runtime's many multi-megabyte activation buffers come from the heap
+/// and stay resident between segments. A fixed 1 MiB threshold keeps them in
+/// their own mappings (measured: peak RSS 2.79 -> 2.54 GB per htdemucs run, same
+/// speed). Process-wide; called once when ONNX Runtime is loaded.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; it is safe to call at any time.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
 struct LoadedRuntime {
     env: ort::environment::Environment,
     path: PathBuf,
@@ -155,6 +170,7 @@ fn runtime(opts: &RuntimeOptions) -> Result<&'static LoadedRuntime, RuntimeError
         None => Some(find_library(opts.library.as_deref(), opts.device)?),
     };
     let loaded = RUNTIME.get_or_init(|| {
+        tune_allocator();
         let path = path.clone().unwrap_or_default();
         let builder = ort::init_from(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let env = builder

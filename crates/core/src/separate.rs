@@ -294,14 +294,10 @@ pub fn separate(
     let mut emitted = 0usize;
     let mut block = Vec::new();
 
-    loop {
-        // Advance the unfinished pass that lags furthest behind.
-        let Some(pi) = (0..passes.len())
-            .filter(|&i| passes[i].next < passes[i].chunks)
-            .min_by_key(|&i| passes[i].frontier())
-        else {
-            break;
-        };
+    // Advance the unfinished pass that lags furthest behind.
+    while let Some(pi) =
+        (0..passes.len()).filter(|&i| passes[i].next < passes[i].chunks).min_by_key(|&i| passes[i].frontier())
+    {
         if listener.is_cancelled() {
             return Err(Error::Cancelled);
         }

@@ -129,8 +129,8 @@ fn mono_and_multichannel_become_stereo() {
 fn our_wav_and_flac_decode_back_bit_exact() {
     let dir = tempfile::tempdir().expect("tempdir");
     // Every 16-bit value pattern on the grid, so the round trip must be exact.
-    let frames = 10_000;
-    let x16: Vec<f32> = (0..frames * 2).map(|i| (((i * 7919) % 65_536) as i32 - 32_768) as f32 / 32_768.0).collect();
+    let frames = 10_000i32;
+    let x16: Vec<f32> = (0..frames * 2i32).map(|i| ((i * 7919) % 65_536 - 32_768) as f32 / 32_768.0).collect();
     for (name, fmt) in [
         ("x.wav", OutputFormat::Wav { depth: WavDepth::Int16 }),
         ("w.wav", OutputFormat::Wav { depth: WavDepth::Int24 }),

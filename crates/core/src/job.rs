@@ -148,9 +148,9 @@ impl Separator {
 struct SharedNet<'a>(&'a Mutex<OrtNetwork>);
 
 impl Network for SharedNet<'_> {
-    fn forward(&mut self, mix: &[f32], spec: &[f32], out_spec: &mut [f32], out_wave: &mut [f32]) -> Result<(), RuntimeError> {
+    fn forward(&mut self, mix: &[f32], spec: &[f32], take: &mut dyn FnMut(&[f32], &[f32])) -> Result<(), RuntimeError> {
         let mut net = self.0.lock().map_err(|_| RuntimeError::Inference("network lock poisoned".into()))?;
-        net.forward(mix, spec, out_spec, out_wave)
+        net.forward(mix, spec, take)
     }
 }
 

@@ -298,15 +298,9 @@ pub fn cuda_compiled_in(opts: &RuntimeOptions) -> Result<bool, RuntimeError> {
 }
 
 impl Network for OrtNetwork {
-    fn forward(
-        &mut self,
-        mix: &[f32],
-        spec: &[f32],
-        out_spec: &mut [f32],
-        out_wave: &mut [f32],
-    ) -> Result<(), RuntimeError> {
+    fn forward(&mut self, mix: &[f32], spec: &[f32], take: &mut dyn FnMut(&[f32], &[f32])) -> Result<(), RuntimeError> {
         let info = &self.info;
-        let (c, l) = (info.channels, info.segment_frames);
+        let (s_n, c, l) = (info.sources.len(), info.channels, info.segment_frames);
         let (f, t) = (info.freq_bins(), info.spec_frames());
         let inf = |e: ort::Error| RuntimeError::Inference(e.to_string());
         let mix_t = TensorRef::from_array_view(([1usize, c, l], mix)).map_err(inf)?;
@@ -317,17 +311,15 @@ impl Network for OrtNetwork {
             .map_err(inf)?;
         let (_, zs) = outputs[info.outputs.spec.as_str()].try_extract_tensor::<f32>().map_err(inf)?;
         let (_, xt) = outputs[info.outputs.wave.as_str()].try_extract_tensor::<f32>().map_err(inf)?;
-        if zs.len() != out_spec.len() || xt.len() != out_wave.len() {
+        let (want_zs, want_xt) = (s_n * 2 * c * f * t, s_n * c * l);
+        if zs.len() != want_zs || xt.len() != want_xt {
             return Err(RuntimeError::Interface(format!(
-                "output sizes {} and {}, expected {} and {}",
+                "output sizes {} and {}, expected {want_zs} and {want_xt}",
                 zs.len(),
-                xt.len(),
-                out_spec.len(),
-                out_wave.len()
+                xt.len()
             )));
         }
-        out_spec.copy_from_slice(zs);
-        out_wave.copy_from_slice(xt);
+        take(zs, xt);
         Ok(())
     }
 }

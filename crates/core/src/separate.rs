@@ -27,17 +27,18 @@ pub const NORM_EPS: f64 = 1e-8;
 
 /// The network: one segment in, per-source estimates out.
 pub trait Network {
-    /// Run one segment.
+    /// Run one segment and hand the outputs to `take` while they are alive
+    /// (no copy of the 55 MB of outputs is kept between segments).
     ///
     /// - `mix`: planar `[channels][segment]` normalised waveform.
     /// - `spec`: `[channels * 2][bins][frames]` complex-as-channels spectrogram.
-    /// - `out_spec`: receives `[sources][channels * 2][bins][frames]`.
-    /// - `out_wave`: receives `[sources][channels][segment]`.
+    /// - `take(out_spec, out_wave)`: `out_spec` is
+    ///   `[sources][channels * 2][bins][frames]`, `out_wave` is
+    ///   `[sources][channels][segment]`.
     ///
     /// # Errors
-    /// [`RuntimeError`] if inference fails.
-    fn forward(&mut self, mix: &[f32], spec: &[f32], out_spec: &mut [f32], out_wave: &mut [f32])
-        -> Result<(), RuntimeError>;
+    /// [`RuntimeError`] if inference fails or the outputs have the wrong size.
+    fn forward(&mut self, mix: &[f32], spec: &[f32], take: &mut dyn FnMut(&[f32], &[f32])) -> Result<(), RuntimeError>;
 }
 
 /// The mixture at the model's sample rate, readable by window.
@@ -266,7 +267,6 @@ pub fn separate(
 
     let mut window = vec![0.0f32; c_n * l];
     let mut spec = vec![0.0f32; 2 * c_n * bins * frames];
-    let mut out_spec = vec![0.0f32; s_n * 2 * c_n * bins * frames];
     let mut out_wave = vec![0.0f32; s_n * c_n * l];
 
     let scale = (stats.std + NORM_EPS) as f32;
@@ -322,10 +322,15 @@ pub fn separate(
         }
         ss.spec(&window, c_n, &mut spec);
         let t0 = Instant::now();
-        net.forward(&window, &spec, &mut out_spec, &mut out_wave)?;
-        let dt = t0.elapsed().as_secs_f64();
+        let mut host_seconds = 0.0;
+        net.forward(&window, &spec, &mut |zs, xt| {
+            let t1 = Instant::now();
+            out_wave.copy_from_slice(xt);
+            ss.ispec_add(zs, s_n, c_n, &mut out_wave);
+            host_seconds = t1.elapsed().as_secs_f64();
+        })?;
+        let dt = t0.elapsed().as_secs_f64() - host_seconds;
         network_seconds += dt;
-        ss.ispec_add(&out_spec, s_n, c_n, &mut out_wave);
 
         // Overlap-add the chunk's centre into the pass accumulator.
         let need = (a + chunk_len - p.acc_start) * k_n;
@@ -408,9 +413,10 @@ mod tests {
     }
 
     impl Network for EchoNet {
-        fn forward(&mut self, mix: &[f32], spec: &[f32], out_spec: &mut [f32], out_wave: &mut [f32])
-            -> Result<(), RuntimeError> {
+        fn forward(&mut self, mix: &[f32], spec: &[f32], take: &mut dyn FnMut(&[f32], &[f32])) -> Result<(), RuntimeError> {
             let (sl, wl) = (spec.len(), mix.len());
+            let mut out_spec = vec![0.0f32; self.sources * sl];
+            let mut out_wave = vec![0.0f32; self.sources * wl];
             for s in 0..self.sources {
                 let g = self.gain[s];
                 if self.through_spec {
@@ -430,6 +436,7 @@ mod tests {
                     }
                 }
             }
+            take(&out_spec, &out_wave);
             Ok(())
         }
     }

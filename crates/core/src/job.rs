@@ -220,6 +220,7 @@ struct SpoolMix {
     file: File,
     frames: usize,
     bytes: Vec<u8>,
+    window: Vec<f32>,
 }
 
 impl SpoolMix {
@@ -236,16 +237,14 @@ impl MixSource for SpoolMix {
     fn frames(&self) -> usize {
         self.frames
     }
-    fn channels(&self) -> usize {
-        2
-    }
     fn read(&mut self, start: usize, len: usize, out: &mut [f32], off: usize, out_len: usize) -> std::io::Result<()> {
-        let mut tmp = Vec::new();
-        self.read_interleaved(start, len, &mut tmp)?;
-        for (j, fr) in tmp.chunks_exact(2).enumerate() {
+        let mut window = std::mem::take(&mut self.window);
+        self.read_interleaved(start, len, &mut window)?;
+        for (j, fr) in window.chunks_exact(2).enumerate() {
             out[off + j] = fr[0];
             out[out_len + off + j] = fr[1];
         }
+        self.window = window;
         Ok(())
     }
 }
@@ -446,7 +445,7 @@ pub fn separate_file(sep: &Separator, req: &JobRequest, listener: &dyn Listener)
 
     let chosen = req.two_stems.as_ref().and_then(|s| info.sources.iter().position(|x| x == s));
     let mix_file = || -> Result<SpoolMix, Error> {
-        Ok(SpoolMix { file: spool.reopen().map_err(Error::Scratch)?, frames: frames_at_model, bytes: Vec::new() })
+        Ok(SpoolMix { file: spool.reopen().map_err(Error::Scratch)?, frames: frames_at_model, bytes: Vec::new(), window: Vec::new() })
     };
     let mut sink = StemSink {
         outputs: &mut outputs,

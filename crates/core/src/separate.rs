@@ -43,10 +43,8 @@ pub trait Network {
 
 /// The mixture at the model's sample rate, readable by window.
 pub trait MixSource {
-    /// Length in frames.
+    /// Length in frames. Channels are the model's (2).
     fn frames(&self) -> usize;
-    /// Channels (2).
-    fn channels(&self) -> usize;
     /// Write frames `start .. start + len` (clipped to `0 .. frames()`) into
     /// `out` as planar `[channels][len]`, at offset `start - window_start`
     /// where `window_start` is the first frame of the window; frames outside
@@ -70,9 +68,6 @@ pub struct MemoryMix {
 impl MixSource for MemoryMix {
     fn frames(&self) -> usize {
         self.data.len() / self.channels.max(1)
-    }
-    fn channels(&self) -> usize {
-        self.channels
     }
     fn read(&mut self, start: usize, len: usize, out: &mut [f32], off: usize, out_len: usize) -> std::io::Result<()> {
         let n = self.frames();

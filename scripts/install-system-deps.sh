@@ -10,6 +10,13 @@ for cmd_pkg in gcc:build-essential pkg-config:pkg-config unzip:unzip ffmpeg:ffmp
     command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+# Tauri 2 on Linux (WebKitGTK), ALSA for cpal, and the GUI/audio test tools:
+# Xvfb, WebKitWebDriver, ImageMagick (screenshots), a PulseAudio null sink.
+for pkg in libwebkit2gtk-4.1-dev libgtk-3-dev librsvg2-dev libayatana-appindicator3-dev \
+           libssl-dev libxdo-dev libasound2-dev xvfb webkit2gtk-driver imagemagick \
+           pulseaudio libasound2-plugins; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
 [ -x /usr/bin/time ] || need+=(time)
 if [ ${#need[@]} -gt 0 ]; then
     log "installing Debian packages: ${need[*]}"

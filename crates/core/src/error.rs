@@ -9,7 +9,8 @@ use crate::model::ModelError;
 use crate::runtime::RuntimeError;
 
 /// Stable classification of an [`Error`], for exit codes and UI branching.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// The input file is missing, unreadable, not audio, empty or damaged.

@@ -12,15 +12,21 @@
 //! - [`audio`]: decoding (symphonia), resampling (rubato), encoding.
 //! - [`separate`]: the Demucs algorithm around the network (`apply.py`).
 //! - [`job`]: one file in, stems out, atomically.
+//! - [`queue`]: the persistent job queue, library index and settings (SQLite).
+//! - [`library`]: song folders with stems and metadata.
+//! - [`worker`]: threads that run queued jobs with progress and cancellation.
 
 pub mod audio;
 pub mod dsp;
 pub mod error;
 pub mod job;
+pub mod library;
 pub mod model;
 pub mod paths;
 pub mod progress;
+pub mod queue;
 pub mod runtime;
 pub mod separate;
+pub mod worker;
 
 pub use error::{Error, ErrorCode};

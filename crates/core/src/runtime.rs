@@ -45,7 +45,8 @@ pub enum RuntimeError {
 }
 
 /// Which device the caller asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, Default)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(rename_all = "lowercase")]
 pub enum Device {
     /// CUDA when it works, else CPU.
@@ -70,7 +71,8 @@ impl std::str::FromStr for Device {
 }
 
 /// The execution provider that actually runs the network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(rename_all = "lowercase")]
 pub enum Provider {
     /// ONNX Runtime's default CPU provider.

@@ -199,3 +199,211 @@ fn cancelling_between_segments_leaves_no_output() {
     let left: Vec<_> = std::fs::read_dir(dir.path()).expect("ls").flatten().map(|e| e.file_name()).collect();
     assert_eq!(left.len(), 1, "only the input remains (no scratch spool): {left:?}");
 }
+
+// ---------------------------------------------------------------------------
+// queue: persistence across restarts and crashes, concurrent enqueue, and the
+// worker running the real model (done, cancelled within a segment).
+
+mod queue {
+    use std::io::BufRead;
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Stdio};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use stemroom_core::queue::{Job, JobSource, JobState, Queue, Settings};
+    use stemroom_core::worker::{JobProgress, Worker, WorkerConfig, WorkerListener};
+
+    fn file(p: &str) -> JobSource {
+        JobSource::File { path: p.into() }
+    }
+
+    #[test]
+    fn restart_puts_running_jobs_back_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("queue.sqlite");
+        let opts = Settings::default().job_options();
+        {
+            let q = Queue::open(&db).expect("open");
+            for name in ["a", "b", "c"] {
+                q.enqueue(&file(name), name, &opts).expect("enqueue");
+            }
+            let a = q.claim_next().expect("claim").expect("job");
+            q.set_running_state(a.id, &JobState::Separating { segment: 2, total: 9 }).expect("update");
+            let b = q.claim_next().expect("claim").expect("job");
+            q.finish(b.id, &JobState::Done, Some("/lib/b"), &[]).expect("finish");
+            // Dropped without finishing `a`: as if the app died.
+        }
+        let q = Queue::open(&db).expect("reopen");
+        let queued: Vec<(String, JobState)> = q.queue().expect("queue").into_iter().map(|j| (j.title, j.state)).collect();
+        assert_eq!(queued, [("a".to_string(), JobState::Queued), ("c".to_string(), JobState::Queued)]);
+        assert_eq!(q.library("").expect("library").len(), 1);
+        assert_eq!(q.claim_next().expect("claim").expect("job").title, "a", "the interrupted job runs first again");
+    }
+
+    fn crash_writer() -> PathBuf {
+        // The example lands next to the test binary's `deps` folder once built
+        // (`cargo build --examples`; scripts/test.sh does it).
+        let exe = std::env::current_exe().expect("test exe");
+        let p = exe.parent().and_then(Path::parent).expect("target dir").join("examples/queue_crash_writer");
+        assert!(p.is_file(), "{} not built: run `cargo build --release -p stemroom-core --examples` (scripts/test.sh does)", p.display());
+        p
+    }
+
+    #[test]
+    fn sigkill_during_updates_loses_and_duplicates_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("queue.sqlite");
+        let mut committed: Vec<u32> = Vec::new();
+        for round in 0..5 {
+            let mut child = Command::new(crash_writer()).arg(&db).stdout(Stdio::piped()).spawn().expect("spawn writer");
+            let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+            // Let it commit a varying number of jobs, then kill it mid-stream.
+            for _ in 0..(20 + round * 17) {
+                let line = lines.next().expect("writer output").expect("line");
+                committed.push(line.trim().parse().expect("id"));
+            }
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reap");
+            // Ids it printed before dying but after we stopped reading count too.
+            for line in lines.map_while(Result::ok) {
+                committed.push(line.trim().parse().expect("id"));
+            }
+            let q = Queue::open(&db).expect("reopen after crash");
+            let ok: String = rusqlite::Connection::open(&db)
+                .expect("sqlite")
+                .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+                .expect("integrity_check");
+            assert_eq!(ok, "ok");
+            let all: Vec<Job> = q.queue().expect("queue").into_iter().chain(q.library("").expect("library")).collect();
+            let mut ids: Vec<u32> = all.iter().map(|j| j.id).collect();
+            ids.sort_unstable();
+            let n = ids.len();
+            ids.dedup();
+            assert_eq!(ids.len(), n, "no duplicated job");
+            for id in &committed {
+                assert!(ids.contains(id), "job {id} was committed before the crash and must survive");
+            }
+            assert!(all.iter().all(|j| !j.state.is_running()), "running jobs were recovered to queued");
+        }
+    }
+
+    #[test]
+    fn concurrent_enqueue_from_many_connections() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("queue.sqlite");
+        drop(Queue::open(&db).expect("create"));
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let db = db.clone();
+                std::thread::spawn(move || {
+                    let q = Queue::open(&db).expect("open");
+                    let opts = Settings::default().job_options();
+                    (0..25).map(|i| q.enqueue(&file(&format!("{t}-{i}")), "x", &opts).expect("enqueue").id).collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut ids: Vec<u32> = threads.into_iter().flat_map(|t| t.join().expect("thread")).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), 100);
+        let q = Queue::open(&db).expect("open");
+        let jobs = q.queue().expect("queue");
+        assert_eq!(jobs.len(), 100);
+        let mut positions: Vec<i32> = jobs.iter().map(|j| j.position).collect();
+        positions.dedup();
+        assert_eq!(positions.len(), 100, "every job has its own queue position");
+        // Claims from two connections never hand out the same job.
+        let q2 = Queue::open(&db).expect("open");
+        let mut claimed: Vec<u32> = Vec::new();
+        while let (Some(a), Some(b)) = (q.claim_next().expect("claim"), q2.claim_next().expect("claim")) {
+            claimed.push(a.id);
+            claimed.push(b.id);
+        }
+        let n = claimed.len();
+        claimed.sort_unstable();
+        claimed.dedup();
+        assert_eq!(claimed.len(), n);
+    }
+
+    #[derive(Default)]
+    struct Recorder {
+        changes: Mutex<Vec<Job>>,
+        progress: Mutex<Vec<(Instant, JobProgress)>>,
+    }
+    impl WorkerListener for Recorder {
+        fn job_changed(&self, job: &Job) {
+            self.changes.lock().expect("lock").push(job.clone());
+        }
+        fn progress(&self, p: &JobProgress) {
+            self.progress.lock().expect("lock").push((Instant::now(), p.clone()));
+        }
+    }
+
+    fn wait_for(q: &Queue, id: u32, secs: u64, what: impl Fn(&Job) -> bool) -> Job {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let j = q.get(id).expect("job");
+            if what(&j) {
+                return j;
+            }
+            assert!(Instant::now() < deadline, "timed out; job is {:?}", j.state);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    #[test]
+    fn worker_separates_into_the_library_and_cancels_within_a_segment() {
+        let mix = stemroom_core::paths::cache_dir().expect("cache").join("testdata/mixture.wav");
+        assert!(mix.is_file(), "{} missing: run scripts/setup.sh", mix.display());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let long = dir.path().join("long.wav");
+        super::ffmpeg(&["-stream_loop", "3", "-i", mix.to_str().expect("utf8"), long.to_str().expect("utf8")]);
+        let q = Arc::new(Queue::open(&dir.path().join("queue.sqlite")).expect("open"));
+        let library = dir.path().join("library");
+        q.save_settings(&Settings { shifts: 0, library_dir: Some(library.to_string_lossy().into()), ..Settings::default() })
+            .expect("settings");
+        let rec = Arc::new(Recorder::default());
+        let worker = Worker::new(q.clone(), WorkerConfig { default_library: dir.path().join("unused"), ..Default::default() }, rec.clone());
+        let opts = q.settings().expect("settings").job_options();
+        let song = q.enqueue(&file(mix.to_str().expect("utf8")), "Falcon 69", &opts).expect("enqueue");
+        let long_job = q.enqueue(&file(long.to_str().expect("utf8")), "Long", &opts).expect("enqueue");
+        worker.start(1);
+
+        let done = wait_for(&q, song.id, 300, |j| j.state.is_finished());
+        assert_eq!(done.state, JobState::Done, "{:?}", done.state);
+        let out = PathBuf::from(done.output_dir.clone().expect("output dir"));
+        assert_eq!(out, library.join("Falcon 69"));
+        let names: Vec<&str> = done.stems.iter().map(|s| s.stem.as_str()).collect();
+        assert_eq!(names, ["drums", "bass", "other", "vocals"]);
+        for s in &done.stems {
+            assert!(Path::new(&s.path).is_file(), "{}", s.path);
+        }
+        assert!(out.join("stemroom.json").is_file());
+        assert!(done.duration_seconds.expect("duration") > 5.0);
+        assert_eq!(done.provider.as_deref(), Some("cpu"));
+
+        // The long job: cancel once it is separating; it must stop within one
+        // segment's time and leave nothing in the library.
+        let running = wait_for(&q, long_job.id, 120, |j| matches!(j.state, JobState::Separating { .. }));
+        let sps = q.segment_seconds("htdemucs", "cpu").expect("db").expect("measured on the first song");
+        let asked = Instant::now();
+        worker.cancel(running.id).expect("cancel");
+        let cancelled = wait_for(&q, long_job.id, 120, |j| j.state.is_finished());
+        let took = asked.elapsed().as_secs_f64();
+        assert_eq!(cancelled.state, JobState::Cancelled);
+        assert!(took < 2.0 * sps + 2.0, "cancel took {took:.1} s with {sps:.1} s per segment");
+        let entries: Vec<_> = std::fs::read_dir(&library).expect("ls").flatten().map(|e| e.file_name()).collect();
+        assert_eq!(entries, [std::ffi::OsString::from("Falcon 69")], "no partial folder left");
+
+        // Progress reached the listener, throttled and with an ETA from measured times.
+        let progress = rec.progress.lock().expect("lock");
+        let seps: Vec<&JobProgress> =
+            progress.iter().map(|(_, p)| p).filter(|p| p.id == long_job.id && matches!(p.state, JobState::Separating { .. })).collect();
+        assert!(!seps.is_empty());
+        assert!(seps.iter().all(|p| p.eta_seconds.is_some_and(|e| e >= 0.0) && p.percent > 0.0 && p.percent < 100.0));
+        let changes = rec.changes.lock().expect("lock");
+        assert!(changes.iter().any(|j| j.id == song.id && j.state == JobState::Done));
+        worker.shutdown();
+    }
+}

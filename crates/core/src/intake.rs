@@ -1,0 +1,170 @@
+//! Turning what a person drops or picks (files and folders) into queued jobs.
+//!
+//! Each path given explicitly is probed (headers only, see
+//! [`decode::probe`]); one that is not decodable audio is refused with the
+//! reason. Folders are searched (depth at most [`MAX_DEPTH`], at most
+//! [`MAX_FILES`] files, sorted by path) for files with an audio extension;
+//! other files inside folders are skipped silently, as a person dropping an
+//! album folder with cover art expects.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::audio::decode;
+use crate::queue::{Job, JobSource, Queue, QueueError};
+use crate::worker::title_for;
+
+/// How deep folders are searched.
+pub const MAX_DEPTH: usize = 4;
+/// At most this many files are added from one drop.
+pub const MAX_FILES: usize = 500;
+
+/// File extensions (lower case) looked for inside folders: the containers
+/// the decoder reads (symphonia: WAV, FLAC, MP3, OGG, MP4/M4A, AIFF, CAF).
+pub const AUDIO_EXTENSIONS: &[&str] = &["wav", "wave", "flac", "mp3", "ogg", "oga", "m4a", "mp4", "aac", "aif", "aiff", "caf"];
+
+/// A path that was not added, and why (plain words).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+#[serde(rename_all = "camelCase")]
+pub struct Rejected {
+    pub path: String,
+    pub reason: String,
+}
+
+/// The outcome of adding paths.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+#[serde(rename_all = "camelCase")]
+pub struct AddResult {
+    pub added: Vec<Job>,
+    pub rejected: Vec<Rejected>,
+}
+
+fn has_audio_extension(p: &Path) -> bool {
+    p.extension().and_then(|e| e.to_str()).is_some_and(|e| AUDIO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    paths.sort();
+    for p in paths {
+        if out.len() >= MAX_FILES {
+            return;
+        }
+        let hidden = p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+        if hidden {
+            continue;
+        }
+        // symlink_metadata: do not follow links into loops.
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() && depth < MAX_DEPTH => walk(&p, depth + 1, out),
+            Ok(m) if m.is_file() && has_audio_extension(&p) => out.push(p),
+            _ => {}
+        }
+    }
+}
+
+/// Queue every audio file among `paths` (files, or folders to search) with
+/// the saved settings' options. Files are queued in the order given.
+///
+/// # Errors
+/// Database errors only; bad paths are reported in [`AddResult::rejected`].
+pub fn add_paths(queue: &Queue, paths: &[PathBuf]) -> Result<AddResult, QueueError> {
+    let options = queue.settings()?.job_options();
+    let mut result = AddResult::default();
+    let mut files: Vec<PathBuf> = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let before = files.len();
+            walk(p, 0, &mut files);
+            if files.len() == before {
+                result.rejected.push(result_rejected(p, "This folder holds no audio files.".into()));
+            }
+        } else {
+            files.push(p.clone());
+        }
+    }
+    files.truncate(MAX_FILES);
+    for f in files {
+        let f = std::path::absolute(&f).unwrap_or(f);
+        match decode::probe(&f) {
+            Ok(info) => {
+                let Some(path) = f.to_str() else {
+                    result.rejected.push(result_rejected(&f, "The file name is not valid Unicode.".into()));
+                    continue;
+                };
+                let job = queue.enqueue(&JobSource::File { path: path.to_string() }, &title_for(&f), &options)?;
+                if let Some(d) = info.duration_seconds {
+                    queue.set_details(job.id, Some(d), None)?;
+                }
+                result.added.push(queue.get(job.id)?);
+            }
+            Err(e) => result.rejected.push(result_rejected(&f, plain_reason(&e))),
+        }
+    }
+    Ok(result)
+}
+
+fn result_rejected(p: &Path, reason: String) -> Rejected {
+    Rejected { path: p.to_string_lossy().into_owned(), reason }
+}
+
+fn plain_reason(e: &decode::DecodeError) -> String {
+    use decode::DecodeError as D;
+    match e {
+        D::NotFound(_) => "The file does not exist.".into(),
+        D::IsDirectory(_) => "This is a folder.".into(),
+        D::EmptyFile(_) => "The file is empty.".into(),
+        D::NotAudio { .. } => "This is not an audio file Stemroom can read (WAV, FLAC, MP3, OGG, M4A).".into(),
+        D::NoAudioTrack(_) => "The file has no audio track.".into(),
+        D::UnsupportedCodec { reason, .. } => format!("The audio codec is not supported ({reason})."),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wav(p: &Path, frames: usize) {
+        let spec = hound::WavSpec { channels: 2, sample_rate: 44_100, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+        let mut w = hound::WavWriter::create(p, spec).unwrap();
+        for i in 0..frames * 2 {
+            w.write_sample((i % 100) as i16).unwrap();
+        }
+        w.finalize().unwrap();
+    }
+
+    #[test]
+    fn files_folders_and_refusals() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(&dir.path().join("q.sqlite")).unwrap();
+        let album = dir.path().join("album");
+        std::fs::create_dir_all(album.join("disc 2")).unwrap();
+        wav(&album.join("02 b.wav"), 44_100);
+        wav(&album.join("01 a.wav"), 22_050);
+        wav(&album.join("disc 2/03 c.wav"), 100);
+        std::fs::write(album.join("cover.jpg"), b"\xff\xd8\xff").unwrap();
+        let notes = dir.path().join("notes.txt");
+        std::fs::write(&notes, "not audio at all, just some text").unwrap();
+        let fake = dir.path().join("fake.mp3");
+        std::fs::write(&fake, vec![0u8; 0]).unwrap();
+        let empty_dir = dir.path().join("empty");
+        std::fs::create_dir(&empty_dir).unwrap();
+        let r = add_paths(&q, &[album.clone(), notes.clone(), fake.clone(), empty_dir, dir.path().join("missing.wav")]).unwrap();
+        let titles: Vec<&str> = r.added.iter().map(|j| j.title.as_str()).collect();
+        assert_eq!(titles, ["01 a", "02 b", "03 c"]);
+        assert_eq!(r.added[0].duration_seconds, Some(0.5));
+        let reasons: Vec<(&str, &str)> =
+            r.rejected.iter().map(|x| (Path::new(&x.path).file_name().unwrap().to_str().unwrap(), x.reason.as_str())).collect();
+        assert_eq!(reasons.len(), 4, "{reasons:?}");
+        assert!(reasons[0].0 == "empty" && reasons[0].1.contains("no audio"));
+        assert!(reasons[1].0 == "notes.txt" && reasons[1].1.contains("not an audio file"));
+        assert!(reasons[2].0 == "fake.mp3" && reasons[2].1.contains("empty"));
+        assert!(reasons[3].0 == "missing.wav" && reasons[3].1.contains("does not exist"));
+        assert_eq!(q.queue().unwrap().len(), 3);
+    }
+}

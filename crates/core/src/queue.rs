@@ -709,6 +709,22 @@ impl Queue {
         Ok(())
     }
 
+    /// The execution provider of the most recently started job (`cpu`,
+    /// `cuda`), i.e. what separation really runs on.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn last_provider(&self) -> Result<Option<String>, QueueError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT provider FROM jobs WHERE provider IS NOT NULL ORDER BY COALESCE(started_ms, 0) DESC, id DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
     /// Fold one measured segment time (seconds of network plus bookkeeping
     /// per segment) into this machine's running mean for `model` on
     /// `provider`. The mean weights recent runs more (exponential, factor

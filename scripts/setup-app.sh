@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# What the desktop app and its tests need beyond setup.sh (idempotent): the
+# npm packages (UI, Vite, Vitest, Tauri CLI, WebdriverIO) and tauri-driver,
+# installed into the cache so repeated runs skip it.
+source "$(dirname "$0")/common.sh"
+cd "$REPO_ROOT"
+stamp=node_modules/.stemroom-lock.sha256
+want=$(sha256sum package-lock.json | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    log "installing npm packages"
+    npm ci --no-audit --no-fund --loglevel=error
+    echo "$want" > "$stamp"
+fi
+TOOLS_DIR="$STEMROOM_CACHE/tools"
+if [ ! -x "$TOOLS_DIR/bin/tauri-driver" ]; then
+    log "installing tauri-driver"
+    cargo install tauri-driver --version "^2" --locked --root "$TOOLS_DIR" --quiet
+fi

@@ -1,0 +1,60 @@
+//! Stemroom desktop app: a thin Tauri 2 shell over `stemroom-core`.
+//!
+//! Each command takes managed [`state::AppState`], calls one core function and
+//! maps errors to `{code, message}` ([`state::AppError`]). Progress reaches the
+//! window through a `tauri::ipc::Channel` registered by `subscribe`.
+//! TypeScript bindings for commands and types are generated from these Rust
+//! signatures by tauri-specta into `ui/src/bindings.ts`
+//! (`stemroom-app --export-bindings ui/src/bindings.ts`).
+
+#![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
+
+mod commands;
+mod state;
+
+use std::sync::Arc;
+
+use tauri::Manager;
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let builder = commands::specta_builder();
+    let mut args = std::env::args().skip(1);
+    if let (Some(flag), Some(path)) = (args.next(), args.next()) {
+        if flag == "--export-bindings" {
+            if let Err(e) = commands::export_bindings(&builder, std::path::Path::new(&path)) {
+                eprintln!("error: cannot export bindings: {e}");
+                std::process::exit(1);
+            }
+            return;
+        }
+    }
+    let result = tauri::Builder::default()
+        .plugin(tauri_plugin_opener::init())
+        .invoke_handler(builder.invoke_handler())
+        .setup(move |app| {
+            builder.mount_events(app);
+            let data_dir = match std::env::var_os("STEMROOM_DATA_DIR") {
+                Some(d) => std::path::PathBuf::from(d),
+                None => app.path().app_data_dir()?,
+            };
+            let state = state::AppState::open(&data_dir)?;
+            app.manage(Arc::new(state));
+            Ok(())
+        })
+        .on_window_event(|window, event| {
+            if let tauri::WindowEvent::Destroyed = event {
+                if let Some(state) = window.app_handle().try_state::<Arc<state::AppState>>() {
+                    state.shutdown();
+                }
+            }
+        })
+        .run(tauri::generate_context!());
+    if let Err(e) = result {
+        eprintln!("error: Stemroom could not start: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,117 @@
+//! What the app keeps while running: the queue database, the worker, and the
+//! progress channels of open windows.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use specta::Type;
+use stemroom_core::model::{self, Manifest, ModelStatus};
+use stemroom_core::queue::{Job, Queue, QueueError};
+use stemroom_core::runtime::{self, RuntimeStatus};
+use stemroom_core::worker::{JobProgress, Worker, WorkerConfig, WorkerListener};
+use stemroom_core::ErrorCode;
+use tauri::ipc::Channel;
+
+/// An error as the UI sees it: it branches on `code`, shows `message`.
+#[derive(Debug, Clone, Serialize, Type)]
+pub struct AppError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl From<QueueError> for AppError {
+    fn from(e: QueueError) -> Self {
+        AppError { code: e.code(), message: e.to_string() }
+    }
+}
+
+impl From<stemroom_core::Error> for AppError {
+    fn from(e: stemroom_core::Error) -> Self {
+        AppError { code: e.code(), message: stemroom_core::worker::plain_message(&e) }
+    }
+}
+
+impl AppError {
+    pub fn internal(message: impl Into<String>) -> Self {
+        AppError { code: ErrorCode::Internal, message: message.into() }
+    }
+}
+
+/// What the window hears about the queue.
+#[derive(Debug, Clone, Serialize, Type)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum QueueEvent {
+    /// A job was claimed, finished, failed or cancelled.
+    JobChanged { job: Job },
+    /// Throttled progress of a running job.
+    Progress { progress: JobProgress },
+    /// Jobs were added, removed or reordered.
+    QueueChanged,
+}
+
+/// Fans worker events out to every subscribed window channel.
+#[derive(Default)]
+pub struct Hub {
+    channels: Mutex<Vec<Channel<QueueEvent>>>,
+}
+
+impl Hub {
+    pub fn add(&self, ch: Channel<QueueEvent>) {
+        self.channels.lock().unwrap_or_else(|p| p.into_inner()).push(ch);
+    }
+    pub fn send(&self, ev: QueueEvent) {
+        // A channel whose window is gone fails to send; drop it.
+        self.channels.lock().unwrap_or_else(|p| p.into_inner()).retain(|ch| ch.send(ev.clone()).is_ok());
+    }
+}
+
+impl WorkerListener for Hub {
+    fn job_changed(&self, job: &Job) {
+        self.send(QueueEvent::JobChanged { job: job.clone() });
+    }
+    fn progress(&self, progress: &JobProgress) {
+        self.send(QueueEvent::Progress { progress: progress.clone() });
+    }
+}
+
+/// Everything the commands share.
+pub struct AppState {
+    pub queue: Arc<Queue>,
+    pub worker: Worker,
+    pub hub: Arc<Hub>,
+    pub data_dir: PathBuf,
+    pub manifest: Manifest,
+}
+
+impl AppState {
+    /// Open the database in `data_dir` (created if needed), recover
+    /// interrupted jobs and start the worker.
+    ///
+    /// # Errors
+    /// When the database cannot be opened.
+    pub fn open(data_dir: &Path) -> Result<Self, Box<dyn std::error::Error>> {
+        std::fs::create_dir_all(data_dir)?;
+        let queue = Arc::new(Queue::open(&data_dir.join("stemroom.sqlite"))?);
+        let hub = Arc::new(Hub::default());
+        let config = WorkerConfig {
+            default_library: stemroom_core::library::default_library_dir(data_dir),
+            ..WorkerConfig::default()
+        };
+        let worker = Worker::new(queue.clone(), config, hub.clone());
+        worker.start(queue.settings()?.concurrent_jobs as usize);
+        Ok(AppState { queue, worker, hub, data_dir: data_dir.to_path_buf(), manifest: Manifest::builtin()? })
+    }
+
+    pub fn models(&self) -> Vec<ModelStatus> {
+        model::statuses(&self.manifest, &model::model_search_dirs(None))
+    }
+
+    pub fn runtime(&self) -> RuntimeStatus {
+        runtime::status(None, stemroom_core::runtime::Device::Auto)
+    }
+
+    pub fn shutdown(&self) {
+        self.worker.shutdown();
+    }
+}

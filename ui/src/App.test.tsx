@@ -1,0 +1,53 @@
+import { act, screen, within } from "@testing-library/react";
+import { describe, expect, it, vi } from "vitest";
+import { renderApp } from "./test/renderApp";
+
+describe("App", () => {
+  it("has three tabs that switch with the mouse and the arrow keys", async () => {
+    const { user } = renderApp();
+    const tabs = screen.getAllByRole("tab");
+    expect(tabs.map((tab) => tab.textContent)).toEqual(["Queue", "Library", "Settings"]);
+    expect(screen.getByRole("tab", { name: "Queue" })).toHaveAttribute("aria-selected", "true");
+    expect(screen.getByRole("tabpanel", { name: "Queue" })).toBeVisible();
+
+    await user.click(screen.getByRole("tab", { name: "Library" }));
+    expect(screen.getByRole("tabpanel", { name: "Library" })).toBeVisible();
+    expect(screen.queryByRole("tabpanel", { name: "Queue" })).not.toBeInTheDocument();
+
+    await user.keyboard("{ArrowRight}");
+    expect(screen.getByRole("tab", { name: "Settings" })).toHaveFocus();
+    expect(screen.getByRole("tab", { name: "Settings" })).toHaveAttribute("aria-selected", "true");
+    await user.keyboard("{Home}");
+    expect(screen.getByRole("tab", { name: "Queue" })).toHaveAttribute("aria-selected", "true");
+  });
+
+  it("covers the window while files are dragged over it", async () => {
+    const { backend } = renderApp();
+    await screen.findByText("No songs in the queue");
+    act(() => backend.dragHover(true));
+    expect(screen.getByText("Drop songs to separate them")).toBeInTheDocument();
+    act(() => backend.dragHover(false));
+    expect(screen.queryByText("Drop songs to separate them")).not.toBeInTheDocument();
+  });
+
+  it("adds dropped files and lists the ones it refused", async () => {
+    const { backend, user } = renderApp();
+    const addPaths = vi.spyOn(backend, "addPaths");
+    await user.click(screen.getByRole("tab", { name: "Settings" }));
+
+    act(() => backend.dragHover(true));
+    act(() => backend.dropFiles(["/music/Song.wav", "/music/cover.jpg", "/music/readme"]));
+
+    expect(addPaths).toHaveBeenCalledWith(["/music/Song.wav", "/music/cover.jpg", "/music/readme"]);
+    expect(screen.queryByText("Drop songs to separate them")).not.toBeInTheDocument();
+    const alert = await screen.findByRole("alert");
+    expect(alert).toHaveTextContent("2 files were not added");
+    expect(within(alert).getAllByRole("listitem").map((li) => li.textContent)).toEqual([
+      "cover.jpg: Not an audio file Stemroom can read.",
+      "readme: Not an audio file Stemroom can read.",
+    ]);
+    // Dropping shows the queue, where the added song now waits.
+    expect(screen.getByRole("tab", { name: "Queue" })).toHaveAttribute("aria-selected", "true");
+    expect(await screen.findByTestId("job-row")).toHaveTextContent("Song");
+  });
+});

@@ -1,0 +1,95 @@
+import { useEffect, useEffectEvent, useState, type ReactNode } from "react";
+import { useBackend } from "./backend";
+import type { AddResult, Rejected } from "./bindings";
+import { errorText } from "./errors";
+import { useAppInfo } from "./hooks/useAppInfo";
+import { useQueue } from "./hooks/useQueue";
+import { untilUnmount } from "./hooks/untilUnmount";
+import { Alert } from "./components/Alert";
+import { DropOverlay } from "./components/DropOverlay";
+import { Header, TABS, panelId, tabId, type Tab } from "./components/Header";
+import { LibraryView } from "./components/LibraryView";
+import { QueueView } from "./components/QueueView";
+import { RejectedNotice } from "./components/RejectedNotice";
+import { SettingsView } from "./components/SettingsView";
+import { SetupBanner } from "./components/SetupBanner";
+
+export function App() {
+  const backend = useBackend();
+  const app = useAppInfo();
+  const queue = useQueue();
+  const [tab, setTab] = useState<Tab>("Queue");
+  const [dragging, setDragging] = useState(false);
+  const [rejected, setRejected] = useState<Rejected[]>([]);
+  const [addError, setAddError] = useState<string | null>(null);
+
+  /** Runs an add request and reports what it refused; resolves to whether anything was added. */
+  async function add(request: () => Promise<AddResult>): Promise<boolean> {
+    try {
+      const { added, rejected } = await request();
+      setRejected(rejected);
+      setAddError(null);
+      if (added.length > 0) await queue.refresh();
+      return added.length > 0;
+    } catch (e) {
+      setAddError(errorText(e));
+      return false;
+    }
+  }
+
+  const onDrop = useEffectEvent((paths: string[]) => {
+    setDragging(false);
+    setTab("Queue");
+    void add(() => backend.addPaths(paths));
+  });
+  useEffect(() => untilUnmount(backend.onFileDrop((paths) => onDrop(paths))), [backend]);
+  useEffect(() => untilUnmount(backend.onDragHover(setDragging)), [backend]);
+
+  const { libraryVersion } = queue;
+  const refreshInfo = app.refresh;
+  useEffect(() => {
+    // A finished job may have started the runtime (provider in use).
+    if (libraryVersion > 0) void refreshInfo();
+  }, [libraryVersion, refreshInfo]);
+
+  const panels: Record<Tab, ReactNode> = {
+    Queue: (
+      <QueueView
+        queue={queue}
+        onPickFiles={() => void add(() => backend.pickFiles())}
+        onAddPath={(path) => add(() => backend.addPaths([path]))}
+      />
+    ),
+    Library: <LibraryView version={libraryVersion} />,
+    Settings: <SettingsView app={app} />,
+  };
+
+  return (
+    <div className="app">
+      <Header selected={tab} onSelect={setTab} />
+      <main className="main">
+        {app.info && <SetupBanner info={app.info} downloads={app.downloads} />}
+        {app.error && <Alert title="Stemroom could not start properly">{app.error}</Alert>}
+        {rejected.length > 0 && <RejectedNotice rejected={rejected} onDismiss={() => setRejected([])} />}
+        {addError && (
+          <Alert title="The songs were not added" onDismiss={() => setAddError(null)}>
+            {addError}
+          </Alert>
+        )}
+        {TABS.map((t) => (
+          <section
+            key={t}
+            id={panelId(t)}
+            role="tabpanel"
+            aria-labelledby={tabId(t)}
+            hidden={t !== tab}
+            className="panel"
+          >
+            {panels[t]}
+          </section>
+        ))}
+      </main>
+      {dragging && <DropOverlay />}
+    </div>
+  );
+}

@@ -1,0 +1,86 @@
+import { createContext, createElement, useContext, type ReactNode } from "react";
+import type {
+  AddResult,
+  AppInfo,
+  ErrorCode,
+  Job,
+  ModelStatus,
+  QueueEvent,
+  Settings,
+} from "./bindings";
+
+/** Everything the UI asks of the app. Every method rejects with a {@link BackendError}. */
+export interface Backend {
+  appInfo(): Promise<AppInfo>;
+  /** Jobs not in the library: running and queued first (queue order), then failed and cancelled. */
+  listQueue(): Promise<Job[]>;
+  /** Finished songs whose title contains `search`, newest first. */
+  listLibrary(search: string): Promise<Job[]>;
+  addPaths(paths: string[]): Promise<AddResult>;
+  /** Opens the native file dialog and adds what was picked. */
+  pickFiles(): Promise<AddResult>;
+  cancelJob(id: number): Promise<Job>;
+  retryJob(id: number): Promise<Job>;
+  removeJob(id: number, deleteFiles: boolean): Promise<void>;
+  /** Puts the listed queued jobs in this order; returns the new queue. */
+  reorderQueue(ids: number[]): Promise<Job[]>;
+  getSettings(): Promise<Settings>;
+  saveSettings(settings: Settings): Promise<Settings>;
+  /** Opens the native folder dialog; `null` when the user cancelled. */
+  pickLibraryDir(): Promise<string | null>;
+  openFolder(path: string): Promise<void>;
+  fetchModel(id: string): Promise<ModelStatus>;
+  /** Live queue events; resolves to the function that stops them. */
+  subscribe(onEvent: (event: QueueEvent) => void): Promise<() => void>;
+  /** Files dropped anywhere on the window, as real paths. */
+  onFileDrop(handler: (paths: string[]) => void): Promise<() => void>;
+  /** Whether files are being dragged over the window. */
+  onDragHover(handler: (hovering: boolean) => void): Promise<() => void>;
+}
+
+const ERROR_CODES: readonly ErrorCode[] = [
+  "bad_input",
+  "missing_model",
+  "missing_runtime",
+  "output",
+  "invalid_options",
+  "cancelled",
+  "internal",
+];
+
+/** A failed backend call: `code` is stable (branch on it), `message` is for people. */
+export class BackendError extends Error {
+  readonly code: ErrorCode;
+
+  constructor(code: ErrorCode, message: string) {
+    super(message);
+    this.name = "BackendError";
+    this.code = code;
+  }
+}
+
+function isErrorCode(value: unknown): value is ErrorCode {
+  return ERROR_CODES.includes(value as ErrorCode);
+}
+
+/** Turns whatever a call rejected with (usually `{code, message}`) into a {@link BackendError}. */
+export function toBackendError(error: unknown): BackendError {
+  if (error instanceof BackendError) return error;
+  if (typeof error === "object" && error !== null && "message" in error) {
+    const { code, message } = error as { code?: unknown; message: unknown };
+    return new BackendError(isErrorCode(code) ? code : "internal", String(message));
+  }
+  return new BackendError("internal", typeof error === "string" ? error : "Unexpected error.");
+}
+
+const BackendContext = createContext<Backend | null>(null);
+
+export function BackendProvider({ backend, children }: { backend: Backend; children: ReactNode }) {
+  return createElement(BackendContext.Provider, { value: backend }, children);
+}
+
+export function useBackend(): Backend {
+  const backend = useContext(BackendContext);
+  if (!backend) throw new Error("useBackend() needs a <BackendProvider> above it");
+  return backend;
+}

@@ -1,0 +1,50 @@
+import type { Job, JobProgress } from "../bindings";
+import { hintFor } from "../errors";
+import { formatDuration, formatEta, isRunning, stateLabel } from "../format";
+import { ProgressBar } from "./ProgressBar";
+
+export type JobAction = "cancel" | "retry" | "remove" | "up" | "down";
+
+interface Props {
+  job: Job;
+  progress: JobProgress | undefined;
+  /** Whether the job can move up / down among the queued ones. */
+  canMove: { up: boolean; down: boolean };
+  busy: boolean;
+  onAction(action: JobAction, job: Job): void;
+}
+
+export function JobRow({ job, progress, canMove, busy, onAction }: Props) {
+  const { state } = job;
+  const running = isRunning(state);
+  const queued = state.state === "queued";
+  const stopped = state.state === "failed" || state.state === "cancelled";
+  const hint = state.state === "failed" ? hintFor(state.code) : null;
+  const button = (action: JobAction, label: string, disabled = false) => (
+    <button type="button" className="button" disabled={busy || disabled} onClick={() => onAction(action, job)}>
+      {label}
+    </button>
+  );
+
+  return (
+    <li className="job" data-testid="job-row" data-job-id={job.id} data-state={state.state}>
+      <div className="job__main">
+        <p className="job__title">{job.title}</p>
+        <p className="job__meta">
+          {job.durationSeconds !== null && <span>{formatDuration(job.durationSeconds)}</span>}
+          <span className={`job__state job__state--${state.state}`}>{stateLabel(state)}</span>
+          {running && progress?.etaSeconds != null && <span>{formatEta(progress.etaSeconds)}</span>}
+        </p>
+        {hint && <p className="job__hint">{hint}</p>}
+        {running && <ProgressBar percent={progress?.percent ?? 0} label={`Progress of ${job.title}`} />}
+      </div>
+      <div className="job__actions">
+        {queued && button("up", "Move up", !canMove.up)}
+        {queued && button("down", "Move down", !canMove.down)}
+        {(queued || running) && button("cancel", "Cancel")}
+        {stopped && button("retry", "Retry")}
+        {!running && button("remove", "Remove")}
+      </div>
+    </li>
+  );
+}

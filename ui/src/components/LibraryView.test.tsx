@@ -1,0 +1,84 @@
+import { screen, waitFor, within } from "@testing-library/react";
+import { describe, expect, it, vi } from "vitest";
+import { mockSong } from "../mockBackend";
+import { renderApp } from "../test/renderApp";
+
+const library = [
+  mockSong({ id: 1, title: "Falcon 69", durationSeconds: 187, finishedAt: Date.UTC(2025, 0, 1) }),
+  mockSong({ id: 2, title: "Night Drive", durationSeconds: 241, finishedAt: Date.UTC(2025, 0, 3), provider: "cuda" }),
+  mockSong({ id: 3, title: "Falling Slowly", finishedAt: Date.UTC(2025, 0, 2) }),
+];
+
+async function openLibrary() {
+  const app = renderApp({ library });
+  await app.user.click(screen.getByRole("tab", { name: "Library" }));
+  await screen.findAllByTestId("library-item");
+  return app;
+}
+
+const titles = () => screen.getAllByTestId("library-item").map((item) => item.querySelector(".song-item__title")?.textContent);
+
+describe("Library", () => {
+  it("lists finished songs newest first with their length and provider", async () => {
+    await openLibrary();
+    expect(titles()).toEqual(["Night Drive", "Falling Slowly", "Falcon 69"]);
+    const [newest] = screen.getAllByTestId("library-item");
+    expect(newest).toHaveTextContent("4:01");
+    expect(newest).toHaveTextContent("CUDA");
+  });
+
+  it("filters by the search text", async () => {
+    const { user } = await openLibrary();
+    await user.type(screen.getByRole("searchbox", { name: "Search library" }), "fal");
+    await waitFor(() => expect(titles()).toEqual(["Falling Slowly", "Falcon 69"]));
+    await user.type(screen.getByRole("searchbox", { name: "Search library" }), "xyz");
+    expect(await screen.findByText("No songs match “falxyz”.")).toBeInTheDocument();
+  });
+
+  it("shows a song's stems and opens its folder", async () => {
+    const { backend, user } = await openLibrary();
+    const openFolder = vi.spyOn(backend, "openFolder");
+    await user.click(screen.getByRole("button", { name: /Falcon 69/ }));
+
+    const detail = screen.getByRole("region", { name: "Falcon 69" });
+    const stems = within(detail).getAllByTestId("stem");
+    expect(stems.map((s) => s.textContent)).toEqual([
+      "drumsdrums.wav",
+      "bassbass.wav",
+      "otherother.wav",
+      "vocalsvocals.wav",
+    ]);
+    await user.click(within(detail).getByRole("button", { name: "Open folder" }));
+    expect(openFolder).toHaveBeenCalledWith("/home/you/Music/Stemroom/Falcon 69");
+  });
+
+  it("asks before removing a song, and whether to delete its files", async () => {
+    const { backend, user } = await openLibrary();
+    const removeJob = vi.spyOn(backend, "removeJob");
+    await user.click(screen.getByRole("button", { name: /Night Drive/ }));
+    const removeButton = screen.getByRole("button", { name: "Remove from library" });
+
+    await user.click(removeButton);
+    const dialog = screen.getByRole("dialog", { name: "Remove “Night Drive” from the library?" });
+    expect(within(dialog).getByRole("button", { name: "Cancel" })).toHaveFocus();
+    await user.keyboard("{Escape}");
+    expect(screen.queryByRole("dialog")).not.toBeInTheDocument();
+    expect(removeButton).toHaveFocus();
+    expect(removeJob).not.toHaveBeenCalled();
+
+    await user.click(removeButton);
+    await user.click(screen.getByRole("button", { name: "Remove and delete files" }));
+    expect(removeJob).toHaveBeenCalledWith(2, true);
+    await waitFor(() => expect(titles()).toEqual(["Falling Slowly", "Falcon 69"]));
+    expect(screen.queryByRole("region", { name: "Night Drive" })).not.toBeInTheDocument();
+  });
+
+  it("can remove a song and keep its files", async () => {
+    const { backend, user } = await openLibrary();
+    const removeJob = vi.spyOn(backend, "removeJob");
+    await user.click(screen.getByRole("button", { name: /Falcon 69/ }));
+    await user.click(screen.getByRole("button", { name: "Remove from library" }));
+    await user.click(screen.getByRole("button", { name: "Remove, keep files" }));
+    expect(removeJob).toHaveBeenCalledWith(1, false);
+  });
+});

@@ -1,0 +1,101 @@
+import { useEffect, useState } from "react";
+import { useBackend } from "../backend";
+import type { Job } from "../bindings";
+import { errorText } from "../errors";
+import { formatDate, formatDuration, providerLabel } from "../format";
+import { Alert } from "./Alert";
+import { SongDetail } from "./SongDetail";
+
+interface Props {
+  /** Changes whenever a song reaches the library. */
+  version: number;
+}
+
+function meta(song: Job): string {
+  return [
+    song.durationSeconds !== null && formatDuration(song.durationSeconds),
+    song.finishedAt !== null && formatDate(song.finishedAt),
+    song.provider && providerLabel(song.provider),
+  ]
+    .filter(Boolean)
+    .join(" · ");
+}
+
+/** Finished songs, newest first, with a search box and the selected song's detail. */
+export function LibraryView({ version }: Props) {
+  const backend = useBackend();
+  const [search, setSearch] = useState("");
+  const [songs, setSongs] = useState<Job[] | null>(null);
+  const [selectedId, setSelectedId] = useState<number | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const [reloads, setReloads] = useState(0);
+
+  useEffect(() => {
+    let current = true;
+    backend.listLibrary(search).then(
+      (found) => {
+        if (!current) return;
+        setSongs(found);
+        setError(null);
+      },
+      (e: unknown) => current && setError(errorText(e)),
+    );
+    return () => {
+      current = false;
+    };
+  }, [backend, search, version, reloads]);
+
+  const selected = songs?.find((song) => song.id === selectedId);
+
+  return (
+    <div className="library">
+      <div className="library__list">
+        <input
+          className="input"
+          type="search"
+          aria-label="Search library"
+          placeholder="Search library"
+          value={search}
+          onChange={(e) => setSearch(e.target.value)}
+        />
+        {error && <Alert title="The library could not be loaded">{error}</Alert>}
+        {songs?.length === 0 && (
+          <p className="empty">
+            {search.trim() ? `No songs match “${search.trim()}”.` : "Finished songs appear here. Add songs in the Queue."}
+          </p>
+        )}
+        {songs && songs.length > 0 && (
+          <ul className="songs" aria-label="Songs">
+            {songs.map((song) => (
+              <li key={song.id} data-testid="library-item">
+                <button
+                  type="button"
+                  className="song-item"
+                  aria-current={song.id === selectedId ? "true" : undefined}
+                  onClick={() => setSelectedId(song.id)}
+                >
+                  <span className="song-item__title">{song.title}</span>
+                  <span className="song-item__meta">{meta(song)}</span>
+                </button>
+              </li>
+            ))}
+          </ul>
+        )}
+      </div>
+      <div className="library__detail">
+        {selected ? (
+          <SongDetail
+            key={selected.id}
+            song={selected}
+            onRemoved={() => {
+              setSelectedId(null);
+              setReloads((n) => n + 1);
+            }}
+          />
+        ) : (
+          songs && songs.length > 0 && <p className="muted library__hint">Choose a song to see its stems.</p>
+        )}
+      </div>
+    </div>
+  );
+}

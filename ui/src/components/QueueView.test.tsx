@@ -1,0 +1,152 @@
+import { act, screen, waitFor, within } from "@testing-library/react";
+import { describe, expect, it, vi } from "vitest";
+import type { Job, JobState } from "../bindings";
+import { mockJob } from "../mockBackend";
+import { renderApp } from "../test/renderApp";
+
+const row = (title: string) => screen.getByText(title).closest<HTMLElement>('[data-testid="job-row"]')!;
+const buttonNames = (title: string) => within(row(title)).queryAllByRole("button").map((b) => b.textContent);
+
+function job(id: number, title: string, state: JobState): Job {
+  return mockJob({ id, title, state });
+}
+
+describe("Queue", () => {
+  it("explains how to add songs when empty", async () => {
+    renderApp();
+    expect(await screen.findByText("No songs in the queue")).toBeInTheDocument();
+    expect(screen.getByText(/Drag audio files onto this window/)).toBeInTheDocument();
+  });
+
+  it("adds a path and shows it as a queued job", async () => {
+    const { backend, user } = renderApp();
+    const addPaths = vi.spyOn(backend, "addPaths");
+    const field = screen.getByRole("textbox", { name: "File path or link" });
+    await user.type(field, "  /music/Falcon 69.flac ");
+    await user.click(screen.getByRole("button", { name: "Add" }));
+
+    expect(addPaths).toHaveBeenCalledWith(["/music/Falcon 69.flac"]);
+    const added = await screen.findByTestId("job-row");
+    expect(added).toHaveAttribute("data-state", "queued");
+    expect(added).toHaveAttribute("data-job-id", "1");
+    expect(within(added).getByText("Falcon 69")).toBeInTheDocument();
+    expect(within(added).getByText("Queued")).toBeInTheDocument();
+    expect(field).toHaveValue("");
+  });
+
+  it("adds what the file dialog picked", async () => {
+    const { user } = renderApp({ pickedFiles: ["/music/One.mp3", "/music/Two.wav"] });
+    await user.click(screen.getByRole("button", { name: "Add files…" }));
+    expect(await screen.findAllByTestId("job-row")).toHaveLength(2);
+  });
+
+  it("lists rejected files with their reason until dismissed", async () => {
+    const { user } = renderApp();
+    await user.type(screen.getByRole("textbox", { name: "File path or link" }), "/docs/notes.txt{Enter}");
+
+    const alert = await screen.findByRole("alert");
+    expect(alert).toHaveTextContent("1 file was not added");
+    expect(alert).toHaveTextContent("notes.txt: Not an audio file Stemroom can read.");
+    expect(screen.queryByTestId("job-row")).not.toBeInTheDocument();
+    // The field keeps what was typed so it can be corrected.
+    expect(screen.getByRole("textbox", { name: "File path or link" })).toHaveValue("/docs/notes.txt");
+
+    await user.click(within(alert).getByRole("button", { name: "Dismiss" }));
+    expect(screen.queryByRole("alert")).not.toBeInTheDocument();
+  });
+
+  it("shows progress and the time left from progress events", async () => {
+    const { backend } = renderApp({ queue: [job(1, "Falcon 69", { state: "decoding" })] });
+    const bar = await screen.findByRole("progressbar", { name: "Progress of Falcon 69" });
+    expect(bar).toHaveAttribute("aria-valuenow", "0");
+
+    const state: JobState = { state: "separating", segment: 3, total: 11 };
+    act(() => backend.emit({ kind: "progress", progress: { id: 1, state, percent: 29.5, etaSeconds: 80 } }));
+
+    expect(bar).toHaveAttribute("aria-valuenow", "30");
+    expect(row("Falcon 69")).toHaveAttribute("data-state", "separating");
+    expect(within(row("Falcon 69")).getByText("Separating 3/11")).toBeInTheDocument();
+    expect(within(row("Falcon 69")).getByText("about 1 min 20 s left")).toBeInTheDocument();
+  });
+
+  it("follows jobs changing and moves finished ones to the library", async () => {
+    const { backend, user } = renderApp({ queue: [job(1, "Falcon 69", { state: "encoding" })] });
+    expect(await screen.findByText("Finishing")).toBeInTheDocument();
+
+    const failed: JobState = { state: "failed", code: "missing_model", message: "The model is gone." };
+    act(() => void backend.updateJob(1, { state: failed, durationSeconds: 187 }));
+    expect(row("Falcon 69")).toHaveAttribute("data-state", "failed");
+    expect(within(row("Falcon 69")).getByText("Failed: The model is gone.")).toBeInTheDocument();
+    expect(within(row("Falcon 69")).getByText("3:07")).toBeInTheDocument();
+    expect(within(row("Falcon 69")).getByText(/Download the model in Settings/)).toBeInTheDocument();
+
+    act(() => void backend.updateJob(1, { state: { state: "done" }, finishedAt: Date.UTC(2025, 0, 3) }));
+    await waitFor(() => expect(screen.queryByTestId("job-row")).not.toBeInTheDocument());
+    await user.click(screen.getByRole("tab", { name: "Library" }));
+    expect(await screen.findByTestId("library-item")).toHaveTextContent("Falcon 69");
+  });
+
+  it("offers only the actions that fit each state", async () => {
+    renderApp({
+      queue: [
+        job(1, "Running", { state: "separating", segment: 1, total: 4 }),
+        job(2, "First queued", { state: "queued" }),
+        job(3, "Second queued", { state: "queued" }),
+        job(4, "Broken", { state: "failed", code: "bad_input", message: "Not audio." }),
+        job(5, "Stopped", { state: "cancelled" }),
+      ],
+    });
+    await screen.findByText("Running");
+
+    expect(buttonNames("Running")).toEqual(["Cancel"]);
+    expect(buttonNames("First queued")).toEqual(["Move up", "Move down", "Cancel", "Remove"]);
+    expect(within(row("First queued")).getByRole("button", { name: "Move up" })).toBeDisabled();
+    expect(within(row("Second queued")).getByRole("button", { name: "Move down" })).toBeDisabled();
+    expect(buttonNames("Broken")).toEqual(["Retry", "Remove"]);
+    expect(buttonNames("Stopped")).toEqual(["Retry", "Remove"]);
+  });
+
+  it("cancels, retries, removes and reorders through the backend", async () => {
+    const { backend, user } = renderApp({
+      queue: [
+        job(1, "Alpha", { state: "queued" }),
+        job(2, "Beta", { state: "queued" }),
+        job(3, "Gamma", { state: "queued" }),
+      ],
+    });
+    const reorder = vi.spyOn(backend, "reorderQueue");
+    const cancel = vi.spyOn(backend, "cancelJob");
+    const retry = vi.spyOn(backend, "retryJob");
+    const remove = vi.spyOn(backend, "removeJob");
+    const titles = () => screen.getAllByTestId("job-row").map((r) => r.querySelector(".job__title")?.textContent);
+    await screen.findByText("Alpha");
+
+    await user.click(within(row("Gamma")).getByRole("button", { name: "Move up" }));
+    expect(reorder).toHaveBeenLastCalledWith([1, 3, 2]);
+    await waitFor(() => expect(titles()).toEqual(["Alpha", "Gamma", "Beta"]));
+
+    await user.click(within(row("Alpha")).getByRole("button", { name: "Move down" }));
+    expect(reorder).toHaveBeenLastCalledWith([3, 1, 2]);
+    await waitFor(() => expect(titles()).toEqual(["Gamma", "Alpha", "Beta"]));
+
+    await user.click(within(row("Beta")).getByRole("button", { name: "Cancel" }));
+    expect(cancel).toHaveBeenCalledWith(2);
+    await waitFor(() => expect(row("Beta")).toHaveAttribute("data-state", "cancelled"));
+
+    await user.click(within(row("Beta")).getByRole("button", { name: "Retry" }));
+    expect(retry).toHaveBeenCalledWith(2);
+    await waitFor(() => expect(row("Beta")).toHaveAttribute("data-state", "queued"));
+
+    await user.click(within(row("Gamma")).getByRole("button", { name: "Remove" }));
+    expect(remove).toHaveBeenCalledWith(3, false);
+    await waitFor(() => expect(screen.queryByText("Gamma")).not.toBeInTheDocument());
+  });
+
+  it("shows why an action was refused", async () => {
+    const { backend, user } = renderApp({ queue: [job(1, "Alpha", { state: "queued" })] });
+    await screen.findByText("Alpha");
+    vi.spyOn(backend, "removeJob").mockRejectedValueOnce({ code: "invalid_options", message: "“Alpha” is running." });
+    await user.click(within(row("Alpha")).getByRole("button", { name: "Remove" }));
+    expect(await screen.findByRole("alert")).toHaveTextContent("“Alpha” is running.");
+  });
+});

@@ -1,0 +1,97 @@
+import { useState } from "react";
+import { useBackend } from "../backend";
+import type { Job } from "../bindings";
+import { errorText } from "../errors";
+import type { QueueState } from "../hooks/useQueue";
+import { AddBar } from "./AddBar";
+import { Alert } from "./Alert";
+import { JobRow, type JobAction } from "./JobRow";
+
+interface Props {
+  queue: QueueState;
+  onPickFiles(): void;
+  onAddPath(path: string): Promise<boolean>;
+}
+
+/** The ids of the queued jobs after moving `id` one place up (-1) or down (+1). */
+function moved(queuedIds: number[], id: number, by: -1 | 1): number[] {
+  const ids = [...queuedIds];
+  const from = ids.indexOf(id);
+  const to = from + by;
+  if (from < 0 || to < 0 || to >= ids.length) return ids;
+  [ids[from], ids[to]] = [ids[to]!, ids[from]!];
+  return ids;
+}
+
+export function QueueView({ queue, onPickFiles, onAddPath }: Props) {
+  const backend = useBackend();
+  const [busyId, setBusyId] = useState<number | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const jobs = queue.jobs ?? [];
+  const queuedIds = jobs.filter((job) => job.state.state === "queued").map((job) => job.id);
+
+  async function act(action: JobAction, job: Job) {
+    setBusyId(job.id);
+    setError(null);
+    try {
+      switch (action) {
+        case "cancel":
+          await backend.cancelJob(job.id);
+          break;
+        case "retry":
+          await backend.retryJob(job.id);
+          break;
+        case "remove":
+          await backend.removeJob(job.id, false);
+          break;
+        case "up":
+        case "down":
+          await backend.reorderQueue(moved(queuedIds, job.id, action === "up" ? -1 : 1));
+          break;
+      }
+    } catch (e) {
+      setError(errorText(e));
+    } finally {
+      setBusyId(null);
+      await queue.refresh();
+    }
+  }
+
+  return (
+    <div className="queue">
+      <AddBar onPickFiles={onPickFiles} onAddPath={onAddPath} />
+      {queue.error && <Alert title="The queue could not be loaded">{queue.error}</Alert>}
+      {error && (
+        <Alert title="That did not work" onDismiss={() => setError(null)}>
+          {error}
+        </Alert>
+      )}
+      {queue.jobs !== null && jobs.length === 0 && (
+        <div className="empty">
+          <p className="empty__title">No songs in the queue</p>
+          <p>
+            Drag audio files onto this window, choose <strong>Add files…</strong>, or paste a file path above.
+            Stemroom splits each song into drums, bass, other and vocals, and keeps the results in the Library.
+          </p>
+        </div>
+      )}
+      {jobs.length > 0 && (
+        <ul className="job-list" aria-label="Songs in the queue">
+          {jobs.map((job) => {
+            const index = queuedIds.indexOf(job.id);
+            return (
+              <JobRow
+                key={job.id}
+                job={job}
+                progress={queue.progress[job.id]}
+                canMove={{ up: index > 0, down: index >= 0 && index < queuedIds.length - 1 }}
+                busy={busyId === job.id}
+                onAction={act}
+              />
+            );
+          })}
+        </ul>
+      )}
+    </div>
+  );
+}

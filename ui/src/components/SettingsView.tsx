@@ -1,0 +1,239 @@
+import { useEffect, useState, type FormEvent } from "react";
+import { useBackend } from "../backend";
+import type { Device, ModelStatus, Settings } from "../bindings";
+import { errorText } from "../errors";
+import { formatBytes, providerLabel } from "../format";
+import type { AppInfoState } from "../hooks/useAppInfo";
+import { Alert } from "./Alert";
+import { FormatField } from "./FormatField";
+import { ModelInstall } from "./ModelInstall";
+
+const NOT_SAVED = "The settings were not saved";
+
+type NumberKey = "shifts" | "overlap" | "concurrentJobs";
+/** Settings as edited: numbers stay text until saved. */
+type Draft = Omit<Settings, NumberKey> & Record<NumberKey, string>;
+
+const NUMBER_FIELDS: { key: NumberKey; label: string; min: number; max: number; step: number; help: string }[] = [
+  {
+    key: "shifts",
+    label: "Shifts",
+    min: 0,
+    max: 20,
+    step: 1,
+    help: "Passes with the song shifted a little, averaged: slightly cleaner stems, each one adds a full pass.",
+  },
+  {
+    key: "overlap",
+    label: "Overlap",
+    min: 0,
+    max: 0.95,
+    step: 0.05,
+    help: "How much neighbouring segments overlap (0 to 0.95). More overlap is smoother and slower.",
+  },
+  {
+    key: "concurrentJobs",
+    label: "Concurrent jobs",
+    min: 1,
+    max: 8,
+    step: 1,
+    help: "Songs separated at the same time. One already uses every processor core.",
+  },
+];
+
+const DEVICES: { value: Device; label: string }[] = [
+  { value: "auto", label: "Automatic" },
+  { value: "cpu", label: "CPU" },
+  { value: "cuda", label: "CUDA" },
+];
+
+function toDraft(settings: Settings): Draft {
+  return {
+    ...settings,
+    shifts: String(settings.shifts),
+    overlap: String(settings.overlap),
+    concurrentJobs: String(settings.concurrentJobs),
+  };
+}
+
+/** The settings to save, or why the draft is not a set of numbers. */
+function fromDraft(draft: Draft): Settings | string {
+  const numbers = {} as Record<NumberKey, number>;
+  for (const { key, label } of NUMBER_FIELDS) {
+    const value = Number(draft[key]);
+    if (draft[key].trim() === "" || !Number.isFinite(value)) return `${label} must be a number.`;
+    numbers[key] = value;
+  }
+  return { ...draft, ...numbers };
+}
+
+function modelState(model: ModelStatus): string {
+  if (!model.installed) return "not installed";
+  return model.verified ? "installed and verified" : "installed";
+}
+
+interface Props {
+  app: AppInfoState;
+}
+
+export function SettingsView({ app }: Props) {
+  const backend = useBackend();
+  const [draft, setDraft] = useState<Draft | null>(null);
+  const [loadError, setLoadError] = useState<string | null>(null);
+  const [error, setError] = useState<{ title: string; text: string } | null>(null);
+  const [saved, setSaved] = useState(false);
+  const [saving, setSaving] = useState(false);
+
+  useEffect(() => {
+    backend.getSettings().then(
+      (settings) => setDraft(toDraft(settings)),
+      (e: unknown) => setLoadError(errorText(e)),
+    );
+  }, [backend]);
+
+  if (loadError) return <Alert title="The settings could not be loaded">{loadError}</Alert>;
+  if (!draft) return null;
+
+  const { info } = app;
+  const models = info?.models ?? [];
+  const model = models.find((m) => m.id === draft.model);
+
+  function change(changes: Partial<Draft>) {
+    setDraft((current) => current && { ...current, ...changes });
+    setSaved(false);
+  }
+
+  async function pickLibraryDir() {
+    try {
+      const dir = await backend.pickLibraryDir();
+      if (dir !== null) change({ libraryDir: dir });
+    } catch (e) {
+      setError({ title: "The folder could not be chosen", text: errorText(e) });
+    }
+  }
+
+  async function save(event: FormEvent) {
+    event.preventDefault();
+    if (!draft) return;
+    const settings = fromDraft(draft);
+    if (typeof settings === "string") {
+      setError({ title: NOT_SAVED, text: settings });
+      return;
+    }
+    setSaving(true);
+    setError(null);
+    try {
+      setDraft(toDraft(await backend.saveSettings(settings)));
+      setSaved(true);
+      void app.refresh();
+    } catch (e) {
+      setError({ title: NOT_SAVED, text: errorText(e) });
+    } finally {
+      setSaving(false);
+    }
+  }
+
+  return (
+    <form className="settings" onSubmit={save} noValidate>
+      <p className="muted">Changes apply to songs added after saving.</p>
+
+      <section className="settings__group" aria-labelledby="settings-model">
+        <h2 id="settings-model" className="settings__heading">
+          Separation
+        </h2>
+        <div className="field">
+          <label htmlFor="model">Model</label>
+          <select id="model" className="input" value={draft.model} onChange={(e) => change({ model: e.target.value })}>
+            {!model && <option value={draft.model}>{draft.model}</option>}
+            {models.map((m) => (
+              <option key={m.id} value={m.id}>
+                {m.id} ({modelState(m)})
+              </option>
+            ))}
+          </select>
+          {model && (
+            <p className="field__help">
+              {model.description} · {formatBytes(model.bytes)} · {modelState(model)}
+            </p>
+          )}
+        </div>
+        {model && !model.installed && <ModelInstall model={model} downloads={app.downloads} />}
+
+        <div className="field">
+          <label htmlFor="device">Device</label>
+          <select
+            id="device"
+            className="input"
+            aria-describedby="device-help"
+            value={draft.device}
+            onChange={(e) => change({ device: e.target.value as Device })}
+          >
+            {DEVICES.map((d) => (
+              <option key={d.value} value={d.value}>
+                {d.label}
+              </option>
+            ))}
+          </select>
+          <p id="device-help" className="field__help">
+            Running on: {info?.providerInUse ? providerLabel(info.providerInUse) : "not started yet"}
+          </p>
+        </div>
+
+        <div className="field-row">
+          {NUMBER_FIELDS.map(({ key, label, min, max, step, help }) => (
+            <div className="field" key={key}>
+              <label htmlFor={key}>{label}</label>
+              <input
+                id={key}
+                className="input input--number"
+                type="number"
+                inputMode={step < 1 ? "decimal" : "numeric"}
+                min={min}
+                max={max}
+                step={step}
+                aria-describedby={`${key}-help`}
+                value={draft[key]}
+                onChange={(e) => change({ [key]: e.target.value })}
+              />
+              <p id={`${key}-help`} className="field__help">
+                {help}
+              </p>
+            </div>
+          ))}
+        </div>
+      </section>
+
+      <section className="settings__group" aria-labelledby="settings-output">
+        <h2 id="settings-output" className="settings__heading">
+          Output
+        </h2>
+        <div className="field" role="group" aria-labelledby="library-label">
+          <span id="library-label" className="field__label">
+            Library location
+          </span>
+          <div className="path-picker">
+            <code className="path-picker__path">{draft.libraryDir ?? info?.libraryDir ?? "Default folder"}</code>
+            <button type="button" className="button" onClick={pickLibraryDir}>
+              Change…
+            </button>
+          </div>
+        </div>
+        <FormatField value={draft.format} onChange={(format) => change({ format })} />
+      </section>
+
+      {error && (
+        <Alert title={error.title} onDismiss={() => setError(null)}>
+          {error.text}
+        </Alert>
+      )}
+      <div className="settings__actions">
+        <button type="submit" className="button button--primary" disabled={saving}>
+          {saving ? "Saving…" : "Save"}
+        </button>
+        <p role="status" className="muted">
+          {saved ? "Settings saved." : ""}
+        </p>
+      </div>
+    </form>
+  );
+}

@@ -1,0 +1,121 @@
+import { useEffect, useRef, useState } from "react";
+import { useBackend } from "../backend";
+import type { Job } from "../bindings";
+import { errorText } from "../errors";
+import { fileName, formatDate, formatDuration, formatLabel, providerLabel } from "../format";
+import { Alert } from "./Alert";
+import { Dialog } from "./Dialog";
+
+interface Props {
+  song: Job;
+  onRemoved(): void;
+}
+
+/** A finished song: its stems, its folder, and removing it. */
+export function SongDetail({ song, onRemoved }: Props) {
+  const backend = useBackend();
+  const [confirming, setConfirming] = useState(false);
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  const ref = useRef<HTMLElement>(null);
+
+  // In a narrow window the detail sits below the list: bring it into view.
+  useEffect(() => ref.current?.scrollIntoView?.({ block: "nearest" }), []);
+
+  async function run(action: () => Promise<void>) {
+    setBusy(true);
+    setError(null);
+    try {
+      await action();
+    } catch (e) {
+      setError(errorText(e));
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  const remove = (deleteFiles: boolean) =>
+    run(async () => {
+      setConfirming(false);
+      await backend.removeJob(song.id, deleteFiles);
+      onRemoved();
+    });
+
+  return (
+    <section ref={ref} className="song" aria-labelledby="song-title">
+      <h2 id="song-title" className="song__title">
+        {song.title}
+      </h2>
+      <dl className="song__facts">
+        {song.durationSeconds !== null && (
+          <div>
+            <dt>Length</dt>
+            <dd>{formatDuration(song.durationSeconds)}</dd>
+          </div>
+        )}
+        {song.finishedAt !== null && (
+          <div>
+            <dt>Separated</dt>
+            <dd>{formatDate(song.finishedAt)}</dd>
+          </div>
+        )}
+        {song.provider && (
+          <div>
+            <dt>Ran on</dt>
+            <dd>{providerLabel(song.provider)}</dd>
+          </div>
+        )}
+        <div>
+          <dt>Format</dt>
+          <dd>{formatLabel(song.options.format)}</dd>
+        </div>
+      </dl>
+      <h3 className="song__subtitle">Stems</h3>
+      <ul className="stems">
+        {song.stems.map(({ stem, path }) => (
+          <li key={path} className="stem" data-testid="stem">
+            <span className="stem__name">{stem}</span>
+            <span className="stem__file" title={path}>
+              {fileName(path)}
+            </span>
+          </li>
+        ))}
+      </ul>
+      {error && <Alert onDismiss={() => setError(null)}>{error}</Alert>}
+      <div className="song__actions">
+        {song.outputDir && (
+          <button
+            type="button"
+            className="button button--primary"
+            disabled={busy}
+            onClick={() => run(() => backend.openFolder(song.outputDir!))}
+          >
+            Open folder
+          </button>
+        )}
+        <button type="button" className="button button--danger" disabled={busy} onClick={() => setConfirming(true)}>
+          Remove from library
+        </button>
+      </div>
+      {confirming && (
+        <Dialog title={`Remove “${song.title}” from the library?`} onClose={() => setConfirming(false)}>
+          <p>
+            Its stem files can stay on disk in {song.outputDir ? <code>{song.outputDir}</code> : "the library folder"}, or
+            be deleted too.
+          </p>
+          <div className="dialog__actions">
+            <button type="button" className="button" onClick={() => setConfirming(false)}>
+              Cancel
+            </button>
+            <button type="button" className="button" onClick={() => remove(false)}>
+              Remove, keep files
+            </button>
+            <button type="button" className="button button--danger" onClick={() => remove(true)}>
+              Remove and delete files
+            </button>
+          </div>
+        </Dialog>
+      )}
+    </section>
+  );
+}

@@ -1,0 +1,20 @@
+import { describe, expect, it } from "vitest";
+import { BackendError, toBackendError } from "./backend";
+import { errorText } from "./errors";
+
+describe("errors", () => {
+  it("wraps what invoke rejects with", () => {
+    const error = toBackendError({ code: "bad_input", message: "Not an audio file." });
+    expect(error).toBeInstanceOf(BackendError);
+    expect(error.code).toBe("bad_input");
+    expect(toBackendError({ code: "nonsense", message: "x" }).code).toBe("internal");
+    expect(toBackendError("boom").message).toBe("boom");
+  });
+
+  it("adds what to do, chosen by code", () => {
+    expect(errorText(new BackendError("bad_input", "Not an audio file."))).toBe("Not an audio file.");
+    expect(errorText(new BackendError("missing_runtime", "No ORT."))).toContain("bash scripts/setup.sh");
+    expect(errorText(new BackendError("missing_model", "Gone."))).toContain("Download the model in Settings");
+    expect(errorText(new BackendError("internal", "disk on fire"))).toBe("Something went wrong: disk on fire");
+  });
+});

@@ -1,0 +1,26 @@
+import { toBackendError } from "./backend";
+import type { ErrorCode } from "./bindings";
+
+/** What the user can do about an error with this code, if anything. */
+export function hintFor(code: ErrorCode): string | null {
+  switch (code) {
+    case "missing_model":
+      return "Download the model in Settings, then try again.";
+    case "missing_runtime":
+      return "ONNX Runtime is missing: run `bash scripts/setup.sh`, then restart Stemroom.";
+    case "output":
+      return "Check that the library folder exists and that you can write to it.";
+    case "bad_input":
+    case "invalid_options":
+    case "cancelled":
+    case "internal":
+      return null;
+  }
+}
+
+/** One plain sentence or two for any error a backend call rejected with. */
+export function errorText(error: unknown): string {
+  const { code, message } = toBackendError(error);
+  const text = code === "internal" ? `Something went wrong: ${message}` : message;
+  return [text, hintFor(code)].filter(Boolean).join(" ");
+}

@@ -1,0 +1,59 @@
+import { describe, expect, it } from "vitest";
+import { fileName, formatBytes, formatDuration, formatEta, formatLabel, stateLabel } from "./format";
+
+describe("formatDuration", () => {
+  it.each([
+    [0, "0:00"],
+    [7.4, "0:07"],
+    [59.6, "1:00"],
+    [187, "3:07"],
+    [3600, "1:00:00"],
+    [3725, "1:02:05"],
+  ])("%s s is %s", (seconds, text) => {
+    expect(formatDuration(seconds)).toBe(text);
+  });
+});
+
+describe("formatEta", () => {
+  it.each([
+    [0, "almost done"],
+    [0.4, "almost done"],
+    [45, "about 45 s left"],
+    [60, "about 1 min left"],
+    [80, "about 1 min 20 s left"],
+    [599, "about 9 min 59 s left"],
+    [754, "about 12 min left"],
+    [3600, "about 1 h left"],
+    [3960, "about 1 h 6 min left"],
+  ])("%s s is %s", (seconds, text) => {
+    expect(formatEta(seconds)).toBe(text);
+  });
+});
+
+describe("stateLabel", () => {
+  it("names every state in plain words", () => {
+    expect(stateLabel({ state: "queued" })).toBe("Queued");
+    expect(stateLabel({ state: "decoding" })).toBe("Decoding");
+    expect(stateLabel({ state: "separating", segment: 3, total: 11 })).toBe("Separating 3/11");
+    expect(stateLabel({ state: "encoding" })).toBe("Finishing");
+    expect(stateLabel({ state: "done" })).toBe("Done");
+    expect(stateLabel({ state: "failed", code: "bad_input", message: "Not audio." })).toBe("Failed: Not audio.");
+    expect(stateLabel({ state: "cancelled" })).toBe("Cancelled");
+  });
+});
+
+describe("small helpers", () => {
+  it("takes the file name from either kind of path", () => {
+    expect(fileName("/music/a/Song.mp3")).toBe("Song.mp3");
+    expect(fileName("C:\\Music\\Song.flac")).toBe("Song.flac");
+    expect(fileName("/music/folder/")).toBe("folder");
+  });
+
+  it("formats sizes and output formats", () => {
+    expect(formatBytes(174_263_526)).toBe("174 MB");
+    expect(formatBytes(2_500_000_000)).toBe("2.5 GB");
+    expect(formatLabel({ kind: "wav", depth: "float32" })).toBe("WAV 32-bit float");
+    expect(formatLabel({ kind: "flac", bits: 24 })).toBe("FLAC 24-bit");
+    expect(formatLabel({ kind: "mp3", kbps: 192 })).toBe("MP3 192 kbps");
+  });
+});

@@ -1,0 +1,80 @@
+import type { JobState, OutputFormat } from "./bindings";
+
+/** `m:ss`, or `h:mm:ss` from an hour on. */
+export function formatDuration(seconds: number): string {
+  const total = Math.max(0, Math.round(seconds));
+  const h = Math.floor(total / 3600);
+  const m = Math.floor((total % 3600) / 60);
+  const s = String(total % 60).padStart(2, "0");
+  return h > 0 ? `${h}:${String(m).padStart(2, "0")}:${s}` : `${m}:${s}`;
+}
+
+/** "about 1 min 20 s left"; seconds are dropped from 10 minutes on. */
+export function formatEta(seconds: number): string {
+  const total = Math.round(seconds);
+  if (total < 1) return "almost done";
+  const h = Math.floor(total / 3600);
+  const m = Math.floor((total % 3600) / 60);
+  const s = total % 60;
+  const parts: string[] = [];
+  if (h > 0) parts.push(`${h} h`);
+  if (m > 0) parts.push(`${m} min`);
+  if (s > 0 && h === 0 && m < 10) parts.push(`${s} s`);
+  return `about ${parts.join(" ")} left`;
+}
+
+/** Date and time in the user's locale. */
+export function formatDate(unixMillis: number): string {
+  return new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" }).format(unixMillis);
+}
+
+/** "166 MB" */
+export function formatBytes(bytes: number): string {
+  if (bytes >= 1e9) return `${(bytes / 1e9).toFixed(1)} GB`;
+  if (bytes >= 1e6) return `${Math.round(bytes / 1e6)} MB`;
+  return `${Math.max(1, Math.round(bytes / 1e3))} kB`;
+}
+
+export function isRunning(state: JobState): boolean {
+  return state.state === "decoding" || state.state === "separating" || state.state === "encoding";
+}
+
+export function stateLabel(state: JobState): string {
+  switch (state.state) {
+    case "queued":
+      return "Queued";
+    case "decoding":
+      return "Decoding";
+    case "separating":
+      return `Separating ${state.segment}/${state.total}`;
+    case "encoding":
+      return "Finishing";
+    case "done":
+      return "Done";
+    case "failed":
+      return `Failed: ${state.message}`;
+    case "cancelled":
+      return "Cancelled";
+  }
+}
+
+/** Execution provider as people know it: "CPU", "CUDA". */
+export function providerLabel(provider: string): string {
+  return provider.toUpperCase();
+}
+
+export function formatLabel(format: OutputFormat): string {
+  switch (format.kind) {
+    case "wav":
+      return { int16: "WAV 16-bit", int24: "WAV 24-bit", float32: "WAV 32-bit float" }[format.depth];
+    case "flac":
+      return `FLAC ${format.bits}-bit`;
+    case "mp3":
+      return `MP3 ${format.kbps} kbps`;
+  }
+}
+
+/** Last component of a path, with `/` or `\` separators. */
+export function fileName(path: string): string {
+  return path.split(/[\\/]/).filter(Boolean).pop() ?? path;
+}

@@ -1,0 +1,81 @@
+import { useCallback, useEffect, useEffectEvent, useState } from "react";
+import { useBackend } from "../backend";
+import type { Job, JobProgress, QueueEvent } from "../bindings";
+import { errorText } from "../errors";
+import { isRunning } from "../format";
+import { untilUnmount } from "./untilUnmount";
+
+export type ProgressById = Readonly<Record<number, JobProgress>>;
+
+export interface QueueState {
+  /** `null` until the first load. */
+  jobs: Job[] | null;
+  /** Latest progress of running jobs. */
+  progress: ProgressById;
+  /** Goes up whenever a song reaches the library. */
+  libraryVersion: number;
+  /** Why the queue could not be loaded. */
+  error: string | null;
+  refresh(): Promise<void>;
+}
+
+function upsert(jobs: Job[], job: Job): Job[] {
+  return jobs.some((j) => j.id === job.id) ? jobs.map((j) => (j.id === job.id ? job : j)) : [...jobs, job];
+}
+
+function without(progress: ProgressById, id: number): ProgressById {
+  if (!(id in progress)) return progress;
+  const { [id]: _, ...rest } = progress;
+  return rest;
+}
+
+/** The queue, kept live by backend events. */
+export function useQueue(): QueueState {
+  const backend = useBackend();
+  const [jobs, setJobs] = useState<Job[] | null>(null);
+  const [progress, setProgress] = useState<ProgressById>({});
+  const [libraryVersion, setLibraryVersion] = useState(0);
+  const [error, setError] = useState<string | null>(null);
+
+  const refresh = useCallback(async () => {
+    try {
+      setJobs(await backend.listQueue());
+      setError(null);
+    } catch (e) {
+      setError(errorText(e));
+    }
+  }, [backend]);
+
+  const onEvent = useEffectEvent((event: QueueEvent) => {
+    switch (event.kind) {
+      case "jobChanged": {
+        const { job } = event;
+        setJobs((current) => upsert(current ?? [], job));
+        if (!isRunning(job.state)) setProgress((current) => without(current, job.id));
+        if (job.state.state === "done") {
+          setLibraryVersion((v) => v + 1);
+          void refresh();
+        }
+        break;
+      }
+      case "progress": {
+        const update = event.progress;
+        setJobs((current) => current?.map((j) => (j.id === update.id ? { ...j, state: update.state } : j)) ?? null);
+        setProgress((current) =>
+          isRunning(update.state) ? { ...current, [update.id]: update } : without(current, update.id),
+        );
+        break;
+      }
+      case "queueChanged":
+        void refresh();
+        break;
+    }
+  });
+
+  useEffect(() => untilUnmount(backend.subscribe((event) => onEvent(event))), [backend]);
+  useEffect(() => {
+    void refresh();
+  }, [refresh]);
+
+  return { jobs, progress, libraryVersion, error, refresh };
+}

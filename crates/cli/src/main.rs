@@ -422,6 +422,10 @@ fn run_models(a: ModelsArgs) -> ExitCode {
             eprintln!("error: no cache directory (set HOME or STEMROOM_CACHE) and no --model-dir");
             return ExitCode::from(exit::OUTPUT);
         };
+        if let Some(unknown) = ids.iter().find(|id| manifest.get(id).is_err()) {
+            eprintln!("error: unknown model '{unknown}'");
+            return ExitCode::from(exit::INVALID_OPTIONS);
+        }
         for m in manifest.models.iter().filter(|m| ids.is_empty() || ids.contains(&m.id)) {
             if model::locate(m, &dirs, false).is_ok() {
                 continue;
@@ -431,10 +435,6 @@ fn run_models(a: ModelsArgs) -> ExitCode {
                 eprintln!("error: {e}");
                 return ExitCode::from(exit::MISSING_MODEL);
             }
-        }
-        if let Some(unknown) = ids.iter().find(|id| manifest.get(id).is_err()) {
-            eprintln!("error: unknown model '{unknown}'");
-            return ExitCode::from(exit::INVALID_OPTIONS);
         }
     }
     let rows: Vec<Row> = manifest

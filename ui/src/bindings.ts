@@ -182,7 +182,10 @@ export type OutputFormat =
 
 /**  What the window hears about the queue. */
 export type QueueEvent = 
-/**  A job was claimed, finished, failed or cancelled. */
+/**
+ *  A job was claimed, finished, failed or cancelled. (Boxed: a `Job` is
+ *  several times larger than the other variants.)
+ */
 { kind: "jobChanged"; job: Job } | 
 /**  Throttled progress of a running job. */
 { kind: "progress"; progress: JobProgress } | 

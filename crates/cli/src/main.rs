@@ -43,7 +43,11 @@ fn exit_code(code: ErrorCode) -> u8 {
 }
 
 #[derive(Parser)]
-#[command(name = "stemroom", version, about = "Split songs into stems (drums, bass, other, vocals) with Demucs v4 on your own machine.")]
+#[command(
+    name = "stemroom",
+    version,
+    about = "Split songs into stems (drums, bass, other, vocals) with Demucs v4 on your own machine."
+)]
 #[command(after_help = "Exit codes: 0 ok, 2 bad options, 3 bad input, 4 model missing or corrupt, \
 5 ONNX Runtime missing or device unavailable, 6 cannot write output, 130 cancelled, 1 other errors.")]
 struct Cli {
@@ -236,9 +240,13 @@ impl Listener for CliListener {
             Event::Encoding { stem, .. } => bar.set_message(format!("writing {stem}")),
             Event::Warning { message } => self.say(format!("{}: warning: {message}", self.label)),
             Event::Done { seconds, audio_seconds, outputs, .. } => {
-                bar.finish_with_message(format!("done in {seconds:.1} s ({:.2}x real time)", seconds / audio_seconds.max(1e-9)));
+                bar.finish_with_message(format!(
+                    "done in {seconds:.1} s ({:.2}x real time)",
+                    seconds / audio_seconds.max(1e-9)
+                ));
                 if bar.is_hidden() {
-                    let dir = outputs.first().and_then(|p| p.parent()).map(|p| p.display().to_string()).unwrap_or_default();
+                    let dir =
+                        outputs.first().and_then(|p| p.parent()).map(|p| p.display().to_string()).unwrap_or_default();
                     eprintln!("{}: done in {seconds:.1} s -> {dir}", self.label);
                 }
             }
@@ -278,7 +286,13 @@ fn run_separate(a: SeparateArgs) -> ExitCode {
         report_error(&e, None, a.json, &out_lock);
         ExitCode::from(exit_code(e.code()))
     };
-    let depth = if a.float32 { WavDepth::Float32 } else if a.int24 { WavDepth::Int24 } else { WavDepth::Int16 };
+    let depth = if a.float32 {
+        WavDepth::Float32
+    } else if a.int24 {
+        WavDepth::Int24
+    } else {
+        WavDepth::Int16
+    };
     let format = if a.mp3 {
         OutputFormat::Mp3 { kbps: a.mp3_bitrate }
     } else if a.flac {
@@ -311,12 +325,7 @@ fn run_separate(a: SeparateArgs) -> ExitCode {
         Some(s) => return fail(Error::InvalidOptions(format!("--segment must be positive, got {s}"))),
     };
     if !a.json {
-        eprintln!(
-            "stemroom: model {} ({}), running on {}",
-            sep.info().id,
-            sep.model_path().display(),
-            sep.provider()
-        );
+        eprintln!("stemroom: model {} ({}), running on {}", sep.info().id, sep.model_path().display(), sep.provider());
     }
     let request = |input: &PathBuf| JobRequest {
         input: input.clone(),
@@ -478,7 +487,13 @@ fn run_models(a: ModelsArgs) -> ExitCode {
     } else {
         for r in &rows {
             match (&r.path, &r.problem) {
-                (Some(p), _) => println!("{:<10} installed, verified  {}  [{}] {} Hz", r.id, p.display(), r.sources.join(", "), r.sample_rate),
+                (Some(p), _) => println!(
+                    "{:<10} installed, verified  {}  [{}] {} Hz",
+                    r.id,
+                    p.display(),
+                    r.sources.join(", "),
+                    r.sample_rate
+                ),
                 (None, Some(problem)) => println!("{:<10} NOT READY: {problem}", r.id),
                 _ => {}
             }

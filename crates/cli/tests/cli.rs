@@ -173,7 +173,8 @@ fn odd_rates_channel_counts_and_silence_separate_cleanly() {
     ]);
     ffmpeg(&["-f", "lavfi", "-i", "anullsrc=r=44100:cl=stereo", "-t", "2", &d("silence.wav")]);
     let out = d("out");
-    let o = run(&["separate", "-j", "2", "--float32", "-o", &out, &d("mono8k.wav"), &d("six96k.wav"), &d("silence.wav")]);
+    let o =
+        run(&["separate", "-j", "2", "--float32", "-o", &out, &d("mono8k.wav"), &d("six96k.wav"), &d("silence.wav")]);
     assert!(o.status.success());
     for (track, rate, secs) in [("mono8k", 8_000u32, 3.0), ("six96k", 96_000, 3.0), ("silence", 44_100, 2.0)] {
         for stem in STEMS {

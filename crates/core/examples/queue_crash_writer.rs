@@ -15,7 +15,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let options = Settings::default().job_options();
     let mut out = std::io::stdout().lock();
     for i in 0u64.. {
-        let job = queue.enqueue(&JobSource::File { path: format!("/music/song-{i}.wav") }, &format!("song {i}"), &options)?;
+        let job =
+            queue.enqueue(&JobSource::File { path: format!("/music/song-{i}.wav") }, &format!("song {i}"), &options)?;
         writeln!(out, "{}", job.id)?;
         out.flush()?;
         if let Some(running) = queue.claim_next()? {

@@ -22,7 +22,8 @@ pub const MAX_FILES: usize = 500;
 
 /// File extensions (lower case) looked for inside folders: the containers
 /// the decoder reads (symphonia: WAV, FLAC, MP3, OGG, MP4/M4A, AIFF, CAF).
-pub const AUDIO_EXTENSIONS: &[&str] = &["wav", "wave", "flac", "mp3", "ogg", "oga", "m4a", "mp4", "aac", "aif", "aiff", "caf"];
+pub const AUDIO_EXTENSIONS: &[&str] =
+    &["wav", "wave", "flac", "mp3", "ogg", "oga", "m4a", "mp4", "aac", "aif", "aiff", "caf"];
 
 /// A path that was not added, and why (plain words).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -130,7 +131,12 @@ mod tests {
     use super::*;
 
     fn wav(p: &Path, frames: usize) {
-        let spec = hound::WavSpec { channels: 2, sample_rate: 44_100, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+        let spec = hound::WavSpec {
+            channels: 2,
+            sample_rate: 44_100,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
         let mut w = hound::WavWriter::create(p, spec).unwrap();
         for i in 0..frames * 2 {
             w.write_sample((i % 100) as i16).unwrap();
@@ -154,12 +160,16 @@ mod tests {
         std::fs::write(&fake, vec![0u8; 0]).unwrap();
         let empty_dir = dir.path().join("empty");
         std::fs::create_dir(&empty_dir).unwrap();
-        let r = add_paths(&q, &[album.clone(), notes.clone(), fake.clone(), empty_dir, dir.path().join("missing.wav")]).unwrap();
+        let r = add_paths(&q, &[album.clone(), notes.clone(), fake.clone(), empty_dir, dir.path().join("missing.wav")])
+            .unwrap();
         let titles: Vec<&str> = r.added.iter().map(|j| j.title.as_str()).collect();
         assert_eq!(titles, ["01 a", "02 b", "03 c"]);
         assert_eq!(r.added[0].duration_seconds, Some(0.5));
-        let reasons: Vec<(&str, &str)> =
-            r.rejected.iter().map(|x| (Path::new(&x.path).file_name().unwrap().to_str().unwrap(), x.reason.as_str())).collect();
+        let reasons: Vec<(&str, &str)> = r
+            .rejected
+            .iter()
+            .map(|x| (Path::new(&x.path).file_name().unwrap().to_str().unwrap(), x.reason.as_str()))
+            .collect();
         assert_eq!(reasons.len(), 4, "{reasons:?}");
         assert!(reasons[0].0 == "empty" && reasons[0].1.contains("no audio"));
         assert!(reasons[1].0 == "notes.txt" && reasons[1].1.contains("not an audio file"));

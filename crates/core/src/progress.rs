@@ -13,11 +13,7 @@ use crate::runtime::Provider;
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// The model is loaded and the input is about to be decoded.
-    Started {
-        input: PathBuf,
-        model: String,
-        provider: Provider,
-    },
+    Started { input: PathBuf, model: String, provider: Provider },
     /// Decoding progress; `fraction` is `None` when the length is unknown.
     Decoding { seconds_decoded: f64, fraction: Option<f64> },
     /// The input is decoded (and resampled to the model rate).

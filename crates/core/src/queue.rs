@@ -38,10 +38,7 @@ pub type Clock = Arc<dyn Fn() -> UnixMillis + Send + Sync>;
 /// The system clock.
 pub fn system_clock() -> Clock {
     Arc::new(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as f64)
-            .unwrap_or(0.0)
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as f64).unwrap_or(0.0)
     })
 }
 
@@ -321,7 +318,21 @@ fn parse<T: for<'de> Deserialize<'de>>(text: &str, what: &str) -> Result<T, Queu
     serde_json::from_str(text).map_err(|e| QueueError::Corrupt(format!("{what}: {e}")))
 }
 
-type RawJob = (i64, String, String, Option<f64>, String, String, i64, f64, Option<f64>, Option<f64>, Option<String>, String, Option<String>);
+type RawJob = (
+    i64,
+    String,
+    String,
+    Option<f64>,
+    String,
+    String,
+    i64,
+    f64,
+    Option<f64>,
+    Option<f64>,
+    Option<String>,
+    String,
+    Option<String>,
+);
 
 fn raw_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawJob> {
     Ok((
@@ -472,7 +483,8 @@ impl Queue {
              VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6)",
             params![json(source)?, title, json(options)?, json(&JobState::Queued)?, position, self.now()],
         )?;
-        let id = u32::try_from(tx.last_insert_rowid()).map_err(|_| QueueError::Corrupt("job id out of range".into()))?;
+        let id =
+            u32::try_from(tx.last_insert_rowid()).map_err(|_| QueueError::Corrupt("job id out of range".into()))?;
         let job = job_in(&tx, id)?;
         tx.commit()?;
         Ok(job)
@@ -542,10 +554,9 @@ impl Queue {
     /// Database errors.
     pub fn set_running_state(&self, id: JobId, state: &JobState) -> Result<bool, QueueError> {
         debug_assert!(state.is_running());
-        let n = self.conn().execute(
-            "UPDATE jobs SET state = ?1 WHERE id = ?2 AND status = 'running'",
-            params![json(state)?, id],
-        )?;
+        let n = self
+            .conn()
+            .execute("UPDATE jobs SET state = ?1 WHERE id = ?2 AND status = 'running'", params![json(state)?, id])?;
         Ok(n == 1)
     }
 
@@ -553,7 +564,12 @@ impl Queue {
     ///
     /// # Errors
     /// Database errors.
-    pub fn set_details(&self, id: JobId, duration_seconds: Option<f64>, provider: Option<&str>) -> Result<(), QueueError> {
+    pub fn set_details(
+        &self,
+        id: JobId,
+        duration_seconds: Option<f64>,
+        provider: Option<&str>,
+    ) -> Result<(), QueueError> {
         self.conn().execute(
             "UPDATE jobs SET duration_seconds = COALESCE(?1, duration_seconds), provider = COALESCE(?2, provider) WHERE id = ?3",
             params![duration_seconds, provider, id],
@@ -565,7 +581,13 @@ impl Queue {
     ///
     /// # Errors
     /// [`QueueError::NotFound`], database errors.
-    pub fn finish(&self, id: JobId, state: &JobState, output_dir: Option<&str>, stems: &[StemFile]) -> Result<Job, QueueError> {
+    pub fn finish(
+        &self,
+        id: JobId,
+        state: &JobState,
+        output_dir: Option<&str>,
+        stems: &[StemFile],
+    ) -> Result<Job, QueueError> {
         debug_assert!(state.is_finished());
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -689,10 +711,8 @@ impl Queue {
     /// # Errors
     /// Database errors; unreadable stored settings give the defaults.
     pub fn settings(&self) -> Result<Settings, QueueError> {
-        let text: Option<String> = self
-            .conn()
-            .query_row("SELECT value FROM settings WHERE key = 'settings'", [], |r| r.get(0))
-            .optional()?;
+        let text: Option<String> =
+            self.conn().query_row("SELECT value FROM settings WHERE key = 'settings'", [], |r| r.get(0)).optional()?;
         // Overlay the stored fields on the defaults, so a document from an
         // older version (fewer fields) still loads; unreadable → defaults.
         let stored = text.and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
@@ -830,7 +850,8 @@ mod tests {
         assert!(matches!(q.retry(c.id), Err(QueueError::WrongState { .. })));
         assert!(matches!(q.reorder(&[c.id]), Err(QueueError::WrongState { .. })));
         assert!(matches!(q.cancel_queued(c.id), Err(QueueError::WrongState { .. })));
-        q.finish(c.id, &JobState::Failed { code: ErrorCode::BadInput, message: "not audio".into() }, None, &[]).unwrap();
+        q.finish(c.id, &JobState::Failed { code: ErrorCode::BadInput, message: "not audio".into() }, None, &[])
+            .unwrap();
         assert_eq!(q.cancel_queued(a.id).unwrap().state, JobState::Cancelled);
         let retried = q.retry(c.id).unwrap();
         assert_eq!(retried.state, JobState::Queued);
@@ -858,7 +879,10 @@ mod tests {
         drop(q);
         let q = Queue::open(&dir.path().join("db.sqlite")).unwrap();
         assert_eq!(q.settings().unwrap(), s);
-        assert!(matches!(q.save_settings(&Settings { overlap: 1.0, ..s.clone() }), Err(QueueError::InvalidSettings(_))));
+        assert!(matches!(
+            q.save_settings(&Settings { overlap: 1.0, ..s.clone() }),
+            Err(QueueError::InvalidSettings(_))
+        ));
         assert!(matches!(
             q.save_settings(&Settings { format: OutputFormat::Mp3 { kbps: 100 }, ..s }),
             Err(QueueError::InvalidSettings(_))

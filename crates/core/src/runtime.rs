@@ -175,16 +175,10 @@ fn runtime(opts: &RuntimeOptions) -> Result<&'static LoadedRuntime, RuntimeError
         tune_allocator();
         let path = path.clone().unwrap_or_default();
         let builder = ort::init_from(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let env = builder
-            .with_name("stemroom")
-            .build()
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let env = builder.with_name("stemroom").build().map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(LoadedRuntime { env, path })
     });
-    loaded.as_ref().map_err(|reason| RuntimeError::Load {
-        path: path.unwrap_or_default(),
-        reason: reason.clone(),
-    })
+    loaded.as_ref().map_err(|reason| RuntimeError::Load { path: path.unwrap_or_default(), reason: reason.clone() })
 }
 
 /// Path of the ONNX Runtime library loaded in this process, if any.
@@ -218,13 +212,10 @@ impl OrtNetwork {
     /// (`Device::Cuda`), or the model does not have the manifest's interface.
     pub fn open(info: &ModelInfo, model_path: &Path, opts: &RuntimeOptions) -> Result<Self, RuntimeError> {
         let rt = runtime(opts)?;
-        let session_err = |e: &dyn std::fmt::Display| RuntimeError::Session {
-            path: model_path.to_path_buf(),
-            reason: e.to_string(),
-        };
-        let threads = opts
-            .threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+        let session_err =
+            |e: &dyn std::fmt::Display| RuntimeError::Session { path: model_path.to_path_buf(), reason: e.to_string() };
+        let threads =
+            opts.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
         let builder = Session::builder(&rt.env)
             .map_err(|e| session_err(&e))?
             .with_intra_threads(threads)
@@ -236,9 +227,7 @@ impl OrtNetwork {
             // about 20% faster on a 2-core AVX machine, with no audible effect.
             .with_flush_to_zero()
             .map_err(|e| session_err(&e))?;
-        let mut builder = builder
-            .with_no_environment_execution_providers()
-            .map_err(|e| session_err(&e))?;
+        let mut builder = builder.with_no_environment_execution_providers().map_err(|e| session_err(&e))?;
         let mut provider = Provider::Cpu;
         if opts.device != Device::Cpu {
             let cuda = CUDA::default().build().error_on_failure();
@@ -293,10 +282,8 @@ impl OrtNetwork {
 /// [`RuntimeError`] if ONNX Runtime cannot be loaded.
 pub fn cuda_compiled_in(opts: &RuntimeOptions) -> Result<bool, RuntimeError> {
     runtime(opts)?;
-    <CUDA as ExecutionProvider>::is_available().map_err(|e| RuntimeError::Load {
-        path: loaded_library().unwrap_or_default(),
-        reason: e.to_string(),
-    })
+    <CUDA as ExecutionProvider>::is_available()
+        .map_err(|e| RuntimeError::Load { path: loaded_library().unwrap_or_default(), reason: e.to_string() })
 }
 
 impl Network for OrtNetwork {

@@ -52,8 +52,14 @@ pub trait MixSource {
     ///
     /// # Errors
     /// I/O errors of the backing store.
-    fn read(&mut self, start: usize, len: usize, out: &mut [f32], out_offset: usize, out_len: usize)
-        -> std::io::Result<()>;
+    fn read(
+        &mut self,
+        start: usize,
+        len: usize,
+        out: &mut [f32],
+        out_offset: usize,
+        out_len: usize,
+    ) -> std::io::Result<()>;
 }
 
 /// An in-memory mixture, planar `[channels][frames]`.
@@ -408,7 +414,12 @@ mod tests {
     }
 
     impl Network for EchoNet {
-        fn forward(&mut self, mix: &[f32], spec: &[f32], take: &mut dyn FnMut(&[f32], &[f32])) -> Result<(), RuntimeError> {
+        fn forward(
+            &mut self,
+            mix: &[f32],
+            spec: &[f32],
+            take: &mut dyn FnMut(&[f32], &[f32]),
+        ) -> Result<(), RuntimeError> {
             let (sl, wl) = (spec.len(), mix.len());
             let mut out_spec = vec![0.0f32; self.sources * sl];
             let mut out_wave = vec![0.0f32; self.sources * wl];
@@ -462,7 +473,8 @@ mod tests {
     }
 
     fn run(info: &ModelInfo, frames: usize, opts: SeparateOptions, through_spec: bool) -> (Vec<f32>, Vec<f32>) {
-        let mix: Vec<f32> = (0..frames * 2).map(|i| ((i as f32 * 0.013).sin() + 0.3 * (i as f32 * 0.0007).cos()) * 0.5 + 0.1).collect();
+        let mix: Vec<f32> =
+            (0..frames * 2).map(|i| ((i as f32 * 0.013).sin() + 0.3 * (i as f32 * 0.0007).cos()) * 0.5 + 0.1).collect();
         let stats = {
             let mut acc = MixStatsAccumulator::default();
             for t in 0..frames {

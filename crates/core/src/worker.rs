@@ -63,7 +63,10 @@ impl JobProgress {
             JobState::Separating { segment, total } => {
                 let done = if total == 0 { 1.0 } else { f64::from(segment.min(total)) / f64::from(total) };
                 let left = f64::from(total.saturating_sub(segment));
-                (100.0 * (DECODE_SHARE + (1.0 - DECODE_SHARE - FINISH_SHARE) * done), seconds_per_segment.map(|s| s * left))
+                (
+                    100.0 * (DECODE_SHARE + (1.0 - DECODE_SHARE - FINISH_SHARE) * done),
+                    seconds_per_segment.map(|s| s * left),
+                )
             }
             JobState::Encoding => (100.0 * (1.0 - FINISH_SHARE), Some(0.0)),
             JobState::Done => (100.0, Some(0.0)),
@@ -269,7 +272,11 @@ impl Inner {
             }
             let mut flag = self.wake_flag.lock().unwrap_or_else(|p| p.into_inner());
             if !*flag {
-                flag = self.wake.wait_timeout(flag, Duration::from_secs(2)).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0);
+                flag = self
+                    .wake
+                    .wait_timeout(flag, Duration::from_secs(2))
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|p| p.into_inner().0);
             }
             *flag = false;
         }
@@ -302,7 +309,8 @@ impl Inner {
         if let Some(s) = self.separators.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return Ok(s.clone());
         }
-        let runtime = RuntimeOptions { library: self.config.runtime_library.clone(), device, threads: self.config.threads };
+        let runtime =
+            RuntimeOptions { library: self.config.runtime_library.clone(), device, threads: self.config.threads };
         let sep = Arc::new(Separator::open(model, self.config.model_dir.as_deref(), &runtime)?);
         self.separators.lock().unwrap_or_else(|p| p.into_inner()).insert(key, sep.clone());
         Ok(sep)
@@ -312,7 +320,9 @@ impl Inner {
         let started = Instant::now();
         let input = match &job.source {
             JobSource::File { path } => PathBuf::from(path),
-            JobSource::Url { .. } => return Err(Error::InvalidOptions("links cannot be separated by this build".into())),
+            JobSource::Url { .. } => {
+                return Err(Error::InvalidOptions("links cannot be separated by this build".into()))
+            }
         };
         let sep = self.separator(&job.options.model, job.options.device)?;
         let provider = sep.provider().to_string();
@@ -476,7 +486,10 @@ pub fn plain_message(e: &Error) -> String {
 
 /// Title for a file: its name without the extension.
 pub fn title_for(path: &Path) -> String {
-    path.file_stem().map(|s| s.to_string_lossy().into_owned()).filter(|s| !s.is_empty()).unwrap_or_else(|| "Untitled".into())
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "Untitled".into())
 }
 
 #[cfg(test)]

@@ -23,14 +23,19 @@ fn reference_wav(dir: &Path) -> (PathBuf, Vec<f32>) {
         x.push(((2.0 * std::f64::consts::PI * 882.0 * t).sin() * 0.25 * 32768.0).round() as f32 / 32768.0);
     }
     let p = dir.join("ref.wav");
-    let mut w = encode::open(&p, OutputFormat::Wav { depth: WavDepth::Int16 }, 44_100, 2, ClipMode::None).expect("open");
+    let mut w =
+        encode::open(&p, OutputFormat::Wav { depth: WavDepth::Int16 }, 44_100, 2, ClipMode::None).expect("open");
     w.write(&x).expect("write");
     w.finish().expect("finish");
     (p, x)
 }
 
 fn ffmpeg(args: &[&str]) {
-    let st = Command::new("ffmpeg").args(["-loglevel", "error", "-y"]).args(args).status().expect("ffmpeg (setup.sh installs it)");
+    let st = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y"])
+        .args(args)
+        .status()
+        .expect("ffmpeg (setup.sh installs it)");
     assert!(st.success(), "ffmpeg {args:?}");
 }
 
@@ -108,7 +113,12 @@ fn mono_and_multichannel_become_stereo() {
     // pairs carry the stereo signal, the centre is silent, LFE is loud noise.
     let (_, x) = reference_wav(dir.path());
     let surround = dir.path().join("surround.wav");
-    let spec = hound::WavSpec { channels: 6, sample_rate: 44_100, bits_per_sample: 32, sample_format: hound::SampleFormat::Float };
+    let spec = hound::WavSpec {
+        channels: 6,
+        sample_rate: 44_100,
+        bits_per_sample: 32,
+        sample_format: hound::SampleFormat::Float,
+    };
     let mut w = hound::WavWriter::create(&surround, spec).expect("create");
     for (i, f) in x.chunks_exact(2).enumerate() {
         let lfe = if i % 2 == 0 { 0.9 } else { -0.9 };
@@ -178,7 +188,8 @@ fn cancelling_between_segments_leaves_no_output() {
     let dir = tempfile::tempdir().expect("tempdir");
     let long = dir.path().join("long.wav");
     ffmpeg(&["-stream_loop", "2", "-i", mix.to_str().expect("utf8"), long.to_str().expect("utf8")]);
-    let sep = stemroom_core::job::Separator::open("htdemucs", None, &Default::default()).expect("model and runtime (setup.sh)");
+    let sep = stemroom_core::job::Separator::open("htdemucs", None, &Default::default())
+        .expect("model and runtime (setup.sh)");
     let out = dir.path().join("out");
     let req = stemroom_core::job::JobRequest {
         input: long,
@@ -235,7 +246,8 @@ mod queue {
             // Dropped without finishing `a`: as if the app died.
         }
         let q = Queue::open(&db).expect("reopen");
-        let queued: Vec<(String, JobState)> = q.queue().expect("queue").into_iter().map(|j| (j.title, j.state)).collect();
+        let queued: Vec<(String, JobState)> =
+            q.queue().expect("queue").into_iter().map(|j| (j.title, j.state)).collect();
         assert_eq!(queued, [("a".to_string(), JobState::Queued), ("c".to_string(), JobState::Queued)]);
         assert_eq!(q.library("").expect("library").len(), 1);
         assert_eq!(q.claim_next().expect("claim").expect("job").title, "a", "the interrupted job runs first again");
@@ -246,7 +258,11 @@ mod queue {
         // (`cargo build --examples`; scripts/test.sh does it).
         let exe = std::env::current_exe().expect("test exe");
         let p = exe.parent().and_then(Path::parent).expect("target dir").join("examples/queue_crash_writer");
-        assert!(p.is_file(), "{} not built: run `cargo build --release -p stemroom-core --examples` (scripts/test.sh does)", p.display());
+        assert!(
+            p.is_file(),
+            "{} not built: run `cargo build --release -p stemroom-core --examples` (scripts/test.sh does)",
+            p.display()
+        );
         p
     }
 
@@ -299,7 +315,9 @@ mod queue {
                 std::thread::spawn(move || {
                     let q = Queue::open(&db).expect("open");
                     let opts = Settings::default().job_options();
-                    (0..25).map(|i| q.enqueue(&file(&format!("{t}-{i}")), "x", &opts).expect("enqueue").id).collect::<Vec<_>>()
+                    (0..25)
+                        .map(|i| q.enqueue(&file(&format!("{t}-{i}")), "x", &opts).expect("enqueue").id)
+                        .collect::<Vec<_>>()
                 })
             })
             .collect();
@@ -361,10 +379,18 @@ mod queue {
         super::ffmpeg(&["-stream_loop", "3", "-i", mix.to_str().expect("utf8"), long.to_str().expect("utf8")]);
         let q = Arc::new(Queue::open(&dir.path().join("queue.sqlite")).expect("open"));
         let library = dir.path().join("library");
-        q.save_settings(&Settings { shifts: 0, library_dir: Some(library.to_string_lossy().into()), ..Settings::default() })
-            .expect("settings");
+        q.save_settings(&Settings {
+            shifts: 0,
+            library_dir: Some(library.to_string_lossy().into()),
+            ..Settings::default()
+        })
+        .expect("settings");
         let rec = Arc::new(Recorder::default());
-        let worker = Worker::new(q.clone(), WorkerConfig { default_library: dir.path().join("unused"), ..Default::default() }, rec.clone());
+        let worker = Worker::new(
+            q.clone(),
+            WorkerConfig { default_library: dir.path().join("unused"), ..Default::default() },
+            rec.clone(),
+        );
         let opts = q.settings().expect("settings").job_options();
         let song = q.enqueue(&file(mix.to_str().expect("utf8")), "Falcon 69", &opts).expect("enqueue");
         let long_job = q.enqueue(&file(long.to_str().expect("utf8")), "Long", &opts).expect("enqueue");
@@ -398,12 +424,33 @@ mod queue {
 
         // Progress reached the listener, throttled and with an ETA from measured times.
         let progress = rec.progress.lock().expect("lock");
-        let seps: Vec<&JobProgress> =
-            progress.iter().map(|(_, p)| p).filter(|p| p.id == long_job.id && matches!(p.state, JobState::Separating { .. })).collect();
+        let seps: Vec<&JobProgress> = progress
+            .iter()
+            .map(|(_, p)| p)
+            .filter(|p| p.id == long_job.id && matches!(p.state, JobState::Separating { .. }))
+            .collect();
         assert!(!seps.is_empty());
         assert!(seps.iter().all(|p| p.eta_seconds.is_some_and(|e| e >= 0.0) && p.percent > 0.0 && p.percent < 100.0));
         let changes = rec.changes.lock().expect("lock");
         assert!(changes.iter().any(|j| j.id == song.id && j.state == JobState::Done));
         worker.shutdown();
     }
+}
+
+// ---------------------------------------------------------------------------
+// peaks: computed from a real decoded file, cached beside it, reused.
+
+#[test]
+fn peaks_are_cached_beside_the_audio_and_reused() {
+    use stemroom_core::peaks::{cache_path, Peaks};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (wav, samples) = reference_wav(dir.path());
+    let p = Peaks::cached(&wav).expect("peaks");
+    assert_eq!(p, Peaks::from_samples(&samples, 44_100), "streamed decode gives the same peaks as the samples");
+    let cache = cache_path(&wav).expect("cache path");
+    assert!(cache.is_file());
+    // A damaged cache is recomputed, not trusted.
+    std::fs::write(&cache, b"SRPK garbage").expect("write");
+    assert_eq!(Peaks::cached(&wav).expect("peaks"), p);
+    assert_eq!(Peaks::read(&cache).expect("rewritten cache"), p);
 }

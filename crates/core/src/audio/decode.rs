@@ -129,35 +129,218 @@ pub struct ProbeInfo {
     pub channels: usize,
 }
 
+/// A pull decoder: opens a file once and hands out interleaved stereo
+/// blocks at the file's sample rate, one packet at a time. [`decode`] and
+/// [`probe`] are built on it; readers that must advance several files in
+/// step (exports, the player) call [`StreamDecoder::next_block`] directly.
+pub struct StreamDecoder {
+    path: PathBuf,
+    format: Box<dyn symphonia::core::formats::FormatReader>,
+    decoder: Box<dyn symphonia::core::codecs::audio::AudioDecoder>,
+    track_id: u32,
+    declared_frames: Option<u64>,
+    sample_rate: u32,
+    channels: usize,
+    weights: Option<Vec<(f32, f32)>>,
+    frames: u64,
+    interleaved: Vec<f32>,
+    stereo: Vec<f32>,
+    truncated_io: bool,
+    finished: bool,
+}
+
+impl std::fmt::Debug for StreamDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamDecoder").field("path", &self.path).field("frames", &self.frames).finish()
+    }
+}
+
+impl StreamDecoder {
+    /// Open `path` and set up its decoder; reads only headers.
+    ///
+    /// # Errors
+    /// Missing, directory, empty, not audio, no audio track, unsupported codec.
+    pub fn open(path: &Path) -> Result<Self, DecodeError> {
+        check_input(path)?;
+        let file = File::open(path).map_err(|source| DecodeError::Unreadable { path: path.to_path_buf(), source })?;
+        let mss = MediaSourceStream::new(Box::new(file), Default::default());
+        let mut hint = Hint::new();
+        if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
+            hint.with_extension(ext);
+        }
+        let format = symphonia::default::get_probe()
+            .probe(&hint, mss, FormatOptions::default(), MetadataOptions::default())
+            .map_err(|e| DecodeError::NotAudio { path: path.to_path_buf(), reason: e.to_string() })?;
+        let track =
+            format.default_track(TrackType::Audio).ok_or_else(|| DecodeError::NoAudioTrack(path.to_path_buf()))?;
+        let Some(CodecParameters::Audio(params)) = track.codec_params.as_ref() else {
+            return Err(DecodeError::NoAudioTrack(path.to_path_buf()));
+        };
+        let decoder = symphonia::default::get_codecs()
+            .make_audio_decoder(params, &AudioDecoderOptions::default())
+            .map_err(|e| DecodeError::UnsupportedCodec { path: path.to_path_buf(), reason: e.to_string() })?;
+        Ok(StreamDecoder {
+            path: path.to_path_buf(),
+            track_id: track.id,
+            declared_frames: track.num_frames,
+            sample_rate: params.sample_rate.unwrap_or(0),
+            channels: params.channels.as_ref().map(|c| c.count()).unwrap_or(0),
+            format,
+            decoder,
+            weights: None,
+            frames: 0,
+            interleaved: Vec::new(),
+            stereo: Vec::new(),
+            truncated_io: false,
+            finished: false,
+        })
+    }
+
+    /// Sample rate in Hz (as declared until the first block, then as decoded).
+    pub fn sample_rate(&self) -> u32 {
+        self.sample_rate
+    }
+
+    /// The length in frames the container declares, if any.
+    pub fn declared_frames(&self) -> Option<u64> {
+        self.declared_frames
+    }
+
+    /// What was decoded so far.
+    pub fn info(&self) -> DecodedInfo {
+        DecodedInfo { sample_rate: self.sample_rate, channels: self.channels, frames: self.frames }
+    }
+
+    fn corrupt(&self, reason: String) -> DecodeError {
+        DecodeError::Corrupt { path: self.path.clone(), reason }
+    }
+
+    /// The next block of interleaved stereo frames (non-finite samples
+    /// replaced by 0) with its sample rate in Hz, or `None` at the end of
+    /// the stream.
+    ///
+    /// # Errors
+    /// [`DecodeError::Corrupt`] after too many undecodable packets in a row;
+    /// at the end, [`DecodeError::NoSamples`] for an empty stream and
+    /// [`DecodeError::Truncated`] when it stopped well before its declared length.
+    pub fn next_block(&mut self) -> Result<Option<(&[f32], u32)>, DecodeError> {
+        let mut consecutive_errors = 0usize;
+        loop {
+            if self.finished {
+                return Ok(None);
+            }
+            let packet = match self.format.next_packet() {
+                Ok(Some(p)) => p,
+                Ok(None) | Err(SymError::ResetRequired) => return self.end(),
+                Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    self.truncated_io = self.frames > 0;
+                    return self.end();
+                }
+                Err(SymError::DecodeError(msg)) => {
+                    consecutive_errors += 1;
+                    if consecutive_errors > MAX_CONSECUTIVE_DECODE_ERRORS {
+                        return Err(self.corrupt(msg.to_string()));
+                    }
+                    continue;
+                }
+                Err(e) => return Err(self.corrupt(e.to_string())),
+            };
+            if packet.track_id != self.track_id {
+                continue;
+            }
+            let buf = match self.decoder.decode(&packet) {
+                Ok(buf) => buf,
+                Err(SymError::DecodeError(msg)) => {
+                    consecutive_errors += 1;
+                    if consecutive_errors > MAX_CONSECUTIVE_DECODE_ERRORS {
+                        return Err(self.corrupt(msg.to_string()));
+                    }
+                    continue;
+                }
+                Err(SymError::IoError(_)) => {
+                    self.truncated_io = self.frames > 0;
+                    return self.end();
+                }
+                Err(e) => return Err(self.corrupt(e.to_string())),
+            };
+            let n = buf.frames();
+            if n == 0 {
+                continue;
+            }
+            let spec = buf.spec();
+            let ch = spec.channels().count();
+            if ch == 0 {
+                return Err(self.corrupt("stream has 0 channels".into()));
+            }
+            if self.weights.is_none() || ch != self.channels {
+                self.channels = ch;
+                self.sample_rate = spec.rate();
+                self.weights = Some(downmix_weights(spec.channels(), ch));
+            }
+            buf.copy_to_vec_interleaved::<f32>(&mut self.interleaved);
+            let stereo = &mut self.stereo;
+            stereo.clear();
+            stereo.reserve(n * 2);
+            match ch {
+                1 => {
+                    for &v in &self.interleaved[..n] {
+                        stereo.extend([v, v]);
+                    }
+                }
+                2 => stereo.extend_from_slice(&self.interleaved[..n * 2]),
+                _ => {
+                    let w = self.weights.as_deref().unwrap_or_default();
+                    for frame in self.interleaved[..n * ch].chunks_exact(ch) {
+                        let (mut l, mut r) = (0.0f32, 0.0f32);
+                        for (v, (wl, wr)) in frame.iter().zip(w) {
+                            l += v * wl;
+                            r += v * wr;
+                        }
+                        stereo.extend([l, r]);
+                    }
+                }
+            }
+            // Non-finite samples would poison the normalisation; treat as silence.
+            for v in stereo.iter_mut() {
+                if !v.is_finite() {
+                    *v = 0.0;
+                }
+            }
+            self.frames += n as u64;
+            return Ok(Some((&self.stereo, self.sample_rate)));
+        }
+    }
+
+    fn end(&mut self) -> Result<Option<(&[f32], u32)>, DecodeError> {
+        self.finished = true;
+        if self.frames == 0 || self.sample_rate == 0 {
+            return Err(DecodeError::NoSamples(self.path.clone()));
+        }
+        let decoded = self.frames as f64 / f64::from(self.sample_rate);
+        if let Some(declared) = self.declared_frames {
+            let expected = declared as f64 / f64::from(self.sample_rate);
+            if expected - decoded > TRUNCATION_TOLERANCE_SECONDS {
+                return Err(DecodeError::Truncated { path: self.path.clone(), decoded, expected });
+            }
+        } else if self.truncated_io {
+            tracing::warn!("{} ended mid-packet; it may be truncated", self.path.display());
+        }
+        Ok(None)
+    }
+}
+
 /// Check that `path` is audio Stemroom can decode, reading only headers.
 ///
 /// # Errors
 /// The [`DecodeError`] a full decode would start with: missing, directory,
 /// empty, not audio, no audio track, unsupported codec.
 pub fn probe(path: &Path) -> Result<ProbeInfo, DecodeError> {
-    check_input(path)?;
-    let file = File::open(path).map_err(|source| DecodeError::Unreadable { path: path.to_path_buf(), source })?;
-    let mss = MediaSourceStream::new(Box::new(file), Default::default());
-    let mut hint = Hint::new();
-    if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
-        hint.with_extension(ext);
-    }
-    let format = symphonia::default::get_probe()
-        .probe(&hint, mss, FormatOptions::default(), MetadataOptions::default())
-        .map_err(|e| DecodeError::NotAudio { path: path.to_path_buf(), reason: e.to_string() })?;
-    let track = format.default_track(TrackType::Audio).ok_or_else(|| DecodeError::NoAudioTrack(path.to_path_buf()))?;
-    let Some(CodecParameters::Audio(params)) = track.codec_params.as_ref() else {
-        return Err(DecodeError::NoAudioTrack(path.to_path_buf()));
-    };
-    symphonia::default::get_codecs()
-        .make_audio_decoder(params, &AudioDecoderOptions::default())
-        .map_err(|e| DecodeError::UnsupportedCodec { path: path.to_path_buf(), reason: e.to_string() })?;
-    let sample_rate = params.sample_rate.unwrap_or(0);
-    let duration_seconds = match (track.num_frames, sample_rate) {
+    let d = StreamDecoder::open(path)?;
+    let duration_seconds = match (d.declared_frames, d.sample_rate) {
         (Some(n), r) if r > 0 => Some(n as f64 / f64::from(r)),
         _ => None,
     };
-    Ok(ProbeInfo { duration_seconds, sample_rate, channels: params.channels.as_ref().map(|c| c.count()).unwrap_or(0) })
+    Ok(ProbeInfo { duration_seconds, sample_rate: d.sample_rate, channels: d.channels })
 }
 
 /// Decode `path`, calling `on_block` with interleaved stereo frames and the
@@ -172,146 +355,25 @@ pub fn decode(
     listener: &dyn Listener,
     mut on_block: impl FnMut(&[f32], u32) -> Result<(), Error>,
 ) -> Result<DecodedInfo, Error> {
-    check_input(path)?;
-    let file = File::open(path).map_err(|source| DecodeError::Unreadable { path: path.to_path_buf(), source })?;
-    let mss = MediaSourceStream::new(Box::new(file), Default::default());
-    let mut hint = Hint::new();
-    if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
-        hint.with_extension(ext);
-    }
-    let not_audio = |e: SymError| DecodeError::NotAudio { path: path.to_path_buf(), reason: e.to_string() };
-    let mut format = symphonia::default::get_probe()
-        .probe(&hint, mss, FormatOptions::default(), MetadataOptions::default())
-        .map_err(not_audio)?;
-    let track = format
-        .default_track(TrackType::Audio)
-        .ok_or_else(|| DecodeError::NoAudioTrack(path.to_path_buf()))?
-        .clone();
-    let Some(CodecParameters::Audio(params)) = track.codec_params.clone() else {
-        return Err(DecodeError::NoAudioTrack(path.to_path_buf()).into());
-    };
-    let mut decoder = symphonia::default::get_codecs()
-        .make_audio_decoder(&params, &AudioDecoderOptions::default())
-        .map_err(|e| DecodeError::UnsupportedCodec { path: path.to_path_buf(), reason: e.to_string() })?;
-
-    let declared_frames = track.num_frames;
-    let mut sample_rate = params.sample_rate.unwrap_or(0);
-    let mut channels = params.channels.as_ref().map(|c| c.count()).unwrap_or(0);
-    let mut weights: Option<Vec<(f32, f32)>> = None;
-    let mut frames: u64 = 0;
-    let mut consecutive_errors = 0usize;
-    let mut interleaved: Vec<f32> = Vec::new();
-    let mut stereo: Vec<f32> = Vec::new();
+    let mut d = StreamDecoder::open(path)?;
+    let declared = d.declared_frames;
     let mut last_report = 0u64;
-    let mut truncated_io = false;
-
     loop {
         if listener.is_cancelled() {
             return Err(Error::Cancelled);
         }
-        let packet = match format.next_packet() {
-            Ok(Some(p)) => p,
-            Ok(None) => break,
-            Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                truncated_io = frames > 0;
-                break;
-            }
-            Err(SymError::ResetRequired) => break,
-            Err(SymError::DecodeError(msg)) => {
-                consecutive_errors += 1;
-                if consecutive_errors > MAX_CONSECUTIVE_DECODE_ERRORS {
-                    return Err(DecodeError::Corrupt { path: path.to_path_buf(), reason: msg.to_string() }.into());
-                }
-                continue;
-            }
-            Err(e) => {
-                return Err(DecodeError::Corrupt { path: path.to_path_buf(), reason: e.to_string() }.into());
-            }
-        };
-        if packet.track_id != track.id {
-            continue;
-        }
-        let buf = match decoder.decode(&packet) {
-            Ok(buf) => buf,
-            Err(SymError::DecodeError(msg)) => {
-                consecutive_errors += 1;
-                if consecutive_errors > MAX_CONSECUTIVE_DECODE_ERRORS {
-                    return Err(DecodeError::Corrupt { path: path.to_path_buf(), reason: msg.to_string() }.into());
-                }
-                continue;
-            }
-            Err(SymError::IoError(_)) => {
-                truncated_io = frames > 0;
-                break;
-            }
-            Err(e) => return Err(DecodeError::Corrupt { path: path.to_path_buf(), reason: e.to_string() }.into()),
-        };
-        consecutive_errors = 0;
-        let n = buf.frames();
-        if n == 0 {
-            continue;
-        }
-        let spec = buf.spec();
-        let ch = spec.channels().count();
-        if ch == 0 {
-            return Err(DecodeError::Corrupt { path: path.to_path_buf(), reason: "stream has 0 channels".into() }.into());
-        }
-        if weights.is_none() || ch != channels {
-            channels = ch;
-            sample_rate = spec.rate();
-            weights = Some(downmix_weights(spec.channels(), ch));
-        }
-        buf.copy_to_vec_interleaved::<f32>(&mut interleaved);
-        stereo.clear();
-        stereo.reserve(n * 2);
-        match ch {
-            1 => {
-                for &v in &interleaved[..n] {
-                    stereo.extend([v, v]);
-                }
-            }
-            2 => stereo.extend_from_slice(&interleaved[..n * 2]),
-            _ => {
-                let w = weights.as_deref().unwrap_or_default();
-                for frame in interleaved[..n * ch].chunks_exact(ch) {
-                    let (mut l, mut r) = (0.0f32, 0.0f32);
-                    for (v, (wl, wr)) in frame.iter().zip(w) {
-                        l += v * wl;
-                        r += v * wr;
-                    }
-                    stereo.extend([l, r]);
-                }
-            }
-        }
-        // Non-finite samples would poison the normalisation; treat as silence.
-        for v in &mut stereo {
-            if !v.is_finite() {
-                *v = 0.0;
-            }
-        }
-        on_block(&stereo, sample_rate)?;
-        frames += n as u64;
-        if sample_rate > 0 && frames - last_report >= sample_rate as u64 * 10 {
+        let Some((block, rate)) = d.next_block()? else { break };
+        on_block(block, rate)?;
+        let (frames, sr) = (d.frames, d.sample_rate);
+        if sr > 0 && frames - last_report >= u64::from(sr) * 10 {
             last_report = frames;
             listener.event(&Event::Decoding {
-                seconds_decoded: frames as f64 / sample_rate as f64,
-                fraction: declared_frames.map(|d| (frames as f64 / d.max(1) as f64).min(1.0)),
+                seconds_decoded: frames as f64 / f64::from(sr),
+                fraction: declared.map(|t| (frames as f64 / t.max(1) as f64).min(1.0)),
             });
         }
     }
-    if frames == 0 || sample_rate == 0 {
-        return Err(DecodeError::NoSamples(path.to_path_buf()).into());
-    }
-    let decoded = frames as f64 / sample_rate as f64;
-    if let Some(declared) = declared_frames {
-        let expected = declared as f64 / sample_rate as f64;
-        if expected - decoded > TRUNCATION_TOLERANCE_SECONDS {
-            return Err(DecodeError::Truncated { path: path.to_path_buf(), decoded, expected }.into());
-        }
-    } else if truncated_io {
-        tracing::warn!("{} ended mid-packet; it may be truncated", path.display());
-    }
-    Ok(DecodedInfo { sample_rate, channels, frames })
+    Ok(d.info())
 }
 
 #[cfg(test)]
@@ -321,10 +383,17 @@ mod tests {
 
     #[test]
     fn downmix_weights_follow_positions() {
-        let quad = Channels::Positioned(Position::FRONT_LEFT | Position::FRONT_RIGHT | Position::REAR_LEFT | Position::REAR_RIGHT);
+        let quad = Channels::Positioned(
+            Position::FRONT_LEFT | Position::FRONT_RIGHT | Position::REAR_LEFT | Position::REAR_RIGHT,
+        );
         assert_eq!(downmix_weights(&quad, 4), vec![(0.5, 0.0), (0.0, 0.5), (0.5, 0.0), (0.0, 0.5)]);
         let surround = Channels::Positioned(
-            Position::FRONT_LEFT | Position::FRONT_RIGHT | Position::FRONT_CENTER | Position::LFE1 | Position::REAR_LEFT | Position::REAR_RIGHT,
+            Position::FRONT_LEFT
+                | Position::FRONT_RIGHT
+                | Position::FRONT_CENTER
+                | Position::LFE1
+                | Position::REAR_LEFT
+                | Position::REAR_RIGHT,
         );
         let w = downmix_weights(&surround, 6);
         assert_eq!(w[3], (0.0, 0.0), "LFE dropped");

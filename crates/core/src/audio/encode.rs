@@ -69,7 +69,9 @@ impl OutputFormat {
     /// A message for an unsupported FLAC depth or MP3 bit rate.
     pub fn validate(&self) -> Result<(), String> {
         match *self {
-            OutputFormat::Flac { bits } if bits != 16 && bits != 24 => Err(format!("FLAC depth must be 16 or 24, got {bits}")),
+            OutputFormat::Flac { bits } if bits != 16 && bits != 24 => {
+                Err(format!("FLAC depth must be 16 or 24, got {bits}"))
+            }
             OutputFormat::Mp3 { kbps } if mp3_bitrate(kbps).is_none() => {
                 Err(format!("MP3 bit rate must be one of 128, 160, 192, 224, 256, 320 kbps, got {kbps}"))
             }
@@ -194,7 +196,8 @@ impl WavStem {
             WavDepth::Int24 => (24, hound::SampleFormat::Int),
             WavDepth::Float32 => (32, hound::SampleFormat::Float),
         };
-        let spec = hound::WavSpec { channels: channels as u16, sample_rate: rate, bits_per_sample: bits, sample_format: fmt };
+        let spec =
+            hound::WavSpec { channels: channels as u16, sample_rate: rate, bits_per_sample: bits, sample_format: fmt };
         let writer = hound::WavWriter::create(path, spec).map_err(|e| hound_err(path, e))?;
         Ok(WavStem { path: path.to_path_buf(), writer, depth, post })
     }
@@ -291,8 +294,9 @@ impl FlacStem {
         }
         self.fb.fill_interleaved(&self.pending).map_err(flac_err)?;
         self.ctx.fill_interleaved(&self.pending).map_err(flac_err)?;
-        let frame = flacenc::encode_fixed_size_frame(&self.config, &self.fb, self.frame_number, self.stream.stream_info())
-            .map_err(flac_err)?;
+        let frame =
+            flacenc::encode_fixed_size_frame(&self.config, &self.fb, self.frame_number, self.stream.stream_info())
+                .map_err(flac_err)?;
         let mut sink = flacenc::bitsink::ByteSink::new();
         frame.write(&mut sink).map_err(flac_err)?;
         let bytes = sink.as_slice();
@@ -357,7 +361,14 @@ impl Mp3Stem {
         b.set_quality(mp3lame_encoder::Quality::Best).map_err(mp3_err)?;
         let encoder = b.build().map_err(mp3_err)?;
         let file = File::create(path).map_err(io_err(path))?;
-        Ok(Mp3Stem { path: path.to_path_buf(), file: BufWriter::new(file), encoder, buf: Vec::new(), scratch: Vec::new(), post })
+        Ok(Mp3Stem {
+            path: path.to_path_buf(),
+            file: BufWriter::new(file),
+            encoder,
+            buf: Vec::new(),
+            scratch: Vec::new(),
+            post,
+        })
     }
 }
 
@@ -367,7 +378,9 @@ impl StemWriter for Mp3Stem {
         self.scratch.extend(interleaved.iter().map(|&v| self.post.apply(v)));
         self.buf.clear();
         self.buf.reserve(mp3lame_encoder::max_required_buffer_size(self.scratch.len()));
-        self.encoder.encode_to_vec(mp3lame_encoder::InterleavedPcm(&self.scratch[..]), &mut self.buf).map_err(mp3_err)?;
+        self.encoder
+            .encode_to_vec(mp3lame_encoder::InterleavedPcm(&self.scratch[..]), &mut self.buf)
+            .map_err(mp3_err)?;
         self.file.write_all(&self.buf).map_err(io_err(&self.path))
     }
     fn finish(mut self: Box<Self>) -> Result<(), EncodeError> {
@@ -398,7 +411,15 @@ impl Spool {
         name.push(".spool");
         let path = PathBuf::from(name);
         let file = File::create(&path).map_err(io_err(&path))?;
-        Ok(Spool { target: target.to_path_buf(), path, file: BufWriter::with_capacity(1 << 20, file), format, rate, channels, peak: 0.0 })
+        Ok(Spool {
+            target: target.to_path_buf(),
+            path,
+            file: BufWriter::with_capacity(1 << 20, file),
+            format,
+            rate,
+            channels,
+            peak: 0.0,
+        })
     }
 }
 
@@ -438,7 +459,9 @@ impl StemWriter for Spool {
                 break;
             }
             samples.clear();
-            samples.extend(bytes[..filled - filled % 4].chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+            samples.extend(
+                bytes[..filled - filled % 4].chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            );
             out.write(&samples)?;
         }
         out.finish()
@@ -450,17 +473,23 @@ mod tests {
     use super::*;
 
     fn tone(frames: usize, amp: f32) -> Vec<f32> {
-        (0..frames).flat_map(|i| {
-            let v = (i as f32 * 0.05).sin() * amp;
-            [v, -v]
-        }).collect()
+        (0..frames)
+            .flat_map(|i| {
+                let v = (i as f32 * 0.05).sin() * amp;
+                [v, -v]
+            })
+            .collect()
     }
 
     #[test]
     fn wav_depths_and_clip_modes() {
         let dir = tempfile::tempdir().expect("tempdir");
         let loud = tone(1000, 1.5);
-        for (depth, clip) in [(WavDepth::Int16, ClipMode::Rescale), (WavDepth::Int24, ClipMode::Clamp), (WavDepth::Float32, ClipMode::None)] {
+        for (depth, clip) in [
+            (WavDepth::Int16, ClipMode::Rescale),
+            (WavDepth::Int24, ClipMode::Clamp),
+            (WavDepth::Float32, ClipMode::None),
+        ] {
             let p = dir.path().join(format!("{depth:?}.wav"));
             let mut w = open(&p, OutputFormat::Wav { depth }, 44_100, 2, clip).expect("open");
             w.write(&loud[..600]).expect("write");
@@ -471,7 +500,9 @@ mod tests {
             let peak = match depth {
                 WavDepth::Float32 => r.samples::<f32>().map(|s| s.expect("s").abs()).fold(0.0, f32::max),
                 WavDepth::Int16 => r.samples::<i32>().map(|s| s.expect("s").abs()).max().unwrap_or(0) as f32 / 32768.0,
-                WavDepth::Int24 => r.samples::<i32>().map(|s| s.expect("s").abs()).max().unwrap_or(0) as f32 / 8_388_608.0,
+                WavDepth::Int24 => {
+                    r.samples::<i32>().map(|s| s.expect("s").abs()).max().unwrap_or(0) as f32 / 8_388_608.0
+                }
             };
             match clip {
                 ClipMode::Rescale => assert!((peak - 1.0 / 1.01).abs() < 1e-3, "rescale peak {peak}"),
@@ -479,7 +510,11 @@ mod tests {
                 ClipMode::None => assert!(peak > 1.4, "none keeps {peak}"),
             }
         }
-        assert!(std::fs::read_dir(dir.path()).expect("ls").all(|e| !e.expect("e").path().to_string_lossy().ends_with(".spool")));
+        assert!(std::fs::read_dir(dir.path()).expect("ls").all(|e| !e
+            .expect("e")
+            .path()
+            .to_string_lossy()
+            .ends_with(".spool")));
     }
 
     #[test]

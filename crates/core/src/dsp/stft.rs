@@ -299,7 +299,11 @@ mod tests {
         let partials: Vec<(f64, f64)> =
             (0..24).map(|_| (rng.random_range(0.0..0.4), rng.random_range(0.0..6.3))).collect();
         let x: Vec<f32> = (0..l * channels)
-            .map(|i| partials.iter().map(|(f, ph)| ((2.0 * std::f64::consts::PI * f * i as f64) + ph).sin()).sum::<f64>() as f32 / 8.0)
+            .map(|i| {
+                partials.iter().map(|(f, ph)| ((2.0 * std::f64::consts::PI * f * i as f64) + ph).sin()).sum::<f64>()
+                    as f32
+                    / 8.0
+            })
             .collect();
         let mut ss = SegmentSpec::new(l, 4096, 1024);
         assert_eq!(ss.frames(), 20);

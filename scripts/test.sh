@@ -20,7 +20,7 @@ log "building the app"
 npx tauri build --no-bundle -- --locked
 log "checking the committed TypeScript bindings"
 fresh=$(mktemp --suffix=.ts); trap 'rm -f "$fresh"' EXIT
-target/release/stemroom-app --export-bindings "$fresh"
+"$RELEASE_DIR/stemroom-app" --export-bindings "$fresh"
 diff -u ui/src/bindings.ts "$fresh" || { echo "ui/src/bindings.ts is stale: run target/release/stemroom-app --export-bindings ui/src/bindings.ts" >&2; exit 1; }
 STEMROOM_SKIP_BUILD=1 "$REPO_ROOT/scripts/e2e.sh"
 log "clippy"

@@ -125,14 +125,18 @@ fn retry_job(state: S<'_>, id: JobId) -> Result<Job, AppError> {
 #[tauri::command]
 #[specta::specta]
 fn remove_job(state: S<'_>, id: JobId, delete_files: bool) -> Result<(), AppError> {
-    let job = state.queue.remove(id)?;
-    state.hub.send(QueueEvent::QueueChanged);
-    if let (true, Some(dir)) = (delete_files, job.output_dir.as_deref()) {
-        stemroom_core::library::remove_song(Path::new(dir)).map_err(|e| AppError {
-            code: stemroom_core::ErrorCode::Output,
-            message: format!("The song's folder could not be deleted: {e}"),
-        })?;
+    // Files first: if they cannot be deleted the entry stays, so the person
+    // can try again instead of being left with an orphaned folder.
+    if delete_files {
+        if let Some(dir) = state.queue.get(id)?.output_dir {
+            stemroom_core::library::remove_song(Path::new(&dir)).map_err(|e| AppError {
+                code: stemroom_core::ErrorCode::Output,
+                message: format!("The song's folder could not be deleted: {e}"),
+            })?;
+        }
     }
+    state.queue.remove(id)?;
+    state.hub.send(QueueEvent::QueueChanged);
     Ok(())
 }
 
@@ -183,8 +187,8 @@ async fn fetch_model(state: S<'_>, id: String) -> Result<ModelStatus, AppError> 
 /// Register the window's progress channel; events flow until it closes.
 #[tauri::command]
 #[specta::specta]
-fn subscribe(state: S<'_>, channel: Channel<QueueEvent>) {
-    state.hub.add(channel);
+fn subscribe(state: S<'_>, webview: tauri::Webview, channel: Channel<QueueEvent>) {
+    state.hub.add(webview.label(), channel);
 }
 
 /// The command and type registry shared by the app and the bindings export.

@@ -41,9 +41,22 @@ fn main() {
                 Some(d) => std::path::PathBuf::from(d),
                 None => app.path().app_data_dir()?,
             };
-            let state = state::AppState::open(&data_dir)?;
-            app.manage(Arc::new(state));
-            Ok(())
+            match state::AppState::open(&data_dir) {
+                Ok(state) => {
+                    app.manage(Arc::new(state));
+                    Ok(())
+                }
+                Err(e) => {
+                    // Tauri panics on a setup error; say it plainly and leave.
+                    eprintln!("error: {e}");
+                    rfd::MessageDialog::new()
+                        .set_title("Stemroom")
+                        .set_description(e.to_string())
+                        .set_level(rfd::MessageLevel::Error)
+                        .show();
+                    std::process::exit(1);
+                }
+            }
         })
         // No shutdown hook: when the app quits mid-job the process just ends,
         // and the next start puts that job back in the queue (Queue::open

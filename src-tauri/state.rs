@@ -1,11 +1,13 @@
 //! What the app keeps while running: the queue database, the worker, and the
 //! progress channels of open windows.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use specta::Type;
+use stemroom_core::library::InstanceLock;
 use stemroom_core::model::{self, Manifest, ModelStatus};
 use stemroom_core::queue::{Job, Queue, QueueError};
 use stemroom_core::runtime::{self, RuntimeStatus};
@@ -51,19 +53,20 @@ pub enum QueueEvent {
     QueueChanged,
 }
 
-/// Fans worker events out to every subscribed window channel.
+/// Fans worker events out to the progress channel of each webview (keyed by
+/// its label, so a reloaded page replaces its old channel).
 #[derive(Default)]
 pub struct Hub {
-    channels: Mutex<Vec<Channel<QueueEvent>>>,
+    channels: Mutex<HashMap<String, Channel<QueueEvent>>>,
 }
 
 impl Hub {
-    pub fn add(&self, ch: Channel<QueueEvent>) {
-        self.channels.lock().unwrap_or_else(|p| p.into_inner()).push(ch);
+    pub fn add(&self, webview: &str, ch: Channel<QueueEvent>) {
+        self.channels.lock().unwrap_or_else(|p| p.into_inner()).insert(webview.to_string(), ch);
     }
     pub fn send(&self, ev: QueueEvent) {
-        // A channel whose window is gone fails to send; drop it.
-        self.channels.lock().unwrap_or_else(|p| p.into_inner()).retain(|ch| ch.send(ev.clone()).is_ok());
+        // A channel whose webview is gone fails to send; drop it.
+        self.channels.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, ch| ch.send(ev.clone()).is_ok());
     }
 }
 
@@ -83,6 +86,7 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     pub data_dir: PathBuf,
     pub manifest: Manifest,
+    _instance: InstanceLock,
 }
 
 impl AppState {
@@ -92,7 +96,8 @@ impl AppState {
     /// # Errors
     /// When the database cannot be opened.
     pub fn open(data_dir: &Path) -> Result<Self, Box<dyn std::error::Error>> {
-        std::fs::create_dir_all(data_dir)?;
+        let instance = InstanceLock::acquire(data_dir)?
+            .ok_or_else(|| format!("Stemroom is already running with the data folder {}", data_dir.display()))?;
         let queue = Arc::new(Queue::open(&data_dir.join("stemroom.sqlite"))?);
         let hub = Arc::new(Hub::default());
         let config = WorkerConfig {
@@ -101,7 +106,14 @@ impl AppState {
         };
         let worker = Worker::new(queue.clone(), config, hub.clone());
         worker.start(queue.settings()?.concurrent_jobs as usize);
-        Ok(AppState { queue, worker, hub, data_dir: data_dir.to_path_buf(), manifest: Manifest::builtin()? })
+        Ok(AppState {
+            queue,
+            worker,
+            hub,
+            data_dir: data_dir.to_path_buf(),
+            manifest: Manifest::builtin()?,
+            _instance: instance,
+        })
     }
 
     pub fn models(&self) -> Vec<ModelStatus> {

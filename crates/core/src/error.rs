@@ -69,6 +69,9 @@ pub enum Error {
     Resample(String),
     #[error("cancelled")]
     Cancelled,
+    /// A bug: something that should not happen (e.g. a panic caught by a worker).
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl Error {
@@ -90,6 +93,7 @@ impl Error {
             Error::Scratch(_) => ErrorCode::Output,
             Error::Resample(_) => ErrorCode::Internal,
             Error::Cancelled => ErrorCode::Cancelled,
+            Error::Internal(_) => ErrorCode::Internal,
         }
     }
 }

@@ -49,7 +49,9 @@ pub fn clean_partials(library: &Path, running: &[JobId]) -> usize {
 /// A folder name for `title` in `library` that does not exist yet:
 /// the safe title, then `title (2)`, `title (3)`, ….
 pub fn unique_song_dir(library: &Path, title: &str) -> PathBuf {
-    let base = crate::job::safe_component(title);
+    // No leading dots: hidden folders, and `.stemroom-partial-*` is ours.
+    let base = crate::job::safe_component(title).trim_start_matches('.').to_string();
+    let base = if base.is_empty() { "Untitled".to_string() } else { base };
     let mut dir = library.join(&base);
     let mut n = 2;
     while dir.exists() {
@@ -137,9 +139,56 @@ mod tests {
         std::fs::create_dir(partial_dir(lib.path(), 4)).unwrap();
         assert_eq!(clean_partials(lib.path(), &[4]), 1);
         assert!(!partial_dir(lib.path(), 3).exists() && partial_dir(lib.path(), 4).exists());
+        let hidden = unique_song_dir(lib.path(), ".stemroom-partial-7");
+        assert_eq!(hidden.file_name().unwrap(), "stemroom-partial-7");
         assert!(remove_song(&a).is_err());
         std::fs::write(a.join(METADATA_FILE), "{}").unwrap();
         remove_song(&a).unwrap();
         assert!(!a.exists());
+    }
+}
+
+/// Held while one app instance owns a data directory: a second instance
+/// must not run the same queue (it would put the first one's running jobs
+/// back in the queue and separate them twice). An OS file lock
+/// (`flock`), released automatically when the process ends, even by a crash.
+#[derive(Debug)]
+pub struct InstanceLock {
+    _file: std::fs::File,
+}
+
+impl InstanceLock {
+    /// Take the lock on `<data_dir>/stemroom.lock`; `None` when another
+    /// process holds it.
+    ///
+    /// # Errors
+    /// I/O errors creating or locking the file.
+    pub fn acquire(data_dir: &Path) -> std::io::Result<Option<Self>> {
+        std::fs::create_dir_all(data_dir)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(data_dir.join("stemroom.lock"))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(InstanceLock { _file: file })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod lock_tests {
+    use super::*;
+
+    #[test]
+    fn one_instance_per_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = InstanceLock::acquire(dir.path()).unwrap();
+        assert!(first.is_some());
+        assert!(InstanceLock::acquire(dir.path()).unwrap().is_none(), "held by the first");
+        drop(first);
+        assert!(InstanceLock::acquire(dir.path()).unwrap().is_some(), "free again");
     }
 }

@@ -235,6 +235,11 @@ impl Peaks {
         let mut levels = Vec::new();
         for _ in 0..n_levels {
             let frames_per_bucket = next_u32(&mut r)?;
+            if frames_per_bucket == 0
+                || levels.last().is_some_and(|l: &PeakLevel| l.frames_per_bucket >= frames_per_bucket)
+            {
+                return Err(bad("bucket sizes must be positive and increasing"));
+            }
             r.read_exact(&mut u64b)?;
             let n = u64::from_le_bytes(u64b);
             let bytes = usize::try_from(n)

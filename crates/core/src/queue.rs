@@ -577,10 +577,11 @@ impl Queue {
         Ok(())
     }
 
-    /// Move a job to a finished state.
+    /// Move a running job to a finished state (only a running job: a job
+    /// removed meanwhile, or already finished, is not touched).
     ///
     /// # Errors
-    /// [`QueueError::NotFound`], database errors.
+    /// [`QueueError::NotFound`] when no running job has this id; database errors.
     pub fn finish(
         &self,
         id: JobId,
@@ -592,7 +593,8 @@ impl Queue {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let n = tx.execute(
-            "UPDATE jobs SET status = ?1, state = ?2, finished_ms = ?3, output_dir = ?4, stems = ?5 WHERE id = ?6",
+            "UPDATE jobs SET status = ?1, state = ?2, finished_ms = ?3, output_dir = ?4, stems = ?5
+             WHERE id = ?6 AND status = 'running'",
             params![state.status(), json(state)?, self.now(), output_dir, json(&stems)?, id],
         )?;
         if n == 0 {

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -130,8 +130,10 @@ struct Inner {
     wake: Condvar,
     wake_flag: Mutex<bool>,
     stop: AtomicBool,
-    threads_wanted: AtomicUsize,
-    threads_alive: AtomicUsize,
+    /// Worker slots: how many threads are wanted and which slot indices have
+    /// a live thread. One mutex so "should I exit" and "free my slot" are one
+    /// step, and `start` never miscounts a thread that is about to exit.
+    slots: Mutex<Slots>,
 }
 
 /// Runs the queue in background threads. Dropping it does not stop running
@@ -144,6 +146,26 @@ pub struct Worker {
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Worker").field("queue", &self.inner.queue).finish()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Slots {
+    wanted: usize,
+    alive: Vec<bool>,
+}
+
+/// Most worker threads a setting may ask for.
+pub const MAX_THREADS: usize = 8;
+
+/// Frees a worker thread's slot when the thread ends, even by a panic.
+struct SlotGuard(Arc<Inner>, usize);
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        let mut slots = self.0.slots.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = slots.alive.get_mut(self.1) {
+            *s = false;
+        }
     }
 }
 
@@ -178,8 +200,7 @@ impl Worker {
             wake: Condvar::new(),
             wake_flag: Mutex::new(false),
             stop: AtomicBool::new(false),
-            threads_wanted: AtomicUsize::new(0),
-            threads_alive: AtomicUsize::new(0),
+            slots: Mutex::new(Slots::default()),
         };
         let w = Worker { inner: Arc::new(inner) };
         library::clean_partials(&w.library_dir(), &[]);
@@ -191,24 +212,37 @@ impl Worker {
         self.inner.library_dir()
     }
 
-    /// Run up to `threads` jobs at the same time (at least 1). Can be called
-    /// again to change the number; extra threads exit when idle.
+    /// Run up to `threads` jobs at the same time (1 to [`MAX_THREADS`]).
+    /// Can be called again to change the number; threads above it exit when
+    /// idle, missing ones are started.
     pub fn start(&self, threads: usize) {
-        let threads = threads.max(1);
-        self.inner.threads_wanted.store(threads, Ordering::SeqCst);
-        while self.inner.threads_alive.load(Ordering::SeqCst) < threads {
-            let index = self.inner.threads_alive.fetch_add(1, Ordering::SeqCst);
-            let inner = self.inner.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("stemroom-worker-{index}"))
-                .spawn(move || inner.run_loop(index));
-            if let Err(e) = spawned {
-                tracing::error!("cannot start a worker thread: {e}");
-                self.inner.threads_alive.fetch_sub(1, Ordering::SeqCst);
-                break;
+        let threads = threads.clamp(1, MAX_THREADS);
+        {
+            let mut slots = self.inner.slots.lock().unwrap_or_else(|p| p.into_inner());
+            slots.wanted = threads;
+            if slots.alive.len() < threads {
+                slots.alive.resize(threads, false);
+            }
+            for index in 0..threads {
+                if slots.alive[index] {
+                    continue;
+                }
+                let inner = self.inner.clone();
+                let spawned = std::thread::Builder::new()
+                    .name(format!("stemroom-worker-{index}"))
+                    .spawn(move || Inner::run_loop(inner, index));
+                match spawned {
+                    Ok(_) => slots.alive[index] = true,
+                    Err(e) => tracing::error!("cannot start a worker thread: {e}"),
+                }
             }
         }
         self.notify();
+    }
+
+    /// How many worker threads are alive.
+    pub fn threads(&self) -> usize {
+        self.inner.slots.lock().unwrap_or_else(|p| p.into_inner()).alive.iter().filter(|a| **a).count()
     }
 
     /// Tell idle threads to look at the queue again (after enqueue or retry).
@@ -223,8 +257,12 @@ impl Worker {
     /// # Errors
     /// [`QueueError::NotFound`]; [`QueueError::WrongState`] for finished jobs.
     pub fn cancel(&self, id: JobId) -> Result<Job, QueueError> {
-        if let Some(flag) = self.inner.running.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
+        // Workers claim jobs while holding `running` and register the flag
+        // before letting go, so a job is either still queued here or has a flag.
+        let running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(flag) = running.get(&id) {
             flag.store(true, Ordering::SeqCst);
+            drop(running);
             return self.inner.queue.get(id);
         }
         self.inner.queue.cancel_queued(id)
@@ -257,14 +295,22 @@ impl Inner {
     }
 
     fn run_loop(self: Arc<Self>, index: usize) {
+        let _slot = SlotGuard(self.clone(), index);
         loop {
-            if self.stop.load(Ordering::SeqCst) || index >= self.threads_wanted.load(Ordering::SeqCst) {
-                break;
+            {
+                let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+                if self.stop.load(Ordering::SeqCst) || index >= slots.wanted {
+                    // Decide and free the slot in one step (see `Slots`).
+                    if let Some(s) = slots.alive.get_mut(index) {
+                        *s = false;
+                    }
+                    return;
+                }
             }
-            match self.queue.claim_next() {
-                Ok(Some(job)) => {
+            match self.claim() {
+                Ok(Some((job, flag))) => {
                     self.listener.job_changed(&job);
-                    self.run_job(job);
+                    self.run_job(job, flag);
                     continue;
                 }
                 Ok(None) => {}
@@ -280,22 +326,53 @@ impl Inner {
             }
             *flag = false;
         }
-        self.threads_alive.fetch_sub(1, Ordering::SeqCst);
     }
 
-    fn run_job(&self, job: Job) {
+    /// Claim the next job and register its cancellation flag atomically with
+    /// respect to [`Worker::cancel`].
+    fn claim(&self) -> Result<Option<(Job, Arc<AtomicBool>)>, QueueError> {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(job) = self.queue.claim_next()? else { return Ok(None) };
         let flag = Arc::new(AtomicBool::new(self.stop.load(Ordering::SeqCst)));
-        self.running.lock().unwrap_or_else(|p| p.into_inner()).insert(job.id, flag.clone());
+        running.insert(job.id, flag.clone());
+        Ok(Some((job, flag)))
+    }
+
+    fn run_job(&self, job: Job, flag: Arc<AtomicBool>) {
         let _guard = RunningGuard(self, job.id);
-        let result = self.separate(&job, &flag);
-        let finished = match result {
-            Ok((dir, stems)) => self.queue.finish(job.id, &JobState::Done, Some(&dir), &stems),
-            Err(Error::Cancelled) => self.queue.finish(job.id, &JobState::Cancelled, None, &[]),
-            Err(e) => {
-                let state = JobState::Failed { code: e.code(), message: plain_message(&e) };
-                self.queue.finish(job.id, &state, None, &[])
-            }
+        // A panic in the engine must not leave the job "running" forever nor
+        // kill the worker thread: it becomes an internal failure.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.separate(&job, &flag)))
+            .unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!("job {} panicked: {what}", job.id);
+                Err(Error::Internal(format!("the separation stopped unexpectedly ({what}); please report this")))
+            });
+        let state = match &result {
+            Ok(_) => JobState::Done,
+            Err(Error::Cancelled) => JobState::Cancelled,
+            Err(e) => JobState::Failed { code: e.code(), message: plain_message(e) },
         };
+        let (dir, stems) = match &result {
+            Ok((dir, stems)) => (Some(dir.as_str()), stems.as_slice()),
+            Err(_) => (None, &[][..]),
+        };
+        // The database may be busy (another process writing): retry, so the
+        // job does not stay "running" with its stems already in the library.
+        let mut finished = self.queue.finish(job.id, &state, dir, stems);
+        for attempt in 1..=3 {
+            match &finished {
+                Err(QueueError::Sql(_)) => {
+                    std::thread::sleep(Duration::from_millis(200 * attempt));
+                    finished = self.queue.finish(job.id, &state, dir, stems);
+                }
+                _ => break,
+            }
+        }
         match finished {
             Ok(job) => self.listener.job_changed(&job),
             // Removed while running: nothing to report.
@@ -517,6 +594,44 @@ mod tests {
         assert!(th.ready(t0 + Duration::from_millis(60), true));
         assert!(!th.ready(t0 + Duration::from_millis(150), false));
         assert!(th.ready(t0 + Duration::from_millis(160), false));
+    }
+
+    struct Nobody;
+    impl WorkerListener for Nobody {
+        fn job_changed(&self, _: &Job) {}
+        fn progress(&self, _: &JobProgress) {}
+    }
+
+    fn wait_threads(w: &Worker, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while w.threads() != n {
+            assert!(Instant::now() < deadline, "{} threads alive, want {n}", w.threads());
+            w.notify();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn thread_count_follows_the_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Arc::new(Queue::open(&dir.path().join("q.sqlite")).unwrap());
+        let w = Worker::new(
+            q,
+            WorkerConfig { default_library: dir.path().join("lib"), ..Default::default() },
+            Arc::new(Nobody),
+        );
+        w.start(3);
+        wait_threads(&w, 3);
+        w.start(1);
+        wait_threads(&w, 1);
+        w.start(2);
+        wait_threads(&w, 2);
+        w.start(100);
+        wait_threads(&w, MAX_THREADS);
+        w.start(0);
+        wait_threads(&w, 1);
+        w.shutdown();
+        wait_threads(&w, 0);
     }
 
     #[test]

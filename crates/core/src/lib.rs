@@ -19,6 +19,7 @@
 pub mod audio;
 pub mod dsp;
 pub mod error;
+pub mod export;
 pub mod intake;
 pub mod job;
 pub mod library;

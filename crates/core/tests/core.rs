@@ -454,3 +454,188 @@ fn peaks_are_cached_beside_the_audio_and_reused() {
     assert_eq!(Peaks::cached(&wav).expect("peaks"), p);
     assert_eq!(Peaks::read(&cache).expect("rewritten cache"), p);
 }
+
+// ---------------------------------------------------------------------------
+// export: round trips through our decoders against the source stems.
+
+mod export {
+    use std::path::{Path, PathBuf};
+
+    use stemroom_core::audio::decode::StreamDecoder;
+    use stemroom_core::audio::encode::{self, ClipMode, OutputFormat, Tags, WavDepth};
+    use stemroom_core::export::{export, ExportRate, ExportRequest, ExportWhat};
+    use stemroom_core::mixer::{LoopRegion, MixControls};
+    use stemroom_core::progress::{Listener, Silent};
+    use stemroom_core::queue::StemFile;
+
+    const FRAMES: usize = 110_250; // 2.5 s at 44.1 kHz
+    const NAMES: [&str; 4] = ["drums", "bass", "other", "vocals"];
+
+    /// Four different 16-bit stems, each at most 0.2 (their sum stays below full scale).
+    fn stems(dir: &Path) -> Vec<StemFile> {
+        NAMES
+            .iter()
+            .enumerate()
+            .map(|(k, name)| {
+                let f = 110.0 * (k + 1) as f64;
+                let x: Vec<f32> = (0..FRAMES)
+                    .flat_map(|i| {
+                        let t = i as f64 / 44_100.0;
+                        // A tone plus a chirp: not periodic, so alignment is unambiguous.
+                        let tau = 2.0 * std::f64::consts::PI;
+                        let v = 0.12 * (tau * f * t).sin() + 0.08 * (tau * (f / 2.0 + 300.0 * t) * t).sin();
+                        let q = |v: f64| (v * 32768.0).round() as f32 / 32768.0;
+                        [q(v), q(-v * 0.5)]
+                    })
+                    .collect();
+                let p = dir.join(format!("{name}.wav"));
+                let mut w = encode::open(&p, OutputFormat::Wav { depth: WavDepth::Int16 }, 44_100, 2, ClipMode::None)
+                    .expect("open");
+                w.write(&x).expect("write");
+                w.finish().expect("finish");
+                StemFile { stem: name.to_string(), path: p.to_string_lossy().into_owned() }
+            })
+            .collect()
+    }
+
+    fn read(p: &Path) -> (Vec<f32>, u32) {
+        let mut d = StreamDecoder::open(p).expect("open");
+        let mut out = Vec::new();
+        let mut rate = 0;
+        while let Some((b, r)) = d.next_block().expect("decode") {
+            out.extend_from_slice(b);
+            rate = r;
+        }
+        (out, rate)
+    }
+
+    fn request(sources: &[StemFile], what: ExportWhat, format: OutputFormat, dest: PathBuf) -> ExportRequest {
+        ExportRequest {
+            sources: sources.to_vec(),
+            what,
+            region: None,
+            format,
+            rate: ExportRate::Original,
+            dest_dir: dest,
+            tags: Tags::default(),
+        }
+    }
+
+    #[test]
+    fn stems_are_bit_exact_in_wav_and_flac_and_regions_cut_exactly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = stems(dir.path());
+        let want = |name: &str| read(Path::new(&src[NAMES.iter().position(|n| *n == name).expect("stem")].path)).0;
+        for format in [OutputFormat::Wav { depth: WavDepth::Int16 }, OutputFormat::Flac { bits: 16 }] {
+            let out = dir.path().join(format!("out-{}", format.extension()));
+            let what = ExportWhat::Stems { stems: vec!["drums".into(), "vocals".into()] };
+            let files = export(&request(&src, what, format, out.clone()), &Silent).expect("export");
+            assert_eq!(files.len(), 2);
+            assert_eq!(read(&files[0]).0, want("drums"), "{format:?} drums bit-exact");
+            assert_eq!(read(&files[1]).0, want("vocals"), "{format:?} vocals bit-exact");
+            let left: Vec<_> = std::fs::read_dir(&out).expect("ls").flatten().map(|e| e.file_name()).collect();
+            assert_eq!(left.len(), 2, "no temporary files: {left:?}");
+        }
+        let mut req = request(
+            &src,
+            ExportWhat::Stems { stems: vec!["bass".into()] },
+            OutputFormat::Wav { depth: WavDepth::Int16 },
+            dir.path().join("region"),
+        );
+        req.region = Some(LoopRegion { start: 1_000, end: 45_100 });
+        let files = export(&req, &Silent).expect("export");
+        assert_eq!(read(&files[0]).0, want("bass")[2 * 1_000..2 * 45_100].to_vec(), "exactly the region");
+    }
+
+    #[test]
+    fn instrumental_mix_is_the_sum_of_the_other_stems() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = stems(dir.path());
+        let what = ExportWhat::Mix { name: "Song (instrumental)".into(), controls: MixControls::only(4, &[0, 1, 2]) };
+        let files = export(
+            &request(&src, what, OutputFormat::Wav { depth: WavDepth::Float32 }, dir.path().join("mix")),
+            &Silent,
+        )
+        .expect("export");
+        assert!(files[0].ends_with("Song (instrumental).wav"));
+        let (mix, _) = read(&files[0]);
+        let parts: Vec<Vec<f32>> = src[..3].iter().map(|s| read(Path::new(&s.path)).0).collect();
+        assert_eq!(mix.len(), parts[0].len());
+        for i in 0..mix.len() {
+            let sum = parts[0][i] + parts[1][i] + parts[2][i];
+            assert!((mix[i] - sum).abs() < 1e-6, "sample {i}: {} vs {sum}", mix[i]);
+        }
+    }
+
+    #[test]
+    fn mp3_at_320_kbps_keeps_length_tags_and_20_db_snr() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = stems(dir.path());
+        let mut req = request(
+            &src,
+            ExportWhat::Stems { stems: vec!["other".into()] },
+            OutputFormat::Mp3 { kbps: 320 },
+            dir.path().join("mp3"),
+        );
+        req.tags = Tags { title: Some("Falcon 69".into()), artist: Some("The Easton Ellises".into()) };
+        let files = export(&req, &Silent).expect("export");
+        let (x, rate) = read(&files[0]);
+        assert_eq!(rate, 44_100);
+        let (s, _) = read(Path::new(&src[2].path));
+        // LAME adds its encoder delay (576 + 529 frames, plus the frame holding
+        // the LAME tag) and pads the last frame: every source frame must be
+        // there, with at most 3 MP3 frames (1152 each) of delay and padding.
+        let frames = x.len() / 2;
+        assert!((FRAMES..=FRAMES + 3 * 1152).contains(&frames), "{frames} frames for {FRAMES}");
+        // Delay = the lag with the least error over the interior.
+        let err_at = |lag: usize| -> f64 {
+            (2048..FRAMES - 2048).map(|i| (x[2 * (i + lag)] as f64 - s[2 * i] as f64).powi(2)).sum()
+        };
+        let lag = (0..=frames - FRAMES).min_by(|a, b| err_at(*a).total_cmp(&err_at(*b))).expect("lag");
+        let (mut sig, mut err) = (0.0f64, 0.0f64);
+        // Skip the encoder's start-up and the last granule.
+        for i in 2 * 2048..2 * (FRAMES - 2048) {
+            sig += (s[i] as f64).powi(2);
+            err += (s[i] as f64 - x[i + 2 * lag] as f64).powi(2);
+        }
+        let snr = 10.0 * (sig / err).log10();
+        assert!(snr >= 20.0, "SNR {snr:.1} dB (delay {lag} frames)");
+        let tags = StreamDecoder::open(&files[0]).expect("open").tags();
+        assert_eq!(tags, req.tags);
+        // Bit rate: file size of CBR 320 kbps within 3 % (plus the ID3 tag).
+        let bytes = std::fs::metadata(&files[0]).expect("size").len() as f64;
+        let expected = 320_000.0 / 8.0 * frames as f64 / 44_100.0;
+        assert!((bytes - expected).abs() / expected < 0.03, "{bytes} bytes, expected about {expected}");
+    }
+
+    struct CancelNow;
+    impl Listener for CancelNow {
+        fn is_cancelled(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn resampled_exports_and_cancellation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = stems(dir.path());
+        let mut req = request(
+            &src,
+            ExportWhat::Stems { stems: vec!["drums".into()] },
+            OutputFormat::Flac { bits: 24 },
+            dir.path().join("48k"),
+        );
+        req.rate = ExportRate::Hz { hz: 48_000 };
+        let files = export(&req, &Silent).expect("export");
+        let (x, rate) = read(&files[0]);
+        assert_eq!(rate, 48_000);
+        let want = (FRAMES as f64 * 48_000.0 / 44_100.0).round() as i64;
+        assert!(((x.len() / 2) as i64 - want).abs() <= 1, "{} frames, want {want}", x.len() / 2);
+        let out = dir.path().join("cancelled");
+        req.dest_dir = out.clone();
+        assert_eq!(export(&req, &CancelNow).expect_err("cancelled").code(), stemroom_core::ErrorCode::Cancelled);
+        assert_eq!(std::fs::read_dir(&out).expect("ls").count(), 0, "nothing left");
+        req.what = ExportWhat::Stems { stems: vec!["cowbell".into()] };
+        assert_eq!(export(&req, &Silent).expect_err("bad").code(), stemroom_core::ErrorCode::InvalidOptions);
+    }
+}

@@ -206,6 +206,23 @@ impl StreamDecoder {
         self.declared_frames
     }
 
+    /// Title and artist from the file's metadata (ID3, Vorbis comments,
+    /// MP4 atoms), when present.
+    pub fn tags(&mut self) -> crate::audio::encode::Tags {
+        use symphonia::core::meta::StandardTag;
+        let mut t = crate::audio::encode::Tags::default();
+        if let Some(rev) = self.format.metadata().current() {
+            for tag in &rev.media.tags {
+                match &tag.std {
+                    Some(StandardTag::TrackTitle(v)) if t.title.is_none() => t.title = Some(v.to_string()),
+                    Some(StandardTag::Artist(v)) if t.artist.is_none() => t.artist = Some(v.to_string()),
+                    _ => {}
+                }
+            }
+        }
+        t
+    }
+
     /// What was decoded so far.
     pub fn info(&self) -> DecodedInfo {
         DecodedInfo { sample_rate: self.sample_rate, channels: self.channels, frames: self.frames }

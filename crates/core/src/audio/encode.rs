@@ -106,6 +106,15 @@ pub enum ClipMode {
     None,
 }
 
+/// Descriptive tags written into formats that carry them (ID3v2 in MP3).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+#[serde(rename_all = "camelCase")]
+pub struct Tags {
+    pub title: Option<String>,
+    pub artist: Option<String>,
+}
+
 /// A stem being written: interleaved stereo `f32` in, a file out.
 pub trait StemWriter: Send {
     /// Append interleaved frames.
@@ -135,11 +144,26 @@ pub fn open(
     channels: usize,
     clip: ClipMode,
 ) -> Result<Box<dyn StemWriter>, EncodeError> {
+    open_tagged(path, format, sample_rate, channels, clip, &Tags::default())
+}
+
+/// As [`open`], writing `tags` where the format carries them (MP3: ID3v2).
+///
+/// # Errors
+/// [`EncodeError::Io`] if the file cannot be created.
+pub fn open_tagged(
+    path: &Path,
+    format: OutputFormat,
+    sample_rate: u32,
+    channels: usize,
+    clip: ClipMode,
+    tags: &Tags,
+) -> Result<Box<dyn StemWriter>, EncodeError> {
     if clip == ClipMode::Rescale {
-        return Ok(Box::new(Spool::new(path, format, sample_rate, channels)?));
+        return Ok(Box::new(Spool::new(path, format, sample_rate, channels, tags.clone())?));
     }
     let post = if clip == ClipMode::Clamp { Post::Clamp } else { Post::Gain(1.0) };
-    open_direct(path, format, sample_rate, channels, post)
+    open_direct(path, format, sample_rate, channels, post, tags)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -164,12 +188,13 @@ fn open_direct(
     rate: u32,
     channels: usize,
     post: Post,
+    tags: &Tags,
 ) -> Result<Box<dyn StemWriter>, EncodeError> {
     format.validate().map_err(|reason| EncodeError::Encoder { format: format.extension(), reason })?;
     Ok(match format {
         OutputFormat::Wav { depth } => Box::new(WavStem::new(path, depth, rate, channels, post)?),
         OutputFormat::Flac { bits } => Box::new(FlacStem::new(path, bits, rate, channels, post)?),
-        OutputFormat::Mp3 { kbps } => Box::new(Mp3Stem::new(path, kbps, rate, channels, post)?),
+        OutputFormat::Mp3 { kbps } => Box::new(Mp3Stem::new(path, kbps, rate, channels, post, tags)?),
     })
 }
 
@@ -352,13 +377,23 @@ fn mp3_err(reason: impl std::fmt::Debug) -> EncodeError {
 }
 
 impl Mp3Stem {
-    fn new(path: &Path, kbps: u16, rate: u32, channels: usize, post: Post) -> Result<Self, EncodeError> {
+    fn new(path: &Path, kbps: u16, rate: u32, channels: usize, post: Post, tags: &Tags) -> Result<Self, EncodeError> {
         let bitrate = mp3_bitrate(kbps).ok_or_else(|| mp3_err(format!("unsupported bit rate {kbps}")))?;
         let mut b = mp3lame_encoder::Builder::new().ok_or_else(|| mp3_err("LAME init failed"))?;
         b.set_num_channels(channels as u8).map_err(mp3_err)?;
         b.set_sample_rate(rate).map_err(mp3_err)?;
         b.set_brate(bitrate).map_err(mp3_err)?;
         b.set_quality(mp3lame_encoder::Quality::Best).map_err(mp3_err)?;
+        let (title, artist) = (tags.title.as_deref().unwrap_or(""), tags.artist.as_deref().unwrap_or(""));
+        b.set_id3_tag(mp3lame_encoder::Id3Tag {
+            title: title.as_bytes(),
+            artist: artist.as_bytes(),
+            album: b"",
+            album_art: b"",
+            year: b"",
+            comment: b"",
+        })
+        .map_err(mp3_err)?;
         let encoder = b.build().map_err(mp3_err)?;
         let file = File::create(path).map_err(io_err(path))?;
         Ok(Mp3Stem {
@@ -386,7 +421,9 @@ impl StemWriter for Mp3Stem {
     fn finish(mut self: Box<Self>) -> Result<(), EncodeError> {
         self.buf.clear();
         self.buf.reserve(7200);
-        self.encoder.flush_to_vec::<mp3lame_encoder::FlushNoGap>(&mut self.buf).map_err(mp3_err)?;
+        // FlushGap (lame_encode_flush) encodes the last, zero-padded frame;
+        // FlushNoGap (for gapless chains) would drop the last ~1100 frames.
+        self.encoder.flush_to_vec::<mp3lame_encoder::FlushGap>(&mut self.buf).map_err(mp3_err)?;
         self.file.write_all(&self.buf).map_err(io_err(&self.path))?;
         self.file.flush().map_err(io_err(&self.path))?;
         self.file.get_ref().sync_data().map_err(io_err(&self.path))
@@ -402,10 +439,11 @@ struct Spool {
     rate: u32,
     channels: usize,
     peak: f32,
+    tags: Tags,
 }
 
 impl Spool {
-    fn new(target: &Path, format: OutputFormat, rate: u32, channels: usize) -> Result<Self, EncodeError> {
+    fn new(target: &Path, format: OutputFormat, rate: u32, channels: usize, tags: Tags) -> Result<Self, EncodeError> {
         format.validate().map_err(|reason| EncodeError::Encoder { format: format.extension(), reason })?;
         let mut name = target.as_os_str().to_owned();
         name.push(".spool");
@@ -419,6 +457,7 @@ impl Spool {
             rate,
             channels,
             peak: 0.0,
+            tags,
         })
     }
 }
@@ -442,7 +481,7 @@ impl StemWriter for Spool {
     fn finish(mut self: Box<Self>) -> Result<(), EncodeError> {
         self.file.flush().map_err(io_err(&self.path))?;
         let gain = 1.0 / (1.01 * self.peak).max(1.0);
-        let mut out = open_direct(&self.target, self.format, self.rate, self.channels, Post::Gain(gain))?;
+        let mut out = open_direct(&self.target, self.format, self.rate, self.channels, Post::Gain(gain), &self.tags)?;
         let mut reader = BufReader::with_capacity(1 << 20, File::open(&self.path).map_err(io_err(&self.path))?);
         let mut bytes = vec![0u8; 65536 * 4];
         let mut samples = Vec::with_capacity(65536);

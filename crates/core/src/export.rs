@@ -46,6 +46,9 @@ pub enum ExportWhat {
     /// One file `<name>.<ext>` mixing the song's stems with `controls`
     /// (one control per stem of the song, in its order).
     Mix { name: String, controls: MixControls },
+    /// Every stem of the song in one `<name>.zip` (stored, not compressed:
+    /// encoded audio does not shrink).
+    Zip { name: String },
 }
 
 /// One export.
@@ -98,6 +101,9 @@ fn safe_name(name: &str) -> String {
 /// [`Error::Output`]/[`Error::Encode`] when files cannot be written,
 /// [`Error::Cancelled`]. On error nothing is left in `dest_dir`.
 pub fn export(req: &ExportRequest, listener: &dyn Listener) -> Result<Vec<PathBuf>, Error> {
+    if let ExportWhat::Zip { name } = &req.what {
+        return export_zip(req, name, listener).map(|p| vec![p]);
+    }
     req.format.validate().map_err(Error::InvalidOptions)?;
     // Which source stems are read, and which output each feeds.
     let (read, outputs): (Vec<usize>, Vec<String>) = match &req.what {
@@ -126,6 +132,7 @@ pub fn export(req: &ExportRequest, listener: &dyn Listener) -> Result<Vec<PathBu
             }
             ((0..req.sources.len()).collect(), vec![safe_name(name)])
         }
+        ExportWhat::Zip { .. } => return Err(Error::InvalidOptions("zip exports go through export_zip".into())),
     };
     let mut decoders = Vec::new();
     for &i in &read {
@@ -153,8 +160,8 @@ pub fn export(req: &ExportRequest, listener: &dyn Listener) -> Result<Vec<PathBu
     // Stems are exported untouched (bit-exact at the same depth); a mix may
     // exceed full scale and is clamped as the player's output is.
     let clip = match req.what {
-        ExportWhat::Stems { .. } => ClipMode::None,
         ExportWhat::Mix { .. } => ClipMode::Clamp,
+        ExportWhat::Stems { .. } | ExportWhat::Zip { .. } => ClipMode::None,
     };
     let mut writers: Vec<Box<dyn StemWriter>> = Vec::new();
     let mut resamplers: Vec<StreamResampler> = Vec::new();
@@ -164,7 +171,7 @@ pub fn export(req: &ExportRequest, listener: &dyn Listener) -> Result<Vec<PathBu
     }
     let mut mixer = match &req.what {
         ExportWhat::Mix { controls, .. } => Some(Mixer::new(rate, controls)),
-        ExportWhat::Stems { .. } => None,
+        ExportWhat::Stems { .. } | ExportWhat::Zip { .. } => None,
     };
 
     // Lock-step reading: each stem's decoded frames queue up until every
@@ -242,4 +249,40 @@ pub fn export(req: &ExportRequest, listener: &dyn Listener) -> Result<Vec<PathBu
     // Renamed: nothing left for the guard to remove.
     drop(temps);
     Ok(finals)
+}
+
+/// Every stem, exported as [`ExportWhat::Stems`] into a scratch folder and
+/// packed into `<dest_dir>/<name>.zip` (written as `.part`, then renamed).
+fn export_zip(req: &ExportRequest, name: &str, listener: &dyn Listener) -> Result<PathBuf, Error> {
+    std::fs::create_dir_all(&req.dest_dir).map_err(|source| Error::Output { path: req.dest_dir.clone(), source })?;
+    let scratch = tempfile::Builder::new()
+        .prefix(".stemroom-export-")
+        .tempdir_in(&req.dest_dir)
+        .map_err(|source| Error::Output { path: req.dest_dir.clone(), source })?;
+    let stems = ExportRequest {
+        what: ExportWhat::Stems { stems: req.sources.iter().map(|s| s.stem.clone()).collect() },
+        dest_dir: scratch.path().to_path_buf(),
+        ..req.clone()
+    };
+    let files = export(&stems, listener)?;
+    let name = safe_name(name);
+    let dest = req.dest_dir.join(format!("{name}.zip"));
+    let part = Temps(vec![req.dest_dir.join(format!(".{name}.zip.part"))]);
+    let zip_err = |e: zip::result::ZipError| Error::Output { path: dest.clone(), source: std::io::Error::other(e) };
+    let io_err = |source| Error::Output { path: dest.clone(), source };
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(&part.0[0]).map_err(io_err)?);
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored).large_file(true);
+    for f in &files {
+        if listener.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        let entry = f.file_name().map(|n| format!("{name}/{}", n.to_string_lossy())).unwrap_or_default();
+        zip.start_file(entry, options).map_err(zip_err)?;
+        let mut src = std::fs::File::open(f).map_err(io_err)?;
+        std::io::copy(&mut src, &mut zip).map_err(io_err)?;
+    }
+    zip.finish().map_err(zip_err)?.sync_all().map_err(io_err)?;
+    std::fs::rename(&part.0[0], &dest).map_err(io_err)?;
+    Ok(dest)
 }

@@ -639,3 +639,40 @@ mod export {
         assert_eq!(export(&req, &Silent).expect_err("bad").code(), stemroom_core::ErrorCode::InvalidOptions);
     }
 }
+
+#[test]
+fn zip_export_holds_every_stem_in_a_song_folder() {
+    use stemroom_core::audio::encode::{OutputFormat, Tags, WavDepth};
+    use stemroom_core::export::{export, ExportRate, ExportRequest, ExportWhat};
+    use stemroom_core::queue::StemFile;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (wav, _) = reference_wav(dir.path());
+    let sources: Vec<StemFile> = ["drums", "bass", "other", "vocals"]
+        .iter()
+        .map(|s| {
+            let p = dir.path().join(format!("{s}.wav"));
+            std::fs::copy(&wav, &p).expect("copy");
+            StemFile { stem: s.to_string(), path: p.to_string_lossy().into_owned() }
+        })
+        .collect();
+    let out = dir.path().join("zip");
+    let req = ExportRequest {
+        sources,
+        what: ExportWhat::Zip { name: "Falcon 69".into() },
+        region: None,
+        format: OutputFormat::Wav { depth: WavDepth::Int16 },
+        rate: ExportRate::Original,
+        dest_dir: out.clone(),
+        tags: Tags::default(),
+    };
+    let files = export(&req, &Silent).expect("zip export");
+    assert_eq!(files, [out.join("Falcon 69.zip")]);
+    let listing = Command::new("unzip").arg("-Z1").arg(&files[0]).output().expect("unzip (setup installs it)");
+    let names = String::from_utf8_lossy(&listing.stdout);
+    let names: Vec<&str> = names.lines().collect();
+    assert_eq!(names, ["Falcon 69/drums.wav", "Falcon 69/bass.wav", "Falcon 69/other.wav", "Falcon 69/vocals.wav"]);
+    let test = Command::new("unzip").arg("-tq").arg(&files[0]).status().expect("unzip");
+    assert!(test.success(), "zip integrity");
+    let left: Vec<_> = std::fs::read_dir(&out).expect("ls").flatten().map(|e| e.file_name()).collect();
+    assert_eq!(left.len(), 1, "only the zip remains: {left:?}");
+}

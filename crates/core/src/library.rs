@@ -49,9 +49,7 @@ pub fn clean_partials(library: &Path, running: &[JobId]) -> usize {
 /// A folder name for `title` in `library` that does not exist yet:
 /// the safe title, then `title (2)`, `title (3)`, ….
 pub fn unique_song_dir(library: &Path, title: &str) -> PathBuf {
-    // No leading dots: hidden folders, and `.stemroom-partial-*` is ours.
-    let base = crate::job::safe_component(title).trim_start_matches('.').to_string();
-    let base = if base.is_empty() { "Untitled".to_string() } else { base };
+    let base = song_dir_base(title);
     let mut dir = library.join(&base);
     let mut n = 2;
     while dir.exists() {
@@ -59,6 +57,42 @@ pub fn unique_song_dir(library: &Path, title: &str) -> PathBuf {
         n += 1;
     }
     dir
+}
+
+fn song_dir_base(title: &str) -> String {
+    // No leading dots: hidden folders, and `.stemroom-partial-*` is ours.
+    let base = crate::job::safe_component(title).trim_start_matches('.').to_string();
+    if base.is_empty() {
+        "Untitled".to_string()
+    } else {
+        base
+    }
+}
+
+/// Move a finished working folder `work` into `library` under a unique name
+/// for `title`, and return where it went. The name is claimed atomically
+/// (`create_dir` fails if another job took it first) and the rename then
+/// replaces that empty folder, so two songs with one title never collide.
+///
+/// # Errors
+/// I/O errors.
+pub fn publish_song(library: &Path, work: &Path, title: &str) -> std::io::Result<PathBuf> {
+    let base = song_dir_base(title);
+    for n in 1..10_000 {
+        let dir = if n == 1 { library.join(&base) } else { library.join(format!("{base} ({n})")) };
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {
+                if let Err(e) = std::fs::rename(work, &dir) {
+                    let _ = std::fs::remove_dir(&dir);
+                    return Err(e);
+                }
+                return Ok(dir);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, format!("no free folder name for {title}")))
 }
 
 /// What `stemroom.json` holds: enough to rebuild the library entry.
@@ -142,6 +176,15 @@ mod tests {
         let hidden = unique_song_dir(lib.path(), ".stemroom-partial-7");
         assert_eq!(hidden.file_name().unwrap(), "stemroom-partial-7");
         assert!(remove_song(&a).is_err());
+        // Publishing claims names atomically next to existing ones.
+        for i in 0..3 {
+            let work = lib.path().join(format!("work{i}"));
+            std::fs::create_dir(&work).unwrap();
+            std::fs::write(work.join("x"), "1").unwrap();
+            let dest = publish_song(lib.path(), &work, "../Song: One").unwrap();
+            assert!(dest.join("x").is_file() && !work.exists());
+            assert_eq!(dest.parent(), Some(lib.path()));
+        }
         std::fs::write(a.join(METADATA_FILE), "{}").unwrap();
         remove_song(&a).unwrap();
         assert!(!a.exists());

@@ -457,8 +457,8 @@ impl Inner {
         SongMetadata::new(job, rel.clone(), out.seconds, Some(provider.clone()), duration.or(Some(out.audio_seconds)))
             .write(&work)
             .map_err(|source| Error::Output { path: work.clone(), source })?;
-        let dest = library::unique_song_dir(&library, &job.title);
-        std::fs::rename(&work, &dest).map_err(|source| Error::Output { path: dest.clone(), source })?;
+        let dest = library::publish_song(&library, &work, &job.title)
+            .map_err(|source| Error::Output { path: library.clone(), source })?;
         partial.0 = None;
         tracing::info!("job {} done in {:.1} s: {}", job.id, started.elapsed().as_secs_f64(), dest.display());
         let stems = rel

@@ -84,12 +84,7 @@ pub fn source_tags(original: &Path) -> Tags {
 }
 
 fn safe_name(name: &str) -> String {
-    let n = crate::job::safe_component(name).trim_start_matches('.').to_string();
-    if n.is_empty() {
-        "export".into()
-    } else {
-        n
-    }
+    crate::library::visible_name(name, "export")
 }
 
 /// Run an export; returns the files written, in order. Cancellation is

@@ -46,24 +46,14 @@ pub fn clean_partials(library: &Path, running: &[JobId]) -> usize {
     n
 }
 
-/// A folder name for `title` in `library` that does not exist yet:
-/// the safe title, then `title (2)`, `title (3)`, ….
-pub fn unique_song_dir(library: &Path, title: &str) -> PathBuf {
-    let base = song_dir_base(title);
-    let mut dir = library.join(&base);
-    let mut n = 2;
-    while dir.exists() {
-        dir = library.join(format!("{base} ({n})"));
-        n += 1;
-    }
-    dir
-}
-
-fn song_dir_base(title: &str) -> String {
-    // No leading dots: hidden folders, and `.stemroom-partial-*` is ours.
-    let base = crate::job::safe_component(title).trim_start_matches('.').to_string();
+/// `name` as a visible file or folder name on every OS: safe as one path
+/// component (see [`crate::job::safe_component`]) and without leading dots
+/// (no hidden entries, never our `.stemroom-partial-*` or `.part` names);
+/// `fallback` when nothing is left.
+pub fn visible_name(name: &str, fallback: &str) -> String {
+    let base = crate::job::safe_component(name).trim_start_matches('.').to_string();
     if base.is_empty() {
-        "Untitled".to_string()
+        fallback.to_string()
     } else {
         base
     }
@@ -77,7 +67,7 @@ fn song_dir_base(title: &str) -> String {
 /// # Errors
 /// I/O errors.
 pub fn publish_song(library: &Path, work: &Path, title: &str) -> std::io::Result<PathBuf> {
-    let base = song_dir_base(title);
+    let base = visible_name(title, "Untitled");
     for n in 1..10_000 {
         let dir = if n == 1 { library.join(&base) } else { library.join(format!("{base} ({n})")) };
         match std::fs::create_dir(&dir) {
@@ -163,26 +153,29 @@ mod tests {
     #[test]
     fn unique_dirs_partials_and_safe_removal() {
         let lib = tempfile::tempdir().unwrap();
-        let a = unique_song_dir(lib.path(), "../Song: One");
+        let publish = |title: &str, i: usize| {
+            let work = lib.path().join(format!("work{i}"));
+            std::fs::create_dir(&work).unwrap();
+            std::fs::write(work.join("x"), "1").unwrap();
+            let dest = publish_song(lib.path(), &work, title).unwrap();
+            assert!(dest.join("x").is_file() && !work.exists());
+            dest
+        };
+        let a = publish("../Song: One", 0);
         assert_eq!(a.parent(), Some(lib.path()));
-        std::fs::create_dir(&a).unwrap();
-        let b = unique_song_dir(lib.path(), "../Song: One");
+        let b = publish("../Song: One", 1);
         assert_ne!(a, b);
         assert!(b.file_name().unwrap().to_string_lossy().ends_with("(2)"));
         std::fs::create_dir(partial_dir(lib.path(), 3)).unwrap();
         std::fs::create_dir(partial_dir(lib.path(), 4)).unwrap();
         assert_eq!(clean_partials(lib.path(), &[4]), 1);
         assert!(!partial_dir(lib.path(), 3).exists() && partial_dir(lib.path(), 4).exists());
-        let hidden = unique_song_dir(lib.path(), ".stemroom-partial-7");
+        let hidden = publish(".stemroom-partial-7", 2);
         assert_eq!(hidden.file_name().unwrap(), "stemroom-partial-7");
         assert!(remove_song(&a).is_err());
         // Publishing claims names atomically next to existing ones.
-        for i in 0..3 {
-            let work = lib.path().join(format!("work{i}"));
-            std::fs::create_dir(&work).unwrap();
-            std::fs::write(work.join("x"), "1").unwrap();
-            let dest = publish_song(lib.path(), &work, "../Song: One").unwrap();
-            assert!(dest.join("x").is_file() && !work.exists());
+        for i in 3..6 {
+            let dest = publish("../Song: One", i);
             assert_eq!(dest.parent(), Some(lib.path()));
         }
         std::fs::write(a.join(METADATA_FILE), "{}").unwrap();

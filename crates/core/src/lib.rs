@@ -15,6 +15,8 @@
 //! - [`queue`]: the persistent job queue, library index and settings (SQLite).
 //! - [`library`]: song folders with stems and metadata.
 //! - [`worker`]: threads that run queued jobs with progress and cancellation.
+//! - [`mixer`], [`peaks`], [`export`], `player`: the stem player's mix, waveforms,
+//!   exports and audio output.
 
 pub mod audio;
 pub mod dsp;
@@ -27,6 +29,8 @@ pub mod mixer;
 pub mod model;
 pub mod paths;
 pub mod peaks;
+#[cfg(feature = "playback")]
+pub mod player;
 pub mod progress;
 pub mod queue;
 pub mod runtime;

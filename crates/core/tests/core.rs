@@ -5,6 +5,9 @@
 //!   makes at test time from a known signal (setup.sh installs ffmpeg).
 //! - encoders: WAV/FLAC written by us decode back bit-exact.
 //! - cancellation: a listener that cancels after one segment leaves no output.
+//! - seeking: `StreamDecoder::seek` lands on the exact frame.
+//! - queue, peaks, export: see their sections.
+//! - player: real playback through cpal into a PulseAudio null sink.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -28,6 +31,19 @@ fn reference_wav(dir: &Path) -> (PathBuf, Vec<f32>) {
     w.write(&x).expect("write");
     w.finish().expect("finish");
     (p, x)
+}
+
+/// A built example of this crate. Examples land next to the test binary's
+/// `deps` folder once built (`cargo build --examples`; scripts/test.sh does it).
+fn example_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    let p = exe.parent().and_then(Path::parent).expect("target dir").join("examples").join(name);
+    assert!(
+        p.is_file(),
+        "{} not built: run `cargo build --release -p stemroom-core --examples` (scripts/test.sh does)",
+        p.display()
+    );
+    p
 }
 
 fn ffmpeg(args: &[&str]) {
@@ -254,16 +270,7 @@ mod queue {
     }
 
     fn crash_writer() -> PathBuf {
-        // The example lands next to the test binary's `deps` folder once built
-        // (`cargo build --examples`; scripts/test.sh does it).
-        let exe = std::env::current_exe().expect("test exe");
-        let p = exe.parent().and_then(Path::parent).expect("target dir").join("examples/queue_crash_writer");
-        assert!(
-            p.is_file(),
-            "{} not built: run `cargo build --release -p stemroom-core --examples` (scripts/test.sh does)",
-            p.display()
-        );
-        p
+        super::example_bin("queue_crash_writer")
     }
 
     #[test]
@@ -675,4 +682,168 @@ fn zip_export_holds_every_stem_in_a_song_folder() {
     assert!(test.success(), "zip integrity");
     let left: Vec<_> = std::fs::read_dir(&out).expect("ls").flatten().map(|e| e.file_name()).collect();
     assert_eq!(left.len(), 1, "only the zip remains: {left:?}");
+}
+
+// ---------------------------------------------------------------------------
+// seeking: the next block after a seek starts exactly at the requested frame.
+
+#[test]
+fn seeking_lands_on_the_exact_frame() {
+    use stemroom_core::audio::decode::StreamDecoder;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (wav, x) = reference_wav(dir.path());
+    let flac = dir.path().join("ref.flac");
+    let mp3 = dir.path().join("ref.mp3");
+    ffmpeg(&["-i", wav.to_str().expect("utf8"), "-c:a", "flac", flac.to_str().expect("utf8")]);
+    ffmpeg(&["-i", wav.to_str().expect("utf8"), "-c:a", "libmp3lame", "-b:a", "320k", mp3.to_str().expect("utf8")]);
+    let read = |d: &mut StreamDecoder, frames: usize| {
+        let mut out = Vec::new();
+        while out.len() < frames * 2 {
+            match d.next_block().expect("block") {
+                Some((b, _)) => out.extend_from_slice(b),
+                None => break,
+            }
+        }
+        out.truncate(frames * 2);
+        out
+    };
+    for path in [&wav, &flac] {
+        let mut d = StreamDecoder::open(path).expect("open");
+        for target in [40_000usize, 12_345, 0, 66_000] {
+            d.seek(target as u64).expect("seek");
+            let got = read(&mut d, 100);
+            assert_eq!(got, x[target * 2..(target + 100).min(66_150) * 2], "{} at {target}", path.display());
+        }
+        d.seek(70_000).expect("seek past the end");
+        assert!(read(&mut d, 10).is_empty(), "nothing after the end");
+    }
+    // MP3 is lossy: the frames after a seek match a full decode of the same
+    // file (same decoder, same frames) closely, not bit for bit.
+    let (full, _, _) = decode_all(&mp3);
+    let mut d = StreamDecoder::open(&mp3).expect("open");
+    let target = 30_000usize;
+    d.seek(target as u64).expect("seek");
+    let got = read(&mut d, 4096);
+    let want = &full[target * 2..(target + 4096) * 2];
+    let err: f64 = got.iter().zip(want).map(|(a, b)| f64::from(a - b).powi(2)).sum();
+    let sig: f64 = want.iter().map(|a| f64::from(*a).powi(2)).sum();
+    assert!(10.0 * (sig / err.max(1e-20)).log10() > 30.0, "mp3 seek lands on the same audio");
+}
+
+// ---------------------------------------------------------------------------
+// player: real playback through cpal into a PulseAudio null sink (started
+// here, stopped when the test ends), driven by the `play_stems` example in
+// a child process so its audio environment stays its own.
+
+mod player {
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+    use std::time::{Duration, Instant};
+
+    /// A PulseAudio daemon with a null sink, private to one test.
+    struct NullSink {
+        runtime_dir: tempfile::TempDir,
+    }
+
+    impl NullSink {
+        fn start() -> NullSink {
+            let runtime_dir = tempfile::tempdir().expect("tempdir");
+            let st = Command::new("pulseaudio")
+                .env("XDG_RUNTIME_DIR", runtime_dir.path())
+                .env("HOME", runtime_dir.path())
+                .args(["-n", "--daemonize=yes", "--exit-idle-time=-1", "--use-pid-file=yes"])
+                .args(["--load=module-null-sink sink_name=nullsink", "--load=module-native-protocol-unix"])
+                .status()
+                .expect("pulseaudio (scripts/install-system-deps.sh installs it)");
+            assert!(st.success(), "pulseaudio did not start");
+            let socket = runtime_dir.path().join("pulse/native");
+            let t0 = Instant::now();
+            while !socket.exists() && t0.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            assert!(socket.exists(), "pulseaudio socket did not appear");
+            NullSink { runtime_dir }
+        }
+
+        fn command(&self, program: &Path) -> Command {
+            let mut c = Command::new(program);
+            c.env("XDG_RUNTIME_DIR", self.runtime_dir.path()).env("HOME", self.runtime_dir.path());
+            c
+        }
+    }
+
+    impl Drop for NullSink {
+        fn drop(&mut self) {
+            let pid_file = self.runtime_dir.path().join("pulse/pid");
+            if let Some(pid) = std::fs::read_to_string(pid_file).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
+                // SAFETY: kill(2) on the pid of the daemon this test started.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+            }
+        }
+    }
+
+    /// The true stems of the Falcon 69 preview (a finished song's stems).
+    fn stems() -> Vec<PathBuf> {
+        let dir = stemroom_core::paths::cache_dir().expect("cache").join("testdata");
+        let s: Vec<PathBuf> =
+            ["drums", "bass", "other", "vocals"].iter().map(|n| dir.join(format!("{n}.wav"))).collect();
+        for p in &s {
+            assert!(p.is_file(), "{} missing: run scripts/setup.sh", p.display());
+        }
+        s
+    }
+
+    fn play(sink: &NullSink, args: &[&str]) -> serde_json::Value {
+        let out = sink.command(&super::example_bin("play_stems")).args(args).args(stems()).output().expect("run");
+        assert!(out.status.success(), "play_stems failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("json report")
+    }
+
+    #[test]
+    fn stems_play_in_real_time_and_the_playhead_follows_the_audio() {
+        let sink = NullSink::start();
+        let r = play(&sink, &["--seconds", "3"]);
+        let rate = r["output"]["sampleRate"].as_f64().expect("rate");
+        assert_eq!(r["status"]["sampleRate"].as_f64(), Some(44_100.0), "stems' rate");
+        assert_eq!(rate, 44_100.0, "the device runs at the stems' rate (no resampling): {r}");
+        assert_eq!(r["status"]["error"], serde_json::Value::Null);
+        let secs = r["playedSeconds"].as_f64().expect("secs");
+        let frames = r["framesPlayed"].as_u64().expect("frames");
+        // Paced by the device: about one second of audio per second of wall
+        // time (an unpaced device takes frames as fast as they come).
+        let pace = frames as f64 / rate / secs;
+        assert!((0.85..1.15).contains(&pace), "{frames} frames in {secs:.2} s = {pace:.3}x real time: {r}");
+        assert!(r["callbacks"].as_u64().expect("callbacks") > 10, "many callbacks: {r}");
+        // The read-ahead keeps up (a little slack for a loaded CI machine).
+        let under = r["underrunFrames"].as_u64().expect("underruns");
+        assert!(under * 100 < frames, "read-ahead ran dry for {under} frames: {r}");
+        // The playhead is the position of the frames handed to the device.
+        assert_eq!(r["status"]["position"].as_u64(), Some(frames), "position = frames delivered: {r}");
+        // While playing, the reported position moved forward with wall time.
+        let pos: Vec<(f64, f64)> = r["positions"]
+            .as_array()
+            .expect("positions")
+            .iter()
+            .map(|p| (p["t"].as_f64().expect("t"), p["position"].as_f64().expect("pos")))
+            .collect();
+        assert!(pos.len() > 30, "~30 samples a second");
+        assert!(pos.windows(2).all(|w| w[1].1 >= w[0].1), "the playhead never goes back");
+        let (first, last) = (pos[1], pos[pos.len() - 1]);
+        let speed = (last.1 - first.1) / rate / (last.0 - first.0);
+        assert!((0.85..1.15).contains(&speed), "playhead speed {speed:.3}x: {r}");
+
+        // A seek plays from the requested frame (with a solo on).
+        let r = play(&sink, &["--seconds", "1", "--seek-seconds", "3", "--solo", "3"]);
+        let start = r["startFrame"].as_u64().expect("start");
+        assert_eq!(start, 132_300);
+        let frames = r["framesPlayed"].as_u64().expect("frames");
+        assert!(frames > 30_000, "played about a second: {r}");
+        assert_eq!(r["status"]["position"].as_u64(), Some(start + frames), "position after a seek: {r}");
+
+        // The 6 s preview runs out: playing 5 s from 3 s stops at the end.
+        let r = play(&sink, &["--seconds", "5", "--seek-seconds", "3"]);
+        assert_eq!(r["status"]["ended"], serde_json::Value::Bool(true), "{r}");
+        assert_eq!(r["status"]["position"], r["status"]["length"], "stops at the end: {r}");
+        assert_eq!(r["status"]["playing"], serde_json::Value::Bool(false));
+    }
 }

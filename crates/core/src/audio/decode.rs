@@ -13,15 +13,20 @@ use symphonia::core::codecs::audio::AudioDecoderOptions;
 use symphonia::core::codecs::CodecParameters;
 use symphonia::core::errors::Error as SymError;
 use symphonia::core::formats::probe::Hint;
-use symphonia::core::formats::{FormatOptions, TrackType};
+use symphonia::core::formats::{FormatOptions, SeekMode, SeekTo, TrackType};
 use symphonia::core::io::MediaSourceStream;
 use symphonia::core::meta::MetadataOptions;
+use symphonia::core::units::{TimeBase, Timestamp};
 
 use crate::progress::{Event, Listener};
 use crate::Error;
 
 /// Consecutive undecodable packets after which a file is called corrupt.
 const MAX_CONSECUTIVE_DECODE_ERRORS: usize = 16;
+/// Frames decoded before a seek target so the codec's state is rebuilt:
+/// 4096 covers an MP3 bit reservoir (at most 511 bytes back, under two
+/// 1152-frame frames) and one AAC or Vorbis block (at most 2048 frames).
+const SEEK_PREROLL_FRAMES: u64 = 4096;
 /// A stream counts as truncated when it ends this much before its declared length.
 const TRUNCATION_TOLERANCE_SECONDS: f64 = 0.1;
 
@@ -147,6 +152,11 @@ pub struct StreamDecoder {
     stereo: Vec<f32>,
     truncated_io: bool,
     finished: bool,
+    /// The track's timebase (ticks of packet timestamps), when declared.
+    time_base: Option<TimeBase>,
+    /// After a seek: the frame the next block must start at; earlier
+    /// decoded frames are dropped.
+    seek_target: Option<u64>,
 }
 
 impl std::fmt::Debug for StreamDecoder {
@@ -176,6 +186,7 @@ impl StreamDecoder {
         let Some(CodecParameters::Audio(params)) = track.codec_params.as_ref() else {
             return Err(DecodeError::NoAudioTrack(path.to_path_buf()));
         };
+        let time_base = track.time_base;
         let decoder = symphonia::default::get_codecs()
             .make_audio_decoder(params, &AudioDecoderOptions::default())
             .map_err(|e| DecodeError::UnsupportedCodec { path: path.to_path_buf(), reason: e.to_string() })?;
@@ -193,6 +204,8 @@ impl StreamDecoder {
             stereo: Vec::new(),
             truncated_io: false,
             finished: false,
+            time_base,
+            seek_target: None,
         })
     }
 
@@ -226,6 +239,62 @@ impl StreamDecoder {
     /// What was decoded so far.
     pub fn info(&self) -> DecodedInfo {
         DecodedInfo { sample_rate: self.sample_rate, channels: self.channels, frames: self.frames }
+    }
+
+    /// Position the stream so that the next block starts exactly at `frame`
+    /// (frames at the file's sample rate, from the start of the stream).
+    /// Uses the container's accurate seek to a little before `frame`, then
+    /// drops the decoded frames before `frame`. Seeking past the end leaves the stream at its end.
+    ///
+    /// # Errors
+    /// [`DecodeError::Corrupt`] when the container cannot seek (e.g. a
+    /// stream without an index or timestamps).
+    pub fn seek(&mut self, frame: u64) -> Result<(), DecodeError> {
+        // Lossy codecs need the packets before the target to rebuild their
+        // state (MP3's bit reservoir, the MDCT overlap of AAC and Vorbis):
+        // decode from a little earlier and drop what comes before `frame`.
+        let ts = self.frames_to_ticks(frame.saturating_sub(SEEK_PREROLL_FRAMES));
+        let to = SeekTo::Timestamp { ts: Timestamp::new(ts), track_id: self.track_id };
+        match self.format.seek(SeekMode::Accurate, to) {
+            Ok(_) => {}
+            Err(SymError::SeekError(_)) if self.declared_frames.is_some_and(|n| frame >= n) => {
+                self.finished = true;
+                self.frames = frame;
+                return Ok(());
+            }
+            Err(e) => return Err(self.corrupt(format!("cannot seek to frame {frame}: {e}"))),
+        }
+        self.decoder.reset();
+        self.frames = frame;
+        self.finished = false;
+        self.truncated_io = false;
+        self.seek_target = Some(frame);
+        Ok(())
+    }
+
+    /// Packet timestamp ticks for a frame position (identity when the
+    /// timebase is 1/sample rate, as in WAV, FLAC and MP3).
+    fn frames_to_ticks(&self, frame: u64) -> i64 {
+        match self.time_base {
+            Some(tb) if self.sample_rate > 0 => {
+                let (n, d) = (u128::from(tb.numer.get()), u128::from(tb.denom.get()));
+                let ticks = u128::from(frame) * d / (n * u128::from(self.sample_rate));
+                i64::try_from(ticks).unwrap_or(i64::MAX)
+            }
+            _ => i64::try_from(frame).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// The frame position of a packet timestamp (inverse of `frames_to_ticks`).
+    fn ticks_to_frames(&self, ticks: i64) -> u64 {
+        let ticks = u128::try_from(ticks.max(0)).unwrap_or(0);
+        match self.time_base {
+            Some(tb) if self.sample_rate > 0 => {
+                let (n, d) = (u128::from(tb.numer.get()), u128::from(tb.denom.get()));
+                u64::try_from(ticks * n * u128::from(self.sample_rate) / d).unwrap_or(u64::MAX)
+            }
+            _ => u64::try_from(ticks).unwrap_or(u64::MAX),
+        }
     }
 
     fn corrupt(&self, reason: String) -> DecodeError {
@@ -265,6 +334,7 @@ impl StreamDecoder {
             if packet.track_id != self.track_id {
                 continue;
             }
+            let packet_start = self.ticks_to_frames(packet.pts.get());
             let buf = match self.decoder.decode(&packet) {
                 Ok(buf) => buf,
                 Err(SymError::DecodeError(msg)) => {
@@ -283,6 +353,16 @@ impl StreamDecoder {
             let n = buf.frames();
             if n == 0 {
                 continue;
+            }
+            // After a seek, frames before the target are decoded (the codec
+            // needs them) but not handed out.
+            let mut skip = 0usize;
+            if let Some(target) = self.seek_target {
+                if packet_start + n as u64 <= target {
+                    continue;
+                }
+                skip = usize::try_from(target.saturating_sub(packet_start)).unwrap_or(0).min(n);
+                self.seek_target = None;
             }
             let spec = buf.spec();
             let ch = spec.channels().count();
@@ -323,7 +403,10 @@ impl StreamDecoder {
                     *v = 0.0;
                 }
             }
-            self.frames += n as u64;
+            if skip > 0 {
+                self.stereo.drain(..skip * 2);
+            }
+            self.frames += (n - skip) as u64;
             return Ok(Some((&self.stereo, self.sample_rate)));
         }
     }

@@ -92,6 +92,11 @@ impl StreamResampler {
         Ok(produced)
     }
 
+    /// True when the rates are equal and frames pass through unchanged.
+    pub fn is_passthrough(&self) -> bool {
+        self.inner.is_none()
+    }
+
     /// Feed interleaved frames; appends converted frames to `out`.
     ///
     /// # Errors

@@ -1,0 +1,826 @@
+//! The stem player: a finished song's stems played sample-synchronously
+//! through the system's audio output (cpal), mixed in the audio callback by
+//! [`Mixer`], so a gain, mute or solo change is heard after one ramp
+//! ([`crate::mixer::RAMP_SECONDS`]) plus the device buffer.
+//!
+//! Threads and buffers:
+//! - A **reader** thread decodes every stem in step with [`StreamDecoder`]
+//!   (resampling with [`StreamResampler`] when the device cannot run at the
+//!   stems' rate) into fixed-size [`Chunk`]s and sends them to the callback
+//!   through a lock-free single-producer/single-consumer ring (`rtrb`); used
+//!   chunks come back through a second ring, so the callback never allocates,
+//!   frees or blocks. Read-ahead is bounded by [`CHUNKS`] × [`CHUNK_FRAMES`]
+//!   frames (about 1.5 s at 44.1 kHz), whatever the song's length.
+//! - The **audio callback** pops chunks, mixes the stems, applies a short
+//!   transport fade on play/pause, maps stereo onto the device's channels and
+//!   publishes the song position of the frames it hands to the device (each
+//!   chunk carries the position of its first frame, so the playhead is derived
+//!   from the audio itself and cannot drift from it).
+//! - An **owner** thread holds the cpal stream (not `Send` on every platform)
+//!   until the player is dropped.
+//!
+//! Seeking (and changing the loop) bumps a generation counter: the reader
+//! repositions its decoders and tags new chunks with the new generation; the
+//! callback recycles chunks of older generations unplayed.
+//!
+//! Positions are in frames at the stems' sample rate; audio inside chunks is
+//! interleaved stereo `f32` at the device's rate, planar per stem.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
+use cpal::{FromSample, SampleFormat, SizedSample};
+use serde::Serialize;
+
+use crate::audio::decode::{DecodeError, StreamDecoder};
+use crate::audio::resample::StreamResampler;
+use crate::mixer::{plan_reads, LoopRegion, MixControls, Mixer};
+
+/// Frames (at the device's rate) per chunk: 2048 frames is 46 ms at 44.1 kHz,
+/// a few device periods, small enough that a seek refills quickly.
+pub const CHUNK_FRAMES: usize = 2048;
+/// Chunks in flight between the reader and the callback (the read-ahead).
+pub const CHUNKS: usize = 32;
+/// Most stems a song may have (htdemucs has 4, htdemucs_6s 6).
+pub const MAX_STEMS: usize = 8;
+/// Length of the fade on play and pause, as the mixer's gain ramps.
+const FADE_SECONDS: f64 = crate::mixer::RAMP_SECONDS;
+/// Longest callback buffer mixed in one piece (larger device buffers are
+/// mixed in several pieces).
+const SCRATCH_FRAMES: usize = 4096;
+/// How often the reader looks for free chunks or a new generation.
+const READER_POLL: Duration = Duration::from_millis(2);
+
+/// Why the player cannot start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum PlayerError {
+    #[error("no stems to play")]
+    NoStems,
+    #[error("too many stems ({0}); at most {MAX_STEMS} can play together")]
+    TooManyStems(usize),
+    #[error("the stems have different sample rates ({0} Hz and {1} Hz)")]
+    MixedRates(u32, u32),
+    #[error("no audio output device was found; connect one or check the system's sound settings")]
+    NoDevice,
+    #[error("the audio output device cannot be used: {0}")]
+    Device(String),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+}
+
+/// What the player is doing, for front ends (polled ~30 times a second).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+#[serde(rename_all = "camelCase")]
+pub struct PlayerStatus {
+    pub playing: bool,
+    /// The frame being heard now (device latency subtracted), at the stems'
+    /// sample rate.
+    pub position: u64,
+    /// Song length in frames at the stems' sample rate (0 while unknown).
+    pub length: u64,
+    /// The stems' sample rate in Hz.
+    pub sample_rate: u32,
+    /// Set once the end of the song was played (no loop).
+    pub ended: bool,
+    /// The device or a stem failed; playback stopped.
+    pub error: Option<String>,
+}
+
+/// Facts about the opened output, for front ends and tests.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+#[serde(rename_all = "camelCase")]
+pub struct OutputInfo {
+    pub device: String,
+    /// Device rate in Hz.
+    pub sample_rate: u32,
+    pub channels: u16,
+    /// True when the stems are resampled to the device's rate.
+    pub resampling: bool,
+}
+
+/// Counters the callback keeps, for tests and diagnostics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallbackStats {
+    /// Callbacks run.
+    pub callbacks: u64,
+    /// Song frames handed to the device while playing.
+    pub frames_played: u64,
+    /// Device frames filled with silence for lack of decoded audio while
+    /// playing (read-ahead ran dry).
+    pub underrun_frames: u64,
+}
+
+/// One block of decoded audio for every stem.
+struct Chunk {
+    generation: u32,
+    /// Song frame (stems' rate) of the chunk's first frame.
+    start: u64,
+    /// Valid frames (device rate); 0 with `end` set marks the end of the song.
+    frames: usize,
+    end: bool,
+    /// `stems` blocks of `CHUNK_FRAMES` interleaved stereo frames.
+    data: Box<[f32]>,
+}
+
+/// State shared by the front end, the reader and the callback.
+struct Shared {
+    stems: usize,
+    song_rate: u32,
+    /// Song frames per device frame.
+    ratio: f64,
+    length: AtomicU64,
+    controls: Mutex<MixControls>,
+    controls_version: AtomicU64,
+    playing: AtomicBool,
+    ended: AtomicBool,
+    generation: AtomicU32,
+    /// Seek target and loop of the current generation, written together.
+    transport: Mutex<Transport>,
+    /// Song frame after the last frame handed to the device.
+    position: AtomicU64,
+    /// Output latency in device frames, as last reported by the device.
+    latency_frames: AtomicU64,
+    callbacks: AtomicU64,
+    frames_played: AtomicU64,
+    underrun_frames: AtomicU64,
+    error: Mutex<Option<String>>,
+    stop: AtomicBool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Transport {
+    target: u64,
+    looping: Option<LoopRegion>,
+}
+
+impl Shared {
+    fn fail(&self, message: String) {
+        tracing::warn!("playback stopped: {message}");
+        if let Ok(mut e) = self.error.lock() {
+            e.get_or_insert(message);
+        }
+        self.playing.store(false, Ordering::Release);
+    }
+}
+
+/// Plays one song's stems. Dropping it stops playback and its threads.
+pub struct Player {
+    shared: Arc<Shared>,
+    output: OutputInfo,
+    reader: Option<JoinHandle<()>>,
+    owner: Option<JoinHandle<()>>,
+    stop_owner: Option<mpsc::Sender<()>>,
+}
+
+impl std::fmt::Debug for Player {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Player").field("output", &self.output).finish()
+    }
+}
+
+impl Player {
+    /// Open `stems` (files of equal sample rate, in the order of the
+    /// controls) on the default output device, paused at frame 0 with
+    /// `controls`.
+    ///
+    /// # Errors
+    /// [`PlayerError`]: no stems, stems that cannot be decoded or have
+    /// different rates, no output device, or a device that cannot be opened.
+    pub fn open(stems: &[PathBuf], controls: &MixControls) -> Result<Self, PlayerError> {
+        if stems.is_empty() {
+            return Err(PlayerError::NoStems);
+        }
+        if stems.len() > MAX_STEMS {
+            return Err(PlayerError::TooManyStems(stems.len()));
+        }
+        let mut readers = Vec::with_capacity(stems.len());
+        for path in stems {
+            readers.push(StemReader::open(path)?);
+        }
+        let song_rate = readers[0].decoder.sample_rate();
+        if let Some(other) = readers.iter().map(|r| r.decoder.sample_rate()).find(|&r| r != song_rate) {
+            return Err(PlayerError::MixedRates(song_rate, other));
+        }
+        // Unknown lengths (no declared frame count) are learnt at the end.
+        let length = readers.iter().filter_map(|r| r.decoder.declared_frames()).max().unwrap_or(u64::MAX);
+
+        let host = cpal::default_host();
+        let device = host.default_output_device().ok_or(PlayerError::NoDevice)?;
+        let (config, format) = choose_config(&device, song_rate)?;
+        let device_name = device.description().map(|d| d.to_string()).unwrap_or_else(|_| "default output".to_string());
+        let output = OutputInfo {
+            device: device_name,
+            sample_rate: config.sample_rate,
+            channels: config.channels,
+            resampling: config.sample_rate != song_rate,
+        };
+
+        let mut ctl = controls.clone();
+        ctl.stems.resize(stems.len(), Default::default());
+        let shared = Arc::new(Shared {
+            stems: stems.len(),
+            song_rate,
+            ratio: f64::from(song_rate) / f64::from(config.sample_rate),
+            length: AtomicU64::new(length),
+            controls: Mutex::new(ctl.clone()),
+            controls_version: AtomicU64::new(0),
+            playing: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
+            generation: AtomicU32::new(0),
+            transport: Mutex::new(Transport { target: 0, looping: None }),
+            position: AtomicU64::new(0),
+            latency_frames: AtomicU64::new(0),
+            callbacks: AtomicU64::new(0),
+            frames_played: AtomicU64::new(0),
+            underrun_frames: AtomicU64::new(0),
+            error: Mutex::new(None),
+            stop: AtomicBool::new(false),
+        });
+
+        let (full_tx, full_rx) = rtrb::RingBuffer::<Chunk>::new(CHUNKS);
+        let (mut free_tx, free_rx) = rtrb::RingBuffer::<Chunk>::new(CHUNKS);
+        for _ in 0..CHUNKS {
+            let data = vec![0.0f32; stems.len() * CHUNK_FRAMES * 2].into_boxed_slice();
+            let chunk = Chunk { generation: u32::MAX, start: 0, frames: 0, end: false, data };
+            if free_tx.push(chunk).is_err() {
+                return Err(PlayerError::Device("internal: chunk ring too small".into()));
+            }
+        }
+
+        let reader = {
+            let shared = Arc::clone(&shared);
+            let device_rate = config.sample_rate;
+            std::thread::Builder::new()
+                .name("stemroom-player-reader".into())
+                .spawn(move || read_loop(&shared, readers, device_rate, full_tx, free_rx))
+                .map_err(|e| PlayerError::Device(format!("cannot start the reader thread: {e}")))?
+        };
+
+        let callback = Callback::new(
+            Arc::clone(&shared),
+            full_rx,
+            free_tx,
+            usize::from(config.channels),
+            config.sample_rate,
+            &ctl,
+        );
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let owner = {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("stemroom-player-output".into())
+                .spawn(move || {
+                    let stream = match build_stream(&device, &config, format, callback, &shared) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    if let Err(e) = stream.play() {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                    let _ = ready_tx.send(Ok(()));
+                    // Hold the stream until the player is dropped.
+                    let _ = stop_rx.recv();
+                    drop(stream);
+                })
+                .map_err(|e| PlayerError::Device(format!("cannot start the output thread: {e}")))?
+        };
+        let mut player = Player { shared, output, reader: Some(reader), owner: Some(owner), stop_owner: Some(stop_tx) };
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(player),
+            Ok(Err(e)) => {
+                player.shutdown();
+                Err(PlayerError::Device(e))
+            }
+            Err(_) => {
+                player.shutdown();
+                Err(PlayerError::Device("the output thread stopped while opening the device".into()))
+            }
+        }
+    }
+
+    /// The opened output.
+    pub fn output(&self) -> &OutputInfo {
+        &self.output
+    }
+
+    /// Start or resume playback (from the start when the song had ended).
+    pub fn play(&self) {
+        if self.shared.ended.swap(false, Ordering::AcqRel) {
+            self.seek(0);
+        }
+        self.shared.playing.store(true, Ordering::Release);
+    }
+
+    /// Pause (after a 10 ms fade), keeping the position.
+    pub fn pause(&self) {
+        self.shared.playing.store(false, Ordering::Release);
+    }
+
+    /// Jump to `frame` (stems' rate), clamped to the song.
+    pub fn seek(&self, frame: u64) {
+        let frame = frame.min(self.shared.length.load(Ordering::Acquire));
+        self.retarget(|t| t.target = frame);
+        self.shared.ended.store(false, Ordering::Release);
+    }
+
+    /// Set or clear the loop region (frames at the stems' rate). Audio
+    /// already read ahead is re-read so the new loop applies at once.
+    pub fn set_loop(&self, looping: Option<LoopRegion>) {
+        let at = self.shared.position.load(Ordering::Acquire);
+        self.retarget(|t| {
+            t.looping = looping.filter(|l| l.start < l.end);
+            t.target = at;
+        });
+    }
+
+    fn retarget(&self, change: impl FnOnce(&mut Transport)) {
+        let Ok(mut t) = self.shared.transport.lock() else { return };
+        change(&mut t);
+        self.shared.position.store(t.target, Ordering::Release);
+        self.shared.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Apply new mixer controls (heard after one 10 ms ramp).
+    pub fn set_controls(&self, controls: &MixControls) {
+        if let Ok(mut c) = self.shared.controls.lock() {
+            c.clone_from(controls);
+            c.stems.resize(self.shared.stems, Default::default());
+        }
+        self.shared.controls_version.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Where playback is and what it is doing.
+    pub fn status(&self) -> PlayerStatus {
+        let s = &self.shared;
+        let playing = s.playing.load(Ordering::Acquire);
+        let mut position = s.position.load(Ordering::Acquire);
+        if playing {
+            let latency = (s.latency_frames.load(Ordering::Acquire) as f64 * s.ratio) as u64;
+            position = position.saturating_sub(latency);
+        }
+        let length = s.length.load(Ordering::Acquire);
+        PlayerStatus {
+            playing,
+            position,
+            length: if length == u64::MAX { 0 } else { length },
+            sample_rate: s.song_rate,
+            ended: s.ended.load(Ordering::Acquire),
+            error: s.error.lock().ok().and_then(|e| e.clone()),
+        }
+    }
+
+    /// The callback's counters.
+    pub fn stats(&self) -> CallbackStats {
+        let s = &self.shared;
+        CallbackStats {
+            callbacks: s.callbacks.load(Ordering::Acquire),
+            frames_played: s.frames_played.load(Ordering::Acquire),
+            underrun_frames: s.underrun_frames.load(Ordering::Acquire),
+        }
+    }
+
+    fn shutdown(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        self.shared.playing.store(false, Ordering::Release);
+        if let Some(tx) = self.stop_owner.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.owner.take() {
+            let _ = h.join();
+        }
+        if let Some(h) = self.reader.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Player {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Pick the output configuration: the stems' rate when the device offers it
+/// (no resampling), else the device's default; stereo and `f32` preferred.
+fn choose_config(device: &cpal::Device, rate: u32) -> Result<(cpal::StreamConfig, SampleFormat), PlayerError> {
+    let dev_err = |e: &dyn std::fmt::Display| PlayerError::Device(e.to_string());
+    let usable =
+        |f: SampleFormat| matches!(f, SampleFormat::F32 | SampleFormat::I16 | SampleFormat::I32 | SampleFormat::U16);
+    let ranges: Vec<_> = device.supported_output_configs().map_err(|e| dev_err(&e))?.collect();
+    let best = ranges
+        .iter()
+        .filter(|r| usable(r.sample_format()) && r.min_sample_rate() <= rate && rate <= r.max_sample_rate())
+        .max_by_key(|r| (r.channels() == 2, r.sample_format() == SampleFormat::F32, r.channels() >= 2));
+    if let Some(r) = best {
+        let c = (*r).with_sample_rate(rate);
+        return Ok((c.config(), c.sample_format()));
+    }
+    let c = device.default_output_config().map_err(|e| dev_err(&e))?;
+    if !usable(c.sample_format()) {
+        return Err(PlayerError::Device(format!("unsupported sample format {}", c.sample_format())));
+    }
+    Ok((c.config(), c.sample_format()))
+}
+
+fn build_stream(
+    device: &cpal::Device,
+    config: &cpal::StreamConfig,
+    format: SampleFormat,
+    callback: Callback,
+    shared: &Arc<Shared>,
+) -> Result<cpal::Stream, String> {
+    match format {
+        SampleFormat::F32 => build_typed::<f32>(device, config, callback, shared),
+        SampleFormat::I16 => build_typed::<i16>(device, config, callback, shared),
+        SampleFormat::I32 => build_typed::<i32>(device, config, callback, shared),
+        SampleFormat::U16 => build_typed::<u16>(device, config, callback, shared),
+        other => Err(format!("unsupported sample format {other}")),
+    }
+}
+
+fn build_typed<T: SizedSample + FromSample<f32>>(
+    device: &cpal::Device,
+    config: &cpal::StreamConfig,
+    mut callback: Callback,
+    shared: &Arc<Shared>,
+) -> Result<cpal::Stream, String> {
+    let on_error = {
+        let shared = Arc::clone(shared);
+        move |e: cpal::Error| {
+            // A rerouted default device keeps playing; anything else stops.
+            if e.kind() != cpal::ErrorKind::DeviceChanged {
+                shared.fail(format!("the audio device stopped: {e}"));
+            }
+        }
+    };
+    device
+        .build_output_stream::<T, _, _>(
+            *config,
+            move |out: &mut [T], info: &cpal::OutputCallbackInfo| callback.fill(out, info),
+            on_error,
+            None,
+        )
+        .map_err(|e| e.to_string())
+}
+
+/// The audio callback's state. Everything is allocated before the stream
+/// starts; `fill` only moves samples and atomics.
+struct Callback {
+    shared: Arc<Shared>,
+    full: rtrb::Consumer<Chunk>,
+    free: rtrb::Producer<Chunk>,
+    current: Option<Chunk>,
+    offset: usize,
+    channels: usize,
+    mixer: Mixer,
+    controls_seen: u64,
+    scratch: Vec<f32>,
+    fade: f32,
+    fade_step: f32,
+    device_rate: u32,
+}
+
+impl Callback {
+    fn new(
+        shared: Arc<Shared>,
+        full: rtrb::Consumer<Chunk>,
+        free: rtrb::Producer<Chunk>,
+        channels: usize,
+        device_rate: u32,
+        controls: &MixControls,
+    ) -> Self {
+        let fade_frames = (f64::from(device_rate) * FADE_SECONDS).round().max(1.0);
+        Callback {
+            shared,
+            full,
+            free,
+            current: None,
+            offset: 0,
+            channels: channels.max(1),
+            mixer: Mixer::new(device_rate, controls),
+            controls_seen: 0,
+            scratch: vec![0.0; SCRATCH_FRAMES * 2],
+            fade: 0.0,
+            fade_step: (1.0 / fade_frames) as f32,
+            device_rate,
+        }
+    }
+
+    fn recycle(&mut self) {
+        if let Some(c) = self.current.take() {
+            // The free ring holds every chunk, so this cannot be full.
+            let _ = self.free.push(c);
+        }
+        self.offset = 0;
+    }
+
+    fn fill<T: SizedSample + FromSample<f32>>(&mut self, out: &mut [T], info: &cpal::OutputCallbackInfo) {
+        let sh = Arc::clone(&self.shared);
+        sh.callbacks.fetch_add(1, Ordering::Relaxed);
+        let ts = info.timestamp();
+        let latency = ts.playback.duration_since(ts.callback);
+        sh.latency_frames.store((latency.as_secs_f64() * f64::from(self.device_rate)) as u64, Ordering::Relaxed);
+        let version = sh.controls_version.load(Ordering::Acquire);
+        if version != self.controls_seen {
+            // Never wait in the callback: a busy lock is picked up next time.
+            if let Ok(c) = sh.controls.try_lock() {
+                self.mixer.set_controls(&c);
+                self.controls_seen = version;
+            }
+        }
+        let generation = sh.generation.load(Ordering::Acquire);
+        let playing = sh.playing.load(Ordering::Acquire);
+        let ch = self.channels;
+        let frames = out.len() / ch;
+        let mut done = 0usize;
+        while done < frames {
+            if !playing && self.fade <= 0.0 {
+                break;
+            }
+            if self.current.is_none() {
+                match self.full.pop() {
+                    Ok(c) => {
+                        self.current = Some(c);
+                        self.offset = 0;
+                    }
+                    Err(_) => {
+                        if playing {
+                            sh.underrun_frames.fetch_add((frames - done) as u64, Ordering::Relaxed);
+                        }
+                        break;
+                    }
+                }
+            }
+            let Some(chunk) = self.current.as_ref() else { break };
+            if chunk.generation != generation {
+                self.recycle();
+                continue;
+            }
+            if chunk.end {
+                let length = sh.length.load(Ordering::Acquire);
+                sh.position.store(length.min(chunk.start), Ordering::Release);
+                sh.ended.store(true, Ordering::Release);
+                sh.playing.store(false, Ordering::Release);
+                self.fade = 0.0;
+                self.recycle();
+                break;
+            }
+            let n = (chunk.frames - self.offset).min(frames - done).min(SCRATCH_FRAMES);
+            let mut sources: [&[f32]; MAX_STEMS] = [&[]; MAX_STEMS];
+            for (s, src) in sources.iter_mut().enumerate().take(sh.stems) {
+                let base = s * CHUNK_FRAMES * 2 + self.offset * 2;
+                *src = &chunk.data[base..base + n * 2];
+            }
+            let start = chunk.start;
+            let mixed = &mut self.scratch[..n * 2];
+            self.mixer.mix(&sources[..sh.stems], mixed);
+            let target = if playing { 1.0 } else { 0.0 };
+            for (i, frame) in out[done * ch..(done + n) * ch].chunks_exact_mut(ch).enumerate() {
+                if self.fade != target {
+                    self.fade = if target > self.fade {
+                        (self.fade + self.fade_step).min(1.0)
+                    } else {
+                        (self.fade - self.fade_step).max(0.0)
+                    };
+                }
+                let (l, r) = (mixed[2 * i] * self.fade, mixed[2 * i + 1] * self.fade);
+                write_frame(frame, l, r);
+            }
+            self.offset += n;
+            done += n;
+            let position = start + ((self.offset as f64) * sh.ratio).round() as u64;
+            sh.position.store(position, Ordering::Release);
+            sh.frames_played.fetch_add(n as u64, Ordering::Relaxed);
+            if self.offset >= self.current.as_ref().map_or(0, |c| c.frames) {
+                self.recycle();
+            }
+        }
+        for frame in out[done * ch..].chunks_exact_mut(ch) {
+            write_frame(frame, 0.0, 0.0);
+        }
+    }
+}
+
+/// Put a stereo frame on a device frame: mono devices get the average,
+/// extra channels silence.
+fn write_frame<T: SizedSample + FromSample<f32>>(frame: &mut [T], l: f32, r: f32) {
+    match frame.len() {
+        1 => frame[0] = T::from_sample(0.5 * (l + r)),
+        _ => {
+            frame[0] = T::from_sample(l);
+            frame[1] = T::from_sample(r);
+            for x in &mut frame[2..] {
+                *x = T::from_sample(0.0f32);
+            }
+        }
+    }
+}
+
+/// One stem's decoder with the frames decoded but not yet used.
+struct StemReader {
+    decoder: StreamDecoder,
+    pending: Vec<f32>,
+    used: usize,
+    eof: bool,
+}
+
+impl StemReader {
+    fn open(path: &std::path::Path) -> Result<Self, DecodeError> {
+        Ok(StemReader { decoder: StreamDecoder::open(path)?, pending: Vec::new(), used: 0, eof: false })
+    }
+
+    fn seek(&mut self, frame: u64) -> Result<(), DecodeError> {
+        self.decoder.seek(frame)?;
+        self.pending.clear();
+        self.used = 0;
+        self.eof = false;
+        Ok(())
+    }
+
+    /// Fill `dst` (interleaved stereo) from the stream; returns the frames
+    /// written (fewer only at the end of the stream).
+    fn read(&mut self, dst: &mut [f32]) -> Result<usize, DecodeError> {
+        let mut at = 0;
+        while at < dst.len() {
+            if self.used == self.pending.len() {
+                if self.eof {
+                    break;
+                }
+                match self.decoder.next_block()? {
+                    Some((block, _)) => {
+                        self.pending.clear();
+                        self.pending.extend_from_slice(block);
+                        self.used = 0;
+                    }
+                    None => {
+                        self.eof = true;
+                        break;
+                    }
+                }
+            }
+            let n = (self.pending.len() - self.used).min(dst.len() - at);
+            dst[at..at + n].copy_from_slice(&self.pending[self.used..self.used + n]);
+            self.used += n;
+            at += n;
+        }
+        Ok(at / 2)
+    }
+}
+
+/// The reader thread: keeps the full ring topped up for the current
+/// generation until the player stops.
+fn read_loop(
+    shared: &Shared,
+    mut stems: Vec<StemReader>,
+    device_rate: u32,
+    mut full: rtrb::Producer<Chunk>,
+    mut free: rtrb::Consumer<Chunk>,
+) {
+    let n = stems.len();
+    let mut generation = u32::MAX;
+    // Song frame of the next frame to decode (input side).
+    let mut read_pos = 0u64;
+    // Song frame of the next frame to put in a chunk (output side).
+    let mut out_pos = 0.0f64;
+    let mut looping: Option<LoopRegion> = None;
+    let mut resamplers: Vec<StreamResampler> = Vec::new();
+    // Device-rate frames per stem waiting for a chunk.
+    let mut ready: Vec<Vec<f32>> = vec![Vec::new(); n];
+    let mut input = vec![0.0f32; CHUNK_FRAMES * 2];
+    let mut resampled = Vec::new();
+    let mut ended = false;
+    let mut flushed = false;
+    let new_resamplers = |rate: u32| -> Result<Vec<StreamResampler>, String> {
+        (0..n).map(|_| StreamResampler::new(rate, device_rate, 2)).collect()
+    };
+    while !shared.stop.load(Ordering::Acquire) {
+        let g = shared.generation.load(Ordering::Acquire);
+        if g != generation {
+            let Ok(t) = shared.transport.lock().map(|t| *t) else { return };
+            generation = shared.generation.load(Ordering::Acquire);
+            looping = t.looping;
+            read_pos = t.target;
+            out_pos = t.target as f64;
+            ended = false;
+            flushed = false;
+            for r in &mut ready {
+                r.clear();
+            }
+            match new_resamplers(shared.song_rate) {
+                Ok(r) => resamplers = r,
+                Err(e) => return shared.fail(e),
+            }
+            for s in &mut stems {
+                if let Err(e) = s.seek(read_pos) {
+                    return shared.fail(e.to_string());
+                }
+            }
+            continue;
+        }
+        if ended || free.is_empty() {
+            std::thread::sleep(READER_POLL);
+            continue;
+        }
+        let length = shared.length.load(Ordering::Acquire);
+        let (runs, _) = plan_reads(read_pos, CHUNK_FRAMES, length, looping);
+        let next = runs.first().copied();
+        if next.is_none() && !flushed {
+            // End of the song: let the resamplers give up their tails.
+            for (s, r) in resamplers.iter_mut().enumerate() {
+                resampled.clear();
+                if let Err(e) = r.finish(&mut resampled) {
+                    return shared.fail(e);
+                }
+                ready[s].extend_from_slice(&resampled);
+            }
+            flushed = true;
+        }
+        // A chunk holds contiguous song frames: before a loop wraps or the
+        // song ends, what is ready goes out even if the chunk is not full.
+        let must_flush = next.is_none_or(|(start, _)| start != read_pos);
+        let have = ready.iter().map(|r| r.len() / 2).min().unwrap_or(0);
+        if have >= CHUNK_FRAMES || (have > 0 && must_flush) {
+            let Ok(mut chunk) = free.pop() else { continue };
+            let take = have.min(CHUNK_FRAMES);
+            for (s, r) in ready.iter_mut().enumerate() {
+                let base = s * CHUNK_FRAMES * 2;
+                chunk.data[base..base + take * 2].copy_from_slice(&r[..take * 2]);
+                r.drain(..take * 2);
+            }
+            chunk.generation = generation;
+            chunk.start = out_pos.round() as u64;
+            chunk.frames = take;
+            chunk.end = false;
+            out_pos += take as f64 * shared.ratio;
+            let _ = full.push(chunk);
+            continue;
+        }
+        let Some((start, frames)) = next else {
+            // Everything decoded has been sent: mark the end.
+            let Ok(mut chunk) = free.pop() else { continue };
+            chunk.generation = generation;
+            chunk.start = read_pos;
+            chunk.frames = 0;
+            chunk.end = true;
+            let _ = full.push(chunk);
+            ended = true;
+            continue;
+        };
+        if start != read_pos {
+            // The loop wraps: reposition every stem and start the
+            // resamplers afresh (a loop point is a cut anyway).
+            for st in &mut stems {
+                if let Err(e) = st.seek(start) {
+                    return shared.fail(e.to_string());
+                }
+            }
+            match new_resamplers(shared.song_rate) {
+                Ok(r) => resamplers = r,
+                Err(e) => return shared.fail(e),
+            }
+            for r in &mut ready {
+                r.clear();
+            }
+            read_pos = start;
+            out_pos = start as f64;
+        }
+        let mut longest = 0usize;
+        for (s, stem) in stems.iter_mut().enumerate() {
+            let dst = &mut input[..frames * 2];
+            let got = match stem.read(dst) {
+                Ok(got) => got,
+                Err(e) => return shared.fail(e.to_string()),
+            };
+            dst[got * 2..].fill(0.0);
+            longest = longest.max(got);
+            resampled.clear();
+            if let Err(e) = resamplers[s].push(&dst[..frames * 2], &mut resampled) {
+                return shared.fail(e);
+            }
+            ready[s].extend_from_slice(&resampled);
+        }
+        if longest < frames && stems.iter().all(|st| st.eof) {
+            // The stems end before their declared (or unknown) length.
+            shared.length.store(read_pos + longest as u64, Ordering::Release);
+            if resamplers.iter().all(StreamResampler::is_passthrough) {
+                let padding = (frames - longest) * 2;
+                for r in &mut ready {
+                    r.truncate(r.len().saturating_sub(padding));
+                }
+            }
+        }
+        read_pos += longest.max(if stems.iter().all(|st| st.eof) { 0 } else { frames }) as u64;
+    }
+}

@@ -7,10 +7,22 @@ source "$(dirname "$0")/common.sh"
 [ -n "${STEMROOM_SKIP_BUILD:-}" ] || "$REPO_ROOT/scripts/build-app.sh"
 "$REPO_ROOT/scripts/setup-app.sh"
 cd "$REPO_ROOT"
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+tmp=$(mktemp -d)
+# A real-time audio device for the player: a PulseAudio null sink that ALSA's
+# default device reaches through the pulse plugin (docs: environment.md).
+mkdir -p "$tmp/run"; chmod 700 "$tmp/run"
+stop_pulse() {
+    [ -f "$tmp/run/pulse/pid" ] && kill "$(cat "$tmp/run/pulse/pid")" 2>/dev/null || true
+    rm -rf "$tmp"
+}
+trap stop_pulse EXIT
+XDG_RUNTIME_DIR="$tmp/run" HOME="$tmp/run" pulseaudio -n --daemonize=yes --exit-idle-time=-1 --use-pid-file=yes \
+    --load="module-null-sink sink_name=nullsink" --load=module-native-protocol-unix 2>/dev/null
+for _ in $(seq 1 100); do [ -S "$tmp/run/pulse/native" ] && break; sleep 0.1; done
+[ -S "$tmp/run/pulse/native" ] || { log "PulseAudio did not start"; exit 1; }
 cp "$TESTDATA_DIR/mixture.wav" "$tmp/The Easton Ellises - Falcon 69.wav"
 log "end-to-end test of the app under Xvfb"
-HOME="$tmp/home" XDG_DATA_HOME="$tmp/home/.local/share" STEMROOM_CACHE="$STEMROOM_CACHE" \
+XDG_RUNTIME_DIR="$tmp/run" HOME="$tmp/home" XDG_DATA_HOME="$tmp/home/.local/share" STEMROOM_CACHE="$STEMROOM_CACHE" \
 STEMROOM_APP="$RELEASE_DIR/stemroom-app" STEMROOM_E2E_INPUT="$tmp/The Easton Ellises - Falcon 69.wav" \
-TAURI_DRIVER="$STEMROOM_CACHE/tools/bin/tauri-driver" STEMROOM_E2E_SHOTS="$REPO_ROOT/docs/screenshots" \
+TAURI_DRIVER="$STEMROOM_CACHE/tools/bin/tauri-driver" STEMROOM_E2E_SHOTS="$REPO_ROOT/docs/screenshots" STEMROOM_E2E_EXPORT_DIR="$tmp/exports" \
     xvfb-run -a -s "-screen 0 1280x800x24" node ui/e2e/app.e2e.mjs

@@ -76,7 +76,10 @@ async fn add_paths(state: S<'_>, paths: Vec<String>) -> Result<AddResult, AppErr
 }
 
 /// Run a native dialog on the main (GTK) thread and wait for its answer.
-async fn on_main<T: Send + 'static>(app: &AppHandle, f: impl FnOnce() -> T + Send + 'static) -> Result<T, AppError> {
+pub async fn on_main<T: Send + 'static>(
+    app: &AppHandle,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, AppError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     app.run_on_main_thread(move || {
         let _ = tx.send(f());
@@ -210,6 +213,17 @@ pub fn specta_builder() -> tauri_specta::Builder<tauri::Wry> {
             open_folder,
             fetch_model,
             subscribe,
+            crate::song::open_song,
+            crate::song::close_song,
+            crate::song::song_peaks,
+            crate::song::player_play,
+            crate::song::player_pause,
+            crate::song::player_seek,
+            crate::song::player_set_loop,
+            crate::song::player_set_controls,
+            crate::song::pick_export_dir,
+            crate::song::export_song,
+            crate::song::cancel_export,
         ])
         .typ::<QueueEvent>()
         // One shape per type: none of ours serialises differently from how it

@@ -86,6 +86,11 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     pub data_dir: PathBuf,
     pub manifest: Manifest,
+    /// The song open in the song view (its player and peaks).
+    pub song: Mutex<Option<crate::song::OpenSong>>,
+    /// Held while a song is being opened.
+    pub song_opening: Mutex<()>,
+    pub export: crate::song::ExportSlot,
     _instance: InstanceLock,
 }
 
@@ -112,6 +117,9 @@ impl AppState {
             hub,
             data_dir: data_dir.to_path_buf(),
             manifest: Manifest::builtin()?,
+            song: Mutex::new(None),
+            song_opening: Mutex::new(()),
+            export: Default::default(),
             _instance: instance,
         })
     }

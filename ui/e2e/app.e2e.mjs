@@ -3,12 +3,15 @@
 //
 // Adds the real Falcon 69 mixture, waits for the real model to finish it,
 // checks the four stems in the library, restarts the app on the same data
-// directory and finds the song again. Screenshots go to docs/screenshots/.
+// directory and finds the song again, opens it in the player (mute, solo,
+// play through the real audio device and watch the playhead move), exports an
+// instrumental MP3 and finds the file. Screenshots go to docs/screenshots/.
 //
 // Environment: STEMROOM_APP (binary), STEMROOM_E2E_INPUT (audio file),
-// TAURI_DRIVER (tauri-driver binary), STEMROOM_E2E_SHOTS (screenshot dir).
+// TAURI_DRIVER (tauri-driver binary), STEMROOM_E2E_SHOTS (screenshot dir),
+// STEMROOM_E2E_EXPORT_DIR (where the export goes; must not exist yet).
 import { spawn } from "node:child_process";
-import { mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, openSync, readSync, readdirSync, statSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { remote } from "webdriverio";
 
@@ -16,6 +19,7 @@ const app = process.env.STEMROOM_APP;
 const input = process.env.STEMROOM_E2E_INPUT;
 const shots = process.env.STEMROOM_E2E_SHOTS ?? "docs/screenshots";
 const driverBin = process.env.TAURI_DRIVER ?? "tauri-driver";
+const exportDir = process.env.STEMROOM_E2E_EXPORT_DIR;
 if (!app || !input) throw new Error("STEMROOM_APP and STEMROOM_E2E_INPUT must be set");
 mkdirSync(shots, { recursive: true });
 
@@ -113,6 +117,66 @@ try {
   const again = await b.$('[data-testid="library-item"]');
   await again.waitForExist({ timeout: 20000 });
   check((await again.getText()).includes("Falcon 69"), "the song survives a restart");
+
+  // The player: lanes, mute/solo, real playback, export.
+  await (await again.$("button")).click();
+  await (await b.$("button=Play & export")).click();
+  await b.waitUntil(async () => (await b.$$('[data-testid="lane"]')).length === 5, {
+    timeout: 30000,
+    timeoutMsg: "player lanes did not appear",
+  });
+  const laneNames = [];
+  for (const l of await b.$$('[data-testid="lane"]')) laneNames.push(await l.getAttribute("data-lane"));
+  check(laneNames.join(",") === "mixture,drums,bass,other,vocals", `mixture and four stem lanes (${laneNames})`);
+  const noSound = await b.$(".alert__title=Playback is not available");
+  check(!(await noSound.isExisting()), "the audio device opened");
+  const mute = await b.$('[aria-label="Mute vocals"]');
+  await mute.click();
+  check((await mute.getAttribute("aria-pressed")) === "true", "vocals muted");
+  const solo = await b.$('[aria-label="Solo drums"]');
+  await solo.click();
+  check((await solo.getAttribute("aria-pressed")) === "true", "drums soloed");
+  await solo.click();
+  check((await solo.getAttribute("aria-pressed")) === "false", "drums unsoloed");
+  const frameNow = async () => Number(await (await b.$('[data-testid="position"]')).getAttribute("data-frame"));
+  await (await b.$('[data-testid="play"]')).click();
+  await b.waitUntil(async () => (await frameNow()) > 44100, {
+    timeout: 10000,
+    interval: 100,
+    timeoutMsg: "the playhead did not move",
+  });
+  const f1 = await frameNow();
+  await sleep(500);
+  const f2 = await frameNow();
+  check(f2 > f1, `the playhead moves while playing (${f1} -> ${f2})`);
+  const stopped = await b.$(".alert__title=Playback stopped");
+  check(!(await stopped.isExisting()), "no device error while playing");
+  await shot(b, "player");
+  await (await b.$("button=Pause")).click();
+  await sleep(300);
+  const p1 = await frameNow();
+  await sleep(400);
+  check((await frameNow()) === p1, "pause stops the playhead");
+
+  // Export an instrumental MP3 (the default mix preset and format).
+  if (!exportDir) throw new Error("STEMROOM_E2E_EXPORT_DIR must be set");
+  const dirField = await b.$("#export-dir");
+  await dirField.setValue(exportDir);
+  check((await (await b.$('[aria-label="Mix"]')).getValue()) === "instrumental", "instrumental preset chosen");
+  await (await b.$("button=Export")).click();
+  const exported = await b.$('[data-testid="exported-file"]');
+  await exported.waitForExist({ timeout: 60000, timeoutMsg: "export did not finish" });
+  const name = await exported.getText();
+  check(name.endsWith(".mp3") && /Instrumental/.test(name), `exported ${name}`);
+  const file = `${exportDir}/${name}`;
+  check(existsSync(file), `the file is on disk: ${file}`);
+  const size = statSync(file).size;
+  // 6.1 s at 320 kbps is about 240 kB.
+  check(size > 200_000 && size < 300_000, `320 kbps for 6 s of audio (${size} bytes)`);
+  const head = Buffer.alloc(3);
+  readSync(openSync(file, "r"), head, 0, 3, 0);
+  check(head.toString("latin1") === "ID3", "the MP3 carries ID3 tags");
+  check(readdirSync(exportDir).every((f) => !f.endsWith(".part")), "no temporary files left");
   await b.deleteSession();
 } catch (e) {
   failed = true;

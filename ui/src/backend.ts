@@ -3,10 +3,17 @@ import type {
   AddResult,
   AppInfo,
   ErrorCode,
+  ExportOptions,
+  ExportProgress,
   Job,
+  LanePeaks,
+  LoopRegion,
+  MixControls,
   ModelStatus,
+  PlayerStatus,
   QueueEvent,
   Settings,
+  SongView,
 } from "./bindings";
 
 /** Everything the UI asks of the app. Every method rejects with a {@link BackendError}. */
@@ -32,6 +39,25 @@ export interface Backend {
   fetchModel(id: string): Promise<ModelStatus>;
   /** Live queue events; resolves to the function that stops them. */
   subscribe(onEvent: (event: QueueEvent) => void): Promise<() => void>;
+  /**
+   * Opens a finished song for playing and exporting (closing any other);
+   * `onStatus` hears the player ~30 times a second while it plays.
+   */
+  openSong(id: number, onStatus: (status: PlayerStatus) => void): Promise<SongView>;
+  closeSong(): Promise<void>;
+  /** Min/max columns of every lane between two frames. */
+  songPeaks(id: number, start: number, end: number, columns: number): Promise<LanePeaks[]>;
+  play(): Promise<void>;
+  pause(): Promise<void>;
+  /** Jumps to a frame (at the song's sample rate). */
+  seek(frame: number): Promise<void>;
+  setLoop(region: LoopRegion | null): Promise<void>;
+  setControls(controls: MixControls): Promise<void>;
+  /** Opens the native folder dialog; `null` when the user cancelled. */
+  pickExportDir(): Promise<string | null>;
+  /** Exports from a song; resolves to the files written. */
+  exportSong(id: number, options: ExportOptions, onProgress: (progress: ExportProgress) => void): Promise<string[]>;
+  cancelExport(): Promise<void>;
   /** Files dropped anywhere on the window, as real paths. */
   onFileDrop(handler: (paths: string[]) => void): Promise<() => void>;
   /** Whether files are being dragged over the window. */
@@ -45,6 +71,7 @@ const ERROR_CODES: readonly ErrorCode[] = [
   "output",
   "invalid_options",
   "cancelled",
+  "audio_device",
   "internal",
 ];
 

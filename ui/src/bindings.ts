@@ -23,6 +23,30 @@ export const commands = {
 	fetchModel: (id: string) => typedError<ModelStatus, AppError>(__TAURI_INVOKE("fetch_model", { id })),
 	/**  Register the window's progress channel; events flow until it closes. */
 	subscribe: (channel: Channel<QueueEvent>) => __TAURI_INVOKE<void>("subscribe", { channel }),
+	/**
+	 *  Open a finished song: compute (or read cached) peaks and open the player
+	 *  on the default output. Status updates flow to `channel` ~30 times a
+	 *  second while the song is open. Closes the previously open song.
+	 */
+	openSong: (id: number, channel: Channel<PlayerStatus>) => typedError<SongView, AppError>(__TAURI_INVOKE("open_song", { id, channel })),
+	/**  Close the open song (stops playback). */
+	closeSong: () => __TAURI_INVOKE<void>("close_song"),
+	/**  Peaks of every lane between frames `start` and `end`, in `columns` columns. */
+	songPeaks: (id: number, start: number, end: number, columns: number) => typedError<LanePeaks[], AppError>(__TAURI_INVOKE("song_peaks", { id, start, end, columns })),
+	playerPlay: () => typedError<null, AppError>(__TAURI_INVOKE("player_play")),
+	playerPause: () => typedError<null, AppError>(__TAURI_INVOKE("player_pause")),
+	/**  Jump to `frame` (at the stems' rate). */
+	playerSeek: (frame: number) => typedError<null, AppError>(__TAURI_INVOKE("player_seek", { frame })),
+	/**  Set or clear the loop region (frames at the stems' rate). */
+	playerSetLoop: (region: LoopRegion | null) => typedError<null, AppError>(__TAURI_INVOKE("player_set_loop", { region })),
+	/**  Gains, mutes, solos and master of the open song. */
+	playerSetControls: (controls: MixControls) => typedError<null, AppError>(__TAURI_INVOKE("player_set_controls", { controls })),
+	/**  Ask where to export (native folder dialog); `None` when cancelled. */
+	pickExportDir: () => typedError<string | null, AppError>(__TAURI_INVOKE("pick_export_dir")),
+	/**  Export from song `id`; returns the files written. One export at a time. */
+	exportSong: (id: number, options: ExportOptions, channel: Channel<ExportProgress>) => typedError<string[], AppError>(__TAURI_INVOKE("export_song", { id, options, channel })),
+	/**  Stop the running export (it removes what it had written). */
+	cancelExport: () => __TAURI_INVOKE<void>("cancel_export"),
 };
 
 /* Types */
@@ -72,8 +96,48 @@ export type ErrorCode =
 "invalid_options" | 
 /**  The caller cancelled the run. */
 "cancelled" | 
+/**  No audio output device, or the device failed (the player). */
+"audio_device" | 
 /**  Anything else: a bug or an unexpected runtime failure. */
 "internal";
+
+/**  Export settings chosen in the window. */
+export type ExportOptions = {
+	what: ExportWhat,
+	/**  Only this region (frames at the stems' rate), or the whole song. */
+	region: LoopRegion | null,
+	format: OutputFormat,
+	rate: ExportRate,
+	destDir: string,
+};
+
+/**  Export progress for the window. */
+export type ExportProgress = {
+	/**  0 to 1, `None` when the length is unknown. */
+	fraction: number | null,
+};
+
+/**  Sample rate of exported files. */
+export type ExportRate = 
+/**  The stems' own rate (the song's original rate). */
+{ kind: "original" } | 
+/**  A fixed rate in Hz (44 100 or 48 000 in the app). */
+{ kind: "hz"; hz: number };
+
+/**  What to export. */
+export type ExportWhat = 
+/**  Each named stem as its own file `<stem>.<ext>`. */
+{ kind: "stems"; stems: string[] } | 
+/**
+ *  One file `<name>.<ext>` mixing the song's stems with `controls`
+ *  (one control per stem of the song, in its order).
+ */
+{ kind: "mix"; name: string; controls: MixControls } | 
+/**
+ *  Every stem of the song in one `<name>.zip` (stored, not compressed:
+ *  encoded audio does not shrink).
+ */
+{ kind: "zip"; name: string };
 
 /**  A song in the queue or the library. */
 export type Job = {
@@ -153,6 +217,27 @@ export type JobState =
 /**  Stopped by the user; nothing was kept. */
 { state: "cancelled" };
 
+/**  Min/max columns of one lane, in [-1, 1]. */
+export type LanePeaks = {
+	lane: string,
+	min: number[],
+	max: number[],
+};
+
+/**  A loop between two frame positions (`start < end`). */
+export type LoopRegion = {
+	start: number,
+	end: number,
+};
+
+/**  The controls of a whole mix. */
+export type MixControls = {
+	/**  In stem order. */
+	stems: StemControl[],
+	/**  Linear master gain, 0 to 4. */
+	master: number,
+};
+
 /**  What a front end shows about one model. */
 export type ModelStatus = {
 	id: string,
@@ -179,6 +264,34 @@ export type OutputFormat =
 { kind: "flac"; bits: number } | 
 /**  MP3, constant bit rate in kbit/s (LAME's CBR set, 128-320 accepted). */
 { kind: "mp3"; kbps: number };
+
+/**  Facts about the opened output, for front ends and tests. */
+export type OutputInfo = {
+	device: string,
+	/**  Device rate in Hz. */
+	sampleRate: number,
+	channels: number,
+	/**  True when the stems are resampled to the device's rate. */
+	resampling: boolean,
+};
+
+/**  What the player is doing, for front ends (polled ~30 times a second). */
+export type PlayerStatus = {
+	playing: boolean,
+	/**
+	 *  The frame being heard now (device latency subtracted), at the stems'
+	 *  sample rate. (A JavaScript number holds frame counts exactly up to 2^53.)
+	 */
+	position: number,
+	/**  Song length in frames at the stems' sample rate (0 while unknown). */
+	length: number,
+	/**  The stems' sample rate in Hz. */
+	sampleRate: number,
+	/**  Set once the end of the song was played (no loop). */
+	ended: boolean,
+	/**  The device or a stem failed; playback stopped. */
+	error: string | null,
+};
 
 /**  What the window hears about the queue. */
 export type QueueEvent = 
@@ -233,6 +346,34 @@ export type Settings = {
 	 *  already uses every core).
 	 */
 	concurrentJobs: number,
+};
+
+/**  What the song view needs to draw itself. */
+export type SongView = {
+	id: number,
+	title: string,
+	/**  Stem names in player order (the order of mixer controls). */
+	stems: string[],
+	/**
+	 *  Waveform lanes: `mixture` (when the original file is still there),
+	 *  then the stems.
+	 */
+	lanes: string[],
+	/**  The stems' sample rate in Hz. */
+	sampleRate: number,
+	/**  Length in frames at `sample_rate`. */
+	frames: number,
+	/**  The audio output, or why there is none (waveforms and export still work). */
+	output: OutputInfo | null,
+	playerError: string | null,
+};
+
+/**  One stem's controls. */
+export type StemControl = {
+	/**  Linear gain (1.0 = unchanged), 0 to 4. */
+	gain: number,
+	mute: boolean,
+	solo: boolean,
 };
 
 /**  One stem file of a finished job. */

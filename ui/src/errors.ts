@@ -10,6 +10,8 @@ export function hintFor(code: ErrorCode): string | null {
       return "ONNX Runtime is missing: run `bash scripts/setup.sh`, then restart Stemroom.";
     case "output":
       return "Check that the library folder exists and that you can write to it.";
+    case "audio_device":
+      return "Check the system's sound settings (is an output device connected and enabled?).";
     case "bad_input":
     case "invalid_options":
     case "cancelled":

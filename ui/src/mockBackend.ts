@@ -2,7 +2,11 @@ import { BackendError, type Backend } from "./backend";
 import type {
   AddResult,
   AppInfo,
+  ExportOptions,
   Job,
+  LanePeaks,
+  MixControls,
+  PlayerStatus,
   JobProgress,
   JobState,
   ModelStatus,
@@ -32,6 +36,16 @@ export interface MockOptions {
   pickedFiles?: string[];
   /** What the "native" folder dialog picks (`null`: cancelled). */
   pickedDir?: string | null;
+  /** Why the player cannot open an audio device (`undefined`: it can). */
+  playerError?: string;
+}
+
+/** What the mock player was told, for tests. */
+export interface MockPlayer {
+  status: PlayerStatus | null;
+  controls: MixControls | null;
+  loop: { start: number; end: number } | null;
+  exports: ExportOptions[];
 }
 
 export interface MockBackend extends Backend {
@@ -43,6 +57,7 @@ export interface MockBackend extends Backend {
   dropFiles(paths: string[]): void;
   /** Acts as if files were dragged over the window (or left it). */
   dragHover(hovering: boolean): void;
+  player: MockPlayer;
 }
 
 const AUDIO_EXTENSIONS = ["wav", "flac", "mp3", "ogg", "m4a", "mp4", "aac"];
@@ -308,9 +323,42 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
     return Promise.resolve({ added, rejected });
   }
 
+  // --- the player -------------------------------------------------------
+
+  const player: MockPlayer = { status: null, controls: null, loop: null, exports: [] };
+  let onStatus: ((status: PlayerStatus) => void) | null = null;
+  let ticker: ReturnType<typeof setInterval> | undefined;
+  const RATE = 44_100;
+  function setStatus(changes: Partial<PlayerStatus>) {
+    if (!player.status) fail("No song is playing.");
+    player.status = { ...player.status, ...changes };
+    onStatus?.(structuredClone(player.status));
+  }
+  function tick() {
+    const s = player.status;
+    if (!s?.playing) return;
+    let position = s.position + RATE / 30;
+    if (player.loop && position >= player.loop.end) position = player.loop.start;
+    if (position >= s.length) setStatus({ position: s.length, playing: false, ended: true });
+    else setStatus({ position });
+  }
+  function peaksOf(lane: string, start: number, end: number, columns: number): LanePeaks {
+    const seed = lane.length;
+    const min: number[] = [];
+    const max: number[] = [];
+    for (let i = 0; i < columns; i++) {
+      const t = (start + ((end - start) * i) / columns) / RATE;
+      const v = 0.2 + 0.6 * Math.abs(Math.sin(t * (0.7 + seed * 0.3)) * Math.cos(t * 3.1));
+      min.push(-v);
+      max.push(v);
+    }
+    return { lane, min, max };
+  }
+
   // Every method runs inside an async function so that errors reject.
   return {
     emit,
+    player,
     updateJob: update,
     dropFiles: (paths) => dropHandlers.forEach((handler) => handler(paths)),
     dragHover: (hovering) => hoverHandlers.forEach((handler) => handler(hovering)),
@@ -398,6 +446,80 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
       });
       return structuredClone(model);
     },
+    async openSong(id, handler) {
+      const job = find(id);
+      if (job.state.state !== "done") fail(`“${job.title}” has no stems yet.`);
+      clearInterval(ticker);
+      const frames = Math.round((job.durationSeconds ?? 180) * RATE);
+      const stems = job.stems.map((s) => s.stem);
+      onStatus = handler;
+      player.controls = null;
+      player.loop = null;
+      player.status = { playing: false, position: 0, length: frames, sampleRate: RATE, ended: false, error: null };
+      if (simulate) ticker = setInterval(tick, 33);
+      return {
+        id,
+        title: job.title,
+        stems,
+        lanes: job.source.kind === "file" ? ["mixture", ...stems] : stems,
+        sampleRate: RATE,
+        frames,
+        output:
+          options.playerError === undefined
+            ? { device: "Mock output", sampleRate: RATE, channels: 2, resampling: false }
+            : null,
+        playerError: options.playerError ?? null,
+      };
+    },
+    async closeSong() {
+      clearInterval(ticker);
+      onStatus = null;
+      player.status = null;
+    },
+    async songPeaks(id, start, end, columns) {
+      const job = find(id);
+      const lanes = [...(job.source.kind === "file" ? ["mixture"] : []), ...job.stems.map((s) => s.stem)];
+      return lanes.map((lane) => peaksOf(lane, start, end, columns));
+    },
+    async play() {
+      if (player.status?.ended) setStatus({ position: 0, ended: false });
+      setStatus({ playing: true });
+    },
+    async pause() {
+      setStatus({ playing: false });
+    },
+    async seek(frame) {
+      setStatus({ position: Math.min(frame, player.status?.length ?? 0), ended: false });
+    },
+    async setLoop(region) {
+      player.loop = region;
+    },
+    async setControls(controls) {
+      player.controls = structuredClone(controls);
+    },
+    async pickExportDir() {
+      return options.pickedDir === undefined ? "/home/you/Exports" : options.pickedDir;
+    },
+    async exportSong(id, request, onProgress) {
+      const job = find(id);
+      player.exports.push(structuredClone(request));
+      const ext = request.format.kind;
+      const dir = request.destDir;
+      if (!dir) fail("Choose an export folder.");
+      onProgress({ fraction: 0.5 });
+      if (simulate) await new Promise((resolve) => setTimeout(resolve, 800));
+      onProgress({ fraction: 1 });
+      switch (request.what.kind) {
+        case "stems":
+          if (request.what.stems.length === 0) fail("Choose at least one stem to export.");
+          return request.what.stems.map((stem) => `${dir}/${stem}.${ext}`);
+        case "mix":
+          return [`${dir}/${request.what.name}.${ext}`];
+        case "zip":
+          return [`${dir}/${request.what.name || job.title}.zip`];
+      }
+    },
+    async cancelExport() {},
     subscribe: (handler) => listen(subscribers, handler),
     onFileDrop: (handler) => listen(dropHandlers, handler),
     onDragHover: (handler) => listen(hoverHandlers, handler),

@@ -4,7 +4,7 @@
 import { Channel } from "@tauri-apps/api/core";
 import { getCurrentWebview } from "@tauri-apps/api/webview";
 import { toBackendError, type Backend } from "./backend";
-import { commands, type AppError, type QueueEvent } from "./bindings";
+import { commands, type AppError, type ExportProgress, type PlayerStatus, type QueueEvent } from "./bindings";
 
 type Outcome<T> = { status: "ok"; data: T } | { status: "error"; error: AppError };
 
@@ -39,6 +39,33 @@ export const tauriBackend: Backend = {
     await unwrap(commands.openFolder(path));
   },
   fetchModel: (id) => unwrap(commands.fetchModel(id)),
+
+  openSong: (id, onStatus) => unwrap(commands.openSong(id, new Channel<PlayerStatus>(onStatus))),
+  closeSong: async () => {
+    await commands.closeSong();
+  },
+  songPeaks: (id, start, end, columns) => unwrap(commands.songPeaks(id, start, end, columns)),
+  play: async () => {
+    await unwrap(commands.playerPlay());
+  },
+  pause: async () => {
+    await unwrap(commands.playerPause());
+  },
+  seek: async (frame) => {
+    await unwrap(commands.playerSeek(frame));
+  },
+  setLoop: async (region) => {
+    await unwrap(commands.playerSetLoop(region));
+  },
+  setControls: async (controls) => {
+    await unwrap(commands.playerSetControls(controls));
+  },
+  pickExportDir: () => unwrap(commands.pickExportDir()),
+  exportSong: (id, options, onProgress) =>
+    unwrap(commands.exportSong(id, options, new Channel<ExportProgress>(onProgress))),
+  cancelExport: async () => {
+    await commands.cancelExport();
+  },
 
   async subscribe(onEvent) {
     const channel = new Channel<QueueEvent>(onEvent);

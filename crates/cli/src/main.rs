@@ -38,7 +38,7 @@ fn exit_code(code: ErrorCode) -> u8 {
         ErrorCode::Output => exit::OUTPUT,
         ErrorCode::InvalidOptions => exit::INVALID_OPTIONS,
         ErrorCode::Cancelled => exit::CANCELLED,
-        ErrorCode::Internal => exit::INTERNAL,
+        ErrorCode::Internal | ErrorCode::AudioDevice => exit::INTERNAL,
     }
 }
 
@@ -239,6 +239,7 @@ impl Listener for CliListener {
             }
             Event::Encoding { stem, .. } => bar.set_message(format!("writing {stem}")),
             Event::Warning { message } => self.say(format!("{}: warning: {message}", self.label)),
+            Event::Exporting { .. } => {}
             Event::Done { seconds, audio_seconds, outputs, .. } => {
                 bar.finish_with_message(format!(
                     "done in {seconds:.1} s ({:.2}x real time)",

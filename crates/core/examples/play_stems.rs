@@ -88,6 +88,7 @@ fn run() -> Result<(), String> {
         "framesPlayed": after.frames_played - before.frames_played,
         "underrunFrames": after.underrun_frames - before.underrun_frames,
         "callbacks": after.callbacks - before.callbacks,
+        "deviceGlitches": after.device_glitches - before.device_glitches,
         "status": status,
         "positions": samples,
     });

@@ -25,6 +25,8 @@ pub enum ErrorCode {
     InvalidOptions,
     /// The caller cancelled the run.
     Cancelled,
+    /// No audio output device, or the device failed (the player).
+    AudioDevice,
     /// Anything else: a bug or an unexpected runtime failure.
     Internal,
 }
@@ -36,6 +38,7 @@ impl ErrorCode {
             ErrorCode::BadInput => "bad_input",
             ErrorCode::MissingModel => "missing_model",
             ErrorCode::MissingRuntime => "missing_runtime",
+            ErrorCode::AudioDevice => "audio_device",
             ErrorCode::Output => "output",
             ErrorCode::InvalidOptions => "invalid_options",
             ErrorCode::Cancelled => "cancelled",

@@ -177,6 +177,9 @@ pub fn export(req: &ExportRequest, listener: &dyn Listener) -> Result<Vec<PathBu
     let mut blocks: Vec<Vec<f32>> = vec![Vec::new(); decoders.len()];
     let mut mixed = Vec::new();
     let mut resampled = Vec::new();
+    let total = end
+        .or_else(|| decoders.iter().filter_map(StreamDecoder::declared_frames).max())
+        .map(|e| e.saturating_sub(start));
     loop {
         if listener.is_cancelled() {
             return Err(Error::Cancelled);
@@ -209,6 +212,8 @@ pub fn export(req: &ExportRequest, listener: &dyn Listener) -> Result<Vec<PathBu
         // Skip frames before the region.
         let skip = start.saturating_sub(position).min(n as u64) as usize;
         position += n as u64;
+        let fraction = total.filter(|&t| t > 0).map(|t| (position.saturating_sub(start) as f64 / t as f64).min(1.0));
+        listener.event(&crate::progress::Event::Exporting { fraction });
         if skip == n {
             continue;
         }

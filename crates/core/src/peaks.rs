@@ -261,7 +261,16 @@ impl Peaks {
     /// [`Error::Decode`] for unreadable audio; a cache that cannot be written
     /// is not an error (the peaks are returned anyway).
     pub fn cached(audio: &Path) -> Result<Self, Error> {
-        let cache = cache_path(audio);
+        Self::cached_at(audio, cache_path(audio))
+    }
+
+    /// As [`Peaks::cached`], with the cache file at `cache` (e.g. the peaks of
+    /// a song's original file kept in the song's folder, not beside the
+    /// user's file); `None` computes without caching.
+    ///
+    /// # Errors
+    /// [`Error::Decode`] for unreadable audio.
+    pub fn cached_at(audio: &Path, cache: Option<PathBuf>) -> Result<Self, Error> {
         let fresh = |c: &Path| -> Option<()> {
             let (a, p) = (std::fs::metadata(audio).ok()?, std::fs::metadata(c).ok()?);
             (p.modified().ok()? >= a.modified().ok()?).then_some(())

@@ -52,6 +52,8 @@ const FADE_SECONDS: f64 = crate::mixer::RAMP_SECONDS;
 /// Longest callback buffer mixed in one piece (larger device buffers are
 /// mixed in several pieces).
 const SCRATCH_FRAMES: usize = 4096;
+/// A playing device that asks for no audio this long is reported as stopped.
+const DEVICE_SILENCE_LIMIT: Duration = Duration::from_secs(3);
 /// How often the reader looks for free chunks or a new generation.
 const READER_POLL: Duration = Duration::from_millis(2);
 
@@ -72,6 +74,19 @@ pub enum PlayerError {
     Decode(#[from] DecodeError),
 }
 
+impl PlayerError {
+    /// The error's stable code for front ends.
+    pub fn code(&self) -> crate::ErrorCode {
+        match self {
+            PlayerError::NoDevice | PlayerError::Device(_) => crate::ErrorCode::AudioDevice,
+            PlayerError::Decode(_) => crate::ErrorCode::BadInput,
+            PlayerError::NoStems | PlayerError::TooManyStems(_) | PlayerError::MixedRates(..) => {
+                crate::ErrorCode::InvalidOptions
+            }
+        }
+    }
+}
+
 /// What the player is doing, for front ends (polled ~30 times a second).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[cfg_attr(feature = "specta", derive(specta::Type))]
@@ -79,9 +94,11 @@ pub enum PlayerError {
 pub struct PlayerStatus {
     pub playing: bool,
     /// The frame being heard now (device latency subtracted), at the stems'
-    /// sample rate.
+    /// sample rate. (A JavaScript number holds frame counts exactly up to 2^53.)
+    #[cfg_attr(feature = "specta", specta(type = f64))]
     pub position: u64,
     /// Song length in frames at the stems' sample rate (0 while unknown).
+    #[cfg_attr(feature = "specta", specta(type = f64))]
     pub length: u64,
     /// The stems' sample rate in Hz.
     pub sample_rate: u32,
@@ -115,6 +132,8 @@ pub struct CallbackStats {
     /// Device frames filled with silence for lack of decoded audio while
     /// playing (read-ahead ran dry).
     pub underrun_frames: u64,
+    /// Non-fatal errors the device reported (it kept playing).
+    pub device_glitches: u64,
 }
 
 /// One block of decoded audio for every stem.
@@ -150,6 +169,8 @@ struct Shared {
     callbacks: AtomicU64,
     frames_played: AtomicU64,
     underrun_frames: AtomicU64,
+    /// Non-fatal errors the device reported (underruns, transient failures).
+    device_glitches: AtomicU64,
     error: Mutex<Option<String>>,
     stop: AtomicBool,
 }
@@ -177,6 +198,9 @@ pub struct Player {
     reader: Option<JoinHandle<()>>,
     owner: Option<JoinHandle<()>>,
     stop_owner: Option<mpsc::Sender<()>>,
+    /// Callbacks counted at the last status, and since when that count
+    /// stands still (a device that stops calling back without an error).
+    watchdog: Mutex<(u64, std::time::Instant)>,
 }
 
 impl std::fmt::Debug for Player {
@@ -240,6 +264,7 @@ impl Player {
             callbacks: AtomicU64::new(0),
             frames_played: AtomicU64::new(0),
             underrun_frames: AtomicU64::new(0),
+            device_glitches: AtomicU64::new(0),
             error: Mutex::new(None),
             stop: AtomicBool::new(false),
         });
@@ -296,7 +321,14 @@ impl Player {
                 })
                 .map_err(|e| PlayerError::Device(format!("cannot start the output thread: {e}")))?
         };
-        let mut player = Player { shared, output, reader: Some(reader), owner: Some(owner), stop_owner: Some(stop_tx) };
+        let mut player = Player {
+            shared,
+            output,
+            reader: Some(reader),
+            owner: Some(owner),
+            stop_owner: Some(stop_tx),
+            watchdog: Mutex::new((0, std::time::Instant::now())),
+        };
         match ready_rx.recv() {
             Ok(Ok(())) => Ok(player),
             Ok(Err(e)) => {
@@ -371,6 +403,18 @@ impl Player {
             position = position.saturating_sub(latency);
         }
         let length = s.length.load(Ordering::Acquire);
+        let callbacks = s.callbacks.load(Ordering::Acquire);
+        if let Ok(mut w) = self.watchdog.lock() {
+            if callbacks != w.0 || !playing {
+                *w = (callbacks, std::time::Instant::now());
+            } else if w.1.elapsed() > DEVICE_SILENCE_LIMIT {
+                s.fail(format!(
+                    "the audio device stopped responding (no request for audio in {} s)",
+                    DEVICE_SILENCE_LIMIT.as_secs()
+                ));
+            }
+        }
+        let playing = s.playing.load(Ordering::Acquire);
         PlayerStatus {
             playing,
             position,
@@ -388,6 +432,7 @@ impl Player {
             callbacks: s.callbacks.load(Ordering::Acquire),
             frames_played: s.frames_played.load(Ordering::Acquire),
             underrun_frames: s.underrun_frames.load(Ordering::Acquire),
+            device_glitches: s.device_glitches.load(Ordering::Acquire),
         }
     }
 
@@ -459,9 +504,21 @@ fn build_typed<T: SizedSample + FromSample<f32>>(
     let on_error = {
         let shared = Arc::clone(shared);
         move |e: cpal::Error| {
-            // A rerouted default device keeps playing; anything else stops.
-            if e.kind() != cpal::ErrorKind::DeviceChanged {
-                shared.fail(format!("the audio device stopped: {e}"));
+            use cpal::ErrorKind as K;
+            if shared.stop.load(Ordering::Acquire) {
+                return; // closing: the stream's own teardown
+            }
+            match e.kind() {
+                // The stream is gone: say so and stop.
+                K::DeviceNotAvailable | K::HostUnavailable | K::StreamInvalidated | K::PermissionDenied => {
+                    shared.fail(format!("the audio device stopped: {e}"))
+                }
+                // Glitches (an underrun, a transient backend error, a
+                // rerouted default device): the stream goes on by itself.
+                _ => {
+                    shared.device_glitches.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!("audio device glitch: {e}");
+                }
             }
         }
     };

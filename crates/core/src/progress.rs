@@ -38,6 +38,9 @@ pub enum Event {
     },
     /// Writing the final file of a stem.
     Encoding { stem: String, path: PathBuf },
+    /// Export progress: `fraction` of the frames to export are written
+    /// (0 to 1; `None` when the stems do not declare their length).
+    Exporting { fraction: Option<f64> },
     /// Something the user should know that did not stop the run.
     Warning { message: String },
     /// Finished; every output file is complete.

@@ -25,10 +25,13 @@ function keyOf(format: OutputFormat): string {
 interface Props {
   value: OutputFormat;
   onChange(format: OutputFormat): void;
+  /** Prefix of the fields' ids (one page may hold two of these). */
+  idPrefix?: string;
+  label?: string;
 }
 
 /** The stem file format, with the MP3 bit rate when MP3 is chosen. */
-export function FormatField({ value, onChange }: Props) {
+export function FormatField({ value, onChange, idPrefix = "", label = "Stem format" }: Props) {
   function choose(key: string) {
     const choice = CHOICES.find((c) => c.key === key);
     if (!choice) return;
@@ -39,8 +42,8 @@ export function FormatField({ value, onChange }: Props) {
   return (
     <div className="field-row">
       <div className="field">
-        <label htmlFor="format">Stem format</label>
-        <select id="format" className="input" value={keyOf(value)} onChange={(e) => choose(e.target.value)}>
+        <label htmlFor={`${idPrefix}format`}>{label}</label>
+        <select id={`${idPrefix}format`} className="input" value={keyOf(value)} onChange={(e) => choose(e.target.value)}>
           {CHOICES.map((c) => (
             <option key={c.key} value={c.key}>
               {c.label}
@@ -50,9 +53,9 @@ export function FormatField({ value, onChange }: Props) {
       </div>
       {value.kind === "mp3" && (
         <div className="field">
-          <label htmlFor="bitrate">MP3 bit rate</label>
+          <label htmlFor={`${idPrefix}bitrate`}>MP3 bit rate</label>
           <select
-            id="bitrate"
+            id={`${idPrefix}bitrate`}
             className="input"
             value={value.kbps}
             onChange={(e) => onChange({ kind: "mp3", kbps: Number(e.target.value) })}

@@ -4,6 +4,7 @@ import type { Job } from "../bindings";
 import { errorText } from "../errors";
 import { formatDate, formatDuration, providerLabel } from "../format";
 import { Alert } from "./Alert";
+import { PlayerView } from "./PlayerView";
 import { SongDetail } from "./SongDetail";
 
 interface Props {
@@ -29,6 +30,7 @@ export function LibraryView({ version }: Props) {
   const [selectedId, setSelectedId] = useState<number | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [reloads, setReloads] = useState(0);
+  const [playing, setPlaying] = useState<Job | null>(null);
 
   useEffect(() => {
     let current = true;
@@ -46,6 +48,8 @@ export function LibraryView({ version }: Props) {
   }, [backend, search, version, reloads]);
 
   const selected = songs?.find((song) => song.id === selectedId);
+
+  if (playing) return <PlayerView key={playing.id} song={playing} onClose={() => setPlaying(null)} />;
 
   return (
     <div className="library">
@@ -91,6 +95,7 @@ export function LibraryView({ version }: Props) {
               setSelectedId(null);
               setReloads((n) => n + 1);
             }}
+            onOpen={() => setPlaying(selected)}
           />
         ) : (
           songs && songs.length > 0 && <p className="muted library__hint">Choose a song to see its stems.</p>

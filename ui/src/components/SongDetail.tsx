@@ -9,10 +9,12 @@ import { Dialog } from "./Dialog";
 interface Props {
   song: Job;
   onRemoved(): void;
+  /** Open the song in the player. */
+  onOpen(): void;
 }
 
 /** A finished song: its stems, its folder, and removing it. */
-export function SongDetail({ song, onRemoved }: Props) {
+export function SongDetail({ song, onRemoved, onOpen }: Props) {
   const backend = useBackend();
   const [confirming, setConfirming] = useState(false);
   const [busy, setBusy] = useState(false);
@@ -83,10 +85,13 @@ export function SongDetail({ song, onRemoved }: Props) {
       </ul>
       {error && <Alert onDismiss={() => setError(null)}>{error}</Alert>}
       <div className="song__actions">
+        <button type="button" className="button button--primary" disabled={busy} onClick={onOpen}>
+          Play &amp; export
+        </button>
         {song.outputDir && (
           <button
             type="button"
-            className="button button--primary"
+            className="button"
             disabled={busy}
             onClick={() => run(() => backend.openFolder(song.outputDir!))}
           >

@@ -1,0 +1,204 @@
+import { useState } from "react";
+import { useBackend } from "../backend";
+import type { ExportRate, ExportWhat, LoopRegion, MixControls, OutputFormat } from "../bindings";
+import { errorText } from "../errors";
+import { fileName } from "../format";
+import { PRESETS, presetControls, type PresetId } from "../timeline";
+import { Alert } from "./Alert";
+import { FormatField } from "./FormatField";
+import { ProgressBar } from "./ProgressBar";
+
+type Kind = "stems" | "mix" | "zip";
+type MixChoice = "heard" | PresetId;
+
+interface Props {
+  songId: number;
+  title: string;
+  stems: string[];
+  /** The player's current controls ("what I hear"). */
+  controls: MixControls;
+  loop: LoopRegion | null;
+  defaultDir: string;
+}
+
+/** Export chosen stems, a mix (what I hear, or a preset) or a zip, with progress and cancel. */
+export function ExportPanel({ songId, title, stems, controls, loop, defaultDir }: Props) {
+  const backend = useBackend();
+  const [kind, setKind] = useState<Kind>("mix");
+  const [chosen, setChosen] = useState<string[]>(stems);
+  const [mix, setMix] = useState<MixChoice>("instrumental");
+  const [onlyLoop, setOnlyLoop] = useState(false);
+  const [format, setFormat] = useState<OutputFormat>({ kind: "mp3", kbps: 320 });
+  const [rate, setRate] = useState<"original" | "44100" | "48000">("original");
+  const [dir, setDir] = useState(defaultDir);
+  const [running, setRunning] = useState(false);
+  const [fraction, setFraction] = useState<number | null>(null);
+  const [files, setFiles] = useState<string[] | null>(null);
+  const [error, setError] = useState<string | null>(null);
+
+  function what(): ExportWhat {
+    switch (kind) {
+      case "stems":
+        return { kind: "stems", stems: chosen };
+      case "zip":
+        return { kind: "zip", name: `${title} - stems` };
+      case "mix":
+        return mix === "heard"
+          ? { kind: "mix", name: `${title} - mix`, controls }
+          : { kind: "mix", name: `${title} - ${PRESETS[mix].label.replace(/ \(.*\)$/, "")}`, controls: presetControls(stems, mix) };
+    }
+  }
+
+  async function start() {
+    const exportRate: ExportRate = rate === "original" ? { kind: "original" } : { kind: "hz", hz: Number(rate) };
+    setRunning(true);
+    setFraction(0);
+    setFiles(null);
+    setError(null);
+    try {
+      const written = await backend.exportSong(
+        songId,
+        { what: what(), region: onlyLoop && loop ? loop : null, format, rate: exportRate, destDir: dir.trim() },
+        (p) => setFraction(p.fraction),
+      );
+      setFiles(written);
+    } catch (e) {
+      setError(errorText(e));
+    } finally {
+      setRunning(false);
+    }
+  }
+
+  async function choose() {
+    try {
+      const picked = await backend.pickExportDir();
+      if (picked) setDir(picked);
+    } catch (e) {
+      setError(errorText(e));
+    }
+  }
+
+  const nothingChosen = kind === "stems" && chosen.length === 0;
+
+  return (
+    <section className="export" aria-labelledby="export-title">
+      <h3 id="export-title" className="song__subtitle">
+        Export
+      </h3>
+      <fieldset className="export__what">
+        <legend>What</legend>
+        <label className="check">
+          <input type="radio" name="export-kind" checked={kind === "mix"} onChange={() => setKind("mix")} />
+          One mix
+        </label>
+        {kind === "mix" && (
+          <select
+            className="input"
+            aria-label="Mix"
+            value={mix}
+            onChange={(e) => setMix(e.target.value as MixChoice)}
+          >
+            <option value="heard">What I hear (current volumes, mutes and solos)</option>
+            {(Object.keys(PRESETS) as PresetId[]).map((id) => (
+              <option key={id} value={id}>
+                {PRESETS[id].label}
+              </option>
+            ))}
+          </select>
+        )}
+        <label className="check">
+          <input type="radio" name="export-kind" checked={kind === "stems"} onChange={() => setKind("stems")} />
+          Separate stem files
+        </label>
+        {kind === "stems" && (
+          <div className="export__stems">
+            {stems.map((stem) => (
+              <label key={stem} className="check">
+                <input
+                  type="checkbox"
+                  checked={chosen.includes(stem)}
+                  onChange={(e) =>
+                    setChosen((c) => (e.target.checked ? stems.filter((s) => s === stem || c.includes(s)) : c.filter((s) => s !== stem)))
+                  }
+                />
+                {stem}
+              </label>
+            ))}
+          </div>
+        )}
+        <label className="check">
+          <input type="radio" name="export-kind" checked={kind === "zip"} onChange={() => setKind("zip")} />
+          Zip of all stems
+        </label>
+      </fieldset>
+      <label className="check">
+        <input
+          type="checkbox"
+          checked={onlyLoop && loop !== null}
+          disabled={loop === null}
+          onChange={(e) => setOnlyLoop(e.target.checked)}
+        />
+        Only the loop region{loop === null && " (drag on the ruler to make one)"}
+      </label>
+      <FormatField value={format} onChange={setFormat} idPrefix="export-" label="Format" />
+      <div className="field">
+        <label htmlFor="export-rate">Sample rate</label>
+        <select
+          id="export-rate"
+          className="input"
+          value={rate}
+          onChange={(e) => setRate(e.target.value as typeof rate)}
+        >
+          <option value="original">Original</option>
+          <option value="44100">44.1 kHz</option>
+          <option value="48000">48 kHz</option>
+        </select>
+      </div>
+      <div className="field">
+        <label htmlFor="export-dir">Export folder</label>
+        <div className="field-row">
+          <input id="export-dir" className="input" value={dir} onChange={(e) => setDir(e.target.value)} />
+          <button type="button" className="button" onClick={() => void choose()} disabled={running}>
+            Choose…
+          </button>
+        </div>
+      </div>
+      {error && (
+        <Alert title="The export failed" onDismiss={() => setError(null)}>
+          {error}
+        </Alert>
+      )}
+      <div className="song__actions">
+        <button
+          type="button"
+          className="button button--primary"
+          disabled={running || nothingChosen || !dir.trim()}
+          onClick={() => void start()}
+        >
+          Export
+        </button>
+        {running && (
+          <button type="button" className="button" onClick={() => void backend.cancelExport()}>
+            Cancel export
+          </button>
+        )}
+      </div>
+      {running && <ProgressBar percent={(fraction ?? 0) * 100} label="Export progress" />}
+      {files && (
+        <div className="export__done" role="status">
+          <p>Exported {files.length === 1 ? "1 file" : `${files.length} files`}:</p>
+          <ul>
+            {files.map((f) => (
+              <li key={f} data-testid="exported-file" title={f}>
+                {fileName(f)}
+              </li>
+            ))}
+          </ul>
+          <button type="button" className="button" onClick={() => void backend.openFolder(dir.trim())}>
+            Open export folder
+          </button>
+        </div>
+      )}
+    </section>
+  );
+}

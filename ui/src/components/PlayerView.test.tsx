@@ -1,0 +1,102 @@
+import { fireEvent, screen, waitFor, within } from "@testing-library/react";
+import { describe, expect, it } from "vitest";
+import { mockSong } from "../mockBackend";
+import { renderApp } from "../test/renderApp";
+
+const library = [mockSong({ id: 1, title: "Falcon 69", durationSeconds: 187 })];
+
+async function openPlayer(options: { playerError?: string } = {}) {
+  const app = renderApp({ library, ...options });
+  await app.user.click(screen.getByRole("tab", { name: "Library" }));
+  await app.user.click(await screen.findByRole("button", { name: /Falcon 69/ }));
+  await app.user.click(screen.getByRole("button", { name: "Play & export" }));
+  await screen.findAllByTestId("lane");
+  return app;
+}
+
+const lanes = () => screen.getAllByTestId("lane").map((lane) => lane.dataset.lane);
+
+describe("Player", () => {
+  it("shows the mixture and one lane per stem, and plays", async () => {
+    const { backend, user } = await openPlayer();
+    expect(lanes()).toEqual(["mixture", "drums", "bass", "other", "vocals"]);
+    expect(screen.getByTestId("position")).toHaveTextContent("0:00.0 / 3:07");
+    await user.click(screen.getByRole("button", { name: "Play" }));
+    expect(backend.player.status?.playing).toBe(true);
+    expect(await screen.findByRole("button", { name: "Pause" })).toBeInTheDocument();
+    await user.click(screen.getByRole("button", { name: "Pause" }));
+    expect(backend.player.status?.playing).toBe(false);
+  });
+
+  it("mutes, solos and sets volumes per stem", async () => {
+    const { backend, user } = await openPlayer();
+    await user.click(screen.getByRole("button", { name: "Mute vocals" }));
+    expect(backend.player.controls?.stems[3]!).toEqual({ gain: 1, mute: true, solo: false });
+    expect(screen.getByRole("button", { name: "Mute vocals" })).toHaveAttribute("aria-pressed", "true");
+    await user.click(screen.getByRole("button", { name: "Solo bass" }));
+    expect(backend.player.controls?.stems.map((s) => s.solo)).toEqual([false, true, false, false]);
+    fireEvent.change(screen.getByRole("slider", { name: "drums volume" }), { target: { value: "0.5" } });
+    expect(backend.player.controls?.stems[0]!.gain).toBe(0.5);
+    fireEvent.change(screen.getByRole("slider", { name: "Master volume" }), { target: { value: "0.8" } });
+    expect(backend.player.controls?.master).toBe(0.8);
+  });
+
+  it("answers the keyboard: space, arrows, number keys, M and S", async () => {
+    const { backend, user } = await openPlayer();
+    await user.keyboard(" ");
+    expect(backend.player.status?.playing).toBe(true);
+    await user.keyboard(" ");
+    expect(backend.player.status?.playing).toBe(false);
+    await user.keyboard("{ArrowRight}");
+    await waitFor(() => expect(backend.player.status?.position).toBe(5 * 44_100));
+    await user.keyboard("{Shift>}{ArrowLeft}{/Shift}");
+    await waitFor(() => expect(backend.player.status?.position).toBe(4 * 44_100));
+    await user.keyboard("2s");
+    expect(backend.player.controls?.stems.map((s) => s.solo)).toEqual([false, true, false, false]);
+    await user.keyboard("4m");
+    expect(backend.player.controls?.stems[3]!.mute).toBe(true);
+    expect(screen.getAllByTestId("lane")[4]).toHaveAttribute("aria-selected", "true");
+  });
+
+  it("exports an instrumental MP3 into the chosen folder", async () => {
+    const { backend, user } = await openPlayer();
+    await user.click(screen.getByRole("button", { name: "Choose…" }));
+    await waitFor(() => expect(screen.getByLabelText("Export folder")).toHaveValue("/home/you/Exports"));
+    await user.click(screen.getByRole("button", { name: "Export" }));
+    const done = await screen.findByRole("status");
+    expect(within(done).getByTestId("exported-file")).toHaveTextContent("Falcon 69 - Instrumental.mp3");
+    const request = backend.player.exports[0]!;
+    expect(request.format).toEqual({ kind: "mp3", kbps: 320 });
+    expect(request.region).toBeNull();
+    expect(request.what.kind === "mix" && request.what.controls.stems.map((s) => s.mute)).toEqual([
+      false,
+      false,
+      false,
+      true,
+    ]);
+  });
+
+  it("exports chosen stems as WAV", async () => {
+    const { backend, user } = await openPlayer();
+    await user.click(screen.getByRole("radio", { name: "Separate stem files" }));
+    await user.click(screen.getByRole("checkbox", { name: "drums" }));
+    await user.selectOptions(screen.getByLabelText("Format"), "WAV 24-bit");
+    await user.click(screen.getByRole("button", { name: "Export" }));
+    await screen.findByRole("status");
+    expect(screen.getAllByTestId("exported-file").map((f) => f.textContent)).toEqual(["bass.wav", "other.wav", "vocals.wav"]);
+    expect(backend.player.exports[0]!.what).toEqual({ kind: "stems", stems: ["bass", "other", "vocals"] });
+  });
+
+  it("says why there is no sound and keeps waveforms and export", async () => {
+    await openPlayer({ playerError: "no audio output device was found" });
+    expect(screen.getByText(/no audio output device was found/)).toBeInTheDocument();
+    expect(screen.getByRole("button", { name: "Play" })).toBeDisabled();
+    expect(screen.getByRole("button", { name: "Export" })).toBeEnabled();
+  });
+
+  it("goes back to the library", async () => {
+    const { user } = await openPlayer();
+    await user.click(screen.getByRole("button", { name: "Back to library" }));
+    expect(await screen.findByRole("searchbox", { name: "Search library" })).toBeInTheDocument();
+  });
+});

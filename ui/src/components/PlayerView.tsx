@@ -1,0 +1,424 @@
+import { useEffect, useEffectEvent, useLayoutEffect, useRef, useState, type CSSProperties, type PointerEvent } from "react";
+import { useBackend } from "../backend";
+import type { Job, LanePeaks, LoopRegion, MixControls, PlayerStatus, SongView } from "../bindings";
+import { errorText } from "../errors";
+import {
+  audible,
+  clampWindow,
+  formatTime,
+  frameAt,
+  rulerTicks,
+  unityControls,
+  xOf,
+  zoomWindow,
+  type FrameWindow,
+} from "../timeline";
+import { Alert } from "./Alert";
+import { ExportPanel } from "./ExportPanel";
+
+const LANE_COLORS: Record<string, string> = {
+  mixture: "#8a8f98",
+  drums: "#e4572e",
+  bass: "#3f9c6d",
+  other: "#d99a0b",
+  vocals: "#4f7fe0",
+};
+const LANE_HEIGHT = 64;
+const SEEK_STEP_SECONDS = 5;
+
+interface Props {
+  song: Job;
+  onClose(): void;
+}
+
+function Waveform({ peaks, width, color, dim }: { peaks?: LanePeaks; width: number; color: string; dim: boolean }) {
+  const ref = useRef<HTMLCanvasElement>(null);
+  useEffect(() => {
+    const canvas = ref.current;
+    if (!canvas || width <= 0) return;
+    const dpr = window.devicePixelRatio || 1;
+    canvas.width = Math.round(width * dpr);
+    canvas.height = Math.round(LANE_HEIGHT * dpr);
+    const ctx = canvas.getContext("2d");
+    if (!ctx || !peaks) return;
+    ctx.clearRect(0, 0, canvas.width, canvas.height);
+    ctx.fillStyle = color;
+    ctx.globalAlpha = dim ? 0.3 : 1;
+    const n = peaks.min.length;
+    const mid = canvas.height / 2;
+    const w = canvas.width / Math.max(1, n);
+    for (let i = 0; i < n; i++) {
+      const top = mid - (peaks.max[i] ?? 0) * mid;
+      const bottom = mid - (peaks.min[i] ?? 0) * mid;
+      ctx.fillRect(i * w, top, Math.max(1, w), Math.max(1, bottom - top));
+    }
+  }, [peaks, width, color, dim]);
+  return <canvas ref={ref} className="lane__wave" style={{ blockSize: LANE_HEIGHT }} aria-hidden="true" />;
+}
+
+/** A finished song: waveform lanes, synced playback with per-stem mute/solo/volume, loop, zoom, export. */
+export function PlayerView({ song, onClose }: Props) {
+  const backend = useBackend();
+  const [view, setView] = useState<SongView | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const [status, setStatus] = useState<PlayerStatus | null>(null);
+  const [controls, setControls] = useState<MixControls | null>(null);
+  const [selected, setSelected] = useState(0);
+  const [win, setWin] = useState<FrameWindow | null>(null);
+  const [loop, setLoop] = useState<LoopRegion | null>(null);
+  const [dragLoop, setDragLoop] = useState<LoopRegion | null>(null);
+  const [peaks, setPeaks] = useState<LanePeaks[] | null>(null);
+  const [width, setWidth] = useState(0);
+  const area = useRef<HTMLDivElement>(null);
+  const drag = useRef<{ from: number; x: number } | null>(null);
+
+  useEffect(() => {
+    let live = true;
+    backend
+      .openSong(song.id, (s) => {
+        if (live) setStatus(s);
+      })
+      .then(
+        (v) => {
+          if (!live) return;
+          setView(v);
+          setControls(unityControls(v.stems.length));
+          setWin({ start: 0, end: v.frames });
+        },
+        (e: unknown) => live && setError(errorText(e)),
+      );
+    return () => {
+      live = false;
+      void backend.closeSong();
+    };
+  }, [backend, song.id]);
+
+  useLayoutEffect(() => {
+    const el = area.current;
+    if (!el) return;
+    const measure = () => setWidth(el.clientWidth);
+    measure();
+    if (typeof ResizeObserver === "undefined") return;
+    const ro = new ResizeObserver(measure);
+    ro.observe(el);
+    return () => ro.disconnect();
+  }, [view]);
+
+  useEffect(() => {
+    if (!view || !win || width <= 0) return;
+    let live = true;
+    backend.songPeaks(view.id, win.start, win.end, Math.round(width)).then(
+      (p) => live && setPeaks(p),
+      (e: unknown) => live && setError(errorText(e)),
+    );
+    return () => {
+      live = false;
+    };
+  }, [backend, view, win, width]);
+
+  const rate = view?.sampleRate ?? 44_100;
+  const frames = view?.frames ?? 0;
+  const position = status?.position ?? 0;
+  const playing = status?.playing ?? false;
+  const canPlay = !!view?.output;
+
+  // Keep the playhead in view while playing: page forward when it leaves.
+  useEffect(() => {
+    if (!playing || !win || frames === 0) return;
+    if (position > win.end || position < win.start) {
+      const span = win.end - win.start;
+      setWin(clampWindow({ start: position, end: position + span }, frames));
+    }
+  }, [playing, position, win, frames]);
+
+  function run(action: Promise<void>) {
+    action.catch((e: unknown) => setError(errorText(e)));
+  }
+
+  function updateControls(next: MixControls) {
+    setControls(next);
+    if (canPlay) run(backend.setControls(next));
+  }
+
+  function toggle(index: number, key: "mute" | "solo") {
+    if (!controls) return;
+    const stems = controls.stems.map((s, i) => (i === index ? { ...s, [key]: !s[key] } : s));
+    updateControls({ ...controls, stems });
+  }
+
+  function seek(frame: number) {
+    if (!canPlay) return;
+    run(backend.seek(Math.max(0, Math.min(frames, Math.round(frame)))));
+  }
+
+  function togglePlay() {
+    if (!canPlay) return;
+    run(playing ? backend.pause() : backend.play());
+  }
+
+  function applyLoop(region: LoopRegion | null) {
+    setLoop(region);
+    if (canPlay) run(backend.setLoop(region));
+  }
+
+  function zoom(factor: number) {
+    if (!win) return;
+    const anchor = position >= win.start && position <= win.end ? position : (win.start + win.end) / 2;
+    setWin(zoomWindow(win, factor, anchor, frames));
+  }
+
+  const onKey = useEffectEvent((e: KeyboardEvent) => {
+    const t = e.target as HTMLElement | null;
+    if (t && (t.closest("input, select, textarea, [contenteditable=true]") || t.closest(".dialog"))) return;
+    if (!view || !controls) return;
+    if (e.key === " ") {
+      e.preventDefault();
+      togglePlay();
+    } else if (e.key === "ArrowLeft" || e.key === "ArrowRight") {
+      e.preventDefault();
+      const step = (e.shiftKey ? 1 : SEEK_STEP_SECONDS) * rate * (e.key === "ArrowLeft" ? -1 : 1);
+      seek(position + step);
+    } else if (e.key === "m" || e.key === "M") {
+      toggle(selected, "mute");
+    } else if (e.key === "s" || e.key === "S") {
+      toggle(selected, "solo");
+    } else if (/^[1-9]$/.test(e.key) && Number(e.key) <= view.stems.length) {
+      setSelected(Number(e.key) - 1);
+    }
+  });
+  useEffect(() => {
+    const handler = (e: KeyboardEvent) => onKey(e);
+    document.addEventListener("keydown", handler);
+    return () => document.removeEventListener("keydown", handler);
+  }, []);
+
+  function pointerFrame(e: PointerEvent<HTMLElement>): number {
+    const rect = e.currentTarget.getBoundingClientRect();
+    return win ? frameAt(e.clientX - rect.left, rect.width, win) : 0;
+  }
+
+  function onRulerDown(e: PointerEvent<HTMLDivElement>) {
+    e.currentTarget.setPointerCapture?.(e.pointerId);
+    drag.current = { from: pointerFrame(e), x: e.clientX };
+  }
+  function onRulerMove(e: PointerEvent<HTMLDivElement>) {
+    const d = drag.current;
+    if (!d || Math.abs(e.clientX - d.x) < 4) return;
+    const to = pointerFrame(e);
+    setDragLoop({ start: Math.min(d.from, to), end: Math.max(d.from, to) });
+  }
+  function onRulerUp(e: PointerEvent<HTMLDivElement>) {
+    const d = drag.current;
+    drag.current = null;
+    setDragLoop(null);
+    if (!d) return;
+    if (Math.abs(e.clientX - d.x) < 4) {
+      seek(d.from);
+      return;
+    }
+    const to = pointerFrame(e);
+    const region = { start: Math.min(d.from, to), end: Math.max(d.from, to) };
+    if (region.end > region.start) applyLoop(region);
+  }
+
+  if (error && !view) {
+    return (
+      <section className="player" aria-label="Player">
+        <button type="button" className="button" onClick={onClose}>
+          Back to library
+        </button>
+        <Alert title="The song could not be opened">{error}</Alert>
+      </section>
+    );
+  }
+  if (!view || !controls || !win) {
+    return (
+      <section className="player" aria-label="Player" aria-busy="true">
+        <p className="muted">Opening “{song.title}”…</p>
+      </section>
+    );
+  }
+
+  const shownLoop = dragLoop ?? loop;
+  const playheadX = xOf(position, width, win);
+  const stemOffset = view.lanes.length - view.stems.length;
+
+  return (
+    <section className="player" aria-label="Player">
+      <div className="player__bar">
+        <button type="button" className="button" onClick={onClose}>
+          Back to library
+        </button>
+        <h2 className="song__title">{view.title}</h2>
+      </div>
+      {view.playerError && (
+        <Alert title="Playback is not available">
+          {view.playerError} Waveforms and export still work.
+        </Alert>
+      )}
+      {status?.error && <Alert title="Playback stopped">{status.error}</Alert>}
+      {error && (
+        <Alert title="Something went wrong" onDismiss={() => setError(null)}>
+          {error}
+        </Alert>
+      )}
+      <div className="transport" role="toolbar" aria-label="Transport">
+        <button
+          type="button"
+          className="button button--primary transport__play"
+          disabled={!canPlay}
+          onClick={togglePlay}
+          aria-label={playing ? "Pause" : "Play"}
+          data-testid="play"
+        >
+          {playing ? "Pause" : "Play"}
+        </button>
+        <span className="transport__time" data-testid="position" data-frame={position}>
+          {formatTime(position / rate, true)} / {formatTime(frames / rate)}
+        </span>
+        <label className="transport__master">
+          Master
+          <input
+            type="range"
+            min={0}
+            max={2}
+            step={0.01}
+            value={controls.master}
+            aria-label="Master volume"
+            onChange={(e) => updateControls({ ...controls, master: Number(e.target.value) })}
+          />
+        </label>
+        <span className="transport__spacer" />
+        {loop && (
+          <button type="button" className="button" onClick={() => applyLoop(null)}>
+            Clear loop ({formatTime(loop.start / rate, true)}–{formatTime(loop.end / rate, true)})
+          </button>
+        )}
+        <button type="button" className="button" onClick={() => zoom(0.5)} aria-label="Zoom in">
+          +
+        </button>
+        <button type="button" className="button" onClick={() => zoom(2)} aria-label="Zoom out">
+          −
+        </button>
+        <button type="button" className="button" onClick={() => setWin({ start: 0, end: frames })}>
+          Fit
+        </button>
+      </div>
+      <div className="timeline">
+        <div className="timeline__head" />
+        <div
+          className="ruler"
+          data-testid="ruler"
+          onPointerDown={onRulerDown}
+          onPointerMove={onRulerMove}
+          onPointerUp={onRulerUp}
+          title="Click to seek, drag to loop"
+        >
+          {rulerTicks(win, width, rate).map((t) => (
+            <span key={t} className="ruler__tick" style={{ insetInlineStart: xOf(t * rate, width, win) }}>
+              {formatTime(t, t % 1 !== 0)}
+            </span>
+          ))}
+          {shownLoop && (
+            <span
+              className="ruler__loop"
+              style={{
+                insetInlineStart: xOf(shownLoop.start, width, win),
+                inlineSize: Math.max(1, xOf(shownLoop.end, width, win) - xOf(shownLoop.start, width, win)),
+              }}
+            />
+          )}
+        </div>
+        {view.lanes.map((lane, li) => {
+          const si = li - stemOffset;
+          const stem = si >= 0 ? controls.stems[si] : null;
+          const heard = si < 0 || audible(controls, si);
+          return (
+            <div
+              key={lane}
+              className="lane"
+              data-testid="lane"
+              data-lane={lane}
+              aria-selected={si === selected ? "true" : undefined}
+            >
+              <div className="lane__controls">
+                <button
+                  type="button"
+                  className="lane__name"
+                  disabled={si < 0}
+                  onClick={() => si >= 0 && setSelected(si)}
+                  aria-label={si >= 0 ? `Select ${lane} (${si + 1})` : lane}
+                >
+                  {si >= 0 ? `${si + 1} ` : ""}
+                  {lane}
+                </button>
+                {stem && (
+                  <>
+                    <button
+                      type="button"
+                      className="toggle"
+                      aria-pressed={stem.mute}
+                      aria-label={`Mute ${lane}`}
+                      onClick={() => toggle(si, "mute")}
+                    >
+                      M
+                    </button>
+                    <button
+                      type="button"
+                      className="toggle toggle--solo"
+                      aria-pressed={stem.solo}
+                      aria-label={`Solo ${lane}`}
+                      onClick={() => toggle(si, "solo")}
+                    >
+                      S
+                    </button>
+                    <input
+                      type="range"
+                      min={0}
+                      max={2}
+                      step={0.01}
+                      value={stem.gain}
+                      aria-label={`${lane} volume`}
+                      onChange={(e) =>
+                        updateControls({
+                          ...controls,
+                          stems: controls.stems.map((s, i) => (i === si ? { ...s, gain: Number(e.target.value) } : s)),
+                        })
+                      }
+                    />
+                  </>
+                )}
+              </div>
+              <div
+                className="lane__area"
+                ref={li === 0 ? area : undefined}
+                onPointerDown={(e) => seek(pointerFrame(e))}
+              >
+                <Waveform
+                  peaks={peaks?.find((p) => p.lane === lane)}
+                  width={width}
+                  color={LANE_COLORS[lane] ?? "#888"}
+                  dim={!heard}
+                />
+              </div>
+            </div>
+          );
+        })}
+        {playheadX >= 0 && playheadX <= width && (
+          <div className="playhead" style={{ "--x": `${playheadX}px` } as CSSProperties} aria-hidden="true" />
+        )}
+      </div>
+      <p className="muted player__keys">
+        Space play/pause · ←/→ seek 5 s (Shift: 1 s) · 1–{view.stems.length} select a lane · M mute · S solo
+      </p>
+      <ExportPanel
+        songId={view.id}
+        title={view.title}
+        stems={view.stems}
+        controls={controls}
+        loop={loop}
+        defaultDir={song.outputDir ? `${song.outputDir}/exports` : ""}
+      />
+    </section>
+  );
+}

@@ -1,0 +1,61 @@
+import { describe, expect, it } from "vitest";
+import {
+  audible,
+  clampWindow,
+  formatTime,
+  frameAt,
+  presetControls,
+  rulerTicks,
+  unityControls,
+  xOf,
+  zoomWindow,
+} from "./timeline";
+
+describe("timeline", () => {
+  it("zooms around an anchor that stays where it is on screen", () => {
+    const total = 441_000;
+    const w = { start: 0, end: total };
+    const z = zoomWindow(w, 0.5, 110_250, total);
+    expect(z.end - z.start).toBe(220_500);
+    expect(xOf(110_250, 1000, z)).toBeCloseTo(xOf(110_250, 1000, w));
+    // Zooming out past the song fits it; the window never leaves the song.
+    expect(zoomWindow(z, 10, 400_000, total)).toEqual({ start: 0, end: total });
+    expect(clampWindow({ start: 430_000, end: 450_000 }, total)).toEqual({ start: 421_000, end: total });
+    // Zooming in stops at a minimum window.
+    const tiny = zoomWindow({ start: 1000, end: 1100 }, 0.1, 1050, total);
+    expect(tiny.end - tiny.start).toBe(2048);
+  });
+
+  it("maps pixels to frames and back", () => {
+    const w = { start: 44_100, end: 88_200 };
+    expect(frameAt(0, 441, w)).toBe(44_100);
+    expect(frameAt(441, 441, w)).toBe(88_200);
+    expect(frameAt(-5, 441, w)).toBe(44_100);
+    expect(frameAt(220.5, 441, w)).toBe(66_150);
+    expect(xOf(66_150, 441, w)).toBeCloseTo(220.5);
+  });
+
+  it("puts ruler marks at round times at least 80 px apart", () => {
+    const ticks = rulerTicks({ start: 0, end: 60 * 44_100 }, 800, 44_100);
+    expect(ticks.slice(0, 3)).toEqual([0, 10, 20]);
+    expect(rulerTicks({ start: 44_100, end: 2 * 44_100 }, 1000, 44_100).slice(0, 2)).toEqual([1, 1.1]);
+  });
+
+  it("formats times", () => {
+    expect(formatTime(75.26)).toBe("1:15");
+    expect(formatTime(75.26, true)).toBe("1:15.3");
+    expect(formatTime(5.04, true)).toBe("0:05.0");
+  });
+
+  it("applies the desk rules and presets", () => {
+    const stems = ["drums", "bass", "other", "vocals"];
+    const inst = presetControls(stems, "instrumental");
+    expect(stems.filter((_, i) => audible(inst, i))).toEqual(["drums", "bass", "other"]);
+    expect(stems.filter((_, i) => audible(presetControls(stems, "acappella"), i))).toEqual(["vocals"]);
+    const c = unityControls(4);
+    c.stems[1]!.solo = true;
+    c.stems[3]!.solo = true;
+    c.stems[3]!.mute = true;
+    expect(stems.filter((_, i) => audible(c, i))).toEqual(["bass"]);
+  });
+});

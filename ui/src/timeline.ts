@@ -1,0 +1,88 @@
+// Pure arithmetic of the song view: the visible window of frames, zooming
+// around a point, pixel <-> frame mapping, ruler ticks, mixer presets.
+import type { MixControls } from "./bindings";
+
+/** The frames shown across the waveform area, `start <= end`. */
+export interface FrameWindow {
+  start: number;
+  end: number;
+}
+
+/** Smallest window: 0.05 s at 44.1 kHz, a few samples per pixel. */
+export const MIN_WINDOW_FRAMES = 2048;
+
+export function clampWindow(w: FrameWindow, total: number): FrameWindow {
+  const length = Math.min(Math.max(w.end - w.start, Math.min(MIN_WINDOW_FRAMES, total)), total);
+  const start = Math.min(Math.max(0, w.start), Math.max(0, total - length));
+  return { start, end: start + length };
+}
+
+/** Zoom by `factor` (< 1 zooms in) keeping `anchor` (a frame) where it is on screen. */
+export function zoomWindow(w: FrameWindow, factor: number, anchor: number, total: number): FrameWindow {
+  const span = w.end - w.start;
+  const ratio = span > 0 ? (anchor - w.start) / span : 0.5;
+  const next = span * factor;
+  return clampWindow({ start: anchor - ratio * next, end: anchor - ratio * next + next }, total);
+}
+
+/** The frame under `x` pixels from the left of an area `width` pixels wide. */
+export function frameAt(x: number, width: number, w: FrameWindow): number {
+  if (width <= 0) return w.start;
+  return Math.round(w.start + (Math.min(Math.max(x, 0), width) / width) * (w.end - w.start));
+}
+
+/** Pixels from the left where `frame` sits (may be outside `[0, width]`). */
+export function xOf(frame: number, width: number, w: FrameWindow): number {
+  const span = w.end - w.start;
+  return span > 0 ? ((frame - w.start) / span) * width : 0;
+}
+
+/** Ruler marks: a "nice" step in seconds giving at least `minPx` pixels between marks. */
+export function rulerTicks(w: FrameWindow, width: number, sampleRate: number, minPx = 80): number[] {
+  const seconds = (w.end - w.start) / sampleRate;
+  if (seconds <= 0 || width <= 0) return [];
+  const steps = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800];
+  const step = steps.find((s) => (s / seconds) * width >= minPx) ?? 3600;
+  const first = Math.ceil(w.start / sampleRate / step) * step;
+  const ticks: number[] = [];
+  for (let t = first; t * sampleRate <= w.end && ticks.length < 200; t += step) ticks.push(t);
+  return ticks;
+}
+
+/** `m:ss.d` below 10 minutes shown with tenths when `precise`. */
+export function formatTime(seconds: number, precise = false): string {
+  const s = Math.max(0, seconds);
+  const m = Math.floor(s / 60);
+  const rest = s - m * 60;
+  const sec = precise ? rest.toFixed(1).padStart(4, "0") : String(Math.floor(rest)).padStart(2, "0");
+  return `${m}:${sec}`;
+}
+
+/** Export mix presets: which stems are heard. */
+export const PRESETS = {
+  instrumental: { label: "Instrumental (no vocals)", keep: (stem: string) => stem !== "vocals" },
+  acappella: { label: "A cappella (vocals only)", keep: (stem: string) => stem === "vocals" },
+  minusDrums: { label: "Minus drums", keep: (stem: string) => stem !== "drums" },
+  minusBass: { label: "Minus bass", keep: (stem: string) => stem !== "bass" },
+} as const;
+export type PresetId = keyof typeof PRESETS;
+
+/** Unity gain on the stems a preset keeps, the others muted. */
+export function presetControls(stems: string[], preset: PresetId): MixControls {
+  return {
+    stems: stems.map((stem) => ({ gain: 1, mute: !PRESETS[preset].keep(stem), solo: false })),
+    master: 1,
+  };
+}
+
+/** Unity gain on every stem. */
+export function unityControls(count: number): MixControls {
+  return { stems: Array.from({ length: count }, () => ({ gain: 1, mute: false, solo: false })), master: 1 };
+}
+
+/** Whether a stem is heard under the desk rules (any solo: only soloed stems; mute wins). */
+export function audible(controls: MixControls, index: number): boolean {
+  const anySolo = controls.stems.some((s) => s.solo);
+  const s = controls.stems[index];
+  return !!s && !s.mute && (!anySolo || s.solo) && s.gain > 0;
+}

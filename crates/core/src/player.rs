@@ -182,6 +182,42 @@ struct Transport {
 }
 
 impl Shared {
+    fn play(&self) {
+        if self.ended.swap(false, Ordering::AcqRel) {
+            self.seek(0);
+        }
+        self.playing.store(true, Ordering::Release);
+    }
+
+    fn seek(&self, frame: u64) {
+        let frame = frame.min(self.length.load(Ordering::Acquire));
+        self.retarget(|t| t.target = frame);
+        self.ended.store(false, Ordering::Release);
+    }
+
+    fn set_loop(&self, looping: Option<LoopRegion>) {
+        let at = self.position.load(Ordering::Acquire);
+        self.retarget(|t| {
+            t.looping = looping.filter(|l| l.start < l.end);
+            t.target = at;
+        });
+    }
+
+    fn retarget(&self, change: impl FnOnce(&mut Transport)) {
+        let Ok(mut t) = self.transport.lock() else { return };
+        change(&mut t);
+        self.position.store(t.target, Ordering::Release);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn set_controls(&self, controls: &MixControls) {
+        if let Ok(mut c) = self.controls.lock() {
+            c.clone_from(controls);
+            c.stems.resize(self.stems, Default::default());
+        }
+        self.controls_version.fetch_add(1, Ordering::AcqRel);
+    }
+
     fn fail(&self, message: String) {
         tracing::warn!("playback stopped: {message}");
         if let Ok(mut e) = self.error.lock() {
@@ -218,23 +254,8 @@ impl Player {
     /// [`PlayerError`]: no stems, stems that cannot be decoded or have
     /// different rates, no output device, or a device that cannot be opened.
     pub fn open(stems: &[PathBuf], controls: &MixControls) -> Result<Self, PlayerError> {
-        if stems.is_empty() {
-            return Err(PlayerError::NoStems);
-        }
-        if stems.len() > MAX_STEMS {
-            return Err(PlayerError::TooManyStems(stems.len()));
-        }
-        let mut readers = Vec::with_capacity(stems.len());
-        for path in stems {
-            readers.push(StemReader::open(path)?);
-        }
+        let readers = open_readers(stems)?;
         let song_rate = readers[0].decoder.sample_rate();
-        if let Some(other) = readers.iter().map(|r| r.decoder.sample_rate()).find(|&r| r != song_rate) {
-            return Err(PlayerError::MixedRates(song_rate, other));
-        }
-        // Unknown lengths (no declared frame count) are learnt at the end.
-        let length = readers.iter().filter_map(|r| r.decoder.declared_frames()).max().unwrap_or(u64::MAX);
-
         let host = cpal::default_host();
         let device = host.default_output_device().ok_or(PlayerError::NoDevice)?;
         let (config, format) = choose_config(&device, song_rate)?;
@@ -245,57 +266,8 @@ impl Player {
             channels: config.channels,
             resampling: config.sample_rate != song_rate,
         };
-
-        let mut ctl = controls.clone();
-        ctl.stems.resize(stems.len(), Default::default());
-        let shared = Arc::new(Shared {
-            stems: stems.len(),
-            song_rate,
-            ratio: f64::from(song_rate) / f64::from(config.sample_rate),
-            length: AtomicU64::new(length),
-            controls: Mutex::new(ctl.clone()),
-            controls_version: AtomicU64::new(0),
-            playing: AtomicBool::new(false),
-            ended: AtomicBool::new(false),
-            generation: AtomicU32::new(0),
-            transport: Mutex::new(Transport { target: 0, looping: None }),
-            position: AtomicU64::new(0),
-            latency_frames: AtomicU64::new(0),
-            callbacks: AtomicU64::new(0),
-            frames_played: AtomicU64::new(0),
-            underrun_frames: AtomicU64::new(0),
-            device_glitches: AtomicU64::new(0),
-            error: Mutex::new(None),
-            stop: AtomicBool::new(false),
-        });
-
-        let (full_tx, full_rx) = rtrb::RingBuffer::<Chunk>::new(CHUNKS);
-        let (mut free_tx, free_rx) = rtrb::RingBuffer::<Chunk>::new(CHUNKS);
-        for _ in 0..CHUNKS {
-            let data = vec![0.0f32; stems.len() * CHUNK_FRAMES * 2].into_boxed_slice();
-            let chunk = Chunk { generation: u32::MAX, start: 0, frames: 0, end: false, data };
-            if free_tx.push(chunk).is_err() {
-                return Err(PlayerError::Device("internal: chunk ring too small".into()));
-            }
-        }
-
-        let reader = {
-            let shared = Arc::clone(&shared);
-            let device_rate = config.sample_rate;
-            std::thread::Builder::new()
-                .name("stemroom-player-reader".into())
-                .spawn(move || read_loop(&shared, readers, device_rate, full_tx, free_rx))
-                .map_err(|e| PlayerError::Device(format!("cannot start the reader thread: {e}")))?
-        };
-
-        let callback = Callback::new(
-            Arc::clone(&shared),
-            full_rx,
-            free_tx,
-            usize::from(config.channels),
-            config.sample_rate,
-            &ctl,
-        );
+        let (shared, callback, reader) =
+            start_engine(readers, controls, config.sample_rate, usize::from(config.channels))?;
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
         let owner = {
@@ -349,10 +321,7 @@ impl Player {
 
     /// Start or resume playback (from the start when the song had ended).
     pub fn play(&self) {
-        if self.shared.ended.swap(false, Ordering::AcqRel) {
-            self.seek(0);
-        }
-        self.shared.playing.store(true, Ordering::Release);
+        self.shared.play();
     }
 
     /// Pause (after a 10 ms fade), keeping the position.
@@ -362,35 +331,18 @@ impl Player {
 
     /// Jump to `frame` (stems' rate), clamped to the song.
     pub fn seek(&self, frame: u64) {
-        let frame = frame.min(self.shared.length.load(Ordering::Acquire));
-        self.retarget(|t| t.target = frame);
-        self.shared.ended.store(false, Ordering::Release);
+        self.shared.seek(frame);
     }
 
     /// Set or clear the loop region (frames at the stems' rate). Audio
     /// already read ahead is re-read so the new loop applies at once.
     pub fn set_loop(&self, looping: Option<LoopRegion>) {
-        let at = self.shared.position.load(Ordering::Acquire);
-        self.retarget(|t| {
-            t.looping = looping.filter(|l| l.start < l.end);
-            t.target = at;
-        });
-    }
-
-    fn retarget(&self, change: impl FnOnce(&mut Transport)) {
-        let Ok(mut t) = self.shared.transport.lock() else { return };
-        change(&mut t);
-        self.shared.position.store(t.target, Ordering::Release);
-        self.shared.generation.fetch_add(1, Ordering::AcqRel);
+        self.shared.set_loop(looping);
     }
 
     /// Apply new mixer controls (heard after one 10 ms ramp).
     pub fn set_controls(&self, controls: &MixControls) {
-        if let Ok(mut c) = self.shared.controls.lock() {
-            c.clone_from(controls);
-            c.stems.resize(self.shared.stems, Default::default());
-        }
-        self.shared.controls_version.fetch_add(1, Ordering::AcqRel);
+        self.shared.set_controls(controls);
     }
 
     /// Where playback is and what it is doing.
@@ -455,6 +407,79 @@ impl Drop for Player {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// Open every stem and check they can play together.
+fn open_readers(stems: &[PathBuf]) -> Result<Vec<StemReader>, PlayerError> {
+    if stems.is_empty() {
+        return Err(PlayerError::NoStems);
+    }
+    if stems.len() > MAX_STEMS {
+        return Err(PlayerError::TooManyStems(stems.len()));
+    }
+    let mut readers = Vec::with_capacity(stems.len());
+    for path in stems {
+        readers.push(StemReader::open(path)?);
+    }
+    let song_rate = readers[0].decoder.sample_rate();
+    if let Some(other) = readers.iter().map(|r| r.decoder.sample_rate()).find(|&r| r != song_rate) {
+        return Err(PlayerError::MixedRates(song_rate, other));
+    }
+    Ok(readers)
+}
+
+/// Everything but the device: shared state, the callback's state and the
+/// running reader thread, for output at `device_rate` Hz on `channels`.
+fn start_engine(
+    readers: Vec<StemReader>,
+    controls: &MixControls,
+    device_rate: u32,
+    channels: usize,
+) -> Result<(Arc<Shared>, Callback, JoinHandle<()>), PlayerError> {
+    let n = readers.len();
+    let song_rate = readers.first().map_or(0, |r| r.decoder.sample_rate());
+    // Unknown lengths (no declared frame count) are learnt at the end.
+    let length = readers.iter().filter_map(|r| r.decoder.declared_frames()).max().unwrap_or(u64::MAX);
+    let mut ctl = controls.clone();
+    ctl.stems.resize(n, Default::default());
+    let shared = Arc::new(Shared {
+        stems: n,
+        song_rate,
+        ratio: f64::from(song_rate) / f64::from(device_rate.max(1)),
+        length: AtomicU64::new(length),
+        controls: Mutex::new(ctl.clone()),
+        controls_version: AtomicU64::new(0),
+        playing: AtomicBool::new(false),
+        ended: AtomicBool::new(false),
+        generation: AtomicU32::new(0),
+        transport: Mutex::new(Transport { target: 0, looping: None }),
+        position: AtomicU64::new(0),
+        latency_frames: AtomicU64::new(0),
+        callbacks: AtomicU64::new(0),
+        frames_played: AtomicU64::new(0),
+        underrun_frames: AtomicU64::new(0),
+        device_glitches: AtomicU64::new(0),
+        error: Mutex::new(None),
+        stop: AtomicBool::new(false),
+    });
+    let (full_tx, full_rx) = rtrb::RingBuffer::<Chunk>::new(CHUNKS);
+    let (mut free_tx, free_rx) = rtrb::RingBuffer::<Chunk>::new(CHUNKS);
+    for _ in 0..CHUNKS {
+        let data = vec![0.0f32; n * CHUNK_FRAMES * 2].into_boxed_slice();
+        let chunk = Chunk { generation: u32::MAX, start: 0, frames: 0, end: false, data };
+        if free_tx.push(chunk).is_err() {
+            return Err(PlayerError::Device("internal: chunk ring too small".into()));
+        }
+    }
+    let reader = {
+        let shared = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("stemroom-player-reader".into())
+            .spawn(move || read_loop(&shared, readers, device_rate, full_tx, free_rx))
+            .map_err(|e| PlayerError::Device(format!("cannot start the reader thread: {e}")))?
+    };
+    let callback = Callback::new(Arc::clone(&shared), full_rx, free_tx, channels, device_rate, &ctl);
+    Ok((shared, callback, reader))
 }
 
 /// Pick the output configuration: the stems' rate when the device offers it
@@ -584,11 +609,18 @@ impl Callback {
     }
 
     fn fill<T: SizedSample + FromSample<f32>>(&mut self, out: &mut [T], info: &cpal::OutputCallbackInfo) {
-        let sh = Arc::clone(&self.shared);
-        sh.callbacks.fetch_add(1, Ordering::Relaxed);
         let ts = info.timestamp();
         let latency = ts.playback.duration_since(ts.callback);
-        sh.latency_frames.store((latency.as_secs_f64() * f64::from(self.device_rate)) as u64, Ordering::Relaxed);
+        self.shared
+            .latency_frames
+            .store((latency.as_secs_f64() * f64::from(self.device_rate)) as u64, Ordering::Relaxed);
+        self.render(out);
+    }
+
+    /// Fill one device buffer (interleaved, `channels` per frame).
+    fn render<T: SizedSample + FromSample<f32>>(&mut self, out: &mut [T]) {
+        let sh = Arc::clone(&self.shared);
+        sh.callbacks.fetch_add(1, Ordering::Relaxed);
         let version = sh.controls_version.load(Ordering::Acquire);
         if version != self.controls_seen {
             // Never wait in the callback: a busy lock is picked up next time.
@@ -879,5 +911,164 @@ fn read_loop(
             }
         }
         read_pos += longest.max(if stems.iter().all(|st| st.eof) { 0 } else { frames }) as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The real-time path without a device: the reader thread and the
+    //! callback's `render`, on synthetic stems whose samples name their frame.
+    use super::*;
+    use crate::mixer::StemControl;
+
+    const RATE: u32 = 44_100;
+    const FADE: usize = 441; // FADE_SECONDS at 44.1 kHz
+
+    /// Stem 0 holds `frame / 1e6`, stem 1 a constant 0.25 (float WAV, exact).
+    fn engine(frames: usize) -> (tempfile::TempDir, Arc<Shared>, Callback, JoinHandle<()>) {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = hound::WavSpec {
+            channels: 2,
+            sample_rate: RATE,
+            bits_per_sample: 32,
+            sample_format: hound::SampleFormat::Float,
+        };
+        let mut paths = Vec::new();
+        for (k, f) in [|i: usize| i as f32 / 1e6, |_| 0.25f32].iter().enumerate() {
+            let p = dir.path().join(format!("s{k}.wav"));
+            let mut w = hound::WavWriter::create(&p, spec).unwrap();
+            for i in 0..frames {
+                w.write_sample(f(i)).unwrap();
+                w.write_sample(f(i)).unwrap();
+            }
+            w.finalize().unwrap();
+            paths.push(p);
+        }
+        let (shared, cb, reader) =
+            start_engine(open_readers(&paths).unwrap(), &MixControls::unity(2), RATE, 2).unwrap();
+        (dir, shared, cb, reader)
+    }
+
+    /// Let the reader refill after a change, then render `frames` frames.
+    fn render(cb: &mut Callback, frames: usize) -> Vec<f32> {
+        std::thread::sleep(Duration::from_millis(60));
+        let mut out = vec![0.0f32; frames * 2];
+        for block in out.chunks_mut(512 * 2) {
+            cb.render(block);
+        }
+        out
+    }
+
+    fn left(out: &[f32]) -> Vec<f32> {
+        out.iter().step_by(2).copied().collect()
+    }
+
+    fn close(a: f32, b: f32) -> bool {
+        (a - b).abs() < 1e-6
+    }
+
+    #[test]
+    fn plays_seeks_loops_and_mixes_sample_exactly() {
+        let (_dir, sh, mut cb, reader) = engine(50_000);
+        // Paused: silence, nothing consumed.
+        assert!(render(&mut cb, 256).iter().all(|&v| v == 0.0));
+        assert_eq!(sh.position.load(Ordering::Acquire), 0);
+
+        // Play from 0: a 10 ms fade-in, then the exact mix of both stems.
+        sh.play();
+        let out = left(&render(&mut cb, 2000));
+        assert!(out[0].abs() < 0.01, "fades in from silence");
+        for (i, v) in out.iter().enumerate().skip(FADE) {
+            assert!(close(*v, i as f32 / 1e6 + 0.25), "frame {i}: {v}");
+        }
+        assert_eq!(sh.position.load(Ordering::Acquire), 2000, "playhead = frames delivered");
+
+        // Seek: the next frame out is the target frame.
+        sh.seek(10_000);
+        let out = left(&render(&mut cb, 3000));
+        for (i, v) in out.iter().enumerate() {
+            assert!(close(*v, (10_000 + i) as f32 / 1e6 + 0.25), "after seek, frame {i}: {v}");
+        }
+        assert_eq!(sh.position.load(Ordering::Acquire), 13_000);
+
+        // Loop 20000..21000 set at 13000: plays on to 21000, wraps to 20000.
+        sh.set_loop(Some(LoopRegion { start: 20_000, end: 21_000 }));
+        let out = left(&render(&mut cb, 8000 + 1500));
+        assert!(close(out[7999], 20_999.0 / 1e6 + 0.25), "last frame before the wrap");
+        for (k, v) in out[8000..].iter().enumerate() {
+            let frame = 20_000 + k % 1000;
+            assert!(close(*v, frame as f32 / 1e6 + 0.25), "after the wrap, {k}: {v}");
+        }
+        sh.set_loop(None);
+
+        // Mute stem 1 (ramped over 10 ms), then solo it.
+        let mut c = MixControls::unity(2);
+        c.stems[1] = StemControl { mute: true, ..StemControl::default() };
+        sh.set_controls(&c);
+        sh.seek(30_000);
+        let out = left(&render(&mut cb, 1000));
+        for (i, v) in out.iter().enumerate().skip(FADE + 1) {
+            assert!(close(*v, (30_000 + i) as f32 / 1e6), "stem 1 muted, frame {i}: {v}");
+        }
+        c.stems[1] = StemControl { solo: true, ..StemControl::default() };
+        c.stems[0].gain = 0.5;
+        sh.set_controls(&c);
+        let out = left(&render(&mut cb, 1000));
+        assert!(out[FADE + 1..].iter().all(|v| close(*v, 0.25)), "only the soloed stem");
+
+        // Pause fades out over 10 ms and holds the position.
+        sh.playing.store(false, Ordering::Release);
+        let out = left(&render(&mut cb, 1000));
+        assert!(out[FADE + 1..].iter().all(|&v| v == 0.0), "silent after the fade");
+        let held = sh.position.load(Ordering::Acquire);
+        render(&mut cb, 1000);
+        assert_eq!(sh.position.load(Ordering::Acquire), held);
+
+        // The end: silence after the last frame, ended, position = length.
+        sh.set_controls(&MixControls::unity(2));
+        sh.seek(49_900);
+        sh.play();
+        let out = left(&render(&mut cb, 1000));
+        assert!(out[100..].iter().all(|&v| v == 0.0), "silence after the end");
+        assert!(sh.ended.load(Ordering::Acquire) && !sh.playing.load(Ordering::Acquire));
+        assert_eq!(sh.position.load(Ordering::Acquire), 50_000);
+        // Play again after the end starts from the top.
+        sh.play();
+        assert_eq!(sh.position.load(Ordering::Acquire), 0);
+        assert_eq!(sh.underrun_frames.load(Ordering::Acquire), 0, "the reader kept up");
+
+        sh.stop.store(true, Ordering::Release);
+        reader.join().unwrap();
+    }
+
+    #[test]
+    fn resamples_when_the_device_runs_at_another_rate() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tone.wav");
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 44_100,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut w = hound::WavWriter::create(&p, spec).unwrap();
+        for i in 0..44_100 {
+            w.write_sample(((i as f32 * 440.0 * std::f32::consts::TAU / 44_100.0).sin() * 16_000.0) as i16).unwrap();
+        }
+        w.finalize().unwrap();
+        let (sh, mut cb, reader) =
+            start_engine(open_readers(&[p]).unwrap(), &MixControls::unity(1), 48_000, 2).unwrap();
+        sh.play();
+        let out = render(&mut cb, 24_000);
+        // Half a second at 48 kHz is half a second of the song at 44.1 kHz.
+        let pos = sh.position.load(Ordering::Acquire);
+        assert!((pos as i64 - 22_050).abs() <= 2, "position {pos}");
+        // Still a 440 Hz tone: count zero crossings over the steady part.
+        let l = left(&out);
+        let crossings = l[4800..].windows(2).filter(|w| (w[0] < 0.0) != (w[1] < 0.0)).count();
+        let expected = 2.0 * 440.0 * (l.len() - 4800) as f64 / 48_000.0;
+        assert!((crossings as f64 - expected).abs() < 4.0, "{crossings} crossings, expected {expected:.0}");
+        sh.stop.store(true, Ordering::Release);
+        reader.join().unwrap();
     }
 }

@@ -10,6 +10,8 @@ for cmd_pkg in gcc:build-essential pkg-config:pkg-config unzip:unzip ffmpeg:ffmp
     command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+# Virtual environments for the pinned yt-dlp (ensurepip lives in python3-venv).
+python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 # Tauri 2 on Linux (WebKitGTK), ALSA for cpal, and the GUI/audio test tools:
 # Xvfb, WebKitWebDriver, ImageMagick (screenshots), a PulseAudio null sink.
 for pkg in libwebkit2gtk-4.1-dev libgtk-3-dev librsvg2-dev libayatana-appindicator3-dev \

@@ -7,5 +7,6 @@ source "$(dirname "$0")/common.sh"
 "$REPO_ROOT/scripts/fetch-runtime.sh"
 "$REPO_ROOT/scripts/fetch-model.sh"
 "$REPO_ROOT/scripts/fetch-testdata.sh"
+"$REPO_ROOT/scripts/fetch-ytdlp.sh"
 log "building stemroom (release)"
 (cd "$REPO_ROOT" && cargo build --release --locked -p stemroom-cli)

@@ -72,6 +72,8 @@ const ERROR_CODES: readonly ErrorCode[] = [
   "invalid_options",
   "cancelled",
   "audio_device",
+  "download",
+  "missing_tool",
   "internal",
 ];
 

@@ -98,6 +98,10 @@ export type ErrorCode =
 "cancelled" | 
 /**  No audio output device, or the device failed (the player). */
 "audio_device" | 
+/**  A link could not be fetched (site, network, unavailable media). */
+"download" | 
+/**  A helper program (yt-dlp) is missing or too old. */
+"missing_tool" | 
 /**  Anything else: a bug or an unexpected runtime failure. */
 "internal";
 

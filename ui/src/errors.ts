@@ -10,6 +10,10 @@ export function hintFor(code: ErrorCode): string | null {
       return "ONNX Runtime is missing: run `bash scripts/setup.sh`, then restart Stemroom.";
     case "output":
       return "Check that the library folder exists and that you can write to it.";
+    case "missing_tool":
+      return "yt-dlp is needed for links: run `bash scripts/setup.sh`, or set its path in Settings.";
+    case "download":
+      return "Check the link and the network connection, then retry.";
     case "audio_device":
       return "Check the system's sound settings (is an output device connected and enabled?).";
     case "bad_input":

@@ -2,7 +2,7 @@
 //! display and exit codes; all the work is `stemroom_core`.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,6 +17,7 @@ use stemroom_core::model::{self, Manifest};
 use stemroom_core::progress::{Event, Listener};
 use stemroom_core::runtime::{self, Device, RuntimeOptions};
 use stemroom_core::separate::SeparateOptions;
+use stemroom_core::{library, link};
 use stemroom_core::{Error, ErrorCode};
 
 /// Exit codes. 2 is clap's usage error.
@@ -27,6 +28,8 @@ mod exit {
     pub const MISSING_RUNTIME: u8 = 5;
     pub const OUTPUT: u8 = 6;
     pub const INVALID_OPTIONS: u8 = 2;
+    pub const DOWNLOAD: u8 = 7;
+    pub const MISSING_TOOL: u8 = 8;
     pub const CANCELLED: u8 = 130;
 }
 
@@ -38,6 +41,8 @@ fn exit_code(code: ErrorCode) -> u8 {
         ErrorCode::Output => exit::OUTPUT,
         ErrorCode::InvalidOptions => exit::INVALID_OPTIONS,
         ErrorCode::Cancelled => exit::CANCELLED,
+        ErrorCode::Download => exit::DOWNLOAD,
+        ErrorCode::MissingTool => exit::MISSING_TOOL,
         ErrorCode::Internal | ErrorCode::AudioDevice => exit::INTERNAL,
     }
 }
@@ -96,7 +101,8 @@ struct RuntimeArgs {
 
 #[derive(Args)]
 struct SeparateArgs {
-    /// Audio files (WAV, FLAC, MP3, OGG Vorbis, AAC/ALAC in MP4/M4A).
+    /// Audio files (WAV, FLAC, MP3, OGG Vorbis, AAC/ALAC in MP4/M4A) or
+    /// links (http/https; the audio is fetched with yt-dlp first).
     #[arg(required = true, value_name = "FILES")]
     files: Vec<PathBuf>,
     /// Model name.
@@ -240,6 +246,10 @@ impl Listener for CliListener {
             Event::Encoding { stem, .. } => bar.set_message(format!("writing {stem}")),
             Event::Warning { message } => self.say(format!("{}: warning: {message}", self.label)),
             Event::Exporting { .. } => {}
+            Event::Downloading { title, percent, .. } => bar.set_message(match percent {
+                Some(p) => format!("downloading “{title}” {p:.0} %"),
+                None => format!("downloading “{title}”"),
+            }),
             Event::Done { seconds, audio_seconds, outputs, .. } => {
                 bar.finish_with_message(format!(
                     "done in {seconds:.1} s ({:.2}x real time)",
@@ -391,7 +401,19 @@ fn run_separate(a: SeparateArgs) -> ExitCode {
                     cancel: cancel.clone(),
                     out: out_lock.clone(),
                 };
-                if let Err(e) = job::separate_file(&sep, &request(input), &listener) {
+                // A link is downloaded first (named after its title, so
+                // {track} is the title), then separated like a file.
+                let (_download, source) = match fetch_if_link(input, &listener) {
+                    Ok(x) => x,
+                    Err(e) => {
+                        bar.abandon_with_message(format!("failed: {}", e.code().as_str()));
+                        report_error(&e, Some(input), a.json, &out_lock);
+                        let mut fe = first_error.lock().unwrap_or_else(|p| p.into_inner());
+                        fe.get_or_insert(exit_code(e.code()));
+                        continue;
+                    }
+                };
+                if let Err(e) = job::separate_file(&sep, &request(&source), &listener) {
                     bar.abandon_with_message(format!("failed: {}", e.code().as_str()));
                     report_error(&e, Some(input), a.json, &out_lock);
                     let mut fe = first_error.lock().unwrap_or_else(|p| p.into_inner());
@@ -405,6 +427,51 @@ fn run_separate(a: SeparateArgs) -> ExitCode {
     }
     let code = *first_error.lock().unwrap_or_else(|p| p.into_inner());
     code.map(ExitCode::from).unwrap_or(ExitCode::SUCCESS)
+}
+
+/// For a link (`http://`, `https://`): read its metadata, download its audio
+/// with yt-dlp into a temporary folder (alive as long as the returned guard)
+/// and name the file after the title. Anything else passes through.
+fn fetch_if_link(input: &Path, listener: &CliListener) -> Result<(Option<tempfile::TempDir>, PathBuf), Error> {
+    let url = input.to_string_lossy();
+    if !link::looks_like_url(&url) {
+        return Ok((None, input.to_path_buf()));
+    }
+    let yt = link::YtDlp::locate(None)?;
+    let info = link::probe(&yt, &url, link::DEFAULT_PLAYLIST_LIMIT)?;
+    if info.is_playlist {
+        let more = if info.truncated { " or more" } else { "" };
+        return Err(Error::InvalidOptions(format!(
+            "{url} is a playlist of {}{more} entries; pass the links of the songs to separate",
+            info.entries.len()
+        )));
+    }
+    listener.event(&Event::Downloading {
+        title: info.title.clone(),
+        percent: None,
+        bytes_per_second: None,
+        eta_seconds: None,
+    });
+    let tmp = tempfile::Builder::new().prefix("stemroom-download-").tempdir().map_err(Error::Scratch)?;
+    let file = link::download(
+        &yt,
+        &url,
+        &tmp.path().join("dl"),
+        link::DEFAULT_STALL_TIMEOUT,
+        &mut |p| {
+            listener.event(&Event::Downloading {
+                title: info.title.clone(),
+                percent: p.percent,
+                bytes_per_second: p.bytes_per_second,
+                eta_seconds: p.eta_seconds,
+            })
+        },
+        &|| listener.is_cancelled(),
+    )?;
+    let ext = file.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_else(|| "audio".into());
+    let named = tmp.path().join(format!("{}.{ext}", library::visible_name(&info.title, "download")));
+    std::fs::rename(&file, &named).map_err(Error::Scratch)?;
+    Ok((Some(tmp), named))
 }
 
 fn run_models(a: ModelsArgs) -> ExitCode {

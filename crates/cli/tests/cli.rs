@@ -363,3 +363,57 @@ fn ctrl_c_cancels_and_leaves_no_partial_output() {
     assert_eq!(status.code(), Some(130), "exit code of a cancelled run");
     assert!(files_under(&out).is_empty(), "partial outputs left: {:?}", files_under(&out));
 }
+
+// ---- links ----
+
+/// `python3 -m http.server` on loopback serving `dir`; killed when dropped.
+struct StaticServer(std::process::Child, u16);
+
+impl StaticServer {
+    fn start(dir: &Path) -> StaticServer {
+        use std::io::BufRead;
+        let mut child = Command::new("python3")
+            .args(["-u", "-m", "http.server", "--bind", "127.0.0.1", "0", "--directory", utf8(dir)])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 http.server");
+        // "Serving HTTP on 127.0.0.1 port 40123 (http://127.0.0.1:40123/) ..."
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("banner");
+        let port = line.split("port ").nth(1).and_then(|r| r.split_whitespace().next()).and_then(|p| p.parse().ok());
+        StaticServer(child, port.unwrap_or_else(|| panic!("no port in {line:?}")))
+    }
+}
+
+impl Drop for StaticServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn links_are_downloaded_with_ytdlp_and_separated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let site = dir.path().join("site");
+    std::fs::create_dir(&site).expect("mkdir");
+    std::fs::copy(testdata("mixture.wav"), site.join("Falcon 69.wav")).expect("copy");
+    let server = StaticServer::start(&site);
+    let out = dir.path().join("out");
+    let url = format!("http://127.0.0.1:{}/Falcon%2069.wav", server.1);
+    let o = run(&["separate", "--json", "--shifts", "0", "-o", utf8(&out), &url]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let events = String::from_utf8_lossy(&o.stdout);
+    assert!(events.contains(r#""event":"downloading""#), "download progress events: {events}");
+    // The track is named after the link's title (yt-dlp: the file name).
+    for stem in ["drums", "bass", "other", "vocals"] {
+        let p = out.join(format!("Falcon 69/{stem}.wav"));
+        assert!(p.is_file(), "{} missing; have {:?}", p.display(), files_under(&out));
+    }
+    // A missing page: the download error code, nothing written.
+    let missing = format!("http://127.0.0.1:{}/nothing-here.wav", server.1);
+    let out2 = dir.path().join("out2");
+    assert_fails(&["separate", "-o", utf8(&out2), &missing], 7, "unavailable");
+    assert!(!out2.exists(), "no output for a failed download");
+}

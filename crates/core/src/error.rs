@@ -27,6 +27,10 @@ pub enum ErrorCode {
     Cancelled,
     /// No audio output device, or the device failed (the player).
     AudioDevice,
+    /// A link could not be fetched (site, network, unavailable media).
+    Download,
+    /// A helper program (yt-dlp) is missing or too old.
+    MissingTool,
     /// Anything else: a bug or an unexpected runtime failure.
     Internal,
 }
@@ -39,6 +43,8 @@ impl ErrorCode {
             ErrorCode::MissingModel => "missing_model",
             ErrorCode::MissingRuntime => "missing_runtime",
             ErrorCode::AudioDevice => "audio_device",
+            ErrorCode::Download => "download",
+            ErrorCode::MissingTool => "missing_tool",
             ErrorCode::Output => "output",
             ErrorCode::InvalidOptions => "invalid_options",
             ErrorCode::Cancelled => "cancelled",
@@ -58,6 +64,8 @@ pub enum Error {
     Model(#[from] ModelError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Link(#[from] crate::link::LinkError),
     #[error("invalid option: {0}")]
     InvalidOptions(String),
     #[error("cannot write output {path}: {source}")]
@@ -91,6 +99,7 @@ impl Error {
             }
             Error::Runtime(RuntimeError::DeviceUnavailable { .. }) => ErrorCode::MissingRuntime,
             Error::Runtime(_) => ErrorCode::Internal,
+            Error::Link(e) => e.code(),
             Error::InvalidOptions(_) => ErrorCode::InvalidOptions,
             Error::Output { .. } => ErrorCode::Output,
             Error::Scratch(_) => ErrorCode::Output,

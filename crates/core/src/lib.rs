@@ -15,6 +15,7 @@
 //! - [`queue`]: the persistent job queue, library index and settings (SQLite).
 //! - [`library`]: song folders with stems and metadata.
 //! - [`worker`]: threads that run queued jobs with progress and cancellation.
+//! - [`link`]: songs from links (yt-dlp).
 //! - [`mixer`], [`peaks`], [`export`], `player`: the stem player's mix, waveforms,
 //!   exports and audio output.
 
@@ -25,6 +26,7 @@ pub mod export;
 pub mod intake;
 pub mod job;
 pub mod library;
+pub mod link;
 pub mod mixer;
 pub mod model;
 pub mod paths;

@@ -38,6 +38,9 @@ pub enum Event {
     },
     /// Writing the final file of a stem.
     Encoding { stem: String, path: PathBuf },
+    /// Downloading a link's audio (before decoding): `percent` when the size
+    /// is known, speed in bytes per second, ETA in seconds.
+    Downloading { title: String, percent: Option<f64>, bytes_per_second: Option<f64>, eta_seconds: Option<f64> },
     /// Export progress: `fraction` of the frames to export are written
     /// (0 to 1; `None` when the stems do not declare their length).
     Exporting { fraction: Option<f64> },

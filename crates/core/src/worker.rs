@@ -536,7 +536,7 @@ impl Listener for JobListener<'_> {
                 self.report(&mut t, JobState::Encoding, 1.0, None);
             }
             Event::Warning { message } => tracing::warn!("job {}: {message}", self.job.id),
-            Event::Done { .. } | Event::Exporting { .. } => {}
+            Event::Done { .. } | Event::Exporting { .. } | Event::Downloading { .. } => {}
         }
     }
 

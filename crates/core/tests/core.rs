@@ -847,3 +847,288 @@ mod player {
         assert_eq!(r["status"]["playing"], serde_json::Value::Bool(false));
     }
 }
+
+// ---------------------------------------------------------------------------
+// links: the real yt-dlp against a loopback HTTP server started here (direct
+// audio, a page with an <audio> element, 404, no media, a stalling server,
+// a slow one cancelled mid-download, a hostile title), and the real model
+// separating what was downloaded.
+
+mod links {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use stemroom_core::link::{self, LinkError, YtDlp};
+
+    /// A loopback server with fixed routes; every connection is bounded in
+    /// time, and the server stops when dropped.
+    struct Server {
+        port: u16,
+        stop: Arc<AtomicBool>,
+    }
+
+    fn evil_title() -> String {
+        format!("{}{}{}", "../".repeat(20), ":*?<>|\\".repeat(10), "x".repeat(300))
+    }
+
+    fn respond(mut s: TcpStream, song: &[u8], stop: &AtomicBool) {
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut line = String::new();
+        let mut r = BufReader::new(s.try_clone().expect("clone"));
+        if r.read_line(&mut line).is_err() {
+            return;
+        }
+        // Skip the headers.
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h).map_or(true, |n| n == 0) || h == "\r\n" {
+                break;
+            }
+        }
+        let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+        let head_only = line.starts_with("HEAD");
+        let send = |s: &mut TcpStream, status: &str, ctype: &str, body: &[u8]| {
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            if !head_only {
+                let _ = s.write_all(body);
+            }
+        };
+        let page = |title: &str, media: bool| {
+            let audio = if media { r#"<audio controls src="/song.wav"></audio>"# } else { "<p>No media here.</p>" };
+            let title = title.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+            format!("<!doctype html><html><head><title>{title}</title></head><body>{audio}</body></html>").into_bytes()
+        };
+        match path.as_str() {
+            "/song.wav" => send(&mut s, "200 OK", "audio/wav", song),
+            "/page.html" => send(&mut s, "200 OK", "text/html", &page("Falcon 69 (live page)", true)),
+            "/nomedia.html" => send(&mut s, "200 OK", "text/html", &page("Nothing to see", false)),
+            "/evil.html" => send(&mut s, "200 OK", "text/html", &page(&evil_title(), true)),
+            "/stall.wav" | "/slow.wav" => {
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Type: audio/wav\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    song.len()
+                );
+                if head_only {
+                    return;
+                }
+                let stall = path == "/stall.wav";
+                let t0 = Instant::now();
+                for chunk in song.chunks(8192) {
+                    if stop.load(Ordering::Relaxed)
+                        || t0.elapsed() > Duration::from_secs(60)
+                        || s.write_all(chunk).is_err()
+                    {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(if stall { 100_000 } else { 250 }));
+                }
+            }
+            _ => send(&mut s, "404 Not Found", "text/plain", b"not found"),
+        }
+    }
+
+    impl Server {
+        fn start() -> Server {
+            let song = std::fs::read(stemroom_core::paths::cache_dir().expect("cache").join("testdata/mixture.wav"))
+                .expect("mixture.wav: run scripts/setup.sh");
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+            let port = listener.local_addr().expect("addr").port();
+            listener.set_nonblocking(true).expect("nonblocking");
+            let stop = Arc::new(AtomicBool::new(false));
+            let st = stop.clone();
+            std::thread::spawn(move || {
+                let song = Arc::new(song);
+                let t0 = Instant::now();
+                let mut served = 0;
+                while !st.load(Ordering::Relaxed) && t0.elapsed() < Duration::from_secs(600) && served < 1000 {
+                    match listener.accept() {
+                        Ok((s, _)) => {
+                            served += 1;
+                            let _ = s.set_nonblocking(false);
+                            let (song, st) = (song.clone(), st.clone());
+                            std::thread::spawn(move || respond(s, &song, &st));
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                    }
+                }
+            });
+            Server { port, stop }
+        }
+
+        fn url(&self, path: &str) -> String {
+            format!("http://127.0.0.1:{}{path}", self.port)
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn ytdlp() -> YtDlp {
+        YtDlp::locate(None).expect("yt-dlp (scripts/setup.sh installs it)")
+    }
+
+    fn fetch(url: &str, dir: &Path, stall: Duration, cancel_after: Option<Duration>) -> Result<PathBuf, LinkError> {
+        let t0 = Instant::now();
+        let mut progress = Vec::new();
+        let r = link::download(&ytdlp(), url, dir, stall, &mut |p| progress.push(p.clone()), &|| {
+            cancel_after.is_some_and(|c| t0.elapsed() >= c)
+        });
+        if r.is_ok() {
+            assert!(progress.iter().any(|p| p.percent == Some(100.0)), "progress reached 100 %: {progress:?}");
+        }
+        r
+    }
+
+    fn empty(dir: &Path) -> bool {
+        std::fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(true)
+    }
+
+    /// Processes whose command line mentions `needle` (Linux /proc).
+    fn processes_with(needle: &str) -> usize {
+        std::fs::read_dir("/proc")
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| {
+                        std::fs::read(e.path().join("cmdline"))
+                            .map(|c| String::from_utf8_lossy(&c).contains(needle))
+                            .unwrap_or(false)
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn the_pinned_ytdlp_is_found() {
+        let y = ytdlp();
+        assert_eq!(y.version, link::PINNED_VERSION, "{}", y.path.display());
+        let missing = YtDlp::locate(Some(Path::new("/nonexistent/yt-dlp")));
+        assert!(matches!(missing, Err(LinkError::Missing(_))), "{missing:?}");
+    }
+
+    #[test]
+    fn direct_audio_and_audio_pages_download_and_separate() {
+        let server = Server::start();
+        let y = ytdlp();
+        // Metadata first: the page's title before any download.
+        let info = link::probe(&y, &server.url("/page.html"), 10).expect("probe page");
+        // The generic extractor numbers the media it finds on a page.
+        assert!(info.title.starts_with("Falcon 69 (live page)"), "{}", info.title);
+        assert!(!info.is_playlist);
+        let direct = link::probe(&y, &server.url("/song.wav"), 10).expect("probe direct");
+        assert_eq!(direct.title, "song");
+
+        let sep = super::worker_separator();
+        for (path, what) in [("/song.wav", "direct audio"), ("/page.html", "a page with <audio>")] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let file = fetch(&server.url(path), &dir.path().join("dl"), Duration::from_secs(30), None)
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            let original =
+                std::fs::read(stemroom_core::paths::cache_dir().expect("cache").join("testdata/mixture.wav"))
+                    .expect("read");
+            assert_eq!(std::fs::read(&file).expect("read"), original, "{what}: the bytes served");
+            let out = dir.path().join("out");
+            super::separate_into(&sep, &file, &out);
+            for stem in ["drums", "bass", "other", "vocals"] {
+                let p = out.join(format!("audio/{stem}.wav"));
+                assert!(p.is_file(), "{what}: {} missing", p.display());
+            }
+        }
+    }
+
+    #[test]
+    fn failures_are_specific_and_leave_nothing() {
+        let server = Server::start();
+        let y = ytdlp();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dl = dir.path().join("dl");
+
+        let e = fetch(&server.url("/missing.wav"), &dl, Duration::from_secs(30), None).expect_err("404");
+        assert!(matches!(e, LinkError::Unavailable(_)), "404: {e:?}");
+        assert!(empty(&dl));
+        let e = link::probe(&y, &server.url("/missing.wav"), 10).expect_err("404 probe");
+        assert!(matches!(e, LinkError::Unavailable(_)), "404 probe: {e:?}");
+
+        let e = fetch(&server.url("/nomedia.html"), &dl, Duration::from_secs(30), None).expect_err("no media");
+        assert!(matches!(e, LinkError::UnsupportedSite(_) | LinkError::NoMedia(_)), "no media: {e:?}");
+        assert_eq!(e.code(), stemroom_core::ErrorCode::Download);
+        assert!(empty(&dl));
+
+        // Nobody listens on port 9 (discard) on loopback here.
+        let e = fetch("http://127.0.0.1:9/song.wav", &dl, Duration::from_secs(30), None).expect_err("refused");
+        assert!(matches!(e, LinkError::Network(_)), "refused: {e:?}");
+
+        let e = fetch("-o/tmp/x", &dl, Duration::from_secs(30), None).expect_err("option-like");
+        assert!(matches!(e, LinkError::NotAUrl(_)), "{e:?}");
+        let e = link::probe(&y, "--exec=touch /tmp/pwned", 10).expect_err("option-like");
+        assert!(matches!(e, LinkError::NotAUrl(_)), "{e:?}");
+    }
+
+    #[test]
+    fn a_stalled_download_times_out_and_a_cancel_stops_the_process_tree() {
+        let server = Server::start();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dl = dir.path().join("dl");
+        let t0 = Instant::now();
+        let e = fetch(&server.url("/stall.wav"), &dl, Duration::from_secs(3), None).expect_err("stall");
+        assert!(matches!(e, LinkError::Stalled(3)), "{e:?}");
+        assert!(t0.elapsed() < Duration::from_secs(20), "gave up in {:?}", t0.elapsed());
+        assert!(empty(&dl), "nothing left after a stall");
+        assert_eq!(processes_with("/stall.wav"), 0, "yt-dlp is gone after a stall");
+
+        let t0 = Instant::now();
+        let e = fetch(&server.url("/slow.wav"), &dl, Duration::from_secs(30), Some(Duration::from_secs(2)))
+            .expect_err("cancel");
+        assert!(matches!(e, LinkError::Cancelled), "{e:?}");
+        assert!(t0.elapsed() < Duration::from_secs(5), "cancel took {:?}", t0.elapsed());
+        assert!(empty(&dl), "nothing left after a cancel");
+        assert_eq!(processes_with("/slow.wav"), 0, "yt-dlp is gone after a cancel");
+    }
+
+    #[test]
+    fn hostile_titles_become_safe_names() {
+        let server = Server::start();
+        let info = link::probe(&ytdlp(), &server.url("/evil.html"), 10).expect("probe");
+        assert!(info.title.contains("../"), "{}", info.title);
+        let name = stemroom_core::library::visible_name(&info.title, "Untitled");
+        assert!(!name.contains('/') && !name.contains('\\') && !name.contains(':'), "{name}");
+        assert!(!name.starts_with('.'), "{name}");
+        assert!(name.len() <= 255, "{} bytes", name.len());
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join(&name), b"x").expect("a valid file name");
+        assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 1);
+    }
+}
+
+fn worker_separator() -> stemroom_core::job::Separator {
+    stemroom_core::job::Separator::open("htdemucs", None, &Default::default()).expect("model and runtime (setup.sh)")
+}
+
+/// Separate `input` with `--shifts 0` into `<out>/<track>/<stem>.wav`.
+fn separate_into(sep: &stemroom_core::job::Separator, input: &Path, out: &Path) {
+    let req = stemroom_core::job::JobRequest {
+        input: input.to_path_buf(),
+        out_dir: out.to_path_buf(),
+        filename: stemroom_core::job::DEFAULT_FILENAME.into(),
+        format: OutputFormat::Wav { depth: WavDepth::Int16 },
+        clip: ClipMode::Rescale,
+        two_stems: None,
+        other_method: Default::default(),
+        output_rate: Default::default(),
+        separate: stemroom_core::separate::SeparateOptions { shifts: 0, ..Default::default() },
+        scratch_dir: None,
+    };
+    stemroom_core::job::separate_file(sep, &req, &Silent).expect("separate the download");
+}

@@ -71,6 +71,7 @@ export function PlayerView({ song, onClose }: Props) {
   const [width, setWidth] = useState(0);
   const area = useRef<HTMLDivElement>(null);
   const drag = useRef<{ from: number; x: number } | null>(null);
+  const lastScrub = useRef(0);
 
   useEffect(() => {
     let live = true;
@@ -392,7 +393,16 @@ export function PlayerView({ song, onClose }: Props) {
               <div
                 className="lane__area"
                 ref={li === 0 ? area : undefined}
-                onPointerDown={(e) => seek(pointerFrame(e))}
+                onPointerDown={(e) => {
+                  e.currentTarget.setPointerCapture?.(e.pointerId);
+                  seek(pointerFrame(e));
+                }}
+                onPointerMove={(e) => {
+                  // Drag to scrub, at most ~20 seeks a second.
+                  if (e.buttons !== 1 || e.timeStamp - lastScrub.current < 50) return;
+                  lastScrub.current = e.timeStamp;
+                  seek(pointerFrame(e));
+                }}
               >
                 <Waveform
                   peaks={peaks?.find((p) => p.lane === lane)}

@@ -13,6 +13,7 @@ tmp=$(mktemp -d)
 mkdir -p "$tmp/run"; chmod 700 "$tmp/run"
 stop_pulse() {
     [ -f "$tmp/run/pulse/pid" ] && kill "$(cat "$tmp/run/pulse/pid")" 2>/dev/null || true
+    [ -n "${site_pid:-}" ] && kill "$site_pid" 2>/dev/null || true
     rm -rf "$tmp"
 }
 trap stop_pulse EXIT
@@ -21,8 +22,16 @@ XDG_RUNTIME_DIR="$tmp/run" HOME="$tmp/run" pulseaudio -n --daemonize=yes --exit-
 for _ in $(seq 1 100); do [ -S "$tmp/run/pulse/native" ] && break; sleep 0.1; done
 [ -S "$tmp/run/pulse/native" ] || { log "PulseAudio did not start"; exit 1; }
 cp "$TESTDATA_DIR/mixture.wav" "$tmp/The Easton Ellises - Falcon 69.wav"
+# A loopback web server for the link test: yt-dlp fetches a song from it.
+mkdir -p "$tmp/site"; cp "$TESTDATA_DIR/mixture.wav" "$tmp/site/Falcon 69 (from a link).wav"
+python3 -u -m http.server --bind 127.0.0.1 0 --directory "$tmp/site" > "$tmp/site.log" 2>/dev/null &
+site_pid=$!
+for _ in $(seq 1 100); do grep -q "port" "$tmp/site.log" 2>/dev/null && break; sleep 0.1; done
+site_port=$(sed -n 's/.* port \([0-9]*\).*/\1/p' "$tmp/site.log" | head -n1)
+[ -n "$site_port" ] || { log "the loopback web server did not start"; exit 1; }
 log "end-to-end test of the app under Xvfb"
 XDG_RUNTIME_DIR="$tmp/run" HOME="$tmp/home" XDG_DATA_HOME="$tmp/home/.local/share" STEMROOM_CACHE="$STEMROOM_CACHE" \
 STEMROOM_APP="$RELEASE_DIR/stemroom-app" STEMROOM_E2E_INPUT="$tmp/The Easton Ellises - Falcon 69.wav" \
 TAURI_DRIVER="$STEMROOM_CACHE/tools/bin/tauri-driver" STEMROOM_E2E_SHOTS="$REPO_ROOT/docs/screenshots" STEMROOM_E2E_EXPORT_DIR="$tmp/exports" \
+STEMROOM_E2E_URL="http://127.0.0.1:$site_port/Falcon%2069%20%28from%20a%20link%29.wav" \
     xvfb-run -a -s "-screen 0 1280x800x24" node ui/e2e/app.e2e.mjs

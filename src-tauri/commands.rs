@@ -27,6 +27,8 @@ pub struct AppInfo {
     pub library_dir: String,
     pub models: Vec<ModelStatus>,
     pub runtime: RuntimeStatus,
+    /// yt-dlp (for links): where, which version, or why not.
+    pub ytdlp: stemroom_core::link::YtDlpStatus,
     /// Provider of the latest job (`cpu`, `cuda`), `None` before any.
     pub provider_in_use: Option<String>,
 }
@@ -40,6 +42,7 @@ fn app_info(state: S<'_>) -> Result<AppInfo, AppError> {
         library_dir: state.worker.library_dir().to_string_lossy().into_owned(),
         models: state.models(),
         runtime: state.runtime(),
+        ytdlp: stemroom_core::link::status(state.queue.settings()?.ytdlp_path.as_deref().map(Path::new)),
         provider_in_use: state.queue.last_provider()?,
     })
 }
@@ -73,6 +76,21 @@ async fn add(state: Arc<AppState>, paths: Vec<PathBuf>) -> Result<AddResult, App
 #[specta::specta]
 async fn add_paths(state: S<'_>, paths: Vec<String>) -> Result<AddResult, AppError> {
     add(state.inner().clone(), paths.into_iter().map(PathBuf::from).collect()).await
+}
+
+/// Queue chosen entries of a playlist link.
+#[tauri::command]
+#[specta::specta]
+async fn add_links(state: S<'_>, entries: Vec<stemroom_core::link::LinkEntry>) -> Result<AddResult, AppError> {
+    let st = state.inner().clone();
+    let result = tauri::async_runtime::spawn_blocking(move || stemroom_core::intake::add_links(&st.queue, &entries))
+        .await
+        .map_err(|e| AppError::internal(e.to_string()))??;
+    if !result.added.is_empty() {
+        state.worker.notify();
+        state.hub.send(QueueEvent::QueueChanged);
+    }
+    Ok(result)
 }
 
 /// Run a native dialog on the main (GTK) thread and wait for its answer.
@@ -202,6 +220,7 @@ pub fn specta_builder() -> tauri_specta::Builder<tauri::Wry> {
             list_queue,
             list_library,
             add_paths,
+            add_links,
             pick_files,
             pick_library_dir,
             cancel_job,

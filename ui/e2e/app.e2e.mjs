@@ -9,7 +9,8 @@
 //
 // Environment: STEMROOM_APP (binary), STEMROOM_E2E_INPUT (audio file),
 // TAURI_DRIVER (tauri-driver binary), STEMROOM_E2E_SHOTS (screenshot dir),
-// STEMROOM_E2E_EXPORT_DIR (where the export goes; must not exist yet).
+// STEMROOM_E2E_EXPORT_DIR (where the export goes; must not exist yet),
+// STEMROOM_E2E_URL (a loopback link to a song, fetched with yt-dlp).
 import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, openSync, readSync, readdirSync, statSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -20,6 +21,7 @@ const input = process.env.STEMROOM_E2E_INPUT;
 const shots = process.env.STEMROOM_E2E_SHOTS ?? "docs/screenshots";
 const driverBin = process.env.TAURI_DRIVER ?? "tauri-driver";
 const exportDir = process.env.STEMROOM_E2E_EXPORT_DIR;
+const songUrl = process.env.STEMROOM_E2E_URL;
 if (!app || !input) throw new Error("STEMROOM_APP and STEMROOM_E2E_INPUT must be set");
 mkdirSync(shots, { recursive: true });
 
@@ -177,6 +179,40 @@ try {
   readSync(openSync(file, "r"), head, 0, 3, 0);
   check(head.toString("latin1") === "ID3", "the MP3 carries ID3 tags");
   check(readdirSync(exportDir).every((f) => !f.endsWith(".part")), "no temporary files left");
+  await (await b.$("button=Back to library")).click();
+
+  // A link: paste it, see its title (from yt-dlp's metadata), see it finish.
+  if (!songUrl) throw new Error("STEMROOM_E2E_URL must be set");
+  await tab(b, "Queue");
+  const linkField = await b.$('[aria-label="File path or link"]');
+  await linkField.setValue(songUrl);
+  await (await b.$("button=Add")).click();
+  const linkRow = await b.$('[data-testid="job-row"]');
+  await linkRow.waitForExist({ timeout: 60000, timeoutMsg: "the link was not queued" });
+  const linkId = await linkRow.getAttribute("data-job-id");
+  const linkTitle = await (await linkRow.$(".job__title")).getText();
+  check(linkTitle === "Falcon 69 (from a link)", `the link shows its title (${linkTitle})`);
+  await b.waitUntil(
+    async () => {
+      const r = await b.$(`[data-testid="job-row"][data-job-id="${linkId}"]`);
+      if (!(await r.isExisting())) return true;
+      const s = await r.getAttribute("data-state");
+      if (s === "failed" || s === "cancelled") throw new Error(`link job ended ${s}: ${await r.getText()}`);
+      return s === "done";
+    },
+    { timeout: 600000, interval: 300, timeoutMsg: "the link job did not finish" },
+  );
+  await tab(b, "Library");
+  await b.waitUntil(
+    async () => {
+      for (const it of await b.$$('[data-testid="library-item"]')) {
+        if ((await it.getText()).includes("Falcon 69 (from a link)")) return true;
+      }
+      return false;
+    },
+    { timeout: 20000, timeoutMsg: "the link's song is not in the library" },
+  );
+  check(true, "the link's song is in the library");
   await b.deleteSession();
 } catch (e) {
   failed = true;

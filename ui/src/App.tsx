@@ -1,6 +1,6 @@
 import { useEffect, useEffectEvent, useState, type ReactNode } from "react";
 import { useBackend } from "./backend";
-import type { AddResult, Rejected } from "./bindings";
+import type { AddResult, LinkInfo, Rejected } from "./bindings";
 import { errorText } from "./errors";
 import { useAppInfo } from "./hooks/useAppInfo";
 import { useQueue } from "./hooks/useQueue";
@@ -9,6 +9,7 @@ import { Alert } from "./components/Alert";
 import { DropOverlay } from "./components/DropOverlay";
 import { Header, TABS, panelId, tabId, type Tab } from "./components/Header";
 import { LibraryView } from "./components/LibraryView";
+import { PlaylistDialog } from "./components/PlaylistDialog";
 import { QueueView } from "./components/QueueView";
 import { RejectedNotice } from "./components/RejectedNotice";
 import { SettingsView } from "./components/SettingsView";
@@ -22,12 +23,14 @@ export function App() {
   const [dragging, setDragging] = useState(false);
   const [rejected, setRejected] = useState<Rejected[]>([]);
   const [addError, setAddError] = useState<string | null>(null);
+  const [playlists, setPlaylists] = useState<LinkInfo[]>([]);
 
   /** Runs an add request and reports what it refused; resolves to whether anything was added. */
   async function add(request: () => Promise<AddResult>): Promise<boolean> {
     try {
-      const { added, rejected } = await request();
+      const { added, rejected, playlists } = await request();
       setRejected(rejected);
+      if (playlists.length > 0) setPlaylists((current) => [...current, ...playlists]);
       setAddError(null);
       if (added.length > 0) await queue.refresh();
       return added.length > 0;
@@ -90,6 +93,17 @@ export function App() {
         ))}
       </main>
       {dragging && <DropOverlay />}
+      {playlists[0] && (
+        <PlaylistDialog
+          key={playlists[0].url}
+          playlist={playlists[0]}
+          onClose={() => setPlaylists((p) => p.slice(1))}
+          onAdd={(entries) => {
+            setPlaylists((p) => p.slice(1));
+            void add(() => backend.addLinks(entries));
+          }}
+        />
+      )}
     </div>
   );
 }

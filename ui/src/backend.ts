@@ -7,6 +7,7 @@ import type {
   ExportProgress,
   Job,
   LanePeaks,
+  LinkEntry,
   LoopRegion,
   MixControls,
   ModelStatus,
@@ -23,7 +24,10 @@ export interface Backend {
   listQueue(): Promise<Job[]>;
   /** Finished songs whose title contains `search`, newest first. */
   listLibrary(search: string): Promise<Job[]>;
+  /** Files, folders or links (links are probed with yt-dlp; playlists come back to choose from). */
   addPaths(paths: string[]): Promise<AddResult>;
+  /** Queues chosen entries of a playlist. */
+  addLinks(entries: LinkEntry[]): Promise<AddResult>;
   /** Opens the native file dialog and adds what was picked. */
   pickFiles(): Promise<AddResult>;
   cancelJob(id: number): Promise<Job>;

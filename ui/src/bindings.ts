@@ -11,6 +11,8 @@ export const commands = {
 	listQueue: () => typedError<Job[], AppError>(__TAURI_INVOKE("list_queue")),
 	listLibrary: (search: string) => typedError<Job[], AppError>(__TAURI_INVOKE("list_library", { search })),
 	addPaths: (paths: string[]) => typedError<AddResult, AppError>(__TAURI_INVOKE("add_paths", { paths })),
+	/**  Queue chosen entries of a playlist link. */
+	addLinks: (entries: LinkEntry[]) => typedError<AddResult, AppError>(__TAURI_INVOKE("add_links", { entries })),
 	pickFiles: () => typedError<AddResult, AppError>(__TAURI_INVOKE("pick_files")),
 	pickLibraryDir: () => typedError<string | null, AppError>(__TAURI_INVOKE("pick_library_dir")),
 	cancelJob: (id: number) => typedError<Job, AppError>(__TAURI_INVOKE("cancel_job", { id })),
@@ -54,6 +56,11 @@ export const commands = {
 export type AddResult = {
 	added: Job[],
 	rejected: Rejected[],
+	/**
+	 *  Playlist links, with their entries (up to
+	 *  [`link::DEFAULT_PLAYLIST_LIMIT`]), waiting for a choice.
+	 */
+	playlists: LinkInfo[],
 };
 
 /**  An error as the UI sees it: it branches on `code`, shows `message`. */
@@ -69,6 +76,8 @@ export type AppInfo = {
 	libraryDir: string,
 	models: ModelStatus[],
 	runtime: RuntimeStatus,
+	/**  yt-dlp (for links): where, which version, or why not. */
+	ytdlp: YtDlpStatus,
 	/**  Provider of the latest job (`cpu`, `cuda`), `None` before any. */
 	providerInUse: string | null,
 };
@@ -192,9 +201,12 @@ export type JobProgress = {
 	percent: number,
 	/**
 	 *  Estimated seconds to completion, from measured segment times; `None`
-	 *  until there is a measurement for this model on this machine.
+	 *  until there is a measurement for this model on this machine. While
+	 *  downloading: yt-dlp's estimate for the download.
 	 */
 	etaSeconds: number | null,
+	/**  Download speed in bytes per second (while downloading). */
+	bytesPerSecond: number | null,
 };
 
 /**  Where a job's audio comes from. */
@@ -208,6 +220,8 @@ export type JobSource =
 export type JobState = 
 /**  Waiting for its turn. */
 { state: "queued" } | 
+/**  Fetching a link's audio with yt-dlp; `percent` when the size is known. */
+{ state: "downloading"; percent: number | null } | 
 /**  Decoding (and resampling) the input. */
 { state: "decoding" } | 
 /**  Segment `segment` (1-based) of `total` went through the network. */
@@ -226,6 +240,29 @@ export type LanePeaks = {
 	lane: string,
 	min: number[],
 	max: number[],
+};
+
+/**  One entry of a playlist. */
+export type LinkEntry = {
+	url: string,
+	title: string,
+	durationSeconds: number | null,
+};
+
+/**  What a link is, before downloading. */
+export type LinkInfo = {
+	url: string,
+	title: string,
+	uploader: string | null,
+	durationSeconds: number | null,
+	thumbnail: string | null,
+	/**  yt-dlp's extractor (`generic`, `youtube`, …). */
+	extractor: string | null,
+	/**  For a playlist: its entries (at most the limit given to [`probe`]). */
+	entries: LinkEntry[],
+	isPlaylist: boolean,
+	/**  The playlist has more entries than were listed. */
+	truncated: boolean,
 };
 
 /**  A loop between two frame positions (`start < end`). */
@@ -350,6 +387,11 @@ export type Settings = {
 	 *  already uses every core).
 	 */
 	concurrentJobs: number,
+	/**
+	 *  yt-dlp to use for links; `None` = look in `$STEMROOM_YTDLP`, the
+	 *  project's environment, then `PATH` (see [`crate::link::YtDlp::locate`]).
+	 */
+	ytdlpPath: string | null,
 };
 
 /**  What the song view needs to draw itself. */
@@ -396,6 +438,15 @@ export type WavDepth =
 "int24" | 
 /**  32-bit IEEE float (`--float32`). */
 "float32";
+
+/**  Whether yt-dlp can be used, for front ends (Settings). */
+export type YtDlpStatus = {
+	found: boolean,
+	path: string | null,
+	version: string | null,
+	/**  Why it cannot be used, in plain words. */
+	problem: string | null,
+};
 
 /* Tauri Specta runtime */
 async function typedError<T, E>(result: Promise<T>): Promise<{ status: "ok"; data: T } | { status: "error"; error: E }> {

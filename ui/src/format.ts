@@ -28,6 +28,11 @@ export function formatDate(unixMillis: number): string {
   return new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" }).format(unixMillis);
 }
 
+/** "1.2 MB/s" */
+export function formatSpeed(bytesPerSecond: number): string {
+  return `${formatBytes(bytesPerSecond)}/s`;
+}
+
 /** "166 MB" */
 export function formatBytes(bytes: number): string {
   if (bytes >= 1e9) return `${(bytes / 1e9).toFixed(1)} GB`;
@@ -36,13 +41,20 @@ export function formatBytes(bytes: number): string {
 }
 
 export function isRunning(state: JobState): boolean {
-  return state.state === "decoding" || state.state === "separating" || state.state === "encoding";
+  return (
+    state.state === "downloading" ||
+    state.state === "decoding" ||
+    state.state === "separating" ||
+    state.state === "encoding"
+  );
 }
 
 export function stateLabel(state: JobState): string {
   switch (state.state) {
     case "queued":
       return "Queued";
+    case "downloading":
+      return state.percent === null ? "Downloading" : `Downloading ${Math.floor(state.percent)} %`;
     case "decoding":
       return "Decoding";
     case "separating":

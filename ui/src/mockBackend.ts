@@ -9,6 +9,7 @@ import type {
   PlayerStatus,
   JobProgress,
   JobState,
+  LinkInfo,
   ModelStatus,
   QueueEvent,
   Rejected,
@@ -73,6 +74,7 @@ const defaultSettings: Settings = {
   libraryDir: null,
   format: { kind: "wav", depth: "int16" },
   concurrentJobs: 1,
+  ytdlpPath: null,
 };
 
 export function mockModel(overrides: Partial<ModelStatus> = {}): ModelStatus {
@@ -146,6 +148,7 @@ const RANK: Record<Status, number> = { running: 0, queued: 1, failed: 2, cancell
 
 function status(state: JobState): Status {
   switch (state.state) {
+    case "downloading":
     case "decoding":
     case "separating":
     case "encoding":
@@ -158,18 +161,20 @@ function status(state: JobState): Status {
 /** Percent and ETA as the Rust worker computes them. */
 function progressOf(id: number, state: JobState, secondsPerSegment: number): JobProgress {
   switch (state.state) {
+    case "downloading":
+      return { id, state, percent: state.percent ?? 0, etaSeconds: 3, bytesPerSecond: 1_200_000 };
     case "decoding":
-      return { id, state, percent: 2.5, etaSeconds: null };
+      return { id, state, percent: 2.5, etaSeconds: null, bytesPerSecond: null };
     case "separating": {
       const done = state.segment / state.total;
-      return { id, state, percent: 5 + 90 * done, etaSeconds: secondsPerSegment * (state.total - state.segment) };
+      return { id, state, percent: 5 + 90 * done, etaSeconds: secondsPerSegment * (state.total - state.segment), bytesPerSecond: null };
     }
     case "encoding":
-      return { id, state, percent: 95, etaSeconds: 0 };
+      return { id, state, percent: 95, etaSeconds: 0, bytesPerSecond: null };
     case "done":
-      return { id, state, percent: 100, etaSeconds: 0 };
+      return { id, state, percent: 100, etaSeconds: 0, bytesPerSecond: null };
     default:
-      return { id, state, percent: 0, etaSeconds: null };
+      return { id, state, percent: 0, etaSeconds: null, bytesPerSecond: null };
   }
 }
 
@@ -273,10 +278,17 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
       if (segment > total) return step(id, { state: "encoding" }, 500, () => finish(id));
       step(id, { state: "separating", segment, total }, 400, () => separate(segment + 1));
     };
-    step(id, { state: "decoding" }, 600, () => {
-      update(id, { durationSeconds: 150 + ((id * 37) % 120) });
-      separate(1);
-    });
+    const decode = () =>
+      step(id, { state: "decoding" }, 600, () => {
+        update(id, { durationSeconds: find(id).durationSeconds ?? 150 + ((id * 37) % 120) });
+        separate(1);
+      });
+    const download = (percent: number) => {
+      if (percent > 100) return decode();
+      step(id, { state: "downloading", percent }, 300, () => download(percent + 25));
+    };
+    if (find(id).source.kind === "url") download(0);
+    else decode();
   }
 
   function finish(id: number): void {
@@ -296,31 +308,59 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
 
   // --- the Backend ------------------------------------------------------
 
+  function enqueue(title: string, source: Job["source"], durationSeconds: number | null = null): Job {
+    const job = mockJob({
+      id: nextId++,
+      title,
+      source,
+      durationSeconds,
+      options: { ...settings, twoStems: null },
+      position: endPosition(),
+      createdAt: now(),
+    });
+    jobs.push(job);
+    return structuredClone(job);
+  }
+
   function addPaths(paths: string[]): Promise<AddResult> {
     const added: Job[] = [];
     const rejected: Rejected[] = [];
+    const playlists: LinkInfo[] = [];
     for (const raw of paths) {
       const path = raw.trim();
-      const isUrl = /^https?:\/\//i.test(path);
+      if (/^https?:\/\//i.test(path)) {
+        // Links: "playlist" in the link makes a three-song playlist to choose from.
+        if (/playlist/i.test(path)) {
+          playlists.push({
+            url: path,
+            title: "Demo playlist",
+            uploader: "Someone",
+            durationSeconds: null,
+            thumbnail: null,
+            extractor: "Generic",
+            isPlaylist: true,
+            truncated: false,
+            entries: ["One", "Two", "Three"].map((t, i) => ({
+              url: `${path}#${i + 1}`,
+              title: `Song ${t}`,
+              durationSeconds: 180 + i,
+            })),
+          });
+        } else {
+          added.push(enqueue(fileName(path).replace(/\.[^.]+$/, "") || path, { kind: "url", url: path }, 200));
+        }
+        continue;
+      }
       const ext = /\.([a-z0-9]+)$/i.exec(fileName(path))?.[1]?.toLowerCase();
-      if (!isUrl && (!ext || !AUDIO_EXTENSIONS.includes(ext))) {
+      if (!ext || !AUDIO_EXTENSIONS.includes(ext)) {
         rejected.push({ path, reason: "Not an audio file Stemroom can read." });
         continue;
       }
-      const job = mockJob({
-        id: nextId++,
-        title: isUrl ? path : fileName(path).replace(/\.[^.]+$/, ""),
-        source: isUrl ? { kind: "url", url: path } : { kind: "file", path },
-        options: { ...settings, twoStems: null },
-        position: endPosition(),
-        createdAt: now(),
-      });
-      jobs.push(job);
-      added.push(structuredClone(job));
+      added.push(enqueue(fileName(path).replace(/\.[^.]+$/, ""), { kind: "file", path }));
     }
     if (added.length > 0) emit({ kind: "queueChanged" });
     pump();
-    return Promise.resolve({ added, rejected });
+    return Promise.resolve({ added, rejected, playlists });
   }
 
   // --- the player -------------------------------------------------------
@@ -369,6 +409,7 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
         dataDir: "/home/you/.local/share/stemroom",
         libraryDir: libraryDir(),
         models: structuredClone(models),
+        ytdlp: { found: true, path: "/home/you/.cache/stemroom/tools/yt-dlp/bin/yt-dlp", version: "2026.10.26", problem: null },
         runtime: runtimeFound
           ? { found: true, path: "/home/you/.local/share/stemroom/libonnxruntime.so", problem: null }
           : { found: false, path: null, problem: "ONNX Runtime was not found." },
@@ -386,6 +427,12 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
         .map((job) => structuredClone(job));
     },
     addPaths,
+    async addLinks(entries) {
+      const added = entries.map((e) => enqueue(e.title, { kind: "url", url: e.url }, e.durationSeconds));
+      if (added.length > 0) emit({ kind: "queueChanged" });
+      pump();
+      return { added, rejected: [], playlists: [] };
+    },
     async pickFiles() {
       return addPaths(options.pickedFiles ?? []);
     },

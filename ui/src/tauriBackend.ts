@@ -25,6 +25,7 @@ export const tauriBackend: Backend = {
   listQueue: () => unwrap(commands.listQueue()),
   listLibrary: (search) => unwrap(commands.listLibrary(search)),
   addPaths: (paths) => unwrap(commands.addPaths(paths)),
+  addLinks: (entries) => unwrap(commands.addLinks(entries)),
   pickFiles: () => unwrap(commands.pickFiles()),
   cancelJob: (id) => unwrap(commands.cancelJob(id)),
   retryJob: (id) => unwrap(commands.retryJob(id)),

@@ -6,12 +6,20 @@
 //! [`MAX_FILES`] files, sorted by path) for files with an audio extension;
 //! other files inside folders are skipped silently, as a person dropping an
 //! album folder with cover art expects.
+//!
+//! Links (`http://`, `https://`) are checked ([`link::check_url`]) and their
+//! metadata read with yt-dlp ([`link::probe`]) before they are queued, so the
+//! queue shows the title and length at once; the audio is downloaded when
+//! the job runs. A playlist is not queued: it comes back in
+//! [`AddResult::playlists`] for the person to choose entries
+//! ([`add_links`]).
 
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use crate::audio::decode;
+use crate::link::{self, LinkEntry, LinkInfo};
 use crate::queue::{Job, JobSource, Queue, QueueError};
 use crate::worker::title_for;
 
@@ -41,6 +49,9 @@ pub struct Rejected {
 pub struct AddResult {
     pub added: Vec<Job>,
     pub rejected: Vec<Rejected>,
+    /// Playlist links, with their entries (up to
+    /// [`link::DEFAULT_PLAYLIST_LIMIT`]), waiting for a choice.
+    pub playlists: Vec<LinkInfo>,
 }
 
 fn has_audio_extension(p: &Path) -> bool {
@@ -78,7 +89,9 @@ pub fn add_paths(queue: &Queue, paths: &[PathBuf]) -> Result<AddResult, QueueErr
     let mut result = AddResult::default();
     let mut files: Vec<PathBuf> = Vec::new();
     for p in paths {
-        if p.is_dir() {
+        if let Some(url) = p.to_str().filter(|s| link::looks_like_url(s)) {
+            add_link(queue, url, &mut result)?;
+        } else if p.is_dir() {
             let before = files.len();
             walk(p, 0, &mut files);
             if files.len() == before {
@@ -107,6 +120,70 @@ pub fn add_paths(queue: &Queue, paths: &[PathBuf]) -> Result<AddResult, QueueErr
         }
     }
     Ok(result)
+}
+
+/// Probe one link and queue it (or hand back its playlist).
+fn add_link(queue: &Queue, url: &str, result: &mut AddResult) -> Result<(), QueueError> {
+    let settings = queue.settings()?;
+    let refuse = |result: &mut AddResult, e: link::LinkError| {
+        result.rejected.push(Rejected { path: url.chars().take(300).collect(), reason: capitalised(&e.to_string()) })
+    };
+    let url = match link::check_url(url) {
+        Ok(u) => u,
+        Err(e) => {
+            refuse(result, e);
+            return Ok(());
+        }
+    };
+    let yt = match link::YtDlp::locate(settings.ytdlp_path.as_deref().map(Path::new)) {
+        Ok(y) => y,
+        Err(e) => {
+            refuse(result, e);
+            return Ok(());
+        }
+    };
+    match link::probe(&yt, &url, link::DEFAULT_PLAYLIST_LIMIT) {
+        Ok(info) if info.is_playlist => result.playlists.push(info),
+        Ok(info) => {
+            let job = queue.enqueue(&JobSource::Url { url: info.url.clone() }, &info.title, &settings.job_options())?;
+            if info.duration_seconds.is_some() {
+                queue.set_details(job.id, info.duration_seconds, None)?;
+            }
+            result.added.push(queue.get(job.id)?);
+        }
+        Err(e) => refuse(result, e),
+    }
+    Ok(())
+}
+
+/// Queue chosen entries of a playlist (titles and lengths as listed).
+///
+/// # Errors
+/// Database errors; a bad entry link is refused in the result.
+pub fn add_links(queue: &Queue, entries: &[LinkEntry]) -> Result<AddResult, QueueError> {
+    let options = queue.settings()?.job_options();
+    let mut result = AddResult::default();
+    for e in entries.iter().take(link::DEFAULT_PLAYLIST_LIMIT) {
+        match link::check_url(&e.url) {
+            Ok(url) => {
+                let job = queue.enqueue(&JobSource::Url { url }, &e.title, &options)?;
+                if e.duration_seconds.is_some() {
+                    queue.set_details(job.id, e.duration_seconds, None)?;
+                }
+                result.added.push(queue.get(job.id)?);
+            }
+            Err(err) => result.rejected.push(Rejected { path: e.url.clone(), reason: capitalised(&err.to_string()) }),
+        }
+    }
+    Ok(result)
+}
+
+fn capitalised(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect::<String>() + ".",
+        None => String::new(),
+    }
 }
 
 fn result_rejected(p: &Path, reason: String) -> Rejected {

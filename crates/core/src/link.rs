@@ -81,6 +81,31 @@ impl LinkError {
     }
 }
 
+/// Whether yt-dlp can be used, for front ends (Settings).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+#[serde(rename_all = "camelCase")]
+pub struct YtDlpStatus {
+    pub found: bool,
+    pub path: Option<String>,
+    pub version: Option<String>,
+    /// Why it cannot be used, in plain words.
+    pub problem: Option<String>,
+}
+
+/// Look for yt-dlp as a download would (see [`YtDlp::locate`]).
+pub fn status(explicit: Option<&Path>) -> YtDlpStatus {
+    match YtDlp::locate(explicit) {
+        Ok(y) => YtDlpStatus {
+            found: true,
+            path: Some(y.path.to_string_lossy().into_owned()),
+            version: Some(y.version),
+            problem: None,
+        },
+        Err(e) => YtDlpStatus { found: false, path: None, version: None, problem: Some(e.to_string()) },
+    }
+}
+
 /// A located yt-dlp and its version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "specta", derive(specta::Type))]
@@ -171,7 +196,7 @@ fn version_of(program: &Path) -> Result<String, String> {
 }
 
 /// One entry of a playlist.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(rename_all = "camelCase")]
 pub struct LinkEntry {

@@ -79,6 +79,8 @@ pub struct JobOptions {
 pub enum JobState {
     /// Waiting for its turn.
     Queued,
+    /// Fetching a link's audio with yt-dlp; `percent` when the size is known.
+    Downloading { percent: Option<f64> },
     /// Decoding (and resampling) the input.
     Decoding,
     /// Segment `segment` (1-based) of `total` went through the network.
@@ -96,7 +98,10 @@ pub enum JobState {
 impl JobState {
     /// True while a worker owns the job.
     pub fn is_running(&self) -> bool {
-        matches!(self, JobState::Decoding | JobState::Separating { .. } | JobState::Encoding)
+        matches!(
+            self,
+            JobState::Downloading { .. } | JobState::Decoding | JobState::Separating { .. } | JobState::Encoding
+        )
     }
     /// True once the job can no longer change by itself.
     pub fn is_finished(&self) -> bool {
@@ -106,7 +111,9 @@ impl JobState {
     fn status(&self) -> &'static str {
         match self {
             JobState::Queued => "queued",
-            JobState::Decoding | JobState::Separating { .. } | JobState::Encoding => "running",
+            JobState::Downloading { .. } | JobState::Decoding | JobState::Separating { .. } | JobState::Encoding => {
+                "running"
+            }
             JobState::Done => "done",
             JobState::Failed { .. } => "failed",
             JobState::Cancelled => "cancelled",
@@ -181,6 +188,9 @@ pub struct Settings {
     /// How many jobs separate at the same time (1 by default: the network
     /// already uses every core).
     pub concurrent_jobs: u32,
+    /// yt-dlp to use for links; `None` = look in `$STEMROOM_YTDLP`, the
+    /// project's environment, then `PATH` (see [`crate::link::YtDlp::locate`]).
+    pub ytdlp_path: Option<String>,
 }
 
 impl Default for Settings {
@@ -193,6 +203,7 @@ impl Default for Settings {
             library_dir: None,
             format: default_format(),
             concurrent_jobs: 1,
+            ytdlp_path: None,
         }
     }
 }
@@ -564,6 +575,15 @@ impl Queue {
     ///
     /// # Errors
     /// Database errors.
+    /// Replace a job's display title (a link's title once its metadata is read).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn set_title(&self, id: JobId, title: &str) -> Result<(), QueueError> {
+        self.conn().execute("UPDATE jobs SET title = ?1 WHERE id = ?2", params![title, id])?;
+        Ok(())
+    }
+
     pub fn set_details(
         &self,
         id: JobId,

@@ -20,6 +20,7 @@ use serde::Serialize;
 use crate::audio::encode::ClipMode;
 use crate::job::{self, JobRequest, OtherMethod, OutputRate, Separator};
 use crate::library::{self, SongMetadata};
+use crate::link;
 use crate::progress::{Event, Listener};
 use crate::queue::{Job, JobId, JobSource, JobState, Queue, QueueError, StemFile};
 use crate::runtime::{Device, RuntimeOptions};
@@ -46,8 +47,11 @@ pub struct JobProgress {
     /// 0 to 100.
     pub percent: f64,
     /// Estimated seconds to completion, from measured segment times; `None`
-    /// until there is a measurement for this model on this machine.
+    /// until there is a measurement for this model on this machine. While
+    /// downloading: yt-dlp's estimate for the download.
     pub eta_seconds: Option<f64>,
+    /// Download speed in bytes per second (while downloading).
+    pub bytes_per_second: Option<f64>,
 }
 
 impl JobProgress {
@@ -59,6 +63,8 @@ impl JobProgress {
     pub fn compute(id: JobId, state: &JobState, decode_fraction: f64, seconds_per_segment: Option<f64>) -> Self {
         let (percent, eta) = match *state {
             JobState::Queued => (0.0, None),
+            // A download is its own stage: its bar runs from 0 to 100 %.
+            JobState::Downloading { percent } => (percent.unwrap_or(0.0).clamp(0.0, 100.0), None),
             JobState::Decoding => (100.0 * DECODE_SHARE * decode_fraction.clamp(0.0, 1.0), None),
             JobState::Separating { segment, total } => {
                 let done = if total == 0 { 1.0 } else { f64::from(segment.min(total)) / f64::from(total) };
@@ -72,7 +78,7 @@ impl JobProgress {
             JobState::Done => (100.0, Some(0.0)),
             JobState::Failed { .. } | JobState::Cancelled => (0.0, None),
         };
-        JobProgress { id, state: state.clone(), percent, eta_seconds: eta }
+        JobProgress { id, state: state.clone(), percent, eta_seconds: eta, bytes_per_second: None }
     }
 }
 
@@ -393,23 +399,54 @@ impl Inner {
         Ok(sep)
     }
 
+    /// Fetch a link's audio into `work/.download` with progress; the file
+    /// is removed with the work folder.
+    fn download(&self, job: &Job, url: &str, work: &Path, cancel: &Arc<AtomicBool>) -> Result<PathBuf, Error> {
+        let explicit = self.queue.settings().ok().and_then(|s| s.ytdlp_path).map(PathBuf::from);
+        let yt = link::YtDlp::locate(explicit.as_deref())?;
+        let starting = JobState::Downloading { percent: None };
+        let _ = self.queue.set_running_state(job.id, &starting);
+        self.listener.progress(&JobProgress::compute(job.id, &starting, 0.0, None));
+        let mut throttle = Throttle::new(PROGRESS_INTERVAL);
+        let result = link::download(
+            &yt,
+            url,
+            &work.join(".download"),
+            link::DEFAULT_STALL_TIMEOUT,
+            &mut |p| {
+                let done = p.percent.is_some_and(|x| x >= 100.0);
+                if throttle.ready(Instant::now(), done) {
+                    let state = JobState::Downloading { percent: p.percent };
+                    let mut progress = JobProgress::compute(job.id, &state, 0.0, None);
+                    progress.eta_seconds = p.eta_seconds;
+                    progress.bytes_per_second = p.bytes_per_second;
+                    self.listener.progress(&progress);
+                }
+            },
+            &|| cancel.load(Ordering::SeqCst),
+        );
+        match result {
+            Ok(f) => Ok(f),
+            Err(link::LinkError::Cancelled) => Err(Error::Cancelled),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     fn separate(&self, job: &Job, cancel: &Arc<AtomicBool>) -> Result<(String, Vec<StemFile>), Error> {
         let started = Instant::now();
-        let input = match &job.source {
-            JobSource::File { path } => PathBuf::from(path),
-            JobSource::Url { .. } => {
-                return Err(Error::InvalidOptions("links cannot be separated by this build".into()))
-            }
-        };
-        let sep = self.separator(&job.options.model, job.options.device)?;
-        let provider = sep.provider().to_string();
-        let _ = self.queue.set_details(job.id, None, Some(&provider));
         let library = self.library_dir();
         std::fs::create_dir_all(&library).map_err(|source| Error::Output { path: library.clone(), source })?;
         let work = library::partial_dir(&library, job.id);
         let _ = std::fs::remove_dir_all(&work);
         std::fs::create_dir(&work).map_err(|source| Error::Output { path: work.clone(), source })?;
         let mut partial = PartialGuard(Some(work.clone()));
+        let input = match &job.source {
+            JobSource::File { path } => PathBuf::from(path),
+            JobSource::Url { url } => self.download(job, url, &work, cancel)?,
+        };
+        let sep = self.separator(&job.options.model, job.options.device)?;
+        let provider = sep.provider().to_string();
+        let _ = self.queue.set_details(job.id, None, Some(&provider));
 
         let request = JobRequest {
             input,
@@ -446,6 +483,8 @@ impl Inner {
             return Err(Error::Cancelled);
         }
         let duration = listener.track.lock().unwrap_or_else(|p| p.into_inner()).duration;
+        // The downloaded original of a link is not part of the song folder.
+        let _ = std::fs::remove_dir_all(work.join(".download"));
         let rel: Vec<StemFile> = out
             .stems
             .iter()

@@ -352,7 +352,7 @@ mod queue {
     }
 
     #[derive(Default)]
-    struct Recorder {
+    pub(super) struct Recorder {
         changes: Mutex<Vec<Job>>,
         progress: Mutex<Vec<(Instant, JobProgress)>>,
     }
@@ -1095,6 +1095,65 @@ mod links {
         assert!(t0.elapsed() < Duration::from_secs(5), "cancel took {:?}", t0.elapsed());
         assert!(empty(&dl), "nothing left after a cancel");
         assert_eq!(processes_with("/slow.wav"), 0, "yt-dlp is gone after a cancel");
+    }
+
+    #[test]
+    fn links_are_queued_with_their_title_then_downloaded_and_separated() {
+        use stemroom_core::intake;
+        use stemroom_core::queue::{JobState, Queue, Settings};
+        use stemroom_core::worker::{Worker, WorkerConfig};
+        let server = Server::start();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let q = Arc::new(Queue::open(&dir.path().join("queue.sqlite")).expect("open"));
+        let library = dir.path().join("library");
+        q.save_settings(&Settings {
+            shifts: 0,
+            library_dir: Some(library.to_string_lossy().into()),
+            ..Settings::default()
+        })
+        .expect("settings");
+        // Metadata first: the title is there before anything is downloaded.
+        let r = intake::add_paths(&q, &[PathBuf::from(server.url("/page.html")), PathBuf::from("-rf")]).expect("add");
+        assert_eq!(r.added.len(), 1, "{r:?}");
+        let job = &r.added[0];
+        assert!(job.title.starts_with("Falcon 69 (live page)"), "{}", job.title);
+        assert_eq!(job.state, JobState::Queued);
+        assert_eq!(r.rejected.len(), 1, "'-rf' is not a file: {r:?}");
+        // A dead link is refused at once with the reason.
+        let r = intake::add_paths(&q, &[PathBuf::from(server.url("/missing.wav"))]).expect("add");
+        assert!(r.added.is_empty() && r.rejected[0].reason.contains("unavailable"), "{r:?}");
+
+        let worker = Worker::new(
+            q.clone(),
+            WorkerConfig { default_library: dir.path().join("unused"), ..Default::default() },
+            Arc::new(super::queue::Recorder::default()),
+        );
+        worker.start(1);
+        let t0 = Instant::now();
+        let mut saw_download = false;
+        let done = loop {
+            let j = q.get(job.id).expect("get");
+            saw_download |= matches!(j.state, JobState::Downloading { .. });
+            if j.state.is_finished() || t0.elapsed() > Duration::from_secs(300) {
+                break j;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(done.state, JobState::Done, "{:?}", done.state);
+        assert!(saw_download, "the job went through the downloading state");
+        let out = PathBuf::from(done.output_dir.expect("output dir"));
+        assert_eq!(out.file_name().and_then(|n| n.to_str()), Some(job.title.as_str()));
+        let mut names: Vec<String> = std::fs::read_dir(&out)
+            .expect("ls")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["bass.wav", "drums.wav", "other.wav", "stemroom.json", "vocals.wav"],
+            "no download left behind"
+        );
     }
 
     #[test]

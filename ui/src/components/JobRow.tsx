@@ -1,6 +1,6 @@
 import type { Job, JobProgress } from "../bindings";
 import { hintFor } from "../errors";
-import { formatDuration, formatEta, isRunning, stateLabel } from "../format";
+import { formatDuration, formatEta, formatSpeed, isRunning, stateLabel } from "../format";
 import { ProgressBar } from "./ProgressBar";
 
 export type JobAction = "cancel" | "retry" | "remove" | "up" | "down";
@@ -33,6 +33,7 @@ export function JobRow({ job, progress, canMove, busy, onAction }: Props) {
         <p className="job__meta">
           {job.durationSeconds !== null && <span>{formatDuration(job.durationSeconds)}</span>}
           <span className={`job__state job__state--${state.state}`}>{stateLabel(state)}</span>
+          {running && progress?.bytesPerSecond != null && <span>{formatSpeed(progress.bytesPerSecond)}</span>}
           {running && progress?.etaSeconds != null && <span>{formatEta(progress.etaSeconds)}</span>}
         </p>
         {hint && <p className="job__hint">{hint}</p>}

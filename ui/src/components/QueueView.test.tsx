@@ -61,7 +61,7 @@ describe("Queue", () => {
     expect(bar).toHaveAttribute("aria-valuenow", "0");
 
     const state: JobState = { state: "separating", segment: 3, total: 11 };
-    act(() => backend.emit({ kind: "progress", progress: { id: 1, state, percent: 29.5, etaSeconds: 80 } }));
+    act(() => backend.emit({ kind: "progress", progress: { id: 1, state, percent: 29.5, etaSeconds: 80, bytesPerSecond: null } }));
 
     expect(bar).toHaveAttribute("aria-valuenow", "30");
     expect(row("Falcon 69")).toHaveAttribute("data-state", "separating");

@@ -56,6 +56,7 @@ describe("Settings", () => {
       libraryDir: "/home/you/Stems",
       format: { kind: "mp3", kbps: 192 },
       concurrentJobs: 1,
+      ytdlpPath: null,
     });
     expect(await screen.findByRole("status")).toHaveTextContent("Settings saved.");
     expect(await backend.getSettings()).toMatchObject({ device: "cuda", shifts: 4 });

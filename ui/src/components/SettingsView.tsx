@@ -221,6 +221,28 @@ export function SettingsView({ app }: Props) {
         <FormatField value={draft.format} onChange={(format) => change({ format })} />
       </section>
 
+      <section className="settings__group" aria-labelledby="settings-links">
+        <h2 id="settings-links" className="settings__heading">
+          Links
+        </h2>
+        <div className="field">
+          <label htmlFor="ytdlp">yt-dlp program</label>
+          <input
+            id="ytdlp"
+            className="input"
+            aria-describedby="ytdlp-help"
+            placeholder="Found automatically"
+            value={draft.ytdlpPath ?? ""}
+            onChange={(e) => change({ ytdlpPath: e.target.value.trim() === "" ? null : e.target.value })}
+          />
+          <p id="ytdlp-help" className="field__help" data-testid="ytdlp-status">
+            {info?.ytdlp.found
+              ? `yt-dlp ${info.ytdlp.version} at ${info.ytdlp.path}`
+              : `Links need yt-dlp: ${info?.ytdlp.problem ?? "checking…"}`}
+          </p>
+        </div>
+      </section>
+
       {error && (
         <Alert title={error.title} onDismiss={() => setError(null)}>
           {error.text}

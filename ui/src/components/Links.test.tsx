@@ -1,0 +1,49 @@
+import { act, screen, within } from "@testing-library/react";
+import { describe, expect, it, vi } from "vitest";
+import { renderApp } from "../test/renderApp";
+
+describe("Links", () => {
+  it("queues a link under its title and shows the download stage", async () => {
+    const { backend, user } = renderApp();
+    await user.type(screen.getByRole("textbox", { name: "File path or link" }), "https://example.com/Night%20Drive.mp3");
+    await user.click(screen.getByRole("button", { name: "Add" }));
+    const row = await screen.findByTestId("job-row");
+    const [job] = await backend.listQueue();
+    act(() => {
+      backend.updateJob(job!.id, { state: { state: "downloading", percent: 42.7 } });
+      backend.emit({
+        kind: "progress",
+        progress: { id: job!.id, state: { state: "downloading", percent: 42.7 }, percent: 42.7, etaSeconds: 5, bytesPerSecond: 1_500_000 },
+      });
+    });
+    expect(within(row).getByText("Downloading 42 %")).toBeInTheDocument();
+    expect(within(row).getByText("2 MB/s")).toBeInTheDocument();
+    expect(within(row).getByRole("progressbar")).toHaveAttribute("aria-valuenow", "43");
+  });
+
+  it("lets the user choose playlist entries, each becoming a job", async () => {
+    const { backend, user } = renderApp();
+    const addLinks = vi.spyOn(backend, "addLinks");
+    await user.type(screen.getByRole("textbox", { name: "File path or link" }), "https://example.com/playlist?id=1");
+    await user.click(screen.getByRole("button", { name: "Add" }));
+    const dialog = await screen.findByRole("dialog");
+    expect(within(dialog).getByText(/3 entries/)).toBeInTheDocument();
+    await user.click(within(dialog).getByRole("checkbox", { name: /Song Two/ }));
+    await user.click(within(dialog).getByRole("button", { name: "Add 2 songs" }));
+    expect(addLinks).toHaveBeenCalledWith([
+      expect.objectContaining({ title: "Song One" }),
+      expect.objectContaining({ title: "Song Three" }),
+    ]);
+    expect(screen.queryByRole("dialog")).not.toBeInTheDocument();
+    expect((await screen.findAllByTestId("job-row")).map((r) => r.querySelector(".job__title")?.textContent)).toEqual([
+      "Song One",
+      "Song Three",
+    ]);
+  });
+
+  it("shows the yt-dlp version in Settings", async () => {
+    const { user } = renderApp();
+    await user.click(screen.getByRole("tab", { name: "Settings" }));
+    expect(await screen.findByTestId("ytdlp-status")).toHaveTextContent("yt-dlp 2026.10.26 at");
+  });
+});

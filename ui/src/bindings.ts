@@ -175,6 +175,10 @@ export type Job = {
 	stems: StemFile[],
 	/**  Execution provider that ran the network (`cpu`, `cuda`). */
 	provider: string | null,
+	/**  A link's uploader or channel, from its metadata. */
+	uploader: string | null,
+	/**  A link's thumbnail image URL, from its metadata. */
+	thumbnail: string | null,
 };
 
 /**  How a job separates its song. Defaults come from [`Settings`]. */

@@ -104,6 +104,8 @@ export function mockJob(overrides: Partial<Job> & Pick<Job, "id" | "title">): Jo
     outputDir: null,
     stems: [],
     provider: null,
+    uploader: null,
+    thumbnail: null,
     ...overrides,
   };
 }

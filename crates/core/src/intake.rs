@@ -149,6 +149,9 @@ fn add_link(queue: &Queue, url: &str, result: &mut AddResult) -> Result<(), Queu
             if info.duration_seconds.is_some() {
                 queue.set_details(job.id, info.duration_seconds, None)?;
             }
+            // Only web images are shown; anything else is dropped.
+            let thumbnail = info.thumbnail.as_deref().filter(|t| t.starts_with("https://") || t.starts_with("http://"));
+            queue.set_link_details(job.id, info.uploader.as_deref(), thumbnail)?;
             result.added.push(queue.get(job.id)?);
         }
         Err(e) => refuse(result, e),

@@ -158,6 +158,10 @@ pub struct Job {
     pub stems: Vec<StemFile>,
     /// Execution provider that ran the network (`cpu`, `cuda`).
     pub provider: Option<String>,
+    /// A link's uploader or channel, from its metadata.
+    pub uploader: Option<String>,
+    /// A link's thumbnail image URL, from its metadata.
+    pub thumbnail: Option<String>,
 }
 
 /// The stem file format the app writes by default.
@@ -302,6 +306,9 @@ const MIGRATIONS: &[&str] = &[
         samples INTEGER NOT NULL,
         PRIMARY KEY (model, provider)
     );",
+    // 2: what a link's metadata says about its song.
+    "ALTER TABLE jobs ADD COLUMN uploader TEXT;
+    ALTER TABLE jobs ADD COLUMN thumbnail TEXT;",
 ];
 
 /// The job queue and library database. Cheap to share behind an `Arc`;
@@ -319,7 +326,7 @@ impl std::fmt::Debug for Queue {
 }
 
 const JOB_COLUMNS: &str =
-    "id, source, title, duration_seconds, options, state, position, created_ms, started_ms, finished_ms, output_dir, stems, provider";
+    "id, source, title, duration_seconds, options, state, position, created_ms, started_ms, finished_ms, output_dir, stems, provider, uploader, thumbnail";
 
 fn json<T: Serialize>(v: &T) -> Result<String, QueueError> {
     serde_json::to_string(v).map_err(|e| QueueError::Corrupt(e.to_string()))
@@ -343,6 +350,8 @@ type RawJob = (
     Option<String>,
     String,
     Option<String>,
+    Option<String>,
+    Option<String>,
 );
 
 fn raw_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawJob> {
@@ -360,6 +369,8 @@ fn raw_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawJob> {
         row.get(10)?,
         row.get(11)?,
         row.get(12)?,
+        row.get(13)?,
+        row.get(14)?,
     ))
 }
 
@@ -378,6 +389,8 @@ fn to_job(r: RawJob) -> Result<Job, QueueError> {
         output_dir: r.10,
         stems: parse(&r.11, "job stems")?,
         provider: r.12,
+        uploader: r.13,
+        thumbnail: r.14,
     })
 }
 
@@ -575,6 +588,21 @@ impl Queue {
     ///
     /// # Errors
     /// Database errors.
+    /// Record what a link's metadata says (uploader, thumbnail URL).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn set_link_details(
+        &self,
+        id: JobId,
+        uploader: Option<&str>,
+        thumbnail: Option<&str>,
+    ) -> Result<(), QueueError> {
+        self.conn()
+            .execute("UPDATE jobs SET uploader = ?1, thumbnail = ?2 WHERE id = ?3", params![uploader, thumbnail, id])?;
+        Ok(())
+    }
+
     /// Replace a job's display title (a link's title once its metadata is read).
     ///
     /// # Errors
@@ -917,6 +945,34 @@ mod tests {
         let q = Queue::open(&dir.path().join("db.sqlite")).unwrap();
         q.conn().execute("INSERT INTO settings (key, value) VALUES ('settings', '{\"shifts\": 3}')", []).unwrap();
         assert_eq!(q.settings().unwrap(), Settings { shifts: 3, ..Settings::default() });
+    }
+
+    #[test]
+    fn a_version_1_database_is_migrated_keeping_its_jobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(MIGRATIONS[0]).unwrap();
+            c.pragma_update(None, "user_version", 1).unwrap();
+            c.execute(
+                "INSERT INTO jobs (source, title, options, state, status, position, created_ms)
+                 VALUES (?1, 'Old song', ?2, ?3, 'queued', 1, 0)",
+                params![
+                    json(&JobSource::File { path: "/a.wav".into() }).unwrap(),
+                    json(&Settings::default().job_options()).unwrap(),
+                    json(&JobState::Queued).unwrap()
+                ],
+            )
+            .unwrap();
+        }
+        let q = Queue::open(&path).unwrap();
+        let jobs = q.queue().unwrap();
+        assert_eq!(jobs.len(), 1);
+        assert_eq!((jobs[0].title.as_str(), jobs[0].uploader.as_deref()), ("Old song", None));
+        q.set_link_details(jobs[0].id, Some("Someone"), Some("https://e.com/t.jpg")).unwrap();
+        let j = q.get(jobs[0].id).unwrap();
+        assert_eq!((j.uploader.as_deref(), j.thumbnail.as_deref()), (Some("Someone"), Some("https://e.com/t.jpg")));
     }
 
     #[test]

@@ -28,8 +28,12 @@ export function JobRow({ job, progress, canMove, busy, onAction }: Props) {
 
   return (
     <li className="job" data-testid="job-row" data-job-id={job.id} data-state={state.state}>
+      {job.thumbnail && (
+        <img className="job__thumb" src={job.thumbnail} alt="" loading="lazy" referrerPolicy="no-referrer" />
+      )}
       <div className="job__main">
         <p className="job__title">{job.title}</p>
+        {job.uploader && <p className="job__uploader muted">{job.uploader}</p>}
         <p className="job__meta">
           {job.durationSeconds !== null && <span>{formatDuration(job.durationSeconds)}</span>}
           <span className={`job__state job__state--${state.state}`}>{stateLabel(state)}</span>

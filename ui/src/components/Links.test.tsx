@@ -1,5 +1,6 @@
 import { act, screen, within } from "@testing-library/react";
 import { describe, expect, it, vi } from "vitest";
+import { mockJob } from "../mockBackend";
 import { renderApp } from "../test/renderApp";
 
 describe("Links", () => {
@@ -39,6 +40,23 @@ describe("Links", () => {
       "Song One",
       "Song Three",
     ]);
+  });
+
+  it("shows a link's uploader and thumbnail in the queue", async () => {
+    renderApp({
+      queue: [
+        mockJob({
+          id: 7,
+          title: "Night Drive",
+          source: { kind: "url", url: "https://example.com/v/7" },
+          uploader: "The Easton Ellises",
+          thumbnail: "https://example.com/t/7.jpg",
+        }),
+      ],
+    });
+    const row = await screen.findByTestId("job-row");
+    expect(within(row).getByText("The Easton Ellises")).toBeInTheDocument();
+    expect(row.querySelector("img")).toHaveAttribute("src", "https://example.com/t/7.jpg");
   });
 
   it("shows the yt-dlp version in Settings", async () => {

@@ -59,10 +59,16 @@ fn list_library(state: S<'_>, search: String) -> Result<Vec<Job>, AppError> {
     Ok(state.queue.library(&search)?)
 }
 
-async fn add(state: Arc<AppState>, paths: Vec<PathBuf>) -> Result<AddResult, AppError> {
-    // Probing reads file headers: keep it off the IPC thread.
+/// Run an intake call off the IPC thread (it reads file headers and asks
+/// yt-dlp about links), then wake the worker and tell the windows.
+async fn add_with(
+    state: Arc<AppState>,
+    intake: impl FnOnce(&stemroom_core::queue::Queue) -> Result<AddResult, stemroom_core::queue::QueueError>
+        + Send
+        + 'static,
+) -> Result<AddResult, AppError> {
     let st = state.clone();
-    let result = tauri::async_runtime::spawn_blocking(move || stemroom_core::intake::add_paths(&st.queue, &paths))
+    let result = tauri::async_runtime::spawn_blocking(move || intake(&st.queue))
         .await
         .map_err(|e| AppError::internal(e.to_string()))??;
     if !result.added.is_empty() {
@@ -70,6 +76,10 @@ async fn add(state: Arc<AppState>, paths: Vec<PathBuf>) -> Result<AddResult, App
         state.hub.send(QueueEvent::QueueChanged);
     }
     Ok(result)
+}
+
+async fn add(state: Arc<AppState>, paths: Vec<PathBuf>) -> Result<AddResult, AppError> {
+    add_with(state, move |q| stemroom_core::intake::add_paths(q, &paths)).await
 }
 
 #[tauri::command]
@@ -82,15 +92,7 @@ async fn add_paths(state: S<'_>, paths: Vec<String>) -> Result<AddResult, AppErr
 #[tauri::command]
 #[specta::specta]
 async fn add_links(state: S<'_>, entries: Vec<stemroom_core::link::LinkEntry>) -> Result<AddResult, AppError> {
-    let st = state.inner().clone();
-    let result = tauri::async_runtime::spawn_blocking(move || stemroom_core::intake::add_links(&st.queue, &entries))
-        .await
-        .map_err(|e| AppError::internal(e.to_string()))??;
-    if !result.added.is_empty() {
-        state.worker.notify();
-        state.hub.send(QueueEvent::QueueChanged);
-    }
-    Ok(result)
+    add_with(state.inner().clone(), move |q| stemroom_core::intake::add_links(q, &entries)).await
 }
 
 /// Run a native dialog on the main (GTK) thread and wait for its answer.

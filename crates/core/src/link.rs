@@ -270,31 +270,41 @@ fn classify(stderr: &str) -> LinkError {
         .trim()
         .to_string();
     let l = stderr.to_ascii_lowercase();
-    if l.contains("unsupported url") {
-        LinkError::UnsupportedSite(last)
-    } else if l.contains("http error 404")
-        || l.contains("http error 410")
-        || l.contains("http error 403")
-        || l.contains("video unavailable")
-        || l.contains("private video")
-        || l.contains("not available")
-        || l.contains("has been removed")
-    {
-        LinkError::Unavailable(last)
-    } else if l.contains("no video formats found") || l.contains("requested format is not available") {
-        LinkError::NoMedia(last)
-    } else if l.contains("unable to download webpage")
-        || l.contains("connection refused")
-        || l.contains("name or service not known")
-        || l.contains("temporary failure in name resolution")
-        || l.contains("network is unreachable")
-        || l.contains("timed out")
-        || l.contains("failed to resolve")
-    {
-        LinkError::Network(last)
-    } else {
-        LinkError::Failed(last)
-    }
+    // yt-dlp's messages (yt_dlp/utils/_utils.py and the extractors), first match wins.
+    type Make = fn(String) -> LinkError;
+    const RULES: &[(&[&str], Make)] = &[
+        (&["unsupported url"], LinkError::UnsupportedSite),
+        (
+            &[
+                "http error 404",
+                "http error 410",
+                "http error 403",
+                "video unavailable",
+                "private video",
+                "not available",
+                "has been removed",
+            ],
+            LinkError::Unavailable,
+        ),
+        (&["no video formats found", "requested format is not available"], LinkError::NoMedia),
+        (
+            &[
+                "unable to download webpage",
+                "connection refused",
+                "name or service not known",
+                "temporary failure in name resolution",
+                "network is unreachable",
+                "timed out",
+                "failed to resolve",
+            ],
+            LinkError::Network,
+        ),
+    ];
+    let make = RULES
+        .iter()
+        .find(|(needles, _)| needles.iter().any(|n| l.contains(n)))
+        .map_or(LinkError::Failed as Make, |(_, make)| *make);
+    make(last)
 }
 
 /// Kill the process group of `child` (yt-dlp and anything it started) and

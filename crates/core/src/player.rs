@@ -348,16 +348,9 @@ impl Player {
     /// Where playback is and what it is doing.
     pub fn status(&self) -> PlayerStatus {
         let s = &self.shared;
-        let playing = s.playing.load(Ordering::Acquire);
-        let mut position = s.position.load(Ordering::Acquire);
-        if playing {
-            let latency = (s.latency_frames.load(Ordering::Acquire) as f64 * s.ratio) as u64;
-            position = position.saturating_sub(latency);
-        }
-        let length = s.length.load(Ordering::Acquire);
         let callbacks = s.callbacks.load(Ordering::Acquire);
         if let Ok(mut w) = self.watchdog.lock() {
-            if callbacks != w.0 || !playing {
+            if callbacks != w.0 || !s.playing.load(Ordering::Acquire) {
                 *w = (callbacks, std::time::Instant::now());
             } else if w.1.elapsed() > DEVICE_SILENCE_LIMIT {
                 s.fail(format!(
@@ -367,6 +360,12 @@ impl Player {
             }
         }
         let playing = s.playing.load(Ordering::Acquire);
+        let mut position = s.position.load(Ordering::Acquire);
+        if playing {
+            let latency = (s.latency_frames.load(Ordering::Acquire) as f64 * s.ratio) as u64;
+            position = position.saturating_sub(latency);
+        }
+        let length = s.length.load(Ordering::Acquire);
         PlayerStatus {
             playing,
             position,
@@ -768,6 +767,27 @@ impl StemReader {
     }
 }
 
+/// Restart reading at `frame` (stems' rate): every stem seeks there, the
+/// resamplers start afresh and nothing decoded before is kept.
+fn reposition(
+    stems: &mut [StemReader],
+    resamplers: &mut Vec<StreamResampler>,
+    ready: &mut [Vec<f32>],
+    frame: u64,
+    song_rate: u32,
+    device_rate: u32,
+) -> Result<(), String> {
+    for s in stems.iter_mut() {
+        s.seek(frame).map_err(|e| e.to_string())?;
+    }
+    *resamplers =
+        (0..stems.len()).map(|_| StreamResampler::new(song_rate, device_rate, 2)).collect::<Result<_, _>>()?;
+    for r in ready {
+        r.clear();
+    }
+    Ok(())
+}
+
 /// The reader thread: keeps the full ring topped up for the current
 /// generation until the player stops.
 fn read_loop(
@@ -791,9 +811,6 @@ fn read_loop(
     let mut resampled = Vec::new();
     let mut ended = false;
     let mut flushed = false;
-    let new_resamplers = |rate: u32| -> Result<Vec<StreamResampler>, String> {
-        (0..n).map(|_| StreamResampler::new(rate, device_rate, 2)).collect()
-    };
     while !shared.stop.load(Ordering::Acquire) {
         let g = shared.generation.load(Ordering::Acquire);
         if g != generation {
@@ -804,17 +821,9 @@ fn read_loop(
             out_pos = t.target as f64;
             ended = false;
             flushed = false;
-            for r in &mut ready {
-                r.clear();
-            }
-            match new_resamplers(shared.song_rate) {
-                Ok(r) => resamplers = r,
-                Err(e) => return shared.fail(e),
-            }
-            for s in &mut stems {
-                if let Err(e) = s.seek(read_pos) {
-                    return shared.fail(e.to_string());
-                }
+            if let Err(e) = reposition(&mut stems, &mut resamplers, &mut ready, read_pos, shared.song_rate, device_rate)
+            {
+                return shared.fail(e);
             }
             continue;
         }
@@ -868,19 +877,9 @@ fn read_loop(
             continue;
         };
         if start != read_pos {
-            // The loop wraps: reposition every stem and start the
-            // resamplers afresh (a loop point is a cut anyway).
-            for st in &mut stems {
-                if let Err(e) = st.seek(start) {
-                    return shared.fail(e.to_string());
-                }
-            }
-            match new_resamplers(shared.song_rate) {
-                Ok(r) => resamplers = r,
-                Err(e) => return shared.fail(e),
-            }
-            for r in &mut ready {
-                r.clear();
+            // The loop wraps (a loop point is a cut anyway).
+            if let Err(e) = reposition(&mut stems, &mut resamplers, &mut ready, start, shared.song_rate, device_rate) {
+                return shared.fail(e);
             }
             read_pos = start;
             out_pos = start as f64;

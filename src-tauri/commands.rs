@@ -33,18 +33,24 @@ pub struct AppInfo {
     pub provider_in_use: Option<String>,
 }
 
+/// Off the main thread: it checks the model files and runs `yt-dlp --version`.
 #[tauri::command]
 #[specta::specta]
-fn app_info(state: S<'_>) -> Result<AppInfo, AppError> {
-    Ok(AppInfo {
-        version: env!("CARGO_PKG_VERSION").into(),
-        data_dir: state.data_dir.to_string_lossy().into_owned(),
-        library_dir: state.worker.library_dir().to_string_lossy().into_owned(),
-        models: state.models(),
-        runtime: state.runtime(),
-        ytdlp: stemroom_core::link::status(state.queue.settings()?.ytdlp_path.as_deref().map(Path::new)),
-        provider_in_use: state.queue.last_provider()?,
+async fn app_info(state: S<'_>) -> Result<AppInfo, AppError> {
+    let state = state.inner().clone();
+    tauri::async_runtime::spawn_blocking(move || {
+        Ok(AppInfo {
+            version: env!("CARGO_PKG_VERSION").into(),
+            data_dir: state.data_dir.to_string_lossy().into_owned(),
+            library_dir: state.worker.library_dir().to_string_lossy().into_owned(),
+            models: state.models(),
+            runtime: state.runtime(),
+            ytdlp: stemroom_core::link::status(state.queue.settings()?.ytdlp_path.as_deref().map(Path::new)),
+            provider_in_use: state.queue.last_provider()?,
+        })
     })
+    .await
+    .map_err(|e| AppError::internal(e.to_string()))?
 }
 
 #[tauri::command]

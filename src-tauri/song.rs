@@ -86,7 +86,7 @@ pub struct ExportOptions {
     pub dest_dir: String,
 }
 
-/// Cancellation of the running export, and the channel it reports to.
+/// Cancellation of the running export (one at a time).
 #[derive(Default)]
 pub struct ExportSlot {
     cancel: Mutex<Option<Arc<AtomicBool>>>,

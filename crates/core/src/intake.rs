@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::audio::decode;
 use crate::link::{self, LinkEntry, LinkInfo};
-use crate::queue::{Job, JobSource, Queue, QueueError};
+use crate::queue::{Job, JobOptions, JobSource, Queue, QueueError};
 use crate::worker::title_for;
 
 /// How deep folders are searched.
@@ -88,9 +88,11 @@ pub fn add_paths(queue: &Queue, paths: &[PathBuf]) -> Result<AddResult, QueueErr
     let options = queue.settings()?.job_options();
     let mut result = AddResult::default();
     let mut files: Vec<PathBuf> = Vec::new();
+    // yt-dlp is looked up (a `--version` run) once per call, when a link needs it.
+    let mut ytdlp: Option<Result<link::YtDlp, String>> = None;
     for p in paths {
         if let Some(url) = p.to_str().filter(|s| link::looks_like_url(s)) {
-            add_link(queue, url, &mut result)?;
+            add_link(queue, url, &options, &mut ytdlp, &mut result)?;
         } else if p.is_dir() {
             let before = files.len();
             walk(p, 0, &mut files);
@@ -122,30 +124,43 @@ pub fn add_paths(queue: &Queue, paths: &[PathBuf]) -> Result<AddResult, QueueErr
     Ok(result)
 }
 
-/// Probe one link and queue it (or hand back its playlist).
-fn add_link(queue: &Queue, url: &str, result: &mut AddResult) -> Result<(), QueueError> {
-    let settings = queue.settings()?;
-    let refuse = |result: &mut AddResult, e: link::LinkError| {
-        result.rejected.push(Rejected { path: url.chars().take(300).collect(), reason: capitalised(&e.to_string()) })
+/// Probe one link and queue it (or hand back its playlist). `ytdlp` caches
+/// the lookup of yt-dlp (or why it failed) across the links of one call.
+fn add_link(
+    queue: &Queue,
+    url: &str,
+    options: &JobOptions,
+    ytdlp: &mut Option<Result<link::YtDlp, String>>,
+    result: &mut AddResult,
+) -> Result<(), QueueError> {
+    let refuse = |result: &mut AddResult, reason: String| {
+        result.rejected.push(Rejected { path: url.chars().take(300).collect(), reason: capitalised(&reason) })
     };
     let url = match link::check_url(url) {
         Ok(u) => u,
         Err(e) => {
-            refuse(result, e);
+            refuse(result, e.to_string());
             return Ok(());
         }
     };
-    let yt = match link::YtDlp::locate(settings.ytdlp_path.as_deref().map(Path::new)) {
+    let found = match ytdlp {
+        Some(found) => found,
+        None => {
+            let explicit = queue.settings()?.ytdlp_path;
+            ytdlp.insert(link::YtDlp::locate(explicit.as_deref().map(Path::new)).map_err(|e| e.to_string()))
+        }
+    };
+    let yt = match found {
         Ok(y) => y,
         Err(e) => {
-            refuse(result, e);
+            refuse(result, e.clone());
             return Ok(());
         }
     };
-    match link::probe(&yt, &url, link::DEFAULT_PLAYLIST_LIMIT) {
+    match link::probe(yt, &url, link::DEFAULT_PLAYLIST_LIMIT) {
         Ok(info) if info.is_playlist => result.playlists.push(info),
         Ok(info) => {
-            let job = queue.enqueue(&JobSource::Url { url: info.url.clone() }, &info.title, &settings.job_options())?;
+            let job = queue.enqueue(&JobSource::Url { url: info.url.clone() }, &info.title, options)?;
             if info.duration_seconds.is_some() {
                 queue.set_details(job.id, info.duration_seconds, None)?;
             }
@@ -154,7 +169,7 @@ fn add_link(queue: &Queue, url: &str, result: &mut AddResult) -> Result<(), Queu
             queue.set_link_details(job.id, info.uploader.as_deref(), thumbnail)?;
             result.added.push(queue.get(job.id)?);
         }
-        Err(e) => refuse(result, e),
+        Err(e) => refuse(result, e.to_string()),
     }
     Ok(())
 }

@@ -33,10 +33,10 @@ pub struct AppInfo {
     pub provider_in_use: Option<String>,
 }
 
-/// Off the main thread: it checks the model files and runs `yt-dlp --version`.
 #[tauri::command]
 #[specta::specta]
 async fn app_info(state: S<'_>) -> Result<AppInfo, AppError> {
+    // Off the main thread: it checks the model files and runs `yt-dlp --version`.
     let state = state.inner().clone();
     tauri::async_runtime::spawn_blocking(move || {
         Ok(AppInfo {

@@ -8,6 +8,11 @@
 //! engine stops at its next check (between segments), removing everything the
 //! job wrote. Progress goes to a [`WorkerListener`], throttled to at most one
 //! update per [`PROGRESS_INTERVAL`] except when the state changes.
+//!
+//! Memory: a loaded model holds its weights (~0.5 GB) and ONNX Runtime's
+//! activation arena (~2 GB with htdemucs). Both are kept while jobs follow one
+//! another and dropped as soon as no job is running and none is waiting, so an
+//! idle app is small again; the next job loads the model anew (~1 s).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -319,7 +324,7 @@ impl Inner {
                     self.run_job(job, flag);
                     continue;
                 }
-                Ok(None) => {}
+                Ok(None) => self.release_idle_models(),
                 Err(e) => tracing::error!("cannot read the queue: {e}"),
             }
             let mut flag = self.wake_flag.lock().unwrap_or_else(|p| p.into_inner());
@@ -331,6 +336,19 @@ impl Inner {
                     .unwrap_or_else(|p| p.into_inner().0);
             }
             *flag = false;
+        }
+    }
+
+    /// Drop the loaded models when no job runs (see the module docs).
+    fn release_idle_models(&self) {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if !running.is_empty() {
+            return;
+        }
+        let released = std::mem::take(&mut *self.separators.lock().unwrap_or_else(|p| p.into_inner()));
+        drop(running);
+        if !released.is_empty() {
+            tracing::info!("queue idle: released {} loaded model(s)", released.len());
         }
     }
 

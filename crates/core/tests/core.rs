@@ -8,6 +8,8 @@
 //! - seeking: `StreamDecoder::seek` lands on the exact frame.
 //! - queue, peaks, export: see their sections.
 //! - player: real playback through cpal into a PulseAudio null sink.
+//!
+//! Tests that keep both cores busy and the real-time one take turns (`cpu_turn`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,6 +17,15 @@ use std::process::Command;
 use stemroom_core::audio::decode;
 use stemroom_core::audio::encode::{self, ClipMode, OutputFormat, WavDepth};
 use stemroom_core::progress::{Event, Listener, Silent};
+
+/// Tests that run the network (both cores busy) and the real-time playback
+/// test (paced by the audio server, which must get the CPU in time) take
+/// turns; the rest run alongside.
+static CPU_TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn cpu_turn() -> std::sync::MutexGuard<'static, ()> {
+    CPU_TURN.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// 1.5 s of a 441 Hz sine on the left and 882 Hz on the right, 44.1 kHz, 16-bit.
 fn reference_wav(dir: &Path) -> (PathBuf, Vec<f32>) {
@@ -199,6 +210,7 @@ impl Listener for CancelAfterFirstSegment {
 
 #[test]
 fn cancelling_between_segments_leaves_no_output() {
+    let _turn = cpu_turn();
     let mix = stemroom_core::paths::cache_dir().expect("cache").join("testdata/mixture.wav");
     assert!(mix.is_file(), "{} missing: run scripts/setup.sh", mix.display());
     let dir = tempfile::tempdir().expect("tempdir");
@@ -379,6 +391,7 @@ mod queue {
 
     #[test]
     fn worker_separates_into_the_library_and_cancels_within_a_segment() {
+        let _turn = super::cpu_turn();
         let mix = stemroom_core::paths::cache_dir().expect("cache").join("testdata/mixture.wav");
         assert!(mix.is_file(), "{} missing: run scripts/setup.sh", mix.display());
         let dir = tempfile::tempdir().expect("tempdir");
@@ -801,6 +814,7 @@ mod player {
 
     #[test]
     fn stems_play_in_real_time_and_the_playhead_follows_the_audio() {
+        let _turn = super::cpu_turn();
         let sink = NullSink::start();
         let r = play(&sink, &["--seconds", "3"]);
         let rate = r["output"]["sampleRate"].as_f64().expect("rate");
@@ -1020,6 +1034,7 @@ mod links {
 
     #[test]
     fn direct_audio_and_audio_pages_download_and_separate() {
+        let _turn = super::cpu_turn();
         let server = Server::start();
         let y = ytdlp();
         // Metadata first: the page's title before any download.
@@ -1099,6 +1114,7 @@ mod links {
 
     #[test]
     fn links_are_queued_with_their_title_then_downloaded_and_separated() {
+        let _turn = super::cpu_turn();
         use stemroom_core::intake;
         use stemroom_core::queue::{JobState, Queue, Settings};
         use stemroom_core::worker::{Worker, WorkerConfig};

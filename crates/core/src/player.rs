@@ -6,7 +6,7 @@
 //! Threads and buffers:
 //! - A **reader** thread decodes every stem in step with [`StreamDecoder`]
 //!   (resampling with [`StreamResampler`] when the device cannot run at the
-//!   stems' rate) into fixed-size [`Chunk`]s and sends them to the callback
+//!   stems' rate) into fixed-size `Chunk`s and sends them to the callback
 //!   through a lock-free single-producer/single-consumer ring (`rtrb`); used
 //!   chunks come back through a second ring, so the callback never allocates,
 //!   frees or blocks. Read-ahead is bounded by [`CHUNKS`] × [`CHUNK_FRAMES`]

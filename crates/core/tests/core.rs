@@ -11,6 +11,8 @@
 //!
 //! Tests that keep both cores busy and the real-time one take turns (`cpu_turn`).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -211,13 +213,11 @@ impl Listener for CancelAfterFirstSegment {
 #[test]
 fn cancelling_between_segments_leaves_no_output() {
     let _turn = cpu_turn();
-    let mix = stemroom_core::paths::cache_dir().expect("cache").join("testdata/mixture.wav");
-    assert!(mix.is_file(), "{} missing: run scripts/setup.sh", mix.display());
+    let mix = common::falcon_mixture();
     let dir = tempfile::tempdir().expect("tempdir");
     let long = dir.path().join("long.wav");
     ffmpeg(&["-stream_loop", "2", "-i", mix.to_str().expect("utf8"), long.to_str().expect("utf8")]);
-    let sep = stemroom_core::job::Separator::open("htdemucs", None, &Default::default())
-        .expect("model and runtime (setup.sh)");
+    let sep = common::open_separator();
     let out = dir.path().join("out");
     let req = stemroom_core::job::JobRequest {
         input: long,
@@ -248,10 +248,12 @@ mod queue {
     use std::path::{Path, PathBuf};
     use std::process::{Command, Stdio};
     use std::sync::{Arc, Mutex};
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
 
     use stemroom_core::queue::{Job, JobSource, JobState, Queue, Settings};
-    use stemroom_core::worker::{JobProgress, Worker, WorkerConfig, WorkerListener};
+    use stemroom_core::worker::{JobProgress, WorkerListener};
+
+    use crate::common::wait_for;
 
     fn file(p: &str) -> JobSource {
         JobSource::File { path: p.into() }
@@ -377,46 +379,22 @@ mod queue {
         }
     }
 
-    fn wait_for(q: &Queue, id: u32, secs: u64, what: impl Fn(&Job) -> bool) -> Job {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let j = q.get(id).expect("job");
-            if what(&j) {
-                return j;
-            }
-            assert!(Instant::now() < deadline, "timed out; job is {:?}", j.state);
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
     #[test]
     fn worker_separates_into_the_library_and_cancels_within_a_segment() {
         let _turn = super::cpu_turn();
-        let mix = stemroom_core::paths::cache_dir().expect("cache").join("testdata/mixture.wav");
-        assert!(mix.is_file(), "{} missing: run scripts/setup.sh", mix.display());
-        let dir = tempfile::tempdir().expect("tempdir");
-        let long = dir.path().join("long.wav");
+        let mix = crate::common::falcon_mixture();
+        let lq = crate::common::LibraryQueue::new();
+        let (q, library) = (&lq.queue, &lq.library);
+        let long = lq.dir.path().join("long.wav");
         super::ffmpeg(&["-stream_loop", "3", "-i", mix.to_str().expect("utf8"), long.to_str().expect("utf8")]);
-        let q = Arc::new(Queue::open(&dir.path().join("queue.sqlite")).expect("open"));
-        let library = dir.path().join("library");
-        q.save_settings(&Settings {
-            shifts: 0,
-            library_dir: Some(library.to_string_lossy().into()),
-            ..Settings::default()
-        })
-        .expect("settings");
         let rec = Arc::new(Recorder::default());
-        let worker = Worker::new(
-            q.clone(),
-            WorkerConfig { default_library: dir.path().join("unused"), ..Default::default() },
-            rec.clone(),
-        );
+        let worker = lq.worker(rec.clone());
         let opts = q.settings().expect("settings").job_options();
         let song = q.enqueue(&file(mix.to_str().expect("utf8")), "Falcon 69", &opts).expect("enqueue");
         let long_job = q.enqueue(&file(long.to_str().expect("utf8")), "Long", &opts).expect("enqueue");
         worker.start(1);
 
-        let done = wait_for(&q, song.id, 300, |j| j.state.is_finished());
+        let done = wait_for(q, song.id, 300, |j| j.state.is_finished());
         assert_eq!(done.state, JobState::Done, "{:?}", done.state);
         let out = PathBuf::from(done.output_dir.clone().expect("output dir"));
         assert_eq!(out, library.join("Falcon 69"));
@@ -431,15 +409,15 @@ mod queue {
 
         // The long job: cancel once it is separating; it must stop within one
         // segment's time and leave nothing in the library.
-        let running = wait_for(&q, long_job.id, 120, |j| matches!(j.state, JobState::Separating { .. }));
+        let running = wait_for(q, long_job.id, 120, |j| matches!(j.state, JobState::Separating { .. }));
         let sps = q.segment_seconds("htdemucs", "cpu").expect("db").expect("measured on the first song");
         let asked = Instant::now();
         worker.cancel(running.id).expect("cancel");
-        let cancelled = wait_for(&q, long_job.id, 120, |j| j.state.is_finished());
+        let cancelled = wait_for(q, long_job.id, 120, |j| j.state.is_finished());
         let took = asked.elapsed().as_secs_f64();
         assert_eq!(cancelled.state, JobState::Cancelled);
         assert!(took < 2.0 * sps + 2.0, "cancel took {took:.1} s with {sps:.1} s per segment");
-        let entries: Vec<_> = std::fs::read_dir(&library).expect("ls").flatten().map(|e| e.file_name()).collect();
+        let entries: Vec<_> = std::fs::read_dir(library).expect("ls").flatten().map(|e| e.file_name()).collect();
         assert_eq!(entries, [std::ffi::OsString::from("Falcon 69")], "no partial folder left");
 
         // Progress reached the listener, throttled and with an ETA from measured times.
@@ -952,8 +930,7 @@ mod links {
 
     impl Server {
         fn start() -> Server {
-            let song = std::fs::read(stemroom_core::paths::cache_dir().expect("cache").join("testdata/mixture.wav"))
-                .expect("mixture.wav: run scripts/setup.sh");
+            let song = std::fs::read(crate::common::falcon_mixture()).expect("read mixture.wav");
             let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
             let port = listener.local_addr().expect("addr").port();
             listener.set_nonblocking(true).expect("nonblocking");
@@ -1045,17 +1022,15 @@ mod links {
         let direct = link::probe(&y, &server.url("/song.wav"), 10).expect("probe direct");
         assert_eq!(direct.title, "song");
 
-        let sep = super::worker_separator();
+        let sep = crate::common::open_separator();
         for (path, what) in [("/song.wav", "direct audio"), ("/page.html", "a page with <audio>")] {
             let dir = tempfile::tempdir().expect("tempdir");
             let file = fetch(&server.url(path), &dir.path().join("dl"), Duration::from_secs(30), None)
                 .unwrap_or_else(|e| panic!("{what}: {e}"));
-            let original =
-                std::fs::read(stemroom_core::paths::cache_dir().expect("cache").join("testdata/mixture.wav"))
-                    .expect("read");
+            let original = std::fs::read(crate::common::falcon_mixture()).expect("read");
             assert_eq!(std::fs::read(&file).expect("read"), original, "{what}: the bytes served");
             let out = dir.path().join("out");
-            super::separate_into(&sep, &file, &out);
+            crate::common::separate_into(&sep, &file, &out);
             for stem in ["drums", "bass", "other", "vocals"] {
                 let p = out.join(format!("audio/{stem}.wav"));
                 assert!(p.is_file(), "{what}: {} missing", p.display());
@@ -1116,34 +1091,22 @@ mod links {
     fn links_are_queued_with_their_title_then_downloaded_and_separated() {
         let _turn = super::cpu_turn();
         use stemroom_core::intake;
-        use stemroom_core::queue::{JobState, Queue, Settings};
-        use stemroom_core::worker::{Worker, WorkerConfig};
+        use stemroom_core::queue::JobState;
         let server = Server::start();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let q = Arc::new(Queue::open(&dir.path().join("queue.sqlite")).expect("open"));
-        let library = dir.path().join("library");
-        q.save_settings(&Settings {
-            shifts: 0,
-            library_dir: Some(library.to_string_lossy().into()),
-            ..Settings::default()
-        })
-        .expect("settings");
+        let lq = crate::common::LibraryQueue::new();
+        let q = &lq.queue;
         // Metadata first: the title is there before anything is downloaded.
-        let r = intake::add_paths(&q, &[PathBuf::from(server.url("/page.html")), PathBuf::from("-rf")]).expect("add");
+        let r = intake::add_paths(q, &[PathBuf::from(server.url("/page.html")), PathBuf::from("-rf")]).expect("add");
         assert_eq!(r.added.len(), 1, "{r:?}");
         let job = &r.added[0];
         assert!(job.title.starts_with("Falcon 69 (live page)"), "{}", job.title);
         assert_eq!(job.state, JobState::Queued);
         assert_eq!(r.rejected.len(), 1, "'-rf' is not a file: {r:?}");
         // A dead link is refused at once with the reason.
-        let r = intake::add_paths(&q, &[PathBuf::from(server.url("/missing.wav"))]).expect("add");
+        let r = intake::add_paths(q, &[PathBuf::from(server.url("/missing.wav"))]).expect("add");
         assert!(r.added.is_empty() && r.rejected[0].reason.contains("unavailable"), "{r:?}");
 
-        let worker = Worker::new(
-            q.clone(),
-            WorkerConfig { default_library: dir.path().join("unused"), ..Default::default() },
-            Arc::new(super::queue::Recorder::default()),
-        );
+        let worker = lq.worker(Arc::new(super::queue::Recorder::default()));
         worker.start(1);
         let t0 = Instant::now();
         let mut saw_download = false;
@@ -1185,25 +1148,4 @@ mod links {
         std::fs::write(dir.path().join(&name), b"x").expect("a valid file name");
         assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 1);
     }
-}
-
-fn worker_separator() -> stemroom_core::job::Separator {
-    stemroom_core::job::Separator::open("htdemucs", None, &Default::default()).expect("model and runtime (setup.sh)")
-}
-
-/// Separate `input` with `--shifts 0` into `<out>/<track>/<stem>.wav`.
-fn separate_into(sep: &stemroom_core::job::Separator, input: &Path, out: &Path) {
-    let req = stemroom_core::job::JobRequest {
-        input: input.to_path_buf(),
-        out_dir: out.to_path_buf(),
-        filename: stemroom_core::job::DEFAULT_FILENAME.into(),
-        format: OutputFormat::Wav { depth: WavDepth::Int16 },
-        clip: ClipMode::Rescale,
-        two_stems: None,
-        other_method: Default::default(),
-        output_rate: Default::default(),
-        separate: stemroom_core::separate::SeparateOptions { shifts: 0, ..Default::default() },
-        scratch_dir: None,
-    };
-    stemroom_core::job::separate_file(sep, &req, &Silent).expect("separate the download");
 }

@@ -6,11 +6,9 @@
 //! the same time and released when the last one closes: a desktop app that
 //! finished its jobs must not keep the ~2 GB a separation needs.
 
-use std::path::Path;
+mod common;
 
-use stemroom_core::audio::encode::{ClipMode, OutputFormat};
-use stemroom_core::job::{separate_file, JobRequest, Separator, DEFAULT_FILENAME};
-use stemroom_core::progress::Silent;
+use common::{falcon_mixture, open_separator, separate_into};
 
 /// The tests measure the whole process, so they take turns.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -30,62 +28,49 @@ fn rss() -> (f64, f64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-fn separate(sep: &Separator, mix: &Path, out: &Path) {
-    let req = JobRequest {
-        input: mix.to_path_buf(),
-        out_dir: out.to_path_buf(),
-        filename: DEFAULT_FILENAME.into(),
-        format: OutputFormat::Flac { bits: 16 },
-        clip: ClipMode::Rescale,
-        two_stems: None,
-        other_method: Default::default(),
-        output_rate: Default::default(),
-        separate: stemroom_core::separate::SeparateOptions { shifts: 0, ..Default::default() },
-        scratch_dir: Some(out.to_path_buf()),
-    };
-    let done = separate_file(sep, &req, &Silent).expect("separation");
-    assert_eq!(done.stems.len(), 4, "four stems");
-}
-
 #[test]
 fn the_arena_is_shared_while_sessions_are_open_and_released_after_the_last() {
     let _turn = serial();
-    let mix = stemroom_core::paths::cache_dir().expect("cache").join("testdata/mixture.wav");
-    assert!(mix.is_file(), "{} missing: run scripts/setup.sh", mix.display());
+    let mix = falcon_mixture();
     let dir = tempfile::tempdir().expect("tempdir");
-    let open = || Separator::open("htdemucs", None, &Default::default()).expect("model and runtime (setup.sh)");
+    let separate = |sep: &stemroom_core::job::Separator, out: &str| {
+        let done = separate_into(sep, &mix, &dir.path().join(out));
+        assert_eq!(done.stems.len(), 4, "four stems");
+    };
 
     // Two sessions at once share the arena; closing the first leaves the
     // second working.
-    let first = open();
-    let second = open();
-    separate(&first, &mix, &dir.path().join("a"));
+    let first = open_separator();
+    let second = open_separator();
+    separate(&first, "a");
     let (during, peak) = rss();
-    eprintln!("two sessions, after a run: RSS {:.2} GB, peak {:.2} GB", during, peak);
-    assert!(peak > 1.5, "the network ran (peak {:.2} GB)", peak);
+    eprintln!("two sessions, after a run: RSS {during:.2} GB, peak {peak:.2} GB");
+    assert!(peak > 1.5, "the network ran (peak {peak:.2} GB)");
     assert!(during > 1.5, "the arena keeps its buffers while sessions are open");
     drop(first);
-    separate(&second, &mix, &dir.path().join("b"));
+    separate(&second, "b");
     drop(second);
 
     let (after, _) = rss();
-    eprintln!("all sessions closed: RSS {:.2} GB", after);
-    assert!(after < 0.8, "closing the last session gives the arena back: RSS {:.2} GB", after);
+    eprintln!("all sessions closed: RSS {after:.2} GB");
+    assert!(after < 0.8, "closing the last session gives the arena back: RSS {after:.2} GB");
 
     // Opening again registers a new arena.
-    let third = open();
-    separate(&third, &mix, &dir.path().join("c"));
+    let third = open_separator();
+    separate(&third, "c");
     drop(third);
     let (after, _) = rss();
-    assert!(after < 0.8, "released again: RSS {:.2} GB", after);
+    assert!(after < 0.8, "released again: RSS {after:.2} GB");
 }
 
 mod worker {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    use stemroom_core::queue::{JobSource, JobState, Queue, Settings};
-    use stemroom_core::worker::{JobProgress, Worker, WorkerConfig, WorkerListener};
+    use stemroom_core::queue::{JobSource, JobState};
+    use stemroom_core::worker::{JobProgress, WorkerListener};
+
+    use crate::common::{falcon_mixture, wait_for, LibraryQueue};
 
     struct Quiet;
     impl WorkerListener for Quiet {
@@ -98,33 +83,16 @@ mod worker {
     #[test]
     fn an_idle_worker_gives_the_model_memory_back() {
         let _turn = super::serial();
-        let mix = stemroom_core::paths::cache_dir().expect("cache").join("testdata/mixture.wav");
-        assert!(mix.is_file(), "{} missing: run scripts/setup.sh", mix.display());
-        let dir = tempfile::tempdir().expect("tempdir");
-        let q = Arc::new(Queue::open(&dir.path().join("queue.sqlite")).expect("open"));
-        let library = dir.path().join("library");
-        q.save_settings(&Settings {
-            shifts: 0,
-            library_dir: Some(library.to_string_lossy().into()),
-            ..Settings::default()
-        })
-        .expect("settings");
-        let worker = Worker::new(
-            q.clone(),
-            WorkerConfig { default_library: dir.path().join("unused"), ..Default::default() },
-            Arc::new(Quiet),
-        );
-        let opts = q.settings().expect("settings").job_options();
+        let mix = falcon_mixture();
+        let lq = LibraryQueue::new();
+        let worker = lq.worker(Arc::new(Quiet));
+        let opts = lq.queue.settings().expect("settings").job_options();
         let source = JobSource::File { path: mix.to_string_lossy().into() };
-        let job = q.enqueue(&source, "Falcon 69", &opts).expect("enqueue");
+        let job = lq.queue.enqueue(&source, "Falcon 69", &opts).expect("enqueue");
         worker.start(1);
 
-        let deadline = Instant::now() + Duration::from_secs(300);
-        while !q.get(job.id).expect("job").state.is_finished() {
-            assert!(Instant::now() < deadline, "job did not finish");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        assert_eq!(q.get(job.id).expect("job").state, JobState::Done);
+        let done = wait_for(&lq.queue, job.id, 300, |j| j.state.is_finished());
+        assert_eq!(done.state, JobState::Done);
         let (_, peak) = super::rss();
         assert!(peak > 1.5, "the network ran (peak {peak:.2} GB)");
         // The worker looks for work at least every 2 s; idle, it releases.

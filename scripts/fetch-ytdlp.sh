@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
-# yt-dlp, pinned (PyPI yt-dlp==2026.10.26, the version crates/core/src/link.rs
-# tests against), in its own virtual environment under the cache:
-# $STEMROOM_CACHE/tools/yt-dlp/bin/yt-dlp, where Stemroom looks for it after
-# an explicit setting and $STEMROOM_YTDLP. Idempotent.
+# yt-dlp for links, pinned with its JavaScript runtime: the exact wheels of
+# scripts/ytdlp-requirements.txt (yt-dlp 2026.10.26 with its `default` extra,
+# the yt-dlp-ejs challenge solvers and deno), checked against their sha256,
+# in a virtual environment under the cache: $STEMROOM_CACHE/tools/yt-dlp/bin/
+# holds yt-dlp and deno, where Stemroom looks for them after an explicit
+# setting and $STEMROOM_YTDLP. Idempotent (a stamp holds the requirements'
+# hash).
 source "$(dirname "$0")/common.sh"
-version=2026.10.26
+req="$REPO_ROOT/scripts/ytdlp-requirements.txt"
 venv="$STEMROOM_CACHE/tools/yt-dlp"
-if [ "$("$venv/bin/yt-dlp" --version 2>/dev/null)" != "$version" ]; then
-    log "installing yt-dlp $version"
+want=$(sha256sum "$req" | cut -d' ' -f1)
+stamp="$venv/.stemroom-requirements.sha256"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || [ ! -x "$venv/bin/yt-dlp" ] || [ ! -x "$venv/bin/deno" ]; then
+    log "installing yt-dlp with yt-dlp-ejs and deno (pinned, hash-checked)"
     rm -rf "$venv"
     python3 -m venv "$venv"
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check "yt-dlp==$version"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check --require-hashes --no-deps -r "$req"
+    "$venv/bin/yt-dlp" --version >/dev/null
+    "$venv/bin/deno" --version >/dev/null
+    echo "$want" > "$stamp"
 fi

@@ -1,7 +1,9 @@
-//! Stemroom desktop app: a thin Tauri 2 shell over `stemroom-core`.
+//! Stemroom desktop app: a thin Tauri 2 shell over the engine, library and
+//! playback crates.
 //!
-//! Each command takes managed [`state::AppState`], calls one core function and
-//! maps errors to `{code, message}` ([`state::AppError`]). Progress reaches the
+//! Each command ([`commands`], one file per area) takes managed
+//! [`state::AppState`], calls one library function and maps errors to
+//! `{code, message}` ([`error::AppError`]). Progress reaches the
 //! window through a `tauri::ipc::Channel` registered by `subscribe`.
 //! TypeScript bindings for commands and types are generated from these Rust
 //! signatures by tauri-specta into `ui/src/bindings.ts`
@@ -9,8 +11,10 @@
 
 #![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
 
+mod bindings;
 mod commands;
-mod song;
+mod dialog;
+mod error;
 mod state;
 
 use std::sync::Arc;
@@ -22,11 +26,11 @@ fn main() {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
-    let builder = commands::specta_builder();
+    let builder = bindings::specta_builder();
     let mut args = std::env::args().skip(1);
     if let (Some(flag), Some(path)) = (args.next(), args.next()) {
         if flag == "--export-bindings" {
-            if let Err(e) = commands::export_bindings(&builder, std::path::Path::new(&path)) {
+            if let Err(e) = bindings::export_bindings(&builder, std::path::Path::new(&path)) {
                 eprintln!("error: cannot export bindings: {e}");
                 std::process::exit(1);
             }

@@ -7,38 +7,16 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use specta::Type;
-use stemroom_core::library::InstanceLock;
-use stemroom_core::model::{self, Manifest, ModelStatus};
-use stemroom_core::queue::{Job, Queue, QueueError};
-use stemroom_core::runtime::{self, RuntimeStatus};
-use stemroom_core::worker::{JobProgress, Worker, WorkerConfig, WorkerListener};
-use stemroom_core::ErrorCode;
+use stemroom_engine::model::{self, Manifest, ModelStatus};
+use stemroom_engine::runtime::{self, RuntimeStatus};
+use stemroom_engine::units::Device;
+use stemroom_library::lock::InstanceLock;
+use stemroom_library::queue::{Job, Queue};
+use stemroom_library::worker::{JobProgress, Worker, WorkerConfig, WorkerListener};
 use tauri::ipc::Channel;
 
-/// An error as the UI sees it: it branches on `code`, shows `message`.
-#[derive(Debug, Clone, Serialize, Type)]
-pub struct AppError {
-    pub code: ErrorCode,
-    pub message: String,
-}
-
-impl From<QueueError> for AppError {
-    fn from(e: QueueError) -> Self {
-        AppError { code: e.code(), message: e.to_string() }
-    }
-}
-
-impl From<stemroom_core::Error> for AppError {
-    fn from(e: stemroom_core::Error) -> Self {
-        AppError { code: e.code(), message: stemroom_core::worker::plain_message(&e) }
-    }
-}
-
-impl AppError {
-    pub fn internal(message: impl Into<String>) -> Self {
-        AppError { code: ErrorCode::Internal, message: message.into() }
-    }
-}
+use crate::commands::export::ExportSlot;
+use crate::commands::song::OpenSong;
 
 /// What the window hears about the queue.
 #[derive(Debug, Clone, Serialize, Type)]
@@ -87,10 +65,10 @@ pub struct AppState {
     pub data_dir: PathBuf,
     pub manifest: Manifest,
     /// The song open in the song view (its player and peaks).
-    pub song: Mutex<Option<crate::song::OpenSong>>,
+    pub song: Mutex<Option<OpenSong>>,
     /// Held while a song is being opened.
     pub song_opening: Mutex<()>,
-    pub export: crate::song::ExportSlot,
+    pub export: ExportSlot,
     _instance: InstanceLock,
 }
 
@@ -106,7 +84,7 @@ impl AppState {
         let queue = Arc::new(Queue::open(&data_dir.join("stemroom.sqlite"))?);
         let hub = Arc::new(Hub::default());
         let config = WorkerConfig {
-            default_library: stemroom_core::library::default_library_dir(data_dir),
+            default_library: stemroom_library::song::default_library_dir(data_dir),
             ..WorkerConfig::default()
         };
         let worker = Worker::new(queue.clone(), config, hub.clone());
@@ -129,6 +107,6 @@ impl AppState {
     }
 
     pub fn runtime(&self) -> RuntimeStatus {
-        runtime::status(None, stemroom_core::runtime::Device::Auto)
+        runtime::status(None, Device::Auto)
     }
 }

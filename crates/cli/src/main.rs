@@ -1,5 +1,5 @@
 //! `stemroom`: the command-line front end. Argument parsing, progress
-//! display and exit codes; all the work is `stemroom_core`.
+//! display and exit codes; all the work is in `stemroom_engine` (separation) and `stemroom_library` (links).
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -11,14 +11,17 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
-use stemroom_core::audio::encode::{ClipMode, OutputFormat, WavDepth};
-use stemroom_core::job::{self, JobRequest, OtherMethod, OutputRate, Separator};
-use stemroom_core::model::{self, Manifest};
-use stemroom_core::progress::{Event, Listener};
-use stemroom_core::runtime::{self, Device, RuntimeOptions};
-use stemroom_core::separate::SeparateOptions;
-use stemroom_core::{library, link};
-use stemroom_core::{Error, ErrorCode};
+use stemroom_engine::audio::encode::{ClipMode, OutputFormat, WavDepth};
+use stemroom_engine::job::{self, JobRequest, OtherMethod, OutputRate, Separator};
+use stemroom_engine::model::{self, Manifest};
+use stemroom_engine::progress::{Event, Listener};
+use stemroom_engine::runtime::{self, RuntimeOptions};
+use stemroom_engine::separate::SeparateOptions;
+use stemroom_engine::units::Device;
+use stemroom_engine::Error as EngineError;
+use stemroom_engine::ErrorCode;
+use stemroom_library::link;
+use stemroom_library::Error;
 
 /// Exit codes. 2 is clap's usage error.
 mod exit {
@@ -54,7 +57,9 @@ fn exit_code(code: ErrorCode) -> u8 {
     about = "Split songs into stems (drums, bass, other, vocals) with Demucs v4 on your own machine."
 )]
 #[command(after_help = "Exit codes: 0 ok, 2 bad options, 3 bad input, 4 model missing or corrupt, \
-5 ONNX Runtime missing or device unavailable, 6 cannot write output, 130 cancelled, 1 other errors.")]
+5 ONNX Runtime missing or device unavailable, 6 cannot write output, 7 a link cannot be fetched, \
+8 a helper program is missing or too old (yt-dlp for links; ffmpeg for AC-3, WMA, HE-AAC and other \
+formats the built-in decoders do not read), 130 cancelled, 1 other errors.")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -101,8 +106,10 @@ struct RuntimeArgs {
 
 #[derive(Args)]
 struct SeparateArgs {
-    /// Audio files (WAV, FLAC, MP3, OGG Vorbis, AAC/ALAC in MP4/M4A) or
-    /// links (http/https; the audio is fetched with yt-dlp first).
+    /// Audio or video files (built in: WAV, AIFF, FLAC, MP3, Ogg Vorbis/Opus,
+    /// AAC-LC/ALAC in MP4/M4A, Opus/Vorbis in WebM/Matroska; with ffmpeg
+    /// installed also AC-3, E-AC-3, WMA, HE-AAC, DTS and more) or links
+    /// (http/https; the audio is fetched with yt-dlp first).
     #[arg(required = true, value_name = "FILES")]
     files: Vec<PathBuf>,
     /// Model name.
@@ -291,12 +298,8 @@ fn report_error(err: &Error, input: Option<&PathBuf>, json: bool, out: &Arc<Mute
     }
 }
 
-fn run_separate(a: SeparateArgs) -> ExitCode {
-    let out_lock = Arc::new(Mutex::new(()));
-    let fail = |e: Error| {
-        report_error(&e, None, a.json, &out_lock);
-        ExitCode::from(exit_code(e.code()))
-    };
+/// The stem format the flags ask for.
+fn output_format(a: &SeparateArgs) -> Result<OutputFormat, Error> {
     let depth = if a.float32 {
         WavDepth::Float32
     } else if a.int24 {
@@ -311,12 +314,12 @@ fn run_separate(a: SeparateArgs) -> ExitCode {
     } else {
         OutputFormat::Wav { depth }
     };
-    if let Err(e) = format.validate() {
-        return fail(Error::InvalidOptions(e));
-    }
-    if a.jobs == 0 {
-        return fail(Error::InvalidOptions("--jobs must be at least 1".into()));
-    }
+    format.validate().map_err(EngineError::InvalidOptions)?;
+    Ok(format)
+}
+
+/// Open the model on the device the flags ask for.
+fn open_separator(a: &SeparateArgs) -> Result<Separator, Error> {
     let runtime = RuntimeOptions {
         library: a.runtime.ort_lib.clone(),
         device: match a.device {
@@ -326,20 +329,13 @@ fn run_separate(a: SeparateArgs) -> ExitCode {
         },
         threads: a.threads,
     };
-    let sep = match Separator::open(&a.name, a.runtime.model_dir.as_deref(), &runtime) {
-        Ok(s) => s,
-        Err(e) => return fail(e),
-    };
-    let segment_frames = match a.segment {
-        None => None,
-        Some(s) if s > 0.0 && s.is_finite() => Some((s * sep.info().sample_rate as f64) as usize),
-        Some(s) => return fail(Error::InvalidOptions(format!("--segment must be positive, got {s}"))),
-    };
-    if !a.json {
-        eprintln!("stemroom: model {} ({}), running on {}", sep.info().id, sep.model_path().display(), sep.provider());
-    }
-    let request = |input: &PathBuf| JobRequest {
-        input: input.clone(),
+    Ok(Separator::open(&a.name, a.runtime.model_dir.as_deref(), &runtime)?)
+}
+
+/// The job for one input, as the flags describe it.
+fn job_request(a: &SeparateArgs, input: &Path, format: OutputFormat, segment_frames: Option<usize>) -> JobRequest {
+    JobRequest {
+        input: input.to_path_buf(),
         out_dir: a.out.clone(),
         filename: a.filename.clone(),
         format,
@@ -357,19 +353,64 @@ fn run_separate(a: SeparateArgs) -> ExitCode {
         output_rate: if a.model_rate { OutputRate::Model } else { OutputRate::Input },
         separate: SeparateOptions { shifts: a.shifts, overlap: a.overlap, segment_frames, seed: a.seed },
         scratch_dir: std::env::var_os("STEMROOM_SCRATCH").map(PathBuf::from),
-    };
-
-    let cancel = Arc::new(AtomicBool::new(false));
-    {
-        let cancel = cancel.clone();
-        let _ = ctrlc::set_handler(move || {
-            if cancel.swap(true, Ordering::SeqCst) {
-                eprintln!("stemroom: interrupted again, exiting now");
-                std::process::exit(exit::CANCELLED as i32);
-            }
-            eprintln!("stemroom: cancelling (removing partial outputs)...");
-        });
     }
+}
+
+/// Ctrl-C cancels the running separations (they remove their partial
+/// outputs); a second Ctrl-C exits at once.
+fn cancel_on_interrupt() -> Arc<AtomicBool> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = cancel.clone();
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("stemroom: interrupted again, exiting now");
+            std::process::exit(exit::CANCELLED as i32);
+        }
+        eprintln!("stemroom: cancelling (removing partial outputs)...");
+    });
+    cancel
+}
+
+/// One input: a link is downloaded first (named after its title, so
+/// `{track}` is the title), then separated like a file.
+fn separate_one(
+    sep: &Separator,
+    input: &Path,
+    listener: &CliListener,
+    request: &dyn Fn(&Path) -> JobRequest,
+) -> Result<(), Error> {
+    let (_download, source) = fetch_if_link(input, listener)?;
+    job::separate_file(sep, &request(&source), listener)?;
+    Ok(())
+}
+
+fn run_separate(a: SeparateArgs) -> ExitCode {
+    let out_lock = Arc::new(Mutex::new(()));
+    let fail = |e: Error| {
+        report_error(&e, None, a.json, &out_lock);
+        ExitCode::from(exit_code(e.code()))
+    };
+    let format = match output_format(&a) {
+        Ok(f) => f,
+        Err(e) => return fail(e),
+    };
+    if a.jobs == 0 {
+        return fail(EngineError::InvalidOptions("--jobs must be at least 1".into()).into());
+    }
+    let sep = match open_separator(&a) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let segment_frames = match a.segment {
+        None => None,
+        Some(s) if s > 0.0 && s.is_finite() => Some((s * sep.info().sample_rate as f64) as usize),
+        Some(s) => return fail(EngineError::InvalidOptions(format!("--segment must be positive, got {s}")).into()),
+    };
+    if !a.json {
+        eprintln!("stemroom: model {} ({}), running on {}", sep.info().id, sep.model_path().display(), sep.provider());
+    }
+    let request = |input: &Path| job_request(&a, input, format, segment_frames);
+    let cancel = cancel_on_interrupt();
     let multi = MultiProgress::with_draw_target(if !a.json && std::io::stderr().is_terminal() {
         ProgressDrawTarget::stderr()
     } else {
@@ -401,19 +442,7 @@ fn run_separate(a: SeparateArgs) -> ExitCode {
                     cancel: cancel.clone(),
                     out: out_lock.clone(),
                 };
-                // A link is downloaded first (named after its title, so
-                // {track} is the title), then separated like a file.
-                let (_download, source) = match fetch_if_link(input, &listener) {
-                    Ok(x) => x,
-                    Err(e) => {
-                        bar.abandon_with_message(format!("failed: {}", e.code().as_str()));
-                        report_error(&e, Some(input), a.json, &out_lock);
-                        let mut fe = first_error.lock().unwrap_or_else(|p| p.into_inner());
-                        fe.get_or_insert(exit_code(e.code()));
-                        continue;
-                    }
-                };
-                if let Err(e) = job::separate_file(&sep, &request(&source), &listener) {
+                if let Err(e) = separate_one(&sep, input, &listener, &request) {
                     bar.abandon_with_message(format!("failed: {}", e.code().as_str()));
                     report_error(&e, Some(input), a.json, &out_lock);
                     let mut fe = first_error.lock().unwrap_or_else(|p| p.into_inner());
@@ -441,10 +470,11 @@ fn fetch_if_link(input: &Path, listener: &CliListener) -> Result<(Option<tempfil
     let info = link::probe(&yt, &url, link::DEFAULT_PLAYLIST_LIMIT)?;
     if info.is_playlist {
         let more = if info.truncated { " or more" } else { "" };
-        return Err(Error::InvalidOptions(format!(
+        return Err(EngineError::InvalidOptions(format!(
             "{url} is a playlist of {}{more} entries; pass the links of the songs to separate",
             info.entries.len()
-        )));
+        ))
+        .into());
     }
     listener.event(&Event::Downloading {
         title: info.title.clone(),
@@ -452,7 +482,7 @@ fn fetch_if_link(input: &Path, listener: &CliListener) -> Result<(Option<tempfil
         bytes_per_second: None,
         eta_seconds: None,
     });
-    let tmp = tempfile::Builder::new().prefix("stemroom-download-").tempdir().map_err(Error::Scratch)?;
+    let tmp = tempfile::Builder::new().prefix("stemroom-download-").tempdir().map_err(EngineError::Scratch)?;
     let file = link::download(
         &yt,
         &url,
@@ -469,8 +499,8 @@ fn fetch_if_link(input: &Path, listener: &CliListener) -> Result<(Option<tempfil
         &|| listener.is_cancelled(),
     )?;
     let ext = file.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_else(|| "audio".into());
-    let named = tmp.path().join(format!("{}.{ext}", library::visible_name(&info.title, "download")));
-    std::fs::rename(&file, &named).map_err(Error::Scratch)?;
+    let named = tmp.path().join(format!("{}.{ext}", stemroom_engine::names::visible_name(&info.title, "download")));
+    std::fs::rename(&file, &named).map_err(EngineError::Scratch)?;
     Ok((Some(tmp), named))
 }
 

@@ -11,8 +11,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use stemroom_testkit::{ffmpeg, read_wav, sdr};
+
 fn cache_dir() -> PathBuf {
-    stemroom_core::paths::cache_dir().expect("HOME or STEMROOM_CACHE must be set")
+    stemroom_engine::paths::cache_dir().expect("HOME or STEMROOM_CACHE must be set")
 }
 
 /// The real test music; setup.sh puts it there. Missing data is a failure, not a skip.
@@ -39,47 +41,6 @@ fn run(args: &[&str]) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
-}
-
-fn ffmpeg(args: &[&str]) {
-    let st = Command::new("ffmpeg")
-        .args(["-loglevel", "error", "-y"])
-        .args(args)
-        .status()
-        .expect("ffmpeg (setup.sh installs it)");
-    assert!(st.success(), "ffmpeg {args:?}");
-}
-
-/// Planar f64 channels and sample rate of a WAV file.
-fn read_wav(p: &Path) -> (Vec<Vec<f64>>, u32) {
-    let mut r = hound::WavReader::open(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    let spec = r.spec();
-    let ch = spec.channels as usize;
-    let samples: Vec<f64> = match spec.sample_format {
-        hound::SampleFormat::Float => r.samples::<f32>().map(|s| s.expect("sample") as f64).collect(),
-        hound::SampleFormat::Int => {
-            let scale = (1i64 << (spec.bits_per_sample - 1)) as f64;
-            r.samples::<i32>().map(|s| s.expect("sample") as f64 / scale).collect()
-        }
-    };
-    let mut planar = vec![Vec::with_capacity(samples.len() / ch); ch];
-    for (i, v) in samples.into_iter().enumerate() {
-        planar[i % ch].push(v);
-    }
-    (planar, spec.sample_rate)
-}
-
-/// 10 log10(|s|^2 / |s - e|^2) over the whole clip, both channels.
-fn sdr(reference: &[Vec<f64>], estimate: &[Vec<f64>]) -> f64 {
-    let (mut num, mut den) = (0.0, 0.0);
-    for (r, e) in reference.iter().zip(estimate) {
-        assert!(r.len().abs_diff(e.len()) <= 1, "lengths {} vs {}", r.len(), e.len());
-        for (a, b) in r.iter().zip(e) {
-            num += a * a;
-            den += (a - b).powi(2);
-        }
-    }
-    10.0 * (num / den).log10()
 }
 
 fn files_under(dir: &Path) -> Vec<PathBuf> {
@@ -113,7 +74,7 @@ fn real_music_sdr_meets_the_reference() {
         let (truth, _) = read_wav(&testdata(&format!("{stem}.wav")));
         let (est, rate) = read_wav(&out.path().join("mixture").join(format!("{stem}.wav")));
         assert_eq!(rate, 44_100);
-        let s = sdr(&truth, &est);
+        let s = sdr(&truth, &est, 1);
         report.push(format!("{stem} {s:.2} dB (floor {min})"));
         assert!(s >= min, "{stem}: SDR {s:.3} dB < {min} dB");
     }
@@ -145,7 +106,7 @@ fn shifts0_matches_the_npm_reference_within_40_db() {
     for stem in STEMS {
         let (r, _) = read_wav(&ref_out.join("falcon").join(format!("{stem}.wav")));
         let (e, _) = read_wav(&ours.join("falcon").join(format!("{stem}.wav")));
-        let s = sdr(&r, &e);
+        let s = sdr(&r, &e, 1);
         eprintln!("parity {stem}: {s:.1} dB");
         assert!(s >= 40.0, "{stem}: {s:.2} dB < 40 dB against the reference");
     }
@@ -322,7 +283,7 @@ fn json_events_two_stems_mp3_and_cpu_fallback() {
         let p = out.join(format!("clip-{stem}.mp3"));
         let mut frames = 0u64;
         let mut rate = 0;
-        stemroom_core::audio::decode::decode(&p, &stemroom_core::progress::Silent, |b, r| {
+        stemroom_engine::audio::decode::decode(&p, &stemroom_engine::progress::Silent, |b, r| {
             frames += b.len() as u64 / 2;
             rate = r;
             Ok(())
@@ -416,4 +377,33 @@ fn links_are_downloaded_with_ytdlp_and_separated() {
     let out2 = dir.path().join("out2");
     assert_fails(&["separate", "-o", utf8(&out2), &missing], 7, "unavailable");
     assert!(!out2.exists(), "no output for a failed download");
+}
+
+/// Formats only a system ffmpeg decodes, run where there is none (an empty
+/// `PATH`, no `$STEMROOM_FFMPEG`): a clear error naming the codec and what
+/// adds it, the "missing tool" exit code, and nothing written.
+#[test]
+fn ffmpeg_only_formats_without_ffmpeg_fail_clearly_and_leave_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let no_tools = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out");
+    let cases: Vec<_> = stemroom_testkit::codec_matrix(dir.path()).into_iter().filter(|c| c.needs_ffmpeg).collect();
+    assert!(cases.len() >= 4, "AC-3, E-AC-3, WMA, HE-AAC");
+    for c in &cases {
+        let res = stemroom()
+            .env("PATH", no_tools.path())
+            .env_remove("STEMROOM_FFMPEG")
+            .args(["separate", "--json", "-o", utf8(&out), utf8(&c.path)])
+            .output()
+            .expect("run stemroom");
+        let stdout = String::from_utf8_lossy(&res.stdout);
+        let stderr = String::from_utf8_lossy(&res.stderr);
+        eprintln!("{}: exit {:?}\n{stdout}{stderr}", c.name, res.status.code());
+        assert_eq!(res.status.code(), Some(8), "{}: missing-tool exit code", c.name);
+        assert!(stdout.contains("\"code\":\"missing_tool\""), "{}: {stdout}", c.name);
+        assert!(stdout.contains("Installing ffmpeg adds it"), "{}: {stdout}", c.name);
+        let named = c.name.split_whitespace().next().unwrap_or(c.name);
+        assert!(stdout.contains(named), "{}: the codec is named: {stdout}", c.name);
+    }
+    assert!(files_under(&out).is_empty(), "nothing written: {:?}", files_under(&out));
 }

@@ -1,0 +1,416 @@
+//! Decoding through a system `ffmpeg`, for what the built-in decoders cannot
+//! read (HE-AAC, AC-3/E-AC-3, WMA, DTS, …).
+//!
+//! `ffprobe` (beside `ffmpeg`) reads the first audio stream's rate, channels,
+//! length and tags; `ffmpeg` then decodes it as a child process, run with an
+//! argument list (never a shell) and the input as `file:<absolute path>` (a
+//! name can never become an option or another protocol), writing raw
+//! little-endian `f32` frames to a pipe. A reader thread hands the pipe's
+//! bytes over in 64 KiB pieces through a channel of 4, so memory stays bounded
+//! whatever the length; a decoder that produces nothing for
+//! [`STALL_TIMEOUT`] is killed. Dropping the stream (a cancel) kills the
+//! child.
+//!
+//! Where ffmpeg is looked for: the path given to [`set_ffmpeg_path`] (the
+//! app's setting), else `$STEMROOM_FFMPEG`, else `ffmpeg` on `PATH`.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::{check_end, to_stereo, Backend, DecodeError};
+use crate::audio::encode::Tags;
+
+/// Longest wait for `ffprobe` to describe a file.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest silence from a decoding `ffmpeg` before it is called stuck.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bytes per piece read from ffmpeg's output (16 384 stereo `f32` frames).
+const PIECE_BYTES: usize = 64 * 1024;
+/// Pieces in flight between the reader thread and the decoder.
+const PIECES_IN_FLIGHT: usize = 4;
+/// ffmpeg's error output kept for messages (the end of it).
+const STDERR_TAIL_BYTES: usize = 4096;
+/// The ffmpeg backend calls a stream truncated when it ends this much before
+/// the length ffprobe reported (container durations of the codecs that come
+/// here are estimates to within a few codec frames).
+const TRUNCATION_TOLERANCE_SECONDS: f64 = 0.5;
+
+/// The ffmpeg chosen by the front end (the app's setting), if any.
+static OVERRIDE: RwLock<Option<PathBuf>> = RwLock::new(None);
+
+/// Use `path` as ffmpeg from now on (`None`: back to `$STEMROOM_FFMPEG`,
+/// then `PATH`). `ffprobe` is taken from the same folder.
+pub fn set_ffmpeg_path(path: Option<PathBuf>) {
+    *OVERRIDE.write().unwrap_or_else(PoisonError::into_inner) = path.filter(|p| !p.as_os_str().is_empty());
+}
+
+/// The ffmpeg to run and the ffprobe beside it.
+fn programs() -> (PathBuf, PathBuf) {
+    let chosen = OVERRIDE.read().unwrap_or_else(PoisonError::into_inner).clone();
+    let ffmpeg = chosen
+        .or_else(|| std::env::var_os("STEMROOM_FFMPEG").filter(|s| !s.is_empty()).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("ffmpeg"));
+    let ffprobe = match ffmpeg.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) => dir.join("ffprobe"),
+        None => PathBuf::from("ffprobe"),
+    };
+    (ffmpeg, ffprobe)
+}
+
+/// Whether ffmpeg can be used, for front ends (Settings, `stemroom`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+#[serde(rename_all = "camelCase")]
+pub struct FfmpegStatus {
+    pub found: bool,
+    pub path: Option<String>,
+    /// What `ffmpeg -version` says of itself (`5.1.6-0+deb12u1`).
+    pub version: Option<String>,
+    /// Why it cannot be used, in plain words.
+    pub problem: Option<String>,
+}
+
+/// Look for ffmpeg as a decode would and ask its version.
+pub fn ffmpeg_status() -> FfmpegStatus {
+    let (ffmpeg, ffprobe) = programs();
+    let version = Command::new(&ffmpeg).arg("-version").stdin(Stdio::null()).stderr(Stdio::null()).output();
+    let probe_ok =
+        Command::new(&ffprobe).arg("-version").stdin(Stdio::null()).output().is_ok_and(|o| o.status.success());
+    match version {
+        Ok(out) if out.status.success() && probe_ok => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let version = text.split_whitespace().nth(2).map(str::to_string);
+            FfmpegStatus { found: true, path: Some(ffmpeg.to_string_lossy().into_owned()), version, problem: None }
+        }
+        Ok(_) | Err(_) => FfmpegStatus {
+            found: false,
+            path: None,
+            version: None,
+            problem: Some(format!(
+                "ffmpeg ({}) and ffprobe ({}) were not found; install ffmpeg to open AC-3, WMA, HE-AAC and other \
+                 formats the built-in decoders do not read",
+                ffmpeg.display(),
+                ffprobe.display()
+            )),
+        },
+    }
+}
+
+/// Why the ffmpeg backend could not open a file.
+#[derive(Debug)]
+pub(super) enum OpenError {
+    /// No ffmpeg/ffprobe to run.
+    NotInstalled,
+    /// ffprobe ran and found no audio it can decode (its words).
+    Failed(String),
+}
+
+/// What ffprobe says about the first audio stream.
+#[derive(Debug, Clone, Default)]
+struct Described {
+    sample_rate: u32,
+    channels: usize,
+    declared_frames: Option<u64>,
+    tags: Tags,
+}
+
+/// `file:` URL of an absolute path, so ffmpeg reads exactly that file.
+fn file_url(path: &Path) -> std::ffi::OsString {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut url = std::ffi::OsString::from("file:");
+    url.push(abs.as_os_str());
+    url
+}
+
+/// Run `cmd` to completion within `timeout`, returning its stdout.
+fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Result<Vec<u8>, OpenError> {
+    let mut child = match cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn() {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(OpenError::NotInstalled),
+        Err(e) => return Err(OpenError::Failed(format!("cannot run ffprobe: {e}"))),
+    };
+    let mut stdout = child.stdout.take();
+    let out_thread = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(s) = stdout.as_mut() {
+            let _ = s.take(1 << 20).read_to_end(&mut buf);
+        }
+        buf
+    });
+    let stderr_tail = Arc::new(Mutex::new(Vec::new()));
+    let err_thread = spawn_stderr_reader(child.stderr.take(), stderr_tail.clone());
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Ok(None) | Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(OpenError::Failed(format!("ffprobe gave no answer within {} s", timeout.as_secs())));
+            }
+        }
+    };
+    let out = out_thread.join().unwrap_or_default();
+    let _ = err_thread.join();
+    if !status.success() {
+        return Err(OpenError::Failed(tail_text(&stderr_tail)));
+    }
+    Ok(out)
+}
+
+/// Read a child's stderr to its end, keeping the last [`STDERR_TAIL_BYTES`].
+fn spawn_stderr_reader(
+    stderr: Option<std::process::ChildStderr>,
+    tail: Arc<Mutex<Vec<u8>>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let Some(mut stderr) = stderr else { return };
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let mut t = tail.lock().unwrap_or_else(PoisonError::into_inner);
+            t.extend_from_slice(&buf[..n]);
+            let excess = t.len().saturating_sub(STDERR_TAIL_BYTES);
+            t.drain(..excess);
+        }
+    })
+}
+
+fn tail_text(tail: &Mutex<Vec<u8>>) -> String {
+    let t = tail.lock().unwrap_or_else(PoisonError::into_inner);
+    let text = String::from_utf8_lossy(&t);
+    let line = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
+    if line.is_empty() {
+        "ffmpeg failed without a message".into()
+    } else {
+        line
+    }
+}
+
+/// Ask ffprobe about the first audio stream of `path`.
+fn describe(ffprobe: &Path, path: &Path) -> Result<Described, OpenError> {
+    let mut cmd = Command::new(ffprobe);
+    cmd.args(["-v", "error", "-select_streams", "a:0", "-of", "json", "-show_entries"])
+        .arg("stream=codec_name,sample_rate,channels,duration:stream_tags=title,artist:format=duration:format_tags=title,artist")
+        .arg(file_url(path));
+    let out = run_with_timeout(cmd, PROBE_TIMEOUT)?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&out).map_err(|e| OpenError::Failed(format!("unreadable ffprobe output: {e}")))?;
+    let stream = v
+        .get("streams")
+        .and_then(|s| s.get(0))
+        .ok_or_else(|| OpenError::Failed("ffprobe found no audio stream".into()))?;
+    let number = |x: Option<&serde_json::Value>| -> Option<f64> {
+        x.and_then(|v| v.as_str().and_then(|s| s.parse().ok()).or_else(|| v.as_f64())).filter(|x: &f64| x.is_finite())
+    };
+    let sample_rate = number(stream.get("sample_rate")).map_or(0, |r| r as u32);
+    let channels = stream.get("channels").and_then(serde_json::Value::as_u64).unwrap_or(0) as usize;
+    if sample_rate == 0 || !(1..=64).contains(&channels) {
+        return Err(OpenError::Failed(format!("ffprobe reports {sample_rate} Hz and {channels} channels")));
+    }
+    let seconds = number(stream.get("duration")).or_else(|| number(v.get("format").and_then(|f| f.get("duration"))));
+    let declared_frames = seconds.filter(|s| *s > 0.0).map(|s| (s * f64::from(sample_rate)).round() as u64);
+    let tag = |key: &str| -> Option<String> {
+        [stream.get("tags"), v.get("format").and_then(|f| f.get("tags"))].into_iter().flatten().find_map(|tags| {
+            tags.as_object()?
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                .and_then(|(_, v)| v.as_str())
+                .map(str::to_string)
+                .filter(|s| !s.is_empty())
+        })
+    };
+    Ok(Described { sample_rate, channels, declared_frames, tags: Tags { title: tag("title"), artist: tag("artist") } })
+}
+
+/// A running `ffmpeg` writing raw frames, read by a thread.
+struct Decoding {
+    child: Child,
+    pieces: Receiver<std::io::Result<Vec<u8>>>,
+    stderr_tail: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Drop for Decoding {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A file decoded by a system ffmpeg.
+pub(super) struct FfmpegStream {
+    path: PathBuf,
+    ffmpeg: PathBuf,
+    info: Described,
+    /// Channels ffmpeg writes: the file's for mono and stereo, else 2
+    /// (ffmpeg's own downmix, which knows the channel layout).
+    out_channels: usize,
+    running: Option<Decoding>,
+    /// Frame the next decode starts at (after a seek).
+    start_frame: u64,
+    frames: u64,
+    /// Bytes of an incomplete frame carried to the next piece.
+    carry: Vec<u8>,
+    samples: Vec<f32>,
+    stereo: Vec<f32>,
+    finished: bool,
+}
+
+impl FfmpegStream {
+    /// Describe `path` with ffprobe; nothing is decoded yet.
+    pub(super) fn open(path: &Path) -> Result<Self, OpenError> {
+        let (ffmpeg, ffprobe) = programs();
+        let info = describe(&ffprobe, path)?;
+        let out_channels = info.channels.min(2);
+        Ok(FfmpegStream {
+            path: path.to_path_buf(),
+            ffmpeg,
+            info,
+            out_channels,
+            running: None,
+            start_frame: 0,
+            frames: 0,
+            carry: Vec::new(),
+            samples: Vec::new(),
+            stereo: Vec::new(),
+            finished: false,
+        })
+    }
+
+    fn spawn(&mut self) -> Result<(), DecodeError> {
+        let mut cmd = Command::new(&self.ffmpeg);
+        cmd.args(["-nostdin", "-hide_banner", "-loglevel", "error"]);
+        if self.start_frame > 0 {
+            // Input seeking; with transcoding ffmpeg decodes from before the
+            // point and drops up to it (`-accurate_seek`, on by default).
+            let seconds = self.start_frame as f64 / f64::from(self.info.sample_rate);
+            cmd.arg("-ss").arg(format!("{seconds:.6}"));
+        }
+        cmd.arg("-i")
+            .arg(file_url(&self.path))
+            .args(["-map", "0:a:0", "-vn", "-sn", "-dn"])
+            .args(["-ac", &self.out_channels.to_string(), "-ar", &self.info.sample_rate.to_string()])
+            .args(["-f", "f32le", "-acodec", "pcm_f32le", "pipe:1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| DecodeError::Corrupt {
+            path: self.path.clone(),
+            reason: format!("cannot run {}: {e}", self.ffmpeg.display()),
+        })?;
+        let stderr_tail = Arc::new(Mutex::new(Vec::new()));
+        spawn_stderr_reader(child.stderr.take(), stderr_tail.clone());
+        let (tx, pieces) = sync_channel(PIECES_IN_FLIGHT);
+        if let Some(mut stdout) = child.stdout.take() {
+            std::thread::spawn(move || loop {
+                let mut piece = vec![0u8; PIECE_BYTES];
+                match stdout.read(&mut piece) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        piece.truncate(n);
+                        if tx.send(Ok(piece)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
+            });
+        }
+        self.running = Some(Decoding { child, pieces, stderr_tail });
+        Ok(())
+    }
+
+    fn corrupt(&self, reason: String) -> DecodeError {
+        DecodeError::Corrupt { path: self.path.clone(), reason }
+    }
+
+    /// ffmpeg finished writing: check how it ended.
+    fn end(&mut self) -> Result<Option<(&[f32], u32)>, DecodeError> {
+        self.finished = true;
+        if let Some(mut run) = self.running.take() {
+            let status = run.child.wait().map_err(|e| self.corrupt(format!("ffmpeg: {e}")))?;
+            if !status.success() {
+                let reason = tail_text(&run.stderr_tail);
+                return Err(self.corrupt(format!("ffmpeg: {reason}")));
+            }
+        }
+        let (rate, declared) = (self.info.sample_rate, self.info.declared_frames);
+        check_end(&self.path, self.frames, rate, declared, TRUNCATION_TOLERANCE_SECONDS)?;
+        Ok(None)
+    }
+}
+
+impl Backend for FfmpegStream {
+    fn sample_rate(&self) -> u32 {
+        self.info.sample_rate
+    }
+    fn channels(&self) -> usize {
+        self.info.channels
+    }
+    fn declared_frames(&self) -> Option<u64> {
+        self.info.declared_frames
+    }
+    fn frames(&self) -> u64 {
+        self.frames
+    }
+    fn tags(&mut self) -> Tags {
+        self.info.tags.clone()
+    }
+
+    fn seek(&mut self, frame: u64) -> Result<(), DecodeError> {
+        self.running = None;
+        self.carry.clear();
+        self.start_frame = frame;
+        self.frames = frame;
+        self.finished = self.info.declared_frames.is_some_and(|n| frame >= n);
+        Ok(())
+    }
+
+    fn next_block(&mut self) -> Result<Option<(&[f32], u32)>, DecodeError> {
+        loop {
+            if self.finished {
+                return Ok(None);
+            }
+            if self.running.is_none() {
+                self.spawn()?;
+            }
+            let Some(run) = self.running.as_ref() else { return Ok(None) };
+            let piece = match run.pieces.recv_timeout(STALL_TIMEOUT) {
+                Ok(Ok(piece)) => piece,
+                Ok(Err(e)) => return Err(self.corrupt(format!("reading ffmpeg's output: {e}"))),
+                Err(RecvTimeoutError::Timeout) => {
+                    self.running = None;
+                    return Err(self.corrupt(format!("ffmpeg produced no audio for {} s", STALL_TIMEOUT.as_secs())));
+                }
+                Err(RecvTimeoutError::Disconnected) => return self.end(),
+            };
+            self.carry.extend_from_slice(&piece);
+            let frame_bytes = 4 * self.out_channels;
+            let usable = self.carry.len() - self.carry.len() % frame_bytes;
+            if usable == 0 {
+                continue;
+            }
+            self.samples.clear();
+            self.samples
+                .extend(self.carry[..usable].chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+            self.carry.drain(..usable);
+            self.stereo.clear();
+            to_stereo(&self.samples, self.out_channels, &[], &mut self.stereo);
+            self.frames += (self.stereo.len() / 2) as u64;
+            return Ok(Some((&self.stereo, self.info.sample_rate)));
+        }
+    }
+}

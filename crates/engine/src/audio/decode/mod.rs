@@ -1,0 +1,421 @@
+//! Decoding any supported file to interleaved stereo `f32` frames at the
+//! file's own sample rate.
+//!
+//! Two backends sit behind one [`StreamDecoder`]:
+//! - `native`: symphonia (WAV, AIFF, CAF, FLAC, MP3, Ogg Vorbis, AAC-LC and
+//!   ALAC in MP4/M4A, Matroska/WebM) with libopus through
+//!   `symphonia-adapter-libopus` (Opus in Ogg and WebM/Matroska), all built
+//!   into the binary;
+//! - `ffmpeg`: a system `ffmpeg` run as a child process, for what symphonia
+//!   cannot read (HE-AAC, AC-3/E-AC-3, WMA, DTS, …), when one is installed
+//!   (see [`ffmpeg_status`]). Without it such files fail with
+//!   [`DecodeError::NeedsFfmpeg`], naming the codec.
+//!
+//! Mono is duplicated to both channels; more than two channels are mixed down
+//! (see [`downmix_weights`]; ffmpeg's own downmix for its inputs).
+
+mod ffmpeg;
+mod native;
+mod sniff;
+
+use std::path::{Path, PathBuf};
+
+use symphonia::core::audio::Channels;
+
+pub use ffmpeg::{ffmpeg_status, set_ffmpeg_path, FfmpegStatus};
+
+use crate::audio::encode::Tags;
+use crate::progress::{Event, Listener};
+use crate::Error;
+
+/// What HE-AAC is called in messages.
+const HE_AAC: &str = "HE-AAC (AAC with SBR/PS, e.g. YouTube's format 139)";
+
+/// A stream counts as truncated when it ends this much before its declared length.
+const TRUNCATION_TOLERANCE_SECONDS: f64 = 0.1;
+
+/// Why an input could not be decoded. Each has its own message naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("input file not found: {0}")]
+    NotFound(PathBuf),
+    #[error("input is a directory, not an audio file: {0}")]
+    IsDirectory(PathBuf),
+    #[error("cannot read {path}: {source}")]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("input file is empty (0 bytes): {0}")]
+    EmptyFile(PathBuf),
+    #[error("not a recognised audio file: {path} ({reason})")]
+    NotAudio { path: PathBuf, reason: String },
+    #[error("no audio track in {0}")]
+    NoAudioTrack(PathBuf),
+    #[error("unsupported audio codec in {path}: {reason}")]
+    UnsupportedCodec { path: PathBuf, reason: String },
+    #[error("{0} contains no audio samples (zero length)")]
+    NoSamples(PathBuf),
+    #[error("{path} is truncated: decoded {decoded:.2} s of the {expected:.2} s its header declares")]
+    Truncated { path: PathBuf, decoded: f64, expected: f64 },
+    #[error("{path} is corrupt: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    /// The file is audio Stemroom's built-in decoders do not read (AC-3,
+    /// WMA, HE-AAC, …) and no ffmpeg was found to decode it.
+    #[error(
+        "{path}: {codec} is not among Stemroom's built-in decoders. Installing ffmpeg adds it \
+         (Debian/Ubuntu: sudo apt install ffmpeg; or set its path in Settings or $STEMROOM_FFMPEG)"
+    )]
+    NeedsFfmpeg { path: PathBuf, codec: String },
+}
+
+impl DecodeError {
+    /// Whether another decoder may read what this one could not: the
+    /// container or the codec is unknown to the built-in decoders (not a
+    /// missing, empty or damaged file).
+    fn is_unsupported(&self) -> bool {
+        matches!(
+            self,
+            DecodeError::NotAudio { .. } | DecodeError::NoAudioTrack(_) | DecodeError::UnsupportedCodec { .. }
+        )
+    }
+}
+
+/// What the decoder learned about the input.
+#[derive(Debug, Clone)]
+pub struct DecodedInfo {
+    /// The file's sample rate in Hz.
+    pub sample_rate: u32,
+    /// The file's channel count.
+    pub channels: usize,
+    /// Frames decoded (at `sample_rate`).
+    pub frames: u64,
+}
+
+/// Per-channel (left, right) gains to fold `channels` into stereo.
+///
+/// Left-side positions go left, right-side right, centre positions to both at
+/// -3 dB (0.7071, ITU-R BS.775), LFE is dropped, unknown (discrete) channels
+/// alternate left/right. Each output is divided by the sum of its gains so a
+/// signal present on every channel keeps its level.
+pub fn downmix_weights(channels: &Channels, count: usize) -> Vec<(f32, f32)> {
+    const C: f32 = std::f32::consts::FRAC_1_SQRT_2;
+    let mut w: Vec<(f32, f32)> = match channels {
+        Channels::Positioned(pos) => pos
+            .iter_names()
+            .map(|(name, _)| {
+                if name.starts_with("LFE") {
+                    (0.0, 0.0)
+                } else if name.contains("LEFT") {
+                    (1.0, 0.0)
+                } else if name.contains("RIGHT") {
+                    (0.0, 1.0)
+                } else {
+                    (C, C)
+                }
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    if w.len() != count {
+        w = (0..count).map(|i| if i % 2 == 0 { (1.0, 0.0) } else { (0.0, 1.0) }).collect();
+    }
+    let (sl, sr) = w.iter().fold((0.0, 0.0), |(a, b), (l, r)| (a + l, b + r));
+    let (sl, sr) = (if sl > 0.0 { sl } else { 1.0 }, if sr > 0.0 { sr } else { 1.0 });
+    w.iter().map(|(l, r)| (l / sl, r / sr)).collect()
+}
+
+/// Check that `path` is a readable, non-empty regular file.
+///
+/// # Errors
+/// The matching [`DecodeError`].
+pub fn check_input(path: &Path) -> Result<u64, DecodeError> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(DecodeError::NotFound(path.to_path_buf())),
+        Err(source) => return Err(DecodeError::Unreadable { path: path.to_path_buf(), source }),
+    };
+    if meta.is_dir() {
+        return Err(DecodeError::IsDirectory(path.to_path_buf()));
+    }
+    if meta.len() == 0 {
+        return Err(DecodeError::EmptyFile(path.to_path_buf()));
+    }
+    Ok(meta.len())
+}
+
+/// What a quick look at a file (container and codec headers, no decoding)
+/// tells.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProbeInfo {
+    /// Duration in seconds when the container declares it.
+    pub duration_seconds: Option<f64>,
+    /// Sample rate in Hz (0 if not declared).
+    pub sample_rate: u32,
+    /// Channel count (0 if not declared).
+    pub channels: usize,
+}
+
+/// What a decoding backend provides (see the module docs).
+trait Backend: Send {
+    /// Sample rate in Hz (as declared until the first block, then as decoded).
+    fn sample_rate(&self) -> u32;
+    /// The file's channel count (0 if not declared).
+    fn channels(&self) -> usize;
+    /// The length in frames the container declares, if any.
+    fn declared_frames(&self) -> Option<u64>;
+    /// Frames handed out so far (from the start of the stream, after seeks).
+    fn frames(&self) -> u64;
+    /// Title and artist, when the file has them.
+    fn tags(&mut self) -> Tags;
+    /// Position the stream so that the next block starts at `frame`.
+    fn seek(&mut self, frame: u64) -> Result<(), DecodeError>;
+    /// The next block of interleaved stereo frames and its rate in Hz.
+    fn next_block(&mut self) -> Result<Option<(&[f32], u32)>, DecodeError>;
+}
+
+/// A pull decoder: opens a file once and hands out interleaved stereo
+/// blocks at the file's sample rate, one packet at a time. [`decode`] and
+/// [`probe`] are built on it; readers that must advance several files in
+/// step (exports, the player) call [`StreamDecoder::next_block`] directly.
+pub struct StreamDecoder {
+    path: PathBuf,
+    backend: Box<dyn Backend>,
+    /// `ffmpeg` or `native`, for diagnostics.
+    kind: &'static str,
+}
+
+impl std::fmt::Debug for StreamDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamDecoder")
+            .field("path", &self.path)
+            .field("backend", &self.kind)
+            .field("frames", &self.backend.frames())
+            .finish()
+    }
+}
+
+impl StreamDecoder {
+    /// Open `path` and set up its decoder; reads only headers (and, for the
+    /// ffmpeg backend, runs `ffprobe` on them).
+    ///
+    /// # Errors
+    /// Missing, directory, empty, not audio, no audio track, unsupported
+    /// codec; [`DecodeError::NeedsFfmpeg`] for a known codec that only
+    /// ffmpeg decodes when none is installed.
+    pub fn open(path: &Path) -> Result<Self, DecodeError> {
+        check_input(path)?;
+        let native_err = match native::NativeStream::open(path) {
+            Ok(s) if s.maybe_sbr => match ffmpeg::FfmpegStream::open(path) {
+                Ok(f) => return Ok(StreamDecoder { path: path.to_path_buf(), backend: Box::new(f), kind: "ffmpeg" }),
+                Err(ffmpeg::OpenError::NotInstalled) if s.he_aac => {
+                    return Err(DecodeError::NeedsFfmpeg { path: path.to_path_buf(), codec: HE_AAC.into() })
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        "{}: AAC at {} Hz may be HE-AAC, whose high band only ffmpeg decodes; using the core",
+                        path.display(),
+                        s.sample_rate()
+                    );
+                    return Ok(StreamDecoder { path: path.to_path_buf(), backend: Box::new(s), kind: "native" });
+                }
+            },
+            Ok(s) => return Ok(StreamDecoder { path: path.to_path_buf(), backend: Box::new(s), kind: "native" }),
+            Err(e) if e.is_unsupported() => e,
+            Err(e) => return Err(e),
+        };
+        match ffmpeg::FfmpegStream::open(path) {
+            Ok(s) => {
+                tracing::info!("{}: decoding with ffmpeg ({native_err})", path.display());
+                Ok(StreamDecoder { path: path.to_path_buf(), backend: Box::new(s), kind: "ffmpeg" })
+            }
+            Err(ffmpeg::OpenError::NotInstalled) => match sniff::codec_name(path, &native_err) {
+                Some(codec) => Err(DecodeError::NeedsFfmpeg { path: path.to_path_buf(), codec }),
+                None => Err(native_err),
+            },
+            // ffmpeg cannot read it either: the built-in decoder's reason is
+            // the one to show.
+            Err(ffmpeg::OpenError::Failed(reason)) => {
+                tracing::info!("{}: ffmpeg cannot read it either: {reason}", path.display());
+                Err(native_err)
+            }
+        }
+    }
+
+    /// Sample rate in Hz (as declared until the first block, then as decoded).
+    pub fn sample_rate(&self) -> u32 {
+        self.backend.sample_rate()
+    }
+
+    /// The length in frames the container declares, if any.
+    pub fn declared_frames(&self) -> Option<u64> {
+        self.backend.declared_frames()
+    }
+
+    /// Title and artist from the file's metadata (ID3, Vorbis comments,
+    /// MP4 atoms, …), when present.
+    pub fn tags(&mut self) -> Tags {
+        self.backend.tags()
+    }
+
+    /// What was decoded so far.
+    pub fn info(&self) -> DecodedInfo {
+        DecodedInfo {
+            sample_rate: self.backend.sample_rate(),
+            channels: self.backend.channels(),
+            frames: self.backend.frames(),
+        }
+    }
+
+    /// Position the stream so that the next block starts exactly at `frame`
+    /// (frames at the file's sample rate, from the start of the stream).
+    /// Seeking past the end leaves the stream at its end.
+    ///
+    /// # Errors
+    /// [`DecodeError::Corrupt`] when the container cannot seek (e.g. a
+    /// stream without an index or timestamps).
+    pub fn seek(&mut self, frame: u64) -> Result<(), DecodeError> {
+        self.backend.seek(frame)
+    }
+
+    /// The next block of interleaved stereo frames (non-finite samples
+    /// replaced by 0) with its sample rate in Hz, or `None` at the end of
+    /// the stream.
+    ///
+    /// # Errors
+    /// [`DecodeError::Corrupt`] after too many undecodable packets in a row;
+    /// at the end, [`DecodeError::NoSamples`] for an empty stream and
+    /// [`DecodeError::Truncated`] when it stopped well before its declared length.
+    pub fn next_block(&mut self) -> Result<Option<(&[f32], u32)>, DecodeError> {
+        self.backend.next_block()
+    }
+}
+
+/// The checks at the end of every stream: samples at all, and not well
+/// short of the declared length (`tolerance` seconds).
+fn check_end(
+    path: &Path,
+    frames: u64,
+    sample_rate: u32,
+    declared: Option<u64>,
+    tolerance: f64,
+) -> Result<(), DecodeError> {
+    if frames == 0 || sample_rate == 0 {
+        return Err(DecodeError::NoSamples(path.to_path_buf()));
+    }
+    let decoded = frames as f64 / f64::from(sample_rate);
+    if let Some(declared) = declared {
+        let expected = declared as f64 / f64::from(sample_rate);
+        if expected - decoded > tolerance {
+            return Err(DecodeError::Truncated { path: path.to_path_buf(), decoded, expected });
+        }
+    }
+    Ok(())
+}
+
+/// Fold one block of `channels`-channel interleaved samples into stereo
+/// (appended to `stereo`), with `weights` for more than two channels;
+/// non-finite samples become 0 (they would poison the normalisation).
+fn to_stereo(interleaved: &[f32], channels: usize, weights: &[(f32, f32)], stereo: &mut Vec<f32>) {
+    let n = interleaved.len() / channels.max(1);
+    stereo.reserve(n * 2);
+    match channels {
+        1 => {
+            for &v in &interleaved[..n] {
+                stereo.extend([v, v]);
+            }
+        }
+        2 => stereo.extend_from_slice(&interleaved[..n * 2]),
+        _ => {
+            for frame in interleaved[..n * channels].chunks_exact(channels) {
+                let (mut l, mut r) = (0.0f32, 0.0f32);
+                for (v, (wl, wr)) in frame.iter().zip(weights) {
+                    l += v * wl;
+                    r += v * wr;
+                }
+                stereo.extend([l, r]);
+            }
+        }
+    }
+    for v in stereo.iter_mut() {
+        if !v.is_finite() {
+            *v = 0.0;
+        }
+    }
+}
+
+/// Check that `path` is audio Stemroom can decode, reading only headers.
+///
+/// # Errors
+/// The [`DecodeError`] a full decode would start with: missing, directory,
+/// empty, not audio, no audio track, unsupported codec.
+pub fn probe(path: &Path) -> Result<ProbeInfo, DecodeError> {
+    let d = StreamDecoder::open(path)?;
+    let (declared, rate) = (d.declared_frames(), d.sample_rate());
+    let duration_seconds = match (declared, rate) {
+        (Some(n), r) if r > 0 => Some(n as f64 / f64::from(r)),
+        _ => None,
+    };
+    Ok(ProbeInfo { duration_seconds, sample_rate: rate, channels: d.backend.channels() })
+}
+
+/// Decode `path`, calling `on_block` with interleaved stereo frames and the
+/// file's sample rate in Hz, in order.
+///
+/// # Errors
+/// [`DecodeError`] (wrapped in [`Error::Decode`]) for bad input,
+/// [`Error::Cancelled`] when the listener cancels, and whatever `on_block`
+/// returns.
+pub fn decode(
+    path: &Path,
+    listener: &dyn Listener,
+    mut on_block: impl FnMut(&[f32], u32) -> Result<(), Error>,
+) -> Result<DecodedInfo, Error> {
+    let mut d = StreamDecoder::open(path)?;
+    let declared = d.declared_frames();
+    let mut last_report = 0u64;
+    loop {
+        if listener.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        let Some((block, rate)) = d.next_block()? else { break };
+        on_block(block, rate)?;
+        let (frames, sr) = (d.backend.frames(), d.sample_rate());
+        if sr > 0 && frames - last_report >= u64::from(sr) * 10 {
+            last_report = frames;
+            listener.event(&Event::Decoding {
+                seconds_decoded: frames as f64 / f64::from(sr),
+                fraction: declared.map(|t| (frames as f64 / t.max(1) as f64).min(1.0)),
+            });
+        }
+    }
+    Ok(d.info())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use symphonia::core::audio::Position;
+
+    #[test]
+    fn downmix_weights_follow_positions() {
+        let quad = Channels::Positioned(
+            Position::FRONT_LEFT | Position::FRONT_RIGHT | Position::REAR_LEFT | Position::REAR_RIGHT,
+        );
+        assert_eq!(downmix_weights(&quad, 4), vec![(0.5, 0.0), (0.0, 0.5), (0.5, 0.0), (0.0, 0.5)]);
+        let surround = Channels::Positioned(
+            Position::FRONT_LEFT
+                | Position::FRONT_RIGHT
+                | Position::FRONT_CENTER
+                | Position::LFE1
+                | Position::REAR_LEFT
+                | Position::REAR_RIGHT,
+        );
+        let w = downmix_weights(&surround, 6);
+        assert_eq!(w[3], (0.0, 0.0), "LFE dropped");
+        assert!((w[2].0 - w[2].1).abs() < 1e-7 && w[2].0 > 0.0, "centre to both sides");
+        let sum_l: f32 = w.iter().map(|p| p.0).sum();
+        assert!((sum_l - 1.0).abs() < 1e-6, "level kept");
+    }
+}

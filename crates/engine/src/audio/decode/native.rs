@@ -1,0 +1,350 @@
+//! The built-in decoders: symphonia's (with its `all` feature) plus libopus
+//! through `symphonia-adapter-libopus` (libopus built from source and linked
+//! statically, so nothing needs installing).
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use symphonia::core::codecs::audio::AudioDecoderOptions;
+use symphonia::core::codecs::registry::CodecRegistry;
+use symphonia::core::codecs::CodecParameters;
+use symphonia::core::errors::Error as SymError;
+use symphonia::core::formats::probe::Hint;
+use symphonia::core::formats::{FormatOptions, SeekMode, SeekTo, TrackType};
+use symphonia::core::io::MediaSourceStream;
+use symphonia::core::meta::MetadataOptions;
+use symphonia::core::units::{TimeBase, Timestamp};
+
+use super::{check_end, downmix_weights, to_stereo, Backend, DecodeError, TRUNCATION_TOLERANCE_SECONDS};
+use crate::audio::encode::Tags;
+
+/// Consecutive undecodable packets after which a file is called corrupt.
+const MAX_CONSECUTIVE_DECODE_ERRORS: usize = 16;
+/// Frames decoded before a seek target so the codec's state is rebuilt:
+/// 4096 covers an MP3 bit reservoir (at most 511 bytes back, under two
+/// 1152-frame frames), one AAC or Vorbis block (at most 2048 frames) and
+/// Opus' 80 ms pre-roll at 48 kHz (3840 frames, RFC 7845 §4.6).
+const SEEK_PREROLL_FRAMES: u64 = 4096;
+
+/// symphonia's decoders plus Opus (symphonia 0.6 has no Opus decoder of its
+/// own; `symphonia::default::get_codecs()` cannot take new ones).
+fn codecs() -> &'static CodecRegistry {
+    static CODECS: OnceLock<CodecRegistry> = OnceLock::new();
+    CODECS.get_or_init(|| {
+        let mut registry = CodecRegistry::new();
+        symphonia::default::register_enabled_codecs(&mut registry);
+        registry.register_audio_decoder::<symphonia_adapter_libopus::OpusDecoder>();
+        registry
+    })
+}
+
+/// Whether an MPEG-4 AudioSpecificConfig (ISO/IEC 14496-3 §1.6.2.1) signals
+/// HE-AAC: audio object type 5 (SBR) or 29 (PS), or an AAC-LC config
+/// followed by the backward-compatible sync extension `0x2b7` with object
+/// type 5 and `sbrPresentFlag` set (how muxers such as ffmpeg and fdk-aac
+/// write HE-AAC).
+pub(super) fn he_aac_signalled(asc: &[u8]) -> bool {
+    let bit = |i: usize| -> Option<u32> { asc.get(i / 8).map(|b| u32::from((b >> (7 - i % 8)) & 1)) };
+    let bits = |at: usize, n: usize| -> Option<u32> { (at..at + n).try_fold(0u32, |acc, i| Some(acc << 1 | bit(i)?)) };
+    let Some(aot) = bits(0, 5) else { return false };
+    if aot == 5 || aot == 29 {
+        return true;
+    }
+    if aot != 2 {
+        return false;
+    }
+    // AAC-LC: frequency index (4 bits, or 4 + 24 for an explicit rate),
+    // channel configuration (4), GASpecificConfig (3 bits when none of its
+    // options is set), then the optional sync extension.
+    let mut at = 5;
+    match bits(at, 4) {
+        Some(15) => at += 4 + 24,
+        Some(_) => at += 4,
+        None => return false,
+    }
+    at += 4 + 3;
+    bits(at, 11) == Some(0x2b7) && bits(at + 11, 5) == Some(5) && bits(at + 16, 1) == Some(1)
+}
+
+/// A file read by symphonia.
+pub(super) struct NativeStream {
+    path: PathBuf,
+    format: Box<dyn symphonia::core::formats::FormatReader>,
+    decoder: Box<dyn symphonia::core::codecs::audio::AudioDecoder>,
+    track_id: u32,
+    declared_frames: Option<u64>,
+    sample_rate: u32,
+    channels: usize,
+    weights: Option<Vec<(f32, f32)>>,
+    frames: u64,
+    interleaved: Vec<f32>,
+    stereo: Vec<f32>,
+    truncated_io: bool,
+    finished: bool,
+    /// The track's timebase (ticks of packet timestamps), when declared.
+    time_base: Option<TimeBase>,
+    /// After a seek: the frame the next block must start at; earlier
+    /// decoded frames are dropped.
+    seek_target: Option<u64>,
+    /// HE-AAC: the AudioSpecificConfig signals SBR or PS (see
+    /// [`he_aac_signalled`]); symphonia's AAC-LC decoder would give only the
+    /// core at half the rate, without the high band.
+    pub(super) he_aac: bool,
+    /// AAC at 24 kHz or less: possibly HE-AAC with implicit signalling
+    /// (only the bitstream shows the SBR data).
+    pub(super) maybe_sbr: bool,
+}
+
+impl NativeStream {
+    /// Open `path` and set up its decoder; reads only headers.
+    ///
+    /// # Errors
+    /// Missing, directory, empty, not audio, no audio track, unsupported codec.
+    pub(super) fn open(path: &Path) -> Result<Self, DecodeError> {
+        let file = File::open(path).map_err(|source| DecodeError::Unreadable { path: path.to_path_buf(), source })?;
+        let mss = MediaSourceStream::new(Box::new(file), Default::default());
+        let mut hint = Hint::new();
+        if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
+            hint.with_extension(ext);
+        }
+        let format = symphonia::default::get_probe()
+            .probe(&hint, mss, FormatOptions::default(), MetadataOptions::default())
+            .map_err(|e| DecodeError::NotAudio { path: path.to_path_buf(), reason: e.to_string() })?;
+        let track =
+            format.default_track(TrackType::Audio).ok_or_else(|| DecodeError::NoAudioTrack(path.to_path_buf()))?;
+        let Some(CodecParameters::Audio(params)) = track.codec_params.as_ref() else {
+            return Err(DecodeError::NoAudioTrack(path.to_path_buf()));
+        };
+        let time_base = track.time_base;
+        let aac = params.codec == symphonia::core::codecs::audio::well_known::CODEC_ID_AAC;
+        let he_aac = aac && params.extra_data.as_deref().is_some_and(he_aac_signalled);
+        let maybe_sbr = he_aac || (aac && params.sample_rate.is_some_and(|r| r <= 24_000));
+        let decoder = codecs()
+            .make_audio_decoder(params, &AudioDecoderOptions::default())
+            .map_err(|e| DecodeError::UnsupportedCodec { path: path.to_path_buf(), reason: e.to_string() })?;
+        Ok(NativeStream {
+            path: path.to_path_buf(),
+            track_id: track.id,
+            declared_frames: track.num_frames,
+            sample_rate: params.sample_rate.unwrap_or(0),
+            channels: params.channels.as_ref().map(|c| c.count()).unwrap_or(0),
+            format,
+            decoder,
+            weights: None,
+            frames: 0,
+            interleaved: Vec::new(),
+            stereo: Vec::new(),
+            truncated_io: false,
+            finished: false,
+            time_base,
+            seek_target: None,
+            he_aac,
+            maybe_sbr,
+        })
+    }
+
+    /// Position the stream so that the next block starts exactly at `frame`
+    /// (frames at the file's sample rate, from the start of the stream).
+    /// Uses the container's accurate seek to a little before `frame`, then
+    /// drops the decoded frames before `frame`. Seeking past the end leaves the stream at its end.
+    ///
+    /// # Errors
+    /// [`DecodeError::Corrupt`] when the container cannot seek (e.g. a
+    /// stream without an index or timestamps).
+    fn seek_to(&mut self, frame: u64) -> Result<(), DecodeError> {
+        // Lossy codecs need the packets before the target to rebuild their
+        // state (MP3's bit reservoir, the MDCT overlap of AAC and Vorbis):
+        // decode from a little earlier and drop what comes before `frame`.
+        let ts = self.frames_to_ticks(frame.saturating_sub(SEEK_PREROLL_FRAMES));
+        let to = SeekTo::Timestamp { ts: Timestamp::new(ts), track_id: self.track_id };
+        match self.format.seek(SeekMode::Accurate, to) {
+            Ok(_) => {}
+            Err(SymError::SeekError(_)) if self.declared_frames.is_some_and(|n| frame >= n) => {
+                self.finished = true;
+                self.frames = frame;
+                return Ok(());
+            }
+            Err(e) => return Err(self.corrupt(format!("cannot seek to frame {frame}: {e}"))),
+        }
+        self.decoder.reset();
+        self.frames = frame;
+        self.finished = false;
+        self.truncated_io = false;
+        self.seek_target = Some(frame);
+        Ok(())
+    }
+
+    /// Packet timestamp ticks for a frame position (identity when the
+    /// timebase is 1/sample rate, as in WAV, FLAC and MP3).
+    fn frames_to_ticks(&self, frame: u64) -> i64 {
+        match self.time_base {
+            Some(tb) if self.sample_rate > 0 => {
+                let (n, d) = (u128::from(tb.numer.get()), u128::from(tb.denom.get()));
+                let ticks = u128::from(frame) * d / (n * u128::from(self.sample_rate));
+                i64::try_from(ticks).unwrap_or(i64::MAX)
+            }
+            _ => i64::try_from(frame).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// The frame position of a packet timestamp (inverse of `frames_to_ticks`).
+    fn ticks_to_frames(&self, ticks: i64) -> u64 {
+        let ticks = u128::try_from(ticks.max(0)).unwrap_or(0);
+        match self.time_base {
+            Some(tb) if self.sample_rate > 0 => {
+                let (n, d) = (u128::from(tb.numer.get()), u128::from(tb.denom.get()));
+                u64::try_from(ticks * n * u128::from(self.sample_rate) / d).unwrap_or(u64::MAX)
+            }
+            _ => u64::try_from(ticks).unwrap_or(u64::MAX),
+        }
+    }
+
+    fn corrupt(&self, reason: String) -> DecodeError {
+        DecodeError::Corrupt { path: self.path.clone(), reason }
+    }
+
+    /// The next block of interleaved stereo frames (non-finite samples
+    /// replaced by 0) with its sample rate in Hz, or `None` at the end of
+    /// the stream.
+    ///
+    /// # Errors
+    /// [`DecodeError::Corrupt`] after too many undecodable packets in a row;
+    /// at the end, [`DecodeError::NoSamples`] for an empty stream and
+    /// [`DecodeError::Truncated`] when it stopped well before its declared length.
+    fn next_packet_block(&mut self) -> Result<Option<(&[f32], u32)>, DecodeError> {
+        let mut consecutive_errors = 0usize;
+        loop {
+            if self.finished {
+                return Ok(None);
+            }
+            let packet = match self.format.next_packet() {
+                Ok(Some(p)) => p,
+                Ok(None) | Err(SymError::ResetRequired) => return self.end(),
+                Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    self.truncated_io = self.frames > 0;
+                    return self.end();
+                }
+                Err(SymError::DecodeError(msg)) => {
+                    consecutive_errors += 1;
+                    if consecutive_errors > MAX_CONSECUTIVE_DECODE_ERRORS {
+                        return Err(self.corrupt(msg.to_string()));
+                    }
+                    continue;
+                }
+                Err(e) => return Err(self.corrupt(e.to_string())),
+            };
+            if packet.track_id != self.track_id {
+                continue;
+            }
+            let packet_start = self.ticks_to_frames(packet.pts.get());
+            let buf = match self.decoder.decode(&packet) {
+                Ok(buf) => buf,
+                Err(SymError::DecodeError(msg)) => {
+                    consecutive_errors += 1;
+                    if consecutive_errors > MAX_CONSECUTIVE_DECODE_ERRORS {
+                        return Err(self.corrupt(msg.to_string()));
+                    }
+                    continue;
+                }
+                Err(SymError::IoError(_)) => {
+                    self.truncated_io = self.frames > 0;
+                    return self.end();
+                }
+                Err(e) => return Err(self.corrupt(e.to_string())),
+            };
+            let n = buf.frames();
+            if n == 0 {
+                continue;
+            }
+            // After a seek, frames before the target are decoded (the codec
+            // needs them) but not handed out.
+            let mut skip = 0usize;
+            if let Some(target) = self.seek_target {
+                if packet_start + n as u64 <= target {
+                    continue;
+                }
+                skip = usize::try_from(target.saturating_sub(packet_start)).unwrap_or(0).min(n);
+                self.seek_target = None;
+            }
+            let spec = buf.spec();
+            let ch = spec.channels().count();
+            if ch == 0 {
+                return Err(self.corrupt("stream has 0 channels".into()));
+            }
+            if self.weights.is_none() || ch != self.channels {
+                self.channels = ch;
+                self.sample_rate = spec.rate();
+                self.weights = Some(downmix_weights(spec.channels(), ch));
+            }
+            buf.copy_to_vec_interleaved::<f32>(&mut self.interleaved);
+            self.stereo.clear();
+            to_stereo(&self.interleaved[..n * ch], ch, self.weights.as_deref().unwrap_or_default(), &mut self.stereo);
+            if skip > 0 {
+                self.stereo.drain(..skip * 2);
+            }
+            self.frames += (n - skip) as u64;
+            return Ok(Some((&self.stereo, self.sample_rate)));
+        }
+    }
+
+    fn end(&mut self) -> Result<Option<(&[f32], u32)>, DecodeError> {
+        self.finished = true;
+        check_end(&self.path, self.frames, self.sample_rate, self.declared_frames, TRUNCATION_TOLERANCE_SECONDS)?;
+        if self.declared_frames.is_none() && self.truncated_io {
+            tracing::warn!("{} ended mid-packet; it may be truncated", self.path.display());
+        }
+        Ok(None)
+    }
+}
+
+impl Backend for NativeStream {
+    fn sample_rate(&self) -> u32 {
+        self.sample_rate
+    }
+    fn channels(&self) -> usize {
+        self.channels
+    }
+    fn declared_frames(&self) -> Option<u64> {
+        self.declared_frames
+    }
+    fn frames(&self) -> u64 {
+        self.frames
+    }
+    fn tags(&mut self) -> Tags {
+        use symphonia::core::meta::StandardTag;
+        let mut t = Tags::default();
+        if let Some(rev) = self.format.metadata().current() {
+            for tag in &rev.media.tags {
+                match &tag.std {
+                    Some(StandardTag::TrackTitle(v)) if t.title.is_none() => t.title = Some(v.to_string()),
+                    Some(StandardTag::Artist(v)) if t.artist.is_none() => t.artist = Some(v.to_string()),
+                    _ => {}
+                }
+            }
+        }
+        t
+    }
+    fn seek(&mut self, frame: u64) -> Result<(), DecodeError> {
+        self.seek_to(frame)
+    }
+    fn next_block(&mut self) -> Result<Option<(&[f32], u32)>, DecodeError> {
+        self.next_packet_block()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::he_aac_signalled;
+
+    #[test]
+    fn he_aac_is_recognised_from_its_config() {
+        // AAC-LC 22.05 kHz stereo with the sync extension, SBR absent (what
+        // ffmpeg writes for LC) and present; explicit AOT 5; plain LC 44.1 kHz.
+        assert!(!he_aac_signalled(&[0x13, 0x90, 0x56, 0xE5, 0x00]));
+        assert!(he_aac_signalled(&[0x13, 0x90, 0x56, 0xE5, 0xA0]));
+        assert!(he_aac_signalled(&[0x2B, 0x92, 0x08, 0x00]));
+        assert!(!he_aac_signalled(&[0x12, 0x10]));
+        assert!(!he_aac_signalled(&[]));
+    }
+}

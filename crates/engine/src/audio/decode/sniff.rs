@@ -1,0 +1,120 @@
+//! Naming the audio in a file the built-in decoders cannot read, so the
+//! error can say what it is and that ffmpeg adds it. Only formats known to
+//! be audio are named; anything else keeps the built-in decoder's error (a
+//! text file is "not a recognised audio file", not "install ffmpeg").
+
+use std::io::Read;
+use std::path::Path;
+
+use super::DecodeError;
+
+/// Magic bytes at the start of a file and the format they announce
+/// (the formats' specifications: ATSC A/52 sync word, ASF header object
+/// GUID, DTS core sync word, RFC 4867 AMR magic, Monkey's Audio, WavPack,
+/// Musepack SV7/SV8, TTA, Sun/NeXT AU).
+const MAGIC: &[(&[u8], &str)] = &[
+    (&[0x0B, 0x77], "AC-3 / E-AC-3 (Dolby Digital) audio"),
+    (
+        &[0x30, 0x26, 0xB2, 0x75, 0x8E, 0x66, 0xCF, 0x11, 0xA6, 0xD9, 0x00, 0xAA, 0x00, 0x62, 0xCE, 0x6C],
+        "WMA / ASF (Windows Media) audio",
+    ),
+    (&[0x7F, 0xFE, 0x80, 0x01], "DTS audio"),
+    (b"#!AMR", "AMR speech audio"),
+    (b"MAC ", "Monkey's Audio (APE)"),
+    (b"wvpk", "WavPack audio"),
+    (b"MPCK", "Musepack audio"),
+    (b"MP+", "Musepack audio"),
+    (b"TTA1", "TTA audio"),
+    (b".snd", "Sun AU audio"),
+];
+
+/// Extensions of audio formats only ffmpeg reads here, for files whose
+/// first bytes say nothing (lower case).
+const EXTENSIONS: &[(&str, &str)] = &[
+    ("ac3", "AC-3 (Dolby Digital) audio"),
+    ("eac3", "E-AC-3 (Dolby Digital Plus) audio"),
+    ("ec3", "E-AC-3 (Dolby Digital Plus) audio"),
+    ("wma", "WMA (Windows Media) audio"),
+    ("asf", "WMA / ASF (Windows Media) audio"),
+    ("dts", "DTS audio"),
+    ("amr", "AMR speech audio"),
+    ("ape", "Monkey's Audio (APE)"),
+    ("wv", "WavPack audio"),
+    ("mpc", "Musepack audio"),
+    ("tta", "TTA audio"),
+    ("au", "Sun AU audio"),
+    ("ra", "RealAudio"),
+    ("rm", "RealAudio"),
+];
+
+/// The first bytes of `path` (up to 64).
+fn head(path: &Path) -> Vec<u8> {
+    let mut buf = Vec::new();
+    if let Ok(f) = std::fs::File::open(path) {
+        let _ = f.take(64).read_to_end(&mut buf);
+    }
+    buf
+}
+
+/// What to call the audio of `path`, which the built-in decoders refused
+/// with `err`; `None` when it is not known to be audio.
+pub(super) fn codec_name(path: &Path, err: &DecodeError) -> Option<String> {
+    let head = head(path);
+    if let Some((_, name)) = MAGIC.iter().find(|(magic, _)| head.starts_with(magic)) {
+        return Some((*name).to_string());
+    }
+    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    if let Some((_, name)) = EXTENSIONS.iter().find(|(e, _)| Some(*e) == ext.as_deref()) {
+        return Some((*name).to_string());
+    }
+    // A container the built-in decoders know, holding a codec they do not
+    // (or a variant, such as HE-AAC in MP4, they stop at).
+    let container = if head.get(4..8) == Some(b"ftyp") {
+        Some("MP4/M4A")
+    } else if head.starts_with(&[0x1A, 0x45, 0xDF, 0xA3]) {
+        Some("Matroska/WebM")
+    } else if head.starts_with(b"OggS") {
+        Some("Ogg")
+    } else if head.starts_with(b"RIFF") && head.get(8..12) == Some(b"WAVE") {
+        Some("WAV")
+    } else if head.starts_with(b"FORM") {
+        Some("AIFF")
+    } else {
+        None
+    }?;
+    if container == "MP4/M4A" || container == "Matroska/WebM" {
+        if let DecodeError::UnsupportedCodec { reason, .. } = err {
+            if reason.contains("aac") {
+                return Some(super::HE_AAC.to_string());
+            }
+        }
+    }
+    let detail = match err {
+        DecodeError::UnsupportedCodec { reason, .. } | DecodeError::NotAudio { reason, .. } => reason.as_str(),
+        _ => "no audio track the built-in decoders read",
+    };
+    Some(format!("the audio in this {container} file ({detail})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_audio_is_named_and_the_rest_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = |p: &Path| DecodeError::NotAudio { path: p.to_path_buf(), reason: "unknown".into() };
+        let ac3 = dir.path().join("a.bin");
+        std::fs::write(&ac3, [0x0B, 0x77, 0, 0, 0]).unwrap();
+        assert!(codec_name(&ac3, &err(&ac3)).unwrap().contains("AC-3"));
+        let wma = dir.path().join("song.WMA");
+        std::fs::write(&wma, b"????").unwrap();
+        assert!(codec_name(&wma, &err(&wma)).unwrap().contains("WMA"));
+        let m4a = dir.path().join("he.m4a");
+        std::fs::write(&m4a, b"\0\0\0\x20ftypM4A \0\0\0\0").unwrap();
+        assert!(codec_name(&m4a, &err(&m4a)).unwrap().contains("MP4/M4A"));
+        let text = dir.path().join("notes.txt");
+        std::fs::write(&text, b"hello, this is not audio").unwrap();
+        assert_eq!(codec_name(&text, &err(&text)), None);
+    }
+}

@@ -1,0 +1,260 @@
+//! Writing stems: WAV 16/24-bit integer or 32-bit float (hound), FLAC
+//! 16/24-bit (flacenc), MP3 CBR (mp3lame-encoder, LAME 3.100).
+//!
+//! Every writer streams: samples go to disk as they arrive. Clip handling
+//! follows the `demucs` CLI (`demucs/audio.py`, `prevent_clip`): `rescale`
+//! divides a stem by `max(1.01 * peak, 1)` (so it needs the whole stem first:
+//! [`open`] then spools raw `f32` to a scratch file next to the output and
+//! encodes on `finish`), `clamp` clips to ±0.99, `none` leaves samples alone
+//! (integer formats still saturate at full scale).
+
+mod flac;
+mod mp3;
+mod spool;
+mod wav;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use flac::FlacStem;
+use mp3::{mp3_bitrate, Mp3Stem};
+use spool::Spool;
+use wav::WavStem;
+
+/// Errors writing a stem.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    #[error("cannot write {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{format} encoder failed: {reason}")]
+    Encoder { format: &'static str, reason: String },
+}
+
+/// Bit depth and sample type of WAV output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+#[serde(rename_all = "lowercase")]
+pub enum WavDepth {
+    /// 16-bit signed integer (demucs default).
+    Int16,
+    /// 24-bit signed integer (`--int24`).
+    Int24,
+    /// 32-bit IEEE float (`--float32`).
+    Float32,
+}
+
+/// Output container and encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum OutputFormat {
+    /// RIFF WAVE.
+    Wav { depth: WavDepth },
+    /// FLAC, 16 or 24 bits per sample.
+    Flac { bits: u8 },
+    /// MP3, constant bit rate in kbit/s (LAME's CBR set, 128-320 accepted).
+    Mp3 { kbps: u16 },
+}
+
+impl OutputFormat {
+    /// File extension without the dot.
+    pub fn extension(&self) -> &'static str {
+        match self {
+            OutputFormat::Wav { .. } => "wav",
+            OutputFormat::Flac { .. } => "flac",
+            OutputFormat::Mp3 { .. } => "mp3",
+        }
+    }
+
+    /// Check parameters.
+    ///
+    /// # Errors
+    /// A message for an unsupported FLAC depth or MP3 bit rate.
+    pub fn validate(&self) -> Result<(), String> {
+        match *self {
+            OutputFormat::Flac { bits } if bits != 16 && bits != 24 => {
+                Err(format!("FLAC depth must be 16 or 24, got {bits}"))
+            }
+            OutputFormat::Mp3 { kbps } if mp3_bitrate(kbps).is_none() => {
+                Err(format!("MP3 bit rate must be one of 128, 160, 192, 224, 256, 320 kbps, got {kbps}"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// What to do with samples beyond full scale (`demucs --clip-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ClipMode {
+    /// Scale the whole stem down so its peak fits (default).
+    #[default]
+    Rescale,
+    /// Clip each sample to ±0.99.
+    Clamp,
+    /// Leave samples alone.
+    None,
+}
+
+/// Descriptive tags written into formats that carry them (ID3v2 in MP3).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+#[serde(rename_all = "camelCase")]
+pub struct Tags {
+    pub title: Option<String>,
+    pub artist: Option<String>,
+}
+
+/// A stem being written: interleaved stereo `f32` in, a file out.
+pub trait StemWriter: Send {
+    /// Append interleaved frames.
+    ///
+    /// # Errors
+    /// [`EncodeError`] on I/O or encoder failure.
+    fn write(&mut self, interleaved: &[f32]) -> Result<(), EncodeError>;
+    /// Complete the file (headers, flush). The file is whole only after this.
+    ///
+    /// # Errors
+    /// [`EncodeError`] on I/O or encoder failure.
+    fn finish(self: Box<Self>) -> Result<(), EncodeError>;
+}
+
+pub(crate) fn io_err(path: &Path) -> impl Fn(std::io::Error) -> EncodeError + '_ {
+    move |source| EncodeError::Io { path: path.to_path_buf(), source }
+}
+
+/// Open a writer for `path` (created or truncated).
+///
+/// # Errors
+/// [`EncodeError::Io`] if the file cannot be created.
+pub fn open(
+    path: &Path,
+    format: OutputFormat,
+    sample_rate: u32,
+    channels: usize,
+    clip: ClipMode,
+) -> Result<Box<dyn StemWriter>, EncodeError> {
+    open_tagged(path, format, sample_rate, channels, clip, &Tags::default())
+}
+
+/// As [`open`], writing `tags` where the format carries them (MP3: ID3v2).
+///
+/// # Errors
+/// [`EncodeError::Io`] if the file cannot be created.
+pub fn open_tagged(
+    path: &Path,
+    format: OutputFormat,
+    sample_rate: u32,
+    channels: usize,
+    clip: ClipMode,
+    tags: &Tags,
+) -> Result<Box<dyn StemWriter>, EncodeError> {
+    if clip == ClipMode::Rescale {
+        return Ok(Box::new(Spool::new(path, format, sample_rate, channels, tags.clone())?));
+    }
+    let post = if clip == ClipMode::Clamp { Post::Clamp } else { Post::Gain(1.0) };
+    open_direct(path, format, sample_rate, channels, post, tags)
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Post {
+    Gain(f32),
+    Clamp,
+}
+
+impl Post {
+    #[inline]
+    pub(crate) fn apply(self, v: f32) -> f32 {
+        match self {
+            Post::Gain(g) => v * g,
+            Post::Clamp => v.clamp(-0.99, 0.99),
+        }
+    }
+}
+
+pub(crate) fn open_direct(
+    path: &Path,
+    format: OutputFormat,
+    rate: u32,
+    channels: usize,
+    post: Post,
+    tags: &Tags,
+) -> Result<Box<dyn StemWriter>, EncodeError> {
+    format.validate().map_err(|reason| EncodeError::Encoder { format: format.extension(), reason })?;
+    Ok(match format {
+        OutputFormat::Wav { depth } => Box::new(WavStem::new(path, depth, rate, channels, post)?),
+        OutputFormat::Flac { bits } => Box::new(FlacStem::new(path, bits, rate, channels, post)?),
+        OutputFormat::Mp3 { kbps } => Box::new(Mp3Stem::new(path, kbps, rate, channels, post, tags)?),
+    })
+}
+
+/// Float to signed integer PCM: scale by `2^(bits-1)` and saturate, the
+/// inverse of how symphonia (and hound) read integer PCM, so decoding a file
+/// and writing it back at the same depth is bit-exact.
+#[inline]
+pub(crate) fn to_int(v: f32, bits: u32) -> i32 {
+    let scale = (1i64 << (bits - 1)) as f64;
+    (v as f64 * scale).round().clamp(-scale, scale - 1.0) as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tone(frames: usize, amp: f32) -> Vec<f32> {
+        (0..frames)
+            .flat_map(|i| {
+                let v = (i as f32 * 0.05).sin() * amp;
+                [v, -v]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn wav_depths_and_clip_modes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let loud = tone(1000, 1.5);
+        for (depth, clip) in [
+            (WavDepth::Int16, ClipMode::Rescale),
+            (WavDepth::Int24, ClipMode::Clamp),
+            (WavDepth::Float32, ClipMode::None),
+        ] {
+            let p = dir.path().join(format!("{depth:?}.wav"));
+            let mut w = open(&p, OutputFormat::Wav { depth }, 44_100, 2, clip).expect("open");
+            w.write(&loud[..600]).expect("write");
+            w.write(&loud[600..]).expect("write");
+            w.finish().expect("finish");
+            let mut r = hound::WavReader::open(&p).expect("read back");
+            assert_eq!(r.duration(), 1000);
+            let peak = match depth {
+                WavDepth::Float32 => r.samples::<f32>().map(|s| s.expect("s").abs()).fold(0.0, f32::max),
+                WavDepth::Int16 => r.samples::<i32>().map(|s| s.expect("s").abs()).max().unwrap_or(0) as f32 / 32768.0,
+                WavDepth::Int24 => {
+                    r.samples::<i32>().map(|s| s.expect("s").abs()).max().unwrap_or(0) as f32 / 8_388_608.0
+                }
+            };
+            match clip {
+                ClipMode::Rescale => assert!((peak - 1.0 / 1.01).abs() < 1e-3, "rescale peak {peak}"),
+                ClipMode::Clamp => assert!((peak - 0.99).abs() < 1e-4, "clamp peak {peak}"),
+                ClipMode::None => assert!(peak > 1.4, "none keeps {peak}"),
+            }
+        }
+        assert!(std::fs::read_dir(dir.path()).expect("ls").all(|e| !e
+            .expect("e")
+            .path()
+            .to_string_lossy()
+            .ends_with(".spool")));
+    }
+
+    #[test]
+    fn bad_bitrates_are_rejected() {
+        assert!(OutputFormat::Mp3 { kbps: 100 }.validate().is_err());
+        assert!(OutputFormat::Flac { bits: 8 }.validate().is_err());
+        assert!(OutputFormat::Mp3 { kbps: 320 }.validate().is_ok());
+    }
+}

@@ -1,0 +1,90 @@
+//! The `rescale` clip mode: raw samples first, the encoder at the end.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use super::{io_err, open_direct, EncodeError, OutputFormat, Post, StemWriter, Tags};
+
+/// Raw `f32` spool for `rescale`: the peak is known only at the end.
+pub(super) struct Spool {
+    target: PathBuf,
+    path: PathBuf,
+    file: BufWriter<File>,
+    format: OutputFormat,
+    rate: u32,
+    channels: usize,
+    peak: f32,
+    tags: Tags,
+}
+
+impl Spool {
+    pub(super) fn new(
+        target: &Path,
+        format: OutputFormat,
+        rate: u32,
+        channels: usize,
+        tags: Tags,
+    ) -> Result<Self, EncodeError> {
+        format.validate().map_err(|reason| EncodeError::Encoder { format: format.extension(), reason })?;
+        let mut name = target.as_os_str().to_owned();
+        name.push(".spool");
+        let path = PathBuf::from(name);
+        let file = File::create(&path).map_err(io_err(&path))?;
+        Ok(Spool {
+            target: target.to_path_buf(),
+            path,
+            file: BufWriter::with_capacity(1 << 20, file),
+            format,
+            rate,
+            channels,
+            peak: 0.0,
+            tags,
+        })
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl StemWriter for Spool {
+    fn write(&mut self, interleaved: &[f32]) -> Result<(), EncodeError> {
+        let mut bytes = Vec::with_capacity(interleaved.len() * 4);
+        for &v in interleaved {
+            self.peak = self.peak.max(v.abs());
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        self.file.write_all(&bytes).map_err(io_err(&self.path))
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<(), EncodeError> {
+        self.file.flush().map_err(io_err(&self.path))?;
+        let gain = 1.0 / (1.01 * self.peak).max(1.0);
+        let mut out = open_direct(&self.target, self.format, self.rate, self.channels, Post::Gain(gain), &self.tags)?;
+        let mut reader = BufReader::with_capacity(1 << 20, File::open(&self.path).map_err(io_err(&self.path))?);
+        let mut bytes = vec![0u8; 65536 * 4];
+        let mut samples = Vec::with_capacity(65536);
+        loop {
+            let mut filled = 0;
+            while filled < bytes.len() {
+                let n = reader.read(&mut bytes[filled..]).map_err(io_err(&self.path))?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            if filled == 0 {
+                break;
+            }
+            samples.clear();
+            samples.extend(
+                bytes[..filled - filled % 4].chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            );
+            out.write(&samples)?;
+        }
+        out.finish()
+    }
+}

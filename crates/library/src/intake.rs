@@ -1,0 +1,283 @@
+//! Turning what a person drops or picks (files and folders) into queued jobs.
+//!
+//! Each path given explicitly is probed (headers only, see
+//! [`decode::probe`]); one that is not decodable audio is refused with the
+//! reason. Folders are searched (depth at most [`MAX_DEPTH`], at most
+//! [`MAX_FILES`] files, sorted by path) for files with an audio extension;
+//! other files inside folders are skipped silently, as a person dropping an
+//! album folder with cover art expects.
+//!
+//! Links (`http://`, `https://`) are checked ([`link::check_url`]) and their
+//! metadata read with yt-dlp ([`link::probe`]) before they are queued, so the
+//! queue shows the title and length at once; the audio is downloaded when
+//! the job runs. A playlist is not queued: it comes back in
+//! [`AddResult::playlists`] for the person to choose entries
+//! ([`add_links`]).
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use stemroom_engine::audio::decode;
+
+use crate::link::{self, LinkEntry, LinkInfo};
+use crate::queue::{Job, JobOptions, JobSource, Queue, QueueError};
+use crate::worker::title_for;
+
+/// How deep folders are searched.
+pub const MAX_DEPTH: usize = 4;
+/// At most this many files are added from one drop.
+pub const MAX_FILES: usize = 500;
+
+/// File extensions (lower case) looked for inside folders and offered by
+/// the file dialog: what the built-in decoders read (WAV, AIFF, CAF, FLAC,
+/// MP3, Ogg Vorbis/Opus, MP4/M4A with AAC or ALAC, Matroska/WebM with Opus
+/// or Vorbis, video files' audio) and what a system ffmpeg adds (AC-3,
+/// E-AC-3, WMA, DTS, AMR, APE, WavPack, Musepack, TTA; see
+/// `stemroom_engine::audio::decode`).
+pub const AUDIO_EXTENSIONS: &[&str] = &[
+    "wav", "wave", "flac", "mp3", "ogg", "oga", "opus", "m4a", "m4b", "mp4", "m4v", "mov", "aac", "aif", "aiff",
+    "aifc", "caf", "webm", "mka", "mkv", "ac3", "eac3", "ec3", "wma", "asf", "wmv", "dts", "amr", "ape", "wv", "mpc",
+    "tta", "au",
+];
+
+/// A path that was not added, and why (plain words).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+#[serde(rename_all = "camelCase")]
+pub struct Rejected {
+    pub path: String,
+    pub reason: String,
+}
+
+/// The outcome of adding paths.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+#[serde(rename_all = "camelCase")]
+pub struct AddResult {
+    pub added: Vec<Job>,
+    pub rejected: Vec<Rejected>,
+    /// Playlist links, with their entries (up to
+    /// [`link::DEFAULT_PLAYLIST_LIMIT`]), waiting for a choice.
+    pub playlists: Vec<LinkInfo>,
+}
+
+fn has_audio_extension(p: &Path) -> bool {
+    p.extension().and_then(|e| e.to_str()).is_some_and(|e| AUDIO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    paths.sort();
+    for p in paths {
+        if out.len() >= MAX_FILES {
+            return;
+        }
+        let hidden = p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+        if hidden {
+            continue;
+        }
+        // symlink_metadata: do not follow links into loops.
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() && depth < MAX_DEPTH => walk(&p, depth + 1, out),
+            Ok(m) if m.is_file() && has_audio_extension(&p) => out.push(p),
+            _ => {}
+        }
+    }
+}
+
+/// Queue every audio file among `paths` (files, or folders to search) with
+/// the saved settings' options. Files are queued in the order given.
+///
+/// # Errors
+/// Database errors only; bad paths are reported in [`AddResult::rejected`].
+pub fn add_paths(queue: &Queue, paths: &[PathBuf]) -> Result<AddResult, QueueError> {
+    let options = queue.settings()?.job_options();
+    let mut result = AddResult::default();
+    let mut files: Vec<PathBuf> = Vec::new();
+    // yt-dlp is looked up (a `--version` run) once per call, when a link needs it.
+    let mut ytdlp: Option<Result<link::YtDlp, String>> = None;
+    for p in paths {
+        if let Some(url) = p.to_str().filter(|s| link::looks_like_url(s)) {
+            add_link(queue, url, &options, &mut ytdlp, &mut result)?;
+        } else if p.is_dir() {
+            let before = files.len();
+            walk(p, 0, &mut files);
+            if files.len() == before {
+                result.rejected.push(result_rejected(p, "This folder holds no audio files.".into()));
+            }
+        } else {
+            files.push(p.clone());
+        }
+    }
+    files.truncate(MAX_FILES);
+    for f in files {
+        let f = std::path::absolute(&f).unwrap_or(f);
+        match decode::probe(&f) {
+            Ok(info) => {
+                let Some(path) = f.to_str() else {
+                    result.rejected.push(result_rejected(&f, "The file name is not valid Unicode.".into()));
+                    continue;
+                };
+                let job = queue.enqueue(&JobSource::File { path: path.to_string() }, &title_for(&f), &options)?;
+                if let Some(d) = info.duration_seconds {
+                    queue.set_details(job.id, Some(d), None)?;
+                }
+                result.added.push(queue.get(job.id)?);
+            }
+            Err(e) => result.rejected.push(result_rejected(&f, plain_reason(&e))),
+        }
+    }
+    Ok(result)
+}
+
+/// Probe one link and queue it (or hand back its playlist). `ytdlp` caches
+/// the lookup of yt-dlp (or why it failed) across the links of one call.
+fn add_link(
+    queue: &Queue,
+    url: &str,
+    options: &JobOptions,
+    ytdlp: &mut Option<Result<link::YtDlp, String>>,
+    result: &mut AddResult,
+) -> Result<(), QueueError> {
+    let refuse = |result: &mut AddResult, reason: String| {
+        result.rejected.push(Rejected { path: url.chars().take(300).collect(), reason: capitalised(&reason) })
+    };
+    let url = match link::check_url(url) {
+        Ok(u) => u,
+        Err(e) => {
+            refuse(result, e.to_string());
+            return Ok(());
+        }
+    };
+    let found = match ytdlp {
+        Some(found) => found,
+        None => {
+            let explicit = queue.settings()?.ytdlp_path;
+            ytdlp.insert(link::YtDlp::locate(explicit.as_deref().map(Path::new)).map_err(|e| e.to_string()))
+        }
+    };
+    let yt = match found {
+        Ok(y) => y,
+        Err(e) => {
+            refuse(result, e.clone());
+            return Ok(());
+        }
+    };
+    match link::probe(yt, &url, link::DEFAULT_PLAYLIST_LIMIT) {
+        Ok(info) if info.is_playlist => result.playlists.push(info),
+        Ok(info) => {
+            let job = queue.enqueue(&JobSource::Url { url: info.url.clone() }, &info.title, options)?;
+            if info.duration_seconds.is_some() {
+                queue.set_details(job.id, info.duration_seconds, None)?;
+            }
+            // Only web images are shown; anything else is dropped.
+            let thumbnail = info.thumbnail.as_deref().filter(|t| t.starts_with("https://") || t.starts_with("http://"));
+            queue.set_link_details(job.id, info.uploader.as_deref(), thumbnail)?;
+            result.added.push(queue.get(job.id)?);
+        }
+        Err(e) => refuse(result, e.to_string()),
+    }
+    Ok(())
+}
+
+/// Queue chosen entries of a playlist (titles and lengths as listed).
+///
+/// # Errors
+/// Database errors; a bad entry link is refused in the result.
+pub fn add_links(queue: &Queue, entries: &[LinkEntry]) -> Result<AddResult, QueueError> {
+    let options = queue.settings()?.job_options();
+    let mut result = AddResult::default();
+    for e in entries.iter().take(link::DEFAULT_PLAYLIST_LIMIT) {
+        match link::check_url(&e.url) {
+            Ok(url) => {
+                let job = queue.enqueue(&JobSource::Url { url }, &e.title, &options)?;
+                if e.duration_seconds.is_some() {
+                    queue.set_details(job.id, e.duration_seconds, None)?;
+                }
+                result.added.push(queue.get(job.id)?);
+            }
+            Err(err) => result.rejected.push(Rejected { path: e.url.clone(), reason: capitalised(&err.to_string()) }),
+        }
+    }
+    Ok(result)
+}
+
+fn capitalised(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect::<String>() + ".",
+        None => String::new(),
+    }
+}
+
+fn result_rejected(p: &Path, reason: String) -> Rejected {
+    Rejected { path: p.to_string_lossy().into_owned(), reason }
+}
+
+fn plain_reason(e: &decode::DecodeError) -> String {
+    use decode::DecodeError as D;
+    match e {
+        D::NotFound(_) => "The file does not exist.".into(),
+        D::IsDirectory(_) => "This is a folder.".into(),
+        D::EmptyFile(_) => "The file is empty.".into(),
+        D::NotAudio { .. } => "This is not an audio file Stemroom can read (WAV, FLAC, MP3, OGG, M4A).".into(),
+        D::NoAudioTrack(_) => "The file has no audio track.".into(),
+        D::UnsupportedCodec { reason, .. } => format!("The audio codec is not supported ({reason})."),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wav(p: &Path, frames: usize) {
+        let spec = hound::WavSpec {
+            channels: 2,
+            sample_rate: 44_100,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut w = hound::WavWriter::create(p, spec).unwrap();
+        for i in 0..frames * 2 {
+            w.write_sample((i % 100) as i16).unwrap();
+        }
+        w.finalize().unwrap();
+    }
+
+    #[test]
+    fn files_folders_and_refusals() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(&dir.path().join("q.sqlite")).unwrap();
+        let album = dir.path().join("album");
+        std::fs::create_dir_all(album.join("disc 2")).unwrap();
+        wav(&album.join("02 b.wav"), 44_100);
+        wav(&album.join("01 a.wav"), 22_050);
+        wav(&album.join("disc 2/03 c.wav"), 100);
+        std::fs::write(album.join("cover.jpg"), b"\xff\xd8\xff").unwrap();
+        let notes = dir.path().join("notes.txt");
+        std::fs::write(&notes, "not audio at all, just some text").unwrap();
+        let fake = dir.path().join("fake.mp3");
+        std::fs::write(&fake, vec![0u8; 0]).unwrap();
+        let empty_dir = dir.path().join("empty");
+        std::fs::create_dir(&empty_dir).unwrap();
+        let r = add_paths(&q, &[album.clone(), notes.clone(), fake.clone(), empty_dir, dir.path().join("missing.wav")])
+            .unwrap();
+        let titles: Vec<&str> = r.added.iter().map(|j| j.title.as_str()).collect();
+        assert_eq!(titles, ["01 a", "02 b", "03 c"]);
+        assert_eq!(r.added[0].duration_seconds, Some(0.5));
+        let reasons: Vec<(&str, &str)> = r
+            .rejected
+            .iter()
+            .map(|x| (Path::new(&x.path).file_name().unwrap().to_str().unwrap(), x.reason.as_str()))
+            .collect();
+        assert_eq!(reasons.len(), 4, "{reasons:?}");
+        assert!(reasons[0].0 == "empty" && reasons[0].1.contains("no audio"));
+        assert!(reasons[1].0 == "notes.txt" && reasons[1].1.contains("not an audio file"));
+        assert!(reasons[2].0 == "fake.mp3" && reasons[2].1.contains("empty"));
+        assert!(reasons[3].0 == "missing.wav" && reasons[3].1.contains("does not exist"));
+        assert_eq!(q.queue().unwrap().len(), 3);
+    }
+}

@@ -1,0 +1,79 @@
+//! yt-dlp's error messages, as errors a person can act on.
+
+use super::LinkError;
+
+/// Classify yt-dlp's error output.
+pub(crate) fn classify(stderr: &str) -> LinkError {
+    let last = stderr
+        .lines()
+        .rev()
+        .find(|l| l.contains("ERROR"))
+        .or_else(|| stderr.lines().rev().find(|l| !l.trim().is_empty()))
+        .unwrap_or("no message")
+        .trim()
+        .trim_start_matches("ERROR:")
+        .trim()
+        .to_string();
+    let l = stderr.to_ascii_lowercase();
+    // yt-dlp's messages (yt_dlp/utils/_utils.py and the extractors), first match wins.
+    type Make = fn(String) -> LinkError;
+    const RULES: &[(&[&str], Make)] = &[
+        (&["unsupported url"], LinkError::UnsupportedSite),
+        // yt-dlp 2025.11.12+ on YouTube without a working JavaScript runtime
+        // or solver scripts (yt-dlp wiki, "EJS").
+        (
+            &["no supported javascript runtime", "challenge solving failed", "javascript runtime"],
+            LinkError::NeedsJsRuntime,
+        ),
+        (
+            &[
+                "http error 404",
+                "http error 410",
+                "http error 403",
+                "video unavailable",
+                "private video",
+                "not available",
+                "has been removed",
+            ],
+            LinkError::Unavailable,
+        ),
+        (&["no video formats found", "requested format is not available"], LinkError::NoMedia),
+        (
+            &[
+                "unable to download webpage",
+                "connection refused",
+                "name or service not known",
+                "temporary failure in name resolution",
+                "network is unreachable",
+                "timed out",
+                "failed to resolve",
+            ],
+            LinkError::Network,
+        ),
+    ];
+    let make = RULES
+        .iter()
+        .find(|(needles, _)| needles.iter().any(|n| l.contains(n)))
+        .map_or(LinkError::Failed as Make, |(_, make)| *make);
+    make(last)
+}
+
+/// Whether `url` is YouTube's (its challenges need a JavaScript runtime).
+fn is_youtube(url: &str) -> bool {
+    let host = url.split("://").nth(1).unwrap_or("").split(['/', '?', '#']).next().unwrap_or("");
+    let host = host.rsplit('@').next().unwrap_or(host).split(':').next().unwrap_or("").to_ascii_lowercase();
+    ["youtube.com", "youtu.be", "youtube-nocookie.com"].iter().any(|d| host == *d || host.ends_with(&format!(".{d}")))
+}
+
+/// Classify a failure of yt-dlp run on `url` with `yt`: without a
+/// JavaScript runtime, YouTube's "no formats" is the missing runtime.
+pub(crate) fn classify_run(stderr: &str, url: &str, yt: &super::YtDlp) -> LinkError {
+    match classify(stderr) {
+        LinkError::NoMedia(m) | LinkError::Unavailable(m)
+            if yt.js_runtime.is_none() && is_youtube(url) && m.to_ascii_lowercase().contains("format") =>
+        {
+            LinkError::NeedsJsRuntime(m)
+        }
+        other => other,
+    }
+}

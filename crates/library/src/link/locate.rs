@@ -1,0 +1,232 @@
+//! Finding yt-dlp and checking its version.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use serde::Serialize;
+
+use super::{LinkError, MIN_VERSION};
+
+/// Oldest deno yt-dlp accepts as a JavaScript runtime (yt-dlp 2026.10.26,
+/// `yt_dlp/jsinterp/_deno.py`: 2.3.0). Versions compare numerically.
+pub const MIN_DENO: (u32, u32, u32) = (2, 3, 0);
+
+/// Whether yt-dlp can be used, for front ends (Settings).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+#[serde(rename_all = "camelCase")]
+pub struct YtDlpStatus {
+    pub found: bool,
+    pub path: Option<String>,
+    pub version: Option<String>,
+    /// The JavaScript runtime yt-dlp is given (`deno 2.9.8`), if any.
+    pub js_runtime: Option<String>,
+    /// The challenge-solver scripts yt-dlp reports (`yt-dlp-ejs 0.8.0`), if any.
+    pub ejs: Option<String>,
+    /// Why it cannot be used, or why YouTube will fail, in plain words.
+    pub problem: Option<String>,
+}
+
+/// Look for yt-dlp as a download would (see [`YtDlp::locate`]) and ask it
+/// (`yt-dlp -v`) which JavaScript runtime and solver scripts it sees.
+pub fn status(explicit: Option<&Path>) -> YtDlpStatus {
+    match YtDlp::locate(explicit) {
+        Ok(y) => {
+            let report = y.report().unwrap_or_default();
+            let problem = match (&y.js_runtime, &report.ejs) {
+                (None, _) => Some(
+                    "No JavaScript runtime (deno) was found for yt-dlp: YouTube links will fail. \
+                     Run `bash scripts/setup.sh`, or install deno 2.3 or newer."
+                        .to_string(),
+                ),
+                (Some(_), None) => Some(
+                    "yt-dlp has no challenge-solver scripts (yt-dlp-ejs): YouTube links may fail. \
+                     Run `bash scripts/setup.sh`, or install yt-dlp[default]."
+                        .to_string(),
+                ),
+                _ => None,
+            };
+            YtDlpStatus {
+                found: true,
+                path: Some(y.path.to_string_lossy().into_owned()),
+                version: Some(y.version.clone()),
+                js_runtime: y.js_runtime.as_ref().map(|r| format!("deno {}", r.version)),
+                ejs: report.ejs.map(|v| format!("yt-dlp-ejs {v}")),
+                problem,
+            }
+        }
+        Err(e) => YtDlpStatus {
+            found: false,
+            path: None,
+            version: None,
+            js_runtime: None,
+            ejs: None,
+            problem: Some(e.to_string()),
+        },
+    }
+}
+
+/// The JavaScript runtime handed to yt-dlp (`--js-runtimes deno:PATH`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+pub struct JsRuntime {
+    pub path: PathBuf,
+    /// `deno --version`'s number (`2.9.8`).
+    pub version: String,
+}
+
+/// A located yt-dlp, its version, and the JavaScript runtime it is given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+pub struct YtDlp {
+    pub path: PathBuf,
+    pub version: String,
+    /// deno for YouTube's JavaScript challenges; `None` when none was found
+    /// (other sites still work).
+    pub js_runtime: Option<JsRuntime>,
+}
+
+/// What `yt-dlp -v` says about its JavaScript support.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerboseReport {
+    /// The `[debug] JS runtimes:` line's value (`deno-2.9.8`, or `none`).
+    pub js_runtimes: Option<String>,
+    /// The `yt_dlp_ejs-<version>` entry of `[debug] Optional libraries:`.
+    pub ejs: Option<String>,
+}
+
+impl VerboseReport {
+    /// Read yt-dlp's verbose header.
+    pub fn parse(stderr: &str) -> Self {
+        let mut r = VerboseReport::default();
+        for line in stderr.lines() {
+            if let Some(v) = line.strip_prefix("[debug] JS runtimes:") {
+                r.js_runtimes = Some(v.trim().to_string());
+            }
+            if let Some(libs) = line.strip_prefix("[debug] Optional libraries:") {
+                r.ejs = libs
+                    .split(',')
+                    .find_map(|l| l.trim().strip_prefix("yt_dlp_ejs-"))
+                    .map(str::to_string)
+                    .filter(|v| !v.is_empty());
+            }
+        }
+        r
+    }
+}
+
+impl YtDlp {
+    /// Find yt-dlp (see the module docs for the order) and check its version.
+    ///
+    /// # Errors
+    /// [`LinkError::Missing`] when no candidate runs, [`LinkError::TooOld`].
+    pub fn locate(explicit: Option<&Path>) -> Result<Self, LinkError> {
+        let mut candidates: Vec<PathBuf> = Vec::new();
+        if let Some(p) = explicit {
+            candidates.push(p.to_path_buf());
+        } else {
+            if let Some(p) = std::env::var_os("STEMROOM_YTDLP").filter(|p| !p.is_empty()) {
+                candidates.push(PathBuf::from(p));
+            }
+            if let Some(cache) = stemroom_engine::paths::cache_dir() {
+                candidates.push(cache.join("tools/yt-dlp/bin/yt-dlp"));
+            }
+            candidates.push(PathBuf::from("yt-dlp"));
+        }
+        let mut tried = Vec::new();
+        for c in candidates {
+            match version_of(&c) {
+                Ok(version) => {
+                    if version.as_str() < MIN_VERSION {
+                        return Err(LinkError::TooOld { found: version, need: MIN_VERSION.into() });
+                    }
+                    let js_runtime = locate_deno(&c);
+                    return Ok(YtDlp { path: c, version, js_runtime });
+                }
+                Err(e) => tried.push(format!("{}: {e}", c.display())),
+            }
+        }
+        Err(LinkError::Missing(tried.join("; ")))
+    }
+}
+
+impl YtDlp {
+    /// The options that hand yt-dlp its JavaScript runtime, on every run
+    /// (never left to yt-dlp's own search: the runtime used is the one
+    /// reported).
+    pub fn js_runtime_args(&self) -> Vec<std::ffi::OsString> {
+        match &self.js_runtime {
+            Some(r) => {
+                let mut spec = std::ffi::OsString::from("deno:");
+                spec.push(r.path.as_os_str());
+                vec!["--js-runtimes".into(), spec]
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// Run `yt-dlp -v` without touching the network
+    /// (`--list-impersonate-targets`) and read what it reports.
+    ///
+    /// # Errors
+    /// [`LinkError::Failed`] when it cannot run.
+    pub fn report(&self) -> Result<VerboseReport, LinkError> {
+        let out = std::process::Command::new(&self.path)
+            .args(["-v", "--ignore-config"])
+            .args(self.js_runtime_args())
+            .arg("--list-impersonate-targets")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| LinkError::Failed(format!("cannot run {}: {e}", self.path.display())))?;
+        Ok(VerboseReport::parse(&String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+/// deno for yt-dlp: `$STEMROOM_DENO`, else the one installed beside yt-dlp
+/// (the project's environment puts both in one `bin/`), else `deno` on
+/// `PATH`; only versions yt-dlp accepts ([`MIN_DENO`]).
+fn locate_deno(ytdlp: &Path) -> Option<JsRuntime> {
+    let mut candidates = Vec::new();
+    if let Some(p) = std::env::var_os("STEMROOM_DENO").filter(|p| !p.is_empty()) {
+        candidates.push(PathBuf::from(p));
+    }
+    if let Some(dir) = ytdlp.parent().filter(|d| !d.as_os_str().is_empty()) {
+        candidates.push(dir.join("deno"));
+    }
+    candidates.push(PathBuf::from("deno"));
+    candidates.into_iter().find_map(|path| {
+        let out = std::process::Command::new(&path).arg("--version").stdin(Stdio::null()).output().ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let version = text.lines().next()?.strip_prefix("deno ")?.split_whitespace().next()?.to_string();
+        let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        let v = (parts.next().unwrap_or(0), parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        if !out.status.success() || v < MIN_DENO {
+            tracing::warn!("{}: deno {version} is not usable by yt-dlp", path.display());
+            return None;
+        }
+        // An absolute path, so yt-dlp runs exactly this one.
+        let path = if path.components().count() == 1 { which(&path).unwrap_or(path) } else { path };
+        Some(JsRuntime { path, version })
+    })
+}
+
+/// `name` looked up on `PATH`.
+fn which(name: &Path) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+fn version_of(program: &Path) -> Result<String, String> {
+    let out = std::process::Command::new(program)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("exited with {}", out.status));
+    }
+    let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if v.is_empty() {
+        return Err("printed no version".into());
+    }
+    Ok(v)
+}

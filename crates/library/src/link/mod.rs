@@ -1,0 +1,242 @@
+//! Songs from links: metadata and best-audio downloads with yt-dlp, run as a
+//! child process through `tokio::process` with an argument list (never a
+//! shell) and the URL after `--`, so a link can never become an option.
+//!
+//! - [`YtDlp::locate`] finds the program: an explicit setting, then
+//!   `$STEMROOM_YTDLP`, then the project's environment
+//!   (`<cache>/tools/yt-dlp/bin/yt-dlp`, installed by `scripts/setup.sh` from
+//!   PyPI at [`PINNED_VERSION`]), then `PATH`; versions older than
+//!   [`MIN_VERSION`] are refused.
+//! - [`probe`] reads metadata (title, uploader, duration, thumbnail, playlist
+//!   entries up to a limit) without downloading.
+//! - [`download`] fetches the best audio-only format into a folder, reporting
+//!   percent, speed and ETA parsed from yt-dlp's progress lines. Cancelling or
+//!   a stall (no output for the stall time-out) kills the whole process group
+//!   and removes what was written.
+//!
+//! Errors are classified from yt-dlp's messages into [`LinkError`] variants a
+//! person can act on (not a URL, unsupported site, unavailable or private,
+//! network unreachable, yt-dlp missing or too old).
+
+mod classify;
+mod download;
+mod locate;
+mod probe;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+pub use download::{download, DownloadProgress};
+pub use locate::{status, JsRuntime, VerboseReport, YtDlp, YtDlpStatus, MIN_DENO};
+pub use probe::{probe, LinkEntry, LinkInfo};
+
+/// The yt-dlp release the project installs and tests against.
+pub const PINNED_VERSION: &str = "2026.10.26";
+/// Oldest yt-dlp accepted (release dates compare as text, `YYYY.MM.DD`).
+pub const MIN_VERSION: &str = "2025.01.01";
+/// Longest link accepted, in bytes.
+pub const MAX_URL_BYTES: usize = 4096;
+/// Playlist entries listed at most (a guard against runaway lists).
+pub const DEFAULT_PLAYLIST_LIMIT: usize = 200;
+/// A download with no output from yt-dlp for this long is stopped.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Metadata requests give up after this long.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Marker of our progress lines (`--progress-template`).
+const PROGRESS_MARK: &str = "[stemroom-progress]";
+
+/// Why a link could not be used. Messages are for people.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("“{0}” is not a web link (it must start with http:// or https://)")]
+    NotAUrl(String),
+    #[error("this site is not supported: {0}")]
+    UnsupportedSite(String),
+    #[error("the video or song is unavailable (removed, private or not found): {0}")]
+    Unavailable(String),
+    #[error("the link has no audio or video to download: {0}")]
+    NoMedia(String),
+    #[error("the network is unreachable or the server did not answer: {0}")]
+    Network(String),
+    #[error("the download stalled: nothing arrived for {0} s")]
+    Stalled(u64),
+    #[error("yt-dlp was not found; install it with `bash scripts/setup.sh` or set its path in Settings ({0})")]
+    Missing(String),
+    #[error("yt-dlp {found} is too old; version {need} or newer is needed (`bash scripts/setup.sh` installs {PINNED_VERSION})")]
+    TooOld { found: String, need: String },
+    #[error("the download was cancelled")]
+    Cancelled,
+    #[error(
+        "YouTube needs a JavaScript runtime for yt-dlp and none works here: run `bash scripts/setup.sh` \
+         (it installs deno beside yt-dlp), or install deno 2.3 or newer ({0})"
+    )]
+    NeedsJsRuntime(String),
+    #[error("yt-dlp failed: {0}")]
+    Failed(String),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+impl LinkError {
+    /// The stable code front ends branch on.
+    pub fn code(&self) -> stemroom_engine::ErrorCode {
+        use stemroom_engine::ErrorCode as C;
+        match self {
+            LinkError::NotAUrl(_) => C::BadInput,
+            LinkError::Missing(_) | LinkError::TooOld { .. } | LinkError::NeedsJsRuntime(_) => C::MissingTool,
+            LinkError::Cancelled => C::Cancelled,
+            LinkError::Io { .. } => C::Output,
+            _ => C::Download,
+        }
+    }
+}
+
+/// Check a link before it goes anywhere near a command line: http(s) only,
+/// a host, no whitespace or control characters, not starting with `-`,
+/// at most [`MAX_URL_BYTES`]. Returns the trimmed link.
+///
+/// # Errors
+/// [`LinkError::NotAUrl`].
+pub fn check_url(raw: &str) -> Result<String, LinkError> {
+    let url = raw.trim();
+    let bad = || LinkError::NotAUrl(url.chars().take(200).collect());
+    if url.is_empty() || url.starts_with('-') || url.len() > MAX_URL_BYTES {
+        return Err(bad());
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad());
+    }
+    let lower = url.to_ascii_lowercase();
+    let rest = lower.strip_prefix("https://").or_else(|| lower.strip_prefix("http://")).ok_or_else(bad)?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = host.rsplit('@').next().unwrap_or("");
+    if host.is_empty() || host.starts_with(':') || host.starts_with('-') {
+        return Err(bad());
+    }
+    Ok(url.to_string())
+}
+
+/// Whether `s` looks like a link (for front ends that take paths or links).
+pub fn looks_like_url(s: &str) -> bool {
+    let l = s.trim_start().to_ascii_lowercase();
+    l.starts_with("http://") || l.starts_with("https://")
+}
+
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, LinkError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| LinkError::Failed(format!("cannot start the process runtime: {e}")))
+}
+
+pub(crate) fn command(yt: &YtDlp) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(&yt.path);
+    // No user or system config can change what we run; no colours or
+    // terminal titles in the output we parse.
+    cmd.args(["--ignore-config", "--no-colors", "--socket-timeout", "20"])
+        .args(yt.js_runtime_args())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    // Its own process group, so a kill reaches yt-dlp's children (ffmpeg).
+    #[cfg(unix)]
+    cmd.process_group(0);
+    cmd
+}
+
+/// Kill the process group of `child` (yt-dlp and anything it started) and
+/// reap it.
+pub(crate) async fn kill_tree(child: &mut tokio::process::Child) {
+    #[cfg(unix)]
+    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+        // SAFETY: kill(2) on the process group this module created.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+    }
+    let _ = child.kill().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::classify::classify;
+    use super::download::parse_progress;
+    use super::*;
+
+    #[test]
+    fn links_are_checked_before_any_command_line() {
+        assert_eq!(check_url("  https://example.com/watch?v=1 ").unwrap(), "https://example.com/watch?v=1");
+        assert!(check_url("http://127.0.0.1:8080/a.wav").is_ok());
+        for bad in [
+            "",
+            "-x",
+            "--exec=rm -rf /",
+            "ftp://example.com/a",
+            "file:///etc/passwd",
+            "https://",
+            "https:///path",
+            "https://exa mple.com",
+            "https://example.com/\nfoo",
+            "example.com",
+            "https://-oops.com",
+        ] {
+            assert!(matches!(check_url(bad), Err(LinkError::NotAUrl(_))), "{bad:?} accepted");
+        }
+        assert!(check_url(&format!("https://e.com/{}", "a".repeat(MAX_URL_BYTES))).is_err());
+    }
+
+    /// What yt-dlp 2026.10.26 prints on YouTube without a JavaScript
+    /// runtime (`yt_dlp/extractor/youtube`, and user reports on its tracker).
+    #[test]
+    fn a_missing_javascript_runtime_is_named() {
+        let no_runtime = "WARNING: [youtube] No supported JavaScript runtime could be found. Only deno is enabled by default; to use another runtime add  --js-runtimes RUNTIME[:PATH]  to your command/config. YouTube extraction without a JS runtime has been deprecated, and some formats may be missing. See  https://github.com/yt-dlp/yt-dlp/wiki/EJS  for details on installing one\nERROR: [youtube] dQw4w9WgXcQ: Requested format is not available. Use --list-formats for a list of available formats\n";
+        assert!(matches!(classify(no_runtime), LinkError::NeedsJsRuntime(_)), "{:?}", classify(no_runtime));
+        let solver = "WARNING: [youtube] dQw4w9WgXcQ: n challenge solving failed: Some formats may be missing. Ensure you have a supported JavaScript runtime and challenge solver script distribution installed.\nERROR: [youtube] dQw4w9WgXcQ: Requested format is not available.\n";
+        assert!(matches!(classify(solver), LinkError::NeedsJsRuntime(_)));
+        assert_eq!(classify(solver).code(), stemroom_engine::ErrorCode::MissingTool);
+        // With --no-warnings only the error is left: on YouTube without a
+        // runtime it is still the runtime; elsewhere it is a missing format.
+        let bare = "ERROR: [youtube] dQw4w9WgXcQ: Requested format is not available. Use --list-formats for a list of available formats\n";
+        let without = YtDlp { path: "yt-dlp".into(), version: PINNED_VERSION.into(), js_runtime: None };
+        let e = super::classify::classify_run(bare, "https://www.youtube.com/watch?v=dQw4w9WgXcQ", &without);
+        assert!(matches!(e, LinkError::NeedsJsRuntime(_)), "{e:?}");
+        let e = super::classify::classify_run(bare, "https://example.com/song", &without);
+        assert!(!matches!(e, LinkError::NeedsJsRuntime(_)), "{e:?}");
+    }
+
+    #[test]
+    fn every_run_carries_the_javascript_runtime() {
+        let yt = YtDlp {
+            path: "/opt/yt-dlp".into(),
+            version: PINNED_VERSION.into(),
+            js_runtime: Some(JsRuntime { path: "/opt/bin/deno".into(), version: "2.9.8".into() }),
+        };
+        let args: Vec<String> = command(&yt).as_std().get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        let at = args.iter().position(|a| a == "--js-runtimes").expect("--js-runtimes");
+        assert_eq!(args[at + 1], "deno:/opt/bin/deno");
+        assert!(args.contains(&"--ignore-config".to_string()));
+    }
+
+    #[test]
+    fn progress_lines_parse() {
+        let p = parse_progress("[stemroom-progress] 5000 10000 NA 2500.5 2").unwrap();
+        assert_eq!(p, DownloadProgress { percent: Some(50.0), bytes_per_second: Some(2500.5), eta_seconds: Some(2.0) });
+        let p = parse_progress("[stemroom-progress] 300 NA 1200 NA NA").unwrap();
+        assert_eq!(p.percent, Some(25.0));
+        assert_eq!(parse_progress("[stemroom-progress] NA NA NA NA NA"), None);
+        assert_eq!(parse_progress("[download] 50%"), None);
+    }
+
+    #[test]
+    fn errors_are_classified() {
+        assert!(matches!(classify("ERROR: Unsupported URL: https://x"), LinkError::UnsupportedSite(_)));
+        assert!(matches!(classify("ERROR: [generic] x: HTTP Error 404: Not Found"), LinkError::Unavailable(_)));
+        assert!(matches!(classify("ERROR: [youtube] abc: Private video. Sign in"), LinkError::Unavailable(_)));
+        assert!(matches!(
+            classify("ERROR: Unable to download webpage: <urlopen error [Errno 111] Connection refused>"),
+            LinkError::Network(_)
+        ));
+        let e = classify("WARNING: x\nERROR: something odd\n");
+        assert!(matches!(&e, LinkError::Failed(m) if m == "something odd"), "{e:?}");
+    }
+}

@@ -1,0 +1,98 @@
+//! A link's metadata, without downloading.
+
+use serde::Serialize;
+
+use super::classify::classify_run;
+use super::{check_url, command, runtime, LinkError, YtDlp, PROBE_TIMEOUT};
+
+/// One entry of a playlist.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+#[serde(rename_all = "camelCase")]
+pub struct LinkEntry {
+    pub url: String,
+    pub title: String,
+    pub duration_seconds: Option<f64>,
+}
+
+/// What a link is, before downloading.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+#[serde(rename_all = "camelCase")]
+pub struct LinkInfo {
+    pub url: String,
+    pub title: String,
+    pub uploader: Option<String>,
+    pub duration_seconds: Option<f64>,
+    pub thumbnail: Option<String>,
+    /// yt-dlp's extractor (`generic`, `youtube`, …).
+    pub extractor: Option<String>,
+    /// For a playlist: its entries (at most the limit given to [`probe`]).
+    pub entries: Vec<LinkEntry>,
+    pub is_playlist: bool,
+    /// The playlist has more entries than were listed.
+    pub truncated: bool,
+}
+
+fn text(v: &serde_json::Value, key: &str) -> Option<String> {
+    v.get(key).and_then(|x| x.as_str()).map(str::to_string).filter(|s| !s.is_empty())
+}
+
+/// Metadata of `url` without downloading: a single item's title, uploader,
+/// duration and thumbnail, or a playlist's first `limit` entries.
+///
+/// # Errors
+/// [`LinkError`]: bad link, site errors, network, time-out (as `Network`).
+pub fn probe(yt: &YtDlp, url: &str, limit: usize) -> Result<LinkInfo, LinkError> {
+    let url = check_url(url)?;
+    let limit = limit.max(1);
+    runtime()?.block_on(async {
+        let mut cmd = command(yt);
+        cmd.args(["--dump-single-json", "--flat-playlist", "--no-warnings"])
+            .args(["--playlist-end", &(limit + 1).to_string()])
+            .arg("--")
+            .arg(&url);
+        let child = cmd.spawn().map_err(|e| LinkError::Missing(format!("{}: {e}", yt.path.display())))?;
+        let out = match tokio::time::timeout(PROBE_TIMEOUT, child.wait_with_output()).await {
+            Ok(out) => out.map_err(|e| LinkError::Failed(e.to_string()))?,
+            Err(_) => {
+                return Err(LinkError::Network(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())));
+            }
+        };
+        if !out.status.success() {
+            return Err(classify_run(&String::from_utf8_lossy(&out.stderr), &url, yt));
+        }
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).map_err(|e| LinkError::Failed(format!("unreadable metadata: {e}")))?;
+        let is_playlist = v.get("_type").and_then(|t| t.as_str()) == Some("playlist");
+        let mut entries: Vec<LinkEntry> = v
+            .get("entries")
+            .and_then(|e| e.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| {
+                        let u = text(e, "url").or_else(|| text(e, "webpage_url"))?;
+                        Some(LinkEntry {
+                            title: text(e, "title").unwrap_or_else(|| u.clone()),
+                            url: u,
+                            duration_seconds: e.get("duration").and_then(|d| d.as_f64()),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let truncated = entries.len() > limit;
+        entries.truncate(limit);
+        Ok(LinkInfo {
+            title: text(&v, "title").unwrap_or_else(|| url.clone()),
+            uploader: text(&v, "uploader").or_else(|| text(&v, "channel")),
+            duration_seconds: v.get("duration").and_then(|d| d.as_f64()),
+            thumbnail: text(&v, "thumbnail"),
+            extractor: text(&v, "extractor_key").or_else(|| text(&v, "extractor")),
+            url,
+            entries,
+            is_playlist,
+            truncated,
+        })
+    })
+}

@@ -1,0 +1,271 @@
+//! A job's life in the queue: enqueue, claim, progress, finish, cancel,
+//! retry, remove, reorder.
+
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
+
+use super::schema::{job_in, jobs_where, json, next_position};
+use super::{Job, JobId, JobOptions, JobSource, JobState, Queue, QueueError, StemFile, UnixMillis};
+
+impl Queue {
+    /// Add a job at the end of the queue.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn enqueue(&self, source: &JobSource, title: &str, options: &JobOptions) -> Result<Job, QueueError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let position = next_position(&tx)?;
+        tx.execute(
+            "INSERT INTO jobs (source, title, options, state, status, position, created_ms)
+             VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6)",
+            params![json(source)?, title, json(options)?, json(&JobState::Queued)?, position, self.now()],
+        )?;
+        let id =
+            u32::try_from(tx.last_insert_rowid()).map_err(|_| QueueError::Corrupt("job id out of range".into()))?;
+        let job = job_in(&tx, id)?;
+        tx.commit()?;
+        Ok(job)
+    }
+
+    /// One job.
+    ///
+    /// # Errors
+    /// [`QueueError::NotFound`], database errors.
+    pub fn get(&self, id: JobId) -> Result<Job, QueueError> {
+        job_in(&self.conn(), id)
+    }
+
+    /// Jobs not in the library: running and queued first (queue order), then
+    /// failed and cancelled ones, newest first.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn queue(&self) -> Result<Vec<Job>, QueueError> {
+        jobs_where(
+            &self.conn(),
+            "WHERE status != 'done' ORDER BY CASE status WHEN 'running' THEN 0 WHEN 'queued' THEN 1 ELSE 2 END,
+             CASE WHEN status IN ('running', 'queued') THEN position ELSE -finished_ms END, id",
+            &[],
+        )
+    }
+
+    /// Finished songs, newest first, whose title contains `search`
+    /// (case-insensitive; empty matches all).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn library(&self, search: &str) -> Result<Vec<Job>, QueueError> {
+        let pattern = format!("%{}%", search.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+        jobs_where(
+            &self.conn(),
+            "WHERE status = 'done' AND title LIKE ?1 ESCAPE '\\' ORDER BY finished_ms DESC, id DESC",
+            &[&pattern],
+        )
+    }
+
+    /// Take the first queued job and mark it [`JobState::Decoding`]. Atomic:
+    /// two workers never get the same job.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn claim_next(&self) -> Result<Option<Job>, QueueError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let id: Option<i64> = tx
+            .query_row("SELECT id FROM jobs WHERE status = 'queued' ORDER BY position, id LIMIT 1", [], |r| r.get(0))
+            .optional()?;
+        let Some(id) = id else { return Ok(None) };
+        tx.execute(
+            "UPDATE jobs SET status = 'running', state = ?1, started_ms = ?2, finished_ms = NULL WHERE id = ?3",
+            params![json(&JobState::Decoding)?, self.now(), id],
+        )?;
+        let job = job_in(&tx, id as JobId)?;
+        tx.commit()?;
+        Ok(Some(job))
+    }
+
+    /// Record progress of a running job. Ignored (returns false) when the job
+    /// is no longer running, e.g. it was removed meanwhile.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn set_running_state(&self, id: JobId, state: &JobState) -> Result<bool, QueueError> {
+        debug_assert!(state.is_running());
+        let n = self
+            .conn()
+            .execute("UPDATE jobs SET state = ?1 WHERE id = ?2 AND status = 'running'", params![json(state)?, id])?;
+        Ok(n == 1)
+    }
+
+    /// Record a job's duration and provider once known.
+    ///
+    /// # Errors
+    /// Database errors.
+    /// Record what a link's metadata says (uploader, thumbnail URL).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn set_link_details(
+        &self,
+        id: JobId,
+        uploader: Option<&str>,
+        thumbnail: Option<&str>,
+    ) -> Result<(), QueueError> {
+        self.conn()
+            .execute("UPDATE jobs SET uploader = ?1, thumbnail = ?2 WHERE id = ?3", params![uploader, thumbnail, id])?;
+        Ok(())
+    }
+
+    /// Replace a job's display title (a link's title once its metadata is read).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn set_title(&self, id: JobId, title: &str) -> Result<(), QueueError> {
+        self.conn().execute("UPDATE jobs SET title = ?1 WHERE id = ?2", params![title, id])?;
+        Ok(())
+    }
+
+    pub fn set_details(
+        &self,
+        id: JobId,
+        duration_seconds: Option<f64>,
+        provider: Option<&str>,
+    ) -> Result<(), QueueError> {
+        self.conn().execute(
+            "UPDATE jobs SET duration_seconds = COALESCE(?1, duration_seconds), provider = COALESCE(?2, provider) WHERE id = ?3",
+            params![duration_seconds, provider, id],
+        )?;
+        Ok(())
+    }
+
+    /// Move a running job to a finished state (only a running job: a job
+    /// removed meanwhile, or already finished, is not touched).
+    ///
+    /// # Errors
+    /// [`QueueError::NotFound`] when no running job has this id; database errors.
+    pub fn finish(
+        &self,
+        id: JobId,
+        state: &JobState,
+        output_dir: Option<&str>,
+        stems: &[StemFile],
+    ) -> Result<Job, QueueError> {
+        debug_assert!(state.is_finished());
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n = tx.execute(
+            "UPDATE jobs SET status = ?1, state = ?2, finished_ms = ?3, output_dir = ?4, stems = ?5
+             WHERE id = ?6 AND status = 'running'",
+            params![state.status(), json(state)?, self.now(), output_dir, json(&stems)?, id],
+        )?;
+        if n == 0 {
+            return Err(QueueError::NotFound(id));
+        }
+        let job = job_in(&tx, id)?;
+        tx.commit()?;
+        Ok(job)
+    }
+
+    /// Cancel a queued job (running jobs are cancelled through their worker).
+    ///
+    /// # Errors
+    /// [`QueueError::WrongState`] unless queued; [`QueueError::NotFound`].
+    pub fn cancel_queued(&self, id: JobId) -> Result<Job, QueueError> {
+        self.transition(id, &["queued"], "cancelling", |tx, now| {
+            tx.execute(
+                "UPDATE jobs SET status = 'cancelled', state = ?1, finished_ms = ?2 WHERE id = ?3",
+                params![json(&JobState::Cancelled)?, now, id],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Put a failed or cancelled job back at the end of the queue.
+    ///
+    /// # Errors
+    /// [`QueueError::WrongState`] unless failed or cancelled; [`QueueError::NotFound`].
+    pub fn retry(&self, id: JobId) -> Result<Job, QueueError> {
+        self.transition(id, &["failed", "cancelled"], "retrying", |tx, _| {
+            let position = next_position(tx)?;
+            tx.execute(
+                "UPDATE jobs SET status = 'queued', state = ?1, position = ?2, started_ms = NULL, finished_ms = NULL WHERE id = ?3",
+                params![json(&JobState::Queued)?, position, id],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Delete a job that is not running. Its files are not touched here
+    /// (see [`crate::song::remove_song`]).
+    ///
+    /// # Errors
+    /// [`QueueError::WrongState`] while running; [`QueueError::NotFound`].
+    pub fn remove(&self, id: JobId) -> Result<Job, QueueError> {
+        let mut removed = None;
+        self.transition(id, &["queued", "done", "failed", "cancelled"], "removing", |tx, _| {
+            removed = Some(job_in(tx, id)?);
+            tx.execute("DELETE FROM jobs WHERE id = ?1", [id])?;
+            Ok(())
+        })
+        .or_else(|e| match (e, removed.take()) {
+            (QueueError::NotFound(_), Some(job)) => Ok(job),
+            (e, _) => Err(e),
+        })
+    }
+
+    /// Reorder the queued jobs: `ids` lists queued jobs in their new order;
+    /// queued jobs not listed keep their relative order after them.
+    ///
+    /// # Errors
+    /// [`QueueError::WrongState`] if an id is not queued; [`QueueError::NotFound`].
+    pub fn reorder(&self, ids: &[JobId]) -> Result<Vec<Job>, QueueError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let queued: Vec<i64> = {
+            let mut stmt = tx.prepare("SELECT id FROM jobs WHERE status = 'queued' ORDER BY position, id")?;
+            let rows = stmt.query_map([], |r| r.get(0))?.collect::<Result<Vec<i64>, _>>()?;
+            rows
+        };
+        for &id in ids {
+            if !queued.contains(&(id as i64)) {
+                let job = job_in(&tx, id)?;
+                return Err(QueueError::WrongState { id, status: job.state.status(), action: "reordering" });
+            }
+        }
+        let mut order: Vec<i64> = Vec::new();
+        for &id in ids {
+            if !order.contains(&(id as i64)) {
+                order.push(id as i64);
+            }
+        }
+        order.extend(queued.iter().filter(|q| !order.contains(q)).copied().collect::<Vec<_>>());
+        // New positions start after every existing one so they stay unique.
+        let base = next_position(&tx)?;
+        for (i, id) in order.iter().enumerate() {
+            tx.execute("UPDATE jobs SET position = ?1 WHERE id = ?2", params![base + i as i64, id])?;
+        }
+        tx.commit()?;
+        drop(conn);
+        self.queue()
+    }
+
+    fn transition(
+        &self,
+        id: JobId,
+        allowed: &[&str],
+        action: &'static str,
+        f: impl FnOnce(&rusqlite::Transaction<'_>, UnixMillis) -> Result<(), QueueError>,
+    ) -> Result<Job, QueueError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let job = job_in(&tx, id)?;
+        let status = job.state.status();
+        if !allowed.contains(&status) {
+            return Err(QueueError::WrongState { id, status, action });
+        }
+        f(&tx, self.now())?;
+        let after = job_in(&tx, id);
+        tx.commit()?;
+        after
+    }
+}

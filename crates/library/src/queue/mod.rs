@@ -1,0 +1,348 @@
+//! The persistent job queue and library: one SQLite database (rusqlite) in
+//! the app's data directory.
+//!
+//! A [`Job`] records where a song comes from, how to separate it, where it
+//! is in its life ([`JobState`]), its timings and where its stems went.
+//! Queued jobs run in `position` order; finished jobs form the library.
+//!
+//! Durability: every change is one SQLite transaction in WAL mode with
+//! `synchronous=FULL`, so a crash (even `SIGKILL` in the middle of an update)
+//! leaves either the old or the new row, never a torn one. Opening the queue
+//! runs [`Queue::recover`]: jobs that were running when the process died go
+//! back to the queue, at their old place. Several processes or threads may
+//! open the same file; writers serialise on SQLite's lock (`BEGIN IMMEDIATE`,
+//! 5 s busy timeout).
+//!
+//! Schema changes are numbered migrations tracked in `PRAGMA user_version`
+//! ([`schema`]). Jobs and their life ([`job`], `jobs`), settings
+//! ([`settings`]) and measured segment times (`timings`) each have a file.
+
+pub mod job;
+mod jobs;
+pub mod schema;
+pub mod settings;
+mod timings;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::{Connection, TransactionBehavior};
+use stemroom_engine::ErrorCode;
+
+pub use job::{Job, JobId, JobOptions, JobSource, JobState, UnixMillis};
+pub use schema::MIGRATIONS;
+pub use settings::{default_format, Settings};
+pub use stemroom_engine::job::StemFile;
+
+use schema::json;
+
+/// A source of the current time in [`UnixMillis`]; tests pass a fake one.
+pub type Clock = Arc<dyn Fn() -> UnixMillis + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as f64).unwrap_or(0.0)
+    })
+}
+
+/// Errors of the queue database.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("cannot open the job database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("job database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("job database holds unreadable data: {0}")]
+    Corrupt(String),
+    #[error("the job database was written by a newer Stemroom (schema {found}, this build knows {known})")]
+    TooNew { found: i64, known: i64 },
+    #[error("no job with id {0}")]
+    NotFound(JobId),
+    #[error("job {id} is {status}; {action} is not possible now")]
+    WrongState { id: JobId, status: &'static str, action: &'static str },
+    #[error("invalid settings: {0}")]
+    InvalidSettings(String),
+}
+
+impl QueueError {
+    /// The stable code front ends branch on.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            QueueError::NotFound(_) | QueueError::WrongState { .. } | QueueError::InvalidSettings(_) => {
+                ErrorCode::InvalidOptions
+            }
+            _ => ErrorCode::Internal,
+        }
+    }
+}
+
+/// The job queue and library database. Cheap to share behind an `Arc`;
+/// every method takes `&self` and is one transaction.
+pub struct Queue {
+    conn: Mutex<Connection>,
+    clock: Clock,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue").field("path", &self.path).finish()
+    }
+}
+
+impl Queue {
+    /// Open (creating if needed) the database at `path` with the system clock,
+    /// migrate it, and recover jobs a previous process left running.
+    ///
+    /// # Errors
+    /// [`QueueError::Open`] when the file cannot be opened or is not SQLite,
+    /// [`QueueError::TooNew`] for a database from a newer build.
+    pub fn open(path: &Path) -> Result<Self, QueueError> {
+        Self::open_with_clock(path, system_clock())
+    }
+
+    /// As [`Queue::open`] with an explicit clock.
+    ///
+    /// # Errors
+    /// As [`Queue::open`].
+    pub fn open_with_clock(path: &Path, clock: Clock) -> Result<Self, QueueError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| QueueError::Open {
+                path: path.to_path_buf(),
+                source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+            })?;
+        }
+        let open_err = |source| QueueError::Open { path: path.to_path_buf(), source };
+        let mut conn = Connection::open(path).map_err(open_err)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
+        Self::migrate(&mut conn).map_err(|e| match e {
+            QueueError::Sql(source) => QueueError::Open { path: path.to_path_buf(), source },
+            other => other,
+        })?;
+        let queue = Queue { conn: Mutex::new(conn), clock, path: path.to_path_buf() };
+        queue.recover()?;
+        Ok(queue)
+    }
+
+    fn migrate(conn: &mut Connection) -> Result<(), QueueError> {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(QueueError::TooNew { found: version, known });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(super) fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave a half-done SQLite
+        // transaction (it rolls back on drop), so a poisoned lock is usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn now(&self) -> UnixMillis {
+        (self.clock)()
+    }
+
+    /// Put jobs that were running (their process died) back in the queue at
+    /// their old position. Returns how many. Called by [`Queue::open`]; call
+    /// it again only when no worker is running.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn recover(&self) -> Result<usize, QueueError> {
+        let conn = self.conn();
+        let n = conn.execute(
+            "UPDATE jobs SET status = 'queued', state = ?1, started_ms = NULL WHERE status = 'running'",
+            [json(&JobState::Queued)?],
+        )?;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::params;
+    use stemroom_engine::audio::encode::OutputFormat;
+    use stemroom_engine::units::Device;
+
+    use super::*;
+
+    fn opts() -> JobOptions {
+        Settings::default().job_options()
+    }
+
+    fn file(p: &str) -> JobSource {
+        JobSource::File { path: p.into() }
+    }
+
+    fn fake_clock() -> (Clock, Arc<std::sync::atomic::AtomicU64>) {
+        let t = Arc::new(std::sync::atomic::AtomicU64::new(1_000));
+        let t2 = t.clone();
+        (Arc::new(move || t2.fetch_add(1, std::sync::atomic::Ordering::SeqCst) as f64), t)
+    }
+
+    #[test]
+    fn enqueue_claim_finish_and_library_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (clock, _) = fake_clock();
+        let q = Queue::open_with_clock(&dir.path().join("db.sqlite"), clock).unwrap();
+        let a = q.enqueue(&file("/a.wav"), "Alpha", &opts()).unwrap();
+        let b = q.enqueue(&file("/b.wav"), "Beta", &opts()).unwrap();
+        assert!(a.position < b.position);
+        let claimed = q.claim_next().unwrap().unwrap();
+        assert_eq!(claimed.id, a.id);
+        assert_eq!(claimed.state, JobState::Decoding);
+        assert!(q.set_running_state(a.id, &JobState::Separating { segment: 1, total: 3 }).unwrap());
+        let stems = vec![StemFile { stem: "drums".into(), path: "/lib/Alpha/drums.wav".into() }];
+        q.finish(a.id, &JobState::Done, Some("/lib/Alpha"), &stems).unwrap();
+        let b2 = q.claim_next().unwrap().unwrap();
+        q.finish(b2.id, &JobState::Done, Some("/lib/Beta"), &[]).unwrap();
+        let lib = q.library("").unwrap();
+        assert_eq!(lib.iter().map(|j| j.title.as_str()).collect::<Vec<_>>(), ["Beta", "Alpha"]);
+        assert_eq!(lib[1].stems, stems);
+        assert_eq!(q.library("alp").unwrap().len(), 1);
+        assert_eq!(q.library("100%").unwrap().len(), 0);
+        assert!(q.claim_next().unwrap().is_none());
+        // A finished job no longer takes progress updates.
+        assert!(!q.set_running_state(a.id, &JobState::Encoding).unwrap());
+    }
+
+    #[test]
+    fn cancel_retry_remove_reorder_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(&dir.path().join("db.sqlite")).unwrap();
+        let a = q.enqueue(&file("/a.wav"), "a", &opts()).unwrap();
+        let b = q.enqueue(&file("/b.wav"), "b", &opts()).unwrap();
+        let c = q.enqueue(&file("/c.wav"), "c", &opts()).unwrap();
+        let order = q.reorder(&[c.id, a.id]).unwrap();
+        assert_eq!(order.iter().map(|j| j.id).collect::<Vec<_>>(), [c.id, a.id, b.id]);
+        assert_eq!(q.claim_next().unwrap().unwrap().id, c.id);
+        // Running: cannot be removed, retried, reordered or cancelled as queued.
+        assert!(matches!(q.remove(c.id), Err(QueueError::WrongState { .. })));
+        assert!(matches!(q.retry(c.id), Err(QueueError::WrongState { .. })));
+        assert!(matches!(q.reorder(&[c.id]), Err(QueueError::WrongState { .. })));
+        assert!(matches!(q.cancel_queued(c.id), Err(QueueError::WrongState { .. })));
+        q.finish(c.id, &JobState::Failed { code: ErrorCode::BadInput, message: "not audio".into() }, None, &[])
+            .unwrap();
+        assert_eq!(q.cancel_queued(a.id).unwrap().state, JobState::Cancelled);
+        let retried = q.retry(c.id).unwrap();
+        assert_eq!(retried.state, JobState::Queued);
+        assert!(retried.position > b.position);
+        assert_eq!(q.remove(b.id).unwrap().id, b.id);
+        assert!(matches!(q.get(b.id), Err(QueueError::NotFound(_))));
+        assert!(matches!(q.remove(999), Err(QueueError::NotFound(999))));
+        let ids: Vec<_> = q.queue().unwrap().iter().map(|j| (j.id, j.state.status())).collect();
+        assert_eq!(ids, [(c.id, "queued"), (a.id, "cancelled")]);
+    }
+
+    #[test]
+    fn settings_round_trip_and_validation() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(&dir.path().join("db.sqlite")).unwrap();
+        assert_eq!(q.settings().unwrap(), Settings::default());
+        let s = Settings {
+            shifts: 2,
+            device: Device::Cpu,
+            format: OutputFormat::Flac { bits: 24 },
+            library_dir: Some("/music/stems".into()),
+            ..Settings::default()
+        };
+        q.save_settings(&s).unwrap();
+        drop(q);
+        let q = Queue::open(&dir.path().join("db.sqlite")).unwrap();
+        assert_eq!(q.settings().unwrap(), s);
+        assert!(matches!(
+            q.save_settings(&Settings { overlap: 1.0, ..s.clone() }),
+            Err(QueueError::InvalidSettings(_))
+        ));
+        assert!(matches!(
+            q.save_settings(&Settings { format: OutputFormat::Mp3 { kbps: 100 }, ..s }),
+            Err(QueueError::InvalidSettings(_))
+        ));
+    }
+
+    #[test]
+    fn settings_from_an_older_version_keep_their_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(&dir.path().join("db.sqlite")).unwrap();
+        q.conn().execute("INSERT INTO settings (key, value) VALUES ('settings', '{\"shifts\": 3}')", []).unwrap();
+        assert_eq!(q.settings().unwrap(), Settings { shifts: 3, ..Settings::default() });
+    }
+
+    #[test]
+    fn a_version_1_database_is_migrated_keeping_its_jobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(MIGRATIONS[0]).unwrap();
+            c.pragma_update(None, "user_version", 1).unwrap();
+            c.execute(
+                "INSERT INTO jobs (source, title, options, state, status, position, created_ms)
+                 VALUES (?1, 'Old song', ?2, ?3, 'queued', 1, 0)",
+                params![
+                    json(&JobSource::File { path: "/a.wav".into() }).unwrap(),
+                    json(&Settings::default().job_options()).unwrap(),
+                    json(&JobState::Queued).unwrap()
+                ],
+            )
+            .unwrap();
+        }
+        let q = Queue::open(&path).unwrap();
+        let jobs = q.queue().unwrap();
+        assert_eq!(jobs.len(), 1);
+        assert_eq!((jobs[0].title.as_str(), jobs[0].uploader.as_deref()), ("Old song", None));
+        q.set_link_details(jobs[0].id, Some("Someone"), Some("https://e.com/t.jpg")).unwrap();
+        let j = q.get(jobs[0].id).unwrap();
+        assert_eq!((j.uploader.as_deref(), j.thumbnail.as_deref()), (Some("Someone"), Some("https://e.com/t.jpg")));
+    }
+
+    #[test]
+    fn segment_time_mean() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(&dir.path().join("db.sqlite")).unwrap();
+        assert_eq!(q.segment_seconds("htdemucs", "cpu").unwrap(), None);
+        q.record_segment_seconds("htdemucs", "cpu", 4.0).unwrap();
+        q.record_segment_seconds("htdemucs", "cpu", 6.0).unwrap();
+        q.record_segment_seconds("htdemucs", "cpu", f64::NAN).unwrap();
+        assert_eq!(q.segment_seconds("htdemucs", "cpu").unwrap(), Some(5.0));
+        for _ in 0..3 {
+            q.record_segment_seconds("htdemucs", "cpu", 5.0).unwrap();
+        }
+        q.record_segment_seconds("htdemucs", "cpu", 10.0).unwrap();
+        assert!((q.segment_seconds("htdemucs", "cpu").unwrap().unwrap() - 6.0).abs() < 1e-9);
+        assert_eq!(q.segment_seconds("htdemucs", "cuda").unwrap(), None);
+    }
+
+    #[test]
+    fn refuses_newer_schema_and_non_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("db.sqlite");
+        drop(Queue::open(&p).unwrap());
+        Connection::open(&p).unwrap().pragma_update(None, "user_version", 99).unwrap();
+        assert!(matches!(Queue::open(&p), Err(QueueError::TooNew { found: 99, .. })));
+        let junk = dir.path().join("junk.sqlite");
+        std::fs::write(&junk, vec![7u8; 4096]).unwrap();
+        assert!(matches!(Queue::open(&junk), Err(QueueError::Open { .. })));
+    }
+}

@@ -1,0 +1,130 @@
+//! The database schema: numbered migrations, and rows to [`Job`]s.
+
+use rusqlite::{Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+use super::{Job, JobId, QueueError};
+
+/// Numbered schema migrations; entry `i` takes `user_version` from `i` to `i + 1`.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: jobs, settings, measured segment times.
+    "CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        source TEXT NOT NULL,
+        title TEXT NOT NULL,
+        duration_seconds REAL,
+        options TEXT NOT NULL,
+        state TEXT NOT NULL,
+        status TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        created_ms REAL NOT NULL,
+        started_ms REAL,
+        finished_ms REAL,
+        output_dir TEXT,
+        stems TEXT NOT NULL DEFAULT '[]',
+        provider TEXT
+    );
+    CREATE INDEX jobs_status_position ON jobs(status, position);
+    CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE segment_times (
+        model TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        seconds REAL NOT NULL,
+        samples INTEGER NOT NULL,
+        PRIMARY KEY (model, provider)
+    );",
+    // 2: what a link's metadata says about its song.
+    "ALTER TABLE jobs ADD COLUMN uploader TEXT;
+    ALTER TABLE jobs ADD COLUMN thumbnail TEXT;",
+];
+
+pub(super) const JOB_COLUMNS: &str =
+    "id, source, title, duration_seconds, options, state, position, created_ms, started_ms, finished_ms, output_dir, stems, provider, uploader, thumbnail";
+
+pub(super) fn json<T: Serialize>(v: &T) -> Result<String, QueueError> {
+    serde_json::to_string(v).map_err(|e| QueueError::Corrupt(e.to_string()))
+}
+
+pub(super) fn parse<T: for<'de> Deserialize<'de>>(text: &str, what: &str) -> Result<T, QueueError> {
+    serde_json::from_str(text).map_err(|e| QueueError::Corrupt(format!("{what}: {e}")))
+}
+
+type RawJob = (
+    i64,
+    String,
+    String,
+    Option<f64>,
+    String,
+    String,
+    i64,
+    f64,
+    Option<f64>,
+    Option<f64>,
+    Option<String>,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+fn raw_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawJob> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+        row.get(7)?,
+        row.get(8)?,
+        row.get(9)?,
+        row.get(10)?,
+        row.get(11)?,
+        row.get(12)?,
+        row.get(13)?,
+        row.get(14)?,
+    ))
+}
+
+fn to_job(r: RawJob) -> Result<Job, QueueError> {
+    Ok(Job {
+        id: u32::try_from(r.0).map_err(|_| QueueError::Corrupt(format!("job id {} out of range", r.0)))?,
+        source: parse(&r.1, "job source")?,
+        title: r.2,
+        duration_seconds: r.3,
+        options: parse(&r.4, "job options")?,
+        state: parse(&r.5, "job state")?,
+        position: i32::try_from(r.6).unwrap_or(i32::MAX),
+        created_at: r.7,
+        started_at: r.8,
+        finished_at: r.9,
+        output_dir: r.10,
+        stems: parse(&r.11, "job stems")?,
+        provider: r.12,
+        uploader: r.13,
+        thumbnail: r.14,
+    })
+}
+
+pub(super) fn job_in(conn: &Connection, id: JobId) -> Result<Job, QueueError> {
+    let raw = conn
+        .query_row(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"), [id], raw_job)
+        .optional()?
+        .ok_or(QueueError::NotFound(id))?;
+    to_job(raw)
+}
+
+pub(super) fn jobs_where(
+    conn: &Connection,
+    clause: &str,
+    args: &[&dyn rusqlite::ToSql],
+) -> Result<Vec<Job>, QueueError> {
+    let mut stmt = conn.prepare(&format!("SELECT {JOB_COLUMNS} FROM jobs {clause}"))?;
+    let raws = stmt.query_map(args, raw_job)?.collect::<Result<Vec<_>, _>>()?;
+    raws.into_iter().map(to_job).collect()
+}
+
+pub(super) fn next_position(conn: &Connection) -> Result<i64, QueueError> {
+    Ok(conn.query_row("SELECT COALESCE(MAX(position), 0) + 1 FROM jobs", [], |r| r.get(0))?)
+}

@@ -1,0 +1,121 @@
+//! The user's settings: one JSON document in the database.
+
+use rusqlite::OptionalExtension;
+use serde::{Deserialize, Serialize};
+use stemroom_engine::audio::encode::{OutputFormat, WavDepth};
+use stemroom_engine::units::Device;
+
+use super::schema::json;
+use super::{JobOptions, Queue, QueueError};
+
+/// The stem file format the app writes by default.
+pub fn default_format() -> OutputFormat {
+    OutputFormat::Wav { depth: WavDepth::Int16 }
+}
+
+/// User settings, persisted in the database as one JSON document. Fields
+/// missing from an older document take their defaults (see
+/// [`Queue::settings`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+#[serde(rename_all = "camelCase")]
+pub struct Settings {
+    /// Model id for new jobs.
+    pub model: String,
+    /// Device for new jobs.
+    pub device: Device,
+    /// Random shifts for new jobs (demucs default 1).
+    pub shifts: u32,
+    /// Overlap for new jobs (demucs default 0.25).
+    pub overlap: f32,
+    /// Folder holding one sub-folder per finished song; `None` = the default
+    /// (see [`crate::song::default_library_dir`]).
+    pub library_dir: Option<String>,
+    /// Stem format for new jobs.
+    pub format: OutputFormat,
+    /// How many jobs separate at the same time (1 by default: the network
+    /// already uses every core).
+    pub concurrent_jobs: u32,
+    /// yt-dlp to use for links; `None` = look in `$STEMROOM_YTDLP`, the
+    /// project's environment, then `PATH` (see [`crate::link::YtDlp::locate`]).
+    pub ytdlp_path: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            model: "htdemucs".into(),
+            device: Device::Auto,
+            shifts: 1,
+            overlap: 0.25,
+            library_dir: None,
+            format: default_format(),
+            concurrent_jobs: 1,
+            ytdlp_path: None,
+        }
+    }
+}
+
+impl Settings {
+    /// The options a new job gets.
+    pub fn job_options(&self) -> JobOptions {
+        JobOptions {
+            model: self.model.clone(),
+            device: self.device,
+            shifts: self.shifts,
+            overlap: self.overlap,
+            two_stems: None,
+            format: self.format,
+        }
+    }
+
+    /// Check ranges.
+    ///
+    /// # Errors
+    /// A message naming the bad field.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(0.0..1.0).contains(&self.overlap) {
+            return Err(format!("overlap must be at least 0 and below 1, got {}", self.overlap));
+        }
+        if self.shifts > 20 {
+            return Err(format!("shifts must be at most 20, got {}", self.shifts));
+        }
+        if !(1..=8).contains(&self.concurrent_jobs) {
+            return Err(format!("concurrent jobs must be 1 to 8, got {}", self.concurrent_jobs));
+        }
+        self.format.validate()
+    }
+}
+
+impl Queue {
+    /// The saved settings (defaults when none were saved).
+    ///
+    /// # Errors
+    /// Database errors; unreadable stored settings give the defaults.
+    pub fn settings(&self) -> Result<Settings, QueueError> {
+        let text: Option<String> =
+            self.conn().query_row("SELECT value FROM settings WHERE key = 'settings'", [], |r| r.get(0)).optional()?;
+        // Overlay the stored fields on the defaults, so a document from an
+        // older version (fewer fields) still loads; unreadable → defaults.
+        let stored = text.and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+        let mut merged = serde_json::to_value(Settings::default()).map_err(|e| QueueError::Corrupt(e.to_string()))?;
+        if let (Some(serde_json::Value::Object(stored)), serde_json::Value::Object(m)) = (stored, &mut merged) {
+            m.extend(stored);
+        }
+        Ok(serde_json::from_value(merged).unwrap_or_default())
+    }
+
+    /// Validate and save settings.
+    ///
+    /// # Errors
+    /// [`QueueError::InvalidSettings`], database errors.
+    pub fn save_settings(&self, settings: &Settings) -> Result<(), QueueError> {
+        settings.validate().map_err(QueueError::InvalidSettings)?;
+        self.conn().execute(
+            "INSERT INTO settings (key, value) VALUES ('settings', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [json(settings)?],
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,416 @@
+//! Runs queued jobs: claims them from the [`Queue`], separates them with a
+//! shared [`Separator`] per (model, device), reports progress, and files the
+//! stems into the library.
+//!
+//! Threads: [`Worker::start`] spawns `Settings::concurrent_jobs` worker
+//! threads (1 by default, since the network already uses every core). Each
+//! running job owns a cancellation flag; [`Worker::cancel`] sets it and the
+//! engine stops at its next check (between segments), removing everything the
+//! job wrote. Progress goes to a [`WorkerListener`], throttled to at most one
+//! update per [`PROGRESS_INTERVAL`] except when the state changes.
+//!
+//! Memory: a loaded model holds its weights (~0.5 GB) and ONNX Runtime's
+//! activation arena (~2 GB with htdemucs). Both are kept while jobs follow one
+//! another and dropped as soon as no job is running and none is waiting, so an
+//! idle app is small again; the next job loads the model anew (~1 s).
+
+mod progress;
+mod run;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use stemroom_engine::job::Separator;
+use stemroom_engine::units::Device;
+use stemroom_engine::ErrorCode;
+
+pub use progress::{JobProgress, PROGRESS_INTERVAL};
+
+use crate::queue::{Job, JobId, JobState, Queue, QueueError};
+use crate::song;
+use crate::Error;
+
+/// Receives what workers do. Called on worker threads.
+pub trait WorkerListener: Send + Sync {
+    /// A job changed in the database (claimed, finished, failed, cancelled).
+    fn job_changed(&self, job: &Job);
+    /// Throttled progress of a running job.
+    fn progress(&self, progress: &JobProgress);
+}
+
+/// Where the worker finds things.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerConfig {
+    /// Extra model directory searched first (`None` = the usual search).
+    pub model_dir: Option<PathBuf>,
+    /// Explicit ONNX Runtime library.
+    pub runtime_library: Option<PathBuf>,
+    /// Library used when the settings name none.
+    pub default_library: PathBuf,
+    /// Network threads (`None` = ONNX Runtime's default: all cores).
+    pub threads: Option<usize>,
+}
+
+struct Inner {
+    queue: Arc<Queue>,
+    config: WorkerConfig,
+    listener: Arc<dyn WorkerListener>,
+    running: Mutex<HashMap<JobId, Arc<AtomicBool>>>,
+    separators: Mutex<HashMap<(String, Device), Arc<Separator>>>,
+    wake: Condvar,
+    wake_flag: Mutex<bool>,
+    stop: AtomicBool,
+    /// Worker slots: how many threads are wanted and which slot indices have
+    /// a live thread. One mutex so "should I exit" and "free my slot" are one
+    /// step, and `start` never miscounts a thread that is about to exit.
+    slots: Mutex<Slots>,
+}
+
+/// Runs the queue in background threads. Dropping it does not stop running
+/// jobs; call [`Worker::shutdown`] for that.
+#[derive(Clone)]
+pub struct Worker {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").field("queue", &self.inner.queue).finish()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Slots {
+    wanted: usize,
+    alive: Vec<bool>,
+}
+
+/// Most worker threads a setting may ask for.
+pub const MAX_THREADS: usize = 8;
+
+/// Frees a worker thread's slot when the thread ends, even by a panic.
+struct SlotGuard(Arc<Inner>, usize);
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        let mut slots = self.0.slots.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = slots.alive.get_mut(self.1) {
+            *s = false;
+        }
+    }
+}
+
+/// Removes a job's cancellation flag when its run ends, however it ends.
+struct RunningGuard<'a>(&'a Inner, JobId);
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        self.0.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.1);
+    }
+}
+
+/// Removes a job's working folder unless disarmed.
+struct PartialGuard(Option<PathBuf>);
+impl Drop for PartialGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_dir_all(p);
+        }
+    }
+}
+
+impl Worker {
+    /// A worker over `queue`; no thread runs until [`Worker::start`]. Leftover
+    /// working folders of crashed runs are removed from the library here.
+    pub fn new(queue: Arc<Queue>, config: WorkerConfig, listener: Arc<dyn WorkerListener>) -> Self {
+        let inner = Inner {
+            queue,
+            config,
+            listener,
+            running: Mutex::new(HashMap::new()),
+            separators: Mutex::new(HashMap::new()),
+            wake: Condvar::new(),
+            wake_flag: Mutex::new(false),
+            stop: AtomicBool::new(false),
+            slots: Mutex::new(Slots::default()),
+        };
+        let w = Worker { inner: Arc::new(inner) };
+        song::clean_partials(&w.library_dir(), &[]);
+        w
+    }
+
+    /// The library folder in use (settings, else the configured default).
+    pub fn library_dir(&self) -> PathBuf {
+        self.inner.library_dir()
+    }
+
+    /// Run up to `threads` jobs at the same time (1 to [`MAX_THREADS`]).
+    /// Can be called again to change the number; threads above it exit when
+    /// idle, missing ones are started.
+    pub fn start(&self, threads: usize) {
+        let threads = threads.clamp(1, MAX_THREADS);
+        {
+            let mut slots = self.inner.slots.lock().unwrap_or_else(|p| p.into_inner());
+            slots.wanted = threads;
+            if slots.alive.len() < threads {
+                slots.alive.resize(threads, false);
+            }
+            for index in 0..threads {
+                if slots.alive[index] {
+                    continue;
+                }
+                let inner = self.inner.clone();
+                let spawned = std::thread::Builder::new()
+                    .name(format!("stemroom-worker-{index}"))
+                    .spawn(move || Inner::run_loop(inner, index));
+                match spawned {
+                    Ok(_) => slots.alive[index] = true,
+                    Err(e) => tracing::error!("cannot start a worker thread: {e}"),
+                }
+            }
+        }
+        self.notify();
+    }
+
+    /// How many worker threads are alive.
+    pub fn threads(&self) -> usize {
+        self.inner.slots.lock().unwrap_or_else(|p| p.into_inner()).alive.iter().filter(|a| **a).count()
+    }
+
+    /// Tell idle threads to look at the queue again (after enqueue or retry).
+    pub fn notify(&self) {
+        *self.inner.wake_flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.inner.wake.notify_all();
+    }
+
+    /// Cancel a job: a queued one at once, a running one at its next check
+    /// (within one segment). Returns the job as it is now.
+    ///
+    /// # Errors
+    /// [`QueueError::NotFound`]; [`QueueError::WrongState`] for finished jobs.
+    pub fn cancel(&self, id: JobId) -> Result<Job, QueueError> {
+        // Workers claim jobs while holding `running` and register the flag
+        // before letting go, so a job is either still queued here or has a flag.
+        let running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(flag) = running.get(&id) {
+            flag.store(true, Ordering::SeqCst);
+            drop(running);
+            return self.inner.queue.get(id);
+        }
+        self.inner.queue.cancel_queued(id)
+    }
+
+    /// Ids of the jobs running now.
+    pub fn running(&self) -> Vec<JobId> {
+        self.inner.running.lock().unwrap_or_else(|p| p.into_inner()).keys().copied().collect()
+    }
+
+    /// Stop taking jobs and cancel the running ones (they clean up and are
+    /// marked cancelled). Returns without waiting for threads to exit.
+    pub fn shutdown(&self) {
+        self.inner.stop.store(true, Ordering::SeqCst);
+        for flag in self.inner.running.lock().unwrap_or_else(|p| p.into_inner()).values() {
+            flag.store(true, Ordering::SeqCst);
+        }
+        self.notify();
+    }
+}
+
+impl Inner {
+    fn library_dir(&self) -> PathBuf {
+        self.queue
+            .settings()
+            .ok()
+            .and_then(|s| s.library_dir)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.config.default_library.clone())
+    }
+
+    fn run_loop(self: Arc<Self>, index: usize) {
+        let _slot = SlotGuard(self.clone(), index);
+        loop {
+            {
+                let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+                if self.stop.load(Ordering::SeqCst) || index >= slots.wanted {
+                    // Decide and free the slot in one step (see `Slots`).
+                    if let Some(s) = slots.alive.get_mut(index) {
+                        *s = false;
+                    }
+                    return;
+                }
+            }
+            match self.claim() {
+                Ok(Some((job, flag))) => {
+                    self.listener.job_changed(&job);
+                    self.run_job(job, flag);
+                    continue;
+                }
+                Ok(None) => self.release_idle_models(),
+                Err(e) => tracing::error!("cannot read the queue: {e}"),
+            }
+            let mut flag = self.wake_flag.lock().unwrap_or_else(|p| p.into_inner());
+            if !*flag {
+                flag = self
+                    .wake
+                    .wait_timeout(flag, Duration::from_secs(2))
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|p| p.into_inner().0);
+            }
+            *flag = false;
+        }
+    }
+
+    /// Drop the loaded models when no job runs (see the module docs).
+    fn release_idle_models(&self) {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if !running.is_empty() {
+            return;
+        }
+        let released = std::mem::take(&mut *self.separators.lock().unwrap_or_else(|p| p.into_inner()));
+        drop(running);
+        if !released.is_empty() {
+            tracing::info!("queue idle: released {} loaded model(s)", released.len());
+        }
+    }
+
+    /// Claim the next job and register its cancellation flag atomically with
+    /// respect to [`Worker::cancel`].
+    fn claim(&self) -> Result<Option<(Job, Arc<AtomicBool>)>, QueueError> {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(job) = self.queue.claim_next()? else { return Ok(None) };
+        let flag = Arc::new(AtomicBool::new(self.stop.load(Ordering::SeqCst)));
+        running.insert(job.id, flag.clone());
+        Ok(Some((job, flag)))
+    }
+
+    fn run_job(&self, job: Job, flag: Arc<AtomicBool>) {
+        let _guard = RunningGuard(self, job.id);
+        // A panic in the engine must not leave the job "running" forever nor
+        // kill the worker thread: it becomes an internal failure.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.separate(&job, &flag)))
+            .unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!("job {} panicked: {what}", job.id);
+                Err(Error::Internal(format!("the separation stopped unexpectedly ({what}); please report this")))
+            });
+        let state = match &result {
+            Ok(_) => JobState::Done,
+            Err(Error::Cancelled) => JobState::Cancelled,
+            Err(e) => JobState::Failed { code: e.code(), message: plain_message(e) },
+        };
+        let (dir, stems) = match &result {
+            Ok((dir, stems)) => (Some(dir.as_str()), stems.as_slice()),
+            Err(_) => (None, &[][..]),
+        };
+        // The database may be busy (another process writing): retry, so the
+        // job does not stay "running" with its stems already in the library.
+        let mut finished = self.queue.finish(job.id, &state, dir, stems);
+        for attempt in 1..=3 {
+            match &finished {
+                Err(QueueError::Sql(_)) => {
+                    std::thread::sleep(Duration::from_millis(200 * attempt));
+                    finished = self.queue.finish(job.id, &state, dir, stems);
+                }
+                _ => break,
+            }
+        }
+        match finished {
+            Ok(job) => self.listener.job_changed(&job),
+            // Removed while running: nothing to report.
+            Err(QueueError::NotFound(_)) => {}
+            Err(e) => tracing::error!("cannot record the end of job {}: {e}", job.id),
+        }
+    }
+}
+
+/// The message a person sees for `e`: what went wrong and what to do,
+/// without Rust type names or stack traces.
+pub fn plain_message(e: &Error) -> String {
+    match e.code() {
+        ErrorCode::MissingModel => format!(
+            "The separation model is not installed or is damaged. Fetch it from Settings, or run `stemroom models --fetch`. ({e})"
+        ),
+        ErrorCode::MissingRuntime => {
+            format!("ONNX Runtime could not be loaded. Run `bash scripts/setup.sh` to install it. ({e})")
+        }
+        ErrorCode::BadInput => format!("This file could not be read as audio: {e}"),
+        ErrorCode::Output => format!("The stems could not be written: {e}"),
+        _ => e.to_string(),
+    }
+}
+
+/// Title for a file: its name without the extension.
+pub fn title_for(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "Untitled".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    #[test]
+    fn progress_percent_and_eta() {
+        let p = JobProgress::compute(1, &JobState::Decoding, 0.5, Some(4.0));
+        assert!((p.percent - 2.5).abs() < 1e-9 && p.eta_seconds.is_none());
+        let p = JobProgress::compute(1, &JobState::Separating { segment: 3, total: 10 }, 1.0, Some(4.0));
+        assert!((p.percent - (5.0 + 90.0 * 0.3)).abs() < 1e-9);
+        assert_eq!(p.eta_seconds, Some(28.0));
+        let p = JobProgress::compute(1, &JobState::Separating { segment: 10, total: 10 }, 1.0, None);
+        assert!((p.percent - 95.0).abs() < 1e-9 && p.eta_seconds.is_none());
+        assert_eq!(JobProgress::compute(1, &JobState::Done, 0.0, None).percent, 100.0);
+    }
+
+    struct Nobody;
+    impl WorkerListener for Nobody {
+        fn job_changed(&self, _: &Job) {}
+        fn progress(&self, _: &JobProgress) {}
+    }
+
+    fn wait_threads(w: &Worker, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while w.threads() != n {
+            assert!(Instant::now() < deadline, "{} threads alive, want {n}", w.threads());
+            w.notify();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn thread_count_follows_the_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Arc::new(Queue::open(&dir.path().join("q.sqlite")).unwrap());
+        let w = Worker::new(
+            q,
+            WorkerConfig { default_library: dir.path().join("lib"), ..Default::default() },
+            Arc::new(Nobody),
+        );
+        w.start(3);
+        wait_threads(&w, 3);
+        w.start(1);
+        wait_threads(&w, 1);
+        w.start(2);
+        wait_threads(&w, 2);
+        w.start(100);
+        wait_threads(&w, MAX_THREADS);
+        w.start(0);
+        wait_threads(&w, 1);
+        w.shutdown();
+        wait_threads(&w, 0);
+    }
+
+    #[test]
+    fn titles() {
+        assert_eq!(title_for(Path::new("/m/Falcon 69.wav")), "Falcon 69");
+        assert_eq!(title_for(Path::new("/")), "Untitled");
+    }
+}

@@ -1,0 +1,144 @@
+//! The steps of one job: the model, a link's download, the separation into
+//! a working folder, publishing the song.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use stemroom_engine::audio::encode::ClipMode;
+use stemroom_engine::job::{self, JobRequest, OtherMethod, OutputRate, Separator};
+use stemroom_engine::runtime::RuntimeOptions;
+use stemroom_engine::separate::SeparateOptions;
+use stemroom_engine::units::Device;
+
+use stemroom_engine::progress::Throttle;
+
+use super::progress::{JobListener, JobProgress, Track, PROGRESS_INTERVAL};
+use super::{Inner, PartialGuard};
+use crate::link;
+use crate::queue::{Job, JobSource, JobState, StemFile};
+use crate::song::{self, SongMetadata};
+use crate::Error;
+
+impl Inner {
+    fn separator(&self, model: &str, device: Device) -> Result<Arc<Separator>, Error> {
+        let key = (model.to_string(), device);
+        if let Some(s) = self.separators.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(s.clone());
+        }
+        let runtime =
+            RuntimeOptions { library: self.config.runtime_library.clone(), device, threads: self.config.threads };
+        let sep = Arc::new(Separator::open(model, self.config.model_dir.as_deref(), &runtime)?);
+        self.separators.lock().unwrap_or_else(|p| p.into_inner()).insert(key, sep.clone());
+        Ok(sep)
+    }
+
+    /// Fetch a link's audio into `work/.download` with progress; the file
+    /// is removed with the work folder.
+    fn download(&self, job: &Job, url: &str, work: &Path, cancel: &Arc<AtomicBool>) -> Result<PathBuf, Error> {
+        let explicit = self.queue.settings().ok().and_then(|s| s.ytdlp_path).map(PathBuf::from);
+        let yt = link::YtDlp::locate(explicit.as_deref())?;
+        let starting = JobState::Downloading { percent: None };
+        let _ = self.queue.set_running_state(job.id, &starting);
+        self.listener.progress(&JobProgress::compute(job.id, &starting, 0.0, None));
+        let mut throttle = Throttle::new(PROGRESS_INTERVAL);
+        let result = link::download(
+            &yt,
+            url,
+            &work.join(".download"),
+            link::DEFAULT_STALL_TIMEOUT,
+            &mut |p| {
+                let done = p.percent.is_some_and(|x| x >= 100.0);
+                if throttle.ready(Instant::now(), done) {
+                    let state = JobState::Downloading { percent: p.percent };
+                    let mut progress = JobProgress::compute(job.id, &state, 0.0, None);
+                    progress.eta_seconds = p.eta_seconds;
+                    progress.bytes_per_second = p.bytes_per_second;
+                    self.listener.progress(&progress);
+                }
+            },
+            &|| cancel.load(Ordering::SeqCst),
+        );
+        match result {
+            Ok(f) => Ok(f),
+            Err(link::LinkError::Cancelled) => Err(Error::Cancelled),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub(super) fn separate(&self, job: &Job, cancel: &Arc<AtomicBool>) -> Result<(String, Vec<StemFile>), Error> {
+        let started = Instant::now();
+        let library = self.library_dir();
+        std::fs::create_dir_all(&library).map_err(|source| Error::Output { path: library.clone(), source })?;
+        let work = song::partial_dir(&library, job.id);
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir(&work).map_err(|source| Error::Output { path: work.clone(), source })?;
+        let mut partial = PartialGuard(Some(work.clone()));
+        let input = match &job.source {
+            JobSource::File { path } => PathBuf::from(path),
+            JobSource::Url { url } => self.download(job, url, &work, cancel)?,
+        };
+        let sep = self.separator(&job.options.model, job.options.device)?;
+        let provider = sep.provider().to_string();
+        let _ = self.queue.set_details(job.id, None, Some(&provider));
+
+        let request = JobRequest {
+            input,
+            out_dir: work.clone(),
+            filename: "{stem}.{ext}".into(),
+            format: job.options.format,
+            clip: ClipMode::Rescale,
+            two_stems: job.options.two_stems.clone(),
+            other_method: OtherMethod::Add,
+            output_rate: OutputRate::Input,
+            separate: SeparateOptions {
+                shifts: job.options.shifts as usize,
+                overlap: job.options.overlap,
+                segment_frames: None,
+                seed: u64::from(job.id),
+            },
+            scratch_dir: Some(work.clone()),
+        };
+        let listener = JobListener {
+            inner: self,
+            job,
+            provider: &provider,
+            cancel,
+            track: Mutex::new(Track {
+                throttle: Throttle::new(PROGRESS_INTERVAL),
+                state: JobState::Decoding,
+                machine_sps: self.queue.segment_seconds(&job.options.model, &provider).ok().flatten(),
+                separating_since: None,
+                duration: None,
+            }),
+        };
+        let out = job::separate_file(&sep, &request, &listener)?;
+        if cancel.load(Ordering::SeqCst) {
+            return Err(Error::Cancelled);
+        }
+        let duration = listener.track.lock().unwrap_or_else(|p| p.into_inner()).duration;
+        // The downloaded original of a link is not part of the song folder.
+        let _ = std::fs::remove_dir_all(work.join(".download"));
+        let rel: Vec<StemFile> = out
+            .stems
+            .iter()
+            .map(|(stem, p)| StemFile {
+                stem: stem.clone(),
+                path: p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            })
+            .collect();
+        SongMetadata::new(job, rel.clone(), out.seconds, Some(provider.clone()), duration.or(Some(out.audio_seconds)))
+            .write(&work)
+            .map_err(|source| Error::Output { path: work.clone(), source })?;
+        let dest = song::publish_song(&library, &work, &job.title)
+            .map_err(|source| Error::Output { path: library.clone(), source })?;
+        partial.0 = None;
+        tracing::info!("job {} done in {:.1} s: {}", job.id, started.elapsed().as_secs_f64(), dest.display());
+        let stems = rel
+            .into_iter()
+            .map(|s| StemFile { path: dest.join(&s.path).to_string_lossy().into_owned(), stem: s.stem })
+            .collect();
+        Ok((dest.to_string_lossy().into_owned(), stems))
+    }
+}

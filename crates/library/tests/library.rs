@@ -1,0 +1,600 @@
+//! Integration tests of the library, in one binary:
+//! - queue: persistence across restarts and crashes, concurrent enqueue, and
+//!   the worker running the real model (done, cancelled within a segment).
+//! - links: the real yt-dlp against a loopback HTTP server.
+//!
+//! Tests that keep both cores busy take turns (`stemroom_testkit::cpu_turn`).
+
+mod common;
+
+// ---------------------------------------------------------------------------
+// queue: persistence across restarts and crashes, concurrent enqueue, and the
+// worker running the real model (done, cancelled within a segment).
+
+mod queue {
+    use std::io::BufRead;
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Stdio};
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    use stemroom_library::queue::{Job, JobSource, JobState, Queue, Settings};
+    use stemroom_library::worker::{JobProgress, WorkerListener};
+
+    use crate::common::wait_for;
+
+    fn file(p: &str) -> JobSource {
+        JobSource::File { path: p.into() }
+    }
+
+    #[test]
+    fn restart_puts_running_jobs_back_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("queue.sqlite");
+        let opts = Settings::default().job_options();
+        {
+            let q = Queue::open(&db).expect("open");
+            for name in ["a", "b", "c"] {
+                q.enqueue(&file(name), name, &opts).expect("enqueue");
+            }
+            let a = q.claim_next().expect("claim").expect("job");
+            q.set_running_state(a.id, &JobState::Separating { segment: 2, total: 9 }).expect("update");
+            let b = q.claim_next().expect("claim").expect("job");
+            q.finish(b.id, &JobState::Done, Some("/lib/b"), &[]).expect("finish");
+            // Dropped without finishing `a`: as if the app died.
+        }
+        let q = Queue::open(&db).expect("reopen");
+        let queued: Vec<(String, JobState)> =
+            q.queue().expect("queue").into_iter().map(|j| (j.title, j.state)).collect();
+        assert_eq!(queued, [("a".to_string(), JobState::Queued), ("c".to_string(), JobState::Queued)]);
+        assert_eq!(q.library("").expect("library").len(), 1);
+        assert_eq!(q.claim_next().expect("claim").expect("job").title, "a", "the interrupted job runs first again");
+    }
+
+    fn crash_writer() -> PathBuf {
+        stemroom_testkit::example_bin("queue_crash_writer")
+    }
+
+    #[test]
+    fn sigkill_during_updates_loses_and_duplicates_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("queue.sqlite");
+        let mut committed: Vec<u32> = Vec::new();
+        for round in 0..5 {
+            let mut child = Command::new(crash_writer()).arg(&db).stdout(Stdio::piped()).spawn().expect("spawn writer");
+            let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+            // Let it commit a varying number of jobs, then kill it mid-stream.
+            for _ in 0..(20 + round * 17) {
+                let line = lines.next().expect("writer output").expect("line");
+                committed.push(line.trim().parse().expect("id"));
+            }
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reap");
+            // Ids it printed before dying but after we stopped reading count too.
+            for line in lines.map_while(Result::ok) {
+                committed.push(line.trim().parse().expect("id"));
+            }
+            let q = Queue::open(&db).expect("reopen after crash");
+            let ok: String = rusqlite::Connection::open(&db)
+                .expect("sqlite")
+                .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+                .expect("integrity_check");
+            assert_eq!(ok, "ok");
+            let all: Vec<Job> = q.queue().expect("queue").into_iter().chain(q.library("").expect("library")).collect();
+            let mut ids: Vec<u32> = all.iter().map(|j| j.id).collect();
+            ids.sort_unstable();
+            let n = ids.len();
+            ids.dedup();
+            assert_eq!(ids.len(), n, "no duplicated job");
+            for id in &committed {
+                assert!(ids.contains(id), "job {id} was committed before the crash and must survive");
+            }
+            assert!(all.iter().all(|j| !j.state.is_running()), "running jobs were recovered to queued");
+        }
+    }
+
+    #[test]
+    fn concurrent_enqueue_from_many_connections() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("queue.sqlite");
+        drop(Queue::open(&db).expect("create"));
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let db = db.clone();
+                std::thread::spawn(move || {
+                    let q = Queue::open(&db).expect("open");
+                    let opts = Settings::default().job_options();
+                    (0..25)
+                        .map(|i| q.enqueue(&file(&format!("{t}-{i}")), "x", &opts).expect("enqueue").id)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut ids: Vec<u32> = threads.into_iter().flat_map(|t| t.join().expect("thread")).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), 100);
+        let q = Queue::open(&db).expect("open");
+        let jobs = q.queue().expect("queue");
+        assert_eq!(jobs.len(), 100);
+        let mut positions: Vec<i32> = jobs.iter().map(|j| j.position).collect();
+        positions.dedup();
+        assert_eq!(positions.len(), 100, "every job has its own queue position");
+        // Claims from two connections never hand out the same job.
+        let q2 = Queue::open(&db).expect("open");
+        let mut claimed: Vec<u32> = Vec::new();
+        while let (Some(a), Some(b)) = (q.claim_next().expect("claim"), q2.claim_next().expect("claim")) {
+            claimed.push(a.id);
+            claimed.push(b.id);
+        }
+        let n = claimed.len();
+        claimed.sort_unstable();
+        claimed.dedup();
+        assert_eq!(claimed.len(), n);
+    }
+
+    #[derive(Default)]
+    pub(super) struct Recorder {
+        changes: Mutex<Vec<Job>>,
+        progress: Mutex<Vec<(Instant, JobProgress)>>,
+    }
+    impl WorkerListener for Recorder {
+        fn job_changed(&self, job: &Job) {
+            self.changes.lock().expect("lock").push(job.clone());
+        }
+        fn progress(&self, p: &JobProgress) {
+            self.progress.lock().expect("lock").push((Instant::now(), p.clone()));
+        }
+    }
+
+    #[test]
+    fn worker_separates_into_the_library_and_cancels_within_a_segment() {
+        let _turn = stemroom_testkit::cpu_turn();
+        let mix = stemroom_testkit::falcon_mixture();
+        let lq = crate::common::LibraryQueue::new();
+        let (q, library) = (&lq.queue, &lq.library);
+        let long = lq.dir.path().join("long.wav");
+        stemroom_testkit::ffmpeg(&[
+            "-stream_loop",
+            "3",
+            "-i",
+            mix.to_str().expect("utf8"),
+            long.to_str().expect("utf8"),
+        ]);
+        let rec = Arc::new(Recorder::default());
+        let worker = lq.worker(rec.clone());
+        let opts = q.settings().expect("settings").job_options();
+        let song = q.enqueue(&file(mix.to_str().expect("utf8")), "Falcon 69", &opts).expect("enqueue");
+        let long_job = q.enqueue(&file(long.to_str().expect("utf8")), "Long", &opts).expect("enqueue");
+        worker.start(1);
+
+        let done = wait_for(q, song.id, 300, |j| j.state.is_finished());
+        assert_eq!(done.state, JobState::Done, "{:?}", done.state);
+        let out = PathBuf::from(done.output_dir.clone().expect("output dir"));
+        assert_eq!(out, library.join("Falcon 69"));
+        let names: Vec<&str> = done.stems.iter().map(|s| s.stem.as_str()).collect();
+        assert_eq!(names, ["drums", "bass", "other", "vocals"]);
+        for s in &done.stems {
+            assert!(Path::new(&s.path).is_file(), "{}", s.path);
+        }
+        assert!(out.join("stemroom.json").is_file());
+        assert!(done.duration_seconds.expect("duration") > 5.0);
+        assert_eq!(done.provider.as_deref(), Some("cpu"));
+
+        // The long job: cancel once it is separating; it must stop within one
+        // segment's time and leave nothing in the library.
+        let running = wait_for(q, long_job.id, 120, |j| matches!(j.state, JobState::Separating { .. }));
+        let sps = q.segment_seconds("htdemucs", "cpu").expect("db").expect("measured on the first song");
+        let asked = Instant::now();
+        worker.cancel(running.id).expect("cancel");
+        let cancelled = wait_for(q, long_job.id, 120, |j| j.state.is_finished());
+        let took = asked.elapsed().as_secs_f64();
+        assert_eq!(cancelled.state, JobState::Cancelled);
+        assert!(took < 2.0 * sps + 2.0, "cancel took {took:.1} s with {sps:.1} s per segment");
+        let entries: Vec<_> = std::fs::read_dir(library).expect("ls").flatten().map(|e| e.file_name()).collect();
+        assert_eq!(entries, [std::ffi::OsString::from("Falcon 69")], "no partial folder left");
+
+        // Progress reached the listener, throttled and with an ETA from measured times.
+        let progress = rec.progress.lock().expect("lock");
+        let seps: Vec<&JobProgress> = progress
+            .iter()
+            .map(|(_, p)| p)
+            .filter(|p| p.id == long_job.id && matches!(p.state, JobState::Separating { .. }))
+            .collect();
+        assert!(!seps.is_empty());
+        assert!(seps.iter().all(|p| p.eta_seconds.is_some_and(|e| e >= 0.0) && p.percent > 0.0 && p.percent < 100.0));
+        let changes = rec.changes.lock().expect("lock");
+        assert!(changes.iter().any(|j| j.id == song.id && j.state == JobState::Done));
+        worker.shutdown();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// links: the real yt-dlp against a loopback HTTP server started here (direct
+// audio, a page with an <audio> element, 404, no media, a stalling server,
+// a slow one cancelled mid-download, a hostile title), and the real model
+// separating what was downloaded.
+
+mod links {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use stemroom_library::link::{self, LinkError, YtDlp};
+
+    /// A loopback server with fixed routes; every connection is bounded in
+    /// time, and the server stops when dropped.
+    struct Server {
+        port: u16,
+        stop: Arc<AtomicBool>,
+    }
+
+    fn evil_title() -> String {
+        format!("{}{}{}", "../".repeat(20), ":*?<>|\\".repeat(10), "x".repeat(300))
+    }
+
+    fn respond(mut s: TcpStream, song: &[u8], webm: &[u8], stop: &AtomicBool) {
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut line = String::new();
+        let mut r = BufReader::new(s.try_clone().expect("clone"));
+        if r.read_line(&mut line).is_err() {
+            return;
+        }
+        // Skip the headers.
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h).map_or(true, |n| n == 0) || h == "\r\n" {
+                break;
+            }
+        }
+        let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+        let head_only = line.starts_with("HEAD");
+        let send = |s: &mut TcpStream, status: &str, ctype: &str, body: &[u8]| {
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            if !head_only {
+                let _ = s.write_all(body);
+            }
+        };
+        let page = |title: &str, media: bool| {
+            let audio = if media { r#"<audio controls src="/song.wav"></audio>"# } else { "<p>No media here.</p>" };
+            let title = title.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+            format!("<!doctype html><html><head><title>{title}</title></head><body>{audio}</body></html>").into_bytes()
+        };
+        // A YouTube-like watch page: its best audio is Opus in WebM (format
+        // 251), offered as an <audio> source with its MIME type and codec.
+        let watch = br#"<!doctype html><html><head><title>Falcon 69 (official audio)</title></head><body><audio controls><source src="/falcon.webm" type="audio/webm; codecs=opus"></audio></body></html>"#;
+        match path.as_str() {
+            "/song.wav" => send(&mut s, "200 OK", "audio/wav", song),
+            "/falcon.webm" => send(&mut s, "200 OK", "audio/webm", webm),
+            "/watch.html" => send(&mut s, "200 OK", "text/html", watch),
+            "/page.html" => send(&mut s, "200 OK", "text/html", &page("Falcon 69 (live page)", true)),
+            "/nomedia.html" => send(&mut s, "200 OK", "text/html", &page("Nothing to see", false)),
+            "/evil.html" => send(&mut s, "200 OK", "text/html", &page(&evil_title(), true)),
+            "/stall.wav" | "/slow.wav" => {
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Type: audio/wav\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    song.len()
+                );
+                if head_only {
+                    return;
+                }
+                let stall = path == "/stall.wav";
+                let t0 = Instant::now();
+                for chunk in song.chunks(8192) {
+                    if stop.load(Ordering::Relaxed)
+                        || t0.elapsed() > Duration::from_secs(60)
+                        || s.write_all(chunk).is_err()
+                    {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(if stall { 100_000 } else { 250 }));
+                }
+            }
+            _ => send(&mut s, "404 Not Found", "text/plain", b"not found"),
+        }
+    }
+
+    impl Server {
+        fn start() -> Server {
+            let song = std::fs::read(stemroom_testkit::falcon_mixture()).expect("read mixture.wav");
+            // Opus in WebM at YouTube's format-251 bit rate, from the same music.
+            let tmp = tempfile::tempdir().expect("tempdir");
+            let webm_path = tmp.path().join("falcon.webm");
+            let mix = stemroom_testkit::falcon_mixture();
+            stemroom_testkit::ffmpeg(&[
+                "-i",
+                mix.to_str().expect("utf-8"),
+                "-c:a",
+                "libopus",
+                "-b:a",
+                "160k",
+                webm_path.to_str().expect("utf-8"),
+            ]);
+            let webm = std::fs::read(&webm_path).expect("read webm");
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+            let port = listener.local_addr().expect("addr").port();
+            listener.set_nonblocking(true).expect("nonblocking");
+            let stop = Arc::new(AtomicBool::new(false));
+            let st = stop.clone();
+            std::thread::spawn(move || {
+                let (song, webm) = (Arc::new(song), Arc::new(webm));
+                let t0 = Instant::now();
+                let mut served = 0;
+                while !st.load(Ordering::Relaxed) && t0.elapsed() < Duration::from_secs(600) && served < 1000 {
+                    match listener.accept() {
+                        Ok((s, _)) => {
+                            served += 1;
+                            let _ = s.set_nonblocking(false);
+                            let (song, webm, st) = (song.clone(), webm.clone(), st.clone());
+                            std::thread::spawn(move || respond(s, &song, &webm, &st));
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                    }
+                }
+            });
+            Server { port, stop }
+        }
+
+        fn url(&self, path: &str) -> String {
+            format!("http://127.0.0.1:{}{path}", self.port)
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn ytdlp() -> YtDlp {
+        YtDlp::locate(None).expect("yt-dlp (scripts/setup.sh installs it)")
+    }
+
+    fn fetch(url: &str, dir: &Path, stall: Duration, cancel_after: Option<Duration>) -> Result<PathBuf, LinkError> {
+        let t0 = Instant::now();
+        let mut progress = Vec::new();
+        let r = link::download(&ytdlp(), url, dir, stall, &mut |p| progress.push(p.clone()), &|| {
+            cancel_after.is_some_and(|c| t0.elapsed() >= c)
+        });
+        if r.is_ok() {
+            assert!(progress.iter().any(|p| p.percent == Some(100.0)), "progress reached 100 %: {progress:?}");
+        }
+        r
+    }
+
+    fn empty(dir: &Path) -> bool {
+        std::fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(true)
+    }
+
+    /// Processes whose command line mentions `needle` (Linux /proc).
+    fn processes_with(needle: &str) -> usize {
+        std::fs::read_dir("/proc")
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| {
+                        std::fs::read(e.path().join("cmdline"))
+                            .map(|c| String::from_utf8_lossy(&c).contains(needle))
+                            .unwrap_or(false)
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// YouTube needs yt-dlp's EJS challenge solvers and a JavaScript runtime
+    /// (yt-dlp 2025.11.12+, wiki "EJS"). YouTube cannot be reached from
+    /// here, so check what yt-dlp itself reports with the installed tools:
+    /// `yt-dlp -v` lists deno among its JS runtimes and yt_dlp_ejs among its
+    /// libraries, and Settings shows both versions.
+    #[test]
+    fn ytdlp_runs_with_deno_and_the_ejs_solvers() {
+        let y = ytdlp();
+        let rt = y.js_runtime.as_ref().expect("deno beside yt-dlp (scripts/setup.sh installs it)");
+        assert!(rt.path.is_absolute() && rt.path.is_file(), "{}", rt.path.display());
+        let report = y.report().expect("yt-dlp -v");
+        assert_eq!(report.js_runtimes.as_deref(), Some(format!("deno-{}", rt.version).as_str()), "{report:?}");
+        assert_eq!(report.ejs.as_deref(), Some("0.8.0"), "{report:?}");
+        let status = link::status(None);
+        assert_eq!(status.js_runtime, Some(format!("deno {}", rt.version)));
+        assert_eq!(status.ejs.as_deref(), Some("yt-dlp-ejs 0.8.0"));
+        assert_eq!(status.problem, None);
+        // Every run carries the runtime explicitly.
+        assert_eq!(
+            y.js_runtime_args(),
+            vec![std::ffi::OsString::from("--js-runtimes"), format!("deno:{}", rt.path.display()).into()]
+        );
+    }
+
+    /// A YouTube-like page whose best audio is Opus in WebM: the link job
+    /// downloads the WebM and separates it, and the stems are as good as
+    /// the WAV input's (SDR against the true stems within 0.5 dB).
+    #[test]
+    fn a_webm_opus_link_separates_as_well_as_the_wav() {
+        let _turn = stemroom_testkit::cpu_turn();
+        use stemroom_library::intake;
+        use stemroom_library::queue::JobState;
+        let server = Server::start();
+        let lq = crate::common::LibraryQueue::new();
+        let r = intake::add_paths(&lq.queue, &[PathBuf::from(server.url("/watch.html"))]).expect("add");
+        assert_eq!(r.added.len(), 1, "{r:?}");
+        let worker = lq.worker(Arc::new(super::queue::Recorder::default()));
+        worker.start(1);
+        let done = crate::common::wait_for(&lq.queue, r.added[0].id, 300, |j| j.state.is_finished());
+        worker.shutdown();
+        assert_eq!(done.state, JobState::Done, "{:?}", done.state);
+
+        // The same separation of the WAV, for comparison.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sep = stemroom_testkit::open_separator();
+        let wav = stemroom_testkit::separate_into(&sep, &stemroom_testkit::falcon_mixture(), dir.path());
+        let testdata = stemroom_testkit::falcon_mixture().parent().expect("testdata").to_path_buf();
+        for stem in ["drums", "bass", "other", "vocals"] {
+            let (truth, _) = stemroom_testkit::read_wav(&testdata.join(format!("{stem}.wav")));
+            let from_wav = wav.stems.iter().find(|(s, _)| s == stem).expect("stem");
+            let (wav_est, _) = stemroom_testkit::read_wav(&from_wav.1);
+            let from_link = done.stems.iter().find(|s| s.stem == stem).expect("stem");
+            let (link_est, rate) = stemroom_testkit::read_wav(Path::new(&from_link.path));
+            assert_eq!(rate, 48_000, "written at the WebM's rate");
+            let link_est = stemroom_testkit::resample_planar(&link_est, rate, 44_100);
+            let (a, b) = (stemroom_testkit::sdr(&truth, &wav_est, 1), stemroom_testkit::sdr(&truth, &link_est, 2048));
+            eprintln!("{stem}: SDR {a:.2} dB from the WAV, {b:.2} dB from the WebM/Opus link");
+            assert!((a - b).abs() <= 0.5, "{stem}: {a:.2} vs {b:.2} dB");
+        }
+    }
+
+    #[test]
+    fn the_pinned_ytdlp_is_found() {
+        let y = ytdlp();
+        assert_eq!(y.version, link::PINNED_VERSION, "{}", y.path.display());
+        let missing = YtDlp::locate(Some(Path::new("/nonexistent/yt-dlp")));
+        assert!(matches!(missing, Err(LinkError::Missing(_))), "{missing:?}");
+    }
+
+    #[test]
+    fn direct_audio_and_audio_pages_download_and_separate() {
+        let _turn = stemroom_testkit::cpu_turn();
+        let server = Server::start();
+        let y = ytdlp();
+        // Metadata first: the page's title before any download.
+        let info = link::probe(&y, &server.url("/page.html"), 10).expect("probe page");
+        // The generic extractor numbers the media it finds on a page.
+        assert!(info.title.starts_with("Falcon 69 (live page)"), "{}", info.title);
+        assert!(!info.is_playlist);
+        let direct = link::probe(&y, &server.url("/song.wav"), 10).expect("probe direct");
+        assert_eq!(direct.title, "song");
+
+        let sep = stemroom_testkit::open_separator();
+        for (path, what) in [("/song.wav", "direct audio"), ("/page.html", "a page with <audio>")] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let file = fetch(&server.url(path), &dir.path().join("dl"), Duration::from_secs(30), None)
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            let original = std::fs::read(stemroom_testkit::falcon_mixture()).expect("read");
+            assert_eq!(std::fs::read(&file).expect("read"), original, "{what}: the bytes served");
+            let out = dir.path().join("out");
+            stemroom_testkit::separate_into(&sep, &file, &out);
+            for stem in ["drums", "bass", "other", "vocals"] {
+                let p = out.join(format!("audio/{stem}.wav"));
+                assert!(p.is_file(), "{what}: {} missing", p.display());
+            }
+        }
+    }
+
+    #[test]
+    fn failures_are_specific_and_leave_nothing() {
+        let server = Server::start();
+        let y = ytdlp();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dl = dir.path().join("dl");
+
+        let e = fetch(&server.url("/missing.wav"), &dl, Duration::from_secs(30), None).expect_err("404");
+        assert!(matches!(e, LinkError::Unavailable(_)), "404: {e:?}");
+        assert!(empty(&dl));
+        let e = link::probe(&y, &server.url("/missing.wav"), 10).expect_err("404 probe");
+        assert!(matches!(e, LinkError::Unavailable(_)), "404 probe: {e:?}");
+
+        let e = fetch(&server.url("/nomedia.html"), &dl, Duration::from_secs(30), None).expect_err("no media");
+        assert!(matches!(e, LinkError::UnsupportedSite(_) | LinkError::NoMedia(_)), "no media: {e:?}");
+        assert_eq!(e.code(), stemroom_engine::ErrorCode::Download);
+        assert!(empty(&dl));
+
+        // Nobody listens on port 9 (discard) on loopback here.
+        let e = fetch("http://127.0.0.1:9/song.wav", &dl, Duration::from_secs(30), None).expect_err("refused");
+        assert!(matches!(e, LinkError::Network(_)), "refused: {e:?}");
+
+        let e = fetch("-o/tmp/x", &dl, Duration::from_secs(30), None).expect_err("option-like");
+        assert!(matches!(e, LinkError::NotAUrl(_)), "{e:?}");
+        let e = link::probe(&y, "--exec=touch /tmp/pwned", 10).expect_err("option-like");
+        assert!(matches!(e, LinkError::NotAUrl(_)), "{e:?}");
+    }
+
+    #[test]
+    fn a_stalled_download_times_out_and_a_cancel_stops_the_process_tree() {
+        let server = Server::start();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dl = dir.path().join("dl");
+        let t0 = Instant::now();
+        let e = fetch(&server.url("/stall.wav"), &dl, Duration::from_secs(3), None).expect_err("stall");
+        assert!(matches!(e, LinkError::Stalled(3)), "{e:?}");
+        assert!(t0.elapsed() < Duration::from_secs(20), "gave up in {:?}", t0.elapsed());
+        assert!(empty(&dl), "nothing left after a stall");
+        assert_eq!(processes_with("/stall.wav"), 0, "yt-dlp is gone after a stall");
+
+        let t0 = Instant::now();
+        let e = fetch(&server.url("/slow.wav"), &dl, Duration::from_secs(30), Some(Duration::from_secs(2)))
+            .expect_err("cancel");
+        assert!(matches!(e, LinkError::Cancelled), "{e:?}");
+        assert!(t0.elapsed() < Duration::from_secs(5), "cancel took {:?}", t0.elapsed());
+        assert!(empty(&dl), "nothing left after a cancel");
+        assert_eq!(processes_with("/slow.wav"), 0, "yt-dlp is gone after a cancel");
+    }
+
+    #[test]
+    fn links_are_queued_with_their_title_then_downloaded_and_separated() {
+        let _turn = stemroom_testkit::cpu_turn();
+        use stemroom_library::intake;
+        use stemroom_library::queue::JobState;
+        let server = Server::start();
+        let lq = crate::common::LibraryQueue::new();
+        let q = &lq.queue;
+        // Metadata first: the title is there before anything is downloaded.
+        let r = intake::add_paths(q, &[PathBuf::from(server.url("/page.html")), PathBuf::from("-rf")]).expect("add");
+        assert_eq!(r.added.len(), 1, "{r:?}");
+        let job = &r.added[0];
+        assert!(job.title.starts_with("Falcon 69 (live page)"), "{}", job.title);
+        assert_eq!(job.state, JobState::Queued);
+        assert_eq!(r.rejected.len(), 1, "'-rf' is not a file: {r:?}");
+        // A dead link is refused at once with the reason.
+        let r = intake::add_paths(q, &[PathBuf::from(server.url("/missing.wav"))]).expect("add");
+        assert!(r.added.is_empty() && r.rejected[0].reason.contains("unavailable"), "{r:?}");
+
+        let worker = lq.worker(Arc::new(super::queue::Recorder::default()));
+        worker.start(1);
+        let t0 = Instant::now();
+        let mut saw_download = false;
+        let done = loop {
+            let j = q.get(job.id).expect("get");
+            saw_download |= matches!(j.state, JobState::Downloading { .. });
+            if j.state.is_finished() || t0.elapsed() > Duration::from_secs(300) {
+                break j;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(done.state, JobState::Done, "{:?}", done.state);
+        assert!(saw_download, "the job went through the downloading state");
+        let out = PathBuf::from(done.output_dir.expect("output dir"));
+        assert_eq!(out.file_name().and_then(|n| n.to_str()), Some(job.title.as_str()));
+        let mut names: Vec<String> = std::fs::read_dir(&out)
+            .expect("ls")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["bass.wav", "drums.wav", "other.wav", "stemroom.json", "vocals.wav"],
+            "no download left behind"
+        );
+    }
+
+    #[test]
+    fn hostile_titles_become_safe_names() {
+        let server = Server::start();
+        let info = link::probe(&ytdlp(), &server.url("/evil.html"), 10).expect("probe");
+        assert!(info.title.contains("../"), "{}", info.title);
+        let name = stemroom_engine::names::visible_name(&info.title, "Untitled");
+        assert!(!name.contains('/') && !name.contains('\\') && !name.contains(':'), "{name}");
+        assert!(!name.starts_with('.'), "{name}");
+        assert!(name.len() <= 255, "{} bytes", name.len());
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join(&name), b"x").expect("a valid file name");
+        assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 1);
+    }
+}

@@ -1,0 +1,97 @@
+//! Play stems through the default audio output for a while and print what
+//! the player did as one JSON object: the output opened, wall time, the
+//! callback's counters and the final status. Used by the real-playback test
+//! (against a PulseAudio null sink) and handy for trying a device by hand.
+//!
+//! ```text
+//! play_stems [--seconds S] [--seek-seconds T] [--solo I]... [--mute I]... FILE...
+//! ```
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use stemroom_playback::mixer::MixControls;
+use stemroom_playback::player::Player;
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("play_stems: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), String> {
+    let mut seconds = 3.0f64;
+    let mut seek = None;
+    let (mut solo, mut mute) = (Vec::new(), Vec::new());
+    let mut files = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
+        match a.as_str() {
+            "--seconds" => seconds = value("--seconds")?.parse().map_err(|e| format!("--seconds: {e}"))?,
+            "--seek-seconds" => {
+                seek = Some(value("--seek-seconds")?.parse::<f64>().map_err(|e| format!("--seek-seconds: {e}"))?)
+            }
+            "--solo" => solo.push(value("--solo")?.parse::<usize>().map_err(|e| format!("--solo: {e}"))?),
+            "--mute" => mute.push(value("--mute")?.parse::<usize>().map_err(|e| format!("--mute: {e}"))?),
+            _ => files.push(PathBuf::from(a)),
+        }
+    }
+    let mut controls = MixControls::unity(files.len());
+    for i in solo {
+        if let Some(s) = controls.stems.get_mut(i) {
+            s.solo = true;
+        }
+    }
+    for i in mute {
+        if let Some(s) = controls.stems.get_mut(i) {
+            s.mute = true;
+        }
+    }
+    let player = Player::open(&files, &controls).map_err(|e| e.to_string())?;
+    let rate = player.status().sample_rate;
+    let start_frame = seek.map_or(0, |s| (s * f64::from(rate)) as u64);
+    if start_frame > 0 {
+        player.seek(start_frame);
+        // Let the reader refill from the new position before starting.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A sound server may stall a moment before its first callbacks (PulseAudio
+    // right after start-up): wait until the stream runs (paused, silent).
+    let warm = Instant::now();
+    while player.stats().callbacks < 10 && warm.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let before = player.stats();
+    let t0 = Instant::now();
+    player.play();
+    let mut samples = Vec::new();
+    while t0.elapsed().as_secs_f64() < seconds {
+        std::thread::sleep(Duration::from_millis(33));
+        let st = player.status();
+        samples.push(serde_json::json!({"t": t0.elapsed().as_secs_f64(), "position": st.position}));
+        if st.error.is_some() || st.ended {
+            break;
+        }
+    }
+    player.pause();
+    let played_for = t0.elapsed().as_secs_f64();
+    // Let the 10 ms fade finish before reading the final position.
+    std::thread::sleep(Duration::from_millis(100));
+    let after = player.stats();
+    let status = player.status();
+    let report = serde_json::json!({
+        "output": player.output(),
+        "startFrame": start_frame,
+        "playedSeconds": played_for,
+        "framesPlayed": after.frames_played - before.frames_played,
+        "underrunFrames": after.underrun_frames - before.underrun_frames,
+        "callbacks": after.callbacks - before.callbacks,
+        "deviceGlitches": after.device_glitches - before.device_glitches,
+        "status": status,
+        "positions": samples,
+    });
+    println!("{report}");
+    Ok(())
+}

@@ -1,0 +1,300 @@
+//! Export a finished song: chosen stems as separate files, or one mix of
+//! them ("what I hear": the player's gains, mutes and solos, or a preset
+//! such as instrumental = every stem but vocals), optionally only a region,
+//! in any output format, at the stems' rate or 44.1/48 kHz.
+//!
+//! Stems are read in lock step with a [`StemSet`] (no stem is held in
+//! memory), mixed with the same [`Mixer`] the player uses, resampled with
+//! rubato when asked, and written under temporary names
+//! ([`stemroom_engine::files::part_path`]) that are renamed only when every
+//! file is complete; a failed or cancelled export leaves nothing behind.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use stemroom_engine::audio::decode::StreamDecoder;
+use stemroom_engine::audio::encode::{self, ClipMode, OutputFormat, StemWriter, Tags};
+use stemroom_engine::audio::resample::StreamResampler;
+use stemroom_engine::files::{part_path, Leftovers};
+use stemroom_engine::job::StemFile;
+use stemroom_engine::progress::{Event, Listener};
+use stemroom_engine::Error;
+
+use crate::mixer::{LoopRegion, MixControls, Mixer};
+use crate::reader::StemSet;
+
+/// Frames processed per step.
+const BLOCK: usize = 8192;
+
+/// Sample rate of exported files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum ExportRate {
+    /// The stems' own rate (the song's original rate).
+    Original,
+    /// A fixed rate in Hz (44 100 or 48 000 in the app).
+    Hz { hz: u32 },
+}
+
+/// What to export.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum ExportWhat {
+    /// Each named stem as its own file `<stem>.<ext>`.
+    Stems { stems: Vec<String> },
+    /// One file `<name>.<ext>` mixing the song's stems with `controls`
+    /// (one control per stem of the song, in its order).
+    Mix { name: String, controls: MixControls },
+    /// Every stem of the song in one `<name>.zip` (stored, not compressed:
+    /// encoded audio does not shrink).
+    Zip { name: String },
+}
+
+/// One export.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportRequest {
+    /// Every stem of the song, in the song's order (all at one sample rate).
+    pub sources: Vec<StemFile>,
+    pub what: ExportWhat,
+    /// Only these frames (at the stems' rate); `None` = the whole song.
+    pub region: Option<LoopRegion>,
+    pub format: OutputFormat,
+    pub rate: ExportRate,
+    /// Folder receiving the files (created if missing).
+    pub dest_dir: PathBuf,
+    /// Tags for formats that carry them (MP3).
+    pub tags: Tags,
+}
+
+/// Title and artist of the song's original file, for [`ExportRequest::tags`].
+/// Empty when the file is gone or has none.
+pub fn source_tags(original: &Path) -> Tags {
+    StreamDecoder::open(original).map(|mut d| d.tags()).unwrap_or_default()
+}
+
+fn safe_name(name: &str) -> String {
+    stemroom_engine::names::visible_name(name, "export")
+}
+
+/// Which source stems an export reads (indices into the song's stems) and
+/// the name of each output file (without extension).
+fn plan_outputs(req: &ExportRequest) -> Result<(Vec<usize>, Vec<String>), Error> {
+    match &req.what {
+        ExportWhat::Stems { stems } => {
+            let mut idx = Vec::new();
+            for s in stems {
+                let i = req
+                    .sources
+                    .iter()
+                    .position(|x| &x.stem == s)
+                    .ok_or_else(|| Error::InvalidOptions(format!("this song has no stem '{s}'")))?;
+                idx.push(i);
+            }
+            if idx.is_empty() {
+                return Err(Error::InvalidOptions("choose at least one stem to export".into()));
+            }
+            Ok((idx, stems.iter().map(|s| safe_name(s)).collect()))
+        }
+        ExportWhat::Mix { name, controls } => {
+            if controls.stems.len() != req.sources.len() {
+                return Err(Error::InvalidOptions(format!(
+                    "the mix has {} controls for {} stems",
+                    controls.stems.len(),
+                    req.sources.len()
+                )));
+            }
+            Ok(((0..req.sources.len()).collect(), vec![safe_name(name)]))
+        }
+        ExportWhat::Zip { .. } => Err(Error::InvalidOptions("zip exports go through export_zip".into())),
+    }
+}
+
+/// The exported frames `(start, end)` at the stems' rate (`end` = `None`:
+/// to the end of the song) and the output rate in Hz.
+fn range_and_rate(req: &ExportRequest, rate: u32) -> Result<((u64, Option<u64>), u32), Error> {
+    let range = match req.region {
+        Some(r) if r.start < r.end => (u64::from(r.start), Some(u64::from(r.end))),
+        Some(_) => return Err(Error::InvalidOptions("the export region is empty".into())),
+        None => (0, None),
+    };
+    let out_rate = match req.rate {
+        ExportRate::Original => rate,
+        ExportRate::Hz { hz } if (8_000..=192_000).contains(&hz) => hz,
+        ExportRate::Hz { hz } => return Err(Error::InvalidOptions(format!("unsupported sample rate {hz} Hz"))),
+    };
+    Ok((range, out_rate))
+}
+
+/// Where the export's files go while written and when done.
+struct Outputs {
+    finals: Vec<PathBuf>,
+    temps: Leftovers,
+    writers: Vec<Box<dyn StemWriter>>,
+    resamplers: Vec<StreamResampler>,
+}
+
+impl Outputs {
+    fn open(req: &ExportRequest, names: &[String], rate: u32, out_rate: u32) -> Result<Self, Error> {
+        std::fs::create_dir_all(&req.dest_dir)
+            .map_err(|source| Error::Output { path: req.dest_dir.clone(), source })?;
+        let ext = req.format.extension();
+        // Stems are exported untouched (bit-exact at the same depth); a mix may
+        // exceed full scale and is clamped as the player's output is.
+        let clip = match req.what {
+            ExportWhat::Mix { .. } => ClipMode::Clamp,
+            ExportWhat::Stems { .. } | ExportWhat::Zip { .. } => ClipMode::None,
+        };
+        let mut out =
+            Outputs { finals: Vec::new(), temps: Leftovers::new(), writers: Vec::new(), resamplers: Vec::new() };
+        for n in names {
+            let dest = req.dest_dir.join(format!("{n}.{ext}"));
+            let tmp = part_path(&dest);
+            out.temps.file(tmp.clone());
+            out.writers.push(encode::open_tagged(&tmp, req.format, out_rate, 2, clip, &req.tags)?);
+            out.resamplers.push(StreamResampler::new(rate, out_rate, 2).map_err(Error::Resample)?);
+            out.finals.push(dest);
+        }
+        Ok(out)
+    }
+
+    /// Resample and write `block` (interleaved stereo at the stems' rate) to output `k`.
+    fn write(&mut self, k: usize, block: &[f32], resampled: &mut Vec<f32>) -> Result<(), Error> {
+        resampled.clear();
+        self.resamplers[k].push(block, resampled).map_err(Error::Resample)?;
+        self.writers[k].write(resampled)?;
+        Ok(())
+    }
+
+    /// Flush, complete and rename every file into place.
+    fn finish(mut self) -> Result<Vec<PathBuf>, Error> {
+        let mut resampled = Vec::new();
+        for (w, r) in self.writers.iter_mut().zip(self.resamplers.iter_mut()) {
+            resampled.clear();
+            r.finish(&mut resampled).map_err(Error::Resample)?;
+            w.write(&resampled)?;
+        }
+        for w in self.writers.drain(..) {
+            w.finish()?;
+        }
+        for (t, f) in self.temps.files().iter().zip(&self.finals) {
+            std::fs::rename(t, f).map_err(|source| Error::Output { path: f.clone(), source })?;
+        }
+        // Renamed: nothing left for the guard to remove.
+        self.temps.disarm();
+        Ok(std::mem::take(&mut self.finals))
+    }
+}
+
+/// Run an export; returns the files written, in order. Cancellation is
+/// checked every block through `listener`.
+///
+/// # Errors
+/// [`Error::InvalidOptions`] (unknown stem, stems at different rates, bad
+/// region, bad format), [`Error::Decode`] for unreadable stems,
+/// [`Error::Output`]/[`Error::Encode`] when files cannot be written,
+/// [`Error::Cancelled`]. On error nothing is left in `dest_dir`.
+pub fn export(req: &ExportRequest, listener: &dyn Listener) -> Result<Vec<PathBuf>, Error> {
+    if let ExportWhat::Zip { name } = &req.what {
+        return export_zip(req, name, listener).map(|p| vec![p]);
+    }
+    req.format.validate().map_err(Error::InvalidOptions)?;
+    let (read, names) = plan_outputs(req)?;
+    let paths: Vec<&Path> = read.iter().map(|&i| Path::new(&req.sources[i].path)).collect();
+    let mut stems = StemSet::open(&paths)?;
+    let rate = stems.sample_rate();
+    if rate == 0 || stems.mixed_rates().is_some() {
+        return Err(Error::InvalidOptions("the stems do not share one sample rate".into()));
+    }
+    let ((start, end), out_rate) = range_and_rate(req, rate)?;
+    let mut outputs = Outputs::open(req, &names, rate, out_rate)?;
+    let mut mixer = match &req.what {
+        ExportWhat::Mix { controls, .. } => Some(Mixer::new(rate, controls)),
+        ExportWhat::Stems { .. } | ExportWhat::Zip { .. } => None,
+    };
+
+    let mut position: u64 = 0;
+    let mut blocks: Vec<Vec<f32>> = vec![vec![0.0; 2 * BLOCK]; stems.len()];
+    let mut mixed = Vec::new();
+    let mut resampled = Vec::new();
+    let total = end.or_else(|| stems.declared_frames()).map(|e| e.saturating_sub(start));
+    loop {
+        if listener.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        let want = match end {
+            Some(e) => BLOCK.min(e.saturating_sub(position) as usize),
+            None => BLOCK,
+        };
+        if want == 0 {
+            break;
+        }
+        // Stems that end early are padded with silence; the export ends with
+        // the longest.
+        let n = stems.read(want, &mut blocks)?;
+        if n == 0 {
+            break;
+        }
+        // Skip frames before the region.
+        let skip = start.saturating_sub(position).min(n as u64) as usize;
+        position += n as u64;
+        let fraction = total.filter(|&t| t > 0).map(|t| (position.saturating_sub(start) as f64 / t as f64).min(1.0));
+        listener.event(&Event::Exporting { fraction });
+        if skip == n {
+            continue;
+        }
+        match mixer.as_mut() {
+            Some(m) => {
+                mixed.resize(2 * (n - skip), 0.0);
+                let views: Vec<&[f32]> = blocks.iter().map(|b| &b[2 * skip..2 * n]).collect();
+                m.mix(&views, &mut mixed);
+                outputs.write(0, &mixed, &mut resampled)?;
+            }
+            None => {
+                for (k, b) in blocks.iter().enumerate() {
+                    outputs.write(k, &b[2 * skip..2 * n], &mut resampled)?;
+                }
+            }
+        }
+    }
+    outputs.finish()
+}
+
+/// Every stem, exported as [`ExportWhat::Stems`] into a scratch folder and
+/// packed into `<dest_dir>/<name>.zip` (written as `.part`, then renamed).
+fn export_zip(req: &ExportRequest, name: &str, listener: &dyn Listener) -> Result<PathBuf, Error> {
+    std::fs::create_dir_all(&req.dest_dir).map_err(|source| Error::Output { path: req.dest_dir.clone(), source })?;
+    let scratch = tempfile::Builder::new()
+        .prefix(".stemroom-export-")
+        .tempdir_in(&req.dest_dir)
+        .map_err(|source| Error::Output { path: req.dest_dir.clone(), source })?;
+    let stems = ExportRequest {
+        what: ExportWhat::Stems { stems: req.sources.iter().map(|s| s.stem.clone()).collect() },
+        dest_dir: scratch.path().to_path_buf(),
+        ..req.clone()
+    };
+    let files = export(&stems, listener)?;
+    let name = safe_name(name);
+    let dest = req.dest_dir.join(format!("{name}.zip"));
+    let mut part = Leftovers::new();
+    part.file(part_path(&dest));
+    let zip_err = |e: zip::result::ZipError| Error::Output { path: dest.clone(), source: std::io::Error::other(e) };
+    let io_err = |source| Error::Output { path: dest.clone(), source };
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(&part.files()[0]).map_err(io_err)?);
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored).large_file(true);
+    for f in &files {
+        if listener.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        let entry = f.file_name().map(|n| format!("{name}/{}", n.to_string_lossy())).unwrap_or_default();
+        zip.start_file(entry, options).map_err(zip_err)?;
+        let mut src = std::fs::File::open(f).map_err(io_err)?;
+        std::io::copy(&mut src, &mut zip).map_err(io_err)?;
+    }
+    zip.finish().map_err(zip_err)?.sync_all().map_err(io_err)?;
+    std::fs::rename(&part.files()[0], &dest).map_err(io_err)?;
+    part.disarm();
+    Ok(dest)
+}

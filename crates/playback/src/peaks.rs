@@ -1,0 +1,363 @@
+//! Waveform peaks: the minimum and maximum sample of each bucket of frames,
+//! at several bucket sizes so a waveform stays sharp when zoomed, computed
+//! once per stem and cached in a small binary file beside the stems.
+//!
+//! Values are the extremes over both channels, quantised to `i8`
+//! (`round(x * 127)`, clamped): 8 bits is finer than a waveform lane's
+//! pixel height. The finest level has [`FINEST_BUCKET`] frames per bucket;
+//! each further level is [`LEVEL_FACTOR`] times coarser.
+//!
+//! File layout (little endian): magic `SRPK`, version `u32` (1), sample rate
+//! `u32` (Hz), frames `u64`, level count `u32`; then per level: frames per
+//! bucket `u32`, bucket count `u64`, and `2 * buckets` bytes of `i8` pairs
+//! `(min, max)`.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use stemroom_engine::audio::decode;
+use stemroom_engine::progress::Silent;
+use stemroom_engine::Error;
+
+/// Frames per bucket of the finest level: 64 frames is 1.5 ms at 44.1 kHz,
+/// finer than any useful zoom of a song-length view.
+pub const FINEST_BUCKET: u32 = 64;
+/// Each level is this many times coarser than the previous one.
+pub const LEVEL_FACTOR: u32 = 4;
+/// Number of levels: 64, 256, 1024, 4096, 16384 frames per bucket.
+pub const LEVELS: usize = 5;
+
+const MAGIC: &[u8; 4] = b"SRPK";
+const VERSION: u32 = 1;
+
+/// One zoom level.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeakLevel {
+    pub frames_per_bucket: u32,
+    /// `(min, max)` per bucket, quantised to `i8` (see module docs).
+    pub pairs: Vec<[i8; 2]>,
+}
+
+/// All levels of one track.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Peaks {
+    /// Sample rate of the track in Hz.
+    pub sample_rate: u32,
+    /// Length of the track in frames.
+    pub frames: u64,
+    /// Finest first.
+    pub levels: Vec<PeakLevel>,
+}
+
+/// Peaks for drawing: `min` and `max` in [-1, 1], one pair per column.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+#[serde(rename_all = "camelCase")]
+pub struct PeakColumns {
+    pub min: Vec<f32>,
+    pub max: Vec<f32>,
+}
+
+fn quantise(x: f32) -> i8 {
+    (x.clamp(-1.0, 1.0) * 127.0).round() as i8
+}
+
+/// Builds the finest level from streamed interleaved stereo frames.
+#[derive(Debug, Default)]
+struct Builder {
+    pairs: Vec<[i8; 2]>,
+    lo: f32,
+    hi: f32,
+    in_bucket: u32,
+    frames: u64,
+}
+
+impl Builder {
+    fn push(&mut self, stereo: &[f32]) {
+        for fr in stereo.chunks_exact(2) {
+            if self.in_bucket == 0 {
+                self.lo = f32::INFINITY;
+                self.hi = f32::NEG_INFINITY;
+            }
+            for &x in fr {
+                let x = if x.is_finite() { x } else { 0.0 };
+                self.lo = self.lo.min(x);
+                self.hi = self.hi.max(x);
+            }
+            self.in_bucket += 1;
+            self.frames += 1;
+            if self.in_bucket == FINEST_BUCKET {
+                self.pairs.push([quantise(self.lo), quantise(self.hi)]);
+                self.in_bucket = 0;
+            }
+        }
+    }
+
+    fn finish(mut self, sample_rate: u32) -> Peaks {
+        if self.in_bucket > 0 {
+            self.pairs.push([quantise(self.lo), quantise(self.hi)]);
+        }
+        let mut levels = vec![PeakLevel { frames_per_bucket: FINEST_BUCKET, pairs: self.pairs }];
+        for _ in 1..LEVELS {
+            let prev = levels.last().map(|l| (l.frames_per_bucket, &l.pairs));
+            let Some((fpb, pairs)) = prev else { break };
+            let coarser: Vec<[i8; 2]> = pairs
+                .chunks(LEVEL_FACTOR as usize)
+                .map(|c| [c.iter().map(|p| p[0]).min().unwrap_or(0), c.iter().map(|p| p[1]).max().unwrap_or(0)])
+                .collect();
+            levels.push(PeakLevel { frames_per_bucket: fpb * LEVEL_FACTOR, pairs: coarser });
+        }
+        Peaks { sample_rate, frames: self.frames, levels }
+    }
+}
+
+impl Peaks {
+    /// Peaks of interleaved stereo samples at `sample_rate` Hz.
+    pub fn from_samples(stereo: &[f32], sample_rate: u32) -> Self {
+        let mut b = Builder::default();
+        b.push(stereo);
+        b.finish(sample_rate)
+    }
+
+    /// Decode `path` (any supported format, streamed) and compute its peaks.
+    ///
+    /// # Errors
+    /// [`Error::Decode`] for unreadable audio.
+    pub fn compute(path: &Path) -> Result<Self, Error> {
+        let mut b = Builder::default();
+        let mut rate = 0;
+        decode::decode(path, &Silent, |block, r| {
+            rate = r;
+            b.push(block);
+            Ok(())
+        })?;
+        Ok(b.finish(rate))
+    }
+
+    /// `columns` min/max pairs covering frames `start..end`, from the
+    /// coarsest level that still has at least one bucket per column.
+    /// Columns past the end of the track are silent (0, 0).
+    pub fn columns(&self, start: u64, end: u64, columns: usize) -> PeakColumns {
+        let mut out = PeakColumns { min: vec![0.0; columns], max: vec![0.0; columns] };
+        if columns == 0 || end <= start {
+            return out;
+        }
+        let per_column = (end - start) as f64 / columns as f64;
+        let level =
+            self.levels.iter().rev().find(|l| f64::from(l.frames_per_bucket) <= per_column).or(self.levels.first());
+        let Some(level) = level else { return out };
+        let fpb = u64::from(level.frames_per_bucket);
+        for c in 0..columns {
+            let a = start + (c as f64 * per_column) as u64;
+            let b = (start + ((c + 1) as f64 * per_column) as u64).max(a + 1);
+            // Buckets starting inside the column; a column narrower than a
+            // bucket shows the bucket it starts in.
+            let (mut first, last) = (a.div_ceil(fpb) as usize, b.div_ceil(fpb) as usize);
+            if first >= last {
+                first = (a / fpb) as usize;
+            }
+            let last = last.max(first + 1);
+            let Some(slice) = level.pairs.get(first..last.min(level.pairs.len())) else { continue };
+            if let (Some(lo), Some(hi)) = (slice.iter().map(|p| p[0]).min(), slice.iter().map(|p| p[1]).max()) {
+                out.min[c] = f32::from(lo) / 127.0;
+                out.max[c] = f32::from(hi) / 127.0;
+            }
+        }
+        out
+    }
+
+    /// Write to `path` atomically (temporary name, then rename).
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".part");
+        let tmp = PathBuf::from(tmp);
+        {
+            let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+            w.write_all(MAGIC)?;
+            w.write_all(&VERSION.to_le_bytes())?;
+            w.write_all(&self.sample_rate.to_le_bytes())?;
+            w.write_all(&self.frames.to_le_bytes())?;
+            w.write_all(&(self.levels.len() as u32).to_le_bytes())?;
+            for l in &self.levels {
+                w.write_all(&l.frames_per_bucket.to_le_bytes())?;
+                w.write_all(&(l.pairs.len() as u64).to_le_bytes())?;
+                let bytes: Vec<u8> = l.pairs.iter().flat_map(|p| [p[0] as u8, p[1] as u8]).collect();
+                w.write_all(&bytes)?;
+            }
+            w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        }
+        std::fs::rename(&tmp, path)
+    }
+
+    /// Read a file written by [`Peaks::write`].
+    ///
+    /// # Errors
+    /// I/O errors; `InvalidData` for a file that is not a version-1 peaks
+    /// file or is truncated.
+    pub fn read(path: &Path) -> std::io::Result<Self> {
+        Self::parse(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: truncated", path.display()))
+            }
+            _ => e,
+        })
+    }
+
+    fn parse(path: &Path) -> std::io::Result<Self> {
+        let bad =
+            |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {what}", path.display()));
+        let data = std::fs::read(path)?;
+        let mut r = data.as_slice();
+        let mut magic = [0u8; 4];
+        r.read_exact(&mut magic)?;
+        if &magic != MAGIC {
+            return Err(bad("not a peaks file"));
+        }
+        let mut u32b = [0u8; 4];
+        let mut u64b = [0u8; 8];
+        let mut next_u32 = |r: &mut &[u8]| r.read_exact(&mut u32b).map(|_| u32::from_le_bytes(u32b));
+        let version = next_u32(&mut r)?;
+        if version != VERSION {
+            return Err(bad("unknown version"));
+        }
+        let sample_rate = next_u32(&mut r)?;
+        r.read_exact(&mut u64b)?;
+        let frames = u64::from_le_bytes(u64b);
+        let n_levels = next_u32(&mut r)?;
+        if n_levels as usize > 32 {
+            return Err(bad("too many levels"));
+        }
+        let mut levels = Vec::new();
+        for _ in 0..n_levels {
+            let frames_per_bucket = next_u32(&mut r)?;
+            if frames_per_bucket == 0
+                || levels.last().is_some_and(|l: &PeakLevel| l.frames_per_bucket >= frames_per_bucket)
+            {
+                return Err(bad("bucket sizes must be positive and increasing"));
+            }
+            r.read_exact(&mut u64b)?;
+            let n = u64::from_le_bytes(u64b);
+            let bytes = usize::try_from(n)
+                .ok()
+                .and_then(|n| n.checked_mul(2))
+                .filter(|&b| b <= r.len())
+                .ok_or_else(|| bad("truncated"))?;
+            let pairs = r[..bytes].chunks_exact(2).map(|c| [c[0] as i8, c[1] as i8]).collect();
+            r = &r[bytes..];
+            levels.push(PeakLevel { frames_per_bucket, pairs });
+        }
+        Ok(Peaks { sample_rate, frames, levels })
+    }
+
+    /// The cached peaks of `audio` (in `<dir>/.peaks/<file name>.peaks`),
+    /// computed and cached when missing, unreadable or older than the audio.
+    ///
+    /// # Errors
+    /// [`Error::Decode`] for unreadable audio; a cache that cannot be written
+    /// is not an error (the peaks are returned anyway).
+    pub fn cached(audio: &Path) -> Result<Self, Error> {
+        Self::cached_at(audio, cache_path(audio))
+    }
+
+    /// As [`Peaks::cached`], with the cache file at `cache` (e.g. the peaks of
+    /// a song's original file kept in the song's folder, not beside the
+    /// user's file); `None` computes without caching.
+    ///
+    /// # Errors
+    /// [`Error::Decode`] for unreadable audio.
+    pub fn cached_at(audio: &Path, cache: Option<PathBuf>) -> Result<Self, Error> {
+        let fresh = |c: &Path| -> Option<()> {
+            let (a, p) = (std::fs::metadata(audio).ok()?, std::fs::metadata(c).ok()?);
+            (p.modified().ok()? >= a.modified().ok()?).then_some(())
+        };
+        if let (Some(c), Some(())) = (&cache, cache.as_deref().and_then(fresh)) {
+            if let Ok(p) = Self::read(c) {
+                return Ok(p);
+            }
+        }
+        let peaks = Self::compute(audio)?;
+        if let Some(c) = cache {
+            let written = c.parent().map(std::fs::create_dir_all).transpose().and_then(|_| peaks.write(&c));
+            if let Err(e) = written {
+                tracing::warn!("cannot cache peaks in {}: {e}", c.display());
+            }
+        }
+        Ok(peaks)
+    }
+}
+
+/// Where [`Peaks::cached`] keeps the peaks of `audio`.
+pub fn cache_path(audio: &Path) -> Option<PathBuf> {
+    let name = audio.file_name()?;
+    let mut file = name.to_os_string();
+    file.push(".peaks");
+    Some(audio.parent()?.join(".peaks").join(file))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tone(frames: usize) -> Vec<f32> {
+        (0..frames)
+            .flat_map(|i| {
+                let x = (i as f32 * 0.05).sin() * (i as f32 / frames as f32);
+                [x, -0.5 * x]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn levels_hold_true_extremes() {
+        let x = tone(100_000);
+        let p = Peaks::from_samples(&x, 44_100);
+        assert_eq!(p.frames, 100_000);
+        assert_eq!(p.levels.len(), LEVELS);
+        for l in &p.levels {
+            let fpb = l.frames_per_bucket as usize;
+            assert_eq!(l.pairs.len(), 100_000usize.div_ceil(fpb));
+            for (b, pair) in l.pairs.iter().enumerate() {
+                let s = &x[2 * b * fpb..(2 * (b + 1) * fpb).min(x.len())];
+                let lo = s.iter().copied().fold(f32::INFINITY, f32::min);
+                let hi = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                assert_eq!(*pair, [quantise(lo), quantise(hi)], "level {fpb} bucket {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn columns_pick_a_level_and_cover_the_range() {
+        let mut x = vec![0.0f32; 2 * 44_100];
+        x[2 * 30_000] = 1.0; // one spike at frame 30 000
+        let p = Peaks::from_samples(&x, 44_100);
+        let c = p.columns(0, 44_100, 100);
+        assert_eq!(c.max.len(), 100);
+        let spike: Vec<usize> = (0..100).filter(|&i| c.max[i] > 0.5).collect();
+        // Frame 30000 of 44100 is column 68; bucket granularity may move it by one.
+        assert!(spike.len() == 1 && spike[0].abs_diff(68) <= 1, "{spike:?}");
+        // Zoomed in around the spike, past the end is silent.
+        let z = p.columns(29_990, 30_010, 20);
+        assert!(z.max.contains(&1.0));
+        let past = p.columns(44_000, 48_000, 40);
+        assert!(past.max[39] == 0.0 && past.min[39] == 0.0);
+    }
+
+    #[test]
+    fn file_round_trip_and_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Peaks::from_samples(&tone(50_000), 48_000);
+        let f = dir.path().join("x.peaks");
+        p.write(&f).unwrap();
+        assert_eq!(Peaks::read(&f).unwrap(), p);
+        let bytes = std::fs::read(&f).unwrap();
+        std::fs::write(&f, &bytes[..bytes.len() - 10]).unwrap();
+        assert_eq!(Peaks::read(&f).unwrap_err().kind(), std::io::ErrorKind::InvalidData);
+        std::fs::write(&f, b"RIFF0000").unwrap();
+        assert_eq!(Peaks::read(&f).unwrap_err().kind(), std::io::ErrorKind::InvalidData);
+    }
+}

@@ -1,0 +1,172 @@
+//! The audio callback: pops chunks, mixes the stems, fades on play/pause,
+//! maps stereo onto the device's channels and publishes the playhead. It
+//! never allocates, frees, locks or blocks.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use cpal::{FromSample, SizedSample};
+
+use super::transport::{Chunk, Shared};
+use super::{CHUNK_FRAMES, FADE_SECONDS, MAX_STEMS, SCRATCH_FRAMES};
+use crate::mixer::{MixControls, Mixer};
+
+/// The audio callback's state. Everything is allocated before the stream
+/// starts; `fill` only moves samples and atomics.
+pub(super) struct Callback {
+    pub(super) shared: Arc<Shared>,
+    pub(super) full: rtrb::Consumer<Chunk>,
+    pub(super) free: rtrb::Producer<Chunk>,
+    pub(super) current: Option<Chunk>,
+    pub(super) offset: usize,
+    pub(super) channels: usize,
+    pub(super) mixer: Mixer,
+    pub(super) controls_seen: u64,
+    pub(super) scratch: Vec<f32>,
+    pub(super) fade: f32,
+    pub(super) fade_step: f32,
+    pub(super) device_rate: u32,
+}
+
+impl Callback {
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        full: rtrb::Consumer<Chunk>,
+        free: rtrb::Producer<Chunk>,
+        channels: usize,
+        device_rate: u32,
+        controls: &MixControls,
+    ) -> Self {
+        let fade_frames = (f64::from(device_rate) * FADE_SECONDS).round().max(1.0);
+        Callback {
+            shared,
+            full,
+            free,
+            current: None,
+            offset: 0,
+            channels: channels.max(1),
+            mixer: Mixer::new(device_rate, controls),
+            controls_seen: 0,
+            scratch: vec![0.0; SCRATCH_FRAMES * 2],
+            fade: 0.0,
+            fade_step: (1.0 / fade_frames) as f32,
+            device_rate,
+        }
+    }
+
+    fn recycle(&mut self) {
+        if let Some(c) = self.current.take() {
+            // The free ring holds every chunk, so this cannot be full.
+            let _ = self.free.push(c);
+        }
+        self.offset = 0;
+    }
+
+    pub(super) fn fill<T: SizedSample + FromSample<f32>>(&mut self, out: &mut [T], info: &cpal::OutputCallbackInfo) {
+        let ts = info.timestamp();
+        let latency = ts.playback.duration_since(ts.callback);
+        self.shared
+            .latency_frames
+            .store((latency.as_secs_f64() * f64::from(self.device_rate)) as u64, Ordering::Relaxed);
+        self.render(out);
+    }
+
+    /// Fill one device buffer (interleaved, `channels` per frame).
+    pub(super) fn render<T: SizedSample + FromSample<f32>>(&mut self, out: &mut [T]) {
+        let sh = Arc::clone(&self.shared);
+        sh.callbacks.fetch_add(1, Ordering::Relaxed);
+        let version = sh.controls_version.load(Ordering::Acquire);
+        if version != self.controls_seen {
+            // Never wait in the callback: a busy lock is picked up next time.
+            if let Ok(c) = sh.controls.try_lock() {
+                self.mixer.set_controls(&c);
+                self.controls_seen = version;
+            }
+        }
+        let generation = sh.generation.load(Ordering::Acquire);
+        let playing = sh.playing.load(Ordering::Acquire);
+        let ch = self.channels;
+        let frames = out.len() / ch;
+        let mut done = 0usize;
+        while done < frames {
+            if !playing && self.fade <= 0.0 {
+                break;
+            }
+            if self.current.is_none() {
+                match self.full.pop() {
+                    Ok(c) => {
+                        self.current = Some(c);
+                        self.offset = 0;
+                    }
+                    Err(_) => {
+                        if playing {
+                            sh.underrun_frames.fetch_add((frames - done) as u64, Ordering::Relaxed);
+                        }
+                        break;
+                    }
+                }
+            }
+            let Some(chunk) = self.current.as_ref() else { break };
+            if chunk.generation != generation {
+                self.recycle();
+                continue;
+            }
+            if chunk.end {
+                let length = sh.length.load(Ordering::Acquire);
+                sh.position.store(length.min(chunk.start), Ordering::Release);
+                sh.ended.store(true, Ordering::Release);
+                sh.playing.store(false, Ordering::Release);
+                self.fade = 0.0;
+                self.recycle();
+                break;
+            }
+            let n = (chunk.frames - self.offset).min(frames - done).min(SCRATCH_FRAMES);
+            let mut sources: [&[f32]; MAX_STEMS] = [&[]; MAX_STEMS];
+            for (s, src) in sources.iter_mut().enumerate().take(sh.stems) {
+                let base = s * CHUNK_FRAMES * 2 + self.offset * 2;
+                *src = &chunk.data[base..base + n * 2];
+            }
+            let start = chunk.start;
+            let mixed = &mut self.scratch[..n * 2];
+            self.mixer.mix(&sources[..sh.stems], mixed);
+            let target = if playing { 1.0 } else { 0.0 };
+            for (i, frame) in out[done * ch..(done + n) * ch].chunks_exact_mut(ch).enumerate() {
+                if self.fade != target {
+                    self.fade = if target > self.fade {
+                        (self.fade + self.fade_step).min(1.0)
+                    } else {
+                        (self.fade - self.fade_step).max(0.0)
+                    };
+                }
+                let (l, r) = (mixed[2 * i] * self.fade, mixed[2 * i + 1] * self.fade);
+                write_frame(frame, l, r);
+            }
+            self.offset += n;
+            done += n;
+            let position = start + ((self.offset as f64) * sh.ratio).round() as u64;
+            sh.position.store(position, Ordering::Release);
+            sh.frames_played.fetch_add(n as u64, Ordering::Relaxed);
+            if self.offset >= self.current.as_ref().map_or(0, |c| c.frames) {
+                self.recycle();
+            }
+        }
+        for frame in out[done * ch..].chunks_exact_mut(ch) {
+            write_frame(frame, 0.0, 0.0);
+        }
+    }
+}
+
+/// Put a stereo frame on a device frame: mono devices get the average,
+/// extra channels silence.
+fn write_frame<T: SizedSample + FromSample<f32>>(frame: &mut [T], l: f32, r: f32) {
+    match frame.len() {
+        1 => frame[0] = T::from_sample(0.5 * (l + r)),
+        _ => {
+            frame[0] = T::from_sample(l);
+            frame[1] = T::from_sample(r);
+            for x in &mut frame[2..] {
+                *x = T::from_sample(0.0f32);
+            }
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! The output device: configuration and the cpal stream.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use cpal::traits::DeviceTrait;
+use cpal::{FromSample, SampleFormat, SizedSample};
+
+use super::callback::Callback;
+use super::transport::Shared;
+use super::PlayerError;
+
+/// Pick the output configuration: the stems' rate when the device offers it
+/// (no resampling), else the device's default; stereo and `f32` preferred.
+pub(super) fn choose_config(
+    device: &cpal::Device,
+    rate: u32,
+) -> Result<(cpal::StreamConfig, SampleFormat), PlayerError> {
+    let dev_err = |e: &dyn std::fmt::Display| PlayerError::Device(e.to_string());
+    let usable =
+        |f: SampleFormat| matches!(f, SampleFormat::F32 | SampleFormat::I16 | SampleFormat::I32 | SampleFormat::U16);
+    let ranges: Vec<_> = device.supported_output_configs().map_err(|e| dev_err(&e))?.collect();
+    let best = ranges
+        .iter()
+        .filter(|r| usable(r.sample_format()) && r.min_sample_rate() <= rate && rate <= r.max_sample_rate())
+        .max_by_key(|r| (r.channels() == 2, r.sample_format() == SampleFormat::F32, r.channels() >= 2));
+    if let Some(r) = best {
+        let c = (*r).with_sample_rate(rate);
+        return Ok((c.config(), c.sample_format()));
+    }
+    let c = device.default_output_config().map_err(|e| dev_err(&e))?;
+    if !usable(c.sample_format()) {
+        return Err(PlayerError::Device(format!("unsupported sample format {}", c.sample_format())));
+    }
+    Ok((c.config(), c.sample_format()))
+}
+
+pub(super) fn build_stream(
+    device: &cpal::Device,
+    config: &cpal::StreamConfig,
+    format: SampleFormat,
+    callback: Callback,
+    shared: &Arc<Shared>,
+) -> Result<cpal::Stream, String> {
+    match format {
+        SampleFormat::F32 => build_typed::<f32>(device, config, callback, shared),
+        SampleFormat::I16 => build_typed::<i16>(device, config, callback, shared),
+        SampleFormat::I32 => build_typed::<i32>(device, config, callback, shared),
+        SampleFormat::U16 => build_typed::<u16>(device, config, callback, shared),
+        other => Err(format!("unsupported sample format {other}")),
+    }
+}
+
+fn build_typed<T: SizedSample + FromSample<f32>>(
+    device: &cpal::Device,
+    config: &cpal::StreamConfig,
+    mut callback: Callback,
+    shared: &Arc<Shared>,
+) -> Result<cpal::Stream, String> {
+    let on_error = {
+        let shared = Arc::clone(shared);
+        move |e: cpal::Error| {
+            use cpal::ErrorKind as K;
+            if shared.stop.load(Ordering::Acquire) {
+                return; // closing: the stream's own teardown
+            }
+            match e.kind() {
+                // The stream is gone: say so and stop.
+                K::DeviceNotAvailable | K::HostUnavailable | K::StreamInvalidated | K::PermissionDenied => {
+                    shared.fail(format!("the audio device stopped: {e}"))
+                }
+                // Glitches (an underrun, a transient backend error, a
+                // rerouted default device): the stream goes on by itself.
+                _ => {
+                    shared.device_glitches.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!("audio device glitch: {e}");
+                }
+            }
+        }
+    };
+    device
+        .build_output_stream::<T, _, _>(
+            *config,
+            move |out: &mut [T], info: &cpal::OutputCallbackInfo| callback.fill(out, info),
+            on_error,
+            None,
+        )
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,554 @@
+//! The stem player: a finished song's stems played sample-synchronously
+//! through the system's audio output (cpal), mixed in the audio callback by
+//! [`Mixer`], so a gain, mute or solo change is heard after one ramp
+//! ([`crate::mixer::RAMP_SECONDS`]) plus the device buffer.
+//!
+//! Threads and buffers:
+//! - A **reader** thread decodes every stem in step with [`StreamDecoder`]
+//!   (resampling with [`StreamResampler`] when the device cannot run at the
+//!   stems' rate) into fixed-size `Chunk`s and sends them to the callback
+//!   through a lock-free single-producer/single-consumer ring (`rtrb`); used
+//!   chunks come back through a second ring, so the callback never allocates,
+//!   frees or blocks. Read-ahead is bounded by [`CHUNKS`] × [`CHUNK_FRAMES`]
+//!   frames (about 1.5 s at 44.1 kHz), whatever the song's length.
+//! - The **audio callback** pops chunks, mixes the stems, applies a short
+//!   transport fade on play/pause, maps stereo onto the device's channels and
+//!   publishes the song position of the frames it hands to the device (each
+//!   chunk carries the position of its first frame, so the playhead is derived
+//!   from the audio itself and cannot drift from it).
+//! - An **owner** thread holds the cpal stream (not `Send` on every platform)
+//!   until the player is dropped.
+//!
+//! Seeking (and changing the loop) bumps a generation counter: the reader
+//! repositions its decoders and tags new chunks with the new generation; the
+//! callback recycles chunks of older generations unplayed.
+//!
+//! Positions are in frames at the stems' sample rate; audio inside chunks is
+//! interleaved stereo `f32` at the device's rate, planar per stem.
+
+mod callback;
+mod device;
+mod read_loop;
+mod transport;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
+use serde::Serialize;
+use stemroom_engine::audio::decode::DecodeError;
+use stemroom_engine::ErrorCode;
+
+use crate::mixer::{LoopRegion, MixControls};
+use crate::reader::StemSet;
+use callback::Callback;
+use device::{build_stream, choose_config};
+use transport::{Chunk, Shared, Transport};
+
+/// Frames (at the device's rate) per chunk: 2048 frames is 46 ms at 44.1 kHz,
+/// a few device periods, small enough that a seek refills quickly.
+pub const CHUNK_FRAMES: usize = 2048;
+/// Chunks in flight between the reader and the callback (the read-ahead).
+pub const CHUNKS: usize = 32;
+/// Most stems a song may have (htdemucs has 4, htdemucs_6s 6).
+pub const MAX_STEMS: usize = 8;
+/// Length of the fade on play and pause, as the mixer's gain ramps.
+const FADE_SECONDS: f64 = crate::mixer::RAMP_SECONDS;
+/// Longest callback buffer mixed in one piece (larger device buffers are
+/// mixed in several pieces).
+const SCRATCH_FRAMES: usize = 4096;
+/// A playing device that asks for no audio this long is reported as stopped.
+const DEVICE_SILENCE_LIMIT: Duration = Duration::from_secs(3);
+/// How often the reader looks for free chunks or a new generation.
+const READER_POLL: Duration = Duration::from_millis(2);
+
+/// Why the player cannot start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum PlayerError {
+    #[error("no stems to play")]
+    NoStems,
+    #[error("too many stems ({0}); at most {MAX_STEMS} can play together")]
+    TooManyStems(usize),
+    #[error("the stems have different sample rates ({0} Hz and {1} Hz)")]
+    MixedRates(u32, u32),
+    #[error("no audio output device was found; connect one or check the system's sound settings")]
+    NoDevice,
+    #[error("the audio output device cannot be used: {0}")]
+    Device(String),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+}
+
+impl PlayerError {
+    /// The error's stable code for front ends.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            PlayerError::NoDevice | PlayerError::Device(_) => ErrorCode::AudioDevice,
+            PlayerError::Decode(_) => ErrorCode::BadInput,
+            PlayerError::NoStems | PlayerError::TooManyStems(_) | PlayerError::MixedRates(..) => {
+                ErrorCode::InvalidOptions
+            }
+        }
+    }
+}
+
+/// What the player is doing, for front ends (polled ~30 times a second).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+#[serde(rename_all = "camelCase")]
+pub struct PlayerStatus {
+    pub playing: bool,
+    /// The frame being heard now (device latency subtracted), at the stems'
+    /// sample rate. (A JavaScript number holds frame counts exactly up to 2^53.)
+    #[cfg_attr(feature = "specta", specta(type = f64))]
+    pub position: u64,
+    /// Song length in frames at the stems' sample rate (0 while unknown).
+    #[cfg_attr(feature = "specta", specta(type = f64))]
+    pub length: u64,
+    /// The stems' sample rate in Hz.
+    pub sample_rate: u32,
+    /// Set once the end of the song was played (no loop).
+    pub ended: bool,
+    /// The device or a stem failed; playback stopped.
+    pub error: Option<String>,
+}
+
+/// Facts about the opened output, for front ends and tests.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+#[serde(rename_all = "camelCase")]
+pub struct OutputInfo {
+    pub device: String,
+    /// Device rate in Hz.
+    pub sample_rate: u32,
+    pub channels: u16,
+    /// True when the stems are resampled to the device's rate.
+    pub resampling: bool,
+}
+
+/// Counters the callback keeps, for tests and diagnostics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallbackStats {
+    /// Callbacks run.
+    pub callbacks: u64,
+    /// Song frames handed to the device while playing.
+    pub frames_played: u64,
+    /// Device frames filled with silence for lack of decoded audio while
+    /// playing (read-ahead ran dry).
+    pub underrun_frames: u64,
+    /// Non-fatal errors the device reported (it kept playing).
+    pub device_glitches: u64,
+}
+
+/// Plays one song's stems. Dropping it stops playback and its threads.
+pub struct Player {
+    shared: Arc<Shared>,
+    output: OutputInfo,
+    reader: Option<JoinHandle<()>>,
+    owner: Option<JoinHandle<()>>,
+    stop_owner: Option<mpsc::Sender<()>>,
+    /// Callbacks counted at the last status, and since when that count
+    /// stands still (a device that stops calling back without an error).
+    watchdog: Mutex<(u64, std::time::Instant)>,
+}
+
+impl std::fmt::Debug for Player {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Player").field("output", &self.output).finish()
+    }
+}
+
+impl Player {
+    /// Open `stems` (files of equal sample rate, in the order of the
+    /// controls) on the default output device, paused at frame 0 with
+    /// `controls`.
+    ///
+    /// # Errors
+    /// [`PlayerError`]: no stems, stems that cannot be decoded or have
+    /// different rates, no output device, or a device that cannot be opened.
+    pub fn open(stems: &[PathBuf], controls: &MixControls) -> Result<Self, PlayerError> {
+        let readers = open_readers(stems)?;
+        let song_rate = readers.sample_rate();
+        let host = cpal::default_host();
+        let device = host.default_output_device().ok_or(PlayerError::NoDevice)?;
+        let (config, format) = choose_config(&device, song_rate)?;
+        let device_name = device.description().map(|d| d.to_string()).unwrap_or_else(|_| "default output".to_string());
+        let output = OutputInfo {
+            device: device_name,
+            sample_rate: config.sample_rate,
+            channels: config.channels,
+            resampling: config.sample_rate != song_rate,
+        };
+        let (shared, callback, reader) =
+            start_engine(readers, controls, config.sample_rate, usize::from(config.channels))?;
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let owner = {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("stemroom-player-output".into())
+                .spawn(move || {
+                    let stream = match build_stream(&device, &config, format, callback, &shared) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    if let Err(e) = stream.play() {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                    let _ = ready_tx.send(Ok(()));
+                    // Hold the stream until the player is dropped.
+                    let _ = stop_rx.recv();
+                    drop(stream);
+                })
+                .map_err(|e| PlayerError::Device(format!("cannot start the output thread: {e}")))?
+        };
+        let mut player = Player {
+            shared,
+            output,
+            reader: Some(reader),
+            owner: Some(owner),
+            stop_owner: Some(stop_tx),
+            watchdog: Mutex::new((0, std::time::Instant::now())),
+        };
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(player),
+            Ok(Err(e)) => {
+                player.shutdown();
+                Err(PlayerError::Device(e))
+            }
+            Err(_) => {
+                player.shutdown();
+                Err(PlayerError::Device("the output thread stopped while opening the device".into()))
+            }
+        }
+    }
+
+    /// The opened output.
+    pub fn output(&self) -> &OutputInfo {
+        &self.output
+    }
+
+    /// Start or resume playback (from the start when the song had ended).
+    pub fn play(&self) {
+        self.shared.play();
+    }
+
+    /// Pause (after a 10 ms fade), keeping the position.
+    pub fn pause(&self) {
+        self.shared.playing.store(false, Ordering::Release);
+    }
+
+    /// Jump to `frame` (stems' rate), clamped to the song.
+    pub fn seek(&self, frame: u64) {
+        self.shared.seek(frame);
+    }
+
+    /// Set or clear the loop region (frames at the stems' rate). Audio
+    /// already read ahead is re-read so the new loop applies at once.
+    pub fn set_loop(&self, looping: Option<LoopRegion>) {
+        self.shared.set_loop(looping);
+    }
+
+    /// Apply new mixer controls (heard after one 10 ms ramp).
+    pub fn set_controls(&self, controls: &MixControls) {
+        self.shared.set_controls(controls);
+    }
+
+    /// Where playback is and what it is doing.
+    pub fn status(&self) -> PlayerStatus {
+        let s = &self.shared;
+        let callbacks = s.callbacks.load(Ordering::Acquire);
+        if let Ok(mut w) = self.watchdog.lock() {
+            if callbacks != w.0 || !s.playing.load(Ordering::Acquire) {
+                *w = (callbacks, std::time::Instant::now());
+            } else if w.1.elapsed() > DEVICE_SILENCE_LIMIT {
+                s.fail(format!(
+                    "the audio device stopped responding (no request for audio in {} s)",
+                    DEVICE_SILENCE_LIMIT.as_secs()
+                ));
+            }
+        }
+        let playing = s.playing.load(Ordering::Acquire);
+        let mut position = s.position.load(Ordering::Acquire);
+        if playing {
+            let latency = (s.latency_frames.load(Ordering::Acquire) as f64 * s.ratio) as u64;
+            position = position.saturating_sub(latency);
+        }
+        let length = s.length.load(Ordering::Acquire);
+        PlayerStatus {
+            playing,
+            position,
+            length: if length == u64::MAX { 0 } else { length },
+            sample_rate: s.song_rate,
+            ended: s.ended.load(Ordering::Acquire),
+            error: s.error.lock().ok().and_then(|e| e.clone()),
+        }
+    }
+
+    /// The callback's counters.
+    pub fn stats(&self) -> CallbackStats {
+        let s = &self.shared;
+        CallbackStats {
+            callbacks: s.callbacks.load(Ordering::Acquire),
+            frames_played: s.frames_played.load(Ordering::Acquire),
+            underrun_frames: s.underrun_frames.load(Ordering::Acquire),
+            device_glitches: s.device_glitches.load(Ordering::Acquire),
+        }
+    }
+
+    fn shutdown(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        self.shared.playing.store(false, Ordering::Release);
+        if let Some(tx) = self.stop_owner.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.owner.take() {
+            let _ = h.join();
+        }
+        if let Some(h) = self.reader.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Player {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Open every stem and check they can play together.
+fn open_readers(stems: &[PathBuf]) -> Result<StemSet, PlayerError> {
+    if stems.is_empty() {
+        return Err(PlayerError::NoStems);
+    }
+    if stems.len() > MAX_STEMS {
+        return Err(PlayerError::TooManyStems(stems.len()));
+    }
+    let readers = StemSet::open(stems)?;
+    if let Some((a, b)) = readers.mixed_rates() {
+        return Err(PlayerError::MixedRates(a, b));
+    }
+    Ok(readers)
+}
+
+/// Everything but the device: shared state, the callback's state and the
+/// running reader thread, for output at `device_rate` Hz on `channels`.
+fn start_engine(
+    readers: StemSet,
+    controls: &MixControls,
+    device_rate: u32,
+    channels: usize,
+) -> Result<(Arc<Shared>, Callback, JoinHandle<()>), PlayerError> {
+    let n = readers.len();
+    let song_rate = readers.sample_rate();
+    // Unknown lengths (no declared frame count) are learnt at the end.
+    let length = readers.declared_frames().unwrap_or(u64::MAX);
+    let mut ctl = controls.clone();
+    ctl.stems.resize(n, Default::default());
+    let shared = Arc::new(Shared {
+        stems: n,
+        song_rate,
+        ratio: f64::from(song_rate) / f64::from(device_rate.max(1)),
+        length: AtomicU64::new(length),
+        controls: Mutex::new(ctl.clone()),
+        controls_version: AtomicU64::new(0),
+        playing: AtomicBool::new(false),
+        ended: AtomicBool::new(false),
+        generation: AtomicU32::new(0),
+        transport: Mutex::new(Transport { target: 0, looping: None }),
+        position: AtomicU64::new(0),
+        latency_frames: AtomicU64::new(0),
+        callbacks: AtomicU64::new(0),
+        frames_played: AtomicU64::new(0),
+        underrun_frames: AtomicU64::new(0),
+        device_glitches: AtomicU64::new(0),
+        error: Mutex::new(None),
+        stop: AtomicBool::new(false),
+    });
+    let (full_tx, full_rx) = rtrb::RingBuffer::<Chunk>::new(CHUNKS);
+    let (mut free_tx, free_rx) = rtrb::RingBuffer::<Chunk>::new(CHUNKS);
+    for _ in 0..CHUNKS {
+        let data = vec![0.0f32; n * CHUNK_FRAMES * 2].into_boxed_slice();
+        let chunk = Chunk { generation: u32::MAX, start: 0, frames: 0, end: false, data };
+        if free_tx.push(chunk).is_err() {
+            return Err(PlayerError::Device("internal: chunk ring too small".into()));
+        }
+    }
+    let reader = {
+        let shared = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("stemroom-player-reader".into())
+            .spawn(move || read_loop::read_loop(&shared, readers, device_rate, full_tx, free_rx))
+            .map_err(|e| PlayerError::Device(format!("cannot start the reader thread: {e}")))?
+    };
+    let callback = Callback::new(Arc::clone(&shared), full_rx, free_tx, channels, device_rate, &ctl);
+    Ok((shared, callback, reader))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The real-time path without a device: the reader thread and the
+    //! callback's `render`, on synthetic stems whose samples name their frame.
+    use super::*;
+    use crate::mixer::StemControl;
+
+    const RATE: u32 = 44_100;
+    const FADE: usize = 441; // FADE_SECONDS at 44.1 kHz
+
+    /// Stem 0 holds `frame / 1e6`, stem 1 a constant 0.25 (float WAV, exact).
+    fn engine(frames: usize) -> (tempfile::TempDir, Arc<Shared>, Callback, JoinHandle<()>) {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = hound::WavSpec {
+            channels: 2,
+            sample_rate: RATE,
+            bits_per_sample: 32,
+            sample_format: hound::SampleFormat::Float,
+        };
+        let mut paths = Vec::new();
+        for (k, f) in [|i: usize| i as f32 / 1e6, |_| 0.25f32].iter().enumerate() {
+            let p = dir.path().join(format!("s{k}.wav"));
+            let mut w = hound::WavWriter::create(&p, spec).unwrap();
+            for i in 0..frames {
+                w.write_sample(f(i)).unwrap();
+                w.write_sample(f(i)).unwrap();
+            }
+            w.finalize().unwrap();
+            paths.push(p);
+        }
+        let (shared, cb, reader) =
+            start_engine(open_readers(&paths).unwrap(), &MixControls::unity(2), RATE, 2).unwrap();
+        (dir, shared, cb, reader)
+    }
+
+    /// Let the reader refill after a change, then render `frames` frames.
+    fn render(cb: &mut Callback, frames: usize) -> Vec<f32> {
+        std::thread::sleep(Duration::from_millis(60));
+        let mut out = vec![0.0f32; frames * 2];
+        for block in out.chunks_mut(512 * 2) {
+            cb.render(block);
+        }
+        out
+    }
+
+    fn left(out: &[f32]) -> Vec<f32> {
+        out.iter().step_by(2).copied().collect()
+    }
+
+    fn close(a: f32, b: f32) -> bool {
+        (a - b).abs() < 1e-6
+    }
+
+    #[test]
+    fn plays_seeks_loops_and_mixes_sample_exactly() {
+        let (_dir, sh, mut cb, reader) = engine(50_000);
+        // Paused: silence, nothing consumed.
+        assert!(render(&mut cb, 256).iter().all(|&v| v == 0.0));
+        assert_eq!(sh.position.load(Ordering::Acquire), 0);
+
+        // Play from 0: a 10 ms fade-in, then the exact mix of both stems.
+        sh.play();
+        let out = left(&render(&mut cb, 2000));
+        assert!(out[0].abs() < 0.01, "fades in from silence");
+        for (i, v) in out.iter().enumerate().skip(FADE) {
+            assert!(close(*v, i as f32 / 1e6 + 0.25), "frame {i}: {v}");
+        }
+        assert_eq!(sh.position.load(Ordering::Acquire), 2000, "playhead = frames delivered");
+
+        // Seek: the next frame out is the target frame.
+        sh.seek(10_000);
+        let out = left(&render(&mut cb, 3000));
+        for (i, v) in out.iter().enumerate() {
+            assert!(close(*v, (10_000 + i) as f32 / 1e6 + 0.25), "after seek, frame {i}: {v}");
+        }
+        assert_eq!(sh.position.load(Ordering::Acquire), 13_000);
+
+        // Loop 20000..21000 set at 13000: plays on to 21000, wraps to 20000.
+        sh.set_loop(Some(LoopRegion { start: 20_000, end: 21_000 }));
+        let out = left(&render(&mut cb, 8000 + 1500));
+        assert!(close(out[7999], 20_999.0 / 1e6 + 0.25), "last frame before the wrap");
+        for (k, v) in out[8000..].iter().enumerate() {
+            let frame = 20_000 + k % 1000;
+            assert!(close(*v, frame as f32 / 1e6 + 0.25), "after the wrap, {k}: {v}");
+        }
+        sh.set_loop(None);
+
+        // Mute stem 1 (ramped over 10 ms), then solo it.
+        let mut c = MixControls::unity(2);
+        c.stems[1] = StemControl { mute: true, ..StemControl::default() };
+        sh.set_controls(&c);
+        sh.seek(30_000);
+        let out = left(&render(&mut cb, 1000));
+        for (i, v) in out.iter().enumerate().skip(FADE + 1) {
+            assert!(close(*v, (30_000 + i) as f32 / 1e6), "stem 1 muted, frame {i}: {v}");
+        }
+        c.stems[1] = StemControl { solo: true, ..StemControl::default() };
+        c.stems[0].gain = 0.5;
+        sh.set_controls(&c);
+        let out = left(&render(&mut cb, 1000));
+        assert!(out[FADE + 1..].iter().all(|v| close(*v, 0.25)), "only the soloed stem");
+
+        // Pause fades out over 10 ms and holds the position.
+        sh.playing.store(false, Ordering::Release);
+        let out = left(&render(&mut cb, 1000));
+        assert!(out[FADE + 1..].iter().all(|&v| v == 0.0), "silent after the fade");
+        let held = sh.position.load(Ordering::Acquire);
+        render(&mut cb, 1000);
+        assert_eq!(sh.position.load(Ordering::Acquire), held);
+
+        // The end: silence after the last frame, ended, position = length.
+        sh.set_controls(&MixControls::unity(2));
+        sh.seek(49_900);
+        sh.play();
+        let out = left(&render(&mut cb, 1000));
+        assert!(out[100..].iter().all(|&v| v == 0.0), "silence after the end");
+        assert!(sh.ended.load(Ordering::Acquire) && !sh.playing.load(Ordering::Acquire));
+        assert_eq!(sh.position.load(Ordering::Acquire), 50_000);
+        // Play again after the end starts from the top.
+        sh.play();
+        assert_eq!(sh.position.load(Ordering::Acquire), 0);
+        assert_eq!(sh.underrun_frames.load(Ordering::Acquire), 0, "the reader kept up");
+
+        sh.stop.store(true, Ordering::Release);
+        reader.join().unwrap();
+    }
+
+    #[test]
+    fn resamples_when_the_device_runs_at_another_rate() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tone.wav");
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 44_100,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut w = hound::WavWriter::create(&p, spec).unwrap();
+        for i in 0..44_100 {
+            w.write_sample(((i as f32 * 440.0 * std::f32::consts::TAU / 44_100.0).sin() * 16_000.0) as i16).unwrap();
+        }
+        w.finalize().unwrap();
+        let (sh, mut cb, reader) =
+            start_engine(open_readers(&[p]).unwrap(), &MixControls::unity(1), 48_000, 2).unwrap();
+        sh.play();
+        let out = render(&mut cb, 24_000);
+        // Half a second at 48 kHz is half a second of the song at 44.1 kHz.
+        let pos = sh.position.load(Ordering::Acquire);
+        assert!((pos as i64 - 22_050).abs() <= 2, "position {pos}");
+        // Still a 440 Hz tone: count zero crossings over the steady part.
+        let l = left(&out);
+        let crossings = l[4800..].windows(2).filter(|w| (w[0] < 0.0) != (w[1] < 0.0)).count();
+        let expected = 2.0 * 440.0 * (l.len() - 4800) as f64 / 48_000.0;
+        assert!((crossings as f64 - expected).abs() < 4.0, "{crossings} crossings, expected {expected:.0}");
+        sh.stop.store(true, Ordering::Release);
+        reader.join().unwrap();
+    }
+}

@@ -1,0 +1,98 @@
+//! State shared by the front end, the reader thread and the audio callback,
+//! and the chunks that carry audio between them.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use crate::mixer::{LoopRegion, MixControls};
+
+/// One block of decoded audio for every stem.
+pub(super) struct Chunk {
+    pub(super) generation: u32,
+    /// Song frame (stems' rate) of the chunk's first frame.
+    pub(super) start: u64,
+    /// Valid frames (device rate); 0 with `end` set marks the end of the song.
+    pub(super) frames: usize,
+    pub(super) end: bool,
+    /// `stems` blocks of `CHUNK_FRAMES` interleaved stereo frames.
+    pub(super) data: Box<[f32]>,
+}
+
+/// State shared by the front end, the reader and the callback.
+pub(super) struct Shared {
+    pub(super) stems: usize,
+    pub(super) song_rate: u32,
+    /// Song frames per device frame.
+    pub(super) ratio: f64,
+    pub(super) length: AtomicU64,
+    pub(super) controls: Mutex<MixControls>,
+    pub(super) controls_version: AtomicU64,
+    pub(super) playing: AtomicBool,
+    pub(super) ended: AtomicBool,
+    pub(super) generation: AtomicU32,
+    /// Seek target and loop of the current generation, written together.
+    pub(super) transport: Mutex<Transport>,
+    /// Song frame after the last frame handed to the device.
+    pub(super) position: AtomicU64,
+    /// Output latency in device frames, as last reported by the device.
+    pub(super) latency_frames: AtomicU64,
+    pub(super) callbacks: AtomicU64,
+    pub(super) frames_played: AtomicU64,
+    pub(super) underrun_frames: AtomicU64,
+    /// Non-fatal errors the device reported (underruns, transient failures).
+    pub(super) device_glitches: AtomicU64,
+    pub(super) error: Mutex<Option<String>>,
+    pub(super) stop: AtomicBool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Transport {
+    pub(super) target: u64,
+    pub(super) looping: Option<LoopRegion>,
+}
+
+impl Shared {
+    pub(super) fn play(&self) {
+        if self.ended.swap(false, Ordering::AcqRel) {
+            self.seek(0);
+        }
+        self.playing.store(true, Ordering::Release);
+    }
+
+    pub(super) fn seek(&self, frame: u64) {
+        let frame = frame.min(self.length.load(Ordering::Acquire));
+        self.retarget(|t| t.target = frame);
+        self.ended.store(false, Ordering::Release);
+    }
+
+    pub(super) fn set_loop(&self, looping: Option<LoopRegion>) {
+        let at = self.position.load(Ordering::Acquire);
+        self.retarget(|t| {
+            t.looping = looping.filter(|l| l.start < l.end);
+            t.target = at;
+        });
+    }
+
+    pub(super) fn retarget(&self, change: impl FnOnce(&mut Transport)) {
+        let Ok(mut t) = self.transport.lock() else { return };
+        change(&mut t);
+        self.position.store(t.target, Ordering::Release);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub(super) fn set_controls(&self, controls: &MixControls) {
+        if let Ok(mut c) = self.controls.lock() {
+            c.clone_from(controls);
+            c.stems.resize(self.stems, Default::default());
+        }
+        self.controls_version.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub(super) fn fail(&self, message: String) {
+        tracing::warn!("playback stopped: {message}");
+        if let Ok(mut e) = self.error.lock() {
+            e.get_or_insert(message);
+        }
+        self.playing.store(false, Ordering::Release);
+    }
+}

@@ -1,0 +1,372 @@
+//! Integration tests of playback, in one binary:
+//! - peaks: computed from a real decoded file, cached beside it, reused.
+//! - export: round trips through our decoders against the source stems.
+//! - player: real playback through cpal into a PulseAudio null sink.
+//!
+//! Tests that keep both cores busy and the real-time one take turns
+//! (`stemroom_testkit::cpu_turn`).
+
+use std::process::Command;
+
+use stemroom_testkit::reference_wav;
+
+// ---------------------------------------------------------------------------
+// peaks: computed from a real decoded file, cached beside it, reused.
+
+#[test]
+fn peaks_are_cached_beside_the_audio_and_reused() {
+    use stemroom_playback::peaks::{cache_path, Peaks};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (wav, samples) = reference_wav(dir.path());
+    let p = Peaks::cached(&wav).expect("peaks");
+    assert_eq!(p, Peaks::from_samples(&samples, 44_100), "streamed decode gives the same peaks as the samples");
+    let cache = cache_path(&wav).expect("cache path");
+    assert!(cache.is_file());
+    // A damaged cache is recomputed, not trusted.
+    std::fs::write(&cache, b"SRPK garbage").expect("write");
+    assert_eq!(Peaks::cached(&wav).expect("peaks"), p);
+    assert_eq!(Peaks::read(&cache).expect("rewritten cache"), p);
+}
+
+// ---------------------------------------------------------------------------
+// export: round trips through our decoders against the source stems.
+
+mod export {
+    use std::path::{Path, PathBuf};
+
+    use stemroom_engine::audio::decode::StreamDecoder;
+    use stemroom_engine::audio::encode::{self, ClipMode, OutputFormat, Tags, WavDepth};
+    use stemroom_engine::job::StemFile;
+    use stemroom_engine::progress::{Listener, Silent};
+    use stemroom_playback::export::{export, ExportRate, ExportRequest, ExportWhat};
+    use stemroom_playback::mixer::{LoopRegion, MixControls};
+
+    const FRAMES: usize = 110_250; // 2.5 s at 44.1 kHz
+    const NAMES: [&str; 4] = ["drums", "bass", "other", "vocals"];
+
+    /// Four different 16-bit stems, each at most 0.2 (their sum stays below full scale).
+    fn stems(dir: &Path) -> Vec<StemFile> {
+        NAMES
+            .iter()
+            .enumerate()
+            .map(|(k, name)| {
+                let f = 110.0 * (k + 1) as f64;
+                let x: Vec<f32> = (0..FRAMES)
+                    .flat_map(|i| {
+                        let t = i as f64 / 44_100.0;
+                        // A tone plus a chirp: not periodic, so alignment is unambiguous.
+                        let tau = 2.0 * std::f64::consts::PI;
+                        let v = 0.12 * (tau * f * t).sin() + 0.08 * (tau * (f / 2.0 + 300.0 * t) * t).sin();
+                        let q = |v: f64| (v * 32768.0).round() as f32 / 32768.0;
+                        [q(v), q(-v * 0.5)]
+                    })
+                    .collect();
+                let p = dir.join(format!("{name}.wav"));
+                let mut w = encode::open(&p, OutputFormat::Wav { depth: WavDepth::Int16 }, 44_100, 2, ClipMode::None)
+                    .expect("open");
+                w.write(&x).expect("write");
+                w.finish().expect("finish");
+                StemFile { stem: name.to_string(), path: p.to_string_lossy().into_owned() }
+            })
+            .collect()
+    }
+
+    fn read(p: &Path) -> (Vec<f32>, u32) {
+        let mut d = StreamDecoder::open(p).expect("open");
+        let mut out = Vec::new();
+        let mut rate = 0;
+        while let Some((b, r)) = d.next_block().expect("decode") {
+            out.extend_from_slice(b);
+            rate = r;
+        }
+        (out, rate)
+    }
+
+    fn request(sources: &[StemFile], what: ExportWhat, format: OutputFormat, dest: PathBuf) -> ExportRequest {
+        ExportRequest {
+            sources: sources.to_vec(),
+            what,
+            region: None,
+            format,
+            rate: ExportRate::Original,
+            dest_dir: dest,
+            tags: Tags::default(),
+        }
+    }
+
+    #[test]
+    fn stems_are_bit_exact_in_wav_and_flac_and_regions_cut_exactly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = stems(dir.path());
+        let want = |name: &str| read(Path::new(&src[NAMES.iter().position(|n| *n == name).expect("stem")].path)).0;
+        for format in [OutputFormat::Wav { depth: WavDepth::Int16 }, OutputFormat::Flac { bits: 16 }] {
+            let out = dir.path().join(format!("out-{}", format.extension()));
+            let what = ExportWhat::Stems { stems: vec!["drums".into(), "vocals".into()] };
+            let files = export(&request(&src, what, format, out.clone()), &Silent).expect("export");
+            assert_eq!(files.len(), 2);
+            assert_eq!(read(&files[0]).0, want("drums"), "{format:?} drums bit-exact");
+            assert_eq!(read(&files[1]).0, want("vocals"), "{format:?} vocals bit-exact");
+            let left: Vec<_> = std::fs::read_dir(&out).expect("ls").flatten().map(|e| e.file_name()).collect();
+            assert_eq!(left.len(), 2, "no temporary files: {left:?}");
+        }
+        let mut req = request(
+            &src,
+            ExportWhat::Stems { stems: vec!["bass".into()] },
+            OutputFormat::Wav { depth: WavDepth::Int16 },
+            dir.path().join("region"),
+        );
+        req.region = Some(LoopRegion { start: 1_000, end: 45_100 });
+        let files = export(&req, &Silent).expect("export");
+        assert_eq!(read(&files[0]).0, want("bass")[2 * 1_000..2 * 45_100].to_vec(), "exactly the region");
+    }
+
+    #[test]
+    fn instrumental_mix_is_the_sum_of_the_other_stems() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = stems(dir.path());
+        let what = ExportWhat::Mix { name: "Song (instrumental)".into(), controls: MixControls::only(4, &[0, 1, 2]) };
+        let files = export(
+            &request(&src, what, OutputFormat::Wav { depth: WavDepth::Float32 }, dir.path().join("mix")),
+            &Silent,
+        )
+        .expect("export");
+        assert!(files[0].ends_with("Song (instrumental).wav"));
+        let (mix, _) = read(&files[0]);
+        let parts: Vec<Vec<f32>> = src[..3].iter().map(|s| read(Path::new(&s.path)).0).collect();
+        assert_eq!(mix.len(), parts[0].len());
+        for i in 0..mix.len() {
+            let sum = parts[0][i] + parts[1][i] + parts[2][i];
+            assert!((mix[i] - sum).abs() < 1e-6, "sample {i}: {} vs {sum}", mix[i]);
+        }
+    }
+
+    #[test]
+    fn mp3_at_320_kbps_keeps_length_tags_and_20_db_snr() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = stems(dir.path());
+        let mut req = request(
+            &src,
+            ExportWhat::Stems { stems: vec!["other".into()] },
+            OutputFormat::Mp3 { kbps: 320 },
+            dir.path().join("mp3"),
+        );
+        req.tags = Tags { title: Some("Falcon 69".into()), artist: Some("The Easton Ellises".into()) };
+        let files = export(&req, &Silent).expect("export");
+        let (x, rate) = read(&files[0]);
+        assert_eq!(rate, 44_100);
+        let (s, _) = read(Path::new(&src[2].path));
+        // LAME adds its encoder delay (576 + 529 frames, plus the frame holding
+        // the LAME tag) and pads the last frame: every source frame must be
+        // there, with at most 3 MP3 frames (1152 each) of delay and padding.
+        let frames = x.len() / 2;
+        assert!((FRAMES..=FRAMES + 3 * 1152).contains(&frames), "{frames} frames for {FRAMES}");
+        // Delay = the lag with the least error over the interior.
+        let err_at = |lag: usize| -> f64 {
+            (2048..FRAMES - 2048).map(|i| (x[2 * (i + lag)] as f64 - s[2 * i] as f64).powi(2)).sum()
+        };
+        let lag = (0..=frames - FRAMES).min_by(|a, b| err_at(*a).total_cmp(&err_at(*b))).expect("lag");
+        let (mut sig, mut err) = (0.0f64, 0.0f64);
+        // Skip the encoder's start-up and the last granule.
+        for i in 2 * 2048..2 * (FRAMES - 2048) {
+            sig += (s[i] as f64).powi(2);
+            err += (s[i] as f64 - x[i + 2 * lag] as f64).powi(2);
+        }
+        let snr = 10.0 * (sig / err).log10();
+        assert!(snr >= 20.0, "SNR {snr:.1} dB (delay {lag} frames)");
+        let tags = StreamDecoder::open(&files[0]).expect("open").tags();
+        assert_eq!(tags, req.tags);
+        // Bit rate: file size of CBR 320 kbps within 3 % (plus the ID3 tag).
+        let bytes = std::fs::metadata(&files[0]).expect("size").len() as f64;
+        let expected = 320_000.0 / 8.0 * frames as f64 / 44_100.0;
+        assert!((bytes - expected).abs() / expected < 0.03, "{bytes} bytes, expected about {expected}");
+    }
+
+    struct CancelNow;
+    impl Listener for CancelNow {
+        fn is_cancelled(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn resampled_exports_and_cancellation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = stems(dir.path());
+        let mut req = request(
+            &src,
+            ExportWhat::Stems { stems: vec!["drums".into()] },
+            OutputFormat::Flac { bits: 24 },
+            dir.path().join("48k"),
+        );
+        req.rate = ExportRate::Hz { hz: 48_000 };
+        let files = export(&req, &Silent).expect("export");
+        let (x, rate) = read(&files[0]);
+        assert_eq!(rate, 48_000);
+        let want = (FRAMES as f64 * 48_000.0 / 44_100.0).round() as i64;
+        assert!(((x.len() / 2) as i64 - want).abs() <= 1, "{} frames, want {want}", x.len() / 2);
+        let out = dir.path().join("cancelled");
+        req.dest_dir = out.clone();
+        assert_eq!(export(&req, &CancelNow).expect_err("cancelled").code(), stemroom_engine::ErrorCode::Cancelled);
+        assert_eq!(std::fs::read_dir(&out).expect("ls").count(), 0, "nothing left");
+        req.what = ExportWhat::Stems { stems: vec!["cowbell".into()] };
+        assert_eq!(export(&req, &Silent).expect_err("bad").code(), stemroom_engine::ErrorCode::InvalidOptions);
+    }
+}
+
+#[test]
+fn zip_export_holds_every_stem_in_a_song_folder() {
+    use stemroom_engine::audio::encode::{OutputFormat, Tags, WavDepth};
+    use stemroom_engine::job::StemFile;
+    use stemroom_engine::progress::Silent;
+    use stemroom_playback::export::{export, ExportRate, ExportRequest, ExportWhat};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (wav, _) = reference_wav(dir.path());
+    let sources: Vec<StemFile> = ["drums", "bass", "other", "vocals"]
+        .iter()
+        .map(|s| {
+            let p = dir.path().join(format!("{s}.wav"));
+            std::fs::copy(&wav, &p).expect("copy");
+            StemFile { stem: s.to_string(), path: p.to_string_lossy().into_owned() }
+        })
+        .collect();
+    let out = dir.path().join("zip");
+    let req = ExportRequest {
+        sources,
+        what: ExportWhat::Zip { name: "Falcon 69".into() },
+        region: None,
+        format: OutputFormat::Wav { depth: WavDepth::Int16 },
+        rate: ExportRate::Original,
+        dest_dir: out.clone(),
+        tags: Tags::default(),
+    };
+    let files = export(&req, &Silent).expect("zip export");
+    assert_eq!(files, [out.join("Falcon 69.zip")]);
+    let listing = Command::new("unzip").arg("-Z1").arg(&files[0]).output().expect("unzip (setup installs it)");
+    let names = String::from_utf8_lossy(&listing.stdout);
+    let names: Vec<&str> = names.lines().collect();
+    assert_eq!(names, ["Falcon 69/drums.wav", "Falcon 69/bass.wav", "Falcon 69/other.wav", "Falcon 69/vocals.wav"]);
+    let test = Command::new("unzip").arg("-tq").arg(&files[0]).status().expect("unzip");
+    assert!(test.success(), "zip integrity");
+    let left: Vec<_> = std::fs::read_dir(&out).expect("ls").flatten().map(|e| e.file_name()).collect();
+    assert_eq!(left.len(), 1, "only the zip remains: {left:?}");
+}
+
+// ---------------------------------------------------------------------------
+// player: real playback through cpal into a PulseAudio null sink (started
+// here, stopped when the test ends), driven by the `play_stems` example in
+// a child process so its audio environment stays its own.
+
+mod player {
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+    use std::time::{Duration, Instant};
+
+    /// A PulseAudio daemon with a null sink, private to one test.
+    struct NullSink {
+        runtime_dir: tempfile::TempDir,
+    }
+
+    impl NullSink {
+        fn start() -> NullSink {
+            let runtime_dir = tempfile::tempdir().expect("tempdir");
+            let st = Command::new("pulseaudio")
+                .env("XDG_RUNTIME_DIR", runtime_dir.path())
+                .env("HOME", runtime_dir.path())
+                .args(["-n", "--daemonize=yes", "--exit-idle-time=-1", "--use-pid-file=yes"])
+                .args(["--load=module-null-sink sink_name=nullsink", "--load=module-native-protocol-unix"])
+                .status()
+                .expect("pulseaudio (scripts/install-system-deps.sh installs it)");
+            assert!(st.success(), "pulseaudio did not start");
+            let socket = runtime_dir.path().join("pulse/native");
+            let t0 = Instant::now();
+            while !socket.exists() && t0.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            assert!(socket.exists(), "pulseaudio socket did not appear");
+            NullSink { runtime_dir }
+        }
+
+        fn command(&self, program: &Path) -> Command {
+            let mut c = Command::new(program);
+            c.env("XDG_RUNTIME_DIR", self.runtime_dir.path()).env("HOME", self.runtime_dir.path());
+            c
+        }
+    }
+
+    impl Drop for NullSink {
+        fn drop(&mut self) {
+            let pid_file = self.runtime_dir.path().join("pulse/pid");
+            if let Some(pid) = std::fs::read_to_string(pid_file).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
+                // SAFETY: kill(2) on the pid of the daemon this test started.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+            }
+        }
+    }
+
+    /// The true stems of the Falcon 69 preview (a finished song's stems).
+    fn stems() -> Vec<PathBuf> {
+        let dir = stemroom_engine::paths::cache_dir().expect("cache").join("testdata");
+        let s: Vec<PathBuf> =
+            ["drums", "bass", "other", "vocals"].iter().map(|n| dir.join(format!("{n}.wav"))).collect();
+        for p in &s {
+            assert!(p.is_file(), "{} missing: run scripts/setup.sh", p.display());
+        }
+        s
+    }
+
+    fn play(sink: &NullSink, args: &[&str]) -> serde_json::Value {
+        let out =
+            sink.command(&stemroom_testkit::example_bin("play_stems")).args(args).args(stems()).output().expect("run");
+        assert!(out.status.success(), "play_stems failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("json report")
+    }
+
+    #[test]
+    fn stems_play_in_real_time_and_the_playhead_follows_the_audio() {
+        let _turn = stemroom_testkit::cpu_turn();
+        let sink = NullSink::start();
+        let r = play(&sink, &["--seconds", "3"]);
+        let rate = r["output"]["sampleRate"].as_f64().expect("rate");
+        assert_eq!(r["status"]["sampleRate"].as_f64(), Some(44_100.0), "stems' rate");
+        assert_eq!(rate, 44_100.0, "the device runs at the stems' rate (no resampling): {r}");
+        assert_eq!(r["status"]["error"], serde_json::Value::Null);
+        let secs = r["playedSeconds"].as_f64().expect("secs");
+        let frames = r["framesPlayed"].as_u64().expect("frames");
+        // Paced by the device: about one second of audio per second of wall
+        // time (an unpaced device takes frames as fast as they come).
+        let pace = frames as f64 / rate / secs;
+        assert!((0.85..1.15).contains(&pace), "{frames} frames in {secs:.2} s = {pace:.3}x real time: {r}");
+        assert!(r["callbacks"].as_u64().expect("callbacks") > 10, "many callbacks: {r}");
+        // The read-ahead keeps up (a little slack for a loaded CI machine).
+        let under = r["underrunFrames"].as_u64().expect("underruns");
+        assert!(under * 100 < frames, "read-ahead ran dry for {under} frames: {r}");
+        // The playhead is the position of the frames handed to the device.
+        assert_eq!(r["status"]["position"].as_u64(), Some(frames), "position = frames delivered: {r}");
+        // While playing, the reported position moved forward with wall time.
+        let pos: Vec<(f64, f64)> = r["positions"]
+            .as_array()
+            .expect("positions")
+            .iter()
+            .map(|p| (p["t"].as_f64().expect("t"), p["position"].as_f64().expect("pos")))
+            .collect();
+        assert!(pos.len() > 30, "~30 samples a second");
+        assert!(pos.windows(2).all(|w| w[1].1 >= w[0].1), "the playhead never goes back");
+        let (first, last) = (pos[1], pos[pos.len() - 1]);
+        let speed = (last.1 - first.1) / rate / (last.0 - first.0);
+        assert!((0.85..1.15).contains(&speed), "playhead speed {speed:.3}x: {r}");
+
+        // A seek plays from the requested frame (with a solo on).
+        let r = play(&sink, &["--seconds", "1", "--seek-seconds", "3", "--solo", "3"]);
+        let start = r["startFrame"].as_u64().expect("start");
+        assert_eq!(start, 132_300);
+        let frames = r["framesPlayed"].as_u64().expect("frames");
+        assert!(frames > 30_000, "played about a second: {r}");
+        assert_eq!(r["status"]["position"].as_u64(), Some(start + frames), "position after a seek: {r}");
+
+        // The 6 s preview runs out: playing 5 s from 3 s stops at the end.
+        let r = play(&sink, &["--seconds", "5", "--seek-seconds", "3"]);
+        assert_eq!(r["status"]["ended"], serde_json::Value::Bool(true), "{r}");
+        assert_eq!(r["status"]["position"], r["status"]["length"], "stops at the end: {r}");
+        assert_eq!(r["status"]["playing"], serde_json::Value::Bool(false));
+    }
+}

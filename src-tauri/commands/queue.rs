@@ -1,0 +1,118 @@
+//! The queue: adding songs (files, folders, links), cancel, retry, remove,
+//! reorder, and the progress channel.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use stemroom_engine::ErrorCode;
+use stemroom_library::intake::{self, AddResult};
+use stemroom_library::link::LinkEntry;
+use stemroom_library::queue::{Job, JobId, Queue, QueueError};
+use tauri::ipc::Channel;
+use tauri::AppHandle;
+
+use super::S;
+use crate::dialog::on_main;
+use crate::error::AppError;
+use crate::state::{AppState, QueueEvent};
+
+#[tauri::command]
+#[specta::specta]
+pub fn list_queue(state: S<'_>) -> Result<Vec<Job>, AppError> {
+    Ok(state.queue.queue()?)
+}
+
+/// Run an intake call off the IPC thread (it reads file headers and asks
+/// yt-dlp about links), then wake the worker and tell the windows.
+async fn add_with(
+    state: Arc<AppState>,
+    intake: impl FnOnce(&Queue) -> Result<AddResult, QueueError> + Send + 'static,
+) -> Result<AddResult, AppError> {
+    let st = state.clone();
+    let result = tauri::async_runtime::spawn_blocking(move || intake(&st.queue))
+        .await
+        .map_err(|e| AppError::internal(e.to_string()))??;
+    if !result.added.is_empty() {
+        state.worker.notify();
+        state.hub.send(QueueEvent::QueueChanged);
+    }
+    Ok(result)
+}
+
+async fn add(state: Arc<AppState>, paths: Vec<PathBuf>) -> Result<AddResult, AppError> {
+    add_with(state, move |q| intake::add_paths(q, &paths)).await
+}
+
+#[tauri::command]
+#[specta::specta]
+pub async fn add_paths(state: S<'_>, paths: Vec<String>) -> Result<AddResult, AppError> {
+    add(state.inner().clone(), paths.into_iter().map(PathBuf::from).collect()).await
+}
+
+/// Queue chosen entries of a playlist link.
+#[tauri::command]
+#[specta::specta]
+pub async fn add_links(state: S<'_>, entries: Vec<LinkEntry>) -> Result<AddResult, AppError> {
+    add_with(state.inner().clone(), move |q| intake::add_links(q, &entries)).await
+}
+
+#[tauri::command]
+#[specta::specta]
+pub async fn pick_files(app: AppHandle, state: S<'_>) -> Result<AddResult, AppError> {
+    let picked = on_main(&app, || {
+        rfd::FileDialog::new()
+            .set_title("Add songs to separate")
+            .add_filter("Audio", intake::AUDIO_EXTENSIONS)
+            .pick_files()
+    })
+    .await?;
+    add(state.inner().clone(), picked.unwrap_or_default()).await
+}
+
+#[tauri::command]
+#[specta::specta]
+pub fn cancel_job(state: S<'_>, id: JobId) -> Result<Job, AppError> {
+    let job = state.worker.cancel(id)?;
+    state.hub.send(QueueEvent::QueueChanged);
+    Ok(job)
+}
+
+#[tauri::command]
+#[specta::specta]
+pub fn retry_job(state: S<'_>, id: JobId) -> Result<Job, AppError> {
+    let job = state.queue.retry(id)?;
+    state.worker.notify();
+    state.hub.send(QueueEvent::QueueChanged);
+    Ok(job)
+}
+
+#[tauri::command]
+#[specta::specta]
+pub fn remove_job(state: S<'_>, id: JobId, delete_files: bool) -> Result<(), AppError> {
+    // Files first: if they cannot be deleted the entry stays, so the person
+    // can try again instead of being left with an orphaned folder.
+    if delete_files {
+        if let Some(dir) = state.queue.get(id)?.output_dir {
+            stemroom_library::song::remove_song(Path::new(&dir)).map_err(|e| AppError {
+                code: ErrorCode::Output,
+                message: format!("The song's folder could not be deleted: {e}"),
+            })?;
+        }
+    }
+    state.queue.remove(id)?;
+    state.hub.send(QueueEvent::QueueChanged);
+    Ok(())
+}
+
+#[tauri::command]
+#[specta::specta]
+pub fn reorder_queue(state: S<'_>, ids: Vec<JobId>) -> Result<Vec<Job>, AppError> {
+    Ok(state.queue.reorder(&ids)?)
+}
+
+/// Register the window's progress channel; events flow until it closes.
+#[tauri::command]
+#[specta::specta]
+pub fn subscribe(state: S<'_>, webview: tauri::Webview, channel: Channel<QueueEvent>) {
+    state.hub.add(webview.label(), channel);
+}

@@ -1,0 +1,220 @@
+//! The song view: open a finished song (waveform peaks and the stem player),
+//! transport and mixer controls.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use specta::Type;
+use stemroom_engine::ErrorCode;
+use stemroom_library::queue::{JobId, JobSource, JobState};
+use stemroom_playback::mixer::{LoopRegion, MixControls};
+use stemroom_playback::peaks::Peaks;
+use stemroom_playback::player::{OutputInfo, Player, PlayerStatus};
+use tauri::ipc::Channel;
+
+use super::S;
+use crate::error::AppError;
+use crate::state::AppState;
+
+/// How often the playhead reaches the window: ~30 times a second.
+const STATUS_INTERVAL: Duration = Duration::from_millis(33);
+
+/// The open song: its player (when a device could be opened) and peaks.
+pub struct OpenSong {
+    pub(crate) id: JobId,
+    player: Option<Arc<Player>>,
+    /// Peaks per lane, mixture first when the original file is still there.
+    lanes: Vec<(String, Peaks)>,
+}
+
+/// What the song view needs to draw itself.
+#[derive(Debug, Clone, Serialize, Type)]
+#[serde(rename_all = "camelCase")]
+pub struct SongView {
+    pub id: JobId,
+    pub title: String,
+    /// Stem names in player order (the order of mixer controls).
+    pub stems: Vec<String>,
+    /// Waveform lanes: `mixture` (when the original file is still there),
+    /// then the stems.
+    pub lanes: Vec<String>,
+    /// The stems' sample rate in Hz.
+    pub sample_rate: u32,
+    /// Length in frames at `sample_rate`.
+    #[specta(type = f64)]
+    pub frames: u64,
+    /// The audio output, or why there is none (waveforms and export still work).
+    pub output: Option<OutputInfo>,
+    pub player_error: Option<String>,
+}
+
+/// Min/max columns of one lane, in [-1, 1].
+#[derive(Debug, Clone, Serialize, Type)]
+#[serde(rename_all = "camelCase")]
+pub struct LanePeaks {
+    pub lane: String,
+    pub min: Vec<f32>,
+    pub max: Vec<f32>,
+}
+
+/// A frame position from the window (a JavaScript number): negative and
+/// non-finite values become 0.
+pub(crate) fn to_frame(x: f64) -> u64 {
+    if x.is_finite() && x > 0.0 {
+        x as u64
+    } else {
+        0
+    }
+}
+
+fn with_player(state: &AppState, f: impl FnOnce(&Player)) -> Result<(), AppError> {
+    let song = state.song.lock().unwrap_or_else(|p| p.into_inner());
+    match song.as_ref().and_then(|s| s.player.as_deref()) {
+        Some(p) => {
+            f(p);
+            Ok(())
+        }
+        None => Err(AppError { code: ErrorCode::AudioDevice, message: "No song is playing.".into() }),
+    }
+}
+
+/// Open a finished song: compute (or read cached) peaks and open the player
+/// on the default output. Status updates flow to `channel` ~30 times a
+/// second while the song is open. Closes the previously open song.
+#[tauri::command]
+#[specta::specta]
+pub async fn open_song(state: S<'_>, id: JobId, channel: Channel<PlayerStatus>) -> Result<SongView, AppError> {
+    let st = state.inner().clone();
+    tauri::async_runtime::spawn_blocking(move || {
+        // One open at a time, so the last call's player is the one kept;
+        // the old player stops before the device is opened again.
+        let _opening = st.song_opening.lock().unwrap_or_else(|p| p.into_inner());
+        *st.song.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let job = st.queue.get(id)?;
+        if job.state != JobState::Done || job.stems.is_empty() {
+            return Err(AppError {
+                code: ErrorCode::InvalidOptions,
+                message: format!("“{}” has no stems yet.", job.title),
+            });
+        }
+        let paths: Vec<PathBuf> = job.stems.iter().map(|s| PathBuf::from(&s.path)).collect();
+        let mut lanes = Vec::new();
+        if let JobSource::File { path } = &job.source {
+            // The original may be gone or unreadable; the stems are what matter.
+            let cache = job.output_dir.as_deref().map(|d| Path::new(d).join(".peaks").join("mixture.peaks"));
+            if let Ok(p) = Peaks::cached_at(Path::new(path), cache) {
+                lanes.push(("mixture".to_string(), p));
+            }
+        }
+        for s in &job.stems {
+            lanes.push((s.stem.clone(), Peaks::cached(Path::new(&s.path))?));
+        }
+        let stem_lane = &lanes[lanes.len() - job.stems.len()].1;
+        let (sample_rate, frames) = (stem_lane.sample_rate, stem_lane.frames);
+        let (player, player_error) = match Player::open(&paths, &MixControls::unity(paths.len())) {
+            Ok(p) => (Some(Arc::new(p)), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        let output = player.as_ref().map(|p| p.output().clone());
+        if let Some(p) = &player {
+            spawn_status_ticker(Arc::downgrade(p), channel);
+        }
+        let view = SongView {
+            id,
+            title: job.title.clone(),
+            stems: job.stems.iter().map(|s| s.stem.clone()).collect(),
+            lanes: lanes.iter().map(|(n, _)| n.clone()).collect(),
+            sample_rate,
+            frames,
+            output,
+            player_error,
+        };
+        *st.song.lock().unwrap_or_else(|p| p.into_inner()) = Some(OpenSong { id, player, lanes });
+        Ok(view)
+    })
+    .await
+    .map_err(|e| AppError::internal(e.to_string()))?
+}
+
+/// Sends the player's status while it exists: every tick while playing,
+/// and once after each change while paused.
+fn spawn_status_ticker(player: Weak<Player>, channel: Channel<PlayerStatus>) {
+    std::thread::spawn(move || {
+        let mut last: Option<PlayerStatus> = None;
+        let mut next = Instant::now();
+        while let Some(p) = player.upgrade() {
+            let status = p.status();
+            drop(p);
+            if last.as_ref() != Some(&status) {
+                if channel.send(status.clone()).is_err() {
+                    return;
+                }
+                last = Some(status);
+            }
+            next += STATUS_INTERVAL;
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        }
+    });
+}
+
+/// Close the open song (stops playback).
+#[tauri::command]
+#[specta::specta]
+pub fn close_song(state: S<'_>) {
+    *state.song.lock().unwrap_or_else(|p| p.into_inner()) = None;
+}
+
+/// Peaks of every lane between frames `start` and `end`, in `columns` columns.
+#[tauri::command]
+#[specta::specta]
+pub fn song_peaks(state: S<'_>, id: JobId, start: f64, end: f64, columns: u32) -> Result<Vec<LanePeaks>, AppError> {
+    let (start, end) = (to_frame(start), to_frame(end));
+    let song = state.song.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(song) = song.as_ref().filter(|s| s.id == id) else {
+        return Err(AppError { code: ErrorCode::InvalidOptions, message: "This song is not open.".into() });
+    };
+    let columns = (columns as usize).clamp(1, 8192);
+    Ok(song
+        .lanes
+        .iter()
+        .map(|(lane, p)| {
+            let c = p.columns(start, end, columns);
+            LanePeaks { lane: lane.clone(), min: c.min, max: c.max }
+        })
+        .collect())
+}
+
+#[tauri::command]
+#[specta::specta]
+pub fn player_play(state: S<'_>) -> Result<(), AppError> {
+    with_player(&state, Player::play)
+}
+
+#[tauri::command]
+#[specta::specta]
+pub fn player_pause(state: S<'_>) -> Result<(), AppError> {
+    with_player(&state, Player::pause)
+}
+
+/// Jump to `frame` (at the stems' rate).
+#[tauri::command]
+#[specta::specta]
+pub fn player_seek(state: S<'_>, frame: f64) -> Result<(), AppError> {
+    with_player(&state, |p| p.seek(to_frame(frame)))
+}
+
+/// Set or clear the loop region (frames at the stems' rate).
+#[tauri::command]
+#[specta::specta]
+pub fn player_set_loop(state: S<'_>, region: Option<LoopRegion>) -> Result<(), AppError> {
+    with_player(&state, |p| p.set_loop(region))
+}
+
+/// Gains, mutes, solos and master of the open song.
+#[tauri::command]
+#[specta::specta]
+pub fn player_set_controls(state: S<'_>, controls: MixControls) -> Result<(), AppError> {
+    with_player(&state, |p| p.set_controls(&controls))
+}

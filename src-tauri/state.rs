@@ -11,7 +11,7 @@ use stemroom_engine::model::{self, Manifest, ModelStatus};
 use stemroom_engine::runtime::{self, RuntimeStatus};
 use stemroom_engine::units::Device;
 use stemroom_library::lock::InstanceLock;
-use stemroom_library::queue::{Job, Queue};
+use stemroom_library::queue::{Job, Queue, Settings};
 use stemroom_library::worker::{JobProgress, Worker, WorkerConfig, WorkerListener};
 use tauri::ipc::Channel;
 
@@ -57,6 +57,11 @@ impl WorkerListener for Hub {
     }
 }
 
+/// Decode with the ffmpeg the settings name (or the default search).
+pub fn apply_ffmpeg_path(settings: &Settings) {
+    stemroom_engine::audio::decode::set_ffmpeg_path(settings.ffmpeg_path.as_deref().map(PathBuf::from));
+}
+
 /// Everything the commands share.
 pub struct AppState {
     pub queue: Arc<Queue>,
@@ -87,8 +92,10 @@ impl AppState {
             default_library: stemroom_library::song::default_library_dir(data_dir),
             ..WorkerConfig::default()
         };
+        let settings = queue.settings()?;
+        apply_ffmpeg_path(&settings);
         let worker = Worker::new(queue.clone(), config, hub.clone());
-        worker.start(queue.settings()?.concurrent_jobs as usize);
+        worker.start(settings.concurrent_jobs as usize);
         Ok(AppState {
             queue,
             worker,

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use serde::Serialize;
 use specta::Type;
+use stemroom_engine::audio::decode::{ffmpeg_status, FfmpegStatus};
 use stemroom_engine::model::ModelStatus;
 use stemroom_engine::runtime::RuntimeStatus;
 use stemroom_library::queue::Settings;
@@ -23,8 +24,11 @@ pub struct AppInfo {
     pub library_dir: String,
     pub models: Vec<ModelStatus>,
     pub runtime: RuntimeStatus,
-    /// yt-dlp (for links): where, which version, or why not.
+    /// yt-dlp (for links): where, which version, its JavaScript runtime and
+    /// solver scripts, or why not.
     pub ytdlp: stemroom_library::link::YtDlpStatus,
+    /// ffmpeg (for AC-3, WMA, HE-AAC and other formats only it decodes).
+    pub ffmpeg: FfmpegStatus,
     /// Provider of the latest job (`cpu`, `cuda`), `None` before any.
     pub provider_in_use: Option<String>,
 }
@@ -42,6 +46,7 @@ pub async fn app_info(state: S<'_>) -> Result<AppInfo, AppError> {
             models: state.models(),
             runtime: state.runtime(),
             ytdlp: stemroom_library::link::status(state.queue.settings()?.ytdlp_path.as_deref().map(Path::new)),
+            ffmpeg: ffmpeg_status(),
             provider_in_use: state.queue.last_provider()?,
         })
     })
@@ -66,6 +71,7 @@ pub fn get_settings(state: S<'_>) -> Result<Settings, AppError> {
 #[specta::specta]
 pub fn save_settings(state: S<'_>, settings: Settings) -> Result<Settings, AppError> {
     state.queue.save_settings(&settings)?;
+    crate::state::apply_ffmpeg_path(&settings);
     state.worker.start(settings.concurrent_jobs as usize);
     Ok(state.queue.settings()?)
 }

@@ -75,6 +75,7 @@ const defaultSettings: Settings = {
   format: { kind: "wav", depth: "int16" },
   concurrentJobs: 1,
   ytdlpPath: null,
+  ffmpegPath: null,
 };
 
 export function mockModel(overrides: Partial<ModelStatus> = {}): ModelStatus {
@@ -411,7 +412,15 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
         dataDir: "/home/you/.local/share/stemroom",
         libraryDir: libraryDir(),
         models: structuredClone(models),
-        ytdlp: { found: true, path: "/home/you/.cache/stemroom/tools/yt-dlp/bin/yt-dlp", version: "2026.10.26", problem: null },
+        ytdlp: {
+          found: true,
+          path: "/home/you/.cache/stemroom/tools/yt-dlp/bin/yt-dlp",
+          version: "2026.10.26",
+          jsRuntime: "deno 2.9.8",
+          ejs: "yt-dlp-ejs 0.8.0",
+          problem: null,
+        },
+        ffmpeg: { found: false, path: null, version: null, problem: "ffmpeg was not found." },
         runtime: runtimeFound
           ? { found: true, path: "/home/you/.local/share/stemroom/libonnxruntime.so", problem: null }
           : { found: false, path: null, problem: "ONNX Runtime was not found." },

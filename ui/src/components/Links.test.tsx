@@ -63,5 +63,16 @@ describe("Links", () => {
     const { user } = renderApp();
     await user.click(screen.getByRole("tab", { name: "Settings" }));
     expect(await screen.findByTestId("ytdlp-status")).toHaveTextContent("yt-dlp 2026.10.26 at");
+    expect(screen.getByTestId("ytdlp-youtube")).toHaveTextContent("YouTube support: deno 2.9.8, yt-dlp-ejs 0.8.0");
+  });
+
+  it("says which formats need ffmpeg and saves its path", async () => {
+    const { backend, user } = renderApp();
+    await user.click(screen.getByRole("tab", { name: "Settings" }));
+    expect(await screen.findByTestId("ffmpeg-status")).toHaveTextContent("Installing ffmpeg adds AC-3, WMA, HE-AAC");
+    await user.type(screen.getByRole("textbox", { name: "ffmpeg program" }), "/opt/ffmpeg/bin/ffmpeg");
+    await user.click(screen.getByRole("button", { name: "Save" }));
+    expect(await screen.findByRole("status")).toHaveTextContent("Settings saved.");
+    expect(await backend.getSettings()).toMatchObject({ ffmpegPath: "/opt/ffmpeg/bin/ffmpeg" });
   });
 });

@@ -57,6 +57,7 @@ describe("Settings", () => {
       format: { kind: "mp3", kbps: 192 },
       concurrentJobs: 1,
       ytdlpPath: null,
+      ffmpegPath: null,
     });
     expect(await screen.findByRole("status")).toHaveTextContent("Settings saved.");
     expect(await backend.getSettings()).toMatchObject({ device: "cuda", shifts: 4 });

@@ -240,6 +240,35 @@ export function SettingsView({ app }: Props) {
               ? `yt-dlp ${info.ytdlp.version} at ${info.ytdlp.path}`
               : `Links need yt-dlp: ${info?.ytdlp.problem ?? "checking…"}`}
           </p>
+          {info?.ytdlp.found && (
+            <p className="field__help" data-testid="ytdlp-youtube">
+              {info.ytdlp.jsRuntime && info.ytdlp.ejs
+                ? `YouTube support: ${info.ytdlp.jsRuntime}, ${info.ytdlp.ejs}`
+                : (info.ytdlp.problem ?? "YouTube support: checking…")}
+            </p>
+          )}
+        </div>
+      </section>
+
+      <section className="settings__group" aria-labelledby="settings-formats">
+        <h2 id="settings-formats" className="settings__heading">
+          More file formats
+        </h2>
+        <div className="field">
+          <label htmlFor="ffmpeg">ffmpeg program</label>
+          <input
+            id="ffmpeg"
+            className="input"
+            aria-describedby="ffmpeg-help"
+            placeholder="Found automatically"
+            value={draft.ffmpegPath ?? ""}
+            onChange={(e) => change({ ffmpegPath: e.target.value.trim() === "" ? null : e.target.value })}
+          />
+          <p id="ffmpeg-help" className="field__help" data-testid="ffmpeg-status">
+            {info?.ffmpeg.found
+              ? `ffmpeg ${info.ffmpeg.version ?? ""} at ${info.ffmpeg.path}: AC-3, WMA, HE-AAC and other formats open too.`
+              : "Built in: WAV, AIFF, FLAC, MP3, Ogg, Opus, M4A (AAC, ALAC), WebM/MKV. Installing ffmpeg adds AC-3, WMA, HE-AAC and more."}
+          </p>
         </div>
       </section>
 

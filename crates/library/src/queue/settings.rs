@@ -39,6 +39,10 @@ pub struct Settings {
     /// yt-dlp to use for links; `None` = look in `$STEMROOM_YTDLP`, the
     /// project's environment, then `PATH` (see [`crate::link::YtDlp::locate`]).
     pub ytdlp_path: Option<String>,
+    /// ffmpeg for the formats the built-in decoders do not read (AC-3, WMA,
+    /// HE-AAC, …); `None` = `$STEMROOM_FFMPEG`, then `PATH` (see
+    /// `stemroom_engine::audio::decode::set_ffmpeg_path`).
+    pub ffmpeg_path: Option<String>,
 }
 
 impl Default for Settings {
@@ -52,6 +56,7 @@ impl Default for Settings {
             format: default_format(),
             concurrent_jobs: 1,
             ytdlp_path: None,
+            ffmpeg_path: None,
         }
     }
 }

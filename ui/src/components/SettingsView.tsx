@@ -1,4 +1,4 @@
-import { useEffect, useState, type FormEvent } from "react";
+import { useEffect, useState, type FormEvent, type ReactNode } from "react";
 import { useBackend } from "../backend";
 import type { Device, ModelStatus, Settings } from "../bindings";
 import { errorText } from "../errors";
@@ -9,6 +9,35 @@ import { FormatField } from "./FormatField";
 import { ModelInstall } from "./ModelInstall";
 
 const NOT_SAVED = "The settings were not saved";
+
+/** A helper program's path (empty: found automatically) and what was found. */
+function ProgramField(props: {
+  id: string;
+  label: string;
+  value: string | null;
+  onChange: (value: string | null) => void;
+  status: string;
+  children?: ReactNode;
+}) {
+  const { id, label, value, onChange, status, children } = props;
+  return (
+    <div className="field">
+      <label htmlFor={id}>{label}</label>
+      <input
+        id={id}
+        className="input"
+        aria-describedby={`${id}-help`}
+        placeholder="Found automatically"
+        value={value ?? ""}
+        onChange={(e) => onChange(e.target.value.trim() === "" ? null : e.target.value)}
+      />
+      <p id={`${id}-help`} className="field__help" data-testid={`${id}-status`}>
+        {status}
+      </p>
+      {children}
+    </div>
+  );
+}
 
 type NumberKey = "shifts" | "overlap" | "concurrentJobs";
 /** Settings as edited: numbers stay text until saved. */
@@ -225,21 +254,17 @@ export function SettingsView({ app }: Props) {
         <h2 id="settings-links" className="settings__heading">
           Links
         </h2>
-        <div className="field">
-          <label htmlFor="ytdlp">yt-dlp program</label>
-          <input
-            id="ytdlp"
-            className="input"
-            aria-describedby="ytdlp-help"
-            placeholder="Found automatically"
-            value={draft.ytdlpPath ?? ""}
-            onChange={(e) => change({ ytdlpPath: e.target.value.trim() === "" ? null : e.target.value })}
-          />
-          <p id="ytdlp-help" className="field__help" data-testid="ytdlp-status">
-            {info?.ytdlp.found
+        <ProgramField
+          id="ytdlp"
+          label="yt-dlp program"
+          value={draft.ytdlpPath}
+          onChange={(ytdlpPath) => change({ ytdlpPath })}
+          status={
+            info?.ytdlp.found
               ? `yt-dlp ${info.ytdlp.version} at ${info.ytdlp.path}`
-              : `Links need yt-dlp: ${info?.ytdlp.problem ?? "checking…"}`}
-          </p>
+              : `Links need yt-dlp: ${info?.ytdlp.problem ?? "checking…"}`
+          }
+        >
           {info?.ytdlp.found && (
             <p className="field__help" data-testid="ytdlp-youtube">
               {info.ytdlp.jsRuntime && info.ytdlp.ejs
@@ -247,29 +272,24 @@ export function SettingsView({ app }: Props) {
                 : (info.ytdlp.problem ?? "YouTube support: checking…")}
             </p>
           )}
-        </div>
+        </ProgramField>
       </section>
 
       <section className="settings__group" aria-labelledby="settings-formats">
         <h2 id="settings-formats" className="settings__heading">
           More file formats
         </h2>
-        <div className="field">
-          <label htmlFor="ffmpeg">ffmpeg program</label>
-          <input
-            id="ffmpeg"
-            className="input"
-            aria-describedby="ffmpeg-help"
-            placeholder="Found automatically"
-            value={draft.ffmpegPath ?? ""}
-            onChange={(e) => change({ ffmpegPath: e.target.value.trim() === "" ? null : e.target.value })}
-          />
-          <p id="ffmpeg-help" className="field__help" data-testid="ffmpeg-status">
-            {info?.ffmpeg.found
+        <ProgramField
+          id="ffmpeg"
+          label="ffmpeg program"
+          value={draft.ffmpegPath}
+          onChange={(ffmpegPath) => change({ ffmpegPath })}
+          status={
+            info?.ffmpeg.found
               ? `ffmpeg ${info.ffmpeg.version ?? ""} at ${info.ffmpeg.path}: AC-3, WMA, HE-AAC and other formats open too.`
-              : "Built in: WAV, AIFF, FLAC, MP3, Ogg, Opus, M4A (AAC, ALAC), WebM/MKV. Installing ffmpeg adds AC-3, WMA, HE-AAC and more."}
-          </p>
-        </div>
+              : "Built in: WAV, AIFF, FLAC, MP3, Ogg, Opus, M4A (AAC, ALAC), WebM/MKV. Installing ffmpeg adds AC-3, WMA, HE-AAC and more."
+          }
+        />
       </section>
 
       {error && (

@@ -252,6 +252,10 @@ impl Listener for CliListener {
             }
             Event::Encoding { stem, .. } => bar.set_message(format!("writing {stem}")),
             Event::Warning { message } => self.say(format!("{}: warning: {message}", self.label)),
+            Event::ProviderChanged { provider, segment, reason } => self.say(format!(
+                "{}: the GPU failed at segment {segment} ({reason}); continuing on the {provider}",
+                self.label
+            )),
             Event::Exporting { .. } => {}
             Event::Downloading { title, percent, .. } => bar.set_message(match percent {
                 Some(p) => format!("downloading “{title}” {p:.0} %"),

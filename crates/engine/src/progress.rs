@@ -45,6 +45,17 @@ pub enum Event {
     /// Export progress: `fraction` of the frames to export are written
     /// (0 to 1; `None` when the stems do not declare their length).
     Exporting { fraction: Option<f64> },
+    /// The network moved to another provider mid-run (the GPU failed: out
+    /// of memory, device lost, a provider error) and the run goes on there
+    /// from the segment it reached.
+    ProviderChanged {
+        /// The provider running the network from now on.
+        provider: Provider,
+        /// The segment (1-based) that failed and was run again.
+        segment: usize,
+        /// What the failed provider said.
+        reason: String,
+    },
     /// Something the user should know that did not stop the run.
     Warning { message: String },
     /// Finished; every output file is complete.

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use stemroom_engine::audio::decode::StreamDecoder;
-use stemroom_engine::audio::encode::{self, ClipMode, OutputFormat, StemWriter, Tags};
+use stemroom_engine::audio::encode::{self, ClipMode, OutputFormat, StemWriter, Tags, ThreadedWriter};
 use stemroom_engine::audio::resample::StreamResampler;
 use stemroom_engine::files::{part_path, Leftovers};
 use stemroom_engine::job::StemFile;
@@ -131,7 +131,8 @@ fn range_and_rate(req: &ExportRequest, rate: u32) -> Result<((u64, Option<u64>),
 struct Outputs {
     finals: Vec<PathBuf>,
     temps: Leftovers,
-    writers: Vec<Box<dyn StemWriter>>,
+    /// One encoder thread per file (several stems encode at once).
+    writers: Vec<ThreadedWriter>,
     resamplers: Vec<StreamResampler>,
 }
 
@@ -152,7 +153,8 @@ impl Outputs {
             let dest = req.dest_dir.join(format!("{n}.{ext}"));
             let tmp = part_path(&dest);
             out.temps.file(tmp.clone());
-            out.writers.push(encode::open_tagged(&tmp, req.format, out_rate, 2, clip, &req.tags)?);
+            let writer = encode::open_tagged(&tmp, req.format, out_rate, 2, clip, &req.tags)?;
+            out.writers.push(ThreadedWriter::spawn(writer, &format!("stemroom-export-{n}"))?);
             out.resamplers.push(StreamResampler::new(rate, out_rate, 2).map_err(Error::Resample)?);
             out.finals.push(dest);
         }
@@ -174,9 +176,10 @@ impl Outputs {
             resampled.clear();
             r.finish(&mut resampled).map_err(Error::Resample)?;
             w.write(&resampled)?;
+            w.close();
         }
         for w in self.writers.drain(..) {
-            w.finish()?;
+            Box::new(w).finish()?;
         }
         for (t, f) in self.temps.files().iter().zip(&self.finals) {
             std::fs::rename(t, f).map_err(|source| Error::Output { path: f.clone(), source })?;

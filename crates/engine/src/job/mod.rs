@@ -12,13 +12,13 @@ mod sink;
 mod spool;
 
 use std::path::{Component, Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
 use crate::audio::decode;
-use crate::audio::encode::{ClipMode, OutputFormat};
+use crate::audio::encode::{ClipMode, OutputFormat, StemWriter, ThreadedWriter};
 use crate::audio::resample::StreamResampler;
 use crate::files::Leftovers;
 use crate::model::{self, Manifest, ModelInfo};
@@ -26,7 +26,7 @@ use crate::names::safe_component;
 use crate::progress::{Event, Listener};
 use crate::runtime::{OrtNetwork, RuntimeOptions};
 use crate::separate::{self, Network, NetworkError, SeparateOptions};
-use crate::units::Provider;
+use crate::units::{Device, Provider};
 use crate::Error;
 use sink::{Pending, StemSink};
 use spool::SpoolMix;
@@ -112,18 +112,32 @@ pub struct JobOutput {
     pub provider: Provider,
 }
 
+/// Opens the network a run falls back to when its provider fails.
+pub type FallbackNetwork = Box<dyn Fn() -> Result<Box<dyn Network + Send>, Error> + Send + Sync>;
+
 /// A loaded model ready to separate; share it between jobs (the network runs
 /// one segment at a time, decoding and encoding of other jobs overlap it).
+///
+/// When the network fails on the GPU mid-run (out of memory, device lost, a
+/// provider error), the separator opens the model on the CPU, runs the failed
+/// segment again there and goes on on the CPU, reporting
+/// [`Event::ProviderChanged`]: the run completes, with the same result a CPU
+/// run from that segment on gives.
 pub struct Separator {
     info: ModelInfo,
-    net: Mutex<OrtNetwork>,
-    provider: Provider,
+    net: Mutex<Box<dyn Network + Send>>,
+    provider: Mutex<Provider>,
+    /// The provider the network was opened on.
+    opened_on: Provider,
     model_path: PathBuf,
+    /// How to open the CPU network when the current provider fails; `None`
+    /// on the CPU (nowhere to fall back to).
+    fallback: Option<FallbackNetwork>,
 }
 
 impl std::fmt::Debug for Separator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Separator").field("model", &self.info.id).field("provider", &self.provider).finish()
+        f.debug_struct("Separator").field("model", &self.info.id).field("provider", &self.provider()).finish()
     }
 }
 
@@ -145,16 +159,48 @@ impl Separator {
         let installed = model::locate(&info, &model::model_search_dirs(model_dir), false)?;
         let net = OrtNetwork::open(&info, &installed.path, runtime)?;
         let provider = net.provider();
-        Ok(Separator { info, net: Mutex::new(net), provider, model_path: installed.path })
+        let fallback: Option<FallbackNetwork> = (provider != Provider::Cpu).then(|| {
+            let (info, path) = (info.clone(), installed.path.clone());
+            let cpu = RuntimeOptions { device: Device::Cpu, ..runtime.clone() };
+            Box::new(move || -> Result<Box<dyn Network + Send>, Error> {
+                Ok(Box::new(OrtNetwork::open(&info, &path, &cpu)?))
+            }) as FallbackNetwork
+        });
+        Ok(Separator::from_network(info, Box::new(net), provider, installed.path, fallback))
+    }
+
+    /// A separator over any [`Network`] (tests, other runtimes): `provider`
+    /// is what runs it; `fallback`, if any, opens the network to go on with
+    /// when it fails.
+    pub fn from_network(
+        info: ModelInfo,
+        net: Box<dyn Network + Send>,
+        provider: Provider,
+        model_path: PathBuf,
+        fallback: Option<FallbackNetwork>,
+    ) -> Self {
+        Separator {
+            info,
+            net: Mutex::new(net),
+            provider: Mutex::new(provider),
+            opened_on: provider,
+            model_path,
+            fallback,
+        }
     }
 
     /// The model's description.
     pub fn info(&self) -> &ModelInfo {
         &self.info
     }
-    /// Which provider runs the network.
+    /// Which provider runs the network (the CPU after a fallback).
     pub fn provider(&self) -> Provider {
-        self.provider
+        *self.provider.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+    /// Whether a failure moved the network off the provider it was opened
+    /// on (a long-lived owner may open a fresh one to try the GPU again).
+    pub fn fell_back(&self) -> bool {
+        self.provider() != self.opened_on
     }
     /// Where the model file is.
     pub fn model_path(&self) -> &Path {
@@ -162,11 +208,36 @@ impl Separator {
     }
 }
 
-struct SharedNet<'a>(&'a Mutex<OrtNetwork>);
+/// One run's view of the shared network: counts segments and falls back to
+/// the CPU when the provider fails.
+struct SharedNet<'a> {
+    sep: &'a Separator,
+    listener: &'a dyn Listener,
+    /// Network runs so far in this run (the segment being run, 1-based).
+    segment: usize,
+}
 
 impl Network for SharedNet<'_> {
     fn forward(&mut self, mix: &[f32], spec: &[f32], take: &mut dyn FnMut(&[f32], &[f32])) -> Result<(), NetworkError> {
-        let mut net = self.0.lock().map_err(|_| NetworkError::Inference("network lock poisoned".into()))?;
+        self.segment += 1;
+        let mut net = self.sep.net.lock().map_err(|_| NetworkError::Inference("network lock poisoned".into()))?;
+        let reason = match net.forward(mix, spec, take) {
+            Err(NetworkError::Inference(reason))
+                if self.sep.fallback.is_some() && self.sep.provider() != Provider::Cpu =>
+            {
+                reason
+            }
+            other => return other,
+        };
+        // The failed run handed nothing to `take`: run the segment again on
+        // the CPU and stay there.
+        let open = self.sep.fallback.as_ref().ok_or_else(|| NetworkError::Inference(reason.clone()))?;
+        let cpu = open()
+            .map_err(|e| NetworkError::Inference(format!("{reason}; the CPU could not take over either: {e}")))?;
+        *net = cpu;
+        *self.sep.provider.lock().unwrap_or_else(PoisonError::into_inner) = Provider::Cpu;
+        tracing::warn!("the network failed at segment {} ({reason}); going on on the CPU", self.segment);
+        self.listener.event(&Event::ProviderChanged { provider: Provider::Cpu, segment: self.segment, reason });
         net.forward(mix, spec, take)
     }
 }
@@ -244,14 +315,17 @@ fn open_outputs(
             crate::audio::encode::EncodeError::Io { path, source } => Error::Output { path, source },
             other => Error::Encode(other),
         })?;
+        // Each stem encodes on its own thread, overlapping the network.
+        let writer = ThreadedWriter::spawn(writer, &format!("stemroom-encode-{stem}"))?;
         let resampler = StreamResampler::new(model_rate, out_rate, 2).map_err(Error::Resample)?;
         outputs.push(Pending { stem: stem.clone(), tmp, dest: dest.clone(), writer: Some(writer), resampler });
     }
     Ok(outputs)
 }
 
-/// Flush the resamplers and complete every file, then rename them all into
-/// place.
+/// Flush the resamplers and complete every file (the stems' encoders run at
+/// the same time: each is closed first, then waited for), then rename them
+/// all into place.
 fn finish_outputs(outputs: &mut [Pending], listener: &dyn Listener) -> Result<(), Error> {
     for p in outputs.iter_mut() {
         if listener.is_cancelled() {
@@ -260,9 +334,14 @@ fn finish_outputs(outputs: &mut [Pending], listener: &dyn Listener) -> Result<()
         listener.event(&Event::Encoding { stem: p.stem.clone(), path: p.dest.clone() });
         let mut tail = Vec::new();
         p.resampler.finish(&mut tail).map_err(Error::Resample)?;
-        if let Some(mut w) = p.writer.take() {
+        if let Some(w) = p.writer.as_mut() {
             w.write(&tail)?;
-            w.finish()?;
+            w.close();
+        }
+    }
+    for p in outputs.iter_mut() {
+        if let Some(w) = p.writer.take() {
+            Box::new(w).finish()?;
         }
     }
     if listener.is_cancelled() {
@@ -294,7 +373,7 @@ pub fn separate_file(sep: &Separator, req: &JobRequest, listener: &dyn Listener)
     for parent in dests.iter().filter_map(|(_, d)| d.parent()) {
         leftovers.create_dirs(parent).map_err(|source| Error::Output { path: parent.to_path_buf(), source })?;
     }
-    listener.event(&Event::Started { input: req.input.clone(), model: info.id.clone(), provider: sep.provider });
+    listener.event(&Event::Started { input: req.input.clone(), model: info.id.clone(), provider: sep.provider() });
 
     // Decode + resample to the model rate into the scratch spool.
     let scratch_dir = req.scratch_dir.clone().unwrap_or_else(std::env::temp_dir);
@@ -325,7 +404,7 @@ pub fn separate_file(sep: &Separator, req: &JobRequest, listener: &dyn Listener)
         resampled: Vec::new(),
     };
     let mut mix: SpoolMix = spooled.reader()?;
-    let mut net = SharedNet(&sep.net);
+    let mut net = SharedNet { sep, listener, segment: 0 };
     let stats = spooled.stats.stats();
     let sep_stats = separate::separate(&mut net, info, &mut mix, stats, &req.separate, &mut sink, listener)?;
 
@@ -337,7 +416,7 @@ pub fn separate_file(sep: &Separator, req: &JobRequest, listener: &dyn Listener)
         seconds: started.elapsed().as_secs_f64(),
         segments: sep_stats.segments,
         network_seconds: sep_stats.network_seconds,
-        provider: sep.provider,
+        provider: sep.provider(),
     };
     listener.event(&Event::Done {
         outputs: out.stems.iter().map(|(_, p)| p.clone()).collect(),
@@ -345,7 +424,124 @@ pub fn separate_file(sep: &Separator, req: &JobRequest, listener: &dyn Listener)
         audio_seconds,
         segments: out.segments,
         network_seconds_per_segment: out.network_seconds / out.segments.max(1) as f64,
-        provider: sep.provider,
+        provider: sep.provider(),
     });
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::audio::encode::WavDepth;
+
+    /// Every source is the input segment (time branch only); its run number
+    /// `fail_at` fails the way a GPU that runs out of memory does.
+    struct Identity {
+        runs: Arc<AtomicUsize>,
+        fail_at: Option<usize>,
+    }
+
+    impl Network for Identity {
+        fn forward(
+            &mut self,
+            mix: &[f32],
+            spec: &[f32],
+            take: &mut dyn FnMut(&[f32], &[f32]),
+        ) -> Result<(), NetworkError> {
+            let run = self.runs.fetch_add(1, Ordering::SeqCst) + 1;
+            if Some(run) == self.fail_at {
+                return Err(NetworkError::Inference("CUDA failure 2: out of memory (injected)".into()));
+            }
+            let out_spec = vec![0.0f32; 4 * spec.len()];
+            let out_wave: Vec<f32> = (0..4).flat_map(|_| mix.iter().copied()).collect();
+            take(&out_spec, &out_wave);
+            Ok(())
+        }
+    }
+
+    #[derive(Default)]
+    struct Events(Mutex<Vec<Event>>);
+    impl Listener for Events {
+        fn event(&self, e: &Event) {
+            self.0.lock().unwrap().push(e.clone());
+        }
+    }
+
+    fn identity(fail_at: Option<usize>) -> (Box<dyn Network + Send>, Arc<AtomicUsize>) {
+        let runs = Arc::new(AtomicUsize::new(0));
+        (Box::new(Identity { runs: runs.clone(), fail_at }), runs)
+    }
+
+    fn request(input: &Path, out: &Path) -> JobRequest {
+        JobRequest {
+            input: input.to_path_buf(),
+            out_dir: out.to_path_buf(),
+            filename: DEFAULT_FILENAME.into(),
+            format: OutputFormat::Wav { depth: WavDepth::Float32 },
+            clip: ClipMode::None,
+            two_stems: None,
+            other_method: OtherMethod::Add,
+            output_rate: OutputRate::Input,
+            separate: SeparateOptions { shifts: 0, ..Default::default() },
+            scratch_dir: None,
+        }
+    }
+
+    /// 10 s of two tones at 44.1 kHz: two htdemucs segments.
+    fn input(dir: &Path) -> PathBuf {
+        let p = dir.join("tones.wav");
+        let x: Vec<f32> =
+            (0..441_000 * 2).map(|i| ((i / 2) as f32 * if i % 2 == 0 { 0.0627 } else { 0.0419 }).sin() * 0.4).collect();
+        let mut w =
+            crate::audio::encode::open(&p, OutputFormat::Wav { depth: WavDepth::Float32 }, 44_100, 2, ClipMode::None)
+                .unwrap();
+        w.write(&x).unwrap();
+        w.finish().unwrap();
+        p
+    }
+
+    #[test]
+    fn a_failing_gpu_hands_the_job_to_the_cpu_from_the_segment_it_reached() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = input(dir.path());
+        let info = Manifest::builtin().unwrap().get("htdemucs").unwrap().clone();
+
+        let (gpu_net, _) = identity(Some(2));
+        let cpu_runs = Arc::new(AtomicUsize::new(0));
+        let opened = cpu_runs.clone();
+        let fallback: FallbackNetwork =
+            Box::new(move || Ok(Box::new(Identity { runs: opened.clone(), fail_at: None }) as Box<dyn Network + Send>));
+        let gpu = Separator::from_network(info.clone(), gpu_net, Provider::Cuda, PathBuf::new(), Some(fallback));
+        let events = Events::default();
+        let out = separate_file(&gpu, &request(&input, &dir.path().join("gpu")), &events).expect("completes");
+        assert_eq!(out.provider, Provider::Cpu);
+        assert!(gpu.fell_back());
+        assert_eq!(cpu_runs.load(Ordering::SeqCst), 1, "only the failed segment ran again, on the CPU");
+        let changed: Vec<_> =
+            events.0.lock().unwrap().iter().filter(|e| matches!(e, Event::ProviderChanged { .. })).cloned().collect();
+        assert!(
+            matches!(&changed[..], [Event::ProviderChanged { provider: Provider::Cpu, segment: 2, reason }] if reason.contains("out of memory")),
+            "{changed:?}"
+        );
+
+        // The same job where nothing fails: identical stems.
+        let (net, _) = identity(None);
+        let steady = Separator::from_network(info.clone(), net, Provider::Cpu, PathBuf::new(), None);
+        let reference = separate_file(&steady, &request(&input, &dir.path().join("cpu")), &Events::default()).unwrap();
+        for ((stem, a), (_, b)) in out.stems.iter().zip(&reference.stems) {
+            assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap(), "{stem}");
+        }
+
+        // Nowhere to fall back to (the CPU itself failed): the run stops and
+        // leaves nothing.
+        let (net, _) = identity(Some(1));
+        let lone = Separator::from_network(info, net, Provider::Cpu, PathBuf::new(), None);
+        let failed = dir.path().join("failed");
+        let err = separate_file(&lone, &request(&input, &failed), &Events::default()).expect_err("fails");
+        assert!(matches!(err, Error::Network(NetworkError::Inference(_))), "{err:?}");
+        assert!(!failed.exists(), "nothing left behind");
+    }
 }

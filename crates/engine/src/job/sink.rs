@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use super::spool::SpoolMix;
 use super::OtherMethod;
-use crate::audio::encode::StemWriter;
+use crate::audio::encode::{StemWriter, ThreadedWriter};
 use crate::audio::resample::StreamResampler;
 use crate::separate::BlockSink;
 use crate::Error;
@@ -14,7 +14,7 @@ pub(super) struct Pending {
     pub(super) stem: String,
     pub(super) tmp: PathBuf,
     pub(super) dest: PathBuf,
-    pub(super) writer: Option<Box<dyn StemWriter>>,
+    pub(super) writer: Option<ThreadedWriter>,
     pub(super) resampler: StreamResampler,
 }
 

@@ -71,6 +71,8 @@ pub(super) struct Track {
     pub(super) machine_sps: Option<f64>,
     pub(super) separating_since: Option<Instant>,
     pub(super) duration: Option<f64>,
+    /// The network moved to the CPU during this job.
+    pub(super) fell_back: bool,
 }
 
 pub(super) struct JobListener<'a> {
@@ -121,7 +123,7 @@ impl Listener for JobListener<'_> {
                 let own = (index > 0).then(|| elapsed_seconds / f64::from(index));
                 if let Some(own) = own {
                     t.separating_since.get_or_insert_with(Instant::now);
-                    if index == total {
+                    if index == total && !t.fell_back {
                         let _ = self.inner.queue.record_segment_seconds(&self.job.options.model, self.provider, own);
                     }
                 }
@@ -132,6 +134,16 @@ impl Listener for JobListener<'_> {
                 self.report(&mut t, JobState::Encoding, 1.0, None);
             }
             Event::Warning { message } => tracing::warn!("job {}: {message}", self.job.id),
+            Event::ProviderChanged { provider, segment, reason } => {
+                tracing::warn!(
+                    "job {}: the GPU failed at segment {segment} ({reason}); going on on the {provider}",
+                    self.job.id
+                );
+                // The row says what really runs it; this job's segment times
+                // are no longer the old provider's.
+                t.fell_back = true;
+                let _ = self.inner.queue.set_details(self.job.id, None, Some(&provider.to_string()));
+            }
             Event::Done { .. } | Event::Exporting { .. } | Event::Downloading { .. } => {}
         }
     }

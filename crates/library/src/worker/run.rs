@@ -111,9 +111,17 @@ impl Inner {
                 machine_sps: self.queue.segment_seconds(&job.options.model, &provider).ok().flatten(),
                 separating_since: None,
                 duration: None,
+                fell_back: false,
             }),
         };
-        let out = job::separate_file(&sep, &request, &listener)?;
+        let result = job::separate_file(&sep, &request, &listener);
+        if sep.fell_back() {
+            // The GPU failed during this job: the next job opens the model
+            // afresh and tries the GPU again (it falls back again if it must).
+            let key = (job.options.model.clone(), job.options.device);
+            self.separators.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+        }
+        let out = result?;
         if cancel.load(Ordering::SeqCst) {
             return Err(Error::Cancelled);
         }

@@ -7,10 +7,14 @@
 //! [`open`] then spools raw `f32` to a scratch file next to the output and
 //! encodes on `finish`), `clamp` clips to ±0.99, `none` leaves samples alone
 //! (integer formats still saturate at full scale).
+//!
+//! [`ThreadedWriter`] runs any writer on its own thread, so encoding
+//! overlaps the separation and the stems of a run encode in parallel.
 
 mod flac;
 mod mp3;
 mod spool;
+mod threaded;
 mod wav;
 
 use std::path::{Path, PathBuf};
@@ -20,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use flac::FlacStem;
 use mp3::{mp3_bitrate, Mp3Stem};
 use spool::Spool;
+pub use threaded::ThreadedWriter;
 use wav::WavStem;
 
 /// Errors writing a stem.

@@ -1,4 +1,9 @@
-//! The `rescale` clip mode: raw samples first, the encoder at the end.
+//! The `rescale` clip mode: the gain is known only once the whole stem is,
+//! so samples are spooled raw; but most stems never come near full scale
+//! (their gain is exactly 1), so they are also encoded as they arrive, at
+//! gain 1. At the end that file is kept when the peak allows gain 1, and
+//! re-encoded from the spool only when the stem must be scaled down; either
+//! way the result is what encoding at the right gain gives.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -6,9 +11,12 @@ use std::path::{Path, PathBuf};
 
 use super::{io_err, open_direct, EncodeError, OutputFormat, Post, StemWriter, Tags};
 
-/// Raw `f32` spool for `rescale`: the peak is known only at the end.
+/// Raw `f32` spool for `rescale` plus the speculative encode at gain 1.
 pub(super) struct Spool {
     target: PathBuf,
+    /// The target encoded at gain 1 as samples arrive (`None` once it
+    /// failed: the spool is then the only copy).
+    at_unity: Option<Box<dyn StemWriter>>,
     path: PathBuf,
     file: BufWriter<File>,
     format: OutputFormat,
@@ -31,8 +39,10 @@ impl Spool {
         name.push(".spool");
         let path = PathBuf::from(name);
         let file = File::create(&path).map_err(io_err(&path))?;
+        let at_unity = open_direct(target, format, rate, channels, Post::Gain(1.0), &tags)?;
         Ok(Spool {
             target: target.to_path_buf(),
+            at_unity: Some(at_unity),
             path,
             file: BufWriter::with_capacity(1 << 20, file),
             format,
@@ -57,12 +67,27 @@ impl StemWriter for Spool {
             self.peak = self.peak.max(v.abs());
             bytes.extend_from_slice(&v.to_le_bytes());
         }
-        self.file.write_all(&bytes).map_err(io_err(&self.path))
+        self.file.write_all(&bytes).map_err(io_err(&self.path))?;
+        // Once the stem must be scaled, the encode at gain 1 is of no use.
+        if 1.01 * self.peak > 1.0 {
+            self.at_unity = None;
+        }
+        match self.at_unity.as_mut() {
+            Some(w) => w.write(interleaved),
+            None => Ok(()),
+        }
     }
 
     fn finish(mut self: Box<Self>) -> Result<(), EncodeError> {
         self.file.flush().map_err(io_err(&self.path))?;
         let gain = 1.0 / (1.01 * self.peak).max(1.0);
+        if let Some(w) = self.at_unity.take() {
+            if gain == 1.0 {
+                return w.finish();
+            }
+        }
+        // Scaled down: encode the spool again (`open_direct` recreates the
+        // target).
         let mut out = open_direct(&self.target, self.format, self.rate, self.channels, Post::Gain(gain), &self.tags)?;
         let mut reader = BufReader::with_capacity(1 << 20, File::open(&self.path).map_err(io_err(&self.path))?);
         let mut bytes = vec![0u8; 65536 * 4];

@@ -71,6 +71,18 @@ enum Command {
     Separate(SeparateArgs),
     /// List models: installed or not, where, verified or not.
     Models(ModelsArgs),
+    /// Report the runtime: ONNX Runtime builds, NVIDIA driver and GPUs, and
+    /// whether CUDA is used (and if not, why and what to do).
+    Runtime(RuntimeReportArgs),
+}
+
+#[derive(Args)]
+struct RuntimeReportArgs {
+    /// JSON output.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -197,6 +209,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Separate(args) => run_separate(args),
         Command::Models(args) => run_models(args),
+        Command::Runtime(args) => run_runtime(&args),
     }
 }
 
@@ -624,5 +637,57 @@ fn run_models(a: ModelsArgs) -> ExitCode {
         ExitCode::from(exit::MISSING_RUNTIME)
     } else {
         ExitCode::from(exit::MISSING_MODEL)
+    }
+}
+
+/// `stemroom runtime`: what runs the network here, and why not CUDA.
+fn run_runtime(a: &RuntimeReportArgs) -> ExitCode {
+    use stemroom_engine::runtime::gpu;
+    let cpu = runtime::find_library(a.runtime.ort_lib.as_deref(), Device::Cpu);
+    let facts = gpu::facts();
+    let cuda = gpu::diagnose(&facts);
+    if a.json {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            onnxruntime: Option<PathBuf>,
+            onnxruntime_problem: Option<String>,
+            gpu: &'a gpu::GpuFacts,
+            cuda_usable: bool,
+            cuda_problem: Option<&'a gpu::NoCuda>,
+            cuda_message: Option<String>,
+        }
+        let out = Out {
+            onnxruntime: cpu.as_ref().ok().cloned(),
+            onnxruntime_problem: cpu.as_ref().err().map(ToString::to_string),
+            gpu: &facts,
+            cuda_usable: cuda.is_ok(),
+            cuda_problem: cuda.as_ref().err(),
+            cuda_message: cuda.as_ref().err().map(gpu::NoCuda::message),
+        };
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    } else {
+        match &cpu {
+            Ok(p) => println!("onnxruntime  {}", p.display()),
+            Err(e) => println!("onnxruntime  NOT FOUND: {e}"),
+        }
+        match &facts.driver_version {
+            Some(v) => println!("nvidia       driver {v}"),
+            None => println!("nvidia       no driver"),
+        }
+        for g in &facts.gpus {
+            println!("gpu          {} ({:.1} GiB)", g.name, f64::from(g.memory_mib) / 1024.0);
+        }
+        if let Some(p) = &facts.gpu_runtime {
+            println!("gpu runtime  {}", p.display());
+        }
+        match &cuda {
+            Ok(()) => println!("cuda         usable (--device auto uses it)"),
+            Err(why) => println!("cuda         not used: {}", why.message()),
+        }
+    }
+    if cpu.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(exit::MISSING_RUNTIME)
     }
 }

@@ -219,6 +219,8 @@ fn missing_model_runtime_and_device_are_reported() {
     );
     // The ONNX Runtime set up here is the CPU wheel: CUDA must fail clearly (auto falls back, see below).
     assert_fails(&["separate", "--device", "cuda", "-o", e, utf8(&mix)], 5, "device cuda is not available");
+    // Why, in plain words (these test machines have no NVIDIA driver).
+    assert_fails(&["separate", "--device", "cuda", "-o", e, utf8(&mix)], 5, "No NVIDIA GPU driver is loaded");
     let o = run(&["models", "--json"]);
     assert!(o.status.success());
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
@@ -406,4 +408,19 @@ fn ffmpeg_only_formats_without_ffmpeg_fail_clearly_and_leave_nothing() {
         assert!(stdout.contains(named), "{}: the codec is named: {stdout}", c.name);
     }
     assert!(files_under(&out).is_empty(), "nothing written: {:?}", files_under(&out));
+}
+
+/// `stemroom runtime` says what runs the network and why not CUDA (on these
+/// CPU-only machines: no driver), as text and JSON.
+#[test]
+fn runtime_report_says_why_cuda_is_not_used() {
+    let out = run(&["runtime", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(v["onnxruntime"].as_str().is_some_and(|p| p.ends_with("libonnxruntime.so.1.31.1")), "{v}");
+    assert_eq!(v["cuda_usable"], serde_json::Value::Bool(false), "{v}");
+    assert_eq!(v["cuda_problem"]["reason"], "no_driver", "{v}");
+    assert!(v["cuda_message"].as_str().is_some_and(|m| m.contains("install its driver")), "{v}");
+    let text = run(&["runtime"]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("cuda         not used: No NVIDIA GPU driver"));
 }

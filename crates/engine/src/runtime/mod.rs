@@ -7,6 +7,7 @@
 //! PyPI wheel `onnxruntime-gpu==1.31.1`) is preferred where present.
 
 mod arena;
+pub mod gpu;
 mod library;
 mod session;
 

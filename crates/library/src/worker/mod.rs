@@ -331,6 +331,12 @@ impl Inner {
 /// The message a person sees for `e`: what went wrong and what to do,
 /// without Rust type names or stack traces.
 pub fn plain_message(e: &Error) -> String {
+    use stemroom_engine::runtime::RuntimeError;
+    if let Error::Engine(stemroom_engine::Error::Runtime(RuntimeError::DeviceUnavailable { reason, .. })) = e {
+        // ONNX Runtime itself is fine: the GPU is not (the reason says why
+        // and what to do).
+        return format!("The GPU cannot be used: {reason} Choose Automatic or CPU in Settings to separate on the CPU.");
+    }
     match e.code() {
         ErrorCode::MissingModel => format!(
             "The separation model is not installed or is damaged. Fetch it from Settings, or run `stemroom models --fetch`. ({e})"
@@ -406,6 +412,19 @@ mod tests {
         wait_threads(&w, 1);
         w.shutdown();
         wait_threads(&w, 0);
+    }
+
+    #[test]
+    fn a_missing_gpu_is_not_called_a_missing_runtime() {
+        use stemroom_engine::runtime::RuntimeError;
+        let e: Error = stemroom_engine::Error::Runtime(RuntimeError::DeviceUnavailable {
+            device: "cuda".into(),
+            reason: "No NVIDIA GPU driver is loaded (...): separating on the CPU.".into(),
+        })
+        .into();
+        let m = plain_message(&e);
+        assert!(m.contains("No NVIDIA GPU driver") && m.contains("Automatic or CPU"), "{m}");
+        assert!(!m.contains("setup.sh") && !m.contains("ONNX Runtime could not be loaded"), "{m}");
     }
 
     #[test]

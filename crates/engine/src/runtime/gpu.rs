@@ -1,0 +1,226 @@
+//! What this machine offers for CUDA, and why CUDA is not used when it is
+//! not: no NVIDIA driver, a driver too old for the CUDA 13 build of ONNX
+//! Runtime, the GPU build or its CUDA/cuDNN libraries missing. Each reason
+//! comes with the fix, in plain words.
+//!
+//! The facts are read without loading CUDA: the driver's version from
+//! `/proc/driver/nvidia/version` (the kernel module's), GPU names and memory
+//! from `nvidia-smi` when it is installed, libraries by file name in the GPU
+//! runtime folder and the system's library folders. [`diagnose`] is a pure
+//! function of those facts, so every answer is tested on any machine.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::{ORT_GPU_DIR, ORT_LIBRARY_FILE};
+
+/// Oldest NVIDIA driver branch that runs CUDA 13 (NVIDIA's CUDA 13.0 release
+/// notes, "CUDA Toolkit and corresponding driver versions": 580).
+pub const MIN_DRIVER_MAJOR: u32 = 580;
+
+/// The CUDA execution provider's library inside the GPU build.
+pub const CUDA_PROVIDER_FILE: &str = "libonnxruntime_providers_cuda.so";
+
+/// Libraries the CUDA execution provider of ONNX Runtime 1.31.1 (CUDA 13,
+/// cuDNN 9) loads, by soname (the `nvidia-*-cu13` and `nvidia-cudnn-cu13`
+/// wheels ship them).
+pub const CUDA_LIBRARIES: &[&str] =
+    &["libcudart.so.13", "libcublas.so.13", "libcublasLt.so.13", "libcufft.so.12", "libcurand.so.10", "libcudnn.so.9"];
+
+/// One GPU as `nvidia-smi` describes it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+pub struct GpuInfo {
+    pub name: String,
+    /// Memory in MiB.
+    pub memory_mib: u32,
+}
+
+/// What was found on this machine.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct GpuFacts {
+    /// The NVIDIA kernel driver's version (`580.95.05`), if loaded.
+    pub driver_version: Option<String>,
+    pub gpus: Vec<GpuInfo>,
+    /// The GPU build of ONNX Runtime, when installed.
+    pub gpu_runtime: Option<PathBuf>,
+    /// Whether the CUDA provider library sits beside it.
+    pub cuda_provider: bool,
+    /// CUDA/cuDNN libraries found nowhere ([`CUDA_LIBRARIES`]).
+    pub missing_libraries: Vec<String>,
+}
+
+/// Why CUDA is not used, each with its fix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum NoCuda {
+    /// No NVIDIA driver is loaded (no NVIDIA GPU, or its driver is not installed).
+    NoDriver,
+    /// The driver predates CUDA 13.
+    DriverTooOld { version: String },
+    /// The GPU build of ONNX Runtime is not installed.
+    RuntimeMissing,
+    /// CUDA or cuDNN libraries are missing.
+    LibrariesMissing { missing: Vec<String> },
+}
+
+impl NoCuda {
+    /// The reason and the fix, for a person.
+    pub fn message(&self) -> String {
+        match self {
+            NoCuda::NoDriver => "No NVIDIA GPU driver is loaded (no NVIDIA GPU, or its driver is not installed): \
+                 separating on the CPU. With an NVIDIA GPU, install its driver (580 or newer)."
+                .into(),
+            NoCuda::DriverTooOld { version } => format!(
+                "The NVIDIA driver {version} is too old for CUDA 13: separating on the CPU. Update the driver to \
+                 {MIN_DRIVER_MAJOR} or newer."
+            ),
+            NoCuda::RuntimeMissing => "GPU support is not installed: separating on the CPU. Install it with \
+                 `bash scripts/fetch-runtime.sh --gpu` (the GPU build of ONNX Runtime with CUDA 13 and cuDNN 9)."
+                .into(),
+            NoCuda::LibrariesMissing { missing } => format!(
+                "GPU support is incomplete ({} not found): separating on the CPU. Install it again with \
+                 `bash scripts/fetch-runtime.sh --gpu`.",
+                missing.join(", ")
+            ),
+        }
+    }
+}
+
+/// Whether CUDA can run, from the facts: `Ok(())`, or the first reason it
+/// cannot (driver, then runtime, then libraries).
+///
+/// # Errors
+/// The [`NoCuda`] reason.
+pub fn diagnose(facts: &GpuFacts) -> Result<(), NoCuda> {
+    let Some(version) = &facts.driver_version else { return Err(NoCuda::NoDriver) };
+    let major = version.split('.').next().and_then(|m| m.parse::<u32>().ok()).unwrap_or(0);
+    if major < MIN_DRIVER_MAJOR {
+        return Err(NoCuda::DriverTooOld { version: version.clone() });
+    }
+    if facts.gpu_runtime.is_none() || !facts.cuda_provider {
+        return Err(NoCuda::RuntimeMissing);
+    }
+    if !facts.missing_libraries.is_empty() {
+        return Err(NoCuda::LibrariesMissing { missing: facts.missing_libraries.clone() });
+    }
+    Ok(())
+}
+
+/// The kernel driver's version from `/proc/driver/nvidia/version`'s first
+/// line (`NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.95.05  …`).
+pub fn parse_driver_version(text: &str) -> Option<String> {
+    let line = text.lines().next()?;
+    let after = line.split("Kernel Module").nth(1).or_else(|| line.split("Open Kernel Module").nth(1))?;
+    after.split_whitespace().find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit())).map(str::to_string)
+}
+
+/// GPUs from `nvidia-smi --query-gpu=name,memory.total --format=csv,noheader,nounits`.
+pub fn parse_nvidia_smi(text: &str) -> Vec<GpuInfo> {
+    text.lines()
+        .filter_map(|l| {
+            let (name, mem) = l.rsplit_once(',')?;
+            Some(GpuInfo { name: name.trim().to_string(), memory_mib: mem.trim().parse().ok()? })
+        })
+        .collect()
+}
+
+/// Library folders searched for the CUDA libraries: the GPU runtime's own
+/// folder, then the system's (`ld.so`'s defaults and the usual CUDA places).
+fn library_dirs(gpu_runtime: Option<&Path>) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = gpu_runtime.and_then(Path::parent).map(Path::to_path_buf).into_iter().collect();
+    dirs.extend(
+        ["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64", "/usr/local/cuda/lib64"]
+            .iter()
+            .map(PathBuf::from),
+    );
+    dirs
+}
+
+/// Read the facts of this machine (see the module docs).
+pub fn facts() -> GpuFacts {
+    let driver_version =
+        std::fs::read_to_string("/proc/driver/nvidia/version").ok().as_deref().and_then(parse_driver_version);
+    let gpus = std::process::Command::new("nvidia-smi")
+        .args(["--query-gpu=name,memory.total", "--format=csv,noheader,nounits"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| parse_nvidia_smi(&String::from_utf8_lossy(&o.stdout)))
+        .unwrap_or_default();
+    let gpu_runtime =
+        crate::paths::cache_dir().map(|c| c.join(ORT_GPU_DIR).join(ORT_LIBRARY_FILE)).filter(|p| p.is_file());
+    let cuda_provider =
+        gpu_runtime.as_deref().and_then(Path::parent).is_some_and(|d| d.join(CUDA_PROVIDER_FILE).is_file());
+    let dirs = library_dirs(gpu_runtime.as_deref());
+    let missing_libraries = CUDA_LIBRARIES
+        .iter()
+        .filter(|lib| !dirs.iter().any(|d| d.join(lib).is_file()))
+        .map(|s| (*s).to_string())
+        .collect();
+    GpuFacts { driver_version, gpus, gpu_runtime, cuda_provider, missing_libraries }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ready() -> GpuFacts {
+        GpuFacts {
+            driver_version: Some("580.95.05".into()),
+            gpus: vec![GpuInfo { name: "NVIDIA H200".into(), memory_mib: 143_771 }],
+            gpu_runtime: Some("/cache/onnxruntime-gpu-1.31.1/libonnxruntime.so.1.31.1".into()),
+            cuda_provider: true,
+            missing_libraries: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn every_reason_cuda_is_not_used_has_its_message() {
+        assert_eq!(diagnose(&ready()), Ok(()));
+        let no_driver = GpuFacts { driver_version: None, ..ready() };
+        assert_eq!(diagnose(&no_driver), Err(NoCuda::NoDriver));
+        let old = GpuFacts { driver_version: Some("550.127.05".into()), ..ready() };
+        let e = diagnose(&old).unwrap_err();
+        assert!(e.message().contains("550.127.05") && e.message().contains("580"), "{}", e.message());
+        let no_runtime = GpuFacts { gpu_runtime: None, cuda_provider: false, ..ready() };
+        assert!(diagnose(&no_runtime).unwrap_err().message().contains("fetch-runtime.sh --gpu"));
+        let no_provider = GpuFacts { cuda_provider: false, ..ready() };
+        assert_eq!(diagnose(&no_provider), Err(NoCuda::RuntimeMissing));
+        let libs = GpuFacts { missing_libraries: vec!["libcudnn.so.9".into()], ..ready() };
+        let e = diagnose(&libs).unwrap_err();
+        assert!(e.message().contains("libcudnn.so.9"), "{}", e.message());
+    }
+
+    #[test]
+    fn driver_and_gpu_lines_parse() {
+        let proc = "NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.95.05  Tue Sep 23 09:55:41 UTC 2025\nGCC version:  gcc version 12.2.0\n";
+        assert_eq!(parse_driver_version(proc).as_deref(), Some("580.95.05"));
+        let open = "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.65.06  Release Build\n";
+        assert_eq!(parse_driver_version(open).as_deref(), Some("580.65.06"));
+        assert_eq!(parse_driver_version(""), None);
+        let smi = "NVIDIA H200, 143771\nNVIDIA GeForce RTX 4090, 24564\n";
+        assert_eq!(
+            parse_nvidia_smi(smi),
+            vec![
+                GpuInfo { name: "NVIDIA H200".into(), memory_mib: 143_771 },
+                GpuInfo { name: "NVIDIA GeForce RTX 4090".into(), memory_mib: 24_564 }
+            ]
+        );
+    }
+
+    #[test]
+    fn this_machine_is_described() {
+        // Whatever the machine: a consistent answer (on the CPU-only test
+        // machines: no driver).
+        let f = facts();
+        match diagnose(&f) {
+            Ok(()) => assert!(f.driver_version.is_some() && f.gpu_runtime.is_some()),
+            Err(NoCuda::NoDriver) => assert!(f.driver_version.is_none()),
+            Err(e) => assert!(!e.message().is_empty()),
+        }
+    }
+}

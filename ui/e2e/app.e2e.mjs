@@ -5,7 +5,7 @@
 // checks the four stems in the library, restarts the app on the same data
 // directory and finds the song again, opens it in the player (mute, solo,
 // play through the real audio device and watch the playhead move), exports an
-// instrumental MP3 and finds the file. Screenshots go to docs/screenshots/.
+// instrumental MP3 and finds the file. Screenshots go to STEMROOM_E2E_SHOTS.
 //
 // Environment: STEMROOM_APP (binary), STEMROOM_E2E_INPUT (audio file),
 // TAURI_DRIVER (tauri-driver binary), STEMROOM_E2E_SHOTS (screenshot dir),
@@ -212,7 +212,11 @@ try {
     },
     { timeout: 20000, timeoutMsg: "the link's song is not in the library" },
   );
-  check(true, "the link's song is in the library");
+  const titles = await Promise.all((await b.$$('[data-testid="library-item"]')).map((it) => it.getText()));
+  check(
+    titles.some((t) => t.includes("Falcon 69 (from a link)")),
+    "the link's song is in the library",
+  );
   await b.deleteSession();
 } catch (e) {
   failed = true;

@@ -127,7 +127,8 @@ struct SeparateArgs {
     /// Model name.
     #[arg(short = 'n', long = "name", default_value = "htdemucs")]
     name: String,
-    /// Output directory.
+    /// Output directory. Existing stems of the same names are replaced (as
+    /// the `demucs` CLI does), all of a track's or, if the run fails, none.
     #[arg(short = 'o', long = "out", default_value = "separated")]
     out: PathBuf,
     /// Output path template under --out: {track}, {trackext}, {stem}, {ext}.

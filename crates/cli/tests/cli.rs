@@ -300,12 +300,23 @@ fn json_events_two_stems_mp3_and_cpu_fallback() {
 
 #[test]
 fn ctrl_c_cancels_and_leaves_no_partial_output() {
+    // Ctrl-C, and what systemd, `docker stop` and `timeout` send (SIGTERM)
+    // and a closed terminal (SIGHUP): each cancels and cleans up.
+    for signal in ["-INT", "-TERM", "-HUP"] {
+        interrupt_after_a_segment(signal);
+    }
+}
+
+fn interrupt_after_a_segment(signal: &str) {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().expect("tempdir");
     let input = dir.path().join("long.wav");
     ffmpeg(&["-stream_loop", "3", "-i", utf8(&testdata("mixture.wav")), utf8(&input)]);
     let out = dir.path().join("out");
+    let scratch = dir.path().join("scratch");
+    std::fs::create_dir(&scratch).expect("mkdir");
     let mut child = stemroom()
+        .env("STEMROOM_SCRATCH", &scratch)
         .args(["separate", "--json", "--shifts", "0", "-o", utf8(&out), utf8(&input)])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -317,14 +328,15 @@ fn ctrl_c_cancels_and_leaves_no_partial_output() {
         let line = line.expect("line");
         if line.contains("\"segment\"") && !saw_segment {
             saw_segment = true;
-            let st = Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill");
+            let st = Command::new("kill").args([signal, &child.id().to_string()]).status().expect("kill");
             assert!(st.success());
         }
     }
-    assert!(saw_segment, "a segment finished before the interrupt");
+    assert!(saw_segment, "{signal}: a segment finished before the signal");
     let status = child.wait().expect("wait");
-    assert_eq!(status.code(), Some(130), "exit code of a cancelled run");
-    assert!(files_under(&out).is_empty(), "partial outputs left: {:?}", files_under(&out));
+    assert_eq!(status.code(), Some(130), "{signal}: exit code of a cancelled run");
+    assert!(files_under(&out).is_empty(), "{signal}: partial outputs left: {:?}", files_under(&out));
+    assert!(files_under(&scratch).is_empty(), "{signal}: scratch left: {:?}", files_under(&scratch));
 }
 
 // ---- links ----
@@ -423,4 +435,44 @@ fn runtime_report_says_why_cuda_is_not_used() {
     assert!(v["cuda_message"].as_str().is_some_and(|m| m.contains("install its driver")), "{v}");
     let text = run(&["runtime"]);
     assert!(String::from_utf8_lossy(&text.stdout).contains("cuda         not used: No NVIDIA GPU driver"));
+}
+
+/// SIGKILL (or a crash) leaves no chance to clean up: the mixture's scratch
+/// file is anonymous and vanishes with the process, and the next run into
+/// the same folder removes the dead run's partial stems.
+#[test]
+fn after_sigkill_nothing_stays_in_scratch_and_the_next_run_removes_the_partial_stems() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("long.wav");
+    ffmpeg(&["-stream_loop", "3", "-i", utf8(&testdata("mixture.wav")), utf8(&input)]);
+    let out = dir.path().join("out");
+    let scratch = dir.path().join("scratch");
+    std::fs::create_dir(&scratch).expect("mkdir");
+    let args = ["separate", "--json", "--shifts", "0", "-o", utf8(&out), utf8(&input)];
+    let mut child =
+        stemroom().env("STEMROOM_SCRATCH", &scratch).args(args).stdout(Stdio::piped()).spawn().expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    for line in BufReader::new(stdout).lines() {
+        if line.expect("line").contains("\"segment\"") {
+            let st = Command::new("kill").args(["-KILL", &child.id().to_string()]).status().expect("kill");
+            assert!(st.success());
+            break;
+        }
+    }
+    let _ = child.wait();
+    assert!(files_under(&scratch).is_empty(), "scratch left: {:?}", files_under(&scratch));
+    let left = files_under(&out);
+    assert!(!left.is_empty(), "the killed run had partial stems");
+    assert!(
+        left.iter().all(|p| p.file_name().is_some_and(|n| n.to_string_lossy().ends_with(".part"))),
+        "only partial files: {left:?}"
+    );
+
+    let done = stemroom().env("STEMROOM_SCRATCH", &scratch).args(args).output().expect("run");
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    let mut names: Vec<String> =
+        files_under(&out).iter().filter_map(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names, ["bass.wav", "drums.wav", "other.wav", "vocals.wav"], "no stale partial files");
 }

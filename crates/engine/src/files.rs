@@ -12,6 +12,80 @@ pub fn part_path(dest: &Path) -> PathBuf {
     dest.with_file_name(format!(".{name}.{}.part", std::process::id()))
 }
 
+/// Rename every `(temporary, final)` pair into place, all or nothing: a
+/// final file that already exists is first moved aside, and when any rename
+/// fails the ones done are undone and the old files put back, so a folder
+/// never holds a mix of old and new outputs. Returns the first error.
+///
+/// # Errors
+/// The I/O error of the rename that failed (after the rollback).
+pub fn publish(pairs: &[(PathBuf, PathBuf)]) -> std::io::Result<()> {
+    let mut set_aside: Vec<(PathBuf, PathBuf)> = Vec::new();
+    let mut placed: Vec<&Path> = Vec::new();
+    let rollback = |placed: &[&Path], set_aside: &[(PathBuf, PathBuf)]| {
+        for p in placed {
+            let _ = std::fs::remove_file(p);
+        }
+        for (old, backup) in set_aside {
+            let _ = std::fs::rename(backup, old);
+        }
+    };
+    for (_, dest) in pairs {
+        if dest.exists() {
+            let backup = part_path(dest).with_extension("old");
+            if let Err(e) = std::fs::rename(dest, &backup) {
+                rollback(&placed, &set_aside);
+                return Err(e);
+            }
+            set_aside.push((dest.clone(), backup));
+        }
+    }
+    for (tmp, dest) in pairs {
+        if let Err(e) = std::fs::rename(tmp, dest) {
+            rollback(&placed, &set_aside);
+            return Err(e);
+        }
+        placed.push(dest);
+    }
+    for (_, backup) in &set_aside {
+        let _ = std::fs::remove_file(backup);
+    }
+    Ok(())
+}
+
+/// Whether process `pid` is alive (signal 0: exists, perhaps another user's).
+fn process_alive(pid: i32) -> bool {
+    // SAFETY: kill(2) with signal 0 only checks for existence and permission.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// The process id in a temporary output's name (`.<name>.<pid>.part`, and
+/// `.<name>.<pid>.part.spool` from earlier versions), if it is one.
+fn part_owner(file_name: &str) -> Option<i32> {
+    let stem = file_name.strip_prefix('.')?;
+    let stem = stem.strip_suffix(".part").or_else(|| stem.strip_suffix(".part.spool"))?;
+    stem.rsplit_once('.')?.1.parse().ok().filter(|pid| *pid > 0)
+}
+
+/// Remove the temporary outputs in `dir` whose process is gone (a run that
+/// was killed or crashed could not remove them). Returns how many.
+pub fn remove_stale_parts(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let me = i32::try_from(std::process::id()).unwrap_or(0);
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(part_owner) else { continue };
+        let is_file = e.file_type().is_ok_and(|t| t.is_file());
+        if is_file && pid != me && !process_alive(pid) && std::fs::remove_file(e.path()).is_ok() {
+            tracing::info!("removed {} left by process {pid}", e.path().display());
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// Files and folders a run creates, removed when the guard is dropped
 /// (files first, then the folders, deepest first, if empty) unless
 /// [`Leftovers::disarm`]ed.
@@ -69,6 +143,48 @@ impl Drop for Leftovers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn publishing_is_all_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n);
+        std::fs::write(p("a.wav"), "old a").unwrap();
+        std::fs::write(p("b.wav"), "old b").unwrap();
+        std::fs::write(p("a.tmp"), "new a").unwrap();
+        // b's temporary file is missing: its rename fails after a's.
+        let pairs = vec![(p("a.tmp"), p("a.wav")), (p("b.tmp"), p("b.wav"))];
+        assert!(publish(&pairs).is_err());
+        assert_eq!(std::fs::read_to_string(p("a.wav")).unwrap(), "old a", "a's old file is back");
+        assert_eq!(std::fs::read_to_string(p("b.wav")).unwrap(), "old b");
+        std::fs::write(p("a.tmp"), "new a").unwrap();
+        std::fs::write(p("b.tmp"), "new b").unwrap();
+        publish(&pairs).unwrap();
+        assert_eq!(std::fs::read_to_string(p("a.wav")).unwrap(), "new a");
+        assert_eq!(std::fs::read_to_string(p("b.wav")).unwrap(), "new b");
+        let mut names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+        names.sort();
+        assert_eq!(names, ["a.wav", "b.wav"], "no backups or temporaries left");
+    }
+
+    #[test]
+    fn stale_parts_of_dead_processes_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        // A pid that cannot be alive (above the kernel's maximum), ours,
+        // and a finished output.
+        let dead = dir.path().join(".drums.wav.2147483600.part");
+        let old_spool = dir.path().join(".bass.wav.2147483600.part.spool");
+        let ours = part_path(&dir.path().join("vocals.wav"));
+        let done = dir.path().join("other.wav");
+        for p in [&dead, &old_spool, &ours, &done] {
+            std::fs::write(p, "x").unwrap();
+        }
+        assert_eq!(remove_stale_parts(dir.path()), 2);
+        assert!(!dead.exists() && !old_spool.exists());
+        assert!(ours.exists() && done.exists());
+        assert_eq!(part_owner(".a.b.c.12.part"), Some(12));
+        assert_eq!(part_owner("a.12.part"), None);
+        assert_eq!(part_owner(".notes.txt"), None);
+    }
 
     #[test]
     fn leftovers_are_removed_unless_disarmed() {

@@ -140,6 +140,7 @@ impl Outputs {
     fn open(req: &ExportRequest, names: &[String], rate: u32, out_rate: u32) -> Result<Self, Error> {
         std::fs::create_dir_all(&req.dest_dir)
             .map_err(|source| Error::Output { path: req.dest_dir.clone(), source })?;
+        stemroom_engine::files::remove_stale_parts(&req.dest_dir);
         let ext = req.format.extension();
         // Stems are exported untouched (bit-exact at the same depth); a mix may
         // exceed full scale and is clamped as the player's output is.
@@ -181,8 +182,10 @@ impl Outputs {
         for w in self.writers.drain(..) {
             Box::new(w).finish()?;
         }
-        for (t, f) in self.temps.files().iter().zip(&self.finals) {
-            std::fs::rename(t, f).map_err(|source| Error::Output { path: f.clone(), source })?;
+        let pairs: Vec<(PathBuf, PathBuf)> =
+            self.temps.files().iter().cloned().zip(self.finals.iter().cloned()).collect();
+        if let Err(source) = stemroom_engine::files::publish(&pairs) {
+            return Err(Error::Output { path: self.finals.first().cloned().unwrap_or_default(), source });
         }
         // Renamed: nothing left for the guard to remove.
         self.temps.disarm();

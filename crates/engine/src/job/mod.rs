@@ -325,7 +325,8 @@ fn open_outputs(
 
 /// Flush the resamplers and complete every file (the stems' encoders run at
 /// the same time: each is closed first, then waited for), then rename them
-/// all into place.
+/// all into place, all or nothing (existing stems of the same names are
+/// replaced, as the `demucs` CLI does, but never half of them).
 fn finish_outputs(outputs: &mut [Pending], listener: &dyn Listener) -> Result<(), Error> {
     for p in outputs.iter_mut() {
         if listener.is_cancelled() {
@@ -347,9 +348,8 @@ fn finish_outputs(outputs: &mut [Pending], listener: &dyn Listener) -> Result<()
     if listener.is_cancelled() {
         return Err(Error::Cancelled);
     }
-    for p in outputs.iter() {
-        std::fs::rename(&p.tmp, &p.dest).map_err(|source| Error::Output { path: p.dest.clone(), source })?;
-    }
+    let pairs: Vec<(PathBuf, PathBuf)> = outputs.iter().map(|p| (p.tmp.clone(), p.dest.clone())).collect();
+    crate::files::publish(&pairs).map_err(|source| Error::Output { path: pairs[0].1.clone(), source })?;
     Ok(())
 }
 
@@ -372,6 +372,8 @@ pub fn separate_file(sep: &Separator, req: &JobRequest, listener: &dyn Listener)
     let mut leftovers = Leftovers::new();
     for parent in dests.iter().filter_map(|(_, d)| d.parent()) {
         leftovers.create_dirs(parent).map_err(|source| Error::Output { path: parent.to_path_buf(), source })?;
+        // What a killed run left there (it could not clean up).
+        crate::files::remove_stale_parts(parent);
     }
     listener.event(&Event::Started { input: req.input.clone(), model: info.id.clone(), provider: sep.provider() });
 

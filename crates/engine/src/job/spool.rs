@@ -45,10 +45,11 @@ impl MixSource for SpoolMix {
     }
 }
 
-/// The mixture decoded and resampled to the model rate, in a scratch file
-/// (removed when dropped).
+/// The mixture decoded and resampled to the model rate, in an anonymous
+/// scratch file (no name: it vanishes with its last handle, even when the
+/// process is killed).
 pub(super) struct Spooled {
-    file: tempfile::NamedTempFile,
+    file: File,
     /// Frames at the model rate.
     pub(super) frames: usize,
     /// Statistics of the mono reference, for normalisation.
@@ -61,7 +62,8 @@ impl Spooled {
     /// A reader of the spool with its own file handle.
     pub(super) fn reader(&self) -> Result<SpoolMix, Error> {
         Ok(SpoolMix {
-            file: self.file.reopen().map_err(Error::Scratch)?,
+            // Readers use positioned reads, so sharing the offset is harmless.
+            file: self.file.try_clone().map_err(Error::Scratch)?,
             frames: self.frames,
             bytes: Vec::new(),
             window: Vec::new(),
@@ -95,14 +97,10 @@ pub(super) fn decode_to_spool(
     scratch_dir: &Path,
     listener: &dyn Listener,
 ) -> Result<Spooled, Error> {
-    let file = tempfile::Builder::new()
-        .prefix("stemroom-mix-")
-        .suffix(".f32")
-        .tempfile_in(scratch_dir)
-        .map_err(Error::Scratch)?;
+    let file = tempfile::tempfile_in(scratch_dir).map_err(Error::Scratch)?;
     let mut stats = MixStatsAccumulator::default();
     let mut resampler: Option<StreamResampler> = None;
-    let mut writer = BufWriter::with_capacity(1 << 20, file.as_file().try_clone().map_err(Error::Scratch)?);
+    let mut writer = BufWriter::with_capacity(1 << 20, file.try_clone().map_err(Error::Scratch)?);
     let mut frames = 0usize;
     let mut buf = Vec::new();
     let decoded = decode::decode(input, listener, |block, rate| {

@@ -6,7 +6,7 @@
 //! way the result is what encoding at the right gain gives.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::{io_err, open_direct, EncodeError, OutputFormat, Post, StemWriter, Tags};
@@ -17,7 +17,8 @@ pub(super) struct Spool {
     /// The target encoded at gain 1 as samples arrive (`None` once it
     /// failed: the spool is then the only copy).
     at_unity: Option<Box<dyn StemWriter>>,
-    path: PathBuf,
+    /// Anonymous (unnamed) scratch file beside the target: it vanishes with
+    /// the writer, even when the process is killed.
     file: BufWriter<File>,
     format: OutputFormat,
     rate: u32,
@@ -35,15 +36,12 @@ impl Spool {
         tags: Tags,
     ) -> Result<Self, EncodeError> {
         format.validate().map_err(|reason| EncodeError::Encoder { format: format.extension(), reason })?;
-        let mut name = target.as_os_str().to_owned();
-        name.push(".spool");
-        let path = PathBuf::from(name);
-        let file = File::create(&path).map_err(io_err(&path))?;
+        let dir = target.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let file = tempfile::tempfile_in(dir).map_err(io_err(target))?;
         let at_unity = open_direct(target, format, rate, channels, Post::Gain(1.0), &tags)?;
         Ok(Spool {
             target: target.to_path_buf(),
             at_unity: Some(at_unity),
-            path,
             file: BufWriter::with_capacity(1 << 20, file),
             format,
             rate,
@@ -54,12 +52,6 @@ impl Spool {
     }
 }
 
-impl Drop for Spool {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
 impl StemWriter for Spool {
     fn write(&mut self, interleaved: &[f32]) -> Result<(), EncodeError> {
         let mut bytes = Vec::with_capacity(interleaved.len() * 4);
@@ -67,7 +59,7 @@ impl StemWriter for Spool {
             self.peak = self.peak.max(v.abs());
             bytes.extend_from_slice(&v.to_le_bytes());
         }
-        self.file.write_all(&bytes).map_err(io_err(&self.path))?;
+        self.file.write_all(&bytes).map_err(io_err(&self.target))?;
         // Once the stem must be scaled, the encode at gain 1 is of no use.
         if 1.01 * self.peak > 1.0 {
             self.at_unity = None;
@@ -79,7 +71,7 @@ impl StemWriter for Spool {
     }
 
     fn finish(mut self: Box<Self>) -> Result<(), EncodeError> {
-        self.file.flush().map_err(io_err(&self.path))?;
+        self.file.flush().map_err(io_err(&self.target))?;
         let gain = 1.0 / (1.01 * self.peak).max(1.0);
         if let Some(w) = self.at_unity.take() {
             if gain == 1.0 {
@@ -89,13 +81,15 @@ impl StemWriter for Spool {
         // Scaled down: encode the spool again (`open_direct` recreates the
         // target).
         let mut out = open_direct(&self.target, self.format, self.rate, self.channels, Post::Gain(gain), &self.tags)?;
-        let mut reader = BufReader::with_capacity(1 << 20, File::open(&self.path).map_err(io_err(&self.path))?);
+        let spool = self.file.get_mut();
+        spool.seek(SeekFrom::Start(0)).map_err(io_err(&self.target))?;
+        let mut reader = BufReader::with_capacity(1 << 20, &*spool);
         let mut bytes = vec![0u8; 65536 * 4];
         let mut samples = Vec::with_capacity(65536);
         loop {
             let mut filled = 0;
             while filled < bytes.len() {
-                let n = reader.read(&mut bytes[filled..]).map_err(io_err(&self.path))?;
+                let n = reader.read(&mut bytes[filled..]).map_err(io_err(&self.target))?;
                 if n == 0 {
                     break;
                 }

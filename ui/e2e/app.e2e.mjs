@@ -212,7 +212,8 @@ try {
     },
     { timeout: 20000, timeoutMsg: "the link's song is not in the library" },
   );
-  const titles = await Promise.all((await b.$$('[data-testid="library-item"]')).map((it) => it.getText()));
+  const titles = [];
+  for (const it of await b.$$('[data-testid="library-item"]')) titles.push(await it.getText());
   check(
     titles.some((t) => t.includes("Falcon 69 (from a link)")),
     "the link's song is in the library",

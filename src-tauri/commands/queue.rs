@@ -88,20 +88,26 @@ pub fn retry_job(state: S<'_>, id: JobId) -> Result<Job, AppError> {
 
 #[tauri::command]
 #[specta::specta]
-pub fn remove_job(state: S<'_>, id: JobId, delete_files: bool) -> Result<(), AppError> {
-    // Files first: if they cannot be deleted the entry stays, so the person
-    // can try again instead of being left with an orphaned folder.
-    if delete_files {
-        if let Some(dir) = state.queue.get(id)?.output_dir {
-            stemroom_library::song::remove_song(Path::new(&dir)).map_err(|e| AppError {
-                code: ErrorCode::Output,
-                message: format!("The song's folder could not be deleted: {e}"),
-            })?;
+pub async fn remove_job(state: S<'_>, id: JobId, delete_files: bool) -> Result<(), AppError> {
+    // Off the main thread: deleting a song's stems can take a while.
+    let st = state.inner().clone();
+    tauri::async_runtime::spawn_blocking(move || {
+        // Files first: if they cannot be deleted the entry stays, so the
+        // person can try again instead of being left with an orphaned folder.
+        if delete_files {
+            if let Some(dir) = st.queue.get(id)?.output_dir {
+                stemroom_library::song::remove_song(Path::new(&dir)).map_err(|e| AppError {
+                    code: ErrorCode::Output,
+                    message: format!("The song's folder could not be deleted: {e}"),
+                })?;
+            }
         }
-    }
-    state.queue.remove(id)?;
-    state.hub.send(QueueEvent::QueueChanged);
-    Ok(())
+        st.queue.remove(id)?;
+        st.hub.send(QueueEvent::QueueChanged);
+        Ok(())
+    })
+    .await
+    .map_err(|e| AppError::internal(e.to_string()))?
 }
 
 #[tauri::command]

@@ -162,8 +162,16 @@ fn spawn_status_ticker(player: Weak<Player>, channel: Channel<PlayerStatus>) {
 /// Close the open song (stops playback).
 #[tauri::command]
 #[specta::specta]
-pub fn close_song(state: S<'_>) {
-    *state.song.lock().unwrap_or_else(|p| p.into_inner()) = None;
+pub async fn close_song(app: tauri::AppHandle) {
+    // Off the main thread: stopping the player joins its threads. (The
+    // state comes from the handle: an async command borrowing `State`
+    // would have to return a `Result`.)
+    use tauri::Manager;
+    let st = app.state::<Arc<AppState>>().inner().clone();
+    let _ = tauri::async_runtime::spawn_blocking(move || {
+        *st.song.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    })
+    .await;
 }
 
 /// Peaks of every lane between frames `start` and `end`, in `columns` columns.

@@ -103,14 +103,23 @@ impl Mixer {
     /// Move towards new controls; the change is heard as a ramp over the
     /// next [`RAMP_SECONDS`] of output.
     pub fn set_controls(&mut self, controls: &MixControls) {
-        let mut target = controls.effective_gains();
-        target.resize(self.current.len(), 0.0);
-        if target == self.target {
+        self.set_gains(&controls.effective_gains());
+    }
+
+    /// Move towards these gains (one per stem, as
+    /// [`MixControls::effective_gains`] gives; missing stems are silent).
+    /// Allocates nothing: the audio callback calls it.
+    pub fn set_gains(&mut self, gains: &[f32]) {
+        let n = self.target.len();
+        let same = (0..n).all(|i| gains.get(i).copied().unwrap_or(0.0) == self.target[i]);
+        if same {
             return;
         }
-        self.target = target;
+        for (i, t) in self.target.iter_mut().enumerate() {
+            *t = gains.get(i).copied().unwrap_or(0.0);
+        }
         // A new ramp starts from wherever the gains are now (mid-ramp too).
-        self.from.clone_from(&self.current);
+        self.from.copy_from_slice(&self.current);
         self.ramp_pos = 0;
     }
 

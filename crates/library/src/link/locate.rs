@@ -123,6 +123,11 @@ impl YtDlp {
     pub fn locate(explicit: Option<&Path>) -> Result<Self, LinkError> {
         let mut candidates: Vec<PathBuf> = Vec::new();
         if let Some(p) = explicit {
+            // A setting names one program exactly; a bare or relative name
+            // would run whatever the working folder or PATH holds.
+            if !p.is_absolute() {
+                return Err(LinkError::Missing(format!("{}: the yt-dlp path must be absolute", p.display())));
+            }
             candidates.push(p.to_path_buf());
         } else {
             if let Some(p) = std::env::var_os("STEMROOM_YTDLP").filter(|p| !p.is_empty()) {
@@ -215,6 +220,18 @@ fn which(name: &Path) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(name)).find(|p| p.is_file())
 }
 
+/// yt-dlp's version format: its release date `YYYY.MM.DD`, nightly builds
+/// with a `.HHMMSS` suffix.
+pub(crate) fn is_release_version(v: &str) -> bool {
+    let parts: Vec<&str> = v.split('.').collect();
+    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+    matches!(parts.len(), 3 | 4)
+        && digits(parts[0], 4)
+        && digits(parts[1], 2)
+        && digits(parts[2], 2)
+        && parts.get(3).is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
 fn version_of(program: &Path) -> Result<String, String> {
     let out = std::process::Command::new(program)
         .arg("--version")
@@ -225,8 +242,9 @@ fn version_of(program: &Path) -> Result<String, String> {
         return Err(format!("exited with {}", out.status));
     }
     let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if v.is_empty() {
-        return Err("printed no version".into());
+    if !is_release_version(&v) {
+        let shown: String = v.chars().take(60).collect();
+        return Err(format!("not yt-dlp: `--version` printed \"{shown}\", not a release date (YYYY.MM.DD)"));
     }
     Ok(v)
 }

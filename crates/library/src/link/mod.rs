@@ -205,6 +205,17 @@ mod tests {
     }
 
     #[test]
+    fn only_a_real_ytdlp_is_accepted() {
+        // python3 answers --version, but not with a release date.
+        let python = YtDlp::locate(Some(std::path::Path::new("/usr/bin/python3")));
+        assert!(matches!(&python, Err(LinkError::Missing(m)) if m.contains("not yt-dlp")), "{python:?}");
+        let relative = YtDlp::locate(Some(std::path::Path::new("bin/yt-dlp")));
+        assert!(matches!(&relative, Err(LinkError::Missing(m)) if m.contains("absolute")), "{relative:?}");
+        assert!(locate::is_release_version("2026.10.26") && locate::is_release_version("2025.11.13.232858"));
+        assert!(!locate::is_release_version("Python 3.11.2") && !locate::is_release_version("2026.1.2"));
+    }
+
+    #[test]
     fn every_run_carries_the_javascript_runtime() {
         let yt = YtDlp {
             path: "/opt/yt-dlp".into(),

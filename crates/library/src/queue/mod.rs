@@ -290,6 +290,19 @@ mod tests {
     }
 
     #[test]
+    fn one_bad_settings_field_does_not_reset_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(&dir.path().join("db.sqlite")).unwrap();
+        let doc =
+            r#"{"shifts": "many", "overlap": 7.5, "libraryDir": "/home/you/Stems", "concurrentJobs": 2, "novel": 1}"#;
+        q.conn().execute("INSERT INTO settings (key, value) VALUES ('settings', ?1)", [doc]).unwrap();
+        let s = q.settings().unwrap();
+        assert_eq!(s.library_dir.as_deref(), Some("/home/you/Stems"), "the library folder survives");
+        assert_eq!(s.concurrent_jobs, 2);
+        assert_eq!((s.shifts, s.overlap), (Settings::default().shifts, Settings::default().overlap));
+    }
+
+    #[test]
     fn a_version_1_database_is_migrated_keeping_its_jobs() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.sqlite");

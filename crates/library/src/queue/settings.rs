@@ -88,6 +88,11 @@ impl Settings {
         if !(1..=8).contains(&self.concurrent_jobs) {
             return Err(format!("concurrent jobs must be 1 to 8, got {}", self.concurrent_jobs));
         }
+        for (name, path) in [("yt-dlp", &self.ytdlp_path), ("ffmpeg", &self.ffmpeg_path)] {
+            if let Some(p) = path.as_deref().filter(|p| !std::path::Path::new(p).is_absolute()) {
+                return Err(format!("the {name} path must be absolute (a full path such as /usr/bin/{name}), got {p}"));
+            }
+        }
         self.format.validate()
     }
 }
@@ -100,12 +105,25 @@ impl Queue {
     pub fn settings(&self) -> Result<Settings, QueueError> {
         let text: Option<String> =
             self.conn().query_row("SELECT value FROM settings WHERE key = 'settings'", [], |r| r.get(0)).optional()?;
-        // Overlay the stored fields on the defaults, so a document from an
-        // older version (fewer fields) still loads; unreadable → defaults.
+        // Overlay the stored fields on the defaults one by one, so a document
+        // from an older version (fewer fields) still loads and one bad field
+        // (a damaged or hand-edited value) falls back to its default alone
+        // instead of taking the library folder and the rest with it.
         let stored = text.and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
         let mut merged = serde_json::to_value(Settings::default()).map_err(|e| QueueError::Corrupt(e.to_string()))?;
         if let (Some(serde_json::Value::Object(stored)), serde_json::Value::Object(m)) = (stored, &mut merged) {
-            m.extend(stored);
+            for (key, value) in stored {
+                let previous = m.insert(key.clone(), value);
+                let candidate = serde_json::Value::Object(m.clone());
+                let fits = serde_json::from_value::<Settings>(candidate).is_ok_and(|s| s.validate().is_ok());
+                if !fits {
+                    tracing::warn!("settings: the stored `{key}` is unreadable or out of range; using its default");
+                    match previous {
+                        Some(p) => m.insert(key, p),
+                        None => m.remove(&key),
+                    };
+                }
+            }
         }
         Ok(serde_json::from_value(merged).unwrap_or_default())
     }

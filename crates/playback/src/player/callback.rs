@@ -75,11 +75,12 @@ impl Callback {
     pub(super) fn render<T: SizedSample + FromSample<f32>>(&mut self, out: &mut [T]) {
         let sh = Arc::clone(&self.shared);
         sh.callbacks.fetch_add(1, Ordering::Relaxed);
-        let version = sh.controls_version.load(Ordering::Acquire);
-        if version != self.controls_seen {
-            // Never wait in the callback: a busy lock is picked up next time.
-            if let Ok(c) = sh.controls.try_lock() {
-                self.mixer.set_controls(&c);
+        if sh.controls_version.load(Ordering::Acquire) != self.controls_seen {
+            // Never wait in the callback: gains being written are picked up
+            // next time.
+            let mut gains = [0.0f32; MAX_STEMS];
+            if let Some(version) = sh.read_gains(&mut gains) {
+                self.mixer.set_gains(&gains[..sh.stems]);
                 self.controls_seen = version;
             }
         }

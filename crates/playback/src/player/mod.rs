@@ -359,8 +359,9 @@ fn start_engine(
         song_rate,
         ratio: f64::from(song_rate) / f64::from(device_rate.max(1)),
         length: AtomicU64::new(length),
-        controls: Mutex::new(ctl.clone()),
+        gains: std::array::from_fn(|_| AtomicU32::new(0)),
         controls_version: AtomicU64::new(0),
+        controls_writer: Mutex::new(()),
         playing: AtomicBool::new(false),
         ended: AtomicBool::new(false),
         generation: AtomicU32::new(0),
@@ -390,8 +391,68 @@ fn start_engine(
             .spawn(move || read_loop::read_loop(&shared, readers, device_rate, full_tx, free_rx))
             .map_err(|e| PlayerError::Device(format!("cannot start the reader thread: {e}")))?
     };
+    shared.set_controls(&ctl);
     let callback = Callback::new(Arc::clone(&shared), full_rx, free_tx, channels, device_rate, &ctl);
     Ok((shared, callback, reader))
+}
+
+/// Counts allocations (and frees) made on the current thread while
+/// counting is on: this crate's unit-test binary's global allocator.
+#[cfg(test)]
+mod alloc_count {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        static ON: Cell<bool> = const { Cell::new(false) };
+        static COUNT: Cell<usize> = const { Cell::new(0) };
+    }
+
+    fn note() {
+        let _ = ON.try_with(|on| {
+            if on.get() {
+                let _ = COUNT.try_with(|c| c.set(c.get() + 1));
+            }
+        });
+    }
+
+    struct Counting;
+
+    // SAFETY: every call is forwarded to the system allocator unchanged.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            note();
+            // SAFETY: as the caller's contract.
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            note();
+            // SAFETY: as the caller's contract.
+            unsafe { System.alloc_zeroed(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            note();
+            // SAFETY: as the caller's contract.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            note();
+            // SAFETY: as the caller's contract.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    #[global_allocator]
+    static COUNTING: Counting = Counting;
+
+    /// Run `f` and return its result with the allocations it made here.
+    pub fn counting<R>(f: impl FnOnce() -> R) -> (R, usize) {
+        COUNT.with(|c| c.set(0));
+        ON.with(|on| on.set(true));
+        let r = f();
+        ON.with(|on| on.set(false));
+        (r, COUNT.with(Cell::get))
+    }
 }
 
 #[cfg(test)]
@@ -445,6 +506,46 @@ mod tests {
 
     fn close(a: f32, b: f32) -> bool {
         (a - b).abs() < 1e-6
+    }
+
+    /// The audio callback allocates and frees nothing: through playing,
+    /// control changes (mute, solo, gains), seeks, a loop and pausing. A
+    /// counting allocator (this test binary's global one) counts every
+    /// allocation made on this thread while `render` runs.
+    #[test]
+    fn the_callback_never_allocates() {
+        let (_dir, sh, mut cb, _reader) = engine(200_000);
+        let mut out = vec![0.0f32; 512 * 2];
+        sh.play();
+        let mut c = MixControls::unity(2);
+        let mut total = 0;
+        for i in 0..400 {
+            if i % 20 == 0 {
+                std::thread::sleep(Duration::from_millis(20)); // let the reader refill
+            }
+            match i {
+                50 => c.stems[1].mute = true,
+                100 => c.stems[0].solo = true,
+                150 => c.stems[0].gain = 0.3,
+                _ => {}
+            }
+            if i % 50 == 0 {
+                sh.set_controls(&c);
+            }
+            if i == 200 {
+                sh.seek(100_000);
+            }
+            if i == 250 {
+                sh.set_loop(Some(LoopRegion { start: 100_000, end: 110_000 }));
+            }
+            if i == 350 {
+                sh.playing.store(false, Ordering::Release);
+            }
+            let ((), n) = alloc_count::counting(|| cb.render(&mut out));
+            total += n;
+        }
+        assert!(cb.mixer.current_gains()[1] == 0.0, "the controls were applied");
+        assert_eq!(total, 0, "allocations in the audio callback");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use super::MAX_STEMS;
 use crate::mixer::{LoopRegion, MixControls};
 
 /// One block of decoded audio for every stem.
@@ -25,8 +26,13 @@ pub(super) struct Shared {
     /// Song frames per device frame.
     pub(super) ratio: f64,
     pub(super) length: AtomicU64,
-    pub(super) controls: Mutex<MixControls>,
+    /// The stems' effective gains (`f32` bits), computed off the audio
+    /// thread by `set_controls` and read by the callback without a lock: a
+    /// sequence lock whose version is odd while a writer is storing them.
+    pub(super) gains: [AtomicU32; MAX_STEMS],
     pub(super) controls_version: AtomicU64,
+    /// Serialises writers of `gains` (never taken by the callback).
+    pub(super) controls_writer: Mutex<()>,
     pub(super) playing: AtomicBool,
     pub(super) ended: AtomicBool,
     pub(super) generation: AtomicU32,
@@ -81,11 +87,26 @@ impl Shared {
     }
 
     pub(super) fn set_controls(&self, controls: &MixControls) {
-        if let Ok(mut c) = self.controls.lock() {
-            c.clone_from(controls);
-            c.stems.resize(self.stems, Default::default());
+        let gains = controls.effective_gains();
+        let _writer = self.controls_writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.controls_version.fetch_add(1, Ordering::AcqRel); // odd: writing
+        for (i, slot) in self.gains.iter().enumerate() {
+            slot.store(gains.get(i).copied().unwrap_or(0.0).to_bits(), Ordering::Release);
         }
-        self.controls_version.fetch_add(1, Ordering::AcqRel);
+        self.controls_version.fetch_add(1, Ordering::AcqRel); // even: done
+    }
+
+    /// The gains of a completed `set_controls` with its version, or `None`
+    /// while one is being written (the callback tries again next time).
+    pub(super) fn read_gains(&self, out: &mut [f32; MAX_STEMS]) -> Option<u64> {
+        let before = self.controls_version.load(Ordering::Acquire);
+        if before % 2 == 1 {
+            return None;
+        }
+        for (o, slot) in out.iter_mut().zip(&self.gains) {
+            *o = f32::from_bits(slot.load(Ordering::Acquire));
+        }
+        (self.controls_version.load(Ordering::Acquire) == before).then_some(before)
     }
 
     pub(super) fn fail(&self, message: String) {

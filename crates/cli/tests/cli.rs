@@ -307,36 +307,63 @@ fn ctrl_c_cancels_and_leaves_no_partial_output() {
     }
 }
 
-fn interrupt_after_a_segment(signal: &str) {
-    use std::io::{BufRead, BufReader};
-    let dir = tempfile::tempdir().expect("tempdir");
-    let input = dir.path().join("long.wav");
-    ffmpeg(&["-stream_loop", "3", "-i", utf8(&testdata("mixture.wav")), utf8(&input)]);
-    let out = dir.path().join("out");
-    let scratch = dir.path().join("scratch");
-    std::fs::create_dir(&scratch).expect("mkdir");
-    let mut child = stemroom()
-        .env("STEMROOM_SCRATCH", &scratch)
-        .args(["separate", "--json", "--shifts", "0", "-o", utf8(&out), utf8(&input)])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut saw_segment = false;
-    for line in BufReader::new(stdout).lines() {
-        let line = line.expect("line");
-        if line.contains("\"segment\"") && !saw_segment {
-            saw_segment = true;
-            let st = Command::new("kill").args([signal, &child.id().to_string()]).status().expect("kill");
-            assert!(st.success());
-        }
+/// A 24-second separation into its own folders, to be interrupted.
+struct LongRun {
+    _dir: tempfile::TempDir,
+    input: PathBuf,
+    out: PathBuf,
+    scratch: PathBuf,
+}
+
+impl LongRun {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let input = dir.path().join("long.wav");
+        ffmpeg(&["-stream_loop", "3", "-i", utf8(&testdata("mixture.wav")), utf8(&input)]);
+        let (out, scratch) = (dir.path().join("out"), dir.path().join("scratch"));
+        std::fs::create_dir(&scratch).expect("mkdir");
+        LongRun { _dir: dir, input, out, scratch }
     }
-    assert!(saw_segment, "{signal}: a segment finished before the signal");
-    let status = child.wait().expect("wait");
+
+    fn command(&self) -> Command {
+        let mut c = stemroom();
+        c.env("STEMROOM_SCRATCH", &self.scratch).args([
+            "separate",
+            "--json",
+            "--shifts",
+            "0",
+            "-o",
+            utf8(&self.out),
+            utf8(&self.input),
+        ]);
+        c
+    }
+
+    /// Run, send `signal` once the first segment is done, and wait.
+    fn signal_after_first_segment(&self, signal: &str) -> std::process::ExitStatus {
+        use std::io::{BufRead, BufReader};
+        let mut child = self.command().stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut saw_segment = false;
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if line.contains("\"segment\"") && !saw_segment {
+                saw_segment = true;
+                let st = Command::new("kill").args([signal, &child.id().to_string()]).status().expect("kill");
+                assert!(st.success());
+            }
+        }
+        assert!(saw_segment, "{signal}: a segment finished before the signal");
+        child.wait().expect("wait")
+    }
+}
+
+fn interrupt_after_a_segment(signal: &str) {
+    let run = LongRun::new();
+    let status = run.signal_after_first_segment(signal);
     assert_eq!(status.code(), Some(130), "{signal}: exit code of a cancelled run");
-    assert!(files_under(&out).is_empty(), "{signal}: partial outputs left: {:?}", files_under(&out));
-    assert!(files_under(&scratch).is_empty(), "{signal}: scratch left: {:?}", files_under(&scratch));
+    assert!(files_under(&run.out).is_empty(), "{signal}: partial outputs left: {:?}", files_under(&run.out));
+    assert!(files_under(&run.scratch).is_empty(), "{signal}: scratch left: {:?}", files_under(&run.scratch));
 }
 
 // ---- links ----
@@ -442,37 +469,20 @@ fn runtime_report_says_why_cuda_is_not_used() {
 /// the same folder removes the dead run's partial stems.
 #[test]
 fn after_sigkill_nothing_stays_in_scratch_and_the_next_run_removes_the_partial_stems() {
-    use std::io::{BufRead, BufReader};
-    let dir = tempfile::tempdir().expect("tempdir");
-    let input = dir.path().join("long.wav");
-    ffmpeg(&["-stream_loop", "3", "-i", utf8(&testdata("mixture.wav")), utf8(&input)]);
-    let out = dir.path().join("out");
-    let scratch = dir.path().join("scratch");
-    std::fs::create_dir(&scratch).expect("mkdir");
-    let args = ["separate", "--json", "--shifts", "0", "-o", utf8(&out), utf8(&input)];
-    let mut child =
-        stemroom().env("STEMROOM_SCRATCH", &scratch).args(args).stdout(Stdio::piped()).spawn().expect("spawn");
-    let stdout = child.stdout.take().expect("stdout");
-    for line in BufReader::new(stdout).lines() {
-        if line.expect("line").contains("\"segment\"") {
-            let st = Command::new("kill").args(["-KILL", &child.id().to_string()]).status().expect("kill");
-            assert!(st.success());
-            break;
-        }
-    }
-    let _ = child.wait();
-    assert!(files_under(&scratch).is_empty(), "scratch left: {:?}", files_under(&scratch));
-    let left = files_under(&out);
+    let run = LongRun::new();
+    run.signal_after_first_segment("-KILL");
+    assert!(files_under(&run.scratch).is_empty(), "scratch left: {:?}", files_under(&run.scratch));
+    let left = files_under(&run.out);
     assert!(!left.is_empty(), "the killed run had partial stems");
     assert!(
         left.iter().all(|p| p.file_name().is_some_and(|n| n.to_string_lossy().ends_with(".part"))),
         "only partial files: {left:?}"
     );
 
-    let done = stemroom().env("STEMROOM_SCRATCH", &scratch).args(args).output().expect("run");
+    let done = run.command().output().expect("run");
     assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
     let mut names: Vec<String> =
-        files_under(&out).iter().filter_map(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).collect();
+        files_under(&run.out).iter().filter_map(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).collect();
     names.sort();
     assert_eq!(names, ["bass.wav", "drums.wav", "other.wav", "vocals.wav"], "no stale partial files");
 }

@@ -506,6 +506,7 @@ fn fetch_if_link(input: &Path, listener: &CliListener) -> Result<(Option<tempfil
         &url,
         &tmp.path().join("dl"),
         link::DEFAULT_STALL_TIMEOUT,
+        &link::DownloadLimits::default(),
         &mut |p| {
             listener.event(&Event::Downloading {
                 title: info.title.clone(),

@@ -361,7 +361,8 @@ mod links {
     fn fetch(url: &str, dir: &Path, stall: Duration, cancel_after: Option<Duration>) -> Result<PathBuf, LinkError> {
         let t0 = Instant::now();
         let mut progress = Vec::new();
-        let r = link::download(&ytdlp(), url, dir, stall, &mut |p| progress.push(p.clone()), &|| {
+        let limits = link::DownloadLimits::default();
+        let r = link::download(&ytdlp(), url, dir, stall, &limits, &mut |p| progress.push(p.clone()), &|| {
             cancel_after.is_some_and(|c| t0.elapsed() >= c)
         });
         if r.is_ok() {
@@ -485,6 +486,31 @@ mod links {
                 assert!(p.is_file(), "{what}: {} missing", p.display());
             }
         }
+    }
+
+    /// A library folder with a `%` in its name is no template field; a file
+    /// over the size limit is refused before it lands.
+    #[test]
+    fn percent_folders_download_and_oversized_files_are_refused() {
+        let server = Server::start();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dl = dir.path().join("100% Hits %(title)s").join("dl");
+        let file = fetch(&server.url("/song.wav"), &dl, Duration::from_secs(30), None).expect("download");
+        assert_eq!(file.parent(), Some(dl.as_path()), "{}", file.display());
+        let small = link::DownloadLimits { max_bytes: 100_000, ..Default::default() };
+        let dl2 = dir.path().join("small");
+        let e = link::download(
+            &ytdlp(),
+            &server.url("/song.wav"),
+            &dl2,
+            Duration::from_secs(30),
+            &small,
+            &mut |_| {},
+            &|| false,
+        )
+        .expect_err("too large");
+        assert!(matches!(&e, LinkError::Refused(m) if m.contains("larger than")), "{e:?}");
+        assert!(empty(&dl2), "nothing left of a refused download");
     }
 
     #[test]

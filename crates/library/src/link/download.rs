@@ -54,12 +54,31 @@ fn clear_dir(dir: &Path) {
 /// M4A (format 140), both decoded without ffmpeg; anything else after them.
 pub const FORMAT: &str = "bestaudio[acodec^=opus]/bestaudio[acodec^=mp4a.40.2]/bestaudio[ext=m4a]/bestaudio/best";
 
+/// What a download may be: yt-dlp refuses anything else before (or while)
+/// fetching it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DownloadLimits {
+    /// Largest file in bytes (`--max-filesize`).
+    pub max_bytes: u64,
+    /// Longest song in seconds, when the site says (`--match-filters`).
+    pub max_seconds: u64,
+}
+
+impl Default for DownloadLimits {
+    /// 1 GiB and 3 hours: far above any song or album-length mix, far below
+    /// what would fill a disk or run for days.
+    fn default() -> Self {
+        DownloadLimits { max_bytes: 1 << 30, max_seconds: 3 * 3600 }
+    }
+}
+
 /// Download the best audio-only format of `url` (one item, never a whole
 /// playlist) into `dest_dir` (created; owned by this download: on failure
 /// or cancel everything in it is removed). Returns the file written.
 ///
 /// `on_progress` hears every progress line; `is_cancelled` is polled every
 /// 100 ms; `stall` is the longest silence from yt-dlp before giving up.
+/// Live streams and what exceeds `limits` are refused.
 ///
 /// # Errors
 /// [`LinkError`]; `Cancelled` and `Stalled` after killing the process tree.
@@ -68,12 +87,13 @@ pub fn download(
     url: &str,
     dest_dir: &Path,
     stall: Duration,
+    limits: &DownloadLimits,
     on_progress: &mut dyn FnMut(&DownloadProgress),
     is_cancelled: &dyn Fn() -> bool,
 ) -> Result<PathBuf, LinkError> {
     let url = check_url(url)?;
     std::fs::create_dir_all(dest_dir).map_err(|source| LinkError::Io { path: dest_dir.to_path_buf(), source })?;
-    let result = runtime()?.block_on(run_download(yt, &url, dest_dir, stall, on_progress, is_cancelled));
+    let result = runtime()?.block_on(run_download(yt, &url, dest_dir, stall, limits, on_progress, is_cancelled));
     if result.is_err() {
         clear_dir(dest_dir);
     }
@@ -85,15 +105,23 @@ async fn run_download(
     url: &str,
     dest_dir: &Path,
     stall: Duration,
+    limits: &DownloadLimits,
     on_progress: &mut dyn FnMut(&DownloadProgress),
     is_cancelled: &dyn Fn() -> bool,
 ) -> Result<PathBuf, LinkError> {
-    let template = dest_dir.join("audio.%(ext)s");
     let mut cmd = command(yt);
     cmd.args(["--no-playlist", "--newline", "--progress", "--no-warnings", "-f", FORMAT])
         .args(["--progress-template", &format!("download:{PROGRESS_MARK} %(progress.downloaded_bytes)s %(progress.total_bytes)s %(progress.total_bytes_estimate)s %(progress.speed)s %(progress.eta)s")])
-        .args(["--print", "after_move:filepath", "-o"])
-        .arg(&template)
+        .args(["--max-filesize", &limits.max_bytes.to_string()])
+        .args(["--match-filters", &format!("!is_live & duration <? {}", limits.max_seconds)])
+        // `--print` silences yt-dlp's messages; `--no-quiet` keeps the ones
+        // that say why it skipped a download (a filter, the size limit).
+        .args(["--print", "after_move:filepath", "--no-quiet"])
+        // The folder apart from the name template: a `%` in a folder name
+        // (a library in "100% Hits") is not a template field.
+        .arg("-P")
+        .arg(dest_dir)
+        .args(["-o", "audio.%(ext)s"])
         .arg("--")
         .arg(url);
     let mut child = cmd.spawn().map_err(|e| LinkError::Missing(format!("{}: {e}", yt.path.display())))?;
@@ -105,6 +133,8 @@ async fn run_download(
     let mut err_lines = BufReader::new(stderr).lines();
     let mut err_text = String::new();
     let mut printed: Option<String> = None;
+    // yt-dlp's own words when it skips the download (a filter, the size).
+    let mut refusal: Option<String> = None;
     let (mut out_open, mut err_open) = (true, true);
     let mut last_output = tokio::time::Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -115,7 +145,11 @@ async fn run_download(
                     last_output = tokio::time::Instant::now();
                     if let Some(p) = parse_progress(&l) {
                         on_progress(&p);
-                    } else if !l.trim().is_empty() {
+                    } else if l.contains("does not pass filter") || l.contains("larger than max-filesize") {
+                        refusal = Some(l.trim().to_string());
+                    } else if !l.trim().is_empty() && !l.starts_with('[') {
+                        // Not one of yt-dlp's `[extractor] …` messages: the
+                        // path `--print after_move:filepath` prints.
                         printed = Some(l.trim().to_string());
                     }
                 }
@@ -146,6 +180,9 @@ async fn run_download(
         }
     }
     let status = child.wait().await.map_err(|e| LinkError::Failed(e.to_string()))?;
+    if let Some(said) = refusal {
+        return Err(refused(&said, limits));
+    }
     if !status.success() {
         return Err(classify_run(&err_text, url, yt));
     }
@@ -157,4 +194,34 @@ async fn run_download(
         return Err(LinkError::Failed(format!("unexpected output path {}", file.display())));
     }
     Ok(file)
+}
+
+/// The refusal yt-dlp printed, in a person's words.
+fn refused(said: &str, limits: &DownloadLimits) -> LinkError {
+    // One filter holds both conditions (several `--match-filters` would be
+    // alternatives), and yt-dlp names the whole filter when it skips.
+    let reason = if said.contains("does not pass filter") {
+        format!(
+            "it is a live stream (which never ends: separate its recording once it is over) or longer than {} hours",
+            limits.max_seconds as f64 / 3600.0
+        )
+    } else {
+        format!("its file is larger than {:.0} MB", limits.max_bytes as f64 / 1e6)
+    };
+    LinkError::Refused(format!("{reason} ({said})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_explained() {
+        let limits = DownloadLimits::default();
+        let live = "[download] Lofi radio does not pass filter (!is_live & duration <? 10800), skipping ..";
+        let e = refused(live, &limits);
+        assert!(matches!(&e, LinkError::Refused(m) if m.contains("live stream") && m.contains("3 hours")), "{e}");
+        let big = "[download] File is larger than max-filesize (2147483648 bytes > 1073741824 bytes). Aborting.";
+        assert!(matches!(refused(big, &limits), LinkError::Refused(m) if m.contains("larger than 1074 MB")));
+    }
 }

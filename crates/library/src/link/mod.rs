@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-pub use download::{download, DownloadProgress};
+pub use download::{download, DownloadLimits, DownloadProgress};
 pub use locate::{status, JsRuntime, VerboseReport, YtDlp, YtDlpStatus, MIN_DENO};
 pub use probe::{probe, LinkEntry, LinkInfo};
 
@@ -59,6 +59,8 @@ pub enum LinkError {
     NoMedia(String),
     #[error("the network is unreachable or the server did not answer: {0}")]
     Network(String),
+    #[error("this link is not downloaded: {0}")]
+    Refused(String),
     #[error("the download stalled: nothing arrived for {0} s")]
     Stalled(u64),
     #[error("yt-dlp was not found; install it with `bash scripts/setup.sh` or set its path in Settings ({0})")]
@@ -134,7 +136,8 @@ pub(crate) fn command(yt: &YtDlp) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(&yt.path);
     // No user or system config can change what we run; no colours or
     // terminal titles in the output we parse.
-    cmd.args(["--ignore-config", "--no-colors", "--socket-timeout", "20"])
+    // No user plugins either: only yt-dlp's own extractors run.
+    cmd.args(["--ignore-config", "--no-plugin-dirs", "--no-colors", "--socket-timeout", "20"])
         .args(yt.js_runtime_args())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -48,6 +48,7 @@ impl Inner {
             url,
             &work.join(".download"),
             link::DEFAULT_STALL_TIMEOUT,
+            &link::DownloadLimits::default(),
             &mut |p| {
                 let done = p.percent.is_some_and(|x| x >= 100.0);
                 if throttle.ready(Instant::now(), done) {

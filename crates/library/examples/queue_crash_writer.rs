@@ -1,4 +1,4 @@
-//! Test helper for `tests/core.rs` (queue module): hammers a queue database
+//! Test helper for `tests/library.rs` (queue module): hammers a queue database
 //! with enqueues and state updates forever, printing the id of each job as
 //! soon as its enqueue has committed, until the test kills it with SIGKILL.
 //!

@@ -9,6 +9,8 @@ pub fn safe_component(name: &str) -> String {
     while s.len() > 120 {
         s.pop();
     }
+    // A cut can end in a space or a dot: trouble on Windows and network shares.
+    s = s.trim_end_matches(|c: char| c == '.' || c.is_whitespace()).to_string();
     if s.is_empty() || s == "." || s == ".." {
         s = "track".into();
     }
@@ -25,5 +27,23 @@ pub fn visible_name(name: &str, fallback: &str) -> String {
         fallback.to_string()
     } else {
         base
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_safe_and_never_end_in_a_space_or_dot() {
+        assert_eq!(safe_component("a/b:c"), "a_b_c");
+        assert_eq!(safe_component(".."), "track");
+        let long = format!("{} x", "word ".repeat(30));
+        let cut = safe_component(&long);
+        assert!(cut.len() <= 120 && !cut.ends_with(' ') && !cut.ends_with('.'), "{cut:?}");
+        let dots = format!("{}. . .tail", "a".repeat(117));
+        let cut = safe_component(&dots);
+        assert!(!cut.ends_with(' ') && !cut.ends_with('.'), "{cut:?}");
+        assert_eq!(visible_name("...hidden", "x"), "hidden");
     }
 }

@@ -62,6 +62,43 @@ pub struct AddResult {
     pub playlists: Vec<LinkInfo>,
 }
 
+/// A path as people paste it: surrounding quotes (a file manager's "Copy as
+/// path", a shell) removed, and a `file://` URI (a browser, a desktop's
+/// clipboard) turned into its path, with `%XX` escapes decoded.
+pub fn pasted_path(p: &Path) -> PathBuf {
+    let Some(s) = p.to_str() else { return p.to_path_buf() };
+    let mut t = s.trim();
+    for q in ['"', '\''] {
+        if t.len() >= 2 && t.starts_with(q) && t.ends_with(q) {
+            t = &t[1..t.len() - 1];
+        }
+    }
+    let Some(rest) = t.strip_prefix("file://") else { return PathBuf::from(t) };
+    // `file:///home/x` (no host) or `file://localhost/home/x`.
+    let path = rest.strip_prefix("localhost").unwrap_or(rest);
+    if !path.starts_with('/') {
+        return PathBuf::from(t);
+    }
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    use std::os::unix::ffi::OsStringExt;
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
 fn has_audio_extension(p: &Path) -> bool {
     p.extension().and_then(|e| e.to_str()).is_some_and(|e| AUDIO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
@@ -99,6 +136,7 @@ pub fn add_paths(queue: &Queue, paths: &[PathBuf]) -> Result<AddResult, QueueErr
     // yt-dlp is looked up (a `--version` run) once per call, when a link needs it.
     let mut ytdlp: Option<Result<link::YtDlp, String>> = None;
     for p in paths {
+        let p = &pasted_path(p);
         if let Some(url) = p.to_str().filter(|s| link::looks_like_url(s)) {
             add_link(queue, url, &options, &mut ytdlp, &mut result)?;
         } else if p.is_dir() {
@@ -245,6 +283,22 @@ mod tests {
             w.write_sample((i % 100) as i16).unwrap();
         }
         w.finalize().unwrap();
+    }
+
+    #[test]
+    fn pasted_paths_in_quotes_and_file_uris_are_understood() {
+        let cases = [
+            ("\"/home/you/Music/Björk - Army of Me.flac\"", "/home/you/Music/Björk - Army of Me.flac"),
+            ("'/tmp/a song.wav'", "/tmp/a song.wav"),
+            ("  /tmp/plain.wav ", "/tmp/plain.wav"),
+            ("file:///home/you/Music/Bj%C3%B6rk%20-%20Army%20of%20Me.flac", "/home/you/Music/Björk - Army of Me.flac"),
+            ("file://localhost/tmp/x%2525.wav", "/tmp/x%25.wav"),
+            ("\"file:///tmp/a%20b.wav\"", "/tmp/a b.wav"),
+            ("https://example.com/a%20b", "https://example.com/a%20b"),
+        ];
+        for (pasted, want) in cases {
+            assert_eq!(pasted_path(Path::new(pasted)), PathBuf::from(want), "{pasted}");
+        }
     }
 
     #[test]

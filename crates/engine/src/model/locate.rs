@@ -56,6 +56,9 @@ pub fn locate(info: &ModelInfo, dirs: &[PathBuf], full_check: bool) -> Result<In
         let path = dir.join(&info.file);
         if path.is_file() {
             verify(info, &path, full_check)?;
+            // A clean absolute path for messages (`…/crates/engine/../../models`
+            // becomes the repository's `models/`).
+            let path = std::fs::canonicalize(&path).unwrap_or(path);
             return Ok(InstalledModel { id: info.id.clone(), path, verified: true });
         }
     }

@@ -180,16 +180,22 @@ impl Queue {
         })
     }
 
-    /// Put a failed or cancelled job back at the end of the queue.
+    /// Put a failed or cancelled job back at the end of the queue, to run
+    /// with the current settings (model, device, shifts, overlap, format: a
+    /// person who changed a setting after a failure retries with it); the
+    /// job's two-stem choice is kept.
     ///
     /// # Errors
     /// [`QueueError::WrongState`] unless failed or cancelled; [`QueueError::NotFound`].
     pub fn retry(&self, id: JobId) -> Result<Job, QueueError> {
+        let current = self.settings()?.job_options();
         self.transition(id, &["failed", "cancelled"], "retrying", |tx, _| {
             let position = next_position(tx)?;
+            let two_stems = job_in(tx, id)?.options.two_stems;
+            let options = JobOptions { two_stems, ..current.clone() };
             tx.execute(
-                "UPDATE jobs SET status = 'queued', state = ?1, position = ?2, started_ms = NULL, finished_ms = NULL WHERE id = ?3",
-                params![json(&JobState::Queued)?, position, id],
+                "UPDATE jobs SET status = 'queued', state = ?1, position = ?2, options = ?3, started_ms = NULL, finished_ms = NULL WHERE id = ?4",
+                params![json(&JobState::Queued)?, position, json(&options)?, id],
             )?;
             Ok(())
         })

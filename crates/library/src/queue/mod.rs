@@ -245,9 +245,13 @@ mod tests {
         q.finish(c.id, &JobState::Failed { code: ErrorCode::BadInput, message: "not audio".into() }, None, &[])
             .unwrap();
         assert_eq!(q.cancel_queued(a.id).unwrap().state, JobState::Cancelled);
+        // Retry runs with the settings as they are now (the device was
+        // changed after the failure).
+        q.save_settings(&Settings { device: Device::Cpu, shifts: 0, ..Settings::default() }).unwrap();
         let retried = q.retry(c.id).unwrap();
         assert_eq!(retried.state, JobState::Queued);
         assert!(retried.position > b.position);
+        assert_eq!((retried.options.device, retried.options.shifts), (Device::Cpu, 0));
         assert_eq!(q.remove(b.id).unwrap().id, b.id);
         assert!(matches!(q.get(b.id), Err(QueueError::NotFound(_))));
         assert!(matches!(q.remove(999), Err(QueueError::NotFound(999))));

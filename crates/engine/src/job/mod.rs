@@ -221,17 +221,14 @@ impl Network for SharedNet<'_> {
     fn forward(&mut self, mix: &[f32], spec: &[f32], take: &mut dyn FnMut(&[f32], &[f32])) -> Result<(), NetworkError> {
         self.segment += 1;
         let mut net = self.sep.net.lock().map_err(|_| NetworkError::Inference("network lock poisoned".into()))?;
-        let reason = match net.forward(mix, spec, take) {
-            Err(NetworkError::Inference(reason))
-                if self.sep.fallback.is_some() && self.sep.provider() != Provider::Cpu =>
-            {
-                reason
+        let (reason, open) = match (net.forward(mix, spec, take), self.sep.fallback.as_ref()) {
+            (Err(NetworkError::Inference(reason)), Some(open)) if self.sep.provider() != Provider::Cpu => {
+                (reason, open)
             }
-            other => return other,
+            (other, _) => return other,
         };
         // The failed run handed nothing to `take`: run the segment again on
         // the CPU and stay there.
-        let open = self.sep.fallback.as_ref().ok_or_else(|| NetworkError::Inference(reason.clone()))?;
         let cpu = open()
             .map_err(|e| NetworkError::Inference(format!("{reason}; the CPU could not take over either: {e}")))?;
         *net = cpu;

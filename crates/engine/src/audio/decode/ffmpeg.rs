@@ -354,6 +354,9 @@ impl FfmpegStream {
 }
 
 impl Backend for FfmpegStream {
+    fn kind(&self) -> &'static str {
+        "ffmpeg"
+    }
     fn sample_rate(&self) -> u32 {
         self.info.sample_rate
     }

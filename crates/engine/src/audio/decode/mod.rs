@@ -159,6 +159,8 @@ pub struct ProbeInfo {
 
 /// What a decoding backend provides (see the module docs).
 trait Backend: Send {
+    /// `native` or `ffmpeg`, for diagnostics.
+    fn kind(&self) -> &'static str;
     /// Sample rate in Hz (as declared until the first block, then as decoded).
     fn sample_rate(&self) -> u32;
     /// The file's channel count (0 if not declared).
@@ -182,21 +184,23 @@ trait Backend: Send {
 pub struct StreamDecoder {
     path: PathBuf,
     backend: Box<dyn Backend>,
-    /// `ffmpeg` or `native`, for diagnostics.
-    kind: &'static str,
 }
 
 impl std::fmt::Debug for StreamDecoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StreamDecoder")
             .field("path", &self.path)
-            .field("backend", &self.kind)
+            .field("backend", &self.backend.kind())
             .field("frames", &self.backend.frames())
             .finish()
     }
 }
 
 impl StreamDecoder {
+    fn over(path: &Path, backend: impl Backend + 'static) -> Self {
+        StreamDecoder { path: path.to_path_buf(), backend: Box::new(backend) }
+    }
+
     /// Open `path` and set up its decoder; reads only headers (and, for the
     /// ffmpeg backend, runs `ffprobe` on them).
     ///
@@ -208,7 +212,7 @@ impl StreamDecoder {
         check_input(path)?;
         let native_err = match native::NativeStream::open(path) {
             Ok(s) if s.maybe_sbr => match ffmpeg::FfmpegStream::open(path) {
-                Ok(f) => return Ok(StreamDecoder { path: path.to_path_buf(), backend: Box::new(f), kind: "ffmpeg" }),
+                Ok(f) => return Ok(StreamDecoder::over(path, f)),
                 Err(ffmpeg::OpenError::NotInstalled) if s.he_aac => {
                     return Err(DecodeError::NeedsFfmpeg { path: path.to_path_buf(), codec: HE_AAC.into() })
                 }
@@ -218,17 +222,17 @@ impl StreamDecoder {
                         path.display(),
                         s.sample_rate()
                     );
-                    return Ok(StreamDecoder { path: path.to_path_buf(), backend: Box::new(s), kind: "native" });
+                    return Ok(StreamDecoder::over(path, s));
                 }
             },
-            Ok(s) => return Ok(StreamDecoder { path: path.to_path_buf(), backend: Box::new(s), kind: "native" }),
+            Ok(s) => return Ok(StreamDecoder::over(path, s)),
             Err(e) if e.is_unsupported() => e,
             Err(e) => return Err(e),
         };
         match ffmpeg::FfmpegStream::open(path) {
             Ok(s) => {
                 tracing::info!("{}: decoding with ffmpeg ({native_err})", path.display());
-                Ok(StreamDecoder { path: path.to_path_buf(), backend: Box::new(s), kind: "ffmpeg" })
+                Ok(StreamDecoder::over(path, s))
             }
             Err(ffmpeg::OpenError::NotInstalled) => match sniff::codec_name(path, &native_err) {
                 Some(codec) => Err(DecodeError::NeedsFfmpeg { path: path.to_path_buf(), codec }),

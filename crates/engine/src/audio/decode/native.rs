@@ -299,6 +299,9 @@ impl NativeStream {
 }
 
 impl Backend for NativeStream {
+    fn kind(&self) -> &'static str {
+        "native"
+    }
     fn sample_rate(&self) -> u32 {
         self.sample_rate
     }

@@ -2,7 +2,7 @@
 //! per-user cache (`$STEMROOM_CACHE`, else `$XDG_CACHE_HOME/stemroom`, else
 //! `~/.cache/stemroom`) and the directory of the running executable.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The per-user cache directory. Not created here.
 pub fn cache_dir() -> Option<PathBuf> {
@@ -18,4 +18,13 @@ pub fn cache_dir() -> Option<PathBuf> {
 /// The directory holding the running executable, if it can be determined.
 pub fn exe_dir() -> Option<PathBuf> {
     std::env::current_exe().ok().and_then(|p| p.canonicalize().ok()).and_then(|p| p.parent().map(|d| d.to_path_buf()))
+}
+
+/// Where `name` (a bare program name) is on `PATH`: the first folder holding
+/// a file of that name. A name with a folder in it is returned as it is.
+pub fn find_on_path(name: &Path) -> Option<PathBuf> {
+    if name.components().count() != 1 {
+        return Some(name.to_path_buf());
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(name)).find(|p| p.is_file())
 }

@@ -252,6 +252,15 @@ mod codecs {
     }
 
     #[test]
+    fn the_installed_ffmpeg_is_reported_by_its_full_path() {
+        let status = stemroom_engine::audio::decode::ffmpeg_status();
+        assert!(status.found, "{status:?}");
+        let path = status.path.expect("path");
+        assert!(std::path::Path::new(&path).is_absolute(), "{path}");
+        assert!(status.version.is_some_and(|v| !v.is_empty()));
+    }
+
+    #[test]
     fn every_format_separates() {
         let _turn = stemroom_testkit::cpu_turn();
         let dir = tempfile::tempdir().expect("tempdir");

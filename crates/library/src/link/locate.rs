@@ -210,14 +210,9 @@ fn locate_deno(ytdlp: &Path) -> Option<JsRuntime> {
             return None;
         }
         // An absolute path, so yt-dlp runs exactly this one.
-        let path = if path.components().count() == 1 { which(&path).unwrap_or(path) } else { path };
+        let path = stemroom_engine::paths::find_on_path(&path).unwrap_or(path);
         Some(JsRuntime { path, version })
     })
-}
-
-/// `name` looked up on `PATH`.
-fn which(name: &Path) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(name)).find(|p| p.is_file())
 }
 
 /// yt-dlp's version format: its release date `YYYY.MM.DD`, nightly builds

@@ -86,7 +86,8 @@ pub fn ffmpeg_status() -> FfmpegStatus {
         Ok(out) if out.status.success() && probe_ok => {
             let text = String::from_utf8_lossy(&out.stdout);
             let version = text.split_whitespace().nth(2).map(str::to_string);
-            FfmpegStatus { found: true, path: Some(ffmpeg.to_string_lossy().into_owned()), version, problem: None }
+            let path = crate::paths::find_on_path(&ffmpeg).unwrap_or(ffmpeg);
+            FfmpegStatus { found: true, path: Some(path.to_string_lossy().into_owned()), version, problem: None }
         }
         Ok(_) | Err(_) => FfmpegStatus {
             found: false,

@@ -78,11 +78,39 @@ enum Command {
 
 #[derive(Args)]
 struct RuntimeReportArgs {
+    #[command(subcommand)]
+    action: Option<RuntimeAction>,
     /// JSON output.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
     runtime: RuntimeArgs,
+}
+
+#[derive(Subcommand)]
+enum RuntimeAction {
+    /// Install ONNX Runtime into the per-user cache from pinned PyPI wheels,
+    /// each checked against its sha256: the CPU build, or with --gpu GPU
+    /// support (the GPU build with CUDA 13 and cuDNN 9: 1.6 GB to download).
+    /// An interrupted download resumes; Ctrl-C cancels.
+    Fetch(FetchArgs),
+}
+
+#[derive(Args)]
+struct FetchArgs {
+    /// GPU support for NVIDIA GPUs (driver 580 or newer).
+    #[arg(long)]
+    gpu: bool,
+    /// A folder holding the wheels already downloaded (by their PyPI file
+    /// names): installs without the network.
+    #[arg(long, value_name = "DIR")]
+    from: Option<PathBuf>,
+    /// Install again even if already installed.
+    #[arg(long)]
+    force: bool,
+    /// Progress as JSON lines.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -374,6 +402,84 @@ fn job_request(a: &SeparateArgs, input: &Path, format: OutputFormat, segment_fra
     }
 }
 
+/// `stemroom runtime fetch [--gpu]`: install ONNX Runtime (and CUDA) into the cache.
+fn run_fetch(a: &FetchArgs) -> ExitCode {
+    use stemroom_engine::runtime::{gpu, install};
+    let Some(cache) = stemroom_engine::paths::cache_dir() else {
+        eprintln!("stemroom: no cache folder (set HOME or XDG_CACHE_HOME)");
+        return ExitCode::from(exit::INTERNAL);
+    };
+    let opts =
+        if a.gpu { install::gpu_options(&cache, a.from.clone()) } else { install::cpu_options(&cache, a.from.clone()) };
+    let what = if a.gpu { "GPU support (ONNX Runtime 1.31.1 GPU, CUDA 13, cuDNN 9)" } else { "ONNX Runtime 1.31.1" };
+    let plan = install::plan(&opts);
+    let mb = |b: f64| b / 1e6;
+    let say = |text: String| {
+        if a.json {
+            println!("{}", serde_json::json!({ "event": "message", "message": text }));
+        } else {
+            eprintln!("{text}");
+        }
+    };
+    if plan.installed && !a.force {
+        say(format!("{what} is already installed in {}", plan.dir));
+    } else {
+        say(format!(
+            "installing {what} into {}: {:.0} MB to download ({:.0} MB in all)",
+            plan.dir,
+            mb(plan.download_bytes),
+            mb(plan.total_bytes)
+        ));
+        let cancel = cancel_on_interrupt();
+        let bar = (!a.json).then(|| {
+            let bar = ProgressBar::new(plan.download_bytes.max(1.0) as u64).with_style(
+                ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar.set_draw_target(ProgressDrawTarget::stderr());
+            bar
+        });
+        let mut on_event = |e: &install::InstallEvent| {
+            if a.json {
+                println!("{}", serde_json::to_string(e).unwrap_or_default());
+            } else if let Some(bar) = &bar {
+                match e {
+                    install::InstallEvent::Downloading { file, done, .. } => {
+                        bar.set_position(*done as u64);
+                        bar.set_message(file.clone());
+                    }
+                    install::InstallEvent::Verified { file } => bar.set_message(format!("{file} verified")),
+                    install::InstallEvent::Unpacking { file } => bar.set_message(format!("unpacking {file}")),
+                    install::InstallEvent::Installed { .. } => bar.finish_and_clear(),
+                }
+            }
+        };
+        let result = install::install(&opts, &mut on_event, &|| cancel.load(Ordering::SeqCst));
+        if let Some(bar) = &bar {
+            bar.finish_and_clear();
+        }
+        match result {
+            Ok(dir) => say(format!("installed in {}", dir.display())),
+            Err(e) => {
+                say(format!("stemroom: {e}"));
+                return ExitCode::from(match e {
+                    install::InstallError::Cancelled => exit::CANCELLED,
+                    install::InstallError::Download { .. } => exit::DOWNLOAD,
+                    install::InstallError::Checksum { .. } | install::InstallError::Archive { .. } => exit::DOWNLOAD,
+                    _ => exit::INTERNAL,
+                });
+            }
+        }
+    }
+    if a.gpu {
+        match gpu::diagnose(&gpu::facts()) {
+            Ok(()) => say("CUDA is usable: --device auto uses it".into()),
+            Err(why) => say(format!("CUDA is not used on this machine: {}", why.message())),
+        }
+    }
+    ExitCode::SUCCESS
+}
+
 /// Ctrl-C cancels the running separations (they remove their partial
 /// outputs); a second Ctrl-C exits at once.
 fn cancel_on_interrupt() -> Arc<AtomicBool> {
@@ -645,6 +751,9 @@ fn run_models(a: ModelsArgs) -> ExitCode {
 /// `stemroom runtime`: what runs the network here, and why not CUDA.
 fn run_runtime(a: &RuntimeReportArgs) -> ExitCode {
     use stemroom_engine::runtime::gpu;
+    if let Some(RuntimeAction::Fetch(f)) = &a.action {
+        return run_fetch(f);
+    }
     let cpu = runtime::find_library(a.runtime.ort_lib.as_deref(), Device::Cpu);
     let facts = gpu::facts();
     let cuda = gpu::diagnose(&facts);

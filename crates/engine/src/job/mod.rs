@@ -25,7 +25,7 @@ use crate::model::{self, Manifest, ModelInfo};
 use crate::names::safe_component;
 use crate::progress::{Event, Listener};
 use crate::runtime::{OrtNetwork, RuntimeOptions};
-use crate::separate::{self, Network, NetworkError, SeparateOptions};
+use crate::separate::{self, NetOutput, Network, NetworkError, SeparateOptions};
 use crate::units::{Device, Provider};
 use crate::Error;
 use sink::{Pending, StemSink};
@@ -218,16 +218,24 @@ struct SharedNet<'a> {
 }
 
 impl Network for SharedNet<'_> {
-    fn forward(&mut self, mix: &[f32], spec: &[f32], take: &mut dyn FnMut(&[f32], &[f32])) -> Result<(), NetworkError> {
+    fn new_output(&mut self, spec_len: usize, wave_len: usize) -> Result<NetOutput, NetworkError> {
+        self.lock()?.new_output(spec_len, wave_len)
+    }
+
+    fn segments_in_flight(&self) -> usize {
+        self.lock().map(|net| net.segments_in_flight()).unwrap_or(1)
+    }
+
+    fn forward(&mut self, mix: &[f32], spec: &[f32], out: &mut NetOutput) -> Result<(), NetworkError> {
         self.segment += 1;
-        let mut net = self.sep.net.lock().map_err(|_| NetworkError::Inference("network lock poisoned".into()))?;
-        let (reason, open) = match (net.forward(mix, spec, take), self.sep.fallback.as_ref()) {
+        let mut net = self.lock()?;
+        let (reason, open) = match (net.forward(mix, spec, out), self.sep.fallback.as_ref()) {
             (Err(NetworkError::Inference(reason)), Some(open)) if self.sep.provider() != Provider::Cpu => {
                 (reason, open)
             }
             (other, _) => return other,
         };
-        // The failed run handed nothing to `take`: run the segment again on
+        // The failed run left no result in `out`: run the segment again on
         // the CPU and stay there.
         let cpu = open()
             .map_err(|e| NetworkError::Inference(format!("{reason}; the CPU could not take over either: {e}")))?;
@@ -235,7 +243,13 @@ impl Network for SharedNet<'_> {
         *self.sep.provider.lock().unwrap_or_else(PoisonError::into_inner) = Provider::Cpu;
         tracing::warn!("the network failed at segment {} ({reason}); going on on the CPU", self.segment);
         self.listener.event(&Event::ProviderChanged { provider: Provider::Cpu, segment: self.segment, reason });
-        net.forward(mix, spec, take)
+        net.forward(mix, spec, out)
+    }
+}
+
+impl SharedNet<'_> {
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Box<dyn Network + Send>>, NetworkError> {
+        self.sep.net.lock().map_err(|_| NetworkError::Inference("network lock poisoned".into()))
     }
 }
 
@@ -444,19 +458,16 @@ mod tests {
     }
 
     impl Network for Identity {
-        fn forward(
-            &mut self,
-            mix: &[f32],
-            spec: &[f32],
-            take: &mut dyn FnMut(&[f32], &[f32]),
-        ) -> Result<(), NetworkError> {
+        fn forward(&mut self, mix: &[f32], _spec: &[f32], out: &mut NetOutput) -> Result<(), NetworkError> {
             let run = self.runs.fetch_add(1, Ordering::SeqCst) + 1;
             if Some(run) == self.fail_at {
                 return Err(NetworkError::Inference("CUDA failure 2: out of memory (injected)".into()));
             }
-            let out_spec = vec![0.0f32; 4 * spec.len()];
-            let out_wave: Vec<f32> = (0..4).flat_map(|_| mix.iter().copied()).collect();
-            take(&out_spec, &out_wave);
+            let (out_spec, out_wave) = out.parts();
+            out_spec.fill(0.0);
+            for w in out_wave.chunks_exact_mut(mix.len()) {
+                w.copy_from_slice(mix);
+            }
             Ok(())
         }
     }

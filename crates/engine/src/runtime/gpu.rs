@@ -28,6 +28,92 @@ pub const CUDA_PROVIDER_FILE: &str = "libonnxruntime_providers_cuda.so";
 pub const CUDA_LIBRARIES: &[&str] =
     &["libcudart.so.13", "libcublas.so.13", "libcublasLt.so.13", "libcufft.so.12", "libcurand.so.10", "libcudnn.so.9"];
 
+/// The download GPU support costs, for messages (the sum of
+/// [`super::install::gpu_wheels`]' sizes, checked by a test).
+pub const INSTALL_SIZE: &str = "1.6 GB to download, 2.5 GB on disk";
+
+/// Libraries loaded by absolute path from the GPU runtime's folder before
+/// the CUDA provider, so that its `DT_NEEDED` entries and ONNX Runtime's
+/// run-time `dlopen`s resolve to them by soname (the dynamic linker reuses
+/// a loaded object whose soname matches) without `LD_LIBRARY_PATH`. cuDNN
+/// opens its sub-libraries itself, through its `$ORIGIN` run path.
+pub const PRELOAD_LIBRARIES: &[&str] = &[
+    "libcudart.so.13",
+    "libnvJitLink.so.13",
+    "libnvrtc.so.13",
+    "libcublasLt.so.13",
+    "libcublas.so.13",
+    "libcurand.so.10",
+    "libcufft.so.12",
+    "libcudnn.so.9",
+];
+
+/// What [`preload`] did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Preloaded {
+    /// Libraries now loaded, by absolute path.
+    pub loaded: Vec<PathBuf>,
+    /// Libraries present that could not be loaded, with the loader's reason.
+    pub failed: Vec<(PathBuf, String)>,
+}
+
+static PRELOADED: std::sync::OnceLock<Preloaded> = std::sync::OnceLock::new();
+
+/// Load the [`PRELOAD_LIBRARIES`] present in `dir` (the GPU runtime's
+/// folder), once per process; those absent are left to the system's
+/// library path (a CUDA toolkit installed there). Libraries whose own
+/// dependencies are not loaded yet are retried after the others.
+pub fn preload(dir: &Path) -> &'static Preloaded {
+    PRELOADED.get_or_init(|| load_libraries(dir))
+}
+
+/// [`preload`] without the once-per-process guard.
+fn load_libraries(dir: &Path) -> Preloaded {
+    {
+        let mut pending: Vec<PathBuf> = PRELOAD_LIBRARIES.iter().map(|l| dir.join(l)).filter(|p| p.is_file()).collect();
+        let mut done = Preloaded::default();
+        loop {
+            let before = done.loaded.len();
+            let mut failed = Vec::new();
+            for path in pending.drain(..) {
+                match dlopen_global(&path) {
+                    Ok(()) => done.loaded.push(path),
+                    Err(reason) => failed.push((path, reason)),
+                }
+            }
+            if failed.is_empty() || done.loaded.len() == before {
+                if !failed.is_empty() {
+                    tracing::warn!("GPU libraries that could not be loaded: {failed:?}");
+                }
+                done.failed = failed;
+                return done;
+            }
+            pending = failed.into_iter().map(|(p, _)| p).collect();
+        }
+    }
+}
+
+/// `dlopen(path, RTLD_NOW | RTLD_GLOBAL)`, never closed.
+fn dlopen_global(path: &Path) -> Result<(), String> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
+    // SAFETY: a NUL-terminated path; the handle is deliberately leaked (the
+    // library stays loaded for the process, as the CUDA provider expects).
+    let handle = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+    if handle.is_null() {
+        // SAFETY: dlerror returns a thread-local message or null.
+        let msg = unsafe { libc::dlerror() };
+        let reason = if msg.is_null() {
+            "unknown error".to_string()
+        } else {
+            // SAFETY: non-null dlerror strings are NUL-terminated.
+            unsafe { std::ffi::CStr::from_ptr(msg) }.to_string_lossy().into_owned()
+        };
+        return Err(reason);
+    }
+    Ok(())
+}
+
 /// One GPU as `nvidia-smi` describes it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[cfg_attr(feature = "specta", derive(specta::Type))]
@@ -70,19 +156,20 @@ impl NoCuda {
     /// The reason and the fix, for a person.
     pub fn message(&self) -> String {
         match self {
-            NoCuda::NoDriver => "No NVIDIA GPU driver is loaded (no NVIDIA GPU, or its driver is not installed): \
-                 separating on the CPU. With an NVIDIA GPU, install its driver (580 or newer)."
+            NoCuda::NoDriver => "No NVIDIA GPU driver is loaded (no NVIDIA GPU, or its driver is not installed). \
+                 With an NVIDIA GPU, install its driver (580 or newer)."
                 .into(),
             NoCuda::DriverTooOld { version } => format!(
-                "The NVIDIA driver {version} is too old for CUDA 13: separating on the CPU. Update the driver to \
+                "The NVIDIA driver {version} is too old for CUDA 13. Update the driver to \
                  {MIN_DRIVER_MAJOR} or newer."
             ),
-            NoCuda::RuntimeMissing => "GPU support is not installed: separating on the CPU. Install it with \
-                 `bash scripts/fetch-runtime.sh --gpu` (the GPU build of ONNX Runtime with CUDA 13 and cuDNN 9)."
-                .into(),
+            NoCuda::RuntimeMissing => format!(
+                "GPU support is not installed. Install it with Settings > Install GPU \
+                 support, or `stemroom runtime fetch --gpu` ({INSTALL_SIZE})."
+            ),
             NoCuda::LibrariesMissing { missing } => format!(
-                "GPU support is incomplete ({} not found): separating on the CPU. Install it again with \
-                 `bash scripts/fetch-runtime.sh --gpu`.",
+                "GPU support is incomplete ({} not found). Install it again with Settings > \
+                 Install GPU support, or `stemroom runtime fetch --gpu`.",
                 missing.join(", ")
             ),
         }
@@ -187,7 +274,7 @@ mod tests {
         let e = diagnose(&old).unwrap_err();
         assert!(e.message().contains("550.127.05") && e.message().contains("580"), "{}", e.message());
         let no_runtime = GpuFacts { gpu_runtime: None, cuda_provider: false, ..ready() };
-        assert!(diagnose(&no_runtime).unwrap_err().message().contains("fetch-runtime.sh --gpu"));
+        assert!(diagnose(&no_runtime).unwrap_err().message().contains("runtime fetch --gpu"));
         let no_provider = GpuFacts { cuda_provider: false, ..ready() };
         assert_eq!(diagnose(&no_provider), Err(NoCuda::RuntimeMissing));
         let libs = GpuFacts { missing_libraries: vec!["libcudnn.so.9".into()], ..ready() };
@@ -210,6 +297,25 @@ mod tests {
                 GpuInfo { name: "NVIDIA GeForce RTX 4090".into(), memory_mib: 24_564 }
             ]
         );
+    }
+
+    #[test]
+    fn gpu_libraries_load_by_absolute_path_and_failures_are_named() {
+        // A real shared object under a CUDA library's name (ONNX Runtime's
+        // small provider bridge, installed on every test machine) and a
+        // damaged one.
+        let ort = crate::runtime::find_library(None, crate::units::Device::Cpu).expect("ONNX Runtime installed");
+        let real = ort.with_file_name("libonnxruntime_providers_shared.so");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(&real, dir.path().join("libcudart.so.13")).unwrap();
+        std::fs::write(dir.path().join("libcublas.so.13"), b"not a library").unwrap();
+        let got = load_libraries(dir.path());
+        assert_eq!(got.loaded, vec![dir.path().join("libcudart.so.13")]);
+        assert_eq!(got.failed.len(), 1, "{got:?}");
+        assert_eq!(got.failed[0].0, dir.path().join("libcublas.so.13"));
+        assert!(!got.failed[0].1.is_empty());
+        // Nothing there: nothing loaded, nothing failed (the system's path decides).
+        assert_eq!(load_libraries(&dir.path().join("none")), Preloaded::default());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 mod arena;
 pub mod gpu;
+pub mod install;
 mod library;
 mod session;
 

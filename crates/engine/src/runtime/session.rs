@@ -5,13 +5,13 @@ use std::path::Path;
 use ort::ep::cuda::ConvAlgorithmSearch;
 use ort::ep::{CPU, CUDA};
 use ort::session::{builder::GraphOptimizationLevel, Session};
-use ort::value::TensorRef;
+use ort::value::{DynTensor, DynTensorValueType, TensorRef};
 
 use super::arena::CpuArena;
 use super::library::runtime;
 use super::{RuntimeError, RuntimeOptions};
 use crate::model::ModelInfo;
-use crate::separate::{Network, NetworkError};
+use crate::separate::{NetOutput, Network, NetworkError, OutputStore};
 use crate::units::{Device, Provider};
 
 /// The htdemucs network in an ONNX Runtime session.
@@ -67,6 +67,10 @@ impl OrtNetwork {
         let mut builder = builder.with_no_environment_execution_providers().map_err(|e| session_err(&e))?;
         let mut provider = Provider::Cpu;
         if opts.device != Device::Cpu {
+            // GPU support installed by `install` sits beside the library.
+            if let Some(dir) = rt.path.parent() {
+                super::gpu::preload(dir);
+            }
             // Measured on an H200 (ONNX Runtime 1.31.1, one htdemucs segment,
             // see gpu-check.md): cuDNN's heuristic convolution search runs a
             // segment in 53.0 ms against 61.7 ms with the default exhaustive
@@ -139,29 +143,87 @@ impl OrtNetwork {
     }
 }
 
+/// The output tensors of the last run, kept as ONNX Runtime allocated them
+/// (no copy): they return to its allocator when the next run on this
+/// storage starts, so on the CPU the arena reuses their memory for that
+/// run's activations, as it did when outputs were dropped right after each
+/// run. Empty before the first run and after a failed one, whose output
+/// nobody reads ([`Network::forward`]).
+#[derive(Default)]
+struct OrtOutput {
+    spec: Option<DynTensor>,
+    wave: Option<DynTensor>,
+}
+
+impl OutputStore for OrtOutput {
+    fn parts(&mut self) -> (&mut [f32], &mut [f32]) {
+        fn part(t: &mut Option<DynTensor>) -> &mut [f32] {
+            t.as_mut().and_then(|t| t.try_extract_tensor_mut::<f32>().ok()).map_or(&mut [], |(_, d)| d)
+        }
+        (part(&mut self.spec), part(&mut self.wave))
+    }
+}
+
 impl Network for OrtNetwork {
-    fn forward(&mut self, mix: &[f32], spec: &[f32], take: &mut dyn FnMut(&[f32], &[f32])) -> Result<(), NetworkError> {
+    fn new_output(&mut self, _spec_len: usize, _wave_len: usize) -> Result<NetOutput, NetworkError> {
+        Ok(NetOutput::from_store(Box::new(OrtOutput::default())))
+    }
+
+    /// Two on a GPU (the host's iSTFT and overlap-add overlap the next
+    /// segment); one on the CPU, whose cores the network already uses and
+    /// where a second output would add 55 MB to the peak.
+    fn segments_in_flight(&self) -> usize {
+        match self.provider {
+            Provider::Cpu => 1,
+            _ => 2,
+        }
+    }
+
+    fn forward(&mut self, mix: &[f32], spec: &[f32], out: &mut NetOutput) -> Result<(), NetworkError> {
         let info = &self.info;
         let (s_n, c, l) = (info.sources.len(), info.channels, info.segment_frames);
         let (f, t) = (info.freq_bins(), info.spec_frames());
+        let (want_zs, want_xt) = (s_n * 2 * c * f * t, s_n * c * l);
         let inf = |e: ort::Error| NetworkError::Inference(e.to_string());
+        let mismatch = |zs: usize, xt: usize| {
+            NetworkError::Interface(format!("output sizes {zs} and {xt}, expected {want_zs} and {want_xt}"))
+        };
         let mix_t = TensorRef::from_array_view(([1usize, c, l], mix)).map_err(inf)?;
         let spec_t = TensorRef::from_array_view(([1usize, 2 * c, f, t], spec)).map_err(inf)?;
-        let outputs = self
+        let own = out.store_mut::<OrtOutput>();
+        if let Some(own) = own {
+            // Give the previous outputs back before the run allocates new ones.
+            (own.spec, own.wave) = (None, None);
+        }
+        let mut outputs = self
             .session
             .run(ort::inputs![info.inputs.mix.as_str() => mix_t, info.inputs.spec.as_str() => spec_t])
             .map_err(inf)?;
+        if let Some(own) = out.store_mut::<OrtOutput>() {
+            let mut take = |name: &str| -> Result<DynTensor, NetworkError> {
+                outputs
+                    .remove(name)
+                    .ok_or_else(|| NetworkError::Interface(format!("no output '{name}'")))?
+                    .downcast::<DynTensorValueType>()
+                    .map_err(|e| NetworkError::Interface(e.to_string()))
+            };
+            own.spec = Some(take(&info.outputs.spec)?);
+            own.wave = Some(take(&info.outputs.wave)?);
+            let (zs, xt) = out.parts();
+            if zs.len() != want_zs || xt.len() != want_xt {
+                return Err(mismatch(zs.len(), xt.len()));
+            }
+            return Ok(());
+        }
+        // Storage from another network (e.g. before a fallback): copy.
         let (_, zs) = outputs[info.outputs.spec.as_str()].try_extract_tensor::<f32>().map_err(inf)?;
         let (_, xt) = outputs[info.outputs.wave.as_str()].try_extract_tensor::<f32>().map_err(inf)?;
-        let (want_zs, want_xt) = (s_n * 2 * c * f * t, s_n * c * l);
-        if zs.len() != want_zs || xt.len() != want_xt {
-            return Err(NetworkError::Interface(format!(
-                "output sizes {} and {}, expected {want_zs} and {want_xt}",
-                zs.len(),
-                xt.len()
-            )));
+        let (out_zs, out_xt) = out.parts();
+        if zs.len() != want_zs || xt.len() != want_xt || out_zs.len() != want_zs || out_xt.len() != want_xt {
+            return Err(mismatch(zs.len(), xt.len()));
         }
-        take(zs, xt);
+        out_zs.copy_from_slice(zs);
+        out_xt.copy_from_slice(xt);
         Ok(())
     }
 }

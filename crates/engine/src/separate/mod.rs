@@ -8,16 +8,30 @@
 //! one segment plus one stride, and finished frames leave through a
 //! [`BlockSink`] as soon as every pass has finalised them. Memory does not
 //! grow with the song.
+//!
+//! It is a pipeline of three threads joined by bounded channels, so that the
+//! host's work overlaps the network's: one reads the next windows of the
+//! mixture and computes their spectrograms ahead (`Prep`), the calling
+//! thread runs the network, and one adds each finished segment's iSTFT to
+//! its time branch, overlap-adds it and hands finished frames on behind
+//! (`Post`). Buffers circulate between the stages instead of being
+//! allocated per segment: as many inputs and outputs as the network asks
+//! for ([`Network::segments_in_flight`]); with two or more, the spectrograms
+//! (per channel) and iSTFTs (per source) are also spread over the cores.
+//! The arithmetic is the serial algorithm's, in the same order, so the
+//! result is the same to the bit.
 
 pub mod network;
 mod overlap_add;
 pub mod plan;
 pub mod stats;
 
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
+use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
-pub use network::{MemoryMix, MixSource, Network, NetworkError};
-pub use plan::{Plan, SeparateOptions, MAX_SHIFT_SECONDS};
+pub use network::{MemoryMix, MixSource, NetOutput, Network, NetworkError, OutputStore, VecOutput};
+pub use plan::{Plan, SeparateOptions, Step, MAX_SHIFT_SECONDS};
 pub use stats::{MixStats, MixStatsAccumulator, NORM_EPS};
 
 use crate::dsp::stft::SegmentSpec;
@@ -25,7 +39,7 @@ use crate::dsp::weights;
 use crate::model::ModelInfo;
 use crate::progress::{Event, Listener};
 use crate::Error;
-use overlap_add::{combine, Chunk, Pass};
+use overlap_add::{combine, Pass};
 
 /// Receives finished frames of every source, in order, exactly once.
 pub trait BlockSink {
@@ -46,73 +60,245 @@ pub struct SeparationStats {
     pub network_seconds: f64,
 }
 
-/// The buffers of one network run, reused for every segment.
-struct SegmentRun {
-    /// Model segment length in frames (`info.segment_frames`).
-    l: usize,
-    channels: usize,
-    sources: usize,
-    ss: SegmentSpec,
-    /// Planar `[channels][l]` normalised input window.
+/// One segment's network input.
+struct SegmentInput {
+    /// Planar `[channels][segment]` normalised window.
     window: Vec<f32>,
     /// `[channels * 2][bins][frames]` spectrogram of `window`.
     spec: Vec<f32>,
-    /// Planar `[sources][channels][l]`: time branch plus iSTFT of the
-    /// frequency branch.
-    out_wave: Vec<f32>,
 }
 
-impl SegmentRun {
-    fn new(info: &ModelInfo) -> Self {
-        let (s_n, c_n, l) = (info.sources.len(), info.channels, info.segment_frames);
-        let (bins, frames) = (info.freq_bins(), info.spec_frames());
-        SegmentRun {
-            l,
-            channels: c_n,
-            sources: s_n,
-            ss: SegmentSpec::new(l, info.stft.n_fft, info.stft.hop),
-            window: vec![0.0; c_n * l],
-            spec: vec![0.0; 2 * c_n * bins * frames],
-            out_wave: vec![0.0; s_n * c_n * l],
+/// Run `job` on each of `parts` (at most one per scratch in `scratch`), on
+/// threads of their own; a part whose thread cannot start runs on this one.
+fn par_each<S: Send, P: Send>(scratch: &mut [S], parts: Vec<P>, job: impl Fn(&mut S, P) + Sync) {
+    let Some((first, rest)) = scratch.split_first_mut() else { return };
+    if rest.is_empty() || parts.len() < 2 {
+        for p in parts {
+            job(first, p);
         }
+        return;
     }
+    let cells: Vec<Mutex<Option<P>>> = parts.into_iter().map(|p| Mutex::new(Some(p))).collect();
+    let run = |s: &mut S, cell: &Mutex<Option<P>>| {
+        let part = cell.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(p) = part {
+            job(s, p);
+        }
+    };
+    let run = &run;
+    std::thread::scope(|scope| {
+        for (s, cell) in rest.iter_mut().zip(&cells[1..]) {
+            let _ = std::thread::Builder::new().spawn_scoped(scope, move || run(s, cell));
+        }
+        for cell in &cells {
+            // Ours first, then any part no thread has taken (one that
+            // could not start).
+            run(first, cell);
+        }
+    });
+}
 
-    /// Fill the window starting at mixture frame `win_start` (zeros outside
-    /// the mixture's `n` frames), normalised with `stats`.
-    fn load(&mut self, mix: &mut dyn MixSource, win_start: i64, n: usize, stats: MixStats) -> Result<(), Error> {
-        let (l, c_n) = (self.l, self.channels);
-        let inv_scale = 1.0 / (stats.std + NORM_EPS);
-        self.window.fill(0.0);
+/// Split `data` into `groups` contiguous runs of whole `unit`-long items
+/// (`items` of them), as even as can be.
+fn split_units<T>(data: &mut [T], items: usize, unit: usize, groups: usize) -> Vec<(usize, &mut [T])> {
+    let per = items.div_ceil(groups.max(1)).max(1);
+    data.chunks_mut(per * unit).map(|c| (c.len() / unit, c)).collect()
+}
+
+/// The stage ahead of the network: windows of the mixture, normalised, and
+/// their spectrograms.
+struct Prep<'a> {
+    mix: &'a mut (dyn MixSource + Send),
+    /// Mixture frames.
+    n: usize,
+    /// Model segment length in frames.
+    l: usize,
+    channels: usize,
+    stats: MixStats,
+    /// STFT scratch, one per thread the channels are spread over.
+    specs: Vec<SegmentSpec>,
+}
+
+impl Prep<'_> {
+    /// Fill `buf` with the model window centred on `step` (zeros outside
+    /// the mixture; real neighbouring audio as context, `TensorChunk.padded`)
+    /// and its spectrogram.
+    fn fill(&mut self, step: &Step, buf: &mut SegmentInput) -> Result<(), Error> {
+        let (l, c_n, n) = (self.l, self.channels, self.n);
+        let win_start = step.mixture_start - ((l - step.len) / 2) as i64;
+        let inv_scale = 1.0 / (self.stats.std + NORM_EPS);
+        buf.window.fill(0.0);
         let lo = win_start.max(0);
         let hi = (win_start + l as i64).min(n as i64);
         if hi > lo {
             let off = (lo - win_start) as usize;
             let len = (hi - lo) as usize;
-            mix.read(lo as usize, len, &mut self.window, off, l).map_err(Error::Scratch)?;
+            self.mix.read(lo as usize, len, &mut buf.window, off, l).map_err(Error::Scratch)?;
             for c in 0..c_n {
-                for v in &mut self.window[c * l + off..][..len] {
-                    *v = ((*v as f64 - stats.mean) * inv_scale) as f32;
+                for v in &mut buf.window[c * l + off..][..len] {
+                    *v = ((*v as f64 - self.stats.mean) * inv_scale) as f32;
                 }
             }
+        }
+        // `[channels * 2][bins][frames]`: each channel's two planes are contiguous.
+        let spec_unit = buf.spec.len() / c_n;
+        let groups = split_units(&mut buf.spec, c_n, spec_unit, self.specs.len());
+        let window = &buf.window;
+        let mut first = 0;
+        let parts: Vec<_> = groups
+            .into_iter()
+            .map(|(count, out)| {
+                let part = (&window[first * l..(first + count) * l], count, out);
+                first += count;
+                part
+            })
+            .collect();
+        par_each(&mut self.specs, parts, |ss, (x, count, out)| ss.spec(x, count, out));
+        Ok(())
+    }
+
+    /// Fill free buffers in schedule order until the schedule ends, the
+    /// network stops taking them, or the run is cancelled.
+    fn run(
+        mut self,
+        steps: &[Step],
+        free: Receiver<SegmentInput>,
+        ready: SyncSender<Result<(Step, SegmentInput), Error>>,
+        listener: &dyn Listener,
+    ) {
+        for step in steps {
+            let Ok(mut buf) = free.recv() else { return };
+            if listener.is_cancelled() {
+                return;
+            }
+            let filled = self.fill(step, &mut buf).map(|()| (*step, buf));
+            let failed = filled.is_err();
+            if ready.send(filled).is_err() || failed {
+                return;
+            }
+        }
+    }
+}
+
+/// The stage behind the network: iSTFT of the frequency branch added to the
+/// time branch, overlap-add into the shift passes, finished frames out.
+struct Post<'a> {
+    /// iSTFT scratch, one per thread the sources are spread over.
+    specs: Vec<SegmentSpec>,
+    passes: Vec<Pass>,
+    weight: Vec<f32>,
+    stride: usize,
+    /// Mixture frames.
+    n: usize,
+    /// Model segment length in frames.
+    l: usize,
+    sources: usize,
+    channels: usize,
+    /// (scale, mean) undoing the normalisation.
+    denorm: (f32, f32),
+    block: Vec<f32>,
+    sink: &'a mut (dyn BlockSink + Send),
+    listener: &'a dyn Listener,
+    total: usize,
+    started: Instant,
+    done: usize,
+    emitted: usize,
+}
+
+impl Post<'_> {
+    /// Take one segment's network output (`network_seconds` inside the
+    /// network).
+    fn take(&mut self, step: Step, out: &mut NetOutput, network_seconds: f64) -> Result<(), Error> {
+        let (s_n, c_n, l) = (self.sources, self.channels, self.l);
+        let k_n = s_n * c_n;
+        let (zs, wave) = out.parts();
+        // Sources are independent: `zs` `[sources][..]`, `wave` `[sources][channels][l]`.
+        let z_unit = zs.len() / s_n;
+        let mut zs_rest: &[f32] = zs;
+        let parts: Vec<_> = split_units(wave, s_n, c_n * l, self.specs.len())
+            .into_iter()
+            .map(|(count, w)| {
+                let (z, rest) = zs_rest.split_at(count * z_unit);
+                zs_rest = rest;
+                (z, count, w)
+            })
+            .collect();
+        par_each(&mut self.specs, parts, |ss, (z, count, w)| ss.ispec_add(z, count, c_n, w));
+        let lead = (l - step.len) / 2;
+        self.passes[step.pass].add(step, self.stride, wave, (k_n, l, lead), &self.weight, self.n);
+
+        self.done += 1;
+        let elapsed = self.started.elapsed().as_secs_f64();
+        self.listener.event(&Event::Segment {
+            index: self.done,
+            total: self.total,
+            network_seconds,
+            elapsed_seconds: elapsed,
+            eta_seconds: elapsed / self.done as f64 * (self.total - self.done) as f64,
+        });
+
+        // Average the frames every pass has finished, and hand them on.
+        let ready = combine(&mut self.passes, k_n, self.denorm, &mut self.block);
+        if ready > 0 {
+            self.sink.write(self.emitted, ready, &self.block)?;
+            self.emitted += ready;
         }
         Ok(())
     }
 
-    /// STFT, network, iSTFT of the frequency branch added to the time
-    /// branch; returns the seconds spent in the network alone.
-    fn run(&mut self, net: &mut dyn Network) -> Result<f64, Error> {
-        self.ss.spec(&self.window, self.channels, &mut self.spec);
-        let t0 = Instant::now();
-        let mut host_seconds = 0.0;
-        let (ss, out_wave, s_n, c_n) = (&mut self.ss, &mut self.out_wave, self.sources, self.channels);
-        net.forward(&self.window, &self.spec, &mut |zs, xt| {
-            let t1 = Instant::now();
-            out_wave.copy_from_slice(xt);
-            ss.ispec_add(zs, s_n, c_n, out_wave);
-            host_seconds = t1.elapsed().as_secs_f64();
-        })?;
-        Ok(t0.elapsed().as_secs_f64() - host_seconds)
+    /// Take outputs in schedule order until the network stops sending them;
+    /// each goes back to the network once read.
+    fn run(mut self, done: Receiver<(Step, NetOutput, f64)>, free: Sender<NetOutput>) -> Result<(usize, usize), Error> {
+        for (step, mut out, secs) in done {
+            self.take(step, &mut out, secs)?;
+            // The network may have stopped; the buffer is then dropped here.
+            let _ = free.send(out);
+        }
+        Ok((self.done, self.emitted))
     }
+}
+
+/// How the network stage ended.
+enum NetEnd {
+    /// Every segment ran.
+    Complete,
+    /// The post stage stopped taking outputs (its own error says why).
+    PostStopped,
+}
+
+/// The network stage, on the calling thread: inputs in schedule order,
+/// outputs on to the post stage. Returns the seconds inside the network.
+fn run_network(
+    net: &mut dyn Network,
+    ready: Receiver<Result<(Step, SegmentInput), Error>>,
+    free_inputs: Sender<SegmentInput>,
+    done: SyncSender<(Step, NetOutput, f64)>,
+    free_outputs: Receiver<NetOutput>,
+    listener: &dyn Listener,
+    total: usize,
+) -> Result<(NetEnd, f64), Error> {
+    let mut network_seconds = 0.0;
+    for _ in 0..total {
+        if listener.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        // The prep stage only stops early when cancelled or failed.
+        let (step, input) = match ready.recv() {
+            Ok(r) => r?,
+            Err(_) if listener.is_cancelled() => return Err(Error::Cancelled),
+            Err(_) => return Err(Error::Internal("the spectrogram stage stopped".into())),
+        };
+        let Ok(mut out) = free_outputs.recv() else { return Ok((NetEnd::PostStopped, network_seconds)) };
+        let t0 = Instant::now();
+        net.forward(&input.window, &input.spec, &mut out)?;
+        let dt = t0.elapsed().as_secs_f64();
+        network_seconds += dt;
+        let _ = free_inputs.send(input);
+        if done.send((step, out, dt)).is_err() {
+            return Ok((NetEnd::PostStopped, network_seconds));
+        }
+    }
+    Ok((NetEnd::Complete, network_seconds))
 }
 
 /// Separate `mix` into the model's sources, streaming results into `sink`.
@@ -120,67 +306,91 @@ impl SegmentRun {
 /// `stats` normalises the mixture (separation.md step 1); outputs are
 /// de-normalised. Network input windows are always `info.segment_frames`
 /// long and centred on their chunk, with real neighbouring audio as context
-/// (step 4).
+/// (step 4). `mix` is read and `sink` written on threads of their own (see
+/// the module notes); `listener` hears [`Event::Segment`] from the thread
+/// that writes `sink`.
 ///
 /// # Errors
 /// [`Error::Cancelled`] if the listener cancels (checked before every
-/// segment); network, I/O and sink errors.
+/// segment); network, I/O and sink errors; [`Error::Internal`] if a stage's
+/// thread cannot start or panics.
 pub fn separate(
     net: &mut dyn Network,
     info: &ModelInfo,
-    mix: &mut dyn MixSource,
+    mix: &mut (dyn MixSource + Send),
     stats: MixStats,
     opts: &SeparateOptions,
-    sink: &mut dyn BlockSink,
+    sink: &mut (dyn BlockSink + Send),
     listener: &dyn Listener,
 ) -> Result<SeparationStats, Error> {
     let n = mix.frames();
     let plan = Plan::new(info, n, opts)?;
-    let (k_n, l) = (info.sources.len() * info.channels, info.segment_frames);
-    let weight = weights::triangle(plan.segment);
-    let mut run = SegmentRun::new(info);
-    let denorm = ((stats.std + NORM_EPS) as f32, stats.mean as f32);
-    let mut passes: Vec<Pass> = plan.passes.iter().map(|&(base, len)| Pass::new(base, len, plan.chunks(len))).collect();
-    let total = plan.total_segments();
-    let started = Instant::now();
-    let mut network_seconds = 0.0;
-    let mut done = 0usize;
-    let mut emitted = 0usize;
-    let mut block = Vec::new();
+    let steps = plan.schedule();
+    let (s_n, c_n, l) = (info.sources.len(), info.channels, info.segment_frames);
+    let spec_len = 2 * c_n * info.freq_bins() * info.spec_frames();
+    let in_flight = net.segments_in_flight().max(1);
+    // Spread the host's work over the cores only where the network leaves
+    // them free (see Network::segments_in_flight).
+    let cores = if in_flight > 1 { std::thread::available_parallelism().map_or(1, |c| c.get()) } else { 1 };
+    let new_specs = |count: usize| (0..count).map(|_| SegmentSpec::new(l, info.stft.n_fft, info.stft.hop)).collect();
+    let prep = Prep { mix, n, l, channels: c_n, stats, specs: new_specs(cores.min(c_n)) };
+    let post = Post {
+        specs: new_specs(cores.min(s_n)),
+        passes: plan.passes.iter().map(|&(base, len)| Pass::new(base, len, plan.chunks(len))).collect(),
+        weight: weights::triangle(plan.segment),
+        stride: plan.stride,
+        n,
+        l,
+        sources: s_n,
+        channels: c_n,
+        denorm: ((stats.std + NORM_EPS) as f32, stats.mean as f32),
+        block: Vec::new(),
+        sink,
+        listener,
+        total: steps.len(),
+        started: Instant::now(),
+        done: 0,
+        emitted: 0,
+    };
 
-    // Advance the unfinished pass that lags furthest behind.
-    while let Some(pi) = (0..passes.len()).filter(|&i| !passes[i].is_done()).min_by_key(|&i| passes[i].frontier()) {
-        if listener.is_cancelled() {
-            return Err(Error::Cancelled);
-        }
-        let p = &mut passes[pi];
-        let chunk: Chunk = p.next_chunk(plan.segment, plan.stride);
-        // Model window centred on the chunk, in mixture frames (TensorChunk.padded).
-        let lead = (l - chunk.len) / 2;
-        run.load(mix, p.mixture_frame(chunk.start) - lead as i64, n, stats)?;
-        let dt = run.run(net)?;
-        network_seconds += dt;
-        p.add(chunk, plan.stride, &run.out_wave, (k_n, l, lead), &weight, n);
-
-        done += 1;
-        let elapsed = started.elapsed().as_secs_f64();
-        listener.event(&Event::Segment {
-            index: done,
-            total,
-            network_seconds: dt,
-            elapsed_seconds: elapsed,
-            eta_seconds: elapsed / done as f64 * (total - done) as f64,
-        });
-
-        // Average the frames every pass has finished, and hand them on.
-        let ready = combine(&mut passes, k_n, denorm, &mut block);
-        if ready > 0 {
-            sink.write(emitted, ready, &block)?;
-            emitted += ready;
-        }
+    let (free_in_tx, free_in_rx) = channel();
+    let (free_out_tx, free_out_rx) = channel();
+    for _ in 0..in_flight {
+        let _ = free_in_tx.send(SegmentInput { window: vec![0.0; c_n * l], spec: vec![0.0; spec_len] });
+        let _ = free_out_tx.send(net.new_output(s_n * spec_len, s_n * c_n * l)?);
     }
-    debug_assert_eq!(emitted, n);
-    Ok(SeparationStats { segments: done, network_seconds })
+    let (ready_tx, ready_rx) = sync_channel(in_flight);
+    let (done_tx, done_rx) = sync_channel(1);
+    let total = steps.len();
+    let spawn_err = |e: std::io::Error| Error::Internal(format!("cannot start a separation thread: {e}"));
+    let panicked = |stage: &str| Error::Internal(format!("the {stage} stage panicked"));
+
+    std::thread::scope(|scope| {
+        let steps = &steps;
+        let prep = std::thread::Builder::new()
+            .name("stemroom-stft".into())
+            .spawn_scoped(scope, move || prep.run(steps, free_in_rx, ready_tx, listener))
+            .map_err(spawn_err)?;
+        let post = std::thread::Builder::new()
+            .name("stemroom-istft".into())
+            .spawn_scoped(scope, move || post.run(done_rx, free_out_tx))
+            .map_err(spawn_err)?;
+        // The channel ends move into run_network and close when it returns,
+        // which stops the other two stages wherever they are.
+        let net_end = run_network(net, ready_rx, free_in_tx, done_tx, free_out_rx, listener, total);
+        let post_end = post.join().map_err(|_| panicked("overlap-add"));
+        prep.join().map_err(|_| panicked("spectrogram"))?;
+        let (end, network_seconds) = net_end?;
+        let (segments, emitted) = post_end??;
+        match end {
+            NetEnd::Complete => {
+                debug_assert_eq!((segments, emitted), (total, n));
+                Ok(SeparationStats { segments, network_seconds })
+            }
+            // The post stage stops early only on an error, returned above.
+            NetEnd::PostStopped => Err(Error::Internal("the overlap-add stage stopped".into())),
+        }
+    })
 }
 
 #[cfg(test)]
@@ -188,6 +398,7 @@ mod tests {
     use super::*;
     use crate::dsp::stft::SegmentSpec;
     use crate::model::Manifest;
+    use rand::{RngExt, SeedableRng};
 
     /// A network whose every source is the input segment scaled by
     /// `gain[source]`, through the time branch alone, or (`through_spec`)
@@ -200,18 +411,18 @@ mod tests {
         gain: Vec<f32>,
         through_spec: bool,
         ss: Option<SegmentSpec>,
+        /// Segments in flight it asks for.
+        in_flight: usize,
     }
 
     impl Network for EchoNet {
-        fn forward(
-            &mut self,
-            mix: &[f32],
-            spec: &[f32],
-            take: &mut dyn FnMut(&[f32], &[f32]),
-        ) -> Result<(), NetworkError> {
+        fn segments_in_flight(&self) -> usize {
+            self.in_flight
+        }
+
+        fn forward(&mut self, mix: &[f32], spec: &[f32], out: &mut NetOutput) -> Result<(), NetworkError> {
             let (sl, wl) = (spec.len(), mix.len());
-            let mut out_spec = vec![0.0f32; self.sources * sl];
-            let mut out_wave = vec![0.0f32; self.sources * wl];
+            let (out_spec, out_wave) = out.parts();
             for s in 0..self.sources {
                 let g = self.gain[s];
                 if self.through_spec {
@@ -231,7 +442,6 @@ mod tests {
                     }
                 }
             }
-            take(&out_spec, &out_wave);
             Ok(())
         }
     }
@@ -273,7 +483,8 @@ mod tests {
         };
         let sources = info.sources.len();
         let ss = through_spec.then(|| SegmentSpec::new(info.segment_frames, info.stft.n_fft, info.stft.hop));
-        let mut net = EchoNet { sources, channels: 2, gain: vec![1.0, 0.5, 0.25, 0.125], through_spec, ss };
+        let mut net =
+            EchoNet { sources, channels: 2, gain: vec![1.0, 0.5, 0.25, 0.125], through_spec, ss, in_flight: 2 };
         let mut sink = Collect { data: vec![0.0; sources * 2 * frames], frames, k: sources * 2, next: 0 };
         let mut src = MemoryMix { data: mix.clone(), channels: 2 };
         separate(&mut net, info, &mut src, stats, &opts, &mut sink, &crate::progress::Silent).expect("separate");
@@ -322,6 +533,158 @@ mod tests {
         assert!(max_err(&got, &want) < 1e-4, "{}", max_err(&got, &want));
     }
 
+    /// Runs `separate` with the network asking for `in_flight` segments,
+    /// returning the sink's data.
+    fn pipelined(info: &ModelInfo, mix: &[f32], opts: SeparateOptions, in_flight: usize) -> Vec<f32> {
+        let frames = mix.len() / 2;
+        let mut acc = MixStatsAccumulator::default();
+        for t in 0..frames {
+            acc.push((mix[t] as f64 + mix[frames + t] as f64) / 2.0);
+        }
+        let ss = SegmentSpec::new(info.segment_frames, info.stft.n_fft, info.stft.hop);
+        let mut net = EchoNet {
+            sources: 4,
+            channels: 2,
+            gain: vec![0.9, -0.5, 0.3, 0.1],
+            through_spec: true,
+            ss: Some(ss),
+            in_flight,
+        };
+        let mut sink = Collect { data: vec![0.0; 8 * frames], frames, k: 8, next: 0 };
+        let mut src = MemoryMix { data: mix.to_vec(), channels: 2 };
+        separate(&mut net, info, &mut src, acc.stats(), &opts, &mut sink, &crate::progress::Silent).expect("separate");
+        assert_eq!(sink.next, frames);
+        sink.data
+    }
+
+    #[test]
+    fn every_pipeline_depth_gives_the_serial_result_to_the_bit() {
+        // One segment in flight is the serial engine: each stage waits for
+        // the one before. Two and three overlap the stages and spread the
+        // spectrograms and iSTFTs over threads; the arithmetic must not change.
+        let info = small_model();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        for (frames, shifts) in [(7_000, 0), (40_000, 1), (61_234, 3)] {
+            let mix: Vec<f32> = (0..frames * 2).map(|_| rng.random_range(-0.8f32..0.8)).collect();
+            let opts = SeparateOptions { shifts, seed: 11, ..Default::default() };
+            let serial = pipelined(&info, &mix, opts, 1);
+            assert!(serial.iter().any(|v| *v != 0.0));
+            for depth in [2, 3] {
+                let got = pipelined(&info, &mix, opts, depth);
+                assert!(
+                    got.iter().zip(&serial).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{frames} frames, {shifts} shifts, depth {depth}: max difference {}",
+                    max_err(&got, &serial)
+                );
+            }
+        }
+    }
+
+    /// Writing a block waits until the network has started the next
+    /// segment: only a pipelined separation gets past the first block.
+    struct WaitForNext {
+        inner: Collect,
+        next_started: std::sync::Arc<(Mutex<usize>, std::sync::Condvar)>,
+        patience: std::time::Duration,
+    }
+    impl BlockSink for WaitForNext {
+        fn write(&mut self, start: usize, frames: usize, stems: &[f32]) -> Result<(), Error> {
+            let (lock, cvar) = &*self.next_started;
+            let runs = lock.lock().unwrap();
+            let (runs, timeout) = cvar.wait_timeout_while(runs, self.patience, |r| *r < 2).unwrap();
+            if timeout.timed_out() {
+                return Err(Error::Internal(format!("the network did not start segment 2 ({} runs)", *runs)));
+            }
+            drop(runs);
+            self.inner.write(start, frames, stems)
+        }
+    }
+
+    struct Counting {
+        inner: EchoNet,
+        runs: std::sync::Arc<(Mutex<usize>, std::sync::Condvar)>,
+    }
+    impl Network for Counting {
+        fn segments_in_flight(&self) -> usize {
+            self.inner.in_flight
+        }
+        fn forward(&mut self, mix: &[f32], spec: &[f32], out: &mut NetOutput) -> Result<(), NetworkError> {
+            let (lock, cvar) = &*self.runs;
+            *lock.lock().unwrap() += 1;
+            cvar.notify_all();
+            self.inner.forward(mix, spec, out)
+        }
+    }
+
+    #[test]
+    fn the_network_runs_the_next_segment_while_the_last_one_is_written() {
+        let info = small_model();
+        let frames = 40_000;
+        let mix: Vec<f32> = (0..frames * 2).map(|i| (i as f32 * 0.01).sin() * 0.5).collect();
+        let stats = MixStats { mean: 0.0, std: 0.35 };
+        let runs = std::sync::Arc::new((Mutex::new(0usize), std::sync::Condvar::new()));
+        for (in_flight, overlaps) in [(2, true), (1, false)] {
+            *runs.0.lock().unwrap() = 0;
+            let inner =
+                EchoNet { sources: 4, channels: 2, gain: vec![1.0; 4], through_spec: false, ss: None, in_flight };
+            let mut net = Counting { inner, runs: runs.clone() };
+            let collect = Collect { data: vec![0.0; 8 * frames], frames, k: 8, next: 0 };
+            // Generous where it must happen, short where it cannot.
+            let patience = std::time::Duration::from_secs(if overlaps { 60 } else { 2 });
+            let mut sink = WaitForNext { inner: collect, next_started: runs.clone(), patience };
+            let opts = SeparateOptions { shifts: 0, ..Default::default() };
+            let mut src = MemoryMix { data: mix.clone(), channels: 2 };
+            let got = separate(&mut net, &info, &mut src, stats, &opts, &mut sink, &crate::progress::Silent);
+            assert_eq!(got.is_ok(), overlaps, "{in_flight} in flight: {got:?}");
+        }
+    }
+
+    struct FailingSink(usize);
+    impl BlockSink for FailingSink {
+        fn write(&mut self, _: usize, _: usize, _: &[f32]) -> Result<(), Error> {
+            self.0 += 1;
+            if self.0 == 2 {
+                return Err(Error::Output { path: "disk.wav".into(), source: std::io::Error::other("disk full") });
+            }
+            Ok(())
+        }
+    }
+
+    struct CancelAt(std::sync::atomic::AtomicUsize, usize);
+    impl crate::progress::Listener for CancelAt {
+        fn event(&self, e: &Event) {
+            if matches!(e, Event::Segment { .. }) {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        fn is_cancelled(&self) -> bool {
+            self.0.load(std::sync::atomic::Ordering::SeqCst) >= self.1
+        }
+    }
+
+    #[test]
+    fn a_failing_sink_or_a_cancel_stops_every_stage_with_its_own_error() {
+        let info = small_model();
+        let frames = 80_000;
+        let mix: Vec<f32> = (0..frames * 2).map(|i| (i as f32 * 0.01).sin() * 0.5).collect();
+        let stats = MixStats { mean: 0.0, std: 0.35 };
+        let opts = SeparateOptions { shifts: 1, ..Default::default() };
+        for in_flight in [1, 2] {
+            let echo =
+                || EchoNet { sources: 4, channels: 2, gain: vec![1.0; 4], through_spec: false, ss: None, in_flight };
+            let mut src = MemoryMix { data: mix.clone(), channels: 2 };
+            let err =
+                separate(&mut echo(), &info, &mut src, stats, &opts, &mut FailingSink(0), &crate::progress::Silent)
+                    .expect_err("the sink fails");
+            assert!(matches!(&err, Error::Output { source, .. } if source.to_string() == "disk full"), "{err:?}");
+
+            let mut sink = Collect { data: vec![0.0; 8 * frames], frames, k: 8, next: 0 };
+            let cancel = CancelAt(Default::default(), 2);
+            let err = separate(&mut echo(), &info, &mut src, stats, &opts, &mut sink, &cancel).expect_err("cancelled");
+            assert!(matches!(err, Error::Cancelled), "{err:?}");
+        }
+    }
+
     #[test]
     fn plan_matches_apply_py() {
         let info = Manifest::builtin().expect("manifest").get("htdemucs").expect("model").clone();
@@ -352,8 +715,14 @@ mod tests {
         let stats = acc.stats();
         assert_eq!(stats.std, 0.0);
         let ss = SegmentSpec::new(info.segment_frames, info.stft.n_fft, info.stft.hop);
-        let mut net =
-            EchoNet { sources: 4, channels: 2, gain: vec![1.0, 0.5, 0.25, 0.125], through_spec: true, ss: Some(ss) };
+        let mut net = EchoNet {
+            sources: 4,
+            channels: 2,
+            gain: vec![1.0, 0.5, 0.25, 0.125],
+            through_spec: true,
+            ss: Some(ss),
+            in_flight: 2,
+        };
         let mut sink = Collect { data: vec![1.0; 4 * 2 * frames], frames, k: 8, next: 0 };
         let opts = SeparateOptions { shifts: 2, seed: 1, ..Default::default() };
         separate(

@@ -12,20 +12,94 @@ pub enum NetworkError {
     Interface(String),
 }
 
+/// Storage one network run writes its outputs into (a runtime may bring its
+/// own, e.g. tensors it can write without a copy).
+pub trait OutputStore: Send + std::any::Any {
+    /// (`out_spec`, `out_wave`): `[sources][channels * 2][bins][frames]` and
+    /// `[sources][channels][segment]`.
+    fn parts(&mut self) -> (&mut [f32], &mut [f32]);
+}
+
+/// Plain vectors as an [`OutputStore`].
+#[derive(Debug, Clone)]
+pub struct VecOutput {
+    /// `[sources][channels * 2][bins][frames]`.
+    pub spec: Vec<f32>,
+    /// `[sources][channels][segment]`.
+    pub wave: Vec<f32>,
+}
+
+impl OutputStore for VecOutput {
+    fn parts(&mut self) -> (&mut [f32], &mut [f32]) {
+        (&mut self.spec, &mut self.wave)
+    }
+}
+
+/// The outputs of one network run, in storage the separator recycles: a
+/// pipelined separation keeps a few of these in flight (one being written by
+/// the network, one being read by the iSTFT and overlap-add).
+pub struct NetOutput(Box<dyn OutputStore>);
+
+impl std::fmt::Debug for NetOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NetOutput")
+    }
+}
+
+impl NetOutput {
+    /// Zeroed vectors of `spec_len` and `wave_len` samples.
+    pub fn vec(spec_len: usize, wave_len: usize) -> Self {
+        NetOutput(Box::new(VecOutput { spec: vec![0.0; spec_len], wave: vec![0.0; wave_len] }))
+    }
+    /// Wrap a runtime's own storage.
+    pub fn from_store(store: Box<dyn OutputStore>) -> Self {
+        NetOutput(store)
+    }
+    /// (`out_spec`, `out_wave`), see [`OutputStore::parts`].
+    pub fn parts(&mut self) -> (&mut [f32], &mut [f32]) {
+        self.0.parts()
+    }
+    /// The storage as the runtime's own type, if it is that type.
+    pub fn store_mut<T: OutputStore>(&mut self) -> Option<&mut T> {
+        let any: &mut dyn std::any::Any = &mut *self.0;
+        any.downcast_mut::<T>()
+    }
+}
+
 /// The network: one segment in, per-source estimates out.
 pub trait Network {
-    /// Run one segment and hand the outputs to `take` while they are alive
-    /// (no copy of the 55 MB of outputs is kept between segments).
+    /// Storage for one run's outputs, `spec_len` and `wave_len` samples
+    /// (see [`OutputStore::parts`]); plain vectors unless the runtime has
+    /// better.
+    ///
+    /// # Errors
+    /// [`NetworkError::Inference`] if the runtime cannot allocate it.
+    fn new_output(&mut self, spec_len: usize, wave_len: usize) -> Result<NetOutput, NetworkError> {
+        Ok(NetOutput::vec(spec_len, wave_len))
+    }
+
+    /// How many segments a separation keeps in flight between its stages
+    /// (inputs prepared, outputs being read): 2 lets the host compute one
+    /// segment's spectrogram and another's iSTFT and overlap-add while the
+    /// network runs (what a GPU needs to stay busy); 1 keeps memory to one
+    /// input and one output (55 MB for htdemucs) where the network already
+    /// uses every core.
+    fn segments_in_flight(&self) -> usize {
+        2
+    }
+
+    /// Run one segment, writing every sample of `out` (which may come from
+    /// another network's [`Network::new_output`], e.g. after a fallback).
     ///
     /// - `mix`: planar `[channels][segment]` normalised waveform.
     /// - `spec`: `[channels * 2][bins][frames]` complex-as-channels spectrogram.
-    /// - `take(out_spec, out_wave)`: `out_spec` is
-    ///   `[sources][channels * 2][bins][frames]`, `out_wave` is
-    ///   `[sources][channels][segment]`.
+    /// - `out`: `out_spec` `[sources][channels * 2][bins][frames]` and
+    ///   `out_wave` `[sources][channels][segment]`.
     ///
     /// # Errors
-    /// [`NetworkError`] if inference fails or the outputs have the wrong size.
-    fn forward(&mut self, mix: &[f32], spec: &[f32], take: &mut dyn FnMut(&[f32], &[f32])) -> Result<(), NetworkError>;
+    /// [`NetworkError`] if inference fails or the outputs have the wrong size;
+    /// `out` then holds no result.
+    fn forward(&mut self, mix: &[f32], spec: &[f32], out: &mut NetOutput) -> Result<(), NetworkError>;
 }
 
 /// The mixture at the model's sample rate, readable by window.

@@ -4,6 +4,8 @@
 
 use std::collections::VecDeque;
 
+use super::plan::Step;
+
 /// One shift pass: its overlap-add window and its finished frames.
 ///
 /// Frames are counted in pass frames (pass frame 0 is mixture frame
@@ -29,54 +31,25 @@ pub(super) struct Pass {
     queue: VecDeque<f32>,
 }
 
-/// Where one segment of a pass lies.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Chunk {
-    /// First pass frame of the chunk.
-    pub start: usize,
-    /// Frames of the chunk (the segment length, shorter at the pass end).
-    pub len: usize,
-}
-
 impl Pass {
     pub(super) fn new(base: i64, len: usize, chunks: usize) -> Self {
         Pass { base, len, chunks, next: 0, acc_start: 0, acc: Vec::new(), wsum: Vec::new(), queue: VecDeque::new() }
     }
 
-    /// Mixture frame up to which this pass has finalised output.
-    pub(super) fn frontier(&self) -> i64 {
-        self.acc_start as i64 + self.base
-    }
-
-    /// Whether every segment of the pass has run.
-    pub(super) fn is_done(&self) -> bool {
-        self.next >= self.chunks
-    }
-
-    /// The next segment to run, `stride` frames after the previous one.
-    pub(super) fn next_chunk(&self, segment: usize, stride: usize) -> Chunk {
-        let start = self.next * stride;
-        Chunk { start, len: segment.min(self.len - start) }
-    }
-
-    /// Mixture frame of pass frame `frame`.
-    pub(super) fn mixture_frame(&self, frame: usize) -> i64 {
-        self.base + frame as i64
-    }
-
-    /// Add the network output of `chunk` (planar `[k_n][l]`, the chunk's
-    /// frames at offset `lead`) weighted by `weight`, then finalise every
-    /// frame no later segment reaches and queue those inside the mixture's
-    /// `mix_frames` frames.
+    /// Add the network output of `chunk` (the pass's next segment; planar
+    /// `[k_n][l]`, the chunk's frames at offset `lead`) weighted by `weight`,
+    /// then finalise every frame no later segment reaches and queue those
+    /// inside the mixture's `mix_frames` frames.
     pub(super) fn add(
         &mut self,
-        chunk: Chunk,
+        chunk: Step,
         stride: usize,
         out_wave: &[f32],
         (k_n, l, lead): (usize, usize, usize),
         weight: &[f32],
         mix_frames: usize,
     ) {
+        debug_assert_eq!(chunk.start, self.next * stride, "segments of a pass arrive in order");
         let need = (chunk.start + chunk.len - self.acc_start) * k_n;
         if self.acc.len() < need {
             self.acc.resize(need, 0.0);

@@ -87,4 +87,41 @@ impl Plan {
     pub fn total_segments(&self) -> usize {
         self.passes.iter().map(|&(_, len)| self.chunks(len)).sum()
     }
+
+    /// Every segment in the order they run: always the next one of the pass
+    /// whose finished output reaches the least far into the mixture (the
+    /// first such pass on a tie), so that the passes advance together and
+    /// finished frames can leave after each segment.
+    pub fn schedule(&self) -> Vec<Step> {
+        let mut next = vec![0usize; self.passes.len()];
+        let mut steps = Vec::with_capacity(self.total_segments());
+        // Mixture frame up to which pass `i` is final after `next[i]` segments.
+        let frontier = |i: usize, n: usize| {
+            let (base, len) = self.passes[i];
+            base + if n < self.chunks(len) { (n * self.stride) as i64 } else { len as i64 }
+        };
+        while let Some(pass) = (0..self.passes.len())
+            .filter(|&i| next[i] < self.chunks(self.passes[i].1))
+            .min_by_key(|&i| frontier(i, next[i]))
+        {
+            let (base, len) = self.passes[pass];
+            let start = next[pass] * self.stride;
+            steps.push(Step { pass, start, len: self.segment.min(len - start), mixture_start: base + start as i64 });
+            next[pass] += 1;
+        }
+        steps
+    }
+}
+
+/// One network run of a [`Plan`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    /// Index of the shift pass in [`Plan::passes`].
+    pub pass: usize,
+    /// First frame of the segment, in pass frames.
+    pub start: usize,
+    /// Frames of the segment (the split segment length, shorter at the pass end).
+    pub len: usize,
+    /// Mixture frame of `start` (negative inside a shift's lead-in).
+    pub mixture_start: i64,
 }

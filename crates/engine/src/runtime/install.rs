@@ -1,0 +1,783 @@
+//! Installing GPU support in one step: the GPU build of ONNX Runtime 1.31.1
+//! and the CUDA 13 / cuDNN 9 libraries its CUDA provider loads, from pinned
+//! PyPI wheels, each checked against its sha256 before anything is unpacked.
+//!
+//! Layout: every library lands flat in `<cache>/onnxruntime-gpu-1.31.1/`
+//! (`libonnxruntime.so.1.31.1`, `libonnxruntime_providers_*.so`,
+//! `libcudart.so.13`, `libcublas*.so.13`, `libcudnn*.so.9`, ...), with
+//! `stemroom-gpu.json` naming the wheels it came from. The folder is built
+//! beside its final place and renamed into it, so it is either complete or
+//! absent. Wheels are downloaded into `<cache>/dl/` (a partial download
+//! resumes with an HTTP range request) and removed once installed.
+//!
+//! The engine loads these libraries by absolute path before the CUDA
+//! provider ([`super::gpu::preload`]): no `LD_LIBRARY_PATH`, no CUDA toolkit.
+//!
+//! Which wheels: `onnxruntime-gpu==1.31.1` declares its CUDA needs as extras
+//! (`cuda`: `nvidia-cuda-runtime~=13.0`, `nvidia-cuda-nvrtc~=13.0`,
+//! `nvidia-cufft~=12.0`, `nvidia-curand~=10.0`; `cudnn`:
+//! `nvidia-cudnn-cu13~=9.0`, which requires `nvidia-cublas`; `nvidia-cufft`
+//! requires `nvidia-nvjitlink`). The pins are one CUDA release (13.4 update 1,
+//! the wheels PyPI published together on 2026-09-16) and cuDNN 9.27.0; sizes
+//! and sha256 are PyPI's (its JSON simple index, read 2026-11-27). The CUDA
+//! provider's own `DT_NEEDED` (read from the wheel): `libcublasLt.so.13`,
+//! `libcublas.so.13`, `libcurand.so.10`, `libcudart.so.13`, `libcuda.so.1`
+//! (the driver's); cuDNN and cuFFT it opens at run time.
+
+use std::fs::{self, File};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::{ORT_CPU_DIR, ORT_GPU_DIR};
+
+/// One pinned wheel and the libraries taken from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Wheel {
+    /// PyPI project name.
+    pub package: String,
+    /// Pinned version.
+    pub version: String,
+    /// Download URL (PyPI's file host).
+    pub url: String,
+    /// Size in bytes, as PyPI lists it.
+    pub bytes: u64,
+    /// sha256 of the wheel, lowercase hex, as PyPI lists it.
+    pub sha256: String,
+    /// File names of the libraries to unpack (wherever they sit in the wheel).
+    pub libs: Vec<String>,
+}
+
+impl Wheel {
+    /// The wheel's file name (the URL's last segment).
+    pub fn file_name(&self) -> &str {
+        self.url.rsplit('/').next().unwrap_or(&self.url)
+    }
+}
+
+const PYPI_FILES: &str = "https://files.pythonhosted.org/packages";
+
+/// The pinned wheels of GPU support (see the module notes), about 1.55 GB
+/// to download and 2.5 GB unpacked.
+pub fn gpu_wheels() -> Vec<Wheel> {
+    let w = |package: &str, version: &str, path: &str, bytes: u64, sha256: &str, libs: &[&str]| Wheel {
+        package: package.into(),
+        version: version.into(),
+        url: format!("{PYPI_FILES}/{path}"),
+        bytes,
+        sha256: sha256.into(),
+        libs: libs.iter().map(|s| (*s).to_string()).collect(),
+    };
+    vec![
+        w(
+            "onnxruntime-gpu",
+            "1.31.1",
+            "92/1b/23ae6bfa165cf01f2566aeab3076135d0db8edf5b543c1556fd6b1d93c7f/onnxruntime_gpu-1.31.1-cp311-cp311-manylinux_2_28_x86_64.whl",
+            255_560_985,
+            "e26c475fe361b2015f45b4b824bd13f0bb20204e59b62814e6f0acd5f3d491a6",
+            &["libonnxruntime.so.1.31.1", "libonnxruntime_providers_shared.so", "libonnxruntime_providers_cuda.so"],
+        ),
+        w(
+            "nvidia-cuda-runtime",
+            "13.4.92",
+            "98/8a/3431271f6344874b8f1ac03f16b3d679c91493f8da63f716160403e6d0a0/nvidia_cuda_runtime-13.4.92-py3-none-manylinux2014_x86_64.manylinux_2_17_x86_64.whl",
+            2_494_438,
+            "9641f797da20ce1dd8e779b6e96d08cf9ba564cec8e8225458811ee26423f3a5",
+            &["libcudart.so.13"],
+        ),
+        w(
+            "nvidia-cublas",
+            "13.8.0.4",
+            "7a/38/bdd540bf511d2c9b6f9efc71a81c60cb88e295be0b9312b61d19bbed2212/nvidia_cublas-13.8.0.4-py3-none-manylinux_2_27_x86_64.whl",
+            439_317_144,
+            "9f17797dfcc048694461f4e47de17d2e3c25adf172ef723d2db0a07cd8744b89",
+            &["libcublas.so.13", "libcublasLt.so.13"],
+        ),
+        w(
+            "nvidia-cufft",
+            "12.4.0.43",
+            "76/bf/3fea3d1c6262bded26ae00e3106432d63235954965d7785f5051ac146651/nvidia_cufft-12.4.0.43-py3-none-manylinux2014_x86_64.manylinux_2_17_x86_64.whl",
+            161_750_089,
+            "0e8385013596b112d29c9ce8c63dc575b308d77636c7169104e18714f03961a8",
+            &["libcufft.so.12"],
+        ),
+        w(
+            "nvidia-curand",
+            "10.4.4.72",
+            "07/73/3ee8e5b4cb891401e603ffd3a59b35c6afe785fd2de123afe7c7029603dc/nvidia_curand-10.4.4.72-py3-none-manylinux_2_27_x86_64.whl",
+            61_498_332,
+            "25c3457ae7a224fdd484dab90b0fc5dc0e842fab5db3012afa4a5bd2af4eb7e5",
+            &["libcurand.so.10"],
+        ),
+        w(
+            "nvidia-cuda-nvrtc",
+            "13.4.92",
+            "56/9c/1342ebb460ce2afd014ec5a002adc99108e3c53a6b70f399cf64dd1f267d/nvidia_cuda_nvrtc-13.4.92-py3-none-manylinux2010_x86_64.manylinux_2_12_x86_64.whl",
+            53_301_733,
+            "5ce8c97b00b232c4f50c8c4b5a3b68cafee08bdb82ea86f2052ff01d03194f4a",
+            &["libnvrtc.so.13", "libnvrtc-builtins.so.13.4"],
+        ),
+        w(
+            "nvidia-nvjitlink",
+            "13.4.92",
+            "1d/6b/eef7a9e32872b8f41e145bf10cddc9af26e153c338852811fe9a9baddf9e/nvidia_nvjitlink-13.4.92-py3-none-manylinux2010_x86_64.manylinux_2_12_x86_64.whl",
+            42_452_378,
+            "e0391f24ed94ec879b84e3da4d4ec320c879aff681f2c7a638462f7199284323",
+            &["libnvJitLink.so.13"],
+        ),
+        w(
+            "nvidia-cudnn-cu13",
+            "9.27.0.42",
+            "af/75/96ea5c5368eb595c39d629cde08a66227a864e71ccb0e593add2612bb952/nvidia_cudnn_cu13-9.27.0.42-py3-none-manylinux_2_27_x86_64.whl",
+            536_771_498,
+            "9677e76f21862eb5da7ee5ed69d544738b2d8b5c3ce7e5ec125c5592e6cdbdc8",
+            &[
+                "libcudnn.so.9",
+                "libcudnn_adv.so.9",
+                "libcudnn_cnn.so.9",
+                "libcudnn_engines_precompiled.so.9",
+                "libcudnn_engines_runtime_compiled.so.9",
+                "libcudnn_engines_tensor_ir.so.9",
+                "libcudnn_ext.so.9",
+                "libcudnn_graph.so.9",
+                "libcudnn_heuristic.so.9",
+                "libcudnn_ops.so.9",
+            ],
+        ),
+    ]
+}
+
+/// The CPU build of ONNX Runtime 1.31.1 (`onnxruntime==1.31.1`, 23.8 MB;
+/// size and sha256 from PyPI's index, 2026-11-27).
+pub fn cpu_wheels() -> Vec<Wheel> {
+    vec![Wheel {
+        package: "onnxruntime".into(),
+        version: "1.31.1".into(),
+        url: format!(
+            "{PYPI_FILES}/b4/1d/0f85ee31a3d93f2243a5cc29252becf858f53ac5cfa6c9c15d9ffe107eea/onnxruntime-1.31.1-cp311-cp311-manylinux_2_28_x86_64.whl"
+        ),
+        bytes: 23_753_652,
+        sha256: "5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad7f".into(),
+        libs: vec!["libonnxruntime.so.1.31.1".into(), "libonnxruntime_providers_shared.so".into()],
+    }]
+}
+
+/// Name of the file in an install folder naming the wheels it came from.
+pub const STAMP_FILE: &str = "stemroom-wheels.json";
+
+/// Options for installing GPU support under `cache` (the per-user cache,
+/// [`crate::paths::cache_dir`]): into `<cache>/onnxruntime-gpu-1.31.1`,
+/// downloading into `<cache>/dl`.
+pub fn gpu_options(cache: &Path, from: Option<PathBuf>) -> InstallOptions {
+    InstallOptions { dest: cache.join(ORT_GPU_DIR), download_dir: cache.join("dl"), from, wheels: gpu_wheels() }
+}
+
+/// Options for installing the CPU build under `cache`: into
+/// `<cache>/onnxruntime-1.31.1`.
+pub fn cpu_options(cache: &Path, from: Option<PathBuf>) -> InstallOptions {
+    InstallOptions { dest: cache.join(ORT_CPU_DIR), download_dir: cache.join("dl"), from, wheels: cpu_wheels() }
+}
+
+/// Why installing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error("cannot download {url}: {reason}. Check the internet connection and try again (the download resumes)")]
+    Download { url: String, reason: String },
+    #[error("{file} is not the file Stemroom expects (sha256 {actual}, expected {expected}); try again")]
+    Checksum { file: String, expected: String, actual: String },
+    #[error("{file} is damaged or not the expected wheel: {reason}")]
+    Archive { file: String, reason: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("another GPU support install is running (lock {0})")]
+    Busy(PathBuf),
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// Progress of an install.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+#[serde(tag = "stage", rename_all = "camelCase")]
+pub enum InstallEvent {
+    /// Bytes of `file` on disk so far; `done`/`total` over every download.
+    #[serde(rename_all = "camelCase")]
+    Downloading { file: String, done: f64, total: f64 },
+    /// A wheel passed its checksum.
+    Verified { file: String },
+    /// Libraries are being unpacked from a wheel.
+    Unpacking { file: String },
+    /// Installed into `dir`.
+    Installed { dir: String },
+}
+
+/// Where an install reads and writes.
+#[derive(Debug, Clone)]
+pub struct InstallOptions {
+    /// The folder the libraries go into (replaced as a whole).
+    pub dest: PathBuf,
+    /// Where wheels are downloaded (and removed from once installed).
+    pub download_dir: PathBuf,
+    /// A folder holding wheels already downloaded (by file name); they are
+    /// checked like downloads. `None`: download.
+    pub from: Option<PathBuf>,
+    /// The wheels (normally [`gpu_wheels`]).
+    pub wheels: Vec<Wheel>,
+}
+
+/// What an install would do, for "size first" prompts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+#[serde(rename_all = "camelCase")]
+pub struct InstallPlan {
+    /// Bytes still to download (complete wheels already in the download
+    /// folder or `from` count as downloaded).
+    pub download_bytes: f64,
+    /// Bytes of every wheel.
+    pub total_bytes: f64,
+    /// The install folder.
+    pub dir: String,
+    /// Whether GPU support is already installed there.
+    pub installed: bool,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> InstallError + '_ {
+    move |source| InstallError::Io { path: path.to_path_buf(), source }
+}
+
+/// Whether `dir` holds a complete install of `wheels`: its stamp names
+/// exactly them, and every library is there.
+pub fn is_installed(dir: &Path, wheels: &[Wheel]) -> bool {
+    let stamp: Option<Vec<Wheel>> = fs::read_to_string(dir.join(STAMP_FILE))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Stamp>(&t).ok())
+        .map(|s| s.wheels);
+    stamp.as_deref() == Some(wheels) && wheels.iter().flat_map(|w| &w.libs).all(|lib| dir.join(lib).is_file())
+}
+
+#[derive(Serialize, serde::Deserialize)]
+struct Stamp {
+    wheels: Vec<Wheel>,
+}
+
+impl<'de> serde::Deserialize<'de> for Wheel {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        struct Raw {
+            package: String,
+            version: String,
+            url: String,
+            bytes: u64,
+            sha256: String,
+            libs: Vec<String>,
+        }
+        let r = Raw::deserialize(d)?;
+        Ok(Wheel { package: r.package, version: r.version, url: r.url, bytes: r.bytes, sha256: r.sha256, libs: r.libs })
+    }
+}
+
+/// A complete, verified copy of `wheel` already on disk, if any.
+fn local_copy(opts: &InstallOptions, wheel: &Wheel) -> Option<PathBuf> {
+    let mut places = vec![opts.download_dir.clone().join(wheel.file_name())];
+    places.extend(opts.from.as_ref().map(|d| d.join(wheel.file_name())));
+    places.into_iter().find(|p| fs::metadata(p).is_ok_and(|m| m.len() == wheel.bytes))
+}
+
+/// What [`install`] would download (see [`InstallPlan`]).
+pub fn plan(opts: &InstallOptions) -> InstallPlan {
+    let total: u64 = opts.wheels.iter().map(|w| w.bytes).sum();
+    let download: u64 = opts.wheels.iter().filter(|w| local_copy(opts, w).is_none()).map(|w| w.bytes).sum();
+    InstallPlan {
+        download_bytes: download as f64,
+        total_bytes: total as f64,
+        dir: opts.dest.display().to_string(),
+        installed: is_installed(&opts.dest, &opts.wheels),
+    }
+}
+
+/// sha256 of a file, lowercase hex.
+fn sha256_file(path: &Path) -> Result<String, InstallError> {
+    let mut f = File::open(path).map_err(io_err(path))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).map_err(io_err(path))?;
+    Ok(hex(&h.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The HTTP agent: the system's certificate store (so a proxy's CA the
+/// administrator installed is trusted), proxies from the environment.
+fn agent() -> ureq::Agent {
+    let tls = ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::PlatformVerifier).build();
+    ureq::Agent::config_builder()
+        .tls_config(tls)
+        .timeout_connect(Some(Duration::from_secs(30)))
+        .timeout_recv_response(Some(Duration::from_secs(60)))
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// Download `wheel` into the download folder (resuming a partial file),
+/// reporting progress; `done_before` bytes of earlier wheels count towards
+/// `total`.
+fn download(
+    agent: &ureq::Agent,
+    opts: &InstallOptions,
+    wheel: &Wheel,
+    (done_before, total): (u64, u64),
+    on_event: &mut dyn FnMut(&InstallEvent),
+    cancelled: &dyn Fn() -> bool,
+) -> Result<PathBuf, InstallError> {
+    let dir = &opts.download_dir;
+    let dest = dir.join(wheel.file_name());
+    let part = dir.join(format!("{}.part", wheel.file_name()));
+    let fail = |reason: String| InstallError::Download { url: wheel.url.clone(), reason };
+    let mut have = fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+    if have > wheel.bytes {
+        have = 0;
+    }
+    let mut req = agent.get(&wheel.url);
+    if have > 0 {
+        req = req.header("Range", format!("bytes={have}-"));
+    }
+    let mut resp = req.call().map_err(|e| fail(e.to_string()))?;
+    let status = resp.status().as_u16();
+    let append = match status {
+        206 if have > 0 => true,
+        200 => false,
+        416 if have == wheel.bytes => true,
+        _ => return Err(fail(format!("the server answered HTTP {status}"))),
+    };
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .append(append)
+        .write(true)
+        .truncate(!append)
+        .open(&part)
+        .map_err(io_err(&part))?;
+    if !append {
+        have = 0;
+    }
+    file.seek(SeekFrom::Start(have)).map_err(io_err(&part))?;
+    if status != 416 {
+        let mut body = resp.body_mut().with_config().limit(wheel.bytes.saturating_sub(have) + 1).reader();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut last = 0u64;
+        loop {
+            if cancelled() {
+                return Err(InstallError::Cancelled);
+            }
+            let n = body.read(&mut buf).map_err(|e| fail(e.to_string()))?;
+            if n == 0 {
+                break;
+            }
+            file.write_all(&buf[..n]).map_err(io_err(&part))?;
+            have += n as u64;
+            if have > wheel.bytes {
+                break;
+            }
+            if have - last >= 4 << 20 || have == wheel.bytes {
+                last = have;
+                on_event(&InstallEvent::Downloading {
+                    file: wheel.file_name().to_string(),
+                    done: (done_before + have) as f64,
+                    total: total as f64,
+                });
+            }
+        }
+    }
+    file.sync_all().map_err(io_err(&part))?;
+    drop(file);
+    if have < wheel.bytes {
+        return Err(fail(format!("the download stopped after {have} of {} bytes", wheel.bytes)));
+    }
+    fs::rename(&part, &dest).map_err(io_err(&dest))?;
+    Ok(dest)
+}
+
+/// Check `path` against the wheel's sha256; a mismatching download is
+/// removed (a file of the user's is left alone).
+fn verify(path: &Path, wheel: &Wheel, download_dir: &Path) -> Result<(), InstallError> {
+    let actual = sha256_file(path)?;
+    if actual != wheel.sha256 {
+        if path.starts_with(download_dir) {
+            let _ = fs::remove_file(path);
+        }
+        return Err(InstallError::Checksum {
+            file: wheel.file_name().to_string(),
+            expected: wheel.sha256.clone(),
+            actual,
+        });
+    }
+    Ok(())
+}
+
+/// Unpack the wheel's libraries, flat, into `into`.
+fn unpack(path: &Path, wheel: &Wheel, into: &Path) -> Result<(), InstallError> {
+    let bad = |reason: String| InstallError::Archive { file: wheel.file_name().to_string(), reason };
+    let mut zip = zip::ZipArchive::new(File::open(path).map_err(io_err(path))?).map_err(|e| bad(e.to_string()))?;
+    for lib in &wheel.libs {
+        let index = (0..zip.len())
+            .find(|&i| {
+                zip.name_for_index(i).is_some_and(|n| n.is_ok_and(|n| n.rsplit('/').next() == Some(lib.as_str())))
+            })
+            .ok_or_else(|| bad(format!("{lib} is not in it")))?;
+        let mut entry = zip.by_index(index).map_err(|e| bad(e.to_string()))?;
+        let out_path = into.join(lib);
+        let mut out = File::create(&out_path).map_err(io_err(&out_path))?;
+        std::io::copy(&mut entry, &mut out).map_err(|e| bad(format!("{lib}: {e}")))?;
+        use std::os::unix::fs::PermissionsExt;
+        out.set_permissions(fs::Permissions::from_mode(0o755)).map_err(io_err(&out_path))?;
+    }
+    Ok(())
+}
+
+/// An exclusive lock on `<download dir>/.install.lock` for this install.
+struct InstallLock {
+    /// Held open: the lock lasts as long as the descriptor.
+    _file: File,
+}
+
+impl InstallLock {
+    fn take(dir: &Path) -> Result<Self, InstallError> {
+        let path = dir.join(".install.lock");
+        let f = File::create(&path).map_err(io_err(&path))?;
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a descriptor this function owns; released when it closes.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(InstallError::Busy(path));
+        }
+        Ok(InstallLock { _file: f })
+    }
+}
+
+/// Download (or take from `opts.from`), verify and unpack every wheel into
+/// the install folder, replacing what was there only once the new folder is
+/// complete. Returns the folder.
+///
+/// # Errors
+/// [`InstallError`]: a download that fails (a later call resumes it), a
+/// checksum mismatch (the file is removed), a damaged wheel, disk errors,
+/// another install running, or `cancelled` returning true (checked between
+/// reads).
+pub fn install(
+    opts: &InstallOptions,
+    on_event: &mut dyn FnMut(&InstallEvent),
+    cancelled: &dyn Fn() -> bool,
+) -> Result<PathBuf, InstallError> {
+    let dl = opts.download_dir.clone();
+    fs::create_dir_all(&dl).map_err(io_err(&dl))?;
+    let _lock = InstallLock::take(&dl)?;
+    let dest = opts.dest.clone();
+    let parent = dest.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    fs::create_dir_all(&parent).map_err(io_err(&parent))?;
+    let agent = agent();
+    let total: u64 = opts.wheels.iter().filter(|w| local_copy(opts, w).is_none()).map(|w| w.bytes).sum();
+    let mut done = 0u64;
+    let mut files = Vec::new();
+    for wheel in &opts.wheels {
+        let path = match local_copy(opts, wheel) {
+            Some(p) => p,
+            None => {
+                let p = download(&agent, opts, wheel, (done, total), on_event, cancelled)?;
+                done += wheel.bytes;
+                p
+            }
+        };
+        if cancelled() {
+            return Err(InstallError::Cancelled);
+        }
+        verify(&path, wheel, &dl)?;
+        on_event(&InstallEvent::Verified { file: wheel.file_name().to_string() });
+        files.push(path);
+    }
+
+    // Build the folder beside its place, then swap it in.
+    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let building = parent.join(format!(".{name}.installing"));
+    let _ = fs::remove_dir_all(&building);
+    fs::create_dir_all(&building).map_err(io_err(&building))?;
+    let result = (|| {
+        for (wheel, path) in opts.wheels.iter().zip(&files) {
+            if cancelled() {
+                return Err(InstallError::Cancelled);
+            }
+            on_event(&InstallEvent::Unpacking { file: wheel.file_name().to_string() });
+            unpack(path, wheel, &building)?;
+        }
+        let stamp = serde_json::to_string_pretty(&Stamp { wheels: opts.wheels.clone() }).unwrap_or_default();
+        let stamp_path = building.join(STAMP_FILE);
+        fs::write(&stamp_path, stamp).map_err(io_err(&stamp_path))?;
+        let old = parent.join(format!(".{name}.old"));
+        let _ = fs::remove_dir_all(&old);
+        if dest.exists() {
+            fs::rename(&dest, &old).map_err(io_err(&dest))?;
+        }
+        fs::rename(&building, &dest).map_err(io_err(&dest))?;
+        let _ = fs::remove_dir_all(&old);
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_dir_all(&building);
+        return Err(e);
+    }
+    // The wheels are no longer needed (those in `from` are the user's).
+    for path in files.iter().filter(|p| p.starts_with(&dl)) {
+        let _ = fs::remove_file(path);
+    }
+    on_event(&InstallEvent::Installed { dir: dest.display().to_string() });
+    Ok(dest)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::io::{BufRead, BufReader};
+    use std::net::TcpListener;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// A wheel-like zip holding `libs` (each `pkg/lib/<name>` with
+    /// `name`-derived bytes) and a METADATA file.
+    fn fake_wheel(libs: &[&str]) -> Vec<u8> {
+        let mut buf = std::io::Cursor::new(Vec::new());
+        let mut z = zip::ZipWriter::new(&mut buf);
+        let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+        z.start_file("pkg-1.0.dist-info/METADATA", opts).unwrap();
+        z.write_all(b"Name: pkg\n").unwrap();
+        for lib in libs {
+            z.start_file(format!("pkg/lib/{lib}"), opts).unwrap();
+            z.write_all(&lib.as_bytes().repeat(5000)).unwrap();
+        }
+        z.finish().unwrap();
+        buf.into_inner()
+    }
+
+    /// A loopback HTTP/1.1 file server with `Range: bytes=N-` support; the
+    /// first `cut` requests send only half the body, then close. Returns its
+    /// base URL and the request heads it saw.
+    fn serve(files: HashMap<String, Vec<u8>>, cut: usize) -> (String, Arc<Mutex<Vec<String>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for (n, stream) in listener.incoming().enumerate() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut head = String::new();
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    head.push_str(&line);
+                }
+                log.lock().unwrap().push(head.clone());
+                let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let name = path.rsplit('/').next().unwrap_or("").to_string();
+                let Some(body) = files.get(&name) else {
+                    let _ =
+                        stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    continue;
+                };
+                let from = head
+                    .lines()
+                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("range: bytes=").map(str::to_string))
+                    .and_then(|r| r.trim().trim_end_matches('-').parse::<usize>().ok())
+                    .unwrap_or(0);
+                let part = &body[from.min(body.len())..];
+                let status = if from > 0 { "206 Partial Content" } else { "200 OK" };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nContent-Range: bytes {from}-{}/{}\r\nConnection: close\r\n\r\n",
+                    part.len(),
+                    body.len().saturating_sub(1),
+                    body.len()
+                );
+                let send = if n < cut { &part[..part.len() / 2] } else { part };
+                let _ = stream.write_all(send);
+            }
+        });
+        (base, seen)
+    }
+
+    fn wheel(base: &str, name: &str, bytes: &[u8], libs: &[&str]) -> Wheel {
+        Wheel {
+            package: name.into(),
+            version: "1.0".into(),
+            url: format!("{base}/packages/ab/{name}-1.0-py3-none-any.whl"),
+            bytes: bytes.len() as u64,
+            sha256: hex(&Sha256::digest(bytes)),
+            libs: libs.iter().map(|s| (*s).to_string()).collect(),
+        }
+    }
+
+    struct Setup {
+        _dir: tempfile::TempDir,
+        opts: InstallOptions,
+        seen: Arc<Mutex<Vec<String>>>,
+        blobs: Vec<Vec<u8>>,
+    }
+
+    fn setup(cut: usize) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let a = fake_wheel(&["libonnxruntime.so.1.31.1", "libonnxruntime_providers_cuda.so"]);
+        let b = fake_wheel(&["libcudart.so.13", "libcudart.so.13.extra"]);
+        let mut files = HashMap::new();
+        files.insert("ort-1.0-py3-none-any.whl".to_string(), a.clone());
+        files.insert("cudart-1.0-py3-none-any.whl".to_string(), b.clone());
+        let (base, seen) = serve(files, cut);
+        let wheels = vec![
+            wheel(&base, "ort", &a, &["libonnxruntime.so.1.31.1", "libonnxruntime_providers_cuda.so"]),
+            wheel(&base, "cudart", &b, &["libcudart.so.13"]),
+        ];
+        let opts = InstallOptions {
+            dest: dir.path().join("cache/onnxruntime-gpu-1.31.1"),
+            download_dir: dir.path().join("cache/dl"),
+            from: None,
+            wheels,
+        };
+        Setup { _dir: dir, opts, seen, blobs: vec![a, b] }
+    }
+
+    fn run(opts: &InstallOptions) -> (Result<PathBuf, InstallError>, Vec<InstallEvent>) {
+        let mut events = Vec::new();
+        let r = install(opts, &mut |e| events.push(e.clone()), &|| false);
+        (r, events)
+    }
+
+    #[test]
+    fn wheels_are_verified_and_their_libraries_installed_flat_in_one_step() {
+        let s = setup(0);
+        let before = plan(&s.opts);
+        assert!(!before.installed);
+        assert_eq!(before.download_bytes, (s.blobs[0].len() + s.blobs[1].len()) as f64);
+        let (r, events) = run(&s.opts);
+        let dir = r.expect("installs");
+        assert_eq!(dir, s.opts.dest);
+        for lib in ["libonnxruntime.so.1.31.1", "libonnxruntime_providers_cuda.so", "libcudart.so.13"] {
+            let meta = fs::metadata(dir.join(lib)).expect(lib);
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(meta.permissions().mode() & 0o777, 0o755, "{lib}");
+            assert_eq!(fs::read(dir.join(lib)).unwrap(), lib.as_bytes().repeat(5000), "{lib} unpacked whole");
+        }
+        assert!(!dir.join("libcudart.so.13.extra").exists(), "only the listed libraries");
+        assert!(is_installed(&dir, &s.opts.wheels) && plan(&s.opts).installed);
+        assert!(matches!(events.first(), Some(InstallEvent::Downloading { .. })), "{events:?}");
+        assert!(events.iter().any(|e| matches!(e, InstallEvent::Verified { file } if file.starts_with("cudart"))));
+        assert!(matches!(events.last(), Some(InstallEvent::Installed { .. })));
+        // Downloads are gone once installed; nothing half-built is left.
+        let left: Vec<_> = fs::read_dir(&s.opts.download_dir).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert!(left.iter().all(|n| n.to_string_lossy().starts_with('.')), "{left:?}");
+        let parent: Vec<_> = fs::read_dir(dir.parent().unwrap()).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert!(!parent.iter().any(|n| n.to_string_lossy().contains("installing")), "{parent:?}");
+    }
+
+    #[test]
+    fn a_wrong_checksum_is_refused_and_the_installed_version_stays() {
+        let s = setup(0);
+        run(&s.opts).0.expect("first install");
+        let mut bad = s.opts.clone();
+        bad.wheels[1].sha256 = "0".repeat(64);
+        let (r, events) = run(&bad);
+        let err = r.expect_err("refused");
+        assert!(
+            matches!(&err, InstallError::Checksum { file, expected, actual }
+                if file.starts_with("cudart") && *expected == "0".repeat(64) && *actual == s.opts.wheels[1].sha256),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("not the file Stemroom expects"), "{err}");
+        assert!(!events.iter().any(|e| matches!(e, InstallEvent::Unpacking { .. })), "nothing unpacked");
+        assert!(!s.opts.download_dir.join(bad.wheels[1].file_name()).exists(), "the bad download is removed");
+        assert!(is_installed(&s.opts.dest, &s.opts.wheels), "the earlier install is untouched");
+        assert!(!is_installed(&s.opts.dest, &bad.wheels));
+    }
+
+    #[test]
+    fn an_interrupted_download_resumes_where_it_stopped() {
+        let s = setup(1);
+        let err = run(&s.opts).0.expect_err("the first connection is cut");
+        assert!(matches!(err, InstallError::Download { .. }), "{err:?}");
+        assert!(err.to_string().contains("resumes"), "{err}");
+        assert!(!s.opts.dest.exists());
+        run(&s.opts).0.expect("the second run completes");
+        let seen = s.seen.lock().unwrap();
+        let half = s.blobs[0].len() / 2;
+        assert!(
+            seen.iter().any(|h| h.to_ascii_lowercase().contains(&format!("range: bytes={half}-"))),
+            "resumed from byte {half}: {seen:?}"
+        );
+        assert!(is_installed(&s.opts.dest, &s.opts.wheels));
+    }
+
+    #[test]
+    fn wheels_already_downloaded_install_without_the_network() {
+        let s = setup(0);
+        let from = s.opts.dest.parent().unwrap().join("offline");
+        fs::create_dir_all(&from).unwrap();
+        let mut opts = s.opts.clone();
+        for (w, blob) in opts.wheels.iter_mut().zip(&s.blobs) {
+            fs::write(from.join(w.file_name()), blob).unwrap();
+            w.url = format!("http://127.0.0.1:9/nowhere/{}", w.file_name());
+        }
+        opts.from = Some(from.clone());
+        assert_eq!(plan(&opts).download_bytes, 0.0);
+        run(&opts).0.expect("installs from the folder");
+        assert!(is_installed(&opts.dest, &opts.wheels));
+        assert!(s.seen.lock().unwrap().is_empty(), "no request made");
+        assert!(from.join(opts.wheels[0].file_name()).exists(), "the user's files stay");
+    }
+
+    #[test]
+    fn cancel_a_damaged_wheel_and_a_server_error_leave_nothing_installed() {
+        let s = setup(0);
+        let err = install(&s.opts, &mut |_| {}, &|| true).expect_err("cancelled");
+        assert!(matches!(err, InstallError::Cancelled), "{err:?}");
+        assert!(!s.opts.dest.exists());
+
+        let mut missing = s.opts.clone();
+        missing.wheels[1].libs.push("libcudnn.so.9".into());
+        let err = run(&missing).0.expect_err("the wheel lacks a library");
+        assert!(matches!(&err, InstallError::Archive { reason, .. } if reason.contains("libcudnn.so.9")), "{err:?}");
+        assert!(!s.opts.dest.exists());
+
+        let mut gone = s.opts.clone();
+        gone.wheels[0].url = gone.wheels[0].url.replace("ort-1.0", "missing-1.0");
+        let err = run(&gone).0.expect_err("404");
+        assert!(err.to_string().contains("HTTP 404"), "{err}");
+    }
+
+    #[test]
+    fn the_pins_are_complete() {
+        let wheels = gpu_wheels();
+        let libs: Vec<&str> = wheels.iter().flat_map(|w| w.libs.iter().map(String::as_str)).collect();
+        for need in super::super::gpu::CUDA_LIBRARIES.iter().chain(super::super::gpu::PRELOAD_LIBRARIES) {
+            assert!(libs.contains(need), "{need} is installed by some wheel");
+        }
+        for lib in [super::super::ORT_LIBRARY_FILE, super::super::gpu::CUDA_PROVIDER_FILE] {
+            assert!(libs.contains(&lib), "{lib}");
+        }
+        for w in wheels.iter().chain(&cpu_wheels()) {
+            assert!(w.url.starts_with("https://files.pythonhosted.org/packages/"), "{}", w.url);
+            let file = w.file_name().replace('_', "-");
+            assert!(file.starts_with(&format!("{}-{}-", w.package, w.version)), "{file}");
+            assert!(w.sha256.len() == 64 && w.sha256.bytes().all(|b| b.is_ascii_hexdigit()), "{}", w.package);
+        }
+        // The size the messages quote.
+        let total: u64 = wheels.iter().map(|w| w.bytes).sum();
+        assert!((1.5e9..1.6e9).contains(&(total as f64)), "{total}");
+        assert!(super::super::gpu::INSTALL_SIZE.starts_with("1.6 GB"));
+    }
+}

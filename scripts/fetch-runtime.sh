@@ -1,17 +1,30 @@
 #!/usr/bin/env bash
-# Put libonnxruntime.so.1.31.1 (from the PyPI wheel onnxruntime==1.31.1) into
-# $STEMROOM_CACHE/onnxruntime-1.31.1/, where stemroom looks for it. Idempotent.
+# Put ONNX Runtime 1.31.1 where stemroom looks for it. Idempotent.
+#
+#   scripts/fetch-runtime.sh         the CPU build into $STEMROOM_CACHE/onnxruntime-1.31.1/
+#                                    (libonnxruntime.so.1.31.1 from the PyPI wheel onnxruntime==1.31.1)
+#   scripts/fetch-runtime.sh --gpu   also GPU support into $STEMROOM_CACHE/onnxruntime-gpu-1.31.1/:
+#                                    builds the CLI and runs `stemroom runtime fetch --gpu` (the GPU
+#                                    build with CUDA 13 and cuDNN 9 from pinned, sha256-checked
+#                                    PyPI wheels; 1.6 GB to download). Extra arguments (--from DIR,
+#                                    --force) are passed on.
 source "$(dirname "$0")/common.sh"
 lib="$ORT_DIR/libonnxruntime.so.$ORT_VERSION"
-if [ -f "$lib" ]; then exit 0; fi
-log "fetching ONNX Runtime $ORT_VERSION (PyPI wheel)"
-wheel=$(ls "$DL_DIR"/onnxruntime-"$ORT_VERSION"-*.whl 2>/dev/null | head -n1 || true)
-if [ -z "$wheel" ]; then
-    python3 -m pip download -q --no-deps --only-binary=:all: "onnxruntime==$ORT_VERSION" -d "$DL_DIR"
-    wheel=$(ls "$DL_DIR"/onnxruntime-"$ORT_VERSION"-*.whl | head -n1)
+if [ ! -f "$lib" ]; then
+    log "fetching ONNX Runtime $ORT_VERSION (PyPI wheel)"
+    wheel=$(ls "$DL_DIR"/onnxruntime-"$ORT_VERSION"-*.whl 2>/dev/null | head -n1 || true)
+    if [ -z "$wheel" ]; then
+        python3 -m pip download -q --no-deps --only-binary=:all: "onnxruntime==$ORT_VERSION" -d "$DL_DIR"
+        wheel=$(ls "$DL_DIR"/onnxruntime-"$ORT_VERSION"-*.whl | head -n1)
+    fi
+    tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+    unzip -q -o -j "$wheel" "onnxruntime/capi/libonnxruntime.so.$ORT_VERSION" "onnxruntime/capi/libonnxruntime_providers_shared.so" -d "$tmp"
+    mkdir -p "$ORT_DIR"
+    mv "$tmp"/* "$ORT_DIR"/
+    log "ONNX Runtime in $ORT_DIR"
 fi
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-unzip -q -o -j "$wheel" "onnxruntime/capi/libonnxruntime.so.$ORT_VERSION" "onnxruntime/capi/libonnxruntime_providers_shared.so" -d "$tmp"
-mkdir -p "$ORT_DIR"
-mv "$tmp"/* "$ORT_DIR"/
-log "ONNX Runtime in $ORT_DIR"
+if [ "${1:-}" = "--gpu" ]; then
+    shift
+    (cd "$REPO_ROOT" && cargo build --release --locked -p stemroom-cli)
+    "$RELEASE_DIR/stemroom" runtime fetch --gpu "$@"
+fi

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -15,7 +16,6 @@ use stemroom_library::queue::{Job, Queue, Settings};
 use stemroom_library::worker::{JobProgress, Worker, WorkerConfig, WorkerListener};
 use tauri::ipc::Channel;
 
-use crate::commands::export::ExportSlot;
 use crate::commands::song::OpenSong;
 
 /// What the window hears about the queue.
@@ -62,6 +62,36 @@ pub fn apply_ffmpeg_path(settings: &Settings) {
     stemroom_engine::audio::decode::set_ffmpeg_path(settings.ffmpeg_path.as_deref().map(PathBuf::from));
 }
 
+/// One cancellable task of a kind at a time (an export, a GPU support
+/// install): its cancel flag while it runs.
+#[derive(Default)]
+pub struct CancelSlot {
+    cancel: Mutex<Option<Arc<AtomicBool>>>,
+}
+
+impl CancelSlot {
+    /// Start the task: its cancel flag, or `None` when one is running.
+    pub fn begin(&self) -> Option<Arc<AtomicBool>> {
+        let mut slot = self.cancel.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_some() {
+            return None;
+        }
+        let flag = Arc::new(AtomicBool::new(false));
+        *slot = Some(flag.clone());
+        Some(flag)
+    }
+    /// The task ended.
+    pub fn end(&self) {
+        *self.cancel.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+    /// Ask the running task, if any, to stop.
+    pub fn cancel(&self) {
+        if let Some(c) = self.cancel.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            c.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Everything the commands share.
 pub struct AppState {
     pub queue: Arc<Queue>,
@@ -73,7 +103,9 @@ pub struct AppState {
     pub song: Mutex<Option<OpenSong>>,
     /// Held while a song is being opened.
     pub song_opening: Mutex<()>,
-    pub export: ExportSlot,
+    pub export: CancelSlot,
+    /// The GPU support install.
+    pub gpu_install: CancelSlot,
     _instance: InstanceLock,
 }
 
@@ -105,6 +137,7 @@ impl AppState {
             song: Mutex::new(None),
             song_opening: Mutex::new(()),
             export: Default::default(),
+            gpu_install: Default::default(),
             _instance: instance,
         })
     }

@@ -43,12 +43,6 @@ pub struct ExportOptions {
     pub dest_dir: String,
 }
 
-/// Cancellation of the running export (one at a time).
-#[derive(Default)]
-pub struct ExportSlot {
-    cancel: Mutex<Option<Arc<AtomicBool>>>,
-}
-
 /// Ask where to export (native folder dialog); `None` when cancelled.
 #[tauri::command]
 #[specta::specta]
@@ -87,14 +81,9 @@ pub async fn export_song(
     channel: Channel<ExportProgress>,
 ) -> Result<Vec<String>, AppError> {
     let st = state.inner().clone();
-    let cancel = Arc::new(AtomicBool::new(false));
-    {
-        let mut slot = st.export.cancel.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.is_some() {
-            return Err(AppError { code: ErrorCode::InvalidOptions, message: "An export is already running.".into() });
-        }
-        *slot = Some(cancel.clone());
-    }
+    let Some(cancel) = st.export.begin() else {
+        return Err(AppError { code: ErrorCode::InvalidOptions, message: "An export is already running.".into() });
+    };
     let result = tauri::async_runtime::spawn_blocking(move || {
         let job = st.queue.get(id)?;
         let tags = match &job.source {
@@ -119,7 +108,7 @@ pub async fn export_song(
     })
     .await
     .map_err(|e| AppError::internal(e.to_string()));
-    *state.export.cancel.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    state.export.end();
     result?
 }
 
@@ -127,7 +116,5 @@ pub async fn export_song(
 #[tauri::command]
 #[specta::specta]
 pub fn cancel_export(state: S<'_>) {
-    if let Some(c) = state.export.cancel.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-        c.store(true, Ordering::Relaxed);
-    }
+    state.export.cancel();
 }

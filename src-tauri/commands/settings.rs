@@ -5,10 +5,16 @@ use std::path::Path;
 
 use serde::Serialize;
 use specta::Type;
+use std::sync::atomic::Ordering;
 use stemroom_engine::audio::decode::{ffmpeg_status, FfmpegStatus};
 use stemroom_engine::model::ModelStatus;
+
+use stemroom_engine::runtime::gpu::{self, GpuInfo};
+use stemroom_engine::runtime::install::{self, InstallEvent};
 use stemroom_engine::runtime::RuntimeStatus;
+use stemroom_engine::ErrorCode;
 use stemroom_library::queue::Settings;
+use tauri::ipc::Channel;
 use tauri::AppHandle;
 
 use super::S;
@@ -89,4 +95,100 @@ pub async fn fetch_model(state: S<'_>, id: String) -> Result<ModelStatus, AppErr
     })
     .await
     .map_err(|e| AppError::internal(e.to_string()))?
+}
+
+/// GPU support: what this machine has, whether CUDA runs, and what
+/// installing it would download.
+#[derive(Debug, Clone, Serialize, Type)]
+#[serde(rename_all = "camelCase")]
+pub struct GpuSupport {
+    /// The NVIDIA driver's version, if one is loaded.
+    pub driver_version: Option<String>,
+    /// GPUs `nvidia-smi` lists (name, memory in MiB).
+    pub gpus: Vec<GpuInfo>,
+    /// Whether GPU support (ONNX Runtime GPU, CUDA, cuDNN) is installed.
+    pub installed: bool,
+    /// Whether separations can run on CUDA.
+    pub usable: bool,
+    /// Why CUDA is not used, with the fix.
+    pub problem: Option<String>,
+    /// Bytes installing would download.
+    pub download_bytes: f64,
+    /// Where it goes.
+    pub install_dir: String,
+    /// The CPU build of ONNX Runtime is already loaded in this process: the
+    /// app must restart to use the GPU build.
+    pub restart_needed: bool,
+}
+
+fn gpu_support_now() -> Result<GpuSupport, AppError> {
+    let cache = stemroom_engine::paths::cache_dir()
+        .ok_or_else(|| AppError::internal("no cache directory (HOME is not set)"))?;
+    let opts = install::gpu_options(&cache, None);
+    let plan = install::plan(&opts);
+    let facts = gpu::facts();
+    let diagnosis = gpu::diagnose(&facts);
+    let loaded_elsewhere = stemroom_engine::runtime::loaded_library().is_some_and(|p| !p.starts_with(&opts.dest));
+    Ok(GpuSupport {
+        driver_version: facts.driver_version,
+        gpus: facts.gpus,
+        installed: plan.installed,
+        usable: diagnosis.is_ok(),
+        problem: diagnosis.err().map(|why| why.message()),
+        download_bytes: plan.download_bytes,
+        install_dir: plan.dir,
+        restart_needed: plan.installed && loaded_elsewhere,
+    })
+}
+
+#[tauri::command]
+#[specta::specta]
+pub async fn gpu_support() -> Result<GpuSupport, AppError> {
+    // Off the main thread: it runs nvidia-smi.
+    tauri::async_runtime::spawn_blocking(gpu_support_now).await.map_err(|e| AppError::internal(e.to_string()))?
+}
+
+/// Download, verify and install GPU support (one install at a time),
+/// reporting progress on `channel`; cancelled by [`cancel_gpu_install`].
+#[tauri::command]
+#[specta::specta]
+pub async fn install_gpu_support(state: S<'_>, channel: Channel<InstallEvent>) -> Result<GpuSupport, AppError> {
+    let st = state.inner().clone();
+    let Some(cancel) = st.gpu_install.begin() else {
+        return Err(AppError {
+            code: ErrorCode::InvalidOptions,
+            message: "GPU support is already being installed.".into(),
+        });
+    };
+    let result = tauri::async_runtime::spawn_blocking(move || {
+        let cache = stemroom_engine::paths::cache_dir()
+            .ok_or_else(|| AppError::internal("no cache directory (HOME is not set)"))?;
+        let opts = install::gpu_options(&cache, None);
+        install::install(&opts, &mut |e| drop(channel.send(e.clone())), &|| cancel.load(Ordering::Relaxed))
+            .map_err(install_error)?;
+        gpu_support_now()
+    })
+    .await
+    .map_err(|e| AppError::internal(e.to_string()));
+    state.gpu_install.end();
+    result?
+}
+
+/// Stop the running GPU support install (what it downloaded is kept, so a
+/// later install resumes).
+#[tauri::command]
+#[specta::specta]
+pub fn cancel_gpu_install(state: S<'_>) {
+    state.gpu_install.cancel();
+}
+
+fn install_error(e: install::InstallError) -> AppError {
+    use install::InstallError as E;
+    let code = match &e {
+        E::Download { .. } | E::Checksum { .. } | E::Archive { .. } => ErrorCode::Download,
+        E::Cancelled => ErrorCode::Cancelled,
+        E::Busy(_) => ErrorCode::InvalidOptions,
+        E::Io { .. } => ErrorCode::Output,
+    };
+    AppError { code, message: e.to_string() }
 }

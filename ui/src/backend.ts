@@ -5,6 +5,8 @@ import type {
   ErrorCode,
   ExportOptions,
   ExportProgress,
+  GpuSupport,
+  InstallEvent,
   Job,
   LanePeaks,
   LinkEntry,
@@ -41,6 +43,12 @@ export interface Backend {
   pickLibraryDir(): Promise<string | null>;
   openFolder(path: string): Promise<void>;
   fetchModel(id: string): Promise<ModelStatus>;
+  /** The GPU, its driver, whether CUDA runs (and why not), what installing GPU support downloads. */
+  gpuSupport(): Promise<GpuSupport>;
+  /** Downloads, checks and installs GPU support; `onEvent` hears its progress. One at a time. */
+  installGpuSupport(onEvent: (event: InstallEvent) => void): Promise<GpuSupport>;
+  /** Stops the running install (it rejects with code `cancelled`; downloads are kept). */
+  cancelGpuInstall(): Promise<void>;
   /** Live queue events; resolves to the function that stops them. */
   subscribe(onEvent: (event: QueueEvent) => void): Promise<() => void>;
   /**

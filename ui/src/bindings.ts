@@ -23,6 +23,17 @@ export const commands = {
 	saveSettings: (settings: Settings) => typedError<Settings, AppError>(__TAURI_INVOKE("save_settings", { settings })),
 	openFolder: (path: string) => typedError<null, AppError>(__TAURI_INVOKE("open_folder", { path })),
 	fetchModel: (id: string) => typedError<ModelStatus, AppError>(__TAURI_INVOKE("fetch_model", { id })),
+	gpuSupport: () => typedError<GpuSupport, AppError>(__TAURI_INVOKE("gpu_support")),
+	/**
+	 *  Download, verify and install GPU support (one install at a time),
+	 *  reporting progress on `channel`; cancelled by [`cancel_gpu_install`].
+	 */
+	installGpuSupport: (channel: Channel<InstallEvent>) => typedError<GpuSupport, AppError>(__TAURI_INVOKE("install_gpu_support", { channel })),
+	/**
+	 *  Stop the running GPU support install (what it downloaded is kept, so a
+	 *  later install resumes).
+	 */
+	cancelGpuInstall: () => __TAURI_INVOKE<void>("cancel_gpu_install"),
 	/**  Register the window's progress channel; events flow until it closes. */
 	subscribe: (channel: Channel<QueueEvent>) => __TAURI_INVOKE<void>("subscribe", { channel }),
 	/**
@@ -169,6 +180,50 @@ export type FfmpegStatus = {
 	/**  Why it cannot be used, in plain words. */
 	problem: string | null,
 };
+
+/**  One GPU as `nvidia-smi` describes it. */
+export type GpuInfo = {
+	name: string,
+	/**  Memory in MiB. */
+	memory_mib: number,
+};
+
+/**
+ *  GPU support: what this machine has, whether CUDA runs, and what
+ *  installing it would download.
+ */
+export type GpuSupport = {
+	/**  The NVIDIA driver's version, if one is loaded. */
+	driverVersion: string | null,
+	/**  GPUs `nvidia-smi` lists (name, memory in MiB). */
+	gpus: GpuInfo[],
+	/**  Whether GPU support (ONNX Runtime GPU, CUDA, cuDNN) is installed. */
+	installed: boolean,
+	/**  Whether separations can run on CUDA. */
+	usable: boolean,
+	/**  Why CUDA is not used, with the fix. */
+	problem: string | null,
+	/**  Bytes installing would download. */
+	downloadBytes: number,
+	/**  Where it goes. */
+	installDir: string,
+	/**
+	 *  The CPU build of ONNX Runtime is already loaded in this process: the
+	 *  app must restart to use the GPU build.
+	 */
+	restartNeeded: boolean,
+};
+
+/**  Progress of an install. */
+export type InstallEvent = 
+/**  Bytes of `file` on disk so far; `done`/`total` over every download. */
+{ stage: "downloading"; file: string; done: number; total: number } | 
+/**  A wheel passed its checksum. */
+{ stage: "verified"; file: string } | 
+/**  Libraries are being unpacked from a wheel. */
+{ stage: "unpacking"; file: string } | 
+/**  Installed into `dir`. */
+{ stage: "installed"; dir: string };
 
 /**  A song in the queue or the library. */
 export type Job = {

@@ -3,6 +3,7 @@ import type {
   AddResult,
   AppInfo,
   ExportOptions,
+  GpuSupport,
   Job,
   LanePeaks,
   MixControls,
@@ -39,6 +40,10 @@ export interface MockOptions {
   pickedDir?: string | null;
   /** Why the player cannot open an audio device (`undefined`: it can). */
   playerError?: string;
+  /** The GPU as the backend reports it (default: no driver, not installed). */
+  gpu?: Partial<GpuSupport>;
+  /** Why installing GPU support fails (`undefined`: it succeeds). */
+  gpuInstallError?: string;
 }
 
 /** What the mock player was told, for tests. */
@@ -58,6 +63,8 @@ export interface MockBackend extends Backend {
   dropFiles(paths: string[]): void;
   /** Acts as if files were dragged over the window (or left it). */
   dragHover(hovering: boolean): void;
+  /** Lets a GPU support install waiting after its first progress event go on. */
+  finishGpuInstall(): void;
   player: MockPlayer;
 }
 
@@ -197,6 +204,19 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
   const models = (options.models ?? [mockModel()]).map((model) => structuredClone(model));
   const runtimeFound = options.runtimeFound ?? true;
   let providerInUse = options.providerInUse ?? null;
+  let gpu: GpuSupport = {
+    driverVersion: null,
+    gpus: [],
+    installed: false,
+    usable: false,
+    problem:
+      "No NVIDIA GPU driver is loaded (no NVIDIA GPU, or its driver is not installed). With an NVIDIA GPU, install its driver (580 or newer).",
+    downloadBytes: 1_553_145_797,
+    installDir: "/home/you/.cache/stemroom/onnxruntime-gpu-1.31.1",
+    restartNeeded: false,
+    ...options.gpu,
+  };
+  let gpuInstall: { release: (cancelled: boolean) => void } | null = null;
   let clock = Date.UTC(2025, 0, 2);
   const now = () => (simulate ? Date.now() : (clock += 1000));
 
@@ -578,6 +598,34 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
       }
     },
     async cancelExport() {},
+    async gpuSupport() {
+      return structuredClone(gpu);
+    },
+    async installGpuSupport(onEvent) {
+      if (gpuInstall) throw new BackendError("invalid_options", "GPU support is already being installed.");
+      const total = gpu.downloadBytes;
+      onEvent({ stage: "downloading", file: "onnxruntime_gpu-1.31.1.whl", done: total / 2, total });
+      const cancelled = await new Promise<boolean>((resolve) => {
+        gpuInstall = { release: resolve };
+        if (simulate) setTimeout(() => resolve(false), 1500);
+      });
+      gpuInstall = null;
+      if (cancelled) throw new BackendError("cancelled", "cancelled");
+      if (options.gpuInstallError) throw new BackendError("download", options.gpuInstallError);
+      onEvent({ stage: "downloading", file: "nvidia_cudnn_cu13-9.27.0.42.whl", done: total, total });
+      onEvent({ stage: "verified", file: "nvidia_cudnn_cu13-9.27.0.42.whl" });
+      onEvent({ stage: "unpacking", file: "nvidia_cudnn_cu13-9.27.0.42.whl" });
+      onEvent({ stage: "installed", dir: gpu.installDir });
+      const usable = gpu.driverVersion !== null;
+      gpu = { ...gpu, installed: true, usable, problem: usable ? null : gpu.problem, downloadBytes: total };
+      return structuredClone(gpu);
+    },
+    async cancelGpuInstall() {
+      gpuInstall?.release(true);
+    },
+    finishGpuInstall() {
+      gpuInstall?.release(false);
+    },
     subscribe: (handler) => listen(subscribers, handler),
     onFileDrop: (handler) => listen(dropHandlers, handler),
     onDragHover: (handler) => listen(hoverHandlers, handler),

@@ -4,7 +4,14 @@
 import { Channel } from "@tauri-apps/api/core";
 import { getCurrentWebview } from "@tauri-apps/api/webview";
 import { toBackendError, type Backend } from "./backend";
-import { commands, type AppError, type ExportProgress, type PlayerStatus, type QueueEvent } from "./bindings";
+import {
+  commands,
+  type AppError,
+  type ExportProgress,
+  type InstallEvent,
+  type PlayerStatus,
+  type QueueEvent,
+} from "./bindings";
 
 type Outcome<T> = { status: "ok"; data: T } | { status: "error"; error: AppError };
 
@@ -40,6 +47,9 @@ export const tauriBackend: Backend = {
     await unwrap(commands.openFolder(path));
   },
   fetchModel: (id) => unwrap(commands.fetchModel(id)),
+  gpuSupport: () => unwrap(commands.gpuSupport()),
+  installGpuSupport: (onEvent) => unwrap(commands.installGpuSupport(new Channel<InstallEvent>(onEvent))),
+  cancelGpuInstall: () => commands.cancelGpuInstall(),
 
   openSong: (id, onStatus) => unwrap(commands.openSong(id, new Channel<PlayerStatus>(onStatus))),
   closeSong: async () => {

@@ -1,11 +1,12 @@
 import { useEffect, useState, type FormEvent, type ReactNode } from "react";
 import { useBackend } from "../backend";
-import type { Device, ModelStatus, Settings } from "../bindings";
+import type { Device, GpuSupport, ModelStatus, Settings } from "../bindings";
 import { errorText } from "../errors";
 import { formatBytes, providerLabel } from "../format";
 import type { AppInfoState } from "../hooks/useAppInfo";
 import { Alert } from "./Alert";
 import { FormatField } from "./FormatField";
+import { GpuSupportPanel } from "./GpuSupportPanel";
 import { ModelInstall } from "./ModelInstall";
 
 const NOT_SAVED = "The settings were not saved";
@@ -112,6 +113,7 @@ export function SettingsView({ app }: Props) {
   const [error, setError] = useState<{ title: string; text: string } | null>(null);
   const [saved, setSaved] = useState(false);
   const [saving, setSaving] = useState(false);
+  const [gpu, setGpu] = useState<GpuSupport | null>(null);
 
   useEffect(() => {
     backend.getSettings().then(
@@ -206,7 +208,14 @@ export function SettingsView({ app }: Props) {
           <p id="device-help" className="field__help">
             Running on: {info?.providerInUse ? providerLabel(info.providerInUse) : "not started yet"}
           </p>
+          {draft.device === "cuda" && gpu && !gpu.usable && (
+            <p className="field__help field__help--warning" data-testid="device-warning">
+              CUDA cannot run on this computer, so separations set to CUDA will fail. Choose Automatic to use the GPU
+              when it can run and the CPU otherwise.
+            </p>
+          )}
         </div>
+        <GpuSupportPanel onChange={setGpu} />
 
         <div className="field-row">
           {NUMBER_FIELDS.map(({ key, label, min, max, step, help }) => (

@@ -464,6 +464,60 @@ fn runtime_report_says_why_cuda_is_not_used() {
     assert!(String::from_utf8_lossy(&text.stdout).contains("cuda         not used: No NVIDIA GPU driver"));
 }
 
+/// `stemroom runtime fetch --from DIR`: the CPU build from the wheel setup
+/// downloaded (no network), checked by sha256, installed once; a damaged
+/// copy is refused and installs nothing.
+#[test]
+fn runtime_fetch_installs_checked_wheels_and_refuses_a_damaged_one() {
+    let cache = stemroom_engine::paths::cache_dir().expect("cache");
+    let wheel = std::fs::read_dir(cache.join("dl"))
+        .expect("setup's download folder")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("onnxruntime-1.31.1-cp311")))
+        .expect("setup downloaded the onnxruntime wheel");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let from = tmp.path().join("wheels");
+    std::fs::create_dir_all(&from).expect("mkdir");
+    std::fs::copy(&wheel, from.join(wheel.file_name().expect("name"))).expect("copy");
+    let fetch = |cache: &Path, from: &Path| {
+        stemroom()
+            .env("STEMROOM_CACHE", cache)
+            .args(["runtime", "fetch", "--from"])
+            .arg(from)
+            .output()
+            .expect("run")
+    };
+    let fresh = tmp.path().join("cache");
+    let out = fetch(&fresh, &from);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("0 MB to download"), "{err}");
+    let lib = fresh.join("onnxruntime-1.31.1/libonnxruntime.so.1.31.1");
+    let installed = std::fs::read(&lib).expect("installed");
+    let reference = std::fs::read(cache.join("onnxruntime-1.31.1/libonnxruntime.so.1.31.1")).expect("setup's copy");
+    assert!(installed == reference, "the same library as setup's");
+    assert!(fresh.join("onnxruntime-1.31.1/stemroom-wheels.json").is_file());
+    let again = fetch(&fresh, &from);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already installed"), "{again:?}");
+
+    // One flipped byte, same size: refused, nothing installed, the file left alone.
+    let damaged = tmp.path().join("damaged");
+    std::fs::create_dir_all(&damaged).expect("mkdir");
+    let mut bytes = std::fs::read(&wheel).expect("read");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    let bad = damaged.join(wheel.file_name().expect("name"));
+    std::fs::write(&bad, &bytes).expect("write");
+    let other = tmp.path().join("cache2");
+    let out = fetch(&other, &damaged);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(7), "{err}");
+    assert!(err.contains("is not the file Stemroom expects"), "{err}");
+    assert!(!other.join("onnxruntime-1.31.1").exists(), "nothing installed");
+    assert!(bad.is_file(), "the user's file stays");
+}
+
 /// SIGKILL (or a crash) leaves no chance to clean up: the mixture's scratch
 /// file is anonymous and vanishes with the process, and the next run into
 /// the same folder removes the dead run's partial stems.

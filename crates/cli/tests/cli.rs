@@ -481,12 +481,7 @@ fn runtime_fetch_installs_checked_wheels_and_refuses_a_damaged_one() {
     std::fs::create_dir_all(&from).expect("mkdir");
     std::fs::copy(&wheel, from.join(wheel.file_name().expect("name"))).expect("copy");
     let fetch = |cache: &Path, from: &Path| {
-        stemroom()
-            .env("STEMROOM_CACHE", cache)
-            .args(["runtime", "fetch", "--from"])
-            .arg(from)
-            .output()
-            .expect("run")
+        stemroom().env("STEMROOM_CACHE", cache).args(["runtime", "fetch", "--from"]).arg(from).output().expect("run")
     };
     let fresh = tmp.path().join("cache");
     let out = fetch(&fresh, &from);

@@ -76,4 +76,22 @@ for key in sorted({(r[0], r[1]) for r in rows}):
 if ("60s", "stemroom") in med and ("60s", "reference") in med:
     o, r = med[("60s", "stemroom")], med[("60s", "reference")]
     print(f"ratio stemroom/reference (60 s): wall {o[0] / r[0]:.2f}x, peak RSS {o[1] / r[1]:.2f}x, s/segment {o[2] / r[2]:.2f}x")
+if ("60s", "stemroom") in med:
+    # How much of the CPU's fp32 peak the network reaches: htdemucs is about
+    # 335 GFLOP per segment (issue 12). Peak = cores x clock x fp32 FLOP per
+    # cycle, an estimate from the CPU's flags: 64 for Intel with AVX-512 (two
+    # 512-bit FMA units on server parts), 32 for AMD Zen 4 with AVX-512 (its
+    # 512-bit FMAs run as two 256-bit halves) and for AVX2 + FMA, 16 otherwise.
+    info = open("/proc/cpuinfo").read()
+    flags = next((l.split(":", 1)[1].split() for l in info.splitlines() if l.startswith("flags")), [])
+    amd = "AuthenticAMD" in info
+    per_cycle = (32 if amd else 64) if "avx512f" in flags else 32 if "fma" in flags else 16
+    mhz = subprocess.run(["sh", "-c", "lscpu | sed -n 's/^CPU max MHz: *//p'"], capture_output=True, text=True).stdout.strip()
+    if not mhz:
+        mhz = next((l.split(":", 1)[1] for l in info.splitlines() if l.startswith("cpu MHz")), "0")
+    cores = int(subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip())
+    peak = cores * float(mhz) / 1000 * per_cycle
+    achieved = 335 / med[("60s", "stemroom")][2]
+    print(f"network: {achieved:.0f} GFLOP/s of an estimated fp32 peak of {peak:.0f} GFLOP/s "
+          f"({cores} cores x {float(mhz) / 1000:.2f} GHz x {per_cycle} FLOP/cycle): {achieved / peak * 100:.0f} %")
 PY

@@ -64,8 +64,9 @@ fn main() {
             }
         })
         // No shutdown hook: when the app quits mid-job the process just ends,
-        // and the next start puts that job back in the queue (Queue::open
-        // recovers it; Worker::new removes its half-written folder).
+        // and the next start puts that job back in the queue (AppState::open
+        // recovers it under the instance lock; Worker::new removes its
+        // half-written folder).
         .run(tauri::generate_context!());
     if let Err(e) = result {
         eprintln!("error: Stemroom could not start: {e}");

@@ -119,6 +119,9 @@ impl AppState {
         let instance = InstanceLock::acquire(data_dir)?
             .ok_or_else(|| format!("Stemroom is already running with the data folder {}", data_dir.display()))?;
         let queue = Arc::new(Queue::open(&data_dir.join("stemroom.sqlite"))?);
+        // This process owns the folder: jobs a dead one left running go back
+        // in the queue.
+        queue.recover(&instance)?;
         let hub = Arc::new(Hub::default());
         let config = WorkerConfig {
             default_library: stemroom_library::song::default_library_dir(data_dir),

@@ -9,6 +9,7 @@ use std::path::Path;
 #[derive(Debug)]
 pub struct InstanceLock {
     _file: std::fs::File,
+    dir: std::path::PathBuf,
 }
 
 impl InstanceLock {
@@ -25,10 +26,17 @@ impl InstanceLock {
             .write(true)
             .open(data_dir.join("stemroom.lock"))?;
         match file.try_lock() {
-            Ok(()) => Ok(Some(InstanceLock { _file: file })),
+            Ok(()) => Ok(Some(InstanceLock { _file: file, dir: data_dir.to_path_buf() })),
             Err(std::fs::TryLockError::WouldBlock) => Ok(None),
             Err(std::fs::TryLockError::Error(e)) => Err(e),
         }
+    }
+}
+
+impl InstanceLock {
+    /// The data folder this lock owns.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 }
 

@@ -18,7 +18,8 @@ mod queue {
     use std::sync::{Arc, Mutex};
     use std::time::Instant;
 
-    use stemroom_library::queue::{Job, JobSource, JobState, Queue, Settings};
+    use stemroom_library::lock::InstanceLock;
+    use stemroom_library::queue::{Job, JobSource, JobState, Queue, QueueError, Settings};
     use stemroom_library::worker::{JobProgress, WorkerListener};
 
     use crate::common::wait_for;
@@ -43,7 +44,15 @@ mod queue {
             q.finish(b.id, &JobState::Done, Some("/lib/b"), &[]).expect("finish");
             // Dropped without finishing `a`: as if the app died.
         }
+        // Opening alone changes nothing: another process may be running `a`.
         let q = Queue::open(&db).expect("reopen");
+        assert!(q.get(1).expect("a").state.is_running(), "a second opener leaves the running job alone");
+        // The folder's owner (its instance lock) puts it back.
+        let elsewhere = tempfile::tempdir().expect("tempdir");
+        let other = InstanceLock::acquire(elsewhere.path()).expect("lock").expect("free");
+        assert!(matches!(q.recover(&other), Err(QueueError::NotOwner { .. })), "another folder's lock");
+        let owner = InstanceLock::acquire(dir.path()).expect("lock").expect("free");
+        assert_eq!(q.recover(&owner).expect("recover"), 1);
         let queued: Vec<(String, JobState)> =
             q.queue().expect("queue").into_iter().map(|j| (j.title, j.state)).collect();
         assert_eq!(queued, [("a".to_string(), JobState::Queued), ("c".to_string(), JobState::Queued)]);
@@ -75,6 +84,8 @@ mod queue {
                 committed.push(line.trim().parse().expect("id"));
             }
             let q = Queue::open(&db).expect("reopen after crash");
+            let owner = InstanceLock::acquire(dir.path()).expect("lock").expect("the writer is dead");
+            q.recover(&owner).expect("recover");
             let ok: String = rusqlite::Connection::open(&db)
                 .expect("sqlite")
                 .query_row("PRAGMA integrity_check", [], |r| r.get(0))

@@ -7,11 +7,12 @@
 //!
 //! Durability: every change is one SQLite transaction in WAL mode with
 //! `synchronous=FULL`, so a crash (even `SIGKILL` in the middle of an update)
-//! leaves either the old or the new row, never a torn one. Opening the queue
-//! runs [`Queue::recover`]: jobs that were running when the process died go
-//! back to the queue, at their old place. Several processes or threads may
-//! open the same file; writers serialise on SQLite's lock (`BEGIN IMMEDIATE`,
-//! 5 s busy timeout).
+//! leaves either the old or the new row, never a torn one. Several processes
+//! or threads may open the same file; writers serialise on SQLite's lock
+//! (`BEGIN IMMEDIATE`, 5 s busy timeout). Opening the queue leaves running
+//! jobs alone (another process may be running them): only the process that
+//! owns the data folder, proven by its [`InstanceLock`], puts the jobs a dead
+//! process left running back in the queue ([`Queue::recover`]).
 //!
 //! Schema changes are numbered migrations tracked in `PRAGMA user_version`
 //! ([`schema`]). Jobs and their life ([`job`], `jobs`), settings
@@ -28,6 +29,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rusqlite::{Connection, TransactionBehavior};
+
+use crate::lock::InstanceLock;
 use stemroom_engine::ErrorCode;
 
 pub use job::{Job, JobId, JobOptions, JobSource, JobState, UnixMillis};
@@ -68,6 +71,8 @@ pub enum QueueError {
     WrongState { id: JobId, status: &'static str, action: &'static str },
     #[error("invalid settings: {0}")]
     InvalidSettings(String),
+    #[error("the instance lock of {lock} does not own the job database {database}")]
+    NotOwner { lock: PathBuf, database: PathBuf },
 }
 
 impl QueueError {
@@ -97,8 +102,8 @@ impl std::fmt::Debug for Queue {
 }
 
 impl Queue {
-    /// Open (creating if needed) the database at `path` with the system clock,
-    /// migrate it, and recover jobs a previous process left running.
+    /// Open (creating if needed) the database at `path` with the system clock
+    /// and migrate it. Jobs marked running stay so (see [`Queue::recover`]).
     ///
     /// # Errors
     /// [`QueueError::Open`] when the file cannot be opened or is not SQLite,
@@ -128,9 +133,7 @@ impl Queue {
             QueueError::Sql(source) => QueueError::Open { path: path.to_path_buf(), source },
             other => other,
         })?;
-        let queue = Queue { conn: Mutex::new(conn), clock, path: path.to_path_buf() };
-        queue.recover()?;
-        Ok(queue)
+        Ok(Queue { conn: Mutex::new(conn), clock, path: path.to_path_buf() })
     }
 
     fn migrate(conn: &mut Connection) -> Result<(), QueueError> {
@@ -164,12 +167,21 @@ impl Queue {
     }
 
     /// Put jobs that were running (their process died) back in the queue at
-    /// their old position. Returns how many. Called by [`Queue::open`]; call
-    /// it again only when no worker is running.
+    /// their old position. Returns how many. Only the owner of the data
+    /// folder may do this, before it starts its worker: `owner` is its
+    /// [`InstanceLock`], which must be the one of the folder holding this
+    /// database (a process without it could requeue, and so run twice, the
+    /// jobs the owner is running).
     ///
     /// # Errors
-    /// Database errors.
-    pub fn recover(&self) -> Result<usize, QueueError> {
+    /// [`QueueError::NotOwner`] when `owner` locks another folder; database
+    /// errors.
+    pub fn recover(&self, owner: &InstanceLock) -> Result<usize, QueueError> {
+        let here = self.path.parent().map(|d| d.canonicalize().unwrap_or_else(|_| d.to_path_buf()));
+        let locked = owner.dir().canonicalize().unwrap_or_else(|_| owner.dir().to_path_buf());
+        if here.as_deref() != Some(locked.as_path()) {
+            return Err(QueueError::NotOwner { lock: locked, database: self.path.clone() });
+        }
         let conn = self.conn();
         let n = conn.execute(
             "UPDATE jobs SET status = 'queued', state = ?1, started_ms = NULL WHERE status = 'running'",

@@ -33,6 +33,6 @@ site_port=$(sed -n 's/.* port \([0-9]*\).*/\1/p' "$tmp/site.log" | head -n1)
 log "end-to-end test of the app under Xvfb"
 XDG_RUNTIME_DIR="$tmp/run" HOME="$tmp/home" XDG_DATA_HOME="$tmp/home/.local/share" STEMROOM_CACHE="$STEMROOM_CACHE" \
 STEMROOM_APP="$RELEASE_DIR/stemroom-app" STEMROOM_E2E_INPUT="$tmp/The Easton Ellises - Falcon 69.wav" \
-TAURI_DRIVER="$STEMROOM_CACHE/tools/bin/tauri-driver" STEMROOM_E2E_SHOTS="${STEMROOM_SCREENSHOTS:-$tmp/shots}" STEMROOM_E2E_EXPORT_DIR="$tmp/exports" \
+TAURI_DRIVER="$STEMROOM_CACHE/tools/bin/tauri-driver" STEMROOM_E2E_SHOTS="${STEMROOM_SCREENSHOTS:-$tmp/shots}" \
 STEMROOM_E2E_URL="http://127.0.0.1:$site_port/Falcon%2069%20%28from%20a%20link%29.wav" \
     xvfb-run -a -s "-screen 0 1280x800x24" node ui/e2e/app.e2e.mjs

@@ -106,6 +106,8 @@ pub struct AppState {
     pub export: CancelSlot,
     /// The GPU support install.
     pub gpu_install: CancelSlot,
+    /// Folders picked in native dialogs, named by handle.
+    pub folders: crate::commands::export::PickedFolders,
     _instance: InstanceLock,
 }
 
@@ -141,6 +143,7 @@ impl AppState {
             song_opening: Mutex::new(()),
             export: Default::default(),
             gpu_install: Default::default(),
+            folders: Default::default(),
             _instance: instance,
         })
     }

@@ -11,7 +11,7 @@ use stemroom_engine::audio::encode::OutputFormat;
 use stemroom_engine::progress::{Event, Listener, Throttle};
 use stemroom_engine::ErrorCode;
 use stemroom_library::queue::{JobId, JobSource};
-use stemroom_playback::export::{self, ExportRate, ExportRequest, ExportWhat};
+use stemroom_playback::export::{self, ExportRate, ExportRequest, ExportWhat, OnClash};
 use stemroom_playback::mixer::LoopRegion;
 use tauri::ipc::Channel;
 use tauri::AppHandle;
@@ -31,6 +31,17 @@ pub struct ExportProgress {
     pub fraction: Option<f64>,
 }
 
+/// Where an export goes: the page names a folder only by what the backend
+/// knows (the song, or a folder the user picked in the native dialog).
+#[derive(Debug, Clone, Copy, serde::Deserialize, Type)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum ExportDest {
+    /// `exports` in the song's folder.
+    SongFolder,
+    /// A folder from [`pick_export_dir`], by its handle.
+    Picked { handle: u32 },
+}
+
 /// Export settings chosen in the window.
 #[derive(Debug, Clone, serde::Deserialize, Type)]
 #[serde(rename_all = "camelCase")]
@@ -40,15 +51,68 @@ pub struct ExportOptions {
     pub region: Option<LoopRegion>,
     pub format: OutputFormat,
     pub rate: ExportRate,
-    pub dest_dir: String,
+    pub dest: ExportDest,
+    /// Files of the same names: refused (code `exists`) unless the user
+    /// chose to replace them or keep both.
+    pub on_clash: OnClash,
+}
+
+/// A folder picked in the native dialog: its handle for later requests and
+/// its path to show.
+#[derive(Debug, Clone, Serialize, Type)]
+#[serde(rename_all = "camelCase")]
+pub struct PickedFolder {
+    pub handle: u32,
+    pub path: String,
+}
+
+/// Folders the user picked in native dialogs this session; the page holds
+/// only their index.
+#[derive(Default)]
+pub struct PickedFolders(Mutex<Vec<PathBuf>>);
+
+impl PickedFolders {
+    fn add(&self, path: PathBuf) -> u32 {
+        let mut v = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = v.iter().position(|p| *p == path) {
+            return i as u32;
+        }
+        v.push(path);
+        (v.len() - 1) as u32
+    }
+
+    /// The folder of `handle`.
+    ///
+    /// # Errors
+    /// `invalid_options` for a handle this session never gave out.
+    pub fn get(&self, handle: u32) -> Result<PathBuf, AppError> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(handle as usize).cloned().ok_or_else(|| AppError {
+            code: ErrorCode::InvalidOptions,
+            message: "Choose the export folder again.".into(),
+        })
+    }
+}
+
+/// The folder `dest` names for song `job`.
+pub fn dest_dir(
+    state: &crate::state::AppState,
+    job: &stemroom_library::queue::Job,
+    dest: ExportDest,
+) -> Result<PathBuf, AppError> {
+    match dest {
+        ExportDest::SongFolder => job.output_dir.as_ref().map(|d| Path::new(d).join("exports")).ok_or_else(|| {
+            AppError { code: ErrorCode::InvalidOptions, message: "This song has no folder yet.".into() }
+        }),
+        ExportDest::Picked { handle } => state.folders.get(handle),
+    }
 }
 
 /// Ask where to export (native folder dialog); `None` when cancelled.
 #[tauri::command]
 #[specta::specta]
-pub async fn pick_export_dir(app: AppHandle) -> Result<Option<String>, AppError> {
+pub async fn pick_export_dir(app: AppHandle, state: S<'_>) -> Result<Option<PickedFolder>, AppError> {
     let picked = pick_folder(&app, "Export to folder").await?;
-    Ok(picked.map(|p| p.to_string_lossy().into_owned()))
+    Ok(picked.map(|p| PickedFolder { path: p.to_string_lossy().into_owned(), handle: state.folders.add(p) }))
 }
 
 struct ExportListener {
@@ -98,7 +162,9 @@ pub async fn export_song(
             region: options.region,
             format: options.format,
             rate: options.rate,
-            dest_dir: PathBuf::from(&options.dest_dir),
+            dest_dir: dest_dir(&st, &job, options.dest)?,
+            title: job.title.clone(),
+            on_clash: options.on_clash,
             tags,
         };
         let listener =

@@ -1,11 +1,14 @@
 //! The library of finished songs.
 
+use std::path::PathBuf;
 use stemroom_engine::ErrorCode;
-use stemroom_library::queue::Job;
+
+use stemroom_library::queue::{Job, JobId};
 use tauri::AppHandle;
 use tauri_plugin_opener::OpenerExt;
 
 use super::S;
+use crate::commands::export::{dest_dir, ExportDest};
 use crate::error::AppError;
 
 #[tauri::command]
@@ -14,10 +17,40 @@ pub fn list_library(state: S<'_>, search: String) -> Result<Vec<Job>, AppError> 
     Ok(state.queue.library(&search)?)
 }
 
+/// A folder the page may ask to open: only ones the backend knows.
+#[derive(Debug, Clone, Copy, serde::Deserialize, specta::Type)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum FolderRef {
+    /// A finished song's folder.
+    Song { id: JobId },
+    /// Where an export goes or went.
+    Export { id: JobId, dest: ExportDest },
+}
+
+/// Open a song's folder or an export folder in the file manager.
 #[tauri::command]
 #[specta::specta]
-pub fn open_folder(app: AppHandle, path: String) -> Result<(), AppError> {
+pub async fn open_folder(app: AppHandle, state: S<'_>, folder: FolderRef) -> Result<(), AppError> {
+    let path = match folder {
+        FolderRef::Song { id } => {
+            let job = state.queue.get(id)?;
+            job.output_dir.map(PathBuf::from).ok_or_else(|| AppError {
+                code: ErrorCode::InvalidOptions,
+                message: "This song has no folder yet.".into(),
+            })?
+        }
+        FolderRef::Export { id, dest } => dest_dir(&state, &state.queue.get(id)?, dest)?,
+    };
+    // Only real folders: never a file, a URL or a link elsewhere.
+    let meta = std::fs::symlink_metadata(&path)
+        .map_err(|e| AppError { code: ErrorCode::Output, message: format!("{}: {e}", path.display()) })?;
+    if !meta.is_dir() {
+        return Err(AppError {
+            code: ErrorCode::InvalidOptions,
+            message: format!("{} is not a folder.", path.display()),
+        });
+    }
     app.opener()
-        .open_path(path, None::<&str>)
+        .open_path(path.to_string_lossy(), None::<&str>)
         .map_err(|e| AppError { code: ErrorCode::Output, message: format!("The folder could not be opened: {e}") })
 }

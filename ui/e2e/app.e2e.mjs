@@ -9,7 +9,6 @@
 //
 // Environment: STEMROOM_APP (binary), STEMROOM_E2E_INPUT (audio file),
 // TAURI_DRIVER (tauri-driver binary), STEMROOM_E2E_SHOTS (screenshot dir),
-// STEMROOM_E2E_EXPORT_DIR (where the export goes; must not exist yet),
 // STEMROOM_E2E_URL (a loopback link to a song, fetched with yt-dlp).
 import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, openSync, readSync, readdirSync, statSync } from "node:fs";
@@ -20,7 +19,6 @@ const app = process.env.STEMROOM_APP;
 const input = process.env.STEMROOM_E2E_INPUT;
 const shots = process.env.STEMROOM_E2E_SHOTS ?? "docs/screenshots";
 const driverBin = process.env.TAURI_DRIVER ?? "tauri-driver";
-const exportDir = process.env.STEMROOM_E2E_EXPORT_DIR;
 const songUrl = process.env.STEMROOM_E2E_URL;
 if (!app || !input) throw new Error("STEMROOM_APP and STEMROOM_E2E_INPUT must be set");
 mkdirSync(shots, { recursive: true });
@@ -160,17 +158,18 @@ try {
   await sleep(400);
   check((await frameNow()) === p1, "pause stops the playhead");
 
-  // Export an instrumental MP3 (the default mix preset and format).
-  if (!exportDir) throw new Error("STEMROOM_E2E_EXPORT_DIR must be set");
-  const dirField = await b.$("#export-dir");
-  await dirField.setValue(exportDir);
+  // Export an instrumental MP3 (the default mix preset and format) into the
+  // song's own export folder (the page names folders only by handle or song).
   check((await (await b.$('[aria-label="Mix"]')).getValue()) === "instrumental", "instrumental preset chosen");
+  const shownDir = await (await b.$('[data-testid="export-dir"]')).getText();
+  check(shownDir.endsWith("/exports"), `exports go to the song's folder: ${shownDir}`);
   await (await b.$("button=Export")).click();
   const exported = await b.$('[data-testid="exported-file"]');
   await exported.waitForExist({ timeout: 60000, timeoutMsg: "export did not finish" });
   const name = await exported.getText();
-  check(name.endsWith(".mp3") && /Instrumental/.test(name), `exported ${name}`);
-  const file = `${exportDir}/${name}`;
+  check(name.endsWith(".mp3") && /^.+ - Instrumental\.mp3$/.test(name), `exported ${name} (song and mix in the name)`);
+  const file = await exported.getAttribute("title");
+  check(file === `${shownDir}/${name}`, `the file is in the export folder: ${file}`);
   check(existsSync(file), `the file is on disk: ${file}`);
   const size = statSync(file).size;
   // 6.1 s at 320 kbps is about 240 kB.
@@ -178,7 +177,17 @@ try {
   const head = Buffer.alloc(3);
   readSync(openSync(file, "r"), head, 0, 3, 0);
   check(head.toString("latin1") === "ID3", "the MP3 carries ID3 tags");
-  check(readdirSync(exportDir).every((f) => !f.endsWith(".part")), "no temporary files left");
+  check(readdirSync(shownDir).every((f) => !f.endsWith(".part")), "no temporary files left");
+  // Exporting again asks first; "Keep both" writes a second file beside it.
+  await (await b.$("button=Export")).click();
+  const ask = await b.$('[role="alertdialog"]');
+  await ask.waitForExist({ timeout: 10000, timeoutMsg: "no Replace / Keep both question" });
+  await (await ask.$("button=Keep both")).click();
+  await b.waitUntil(async () => (await (await b.$('[data-testid="exported-file"]')).getText()).includes("(2)"), {
+    timeout: 60000,
+    timeoutMsg: "keep both did not write a second file",
+  });
+  check(readdirSync(shownDir).filter((f) => f.endsWith(".mp3")).length === 2, "both exports are kept");
   await (await b.$("button=Back to library")).click();
 
   // A link: paste it, see its title (from yt-dlp's metadata), see it finish.

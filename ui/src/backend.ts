@@ -5,6 +5,7 @@ import type {
   ErrorCode,
   ExportOptions,
   ExportProgress,
+  FolderRef,
   GpuSupport,
   InstallEvent,
   Job,
@@ -13,6 +14,7 @@ import type {
   LoopRegion,
   MixControls,
   ModelStatus,
+  PickedFolder,
   PlayerStatus,
   QueueEvent,
   Settings,
@@ -41,7 +43,8 @@ export interface Backend {
   saveSettings(settings: Settings): Promise<Settings>;
   /** Opens the native folder dialog; `null` when the user cancelled. */
   pickLibraryDir(): Promise<string | null>;
-  openFolder(path: string): Promise<void>;
+  /** Opens a folder the backend knows (a song's, an export's) in the file manager. */
+  openFolder(folder: FolderRef): Promise<void>;
   fetchModel(id: string): Promise<ModelStatus>;
   /** The GPU, its driver, whether CUDA runs (and why not), what installing GPU support downloads. */
   gpuSupport(): Promise<GpuSupport>;
@@ -65,8 +68,8 @@ export interface Backend {
   seek(frame: number): Promise<void>;
   setLoop(region: LoopRegion | null): Promise<void>;
   setControls(controls: MixControls): Promise<void>;
-  /** Opens the native folder dialog; `null` when the user cancelled. */
-  pickExportDir(): Promise<string | null>;
+  /** Opens the native folder dialog: the folder's handle and path, `null` when the user cancelled. */
+  pickExportDir(): Promise<PickedFolder | null>;
   /** Exports from a song; resolves to the files written. */
   exportSong(id: number, options: ExportOptions, onProgress: (progress: ExportProgress) => void): Promise<string[]>;
   cancelExport(): Promise<void>;
@@ -86,6 +89,7 @@ const ERROR_CODES: readonly ErrorCode[] = [
   "audio_device",
   "download",
   "missing_tool",
+  "exists",
   "internal",
 ];
 

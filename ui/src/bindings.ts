@@ -21,7 +21,8 @@ export const commands = {
 	reorderQueue: (ids: number[]) => typedError<Job[], AppError>(__TAURI_INVOKE("reorder_queue", { ids })),
 	getSettings: () => typedError<Settings, AppError>(__TAURI_INVOKE("get_settings")),
 	saveSettings: (settings: Settings) => typedError<Settings, AppError>(__TAURI_INVOKE("save_settings", { settings })),
-	openFolder: (path: string) => typedError<null, AppError>(__TAURI_INVOKE("open_folder", { path })),
+	/**  Open a song's folder or an export folder in the file manager. */
+	openFolder: (folder: FolderRef) => typedError<null, AppError>(__TAURI_INVOKE("open_folder", { folder })),
 	fetchModel: (id: string) => typedError<ModelStatus, AppError>(__TAURI_INVOKE("fetch_model", { id })),
 	gpuSupport: () => typedError<GpuSupport, AppError>(__TAURI_INVOKE("gpu_support")),
 	/**
@@ -55,7 +56,7 @@ export const commands = {
 	/**  Gains, mutes, solos and master of the open song. */
 	playerSetControls: (controls: MixControls) => typedError<null, AppError>(__TAURI_INVOKE("player_set_controls", { controls })),
 	/**  Ask where to export (native folder dialog); `None` when cancelled. */
-	pickExportDir: () => typedError<string | null, AppError>(__TAURI_INVOKE("pick_export_dir")),
+	pickExportDir: () => typedError<PickedFolder | null, AppError>(__TAURI_INVOKE("pick_export_dir")),
 	/**  Export from song `id`; returns the files written. One export at a time. */
 	exportSong: (id: number, options: ExportOptions, channel: Channel<ExportProgress>) => typedError<string[], AppError>(__TAURI_INVOKE("export_song", { id, options, channel })),
 	/**  Stop the running export (it removes what it had written). */
@@ -130,8 +131,23 @@ export type ErrorCode =
  *  the formats only it decodes).
  */
 "missing_tool" | 
+/**
+ *  Files of the names asked for exist already (and replacing them was
+ *  not asked for).
+ */
+"exists" | 
 /**  Anything else: a bug or an unexpected runtime failure. */
 "internal";
+
+/**
+ *  Where an export goes: the page names a folder only by what the backend
+ *  knows (the song, or a folder the user picked in the native dialog).
+ */
+export type ExportDest = 
+/**  `exports` in the song's folder. */
+{ kind: "songFolder" } | 
+/**  A folder from [`pick_export_dir`], by its handle. */
+{ kind: "picked"; handle: number };
 
 /**  Export settings chosen in the window. */
 export type ExportOptions = {
@@ -140,7 +156,12 @@ export type ExportOptions = {
 	region: LoopRegion | null,
 	format: OutputFormat,
 	rate: ExportRate,
-	destDir: string,
+	dest: ExportDest,
+	/**
+	 *  Files of the same names: refused (code `exists`) unless the user
+	 *  chose to replace them or keep both.
+	 */
+	onClash: OnClash,
 };
 
 /**  Export progress for the window. */
@@ -156,20 +177,25 @@ export type ExportRate =
 /**  A fixed rate in Hz (44 100 or 48 000 in the app). */
 { kind: "hz"; hz: number };
 
-/**  What to export. */
+/**
+ *  What to export. File names keep the song and say what they hold:
+ *  `<title> - <what>.<ext>`, with the title cut (never the suffix) when the
+ *  name would be too long.
+ */
 export type ExportWhat = 
-/**  Each named stem as its own file `<stem>.<ext>`. */
+/**  Each named stem as its own file `<title> - <stem>.<ext>`. */
 { kind: "stems"; stems: string[] } | 
 /**
- *  One file `<name>.<ext>` mixing the song's stems with `controls`
- *  (one control per stem of the song, in its order).
+ *  One file `<title> - <label>.<ext>` (label e.g. `Instrumental`)
+ *  mixing the song's stems with `controls` (one control per stem of the
+ *  song, in its order).
  */
-{ kind: "mix"; name: string; controls: MixControls } | 
+{ kind: "mix"; label: string; controls: MixControls } | 
 /**
- *  Every stem of the song in one `<name>.zip` (stored, not compressed:
- *  encoded audio does not shrink).
+ *  Every stem of the song in one `<title> - stems.zip` (stored, not
+ *  compressed: encoded audio does not shrink).
  */
-{ kind: "zip"; name: string };
+{ kind: "zip" };
 
 /**  Whether ffmpeg can be used, for front ends (Settings, `stemroom`). */
 export type FfmpegStatus = {
@@ -180,6 +206,13 @@ export type FfmpegStatus = {
 	/**  Why it cannot be used, in plain words. */
 	problem: string | null,
 };
+
+/**  A folder the page may ask to open: only ones the backend knows. */
+export type FolderRef = 
+/**  A finished song's folder. */
+{ kind: "song"; id: number } | 
+/**  Where an export goes or went. */
+{ kind: "export"; id: number; dest: ExportDest };
 
 /**  One GPU as `nvidia-smi` describes it. */
 export type GpuInfo = {
@@ -374,6 +407,15 @@ export type ModelStatus = {
 	fetchCommand: string,
 };
 
+/**  What to do when a file of an export's name exists already. */
+export type OnClash = 
+/**  Write nothing and fail with [`Error::Exists`] naming the files. */
+"refuse" | 
+/**  Replace the existing files (atomically, all or nothing). */
+"replace" | 
+/**  Keep them and write `<name> (2).<ext>` (the first free number). */
+"keepBoth";
+
 /**  Output container and encoding. */
 export type OutputFormat = 
 /**  RIFF WAVE. */
@@ -391,6 +433,15 @@ export type OutputInfo = {
 	channels: number,
 	/**  True when the stems are resampled to the device's rate. */
 	resampling: boolean,
+};
+
+/**
+ *  A folder picked in the native dialog: its handle for later requests and
+ *  its path to show.
+ */
+export type PickedFolder = {
+	handle: number,
+	path: string,
 };
 
 /**  What the player is doing, for front ends (polled ~30 times a second). */

@@ -17,6 +17,7 @@ export function hintFor(code: ErrorCode): string | null {
     case "audio_device":
       return "Check the system's sound settings (is an output device connected and enabled?).";
     case "bad_input":
+    case "exists":
     case "invalid_options":
     case "cancelled":
     case "internal":

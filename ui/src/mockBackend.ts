@@ -217,6 +217,8 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
     ...options.gpu,
   };
   let gpuInstall: { release: (cancelled: boolean) => void } | null = null;
+  const pickedFolders: string[] = [];
+  const exportedFiles = new Set<string>();
   let clock = Date.UTC(2025, 0, 2);
   const now = () => (simulate ? Date.now() : (clock += 1000));
 
@@ -576,26 +578,44 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
       player.controls = structuredClone(controls);
     },
     async pickExportDir() {
-      return options.pickedDir === undefined ? "/home/you/Exports" : options.pickedDir;
+      const path = options.pickedDir === undefined ? "/home/you/Exports" : options.pickedDir;
+      if (path === null) return null;
+      if (!pickedFolders.includes(path)) pickedFolders.push(path);
+      return { handle: pickedFolders.indexOf(path), path };
     },
     async exportSong(id, request, onProgress) {
       const job = find(id);
       player.exports.push(structuredClone(request));
       const ext = request.format.kind;
-      const dir = request.destDir;
-      if (!dir) fail("Choose an export folder.");
+      const dir =
+        request.dest.kind === "songFolder" ? `${job.outputDir ?? "/song"}/exports` : pickedFolders[request.dest.handle];
+      if (dir === undefined) fail("Choose the export folder again.");
+      const names =
+        request.what.kind === "stems"
+          ? request.what.stems.map((stem) => `${job.title} - ${stem}.${ext}`)
+          : request.what.kind === "mix"
+            ? [`${job.title} - ${request.what.label}.${ext}`]
+            : [`${job.title} - stems.zip`];
+      if (request.what.kind === "stems" && request.what.stems.length === 0) fail("Choose at least one stem to export.");
+      let paths = names.map((n) => `${dir}/${n}`);
+      const clashing = paths.filter((p) => exportedFiles.has(p));
+      if (clashing.length > 0 && request.onClash === "refuse") {
+        throw new BackendError("exists", `files of these names already exist: ${clashing.join(", ")}`);
+      }
+      if (request.onClash === "keepBoth") {
+        paths = paths.map((p) => {
+          const dot = p.lastIndexOf(".");
+          let k = 2;
+          let candidate = p;
+          while (exportedFiles.has(candidate)) candidate = `${p.slice(0, dot)} (${k++})${p.slice(dot)}`;
+          return candidate;
+        });
+      }
       onProgress({ fraction: 0.5 });
       if (simulate) await new Promise((resolve) => setTimeout(resolve, 800));
       onProgress({ fraction: 1 });
-      switch (request.what.kind) {
-        case "stems":
-          if (request.what.stems.length === 0) fail("Choose at least one stem to export.");
-          return request.what.stems.map((stem) => `${dir}/${stem}.${ext}`);
-        case "mix":
-          return [`${dir}/${request.what.name}.${ext}`];
-        case "zip":
-          return [`${dir}/${request.what.name || job.title}.zip`];
-      }
+      for (const p of paths) exportedFiles.add(p);
+      return paths;
     },
     async cancelExport() {},
     async gpuSupport() {

@@ -43,8 +43,8 @@ export const tauriBackend: Backend = {
   getSettings: () => unwrap(commands.getSettings()),
   saveSettings: (settings) => unwrap(commands.saveSettings(settings)),
   pickLibraryDir: () => unwrap(commands.pickLibraryDir()),
-  openFolder: async (path) => {
-    await unwrap(commands.openFolder(path));
+  openFolder: async (folder) => {
+    await unwrap(commands.openFolder(folder));
   },
   fetchModel: (id) => unwrap(commands.fetchModel(id)),
   gpuSupport: () => unwrap(commands.gpuSupport()),

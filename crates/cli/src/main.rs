@@ -47,6 +47,7 @@ fn exit_code(code: ErrorCode) -> u8 {
         ErrorCode::Download => exit::DOWNLOAD,
         ErrorCode::MissingTool => exit::MISSING_TOOL,
         ErrorCode::Internal | ErrorCode::AudioDevice => exit::INTERNAL,
+        ErrorCode::Exists => exit::OUTPUT,
     }
 }
 

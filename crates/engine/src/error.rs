@@ -37,6 +37,9 @@ pub enum ErrorCode {
     /// A helper program is missing or too old (yt-dlp for links, ffmpeg for
     /// the formats only it decodes).
     MissingTool,
+    /// Files of the names asked for exist already (and replacing them was
+    /// not asked for).
+    Exists,
     /// Anything else: a bug or an unexpected runtime failure.
     Internal,
 }
@@ -51,6 +54,7 @@ impl ErrorCode {
             ErrorCode::AudioDevice => "audio_device",
             ErrorCode::Download => "download",
             ErrorCode::MissingTool => "missing_tool",
+            ErrorCode::Exists => "exists",
             ErrorCode::Output => "output",
             ErrorCode::InvalidOptions => "invalid_options",
             ErrorCode::Cancelled => "cancelled",
@@ -80,6 +84,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("{} already exist{}: {}", if paths.len() == 1 { "a file of this name" } else { "files of these names" }, if paths.len() == 1 { "s" } else { "" }, paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
+    Exists { paths: Vec<PathBuf> },
     #[error("temporary storage failed: {0}")]
     Scratch(#[source] std::io::Error),
     #[error("resampling failed: {0}")]
@@ -109,6 +115,7 @@ impl Error {
             Error::Network(_) => ErrorCode::Internal,
             Error::InvalidOptions(_) => ErrorCode::InvalidOptions,
             Error::Output { .. } => ErrorCode::Output,
+            Error::Exists { .. } => ErrorCode::Exists,
             Error::Scratch(_) => ErrorCode::Output,
             Error::Resample(_) => ErrorCode::Internal,
             Error::Cancelled => ErrorCode::Cancelled,

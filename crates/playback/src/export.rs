@@ -37,19 +37,36 @@ pub enum ExportRate {
     Hz { hz: u32 },
 }
 
-/// What to export.
+/// What to export. File names keep the song and say what they hold:
+/// `<title> - <what>.<ext>`, with the title cut (never the suffix) when the
+/// name would be too long.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(tag = "kind", rename_all = "camelCase")]
 pub enum ExportWhat {
-    /// Each named stem as its own file `<stem>.<ext>`.
+    /// Each named stem as its own file `<title> - <stem>.<ext>`.
     Stems { stems: Vec<String> },
-    /// One file `<name>.<ext>` mixing the song's stems with `controls`
-    /// (one control per stem of the song, in its order).
-    Mix { name: String, controls: MixControls },
-    /// Every stem of the song in one `<name>.zip` (stored, not compressed:
-    /// encoded audio does not shrink).
-    Zip { name: String },
+    /// One file `<title> - <label>.<ext>` (label e.g. `Instrumental`)
+    /// mixing the song's stems with `controls` (one control per stem of the
+    /// song, in its order).
+    Mix { label: String, controls: MixControls },
+    /// Every stem of the song in one `<title> - stems.zip` (stored, not
+    /// compressed: encoded audio does not shrink).
+    Zip,
+}
+
+/// What to do when a file of an export's name exists already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+#[serde(rename_all = "camelCase")]
+pub enum OnClash {
+    /// Write nothing and fail with [`Error::Exists`] naming the files.
+    #[default]
+    Refuse,
+    /// Replace the existing files (atomically, all or nothing).
+    Replace,
+    /// Keep them and write `<name> (2).<ext>` (the first free number).
+    KeepBoth,
 }
 
 /// One export.
@@ -64,6 +81,10 @@ pub struct ExportRequest {
     pub rate: ExportRate,
     /// Folder receiving the files (created if missing).
     pub dest_dir: PathBuf,
+    /// The song's title, the first part of every file name.
+    pub title: String,
+    /// Existing files of the same names: refused unless asked otherwise.
+    pub on_clash: OnClash,
     /// Tags for formats that carry them (MP3).
     pub tags: Tags,
 }
@@ -74,8 +95,54 @@ pub fn source_tags(original: &Path) -> Tags {
     StreamDecoder::open(original).map(|mut d| d.tags()).unwrap_or_default()
 }
 
-fn safe_name(name: &str) -> String {
-    stemroom_engine::names::visible_name(name, "export")
+/// Longest file name stem written (the extension and a ` (99)` still fit
+/// in the 120 bytes of [`stemroom_engine::names::safe_component`]).
+const MAX_NAME: usize = 100;
+
+/// `<title> - <what>`, safe on disk, cutting the title (never `what`) to fit.
+pub fn export_name(title: &str, what: &str) -> String {
+    let what = stemroom_engine::names::visible_name(what, "export");
+    let suffix = format!(" - {what}");
+    let room = MAX_NAME.saturating_sub(suffix.len());
+    let mut title = stemroom_engine::names::visible_name(title, "song");
+    while title.len() > room {
+        title.pop();
+    }
+    let title = title.trim_end_matches(|c: char| c == '.' || c.is_whitespace() || c == '-');
+    let title = if title.is_empty() { "song" } else { title };
+    format!("{title}{suffix}")
+}
+
+/// The final paths of an export (`names` in `dir`, with `ext`), after the
+/// clash rule: refused when any exists, or numbered ` (2)`, ` (3)`... past
+/// every existing file and each other.
+fn final_paths(dir: &Path, names: &[String], ext: &str, on_clash: OnClash) -> Result<Vec<PathBuf>, Error> {
+    let plain: Vec<PathBuf> = names.iter().map(|n| dir.join(format!("{n}.{ext}"))).collect();
+    let taken = |p: &Path| std::fs::symlink_metadata(p).is_ok();
+    match on_clash {
+        OnClash::Replace => Ok(plain),
+        OnClash::Refuse => {
+            let existing: Vec<PathBuf> = plain.iter().filter(|p| taken(p)).cloned().collect();
+            if existing.is_empty() {
+                Ok(plain)
+            } else {
+                Err(Error::Exists { paths: existing })
+            }
+        }
+        OnClash::KeepBoth => {
+            let mut out: Vec<PathBuf> = Vec::new();
+            for (n, p) in names.iter().zip(plain) {
+                let mut candidate = p;
+                let mut k = 2;
+                while taken(&candidate) || out.contains(&candidate) {
+                    candidate = dir.join(format!("{n} ({k}).{ext}"));
+                    k += 1;
+                }
+                out.push(candidate);
+            }
+            Ok(out)
+        }
+    }
 }
 
 /// Which source stems an export reads (indices into the song's stems) and
@@ -95,9 +162,9 @@ fn plan_outputs(req: &ExportRequest) -> Result<(Vec<usize>, Vec<String>), Error>
             if idx.is_empty() {
                 return Err(Error::InvalidOptions("choose at least one stem to export".into()));
             }
-            Ok((idx, stems.iter().map(|s| safe_name(s)).collect()))
+            Ok((idx, stems.iter().map(|s| export_name(&req.title, s)).collect()))
         }
-        ExportWhat::Mix { name, controls } => {
+        ExportWhat::Mix { label, controls } => {
             if controls.stems.len() != req.sources.len() {
                 return Err(Error::InvalidOptions(format!(
                     "the mix has {} controls for {} stems",
@@ -105,9 +172,9 @@ fn plan_outputs(req: &ExportRequest) -> Result<(Vec<usize>, Vec<String>), Error>
                     req.sources.len()
                 )));
             }
-            Ok(((0..req.sources.len()).collect(), vec![safe_name(name)]))
+            Ok(((0..req.sources.len()).collect(), vec![export_name(&req.title, label)]))
         }
-        ExportWhat::Zip { .. } => Err(Error::InvalidOptions("zip exports go through export_zip".into())),
+        ExportWhat::Zip => Err(Error::InvalidOptions("zip exports go through export_zip".into())),
     }
 }
 
@@ -146,12 +213,12 @@ impl Outputs {
         // exceed full scale and is clamped as the player's output is.
         let clip = match req.what {
             ExportWhat::Mix { .. } => ClipMode::Clamp,
-            ExportWhat::Stems { .. } | ExportWhat::Zip { .. } => ClipMode::None,
+            ExportWhat::Stems { .. } | ExportWhat::Zip => ClipMode::None,
         };
         let mut out =
             Outputs { finals: Vec::new(), temps: Leftovers::new(), writers: Vec::new(), resamplers: Vec::new() };
-        for n in names {
-            let dest = req.dest_dir.join(format!("{n}.{ext}"));
+        let finals = final_paths(&req.dest_dir, names, ext, req.on_clash)?;
+        for (n, dest) in names.iter().zip(finals) {
             let tmp = part_path(&dest);
             out.temps.file(tmp.clone());
             let writer = encode::open_tagged(&tmp, req.format, out_rate, 2, clip, &req.tags)?;
@@ -202,8 +269,8 @@ impl Outputs {
 /// [`Error::Output`]/[`Error::Encode`] when files cannot be written,
 /// [`Error::Cancelled`]. On error nothing is left in `dest_dir`.
 pub fn export(req: &ExportRequest, listener: &dyn Listener) -> Result<Vec<PathBuf>, Error> {
-    if let ExportWhat::Zip { name } = &req.what {
-        return export_zip(req, name, listener).map(|p| vec![p]);
+    if req.what == ExportWhat::Zip {
+        return export_zip(req, listener).map(|p| vec![p]);
     }
     req.format.validate().map_err(Error::InvalidOptions)?;
     let (read, names) = plan_outputs(req)?;
@@ -217,7 +284,7 @@ pub fn export(req: &ExportRequest, listener: &dyn Listener) -> Result<Vec<PathBu
     let mut outputs = Outputs::open(req, &names, rate, out_rate)?;
     let mut mixer = match &req.what {
         ExportWhat::Mix { controls, .. } => Some(Mixer::new(rate, controls)),
-        ExportWhat::Stems { .. } | ExportWhat::Zip { .. } => None,
+        ExportWhat::Stems { .. } | ExportWhat::Zip => None,
     };
 
     let mut position: u64 = 0;
@@ -268,9 +335,12 @@ pub fn export(req: &ExportRequest, listener: &dyn Listener) -> Result<Vec<PathBu
 }
 
 /// Every stem, exported as [`ExportWhat::Stems`] into a scratch folder and
-/// packed into `<dest_dir>/<name>.zip` (written as `.part`, then renamed).
-fn export_zip(req: &ExportRequest, name: &str, listener: &dyn Listener) -> Result<PathBuf, Error> {
+/// packed into `<dest_dir>/<title> - stems.zip` (written as `.part`, then
+/// renamed).
+fn export_zip(req: &ExportRequest, listener: &dyn Listener) -> Result<PathBuf, Error> {
     std::fs::create_dir_all(&req.dest_dir).map_err(|source| Error::Output { path: req.dest_dir.clone(), source })?;
+    let name = export_name(&req.title, "stems");
+    let dest = final_paths(&req.dest_dir, std::slice::from_ref(&name), "zip", req.on_clash)?.remove(0);
     let scratch = tempfile::Builder::new()
         .prefix(".stemroom-export-")
         .tempdir_in(&req.dest_dir)
@@ -278,11 +348,10 @@ fn export_zip(req: &ExportRequest, name: &str, listener: &dyn Listener) -> Resul
     let stems = ExportRequest {
         what: ExportWhat::Stems { stems: req.sources.iter().map(|s| s.stem.clone()).collect() },
         dest_dir: scratch.path().to_path_buf(),
+        on_clash: OnClash::Replace,
         ..req.clone()
     };
     let files = export(&stems, listener)?;
-    let name = safe_name(name);
-    let dest = req.dest_dir.join(format!("{name}.zip"));
     let mut part = Leftovers::new();
     part.file(part_path(&dest));
     let zip_err = |e: zip::result::ZipError| Error::Output { path: dest.clone(), source: std::io::Error::other(e) };

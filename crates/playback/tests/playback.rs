@@ -38,7 +38,7 @@ mod export {
     use stemroom_engine::audio::encode::{self, ClipMode, OutputFormat, Tags, WavDepth};
     use stemroom_engine::job::StemFile;
     use stemroom_engine::progress::{Listener, Silent};
-    use stemroom_playback::export::{export, ExportRate, ExportRequest, ExportWhat};
+    use stemroom_playback::export::{export, ExportRate, ExportRequest, ExportWhat, OnClash};
     use stemroom_playback::mixer::{LoopRegion, MixControls};
 
     const FRAMES: usize = 110_250; // 2.5 s at 44.1 kHz
@@ -90,6 +90,8 @@ mod export {
             format,
             rate: ExportRate::Original,
             dest_dir: dest,
+            title: "Song".into(),
+            on_clash: OnClash::Refuse,
             tags: Tags::default(),
         }
     }
@@ -124,13 +126,13 @@ mod export {
     fn instrumental_mix_is_the_sum_of_the_other_stems() {
         let dir = tempfile::tempdir().expect("tempdir");
         let src = stems(dir.path());
-        let what = ExportWhat::Mix { name: "Song (instrumental)".into(), controls: MixControls::only(4, &[0, 1, 2]) };
+        let what = ExportWhat::Mix { label: "Instrumental".into(), controls: MixControls::only(4, &[0, 1, 2]) };
         let files = export(
             &request(&src, what, OutputFormat::Wav { depth: WavDepth::Float32 }, dir.path().join("mix")),
             &Silent,
         )
         .expect("export");
-        assert!(files[0].ends_with("Song (instrumental).wav"));
+        assert!(files[0].ends_with("Song - Instrumental.wav"), "{files:?}");
         let (mix, _) = read(&files[0]);
         let parts: Vec<Vec<f32>> = src[..3].iter().map(|s| read(Path::new(&s.path)).0).collect();
         assert_eq!(mix.len(), parts[0].len());
@@ -211,6 +213,69 @@ mod export {
         req.what = ExportWhat::Stems { stems: vec!["cowbell".into()] };
         assert_eq!(export(&req, &Silent).expect_err("bad").code(), stemroom_engine::ErrorCode::InvalidOptions);
     }
+
+    #[test]
+    fn exports_never_replace_a_file_unless_asked_and_keep_the_song_in_the_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = stems(dir.path());
+        let out = dir.path().join("clash");
+        let wav = OutputFormat::Wav { depth: WavDepth::Int16 };
+        let two = ExportWhat::Stems { stems: vec!["drums".into(), "bass".into()] };
+        let mut req = request(&src, two, wav, out.clone());
+        req.title = "A Very Long Song Title ".repeat(8);
+        let first = export(&req, &Silent).expect("export");
+        let names: Vec<String> =
+            first.iter().map(|p| p.file_name().expect("name").to_string_lossy().into_owned()).collect();
+        // The title is cut, never what the file holds; two files never share a name.
+        assert!(names[0].ends_with(" - drums.wav") && names[1].ends_with(" - bass.wav"), "{names:?}");
+        assert!(names[0].starts_with("A Very Long Song Title") && names.iter().all(|n| n.len() <= 120), "{names:?}");
+
+        // Same request again: refused, naming both files; nothing changed.
+        let before: Vec<Vec<u8>> = first.iter().map(|p| std::fs::read(p).expect("read")).collect();
+        let err = export(&req, &Silent).expect_err("refused");
+        assert_eq!(err.code(), stemroom_engine::ErrorCode::Exists);
+        assert!(matches!(&err, stemroom_engine::Error::Exists { paths } if *paths == first), "{err:?}");
+        let ls = |d: &Path| {
+            let mut v: Vec<String> = std::fs::read_dir(d)
+                .expect("ls")
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(ls(&out).len(), 2, "no temporary or new files: {:?}", ls(&out));
+
+        // Keep both: the next free numbers, the originals untouched.
+        req.on_clash = OnClash::KeepBoth;
+        let kept = export(&req, &Silent).expect("keep both");
+        assert!(kept[0].to_string_lossy().ends_with(" - drums (2).wav"), "{kept:?}");
+        assert!(kept[1].to_string_lossy().ends_with(" - bass (2).wav"), "{kept:?}");
+        let third = export(&req, &Silent).expect("keep both again");
+        assert!(third[0].to_string_lossy().ends_with(" - drums (3).wav"), "{third:?}");
+        for (p, b) in first.iter().zip(&before) {
+            assert_eq!(&std::fs::read(p).expect("read"), b, "the first export is untouched");
+        }
+
+        // Replace, asked for: a shorter region replaces the file in place.
+        req.on_clash = OnClash::Replace;
+        req.region = Some(LoopRegion { start: 0, end: 4_410 });
+        let replaced = export(&req, &Silent).expect("replace");
+        assert_eq!(replaced, first);
+        assert_eq!(read(&replaced[0]).0.len(), 2 * 4_410);
+        assert_eq!(ls(&out).len(), 6, "{:?}", ls(&out));
+
+        // A zip and a mix follow the same rule.
+        req.on_clash = OnClash::Refuse;
+        req.region = None;
+        req.title = "Falcon 69".into();
+        req.what = ExportWhat::Zip;
+        let zip = export(&req, &Silent).expect("zip");
+        assert!(zip[0].ends_with("Falcon 69 - stems.zip"));
+        assert_eq!(export(&req, &Silent).expect_err("zip exists").code(), stemroom_engine::ErrorCode::Exists);
+        req.on_clash = OnClash::KeepBoth;
+        assert!(export(&req, &Silent).expect("zip (2)")[0].ends_with("Falcon 69 - stems (2).zip"));
+    }
 }
 
 #[test]
@@ -218,7 +283,7 @@ fn zip_export_holds_every_stem_in_a_song_folder() {
     use stemroom_engine::audio::encode::{OutputFormat, Tags, WavDepth};
     use stemroom_engine::job::StemFile;
     use stemroom_engine::progress::Silent;
-    use stemroom_playback::export::{export, ExportRate, ExportRequest, ExportWhat};
+    use stemroom_playback::export::{export, ExportRate, ExportRequest, ExportWhat, OnClash};
     let dir = tempfile::tempdir().expect("tempdir");
     let (wav, _) = reference_wav(dir.path());
     let sources: Vec<StemFile> = ["drums", "bass", "other", "vocals"]
@@ -232,19 +297,29 @@ fn zip_export_holds_every_stem_in_a_song_folder() {
     let out = dir.path().join("zip");
     let req = ExportRequest {
         sources,
-        what: ExportWhat::Zip { name: "Falcon 69".into() },
+        what: ExportWhat::Zip,
         region: None,
         format: OutputFormat::Wav { depth: WavDepth::Int16 },
         rate: ExportRate::Original,
         dest_dir: out.clone(),
+        title: "Falcon 69".into(),
+        on_clash: OnClash::Refuse,
         tags: Tags::default(),
     };
     let files = export(&req, &Silent).expect("zip export");
-    assert_eq!(files, [out.join("Falcon 69.zip")]);
+    assert_eq!(files, [out.join("Falcon 69 - stems.zip")]);
     let listing = Command::new("unzip").arg("-Z1").arg(&files[0]).output().expect("unzip (setup installs it)");
     let names = String::from_utf8_lossy(&listing.stdout);
     let names: Vec<&str> = names.lines().collect();
-    assert_eq!(names, ["Falcon 69/drums.wav", "Falcon 69/bass.wav", "Falcon 69/other.wav", "Falcon 69/vocals.wav"]);
+    assert_eq!(
+        names,
+        [
+            "Falcon 69 - stems/Falcon 69 - drums.wav",
+            "Falcon 69 - stems/Falcon 69 - bass.wav",
+            "Falcon 69 - stems/Falcon 69 - other.wav",
+            "Falcon 69 - stems/Falcon 69 - vocals.wav"
+        ]
+    );
     let test = Command::new("unzip").arg("-tq").arg(&files[0]).status().expect("unzip");
     assert!(test.success(), "zip integrity");
     let left: Vec<_> = std::fs::read_dir(&out).expect("ls").flatten().map(|e| e.file_name()).collect();

@@ -1,6 +1,6 @@
 import { useState } from "react";
-import { useBackend } from "../backend";
-import type { ExportRate, ExportWhat, LoopRegion, MixControls, OutputFormat } from "../bindings";
+import { toBackendError, useBackend } from "../backend";
+import type { ExportDest, ExportRate, ExportWhat, LoopRegion, MixControls, OnClash, OutputFormat } from "../bindings";
 import { errorText } from "../errors";
 import { fileName } from "../format";
 import { PRESETS, presetControls, type PresetId } from "../timeline";
@@ -13,16 +13,19 @@ type MixChoice = "heard" | PresetId;
 
 interface Props {
   songId: number;
-  title: string;
   stems: string[];
   /** The player's current controls ("what I hear"). */
   controls: MixControls;
   loop: LoopRegion | null;
+  /** The song's own export folder, shown until another is chosen. */
   defaultDir: string;
 }
 
+/** Where the export goes, with the path shown for it. */
+type Dest = { dest: ExportDest; path: string };
+
 /** Export chosen stems, a mix (what I hear, or a preset) or a zip, with progress and cancel. */
-export function ExportPanel({ songId, title, stems, controls, loop, defaultDir }: Props) {
+export function ExportPanel({ songId, stems, controls, loop, defaultDir }: Props) {
   const backend = useBackend();
   const [kind, setKind] = useState<Kind>("mix");
   const [chosen, setChosen] = useState<string[]>(stems);
@@ -30,7 +33,9 @@ export function ExportPanel({ songId, title, stems, controls, loop, defaultDir }
   const [onlyLoop, setOnlyLoop] = useState(false);
   const [format, setFormat] = useState<OutputFormat>({ kind: "mp3", kbps: 320 });
   const [rate, setRate] = useState<"original" | "44100" | "48000">("original");
-  const [dir, setDir] = useState(defaultDir);
+  const [dest, setDest] = useState<Dest>({ dest: { kind: "songFolder" }, path: defaultDir });
+  /** Files that already exist, while the user decides what to do. */
+  const [clash, setClash] = useState<string | null>(null);
   const [running, setRunning] = useState(false);
   const [fraction, setFraction] = useState<number | null>(null);
   const [files, setFiles] = useState<string[] | null>(null);
@@ -41,29 +46,32 @@ export function ExportPanel({ songId, title, stems, controls, loop, defaultDir }
       case "stems":
         return { kind: "stems", stems: chosen };
       case "zip":
-        return { kind: "zip", name: `${title} - stems` };
+        return { kind: "zip" };
       case "mix":
         return mix === "heard"
-          ? { kind: "mix", name: `${title} - mix`, controls }
-          : { kind: "mix", name: `${title} - ${PRESETS[mix].label.replace(/ \(.*\)$/, "")}`, controls: presetControls(stems, mix) };
+          ? { kind: "mix", label: "mix", controls }
+          : { kind: "mix", label: PRESETS[mix].label.replace(/ \(.*\)$/, ""), controls: presetControls(stems, mix) };
     }
   }
 
-  async function start() {
+  async function start(onClash: OnClash) {
     const exportRate: ExportRate = rate === "original" ? { kind: "original" } : { kind: "hz", hz: Number(rate) };
     setRunning(true);
     setFraction(0);
     setFiles(null);
     setError(null);
+    setClash(null);
     try {
       const written = await backend.exportSong(
         songId,
-        { what: what(), region: onlyLoop && loop ? loop : null, format, rate: exportRate, destDir: dir.trim() },
+        { what: what(), region: onlyLoop && loop ? loop : null, format, rate: exportRate, dest: dest.dest, onClash },
         (p) => setFraction(p.fraction),
       );
       setFiles(written);
     } catch (e) {
-      setError(errorText(e));
+      const err = toBackendError(e);
+      if (err.code === "exists") setClash(err.message);
+      else setError(errorText(e));
     } finally {
       setRunning(false);
     }
@@ -72,7 +80,7 @@ export function ExportPanel({ songId, title, stems, controls, loop, defaultDir }
   async function choose() {
     try {
       const picked = await backend.pickExportDir();
-      if (picked) setDir(picked);
+      if (picked) setDest({ dest: { kind: "picked", handle: picked.handle }, path: picked.path });
     } catch (e) {
       setError(errorText(e));
     }
@@ -154,15 +162,48 @@ export function ExportPanel({ songId, title, stems, controls, loop, defaultDir }
           <option value="48000">48 kHz</option>
         </select>
       </div>
-      <div className="field">
-        <label htmlFor="export-dir">Export folder</label>
-        <div className="field-row">
-          <input id="export-dir" className="input" value={dir} onChange={(e) => setDir(e.target.value)} />
+      <div className="field" role="group" aria-labelledby="export-dir-label">
+        <span id="export-dir-label" className="field__label">
+          Export folder
+        </span>
+        <div className="path-picker">
+          <code className="path-picker__path" data-testid="export-dir">
+            {dest.path}
+          </code>
           <button type="button" className="button" onClick={() => void choose()} disabled={running}>
             Choose…
           </button>
+          {dest.dest.kind === "picked" && (
+            <button
+              type="button"
+              className="button button--quiet"
+              disabled={running}
+              onClick={() => setDest({ dest: { kind: "songFolder" }, path: defaultDir })}
+            >
+              Song folder
+            </button>
+          )}
         </div>
       </div>
+      {clash && (
+        <div className="alert" role="alertdialog" aria-labelledby="clash-title" aria-describedby="clash-text">
+          <p id="clash-title" className="alert__title">
+            Already exported
+          </p>
+          <p id="clash-text">{clash.charAt(0).toUpperCase() + clash.slice(1)}.</p>
+          <div className="song__actions">
+            <button type="button" className="button button--primary" onClick={() => void start("keepBoth")}>
+              Keep both
+            </button>
+            <button type="button" className="button" onClick={() => void start("replace")}>
+              Replace
+            </button>
+            <button type="button" className="button button--quiet" onClick={() => setClash(null)}>
+              Cancel
+            </button>
+          </div>
+        </div>
+      )}
       {error && (
         <Alert title="The export failed" onDismiss={() => setError(null)}>
           {error}
@@ -172,8 +213,8 @@ export function ExportPanel({ songId, title, stems, controls, loop, defaultDir }
         <button
           type="button"
           className="button button--primary"
-          disabled={running || nothingChosen || !dir.trim()}
-          onClick={() => void start()}
+          disabled={running || nothingChosen || clash !== null}
+          onClick={() => void start("refuse")}
         >
           Export
         </button>
@@ -194,7 +235,11 @@ export function ExportPanel({ songId, title, stems, controls, loop, defaultDir }
               </li>
             ))}
           </ul>
-          <button type="button" className="button" onClick={() => void backend.openFolder(dir.trim())}>
+          <button
+            type="button"
+            className="button"
+            onClick={() => void backend.openFolder({ kind: "export", id: songId, dest: dest.dest })}
+          >
             Open export folder
           </button>
         </div>

@@ -49,7 +49,7 @@ describe("Library", () => {
       "vocalsvocals.wav",
     ]);
     await user.click(within(detail).getByRole("button", { name: "Open folder" }));
-    expect(openFolder).toHaveBeenCalledWith("/home/you/Music/Stemroom/Falcon 69");
+    expect(openFolder).toHaveBeenCalledWith({ kind: "song", id: 1 });
   });
 
   it("asks before removing a song, and whether to delete its files", async () => {

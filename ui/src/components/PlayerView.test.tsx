@@ -60,11 +60,14 @@ describe("Player", () => {
 
   it("exports an instrumental MP3 into the chosen folder", async () => {
     const { backend, user } = await openPlayer();
+    expect(screen.getByTestId("export-dir")).toHaveTextContent("/Falcon 69/exports");
     await user.click(screen.getByRole("button", { name: "Choose…" }));
-    await waitFor(() => expect(screen.getByLabelText("Export folder")).toHaveValue("/home/you/Exports"));
+    await waitFor(() => expect(screen.getByTestId("export-dir")).toHaveTextContent("/home/you/Exports"));
     await user.click(screen.getByRole("button", { name: "Export" }));
     const done = await screen.findByRole("status");
     expect(within(done).getByTestId("exported-file")).toHaveTextContent("Falcon 69 - Instrumental.mp3");
+    expect(backend.player.exports[0]!.dest).toEqual({ kind: "picked", handle: 0 });
+    expect(backend.player.exports[0]!.onClash).toBe("refuse");
     const request = backend.player.exports[0]!;
     expect(request.format).toEqual({ kind: "mp3", kbps: 320 });
     expect(request.region).toBeNull();
@@ -76,6 +79,33 @@ describe("Player", () => {
     ]);
   });
 
+  it("asks before replacing an earlier export and keeps both by default", async () => {
+    const { backend, user } = await openPlayer();
+    await user.click(screen.getByRole("button", { name: "Export" }));
+    expect(await screen.findByTestId("exported-file")).toHaveTextContent("Falcon 69 - Instrumental.mp3");
+
+    // The same export again: nothing is written until the user chooses.
+    await user.click(screen.getByRole("button", { name: "Export" }));
+    const ask = await screen.findByRole("alertdialog", { name: "Already exported" });
+    expect(ask).toHaveTextContent("Falcon 69 - Instrumental.mp3");
+    expect(screen.getByRole("button", { name: "Export" })).toBeDisabled();
+    expect(backend.player.exports.map((e) => e.onClash)).toEqual(["refuse", "refuse"]);
+
+    await user.click(within(ask).getByRole("button", { name: "Keep both" }));
+    expect(await screen.findByTestId("exported-file")).toHaveTextContent("Falcon 69 - Instrumental (2).mp3");
+
+    await user.click(screen.getByRole("button", { name: "Export" }));
+    await user.click(within(await screen.findByRole("alertdialog")).getByRole("button", { name: "Replace" }));
+    expect(await screen.findByTestId("exported-file")).toHaveTextContent("Falcon 69 - Instrumental.mp3");
+    expect(backend.player.exports.map((e) => e.onClash)).toEqual(["refuse", "refuse", "keepBoth", "refuse", "replace"]);
+
+    // Cancel writes nothing more.
+    await user.click(screen.getByRole("button", { name: "Export" }));
+    await user.click(within(await screen.findByRole("alertdialog")).getByRole("button", { name: "Cancel" }));
+    expect(screen.queryByRole("alertdialog")).not.toBeInTheDocument();
+    expect(backend.player.exports).toHaveLength(6);
+  });
+
   it("exports chosen stems as WAV", async () => {
     const { backend, user } = await openPlayer();
     await user.click(screen.getByRole("radio", { name: "Separate stem files" }));
@@ -83,7 +113,11 @@ describe("Player", () => {
     await user.selectOptions(screen.getByLabelText("Format"), "WAV 24-bit");
     await user.click(screen.getByRole("button", { name: "Export" }));
     await screen.findByRole("status");
-    expect(screen.getAllByTestId("exported-file").map((f) => f.textContent)).toEqual(["bass.wav", "other.wav", "vocals.wav"]);
+    expect(screen.getAllByTestId("exported-file").map((f) => f.textContent)).toEqual([
+      "Falcon 69 - bass.wav",
+      "Falcon 69 - other.wav",
+      "Falcon 69 - vocals.wav",
+    ]);
     expect(backend.player.exports[0]!.what).toEqual({ kind: "stems", stems: ["bass", "other", "vocals"] });
   });
 

@@ -423,7 +423,6 @@ export function PlayerView({ song, onClose }: Props) {
       </p>
       <ExportPanel
         songId={view.id}
-        title={view.title}
         stems={view.stems}
         controls={controls}
         loop={loop}

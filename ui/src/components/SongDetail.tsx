@@ -93,7 +93,7 @@ export function SongDetail({ song, onRemoved, onOpen }: Props) {
             type="button"
             className="button"
             disabled={busy}
-            onClick={() => run(() => backend.openFolder(song.outputDir!))}
+            onClick={() => run(() => backend.openFolder({ kind: "song", id: song.id }))}
           >
             Open folder
           </button>

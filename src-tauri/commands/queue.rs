@@ -86,9 +86,13 @@ pub fn retry_job(state: S<'_>, id: JobId) -> Result<Job, AppError> {
     Ok(job)
 }
 
+/// Remove job or song `id`. With `delete_files`, a song's files go too: its
+/// stems, `stemroom.json` and waveform cache, and its `exports` folder only
+/// with `delete_exports` (see [`stemroom_library::song::remove_song`] for
+/// the rules); the folder stays when anything else is in it.
 #[tauri::command]
 #[specta::specta]
-pub async fn remove_job(state: S<'_>, id: JobId, delete_files: bool) -> Result<(), AppError> {
+pub async fn remove_job(state: S<'_>, id: JobId, delete_files: bool, delete_exports: bool) -> Result<(), AppError> {
     // Off the main thread: deleting a song's stems can take a while.
     let st = state.inner().clone();
     tauri::async_runtime::spawn_blocking(move || {
@@ -96,9 +100,9 @@ pub async fn remove_job(state: S<'_>, id: JobId, delete_files: bool) -> Result<(
         // person can try again instead of being left with an orphaned folder.
         if delete_files {
             if let Some(dir) = st.queue.get(id)?.output_dir {
-                stemroom_library::song::remove_song(Path::new(&dir)).map_err(|e| AppError {
-                    code: ErrorCode::Output,
-                    message: format!("The song's folder could not be deleted: {e}"),
+                let library = st.worker.library_dir();
+                stemroom_library::song::remove_song(&library, Path::new(&dir), delete_exports).map_err(|e| {
+                    AppError { code: ErrorCode::Output, message: format!("The song's files could not be deleted: {e}") }
                 })?;
             }
         }

@@ -36,7 +36,8 @@ export interface Backend {
   pickFiles(): Promise<AddResult>;
   cancelJob(id: number): Promise<Job>;
   retryJob(id: number): Promise<Job>;
-  removeJob(id: number, deleteFiles: boolean): Promise<void>;
+  /** Removes a job or song; `deleteFiles` deletes a song's stems, metadata and peaks, `deleteExports` its exports too. */
+  removeJob(id: number, deleteFiles: boolean, deleteExports: boolean): Promise<void>;
   /** Puts the listed queued jobs in this order; returns the new queue. */
   reorderQueue(ids: number[]): Promise<Job[]>;
   getSettings(): Promise<Settings>;

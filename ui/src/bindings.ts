@@ -17,7 +17,13 @@ export const commands = {
 	pickLibraryDir: () => typedError<string | null, AppError>(__TAURI_INVOKE("pick_library_dir")),
 	cancelJob: (id: number) => typedError<Job, AppError>(__TAURI_INVOKE("cancel_job", { id })),
 	retryJob: (id: number) => typedError<Job, AppError>(__TAURI_INVOKE("retry_job", { id })),
-	removeJob: (id: number, deleteFiles: boolean) => typedError<null, AppError>(__TAURI_INVOKE("remove_job", { id, deleteFiles })),
+	/**
+	 *  Remove job or song `id`. With `delete_files`, a song's files go too: its
+	 *  stems, `stemroom.json` and waveform cache, and its `exports` folder only
+	 *  with `delete_exports` (see [`stemroom_library::song::remove_song`] for
+	 *  the rules); the folder stays when anything else is in it.
+	 */
+	removeJob: (id: number, deleteFiles: boolean, deleteExports: boolean) => typedError<null, AppError>(__TAURI_INVOKE("remove_job", { id, deleteFiles, deleteExports })),
 	reorderQueue: (ids: number[]) => typedError<Job[], AppError>(__TAURI_INVOKE("reorder_queue", { ids })),
 	getSettings: () => typedError<Settings, AppError>(__TAURI_INVOKE("get_settings")),
 	saveSettings: (settings: Settings) => typedError<Settings, AppError>(__TAURI_INVOKE("save_settings", { settings })),

@@ -36,8 +36,8 @@ export const tauriBackend: Backend = {
   pickFiles: () => unwrap(commands.pickFiles()),
   cancelJob: (id) => unwrap(commands.cancelJob(id)),
   retryJob: (id) => unwrap(commands.retryJob(id)),
-  removeJob: async (id, deleteFiles) => {
-    await unwrap(commands.removeJob(id, deleteFiles));
+  removeJob: async (id, deleteFiles, deleteExports) => {
+    await unwrap(commands.removeJob(id, deleteFiles, deleteExports));
   },
   reorderQueue: (ids) => unwrap(commands.reorderQueue(ids)),
   getSettings: () => unwrap(commands.getSettings()),

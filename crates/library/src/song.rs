@@ -6,7 +6,7 @@
 //! complete, so the library never shows a half-written song; leftovers of a
 //! crash are removed by [`clean_partials`].
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -120,19 +120,83 @@ impl SongMetadata {
     }
 }
 
-/// Delete a finished song's folder. Only folders holding a `stemroom.json`
-/// are deleted, so a wrong path can never remove someone else's files.
+/// What [`remove_song`] left in the song's folder.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RemovedSong {
+    /// Files and folders deleted.
+    pub deleted: usize,
+    /// Entries of the folder that stay (not Stemroom's, or exports not asked
+    /// for); the folder itself stays when any do.
+    pub kept: Vec<PathBuf>,
+}
+
+/// Folder of the peaks cache in a song folder (`stemroom_playback::peaks`).
+pub const PEAKS_DIR: &str = ".peaks";
+/// Folder exports go to by default in a song folder.
+pub const EXPORTS_DIR: &str = "exports";
+
+/// Delete a finished song's files: the stems its `stemroom.json` lists, the
+/// metadata itself and the peaks cache, plus the `exports` folder only when
+/// `with_exports`; the folder goes too once nothing else is in it.
+///
+/// Safety rules: `dir` must be a real folder (not a symbolic link) directly
+/// inside `library` and hold a readable `stemroom.json`; stem paths from it
+/// are used only when they stay inside the folder; links are removed as
+/// links, never followed.
 ///
 /// # Errors
-/// I/O errors; `InvalidInput` when the folder is not a Stemroom song folder.
-pub fn remove_song(dir: &Path) -> std::io::Result<()> {
-    if !dir.join(METADATA_FILE).is_file() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("{} is not a Stemroom song folder", dir.display()),
-        ));
+/// `InvalidInput` when `dir` breaks a rule above (nothing is deleted); I/O
+/// errors while deleting.
+pub fn remove_song(library: &Path, dir: &Path, with_exports: bool) -> std::io::Result<RemovedSong> {
+    use std::io::{Error, ErrorKind};
+    let refuse = |why: String| Error::new(ErrorKind::InvalidInput, why);
+    let meta = std::fs::symlink_metadata(dir)?;
+    if meta.file_type().is_symlink() || !meta.is_dir() {
+        return Err(refuse(format!("{} is a link or not a folder: nothing was deleted", dir.display())));
     }
-    std::fs::remove_dir_all(dir)
+    let parent = dir.parent().map(Path::canonicalize).transpose()?;
+    if parent != Some(library.canonicalize()?) {
+        return Err(refuse(format!(
+            "{} is not in the library folder {}: nothing was deleted (delete its files yourself)",
+            dir.display(),
+            library.display()
+        )));
+    }
+    let text = std::fs::read_to_string(dir.join(METADATA_FILE))
+        .map_err(|_| refuse(format!("{} is not a Stemroom song folder: nothing was deleted", dir.display())))?;
+    let song: SongMetadata = serde_json::from_str(&text).map_err(|e| {
+        refuse(format!("{}'s {METADATA_FILE} cannot be read ({e}): nothing was deleted", dir.display()))
+    })?;
+
+    let mut doomed: Vec<PathBuf> = song
+        .stems
+        .iter()
+        .map(|s| Path::new(&s.path))
+        .filter(|p| !p.as_os_str().is_empty() && p.components().all(|c| matches!(c, Component::Normal(_))))
+        .map(|p| dir.join(p))
+        .collect();
+    doomed.push(dir.join(PEAKS_DIR));
+    if with_exports {
+        doomed.push(dir.join(EXPORTS_DIR));
+    }
+    doomed.push(dir.join(METADATA_FILE));
+    let mut removed = RemovedSong::default();
+    for path in doomed {
+        let Ok(m) = std::fs::symlink_metadata(&path) else { continue };
+        if m.is_dir() {
+            std::fs::remove_dir_all(&path)?;
+        } else {
+            // A file, or a link (removed itself, its target untouched).
+            std::fs::remove_file(&path)?;
+        }
+        removed.deleted += 1;
+    }
+    removed.kept = std::fs::read_dir(dir)?.flatten().map(|e| e.path()).collect();
+    removed.kept.sort();
+    if removed.kept.is_empty() {
+        std::fs::remove_dir(dir)?;
+    }
+    Ok(removed)
 }
 
 #[cfg(test)]
@@ -161,14 +225,97 @@ mod tests {
         assert!(!partial_dir(lib.path(), 3).exists() && partial_dir(lib.path(), 4).exists());
         let hidden = publish(".stemroom-partial-7", 2);
         assert_eq!(hidden.file_name().unwrap(), "stemroom-partial-7");
-        assert!(remove_song(&a).is_err());
+        assert!(remove_song(lib.path(), &a, false).is_err(), "no stemroom.json");
         // Publishing claims names atomically next to existing ones.
         for i in 3..6 {
             let dest = publish("../Song: One", i);
             assert_eq!(dest.parent(), Some(lib.path()));
         }
         std::fs::write(a.join(METADATA_FILE), "{}").unwrap();
-        remove_song(&a).unwrap();
-        assert!(!a.exists());
+        assert!(remove_song(lib.path(), &a, false).is_err(), "unreadable stemroom.json");
+    }
+
+    fn song_folder(lib: &Path, name: &str, stems: &[&str]) -> PathBuf {
+        let dir = lib.join(name);
+        std::fs::create_dir_all(dir.join(PEAKS_DIR)).unwrap();
+        std::fs::write(dir.join(PEAKS_DIR).join("drums.wav.peaks"), "p").unwrap();
+        for s in stems {
+            std::fs::write(dir.join(s), "audio").unwrap();
+        }
+        let job = crate::queue::Job {
+            id: 1,
+            source: crate::queue::JobSource::File { path: "/music/x.wav".into() },
+            title: name.into(),
+            duration_seconds: None,
+            options: crate::queue::Settings::default().job_options(),
+            state: crate::queue::JobState::Done,
+            position: 0,
+            created_at: 0.0,
+            started_at: None,
+            finished_at: None,
+            output_dir: None,
+            stems: Vec::new(),
+            provider: None,
+            uploader: None,
+            thumbnail: None,
+        };
+        let files = stems.iter().map(|s| StemFile { stem: s.to_string(), path: s.to_string() }).collect();
+        SongMetadata::new(&job, files, 1.0, None, None).write(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn deleting_a_song_removes_only_what_stemroom_made_in_the_library() {
+        let lib = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+
+        // Stems, metadata and peaks go; exports and the user's own files stay.
+        let a = song_folder(lib.path(), "A", &["drums.wav", "bass.wav"]);
+        std::fs::create_dir(a.join(EXPORTS_DIR)).unwrap();
+        std::fs::write(a.join(EXPORTS_DIR).join("A - Instrumental.mp3"), "mp3").unwrap();
+        std::fs::write(a.join("notes.txt"), "mine").unwrap();
+        let r = remove_song(lib.path(), &a, false).unwrap();
+        assert_eq!(r.deleted, 4, "two stems, the peaks, stemroom.json");
+        assert_eq!(r.kept, vec![a.join(EXPORTS_DIR), a.join("notes.txt")]);
+        assert!(a.join(EXPORTS_DIR).join("A - Instrumental.mp3").is_file() && a.join("notes.txt").is_file());
+
+        // With exports ticked and nothing else there, the folder goes.
+        let b = song_folder(lib.path(), "B", &["vocals.wav"]);
+        std::fs::create_dir(b.join(EXPORTS_DIR)).unwrap();
+        std::fs::write(b.join(EXPORTS_DIR).join("B - mix.wav"), "w").unwrap();
+        assert!(remove_song(lib.path(), &b, true).unwrap().kept.is_empty());
+        assert!(!b.exists());
+
+        // A stem path climbing out of the folder, and a stem that is a link
+        // to a file outside: neither outside file is touched.
+        let victim = outside.path().join("precious.wav");
+        std::fs::write(&victim, "keep me").unwrap();
+        let c = song_folder(lib.path(), "C", &[]);
+        let escape = format!("../../{}", victim.display());
+        let mut meta: SongMetadata =
+            serde_json::from_str(&std::fs::read_to_string(c.join(METADATA_FILE)).unwrap()).unwrap();
+        meta.stems = vec![
+            StemFile { stem: "drums".into(), path: escape },
+            StemFile { stem: "bass".into(), path: victim.display().to_string() },
+            StemFile { stem: "other".into(), path: "other.wav".into() },
+        ];
+        meta.write(&c).unwrap();
+        std::os::unix::fs::symlink(&victim, c.join("other.wav")).unwrap();
+        remove_song(lib.path(), &c, false).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+        assert!(!c.exists(), "the link itself went");
+
+        // Refused outright: a folder outside the library, a link to a song
+        // folder, the library itself.
+        let d = song_folder(outside.path(), "D", &["drums.wav"]);
+        assert_eq!(remove_song(lib.path(), &d, false).unwrap_err().kind(), std::io::ErrorKind::InvalidInput);
+        assert!(d.join("drums.wav").is_file());
+        let e = song_folder(lib.path(), "E", &["drums.wav"]);
+        let link = lib.path().join("E link");
+        std::os::unix::fs::symlink(&e, &link).unwrap();
+        assert_eq!(remove_song(lib.path(), &link, false).unwrap_err().kind(), std::io::ErrorKind::InvalidInput);
+        assert!(e.join("drums.wav").is_file());
+        assert!(remove_song(lib.path(), lib.path(), true).is_err());
+        assert!(e.join("drums.wav").is_file());
     }
 }

@@ -18,7 +18,10 @@ export function Dialog({ title, children, onClose }: Props) {
 
   useEffect(() => {
     const previous = document.activeElement as HTMLElement | null;
-    ref.current?.querySelector<HTMLElement>(FOCUSABLE)?.focus();
+    // The safe choice when one is marked (`data-autofocus`), else the first control.
+    (
+      ref.current?.querySelector<HTMLElement>("[data-autofocus]") ?? ref.current?.querySelector<HTMLElement>(FOCUSABLE)
+    )?.focus();
     return () => previous?.focus();
   }, []);
 

@@ -67,8 +67,13 @@ describe("Library", () => {
     expect(removeJob).not.toHaveBeenCalled();
 
     await user.click(removeButton);
+    const ask = screen.getByRole("dialog");
+    expect(ask).toHaveTextContent("the 4 stem files, stemroom.json and the waveform cache");
+    expect(ask).toHaveTextContent("Anything else in the folder stays");
+    const exportsBox = within(ask).getByRole("checkbox", { name: "Also delete the exports made into the song's folder" });
+    expect(exportsBox).not.toBeChecked();
     await user.click(screen.getByRole("button", { name: "Remove and delete files" }));
-    expect(removeJob).toHaveBeenCalledWith(2, true);
+    expect(removeJob).toHaveBeenCalledWith(2, true, false);
     await waitFor(() => expect(titles()).toEqual(["Falling Slowly", "Falcon 69"]));
     expect(screen.queryByRole("region", { name: "Night Drive" })).not.toBeInTheDocument();
   });
@@ -79,6 +84,16 @@ describe("Library", () => {
     await user.click(screen.getByRole("button", { name: /Falcon 69/ }));
     await user.click(screen.getByRole("button", { name: "Remove from library" }));
     await user.click(screen.getByRole("button", { name: "Remove, keep files" }));
-    expect(removeJob).toHaveBeenCalledWith(1, false);
+    expect(removeJob).toHaveBeenCalledWith(1, false, false);
+  });
+
+  it("deletes the exports too only when they are ticked", async () => {
+    const { backend, user } = await openLibrary();
+    const removeJob = vi.spyOn(backend, "removeJob");
+    await user.click(screen.getByRole("button", { name: /Falcon 69/ }));
+    await user.click(screen.getByRole("button", { name: "Remove from library" }));
+    await user.click(screen.getByRole("checkbox", { name: "Also delete the exports made into the song's folder" }));
+    await user.click(screen.getByRole("button", { name: "Remove and delete files" }));
+    expect(removeJob).toHaveBeenCalledWith(1, true, true);
   });
 });

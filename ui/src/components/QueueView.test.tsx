@@ -138,7 +138,7 @@ describe("Queue", () => {
     await waitFor(() => expect(row("Beta")).toHaveAttribute("data-state", "queued"));
 
     await user.click(within(row("Gamma")).getByRole("button", { name: "Remove" }));
-    expect(remove).toHaveBeenCalledWith(3, false);
+    expect(remove).toHaveBeenCalledWith(3, false, false);
     await waitFor(() => expect(screen.queryByText("Gamma")).not.toBeInTheDocument());
   });
 

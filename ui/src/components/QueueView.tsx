@@ -42,7 +42,7 @@ export function QueueView({ queue, onPickFiles, onAddPath }: Props) {
           await backend.retryJob(job.id);
           break;
         case "remove":
-          await backend.removeJob(job.id, false);
+          await backend.removeJob(job.id, false, false);
           break;
         case "up":
         case "down":

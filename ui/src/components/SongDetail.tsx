@@ -17,6 +17,7 @@ interface Props {
 export function SongDetail({ song, onRemoved, onOpen }: Props) {
   const backend = useBackend();
   const [confirming, setConfirming] = useState(false);
+  const [withExports, setWithExports] = useState(false);
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string | null>(null);
   const ref = useRef<HTMLElement>(null);
@@ -39,7 +40,7 @@ export function SongDetail({ song, onRemoved, onOpen }: Props) {
   const remove = (deleteFiles: boolean) =>
     run(async () => {
       setConfirming(false);
-      await backend.removeJob(song.id, deleteFiles);
+      await backend.removeJob(song.id, deleteFiles, deleteFiles && withExports);
       onRemoved();
     });
 
@@ -105,11 +106,16 @@ export function SongDetail({ song, onRemoved, onOpen }: Props) {
       {confirming && (
         <Dialog title={`Remove “${song.title}” from the library?`} onClose={() => setConfirming(false)}>
           <p>
-            Its stem files can stay on disk in {song.outputDir ? <code>{song.outputDir}</code> : "the library folder"}, or
-            be deleted too.
+            Its files can stay on disk in {song.outputDir ? <code>{song.outputDir}</code> : "the library folder"}, or be
+            deleted: the {song.stems.length} stem files, <code>stemroom.json</code> and the waveform cache. Anything else
+            in the folder stays.
           </p>
+          <label className="check">
+            <input type="checkbox" checked={withExports} onChange={(e) => setWithExports(e.target.checked)} />
+            Also delete the exports made into the song's folder
+          </label>
           <div className="dialog__actions">
-            <button type="button" className="button" onClick={() => setConfirming(false)}>
+            <button type="button" className="button" data-autofocus onClick={() => setConfirming(false)}>
               Cancel
             </button>
             <button type="button" className="button" onClick={() => remove(false)}>

@@ -100,9 +100,7 @@ pub struct AppState {
     pub data_dir: PathBuf,
     pub manifest: Manifest,
     /// The song open in the song view (its player and peaks).
-    pub song: Mutex<Option<OpenSong>>,
-    /// Held while a song is being opened.
-    pub song_opening: Mutex<()>,
+    pub song: stemroom_playback::slot::OpenSlot<OpenSong>,
     pub export: CancelSlot,
     /// The GPU support install.
     pub gpu_install: CancelSlot,
@@ -139,8 +137,7 @@ impl AppState {
             hub,
             data_dir: data_dir.to_path_buf(),
             manifest: Manifest::builtin()?,
-            song: Mutex::new(None),
-            song_opening: Mutex::new(()),
+            song: Default::default(),
             export: Default::default(),
             gpu_install: Default::default(),
             folders: Default::default(),

@@ -70,7 +70,7 @@ pub(crate) fn to_frame(x: f64) -> u64 {
 }
 
 fn with_player(state: &AppState, f: impl FnOnce(&Player)) -> Result<(), AppError> {
-    let song = state.song.lock().unwrap_or_else(|p| p.into_inner());
+    let song = state.song.lock();
     match song.as_ref().and_then(|s| s.player.as_deref()) {
         Some(p) => {
             f(p);
@@ -88,10 +88,10 @@ fn with_player(state: &AppState, f: impl FnOnce(&Player)) -> Result<(), AppError
 pub async fn open_song(state: S<'_>, id: JobId, channel: Channel<PlayerStatus>) -> Result<SongView, AppError> {
     let st = state.inner().clone();
     tauri::async_runtime::spawn_blocking(move || {
-        // One open at a time, so the last call's player is the one kept;
-        // the old player stops before the device is opened again.
-        let _opening = st.song_opening.lock().unwrap_or_else(|p| p.into_inner());
-        *st.song.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        // One open at a time; the old player stops before the device is
+        // opened again; a close or a later open that comes meanwhile wins.
+        let (opening, old) = st.song.begin_open();
+        drop(old);
         let job = st.queue.get(id)?;
         if job.state != JobState::Done || job.stems.is_empty() {
             return Err(AppError {
@@ -131,7 +131,14 @@ pub async fn open_song(state: S<'_>, id: JobId, channel: Channel<PlayerStatus>) 
             output,
             player_error,
         };
-        *st.song.lock().unwrap_or_else(|p| p.into_inner()) = Some(OpenSong { id, player, lanes });
+        if let Err(overtaken) = st.song.finish_open(opening, OpenSong { id, player, lanes }) {
+            // Stops its player and frees the device.
+            drop(overtaken);
+            return Err(AppError {
+                code: ErrorCode::Cancelled,
+                message: "The song was closed while it opened.".into(),
+            });
+        }
         Ok(view)
     })
     .await
@@ -168,10 +175,7 @@ pub async fn close_song(app: tauri::AppHandle) {
     // would have to return a `Result`.)
     use tauri::Manager;
     let st = app.state::<Arc<AppState>>().inner().clone();
-    let _ = tauri::async_runtime::spawn_blocking(move || {
-        *st.song.lock().unwrap_or_else(|p| p.into_inner()) = None;
-    })
-    .await;
+    let _ = tauri::async_runtime::spawn_blocking(move || drop(st.song.close())).await;
 }
 
 /// Peaks of every lane between frames `start` and `end`, in `columns` columns.
@@ -179,7 +183,7 @@ pub async fn close_song(app: tauri::AppHandle) {
 #[specta::specta]
 pub fn song_peaks(state: S<'_>, id: JobId, start: f64, end: f64, columns: u32) -> Result<Vec<LanePeaks>, AppError> {
     let (start, end) = (to_frame(start), to_frame(end));
-    let song = state.song.lock().unwrap_or_else(|p| p.into_inner());
+    let song = state.song.lock();
     let Some(song) = song.as_ref().filter(|s| s.id == id) else {
         return Err(AppError { code: ErrorCode::InvalidOptions, message: "This song is not open.".into() });
     };

@@ -20,3 +20,4 @@ pub mod peaks;
 #[cfg(feature = "player")]
 pub mod player;
 pub mod reader;
+pub mod slot;

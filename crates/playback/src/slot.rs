@@ -1,0 +1,112 @@
+//! The song a front end has open, when opening takes a while (peaks, the
+//! audio device): a close or a later open that comes while one is opening
+//! must win, or a player nobody sees would keep the device.
+//!
+//! Every open and close takes a number from one counter; an open stores its
+//! result only if no other request came after it, checked and stored under
+//! the same lock as a close clears the slot.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+/// The open song (`T`), the request counter and the opening lock.
+#[derive(Debug)]
+pub struct OpenSlot<T> {
+    current: Mutex<Option<T>>,
+    requests: AtomicU64,
+    opening: Mutex<()>,
+}
+
+impl<T> Default for OpenSlot<T> {
+    fn default() -> Self {
+        OpenSlot { current: Mutex::new(None), requests: AtomicU64::new(0), opening: Mutex::new(()) }
+    }
+}
+
+/// An open in progress: holds the opening lock (one open at a time) and its
+/// request number.
+#[derive(Debug)]
+pub struct Opening<'a> {
+    request: u64,
+    _one_at_a_time: MutexGuard<'a, ()>,
+}
+
+impl<T> OpenSlot<T> {
+    /// The open song, locked.
+    pub fn lock(&self) -> MutexGuard<'_, Option<T>> {
+        self.current.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Start opening: overtakes any open in progress, waits for it to
+    /// finish, then closes the current song (returned, to drop outside any
+    /// lock) so its device is free before the new one opens it.
+    pub fn begin_open(&self) -> (Opening<'_>, Option<T>) {
+        let request = self.requests.fetch_add(1, Ordering::SeqCst) + 1;
+        let guard = self.opening.lock().unwrap_or_else(|p| p.into_inner());
+        let old = self.lock().take();
+        (Opening { request, _one_at_a_time: guard }, old)
+    }
+
+    /// Store `song` as the open one, unless a close or a later open came
+    /// since [`OpenSlot::begin_open`]: then it is handed back to be dropped.
+    ///
+    /// # Errors
+    /// `Err(song)` when the open was overtaken.
+    pub fn finish_open(&self, opening: Opening<'_>, song: T) -> Result<(), T> {
+        let mut current = self.lock();
+        if self.requests.load(Ordering::SeqCst) != opening.request {
+            return Err(song);
+        }
+        *current = Some(song);
+        Ok(())
+    }
+
+    /// Close: overtakes any open in progress and takes the current song
+    /// (to drop outside the lock).
+    pub fn close(&self) -> Option<T> {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        self.lock().take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_open_overtaken_by_a_close_or_a_later_open_is_dropped() {
+        let slot = OpenSlot::<&str>::default();
+        let (opening, old) = slot.begin_open();
+        assert!(old.is_none());
+        assert_eq!(slot.finish_open(opening, "a"), Ok(()));
+        assert_eq!(*slot.lock(), Some("a"));
+
+        // Closed while "b" was opening: "b" comes back to be dropped.
+        let (opening, old) = slot.begin_open();
+        assert_eq!(old, Some("a"), "the old song stops before the new one opens");
+        assert_eq!(slot.close(), None);
+        assert_eq!(slot.finish_open(opening, "b"), Err("b"));
+        assert_eq!(*slot.lock(), None, "nothing stays open after the close");
+
+        // Two opens: the first waits for nothing, the second waits for the
+        // first to finish; only the second is kept.
+        let slot = std::sync::Arc::new(OpenSlot::<u32>::default());
+        let (first, _) = slot.begin_open();
+        let s = slot.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let second = std::thread::spawn(move || {
+            let (opening, old) = s.begin_open();
+            tx.send(old).unwrap();
+            s.finish_open(opening, 2)
+        });
+        // The second open has taken its number (it waits on the lock).
+        while slot.requests.load(Ordering::SeqCst) < 2 {
+            std::thread::yield_now();
+        }
+        assert_eq!(slot.finish_open(first, 1), Err(1), "overtaken");
+        assert_eq!(rx.recv().unwrap(), None);
+        assert_eq!(second.join().unwrap(), Ok(()));
+        assert_eq!(*slot.lock(), Some(2));
+        assert_eq!(slot.close(), Some(2));
+    }
+}

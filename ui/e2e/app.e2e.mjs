@@ -65,6 +65,13 @@ try {
   await tab(b, "Queue");
   const field = await b.$('[aria-label="File path or link"]');
   await field.waitForExist({ timeout: 20000 });
+  // Under the strict CSP (no inline styles, no base/form targets) the
+  // stylesheet still applies.
+  const styled = await b.execute(() => {
+    const add = [...document.querySelectorAll("button")].find((x) => x.textContent === "Add");
+    return add ? getComputedStyle(add).borderRadius : "";
+  });
+  check(styled !== "" && styled !== "0px", `the app's stylesheet applies under the CSP (button radius ${styled})`);
   await field.setValue(input);
   await (await b.$("button=Add")).click();
 

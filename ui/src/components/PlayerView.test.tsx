@@ -58,6 +58,25 @@ describe("Player", () => {
     expect(screen.getAllByTestId("lane")[4]).toHaveAttribute("aria-selected", "true");
   });
 
+  it("sets the loop from the keyboard: [ in, ] out, \\ clears", async () => {
+    const { backend, user } = await openPlayer();
+    await user.keyboard("{ArrowRight}");
+    await waitFor(() => expect(backend.player.status?.position).toBe(5 * 44_100));
+    await user.keyboard("[[");
+    await waitFor(() => expect(backend.player.loop).toEqual({ start: 5 * 44_100, end: expect.any(Number) }));
+    const songEnd = backend.player.loop!.end;
+    expect(songEnd).toBeGreaterThan(5 * 44_100);
+    await user.keyboard("{ArrowRight}{ArrowRight}");
+    await waitFor(() => expect(backend.player.status?.position).toBe(15 * 44_100));
+    await user.keyboard("]");
+    await waitFor(() => expect(backend.player.loop).toEqual({ start: 5 * 44_100, end: 15 * 44_100 }));
+    // Loop in after the loop's end keeps a region: it runs to the song's end.
+    await user.keyboard("{ArrowRight}[[");
+    await waitFor(() => expect(backend.player.loop).toEqual({ start: 20 * 44_100, end: songEnd }));
+    await user.keyboard("\\");
+    await waitFor(() => expect(backend.player.loop).toBeNull());
+  });
+
   it("exports an instrumental MP3 into the chosen folder", async () => {
     const { backend, user } = await openPlayer();
     expect(screen.getByTestId("export-dir")).toHaveTextContent("/Falcon 69/exports");

@@ -185,6 +185,17 @@ export function PlayerView({ song, onClose }: Props) {
       toggle(selected, "solo");
     } else if (/^[1-9]$/.test(e.key) && Number(e.key) <= view.stems.length) {
       setSelected(Number(e.key) - 1);
+    } else if (e.key === "[" || e.key === "]") {
+      // Loop in / loop out at the playhead, keeping the other end when it
+      // still makes a region (else the song's start or end).
+      const at = Math.round(position);
+      const region =
+        e.key === "["
+          ? { start: at, end: loop && loop.end > at ? loop.end : frames }
+          : { start: loop && loop.start < at ? loop.start : 0, end: at };
+      if (region.end > region.start) applyLoop(region);
+    } else if (e.key === "\\") {
+      applyLoop(null);
     }
   });
   useEffect(() => {
@@ -419,7 +430,8 @@ export function PlayerView({ song, onClose }: Props) {
         )}
       </div>
       <p className="muted player__keys">
-        Space play/pause · ←/→ seek 5 s (Shift: 1 s) · 1–{view.stems.length} select a lane · M mute · S solo
+        Space play/pause · ←/→ seek 5 s (Shift: 1 s) · 1–{view.stems.length} select a lane · M mute · S solo · [ ]
+        loop in/out · \ clear loop
       </p>
       <ExportPanel
         songId={view.id}

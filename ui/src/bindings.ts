@@ -532,6 +532,16 @@ export type Settings = {
 	 *  `stemroom_engine::audio::decode::set_ffmpeg_path`).
 	 */
 	ffmpegPath: string | null,
+	/**
+	 *  Largest link download in MB (10^6 bytes): yt-dlp refuses bigger
+	 *  files (`--max-filesize`). Default 1074 (1 GiB).
+	 */
+	maxDownloadMb: number,
+	/**
+	 *  Longest link in minutes, when the site says (yt-dlp refuses longer
+	 *  ones before downloading). Default 180.
+	 */
+	maxDownloadMinutes: number,
 };
 
 /**  What the song view needs to draw itself. */

@@ -83,6 +83,8 @@ const defaultSettings: Settings = {
   concurrentJobs: 1,
   ytdlpPath: null,
   ffmpegPath: null,
+  maxDownloadMb: 1074,
+  maxDownloadMinutes: 180,
 };
 
 export function mockModel(overrides: Partial<ModelStatus> = {}): ModelStatus {
@@ -149,6 +151,10 @@ function validate(s: Settings): void {
     fail(`FLAC depth must be 16 or 24 (got ${s.format.bits}).`);
   if (s.format.kind === "mp3" && !MP3_RATES.includes(s.format.kbps))
     fail(`MP3 bit rate must be one of ${MP3_RATES.join(", ")} kbps (got ${s.format.kbps}).`);
+  if (!Number.isInteger(s.maxDownloadMb) || s.maxDownloadMb < 1 || s.maxDownloadMb > 100_000)
+    fail(`The largest download must be 1 to 100000 MB (got ${s.maxDownloadMb}).`);
+  if (!Number.isInteger(s.maxDownloadMinutes) || s.maxDownloadMinutes < 1 || s.maxDownloadMinutes > 1440)
+    fail(`The longest download must be 1 to 1440 minutes (got ${s.maxDownloadMinutes}).`);
 }
 
 type Status = "queued" | "running" | "done" | "failed" | "cancelled";

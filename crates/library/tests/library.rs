@@ -619,6 +619,25 @@ mod links {
             ["bass.wav", "drums.wav", "other.wav", "stemroom.json", "vocals.wav"],
             "no download left behind"
         );
+
+        // The download limit is a setting: at 1 MB the 1.07 MB song is refused.
+        let small = stemroom_library::queue::Settings { max_download_mb: 1, ..q.settings().expect("settings") };
+        q.save_settings(&small).expect("save");
+        let r = intake::add_paths(q, &[PathBuf::from(server.url("/song.wav"))]).expect("add");
+        let id = r.added[0].id;
+        let t0 = Instant::now();
+        let refused = loop {
+            let j = q.get(id).expect("get");
+            if j.state.is_finished() || t0.elapsed() > Duration::from_secs(120) {
+                break j;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(
+            matches!(&refused.state, JobState::Failed { message, .. } if message.contains("larger than")),
+            "{:?}",
+            refused.state
+        );
     }
 
     #[test]

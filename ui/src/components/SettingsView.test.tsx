@@ -46,6 +46,11 @@ describe("Settings", () => {
     await user.selectOptions(screen.getByRole("combobox", { name: "MP3 bit rate" }), "192 kbps");
     await user.click(screen.getByRole("button", { name: "Change…" }));
     expect(screen.getByRole("group", { name: "Library location" })).toHaveTextContent("/home/you/Stems");
+    const largest = screen.getByRole("spinbutton", { name: "Largest download (MB)" });
+    expect(largest).toHaveValue(1074);
+    expect(screen.getByRole("spinbutton", { name: "Longest download (minutes)" })).toHaveValue(180);
+    await user.clear(largest);
+    await user.type(largest, "500");
     await user.click(screen.getByRole("button", { name: "Save" }));
 
     expect(save).toHaveBeenCalledWith({
@@ -58,6 +63,8 @@ describe("Settings", () => {
       concurrentJobs: 1,
       ytdlpPath: null,
       ffmpegPath: null,
+      maxDownloadMb: 500,
+      maxDownloadMinutes: 180,
     });
     expect(await screen.findByRole("status")).toHaveTextContent("Settings saved.");
     expect(await backend.getSettings()).toMatchObject({ device: "cuda", shifts: 4 });

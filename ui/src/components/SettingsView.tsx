@@ -40,11 +40,20 @@ function ProgramField(props: {
   );
 }
 
-type NumberKey = "shifts" | "overlap" | "concurrentJobs";
+type NumberKey = "shifts" | "overlap" | "concurrentJobs" | "maxDownloadMb" | "maxDownloadMinutes";
 /** Settings as edited: numbers stay text until saved. */
 type Draft = Omit<Settings, NumberKey> & Record<NumberKey, string>;
 
-const NUMBER_FIELDS: { key: NumberKey; label: string; min: number; max: number; step: number; help: string }[] = [
+interface NumberField {
+  key: NumberKey;
+  label: string;
+  min: number;
+  max: number;
+  step: number;
+  help: string;
+}
+
+const NUMBER_FIELDS: NumberField[] = [
   {
     key: "shifts",
     label: "Shifts",
@@ -71,6 +80,50 @@ const NUMBER_FIELDS: { key: NumberKey; label: string; min: number; max: number; 
   },
 ];
 
+const LINK_FIELDS: NumberField[] = [
+  {
+    key: "maxDownloadMb",
+    label: "Largest download (MB)",
+    min: 1,
+    max: 100_000,
+    step: 1,
+    help: "Links to bigger files are refused before they fill the disk (1 GB by default).",
+  },
+  {
+    key: "maxDownloadMinutes",
+    label: "Longest download (minutes)",
+    min: 1,
+    max: 1440,
+    step: 1,
+    help: "Longer videos and streams are refused before downloading (3 hours by default). Live streams always are.",
+  },
+];
+
+/** A number input with its help line. */
+function NumberInput({ field, value, onChange }: { field: NumberField; value: string; onChange: (v: string) => void }) {
+  const { key, label, min, max, step, help } = field;
+  return (
+    <div className="field">
+      <label htmlFor={key}>{label}</label>
+      <input
+        id={key}
+        className="input input--number"
+        type="number"
+        inputMode={step < 1 ? "decimal" : "numeric"}
+        min={min}
+        max={max}
+        step={step}
+        aria-describedby={`${key}-help`}
+        value={value}
+        onChange={(e) => onChange(e.target.value)}
+      />
+      <p id={`${key}-help`} className="field__help">
+        {help}
+      </p>
+    </div>
+  );
+}
+
 const DEVICES: { value: Device; label: string }[] = [
   { value: "auto", label: "Automatic" },
   { value: "cpu", label: "CPU" },
@@ -83,13 +136,15 @@ function toDraft(settings: Settings): Draft {
     shifts: String(settings.shifts),
     overlap: String(settings.overlap),
     concurrentJobs: String(settings.concurrentJobs),
+    maxDownloadMb: String(settings.maxDownloadMb),
+    maxDownloadMinutes: String(settings.maxDownloadMinutes),
   };
 }
 
 /** The settings to save, or why the draft is not a set of numbers. */
 function fromDraft(draft: Draft): Settings | string {
   const numbers = {} as Record<NumberKey, number>;
-  for (const { key, label } of NUMBER_FIELDS) {
+  for (const { key, label } of [...NUMBER_FIELDS, ...LINK_FIELDS]) {
     const value = Number(draft[key]);
     if (draft[key].trim() === "" || !Number.isFinite(value)) return `${label} must be a number.`;
     numbers[key] = value;
@@ -218,25 +273,13 @@ export function SettingsView({ app }: Props) {
         <GpuSupportPanel onChange={setGpu} />
 
         <div className="field-row">
-          {NUMBER_FIELDS.map(({ key, label, min, max, step, help }) => (
-            <div className="field" key={key}>
-              <label htmlFor={key}>{label}</label>
-              <input
-                id={key}
-                className="input input--number"
-                type="number"
-                inputMode={step < 1 ? "decimal" : "numeric"}
-                min={min}
-                max={max}
-                step={step}
-                aria-describedby={`${key}-help`}
-                value={draft[key]}
-                onChange={(e) => change({ [key]: e.target.value })}
-              />
-              <p id={`${key}-help`} className="field__help">
-                {help}
-              </p>
-            </div>
+          {NUMBER_FIELDS.map((field) => (
+            <NumberInput
+              key={field.key}
+              field={field}
+              value={draft[field.key]}
+              onChange={(v) => change({ [field.key]: v })}
+            />
           ))}
         </div>
       </section>
@@ -282,6 +325,16 @@ export function SettingsView({ app }: Props) {
             </p>
           )}
         </ProgramField>
+        <div className="field-row">
+          {LINK_FIELDS.map((field) => (
+            <NumberInput
+              key={field.key}
+              field={field}
+              value={draft[field.key]}
+              onChange={(v) => change({ [field.key]: v })}
+            />
+          ))}
+        </div>
       </section>
 
       <section className="settings__group" aria-labelledby="settings-formats">

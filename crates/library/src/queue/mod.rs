@@ -198,6 +198,7 @@ mod tests {
     use stemroom_engine::units::Device;
 
     use super::*;
+    use crate::link::DownloadLimits;
 
     fn opts() -> JobOptions {
         Settings::default().job_options()
@@ -292,9 +293,19 @@ mod tests {
             Err(QueueError::InvalidSettings(_))
         ));
         assert!(matches!(
-            q.save_settings(&Settings { format: OutputFormat::Mp3 { kbps: 100 }, ..s }),
+            q.save_settings(&Settings { format: OutputFormat::Mp3 { kbps: 100 }, ..s.clone() }),
             Err(QueueError::InvalidSettings(_))
         ));
+        // Download limits: 1 GiB and 3 h by default, saved and turned into
+        // yt-dlp's limits, out-of-range values refused.
+        let d = Settings::default();
+        assert_eq!((d.max_download_mb, d.max_download_minutes), (1074, 180));
+        let small = Settings { max_download_mb: 50, max_download_minutes: 12, ..s.clone() };
+        q.save_settings(&small).unwrap();
+        assert_eq!(q.settings().unwrap().download_limits(), DownloadLimits { max_bytes: 50_000_000, max_seconds: 720 });
+        for bad in [Settings { max_download_mb: 0, ..s.clone() }, Settings { max_download_minutes: 2000, ..s }] {
+            assert!(matches!(q.save_settings(&bad), Err(QueueError::InvalidSettings(m)) if m.contains("download")));
+        }
     }
 
     #[test]

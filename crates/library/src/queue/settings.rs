@@ -7,6 +7,7 @@ use stemroom_engine::units::Device;
 
 use super::schema::json;
 use super::{JobOptions, Queue, QueueError};
+use crate::link::DownloadLimits;
 
 /// The stem file format the app writes by default.
 pub fn default_format() -> OutputFormat {
@@ -43,7 +44,18 @@ pub struct Settings {
     /// HE-AAC, …); `None` = `$STEMROOM_FFMPEG`, then `PATH` (see
     /// `stemroom_engine::audio::decode::set_ffmpeg_path`).
     pub ffmpeg_path: Option<String>,
+    /// Largest link download in MB (10^6 bytes): yt-dlp refuses bigger
+    /// files (`--max-filesize`). Default 1074 (1 GiB).
+    pub max_download_mb: u32,
+    /// Longest link in minutes, when the site says (yt-dlp refuses longer
+    /// ones before downloading). Default 180.
+    pub max_download_minutes: u32,
 }
+
+/// Allowed range of [`Settings::max_download_mb`]: 1 MB to 100 GB.
+pub const DOWNLOAD_MB_RANGE: std::ops::RangeInclusive<u32> = 1..=100_000;
+/// Allowed range of [`Settings::max_download_minutes`]: a minute to a day.
+pub const DOWNLOAD_MINUTES_RANGE: std::ops::RangeInclusive<u32> = 1..=1440;
 
 impl Default for Settings {
     fn default() -> Self {
@@ -57,6 +69,8 @@ impl Default for Settings {
             concurrent_jobs: 1,
             ytdlp_path: None,
             ffmpeg_path: None,
+            max_download_mb: (DownloadLimits::default().max_bytes as f64 / 1e6).round() as u32,
+            max_download_minutes: (DownloadLimits::default().max_seconds / 60) as u32,
         }
     }
 }
@@ -74,6 +88,14 @@ impl Settings {
         }
     }
 
+    /// What link downloads may be.
+    pub fn download_limits(&self) -> DownloadLimits {
+        DownloadLimits {
+            max_bytes: u64::from(self.max_download_mb) * 1_000_000,
+            max_seconds: u64::from(self.max_download_minutes) * 60,
+        }
+    }
+
     /// Check ranges.
     ///
     /// # Errors
@@ -87,6 +109,12 @@ impl Settings {
         }
         if !(1..=8).contains(&self.concurrent_jobs) {
             return Err(format!("concurrent jobs must be 1 to 8, got {}", self.concurrent_jobs));
+        }
+        if !DOWNLOAD_MB_RANGE.contains(&self.max_download_mb) {
+            return Err(format!("the largest download must be 1 to 100000 MB, got {}", self.max_download_mb));
+        }
+        if !DOWNLOAD_MINUTES_RANGE.contains(&self.max_download_minutes) {
+            return Err(format!("the longest download must be 1 to 1440 minutes, got {}", self.max_download_minutes));
         }
         for (name, path) in [("yt-dlp", &self.ytdlp_path), ("ffmpeg", &self.ffmpeg_path)] {
             if let Some(p) = path.as_deref().filter(|p| !std::path::Path::new(p).is_absolute()) {

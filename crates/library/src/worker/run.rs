@@ -37,7 +37,8 @@ impl Inner {
     /// Fetch a link's audio into `work/.download` with progress; the file
     /// is removed with the work folder.
     fn download(&self, job: &Job, url: &str, work: &Path, cancel: &Arc<AtomicBool>) -> Result<PathBuf, Error> {
-        let explicit = self.queue.settings().ok().and_then(|s| s.ytdlp_path).map(PathBuf::from);
+        let settings = self.queue.settings().unwrap_or_default();
+        let explicit = settings.ytdlp_path.clone().map(PathBuf::from);
         let yt = link::YtDlp::locate(explicit.as_deref())?;
         let starting = JobState::Downloading { percent: None };
         let _ = self.queue.set_running_state(job.id, &starting);
@@ -48,7 +49,7 @@ impl Inner {
             url,
             &work.join(".download"),
             link::DEFAULT_STALL_TIMEOUT,
-            &link::DownloadLimits::default(),
+            &settings.download_limits(),
             &mut |p| {
                 let done = p.percent.is_some_and(|x| x >= 100.0);
                 if throttle.ready(Instant::now(), done) {

@@ -10,13 +10,17 @@
 #                                    --force) are passed on.
 source "$(dirname "$0")/common.sh"
 lib="$ORT_DIR/libonnxruntime.so.$ORT_VERSION"
-if [ ! -f "$lib" ]; then
+# The CPython 3.11 wheel whatever this machine's Python: the one whose size
+# and sha256 `stemroom runtime fetch` pins (install.rs, cpu_wheels); kept in
+# the download folder (the CLI's tests install from it).
+wheel=$(ls "$DL_DIR"/onnxruntime-"$ORT_VERSION"-cp311-*.whl 2>/dev/null | head -n1 || true)
+if [ -z "$wheel" ]; then
     log "fetching ONNX Runtime $ORT_VERSION (PyPI wheel)"
-    wheel=$(ls "$DL_DIR"/onnxruntime-"$ORT_VERSION"-*.whl 2>/dev/null | head -n1 || true)
-    if [ -z "$wheel" ]; then
-        python3 -m pip download -q --no-deps --only-binary=:all: "onnxruntime==$ORT_VERSION" -d "$DL_DIR"
-        wheel=$(ls "$DL_DIR"/onnxruntime-"$ORT_VERSION"-*.whl | head -n1)
-    fi
+    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.11 --implementation cp \
+        --platform manylinux_2_28_x86_64 "onnxruntime==$ORT_VERSION" -d "$DL_DIR"
+    wheel=$(ls "$DL_DIR"/onnxruntime-"$ORT_VERSION"-cp311-*.whl | head -n1)
+fi
+if [ ! -f "$lib" ]; then
     tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
     unzip -q -o -j "$wheel" "onnxruntime/capi/libonnxruntime.so.$ORT_VERSION" "onnxruntime/capi/libonnxruntime_providers_shared.so" -d "$tmp"
     mkdir -p "$ORT_DIR"

@@ -55,12 +55,12 @@ impl Queue {
     /// # Errors
     /// Database errors.
     pub fn library(&self, search: &str) -> Result<Vec<Job>, QueueError> {
-        let pattern = format!("%{}%", search.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
-        jobs_where(
-            &self.conn(),
-            "WHERE status = 'done' AND title LIKE ?1 ESCAPE '\\' ORDER BY finished_ms DESC, id DESC",
-            &[&pattern],
-        )
+        let all = jobs_where(&self.conn(), "WHERE status = 'done' ORDER BY finished_ms DESC, id DESC", &[])?;
+        let key = search_key(search.trim());
+        if key.is_empty() {
+            return Ok(all);
+        }
+        Ok(all.into_iter().filter(|j| search_key(&j.title).contains(&key)).collect())
     }
 
     /// Take the first queued job and mark it [`JobState::Decoding`]. Atomic:
@@ -274,4 +274,13 @@ impl Queue {
         tx.commit()?;
         after
     }
+}
+
+/// `text` as library search compares it: lower case, accents and other
+/// combining marks removed after canonical decomposition (Unicode NFD), so
+/// "beyonce" finds "Beyoncé" and "SIGUR ROS" finds "Sigur Rós".
+pub fn search_key(text: &str) -> String {
+    use unicode_normalization::char::is_combining_mark;
+    use unicode_normalization::UnicodeNormalization;
+    text.nfd().filter(|c| !is_combining_mark(*c)).collect::<String>().to_lowercase()
 }

@@ -235,6 +235,16 @@ mod tests {
         assert_eq!(lib[1].stems, stems);
         assert_eq!(q.library("alp").unwrap().len(), 1);
         assert_eq!(q.library("100%").unwrap().len(), 0);
+        assert_eq!(q.library("  ").unwrap().len(), 2, "blank search lists everything");
+        // Accents and case do not matter, either way round.
+        let c = q.enqueue(&file("/c.wav"), "Beyoncé – Déjà Vu (Sigur Rós remix)", &opts()).unwrap();
+        let c2 = q.claim_next().unwrap().unwrap();
+        assert_eq!(c2.id, c.id);
+        q.finish(c.id, &JobState::Done, Some("/lib/C"), &[]).unwrap();
+        for search in ["beyonce", "DEJA VU", "sigur rós", "Déjà", "BEYONCÉ"] {
+            let hits: Vec<String> = q.library(search).unwrap().into_iter().map(|j| j.title).collect();
+            assert_eq!(hits, [c.title.clone()], "{search}");
+        }
         assert!(q.claim_next().unwrap().is_none());
         // A finished job no longer takes progress updates.
         assert!(!q.set_running_state(a.id, &JobState::Encoding).unwrap());

@@ -243,7 +243,7 @@ mod tests {
         q.finish(c.id, &JobState::Done, Some("/lib/C"), &[]).unwrap();
         for search in ["beyonce", "DEJA VU", "sigur rós", "Déjà", "BEYONCÉ"] {
             let hits: Vec<String> = q.library(search).unwrap().into_iter().map(|j| j.title).collect();
-            assert_eq!(hits, [c.title.clone()], "{search}");
+            assert_eq!(hits, std::slice::from_ref(&c.title), "{search}");
         }
         assert!(q.claim_next().unwrap().is_none());
         // A finished job no longer takes progress updates.

@@ -189,6 +189,8 @@ try {
   await (await b.$("button=Export")).click();
   const ask = await b.$('[role="alertdialog"]');
   await ask.waitForExist({ timeout: 10000, timeoutMsg: "no Replace / Keep both question" });
+  await ask.scrollIntoView({ block: "center" });
+  await shot(b, "export-clash");
   await (await ask.$("button=Keep both")).click();
   await b.waitUntil(async () => (await (await b.$('[data-testid="exported-file"]')).getText()).includes("(2)"), {
     timeout: 60000,
@@ -196,6 +198,15 @@ try {
   });
   check(readdirSync(shownDir).filter((f) => f.endsWith(".mp3")).length === 2, "both exports are kept");
   await (await b.$("button=Back to library")).click();
+
+  // Settings: the GPU section says what this machine has and whether CUDA runs.
+  await tab(b, "Settings");
+  const gpuStatus = await b.$('[data-testid="gpu-status"]');
+  await gpuStatus.waitForExist({ timeout: 20000, timeoutMsg: "no GPU section in Settings" });
+  const gpuText = await gpuStatus.getText();
+  check(gpuText.length > 10, `Settings says whether CUDA runs: ${gpuText}`);
+  await gpuStatus.scrollIntoView({ block: "center" });
+  await shot(b, "settings");
 
   // A link: paste it, see its title (from yt-dlp's metadata), see it finish.
   if (!songUrl) throw new Error("STEMROOM_E2E_URL must be set");

@@ -189,6 +189,23 @@ export function SettingsView({ app }: Props) {
     setSaved(false);
   }
 
+  /** A row of number fields, each edited as text until saved. */
+  function numberRow(fields: NumberField[]) {
+    const values = draft as Draft;
+    return (
+      <div className="field-row">
+        {fields.map((field) => (
+          <NumberInput
+            key={field.key}
+            field={field}
+            value={values[field.key]}
+            onChange={(v) => change({ [field.key]: v })}
+          />
+        ))}
+      </div>
+    );
+  }
+
   async function pickLibraryDir() {
     try {
       const dir = await backend.pickLibraryDir();
@@ -272,16 +289,7 @@ export function SettingsView({ app }: Props) {
         </div>
         <GpuSupportPanel onChange={setGpu} />
 
-        <div className="field-row">
-          {NUMBER_FIELDS.map((field) => (
-            <NumberInput
-              key={field.key}
-              field={field}
-              value={draft[field.key]}
-              onChange={(v) => change({ [field.key]: v })}
-            />
-          ))}
-        </div>
+        {numberRow(NUMBER_FIELDS)}
       </section>
 
       <section className="settings__group" aria-labelledby="settings-output">
@@ -325,16 +333,7 @@ export function SettingsView({ app }: Props) {
             </p>
           )}
         </ProgramField>
-        <div className="field-row">
-          {LINK_FIELDS.map((field) => (
-            <NumberInput
-              key={field.key}
-              field={field}
-              value={draft[field.key]}
-              onChange={(v) => change({ [field.key]: v })}
-            />
-          ))}
-        </div>
+        {numberRow(LINK_FIELDS)}
       </section>
 
       <section className="settings__group" aria-labelledby="settings-formats">

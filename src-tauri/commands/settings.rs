@@ -12,7 +12,6 @@ use stemroom_engine::model::ModelStatus;
 use stemroom_engine::runtime::gpu::{self, GpuInfo};
 use stemroom_engine::runtime::install::{self, InstallEvent};
 use stemroom_engine::runtime::RuntimeStatus;
-use stemroom_engine::ErrorCode;
 use stemroom_library::queue::Settings;
 use tauri::ipc::Channel;
 use tauri::AppHandle;
@@ -121,10 +120,15 @@ pub struct GpuSupport {
     pub restart_needed: bool,
 }
 
-fn gpu_support_now() -> Result<GpuSupport, AppError> {
+/// Where GPU support is installed, in the per-user cache.
+fn gpu_install_options() -> Result<install::InstallOptions, AppError> {
     let cache = stemroom_engine::paths::cache_dir()
         .ok_or_else(|| AppError::internal("no cache directory (HOME is not set)"))?;
-    let opts = install::gpu_options(&cache, None);
+    Ok(install::gpu_options(&cache, None))
+}
+
+fn gpu_support_now() -> Result<GpuSupport, AppError> {
+    let opts = gpu_install_options()?;
     let plan = install::plan(&opts);
     let facts = gpu::facts();
     let diagnosis = gpu::diagnose(&facts);
@@ -153,25 +157,15 @@ pub async fn gpu_support() -> Result<GpuSupport, AppError> {
 #[tauri::command]
 #[specta::specta]
 pub async fn install_gpu_support(state: S<'_>, channel: Channel<InstallEvent>) -> Result<GpuSupport, AppError> {
-    let st = state.inner().clone();
-    let Some(cancel) = st.gpu_install.begin() else {
-        return Err(AppError {
-            code: ErrorCode::InvalidOptions,
-            message: "GPU support is already being installed.".into(),
-        });
-    };
-    let result = tauri::async_runtime::spawn_blocking(move || {
-        let cache = stemroom_engine::paths::cache_dir()
-            .ok_or_else(|| AppError::internal("no cache directory (HOME is not set)"))?;
-        let opts = install::gpu_options(&cache, None);
-        install::install(&opts, &mut |e| drop(channel.send(e.clone())), &|| cancel.load(Ordering::Relaxed))
-            .map_err(install_error)?;
-        gpu_support_now()
-    })
-    .await
-    .map_err(|e| AppError::internal(e.to_string()));
-    state.gpu_install.end();
-    result?
+    state
+        .gpu_install
+        .run("GPU support is already being installed.", move |cancel| {
+            let opts = gpu_install_options()?;
+            install::install(&opts, &mut |e| drop(channel.send(e.clone())), &|| cancel.load(Ordering::Relaxed))
+                .map_err(install_error)?;
+            gpu_support_now()
+        })
+        .await
 }
 
 /// Stop the running GPU support install (what it downloaded is kept, so a
@@ -183,12 +177,5 @@ pub fn cancel_gpu_install(state: S<'_>) {
 }
 
 fn install_error(e: install::InstallError) -> AppError {
-    use install::InstallError as E;
-    let code = match &e {
-        E::Download { .. } | E::Checksum { .. } | E::Archive { .. } => ErrorCode::Download,
-        E::Cancelled => ErrorCode::Cancelled,
-        E::Busy(_) => ErrorCode::InvalidOptions,
-        E::Io { .. } => ErrorCode::Output,
-    };
-    AppError { code, message: e.to_string() }
+    AppError { code: e.code(), message: e.to_string() }
 }

@@ -463,12 +463,7 @@ fn run_fetch(a: &FetchArgs) -> ExitCode {
             Ok(dir) => say(format!("installed in {}", dir.display())),
             Err(e) => {
                 say(format!("stemroom: {e}"));
-                return ExitCode::from(match e {
-                    install::InstallError::Cancelled => exit::CANCELLED,
-                    install::InstallError::Download { .. } => exit::DOWNLOAD,
-                    install::InstallError::Checksum { .. } | install::InstallError::Archive { .. } => exit::DOWNLOAD,
-                    _ => exit::INTERNAL,
-                });
+                return ExitCode::from(exit_code(e.code()));
             }
         }
     }

@@ -69,27 +69,25 @@ pub fn preload(dir: &Path) -> &'static Preloaded {
 
 /// [`preload`] without the once-per-process guard.
 fn load_libraries(dir: &Path) -> Preloaded {
-    {
-        let mut pending: Vec<PathBuf> = PRELOAD_LIBRARIES.iter().map(|l| dir.join(l)).filter(|p| p.is_file()).collect();
-        let mut done = Preloaded::default();
-        loop {
-            let before = done.loaded.len();
-            let mut failed = Vec::new();
-            for path in pending.drain(..) {
-                match dlopen_global(&path) {
-                    Ok(()) => done.loaded.push(path),
-                    Err(reason) => failed.push((path, reason)),
-                }
+    let mut pending: Vec<PathBuf> = PRELOAD_LIBRARIES.iter().map(|l| dir.join(l)).filter(|p| p.is_file()).collect();
+    let mut done = Preloaded::default();
+    loop {
+        let before = done.loaded.len();
+        let mut failed = Vec::new();
+        for path in pending.drain(..) {
+            match dlopen_global(&path) {
+                Ok(()) => done.loaded.push(path),
+                Err(reason) => failed.push((path, reason)),
             }
-            if failed.is_empty() || done.loaded.len() == before {
-                if !failed.is_empty() {
-                    tracing::warn!("GPU libraries that could not be loaded: {failed:?}");
-                }
-                done.failed = failed;
-                return done;
-            }
-            pending = failed.into_iter().map(|(p, _)| p).collect();
         }
+        if failed.is_empty() || done.loaded.len() == before {
+            if !failed.is_empty() {
+                tracing::warn!("GPU libraries that could not be loaded: {failed:?}");
+            }
+            done.failed = failed;
+            return done;
+        }
+        pending = failed.into_iter().map(|(p, _)| p).collect();
     }
 }
 

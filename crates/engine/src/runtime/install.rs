@@ -29,13 +29,12 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Serialize;
-use sha2::{Digest, Sha256};
+use serde::{Deserialize, Serialize};
 
 use super::{ORT_CPU_DIR, ORT_GPU_DIR};
 
 /// One pinned wheel and the libraries taken from it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Wheel {
     /// PyPI project name.
     pub package: String,
@@ -196,10 +195,25 @@ pub enum InstallError {
         #[source]
         source: std::io::Error,
     },
-    #[error("another GPU support install is running (lock {0})")]
+    #[error("another install of ONNX Runtime is running (lock {0})")]
     Busy(PathBuf),
     #[error("cancelled")]
     Cancelled,
+}
+
+impl InstallError {
+    /// The stable code front ends branch on (CLI exit codes, the app).
+    pub fn code(&self) -> crate::ErrorCode {
+        use crate::ErrorCode;
+        match self {
+            InstallError::Download { .. } | InstallError::Checksum { .. } | InstallError::Archive { .. } => {
+                ErrorCode::Download
+            }
+            InstallError::Io { .. } => ErrorCode::Output,
+            InstallError::Busy(_) => ErrorCode::InvalidOptions,
+            InstallError::Cancelled => ErrorCode::Cancelled,
+        }
+    }
 }
 
 /// Progress of an install.
@@ -244,7 +258,7 @@ pub struct InstallPlan {
     pub total_bytes: f64,
     /// The install folder.
     pub dir: String,
-    /// Whether GPU support is already installed there.
+    /// Whether these wheels are already installed there.
     pub installed: bool,
 }
 
@@ -262,30 +276,15 @@ pub fn is_installed(dir: &Path, wheels: &[Wheel]) -> bool {
     stamp.as_deref() == Some(wheels) && wheels.iter().flat_map(|w| &w.libs).all(|lib| dir.join(lib).is_file())
 }
 
-#[derive(Serialize, serde::Deserialize)]
+#[derive(Serialize, Deserialize)]
 struct Stamp {
     wheels: Vec<Wheel>,
 }
 
-impl<'de> serde::Deserialize<'de> for Wheel {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(serde::Deserialize)]
-        struct Raw {
-            package: String,
-            version: String,
-            url: String,
-            bytes: u64,
-            sha256: String,
-            libs: Vec<String>,
-        }
-        let r = Raw::deserialize(d)?;
-        Ok(Wheel { package: r.package, version: r.version, url: r.url, bytes: r.bytes, sha256: r.sha256, libs: r.libs })
-    }
-}
-
-/// A complete, verified copy of `wheel` already on disk, if any.
+/// A copy of `wheel` of the right size already on disk (in the download
+/// folder, then in `from`), if any; [`install`] checks its sha256.
 fn local_copy(opts: &InstallOptions, wheel: &Wheel) -> Option<PathBuf> {
-    let mut places = vec![opts.download_dir.clone().join(wheel.file_name())];
+    let mut places = vec![opts.download_dir.join(wheel.file_name())];
     places.extend(opts.from.as_ref().map(|d| d.join(wheel.file_name())));
     places.into_iter().find(|p| fs::metadata(p).is_ok_and(|m| m.len() == wheel.bytes))
 }
@@ -300,18 +299,6 @@ pub fn plan(opts: &InstallOptions) -> InstallPlan {
         dir: opts.dest.display().to_string(),
         installed: is_installed(&opts.dest, &opts.wheels),
     }
-}
-
-/// sha256 of a file, lowercase hex.
-fn sha256_file(path: &Path) -> Result<String, InstallError> {
-    let mut f = File::open(path).map_err(io_err(path))?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).map_err(io_err(path))?;
-    Ok(hex(&h.finalize()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The HTTP agent: the system's certificate store (so a proxy's CA the
@@ -408,7 +395,7 @@ fn download(
 /// Check `path` against the wheel's sha256; a mismatching download is
 /// removed (a file of the user's is left alone).
 fn verify(path: &Path, wheel: &Wheel, download_dir: &Path) -> Result<(), InstallError> {
-    let actual = sha256_file(path)?;
+    let actual = crate::model::sha256_file(path).map_err(io_err(path))?;
     if actual != wheel.sha256 {
         if path.starts_with(download_dir) {
             let _ = fs::remove_file(path);
@@ -451,13 +438,12 @@ struct InstallLock {
 impl InstallLock {
     fn take(dir: &Path) -> Result<Self, InstallError> {
         let path = dir.join(".install.lock");
-        let f = File::create(&path).map_err(io_err(&path))?;
-        use std::os::fd::AsRawFd;
-        // SAFETY: flock on a descriptor this function owns; released when it closes.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return Err(InstallError::Busy(path));
+        let file = File::create(&path).map_err(io_err(&path))?;
+        match file.try_lock() {
+            Ok(()) => Ok(InstallLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(InstallError::Busy(path)),
+            Err(std::fs::TryLockError::Error(e)) => Err(io_err(&path)(e)),
         }
-        Ok(InstallLock { _file: f })
     }
 }
 
@@ -482,11 +468,12 @@ pub fn install(
     let parent = dest.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
     fs::create_dir_all(&parent).map_err(io_err(&parent))?;
     let agent = agent();
-    let total: u64 = opts.wheels.iter().filter(|w| local_copy(opts, w).is_none()).map(|w| w.bytes).sum();
+    let local: Vec<Option<PathBuf>> = opts.wheels.iter().map(|w| local_copy(opts, w)).collect();
+    let total: u64 = opts.wheels.iter().zip(&local).filter(|(_, l)| l.is_none()).map(|(w, _)| w.bytes).sum();
     let mut done = 0u64;
     let mut files = Vec::new();
-    for wheel in &opts.wheels {
-        let path = match local_copy(opts, wheel) {
+    for (wheel, local) in opts.wheels.iter().zip(local) {
+        let path = match local {
             Some(p) => p,
             None => {
                 let p = download(&agent, opts, wheel, (done, total), on_event, cancelled)?;
@@ -545,6 +532,8 @@ mod tests {
     use std::io::{BufRead, BufReader};
     use std::net::TcpListener;
     use std::sync::{Arc, Mutex};
+
+    use sha2::{Digest, Sha256};
 
     use super::*;
 
@@ -619,7 +608,7 @@ mod tests {
             version: "1.0".into(),
             url: format!("{base}/packages/ab/{name}-1.0-py3-none-any.whl"),
             bytes: bytes.len() as u64,
-            sha256: hex(&Sha256::digest(bytes)),
+            sha256: Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect(),
             libs: libs.iter().map(|s| (*s).to_string()).collect(),
         }
     }

@@ -190,8 +190,7 @@ impl Network for OrtNetwork {
         };
         let mix_t = TensorRef::from_array_view(([1usize, c, l], mix)).map_err(inf)?;
         let spec_t = TensorRef::from_array_view(([1usize, 2 * c, f, t], spec)).map_err(inf)?;
-        let own = out.store_mut::<OrtOutput>();
-        if let Some(own) = own {
+        if let Some(own) = out.store_mut::<OrtOutput>() {
             // Give the previous outputs back before the run allocates new ones.
             (own.spec, own.wave) = (None, None);
         }
@@ -215,7 +214,7 @@ impl Network for OrtNetwork {
             }
             return Ok(());
         }
-        // Storage from another network (e.g. before a fallback): copy.
+        // Storage of another kind (plain vectors): copy into it.
         let (_, zs) = outputs[info.outputs.spec.as_str()].try_extract_tensor::<f32>().map_err(inf)?;
         let (_, xt) = outputs[info.outputs.wave.as_str()].try_extract_tensor::<f32>().map_err(inf)?;
         let (out_zs, out_xt) = out.parts();

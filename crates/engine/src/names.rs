@@ -5,16 +5,22 @@
 pub fn safe_component(name: &str) -> String {
     let mut s: String =
         name.chars().map(|c| if c.is_control() || "/\\:*?\"<>|".contains(c) { '_' } else { c }).collect();
-    s = s.trim().trim_end_matches('.').to_string();
-    while s.len() > 120 {
-        s.pop();
-    }
-    // A cut can end in a space or a dot: trouble on Windows and network shares.
-    s = s.trim_end_matches(|c: char| c == '.' || c.is_whitespace()).to_string();
+    s = cut_to(s.trim(), 120);
     if s.is_empty() || s == "." || s == ".." {
         s = "track".into();
     }
     s
+}
+
+/// `name` cut to at most `max_bytes` on a character boundary, without a
+/// trailing space or dot (a cut can end in one: trouble on Windows and
+/// network shares).
+pub fn cut_to(name: &str, max_bytes: usize) -> String {
+    let mut s = name.to_string();
+    while s.len() > max_bytes {
+        s.pop();
+    }
+    s.trim_end_matches(|c: char| c == '.' || c.is_whitespace()).to_string()
 }
 
 /// `name` as a visible file or folder name on every OS: safe as one path

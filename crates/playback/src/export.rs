@@ -104,10 +104,8 @@ pub fn export_name(title: &str, what: &str) -> String {
     let what = stemroom_engine::names::visible_name(what, "export");
     let suffix = format!(" - {what}");
     let room = MAX_NAME.saturating_sub(suffix.len());
-    let mut title = stemroom_engine::names::visible_name(title, "song");
-    while title.len() > room {
-        title.pop();
-    }
+    let title = stemroom_engine::names::cut_to(&stemroom_engine::names::visible_name(title, "song"), room);
+    // Nor a dangling separator before the suffix ("Title -" + " - drums").
     let title = title.trim_end_matches(|c: char| c == '.' || c.is_whitespace() || c == '-');
     let title = if title.is_empty() { "song" } else { title };
     format!("{title}{suffix}")

@@ -11,12 +11,14 @@ use specta::Type;
 use stemroom_engine::model::{self, Manifest, ModelStatus};
 use stemroom_engine::runtime::{self, RuntimeStatus};
 use stemroom_engine::units::Device;
+use stemroom_engine::ErrorCode;
 use stemroom_library::lock::InstanceLock;
 use stemroom_library::queue::{Job, Queue, Settings};
 use stemroom_library::worker::{JobProgress, Worker, WorkerConfig, WorkerListener};
 use tauri::ipc::Channel;
 
 use crate::commands::song::OpenSong;
+use crate::error::AppError;
 
 /// What the window hears about the queue.
 #[derive(Debug, Clone, Serialize, Type)]
@@ -70,20 +72,32 @@ pub struct CancelSlot {
 }
 
 impl CancelSlot {
-    /// Start the task: its cancel flag, or `None` when one is running.
-    pub fn begin(&self) -> Option<Arc<AtomicBool>> {
-        let mut slot = self.cancel.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.is_some() {
-            return None;
-        }
-        let flag = Arc::new(AtomicBool::new(false));
-        *slot = Some(flag.clone());
-        Some(flag)
-    }
-    /// The task ended.
-    pub fn end(&self) {
+    /// Run `work` off the main thread (it may take minutes) with this slot's
+    /// cancel flag; while one runs, another is refused with `busy`.
+    ///
+    /// # Errors
+    /// `invalid_options` with `busy`; whatever `work` returns.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        busy: &str,
+        work: impl FnOnce(Arc<AtomicBool>) -> Result<T, AppError> + Send + 'static,
+    ) -> Result<T, AppError> {
+        let cancel = {
+            let mut slot = self.cancel.lock().unwrap_or_else(|p| p.into_inner());
+            if slot.is_some() {
+                return Err(AppError { code: ErrorCode::InvalidOptions, message: busy.into() });
+            }
+            let flag = Arc::new(AtomicBool::new(false));
+            *slot = Some(flag.clone());
+            flag
+        };
+        let result = tauri::async_runtime::spawn_blocking(move || work(cancel))
+            .await
+            .map_err(|e| AppError::internal(e.to_string()));
         *self.cancel.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        result?
     }
+
     /// Ask the running task, if any, to stop.
     pub fn cancel(&self) {
         if let Some(c) = self.cancel.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {

@@ -93,6 +93,17 @@ impl PickedFolders {
     }
 }
 
+/// The folder of song `job`.
+///
+/// # Errors
+/// `invalid_options` when the job has no folder (not finished).
+pub fn song_dir(job: &stemroom_library::queue::Job) -> Result<PathBuf, AppError> {
+    job.output_dir
+        .as_ref()
+        .map(PathBuf::from)
+        .ok_or_else(|| AppError { code: ErrorCode::InvalidOptions, message: "This song has no folder yet.".into() })
+}
+
 /// The folder `dest` names for song `job`.
 pub fn dest_dir(
     state: &crate::state::AppState,
@@ -100,9 +111,7 @@ pub fn dest_dir(
     dest: ExportDest,
 ) -> Result<PathBuf, AppError> {
     match dest {
-        ExportDest::SongFolder => job.output_dir.as_ref().map(|d| Path::new(d).join("exports")).ok_or_else(|| {
-            AppError { code: ErrorCode::InvalidOptions, message: "This song has no folder yet.".into() }
-        }),
+        ExportDest::SongFolder => Ok(song_dir(job)?.join(stemroom_library::song::EXPORTS_DIR)),
         ExportDest::Picked { handle } => state.folders.get(handle),
     }
 }
@@ -145,37 +154,32 @@ pub async fn export_song(
     channel: Channel<ExportProgress>,
 ) -> Result<Vec<String>, AppError> {
     let st = state.inner().clone();
-    let Some(cancel) = st.export.begin() else {
-        return Err(AppError { code: ErrorCode::InvalidOptions, message: "An export is already running.".into() });
-    };
-    let result = tauri::async_runtime::spawn_blocking(move || {
-        let job = st.queue.get(id)?;
-        let tags = match &job.source {
-            JobSource::File { path } => export::source_tags(Path::new(path)),
-            JobSource::Url { .. } => Default::default(),
-        };
-        let mut tags = tags;
-        tags.title.get_or_insert_with(|| job.title.clone());
-        let req = ExportRequest {
-            sources: job.stems.clone(),
-            what: options.what,
-            region: options.region,
-            format: options.format,
-            rate: options.rate,
-            dest_dir: dest_dir(&st, &job, options.dest)?,
-            title: job.title.clone(),
-            on_clash: options.on_clash,
-            tags,
-        };
-        let listener =
-            ExportListener { cancel, channel, throttle: Mutex::new(Throttle::new(EXPORT_PROGRESS_INTERVAL)) };
-        let out = export::export(&req, &listener)?;
-        Ok::<_, AppError>(out.into_iter().map(|p| p.to_string_lossy().into_owned()).collect())
-    })
-    .await
-    .map_err(|e| AppError::internal(e.to_string()));
-    state.export.end();
-    result?
+    state
+        .export
+        .run("An export is already running.", move |cancel| {
+            let job = st.queue.get(id)?;
+            let mut tags = match &job.source {
+                JobSource::File { path } => export::source_tags(Path::new(path)),
+                JobSource::Url { .. } => Default::default(),
+            };
+            tags.title.get_or_insert_with(|| job.title.clone());
+            let req = ExportRequest {
+                sources: job.stems.clone(),
+                what: options.what,
+                region: options.region,
+                format: options.format,
+                rate: options.rate,
+                dest_dir: dest_dir(&st, &job, options.dest)?,
+                title: job.title.clone(),
+                on_clash: options.on_clash,
+                tags,
+            };
+            let listener =
+                ExportListener { cancel, channel, throttle: Mutex::new(Throttle::new(EXPORT_PROGRESS_INTERVAL)) };
+            let out = export::export(&req, &listener)?;
+            Ok(out.into_iter().map(|p| p.to_string_lossy().into_owned()).collect())
+        })
+        .await
 }
 
 /// Stop the running export (it removes what it had written).

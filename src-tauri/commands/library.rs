@@ -1,14 +1,12 @@
 //! The library of finished songs.
 
-use std::path::PathBuf;
 use stemroom_engine::ErrorCode;
-
 use stemroom_library::queue::{Job, JobId};
 use tauri::AppHandle;
 use tauri_plugin_opener::OpenerExt;
 
 use super::S;
-use crate::commands::export::{dest_dir, ExportDest};
+use crate::commands::export::{dest_dir, song_dir, ExportDest};
 use crate::error::AppError;
 
 #[tauri::command]
@@ -32,13 +30,7 @@ pub enum FolderRef {
 #[specta::specta]
 pub async fn open_folder(app: AppHandle, state: S<'_>, folder: FolderRef) -> Result<(), AppError> {
     let path = match folder {
-        FolderRef::Song { id } => {
-            let job = state.queue.get(id)?;
-            job.output_dir.map(PathBuf::from).ok_or_else(|| AppError {
-                code: ErrorCode::InvalidOptions,
-                message: "This song has no folder yet.".into(),
-            })?
-        }
+        FolderRef::Song { id } => song_dir(&state.queue.get(id)?)?,
         FolderRef::Export { id, dest } => dest_dir(&state, &state.queue.get(id)?, dest)?,
     };
     // Only real folders: never a file, a URL or a link elsewhere.

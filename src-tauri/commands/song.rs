@@ -103,7 +103,10 @@ pub async fn open_song(state: S<'_>, id: JobId, channel: Channel<PlayerStatus>) 
         let mut lanes = Vec::new();
         if let JobSource::File { path } = &job.source {
             // The original may be gone or unreadable; the stems are what matter.
-            let cache = job.output_dir.as_deref().map(|d| Path::new(d).join(".peaks").join("mixture.peaks"));
+            let cache = job
+                .output_dir
+                .as_deref()
+                .map(|d| Path::new(d).join(stemroom_playback::peaks::CACHE_DIR).join("mixture.peaks"));
             if let Ok(p) = Peaks::cached_at(Path::new(path), cache) {
                 lanes.push(("mixture".to_string(), p));
             }

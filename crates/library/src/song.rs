@@ -130,7 +130,9 @@ pub struct RemovedSong {
     pub kept: Vec<PathBuf>,
 }
 
-/// Folder of the peaks cache in a song folder (`stemroom_playback::peaks`).
+/// Folder of the peaks cache in a song folder: the name
+/// `stemroom_playback::peaks::CACHE_DIR` writes (this crate does not depend
+/// on playback).
 pub const PEAKS_DIR: &str = ".peaks";
 /// Folder exports go to by default in a song folder.
 pub const EXPORTS_DIR: &str = "exports";

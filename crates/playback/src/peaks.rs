@@ -291,12 +291,16 @@ impl Peaks {
     }
 }
 
-/// Where [`Peaks::cached`] keeps the peaks of `audio`.
+/// The folder beside the audio that holds its cached peaks.
+pub const CACHE_DIR: &str = ".peaks";
+
+/// Where [`Peaks::cached`] keeps the peaks of `audio`:
+/// `<folder>/.peaks/<file name>.peaks`.
 pub fn cache_path(audio: &Path) -> Option<PathBuf> {
     let name = audio.file_name()?;
     let mut file = name.to_os_string();
     file.push(".peaks");
-    Some(audio.parent()?.join(".peaks").join(file))
+    Some(audio.parent()?.join(CACHE_DIR).join(file))
 }
 
 #[cfg(test)]

@@ -73,30 +73,12 @@ pub fn pasted_path(p: &Path) -> PathBuf {
             t = &t[1..t.len() - 1];
         }
     }
-    let Some(rest) = t.strip_prefix("file://") else { return PathBuf::from(t) };
-    // `file:///home/x` (no host) or `file://localhost/home/x`.
-    let path = rest.strip_prefix("localhost").unwrap_or(rest);
-    if !path.starts_with('/') {
+    if !t.starts_with("file://") {
         return PathBuf::from(t);
     }
-    let bytes = path.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
-            (b'%', Some(h), Some(l)) => {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    use std::os::unix::ffi::OsStringExt;
-    PathBuf::from(std::ffi::OsString::from_vec(out))
+    // `file:///home/x` or `file://localhost/home/x`, `%XX` decoded (url's
+    // own file-URL rules); anything else stays as typed.
+    url::Url::parse(t).ok().and_then(|u| u.to_file_path().ok()).unwrap_or_else(|| PathBuf::from(t))
 }
 
 fn has_audio_extension(p: &Path) -> bool {

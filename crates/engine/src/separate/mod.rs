@@ -415,6 +415,13 @@ mod tests {
         in_flight: usize,
     }
 
+    impl EchoNet {
+        /// Four sources, each the input itself through the time branch.
+        fn unity(in_flight: usize) -> Self {
+            EchoNet { sources: 4, channels: 2, gain: vec![1.0; 4], through_spec: false, ss: None, in_flight }
+        }
+    }
+
     impl Network for EchoNet {
         fn segments_in_flight(&self) -> usize {
             self.in_flight
@@ -625,9 +632,7 @@ mod tests {
         let runs = std::sync::Arc::new((Mutex::new(0usize), std::sync::Condvar::new()));
         for (in_flight, overlaps) in [(2, true), (1, false)] {
             *runs.0.lock().unwrap() = 0;
-            let inner =
-                EchoNet { sources: 4, channels: 2, gain: vec![1.0; 4], through_spec: false, ss: None, in_flight };
-            let mut net = Counting { inner, runs: runs.clone() };
+            let mut net = Counting { inner: EchoNet::unity(in_flight), runs: runs.clone() };
             let collect = Collect { data: vec![0.0; 8 * frames], frames, k: 8, next: 0 };
             // Generous where it must happen, short where it cannot.
             let patience = std::time::Duration::from_secs(if overlaps { 60 } else { 2 });
@@ -670,8 +675,7 @@ mod tests {
         let stats = MixStats { mean: 0.0, std: 0.35 };
         let opts = SeparateOptions { shifts: 1, ..Default::default() };
         for in_flight in [1, 2] {
-            let echo =
-                || EchoNet { sources: 4, channels: 2, gain: vec![1.0; 4], through_spec: false, ss: None, in_flight };
+            let echo = || EchoNet::unity(in_flight);
             let mut src = MemoryMix { data: mix.clone(), channels: 2 };
             let err =
                 separate(&mut echo(), &info, &mut src, stats, &opts, &mut FailingSink(0), &crate::progress::Silent)

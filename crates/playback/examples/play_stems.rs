@@ -4,8 +4,12 @@
 //! (against a PulseAudio null sink) and handy for trying a device by hand.
 //!
 //! ```text
-//! play_stems [--seconds S] [--seek-seconds T] [--solo I]... [--mute I]... FILE...
+//! play_stems [--seconds S] [--seek-seconds T] [--solo I]... [--mute I]...
+//!            [--mark-file PATH --mark-after M] FILE...
 //! ```
+//!
+//! `--mark-file` creates PATH once M seconds have played, for a test that
+//! disturbs the output at a known point of the report's timeline.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -23,6 +27,7 @@ fn main() {
 fn run() -> Result<(), String> {
     let mut seconds = 3.0f64;
     let mut seek = None;
+    let mut mark: (Option<PathBuf>, f64) = (None, 0.0);
     let (mut solo, mut mute) = (Vec::new(), Vec::new());
     let mut files = Vec::new();
     let mut args = std::env::args().skip(1);
@@ -34,6 +39,8 @@ fn run() -> Result<(), String> {
                 seek = Some(value("--seek-seconds")?.parse::<f64>().map_err(|e| format!("--seek-seconds: {e}"))?)
             }
             "--solo" => solo.push(value("--solo")?.parse::<usize>().map_err(|e| format!("--solo: {e}"))?),
+            "--mark-file" => mark.0 = Some(PathBuf::from(value("--mark-file")?)),
+            "--mark-after" => mark.1 = value("--mark-after")?.parse().map_err(|e| format!("--mark-after: {e}"))?,
             "--mute" => mute.push(value("--mute")?.parse::<usize>().map_err(|e| format!("--mute: {e}"))?),
             _ => files.push(PathBuf::from(a)),
         }
@@ -67,8 +74,14 @@ fn run() -> Result<(), String> {
     let t0 = Instant::now();
     player.play();
     let mut samples = Vec::new();
+    let mut marked_at = None;
     while t0.elapsed().as_secs_f64() < seconds {
         std::thread::sleep(Duration::from_millis(33));
+        if let Some(path) = mark.0.as_ref().filter(|_| t0.elapsed().as_secs_f64() >= mark.1) {
+            std::fs::write(path, b"").map_err(|e| format!("--mark-file: {e}"))?;
+            marked_at = Some(t0.elapsed().as_secs_f64());
+            mark.0 = None;
+        }
         let st = player.status();
         samples.push(serde_json::json!({"t": t0.elapsed().as_secs_f64(), "position": st.position}));
         if st.error.is_some() || st.ended {
@@ -89,6 +102,8 @@ fn run() -> Result<(), String> {
         "underrunFrames": after.underrun_frames - before.underrun_frames,
         "callbacks": after.callbacks - before.callbacks,
         "deviceGlitches": after.device_glitches - before.device_glitches,
+        "reopens": after.reopens - before.reopens,
+        "markedAt": marked_at,
         "status": status,
         "positions": samples,
     });

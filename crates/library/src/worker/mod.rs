@@ -88,6 +88,35 @@ struct Slots {
     alive: Vec<bool>,
 }
 
+/// Nice value worker threads run at. On Linux a nice value belongs to a
+/// thread and is inherited by the threads it starts, so ONNX Runtime's pool
+/// and the engine's spectrogram and iSTFT threads, all started from a worker
+/// thread, run at it too. 10 is `nice(1)`'s default increment: the player's
+/// reader and output threads (nice 0) and the sound server get the CPU first
+/// when a song plays while another is separated (the hardening issue's
+/// playback-under-load case), while an otherwise idle machine still gives the
+/// separation every core.
+pub const WORKER_NICE: i32 = 10;
+
+/// Lower the calling thread to [`WORKER_NICE`] (never raise it). Linux only;
+/// elsewhere the separation keeps the default priority.
+fn lower_thread_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid has no preconditions; getpriority/setpriority name
+        // only the calling thread.
+        unsafe {
+            let tid = libc::gettid() as libc::id_t;
+            *libc::__errno_location() = 0;
+            let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+            let now = if *libc::__errno_location() == 0 { now } else { 0 };
+            if now < WORKER_NICE && libc::setpriority(libc::PRIO_PROCESS, tid, WORKER_NICE) != 0 {
+                tracing::warn!("cannot lower the worker thread's priority: {}", std::io::Error::last_os_error());
+            }
+        }
+    }
+}
+
 /// Most worker threads a setting may ask for.
 pub const MAX_THREADS: usize = 8;
 
@@ -229,6 +258,7 @@ impl Inner {
 
     fn run_loop(self: Arc<Self>, index: usize) {
         let _slot = SlotGuard(self.clone(), index);
+        lower_thread_priority();
         loop {
             {
                 let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
@@ -410,6 +440,61 @@ mod tests {
         wait_threads(&w, MAX_THREADS);
         w.start(0);
         wait_threads(&w, 1);
+        w.shutdown();
+        wait_threads(&w, 0);
+    }
+
+    /// Nice value of thread `tid` of this process (field 19 of its stat).
+    #[cfg(target_os = "linux")]
+    fn nice_of(tid: &str) -> i32 {
+        let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        after_name.split(' ').nth(16).unwrap().parse().unwrap()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn worker_threads_and_the_threads_they_start_yield_to_playback() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Arc::new(Queue::open(&dir.path().join("q.sqlite")).unwrap());
+        let w = Worker::new(
+            q,
+            WorkerConfig { default_library: dir.path().join("lib"), ..Default::default() },
+            Arc::new(Nobody),
+        );
+        w.start(2);
+        wait_threads(&w, 2);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let workers = loop {
+            let mut nice = Vec::new();
+            for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+                let tid = task.file_name().to_string_lossy().into_owned();
+                let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+                if comm.starts_with("stemroom-worke") {
+                    nice.push(nice_of(&tid));
+                }
+            }
+            if nice.len() == 2 && nice.iter().all(|n| *n >= WORKER_NICE) || Instant::now() > deadline {
+                break nice;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(
+            workers.len() == 2 && workers.iter().all(|n| *n >= WORKER_NICE),
+            "both worker threads run at nice {WORKER_NICE} or lower priority: {workers:?}"
+        );
+        // What a lowered thread starts (ONNX Runtime's pool, the engine's
+        // threads) inherits the value; the thread that started the worker
+        // keeps its own.
+        // SAFETY: gettid has no preconditions.
+        let tid = || unsafe { libc::gettid() }.to_string();
+        let before = nice_of(&tid());
+        let child = std::thread::spawn(move || {
+            lower_thread_priority();
+            std::thread::spawn(move || nice_of(&tid())).join().unwrap()
+        });
+        assert!(child.join().unwrap() >= WORKER_NICE);
+        assert_eq!(nice_of(&tid()), before);
         w.shutdown();
         wait_threads(&w, 0);
     }

@@ -1,7 +1,7 @@
 //! The output device: configuration and the cpal stream.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 
 use cpal::traits::DeviceTrait;
 use cpal::{FromSample, SampleFormat, SizedSample};
@@ -35,18 +35,41 @@ pub(super) fn choose_config(
     Ok((c.config(), c.sample_format()))
 }
 
+/// The callback as the stream holds it: when the stream is dropped (or its
+/// backend thread ends) the callback, with its rings and mixer, is sent back
+/// to the output thread, which can hand it to a new stream.
+pub(super) struct Home {
+    callback: Option<Callback>,
+    back: mpsc::SyncSender<Callback>,
+}
+
+impl Home {
+    pub(super) fn new(callback: Callback, back: mpsc::SyncSender<Callback>) -> Self {
+        Home { callback: Some(callback), back }
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        if let Some(cb) = self.callback.take() {
+            // A rendezvous slot of one: the output thread waits for it.
+            let _ = self.back.try_send(cb);
+        }
+    }
+}
+
 pub(super) fn build_stream(
     device: &cpal::Device,
     config: &cpal::StreamConfig,
     format: SampleFormat,
-    callback: Callback,
+    home: Home,
     shared: &Arc<Shared>,
 ) -> Result<cpal::Stream, String> {
     match format {
-        SampleFormat::F32 => build_typed::<f32>(device, config, callback, shared),
-        SampleFormat::I16 => build_typed::<i16>(device, config, callback, shared),
-        SampleFormat::I32 => build_typed::<i32>(device, config, callback, shared),
-        SampleFormat::U16 => build_typed::<u16>(device, config, callback, shared),
+        SampleFormat::F32 => build_typed::<f32>(device, config, home, shared),
+        SampleFormat::I16 => build_typed::<i16>(device, config, home, shared),
+        SampleFormat::I32 => build_typed::<i32>(device, config, home, shared),
+        SampleFormat::U16 => build_typed::<u16>(device, config, home, shared),
         other => Err(format!("unsupported sample format {other}")),
     }
 }
@@ -54,7 +77,7 @@ pub(super) fn build_stream(
 fn build_typed<T: SizedSample + FromSample<f32>>(
     device: &cpal::Device,
     config: &cpal::StreamConfig,
-    mut callback: Callback,
+    mut home: Home,
     shared: &Arc<Shared>,
 ) -> Result<cpal::Stream, String> {
     let on_error = {
@@ -65,15 +88,17 @@ fn build_typed<T: SizedSample + FromSample<f32>>(
                 return; // closing: the stream's own teardown
             }
             match e.kind() {
-                // The stream is gone: say so and stop.
+                // The stream is gone: the output thread reopens it.
                 K::DeviceNotAvailable | K::HostUnavailable | K::StreamInvalidated | K::PermissionDenied => {
-                    shared.fail(format!("the audio device stopped: {e}"))
+                    tracing::warn!("audio output lost: {e}");
+                    shared.output_lost.store(true, Ordering::Release);
                 }
                 // Glitches (an underrun, a transient backend error, a
                 // rerouted default device): the stream goes on by itself.
+                // (The output thread logs them, a line a second at most: a
+                // dead sound server can raise thousands a second.)
                 _ => {
                     shared.device_glitches.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!("audio device glitch: {e}");
                 }
             }
         }
@@ -81,7 +106,11 @@ fn build_typed<T: SizedSample + FromSample<f32>>(
     device
         .build_output_stream::<T, _, _>(
             *config,
-            move |out: &mut [T], info: &cpal::OutputCallbackInfo| callback.fill(out, info),
+            move |out: &mut [T], info: &cpal::OutputCallbackInfo| {
+                if let Some(cb) = home.callback.as_mut() {
+                    cb.fill(out, info);
+                }
+            },
             on_error,
             None,
         )

@@ -16,8 +16,10 @@
 //!   publishes the song position of the frames it hands to the device (each
 //!   chunk carries the position of its first frame, so the playhead is derived
 //!   from the audio itself and cannot drift from it).
-//! - An **owner** thread holds the cpal stream (not `Send` on every platform)
-//!   until the player is dropped.
+//! - An **output** thread holds the cpal stream (not `Send` on every
+//!   platform) until the player is dropped, and reopens it on the default
+//!   device at the same position when it stalls or is lost
+//!   (module `output`).
 //!
 //! Seeking (and changing the loop) bumps a generation counter: the reader
 //! repositions its decoders and tags new chunks with the new generation; the
@@ -28,6 +30,7 @@
 
 mod callback;
 mod device;
+mod output;
 mod read_loop;
 mod transport;
 
@@ -37,7 +40,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
+use cpal::traits::{DeviceTrait, HostTrait};
 use serde::Serialize;
 use stemroom_engine::audio::decode::DecodeError;
 use stemroom_engine::ErrorCode;
@@ -45,7 +48,7 @@ use stemroom_engine::ErrorCode;
 use crate::mixer::{LoopRegion, MixControls};
 use crate::reader::StemSet;
 use callback::Callback;
-use device::{build_stream, choose_config};
+use device::choose_config;
 use transport::{Chunk, Shared, Transport};
 
 /// Frames (at the device's rate) per chunk: 2048 frames is 46 ms at 44.1 kHz,
@@ -60,8 +63,6 @@ const FADE_SECONDS: f64 = crate::mixer::RAMP_SECONDS;
 /// Longest callback buffer mixed in one piece (larger device buffers are
 /// mixed in several pieces).
 const SCRATCH_FRAMES: usize = 4096;
-/// A playing device that asks for no audio this long is reported as stopped.
-const DEVICE_SILENCE_LIMIT: Duration = Duration::from_secs(3);
 /// How often the reader looks for free chunks or a new generation.
 const READER_POLL: Duration = Duration::from_millis(2);
 
@@ -142,6 +143,8 @@ pub struct CallbackStats {
     pub underrun_frames: u64,
     /// Non-fatal errors the device reported (it kept playing).
     pub device_glitches: u64,
+    /// Times the output stream was reopened after it stalled or was lost.
+    pub reopens: u64,
 }
 
 /// Plays one song's stems. Dropping it stops playback and its threads.
@@ -151,9 +154,6 @@ pub struct Player {
     reader: Option<JoinHandle<()>>,
     owner: Option<JoinHandle<()>>,
     stop_owner: Option<mpsc::Sender<()>>,
-    /// Callbacks counted at the last status, and since when that count
-    /// stands still (a device that stops calling back without an error).
-    watchdog: Mutex<(u64, std::time::Instant)>,
 }
 
 impl std::fmt::Debug for Player {
@@ -191,33 +191,10 @@ impl Player {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name("stemroom-player-output".into())
-                .spawn(move || {
-                    let stream = match build_stream(&device, &config, format, callback, &shared) {
-                        Ok(s) => s,
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(e));
-                            return;
-                        }
-                    };
-                    if let Err(e) = stream.play() {
-                        let _ = ready_tx.send(Err(e.to_string()));
-                        return;
-                    }
-                    let _ = ready_tx.send(Ok(()));
-                    // Hold the stream until the player is dropped.
-                    let _ = stop_rx.recv();
-                    drop(stream);
-                })
+                .spawn(move || output::run(device, config, format, callback, shared, ready_tx, stop_rx))
                 .map_err(|e| PlayerError::Device(format!("cannot start the output thread: {e}")))?
         };
-        let mut player = Player {
-            shared,
-            output,
-            reader: Some(reader),
-            owner: Some(owner),
-            stop_owner: Some(stop_tx),
-            watchdog: Mutex::new((0, std::time::Instant::now())),
-        };
+        let mut player = Player { shared, output, reader: Some(reader), owner: Some(owner), stop_owner: Some(stop_tx) };
         match ready_rx.recv() {
             Ok(Ok(())) => Ok(player),
             Ok(Err(e)) => {
@@ -265,17 +242,6 @@ impl Player {
     /// Where playback is and what it is doing.
     pub fn status(&self) -> PlayerStatus {
         let s = &self.shared;
-        let callbacks = s.callbacks.load(Ordering::Acquire);
-        if let Ok(mut w) = self.watchdog.lock() {
-            if callbacks != w.0 || !s.playing.load(Ordering::Acquire) {
-                *w = (callbacks, std::time::Instant::now());
-            } else if w.1.elapsed() > DEVICE_SILENCE_LIMIT {
-                s.fail(format!(
-                    "the audio device stopped responding (no request for audio in {} s)",
-                    DEVICE_SILENCE_LIMIT.as_secs()
-                ));
-            }
-        }
         let playing = s.playing.load(Ordering::Acquire);
         let mut position = s.position.load(Ordering::Acquire);
         if playing {
@@ -301,6 +267,7 @@ impl Player {
             frames_played: s.frames_played.load(Ordering::Acquire),
             underrun_frames: s.underrun_frames.load(Ordering::Acquire),
             device_glitches: s.device_glitches.load(Ordering::Acquire),
+            reopens: s.reopens.load(Ordering::Acquire),
         }
     }
 
@@ -372,6 +339,8 @@ fn start_engine(
         frames_played: AtomicU64::new(0),
         underrun_frames: AtomicU64::new(0),
         device_glitches: AtomicU64::new(0),
+        reopens: AtomicU64::new(0),
+        output_lost: AtomicBool::new(false),
         error: Mutex::new(None),
         stop: AtomicBool::new(false),
     });

@@ -47,6 +47,11 @@ pub(super) struct Shared {
     pub(super) underrun_frames: AtomicU64,
     /// Non-fatal errors the device reported (underruns, transient failures).
     pub(super) device_glitches: AtomicU64,
+    /// Times the output stream was reopened after it stalled or was lost.
+    pub(super) reopens: AtomicU64,
+    /// Set by the stream's error callback when the stream is gone (device
+    /// unplugged, sound server restarted); the output thread reopens it.
+    pub(super) output_lost: AtomicBool,
     pub(super) error: Mutex<Option<String>>,
     pub(super) stop: AtomicBool,
 }

@@ -102,3 +102,95 @@ pub(super) fn combine(passes: &mut [Pass], k_n: usize, (scale, mean): (f32, f32)
     }
     ready
 }
+
+/// Little-endian writer and reader of a pass's state, for checkpoints.
+impl Pass {
+    /// Append the state that changes as segments are added (the rest comes
+    /// from the plan): next segment, finalised frame count, the overlap-add
+    /// window and the queue of finalised frames.
+    pub(super) fn save(&self, out: &mut Vec<u8>) {
+        put_u64(out, self.base as u64);
+        put_u64(out, self.len as u64);
+        put_u64(out, self.chunks as u64);
+        put_u64(out, self.next as u64);
+        put_u64(out, self.acc_start as u64);
+        put_f32s(out, self.acc.iter().copied(), self.acc.len());
+        put_f32s(out, self.wsum.iter().copied(), self.wsum.len());
+        put_f32s(out, self.queue.iter().copied(), self.queue.len());
+    }
+
+    /// Read what [`Pass::save`] wrote into this pass (made from the same
+    /// plan), checking it against the plan: the same shift and length,
+    /// `next` must be `expect_next`, the window must fit `k_n` values per
+    /// frame and the queue must hold exactly the finalised frames of the
+    /// mixture's `mix_frames` not yet `emitted`.
+    pub(super) fn restore(
+        &mut self,
+        r: &mut &[u8],
+        (stride, k_n, mix_frames): (usize, usize, usize),
+        expect_next: usize,
+        emitted: usize,
+    ) -> Result<(), String> {
+        let (base, len, chunks) = (get_u64(r)? as i64, get_u64(r)? as usize, get_u64(r)? as usize);
+        if (base, len, chunks) != (self.base, self.len, self.chunks) {
+            return Err("the saved state has other shifts or another length".into());
+        }
+        let next = get_u64(r)? as usize;
+        let acc_start = get_u64(r)? as usize;
+        let acc = get_f32s(r)?;
+        let wsum = get_f32s(r)?;
+        let queue = get_f32s(r)?;
+        let want_start = match next {
+            0 => 0,
+            n if n < self.chunks => n * stride,
+            _ => self.len,
+        };
+        if next != expect_next || next > self.chunks || acc_start != want_start {
+            return Err(format!("pass at segment {next} of {} does not fit the schedule", self.chunks));
+        }
+        // Mixture frames this pass has finalised: pass frames [0, acc_start)
+        // that fall inside the mixture.
+        let lo = self.base.max(0);
+        let hi = (self.base + acc_start as i64).min(mix_frames as i64);
+        let finalised = (hi - lo).max(0) as usize;
+        if acc.len() != wsum.len() * k_n
+            || wsum.len() > self.len - acc_start
+            || finalised < emitted
+            || queue.len() != (finalised - emitted) * k_n
+        {
+            return Err("overlap-add window of the wrong shape".into());
+        }
+        self.next = next;
+        self.acc_start = acc_start;
+        self.acc = acc;
+        self.wsum = wsum;
+        self.queue = queue.into();
+        Ok(())
+    }
+}
+
+fn put_u64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+fn put_f32s(out: &mut Vec<u8>, values: impl Iterator<Item = f32>, len: usize) {
+    put_u64(out, len as u64);
+    out.reserve(len * 4);
+    for v in values {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
+pub(super) fn get_u64(r: &mut &[u8]) -> Result<u64, String> {
+    let (head, rest) = r.split_first_chunk::<8>().ok_or("state cut short")?;
+    *r = rest;
+    Ok(u64::from_le_bytes(*head))
+}
+
+fn get_f32s(r: &mut &[u8]) -> Result<Vec<f32>, String> {
+    let len = usize::try_from(get_u64(r)?).map_err(|_| "length out of range")?;
+    let bytes = len.checked_mul(4).filter(|b| *b <= r.len()).ok_or("state cut short")?;
+    let (data, rest) = r.split_at(bytes);
+    *r = rest;
+    Ok(data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+}

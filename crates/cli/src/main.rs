@@ -299,6 +299,9 @@ impl Listener for CliListener {
                 "{}: the GPU failed at segment {segment} ({reason}); continuing on the {provider}",
                 self.label
             )),
+            Event::Resumed { segment, total, .. } => {
+                self.say(format!("{}: resuming at segment {segment} of {total}", self.label))
+            }
             Event::Exporting { .. } => {}
             Event::Downloading { title, percent, .. } => bar.set_message(match percent {
                 Some(p) => format!("downloading “{title}” {p:.0} %"),
@@ -400,6 +403,7 @@ fn job_request(a: &SeparateArgs, input: &Path, format: OutputFormat, segment_fra
         output_rate: if a.model_rate { OutputRate::Model } else { OutputRate::Input },
         separate: SeparateOptions { shifts: a.shifts, overlap: a.overlap, segment_frames, seed: a.seed },
         scratch_dir: std::env::var_os("STEMROOM_SCRATCH").map(PathBuf::from),
+        checkpoint: None,
     }
 }
 

@@ -56,6 +56,16 @@ pub enum Event {
         /// What the failed provider said.
         reason: String,
     },
+    /// A job interrupted earlier (killed, crashed, power lost) goes on from
+    /// its last checkpoint instead of the beginning.
+    Resumed {
+        /// Segments already done (the next to run is `segment + 1`).
+        segment: usize,
+        /// Segments in the whole run.
+        total: usize,
+        /// Seconds of audio already separated.
+        seconds: f64,
+    },
     /// Something the user should know that did not stop the run.
     Warning { message: String },
     /// Finished; every output file is complete.

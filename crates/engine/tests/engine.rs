@@ -159,6 +159,7 @@ fn cancelling_between_segments_leaves_no_output() {
         output_rate: Default::default(),
         separate: stemroom_engine::separate::SeparateOptions { shifts: 0, ..Default::default() },
         scratch_dir: Some(dir.path().to_path_buf()),
+        checkpoint: None,
     };
     let listener = CancelAfterFirstSegment(Default::default());
     let err = stemroom_engine::job::separate_file(&sep, &req, &listener).expect_err("cancelled");

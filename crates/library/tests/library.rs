@@ -654,3 +654,148 @@ mod links {
         assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 1);
     }
 }
+
+// ---------------------------------------------------------------------------
+// resume: a job killed with SIGKILL mid-separation resumes from its last
+// checkpoint when the queue runs again, and ends with the stems an
+// uninterrupted run writes.
+
+mod resume {
+    use std::io::{BufRead, BufReader};
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use stemroom_engine::audio::encode::{OutputFormat, WavDepth};
+    use stemroom_library::queue::{JobSource, JobState, Queue, Settings};
+
+    /// Seconds between checkpoints in this test (the app's default is 20).
+    const EVERY: f64 = 5.0;
+
+    /// A data folder with one queued job for `input` (32-bit float WAV
+    /// stems, one shift; job id 1, so the same shift in every folder).
+    fn data_dir(input: &Path) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let q = Queue::open(&dir.path().join("queue.sqlite")).expect("queue");
+        let settings = Settings {
+            shifts: 1,
+            format: OutputFormat::Wav { depth: WavDepth::Float32 },
+            library_dir: Some(dir.path().join("library").to_string_lossy().into()),
+            ..Settings::default()
+        };
+        q.save_settings(&settings).expect("settings");
+        let job = q
+            .enqueue(
+                &JobSource::File { path: input.to_string_lossy().into() },
+                "Falcon 69 x10",
+                &settings.job_options(),
+            )
+            .expect("enqueue");
+        assert_eq!(job.id, 1);
+        dir
+    }
+
+    fn run_queue(data: &Path) -> Child {
+        Command::new(stemroom_testkit::example_bin("run_queue"))
+            .arg(data)
+            .arg(EVERY.to_string())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run_queue")
+    }
+
+    /// `(t, segment, total)` of a progress line while separating.
+    fn segment_of(line: &serde_json::Value) -> Option<(f64, u64, u64)> {
+        let state = &line["progress"]["state"];
+        if state["state"] != "separating" {
+            return None;
+        }
+        Some((line["t"].as_f64()?, state["segment"].as_u64()?, state["total"].as_u64()?))
+    }
+
+    fn stems(data: &Path) -> Vec<(String, Vec<Vec<f64>>)> {
+        let q = Queue::open(&data.join("queue.sqlite")).expect("queue");
+        let job = q.get(1).expect("job");
+        assert_eq!(job.state, JobState::Done, "{job:?}");
+        job.stems.iter().map(|s| (s.stem.clone(), stemroom_testkit::read_wav(&PathBuf::from(&s.path)).0)).collect()
+    }
+
+    #[test]
+    fn a_killed_job_resumes_from_its_last_checkpoint_with_the_same_stems() {
+        let _turn = stemroom_testkit::cpu_turn();
+        let work = tempfile::tempdir().expect("tempdir");
+        let input = work.path().join("falcon-x10.wav");
+        let mix = stemroom_testkit::falcon_mixture();
+        stemroom_testkit::ffmpeg(&[
+            "-stream_loop",
+            "9",
+            "-i",
+            mix.to_str().expect("utf-8"),
+            "-c:a",
+            "pcm_s16le",
+            input.to_str().expect("utf-8"),
+        ]);
+
+        // Run 1: killed with SIGKILL once past the middle and after a
+        // checkpoint was saved.
+        let killed = data_dir(&input);
+        let checkpoint = killed.path().join("library/.stemroom-partial-1/.checkpoint/state.bin");
+        let mut child = run_queue(killed.path());
+        let mut seen = Vec::new();
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while let Some(Ok(line)) = lines.next() {
+            assert!(Instant::now() < deadline, "run 1 never got far enough");
+            let v: serde_json::Value = serde_json::from_str(&line).expect("json line");
+            if let Some(s) = segment_of(&v) {
+                seen.push(s);
+                if s.1 * 2 > s.2 && checkpoint.is_file() {
+                    child.kill().expect("SIGKILL");
+                    break;
+                }
+            }
+        }
+        let _ = child.wait();
+        let &(_, killed_at, total) = seen.last().expect("segments ran");
+        assert!(killed_at < total, "killed mid-job");
+        // Seconds per segment on this machine, to bound what may run twice.
+        let (first, last) = (seen[0], seen[seen.len() - 1]);
+        let per_segment = (last.0 - first.0) / (last.1 - first.1).max(1) as f64;
+        let state = std::fs::metadata(&checkpoint).expect("checkpoint survives the kill").len();
+        assert!(state > 1_000_000, "a real state ({state} bytes)");
+
+        // Run 2: the same data folder: recovery queues the job again and it
+        // resumes from the checkpoint.
+        let out = run_queue(killed.path()).wait_with_output().expect("run 2");
+        assert!(out.status.success());
+        let run2: Vec<serde_json::Value> =
+            String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
+        let resumed_at = run2.iter().find_map(segment_of).expect("run 2 separated").1;
+        // At most one checkpoint interval of segments (plus the one in the
+        // network at the kill) ran twice.
+        let twice = killed_at + 1 - resumed_at.min(killed_at + 1);
+        let allowed = (EVERY / per_segment).ceil() as u64 + 2;
+        assert!(
+            resumed_at > 0 && twice <= allowed,
+            "resumed at segment {resumed_at} after a kill at {killed_at} of {total}: \
+             {twice} segments again, at most {allowed} allowed ({per_segment:.2} s per segment)"
+        );
+        eprintln!(
+            "killed after segment {killed_at} of {total}, resumed at {resumed_at} ({per_segment:.2} s per segment)"
+        );
+        assert!(!checkpoint.exists(), "the checkpoint is removed when the job is done");
+
+        // An uninterrupted run of the same job in a fresh folder.
+        let whole = data_dir(&input);
+        assert!(run_queue(whole.path()).wait().expect("reference run").success());
+        let (got, want) = (stems(killed.path()), stems(whole.path()));
+        assert_eq!(got.len(), 4);
+        for ((stem, a), (_, b)) in got.iter().zip(&want) {
+            assert_eq!(a[0].len(), b[0].len(), "{stem}: length");
+            let diff =
+                a.iter().zip(b).flat_map(|(x, y)| x.iter().zip(y)).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+            assert!(diff < 1e-6, "{stem}: the resumed stem differs from the uninterrupted one by {diff}");
+            eprintln!("{stem}: resumed vs uninterrupted max difference {diff:e}");
+        }
+    }
+}

@@ -46,6 +46,7 @@ pub fn separate_into(sep: &Separator, input: &Path, out: &Path) -> JobOutput {
         output_rate: Default::default(),
         separate: stemroom_engine::separate::SeparateOptions { shifts: 0, ..Default::default() },
         scratch_dir: None,
+        checkpoint: None,
     };
     stemroom_engine::job::separate_file(sep, &req, &Silent).expect("separation")
 }

@@ -8,6 +8,7 @@
 //! renamed only when every stem is complete; a failed or cancelled run
 //! removes them.
 
+pub mod checkpoint;
 mod sink;
 mod spool;
 
@@ -28,6 +29,7 @@ use crate::runtime::{OrtNetwork, RuntimeOptions};
 use crate::separate::{self, NetOutput, Network, NetworkError, SeparateOptions};
 use crate::units::{Device, Provider};
 use crate::Error;
+pub use checkpoint::Checkpointing;
 use sink::{Pending, StemSink};
 use spool::SpoolMix;
 
@@ -79,6 +81,9 @@ pub struct JobRequest {
     pub separate: SeparateOptions,
     /// Directory for the scratch spool; `None` = the system temp directory.
     pub scratch_dir: Option<PathBuf>,
+    /// Save the job's state now and then, and resume from a saved state
+    /// (see [`checkpoint`]); `None` = a run starts from the beginning.
+    pub checkpoint: Option<Checkpointing>,
 }
 
 /// One stem file of a finished job or song.
@@ -104,8 +109,10 @@ pub struct JobOutput {
     pub audio_seconds: f64,
     /// Wall seconds.
     pub seconds: f64,
-    /// Network segments run.
+    /// Network segments run (by this run: a resumed job counts only its own).
     pub segments: usize,
+    /// Segments a resumed job took from its saved state instead of running.
+    pub resumed_segments: usize,
     /// Seconds inside the network.
     pub network_seconds: f64,
     /// Provider that ran the network.
@@ -417,17 +424,53 @@ pub fn separate_file(sep: &Separator, req: &JobRequest, listener: &dyn Listener)
         resampled: Vec::new(),
     };
     let mut mix: SpoolMix = spooled.reader()?;
-    let mut net = SharedNet { sep, listener, segment: 0 };
     let stats = spooled.stats.stats();
-    let sep_stats = separate::separate(&mut net, info, &mut mix, stats, &req.separate, &mut sink, listener)?;
+    // A saved state of this very job: replay its stems, go on from there.
+    let k_n = info.sources.len() * info.channels;
+    let (resume, saver) = match req.checkpoint.as_ref() {
+        Some(c) => {
+            let fp = checkpoint::Fingerprint::new(&req.input, info, separate::MixSource::frames(&mix), &req.separate)?;
+            let resume = checkpoint::load(&c.dir, &fp, k_n);
+            if let Some(state) = &resume {
+                checkpoint::replay(&c.dir, state.emitted, k_n, &mut sink)?;
+                listener.event(&Event::Resumed {
+                    segment: state.steps_done,
+                    total: state.total_steps,
+                    seconds: state.emitted as f64 / f64::from(info.sample_rate),
+                });
+            } else {
+                checkpoint::clear(&c.dir);
+            }
+            let emitted = resume.as_ref().map_or(0, |s| s.emitted);
+            (resume, checkpoint::Saver::open(c, &fp, emitted, k_n))
+        }
+        None => (None, None),
+    };
+    let mut net = SharedNet { sep, listener, segment: 0 };
+    let mut saving = checkpoint::SavingSink { inner: &mut sink, saver };
+    let sep_stats = separate::separate_from(
+        &mut net,
+        info,
+        &mut mix,
+        stats,
+        &req.separate,
+        &mut saving,
+        listener,
+        resume.as_ref(),
+    )?;
+    drop(saving);
 
     finish_outputs(&mut outputs, listener)?;
+    if let Some(c) = req.checkpoint.as_ref() {
+        checkpoint::clear(&c.dir);
+    }
     leftovers.disarm();
     let out = JobOutput {
         stems: outputs.iter().map(|p| (p.stem.clone(), p.dest.clone())).collect(),
         audio_seconds,
         seconds: started.elapsed().as_secs_f64(),
         segments: sep_stats.segments,
+        resumed_segments: resume.as_ref().map_or(0, |s| s.steps_done),
         network_seconds: sep_stats.network_seconds,
         provider: sep.provider(),
     };
@@ -497,6 +540,7 @@ mod tests {
             output_rate: OutputRate::Input,
             separate: SeparateOptions { shifts: 0, ..Default::default() },
             scratch_dir: None,
+            checkpoint: None,
         }
     }
 

@@ -52,6 +52,9 @@ pub struct WorkerConfig {
     pub default_library: PathBuf,
     /// Network threads (`None` = ONNX Runtime's default: all cores).
     pub threads: Option<usize>,
+    /// Least time between two checkpoints of a running job (`None` =
+    /// `stemroom_engine::job::checkpoint::DEFAULT_EVERY`, 20 s).
+    pub checkpoint_every: Option<Duration>,
 }
 
 struct Inner {
@@ -151,7 +154,8 @@ impl Drop for PartialGuard {
 
 impl Worker {
     /// A worker over `queue`; no thread runs until [`Worker::start`]. Leftover
-    /// working folders of crashed runs are removed from the library here.
+    /// working folders of crashed runs are removed from the library here,
+    /// except those of queued jobs (their checkpoints let them resume).
     pub fn new(queue: Arc<Queue>, config: WorkerConfig, listener: Arc<dyn WorkerListener>) -> Self {
         let inner = Inner {
             queue,
@@ -165,7 +169,13 @@ impl Worker {
             slots: Mutex::new(Slots::default()),
         };
         let w = Worker { inner: Arc::new(inner) };
-        song::clean_partials(&w.library_dir(), &[]);
+        // Working folders of queued jobs hold their checkpoints (a job that
+        // was running when the app was killed is queued again by recovery).
+        let queued: Vec<JobId> = match w.inner.queue.queue() {
+            Ok(jobs) => jobs.iter().filter(|j| matches!(j.state, JobState::Queued)).map(|j| j.id).collect(),
+            Err(_) => Vec::new(),
+        };
+        song::clean_partials(&w.library_dir(), &queued);
         w
     }
 

@@ -73,6 +73,8 @@ pub(super) struct Track {
     pub(super) duration: Option<f64>,
     /// The network moved to the CPU during this job.
     pub(super) fell_back: bool,
+    /// Segments a resumed job took from its checkpoint.
+    pub(super) resumed: u32,
 }
 
 pub(super) struct JobListener<'a> {
@@ -120,7 +122,8 @@ impl Listener for JobListener<'_> {
                 // Wall seconds per segment for this job (includes STFT and
                 // encoding work that overlaps the network), which is what the
                 // ETA must predict.
-                let own = (index > 0).then(|| elapsed_seconds / f64::from(index));
+                let own_runs = index.saturating_sub(t.resumed);
+                let own = (own_runs > 0).then(|| elapsed_seconds / f64::from(own_runs));
                 if let Some(own) = own {
                     t.separating_since.get_or_insert_with(Instant::now);
                     if index == total && !t.fell_back {
@@ -132,6 +135,17 @@ impl Listener for JobListener<'_> {
             }
             Event::Encoding { .. } => {
                 self.report(&mut t, JobState::Encoding, 1.0, None);
+            }
+            Event::Resumed { segment, total, seconds } => {
+                tracing::info!(
+                    "job {}: resuming at segment {segment} of {total} ({seconds:.0} s of audio already separated)",
+                    self.job.id
+                );
+                let (segment, total) =
+                    (u32::try_from(*segment).unwrap_or(u32::MAX), u32::try_from(*total).unwrap_or(u32::MAX));
+                t.resumed = segment;
+                let sps = t.machine_sps;
+                self.report(&mut t, JobState::Separating { segment, total }, 1.0, sps);
             }
             Event::Warning { message } => tracing::warn!("job {}: {message}", self.job.id),
             Event::ProviderChanged { provider, segment, reason } => {

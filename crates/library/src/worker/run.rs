@@ -21,6 +21,27 @@ use crate::queue::{Job, JobSource, JobState, StemFile};
 use crate::song::{self, SongMetadata};
 use crate::Error;
 
+/// The job's checkpoint folder inside its working folder (see
+/// `stemroom_engine::job::checkpoint`): kept when a killed or crashed job
+/// runs again, so it resumes instead of starting over.
+pub(super) const CHECKPOINT_DIR: &str = ".checkpoint";
+
+/// Remove everything in `dir` but the entry `keep` (links removed as links).
+fn clear_except(dir: &Path, keep: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        if e.file_name() == keep && e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let p = e.path();
+        let _ = if e.file_type().is_ok_and(|t| t.is_dir()) {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+    }
+}
+
 impl Inner {
     fn separator(&self, model: &str, device: Device) -> Result<Arc<Separator>, Error> {
         let key = (model.to_string(), device);
@@ -74,8 +95,10 @@ impl Inner {
         let library = self.library_dir();
         std::fs::create_dir_all(&library).map_err(|source| Error::Output { path: library.clone(), source })?;
         let work = song::partial_dir(&library, job.id);
-        let _ = std::fs::remove_dir_all(&work);
-        std::fs::create_dir(&work).map_err(|source| Error::Output { path: work.clone(), source })?;
+        // What an interrupted run of this job left: only its checkpoint
+        // stays (the separation resumes from it if it still fits).
+        clear_except(&work, CHECKPOINT_DIR);
+        std::fs::create_dir_all(&work).map_err(|source| Error::Output { path: work.clone(), source })?;
         let mut partial = PartialGuard(Some(work.clone()));
         let input = match &job.source {
             JobSource::File { path } => PathBuf::from(path),
@@ -101,6 +124,10 @@ impl Inner {
                 seed: u64::from(job.id),
             },
             scratch_dir: Some(work.clone()),
+            checkpoint: Some(job::Checkpointing {
+                dir: work.join(CHECKPOINT_DIR),
+                every: self.config.checkpoint_every.unwrap_or(job::checkpoint::DEFAULT_EVERY),
+            }),
         };
         let listener = JobListener {
             inner: self,
@@ -114,6 +141,7 @@ impl Inner {
                 separating_since: None,
                 duration: None,
                 fell_back: false,
+                resumed: 0,
             }),
         };
         let result = job::separate_file(&sep, &request, &listener);

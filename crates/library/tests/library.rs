@@ -717,6 +717,11 @@ mod resume {
         let q = Queue::open(&data.join("queue.sqlite")).expect("queue");
         let job = q.get(1).expect("job");
         assert_eq!(job.state, JobState::Done, "{job:?}");
+        let song = PathBuf::from(job.output_dir.as_deref().expect("song folder"));
+        let mut names: Vec<String> =
+            std::fs::read_dir(&song).expect("ls").flatten().map(|e| e.file_name().to_string_lossy().into()).collect();
+        names.sort();
+        assert_eq!(names, ["bass.wav", "drums.wav", "other.wav", "stemroom.json", "vocals.wav"], "nothing else");
         job.stems.iter().map(|s| (s.stem.clone(), stemroom_testkit::read_wav(&PathBuf::from(&s.path)).0)).collect()
     }
 

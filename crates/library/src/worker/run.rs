@@ -156,8 +156,10 @@ impl Inner {
             return Err(Error::Cancelled);
         }
         let duration = listener.track.lock().unwrap_or_else(|p| p.into_inner()).duration;
-        // The downloaded original of a link is not part of the song folder.
+        // The downloaded original of a link and the (now empty) checkpoint
+        // folder are not part of the song folder.
         let _ = std::fs::remove_dir_all(work.join(".download"));
+        let _ = std::fs::remove_dir_all(work.join(CHECKPOINT_DIR));
         let rel: Vec<StemFile> = out
             .stems
             .iter()

@@ -156,8 +156,10 @@ struct SeparateArgs {
     /// Model name.
     #[arg(short = 'n', long = "name", default_value = "htdemucs")]
     name: String,
-    /// Output directory. Existing stems of the same names are replaced (as
-    /// the `demucs` CLI does), all of a track's or, if the run fails, none.
+    /// Output directory; stems go to OUT/<model>/<track>/<stem>.<ext>, as
+    /// `demucs` writes them (`separated/htdemucs/song/vocals.wav`). Existing
+    /// stems of the same names are replaced (as the `demucs` CLI does), all
+    /// of a track's or, if the run fails, none.
     #[arg(short = 'o', long = "out", default_value = "separated")]
     out: PathBuf,
     /// Output path template under --out: {track}, {trackext}, {stem}, {ext}.
@@ -382,11 +384,19 @@ fn open_separator(a: &SeparateArgs) -> Result<Separator, Error> {
     Ok(Separator::open(&a.name, a.runtime.model_dir.as_deref(), &runtime)?)
 }
 
+/// The model name as one folder name (a name is a manifest id, but never
+/// let it climb out of --out).
+fn safe_model_folder(name: &str) -> String {
+    stemroom_engine::names::safe_component(name)
+}
+
 /// The job for one input, as the flags describe it.
 fn job_request(a: &SeparateArgs, input: &Path, format: OutputFormat, segment_frames: Option<usize>) -> JobRequest {
     JobRequest {
         input: input.to_path_buf(),
-        out_dir: a.out.clone(),
+        // demucs' layout: the model's name is a folder under --out
+        // (`demucs/separate.py`: `out = args.out / args.name`).
+        out_dir: a.out.join(safe_model_folder(&a.name)),
         filename: a.filename.clone(),
         format,
         clip: match a.clip_mode {

@@ -72,7 +72,7 @@ fn real_music_sdr_meets_the_reference() {
     let mut report = Vec::new();
     for (stem, min) in STEMS.iter().zip(floor) {
         let (truth, _) = read_wav(&testdata(&format!("{stem}.wav")));
-        let (est, rate) = read_wav(&out.path().join("mixture").join(format!("{stem}.wav")));
+        let (est, rate) = read_wav(&out.path().join("htdemucs/mixture").join(format!("{stem}.wav")));
         assert_eq!(rate, 44_100);
         let s = sdr(&truth, &est, 1);
         report.push(format!("{stem} {s:.2} dB (floor {min})"));
@@ -105,7 +105,7 @@ fn shifts0_matches_the_npm_reference_within_40_db() {
     assert!(o.status.success());
     for stem in STEMS {
         let (r, _) = read_wav(&ref_out.join("falcon").join(format!("{stem}.wav")));
-        let (e, _) = read_wav(&ours.join("falcon").join(format!("{stem}.wav")));
+        let (e, _) = read_wav(&ours.join("htdemucs/falcon").join(format!("{stem}.wav")));
         let s = sdr(&r, &e, 1);
         eprintln!("parity {stem}: {s:.1} dB");
         assert!(s >= 40.0, "{stem}: {s:.2} dB < 40 dB against the reference");
@@ -139,7 +139,7 @@ fn odd_rates_channel_counts_and_silence_separate_cleanly() {
     assert!(o.status.success());
     for (track, rate, secs) in [("mono8k", 8_000u32, 3.0), ("six96k", 96_000, 3.0), ("silence", 44_100, 2.0)] {
         for stem in STEMS {
-            let (x, r) = read_wav(&Path::new(&out).join(track).join(format!("{stem}.wav")));
+            let (x, r) = read_wav(&Path::new(&out).join("htdemucs").join(track).join(format!("{stem}.wav")));
             assert_eq!(r, rate, "{track}/{stem} rate");
             assert_eq!(x.len(), 2, "{track}/{stem} is stereo");
             let want = (secs * rate as f64) as usize;
@@ -191,7 +191,7 @@ fn bad_inputs_get_their_own_clear_errors_and_leave_nothing() {
         assert_fails(&["separate", "-o", &out, &s(name)], 3, needle);
     }
     assert!(files_under(Path::new(&out)).is_empty(), "nothing written: {:?}", files_under(Path::new(&out)));
-    assert!(!Path::new(&out).join("empty").exists(), "no empty track folders left behind");
+    assert!(!Path::new(&out).join("htdemucs/empty").exists(), "no empty track folders left behind");
     // An output folder that cannot be created (a regular file is in the way).
     std::fs::write(p("blocker"), b"x").expect("write");
     let blocked = p("blocker").join("out");
@@ -282,7 +282,7 @@ fn json_events_two_stems_mp3_and_cpu_fallback() {
     let done = events.last().expect("done");
     assert_eq!(done["outputs"].as_array().map(|a| a.len()), Some(2));
     for stem in ["vocals", "no_vocals"] {
-        let p = out.join(format!("clip-{stem}.mp3"));
+        let p = out.join(format!("htdemucs/clip-{stem}.mp3"));
         let mut frames = 0u64;
         let mut rate = 0;
         stemroom_engine::audio::decode::decode(&p, &stemroom_engine::progress::Silent, |b, r| {
@@ -410,7 +410,7 @@ fn links_are_downloaded_with_ytdlp_and_separated() {
     assert!(events.contains(r#""event":"downloading""#), "download progress events: {events}");
     // The track is named after the link's title (yt-dlp: the file name).
     for stem in ["drums", "bass", "other", "vocals"] {
-        let p = out.join(format!("Falcon 69/{stem}.wav"));
+        let p = out.join(format!("htdemucs/Falcon 69/{stem}.wav"));
         assert!(p.is_file(), "{} missing; have {:?}", p.display(), files_under(&out));
     }
     // A missing page: the download error code, nothing written.

@@ -192,8 +192,17 @@ fn add_link(
             if info.duration_seconds.is_some() {
                 queue.set_details(job.id, info.duration_seconds, None)?;
             }
-            // Only web images are shown; anything else is dropped.
-            let thumbnail = info.thumbnail.as_deref().filter(|t| t.starts_with("https://") || t.starts_with("http://"));
+            // The thumbnail is kept locally (the window shows no web images);
+            // the job records its address only once the image is kept.
+            let thumbnail = info.thumbnail.as_deref().filter(|url| {
+                match link::thumbnail::fetch(url, queue.path(), job.id) {
+                    Ok(_) => true,
+                    Err(e) => {
+                        tracing::info!("no thumbnail for job {}: {url}: {e}", job.id);
+                        false
+                    }
+                }
+            });
             queue.set_link_details(job.id, info.uploader.as_deref(), thumbnail)?;
             result.added.push(queue.get(job.id)?);
         }

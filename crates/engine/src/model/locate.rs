@@ -11,7 +11,8 @@ use super::{Manifest, ModelError, ModelInfo};
 
 /// The directories searched for model files, in order: an explicit directory,
 /// `$STEMROOM_MODEL_DIR`, `models/` next to the executable, the repository's
-/// `models/` (development builds), and `<cache>/models`.
+/// `models/` (only for an executable inside a Cargo target folder, as
+/// absolute path without `..`), and `<cache>/models`.
 pub fn model_search_dirs(explicit: Option<&Path>) -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     if let Some(d) = explicit {
@@ -23,12 +24,27 @@ pub fn model_search_dirs(explicit: Option<&Path>) -> Vec<PathBuf> {
     }
     if let Some(exe) = crate::paths::exe_dir() {
         dirs.push(exe.join("models"));
+        // The repository's models/ only for a binary that runs from a Cargo
+        // target folder (tests, `cargo run`, the build tree): an installed
+        // binary never looks into the machine it was built on.
+        if in_cargo_target_dir(&exe) {
+            if let Ok(repo) = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models").canonicalize() {
+                dirs.push(repo);
+            }
+        }
     }
-    dirs.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models"));
     if let Some(cache) = crate::paths::cache_dir() {
         dirs.push(cache.join("models"));
     }
     dirs
+}
+
+/// Whether `exe_dir` (the running executable's folder) is inside a Cargo
+/// target folder: `target/release`, `target/release/deps`,
+/// `target/debug/examples`… Cargo marks a target folder's root with
+/// `CACHEDIR.TAG`.
+fn in_cargo_target_dir(exe_dir: &Path) -> bool {
+    exe_dir.ancestors().take(3).any(|a| a.join("CACHEDIR.TAG").is_file())
 }
 
 /// A model file found on disk, with whether its checksum was verified.
@@ -178,4 +194,30 @@ pub fn statuses(manifest: &Manifest, dirs: &[PathBuf]) -> Vec<ModelStatus> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_build_tree_binary_searches_the_repository() {
+        let t = tempfile::tempdir().unwrap();
+        let target = t.path().join("target");
+        std::fs::create_dir_all(target.join("release/deps")).unwrap();
+        std::fs::create_dir_all(t.path().join("usr/bin")).unwrap();
+        assert!(!in_cargo_target_dir(&target.join("release")), "no tag yet");
+        std::fs::write(target.join("CACHEDIR.TAG"), "Signature: 8a477f597d28d172789f06886806bc55").unwrap();
+        assert!(in_cargo_target_dir(&target.join("release")));
+        assert!(in_cargo_target_dir(&target.join("release/deps")));
+        assert!(!in_cargo_target_dir(&t.path().join("usr/bin")));
+        // Whatever is searched is named cleanly (this test runs from the
+        // build tree, so the repository's folder is among them).
+        let dirs = model_search_dirs(None);
+        assert!(dirs.iter().all(|d| d.components().all(|c| c != std::path::Component::ParentDir)), "{dirs:?}");
+        assert!(
+            dirs.iter().any(|d| d.ends_with("models") && d.parent().is_some_and(|p| p.join("Cargo.toml").is_file())),
+            "{dirs:?}"
+        );
+    }
 }

@@ -9,6 +9,7 @@
 //!   [`MIN_VERSION`] are refused.
 //! - [`probe`] reads metadata (title, uploader, duration, thumbnail, playlist
 //!   entries up to a limit) without downloading.
+//! - [`thumbnail`] keeps a queued link's thumbnail image beside the queue.
 //! - [`download`] fetches the best audio-only format into a folder, reporting
 //!   percent, speed and ETA parsed from yt-dlp's progress lines. Cancelling or
 //!   a stall (no output for the stall time-out) kills the whole process group
@@ -22,6 +23,7 @@ mod classify;
 mod download;
 mod locate;
 mod probe;
+pub mod thumbnail;
 
 use std::path::PathBuf;
 use std::process::Stdio;

@@ -217,6 +217,7 @@ impl Queue {
             (QueueError::NotFound(_), Some(job)) => Ok(job),
             (e, _) => Err(e),
         })
+        .inspect(|_| crate::link::thumbnail::remove(self.path(), id))
     }
 
     /// Reorder the queued jobs: `ids` lists queued jobs in their new order;

@@ -1,0 +1,151 @@
+//! Link thumbnails, fetched once when a link is queued and kept beside the
+//! queue database (`<data>/thumbnails/<job id>`), so the window shows them
+//! from the app itself by job id and its content security policy allows no
+//! web images. Only JPEG, PNG and WebP files of at most [`MAX_BYTES`] are
+//! kept (checked by their leading bytes, not by what the server says).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::queue::JobId;
+
+/// Largest thumbnail kept: YouTube's `maxresdefault.jpg` is 50-200 KB, its
+/// WebP thumbnails less.
+pub const MAX_BYTES: u64 = 2 << 20;
+/// The whole fetch (connect, answer, body) takes at most this long; adding a
+/// link waits for it.
+pub const TIMEOUT: Duration = Duration::from_secs(8);
+/// The folder beside the queue database.
+pub const DIR: &str = "thumbnails";
+
+/// Where job `id`'s thumbnail is kept, for a queue database at `queue_db`.
+pub fn path_for(queue_db: &Path, id: JobId) -> PathBuf {
+    queue_db.parent().unwrap_or(Path::new(".")).join(DIR).join(id.to_string())
+}
+
+/// The image type of `bytes` from their first bytes: `image/jpeg`,
+/// `image/png` or `image/webp`; `None` for anything else.
+pub fn image_type(bytes: &[u8]) -> Option<&'static str> {
+    match bytes {
+        [0xFF, 0xD8, 0xFF, ..] => Some("image/jpeg"),
+        [0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A, ..] => Some("image/png"),
+        [b'R', b'I', b'F', b'F', _, _, _, _, b'W', b'E', b'B', b'P', ..] => Some("image/webp"),
+        _ => None,
+    }
+}
+
+/// Job `id`'s kept thumbnail and its type, if there is one.
+pub fn read(queue_db: &Path, id: JobId) -> Option<(Vec<u8>, &'static str)> {
+    let bytes = std::fs::read(path_for(queue_db, id)).ok()?;
+    let kind = image_type(&bytes)?;
+    Some((bytes, kind))
+}
+
+/// Fetch the image at `url` (http or https) and keep it as job `id`'s
+/// thumbnail (written under a temporary name and renamed, so it is whole or
+/// absent).
+///
+/// # Errors
+/// A message: not http(s), the request failed or timed out, an HTTP error,
+/// more than [`MAX_BYTES`], not a JPEG/PNG/WebP image, or the file could
+/// not be written.
+pub fn fetch(url: &str, queue_db: &Path, id: JobId) -> Result<PathBuf, String> {
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        return Err("not a web address".into());
+    }
+    let tls = ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::PlatformVerifier).build();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .tls_config(tls)
+        .timeout_global(Some(TIMEOUT))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut resp = agent.get(url).call().map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    if status != 200 {
+        return Err(format!("the server answered HTTP {status}"));
+    }
+    let mut bytes = Vec::new();
+    resp.body_mut()
+        .with_config()
+        .limit(MAX_BYTES + 1)
+        .reader()
+        .take(MAX_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_BYTES {
+        return Err(format!("larger than {} KB", MAX_BYTES / 1024));
+    }
+    if image_type(&bytes).is_none() {
+        return Err("not a JPEG, PNG or WebP image".into());
+    }
+    let dest = path_for(queue_db, id);
+    let write = || -> std::io::Result<()> {
+        let dir = dest.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let tmp = dir.join(format!(".{id}.part"));
+        std::fs::write(&tmp, &bytes)?;
+        std::fs::rename(&tmp, &dest)
+    };
+    write().map_err(|e| format!("{}: {e}", dest.display()))?;
+    Ok(dest)
+}
+
+/// Remove job `id`'s thumbnail (when the job is removed).
+pub fn remove(queue_db: &Path, id: JobId) {
+    let _ = std::fs::remove_file(path_for(queue_db, id));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+
+    use super::*;
+
+    /// Serve `body` with `status` to one request on a loopback port.
+    fn serve_once(status: &'static str, body: Vec<u8>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            if let Ok((mut s, _)) = listener.accept() {
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut line = String::new();
+                while r.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let head = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                let _ = s.write_all(head.as_bytes());
+                let _ = s.write_all(&body);
+            }
+        });
+        format!("http://127.0.0.1:{port}/vi/x/maxresdefault.jpg")
+    }
+
+    #[test]
+    fn images_are_kept_by_job_id_and_anything_else_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("stemroom.sqlite");
+        let jpeg = [&[0xFF, 0xD8, 0xFF, 0xE0][..], &[7u8; 5000]].concat();
+        let kept = fetch(&serve_once("200 OK", jpeg.clone()), &db, 7).unwrap();
+        assert_eq!(kept, dir.path().join("thumbnails/7"));
+        assert_eq!(read(&db, 7), Some((jpeg, "image/jpeg")));
+        let webp = [&b"RIFF\x10\x00\x00\x00WEBPVP8 "[..], &[1u8; 100]].concat();
+        fetch(&serve_once("200 OK", webp), &db, 8).unwrap();
+        assert_eq!(read(&db, 8).map(|r| r.1), Some("image/webp"));
+
+        let html = b"<html><script>alert(1)</script></html>".to_vec();
+        assert!(fetch(&serve_once("200 OK", html), &db, 9).unwrap_err().contains("not a JPEG"));
+        let huge = [&[0xFF, 0xD8, 0xFF][..], &vec![0u8; MAX_BYTES as usize]].concat();
+        assert!(fetch(&serve_once("200 OK", huge), &db, 9).unwrap_err().contains("larger than"));
+        assert!(fetch(&serve_once("404 Not Found", vec![]), &db, 9).unwrap_err().contains("404"));
+        assert!(fetch("file:///etc/passwd", &db, 9).is_err());
+        assert!(fetch("javascript:alert(1)", &db, 9).is_err());
+        assert_eq!(read(&db, 9), None, "nothing kept for refused images");
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("thumbnails")).unwrap().flatten().collect();
+        assert_eq!(left.len(), 2, "no temporary files left");
+        remove(&db, 7);
+        assert_eq!(read(&db, 7), None);
+    }
+}

@@ -25,6 +25,8 @@ for _ in $(seq 1 100); do [ -S "$tmp/run/pulse/native" ] && break; sleep 0.1; do
 cp "$TESTDATA_DIR/mixture.wav" "$tmp/The Easton Ellises - Falcon 69.wav"
 # A loopback web server for the link test: yt-dlp fetches a song from it.
 mkdir -p "$tmp/site"; cp "$TESTDATA_DIR/mixture.wav" "$tmp/site/Falcon 69 (from a link).wav"
+# A web image (a real JPEG) the window's CSP must refuse to show.
+ffmpeg -loglevel error -y -f lavfi -i color=c=red:s=2x2 -frames:v 1 "$tmp/site/cover.jpg"
 python3 -u -m http.server --bind 127.0.0.1 0 --directory "$tmp/site" > "$tmp/site.log" 2>/dev/null &
 site_pid=$!
 for _ in $(seq 1 100); do grep -q "port" "$tmp/site.log" 2>/dev/null && break; sleep 0.1; done
@@ -35,4 +37,5 @@ XDG_RUNTIME_DIR="$tmp/run" HOME="$tmp/home" XDG_DATA_HOME="$tmp/home/.local/shar
 STEMROOM_APP="$RELEASE_DIR/stemroom-app" STEMROOM_E2E_INPUT="$tmp/The Easton Ellises - Falcon 69.wav" \
 TAURI_DRIVER="$STEMROOM_CACHE/tools/bin/tauri-driver" STEMROOM_E2E_SHOTS="${STEMROOM_SCREENSHOTS:-$tmp/shots}" \
 STEMROOM_E2E_URL="http://127.0.0.1:$site_port/Falcon%2069%20%28from%20a%20link%29.wav" \
+STEMROOM_E2E_DATA="$tmp/home/.local/share/app.stemroom.desktop" \
     xvfb-run -a -s "-screen 0 1280x800x24" node ui/e2e/app.e2e.mjs

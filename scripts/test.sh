@@ -4,7 +4,8 @@
 #   concurrent enqueue), worker with the real model (done, cancel), real model
 #   on real music (SDR), parity with the npm reference, bad input, CLI;
 # - UI: Vitest component tests against the mock backend;
-# - the generated TypeScript bindings match the Rust commands;
+# - the generated TypeScript bindings match the Rust commands, and every
+#   command is granted to the window by name (scripts/check-permissions.sh);
 # - end to end: the real app under Xvfb driven by tauri-driver;
 # - clippy with -D warnings.
 source "$(dirname "$0")/common.sh"
@@ -22,6 +23,7 @@ log "checking the committed TypeScript bindings"
 fresh=$(mktemp --suffix=.ts); trap 'rm -f "$fresh"' EXIT
 "$RELEASE_DIR/stemroom-app" --export-bindings "$fresh"
 diff -u ui/src/bindings.ts "$fresh" || { echo "ui/src/bindings.ts is stale: run target/release/stemroom-app --export-bindings ui/src/bindings.ts" >&2; exit 1; }
+"$REPO_ROOT/scripts/check-permissions.sh"
 STEMROOM_SKIP_BUILD=1 "$REPO_ROOT/scripts/e2e.sh"
 log "clippy"
 cargo clippy --release --locked --workspace --all-targets -- -D warnings

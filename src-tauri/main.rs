@@ -40,6 +40,11 @@ fn main() {
     let result = tauri::Builder::default()
         .plugin(tauri_plugin_opener::init())
         .invoke_handler(builder.invoke_handler())
+        // Link thumbnails kept beside the queue, by job id (`thumb://localhost/<id>`;
+        // the CSP allows no web images).
+        .register_uri_scheme_protocol("thumb", |ctx, request| {
+            thumbnail_response(ctx.app_handle(), request.uri().path())
+        })
         .setup(move |app| {
             builder.mount_events(app);
             let data_dir = match std::env::var_os("STEMROOM_DATA_DIR") {
@@ -72,4 +77,21 @@ fn main() {
         eprintln!("error: Stemroom could not start: {e}");
         std::process::exit(1);
     }
+}
+
+/// The `thumb` scheme's answer for `path` (`/<job id>`): the kept image with
+/// its type, or 404 for anything else (no other path is ever read).
+fn thumbnail_response(app: &tauri::AppHandle, path: &str) -> tauri::http::Response<Vec<u8>> {
+    let found = path
+        .strip_prefix('/')
+        .filter(|id| !id.is_empty() && id.len() <= 10 && id.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|id| id.parse::<stemroom_library::queue::JobId>().ok())
+        .zip(app.try_state::<Arc<state::AppState>>())
+        .and_then(|(id, state)| stemroom_library::link::thumbnail::read(state.queue.path(), id));
+    let response = tauri::http::Response::builder().header("Cache-Control", "no-cache");
+    let built = match found {
+        Some((bytes, kind)) => response.status(200).header("Content-Type", kind).body(bytes),
+        None => response.status(404).body(Vec::new()),
+    };
+    built.unwrap_or_else(|_| tauri::http::Response::new(Vec::new()))
 }

@@ -11,7 +11,7 @@
 // TAURI_DRIVER (tauri-driver binary), STEMROOM_E2E_SHOTS (screenshot dir),
 // STEMROOM_E2E_URL (a loopback link to a song, fetched with yt-dlp).
 import { spawn } from "node:child_process";
-import { existsSync, mkdirSync, openSync, readSync, readdirSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, openSync, readSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { remote } from "webdriverio";
 
@@ -20,7 +20,10 @@ const input = process.env.STEMROOM_E2E_INPUT;
 const shots = process.env.STEMROOM_E2E_SHOTS ?? "docs/screenshots";
 const driverBin = process.env.TAURI_DRIVER ?? "tauri-driver";
 const songUrl = process.env.STEMROOM_E2E_URL;
-if (!app || !input) throw new Error("STEMROOM_APP and STEMROOM_E2E_INPUT must be set");
+const dataDir = process.env.STEMROOM_E2E_DATA;
+if (!app || !input || !dataDir) throw new Error("STEMROOM_APP, STEMROOM_E2E_INPUT and STEMROOM_E2E_DATA must be set");
+/** A 2x2 red JPEG (ffmpeg -f lavfi -i color=c=red:s=2x2 -frames:v 1). */
+const TINY_JPEG = Buffer.from("/9j/4AAQSkZJRgABAgAAAQABAAD//gAQTGF2YzU5LjM3LjEwMAD/2wBDAAgEBAQEBAUFBQUFBQYGBgYGBgYGBgYGBgYHBwcICAgHBwcGBgcHCAgICAkJCQgICAgJCQoKCgwMCwsODg4RERT/xABMAAEBAAAAAAAAAAAAAAAAAAAABgEBAQAAAAAAAAAAAAAAAAAABgcQAQAAAAAAAAAAAAAAAAAAAAARAQAAAAAAAAAAAAAAAAAAAAD/wAARCAACAAIDASIAAhEAAxEA/9oADAMBAAIRAxEAPwCLAFF/f//Z", "base64");
 mkdirSync(shots, { recursive: true });
 
 const driver = spawn(driverBin, ["--port", "4444"], { stdio: ["ignore", "inherit", "inherit"] });
@@ -72,6 +75,38 @@ try {
     return add ? getComputedStyle(add).borderRadius : "";
   });
   check(styled !== "" && styled !== "0px", `the app's stylesheet applies under the CSP (button radius ${styled})`);
+  // Link thumbnails come from the app itself (its thumb: scheme, by job id,
+  // from the copy kept beside the queue), never from the web: the CSP
+  // refuses web images, and the scheme serves nothing but kept images.
+  mkdirSync(`${dataDir}/thumbnails`, { recursive: true });
+  writeFileSync(`${dataDir}/thumbnails/4242`, TINY_JPEG);
+  writeFileSync(`${dataDir}/thumbnails/4243`, "<html>not an image</html>");
+  const images = await b.execute(
+    (srcs) =>
+      Promise.all(
+        srcs.map(
+          (src) =>
+            new Promise((done) => {
+              const img = new Image();
+              img.onload = () => done(`${img.naturalWidth}x${img.naturalHeight}`);
+              img.onerror = () => done("refused");
+              img.src = src;
+            }),
+        ),
+      ),
+    [
+      "thumb://localhost/4242",
+      "thumb://localhost/4243",
+      "thumb://localhost/4244",
+      "thumb://localhost/..%2F..%2Fqueue.sqlite",
+      `${songUrl.replace(/\/[^/]*$/, "")}/cover.jpg`,
+    ],
+  );
+  check(images[0] === "2x2", `a kept thumbnail loads from the app (${images[0]})`);
+  check(
+    images.slice(1).every((r) => r === "refused"),
+    `no non-image, missing, path or web image loads (${images.slice(1).join(", ")})`,
+  );
   await field.setValue(input);
   await (await b.$("button=Add")).click();
 
@@ -99,6 +134,13 @@ try {
       return s === "done";
     },
     { timeout: 600000, interval: 500, timeoutMsg: "job did not finish" },
+  );
+  // A Done row stays in the queue, with a way to play the song.
+  const doneRow = await b.$(`[data-testid="done-row"][data-job-id="${id}"]`);
+  await doneRow.waitForExist({ timeout: 20000, timeoutMsg: "no Done row for the finished song" });
+  check(
+    (await doneRow.getText()).includes("Done") && (await (await doneRow.$("button=Open in player")).isExisting()),
+    "the finished song keeps a Done row with Open in player",
   );
   await tab(b, "Library");
   const item = await b.$('[data-testid="library-item"]');

@@ -1,6 +1,6 @@
 import { useEffect, useEffectEvent, useState, type ReactNode } from "react";
 import { useBackend } from "./backend";
-import type { AddResult, LinkInfo, Rejected } from "./bindings";
+import type { AddResult, Job, LinkInfo, Rejected } from "./bindings";
 import { errorText } from "./errors";
 import { useAppInfo } from "./hooks/useAppInfo";
 import { useQueue } from "./hooks/useQueue";
@@ -24,6 +24,8 @@ export function App() {
   const [rejected, setRejected] = useState<Rejected[]>([]);
   const [addError, setAddError] = useState<string | null>(null);
   const [playlists, setPlaylists] = useState<LinkInfo[]>([]);
+  /** A song to open in the player, asked for from the queue's Finished list. */
+  const [playRequest, setPlayRequest] = useState<{ song: Job; at: number } | null>(null);
 
   /** Runs an add request and reports what it refused; resolves to whether anything was added. */
   async function add(request: () => Promise<AddResult>): Promise<boolean> {
@@ -61,9 +63,13 @@ export function App() {
         queue={queue}
         onPickFiles={() => void add(() => backend.pickFiles())}
         onAddPath={(path) => add(() => backend.addPaths([path]))}
+        onOpenSong={(song) => {
+          setPlayRequest({ song, at: Date.now() });
+          setTab("Library");
+        }}
       />
     ),
-    Library: <LibraryView version={libraryVersion} />,
+    Library: <LibraryView version={libraryVersion} playRequest={playRequest} />,
     Settings: <SettingsView app={app} />,
   };
 

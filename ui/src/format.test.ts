@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { fileName, formatBytes, formatDuration, formatEta, formatLabel, stateLabel } from "./format";
+import { fileName, formatBytes, formatDuration, formatEta, formatLabel, stateLabel, thumbnailSrc } from "./format";
 
 describe("formatDuration", () => {
   it.each([
@@ -55,5 +55,12 @@ describe("small helpers", () => {
     expect(formatLabel({ kind: "wav", depth: "float32" })).toBe("WAV 32-bit float");
     expect(formatLabel({ kind: "flac", bits: 24 })).toBe("FLAC 24-bit");
     expect(formatLabel({ kind: "mp3", kbps: 192 })).toBe("MP3 192 kbps");
+  });
+});
+
+describe("thumbnailSrc", () => {
+  it("names the app's thumb scheme by job id, as WebKitGTK and WebView2 expect", () => {
+    expect(thumbnailSrc(7, "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/605.1.15")).toBe("thumb://localhost/7");
+    expect(thumbnailSrc(7, "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Edg/131")).toBe("http://thumb.localhost/7");
   });
 });

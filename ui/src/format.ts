@@ -90,3 +90,14 @@ export function formatLabel(format: OutputFormat): string {
 export function fileName(path: string): string {
   return path.split(/[\\/]/).filter(Boolean).pop() ?? path;
 }
+
+/**
+ * Where the window loads job `id`'s thumbnail: the app's own `thumb` URI
+ * scheme (src-tauri/main.rs), which serves the copy kept when the link was
+ * queued, by job id. Custom schemes are `thumb://localhost/…` on Linux and
+ * macOS and `http://thumb.localhost/…` on Windows (WebView2), the same rule
+ * as `convertFileSrc` in @tauri-apps/api.
+ */
+export function thumbnailSrc(id: number, userAgent: string = navigator.userAgent): string {
+  return userAgent.includes("Windows") ? `http://thumb.localhost/${id}` : `thumb://localhost/${id}`;
+}

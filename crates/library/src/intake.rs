@@ -194,15 +194,14 @@ fn add_link(
             }
             // The thumbnail is kept locally (the window shows no web images);
             // the job records its address only once the image is kept.
-            let thumbnail = info.thumbnail.as_deref().filter(|url| {
-                match link::thumbnail::fetch(url, queue.path(), job.id) {
+            let thumbnail =
+                info.thumbnail.as_deref().filter(|url| match link::thumbnail::fetch(url, queue.path(), job.id) {
                     Ok(_) => true,
                     Err(e) => {
                         tracing::info!("no thumbnail for job {}: {url}: {e}", job.id);
                         false
                     }
-                }
-            });
+                });
             queue.set_link_details(job.id, info.uploader.as_deref(), thumbnail)?;
             result.added.push(queue.get(job.id)?);
         }

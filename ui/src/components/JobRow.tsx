@@ -1,6 +1,6 @@
 import type { Job, JobProgress } from "../bindings";
 import { hintFor } from "../errors";
-import { formatDuration, formatEta, formatSpeed, isRunning, stateLabel } from "../format";
+import { formatDuration, formatEta, formatSpeed, isRunning, stateLabel, thumbnailSrc } from "../format";
 import { ProgressBar } from "./ProgressBar";
 
 export type JobAction = "cancel" | "retry" | "remove" | "up" | "down";
@@ -29,7 +29,15 @@ export function JobRow({ job, progress, canMove, busy, onAction }: Props) {
   return (
     <li className="job" data-testid="job-row" data-job-id={job.id} data-state={state.state}>
       {job.thumbnail && (
-        <img className="job__thumb" src={job.thumbnail} alt="" loading="lazy" referrerPolicy="no-referrer" />
+        <img
+          className="job__thumb"
+          src={thumbnailSrc(job.id)}
+          alt=""
+          loading="lazy"
+          onError={(e) => {
+            e.currentTarget.hidden = true;
+          }}
+        />
       )}
       <div className="job__main">
         <p className="job__title">{job.title}</p>

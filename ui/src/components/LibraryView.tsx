@@ -10,6 +10,8 @@ import { SongDetail } from "./SongDetail";
 interface Props {
   /** Changes whenever a song reaches the library. */
   version: number;
+  /** Open this song in the player (a new object each time it is asked for). */
+  playRequest?: { song: Job; at: number } | null;
 }
 
 function meta(song: Job): string {
@@ -23,7 +25,7 @@ function meta(song: Job): string {
 }
 
 /** Finished songs, newest first, with a search box and the selected song's detail. */
-export function LibraryView({ version }: Props) {
+export function LibraryView({ version, playRequest = null }: Props) {
   const backend = useBackend();
   const [search, setSearch] = useState("");
   const [songs, setSongs] = useState<Job[] | null>(null);
@@ -46,6 +48,13 @@ export function LibraryView({ version }: Props) {
       current = false;
     };
   }, [backend, search, version, reloads]);
+
+  useEffect(() => {
+    if (playRequest) {
+      setSelectedId(playRequest.song.id);
+      setPlaying(playRequest.song);
+    }
+  }, [playRequest]);
 
   const selected = songs?.find((song) => song.id === selectedId);
 

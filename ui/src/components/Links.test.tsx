@@ -56,7 +56,8 @@ describe("Links", () => {
     });
     const row = await screen.findByTestId("job-row");
     expect(within(row).getByText("The Easton Ellises")).toBeInTheDocument();
-    expect(row.querySelector("img")).toHaveAttribute("src", "https://example.com/t/7.jpg");
+    // The kept copy, by job id: never the web address (the CSP allows no web images).
+    expect(row.querySelector("img")).toHaveAttribute("src", "thumb://localhost/7");
   });
 
   it("shows the yt-dlp version in Settings", async () => {

@@ -86,6 +86,35 @@ describe("Queue", () => {
     expect(await screen.findByTestId("library-item")).toHaveTextContent("Falcon 69");
   });
 
+  it("keeps a Done row for each finished song until cleared, and opens it in the player", async () => {
+    const { backend, user } = renderApp({
+      queue: [job(1, "Falcon 69", { state: "encoding" }), job(2, "Night Drive", { state: "encoding" })],
+    });
+    expect(await screen.findAllByTestId("job-row")).toHaveLength(2);
+    act(() => void backend.updateJob(1, { state: { state: "done" }, finishedAt: Date.UTC(2025, 0, 3) }));
+    act(() => void backend.updateJob(2, { state: { state: "done" }, finishedAt: Date.UTC(2025, 0, 4) }));
+    await waitFor(() => expect(screen.queryByTestId("job-row")).not.toBeInTheDocument());
+    const done = await screen.findAllByTestId("done-row");
+    // Newest first, each saying where it went, with a way to play it.
+    expect(done.map((r) => r.dataset.jobId)).toEqual(["2", "1"]);
+    expect(done[0]).toHaveTextContent("Night DriveDone · in the Library");
+    expect(screen.queryByText("No songs in the queue")).not.toBeInTheDocument();
+
+    await user.click(screen.getByRole("button", { name: "Clear Night Drive from this list" }));
+    expect(screen.getAllByTestId("done-row")).toHaveLength(1);
+
+    const openSong = vi.spyOn(backend, "openSong");
+    await user.click(within(screen.getByTestId("done-row")).getByRole("button", { name: "Open in player" }));
+    expect(screen.getByRole("tab", { name: "Library" })).toHaveAttribute("aria-selected", "true");
+    expect(await screen.findByRole("region", { name: "Player" })).toBeInTheDocument();
+    await waitFor(() => expect(openSong).toHaveBeenCalledWith(1, expect.any(Function)));
+
+    await user.click(screen.getByRole("tab", { name: "Queue" }));
+    await user.click(screen.getByRole("button", { name: "Clear Falcon 69 from this list" }));
+    expect(screen.queryByTestId("done-row")).not.toBeInTheDocument();
+    expect(screen.getByText("No songs in the queue")).toBeInTheDocument();
+  });
+
   it("offers only the actions that fit each state", async () => {
     renderApp({
       queue: [

@@ -11,6 +11,8 @@ interface Props {
   queue: QueueState;
   onPickFiles(): void;
   onAddPath(path: string): Promise<boolean>;
+  /** Open a finished song in the player (Library tab). */
+  onOpenSong(song: Job): void;
 }
 
 /** The ids of the queued jobs after moving `id` one place up (-1) or down (+1). */
@@ -23,11 +25,13 @@ function moved(queuedIds: number[], id: number, by: -1 | 1): number[] {
   return ids;
 }
 
-export function QueueView({ queue, onPickFiles, onAddPath }: Props) {
+export function QueueView({ queue, onPickFiles, onAddPath, onOpenSong }: Props) {
   const backend = useBackend();
   const [busyId, setBusyId] = useState<number | null>(null);
   const [error, setError] = useState<string | null>(null);
-  const jobs = queue.jobs ?? [];
+  // Finished songs are listed apart (until cleared), not among the queue.
+  const jobs = (queue.jobs ?? []).filter((job) => job.state.state !== "done");
+  const { finished, clearFinished } = queue;
   const queuedIds = jobs.filter((job) => job.state.state === "queued").map((job) => job.id);
 
   async function act(action: JobAction, job: Job) {
@@ -66,7 +70,44 @@ export function QueueView({ queue, onPickFiles, onAddPath }: Props) {
           {error}
         </Alert>
       )}
-      {queue.jobs !== null && jobs.length === 0 && (
+      {finished.length > 0 && (
+        <section className="finished" aria-label="Finished songs">
+          <div className="finished__head">
+            <h2 className="finished__title">Finished</h2>
+            {finished.length > 1 && (
+              <button type="button" className="button button--quiet" onClick={() => clearFinished()}>
+                Clear all
+              </button>
+            )}
+          </div>
+          <ul className="job-list">
+            {finished.map((song) => (
+              <li key={song.id} className="job job--done" data-testid="done-row" data-job-id={song.id}>
+                <div className="job__main">
+                  <p className="job__title">{song.title}</p>
+                  <p className="job__meta">
+                    <span className="job__state job__state--done">Done · in the Library</span>
+                  </p>
+                </div>
+                <div className="job__actions">
+                  <button type="button" className="button button--primary" onClick={() => onOpenSong(song)}>
+                    Open in player
+                  </button>
+                  <button
+                    type="button"
+                    className="button button--quiet"
+                    aria-label={`Clear ${song.title} from this list`}
+                    onClick={() => clearFinished(song.id)}
+                  >
+                    Clear
+                  </button>
+                </div>
+              </li>
+            ))}
+          </ul>
+        </section>
+      )}
+      {queue.jobs !== null && jobs.length === 0 && finished.length === 0 && (
         <div className="empty">
           <p className="empty__title">No songs in the queue</p>
           <p>

@@ -14,6 +14,10 @@ export interface QueueState {
   progress: ProgressById;
   /** Goes up whenever a song reaches the library. */
   libraryVersion: number;
+  /** Songs finished since the window opened, newest first, until cleared. */
+  finished: Job[];
+  /** Clear one finished song from the queue view (`undefined`: all of them). */
+  clearFinished(id?: number): void;
   /** Why the queue could not be loaded. */
   error: string | null;
   refresh(): Promise<void>;
@@ -35,6 +39,7 @@ export function useQueue(): QueueState {
   const [jobs, setJobs] = useState<Job[] | null>(null);
   const [progress, setProgress] = useState<ProgressById>({});
   const [libraryVersion, setLibraryVersion] = useState(0);
+  const [finished, setFinished] = useState<Job[]>([]);
   const [error, setError] = useState<string | null>(null);
 
   const refresh = useCallback(async () => {
@@ -54,6 +59,7 @@ export function useQueue(): QueueState {
         if (!isRunning(job.state)) setProgress((current) => without(current, job.id));
         if (job.state.state === "done") {
           setLibraryVersion((v) => v + 1);
+          setFinished((current) => [job, ...current.filter((j) => j.id !== job.id)]);
           void refresh();
         }
         break;
@@ -77,5 +83,9 @@ export function useQueue(): QueueState {
     void refresh();
   }, [refresh]);
 
-  return { jobs, progress, libraryVersion, error, refresh };
+  const clearFinished = useCallback((id?: number) => {
+    setFinished((current) => (id === undefined ? [] : current.filter((j) => j.id !== id)));
+  }, []);
+
+  return { jobs, progress, libraryVersion, finished, clearFinished, error, refresh };
 }

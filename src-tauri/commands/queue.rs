@@ -39,14 +39,17 @@ async fn add_with(
     Ok(result)
 }
 
-async fn add(state: Arc<AppState>, paths: Vec<PathBuf>) -> Result<AddResult, AppError> {
-    add_with(state, move |q| intake::add_paths(q, &paths)).await
+async fn add(state: Arc<AppState>, paths: Vec<PathBuf>, options: intake::AddOptions) -> Result<AddResult, AppError> {
+    add_with(state, move |q| intake::add_paths_with(q, &paths, options)).await
 }
 
+/// Queue files, folders and links. A file already queued or in the library
+/// comes back in `duplicates` (with that job) unless `allow_duplicates`.
 #[tauri::command]
 #[specta::specta]
-pub async fn add_paths(state: S<'_>, paths: Vec<String>) -> Result<AddResult, AppError> {
-    add(state.inner().clone(), paths.into_iter().map(PathBuf::from).collect()).await
+pub async fn add_paths(state: S<'_>, paths: Vec<String>, allow_duplicates: bool) -> Result<AddResult, AppError> {
+    let options = intake::AddOptions { allow_duplicates };
+    add(state.inner().clone(), paths.into_iter().map(PathBuf::from).collect(), options).await
 }
 
 /// Queue chosen entries of a playlist link.
@@ -66,7 +69,7 @@ pub async fn pick_files(app: AppHandle, state: S<'_>) -> Result<AddResult, AppEr
             .pick_files()
     })
     .await?;
-    add(state.inner().clone(), picked.unwrap_or_default()).await
+    add(state.inner().clone(), picked.unwrap_or_default(), intake::AddOptions::default()).await
 }
 
 #[tauri::command]

@@ -1,12 +1,13 @@
 import { useEffect, useEffectEvent, useState, type ReactNode } from "react";
 import { useBackend } from "./backend";
-import type { AddResult, Job, LinkInfo, Rejected } from "./bindings";
+import type { AddResult, Duplicate, Job, LinkInfo, Rejected } from "./bindings";
 import { errorText } from "./errors";
 import { useAppInfo } from "./hooks/useAppInfo";
 import { useQueue } from "./hooks/useQueue";
 import { untilUnmount } from "./hooks/untilUnmount";
 import { Alert } from "./components/Alert";
 import { DropOverlay } from "./components/DropOverlay";
+import { DuplicateNotice } from "./components/DuplicateNotice";
 import { Header, TABS, panelId, tabId, type Tab } from "./components/Header";
 import { LibraryView } from "./components/LibraryView";
 import { PlaylistDialog } from "./components/PlaylistDialog";
@@ -22,6 +23,9 @@ export function App() {
   const [tab, setTab] = useState<Tab>("Queue");
   const [dragging, setDragging] = useState(false);
   const [rejected, setRejected] = useState<Rejected[]>([]);
+  const [duplicates, setDuplicates] = useState<Duplicate[]>([]);
+  /** Non-audio files skipped inside dropped folders (names, and how many more). */
+  const [skipped, setSkipped] = useState<{ names: string[]; more: number } | null>(null);
   const [addError, setAddError] = useState<string | null>(null);
   const [playlists, setPlaylists] = useState<LinkInfo[]>([]);
   /** A song to open in the player, asked for from the queue's Finished list. */
@@ -30,8 +34,10 @@ export function App() {
   /** Runs an add request and reports what it refused; resolves to whether anything was added. */
   async function add(request: () => Promise<AddResult>): Promise<boolean> {
     try {
-      const { added, rejected, playlists } = await request();
+      const { added, rejected, playlists, duplicates, skipped, skippedMore } = await request();
       setRejected(rejected);
+      setDuplicates(duplicates);
+      setSkipped(skipped.length > 0 ? { names: skipped, more: skippedMore } : null);
       if (playlists.length > 0) setPlaylists((current) => [...current, ...playlists]);
       setAddError(null);
       if (added.length > 0) await queue.refresh();
@@ -50,6 +56,21 @@ export function App() {
   useEffect(() => untilUnmount(backend.onFileDrop((paths) => onDrop(paths))), [backend]);
   useEffect(() => untilUnmount(backend.onDragHover(setDragging)), [backend]);
 
+  function openInPlayer(song: Job) {
+    setPlayRequest({ song, at: Date.now() });
+    setTab("Library");
+  }
+
+  async function addAgain(path: string) {
+    try {
+      const result = await backend.addPaths([path], true);
+      setDuplicates((current) => current.filter((d) => d.path !== path));
+      if (result.added.length > 0) await queue.refresh();
+    } catch (e) {
+      setAddError(errorText(e));
+    }
+  }
+
   const { libraryVersion } = queue;
   const refreshInfo = app.refresh;
   useEffect(() => {
@@ -63,10 +84,7 @@ export function App() {
         queue={queue}
         onPickFiles={() => void add(() => backend.pickFiles())}
         onAddPath={(path) => add(() => backend.addPaths([path]))}
-        onOpenSong={(song) => {
-          setPlayRequest({ song, at: Date.now() });
-          setTab("Library");
-        }}
+        onOpenSong={openInPlayer}
       />
     ),
     Library: <LibraryView version={libraryVersion} playRequest={playRequest} />,
@@ -80,6 +98,28 @@ export function App() {
         {app.info && <SetupBanner info={app.info} downloads={app.downloads} />}
         {app.error && <Alert title="Stemroom could not start properly">{app.error}</Alert>}
         {rejected.length > 0 && <RejectedNotice rejected={rejected} onDismiss={() => setRejected([])} />}
+        {duplicates.length > 0 && (
+          <DuplicateNotice
+            duplicates={duplicates}
+            onOpen={(song) => {
+              setDuplicates([]);
+              openInPlayer(song);
+            }}
+            onAddAgain={(path) => void addAgain(path)}
+            onDismiss={() => setDuplicates([])}
+          />
+        )}
+        {skipped && (
+          <Alert
+            title={`Skipped ${skipped.names.length + skipped.more} ${skipped.names.length + skipped.more === 1 ? "file" : "files"} that ${skipped.names.length + skipped.more === 1 ? "is" : "are"} not audio`}
+            onDismiss={() => setSkipped(null)}
+          >
+            <p className="skipped">
+              {skipped.names.join(", ")}
+              {skipped.more > 0 && ` and ${skipped.more} more`}
+            </p>
+          </Alert>
+        )}
         {addError && (
           <Alert title="The songs were not added" onDismiss={() => setAddError(null)}>
             {addError}

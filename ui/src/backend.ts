@@ -28,8 +28,11 @@ export interface Backend {
   listQueue(): Promise<Job[]>;
   /** Finished songs whose title contains `search`, newest first. */
   listLibrary(search: string): Promise<Job[]>;
-  /** Files, folders or links (links are probed with yt-dlp; playlists come back to choose from). */
-  addPaths(paths: string[]): Promise<AddResult>;
+  /**
+   * Files, folders or links (links are probed with yt-dlp; playlists come back to choose from).
+   * Files already queued or in the library come back in `duplicates` unless `allowDuplicates`.
+   */
+  addPaths(paths: string[], allowDuplicates?: boolean): Promise<AddResult>;
   /** Queues chosen entries of a playlist. */
   addLinks(entries: LinkEntry[]): Promise<AddResult>;
   /** Opens the native file dialog and adds what was picked. */

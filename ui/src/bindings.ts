@@ -10,7 +10,11 @@ export const commands = {
 	appInfo: () => typedError<AppInfo, AppError>(__TAURI_INVOKE("app_info")),
 	listQueue: () => typedError<Job[], AppError>(__TAURI_INVOKE("list_queue")),
 	listLibrary: (search: string) => typedError<Job[], AppError>(__TAURI_INVOKE("list_library", { search })),
-	addPaths: (paths: string[]) => typedError<AddResult, AppError>(__TAURI_INVOKE("add_paths", { paths })),
+	/**
+	 *  Queue files, folders and links. A file already queued or in the library
+	 *  comes back in `duplicates` (with that job) unless `allow_duplicates`.
+	 */
+	addPaths: (paths: string[], allowDuplicates: boolean) => typedError<AddResult, AppError>(__TAURI_INVOKE("add_paths", { paths, allowDuplicates })),
 	/**  Queue chosen entries of a playlist link. */
 	addLinks: (entries: LinkEntry[]) => typedError<AddResult, AppError>(__TAURI_INVOKE("add_links", { entries })),
 	pickFiles: () => typedError<AddResult, AppError>(__TAURI_INVOKE("pick_files")),
@@ -74,6 +78,15 @@ export const commands = {
 export type AddResult = {
 	added: Job[],
 	rejected: Rejected[],
+	/**  Files not added because they are already queued or in the library. */
+	duplicates: Duplicate[],
+	/**
+	 *  Files inside dropped folders that are not audio (names relative to
+	 *  the folder dropped; at most [`MAX_SKIPPED_LISTED`], `skipped_more`
+	 *  counts the rest).
+	 */
+	skipped: string[],
+	skippedMore: number,
 	/**
 	 *  Playlist links, with their entries (up to
 	 *  [`link::DEFAULT_PLAYLIST_LIMIT`]), waiting for a choice.
@@ -113,6 +126,12 @@ export type Device =
 "cpu" | 
 /**  CUDA only; an error if unavailable. */
 "cuda";
+
+/**  A file that is already queued or in the library, and that job. */
+export type Duplicate = {
+	path: string,
+	existing: Job,
+};
 
 /**  Stable classification of an [`Error`], for exit codes and UI branching. */
 export type ErrorCode = 

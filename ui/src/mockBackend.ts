@@ -2,6 +2,7 @@ import { BackendError, type Backend } from "./backend";
 import type {
   AddResult,
   AppInfo,
+  Duplicate,
   ExportOptions,
   GpuSupport,
   Job,
@@ -353,9 +354,11 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
     return structuredClone(job);
   }
 
-  function addPaths(paths: string[]): Promise<AddResult> {
+  function addPaths(paths: string[], allowDuplicates = false): Promise<AddResult> {
     const added: Job[] = [];
     const rejected: Rejected[] = [];
+    const duplicates: Duplicate[] = [];
+    const skipped: string[] = [];
     const playlists: LinkInfo[] = [];
     for (const raw of paths) {
       const path = raw.trim();
@@ -387,11 +390,23 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
         rejected.push({ path, reason: "Not an audio file Stemroom can read." });
         continue;
       }
+      // The newest live job of that file, as the backend picks it.
+      const existing = [...jobs].reverse().find(
+        (j) =>
+          j.source.kind === "file" &&
+          j.source.path === path &&
+          j.state.state !== "failed" &&
+          j.state.state !== "cancelled",
+      );
+      if (existing && !allowDuplicates) {
+        duplicates.push({ path, existing: structuredClone(existing) });
+        continue;
+      }
       added.push(enqueue(fileName(path).replace(/\.[^.]+$/, ""), { kind: "file", path }));
     }
     if (added.length > 0) emit({ kind: "queueChanged" });
     pump();
-    return Promise.resolve({ added, rejected, playlists });
+    return Promise.resolve({ added, rejected, playlists, duplicates, skipped, skippedMore: 0 });
   }
 
   // --- the player -------------------------------------------------------
@@ -470,7 +485,7 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
       const added = entries.map((e) => enqueue(e.title, { kind: "url", url: e.url }, e.durationSeconds));
       if (added.length > 0) emit({ kind: "queueChanged" });
       pump();
-      return { added, rejected: [], playlists: [] };
+      return { added, rejected: [], playlists: [], duplicates: [], skipped: [], skippedMore: 0 };
     },
     async pickFiles() {
       return addPaths(options.pickedFiles ?? []);

@@ -31,7 +31,7 @@ export const tauriBackend: Backend = {
   appInfo: () => unwrap(commands.appInfo()),
   listQueue: () => unwrap(commands.listQueue()),
   listLibrary: (search) => unwrap(commands.listLibrary(search)),
-  addPaths: (paths) => unwrap(commands.addPaths(paths)),
+  addPaths: (paths, allowDuplicates = false) => unwrap(commands.addPaths(paths, allowDuplicates)),
   addLinks: (entries) => unwrap(commands.addLinks(entries)),
   pickFiles: () => unwrap(commands.pickFiles()),
   cancelJob: (id) => unwrap(commands.cancelJob(id)),

@@ -4,8 +4,12 @@
 //! [`decode::probe`]); one that is not decodable audio is refused with the
 //! reason. Folders are searched (depth at most [`MAX_DEPTH`], at most
 //! [`MAX_FILES`] files, sorted by path) for files with an audio extension;
-//! other files inside folders are skipped silently, as a person dropping an
-//! album folder with cover art expects.
+//! other files inside folders are skipped and listed in
+//! [`AddResult::skipped`] (hidden files silently). A song's title comes from
+//! its tags ("Artist - Title") when it has a title tag, else from its file
+//! name. A file already queued or in the library is not added again unless
+//! asked ([`AddOptions::allow_duplicates`]); it comes back in
+//! [`AddResult::duplicates`] with the job it would duplicate.
 //!
 //! Links (`http://`, `https://`) are checked ([`link::check_url`]) and their
 //! metadata read with yt-dlp ([`link::probe`]) before they are queued, so the
@@ -28,6 +32,8 @@ use crate::worker::title_for;
 pub const MAX_DEPTH: usize = 4;
 /// At most this many files are added from one drop.
 pub const MAX_FILES: usize = 500;
+/// Skipped (non-audio) files named in [`AddResult::skipped`].
+pub const MAX_SKIPPED_LISTED: usize = 20;
 
 /// File extensions (lower case) looked for inside folders and offered by
 /// the file dialog: what the built-in decoders read (WAV, AIFF, CAF, FLAC,
@@ -50,6 +56,22 @@ pub struct Rejected {
     pub reason: String,
 }
 
+/// A file that is already queued or in the library, and that job.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+#[serde(rename_all = "camelCase")]
+pub struct Duplicate {
+    pub path: String,
+    pub existing: Job,
+}
+
+/// How [`add_paths_with`] treats what it is given.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AddOptions {
+    /// Queue files that are already queued or in the library again.
+    pub allow_duplicates: bool,
+}
+
 /// The outcome of adding paths.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[cfg_attr(feature = "specta", derive(specta::Type))]
@@ -57,6 +79,13 @@ pub struct Rejected {
 pub struct AddResult {
     pub added: Vec<Job>,
     pub rejected: Vec<Rejected>,
+    /// Files not added because they are already queued or in the library.
+    pub duplicates: Vec<Duplicate>,
+    /// Files inside dropped folders that are not audio (names relative to
+    /// the folder dropped; at most [`MAX_SKIPPED_LISTED`], `skipped_more`
+    /// counts the rest).
+    pub skipped: Vec<String>,
+    pub skipped_more: u32,
     /// Playlist links, with their entries (up to
     /// [`link::DEFAULT_PLAYLIST_LIMIT`]), waiting for a choice.
     pub playlists: Vec<LinkInfo>,
@@ -85,7 +114,8 @@ fn has_audio_extension(p: &Path) -> bool {
     p.extension().and_then(|e| e.to_str()).is_some_and(|e| AUDIO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
-fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
+/// Audio files under `dir` into `out`; other (non-hidden) files into `skipped`.
+fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>, skipped: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
     paths.sort();
@@ -99,8 +129,9 @@ fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
         }
         // symlink_metadata: do not follow links into loops.
         match std::fs::symlink_metadata(&p) {
-            Ok(m) if m.is_dir() && depth < MAX_DEPTH => walk(&p, depth + 1, out),
+            Ok(m) if m.is_dir() && depth < MAX_DEPTH => walk(&p, depth + 1, out, skipped),
             Ok(m) if m.is_file() && has_audio_extension(&p) => out.push(p),
+            Ok(m) if m.is_file() => skipped.push(p),
             _ => {}
         }
     }
@@ -112,6 +143,14 @@ fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
 /// # Errors
 /// Database errors only; bad paths are reported in [`AddResult::rejected`].
 pub fn add_paths(queue: &Queue, paths: &[PathBuf]) -> Result<AddResult, QueueError> {
+    add_paths_with(queue, paths, AddOptions::default())
+}
+
+/// [`add_paths`] with [`AddOptions`].
+///
+/// # Errors
+/// Database errors only.
+pub fn add_paths_with(queue: &Queue, paths: &[PathBuf], add: AddOptions) -> Result<AddResult, QueueError> {
     let options = queue.settings()?.job_options();
     let mut result = AddResult::default();
     let mut files: Vec<PathBuf> = Vec::new();
@@ -123,9 +162,19 @@ pub fn add_paths(queue: &Queue, paths: &[PathBuf]) -> Result<AddResult, QueueErr
             add_link(queue, url, &options, &mut ytdlp, &mut result)?;
         } else if p.is_dir() {
             let before = files.len();
-            walk(p, 0, &mut files);
+            let mut skipped = Vec::new();
+            walk(p, 0, &mut files, &mut skipped);
             if files.len() == before {
                 result.rejected.push(result_rejected(p, "This folder holds no audio files.".into()));
+            } else {
+                for s in skipped {
+                    if result.skipped.len() < MAX_SKIPPED_LISTED {
+                        let rel = s.strip_prefix(p).unwrap_or(&s);
+                        result.skipped.push(rel.to_string_lossy().into_owned());
+                    } else {
+                        result.skipped_more += 1;
+                    }
+                }
             }
         } else {
             files.push(p.clone());
@@ -140,7 +189,15 @@ pub fn add_paths(queue: &Queue, paths: &[PathBuf]) -> Result<AddResult, QueueErr
                     result.rejected.push(result_rejected(&f, "The file name is not valid Unicode.".into()));
                     continue;
                 };
-                let job = queue.enqueue(&JobSource::File { path: path.to_string() }, &title_for(&f), &options)?;
+                let source = JobSource::File { path: path.to_string() };
+                if !add.allow_duplicates {
+                    if let Some(existing) = queue.live_job_of(&source)? {
+                        result.duplicates.push(Duplicate { path: path.to_string(), existing });
+                        continue;
+                    }
+                }
+                let title = title_from_tags(&info.tags).unwrap_or_else(|| title_for(&f));
+                let job = queue.enqueue(&source, &title, &options)?;
                 if let Some(d) = info.duration_seconds {
                     queue.set_details(job.id, Some(d), None)?;
                 }
@@ -230,6 +287,17 @@ pub fn add_links(queue: &Queue, entries: &[LinkEntry]) -> Result<AddResult, Queu
         }
     }
     Ok(result)
+}
+
+/// "Artist - Title" from a file's tags, or the title alone; `None` without a
+/// title tag (blank tags count as none).
+pub fn title_from_tags(tags: &stemroom_engine::audio::encode::Tags) -> Option<String> {
+    let clean = |t: &Option<String>| t.as_deref().map(str::trim).filter(|t| !t.is_empty()).map(str::to_string);
+    let title = clean(&tags.title)?;
+    Some(match clean(&tags.artist) {
+        Some(artist) => format!("{artist} - {title}"),
+        None => title,
+    })
 }
 
 fn capitalised(s: &str) -> String {
@@ -323,5 +391,58 @@ mod tests {
         assert!(reasons[2].0 == "fake.mp3" && reasons[2].1.contains("empty"));
         assert!(reasons[3].0 == "missing.wav" && reasons[3].1.contains("does not exist"));
         assert_eq!(q.queue().unwrap().len(), 3);
+        // The album's cover is named as skipped, not dropped without a word.
+        assert_eq!((r.skipped.as_slice(), r.skipped_more), (&["cover.jpg".to_string()][..], 0));
+        assert!(r.duplicates.is_empty());
+
+        // The same songs again: not queued twice, each with the job it would
+        // duplicate; asked for explicitly, they are queued again.
+        let again = add_paths(&q, std::slice::from_ref(&album)).unwrap();
+        assert!(again.added.is_empty());
+        let dup: Vec<(&str, u32)> = again
+            .duplicates
+            .iter()
+            .map(|d| (Path::new(&d.path).file_name().unwrap().to_str().unwrap(), d.existing.id))
+            .collect();
+        assert_eq!(dup, [("01 a.wav", r.added[0].id), ("02 b.wav", r.added[1].id), ("03 c.wav", r.added[2].id)]);
+        let forced = add_paths_with(&q, &[album.join("01 a.wav")], AddOptions { allow_duplicates: true }).unwrap();
+        assert_eq!((forced.added.len(), forced.duplicates.len()), (1, 0));
+        // A cancelled job does not count as a copy.
+        let cancelled = q.cancel_queued(forced.added[0].id).unwrap();
+        assert_eq!(cancelled.state, crate::queue::JobState::Cancelled);
+        q.cancel_queued(r.added[0].id).unwrap();
+        let retried = add_paths(&q, &[album.join("01 a.wav")]).unwrap();
+        assert_eq!((retried.added.len(), retried.duplicates.len()), (1, 0));
+    }
+
+    #[test]
+    fn titles_come_from_tags_when_the_file_has_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(&dir.path().join("q.sqlite")).unwrap();
+        let album = dir.path().join("album");
+        std::fs::create_dir(&album).unwrap();
+        let src = dir.path().join("src.wav");
+        wav(&src, 44_100);
+        let tagged = album.join("Track 01.flac");
+        let untagged = album.join("Track 02.flac");
+        let title_only = album.join("Track 03.flac");
+        let s = |p: &Path| p.to_str().unwrap().to_string();
+        stemroom_testkit::ffmpeg(&[
+            "-i",
+            &s(&src),
+            "-metadata",
+            "title=Army of Me",
+            "-metadata",
+            "artist=Björk",
+            "-metadata",
+            "album=Post",
+            &s(&tagged),
+        ]);
+        stemroom_testkit::ffmpeg(&["-i", &s(&src), &s(&untagged)]);
+        stemroom_testkit::ffmpeg(&["-i", &s(&src), "-metadata", "title=  Hyperballad ", &s(&title_only)]);
+        let r = add_paths(&q, &[album]).unwrap();
+        let titles: Vec<&str> = r.added.iter().map(|j| j.title.as_str()).collect();
+        assert_eq!(titles, ["Björk - Army of Me", "Track 02", "Hyperballad"]);
+        assert_eq!(decode::probe(&tagged).unwrap().tags.album.as_deref(), Some("Post"));
     }
 }

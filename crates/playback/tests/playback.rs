@@ -152,7 +152,11 @@ mod export {
             OutputFormat::Mp3 { kbps: 320 },
             dir.path().join("mp3"),
         );
-        req.tags = Tags { title: Some("Falcon 69".into()), artist: Some("The Easton Ellises".into()) };
+        req.tags = Tags {
+            title: Some("Falcon 69".into()),
+            artist: Some("The Easton Ellises".into()),
+            album: Some("MUSDB18 previews".into()),
+        };
         let files = export(&req, &Silent).expect("export");
         let (x, rate) = read(&files[0]);
         assert_eq!(rate, 44_100);

@@ -115,6 +115,68 @@ describe("Queue", () => {
     expect(screen.getByText("No songs in the queue")).toBeInTheDocument();
   });
 
+  it("says when a song is already in Stemroom, and can open it or separate it again", async () => {
+    const done = mockJob({
+      id: 5,
+      title: "Army of Me",
+      state: { state: "done" },
+      source: { kind: "file", path: "/music/Army of Me.flac" },
+      finishedAt: Date.UTC(2025, 0, 2),
+    });
+    const { backend, user } = renderApp({ queue: [done] });
+    const field = screen.getByRole("textbox", { name: "File path or link" });
+    await user.type(field, "/music/Army of Me.flac{Enter}");
+    const notice = await screen.findByRole("alert");
+    expect(notice).toHaveTextContent("This song is already in Stemroom");
+    expect(notice).toHaveTextContent("Army of Me.flac is in the library as “Army of Me”.");
+    expect(screen.queryByTestId("job-row")).not.toBeInTheDocument();
+
+    const addPaths = vi.spyOn(backend, "addPaths");
+    await user.click(within(notice).getByRole("button", { name: "Separate again" }));
+    expect(addPaths).toHaveBeenCalledWith(["/music/Army of Me.flac"], true);
+    expect(await screen.findByTestId("job-row")).toHaveTextContent("Army of Me");
+    expect(screen.queryByRole("alert")).not.toBeInTheDocument();
+
+    // Added once more: now it is in the queue (no player for it yet).
+    await user.clear(field);
+    await user.type(field, "/music/Army of Me.flac{Enter}");
+    const queued = await screen.findByTestId("duplicate");
+    expect(queued).toHaveTextContent("is in the queue");
+    expect(within(queued).queryByRole("button", { name: "Open in player" })).not.toBeInTheDocument();
+  });
+
+  it("opens a song already in the library from the notice", async () => {
+    const done = mockJob({
+      id: 5,
+      title: "Army of Me",
+      state: { state: "done" },
+      source: { kind: "file", path: "/music/Army of Me.flac" },
+      finishedAt: Date.UTC(2025, 0, 2),
+    });
+    const { backend, user } = renderApp({ queue: [done] });
+    const openSong = vi.spyOn(backend, "openSong");
+    await user.type(screen.getByRole("textbox", { name: "File path or link" }), "/music/Army of Me.flac{Enter}");
+    await user.click(within(await screen.findByRole("alert")).getByRole("button", { name: "Open in player" }));
+    expect(await screen.findByRole("region", { name: "Player" })).toBeInTheDocument();
+    await waitFor(() => expect(openSong).toHaveBeenCalledWith(5, expect.any(Function)));
+  });
+
+  it("names the files it skipped in a dropped folder", async () => {
+    const { backend, user } = renderApp();
+    vi.spyOn(backend, "addPaths").mockResolvedValueOnce({
+      added: [],
+      rejected: [],
+      playlists: [],
+      duplicates: [],
+      skipped: ["cover.jpg", "notes.txt"],
+      skippedMore: 3,
+    });
+    await user.type(screen.getByRole("textbox", { name: "File path or link" }), "/music/Post{Enter}");
+    const notice = await screen.findByRole("alert");
+    expect(notice).toHaveTextContent("Skipped 5 files that are not audio");
+    expect(notice).toHaveTextContent("cover.jpg, notes.txt and 3 more");
+  });
+
   it("offers only the actions that fit each state", async () => {
     renderApp({
       queue: [

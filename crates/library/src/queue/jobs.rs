@@ -49,6 +49,22 @@ impl Queue {
         )
     }
 
+    /// The newest job of `source` that is queued, running or in the library:
+    /// what adding the same file or link again would duplicate (a failed or
+    /// cancelled one does not count).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn live_job_of(&self, source: &JobSource) -> Result<Option<Job>, QueueError> {
+        let src = json(source)?;
+        let found = jobs_where(
+            &self.conn(),
+            "WHERE source = ?1 AND status IN ('queued', 'running', 'done') ORDER BY id DESC LIMIT 1",
+            &[&src],
+        )?;
+        Ok(found.into_iter().next())
+    }
+
     /// Finished songs, newest first, whose title contains `search`
     /// (case-insensitive; empty matches all).
     ///

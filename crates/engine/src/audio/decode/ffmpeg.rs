@@ -230,7 +230,12 @@ fn describe(ffprobe: &Path, path: &Path) -> Result<Described, OpenError> {
                 .filter(|s| !s.is_empty())
         })
     };
-    Ok(Described { sample_rate, channels, declared_frames, tags: Tags { title: tag("title"), artist: tag("artist") } })
+    Ok(Described {
+        sample_rate,
+        channels,
+        declared_frames,
+        tags: Tags { title: tag("title"), artist: tag("artist"), album: tag("album") },
+    })
 }
 
 /// A running `ffmpeg` writing raw frames, read by a thread.

@@ -147,7 +147,7 @@ pub fn check_input(path: &Path) -> Result<u64, DecodeError> {
 
 /// What a quick look at a file (container and codec headers, no decoding)
 /// tells.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProbeInfo {
     /// Duration in seconds when the container declares it.
     pub duration_seconds: Option<f64>,
@@ -155,6 +155,8 @@ pub struct ProbeInfo {
     pub sample_rate: u32,
     /// Channel count (0 if not declared).
     pub channels: usize,
+    /// Title, artist and album from the file's tags, where it has them.
+    pub tags: Tags,
 }
 
 /// What a decoding backend provides (see the module docs).
@@ -355,13 +357,14 @@ fn to_stereo(interleaved: &[f32], channels: usize, weights: &[(f32, f32)], stere
 /// The [`DecodeError`] a full decode would start with: missing, directory,
 /// empty, not audio, no audio track, unsupported codec.
 pub fn probe(path: &Path) -> Result<ProbeInfo, DecodeError> {
-    let d = StreamDecoder::open(path)?;
+    let mut d = StreamDecoder::open(path)?;
     let (declared, rate) = (d.declared_frames(), d.sample_rate());
     let duration_seconds = match (declared, rate) {
         (Some(n), r) if r > 0 => Some(n as f64 / f64::from(r)),
         _ => None,
     };
-    Ok(ProbeInfo { duration_seconds, sample_rate: rate, channels: d.backend.channels() })
+    let tags = d.tags();
+    Ok(ProbeInfo { duration_seconds, sample_rate: rate, channels: d.backend.channels(), tags })
 }
 
 /// Decode `path`, calling `on_block` with interleaved stereo frames and the

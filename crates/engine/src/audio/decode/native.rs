@@ -322,6 +322,7 @@ impl Backend for NativeStream {
                 match &tag.std {
                     Some(StandardTag::TrackTitle(v)) if t.title.is_none() => t.title = Some(v.to_string()),
                     Some(StandardTag::Artist(v)) if t.artist.is_none() => t.artist = Some(v.to_string()),
+                    Some(StandardTag::Album(v)) if t.album.is_none() => t.album = Some(v.to_string()),
                     _ => {}
                 }
             }

@@ -113,6 +113,7 @@ pub enum ClipMode {
 pub struct Tags {
     pub title: Option<String>,
     pub artist: Option<String>,
+    pub album: Option<String>,
 }
 
 /// A stem being written: interleaved stereo `f32` in, a file out.

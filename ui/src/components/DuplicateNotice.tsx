@@ -1,0 +1,42 @@
+import type { Duplicate, Job } from "../bindings";
+import { fileName } from "../format";
+import { Alert } from "./Alert";
+
+interface Props {
+  duplicates: Duplicate[];
+  /** Open a song that is already in the library. */
+  onOpen(song: Job): void;
+  /** Queue this file again anyway. */
+  onAddAgain(path: string): void;
+  onDismiss(): void;
+}
+
+/** Files that were not added because Stemroom already has them, with what to do instead. */
+export function DuplicateNotice({ duplicates, onOpen, onAddAgain, onDismiss }: Props) {
+  const title =
+    duplicates.length === 1 ? "This song is already in Stemroom" : `${duplicates.length} songs are already in Stemroom`;
+  return (
+    <Alert title={title} onDismiss={onDismiss}>
+      <ul className="duplicates">
+        {duplicates.map(({ path, existing }) => {
+          const done = existing.state.state === "done";
+          return (
+            <li key={path} className="duplicates__item" data-testid="duplicate">
+              <span title={path}>
+                {fileName(path)} is {done ? "in the library" : "in the queue"} as “{existing.title}”.
+              </span>{" "}
+              {done && (
+                <button type="button" className="button button--quiet" onClick={() => onOpen(existing)}>
+                  Open in player
+                </button>
+              )}
+              <button type="button" className="button button--quiet" onClick={() => onAddAgain(path)}>
+                Separate again
+              </button>
+            </li>
+          );
+        })}
+      </ul>
+    </Alert>
+  );
+}

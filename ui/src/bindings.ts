@@ -417,7 +417,10 @@ export type MixControls = {
 /**  What a front end shows about one model. */
 export type ModelStatus = {
 	id: string,
+	/**  The manifest's technical description (paper, format, origin). */
 	description: string,
+	/**  The stems it makes, in output order (`drums`, `bass`, `other`, `vocals`). */
+	sources: string[],
 	/**  Size of the model file in bytes (as `f64`: exact below 2^53). */
 	bytes: number,
 	/**  A file with the right size was found. */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { fileName, formatBytes, formatDuration, formatEta, formatLabel, stateLabel, thumbnailSrc } from "./format";
+import { fileName, formatBytes, formatDuration, formatEta, formatLabel, listWords, stateLabel, thumbnailSrc } from "./format";
 
 describe("formatDuration", () => {
   it.each([
@@ -33,8 +33,9 @@ describe("formatEta", () => {
 describe("stateLabel", () => {
   it("names every state in plain words", () => {
     expect(stateLabel({ state: "queued" })).toBe("Queued");
-    expect(stateLabel({ state: "decoding" })).toBe("Decoding");
-    expect(stateLabel({ state: "separating", segment: 3, total: 11 })).toBe("Separating 3/11");
+    expect(stateLabel({ state: "decoding" })).toBe("Reading the file");
+    // Segments are the engine's business: the row shows a percentage.
+    expect(stateLabel({ state: "separating", segment: 3, total: 11 })).toBe("Separating");
     expect(stateLabel({ state: "encoding" })).toBe("Finishing");
     expect(stateLabel({ state: "done" })).toBe("Done");
     expect(stateLabel({ state: "failed", code: "bad_input", message: "Not audio." })).toBe("Failed: Not audio.");
@@ -62,5 +63,13 @@ describe("thumbnailSrc", () => {
   it("names the app's thumb scheme by job id, as WebKitGTK and WebView2 expect", () => {
     expect(thumbnailSrc(7, "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/605.1.15")).toBe("thumb://localhost/7");
     expect(thumbnailSrc(7, "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Edg/131")).toBe("http://thumb.localhost/7");
+  });
+});
+
+describe("listWords", () => {
+  it("joins with commas and a final and", () => {
+    expect(listWords(["drums", "bass", "other", "vocals"])).toBe("drums, bass, other and vocals");
+    expect(listWords(["vocals"])).toBe("vocals");
+    expect(listWords([])).toBe("");
   });
 });

@@ -56,9 +56,9 @@ export function stateLabel(state: JobState): string {
     case "downloading":
       return state.percent === null ? "Downloading" : `Downloading ${Math.floor(state.percent)} %`;
     case "decoding":
-      return "Decoding";
+      return "Reading the file";
     case "separating":
-      return `Separating ${state.segment}/${state.total}`;
+      return "Separating";
     case "encoding":
       return "Finishing";
     case "done":
@@ -100,4 +100,10 @@ export function fileName(path: string): string {
  */
 export function thumbnailSrc(id: number, userAgent: string = navigator.userAgent): string {
   return userAgent.includes("Windows") ? `http://thumb.localhost/${id}` : `thumb://localhost/${id}`;
+}
+
+/** "drums, bass, other and vocals": a list in words. */
+export function listWords(items: readonly string[]): string {
+  if (items.length <= 1) return items.join("");
+  return `${items.slice(0, -1).join(", ")} and ${items[items.length - 1]}`;
 }

@@ -92,6 +92,7 @@ export function mockModel(overrides: Partial<ModelStatus> = {}): ModelStatus {
   return {
     id: "htdemucs",
     description: "Hybrid Transformer Demucs v4, 4 sources",
+    sources: ["drums", "bass", "other", "vocals"],
     bytes: 174_263_526,
     installed: true,
     verified: true,

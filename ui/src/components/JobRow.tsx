@@ -10,9 +10,17 @@ interface Props {
   progress: JobProgress | undefined;
   /** Whether the job can move up / down among the queued ones. */
   canMove: { up: boolean; down: boolean };
-  busy: boolean;
+  /** The action being carried out on this job, if any (its button says so). */
+  busy: JobAction | null;
   onAction(action: JobAction, job: Job): void;
 }
+
+/** What a button says while its action runs. */
+const BUSY_LABEL: Partial<Record<JobAction, string>> = {
+  cancel: "Cancelling…",
+  retry: "Retrying…",
+  remove: "Removing…",
+};
 
 export function JobRow({ job, progress, canMove, busy, onAction }: Props) {
   const { state } = job;
@@ -21,8 +29,13 @@ export function JobRow({ job, progress, canMove, busy, onAction }: Props) {
   const stopped = state.state === "failed" || state.state === "cancelled";
   const hint = state.state === "failed" ? hintFor(state.code) : null;
   const button = (action: JobAction, label: string, disabled = false) => (
-    <button type="button" className="button" disabled={busy || disabled} onClick={() => onAction(action, job)}>
-      {label}
+    <button
+      type="button"
+      className="button"
+      disabled={busy !== null || disabled}
+      onClick={() => onAction(action, job)}
+    >
+      {busy === action ? (BUSY_LABEL[action] ?? label) : label}
     </button>
   );
 
@@ -44,7 +57,13 @@ export function JobRow({ job, progress, canMove, busy, onAction }: Props) {
         {job.uploader && <p className="job__uploader muted">{job.uploader}</p>}
         <p className="job__meta">
           {job.durationSeconds !== null && <span>{formatDuration(job.durationSeconds)}</span>}
-          <span className={`job__state job__state--${state.state}`}>{stateLabel(state)}</span>
+          <span
+            className={`job__state job__state--${state.state}`}
+            title={state.state === "separating" ? `Part ${state.segment} of ${state.total}` : undefined}
+          >
+            {stateLabel(state)}
+          </span>
+          {running && progress && <span className="job__percent">{Math.round(progress.percent)} %</span>}
           {running && progress?.bytesPerSecond != null && <span>{formatSpeed(progress.bytesPerSecond)}</span>}
           {running && progress?.etaSeconds != null && <span>{formatEta(progress.etaSeconds)}</span>}
         </p>
@@ -52,9 +71,12 @@ export function JobRow({ job, progress, canMove, busy, onAction }: Props) {
         {running && <ProgressBar percent={progress?.percent ?? 0} label={`Progress of ${job.title}`} />}
       </div>
       <div className="job__actions">
+        {/* A queued song is only moved or removed (nothing to cancel yet);
+            a running one only cancelled, so a double click on Cancel never
+            lands on Remove. */}
         {queued && button("up", "Move up", !canMove.up)}
         {queued && button("down", "Move down", !canMove.down)}
-        {(queued || running) && button("cancel", "Cancel")}
+        {running && button("cancel", "Cancel")}
         {stopped && button("retry", "Retry")}
         {!running && button("remove", "Remove")}
       </div>

@@ -65,7 +65,8 @@ describe("Queue", () => {
 
     expect(bar).toHaveAttribute("aria-valuenow", "30");
     expect(row("Falcon 69")).toHaveAttribute("data-state", "separating");
-    expect(within(row("Falcon 69")).getByText("Separating 3/11")).toBeInTheDocument();
+    expect(within(row("Falcon 69")).getByText("Separating")).toHaveAttribute("title", "Part 3 of 11");
+    expect(within(row("Falcon 69")).getByText("30 %")).toBeInTheDocument();
     expect(within(row("Falcon 69")).getByText("about 1 min 20 s left")).toBeInTheDocument();
   });
 
@@ -190,7 +191,7 @@ describe("Queue", () => {
     await screen.findByText("Running");
 
     expect(buttonNames("Running")).toEqual(["Cancel"]);
-    expect(buttonNames("First queued")).toEqual(["Move up", "Move down", "Cancel", "Remove"]);
+    expect(buttonNames("First queued")).toEqual(["Move up", "Move down", "Remove"]);
     expect(within(row("First queued")).getByRole("button", { name: "Move up" })).toBeDisabled();
     expect(within(row("Second queued")).getByRole("button", { name: "Move down" })).toBeDisabled();
     expect(buttonNames("Broken")).toEqual(["Retry", "Remove"]);
@@ -220,9 +221,21 @@ describe("Queue", () => {
     expect(reorder).toHaveBeenLastCalledWith([3, 1, 2]);
     await waitFor(() => expect(titles()).toEqual(["Gamma", "Alpha", "Beta"]));
 
+    // A running song: Cancel says "Cancelling…" at once and takes no second click.
+    act(() => void backend.updateJob(2, { state: { state: "separating", segment: 1, total: 4 } }));
+    let release: () => void = () => {};
+    cancel.mockImplementationOnce(async (id) => {
+      await new Promise<void>((r) => (release = r));
+      return backend.updateJob(id, { state: { state: "cancelled" } });
+    });
     await user.click(within(row("Beta")).getByRole("button", { name: "Cancel" }));
     expect(cancel).toHaveBeenCalledWith(2);
+    const cancelling = within(row("Beta")).getByRole("button", { name: "Cancelling…" });
+    expect(cancelling).toBeDisabled();
+    act(() => release());
     await waitFor(() => expect(row("Beta")).toHaveAttribute("data-state", "cancelled"));
+    // Where Cancel was, Retry is now (Remove comes after it).
+    expect(buttonNames("Beta")).toEqual(["Retry", "Remove"]);
 
     await user.click(within(row("Beta")).getByRole("button", { name: "Retry" }));
     expect(retry).toHaveBeenCalledWith(2);

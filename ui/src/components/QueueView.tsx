@@ -27,7 +27,7 @@ function moved(queuedIds: number[], id: number, by: -1 | 1): number[] {
 
 export function QueueView({ queue, onPickFiles, onAddPath, onOpenSong }: Props) {
   const backend = useBackend();
-  const [busyId, setBusyId] = useState<number | null>(null);
+  const [busy, setBusy] = useState<{ id: number; action: JobAction } | null>(null);
   const [error, setError] = useState<string | null>(null);
   // Finished songs are listed apart (until cleared), not among the queue.
   const jobs = (queue.jobs ?? []).filter((job) => job.state.state !== "done");
@@ -35,7 +35,7 @@ export function QueueView({ queue, onPickFiles, onAddPath, onOpenSong }: Props) 
   const queuedIds = jobs.filter((job) => job.state.state === "queued").map((job) => job.id);
 
   async function act(action: JobAction, job: Job) {
-    setBusyId(job.id);
+    setBusy({ id: job.id, action });
     setError(null);
     try {
       switch (action) {
@@ -56,7 +56,7 @@ export function QueueView({ queue, onPickFiles, onAddPath, onOpenSong }: Props) 
     } catch (e) {
       setError(errorText(e));
     } finally {
-      setBusyId(null);
+      setBusy(null);
       await queue.refresh();
     }
   }
@@ -126,7 +126,7 @@ export function QueueView({ queue, onPickFiles, onAddPath, onOpenSong }: Props) 
                 job={job}
                 progress={queue.progress[job.id]}
                 canMove={{ up: index > 0, down: index >= 0 && index < queuedIds.length - 1 }}
-                busy={busyId === job.id}
+                busy={busy?.id === job.id ? busy.action : null}
                 onAction={act}
               />
             );

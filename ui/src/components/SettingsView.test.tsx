@@ -18,17 +18,21 @@ describe("Settings", () => {
     expect(screen.getByRole("combobox", { name: "Model" })).toHaveValue("htdemucs");
     expect(screen.getByRole("option", { name: "htdemucs (installed and verified)" })).toBeInTheDocument();
     expect(screen.getByRole("combobox", { name: "Device" })).toHaveValue("cpu");
-    expect(screen.getByRole("combobox", { name: "Device" })).toHaveAccessibleDescription("Running on: CPU");
-    expect(screen.getByRole("spinbutton", { name: "Shifts" })).toHaveValue(2);
+    expect(screen.getByRole("combobox", { name: "Device" })).toHaveAccessibleDescription("Separating on: CPU");
+    expect(screen.getByRole("spinbutton", { name: "Extra passes (shifts)" })).toHaveValue(2);
     expect(screen.getByRole("spinbutton", { name: "Overlap" })).toHaveValue(0.5);
     expect(screen.getByRole("spinbutton", { name: "Concurrent jobs" })).toHaveValue(3);
     expect(screen.getByRole("combobox", { name: "Stem format" })).toHaveValue("flac-24");
     expect(screen.getByRole("group", { name: "Library location" })).toHaveTextContent("/home/you/Music/Stemroom");
   });
 
-  it("says when no job has run yet", async () => {
+  it("says when no job has run yet, and describes the model in plain words", async () => {
     await openSettings();
-    expect(screen.getByText("Running on: not started yet")).toBeInTheDocument();
+    expect(screen.getByText("Stemroom picks the GPU or the CPU when the first song starts.")).toBeInTheDocument();
+    const help = screen.getByTestId("model-help");
+    expect(help).toHaveTextContent("Splits each song into drums, bass, other and vocals");
+    // The technical description waits behind a disclosure.
+    expect(screen.getByText("Hybrid Transformer Demucs v4, 4 sources").closest("details")).not.toHaveAttribute("open");
   });
 
   it("saves changed settings", async () => {
@@ -36,7 +40,7 @@ describe("Settings", () => {
     const save = vi.spyOn(backend, "saveSettings");
 
     await user.selectOptions(screen.getByRole("combobox", { name: "Device" }), "CUDA");
-    const shifts = screen.getByRole("spinbutton", { name: "Shifts" });
+    const shifts = screen.getByRole("spinbutton", { name: "Extra passes (shifts)" });
     await user.clear(shifts);
     await user.type(shifts, "4");
     const overlap = screen.getByRole("spinbutton", { name: "Overlap" });
@@ -72,7 +76,7 @@ describe("Settings", () => {
 
   it("shows what the backend refused", async () => {
     const { user } = await openSettings();
-    const shifts = screen.getByRole("spinbutton", { name: "Shifts" });
+    const shifts = screen.getByRole("spinbutton", { name: "Extra passes (shifts)" });
     await user.clear(shifts);
     await user.type(shifts, "25");
     await user.click(screen.getByRole("button", { name: "Save" }));
@@ -98,6 +102,7 @@ describe("Settings", () => {
         {
           id: "htdemucs",
           description: "Hybrid Transformer Demucs v4",
+          sources: ["drums", "bass", "other", "vocals"],
           bytes: 174_263_526,
           installed: false,
           verified: false,

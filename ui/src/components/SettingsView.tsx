@@ -2,7 +2,7 @@ import { useEffect, useState, type FormEvent, type ReactNode } from "react";
 import { useBackend } from "../backend";
 import type { Device, GpuSupport, ModelStatus, Settings } from "../bindings";
 import { errorText } from "../errors";
-import { formatBytes, providerLabel } from "../format";
+import { formatBytes, listWords, providerLabel } from "../format";
 import type { AppInfoState } from "../hooks/useAppInfo";
 import { Alert } from "./Alert";
 import { FormatField } from "./FormatField";
@@ -56,7 +56,7 @@ interface NumberField {
 const NUMBER_FIELDS: NumberField[] = [
   {
     key: "shifts",
-    label: "Shifts",
+    label: "Extra passes (shifts)",
     min: 0,
     max: 20,
     step: 1,
@@ -255,9 +255,15 @@ export function SettingsView({ app }: Props) {
             ))}
           </select>
           {model && (
-            <p className="field__help">
-              {model.description} · {formatBytes(model.bytes)} · {modelState(model)}
-            </p>
+            <div className="field__help" data-testid="model-help">
+              <p>
+                Splits each song into {listWords(model.sources)} · {formatBytes(model.bytes)} · {modelState(model)}
+              </p>
+              <details>
+                <summary>Details</summary>
+                <p>{model.description}</p>
+              </details>
+            </div>
           )}
         </div>
         {model && !model.installed && <ModelInstall model={model} downloads={app.downloads} />}
@@ -278,7 +284,9 @@ export function SettingsView({ app }: Props) {
             ))}
           </select>
           <p id="device-help" className="field__help">
-            Running on: {info?.providerInUse ? providerLabel(info.providerInUse) : "not started yet"}
+            {info?.providerInUse
+              ? `Separating on: ${providerLabel(info.providerInUse)}`
+              : "Stemroom picks the GPU or the CPU when the first song starts."}
           </p>
           {draft.device === "cuda" && gpu && !gpu.usable && (
             <p className="field__help field__help--warning" data-testid="device-warning">

@@ -155,7 +155,10 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
 #[serde(rename_all = "camelCase")]
 pub struct ModelStatus {
     pub id: String,
+    /// The manifest's technical description (paper, format, origin).
     pub description: String,
+    /// The stems it makes, in output order (`drums`, `bass`, `other`, `vocals`).
+    pub sources: Vec<String>,
     /// Size of the model file in bytes (as `f64`: exact below 2^53).
     pub bytes: f64,
     /// A file with the right size was found.
@@ -185,6 +188,7 @@ pub fn statuses(manifest: &Manifest, dirs: &[PathBuf]) -> Vec<ModelStatus> {
             ModelStatus {
                 id: info.id.clone(),
                 description: info.description.clone(),
+                sources: info.sources.clone(),
                 bytes: info.bytes as f64,
                 installed,
                 verified: found.as_ref().is_ok_and(|m| m.verified),

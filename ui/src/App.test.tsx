@@ -21,6 +21,16 @@ describe("App", () => {
     expect(screen.getByRole("tab", { name: "Queue" })).toHaveAttribute("aria-selected", "true");
   });
 
+  it("opens every tab at its top", async () => {
+    const { user } = renderApp();
+    const scroll = vi.spyOn(window, "scrollTo");
+    await user.click(screen.getByRole("tab", { name: "Settings" }));
+    expect(scroll).toHaveBeenLastCalledWith({ top: 0 });
+    scroll.mockClear();
+    await user.click(screen.getByRole("tab", { name: "Queue" }));
+    expect(scroll).toHaveBeenCalledWith({ top: 0 });
+  });
+
   it("covers the window while files are dragged over it", async () => {
     const { backend } = renderApp();
     await screen.findByText("No songs in the queue");

@@ -71,6 +71,12 @@ export function App() {
     }
   }
 
+  // Each tab opens at its top (the page scrolls as a whole; a tab left
+  // scrolled down must not hide the next one's first controls under the header).
+  useEffect(() => {
+    window.scrollTo({ top: 0 });
+  }, [tab]);
+
   const { libraryVersion } = queue;
   const refreshInfo = app.refresh;
   useEffect(() => {

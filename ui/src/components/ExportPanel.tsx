@@ -1,7 +1,8 @@
-import { useState } from "react";
+import { useEffect, useState } from "react";
 import { toBackendError, useBackend } from "../backend";
 import type { ExportDest, ExportRate, ExportWhat, LoopRegion, MixControls, OnClash, OutputFormat } from "../bindings";
 import { errorText } from "../errors";
+import { loadExportPrefs, loadPickedDest, saveExportPrefs, savePickedDest } from "../exportPrefs";
 import { fileName } from "../format";
 import { PRESETS, presetControls, type PresetId } from "../timeline";
 import { Alert } from "./Alert";
@@ -27,13 +28,17 @@ type Dest = { dest: ExportDest; path: string };
 /** Export chosen stems, a mix (what I hear, or a preset) or a zip, with progress and cancel. */
 export function ExportPanel({ songId, stems, controls, loop, defaultDir }: Props) {
   const backend = useBackend();
-  const [kind, setKind] = useState<Kind>("mix");
+  // What was chosen for the last song (kind, mix, format, rate; a folder
+  // picked earlier in this run of the app).
+  const [remembered] = useState(loadExportPrefs);
+  const [kind, setKind] = useState<Kind>(remembered.kind);
   const [chosen, setChosen] = useState<string[]>(stems);
-  const [mix, setMix] = useState<MixChoice>("instrumental");
+  const [mix, setMix] = useState<MixChoice>(remembered.mix);
   const [onlyLoop, setOnlyLoop] = useState(false);
-  const [format, setFormat] = useState<OutputFormat>({ kind: "mp3", kbps: 320 });
-  const [rate, setRate] = useState<"original" | "44100" | "48000">("original");
-  const [dest, setDest] = useState<Dest>({ dest: { kind: "songFolder" }, path: defaultDir });
+  const [format, setFormat] = useState<OutputFormat>(remembered.format);
+  const [rate, setRate] = useState<"original" | "44100" | "48000">(remembered.rate);
+  const [dest, setDest] = useState<Dest>(() => loadPickedDest() ?? { dest: { kind: "songFolder" }, path: defaultDir });
+  useEffect(() => saveExportPrefs({ kind, mix, format, rate }), [kind, mix, format, rate]);
   /** Files that already exist, while the user decides what to do. */
   const [clash, setClash] = useState<string | null>(null);
   const [running, setRunning] = useState(false);
@@ -80,7 +85,11 @@ export function ExportPanel({ songId, stems, controls, loop, defaultDir }: Props
   async function choose() {
     try {
       const picked = await backend.pickExportDir();
-      if (picked) setDest({ dest: { kind: "picked", handle: picked.handle }, path: picked.path });
+      if (picked) {
+        const next = { dest: { kind: "picked" as const, handle: picked.handle }, path: picked.path };
+        setDest(next);
+        savePickedDest(next);
+      }
     } catch (e) {
       setError(errorText(e));
     }
@@ -178,7 +187,10 @@ export function ExportPanel({ songId, stems, controls, loop, defaultDir }: Props
               type="button"
               className="button button--quiet"
               disabled={running}
-              onClick={() => setDest({ dest: { kind: "songFolder" }, path: defaultDir })}
+              onClick={() => {
+                setDest({ dest: { kind: "songFolder" }, path: defaultDir });
+                savePickedDest(null);
+              }}
             >
               Song folder
             </button>

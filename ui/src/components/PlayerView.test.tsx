@@ -152,4 +152,28 @@ describe("Player", () => {
     await user.click(screen.getByRole("button", { name: "Back to library" }));
     expect(await screen.findByRole("searchbox", { name: "Search library" })).toBeInTheDocument();
   });
+
+  it("remembers the export choices for the next song, and a picked folder while the app runs", async () => {
+    const two = [...library, mockSong({ id: 2, title: "Night Drive", durationSeconds: 200 })];
+    const app = renderApp({ library: two, pickedDir: "/home/you/Exports" });
+    const { user } = app;
+    await user.click(screen.getByRole("tab", { name: "Library" }));
+    await user.click(await screen.findByRole("button", { name: /Falcon 69/ }));
+    await user.click(screen.getByRole("button", { name: "Play & export" }));
+    await screen.findAllByTestId("lane");
+    await user.click(screen.getByRole("radio", { name: "Separate stem files" }));
+    await user.selectOptions(screen.getByLabelText("Format"), "WAV 24-bit");
+    await user.selectOptions(screen.getByLabelText("Sample rate"), "48000");
+    await user.click(screen.getByRole("button", { name: "Choose…" }));
+    await waitFor(() => expect(screen.getByTestId("export-dir")).toHaveTextContent("/home/you/Exports"));
+    await user.click(screen.getByRole("button", { name: "Back to library" }));
+
+    await user.click(await screen.findByRole("button", { name: /Night Drive/ }));
+    await user.click(screen.getByRole("button", { name: "Play & export" }));
+    await screen.findAllByTestId("lane");
+    expect(screen.getByRole("radio", { name: "Separate stem files" })).toBeChecked();
+    expect(screen.getByLabelText("Format")).toHaveDisplayValue("WAV 24-bit");
+    expect(screen.getByLabelText("Sample rate")).toHaveValue("48000");
+    expect(screen.getByTestId("export-dir")).toHaveTextContent("/home/you/Exports");
+  });
 });

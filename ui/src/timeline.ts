@@ -25,6 +25,11 @@ export function zoomWindow(w: FrameWindow, factor: number, anchor: number, total
   return clampWindow({ start: anchor - ratio * next, end: anchor - ratio * next + next }, total);
 }
 
+/** Move the window by `frames` (negative: towards the start), kept inside the song. */
+export function panWindow(w: FrameWindow, frames: number, total: number): FrameWindow {
+  return clampWindow({ start: w.start + frames, end: w.end + frames }, total);
+}
+
 /** The frame under `x` pixels from the left of an area `width` pixels wide. */
 export function frameAt(x: number, width: number, w: FrameWindow): number {
   if (width <= 0) return w.start;

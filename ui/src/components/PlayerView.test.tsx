@@ -58,6 +58,41 @@ describe("Player", () => {
     expect(screen.getAllByTestId("lane")[4]).toHaveAttribute("aria-selected", "true");
   });
 
+  it("keeps the transport keys after a fader or a button was touched", async () => {
+    const { backend, user } = await openPlayer();
+    const fader = screen.getByRole("slider", { name: "vocals volume" });
+    fader.focus();
+    await user.keyboard(" ");
+    expect(backend.player.status?.playing).toBe(true);
+    await user.keyboard("{ArrowRight}");
+    await waitFor(() => expect(backend.player.status?.position).toBe(5 * 44_100));
+    // The seek did not move the fader (↑/↓ are left to it: the browser's own).
+    expect(fader).toHaveValue("1");
+    // A button that was clicked does not take Space back from the player.
+    await user.click(screen.getByRole("button", { name: /Mute vocals|vocals mute/i }));
+    await user.keyboard(" ");
+    expect(backend.player.status?.playing).toBe(false);
+  });
+
+  it("pans a zoomed view with the wheel and the scroll bar", async () => {
+    const { user } = await openPlayer();
+    expect(screen.queryByRole("slider", { name: "Scroll the waveforms" })).not.toBeInTheDocument();
+    await user.click(screen.getByRole("button", { name: "Zoom in" }));
+    await user.click(screen.getByRole("button", { name: "Zoom in" }));
+    const bar = screen.getByRole("slider", { name: "Scroll the waveforms" });
+    expect(bar).toHaveAttribute("aria-valuetext", "Showing 0:00 to 0:46");
+    // The wheel pans (clamped at the song's end)...
+    fireEvent.wheel(screen.getByTestId("ruler").parentElement!, { deltaY: 100 });
+    expect(bar).toHaveAttribute("aria-valuetext", "Showing 2:20 to 3:07");
+    // ...and so does the bar.
+    fireEvent.change(bar, { target: { value: String(60 * 44_100) } });
+    expect(bar).toHaveAttribute("aria-valuetext", "Showing 1:00 to 1:46");
+    // Its arrow keys are its own (not the player's seek).
+    expect(bar).toHaveAttribute("data-own-keys");
+    await user.click(screen.getByRole("button", { name: "Fit" }));
+    expect(screen.queryByRole("slider", { name: "Scroll the waveforms" })).not.toBeInTheDocument();
+  });
+
   it("sets the loop from the keyboard: [ in, ] out, \\ clears", async () => {
     const { backend, user } = await openPlayer();
     await user.keyboard("{ArrowRight}");

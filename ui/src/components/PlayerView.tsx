@@ -7,6 +7,7 @@ import {
   clampWindow,
   formatTime,
   frameAt,
+  panWindow,
   rulerTicks,
   unityControls,
   xOf,
@@ -57,6 +58,10 @@ function Waveform({ peaks, width, color, dim }: { peaks?: LanePeaks; width: numb
 }
 
 /** A finished song: waveform lanes, synced playback with per-stem mute/solo/volume, loop, zoom, export. */
+/** Elements whose keys are their own (typing or choosing), not the player's. */
+const TYPING_FIELDS =
+  "input:not([type=range]):not([type=button]), select, textarea, [contenteditable=true], [contenteditable=''], [data-own-keys]";
+
 export function PlayerView({ song, onClose }: Props) {
   const backend = useBackend();
   const [view, setView] = useState<SongView | null>(null);
@@ -162,6 +167,34 @@ export function PlayerView({ song, onClose }: Props) {
     if (canPlay) run(backend.setLoop(region));
   }
 
+  // The wheel over the waveforms pans a zoomed view (vertical or horizontal
+  // wheel, trackpad swipes) and zooms with Ctrl; an unzoomed view lets the
+  // page scroll. A native listener: React's wheel listener is passive.
+  const timeline = useRef<HTMLDivElement>(null);
+  const onWheel = useEffectEvent((e: WheelEvent) => {
+    if (!win || frames === 0) return;
+    const delta = Math.abs(e.deltaX) > Math.abs(e.deltaY) ? e.deltaX : e.deltaY;
+    if (delta === 0) return;
+    if (e.ctrlKey) {
+      e.preventDefault();
+      zoom(delta > 0 ? 1.25 : 0.8);
+      return;
+    }
+    const span = win.end - win.start;
+    if (span >= frames) return;
+    e.preventDefault();
+    // deltaMode 1 = lines, 2 = pages; pixels otherwise.
+    const px = delta * (e.deltaMode === 1 ? 16 : e.deltaMode === 2 ? Math.max(width, 1) : 1);
+    setWin(panWindow(win, (px * span) / Math.max(width, 1), frames));
+  });
+  useEffect(() => {
+    const el = timeline.current;
+    if (!el) return;
+    const handler = (e: WheelEvent) => onWheel(e);
+    el.addEventListener("wheel", handler, { passive: false });
+    return () => el.removeEventListener("wheel", handler);
+  }, [view]);
+
   function zoom(factor: number) {
     if (!win) return;
     const anchor = position >= win.start && position <= win.end ? position : (win.start + win.end) / 2;
@@ -170,7 +203,10 @@ export function PlayerView({ song, onClose }: Props) {
 
   const onKey = useEffectEvent((e: KeyboardEvent) => {
     const t = e.target as HTMLElement | null;
-    if (t && (t.closest("input, select, textarea, [contenteditable=true]") || t.closest(".dialog"))) return;
+    // Transport keys work wherever focus is (a fader, a button) except where
+    // keys type or choose: text fields, lists, check boxes, radio buttons and
+    // dialogs. A focused fader keeps ↑/↓ for its volume; ←/→ seek.
+    if (t && (t.closest(TYPING_FIELDS) || t.closest(".dialog"))) return;
     if (!view || !controls) return;
     if (e.key === " ") {
       e.preventDefault();
@@ -316,7 +352,7 @@ export function PlayerView({ song, onClose }: Props) {
           Fit
         </button>
       </div>
-      <div className="timeline">
+      <div className="timeline" ref={timeline}>
         <div className="timeline__head" />
         <div
           className="ruler"
@@ -429,6 +465,20 @@ export function PlayerView({ song, onClose }: Props) {
           <div className="playhead" style={{ "--x": `${playheadX}px` } as CSSProperties} aria-hidden="true" />
         )}
       </div>
+      {win.end - win.start < frames && (
+        <input
+          type="range"
+          className="timeline__scroll"
+          aria-label="Scroll the waveforms"
+          aria-valuetext={`Showing ${formatTime(win.start / rate)} to ${formatTime(win.end / rate)}`}
+          data-own-keys=""
+          min={0}
+          max={frames - (win.end - win.start)}
+          step={1}
+          value={win.start}
+          onChange={(e) => setWin(panWindow(win, Number(e.target.value) - win.start, frames))}
+        />
+      )}
       <p className="muted player__keys">
         Space play/pause · ←/→ seek 5 s (Shift: 1 s) · 1–{view.stems.length} select a lane · M mute · S solo · [ ]
         loop in/out · \ clear loop

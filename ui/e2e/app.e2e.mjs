@@ -177,6 +177,19 @@ try {
   const laneNames = [];
   for (const l of await b.$$('[data-testid="lane"]')) laneNames.push(await l.getAttribute("data-lane"));
   check(laneNames.join(",") === "mixture,drums,bass,other,vocals", `mixture and four stem lanes (${laneNames})`);
+  // Every lane shows its whole name, in this window and a narrow one.
+  const cutNames = () =>
+    b.execute(() =>
+      [...document.querySelectorAll(".lane__name")]
+        .filter((n) => n.scrollWidth > n.clientWidth + 1)
+        .map((n) => n.textContent),
+    );
+  check((await cutNames()).length === 0, `no lane name is cut at 1280 px (${await cutNames()})`);
+  const size = await b.getWindowSize();
+  await b.setWindowSize(800, size.height);
+  await sleep(300);
+  check((await cutNames()).length === 0, `no lane name is cut at 800 px (${await cutNames()})`);
+  await b.setWindowSize(size.width, size.height);
   const noSound = await b.$(".alert__title=Playback is not available");
   check(!(await noSound.isExisting()), "the audio device opened");
   const mute = await b.$('[aria-label="Mute vocals"]');

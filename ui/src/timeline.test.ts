@@ -41,6 +41,13 @@ describe("timeline", () => {
     expect(rulerTicks({ start: 44_100, end: 2 * 44_100 }, 1000, 44_100).slice(0, 2)).toEqual([1, 1.1]);
   });
 
+  it("leaves out a last mark whose label would be cut at the right edge", () => {
+    // 60 s over 800 px: a mark every 10 s; 60 s sits at 800 px, 50 s at 667 px.
+    const ticks = rulerTicks({ start: 0, end: 60 * 44_100 }, 800, 44_100);
+    expect(ticks[ticks.length - 1]).toBe(50);
+    expect(rulerTicks({ start: 0, end: 60 * 44_100 }, 800, 44_100, 80, 200)).toEqual([0, 10, 20, 30, 40]);
+  });
+
   it("formats times", () => {
     expect(formatTime(75.26)).toBe("1:15");
     expect(formatTime(75.26, true)).toBe("1:15.3");

@@ -43,14 +43,21 @@ export function xOf(frame: number, width: number, w: FrameWindow): number {
 }
 
 /** Ruler marks: a "nice" step in seconds giving at least `minPx` pixels between marks. */
-export function rulerTicks(w: FrameWindow, width: number, sampleRate: number, minPx = 80): number[] {
+/**
+ * Ruler marks (seconds) at round times at least `minPx` apart, leaving out
+ * any whose label (`labelPx` wide, "12:34.5" at the ruler's size) would run
+ * past the right edge.
+ */
+export function rulerTicks(w: FrameWindow, width: number, sampleRate: number, minPx = 80, labelPx = 48): number[] {
   const seconds = (w.end - w.start) / sampleRate;
   if (seconds <= 0 || width <= 0) return [];
   const steps = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800];
   const step = steps.find((s) => (s / seconds) * width >= minPx) ?? 3600;
   const first = Math.ceil(w.start / sampleRate / step) * step;
   const ticks: number[] = [];
-  for (let t = first; t * sampleRate <= w.end && ticks.length < 200; t += step) ticks.push(t);
+  for (let t = first; t * sampleRate <= w.end && ticks.length < 200; t += step) {
+    if (xOf(t * sampleRate, width, w) + labelPx <= width) ticks.push(t);
+  }
   return ticks;
 }
 

@@ -74,6 +74,18 @@ describe("Player", () => {
     expect(backend.player.status?.playing).toBe(false);
   });
 
+  it("gives the song the same length as the library does", async () => {
+    const long = [mockSong({ id: 1, title: "Falcon 69", durationSeconds: 60.6 })];
+    const { user } = renderApp({ library: long });
+    await user.click(screen.getByRole("tab", { name: "Library" }));
+    const item = await screen.findByRole("button", { name: /Falcon 69/ });
+    expect(item).toHaveTextContent("1:01");
+    await user.click(item);
+    await user.click(screen.getByRole("button", { name: "Play & export" }));
+    await screen.findAllByTestId("lane");
+    expect(screen.getByText(/^0:00\.0 \/ /)).toHaveTextContent("0:00.0 / 1:01");
+  });
+
   it("pans a zoomed view with the wheel and the scroll bar", async () => {
     const { user } = await openPlayer();
     expect(screen.queryByRole("slider", { name: "Scroll the waveforms" })).not.toBeInTheDocument();

@@ -2,6 +2,7 @@ import { useEffect, useEffectEvent, useLayoutEffect, useRef, useState, type CSSP
 import { useBackend } from "../backend";
 import type { Job, LanePeaks, LoopRegion, MixControls, PlayerStatus, SongView } from "../bindings";
 import { errorText } from "../errors";
+import { formatDuration } from "../format";
 import {
   audible,
   clampWindow,
@@ -322,7 +323,7 @@ export function PlayerView({ song, onClose }: Props) {
           {playing ? "Pause" : "Play"}
         </button>
         <span className="transport__time" data-testid="position" data-frame={position}>
-          {formatTime(position / rate, true)} / {formatTime(frames / rate)}
+          {formatTime(position / rate, true)} / {formatDuration(frames / rate)}
         </span>
         <label className="transport__master">
           Master

@@ -28,6 +28,7 @@ pub fn specta_builder() -> tauri_specta::Builder<tauri::Wry> {
             settings::gpu_support,
             settings::install_gpu_support,
             settings::cancel_gpu_install,
+            settings::install_runtime,
             queue::subscribe,
             song::open_song,
             song::close_song,

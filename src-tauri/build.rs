@@ -30,6 +30,7 @@ const COMMANDS: &[&str] = &[
     "gpu_support",
     "install_gpu_support",
     "cancel_gpu_install",
+    "install_runtime",
     "subscribe",
     "open_song",
     "close_song",

@@ -168,6 +168,31 @@ pub async fn install_gpu_support(state: S<'_>, channel: Channel<InstallEvent>) -
         .await
 }
 
+/// Download, verify and install the CPU build of ONNX Runtime (the pinned
+/// PyPI wheel, 24 MB, checked by sha256) into the per-user cache where the
+/// app looks for it: the fix the setup banner offers when the runtime is
+/// missing. Shares the one-install-at-a-time slot (and cancel) with GPU
+/// support.
+#[tauri::command]
+#[specta::specta]
+pub async fn install_runtime(
+    state: S<'_>,
+    channel: Channel<InstallEvent>,
+) -> Result<RuntimeStatus, AppError> {
+    let app = state.inner().clone();
+    state
+        .gpu_install
+        .run("ONNX Runtime or GPU support is already being installed.", move |cancel| {
+            let cache = stemroom_engine::paths::cache_dir()
+                .ok_or_else(|| AppError::internal("no cache directory (HOME is not set)"))?;
+            let opts = install::cpu_options(&cache, None);
+            install::install(&opts, &mut |e| drop(channel.send(e.clone())), &|| cancel.load(Ordering::Relaxed))
+                .map_err(install_error)?;
+            Ok(app.runtime())
+        })
+        .await
+}
+
 /// Stop the running GPU support install (what it downloaded is kept, so a
 /// later install resumes).
 #[tauri::command]

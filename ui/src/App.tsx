@@ -101,7 +101,7 @@ export function App() {
     <div className="app">
       <Header selected={tab} onSelect={setTab} />
       <main className="main">
-        {app.info && <SetupBanner info={app.info} downloads={app.downloads} />}
+        {app.info && <SetupBanner info={app.info} downloads={app.downloads} onChanged={() => void app.refresh()} />}
         {app.error && <Alert title="Stemroom could not start properly">{app.error}</Alert>}
         {rejected.length > 0 && <RejectedNotice rejected={rejected} onDismiss={() => setRejected([])} />}
         {duplicates.length > 0 && (

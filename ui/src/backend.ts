@@ -17,6 +17,7 @@ import type {
   PickedFolder,
   PlayerStatus,
   QueueEvent,
+  RuntimeStatus,
   Settings,
   SongView,
 } from "./bindings";
@@ -56,6 +57,8 @@ export interface Backend {
   installGpuSupport(onEvent: (event: InstallEvent) => void): Promise<GpuSupport>;
   /** Stops the running install (it rejects with code `cancelled`; downloads are kept). */
   cancelGpuInstall(): Promise<void>;
+  /** Downloads and installs ONNX Runtime's CPU build (the fix for a missing runtime). */
+  installRuntime(onEvent: (event: InstallEvent) => void): Promise<RuntimeStatus>;
   /** Live queue events; resolves to the function that stops them. */
   subscribe(onEvent: (event: QueueEvent) => void): Promise<() => void>;
   /**

@@ -13,7 +13,13 @@ describe("errors", () => {
 
   it("adds what to do, chosen by code", () => {
     expect(errorText(new BackendError("bad_input", "Not an audio file."))).toBe("Not an audio file.");
-    expect(errorText(new BackendError("missing_runtime", "No ORT."))).toContain("bash scripts/setup.sh");
+    expect(errorText(new BackendError("missing_runtime", "No ORT."))).toContain("download it from the banner");
+    expect(errorText(new BackendError("missing_runtime", "No ORT."))).not.toContain("setup.sh");
+    // An export that cannot be written names the export folder, not the library.
+    expect(errorText(new BackendError("output", "cannot write output /x: denied"), "export")).toContain(
+      "export folder",
+    );
+    expect(errorText(new BackendError("output", "cannot write output /x: denied"))).toContain("library folder");
     expect(errorText(new BackendError("missing_model", "Gone."))).toContain("Download the model in Settings");
     expect(errorText(new BackendError("internal", "disk on fire"))).toBe("Something went wrong: disk on fire");
   });

@@ -1,17 +1,22 @@
 import { toBackendError } from "./backend";
 import type { ErrorCode } from "./bindings";
 
+/** Where an error happened, when that changes what to do about it. */
+export type ErrorContext = "job" | "export";
+
 /** What the user can do about an error with this code, if anything. */
-export function hintFor(code: ErrorCode): string | null {
+export function hintFor(code: ErrorCode, context: ErrorContext = "job"): string | null {
   switch (code) {
     case "missing_model":
       return "Download the model in Settings, then try again.";
     case "missing_runtime":
-      return "ONNX Runtime is missing: run `bash scripts/setup.sh`, then restart Stemroom.";
+      return "ONNX Runtime is missing: download it from the banner at the top of the window, then retry.";
     case "output":
-      return "Check that the library folder exists and that you can write to it.";
+      return context === "export"
+        ? "Check that the export folder exists and that you can write to it, or choose another folder."
+        : "Check that the library folder exists and that you can write to it.";
     case "missing_tool":
-      return "yt-dlp is needed for links: run `bash scripts/setup.sh`, or set its path in Settings.";
+      return "yt-dlp is needed for links: install yt-dlp (2025.01.01 or newer) and set its path in Settings if it is not found.";
     case "download":
       return "Check the link and the network connection, then retry.";
     case "audio_device":
@@ -26,8 +31,8 @@ export function hintFor(code: ErrorCode): string | null {
 }
 
 /** One plain sentence or two for any error a backend call rejected with. */
-export function errorText(error: unknown): string {
+export function errorText(error: unknown, context: ErrorContext = "job"): string {
   const { code, message } = toBackendError(error);
   const text = code === "internal" ? `Something went wrong: ${message}` : message;
-  return [text, hintFor(code)].filter(Boolean).join(" ");
+  return [text, hintFor(code, context)].filter(Boolean).join(" ");
 }

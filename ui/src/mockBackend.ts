@@ -210,7 +210,7 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
   let nextId = Math.max(0, ...jobs.map((job) => job.id)) + 1;
   let settings: Settings = { ...defaultSettings, ...options.settings };
   const models = (options.models ?? [mockModel()]).map((model) => structuredClone(model));
-  const runtimeFound = options.runtimeFound ?? true;
+  let runtimeFound = options.runtimeFound ?? true;
   let providerInUse = options.providerInUse ?? null;
   let gpu: GpuSupport = {
     driverVersion: null,
@@ -664,6 +664,13 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
     },
     async cancelGpuInstall() {
       gpuInstall?.release(true);
+    },
+    async installRuntime(onEvent) {
+      const total = 23_753_652;
+      onEvent({ stage: "downloading", file: "onnxruntime-1.31.1-cp311-cp311-manylinux_2_28_x86_64.whl", done: total, total });
+      onEvent({ stage: "installed", dir: "/home/you/.cache/stemroom/onnxruntime-1.31.1" });
+      runtimeFound = true;
+      return { found: true, path: "/home/you/.cache/stemroom/onnxruntime-1.31.1/libonnxruntime.so.1.31.1", problem: null };
     },
     finishGpuInstall() {
       gpuInstall?.release(false);

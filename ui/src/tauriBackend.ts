@@ -50,6 +50,7 @@ export const tauriBackend: Backend = {
   gpuSupport: () => unwrap(commands.gpuSupport()),
   installGpuSupport: (onEvent) => unwrap(commands.installGpuSupport(new Channel<InstallEvent>(onEvent))),
   cancelGpuInstall: () => commands.cancelGpuInstall(),
+  installRuntime: (onEvent) => unwrap(commands.installRuntime(new Channel<InstallEvent>(onEvent))),
 
   openSong: (id, onStatus) => unwrap(commands.openSong(id, new Channel<PlayerStatus>(onStatus))),
   closeSong: async () => {

@@ -76,7 +76,7 @@ export function ExportPanel({ songId, stems, controls, loop, defaultDir }: Props
     } catch (e) {
       const err = toBackendError(e);
       if (err.code === "exists") setClash(err.message);
-      else setError(errorText(e));
+      else setError(errorText(e, "export"));
     } finally {
       setRunning(false);
     }

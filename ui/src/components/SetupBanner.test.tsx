@@ -1,4 +1,4 @@
-import { screen, within } from "@testing-library/react";
+import { screen, waitFor, within } from "@testing-library/react";
 import { describe, expect, it, vi } from "vitest";
 import { BackendError } from "../backend";
 import { mockModel } from "../mockBackend";
@@ -50,9 +50,17 @@ describe("First-run banner", () => {
     expect(within(banner()!).getByRole("button", { name: "Download model" })).toBeEnabled();
   });
 
-  it("tells how to install a missing runtime", async () => {
-    renderApp({ runtimeFound: false });
+  it("installs a missing runtime itself (no terminal needed)", async () => {
+    const { backend, user } = renderApp({ runtimeFound: false });
     const region = await screen.findByRole("region", { name: "Finish setting up Stemroom" });
-    expect(region).toHaveTextContent("ONNX Runtime is missing: run bash scripts/setup.sh");
+    expect(region).toHaveTextContent("ONNX Runtime, which runs the separation, is missing.");
+    expect(region).not.toHaveTextContent("setup.sh");
+    const install = vi.spyOn(backend, "installRuntime");
+    await user.click(within(region).getByRole("button", { name: "Download ONNX Runtime (24 MB)" }));
+    expect(install).toHaveBeenCalledOnce();
+    // Installed: the banner has nothing left to say (the model is there).
+    await waitFor(() =>
+      expect(screen.queryByRole("region", { name: "Finish setting up Stemroom" })).not.toBeInTheDocument(),
+    );
   });
 });

@@ -175,10 +175,7 @@ pub async fn install_gpu_support(state: S<'_>, channel: Channel<InstallEvent>) -
 /// support.
 #[tauri::command]
 #[specta::specta]
-pub async fn install_runtime(
-    state: S<'_>,
-    channel: Channel<InstallEvent>,
-) -> Result<RuntimeStatus, AppError> {
+pub async fn install_runtime(state: S<'_>, channel: Channel<InstallEvent>) -> Result<RuntimeStatus, AppError> {
     let app = state.inner().clone();
     state
         .gpu_install

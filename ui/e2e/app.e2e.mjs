@@ -142,6 +142,7 @@ try {
     (await doneRow.getText()).includes("Done") && (await (await doneRow.$("button=Open in player")).isExisting()),
     "the finished song keeps a Done row with Open in player",
   );
+  await shot(b, "queue-done");
   await tab(b, "Library");
   const item = await b.$('[data-testid="library-item"]');
   await item.waitForExist({ timeout: 20000 });
@@ -185,11 +186,11 @@ try {
         .map((n) => n.textContent),
     );
   check((await cutNames()).length === 0, `no lane name is cut at 1280 px (${await cutNames()})`);
-  const size = await b.getWindowSize();
-  await b.setWindowSize(800, size.height);
+  const windowSize = await b.getWindowSize();
+  await b.setWindowSize(800, windowSize.height);
   await sleep(300);
   check((await cutNames()).length === 0, `no lane name is cut at 800 px (${await cutNames()})`);
-  await b.setWindowSize(size.width, size.height);
+  await b.setWindowSize(windowSize.width, windowSize.height);
   const noSound = await b.$(".alert__title=Playback is not available");
   check(!(await noSound.isExisting()), "the audio device opened");
   const mute = await b.$('[aria-label="Mute vocals"]');

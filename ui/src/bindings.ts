@@ -45,6 +45,14 @@ export const commands = {
 	 *  later install resumes).
 	 */
 	cancelGpuInstall: () => __TAURI_INVOKE<void>("cancel_gpu_install"),
+	/**
+	 *  Download, verify and install the CPU build of ONNX Runtime (the pinned
+	 *  PyPI wheel, 24 MB, checked by sha256) into the per-user cache where the
+	 *  app looks for it: the fix the setup banner offers when the runtime is
+	 *  missing. Shares the one-install-at-a-time slot (and cancel) with GPU
+	 *  support.
+	 */
+	installRuntime: (channel: Channel<InstallEvent>) => typedError<RuntimeStatus, AppError>(__TAURI_INVOKE("install_runtime", { channel })),
 	/**  Register the window's progress channel; events flow until it closes. */
 	subscribe: (channel: Channel<QueueEvent>) => __TAURI_INVOKE<void>("subscribe", { channel }),
 	/**

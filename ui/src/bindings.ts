@@ -316,8 +316,13 @@ export type Job = {
 	provider: string | null,
 	/**  A link's uploader or channel, from its metadata. */
 	uploader: string | null,
-	/**  A link's thumbnail image URL, from its metadata. */
+	/**
+	 *  A link's thumbnail image URL, from its metadata (the image itself is
+	 *  kept locally, see `link::thumbnail`).
+	 */
 	thumbnail: string | null,
+	/**  The album a file's tags name, if any. */
+	album: string | null,
 };
 
 /**  How a job separates its song. Defaults come from [`Settings`]. */

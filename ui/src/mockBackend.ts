@@ -118,6 +118,7 @@ export function mockJob(overrides: Partial<Job> & Pick<Job, "id" | "title">): Jo
     provider: null,
     uploader: null,
     thumbnail: null,
+    album: null,
     ...overrides,
   };
 }
@@ -477,7 +478,11 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
     async listLibrary(search) {
       const needle = search.trim().toLowerCase();
       return jobs
-        .filter((job) => job.state.state === "done" && job.title.toLowerCase().includes(needle))
+        .filter(
+          (job) =>
+            job.state.state === "done" &&
+            (job.title.toLowerCase().includes(needle) || (job.album ?? "").toLowerCase().includes(needle)),
+        )
         .sort((a, b) => (b.finishedAt ?? 0) - (a.finishedAt ?? 0) || b.id - a.id)
         .map((job) => structuredClone(job));
     },

@@ -198,6 +198,9 @@ pub fn add_paths_with(queue: &Queue, paths: &[PathBuf], add: AddOptions) -> Resu
                 }
                 let title = title_from_tags(&info.tags).unwrap_or_else(|| title_for(&f));
                 let job = queue.enqueue(&source, &title, &options)?;
+                if let Some(album) = info.tags.album.as_deref().map(str::trim).filter(|a| !a.is_empty()) {
+                    queue.set_album(job.id, album)?;
+                }
                 if let Some(d) = info.duration_seconds {
                     queue.set_details(job.id, Some(d), None)?;
                 }
@@ -443,6 +446,14 @@ mod tests {
         let r = add_paths(&q, &[album]).unwrap();
         let titles: Vec<&str> = r.added.iter().map(|j| j.title.as_str()).collect();
         assert_eq!(titles, ["Björk - Army of Me", "Track 02", "Hyperballad"]);
+        assert_eq!(r.added[0].album.as_deref(), Some("Post"));
+        assert_eq!(r.added[1].album, None);
+        // The library finds a finished song by its album too.
+        let claimed = q.claim_next().unwrap().expect("a queued job");
+        assert_eq!(claimed.id, r.added[0].id);
+        q.finish(claimed.id, &crate::queue::JobState::Done, Some("/library/Army of Me"), &[]).unwrap();
+        let found: Vec<u32> = q.library("POST").unwrap().iter().map(|j| j.id).collect();
+        assert_eq!(found, [claimed.id]);
         assert_eq!(decode::probe(&tagged).unwrap().tags.album.as_deref(), Some("Post"));
     }
 }

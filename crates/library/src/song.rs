@@ -260,6 +260,7 @@ mod tests {
             provider: None,
             uploader: None,
             thumbnail: None,
+            album: None,
         };
         let files = stems.iter().map(|s| StemFile { stem: s.to_string(), path: s.to_string() }).collect();
         SongMetadata::new(&job, files, 1.0, None, None).write(&dir).unwrap();

@@ -1,4 +1,4 @@
-import { useEffect, useState } from "react";
+import { useEffect, useRef, useState } from "react";
 import { toBackendError, useBackend } from "../backend";
 import type { ExportDest, ExportRate, ExportWhat, LoopRegion, MixControls, OnClash, OutputFormat } from "../bindings";
 import { errorText } from "../errors";
@@ -45,6 +45,12 @@ export function ExportPanel({ songId, stems, controls, loop, defaultDir }: Props
   const [fraction, setFraction] = useState<number | null>(null);
   const [files, setFiles] = useState<string[] | null>(null);
   const [error, setError] = useState<string | null>(null);
+  // The panel sits under the lanes: bring what the export says (progress,
+  // the question, the files, the error) into view, however small the window.
+  const outcome = useRef<HTMLDivElement>(null);
+  useEffect(() => {
+    if (running || clash || files || error) outcome.current?.scrollIntoView?.({ block: "nearest" });
+  }, [running, clash, files, error]);
 
   function what(): ExportWhat {
     switch (kind) {
@@ -197,65 +203,67 @@ export function ExportPanel({ songId, stems, controls, loop, defaultDir }: Props
           )}
         </div>
       </div>
-      {clash && (
-        <div className="alert" role="alertdialog" aria-labelledby="clash-title" aria-describedby="clash-text">
-          <p id="clash-title" className="alert__title">
-            Already exported
-          </p>
-          <p id="clash-text">{clash.charAt(0).toUpperCase() + clash.slice(1)}.</p>
-          <div className="song__actions">
-            <button type="button" className="button button--primary" onClick={() => void start("keepBoth")}>
-              Keep both
-            </button>
-            <button type="button" className="button" onClick={() => void start("replace")}>
-              Replace
-            </button>
-            <button type="button" className="button button--quiet" onClick={() => setClash(null)}>
-              Cancel
-            </button>
+      <div ref={outcome} className="export__outcome">
+        {clash && (
+          <div className="alert" role="alertdialog" aria-labelledby="clash-title" aria-describedby="clash-text">
+            <p id="clash-title" className="alert__title">
+              Already exported
+            </p>
+            <p id="clash-text">{clash.charAt(0).toUpperCase() + clash.slice(1)}.</p>
+            <div className="song__actions">
+              <button type="button" className="button button--primary" onClick={() => void start("keepBoth")}>
+                Keep both
+              </button>
+              <button type="button" className="button" onClick={() => void start("replace")}>
+                Replace
+              </button>
+              <button type="button" className="button button--quiet" onClick={() => setClash(null)}>
+                Cancel
+              </button>
+            </div>
           </div>
-        </div>
-      )}
-      {error && (
-        <Alert title="The export failed" onDismiss={() => setError(null)}>
-          {error}
-        </Alert>
-      )}
-      <div className="song__actions">
-        <button
-          type="button"
-          className="button button--primary"
-          disabled={running || nothingChosen || clash !== null}
-          onClick={() => void start("refuse")}
-        >
-          Export
-        </button>
-        {running && (
-          <button type="button" className="button" onClick={() => void backend.cancelExport()}>
-            Cancel export
-          </button>
         )}
-      </div>
-      {running && <ProgressBar percent={(fraction ?? 0) * 100} label="Export progress" />}
-      {files && (
-        <div className="export__done" role="status">
-          <p>Exported {files.length === 1 ? "1 file" : `${files.length} files`}:</p>
-          <ul>
-            {files.map((f) => (
-              <li key={f} data-testid="exported-file" title={f}>
-                {fileName(f)}
-              </li>
-            ))}
-          </ul>
+        {error && (
+          <Alert title="The export failed" onDismiss={() => setError(null)}>
+            {error}
+          </Alert>
+        )}
+        <div className="song__actions">
           <button
             type="button"
-            className="button"
-            onClick={() => void backend.openFolder({ kind: "export", id: songId, dest: dest.dest })}
+            className="button button--primary"
+            disabled={running || nothingChosen || clash !== null}
+            onClick={() => void start("refuse")}
           >
-            Open export folder
+            Export
           </button>
+          {running && (
+            <button type="button" className="button" onClick={() => void backend.cancelExport()}>
+              Cancel export
+            </button>
+          )}
         </div>
-      )}
+        {running && <ProgressBar percent={(fraction ?? 0) * 100} label="Export progress" />}
+        {files && (
+          <div className="export__done" role="status">
+            <p>Exported {files.length === 1 ? "1 file" : `${files.length} files`}:</p>
+            <ul>
+              {files.map((f) => (
+                <li key={f} data-testid="exported-file" title={f}>
+                  {fileName(f)}
+                </li>
+              ))}
+            </ul>
+            <button
+              type="button"
+              className="button"
+              onClick={() => void backend.openFolder({ kind: "export", id: songId, dest: dest.dest })}
+            >
+              Open export folder
+            </button>
+          </div>
+        )}
+      </div>
     </section>
   );
 }

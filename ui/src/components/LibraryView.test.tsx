@@ -6,7 +6,7 @@ import { renderApp } from "../test/renderApp";
 const library = [
   mockSong({ id: 1, title: "Falcon 69", durationSeconds: 187, finishedAt: Date.UTC(2025, 0, 1) }),
   mockSong({ id: 2, title: "Night Drive", durationSeconds: 241, finishedAt: Date.UTC(2025, 0, 3), provider: "cuda" }),
-  mockSong({ id: 3, title: "Falling Slowly", finishedAt: Date.UTC(2025, 0, 2) }),
+  mockSong({ id: 3, title: "Falling Slowly", finishedAt: Date.UTC(2025, 0, 2), album: "Once" }),
 ];
 
 async function openLibrary() {
@@ -25,6 +25,13 @@ describe("Library", () => {
     const [newest] = screen.getAllByTestId("library-item");
     expect(newest).toHaveTextContent("4:01");
     expect(newest).toHaveTextContent("CUDA");
+  });
+
+  it("shows a song's album from its tags, and finds songs by album", async () => {
+    const { user } = await openLibrary();
+    expect(screen.getAllByTestId("library-item")[1]).toHaveTextContent("Once");
+    await user.type(screen.getByRole("searchbox", { name: "Search library" }), "once");
+    await waitFor(() => expect(titles()).toEqual(["Falling Slowly"]));
   });
 
   it("filters by the search text", async () => {

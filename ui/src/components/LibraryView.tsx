@@ -16,6 +16,7 @@ interface Props {
 
 function meta(song: Job): string {
   return [
+    song.album,
     song.durationSeconds !== null && formatDuration(song.durationSeconds),
     song.finishedAt !== null && formatDate(song.finishedAt),
     song.provider && providerLabel(song.provider),

@@ -1,5 +1,5 @@
 import { fireEvent, screen, waitFor, within } from "@testing-library/react";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { mockSong } from "../mockBackend";
 import { renderApp } from "../test/renderApp";
 
@@ -170,6 +170,20 @@ describe("Player", () => {
     await user.click(within(await screen.findByRole("alertdialog")).getByRole("button", { name: "Cancel" }));
     expect(screen.queryByRole("alertdialog")).not.toBeInTheDocument();
     expect(backend.player.exports).toHaveLength(6);
+  });
+
+  it("brings the export's result into view (the panel sits under the lanes)", async () => {
+    const { user } = await openPlayer();
+    const scrolled: Element[] = [];
+    const spy = vi
+      .spyOn(Element.prototype, "scrollIntoView")
+      .mockImplementation(function (this: Element) {
+        scrolled.push(this);
+      });
+    await user.click(screen.getByRole("button", { name: "Export" }));
+    const done = await screen.findByRole("status");
+    await waitFor(() => expect(scrolled.some((el) => el.contains(done))).toBe(true));
+    spy.mockRestore();
   });
 
   it("exports chosen stems as WAV", async () => {

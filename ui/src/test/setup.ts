@@ -11,6 +11,7 @@ afterEach(() => {
 
 // jsdom does not scroll (and says "not implemented"): a quiet stand-in tests can spy on.
 window.scrollTo = (() => {}) as typeof window.scrollTo;
+Element.prototype.scrollIntoView = function scrollIntoView() {};
 
 // jsdom has no canvas: waveforms draw nothing in tests (and say nothing).
 HTMLCanvasElement.prototype.getContext = (() => null) as typeof HTMLCanvasElement.prototype.getContext;

@@ -121,6 +121,9 @@ pub struct Job {
     pub provider: Option<String>,
     /// A link's uploader or channel, from its metadata.
     pub uploader: Option<String>,
-    /// A link's thumbnail image URL, from its metadata.
+    /// A link's thumbnail image URL, from its metadata (the image itself is
+    /// kept locally, see `link::thumbnail`).
     pub thumbnail: Option<String>,
+    /// The album a file's tags name, if any.
+    pub album: Option<String>,
 }

@@ -65,7 +65,7 @@ impl Queue {
         Ok(found.into_iter().next())
     }
 
-    /// Finished songs, newest first, whose title contains `search`
+    /// Finished songs, newest first, whose title or album contains `search`
     /// (case-insensitive; empty matches all).
     ///
     /// # Errors
@@ -76,7 +76,10 @@ impl Queue {
         if key.is_empty() {
             return Ok(all);
         }
-        Ok(all.into_iter().filter(|j| search_key(&j.title).contains(&key)).collect())
+        let matches = |j: &Job| {
+            search_key(&j.title).contains(&key) || j.album.as_deref().is_some_and(|a| search_key(a).contains(&key))
+        };
+        Ok(all.into_iter().filter(matches).collect())
     }
 
     /// Take the first queued job and mark it [`JobState::Decoding`]. Atomic:
@@ -117,6 +120,15 @@ impl Queue {
     ///
     /// # Errors
     /// Database errors.
+    /// Record the album a file's tags name.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn set_album(&self, id: JobId, album: &str) -> Result<(), QueueError> {
+        self.conn().execute("UPDATE jobs SET album = ?1 WHERE id = ?2", params![album, id])?;
+        Ok(())
+    }
+
     /// Record what a link's metadata says (uploader, thumbnail URL).
     ///
     /// # Errors

@@ -36,10 +36,12 @@ pub const MIGRATIONS: &[&str] = &[
     // 2: what a link's metadata says about its song.
     "ALTER TABLE jobs ADD COLUMN uploader TEXT;
     ALTER TABLE jobs ADD COLUMN thumbnail TEXT;",
+    // 3: the album a file's tags name.
+    "ALTER TABLE jobs ADD COLUMN album TEXT;",
 ];
 
 pub(super) const JOB_COLUMNS: &str =
-    "id, source, title, duration_seconds, options, state, position, created_ms, started_ms, finished_ms, output_dir, stems, provider, uploader, thumbnail";
+    "id, source, title, duration_seconds, options, state, position, created_ms, started_ms, finished_ms, output_dir, stems, provider, uploader, thumbnail, album";
 
 pub(super) fn json<T: Serialize>(v: &T) -> Result<String, QueueError> {
     serde_json::to_string(v).map_err(|e| QueueError::Corrupt(e.to_string()))
@@ -65,6 +67,7 @@ type RawJob = (
     Option<String>,
     Option<String>,
     Option<String>,
+    Option<String>,
 );
 
 fn raw_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawJob> {
@@ -84,6 +87,7 @@ fn raw_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawJob> {
         row.get(12)?,
         row.get(13)?,
         row.get(14)?,
+        row.get(15)?,
     ))
 }
 
@@ -104,6 +108,7 @@ fn to_job(r: RawJob) -> Result<Job, QueueError> {
         provider: r.12,
         uploader: r.13,
         thumbnail: r.14,
+        album: r.15,
     })
 }
 

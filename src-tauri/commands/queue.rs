@@ -109,7 +109,7 @@ pub async fn remove_job(state: S<'_>, id: JobId, delete_files: bool, delete_expo
                 })?;
             }
         }
-        st.queue.remove(id)?;
+        st.worker.remove(id)?;
         st.hub.send(QueueEvent::QueueChanged);
         Ok(())
     })

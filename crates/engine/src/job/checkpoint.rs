@@ -98,12 +98,18 @@ impl Fingerprint {
     }
 }
 
-/// The saved state in `dir` if it matches `fp` and `stems.f32` holds every
-/// frame it counts (`k_n` values per frame); else `None` (and the reason is
-/// logged).
-pub(super) fn load(dir: &Path, fp: &Fingerprint, k_n: usize) -> Option<ResumeState> {
+/// The saved state in `dir` if it matches `fp`, fits a separation of
+/// `frames` mixture frames with `info` and `opts`, and `stems.f32` holds
+/// every frame it counts; else `None` (and the reason is logged), so the
+/// job starts over instead of failing.
+pub(super) fn load(
+    dir: &Path,
+    fp: &Fingerprint,
+    (info, frames, opts): (&crate::model::ModelInfo, usize, &SeparateOptions),
+) -> Option<ResumeState> {
     let bytes = std::fs::read(dir.join(STATE_FILE)).ok()?;
-    let why = match parse(bytes, fp) {
+    let k_n = info.sources.len() * info.channels;
+    let why = match parse(bytes, fp).and_then(|state| state.check(info, frames, opts).map(|()| state)) {
         Ok(state) => {
             let have = std::fs::metadata(dir.join(STEMS_FILE)).map(|m| m.len()).unwrap_or(0);
             if have >= (state.emitted * k_n * 4) as u64 {

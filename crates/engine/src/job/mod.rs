@@ -429,8 +429,9 @@ pub fn separate_file(sep: &Separator, req: &JobRequest, listener: &dyn Listener)
     let k_n = info.sources.len() * info.channels;
     let (resume, saver) = match req.checkpoint.as_ref() {
         Some(c) => {
-            let fp = checkpoint::Fingerprint::new(&req.input, info, separate::MixSource::frames(&mix), &req.separate)?;
-            let resume = checkpoint::load(&c.dir, &fp, k_n);
+            let frames = separate::MixSource::frames(&mix);
+            let fp = checkpoint::Fingerprint::new(&req.input, info, frames, &req.separate)?;
+            let resume = checkpoint::load(&c.dir, &fp, (info, frames, &req.separate));
             if let Some(state) = &resume {
                 checkpoint::replay(&c.dir, state.emitted, k_n, &mut sink)?;
                 listener.event(&Event::Resumed {
@@ -597,5 +598,51 @@ mod tests {
         let err = separate_file(&lone, &request(&input, &failed), &Events::default()).expect_err("fails");
         assert!(matches!(err, Error::Network(NetworkError::Inference(_))), "{err:?}");
         assert!(!failed.exists(), "nothing left behind");
+    }
+
+    #[test]
+    fn a_job_that_stopped_midway_resumes_from_its_checkpoint_with_the_same_stems() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = input(dir.path());
+        let info = Manifest::builtin().unwrap().get("htdemucs").unwrap().clone();
+        let ckpt = dir.path().join("checkpoint");
+        let with_checkpoints = |out: &str| JobRequest {
+            checkpoint: Some(Checkpointing { dir: ckpt.clone(), every: std::time::Duration::ZERO }),
+            ..request(&input, &dir.path().join(out))
+        };
+        // Uninterrupted.
+        let (net, _) = identity(None);
+        let steady = Separator::from_network(info.clone(), net, Provider::Cpu, PathBuf::new(), None);
+        let whole = separate_file(&steady, &request(&input, &dir.path().join("whole")), &Events::default()).unwrap();
+
+        // Stopped at its second segment (as a crash would stop it): the state
+        // after the first stays.
+        let (net, _) = identity(Some(2));
+        let failing = Separator::from_network(info.clone(), net, Provider::Cpu, PathBuf::new(), None);
+        assert!(separate_file(&failing, &with_checkpoints("resumed"), &Events::default()).is_err());
+        assert!(ckpt.join("state.bin").is_file() && ckpt.join("stems.f32").is_file());
+
+        // Run again: resumes at segment 1, runs only the rest, same bytes.
+        let (net, runs) = identity(None);
+        let again = Separator::from_network(info.clone(), net, Provider::Cpu, PathBuf::new(), None);
+        let events = Events::default();
+        let out = separate_file(&again, &with_checkpoints("resumed"), &events).unwrap();
+        assert_eq!((out.resumed_segments, out.segments, runs.load(Ordering::SeqCst)), (1, 1, 1));
+        assert!(events.0.lock().unwrap().iter().any(|e| matches!(e, Event::Resumed { segment: 1, total: 2, .. })));
+        for ((stem, a), (_, b)) in out.stems.iter().zip(&whole.stems) {
+            assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap(), "{stem}");
+        }
+        assert!(!ckpt.join("state.bin").exists() && !ckpt.join("stems.f32").exists(), "cleared when done");
+
+        // A state saved with other options is not resumed: the job starts over.
+        let (net, _) = identity(Some(2));
+        let failing = Separator::from_network(info.clone(), net, Provider::Cpu, PathBuf::new(), None);
+        assert!(separate_file(&failing, &with_checkpoints("other"), &Events::default()).is_err());
+        let mut other = with_checkpoints("other");
+        other.separate.seed = 7;
+        let (net, runs) = identity(None);
+        let fresh = Separator::from_network(info, net, Provider::Cpu, PathBuf::new(), None);
+        let out = separate_file(&fresh, &other, &Events::default()).unwrap();
+        assert_eq!((out.resumed_segments, runs.load(Ordering::SeqCst)), (0, 2));
     }
 }

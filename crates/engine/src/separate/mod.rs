@@ -122,6 +122,19 @@ impl ResumeState {
         Ok(ResumeState { steps_done, total_steps, emitted, bytes })
     }
 
+    /// Whether the state fits a separation of `frames` mixture frames with
+    /// `info` and `opts` ([`separate_from`] would accept it).
+    ///
+    /// # Errors
+    /// Why it does not (another schedule, a damaged state).
+    pub fn check(&self, info: &ModelInfo, frames: usize, opts: &SeparateOptions) -> Result<(), String> {
+        let plan = Plan::new(info, frames, opts).map_err(|e| e.to_string())?;
+        let steps = plan.schedule();
+        let mut passes: Vec<Pass> =
+            plan.passes.iter().map(|&(base, len)| Pass::new(base, len, plan.chunks(len))).collect();
+        self.restore(&mut passes, &steps, plan.stride, info.sources.len() * info.channels, frames)
+    }
+
     /// Restore `passes` (made from the plan) and check the state fits it.
     fn restore(&self, passes: &mut [Pass], steps: &[Step], stride: usize, k_n: usize, n: usize) -> Result<(), String> {
         let mut r: &[u8] = &self.bytes[STATE_MAGIC.len() + 24..];
@@ -931,6 +944,8 @@ mod tests {
                     .unwrap();
                 let state = ResumeState::parse(sink.saved.expect("saved")).unwrap();
                 assert_eq!((state.steps_done, state.total_steps), (save_at, total));
+                assert_eq!(state.check(&info, frames, &opts), Ok(()));
+                assert!(state.check(&info, frames + 1, &opts).is_err(), "another mixture length");
                 // A fresh run from the state: only the rest of the segments,
                 // frames from `emitted` on, equal to the bit.
                 let mut rest = Collect { data: vec![0.0; 8 * frames], frames, k: 8, next: state.emitted };

@@ -171,11 +171,16 @@ impl Worker {
         let w = Worker { inner: Arc::new(inner) };
         // Working folders of queued jobs hold their checkpoints (a job that
         // was running when the app was killed is queued again by recovery).
-        let queued: Vec<JobId> = match w.inner.queue.queue() {
-            Ok(jobs) => jobs.iter().filter(|j| matches!(j.state, JobState::Queued)).map(|j| j.id).collect(),
-            Err(_) => Vec::new(),
-        };
-        song::clean_partials(&w.library_dir(), &queued);
+        // If the queue cannot be read, nothing is removed (better a leftover
+        // folder than a queued job's checkpoint lost).
+        match w.inner.queue.queue() {
+            Ok(jobs) => {
+                let queued: Vec<JobId> =
+                    jobs.iter().filter(|j| matches!(j.state, JobState::Queued)).map(|j| j.id).collect();
+                song::clean_partials(&w.library_dir(), &queued);
+            }
+            Err(e) => tracing::warn!("working folders left as they are: the queue cannot be read: {e}"),
+        }
         w
     }
 
@@ -237,7 +242,22 @@ impl Worker {
             drop(running);
             return self.inner.queue.get(id);
         }
-        self.inner.queue.cancel_queued(id)
+        let job = self.inner.queue.cancel_queued(id)?;
+        // A recovered job may hold an interrupted run's checkpoint.
+        let _ = std::fs::remove_dir_all(song::partial_dir(&self.inner.library_dir(), id));
+        Ok(job)
+    }
+
+    /// Remove a job that is not running from the queue or the library (see
+    /// [`Queue::remove`]), with the working folder an interrupted run of it
+    /// left (its checkpoint); a song's own files are the caller's business.
+    ///
+    /// # Errors
+    /// As [`Queue::remove`].
+    pub fn remove(&self, id: JobId) -> Result<Job, QueueError> {
+        let job = self.inner.queue.remove(id)?;
+        let _ = std::fs::remove_dir_all(song::partial_dir(&self.inner.library_dir(), id));
+        Ok(job)
     }
 
     /// Ids of the jobs running now.
@@ -507,6 +527,29 @@ mod tests {
         assert_eq!(nice_of(&tid()), before);
         w.shutdown();
         wait_threads(&w, 0);
+    }
+
+    #[test]
+    fn cancelling_or_removing_a_queued_job_removes_its_interrupted_runs_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Arc::new(Queue::open(&dir.path().join("q.sqlite")).unwrap());
+        let library = dir.path().join("lib");
+        let options = crate::queue::Settings::default().job_options();
+        let a = q.enqueue(&crate::queue::JobSource::File { path: "/m/a.wav".into() }, "a", &options).unwrap();
+        let b = q.enqueue(&crate::queue::JobSource::File { path: "/m/b.wav".into() }, "b", &options).unwrap();
+        for id in [a.id, b.id] {
+            let ckpt = song::partial_dir(&library, id).join(".checkpoint");
+            std::fs::create_dir_all(&ckpt).unwrap();
+            std::fs::write(ckpt.join("stems.f32"), [0u8; 64]).unwrap();
+        }
+        // A new worker keeps queued jobs' folders (their checkpoints).
+        let w =
+            Worker::new(q, WorkerConfig { default_library: library.clone(), ..Default::default() }, Arc::new(Nobody));
+        assert!(song::partial_dir(&library, a.id).exists() && song::partial_dir(&library, b.id).exists());
+        assert_eq!(w.cancel(a.id).unwrap().state, JobState::Cancelled);
+        assert!(!song::partial_dir(&library, a.id).exists(), "cancelled: its checkpoint goes");
+        w.remove(b.id).unwrap();
+        assert!(!song::partial_dir(&library, b.id).exists(), "removed: its checkpoint goes");
     }
 
     #[test]

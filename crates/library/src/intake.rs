@@ -198,7 +198,7 @@ pub fn add_paths_with(queue: &Queue, paths: &[PathBuf], add: AddOptions) -> Resu
                 }
                 let title = title_from_tags(&info.tags).unwrap_or_else(|| title_for(&f));
                 let job = queue.enqueue(&source, &title, &options)?;
-                if let Some(album) = info.tags.album.as_deref().map(str::trim).filter(|a| !a.is_empty()) {
+                if let Some(album) = tag_text(&info.tags.album) {
                     queue.set_album(job.id, album)?;
                 }
                 if let Some(d) = info.duration_seconds {
@@ -295,12 +295,16 @@ pub fn add_links(queue: &Queue, entries: &[LinkEntry]) -> Result<AddResult, Queu
 /// "Artist - Title" from a file's tags, or the title alone; `None` without a
 /// title tag (blank tags count as none).
 pub fn title_from_tags(tags: &stemroom_engine::audio::encode::Tags) -> Option<String> {
-    let clean = |t: &Option<String>| t.as_deref().map(str::trim).filter(|t| !t.is_empty()).map(str::to_string);
-    let title = clean(&tags.title)?;
-    Some(match clean(&tags.artist) {
+    let title = tag_text(&tags.title)?;
+    Some(match tag_text(&tags.artist) {
         Some(artist) => format!("{artist} - {title}"),
-        None => title,
+        None => title.to_string(),
     })
+}
+
+/// A tag's text, trimmed; `None` when absent or blank.
+fn tag_text(tag: &Option<String>) -> Option<&str> {
+    tag.as_deref().map(str::trim).filter(|t| !t.is_empty())
 }
 
 fn capitalised(s: &str) -> String {

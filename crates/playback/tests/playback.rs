@@ -348,21 +348,26 @@ mod player {
     impl NullSink {
         fn start() -> NullSink {
             let runtime_dir = tempfile::tempdir().expect("tempdir");
+            Self::launch(runtime_dir.path());
+            NullSink { runtime_dir }
+        }
+
+        /// Start a daemon on `dir` and wait for its socket.
+        fn launch(dir: &Path) {
             let st = Command::new("pulseaudio")
-                .env("XDG_RUNTIME_DIR", runtime_dir.path())
-                .env("HOME", runtime_dir.path())
+                .env("XDG_RUNTIME_DIR", dir)
+                .env("HOME", dir)
                 .args(["-n", "--daemonize=yes", "--exit-idle-time=-1", "--use-pid-file=yes"])
                 .args(["--load=module-null-sink sink_name=nullsink", "--load=module-native-protocol-unix"])
                 .status()
                 .expect("pulseaudio (scripts/install-system-deps.sh installs it)");
             assert!(st.success(), "pulseaudio did not start");
-            let socket = runtime_dir.path().join("pulse/native");
+            let socket = dir.join("pulse/native");
             let t0 = Instant::now();
             while !socket.exists() && t0.elapsed() < Duration::from_secs(10) {
                 std::thread::sleep(Duration::from_millis(50));
             }
             assert!(socket.exists(), "pulseaudio socket did not appear");
-            NullSink { runtime_dir }
         }
 
         /// Kill the daemon (as a crash would) and start a new one on the
@@ -380,14 +385,7 @@ mod player {
             }
             let _ = std::fs::remove_file(&pid_file);
             let _ = std::fs::remove_file(self.runtime_dir.path().join("pulse/native"));
-            let st = Command::new("pulseaudio")
-                .env("XDG_RUNTIME_DIR", self.runtime_dir.path())
-                .env("HOME", self.runtime_dir.path())
-                .args(["-n", "--daemonize=yes", "--exit-idle-time=-1", "--use-pid-file=yes"])
-                .args(["--load=module-null-sink sink_name=nullsink", "--load=module-native-protocol-unix"])
-                .status()
-                .expect("pulseaudio");
-            assert!(st.success(), "pulseaudio did not restart");
+            Self::launch(self.runtime_dir.path());
         }
 
         fn command(&self, program: &Path) -> Command {
@@ -405,6 +403,21 @@ mod player {
                 unsafe { libc::kill(pid, libc::SIGTERM) };
             }
         }
+    }
+
+    /// The report's `(wall seconds, playhead frame)` samples.
+    fn positions(r: &serde_json::Value) -> Vec<(f64, f64)> {
+        r["positions"]
+            .as_array()
+            .expect("positions")
+            .iter()
+            .map(|p| (p["t"].as_f64().expect("t"), p["position"].as_f64().expect("pos")))
+            .collect()
+    }
+
+    /// Seconds of song per second of wall time between two samples.
+    fn pace((t0, p0): (f64, f64), (t1, p1): (f64, f64), rate: f64) -> f64 {
+        (p1 - p0) / rate / (t1 - t0)
     }
 
     /// The true stems of the Falcon 69 preview (a finished song's stems).
@@ -438,8 +451,11 @@ mod player {
         let frames = r["framesPlayed"].as_u64().expect("frames");
         // Paced by the device: about one second of audio per second of wall
         // time (an unpaced device takes frames as fast as they come).
-        let pace = frames as f64 / rate / secs;
-        assert!((0.85..1.15).contains(&pace), "{frames} frames in {secs:.2} s = {pace:.3}x real time: {r}");
+        let device_pace = frames as f64 / rate / secs;
+        assert!(
+            (0.85..1.15).contains(&device_pace),
+            "{frames} frames in {secs:.2} s = {device_pace:.3}x real time: {r}"
+        );
         assert!(r["callbacks"].as_u64().expect("callbacks") > 10, "many callbacks: {r}");
         // The read-ahead keeps up (a little slack for a loaded CI machine).
         let under = r["underrunFrames"].as_u64().expect("underruns");
@@ -447,16 +463,11 @@ mod player {
         // The playhead is the position of the frames handed to the device.
         assert_eq!(r["status"]["position"].as_u64(), Some(frames), "position = frames delivered: {r}");
         // While playing, the reported position moved forward with wall time.
-        let pos: Vec<(f64, f64)> = r["positions"]
-            .as_array()
-            .expect("positions")
-            .iter()
-            .map(|p| (p["t"].as_f64().expect("t"), p["position"].as_f64().expect("pos")))
-            .collect();
+        let pos = positions(&r);
         assert!(pos.len() > 30, "~30 samples a second");
         assert!(pos.windows(2).all(|w| w[1].1 >= w[0].1), "the playhead never goes back");
         let (first, last) = (pos[1], pos[pos.len() - 1]);
-        let speed = (last.1 - first.1) / rate / (last.0 - first.0);
+        let speed = pace(first, last, rate);
         assert!((0.85..1.15).contains(&speed), "playhead speed {speed:.3}x: {r}");
 
         // A seek plays from the requested frame (with a solo on).
@@ -552,18 +563,12 @@ mod player {
         let rate = r["output"]["sampleRate"].as_f64().expect("rate");
         let marked = r["markedAt"].as_f64().expect("markedAt");
         eprintln!("sound server back {restarted:.2} s after the mark");
-        let pos: Vec<(f64, f64)> = r["positions"]
-            .as_array()
-            .expect("positions")
-            .iter()
-            .map(|p| (p["t"].as_f64().expect("t"), p["position"].as_f64().expect("pos")))
-            .collect();
+        let pos = positions(&r);
         assert!(pos.windows(2).all(|w| w[1].1 >= w[0].1), "the playhead never goes back");
         // Before the restart: real-time pace under load.
         let before: Vec<_> = pos.iter().filter(|p| p.0 > 0.5 && p.0 < marked).collect();
-        let (a, b) = (before[0], before[before.len() - 1]);
-        let pace = (b.1 - a.1) / rate / (b.0 - a.0);
-        assert!((0.9..1.1).contains(&pace), "pace {pace:.3}x under load before the restart: {r}");
+        let pace_before = pace(*before[0], *before[before.len() - 1], rate);
+        assert!((0.9..1.1).contains(&pace_before), "pace {pace_before:.3}x under load before the restart: {r}");
         // After it: the output is reopened and asks for audio again within
         // 2 s of the sound server's return (the restart itself takes 1-2 s on
         // a loaded 2-core machine) ...
@@ -585,9 +590,8 @@ mod player {
         assert!(steady - back < 3.0, "steady playback {:.2} s after the sound server came back: {r}", steady - back);
         let tail: Vec<_> = pos.iter().filter(|p| p.0 > steady + 0.2).collect();
         assert!(tail.len() > 30, "at least a second of playback after the restart: {r}");
-        let (a, b) = (tail[0], tail[tail.len() - 1]);
-        let pace = (b.1 - a.1) / rate / (b.0 - a.0);
-        assert!((0.9..1.1).contains(&pace), "pace {pace:.3}x after the restart: {r}");
+        let pace_after = pace(*tail[0], *tail[tail.len() - 1], rate);
+        assert!((0.9..1.1).contains(&pace_after), "pace {pace_after:.3}x after the restart: {r}");
     }
 
     /// The preview's stems three times over (18 s), written into `dir`, long

@@ -7,6 +7,15 @@ import { renderApp } from "../test/renderApp";
 const row = (title: string) => screen.getByText(title).closest<HTMLElement>('[data-testid="job-row"]')!;
 const buttonNames = (title: string) => within(row(title)).queryAllByRole("button").map((b) => b.textContent);
 
+/** A finished song from "/music/Army of Me.flac". */
+const armyOfMe = mockJob({
+  id: 5,
+  title: "Army of Me",
+  state: { state: "done" },
+  source: { kind: "file", path: "/music/Army of Me.flac" },
+  finishedAt: Date.UTC(2025, 0, 2),
+});
+
 function job(id: number, title: string, state: JobState): Job {
   return mockJob({ id, title, state });
 }
@@ -117,14 +126,7 @@ describe("Queue", () => {
   });
 
   it("says when a song is already in Stemroom, and can open it or separate it again", async () => {
-    const done = mockJob({
-      id: 5,
-      title: "Army of Me",
-      state: { state: "done" },
-      source: { kind: "file", path: "/music/Army of Me.flac" },
-      finishedAt: Date.UTC(2025, 0, 2),
-    });
-    const { backend, user } = renderApp({ queue: [done] });
+    const { backend, user } = renderApp({ queue: [armyOfMe] });
     const field = screen.getByRole("textbox", { name: "File path or link" });
     await user.type(field, "/music/Army of Me.flac{Enter}");
     const notice = await screen.findByRole("alert");
@@ -147,14 +149,7 @@ describe("Queue", () => {
   });
 
   it("opens a song already in the library from the notice", async () => {
-    const done = mockJob({
-      id: 5,
-      title: "Army of Me",
-      state: { state: "done" },
-      source: { kind: "file", path: "/music/Army of Me.flac" },
-      finishedAt: Date.UTC(2025, 0, 2),
-    });
-    const { backend, user } = renderApp({ queue: [done] });
+    const { backend, user } = renderApp({ queue: [armyOfMe] });
     const openSong = vi.spyOn(backend, "openSong");
     await user.type(screen.getByRole("textbox", { name: "File path or link" }), "/music/Army of Me.flac{Enter}");
     await user.click(within(await screen.findByRole("alert")).getByRole("button", { name: "Open in player" }));

@@ -76,6 +76,11 @@ pub struct Checkpoint<'a> {
     passes: &'a [Pass],
 }
 
+/// One empty overlap-add pass per shift pass of `plan`.
+fn new_passes(plan: &Plan) -> Vec<Pass> {
+    plan.passes.iter().map(|&(base, len)| Pass::new(base, len, plan.chunks(len))).collect()
+}
+
 /// Magic at the start of a saved [`Checkpoint`].
 const STATE_MAGIC: &[u8; 8] = b"SRSTATE1";
 
@@ -130,8 +135,7 @@ impl ResumeState {
     pub fn check(&self, info: &ModelInfo, frames: usize, opts: &SeparateOptions) -> Result<(), String> {
         let plan = Plan::new(info, frames, opts).map_err(|e| e.to_string())?;
         let steps = plan.schedule();
-        let mut passes: Vec<Pass> =
-            plan.passes.iter().map(|&(base, len)| Pass::new(base, len, plan.chunks(len))).collect();
+        let mut passes = new_passes(&plan);
         self.restore(&mut passes, &steps, plan.stride, info.sources.len() * info.channels, frames)
     }
 
@@ -469,7 +473,7 @@ pub fn separate_from(
     let cores = if in_flight > 1 { std::thread::available_parallelism().map_or(1, |c| c.get()) } else { 1 };
     let new_specs = |count: usize| (0..count).map(|_| SegmentSpec::new(l, info.stft.n_fft, info.stft.hop)).collect();
     let prep = Prep { mix, n, l, channels: c_n, stats, specs: new_specs(cores.min(c_n)) };
-    let mut passes: Vec<Pass> = plan.passes.iter().map(|&(base, len)| Pass::new(base, len, plan.chunks(len))).collect();
+    let mut passes = new_passes(&plan);
     let (skip, emitted) = match resume {
         Some(state) => {
             state
@@ -946,21 +950,27 @@ mod tests {
                 assert_eq!((state.steps_done, state.total_steps), (save_at, total));
                 assert_eq!(state.check(&info, frames, &opts), Ok(()));
                 assert!(state.check(&info, frames + 1, &opts).is_err(), "another mixture length");
-                // A fresh run from the state: only the rest of the segments,
-                // frames from `emitted` on, equal to the bit.
-                let mut rest = Collect { data: vec![0.0; 8 * frames], frames, k: 8, next: state.emitted };
-                let mut src = MemoryMix { data: mix.clone(), channels: 2 };
-                let st = separate_from(
-                    &mut new_net(),
-                    &info,
-                    &mut src,
-                    acc.stats(),
-                    &opts,
-                    &mut rest,
-                    &crate::progress::Silent,
-                    Some(&state),
-                )
-                .unwrap();
+                // A fresh run from `state` with `opts`, into a sink that
+                // expects frames from the state's `emitted` on.
+                let resume = |opts: &SeparateOptions, state: &ResumeState| {
+                    let mut sink = Collect { data: vec![0.0; 8 * frames], frames, k: 8, next: state.emitted };
+                    let mut src = MemoryMix { data: mix.clone(), channels: 2 };
+                    let run = separate_from(
+                        &mut new_net(),
+                        &info,
+                        &mut src,
+                        acc.stats(),
+                        opts,
+                        &mut sink,
+                        &crate::progress::Silent,
+                        Some(state),
+                    );
+                    (run, sink)
+                };
+                // Only the rest of the segments run, frames from `emitted` on
+                // equal to the bit.
+                let (st, rest) = resume(&opts, &state);
+                let st = st.unwrap();
                 assert_eq!(st.segments, total - save_at, "only the remaining segments ran");
                 assert_eq!(rest.next, frames);
                 for k in 0..8 {
@@ -972,33 +982,11 @@ mod tests {
                 }
                 // The state does not fit other options or a damaged copy.
                 let other = SeparateOptions { shifts: shifts + 1, ..opts };
-                let mut src = MemoryMix { data: mix.clone(), channels: 2 };
-                let mut sink = Collect { data: vec![0.0; 8 * frames], frames, k: 8, next: state.emitted };
-                let e = separate_from(
-                    &mut new_net(),
-                    &info,
-                    &mut src,
-                    acc.stats(),
-                    &other,
-                    &mut sink,
-                    &crate::progress::Silent,
-                    Some(&state),
-                );
+                let (e, _) = resume(&other, &state);
                 assert!(matches!(e, Err(Error::InvalidOptions(_))), "{e:?}");
                 let mut cut = state.clone();
                 cut.bytes.truncate(cut.bytes.len() - 3);
-                let mut src = MemoryMix { data: mix.clone(), channels: 2 };
-                let mut sink = Collect { data: vec![0.0; 8 * frames], frames, k: 8, next: state.emitted };
-                let e = separate_from(
-                    &mut new_net(),
-                    &info,
-                    &mut src,
-                    acc.stats(),
-                    &opts,
-                    &mut sink,
-                    &crate::progress::Silent,
-                    Some(&cut),
-                );
+                let (e, _) = resume(&opts, &cut);
                 assert!(matches!(e, Err(Error::InvalidOptions(_))), "{e:?}");
             }
         }

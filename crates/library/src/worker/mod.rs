@@ -243,8 +243,7 @@ impl Worker {
             return self.inner.queue.get(id);
         }
         let job = self.inner.queue.cancel_queued(id)?;
-        // A recovered job may hold an interrupted run's checkpoint.
-        let _ = std::fs::remove_dir_all(song::partial_dir(&self.inner.library_dir(), id));
+        self.inner.drop_work(id);
         Ok(job)
     }
 
@@ -256,7 +255,7 @@ impl Worker {
     /// As [`Queue::remove`].
     pub fn remove(&self, id: JobId) -> Result<Job, QueueError> {
         let job = self.inner.queue.remove(id)?;
-        let _ = std::fs::remove_dir_all(song::partial_dir(&self.inner.library_dir(), id));
+        self.inner.drop_work(id);
         Ok(job)
     }
 
@@ -277,6 +276,12 @@ impl Worker {
 }
 
 impl Inner {
+    /// Remove the working folder an interrupted run of job `id` left (its
+    /// checkpoint), once the job will not run again.
+    fn drop_work(&self, id: JobId) {
+        let _ = std::fs::remove_dir_all(song::partial_dir(&self.library_dir(), id));
+    }
+
     fn library_dir(&self) -> PathBuf {
         self.queue
             .settings()

@@ -48,7 +48,7 @@ async fn add(state: Arc<AppState>, paths: Vec<PathBuf>, options: intake::AddOpti
 #[tauri::command]
 #[specta::specta]
 pub async fn add_paths(state: S<'_>, paths: Vec<String>, allow_duplicates: bool) -> Result<AddResult, AppError> {
-    let options = intake::AddOptions { allow_duplicates };
+    let options = intake::AddOptions { allow_duplicates, ..Default::default() };
     add(state.inner().clone(), paths.into_iter().map(PathBuf::from).collect(), options).await
 }
 

@@ -23,6 +23,8 @@ use stemroom_engine::ErrorCode;
 use stemroom_library::link;
 use stemroom_library::Error;
 
+mod serve;
+
 /// Exit codes. 2 is clap's usage error.
 mod exit {
     pub const INTERNAL: u8 = 1;
@@ -75,6 +77,10 @@ enum Command {
     /// Report the runtime: ONNX Runtime builds, NVIDIA driver and GPUs, and
     /// whether CUDA is used (and if not, why and what to do).
     Runtime(RuntimeReportArgs),
+    /// Run the HTTP service: upload songs, follow their progress, download
+    /// the stems (the API of the FastAPI Demucs servers; see README). Stops
+    /// on Ctrl-C or SIGTERM, putting running jobs back in the queue.
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Args)]
@@ -129,20 +135,30 @@ enum OtherArg {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum DeviceArg {
+pub(crate) enum DeviceArg {
     Auto,
     Cpu,
     Cuda,
 }
 
+impl From<DeviceArg> for Device {
+    fn from(d: DeviceArg) -> Self {
+        match d {
+            DeviceArg::Auto => Device::Auto,
+            DeviceArg::Cpu => Device::Cpu,
+            DeviceArg::Cuda => Device::Cuda,
+        }
+    }
+}
+
 #[derive(Args)]
-struct RuntimeArgs {
+pub(crate) struct RuntimeArgs {
     /// Directory holding model files (default: search STEMROOM_MODEL_DIR, next to the binary, the repository, the cache).
     #[arg(long, value_name = "DIR")]
-    model_dir: Option<PathBuf>,
+    pub(crate) model_dir: Option<PathBuf>,
     /// Path of libonnxruntime.so.1.31.1 (default: ORT_DYLIB_PATH, next to the binary, the cache).
     #[arg(long, value_name = "PATH")]
-    ort_lib: Option<PathBuf>,
+    pub(crate) ort_lib: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -242,6 +258,7 @@ fn main() -> ExitCode {
         Command::Separate(args) => run_separate(args),
         Command::Models(args) => run_models(args),
         Command::Runtime(args) => run_runtime(&args),
+        Command::Serve(args) => serve::run(args),
     }
 }
 
@@ -372,15 +389,8 @@ fn output_format(a: &SeparateArgs) -> Result<OutputFormat, Error> {
 
 /// Open the model on the device the flags ask for.
 fn open_separator(a: &SeparateArgs) -> Result<Separator, Error> {
-    let runtime = RuntimeOptions {
-        library: a.runtime.ort_lib.clone(),
-        device: match a.device {
-            DeviceArg::Auto => Device::Auto,
-            DeviceArg::Cpu => Device::Cpu,
-            DeviceArg::Cuda => Device::Cuda,
-        },
-        threads: a.threads,
-    };
+    let runtime =
+        RuntimeOptions { library: a.runtime.ort_lib.clone(), device: Device::from(a.device), threads: a.threads };
     Ok(Separator::open(&a.name, a.runtime.model_dir.as_deref(), &runtime)?)
 }
 

@@ -66,10 +66,12 @@ pub struct Duplicate {
 }
 
 /// How [`add_paths_with`] treats what it is given.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct AddOptions {
     /// Queue files that are already queued or in the library again.
     pub allow_duplicates: bool,
+    /// How the new jobs separate (`None` = the saved settings' options).
+    pub job: Option<JobOptions>,
 }
 
 /// The outcome of adding paths.
@@ -151,7 +153,10 @@ pub fn add_paths(queue: &Queue, paths: &[PathBuf]) -> Result<AddResult, QueueErr
 /// # Errors
 /// Database errors only.
 pub fn add_paths_with(queue: &Queue, paths: &[PathBuf], add: AddOptions) -> Result<AddResult, QueueError> {
-    let options = queue.settings()?.job_options();
+    let options = match add.job {
+        Some(o) => o,
+        None => queue.settings()?.job_options(),
+    };
     let mut result = AddResult::default();
     let mut files: Vec<PathBuf> = Vec::new();
     // yt-dlp is looked up (a `--version` run) once per call, when a link needs it.
@@ -412,7 +417,9 @@ mod tests {
             .map(|d| (Path::new(&d.path).file_name().unwrap().to_str().unwrap(), d.existing.id))
             .collect();
         assert_eq!(dup, [("01 a.wav", r.added[0].id), ("02 b.wav", r.added[1].id), ("03 c.wav", r.added[2].id)]);
-        let forced = add_paths_with(&q, &[album.join("01 a.wav")], AddOptions { allow_duplicates: true }).unwrap();
+        let forced =
+            add_paths_with(&q, &[album.join("01 a.wav")], AddOptions { allow_duplicates: true, ..Default::default() })
+                .unwrap();
         assert_eq!((forced.added.len(), forced.duplicates.len()), (1, 0));
         // A cancelled job does not count as a copy.
         let cancelled = q.cancel_queued(forced.added[0].id).unwrap();

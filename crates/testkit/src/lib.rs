@@ -2,6 +2,8 @@
 //! playback crates: the real music and the real model that `scripts/setup.sh`
 //! installs. Test-only; nothing ships it.
 
+pub mod site;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

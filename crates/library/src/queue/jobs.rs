@@ -194,6 +194,53 @@ impl Queue {
         Ok(job)
     }
 
+    /// Put a running job back in the queue at its old position, as if it had
+    /// not started (a server stopping gracefully; its checkpoint, if any,
+    /// lets it resume). Only a running job is touched.
+    ///
+    /// # Errors
+    /// [`QueueError::NotFound`] when no running job has this id; database errors.
+    pub fn requeue(&self, id: JobId) -> Result<Job, QueueError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n = tx.execute(
+            "UPDATE jobs SET status = 'queued', state = ?1, started_ms = NULL WHERE id = ?2 AND status = 'running'",
+            params![json(&JobState::Queued)?, id],
+        )?;
+        if n == 0 {
+            return Err(QueueError::NotFound(id));
+        }
+        let job = job_in(&tx, id)?;
+        tx.commit()?;
+        Ok(job)
+    }
+
+    /// Every job, newest first: `limit` of them after skipping `offset`,
+    /// with the total count.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn page(&self, offset: u32, limit: u32) -> Result<(Vec<Job>, u32), QueueError> {
+        let conn = self.conn();
+        let total: i64 = conn.query_row("SELECT COUNT(*) FROM jobs", [], |r| r.get(0))?;
+        let jobs = jobs_where(&conn, "ORDER BY id DESC LIMIT ?1 OFFSET ?2", &[&i64::from(limit), &i64::from(offset)])?;
+        Ok((jobs, u32::try_from(total).unwrap_or(u32::MAX)))
+    }
+
+    /// Finished jobs (done, failed, cancelled) that finished before `before`
+    /// (milliseconds since the Unix epoch), oldest first: what a retention
+    /// policy removes.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn finished_before(&self, before: UnixMillis) -> Result<Vec<Job>, QueueError> {
+        jobs_where(
+            &self.conn(),
+            "WHERE status IN ('done', 'failed', 'cancelled') AND finished_ms < ?1 ORDER BY finished_ms, id",
+            &[&before],
+        )
+    }
+
     /// Cancel a queued job (running jobs are cancelled through their worker).
     ///
     /// # Errors

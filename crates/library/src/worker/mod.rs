@@ -66,6 +66,9 @@ struct Inner {
     wake: Condvar,
     wake_flag: Mutex<bool>,
     stop: AtomicBool,
+    /// Set by [`Worker::suspend`]: jobs stopped now go back to the queue
+    /// with their checkpoints instead of being cancelled.
+    suspending: AtomicBool,
     /// Worker slots: how many threads are wanted and which slot indices have
     /// a live thread. One mutex so "should I exit" and "free my slot" are one
     /// step, and `start` never miscounts a thread that is about to exit.
@@ -142,12 +145,20 @@ impl Drop for RunningGuard<'_> {
     }
 }
 
-/// Removes a job's working folder unless disarmed.
-struct PartialGuard(Option<PathBuf>);
-impl Drop for PartialGuard {
+/// Removes a job's working folder unless disarmed; when the worker is
+/// suspending, only its checkpoint stays (the job resumes from it).
+struct PartialGuard<'a> {
+    dir: Option<PathBuf>,
+    suspending: &'a AtomicBool,
+}
+impl Drop for PartialGuard<'_> {
     fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = std::fs::remove_dir_all(p);
+        if let Some(p) = self.dir.take() {
+            if self.suspending.load(Ordering::SeqCst) {
+                run::clear_except(&p, run::CHECKPOINT_DIR);
+            } else {
+                let _ = std::fs::remove_dir_all(p);
+            }
         }
     }
 }
@@ -166,6 +177,7 @@ impl Worker {
             wake: Condvar::new(),
             wake_flag: Mutex::new(false),
             stop: AtomicBool::new(false),
+            suspending: AtomicBool::new(false),
             slots: Mutex::new(Slots::default()),
         };
         let w = Worker { inner: Arc::new(inner) };
@@ -257,6 +269,15 @@ impl Worker {
         let job = self.inner.queue.remove(id)?;
         self.inner.drop_work(id);
         Ok(job)
+    }
+
+    /// Stop taking jobs and put the running ones back in the queue, each
+    /// stopping within one segment and keeping its checkpoint (a server's
+    /// graceful shutdown: nothing is lost, the next start resumes them).
+    /// Returns at once; [`Worker::running`] is empty once they have stopped.
+    pub fn suspend(&self) {
+        self.inner.suspending.store(true, Ordering::SeqCst);
+        self.shutdown();
     }
 
     /// Ids of the jobs running now.
@@ -363,6 +384,14 @@ impl Inner {
                 tracing::error!("job {} panicked: {what}", job.id);
                 Err(Error::Internal(format!("the separation stopped unexpectedly ({what}); please report this")))
             });
+        if matches!(result, Err(Error::Cancelled)) && self.suspending.load(Ordering::SeqCst) {
+            match self.queue.requeue(job.id) {
+                Ok(job) => self.listener.job_changed(&job),
+                Err(QueueError::NotFound(_)) => {}
+                Err(e) => tracing::error!("cannot put job {} back in the queue: {e}", job.id),
+            }
+            return;
+        }
         let state = match &result {
             Ok(_) => JobState::Done,
             Err(Error::Cancelled) => JobState::Cancelled,

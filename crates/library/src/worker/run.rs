@@ -27,7 +27,7 @@ use crate::Error;
 pub(super) const CHECKPOINT_DIR: &str = ".checkpoint";
 
 /// Remove everything in `dir` but the entry `keep` (links removed as links).
-fn clear_except(dir: &Path, keep: &str) {
+pub(super) fn clear_except(dir: &Path, keep: &str) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for e in entries.flatten() {
         if e.file_name() == keep && e.file_type().is_ok_and(|t| t.is_dir()) {
@@ -99,7 +99,7 @@ impl Inner {
         // stays (the separation resumes from it if it still fits).
         clear_except(&work, CHECKPOINT_DIR);
         std::fs::create_dir_all(&work).map_err(|source| Error::Output { path: work.clone(), source })?;
-        let mut partial = PartialGuard(Some(work.clone()));
+        let mut partial = PartialGuard { dir: Some(work.clone()), suspending: &self.suspending };
         let input = match &job.source {
             JobSource::File { path } => PathBuf::from(path),
             JobSource::Url { url } => self.download(job, url, &work, cancel)?,
@@ -173,7 +173,7 @@ impl Inner {
             .map_err(|source| Error::Output { path: work.clone(), source })?;
         let dest = song::publish_song(&library, &work, &job.title)
             .map_err(|source| Error::Output { path: library.clone(), source })?;
-        partial.0 = None;
+        partial.dir = None;
         tracing::info!("job {} done in {:.1} s: {}", job.id, started.elapsed().as_secs_f64(), dest.display());
         let stems = rel
             .into_iter()

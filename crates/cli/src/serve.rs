@@ -1,0 +1,125 @@
+//! `stemroom serve`: argument parsing and printing for the HTTP service in
+//! `stemroom_server`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use stemroom_engine::units::Device;
+use stemroom_server::config::{self, ServerConfig};
+
+use crate::DeviceArg;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on. Anything but loopback needs the token
+    /// (the default) and should sit behind a TLS proxy.
+    #[arg(long, default_value = config::DEFAULT_LISTEN, value_name = "ADDR:PORT")]
+    listen: SocketAddr,
+    /// Data folder: job database, library, uploads, token (default: the
+    /// app's, STEMROOM_DATA_DIR or ~/.local/share/app.stemroom.desktop; one
+    /// process per folder, so the app and a server cannot share one at once).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Songs separated at the same time, sharing one loaded model (1 to 8).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    jobs: usize,
+    /// Delete finished jobs and their files N days after they finished
+    /// (default: keep them).
+    #[arg(long, value_name = "N")]
+    keep_days: Option<f64>,
+    /// Largest upload in MB.
+    #[arg(long, default_value_t = config::DEFAULT_MAX_UPLOAD_BYTES / 1_000_000, value_name = "MB")]
+    max_upload_mb: u64,
+    /// Refuse uploads (507) when the data folder's disk has less than this free, in MB.
+    #[arg(long, default_value_t = config::DEFAULT_MIN_FREE_BYTES / 1_000_000, value_name = "MB")]
+    min_free_mb: u64,
+    /// New jobs one client address may create per hour.
+    #[arg(long, default_value_t = config::DEFAULT_JOBS_PER_HOUR, value_name = "N")]
+    jobs_per_hour: u32,
+    /// Allow browser pages from this origin (repeat for more; `*` for any).
+    /// Without it, no CORS headers are sent.
+    #[arg(long, value_name = "ORIGIN")]
+    cors: Vec<String>,
+    /// Serve without a token (only on a loopback address).
+    #[arg(long)]
+    no_auth: bool,
+    /// Device for the network.
+    #[arg(short = 'd', long, value_enum, default_value = "auto")]
+    device: DeviceArg,
+    /// Network threads (default: all cores).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    #[command(flatten)]
+    runtime: crate::RuntimeArgs,
+}
+
+/// The app's data folder, which the server shares by default.
+fn default_data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("STEMROOM_DATA_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("app.stemroom.desktop")
+}
+
+pub fn run(args: ServeArgs) -> ExitCode {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("STEMROOM_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ort=warn,hyper=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let mut config = ServerConfig::new(args.data_dir.unwrap_or_else(default_data_dir));
+    config.listen = args.listen;
+    config.auth = !args.no_auth;
+    config.jobs = args.jobs;
+    config.keep_days = args.keep_days;
+    config.max_upload_bytes = args.max_upload_mb.saturating_mul(1_000_000);
+    config.min_free_bytes = args.min_free_mb.saturating_mul(1_000_000);
+    config.jobs_per_hour = args.jobs_per_hour;
+    config.cors = args.cors;
+    config.device = Device::from(args.device);
+    config.threads = args.threads;
+    config.model_dir = args.runtime.model_dir;
+    config.runtime_library = args.runtime.ort_lib;
+    if let Some(ms) = std::env::var("STEMROOM_CHECKPOINT_MS").ok().and_then(|v| v.parse::<u64>().ok()) {
+        config.checkpoint_every = Some(std::time::Duration::from_millis(ms));
+    }
+    let data_dir = config.data_dir.clone();
+    let result = stemroom_server::run_blocking(config, |ready| {
+        println!("Stemroom server listening on http://{}", ready.addr);
+        println!("data folder: {}", data_dir.display());
+        match &ready.token {
+            Some(t) if t.created => {
+                println!("token (shown once; also in {}): {}", t.path.display(), t.value);
+            }
+            Some(t) => println!("token: in {}", t.path.display()),
+            None => println!("no token: anyone on this machine can use the server"),
+        }
+        if ready.recovered > 0 {
+            println!("{} interrupted job(s) back in the queue", ready.recovered);
+        }
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+    });
+    match result {
+        Ok(()) => {
+            eprintln!("stemroom: server stopped; running jobs are back in the queue");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("stemroom: {e}");
+            ExitCode::from(match e {
+                stemroom_server::ServerError::Config(_) => crate::exit::INVALID_OPTIONS,
+                _ => crate::exit::INTERNAL,
+            })
+        }
+    }
+}

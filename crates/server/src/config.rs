@@ -1,0 +1,122 @@
+//! What `stemroom serve` is told on its command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use stemroom_engine::units::Device;
+
+/// Default listen address: loopback only, FastAPI/uvicorn's usual port.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
+/// Largest upload accepted by default, in bytes (500 MB, the default:
+/// a 30-minute 24-bit/96 kHz stereo WAV is ~1 GB, a 10-minute one 345 MB).
+pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 500 * 1000 * 1000;
+/// Free space the data folder keeps by default, in bytes (2 GB): new uploads
+/// are refused with 507 below it. Separating a 4-minute song writes ~170 MB
+/// of 16-bit WAV stems plus a float spool of the same order.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 2 * 1000 * 1000 * 1000;
+/// New jobs one client address may create per hour by default.
+pub const DEFAULT_JOBS_PER_HOUR: u32 = 30;
+/// How long a client may take to send a request's headers, and the longest
+/// pause inside an upload body, before the connection is closed (slow or
+/// stuck clients must not hold connections and disk space forever).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest time a quick request (status, lists, deletes) may take.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Everything the server is configured with.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Data folder: queue database, library, uploads, token.
+    pub data_dir: PathBuf,
+    /// Require the bearer token (false only with a loopback `listen`).
+    pub auth: bool,
+    /// Largest upload in bytes.
+    pub max_upload_bytes: u64,
+    /// Free bytes the data folder keeps; uploads are refused below it.
+    pub min_free_bytes: u64,
+    /// New jobs per client address per hour.
+    pub jobs_per_hour: u32,
+    /// Remove finished jobs and their files this many days after they
+    /// finished (`None`: keep them).
+    pub keep_days: Option<f64>,
+    /// Origins allowed by CORS (empty: no CORS headers at all).
+    pub cors: Vec<String>,
+    /// Jobs separated at the same time (one loaded model shared).
+    pub jobs: usize,
+    /// Device the jobs ask for.
+    pub device: Device,
+    /// Network threads (`None`: all cores).
+    pub threads: Option<usize>,
+    /// Extra model folder searched first.
+    pub model_dir: Option<PathBuf>,
+    /// Explicit ONNX Runtime library.
+    pub runtime_library: Option<PathBuf>,
+    /// Header-read and body-stall timeout.
+    pub idle_timeout: Duration,
+    /// Longest quick request.
+    pub request_timeout: Duration,
+    /// Least time between two checkpoints of a running job (`None`: the
+    /// engine's default).
+    pub checkpoint_every: Option<Duration>,
+}
+
+impl ServerConfig {
+    /// Defaults for `data_dir`, listening on [`DEFAULT_LISTEN`].
+    pub fn new(data_dir: PathBuf) -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            data_dir,
+            auth: true,
+            max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
+            jobs_per_hour: DEFAULT_JOBS_PER_HOUR,
+            keep_days: None,
+            cors: Vec::new(),
+            jobs: 1,
+            device: Device::Auto,
+            threads: None,
+            model_dir: None,
+            runtime_library: None,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            checkpoint_every: None,
+        }
+    }
+
+    /// Check the combination of options.
+    ///
+    /// # Errors
+    /// A message for people: `--no-auth` on a non-loopback address, zero
+    /// limits, a concurrency outside 1 to 8, a negative retention.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.auth && !self.listen.ip().is_loopback() {
+            return Err(format!(
+                "--no-auth is only allowed on a loopback address (127.0.0.1 or ::1), not {}: anyone on the network could use and delete your jobs",
+                self.listen
+            ));
+        }
+        if self.max_upload_bytes == 0 {
+            return Err("the upload limit must be above 0".into());
+        }
+        if self.jobs_per_hour == 0 {
+            return Err("the rate limit must allow at least 1 job per hour".into());
+        }
+        if !(1..=stemroom_library::worker::MAX_THREADS).contains(&self.jobs) {
+            return Err(format!("--jobs must be 1 to {}, got {}", stemroom_library::worker::MAX_THREADS, self.jobs));
+        }
+        if let Some(d) = self.keep_days {
+            if !(d.is_finite() && d >= 0.0) {
+                return Err(format!("--keep-days must be 0 or more, got {d}"));
+            }
+        }
+        for origin in &self.cors {
+            if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                return Err(format!("--cors takes an origin such as https://example.com or *, got {origin}"));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,93 @@
+//! Errors: [`ServerError`] stops the server from starting; [`ApiError`] is
+//! one request's answer (`{"detail", "code"}` with an HTTP status, the shape
+//! FastAPI's `HTTPException` gives, which existing clients print).
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use stemroom_library::queue::QueueError;
+
+/// Why the server cannot start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("{0}")]
+    Config(String),
+    #[error(
+        "another Stemroom (the app or a server) is using the data folder {0}: stop it, or give this server another --data-dir"
+    )]
+    Locked(std::path::PathBuf),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    #[error("the job database: {0}")]
+    Queue(#[from] QueueError),
+    #[error("{0}")]
+    Engine(#[from] stemroom_engine::Error),
+}
+
+/// One request's error answer.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// Stable machine-readable code (`not_found`, `unauthorized`,
+    /// `unsupported_media`, `too_large`, `invalid_options`, ...).
+    pub code: &'static str,
+    /// What went wrong and what to do, for people.
+    pub message: String,
+    /// Seconds to wait before trying again (429).
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into(), retry_after: None }
+    }
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", what)
+    }
+    pub fn bad_request(what: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", what)
+    }
+    pub fn invalid_options(what: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_options", what)
+    }
+    pub fn unsupported(what: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media", what)
+    }
+    pub fn conflict(what: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", what)
+    }
+    pub fn internal(what: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", what)
+    }
+    pub fn unavailable(what: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", what)
+    }
+}
+
+impl From<QueueError> for ApiError {
+    fn from(e: QueueError) -> Self {
+        match e {
+            QueueError::NotFound(id) => ApiError::not_found(format!("no job {id}")),
+            QueueError::WrongState { .. } => ApiError::conflict(e.to_string()),
+            e => {
+                tracing::error!("database: {e}");
+                ApiError::internal(format!("the job database failed: {e}"))
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "detail": self.message, "code": self.code });
+        let mut r = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(s) = self.retry_after.and_then(|s| HeaderValue::from_str(&s.to_string()).ok()) {
+            r.headers_mut().insert(header::RETRY_AFTER, s);
+        }
+        r
+    }
+}

@@ -1,0 +1,424 @@
+//! A request for a new job, as clients send it: `multipart/form-data` with
+//! the audio in a `file` (or `audio_file`) field and options as text
+//! fields, or JSON / form-urlencoded with a `url` (or `youtube_url`) for a
+//! link. The audio is streamed to disk as it arrives (memory stays bounded
+//! by one chunk per upload), checked against the size limit and the data
+//! folder's free-space floor before anything is written.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{FromRequest, Multipart, Request};
+use axum::http::{header, StatusCode};
+use stemroom_engine::audio::encode::{OutputFormat, WavDepth};
+use stemroom_engine::model::Manifest;
+use stemroom_library::queue::JobOptions;
+use tokio::io::AsyncWriteExt;
+
+use crate::error::ApiError;
+use crate::service::Service;
+use crate::upload::{self, PartFile, Upload};
+
+/// Field names that carry the audio file.
+pub const FILE_FIELDS: &[&str] = &["file", "audio_file", "audio"];
+/// Field names that carry a link.
+pub const URL_FIELDS: &[&str] = &["url", "youtube_url", "link"];
+/// Option fields a job accepts.
+pub const OPTION_FIELDS: &[&str] =
+    &["model", "two_stems", "shifts", "overlap", "format", "mp3", "mp3_bitrate", "bit_depth"];
+
+/// Largest JSON or form body (options and a link), in bytes.
+const SMALL_BODY_LIMIT: usize = 64 * 1024;
+/// Largest text field in a multipart body, in bytes.
+const TEXT_FIELD_LIMIT: usize = 8 * 1024;
+/// Most fields in one request.
+const MAX_FIELDS: usize = 32;
+/// Room for multipart boundaries and headers above the upload limit.
+const MULTIPART_OVERHEAD: u64 = 64 * 1024;
+
+/// What a request asks for, read and checked.
+#[derive(Debug)]
+pub struct NewJob {
+    /// The audio received (removed on drop unless a job takes it).
+    pub upload: Option<Upload>,
+    /// The name the client gave the file (a title, never a path).
+    pub client_name: Option<String>,
+    /// A link to fetch instead.
+    pub url: Option<String>,
+    /// Option fields, by name (empty values dropped).
+    pub fields: BTreeMap<String, String>,
+}
+
+fn too_large(limit: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        format!("the upload is larger than this server's limit of {} MB", limit / 1_000_000),
+    )
+}
+
+fn no_space(floor: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::INSUFFICIENT_STORAGE,
+        "insufficient_storage",
+        format!(
+            "the server's disk is nearly full (it keeps {} MB free): try again after finished jobs are deleted",
+            floor / 1_000_000
+        ),
+    )
+}
+
+/// Read a new-job request. `file_required`: the endpoint takes only uploads.
+///
+/// # Errors
+/// 413 over the upload limit, 507 below the free-space floor, 415 for a body
+/// type it does not read, 400 for a malformed body, 408 for a stalled
+/// upload, 422 for unknown fields or neither file nor link.
+pub async fn read(service: &Service, req: Request, file_required: bool) -> Result<NewJob, ApiError> {
+    let content_type =
+        req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+    let declared: Option<u64> =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let job = if content_type.starts_with("multipart/form-data") {
+        let limit = service.config.max_upload_bytes;
+        if declared.is_some_and(|n| n > limit + MULTIPART_OVERHEAD) {
+            return Err(too_large(limit));
+        }
+        check_space(service, declared.unwrap_or(0))?;
+        let multipart = Multipart::from_request(req, &())
+            .await
+            .map_err(|e| ApiError::bad_request(format!("not a multipart body: {e}")))?;
+        read_multipart(service, multipart).await?
+    } else if content_type.starts_with("application/json")
+        || content_type.starts_with("application/x-www-form-urlencoded")
+    {
+        if file_required {
+            return Err(ApiError::unsupported("send the audio as multipart/form-data with a `file` field"));
+        }
+        let body = axum::body::to_bytes(req.into_body(), SMALL_BODY_LIMIT).await.map_err(|_| {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "a JSON or form body is at most 64 KiB")
+        })?;
+        let pairs = if content_type.starts_with("application/json") {
+            json_pairs(&body)?
+        } else {
+            url::form_urlencoded::parse(&body).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
+        };
+        let mut job = NewJob { upload: None, client_name: None, url: None, fields: BTreeMap::new() };
+        for (k, v) in pairs {
+            take_text(&mut job, &k, v)?;
+        }
+        job
+    } else {
+        return Err(ApiError::unsupported(format!(
+            "cannot read a {} body: send multipart/form-data with the audio in a `file` field{}",
+            if content_type.is_empty() { "typeless" } else { content_type.as_str() },
+            if file_required { "" } else { ", or JSON with a `url`" }
+        )));
+    };
+    match (&job.upload, &job.url) {
+        (None, None) if file_required => Err(ApiError::invalid_options("no audio: send it in a `file` field")),
+        (None, None) => Err(ApiError::invalid_options("no audio: send a `file` field or a `url`")),
+        (Some(_), Some(_)) => Err(ApiError::invalid_options("send either a file or a url, not both")),
+        (None, Some(_)) if file_required => Err(ApiError::invalid_options("this endpoint takes a `file`, not a url")),
+        _ => Ok(job),
+    }
+}
+
+/// 507 when the data folder is below its floor, or would be after `incoming` bytes.
+fn check_space(service: &Service, incoming: u64) -> Result<(), ApiError> {
+    let free = upload::free_bytes(&service.data_dir).map_err(|e| ApiError::internal(format!("free space: {e}")))?;
+    if free < service.config.min_free_bytes.saturating_add(incoming) {
+        return Err(no_space(service.config.min_free_bytes));
+    }
+    Ok(())
+}
+
+fn json_pairs(body: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the JSON body cannot be read: {e}")))?;
+    let serde_json::Value::Object(map) = value else {
+        return Err(ApiError::bad_request("the JSON body must be an object such as {\"url\": \"https://...\"}"));
+    };
+    let mut pairs = Vec::new();
+    for (k, v) in map {
+        let text = match v {
+            serde_json::Value::Null => continue,
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Bool(b) => b.to_string(),
+            serde_json::Value::Number(n) => n.to_string(),
+            _ => return Err(ApiError::invalid_options(format!("`{k}` must be a string, number or boolean"))),
+        };
+        pairs.push((k, text));
+    }
+    Ok(pairs)
+}
+
+fn take_text(job: &mut NewJob, name: &str, value: String) -> Result<(), ApiError> {
+    let value = value.trim().to_string();
+    if URL_FIELDS.contains(&name) {
+        if !value.is_empty() {
+            job.url = Some(value);
+        }
+    } else if OPTION_FIELDS.contains(&name) {
+        if !value.is_empty() {
+            job.fields.insert(name.to_string(), value);
+        }
+    } else if FILE_FIELDS.contains(&name) {
+        return Err(ApiError::invalid_options(format!("`{name}` must be a file part (curl -F '{name}=@song.mp3')")));
+    } else {
+        return Err(ApiError::invalid_options(format!(
+            "unknown field `{}`: this server takes {} (audio), {} (link) and the options {}",
+            name.chars().take(64).collect::<String>(),
+            FILE_FIELDS.join(", "),
+            URL_FIELDS.join(", "),
+            OPTION_FIELDS.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+async fn read_multipart(service: &Service, mut multipart: Multipart) -> Result<NewJob, ApiError> {
+    let bad = |e: axum::extract::multipart::MultipartError| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            too_large(service.config.max_upload_bytes)
+        } else {
+            ApiError::bad_request(format!("the multipart body cannot be read: {}", e.body_text()))
+        }
+    };
+    let mut job = NewJob { upload: None, client_name: None, url: None, fields: BTreeMap::new() };
+    let mut count = 0;
+    let idle = service.config.idle_timeout;
+    let stalled = || {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            format!("the upload stalled: nothing arrived for {} s", idle.as_secs()),
+        )
+    };
+    while let Some(mut field) =
+        tokio::time::timeout(idle, multipart.next_field()).await.map_err(|_| stalled())?.map_err(bad)?
+    {
+        count += 1;
+        if count > MAX_FIELDS {
+            return Err(ApiError::invalid_options(format!("more than {MAX_FIELDS} fields")));
+        }
+        let name = field.name().unwrap_or("").to_string();
+        if FILE_FIELDS.contains(&name.as_str()) && field.file_name().is_some() {
+            if job.upload.is_some() {
+                return Err(ApiError::invalid_options("one file per job"));
+            }
+            job.client_name = field.file_name().map(str::to_string);
+            let part = PartFile::new(&service.uploads, &upload::new_name(job.client_name.as_deref()));
+            let mut file = tokio::fs::File::create(part.part_path())
+                .await
+                .map_err(|e| ApiError::internal(format!("cannot store the upload: {e}")))?;
+            let mut written: u64 = 0;
+            while let Some(chunk) =
+                tokio::time::timeout(idle, field.chunk()).await.map_err(|_| stalled())?.map_err(bad)?
+            {
+                written += chunk.len() as u64;
+                if written > service.config.max_upload_bytes {
+                    return Err(too_large(service.config.max_upload_bytes));
+                }
+                file.write_all(&chunk).await.map_err(|e| {
+                    if e.raw_os_error() == Some(libc::ENOSPC) {
+                        no_space(service.config.min_free_bytes)
+                    } else {
+                        ApiError::internal(format!("cannot store the upload: {e}"))
+                    }
+                })?;
+            }
+            file.flush().await.map_err(|e| ApiError::internal(format!("cannot store the upload: {e}")))?;
+            drop(file);
+            if written == 0 {
+                return Err(ApiError::unsupported("the file is empty"));
+            }
+            job.upload = Some(part.finish().map_err(|e| ApiError::internal(format!("cannot store the upload: {e}")))?);
+        } else {
+            let mut text = Vec::new();
+            while let Some(chunk) =
+                tokio::time::timeout(idle, field.chunk()).await.map_err(|_| stalled())?.map_err(bad)?
+            {
+                text.extend_from_slice(&chunk);
+                if text.len() > TEXT_FIELD_LIMIT {
+                    return Err(ApiError::invalid_options(format!(
+                        "the field `{}` is longer than {TEXT_FIELD_LIMIT} bytes{}",
+                        name.chars().take(64).collect::<String>(),
+                        if FILE_FIELDS.contains(&name.as_str()) { " (send a file part with a file name)" } else { "" }
+                    )));
+                }
+            }
+            let text = String::from_utf8(text)
+                .map_err(|_| ApiError::invalid_options(format!("the field `{name}` is not UTF-8 text")))?;
+            take_text(&mut job, &name, text)?;
+        }
+    }
+    Ok(job)
+}
+
+fn parse_bool(name: &str, v: &str) -> Result<bool, ApiError> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(ApiError::invalid_options(format!("`{name}` must be true or false, got {v}"))),
+    }
+}
+
+fn parse_num<T: std::str::FromStr>(name: &str, v: &str, what: &str) -> Result<T, ApiError> {
+    v.parse().map_err(|_| ApiError::invalid_options(format!("`{name}` must be {what}, got {v}")))
+}
+
+/// The options a job runs with: `base` (the saved settings) changed by the
+/// fields. `mp3=true` (the `demucs` CLI's `--mp3`) means `format=mp3`;
+/// `mp3_bitrate` applies to MP3 only and `bit_depth` to WAV and FLAC (each is
+/// ignored for the other formats, as `demucs` ignores `--mp3-bitrate`
+/// without `--mp3`). MP3 defaults to 320 kbit/s (`demucs`'s default), FLAC
+/// to 24 bits, WAV to 16 bits.
+///
+/// # Errors
+/// 422 naming the field for an unknown model, stem, format, or a value out
+/// of range.
+pub fn job_options(
+    base: JobOptions,
+    fields: &BTreeMap<String, String>,
+    manifest: &Manifest,
+) -> Result<JobOptions, ApiError> {
+    let mut o = base;
+    if let Some(m) = fields.get("model") {
+        if manifest.models.iter().all(|e| &e.id != m) {
+            let ids: Vec<&str> = manifest.models.iter().map(|e| e.id.as_str()).collect();
+            return Err(ApiError::invalid_options(format!("unknown model {m}: this server has {}", ids.join(", "))));
+        }
+        o.model = m.clone();
+    }
+    let sources = manifest.models.iter().find(|e| e.id == o.model).map(|e| e.sources.clone()).unwrap_or_default();
+    if let Some(s) = fields.get("two_stems") {
+        let s = s.to_ascii_lowercase();
+        o.two_stems = match s.as_str() {
+            "none" | "false" | "0" => None,
+            _ if sources.contains(&s) => Some(s),
+            _ => {
+                return Err(ApiError::invalid_options(format!(
+                    "unknown stem {s} for two_stems: {} has {}",
+                    o.model,
+                    sources.join(", ")
+                )))
+            }
+        };
+    }
+    if let Some(v) = fields.get("shifts") {
+        o.shifts = parse_num("shifts", v, "a whole number from 0 to 20")?;
+        if o.shifts > 20 {
+            return Err(ApiError::invalid_options(format!("`shifts` must be 0 to 20, got {v}")));
+        }
+    }
+    if let Some(v) = fields.get("overlap") {
+        let x: f32 = parse_num("overlap", v, "a number at least 0 and below 1")?;
+        if !(0.0..1.0).contains(&x) {
+            return Err(ApiError::invalid_options(format!("`overlap` must be at least 0 and below 1, got {v}")));
+        }
+        o.overlap = x;
+    }
+    let mut format = match fields.get("format").map(|f| f.to_ascii_lowercase()) {
+        None => None,
+        Some(f) if f == "wav" || f == "flac" || f == "mp3" => Some(f),
+        Some(f) => return Err(ApiError::invalid_options(format!("`format` must be wav, flac or mp3, got {f}"))),
+    };
+    if let Some(v) = fields.get("mp3") {
+        if parse_bool("mp3", v)? {
+            if format.as_deref().is_some_and(|f| f != "mp3") {
+                return Err(ApiError::invalid_options("mp3=true and a format other than mp3 contradict each other"));
+            }
+            format = Some("mp3".into());
+        }
+    }
+    let depth: Option<u8> = fields.get("bit_depth").map(|v| parse_num("bit_depth", v, "16, 24 or 32")).transpose()?;
+    let kbps: Option<u16> =
+        fields.get("mp3_bitrate").map(|v| parse_num("mp3_bitrate", v, "a bit rate in kbit/s")).transpose()?;
+    let format = format.unwrap_or_else(|| o.format.extension().to_string());
+    o.format = match format.as_str() {
+        "mp3" => OutputFormat::Mp3 {
+            kbps: kbps.unwrap_or(match o.format {
+                OutputFormat::Mp3 { kbps } => kbps,
+                _ => 320,
+            }),
+        },
+        "flac" => OutputFormat::Flac {
+            bits: depth.unwrap_or(match o.format {
+                OutputFormat::Flac { bits } => bits,
+                _ => 24,
+            }),
+        },
+        _ => OutputFormat::Wav {
+            depth: match depth {
+                None => match o.format {
+                    OutputFormat::Wav { depth } => depth,
+                    _ => WavDepth::Int16,
+                },
+                Some(16) => WavDepth::Int16,
+                Some(24) => WavDepth::Int24,
+                Some(32) => WavDepth::Float32,
+                Some(d) => {
+                    return Err(ApiError::invalid_options(format!(
+                        "`bit_depth` for wav must be 16, 24 or 32 (float), got {d}"
+                    )))
+                }
+            },
+        },
+    };
+    o.format.validate().map_err(|m| ApiError::invalid_options(format!("{m}")))?;
+    Ok(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn base() -> JobOptions {
+        stemroom_library::queue::Settings::default().job_options()
+    }
+
+    #[test]
+    fn options_from_fields() {
+        let m = Manifest::builtin().unwrap();
+        let o = job_options(base(), &fields(&[("two_stems", "vocals"), ("mp3", "true"), ("shifts", "2")]), &m).unwrap();
+        assert_eq!(o.two_stems.as_deref(), Some("vocals"));
+        assert_eq!(o.format, OutputFormat::Mp3 { kbps: 320 });
+        assert_eq!(o.shifts, 2);
+        let o = job_options(base(), &fields(&[("format", "flac"), ("bit_depth", "16")]), &m).unwrap();
+        assert_eq!(o.format, OutputFormat::Flac { bits: 16 });
+        let o = job_options(base(), &fields(&[("format", "WAV"), ("bit_depth", "32"), ("mp3_bitrate", "128")]), &m)
+            .unwrap();
+        assert_eq!(o.format, OutputFormat::Wav { depth: WavDepth::Float32 });
+        let o = job_options(base(), &fields(&[("format", "mp3"), ("mp3_bitrate", "192")]), &m).unwrap();
+        assert_eq!(o.format, OutputFormat::Mp3 { kbps: 192 });
+        assert_eq!(job_options(base(), &fields(&[("two_stems", "none")]), &m).unwrap().two_stems, None);
+    }
+
+    #[test]
+    fn bad_values_are_422_naming_the_field() {
+        let m = Manifest::builtin().unwrap();
+        for (k, v) in [
+            ("model", "mdx_extra"),
+            ("two_stems", "guitar"),
+            ("shifts", "-1"),
+            ("shifts", "21"),
+            ("overlap", "1"),
+            ("overlap", "nan"),
+            ("format", "ogg"),
+            ("mp3", "maybe"),
+            ("bit_depth", "20"),
+        ] {
+            let e = job_options(base(), &fields(&[(k, v)]), &m).unwrap_err();
+            assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY, "{k}={v}");
+            assert!(e.message.contains(k) || e.message.contains(v), "{k}={v}: {}", e.message);
+        }
+        let e = job_options(base(), &fields(&[("format", "mp3"), ("mp3_bitrate", "100")]), &m).unwrap_err();
+        assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+        let e = job_options(base(), &fields(&[("format", "flac"), ("bit_depth", "32")]), &m).unwrap_err();
+        assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+}

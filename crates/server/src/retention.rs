@@ -1,0 +1,86 @@
+//! `--keep-days N`: finished jobs (done, failed, cancelled) and their files
+//! (song folder with exports, upload) are removed N days after they
+//! finished. Checked at start and then every hour.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use stemroom_library::queue::{JobId, Queue};
+
+use crate::service::Service;
+
+/// How often the retention runs.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
+/// Milliseconds in a day.
+const DAY_MS: f64 = 86_400_000.0;
+
+/// Jobs that finished more than `days` days before `now_ms` (milliseconds
+/// since the Unix epoch).
+pub fn expired(queue: &Queue, now_ms: f64, days: f64) -> Vec<JobId> {
+    match queue.finished_before(now_ms - days * DAY_MS) {
+        Ok(jobs) => jobs.into_iter().map(|j| j.id).collect(),
+        Err(e) => {
+            tracing::warn!("retention: the queue cannot be read: {e}");
+            Vec::new()
+        }
+    }
+}
+
+fn now_ms() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0)
+}
+
+/// Sweep now and every [`SWEEP_EVERY`] (runs until aborted).
+pub async fn every_hour(service: Arc<Service>) {
+    if service.config.keep_days.is_none() {
+        return;
+    }
+    loop {
+        let s = service.clone();
+        let n = tokio::task::spawn_blocking(move || s.sweep(now_ms())).await.unwrap_or(0);
+        if n > 0 {
+            tracing::info!("retention: removed {n} finished job(s) and their files");
+        }
+        tokio::time::sleep(SWEEP_EVERY).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use stemroom_library::queue::{JobSource, JobState, Settings};
+
+    use super::*;
+
+    #[test]
+    fn only_jobs_finished_long_enough_ago_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Arc::new(AtomicU64::new(1_000_000_000_000));
+        let t2 = t.clone();
+        let q =
+            Queue::open_with_clock(&dir.path().join("q.sqlite"), Arc::new(move || t2.load(Ordering::SeqCst) as f64))
+                .unwrap();
+        let opts = Settings::default().job_options();
+        let old = q.enqueue(&JobSource::File { path: "/a.wav".into() }, "a", &opts).unwrap();
+        let running = q.enqueue(&JobSource::File { path: "/b.wav".into() }, "b", &opts).unwrap();
+        let queued = q.enqueue(&JobSource::File { path: "/c.wav".into() }, "c", &opts).unwrap();
+        assert_eq!(q.claim_next().unwrap().unwrap().id, old.id);
+        q.finish(old.id, &JobState::Done, Some("/lib/a"), &[]).unwrap();
+        t.fetch_add(3 * 86_400_000, Ordering::SeqCst);
+        assert_eq!(q.claim_next().unwrap().unwrap().id, running.id);
+        q.finish(
+            running.id,
+            &JobState::Failed { code: stemroom_engine::ErrorCode::BadInput, message: "x".into() },
+            None,
+            &[],
+        )
+        .unwrap();
+        let now = t.load(Ordering::SeqCst) as f64 + 1000.0;
+        assert_eq!(expired(&q, now, 2.0), vec![old.id]);
+        assert_eq!(expired(&q, now, 0.0), vec![old.id, running.id]);
+        assert!(expired(&q, now, 30.0).is_empty());
+        assert!(!expired(&q, now, 0.0).contains(&queued.id), "queued jobs never expire");
+    }
+}

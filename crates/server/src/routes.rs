@@ -1,0 +1,500 @@
+//! The handlers and the router. Every handler names jobs by id and stems by
+//! name: no path from a client ever reaches the file system.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path as UrlPath, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use stemroom_engine::ErrorCode;
+use stemroom_library::queue::{Job, JobId, JobState};
+use tokio::sync::broadcast::error::RecvError;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::archive::{self, Entry};
+use crate::error::ApiError;
+use crate::events::Update;
+use crate::service::Service;
+use crate::view::{Created, Deleted, Health, JobList, JobView, ServerStatus, Status};
+
+type Shared = State<Arc<Service>>;
+
+/// The router with every endpoint, the token check, limits and timeouts.
+pub fn router(service: Arc<Service>) -> Router {
+    let quick = Router::new()
+        .route("/", get(root))
+        .route("/health", get(health))
+        .route("/status", get(server_status))
+        .route("/status/{id}", get(job_status))
+        .route("/job/{id}", get(job_status).delete(delete_job))
+        .route("/api/jobs/{id}", get(job_status))
+        .route("/jobs", get(list_jobs))
+        .route("/openapi.json", get(openapi_json))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, service.config.request_timeout));
+    let body_limit = usize::try_from(service.config.max_upload_bytes.saturating_add(64 * 1024)).unwrap_or(usize::MAX);
+    let uploads = Router::new()
+        .route("/upload", post(upload))
+        .route("/job", post(create_job))
+        .route("/api/stemify", post(stemify))
+        .route("/separate", post(separate))
+        .layer(DefaultBodyLimit::max(body_limit));
+    let files = Router::new()
+        .route("/download/{id}", get(download))
+        .route("/result/{id}", get(download))
+        .route("/stems/{id}/{stem}", get(stem))
+        .route("/events/{id}", get(events));
+    let mut app = quick
+        .merge(uploads)
+        .merge(files)
+        .route("/jobs/{id}", delete(delete_job).get(job_status))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(service.clone(), crate::auth::require_token))
+        .layer(TraceLayer::new_for_http());
+    if !service.config.cors.is_empty() {
+        let origins = if service.config.cors.iter().any(|o| o == "*") {
+            AllowOrigin::any()
+        } else {
+            AllowOrigin::list(service.config.cors.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+        };
+        app = app.layer(
+            CorsLayer::new()
+                .allow_origin(origins)
+                .allow_methods([axum::http::Method::GET, axum::http::Method::POST, axum::http::Method::DELETE])
+                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
+        );
+    }
+    app.with_state(service)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint: see /openapi.json")
+}
+
+/// A job id from the URL: decimal digits only, else 404.
+fn job_id(raw: &str) -> Result<JobId, ApiError> {
+    if raw.is_empty() || raw.len() > 10 || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::not_found(format!("no job {}", raw.chars().take(64).collect::<String>())));
+    }
+    raw.parse().map_err(|_| ApiError::not_found(format!("no job {raw}")))
+}
+
+fn health_body() -> Health {
+    Health { status: "ok".into(), service: "stemroom".into(), version: env!("CARGO_PKG_VERSION").into() }
+}
+
+/// Liveness (needs the token, unlike `/health`).
+#[utoipa::path(get, path = "/", tag = "health", responses((status = 200, body = Health)))]
+pub async fn root() -> Json<Health> {
+    Json(health_body())
+}
+
+/// Liveness, without a token (for load balancers and container health checks).
+#[utoipa::path(get, path = "/health", tag = "health", security(()), responses((status = 200, body = Health)))]
+pub async fn health() -> Json<Health> {
+    Json(health_body())
+}
+
+/// The server: model ready, jobs running and waiting, provider.
+#[utoipa::path(get, path = "/status", tag = "health", responses((status = 200, body = ServerStatus)))]
+pub async fn server_status(State(service): Shared) -> Result<Json<ServerStatus>, ApiError> {
+    let (models_ready, models_problem) = service.models_ready().await;
+    let jobs = service.queue.queue()?;
+    let queue_length = jobs.iter().filter(|j| matches!(j.state, JobState::Queued)).count() as u32;
+    let device = serde_json::to_value(service.config.device)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let provider = service.queue.last_provider().ok().flatten().unwrap_or_else(|| device.clone());
+    Ok(Json(ServerStatus {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        models_ready,
+        models_problem,
+        active_jobs: service.worker.running().len() as u32,
+        queue_length,
+        concurrency: service.config.jobs as u32,
+        provider,
+        device,
+    }))
+}
+
+fn view(service: &Service, job: &Job) -> JobView {
+    JobView::new(job, service.events.progress_of(job.id).as_ref(), service.events.segments_of(job.id))
+}
+
+/// A job's status, progress (`details.completed_segments` of
+/// `details.total_segments`), error, and stem URLs once completed. Also at
+/// `/job/{id}` and `/api/jobs/{id}`.
+#[utoipa::path(get, path = "/status/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "Job id")),
+    responses((status = 200, body = JobView), (status = 404, description = "No such job")))]
+pub async fn job_status(State(service): Shared, UrlPath(id): UrlPath<String>) -> Result<Json<JobView>, ApiError> {
+    let job = service.queue.get(job_id(&id)?)?;
+    Ok(Json(view(&service, &job)))
+}
+
+/// Paging of `GET /jobs`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct Paging {
+    /// 1-based page (default 1).
+    pub page: Option<u32>,
+    /// Jobs per page, 1 to 500 (default 50).
+    pub per_page: Option<u32>,
+    /// Same as `per_page`.
+    pub limit: Option<u32>,
+    /// Jobs to skip (instead of `page`).
+    pub offset: Option<u32>,
+}
+
+/// Every job, newest first, a page at a time.
+#[utoipa::path(get, path = "/jobs", tag = "jobs", params(Paging), responses((status = 200, body = JobList)))]
+pub async fn list_jobs(State(service): Shared, Query(p): Query<Paging>) -> Result<Json<JobList>, ApiError> {
+    let per_page = p.per_page.or(p.limit).unwrap_or(50).clamp(1, 500);
+    let page = p.page.unwrap_or(1).max(1);
+    let offset = p.offset.unwrap_or_else(|| (page - 1).saturating_mul(per_page));
+    let (jobs, total) = service.queue.page(offset, per_page)?;
+    let jobs = jobs.iter().map(|j| view(&service, j)).collect();
+    Ok(Json(JobList { jobs, total, page: offset / per_page + 1, per_page }))
+}
+
+/// Cancel a job if it runs, then delete it and its files (stems, exports,
+/// upload). Also at `DELETE /jobs/{id}`.
+#[utoipa::path(delete, path = "/job/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "Job id")),
+    responses((status = 200, body = Deleted), (status = 404, description = "No such job")))]
+pub async fn delete_job(State(service): Shared, UrlPath(id): UrlPath<String>) -> Result<Json<Deleted>, ApiError> {
+    let (job, was_running) = service.delete(job_id(&id)?).await?;
+    Ok(Json(Deleted { job_id: job.id.to_string(), status: "deleted".into(), was_running }))
+}
+
+/// The multipart form of a new job.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct JobForm {
+    /// The audio (any format the engine decodes). Also accepted as `audio_file`.
+    #[schema(value_type = String, format = Binary)]
+    file: Option<Vec<u8>>,
+    /// A link for yt-dlp instead of a file (also `youtube_url`).
+    url: Option<String>,
+    /// Model id (default: the server's setting, `htdemucs`).
+    model: Option<String>,
+    /// One stem and its complement (`vocals` gives `vocals` and `no_vocals`).
+    two_stems: Option<String>,
+    /// Random shifts, 0 to 20.
+    shifts: Option<u32>,
+    /// Overlap between segments, at least 0 and below 1 (default 0.25).
+    overlap: Option<f32>,
+    /// `wav`, `flac` or `mp3`.
+    format: Option<String>,
+    /// `true` means `format=mp3`.
+    mp3: Option<bool>,
+    /// MP3 bit rate in kbit/s (128 to 320; default 320).
+    mp3_bitrate: Option<u16>,
+    /// WAV 16, 24 or 32 (float); FLAC 16 or 24.
+    bit_depth: Option<u8>,
+}
+
+async fn create(
+    service: Arc<Service>,
+    peer: SocketAddr,
+    req: Request,
+    file_required: bool,
+) -> Result<Response, ApiError> {
+    service.rate_check(peer.ip())?;
+    let new = crate::form::read(&service, req, file_required).await?;
+    let job = service.enqueue(new).await?;
+    let id = job.id;
+    Ok(Json(Created {
+        job_id: id.to_string(),
+        id: id.to_string(),
+        status: Status::Pending,
+        title: job.title,
+        status_url: format!("/status/{id}"),
+        events_url: format!("/events/{id}"),
+        queue_position: service.ahead_of(id),
+    })
+    .into_response())
+}
+
+/// Upload a song (multipart `file`) and queue it.
+#[utoipa::path(post, path = "/upload", tag = "jobs",
+    request_body(content = JobForm, content_type = "multipart/form-data"),
+    responses((status = 200, body = Created), (status = 413, description = "Over the upload limit"),
+        (status = 415, description = "Not audio"), (status = 422, description = "Bad option"),
+        (status = 429, description = "Rate limited"), (status = 507, description = "Disk nearly full")))]
+pub async fn upload(
+    State(service): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    create(service, peer, req, true).await
+}
+
+/// Queue a song: multipart `file`, or JSON / form with `url` (a link).
+#[utoipa::path(post, path = "/job", tag = "jobs",
+    request_body(content = JobForm, content_type = "multipart/form-data"),
+    responses((status = 200, body = Created), (status = 413, description = "Over the upload limit"),
+        (status = 415, description = "Not audio"), (status = 422, description = "Bad option or link"),
+        (status = 429, description = "Rate limited"), (status = 507, description = "Disk nearly full")))]
+pub async fn create_job(
+    State(service): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    create(service, peer, req, false).await
+}
+
+/// Queue a song: multipart `file` or `youtube_url`; poll `/api/jobs/{id}`.
+#[utoipa::path(post, path = "/api/stemify", tag = "jobs",
+    request_body(content = JobForm, content_type = "multipart/form-data"),
+    responses((status = 200, body = Created)))]
+pub async fn stemify(
+    State(service): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    create(service, peer, req, false).await
+}
+
+/// Cancels a synchronous request's job when the client goes away before
+/// it is done (not when the server is stopping: then the job is queued
+/// again and finishes later).
+struct CancelOnDrop {
+    service: Arc<Service>,
+    id: Option<JobId>,
+}
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            if !self.service.is_stopping() {
+                tracing::info!("job {id}: the client of /separate went away: cancelled");
+                let _ = self.service.worker.cancel(id);
+            }
+        }
+    }
+}
+
+/// Separate synchronously: multipart `audio_file` (or `file`) and options;
+/// the answer is the zip of the stems once they are ready.
+#[utoipa::path(post, path = "/separate", tag = "jobs",
+    request_body(content = JobForm, content_type = "multipart/form-data"),
+    responses((status = 200, description = "Zip of the stems", content_type = "application/zip"),
+        (status = 415, description = "Not audio"), (status = 422, description = "Bad option")))]
+pub async fn separate(
+    State(service): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    service.rate_check(peer.ip())?;
+    let new = crate::form::read(&service, req, true).await?;
+    let mut rx = service.events.subscribe();
+    let job = service.enqueue(new).await?;
+    let mut guard = CancelOnDrop { service: service.clone(), id: Some(job.id) };
+    let done = loop {
+        let job = service.queue.get(job.id)?;
+        if job.state.is_finished() {
+            break job;
+        }
+        if service.is_stopping() {
+            return Err(ApiError::unavailable(format!(
+                "the server is stopping: job {} stays queued; fetch it later from /download/{}",
+                job.id, job.id
+            )));
+        }
+        match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
+            Ok(Err(RecvError::Closed)) => return Err(ApiError::unavailable("the server is stopping")),
+            _ => continue,
+        }
+    };
+    guard.id = None;
+    match &done.state {
+        JobState::Done => zip_response(&done),
+        JobState::Failed { code: ErrorCode::BadInput, message } => Err(ApiError::unsupported(message.clone())),
+        JobState::Failed { message, .. } => Err(ApiError::internal(message.clone())),
+        _ => Err(ApiError::conflict(format!("job {} was cancelled", done.id))),
+    }
+}
+
+/// `attachment; filename="..."` with an ASCII fallback and the UTF-8 name
+/// (RFC 6266 / RFC 8187).
+fn attachment(name: &str) -> HeaderValue {
+    let ascii: String =
+        name.chars().map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '_' }).collect();
+    let encoded: String = name
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    HeaderValue::from_str(&format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}"))
+        .unwrap_or_else(|_| HeaderValue::from_static("attachment"))
+}
+
+fn finished_stems(job: &Job) -> Result<Vec<Entry>, ApiError> {
+    if !matches!(job.state, JobState::Done) {
+        return Err(ApiError::conflict(format!(
+            "job {} is {}: its stems are not ready",
+            job.id,
+            crate::view::stage_of(&job.state)
+        )));
+    }
+    let entries: Vec<Entry> = job
+        .stems
+        .iter()
+        .map(|s| Entry {
+            name: Path::new(&s.path).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            path: s.path.clone().into(),
+        })
+        .collect();
+    if entries.is_empty() || entries.iter().any(|e| !e.path.is_file()) {
+        return Err(ApiError::new(StatusCode::GONE, "gone", format!("job {}'s stems were deleted", job.id)));
+    }
+    Ok(entries)
+}
+
+fn zip_response(job: &Job) -> Result<Response, ApiError> {
+    let entries = finished_stems(job)?;
+    let mut r = archive::zip_body(entries).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/zip"));
+    h.insert(header::CONTENT_DISPOSITION, attachment(&format!("{}.zip", job.title)));
+    if let Ok(v) = HeaderValue::from_str(&job.id.to_string()) {
+        h.insert("x-job-id", v);
+    }
+    Ok(r)
+}
+
+/// The stems of a completed job as one zip (streamed). Also at `/result/{id}`.
+#[utoipa::path(get, path = "/download/{id}", tag = "results",
+    params(("id" = String, Path, description = "Job id")),
+    responses((status = 200, description = "Zip of the stems", content_type = "application/zip"),
+        (status = 404, description = "No such job"), (status = 409, description = "Not completed")))]
+pub async fn download(State(service): Shared, UrlPath(id): UrlPath<String>) -> Result<Response, ApiError> {
+    let job = service.queue.get(job_id(&id)?)?;
+    zip_response(&job)
+}
+
+/// One stem of a completed job (`drums`, `bass`, `other`, `vocals`, or with
+/// two stems `vocals` and `no_vocals`), with or without its extension.
+#[utoipa::path(get, path = "/stems/{id}/{stem}", tag = "results",
+    params(("id" = String, Path, description = "Job id"), ("stem" = String, Path, description = "Stem name")),
+    responses((status = 200, description = "The stem file"), (status = 404, description = "No such job or stem")))]
+pub async fn stem(
+    State(service): Shared,
+    UrlPath((id, name)): UrlPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    let job = service.queue.get(job_id(&id)?)?;
+    let entries = finished_stems(&job)?;
+    let found = job.stems.iter().zip(&entries).find(|(s, e)| s.stem == name || e.name == name);
+    let Some((s, e)) = found else {
+        let names: Vec<&str> = job.stems.iter().map(|s| s.stem.as_str()).collect();
+        return Err(ApiError::not_found(format!("job {} has no stem {name}: it has {}", job.id, names.join(", "))));
+    };
+    let file = tokio::fs::File::open(&e.path)
+        .await
+        .map_err(|_| ApiError::new(StatusCode::GONE, "gone", "the stem was deleted"))?;
+    let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+    let kind = match Path::new(&e.name).extension().and_then(|x| x.to_str()) {
+        Some("wav") => "audio/wav",
+        Some("flac") => "audio/flac",
+        Some("mp3") => "audio/mpeg",
+        _ => "application/octet-stream",
+    };
+    let mut r = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024)).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(header::CONTENT_DISPOSITION, attachment(&format!("{} - {}", job.title, e.name)));
+    let _ = s;
+    Ok(r)
+}
+
+/// Live progress as server-sent events: one `data:` JSON object (the same
+/// as `GET /status/{id}`) at once and then at every change, in order; the
+/// stream ends after the job completes, fails or is cancelled.
+/// `EventSource` cannot send headers: pass the token as `?access_token=`.
+#[utoipa::path(get, path = "/events/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "Job id")),
+    responses((status = 200, description = "text/event-stream of JobView objects", content_type = "text/event-stream")))]
+pub async fn events(State(service): Shared, UrlPath(id): UrlPath<String>) -> Result<Response, ApiError> {
+    let id = job_id(&id)?;
+    // Subscribe before reading the job, so no change falls in between.
+    let rx = service.events.subscribe();
+    let job = service.queue.get(id)?;
+    struct Feed {
+        service: Arc<Service>,
+        rx: tokio::sync::broadcast::Receiver<Update>,
+        job: Job,
+        first: bool,
+        ended: bool,
+        seq: u64,
+        stopping: tokio::sync::watch::Receiver<bool>,
+    }
+    let stopping = service.stopping.clone();
+    let feed = Feed { service, rx, job, first: true, ended: false, seq: 0, stopping };
+    let stream = futures_util::stream::unfold(feed, |mut f| async move {
+        if f.ended {
+            return None;
+        }
+        let view = if f.first {
+            f.first = false;
+            view(&f.service, &f.job)
+        } else {
+            loop {
+                let next = tokio::select! {
+                    r = f.rx.recv() => r,
+                    _ = f.stopping.wait_for(|s| *s) => return None,
+                };
+                match next {
+                    Ok(Update::Job(j)) if j.id == f.job.id => {
+                        f.job = *j;
+                        break view(&f.service, &f.job);
+                    }
+                    Ok(Update::Progress(p))
+                        if p.id == f.job.id && f.job.state.is_running()
+                            || p.id == f.job.id && matches!(f.job.state, JobState::Queued) =>
+                    {
+                        break JobView::new(&f.job, Some(&p), f.service.events.segments_of(f.job.id));
+                    }
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(_)) => match f.service.queue.get(f.job.id) {
+                        Ok(j) => {
+                            f.job = j;
+                            break view(&f.service, &f.job);
+                        }
+                        Err(_) => return None,
+                    },
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+        };
+        if f.job.state.is_finished() {
+            f.ended = true;
+        }
+        f.seq += 1;
+        let event = Event::default().id(f.seq.to_string()).json_data(&view).unwrap_or_default();
+        Some((Ok::<_, Infallible>(event), f))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
+}
+
+/// The OpenAPI 3.1 document of this server.
+#[utoipa::path(get, path = "/openapi.json", tag = "health", responses((status = 200, description = "OpenAPI document")))]
+pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(crate::openapi::document())
+}

@@ -1,0 +1,378 @@
+//! The running server: what handlers share, start-up, and graceful stop.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use governor::{DefaultKeyedRateLimiter, Quota};
+use stemroom_engine::model::{self, Manifest};
+use stemroom_library::intake::{self, AddOptions};
+use stemroom_library::lock::InstanceLock;
+use stemroom_library::queue::{Job, JobId, JobSource, JobState, Queue};
+use stemroom_library::worker::{Worker, WorkerConfig};
+use tokio::sync::watch;
+
+use crate::error::{ApiError, ServerError};
+use crate::events::Events;
+use crate::form::{self, NewJob};
+use crate::{auth, upload, ServerConfig};
+
+/// How long model readiness (a sha256 of the model, cached by the engine)
+/// is trusted before `GET /status` looks again.
+const MODELS_CHECK_EVERY: Duration = Duration::from_secs(30);
+/// Longest wait for running jobs to stop (each stops within one segment:
+/// ~2 s on a 2-core CPU) when the server stops.
+const STOP_JOBS_WITHIN: Duration = Duration::from_secs(60);
+
+/// What every handler shares.
+pub struct Service {
+    pub config: ServerConfig,
+    pub data_dir: PathBuf,
+    pub uploads: PathBuf,
+    pub queue: Arc<Queue>,
+    pub worker: Worker,
+    pub events: Arc<Events>,
+    /// The bearer token (`None`: `--no-auth`).
+    pub token: Option<String>,
+    pub manifest: Manifest,
+    limiter: DefaultKeyedRateLimiter<IpAddr>,
+    models: Mutex<Option<(Instant, bool, Option<String>)>>,
+    /// Becomes true when the server stops (streams end, synchronous
+    /// requests leave their jobs to the queue).
+    pub stopping: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service").field("data_dir", &self.data_dir).finish()
+    }
+}
+
+/// What the server says once it listens.
+#[derive(Debug, Clone)]
+pub struct Ready {
+    /// The address bound (the real port when 0 was asked for).
+    pub addr: SocketAddr,
+    /// The token when auth is on.
+    pub token: Option<auth::Token>,
+    /// Jobs put back in the queue from a previous run that died.
+    pub recovered: usize,
+}
+
+impl Service {
+    /// Whether the job is done stopping: the server is stopping.
+    pub fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
+
+    /// Count one new job for `ip`.
+    ///
+    /// # Errors
+    /// 429 with `Retry-After` over the limit.
+    pub fn rate_check(&self, ip: IpAddr) -> Result<(), ApiError> {
+        match self.limiter.check_key(&ip) {
+            Ok(()) => Ok(()),
+            Err(not_until) => {
+                use governor::clock::{Clock, DefaultClock};
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                let mut e = ApiError::new(
+                    axum::http::StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!(
+                        "more than {} new jobs in an hour from this address: try again in {} s",
+                        self.config.jobs_per_hour,
+                        wait.as_secs() + 1
+                    ),
+                );
+                e.retry_after = Some(wait.as_secs() + 1);
+                Err(e)
+            }
+        }
+    }
+
+    /// The library folder in use.
+    pub fn library_dir(&self) -> PathBuf {
+        self.worker.library_dir()
+    }
+
+    /// Whether the default model is installed and verified (cached).
+    pub async fn models_ready(self: &Arc<Self>) -> (bool, Option<String>) {
+        if let Some((at, ok, why)) = self.models.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            if at.elapsed() < MODELS_CHECK_EVERY {
+                return (ok, why);
+            }
+        }
+        let me = self.clone();
+        let (ok, why) = tokio::task::spawn_blocking(move || {
+            let wanted = me.queue.settings().map(|s| s.model).unwrap_or_default();
+            let statuses = model::statuses(&me.manifest, &model::model_search_dirs(me.config.model_dir.as_deref()));
+            match statuses.into_iter().find(|s| s.id == wanted) {
+                Some(s) if s.installed && s.verified => (true, None),
+                Some(s) => {
+                    (false, Some(s.problem.unwrap_or_else(|| format!("not installed: run {}", s.fetch_command))))
+                }
+                None => (false, Some(format!("the model {wanted} is not in this build's manifest"))),
+            }
+        })
+        .await
+        .unwrap_or((false, Some("the model check failed".into())));
+        *self.models.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), ok, why.clone()));
+        (ok, why)
+    }
+
+    /// Queue what a request asked for: an upload (probed first: what does
+    /// not decode is refused with 415 and its file removed) or a link
+    /// (checked and probed with yt-dlp; a playlist is refused).
+    ///
+    /// # Errors
+    /// 415 not audio; 422 bad options, bad or unavailable link, playlist;
+    /// 500 database.
+    pub async fn enqueue(self: &Arc<Self>, new: NewJob) -> Result<Job, ApiError> {
+        let mut base = self.queue.settings()?.job_options();
+        base.device = self.config.device;
+        let options = form::job_options(base, &new.fields, &self.manifest)?;
+        let me = self.clone();
+        let job = tokio::task::spawn_blocking(move || -> Result<Job, ApiError> {
+            if let Some(up) = new.upload {
+                let info = stemroom_engine::audio::decode::probe(up.path())
+                    .map_err(|e| ApiError::unsupported(format!("this file could not be read as audio: {e}")))?;
+                let path = up.path().to_str().ok_or_else(|| ApiError::internal("upload path is not UTF-8"))?;
+                let title = intake::title_from_tags(&info.tags)
+                    .or_else(|| new.client_name.as_deref().and_then(upload::title_from_client_name))
+                    .unwrap_or_else(|| "Untitled".into());
+                let job = me.queue.enqueue(&JobSource::File { path: path.to_string() }, &title, &options)?;
+                up.keep();
+                if let Some(album) = info.tags.album.as_deref().map(str::trim).filter(|a| !a.is_empty()) {
+                    me.queue.set_album(job.id, album)?;
+                }
+                if let Some(d) = info.duration_seconds {
+                    me.queue.set_details(job.id, Some(d), None)?;
+                }
+                Ok(me.queue.get(job.id)?)
+            } else {
+                let url = new.url.unwrap_or_default();
+                let add = AddOptions { allow_duplicates: true, job: Some(options) };
+                let result = intake::add_paths_with(&me.queue, &[PathBuf::from(&url)], add)?;
+                if let Some(job) = result.added.into_iter().next() {
+                    return Ok(job);
+                }
+                if let Some(p) = result.playlists.first() {
+                    return Err(ApiError::invalid_options(format!(
+                        "{} is a playlist ({} entries): send the link of one song",
+                        url,
+                        p.entries.len()
+                    )));
+                }
+                let reason = result.rejected.first().map(|r| r.reason.clone()).unwrap_or_default();
+                Err(ApiError::invalid_options(format!("this link cannot be used: {reason}")))
+            }
+        })
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+        self.worker.notify();
+        Ok(job)
+    }
+
+    /// Jobs ahead of `id` in the queue (running ones included).
+    pub fn ahead_of(&self, id: JobId) -> u32 {
+        let jobs = self.queue.queue().unwrap_or_default();
+        jobs.iter()
+            .take_while(|j| j.id != id)
+            .filter(|j| matches!(j.state, JobState::Queued) || j.state.is_running())
+            .count() as u32
+    }
+
+    /// Delete a job and its files: a running one is cancelled first (it
+    /// stops within one segment). Returns the job and whether it was running.
+    ///
+    /// # Errors
+    /// 404 unknown; 503 when a running job does not stop in time.
+    pub async fn delete(self: &Arc<Self>, id: JobId) -> Result<(Job, bool), ApiError> {
+        let job = self.queue.get(id)?;
+        let was_running = job.state.is_running();
+        if was_running {
+            let _ = self.worker.cancel(id);
+            let deadline = Instant::now() + self.config.request_timeout.saturating_sub(Duration::from_secs(2));
+            while self.worker.running().contains(&id) || self.queue.get(id)?.state.is_running() {
+                if Instant::now() > deadline {
+                    return Err(ApiError::unavailable(format!(
+                        "job {id} is stopping: it is deleted when you ask again in a few seconds"
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let me = self.clone();
+        let removed = tokio::task::spawn_blocking(move || me.remove_files(id))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))??;
+        Ok((removed, was_running))
+    }
+
+    /// Remove a job that is not running, its song folder and its upload.
+    fn remove_files(&self, id: JobId) -> Result<Job, ApiError> {
+        let removed = self.worker.remove(id)?;
+        if let Some(dir) = removed.output_dir.as_deref() {
+            match stemroom_library::song::remove_song(&self.library_dir(), Path::new(dir), true) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!("job {id}: its song folder {dir} was left: {e}"),
+            }
+        }
+        upload::discard(&self.uploads, &removed);
+        self.events.forget(id);
+        Ok(removed)
+    }
+
+    /// Remove finished jobs older than the retention (see [`crate::retention`]).
+    pub fn sweep(&self, now_ms: f64) -> usize {
+        let Some(days) = self.config.keep_days else { return 0 };
+        crate::retention::expired(&self.queue, now_ms, days)
+            .into_iter()
+            .filter(|id| match self.remove_files(*id) {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::warn!("retention: job {id} kept: {}", e.message);
+                    false
+                }
+            })
+            .count()
+    }
+}
+
+/// Open the data folder and start the worker: the parts of a server before
+/// it listens.
+fn open(
+    config: ServerConfig,
+    stopping: watch::Receiver<bool>,
+) -> Result<(Arc<Service>, InstanceLock, Ready), ServerError> {
+    config.validate().map_err(ServerError::Config)?;
+    let data_dir = config.data_dir.clone();
+    let io = |what: &str| {
+        let what = format!("{what} {}", data_dir.display());
+        move |source| ServerError::Io { what, source }
+    };
+    std::fs::create_dir_all(&data_dir).map_err(io("cannot create the data folder"))?;
+    let lock = InstanceLock::acquire(&data_dir)
+        .map_err(io("cannot lock the data folder"))?
+        .ok_or_else(|| ServerError::Locked(data_dir.clone()))?;
+    let queue = Arc::new(Queue::open(&data_dir.join("stemroom.sqlite"))?);
+    let recovered = queue.recover(&lock)?;
+    let settings = queue.settings()?;
+    stemroom_engine::audio::decode::set_ffmpeg_path(settings.ffmpeg_path.as_deref().map(PathBuf::from));
+    let uploads = upload::uploads_dir(&data_dir);
+    std::fs::create_dir_all(&uploads).map_err(io("cannot create the uploads folder in"))?;
+    let (all, _) = queue.page(0, u32::MAX)?;
+    let cleaned = upload::clean(&uploads, &all);
+    if cleaned > 0 {
+        tracing::info!("removed {cleaned} unfinished or unclaimed upload(s)");
+    }
+    let token = if config.auth { Some(auth::load_or_create(&data_dir)?) } else { None };
+    let events = Arc::new(Events::new(uploads.clone()));
+    let worker_config = WorkerConfig {
+        model_dir: config.model_dir.clone(),
+        runtime_library: config.runtime_library.clone(),
+        default_library: stemroom_library::song::default_library_dir(&data_dir),
+        threads: config.threads,
+        checkpoint_every: config.checkpoint_every,
+    };
+    let worker = Worker::new(queue.clone(), worker_config, events.clone());
+    let per_hour = NonZeroU32::new(config.jobs_per_hour).unwrap_or(NonZeroU32::MIN);
+    let service = Arc::new(Service {
+        data_dir: data_dir.clone(),
+        uploads,
+        queue,
+        worker,
+        events,
+        token: token.as_ref().map(|t| t.value.clone()),
+        manifest: Manifest::builtin().map_err(|e| ServerError::Config(e.to_string()))?,
+        limiter: DefaultKeyedRateLimiter::keyed(Quota::per_hour(per_hour)),
+        models: Mutex::new(None),
+        stopping,
+        config,
+    });
+    let ready = Ready { addr: service.config.listen, token, recovered };
+    Ok((service, lock, ready))
+}
+
+/// Wait for SIGINT (Ctrl-C), SIGTERM or SIGHUP.
+async fn signalled() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut streams = Vec::new();
+        for kind in [SignalKind::interrupt(), SignalKind::terminate(), SignalKind::hangup()] {
+            match signal(kind) {
+                Ok(s) => streams.push(s),
+                Err(e) => tracing::error!("cannot watch a signal: {e}"),
+            }
+        }
+        let waits = streams.iter_mut().map(|s| Box::pin(s.recv()));
+        futures_util::future::select_all(waits).await;
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Run the server until SIGINT/SIGTERM/SIGHUP: open the data folder (one
+/// process per folder), start `config.jobs` workers, listen, and on a
+/// signal stop accepting, let requests in flight end (10 s at most), put
+/// running jobs back in the queue with their checkpoints and return.
+/// `ready` is called once it listens.
+///
+/// # Errors
+/// [`ServerError`] when it cannot start.
+pub async fn run(config: ServerConfig, ready: impl FnOnce(&Ready)) -> Result<(), ServerError> {
+    run_until(config, ready, signalled()).await
+}
+
+/// [`run`] that stops when `stop` completes instead of on a signal.
+///
+/// # Errors
+/// [`ServerError`] when it cannot start.
+pub async fn run_until(
+    config: ServerConfig,
+    ready: impl FnOnce(&Ready),
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (service, _lock, mut info) = open(config, stop_rx)?;
+    let listener = tokio::net::TcpListener::bind(service.config.listen)
+        .await
+        .map_err(|source| ServerError::Bind { addr: service.config.listen, source })?;
+    info.addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: service.config.listen, source })?;
+    service.worker.start(service.config.jobs);
+    let retention = tokio::spawn(crate::retention::every_hour(service.clone()));
+    ready(&info);
+    let app = crate::routes::router(service.clone());
+    crate::listen::serve(listener, app, service.config.idle_timeout, stop).await;
+    let _ = stop_tx.send(true);
+    retention.abort();
+    // Running jobs go back in the queue, keeping their checkpoints.
+    service.worker.suspend();
+    let deadline = Instant::now() + STOP_JOBS_WITHIN;
+    while !service.worker.running().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if !service.worker.running().is_empty() {
+        tracing::warn!("jobs still running after {} s: the next start resumes them", STOP_JOBS_WITHIN.as_secs());
+    }
+    Ok(())
+}
+
+/// [`run`] on its own multi-threaded tokio runtime (for the CLI).
+///
+/// # Errors
+/// [`ServerError`] when it cannot start.
+pub fn run_blocking(config: ServerConfig, ready: impl FnOnce(&Ready)) -> Result<(), ServerError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("stemroom-http")
+        .build()
+        .map_err(|source| ServerError::Io { what: "cannot start the async runtime".into(), source })?;
+    rt.block_on(run(config, ready))
+}

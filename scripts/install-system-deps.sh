@@ -3,10 +3,11 @@
 # cmake and pkg-config for crates that build C (LAME; libopus with cmake), curl/unzip for fetches,
 # Python 3 + pip (ONNX Runtime and stempeg wheels), Node.js + npm (model
 # package, reference implementation), ffmpeg (test data, and the optional decoder of formats the built-in ones
-# do not read: the codec tests run with and without it).
+# do not read: the codec tests run with and without it), curl and jq (the
+# README's `stemroom serve` lines run as tests).
 source "$(dirname "$0")/common.sh"
 need=()
-for cmd_pkg in gcc:build-essential cmake:cmake pkg-config:pkg-config unzip:unzip ffmpeg:ffmpeg python3:python3 node:nodejs npm:npm; do
+for cmd_pkg in gcc:build-essential cmake:cmake pkg-config:pkg-config unzip:unzip curl:curl jq:jq ffmpeg:ffmpeg python3:python3 node:nodejs npm:npm; do
     cmd=${cmd_pkg%%:*}; pkg=${cmd_pkg#*:}
     command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done

@@ -7,11 +7,14 @@
 //! - inputs: odd but valid inputs (8 kHz mono, 96 kHz 6-channel, silence).
 //! - errors: bad input, missing model/runtime, unwritable output, CUDA absent.
 //! - interface: JSON events, two-stem mode, MP3, Ctrl-C.
+//! - serve (tests/serve/): the HTTP service, end to end over loopback.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use stemroom_testkit::{ffmpeg, read_wav, sdr};
+
+mod serve;
 
 fn cache_dir() -> PathBuf {
     stemroom_engine::paths::cache_dir().expect("HOME or STEMROOM_CACHE must be set")

@@ -99,16 +99,17 @@ pub async fn require_token(State(service): State<Arc<Service>>, req: Request, ne
     if req.uri().path() == "/health" {
         return next.run(req).await;
     }
-    match presented(&req) {
-        Some(t) if bool::from(t.as_bytes().ct_eq(expected.as_bytes())) => next.run(req).await,
-        Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "wrong token").into_response(),
+    let refusal = match presented(&req) {
+        Some(t) if bool::from(t.as_bytes().ct_eq(expected.as_bytes())) => return next.run(req).await,
+        Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "wrong token"),
         None => ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "this server needs a token: send `Authorization: Bearer <token>` (the token is in the server-token file of its data folder)",
-        )
-        .into_response(),
-    }
+        ),
+    };
+    crate::error::drain(req.into_body()).await;
+    refusal.into_response()
 }
 
 #[cfg(test)]

@@ -91,3 +91,29 @@ impl IntoResponse for ApiError {
         r
     }
 }
+
+/// Most bytes of a refused request's body read and thrown away.
+const DRAIN_BYTES: usize = 16 * 1024 * 1024;
+/// Longest time spent on it.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Read and discard what is left of a refused request's body (at most 16 MiB
+/// and 2 s) before answering. A server that answers early and closes with
+/// unread bytes in the socket makes the kernel send a reset, and many
+/// clients (curl among them) then report a broken connection instead of
+/// the 401, 413 or 429 they were sent; nginx's "lingering close" does the
+/// same for the same reason.
+pub async fn drain(body: axum::body::Body) {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut read = 0usize;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(frame)) = body.frame().await {
+            read += frame.data_ref().map_or(0, |d| d.len());
+            if read > DRAIN_BYTES {
+                break;
+            }
+        }
+    })
+    .await;
+}

@@ -74,6 +74,11 @@ fn no_space(floor: u64) -> ApiError {
 /// type it does not read, 400 for a malformed body, 408 for a stalled
 /// upload, 422 for unknown fields or neither file nor link.
 pub async fn read(service: &Service, req: Request, file_required: bool) -> Result<NewJob, ApiError> {
+    /// Refuse before reading: drain the body so the client sees the answer.
+    async fn refuse(req: Request, e: ApiError) -> Result<NewJob, ApiError> {
+        crate::error::drain(req.into_body()).await;
+        Err(e)
+    }
     let content_type =
         req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
     let declared: Option<u64> =
@@ -81,18 +86,27 @@ pub async fn read(service: &Service, req: Request, file_required: bool) -> Resul
     let job = if content_type.starts_with("multipart/form-data") {
         let limit = service.config.max_upload_bytes;
         if declared.is_some_and(|n| n > limit + MULTIPART_OVERHEAD) {
-            return Err(too_large(limit));
+            return refuse(req, too_large(limit)).await;
         }
-        check_space(service, declared.unwrap_or(0))?;
-        let multipart = Multipart::from_request(req, &())
+        if let Err(e) = check_space(service, declared.unwrap_or(0)) {
+            return refuse(req, e).await;
+        }
+        let mut multipart = Multipart::from_request(req, &())
             .await
             .map_err(|e| ApiError::bad_request(format!("not a multipart body: {e}")))?;
-        read_multipart(service, multipart).await?
+        match read_multipart(service, &mut multipart).await {
+            Ok(job) => job,
+            Err(e) => {
+                drain_multipart(&mut multipart).await;
+                return Err(e);
+            }
+        }
     } else if content_type.starts_with("application/json")
         || content_type.starts_with("application/x-www-form-urlencoded")
     {
         if file_required {
-            return Err(ApiError::unsupported("send the audio as multipart/form-data with a `file` field"));
+            return refuse(req, ApiError::unsupported("send the audio as multipart/form-data with a `file` field"))
+                .await;
         }
         let body = axum::body::to_bytes(req.into_body(), SMALL_BODY_LIMIT).await.map_err(|_| {
             ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "a JSON or form body is at most 64 KiB")
@@ -108,11 +122,12 @@ pub async fn read(service: &Service, req: Request, file_required: bool) -> Resul
         }
         job
     } else {
-        return Err(ApiError::unsupported(format!(
+        let e = ApiError::unsupported(format!(
             "cannot read a {} body: send multipart/form-data with the audio in a `file` field{}",
             if content_type.is_empty() { "typeless" } else { content_type.as_str() },
             if file_required { "" } else { ", or JSON with a `url`" }
-        )));
+        ));
+        return refuse(req, e).await;
     };
     match (&job.upload, &job.url) {
         (None, None) if file_required => Err(ApiError::invalid_options("no audio: send it in a `file` field")),
@@ -176,7 +191,24 @@ fn take_text(job: &mut NewJob, name: &str, value: String) -> Result<(), ApiError
     Ok(())
 }
 
-async fn read_multipart(service: &Service, mut multipart: Multipart) -> Result<NewJob, ApiError> {
+/// Read and discard the rest of a refused multipart body (bounded like
+/// [`crate::error::drain`]).
+async fn drain_multipart(multipart: &mut Multipart) {
+    let mut read = 0usize;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        while let Ok(Some(mut field)) = multipart.next_field().await {
+            while let Ok(Some(chunk)) = field.chunk().await {
+                read += chunk.len();
+                if read > 16 * 1024 * 1024 {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+}
+
+async fn read_multipart(service: &Service, multipart: &mut Multipart) -> Result<NewJob, ApiError> {
     let bad = |e: axum::extract::multipart::MultipartError| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             too_large(service.config.max_upload_bytes)

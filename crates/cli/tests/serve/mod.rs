@@ -1,0 +1,609 @@
+//! `stemroom serve`: the real server binary on loopback, driven by the real
+//! `curl` (what the README tells people to run), with the real model on the
+//! Falcon 69 music.
+//!
+//! - api: every endpoint end to end (upload → pending/processing with growing
+//!   segments → completed → zip → SDR equal to the CLI's; synchronous
+//!   `/separate` with two stems and MP3; a link job through yt-dlp and a
+//!   loopback site; server-sent events in order; list, delete, OpenAPI).
+//! - refusals: tokens, not audio, empty, truncated, too large, hostile file
+//!   names, unknown jobs and options, rate limit, a second server on the
+//!   same folder; nothing partial left behind.
+//! - load and crashes: 50 uploads at once, 200 status polls at once during
+//!   a separation, kill -9 mid-job and restart, SIGTERM puts the running
+//!   job back in the queue.
+//! - readme: the README's curl lines, run as written.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use stemroom_testkit::{read_wav, sdr};
+
+use super::{testdata, utf8, STEMS};
+
+/// A `stemroom serve` process on a free loopback port.
+struct Server {
+    child: Child,
+    base: String,
+    token: String,
+    data: PathBuf,
+}
+
+impl Server {
+    fn start(data: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_stemroom"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", utf8(data)])
+            .args(extra)
+            .env("STEMROOM_LOG", "info,ort=warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start stemroom serve");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut base = None;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while base.is_none() && Instant::now() < deadline {
+            let mut line = String::new();
+            if lines.read_line(&mut line).expect("read stdout") == 0 {
+                break;
+            }
+            eprint!("server: {line}");
+            base = line.trim().strip_prefix("Stemroom server listening on ").map(str::to_string);
+        }
+        // Keep reading so the server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut rest = String::new();
+            let _ = lines.read_to_string(&mut rest);
+        });
+        let base = base.expect("the server says where it listens");
+        let token = std::fs::read_to_string(data.join("server-token")).unwrap_or_default().trim().to_string();
+        Server { child, base, token, data: data.to_path_buf() }
+    }
+
+    /// `curl` with the token; the last argument is the endpoint's path
+    /// (`/status/1`). Returns the status and the body.
+    fn curl(&self, args: &[&str]) -> (u16, String) {
+        let auth = format!("Authorization: Bearer {}", self.token);
+        let mut all: Vec<String> = vec!["-H".into(), auth];
+        all.extend(args.iter().map(|a| a.to_string()));
+        self.curl_raw(&all)
+    }
+
+    fn curl_raw(&self, args: &[String]) -> (u16, String) {
+        let body = tempfile::NamedTempFile::new().expect("temp");
+        // The caller's own `-o` wins (curl uses the first one given).
+        let own_output = args.iter().any(|a| a == "-o");
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "600", "-w", "%{http_code}"])
+            .args(if own_output { vec![] } else { vec!["-o", utf8(body.path())] })
+            .args(args.iter().enumerate().map(|(i, a)| {
+                // The last argument is the endpoint.
+                if i + 1 == args.len() && a.starts_with('/') {
+                    format!("{}{a}", self.base)
+                } else {
+                    a.clone()
+                }
+            }))
+            .output()
+            .expect("curl");
+        let code = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
+        (code, std::fs::read_to_string(body.path()).unwrap_or_default())
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let (code, body) = self.curl(args);
+        assert_eq!(code, 200, "{args:?}: {body}");
+        serde_json::from_str(&body).expect("JSON")
+    }
+
+    fn upload(&self, file: &Path, fields: &[&str]) -> String {
+        let f = format!("file=@{}", utf8(file));
+        let mut args = vec!["-F", f.as_str()];
+        for x in fields {
+            args.extend(["-F", x]);
+        }
+        args.push("/upload");
+        let v = self.json(&args);
+        assert_eq!(v["status"], "pending", "{v}");
+        v["job_id"].as_str().expect("job_id").to_string()
+    }
+
+    /// Poll `/status/{id}` until `done` says so; returns every status seen.
+    fn wait(&self, id: &str, within: Duration, done: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + within;
+        let mut seen = Vec::new();
+        loop {
+            let v = self.json(&[&format!("/status/{id}")]);
+            let stop = done(&v);
+            seen.push(v);
+            if stop {
+                return seen;
+            }
+            assert!(Instant::now() < deadline, "job {id} still {}", seen.last().expect("seen"));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn wait_completed(&self, id: &str) -> Vec<Value> {
+        let seen = self.wait(id, Duration::from_secs(300), |v| v["status"] != "pending" && v["status"] != "processing");
+        let last = seen.last().expect("seen");
+        assert_eq!(last["status"], "completed", "{last}");
+        seen
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Send `signal` and wait for the exit status.
+    fn stop(mut self, signal: &str) -> std::process::ExitStatus {
+        let _ = Command::new("kill").args([&format!("-{signal}"), &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Some(st) = self.child.try_wait().expect("wait") {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "the server did not stop on SIG{signal}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn unzip(zip: &Path, into: &Path) -> Vec<String> {
+    let t = Command::new("unzip").args(["-t", utf8(zip)]).output().expect("unzip");
+    assert!(t.status.success(), "unzip -t: {}", String::from_utf8_lossy(&t.stdout));
+    let x = Command::new("unzip").args(["-q", "-o", utf8(zip), "-d", utf8(into)]).status().expect("unzip");
+    assert!(x.success());
+    files_in(into)
+}
+
+/// Peak resident memory of a process in GB (VmHWM).
+fn peak_rss_gb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| kb / 1e6)
+        .unwrap_or(0.0)
+}
+
+// ---- api ----
+
+#[test]
+fn every_endpoint_end_to_end_with_the_real_model() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let mix = testdata("mixture.wav");
+
+    // Liveness and auth.
+    let (code, body) = server.curl_raw(&["/health".into()]);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(server.curl_raw(&["/status".into()]).0, 401);
+    assert_eq!(server.curl_raw(&["-H".into(), "Authorization: Bearer nope".into(), "/status".into()]).0, 401);
+    assert_eq!(server.json(&["/"])["status"], "ok");
+    let st = server.json(&["/status"]);
+    assert_eq!(st["models_ready"], true, "{st}");
+    assert_eq!(st["active_jobs"], 0);
+
+    // Upload; follow it by polling and by server-sent events at once.
+    let id = server.upload(&mix, &["shifts=0"]);
+    let sse = {
+        let (base, token, id) = (server.base.clone(), server.token.clone(), id.clone());
+        std::thread::spawn(move || {
+            let out = Command::new("curl")
+                .args(["-sSN", "--max-time", "300", "-H", &format!("Authorization: Bearer {token}")])
+                .arg(format!("{base}/events/{id}"))
+                .output()
+                .expect("curl events");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+    };
+    let seen = server.wait_completed(&id);
+    let statuses: Vec<&str> = seen.iter().filter_map(|v| v["status"].as_str()).collect();
+    assert!(statuses.contains(&"processing"), "{statuses:?}");
+    let segments: Vec<u64> = seen
+        .iter()
+        .filter(|v| v["stage"] == "separating")
+        .filter_map(|v| v["details"]["completed_segments"].as_u64())
+        .collect();
+    assert!(segments.windows(2).all(|w| w[0] <= w[1]), "segments never go back: {segments:?}");
+    let last = seen.last().expect("last");
+    assert_eq!(last["progress"], 100.0);
+    let total = last["details"]["total_segments"].as_u64().expect("total");
+    assert!(total >= 2 && last["details"]["completed_segments"] == total, "{last}");
+    for stem in STEMS {
+        assert_eq!(last["stems"][stem], format!("/stems/{id}/{stem}"), "{last}");
+    }
+
+    // The events: in order, growing segments, ending with completed.
+    let events = sse.join().expect("sse thread");
+    let data: Vec<Value> = events
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).expect("event JSON"))
+        .collect();
+    let ids: Vec<u64> = events.lines().filter_map(|l| l.strip_prefix("id: ")).map(|i| i.parse().expect("id")).collect();
+    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "event ids in order: {ids:?}");
+    assert!(data.len() >= 3, "{events}");
+    assert_eq!(data.last().expect("last")["status"], "completed");
+    let segs: Vec<u64> = data
+        .iter()
+        .filter(|v| v["stage"] == "separating")
+        .filter_map(|v| v["details"]["completed_segments"].as_u64())
+        .collect();
+    assert!(!segs.is_empty() && segs.windows(2).all(|w| w[0] <= w[1]), "{segs:?}");
+
+    // The zip: four stems whose SDR is the CLI's on the same file.
+    let zip = dir.path().join("a.zip");
+    let (code, _) = server.curl(&["-o", utf8(&zip), &format!("/download/{id}")]);
+    assert_eq!(code, 200);
+    let out = dir.path().join("a");
+    assert_eq!(unzip(&zip, &out), ["bass.wav", "drums.wav", "other.wav", "vocals.wav"]);
+    let cli_out = dir.path().join("cli");
+    let o = Command::new(env!("CARGO_BIN_EXE_stemroom"))
+        .args(["separate", "--shifts", "0", "-o", utf8(&cli_out), utf8(&mix)])
+        .output()
+        .expect("cli");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for stem in STEMS {
+        let (truth, _) = read_wav(&testdata(&format!("{stem}.wav")));
+        let (served, _) = read_wav(&out.join(format!("{stem}.wav")));
+        let (cli, _) = read_wav(&cli_out.join(format!("htdemucs/mixture/{stem}.wav")));
+        let (a, b) = (sdr(&truth, &served, 1), sdr(&truth, &cli, 1));
+        eprintln!("{stem}: server {a:.3} dB, CLI {b:.3} dB");
+        assert!((a - b).abs() < 0.01, "{stem}: server {a} dB vs CLI {b} dB");
+    }
+    // /result is /download; one stem alone is the same bytes.
+    let (code, _) = server.curl(&["-o", utf8(&dir.path().join("r.zip")), &format!("/result/{id}")]);
+    assert_eq!(code, 200);
+    let one = dir.path().join("vocals.wav");
+    assert_eq!(server.curl(&["-o", utf8(&one), &format!("/stems/{id}/vocals")]).0, 200);
+    assert_eq!(std::fs::read(&one).expect("stem"), std::fs::read(out.join("vocals.wav")).expect("zip stem"));
+    assert_eq!(server.curl(&[&format!("/stems/{id}/guitar")]).0, 404);
+    assert_eq!(server.curl(&[&format!("/stems/{id}/..%2F..%2Fstemroom.sqlite")]).0, 404);
+
+    // Synchronous: two stems as MP3, answered with the zip.
+    let sync_zip = dir.path().join("sync.zip");
+    let audio = format!("audio_file=@{}", utf8(&mix));
+    let (code, body) = server.curl(&[
+        "-o",
+        utf8(&sync_zip),
+        "-F",
+        &audio,
+        "-F",
+        "two_stems=vocals",
+        "-F",
+        "mp3=true",
+        "-F",
+        "mp3_bitrate=192",
+        "-F",
+        "shifts=0",
+        "/separate",
+    ]);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(unzip(&sync_zip, &dir.path().join("sync")), ["no_vocals.mp3", "vocals.mp3"]);
+
+    // A link through yt-dlp (a YouTube-like page whose audio is Opus in
+    // WebM), with /api/stemify and /api/jobs.
+    let site = stemroom_testkit::site::Server::start();
+    let yt = format!("youtube_url={}", site.url("/watch.html"));
+    let v = server.json(&["-F", &yt, "-F", "shifts=0", "-F", "format=flac", "/api/stemify"]);
+    let link_id = v["job_id"].as_str().expect("id").to_string();
+    // yt-dlp's generic extractor names a page's media after the page.
+    assert!(v["title"].as_str().is_some_and(|t| t.starts_with("Falcon 69 (official audio)")), "{v}");
+    server.wait_completed(&link_id);
+    let v = server.json(&[&format!("/api/jobs/{link_id}")]);
+    assert_eq!(v["options"]["format"], "flac");
+    assert_eq!(v["stems"]["vocals"], format!("/stems/{link_id}/vocals"));
+    // A playlist or a bad link is refused at once.
+    let (code, body) = server.curl(&["-H", "Content-Type: application/json", "-d", r#"{"url": "-rf"}"#, "/job"]);
+    assert_eq!(code, 422, "{body}");
+    let missing = format!(r#"{{"url": "{}"}}"#, site.url("/missing.wav"));
+    let (code, body) = server.curl(&["-H", "Content-Type: application/json", "-d", &missing, "/job"]);
+    assert_eq!(code, 422, "{body}");
+
+    // The list, newest first, paged.
+    let page = server.json(&["/jobs?per_page=2"]);
+    assert_eq!(page["total"], 3, "{page}");
+    assert_eq!(page["jobs"].as_array().expect("jobs").len(), 2);
+    assert_eq!(page["jobs"][0]["job_id"], link_id.as_str());
+    let page2 = server.json(&["/jobs?per_page=2&page=2"]);
+    assert_eq!(page2["jobs"][0]["job_id"], id.as_str());
+
+    // The OpenAPI document names every endpoint.
+    let api = server.json(&["/openapi.json"]);
+    for p in [
+        "/",
+        "/health",
+        "/status",
+        "/status/{id}",
+        "/jobs",
+        "/job/{id}",
+        "/upload",
+        "/job",
+        "/api/stemify",
+        "/separate",
+        "/download/{id}",
+        "/stems/{id}/{stem}",
+        "/events/{id}",
+    ] {
+        assert!(api["paths"][p].is_object(), "openapi lacks {p}");
+    }
+
+    // Delete a finished job: its song folder and its upload go.
+    let library = server.data.join("library");
+    let before = files_in(&library);
+    let v = server.json(&["-X", "DELETE", &format!("/job/{id}")]);
+    assert_eq!(v["status"], "deleted");
+    assert_eq!(server.curl(&[&format!("/status/{id}")]).0, 404);
+    assert_eq!(files_in(&library).len(), before.len() - 1, "{before:?}");
+
+    // Delete a running job: it stops, nothing of it stays.
+    let running = server.upload(&mix, &["shifts=0"]);
+    server.wait(&running, Duration::from_secs(60), |v| v["stage"] == "separating");
+    let v = server.json(&["-X", "DELETE", &format!("/job/{running}")]);
+    assert_eq!(v["was_running"], true, "{v}");
+    assert_eq!(files_in(&library).len(), before.len() - 1);
+    assert!(files_in(&library).iter().all(|f| !f.starts_with(".stemroom-partial")), "{:?}", files_in(&library));
+    assert!(files_in(&server.data.join("uploads")).is_empty(), "{:?}", files_in(&server.data.join("uploads")));
+
+    let st = server.stop("TERM");
+    assert!(st.success(), "SIGTERM: clean exit, got {st:?}");
+}
+
+// ---- refusals ----
+
+#[test]
+fn bad_requests_get_clear_refusals_and_leave_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    // A runtime that cannot load: jobs that get through fail fast.
+    let server = Server::start(
+        &data,
+        &["--max-upload-mb", "1", "--jobs-per-hour", "15", "--ort-lib", "/nonexistent/libonnxruntime.so"],
+    );
+    let f = |name: &str, bytes: &[u8]| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes).expect("write");
+        p
+    };
+    let mix = std::fs::read(testdata("mixture.wav")).expect("mixture");
+    let text = f("notes.mp3", b"these are not the droids you are looking for\n");
+    let empty = f("empty.wav", b"");
+    let big = f("big.wav", &mix[..]); // 1.07 MB > 1 MB
+                                      // The first 0.5 s of the mixture.
+    let small = dir.path().join("small.wav");
+    stemroom_testkit::ffmpeg(&["-i", utf8(&testdata("mixture.wav")), "-t", "0.5", utf8(&small)]);
+    let truncated = f("truncated.wav", &mix[..30_000]); // the header claims 1 MB
+
+    let code_of = |args: &[&str]| server.curl(args);
+    let file = |p: &Path| format!("file=@{}", utf8(p));
+
+    // Tokens.
+    assert_eq!(server.curl_raw(&["-F".into(), file(&small), "/upload".into()]).0, 401);
+    // Not audio, empty: 415 with the reason.
+    let (code, body) = code_of(&["-F", &file(&text), "/upload"]);
+    assert_eq!(code, 415, "{body}");
+    assert!(body.contains("could not be read as audio"), "{body}");
+    let (code, body) = code_of(&["-F", &file(&empty), "/upload"]);
+    assert_eq!(code, 415, "{body}");
+    assert!(body.contains("empty"), "{body}");
+    // Over the limit: 413, nothing left.
+    let (code, body) = code_of(&["-F", &file(&big), "/upload"]);
+    assert_eq!(code, 413, "{body}");
+    // The same without a Content-Length (chunked): still 413.
+    let (code, body) = code_of(&["-H", "Transfer-Encoding: chunked", "-F", &file(&big), "/upload"]);
+    assert_eq!(code, 413, "{body}");
+    // A hostile file name is only a title.
+    let hostile = format!("file=@{};filename=../../x.wav", utf8(&small));
+    let v = server.json(&["-F", &hostile, "/upload"]);
+    assert_eq!(v["title"], "x", "{v}");
+    assert!(!dir.path().join("x.wav").exists() && !data.join("x.wav").exists());
+    // A truncated file decodes as far as it goes or is refused; never a crash.
+    let (code, body) = code_of(&["-F", &file(&truncated), "/upload"]);
+    assert!(code == 200 || code == 415, "{code} {body}");
+    // Unknown jobs and options.
+    assert_eq!(code_of(&["/status/999"]).0, 404);
+    assert_eq!(code_of(&["/status/abc"]).0, 404);
+    assert_eq!(code_of(&["/download/999"]).0, 404);
+    assert_eq!(code_of(&["-X", "DELETE", "/job/999"]).0, 404);
+    assert_eq!(code_of(&["/no/such/endpoint"]).0, 404);
+    for bad in ["shifts=many", "format=ogg", "two_stems=guitar", "model=mdx", "overlap=1.5", "colour=blue"] {
+        let (code, body) = code_of(&["-F", &file(&small), "-F", bad, "/upload"]);
+        assert_eq!(code, 422, "{bad}: {body}");
+    }
+    let (code, body) = code_of(&["-F", "shifts=1", "/upload"]);
+    assert_eq!(code, 422, "no file: {body}");
+    let (code, _) = code_of(&["-H", "Content-Type: text/plain", "-d", "hello", "/job"]);
+    assert_eq!(code, 415);
+    // Rate limit: 15 new-job requests an hour from one address; 14 so far
+    // (the 401 was refused before counting). The 16th is 429 with Retry-After.
+    let mut codes = Vec::new();
+    for _ in 0..2 {
+        codes.push(code_of(&["-F", &file(&text), "/upload"]).0);
+    }
+    assert_eq!(codes, [415, 429]);
+    let headers = dir.path().join("headers.txt");
+    let (code, _) = code_of(&["-D", utf8(&headers), "-F", &file(&small), "/upload"]);
+    assert_eq!(code, 429);
+    let headers = std::fs::read_to_string(&headers).expect("headers");
+    assert!(headers.to_ascii_lowercase().contains("retry-after:"), "{headers}");
+
+    // A second server on the same folder is refused, plainly.
+    let o = Command::new(env!("CARGO_BIN_EXE_stemroom"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", utf8(&data)])
+        .output()
+        .expect("second server");
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("another Stemroom"), "{err}");
+    // --no-auth only on loopback.
+    let o = Command::new(env!("CARGO_BIN_EXE_stemroom"))
+        .args(["serve", "--no-auth", "--listen", "0.0.0.0:0", "--data-dir", utf8(&dir.path().join("other"))])
+        .output()
+        .expect("no-auth server");
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // Nothing partial anywhere: uploads hold only files of jobs that exist
+    // and failed (kept for a retry); no part files.
+    std::thread::sleep(Duration::from_secs(2));
+    let uploads = files_in(&data.join("uploads"));
+    assert!(uploads.iter().all(|f| !f.ends_with(".part")), "{uploads:?}");
+    let jobs = server.json(&["/jobs?per_page=100"]);
+    let live = jobs["jobs"].as_array().expect("jobs").len();
+    assert!(uploads.len() <= live, "{uploads:?} for {live} jobs");
+    let token_mode = std::fs::metadata(data.join("server-token")).expect("token").permissions();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(token_mode.mode() & 0o777, 0o600);
+}
+
+// ---- load and crashes ----
+
+#[test]
+fn fifty_uploads_two_hundred_polls_kill_and_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mix = testdata("mixture.wav");
+    let server = Server::start(&data, &["--jobs-per-hour", "1000"]);
+    // 50 clients upload at once (one curl, 50 parallel transfers).
+    let mut args: Vec<String> = vec!["-Z".into(), "--parallel-max".into(), "50".into()];
+    let auth = format!("Authorization: Bearer {}", server.token);
+    for i in 0..50 {
+        if i > 0 {
+            args.push("--next".into());
+        }
+        args.extend([
+            "-sS".into(),
+            "-H".into(),
+            auth.clone(),
+            "-F".into(),
+            format!("file=@{}", utf8(&mix)),
+            "-F".into(),
+            "shifts=0".into(),
+            "-w".into(),
+            "%{http_code}\\n".into(),
+            "-o".into(),
+            "/dev/null".into(),
+            format!("{}/upload", server.base),
+        ]);
+    }
+    let t0 = Instant::now();
+    let out = Command::new("curl").args(&args).output().expect("curl");
+    let codes = String::from_utf8_lossy(&out.stdout);
+    let ok = codes.lines().filter(|c| *c == "200").count();
+    eprintln!("50 parallel uploads in {:.1} s: {ok} accepted", t0.elapsed().as_secs_f64());
+    assert_eq!(ok, 50, "{codes}");
+    let jobs = server.json(&["/jobs?per_page=100"]);
+    let all = jobs["jobs"].as_array().expect("jobs");
+    assert_eq!(all.len(), 50);
+    assert!(all.iter().all(|j| j["status"] == "pending" || j["status"] == "processing"), "queued, not failed");
+    let first = all.last().expect("oldest")["job_id"].as_str().expect("id").to_string();
+
+    // 200 status polls at once while the first job separates.
+    server.wait(&first, Duration::from_secs(120), |v| v["stage"] == "separating");
+    let mut args: Vec<String> = vec!["-Z".into(), "--parallel-max".into(), "200".into()];
+    for i in 0..200 {
+        if i > 0 {
+            args.push("--next".into());
+        }
+        args.extend([
+            "-sS".into(),
+            "-H".into(),
+            auth.clone(),
+            "-w".into(),
+            "%{http_code}\\n".into(),
+            "-o".into(),
+            "/dev/null".into(),
+            format!("{}/status/{first}", server.base),
+        ]);
+    }
+    let t0 = Instant::now();
+    let out = Command::new("curl").args(&args).output().expect("curl");
+    let codes = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(codes.lines().filter(|c| *c == "200").count(), 200, "{codes}");
+    eprintln!("200 parallel status polls in {:.2} s", t0.elapsed().as_secs_f64());
+    let rss = peak_rss_gb(server.pid());
+    eprintln!("server peak RSS with 50 uploads queued and one separating: {rss:.2} GB");
+    assert!(rss > 0.0 && rss < 4.0, "peak RSS {rss} GB");
+
+    // Keep two jobs: the running one and the next.
+    for j in &all[..48] {
+        let id = j["job_id"].as_str().expect("id");
+        assert_eq!(server.curl(&["-X", "DELETE", &format!("/job/{id}")]).0, 200);
+    }
+    let second = all[48]["job_id"].as_str().expect("id").to_string();
+    // Kill while one of the two separates.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while ![&first, &second].iter().any(|id| server.json(&[&format!("/status/{id}")])["stage"] == "separating") {
+        assert!(Instant::now() < deadline, "neither job separates");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // kill -9 mid-job; the restarted server finishes both, once each.
+    let st = server.stop("KILL");
+    assert!(!st.success());
+    let server = Server::start(&data, &["--jobs-per-hour", "1000"]);
+    server.wait_completed(&first);
+    server.wait_completed(&second);
+    let library = files_in(&data.join("library"));
+    assert_eq!(library.len(), 2, "each job once in the library: {library:?}");
+    assert_eq!(server.json(&["/jobs"])["total"], 2);
+    assert!(files_in(&data.join("uploads")).is_empty(), "{:?}", files_in(&data.join("uploads")));
+
+    // SIGTERM mid-job: the job goes back to the queue and finishes after a restart.
+    let third = server.upload(&mix, &["shifts=0"]);
+    server.wait(&third, Duration::from_secs(60), |v| v["stage"] == "separating");
+    let st = server.stop("TERM");
+    assert!(st.success(), "{st:?}");
+    let server = Server::start(&data, &[]);
+    let seen = server.wait_completed(&third);
+    assert!(seen.len() >= 1);
+    assert_eq!(files_in(&data.join("library")).len(), 3);
+    assert!(files_in(&data.join("library")).iter().all(|f| !f.starts_with(".stemroom-partial")));
+}
+
+// ---- readme ----
+
+#[test]
+fn the_readme_curl_lines_work_as_written() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).expect("README");
+    let start = readme.find("<!-- serve-curl -->").expect("README marks its curl lines with <!-- serve-curl -->");
+    let block = &readme[start..];
+    let block = &block[block.find("```sh\n").expect("a sh block") + 6..];
+    let script = &block[..block.find("```").expect("end of block")];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let site = stemroom_testkit::site::Server::start();
+    std::fs::copy(testdata("mixture.wav"), dir.path().join("song.wav")).expect("copy");
+    let host = server.base.trim_start_matches("http://").to_string();
+    let o = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", script])
+        .current_dir(dir.path())
+        .env("HOST", &host)
+        .env("LINK", site.url("/watch.html"))
+        .env("TOKEN", &server.token)
+        .output()
+        .expect("bash");
+    eprintln!("{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "the README's curl lines failed");
+    assert!(dir.path().join("stems.zip").is_file() && dir.path().join("vocals.wav").is_file());
+}

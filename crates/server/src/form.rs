@@ -397,7 +397,7 @@ pub fn job_options(
             },
         },
     };
-    o.format.validate().map_err(|m| ApiError::invalid_options(format!("{m}")))?;
+    o.format.validate().map_err(ApiError::invalid_options)?;
     Ok(o)
 }
 

@@ -466,8 +466,8 @@ pub async fn events(State(service): Shared, UrlPath(id): UrlPath<String>) -> Res
                         break view(&f.service, &f.job);
                     }
                     Ok(Update::Progress(p))
-                        if p.id == f.job.id && f.job.state.is_running()
-                            || p.id == f.job.id && matches!(f.job.state, JobState::Queued) =>
+                        if p.id == f.job.id
+                            && (f.job.state.is_running() || matches!(f.job.state, JobState::Queued)) =>
                     {
                         break JobView::new(&f.job, Some(&p), f.service.events.segments_of(f.job.id));
                     }

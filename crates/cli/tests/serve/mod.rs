@@ -575,8 +575,7 @@ fn fifty_uploads_two_hundred_polls_kill_and_restart() {
     let st = server.stop("TERM");
     assert!(st.success(), "{st:?}");
     let server = Server::start(&data, &[]);
-    let seen = server.wait_completed(&third);
-    assert!(seen.len() >= 1);
+    server.wait_completed(&third);
     assert_eq!(files_in(&data.join("library")).len(), 3);
     assert!(files_in(&data.join("library")).iter().all(|f| !f.starts_with(".stemroom-partial")));
 }

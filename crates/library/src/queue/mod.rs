@@ -395,4 +395,22 @@ mod tests {
         std::fs::write(&junk, vec![7u8; 4096]).unwrap();
         assert!(matches!(Queue::open(&junk), Err(QueueError::Open { .. })));
     }
+
+    #[test]
+    fn requeue_puts_a_running_job_back_at_its_place_and_pages_list_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(&dir.path().join("db.sqlite")).unwrap();
+        let a = q.enqueue(&file("/a.wav"), "A", &opts()).unwrap();
+        let b = q.enqueue(&file("/b.wav"), "B", &opts()).unwrap();
+        assert_eq!(q.claim_next().unwrap().unwrap().id, a.id);
+        let back = q.requeue(a.id).unwrap();
+        assert_eq!(back.state, JobState::Queued);
+        assert_eq!(back.started_at, None);
+        assert_eq!(q.claim_next().unwrap().unwrap().id, a.id, "first again, ahead of B");
+        assert!(matches!(q.requeue(b.id), Err(QueueError::NotFound(_))), "only running jobs");
+        let (page, total) = q.page(0, 1).unwrap();
+        assert_eq!((page.len(), total, page[0].id), (1, 2, b.id), "newest first");
+        let (page, _) = q.page(1, 10).unwrap();
+        assert_eq!(page.iter().map(|j| j.id).collect::<Vec<_>>(), vec![a.id]);
+    }
 }

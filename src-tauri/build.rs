@@ -43,6 +43,9 @@ const COMMANDS: &[&str] = &[
     "pick_export_dir",
     "export_song",
     "cancel_export",
+    "server_status",
+    "start_server",
+    "stop_server",
 ];
 
 fn main() {

@@ -59,6 +59,22 @@ impl WorkerListener for Hub {
     }
 }
 
+/// The worker's listener: the window's channels and the HTTP service's
+/// job events (kept whether or not the service runs, so a service started
+/// later knows the progress of running jobs).
+struct Listeners(Arc<Hub>, Arc<stemroom_server::events::Events>);
+
+impl WorkerListener for Listeners {
+    fn job_changed(&self, job: &Job) {
+        self.0.job_changed(job);
+        self.1.job_changed(job);
+    }
+    fn progress(&self, progress: &JobProgress) {
+        self.0.progress(progress);
+        self.1.progress(progress);
+    }
+}
+
 /// Decode with the ffmpeg the settings name (or the default search).
 pub fn apply_ffmpeg_path(settings: &Settings) {
     stemroom_engine::audio::decode::set_ffmpeg_path(settings.ffmpeg_path.as_deref().map(PathBuf::from));
@@ -120,6 +136,10 @@ pub struct AppState {
     pub gpu_install: CancelSlot,
     /// Folders picked in native dialogs, named by handle.
     pub folders: crate::commands::export::PickedFolders,
+    /// Job events for the HTTP service.
+    pub server_events: Arc<stemroom_server::events::Events>,
+    /// The HTTP service, while it runs (Settings starts and stops it).
+    pub server: tokio::sync::Mutex<Option<stemroom_server::Embedded>>,
     _instance: InstanceLock,
 }
 
@@ -143,7 +163,10 @@ impl AppState {
         };
         let settings = queue.settings()?;
         apply_ffmpeg_path(&settings);
-        let worker = Worker::new(queue.clone(), config, hub.clone());
+        let server_events =
+            Arc::new(stemroom_server::events::Events::new(stemroom_server::upload::uploads_dir(data_dir)));
+        let listeners = Arc::new(Listeners(hub.clone(), server_events.clone()));
+        let worker = Worker::new(queue.clone(), config, listeners);
         worker.start(settings.concurrent_jobs as usize);
         Ok(AppState {
             queue,
@@ -155,6 +178,8 @@ impl AppState {
             export: Default::default(),
             gpu_install: Default::default(),
             folders: Default::default(),
+            server_events,
+            server: Default::default(),
             _instance: instance,
         })
     }

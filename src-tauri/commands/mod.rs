@@ -4,6 +4,7 @@
 pub mod export;
 pub mod library;
 pub mod queue;
+pub mod server;
 pub mod settings;
 pub mod song;
 

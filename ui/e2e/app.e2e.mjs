@@ -5,13 +5,16 @@
 // checks the four stems in the library, restarts the app on the same data
 // directory and finds the song again, opens it in the player (mute, solo,
 // play through the real audio device and watch the playhead move), exports an
-// instrumental MP3 and finds the file. Screenshots go to STEMROOM_E2E_SHOTS.
+// instrumental MP3 and finds the file, starts the HTTP service from Settings
+// and downloads the song's stems through it, then separates a link.
+// Screenshots go to STEMROOM_E2E_SHOTS.
 //
 // Environment: STEMROOM_APP (binary), STEMROOM_E2E_INPUT (audio file),
 // TAURI_DRIVER (tauri-driver binary), STEMROOM_E2E_SHOTS (screenshot dir),
 // STEMROOM_E2E_URL (a loopback link to a song, fetched with yt-dlp).
 import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, openSync, readSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import { remote } from "webdriverio";
 
@@ -263,6 +266,41 @@ try {
   check(gpuText.length > 10, `Settings says whether CUDA runs: ${gpuText}`);
   await gpuStatus.scrollIntoView({ block: "center" });
   await shot(b, "settings");
+
+  // Settings: the HTTP service serves the app's own queue and library.
+  const port = await new Promise((resolve) => {
+    const probe = createServer().listen(0, "127.0.0.1", () => {
+      const p = probe.address().port;
+      probe.close(() => resolve(p));
+    });
+  });
+  const portField = await b.$("#server-port");
+  await portField.scrollIntoView({ block: "center" });
+  await portField.setValue(String(port));
+  await (await b.$("button=Start")).click();
+  const address = await b.$('[data-testid="server-address"]');
+  await address.waitForExist({ timeout: 20000, timeoutMsg: "the HTTP service did not start" });
+  const base = await address.getText();
+  const token = await (await b.$('[data-testid="server-token"]')).getText();
+  check(base === `http://127.0.0.1:${port}`, `the HTTP service listens on the chosen port (${base})`);
+  const auth = { headers: { Authorization: `Bearer ${token}` } };
+  check((await fetch(`${base}/status`)).status === 401, "the HTTP service wants the token");
+  const listed = await (await fetch(`${base}/jobs`, auth)).json();
+  const served = listed.jobs.find((j) => j.title.includes("Falcon 69") && j.status === "completed");
+  check(Boolean(served), `the HTTP service lists the app's finished song (${listed.total} jobs)`);
+  const zip = await fetch(`${base}/download/${served?.job_id}`, auth);
+  check(zip.status === 200 && zip.headers.get("content-type") === "application/zip", "its stems download as a zip");
+  const zipBytes = (await zip.arrayBuffer()).byteLength;
+  check(zipBytes > 1_000_000, `the zip holds the four WAV stems (${zipBytes} bytes)`);
+  await address.scrollIntoView({ block: "center" });
+  await shot(b, "settings-server");
+  await (await b.$("button=Stop")).click();
+  await (await b.$("button=Start")).waitForExist({ timeout: 20000, timeoutMsg: "the HTTP service did not stop" });
+  const refused = await fetch(`${base}/health`).then(
+    () => false,
+    () => true,
+  );
+  check(refused, "the stopped service no longer answers");
 
   // A link: paste it, see its title (from yt-dlp's metadata), see it finish.
   if (!songUrl) throw new Error("STEMROOM_E2E_URL must be set");

@@ -18,6 +18,7 @@ import type {
   PlayerStatus,
   QueueEvent,
   RuntimeStatus,
+  ServerInfo,
   Settings,
   SongView,
 } from "./bindings";
@@ -59,6 +60,11 @@ export interface Backend {
   cancelGpuInstall(): Promise<void>;
   /** Downloads and installs ONNX Runtime's CPU build (the fix for a missing runtime). */
   installRuntime(onEvent: (event: InstallEvent) => void): Promise<RuntimeStatus>;
+  /** The HTTP service (the `stemroom serve` API on this app's queue): running or not, address, token. */
+  serverStatus(): Promise<ServerInfo>;
+  /** Starts the HTTP service on 127.0.0.1:`port` (rejects with `invalid_options` when the port is taken). */
+  startServer(port: number): Promise<ServerInfo>;
+  stopServer(): Promise<ServerInfo>;
   /** Live queue events; resolves to the function that stops them. */
   subscribe(onEvent: (event: QueueEvent) => void): Promise<() => void>;
   /**

@@ -79,6 +79,11 @@ export const commands = {
 	exportSong: (id: number, options: ExportOptions, channel: Channel<ExportProgress>) => typedError<string[], AppError>(__TAURI_INVOKE("export_song", { id, options, channel })),
 	/**  Stop the running export (it removes what it had written). */
 	cancelExport: () => __TAURI_INVOKE<void>("cancel_export"),
+	serverStatus: () => typedError<ServerInfo, AppError>(__TAURI_INVOKE("server_status")),
+	/**  Start the service on `127.0.0.1:port` (a running one is kept as is). */
+	startServer: (port: number) => typedError<ServerInfo, AppError>(__TAURI_INVOKE("start_server", { port })),
+	/**  Stop the service (requests in flight get a few seconds; jobs go on). */
+	stopServer: () => typedError<ServerInfo, AppError>(__TAURI_INVOKE("stop_server")),
 };
 
 /* Types */
@@ -528,6 +533,17 @@ export type RuntimeStatus = {
 	path: string | null,
 	/**  Why it cannot be used, in plain words. */
 	problem: string | null,
+};
+
+/**  The service as Settings shows it. */
+export type ServerInfo = {
+	running: boolean,
+	/**  `http://127.0.0.1:PORT` while running. */
+	address: string | null,
+	/**  The bearer token clients send (`Authorization: Bearer …`), while running. */
+	token: string | null,
+	/**  The port it runs on, or is offered. */
+	port: number,
 };
 
 /**

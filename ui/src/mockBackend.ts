@@ -15,6 +15,7 @@ import type {
   ModelStatus,
   QueueEvent,
   Rejected,
+  ServerInfo,
   Settings,
 } from "./bindings";
 import { fileName } from "./format";
@@ -45,6 +46,8 @@ export interface MockOptions {
   gpu?: Partial<GpuSupport>;
   /** Why installing GPU support fails (`undefined`: it succeeds). */
   gpuInstallError?: string;
+  /** Ports another program holds: starting the HTTP service on one fails. */
+  busyPorts?: number[];
 }
 
 /** What the mock player was told, for tests. */
@@ -212,6 +215,8 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
   let settings: Settings = { ...defaultSettings, ...options.settings };
   const models = (options.models ?? [mockModel()]).map((model) => structuredClone(model));
   let runtimeFound = options.runtimeFound ?? true;
+  const stoppedServer: ServerInfo = { running: false, address: null, token: null, port: 8000 };
+  let server: ServerInfo = { ...stoppedServer };
   let providerInUse = options.providerInUse ?? null;
   let gpu: GpuSupport = {
     driverVersion: null,
@@ -669,6 +674,24 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
     },
     async cancelGpuInstall() {
       gpuInstall?.release(true);
+    },
+    async serverStatus() {
+      return { ...server };
+    },
+    async startServer(port) {
+      if (server.running) return { ...server };
+      if (!Number.isInteger(port) || port < 1 || port > 65535) {
+        throw new BackendError("invalid_options", "Choose a port from 1 to 65535.");
+      }
+      if (options.busyPorts?.includes(port)) {
+        throw new BackendError("invalid_options", `Port ${port} is in use by another program: choose another port.`);
+      }
+      server = { running: true, address: `http://127.0.0.1:${port}`, token: "0f".repeat(32), port };
+      return { ...server };
+    },
+    async stopServer() {
+      server = { ...stoppedServer };
+      return { ...server };
     },
     async installRuntime(onEvent) {
       const total = 23_753_652;

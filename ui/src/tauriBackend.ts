@@ -51,6 +51,9 @@ export const tauriBackend: Backend = {
   installGpuSupport: (onEvent) => unwrap(commands.installGpuSupport(new Channel<InstallEvent>(onEvent))),
   cancelGpuInstall: () => commands.cancelGpuInstall(),
   installRuntime: (onEvent) => unwrap(commands.installRuntime(new Channel<InstallEvent>(onEvent))),
+  serverStatus: () => unwrap(commands.serverStatus()),
+  startServer: (port) => unwrap(commands.startServer(port)),
+  stopServer: () => unwrap(commands.stopServer()),
 
   openSong: (id, onStatus) => unwrap(commands.openSong(id, new Channel<PlayerStatus>(onStatus))),
   closeSong: async () => {

@@ -85,7 +85,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
     config.min_free_bytes = args.min_free_mb.saturating_mul(1_000_000);
     config.jobs_per_hour = args.jobs_per_hour;
     config.cors = args.cors;
-    config.device = Device::from(args.device);
+    config.device = Some(Device::from(args.device));
     config.threads = args.threads;
     config.model_dir = args.runtime.model_dir;
     config.runtime_library = args.runtime.ort_lib;

@@ -46,8 +46,8 @@ pub struct ServerConfig {
     pub cors: Vec<String>,
     /// Jobs separated at the same time (one loaded model shared).
     pub jobs: usize,
-    /// Device the jobs ask for.
-    pub device: Device,
+    /// Device the jobs ask for (`None`: the saved settings' device).
+    pub device: Option<Device>,
     /// Network threads (`None`: all cores).
     pub threads: Option<usize>,
     /// Extra model folder searched first.
@@ -76,7 +76,7 @@ impl ServerConfig {
             keep_days: None,
             cors: Vec::new(),
             jobs: 1,
-            device: Device::Auto,
+            device: None,
             threads: None,
             model_dir: None,
             runtime_library: None,

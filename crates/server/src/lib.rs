@@ -40,4 +40,4 @@ pub mod view;
 
 pub use config::ServerConfig;
 pub use error::{ApiError, ServerError};
-pub use service::{run, run_blocking, Service};
+pub use service::{run, run_blocking, run_until, Embedded, Parts, Service};

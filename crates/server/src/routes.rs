@@ -111,10 +111,9 @@ pub async fn server_status(State(service): Shared) -> Result<Json<ServerStatus>,
     let (models_ready, models_problem) = service.models_ready().await;
     let jobs = service.queue.queue()?;
     let queue_length = jobs.iter().filter(|j| matches!(j.state, JobState::Queued)).count() as u32;
-    let device = serde_json::to_value(service.config.device)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
+    let device =
+        service.config.device.unwrap_or_else(|| service.queue.settings().map(|s| s.device).unwrap_or_default());
+    let device = serde_json::to_value(device).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
     let provider = service.queue.last_provider().ok().flatten().unwrap_or_else(|| device.clone());
     Ok(Json(ServerStatus {
         status: "ok".into(),

@@ -131,7 +131,9 @@ impl Service {
     /// 500 database.
     pub async fn enqueue(self: &Arc<Self>, new: NewJob) -> Result<Job, ApiError> {
         let mut base = self.queue.settings()?.job_options();
-        base.device = self.config.device;
+        if let Some(device) = self.config.device {
+            base.device = device;
+        }
         let options = form::job_options(base, &new.fields, &self.manifest)?;
         let me = self.clone();
         let job = tokio::task::spawn_blocking(move || -> Result<Job, ApiError> {
@@ -242,8 +244,53 @@ impl Service {
     }
 }
 
-/// Open the data folder and start the worker: the parts of a server before
-/// it listens.
+/// What a server runs on: the queue, its worker and the worker's listener
+/// for the server (see [`Events`]). The app passes its own (its worker's
+/// listener forwards to the same `Events`); `stemroom serve` opens them.
+#[derive(Clone)]
+pub struct Parts {
+    pub queue: Arc<Queue>,
+    pub worker: Worker,
+    pub events: Arc<Events>,
+}
+
+/// The shared state over `parts`: uploads folder (leftovers of a crash
+/// removed), token, rate limiter.
+fn build(
+    parts: Parts,
+    config: ServerConfig,
+    stopping: watch::Receiver<bool>,
+) -> Result<(Arc<Service>, Option<auth::Token>), ServerError> {
+    config.validate().map_err(ServerError::Config)?;
+    let data_dir = config.data_dir.clone();
+    let uploads = upload::uploads_dir(&data_dir);
+    std::fs::create_dir_all(&uploads)
+        .map_err(|source| ServerError::Io { what: format!("cannot create {}", uploads.display()), source })?;
+    let (all, _) = parts.queue.page(0, u32::MAX)?;
+    let cleaned = upload::clean(&uploads, &all);
+    if cleaned > 0 {
+        tracing::info!("removed {cleaned} unfinished or unclaimed upload(s)");
+    }
+    let token = if config.auth { Some(auth::load_or_create(&data_dir)?) } else { None };
+    let per_hour = NonZeroU32::new(config.jobs_per_hour).unwrap_or(NonZeroU32::MIN);
+    let service = Arc::new(Service {
+        data_dir,
+        uploads,
+        queue: parts.queue,
+        worker: parts.worker,
+        events: parts.events,
+        token: token.as_ref().map(|t| t.value.clone()),
+        manifest: Manifest::builtin().map_err(|e| ServerError::Config(e.to_string()))?,
+        limiter: DefaultKeyedRateLimiter::keyed(Quota::per_hour(per_hour)),
+        models: Mutex::new(None),
+        stopping,
+        config,
+    });
+    Ok((service, token))
+}
+
+/// Open the data folder (one process per folder) and make the worker: the
+/// parts of a `stemroom serve` before it listens.
 fn open(
     config: ServerConfig,
     stopping: watch::Receiver<bool>,
@@ -262,15 +309,7 @@ fn open(
     let recovered = queue.recover(&lock)?;
     let settings = queue.settings()?;
     stemroom_engine::audio::decode::set_ffmpeg_path(settings.ffmpeg_path.as_deref().map(PathBuf::from));
-    let uploads = upload::uploads_dir(&data_dir);
-    std::fs::create_dir_all(&uploads).map_err(io("cannot create the uploads folder in"))?;
-    let (all, _) = queue.page(0, u32::MAX)?;
-    let cleaned = upload::clean(&uploads, &all);
-    if cleaned > 0 {
-        tracing::info!("removed {cleaned} unfinished or unclaimed upload(s)");
-    }
-    let token = if config.auth { Some(auth::load_or_create(&data_dir)?) } else { None };
-    let events = Arc::new(Events::new(uploads.clone()));
+    let events = Arc::new(Events::new(upload::uploads_dir(&data_dir)));
     let worker_config = WorkerConfig {
         model_dir: config.model_dir.clone(),
         runtime_library: config.runtime_library.clone(),
@@ -279,22 +318,59 @@ fn open(
         checkpoint_every: config.checkpoint_every,
     };
     let worker = Worker::new(queue.clone(), worker_config, events.clone());
-    let per_hour = NonZeroU32::new(config.jobs_per_hour).unwrap_or(NonZeroU32::MIN);
-    let service = Arc::new(Service {
-        data_dir: data_dir.clone(),
-        uploads,
-        queue,
-        worker,
-        events,
-        token: token.as_ref().map(|t| t.value.clone()),
-        manifest: Manifest::builtin().map_err(|e| ServerError::Config(e.to_string()))?,
-        limiter: DefaultKeyedRateLimiter::keyed(Quota::per_hour(per_hour)),
-        models: Mutex::new(None),
-        stopping,
-        config,
-    });
+    let (service, token) = build(Parts { queue, worker, events }, config, stopping)?;
     let ready = Ready { addr: service.config.listen, token, recovered };
     Ok((service, lock, ready))
+}
+
+/// A server running inside another program (the app) on that program's
+/// queue and worker. Stopping it stops the HTTP side only: the worker and
+/// its jobs are the app's.
+pub struct Embedded {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// The bearer token.
+    pub token: String,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Embedded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Embedded").field("addr", &self.addr).finish()
+    }
+}
+
+impl Embedded {
+    /// Listen on `config.listen` (token always on) and serve `parts`.
+    ///
+    /// # Errors
+    /// [`ServerError`]: the address in use, the token file, the database.
+    pub async fn start(parts: Parts, mut config: ServerConfig) -> Result<Embedded, ServerError> {
+        config.auth = true;
+        let (stop, stopping) = watch::channel(false);
+        let (service, token) = build(parts, config, stopping.clone())?;
+        let listener = tokio::net::TcpListener::bind(service.config.listen)
+            .await
+            .map_err(|source| ServerError::Bind { addr: service.config.listen, source })?;
+        let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: service.config.listen, source })?;
+        let app = crate::routes::router(service.clone());
+        let idle = service.config.idle_timeout;
+        let mut stopped = stopping;
+        let task = tokio::spawn(async move {
+            let stop = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            crate::listen::serve(listener, app, idle, stop).await;
+        });
+        Ok(Embedded { addr, token: token.map(|t| t.value).unwrap_or_default(), stop, task })
+    }
+
+    /// Stop listening; requests in flight get [`crate::listen::DRAIN_WITHIN`].
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
 }
 
 /// Wait for SIGINT (Ctrl-C), SIGTERM or SIGHUP.

@@ -8,6 +8,7 @@ import { Alert } from "./Alert";
 import { FormatField } from "./FormatField";
 import { GpuSupportPanel } from "./GpuSupportPanel";
 import { ModelInstall } from "./ModelInstall";
+import { ServerPanel } from "./ServerPanel";
 
 const NOT_SAVED = "The settings were not saved";
 
@@ -360,6 +361,8 @@ export function SettingsView({ app }: Props) {
           }
         />
       </section>
+
+      <ServerPanel />
 
       {error && (
         <Alert title={error.title} onDismiss={() => setError(null)}>

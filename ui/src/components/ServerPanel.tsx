@@ -1,0 +1,121 @@
+import { useEffect, useState } from "react";
+import { useBackend } from "../backend";
+import type { ServerInfo } from "../bindings";
+import { errorText } from "../errors";
+import { Alert } from "./Alert";
+
+/**
+ * Settings → HTTP service: start and stop the `stemroom serve` API on this
+ * app's queue (loopback only), and show its address and token.
+ */
+export function ServerPanel() {
+  const backend = useBackend();
+  const [server, setServer] = useState<ServerInfo | null>(null);
+  const [port, setPort] = useState("8000");
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  const [copied, setCopied] = useState(false);
+
+  useEffect(() => {
+    backend.serverStatus().then(
+      (s) => {
+        setServer(s);
+        setPort(String(s.port));
+      },
+      (e: unknown) => setError(errorText(e)),
+    );
+  }, [backend]);
+
+  async function run(action: () => Promise<ServerInfo>) {
+    setBusy(true);
+    setError(null);
+    setCopied(false);
+    try {
+      setServer(await action());
+    } catch (e) {
+      setError(errorText(e));
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  function start() {
+    const n = Number(port);
+    if (!Number.isInteger(n) || n < 1 || n > 65535) {
+      setError("Choose a port from 1 to 65535.");
+      return;
+    }
+    void run(() => backend.startServer(n));
+  }
+
+  async function copyToken() {
+    if (!server?.token) return;
+    try {
+      await navigator.clipboard.writeText(server.token);
+      setCopied(true);
+    } catch {
+      setError("The token could not be copied: select it and copy it by hand.");
+    }
+  }
+
+  return (
+    <section className="settings__group" aria-labelledby="settings-server">
+      <h2 id="settings-server" className="settings__heading">
+        HTTP service
+      </h2>
+      <p className="field__help">
+        Lets scripts and other programs on this computer add songs and download stems over HTTP (the API of{" "}
+        <code>stemroom serve</code>, see the README). Every request needs the token.
+      </p>
+      {server?.running ? (
+        <div className="field" data-testid="server-running">
+          <p>
+            Running at <code data-testid="server-address">{server.address}</code>
+          </p>
+          <div className="path-picker">
+            <code className="path-picker__path" data-testid="server-token">
+              {server.token}
+            </code>
+            <button type="button" className="button" onClick={() => void copyToken()}>
+              {copied ? "Copied" : "Copy token"}
+            </button>
+          </div>
+          <p className="field__help">
+            <code>
+              curl -H &quot;Authorization: Bearer $TOKEN&quot; -F file=@song.mp3 {server.address}/upload
+            </code>
+          </p>
+          <button type="button" className="button" disabled={busy} onClick={() => void run(() => backend.stopServer())}>
+            {busy ? "Stopping…" : "Stop"}
+          </button>
+        </div>
+      ) : (
+        <div className="field-row">
+          <div className="field">
+            <label htmlFor="server-port">Port</label>
+            <input
+              id="server-port"
+              className="input input--number"
+              type="number"
+              inputMode="numeric"
+              min={1}
+              max={65535}
+              value={port}
+              onChange={(e) => setPort(e.target.value)}
+            />
+          </div>
+          <div className="field">
+            <button type="button" className="button" disabled={busy || !server} onClick={start}>
+              {busy ? "Starting…" : "Start"}
+            </button>
+          </div>
+        </div>
+      )}
+      {error && (
+        <Alert title="The HTTP service" onDismiss={() => setError(null)}>
+          {error}
+        </Alert>
+      )}
+    </section>
+  );
+}

@@ -42,6 +42,10 @@ pub struct ServeArgs {
     /// Without it, no CORS headers are sent.
     #[arg(long, value_name = "ORIGIN")]
     cors: Vec<String>,
+    /// Seconds a client may take to send its request headers, and the
+    /// longest pause inside an upload, before the connection is dropped.
+    #[arg(long, default_value_t = config::DEFAULT_IDLE_TIMEOUT.as_secs(), value_name = "SECONDS")]
+    idle_timeout: u64,
     /// Serve without a token (only on a loopback address).
     #[arg(long)]
     no_auth: bool,
@@ -85,6 +89,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
     config.min_free_bytes = args.min_free_mb.saturating_mul(1_000_000);
     config.jobs_per_hour = args.jobs_per_hour;
     config.cors = args.cors;
+    config.idle_timeout = std::time::Duration::from_secs(args.idle_timeout.max(1));
     config.device = Some(Device::from(args.device));
     config.threads = args.threads;
     config.model_dir = args.runtime.model_dir;

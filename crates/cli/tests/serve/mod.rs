@@ -578,6 +578,86 @@ fn fifty_uploads_two_hundred_polls_kill_and_restart() {
     server.wait_completed(&third);
     assert_eq!(files_in(&data.join("library")).len(), 3);
     assert!(files_in(&data.join("library")).iter().all(|f| !f.starts_with(".stemroom-partial")));
+
+    // Retention: with --keep-days 0 the finished jobs and their files go at start.
+    assert!(server.stop("TERM").success());
+    let server = Server::start(&data, &["--keep-days", "0"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.json(&["/jobs"])["total"] != 0 {
+        assert!(Instant::now() < deadline, "retention removed nothing");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(files_in(&data.join("library")).is_empty(), "{:?}", files_in(&data.join("library")));
+}
+
+#[test]
+fn disk_floor_cors_and_stalled_clients() {
+    use std::io::Write;
+    use std::net::TcpStream;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    // A floor no disk meets: every upload is refused before anything is written.
+    let server = Server::start(
+        &data,
+        &["--min-free-mb", "1000000000", "--cors", "https://studio.example", "--idle-timeout", "2"],
+    );
+    let small = dir.path().join("small.wav");
+    stemroom_testkit::ffmpeg(&["-i", utf8(&testdata("mixture.wav")), "-t", "0.5", utf8(&small)]);
+    let (code, body) = server.curl(&["-F", &format!("file=@{}", utf8(&small)), "/upload"]);
+    assert_eq!(code, 507, "{body}");
+    assert!(files_in(&data.join("uploads")).is_empty());
+
+    // CORS for the named origin only.
+    let headers = dir.path().join("h.txt");
+    let (code, _) = server.curl_raw(&[
+        "-D".into(),
+        utf8(&headers).into(),
+        "-X".into(),
+        "OPTIONS".into(),
+        "-H".into(),
+        "Origin: https://studio.example".into(),
+        "-H".into(),
+        "Access-Control-Request-Method: POST".into(),
+        "-H".into(),
+        "Access-Control-Request-Headers: authorization".into(),
+        "/upload".into(),
+    ]);
+    let h = std::fs::read_to_string(&headers).expect("headers").to_ascii_lowercase();
+    assert!(code == 200 && h.contains("access-control-allow-origin: https://studio.example"), "{code} {h}");
+    let (_, _) = server.curl(&["-D", utf8(&headers), "-H", "Origin: https://evil.example", "/status"]);
+    let h = std::fs::read_to_string(&headers).expect("headers").to_ascii_lowercase();
+    assert!(!h.contains("access-control-allow-origin"), "{h}");
+
+    // A client that sends half its headers and waits is dropped.
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let mut slow = TcpStream::connect(&addr).expect("connect");
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").expect("write");
+    slow.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let t0 = Instant::now();
+    let mut buf = Vec::new();
+    let _ = slow.read_to_end(&mut buf);
+    assert!(t0.elapsed() < Duration::from_secs(8), "closed after the header timeout ({:?})", t0.elapsed());
+    // An upload that stalls halfway is answered 408 (or dropped) and leaves nothing.
+    let free = Server::start(&dir.path().join("data2"), &["--idle-timeout", "2"]);
+    let addr = free.base.trim_start_matches("http://").to_string();
+    let mut up = TcpStream::connect(&addr).expect("connect");
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: 100000\r\n\r\n--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\nRIFF",
+        free.token
+    );
+    up.write_all(head.as_bytes()).expect("write");
+    up.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
+    let mut answer = Vec::new();
+    let _ = up.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        files_in(&dir.path().join("data2/uploads")).is_empty(),
+        "{:?}",
+        files_in(&dir.path().join("data2/uploads"))
+    );
+    assert_eq!(free.json(&["/health"])["status"], "ok", "the server goes on");
 }
 
 // ---- readme ----

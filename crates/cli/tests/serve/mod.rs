@@ -134,6 +134,26 @@ impl Server {
         seen
     }
 
+    /// `n` requests at once (one curl, `n` parallel transfers) with `extra`
+    /// options each; returns how many got 200 and the seconds taken.
+    fn parallel(&self, n: usize, extra: &[&str], endpoint: &str) -> (usize, f64) {
+        let auth = format!("Authorization: Bearer {}", self.token);
+        let mut args: Vec<String> = vec!["-Z".into(), "--parallel-max".into(), n.to_string()];
+        for i in 0..n {
+            if i > 0 {
+                args.push("--next".into());
+            }
+            args.extend(["-sS", "-H", &auth, "-w", "%{http_code}\\n", "-o", "/dev/null"].map(String::from));
+            args.extend(extra.iter().map(|a| a.to_string()));
+            args.push(format!("{}{endpoint}", self.base));
+        }
+        let t0 = Instant::now();
+        let out = Command::new("curl").args(&args).output().expect("curl");
+        let codes = String::from_utf8_lossy(&out.stdout);
+        eprintln!("status codes: {}", codes.lines().collect::<Vec<_>>().join(" "));
+        (codes.lines().filter(|c| *c == "200").count(), t0.elapsed().as_secs_f64())
+    }
+
     fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -485,33 +505,10 @@ fn fifty_uploads_two_hundred_polls_kill_and_restart() {
     let mix = testdata("mixture.wav");
     let server = Server::start(&data, &["--jobs-per-hour", "1000"]);
     // 50 clients upload at once (one curl, 50 parallel transfers).
-    let mut args: Vec<String> = vec!["-Z".into(), "--parallel-max".into(), "50".into()];
-    let auth = format!("Authorization: Bearer {}", server.token);
-    for i in 0..50 {
-        if i > 0 {
-            args.push("--next".into());
-        }
-        args.extend([
-            "-sS".into(),
-            "-H".into(),
-            auth.clone(),
-            "-F".into(),
-            format!("file=@{}", utf8(&mix)),
-            "-F".into(),
-            "shifts=0".into(),
-            "-w".into(),
-            "%{http_code}\\n".into(),
-            "-o".into(),
-            "/dev/null".into(),
-            format!("{}/upload", server.base),
-        ]);
-    }
-    let t0 = Instant::now();
-    let out = Command::new("curl").args(&args).output().expect("curl");
-    let codes = String::from_utf8_lossy(&out.stdout);
-    let ok = codes.lines().filter(|c| *c == "200").count();
-    eprintln!("50 parallel uploads in {:.1} s: {ok} accepted", t0.elapsed().as_secs_f64());
-    assert_eq!(ok, 50, "{codes}");
+    let file = format!("file=@{}", utf8(&mix));
+    let (ok, seconds) = server.parallel(50, &["-F", &file, "-F", "shifts=0"], "/upload");
+    eprintln!("50 parallel uploads in {seconds:.1} s: {ok} accepted");
+    assert_eq!(ok, 50);
     let jobs = server.json(&["/jobs?per_page=100"]);
     let all = jobs["jobs"].as_array().expect("jobs");
     assert_eq!(all.len(), 50);
@@ -520,27 +517,9 @@ fn fifty_uploads_two_hundred_polls_kill_and_restart() {
 
     // 200 status polls at once while the first job separates.
     server.wait(&first, Duration::from_secs(120), |v| v["stage"] == "separating");
-    let mut args: Vec<String> = vec!["-Z".into(), "--parallel-max".into(), "200".into()];
-    for i in 0..200 {
-        if i > 0 {
-            args.push("--next".into());
-        }
-        args.extend([
-            "-sS".into(),
-            "-H".into(),
-            auth.clone(),
-            "-w".into(),
-            "%{http_code}\\n".into(),
-            "-o".into(),
-            "/dev/null".into(),
-            format!("{}/status/{first}", server.base),
-        ]);
-    }
-    let t0 = Instant::now();
-    let out = Command::new("curl").args(&args).output().expect("curl");
-    let codes = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(codes.lines().filter(|c| *c == "200").count(), 200, "{codes}");
-    eprintln!("200 parallel status polls in {:.2} s", t0.elapsed().as_secs_f64());
+    let (ok, seconds) = server.parallel(200, &[], &format!("/status/{first}"));
+    assert_eq!(ok, 200);
+    eprintln!("200 parallel status polls in {seconds:.2} s");
     let rss = peak_rss_gb(server.pid());
     eprintln!("server peak RSS with 50 uploads queued and one separating: {rss:.2} GB");
     assert!(rss > 0.0 && rss < 4.0, "peak RSS {rss} GB");

@@ -179,14 +179,23 @@ impl Queue {
         stems: &[StemFile],
     ) -> Result<Job, QueueError> {
         debug_assert!(state.is_finished());
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let n = tx.execute(
+        self.update_running(
+            id,
             "UPDATE jobs SET status = ?1, state = ?2, finished_ms = ?3, output_dir = ?4, stems = ?5
              WHERE id = ?6 AND status = 'running'",
             params![state.status(), json(state)?, self.now(), output_dir, json(&stems)?, id],
-        )?;
-        if n == 0 {
+        )
+    }
+
+    /// Run `sql` (an UPDATE of job `id` limited to `status = 'running'`)
+    /// and return the job as it is after.
+    ///
+    /// # Errors
+    /// [`QueueError::NotFound`] when no running job has this id; database errors.
+    fn update_running(&self, id: JobId, sql: &str, args: impl rusqlite::Params) -> Result<Job, QueueError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if tx.execute(sql, args)? == 0 {
             return Err(QueueError::NotFound(id));
         }
         let job = job_in(&tx, id)?;
@@ -201,18 +210,11 @@ impl Queue {
     /// # Errors
     /// [`QueueError::NotFound`] when no running job has this id; database errors.
     pub fn requeue(&self, id: JobId) -> Result<Job, QueueError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let n = tx.execute(
+        self.update_running(
+            id,
             "UPDATE jobs SET status = 'queued', state = ?1, started_ms = NULL WHERE id = ?2 AND status = 'running'",
             params![json(&JobState::Queued)?, id],
-        )?;
-        if n == 0 {
-            return Err(QueueError::NotFound(id));
-        }
-        let job = job_in(&tx, id)?;
-        tx.commit()?;
-        Ok(job)
+        )
     }
 
     /// Every job, newest first: `limit` of them after skipping `offset`,

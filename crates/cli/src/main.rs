@@ -24,6 +24,7 @@ use stemroom_library::link;
 use stemroom_library::Error;
 
 mod serve;
+mod worker;
 
 /// Exit codes. 2 is clap's usage error.
 mod exit {
@@ -81,6 +82,9 @@ enum Command {
     /// the stems (the API of the FastAPI Demucs servers; see README). Stops
     /// on Ctrl-C or SIGTERM, putting running jobs back in the queue.
     Serve(serve::ServeArgs),
+    /// Take jobs of a `stemroom serve --broker` server from its Redis stream
+    /// and separate them on this machine (several machines may run one).
+    Worker(worker::WorkerArgs),
 }
 
 #[derive(Args)]
@@ -259,6 +263,7 @@ fn main() -> ExitCode {
         Command::Models(args) => run_models(args),
         Command::Runtime(args) => run_runtime(&args),
         Command::Serve(args) => serve::run(args),
+        Command::Worker(args) => worker::run(args),
     }
 }
 

@@ -46,6 +46,14 @@ pub struct ServeArgs {
     /// longest pause inside an upload, before the connection is dropped.
     #[arg(long, default_value_t = config::DEFAULT_IDLE_TIMEOUT.as_secs(), value_name = "SECONDS")]
     idle_timeout: u64,
+    /// Put jobs on this Redis broker for `stemroom worker`s instead of
+    /// separating here (`redis://host:6379/0`, `rediss://` for TLS).
+    #[arg(long, value_name = "URL")]
+    broker: Option<String>,
+    /// With --broker: claims a job may take (its workers died or failed)
+    /// before it is marked failed.
+    #[arg(long, default_value_t = stemroom_server::broker::DEFAULT_MAX_ATTEMPTS, value_name = "N")]
+    max_attempts: u32,
     /// Serve without a token (only on a loopback address).
     #[arg(long)]
     no_auth: bool,
@@ -89,6 +97,8 @@ pub fn run(args: ServeArgs) -> ExitCode {
     config.min_free_bytes = args.min_free_mb.saturating_mul(1_000_000);
     config.jobs_per_hour = args.jobs_per_hour;
     config.cors = args.cors;
+    config.broker = args.broker;
+    config.max_attempts = args.max_attempts;
     config.idle_timeout = std::time::Duration::from_secs(args.idle_timeout.max(1));
     config.device = Some(Device::from(args.device));
     config.threads = args.threads;

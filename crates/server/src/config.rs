@@ -61,6 +61,11 @@ pub struct ServerConfig {
     /// Least time between two checkpoints of a running job (`None`: the
     /// engine's default).
     pub checkpoint_every: Option<Duration>,
+    /// Redis URL: jobs go on a stream for `stemroom worker`s instead of the
+    /// local worker (`None`: separate here).
+    pub broker: Option<String>,
+    /// Claims a job may take on the broker before it is marked failed.
+    pub max_attempts: u32,
 }
 
 impl ServerConfig {
@@ -83,6 +88,8 @@ impl ServerConfig {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             checkpoint_every: None,
+            broker: None,
+            max_attempts: crate::broker::DEFAULT_MAX_ATTEMPTS,
         }
     }
 

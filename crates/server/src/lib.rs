@@ -17,6 +17,8 @@
 //! - [`retention`]: removing finished jobs after `--keep-days`.
 //! - [`openapi`]: the OpenAPI document generated from the handlers.
 //! - [`listen`]: the accept loop (header-read timeout, graceful shutdown).
+//! - [`broker`]: `--broker`: jobs on a Redis stream, the worker protocol.
+//! - [`remote`]: `stemroom worker`, which runs those jobs on another machine.
 //!
 //! The server owns its data folder through the same
 //! [`stemroom_library::lock::InstanceLock`] as the app: one process per
@@ -26,12 +28,14 @@
 
 pub mod archive;
 pub mod auth;
+pub mod broker;
 pub mod config;
 pub mod error;
 pub mod events;
 pub mod form;
 pub mod listen;
 pub mod openapi;
+pub mod remote;
 pub mod retention;
 pub mod routes;
 pub mod service;

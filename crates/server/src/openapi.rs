@@ -16,7 +16,7 @@ use crate::view;
         routes::download, routes::stem, routes::events, routes::openapi_json
     ),
     components(schemas(view::JobView, view::Created, view::JobList, view::Health, view::ServerStatus,
-        view::Deleted, view::Status, view::Details, view::OptionsView, routes::JobForm)),
+        view::Deleted, view::Status, view::Details, view::OptionsView, routes::JobForm, crate::broker::WorkerView)),
     modifiers(&Bearer),
     security(("bearer" = []))
 )]

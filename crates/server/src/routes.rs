@@ -58,6 +58,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .merge(uploads)
         .merge(files)
         .route("/jobs/{id}", delete(delete_job).get(job_status))
+        .merge(crate::broker::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(service.clone(), crate::auth::require_token))
         .layer(TraceLayer::new_for_http());
@@ -109,6 +110,10 @@ pub async fn health() -> Json<Health> {
 #[utoipa::path(get, path = "/status", tag = "health", responses((status = 200, body = ServerStatus)))]
 pub async fn server_status(State(service): Shared) -> Result<Json<ServerStatus>, ApiError> {
     let (models_ready, models_problem) = service.models_ready().await;
+    let active = match &service.broker {
+        Some(_) => service.queue.queue()?.iter().filter(|j| j.state.is_running()).count() as u32,
+        None => service.worker.running().len() as u32,
+    };
     let jobs = service.queue.queue()?;
     let queue_length = jobs.iter().filter(|j| matches!(j.state, JobState::Queued)).count() as u32;
     let device =
@@ -120,11 +125,13 @@ pub async fn server_status(State(service): Shared) -> Result<Json<ServerStatus>,
         version: env!("CARGO_PKG_VERSION").into(),
         models_ready,
         models_problem,
-        active_jobs: service.worker.running().len() as u32,
+        active_jobs: active,
         queue_length,
         concurrency: service.config.jobs as u32,
         provider,
         device,
+        broker: service.broker.as_ref().map(|b| b.shown.clone()),
+        workers: service.broker.as_ref().map(|b| b.workers()),
     }))
 }
 

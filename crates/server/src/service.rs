@@ -11,7 +11,7 @@ use stemroom_engine::model::{self, Manifest};
 use stemroom_library::intake::{self, AddOptions};
 use stemroom_library::lock::InstanceLock;
 use stemroom_library::queue::{Job, JobId, JobSource, JobState, Queue};
-use stemroom_library::worker::{Worker, WorkerConfig};
+use stemroom_library::worker::{Worker, WorkerConfig, WorkerListener};
 use tokio::sync::watch;
 
 use crate::error::{ApiError, ServerError};
@@ -39,6 +39,8 @@ pub struct Service {
     pub manifest: Manifest,
     limiter: DefaultKeyedRateLimiter<IpAddr>,
     models: Mutex<Option<(Instant, bool, Option<String>)>>,
+    /// The broker jobs go to (`--broker`), instead of the local worker.
+    pub broker: Option<Arc<crate::broker::Broker>>,
     /// Becomes true when the server stops (streams end, synchronous
     /// requests leave their jobs to the queue).
     pub stopping: watch::Receiver<bool>,
@@ -173,7 +175,10 @@ impl Service {
         })
         .await
         .map_err(|e| ApiError::internal(e.to_string()))??;
-        self.worker.notify();
+        match &self.broker {
+            Some(b) => b.notify.notify_one(),
+            None => self.worker.notify(),
+        }
         Ok(job)
     }
 
@@ -194,7 +199,14 @@ impl Service {
     pub async fn delete(self: &Arc<Self>, id: JobId) -> Result<(Job, bool), ApiError> {
         let job = self.queue.get(id)?;
         let was_running = job.state.is_running();
-        if was_running {
+        if was_running && self.broker.is_some() {
+            // A remote worker runs it: it is cancelled here, and the worker
+            // hears so at its next segment (its progress is refused).
+            let cancelled = self.queue.finish(id, &JobState::Cancelled, None, &[]);
+            if let Ok(job) = &cancelled {
+                self.events.job_changed(job);
+            }
+        } else if was_running {
             let _ = self.worker.cancel(id);
             let deadline = Instant::now() + self.config.request_timeout.saturating_sub(Duration::from_secs(2));
             while self.worker.running().contains(&id) || self.queue.get(id)?.state.is_running() {
@@ -272,6 +284,10 @@ fn build(
         tracing::info!("removed {cleaned} unfinished or unclaimed upload(s)");
     }
     let token = if config.auth { Some(auth::load_or_create(&data_dir)?) } else { None };
+    let broker = match config.broker.as_deref() {
+        Some(url) => Some(Arc::new(crate::broker::Broker::new(url, config.max_attempts)?)),
+        None => None,
+    };
     let per_hour = NonZeroU32::new(config.jobs_per_hour).unwrap_or(NonZeroU32::MIN);
     let service = Arc::new(Service {
         data_dir,
@@ -283,6 +299,7 @@ fn build(
         manifest: Manifest::builtin().map_err(|e| ServerError::Config(e.to_string()))?,
         limiter: DefaultKeyedRateLimiter::keyed(Quota::per_hour(per_hour)),
         models: Mutex::new(None),
+        broker,
         stopping,
         config,
     });
@@ -306,7 +323,10 @@ fn open(
         .map_err(io("cannot lock the data folder"))?
         .ok_or_else(|| ServerError::Locked(data_dir.clone()))?;
     let queue = Arc::new(Queue::open(&data_dir.join("stemroom.sqlite"))?);
-    let recovered = queue.recover(&lock)?;
+    // With a broker, running jobs run on remote workers that may still be
+    // at it: they stay as they are (a dead worker's job is taken over
+    // through the broker). Without one, they were this process's.
+    let recovered = if config.broker.is_some() { 0 } else { queue.recover(&lock)? };
     let settings = queue.settings()?;
     stemroom_engine::audio::decode::set_ffmpeg_path(settings.ffmpeg_path.as_deref().map(PathBuf::from));
     let events = Arc::new(Events::new(upload::uploads_dir(&data_dir)));
@@ -421,13 +441,22 @@ pub async fn run_until(
         .await
         .map_err(|source| ServerError::Bind { addr: service.config.listen, source })?;
     info.addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: service.config.listen, source })?;
-    service.worker.start(service.config.jobs);
+    let publisher = match service.broker.clone() {
+        Some(b) => Some(tokio::spawn(crate::broker::publish(service.clone(), b))),
+        None => {
+            service.worker.start(service.config.jobs);
+            None
+        }
+    };
     let retention = tokio::spawn(crate::retention::every_hour(service.clone()));
     ready(&info);
     let app = crate::routes::router(service.clone());
     crate::listen::serve(listener, app, service.config.idle_timeout, stop).await;
     let _ = stop_tx.send(true);
     retention.abort();
+    if let Some(p) = publisher {
+        p.abort();
+    }
     // Running jobs go back in the queue, keeping their checkpoints.
     service.worker.suspend();
     let deadline = Instant::now() + STOP_JOBS_WITHIN;

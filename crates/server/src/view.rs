@@ -264,6 +264,10 @@ pub struct ServerStatus {
     pub provider: String,
     /// The device jobs ask for.
     pub device: String,
+    /// The broker jobs go to (password hidden), with `--broker`.
+    pub broker: Option<String>,
+    /// The workers heard from, with `--broker`.
+    pub workers: Option<Vec<crate::broker::WorkerView>>,
 }
 
 /// `DELETE /job/{id}`.

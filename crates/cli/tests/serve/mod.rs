@@ -13,6 +13,7 @@
 //!   a separation, kill -9 mid-job and restart, SIGTERM puts the running
 //!   job back in the queue.
 //! - readme: the README's curl lines, run as written.
+//! - broker (broker.rs): `--broker` with `stemroom worker`s and a real redis-server.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -23,6 +24,8 @@ use serde_json::Value;
 use stemroom_testkit::{read_wav, sdr};
 
 use super::{testdata, utf8, STEMS};
+
+mod broker;
 
 /// A `stemroom serve` process on a free loopback port.
 struct Server {

@@ -18,6 +18,7 @@
 //! ([`schema`]). Jobs and their life ([`job`], `jobs`), settings
 //! ([`settings`]) and measured segment times (`timings`) each have a file.
 
+pub mod broker;
 pub mod job;
 mod jobs;
 pub mod schema;

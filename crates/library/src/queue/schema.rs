@@ -38,6 +38,17 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE jobs ADD COLUMN thumbnail TEXT;",
     // 3: the album a file's tags name.
     "ALTER TABLE jobs ADD COLUMN album TEXT;",
+    // 4: jobs handed to remote workers through a broker (`stemroom serve
+    // --broker`): whether the job is on the stream, which stream entry and
+    // worker hold it, how many times it was claimed, the last error.
+    "CREATE TABLE broker (
+        job_id INTEGER PRIMARY KEY,
+        published INTEGER NOT NULL DEFAULT 0,
+        message TEXT,
+        worker TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT
+    );",
 ];
 
 pub(super) const JOB_COLUMNS: &str =

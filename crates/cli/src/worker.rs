@@ -1,0 +1,103 @@
+//! `stemroom worker`: argument parsing for the remote worker in
+//! `stemroom_server::remote`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use stemroom_engine::units::Device;
+use stemroom_server::remote::{self, RemoteConfig, RemoteError};
+
+use crate::DeviceArg;
+
+#[derive(Args)]
+pub struct WorkerArgs {
+    /// The server's address (`http://host:8000`), started with `stemroom serve --broker`.
+    #[arg(long, value_name = "URL")]
+    server: String,
+    /// The server's token (its data folder's `server-token`); default $STEMROOM_TOKEN.
+    #[arg(long, env = "STEMROOM_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    token: String,
+    /// The broker: `redis://[user:password@]host:6379/0`, `rediss://` for TLS.
+    #[arg(long, value_name = "URL")]
+    broker: String,
+    /// Device for the network.
+    #[arg(short = 'd', long, value_enum, default_value = "auto")]
+    device: DeviceArg,
+    /// Network threads (default: all cores).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// Name in the server's status (default: host name and process id).
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// Seconds a job may go without a sign of life from its worker before
+    /// another worker takes it over.
+    #[arg(long, default_value_t = remote::DEFAULT_VISIBILITY.as_secs_f64(), value_name = "SECONDS")]
+    visibility_timeout: f64,
+    /// Scratch folder for inputs and stems (default: the system's temporary folder).
+    #[arg(long, value_name = "DIR")]
+    work_dir: Option<PathBuf>,
+    #[command(flatten)]
+    runtime: crate::RuntimeArgs,
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".into())
+}
+
+pub fn run(args: WorkerArgs) -> ExitCode {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("STEMROOM_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ort=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    if !(args.visibility_timeout.is_finite() && args.visibility_timeout >= 0.5) {
+        eprintln!("stemroom: --visibility-timeout must be at least 0.5 s");
+        return ExitCode::from(crate::exit::INVALID_OPTIONS);
+    }
+    let name = args.name.unwrap_or_else(|| format!("{}-{}", host_name(), std::process::id()));
+    let config = RemoteConfig {
+        server: args.server,
+        token: args.token,
+        broker: args.broker,
+        device: Device::from(args.device),
+        threads: args.threads,
+        work_dir: args
+            .work_dir
+            .unwrap_or_else(|| std::env::temp_dir().join(format!("stemroom-worker-{}", std::process::id()))),
+        name,
+        model_dir: args.runtime.model_dir,
+        runtime_library: args.runtime.ort_lib,
+        visibility: Duration::from_secs_f64(args.visibility_timeout),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(crate::exit::CANCELLED as i32);
+        }
+        eprintln!("stemroom: stopping: the job in hand goes back to the queue");
+    });
+    eprintln!("stemroom worker {} taking jobs from {}", config.name, config.server);
+    let result = remote::run_worker(&config, &stop);
+    let _ = std::fs::remove_dir_all(&config.work_dir);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("stemroom: {e}");
+            ExitCode::from(match e {
+                RemoteError::Unauthorized(_) | RemoteError::Config(_) => crate::exit::INVALID_OPTIONS,
+                RemoteError::Io(_) => crate::exit::OUTPUT,
+            })
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! `stemroom serve --broker` with `stemroom worker`s: a real `redis-server`
+//! started here on a loopback port (AOF on), the real server and worker
+//! binaries, the real model.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use stemroom_testkit::{read_wav, sdr};
+
+use super::{files_in, Server};
+use crate::{testdata, utf8, STEMS};
+
+/// A redis-server of our own.
+struct Redis {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+impl Redis {
+    fn start(dir: &Path, port: u16) -> Redis {
+        std::fs::create_dir_all(dir).expect("mkdir");
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--dir", utf8(dir)])
+            .args(["--appendonly", "yes", "--appendfsync", "always", "--save", ""])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/install-system-deps.sh installs it)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let pong = Command::new("redis-cli").args(["-p", &port.to_string(), "ping"]).output();
+            if pong.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Redis { child, port, dir: dir.to_path_buf() }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Stop it (SIGTERM: it writes its AOF) and wait.
+    fn stop(mut self) -> (u16, PathBuf) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+        (self.port, self.dir.clone())
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `stemroom worker` whose log goes to `log`.
+fn worker(server: &Server, broker: &str, name: &str, token: &str, log: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_stemroom"))
+        .args(["worker", "--server", &server.base, "--token", token, "--broker", broker, "--name", name])
+        .args(["-d", "cpu", "--threads", "1", "--visibility-timeout", "3"])
+        .env("STEMROOM_LOG", "info,ort=warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log"))
+        .spawn()
+        .expect("start stemroom worker")
+}
+
+fn stop_child(mut c: Child) {
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
+fn jobs_done_by(log: &Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split("job ").nth(1).filter(|r| r.contains(" done in ")))
+        .map(|r| r.split(' ').next().unwrap_or("").to_string())
+        .collect()
+}
+
+fn wait_all(server: &Server, ids: &[String], within: Duration) -> Vec<Value> {
+    let deadline = Instant::now() + within;
+    loop {
+        let all: Vec<Value> = ids.iter().map(|id| server.json(&[&format!("/status/{id}")])).collect();
+        if all.iter().all(|v| v["status"] != "pending" && v["status"] != "processing") {
+            return all;
+        }
+        assert!(Instant::now() < deadline, "jobs not finished: {:?}", all.iter().map(|v| &v["status"]).collect::<Vec<_>>());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn two_workers_share_the_queue_once_each_and_a_corrupt_input_fails_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = Redis::start(&dir.path().join("redis"), free_port());
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["--broker", &redis.url()]);
+    let mix = testdata("mixture.wav");
+
+    // A worker with a wrong token is refused and says so.
+    let o = Command::new(env!("CARGO_BIN_EXE_stemroom"))
+        .args(["worker", "--server", &server.base, "--token", "wrong", "--broker", &redis.url()])
+        .output()
+        .expect("worker");
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("refused the token"), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // Six songs, and one whose file is damaged on the server before any
+    // worker reads it.
+    let mut ids: Vec<String> = (0..6).map(|_| server.upload(&mix, &["shifts=0"])).collect();
+    let corrupt = server.upload(&mix, &["shifts=0"]);
+    let victim = data.join("uploads").join(newest_upload(&data));
+    std::fs::write(&victim, b"RIFF\x00\x00\x00\x00WAVEjunkjunkjunk").expect("damage");
+    let st = server.json(&["/status"]);
+    assert_eq!(st["queue_length"], 7, "{st}");
+    assert!(st["broker"].as_str().is_some_and(|b| b.starts_with("redis://")), "{st}");
+
+    let (log_a, log_b) = (dir.path().join("a.log"), dir.path().join("b.log"));
+    let a = worker(&server, &redis.url(), "worker-a", &server.token, &log_a);
+    let b = worker(&server, &redis.url(), "worker-b", &server.token, &log_b);
+    ids.push(corrupt.clone());
+    let done = wait_all(&server, &ids, Duration::from_secs(600));
+    let st = server.json(&["/status"]);
+    stop_child(a);
+    stop_child(b);
+
+    let failed = done.iter().find(|v| v["job_id"] == corrupt.as_str()).expect("corrupt job");
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert!(failed["error"].as_str().is_some_and(|e| e.contains("could not be read as audio")), "{failed}");
+    for v in done.iter().filter(|v| v["job_id"] != corrupt.as_str()) {
+        assert_eq!(v["status"], "completed", "{v}");
+    }
+    // Each job ran once, on one of the two; both took some.
+    let (by_a, by_b) = (jobs_done_by(&log_a), jobs_done_by(&log_b));
+    eprintln!("worker-a did {by_a:?}, worker-b did {by_b:?}");
+    assert_eq!(by_a.len() + by_b.len(), 6, "each job once: {by_a:?} {by_b:?}");
+    assert!(!by_a.is_empty() && !by_b.is_empty(), "both workers took jobs");
+    let claims = |log: &Path| std::fs::read_to_string(log).unwrap_or_default().matches(&format!("job {corrupt} \"")).count();
+    assert_eq!(claims(&log_a) + claims(&log_b), 1, "the corrupt job was tried once");
+    let library: Vec<String> = files_in(&data.join("library"));
+    assert_eq!(library.len(), 6, "{library:?}");
+    // The workers as the server lists them.
+    let names: Vec<&str> = st["workers"].as_array().expect("workers").iter().filter_map(|w| w["name"].as_str()).collect();
+    assert_eq!(names, ["worker-a", "worker-b"], "{st}");
+    assert!(st["workers"].as_array().expect("workers").iter().all(|w| w["device"] == "cpu" && w["gone"] == false));
+
+    // The stems are the CLI's.
+    let cli = dir.path().join("cli");
+    let o = Command::new(env!("CARGO_BIN_EXE_stemroom"))
+        .args(["separate", "--shifts", "0", "-d", "cpu", "-o", utf8(&cli), utf8(&mix)])
+        .output()
+        .expect("cli");
+    assert!(o.status.success());
+    let zip = dir.path().join("one.zip");
+    assert_eq!(server.curl(&["-o", utf8(&zip), &format!("/download/{}", ids[0])]).0, 200);
+    let got = super::unzip(&zip, &dir.path().join("one"));
+    assert_eq!(got, ["bass.wav", "drums.wav", "other.wav", "vocals.wav"]);
+    for stem in STEMS {
+        let (ours, _) = read_wav(&dir.path().join("one").join(format!("{stem}.wav")));
+        let (theirs, _) = read_wav(&cli.join(format!("htdemucs/mixture/{stem}.wav")));
+        let match_db = sdr(&theirs, &ours, 1);
+        assert!(match_db > 60.0, "{stem}: worker vs CLI {match_db:.1} dB");
+    }
+}
+
+/// The upload file of the newest job.
+fn newest_upload(data: &Path) -> String {
+    let dir = data.join("uploads");
+    let mut files: Vec<(std::time::SystemTime, String)> = std::fs::read_dir(&dir)
+        .expect("uploads")
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.file_name().to_string_lossy().into_owned())))
+        .collect();
+    files.sort();
+    files.last().map(|f| f.1.clone()).unwrap_or_default()
+}
+
+#[test]
+fn a_killed_worker_and_a_restarted_broker_lose_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = Redis::start(&dir.path().join("redis"), free_port());
+    let url = redis.url();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["--broker", &url]);
+    let mix = testdata("mixture.wav");
+    let first: Vec<String> = (0..2).map(|_| server.upload(&mix, &["shifts=0"])).collect();
+
+    // Worker A dies mid-job (kill -9); worker B takes its job over after
+    // the visibility timeout.
+    let a = worker(&server, &url, "worker-a", &server.token, &dir.path().join("a.log"));
+    server.wait(&first[0], Duration::from_secs(120), |v| v["stage"] == "separating");
+    stop_child(a);
+    let log_b = dir.path().join("b.log");
+    let b = worker(&server, &url, "worker-b", &server.token, &log_b);
+    let done = wait_all(&server, &first, Duration::from_secs(300));
+    assert!(done.iter().all(|v| v["status"] == "completed"), "{done:?}");
+    let by_b = jobs_done_by(&log_b);
+    assert!(by_b.contains(&first[0]), "worker-b finished the killed worker's job: {by_b:?}");
+
+    // Redis restarts while a job runs: the worker and the server reconnect.
+    let more: Vec<String> = (0..2).map(|_| server.upload(&mix, &["shifts=0"])).collect();
+    server.wait(&more[0], Duration::from_secs(120), |v| v["stage"] == "separating");
+    let (port, redis_dir) = redis.stop();
+    std::thread::sleep(Duration::from_secs(2));
+    let _redis = Redis::start(&redis_dir, port);
+    let done = wait_all(&server, &more, Duration::from_secs(300));
+    assert!(done.iter().all(|v| v["status"] == "completed"), "{done:?}");
+    // Deleting a running job stops its worker within a segment or so.
+    let doomed = server.upload(&mix, &["shifts=0"]);
+    server.wait(&doomed, Duration::from_secs(120), |v| v["stage"] == "separating");
+    let v = server.json(&["-X", "DELETE", &format!("/job/{doomed}")]);
+    assert_eq!(v["was_running"], true, "{v}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let stopped = format!("job {doomed} stopped: cancelled or deleted on the server");
+    while !std::fs::read_to_string(&log_b).unwrap_or_default().contains(&stopped) {
+        assert!(Instant::now() < deadline, "the worker did not hear of the delete");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop_child(b);
+    let library = files_in(&data.join("library"));
+    assert_eq!(library.len(), 4, "each job once in the library: {library:?}");
+    assert_eq!(server.json(&["/jobs"])["total"], 4);
+    let st = server.json(&["/status"]);
+    let workers = st["workers"].as_array().expect("workers");
+    assert!(workers.iter().any(|w| w["name"] == "worker-a"), "{st}");
+}

@@ -1,0 +1,218 @@
+//! The server's record of jobs handed to remote workers through a broker
+//! (Redis Streams, `stemroom serve --broker`): which queued jobs are on the
+//! stream, which stream entry and worker hold a running job, how many times
+//! it was claimed. The jobs table stays the record of status and results.
+//!
+//! A job is claimed by a stream entry id ("message"). The entry a worker
+//! read first holds it; when that worker dies, another worker claims the
+//! same entry after the visibility timeout (`XAUTOCLAIM`) and takes the job
+//! over. A second entry for the same job (published twice after a broker
+//! or server restart) is refused while the job runs, so a job never runs
+//! twice at once, and a job that is finished refuses every claim.
+
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use stemroom_engine::ErrorCode;
+
+use super::schema::{job_in, json};
+use super::{Job, JobId, JobState, Queue, QueueError};
+
+/// The answer to a claim.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// The worker runs the job now (`takeover`: it had been claimed through
+    /// the same entry by a worker that went silent).
+    Granted { job: Job, attempt: u32, takeover: bool },
+    /// Not for this worker: finished, removed, or running through another entry.
+    Refused(String),
+    /// Claimed more than the allowed times: marked failed now.
+    GaveUp(Job),
+}
+
+impl Queue {
+    /// Queued jobs not yet on the stream, in queue order.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn unpublished(&self) -> Result<Vec<JobId>, QueueError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT j.id FROM jobs j LEFT JOIN broker b ON b.job_id = j.id
+             WHERE j.status = 'queued' AND COALESCE(b.published, 0) = 0 ORDER BY j.position, j.id",
+        )?;
+        let ids = stmt.query_map([], |r| r.get::<_, i64>(0))?.collect::<Result<Vec<_>, _>>()?;
+        Ok(ids.into_iter().filter_map(|i| JobId::try_from(i).ok()).collect())
+    }
+
+    /// Record that job `id` is on the stream.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn mark_published(&self, id: JobId) -> Result<(), QueueError> {
+        self.conn().execute(
+            "INSERT INTO broker (job_id, published) VALUES (?1, 1)
+             ON CONFLICT(job_id) DO UPDATE SET published = 1",
+            [id],
+        )?;
+        Ok(())
+    }
+
+    /// Forget which queued jobs are on the stream (the broker restarted and
+    /// may have lost them): they are published again; a copy that survived
+    /// is refused when claimed while the job runs, and acknowledged.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn republish_queued(&self) -> Result<usize, QueueError> {
+        Ok(self.conn().execute(
+            "UPDATE broker SET published = 0 WHERE job_id IN (SELECT id FROM jobs WHERE status = 'queued')",
+            [],
+        )?)
+    }
+
+    /// A worker asks to run job `id`, having read it from stream entry
+    /// `message`. See the module docs and [`Claim`]; `max_attempts` claims
+    /// are allowed in all.
+    ///
+    /// # Errors
+    /// [`QueueError::NotFound`]; database errors.
+    pub fn broker_claim(&self, id: JobId, message: &str, worker: &str, max_attempts: u32) -> Result<Claim, QueueError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let job = job_in(&tx, id)?;
+        let held: Option<(Option<String>, Option<String>, i64, Option<String>)> = tx
+            .query_row("SELECT message, worker, attempts, last_error FROM broker WHERE job_id = ?1", [id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .optional()?;
+        let (held_by, held_worker, attempts, last_error) = held.unwrap_or((None, None, 0, None));
+        let attempts = u32::try_from(attempts).unwrap_or(0);
+        let takeover = match job.state.status() {
+            "queued" => false,
+            "running" if held_by.as_deref() == Some(message) => true,
+            "running" => {
+                return Ok(Claim::Refused(format!(
+                    "job {id} is running on {}",
+                    held_worker.as_deref().unwrap_or("another worker")
+                )))
+            }
+            status => return Ok(Claim::Refused(format!("job {id} is {status}"))),
+        };
+        if attempts >= max_attempts {
+            let why = last_error.unwrap_or_else(|| {
+                format!("the worker running it ({}) stopped answering", held_worker.as_deref().unwrap_or("unknown"))
+            });
+            let state = JobState::Failed {
+                code: ErrorCode::Internal,
+                message: format!("Gave up after {attempts} attempts: {why}"),
+            };
+            tx.execute(
+                "UPDATE jobs SET status = 'failed', state = ?1, finished_ms = ?2 WHERE id = ?3",
+                params![json(&state)?, self.now(), id],
+            )?;
+            let job = job_in(&tx, id)?;
+            tx.commit()?;
+            return Ok(Claim::GaveUp(job));
+        }
+        tx.execute(
+            "UPDATE jobs SET status = 'running', state = ?1, started_ms = ?2, finished_ms = NULL WHERE id = ?3",
+            params![json(&JobState::Decoding)?, self.now(), id],
+        )?;
+        tx.execute(
+            "INSERT INTO broker (job_id, published, message, worker, attempts) VALUES (?1, 1, ?2, ?3, 1)
+             ON CONFLICT(job_id) DO UPDATE SET message = ?2, worker = ?3, attempts = attempts + 1",
+            params![id, message, worker],
+        )?;
+        let job = job_in(&tx, id)?;
+        tx.commit()?;
+        Ok(Claim::Granted { job, attempt: attempts + 1, takeover })
+    }
+
+    /// The stream entry and worker holding running job `id`, if any.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn broker_holder(&self, id: JobId) -> Result<Option<(String, String)>, QueueError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT b.message, b.worker FROM broker b JOIN jobs j ON j.id = b.job_id
+                 WHERE b.job_id = ?1 AND j.status = 'running' AND b.message IS NOT NULL",
+                [id],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?.unwrap_or_default())),
+            )
+            .optional()?)
+    }
+
+    /// A worker could not finish job `id` for a reason another worker may
+    /// not meet (its device, its network): the job goes back in the queue,
+    /// to be published again, with `error` kept for the day it gives up.
+    /// Only the holder (`message`) may do this.
+    ///
+    /// # Errors
+    /// [`QueueError::NotFound`] when `message` does not hold the running job.
+    pub fn broker_release(&self, id: JobId, message: &str, error: &str) -> Result<Job, QueueError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n = tx.execute(
+            "UPDATE jobs SET status = 'queued', state = ?1, started_ms = NULL
+             WHERE id = ?2 AND status = 'running'
+               AND EXISTS (SELECT 1 FROM broker WHERE job_id = ?2 AND message = ?3)",
+            params![json(&JobState::Queued)?, id, message],
+        )?;
+        if n == 0 {
+            return Err(QueueError::NotFound(id));
+        }
+        tx.execute(
+            "UPDATE broker SET published = 0, message = NULL, worker = NULL, last_error = ?2 WHERE job_id = ?1",
+            params![id, error],
+        )?;
+        let job = job_in(&tx, id)?;
+        tx.commit()?;
+        Ok(job)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::{JobSource, Settings};
+
+    #[test]
+    fn claims_publish_takeover_release_and_give_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(&dir.path().join("db.sqlite")).unwrap();
+        let opts = Settings::default().job_options();
+        let a = q.enqueue(&JobSource::File { path: "/a.wav".into() }, "A", &opts).unwrap();
+        let b = q.enqueue(&JobSource::File { path: "/b.wav".into() }, "B", &opts).unwrap();
+        assert_eq!(q.unpublished().unwrap(), vec![a.id, b.id]);
+        q.mark_published(a.id).unwrap();
+        assert_eq!(q.unpublished().unwrap(), vec![b.id]);
+
+        // First claim wins; a second entry for the same job is refused.
+        let Claim::Granted { attempt: 1, takeover: false, .. } = q.broker_claim(a.id, "1-0", "w1", 3).unwrap() else {
+            panic!("granted")
+        };
+        assert!(matches!(q.broker_claim(a.id, "2-0", "w2", 3).unwrap(), Claim::Refused(_)));
+        assert_eq!(q.broker_holder(a.id).unwrap(), Some(("1-0".into(), "w1".into())));
+        // w1 went silent: w2 claims the same entry and takes over.
+        let Claim::Granted { attempt: 2, takeover: true, .. } = q.broker_claim(a.id, "1-0", "w2", 3).unwrap() else {
+            panic!("takeover")
+        };
+        // A release by someone who does not hold it is refused; by the holder it requeues.
+        assert!(q.broker_release(a.id, "9-9", "x").is_err());
+        assert_eq!(q.broker_release(a.id, "1-0", "CUDA out of memory").unwrap().state, JobState::Queued);
+        assert_eq!(q.unpublished().unwrap(), vec![a.id, b.id]);
+        let Claim::Granted { attempt: 3, .. } = q.broker_claim(a.id, "3-0", "w1", 3).unwrap() else { panic!() };
+        // The next claim would be the fourth: the job fails with the last error.
+        let Claim::GaveUp(job) = q.broker_claim(a.id, "3-0", "w2", 3).unwrap() else { panic!("gave up") };
+        match job.state {
+            JobState::Failed { message, .. } => assert!(message.contains("CUDA out of memory"), "{message}"),
+            s => panic!("{s:?}"),
+        }
+        assert!(matches!(q.broker_claim(a.id, "3-0", "w2", 3).unwrap(), Claim::Refused(_)), "finished");
+        // Republish after a broker restart: only queued jobs.
+        q.mark_published(b.id).unwrap();
+        assert_eq!(q.republish_queued().unwrap(), 1);
+        assert_eq!(q.unpublished().unwrap(), vec![b.id]);
+    }
+}

@@ -1,0 +1,578 @@
+//! `stemroom serve --broker redis://…`: accepted jobs go on a Redis stream
+//! for `stemroom worker`s on other machines instead of the local worker.
+//! The SQLite database stays the record of jobs, status and results.
+//!
+//! - Stream [`STREAM`], consumer group [`GROUP`]; each entry is one field
+//!   `job` = the job id. A publisher task puts every queued job on the stream
+//!   once (the database remembers which are), reconnecting with backoff; when
+//!   the broker was unreachable it publishes every queued job again (a
+//!   restarted broker may have lost entries; duplicates are refused at claim,
+//!   see [`stemroom_library::queue::broker`]).
+//! - Workers talk to this server over HTTP with the token: claim a job
+//!   (`POST /worker/jobs/{id}/claim`), fetch its input, post progress (the
+//!   answer says whether to stop: cancel and delete reach the worker at its
+//!   next segment), upload the stems one by one, then complete; or fail
+//!   (`retry` puts it back in the queue, up to the attempt limit). The
+//!   first complete result of a job wins; later ones are refused.
+//! - Workers post a heartbeat; `GET /status` lists them, and one silent for
+//!   [`GONE_AFTER`] is shown as gone.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use stemroom_engine::ErrorCode;
+use stemroom_library::queue::broker::Claim;
+use stemroom_library::queue::{JobId, JobOptions, JobSource, JobState, StemFile};
+use stemroom_library::song::{self, SongMetadata};
+use stemroom_library::worker::{JobProgress, WorkerListener};
+use tokio::io::AsyncWriteExt;
+
+use crate::error::{ApiError, ServerError};
+use crate::service::Service;
+
+/// The stream jobs go on.
+pub const STREAM: &str = "stemroom:jobs";
+/// The consumer group workers read it in.
+pub const GROUP: &str = "stemroom-workers";
+/// A worker silent this long is shown as gone.
+pub const GONE_AFTER: Duration = Duration::from_secs(60);
+/// Claims a job may take before it is marked failed (the default).
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// How often the publisher checks the broker when nothing happens.
+const PING_EVERY: Duration = Duration::from_secs(2);
+/// Longest wait between two reconnection tries.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// What a worker last said of itself.
+#[derive(Debug, Clone)]
+struct Seen {
+    device: String,
+    provider: Option<String>,
+    job: Option<JobId>,
+    at: Instant,
+}
+
+/// The broker side of a server.
+#[derive(Debug)]
+pub struct Broker {
+    client: redis::Client,
+    /// Wakes the publisher (a job was queued).
+    pub notify: tokio::sync::Notify,
+    workers: Mutex<HashMap<String, Seen>>,
+    /// Claims allowed per job.
+    pub max_attempts: u32,
+    /// The broker URL without its password, for messages.
+    pub shown: String,
+}
+
+/// A URL with its password replaced by `***`.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl Broker {
+    /// A broker at `url` (`redis://[user:password@]host:port/db`, or
+    /// `rediss://` for TLS). Nothing connects yet.
+    ///
+    /// # Errors
+    /// [`ServerError::Config`] for a URL the client does not take.
+    pub fn new(url: &str, max_attempts: u32) -> Result<Self, ServerError> {
+        let client = redis::Client::open(url)
+            .map_err(|e| ServerError::Config(format!("--broker {}: {e}", redact(url))))?;
+        Ok(Broker {
+            client,
+            notify: tokio::sync::Notify::new(),
+            workers: Mutex::new(HashMap::new()),
+            max_attempts: max_attempts.max(1),
+            shown: redact(url),
+        })
+    }
+
+    fn seen(&self, name: &str, device: &str, provider: Option<String>, job: Option<JobId>) {
+        let mut w = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+        w.insert(name.to_string(), Seen { device: device.to_string(), provider, job, at: Instant::now() });
+    }
+
+    /// The workers heard from, for `GET /status`.
+    pub fn workers(&self) -> Vec<WorkerView> {
+        let w = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut list: Vec<WorkerView> = w
+            .iter()
+            .map(|(name, s)| WorkerView {
+                name: name.clone(),
+                device: s.device.clone(),
+                provider: s.provider.clone(),
+                current_job: s.job.map(|j| j.to_string()),
+                last_seen_seconds: s.at.elapsed().as_secs_f64(),
+                gone: s.at.elapsed() > GONE_AFTER,
+            })
+            .collect();
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        list
+    }
+}
+
+/// A worker as `GET /status` lists it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct WorkerView {
+    pub name: String,
+    /// The device it was started with (`auto`, `cpu`, `cuda`).
+    pub device: String,
+    /// The execution provider its network runs on (`cpu`, `cuda`).
+    pub provider: Option<String>,
+    pub current_job: Option<String>,
+    /// Seconds since it was last heard from.
+    pub last_seen_seconds: f64,
+    /// Silent for more than 60 s.
+    pub gone: bool,
+}
+
+/// Create the consumer group (and the stream) unless it exists.
+async fn ensure_group(conn: &mut redis::aio::MultiplexedConnection) -> redis::RedisResult<()> {
+    let made: redis::RedisResult<()> =
+        redis::cmd("XGROUP").arg("CREATE").arg(STREAM).arg(GROUP).arg("0").arg("MKSTREAM").query_async(conn).await;
+    match made {
+        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+        other => other,
+    }
+}
+
+/// Put queued jobs on the stream, forever (aborted when the server stops).
+pub async fn publish(service: Arc<Service>, broker: Arc<Broker>) {
+    let mut conn: Option<redis::aio::MultiplexedConnection> = None;
+    let mut lost = false;
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        if conn.is_none() {
+            let connected =
+                tokio::time::timeout(Duration::from_secs(5), broker.client.get_multiplexed_async_connection()).await;
+            match connected {
+                Ok(Ok(mut c)) => match ensure_group(&mut c).await {
+                    Ok(()) => {
+                        tracing::info!("broker {}: connected", broker.shown);
+                        if lost {
+                            // A restarted broker may have lost entries.
+                            match service.queue.republish_queued() {
+                                Ok(n) if n > 0 => tracing::info!("publishing {n} queued job(s) again"),
+                                Ok(_) => {}
+                                Err(e) => tracing::error!("the queue cannot be read: {e}"),
+                            }
+                        }
+                        conn = Some(c);
+                        lost = false;
+                        backoff = Duration::from_millis(200);
+                    }
+                    Err(e) => tracing::warn!("broker {}: {e}", broker.shown),
+                },
+                Ok(Err(e)) => tracing::warn!("broker {} unreachable: {e}; retrying in {:.1} s", broker.shown, backoff.as_secs_f64()),
+                Err(_) => tracing::warn!("broker {} does not answer; retrying", broker.shown),
+            }
+            if conn.is_none() {
+                lost = true;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        let ids = service.queue.unpublished().unwrap_or_default();
+        let mut failed = false;
+        for id in ids {
+            let added: redis::RedisResult<String> =
+                redis::cmd("XADD").arg(STREAM).arg("*").arg("job").arg(id).query_async(c).await;
+            match added {
+                Ok(entry) => {
+                    tracing::debug!("job {id} on the stream as {entry}");
+                    if let Err(e) = service.queue.mark_published(id) {
+                        tracing::error!("job {id}: {e}");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("broker {}: {e}", broker.shown);
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if !failed {
+            tokio::select! {
+                () = broker.notify.notified() => {}
+                () = tokio::time::sleep(PING_EVERY) => {
+                    let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(c).await;
+                    failed = pong.is_err();
+                }
+            }
+        }
+        if failed {
+            conn = None;
+            lost = true;
+        }
+    }
+}
+
+// ---- the worker protocol ----
+
+/// The worker routes (the token middleware covers them).
+pub fn routes() -> Router<Arc<Service>> {
+    Router::new()
+        .route("/worker/heartbeat", post(heartbeat))
+        .route("/worker/jobs/{id}/claim", post(claim))
+        .route("/worker/jobs/{id}/input", get(input))
+        .route("/worker/jobs/{id}/progress", post(progress))
+        .route("/worker/jobs/{id}/stems/{file}", put(put_stem))
+        .route("/worker/jobs/{id}/complete", post(complete))
+        .route("/worker/jobs/{id}/fail", post(fail))
+}
+
+fn broker_of(service: &Service) -> Result<&Arc<Broker>, ApiError> {
+    service.broker.as_ref().ok_or_else(|| ApiError::not_found("this server has no broker (start it with --broker)"))
+}
+
+fn id_of(raw: &str) -> Result<JobId, ApiError> {
+    raw.parse().map_err(|_| ApiError::not_found(format!("no job {}", raw.chars().take(32).collect::<String>())))
+}
+
+/// `POST /worker/heartbeat`.
+#[derive(Debug, Deserialize)]
+pub struct Heartbeat {
+    pub worker: String,
+    pub device: String,
+    pub provider: Option<String>,
+    pub job: Option<JobId>,
+}
+
+async fn heartbeat(State(service): State<Arc<Service>>, Json(h): Json<Heartbeat>) -> Result<Json<serde_json::Value>, ApiError> {
+    let broker = broker_of(&service)?;
+    let name: String = h.worker.chars().filter(|c| !c.is_control()).take(64).collect();
+    broker.seen(&name, &h.device, h.provider, h.job);
+    Ok(Json(serde_json::json!({ "ok": true })))
+}
+
+/// `POST /worker/jobs/{id}/claim`.
+#[derive(Debug, Deserialize)]
+pub struct ClaimRequest {
+    /// The stream entry the job was read from.
+    pub message: String,
+    pub worker: String,
+}
+
+/// What a worker needs to run a job.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub job_id: JobId,
+    pub title: String,
+    pub options: JobOptions,
+    /// A link to fetch with yt-dlp, for link jobs.
+    pub url: Option<String>,
+    /// Which claim of this job this is (1 = first).
+    pub attempt: u32,
+}
+
+async fn claim(
+    State(service): State<Arc<Service>>,
+    UrlPath(id): UrlPath<String>,
+    Json(c): Json<ClaimRequest>,
+) -> Result<Json<JobSpec>, ApiError> {
+    let broker = broker_of(&service)?;
+    let id = id_of(&id)?;
+    let worker: String = c.worker.chars().filter(|c| !c.is_control()).take(64).collect();
+    let queue = service.queue.clone();
+    let max = broker.max_attempts;
+    let message = c.message.clone();
+    let w = worker.clone();
+    let outcome = tokio::task::spawn_blocking(move || queue.broker_claim(id, &message, &w, max))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+    match outcome {
+        Claim::Granted { job, attempt, takeover } => {
+            if takeover {
+                tracing::info!("job {id}: taken over by {worker} (attempt {attempt})");
+            }
+            service.events.job_changed(&job);
+            let url = match &job.source {
+                JobSource::Url { url } => Some(url.clone()),
+                JobSource::File { .. } => None,
+            };
+            Ok(Json(JobSpec { job_id: id, title: job.title, options: job.options, url, attempt }))
+        }
+        Claim::Refused(why) => Err(ApiError::conflict(why)),
+        Claim::GaveUp(job) => {
+            service.events.job_changed(&job);
+            Err(ApiError::conflict(format!("job {id} failed: claimed {max} times")))
+        }
+    }
+}
+
+/// `?message=` on worker requests that carry no JSON.
+#[derive(Debug, Deserialize)]
+pub struct Holder {
+    pub message: String,
+    pub worker: String,
+}
+
+/// 409 unless `worker`, through stream entry `message`, holds running job
+/// `id` (a worker whose job was taken over while it stalled hears so).
+fn check_holder(service: &Service, id: JobId, message: &str, worker: &str) -> Result<(), ApiError> {
+    match service.queue.broker_holder(id)? {
+        Some((m, w)) if m == message && w == worker => Ok(()),
+        Some((_, w)) => Err(ApiError::conflict(format!("job {id} is held by {w}"))),
+        None => Err(ApiError::conflict(format!("job {id} is not running: stop"))),
+    }
+}
+
+async fn input(
+    State(service): State<Arc<Service>>,
+    UrlPath(id): UrlPath<String>,
+    Query(h): Query<Holder>,
+) -> Result<Response, ApiError> {
+    let id = id_of(&id)?;
+    check_holder(&service, id, &h.message, &h.worker)?;
+    let job = service.queue.get(id)?;
+    let JobSource::File { path } = &job.source else {
+        return Err(ApiError::conflict(format!("job {id} is a link: fetch it with yt-dlp")));
+    };
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::GONE, "gone", format!("the input of job {id} is gone: {e}")))?;
+    let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+    let mut r = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024)).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if let Some(name) = Path::new(path).file_name().and_then(|n| n.to_str()).and_then(|n| HeaderValue::from_str(n).ok()) {
+        r.headers_mut().insert("x-file-name", name);
+    }
+    Ok(r)
+}
+
+/// `POST /worker/jobs/{id}/progress`.
+#[derive(Debug, Deserialize)]
+pub struct ProgressReport {
+    pub message: String,
+    pub worker: String,
+    pub state: JobState,
+    pub percent: f64,
+    pub eta_seconds: Option<f64>,
+    pub provider: Option<String>,
+}
+
+/// The answer to progress: whether to stop.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Carry {
+    pub cancel: bool,
+    /// Stop because another worker took the job over (this one stalled past
+    /// the visibility timeout): the entry is theirs now, not to acknowledge.
+    #[serde(default)]
+    pub taken_over: bool,
+}
+
+async fn progress(
+    State(service): State<Arc<Service>>,
+    UrlPath(id): UrlPath<String>,
+    Json(p): Json<ProgressReport>,
+) -> Result<Json<Carry>, ApiError> {
+    let id = id_of(&id)?;
+    match service.queue.broker_holder(id)? {
+        Some((m, w)) if m == p.message && w == p.worker && p.state.is_running() => {}
+        Some((m, _)) if m == p.message => return Ok(Json(Carry { cancel: true, taken_over: true })),
+        _ => return Ok(Json(Carry { cancel: true, taken_over: false })),
+    }
+    let _ = service.queue.set_running_state(id, &p.state);
+    if let Some(provider) = p.provider.as_deref() {
+        let _ = service.queue.set_details(id, None, Some(provider));
+    }
+    service.events.progress(&JobProgress {
+        id,
+        state: p.state,
+        percent: p.percent.clamp(0.0, 100.0),
+        eta_seconds: p.eta_seconds,
+        bytes_per_second: None,
+    });
+    Ok(Json(Carry { cancel: false, taken_over: false }))
+}
+
+/// Where a worker's stems wait until it completes: one folder per job and
+/// stream entry, so two workers never mix their files.
+fn staging(service: &Service, id: JobId, message: &str) -> PathBuf {
+    let safe: String = message.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).take(40).collect();
+    service.uploads.join("results").join(format!("{id}-{safe}"))
+}
+
+/// Stem file names a job may upload: `<stem>.<ext>` for its model's
+/// sources (and `no_<stem>` with two stems), in its format.
+fn stem_allowed(service: &Service, options: &JobOptions, file: &str) -> bool {
+    let Some((stem, ext)) = file.rsplit_once('.') else { return false };
+    if ext != options.format.extension() {
+        return false;
+    }
+    let sources = service.manifest.models.iter().find(|m| m.id == options.model).map(|m| m.sources.clone());
+    let Some(sources) = sources else { return false };
+    match &options.two_stems {
+        Some(s) => stem == s || stem.strip_prefix("no_") == Some(s.as_str()),
+        None => sources.iter().any(|s| s == stem),
+    }
+}
+
+async fn put_stem(
+    State(service): State<Arc<Service>>,
+    UrlPath((id, file)): UrlPath<(String, String)>,
+    Query(h): Query<Holder>,
+    req: Request,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = id_of(&id)?;
+    check_holder(&service, id, &h.message, &h.worker)?;
+    let job = service.queue.get(id)?;
+    if !stem_allowed(&service, &job.options, &file) {
+        return Err(ApiError::invalid_options(format!("job {id} has no stem file {file}")));
+    }
+    let dir = staging(&service, id, &h.message);
+    tokio::fs::create_dir_all(&dir).await.map_err(|e| ApiError::internal(format!("cannot store stems: {e}")))?;
+    let part = crate::upload::PartFile::new(&dir, &file);
+    let mut out = tokio::fs::File::create(part.part_path())
+        .await
+        .map_err(|e| ApiError::internal(format!("cannot store stems: {e}")))?;
+    let mut body = req.into_body().into_data_stream();
+    use futures_util::StreamExt;
+    let limit = service.config.max_upload_bytes.saturating_mul(8).max(4_000_000_000);
+    let mut written = 0u64;
+    while let Some(chunk) = tokio::time::timeout(service.config.idle_timeout, body.next())
+        .await
+        .map_err(|_| ApiError::new(StatusCode::REQUEST_TIMEOUT, "timeout", "the stem upload stalled"))?
+    {
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("the stem upload broke: {e}")))?;
+        written += chunk.len() as u64;
+        if written > limit {
+            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "stem file too large"));
+        }
+        out.write_all(&chunk).await.map_err(|e| ApiError::internal(format!("cannot store stems: {e}")))?;
+    }
+    out.flush().await.map_err(|e| ApiError::internal(format!("cannot store stems: {e}")))?;
+    drop(out);
+    part.finish().map_err(|e| ApiError::internal(format!("cannot store stems: {e}")))?.keep();
+    Ok(Json(serde_json::json!({ "stored": file, "bytes": written })))
+}
+
+/// `POST /worker/jobs/{id}/complete`.
+#[derive(Debug, Deserialize)]
+pub struct Completion {
+    pub message: String,
+    pub worker: String,
+    /// Stems in model order: name and the file uploaded for it.
+    pub stems: Vec<StemFile>,
+    /// Seconds the separation took on the worker.
+    pub seconds: f64,
+    pub provider: String,
+    pub duration_seconds: Option<f64>,
+}
+
+async fn complete(
+    State(service): State<Arc<Service>>,
+    UrlPath(id): UrlPath<String>,
+    Json(c): Json<Completion>,
+) -> Result<Json<crate::view::JobView>, ApiError> {
+    let id = id_of(&id)?;
+    let staged = staging(&service, id, &c.message);
+    if let Err(e) = check_holder(&service, id, &c.message, &c.worker) {
+        let _ = tokio::fs::remove_dir_all(&staged).await;
+        return Err(e);
+    }
+    let me = service.clone();
+    let job = tokio::task::spawn_blocking(move || -> Result<stemroom_library::queue::Job, ApiError> {
+        let job = me.queue.get(id)?;
+        for s in &c.stems {
+            if !stem_allowed(&me, &job.options, &s.path) || !staged.join(&s.path).is_file() {
+                return Err(ApiError::invalid_options(format!("stem {} ({}) was not uploaded", s.stem, s.path)));
+            }
+        }
+        if c.stems.is_empty() {
+            return Err(ApiError::invalid_options("no stems"));
+        }
+        let library = me.library_dir();
+        std::fs::create_dir_all(&library).map_err(|e| ApiError::internal(format!("library: {e}")))?;
+        let work = song::partial_dir(&library, id);
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::rename(&staged, &work).map_err(|e| ApiError::internal(format!("cannot file the stems: {e}")))?;
+        let _ = me.queue.set_details(id, c.duration_seconds, Some(&c.provider));
+        SongMetadata::new(&job, c.stems.clone(), c.seconds, Some(c.provider.clone()), c.duration_seconds)
+            .write(&work)
+            .map_err(|e| ApiError::internal(format!("cannot write the song's metadata: {e}")))?;
+        let dest = match song::publish_song(&library, &work, &job.title) {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&work);
+                return Err(ApiError::internal(format!("cannot file the song: {e}")));
+            }
+        };
+        let stems: Vec<StemFile> = c
+            .stems
+            .iter()
+            .map(|s| StemFile { stem: s.stem.clone(), path: dest.join(&s.path).to_string_lossy().into_owned() })
+            .collect();
+        match me.queue.finish(id, &JobState::Done, Some(&dest.to_string_lossy()), &stems) {
+            Ok(job) => Ok(job),
+            Err(e) => {
+                // Finished meanwhile (deleted, another result): this copy goes.
+                let _ = std::fs::remove_dir_all(&dest);
+                Err(ApiError::conflict(format!("job {id} was not running any more: {e}")))
+            }
+        }
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))??;
+    service.events.job_changed(&job);
+    tracing::info!("job {id} done by a worker in {:.1} s", c.seconds);
+    Ok(Json(crate::view::JobView::new(&job, None, service.events.segments_of(id))))
+}
+
+/// `POST /worker/jobs/{id}/fail`.
+#[derive(Debug, Deserialize)]
+pub struct Failure {
+    pub message: String,
+    pub worker: String,
+    pub code: ErrorCode,
+    /// For people.
+    pub error: String,
+    /// Another worker may succeed (device or network trouble); false for
+    /// errors of the input itself (not audio), which fail at once.
+    pub retry: bool,
+}
+
+async fn fail(
+    State(service): State<Arc<Service>>,
+    UrlPath(id): UrlPath<String>,
+    Json(f): Json<Failure>,
+) -> Result<Json<crate::view::JobView>, ApiError> {
+    let id = id_of(&id)?;
+    check_holder(&service, id, &f.message, &f.worker)?;
+    let _ = tokio::fs::remove_dir_all(staging(&service, id, &f.message)).await;
+    let job = if f.retry && f.code != ErrorCode::Cancelled {
+        let job = service.queue.broker_release(id, &f.message, &f.error)?;
+        if let Some(b) = service.broker.as_ref() {
+            b.notify.notify_one();
+        }
+        job
+    } else {
+        let state = if f.code == ErrorCode::Cancelled {
+            JobState::Cancelled
+        } else {
+            JobState::Failed { code: f.code, message: f.error.clone() }
+        };
+        service.queue.finish(id, &state, None, &[])?
+    };
+    service.events.job_changed(&job);
+    Ok(Json(crate::view::JobView::new(&job, None, None)))
+}

@@ -1,0 +1,640 @@
+//! `stemroom worker`: runs jobs of a `stemroom serve --broker` on this
+//! machine. It reads job ids from the Redis stream in the consumer group
+//! (`XREADGROUP`), first taking over entries another worker left pending
+//! longer than the visibility timeout (`XAUTOCLAIM`: that worker died), and
+//! for each: claims the job from the server over HTTP, fetches its input
+//! (or the link, with yt-dlp), separates it on its own device, posts
+//! progress at every segment (the answer says when to stop: a cancel or
+//! delete reaches it within one segment), uploads the stems, completes, and
+//! acknowledges the entry (`XACK`) only once the server has them. While a
+//! job runs it keeps the entry fresh (`XCLAIM … JUSTID`), so only a worker
+//! that died loses it. Blocking code: one job at a time per worker.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use redis::Commands;
+use stemroom_engine::audio::encode::ClipMode;
+use stemroom_engine::job::{self, JobRequest, OtherMethod, OutputRate, Separator};
+use stemroom_engine::progress::{Event, Listener, Throttle};
+use stemroom_engine::runtime::RuntimeOptions;
+use stemroom_engine::separate::SeparateOptions;
+use stemroom_engine::units::Device;
+use stemroom_engine::ErrorCode;
+use stemroom_library::queue::{JobId, JobState, StemFile};
+use stemroom_library::worker::JobProgress;
+
+use crate::broker::{Carry, JobSpec, GROUP, STREAM};
+
+/// Default visibility timeout: an entry pending this long without a sign of
+/// life from its worker is taken over by another worker.
+pub const DEFAULT_VISIBILITY: Duration = Duration::from_secs(60);
+/// How long one `XREADGROUP` waits for a new entry.
+const BLOCK: Duration = Duration::from_secs(2);
+/// Longest wait between reconnection tries.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// How a worker is set up.
+#[derive(Debug, Clone)]
+pub struct RemoteConfig {
+    /// The server's base URL (`http://host:8000`).
+    pub server: String,
+    pub token: String,
+    /// `redis://…` or `rediss://…` (AUTH and TLS as the URL says).
+    pub broker: String,
+    pub device: Device,
+    pub threads: Option<usize>,
+    /// Name shown in the server's status (default: host name and process id).
+    pub name: String,
+    pub model_dir: Option<PathBuf>,
+    pub runtime_library: Option<PathBuf>,
+    pub visibility: Duration,
+    /// Scratch folder for inputs and stems (emptied after each job).
+    pub work_dir: PathBuf,
+}
+
+/// Why a worker stops.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("the server at {0} refused the token (401): check --token")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The HTTP side: the server's worker routes.
+struct Server {
+    agent: ureq::Agent,
+    base: String,
+    auth: String,
+}
+
+/// What an HTTP exchange ended with.
+enum Answer<T> {
+    Ok(T),
+    /// 404/409/410: not for us (finished, deleted, held elsewhere).
+    Refused(String),
+    /// Network trouble or a server error: try again later.
+    Trouble(String),
+}
+
+impl Server {
+    fn new(config: &RemoteConfig) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .timeout_recv_response(Some(Duration::from_secs(120)))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Server { agent, base: config.server.trim_end_matches('/').to_string(), auth: format!("Bearer {}", config.token) }
+    }
+
+    fn answer<T: serde::de::DeserializeOwned>(
+        &self,
+        r: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<Answer<T>, RemoteError> {
+        let mut r = match r {
+            Ok(r) => r,
+            Err(e) => return Ok(Answer::Trouble(e.to_string())),
+        };
+        let status = r.status().as_u16();
+        match status {
+            200..=299 => match r.body_mut().read_json::<T>() {
+                Ok(v) => Ok(Answer::Ok(v)),
+                Err(e) => Ok(Answer::Trouble(format!("unreadable answer: {e}"))),
+            },
+            401 => Err(RemoteError::Unauthorized(self.base.clone())),
+            404 | 409 | 410 => Ok(Answer::Refused(r.body_mut().read_to_string().unwrap_or_default())),
+            _ => Ok(Answer::Trouble(format!("HTTP {status}: {}", r.body_mut().read_to_string().unwrap_or_default()))),
+        }
+    }
+
+    fn post<T: serde::de::DeserializeOwned>(&self, path: &str, body: &serde_json::Value) -> Result<Answer<T>, RemoteError> {
+        let r = self.agent.post(format!("{}{path}", self.base)).header("Authorization", &self.auth).send_json(body);
+        self.answer(r)
+    }
+
+    /// `GET /status`: the token works.
+    fn check(&self) -> Result<(), RemoteError> {
+        let r = self.agent.get(format!("{}/status", self.base)).header("Authorization", &self.auth).call();
+        match self.answer::<serde_json::Value>(r)? {
+            Answer::Ok(_) => Ok(()),
+            Answer::Refused(e) | Answer::Trouble(e) => Err(RemoteError::Config(format!("the server {}: {e}", self.base))),
+        }
+    }
+}
+
+/// The current job, for the heartbeat thread.
+#[derive(Debug, Default, Clone)]
+struct Current {
+    job: Option<JobId>,
+    message: Option<String>,
+    provider: Option<String>,
+}
+
+fn redis_connect(client: &redis::Client) -> redis::RedisResult<redis::Connection> {
+    let mut c = client.get_connection_with_timeout(Duration::from_secs(5))?;
+    c.set_read_timeout(Some(BLOCK + Duration::from_secs(5)))?;
+    let made: redis::RedisResult<()> =
+        redis::cmd("XGROUP").arg("CREATE").arg(STREAM).arg(GROUP).arg("0").arg("MKSTREAM").query(&mut c);
+    match made {
+        Err(e) if e.code() != Some("BUSYGROUP") => Err(e),
+        _ => Ok(c),
+    }
+}
+
+/// One entry: its id and the job it names.
+fn entries(reply: &redis::Value) -> Vec<(String, Option<JobId>)> {
+    // XREADGROUP: [[stream, [[id, [field, value, ...]], ...]]];
+    // XAUTOCLAIM: [next, [[id, [field, value, ...]], ...], deleted].
+    fn list(v: &redis::Value) -> Option<&Vec<redis::Value>> {
+        match v {
+            redis::Value::Array(a) => Some(a),
+            _ => None,
+        }
+    }
+    fn text(v: &redis::Value) -> Option<String> {
+        match v {
+            redis::Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+            redis::Value::SimpleString(s) => Some(s.clone()),
+            _ => None,
+        }
+    }
+    let mut out = Vec::new();
+    let mut take = |items: &Vec<redis::Value>| {
+        for item in items {
+            let Some(pair) = list(item) else { continue };
+            let Some(id) = pair.first().and_then(text) else { continue };
+            let fields = pair.get(1).and_then(list);
+            let job = fields.and_then(|f| {
+                f.chunks(2).find(|kv| kv.first().and_then(text).as_deref() == Some("job")).and_then(|kv| kv.get(1)).and_then(text)
+            });
+            out.push((id, job.and_then(|j| j.parse().ok())));
+        }
+    };
+    match reply {
+        redis::Value::Array(top) if top.len() == 3 && matches!(top[0], redis::Value::BulkString(_) | redis::Value::SimpleString(_)) => {
+            if let Some(items) = list(&top[1]) {
+                take(items);
+            }
+        }
+        redis::Value::Array(streams) => {
+            for s in streams {
+                if let Some(items) = list(s).and_then(|s| s.get(1)).and_then(list) {
+                    take(items);
+                }
+            }
+        }
+        redis::Value::Map(streams) => {
+            for (_, v) in streams {
+                if let Some(items) = list(v) {
+                    take(items);
+                }
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+/// Reports a job's progress to the server at every segment (and at most
+/// every 250 ms otherwise) and stops the job when the server says so or
+/// the worker is stopping.
+struct Reporter<'a> {
+    server: &'a Server,
+    worker: &'a str,
+    job: JobId,
+    message: &'a str,
+    provider: String,
+    stop: &'a AtomicBool,
+    cancelled: AtomicBool,
+    taken_over: AtomicBool,
+    throttle: Mutex<Throttle>,
+    total: Mutex<Option<u32>>,
+}
+
+impl Reporter<'_> {
+    fn post(&self, state: JobState, eta: Option<f64>) {
+        let percent = JobProgress::compute(self.job, &state, 1.0, None).percent;
+        let body = serde_json::json!({
+            "message": self.message, "worker": self.worker, "state": state, "percent": percent, "eta_seconds": eta, "provider": self.provider,
+        });
+        match self.server.post::<Carry>(&format!("/worker/jobs/{}/progress", self.job), &body) {
+            Ok(Answer::Ok(c)) if c.cancel => {
+                self.taken_over.store(c.taken_over, Ordering::SeqCst);
+                self.cancelled.store(true, Ordering::SeqCst);
+            }
+            Ok(Answer::Refused(_)) | Err(_) => self.cancelled.store(true, Ordering::SeqCst),
+            _ => {}
+        }
+    }
+}
+
+impl Listener for Reporter<'_> {
+    fn event(&self, event: &Event) {
+        let now = Instant::now();
+        match event {
+            Event::Segment { index, total, eta_seconds, .. } => {
+                *self.total.lock().unwrap_or_else(|p| p.into_inner()) = Some(*total as u32);
+                self.throttle.lock().unwrap_or_else(|p| p.into_inner()).ready(now, true);
+                self.post(JobState::Separating { segment: *index as u32, total: *total as u32 }, Some(*eta_seconds));
+            }
+            Event::Decoded { .. } | Event::Encoding { .. } => {
+                let state = if matches!(event, Event::Decoded { .. }) { JobState::Decoding } else { JobState::Encoding };
+                if self.throttle.lock().unwrap_or_else(|p| p.into_inner()).ready(now, false) {
+                    self.post(state, None);
+                }
+            }
+            _ => {}
+        }
+    }
+    fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst) || self.stop.load(Ordering::SeqCst)
+    }
+}
+
+/// Run jobs until `stop` is set (Ctrl-C, SIGTERM): then the job in hand, if
+/// any, stops at its next segment and goes back to the queue.
+///
+/// # Errors
+/// [`RemoteError::Unauthorized`] for a wrong token; a broker URL the client
+/// does not take; the scratch folder.
+pub fn run_worker(config: &RemoteConfig, stop: &AtomicBool) -> Result<(), RemoteError> {
+    let server = Server::new(config);
+    server.check()?;
+    let client = redis::Client::open(config.broker.as_str())
+        .map_err(|e| RemoteError::Config(format!("--broker {}: {e}", crate::broker::redact(&config.broker))))?;
+    std::fs::create_dir_all(&config.work_dir)?;
+    let current = Arc::new(Mutex::new(Current::default()));
+    let beat_stop = Arc::new(AtomicBool::new(false));
+    let heartbeat = {
+        let (config, current, beat_stop, client) = (config.clone(), current.clone(), beat_stop.clone(), client.clone());
+        std::thread::Builder::new().name("stemroom-heartbeat".into()).spawn(move || heartbeat(&config, &current, &beat_stop, &client))?
+    };
+    let mut separators: HashMap<String, Arc<Separator>> = HashMap::new();
+    let mut conn: Option<redis::Connection> = None;
+    let mut backoff = Duration::from_millis(200);
+    let mut result = Ok(());
+    while !stop.load(Ordering::SeqCst) {
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => match redis_connect(&client) {
+                Ok(c) => {
+                    tracing::info!("broker {}: connected", crate::broker::redact(&config.broker));
+                    backoff = Duration::from_millis(200);
+                    conn.insert(c)
+                }
+                Err(e) => {
+                    tracing::warn!("broker unreachable: {e}; retrying in {:.1} s", backoff.as_secs_f64());
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            },
+        };
+        // Entries a dead worker left first, then new ones.
+        let stale: redis::RedisResult<redis::Value> = redis::cmd("XAUTOCLAIM")
+            .arg(STREAM)
+            .arg(GROUP)
+            .arg(&config.name)
+            .arg(config.visibility.as_millis() as u64)
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(1)
+            .query(c);
+        let mut found = match stale {
+            Ok(v) => entries(&v),
+            Err(e) => {
+                tracing::warn!("broker: {e}");
+                conn = None;
+                continue;
+            }
+        };
+        if found.is_empty() {
+            let fresh: redis::RedisResult<redis::Value> = redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(GROUP)
+                .arg(&config.name)
+                .arg("COUNT")
+                .arg(1)
+                .arg("BLOCK")
+                .arg(BLOCK.as_millis() as u64)
+                .arg("STREAMS")
+                .arg(STREAM)
+                .arg(">")
+                .query(c);
+            match fresh {
+                Ok(v) => found = entries(&v),
+                Err(e) => {
+                    tracing::warn!("broker: {e}");
+                    conn = None;
+                    continue;
+                }
+            }
+        }
+        for (message, job) in found {
+            let acked = match job {
+                None => true,
+                Some(id) => match run_one(config, &server, &mut separators, &current, stop, id, &message) {
+                    Ok(ack) => ack,
+                    Err(e) => {
+                        result = Err(e);
+                        stop.store(true, Ordering::SeqCst);
+                        false
+                    }
+                },
+            };
+            *current.lock().unwrap_or_else(|p| p.into_inner()) = Current::default();
+            if acked {
+                // The server has what it needs: the entry is done. If Redis
+                // is down now the entry stays pending and a later claim is
+                // refused (finished) and acknowledged then.
+                let ack: redis::RedisResult<i64> = conn.as_mut().map_or_else(
+                    || Err(redis::RedisError::from((redis::ErrorKind::Io, "not connected"))),
+                    |c| c.xack(STREAM, GROUP, &[&message]),
+                );
+                if let Err(e) = ack {
+                    tracing::warn!("broker: cannot acknowledge {message}: {e}");
+                    conn = None;
+                }
+            }
+        }
+    }
+    beat_stop.store(true, Ordering::SeqCst);
+    let _ = heartbeat.join();
+    result
+}
+
+/// Every few seconds: tell the server this worker lives, and keep the
+/// entry in hand fresh so no other worker takes it over.
+fn heartbeat(config: &RemoteConfig, current: &Mutex<Current>, stop: &AtomicBool, client: &redis::Client) {
+    let server = Server::new(config);
+    let every = (config.visibility / 3).clamp(Duration::from_millis(200), Duration::from_secs(5));
+    let mut conn: Option<redis::Connection> = None;
+    let device = serde_json::to_value(config.device).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    while !stop.load(Ordering::SeqCst) {
+        let now = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let body = serde_json::json!({ "worker": config.name, "device": device, "provider": now.provider, "job": now.job });
+        if let Err(RemoteError::Unauthorized(_)) = server.post::<serde_json::Value>("/worker/heartbeat", &body) {
+            tracing::error!("the server refused the token");
+        }
+        if let Some(message) = now.message {
+            if conn.is_none() {
+                conn = client.get_connection_with_timeout(Duration::from_secs(5)).ok();
+            }
+            if let Some(c) = conn.as_mut() {
+                let kept: redis::RedisResult<redis::Value> = redis::cmd("XCLAIM")
+                    .arg(STREAM)
+                    .arg(GROUP)
+                    .arg(&config.name)
+                    .arg(0)
+                    .arg(&message)
+                    .arg("JUSTID")
+                    .query(c);
+                if kept.is_err() {
+                    conn = None;
+                }
+            }
+        }
+        let until = Instant::now() + every;
+        while Instant::now() < until && !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// `message=…&worker=…`, escaped.
+fn holder_query(message: &str, worker: &str) -> String {
+    url::form_urlencoded::Serializer::new(String::new()).append_pair("message", message).append_pair("worker", worker).finish()
+}
+
+/// What `separate` says when the job was taken over by another worker.
+const TAKEN_OVER: &str = "taken over by another worker";
+
+/// Errors another worker would meet too: the job fails at once.
+fn fatal_for_everyone(code: ErrorCode) -> bool {
+    matches!(code, ErrorCode::BadInput | ErrorCode::InvalidOptions | ErrorCode::Download)
+}
+
+/// One job. Returns whether the entry may be acknowledged.
+fn run_one(
+    config: &RemoteConfig,
+    server: &Server,
+    separators: &mut HashMap<String, Arc<Separator>>,
+    current: &Mutex<Current>,
+    stop: &AtomicBool,
+    id: JobId,
+    message: &str,
+) -> Result<bool, RemoteError> {
+    let spec: JobSpec = match server.post(&format!("/worker/jobs/{id}/claim"), &serde_json::json!({ "message": message, "worker": config.name }))? {
+        Answer::Ok(s) => s,
+        Answer::Refused(why) => {
+            tracing::info!("job {id} ({message}) is not for this worker: {why}");
+            return Ok(true);
+        }
+        Answer::Trouble(why) => {
+            // Left pending: retried after the visibility timeout.
+            tracing::warn!("job {id}: cannot claim: {why}");
+            std::thread::sleep(Duration::from_secs(1));
+            return Ok(false);
+        }
+    };
+    tracing::info!("job {id} \"{}\" (attempt {})", spec.title, spec.attempt);
+    *current.lock().unwrap_or_else(|p| p.into_inner()) =
+        Current { job: Some(id), message: Some(message.to_string()), provider: None };
+    let work = config.work_dir.join(format!("job-{id}"));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work)?;
+    let outcome = separate(config, server, separators, current, stop, &spec, message, &work);
+    let _ = std::fs::remove_dir_all(&work);
+    let fail = |code: ErrorCode, error: String, retry: bool| -> Result<bool, RemoteError> {
+        let body =
+            serde_json::json!({ "message": message, "worker": config.name, "code": code, "error": error, "retry": retry });
+        match server.post::<serde_json::Value>(&format!("/worker/jobs/{id}/fail"), &body)? {
+            Answer::Trouble(why) => {
+                tracing::warn!("job {id}: cannot report the failure: {why}");
+                Ok(false)
+            }
+            _ => Ok(true),
+        }
+    };
+    match outcome {
+        Ok(done) => Ok(done),
+        Err(stemroom_library::Error::Cancelled) if stop.load(Ordering::SeqCst) => {
+            fail(ErrorCode::Internal, format!("the worker {} stopped", config.name), true)
+        }
+        // Cancelled or deleted on the server: nothing to report.
+        Err(stemroom_library::Error::Cancelled) => {
+            tracing::info!("job {id} stopped: cancelled or deleted on the server");
+            Ok(true)
+        }
+        Err(stemroom_library::Error::Internal(m)) if m == TAKEN_OVER => {
+            tracing::warn!("job {id}: another worker took it over while this one stalled");
+            Ok(false)
+        }
+        Err(e) => {
+            let code = e.code();
+            tracing::warn!("job {id} failed: {e}");
+            fail(code, stemroom_library::worker::plain_message(&e), !fatal_for_everyone(code))
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn separate(
+    config: &RemoteConfig,
+    server: &Server,
+    separators: &mut HashMap<String, Arc<Separator>>,
+    current: &Mutex<Current>,
+    stop: &AtomicBool,
+    spec: &JobSpec,
+    message: &str,
+    work: &Path,
+) -> Result<bool, stemroom_library::Error> {
+    use stemroom_library::Error;
+    let id = spec.job_id;
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Output { path, source }
+    };
+    // The input.
+    let input = match &spec.url {
+        Some(url) => {
+            let yt = stemroom_library::link::YtDlp::locate(None)?;
+            stemroom_library::link::download(
+                &yt,
+                url,
+                &work.join("download"),
+                stemroom_library::link::DEFAULT_STALL_TIMEOUT,
+                &Default::default(),
+                &mut |_| {},
+                &|| stop.load(Ordering::SeqCst),
+            )
+            .map_err(|e| match e {
+                stemroom_library::link::LinkError::Cancelled => Error::Cancelled,
+                e => e.into(),
+            })?
+        }
+        None => {
+            let url = format!("{}/worker/jobs/{id}/input?{}", server.base, holder_query(message, &config.name));
+            let mut r = server
+                .agent
+                .get(&url)
+                .header("Authorization", &server.auth)
+                .call()
+                .map_err(|e| Error::Internal(format!("cannot fetch the input: {e}")))?;
+            match r.status().as_u16() {
+                200 => {}
+                404 | 409 | 410 => return Err(Error::Cancelled),
+                s => return Err(Error::Internal(format!("cannot fetch the input: HTTP {s}"))),
+            }
+            let name = r
+                .headers()
+                .get("x-file-name")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|n| n.rsplit_once('.').map(|(_, e)| e.to_string()))
+                .filter(|e| e.chars().all(|c| c.is_ascii_alphanumeric()) && e.len() <= 5)
+                .map(|e| format!("input.{e}"))
+                .unwrap_or_else(|| "input".into());
+            let path = work.join(name);
+            let mut file = std::fs::File::create(&path).map_err(io(&path))?;
+            let mut body = r.body_mut().with_config().limit(u64::MAX).reader();
+            std::io::copy(&mut body, &mut file).map_err(io(&path))?;
+            path
+        }
+    };
+    // The model, loaded once per (model) and kept while jobs follow.
+    let sep = match separators.get(&spec.options.model) {
+        Some(s) => s.clone(),
+        None => {
+            let runtime =
+                RuntimeOptions { library: config.runtime_library.clone(), device: config.device, threads: config.threads };
+            let s = Arc::new(Separator::open(&spec.options.model, config.model_dir.as_deref(), &runtime)?);
+            separators.insert(spec.options.model.clone(), s.clone());
+            s
+        }
+    };
+    let provider = sep.provider().to_string();
+    current.lock().unwrap_or_else(|p| p.into_inner()).provider = Some(provider.clone());
+    let out = work.join("out");
+    let request = JobRequest {
+        input,
+        out_dir: out.clone(),
+        filename: "{stem}.{ext}".into(),
+        format: spec.options.format,
+        clip: ClipMode::Rescale,
+        two_stems: spec.options.two_stems.clone(),
+        other_method: OtherMethod::Add,
+        output_rate: OutputRate::Input,
+        separate: SeparateOptions {
+            shifts: spec.options.shifts as usize,
+            overlap: spec.options.overlap,
+            segment_frames: None,
+            seed: u64::from(id),
+        },
+        scratch_dir: Some(work.to_path_buf()),
+        checkpoint: None,
+    };
+    let reporter = Reporter {
+        server,
+        worker: &config.name,
+        job: id,
+        message,
+        provider: provider.clone(),
+        stop,
+        cancelled: AtomicBool::new(false),
+        taken_over: AtomicBool::new(false),
+        throttle: Mutex::new(Throttle::new(Duration::from_millis(250))),
+        total: Mutex::new(None),
+    };
+    reporter.post(JobState::Decoding, None);
+    let result = job::separate_file(&sep, &request, &reporter);
+    if sep.fell_back() {
+        separators.remove(&spec.options.model);
+    }
+    if reporter.taken_over.load(Ordering::SeqCst) {
+        return Err(Error::Internal(TAKEN_OVER.into()));
+    }
+    let output = result?;
+    if reporter.is_cancelled() {
+        return Err(Error::Cancelled);
+    }
+    reporter.post(JobState::Encoding, Some(0.0));
+    // The stems, one by one, then the completion.
+    let mut stems = Vec::new();
+    for (stem, path) in &output.stems {
+        let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let url = format!("{}/worker/jobs/{id}/stems/{file}?{}", server.base, holder_query(message, &config.name));
+        // Streamed from the file, with its length.
+        let f = std::fs::File::open(path).map_err(io(path))?;
+        let r = server.agent.put(&url).header("Authorization", &server.auth).send(f);
+        match r.map(|r| r.status().as_u16()) {
+            Ok(200) => {}
+            Ok(404 | 409 | 410) => return Err(Error::Cancelled),
+            Ok(s) => return Err(Error::Internal(format!("the server did not take stem {file}: HTTP {s}"))),
+            Err(e) => return Err(Error::Internal(format!("cannot upload stem {file}: {e}"))),
+        }
+        stems.push(StemFile { stem: stem.clone(), path: file });
+    }
+    let body = serde_json::json!({
+        "message": message, "worker": config.name, "stems": stems, "seconds": output.seconds, "provider": output.provider.to_string(),
+        "duration_seconds": output.audio_seconds,
+    });
+    match server.post::<serde_json::Value>(&format!("/worker/jobs/{id}/complete"), &body) {
+        Ok(Answer::Ok(_)) => {
+            tracing::info!("job {id} done in {:.1} s on {}", output.seconds, output.provider);
+            Ok(true)
+        }
+        Ok(Answer::Refused(why)) => {
+            tracing::info!("job {id}: the server kept another result: {why}");
+            Ok(true)
+        }
+        Ok(Answer::Trouble(why)) => Err(Error::Internal(format!("cannot complete: {why}"))),
+        Err(e) => Err(Error::Internal(e.to_string())),
+    }
+}

@@ -92,8 +92,8 @@ impl Broker {
     /// # Errors
     /// [`ServerError::Config`] for a URL the client does not take.
     pub fn new(url: &str, max_attempts: u32) -> Result<Self, ServerError> {
-        let client = redis::Client::open(url)
-            .map_err(|e| ServerError::Config(format!("--broker {}: {e}", redact(url))))?;
+        let client =
+            redis::Client::open(url).map_err(|e| ServerError::Config(format!("--broker {}: {e}", redact(url))))?;
         Ok(Broker {
             client,
             notify: tokio::sync::Notify::new(),
@@ -179,7 +179,11 @@ pub async fn publish(service: Arc<Service>, broker: Arc<Broker>) {
                     }
                     Err(e) => tracing::warn!("broker {}: {e}", broker.shown),
                 },
-                Ok(Err(e)) => tracing::warn!("broker {} unreachable: {e}; retrying in {:.1} s", broker.shown, backoff.as_secs_f64()),
+                Ok(Err(e)) => tracing::warn!(
+                    "broker {} unreachable: {e}; retrying in {:.1} s",
+                    broker.shown,
+                    backoff.as_secs_f64()
+                ),
                 Err(_) => tracing::warn!("broker {} does not answer; retrying", broker.shown),
             }
             if conn.is_none() {
@@ -256,7 +260,10 @@ pub struct Heartbeat {
     pub job: Option<JobId>,
 }
 
-async fn heartbeat(State(service): State<Arc<Service>>, Json(h): Json<Heartbeat>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn heartbeat(
+    State(service): State<Arc<Service>>,
+    Json(h): Json<Heartbeat>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let broker = broker_of(&service)?;
     let name: String = h.worker.chars().filter(|c| !c.is_control()).take(64).collect();
     broker.seen(&name, &h.device, h.provider, h.job);
@@ -353,7 +360,8 @@ async fn input(
     let mut r = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024)).into_response();
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    if let Some(name) = Path::new(path).file_name().and_then(|n| n.to_str()).and_then(|n| HeaderValue::from_str(n).ok()) {
+    if let Some(name) = Path::new(path).file_name().and_then(|n| n.to_str()).and_then(|n| HeaderValue::from_str(n).ok())
+    {
         r.headers_mut().insert("x-file-name", name);
     }
     Ok(r)

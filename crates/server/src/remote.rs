@@ -91,7 +91,11 @@ impl Server {
             .http_status_as_error(false)
             .build()
             .into();
-        Server { agent, base: config.server.trim_end_matches('/').to_string(), auth: format!("Bearer {}", config.token) }
+        Server {
+            agent,
+            base: config.server.trim_end_matches('/').to_string(),
+            auth: format!("Bearer {}", config.token),
+        }
     }
 
     fn answer<T: serde::de::DeserializeOwned>(
@@ -114,7 +118,11 @@ impl Server {
         }
     }
 
-    fn post<T: serde::de::DeserializeOwned>(&self, path: &str, body: &serde_json::Value) -> Result<Answer<T>, RemoteError> {
+    fn post<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<Answer<T>, RemoteError> {
         let r = self.agent.post(format!("{}{path}", self.base)).header("Authorization", &self.auth).send_json(body);
         self.answer(r)
     }
@@ -124,7 +132,9 @@ impl Server {
         let r = self.agent.get(format!("{}/status", self.base)).header("Authorization", &self.auth).call();
         match self.answer::<serde_json::Value>(r)? {
             Answer::Ok(_) => Ok(()),
-            Answer::Refused(e) | Answer::Trouble(e) => Err(RemoteError::Config(format!("the server {}: {e}", self.base))),
+            Answer::Refused(e) | Answer::Trouble(e) => {
+                Err(RemoteError::Config(format!("the server {}: {e}", self.base)))
+            }
         }
     }
 }
@@ -172,13 +182,18 @@ fn entries(reply: &redis::Value) -> Vec<(String, Option<JobId>)> {
             let Some(id) = pair.first().and_then(text) else { continue };
             let fields = pair.get(1).and_then(list);
             let job = fields.and_then(|f| {
-                f.chunks(2).find(|kv| kv.first().and_then(text).as_deref() == Some("job")).and_then(|kv| kv.get(1)).and_then(text)
+                f.chunks(2)
+                    .find(|kv| kv.first().and_then(text).as_deref() == Some("job"))
+                    .and_then(|kv| kv.get(1))
+                    .and_then(text)
             });
             out.push((id, job.and_then(|j| j.parse().ok())));
         }
     };
     match reply {
-        redis::Value::Array(top) if top.len() == 3 && matches!(top[0], redis::Value::BulkString(_) | redis::Value::SimpleString(_)) => {
+        redis::Value::Array(top)
+            if top.len() == 3 && matches!(top[0], redis::Value::BulkString(_) | redis::Value::SimpleString(_)) =>
+        {
             if let Some(items) = list(&top[1]) {
                 take(items);
             }
@@ -245,7 +260,8 @@ impl Listener for Reporter<'_> {
                 self.post(JobState::Separating { segment: *index as u32, total: *total as u32 }, Some(*eta_seconds));
             }
             Event::Decoded { .. } | Event::Encoding { .. } => {
-                let state = if matches!(event, Event::Decoded { .. }) { JobState::Decoding } else { JobState::Encoding };
+                let state =
+                    if matches!(event, Event::Decoded { .. }) { JobState::Decoding } else { JobState::Encoding };
                 if self.throttle.lock().unwrap_or_else(|p| p.into_inner()).ready(now, false) {
                     self.post(state, None);
                 }
@@ -274,7 +290,9 @@ pub fn run_worker(config: &RemoteConfig, stop: &AtomicBool) -> Result<(), Remote
     let beat_stop = Arc::new(AtomicBool::new(false));
     let heartbeat = {
         let (config, current, beat_stop, client) = (config.clone(), current.clone(), beat_stop.clone(), client.clone());
-        std::thread::Builder::new().name("stemroom-heartbeat".into()).spawn(move || heartbeat(&config, &current, &beat_stop, &client))?
+        std::thread::Builder::new()
+            .name("stemroom-heartbeat".into())
+            .spawn(move || heartbeat(&config, &current, &beat_stop, &client))?
     };
     let mut separators: HashMap<String, Arc<Separator>> = HashMap::new();
     let mut conn: Option<redis::Connection> = None;
@@ -376,10 +394,12 @@ fn heartbeat(config: &RemoteConfig, current: &Mutex<Current>, stop: &AtomicBool,
     let server = Server::new(config);
     let every = (config.visibility / 3).clamp(Duration::from_millis(200), Duration::from_secs(5));
     let mut conn: Option<redis::Connection> = None;
-    let device = serde_json::to_value(config.device).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    let device =
+        serde_json::to_value(config.device).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
     while !stop.load(Ordering::SeqCst) {
         let now = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let body = serde_json::json!({ "worker": config.name, "device": device, "provider": now.provider, "job": now.job });
+        let body =
+            serde_json::json!({ "worker": config.name, "device": device, "provider": now.provider, "job": now.job });
         if let Err(RemoteError::Unauthorized(_)) = server.post::<serde_json::Value>("/worker/heartbeat", &body) {
             tracing::error!("the server refused the token");
         }
@@ -410,7 +430,10 @@ fn heartbeat(config: &RemoteConfig, current: &Mutex<Current>, stop: &AtomicBool,
 
 /// `message=…&worker=…`, escaped.
 fn holder_query(message: &str, worker: &str) -> String {
-    url::form_urlencoded::Serializer::new(String::new()).append_pair("message", message).append_pair("worker", worker).finish()
+    url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("message", message)
+        .append_pair("worker", worker)
+        .finish()
 }
 
 /// What `separate` says when the job was taken over by another worker.
@@ -431,7 +454,9 @@ fn run_one(
     id: JobId,
     message: &str,
 ) -> Result<bool, RemoteError> {
-    let spec: JobSpec = match server.post(&format!("/worker/jobs/{id}/claim"), &serde_json::json!({ "message": message, "worker": config.name }))? {
+    let spec: JobSpec = match server
+        .post(&format!("/worker/jobs/{id}/claim"), &serde_json::json!({ "message": message, "worker": config.name }))?
+    {
         Answer::Ok(s) => s,
         Answer::Refused(why) => {
             tracing::info!("job {id} ({message}) is not for this worker: {why}");
@@ -453,8 +478,7 @@ fn run_one(
     let outcome = separate(config, server, separators, current, stop, &spec, message, &work);
     let _ = std::fs::remove_dir_all(&work);
     let fail = |code: ErrorCode, error: String, retry: bool| -> Result<bool, RemoteError> {
-        let body =
-            serde_json::json!({ "message": message, "worker": config.name, "code": code, "error": error, "retry": retry });
+        let body = serde_json::json!({ "message": message, "worker": config.name, "code": code, "error": error, "retry": retry });
         match server.post::<serde_json::Value>(&format!("/worker/jobs/{id}/fail"), &body)? {
             Answer::Trouble(why) => {
                 tracing::warn!("job {id}: cannot report the failure: {why}");
@@ -552,8 +576,11 @@ fn separate(
     let sep = match separators.get(&spec.options.model) {
         Some(s) => s.clone(),
         None => {
-            let runtime =
-                RuntimeOptions { library: config.runtime_library.clone(), device: config.device, threads: config.threads };
+            let runtime = RuntimeOptions {
+                library: config.runtime_library.clone(),
+                device: config.device,
+                threads: config.threads,
+            };
             let s = Arc::new(Separator::open(&spec.options.model, config.model_dir.as_deref(), &runtime)?);
             separators.insert(spec.options.model.clone(), s.clone());
             s

@@ -18,6 +18,7 @@ struct Redis {
     child: Child,
     port: u16,
     dir: PathBuf,
+    password: Option<String>,
 }
 
 fn free_port() -> u16 {
@@ -25,35 +26,52 @@ fn free_port() -> u16 {
 }
 
 impl Redis {
-    fn start(dir: &Path, port: u16) -> Redis {
+    /// `password`: Redis AUTH (`requirepass`).
+    fn start(dir: &Path, port: u16, password: Option<&str>) -> Redis {
         std::fs::create_dir_all(dir).expect("mkdir");
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--dir", utf8(dir)])
-            .args(["--appendonly", "yes", "--appendfsync", "always", "--save", ""])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server (scripts/install-system-deps.sh installs it)");
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--dir", utf8(dir)]).args([
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--save",
+            "",
+        ]);
+        if let Some(pw) = password {
+            cmd.args(["--requirepass", pw]);
+        }
+        let child =
+            cmd.stdout(Stdio::null()).spawn().expect("redis-server (scripts/install-system-deps.sh installs it)");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let pong = Command::new("redis-cli").args(["-p", &port.to_string(), "ping"]).output();
+            let mut ping = Command::new("redis-cli");
+            ping.args(["-p", &port.to_string()]);
+            if let Some(pw) = password {
+                ping.env("REDISCLI_AUTH", pw);
+            }
+            let pong = ping.arg("ping").output();
             if pong.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG") {
                 break;
             }
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Redis { child, port, dir: dir.to_path_buf() }
+        Redis { child, port, dir: dir.to_path_buf(), password: password.map(str::to_string) }
     }
 
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        match &self.password {
+            Some(pw) => format!("redis://:{pw}@127.0.0.1:{}/0", self.port),
+            None => format!("redis://127.0.0.1:{}/0", self.port),
+        }
     }
 
     /// Stop it (SIGTERM: it writes its AOF) and wait.
-    fn stop(mut self) -> (u16, PathBuf) {
+    fn stop(mut self) -> (u16, PathBuf, Option<String>) {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let _ = self.child.wait();
-        (self.port, self.dir.clone())
+        (self.port, self.dir.clone(), self.password.clone())
     }
 }
 
@@ -97,7 +115,11 @@ fn wait_all(server: &Server, ids: &[String], within: Duration) -> Vec<Value> {
         if all.iter().all(|v| v["status"] != "pending" && v["status"] != "processing") {
             return all;
         }
-        assert!(Instant::now() < deadline, "jobs not finished: {:?}", all.iter().map(|v| &v["status"]).collect::<Vec<_>>());
+        assert!(
+            Instant::now() < deadline,
+            "jobs not finished: {:?}",
+            all.iter().map(|v| &v["status"]).collect::<Vec<_>>()
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
 }
@@ -105,7 +127,7 @@ fn wait_all(server: &Server, ids: &[String], within: Duration) -> Vec<Value> {
 #[test]
 fn two_workers_share_the_queue_once_each_and_a_corrupt_input_fails_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let redis = Redis::start(&dir.path().join("redis"), free_port());
+    let redis = Redis::start(&dir.path().join("redis"), free_port(), None);
     let data = dir.path().join("data");
     let server = Server::start(&data, &["--broker", &redis.url()]);
     let mix = testdata("mixture.wav");
@@ -148,12 +170,14 @@ fn two_workers_share_the_queue_once_each_and_a_corrupt_input_fails_once() {
     eprintln!("worker-a did {by_a:?}, worker-b did {by_b:?}");
     assert_eq!(by_a.len() + by_b.len(), 6, "each job once: {by_a:?} {by_b:?}");
     assert!(!by_a.is_empty() && !by_b.is_empty(), "both workers took jobs");
-    let claims = |log: &Path| std::fs::read_to_string(log).unwrap_or_default().matches(&format!("job {corrupt} \"")).count();
+    let claims =
+        |log: &Path| std::fs::read_to_string(log).unwrap_or_default().matches(&format!("job {corrupt} \"")).count();
     assert_eq!(claims(&log_a) + claims(&log_b), 1, "the corrupt job was tried once");
     let library: Vec<String> = files_in(&data.join("library"));
     assert_eq!(library.len(), 6, "{library:?}");
     // The workers as the server lists them.
-    let names: Vec<&str> = st["workers"].as_array().expect("workers").iter().filter_map(|w| w["name"].as_str()).collect();
+    let names: Vec<&str> =
+        st["workers"].as_array().expect("workers").iter().filter_map(|w| w["name"].as_str()).collect();
     assert_eq!(names, ["worker-a", "worker-b"], "{st}");
     assert!(st["workers"].as_array().expect("workers").iter().all(|w| w["device"] == "cpu" && w["gone"] == false));
 
@@ -192,7 +216,8 @@ fn newest_upload(data: &Path) -> String {
 #[test]
 fn a_killed_worker_and_a_restarted_broker_lose_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let redis = Redis::start(&dir.path().join("redis"), free_port());
+    // Redis with AUTH: the password travels in the URL, and is not printed.
+    let redis = Redis::start(&dir.path().join("redis"), free_port(), Some("s3cret-pw"));
     let url = redis.url();
     let data = dir.path().join("data");
     let server = Server::start(&data, &["--broker", &url]);
@@ -214,9 +239,9 @@ fn a_killed_worker_and_a_restarted_broker_lose_nothing() {
     // Redis restarts while a job runs: the worker and the server reconnect.
     let more: Vec<String> = (0..2).map(|_| server.upload(&mix, &["shifts=0"])).collect();
     server.wait(&more[0], Duration::from_secs(120), |v| v["stage"] == "separating");
-    let (port, redis_dir) = redis.stop();
+    let (port, redis_dir, password) = redis.stop();
     std::thread::sleep(Duration::from_secs(2));
-    let _redis = Redis::start(&redis_dir, port);
+    let _redis = Redis::start(&redis_dir, port, password.as_deref());
     let done = wait_all(&server, &more, Duration::from_secs(300));
     assert!(done.iter().all(|v| v["status"] == "completed"), "{done:?}");
     // Deleting a running job stops its worker within a segment or so.
@@ -237,4 +262,6 @@ fn a_killed_worker_and_a_restarted_broker_lose_nothing() {
     let st = server.json(&["/status"]);
     let workers = st["workers"].as_array().expect("workers");
     assert!(workers.iter().any(|w| w["name"] == "worker-a"), "{st}");
+    assert!(!st.to_string().contains("s3cret-pw"), "the broker password is not shown: {st}");
+    assert!(!std::fs::read_to_string(&log_b).unwrap_or_default().contains("s3cret-pw"), "nor logged");
 }

@@ -28,6 +28,9 @@ pub enum Claim {
     GaveUp(Job),
 }
 
+/// A job's broker row: holding entry, worker, claims so far, last error.
+type Held = (Option<String>, Option<String>, i64, Option<String>);
+
 impl Queue {
     /// Queued jobs not yet on the stream, in queue order.
     ///
@@ -79,7 +82,7 @@ impl Queue {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let job = job_in(&tx, id)?;
-        let held: Option<(Option<String>, Option<String>, i64, Option<String>)> = tx
+        let held: Option<Held> = tx
             .query_row("SELECT message, worker, attempts, last_error FROM broker WHERE job_id = ?1", [id], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })

@@ -26,6 +26,18 @@ use stemroom_library::Error;
 mod serve;
 mod worker;
 
+/// Log lines to stderr for the long-running commands (`serve`, `worker`):
+/// `info` by default, `$STEMROOM_LOG` (an `EnvFilter`) to change it.
+fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("STEMROOM_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ort=warn,hyper=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 /// Exit codes. 2 is clap's usage error.
 mod exit {
     pub const INTERNAL: u8 = 1;

@@ -81,13 +81,7 @@ fn default_data_dir() -> PathBuf {
 }
 
 pub fn run(args: ServeArgs) -> ExitCode {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("STEMROOM_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ort=warn,hyper=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    crate::init_logging();
     let mut config = ServerConfig::new(args.data_dir.unwrap_or_else(default_data_dir));
     config.listen = args.listen;
     config.auth = !args.no_auth;

@@ -53,13 +53,7 @@ fn host_name() -> String {
 }
 
 pub fn run(args: WorkerArgs) -> ExitCode {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("STEMROOM_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ort=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    crate::init_logging();
     if !(args.visibility_timeout.is_finite() && args.visibility_timeout >= 0.5) {
         eprintln!("stemroom: --visibility-timeout must be at least 0.5 s");
         return ExitCode::from(crate::exit::INVALID_OPTIONS);

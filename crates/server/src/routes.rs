@@ -136,7 +136,18 @@ pub async fn server_status(State(service): Shared) -> Result<Json<ServerStatus>,
 }
 
 fn view(service: &Service, job: &Job) -> JobView {
-    JobView::new(job, service.events.progress_of(job.id).as_ref(), service.events.segments_of(job.id))
+    with_worker(
+        service,
+        JobView::new(job, service.events.progress_of(job.id).as_ref(), service.events.segments_of(job.id)),
+    )
+}
+
+/// With a broker: the worker that runs or ran the job.
+fn with_worker(service: &Service, mut v: JobView) -> JobView {
+    if service.broker.is_some() {
+        v.worker = v.job_id.parse().ok().and_then(|id| service.queue.broker_worker(id).ok().flatten());
+    }
+    v
 }
 
 /// A job's status, progress (`details.completed_segments` of
@@ -475,7 +486,10 @@ pub async fn events(State(service): Shared, UrlPath(id): UrlPath<String>) -> Res
                         if p.id == f.job.id
                             && (f.job.state.is_running() || matches!(f.job.state, JobState::Queued)) =>
                     {
-                        break JobView::new(&f.job, Some(&p), f.service.events.segments_of(f.job.id));
+                        break with_worker(
+                            &f.service,
+                            JobView::new(&f.job, Some(&p), f.service.events.segments_of(f.job.id)),
+                        );
                     }
                     Ok(_) => continue,
                     Err(RecvError::Lagged(_)) => match f.service.queue.get(f.job.id) {

@@ -100,6 +100,8 @@ pub struct JobView {
     pub options: OptionsView,
     /// Execution provider that ran the network (`cpu`, `cuda`).
     pub provider: Option<String>,
+    /// The remote worker running or that ran it (`--broker`).
+    pub worker: Option<String>,
     /// Why it failed, for people.
     pub error: Option<String>,
     /// Stable code of the failure (`bad_input`, `download`, ...).
@@ -198,6 +200,7 @@ impl JobView {
                     .unwrap_or_default(),
             },
             provider: job.provider.clone(),
+            worker: None,
             error,
             error_code,
             created_at: job.created_at / 1000.0,

@@ -167,6 +167,12 @@ fn two_workers_share_the_queue_once_each_and_a_corrupt_input_fails_once() {
     }
     // Each job ran once, on one of the two; both took some.
     let (by_a, by_b) = (jobs_done_by(&log_a), jobs_done_by(&log_b));
+    // The job's status names the worker that ran it.
+    for v in done.iter().filter(|v| v["status"] == "completed") {
+        let id = v["job_id"].as_str().expect("id").to_string();
+        let expected = if by_a.contains(&id) { "worker-a" } else { "worker-b" };
+        assert_eq!(v["worker"], expected, "{v}");
+    }
     eprintln!("worker-a did {by_a:?}, worker-b did {by_b:?}");
     assert_eq!(by_a.len() + by_b.len(), 6, "each job once: {by_a:?} {by_b:?}");
     assert!(!by_a.is_empty() && !by_b.is_empty(), "both workers took jobs");

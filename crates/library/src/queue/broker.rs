@@ -146,6 +146,18 @@ impl Queue {
             .optional()?)
     }
 
+    /// The worker that last claimed job `id` (running or finished), if any.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn broker_worker(&self, id: JobId) -> Result<Option<String>, QueueError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT worker FROM broker WHERE job_id = ?1", [id], |r| r.get::<_, Option<String>>(0))
+            .optional()?
+            .flatten())
+    }
+
     /// A worker could not finish job `id` for a reason another worker may
     /// not meet (its device, its network): the job goes back in the queue,
     /// to be published again, with `error` kept for the day it gives up.
@@ -197,6 +209,8 @@ mod tests {
         };
         assert!(matches!(q.broker_claim(a.id, "2-0", "w2", 3).unwrap(), Claim::Refused(_)));
         assert_eq!(q.broker_holder(a.id).unwrap(), Some(("1-0".into(), "w1".into())));
+        assert_eq!(q.broker_worker(a.id).unwrap().as_deref(), Some("w1"));
+        assert_eq!(q.broker_worker(b.id).unwrap(), None);
         // w1 went silent: w2 claims the same entry and takes over.
         let Claim::Granted { attempt: 2, takeover: true, .. } = q.broker_claim(a.id, "1-0", "w2", 3).unwrap() else {
             panic!("takeover")

@@ -217,6 +217,12 @@ try {
   check(f2 > f1, `the playhead moves while playing (${f1} -> ${f2})`);
   const stopped = await b.$(".alert__title=Playback stopped");
   check(!(await stopped.isExisting()), "no device error while playing");
+  // The meters read the real callback: music on the master and the drums,
+  // nothing on the muted vocals.
+  const dbOf = async (name) => Number(await (await b.$(`[aria-label="${name} level"]`)).getAttribute("aria-valuenow"));
+  const [masterDb, drumsDb, vocalsDb] = [await dbOf("Master"), await dbOf("drums"), await dbOf("vocals")];
+  check(masterDb > -40 && drumsDb > -50, `the meters move while playing (master ${masterDb} dB, drums ${drumsDb} dB)`);
+  check(vocalsDb === -60, `the muted vocals' meter stays down (${vocalsDb} dB)`);
   await shot(b, "player");
   await (await b.$("button=Pause")).click();
   await sleep(300);

@@ -424,6 +424,17 @@ export type LoopRegion = {
 	end: number,
 };
 
+/**  A level meter reading, linear (1.0 = full scale, 0 dBFS). */
+export type MeterLevel = {
+	/**
+	 *  Highest absolute sample since the previous status (a peak meter's
+	 *  input; above 1.0 the output clips).
+	 */
+	peak: number,
+	/**  Root mean square of the last device buffer (a few ms to tens of ms). */
+	rms: number,
+};
+
 /**  The controls of a whole mix. */
 export type MixControls = {
 	/**  In stem order. */
@@ -506,6 +517,13 @@ export type PlayerStatus = {
 	ended: boolean,
 	/**  The device or a stem failed; playback stopped. */
 	error: string | null,
+	/**
+	 *  Each stem's level as heard (after its gain, the master and
+	 *  mute/solo), in stem order.
+	 */
+	levels: MeterLevel[],
+	/**  The master's level (what goes to the device). */
+	master: MeterLevel,
 };
 
 /**  What the window hears about the queue. */

@@ -69,6 +69,8 @@ export interface MockBackend extends Backend {
   dragHover(hovering: boolean): void;
   /** Lets a GPU support install waiting after its first progress event go on. */
   finishGpuInstall(): void;
+  /** Sends a player status (merged into the current one) as the audio callback would. */
+  emitPlayerStatus(changes: Partial<PlayerStatus>): void;
   player: MockPlayer;
 }
 
@@ -432,8 +434,25 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
     if (!s?.playing) return;
     let position = s.position + RATE / 30;
     if (player.loop && position >= player.loop.end) position = player.loop.start;
-    if (position >= s.length) setStatus({ position: s.length, playing: false, ended: true });
-    else setStatus({ position });
+    // Levels that move with the music and follow the mix.
+    const gains = effectiveGains(player.controls, s.levels.length);
+    const levels = gains.map((g, i) => {
+      const v = g * (0.2 + 0.3 * Math.abs(Math.sin(position / RATE + i)));
+      return { peak: v, rms: v * 0.6 };
+    });
+    const sum = levels.reduce((a, l) => a + l.peak, 0) * (player.controls?.master ?? 1);
+    const master = { peak: sum, rms: sum * 0.6 };
+    if (position >= s.length) setStatus({ position: s.length, playing: false, ended: true, levels: silent(levels.length), master: { peak: 0, rms: 0 } });
+    else setStatus({ position, levels, master });
+  }
+  function silent(n: number) {
+    return Array.from({ length: n }, () => ({ peak: 0, rms: 0 }));
+  }
+  /** Each stem's gain as heard (solo, mute, master), as the mixer computes it. */
+  function effectiveGains(controls: MixControls | null, n: number): number[] {
+    if (!controls) return Array.from({ length: n }, () => 1);
+    const anySolo = controls.stems.some((c) => c.solo);
+    return controls.stems.map((c) => (c.mute || (anySolo && !c.solo) ? 0 : c.gain));
   }
   function peaksOf(lane: string, start: number, end: number, columns: number): LanePeaks {
     const seed = lane.length;
@@ -567,7 +586,16 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
       onStatus = handler;
       player.controls = null;
       player.loop = null;
-      player.status = { playing: false, position: 0, length: frames, sampleRate: RATE, ended: false, error: null };
+      player.status = {
+        playing: false,
+        position: 0,
+        length: frames,
+        sampleRate: RATE,
+        ended: false,
+        error: null,
+        levels: silent(stems.length),
+        master: { peak: 0, rms: 0 },
+      };
       if (simulate) ticker = setInterval(tick, 33);
       return {
         id,
@@ -699,6 +727,9 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
       onEvent({ stage: "installed", dir: "/home/you/.cache/stemroom/onnxruntime-1.31.1" });
       runtimeFound = true;
       return { found: true, path: "/home/you/.cache/stemroom/onnxruntime-1.31.1/libonnxruntime.so.1.31.1", problem: null };
+    },
+    emitPlayerStatus(changes) {
+      setStatus(changes);
     },
     finishGpuInstall() {
       gpuInstall?.release(false);

@@ -17,6 +17,7 @@ import {
 } from "../timeline";
 import { Alert } from "./Alert";
 import { ExportPanel } from "./ExportPanel";
+import { LevelMeter } from "./LevelMeter";
 
 const LANE_COLORS: Record<string, string> = {
   mixture: "#8a8f98",
@@ -337,6 +338,7 @@ export function PlayerView({ song, onClose }: Props) {
             onChange={(e) => updateControls({ ...controls, master: Number(e.target.value) })}
           />
         </label>
+        <LevelMeter level={status?.master} label="Master" />
         <span className="transport__spacer" />
         {loop && (
           <button type="button" className="button" onClick={() => applyLoop(null)}>
@@ -435,6 +437,7 @@ export function PlayerView({ song, onClose }: Props) {
                         })
                       }
                     />
+                    <LevelMeter level={status?.levels[si]} label={lane} />
                   </>
                 )}
               </div>

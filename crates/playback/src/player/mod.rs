@@ -115,6 +115,22 @@ pub struct PlayerStatus {
     pub ended: bool,
     /// The device or a stem failed; playback stopped.
     pub error: Option<String>,
+    /// Each stem's level as heard (after its gain, the master and
+    /// mute/solo), in stem order.
+    pub levels: Vec<MeterLevel>,
+    /// The master's level (what goes to the device).
+    pub master: MeterLevel,
+}
+
+/// A level meter reading, linear (1.0 = full scale, 0 dBFS).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+pub struct MeterLevel {
+    /// Highest absolute sample since the previous status (a peak meter's
+    /// input; above 1.0 the output clips).
+    pub peak: f32,
+    /// Root mean square of the last device buffer (a few ms to tens of ms).
+    pub rms: f32,
 }
 
 /// Facts about the opened output, for front ends and tests.
@@ -249,6 +265,7 @@ impl Player {
             position = position.saturating_sub(latency);
         }
         let length = s.length.load(Ordering::Acquire);
+        let (levels, master) = s.take_levels();
         PlayerStatus {
             playing,
             position,
@@ -256,6 +273,8 @@ impl Player {
             sample_rate: s.song_rate,
             ended: s.ended.load(Ordering::Acquire),
             error: s.error.lock().ok().and_then(|e| e.clone()),
+            levels,
+            master,
         }
     }
 
@@ -327,6 +346,8 @@ fn start_engine(
         ratio: f64::from(song_rate) / f64::from(device_rate.max(1)),
         length: AtomicU64::new(length),
         gains: std::array::from_fn(|_| AtomicU32::new(0)),
+        peaks: std::array::from_fn(|_| AtomicU32::new(0)),
+        mean_squares: std::array::from_fn(|_| AtomicU32::new(0)),
         controls_version: AtomicU64::new(0),
         controls_writer: Mutex::new(()),
         playing: AtomicBool::new(false),
@@ -587,6 +608,51 @@ mod tests {
         assert_eq!(sh.position.load(Ordering::Acquire), 0);
         assert_eq!(sh.underrun_frames.load(Ordering::Acquire), 0, "the reader kept up");
 
+        sh.stop.store(true, Ordering::Release);
+        reader.join().unwrap();
+    }
+
+    /// The meters read what is heard: each stem after its gain, the master
+    /// after everything; peaks are held until read; pause brings them down.
+    #[test]
+    fn meters_follow_gains_mute_and_pause() {
+        let (_dir, sh, mut cb, reader) = engine(100_000);
+        sh.play();
+        render(&mut cb, 4096);
+        let _ = sh.take_levels(); // the fade-in
+        render(&mut cb, 4096);
+        let (stems, master) = sh.take_levels();
+        assert!((stems[1].peak - 0.25).abs() < 1e-6 && (stems[1].rms - 0.25).abs() < 1e-4, "{:?}", stems[1]);
+        assert!(stems[0].peak > 0.004 && stems[0].peak < 0.01, "stem 0 is frame/1e6: {:?}", stems[0]);
+        assert!((master.peak - (0.25 + stems[0].peak)).abs() < 1e-4, "{master:?}");
+        // Read again at once: the peak was taken, nothing played since.
+        assert_eq!(sh.take_levels().1.peak, 0.0);
+
+        let mut c = MixControls::unity(2);
+        c.stems[1].gain = 0.5;
+        c.stems[0].mute = true;
+        sh.set_controls(&c);
+        render(&mut cb, 2048);
+        let _ = sh.take_levels(); // the 10 ms ramp
+        render(&mut cb, 2048);
+        let (stems, master) = sh.take_levels();
+        assert!((stems[1].peak - 0.125).abs() < 1e-6, "{:?}", stems[1]);
+        assert_eq!(stems[0], MeterLevel::default(), "muted: silent");
+        assert!((master.peak - 0.125).abs() < 1e-6);
+
+        // +12 dB on a 0.25 stem: the master goes over full scale.
+        c.stems[1].gain = 4.0;
+        c.master = 1.0;
+        sh.set_controls(&c);
+        render(&mut cb, 2048);
+        assert!(sh.take_levels().1.peak >= 0.99, "clipping shows");
+
+        sh.playing.store(false, Ordering::Release);
+        render(&mut cb, 2048);
+        let _ = sh.take_levels(); // the fade-out
+        render(&mut cb, 2048);
+        let (stems, master) = sh.take_levels();
+        assert_eq!((stems[1], master), (MeterLevel::default(), MeterLevel::default()), "paused: silent");
         sh.stop.store(true, Ordering::Release);
         reader.join().unwrap();
     }

@@ -31,6 +31,14 @@ pub(super) struct Shared {
     /// sequence lock whose version is odd while a writer is storing them.
     pub(super) gains: [AtomicU32; MAX_STEMS],
     pub(super) controls_version: AtomicU64,
+    /// Level meters, `f32` bits, per stem and the master at index
+    /// `MAX_STEMS`, as heard (after gains, master and the play/pause fade):
+    /// the peak since the front end last read it (raised with `fetch_max`
+    /// on the bits, which order like the values for non-negative floats;
+    /// taken and reset by [`Shared::take_levels`]), and the mean square of
+    /// the last device buffer.
+    pub(super) peaks: [AtomicU32; MAX_STEMS + 1],
+    pub(super) mean_squares: [AtomicU32; MAX_STEMS + 1],
     /// Serialises writers of `gains` (never taken by the callback).
     pub(super) controls_writer: Mutex<()>,
     pub(super) playing: AtomicBool,
@@ -63,6 +71,17 @@ pub(super) struct Transport {
 }
 
 impl Shared {
+    /// The meters of the stems and of the master: peak since the last call
+    /// (reset here) and RMS of the last device buffer, both linear
+    /// (1.0 = full scale).
+    pub(super) fn take_levels(&self) -> (Vec<crate::player::MeterLevel>, crate::player::MeterLevel) {
+        let level = |i: usize| crate::player::MeterLevel {
+            peak: f32::from_bits(self.peaks[i].swap(0, Ordering::AcqRel)),
+            rms: f32::from_bits(self.mean_squares[i].load(Ordering::Acquire)).max(0.0).sqrt(),
+        };
+        ((0..self.stems).map(level).collect(), level(MAX_STEMS))
+    }
+
     pub(super) fn play(&self) {
         if self.ended.swap(false, Ordering::AcqRel) {
             self.seek(0);

@@ -35,8 +35,18 @@ describe("Player", () => {
     expect(screen.getByRole("button", { name: "Mute vocals" })).toHaveAttribute("aria-pressed", "true");
     await user.click(screen.getByRole("button", { name: "Solo bass" }));
     expect(backend.player.controls?.stems.map((s) => s.solo)).toEqual([false, true, false, false]);
-    fireEvent.change(screen.getByRole("slider", { name: "drums volume" }), { target: { value: "0.5" } });
-    expect(backend.player.controls?.stems[0]!.gain).toBe(0.5);
+    // Faders are in dB: -6 dB is half the amplitude; the bottom is silence;
+    // a double-click goes back to 0 dB.
+    const drums = screen.getByRole("slider", { name: "drums volume" });
+    fireEvent.change(drums, { target: { value: "-6" } });
+    expect(backend.player.controls?.stems[0]!.gain).toBeCloseTo(0.501, 3);
+    expect(drums).toHaveAttribute("aria-valuetext", "−6.0 dB");
+    fireEvent.change(drums, { target: { value: "-60" } });
+    expect(backend.player.controls?.stems[0]!.gain).toBe(0);
+    expect(drums).toHaveAttribute("aria-valuetext", "−∞ dB");
+    fireEvent.doubleClick(drums);
+    expect(backend.player.controls?.stems[0]!.gain).toBe(1);
+    expect(drums).toHaveValue("0");
     fireEvent.change(screen.getByRole("slider", { name: "Master volume" }), { target: { value: "0.8" } });
     expect(backend.player.controls?.master).toBe(0.8);
   });
@@ -58,6 +68,32 @@ describe("Player", () => {
     expect(screen.getAllByTestId("lane")[4]).toHaveAttribute("aria-selected", "true");
   });
 
+  it("sets the loop with I and O, toggles it with L, and remembers the mix per song", async () => {
+    const first = await openPlayer();
+    await first.user.keyboard("{ArrowRight}");
+    await waitFor(() => expect(first.backend.player.status?.position).toBe(5 * 44_100));
+    await first.user.keyboard("i");
+    expect(first.backend.player.loop).toEqual({ start: 5 * 44_100, end: 187 * 44_100 });
+    await first.user.keyboard("{ArrowRight}{ArrowRight}");
+    await waitFor(() => expect(first.backend.player.status?.position).toBe(15 * 44_100));
+    await first.user.keyboard("o");
+    expect(first.backend.player.loop).toEqual({ start: 5 * 44_100, end: 15 * 44_100 });
+    await first.user.keyboard("l");
+    expect(first.backend.player.loop).toBeNull();
+    await first.user.keyboard("l");
+    expect(first.backend.player.loop).toEqual({ start: 5 * 44_100, end: 15 * 44_100 });
+    await first.user.keyboard("4m");
+    fireEvent.change(screen.getByRole("slider", { name: "bass volume" }), { target: { value: "-12" } });
+    first.unmount();
+
+    // Opened again (a new window, the same storage): the mix, the loop are back.
+    const again = await openPlayer();
+    expect(screen.getByRole("button", { name: "Mute vocals" })).toHaveAttribute("aria-pressed", "true");
+    expect(screen.getByRole("slider", { name: "bass volume" })).toHaveValue("-12");
+    expect(again.backend.player.controls?.stems[3]!.mute).toBe(true);
+    expect(again.backend.player.loop).toEqual({ start: 5 * 44_100, end: 15 * 44_100 });
+  });
+
   it("keeps the transport keys after a fader or a button was touched", async () => {
     const { backend, user } = await openPlayer();
     const fader = screen.getByRole("slider", { name: "vocals volume" });
@@ -67,7 +103,7 @@ describe("Player", () => {
     await user.keyboard("{ArrowRight}");
     await waitFor(() => expect(backend.player.status?.position).toBe(5 * 44_100));
     // The seek did not move the fader (↑/↓ are left to it: the browser's own).
-    expect(fader).toHaveValue("1");
+    expect(fader).toHaveValue("0");
     // A button that was clicked does not take Space back from the player.
     await user.click(screen.getByRole("button", { name: /Mute vocals|vocals mute/i }));
     await user.keyboard(" ");

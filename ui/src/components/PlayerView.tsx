@@ -3,6 +3,7 @@ import { useBackend } from "../backend";
 import type { Job, LanePeaks, LoopRegion, MixControls, PlayerStatus, SongView } from "../bindings";
 import { errorText } from "../errors";
 import { formatDuration } from "../format";
+import { dbText, dbToGain, FADER_MAX_DB, FADER_MIN_DB, gainToDb, loadMix, saveMix } from "../mixPrefs";
 import {
   audible,
   clampWindow,
@@ -90,8 +91,15 @@ export function PlayerView({ song, onClose }: Props) {
         (v) => {
           if (!live) return;
           setView(v);
-          setControls(unityControls(v.stems.length));
-          setWin({ start: 0, end: v.frames });
+          // The mix as it was left last time, if it still fits the song.
+          const saved = loadMix(v.id, v.stems.length, v.frames);
+          setControls(saved?.controls ?? unityControls(v.stems.length));
+          setWin(saved?.view ?? { start: 0, end: v.frames });
+          setLoop(saved?.loop ?? null);
+          if (saved && v.output) {
+            backend.setControls(saved.controls).catch((e: unknown) => live && setError(errorText(e)));
+            if (saved.loop) backend.setLoop(saved.loop).catch((e: unknown) => live && setError(errorText(e)));
+          }
         },
         (e: unknown) => live && setError(errorText(e)),
       );
@@ -124,6 +132,12 @@ export function PlayerView({ song, onClose }: Props) {
     };
   }, [backend, view, win, width]);
 
+  // Remember the mix, loop and zoom for the next time this song opens.
+  useEffect(() => {
+    if (view && controls && win) saveMix(view.id, { controls, loop, view: win });
+  }, [view, controls, loop, win]);
+  const lastLoop = useRef<LoopRegion | null>(null);
+
   const rate = view?.sampleRate ?? 44_100;
   const frames = view?.frames ?? 0;
   const position = status?.position ?? 0;
@@ -146,6 +160,11 @@ export function PlayerView({ song, onClose }: Props) {
   function updateControls(next: MixControls) {
     setControls(next);
     if (canPlay) run(backend.setControls(next));
+  }
+
+  function setGain(index: number, gain: number) {
+    if (!controls) return;
+    updateControls({ ...controls, stems: controls.stems.map((s, i) => (i === index ? { ...s, gain } : s)) });
   }
 
   function toggle(index: number, key: "mute" | "solo") {
@@ -223,15 +242,23 @@ export function PlayerView({ song, onClose }: Props) {
       toggle(selected, "solo");
     } else if (/^[1-9]$/.test(e.key) && Number(e.key) <= view.stems.length) {
       setSelected(Number(e.key) - 1);
-    } else if (e.key === "[" || e.key === "]") {
-      // Loop in / loop out at the playhead, keeping the other end when it
-      // still makes a region (else the song's start or end).
+    } else if (e.key === "[" || e.key === "]" || e.key === "i" || e.key === "I" || e.key === "o" || e.key === "O") {
+      // Loop in ([ or I) / loop out (] or O) at the playhead, keeping the
+      // other end when it still makes a region (else the song's start or end).
       const at = Math.round(position);
-      const region =
-        e.key === "["
-          ? { start: at, end: loop && loop.end > at ? loop.end : frames }
-          : { start: loop && loop.start < at ? loop.start : 0, end: at };
+      const loopIn = e.key === "[" || e.key === "i" || e.key === "I";
+      const region = loopIn
+        ? { start: at, end: loop && loop.end > at ? loop.end : frames }
+        : { start: loop && loop.start < at ? loop.start : 0, end: at };
       if (region.end > region.start) applyLoop(region);
+    } else if (e.key === "l" || e.key === "L") {
+      // Loop on/off: off keeps the region for the next L.
+      if (loop) {
+        lastLoop.current = loop;
+        applyLoop(null);
+      } else if (lastLoop.current) {
+        applyLoop(lastLoop.current);
+      }
     } else if (e.key === "\\") {
       applyLoop(null);
     }
@@ -425,18 +452,19 @@ export function PlayerView({ song, onClose }: Props) {
                     </button>
                     <input
                       type="range"
-                      min={0}
-                      max={2}
-                      step={0.01}
-                      value={stem.gain}
+                      min={FADER_MIN_DB}
+                      max={FADER_MAX_DB}
+                      step={0.5}
+                      value={gainToDb(stem.gain)}
                       aria-label={`${lane} volume`}
-                      onChange={(e) =>
-                        updateControls({
-                          ...controls,
-                          stems: controls.stems.map((s, i) => (i === si ? { ...s, gain: Number(e.target.value) } : s)),
-                        })
-                      }
+                      aria-valuetext={dbText(stem.gain)}
+                      title={`${dbText(stem.gain)} (double-click: 0 dB)`}
+                      onChange={(e) => setGain(si, dbToGain(Number(e.target.value)))}
+                      onDoubleClick={() => setGain(si, 1)}
                     />
+                    <span className="lane__db" aria-hidden="true">
+                      {dbText(stem.gain)}
+                    </span>
                     <LevelMeter level={status?.levels[si]} label={lane} />
                   </>
                 )}
@@ -484,8 +512,8 @@ export function PlayerView({ song, onClose }: Props) {
         />
       )}
       <p className="muted player__keys">
-        Space play/pause · ←/→ seek 5 s (Shift: 1 s) · 1–{view.stems.length} select a lane · M mute · S solo · [ ]
-        loop in/out · \ clear loop
+        Space play/pause · ←/→ seek 5 s (Shift: 1 s) · 1–{view.stems.length} select a lane · M mute · S solo · I O (or [ ])
+        loop in/out · L loop on/off · \ clear loop · double-click a fader: 0 dB
       </p>
       <ExportPanel
         songId={view.id}

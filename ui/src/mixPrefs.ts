@@ -1,0 +1,61 @@
+// The mixer as the user left it, per song (volumes, mutes, solos, loop,
+// zoom), kept in the webview's localStorage and restored when the song
+// opens again. Song ids are never reused, so an id names one song.
+import type { LoopRegion, MixControls } from "./bindings";
+
+export interface SavedMix {
+  controls: MixControls;
+  loop: LoopRegion | null;
+  /** The visible frames. */
+  view: { start: number; end: number } | null;
+}
+
+const key = (songId: number) => `stemroom.mix.${songId}`;
+
+function finite(x: unknown): x is number {
+  return typeof x === "number" && Number.isFinite(x);
+}
+
+/** What was saved for a song with `stems` stems and `frames` frames, or null when nothing fits. */
+export function loadMix(songId: number, stems: number, frames: number): SavedMix | null {
+  try {
+    const raw = localStorage.getItem(key(songId));
+    if (!raw) return null;
+    const m = JSON.parse(raw) as SavedMix;
+    const c = m.controls;
+    if (!c || !finite(c.master) || !Array.isArray(c.stems) || c.stems.length !== stems) return null;
+    if (!c.stems.every((s) => finite(s.gain) && typeof s.mute === "boolean" && typeof s.solo === "boolean")) return null;
+    const inSong = (r: { start: number; end: number } | null) =>
+      r && finite(r.start) && finite(r.end) && r.start >= 0 && r.end <= frames && r.end > r.start ? r : null;
+    return { controls: c, loop: inSong(m.loop), view: inSong(m.view) };
+  } catch {
+    return null;
+  }
+}
+
+export function saveMix(songId: number, mix: SavedMix): void {
+  try {
+    localStorage.setItem(key(songId), JSON.stringify(mix));
+  } catch {
+    // Storage full or disabled: the mix is simply not remembered.
+  }
+}
+
+/** Fader position in dB for a linear gain (0 → the bottom, {@link FADER_MIN_DB}). */
+export const FADER_MIN_DB = -60;
+export const FADER_MAX_DB = 6;
+
+export function gainToDb(gain: number): number {
+  return gain > 0 ? Math.min(FADER_MAX_DB, Math.max(FADER_MIN_DB, 20 * Math.log10(gain))) : FADER_MIN_DB;
+}
+
+/** Linear gain for a fader position in dB (the bottom is silence). */
+export function dbToGain(db: number): number {
+  return db <= FADER_MIN_DB ? 0 : 10 ** (Math.min(FADER_MAX_DB, db) / 20);
+}
+
+/** "−6.0 dB", "−∞ dB". */
+export function dbText(gain: number): string {
+  const db = gainToDb(gain);
+  return db <= FADER_MIN_DB ? "−∞ dB" : `${db > 0 ? "+" : db < 0 ? "−" : ""}${Math.abs(db).toFixed(1)} dB`;
+}

@@ -639,6 +639,8 @@ export type StemControl = {
 	gain: number,
 	mute: boolean,
 	solo: boolean,
+	/**  Stereo balance, -1 (left only) to 1 (right only), 0 = centre. */
+	pan?: number,
 };
 
 /**  One stem file of a finished job or song. */

@@ -25,6 +25,7 @@ export function loadMix(songId: number, stems: number, frames: number): SavedMix
     const c = m.controls;
     if (!c || !finite(c.master) || !Array.isArray(c.stems) || c.stems.length !== stems) return null;
     if (!c.stems.every((s) => finite(s.gain) && typeof s.mute === "boolean" && typeof s.solo === "boolean")) return null;
+    if (!c.stems.every((s) => s.pan === undefined || (finite(s.pan) && s.pan >= -1 && s.pan <= 1))) return null;
     const inSong = (r: { start: number; end: number } | null) =>
       r && finite(r.start) && finite(r.end) && r.start >= 0 && r.end <= frames && r.end > r.start ? r : null;
     return { controls: c, loop: inSong(m.loop), view: inSong(m.view) };
@@ -58,4 +59,10 @@ export function dbToGain(db: number): number {
 export function dbText(gain: number): string {
   const db = gainToDb(gain);
   return db <= FADER_MIN_DB ? "−∞ dB" : `${db > 0 ? "+" : db < 0 ? "−" : ""}${Math.abs(db).toFixed(1)} dB`;
+}
+
+/** "Centre", "L 50", "R 25" for a balance of -1…1. */
+export function panText(pan: number): string {
+  const p = Math.round(Math.max(-1, Math.min(1, pan)) * 100);
+  return p === 0 ? "Centre" : p < 0 ? `L ${-p}` : `R ${p}`;
 }

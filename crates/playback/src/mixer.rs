@@ -7,6 +7,11 @@
 //!
 //! Gain changes are ramped linearly over [`RAMP_SECONDS`] so moving a fader,
 //! muting or soloing never clicks (a step in gain is a step in the waveform).
+//!
+//! Pan is a stereo balance (the usual control on a DAW's stereo track): at
+//! the centre both channels pass at unity; towards one side the other
+//! channel is turned down linearly, to silence at the end. So panning never
+//! raises a channel and a centred stem sounds exactly as before.
 
 use serde::{Deserialize, Serialize};
 
@@ -23,11 +28,14 @@ pub struct StemControl {
     pub gain: f32,
     pub mute: bool,
     pub solo: bool,
+    /// Stereo balance, -1 (left only) to 1 (right only), 0 = centre.
+    #[serde(default)]
+    pub pan: f32,
 }
 
 impl Default for StemControl {
     fn default() -> Self {
-        StemControl { gain: 1.0, mute: false, solo: false }
+        StemControl { gain: 1.0, mute: false, solo: false, pan: 0.0 }
     }
 }
 
@@ -58,15 +66,24 @@ impl MixControls {
         c
     }
 
-    /// The gain each stem is heard at, master included. Rules (as in a
-    /// mixing desk): when any stem is soloed only soloed stems are heard;
+    /// The gain each stem's left and right channels are heard at, master
+    /// and pan included: `[L0, R0, L1, R1, …]` (2 per stem). Rules (as in
+    /// a mixing desk): when any stem is soloed only soloed stems are heard;
     /// a muted stem is silent even when soloed. Non-finite or negative gains
-    /// count as 0; gains are capped at 4 (+12 dB).
+    /// count as 0; gains are capped at 4 (+12 dB); pan is clamped to -1…1
+    /// (non-finite = centre) and applied as a balance (module docs).
     pub fn effective_gains(&self) -> Vec<f32> {
         let any_solo = self.stems.iter().any(|s| s.solo);
         let clean = |g: f32| if g.is_finite() { g.clamp(0.0, 4.0) } else { 0.0 };
         let master = clean(self.master);
-        self.stems.iter().map(|s| if s.mute || (any_solo && !s.solo) { 0.0 } else { clean(s.gain) * master }).collect()
+        let mut gains = Vec::with_capacity(2 * self.stems.len());
+        for s in &self.stems {
+            let g = if s.mute || (any_solo && !s.solo) { 0.0 } else { clean(s.gain) * master };
+            let pan = if s.pan.is_finite() { s.pan.clamp(-1.0, 1.0) } else { 0.0 };
+            gains.push(g * (1.0 - pan.max(0.0)));
+            gains.push(g * (1.0 + pan.min(0.0)));
+        }
+        gains
     }
 }
 
@@ -106,8 +123,8 @@ impl Mixer {
         self.set_gains(&controls.effective_gains());
     }
 
-    /// Move towards these gains (one per stem, as
-    /// [`MixControls::effective_gains`] gives; missing stems are silent).
+    /// Move towards these gains (left and right per stem, as
+    /// [`MixControls::effective_gains`] gives; missing ones are silent).
     /// Allocates nothing: the audio callback calls it.
     pub fn set_gains(&mut self, gains: &[f32]) {
         let n = self.target.len();
@@ -123,7 +140,8 @@ impl Mixer {
         self.ramp_pos = 0;
     }
 
-    /// The gains being applied now (mid-ramp values during a ramp).
+    /// The gains being applied now, `[L0, R0, L1, R1, …]` (mid-ramp values
+    /// during a ramp).
     pub fn current_gains(&self) -> &[f32] {
         &self.current
     }
@@ -139,22 +157,25 @@ impl Mixer {
         while self.ramp_pos < self.ramp_frames && done < frames {
             self.ramp_pos += 1;
             let t = self.ramp_pos as f32 / self.ramp_frames as f32;
-            for (s, src) in sources.iter().enumerate().take(self.current.len()) {
-                let g = self.from[s] + (self.target[s] - self.from[s]) * t;
-                self.current[s] = g;
-                out[2 * done] += src[2 * done] * g;
-                out[2 * done + 1] += src[2 * done + 1] * g;
+            for (s, src) in sources.iter().enumerate().take(self.current.len() / 2) {
+                for c in 0..2 {
+                    let k = 2 * s + c;
+                    let g = self.from[k] + (self.target[k] - self.from[k]) * t;
+                    self.current[k] = g;
+                    out[2 * done + c] += src[2 * done + c] * g;
+                }
             }
             done += 1;
         }
         // Steady part: constant gains; silent stems are skipped.
-        for (s, src) in sources.iter().enumerate().take(self.current.len()) {
-            let g = self.current[s];
-            if g == 0.0 {
+        for (s, src) in sources.iter().enumerate().take(self.current.len() / 2) {
+            let (gl, gr) = (self.current[2 * s], self.current[2 * s + 1]);
+            if gl == 0.0 && gr == 0.0 {
                 continue;
             }
-            for (o, x) in out[2 * done..2 * frames].iter_mut().zip(&src[2 * done..2 * frames]) {
-                *o += x * g;
+            for (o, x) in out[2 * done..2 * frames].chunks_exact_mut(2).zip(src[2 * done..2 * frames].chunks_exact(2)) {
+                o[0] += x[0] * gl;
+                o[1] += x[1] * gr;
             }
         }
     }
@@ -204,19 +225,42 @@ mod tests {
 
     #[test]
     fn solo_and_mute_rules() {
+        // Left and right gain of each stem.
+        let mono = |c: &MixControls| c.effective_gains().chunks(2).map(|lr| lr[0]).collect::<Vec<f32>>();
         let mut c = MixControls::unity(4);
         c.stems[1].gain = 0.5;
-        assert_eq!(c.effective_gains(), [1.0, 0.5, 1.0, 1.0]);
+        assert_eq!(c.effective_gains(), [1.0, 1.0, 0.5, 0.5, 1.0, 1.0, 1.0, 1.0]);
         c.stems[3].mute = true;
-        assert_eq!(c.effective_gains(), [1.0, 0.5, 1.0, 0.0]);
+        assert_eq!(mono(&c), [1.0, 0.5, 1.0, 0.0]);
         c.stems[1].solo = true;
         c.stems[3].solo = true;
-        assert_eq!(c.effective_gains(), [0.0, 0.5, 0.0, 0.0], "solo hears only soloed; mute wins");
+        assert_eq!(mono(&c), [0.0, 0.5, 0.0, 0.0], "solo hears only soloed; mute wins");
         c.master = 2.0;
-        assert_eq!(c.effective_gains(), [0.0, 1.0, 0.0, 0.0]);
+        assert_eq!(mono(&c), [0.0, 1.0, 0.0, 0.0]);
         c.master = f32::NAN;
-        assert_eq!(c.effective_gains(), [0.0; 4]);
-        assert_eq!(MixControls::only(4, &[0, 1, 2]).effective_gains(), [1.0, 1.0, 1.0, 0.0]);
+        assert_eq!(c.effective_gains(), [0.0; 8]);
+        assert_eq!(mono(&MixControls::only(4, &[0, 1, 2])), [1.0, 1.0, 1.0, 0.0]);
+    }
+
+    #[test]
+    fn pan_is_a_balance_that_keeps_unity_at_the_centre() {
+        let mut c = MixControls::unity(3);
+        c.stems[0].pan = -1.0;
+        c.stems[1].pan = 0.5;
+        c.stems[2].pan = f32::NAN;
+        c.stems[2].gain = 0.5;
+        assert_eq!(c.effective_gains(), [1.0, 0.0, 0.5, 1.0, 0.5, 0.5]);
+        c.stems[1].pan = 7.0;
+        assert_eq!(c.effective_gains()[2..4], [0.0, 1.0], "clamped to the right");
+        // The mixer applies it per channel.
+        let src = vec![1.0f32; 20];
+        let mut m = Mixer::new(44_100, &c);
+        let mut out = vec![0.0; 20];
+        m.mix(&[&src, &src, &src], &mut out);
+        assert_eq!(&out[..2], [1.5, 1.5], "L: 1 + 0 + 0.5, R: 0 + 1 + 0.5");
+        // Old saved controls without a pan read as centred.
+        let old: StemControl = serde_json::from_str(r#"{"gain":1.0,"mute":false,"solo":false}"#).unwrap();
+        assert_eq!(old.pan, 0.0);
     }
 
     #[test]
@@ -244,7 +288,7 @@ mod tests {
             assert!(out[2 * f - 2] - out[2 * f] < 1.0 / 400.0, "step at frame {f}");
         }
         assert!(out[2 * 439] > 0.0 && out[2 * 440] == 0.0, "441 frames of ramp, the last one at the target");
-        assert_eq!(m.current_gains(), [0.5, 0.0]);
+        assert_eq!(m.current_gains(), [0.5, 0.5, 0.0, 0.0]);
     }
 
     #[test]

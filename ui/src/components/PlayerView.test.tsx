@@ -47,6 +47,14 @@ describe("Player", () => {
     fireEvent.doubleClick(drums);
     expect(backend.player.controls?.stems[0]!.gain).toBe(1);
     expect(drums).toHaveValue("0");
+    // Pan: a balance from L 100 to R 100; a double-click centres it.
+    const pan = screen.getByRole("slider", { name: "bass pan" });
+    fireEvent.change(pan, { target: { value: "-0.5" } });
+    expect(backend.player.controls?.stems[1]!.pan).toBe(-0.5);
+    expect(pan).toHaveAttribute("aria-valuetext", "L 50");
+    fireEvent.doubleClick(pan);
+    expect(backend.player.controls?.stems[1]!.pan).toBe(0);
+    expect(pan).toHaveAttribute("aria-valuetext", "Centre");
     fireEvent.change(screen.getByRole("slider", { name: "Master volume" }), { target: { value: "0.8" } });
     expect(backend.player.controls?.master).toBe(0.8);
   });

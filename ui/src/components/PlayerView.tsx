@@ -3,7 +3,7 @@ import { useBackend } from "../backend";
 import type { Job, LanePeaks, LoopRegion, MixControls, PlayerStatus, SongView } from "../bindings";
 import { errorText } from "../errors";
 import { formatDuration } from "../format";
-import { dbText, dbToGain, FADER_MAX_DB, FADER_MIN_DB, gainToDb, loadMix, saveMix } from "../mixPrefs";
+import { dbText, dbToGain, FADER_MAX_DB, FADER_MIN_DB, gainToDb, loadMix, panText, saveMix } from "../mixPrefs";
 import {
   audible,
   clampWindow,
@@ -160,6 +160,11 @@ export function PlayerView({ song, onClose }: Props) {
   function updateControls(next: MixControls) {
     setControls(next);
     if (canPlay) run(backend.setControls(next));
+  }
+
+  function setPan(index: number, pan: number) {
+    if (!controls) return;
+    updateControls({ ...controls, stems: controls.stems.map((s, i) => (i === index ? { ...s, pan } : s)) });
   }
 
   function setGain(index: number, gain: number) {
@@ -465,6 +470,19 @@ export function PlayerView({ song, onClose }: Props) {
                     <span className="lane__db" aria-hidden="true">
                       {dbText(stem.gain)}
                     </span>
+                    <input
+                      type="range"
+                      className="lane__pan"
+                      min={-1}
+                      max={1}
+                      step={0.05}
+                      value={stem.pan ?? 0}
+                      aria-label={`${lane} pan`}
+                      aria-valuetext={panText(stem.pan ?? 0)}
+                      title={`Pan: ${panText(stem.pan ?? 0)} (double-click: centre)`}
+                      onChange={(e) => setPan(si, Number(e.target.value))}
+                      onDoubleClick={() => setPan(si, 0)}
+                    />
                     <LevelMeter level={status?.levels[si]} label={lane} />
                   </>
                 )}
@@ -513,7 +531,7 @@ export function PlayerView({ song, onClose }: Props) {
       )}
       <p className="muted player__keys">
         Space play/pause · ←/→ seek 5 s (Shift: 1 s) · 1–{view.stems.length} select a lane · M mute · S solo · I O (or [ ])
-        loop in/out · L loop on/off · \ clear loop · double-click a fader: 0 dB
+        loop in/out · L loop on/off · \ clear loop · double-click a fader: 0 dB, a pan: centre
       </p>
       <ExportPanel
         songId={view.id}

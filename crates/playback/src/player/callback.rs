@@ -78,9 +78,9 @@ impl Callback {
         if sh.controls_version.load(Ordering::Acquire) != self.controls_seen {
             // Never wait in the callback: gains being written are picked up
             // next time.
-            let mut gains = [0.0f32; MAX_STEMS];
+            let mut gains = [0.0f32; 2 * MAX_STEMS];
             if let Some(version) = sh.read_gains(&mut gains) {
-                self.mixer.set_gains(&gains[..sh.stems]);
+                self.mixer.set_gains(&gains[..2 * sh.stems]);
                 self.controls_seen = version;
             }
         }
@@ -154,12 +154,14 @@ impl Callback {
             // sample-exact value over one buffer.
             let fade = 0.5 * (fade_before + self.fade);
             for (s, src) in sources.iter().enumerate().take(sh.stems) {
-                let g = self.mixer.current_gains().get(s).copied().unwrap_or(0.0) * fade;
-                if g == 0.0 {
+                let gains = self.mixer.current_gains();
+                let gl = gains.get(2 * s).copied().unwrap_or(0.0) * fade;
+                let gr = gains.get(2 * s + 1).copied().unwrap_or(0.0) * fade;
+                if gl == 0.0 && gr == 0.0 {
                     continue;
                 }
                 for lr in src.chunks_exact(2) {
-                    meter(&mut peaks[s], &mut squares[s], lr[0] * g, lr[1] * g);
+                    meter(&mut peaks[s], &mut squares[s], lr[0] * gl, lr[1] * gr);
                 }
             }
             metered += n;

@@ -534,7 +534,7 @@ mod tests {
             let ((), n) = alloc_count::counting(|| cb.render(&mut out));
             total += n;
         }
-        assert!(cb.mixer.current_gains()[1] == 0.0, "the controls were applied");
+        assert!(cb.mixer.current_gains()[2] == 0.0, "the controls were applied");
         assert_eq!(total, 0, "allocations in the audio callback");
     }
 

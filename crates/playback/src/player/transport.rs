@@ -26,10 +26,10 @@ pub(super) struct Shared {
     /// Song frames per device frame.
     pub(super) ratio: f64,
     pub(super) length: AtomicU64,
-    /// The stems' effective gains (`f32` bits), computed off the audio
+    /// The stems' effective gains (`f32` bits, left and right per stem), computed off the audio
     /// thread by `set_controls` and read by the callback without a lock: a
     /// sequence lock whose version is odd while a writer is storing them.
-    pub(super) gains: [AtomicU32; MAX_STEMS],
+    pub(super) gains: [AtomicU32; 2 * MAX_STEMS],
     pub(super) controls_version: AtomicU64,
     /// Level meters, `f32` bits, per stem and the master at index
     /// `MAX_STEMS`, as heard (after gains, master and the play/pause fade):
@@ -122,7 +122,7 @@ impl Shared {
 
     /// The gains of a completed `set_controls` with its version, or `None`
     /// while one is being written (the callback tries again next time).
-    pub(super) fn read_gains(&self, out: &mut [f32; MAX_STEMS]) -> Option<u64> {
+    pub(super) fn read_gains(&self, out: &mut [f32; 2 * MAX_STEMS]) -> Option<u64> {
         let before = self.controls_version.load(Ordering::Acquire);
         if before % 2 == 1 {
             return None;

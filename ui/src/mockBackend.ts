@@ -19,6 +19,7 @@ import type {
   Settings,
 } from "./bindings";
 import { fileName } from "./format";
+import { audible } from "./timeline";
 
 /**
  * An in-memory {@link Backend} for tests and for `npm run dev` in a browser.
@@ -448,11 +449,10 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
   function silent(n: number) {
     return Array.from({ length: n }, () => ({ peak: 0, rms: 0 }));
   }
-  /** Each stem's gain as heard (solo, mute, master), as the mixer computes it. */
+  /** Each stem's gain as heard (mute and solo by the player's own rule). */
   function effectiveGains(controls: MixControls | null, n: number): number[] {
     if (!controls) return Array.from({ length: n }, () => 1);
-    const anySolo = controls.stems.some((c) => c.solo);
-    return controls.stems.map((c) => (c.mute || (anySolo && !c.solo) ? 0 : c.gain));
+    return controls.stems.map((c, i) => (audible(controls, i) ? c.gain : 0));
   }
   function peaksOf(lane: string, start: number, end: number, columns: number): LanePeaks {
     const seed = lane.length;

@@ -21,6 +21,18 @@ pub enum Device {
     Cuda,
 }
 
+impl Device {
+    /// The lowercase name used in JSON and on command lines (what
+    /// [`std::str::FromStr`] reads back).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Device::Auto => "auto",
+            Device::Cpu => "cpu",
+            Device::Cuda => "cuda",
+        }
+    }
+}
+
 impl std::str::FromStr for Device {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

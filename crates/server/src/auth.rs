@@ -20,6 +20,14 @@ pub const TOKEN_FILE: &str = "server-token";
 /// Random bytes in a token (256 bits, written as 64 hex digits).
 const TOKEN_BYTES: usize = 32;
 
+/// `N` random bytes (the thread's CSPRNG, seeded from the OS) as `2N`
+/// lowercase hex digits: tokens and upload names.
+pub(crate) fn random_hex<const N: usize>() -> String {
+    use rand::RngExt;
+    let bytes: [u8; N] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The token and whether it was just made (then it is printed once).
 #[derive(Debug, Clone)]
 pub struct Token {
@@ -62,9 +70,7 @@ pub fn load_or_create(data_dir: &Path) -> Result<Token, ServerError> {
             Ok(Token { value, path, created: false })
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            use rand::RngExt;
-            let bytes: [u8; TOKEN_BYTES] = rand::rng().random();
-            let value: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            let value = random_hex::<TOKEN_BYTES>();
             let mut options = std::fs::OpenOptions::new();
             options.write(true).create_new(true);
             #[cfg(unix)]

@@ -144,8 +144,19 @@ pub struct WorkerView {
 
 /// Create the consumer group (and the stream) unless it exists.
 async fn ensure_group(conn: &mut redis::aio::MultiplexedConnection) -> redis::RedisResult<()> {
-    let made: redis::RedisResult<()> =
-        redis::cmd("XGROUP").arg("CREATE").arg(STREAM).arg(GROUP).arg("0").arg("MKSTREAM").query_async(conn).await;
+    group_exists(create_group().query_async(conn).await)
+}
+
+/// `XGROUP CREATE` of the workers' group, from the stream's start, making
+/// the stream if needed (the server and every worker send it at connect).
+pub(crate) fn create_group() -> redis::Cmd {
+    let mut cmd = redis::cmd("XGROUP");
+    cmd.arg("CREATE").arg(STREAM).arg(GROUP).arg("0").arg("MKSTREAM");
+    cmd
+}
+
+/// The answer to [`create_group`]: made, or there already (`BUSYGROUP`).
+pub(crate) fn group_exists(made: redis::RedisResult<()>) -> redis::RedisResult<()> {
     match made {
         Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
         other => other,

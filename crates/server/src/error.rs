@@ -93,9 +93,9 @@ impl IntoResponse for ApiError {
 }
 
 /// Most bytes of a refused request's body read and thrown away.
-const DRAIN_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const DRAIN_BYTES: usize = 16 * 1024 * 1024;
 /// Longest time spent on it.
-const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+pub(crate) const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Read and discard what is left of a refused request's body (at most 16 MiB
 /// and 2 s) before answering. A server that answers early and closes with

@@ -33,7 +33,7 @@ const TEXT_FIELD_LIMIT: usize = 8 * 1024;
 /// Most fields in one request.
 const MAX_FIELDS: usize = 32;
 /// Room for multipart boundaries and headers above the upload limit.
-const MULTIPART_OVERHEAD: u64 = 64 * 1024;
+pub const MULTIPART_OVERHEAD: u64 = 64 * 1024;
 
 /// What a request asks for, read and checked.
 #[derive(Debug)]
@@ -195,11 +195,11 @@ fn take_text(job: &mut NewJob, name: &str, value: String) -> Result<(), ApiError
 /// [`crate::error::drain`]).
 async fn drain_multipart(multipart: &mut Multipart) {
     let mut read = 0usize;
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+    let _ = tokio::time::timeout(crate::error::DRAIN_TIME, async {
         while let Ok(Some(mut field)) = multipart.next_field().await {
             while let Ok(Some(chunk)) = field.chunk().await {
                 read += chunk.len();
-                if read > 16 * 1024 * 1024 {
+                if read > crate::error::DRAIN_BYTES {
                     return;
                 }
             }

@@ -150,12 +150,8 @@ struct Current {
 fn redis_connect(client: &redis::Client) -> redis::RedisResult<redis::Connection> {
     let mut c = client.get_connection_with_timeout(Duration::from_secs(5))?;
     c.set_read_timeout(Some(BLOCK + Duration::from_secs(5)))?;
-    let made: redis::RedisResult<()> =
-        redis::cmd("XGROUP").arg("CREATE").arg(STREAM).arg(GROUP).arg("0").arg("MKSTREAM").query(&mut c);
-    match made {
-        Err(e) if e.code() != Some("BUSYGROUP") => Err(e),
-        _ => Ok(c),
-    }
+    crate::broker::group_exists(crate::broker::create_group().query(&mut c))?;
+    Ok(c)
 }
 
 /// One entry: its id and the job it names.
@@ -230,7 +226,6 @@ struct Reporter<'a> {
     cancelled: AtomicBool,
     taken_over: AtomicBool,
     throttle: Mutex<Throttle>,
-    total: Mutex<Option<u32>>,
 }
 
 impl Reporter<'_> {
@@ -255,7 +250,6 @@ impl Listener for Reporter<'_> {
         let now = Instant::now();
         match event {
             Event::Segment { index, total, eta_seconds, .. } => {
-                *self.total.lock().unwrap_or_else(|p| p.into_inner()) = Some(*total as u32);
                 self.throttle.lock().unwrap_or_else(|p| p.into_inner()).ready(now, true);
                 self.post(JobState::Separating { segment: *index as u32, total: *total as u32 }, Some(*eta_seconds));
             }
@@ -394,8 +388,7 @@ fn heartbeat(config: &RemoteConfig, current: &Mutex<Current>, stop: &AtomicBool,
     let server = Server::new(config);
     let every = (config.visibility / 3).clamp(Duration::from_millis(200), Duration::from_secs(5));
     let mut conn: Option<redis::Connection> = None;
-    let device =
-        serde_json::to_value(config.device).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    let device = config.device.as_str();
     while !stop.load(Ordering::SeqCst) {
         let now = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let body =
@@ -617,7 +610,6 @@ fn separate(
         cancelled: AtomicBool::new(false),
         taken_over: AtomicBool::new(false),
         throttle: Mutex::new(Throttle::new(Duration::from_millis(250))),
-        total: Mutex::new(None),
     };
     reporter.post(JobState::Decoding, None);
     let result = job::separate_file(&sep, &request, &reporter);

@@ -27,18 +27,15 @@ pub fn expired(queue: &Queue, now_ms: f64, days: f64) -> Vec<JobId> {
     }
 }
 
-fn now_ms() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0)
-}
-
 /// Sweep now and every [`SWEEP_EVERY`] (runs until aborted).
 pub async fn every_hour(service: Arc<Service>) {
     if service.config.keep_days.is_none() {
         return;
     }
+    let now = stemroom_library::queue::system_clock();
     loop {
-        let s = service.clone();
-        let n = tokio::task::spawn_blocking(move || s.sweep(now_ms())).await.unwrap_or(0);
+        let (s, now) = (service.clone(), now.clone());
+        let n = tokio::task::spawn_blocking(move || s.sweep(now())).await.unwrap_or(0);
         if n > 0 {
             tracing::info!("retention: removed {n} finished job(s) and their files");
         }

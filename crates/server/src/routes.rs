@@ -42,7 +42,8 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/jobs", get(list_jobs))
         .route("/openapi.json", get(openapi_json))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, service.config.request_timeout));
-    let body_limit = usize::try_from(service.config.max_upload_bytes.saturating_add(64 * 1024)).unwrap_or(usize::MAX);
+    let body_limit = usize::try_from(service.config.max_upload_bytes.saturating_add(crate::form::MULTIPART_OVERHEAD))
+        .unwrap_or(usize::MAX);
     let uploads = Router::new()
         .route("/upload", post(upload))
         .route("/job", post(create_job))
@@ -110,15 +111,15 @@ pub async fn health() -> Json<Health> {
 #[utoipa::path(get, path = "/status", tag = "health", responses((status = 200, body = ServerStatus)))]
 pub async fn server_status(State(service): Shared) -> Result<Json<ServerStatus>, ApiError> {
     let (models_ready, models_problem) = service.models_ready().await;
-    let active = match &service.broker {
-        Some(_) => service.queue.queue()?.iter().filter(|j| j.state.is_running()).count() as u32,
-        None => service.worker.running().len() as u32,
-    };
     let jobs = service.queue.queue()?;
     let queue_length = jobs.iter().filter(|j| matches!(j.state, JobState::Queued)).count() as u32;
+    let active = match &service.broker {
+        Some(_) => jobs.iter().filter(|j| j.state.is_running()).count() as u32,
+        None => service.worker.running().len() as u32,
+    };
     let device =
         service.config.device.unwrap_or_else(|| service.queue.settings().map(|s| s.device).unwrap_or_default());
-    let device = serde_json::to_value(device).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    let device = device.as_str().to_string();
     let provider = service.queue.last_provider().ok().flatten().unwrap_or_else(|| device.clone());
     Ok(Json(ServerStatus {
         status: "ok".into(),
@@ -417,8 +418,8 @@ pub async fn stem(
 ) -> Result<Response, ApiError> {
     let job = service.queue.get(job_id(&id)?)?;
     let entries = finished_stems(&job)?;
-    let found = job.stems.iter().zip(&entries).find(|(s, e)| s.stem == name || e.name == name);
-    let Some((s, e)) = found else {
+    let found = job.stems.iter().zip(&entries).find(|(s, e)| s.stem == name || e.name == name).map(|(_, e)| e);
+    let Some(e) = found else {
         let names: Vec<&str> = job.stems.iter().map(|s| s.stem.as_str()).collect();
         return Err(ApiError::not_found(format!("job {} has no stem {name}: it has {}", job.id, names.join(", "))));
     };
@@ -437,7 +438,6 @@ pub async fn stem(
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     h.insert(header::CONTENT_DISPOSITION, attachment(&format!("{} - {}", job.title, e.name)));
-    let _ = s;
     Ok(r)
 }
 

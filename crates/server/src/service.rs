@@ -64,7 +64,7 @@ pub struct Ready {
 }
 
 impl Service {
-    /// Whether the job is done stopping: the server is stopping.
+    /// Whether the server is stopping.
     pub fn is_stopping(&self) -> bool {
         *self.stopping.borrow()
     }
@@ -266,14 +266,13 @@ pub struct Parts {
     pub events: Arc<Events>,
 }
 
-/// The shared state over `parts`: uploads folder (leftovers of a crash
-/// removed), token, rate limiter.
+/// The shared state over `parts` (with a `config` already checked):
+/// uploads folder (leftovers of a crash removed), token, rate limiter.
 fn build(
     parts: Parts,
     config: ServerConfig,
     stopping: watch::Receiver<bool>,
 ) -> Result<(Arc<Service>, Option<auth::Token>), ServerError> {
-    config.validate().map_err(ServerError::Config)?;
     let data_dir = config.data_dir.clone();
     let uploads = upload::uploads_dir(&data_dir);
     std::fs::create_dir_all(&uploads)
@@ -368,6 +367,7 @@ impl Embedded {
     /// [`ServerError`]: the address in use, the token file, the database.
     pub async fn start(parts: Parts, mut config: ServerConfig) -> Result<Embedded, ServerError> {
         config.auth = true;
+        config.validate().map_err(ServerError::Config)?;
         let (stop, stopping) = watch::channel(false);
         let (service, token) = build(parts, config, stopping.clone())?;
         let listener = tokio::net::TcpListener::bind(service.config.listen)

@@ -20,9 +20,7 @@ const PART_SUFFIX: &str = ".part";
 
 /// A new file name for an upload whose client called it `client_name`.
 pub fn new_name(client_name: Option<&str>) -> String {
-    use rand::RngExt;
-    let bytes: [u8; 16] = rand::rng().random();
-    let mut name: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut name = crate::auth::random_hex::<16>();
     let ext = client_name
         .and_then(|n| n.rsplit_once('.'))
         .map(|(_, e)| e.to_ascii_lowercase())

@@ -139,15 +139,8 @@ impl JobView {
     pub fn new(job: &Job, progress: Option<&JobProgress>, segments: Option<(u32, u32)>) -> Self {
         let live = progress.filter(|_| job.state.is_running());
         let state = live.map(|p| &p.state).unwrap_or(&job.state);
-        let computed;
-        let progress = match live {
-            Some(p) => p,
-            None => {
-                // Nothing decoded yet when there is no progress report.
-                computed = JobProgress::compute(job.id, state, 0.0, None);
-                &computed
-            }
-        };
+        // Without a progress report nothing is decoded yet.
+        let progress = live.cloned().unwrap_or_else(|| JobProgress::compute(job.id, state, 0.0, None));
         let percent = match state {
             JobState::Queued => 0.0,
             JobState::Done => 100.0,
@@ -159,9 +152,7 @@ impl JobView {
             _ => (0, 0),
         };
         let (error, error_code) = match state {
-            JobState::Failed { code, message } => {
-                (Some(message.clone()), serde_json::to_value(code).ok().and_then(|v| v.as_str().map(str::to_string)))
-            }
+            JobState::Failed { code, message } => (Some(message.clone()), Some(code.as_str().to_string())),
             _ => (None, None),
         };
         let (format, mp3_bitrate, bit_depth) = format_view(&job.options.format);
@@ -194,10 +185,7 @@ impl JobView {
                 format,
                 mp3_bitrate,
                 bit_depth,
-                device: serde_json::to_value(job.options.device)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default(),
+                device: job.options.device.as_str().into(),
             },
             provider: job.provider.clone(),
             worker: None,

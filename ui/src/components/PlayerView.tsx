@@ -1,6 +1,6 @@
 import { useEffect, useEffectEvent, useLayoutEffect, useRef, useState, type CSSProperties, type PointerEvent } from "react";
 import { useBackend } from "../backend";
-import type { Job, LanePeaks, LoopRegion, MixControls, PlayerStatus, SongView } from "../bindings";
+import type { Job, LanePeaks, LoopRegion, MixControls, PlayerStatus, SongView, StemControl } from "../bindings";
 import { errorText } from "../errors";
 import { formatDuration } from "../format";
 import { dbText, dbToGain, FADER_MAX_DB, FADER_MIN_DB, gainToDb, loadMix, panText, saveMix } from "../mixPrefs";
@@ -162,21 +162,14 @@ export function PlayerView({ song, onClose }: Props) {
     if (canPlay) run(backend.setControls(next));
   }
 
-  function setPan(index: number, pan: number) {
+  /** Change one stem's controls. */
+  function changeStem(index: number, change: (s: StemControl) => Partial<StemControl>) {
     if (!controls) return;
-    updateControls({ ...controls, stems: controls.stems.map((s, i) => (i === index ? { ...s, pan } : s)) });
+    updateControls({ ...controls, stems: controls.stems.map((s, i) => (i === index ? { ...s, ...change(s) } : s)) });
   }
-
-  function setGain(index: number, gain: number) {
-    if (!controls) return;
-    updateControls({ ...controls, stems: controls.stems.map((s, i) => (i === index ? { ...s, gain } : s)) });
-  }
-
-  function toggle(index: number, key: "mute" | "solo") {
-    if (!controls) return;
-    const stems = controls.stems.map((s, i) => (i === index ? { ...s, [key]: !s[key] } : s));
-    updateControls({ ...controls, stems });
-  }
+  const setPan = (index: number, pan: number) => changeStem(index, () => ({ pan }));
+  const setGain = (index: number, gain: number) => changeStem(index, () => ({ gain }));
+  const toggle = (index: number, key: "mute" | "solo") => changeStem(index, (s) => ({ [key]: !s[key] }));
 
   function seek(frame: number) {
     if (!canPlay) return;

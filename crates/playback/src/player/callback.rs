@@ -90,10 +90,9 @@ impl Callback {
         let frames = out.len() / ch;
         let mut done = 0usize;
         // Meters of this buffer: peak and sum of squares per stem and the
-        // master (index MAX_STEMS), over `metered` frames.
+        // master (index MAX_STEMS); frames not played count as silence.
         let mut peaks = [0.0f32; MAX_STEMS + 1];
         let mut squares = [0.0f32; MAX_STEMS + 1];
-        let mut metered = 0usize; // frames of sound (the rest is silence)
         while done < frames {
             if !playing && self.fade <= 0.0 {
                 break;
@@ -164,7 +163,6 @@ impl Callback {
                     meter(&mut peaks[s], &mut squares[s], lr[0] * gl, lr[1] * gr);
                 }
             }
-            metered += n;
             self.offset += n;
             done += n;
             let position = start + ((self.offset as f64) * sh.ratio).round() as u64;
@@ -177,8 +175,6 @@ impl Callback {
         for frame in out[done * ch..].chunks_exact_mut(ch) {
             write_frame(frame, 0.0, 0.0);
         }
-        // Silence (paused, underrun) counts as silence.
-        let _ = metered;
         let total = frames.max(1) as f32;
         for i in 0..=MAX_STEMS {
             if i < sh.stems || i == MAX_STEMS {

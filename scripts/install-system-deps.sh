@@ -16,10 +16,11 @@ python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 # Tauri 2 on Linux (WebKitGTK), ALSA for cpal, and the GUI/audio test tools:
 # Xvfb, WebKitWebDriver, ImageMagick (screenshots), a PulseAudio null sink,
-# and redis-server (the broker tests start their own on a loopback port).
+# redis-server (the broker tests start their own on a loopback port), and
+# libclang for bindgen (the signalsmith-stretch crate binds its C++ library).
 for pkg in libwebkit2gtk-4.1-dev libgtk-3-dev librsvg2-dev libayatana-appindicator3-dev \
            libssl-dev libxdo-dev libasound2-dev xvfb webkit2gtk-driver imagemagick \
-           pulseaudio libasound2-plugins redis-server; do
+           pulseaudio libasound2-plugins redis-server libclang-dev; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 [ -x /usr/bin/time ] || need+=(time)

@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! play_stems [--seconds S] [--seek-seconds T] [--solo I]... [--mute I]...
+//!            [--tempo X] [--transpose SEMITONES]
 //!            [--mark-file PATH --mark-after M] FILE...
 //! ```
 //!
@@ -30,6 +31,7 @@ fn run() -> Result<(), String> {
     let mut mark: (Option<PathBuf>, f64) = (None, 0.0);
     let (mut solo, mut mute) = (Vec::new(), Vec::new());
     let mut files = Vec::new();
+    let (mut tempo, mut transpose) = (1.0f32, 0.0f32);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
@@ -42,10 +44,14 @@ fn run() -> Result<(), String> {
             "--mark-file" => mark.0 = Some(PathBuf::from(value("--mark-file")?)),
             "--mark-after" => mark.1 = value("--mark-after")?.parse().map_err(|e| format!("--mark-after: {e}"))?,
             "--mute" => mute.push(value("--mute")?.parse::<usize>().map_err(|e| format!("--mute: {e}"))?),
+            "--tempo" => tempo = value("--tempo")?.parse().map_err(|e| format!("--tempo: {e}"))?,
+            "--transpose" => transpose = value("--transpose")?.parse().map_err(|e| format!("--transpose: {e}"))?,
             _ => files.push(PathBuf::from(a)),
         }
     }
     let mut controls = MixControls::unity(files.len());
+    controls.tempo = tempo;
+    controls.transpose = transpose;
     for i in solo {
         if let Some(s) = controls.stems.get_mut(i) {
             s.solo = true;

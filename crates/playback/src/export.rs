@@ -1,5 +1,6 @@
 //! Export a finished song: chosen stems as separate files, or one mix of
-//! them ("what I hear": the player's gains, mutes and solos, or a preset
+//! them ("what I hear": the player's gains, mutes, solos, pans, tempo and
+//! pitch, or a preset
 //! such as instrumental = every stem but vocals), optionally only a region,
 //! in any output format, at the stems' rate or 44.1/48 kHz.
 //!
@@ -22,6 +23,7 @@ use stemroom_engine::Error;
 
 use crate::mixer::{LoopRegion, MixControls, Mixer};
 use crate::reader::StemSet;
+use crate::stretch::{Stretcher, TimePitch};
 
 /// Frames processed per step.
 const BLOCK: usize = 8192;
@@ -285,10 +287,18 @@ pub fn export(req: &ExportRequest, listener: &dyn Listener) -> Result<Vec<PathBu
         ExportWhat::Stems { .. } | ExportWhat::Zip => None,
     };
 
+    // "What I hear" at another tempo or pitch: every stem stretched as the
+    // player does, before the mix.
+    let time_pitch = match &req.what {
+        ExportWhat::Mix { controls, .. } => controls.time_pitch(),
+        ExportWhat::Stems { .. } | ExportWhat::Zip => TimePitch::default(),
+    };
+    let mut stretchers: Vec<Stretcher> = (0..stems.len()).filter_map(|_| Stretcher::new(rate, time_pitch)).collect();
+    let mut stretched: Vec<Vec<f32>> = vec![Vec::new(); stretchers.len()];
+
     let mut position: u64 = 0;
     let mut blocks: Vec<Vec<f32>> = vec![vec![0.0; 2 * BLOCK]; stems.len()];
-    let mut mixed = Vec::new();
-    let mut resampled = Vec::new();
+    let mut scratch = Scratch::default();
     let total = end.or_else(|| stems.declared_frames()).map(|e| e.saturating_sub(start));
     loop {
         if listener.is_cancelled() {
@@ -315,21 +325,57 @@ pub fn export(req: &ExportRequest, listener: &dyn Listener) -> Result<Vec<PathBu
         if skip == n {
             continue;
         }
-        match mixer.as_mut() {
-            Some(m) => {
-                mixed.resize(2 * (n - skip), 0.0);
-                let views: Vec<&[f32]> = blocks.iter().map(|b| &b[2 * skip..2 * n]).collect();
-                m.mix(&views, &mut mixed);
-                outputs.write(0, &mixed, &mut resampled)?;
+        if stretchers.is_empty() {
+            let views: Vec<&[f32]> = blocks.iter().map(|b| &b[2 * skip..2 * n]).collect();
+            emit(&mut outputs, mixer.as_mut(), &views, &mut scratch)?;
+        } else {
+            for ((st, out), b) in stretchers.iter_mut().zip(&mut stretched).zip(&blocks) {
+                out.clear();
+                st.process(&b[2 * skip..2 * n], out);
             }
-            None => {
-                for (k, b) in blocks.iter().enumerate() {
-                    outputs.write(k, &b[2 * skip..2 * n], &mut resampled)?;
-                }
-            }
+            let views: Vec<&[f32]> = stretched.iter().map(Vec::as_slice).collect();
+            emit(&mut outputs, mixer.as_mut(), &views, &mut scratch)?;
         }
     }
+    if !stretchers.is_empty() {
+        for (st, out) in stretchers.iter_mut().zip(&mut stretched) {
+            out.clear();
+            st.finish(out);
+        }
+        let views: Vec<&[f32]> = stretched.iter().map(Vec::as_slice).collect();
+        emit(&mut outputs, mixer.as_mut(), &views, &mut scratch)?;
+    }
     outputs.finish()
+}
+
+/// Buffers reused from block to block.
+#[derive(Default)]
+struct Scratch {
+    mixed: Vec<f32>,
+    resampled: Vec<f32>,
+}
+
+/// Write one block of every read stem (equal lengths, interleaved stereo at
+/// the stems' rate): mixed into the one output, or each to its own.
+fn emit(
+    outputs: &mut Outputs,
+    mixer: Option<&mut Mixer>,
+    views: &[&[f32]],
+    scratch: &mut Scratch,
+) -> Result<(), Error> {
+    match mixer {
+        Some(m) => {
+            scratch.mixed.resize(views.first().map_or(0, |v| v.len()), 0.0);
+            m.mix(views, &mut scratch.mixed);
+            outputs.write(0, &scratch.mixed, &mut scratch.resampled)
+        }
+        None => {
+            for (k, v) in views.iter().enumerate() {
+                outputs.write(k, v, &mut scratch.resampled)?;
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Every stem, exported as [`ExportWhat::Stems`] into a scratch folder and

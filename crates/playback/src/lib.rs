@@ -6,6 +6,8 @@
 //!   reads.
 //! - [`peaks`]: waveform peaks at several zoom levels, cached on disk.
 //! - [`reader`]: the lock-step stem reader shared by the player and exports.
+//! - [`stretch`]: tempo and pitch (Signalsmith Stretch), per stem before
+//!   the mix.
 //! - [`export`]: chosen stems, a mix or a zip, in any output format.
 //! - `player` (feature `player`, cpal): the stem player (transport, reader
 //!   thread, audio callback, device).
@@ -21,3 +23,4 @@ pub mod peaks;
 pub mod player;
 pub mod reader;
 pub mod slot;
+pub mod stretch;

@@ -12,8 +12,13 @@
 //! the centre both channels pass at unity; towards one side the other
 //! channel is turned down linearly, to silence at the end. So panning never
 //! raises a channel and a centred stem sounds exactly as before.
+//!
+//! Tempo and transposition are part of the controls (what is heard), but
+//! are applied before the mixer, per stem, by [`crate::stretch`].
 
 use serde::{Deserialize, Serialize};
+
+use crate::stretch::TimePitch;
 
 /// Length of a gain ramp: 10 ms, short enough to feel immediate (well under
 /// the ~50 ms at which a delay is noticed) and long enough not to click.
@@ -48,12 +53,25 @@ pub struct MixControls {
     pub stems: Vec<StemControl>,
     /// Linear master gain, 0 to 4.
     pub master: f32,
+    /// Playback speed at the same pitch, [`crate::stretch::MIN_TEMPO`] to
+    /// [`crate::stretch::MAX_TEMPO`] (1.0 = as recorded; controls saved
+    /// without it read as 1.0).
+    #[serde(default = "crate::stretch::unit_tempo")]
+    pub tempo: f32,
+    /// Transposition at the same tempo in semitones, ±12 (0 = as recorded).
+    #[serde(default)]
+    pub transpose: f32,
 }
 
 impl MixControls {
     /// Unity gain on `n` stems.
     pub fn unity(n: usize) -> Self {
-        MixControls { stems: vec![StemControl::default(); n], master: 1.0 }
+        MixControls { stems: vec![StemControl::default(); n], master: 1.0, tempo: 1.0, transpose: 0.0 }
+    }
+
+    /// The tempo and pitch these controls ask for.
+    pub fn time_pitch(&self) -> TimePitch {
+        TimePitch { tempo: self.tempo, transpose: self.transpose }.clean()
     }
 
     /// Only the stems at `indices` heard, at unity (e.g. an instrumental is

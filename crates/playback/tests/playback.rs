@@ -142,6 +142,55 @@ mod export {
         }
     }
 
+    /// Frequency of the left channel of interleaved stereo `x` from its
+    /// rising zero crossings.
+    fn left_hz(x: &[f32], rate: u32) -> f64 {
+        let l: Vec<f32> = x.iter().step_by(2).copied().collect();
+        let ups: Vec<usize> = (1..l.len()).filter(|&i| l[i - 1] < 0.0 && l[i] >= 0.0).collect();
+        (ups.len() - 1) as f64 * f64::from(rate) / (ups[ups.len() - 1] - ups[0]) as f64
+    }
+
+    /// "What I hear" at 0.5x and +12 semitones: twice as long, an octave
+    /// up (a 440 Hz stem reads 880 Hz), for a region too and resampled.
+    #[test]
+    fn what_i_hear_includes_tempo_and_pitch() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut src = stems(dir.path());
+        // Drums: a pure 440 Hz tone, alone in the mix.
+        let tone: Vec<f32> = (0..FRAMES)
+            .flat_map(|i| {
+                let v = 0.4 * (2.0 * std::f32::consts::PI * 440.0 * i as f32 / 44_100.0).sin();
+                [v, v]
+            })
+            .collect();
+        let p = dir.path().join("tone.wav");
+        let mut w =
+            encode::open(&p, OutputFormat::Wav { depth: WavDepth::Float32 }, 44_100, 2, ClipMode::None).expect("open");
+        w.write(&tone).expect("write");
+        w.finish().expect("finish");
+        src[0].path = p.to_string_lossy().into_owned();
+        let mut controls = MixControls::only(4, &[0]);
+        controls.tempo = 0.5;
+        controls.transpose = 12.0;
+        let what = ExportWhat::Mix { label: "mix".into(), controls };
+        let format = OutputFormat::Wav { depth: WavDepth::Float32 };
+        let files = export(&request(&src, what.clone(), format, dir.path().join("slow")), &Silent).expect("export");
+        let (mix, rate) = read(&files[0]);
+        assert_eq!((mix.len() / 2, rate), (2 * FRAMES, 44_100), "twice the duration");
+        let f = left_hz(&mix[2 * 20_000..2 * 200_000], rate);
+        assert!((f / 880.0 - 1.0).abs() < 0.01, "440 Hz + 12 semitones measured {f:.1} Hz");
+
+        let mut req = request(&src, what, format, dir.path().join("region"));
+        req.region = Some(LoopRegion { start: 10_000, end: 54_100 });
+        req.rate = ExportRate::Hz { hz: 48_000 };
+        let files = export(&req, &Silent).expect("export");
+        let (mix, rate) = read(&files[0]);
+        let want = 2.0 * 44_100.0 * 48_000.0 / 44_100.0;
+        assert!((mix.len() as f64 / 2.0 - want).abs() <= 2.0, "{} frames, want {want}", mix.len() / 2);
+        let f = left_hz(&mix[2 * 10_000..2 * 80_000], rate);
+        assert!((f / 880.0 - 1.0).abs() < 0.01, "resampled: {f:.1} Hz");
+    }
+
     #[test]
     fn mp3_at_320_kbps_keeps_length_tags_and_20_db_snr() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -511,6 +560,24 @@ mod player {
     /// take every core; halfway the sound server is killed and restarted.
     /// Playback keeps real-time pace before the restart and resumes within
     /// 2 s after it, at the position it had, without an error.
+    /// The real music at 0.75x and two semitones down through the real
+    /// device: the playhead moves at 0.75 s of song per second, the
+    /// read-ahead (four stems stretched) keeps up.
+    #[test]
+    fn stems_play_at_another_tempo_and_pitch_in_real_time() {
+        let _turn = stemroom_testkit::cpu_turn();
+        let sink = NullSink::start();
+        let r = play(&sink, &["--seconds", "3", "--tempo", "0.75", "--transpose", "-2"]);
+        assert_eq!(r["status"]["error"], serde_json::Value::Null, "{r}");
+        let rate = r["status"]["sampleRate"].as_f64().expect("rate");
+        let frames = r["framesPlayed"].as_u64().expect("frames");
+        let under = r["underrunFrames"].as_u64().expect("underruns");
+        assert!(under * 100 < frames, "read-ahead ran dry for {under} frames: {r}");
+        let pos = positions(&r);
+        let speed = pace(pos[1], pos[pos.len() - 1], rate);
+        assert!((0.75 * 0.9..0.75 * 1.1).contains(&speed), "playhead speed {speed:.3}x of the song, want 0.75: {r}");
+    }
+
     #[test]
     fn playback_keeps_pace_under_load_and_survives_a_sound_server_restart() {
         let _turn = stemroom_testkit::cpu_turn();

@@ -131,7 +131,7 @@ impl Callback {
                 let base = s * CHUNK_FRAMES * 2 + self.offset * 2;
                 *src = &chunk.data[base..base + n * 2];
             }
-            let start = chunk.start;
+            let (start, ratio) = (chunk.start, chunk.ratio);
             let mixed = &mut self.scratch[..n * 2];
             self.mixer.mix(&sources[..sh.stems], mixed);
             let target = if playing { 1.0 } else { 0.0 };
@@ -165,8 +165,9 @@ impl Callback {
             }
             self.offset += n;
             done += n;
-            let position = start + ((self.offset as f64) * sh.ratio).round() as u64;
+            let position = start + ((self.offset as f64) * ratio).round() as u64;
             sh.position.store(position, Ordering::Release);
+            sh.heard_ratio.store(ratio.to_bits(), Ordering::Relaxed);
             sh.frames_played.fetch_add(n as u64, Ordering::Relaxed);
             if self.offset >= self.current.as_ref().map_or(0, |c| c.frames) {
                 self.recycle();

@@ -250,7 +250,9 @@ impl Player {
         self.shared.set_loop(looping);
     }
 
-    /// Apply new mixer controls (heard after one 10 ms ramp).
+    /// Apply new mixer controls: gains, mutes and solos are heard after one
+    /// 10 ms ramp; a new tempo or transposition re-reads from the playhead
+    /// (like a seek, about one chunk of refill).
     pub fn set_controls(&self, controls: &MixControls) {
         self.shared.set_controls(controls);
     }
@@ -261,7 +263,8 @@ impl Player {
         let playing = s.playing.load(Ordering::Acquire);
         let mut position = s.position.load(Ordering::Acquire);
         if playing {
-            let latency = (s.latency_frames.load(Ordering::Acquire) as f64 * s.ratio) as u64;
+            let ratio = f64::from_bits(s.heard_ratio.load(Ordering::Acquire));
+            let latency = (s.latency_frames.load(Ordering::Acquire) as f64 * ratio) as u64;
             position = position.saturating_sub(latency);
         }
         let length = s.length.load(Ordering::Acquire);
@@ -344,6 +347,7 @@ fn start_engine(
         stems: n,
         song_rate,
         ratio: f64::from(song_rate) / f64::from(device_rate.max(1)),
+        heard_ratio: AtomicU64::new((f64::from(song_rate) / f64::from(device_rate.max(1))).to_bits()),
         length: AtomicU64::new(length),
         gains: std::array::from_fn(|_| AtomicU32::new(0)),
         peaks: std::array::from_fn(|_| AtomicU32::new(0)),
@@ -353,7 +357,7 @@ fn start_engine(
         playing: AtomicBool::new(false),
         ended: AtomicBool::new(false),
         generation: AtomicU32::new(0),
-        transport: Mutex::new(Transport { target: 0, looping: None }),
+        transport: Mutex::new(Transport { target: 0, looping: None, time_pitch: ctl.time_pitch() }),
         position: AtomicU64::new(0),
         latency_frames: AtomicU64::new(0),
         callbacks: AtomicU64::new(0),
@@ -369,7 +373,7 @@ fn start_engine(
     let (mut free_tx, free_rx) = rtrb::RingBuffer::<Chunk>::new(CHUNKS);
     for _ in 0..CHUNKS {
         let data = vec![0.0f32; n * CHUNK_FRAMES * 2].into_boxed_slice();
-        let chunk = Chunk { generation: u32::MAX, start: 0, frames: 0, end: false, data };
+        let chunk = Chunk { generation: u32::MAX, start: 0, frames: 0, ratio: 1.0, end: false, data };
         if free_tx.push(chunk).is_err() {
             return Err(PlayerError::Device("internal: chunk ring too small".into()));
         }
@@ -684,6 +688,101 @@ mod tests {
         let crossings = l[4800..].windows(2).filter(|w| (w[0] < 0.0) != (w[1] < 0.0)).count();
         let expected = 2.0 * 440.0 * (l.len() - 4800) as f64 / 48_000.0;
         assert!((crossings as f64 - expected).abs() < 4.0, "{crossings} crossings, expected {expected:.0}");
+        sh.stop.store(true, Ordering::Release);
+        reader.join().unwrap();
+    }
+
+    /// Frequency of a mono signal from its rising zero crossings.
+    fn crossing_hz(x: &[f32], rate: f64) -> f64 {
+        let ups: Vec<usize> = (1..x.len()).filter(|&i| x[i - 1] < 0.0 && x[i] >= 0.0).collect();
+        (ups.len() - 1) as f64 * rate / (ups[ups.len() - 1] - ups[0]) as f64
+    }
+
+    /// Tempo and transposition through the real-time path: the playhead
+    /// moves at the tempo in song time, the pitch moves by the semitones,
+    /// with and without resampling to the device; back at 1x the stems play
+    /// untouched again; the callback still allocates nothing.
+    #[test]
+    fn tempo_and_pitch_play_in_song_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tone.wav");
+        let spec = hound::WavSpec {
+            channels: 2,
+            sample_rate: RATE,
+            bits_per_sample: 32,
+            sample_format: hound::SampleFormat::Float,
+        };
+        let mut w = hound::WavWriter::create(&p, spec).unwrap();
+        for i in 0..10 * RATE as usize {
+            let x = 0.5 * (i as f32 * 440.0 * std::f32::consts::TAU / RATE as f32).sin();
+            w.write_sample(x).unwrap();
+            w.write_sample(x).unwrap();
+        }
+        w.finalize().unwrap();
+        for device_rate in [RATE, 48_000] {
+            let (sh, mut cb, reader) =
+                start_engine(open_readers(std::slice::from_ref(&p)).unwrap(), &MixControls::unity(1), device_rate, 2)
+                    .unwrap();
+            let mut c = MixControls::unity(1);
+            c.tempo = 0.5;
+            c.transpose = 12.0;
+            sh.set_controls(&c);
+            // The read-ahead (about 1.5 s) fills: 1 s can then be rendered
+            // faster than real time.
+            std::thread::sleep(Duration::from_millis(400));
+            sh.play();
+            let second = device_rate as usize;
+            let mut out = vec![0.0f32; 2 * second];
+            let mut allocations = 0;
+            for block in out.chunks_mut(512 * 2) {
+                allocations += alloc_count::counting(|| cb.render(block)).1;
+            }
+            assert_eq!(allocations, 0, "allocations in the audio callback");
+            assert_eq!(sh.underrun_frames.load(Ordering::Acquire), 0, "the reader kept up");
+            let pos = sh.position.load(Ordering::Acquire) as f64;
+            assert!(
+                (pos / (0.5 * f64::from(RATE)) - 1.0).abs() < 0.01,
+                "{device_rate} Hz: 1 s at 0.5x reached song frame {pos}"
+            );
+            let f = crossing_hz(&left(&out)[second / 4..], f64::from(device_rate));
+            assert!((f / 880.0 - 1.0).abs() < 0.01, "{device_rate} Hz: +12 semitones measured {f:.1} Hz");
+
+            // 1.5x at the same pitch.
+            c.tempo = 1.5;
+            c.transpose = 0.0;
+            sh.set_controls(&c);
+            let at = sh.position.load(Ordering::Acquire) as f64;
+            std::thread::sleep(Duration::from_millis(400));
+            let out = render(&mut cb, second);
+            // The read-ahead at the old tempo is dropped: the refill is a
+            // short gap, as after a seek.
+            let gap = sh.underrun_frames.load(Ordering::Acquire);
+            assert!(gap < 4096, "{device_rate} Hz: a {gap}-frame gap");
+            let played = (second as u64 - gap) as f64 * f64::from(RATE) / f64::from(device_rate);
+            let moved = sh.position.load(Ordering::Acquire) as f64 - at;
+            assert!(
+                (moved / (1.5 * played) - 1.0).abs() < 0.01,
+                "{device_rate} Hz: {played} frames at 1.5x moved {moved}"
+            );
+            let f = crossing_hz(&left(&out)[second / 4..], f64::from(device_rate));
+            assert!((f / 440.0 - 1.0).abs() < 0.01, "{device_rate} Hz: pitch kept at 1.5x: {f:.1} Hz");
+            sh.stop.store(true, Ordering::Release);
+            reader.join().unwrap();
+        }
+
+        // Back at 1x: sample-exact again.
+        let (_dir, sh, mut cb, reader) = engine(100_000);
+        let mut c = MixControls::unity(2);
+        c.tempo = 0.8;
+        sh.set_controls(&c);
+        sh.play();
+        render(&mut cb, 4000);
+        sh.set_controls(&MixControls::unity(2));
+        sh.seek(50_000);
+        let out = left(&render(&mut cb, 2000));
+        for (i, v) in out.iter().enumerate() {
+            assert!(close(*v, (50_000 + i) as f32 / 1e6 + 0.25), "untouched at 1x, frame {i}: {v}");
+        }
         sh.stop.store(true, Ordering::Release);
         reader.join().unwrap();
     }

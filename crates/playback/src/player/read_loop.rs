@@ -1,5 +1,6 @@
 //! The reader thread: keeps the ring of chunks topped up from the lock-step
-//! stem reader, resampling to the device's rate when needed.
+//! stem reader, stretching every stem when the tempo or pitch is changed
+//! ([`crate::stretch`]) and resampling to the device's rate when needed.
 
 use std::sync::atomic::Ordering;
 
@@ -9,6 +10,7 @@ use super::transport::{Chunk, Shared};
 use super::{CHUNK_FRAMES, READER_POLL};
 use crate::mixer::{plan_reads, LoopRegion};
 use crate::reader::StemSet;
+use crate::stretch::{Stretcher, TimePitch};
 
 /// What one step of the reader did.
 enum Step {
@@ -28,11 +30,21 @@ struct Reader {
     /// Song frame of the next frame to put in a chunk (output side).
     out_pos: f64,
     looping: Option<LoopRegion>,
+    time_pitch: TimePitch,
+    /// Song frames per device frame of this generation's chunks (the
+    /// stems' rate over the device's, times the tempo).
+    ratio: f64,
+    /// One per stem while the tempo or pitch is changed, else none.
+    stretchers: Vec<Stretcher>,
+    /// The stretchers' tails of this run are in `ready` (or there are no
+    /// stretchers).
+    tails: bool,
     resamplers: Vec<StreamResampler>,
     /// Device-rate frames per stem waiting for a chunk (interleaved stereo).
     ready: Vec<Vec<f32>>,
     /// One decoded block per stem at the stems' rate.
     input: Vec<Vec<f32>>,
+    stretched: Vec<f32>,
     resampled: Vec<f32>,
     /// The end-of-song chunk was sent.
     ended: bool,
@@ -50,9 +62,14 @@ impl Reader {
             read_pos: 0,
             out_pos: 0.0,
             looping: None,
+            time_pitch: TimePitch::default(),
+            ratio: 1.0,
+            stretchers: Vec::new(),
+            tails: true,
             resamplers: Vec::new(),
             ready: vec![Vec::new(); n],
             input: vec![vec![0.0; CHUNK_FRAMES * 2]; n],
+            stretched: Vec::new(),
             resampled: Vec::new(),
             ended: false,
             flushed: false,
@@ -60,12 +77,15 @@ impl Reader {
     }
 
     /// Restart reading at `frame` (stems' rate): every stem seeks there, the
-    /// resamplers start afresh and nothing decoded before is kept.
+    /// stretchers and resamplers start afresh and nothing decoded before is
+    /// kept.
     fn reposition(&mut self, frame: u64, song_rate: u32) -> Result<(), String> {
         self.stems.seek(frame).map_err(|e| e.to_string())?;
         self.resamplers = (0..self.stems.len())
             .map(|_| StreamResampler::new(song_rate, self.device_rate, 2))
             .collect::<Result<_, _>>()?;
+        self.stretchers = (0..self.stems.len()).filter_map(|_| Stretcher::new(song_rate, self.time_pitch)).collect();
+        self.tails = self.stretchers.is_empty();
         for r in &mut self.ready {
             r.clear();
         }
@@ -79,9 +99,25 @@ impl Reader {
         let t = shared.transport.lock().map(|t| *t).map_err(|_| "the transport lock is poisoned".to_string())?;
         self.generation = shared.generation.load(Ordering::Acquire);
         self.looping = t.looping;
+        self.time_pitch = t.time_pitch.clean();
+        self.ratio = shared.ratio * f64::from(self.time_pitch.tempo);
         self.ended = false;
         self.flushed = false;
         self.reposition(t.target, shared.song_rate)
+    }
+
+    /// Before the run ends (the song ends or the loop wraps), let the
+    /// stretchers give up their tails, through the resamplers.
+    fn finish_stretch(&mut self) -> Result<(), String> {
+        for (s, st) in self.stretchers.iter_mut().enumerate() {
+            self.stretched.clear();
+            st.finish(&mut self.stretched);
+            self.resampled.clear();
+            self.resamplers[s].push(&self.stretched, &mut self.resampled)?;
+            self.ready[s].extend_from_slice(&self.resampled);
+        }
+        self.tails = true;
+        Ok(())
     }
 
     /// At the end of the song, let the resamplers give up their tails.
@@ -99,7 +135,6 @@ impl Reader {
     /// `must_flush` (a loop wraps or the song ends) and anything is ready.
     fn send_ready(
         &mut self,
-        shared: &Shared,
         must_flush: bool,
         full: &mut rtrb::Producer<Chunk>,
         free: &mut rtrb::Consumer<Chunk>,
@@ -118,8 +153,9 @@ impl Reader {
         chunk.generation = self.generation;
         chunk.start = self.out_pos.round() as u64;
         chunk.frames = take;
+        chunk.ratio = self.ratio;
         chunk.end = false;
-        self.out_pos += take as f64 * shared.ratio;
+        self.out_pos += take as f64 * self.ratio;
         let _ = full.push(chunk);
         true
     }
@@ -143,16 +179,26 @@ impl Reader {
             self.reposition(start, shared.song_rate)?;
         }
         let longest = self.stems.read(frames, &mut self.input).map_err(|e| e.to_string())?;
+        let all_ended = self.stems.all_ended();
+        // Stretchers take only the song's frames (they pad the end
+        // themselves); the padding of a short read is trimmed below.
+        let real = if longest < frames && all_ended { longest } else { frames };
         for (s, input) in self.input.iter().enumerate() {
             self.resampled.clear();
-            self.resamplers[s].push(&input[..frames * 2], &mut self.resampled)?;
+            match self.stretchers.get_mut(s) {
+                Some(st) => {
+                    self.stretched.clear();
+                    st.process(&input[..real * 2], &mut self.stretched);
+                    self.resamplers[s].push(&self.stretched, &mut self.resampled)?;
+                }
+                None => self.resamplers[s].push(&input[..frames * 2], &mut self.resampled)?,
+            }
             self.ready[s].extend_from_slice(&self.resampled);
         }
-        let all_ended = self.stems.all_ended();
         if longest < frames && all_ended {
             // The stems end before their declared (or unknown) length.
             shared.length.store(self.read_pos + longest as u64, Ordering::Release);
-            if self.resamplers.iter().all(StreamResampler::is_passthrough) {
+            if self.stretchers.is_empty() && self.resamplers.iter().all(StreamResampler::is_passthrough) {
                 let padding = (frames - longest) * 2;
                 for r in &mut self.ready {
                     r.truncate(r.len().saturating_sub(padding));
@@ -180,13 +226,16 @@ impl Reader {
         let length = shared.length.load(Ordering::Acquire);
         let (runs, _) = plan_reads(self.read_pos, CHUNK_FRAMES, length, self.looping);
         let next = runs.first().copied();
-        if next.is_none() && !self.flushed {
-            self.flush_tails()?;
-        }
         // A chunk holds contiguous song frames: before a loop wraps or the
         // song ends, what is ready goes out even if the chunk is not full.
         let must_flush = next.is_none_or(|(start, _)| start != self.read_pos);
-        if self.send_ready(shared, must_flush, full, free) {
+        if must_flush && !self.tails {
+            self.finish_stretch()?;
+        }
+        if next.is_none() && !self.flushed {
+            self.flush_tails()?;
+        }
+        if self.send_ready(must_flush, full, free) {
             return Ok(Step::Busy);
         }
         match next {

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 
 use super::MAX_STEMS;
 use crate::mixer::{LoopRegion, MixControls};
+use crate::stretch::TimePitch;
 
 /// One block of decoded audio for every stem.
 pub(super) struct Chunk {
@@ -14,6 +15,9 @@ pub(super) struct Chunk {
     pub(super) start: u64,
     /// Valid frames (device rate); 0 with `end` set marks the end of the song.
     pub(super) frames: usize,
+    /// Song frames per device frame in this chunk (the stems' rate over
+    /// the device's, times the tempo).
+    pub(super) ratio: f64,
     pub(super) end: bool,
     /// `stems` blocks of `CHUNK_FRAMES` interleaved stereo frames.
     pub(super) data: Box<[f32]>,
@@ -23,8 +27,11 @@ pub(super) struct Chunk {
 pub(super) struct Shared {
     pub(super) stems: usize,
     pub(super) song_rate: u32,
-    /// Song frames per device frame.
+    /// Song frames per device frame at the recorded tempo.
     pub(super) ratio: f64,
+    /// Song frames per device frame of the audio being played now (`f64`
+    /// bits; `ratio` times the tempo), to convert the device's latency.
+    pub(super) heard_ratio: AtomicU64,
     pub(super) length: AtomicU64,
     /// The stems' effective gains (`f32` bits, left and right per stem), computed off the audio
     /// thread by `set_controls` and read by the callback without a lock: a
@@ -68,6 +75,7 @@ pub(super) struct Shared {
 pub(super) struct Transport {
     pub(super) target: u64,
     pub(super) looping: Option<LoopRegion>,
+    pub(super) time_pitch: TimePitch,
 }
 
 impl Shared {
@@ -118,6 +126,18 @@ impl Shared {
             slot.store(gains.get(i).copied().unwrap_or(0.0).to_bits(), Ordering::Release);
         }
         self.controls_version.fetch_add(1, Ordering::AcqRel); // even: done
+        drop(_writer);
+        // A new tempo or pitch re-reads from where playback is (as a new
+        // loop does): the read-ahead was stretched at the old one.
+        let time_pitch = controls.time_pitch();
+        let changed = self.transport.lock().map(|t| t.time_pitch != time_pitch).unwrap_or(false);
+        if changed {
+            let at = self.position.load(Ordering::Acquire);
+            self.retarget(|t| {
+                t.time_pitch = time_pitch;
+                t.target = at;
+            });
+        }
     }
 
     /// The gains of a completed `set_controls` with its version, or `None`

@@ -1,5 +1,5 @@
-// The mixer as the user left it, per song (volumes, mutes, solos, loop,
-// zoom), kept in the webview's localStorage and restored when the song
+// The mixer as the user left it, per song (volumes, pans, mutes, solos,
+// speed and pitch, loop, zoom), kept in the webview's localStorage and restored when the song
 // opens again. Song ids are never reused, so an id names one song.
 import type { LoopRegion, MixControls } from "./bindings";
 
@@ -26,6 +26,9 @@ export function loadMix(songId: number, stems: number, frames: number): SavedMix
     if (!c || !finite(c.master) || !Array.isArray(c.stems) || c.stems.length !== stems) return null;
     if (!c.stems.every((s) => finite(s.gain) && typeof s.mute === "boolean" && typeof s.solo === "boolean")) return null;
     if (!c.stems.every((s) => s.pan === undefined || (finite(s.pan) && s.pan >= -1 && s.pan <= 1))) return null;
+    // Speed and pitch (saved since they exist; older mixes play as recorded).
+    if (c.tempo !== undefined && !(finite(c.tempo) && c.tempo >= 0.5 && c.tempo <= 1.5)) return null;
+    if (c.transpose !== undefined && !(finite(c.transpose) && Math.abs(c.transpose) <= 12)) return null;
     const inSong = (r: { start: number; end: number } | null) =>
       r && finite(r.start) && finite(r.end) && r.start >= 0 && r.end <= frames && r.end > r.start ? r : null;
     return { controls: c, loop: inSong(m.loop), view: inSong(m.view) };

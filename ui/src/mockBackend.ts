@@ -433,7 +433,8 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
   function tick() {
     const s = player.status;
     if (!s?.playing) return;
-    let position = s.position + RATE / 30;
+    // Song time moves at the chosen speed.
+    let position = s.position + (RATE / 30) * (player.controls?.tempo ?? 1);
     if (player.loop && position >= player.loop.end) position = player.loop.start;
     // Levels that move with the music and follow the mix.
     const gains = effectiveGains(player.controls, s.levels.length);

@@ -21,6 +21,7 @@
 //! - [`separate`]: the Demucs algorithm around the network (`apply.py`).
 //! - [`job`]: one file in, stems out, atomically.
 
+pub mod analysis;
 pub mod audio;
 pub mod dsp;
 pub mod error;

@@ -400,3 +400,51 @@ mod corrupt {
         assert!(cases >= 250 && errors > 50, "{cases} cases, {errors} errors");
     }
 }
+
+// ---------------------------------------------------------------------------
+// analysis: tempo and key of the real test music (the true Falcon 69 stems),
+// the same at another sample rate.
+
+mod analysis {
+    use std::path::PathBuf;
+
+    use stemroom_engine::analysis::analyse_stems;
+
+    fn stem(name: &str) -> PathBuf {
+        let p = stemroom_engine::paths::cache_dir().expect("cache").join("testdata").join(format!("{name}.wav"));
+        assert!(p.is_file(), "{} missing: run scripts/setup.sh", p.display());
+        p
+    }
+
+    #[test]
+    fn falcon_69_has_a_tempo_and_a_key_at_any_sample_rate() {
+        let others = [stem("bass"), stem("other"), stem("vocals")];
+        let refs: Vec<&std::path::Path> = others.iter().map(PathBuf::as_path).collect();
+        let a = analyse_stems(Some(&stem("drums")), &refs).expect("analysis");
+        eprintln!("Falcon 69 (true stems): {a:?}");
+        let bpm = a.bpm.expect("a tempo");
+        assert!((60.0..=200.0).contains(&bpm), "{bpm}");
+        let key = a.key.clone().expect("a key");
+        // The same music at 48 kHz (ffmpeg's resampler) reads the same.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut at48 = Vec::new();
+        for (name, p) in [("drums", stem("drums"))].into_iter().chain(["bass", "other", "vocals"].map(|n| (n, stem(n))))
+        {
+            let out = dir.path().join(format!("{name}.wav"));
+            let st = std::process::Command::new("ffmpeg")
+                .args(["-v", "error", "-i"])
+                .arg(&p)
+                .args(["-ar", "48000"])
+                .arg(&out)
+                .status()
+                .expect("ffmpeg");
+            assert!(st.success());
+            at48.push(out);
+        }
+        let refs: Vec<&std::path::Path> = at48[1..].iter().map(PathBuf::as_path).collect();
+        let b = analyse_stems(Some(&at48[0]), &refs).expect("analysis at 48 kHz");
+        eprintln!("Falcon 69 at 48 kHz: {b:?}");
+        assert!((b.bpm.expect("a tempo") - bpm).abs() <= 1.0, "{b:?} vs {a:?}");
+        assert_eq!(b.key.map(|k| k.name), Some(key.name));
+    }
+}

@@ -90,6 +90,9 @@ pub struct SongMetadata {
     /// Wall seconds the separation took.
     pub seconds: f64,
     pub created_at: f64,
+    /// Tempo and key (absent in files written before they were computed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<stemroom_engine::analysis::SongAnalysis>,
 }
 
 impl SongMetadata {
@@ -105,6 +108,7 @@ impl SongMetadata {
             stems,
             seconds,
             created_at: job.created_at,
+            analysis: None,
         }
     }
 
@@ -261,6 +265,7 @@ mod tests {
             uploader: None,
             thumbnail: None,
             album: None,
+            analysis: None,
         };
         let files = stems.iter().map(|s| StemFile { stem: s.to_string(), path: s.to_string() }).collect();
         SongMetadata::new(&job, files, 1.0, None, None).write(&dir).unwrap();

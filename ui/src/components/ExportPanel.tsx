@@ -5,6 +5,7 @@ import { errorText } from "../errors";
 import { loadExportPrefs, loadPickedDest, saveExportPrefs, savePickedDest } from "../exportPrefs";
 import { fileName } from "../format";
 import { PRESETS, presetControls, type PresetId } from "../timeline";
+import { tempoText, transposeText } from "./TempoPitch";
 import { Alert } from "./Alert";
 import { FormatField } from "./FormatField";
 import { ProgressBar } from "./ProgressBar";
@@ -52,6 +53,8 @@ export function ExportPanel({ songId, stems, controls, loop, defaultDir }: Props
     if (running || clash || files || error) outcome.current?.scrollIntoView?.({ block: "nearest" });
   }, [running, clash, files, error]);
 
+  const stretched = Math.round((controls.tempo ?? 1) * 100) !== 100 || Math.round(controls.transpose ?? 0) !== 0;
+
   function what(): ExportWhat {
     switch (kind) {
       case "stems":
@@ -61,7 +64,12 @@ export function ExportPanel({ songId, stems, controls, loop, defaultDir }: Props
       case "mix":
         return mix === "heard"
           ? { kind: "mix", label: "mix", controls }
-          : { kind: "mix", label: PRESETS[mix].label.replace(/ \(.*\)$/, ""), controls: presetControls(stems, mix) };
+          : {
+              kind: "mix",
+              label: PRESETS[mix].label.replace(/ \(.*\)$/, ""),
+              // A preset's stems at the player's speed and pitch.
+              controls: { ...presetControls(stems, mix), tempo: controls.tempo ?? 1, transpose: controls.transpose ?? 0 },
+            };
     }
   }
 
@@ -121,13 +129,18 @@ export function ExportPanel({ songId, stems, controls, loop, defaultDir }: Props
             value={mix}
             onChange={(e) => setMix(e.target.value as MixChoice)}
           >
-            <option value="heard">What I hear (current volumes, mutes and solos)</option>
+            <option value="heard">What I hear (current volumes, pans, mutes and solos)</option>
             {(Object.keys(PRESETS) as PresetId[]).map((id) => (
               <option key={id} value={id}>
                 {PRESETS[id].label}
               </option>
             ))}
           </select>
+        )}
+        {kind === "mix" && stretched && (
+          <p className="muted" data-testid="export-speed">
+            At {tempoText(controls.tempo ?? 1)} speed, pitch {transposeText(controls.transpose ?? 0)}, as in the player.
+          </p>
         )}
         <label className="check">
           <input type="radio" name="export-kind" checked={kind === "stems"} onChange={() => setKind("stems")} />

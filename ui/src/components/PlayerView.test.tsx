@@ -102,6 +102,46 @@ describe("Player", () => {
     expect(again.backend.player.loop).toEqual({ start: 5 * 44_100, end: 15 * 44_100 });
   });
 
+  it("changes speed and pitch, exports them and remembers them", async () => {
+    vi.useFakeTimers({ shouldAdvanceTime: true });
+    try {
+      const first = await openPlayer();
+      const speed = screen.getByRole("slider", { name: "Speed" });
+      // A dragged slider is sent once it settles, not at every step.
+      fireEvent.change(speed, { target: { value: "0.9" } });
+      fireEvent.change(speed, { target: { value: "0.8" } });
+      expect(screen.getByTestId("tempo")).toHaveTextContent("80 %");
+      expect(first.backend.player.controls?.tempo ?? 1).toBe(1);
+      await vi.advanceTimersByTimeAsync(200);
+      expect(first.backend.player.controls?.tempo).toBe(0.8);
+      await first.user.click(screen.getByRole("button", { name: "Pitch down a semitone" }));
+      await first.user.click(screen.getByRole("button", { name: "Pitch down a semitone" }));
+      expect(screen.getByTestId("transpose")).toHaveTextContent("−2 st");
+      expect(first.backend.player.controls?.transpose).toBe(-2);
+      expect(first.backend.player.controls?.tempo).toBe(0.8);
+      // The instrumental export carries them, and says so.
+      expect(screen.getByTestId("export-speed")).toHaveTextContent("At 80 % speed, pitch −2 st");
+      await first.user.click(screen.getByRole("button", { name: "Export" }));
+      await screen.findByTestId("exported-file");
+      const what = first.backend.player.exports[0]!.what;
+      expect(what.kind === "mix" && [what.controls.tempo, what.controls.transpose]).toEqual([0.8, -2]);
+      first.unmount();
+
+      // Reopened: speed and pitch are back; double-click resets the speed.
+      const again = await openPlayer();
+      expect(screen.getByTestId("tempo")).toHaveTextContent("80 %");
+      expect(screen.getByTestId("transpose")).toHaveTextContent("−2 st");
+      expect(again.backend.player.controls?.tempo).toBe(0.8);
+      fireEvent.doubleClick(screen.getByRole("slider", { name: "Speed" }));
+      expect(again.backend.player.controls?.tempo).toBe(1);
+      await again.user.click(screen.getByRole("button", { name: "Original speed and pitch" }));
+      expect(again.backend.player.controls?.transpose).toBe(0);
+      expect(screen.queryByTestId("export-speed")).not.toBeInTheDocument();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it("keeps the transport keys after a fader or a button was touched", async () => {
     const { backend, user } = await openPlayer();
     const fader = screen.getByRole("slider", { name: "vocals volume" });

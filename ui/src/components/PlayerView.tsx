@@ -19,6 +19,7 @@ import {
 import { Alert } from "./Alert";
 import { ExportPanel } from "./ExportPanel";
 import { LevelMeter } from "./LevelMeter";
+import { TempoPitch } from "./TempoPitch";
 
 const LANE_COLORS: Record<string, string> = {
   mixture: "#8a8f98",
@@ -364,6 +365,11 @@ export function PlayerView({ song, onClose }: Props) {
           />
         </label>
         <LevelMeter level={status?.master} label="Master" />
+        <TempoPitch
+          tempo={controls.tempo ?? 1}
+          transpose={controls.transpose ?? 0}
+          onChange={(tp) => updateControls({ ...controls, ...tp })}
+        />
         <span className="transport__spacer" />
         {loop && (
           <button type="button" className="button" onClick={() => applyLoop(null)}>

@@ -126,4 +126,6 @@ pub struct Job {
     pub thumbnail: Option<String>,
     /// The album a file's tags name, if any.
     pub album: Option<String>,
+    /// Tempo and key of a finished song (computed once after separation).
+    pub analysis: Option<stemroom_engine::analysis::SongAnalysis>,
 }

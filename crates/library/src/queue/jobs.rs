@@ -129,6 +129,20 @@ impl Queue {
         Ok(())
     }
 
+    /// Record a finished song's tempo and key.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn set_analysis(
+        &self,
+        id: JobId,
+        analysis: &stemroom_engine::analysis::SongAnalysis,
+    ) -> Result<(), QueueError> {
+        self.conn()
+            .execute("UPDATE jobs SET analysis = ?1 WHERE id = ?2", params![super::schema::json(analysis)?, id])?;
+        Ok(())
+    }
+
     /// Record what a link's metadata says (uploader, thumbnail URL).
     ///
     /// # Errors

@@ -49,10 +49,12 @@ pub const MIGRATIONS: &[&str] = &[
         attempts INTEGER NOT NULL DEFAULT 0,
         last_error TEXT
     );",
+    // 5: a finished song's tempo and key (JSON `SongAnalysis`).
+    "ALTER TABLE jobs ADD COLUMN analysis TEXT;",
 ];
 
 pub(super) const JOB_COLUMNS: &str =
-    "id, source, title, duration_seconds, options, state, position, created_ms, started_ms, finished_ms, output_dir, stems, provider, uploader, thumbnail, album";
+    "id, source, title, duration_seconds, options, state, position, created_ms, started_ms, finished_ms, output_dir, stems, provider, uploader, thumbnail, album, analysis";
 
 pub(super) fn json<T: Serialize>(v: &T) -> Result<String, QueueError> {
     serde_json::to_string(v).map_err(|e| QueueError::Corrupt(e.to_string()))
@@ -79,6 +81,7 @@ type RawJob = (
     Option<String>,
     Option<String>,
     Option<String>,
+    Option<String>,
 );
 
 fn raw_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawJob> {
@@ -99,6 +102,7 @@ fn raw_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawJob> {
         row.get(13)?,
         row.get(14)?,
         row.get(15)?,
+        row.get(16)?,
     ))
 }
 
@@ -120,6 +124,8 @@ fn to_job(r: RawJob) -> Result<Job, QueueError> {
         uploader: r.13,
         thumbnail: r.14,
         album: r.15,
+        // A damaged analysis is dropped, not the job.
+        analysis: r.16.and_then(|t| serde_json::from_str(&t).ok()),
     })
 }
 

@@ -262,6 +262,50 @@ try {
     timeoutMsg: "keep both did not write a second file",
   });
   check(readdirSync(shownDir).filter((f) => f.endsWith(".mp3")).length === 2, "both exports are kept");
+
+  // Tempo and key, found by the worker after the real separation.
+  const facts = await (await b.$('[data-testid="player-analysis"]')).getText();
+  check(/\d BPM/.test(facts) && /(major|minor) \(\d+[AB]\)/.test(facts), `the player shows tempo and key: ${facts}`);
+  // Speed 75 % (the slider's ↓ key, 1 % a step; ←/→ seek) and two semitones up: the
+  // playhead moves at 0.75 s of song a second, and the mix export is longer.
+  await (await b.$('[aria-label="Pitch up a semitone"]')).click();
+  await (await b.$('[aria-label="Pitch up a semitone"]')).click();
+  const speed = await b.$('[aria-label="Speed"]');
+  await speed.click();
+  await b.execute(() => document.querySelector('[aria-label="Speed"]')?.focus());
+  for (let i = 0; i < 25; i++) await b.keys("ArrowDown");
+  await b.waitUntil(async () => (await (await b.$('[data-testid="tempo"]')).getText()) === "75 %", {
+    timeout: 5000,
+    timeoutMsg: "the speed did not reach 75 %",
+  });
+  check((await (await b.$('[data-testid="transpose"]')).getText()) === "+2 st", "pitch +2 semitones");
+  await sleep(500);
+  await (await b.$('[data-testid="play"]')).click();
+  await sleep(700);
+  const [s0, t0] = [await frameNow(), Date.now()];
+  await sleep(2000);
+  const [s1, t1] = [await frameNow(), Date.now()];
+  const pace = (s1 - s0) / 44100 / ((t1 - t0) / 1000);
+  check(pace > 0.6 && pace < 0.9, `at 75 % the playhead moves at ${pace.toFixed(2)} s of song a second`);
+  check(!(await (await b.$(".alert__title=Playback stopped")).isExisting()), "no device error at 75 %");
+  await shot(b, "player-tempo");
+  await (await b.$("button=Pause")).click();
+  check(
+    (await (await b.$('[data-testid="export-speed"]')).getText()).includes("At 75 % speed, pitch +2 st"),
+    "the export panel says the mix is at the player's speed and pitch",
+  );
+  await (await b.$("button=Export")).click();
+  const askAgain = await b.$('[role="alertdialog"]');
+  await askAgain.waitForExist({ timeout: 10000, timeoutMsg: "no Replace / Keep both question" });
+  await (await askAgain.$("button=Keep both")).click();
+  await b.waitUntil(async () => (await (await b.$('[data-testid="exported-file"]')).getText()).includes("(3)"), {
+    timeout: 60000,
+    timeoutMsg: "the export at 75 % did not finish",
+  });
+  const slow = `${shownDir}/${await (await b.$('[data-testid="exported-file"]')).getText()}`;
+  const ratio = statSync(slow).size / size;
+  check(ratio > 1.25 && ratio < 1.42, `the mix at 75 % is 1/0.75 as long (${ratio.toFixed(2)}x the bytes at 320 kbps)`);
+  await (await b.$("button=Original speed and pitch")).click();
   await (await b.$("button=Back to library")).click();
 
   // Settings: the GPU section says what this machine has and whether CUDA runs.

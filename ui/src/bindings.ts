@@ -328,6 +328,8 @@ export type Job = {
 	thumbnail: string | null,
 	/**  The album a file's tags name, if any. */
 	album: string | null,
+	/**  Tempo and key of a finished song (computed once after separation). */
+	analysis: SongAnalysis | null,
 };
 
 /**  How a job separates its song. Defaults come from [`Settings`]. */
@@ -388,6 +390,22 @@ export type JobState =
 /**  Stopped by the user; nothing was kept. */
 { state: "cancelled" };
 
+/**  A key. */
+export type Key = {
+	/**  Pitch class of the tonic, 0 = C … 11 = B. */
+	tonic: number,
+	mode: Mode,
+	/**  "A minor", "E♭ major". */
+	name: string,
+	/**  The Camelot wheel code DJs mix by ("8A" = A minor, "8B" = C major). */
+	camelot: string,
+	/**
+	 *  Pearson correlation of the song's chroma with the key's profile
+	 *  (−1 to 1; reported keys have at least 0.5).
+	 */
+	correlation: number,
+};
+
 /**  Min/max columns of one lane, in [-1, 1]. */
 export type LanePeaks = {
 	lane: string,
@@ -441,7 +459,18 @@ export type MixControls = {
 	stems: StemControl[],
 	/**  Linear master gain, 0 to 4. */
 	master: number,
+	/**
+	 *  Playback speed at the same pitch, [`crate::stretch::MIN_TEMPO`] to
+	 *  [`crate::stretch::MAX_TEMPO`] (1.0 = as recorded; controls saved
+	 *  without it read as 1.0).
+	 */
+	tempo?: number,
+	/**  Transposition at the same tempo in semitones, ±12 (0 = as recorded). */
+	transpose?: number,
 };
+
+/**  Major or minor. */
+export type Mode = "major" | "minor";
 
 /**  What a front end shows about one model. */
 export type ModelStatus = {
@@ -611,6 +640,17 @@ export type Settings = {
 	 *  ones before downloading). Default 180.
 	 */
 	maxDownloadMinutes: number,
+};
+
+/**  A song's tempo and key, as stored with it (`stemroom.json`, the library). */
+export type SongAnalysis = {
+	/**
+	 *  Beats per minute, one decimal; `None` when no steady beat was found
+	 *  (silence, no drums, free time).
+	 */
+	bpm: number | null,
+	/**  The key, e.g. "A minor"; `None` for silence or unpitched audio. */
+	key: Key | null,
 };
 
 /**  What the song view needs to draw itself. */

@@ -1,4 +1,4 @@
-import type { JobState, OutputFormat } from "./bindings";
+import type { JobState, OutputFormat, SongAnalysis } from "./bindings";
 
 /** `m:ss`, or `h:mm:ss` from an hour on. */
 export function formatDuration(seconds: number): string {
@@ -106,4 +106,16 @@ export function thumbnailSrc(id: number, userAgent: string = navigator.userAgent
 export function listWords(items: readonly string[]): string {
   if (items.length <= 1) return items.join("");
   return `${items.slice(0, -1).join(", ")} and ${items[items.length - 1]}`;
+}
+
+/** "117.6 BPM", or null when the song has no steady beat (or was not analysed). */
+export function bpmText(analysis: SongAnalysis | null | undefined): string | null {
+  const bpm = analysis?.bpm;
+  return bpm === null || bpm === undefined ? null : `${Number.isInteger(bpm) ? bpm : bpm.toFixed(1)} BPM`;
+}
+
+/** "A♭ minor (1A)": the key with its Camelot code, or null. */
+export function keyText(analysis: SongAnalysis | null | undefined): string | null {
+  const key = analysis?.key;
+  return key ? `${key.name} (${key.camelot})` : null;
 }

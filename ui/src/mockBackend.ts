@@ -125,6 +125,7 @@ export function mockJob(overrides: Partial<Job> & Pick<Job, "id" | "title">): Jo
     uploader: null,
     thumbnail: null,
     album: null,
+    analysis: null,
     ...overrides,
   };
 }
@@ -142,6 +143,10 @@ export function mockSong(
     outputDir,
     stems: STEMS.map((stem) => ({ stem, path: `${outputDir}/${stem}.wav` })),
     provider: "cpu",
+    analysis: {
+      bpm: 117.6,
+      key: { tonic: 8, mode: "minor", name: "A♭ minor", camelot: "1A", correlation: 0.58 },
+    },
     ...overrides,
   });
 }

@@ -34,6 +34,21 @@ describe("Library", () => {
     await waitFor(() => expect(titles()).toEqual(["Falling Slowly"]));
   });
 
+  it("shows each song's tempo and key, and nothing for a song without a steady beat", async () => {
+    const rubato = mockSong({ id: 4, title: "Rubato", finishedAt: Date.UTC(2024, 0, 2), analysis: { bpm: null, key: null } });
+    const { user } = renderApp({ library: [...library, rubato] });
+    await user.click(screen.getByRole("tab", { name: "Library" }));
+    const items = await screen.findAllByTestId("library-item");
+    expect(items[0]).toHaveTextContent("117.6 BPM · A♭ minor (1A)");
+    expect(items[3]).toHaveTextContent("Rubato");
+    expect(items[3]).not.toHaveTextContent("BPM");
+    await user.click(await screen.findByRole("button", { name: /Night Drive/ }));
+    expect(await screen.findByTestId("song-bpm")).toHaveTextContent("117.6 BPM");
+    expect(screen.getByTestId("song-key")).toHaveTextContent("A♭ minor (1A)");
+    await user.click(screen.getByRole("button", { name: "Play & export" }));
+    expect(await screen.findByTestId("player-analysis")).toHaveTextContent("117.6 BPM · A♭ minor (1A)");
+  });
+
   it("filters by the search text", async () => {
     const { user } = await openLibrary();
     await user.type(screen.getByRole("searchbox", { name: "Search library" }), "fal");

@@ -2,7 +2,7 @@ import { useEffect, useState } from "react";
 import { useBackend } from "../backend";
 import type { Job } from "../bindings";
 import { errorText } from "../errors";
-import { formatDate, formatDuration, providerLabel } from "../format";
+import { bpmText, formatDate, formatDuration, keyText, providerLabel } from "../format";
 import { Alert } from "./Alert";
 import { PlayerView } from "./PlayerView";
 import { SongDetail } from "./SongDetail";
@@ -18,6 +18,8 @@ function meta(song: Job): string {
   return [
     song.album,
     song.durationSeconds !== null && formatDuration(song.durationSeconds),
+    bpmText(song.analysis),
+    keyText(song.analysis),
     song.finishedAt !== null && formatDate(song.finishedAt),
     song.provider && providerLabel(song.provider),
   ]

@@ -2,7 +2,7 @@ import { useEffect, useEffectEvent, useLayoutEffect, useRef, useState, type CSSP
 import { useBackend } from "../backend";
 import type { Job, LanePeaks, LoopRegion, MixControls, PlayerStatus, SongView, StemControl } from "../bindings";
 import { errorText } from "../errors";
-import { formatDuration } from "../format";
+import { bpmText, formatDuration, keyText } from "../format";
 import { dbText, dbToGain, FADER_MAX_DB, FADER_MIN_DB, gainToDb, loadMix, panText, saveMix } from "../mixPrefs";
 import {
   audible,
@@ -326,6 +326,11 @@ export function PlayerView({ song, onClose }: Props) {
           Back to library
         </button>
         <h2 className="song__title">{view.title}</h2>
+        {(bpmText(song.analysis) || keyText(song.analysis)) && (
+          <span className="player__facts muted" data-testid="player-analysis">
+            {[bpmText(song.analysis), keyText(song.analysis)].filter(Boolean).join(" · ")}
+          </span>
+        )}
       </div>
       {view.playerError && (
         <Alert title="Playback is not available">

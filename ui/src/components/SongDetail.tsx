@@ -2,7 +2,7 @@ import { useEffect, useRef, useState } from "react";
 import { useBackend } from "../backend";
 import type { Job } from "../bindings";
 import { errorText } from "../errors";
-import { fileName, formatDate, formatDuration, formatLabel, providerLabel } from "../format";
+import { bpmText, fileName, formatDate, formatDuration, formatLabel, keyText, providerLabel } from "../format";
 import { Alert } from "./Alert";
 import { Dialog } from "./Dialog";
 
@@ -54,6 +54,18 @@ export function SongDetail({ song, onRemoved, onOpen }: Props) {
           <div>
             <dt>Length</dt>
             <dd>{formatDuration(song.durationSeconds)}</dd>
+          </div>
+        )}
+        {bpmText(song.analysis) && (
+          <div>
+            <dt>Tempo</dt>
+            <dd data-testid="song-bpm">{bpmText(song.analysis)}</dd>
+          </div>
+        )}
+        {keyText(song.analysis) && (
+          <div>
+            <dt>Key</dt>
+            <dd data-testid="song-key">{keyText(song.analysis)}</dd>
           </div>
         )}
         {song.finishedAt !== null && (

@@ -191,6 +191,17 @@ mod queue {
         assert!(out.join("stemroom.json").is_file());
         assert!(done.duration_seconds.expect("duration") > 5.0);
         assert_eq!(done.provider.as_deref(), Some("cpu"));
+        // Tempo and key of the separated stems, in the library and in
+        // stemroom.json (the true stems read 117.6 BPM, A♭ minor: the
+        // model's drums stem gives the same tempo within 2 BPM).
+        let analysis = done.analysis.clone().expect("tempo and key");
+        eprintln!("Falcon 69 (separated): {analysis:?}");
+        let bpm = analysis.bpm.expect("a tempo");
+        assert!((bpm - 117.6).abs() <= 2.0, "{analysis:?}");
+        assert!(analysis.key.is_some(), "{analysis:?}");
+        let meta: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("stemroom.json")).expect("read")).expect("json");
+        assert_eq!(meta["analysis"]["bpm"].as_f64().map(|b| b as f32), Some(bpm), "{meta}");
 
         // The long job: cancel once it is separating; it must stop within one
         // segment's time and leave nothing in the library.

@@ -306,6 +306,21 @@ try {
   const ratio = statSync(slow).size / size;
   check(ratio > 1.25 && ratio < 1.42, `the mix at 75 % is 1/0.75 as long (${ratio.toFixed(2)}x the bytes at 320 kbps)`);
   await (await b.$("button=Original speed and pitch")).click();
+  // The count-in: one bar of clicks at the song's tempo, the song held, then it plays.
+  await (await b.$("button=Count-in")).click();
+  await sleep(300);
+  const before = await frameNow();
+  await (await b.$('[data-testid="play"]')).click();
+  const counting = await b.$("span=Counting in…");
+  await counting.waitForExist({ timeout: 3000, timeoutMsg: "no count-in" });
+  check((await frameNow()) === before, "the song waits for the count-in");
+  await b.waitUntil(async () => (await frameNow()) > before + 4410, {
+    timeout: 8000,
+    interval: 100,
+    timeoutMsg: "the song did not start after the count-in",
+  });
+  check(!(await counting.isExisting()), "the count-in ended and the song plays");
+  await (await b.$("button=Pause")).click();
   await (await b.$("button=Back to library")).click();
 
   // Settings: the GPU section says what this machine has and whether CUDA runs.

@@ -467,6 +467,13 @@ export type MixControls = {
 	tempo?: number,
 	/**  Transposition at the same tempo in semitones, ±12 (0 = as recorded). */
 	transpose?: number,
+	/**
+	 *  A click on every beat of the song's tempo in the player (not in
+	 *  exports); needs the song's beat grid.
+	 */
+	metronome?: boolean,
+	/**  One bar of clicks before playback starts (the player only). */
+	countIn?: boolean,
 };
 
 /**  Major or minor. */
@@ -553,6 +560,8 @@ export type PlayerStatus = {
 	levels: MeterLevel[],
 	/**  The master's level (what goes to the device). */
 	master: MeterLevel,
+	/**  A count-in is playing (the song starts after it). */
+	countingIn: boolean,
 };
 
 /**  What the window hears about the queue. */
@@ -649,6 +658,11 @@ export type SongAnalysis = {
 	 *  (silence, no drums, free time).
 	 */
 	bpm: number | null,
+	/**
+	 *  Time of the first beat in seconds (the beats fall at
+	 *  `beat_offset + k · 60 / bpm`); with `bpm`.
+	 */
+	beatOffset?: number | null,
 	/**  The key, e.g. "A minor"; `None` for silence or unpitched audio. */
 	key: Key | null,
 };

@@ -29,6 +29,8 @@ export function loadMix(songId: number, stems: number, frames: number): SavedMix
     // Speed and pitch (saved since they exist; older mixes play as recorded).
     if (c.tempo !== undefined && !(finite(c.tempo) && c.tempo >= 0.5 && c.tempo <= 1.5)) return null;
     if (c.transpose !== undefined && !(finite(c.transpose) && Math.abs(c.transpose) <= 12)) return null;
+    if (c.metronome !== undefined && typeof c.metronome !== "boolean") return null;
+    if (c.countIn !== undefined && typeof c.countIn !== "boolean") return null;
     const inSong = (r: { start: number; end: number } | null) =>
       r && finite(r.start) && finite(r.end) && r.start >= 0 && r.end <= frames && r.end > r.start ? r : null;
     return { controls: c, loop: inSong(m.loop), view: inSong(m.view) };

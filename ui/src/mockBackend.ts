@@ -601,6 +601,7 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
         error: null,
         levels: silent(stems.length),
         master: { peak: 0, rms: 0 },
+        countingIn: false,
       };
       if (simulate) ticker = setInterval(tick, 33);
       return {

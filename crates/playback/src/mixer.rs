@@ -61,12 +61,19 @@ pub struct MixControls {
     /// Transposition at the same tempo in semitones, ±12 (0 = as recorded).
     #[serde(default)]
     pub transpose: f32,
+    /// A click on every beat of the song's tempo in the player (not in
+    /// exports); needs the song's beat grid.
+    #[serde(default)]
+    pub metronome: bool,
+    /// One bar of clicks before playback starts (the player only).
+    #[serde(default)]
+    pub count_in: bool,
 }
 
 impl MixControls {
     /// Unity gain on `n` stems.
     pub fn unity(n: usize) -> Self {
-        MixControls { stems: vec![StemControl::default(); n], master: 1.0, tempo: 1.0, transpose: 0.0 }
+        MixControls { stems: vec![StemControl::default(); n], master: 1.0, tempo: 1.0, transpose: 0.0, metronome: false, count_in: false }
     }
 
     /// The tempo and pitch these controls ask for.

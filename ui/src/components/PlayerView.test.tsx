@@ -142,6 +142,24 @@ describe("Player", () => {
     }
   });
 
+  it("turns the click track and the count-in on, only for a song with a beat", async () => {
+    const { backend, user, unmount } = await openPlayer();
+    await user.click(screen.getByRole("button", { name: "Click" }));
+    expect(backend.player.controls?.metronome).toBe(true);
+    expect(screen.getByRole("button", { name: "Click" })).toHaveAttribute("aria-pressed", "true");
+    await user.click(screen.getByRole("button", { name: "Count-in" }));
+    expect(backend.player.controls?.countIn).toBe(true);
+    unmount();
+    const free = [mockSong({ id: 1, title: "Falcon 69", durationSeconds: 187, analysis: { bpm: null, key: null } })];
+    const app = renderApp({ library: free });
+    await app.user.click(screen.getByRole("tab", { name: "Library" }));
+    await app.user.click(await screen.findByRole("button", { name: /Falcon 69/ }));
+    await app.user.click(screen.getByRole("button", { name: "Play & export" }));
+    await screen.findAllByTestId("lane");
+    expect(screen.getByRole("button", { name: "Click" })).toBeDisabled();
+    expect(screen.getByRole("button", { name: "Count-in" })).toHaveAttribute("title", "No steady beat was found in this song");
+  });
+
   it("keeps the transport keys after a fader or a button was touched", async () => {
     const { backend, user } = await openPlayer();
     const fader = screen.getByRole("slider", { name: "vocals volume" });

@@ -19,6 +19,7 @@ import {
 import { Alert } from "./Alert";
 import { ExportPanel } from "./ExportPanel";
 import { LevelMeter } from "./LevelMeter";
+import { BeatControls } from "./BeatControls";
 import { TempoPitch } from "./TempoPitch";
 
 const LANE_COLORS: Record<string, string> = {
@@ -124,7 +125,10 @@ export function PlayerView({ song, onClose }: Props) {
   useEffect(() => {
     if (!view || !win || width <= 0) return;
     let live = true;
-    backend.songPeaks(view.id, win.start, win.end, Math.round(width)).then(
+    // One column per device pixel: sharp on HiDPI screens (the backend
+    // caps it at 8192).
+    const columns = Math.min(8192, Math.round(width * (window.devicePixelRatio || 1)));
+    backend.songPeaks(view.id, win.start, win.end, columns).then(
       (p) => live && setPeaks(p),
       (e: unknown) => live && setError(errorText(e)),
     );
@@ -374,6 +378,13 @@ export function PlayerView({ song, onClose }: Props) {
           tempo={controls.tempo ?? 1}
           transpose={controls.transpose ?? 0}
           onChange={(tp) => updateControls({ ...controls, ...tp })}
+        />
+        <BeatControls
+          bpm={song.analysis?.bpm ?? null}
+          metronome={controls.metronome ?? false}
+          countIn={controls.countIn ?? false}
+          countingIn={status?.countingIn ?? false}
+          onChange={(change) => updateControls({ ...controls, ...change })}
         />
         <span className="transport__spacer" />
         {loop && (

@@ -35,6 +35,10 @@ pub struct SongAnalysis {
     /// Beats per minute, one decimal; `None` when no steady beat was found
     /// (silence, no drums, free time).
     pub bpm: Option<f32>,
+    /// Time of the first beat in seconds (the beats fall at
+    /// `beat_offset + k · 60 / bpm`); with `bpm`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beat_offset: Option<f32>,
     /// The key, e.g. "A minor"; `None` for silence or unpitched audio.
     pub key: Option<key::Key>,
 }
@@ -72,8 +76,8 @@ pub fn read_mono(path: &Path) -> Result<Vec<f32>, String> {
 /// # Errors
 /// A message for the first stem that cannot be read.
 pub fn analyse_stems(drums: Option<&Path>, others: &[&Path]) -> Result<SongAnalysis, String> {
-    let bpm = match drums {
-        Some(p) => tempo::estimate(&read_mono(p)?, ANALYSIS_RATE).map(|t| (t.bpm * 10.0).round() / 10.0),
+    let tempo = match drums {
+        Some(p) => tempo::estimate(&read_mono(p)?, ANALYSIS_RATE),
         None => None,
     };
     let mut harmonic: Vec<f32> = Vec::new();
@@ -86,5 +90,9 @@ pub fn analyse_stems(drums: Option<&Path>, others: &[&Path]) -> Result<SongAnaly
             *h += v;
         }
     }
-    Ok(SongAnalysis { bpm, key: key::estimate(&harmonic, ANALYSIS_RATE) })
+    Ok(SongAnalysis {
+        bpm: tempo.map(|t| (t.bpm * 10.0).round() / 10.0),
+        beat_offset: tempo.map(|t| (t.beat_offset * 1000.0).round() / 1000.0),
+        key: key::estimate(&harmonic, ANALYSIS_RATE),
+    })
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use cpal::{FromSample, SizedSample};
 
+use super::click::{beat_of, Click, COUNT_IN_BEATS};
 use super::transport::{Chunk, Shared};
 use super::{CHUNK_FRAMES, FADE_SECONDS, MAX_STEMS, SCRATCH_FRAMES};
 use crate::mixer::{MixControls, Mixer};
@@ -26,6 +27,15 @@ pub(super) struct Callback {
     pub(super) fade: f32,
     pub(super) fade_step: f32,
     pub(super) device_rate: u32,
+    click: Click,
+    /// The beat the last played frame was in (`i64::MIN`: none yet, after
+    /// a seek), to click when the next one starts.
+    last_beat: i64,
+    /// Device frames of the running count-in played, and its length
+    /// (equal: none running).
+    count_in_at: f64,
+    count_in_len: f64,
+    was_playing: bool,
 }
 
 impl Callback {
@@ -51,6 +61,11 @@ impl Callback {
             fade: 0.0,
             fade_step: (1.0 / fade_frames) as f32,
             device_rate,
+            click: Click::new(device_rate),
+            last_beat: i64::MIN,
+            count_in_at: 0.0,
+            count_in_len: 0.0,
+            was_playing: false,
         }
     }
 
@@ -93,6 +108,35 @@ impl Callback {
         // master (index MAX_STEMS); frames not played count as silence.
         let mut peaks = [0.0f32; MAX_STEMS + 1];
         let mut squares = [0.0f32; MAX_STEMS + 1];
+        let grid = sh.beat_grid();
+        let metronome = grid.is_some() && sh.metronome.load(Ordering::Acquire);
+        // Play pressed with the count-in on: one bar of clicks first, at
+        // the song's tempo and the current speed, the song held meanwhile.
+        if playing && !self.was_playing {
+            self.count_in_at = 0.0;
+            self.count_in_len = 0.0;
+            if let Some((period, _)) = grid.filter(|_| sh.count_in.load(Ordering::Acquire)) {
+                let ratio = sh.ratio * f64::from(sh.tempo());
+                self.count_in_len = f64::from(COUNT_IN_BEATS) * period / ratio;
+            }
+        }
+        self.was_playing = playing;
+        if !playing {
+            self.count_in_len = self.count_in_at;
+        }
+        sh.counting_in.store(self.count_in_at < self.count_in_len, Ordering::Release);
+        while self.count_in_at < self.count_in_len && done < frames {
+            let beat_len = self.count_in_len / f64::from(COUNT_IN_BEATS);
+            let beat = (self.count_in_at / beat_len).floor();
+            if self.count_in_at == 0.0 || beat > ((self.count_in_at - 1.0) / beat_len).floor() {
+                self.click.trigger(beat == 0.0);
+            }
+            let v = self.click.next();
+            meter(&mut peaks[MAX_STEMS], &mut squares[MAX_STEMS], v, v);
+            write_frame(&mut out[done * ch..(done + 1) * ch], v, v);
+            self.count_in_at += 1.0;
+            done += 1;
+        }
         while done < frames {
             if !playing && self.fade <= 0.0 {
                 break;
@@ -114,6 +158,7 @@ impl Callback {
             let Some(chunk) = self.current.as_ref() else { break };
             if chunk.generation != generation {
                 self.recycle();
+                self.last_beat = i64::MIN;
                 continue;
             }
             if chunk.end {
@@ -144,7 +189,19 @@ impl Callback {
                         (self.fade - self.fade_step).max(0.0)
                     };
                 }
-                let (l, r) = (mixed[2 * i] * self.fade, mixed[2 * i + 1] * self.fade);
+                if let Some((period, offset)) = grid.filter(|_| metronome) {
+                    // A click where a beat starts, in song time.
+                    let song_frame = start as f64 + (self.offset + i) as f64 * ratio;
+                    let beat = beat_of(song_frame, period, offset);
+                    if beat != self.last_beat {
+                        if self.last_beat != i64::MIN && beat >= 0 {
+                            self.click.trigger(false);
+                        }
+                        self.last_beat = beat;
+                    }
+                }
+                let c = self.click.next();
+                let (l, r) = ((mixed[2 * i] + c) * self.fade, (mixed[2 * i + 1] + c) * self.fade);
                 meter(&mut peaks[MAX_STEMS], &mut squares[MAX_STEMS], l, r);
                 write_frame(frame, l, r);
             }

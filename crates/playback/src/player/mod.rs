@@ -29,6 +29,7 @@
 //! interleaved stereo `f32` at the device's rate, planar per stem.
 
 mod callback;
+mod click;
 mod device;
 mod output;
 mod read_loop;
@@ -48,6 +49,7 @@ use stemroom_engine::ErrorCode;
 use crate::mixer::{LoopRegion, MixControls};
 use crate::reader::StemSet;
 use callback::Callback;
+pub use click::{BeatGrid, COUNT_IN_BEATS};
 use device::choose_config;
 use transport::{Chunk, Shared, Transport};
 
@@ -120,6 +122,8 @@ pub struct PlayerStatus {
     pub levels: Vec<MeterLevel>,
     /// The master's level (what goes to the device).
     pub master: MeterLevel,
+    /// A count-in is playing (the song starts after it).
+    pub counting_in: bool,
 }
 
 /// A level meter reading, linear (1.0 = full scale, 0 dBFS).
@@ -257,6 +261,14 @@ impl Player {
         self.shared.set_controls(controls);
     }
 
+    /// The song's beat grid (its tempo and first beat), for the click
+    /// track and the count-in ([`MixControls::metronome`],
+    /// [`MixControls::count_in`]); `None` (or a tempo that is not positive)
+    /// turns both off.
+    pub fn set_beat_grid(&self, grid: Option<BeatGrid>) {
+        self.shared.set_beat_grid(grid);
+    }
+
     /// Where playback is and what it is doing.
     pub fn status(&self) -> PlayerStatus {
         let s = &self.shared;
@@ -278,6 +290,7 @@ impl Player {
             error: s.error.lock().ok().and_then(|e| e.clone()),
             levels,
             master,
+            counting_in: s.counting_in.load(Ordering::Acquire),
         }
     }
 
@@ -368,6 +381,12 @@ fn start_engine(
         output_lost: AtomicBool::new(false),
         error: Mutex::new(None),
         stop: AtomicBool::new(false),
+        beat_period: AtomicU64::new(0),
+        beat_offset: AtomicU64::new(0),
+        metronome: AtomicBool::new(false),
+        count_in: AtomicBool::new(false),
+        tempo: AtomicU32::new(1.0f32.to_bits()),
+        counting_in: AtomicBool::new(false),
     });
     let (full_tx, full_rx) = rtrb::RingBuffer::<Chunk>::new(CHUNKS);
     let (mut free_tx, free_rx) = rtrb::RingBuffer::<Chunk>::new(CHUNKS);
@@ -753,7 +772,7 @@ mod tests {
             sh.set_controls(&c);
             let at = sh.position.load(Ordering::Acquire) as f64;
             std::thread::sleep(Duration::from_millis(400));
-            let out = render(&mut cb, second);
+            let out = render_paced(&mut cb, second);
             // The read-ahead at the old tempo is dropped: the refill is a
             // short gap, as after a seek.
             let gap = sh.underrun_frames.load(Ordering::Acquire);
@@ -780,9 +799,109 @@ mod tests {
         sh.set_controls(&MixControls::unity(2));
         sh.seek(50_000);
         let out = left(&render(&mut cb, 2000));
-        for (i, v) in out.iter().enumerate() {
+        // (past the fade-in, in case the 0.8x part never got to play on a
+        // loaded machine)
+        for (i, v) in out.iter().enumerate().skip(FADE + 1) {
             assert!(close(*v, (50_000 + i) as f32 / 1e6 + 0.25), "untouched at 1x, frame {i}: {v}");
         }
+        sh.stop.store(true, Ordering::Release);
+        reader.join().unwrap();
+    }
+
+    /// Onsets (in frames) of the clicks in a left channel that is silent
+    /// otherwise: the first sample above 0.05 after at least 10 ms of quiet.
+    fn onsets(x: &[f32]) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut quiet = usize::MAX / 2;
+        for (i, v) in x.iter().enumerate() {
+            if v.abs() > 0.05 {
+                if quiet >= 441 {
+                    out.push(i);
+                }
+                quiet = 0;
+            } else {
+                quiet += 1;
+            }
+        }
+        out
+    }
+
+    /// A silent stem: the clicks are all that is heard.
+    fn silent_engine(frames: usize, controls: &MixControls) -> (tempfile::TempDir, Arc<Shared>, Callback, JoinHandle<()>) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("silence.wav");
+        let spec = hound::WavSpec { channels: 2, sample_rate: RATE, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+        let mut w = hound::WavWriter::create(&p, spec).unwrap();
+        for _ in 0..2 * frames {
+            w.write_sample(0i16).unwrap();
+        }
+        w.finalize().unwrap();
+        let (sh, cb, reader) = start_engine(open_readers(&[p]).unwrap(), controls, RATE, 2).unwrap();
+        (dir, sh, cb, reader)
+    }
+
+    /// Render `frames` frames in 512-frame buffers, letting the reader keep up.
+    fn render_paced(cb: &mut Callback, frames: usize) -> Vec<f32> {
+        let mut out = vec![0.0f32; 2 * frames];
+        let mut allocations = 0;
+        for block in out.chunks_mut(2 * 512) {
+            std::thread::sleep(Duration::from_millis(2));
+            allocations += alloc_count::counting(|| cb.render(block)).1;
+        }
+        assert_eq!(allocations, 0, "allocations in the audio callback");
+        out
+    }
+
+    /// The click track falls on the song's beats (in song time, so at half
+    /// speed on the output's doubled times), and the count-in plays one bar
+    /// of clicks before the song starts, the playhead held meanwhile.
+    #[test]
+    fn clicks_follow_the_beat_grid_and_the_count_in_comes_first() {
+        let grid = Some(BeatGrid { bpm: 120.0, offset_seconds: 0.1 });
+        for tempo in [1.0f32, 0.5] {
+            let mut c = MixControls::unity(1);
+            c.metronome = true;
+            c.tempo = tempo;
+            let (_dir, sh, mut cb, reader) = silent_engine(5 * RATE as usize, &c);
+            sh.set_beat_grid(grid);
+            std::thread::sleep(Duration::from_millis(300));
+            sh.play();
+            let out = left(&render_paced(&mut cb, 3 * RATE as usize));
+            let got: Vec<f64> = onsets(&out).iter().map(|&i| i as f64 / f64::from(RATE)).collect();
+            // Song beats at 0.1, 0.6, 1.1 … s, heard at song time / tempo.
+            let want: Vec<f64> = (0..).map(|k| (0.1 + 0.5 * f64::from(k)) / f64::from(tempo)).take_while(|&t| t < 2.99).collect();
+            assert_eq!(got.len(), want.len(), "{tempo}x: clicks at {got:?}, want {want:?}");
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() < 0.003, "{tempo}x: click at {g:.4} s, want {w:.4} s");
+            }
+            sh.stop.store(true, Ordering::Release);
+            reader.join().unwrap();
+        }
+
+        // Count-in on a constant 0.25 stem: clicks at 0, 0.5, 1, 1.5 s,
+        // then the song from its first frame at 2 s.
+        let (_dir, sh, mut cb, reader) = engine(5 * RATE as usize);
+        let mut c = MixControls::unity(2);
+        c.stems[0].mute = true;
+        c.count_in = true;
+        sh.set_controls(&c);
+        sh.set_beat_grid(grid);
+        std::thread::sleep(Duration::from_millis(300));
+        sh.play();
+        let out = left(&render_paced(&mut cb, RATE as usize));
+        assert!(sh.counting_in.load(Ordering::Acquire), "counting in");
+        assert_eq!(sh.position.load(Ordering::Acquire), 0, "the song waits for the count-in");
+        let out = [out, left(&render_paced(&mut cb, 3 * RATE as usize / 2))].concat();
+        let clicks = onsets(&out[..2 * RATE as usize]);
+        // (a click's sine starts at 0: its first audible sample is the next)
+        let want = [0, 22_050, 44_100, 66_150];
+        assert!(clicks.len() == 4 && clicks.iter().zip(want).all(|(c, w)| c.abs_diff(w) <= 2), "one bar at 120 BPM: {clicks:?}");
+        let song = 2 * RATE as usize;
+        assert!(out[song..song + 400].iter().all(|v| v.abs() < 0.25), "the song fades in at 2 s");
+        assert!(out[song + FADE + 10..].iter().all(|v| close(*v, 0.25)), "then plays");
+        assert!(!sh.counting_in.load(Ordering::Acquire));
+        let pos = sh.position.load(Ordering::Acquire);
+        assert!(pos.abs_diff(RATE as u64 / 2) < 600, "half a second of the song played: {pos}");
         sh.stop.store(true, Ordering::Release);
         reader.join().unwrap();
     }

@@ -69,6 +69,15 @@ pub(super) struct Shared {
     pub(super) output_lost: AtomicBool,
     pub(super) error: Mutex<Option<String>>,
     pub(super) stop: AtomicBool,
+    /// The song's beat grid in song frames (`f64` bits; a period of 0: no
+    /// grid), the click track and count-in switches, the tempo (`f32`
+    /// bits) for the count-in's length, and whether a count-in is playing.
+    pub(super) beat_period: AtomicU64,
+    pub(super) beat_offset: AtomicU64,
+    pub(super) metronome: AtomicBool,
+    pub(super) count_in: AtomicBool,
+    pub(super) tempo: AtomicU32,
+    pub(super) counting_in: AtomicBool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -127,6 +136,9 @@ impl Shared {
         }
         self.controls_version.fetch_add(1, Ordering::AcqRel); // even: done
         drop(_writer);
+        self.metronome.store(controls.metronome, Ordering::Release);
+        self.count_in.store(controls.count_in, Ordering::Release);
+        self.tempo.store(controls.time_pitch().tempo.to_bits(), Ordering::Release);
         // A new tempo or pitch re-reads from where playback is (as a new
         // loop does): the read-ahead was stretched at the old one.
         let time_pitch = controls.time_pitch();
@@ -151,6 +163,23 @@ impl Shared {
             *o = f32::from_bits(slot.load(Ordering::Acquire));
         }
         (self.controls_version.load(Ordering::Acquire) == before).then_some(before)
+    }
+
+    pub(super) fn set_beat_grid(&self, grid: Option<super::BeatGrid>) {
+        let (period, offset) = grid.and_then(|g| g.frames(self.song_rate)).unwrap_or((0.0, 0.0));
+        self.beat_offset.store(offset.to_bits(), Ordering::Release);
+        self.beat_period.store(period.to_bits(), Ordering::Release);
+    }
+
+    /// The beat grid's period and first beat in song frames, if any.
+    pub(super) fn beat_grid(&self) -> Option<(f64, f64)> {
+        let period = f64::from_bits(self.beat_period.load(Ordering::Acquire));
+        (period > 0.0).then(|| (period, f64::from_bits(self.beat_offset.load(Ordering::Acquire))))
+    }
+
+    /// The tempo of the current controls (1.0 = as recorded).
+    pub(super) fn tempo(&self) -> f32 {
+        f32::from_bits(self.tempo.load(Ordering::Acquire))
     }
 
     pub(super) fn fail(&self, message: String) {

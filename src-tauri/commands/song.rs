@@ -25,6 +25,8 @@ const STATUS_INTERVAL: Duration = Duration::from_millis(33);
 pub struct OpenSong {
     pub(crate) id: JobId,
     player: Option<Arc<Player>>,
+    /// The player has the original mixture as a last source (A/B).
+    with_original: bool,
     /// Peaks per lane, mixture first when the original file is still there.
     lanes: Vec<(String, Peaks)>,
 }
@@ -45,6 +47,8 @@ pub struct SongView {
     /// Length in frames at `sample_rate`.
     #[specta(type = f64)]
     pub frames: u64,
+    /// The original mixture can be heard against the mix (A/B).
+    pub can_compare: bool,
     /// The audio output, or why there is none (waveforms and export still work).
     pub output: Option<OutputInfo>,
     pub player_error: Option<String>,
@@ -116,7 +120,22 @@ pub async fn open_song(state: S<'_>, id: JobId, channel: Channel<PlayerStatus>) 
         }
         let stem_lane = &lanes[lanes.len() - job.stems.len()].1;
         let (sample_rate, frames) = (stem_lane.sample_rate, stem_lane.frames);
-        let (player, player_error) = match Player::open(&paths, &MixControls::unity(paths.len())) {
+        // The original as one more source for A/B, when it is there and
+        // plays with the stems (same rate); else the stems alone.
+        let original = match &job.source {
+            JobSource::File { path } if lanes.first().is_some_and(|(n, _)| n == "mixture") => Some(PathBuf::from(path)),
+            _ => None,
+        };
+        let unity = MixControls::unity(paths.len());
+        let with_original = original.and_then(|o| {
+            let all: Vec<PathBuf> = paths.iter().cloned().chain(std::iter::once(o)).collect();
+            Player::open(&all, &unity.with_original()).ok()
+        });
+        let (with_original, opened) = match with_original {
+            Some(p) => (true, Ok(p)),
+            None => (false, Player::open(&paths, &unity)),
+        };
+        let (player, player_error) = match opened {
             Ok(p) => (Some(Arc::new(p)), None),
             Err(e) => (None, Some(e.to_string())),
         };
@@ -136,10 +155,11 @@ pub async fn open_song(state: S<'_>, id: JobId, channel: Channel<PlayerStatus>) 
             lanes: lanes.iter().map(|(n, _)| n.clone()).collect(),
             sample_rate,
             frames,
+            can_compare: with_original,
             output,
             player_error,
         };
-        if let Err(overtaken) = st.song.finish_open(opening, OpenSong { id, player, lanes }) {
+        if let Err(overtaken) = st.song.finish_open(opening, OpenSong { id, player, with_original, lanes }) {
             // Stops its player and frees the device.
             drop(overtaken);
             return Err(AppError {
@@ -236,5 +256,7 @@ pub fn player_set_loop(state: S<'_>, region: Option<LoopRegion>) -> Result<(), A
 #[tauri::command]
 #[specta::specta]
 pub fn player_set_controls(state: S<'_>, controls: MixControls) -> Result<(), AppError> {
+    let with_original = state.song.lock().as_ref().is_some_and(|s| s.with_original);
+    let controls = if with_original { controls.with_original() } else { controls };
     with_player(&state, |p| p.set_controls(&controls))
 }

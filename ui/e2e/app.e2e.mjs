@@ -308,6 +308,9 @@ try {
   await (await b.$("button=Original speed and pitch")).click();
   // The count-in: one bar of clicks at the song's tempo, the song held, then it plays.
   await (await b.$("button=Count-in")).click();
+  await b.keys("ArrowLeft"); // back to the start (5 s a press)
+  await b.keys("ArrowLeft");
+  await b.waitUntil(async () => (await frameNow()) === 0, { timeout: 3000, timeoutMsg: "did not seek to the start" });
   await sleep(300);
   const before = await frameNow();
   await (await b.$('[data-testid="play"]')).click();
@@ -320,6 +323,19 @@ try {
     timeoutMsg: "the song did not start after the count-in",
   });
   check(!(await counting.isExisting()), "the count-in ended and the song plays");
+  // A/B: the original song alone (the stems' meters fall, the master plays on), then the mix again.
+  const ab = await b.$("button=Hear original");
+  await ab.click();
+  await sleep(600);
+  const [abMaster, abDrums] = [await dbOf("Master"), await dbOf("drums")];
+  check((await ab.getAttribute("aria-pressed")) === "true", "A/B on the original");
+  check(abMaster > -40 && abDrums === -60, `the original plays instead of the stems (master ${abMaster} dB, drums ${abDrums} dB)`);
+  await ab.click();
+  // (the drums are sparse: wait for a hit)
+  const drumsBack = await b
+    .waitUntil(async () => (await dbOf("drums")) > -50, { timeout: 3000, interval: 50 })
+    .catch(() => false);
+  check(drumsBack === true, `back to the mix: the drums' meter moves (${await dbOf("drums")} dB)`);
   await (await b.$("button=Pause")).click();
   await (await b.$("button=Back to library")).click();
 

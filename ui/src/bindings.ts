@@ -474,6 +474,12 @@ export type MixControls = {
 	metronome?: boolean,
 	/**  One bar of clicks before playback starts (the player only). */
 	countIn?: boolean,
+	/**
+	 *  A/B: hear the original mixture instead of the mix (the player only,
+	 *  when the song's original file is there; see
+	 *  [`MixControls::with_original`]).
+	 */
+	original?: boolean,
 };
 
 /**  Major or minor. */
@@ -682,6 +688,8 @@ export type SongView = {
 	sampleRate: number,
 	/**  Length in frames at `sample_rate`. */
 	frames: number,
+	/**  The original mixture can be heard against the mix (A/B). */
+	canCompare: boolean,
 	/**  The audio output, or why there is none (waveforms and export still work). */
 	output: OutputInfo | null,
 	playerError: string | null,

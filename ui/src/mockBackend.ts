@@ -616,6 +616,7 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
             ? { device: "Mock output", sampleRate: RATE, channels: 2, resampling: false }
             : null,
         playerError: options.playerError ?? null,
+        canCompare: true,
       };
     },
     async closeSong() {

@@ -68,12 +68,34 @@ pub struct MixControls {
     /// One bar of clicks before playback starts (the player only).
     #[serde(default)]
     pub count_in: bool,
+    /// A/B: hear the original mixture instead of the mix (the player only,
+    /// when the song's original file is there; see
+    /// [`MixControls::with_original`]).
+    #[serde(default)]
+    pub original: bool,
 }
 
 impl MixControls {
     /// Unity gain on `n` stems.
     pub fn unity(n: usize) -> Self {
-        MixControls { stems: vec![StemControl::default(); n], master: 1.0, tempo: 1.0, transpose: 0.0, metronome: false, count_in: false }
+        MixControls { stems: vec![StemControl::default(); n], master: 1.0, tempo: 1.0, transpose: 0.0, metronome: false, count_in: false, original: false }
+    }
+
+    /// The controls of a player that has the original mixture as one more
+    /// source after the stems: with [`MixControls::original`] only the
+    /// mixture is heard (at the master gain, speed and pitch, centred), else
+    /// only the stems as these controls say.
+    pub fn with_original(&self) -> MixControls {
+        let mut c = self.clone();
+        if self.original {
+            for s in &mut c.stems {
+                *s = StemControl { mute: true, solo: false, ..*s };
+            }
+        }
+        // A soloed stem would silence an unsoloed mixture: the mixture is
+        // soloed with it whenever it is to be heard.
+        c.stems.push(StemControl { gain: 1.0, mute: !self.original, solo: self.original, pan: 0.0 });
+        c
     }
 
     /// The tempo and pitch these controls ask for.
@@ -265,6 +287,21 @@ mod tests {
         c.master = f32::NAN;
         assert_eq!(c.effective_gains(), [0.0; 8]);
         assert_eq!(mono(&MixControls::only(4, &[0, 1, 2])), [1.0, 1.0, 1.0, 0.0]);
+    }
+
+    #[test]
+    fn a_b_hears_the_original_alone_or_the_mix_without_it() {
+        let mut c = MixControls::unity(3);
+        c.stems[0].solo = true;
+        c.stems[1].gain = 0.5;
+        c.master = 0.8;
+        let mono = |c: &MixControls| c.effective_gains().chunks(2).map(|lr| lr[0]).collect::<Vec<f32>>();
+        assert_eq!(mono(&c.with_original()), [0.8, 0.0, 0.0, 0.0], "B: the mix as set, no original");
+        c.original = true;
+        assert_eq!(mono(&c.with_original()), [0.0, 0.0, 0.0, 0.8], "A: the original alone, at the master gain");
+        c.stems[0].solo = false;
+        c.stems[2].pan = -1.0;
+        assert_eq!(c.with_original().effective_gains()[6..], [0.8, 0.8], "centred");
     }
 
     #[test]

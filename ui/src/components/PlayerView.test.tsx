@@ -160,6 +160,19 @@ describe("Player", () => {
     expect(screen.getByRole("button", { name: "Count-in" })).toHaveAttribute("title", "No steady beat was found in this song");
   });
 
+  it("compares the original with the mix (A/B), and reopens on the mix", async () => {
+    const first = await openPlayer();
+    const ab = screen.getByRole("button", { name: "Hear original" });
+    expect(ab).toHaveAttribute("aria-pressed", "false");
+    await first.user.click(ab);
+    expect(first.backend.player.controls?.original).toBe(true);
+    expect(ab).toHaveAttribute("aria-pressed", "true");
+    first.unmount();
+    const again = await openPlayer();
+    expect(screen.getByRole("button", { name: "Hear original" })).toHaveAttribute("aria-pressed", "false");
+    expect(again.backend.player.controls?.original ?? false).toBe(false);
+  });
+
   it("keeps the transport keys after a fader or a button was touched", async () => {
     const { backend, user } = await openPlayer();
     const fader = screen.getByRole("slider", { name: "vocals volume" });

@@ -139,7 +139,8 @@ export function PlayerView({ song, onClose }: Props) {
 
   // Remember the mix, loop and zoom for the next time this song opens.
   useEffect(() => {
-    if (view && controls && win) saveMix(view.id, { controls, loop, view: win });
+    // (A/B is a moment's comparison: the song reopens on the mix)
+    if (view && controls && win) saveMix(view.id, { controls: { ...controls, original: false }, loop, view: win });
   }, [view, controls, loop, win]);
   const lastLoop = useRef<LoopRegion | null>(null);
 
@@ -379,6 +380,18 @@ export function PlayerView({ song, onClose }: Props) {
           transpose={controls.transpose ?? 0}
           onChange={(tp) => updateControls({ ...controls, ...tp })}
         />
+        {view.canCompare && (
+          <button
+            type="button"
+            className="button button--small"
+            aria-pressed={controls.original ?? false}
+            title="A/B: hear the original song instead of the mix (B), and back"
+            onClick={() => updateControls({ ...controls, original: !(controls.original ?? false) })}
+            data-testid="ab"
+          >
+            Hear original
+          </button>
+        )}
         <BeatControls
           bpm={song.analysis?.bpm ?? null}
           metronome={controls.metronome ?? false}

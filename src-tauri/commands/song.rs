@@ -142,9 +142,10 @@ pub async fn open_song(state: S<'_>, id: JobId, channel: Channel<PlayerStatus>) 
         let output = player.as_ref().map(|p| p.output().clone());
         if let Some(p) = &player {
             // The click track and count-in play on the song's beat grid.
-            let grid = job.analysis.as_ref().and_then(|a| {
-                a.bpm.map(|bpm| BeatGrid { bpm, offset_seconds: a.beat_offset.unwrap_or(0.0) })
-            });
+            let grid = job
+                .analysis
+                .as_ref()
+                .and_then(|a| a.bpm.map(|bpm| BeatGrid { bpm, offset_seconds: a.beat_offset.unwrap_or(0.0) }));
             p.set_beat_grid(grid);
             spawn_status_ticker(Arc::downgrade(p), channel);
         }

@@ -124,6 +124,29 @@ impl SongMetadata {
     }
 }
 
+/// Tempo (from the drums stem) and key (from the other stems) of a
+/// separated song; a failure is logged and leaves the song without them.
+pub fn analyse(stems: &[(String, std::path::PathBuf)]) -> Option<stemroom_engine::analysis::SongAnalysis> {
+    let started = std::time::Instant::now();
+    let drums = stems.iter().find(|(s, _)| s == "drums").map(|(_, p)| p.as_path());
+    let others: Vec<&std::path::Path> = stems.iter().filter(|(s, _)| s != "drums").map(|(_, p)| p.as_path()).collect();
+    match stemroom_engine::analysis::analyse_stems(drums, &others) {
+        Ok(a) => {
+            tracing::info!(
+                "tempo {:?} BPM, key {:?} ({:.1} s)",
+                a.bpm,
+                a.key.as_ref().map(|k| k.name.as_str()),
+                started.elapsed().as_secs_f64()
+            );
+            Some(a)
+        }
+        Err(e) => {
+            tracing::warn!("tempo and key not found: {e}");
+            None
+        }
+    }
+}
+
 /// What [`remove_song`] left in the song's folder.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RemovedSong {

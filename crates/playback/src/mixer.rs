@@ -78,7 +78,15 @@ pub struct MixControls {
 impl MixControls {
     /// Unity gain on `n` stems.
     pub fn unity(n: usize) -> Self {
-        MixControls { stems: vec![StemControl::default(); n], master: 1.0, tempo: 1.0, transpose: 0.0, metronome: false, count_in: false, original: false }
+        MixControls {
+            stems: vec![StemControl::default(); n],
+            master: 1.0,
+            tempo: 1.0,
+            transpose: 0.0,
+            metronome: false,
+            count_in: false,
+            original: false,
+        }
     }
 
     /// The controls of a player that has the original mixture as one more

@@ -526,9 +526,16 @@ async fn complete(
         let _ = std::fs::remove_dir_all(&work);
         std::fs::rename(&staged, &work).map_err(|e| ApiError::internal(format!("cannot file the stems: {e}")))?;
         let _ = me.queue.set_details(id, c.duration_seconds, Some(&c.provider));
-        SongMetadata::new(&job, c.stems.clone(), c.seconds, Some(c.provider.clone()), c.duration_seconds)
-            .write(&work)
-            .map_err(|e| ApiError::internal(format!("cannot write the song's metadata: {e}")))?;
+        let mut meta =
+            SongMetadata::new(&job, c.stems.clone(), c.seconds, Some(c.provider.clone()), c.duration_seconds);
+        // Tempo and key, as the local worker finds them.
+        let files: Vec<(String, std::path::PathBuf)> =
+            c.stems.iter().map(|s| (s.stem.clone(), work.join(&s.path))).collect();
+        meta.analysis = song::analyse(&files);
+        if let Some(a) = &meta.analysis {
+            let _ = me.queue.set_analysis(id, a);
+        }
+        meta.write(&work).map_err(|e| ApiError::internal(format!("cannot write the song's metadata: {e}")))?;
         let dest = match song::publish_song(&library, &work, &job.title) {
             Ok(d) => d,
             Err(e) => {

@@ -114,6 +114,12 @@ pub struct JobView {
     pub stems: BTreeMap<String, String>,
     /// The zip of all stems (completed jobs).
     pub download_url: Option<String>,
+    /// Tempo in beats per minute (completed jobs with a steady beat).
+    pub bpm: Option<f32>,
+    /// Key, e.g. `A minor` (completed jobs with a clear key).
+    pub key: Option<String>,
+    /// The key's Camelot code, e.g. `8A`.
+    pub camelot: Option<String>,
 }
 
 fn format_view(f: &OutputFormat) -> (String, Option<u16>, Option<u8>) {
@@ -196,6 +202,9 @@ impl JobView {
             finished_at: job.finished_at.map(|t| t / 1000.0),
             stems,
             download_url: done.then(|| format!("/download/{}", job.id)),
+            bpm: job.analysis.as_ref().and_then(|a| a.bpm),
+            key: job.analysis.as_ref().and_then(|a| a.key.as_ref().map(|k| k.name.clone())),
+            camelot: job.analysis.as_ref().and_then(|a| a.key.as_ref().map(|k| k.camelot.clone())),
         }
     }
 }

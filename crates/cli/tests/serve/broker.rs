@@ -164,6 +164,10 @@ fn two_workers_share_the_queue_once_each_and_a_corrupt_input_fails_once() {
     assert!(failed["error"].as_str().is_some_and(|e| e.contains("could not be read as audio")), "{failed}");
     for v in done.iter().filter(|v| v["job_id"] != corrupt.as_str()) {
         assert_eq!(v["status"], "completed", "{v}");
+        // Tempo and key found by the server when a worker's stems came in
+        // (Falcon 69: 117.7 BPM, A♭ minor from the model's stems).
+        assert!(v["bpm"].as_f64().is_some_and(|b| (b - 117.6).abs() <= 2.0), "{v}");
+        assert!(v["key"].as_str().is_some_and(|k| k.ends_with("minor") || k.ends_with("major")), "{v}");
     }
     // Each job ran once, on one of the two; both took some.
     let (by_a, by_b) = (jobs_done_by(&log_a), jobs_done_by(&log_b));

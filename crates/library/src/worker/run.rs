@@ -175,7 +175,7 @@ impl Inner {
             Some(provider.clone()),
             duration.or(Some(out.audio_seconds)),
         );
-        meta.analysis = analyse(&out.stems);
+        meta.analysis = song::analyse(&out.stems);
         if let Some(a) = &meta.analysis {
             let _ = self.queue.set_analysis(job.id, a);
         }
@@ -189,28 +189,5 @@ impl Inner {
             .map(|s| StemFile { path: dest.join(&s.path).to_string_lossy().into_owned(), stem: s.stem })
             .collect();
         Ok((dest.to_string_lossy().into_owned(), stems))
-    }
-}
-
-/// Tempo (from the drums stem) and key (from the other stems) of a
-/// separated song; a failure is logged and leaves the song without them.
-fn analyse(stems: &[(String, PathBuf)]) -> Option<stemroom_engine::analysis::SongAnalysis> {
-    let started = Instant::now();
-    let drums = stems.iter().find(|(s, _)| s == "drums").map(|(_, p)| p.as_path());
-    let others: Vec<&std::path::Path> = stems.iter().filter(|(s, _)| s != "drums").map(|(_, p)| p.as_path()).collect();
-    match stemroom_engine::analysis::analyse_stems(drums, &others) {
-        Ok(a) => {
-            tracing::info!(
-                "tempo {:?} BPM, key {:?} ({:.1} s)",
-                a.bpm,
-                a.key.as_ref().map(|k| k.name.as_str()),
-                started.elapsed().as_secs_f64()
-            );
-            Some(a)
-        }
-        Err(e) => {
-            tracing::warn!("tempo and key not found: {e}");
-            None
-        }
     }
 }

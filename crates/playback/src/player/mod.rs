@@ -827,10 +827,18 @@ mod tests {
     }
 
     /// A silent stem: the clicks are all that is heard.
-    fn silent_engine(frames: usize, controls: &MixControls) -> (tempfile::TempDir, Arc<Shared>, Callback, JoinHandle<()>) {
+    fn silent_engine(
+        frames: usize,
+        controls: &MixControls,
+    ) -> (tempfile::TempDir, Arc<Shared>, Callback, JoinHandle<()>) {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("silence.wav");
-        let spec = hound::WavSpec { channels: 2, sample_rate: RATE, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+        let spec = hound::WavSpec {
+            channels: 2,
+            sample_rate: RATE,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
         let mut w = hound::WavWriter::create(&p, spec).unwrap();
         for _ in 0..2 * frames {
             w.write_sample(0i16).unwrap();
@@ -869,7 +877,8 @@ mod tests {
             let out = left(&render_paced(&mut cb, 3 * RATE as usize));
             let got: Vec<f64> = onsets(&out).iter().map(|&i| i as f64 / f64::from(RATE)).collect();
             // Song beats at 0.1, 0.6, 1.1 … s, heard at song time / tempo.
-            let want: Vec<f64> = (0..).map(|k| (0.1 + 0.5 * f64::from(k)) / f64::from(tempo)).take_while(|&t| t < 2.99).collect();
+            let want: Vec<f64> =
+                (0..).map(|k| (0.1 + 0.5 * f64::from(k)) / f64::from(tempo)).take_while(|&t| t < 2.99).collect();
             assert_eq!(got.len(), want.len(), "{tempo}x: clicks at {got:?}, want {want:?}");
             for (g, w) in got.iter().zip(&want) {
                 assert!((g - w).abs() < 0.003, "{tempo}x: click at {g:.4} s, want {w:.4} s");
@@ -895,7 +904,10 @@ mod tests {
         let clicks = onsets(&out[..2 * RATE as usize]);
         // (a click's sine starts at 0: its first audible sample is the next)
         let want = [0, 22_050, 44_100, 66_150];
-        assert!(clicks.len() == 4 && clicks.iter().zip(want).all(|(c, w)| c.abs_diff(w) <= 2), "one bar at 120 BPM: {clicks:?}");
+        assert!(
+            clicks.len() == 4 && clicks.iter().zip(want).all(|(c, w)| c.abs_diff(w) <= 2),
+            "one bar at 120 BPM: {clicks:?}"
+        );
         let song = 2 * RATE as usize;
         assert!(out[song..song + 400].iter().all(|v| v.abs() < 0.25), "the song fades in at 2 s");
         assert!(out[song + FADE + 10..].iter().all(|v| close(*v, 0.25)), "then plays");

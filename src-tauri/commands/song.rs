@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use specta::Type;
+use stemroom_engine::model::manifest::{mixture_style, StemStyle};
 use stemroom_engine::ErrorCode;
 use stemroom_library::queue::{JobId, JobSource, JobState};
 use stemroom_playback::mixer::{LoopRegion, MixControls};
@@ -47,6 +48,9 @@ pub struct SongView {
     /// Length in frames at `sample_rate`.
     #[specta(type = f64)]
     pub frames: u64,
+    /// How each lane is shown (name for people, colour), in lane order,
+    /// from the model's manifest.
+    pub lane_styles: Vec<StemStyle>,
     /// The original mixture can be heard against the mix (A/B).
     pub can_compare: bool,
     /// The audio output, or why there is none (waveforms and export still work).
@@ -154,6 +158,14 @@ pub async fn open_song(state: S<'_>, id: JobId, channel: Channel<PlayerStatus>) 
             title: job.title.clone(),
             stems: job.stems.iter().map(|s| s.stem.clone()).collect(),
             lanes: lanes.iter().map(|(n, _)| n.clone()).collect(),
+            lane_styles: lanes
+                .iter()
+                .map(|(n, _)| match (n.as_str(), st.manifest.get(&job.options.model)) {
+                    ("mixture", _) => mixture_style(),
+                    (stem, Ok(info)) => info.stem_style(stem),
+                    (stem, Err(_)) => StemStyle { label: stem.to_string(), color: "#7d8597".into() },
+                })
+                .collect(),
             sample_rate,
             frames,
             can_compare: with_original,

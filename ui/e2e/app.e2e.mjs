@@ -181,6 +181,13 @@ try {
   const laneNames = [];
   for (const l of await b.$$('[data-testid="lane"]')) laneNames.push(await l.getAttribute("data-lane"));
   check(laneNames.join(",") === "mixture,drums,bass,other,vocals", `mixture and four stem lanes (${laneNames})`);
+  const drumsLane = (await b.$$('[data-testid="lane"]'))[1];
+  const drumsName = await (await drumsLane.$(".lane__name")).getProperty("textContent");
+  const drumsStyle = await drumsLane.getAttribute("style");
+  check(
+    drumsName.replace(/\s+/g, " ").trim() === "1 Drums" && /#e4572e|228, 87, 46/i.test(drumsStyle ?? ""),
+    `lane names and colours come from the model's manifest (${drumsName}, ${drumsStyle})`,
+  );
   // Every lane shows its whole name, in this window and a narrow one.
   const cutNames = () =>
     b.execute(() =>

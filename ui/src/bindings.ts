@@ -688,6 +688,11 @@ export type SongView = {
 	sampleRate: number,
 	/**  Length in frames at `sample_rate`. */
 	frames: number,
+	/**
+	 *  How each lane is shown (name for people, colour), in lane order,
+	 *  from the model's manifest.
+	 */
+	laneStyles: StemStyle[],
 	/**  The original mixture can be heard against the mix (A/B). */
 	canCompare: boolean,
 	/**  The audio output, or why there is none (waveforms and export still work). */
@@ -711,6 +716,14 @@ export type StemFile = {
 	stem: string,
 	/**  Path of the file (absolute, or relative to its song folder in `stemroom.json`). */
 	path: string,
+};
+
+/**  How a stem (or the original mixture) is shown. */
+export type StemStyle = {
+	/**  Name for people ("Drums"). */
+	label: string,
+	/**  Lane colour, CSS hex (`#rrggbb`). */
+	color: string,
 };
 
 /**  Bit depth and sample type of WAV output. */

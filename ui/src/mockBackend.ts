@@ -151,6 +151,15 @@ export function mockSong(
   });
 }
 
+/** The lane styles of the built-in manifest (models/manifest.json). */
+const MOCK_STYLES: Record<string, { label: string; color: string }> = {
+  mixture: { label: "Original", color: "#8a8f98" },
+  drums: { label: "Drums", color: "#e4572e" },
+  bass: { label: "Bass", color: "#3f9c6d" },
+  other: { label: "Other", color: "#d99a0b" },
+  vocals: { label: "Vocals", color: "#4f7fe0" },
+};
+
 function fail(message: string): never {
   throw new BackendError("invalid_options", message);
 }
@@ -609,6 +618,7 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
         title: job.title,
         stems,
         lanes: job.source.kind === "file" ? ["mixture", ...stems] : stems,
+        laneStyles: (job.source.kind === "file" ? ["mixture", ...stems] : stems).map((lane) => MOCK_STYLES[lane] ?? { label: lane, color: "#7d8597" }),
         sampleRate: RATE,
         frames,
         output:

@@ -20,6 +20,10 @@ describe("Player", () => {
   it("shows the mixture and one lane per stem, and plays", async () => {
     const { backend, user } = await openPlayer();
     expect(lanes()).toEqual(["mixture", "drums", "bass", "other", "vocals"]);
+    // Names and colours from the model's manifest.
+    const names = screen.getAllByTestId("lane").map((l) => l.querySelector(".lane__name")?.textContent);
+    expect(names).toEqual(["Original", "1 Drums", "2 Bass", "3 Other", "4 Vocals"]);
+    expect(screen.getAllByTestId("lane")[1]!.getAttribute("style")).toContain("#e4572e");
     expect(screen.getByTestId("position")).toHaveTextContent("0:00.0 / 3:07");
     await user.click(screen.getByRole("button", { name: "Play" }));
     expect(backend.player.status?.playing).toBe(true);

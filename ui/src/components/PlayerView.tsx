@@ -22,13 +22,6 @@ import { LevelMeter } from "./LevelMeter";
 import { BeatControls } from "./BeatControls";
 import { TempoPitch } from "./TempoPitch";
 
-const LANE_COLORS: Record<string, string> = {
-  mixture: "#8a8f98",
-  drums: "#e4572e",
-  bass: "#3f9c6d",
-  other: "#d99a0b",
-  vocals: "#4f7fe0",
-};
 const LANE_HEIGHT = 64;
 const SEEK_STEP_SECONDS = 5;
 
@@ -448,6 +441,7 @@ export function PlayerView({ song, onClose }: Props) {
             <div
               key={lane}
               className="lane"
+              style={{ "--lane-color": view.laneStyles[li]?.color ?? "#888" } as CSSProperties}
               data-testid="lane"
               data-lane={lane}
               aria-selected={si === selected ? "true" : undefined}
@@ -461,7 +455,7 @@ export function PlayerView({ song, onClose }: Props) {
                   aria-label={si >= 0 ? `Select ${lane} (${si + 1})` : lane}
                 >
                   {si >= 0 ? `${si + 1} ` : ""}
-                  {lane}
+                  {view.laneStyles[li]?.label ?? lane}
                 </button>
                 {stem && (
                   <>
@@ -532,7 +526,7 @@ export function PlayerView({ song, onClose }: Props) {
                 <Waveform
                   peaks={peaks?.find((p) => p.lane === lane)}
                   width={width}
-                  color={LANE_COLORS[lane] ?? "#888"}
+                  color={view.laneStyles[li]?.color ?? "#888"}
                   dim={!heard}
                 />
               </div>

@@ -74,6 +74,26 @@ pub struct ModelInfo {
     pub inputs: InputNames,
     /// Output tensor names.
     pub outputs: OutputNames,
+    /// How front ends show each source: its name for people and its lane
+    /// colour (sources missing here get [`ModelInfo::stem_style`]'s
+    /// fallback).
+    #[serde(default)]
+    pub stem_styles: std::collections::BTreeMap<String, StemStyle>,
+}
+
+/// How a stem (or the original mixture) is shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+pub struct StemStyle {
+    /// Name for people ("Drums").
+    pub label: String,
+    /// Lane colour, CSS hex (`#rrggbb`).
+    pub color: String,
+}
+
+/// How the original mixture's lane is shown.
+pub fn mixture_style() -> StemStyle {
+    StemStyle { label: "Original".into(), color: "#8a8f98".into() }
 }
 
 impl ModelInfo {
@@ -90,6 +110,26 @@ impl ModelInfo {
     /// Segment length in seconds.
     pub fn segment_seconds(&self) -> f64 {
         self.segment_frames as f64 / self.sample_rate as f64
+    }
+
+    /// How stem `name` is shown: the manifest's style; for a two-stem
+    /// complement `no_<source>` "No <source>" in a grey; else the name
+    /// capitalised in a grey.
+    pub fn stem_style(&self, name: &str) -> StemStyle {
+        if let Some(s) = self.stem_styles.get(name) {
+            return s.clone();
+        }
+        let rest = name.strip_prefix("no_");
+        let base = rest.and_then(|r| self.stem_styles.get(r)).map(|s| s.label.to_lowercase());
+        let label = match (rest, base) {
+            (Some(_), Some(b)) => format!("No {b}"),
+            _ => {
+                let spaced = name.replace('_', " ");
+                let mut c = spaced.chars();
+                c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
+            }
+        };
+        StemStyle { label, color: "#7d8597".into() }
     }
 }
 

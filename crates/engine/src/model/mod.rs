@@ -54,6 +54,16 @@ mod tests {
         assert_eq!(h.spec_frames(), 336);
         assert_eq!(h.freq_bins(), 2048);
         assert!(m.get("nope").is_err());
+        // Every source has its name and lane colour; complements and
+        // unknown names get a fallback.
+        for s in &h.sources {
+            let st = h.stem_style(s);
+            assert!(st.color.starts_with('#') && st.color.len() == 7, "{s}: {st:?}");
+            assert!(h.stem_styles.contains_key(s), "{s} has a style");
+        }
+        assert_eq!(h.stem_style("vocals").label, "Vocals");
+        assert_eq!(h.stem_style("no_vocals").label, "No vocals");
+        assert_eq!(h.stem_style("guitar_2").label, "Guitar 2");
     }
 
     #[test]

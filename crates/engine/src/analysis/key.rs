@@ -10,7 +10,6 @@
 //! Krumhansl-Schmuckler algorithm, Krumhansl, "Cognitive Foundations of
 //! Musical Pitch", 1990).
 
-use realfft::RealFftPlanner;
 use serde::{Deserialize, Serialize};
 
 /// STFT frame, samples (0.74 s at 11 025 Hz: 1.35 Hz bins, fine enough to
@@ -77,16 +76,10 @@ pub fn chroma(samples: &[f32], rate: u32) -> [f64; 12] {
     if samples.len() < FRAME || rate == 0 {
         return out;
     }
-    let mut planner = RealFftPlanner::<f32>::new();
-    let fft = planner.plan_fft_forward(FRAME);
-    let window: Vec<f32> =
-        (0..FRAME).map(|i| (0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / FRAME as f64).cos()) as f32).collect();
-    let mut input = fft.make_input_vec();
-    let mut spectrum = fft.make_output_vec();
-    let mut scratch = fft.make_scratch_vec();
+    let mut fft = super::FrameFft::new(FRAME);
     let bin_hz = f64::from(rate) / FRAME as f64;
     // Each bin's pitch class (None outside the range).
-    let classes: Vec<Option<usize>> = (0..spectrum.len())
+    let classes: Vec<Option<usize>> = (0..fft.bins())
         .map(|k| {
             let f = k as f64 * bin_hz;
             (LOW_HZ..=HIGH_HZ).contains(&f).then(|| {
@@ -96,12 +89,7 @@ pub fn chroma(samples: &[f32], rate: u32) -> [f64; 12] {
         })
         .collect();
     for at in (0..=samples.len() - FRAME).step_by(HOP) {
-        for (i, x) in input.iter_mut().enumerate() {
-            *x = samples[at + i] * window[i];
-        }
-        if fft.process_with_scratch(&mut input, &mut spectrum, &mut scratch).is_err() {
-            return [0.0; 12];
-        }
+        let Some(spectrum) = fft.spectrum(&samples[at..at + FRAME]) else { return [0.0; 12] };
         for (c, class) in spectrum.iter().zip(&classes) {
             if let Some(pc) = class {
                 let m = f64::from(c.norm());

@@ -43,6 +43,47 @@ pub struct SongAnalysis {
     pub key: Option<key::Key>,
 }
 
+/// A Hann-windowed real FFT of one frame length, its buffers reused from
+/// frame to frame (both analyses' STFT).
+pub(crate) struct FrameFft {
+    fft: std::sync::Arc<dyn realfft::RealToComplex<f32>>,
+    window: Vec<f32>,
+    input: Vec<f32>,
+    spectrum: Vec<realfft::num_complex::Complex<f32>>,
+    scratch: Vec<realfft::num_complex::Complex<f32>>,
+}
+
+impl FrameFft {
+    /// An FFT of `len` samples (`len / 2 + 1` bins).
+    pub(crate) fn new(len: usize) -> Self {
+        let fft = realfft::RealFftPlanner::<f32>::new().plan_fft_forward(len);
+        let window =
+            (0..len).map(|i| (0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / len as f64).cos()) as f32).collect();
+        FrameFft {
+            input: fft.make_input_vec(),
+            spectrum: fft.make_output_vec(),
+            scratch: fft.make_scratch_vec(),
+            window,
+            fft,
+        }
+    }
+
+    /// Bins of the FFT.
+    pub(crate) fn bins(&self) -> usize {
+        self.spectrum.len()
+    }
+
+    /// The spectrum of `frame` (exactly the FFT's length), windowed; `None`
+    /// if the FFT refuses it.
+    pub(crate) fn spectrum(&mut self, frame: &[f32]) -> Option<&[realfft::num_complex::Complex<f32>]> {
+        for ((x, s), w) in self.input.iter_mut().zip(frame).zip(&self.window) {
+            *x = s * w;
+        }
+        self.fft.process_with_scratch(&mut self.input, &mut self.spectrum, &mut self.scratch).ok()?;
+        Some(&self.spectrum)
+    }
+}
+
 /// A stem file (any format the decoders read) as mono at [`ANALYSIS_RATE`],
 /// decoded and resampled block by block (a 4-minute song is 10 MB here).
 ///

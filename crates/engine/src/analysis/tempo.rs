@@ -23,8 +23,6 @@
 //! A 60 s excerpt resolves the beat frequency to 1/60 Hz, i.e. 1 BPM, and
 //! the refinement goes finer; longer songs are analysed whole.
 
-use realfft::RealFftPlanner;
-
 /// STFT frame, samples (93 ms at 11 025 Hz).
 pub const FRAME: usize = 1024;
 /// STFT hop, samples (11.6 ms at 11 025 Hz: 86 envelope frames a second).
@@ -81,27 +79,16 @@ pub fn onset_envelope(samples: &[f32], rate: u32) -> Vec<f32> {
     if samples.len() < FRAME {
         return Vec::new();
     }
-    let mut planner = RealFftPlanner::<f32>::new();
-    let fft = planner.plan_fft_forward(FRAME);
-    let window: Vec<f32> =
-        (0..FRAME).map(|i| (0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / FRAME as f64).cos()) as f32).collect();
-    let mut input = fft.make_input_vec();
-    let mut spectrum = fft.make_output_vec();
-    let mut scratch = fft.make_scratch_vec();
+    let mut fft = super::FrameFft::new(FRAME);
     // Only the band that carries the beat (kick and snare); cymbals above
     // it mostly subdivide the beat and would pull the estimate to double.
-    let beat_bins = ((BEAT_BAND_HZ * FRAME as f64 / f64::from(rate.max(1))).ceil() as usize).clamp(2, spectrum.len());
+    let beat_bins = ((BEAT_BAND_HZ * FRAME as f64 / f64::from(rate.max(1))).ceil() as usize).clamp(2, fft.bins());
     let mut previous = vec![0.0f32; beat_bins];
     let frames = (samples.len() - FRAME) / HOP + 1;
     let mut flux = Vec::with_capacity(frames);
     for t in 0..frames {
         let at = t * HOP;
-        for (i, x) in input.iter_mut().enumerate() {
-            *x = samples[at + i] * window[i];
-        }
-        if fft.process_with_scratch(&mut input, &mut spectrum, &mut scratch).is_err() {
-            return Vec::new();
-        }
+        let Some(spectrum) = fft.spectrum(&samples[at..at + FRAME]) else { return Vec::new() };
         let mut sum = 0.0f32;
         for (p, c) in previous.iter_mut().zip(&spectrum[..beat_bins]) {
             let level = (1.0 + GAMMA * c.norm()).ln();

@@ -711,6 +711,25 @@ mod tests {
         reader.join().unwrap();
     }
 
+    /// A stereo 32-bit float WAV `name.wav` in `dir` whose frame `i` is `f(i)`
+    /// on both channels.
+    fn float_stem(dir: &std::path::Path, name: &str, frames: usize, f: impl Fn(usize) -> f32) -> PathBuf {
+        let p = dir.join(format!("{name}.wav"));
+        let spec = hound::WavSpec {
+            channels: 2,
+            sample_rate: RATE,
+            bits_per_sample: 32,
+            sample_format: hound::SampleFormat::Float,
+        };
+        let mut w = hound::WavWriter::create(&p, spec).unwrap();
+        for i in 0..frames {
+            w.write_sample(f(i)).unwrap();
+            w.write_sample(f(i)).unwrap();
+        }
+        w.finalize().unwrap();
+        p
+    }
+
     /// Frequency of a mono signal from its rising zero crossings.
     fn crossing_hz(x: &[f32], rate: f64) -> f64 {
         let ups: Vec<usize> = (1..x.len()).filter(|&i| x[i - 1] < 0.0 && x[i] >= 0.0).collect();
@@ -724,20 +743,9 @@ mod tests {
     #[test]
     fn tempo_and_pitch_play_in_song_time() {
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("tone.wav");
-        let spec = hound::WavSpec {
-            channels: 2,
-            sample_rate: RATE,
-            bits_per_sample: 32,
-            sample_format: hound::SampleFormat::Float,
-        };
-        let mut w = hound::WavWriter::create(&p, spec).unwrap();
-        for i in 0..10 * RATE as usize {
-            let x = 0.5 * (i as f32 * 440.0 * std::f32::consts::TAU / RATE as f32).sin();
-            w.write_sample(x).unwrap();
-            w.write_sample(x).unwrap();
-        }
-        w.finalize().unwrap();
+        let p = float_stem(dir.path(), "tone", 10 * RATE as usize, |i| {
+            0.5 * (i as f32 * 440.0 * std::f32::consts::TAU / RATE as f32).sin()
+        });
         for device_rate in [RATE, 48_000] {
             let (sh, mut cb, reader) =
                 start_engine(open_readers(std::slice::from_ref(&p)).unwrap(), &MixControls::unity(1), device_rate, 2)
@@ -832,18 +840,7 @@ mod tests {
         controls: &MixControls,
     ) -> (tempfile::TempDir, Arc<Shared>, Callback, JoinHandle<()>) {
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("silence.wav");
-        let spec = hound::WavSpec {
-            channels: 2,
-            sample_rate: RATE,
-            bits_per_sample: 16,
-            sample_format: hound::SampleFormat::Int,
-        };
-        let mut w = hound::WavWriter::create(&p, spec).unwrap();
-        for _ in 0..2 * frames {
-            w.write_sample(0i16).unwrap();
-        }
-        w.finalize().unwrap();
+        let p = float_stem(dir.path(), "silence", frames, |_| 0.0);
         let (sh, cb, reader) = start_engine(open_readers(&[p]).unwrap(), controls, RATE, 2).unwrap();
         (dir, sh, cb, reader)
     }

@@ -28,6 +28,8 @@ pub struct OpenSong {
     player: Option<Arc<Player>>,
     /// The player has the original mixture as a last source (A/B).
     with_original: bool,
+    /// The song's stems (the controls the page sends are fitted to them).
+    stems: usize,
     /// Peaks per lane, mixture first when the original file is still there.
     lanes: Vec<(String, Peaks)>,
 }
@@ -172,7 +174,9 @@ pub async fn open_song(state: S<'_>, id: JobId, channel: Channel<PlayerStatus>) 
             output,
             player_error,
         };
-        if let Err(overtaken) = st.song.finish_open(opening, OpenSong { id, player, with_original, lanes }) {
+        if let Err(overtaken) =
+            st.song.finish_open(opening, OpenSong { id, player, with_original, stems: job.stems.len(), lanes })
+        {
             // Stops its player and frees the device.
             drop(overtaken);
             return Err(AppError {
@@ -269,7 +273,11 @@ pub fn player_set_loop(state: S<'_>, region: Option<LoopRegion>) -> Result<(), A
 #[tauri::command]
 #[specta::specta]
 pub fn player_set_controls(state: S<'_>, controls: MixControls) -> Result<(), AppError> {
-    let with_original = state.song.lock().as_ref().is_some_and(|s| s.with_original);
+    let (with_original, stems) = state.song.lock().as_ref().map_or((false, 0), |s| (s.with_original, s.stems));
+    // One control per stem whatever the page sent, so the original's
+    // control (A/B) is always the last source's.
+    let mut controls = controls;
+    controls.stems.resize(stems, Default::default());
     let controls = if with_original { controls.with_original() } else { controls };
     with_player(&state, |p| p.set_controls(&controls))
 }

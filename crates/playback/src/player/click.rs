@@ -13,6 +13,10 @@ const ACCENT_HZ: f32 = 1_500.0;
 /// click lasts five time constants (40 ms).
 const CLICK_LEVEL: f32 = 0.5;
 const CLICK_TAU: f32 = 0.008;
+/// Tempi a beat grid may have, BPM (twice the analysis' range either way),
+/// so a damaged value cannot make a count-in last minutes.
+pub const MIN_GRID_BPM: f64 = 30.0;
+pub const MAX_GRID_BPM: f64 = 400.0;
 /// Beats of the count-in (one 4/4 bar).
 pub const COUNT_IN_BEATS: u32 = 4;
 
@@ -71,10 +75,10 @@ pub struct BeatGrid {
 
 impl BeatGrid {
     /// Period and first beat in frames at `rate` Hz, or `None` for a
-    /// tempo that is not positive and finite.
+    /// tempo outside [`MIN_GRID_BPM`]…[`MAX_GRID_BPM`] (or not finite).
     pub(super) fn frames(self, rate: u32) -> Option<(f64, f64)> {
         let bpm = f64::from(self.bpm);
-        (bpm.is_finite() && bpm > 0.0).then(|| {
+        (MIN_GRID_BPM..=MAX_GRID_BPM).contains(&bpm).then(|| {
             let period = 60.0 / bpm * f64::from(rate);
             let offset = f64::from(self.offset_seconds.max(0.0)) * f64::from(rate);
             (period, offset.rem_euclid(period))
@@ -87,4 +91,25 @@ impl BeatGrid {
 #[inline]
 pub(super) fn beat_of(frame: f64, period: f64, offset: f64) -> i64 {
     ((frame - offset) / period).floor() as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_grid_outside_the_tempo_range_is_no_grid() {
+        // (frames rounded: the offset is an f32 number of seconds)
+        let grid = |bpm: f32, offset_seconds: f32| {
+            BeatGrid { bpm, offset_seconds }.frames(44_100).map(|(p, o)| (p.round(), o.round()))
+        };
+        assert_eq!(grid(120.0, 0.1), Some((22_050.0, 4_410.0)));
+        assert_eq!(grid(120.0, 0.75), Some((22_050.0, 11_025.0)), "offset within one period");
+        assert_eq!(grid(120.0, -3.0), Some((22_050.0, 0.0)));
+        for bad in [0.0, 0.001, 29.0, 401.0, 1e9, f32::NAN, f32::INFINITY, -120.0] {
+            assert_eq!(grid(bad, 0.0), None, "{bad} BPM");
+        }
+        assert_eq!(beat_of(4_409.0, 22_050.0, 4_410.0), -1);
+        assert_eq!(beat_of(4_410.0, 22_050.0, 4_410.0), 0);
+    }
 }

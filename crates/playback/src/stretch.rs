@@ -121,11 +121,6 @@ impl Stretcher {
         })
     }
 
-    /// Song frames per output frame (the tempo).
-    pub fn tempo(&self) -> f64 {
-        self.tempo
-    }
-
     /// Take `input` (interleaved stereo, the next frames of the run) and
     /// append the output it completes to `out`.
     pub fn process(&mut self, input: &[f32], out: &mut Vec<f32>) {
@@ -204,19 +199,10 @@ mod tests {
             .collect()
     }
 
-    /// Frequency of the left channel of `x` between two frames, from its
-    /// rising zero crossings (interpolated between samples).
+    /// Frequency of the left channel of interleaved stereo `x` between
+    /// two frames.
     fn frequency(x: &[f32], from: usize, to: usize) -> f64 {
-        let l: Vec<f64> = x.chunks_exact(2).map(|f| f64::from(f[0])).collect();
-        let mut crossings = Vec::new();
-        for i in from.max(1)..to.min(l.len()) {
-            if l[i - 1] < 0.0 && l[i] >= 0.0 {
-                crossings.push(i as f64 - 1.0 + l[i - 1] / (l[i - 1] - l[i]));
-            }
-        }
-        assert!(crossings.len() > 10, "too few crossings");
-        let span = crossings[crossings.len() - 1] - crossings[0];
-        (crossings.len() - 1) as f64 * f64::from(RATE) / span
+        stemroom_testkit::tone_hz(&x[2 * from..(2 * to).min(x.len())], 2, f64::from(RATE))
     }
 
     /// Run `input` through a stretcher in blocks of `block` frames.

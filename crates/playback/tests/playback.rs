@@ -142,14 +142,6 @@ mod export {
         }
     }
 
-    /// Frequency of the left channel of interleaved stereo `x` from its
-    /// rising zero crossings.
-    fn left_hz(x: &[f32], rate: u32) -> f64 {
-        let l: Vec<f32> = x.iter().step_by(2).copied().collect();
-        let ups: Vec<usize> = (1..l.len()).filter(|&i| l[i - 1] < 0.0 && l[i] >= 0.0).collect();
-        (ups.len() - 1) as f64 * f64::from(rate) / (ups[ups.len() - 1] - ups[0]) as f64
-    }
-
     /// "What I hear" at 0.5x and +12 semitones: twice as long, an octave
     /// up (a 440 Hz stem reads 880 Hz), for a region too and resampled.
     #[test]
@@ -177,7 +169,7 @@ mod export {
         let files = export(&request(&src, what.clone(), format, dir.path().join("slow")), &Silent).expect("export");
         let (mix, rate) = read(&files[0]);
         assert_eq!((mix.len() / 2, rate), (2 * FRAMES, 44_100), "twice the duration");
-        let f = left_hz(&mix[2 * 20_000..2 * 200_000], rate);
+        let f = stemroom_testkit::tone_hz(&mix[2 * 20_000..2 * 200_000], 2, f64::from(rate));
         assert!((f / 880.0 - 1.0).abs() < 0.01, "440 Hz + 12 semitones measured {f:.1} Hz");
 
         let mut req = request(&src, what, format, dir.path().join("region"));
@@ -187,7 +179,7 @@ mod export {
         let (mix, rate) = read(&files[0]);
         let want = 2.0 * 44_100.0 * 48_000.0 / 44_100.0;
         assert!((mix.len() as f64 / 2.0 - want).abs() <= 2.0, "{} frames, want {want}", mix.len() / 2);
-        let f = left_hz(&mix[2 * 10_000..2 * 80_000], rate);
+        let f = stemroom_testkit::tone_hz(&mix[2 * 10_000..2 * 80_000], 2, f64::from(rate));
         assert!((f / 880.0 - 1.0).abs() < 0.01, "resampled: {f:.1} Hz");
     }
 

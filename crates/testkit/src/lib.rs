@@ -124,6 +124,22 @@ pub fn rms(x: &[f32], ch: usize) -> f64 {
     (v.iter().map(|a| a * a).sum::<f64>() / v.len().max(1) as f64).sqrt()
 }
 
+/// Frequency in Hz of channel 0 of `x` (`channels` interleaved, `rate`
+/// Hz), from its first and last rising zero crossings, each interpolated
+/// between its two samples.
+///
+/// # Panics
+/// With fewer than two rising crossings (not a tone).
+pub fn tone_hz(x: &[f32], channels: usize, rate: f64) -> f64 {
+    let l: Vec<f64> = x.iter().step_by(channels.max(1)).map(|v| f64::from(*v)).collect();
+    let ups: Vec<f64> = (1..l.len())
+        .filter(|&i| l[i - 1] < 0.0 && l[i] >= 0.0)
+        .map(|i| i as f64 - 1.0 + l[i - 1] / (l[i - 1] - l[i]))
+        .collect();
+    assert!(ups.len() > 1, "too few zero crossings for a tone");
+    (ups.len() - 1) as f64 * rate / (ups[ups.len() - 1] - ups[0])
+}
+
 /// `VmRSS` and `VmHWM` of this process in GB (1e9 bytes), from /proc/self/status.
 pub fn rss_gb() -> (f64, f64) {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");

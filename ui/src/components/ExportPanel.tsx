@@ -5,7 +5,7 @@ import { errorText } from "../errors";
 import { loadExportPrefs, loadPickedDest, saveExportPrefs, savePickedDest } from "../exportPrefs";
 import { fileName } from "../format";
 import { PRESETS, presetControls, type PresetId } from "../timeline";
-import { tempoText, transposeText } from "./TempoPitch";
+import { isStretched, tempoText, transposeText } from "./TempoPitch";
 import { Alert } from "./Alert";
 import { FormatField } from "./FormatField";
 import { ProgressBar } from "./ProgressBar";
@@ -53,7 +53,7 @@ export function ExportPanel({ songId, stems, controls, loop, defaultDir }: Props
     if (running || clash || files || error) outcome.current?.scrollIntoView?.({ block: "nearest" });
   }, [running, clash, files, error]);
 
-  const stretched = Math.round((controls.tempo ?? 1) * 100) !== 100 || Math.round(controls.transpose ?? 0) !== 0;
+  const stretched = isStretched(controls.tempo ?? 1, controls.transpose ?? 0);
 
   function what(): ExportWhat {
     switch (kind) {

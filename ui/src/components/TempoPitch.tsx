@@ -10,6 +10,11 @@ export const MAX_TRANSPOSE = 12;
  */
 export const SETTLE_MS = 150;
 
+/** Whether a speed and pitch change what is heard (as shown: whole percent, whole semitones). */
+export function isStretched(tempo: number, transpose: number): boolean {
+  return Math.round(tempo * 100) !== 100 || Math.round(transpose) !== 0;
+}
+
 /** "85 %". */
 export function tempoText(tempo: number): string {
   return `${Math.round(tempo * 100)} %`;
@@ -93,7 +98,7 @@ export function TempoPitch({ tempo, transpose, onChange }: Props) {
           ♯
         </button>
       </span>
-      {(Math.round(shown * 100) !== 100 || Math.round(transpose) !== 0) && (
+      {isStretched(shown, transpose) && (
         <button
           type="button"
           className="button button--small"

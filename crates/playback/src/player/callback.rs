@@ -109,7 +109,8 @@ impl Callback {
         let mut peaks = [0.0f32; MAX_STEMS + 1];
         let mut squares = [0.0f32; MAX_STEMS + 1];
         let grid = sh.beat_grid();
-        let metronome = grid.is_some() && sh.metronome.load(Ordering::Acquire);
+        // The grid the click track follows, when it is on.
+        let metronome = grid.filter(|_| sh.metronome.load(Ordering::Acquire));
         // Play pressed with the count-in on: one bar of clicks first, at
         // the song's tempo and the current speed, the song held meanwhile.
         if playing && !self.was_playing {
@@ -189,7 +190,7 @@ impl Callback {
                         (self.fade - self.fade_step).max(0.0)
                     };
                 }
-                if let Some((period, offset)) = grid.filter(|_| metronome) {
+                if let Some((period, offset)) = metronome {
                     // A click where a beat starts, in song time.
                     let song_frame = start as f64 + (self.offset + i) as f64 * ratio;
                     let beat = beat_of(song_frame, period, offset);

@@ -49,7 +49,7 @@ use stemroom_engine::ErrorCode;
 use crate::mixer::{LoopRegion, MixControls};
 use crate::reader::StemSet;
 use callback::Callback;
-pub use click::{BeatGrid, COUNT_IN_BEATS};
+pub use click::{BeatGrid, COUNT_IN_BEATS, MAX_GRID_BPM, MIN_GRID_BPM};
 use device::choose_config;
 use transport::{Chunk, Shared, Transport};
 
@@ -263,8 +263,8 @@ impl Player {
 
     /// The song's beat grid (its tempo and first beat), for the click
     /// track and the count-in ([`MixControls::metronome`],
-    /// [`MixControls::count_in`]); `None` (or a tempo that is not positive)
-    /// turns both off.
+    /// [`MixControls::count_in`]); `None` (or a tempo outside
+    /// [`MIN_GRID_BPM`]…[`MAX_GRID_BPM`]) turns both off.
     pub fn set_beat_grid(&self, grid: Option<BeatGrid>) {
         self.shared.set_beat_grid(grid);
     }
@@ -730,12 +730,6 @@ mod tests {
         p
     }
 
-    /// Frequency of a mono signal from its rising zero crossings.
-    fn crossing_hz(x: &[f32], rate: f64) -> f64 {
-        let ups: Vec<usize> = (1..x.len()).filter(|&i| x[i - 1] < 0.0 && x[i] >= 0.0).collect();
-        (ups.len() - 1) as f64 * rate / (ups[ups.len() - 1] - ups[0]) as f64
-    }
-
     /// Tempo and transposition through the real-time path: the playhead
     /// moves at the tempo in song time, the pitch moves by the semitones,
     /// with and without resampling to the device; back at 1x the stems play
@@ -771,7 +765,7 @@ mod tests {
                 (pos / (0.5 * f64::from(RATE)) - 1.0).abs() < 0.01,
                 "{device_rate} Hz: 1 s at 0.5x reached song frame {pos}"
             );
-            let f = crossing_hz(&left(&out)[second / 4..], f64::from(device_rate));
+            let f = stemroom_testkit::tone_hz(&left(&out)[second / 4..], 1, f64::from(device_rate));
             assert!((f / 880.0 - 1.0).abs() < 0.01, "{device_rate} Hz: +12 semitones measured {f:.1} Hz");
 
             // 1.5x at the same pitch.
@@ -791,7 +785,7 @@ mod tests {
                 (moved / (1.5 * played) - 1.0).abs() < 0.01,
                 "{device_rate} Hz: {played} frames at 1.5x moved {moved}"
             );
-            let f = crossing_hz(&left(&out)[second / 4..], f64::from(device_rate));
+            let f = stemroom_testkit::tone_hz(&left(&out)[second / 4..], 1, f64::from(device_rate));
             assert!((f / 440.0 - 1.0).abs() < 0.01, "{device_rate} Hz: pitch kept at 1.5x: {f:.1} Hz");
             sh.stop.store(true, Ordering::Release);
             reader.join().unwrap();

@@ -138,10 +138,10 @@ impl Shared {
         drop(_writer);
         self.metronome.store(controls.metronome, Ordering::Release);
         self.count_in.store(controls.count_in, Ordering::Release);
-        self.tempo.store(controls.time_pitch().tempo.to_bits(), Ordering::Release);
+        let time_pitch = controls.time_pitch();
+        self.tempo.store(time_pitch.tempo.to_bits(), Ordering::Release);
         // A new tempo or pitch re-reads from where playback is (as a new
         // loop does): the read-ahead was stretched at the old one.
-        let time_pitch = controls.time_pitch();
         let changed = self.transport.lock().map(|t| t.time_pitch != time_pitch).unwrap_or(false);
         if changed {
             let at = self.position.load(Ordering::Acquire);
@@ -165,6 +165,7 @@ impl Shared {
         (self.controls_version.load(Ordering::Acquire) == before).then_some(before)
     }
 
+    /// Store the song's beat grid in song frames (`None`: no grid).
     pub(super) fn set_beat_grid(&self, grid: Option<super::BeatGrid>) {
         let (period, offset) = grid.and_then(|g| g.frames(self.song_rate)).unwrap_or((0.0, 0.0));
         self.beat_offset.store(offset.to_bits(), Ordering::Release);

@@ -3,6 +3,9 @@
 //! - `stems.f32`: every frame the separator finished, as the stem sink got
 //!   it (model rate, frame-interleaved `[frame][source][channel]` `f32`,
 //!   little-endian), appended as frames come out;
+//!   (flushed after every block, so it can be played while the job runs:
+//!   [`super::stream`]);
+//! - `stream.json`: how to read `stems.f32` ([`super::stream::StreamLayout`]);
 //! - `state.bin`: at most every [`Checkpointing::every`], the separation's
 //!   [`Checkpoint`] (how far the schedule went, the shift passes'
 //!   overlap-add windows), after `stems.f32` was synced to disk, written
@@ -49,7 +52,7 @@ pub struct Checkpointing {
 /// pass (htdemucs) plus a sync.
 pub const DEFAULT_EVERY: Duration = Duration::from_secs(20);
 
-const STEMS_FILE: &str = "stems.f32";
+const STEMS_FILE: &str = super::stream::STEMS_FILE;
 const STATE_FILE: &str = "state.bin";
 const STATE_TMP: &str = "state.bin.tmp";
 /// Frames replayed per block.
@@ -140,7 +143,7 @@ fn parse(bytes: Vec<u8>, fp: &Fingerprint) -> Result<ResumeState, String> {
 
 /// Remove the saved state and stems of `dir` (kept: the folder).
 pub(super) fn clear(dir: &Path) {
-    for f in [STATE_FILE, STATE_TMP, STEMS_FILE] {
+    for f in [STATE_FILE, STATE_TMP, STEMS_FILE, super::stream::LAYOUT_FILE] {
         let _ = std::fs::remove_file(dir.join(f));
     }
 }
@@ -231,7 +234,9 @@ impl Saver {
                 self.bytes.extend_from_slice(&stems[k * frames + j].to_le_bytes());
             }
         }
-        if let Err(e) = w.write_all(&self.bytes) {
+        // Flushed block by block (one per segment), so the separated part
+        // can be listened to while the job runs (module `stream`).
+        if let Err(e) = w.write_all(&self.bytes).and_then(|()| w.flush()) {
             self.give_up(&e);
         }
     }

@@ -11,6 +11,7 @@
 pub mod checkpoint;
 mod sink;
 mod spool;
+pub mod stream;
 
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
@@ -443,7 +444,23 @@ pub fn separate_file(sep: &Separator, req: &JobRequest, listener: &dyn Listener)
                 checkpoint::clear(&c.dir);
             }
             let emitted = resume.as_ref().map_or(0, |s| s.emitted);
-            (resume, checkpoint::Saver::open(c, &fp, emitted, k_n))
+            let saver = checkpoint::Saver::open(c, &fp, emitted, k_n);
+            // How to listen to the stems before the job ends (a failure
+            // only costs that).
+            let layout = stream::StreamLayout::new(
+                &info.sources,
+                &stem_names,
+                req.two_stems.as_deref(),
+                req.other_method,
+                (info.sample_rate, frames as u64, out_rate),
+                req.format,
+            );
+            if let (Some(layout), Some(_)) = (layout, saver.as_ref()) {
+                if let Err(e) = layout.write(&c.dir) {
+                    tracing::warn!("no listening before the end: cannot write {}: {e}", c.dir.display());
+                }
+            }
+            (resume, saver)
         }
         None => (None, None),
     };

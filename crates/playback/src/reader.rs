@@ -5,10 +5,17 @@
 //! Frames are at the stems' own sample rate, interleaved stereo `f32`
 //! (every decoder folds its input to stereo). A stem that ends before the
 //! others is padded with silence.
+//!
+//! A set can also read the stems of a job that is still separating
+//! ([`StemSet::open_growing`]): the separated part so far, growing as
+//! segments finish, with the song's full length declared.
 
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use stemroom_engine::audio::decode::{DecodeError, StreamDecoder};
+use stemroom_engine::job::stream::{self, StreamLayout};
 
 /// One stem's decoder with the frames decoded but not yet used.
 struct StemReader {
@@ -61,14 +68,76 @@ impl StemReader {
     }
 }
 
+/// The stems of a running job: its `stems.f32` (see
+/// [`stemroom_engine::job::stream`]), read up to what is separated so far.
+struct Growing {
+    path: std::path::PathBuf,
+    file: File,
+    layout: StreamLayout,
+    /// Next frame to read (model rate).
+    pos: u64,
+    bytes: Vec<u8>,
+}
+
+impl Growing {
+    /// Frames separated so far (whole frames in the file, at most the song's).
+    fn edge(&self) -> u64 {
+        let len = self.file.metadata().map(|m| m.len()).unwrap_or(0);
+        (len / self.layout.frame_bytes() as u64).min(self.layout.frames)
+    }
+
+    /// Read up to `frames` frames from `pos` into every lane's `out`
+    /// (interleaved stereo): the sum of the lane's sources in order, rounded
+    /// as the finished files will be. Returns the frames read (fewer at the
+    /// separated edge and at the end).
+    fn read(&mut self, frames: usize, out: &mut [Vec<f32>]) -> Result<usize, DecodeError> {
+        let fb = self.layout.frame_bytes();
+        let n = (self.edge().saturating_sub(self.pos)).min(frames as u64) as usize;
+        if n == 0 {
+            return Ok(0);
+        }
+        let io = |source| DecodeError::Unreadable { path: self.path.clone(), source };
+        self.bytes.resize(n * fb, 0);
+        self.file.seek(SeekFrom::Start(self.pos * fb as u64)).map_err(io)?;
+        self.file.read_exact(&mut self.bytes).map_err(io)?;
+        let ch = self.layout.channels;
+        let at = |frame: &[u8], s: usize, c: usize| {
+            let i = (s * ch + c) * 4;
+            f32::from_le_bytes([frame[i], frame[i + 1], frame[i + 2], frame[i + 3]])
+        };
+        for (lane, buf) in self.layout.lanes.iter().zip(out.iter_mut()) {
+            for (j, frame) in self.bytes.chunks_exact(fb).enumerate() {
+                for c in 0..2 {
+                    // As the stem writer sums a two-stem complement: from 0, in order.
+                    let mut v = 0.0f32;
+                    for &s in &lane.sources {
+                        v += at(frame, s, c);
+                    }
+                    if let Some(bits) = self.layout.quantize_bits {
+                        v = stream::quantize(v, bits);
+                    }
+                    buf[2 * j + c] = v;
+                }
+            }
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+enum Inner {
+    Files(Vec<StemReader>),
+    Growing(Growing),
+}
+
 /// A song's stems, read in lock step.
 pub struct StemSet {
-    stems: Vec<StemReader>,
+    inner: Inner,
 }
 
 impl std::fmt::Debug for StemSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StemSet").field("stems", &self.stems.len()).finish()
+        f.debug_struct("StemSet").field("stems", &self.len()).field("growing", &self.edge().is_some()).finish()
     }
 }
 
@@ -79,33 +148,94 @@ impl StemSet {
     /// [`DecodeError`] of the first stem that cannot be opened.
     pub fn open<P: AsRef<Path>>(paths: &[P]) -> Result<Self, DecodeError> {
         let stems = paths.iter().map(|p| StemReader::open(p.as_ref())).collect::<Result<_, _>>()?;
-        Ok(StemSet { stems })
+        Ok(StemSet { inner: Inner::Files(stems) })
+    }
+
+    /// Open the stems of a job that is still separating, from its
+    /// checkpoint folder `dir` (`stems.f32` and `stream.json`): one stem
+    /// per lane of the layout, at the model's rate, with the song's whole
+    /// length declared; reads stop at the separated edge
+    /// ([`StemSet::edge`]) until more is separated.
+    ///
+    /// # Errors
+    /// [`DecodeError::Unreadable`] when the folder holds no readable stream (the job
+    /// has not finished its first segment, or has ended).
+    pub fn open_growing(dir: &Path) -> Result<Self, DecodeError> {
+        let path = stream::stems_path(dir);
+        let layout =
+            StreamLayout::read(dir).map_err(|source| DecodeError::Unreadable { path: dir.to_path_buf(), source })?;
+        let file = File::open(&path).map_err(|source| DecodeError::Unreadable { path: path.clone(), source })?;
+        Ok(StemSet { inner: Inner::Growing(Growing { path, file, layout, pos: 0, bytes: Vec::new() }) })
     }
 
     /// Number of stems.
     pub fn len(&self) -> usize {
-        self.stems.len()
+        match &self.inner {
+            Inner::Files(s) => s.len(),
+            Inner::Growing(g) => g.layout.lanes.len(),
+        }
     }
 
     /// Whether there are no stems.
     pub fn is_empty(&self) -> bool {
-        self.stems.is_empty()
+        self.len() == 0
     }
 
     /// The first stem's sample rate in Hz (0 without stems).
     pub fn sample_rate(&self) -> u32 {
-        self.stems.first().map_or(0, |s| s.decoder.sample_rate())
+        match &self.inner {
+            Inner::Files(s) => s.first().map_or(0, |s| s.decoder.sample_rate()),
+            Inner::Growing(g) => g.layout.sample_rate,
+        }
     }
 
     /// The first two different sample rates (Hz) when the stems do not share one.
     pub fn mixed_rates(&self) -> Option<(u32, u32)> {
         let rate = self.sample_rate();
-        self.stems.iter().map(|s| s.decoder.sample_rate()).find(|&r| r != rate).map(|other| (rate, other))
+        match &self.inner {
+            Inner::Files(s) => {
+                s.iter().map(|s| s.decoder.sample_rate()).find(|&r| r != rate).map(|other| (rate, other))
+            }
+            Inner::Growing(_) => None,
+        }
     }
 
     /// The longest length any stem declares, in frames (`None` when none does).
     pub fn declared_frames(&self) -> Option<u64> {
-        self.stems.iter().filter_map(|s| s.decoder.declared_frames()).max()
+        match &self.inner {
+            Inner::Files(s) => s.iter().filter_map(|s| s.decoder.declared_frames()).max(),
+            Inner::Growing(g) => Some(g.layout.frames),
+        }
+    }
+
+    /// Frames separated so far while the stems are a running job's and not
+    /// all separated; `None` for finished stems.
+    pub fn edge(&self) -> Option<u64> {
+        match &self.inner {
+            Inner::Files(_) => None,
+            Inner::Growing(g) => Some(g.edge()).filter(|&e| e < g.layout.frames),
+        }
+    }
+
+    /// Whether these are a running job's stems (even once all separated).
+    pub fn is_growing(&self) -> bool {
+        matches!(self.inner, Inner::Growing(_))
+    }
+
+    /// The stems' names of a running job (its layout's lanes); `None` for files.
+    pub fn growing_stems(&self) -> Option<Vec<String>> {
+        match &self.inner {
+            Inner::Files(_) => None,
+            Inner::Growing(g) => Some(g.layout.lanes.iter().map(|l| l.stem.clone()).collect()),
+        }
+    }
+
+    /// Sample rate in Hz of a running job's finished files (`None` for files).
+    pub fn final_rate(&self) -> Option<u32> {
+        match &self.inner {
+            Inner::Files(_) => None,
+            Inner::Growing(g) => Some(g.layout.output_rate),
+        }
     }
 
     /// Continue every stem from `frame` (stems' rate), dropping what was
@@ -114,13 +244,21 @@ impl StemSet {
     /// # Errors
     /// [`DecodeError`] when a stem cannot seek.
     pub fn seek(&mut self, frame: u64) -> Result<(), DecodeError> {
-        self.stems.iter_mut().try_for_each(|s| s.seek(frame))
+        match &mut self.inner {
+            Inner::Files(s) => s.iter_mut().try_for_each(|s| s.seek(frame)),
+            Inner::Growing(g) => {
+                g.pos = frame.min(g.layout.frames);
+                Ok(())
+            }
+        }
     }
 
     /// Read the next `frames` frames of every stem: stem `k` goes to
     /// `out[k][..2 * frames]` (interleaved stereo; `out[k]` is grown if
     /// shorter), padded with silence where the stem has ended. Returns the
-    /// most frames any stem really had (0 once every stem has ended).
+    /// most frames any stem really had (0 once every stem has ended). A
+    /// running job's stems give fewer at the separated edge without having
+    /// ended ([`StemSet::all_ended`] stays false).
     ///
     /// # Errors
     /// [`DecodeError`] when a stem cannot be decoded.
@@ -128,21 +266,37 @@ impl StemSet {
     /// # Panics
     /// If `out` has fewer entries than there are stems.
     pub fn read(&mut self, frames: usize, out: &mut [Vec<f32>]) -> Result<usize, DecodeError> {
-        let mut longest = 0;
-        for (stem, buf) in self.stems.iter_mut().zip(out.iter_mut()) {
+        for buf in out.iter_mut().take(self.len()) {
             if buf.len() < 2 * frames {
                 buf.resize(2 * frames, 0.0);
             }
-            let dst = &mut buf[..2 * frames];
-            let got = stem.read(dst)?;
-            dst[2 * got..].fill(0.0);
-            longest = longest.max(got);
         }
-        Ok(longest)
+        match &mut self.inner {
+            Inner::Files(stems) => {
+                let mut longest = 0;
+                for (stem, buf) in stems.iter_mut().zip(out.iter_mut()) {
+                    let dst = &mut buf[..2 * frames];
+                    let got = stem.read(dst)?;
+                    dst[2 * got..].fill(0.0);
+                    longest = longest.max(got);
+                }
+                Ok(longest)
+            }
+            Inner::Growing(g) => {
+                let got = g.read(frames, out)?;
+                for buf in out.iter_mut().take(g.layout.lanes.len()) {
+                    buf[2 * got..2 * frames].fill(0.0);
+                }
+                Ok(got)
+            }
+        }
     }
 
     /// Whether every stem has reached its end.
     pub fn all_ended(&self) -> bool {
-        self.stems.iter().all(|s| s.eof)
+        match &self.inner {
+            Inner::Files(s) => s.iter().all(|s| s.eof),
+            Inner::Growing(g) => g.pos >= g.layout.frames,
+        }
     }
 }

@@ -102,7 +102,16 @@ impl StreamLayout {
             OutputFormat::Wav { depth: WavDepth::Float32 } | OutputFormat::Mp3 { .. } => None,
             OutputFormat::Flac { bits } => Some(u32::from(bits)),
         };
-        Some(StreamLayout { format: 1, sample_rate, channels: 2, sources: sources.len(), frames, lanes, quantize_bits, output_rate })
+        Some(StreamLayout {
+            format: 1,
+            sample_rate,
+            channels: 2,
+            sources: sources.len(),
+            frames,
+            lanes,
+            quantize_bits,
+            output_rate,
+        })
     }
 
     /// Bytes per frame of `stems.f32`.
@@ -171,8 +180,8 @@ mod tests {
         assert_eq!(l.lanes.iter().map(|l| l.sources.clone()).collect::<Vec<_>>(), [[0], [1], [2], [3]]);
         assert_eq!((l.quantize_bits, l.frame_bytes(), l.output_rate), (Some(16), 32, 48_000));
         let two = names(&["vocals", "no_vocals"]);
-        let l = StreamLayout::new(&sources, &two, Some("vocals"), OtherMethod::Add, (44_100, 1000, 44_100), wav16)
-            .unwrap();
+        let l =
+            StreamLayout::new(&sources, &two, Some("vocals"), OtherMethod::Add, (44_100, 1000, 44_100), wav16).unwrap();
         assert_eq!(l.lanes[0], StreamLane { stem: "vocals".into(), sources: vec![3] });
         assert_eq!(l.lanes[1], StreamLane { stem: "no_vocals".into(), sources: vec![0, 1, 2] });
         let mp3 = OutputFormat::Mp3 { kbps: 320 };

@@ -36,6 +36,9 @@ pub(super) struct Callback {
     count_in_at: f64,
     count_in_len: f64,
     was_playing: bool,
+    /// At the separated edge of a running job (a wait chunk came, no audio
+    /// since): an empty ring is no underrun.
+    waiting: bool,
 }
 
 impl Callback {
@@ -66,6 +69,7 @@ impl Callback {
             count_in_at: 0.0,
             count_in_len: 0.0,
             was_playing: false,
+            waiting: false,
         }
     }
 
@@ -149,7 +153,7 @@ impl Callback {
                         self.offset = 0;
                     }
                     Err(_) => {
-                        if playing {
+                        if playing && !self.waiting {
                             sh.underrun_frames.fetch_add((frames - done) as u64, Ordering::Relaxed);
                         }
                         break;
@@ -161,6 +165,17 @@ impl Callback {
                 self.recycle();
                 self.last_beat = i64::MIN;
                 continue;
+            }
+            if chunk.wait {
+                sh.position.store(chunk.start, Ordering::Release);
+                sh.waiting.store(true, Ordering::Release);
+                self.waiting = true;
+                self.recycle();
+                continue;
+            }
+            if self.waiting {
+                self.waiting = false;
+                sh.waiting.store(false, Ordering::Release);
             }
             if chunk.end {
                 let length = sh.length.load(Ordering::Acquire);

@@ -33,6 +33,8 @@ mod click;
 mod device;
 mod output;
 mod read_loop;
+#[cfg(test)]
+mod stream_tests;
 mod transport;
 
 use std::path::PathBuf;
@@ -124,6 +126,12 @@ pub struct PlayerStatus {
     pub master: MeterLevel,
     /// A count-in is playing (the song starts after it).
     pub counting_in: bool,
+    /// For a song still separating: the frames separated so far (the
+    /// playhead cannot pass them); `None` once every frame is there.
+    #[cfg_attr(feature = "specta", specta(type = Option<f64>))]
+    pub separated: Option<u64>,
+    /// Playback is held at the separated edge until more is separated.
+    pub waiting: bool,
 }
 
 /// A level meter reading, linear (1.0 = full scale, 0 dBFS).
@@ -191,7 +199,55 @@ impl Player {
     /// [`PlayerError`]: no stems, stems that cannot be decoded or have
     /// different rates, no output device, or a device that cannot be opened.
     pub fn open(stems: &[PathBuf], controls: &MixControls) -> Result<Self, PlayerError> {
-        let readers = open_readers(stems)?;
+        Self::open_set(open_readers(stems)?, controls)
+    }
+
+    /// Open the stems of a job that is still separating, from its
+    /// checkpoint folder (see [`StemSet::open_growing`]): the separated
+    /// part plays like a finished song; the playhead cannot pass the
+    /// separated edge ([`PlayerStatus::separated`]) and waits there
+    /// ([`PlayerStatus::waiting`]) with a fade out, going on with a fade in
+    /// as more is separated. Hand it the finished files with
+    /// [`Player::complete_stream`] when the job ends.
+    ///
+    /// # Errors
+    /// As [`Player::open`]; [`PlayerError::Decode`] when the folder holds no
+    /// readable stream yet (or any more).
+    pub fn open_growing(checkpoint: &std::path::Path, controls: &MixControls) -> Result<Self, PlayerError> {
+        let set = StemSet::open_growing(checkpoint)?;
+        if set.len() > MAX_STEMS {
+            return Err(PlayerError::TooManyStems(set.len()));
+        }
+        Self::open_set(set, controls)
+    }
+
+    /// The finished files of the job this player was opened on with
+    /// [`Player::open_growing`] (in the same stem order): they take over
+    /// from the stream where the reader is, without a gap (their samples
+    /// are the stream's). A player on finished files ignores this.
+    ///
+    /// # Errors
+    /// The files cannot be opened, or they do not match the stream (another
+    /// number of stems, or another sample rate: the job wrote them at the
+    /// input's rate); the player then goes on playing the stream, which
+    /// stays readable while it is open.
+    pub fn complete_stream(&self, stems: &[PathBuf]) -> Result<(), PlayerError> {
+        let files = open_readers(stems)?;
+        if files.len() != self.shared.stems {
+            return Err(PlayerError::Device(format!(
+                "the finished song has {} stems, the stream {}",
+                files.len(),
+                self.shared.stems
+            )));
+        }
+        if files.sample_rate() != self.shared.song_rate {
+            return Err(PlayerError::MixedRates(self.shared.song_rate, files.sample_rate()));
+        }
+        *self.shared.replacement.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(files);
+        Ok(())
+    }
+
+    fn open_set(readers: StemSet, controls: &MixControls) -> Result<Self, PlayerError> {
         let song_rate = readers.sample_rate();
         let host = cpal::default_host();
         let device = host.default_output_device().ok_or(PlayerError::NoDevice)?;
@@ -291,6 +347,8 @@ impl Player {
             levels,
             master,
             counting_in: s.counting_in.load(Ordering::Acquire),
+            separated: Some(s.edge.load(Ordering::Acquire)).filter(|&e| e != u64::MAX),
+            waiting: s.waiting.load(Ordering::Acquire),
         }
     }
 
@@ -387,12 +445,15 @@ fn start_engine(
         count_in: AtomicBool::new(false),
         tempo: AtomicU32::new(1.0f32.to_bits()),
         counting_in: AtomicBool::new(false),
+        edge: AtomicU64::new(readers.edge().unwrap_or(u64::MAX)),
+        waiting: AtomicBool::new(false),
+        replacement: Mutex::new(None),
     });
     let (full_tx, full_rx) = rtrb::RingBuffer::<Chunk>::new(CHUNKS);
     let (mut free_tx, free_rx) = rtrb::RingBuffer::<Chunk>::new(CHUNKS);
     for _ in 0..CHUNKS {
         let data = vec![0.0f32; n * CHUNK_FRAMES * 2].into_boxed_slice();
-        let chunk = Chunk { generation: u32::MAX, start: 0, frames: 0, ratio: 1.0, end: false, data };
+        let chunk = Chunk { generation: u32::MAX, start: 0, frames: 0, ratio: 1.0, end: false, wait: false, data };
         if free_tx.push(chunk).is_err() {
             return Err(PlayerError::Device("internal: chunk ring too small".into()));
         }

@@ -1,16 +1,32 @@
 //! The reader thread: keeps the ring of chunks topped up from the lock-step
 //! stem reader, stretching every stem when the tempo or pitch is changed
 //! ([`crate::stretch`]) and resampling to the device's rate when needed.
+//!
+//! A running job's stems ([`StemSet::open_growing`]) end, for now, at the
+//! separated edge. While reading below it, the reader keeps the last
+//! [`FADE_SECONDS`] of audio back; when the callback is about to run dry at
+//! the edge it flushes the stretchers and resamplers, fades that held audio
+//! out, sends it and a wait chunk (the callback then holds the playhead at
+//! the edge and counts no underrun), and when more is separated it starts
+//! again from the edge with a fade in. Everywhere else the audio is the
+//! stems' samples untouched. When the job's finished files come
+//! ([`super::Player::complete_stream`]) they take over at the reader's
+//! position, without a gap.
 
 use std::sync::atomic::Ordering;
 
 use stemroom_engine::audio::resample::StreamResampler;
 
 use super::transport::{Chunk, Shared};
-use super::{CHUNK_FRAMES, READER_POLL};
+use super::{CHUNKS, CHUNK_FRAMES, FADE_SECONDS, READER_POLL};
 use crate::mixer::{plan_reads, LoopRegion};
 use crate::reader::StemSet;
 use crate::stretch::{Stretcher, TimePitch};
+
+/// Chunks still queued for the callback below which the reader, at the
+/// separated edge, gives up waiting for more and fades out (3 chunks:
+/// ~140 ms at 44.1 kHz, many device periods).
+const LOW_CHUNKS: usize = 3;
 
 /// What one step of the reader did.
 enum Step {
@@ -50,6 +66,16 @@ struct Reader {
     ended: bool,
     /// The resamplers' tails were flushed at the end of the song.
     flushed: bool,
+    /// Reading a running job's stream that is not all separated.
+    growing: bool,
+    /// At the separated edge: the held audio was faded out (it is being
+    /// sent), and then the wait chunk was sent.
+    edge_faded: bool,
+    waiting: bool,
+    /// Device frames of fade in still to apply after a wait, and the
+    /// length of a fade in device frames.
+    fade_in: usize,
+    fade_frames: usize,
 }
 
 impl Reader {
@@ -73,6 +99,11 @@ impl Reader {
             resampled: Vec::new(),
             ended: false,
             flushed: false,
+            growing: false,
+            edge_faded: false,
+            waiting: false,
+            fade_in: 0,
+            fade_frames: (f64::from(device_rate) * FADE_SECONDS).round().max(1.0) as usize,
         }
     }
 
@@ -103,7 +134,66 @@ impl Reader {
         self.ratio = shared.ratio * f64::from(self.time_pitch.tempo);
         self.ended = false;
         self.flushed = false;
+        self.edge_faded = false;
+        self.waiting = false;
+        self.fade_in = 0;
         self.reposition(t.target, shared.song_rate)
+    }
+
+    /// A running job's finished files take over from its stream at the
+    /// reader's position (the same samples: nothing is heard to change).
+    fn take_replacement(&mut self, shared: &Shared) -> Result<(), String> {
+        if !self.stems.is_growing() {
+            return Ok(());
+        }
+        let Ok(mut slot) = shared.replacement.try_lock() else { return Ok(()) };
+        if let Some(mut files) = slot.take() {
+            files.seek(self.read_pos).map_err(|e| e.to_string())?;
+            self.stems = files;
+        }
+        Ok(())
+    }
+
+    /// At the separated edge with nothing more to read: wait while the
+    /// callback has audio queued; when it is about to run dry, flush, fade
+    /// out and send what is held, then the wait chunk.
+    fn at_edge(&mut self, full: &mut rtrb::Producer<Chunk>, free: &mut rtrb::Consumer<Chunk>) -> Result<Step, String> {
+        if self.waiting {
+            return Ok(Step::Idle);
+        }
+        if !self.edge_faded {
+            if CHUNKS - free.slots() > LOW_CHUNKS {
+                return Ok(Step::Idle);
+            }
+            if !self.tails {
+                self.finish_stretch()?;
+            }
+            if !self.flushed {
+                self.flush_tails()?;
+            }
+            let have = self.ready.iter().map(|r| r.len() / 2).min().unwrap_or(0);
+            let n = have.min(self.fade_frames);
+            for r in &mut self.ready {
+                for (i, lr) in r[2 * (have - n)..2 * have].chunks_exact_mut(2).enumerate() {
+                    let g = (n - i) as f32 / (n + 1) as f32;
+                    lr[0] *= g;
+                    lr[1] *= g;
+                }
+            }
+            self.edge_faded = true;
+        }
+        if self.send_ready(true, full, free) {
+            return Ok(Step::Busy);
+        }
+        let Ok(mut chunk) = free.pop() else { return Ok(Step::Idle) };
+        chunk.generation = self.generation;
+        chunk.start = self.read_pos;
+        chunk.frames = 0;
+        chunk.end = false;
+        chunk.wait = true;
+        let _ = full.push(chunk);
+        self.waiting = true;
+        Ok(Step::Busy)
     }
 
     /// Before the run ends (the song ends or the loop wraps), let the
@@ -140,7 +230,10 @@ impl Reader {
         free: &mut rtrb::Consumer<Chunk>,
     ) -> bool {
         let have = self.ready.iter().map(|r| r.len() / 2).min().unwrap_or(0);
-        if !(have >= CHUNK_FRAMES || (have > 0 && must_flush)) {
+        // Below a running job's separated edge the last fade's worth stays
+        // back, to be faded out should playback catch up with the edge.
+        let hold = if self.growing && !must_flush { self.fade_frames } else { 0 };
+        if !(have >= CHUNK_FRAMES + hold || (have > 0 && must_flush)) {
             return false;
         }
         let Ok(mut chunk) = free.pop() else { return true };
@@ -150,6 +243,20 @@ impl Reader {
             chunk.data[base..base + take * 2].copy_from_slice(&r[..take * 2]);
             r.drain(..take * 2);
         }
+        if self.fade_in > 0 {
+            // Back from a wait at the edge.
+            let n = self.fade_in.min(take);
+            for s in 0..self.ready.len() {
+                let base = s * CHUNK_FRAMES * 2;
+                for (i, lr) in chunk.data[base..base + 2 * n].chunks_exact_mut(2).enumerate() {
+                    let g = (self.fade_frames - self.fade_in + i + 1) as f32 / (self.fade_frames + 1) as f32;
+                    lr[0] *= g;
+                    lr[1] *= g;
+                }
+            }
+            self.fade_in -= n;
+        }
+        chunk.wait = false;
         chunk.generation = self.generation;
         chunk.start = self.out_pos.round() as u64;
         chunk.frames = take;
@@ -167,6 +274,7 @@ impl Reader {
         chunk.start = self.read_pos;
         chunk.frames = 0;
         chunk.end = true;
+        chunk.wait = false;
         let _ = full.push(chunk);
         self.ended = true;
     }
@@ -180,6 +288,23 @@ impl Reader {
         }
         let longest = self.stems.read(frames, &mut self.input).map_err(|e| e.to_string())?;
         let all_ended = self.stems.all_ended();
+        if longest < frames && !all_ended {
+            // A running job's separated edge: only what is there.
+            for (s, input) in self.input.iter().enumerate() {
+                self.resampled.clear();
+                match self.stretchers.get_mut(s) {
+                    Some(st) => {
+                        self.stretched.clear();
+                        st.process(&input[..longest * 2], &mut self.stretched);
+                        self.resamplers[s].push(&self.stretched, &mut self.resampled)?;
+                    }
+                    None => self.resamplers[s].push(&input[..longest * 2], &mut self.resampled)?,
+                }
+                self.ready[s].extend_from_slice(&self.resampled);
+            }
+            self.read_pos += longest as u64;
+            return Ok(());
+        }
         // Stretchers take only the song's frames (they pad the end
         // themselves); the padding of a short read is trimmed below.
         let real = if longest < frames && all_ended { longest } else { frames };
@@ -220,12 +345,31 @@ impl Reader {
             self.restart(shared)?;
             return Ok(Step::Busy);
         }
+        self.take_replacement(shared)?;
+        let edge = self.stems.edge();
+        self.growing = edge.is_some();
+        shared.edge.store(edge.unwrap_or(u64::MAX), Ordering::Release);
         if self.ended || free.is_empty() {
             return Ok(Step::Idle);
         }
         let length = shared.length.load(Ordering::Acquire);
         let (runs, _) = plan_reads(self.read_pos, CHUNK_FRAMES, length, self.looping);
         let next = runs.first().copied();
+        let at_edge = matches!((edge, next), (Some(e), Some((start, _))) if start == self.read_pos && start >= e);
+        // A fade out begun at the edge is completed (with its wait chunk)
+        // even when more has been separated meanwhile.
+        if at_edge || (self.edge_faded && !self.waiting) {
+            return self.at_edge(full, free);
+        }
+        if self.waiting || self.edge_faded {
+            // More was separated (or the files came): on from the edge,
+            // fading in.
+            self.waiting = false;
+            self.edge_faded = false;
+            self.flushed = false;
+            self.reposition(self.read_pos, shared.song_rate)?;
+            self.fade_in = self.fade_frames;
+        }
         // A chunk holds contiguous song frames: before a loop wraps or the
         // song ends, what is ready goes out even if the chunk is not full.
         let must_flush = next.is_none_or(|(start, _)| start != self.read_pos);

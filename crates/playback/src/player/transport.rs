@@ -19,6 +19,9 @@ pub(super) struct Chunk {
     /// the device's, times the tempo).
     pub(super) ratio: f64,
     pub(super) end: bool,
+    /// With `frames` 0: playback reached the separated edge of a running
+    /// job and waits there (at `start`) for more.
+    pub(super) wait: bool,
     /// `stems` blocks of `CHUNK_FRAMES` interleaved stereo frames.
     pub(super) data: Box<[f32]>,
 }
@@ -78,6 +81,14 @@ pub(super) struct Shared {
     pub(super) count_in: AtomicBool,
     pub(super) tempo: AtomicU32,
     pub(super) counting_in: AtomicBool,
+    /// Frames separated so far of a running job's stems (`u64::MAX`: all,
+    /// or finished files), as the reader last saw.
+    pub(super) edge: AtomicU64,
+    /// Playback waits at the separated edge.
+    pub(super) waiting: AtomicBool,
+    /// A running job's finished files, to take over from its stream where
+    /// the reader is.
+    pub(super) replacement: Mutex<Option<crate::reader::StemSet>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -107,7 +118,8 @@ impl Shared {
     }
 
     pub(super) fn seek(&self, frame: u64) {
-        let frame = frame.min(self.length.load(Ordering::Acquire));
+        // Not past the separated edge of a running job.
+        let frame = frame.min(self.length.load(Ordering::Acquire)).min(self.edge.load(Ordering::Acquire));
         self.retarget(|t| t.target = frame);
         self.ended.store(false, Ordering::Release);
     }

@@ -1,0 +1,196 @@
+//! Listening while a job separates, without a device: a stream written the
+//! way the engine's checkpointing writes it, played through the reader
+//! thread and the callback's `render`.
+
+use std::io::Write;
+
+use stemroom_engine::job::stream::{StreamLane, StreamLayout, LAYOUT_FILE, STEMS_FILE};
+
+use super::*;
+
+const RATE: u32 = 44_100;
+/// FADE_SECONDS at 44.1 kHz.
+const FADE: usize = 441;
+const FRAMES: u64 = 3 * RATE as u64;
+
+/// Source `s`, channel `c` of frame `i` (exact in `f32`).
+fn value(i: u64, s: usize, c: usize) -> f32 {
+    (i as f32 / 1e6) * (s + 1) as f32 + c as f32 * 0.125
+}
+
+/// A job's checkpoint folder with its layout and the first `frames`
+/// frames of two sources.
+fn stream_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = StreamLayout {
+        format: 1,
+        sample_rate: RATE,
+        channels: 2,
+        sources: 2,
+        frames: FRAMES,
+        lanes: vec![
+            StreamLane { stem: "a".into(), sources: vec![0] },
+            StreamLane { stem: "b".into(), sources: vec![1] },
+        ],
+        quantize_bits: None,
+        output_rate: RATE,
+    };
+    std::fs::write(dir.path().join(LAYOUT_FILE), serde_json::to_vec(&layout).unwrap()).unwrap();
+    std::fs::write(dir.path().join(STEMS_FILE), b"").unwrap();
+    dir
+}
+
+/// Append frames `from..to` to the stream, as the saver does (one block).
+fn separate(dir: &std::path::Path, from: u64, to: u64) {
+    let mut bytes = Vec::new();
+    for i in from..to {
+        for s in 0..2 {
+            for c in 0..2 {
+                bytes.extend_from_slice(&value(i, s, c).to_le_bytes());
+            }
+        }
+    }
+    let mut f = std::fs::OpenOptions::new().append(true).open(dir.join(STEMS_FILE)).unwrap();
+    f.write_all(&bytes).unwrap();
+}
+
+/// Render `frames` frames in 512-frame buffers at about twice real time.
+fn render_paced(cb: &mut Callback, frames: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; 2 * frames];
+    let mut allocations = 0;
+    for block in out.chunks_mut(2 * 512) {
+        std::thread::sleep(Duration::from_millis(5));
+        allocations += alloc_count::counting(|| cb.render(block)).1;
+    }
+    assert_eq!(allocations, 0, "allocations in the audio callback");
+    out
+}
+
+/// Stem `a` soloed: the left channel is source 0's left samples.
+fn solo_a() -> MixControls {
+    let mut c = MixControls::unity(2);
+    c.stems[0].solo = true;
+    c
+}
+
+#[test]
+fn plays_up_to_the_separated_edge_waits_and_goes_on() {
+    let dir = stream_dir();
+    let edge = u64::from(RATE); // the first segment: 1 s
+    separate(dir.path(), 0, edge);
+    let set = StemSet::open_growing(dir.path()).unwrap();
+    assert_eq!((set.len(), set.declared_frames(), set.edge()), (2, Some(FRAMES), Some(edge)));
+    let (sh, mut cb, reader) = start_engine(set, &solo_a(), RATE, 2).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    sh.play();
+
+    // 1.5 s of playing: the separated second, faded out over its last
+    // 10 ms, then silence, held at the edge, no underrun counted.
+    let out = render_paced(&mut cb, 66_150);
+    let l: Vec<f32> = out.iter().step_by(2).copied().collect();
+    let lead = FADE; // the play fade in
+    for i in lead..(edge as usize - FADE) {
+        assert!((l[i] - value(i as u64, 0, 0)).abs() < 1e-7, "frame {i}: {} vs {}", l[i], value(i as u64, 0, 0));
+    }
+    let tail = &l[edge as usize - FADE..edge as usize];
+    assert!(tail.windows(2).all(|w| w[1] <= w[0] + 1e-6), "faded out towards the edge");
+    assert!(tail[FADE - 1].abs() < 0.01 * value(edge, 0, 0) + 1e-4, "silent at the edge: {}", tail[FADE - 1]);
+    assert!(l[edge as usize..].iter().all(|&v| v == 0.0), "silence while waiting");
+    assert!(sh.waiting.load(Ordering::Acquire), "waiting at the edge");
+    assert_eq!(sh.position.load(Ordering::Acquire), edge, "held at the edge");
+    assert_eq!(sh.edge.load(Ordering::Acquire), edge);
+    assert_eq!(sh.underrun_frames.load(Ordering::Acquire), 0, "a wait is no underrun");
+
+    // A seek past the edge stops at the edge.
+    sh.seek(2 * edge);
+    assert_eq!(sh.position.load(Ordering::Acquire), edge);
+    let out = render_paced(&mut cb, 4096);
+    assert!(out.iter().all(|&v| v == 0.0) && sh.waiting.load(Ordering::Acquire), "still waiting");
+
+    // The next segment: on from the edge with a 10 ms fade in, then exact.
+    separate(dir.path(), edge, 2 * edge);
+    std::thread::sleep(Duration::from_millis(60));
+    let out = render_paced(&mut cb, 22_050);
+    let l: Vec<f32> = out.iter().step_by(2).copied().collect();
+    let first = l.iter().position(|&v| v != 0.0).expect("plays again");
+    assert!(first < 2048, "resumed within a chunk: {first}");
+    assert!(!sh.waiting.load(Ordering::Acquire));
+    for (k, &v) in l[first + FADE..].iter().enumerate() {
+        let i = edge + (FADE + k) as u64;
+        assert!((v - value(i, 0, 0)).abs() < 1e-7, "after the wait, frame {i}: {v}");
+    }
+    assert!(l[first] < l[first + FADE] * 0.05, "fades in: {:?} at {first}", &l[first..first + 4]);
+    assert_eq!(sh.underrun_frames.load(Ordering::Acquire), 0);
+
+    sh.stop.store(true, Ordering::Release);
+    reader.join().unwrap();
+}
+
+#[test]
+fn the_finished_files_take_over_without_a_gap() {
+    let dir = stream_dir();
+    let half = FRAMES / 2;
+    separate(dir.path(), 0, half);
+    let set = StemSet::open_growing(dir.path()).unwrap();
+    let (sh, mut cb, reader) = start_engine(set, &solo_a(), RATE, 2).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    sh.seek(RATE as u64 / 2);
+    sh.play();
+    let before = render_paced(&mut cb, 22_050);
+
+    // The job ends: every frame separated, its files written, the stream's
+    // names removed (the open stream stays readable), the files handed over.
+    separate(dir.path(), half, FRAMES);
+    let files: Vec<PathBuf> = (0..2)
+        .map(|s| {
+            let p = dir.path().join(format!("{s}.wav"));
+            let spec = hound::WavSpec {
+                channels: 2,
+                sample_rate: RATE,
+                bits_per_sample: 32,
+                sample_format: hound::SampleFormat::Float,
+            };
+            let mut w = hound::WavWriter::create(&p, spec).unwrap();
+            for i in 0..FRAMES {
+                w.write_sample(value(i, s, 0)).unwrap();
+                w.write_sample(value(i, s, 1)).unwrap();
+            }
+            w.finalize().unwrap();
+            p
+        })
+        .collect();
+    std::fs::remove_file(dir.path().join(STEMS_FILE)).unwrap();
+    *sh.replacement.lock().unwrap() = Some(open_readers(&files).unwrap());
+    let after = render_paced(&mut cb, 88_200);
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(sh.replacement.lock().unwrap().is_none(), "the reader took the files");
+    assert_eq!(sh.edge.load(Ordering::Acquire), u64::MAX, "nothing left to separate");
+
+    // One continuous run from 0.5 s: exact everywhere after the play fade.
+    let all: Vec<f32> = before.iter().chain(&after).step_by(2).copied().collect();
+    let start = RATE as u64 / 2;
+    for (k, &v) in all.iter().enumerate().skip(FADE) {
+        let i = start + k as u64;
+        assert!((v - value(i, 0, 0)).abs() < 1e-7, "frame {i}: {v} vs {}", value(i, 0, 0));
+    }
+    assert_eq!(sh.underrun_frames.load(Ordering::Acquire), 0, "no gap at the change");
+    assert!(!sh.waiting.load(Ordering::Acquire));
+
+    // The files are what it reads now: a seek back still plays (the
+    // stream's file is gone).
+    sh.seek(0);
+    let out = render_paced(&mut cb, 4096);
+    let l: Vec<f32> = out.iter().step_by(2).copied().collect();
+    assert!((l[3000] - value(3000, 0, 0)).abs() < 1e-7);
+
+    sh.stop.store(true, Ordering::Release);
+    reader.join().unwrap();
+}
+
+#[test]
+fn a_folder_without_a_stream_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(matches!(StemSet::open_growing(dir.path()), Err(DecodeError::Unreadable { .. })));
+    std::fs::write(dir.path().join(LAYOUT_FILE), b"{\"format\": 9}").unwrap();
+    assert!(StemSet::open_growing(dir.path()).is_err());
+}

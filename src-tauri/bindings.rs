@@ -33,6 +33,7 @@ pub fn specta_builder() -> tauri_specta::Builder<tauri::Wry> {
             song::open_song,
             song::close_song,
             song::song_peaks,
+            song::song_stream_done,
             song::player_play,
             song::player_pause,
             song::player_seek,

@@ -35,6 +35,7 @@ const COMMANDS: &[&str] = &[
     "open_song",
     "close_song",
     "song_peaks",
+    "song_stream_done",
     "player_play",
     "player_pause",
     "player_seek",

@@ -65,6 +65,17 @@ export const commands = {
 	closeSong: () => __TAURI_INVOKE<void>("close_song"),
 	/**  Peaks of every lane between frames `start` and `end`, in `columns` columns. */
 	songPeaks: (id: number, start: number, end: number, columns: number) => typedError<LanePeaks[], AppError>(__TAURI_INVOKE("song_peaks", { id, start, end, columns })),
+	/**
+	 *  The open song was still separating and its job is done: the player
+	 *  goes on from the finished files where it is, without a gap, and the
+	 *  lanes are the finished stems'. Returns the song view as for a finished
+	 *  song (`streaming` false), or the current one when the song is not
+	 *  streaming any more.
+	 * 
+	 *  # Errors
+	 *  The song is not open, or its job is not done.
+	 */
+	songStreamDone: (id: number) => typedError<SongView, AppError>(__TAURI_INVOKE("song_stream_done", { id })),
 	playerPlay: () => typedError<null, AppError>(__TAURI_INVOKE("player_play")),
 	playerPause: () => typedError<null, AppError>(__TAURI_INVOKE("player_pause")),
 	/**  Jump to `frame` (at the stems' rate). */
@@ -568,6 +579,13 @@ export type PlayerStatus = {
 	master: MeterLevel,
 	/**  A count-in is playing (the song starts after it). */
 	countingIn: boolean,
+	/**
+	 *  For a song still separating: the frames separated so far (the
+	 *  playhead cannot pass them); `None` once every frame is there.
+	 */
+	separated: number | null,
+	/**  Playback is held at the separated edge until more is separated. */
+	waiting: boolean,
 };
 
 /**  What the window hears about the queue. */
@@ -698,6 +716,13 @@ export type SongView = {
 	/**  The audio output, or why there is none (waveforms and export still work). */
 	output: OutputInfo | null,
 	playerError: string | null,
+	/**
+	 *  The song is still separating: the stems' lanes fill in as segments
+	 *  finish (ask for peaks again), the playhead stops at the separated
+	 *  edge (`PlayerStatus.separated`); call `song_stream_done` once the
+	 *  job is done. Exports wait for the finished song.
+	 */
+	streaming: boolean,
 };
 
 /**  One stem's controls. */

@@ -113,6 +113,37 @@ impl Builder {
     }
 }
 
+/// Peaks of a track that grows (a running job's stems): frames pushed as
+/// they come, the peaks so far on demand.
+#[derive(Debug, Default)]
+pub struct PeaksBuilder {
+    inner: Builder,
+}
+
+impl PeaksBuilder {
+    /// Append interleaved stereo frames.
+    pub fn push(&mut self, stereo: &[f32]) {
+        self.inner.push(stereo);
+    }
+
+    /// Frames pushed so far.
+    pub fn frames(&self) -> u64 {
+        self.inner.frames
+    }
+
+    /// The peaks of every frame pushed so far, at `sample_rate` Hz.
+    pub fn snapshot(&self, sample_rate: u32) -> Peaks {
+        let copy = Builder {
+            pairs: self.inner.pairs.clone(),
+            lo: self.inner.lo,
+            hi: self.inner.hi,
+            in_bucket: self.inner.in_bucket,
+            frames: self.inner.frames,
+        };
+        copy.finish(sample_rate)
+    }
+}
+
 impl Peaks {
     /// Peaks of interleaved stereo samples at `sample_rate` Hz.
     pub fn from_samples(stereo: &[f32], sample_rate: u32) -> Self {

@@ -285,6 +285,14 @@ impl Worker {
         self.inner.running.lock().unwrap_or_else(|p| p.into_inner()).keys().copied().collect()
     }
 
+    /// The checkpoint folder of running job `id`, whose separated stems can
+    /// be played before it ends (`stemroom_engine::job::stream`:
+    /// `stream.json` appears there once the job starts separating); `None`
+    /// when the job is not running here.
+    pub fn stream_dir(&self, id: JobId) -> Option<PathBuf> {
+        self.running().contains(&id).then(|| song::partial_dir(&self.library_dir(), id).join(run::CHECKPOINT_DIR))
+    }
+
     /// Stop taking jobs and cancel the running ones (they clean up and are
     /// marked cancelled). Returns without waiting for threads to exit.
     pub fn shutdown(&self) {

@@ -202,11 +202,7 @@ pub async fn open_song(state: S<'_>, id: JobId, channel: Channel<PlayerStatus>) 
         let output = player.as_ref().map(|p| p.output().clone());
         if let Some(p) = &player {
             // The click track and count-in play on the song's beat grid.
-            let grid = job
-                .analysis
-                .as_ref()
-                .and_then(|a| a.bpm.map(|bpm| BeatGrid { bpm, offset_seconds: a.beat_offset.unwrap_or(0.0) }));
-            p.set_beat_grid(grid);
+            p.set_beat_grid(beat_grid(&job));
             spawn_status_ticker(Arc::downgrade(p), channel);
         }
         let view = SongView {
@@ -227,6 +223,13 @@ pub async fn open_song(state: S<'_>, id: JobId, channel: Channel<PlayerStatus>) 
     })
     .await
     .map_err(|e| AppError::internal(e.to_string()))?
+}
+
+/// The song's beat grid for the click track and count-in, from its analysis.
+fn beat_grid(job: &stemroom_library::queue::Job) -> Option<BeatGrid> {
+    job.analysis
+        .as_ref()
+        .and_then(|a| a.bpm.map(|bpm| BeatGrid { bpm, offset_seconds: a.beat_offset.unwrap_or(0.0) }))
 }
 
 /// Install the opened song, unless a close or a later open came meanwhile.
@@ -335,6 +338,7 @@ pub async fn song_stream_done(state: S<'_>, id: JobId) -> Result<SongView, AppEr
         };
         if song.stream.take().is_some() {
             if let Some(p) = &song.player {
+                p.set_beat_grid(beat_grid(&job));
                 // Another rate (the job wrote the input's): the stream,
                 // still open, plays on until the song is closed.
                 if let Err(e) = p.complete_stream(&paths) {

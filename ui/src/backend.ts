@@ -68,11 +68,18 @@ export interface Backend {
   /** Live queue events; resolves to the function that stops them. */
   subscribe(onEvent: (event: QueueEvent) => void): Promise<() => void>;
   /**
-   * Opens a finished song for playing and exporting (closing any other);
+   * Opens a finished song for playing and exporting (closing any other), or
+   * one still separating (its separated part; `SongView.streaming`);
    * `onStatus` hears the player ~30 times a second while it plays.
    */
   openSong(id: number, onStatus: (status: PlayerStatus) => void): Promise<SongView>;
   closeSong(): Promise<void>;
+  /**
+   * The open song was still separating (`SongView.streaming`) and its job is
+   * done: the player goes on from the finished files without a gap; resolves
+   * to the finished song's view (rejects while the job is not done).
+   */
+  songStreamDone(id: number): Promise<SongView>;
   /** Min/max columns of every lane between two frames. */
   songPeaks(id: number, start: number, end: number, columns: number): Promise<LanePeaks[]>;
   play(): Promise<void>;

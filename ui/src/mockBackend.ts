@@ -57,6 +57,8 @@ export interface MockPlayer {
   controls: MixControls | null;
   loop: { start: number; end: number } | null;
   exports: ExportOptions[];
+  /** Frames separated so far of a song opened while separating (`null`: all). */
+  separated: number | null;
 }
 
 export interface MockBackend extends Backend {
@@ -435,7 +437,7 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
 
   // --- the player -------------------------------------------------------
 
-  const player: MockPlayer = { status: null, controls: null, loop: null, exports: [] };
+  const player: MockPlayer = { status: null, controls: null, loop: null, exports: [], separated: null };
   let onStatus: ((status: PlayerStatus) => void) | null = null;
   let ticker: ReturnType<typeof setInterval> | undefined;
   const RATE = 44_100;
@@ -450,6 +452,11 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
     // Song time moves at the chosen speed.
     let position = s.position + (RATE / 30) * (player.controls?.tempo ?? 1);
     if (player.loop && position >= player.loop.end) position = player.loop.start;
+    if (player.separated !== null && position >= player.separated) {
+      // Held at the separated edge.
+      setStatus({ position: player.separated, waiting: true });
+      return;
+    }
     // Levels that move with the music and follow the mix.
     const gains = effectiveGains(player.controls, s.levels.length);
     const levels = gains.map((g, i) => {
@@ -594,10 +601,14 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
     },
     async openSong(id, handler) {
       const job = find(id);
-      if (job.state.state !== "done") fail(`“${job.title}” has no stems yet.`);
+      // A separating job plays as far as it is separated (its part so far).
+      const streaming = job.state.state === "separating" && job.state.segment > 0;
+      if (job.state.state !== "done" && !streaming) fail(`“${job.title}” has no stems yet.`);
       clearInterval(ticker);
       const frames = Math.round((job.durationSeconds ?? 180) * RATE);
-      const stems = job.stems.map((s) => s.stem);
+      const stems = streaming ? ["drums", "bass", "other", "vocals"] : job.stems.map((s) => s.stem);
+      player.separated =
+        job.state.state === "separating" ? Math.round((frames * job.state.segment) / Math.max(1, job.state.total)) : null;
       onStatus = handler;
       player.controls = null;
       player.loop = null;
@@ -611,6 +622,8 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
         levels: silent(stems.length),
         master: { peak: 0, rms: 0 },
         countingIn: false,
+        separated: player.separated,
+        waiting: false,
       };
       if (simulate) ticker = setInterval(tick, 33);
       return {
@@ -626,7 +639,30 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
             ? { device: "Mock output", sampleRate: RATE, channels: 2, resampling: false }
             : null,
         playerError: options.playerError ?? null,
-        canCompare: true,
+        canCompare: !streaming,
+        streaming,
+      };
+    },
+    async songStreamDone(id) {
+      const job = find(id);
+      if (job.state.state !== "done") fail(`“${job.title}” is not done yet.`);
+      player.separated = null;
+      if (player.status) setStatus({ separated: null, waiting: false });
+      const frames = Math.round((job.durationSeconds ?? 180) * RATE);
+      const stems = job.stems.map((s) => s.stem);
+      const lanes = job.source.kind === "file" ? ["mixture", ...stems] : stems;
+      return {
+        id,
+        title: job.title,
+        stems,
+        lanes,
+        laneStyles: lanes.map((lane) => MOCK_STYLES[lane] ?? { label: lane, color: "#7d8597" }),
+        sampleRate: RATE,
+        frames,
+        output: { device: "Mock output", sampleRate: RATE, channels: 2, resampling: false },
+        playerError: null,
+        canCompare: false,
+        streaming: false,
       };
     },
     async closeSong() {

@@ -59,6 +59,7 @@ export const tauriBackend: Backend = {
   closeSong: async () => {
     await commands.closeSong();
   },
+  songStreamDone: (id) => unwrap(commands.songStreamDone(id)),
   songPeaks: (id, start, end, columns) => unwrap(commands.songPeaks(id, start, end, columns)),
   play: async () => {
     await unwrap(commands.playerPlay());

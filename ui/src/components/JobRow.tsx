@@ -13,6 +13,8 @@ interface Props {
   /** The action being carried out on this job, if any (its button says so). */
   busy: JobAction | null;
   onAction(action: JobAction, job: Job): void;
+  /** Open the song while it separates (its separated part plays). */
+  onListen?(job: Job): void;
 }
 
 /** What a button says while its action runs. */
@@ -22,7 +24,7 @@ const BUSY_LABEL: Partial<Record<JobAction, string>> = {
   remove: "Removing…",
 };
 
-export function JobRow({ job, progress, canMove, busy, onAction }: Props) {
+export function JobRow({ job, progress, canMove, busy, onAction, onListen }: Props) {
   const { state } = job;
   const running = isRunning(state);
   const queued = state.state === "queued";
@@ -76,6 +78,17 @@ export function JobRow({ job, progress, canMove, busy, onAction }: Props) {
             lands on Remove. */}
         {queued && button("up", "Move up", !canMove.up)}
         {queued && button("down", "Move down", !canMove.down)}
+        {/* Once a first part is separated it can be heard while the rest is. */}
+        {onListen && state.state === "separating" && state.segment > 0 && (
+          <button
+            type="button"
+            className="button button--primary"
+            title="Play what is separated so far; the rest fills in as it separates"
+            onClick={() => onListen(job)}
+          >
+            Listen now
+          </button>
+        )}
         {running && button("cancel", "Cancel")}
         {stopped && button("retry", "Retry")}
         {!running && button("remove", "Remove")}

@@ -44,6 +44,9 @@ export function LibraryView({ version, playRequest = null }: Props) {
         if (!current) return;
         setSongs(found);
         setError(null);
+        // A song opened while it separated is in the library now: its
+        // finished facts (folder, tempo, key) replace the running job's.
+        setPlaying((p) => (p ? (found.find((s) => s.id === p.id) ?? p) : p));
       },
       (e: unknown) => current && setError(errorText(e)),
     );
@@ -61,7 +64,7 @@ export function LibraryView({ version, playRequest = null }: Props) {
 
   const selected = songs?.find((song) => song.id === selectedId);
 
-  if (playing) return <PlayerView key={playing.id} song={playing} onClose={() => setPlaying(null)} />;
+  if (playing) return <PlayerView key={playing.id} song={playing} version={version} onClose={() => setPlaying(null)} />;
 
   return (
     <div className="library">

@@ -1,6 +1,7 @@
 import { fireEvent, screen, waitFor, within } from "@testing-library/react";
 import { describe, expect, it, vi } from "vitest";
-import { mockSong } from "../mockBackend";
+import { act } from "@testing-library/react";
+import { mockJob, mockSong } from "../mockBackend";
 import { renderApp } from "../test/renderApp";
 
 const library = [mockSong({ id: 1, title: "Falcon 69", durationSeconds: 187 })];
@@ -355,5 +356,35 @@ describe("Player", () => {
     expect(screen.getByLabelText("Format")).toHaveDisplayValue("WAV 24-bit");
     expect(screen.getByLabelText("Sample rate")).toHaveValue("48000");
     expect(screen.getByTestId("export-dir")).toHaveTextContent("/home/you/Exports");
+  });
+
+  it("plays a song while it separates and takes the finished files when it is done", async () => {
+    const running = mockJob({
+      id: 7,
+      title: "Still separating",
+      durationSeconds: 200,
+      state: { state: "separating", segment: 2, total: 8 },
+    });
+    const { backend, user } = renderApp({ queue: [running] });
+    await user.click(await screen.findByRole("button", { name: "Listen now" }));
+    await screen.findAllByTestId("lane");
+    expect(lanes()).toEqual(["mixture", "drums", "bass", "other", "vocals"]);
+    // A quarter is separated (the player's first status says so): the rest
+    // of the timeline is marked, exports wait.
+    act(() => backend.emitPlayerStatus({ separated: 50 * 44_100 }));
+    expect(screen.getByTestId("separating")).toHaveTextContent("Separating: 0:50 of 3:20 ready");
+    expect(screen.getByTestId("separating-ahead")).toBeInTheDocument();
+    expect(screen.getByTestId("export-later")).toBeInTheDocument();
+    expect(screen.queryByRole("button", { name: "Hear original" })).not.toBeInTheDocument();
+    await user.click(screen.getByRole("button", { name: "Play" }));
+    act(() => backend.emitPlayerStatus({ position: 50 * 44_100, separated: 50 * 44_100, waiting: true }));
+    expect(screen.getByTestId("separating")).toHaveTextContent("Waiting for the separation to catch up");
+
+    // The job is done: the player goes on with the finished files.
+    act(() => void backend.updateJob(7, { ...mockSong({ id: 7, title: "Still separating" }), state: { state: "done" } }));
+    await waitFor(() => expect(screen.queryByTestId("separating-ahead")).not.toBeInTheDocument());
+    expect(screen.queryByTestId("separating")).not.toBeInTheDocument();
+    expect(await screen.findByRole("button", { name: /^Export/ })).toBeInTheDocument();
+    expect(backend.player.status?.playing).toBe(true);
   });
 });

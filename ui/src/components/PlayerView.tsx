@@ -25,8 +25,13 @@ import { TempoPitch } from "./TempoPitch";
 const LANE_HEIGHT = 64;
 const SEEK_STEP_SECONDS = 5;
 
+/** How often the lanes of a song still separating are fetched again. */
+const STREAM_PEAKS_MS = 1500;
+
 interface Props {
   song: Job;
+  /** Changes whenever a song reaches the library (a song still separating then takes its finished files). */
+  version?: number;
   onClose(): void;
 }
 
@@ -60,7 +65,7 @@ function Waveform({ peaks, width, color, dim }: { peaks?: LanePeaks; width: numb
 const TYPING_FIELDS =
   "input:not([type=range]):not([type=button]), select, textarea, [contenteditable=true], [contenteditable=''], [data-own-keys]";
 
-export function PlayerView({ song, onClose }: Props) {
+export function PlayerView({ song, version = 0, onClose }: Props) {
   const backend = useBackend();
   const [view, setView] = useState<SongView | null>(null);
   const [error, setError] = useState<string | null>(null);
@@ -72,6 +77,8 @@ export function PlayerView({ song, onClose }: Props) {
   const [dragLoop, setDragLoop] = useState<LoopRegion | null>(null);
   const [peaks, setPeaks] = useState<LanePeaks[] | null>(null);
   const [width, setWidth] = useState(0);
+  /** Bumped while the song separates, to fetch the lanes again as they fill in. */
+  const [peaksTick, setPeaksTick] = useState(0);
   const area = useRef<HTMLDivElement>(null);
   const drag = useRef<{ from: number; x: number } | null>(null);
   const lastScrub = useRef(0);
@@ -104,6 +111,28 @@ export function PlayerView({ song, onClose }: Props) {
     };
   }, [backend, song.id]);
 
+  // A song still separating: its lanes fill in as segments finish, and once
+  // its job is done (a song reached the library) the player takes the
+  // finished files, without a gap.
+  const streaming = view?.streaming ?? false;
+  useEffect(() => {
+    if (!streaming) return;
+    const t = setInterval(() => setPeaksTick((n) => n + 1), STREAM_PEAKS_MS);
+    return () => clearInterval(t);
+  }, [streaming]);
+  const viewId = view?.id;
+  useEffect(() => {
+    if (!streaming || viewId === undefined) return;
+    let live = true;
+    backend.songStreamDone(viewId).then(
+      (v) => live && setView(v),
+      () => {}, // not done yet: the next song to reach the library asks again
+    );
+    return () => {
+      live = false;
+    };
+  }, [backend, streaming, viewId, version]);
+
   useLayoutEffect(() => {
     const el = area.current;
     if (!el) return;
@@ -128,7 +157,7 @@ export function PlayerView({ song, onClose }: Props) {
     return () => {
       live = false;
     };
-  }, [backend, view, win, width]);
+  }, [backend, view, win, width, peaksTick]);
 
   // Remember the mix, loop and zoom for the next time this song opens.
   useEffect(() => {
@@ -315,6 +344,9 @@ export function PlayerView({ song, onClose }: Props) {
 
   const shownLoop = dragLoop ?? loop;
   const playheadX = xOf(position, width, win);
+  // Where separation has got to, while it runs.
+  const separated = view.streaming ? (status?.separated ?? 0) : null;
+  const aheadX = separated === null ? null : Math.max(0, xOf(separated, width, win));
   const stemOffset = view.lanes.length - view.stems.length;
 
   return (
@@ -384,6 +416,13 @@ export function PlayerView({ song, onClose }: Props) {
           >
             Hear original
           </button>
+        )}
+        {view.streaming && (
+          <span className="transport__separating muted" role="status" data-testid="separating">
+            {status?.waiting
+              ? "Waiting for the separation to catch up…"
+              : `Separating: ${formatTime((separated ?? 0) / rate)} of ${formatDuration(frames / rate)} ready`}
+          </span>
         )}
         <BeatControls
           bpm={song.analysis?.bpm ?? null}
@@ -533,6 +572,16 @@ export function PlayerView({ song, onClose }: Props) {
             </div>
           );
         })}
+        {aheadX !== null && aheadX <= width && (
+          <div
+            className="separating-ahead"
+            style={{ "--x": `${aheadX}px` } as CSSProperties}
+            data-testid="separating-ahead"
+            aria-hidden="true"
+          >
+            <span className="separating-ahead__label">Separating ahead</span>
+          </div>
+        )}
         {playheadX >= 0 && playheadX <= width && (
           <div className="playhead" style={{ "--x": `${playheadX}px` } as CSSProperties} aria-hidden="true" />
         )}
@@ -555,13 +604,19 @@ export function PlayerView({ song, onClose }: Props) {
         Space play/pause · ←/→ seek 5 s (Shift: 1 s) · 1–{view.stems.length} select a lane · M mute · S solo · I O (or [ ])
         loop in/out · L loop on/off · \ clear loop · double-click a fader: 0 dB, a pan: centre
       </p>
-      <ExportPanel
-        songId={view.id}
-        stems={view.stems}
-        controls={controls}
-        loop={loop}
-        defaultDir={song.outputDir ? `${song.outputDir}/exports` : ""}
-      />
+      {view.streaming ? (
+        <p className="muted" data-testid="export-later">
+          Exports are ready once the separation is done.
+        </p>
+      ) : (
+        <ExportPanel
+          songId={view.id}
+          stems={view.stems}
+          controls={controls}
+          loop={loop}
+          defaultDir={song.outputDir ? `${song.outputDir}/exports` : ""}
+        />
+      )}
     </section>
   );
 }

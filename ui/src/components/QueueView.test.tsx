@@ -185,7 +185,8 @@ describe("Queue", () => {
     });
     await screen.findByText("Running");
 
-    expect(buttonNames("Running")).toEqual(["Cancel"]);
+    // A first part is separated: it can be heard while the rest separates.
+    expect(buttonNames("Running")).toEqual(["Listen now", "Cancel"]);
     expect(buttonNames("First queued")).toEqual(["Move up", "Move down", "Remove"]);
     expect(within(row("First queued")).getByRole("button", { name: "Move up" })).toBeDisabled();
     expect(within(row("Second queued")).getByRole("button", { name: "Move down" })).toBeDisabled();

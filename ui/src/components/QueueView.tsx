@@ -11,7 +11,7 @@ interface Props {
   queue: QueueState;
   onPickFiles(): void;
   onAddPath(path: string): Promise<boolean>;
-  /** Open a finished song in the player (Library tab). */
+  /** Open a song in the player (Library tab): a finished one, or one separating. */
   onOpenSong(song: Job): void;
 }
 
@@ -128,6 +128,7 @@ export function QueueView({ queue, onPickFiles, onAddPath, onOpenSong }: Props) 
                 canMove={{ up: index > 0, down: index >= 0 && index < queuedIds.length - 1 }}
                 busy={busy?.id === job.id ? busy.action : null}
                 onAction={act}
+                onListen={onOpenSong}
               />
             );
           })}

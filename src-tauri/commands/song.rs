@@ -227,9 +227,7 @@ pub async fn open_song(state: S<'_>, id: JobId, channel: Channel<PlayerStatus>) 
 
 /// The song's beat grid for the click track and count-in, from its analysis.
 fn beat_grid(job: &stemroom_library::queue::Job) -> Option<BeatGrid> {
-    job.analysis
-        .as_ref()
-        .and_then(|a| a.bpm.map(|bpm| BeatGrid { bpm, offset_seconds: a.beat_offset.unwrap_or(0.0) }))
+    job.analysis.as_ref().and_then(|a| a.bpm.map(|bpm| BeatGrid { bpm, offset_seconds: a.beat_offset.unwrap_or(0.0) }))
 }
 
 /// Install the opened song, unless a close or a later open came meanwhile.

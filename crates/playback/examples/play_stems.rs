@@ -7,10 +7,17 @@
 //! play_stems [--seconds S] [--seek-seconds T] [--solo I]... [--mute I]...
 //!            [--tempo X] [--transpose SEMITONES]
 //!            [--mark-file PATH --mark-after M] FILE...
+//! play_stems --stream DIR [--seek-before-edge S] [--complete-when PATH]
+//!            [--seconds S] [...] [FILE...]
 //! ```
 //!
 //! `--mark-file` creates PATH once M seconds have played, for a test that
 //! disturbs the output at a known point of the report's timeline.
+//!
+//! `--stream` plays a running job's stems from its checkpoint folder DIR
+//! (`Player::open_growing`), starting S seconds before the separated edge
+//! with `--seek-before-edge`; once PATH exists (`--complete-when`: the job is
+//! done) the FILEs, its finished stems, take over (`Player::complete_stream`).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -32,6 +39,9 @@ fn run() -> Result<(), String> {
     let (mut solo, mut mute) = (Vec::new(), Vec::new());
     let mut files = Vec::new();
     let (mut tempo, mut transpose) = (1.0f32, 0.0f32);
+    let mut stream: Option<PathBuf> = None;
+    let mut before_edge: Option<f64> = None;
+    let mut complete_when: Option<PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
@@ -46,10 +56,20 @@ fn run() -> Result<(), String> {
             "--mute" => mute.push(value("--mute")?.parse::<usize>().map_err(|e| format!("--mute: {e}"))?),
             "--tempo" => tempo = value("--tempo")?.parse().map_err(|e| format!("--tempo: {e}"))?,
             "--transpose" => transpose = value("--transpose")?.parse().map_err(|e| format!("--transpose: {e}"))?,
+            "--stream" => stream = Some(PathBuf::from(value("--stream")?)),
+            "--seek-before-edge" => {
+                before_edge =
+                    Some(value("--seek-before-edge")?.parse().map_err(|e| format!("--seek-before-edge: {e}"))?)
+            }
+            "--complete-when" => complete_when = Some(PathBuf::from(value("--complete-when")?)),
             _ => files.push(PathBuf::from(a)),
         }
     }
-    let mut controls = MixControls::unity(files.len());
+    let stems = match &stream {
+        Some(dir) => stemroom_playback::reader::StemSet::open_growing(dir).map_err(|e| e.to_string())?.len(),
+        None => files.len(),
+    };
+    let mut controls = MixControls::unity(stems);
     controls.tempo = tempo;
     controls.transpose = transpose;
     for i in solo {
@@ -62,9 +82,19 @@ fn run() -> Result<(), String> {
             s.mute = true;
         }
     }
-    let player = Player::open(&files, &controls).map_err(|e| e.to_string())?;
+    let player = match &stream {
+        Some(dir) => Player::open_growing(dir, &controls),
+        None => Player::open(&files, &controls),
+    }
+    .map_err(|e| e.to_string())?;
     let rate = player.status().sample_rate;
-    let start_frame = seek.map_or(0, |s| (s * f64::from(rate)) as u64);
+    let mut start_frame = seek.map_or(0, |s| (s * f64::from(rate)) as u64);
+    if let Some(s) = before_edge {
+        // The reader reports the edge once it runs.
+        std::thread::sleep(Duration::from_millis(50));
+        let edge = player.status().separated.unwrap_or(0);
+        start_frame = edge.saturating_sub((s * f64::from(rate)) as u64);
+    }
     if start_frame > 0 {
         player.seek(start_frame);
         // Let the reader refill from the new position before starting.
@@ -81,6 +111,7 @@ fn run() -> Result<(), String> {
     player.play();
     let mut samples = Vec::new();
     let mut marked_at = None;
+    let mut completed: Option<serde_json::Value> = None;
     while t0.elapsed().as_secs_f64() < seconds {
         std::thread::sleep(Duration::from_millis(33));
         if let Some(path) = mark.0.as_ref().filter(|_| t0.elapsed().as_secs_f64() >= mark.1) {
@@ -88,8 +119,19 @@ fn run() -> Result<(), String> {
             marked_at = Some(t0.elapsed().as_secs_f64());
             mark.0 = None;
         }
+        if complete_when.as_ref().is_some_and(|p| p.exists()) {
+            let r = player.complete_stream(&files);
+            completed =
+                Some(serde_json::json!({"t": t0.elapsed().as_secs_f64(), "error": r.err().map(|e| e.to_string())}));
+            complete_when = None;
+        }
         let st = player.status();
-        samples.push(serde_json::json!({"t": t0.elapsed().as_secs_f64(), "position": st.position}));
+        samples.push(serde_json::json!({
+            "t": t0.elapsed().as_secs_f64(),
+            "position": st.position,
+            "separated": st.separated,
+            "waiting": st.waiting,
+        }));
         if st.error.is_some() || st.ended {
             break;
         }
@@ -110,6 +152,7 @@ fn run() -> Result<(), String> {
         "deviceGlitches": after.device_glitches - before.device_glitches,
         "reopens": after.reopens - before.reopens,
         "markedAt": marked_at,
+        "completed": completed,
         "status": status,
         "positions": samples,
     });

@@ -679,4 +679,139 @@ mod player {
             })
             .collect()
     }
+
+    /// Listening while it separates (the real model on real music, a 24 s
+    /// song): the player is opened on the job's stream after its first
+    /// segment, starts a second before the separated edge, plays through
+    /// the real device up to the edge, waits there (no underrun counted),
+    /// goes on as the next segments finish, and takes the finished files
+    /// when the job is done. What the stream gives, followed from its first
+    /// segment to the end, is the finished 16-bit WAV stems to the bit.
+    #[test]
+    fn a_song_plays_while_it_separates_and_its_stream_is_the_finished_stems() {
+        use stemroom_engine::audio::encode::{ClipMode, OutputFormat, WavDepth};
+        use stemroom_engine::job::{self, JobRequest};
+        use stemroom_playback::reader::StemSet;
+
+        let _turn = stemroom_testkit::cpu_turn();
+        let sink = NullSink::start();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let input = dir.path().join("song.wav");
+        let mix = stemroom_testkit::falcon_mixture();
+        stemroom_testkit::ffmpeg(&[
+            "-stream_loop",
+            "3",
+            "-i",
+            mix.to_str().expect("utf8"),
+            input.to_str().expect("utf8"),
+        ]);
+        let ckpt = dir.path().join("work/.checkpoint");
+        let out = dir.path().join("work");
+        let req = JobRequest {
+            input: input.clone(),
+            out_dir: out.clone(),
+            filename: "{stem}.{ext}".into(),
+            format: OutputFormat::Wav { depth: WavDepth::Int16 },
+            clip: ClipMode::Rescale,
+            two_stems: None,
+            other_method: Default::default(),
+            output_rate: Default::default(),
+            separate: stemroom_engine::separate::SeparateOptions { shifts: 0, ..Default::default() },
+            scratch_dir: Some(dir.path().to_path_buf()),
+            checkpoint: Some(job::Checkpointing { dir: ckpt.clone(), every: Duration::from_secs(3600) }),
+        };
+        let sep = stemroom_testkit::open_separator();
+        let job = std::thread::spawn(move || {
+            job::separate_file(&sep, &req, &stemroom_engine::progress::Silent).expect("separation")
+        });
+
+        // The first segment is out: the stream can be followed and played.
+        let t0 = Instant::now();
+        let mut follower = loop {
+            if let Ok(set) = StemSet::open_growing(&ckpt) {
+                if set.edge().is_some_and(|e| e > 0) {
+                    break set;
+                }
+            }
+            assert!(t0.elapsed() < Duration::from_secs(120), "no stream appeared");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let done_mark = dir.path().join("done");
+        let finals: Vec<PathBuf> =
+            ["drums", "bass", "other", "vocals"].iter().map(|n| out.join(format!("{n}.wav"))).collect();
+        let child = sink
+            .command(&stemroom_testkit::example_bin("play_stems"))
+            .arg("--stream")
+            .arg(&ckpt)
+            .args(["--seek-before-edge", "0", "--seconds", "14", "--complete-when"])
+            .arg(&done_mark)
+            .args(&finals)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("play_stems");
+
+        // Follow the stream to its end, as the player's reader does.
+        let mut got: Vec<Vec<f32>> = vec![Vec::new(); follower.len()];
+        let mut buf: Vec<Vec<f32>> = vec![Vec::new(); follower.len()];
+        let mut edges = std::collections::BTreeSet::new();
+        while !follower.all_ended() {
+            edges.insert(follower.edge());
+            let n = follower.read(8192, &mut buf).expect("read the stream");
+            for (g, b) in got.iter_mut().zip(&buf) {
+                g.extend_from_slice(&b[..2 * n]);
+            }
+            if n == 0 {
+                assert!(t0.elapsed() < Duration::from_secs(300), "the stream stopped growing");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let output = job.join().expect("job thread");
+        std::fs::write(&done_mark, b"").expect("mark");
+        assert!(!ckpt.join("stems.f32").exists(), "the job removed its stream");
+        eprintln!("stream edges seen: {} (segments: {})", edges.len(), output.segments);
+        assert!(edges.len() >= 3, "the stream grew segment by segment: {edges:?}");
+
+        // Bit-exact: the stream is the finished stems.
+        let mut files = StemSet::open(&finals).expect("finished stems");
+        let frames = got[0].len() / 2;
+        let mut want: Vec<Vec<f32>> = vec![Vec::new(); 4];
+        assert_eq!(files.read(frames + 1, &mut want).expect("read"), frames, "same length");
+        for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+            let diff = g.iter().zip(&w[..2 * frames]).filter(|(a, b)| a != b).count();
+            assert_eq!(diff, 0, "stem {k}: {diff} samples differ from the finished file");
+        }
+
+        // The player: no error, up to the edge, held there, on again, and
+        // the finished files took over.
+        let played = child.wait_with_output().expect("play_stems");
+        assert!(played.status.success(), "play_stems failed: {}", String::from_utf8_lossy(&played.stderr));
+        let r: serde_json::Value = serde_json::from_slice(&played.stdout).expect("json report");
+        let brief = serde_json::json!({"status": r["status"], "completed": r["completed"], "underrunFrames": r["underrunFrames"], "startFrame": r["startFrame"]});
+        assert_eq!(r["status"]["error"], serde_json::Value::Null, "{brief}");
+        let samples = r["positions"].as_array().expect("positions");
+        let waits: Vec<&serde_json::Value> = samples.iter().filter(|p| p["waiting"] == true).collect();
+        assert!(!waits.is_empty(), "playback caught up with the separation and waited: {brief}");
+        // Held at the edge: the playhead stands still there while it waits
+        // (the edge may move on before the audio does).
+        let first_edge = waits[0]["position"].as_u64().expect("edge");
+        for w in &waits {
+            let (pos, edge) = (w["position"].as_u64().expect("pos"), w["separated"].as_u64().unwrap_or(u64::MAX));
+            assert!(pos <= edge, "not past the separated edge: {w}");
+        }
+        let held: Vec<u64> = samples
+            .iter()
+            .skip_while(|p| p["waiting"] != true)
+            .take_while(|p| p["waiting"] == true)
+            .map(|p| p["position"].as_u64().expect("pos"))
+            .collect();
+        assert!(held.iter().all(|&p| p == first_edge), "the playhead stood still while waiting: {held:?}");
+        let last = r["status"]["position"].as_u64().expect("position");
+        assert!(last > first_edge + 44_100, "played on past the first wait ({first_edge} → {last}): {brief}");
+        let frames_played = r["framesPlayed"].as_u64().expect("frames");
+        let under = r["underrunFrames"].as_u64().expect("underruns");
+        assert!(under * 100 < frames_played, "waits are not underruns ({under} frames): {brief}");
+        assert_eq!(r["completed"]["error"], serde_json::Value::Null, "the finished files took over: {brief}");
+        assert_eq!(r["status"]["separated"], serde_json::Value::Null, "nothing left to separate: {brief}");
+    }
 }

@@ -330,7 +330,9 @@ impl Player {
         let s = &self.shared;
         let playing = s.playing.load(Ordering::Acquire);
         let mut position = s.position.load(Ordering::Acquire);
-        if playing {
+        let waiting = s.waiting.load(Ordering::Acquire);
+        // (Held at the separated edge, the device plays no song frames.)
+        if playing && !waiting {
             let ratio = f64::from_bits(s.heard_ratio.load(Ordering::Acquire));
             let latency = (s.latency_frames.load(Ordering::Acquire) as f64 * ratio) as u64;
             position = position.saturating_sub(latency);
@@ -348,7 +350,7 @@ impl Player {
             master,
             counting_in: s.counting_in.load(Ordering::Acquire),
             separated: Some(s.edge.load(Ordering::Acquire)).filter(|&e| e != u64::MAX),
-            waiting: s.waiting.load(Ordering::Acquire),
+            waiting,
         }
     }
 

@@ -23,6 +23,8 @@ XDG_RUNTIME_DIR="$tmp/run" HOME="$tmp/run" pulseaudio -n --daemonize=yes --exit-
 for _ in $(seq 1 100); do [ -S "$tmp/run/pulse/native" ] && break; sleep 0.1; done
 [ -S "$tmp/run/pulse/native" ] || { log "PulseAudio did not start"; exit 1; }
 cp "$TESTDATA_DIR/mixture.wav" "$tmp/The Easton Ellises - Falcon 69.wav"
+# A longer song (the preview four times, 24 s) to listen to while it separates.
+ffmpeg -loglevel error -y -stream_loop 3 -i "$TESTDATA_DIR/mixture.wav" "$tmp/Falcon 69 (long).wav"
 # A loopback web server for the link test: yt-dlp fetches a song from it.
 mkdir -p "$tmp/site"; cp "$TESTDATA_DIR/mixture.wav" "$tmp/site/Falcon 69 (from a link).wav"
 # A web image (a real JPEG) the window's CSP must refuse to show.
@@ -35,6 +37,7 @@ site_port=$(sed -n 's/.* port \([0-9]*\).*/\1/p' "$tmp/site.log" | head -n1)
 log "end-to-end test of the app under Xvfb"
 XDG_RUNTIME_DIR="$tmp/run" HOME="$tmp/home" XDG_DATA_HOME="$tmp/home/.local/share" STEMROOM_CACHE="$STEMROOM_CACHE" \
 STEMROOM_APP="$RELEASE_DIR/stemroom-app" STEMROOM_E2E_INPUT="$tmp/The Easton Ellises - Falcon 69.wav" \
+STEMROOM_E2E_LONG="$tmp/Falcon 69 (long).wav" \
 TAURI_DRIVER="$STEMROOM_CACHE/tools/bin/tauri-driver" STEMROOM_E2E_SHOTS="${STEMROOM_SCREENSHOTS:-$tmp/shots}" \
 STEMROOM_E2E_URL="http://127.0.0.1:$site_port/Falcon%2069%20%28from%20a%20link%29.wav" \
 STEMROOM_E2E_DATA="$tmp/home/.local/share/app.stemroom.desktop" \

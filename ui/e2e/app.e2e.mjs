@@ -23,6 +23,7 @@ const input = process.env.STEMROOM_E2E_INPUT;
 const shots = process.env.STEMROOM_E2E_SHOTS ?? "docs/screenshots";
 const driverBin = process.env.TAURI_DRIVER ?? "tauri-driver";
 const songUrl = process.env.STEMROOM_E2E_URL;
+const longInput = process.env.STEMROOM_E2E_LONG;
 const dataDir = process.env.STEMROOM_E2E_DATA;
 if (!app || !input || !dataDir) throw new Error("STEMROOM_APP, STEMROOM_E2E_INPUT and STEMROOM_E2E_DATA must be set");
 /** A 2x2 red JPEG (ffmpeg -f lavfi -i color=c=red:s=2x2 -frames:v 1). */
@@ -428,6 +429,50 @@ try {
     titles.some((t) => t.includes("Falcon 69 (from a link)")),
     "the link's song is in the library",
   );
+
+  // Listen while it separates: a 24 s song, opened from the queue once its
+  // first part is separated, plays through the real device while the rest
+  // separates, then takes its finished files.
+  if (!longInput) throw new Error("STEMROOM_E2E_LONG must be set");
+  await tab(b, "Queue");
+  const longField = await b.$('[aria-label="File path or link"]');
+  await longField.setValue(longInput);
+  await (await b.$("button=Add")).click();
+  const listen = await b.$("button=Listen now");
+  await listen.waitForExist({ timeout: 120000, interval: 100, timeoutMsg: "no Listen now while the song separates" });
+  await listen.click();
+  const separating = await b.$('[data-testid="separating"]');
+  await separating.waitForExist({ timeout: 30000, timeoutMsg: "the player did not open on the separating song" });
+  check(await (await b.$('[data-testid="separating-ahead"]')).isExisting(), "the part still separating is marked");
+  check(!(await (await b.$(".alert__title=Playback is not available")).isExisting()), "the audio device opened");
+  await (await b.$('[data-testid="play"]')).click();
+  await sleep(800);
+  const [l0, lt0] = [await frameNow(), Date.now()];
+  await sleep(1500);
+  const [l1, lt1] = [await frameNow(), Date.now()];
+  const livePace = (l1 - l0) / 44100 / ((lt1 - lt0) / 1000);
+  // (Up to 1 s of song a second: less when it waits at the separated edge.)
+  check(l1 > l0 && livePace < 1.2, `it plays while it separates (${livePace.toFixed(2)} s of song a second)`);
+  const edgeText = await separating.getText();
+  check(/Separating: .* ready|Waiting for the separation/.test(edgeText), `the player says how far it is separated (${edgeText})`);
+  check(!(await (await b.$(".alert__title=Playback stopped")).isExisting()), "no device error while it separates");
+  await shot(b, "player-separating");
+  // The job ends: the marker goes, playback goes on, exports are offered.
+  await separating.waitForExist({ reverse: true, timeout: 180000, timeoutMsg: "the song never finished separating" });
+  check(!(await (await b.$('[data-testid="separating-ahead"]')).isExisting()), "nothing is marked as separating any more");
+  // (The song may have reached its end meanwhile; the output may be
+  // reopened once under the separation's load: give it a few seconds.)
+  const d0 = await frameNow();
+  const wentOn = await b
+    .waitUntil(
+      async () => (await frameNow()) > d0 || (await (await b.$('[data-testid="play"]')).getText()) === "Play",
+      { timeout: 8000, interval: 100 },
+    )
+    .catch(() => false);
+  check(wentOn === true, `playback went on through the change (${d0} -> ${await frameNow()})`);
+  check(!(await (await b.$(".alert__title=Playback stopped")).isExisting()), "no device error at the change to the files");
+  await (await b.$("button=Export")).waitForExist({ timeout: 20000, timeoutMsg: "no export once the song is done" });
+  check(true, "exports are offered once the song is done");
   await b.deleteSession();
 } catch (e) {
   failed = true;

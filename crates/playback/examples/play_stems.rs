@@ -131,6 +131,8 @@ fn run() -> Result<(), String> {
             "position": st.position,
             "separated": st.separated,
             "waiting": st.waiting,
+            "callbacks": player.stats().callbacks,
+            "reopens": player.stats().reopens,
         }));
         if st.error.is_some() || st.ended {
             break;

@@ -813,5 +813,8 @@ mod player {
         assert!(under * 100 < frames_played, "waits are not underruns ({under} frames): {brief}");
         assert_eq!(r["completed"]["error"], serde_json::Value::Null, "the finished files took over: {brief}");
         assert_eq!(r["status"]["separated"], serde_json::Value::Null, "nothing left to separate: {brief}");
+        // (Measured, not asserted: on this 2-core machine the output is at
+        // times reopened once, the separation using both cores.)
+        eprintln!("reopens {}, device glitches {}, underrun frames {under}", r["reopens"], r["deviceGlitches"]);
     }
 }

@@ -1,4 +1,5 @@
-//! The stem player: a finished song's stems played sample-synchronously
+//! The stem player: a song's stems (a finished song's files, or a running
+//! job's stream, see [`Player::open_growing`]) played sample-synchronously
 //! through the system's audio output (cpal), mixed in the audio callback by
 //! [`Mixer`], so a gain, mute or solo change is heard after one ramp
 //! ([`crate::mixer::RAMP_SECONDS`]) plus the device buffer.

@@ -89,8 +89,8 @@ fn plays_up_to_the_separated_edge_waits_and_goes_on() {
     let out = render_paced(&mut cb, 66_150);
     let l: Vec<f32> = out.iter().step_by(2).copied().collect();
     let lead = FADE; // the play fade in
-    for i in lead..(edge as usize - FADE) {
-        assert!((l[i] - value(i as u64, 0, 0)).abs() < 1e-7, "frame {i}: {} vs {}", l[i], value(i as u64, 0, 0));
+    for (i, &v) in l.iter().enumerate().take(edge as usize - FADE).skip(lead) {
+        assert!((v - value(i as u64, 0, 0)).abs() < 1e-7, "frame {i}: {v} vs {}", value(i as u64, 0, 0));
     }
     let tail = &l[edge as usize - FADE..edge as usize];
     assert!(tail.windows(2).all(|w| w[1] <= w[0] + 1e-6), "faded out towards the edge");

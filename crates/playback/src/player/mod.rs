@@ -542,6 +542,13 @@ mod tests {
     const RATE: u32 = 44_100;
     const FADE: usize = 441; // FADE_SECONDS at 44.1 kHz
 
+    /// Tests whose reader thread must keep up with a paced render take
+    /// turns (on a 2-core machine, several at once can starve a reader).
+    pub(super) fn paced() -> std::sync::MutexGuard<'static, ()> {
+        static PACED: Mutex<()> = Mutex::new(());
+        PACED.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Stem 0 holds `frame / 1e6`, stem 1 a constant 0.25 (float WAV, exact).
     fn engine(frames: usize) -> (tempfile::TempDir, Arc<Shared>, Callback, JoinHandle<()>) {
         let dir = tempfile::tempdir().unwrap();
@@ -627,6 +634,7 @@ mod tests {
 
     #[test]
     fn plays_seeks_loops_and_mixes_sample_exactly() {
+        let _paced = paced();
         let (_dir, sh, mut cb, reader) = engine(50_000);
         // Paused: silence, nothing consumed.
         assert!(render(&mut cb, 256).iter().all(|&v| v == 0.0));
@@ -746,6 +754,7 @@ mod tests {
 
     #[test]
     fn resamples_when_the_device_runs_at_another_rate() {
+        let _paced = paced();
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("tone.wav");
         let spec = hound::WavSpec {
@@ -800,6 +809,7 @@ mod tests {
     /// untouched again; the callback still allocates nothing.
     #[test]
     fn tempo_and_pitch_play_in_song_time() {
+        let _paced = paced();
         let dir = tempfile::tempdir().unwrap();
         let p = float_stem(dir.path(), "tone", 10 * RATE as usize, |i| {
             0.5 * (i as f32 * 440.0 * std::f32::consts::TAU / RATE as f32).sin()
@@ -920,6 +930,7 @@ mod tests {
     /// of clicks before the song starts, the playhead held meanwhile.
     #[test]
     fn clicks_follow_the_beat_grid_and_the_count_in_comes_first() {
+        let _paced = paced();
         let grid = Some(BeatGrid { bpm: 120.0, offset_seconds: 0.1 });
         for tempo in [1.0f32, 0.5] {
             let mut c = MixControls::unity(1);

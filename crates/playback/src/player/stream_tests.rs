@@ -75,6 +75,7 @@ fn solo_a() -> MixControls {
 
 #[test]
 fn plays_up_to_the_separated_edge_waits_and_goes_on() {
+    let _paced = super::tests::paced();
     let dir = stream_dir();
     let edge = u64::from(RATE); // the first segment: 1 s
     separate(dir.path(), 0, edge);
@@ -128,6 +129,7 @@ fn plays_up_to_the_separated_edge_waits_and_goes_on() {
 
 #[test]
 fn the_finished_files_take_over_without_a_gap() {
+    let _paced = super::tests::paced();
     let dir = stream_dir();
     let half = FRAMES / 2;
     separate(dir.path(), 0, half);

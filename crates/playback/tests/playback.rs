@@ -689,8 +689,7 @@ mod player {
     /// segment to the end, is the finished 16-bit WAV stems to the bit.
     #[test]
     fn a_song_plays_while_it_separates_and_its_stream_is_the_finished_stems() {
-        use stemroom_engine::audio::encode::{ClipMode, OutputFormat, WavDepth};
-        use stemroom_engine::job::{self, JobRequest};
+        use stemroom_engine::job;
         use stemroom_playback::reader::StemSet;
 
         let _turn = stemroom_testkit::cpu_turn();
@@ -707,19 +706,10 @@ mod player {
         ]);
         let ckpt = dir.path().join("work/.checkpoint");
         let out = dir.path().join("work");
-        let req = JobRequest {
-            input: input.clone(),
-            out_dir: out.clone(),
-            filename: "{stem}.{ext}".into(),
-            format: OutputFormat::Wav { depth: WavDepth::Int16 },
-            clip: ClipMode::Rescale,
-            two_stems: None,
-            other_method: Default::default(),
-            output_rate: Default::default(),
-            separate: stemroom_engine::separate::SeparateOptions { shifts: 0, ..Default::default() },
-            scratch_dir: Some(dir.path().to_path_buf()),
-            checkpoint: Some(job::Checkpointing { dir: ckpt.clone(), every: Duration::from_secs(3600) }),
-        };
+        let mut req = stemroom_testkit::job_request(&input, &out);
+        req.filename = "{stem}.{ext}".into();
+        req.scratch_dir = Some(dir.path().to_path_buf());
+        req.checkpoint = Some(job::Checkpointing { dir: ckpt.clone(), every: Duration::from_secs(3600) });
         let sep = stemroom_testkit::open_separator();
         let job = std::thread::spawn(move || {
             job::separate_file(&sep, &req, &stemroom_engine::progress::Silent).expect("separation")

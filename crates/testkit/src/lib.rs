@@ -37,7 +37,13 @@ pub fn open_separator() -> Separator {
 /// # Panics
 /// When the separation fails.
 pub fn separate_into(sep: &Separator, input: &Path, out: &Path) -> JobOutput {
-    let req = JobRequest {
+    stemroom_engine::job::separate_file(sep, &job_request(input, out), &Silent).expect("separation")
+}
+
+/// The request [`separate_into`] runs: `input` into `out/{track}/{stem}.wav`,
+/// 16-bit WAV, clip rescale, `--shifts 0`, no checkpoints.
+pub fn job_request(input: &Path, out: &Path) -> JobRequest {
+    JobRequest {
         input: input.to_path_buf(),
         out_dir: out.to_path_buf(),
         filename: DEFAULT_FILENAME.into(),
@@ -49,8 +55,7 @@ pub fn separate_into(sep: &Separator, input: &Path, out: &Path) -> JobOutput {
         separate: stemroom_engine::separate::SeparateOptions { shifts: 0, ..Default::default() },
         scratch_dir: None,
         checkpoint: None,
-    };
-    stemroom_engine::job::separate_file(sep, &req, &Silent).expect("separation")
+    }
 }
 
 /// Tests that run the network (both cores busy) and the real-time playback

@@ -824,7 +824,11 @@ mod tests {
             sh.set_controls(&c);
             // The read-ahead (about 1.5 s) fills: 1 s can then be rendered
             // faster than real time.
-            std::thread::sleep(Duration::from_millis(400));
+            // (until the read-ahead is full, at most 10 s on a loaded machine)
+            let t0 = std::time::Instant::now();
+            while cb.full.slots() < CHUNKS - 1 && t0.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
             sh.play();
             let second = device_rate as usize;
             let mut out = vec![0.0f32; 2 * second];
@@ -914,7 +918,7 @@ mod tests {
     }
 
     /// Render `frames` frames in 512-frame buffers, letting the reader keep up.
-    fn render_paced(cb: &mut Callback, frames: usize) -> Vec<f32> {
+    pub(super) fn render_paced(cb: &mut Callback, frames: usize) -> Vec<f32> {
         let mut out = vec![0.0f32; 2 * frames];
         let mut allocations = 0;
         for block in out.chunks_mut(2 * 512) {

@@ -279,6 +279,25 @@ impl Reader {
         self.ended = true;
     }
 
+    /// Stretch the first `stretched` frames of every stem's `input` (when
+    /// the tempo or pitch is changed; else take its first `plain` frames)
+    /// and resample them into `ready`.
+    fn convert(&mut self, stretched: usize, plain: usize) -> Result<(), String> {
+        for (s, input) in self.input.iter().enumerate() {
+            self.resampled.clear();
+            match self.stretchers.get_mut(s) {
+                Some(st) => {
+                    self.stretched.clear();
+                    st.process(&input[..stretched * 2], &mut self.stretched);
+                    self.resamplers[s].push(&self.stretched, &mut self.resampled)?;
+                }
+                None => self.resamplers[s].push(&input[..plain * 2], &mut self.resampled)?,
+            }
+            self.ready[s].extend_from_slice(&self.resampled);
+        }
+        Ok(())
+    }
+
     /// Decode `frames` frames of every stem from `start` and resample them
     /// into `ready`.
     fn decode(&mut self, shared: &Shared, start: u64, frames: usize) -> Result<(), String> {
@@ -290,36 +309,14 @@ impl Reader {
         let all_ended = self.stems.all_ended();
         if longest < frames && !all_ended {
             // A running job's separated edge: only what is there.
-            for (s, input) in self.input.iter().enumerate() {
-                self.resampled.clear();
-                match self.stretchers.get_mut(s) {
-                    Some(st) => {
-                        self.stretched.clear();
-                        st.process(&input[..longest * 2], &mut self.stretched);
-                        self.resamplers[s].push(&self.stretched, &mut self.resampled)?;
-                    }
-                    None => self.resamplers[s].push(&input[..longest * 2], &mut self.resampled)?,
-                }
-                self.ready[s].extend_from_slice(&self.resampled);
-            }
+            self.convert(longest, longest)?;
             self.read_pos += longest as u64;
             return Ok(());
         }
         // Stretchers take only the song's frames (they pad the end
         // themselves); the padding of a short read is trimmed below.
         let real = if longest < frames && all_ended { longest } else { frames };
-        for (s, input) in self.input.iter().enumerate() {
-            self.resampled.clear();
-            match self.stretchers.get_mut(s) {
-                Some(st) => {
-                    self.stretched.clear();
-                    st.process(&input[..real * 2], &mut self.stretched);
-                    self.resamplers[s].push(&self.stretched, &mut self.resampled)?;
-                }
-                None => self.resamplers[s].push(&input[..frames * 2], &mut self.resampled)?,
-            }
-            self.ready[s].extend_from_slice(&self.resampled);
-        }
+        self.convert(real, frames)?;
         if longest < frames && all_ended {
             // The stems end before their declared (or unknown) length.
             shared.length.store(self.read_pos + longest as u64, Ordering::Release);

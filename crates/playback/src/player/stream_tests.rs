@@ -6,6 +6,7 @@ use std::io::Write;
 
 use stemroom_engine::job::stream::{StreamLane, StreamLayout, LAYOUT_FILE, STEMS_FILE};
 
+use super::tests::render_paced;
 use super::*;
 
 const RATE: u32 = 44_100;
@@ -52,18 +53,6 @@ fn separate(dir: &std::path::Path, from: u64, to: u64) {
     }
     let mut f = std::fs::OpenOptions::new().append(true).open(dir.join(STEMS_FILE)).unwrap();
     f.write_all(&bytes).unwrap();
-}
-
-/// Render `frames` frames in 512-frame buffers at about twice real time.
-fn render_paced(cb: &mut Callback, frames: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; 2 * frames];
-    let mut allocations = 0;
-    for block in out.chunks_mut(2 * 512) {
-        std::thread::sleep(Duration::from_millis(5));
-        allocations += alloc_count::counting(|| cb.render(block)).1;
-    }
-    assert_eq!(allocations, 0, "allocations in the audio callback");
-    out
 }
 
 /// Stem `a` soloed: the left channel is source 0's left samples.

@@ -15,11 +15,12 @@ python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 # Virtual environments for the pinned yt-dlp (ensurepip lives in python3-venv).
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 # Tauri 2 on Linux (WebKitGTK), ALSA for cpal, and the GUI/audio test tools:
-# Xvfb, WebKitWebDriver, ImageMagick (screenshots), a PulseAudio null sink,
+# Xvfb, WebKitWebDriver, ImageMagick (screenshots), xdotool (a real pointer
+# drag for the drag-out test), a PulseAudio null sink,
 # redis-server (the broker tests start their own on a loopback port), and
 # libclang for bindgen (the signalsmith-stretch crate binds its C++ library).
 for pkg in libwebkit2gtk-4.1-dev libgtk-3-dev librsvg2-dev libayatana-appindicator3-dev \
-           libssl-dev libxdo-dev libasound2-dev xvfb webkit2gtk-driver imagemagick \
+           libssl-dev libxdo-dev libasound2-dev xvfb webkit2gtk-driver imagemagick xdotool \
            pulseaudio libasound2-plugins redis-server libclang-dev; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done

@@ -19,6 +19,8 @@ log "UI tests (Vitest)"
 npm test
 log "building the app"
 npx tauri build --no-bundle -- --locked
+# The app crate's own unit tests (after the build: it embeds the built UI).
+cargo test --release --locked -p stemroom-app
 log "checking the committed TypeScript bindings"
 fresh=$(mktemp --suffix=.ts); trap 'rm -f "$fresh"' EXIT
 "$RELEASE_DIR/stemroom-app" --export-bindings "$fresh"

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::commands::{export, library, queue, server, settings, song};
+use crate::commands::{drag, export, library, queue, server, settings, song};
 use crate::state::QueueEvent;
 
 /// The command and type registry shared by the app and the bindings export.
@@ -42,6 +42,7 @@ pub fn specta_builder() -> tauri_specta::Builder<tauri::Wry> {
             export::pick_export_dir,
             export::export_song,
             export::cancel_export,
+            drag::drag_out,
             server::server_status,
             server::start_server,
             server::stop_server,

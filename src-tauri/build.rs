@@ -44,6 +44,7 @@ const COMMANDS: &[&str] = &[
     "pick_export_dir",
     "export_song",
     "cancel_export",
+    "drag_out",
     "server_status",
     "start_server",
     "stop_server",

@@ -136,6 +136,8 @@ pub struct AppState {
     pub gpu_install: CancelSlot,
     /// Folders picked in native dialogs, named by handle.
     pub folders: crate::commands::export::PickedFolders,
+    /// What each song's last export wrote, for dragging out.
+    pub last_exports: crate::commands::drag::LastExports,
     /// Job events for the HTTP service.
     pub server_events: Arc<stemroom_server::events::Events>,
     /// The HTTP service, while it runs (Settings starts and stops it).
@@ -178,6 +180,7 @@ impl AppState {
             export: Default::default(),
             gpu_install: Default::default(),
             folders: Default::default(),
+            last_exports: Default::default(),
             server_events,
             server: Default::default(),
             _instance: instance,

@@ -177,6 +177,7 @@ pub async fn export_song(
             let listener =
                 ExportListener { cancel, channel, throttle: Mutex::new(Throttle::new(EXPORT_PROGRESS_INTERVAL)) };
             let out = export::export(&req, &listener)?;
+            st.last_exports.set(id, out.clone());
             Ok(out.into_iter().map(|p| p.to_string_lossy().into_owned()).collect())
         })
         .await

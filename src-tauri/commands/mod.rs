@@ -1,6 +1,7 @@
 //! The commands the window calls, by area. Each is a few lines: take the
 //! state, call one library function, map the error.
 
+pub mod drag;
 pub mod export;
 pub mod library;
 pub mod queue;

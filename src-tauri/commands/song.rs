@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use specta::Type;
-use stemroom_engine::job::stream::StreamLayout;
 use stemroom_engine::model::manifest::{mixture_style, StemStyle};
 use stemroom_engine::ErrorCode;
 use stemroom_library::queue::{JobId, JobSource, JobState};
 use stemroom_playback::mixer::{LoopRegion, MixControls};
-use stemroom_playback::peaks::{Peaks, PeaksBuilder};
+use stemroom_playback::peaks::loader::{PeaksLoader, PeaksTrack};
+use stemroom_playback::peaks::{cache_path, Peaks, PeaksBuilder, CACHE_DIR};
 use stemroom_playback::player::{BeatGrid, OutputInfo, Player, PlayerStatus};
 use stemroom_playback::reader::StemSet;
 use tauri::ipc::Channel;
@@ -37,6 +37,38 @@ pub struct OpenSong {
     lanes: Vec<(String, Peaks)>,
     /// While the song is still separating: the stems' peaks so far.
     stream: Option<StreamPeaks>,
+    /// Lanes whose peaks are still being read (a long song opens before
+    /// its waveforms are known).
+    loading: Option<LoadingPeaks>,
+}
+
+/// Peaks read in the background, and the lane each track is.
+struct LoadingPeaks {
+    loader: PeaksLoader,
+    lanes: Vec<usize>,
+}
+
+/// The lanes' peaks: each read from its cache when it is fresh, else left
+/// empty and read by a background loader (returned) that caches it.
+fn lane_peaks(tracks: Vec<(String, PeaksTrack)>, sample_rate: u32) -> (Vec<(String, Peaks)>, Option<LoadingPeaks>) {
+    let mut lanes = Vec::new();
+    let (mut to_read, mut lane_of) = (Vec::new(), Vec::new());
+    for (lane, track) in tracks {
+        let cached = track.cache.as_deref().and_then(|c| Peaks::read_fresh(&track.audio, c));
+        if cached.is_none() {
+            lane_of.push(lanes.len());
+            to_read.push(track);
+        }
+        lanes.push((lane, cached.unwrap_or_else(|| Peaks::empty(sample_rate))));
+    }
+    let loading = (!to_read.is_empty()).then(|| LoadingPeaks { loader: PeaksLoader::spawn(to_read), lanes: lane_of });
+    (lanes, loading)
+}
+
+/// Where a song's original file has its peaks cached: in the song's folder
+/// (not beside the user's file).
+fn mixture_cache(job: &stemroom_library::queue::Job) -> Option<PathBuf> {
+    job.output_dir.as_deref().map(|d| Path::new(d).join(CACHE_DIR).join("mixture.peaks"))
 }
 
 /// The peaks of a running job's stems, followed as it separates.
@@ -77,6 +109,14 @@ impl StreamPeaks {
         }
         self.builders.iter().map(|b| b.snapshot(self.sample_rate)).collect()
     }
+
+    /// Part of the song separated so far, 0 to 1.
+    fn separated(&self) -> f64 {
+        match (self.set.edge(), self.set.declared_frames()) {
+            (Some(edge), Some(frames)) if frames > 0 => (edge as f64 / frames as f64).min(1.0),
+            _ => 1.0,
+        }
+    }
 }
 
 /// What the song view needs to draw itself.
@@ -108,6 +148,18 @@ pub struct SongView {
     /// edge (`PlayerStatus.separated`); call `song_stream_done` once the
     /// job is done. Exports wait for the finished song.
     pub streaming: bool,
+}
+
+/// The lanes' peaks for a window of the song.
+#[derive(Debug, Clone, Serialize, Type)]
+#[serde(rename_all = "camelCase")]
+pub struct SongPeaks {
+    /// One entry per lane of the song view, in its order.
+    pub lanes: Vec<LanePeaks>,
+    /// Part of the lanes known so far, 0 to 1: below 1 while a long song's
+    /// peaks are still being read (lanes blank past what is read) or the
+    /// song is still separating (its separated part). Ask again until 1.
+    pub ready: f64,
 }
 
 /// Min/max columns of one lane, in [-1, 1].
@@ -164,22 +216,30 @@ pub async fn open_song(state: S<'_>, id: JobId, channel: Channel<PlayerStatus>) 
             });
         }
         let paths: Vec<PathBuf> = job.stems.iter().map(|s| PathBuf::from(&s.path)).collect();
-        let mut lanes = Vec::new();
+        // The stems' rate and length from their headers: the lanes show at
+        // once and their peaks are read in the background when not cached.
+        let stems_set = StemSet::open(&paths).map_err(|e| AppError::from(stemroom_engine::Error::from(e)))?;
+        let sample_rate = stems_set.sample_rate();
+        let frames = match stems_set.declared_frames() {
+            Some(f) => f,
+            // No length in the header (some MP3s): read the first stem's peaks now.
+            None => Peaks::cached(&paths[0])?.frames,
+        };
+        drop(stems_set);
+        let mut tracks = Vec::new();
         if let JobSource::File { path } = &job.source {
             // The original may be gone or unreadable; the stems are what matter.
-            let cache = job
-                .output_dir
-                .as_deref()
-                .map(|d| Path::new(d).join(stemroom_playback::peaks::CACHE_DIR).join("mixture.peaks"));
-            if let Ok(p) = Peaks::cached_at(Path::new(path), cache) {
-                lanes.push(("mixture".to_string(), p));
+            if StemSet::open(&[Path::new(path)]).is_ok() {
+                tracks.push((
+                    "mixture".to_string(),
+                    PeaksTrack { audio: PathBuf::from(path), cache: mixture_cache(&job) },
+                ));
             }
         }
-        for s in &job.stems {
-            lanes.push((s.stem.clone(), Peaks::cached(Path::new(&s.path))?));
+        for (s, p) in job.stems.iter().zip(&paths) {
+            tracks.push((s.stem.clone(), PeaksTrack { audio: p.clone(), cache: cache_path(p) }));
         }
-        let stem_lane = &lanes[lanes.len() - job.stems.len()].1;
-        let (sample_rate, frames) = (stem_lane.sample_rate, stem_lane.frames);
+        let (lanes, loading) = lane_peaks(tracks, sample_rate);
         // The original as one more source for A/B, when it is there and
         // plays with the stems (same rate); else the stems alone.
         let original = match &job.source {
@@ -218,7 +278,7 @@ pub async fn open_song(state: S<'_>, id: JobId, channel: Channel<PlayerStatus>) 
             player_error,
             streaming: false,
         };
-        let song = OpenSong { id, player, with_original, stems: job.stems.len(), lanes, stream: None };
+        let song = OpenSong { id, player, with_original, stems: job.stems.len(), lanes, stream: None, loading };
         finish(&st, opening, song, view)
     })
     .await
@@ -267,18 +327,19 @@ fn open_streaming(
         code: ErrorCode::InvalidOptions,
         message: format!("“{}” has nothing separated yet; it can be played once its first segment is done.", job.title),
     };
-    let layout = StreamLayout::read(dir).map_err(|_| not_yet())?;
+    // The stream's layout is read once, by the peaks' reader.
     let mut stream = StreamPeaks::open(dir).ok_or_else(not_yet)?;
-    let stems: Vec<String> = layout.lanes.iter().map(|l| l.stem.clone()).collect();
-    let mut lanes = Vec::new();
+    let stems = stream.set.growing_stems().ok_or_else(not_yet)?;
+    let (sample_rate, frames) = (stream.sample_rate, stream.set.declared_frames().unwrap_or(0));
+    let mut tracks = Vec::new();
     if let JobSource::File { path } = &job.source {
         // The mixture's lane when it lines up with the stream's frames.
-        if let Ok(p) = Peaks::cached_at(Path::new(path), None) {
-            if p.sample_rate == layout.sample_rate {
-                lanes.push(("mixture".to_string(), p));
-            }
+        let rate = StemSet::open(&[Path::new(path)]).map(|s| s.sample_rate());
+        if rate.is_ok_and(|r| r == sample_rate) {
+            tracks.push(("mixture".to_string(), PeaksTrack { audio: PathBuf::from(path), cache: mixture_cache(job) }));
         }
     }
+    let (mut lanes, loading) = lane_peaks(tracks, sample_rate);
     lanes.extend(stems.iter().cloned().zip(stream.refresh()));
     let (player, player_error) = match Player::open_growing(dir, &MixControls::unity(stems.len())) {
         Ok(p) => (Some(Arc::new(p)), None),
@@ -293,14 +354,15 @@ fn open_streaming(
         stems: stems.clone(),
         lanes: lanes.iter().map(|(n, _)| n.clone()).collect(),
         lane_styles: lane_styles(st, &job.options.model, &lanes),
-        sample_rate: layout.sample_rate,
-        frames: layout.frames,
+        sample_rate,
+        frames,
         can_compare: false,
         output: player.as_ref().map(|p| p.output().clone()),
         player_error,
         streaming: true,
     };
-    let song = OpenSong { id: job.id, player, with_original: false, stems: stems.len(), lanes, stream: Some(stream) };
+    let song =
+        OpenSong { id: job.id, player, with_original: false, stems: stems.len(), lanes, stream: Some(stream), loading };
     Ok((song, view))
 }
 
@@ -325,26 +387,52 @@ pub async fn song_stream_done(state: S<'_>, id: JobId) -> Result<SongView, AppEr
             });
         }
         let paths: Vec<PathBuf> = job.stems.iter().map(|s| PathBuf::from(&s.path)).collect();
-        // Peaks of the finished files, outside the song's lock.
-        let mut stem_lanes = Vec::new();
-        for s in &job.stems {
-            stem_lanes.push((s.stem.clone(), Peaks::cached(Path::new(&s.path))?));
-        }
         let mut guard = st.song.lock();
         let Some(song) = guard.as_mut().filter(|s| s.id == id) else {
             return Err(AppError { code: ErrorCode::InvalidOptions, message: "This song is not open.".into() });
         };
-        if song.stream.take().is_some() {
+        if let Some(mut stream) = song.stream.take() {
+            // The rest of the stream (its file stays readable once unlinked).
+            let fresh = stream.refresh();
+            let first = song.lanes.len() - fresh.len().min(song.lanes.len());
+            for (lane, p) in song.lanes[first..].iter_mut().zip(fresh) {
+                lane.1 = p;
+            }
+            let mut on_files = true;
             if let Some(p) = &song.player {
                 p.set_beat_grid(beat_grid(&job));
                 // Another rate (the job wrote the input's): the stream,
-                // still open, plays on until the song is closed.
+                // still open, plays on until the song is closed, and its
+                // lanes stay (in its frames).
                 if let Err(e) = p.complete_stream(&paths) {
                     tracing::info!("the player stays on the stream of job {id}: {e}");
+                    on_files = false;
                 }
             }
-            let mixture: Vec<(String, Peaks)> = song.lanes.drain(..).filter(|(n, _)| n == "mixture").collect();
-            song.lanes = mixture.into_iter().chain(stem_lanes).collect();
+            // The stream's peaks show until the finished files' are read
+            // (and cached) in the background; the mixture's lane stays.
+            let first = song.lanes.len() - job.stems.len().min(song.lanes.len());
+            let mut to_read = Vec::new();
+            let mut lane_of = Vec::new();
+            for (i, (s, p)) in job.stems.iter().zip(&paths).enumerate().filter(|_| on_files) {
+                let cache = cache_path(p);
+                let lane = first + i;
+                let fresh = cache.as_deref().and_then(|c| Peaks::read_fresh(p, c));
+                match (fresh, song.lanes.get_mut(lane)) {
+                    (Some(peaks), Some(l)) => *l = (s.stem.clone(), peaks),
+                    (None, Some(l)) => {
+                        l.0 = s.stem.clone();
+                        lane_of.push(lane);
+                        to_read.push(PeaksTrack { audio: p.clone(), cache });
+                    }
+                    (_, None) => {}
+                }
+            }
+            // (While the mixture's lane is still being read, the stems keep
+            // the stream's peaks, which are the same audio.)
+            if !to_read.is_empty() && song.loading.is_none() {
+                song.loading = Some(LoadingPeaks { loader: PeaksLoader::spawn(to_read), lanes: lane_of });
+            }
         }
         let (sample_rate, frames) = song
             .player
@@ -409,15 +497,30 @@ pub async fn close_song(app: tauri::AppHandle) {
     let _ = tauri::async_runtime::spawn_blocking(move || drop(st.song.close())).await;
 }
 
-/// Peaks of every lane between frames `start` and `end`, in `columns` columns.
+/// Peaks of every lane between frames `start` and `end`, in `columns`
+/// columns (at most 8192), and how much of them is known yet.
 #[tauri::command]
 #[specta::specta]
-pub fn song_peaks(state: S<'_>, id: JobId, start: f64, end: f64, columns: u32) -> Result<Vec<LanePeaks>, AppError> {
+pub fn song_peaks(state: S<'_>, id: JobId, start: f64, end: f64, columns: u32) -> Result<SongPeaks, AppError> {
     let (start, end) = (to_frame(start), to_frame(end));
     let mut song = state.song.lock();
     let Some(song) = song.as_mut().filter(|s| s.id == id) else {
         return Err(AppError { code: ErrorCode::InvalidOptions, message: "This song is not open.".into() });
     };
+    let mut ready = 1.0;
+    if let Some(loading) = song.loading.as_mut() {
+        // Peaks read in the background since the last ask.
+        let update = loading.loader.take();
+        for (track, p) in update.peaks {
+            if let Some(lane) = loading.lanes.get(track).and_then(|&l| song.lanes.get_mut(l)) {
+                lane.1 = p;
+            }
+        }
+        ready = update.ready;
+        if update.done {
+            song.loading = None;
+        }
+    }
     if let Some(stream) = song.stream.as_mut() {
         // Still separating: the stems' lanes as far as they are separated.
         let fresh = stream.refresh();
@@ -425,16 +528,18 @@ pub fn song_peaks(state: S<'_>, id: JobId, start: f64, end: f64, columns: u32) -
         for (lane, p) in song.lanes[first..].iter_mut().zip(fresh) {
             lane.1 = p;
         }
+        ready = f64::min(ready, stream.separated());
     }
     let columns = (columns as usize).clamp(1, 8192);
-    Ok(song
+    let lanes = song
         .lanes
         .iter()
         .map(|(lane, p)| {
             let c = p.columns(start, end, columns);
             LanePeaks { lane: lane.clone(), min: c.min, max: c.max }
         })
-        .collect())
+        .collect();
+    Ok(SongPeaks { lanes, ready })
 }
 
 #[tauri::command]

@@ -6,13 +6,14 @@
 // directory and finds the song again, opens it in the player (mute, solo,
 // play through the real audio device and watch the playhead move), exports an
 // instrumental MP3 and finds the file, starts the HTTP service from Settings
-// and downloads the song's stems through it, then separates a link.
+// and downloads the song's stems through it, separates a link, listens to a
+// song while it separates and drags a stem out of the window.
 // Screenshots go to STEMROOM_E2E_SHOTS.
 //
 // Environment: STEMROOM_APP (binary), STEMROOM_E2E_INPUT (audio file),
 // TAURI_DRIVER (tauri-driver binary), STEMROOM_E2E_SHOTS (screenshot dir),
 // STEMROOM_E2E_URL (a loopback link to a song, fetched with yt-dlp).
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { existsSync, mkdirSync, openSync, readSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -59,6 +60,14 @@ async function tab(b, name) {
   const t = await b.$(`[role="tab"]=${name}`);
   await t.waitForExist({ timeout: 20000 });
   await t.click();
+}
+
+/** Click an element scrolled to the middle of the window (at the top, the sticky header would take the click). */
+async function press(b, selector) {
+  const el = await b.$(selector);
+  await el.waitForExist({ timeout: 10000 });
+  await el.scrollIntoView({ block: "center" });
+  await el.click();
 }
 
 async function shot(b, name) {
@@ -276,9 +285,10 @@ try {
   check(/\d BPM/.test(facts) && /(major|minor) \(\d+[AB]\)/.test(facts), `the player shows tempo and key: ${facts}`);
   // Speed 75 % (the slider's ↓ key, 1 % a step; ←/→ seek) and two semitones up: the
   // playhead moves at 0.75 s of song a second, and the mix export is longer.
-  await (await b.$('[aria-label="Pitch up a semitone"]')).click();
-  await (await b.$('[aria-label="Pitch up a semitone"]')).click();
+  await press(b, '[aria-label="Pitch up a semitone"]');
+  await press(b, '[aria-label="Pitch up a semitone"]');
   const speed = await b.$('[aria-label="Speed"]');
+  await speed.scrollIntoView({ block: "center" });
   await speed.click();
   await b.execute(() => document.querySelector('[aria-label="Speed"]')?.focus());
   for (let i = 0; i < 25; i++) await b.keys("ArrowDown");
@@ -313,9 +323,9 @@ try {
   const slow = `${shownDir}/${await (await b.$('[data-testid="exported-file"]')).getText()}`;
   const ratio = statSync(slow).size / size;
   check(ratio > 1.25 && ratio < 1.42, `the mix at 75 % is 1/0.75 as long (${ratio.toFixed(2)}x the bytes at 320 kbps)`);
-  await (await b.$("button=Original speed and pitch")).click();
+  await press(b, "button=Original speed and pitch");
   // The count-in: one bar of clicks at the song's tempo, the song held, then it plays.
-  await (await b.$("button=Count-in")).click();
+  await press(b, "button=Count-in");
   await b.keys("ArrowLeft"); // back to the start (5 s a press)
   await b.keys("ArrowLeft");
   await b.waitUntil(async () => (await frameNow()) === 0, { timeout: 3000, timeoutMsg: "did not seek to the start" });
@@ -473,6 +483,54 @@ try {
   check(!(await (await b.$(".alert__title=Playback stopped")).isExisting()), "no device error at the change to the files");
   await (await b.$("button=Export")).waitForExist({ timeout: 20000, timeoutMsg: "no export once the song is done" });
   check(true, "exports are offered once the song is done");
+  await (await b.$("button=Pause")).click().catch(() => {});
+
+  // Drag out: the real pointer (xdotool under Xvfb) presses the vocals
+  // lane's handle, drags and lets go over the window itself, which takes
+  // dropped audio files: the app receives the stem's file through the
+  // native drag (GTK, text/uri-list) and queues it like any dropped song.
+  const handleSel = '[aria-label="Drag Vocals out"]';
+  await (await b.$(handleSel)).scrollIntoView({ block: "center" });
+  await sleep(300);
+  const at = await b.execute((sel) => {
+    const r = document.querySelector(sel).getBoundingClientRect();
+    return { x: Math.round(r.left + r.width / 2), y: Math.round(r.top + r.height / 2), w: innerWidth, h: innerHeight };
+  }, handleSel);
+  const xdo = (...args) => execFileSync("xdotool", args.map(String), { encoding: "utf8" });
+  const geo = Object.fromEntries(
+    xdo("search", "--onlyvisible", "--name", "^Stemroom$", "getwindowgeometry", "--shell")
+      .trim()
+      .split("\n")
+      .map((l) => l.split("="))
+      .map(([k, v]) => [k, Number(v)]),
+  );
+  const [sx, sy] = [geo.X + at.x, geo.Y + at.y];
+  xdo("mousemove", sx, sy);
+  await sleep(300);
+  xdo("mousedown", 1);
+  await sleep(800);
+  // Towards the middle of the window, in steps (the drag follows motion).
+  const [tx, ty] = [geo.X + Math.round(at.w / 2), geo.Y + Math.round(at.h / 3)];
+  for (let i = 1; i <= 12; i++) {
+    xdo("mousemove", Math.round(sx + ((tx - sx) * i) / 12), Math.round(sy + ((ty - sy) * i) / 12));
+    await sleep(60);
+  }
+  await sleep(400);
+  xdo("mouseup", 1);
+  const droppedRow = await b
+    .waitUntil(
+      async () => {
+        for (const r of await b.$$('[data-testid="job-row"]')) {
+          if ((await (await r.$(".job__title")).getText()) === "vocals") return r;
+        }
+        return false;
+      },
+      { timeout: 20000, interval: 200 },
+    )
+    .catch(() => null);
+  check(Boolean(droppedRow), "the vocals stem dragged out of the player arrives as a file (queued by the window it was dropped on)");
+  const cancelDropped = await droppedRow.$("button=Cancel");
+  if (await cancelDropped.isExisting()) await cancelDropped.click();
   await b.deleteSession();
 } catch (e) {
   failed = true;

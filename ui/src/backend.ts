@@ -3,13 +3,15 @@ import type {
   AddResult,
   AppInfo,
   ErrorCode,
+  DragEnd,
+  DragOut,
   ExportOptions,
   ExportProgress,
   FolderRef,
   GpuSupport,
   InstallEvent,
   Job,
-  LanePeaks,
+  SongPeaks,
   LinkEntry,
   LoopRegion,
   MixControls,
@@ -81,7 +83,8 @@ export interface Backend {
    */
   songStreamDone(id: number): Promise<SongView>;
   /** Min/max columns of every lane between two frames. */
-  songPeaks(id: number, start: number, end: number, columns: number): Promise<LanePeaks[]>;
+  /** The lanes' peaks for frames `start..end` in `columns` columns, and how much of them is known yet. */
+  songPeaks(id: number, start: number, end: number, columns: number): Promise<SongPeaks>;
   play(): Promise<void>;
   pause(): Promise<void>;
   /** Jumps to a frame (at the song's sample rate). */
@@ -93,6 +96,12 @@ export interface Backend {
   /** Exports from a song; resolves to the files written. */
   exportSong(id: number, options: ExportOptions, onProgress: (progress: ExportProgress) => void): Promise<string[]>;
   cancelExport(): Promise<void>;
+  /**
+   * Drags files of a song out of the window (a stem, every stem, or the
+   * song's last export) into a DAW or a file manager; call it on a pointer
+   * press. Resolves when the drag ends.
+   */
+  dragOut(id: number, item: DragOut): Promise<DragEnd>;
   /** Files dropped anywhere on the window, as real paths. */
   onFileDrop(handler: (paths: string[]) => void): Promise<() => void>;
   /** Whether files are being dragged over the window. */

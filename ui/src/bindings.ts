@@ -63,8 +63,11 @@ export const commands = {
 	openSong: (id: number, channel: Channel<PlayerStatus>) => typedError<SongView, AppError>(__TAURI_INVOKE("open_song", { id, channel })),
 	/**  Close the open song (stops playback). */
 	closeSong: () => __TAURI_INVOKE<void>("close_song"),
-	/**  Peaks of every lane between frames `start` and `end`, in `columns` columns. */
-	songPeaks: (id: number, start: number, end: number, columns: number) => typedError<LanePeaks[], AppError>(__TAURI_INVOKE("song_peaks", { id, start, end, columns })),
+	/**
+	 *  Peaks of every lane between frames `start` and `end`, in `columns`
+	 *  columns (at most 8192), and how much of them is known yet.
+	 */
+	songPeaks: (id: number, start: number, end: number, columns: number) => typedError<SongPeaks, AppError>(__TAURI_INVOKE("song_peaks", { id, start, end, columns })),
 	/**
 	 *  The open song was still separating and its job is done: the player
 	 *  goes on from the finished files where it is, without a gap, and the
@@ -90,6 +93,14 @@ export const commands = {
 	exportSong: (id: number, options: ExportOptions, channel: Channel<ExportProgress>) => typedError<string[], AppError>(__TAURI_INVOKE("export_song", { id, options, channel })),
 	/**  Stop the running export (it removes what it had written). */
 	cancelExport: () => __TAURI_INVOKE<void>("cancel_export"),
+	/**
+	 *  Start dragging `item` of song `id` out of the window; answers when the
+	 *  drag ends. Call it on a pointer press (the drag follows that button).
+	 * 
+	 *  # Errors
+	 *  As [`drag_files`]; `internal` when the window system refuses the drag.
+	 */
+	dragOut: (id: number, item: DragOut) => typedError<DragEnd, AppError>(__TAURI_INVOKE("drag_out", { id, item })),
 	serverStatus: () => typedError<ServerInfo, AppError>(__TAURI_INVOKE("server_status")),
 	/**  Start the service on `127.0.0.1:port` (a running one is kept as is). */
 	startServer: (port: number) => typedError<ServerInfo, AppError>(__TAURI_INVOKE("start_server", { port })),
@@ -150,6 +161,22 @@ export type Device =
 "cpu" | 
 /**  CUDA only; an error if unavailable. */
 "cuda";
+
+/**  How a drag ended. */
+export type DragEnd = 
+/**  A drop target took the files. */
+"dropped" | 
+/**  Released where nothing takes files, or Escape. */
+"cancelled";
+
+/**  What to drag out of song `id`. */
+export type DragOut = 
+/**  The finished file of stem `index` (model source order, as the lanes). */
+{ kind: "stem"; index: number } | 
+/**  Every finished stem file. */
+{ kind: "allStems" } | 
+/**  The files the song's last export wrote in this session. */
+{ kind: "lastExport" };
 
 /**  A file that is already queued or in the library, and that job. */
 export type Duplicate = {
@@ -689,6 +716,18 @@ export type SongAnalysis = {
 	beatOffset?: number | null,
 	/**  The key, e.g. "A minor"; `None` for silence or unpitched audio. */
 	key: Key | null,
+};
+
+/**  The lanes' peaks for a window of the song. */
+export type SongPeaks = {
+	/**  One entry per lane of the song view, in its order. */
+	lanes: LanePeaks[],
+	/**
+	 *  Part of the lanes known so far, 0 to 1: below 1 while a long song's
+	 *  peaks are still being read (lanes blank past what is read) or the
+	 *  song is still separating (its separated part). Ask again until 1.
+	 */
+	ready: number,
 };
 
 /**  What the song view needs to draw itself. */

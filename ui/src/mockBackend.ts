@@ -3,6 +3,7 @@ import type {
   AddResult,
   AppInfo,
   Duplicate,
+  DragOut,
   ExportOptions,
   GpuSupport,
   Job,
@@ -57,8 +58,12 @@ export interface MockPlayer {
   controls: MixControls | null;
   loop: { start: number; end: number } | null;
   exports: ExportOptions[];
+  /** The drags out of the window, in order. */
+  drags: { id: number; item: DragOut }[];
   /** Frames separated so far of a song opened while separating (`null`: all). */
   separated: number | null;
+  /** Part of a finished song's lanes whose peaks are read (0 to 1; the lanes are blank past it). */
+  peaksReady: number;
 }
 
 export interface MockBackend extends Backend {
@@ -437,7 +442,7 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
 
   // --- the player -------------------------------------------------------
 
-  const player: MockPlayer = { status: null, controls: null, loop: null, exports: [], separated: null };
+  const player: MockPlayer = { status: null, controls: null, loop: null, exports: [], drags: [], separated: null, peaksReady: 1 };
   let onStatus: ((status: PlayerStatus) => void) | null = null;
   let ticker: ReturnType<typeof setInterval> | undefined;
   const RATE = 44_100;
@@ -673,7 +678,20 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
     async songPeaks(id, start, end, columns) {
       const job = find(id);
       const lanes = [...(job.source.kind === "file" ? ["mixture"] : []), ...job.stems.map((s) => s.stem)];
-      return lanes.map((lane) => peaksOf(lane, start, end, columns));
+      const frames = Math.round((job.durationSeconds ?? 180) * RATE);
+      const ready = player.separated !== null ? player.separated / frames : player.peaksReady;
+      const known = ready * frames;
+      return {
+        lanes: lanes.map((lane) => {
+          const p = peaksOf(lane, start, end, columns);
+          // Columns past what is known are blank.
+          for (let i = 0; i < columns; i++) {
+            if (start + ((end - start) * i) / columns >= known) p.min[i] = p.max[i] = 0;
+          }
+          return p;
+        }),
+        ready: Math.min(1, ready),
+      };
     },
     async play() {
       if (player.status?.ended) setStatus({ position: 0, ended: false });
@@ -732,6 +750,15 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
       return paths;
     },
     async cancelExport() {},
+    async dragOut(id, item) {
+      const job = find(id);
+      if (item.kind !== "lastExport" && (job.state.state !== "done" || job.stems.length === 0)) {
+        fail(`“${job.title}” has no finished stems to drag yet.`);
+      }
+      if (item.kind === "stem" && item.index >= job.stems.length) fail(`“${job.title}” has ${job.stems.length} stems.`);
+      player.drags.push({ id, item: structuredClone(item) });
+      return "dropped";
+    },
     async gpuSupport() {
       return structuredClone(gpu);
     },

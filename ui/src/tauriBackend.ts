@@ -79,6 +79,7 @@ export const tauriBackend: Backend = {
   pickExportDir: () => unwrap(commands.pickExportDir()),
   exportSong: (id, options, onProgress) =>
     unwrap(commands.exportSong(id, options, new Channel<ExportProgress>(onProgress))),
+  dragOut: (id, item) => unwrap(commands.dragOut(id, item)),
   cancelExport: async () => {
     await commands.cancelExport();
   },

@@ -17,7 +17,8 @@
 //! `--stream` plays a running job's stems from its checkpoint folder DIR
 //! (`Player::open_growing`), starting S seconds before the separated edge
 //! with `--seek-before-edge`; once PATH exists (`--complete-when`: the job is
-//! done) the FILEs, its finished stems, take over (`Player::complete_stream`).
+//! done) the FILEs, its finished stems, take over (`Player::complete_stream`);
+//! it plays on past S seconds until they have (at most 300 s more).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -112,7 +113,15 @@ fn run() -> Result<(), String> {
     let mut samples = Vec::new();
     let mut marked_at = None;
     let mut completed: Option<serde_json::Value> = None;
-    while t0.elapsed().as_secs_f64() < seconds {
+    // With `--complete-when`, play on past S seconds until the finished stems
+    // have taken over (a loaded machine separates slower than real time),
+    // for at most COMPLETION_GRACE_S more.
+    const COMPLETION_GRACE_S: f64 = 300.0;
+    loop {
+        let t = t0.elapsed().as_secs_f64();
+        if t >= seconds && (complete_when.is_none() || t >= seconds + COMPLETION_GRACE_S) {
+            break;
+        }
         std::thread::sleep(Duration::from_millis(33));
         if let Some(path) = mark.0.as_ref().filter(|_| t0.elapsed().as_secs_f64() >= mark.1) {
             std::fs::write(path, b"").map_err(|e| format!("--mark-file: {e}"))?;
@@ -134,7 +143,7 @@ fn run() -> Result<(), String> {
             "callbacks": player.stats().callbacks,
             "reopens": player.stats().reopens,
         }));
-        if st.error.is_some() || st.ended {
+        if st.error.is_some() || (st.ended && complete_when.is_none()) {
             break;
         }
     }

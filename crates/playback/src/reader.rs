@@ -230,14 +230,6 @@ impl StemSet {
         }
     }
 
-    /// Sample rate in Hz of a running job's finished files (`None` for files).
-    pub fn final_rate(&self) -> Option<u32> {
-        match &self.inner {
-            Inner::Files(_) => None,
-            Inner::Growing(g) => Some(g.layout.output_rate),
-        }
-    }
-
     /// Continue every stem from `frame` (stems' rate), dropping what was
     /// decoded before.
     ///

@@ -3,8 +3,10 @@
 //! - export: round trips through our decoders against the source stems.
 //! - player: real playback through cpal into a PulseAudio null sink.
 //!
-//! Tests that keep both cores busy and the real-time one take turns
-//! (`stemroom_testkit::cpu_turn`).
+//! Every test here takes its turn (`stemroom_testkit::cpu_turn`): the
+//! real-time ones are paced by the sound server and measure their pace, and
+//! an export encoding beside them on a 2-core CI machine starved the device
+//! (a 1 s play delivered under 0.7 s of audio).
 
 use std::process::Command;
 
@@ -15,6 +17,7 @@ use stemroom_testkit::reference_wav;
 
 #[test]
 fn peaks_are_cached_beside_the_audio_and_reused() {
+    let _turn = stemroom_testkit::cpu_turn();
     use stemroom_playback::peaks::{cache_path, Peaks};
     let dir = tempfile::tempdir().expect("tempdir");
     let (wav, samples) = reference_wav(dir.path());
@@ -98,6 +101,7 @@ mod export {
 
     #[test]
     fn stems_are_bit_exact_in_wav_and_flac_and_regions_cut_exactly() {
+        let _turn = stemroom_testkit::cpu_turn();
         let dir = tempfile::tempdir().expect("tempdir");
         let src = stems(dir.path());
         let want = |name: &str| read(Path::new(&src[NAMES.iter().position(|n| *n == name).expect("stem")].path)).0;
@@ -124,6 +128,7 @@ mod export {
 
     #[test]
     fn instrumental_mix_is_the_sum_of_the_other_stems() {
+        let _turn = stemroom_testkit::cpu_turn();
         let dir = tempfile::tempdir().expect("tempdir");
         let src = stems(dir.path());
         let what = ExportWhat::Mix { label: "Instrumental".into(), controls: MixControls::only(4, &[0, 1, 2]) };
@@ -146,6 +151,7 @@ mod export {
     /// up (a 440 Hz stem reads 880 Hz), for a region too and resampled.
     #[test]
     fn what_i_hear_includes_tempo_and_pitch() {
+        let _turn = stemroom_testkit::cpu_turn();
         let dir = tempfile::tempdir().expect("tempdir");
         let mut src = stems(dir.path());
         // Drums: a pure 440 Hz tone, alone in the mix.
@@ -185,6 +191,7 @@ mod export {
 
     #[test]
     fn mp3_at_320_kbps_keeps_length_tags_and_20_db_snr() {
+        let _turn = stemroom_testkit::cpu_turn();
         let dir = tempfile::tempdir().expect("tempdir");
         let src = stems(dir.path());
         let mut req = request(
@@ -237,6 +244,7 @@ mod export {
 
     #[test]
     fn resampled_exports_and_cancellation() {
+        let _turn = stemroom_testkit::cpu_turn();
         let dir = tempfile::tempdir().expect("tempdir");
         let src = stems(dir.path());
         let mut req = request(
@@ -261,6 +269,7 @@ mod export {
 
     #[test]
     fn exports_never_replace_a_file_unless_asked_and_keep_the_song_in_the_name() {
+        let _turn = stemroom_testkit::cpu_turn();
         let dir = tempfile::tempdir().expect("tempdir");
         let src = stems(dir.path());
         let out = dir.path().join("clash");
@@ -325,6 +334,7 @@ mod export {
 
 #[test]
 fn zip_export_holds_every_stem_in_a_song_folder() {
+    let _turn = stemroom_testkit::cpu_turn();
     use stemroom_engine::audio::encode::{OutputFormat, Tags, WavDepth};
     use stemroom_engine::job::StemFile;
     use stemroom_engine::progress::Silent;
@@ -479,51 +489,85 @@ mod player {
         serde_json::from_slice(&out.stdout).expect("json report")
     }
 
+    /// Real-time checks on a shared 2-core machine: the pace depends on the
+    /// host's scheduling as well as on the code (a CI run once starved the
+    /// sound server for a second with nothing else of ours running), so a
+    /// failed attempt is printed and run once more; a second failure fails
+    /// the test. A slow reader, an allocation or a lock in the callback
+    /// fails both.
+    fn in_real_time(what: &str, attempt: impl Fn() -> Result<(), String>) {
+        if let Err(first) = attempt() {
+            eprintln!("{what}: the first attempt failed, once more: {first}");
+            if let Err(second) = attempt() {
+                panic!("{what}: {second}");
+            }
+        }
+    }
+
+    /// `assert!` for an attempt of [`in_real_time`]: returns the message.
+    macro_rules! ensure {
+        ($cond:expr, $($msg:tt)+) => {
+            let ok: bool = $cond;
+            if !ok {
+                return Err(format!($($msg)+));
+            }
+        };
+    }
+
     #[test]
     fn stems_play_in_real_time_and_the_playhead_follows_the_audio() {
         let _turn = stemroom_testkit::cpu_turn();
         let sink = NullSink::start();
-        let r = play(&sink, &["--seconds", "3"]);
-        let rate = r["output"]["sampleRate"].as_f64().expect("rate");
-        assert_eq!(r["status"]["sampleRate"].as_f64(), Some(44_100.0), "stems' rate");
-        assert_eq!(rate, 44_100.0, "the device runs at the stems' rate (no resampling): {r}");
-        assert_eq!(r["status"]["error"], serde_json::Value::Null);
-        let secs = r["playedSeconds"].as_f64().expect("secs");
-        let frames = r["framesPlayed"].as_u64().expect("frames");
-        // Paced by the device: about one second of audio per second of wall
-        // time (an unpaced device takes frames as fast as they come).
-        let device_pace = frames as f64 / rate / secs;
-        assert!(
-            (0.85..1.15).contains(&device_pace),
-            "{frames} frames in {secs:.2} s = {device_pace:.3}x real time: {r}"
-        );
-        assert!(r["callbacks"].as_u64().expect("callbacks") > 10, "many callbacks: {r}");
-        // The read-ahead keeps up (a little slack for a loaded CI machine).
-        let under = r["underrunFrames"].as_u64().expect("underruns");
-        assert!(under * 100 < frames, "read-ahead ran dry for {under} frames: {r}");
-        // The playhead is the position of the frames handed to the device.
-        assert_eq!(r["status"]["position"].as_u64(), Some(frames), "position = frames delivered: {r}");
-        // While playing, the reported position moved forward with wall time.
-        let pos = positions(&r);
-        assert!(pos.len() > 30, "~30 samples a second");
-        assert!(pos.windows(2).all(|w| w[1].1 >= w[0].1), "the playhead never goes back");
-        let (first, last) = (pos[1], pos[pos.len() - 1]);
-        let speed = pace(first, last, rate);
-        assert!((0.85..1.15).contains(&speed), "playhead speed {speed:.3}x: {r}");
+        in_real_time("real-time playback", || {
+            let r = play(&sink, &["--seconds", "3"]);
+            let rate = r["output"]["sampleRate"].as_f64().expect("rate");
+            ensure!(r["status"]["sampleRate"].as_f64() == Some(44_100.0), "stems' rate: {r}");
+            ensure!(rate == 44_100.0, "the device runs at the stems' rate (no resampling): {r}");
+            ensure!(r["status"]["error"] == serde_json::Value::Null, "no error: {r}");
+            let secs = r["playedSeconds"].as_f64().expect("secs");
+            let frames = r["framesPlayed"].as_u64().expect("frames");
+            // Paced by the device: about one second of audio per second of wall
+            // time (an unpaced device takes frames as fast as they come).
+            let device_pace = frames as f64 / rate / secs;
+            ensure!(
+                (0.85..1.15).contains(&device_pace),
+                "{frames} frames in {secs:.2} s = {device_pace:.3}x real time: {r}"
+            );
+            ensure!(r["callbacks"].as_u64().expect("callbacks") > 10, "many callbacks: {r}");
+            // The read-ahead keeps up (a little slack for a loaded CI machine).
+            let under = r["underrunFrames"].as_u64().expect("underruns");
+            ensure!(under * 100 < frames, "read-ahead ran dry for {under} frames: {r}");
+            // The playhead is the position of the frames handed to the device.
+            ensure!(r["status"]["position"].as_u64() == Some(frames), "position = frames delivered: {r}");
+            // While playing, the reported position moved forward with wall time.
+            let pos = positions(&r);
+            ensure!(pos.len() > 30, "~30 samples a second: {r}");
+            ensure!(pos.windows(2).all(|w| w[1].1 >= w[0].1), "the playhead never goes back: {r}");
+            let (first, last) = (pos[1], pos[pos.len() - 1]);
+            let speed = pace(first, last, rate);
+            ensure!((0.85..1.15).contains(&speed), "playhead speed {speed:.3}x: {r}");
+            Ok(())
+        });
 
         // A seek plays from the requested frame (with a solo on).
-        let r = play(&sink, &["--seconds", "1", "--seek-seconds", "3", "--solo", "3"]);
-        let start = r["startFrame"].as_u64().expect("start");
-        assert_eq!(start, 132_300);
-        let frames = r["framesPlayed"].as_u64().expect("frames");
-        assert!(frames > 30_000, "played about a second: {r}");
-        assert_eq!(r["status"]["position"].as_u64(), Some(start + frames), "position after a seek: {r}");
+        in_real_time("a seek", || {
+            let r = play(&sink, &["--seconds", "1", "--seek-seconds", "3", "--solo", "3"]);
+            let start = r["startFrame"].as_u64().expect("start");
+            ensure!(start == 132_300, "started at 3 s: {r}");
+            let frames = r["framesPlayed"].as_u64().expect("frames");
+            ensure!(frames > 30_000, "played about a second: {r}");
+            ensure!(r["status"]["position"].as_u64() == Some(start + frames), "position after a seek: {r}");
+            Ok(())
+        });
 
         // The 6 s preview runs out: playing 5 s from 3 s stops at the end.
-        let r = play(&sink, &["--seconds", "5", "--seek-seconds", "3"]);
-        assert_eq!(r["status"]["ended"], serde_json::Value::Bool(true), "{r}");
-        assert_eq!(r["status"]["position"], r["status"]["length"], "stops at the end: {r}");
-        assert_eq!(r["status"]["playing"], serde_json::Value::Bool(false));
+        in_real_time("the end of the song", || {
+            let r = play(&sink, &["--seconds", "5", "--seek-seconds", "3"]);
+            ensure!(r["status"]["ended"] == serde_json::Value::Bool(true), "ended: {r}");
+            ensure!(r["status"]["position"] == r["status"]["length"], "stops at the end: {r}");
+            ensure!(r["status"]["playing"] == serde_json::Value::Bool(false), "not playing: {r}");
+            Ok(())
+        });
     }
 
     /// Busy loops at normal priority, one per core and one more, stopped on drop.
@@ -547,11 +591,47 @@ mod player {
         }
     }
 
-    /// The hardening issue's case: one song plays while another is separated
-    /// (the real model, at normal priority, round after round) and busy loops
-    /// take every core; halfway the sound server is killed and restarted.
-    /// Playback keeps real-time pace before the restart and resumes within
-    /// 2 s after it, at the position it had, without an error.
+    /// The real model separating the test music round after round (at
+    /// normal priority) on a thread, until dropped: also when a check
+    /// fails, so the next test never runs beside it.
+    struct Separating {
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        thread: Option<std::thread::JoinHandle<u32>>,
+    }
+
+    impl Separating {
+        fn start() -> Separating {
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let flag = stop.clone();
+            let thread = std::thread::spawn(move || {
+                let sep = stemroom_testkit::open_separator();
+                let mut rounds = 0;
+                while !flag.load(std::sync::atomic::Ordering::Acquire) {
+                    let out = tempfile::tempdir().expect("tempdir");
+                    stemroom_testkit::separate_into(&sep, &stemroom_testkit::falcon_mixture(), out.path());
+                    rounds += 1;
+                }
+                rounds
+            });
+            Separating { stop, thread: Some(thread) }
+        }
+
+        /// Stop after the current round; the rounds separated.
+        fn finish(mut self) -> u32 {
+            self.stop.store(true, std::sync::atomic::Ordering::Release);
+            self.thread.take().map_or(0, |t| t.join().expect("separation thread"))
+        }
+    }
+
+    impl Drop for Separating {
+        fn drop(&mut self) {
+            self.stop.store(true, std::sync::atomic::Ordering::Release);
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
     /// The real music at 0.75x and two semitones down through the real
     /// device: the playhead moves at 0.75 s of song per second, the
     /// read-ahead (four stems stretched) keeps up.
@@ -559,98 +639,112 @@ mod player {
     fn stems_play_at_another_tempo_and_pitch_in_real_time() {
         let _turn = stemroom_testkit::cpu_turn();
         let sink = NullSink::start();
-        let r = play(&sink, &["--seconds", "3", "--tempo", "0.75", "--transpose", "-2"]);
-        assert_eq!(r["status"]["error"], serde_json::Value::Null, "{r}");
-        let rate = r["status"]["sampleRate"].as_f64().expect("rate");
-        let frames = r["framesPlayed"].as_u64().expect("frames");
-        let under = r["underrunFrames"].as_u64().expect("underruns");
-        assert!(under * 100 < frames, "read-ahead ran dry for {under} frames: {r}");
-        let pos = positions(&r);
-        let speed = pace(pos[1], pos[pos.len() - 1], rate);
-        assert!((0.75 * 0.9..0.75 * 1.1).contains(&speed), "playhead speed {speed:.3}x of the song, want 0.75: {r}");
+        in_real_time("tempo and pitch in real time", || {
+            let r = play(&sink, &["--seconds", "3", "--tempo", "0.75", "--transpose", "-2"]);
+            ensure!(r["status"]["error"] == serde_json::Value::Null, "no error: {r}");
+            let rate = r["status"]["sampleRate"].as_f64().expect("rate");
+            let frames = r["framesPlayed"].as_u64().expect("frames");
+            let under = r["underrunFrames"].as_u64().expect("underruns");
+            ensure!(under * 100 < frames, "read-ahead ran dry for {under} frames: {r}");
+            let pos = positions(&r);
+            let speed = pace(pos[1], pos[pos.len() - 1], rate);
+            ensure!(
+                (0.75 * 0.9..0.75 * 1.1).contains(&speed),
+                "playhead speed {speed:.3}x of the song, want 0.75: {r}"
+            );
+            Ok(())
+        });
     }
 
+    /// The hardening issue's case: one song plays while another is separated
+    /// (the real model, at normal priority, round after round) and busy loops
+    /// take every core; halfway the sound server is killed and restarted.
+    /// Playback keeps real-time pace before the restart and resumes within
+    /// 2 s after it, at the position it had, without an error.
     #[test]
     fn playback_keeps_pace_under_load_and_survives_a_sound_server_restart() {
         let _turn = stemroom_testkit::cpu_turn();
         let sink = NullSink::start();
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let separating = {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let sep = stemroom_testkit::open_separator();
-                let mut rounds = 0;
-                while !stop.load(std::sync::atomic::Ordering::Acquire) {
-                    let out = tempfile::tempdir().expect("tempdir");
-                    stemroom_testkit::separate_into(&sep, &stemroom_testkit::falcon_mixture(), out.path());
-                    rounds += 1;
-                }
-                rounds
-            })
-        };
-        std::thread::sleep(Duration::from_secs(3)); // the model loads, the network runs
-        let hog = CpuHog::start();
-        let mark = sink.runtime_dir.path().join("mark");
-        let child = sink
-            .command(&stemroom_testkit::example_bin("play_stems"))
-            .args(["--seconds", "9", "--mark-file"])
-            .arg(&mark)
-            .args(["--mark-after", "3"])
-            .args(stems_long(sink.runtime_dir.path()))
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("play_stems");
-        let t0 = Instant::now();
-        while !mark.exists() && t0.elapsed() < Duration::from_secs(30) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert!(mark.exists(), "play_stems never reached its mark");
-        let marked_here = Instant::now();
-        sink.restart();
-        // The new sound server is up this long after the mark.
-        let restarted = marked_here.elapsed().as_secs_f64();
-        let out = child.wait_with_output().expect("play_stems");
-        drop(hog);
-        stop.store(true, std::sync::atomic::Ordering::Release);
-        let rounds = separating.join().expect("separation thread");
-        assert!(out.status.success(), "play_stems failed: {}", String::from_utf8_lossy(&out.stderr));
-        let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
-        assert!(rounds >= 1, "the separation ran");
-        assert_eq!(r["status"]["error"], serde_json::Value::Null, "no error: {r}");
-        assert!(r["reopens"].as_u64().expect("reopens") >= 1, "the output was reopened: {r}");
-        let rate = r["output"]["sampleRate"].as_f64().expect("rate");
-        let marked = r["markedAt"].as_f64().expect("markedAt");
-        eprintln!("sound server back {restarted:.2} s after the mark");
-        let pos = positions(&r);
-        assert!(pos.windows(2).all(|w| w[1].1 >= w[0].1), "the playhead never goes back");
-        // Before the restart: real-time pace under load.
-        let before: Vec<_> = pos.iter().filter(|p| p.0 > 0.5 && p.0 < marked).collect();
-        let pace_before = pace(*before[0], *before[before.len() - 1], rate);
-        assert!((0.9..1.1).contains(&pace_before), "pace {pace_before:.3}x under load before the restart: {r}");
-        // After it: the output is reopened and asks for audio again within
-        // 2 s of the sound server's return (the restart itself takes 1-2 s on
-        // a loaded 2-core machine) ...
-        let back = marked + restarted;
-        let resumed = pos
-            .windows(2)
-            .find(|w| w[0].0 >= back - 0.05 && w[1].1 > w[0].1)
-            .map(|w| w[1].0)
-            .expect("playback resumed");
-        assert!(resumed - back < 2.0, "playback resumed {:.2} s after the sound server came back: {r}", resumed - back);
-        // ... and plays on at real-time pace within 3 s (a restarted
-        // PulseAudio 16 holds a new stream ~1.8 s after its first request,
-        // with or without load, measured here).
-        let steady = pos
-            .windows(2)
-            .filter(|w| w[0].0 >= back - 0.05 && w[1].1 > w[0].1)
-            .fold((resumed, resumed), |(steady, last), w| (if w[1].0 - last > 0.3 { w[1].0 } else { steady }, w[1].0))
-            .0;
-        assert!(steady - back < 3.0, "steady playback {:.2} s after the sound server came back: {r}", steady - back);
-        let tail: Vec<_> = pos.iter().filter(|p| p.0 > steady + 0.2).collect();
-        assert!(tail.len() > 30, "at least a second of playback after the restart: {r}");
-        let pace_after = pace(*tail[0], *tail[tail.len() - 1], rate);
-        assert!((0.9..1.1).contains(&pace_after), "pace {pace_after:.3}x after the restart: {r}");
+        in_real_time("playback under load and a sound server restart", || {
+            let separating = Separating::start();
+            std::thread::sleep(Duration::from_secs(3)); // the model loads, the network runs
+            let hog = CpuHog::start();
+            let mark = sink.runtime_dir.path().join("mark");
+            let _ = std::fs::remove_file(&mark);
+            let mut child = sink
+                .command(&stemroom_testkit::example_bin("play_stems"))
+                .args(["--seconds", "9", "--mark-file"])
+                .arg(&mark)
+                .args(["--mark-after", "3"])
+                .args(stems_long(sink.runtime_dir.path()))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("play_stems");
+            let t0 = Instant::now();
+            while !mark.exists() && t0.elapsed() < Duration::from_secs(30) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if !mark.exists() {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("play_stems never reached its mark".into());
+            }
+            let marked_here = Instant::now();
+            sink.restart();
+            // The new sound server is up this long after the mark.
+            let restarted = marked_here.elapsed().as_secs_f64();
+            let out = child.wait_with_output().expect("play_stems");
+            drop(hog);
+            let rounds = separating.finish();
+            assert!(out.status.success(), "play_stems failed: {}", String::from_utf8_lossy(&out.stderr));
+            let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
+            ensure!(rounds >= 1, "the separation ran");
+            ensure!(r["status"]["error"] == serde_json::Value::Null, "no error: {r}");
+            ensure!(r["reopens"].as_u64().expect("reopens") >= 1, "the output was reopened: {r}");
+            let rate = r["output"]["sampleRate"].as_f64().expect("rate");
+            let marked = r["markedAt"].as_f64().expect("markedAt");
+            eprintln!("sound server back {restarted:.2} s after the mark");
+            let pos = positions(&r);
+            ensure!(pos.windows(2).all(|w| w[1].1 >= w[0].1), "the playhead never goes back: {r}");
+            // Before the restart: real-time pace under load.
+            let before: Vec<_> = pos.iter().filter(|p| p.0 > 0.5 && p.0 < marked).collect();
+            let pace_before = pace(*before[0], *before[before.len() - 1], rate);
+            ensure!((0.9..1.1).contains(&pace_before), "pace {pace_before:.3}x under load before the restart: {r}");
+            // After it: the output is reopened and asks for audio again within
+            // 2 s of the sound server's return (the restart itself takes 1-2 s on
+            // a loaded 2-core machine) ...
+            let back = marked + restarted;
+            let Some(resumed) = pos.windows(2).find(|w| w[0].0 >= back - 0.05 && w[1].1 > w[0].1).map(|w| w[1].0)
+            else {
+                return Err(format!("playback never resumed: {r}"));
+            };
+            ensure!(
+                resumed - back < 2.0,
+                "playback resumed {:.2} s after the sound server came back: {r}",
+                resumed - back
+            );
+            // ... and plays on at real-time pace within 3 s (a restarted
+            // PulseAudio 16 holds a new stream ~1.8 s after its first request,
+            // with or without load, measured here).
+            let steady = pos
+                .windows(2)
+                .filter(|w| w[0].0 >= back - 0.05 && w[1].1 > w[0].1)
+                .fold((resumed, resumed), |(steady, last), w| {
+                    (if w[1].0 - last > 0.3 { w[1].0 } else { steady }, w[1].0)
+                })
+                .0;
+            ensure!(
+                steady - back < 3.0,
+                "steady playback {:.2} s after the sound server came back: {r}",
+                steady - back
+            );
+            let tail: Vec<_> = pos.iter().filter(|p| p.0 > steady + 0.2).collect();
+            ensure!(tail.len() > 30, "at least a second of playback after the restart: {r}");
+            let pace_after = pace(*tail[0], *tail[tail.len() - 1], rate);
+            ensure!((0.9..1.1).contains(&pace_after), "pace {pace_after:.3}x after the restart: {r}");
+            Ok(())
+        });
     }
 
     /// The preview's stems three times over (18 s), written into `dir`, long

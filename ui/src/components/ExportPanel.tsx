@@ -274,6 +274,19 @@ export function ExportPanel({ songId, stems, controls, loop, defaultDir }: Props
             >
               Open export folder
             </button>
+            <button
+              type="button"
+              className="button lane__drag--export"
+              title="Drag the exported files into a DAW or a file manager"
+              onPointerDown={(e) => {
+                // The native drag follows the pressed button, so it starts on the press.
+                if (e.button !== 0) return;
+                e.preventDefault();
+                backend.dragOut(songId, { kind: "lastExport" }).catch((err: unknown) => setError(errorText(err)));
+              }}
+            >
+              ⠿ Drag {files.length === 1 ? "it" : "them"} out
+            </button>
           </div>
         )}
       </div>

@@ -376,6 +376,8 @@ describe("Player", () => {
     expect(screen.getByTestId("separating-ahead")).toBeInTheDocument();
     expect(screen.getByTestId("export-later")).toBeInTheDocument();
     expect(screen.queryByRole("button", { name: "Hear original" })).not.toBeInTheDocument();
+    // Nothing to drag out before the files exist.
+    expect(screen.queryByRole("button", { name: /^Drag .* out$/ })).not.toBeInTheDocument();
     await user.click(screen.getByRole("button", { name: "Play" }));
     act(() => backend.emitPlayerStatus({ position: 50 * 44_100, separated: 50 * 44_100, waiting: true }));
     expect(screen.getByTestId("separating")).toHaveTextContent("Waiting for the separation to catch up");

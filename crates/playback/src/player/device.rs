@@ -93,12 +93,20 @@ fn build_typed<T: SizedSample + FromSample<f32>>(
                     tracing::warn!("audio output lost: {e}");
                     shared.output_lost.store(true, Ordering::Release);
                 }
-                // Glitches (an underrun, a transient backend error, a
-                // rerouted default device): the stream goes on by itself.
-                // (The output thread logs them, a line a second at most: a
-                // dead sound server can raise thousands a second.)
+                // An underrun: cpal prepares the device again and the
+                // stream goes on (a starved sound server raises thousands a
+                // second under load: never a reason to reopen).
+                K::Xrun => {
+                    shared.device_glitches.fetch_add(1, Ordering::Relaxed);
+                }
+                // Other glitches (a transient backend error, a rerouted
+                // default device): the stream goes on by itself, unless
+                // they come in a flood. (The output thread logs them, a
+                // line a second at most: a dead sound server can raise
+                // thousands a second.)
                 _ => {
                     shared.device_glitches.fetch_add(1, Ordering::Relaxed);
+                    shared.device_errors.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }

@@ -438,6 +438,7 @@ fn start_engine(
         frames_played: AtomicU64::new(0),
         underrun_frames: AtomicU64::new(0),
         device_glitches: AtomicU64::new(0),
+        device_errors: AtomicU64::new(0),
         reopens: AtomicU64::new(0),
         output_lost: AtomicBool::new(false),
         error: Mutex::new(None),
@@ -446,7 +447,7 @@ fn start_engine(
         beat_offset: AtomicU64::new(0),
         metronome: AtomicBool::new(false),
         count_in: AtomicBool::new(false),
-        tempo: AtomicU32::new(1.0f32.to_bits()),
+        tempo: AtomicU32::new(ctl.time_pitch().tempo.to_bits()),
         counting_in: AtomicBool::new(false),
         edge: AtomicU64::new(readers.edge().unwrap_or(u64::MAX)),
         waiting: AtomicBool::new(false),
@@ -815,13 +816,14 @@ mod tests {
             0.5 * (i as f32 * 440.0 * std::f32::consts::TAU / RATE as f32).sin()
         });
         for device_rate in [RATE, 48_000] {
-            let (sh, mut cb, reader) =
-                start_engine(open_readers(std::slice::from_ref(&p)).unwrap(), &MixControls::unity(1), device_rate, 2)
-                    .unwrap();
+            // Opened at 0.5x, +12 semitones (a change after the start
+            // re-reads, and a loaded machine may not have refilled the
+            // read-ahead at the new tempo yet: a CI run found it empty).
             let mut c = MixControls::unity(1);
             c.tempo = 0.5;
             c.transpose = 12.0;
-            sh.set_controls(&c);
+            let (sh, mut cb, reader) =
+                start_engine(open_readers(std::slice::from_ref(&p)).unwrap(), &c, device_rate, 2).unwrap();
             // The read-ahead (about 1.5 s) fills: 1 s can then be rendered
             // faster than real time.
             // (until the read-ahead is full, at most 10 s on a loaded machine)

@@ -65,6 +65,9 @@ pub(super) struct Shared {
     pub(super) underrun_frames: AtomicU64,
     /// Non-fatal errors the device reported (underruns, transient failures).
     pub(super) device_glitches: AtomicU64,
+    /// Those of them that were not underruns (xruns): a flood of these is
+    /// a stream that fails on every write.
+    pub(super) device_errors: AtomicU64,
     /// Times the output stream was reopened after it stalled or was lost.
     pub(super) reopens: AtomicU64,
     /// Set by the stream's error callback when the stream is gone (device

@@ -21,6 +21,8 @@ use stemroom_engine::audio::decode;
 use stemroom_engine::progress::Silent;
 use stemroom_engine::Error;
 
+pub mod loader;
+
 /// Frames per bucket of the finest level: 64 frames is 1.5 ms at 44.1 kHz,
 /// finer than any useful zoom of a song-length view.
 pub const FINEST_BUCKET: u32 = 64;
@@ -124,11 +126,6 @@ impl PeaksBuilder {
     /// Append interleaved stereo frames.
     pub fn push(&mut self, stereo: &[f32]) {
         self.inner.push(stereo);
-    }
-
-    /// Frames pushed so far.
-    pub fn frames(&self) -> u64 {
-        self.inner.frames
     }
 
     /// The peaks of every frame pushed so far, at `sample_rate` Hz.
@@ -302,14 +299,8 @@ impl Peaks {
     /// # Errors
     /// [`Error::Decode`] for unreadable audio.
     pub fn cached_at(audio: &Path, cache: Option<PathBuf>) -> Result<Self, Error> {
-        let fresh = |c: &Path| -> Option<()> {
-            let (a, p) = (std::fs::metadata(audio).ok()?, std::fs::metadata(c).ok()?);
-            (p.modified().ok()? >= a.modified().ok()?).then_some(())
-        };
-        if let (Some(c), Some(())) = (&cache, cache.as_deref().and_then(fresh)) {
-            if let Ok(p) = Self::read(c) {
-                return Ok(p);
-            }
+        if let Some(p) = cache.as_deref().and_then(|c| Self::read_fresh(audio, c)) {
+            return Ok(p);
         }
         let peaks = Self::compute(audio)?;
         if let Some(c) = cache {
@@ -319,6 +310,23 @@ impl Peaks {
             }
         }
         Ok(peaks)
+    }
+}
+
+impl Peaks {
+    /// The peaks cached in `cache` for `audio`, when that file is readable
+    /// and not older than the audio; `None` otherwise (compute them).
+    pub fn read_fresh(audio: &Path, cache: &Path) -> Option<Self> {
+        let (a, p) = (std::fs::metadata(audio).ok()?, std::fs::metadata(cache).ok()?);
+        if p.modified().ok()? < a.modified().ok()? {
+            return None;
+        }
+        Self::read(cache).ok()
+    }
+
+    /// No peaks yet (a lane still being read): every column is silent.
+    pub fn empty(sample_rate: u32) -> Self {
+        Peaks { sample_rate, frames: 0, levels: Vec::new() }
     }
 }
 

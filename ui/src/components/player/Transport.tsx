@@ -1,0 +1,144 @@
+import type { LoopRegion, MixControls, SongView } from "../../bindings";
+import { formatDuration } from "../../format";
+import { formatTime } from "../../timeline";
+import { BeatControls } from "../BeatControls";
+import { TempoPitch } from "../TempoPitch";
+import { MasterMeter } from "./meters";
+import { useStatus, type StatusStore } from "./statusStore";
+import type { PlayerActions } from "./usePlayer";
+
+/** Play/pause, following the status stream's `playing` only. */
+function PlayButton({ store, disabled, actions }: { store: StatusStore; disabled: boolean; actions: PlayerActions }) {
+  const playing = useStatus(store, (s) => s?.playing ?? false);
+  return (
+    <button
+      type="button"
+      className="button button--primary transport__play"
+      disabled={disabled}
+      onClick={actions.togglePlay}
+      aria-label={playing ? "Pause" : "Play"}
+      data-testid="play"
+    >
+      {playing ? "Pause" : "Play"}
+    </button>
+  );
+}
+
+/** The playhead's time and the song's length. */
+function Clock({ store, rate, frames }: { store: StatusStore; rate: number; frames: number }) {
+  const position = useStatus(store, (s) => s?.position ?? 0);
+  return (
+    <span className="transport__time" data-testid="position" data-frame={position}>
+      {formatTime(position / rate, true)} / {formatDuration(frames / rate)}
+    </span>
+  );
+}
+
+/** How far a song still separating is, or that the playhead waits for it. */
+function Separating({ store, rate, frames }: { store: StatusStore; rate: number; frames: number }) {
+  const waiting = useStatus(store, (s) => s?.waiting ?? false);
+  const separated = useStatus(store, (s) => Math.floor((s?.separated ?? 0) / rate));
+  return (
+    <span className="transport__separating muted" role="status" data-testid="separating">
+      {waiting
+        ? "Waiting for the separation to catch up…"
+        : `Separating: ${formatTime(separated)} of ${formatDuration(frames / rate)} ready`}
+    </span>
+  );
+}
+
+function Beat({
+  store,
+  bpm,
+  controls,
+  actions,
+}: {
+  store: StatusStore;
+  bpm: number | null;
+  controls: MixControls;
+  actions: PlayerActions;
+}) {
+  const countingIn = useStatus(store, (s) => s?.countingIn ?? false);
+  return (
+    <BeatControls
+      bpm={bpm}
+      metronome={controls.metronome ?? false}
+      countIn={controls.countIn ?? false}
+      countingIn={countingIn}
+      onChange={(change) => actions.setControls({ ...controls, ...change })}
+    />
+  );
+}
+
+/** The transport bar: play, time, master, speed and pitch, A/B, click track, loop, zoom. */
+export function Transport({
+  view,
+  controls,
+  loop,
+  bpm,
+  store,
+  actions,
+}: {
+  view: SongView;
+  controls: MixControls;
+  loop: LoopRegion | null;
+  /** The song's detected tempo, or null. */
+  bpm: number | null;
+  store: StatusStore;
+  actions: PlayerActions;
+}) {
+  const rate = view.sampleRate;
+  return (
+    <div className="transport" role="toolbar" aria-label="Transport">
+      <PlayButton store={store} disabled={!view.output} actions={actions} />
+      <Clock store={store} rate={rate} frames={view.frames} />
+      <label className="transport__master">
+        Master
+        <input
+          type="range"
+          min={0}
+          max={2}
+          step={0.01}
+          value={controls.master}
+          aria-label="Master volume"
+          onChange={(e) => actions.setControls({ ...controls, master: Number(e.target.value) })}
+        />
+      </label>
+      <MasterMeter store={store} />
+      <TempoPitch
+        tempo={controls.tempo ?? 1}
+        transpose={controls.transpose ?? 0}
+        onChange={(tp) => actions.setControls({ ...controls, ...tp })}
+      />
+      {view.canCompare && (
+        <button
+          type="button"
+          className="button button--small"
+          aria-pressed={controls.original ?? false}
+          title="A/B: hear the original song instead of the mix (B), and back"
+          onClick={() => actions.setControls({ ...controls, original: !(controls.original ?? false) })}
+          data-testid="ab"
+        >
+          Hear original
+        </button>
+      )}
+      {view.streaming && <Separating store={store} rate={rate} frames={view.frames} />}
+      <Beat store={store} bpm={bpm} controls={controls} actions={actions} />
+      <span className="transport__spacer" />
+      {loop && (
+        <button type="button" className="button" onClick={() => actions.applyLoop(null)}>
+          Clear loop ({formatTime(loop.start / rate, true)}–{formatTime(loop.end / rate, true)})
+        </button>
+      )}
+      <button type="button" className="button" onClick={() => actions.zoom(0.5)} aria-label="Zoom in">
+        +
+      </button>
+      <button type="button" className="button" onClick={() => actions.zoom(2)} aria-label="Zoom out">
+        −
+      </button>
+      <button type="button" className="button" onClick={() => actions.setWin({ start: 0, end: view.frames })}>
+        Fit
+      </button>
+    </div>
+  );
+}

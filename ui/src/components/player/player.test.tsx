@@ -1,0 +1,136 @@
+import { act, fireEvent, screen, waitFor } from "@testing-library/react";
+import { describe, expect, it, onTestFinished, vi } from "vitest";
+import { mockSong } from "../../mockBackend";
+import { renderApp } from "../../test/renderApp";
+
+// Each lane's renders are counted: the real lane, wrapped in a spy.
+const laneRenders = vi.hoisted(() => ({ count: 0 }));
+vi.mock("./Lane", async (original) => {
+  const real = await original<typeof import("./Lane")>();
+  return {
+    ...real,
+    Lane: (props: Parameters<typeof real.Lane>[0]) => {
+      laneRenders.count += 1;
+      return real.Lane(props);
+    },
+  };
+});
+
+const library = [mockSong({ id: 1, title: "Falcon 69", durationSeconds: 187 })];
+const RATE = 44_100;
+
+async function openPlayer(setup?: (backend: ReturnType<typeof renderApp>["backend"]) => void) {
+  const app = renderApp({ library });
+  setup?.(app.backend);
+  await app.user.click(screen.getByRole("tab", { name: "Library" }));
+  await app.user.click(await screen.findByRole("button", { name: /Falcon 69/ }));
+  await app.user.click(screen.getByRole("button", { name: "Play & export" }));
+  await screen.findAllByTestId("lane");
+  return app;
+}
+
+const shown = () => screen.getByRole("slider", { name: "Scroll the waveforms" }).getAttribute("aria-valuetext");
+
+describe("Player layout", () => {
+  it("follows the status stream in the playhead, clock and meters only, not the lanes", async () => {
+    const { backend } = await openPlayer();
+    const before = laneRenders.count;
+    // A second of statuses at ~30 a second: position and meters move.
+    for (let i = 1; i <= 30; i++) {
+      act(() =>
+        backend.emitPlayerStatus({
+          playing: true,
+          position: i * 1470,
+          master: { peak: 0.5, rms: 0.25 },
+          levels: [0, 1, 2, 3].map((k) => ({ peak: 0.1 * (k + 1) * (i % 3), rms: 0.05 * (k + 1) })),
+        }),
+      );
+    }
+    expect(screen.getByTestId("position")).toHaveAttribute("data-frame", String(30 * 1470));
+    expect(screen.getByRole("meter", { name: "vocals level" })).toHaveAttribute("aria-valuenow", "-14");
+    // Lanes rendered when playing started (play state is not theirs either): none.
+    expect(laneRenders.count - before).toBe(0);
+    // A change of the mix renders the lanes (the one stem's props changed).
+    await act(async () => {
+      fireEvent.click(screen.getByRole("button", { name: "Mute bass" }));
+    });
+    expect(laneRenders.count - before).toBeGreaterThan(0);
+    expect(laneRenders.count - before).toBeLessThanOrEqual(5);
+  });
+
+  it("shows a long song's lanes at once and fills them in as their peaks are read", async () => {
+    // jsdom lays nothing out: give the lanes a width, so that peaks are asked for.
+    const width = vi.spyOn(HTMLElement.prototype, "clientWidth", "get").mockReturnValue(800);
+    onTestFinished(() => width.mockRestore());
+    const { backend } = await openPlayer((b) => {
+      b.player.peaksReady = 0.4;
+    });
+    // Playable at once; the waveforms say how far they are read.
+    expect(screen.getByRole("button", { name: "Play" })).toBeEnabled();
+    const bar = await screen.findByRole("progressbar", { name: "Reading the waveforms" });
+    expect(bar).toHaveAttribute("aria-valuenow", "40");
+    act(() => {
+      backend.player.peaksReady = 0.75;
+    });
+    await waitFor(() => expect(screen.getByRole("progressbar", { name: "Reading the waveforms" })).toHaveAttribute("aria-valuenow", "75"));
+    act(() => {
+      backend.player.peaksReady = 1;
+    });
+    await waitFor(() => expect(screen.queryByRole("progressbar", { name: "Reading the waveforms" })).not.toBeInTheDocument());
+  });
+
+  it("zooms with Ctrl+wheel, a trackpad gesture and two fingers; one finger drags the view", async () => {
+    await openPlayer();
+    const timeline = screen.getByTestId("ruler").parentElement!;
+    // Ctrl+wheel: one notch towards you zooms in by e^0.2, keeping the
+    // playhead (at 0:00) in place (jsdom lays nothing out, so no lane is
+    // under the pointer to zoom around).
+    fireEvent.wheel(timeline, { deltaY: -100, ctrlKey: true });
+    const span = (187 * RATE) / Math.exp(0.2);
+    const t = (f: number) => `${Math.floor(f / RATE / 60)}:${String(Math.floor((f / RATE) % 60)).padStart(2, "0")}`;
+    expect(shown()).toBe(`Showing 0:00 to ${t(span)}`);
+    // A WebKit trackpad pinch: scale 2 from its start halves the view.
+    fireEvent(timeline, new Event("gesturestart", { cancelable: true }));
+    const change = new Event("gesturechange", { cancelable: true });
+    Object.assign(change, { scale: 2 });
+    fireEvent(timeline, change);
+    fireEvent(timeline, new Event("gestureend", { cancelable: true }));
+    expect(change.defaultPrevented).toBe(true);
+    expect(shown()).toBe(`Showing 0:00 to ${t(span / 2)}`);
+    // Two fingers 100 px apart spread to 200 px: the view halves again.
+    const touch = (type: string, pointerId: number, clientX: number) =>
+      fireEvent(timeline, Object.assign(new MouseEvent(type, { bubbles: true, clientX }), { pointerId, pointerType: "touch" }));
+    touch("pointerdown", 1, 300);
+    touch("pointerdown", 2, 400);
+    touch("pointermove", 2, 500);
+    touch("pointerup", 2, 500);
+    expect(shown()).toBe(`Showing 0:00 to ${t(span / 4)}`);
+    // One finger dragging left by the lanes' width moves the view one view
+    // later (jsdom's lanes are 0 px wide, taken as 1 px).
+    touch("pointermove", 1, 299);
+    expect(shown()).toBe(`Showing ${t(span / 4)} to ${t(span / 2)}`);
+    touch("pointerup", 1, 299);
+  });
+
+  it("drags a stem's file, or what was just exported, out of the window", async () => {
+    const { backend, user } = await openPlayer();
+    // The press starts the native drag; a right button does not.
+    fireEvent.pointerDown(screen.getByRole("button", { name: "Drag Vocals out" }), { button: 2 });
+    expect(backend.player.drags).toEqual([]);
+    fireEvent.pointerDown(screen.getByRole("button", { name: "Drag Vocals out" }), { button: 0 });
+    fireEvent.pointerDown(screen.getByRole("button", { name: "Drag Drums out" }), { button: 0 });
+    await waitFor(() =>
+      expect(backend.player.drags).toEqual([
+        { id: 1, item: { kind: "stem", index: 3 } },
+        { id: 1, item: { kind: "stem", index: 0 } },
+      ]),
+    );
+    // The drag did not seek or select anything.
+    expect(backend.player.status?.position).toBe(0);
+    // After an export, its files can be dragged out.
+    expect(screen.queryByRole("button", { name: /Drag (it|them) out/ })).not.toBeInTheDocument();
+    await user.click(screen.getByRole("button", { name: "Export" }));
+    fireEvent.pointerDown(await screen.findByRole("button", { name: /Drag it out/ }), { button: 0 });
+    await waitFor(() => expect(backend.player.drags.at(-1)).toEqual({ id: 1, item: { kind: "lastExport" } }));
+  });
+});

@@ -1,0 +1,232 @@
+import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "react";
+import { useBackend } from "../../backend";
+import type { DragOut, LanePeaks, LoopRegion, MixControls, SongView, StemControl } from "../../bindings";
+import { errorText } from "../../errors";
+import { loadMix, saveMix } from "../../mixPrefs";
+import { clampWindow, unityControls, zoomWindow, type FrameWindow } from "../../timeline";
+import { createStatusStore, type StatusStore } from "./statusStore";
+
+/** How often the lanes of a song still separating are fetched again. */
+const STREAM_PEAKS_MS = 1500;
+/** How often the lanes are fetched again while a finished song's peaks are still being read. */
+const LOADING_PEAKS_MS = 300;
+
+/** Where a zoom without a pointer keeps its place: the playhead when it is in view, else the view's middle. */
+export function zoomAnchor(win: FrameWindow, position: number): number {
+  return position >= win.start && position <= win.end ? position : (win.start + win.end) / 2;
+}
+
+/** What the mixer and transport do; stable for the life of the player (safe to pass to memoised lanes). */
+export interface PlayerActions {
+  /** Replace the whole mix. */
+  setControls(next: MixControls): void;
+  /** Change one stem's controls (index in `view.stems`). */
+  changeStem(index: number, change: (s: StemControl) => Partial<StemControl>): void;
+  toggle(index: number, key: "mute" | "solo"): void;
+  /** Jump to a frame (stems' rate), kept inside the song. */
+  seek(frame: number): void;
+  togglePlay(): void;
+  /** Set (or clear, `null`) the loop region, frames at the stems' rate. */
+  applyLoop(region: LoopRegion | null): void;
+  /** Zoom by `factor` (< 1 zooms in) around `anchor` (a frame; default: the playhead when shown, else the middle). */
+  zoom(factor: number, anchor?: number): void;
+  setWin(win: FrameWindow): void;
+  select(index: number): void;
+  /** Drag files of the song out of the window (call on a pointer press); a finished song only. */
+  dragOut(item: DragOut): void;
+  reportError(message: string | null): void;
+}
+
+export interface Player {
+  view: SongView | null;
+  controls: MixControls | null;
+  win: FrameWindow | null;
+  loop: LoopRegion | null;
+  selected: number;
+  error: string | null;
+  /** The status stream (~30 updates a second): read it with `useStatus`, not through state. */
+  store: StatusStore;
+  actions: PlayerActions;
+}
+
+/**
+ * One open song: opens it on the backend (closing it on unmount), restores
+ * the mix saved for it, follows a song still separating until its files
+ * take over, and keeps the mix, loop and zoom saved.
+ *
+ * `version` changes whenever a song reaches the library (a song still
+ * separating then takes its finished files).
+ */
+export function usePlayer(songId: number, version: number): Player {
+  const backend = useBackend();
+  const store = useMemo(createStatusStore, []);
+  const [view, setView] = useState<SongView | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const [controls, setControls] = useState<MixControls | null>(null);
+  const [selected, setSelected] = useState(0);
+  const [win, setWin] = useState<FrameWindow | null>(null);
+  const [loop, setLoop] = useState<LoopRegion | null>(null);
+
+  useEffect(() => {
+    let live = true;
+    backend
+      .openSong(songId, (s) => {
+        if (live) store.set(s);
+      })
+      .then(
+        (v) => {
+          if (!live) return;
+          setView(v);
+          // The mix as it was left last time, if it still fits the song.
+          const saved = loadMix(v.id, v.stems.length, v.frames);
+          setControls(saved?.controls ?? unityControls(v.stems.length));
+          setWin(saved?.view ?? { start: 0, end: v.frames });
+          setLoop(saved?.loop ?? null);
+          if (saved && v.output) {
+            backend.setControls(saved.controls).catch((e: unknown) => live && setError(errorText(e)));
+            if (saved.loop) backend.setLoop(saved.loop).catch((e: unknown) => live && setError(errorText(e)));
+          }
+        },
+        (e: unknown) => live && setError(errorText(e)),
+      );
+    return () => {
+      live = false;
+      store.set(null);
+      void backend.closeSong();
+    };
+  }, [backend, songId, store]);
+
+  // A song still separating: once its job is done (a song reached the
+  // library) the player takes the finished files, without a gap.
+  const streaming = view?.streaming ?? false;
+  const viewId = view?.id;
+  useEffect(() => {
+    if (!streaming || viewId === undefined) return;
+    let live = true;
+    backend.songStreamDone(viewId).then(
+      (v) => live && setView(v),
+      () => {}, // not done yet: the next song to reach the library asks again
+    );
+    return () => {
+      live = false;
+    };
+  }, [backend, streaming, viewId, version]);
+
+  // Remember the mix, loop and zoom for the next time this song opens.
+  useEffect(() => {
+    // (A/B is a moment's comparison: the song reopens on the mix)
+    if (view && controls && win) saveMix(view.id, { controls: { ...controls, original: false }, loop, view: win });
+  }, [view, controls, loop, win]);
+
+  // The actions read the latest state through a ref, so their identity
+  // never changes and lanes re-render only when their own props do.
+  const latest = useRef({ view, controls, win });
+  useLayoutEffect(() => {
+    latest.current = { view, controls, win };
+  });
+  const actions = useMemo<PlayerActions>(() => {
+    const canPlay = () => !!latest.current.view?.output;
+    const run = (action: Promise<void>) => {
+      action.catch((e: unknown) => setError(errorText(e)));
+    };
+    const update = (next: MixControls) => {
+      latest.current.controls = next;
+      setControls(next);
+      if (canPlay()) run(backend.setControls(next));
+    };
+    const changeStem: PlayerActions["changeStem"] = (index, change) => {
+      const c = latest.current.controls;
+      if (!c) return;
+      update({ ...c, stems: c.stems.map((s, i) => (i === index ? { ...s, ...change(s) } : s)) });
+    };
+    return {
+      setControls: update,
+      changeStem,
+      toggle: (index, key) => changeStem(index, (s) => ({ [key]: !s[key] })),
+      seek(frame) {
+        const frames = latest.current.view?.frames ?? 0;
+        if (canPlay()) run(backend.seek(Math.max(0, Math.min(frames, Math.round(frame)))));
+      },
+      togglePlay() {
+        if (canPlay()) run(store.get()?.playing ? backend.pause() : backend.play());
+      },
+      applyLoop(region) {
+        setLoop(region);
+        if (canPlay()) run(backend.setLoop(region));
+      },
+      zoom(factor, anchor) {
+        const { win: w, view: v } = latest.current;
+        if (!w || !v) return;
+        const next = zoomWindow(w, factor, anchor ?? zoomAnchor(w, store.get()?.position ?? 0), v.frames);
+        latest.current.win = next;
+        setWin(next);
+      },
+      setWin(next) {
+        latest.current.win = next;
+        setWin(next);
+      },
+      select: setSelected,
+      dragOut(item) {
+        const v = latest.current.view;
+        if (!v || v.streaming) return;
+        backend.dragOut(v.id, item).catch((e: unknown) => setError(errorText(e)));
+      },
+      reportError: setError,
+    };
+  }, [backend, store]);
+
+  // Keep the playhead in view while playing: page forward when it leaves.
+  useEffect(() => {
+    const frames = view?.frames ?? 0;
+    if (!win || frames === 0) return;
+    return store.subscribe(() => {
+      const s = store.get();
+      if (!s?.playing || (s.position <= win.end && s.position >= win.start)) return;
+      actions.setWin(clampWindow({ start: s.position, end: s.position + (win.end - win.start) }, frames));
+    });
+  }, [store, win, view, actions]);
+
+  return { view, controls, win, loop, selected, error, store, actions };
+}
+
+/**
+ * The lanes' peaks for the visible window, `columns` columns wide, fetched
+ * again as a song still separating fills in and while a finished song's
+ * peaks are still being read (a long song opens before its waveforms are
+ * known). `ready` is the part of the lanes known, 0 to 1 (`null` until
+ * the first answer).
+ */
+export function useLanePeaks(
+  view: SongView | null,
+  win: FrameWindow | null,
+  columns: number,
+  onError: (message: string) => void,
+): { peaks: LanePeaks[] | null; ready: number | null } {
+  const backend = useBackend();
+  const [peaks, setPeaks] = useState<LanePeaks[] | null>(null);
+  const [ready, setReady] = useState<number | null>(null);
+  const [tick, setTick] = useState(0);
+  useEffect(() => {
+    if (!view || !win || columns <= 0) return;
+    let live = true;
+    backend.songPeaks(view.id, win.start, win.end, columns).then(
+      (p) => {
+        if (!live) return;
+        setPeaks(p.lanes);
+        setReady(p.ready);
+      },
+      (e: unknown) => live && onError(errorText(e)),
+    );
+    return () => {
+      live = false;
+    };
+  }, [backend, view, win, columns, tick, onError]);
+  // Polled while separating, and while a first answer said the peaks are still being read.
+  const polling = !!view && (view.streaming || (ready !== null && ready < 1));
+  useEffect(() => {
+    if (!view || !polling) return;
+    const t = setInterval(() => setTick((n) => n + 1), view.streaming ? STREAM_PEAKS_MS : LOADING_PEAKS_MS);
+    return () => clearInterval(t);
+  }, [view, polling]);
+  return { peaks, ready };
+}

@@ -332,16 +332,24 @@ fn open_streaming(
     let stems = stream.set.growing_stems().ok_or_else(not_yet)?;
     let (sample_rate, frames) = (stream.sample_rate, stream.set.declared_frames().unwrap_or(0));
     let mut tracks = Vec::new();
+    let mut original = None;
     if let JobSource::File { path } = &job.source {
-        // The mixture's lane when it lines up with the stream's frames.
+        // The mixture's lane (and A/B) when it lines up with the stream's frames.
         let rate = StemSet::open(&[Path::new(path)]).map(|s| s.sample_rate());
         if rate.is_ok_and(|r| r == sample_rate) {
             tracks.push(("mixture".to_string(), PeaksTrack { audio: PathBuf::from(path), cache: mixture_cache(job) }));
+            original = Some(PathBuf::from(path));
         }
     }
     let (mut lanes, loading) = lane_peaks(tracks, sample_rate);
     lanes.extend(stems.iter().cloned().zip(stream.refresh()));
-    let (player, player_error) = match Player::open_growing(dir, &MixControls::unity(stems.len())) {
+    let unity = MixControls::unity(stems.len());
+    let with_original = original.and_then(|o| Player::open_growing(dir, Some(&o), &unity.with_original()).ok());
+    let (can_compare, opened) = match with_original {
+        Some(p) => (true, Ok(p)),
+        None => (false, Player::open_growing(dir, None, &unity)),
+    };
+    let (player, player_error) = match opened {
         Ok(p) => (Some(Arc::new(p)), None),
         Err(e) => (None, Some(e.to_string())),
     };
@@ -356,13 +364,13 @@ fn open_streaming(
         lane_styles: lane_styles(st, &job.options.model, &lanes),
         sample_rate,
         frames,
-        can_compare: false,
+        can_compare,
         output: player.as_ref().map(|p| p.output().clone()),
         player_error,
         streaming: true,
     };
     let song =
-        OpenSong { id: job.id, player, with_original: false, stems: stems.len(), lanes, stream: Some(stream), loading };
+        OpenSong { id: job.id, player, with_original: can_compare, stems: stems.len(), lanes, stream: Some(stream), loading };
     Ok((song, view))
 }
 
@@ -454,7 +462,7 @@ pub async fn song_stream_done(state: S<'_>, id: JobId) -> Result<SongView, AppEr
             lanes,
             sample_rate,
             frames,
-            can_compare: false,
+            can_compare: song.with_original,
             output: song.player.as_ref().map(|p| p.output().clone()),
             player_error: None,
             streaming: false,

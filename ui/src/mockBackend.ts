@@ -644,7 +644,8 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
             ? { device: "Mock output", sampleRate: RATE, channels: 2, resampling: false }
             : null,
         playerError: options.playerError ?? null,
-        canCompare: !streaming,
+        // A running job's mixture plays beside its stream (A/B) when it is a file.
+        canCompare: !streaming || job.source.kind === "file",
         streaming,
       };
     },
@@ -666,7 +667,7 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
         frames,
         output: { device: "Mock output", sampleRate: RATE, channels: 2, resampling: false },
         playerError: null,
-        canCompare: false,
+        canCompare: job.source.kind === "file",
         streaming: false,
       };
     },

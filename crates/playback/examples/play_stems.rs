@@ -84,7 +84,7 @@ fn run() -> Result<(), String> {
         }
     }
     let player = match &stream {
-        Some(dir) => Player::open_growing(dir, &controls),
+        Some(dir) => Player::open_growing(dir, None, &controls),
         None => Player::open(&files, &controls),
     }
     .map_err(|e| e.to_string())?;

@@ -8,7 +8,9 @@
 //!
 //! A set can also read the stems of a job that is still separating
 //! ([`StemSet::open_growing`]): the separated part so far, growing as
-//! segments finish, with the song's full length declared.
+//! segments finish, with the song's full length declared; the original
+//! mixture can be read beside it as one more stem ([`StemSet::with_original`]),
+//! up to the same edge.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -77,6 +79,8 @@ struct Growing {
     /// Next frame to read (model rate).
     pos: u64,
     bytes: Vec<u8>,
+    /// The original mixture, read in step after the lanes (A/B).
+    original: Option<StemReader>,
 }
 
 impl Growing {
@@ -119,6 +123,12 @@ impl Growing {
                     buf[2 * j + c] = v;
                 }
             }
+        }
+        if let Some(original) = &mut self.original {
+            // The mixture up to the same edge (silence where it is shorter).
+            let dst = &mut out[self.layout.lanes.len()][..2 * n];
+            let got = original.read(dst)?;
+            dst[2 * got..].fill(0.0);
         }
         self.pos += n as u64;
         Ok(n)
@@ -165,14 +175,36 @@ impl StemSet {
         let layout =
             StreamLayout::read(dir).map_err(|source| DecodeError::Unreadable { path: dir.to_path_buf(), source })?;
         let file = File::open(&path).map_err(|source| DecodeError::Unreadable { path: path.clone(), source })?;
-        Ok(StemSet { inner: Inner::Growing(Growing { path, file, layout, pos: 0, bytes: Vec::new() }) })
+        Ok(StemSet { inner: Inner::Growing(Growing { path, file, layout, pos: 0, bytes: Vec::new(), original: None }) })
+    }
+
+    /// The same stems with the original mixture at `path` as one more, last
+    /// stem (for A/B): for finished files one more file; for a running job
+    /// read in step with the stream and up to its separated edge.
+    ///
+    /// At another sample rate it would not line up frame by frame:
+    /// [`StemSet::mixed_rates`] then names both rates.
+    ///
+    /// # Errors
+    /// [`DecodeError`] when the file cannot be opened.
+    pub fn with_original(mut self, path: &Path) -> Result<Self, DecodeError> {
+        let original = StemReader::open(path)?;
+        match &mut self.inner {
+            Inner::Files(s) => s.push(original),
+            Inner::Growing(g) => {
+                let mut original = original;
+                original.seek(g.pos)?;
+                g.original = Some(original);
+            }
+        }
+        Ok(self)
     }
 
     /// Number of stems.
     pub fn len(&self) -> usize {
         match &self.inner {
             Inner::Files(s) => s.len(),
-            Inner::Growing(g) => g.layout.lanes.len(),
+            Inner::Growing(g) => g.layout.lanes.len() + usize::from(g.original.is_some()),
         }
     }
 
@@ -196,7 +228,9 @@ impl StemSet {
             Inner::Files(s) => {
                 s.iter().map(|s| s.decoder.sample_rate()).find(|&r| r != rate).map(|other| (rate, other))
             }
-            Inner::Growing(_) => None,
+            Inner::Growing(g) => {
+                g.original.as_ref().map(|o| o.decoder.sample_rate()).filter(|&r| r != rate).map(|other| (rate, other))
+            }
         }
     }
 
@@ -240,7 +274,10 @@ impl StemSet {
             Inner::Files(s) => s.iter_mut().try_for_each(|s| s.seek(frame)),
             Inner::Growing(g) => {
                 g.pos = frame.min(g.layout.frames);
-                Ok(())
+                match &mut g.original {
+                    Some(o) => o.seek(g.pos),
+                    None => Ok(()),
+                }
             }
         }
     }
@@ -276,7 +313,8 @@ impl StemSet {
             }
             Inner::Growing(g) => {
                 let got = g.read(frames, out)?;
-                for buf in out.iter_mut().take(g.layout.lanes.len()) {
+                let stems = g.layout.lanes.len() + usize::from(g.original.is_some());
+                for buf in out.iter_mut().take(stems) {
                     buf[2 * got..2 * frames].fill(0.0);
                 }
                 Ok(got)

@@ -375,7 +375,8 @@ describe("Player", () => {
     expect(screen.getByTestId("separating")).toHaveTextContent("Separating: 0:50 of 3:20 ready");
     expect(screen.getByTestId("separating-ahead")).toBeInTheDocument();
     expect(screen.getByTestId("export-later")).toBeInTheDocument();
-    expect(screen.queryByRole("button", { name: "Hear original" })).not.toBeInTheDocument();
+    // A/B with the original works while it separates too.
+    expect(screen.getByRole("button", { name: "Hear original" })).toHaveAttribute("aria-pressed", "false");
     // Nothing to drag out before the files exist.
     expect(screen.queryByRole("button", { name: /^Drag .* out$/ })).not.toBeInTheDocument();
     await user.click(screen.getByRole("button", { name: "Play" }));
@@ -388,5 +389,6 @@ describe("Player", () => {
     expect(screen.queryByTestId("separating")).not.toBeInTheDocument();
     expect(await screen.findByRole("button", { name: /^Export/ })).toBeInTheDocument();
     expect(backend.player.status?.playing).toBe(true);
+    expect(screen.getByRole("button", { name: "Hear original" })).toBeInTheDocument();
   });
 });

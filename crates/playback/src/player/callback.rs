@@ -104,6 +104,9 @@ impl Callback {
             }
         }
         let generation = sh.generation.load(Ordering::Acquire);
+        // After a tempo or pitch change: the old read-ahead plays up to here.
+        let switch_from = sh.switch_from.load(Ordering::Acquire);
+        let switch_at = sh.switch_at.load(Ordering::Acquire);
         let playing = sh.playing.load(Ordering::Acquire);
         let ch = self.channels;
         let frames = out.len() / ch;
@@ -161,10 +164,23 @@ impl Callback {
                 }
             }
             let Some(chunk) = self.current.as_ref() else { break };
+            // Device frames of this chunk that may play (all but the old
+            // read-ahead's frames at and after the switch).
+            let mut playable = chunk.frames;
+            let mut fade_to = None;
             if chunk.generation != generation {
-                self.recycle();
-                self.last_beat = i64::MIN;
-                continue;
+                let before_switch = if chunk.generation == switch_from && !chunk.wait && !chunk.end {
+                    ((switch_at as f64 - chunk.start as f64) / chunk.ratio).ceil().max(0.0) as usize
+                } else {
+                    0
+                };
+                if before_switch <= self.offset {
+                    self.recycle();
+                    self.last_beat = i64::MIN;
+                    continue;
+                }
+                playable = before_switch.min(chunk.frames);
+                fade_to = Some(switch_at as f64);
             }
             if chunk.wait {
                 sh.position.store(chunk.start, Ordering::Release);
@@ -186,7 +202,7 @@ impl Callback {
                 self.recycle();
                 break;
             }
-            let n = (chunk.frames - self.offset).min(frames - done).min(SCRATCH_FRAMES);
+            let n = (playable - self.offset).min(frames - done).min(SCRATCH_FRAMES);
             let mut sources: [&[f32]; MAX_STEMS] = [&[]; MAX_STEMS];
             for (s, src) in sources.iter_mut().enumerate().take(sh.stems) {
                 let base = s * CHUNK_FRAMES * 2 + self.offset * 2;
@@ -217,7 +233,13 @@ impl Callback {
                     }
                 }
                 let c = self.click.next();
-                let (l, r) = ((mixed[2 * i] + c) * self.fade, (mixed[2 * i + 1] + c) * self.fade);
+                let mut g = self.fade;
+                if let Some(end) = fade_to {
+                    // The old read-ahead fades out before the switch.
+                    let song_frame = start as f64 + (self.offset + i) as f64 * ratio;
+                    g *= ((end - song_frame) * f64::from(self.fade_step) / ratio).clamp(0.0, 1.0) as f32;
+                }
+                let (l, r) = ((mixed[2 * i] + c) * g, (mixed[2 * i + 1] + c) * g);
                 meter(&mut peaks[MAX_STEMS], &mut squares[MAX_STEMS], l, r);
                 write_frame(frame, l, r);
             }
@@ -242,7 +264,7 @@ impl Callback {
             sh.position.store(position, Ordering::Release);
             sh.heard_ratio.store(ratio.to_bits(), Ordering::Relaxed);
             sh.frames_played.fetch_add(n as u64, Ordering::Relaxed);
-            if self.offset >= self.current.as_ref().map_or(0, |c| c.frames) {
+            if self.offset >= playable {
                 self.recycle();
             }
         }

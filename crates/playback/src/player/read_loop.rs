@@ -137,7 +137,13 @@ impl Reader {
         self.edge_faded = false;
         self.waiting = false;
         self.fade_in = 0;
-        self.reposition(t.target, shared.song_rate)
+        self.reposition(t.target, shared.song_rate)?;
+        if t.switch {
+            // Taking over from the old tempo's read-ahead, which the
+            // callback fades out where this starts.
+            self.fade_in = self.fade_frames;
+        }
+        Ok(())
     }
 
     /// A running job's finished files take over from its stream at the

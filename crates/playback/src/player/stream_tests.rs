@@ -197,6 +197,126 @@ fn the_finished_files_take_over_without_a_gap() {
     reader.join().unwrap();
 }
 
+/// The original mixture of the stream's song: frame `i`, channel `c`
+/// (exact in `f32`, unlike any source).
+fn original(i: u64, c: usize) -> f32 {
+    -(i as f32 / 1e6) - c as f32 * 0.25
+}
+
+fn original_wav(dir: &std::path::Path) -> PathBuf {
+    let p = dir.join("original.wav");
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: RATE,
+        bits_per_sample: 32,
+        sample_format: hound::SampleFormat::Float,
+    };
+    let mut w = hound::WavWriter::create(&p, spec).unwrap();
+    for i in 0..FRAMES {
+        w.write_sample(original(i, 0)).unwrap();
+        w.write_sample(original(i, 1)).unwrap();
+    }
+    w.finalize().unwrap();
+    p
+}
+
+#[test]
+fn the_original_reads_in_step_with_the_stream_up_to_its_edge() {
+    let dir = stream_dir();
+    let half = FRAMES / 2;
+    separate(dir.path(), 0, half);
+    let mixture = original_wav(dir.path());
+    let mut set = StemSet::open_growing(dir.path()).unwrap().with_original(&mixture).unwrap();
+    assert_eq!((set.len(), set.mixed_rates(), set.edge()), (3, None, Some(half)));
+    let mut out = vec![Vec::new(); 3];
+    assert_eq!(set.read(1000, &mut out).unwrap(), 1000);
+    for i in 0..1000 {
+        assert_eq!(out[0][2 * i], value(i as u64, 0, 0));
+        assert_eq!((out[2][2 * i], out[2][2 * i + 1]), (original(i as u64, 0), original(i as u64, 1)), "frame {i}");
+    }
+    // Up to the edge only, after a seek; then on as more is separated.
+    set.seek(half - 100).unwrap();
+    assert_eq!(set.read(1000, &mut out).unwrap(), 100);
+    assert_eq!(out[2][0], original(half - 100, 0));
+    assert!(out[2][200..2000].iter().all(|&v| v == 0.0), "nothing read past the edge");
+    separate(dir.path(), half, FRAMES);
+    assert_eq!(set.read(1000, &mut out).unwrap(), 1000);
+    assert_eq!((out[1][0], out[2][0]), (value(half, 1, 0), original(half, 0)), "in step after the wait");
+
+    // Another rate would not line up: named, for the player to refuse.
+    let other = dir.path().join("48k.wav");
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: 48_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(&other, spec).unwrap();
+    for _ in 0..4800 {
+        w.write_sample(0i16).unwrap();
+        w.write_sample(0i16).unwrap();
+    }
+    w.finalize().unwrap();
+    let set = StemSet::open_growing(dir.path()).unwrap().with_original(&other).unwrap();
+    assert_eq!(set.mixed_rates(), Some((RATE, 48_000)));
+}
+
+/// A/B while separating: with the original heard, the mixture plays (and
+/// waits at the edge like the stems); when the finished files take over
+/// (with the original after them, as `Player::complete_stream` hands them)
+/// it goes on without a gap.
+#[test]
+fn a_b_plays_the_original_while_separating_and_after_the_take_over() {
+    let _paced = super::tests::paced();
+    let dir = stream_dir();
+    let half = FRAMES / 2;
+    separate(dir.path(), 0, half);
+    let mixture = original_wav(dir.path());
+    let set = StemSet::open_growing(dir.path()).unwrap().with_original(&mixture).unwrap();
+    let mut controls = MixControls::unity(2);
+    controls.original = true;
+    let (sh, mut cb, reader) = start_engine(set, &controls.with_original(), RATE, 2).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    sh.play();
+    let before = render_paced(&mut cb, 22_050);
+    separate(dir.path(), half, FRAMES);
+    let files: Vec<PathBuf> = (0..2)
+        .map(|s| {
+            let p = dir.path().join(format!("{s}.wav"));
+            let spec = hound::WavSpec {
+                channels: 2,
+                sample_rate: RATE,
+                bits_per_sample: 32,
+                sample_format: hound::SampleFormat::Float,
+            };
+            let mut w = hound::WavWriter::create(&p, spec).unwrap();
+            for i in 0..FRAMES {
+                w.write_sample(value(i, s, 0)).unwrap();
+                w.write_sample(value(i, s, 1)).unwrap();
+            }
+            w.finalize().unwrap();
+            p
+        })
+        .chain(std::iter::once(mixture))
+        .collect();
+    *sh.replacement.lock().unwrap() = Some(open_readers(&files).unwrap());
+    let after = render_paced(&mut cb, 88_200);
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(sh.replacement.lock().unwrap().is_none(), "the reader took the files");
+    // Only the mixture, every frame in turn, after the play fade.
+    let all: Vec<f32> = before.iter().chain(&after).copied().collect();
+    for (k, frame) in all.chunks_exact(2).enumerate().skip(FADE) {
+        let i = k as u64;
+        assert!(
+            (frame[0] - original(i, 0)).abs() < 1e-7 && (frame[1] - original(i, 1)).abs() < 1e-7,
+            "frame {i}: {frame:?}"
+        );
+    }
+    assert_eq!(sh.underrun_frames.load(Ordering::Acquire), 0, "no gap at the change");
+    sh.stop.store(true, Ordering::Release);
+    reader.join().unwrap();
+}
+
 #[test]
 fn a_folder_without_a_stream_is_an_error() {
     let dir = tempfile::tempdir().unwrap();

@@ -5,6 +5,13 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use super::MAX_STEMS;
+
+/// Chunks of read-ahead at the old tempo and pitch still played after a
+/// change (3 × 2048 frames, about 140 ms at 44.1 kHz): the reader has two to
+/// three chunks' time to make the first chunk at the new settings, which
+/// takes a few milliseconds (stretching 4 stems) even on a busy 2-core
+/// machine.
+pub(super) const SWITCH_CHUNKS: usize = 3;
 use crate::mixer::{LoopRegion, MixControls};
 use crate::stretch::TimePitch;
 
@@ -56,6 +63,13 @@ pub(super) struct Shared {
     pub(super) generation: AtomicU32,
     /// Seek target and loop of the current generation, written together.
     pub(super) transport: Mutex<Transport>,
+    /// A tempo or pitch change switches without a gap: chunks of the
+    /// generation `switch_from` (`u32::MAX`: none) still play up to song
+    /// frame `switch_at`, fading out over the last [`super::FADE_SECONDS`],
+    /// where the new generation's chunks start (fading in). Written before
+    /// the generation is bumped.
+    pub(super) switch_from: AtomicU32,
+    pub(super) switch_at: AtomicU64,
     /// Song frame after the last frame handed to the device.
     pub(super) position: AtomicU64,
     /// Output latency in device frames, as last reported by the device.
@@ -99,6 +113,9 @@ pub(super) struct Transport {
     pub(super) target: u64,
     pub(super) looping: Option<LoopRegion>,
     pub(super) time_pitch: TimePitch,
+    /// This generation takes over from the previous one at `target`
+    /// without a gap (see [`Shared::switch_at`]): it starts with a fade in.
+    pub(super) switch: bool,
 }
 
 impl Shared {
@@ -135,11 +152,53 @@ impl Shared {
         });
     }
 
+    /// A new generation: what is read ahead is dropped, playback goes on
+    /// from the transport's target at once.
     pub(super) fn retarget(&self, change: impl FnOnce(&mut Transport)) {
         let Ok(mut t) = self.transport.lock() else { return };
         change(&mut t);
+        t.switch = false;
+        self.switch_from.store(u32::MAX, Ordering::Release);
         self.position.store(t.target, Ordering::Release);
         self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A new tempo or pitch. While playing, the read-ahead at the old
+    /// settings goes on playing for [`SWITCH_CHUNKS`] chunks (the time the
+    /// reader needs to make the first chunks at the new ones) and the new
+    /// audio takes over there, with a fade out and in of
+    /// [`super::FADE_SECONDS`] each, so nothing goes silent. Paused, at a
+    /// separated edge, near the song's end or a loop's end (where the
+    /// read-ahead is not one run of song frames), it re-reads from the
+    /// playhead as a seek does.
+    fn switch_time_pitch(&self, time_pitch: TimePitch) {
+        let Ok(mut t) = self.transport.lock() else { return };
+        t.time_pitch = time_pitch;
+        let at = self.position.load(Ordering::Acquire);
+        let heard = f64::from_bits(self.heard_ratio.load(Ordering::Acquire));
+        let switch_at = at + (SWITCH_CHUNKS as f64 * super::CHUNK_FRAMES as f64 * heard).ceil() as u64;
+        let before_end =
+            switch_at < self.length.load(Ordering::Acquire) && switch_at < self.edge.load(Ordering::Acquire);
+        let in_one_run = t.looping.is_none_or(|l| at < u64::from(l.end) && switch_at < u64::from(l.end));
+        let soft = self.playing.load(Ordering::Acquire)
+            && !self.waiting.load(Ordering::Acquire)
+            && !self.ended.load(Ordering::Acquire)
+            && before_end
+            && in_one_run;
+        if soft {
+            let generation = self.generation.load(Ordering::Acquire);
+            t.target = switch_at;
+            t.switch = true;
+            self.switch_at.store(switch_at, Ordering::Release);
+            self.switch_from.store(generation, Ordering::Release);
+            self.generation.store(generation.wrapping_add(1), Ordering::Release);
+        } else {
+            t.target = at;
+            t.switch = false;
+            self.switch_from.store(u32::MAX, Ordering::Release);
+            self.position.store(at, Ordering::Release);
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
     }
 
     pub(super) fn set_controls(&self, controls: &MixControls) {
@@ -155,15 +214,11 @@ impl Shared {
         self.count_in.store(controls.count_in, Ordering::Release);
         let time_pitch = controls.time_pitch();
         self.tempo.store(time_pitch.tempo.to_bits(), Ordering::Release);
-        // A new tempo or pitch re-reads from where playback is (as a new
-        // loop does): the read-ahead was stretched at the old one.
+        // The read-ahead was stretched at the old tempo and pitch: the new
+        // ones take over a little ahead of the playhead.
         let changed = self.transport.lock().map(|t| t.time_pitch != time_pitch).unwrap_or(false);
         if changed {
-            let at = self.position.load(Ordering::Acquire);
-            self.retarget(|t| {
-                t.time_pitch = time_pitch;
-                t.target = at;
-            });
+            self.switch_time_pitch(time_pitch);
         }
     }
 

@@ -89,7 +89,8 @@ pub async fn fetch_model(state: S<'_>, id: String) -> Result<ModelStatus, AppErr
         let info = st.manifest.get(&id).map_err(stemroom_engine::Error::from)?.clone();
         let dest = stemroom_engine::model::default_fetch_dir()
             .ok_or_else(|| AppError::internal("no cache directory (HOME is not set)"))?;
-        stemroom_engine::model::fetch(&info, &dest).map_err(stemroom_engine::Error::from)?;
+        let dirs = stemroom_engine::model::model_search_dirs(None);
+        stemroom_engine::model::obtain(&st.manifest, &info, &dirs, &dest).map_err(stemroom_engine::Error::from)?;
         st.models().into_iter().find(|m| m.id == id).ok_or_else(|| AppError::internal("model vanished after fetching"))
     })
     .await

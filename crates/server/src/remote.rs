@@ -574,6 +574,9 @@ fn separate(
                 device: config.device,
                 threads: config.threads,
             };
+            // The fast preset's int8 model is made here the first time.
+            stemroom_engine::model::make_if_missing(&spec.options.model, config.model_dir.as_deref())
+                .map_err(stemroom_engine::Error::from)?;
             let s = Arc::new(Separator::open(&spec.options.model, config.model_dir.as_deref(), &runtime)?);
             separators.insert(spec.options.model.clone(), s.clone());
             s

@@ -205,7 +205,11 @@ pub struct JobForm {
     file: Option<Vec<u8>>,
     /// A link for yt-dlp instead of a file (also `youtube_url`).
     url: Option<String>,
-    /// Model id (default: the server's setting, `htdemucs`).
+    /// Quality/speed preset, `fast`, `balanced` or `best` (default: the
+    /// server's setting, balanced); `model`, `shifts` and `overlap` override
+    /// its parts.
+    preset: Option<String>,
+    /// Model id (default: the preset's, `htdemucs` for balanced).
     model: Option<String>,
     /// One stem and its complement (`vocals` gives `vocals` and `no_vocals`).
     two_stems: Option<String>,

@@ -108,7 +108,8 @@ impl Service {
         }
         let me = self.clone();
         let (ok, why) = tokio::task::spawn_blocking(move || {
-            let wanted = me.queue.settings().map(|s| s.model).unwrap_or_default();
+            // The model new jobs use (a preset's, or the one chosen).
+            let wanted = me.queue.settings().map(|s| s.job_options().model).unwrap_or_default();
             let statuses = model::statuses(&me.manifest, &model::model_search_dirs(me.config.model_dir.as_deref()));
             match statuses.into_iter().find(|s| s.id == wanted) {
                 Some(s) if s.installed && s.verified => (true, None),

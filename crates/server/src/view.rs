@@ -63,6 +63,9 @@ pub struct Details {
 /// Options a job separates with.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct OptionsView {
+    /// The preset that chose the model, shifts and overlap (`fast`,
+    /// `balanced`, `best`), or null when they were given one by one.
+    pub preset: Option<String>,
     pub model: String,
     pub two_stems: Option<String>,
     pub shifts: u32,
@@ -184,6 +187,7 @@ impl JobView {
             duration_seconds: job.duration_seconds,
             url,
             options: OptionsView {
+                preset: job.options.preset.map(|p| p.as_str().to_string()),
                 model: job.options.model.clone(),
                 two_stems: job.options.two_stems.clone(),
                 shifts: job.options.shifts,

@@ -60,6 +60,31 @@ pub fn obtain(
     derive(manifest, info, dirs, dest_dir, &tools)
 }
 
+/// Before a run on model `id`: when it is a derived model (the fast
+/// preset's int8 htdemucs) that is missing or damaged in the model folders
+/// ([`super::model_search_dirs`] of `model_dir`), make it now, into
+/// `model_dir` or else the cache's models folder (about half a minute,
+/// once; the first time also installs the recipe's tools from PyPI).
+/// Downloaded models and unknown ids are left alone (opening them reports
+/// what is wrong).
+///
+/// # Errors
+/// As [`obtain`].
+pub fn make_if_missing(id: &str, model_dir: Option<&Path>) -> Result<(), ModelError> {
+    let manifest = Manifest::builtin()?;
+    let Some(info) = manifest.models.iter().find(|m| m.id == id && m.derive.is_some()) else { return Ok(()) };
+    let dirs = super::model_search_dirs(model_dir);
+    if locate(info, &dirs, false).is_ok() {
+        return Ok(());
+    }
+    let dest = model_dir
+        .map(Path::to_path_buf)
+        .or_else(super::default_fetch_dir)
+        .ok_or_else(|| derive_error(info, "no folder for it (set HOME or STEMROOM_CACHE)".into()))?;
+    tracing::info!("making the model {id} in {}", dest.display());
+    obtain(&manifest, info, &dirs, &dest).map(|_| ())
+}
+
 /// Make the derived model `info` in `dest_dir` from its base model (found
 /// in `dirs` and fully re-hashed, or else fetched into `dest_dir`), with the
 /// recipe's virtual environment in `tools_dir` (created or refreshed when

@@ -219,8 +219,8 @@ impl Manifest {
             match (&m.fetch, &m.derive) {
                 (Some(_), None) => {}
                 (None, Some(d)) => {
-                    let base = manifest.models.iter().find(|b| b.id == d.from);
-                    if !base.is_some_and(|b| b.fetch.is_some()) {
+                    let downloaded = manifest.models.iter().any(|b| b.id == d.from && b.fetch.is_some());
+                    if !downloaded {
                         return Err(bad(&format!("derived from '{}', which is not a downloaded model here", d.from)));
                     }
                     if !super::derive::RECIPES.contains(&d.recipe.as_str()) {

@@ -14,7 +14,7 @@ pub mod manifest;
 
 use std::path::PathBuf;
 
-pub use derive::{derive, obtain};
+pub use derive::{derive, make_if_missing, obtain};
 pub use fetch::{default_fetch_dir, fetch};
 pub use locate::{locate, model_search_dirs, sha256_file, statuses, verify, InstalledModel, ModelStatus};
 pub use manifest::{

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use stemroom_engine::audio::encode::OutputFormat;
-use stemroom_engine::units::Device;
+use stemroom_engine::units::{Device, Preset};
 use stemroom_engine::ErrorCode;
 
 use super::StemFile;
@@ -42,6 +42,10 @@ pub struct JobOptions {
     pub two_stems: Option<String>,
     /// Encoding of the stems.
     pub format: OutputFormat,
+    /// The preset that chose `model`, `shifts` and `overlap`; `None` when
+    /// they were set one by one (or the job is older than presets).
+    #[serde(default)]
+    pub preset: Option<Preset>,
 }
 
 /// Where a job is in its life.

@@ -271,7 +271,7 @@ mod tests {
         assert_eq!(q.cancel_queued(a.id).unwrap().state, JobState::Cancelled);
         // Retry runs with the settings as they are now (the device was
         // changed after the failure).
-        q.save_settings(&Settings { device: Device::Cpu, shifts: 0, ..Settings::default() }).unwrap();
+        q.save_settings(&Settings { device: Device::Cpu, shifts: 0, preset: None, ..Settings::default() }).unwrap();
         let retried = q.retry(c.id).unwrap();
         assert_eq!(retried.state, JobState::Queued);
         assert!(retried.position > b.position);
@@ -324,7 +324,39 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let q = Queue::open(&dir.path().join("db.sqlite")).unwrap();
         q.conn().execute("INSERT INTO settings (key, value) VALUES ('settings', '{\"shifts\": 3}')", []).unwrap();
-        assert_eq!(q.settings().unwrap(), Settings { shifts: 3, ..Settings::default() });
+        // Saved before presets with a custom shift count: it stays in force.
+        assert_eq!(q.settings().unwrap(), Settings { shifts: 3, preset: None, ..Settings::default() });
+        assert_eq!(q.settings().unwrap().job_options().shifts, 3);
+    }
+
+    #[test]
+    fn presets_choose_the_model_shifts_and_overlap_and_stay_with_the_job() {
+        use stemroom_engine::units::Preset;
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(&dir.path().join("db.sqlite")).unwrap();
+        // New users get balanced: demucs' defaults.
+        let s = q.settings().unwrap();
+        assert_eq!(s.preset, Some(Preset::Balanced));
+        let o = s.job_options();
+        assert_eq!((o.model.as_str(), o.shifts, o.overlap, o.preset), ("htdemucs", 1, 0.25, Some(Preset::Balanced)));
+        // Fast on the CPU: the int8 model, no shift, 10 % overlap; the
+        // custom fields underneath are kept for "Custom".
+        let fast = Settings { device: Device::Cpu, shifts: 4, ..s.with_preset(Some(Preset::Fast)) };
+        q.save_settings(&fast).unwrap();
+        let o = q.settings().unwrap().job_options();
+        assert_eq!((o.model.as_str(), o.shifts, o.overlap, o.preset), ("htdemucs_int8", 0, 0.1, Some(Preset::Fast)));
+        let custom = q.settings().unwrap().with_preset(None).job_options();
+        assert_eq!((custom.model.as_str(), custom.shifts, custom.preset), ("htdemucs", 4, None));
+        // The job keeps the preset that made it.
+        let job = q.enqueue(&file("/a.wav"), "A", &o).unwrap();
+        assert_eq!(q.get(job.id).unwrap().options.preset, Some(Preset::Fast));
+        // A settings document from before presets with a preset's values
+        // reads as that preset; a job row from before presets has none.
+        q.conn().execute("UPDATE settings SET value = '{\"shifts\": 1, \"overlap\": 0.25}'", []).unwrap();
+        assert_eq!(q.settings().unwrap().preset, Some(Preset::Balanced));
+        let mut old = serde_json::to_value(Settings::default().job_options()).unwrap();
+        old.as_object_mut().unwrap().remove("preset");
+        assert_eq!(serde_json::from_value::<JobOptions>(old).unwrap().preset, None);
     }
 
     #[test]

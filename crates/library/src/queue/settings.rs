@@ -3,7 +3,7 @@
 use rusqlite::OptionalExtension;
 use serde::{Deserialize, Serialize};
 use stemroom_engine::audio::encode::{OutputFormat, WavDepth};
-use stemroom_engine::units::Device;
+use stemroom_engine::units::{Device, Preset};
 
 use super::schema::json;
 use super::{JobOptions, Queue, QueueError};
@@ -21,6 +21,11 @@ pub fn default_format() -> OutputFormat {
 #[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(rename_all = "camelCase")]
 pub struct Settings {
+    /// Quality/speed preset for new jobs: when set, it chooses the model,
+    /// shifts and overlap (see [`Preset::settings`]) and the three fields
+    /// below are what "Custom" goes back to; `None` is "Custom": they apply
+    /// as they are.
+    pub preset: Option<Preset>,
     /// Model id for new jobs.
     pub model: String,
     /// Device for new jobs.
@@ -60,6 +65,7 @@ pub const DOWNLOAD_MINUTES_RANGE: std::ops::RangeInclusive<u32> = 1..=1440;
 impl Default for Settings {
     fn default() -> Self {
         Settings {
+            preset: Some(Preset::Balanced),
             model: "htdemucs".into(),
             device: Device::Auto,
             shifts: 1,
@@ -78,14 +84,28 @@ impl Default for Settings {
 impl Settings {
     /// The options a new job gets.
     pub fn job_options(&self) -> JobOptions {
+        let (model, shifts, overlap) = match self.preset {
+            Some(p) => {
+                let s = p.settings(stemroom_engine::runtime::gpu::likely_device(self.device));
+                (s.model.to_string(), s.shifts as u32, s.overlap)
+            }
+            None => (self.model.clone(), self.shifts, self.overlap),
+        };
         JobOptions {
-            model: self.model.clone(),
+            model,
             device: self.device,
-            shifts: self.shifts,
-            overlap: self.overlap,
+            shifts,
+            overlap,
             two_stems: None,
             format: self.format,
+            preset: self.preset,
         }
+    }
+
+    /// These settings with another preset (`None`: the custom model, shifts
+    /// and overlap), e.g. for songs added with a preset of their own.
+    pub fn with_preset(&self, preset: Option<Preset>) -> Settings {
+        Settings { preset, ..self.clone() }
     }
 
     /// What link downloads may be.
@@ -138,6 +158,9 @@ impl Queue {
         // (a damaged or hand-edited value) falls back to its default alone
         // instead of taking the library folder and the rest with it.
         let stored = text.and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+        // Saved before presets: the model, shifts and overlap chosen then
+        // stay in force ("Custom") unless they are a preset's own.
+        let before_presets = stored.as_ref().is_some_and(|s| s.is_object() && s.get("preset").is_none());
         let mut merged = serde_json::to_value(Settings::default()).map_err(|e| QueueError::Corrupt(e.to_string()))?;
         if let (Some(serde_json::Value::Object(stored)), serde_json::Value::Object(m)) = (stored, &mut merged) {
             for (key, value) in stored {
@@ -153,7 +176,14 @@ impl Queue {
                 }
             }
         }
-        Ok(serde_json::from_value(merged).unwrap_or_default())
+        let mut settings: Settings = serde_json::from_value(merged).unwrap_or_default();
+        if before_presets {
+            settings.preset = Preset::ALL.into_iter().find(|p| {
+                let s = p.settings(Device::Cpu);
+                (s.model, s.shifts as u32, s.overlap) == (settings.model.as_str(), settings.shifts, settings.overlap)
+            });
+        }
+        Ok(settings)
     }
 
     /// Validate and save settings.

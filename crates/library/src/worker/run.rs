@@ -48,6 +48,9 @@ impl Inner {
         if let Some(s) = self.separators.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return Ok(s.clone());
         }
+        // The fast preset's int8 model is made here the first time.
+        stemroom_engine::model::make_if_missing(model, self.config.model_dir.as_deref())
+            .map_err(stemroom_engine::Error::from)?;
         let runtime =
             RuntimeOptions { library: self.config.runtime_library.clone(), device, threads: self.config.threads };
         let sep = Arc::new(Separator::open(model, self.config.model_dir.as_deref(), &runtime)?);

@@ -24,6 +24,8 @@ impl LibraryQueue {
         let library = dir.path().join("library");
         queue
             .save_settings(&Settings {
+                // Custom (no preset): no shift, for speed.
+                preset: None,
                 shifts: 0,
                 library_dir: Some(library.to_string_lossy().into()),
                 ..Settings::default()

@@ -73,14 +73,14 @@ import statistics as st, sys, platform, subprocess, datetime
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
 cpu = subprocess.run(["sh", "-c", "lscpu | sed -n 's/^Model name: *//p'"], capture_output=True, text=True).stdout.strip()
 print(f"# {datetime.date.today()} on {cpu}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores")
-print(f"{'input':7} {'program':10} {'wall s':>8} {'RTF':>6} {'s/segment':>10} {'peak RSS GB':>12} runs")
+print(f"{'input':7} {'program':18} {'wall s':>8} {'RTF':>6} {'s/segment':>10} {'peak RSS GB':>12} runs")
 med = {}
 for key in sorted({(r[0], r[1]) for r in rows}):
     rs = [r for r in rows if (r[0], r[1]) == key]
     wall = st.median(float(r[2]) for r in rs); rss = max(float(r[3]) for r in rs)
     secs = float(rs[0][4]); per = st.median(float(r[5]) for r in rs)
     med[key] = (wall, rss, per)
-    print(f"{key[0]:7} {key[1]:10} {wall:8.1f} {wall / secs:6.2f} {per:10.2f} {rss:12.2f} {len(rs)}"
+    print(f"{key[0]:7} {key[1]:18} {wall:8.1f} {wall / secs:6.2f} {per:10.2f} {rss:12.2f} {len(rs)}"
           + "  (walls: " + ", ".join(r[2] for r in rs) + ")")
 for key in sorted(k for k in med if k[0] == "60s" and k[1].startswith("stemroom")):
     if ("60s", "reference") not in med:

@@ -4,10 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use stemroom_engine::units::Preset;
 use stemroom_engine::ErrorCode;
 use stemroom_library::intake::{self, AddResult};
 use stemroom_library::link::LinkEntry;
-use stemroom_library::queue::{Job, JobId, Queue, QueueError};
+use stemroom_library::queue::{Job, JobId, JobOptions, Queue, QueueError};
 use tauri::ipc::Channel;
 use tauri::AppHandle;
 
@@ -43,25 +44,41 @@ async fn add(state: Arc<AppState>, paths: Vec<PathBuf>, options: intake::AddOpti
     add_with(state, move |q| intake::add_paths_with(q, &paths, options)).await
 }
 
-/// Queue files, folders and links. A file already queued or in the library
-/// comes back in `duplicates` (with that job) unless `allow_duplicates`.
+/// The options of songs added with `preset` (`None`: the settings' own).
+fn job_options(queue: &Queue, preset: Option<Preset>) -> Result<Option<JobOptions>, AppError> {
+    Ok(match preset {
+        Some(p) => Some(queue.settings()?.with_preset(Some(p)).job_options()),
+        None => None,
+    })
+}
+
+/// Queue files, folders and links, separated with `preset` (`None`: as the
+/// settings say). A file already queued or in the library comes back in
+/// `duplicates` (with that job) unless `allow_duplicates`.
 #[tauri::command]
 #[specta::specta]
-pub async fn add_paths(state: S<'_>, paths: Vec<String>, allow_duplicates: bool) -> Result<AddResult, AppError> {
-    let options = intake::AddOptions { allow_duplicates, ..Default::default() };
+pub async fn add_paths(
+    state: S<'_>,
+    paths: Vec<String>,
+    allow_duplicates: bool,
+    preset: Option<Preset>,
+) -> Result<AddResult, AppError> {
+    let options = intake::AddOptions { allow_duplicates, job: job_options(&state.queue, preset)? };
     add(state.inner().clone(), paths.into_iter().map(PathBuf::from).collect(), options).await
 }
 
-/// Queue chosen entries of a playlist link.
+/// Queue chosen entries of a playlist link, separated with `preset`.
 #[tauri::command]
 #[specta::specta]
-pub async fn add_links(state: S<'_>, entries: Vec<LinkEntry>) -> Result<AddResult, AppError> {
-    add_with(state.inner().clone(), move |q| intake::add_links(q, &entries)).await
+pub async fn add_links(state: S<'_>, entries: Vec<LinkEntry>, preset: Option<Preset>) -> Result<AddResult, AppError> {
+    let job = job_options(&state.queue, preset)?;
+    add_with(state.inner().clone(), move |q| intake::add_links_with(q, &entries, job)).await
 }
 
 #[tauri::command]
 #[specta::specta]
-pub async fn pick_files(app: AppHandle, state: S<'_>) -> Result<AddResult, AppError> {
+pub async fn pick_files(app: AppHandle, state: S<'_>, preset: Option<Preset>) -> Result<AddResult, AppError> {
+    let job = job_options(&state.queue, preset)?;
     let picked = on_main(&app, || {
         rfd::FileDialog::new()
             .set_title("Add songs to separate")
@@ -69,7 +86,7 @@ pub async fn pick_files(app: AppHandle, state: S<'_>) -> Result<AddResult, AppEr
             .pick_files()
     })
     .await?;
-    add(state.inner().clone(), picked.unwrap_or_default(), intake::AddOptions::default()).await
+    add(state.inner().clone(), picked.unwrap_or_default(), intake::AddOptions { job, ..Default::default() }).await
 }
 
 #[tauri::command]

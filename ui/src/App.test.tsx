@@ -48,7 +48,7 @@ describe("App", () => {
     act(() => backend.dragHover(true));
     act(() => backend.dropFiles(["/music/Song.wav", "/music/cover.jpg", "/music/readme"]));
 
-    expect(addPaths).toHaveBeenCalledWith(["/music/Song.wav", "/music/cover.jpg", "/music/readme"]);
+    expect(addPaths).toHaveBeenCalledWith(["/music/Song.wav", "/music/cover.jpg", "/music/readme"], false, null);
     expect(screen.queryByText("Drop songs to separate them")).not.toBeInTheDocument();
     const alert = await screen.findByRole("alert");
     expect(alert).toHaveTextContent("2 files were not added");

@@ -1,6 +1,6 @@
 import { useEffect, useEffectEvent, useState, type ReactNode } from "react";
 import { useBackend } from "./backend";
-import type { AddResult, Duplicate, Job, LinkInfo, Rejected } from "./bindings";
+import type { AddResult, Duplicate, Job, LinkInfo, Preset, Rejected } from "./bindings";
 import { errorText } from "./errors";
 import { useAppInfo } from "./hooks/useAppInfo";
 import { useQueue } from "./hooks/useQueue";
@@ -30,6 +30,8 @@ export function App() {
   const [playlists, setPlaylists] = useState<LinkInfo[]>([]);
   /** A song to open in the player, asked for from the queue's Finished list. */
   const [playRequest, setPlayRequest] = useState<{ song: Job; at: number } | null>(null);
+  // The quality songs added now get (null: as in Settings), for this session.
+  const [preset, setPreset] = useState<Preset | null>(null);
 
   /** Runs an add request and reports what it refused; resolves to whether anything was added. */
   async function add(request: () => Promise<AddResult>): Promise<boolean> {
@@ -51,7 +53,7 @@ export function App() {
   const onDrop = useEffectEvent((paths: string[]) => {
     setDragging(false);
     setTab("Queue");
-    void add(() => backend.addPaths(paths));
+    void add(() => backend.addPaths(paths, false, preset));
   });
   useEffect(() => untilUnmount(backend.onFileDrop((paths) => onDrop(paths))), [backend]);
   useEffect(() => untilUnmount(backend.onDragHover(setDragging)), [backend]);
@@ -63,7 +65,7 @@ export function App() {
 
   async function addAgain(path: string) {
     try {
-      const result = await backend.addPaths([path], true);
+      const result = await backend.addPaths([path], true, preset);
       setDuplicates((current) => current.filter((d) => d.path !== path));
       if (result.added.length > 0) await queue.refresh();
     } catch (e) {
@@ -88,8 +90,10 @@ export function App() {
     Queue: (
       <QueueView
         queue={queue}
-        onPickFiles={() => void add(() => backend.pickFiles())}
-        onAddPath={(path) => add(() => backend.addPaths([path]))}
+        onPickFiles={() => void add(() => backend.pickFiles(preset))}
+        onAddPath={(path) => add(() => backend.addPaths([path], false, preset))}
+        preset={preset}
+        onPresetChange={setPreset}
         onOpenSong={openInPlayer}
       />
     ),
@@ -152,7 +156,7 @@ export function App() {
           onClose={() => setPlaylists((p) => p.slice(1))}
           onAdd={(entries) => {
             setPlaylists((p) => p.slice(1));
-            void add(() => backend.addLinks(entries));
+            void add(() => backend.addLinks(entries, preset));
           }}
         />
       )}

@@ -18,6 +18,7 @@ import type {
   ModelStatus,
   PickedFolder,
   PlayerStatus,
+  Preset,
   QueueEvent,
   RuntimeStatus,
   ServerInfo,
@@ -36,11 +37,14 @@ export interface Backend {
    * Files, folders or links (links are probed with yt-dlp; playlists come back to choose from).
    * Files already queued or in the library come back in `duplicates` unless `allowDuplicates`.
    */
-  addPaths(paths: string[], allowDuplicates?: boolean): Promise<AddResult>;
+  addPaths(paths: string[], allowDuplicates?: boolean, preset?: Preset | null): Promise<AddResult>;
   /** Queues chosen entries of a playlist. */
-  addLinks(entries: LinkEntry[]): Promise<AddResult>;
-  /** Opens the native file dialog and adds what was picked. */
-  pickFiles(): Promise<AddResult>;
+  addLinks(entries: LinkEntry[], preset?: Preset | null): Promise<AddResult>;
+  /**
+   * Opens the native file dialog and adds what was picked. Every add takes the
+   * quality preset the songs separate with (`null`: as the settings say).
+   */
+  pickFiles(preset?: Preset | null): Promise<AddResult>;
   cancelJob(id: number): Promise<Job>;
   retryJob(id: number): Promise<Job>;
   /** Removes a job or song; `deleteFiles` deletes a song's stems, metadata and peaks, `deleteExports` its exports too. */

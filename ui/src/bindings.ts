@@ -14,10 +14,10 @@ export const commands = {
 	 *  Queue files, folders and links. A file already queued or in the library
 	 *  comes back in `duplicates` (with that job) unless `allow_duplicates`.
 	 */
-	addPaths: (paths: string[], allowDuplicates: boolean) => typedError<AddResult, AppError>(__TAURI_INVOKE("add_paths", { paths, allowDuplicates })),
+	addPaths: (paths: string[], allowDuplicates: boolean, preset: Preset | null) => typedError<AddResult, AppError>(__TAURI_INVOKE("add_paths", { paths, allowDuplicates, preset })),
 	/**  Queue chosen entries of a playlist link. */
-	addLinks: (entries: LinkEntry[]) => typedError<AddResult, AppError>(__TAURI_INVOKE("add_links", { entries })),
-	pickFiles: () => typedError<AddResult, AppError>(__TAURI_INVOKE("pick_files")),
+	addLinks: (entries: LinkEntry[], preset: Preset | null) => typedError<AddResult, AppError>(__TAURI_INVOKE("add_links", { entries, preset })),
+	pickFiles: (preset: Preset | null) => typedError<AddResult, AppError>(__TAURI_INVOKE("pick_files", { preset })),
 	pickLibraryDir: () => typedError<string | null, AppError>(__TAURI_INVOKE("pick_library_dir")),
 	cancelJob: (id: number) => typedError<Job, AppError>(__TAURI_INVOKE("cancel_job", { id })),
 	retryJob: (id: number) => typedError<Job, AppError>(__TAURI_INVOKE("retry_job", { id })),
@@ -384,6 +384,11 @@ export type JobOptions = {
 	twoStems: string | null,
 	/**  Encoding of the stems. */
 	format: OutputFormat,
+	/**
+	 *  The preset that chose `model`, `shifts` and `overlap`; `None` when
+	 *  they were set one by one (or the job is older than presets).
+	 */
+	preset: Preset | null,
 };
 
 /**  A progress snapshot of a running job. */
@@ -658,7 +663,21 @@ export type ServerInfo = {
  *  missing from an older document take their defaults (see
  *  [`Queue::settings`]).
  */
+/**
+ *  A quality/speed preset: which model, how many shifts and how much
+ *  overlap a separation uses, as one choice (explicit options override each
+ *  part). Figures measured for each are in the README ("Presets").
+ */
+export type Preset = "fast" | "balanced" | "best";
+
 export type Settings = {
+	/**
+	 *  Quality/speed preset for new jobs: when set, it chooses the model,
+	 *  shifts and overlap (see [`Preset::settings`]) and the three fields
+	 *  below are what "Custom" goes back to; `None` is "Custom": they apply
+	 *  as they are.
+	 */
+	preset: Preset | null,
 	/**  Model id for new jobs. */
 	model: string,
 	/**  Device for new jobs. */

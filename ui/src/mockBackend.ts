@@ -10,6 +10,7 @@ import type {
   LanePeaks,
   MixControls,
   PlayerStatus,
+  Preset,
   JobProgress,
   JobState,
   LinkInfo,
@@ -88,6 +89,7 @@ const DEFAULT_LIBRARY = "/home/you/Music/Stemroom";
 const MP3_RATES = [128, 160, 192, 224, 256, 320];
 
 const defaultSettings: Settings = {
+  preset: "balanced",
   model: "htdemucs",
   device: "auto",
   shifts: 1,
@@ -371,13 +373,32 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
 
   // --- the Backend ------------------------------------------------------
 
-  function enqueue(title: string, source: Job["source"], durationSeconds: number | null = null): Job {
+  /** What the backend's presets choose (on the CPU). */
+  const PRESET_OPTIONS: Record<Preset, Pick<Settings, "model" | "shifts" | "overlap">> = {
+    fast: { model: "htdemucs_int8", shifts: 0, overlap: 0.1 },
+    balanced: { model: "htdemucs", shifts: 1, overlap: 0.25 },
+    best: { model: "htdemucs", shifts: 2, overlap: 0.5 },
+  };
+
+  function jobOptions(preset: Preset | null = null): Job["options"] {
+    const chosen = preset ?? settings.preset;
+    const { model, device, shifts, overlap, format } = settings;
+    const custom = { model, shifts, overlap };
+    return { device, format, ...(chosen ? PRESET_OPTIONS[chosen] : custom), preset: chosen, twoStems: null };
+  }
+
+  function enqueue(
+    title: string,
+    source: Job["source"],
+    durationSeconds: number | null = null,
+    preset: Preset | null = null,
+  ): Job {
     const job = mockJob({
       id: nextId++,
       title,
       source,
       durationSeconds,
-      options: { ...settings, twoStems: null },
+      options: jobOptions(preset),
       position: endPosition(),
       createdAt: now(),
     });
@@ -385,7 +406,7 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
     return structuredClone(job);
   }
 
-  function addPaths(paths: string[], allowDuplicates = false): Promise<AddResult> {
+  function addPaths(paths: string[], allowDuplicates = false, preset: Preset | null = null): Promise<AddResult> {
     const added: Job[] = [];
     const rejected: Rejected[] = [];
     const duplicates: Duplicate[] = [];
@@ -412,7 +433,7 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
             })),
           });
         } else {
-          added.push(enqueue(fileName(path).replace(/\.[^.]+$/, "") || path, { kind: "url", url: path }, 200));
+          added.push(enqueue(fileName(path).replace(/\.[^.]+$/, "") || path, { kind: "url", url: path }, 200, preset));
         }
         continue;
       }
@@ -433,7 +454,7 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
         duplicates.push({ path, existing: structuredClone(existing) });
         continue;
       }
-      added.push(enqueue(fileName(path).replace(/\.[^.]+$/, ""), { kind: "file", path }));
+      added.push(enqueue(fileName(path).replace(/\.[^.]+$/, ""), { kind: "file", path }, null, preset));
     }
     if (added.length > 0) emit({ kind: "queueChanged" });
     pump();
@@ -538,14 +559,14 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
         .map((job) => structuredClone(job));
     },
     addPaths,
-    async addLinks(entries) {
-      const added = entries.map((e) => enqueue(e.title, { kind: "url", url: e.url }, e.durationSeconds));
+    async addLinks(entries, preset = null) {
+      const added = entries.map((e) => enqueue(e.title, { kind: "url", url: e.url }, e.durationSeconds, preset));
       if (added.length > 0) emit({ kind: "queueChanged" });
       pump();
       return { added, rejected: [], playlists: [], duplicates: [], skipped: [], skippedMore: 0 };
     },
-    async pickFiles() {
-      return addPaths(options.pickedFiles ?? []);
+    async pickFiles(preset = null) {
+      return addPaths(options.pickedFiles ?? [], false, preset);
     },
     async cancelJob(id) {
       const job = find(id);

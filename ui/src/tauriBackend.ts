@@ -31,9 +31,9 @@ export const tauriBackend: Backend = {
   appInfo: () => unwrap(commands.appInfo()),
   listQueue: () => unwrap(commands.listQueue()),
   listLibrary: (search) => unwrap(commands.listLibrary(search)),
-  addPaths: (paths, allowDuplicates = false) => unwrap(commands.addPaths(paths, allowDuplicates)),
-  addLinks: (entries) => unwrap(commands.addLinks(entries)),
-  pickFiles: () => unwrap(commands.pickFiles()),
+  addPaths: (paths, allowDuplicates = false, preset = null) => unwrap(commands.addPaths(paths, allowDuplicates, preset)),
+  addLinks: (entries, preset = null) => unwrap(commands.addLinks(entries, preset)),
+  pickFiles: (preset = null) => unwrap(commands.pickFiles(preset)),
   cancelJob: (id) => unwrap(commands.cancelJob(id)),
   retryJob: (id) => unwrap(commands.retryJob(id)),
   removeJob: async (id, deleteFiles, deleteExports) => {

@@ -280,7 +280,19 @@ fn add_link(
 /// # Errors
 /// Database errors; a bad entry link is refused in the result.
 pub fn add_links(queue: &Queue, entries: &[LinkEntry]) -> Result<AddResult, QueueError> {
-    let options = queue.settings()?.job_options();
+    add_links_with(queue, entries, None)
+}
+
+/// [`add_links`] with the options the new jobs separate with (`None` = the
+/// saved settings' options).
+///
+/// # Errors
+/// As [`add_links`].
+pub fn add_links_with(queue: &Queue, entries: &[LinkEntry], job: Option<JobOptions>) -> Result<AddResult, QueueError> {
+    let options = match job {
+        Some(o) => o,
+        None => queue.settings()?.job_options(),
+    };
     let mut result = AddResult::default();
     for e in entries.iter().take(link::DEFAULT_PLAYLIST_LIMIT) {
         match link::check_url(&e.url) {

@@ -1,13 +1,18 @@
 import { useState, type FormEvent } from "react";
+import type { Preset } from "../bindings";
+import { PRESETS } from "../format";
 
 interface Props {
   onPickFiles(): void;
   /** Resolves to whether the path was added (then the field is cleared). */
   onAddPath(path: string): Promise<boolean>;
+  /** The quality songs added now separate with (`null`: as in Settings). */
+  preset: Preset | null;
+  onPresetChange(preset: Preset | null): void;
 }
 
-/** "Add files…" (native dialog) and a field for a path or link. */
-export function AddBar({ onPickFiles, onAddPath }: Props) {
+/** "Add files…" (native dialog), a field for a path or link, and the quality they get. */
+export function AddBar({ onPickFiles, onAddPath, preset, onPresetChange }: Props) {
   const [value, setValue] = useState("");
   const [busy, setBusy] = useState(false);
 
@@ -40,6 +45,20 @@ export function AddBar({ onPickFiles, onAddPath }: Props) {
           Add
         </button>
       </form>
+      <select
+        className="input add-bar__preset"
+        aria-label="Quality of songs added now"
+        title={PRESETS.find((p) => p.value === preset)?.help ?? "The quality chosen in Settings"}
+        value={preset ?? ""}
+        onChange={(e) => onPresetChange(e.target.value === "" ? null : (e.target.value as Preset))}
+      >
+        <option value="">Quality as in Settings</option>
+        {PRESETS.map((p) => (
+          <option key={p.value} value={p.value}>
+            {p.label}
+          </option>
+        ))}
+      </select>
     </div>
   );
 }

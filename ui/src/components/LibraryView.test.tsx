@@ -49,6 +49,22 @@ describe("Library", () => {
     expect(await screen.findByTestId("player-analysis")).toHaveTextContent("117.6 BPM · A♭ minor (1A)");
   });
 
+  it("shows the quality each song was separated with", async () => {
+    const fast = mockSong({
+      id: 5,
+      title: "Quick One",
+      finishedAt: Date.UTC(2030, 0, 1),
+    });
+    fast.options = { ...fast.options, preset: "fast", model: "htdemucs_int8", shifts: 0, overlap: 0.1 };
+    const { user } = renderApp({ library: [...library, fast] });
+    await user.click(screen.getByRole("tab", { name: "Library" }));
+    const items = await screen.findAllByTestId("library-item");
+    expect(items[0]).toHaveTextContent("Quick One");
+    expect(items[0]).toHaveTextContent("Fast");
+    await user.click(await screen.findByRole("button", { name: /Quick One/ }));
+    expect(await screen.findByTestId("song-quality")).toHaveTextContent("Fast (htdemucs_int8, 0 shifts, overlap 0.1)");
+  });
+
   it("filters by the search text", async () => {
     const { user } = await openLibrary();
     await user.type(screen.getByRole("searchbox", { name: "Search library" }), "fal");

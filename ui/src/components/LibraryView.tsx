@@ -2,7 +2,7 @@ import { useEffect, useState } from "react";
 import { useBackend } from "../backend";
 import type { Job } from "../bindings";
 import { errorText } from "../errors";
-import { bpmText, formatDate, formatDuration, keyText, providerLabel } from "../format";
+import { bpmText, formatDate, formatDuration, keyText, presetLabel, providerLabel } from "../format";
 import { Alert } from "./Alert";
 import { PlayerView } from "./PlayerView";
 import { SongDetail } from "./SongDetail";
@@ -20,6 +20,7 @@ function meta(song: Job): string {
     song.durationSeconds !== null && formatDuration(song.durationSeconds),
     bpmText(song.analysis),
     keyText(song.analysis),
+    song.options.preset && presetLabel(song.options.preset),
     song.finishedAt !== null && formatDate(song.finishedAt),
     song.provider && providerLabel(song.provider),
   ]

@@ -31,10 +31,10 @@ describe("Links", () => {
     expect(within(dialog).getByText(/3 entries/)).toBeInTheDocument();
     await user.click(within(dialog).getByRole("checkbox", { name: /Song Two/ }));
     await user.click(within(dialog).getByRole("button", { name: "Add 2 songs" }));
-    expect(addLinks).toHaveBeenCalledWith([
-      expect.objectContaining({ title: "Song One" }),
-      expect.objectContaining({ title: "Song Three" }),
-    ]);
+    expect(addLinks).toHaveBeenCalledWith(
+      [expect.objectContaining({ title: "Song One" }), expect.objectContaining({ title: "Song Three" })],
+      null,
+    );
     expect(screen.queryByRole("dialog")).not.toBeInTheDocument();
     expect((await screen.findAllByTestId("job-row")).map((r) => r.querySelector(".job__title")?.textContent)).toEqual([
       "Song One",

@@ -34,7 +34,7 @@ describe("Queue", () => {
     await user.type(field, "  /music/Falcon 69.flac ");
     await user.click(screen.getByRole("button", { name: "Add" }));
 
-    expect(addPaths).toHaveBeenCalledWith(["/music/Falcon 69.flac"]);
+    expect(addPaths).toHaveBeenCalledWith(["/music/Falcon 69.flac"], false, null);
     const added = await screen.findByTestId("job-row");
     expect(added).toHaveAttribute("data-state", "queued");
     expect(added).toHaveAttribute("data-job-id", "1");
@@ -47,6 +47,23 @@ describe("Queue", () => {
     const { user } = renderApp({ pickedFiles: ["/music/One.mp3", "/music/Two.wav"] });
     await user.click(screen.getByRole("button", { name: "Add files…" }));
     expect(await screen.findAllByTestId("job-row")).toHaveLength(2);
+  });
+
+  it("adds songs with the quality chosen beside the field", async () => {
+    const { backend, user } = renderApp();
+    const addPaths = vi.spyOn(backend, "addPaths");
+    const quality = screen.getByRole("combobox", { name: "Quality of songs added now" });
+    expect(quality).toHaveValue("");
+    await user.selectOptions(quality, "Best");
+    await user.type(screen.getByRole("textbox", { name: "File path or link" }), "/music/Slow.flac{Enter}");
+    expect(addPaths).toHaveBeenCalledWith(["/music/Slow.flac"], false, "best");
+    await screen.findByTestId("job-row");
+    const [job] = await backend.listQueue();
+    expect(job?.options).toMatchObject({ preset: "best", model: "htdemucs", shifts: 2, overlap: 0.5 });
+    // Back to the settings' quality.
+    await user.selectOptions(quality, "Quality as in Settings");
+    await user.type(screen.getByRole("textbox", { name: "File path or link" }), "/music/Next.flac{Enter}");
+    expect(addPaths).toHaveBeenLastCalledWith(["/music/Next.flac"], false, null);
   });
 
   it("lists rejected files with their reason until dismissed", async () => {
@@ -136,7 +153,7 @@ describe("Queue", () => {
 
     const addPaths = vi.spyOn(backend, "addPaths");
     await user.click(within(notice).getByRole("button", { name: "Separate again" }));
-    expect(addPaths).toHaveBeenCalledWith(["/music/Army of Me.flac"], true);
+    expect(addPaths).toHaveBeenCalledWith(["/music/Army of Me.flac"], true, null);
     expect(await screen.findByTestId("job-row")).toHaveTextContent("Army of Me");
     expect(screen.queryByRole("alert")).not.toBeInTheDocument();
 

@@ -1,6 +1,6 @@
 import { useState } from "react";
 import { useBackend } from "../backend";
-import type { Job } from "../bindings";
+import type { Job, Preset } from "../bindings";
 import { errorText } from "../errors";
 import type { QueueState } from "../hooks/useQueue";
 import { AddBar } from "./AddBar";
@@ -11,6 +11,9 @@ interface Props {
   queue: QueueState;
   onPickFiles(): void;
   onAddPath(path: string): Promise<boolean>;
+  /** The quality songs added now get (`null`: as in Settings). */
+  preset: Preset | null;
+  onPresetChange(preset: Preset | null): void;
   /** Open a song in the player (Library tab): a finished one, or one separating. */
   onOpenSong(song: Job): void;
 }
@@ -25,7 +28,7 @@ function moved(queuedIds: number[], id: number, by: -1 | 1): number[] {
   return ids;
 }
 
-export function QueueView({ queue, onPickFiles, onAddPath, onOpenSong }: Props) {
+export function QueueView({ queue, onPickFiles, onAddPath, preset, onPresetChange, onOpenSong }: Props) {
   const backend = useBackend();
   const [busy, setBusy] = useState<{ id: number; action: JobAction } | null>(null);
   const [error, setError] = useState<string | null>(null);
@@ -63,7 +66,7 @@ export function QueueView({ queue, onPickFiles, onAddPath, onOpenSong }: Props) 
 
   return (
     <div className="queue">
-      <AddBar onPickFiles={onPickFiles} onAddPath={onAddPath} />
+      <AddBar onPickFiles={onPickFiles} onAddPath={onAddPath} preset={preset} onPresetChange={onPresetChange} />
       {queue.error && <Alert title="The queue could not be loaded">{queue.error}</Alert>}
       {error && (
         <Alert title="That did not work" onDismiss={() => setError(null)}>

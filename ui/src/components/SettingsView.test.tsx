@@ -5,14 +5,24 @@ import { renderApp } from "../test/renderApp";
 async function openSettings(options: Parameters<typeof renderApp>[0] = {}) {
   const app = renderApp(options);
   await app.user.click(screen.getByRole("tab", { name: "Settings" }));
-  await screen.findByRole("combobox", { name: "Model" });
+  await screen.findByRole("group", { name: "Quality" });
   return app;
 }
+
+/** Settings with the model, shifts and overlap chosen one by one. */
+const CUSTOM = { preset: null } as const;
 
 describe("Settings", () => {
   it("loads the saved settings", async () => {
     await openSettings({
-      settings: { device: "cpu", shifts: 2, overlap: 0.5, concurrentJobs: 3, format: { kind: "flac", bits: 24 } },
+      settings: {
+        ...CUSTOM,
+        device: "cpu",
+        shifts: 2,
+        overlap: 0.5,
+        concurrentJobs: 3,
+        format: { kind: "flac", bits: 24 },
+      },
       providerInUse: "cpu",
     });
     expect(screen.getByRole("combobox", { name: "Model" })).toHaveValue("htdemucs");
@@ -27,7 +37,7 @@ describe("Settings", () => {
   });
 
   it("says when no job has run yet, and describes the model in plain words", async () => {
-    await openSettings();
+    await openSettings({ settings: CUSTOM });
     expect(screen.getByText("Stemroom picks the GPU or the CPU when the first song starts.")).toBeInTheDocument();
     const help = screen.getByTestId("model-help");
     expect(help).toHaveTextContent("Splits each song into drums, bass, other and vocals");
@@ -39,6 +49,10 @@ describe("Settings", () => {
     const { backend, user } = await openSettings();
     const save = vi.spyOn(backend, "saveSettings");
 
+    // Balanced (the default) hides the parts it sets; Custom shows them.
+    expect(screen.getByRole("radio", { name: /^Balanced/ })).toBeChecked();
+    expect(screen.queryByRole("spinbutton", { name: "Extra passes (shifts)" })).not.toBeInTheDocument();
+    await user.click(screen.getByRole("radio", { name: /^Custom/ }));
     await user.selectOptions(screen.getByRole("combobox", { name: "Device" }), "CUDA");
     const shifts = screen.getByRole("spinbutton", { name: "Extra passes (shifts)" });
     await user.clear(shifts);
@@ -58,6 +72,7 @@ describe("Settings", () => {
     await user.click(screen.getByRole("button", { name: "Save" }));
 
     expect(save).toHaveBeenCalledWith({
+      preset: null,
       model: "htdemucs",
       device: "cuda",
       shifts: 4,
@@ -74,8 +89,26 @@ describe("Settings", () => {
     expect(await backend.getSettings()).toMatchObject({ device: "cuda", shifts: 4 });
   });
 
+  it("chooses a quality preset, which the next songs separate with", async () => {
+    const { backend, user } = await openSettings();
+    const quality = screen.getByRole("group", { name: "Quality" });
+    for (const name of ["Fast", "Balanced", "Best", "Custom"]) {
+      expect(within(quality).getByRole("radio", { name: new RegExp(`^${name}`) })).toBeInTheDocument();
+    }
+    expect(within(quality).getByText(/within 0.1 dB of Balanced/)).toBeInTheDocument();
+    await user.click(within(quality).getByRole("radio", { name: /^Fast/ }));
+    expect(screen.queryByRole("combobox", { name: "Model" })).not.toBeInTheDocument();
+    expect(screen.getByRole("spinbutton", { name: "Concurrent jobs" })).toBeInTheDocument();
+    await user.click(screen.getByRole("button", { name: "Save" }));
+    expect(await screen.findByRole("status")).toHaveTextContent("Settings saved.");
+    expect(await backend.getSettings()).toMatchObject({ preset: "fast", shifts: 1, overlap: 0.25 });
+    // The next song separates with the preset's model, shifts and overlap.
+    const { added } = await backend.addPaths(["/home/you/Music/Next.flac"]);
+    expect(added[0]?.options).toMatchObject({ preset: "fast", model: "htdemucs_int8", shifts: 0, overlap: 0.1 });
+  });
+
   it("shows what the backend refused", async () => {
-    const { user } = await openSettings();
+    const { user } = await openSettings({ settings: CUSTOM });
     const shifts = screen.getByRole("spinbutton", { name: "Extra passes (shifts)" });
     await user.clear(shifts);
     await user.type(shifts, "25");
@@ -88,7 +121,7 @@ describe("Settings", () => {
   });
 
   it("refuses a number field left empty", async () => {
-    const { backend, user } = await openSettings();
+    const { backend, user } = await openSettings({ settings: CUSTOM });
     const save = vi.spyOn(backend, "saveSettings");
     await user.clear(screen.getByRole("spinbutton", { name: "Overlap" }));
     await user.click(screen.getByRole("button", { name: "Save" }));
@@ -98,6 +131,7 @@ describe("Settings", () => {
 
   it("offers to download a missing model", async () => {
     const { backend, user } = await openSettings({
+      settings: CUSTOM,
       models: [
         {
           id: "htdemucs",

@@ -2,7 +2,7 @@ import { useEffect, useState, type FormEvent, type ReactNode } from "react";
 import { useBackend } from "../backend";
 import type { Device, GpuSupport, ModelStatus, Settings } from "../bindings";
 import { errorText } from "../errors";
-import { formatBytes, listWords, providerLabel } from "../format";
+import { formatBytes, listWords, PRESETS, providerLabel } from "../format";
 import type { AppInfoState } from "../hooks/useAppInfo";
 import { Alert } from "./Alert";
 import { FormatField } from "./FormatField";
@@ -245,28 +245,48 @@ export function SettingsView({ app }: Props) {
         <h2 id="settings-model" className="settings__heading">
           Separation
         </h2>
-        <div className="field">
-          <label htmlFor="model">Model</label>
-          <select id="model" className="input" value={draft.model} onChange={(e) => change({ model: e.target.value })}>
-            {!model && <option value={draft.model}>{draft.model}</option>}
-            {models.map((m) => (
-              <option key={m.id} value={m.id}>
-                {m.id} ({modelState(m)})
-              </option>
-            ))}
-          </select>
-          {model && (
-            <div className="field__help" data-testid="model-help">
-              <p>
-                Splits each song into {listWords(model.sources)} · {formatBytes(model.bytes)} · {modelState(model)}
-              </p>
-              <details>
-                <summary>Details</summary>
-                <p>{model.description}</p>
-              </details>
-            </div>
+        <fieldset className="field preset-choice">
+          <legend className="field__label">Quality</legend>
+          {[...PRESETS, { value: null, label: "Custom", help: "Choose the model, extra passes and overlap yourself." }].map(
+            (p) => (
+              <label key={p.label} className="preset-choice__option">
+                <input
+                  type="radio"
+                  name="preset"
+                  checked={draft.preset === p.value}
+                  onChange={() => change({ preset: p.value })}
+                />
+                <span className="preset-choice__label">{p.label}</span>
+                <span className="field__help">{p.help}</span>
+              </label>
+            ),
           )}
-        </div>
+        </fieldset>
+
+        {draft.preset === null && (
+          <div className="field">
+            <label htmlFor="model">Model</label>
+            <select id="model" className="input" value={draft.model} onChange={(e) => change({ model: e.target.value })}>
+              {!model && <option value={draft.model}>{draft.model}</option>}
+              {models.map((m) => (
+                <option key={m.id} value={m.id}>
+                  {m.id} ({modelState(m)})
+                </option>
+              ))}
+            </select>
+            {model && (
+              <div className="field__help" data-testid="model-help">
+                <p>
+                  Splits each song into {listWords(model.sources)} · {formatBytes(model.bytes)} · {modelState(model)}
+                </p>
+                <details>
+                  <summary>Details</summary>
+                  <p>{model.description}</p>
+                </details>
+              </div>
+            )}
+          </div>
+        )}
         {model && !model.installed && <ModelInstall model={model} downloads={app.downloads} />}
 
         <div className="field">
@@ -298,7 +318,7 @@ export function SettingsView({ app }: Props) {
         </div>
         <GpuSupportPanel onChange={setGpu} />
 
-        {numberRow(NUMBER_FIELDS)}
+        {numberRow(draft.preset === null ? NUMBER_FIELDS : NUMBER_FIELDS.filter((f) => f.key === "concurrentJobs"))}
       </section>
 
       <section className="settings__group" aria-labelledby="settings-output">

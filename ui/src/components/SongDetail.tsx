@@ -2,7 +2,16 @@ import { useEffect, useRef, useState } from "react";
 import { useBackend } from "../backend";
 import type { Job } from "../bindings";
 import { errorText } from "../errors";
-import { bpmText, fileName, formatDate, formatDuration, formatLabel, keyText, providerLabel } from "../format";
+import {
+  bpmText,
+  fileName,
+  formatDate,
+  formatDuration,
+  formatLabel,
+  keyText,
+  presetLabel,
+  providerLabel,
+} from "../format";
 import { Alert } from "./Alert";
 import { Dialog } from "./Dialog";
 
@@ -74,6 +83,13 @@ export function SongDetail({ song, onRemoved, onOpen }: Props) {
             <dd>{formatDate(song.finishedAt)}</dd>
           </div>
         )}
+        <div>
+          <dt>Quality</dt>
+          <dd data-testid="song-quality">
+            {presetLabel(song.options.preset)} ({song.options.model}, {song.options.shifts}{" "}
+            {song.options.shifts === 1 ? "shift" : "shifts"}, overlap {song.options.overlap})
+          </dd>
+        </div>
         {song.provider && (
           <div>
             <dt>Ran on</dt>

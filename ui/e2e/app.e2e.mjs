@@ -357,8 +357,15 @@ try {
   await (await b.$("button=Pause")).click();
   await (await b.$("button=Back to library")).click();
 
-  // Settings: the GPU section says what this machine has and whether CUDA runs.
+  // Settings: the quality presets, Balanced by default.
   await tab(b, "Settings");
+  const quality = await b.$("fieldset.preset-choice");
+  await quality.waitForExist({ timeout: 20000, timeoutMsg: "no Quality choice in Settings" });
+  const checked = await b.execute(
+    () => document.querySelector("fieldset.preset-choice input:checked")?.parentElement?.textContent ?? "",
+  );
+  check(checked.startsWith("Balanced"), `Settings: quality Balanced by default (${checked.slice(0, 20)})`);
+  // The GPU section says what this machine has and whether CUDA runs.
   const gpuStatus = await b.$('[data-testid="gpu-status"]');
   await gpuStatus.waitForExist({ timeout: 20000, timeoutMsg: "no GPU section in Settings" });
   const gpuText = await gpuStatus.getText();

@@ -91,7 +91,7 @@ export const PRESETS: { value: Preset; label: string; help: string }[] = [
 ];
 
 /** "Fast", "Balanced", "Best", or "Custom" for options set one by one. */
-export function presetLabel(preset: Preset | null): string {
+export function presetLabel(preset: Preset | null | undefined): string {
   return PRESETS.find((p) => p.value === preset)?.label ?? "Custom";
 }
 

@@ -412,8 +412,10 @@ fn json_events_two_stems_mp3_and_cpu_fallback() {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l}: {e}")))
         .collect();
     let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
-    assert_eq!(kinds.first(), Some(&"started"));
-    assert_eq!(events[0]["provider"], "cpu", "auto falls back to CPU without a GPU");
+    // What the run chose (preset, model, shifts, overlap), then the file's events.
+    assert_eq!(kinds[..2], ["settings", "started"]);
+    assert_eq!(events[0]["preset"], "balanced");
+    assert_eq!(events[1]["provider"], "cpu", "auto falls back to CPU without a GPU");
     assert!(kinds.contains(&"decoded") && kinds.contains(&"segment") && kinds.contains(&"encoding"));
     assert_eq!(kinds.last(), Some(&"done"));
     let done = events.last().expect("done");

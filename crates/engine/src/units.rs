@@ -73,9 +73,9 @@ impl std::fmt::Display for Provider {
 #[serde(rename_all = "lowercase")]
 pub enum Preset {
     /// The int8 htdemucs derivative (on the CPU), no shift, 10 % overlap:
-    /// about a third fewer network runs than `balanced` at 0.25 overlap,
-    /// each cheaper; within 0.1 dB SDR of `balanced` per stem on the test
-    /// music.
+    /// fewer network runs than `balanced` (9 against 11 on a minute of
+    /// music), each cheaper only on CPUs with fast int8 dot products;
+    /// within 0.1 dB SDR of `balanced` per stem on the test music.
     Fast,
     /// htdemucs (fp32), one shift, 25 % overlap: the `demucs` CLI's defaults.
     #[default]

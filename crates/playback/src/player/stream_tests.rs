@@ -116,6 +116,29 @@ fn plays_up_to_the_separated_edge_waits_and_goes_on() {
     reader.join().unwrap();
 }
 
+/// The job's finished stem files (32-bit float WAV, the stream's exact
+/// samples), one per stem.
+fn finished_files(dir: &std::path::Path) -> Vec<PathBuf> {
+    (0..2)
+        .map(|s| {
+            let p = dir.join(format!("{s}.wav"));
+            let spec = hound::WavSpec {
+                channels: 2,
+                sample_rate: RATE,
+                bits_per_sample: 32,
+                sample_format: hound::SampleFormat::Float,
+            };
+            let mut w = hound::WavWriter::create(&p, spec).unwrap();
+            for i in 0..FRAMES {
+                w.write_sample(value(i, s, 0)).unwrap();
+                w.write_sample(value(i, s, 1)).unwrap();
+            }
+            w.finalize().unwrap();
+            p
+        })
+        .collect()
+}
+
 #[test]
 fn the_finished_files_take_over_without_a_gap() {
     let _paced = super::tests::paced();
@@ -132,24 +155,7 @@ fn the_finished_files_take_over_without_a_gap() {
     // The job ends: every frame separated, its files written, the stream's
     // names removed (the open stream stays readable), the files handed over.
     separate(dir.path(), half, FRAMES);
-    let files: Vec<PathBuf> = (0..2)
-        .map(|s| {
-            let p = dir.path().join(format!("{s}.wav"));
-            let spec = hound::WavSpec {
-                channels: 2,
-                sample_rate: RATE,
-                bits_per_sample: 32,
-                sample_format: hound::SampleFormat::Float,
-            };
-            let mut w = hound::WavWriter::create(&p, spec).unwrap();
-            for i in 0..FRAMES {
-                w.write_sample(value(i, s, 0)).unwrap();
-                w.write_sample(value(i, s, 1)).unwrap();
-            }
-            w.finalize().unwrap();
-            p
-        })
-        .collect();
+    let files = finished_files(dir.path());
     std::fs::remove_file(dir.path().join(STEMS_FILE)).unwrap();
     *sh.replacement.lock().unwrap() = Some(open_readers(&files).unwrap());
     let after = render_paced(&mut cb, 88_200);
@@ -280,25 +286,7 @@ fn a_b_plays_the_original_while_separating_and_after_the_take_over() {
     sh.play();
     let before = render_paced(&mut cb, 22_050);
     separate(dir.path(), half, FRAMES);
-    let files: Vec<PathBuf> = (0..2)
-        .map(|s| {
-            let p = dir.path().join(format!("{s}.wav"));
-            let spec = hound::WavSpec {
-                channels: 2,
-                sample_rate: RATE,
-                bits_per_sample: 32,
-                sample_format: hound::SampleFormat::Float,
-            };
-            let mut w = hound::WavWriter::create(&p, spec).unwrap();
-            for i in 0..FRAMES {
-                w.write_sample(value(i, s, 0)).unwrap();
-                w.write_sample(value(i, s, 1)).unwrap();
-            }
-            w.finalize().unwrap();
-            p
-        })
-        .chain(std::iter::once(mixture))
-        .collect();
+    let files: Vec<PathBuf> = finished_files(dir.path()).into_iter().chain(std::iter::once(mixture)).collect();
     *sh.replacement.lock().unwrap() = Some(open_readers(&files).unwrap());
     let after = render_paced(&mut cb, 88_200);
     std::thread::sleep(Duration::from_millis(20));

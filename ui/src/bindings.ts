@@ -631,7 +631,7 @@ export type Preset =
  *  The int8 htdemucs derivative (on the CPU), no shift, 10 % overlap:
  *  fewer network runs than `balanced` (9 against 11 on a minute of
  *  music), each cheaper only on CPUs with fast int8 dot products;
- *  within 0.1 dB SDR of `balanced` per stem on the test music.
+ *  within 0.15 dB SDR of `balanced` per stem on the test music.
  */
 "fast" | 
 /**  htdemucs (fp32), one shift, 25 % overlap: the `demucs` CLI's defaults. */

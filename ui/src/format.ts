@@ -76,7 +76,7 @@ export const PRESETS: { value: Preset; label: string; help: string }[] = [
   {
     value: "fast",
     label: "Fast",
-    help: "A compact version of the model (made on this computer the first time, in about half a minute), one pass and less overlap: the quickest, stems within 0.1 dB of Balanced on the test music.",
+    help: "A compact version of the model (made on this computer the first time, in about half a minute), one pass and less overlap: the quickest, stems within 0.15 dB of Balanced on the test music.",
   },
   {
     value: "balanced",

@@ -95,7 +95,7 @@ describe("Settings", () => {
     for (const name of ["Fast", "Balanced", "Best", "Custom"]) {
       expect(within(quality).getByRole("radio", { name: new RegExp(`^${name}`) })).toBeInTheDocument();
     }
-    expect(within(quality).getByText(/within 0.1 dB of Balanced/)).toBeInTheDocument();
+    expect(within(quality).getByText(/within 0.15 dB of Balanced/)).toBeInTheDocument();
     await user.click(within(quality).getByRole("radio", { name: /^Fast/ }));
     expect(screen.queryByRole("combobox", { name: "Model" })).not.toBeInTheDocument();
     expect(screen.getByRole("spinbutton", { name: "Concurrent jobs" })).toBeInTheDocument();

@@ -195,6 +195,15 @@ fn the_int8_model_is_derived_verified_and_rebuilt_when_damaged() {
         .filter(|n| !n.ends_with(".verified"))
         .collect();
     assert_eq!(names.len(), 2, "{names:?}");
+    // Nor beside the base model (its folder may be read-only; the recipe's
+    // scratch files stay in the run's own folder).
+    let beside: Vec<String> = std::fs::read_dir(&repo_models)
+        .expect("list models/")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("inferred"))
+        .collect();
+    assert!(beside.is_empty(), "scratch files beside the base model: {beside:?}");
 
     // One byte changed in the middle (same size): refused, with the fix.
     let mut bytes = std::fs::read(&made).expect("read");

@@ -129,10 +129,19 @@ pub fn derive(
     let work = tempfile::Builder::new().prefix(".derive-").tempdir_in(dest_dir).map_err(io(dest_dir))?;
     let script_path = work.path().join("recipe.py");
     std::fs::write(&script_path, script).map_err(io(&script_path))?;
+    // The recipe's tools write scratch files beside their input
+    // (`<name>-inferred.onnx`): give them a link inside this run's own
+    // folder, so nothing lands beside the base model (which may be
+    // read-only) and two runs never share a scratch file.
+    let input = work.path().join(&base_info.file);
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(&base.path, &input).map_err(io(&input))?;
+    #[cfg(not(unix))]
+    std::fs::copy(&base.path, &input).map_err(io(&input))?;
     let part = work.path().join(format!("{}.part", info.file));
     let out = Command::new(&python)
         .arg(&script_path)
-        .arg(&base.path)
+        .arg(&input)
         .arg(&part)
         .stdin(Stdio::null())
         .output()
@@ -174,7 +183,22 @@ fn ensure_tools(info: &ModelInfo, dir: &Path) -> Result<PathBuf, ModelError> {
     let want = hex(&sha2::Sha256::digest(REQUIREMENTS.as_bytes()));
     let stamp = dir.join(".stemroom-requirements.sha256");
     let python = dir.join("bin").join("python");
-    if python.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == want) {
+    let ready = || python.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == want);
+    if ready() {
+        return Ok(python);
+    }
+    // One installer at a time (the app, `stemroom serve` and a CLI run may
+    // all need it at once): a lock file beside the folder, held until done.
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ModelError::Io { path, source }
+    };
+    let parent = dir.parent().unwrap_or(dir);
+    std::fs::create_dir_all(parent).map_err(io(parent))?;
+    let lock_path = dir.with_extension("lock");
+    let lock = std::fs::File::create(&lock_path).map_err(io(&lock_path))?;
+    lock.lock().map_err(io(&lock_path))?;
+    if ready() {
         return Ok(python);
     }
     let fail = |what: &str, out: &std::process::Output| {

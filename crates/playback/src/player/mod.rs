@@ -821,23 +821,28 @@ mod tests {
         reader.join().unwrap();
     }
 
-    /// A stereo 32-bit float WAV `name.wav` in `dir` whose frame `i` is `f(i)`
-    /// on both channels.
-    fn float_stem(dir: &std::path::Path, name: &str, frames: usize, f: impl Fn(usize) -> f32) -> PathBuf {
-        let p = dir.join(format!("{name}.wav"));
+    /// A stereo 32-bit float WAV at `path` (44.1 kHz) whose frame `i`,
+    /// channel `c` is `f(i, c)`.
+    pub(super) fn float_wav(path: PathBuf, frames: u64, f: impl Fn(u64, usize) -> f32) -> PathBuf {
         let spec = hound::WavSpec {
             channels: 2,
             sample_rate: RATE,
             bits_per_sample: 32,
             sample_format: hound::SampleFormat::Float,
         };
-        let mut w = hound::WavWriter::create(&p, spec).unwrap();
+        let mut w = hound::WavWriter::create(&path, spec).unwrap();
         for i in 0..frames {
-            w.write_sample(f(i)).unwrap();
-            w.write_sample(f(i)).unwrap();
+            w.write_sample(f(i, 0)).unwrap();
+            w.write_sample(f(i, 1)).unwrap();
         }
         w.finalize().unwrap();
-        p
+        path
+    }
+
+    /// A stereo 32-bit float WAV `name.wav` in `dir` whose frame `i` is `f(i)`
+    /// on both channels.
+    fn float_stem(dir: &std::path::Path, name: &str, frames: usize, f: impl Fn(usize) -> f32) -> PathBuf {
+        float_wav(dir.join(format!("{name}.wav")), frames as u64, |i, _| f(i as usize))
     }
 
     /// Tempo and transposition through the real-time path: the playhead

@@ -6,7 +6,7 @@ use std::io::Write;
 
 use stemroom_engine::job::stream::{StreamLane, StreamLayout, LAYOUT_FILE, STEMS_FILE};
 
-use super::tests::render_paced;
+use super::tests::{float_wav, render_paced};
 use super::*;
 
 const RATE: u32 = 44_100;
@@ -119,24 +119,7 @@ fn plays_up_to_the_separated_edge_waits_and_goes_on() {
 /// The job's finished stem files (32-bit float WAV, the stream's exact
 /// samples), one per stem.
 fn finished_files(dir: &std::path::Path) -> Vec<PathBuf> {
-    (0..2)
-        .map(|s| {
-            let p = dir.join(format!("{s}.wav"));
-            let spec = hound::WavSpec {
-                channels: 2,
-                sample_rate: RATE,
-                bits_per_sample: 32,
-                sample_format: hound::SampleFormat::Float,
-            };
-            let mut w = hound::WavWriter::create(&p, spec).unwrap();
-            for i in 0..FRAMES {
-                w.write_sample(value(i, s, 0)).unwrap();
-                w.write_sample(value(i, s, 1)).unwrap();
-            }
-            w.finalize().unwrap();
-            p
-        })
-        .collect()
+    (0..2).map(|s| float_wav(dir.join(format!("{s}.wav")), FRAMES, |i, c| value(i, s, c))).collect()
 }
 
 #[test]
@@ -210,20 +193,7 @@ fn original(i: u64, c: usize) -> f32 {
 }
 
 fn original_wav(dir: &std::path::Path) -> PathBuf {
-    let p = dir.join("original.wav");
-    let spec = hound::WavSpec {
-        channels: 2,
-        sample_rate: RATE,
-        bits_per_sample: 32,
-        sample_format: hound::SampleFormat::Float,
-    };
-    let mut w = hound::WavWriter::create(&p, spec).unwrap();
-    for i in 0..FRAMES {
-        w.write_sample(original(i, 0)).unwrap();
-        w.write_sample(original(i, 1)).unwrap();
-    }
-    w.finalize().unwrap();
-    p
+    float_wav(dir.join("original.wav"), FRAMES, original)
 }
 
 #[test]

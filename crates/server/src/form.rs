@@ -318,8 +318,7 @@ pub fn job_options(
     let mut o = base;
     if let Some(p) = fields.get("preset") {
         let preset: Preset = p.parse().map_err(|e: String| ApiError::invalid_options(format!("`preset`: {e}")))?;
-        let s = preset.settings(stemroom_engine::runtime::gpu::likely_device(o.device));
-        (o.model, o.shifts, o.overlap, o.preset) = (s.model.to_string(), s.shifts as u32, s.overlap, Some(preset));
+        o.apply_preset(preset);
     }
     // A model, shifts or overlap of its own makes the job "custom".
     if ["model", "shifts", "overlap"].iter().any(|k| fields.contains_key(*k)) {

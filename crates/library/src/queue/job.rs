@@ -48,6 +48,17 @@ pub struct JobOptions {
     pub preset: Option<Preset>,
 }
 
+impl JobOptions {
+    /// Take `preset`'s model, shifts and overlap, for the device these
+    /// options will most likely run on (`auto` resolved by
+    /// [`stemroom_engine::runtime::gpu::likely_device`]), and record it.
+    pub fn apply_preset(&mut self, preset: Preset) {
+        let s = preset.settings(stemroom_engine::runtime::gpu::likely_device(self.device));
+        (self.model, self.shifts, self.overlap) = (s.model.to_string(), s.shifts as u32, s.overlap);
+        self.preset = Some(preset);
+    }
+}
+
 /// Where a job is in its life.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "specta", derive(specta::Type))]

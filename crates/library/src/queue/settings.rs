@@ -84,22 +84,19 @@ impl Default for Settings {
 impl Settings {
     /// The options a new job gets.
     pub fn job_options(&self) -> JobOptions {
-        let (model, shifts, overlap) = match self.preset {
-            Some(p) => {
-                let s = p.settings(stemroom_engine::runtime::gpu::likely_device(self.device));
-                (s.model.to_string(), s.shifts as u32, s.overlap)
-            }
-            None => (self.model.clone(), self.shifts, self.overlap),
-        };
-        JobOptions {
-            model,
+        let mut options = JobOptions {
+            model: self.model.clone(),
             device: self.device,
-            shifts,
-            overlap,
+            shifts: self.shifts,
+            overlap: self.overlap,
             two_stems: None,
             format: self.format,
-            preset: self.preset,
+            preset: None,
+        };
+        if let Some(p) = self.preset {
+            options.apply_preset(p);
         }
+        options
     }
 
     /// These settings with another preset (`None`: the custom model, shifts

@@ -13,8 +13,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use super::locate::{locate, verify, InstalledModel};
-use super::{fetch, Manifest, ModelError, ModelInfo};
+use super::locate::{locate, stamp_verified, verify, InstalledModel};
+use super::{fetch, io_at, Manifest, ModelError, ModelInfo};
 
 /// Recipes this build knows.
 ///
@@ -121,23 +121,19 @@ pub fn derive(
         Err(e) => return Err(e),
     };
     let python = ensure_tools(info, tools_dir)?;
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| ModelError::Io { path, source }
-    };
-    std::fs::create_dir_all(dest_dir).map_err(io(dest_dir))?;
-    let work = tempfile::Builder::new().prefix(".derive-").tempdir_in(dest_dir).map_err(io(dest_dir))?;
+    std::fs::create_dir_all(dest_dir).map_err(io_at(dest_dir))?;
+    let work = tempfile::Builder::new().prefix(".derive-").tempdir_in(dest_dir).map_err(io_at(dest_dir))?;
     let script_path = work.path().join("recipe.py");
-    std::fs::write(&script_path, script).map_err(io(&script_path))?;
+    std::fs::write(&script_path, script).map_err(io_at(&script_path))?;
     // The recipe's tools write scratch files beside their input
     // (`<name>-inferred.onnx`): give them a link inside this run's own
     // folder, so nothing lands beside the base model (which may be
     // read-only) and two runs never share a scratch file.
     let input = work.path().join(&base_info.file);
     #[cfg(unix)]
-    std::os::unix::fs::symlink(&base.path, &input).map_err(io(&input))?;
+    std::os::unix::fs::symlink(&base.path, &input).map_err(io_at(&input))?;
     #[cfg(not(unix))]
-    std::fs::copy(&base.path, &input).map_err(io(&input))?;
+    std::fs::copy(&base.path, &input).map_err(io_at(&input))?;
     let part = work.path().join(format!("{}.part", info.file));
     let out = Command::new(&python)
         .arg(&script_path)
@@ -151,10 +147,10 @@ pub fn derive(
     }
     verify(info, &part, true)?;
     let dest = dest_dir.join(&info.file);
-    std::fs::rename(&part, &dest).map_err(io(&dest))?;
-    // The stamp verify() left beside the temporary file went with the
-    // folder; stamp the file in place (a rename keeps size and mtime).
-    verify(info, &dest, true)?;
+    std::fs::rename(&part, &dest).map_err(io_at(&dest))?;
+    // The stamp verify() left beside the temporary file goes with the
+    // work folder; the file in place is the same bytes.
+    stamp_verified(info, &dest);
     Ok(InstalledModel { id: info.id.clone(), path: dest, verified: true })
 }
 
@@ -189,15 +185,11 @@ fn ensure_tools(info: &ModelInfo, dir: &Path) -> Result<PathBuf, ModelError> {
     }
     // One installer at a time (the app, `stemroom serve` and a CLI run may
     // all need it at once): a lock file beside the folder, held until done.
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| ModelError::Io { path, source }
-    };
     let parent = dir.parent().unwrap_or(dir);
-    std::fs::create_dir_all(parent).map_err(io(parent))?;
+    std::fs::create_dir_all(parent).map_err(io_at(parent))?;
     let lock_path = dir.with_extension("lock");
-    let lock = std::fs::File::create(&lock_path).map_err(io(&lock_path))?;
-    lock.lock().map_err(io(&lock_path))?;
+    let lock = std::fs::File::create(&lock_path).map_err(io_at(&lock_path))?;
+    lock.lock().map_err(io_at(&lock_path))?;
     if ready() {
         return Ok(python);
     }
@@ -208,7 +200,7 @@ fn ensure_tools(info: &ModelInfo, dir: &Path) -> Result<PathBuf, ModelError> {
         )
     };
     if dir.exists() {
-        std::fs::remove_dir_all(dir).map_err(|source| ModelError::Io { path: dir.to_path_buf(), source })?;
+        std::fs::remove_dir_all(dir).map_err(io_at(dir))?;
     }
     let out = Command::new("python3").args(["-m", "venv"]).arg(dir).stdin(Stdio::null()).output().map_err(|e| {
         derive_error(info, format!("python3 is needed to make it ({e}); install python3 and python3-venv"))
@@ -217,8 +209,7 @@ fn ensure_tools(info: &ModelInfo, dir: &Path) -> Result<PathBuf, ModelError> {
         return Err(fail("python3 -m venv failed (install python3-venv)", &out));
     }
     let requirements = dir.join("requirements.txt");
-    std::fs::write(&requirements, REQUIREMENTS)
-        .map_err(|source| ModelError::Io { path: requirements.clone(), source })?;
+    std::fs::write(&requirements, REQUIREMENTS).map_err(io_at(&requirements))?;
     let out = Command::new(&python)
         .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-input"])
         .args(["--require-hashes", "--no-deps", "--only-binary=:all:", "-r"])
@@ -229,7 +220,7 @@ fn ensure_tools(info: &ModelInfo, dir: &Path) -> Result<PathBuf, ModelError> {
     if !out.status.success() {
         return Err(fail("installing its tools (ONNX Runtime, ONNX, NumPy from PyPI) failed", &out));
     }
-    std::fs::write(&stamp, format!("{want}\n")).map_err(|source| ModelError::Io { path: stamp.clone(), source })?;
+    std::fs::write(&stamp, format!("{want}\n")).map_err(io_at(&stamp))?;
     Ok(python)
 }
 

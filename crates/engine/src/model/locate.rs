@@ -95,6 +95,22 @@ fn stamp_text(meta: &std::fs::Metadata, sha: &str) -> String {
     format!("{} {} {}\n", meta.len(), mtime, sha)
 }
 
+/// Where the verification stamp of model file `path` lives (`<file>.verified`).
+fn stamp_path(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".verified");
+    PathBuf::from(p)
+}
+
+/// Stamp `path` as verified without hashing it again: for a file
+/// [`verify`] checked under another name and then renamed into place (a
+/// rename keeps its bytes, size and mtime). Best effort, as in [`verify`].
+pub(super) fn stamp_verified(info: &ModelInfo, path: &Path) {
+    if let Ok(meta) = std::fs::metadata(path) {
+        let _ = std::fs::write(stamp_path(path), stamp_text(&meta, &info.sha256));
+    }
+}
+
 /// Check size and sha256 of `path` against `info`.
 ///
 /// # Errors
@@ -109,9 +125,7 @@ pub fn verify(info: &ModelInfo, path: &Path, full_check: bool) -> Result<(), Mod
             how: info.fetch_command(),
         });
     }
-    let mut stamp_path = path.as_os_str().to_owned();
-    stamp_path.push(".verified");
-    let stamp_path = PathBuf::from(stamp_path);
+    let stamp_path = stamp_path(path);
     let expected_stamp = stamp_text(&meta, &info.sha256);
     if !full_check {
         if let Ok(stamp) = std::fs::read_to_string(&stamp_path) {

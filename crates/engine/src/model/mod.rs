@@ -46,6 +46,12 @@ pub enum ModelError {
     Derive { id: String, reason: String },
 }
 
+/// `map_err` for an I/O error at `path`: [`ModelError::Io`] naming it.
+pub(crate) fn io_at(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> ModelError {
+    let path = path.to_path_buf();
+    move |source| ModelError::Io { path, source }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

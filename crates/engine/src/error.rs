@@ -105,7 +105,8 @@ impl Error {
             Error::Decode(_) => ErrorCode::BadInput,
             Error::Encode(EncodeError::Io { .. }) => ErrorCode::Output,
             Error::Encode(_) => ErrorCode::Internal,
-            Error::Model(ModelError::Network(_)) => ErrorCode::Internal,
+            Error::Model(ModelError::Network(_)) => ErrorCode::Download,
+            Error::Model(ModelError::Cancelled) => ErrorCode::Cancelled,
             Error::Model(ModelError::Derive { .. }) => ErrorCode::MissingTool,
             Error::Model(_) => ErrorCode::MissingModel,
             Error::Runtime(RuntimeError::LibraryNotFound { .. } | RuntimeError::Load { .. }) => {

@@ -23,6 +23,7 @@
 
 pub mod analysis;
 pub mod audio;
+pub mod download;
 pub mod dsp;
 pub mod error;
 pub mod files;

@@ -20,6 +20,18 @@ pub fn exe_dir() -> Option<PathBuf> {
     std::env::current_exe().ok().and_then(|p| p.canonicalize().ok()).and_then(|p| p.parent().map(|d| d.to_path_buf()))
 }
 
+/// The installed package's library folder, `<prefix>/lib/stemroom` for an
+/// executable in `<prefix>/bin` (the .deb: `/usr/bin/stemroom-app` and
+/// `/usr/bin/stemroom` -> `/usr/lib/stemroom`, holding the ONNX Runtime
+/// CPU library), when it exists.
+pub fn package_lib_dir() -> Option<PathBuf> {
+    let exe = exe_dir()?;
+    if exe.file_name()? != "bin" {
+        return None;
+    }
+    Some(exe.parent()?.join("lib").join("stemroom")).filter(|d| d.is_dir())
+}
+
 /// Where `name` (a bare program name) is on `PATH`: the first folder holding
 /// a file of that name. A name with a folder in it is returned as it is.
 pub fn find_on_path(name: &Path) -> Option<PathBuf> {

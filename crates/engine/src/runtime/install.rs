@@ -25,9 +25,7 @@
 //! (the driver's); cuDNN and cuFFT it opens at run time.
 
 use std::fs::{self, File};
-use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -301,112 +299,24 @@ pub fn plan(opts: &InstallOptions) -> InstallPlan {
     }
 }
 
-/// The HTTP agent: the system's certificate store (so a proxy's CA the
-/// administrator installed is trusted), proxies from the environment.
-fn agent() -> ureq::Agent {
-    let tls = ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::PlatformVerifier).build();
-    ureq::Agent::config_builder()
-        .tls_config(tls)
-        .timeout_connect(Some(Duration::from_secs(30)))
-        .timeout_recv_response(Some(Duration::from_secs(60)))
-        .http_status_as_error(false)
-        .build()
-        .into()
-}
-
-/// Download `wheel` into the download folder (resuming a partial file),
-/// reporting progress; `done_before` bytes of earlier wheels count towards
-/// `total`.
-fn download(
-    agent: &ureq::Agent,
-    opts: &InstallOptions,
-    wheel: &Wheel,
-    (done_before, total): (u64, u64),
-    on_event: &mut dyn FnMut(&InstallEvent),
-    cancelled: &dyn Fn() -> bool,
-) -> Result<PathBuf, InstallError> {
-    let dir = &opts.download_dir;
-    let dest = dir.join(wheel.file_name());
-    let part = dir.join(format!("{}.part", wheel.file_name()));
-    let fail = |reason: String| InstallError::Download { url: wheel.url.clone(), reason };
-    let mut have = fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
-    if have > wheel.bytes {
-        have = 0;
-    }
-    let mut req = agent.get(&wheel.url);
-    if have > 0 {
-        req = req.header("Range", format!("bytes={have}-"));
-    }
-    let mut resp = req.call().map_err(|e| fail(e.to_string()))?;
-    let status = resp.status().as_u16();
-    let append = match status {
-        206 if have > 0 => true,
-        200 => false,
-        416 if have == wheel.bytes => true,
-        _ => return Err(fail(format!("the server answered HTTP {status}"))),
-    };
-    let mut file = fs::OpenOptions::new()
-        .create(true)
-        .append(append)
-        .write(true)
-        .truncate(!append)
-        .open(&part)
-        .map_err(io_err(&part))?;
-    if !append {
-        have = 0;
-    }
-    file.seek(SeekFrom::Start(have)).map_err(io_err(&part))?;
-    if status != 416 {
-        let mut body = resp.body_mut().with_config().limit(wheel.bytes.saturating_sub(have) + 1).reader();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut last = 0u64;
-        loop {
-            if cancelled() {
-                return Err(InstallError::Cancelled);
-            }
-            let n = body.read(&mut buf).map_err(|e| fail(e.to_string()))?;
-            if n == 0 {
-                break;
-            }
-            file.write_all(&buf[..n]).map_err(io_err(&part))?;
-            have += n as u64;
-            if have > wheel.bytes {
-                break;
-            }
-            if have - last >= 4 << 20 || have == wheel.bytes {
-                last = have;
-                on_event(&InstallEvent::Downloading {
-                    file: wheel.file_name().to_string(),
-                    done: (done_before + have) as f64,
-                    total: total as f64,
-                });
-            }
+impl From<crate::download::DownloadError> for InstallError {
+    fn from(e: crate::download::DownloadError) -> Self {
+        use crate::download::DownloadError as D;
+        match e {
+            D::Http { url, reason } => InstallError::Download { url, reason },
+            D::Checksum { file, expected, actual } => InstallError::Checksum { file, expected, actual },
+            D::Io { path, source } => InstallError::Io { path, source },
+            D::Busy(path) => InstallError::Busy(path),
+            D::Cancelled => InstallError::Cancelled,
         }
     }
-    file.sync_all().map_err(io_err(&part))?;
-    drop(file);
-    if have < wheel.bytes {
-        return Err(fail(format!("the download stopped after {have} of {} bytes", wheel.bytes)));
-    }
-    fs::rename(&part, &dest).map_err(io_err(&dest))?;
-    Ok(dest)
 }
 
-/// Check `path` against the wheel's sha256; a mismatching download is
-/// removed (a file of the user's is left alone).
-fn verify(path: &Path, wheel: &Wheel, download_dir: &Path) -> Result<(), InstallError> {
-    let actual = crate::model::sha256_file(path).map_err(io_err(path))?;
-    if actual != wheel.sha256 {
-        if path.starts_with(download_dir) {
-            let _ = fs::remove_file(path);
-        }
-        return Err(InstallError::Checksum {
-            file: wheel.file_name().to_string(),
-            expected: wheel.sha256.clone(),
-            actual,
-        });
+impl Wheel {
+    /// The wheel as a pinned download.
+    fn pinned(&self) -> crate::download::Pinned<'_> {
+        crate::download::Pinned { url: &self.url, file_name: self.file_name(), bytes: self.bytes, sha256: &self.sha256 }
     }
-    Ok(())
 }
 
 /// Unpack the wheel's libraries, flat, into `into`.
@@ -429,24 +339,6 @@ fn unpack(path: &Path, wheel: &Wheel, into: &Path) -> Result<(), InstallError> {
     Ok(())
 }
 
-/// An exclusive lock on `<download dir>/.install.lock` for this install.
-struct InstallLock {
-    /// Held open: the lock lasts as long as the descriptor.
-    _file: File,
-}
-
-impl InstallLock {
-    fn take(dir: &Path) -> Result<Self, InstallError> {
-        let path = dir.join(".install.lock");
-        let file = File::create(&path).map_err(io_err(&path))?;
-        match file.try_lock() {
-            Ok(()) => Ok(InstallLock { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => Err(InstallError::Busy(path)),
-            Err(std::fs::TryLockError::Error(e)) => Err(io_err(&path)(e)),
-        }
-    }
-}
-
 /// Download (or take from `opts.from`), verify and unpack every wheel into
 /// the install folder, replacing what was there only once the new folder is
 /// complete. Returns the folder.
@@ -463,11 +355,11 @@ pub fn install(
 ) -> Result<PathBuf, InstallError> {
     let dl = opts.download_dir.clone();
     fs::create_dir_all(&dl).map_err(io_err(&dl))?;
-    let _lock = InstallLock::take(&dl)?;
+    let _lock = crate::download::FileLock::take(&dl.join(".install.lock"))?;
     let dest = opts.dest.clone();
     let parent = dest.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
     fs::create_dir_all(&parent).map_err(io_err(&parent))?;
-    let agent = agent();
+    let agent = crate::download::agent();
     let local: Vec<Option<PathBuf>> = opts.wheels.iter().map(|w| local_copy(opts, w)).collect();
     let total: u64 = opts.wheels.iter().zip(&local).filter(|(_, l)| l.is_none()).map(|(w, _)| w.bytes).sum();
     let mut done = 0u64;
@@ -476,7 +368,15 @@ pub fn install(
         let path = match local {
             Some(p) => p,
             None => {
-                let p = download(&agent, opts, wheel, (done, total), on_event, cancelled)?;
+                let name = wheel.file_name().to_string();
+                let mut progress = |have: u64| {
+                    on_event(&InstallEvent::Downloading {
+                        file: name.clone(),
+                        done: (done + have) as f64,
+                        total: total as f64,
+                    });
+                };
+                let p = crate::download::download(&agent, &wheel.pinned(), &dl, &mut progress, cancelled)?;
                 done += wheel.bytes;
                 p
             }
@@ -484,7 +384,7 @@ pub fn install(
         if cancelled() {
             return Err(InstallError::Cancelled);
         }
-        verify(&path, wheel, &dl)?;
+        crate::download::verify(&path, &wheel.pinned(), &dl)?;
         on_event(&InstallEvent::Verified { file: wheel.file_name().to_string() });
         files.push(path);
     }
@@ -529,13 +429,13 @@ pub fn install(
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
-    use std::io::{BufRead, BufReader};
-    use std::net::TcpListener;
+    use std::io::Write;
     use std::sync::{Arc, Mutex};
 
     use sha2::{Digest, Sha256};
 
     use super::*;
+    use crate::download::test_server::serve;
 
     /// A wheel-like zip holding `libs` (each `pkg/lib/<name>` with
     /// `name`-derived bytes) and a METADATA file.
@@ -551,55 +451,6 @@ mod tests {
         }
         z.finish().unwrap();
         buf.into_inner()
-    }
-
-    /// A loopback HTTP/1.1 file server with `Range: bytes=N-` support; the
-    /// first `cut` requests send only half the body, then close. Returns its
-    /// base URL and the request heads it saw.
-    fn serve(files: HashMap<String, Vec<u8>>, cut: usize) -> (String, Arc<Mutex<Vec<String>>>) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let log = seen.clone();
-        std::thread::spawn(move || {
-            for (n, stream) in listener.incoming().enumerate() {
-                let Ok(mut stream) = stream else { continue };
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut head = String::new();
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    head.push_str(&line);
-                }
-                log.lock().unwrap().push(head.clone());
-                let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
-                let name = path.rsplit('/').next().unwrap_or("").to_string();
-                let Some(body) = files.get(&name) else {
-                    let _ =
-                        stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-                    continue;
-                };
-                let from = head
-                    .lines()
-                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("range: bytes=").map(str::to_string))
-                    .and_then(|r| r.trim().trim_end_matches('-').parse::<usize>().ok())
-                    .unwrap_or(0);
-                let part = &body[from.min(body.len())..];
-                let status = if from > 0 { "206 Partial Content" } else { "200 OK" };
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nContent-Range: bytes {from}-{}/{}\r\nConnection: close\r\n\r\n",
-                    part.len(),
-                    body.len().saturating_sub(1),
-                    body.len()
-                );
-                let send = if n < cut { &part[..part.len() / 2] } else { part };
-                let _ = stream.write_all(send);
-            }
-        });
-        (base, seen)
     }
 
     fn wheel(base: &str, name: &str, bytes: &[u8], libs: &[&str]) -> Wheel {

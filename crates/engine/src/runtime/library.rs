@@ -26,6 +26,10 @@ pub fn library_candidates(explicit: Option<&Path>, device: Device) -> Vec<PathBu
         if device != Device::Cpu {
             dirs.push(cache.join(ORT_GPU_DIR));
         }
+    }
+    // The CPU build the installed package ships (/usr/lib/stemroom).
+    dirs.extend(crate::paths::package_lib_dir());
+    if let Some(cache) = crate::paths::cache_dir() {
         dirs.push(cache.join(ORT_CPU_DIR));
     }
     out.extend(dirs.into_iter().map(|d| d.join(ORT_LIBRARY_FILE)));

@@ -2,9 +2,11 @@
 //!
 //! ONNX Runtime is loaded at run time (the `ort` crate's `load-dynamic`), from
 //! the first of: an explicit path, `$ORT_DYLIB_PATH`, next to the executable
-//! (also `lib/` beside it), the per-user cache (`<cache>/onnxruntime-1.31.1/`).
-//! For `--device cuda|auto`, a GPU build (`onnxruntime-gpu-1.31.1/`, from the
-//! PyPI wheel `onnxruntime-gpu==1.31.1`) is preferred where present.
+//! (also `lib/` beside it), for `--device cuda|auto` a GPU build in the
+//! per-user cache (`<cache>/onnxruntime-gpu-1.31.1/`, from the PyPI wheel
+//! `onnxruntime-gpu==1.31.1`), the installed package's CPU build
+//! (`/usr/lib/stemroom/`, [`crate::paths::package_lib_dir`]), the CPU build
+//! in the cache (`<cache>/onnxruntime-1.31.1/`).
 
 mod arena;
 pub mod gpu;

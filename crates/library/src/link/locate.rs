@@ -36,12 +36,14 @@ pub fn status(explicit: Option<&Path>) -> YtDlpStatus {
             let problem = match (&y.js_runtime, &report.ejs) {
                 (None, _) => Some(
                     "No JavaScript runtime (deno) was found for yt-dlp: YouTube links will fail. \
-                     Run `bash scripts/setup.sh`, or install deno 2.3 or newer."
+                     Install yt-dlp with deno in Settings (Links) or with `stemroom links install`, \
+                     or install deno 2.3 or newer."
                         .to_string(),
                 ),
                 (Some(_), None) => Some(
                     "yt-dlp has no challenge-solver scripts (yt-dlp-ejs): YouTube links may fail. \
-                     Run `bash scripts/setup.sh`, or install yt-dlp[default]."
+                     Install yt-dlp with them in Settings (Links) or with `stemroom links install`, \
+                     or install yt-dlp[default]."
                         .to_string(),
                 ),
                 _ => None,

@@ -5,7 +5,8 @@
 //! - [`YtDlp::locate`] finds the program: an explicit setting, then
 //!   `$STEMROOM_YTDLP`, then the project's environment
 //!   (`<cache>/tools/yt-dlp/bin/yt-dlp`, installed by `scripts/setup.sh` from
-//!   PyPI at [`PINNED_VERSION`]), then `PATH`; versions older than
+//!   PyPI at [`PINNED_VERSION`], or by the app and `stemroom links install`
+//!   without pip, see [`install`]), then `PATH`; versions older than
 //!   [`MIN_VERSION`] are refused.
 //! - [`probe`] reads metadata (title, uploader, duration, thumbnail, playlist
 //!   entries up to a limit) without downloading.
@@ -21,6 +22,7 @@
 
 mod classify;
 mod download;
+pub mod install;
 mod locate;
 mod probe;
 pub mod thumbnail;
@@ -65,15 +67,15 @@ pub enum LinkError {
     Refused(String),
     #[error("the download stalled: nothing arrived for {0} s")]
     Stalled(u64),
-    #[error("yt-dlp was not found; install it with `bash scripts/setup.sh` or set its path in Settings ({0})")]
+    #[error("yt-dlp was not found; install it in Settings (Links) or with `stemroom links install`, or set its path in Settings ({0})")]
     Missing(String),
-    #[error("yt-dlp {found} is too old; version {need} or newer is needed (`bash scripts/setup.sh` installs {PINNED_VERSION})")]
+    #[error("yt-dlp {found} is too old; version {need} or newer is needed (Settings (Links) or `stemroom links install` installs {PINNED_VERSION})")]
     TooOld { found: String, need: String },
     #[error("the download was cancelled")]
     Cancelled,
     #[error(
-        "YouTube needs a JavaScript runtime for yt-dlp and none works here: run `bash scripts/setup.sh` \
-         (it installs deno beside yt-dlp), or install deno 2.3 or newer ({0})"
+        "YouTube needs a JavaScript runtime for yt-dlp and none works here: install yt-dlp with deno in \
+         Settings (Links) or with `stemroom links install`, or install deno 2.3 or newer ({0})"
     )]
     NeedsJsRuntime(String),
     #[error("yt-dlp failed: {0}")]

@@ -444,7 +444,7 @@ pub fn plain_message(e: &Error) -> String {
             "The separation model is not installed or is damaged. Fetch it from Settings, or run `stemroom models --fetch`. ({e})"
         ),
         ErrorCode::MissingRuntime => {
-            format!("ONNX Runtime could not be loaded. Run `bash scripts/setup.sh` to install it. ({e})")
+            format!("ONNX Runtime could not be loaded. Install it from the banner at the top, or run `stemroom runtime fetch`. ({e})")
         }
         ErrorCode::BadInput => format!("This file could not be read as audio: {e}"),
         ErrorCode::Output => format!("The stems could not be written: {e}"),

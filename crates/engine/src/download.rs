@@ -1,0 +1,258 @@
+//! Resumable HTTPS downloads of pinned files: their size and sha256 are
+//! known before the first byte arrives (from the model manifest, or the
+//! pins of [`crate::runtime::install`]), so a download is checked before
+//! anything uses it.
+//!
+//! A download goes to `<dir>/<name>.part` and is renamed to `<dir>/<name>`
+//! once complete; an interrupted one resumes with an HTTP range request
+//! (RFC 9110 §14.2), a server that ignores the range sends the whole file
+//! again (HTTP 200) and the part is rewritten. The agent trusts the
+//! system's certificate store (a proxy's CA an administrator installed
+//! works) and takes proxies from the environment (`HTTPS_PROXY`).
+
+use std::fs::{self, File};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// One file to download: where from, its name on disk, its size and sha256.
+#[derive(Debug, Clone, Copy)]
+pub struct Pinned<'a> {
+    /// HTTPS URL.
+    pub url: &'a str,
+    /// File name in the download folder.
+    pub file_name: &'a str,
+    /// Exact size in bytes.
+    pub bytes: u64,
+    /// sha256 of the whole file, lowercase hex.
+    pub sha256: &'a str,
+}
+
+/// Why a download failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    /// The server could not be reached, answered with an error, or stopped
+    /// sending; a later call resumes.
+    #[error("cannot download {url}: {reason}. Check the internet connection and try again (the download resumes)")]
+    Http { url: String, reason: String },
+    /// The file is complete but not the pinned one.
+    #[error("{file} is not the file Stemroom expects (sha256 {actual}, expected {expected}); try again")]
+    Checksum { file: String, expected: String, actual: String },
+    /// Reading or writing the download folder failed.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another process downloads the same file (its lock file).
+    #[error("another download of this file is running (lock {0})")]
+    Busy(PathBuf),
+    /// The caller's `cancelled` returned true.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DownloadError + '_ {
+    move |source| DownloadError::Io { path: path.to_path_buf(), source }
+}
+
+/// The HTTP agent: the system's certificate store, proxies from the
+/// environment, 30 s to connect and 60 s for the response head.
+pub fn agent() -> ureq::Agent {
+    let tls = ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::PlatformVerifier).build();
+    ureq::Agent::config_builder()
+        .tls_config(tls)
+        .timeout_connect(Some(Duration::from_secs(30)))
+        .timeout_recv_response(Some(Duration::from_secs(60)))
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// Download `file` into `dir` (resuming `<dir>/<name>.part`), calling
+/// `on_progress(bytes on disk)` every 4 MiB and at the end, checking
+/// `cancelled` between reads. Returns `<dir>/<name>`, complete in size; its
+/// sha256 is for [`verify`] to check.
+///
+/// # Errors
+/// [`DownloadError::Http`] (HTTP errors, a short body: the part stays for
+/// the next call), [`DownloadError::Io`], [`DownloadError::Cancelled`] (the
+/// part stays).
+pub fn download(
+    agent: &ureq::Agent,
+    file: &Pinned<'_>,
+    dir: &Path,
+    on_progress: &mut dyn FnMut(u64),
+    cancelled: &dyn Fn() -> bool,
+) -> Result<PathBuf, DownloadError> {
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let dest = dir.join(file.file_name);
+    let part = dir.join(format!("{}.part", file.file_name));
+    let fail = |reason: String| DownloadError::Http { url: file.url.to_string(), reason };
+    let mut have = fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+    if have > file.bytes {
+        have = 0;
+    }
+    let mut req = agent.get(file.url);
+    if have > 0 {
+        req = req.header("Range", format!("bytes={have}-"));
+    }
+    let mut resp = req.call().map_err(|e| fail(e.to_string()))?;
+    let status = resp.status().as_u16();
+    let append = match status {
+        206 if have > 0 => true,
+        200 => false,
+        416 if have == file.bytes => true,
+        _ => return Err(fail(format!("the server answered HTTP {status}"))),
+    };
+    let mut out = fs::OpenOptions::new()
+        .create(true)
+        .append(append)
+        .write(true)
+        .truncate(!append)
+        .open(&part)
+        .map_err(io_err(&part))?;
+    if !append {
+        have = 0;
+    }
+    out.seek(SeekFrom::Start(have)).map_err(io_err(&part))?;
+    if status != 416 {
+        let mut body = resp.body_mut().with_config().limit(file.bytes.saturating_sub(have) + 1).reader();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut last = 0u64;
+        loop {
+            if cancelled() {
+                return Err(DownloadError::Cancelled);
+            }
+            let n = body.read(&mut buf).map_err(|e| fail(e.to_string()))?;
+            if n == 0 {
+                break;
+            }
+            out.write_all(&buf[..n]).map_err(io_err(&part))?;
+            have += n as u64;
+            if have > file.bytes {
+                break;
+            }
+            if have - last >= 4 << 20 || have == file.bytes {
+                last = have;
+                on_progress(have);
+            }
+        }
+    }
+    out.sync_all().map_err(io_err(&part))?;
+    drop(out);
+    if have > file.bytes {
+        let _ = fs::remove_file(&part);
+        return Err(fail(format!("the server sent more than the expected {} bytes", file.bytes)));
+    }
+    if have < file.bytes {
+        return Err(fail(format!("the download stopped after {have} of {} bytes", file.bytes)));
+    }
+    fs::rename(&part, &dest).map_err(io_err(&dest))?;
+    Ok(dest)
+}
+
+/// Check `path` against `file`'s sha256; a mismatching file under `ours`
+/// (the download folder) is removed, one elsewhere (the user's) is left.
+///
+/// # Errors
+/// [`DownloadError::Checksum`], [`DownloadError::Io`].
+pub fn verify(path: &Path, file: &Pinned<'_>, ours: &Path) -> Result<(), DownloadError> {
+    let actual = crate::model::sha256_file(path).map_err(io_err(path))?;
+    if actual != file.sha256 {
+        if path.starts_with(ours) {
+            let _ = fs::remove_file(path);
+        }
+        return Err(DownloadError::Checksum {
+            file: file.file_name.to_string(),
+            expected: file.sha256.to_string(),
+            actual,
+        });
+    }
+    Ok(())
+}
+
+/// An exclusive advisory lock on a file, held while the value lives (the
+/// kernel drops it with the process, so a crash leaves no stale lock).
+#[derive(Debug)]
+pub struct FileLock {
+    _file: File,
+}
+
+impl FileLock {
+    /// Take the lock on `path` (created if missing) without waiting.
+    ///
+    /// # Errors
+    /// [`DownloadError::Busy`] when another process holds it,
+    /// [`DownloadError::Io`].
+    pub fn take(path: &Path) -> Result<Self, DownloadError> {
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(io_err(parent))?;
+        }
+        let file = File::create(path).map_err(io_err(path))?;
+        match file.try_lock() {
+            Ok(()) => Ok(FileLock { _file: file }),
+            Err(fs::TryLockError::WouldBlock) => Err(DownloadError::Busy(path.to_path_buf())),
+            Err(fs::TryLockError::Error(e)) => Err(io_err(path)(e)),
+        }
+    }
+}
+
+/// A loopback file server for download tests.
+#[cfg(test)]
+pub(crate) mod test_server {
+    use std::collections::HashMap;
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+    use std::sync::{Arc, Mutex};
+
+    /// A loopback HTTP/1.1 file server with `Range: bytes=N-` support; the
+    /// first `cut` requests send only half the body, then close. Returns its
+    /// base URL and the request heads it saw.
+    pub(crate) fn serve(files: HashMap<String, Vec<u8>>, cut: usize) -> (String, Arc<Mutex<Vec<String>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for (n, stream) in listener.incoming().enumerate() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut head = String::new();
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    head.push_str(&line);
+                }
+                log.lock().unwrap().push(head.clone());
+                let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let name = path.rsplit('/').next().unwrap_or("").to_string();
+                let Some(body) = files.get(&name) else {
+                    let _ =
+                        stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    continue;
+                };
+                let from = head
+                    .lines()
+                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("range: bytes=").map(str::to_string))
+                    .and_then(|r| r.trim().trim_end_matches('-').parse::<usize>().ok())
+                    .unwrap_or(0);
+                let part = &body[from.min(body.len())..];
+                let status = if from > 0 { "206 Partial Content" } else { "200 OK" };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nContent-Range: bytes {from}-{}/{}\r\nConnection: close\r\n\r\n",
+                    part.len(),
+                    body.len().saturating_sub(1),
+                    body.len()
+                );
+                let send = if n < cut { &part[..part.len() / 2] } else { part };
+                let _ = stream.write_all(send);
+            }
+        });
+        (base, seen)
+    }
+}

@@ -17,11 +17,13 @@ python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 # Tauri 2 on Linux (WebKitGTK), ALSA for cpal, and the GUI/audio test tools:
 # Xvfb, WebKitWebDriver, ImageMagick (screenshots), xdotool (a real pointer
 # drag for the drag-out test), a PulseAudio null sink,
-# redis-server (the broker tests start their own on a loopback port), and
-# libclang for bindgen (the signalsmith-stretch crate binds its C++ library).
+# redis-server (the broker tests start their own on a loopback port),
+# libclang for bindgen (the signalsmith-stretch crate binds its C++ library),
+# and a D-Bus session bus (dbus-run-session: the package test's second
+# launch hands its file to the running app over it).
 for pkg in libwebkit2gtk-4.1-dev libgtk-3-dev librsvg2-dev libayatana-appindicator3-dev \
            libssl-dev libxdo-dev libasound2-dev xvfb webkit2gtk-driver imagemagick xdotool \
-           pulseaudio libasound2-plugins redis-server libclang-dev; do
+           pulseaudio libasound2-plugins redis-server libclang-dev dbus-daemon; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 [ -x /usr/bin/time ] || need+=(time)

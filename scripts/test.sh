@@ -7,6 +7,8 @@
 # - the generated TypeScript bindings match the Rust commands, and every
 #   command is granted to the window by name (scripts/check-permissions.sh);
 # - end to end: the real app under Xvfb driven by tauri-driver;
+# - the .deb: installed with apt, its CLI and app used from a first start
+#   with an empty home (model and yt-dlp downloaded by them), removed;
 # - clippy with -D warnings.
 source "$(dirname "$0")/common.sh"
 "$REPO_ROOT/scripts/setup.sh"
@@ -17,8 +19,8 @@ cargo build --release --locked --workspace --examples
 cargo test --release --locked --workspace --exclude stemroom-app
 log "UI tests (Vitest)"
 npm test
-log "building the app"
-npx tauri build --no-bundle -- --locked
+log "building the app and its .deb"
+npx tauri build --bundles deb -- --locked
 # The app crate's own unit tests (after the build: it embeds the built UI).
 cargo test --release --locked -p stemroom-app
 log "checking the committed TypeScript bindings"
@@ -27,6 +29,7 @@ fresh=$(mktemp --suffix=.ts); trap 'rm -f "$fresh"' EXIT
 diff -u ui/src/bindings.ts "$fresh" || { echo "ui/src/bindings.ts is stale: run target/release/stemroom-app --export-bindings ui/src/bindings.ts" >&2; exit 1; }
 "$REPO_ROOT/scripts/check-permissions.sh"
 STEMROOM_SKIP_BUILD=1 "$REPO_ROOT/scripts/e2e.sh"
+STEMROOM_SKIP_BUILD=1 "$REPO_ROOT/scripts/test-package.sh"
 log "clippy"
 cargo clippy --release --locked --workspace --all-targets -- -D warnings
 log "all tests passed"

@@ -38,6 +38,17 @@ fn main() {
         }
     }
     let result = tauri::Builder::default()
+        // First, so a second launch hands over its files and quits before
+        // anything else starts.
+        .plugin(tauri_plugin_single_instance::init(|app, argv, _cwd| {
+            if let Some(window) = app.get_webview_window("main") {
+                let _ = window.unminimize();
+                let _ = window.set_focus();
+            }
+            if let Some(state) = app.try_state::<Arc<state::AppState>>() {
+                commands::queue::open_with(state.inner().clone(), argv.into_iter().skip(1).collect());
+            }
+        }))
         .plugin(tauri_plugin_opener::init())
         .invoke_handler(builder.invoke_handler())
         // Link thumbnails kept beside the queue, by job id (`thumb://localhost/<id>`;
@@ -53,7 +64,9 @@ fn main() {
             };
             match state::AppState::open(&data_dir) {
                 Ok(state) => {
-                    app.manage(Arc::new(state));
+                    let state = Arc::new(state);
+                    app.manage(state.clone());
+                    commands::queue::open_with(state, std::env::args().skip(1).collect());
                     Ok(())
                 }
                 Err(e) => {

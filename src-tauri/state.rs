@@ -134,6 +134,10 @@ pub struct AppState {
     pub export: CancelSlot,
     /// The GPU support install.
     pub gpu_install: CancelSlot,
+    /// The model download or removal running now (one at a time).
+    pub model_fetch: CancelSlot,
+    /// The yt-dlp install running now.
+    pub tools_install: CancelSlot,
     /// Folders picked in native dialogs, named by handle.
     pub folders: crate::commands::export::PickedFolders,
     /// What each song's last export wrote, for dragging out.
@@ -179,6 +183,8 @@ impl AppState {
             song: Default::default(),
             export: Default::default(),
             gpu_install: Default::default(),
+            model_fetch: Default::default(),
+            tools_install: Default::default(),
             folders: Default::default(),
             last_exports: Default::default(),
             server_events,

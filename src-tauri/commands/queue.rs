@@ -44,6 +44,24 @@ async fn add(state: Arc<AppState>, paths: Vec<PathBuf>, options: intake::AddOpti
     add_with(state, move |q| intake::add_paths_with(q, &paths, options)).await
 }
 
+/// Files given on the command line ("Open with Stemroom" from a file
+/// manager: the desktop entry passes them as `%F`, and a second launch
+/// forwards its own): queue the existing files and folders among `args`
+/// (options and anything else are ignored) with the settings' preset.
+pub fn open_with(state: Arc<AppState>, args: Vec<String>) {
+    let paths: Vec<PathBuf> =
+        args.into_iter().filter(|a| !a.starts_with('-')).map(PathBuf::from).filter(|p| p.exists()).collect();
+    if paths.is_empty() {
+        return;
+    }
+    tauri::async_runtime::spawn(async move {
+        match add(state, paths, intake::AddOptions::default()).await {
+            Ok(r) => tracing::info!("opened with Stemroom: {} added, {} refused", r.added.len(), r.rejected.len()),
+            Err(e) => tracing::warn!("opened with Stemroom: {}", e.message),
+        }
+    });
+}
+
 /// The options of songs added with `preset` (`None`: the settings' own).
 fn job_options(queue: &Queue, preset: Option<Preset>) -> Result<Option<JobOptions>, AppError> {
     Ok(match preset {

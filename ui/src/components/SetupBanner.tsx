@@ -16,13 +16,11 @@ interface Props {
 /** Size of the ONNX Runtime download (the pinned CPU wheel, runtime::install::cpu_wheels). */
 const RUNTIME_BYTES = 23_753_652;
 
-/** What is still missing before songs can be separated; nothing once all is there. */
-export function SetupBanner({ info, downloads, onChanged }: Props) {
+/** Why ONNX Runtime is missing and a button that installs it (with progress). */
+export function RuntimeInstall({ problem, onChanged }: { problem: string | null; onChanged(): void }) {
   const backend = useBackend();
   const [installing, setInstalling] = useState<number | null>(null);
   const [error, setError] = useState<string | null>(null);
-  const missing = info.models.filter((model) => !model.installed);
-  if (info.runtime.found && missing.length === 0) return null;
 
   async function installRuntime() {
     setInstalling(0);
@@ -40,29 +38,36 @@ export function SetupBanner({ info, downloads, onChanged }: Props) {
   }
 
   return (
+    <div className="banner__item" data-testid="runtime-missing">
+      <p>
+        ONNX Runtime, which runs the separation, is missing.
+        {problem && <span className="muted"> ({problem})</span>}
+      </p>
+      <button
+        type="button"
+        className="button button--primary"
+        disabled={installing !== null}
+        onClick={() => void installRuntime()}
+      >
+        {installing === null
+          ? `Download ONNX Runtime (${formatBytes(RUNTIME_BYTES)})`
+          : `Downloading… ${Math.round(installing * 100)} %`}
+      </button>
+      {error && <p className="field__help field__help--warning">{error}</p>}
+    </div>
+  );
+}
+
+/** What is still missing before songs can be separated; nothing once all is there. */
+export function SetupBanner({ info, downloads, onChanged }: Props) {
+  const missing = info.models.filter((model) => !model.installed && !model.derived);
+  if (info.runtime.found && missing.length === 0) return null;
+  return (
     <section className="banner" aria-labelledby="setup-title">
       <h2 id="setup-title" className="banner__title">
         Finish setting up Stemroom
       </h2>
-      {!info.runtime.found && (
-        <div className="banner__item" data-testid="runtime-missing">
-          <p>
-            ONNX Runtime, which runs the separation, is missing.
-            {info.runtime.problem && <span className="muted"> ({info.runtime.problem})</span>}
-          </p>
-          <button
-            type="button"
-            className="button button--primary"
-            disabled={installing !== null}
-            onClick={() => void installRuntime()}
-          >
-            {installing === null
-              ? `Download ONNX Runtime (${formatBytes(RUNTIME_BYTES)})`
-              : `Downloading… ${Math.round(installing * 100)} %`}
-          </button>
-          {error && <p className="field__help field__help--warning">{error}</p>}
-        </div>
-      )}
+      {!info.runtime.found && <RuntimeInstall problem={info.runtime.problem} onChanged={onChanged} />}
       {missing.map((model) => (
         <ModelInstall key={model.id} model={model} downloads={downloads} />
       ))}

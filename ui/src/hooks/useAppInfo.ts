@@ -1,13 +1,22 @@
 import { useCallback, useEffect, useState } from "react";
-import { useBackend } from "../backend";
-import type { AppInfo } from "../bindings";
+import { toBackendError, useBackend } from "../backend";
+import type { AppInfo, InstallEvent, ModelStatus } from "../bindings";
 import { errorText } from "../errors";
 
-/** Model downloads in progress and their failures, by model id. */
+/** Model installs in progress, their progress and failures, by model id. */
 export interface ModelDownloads {
   busy: ReadonlySet<string>;
+  /** Fraction downloaded (0 to 1) of each busy model; `null` while it is being checked or unpacked. */
+  progress: Readonly<Record<string, number | null>>;
   errors: Readonly<Record<string, string>>;
+  /** Download (or make) the model. */
   start(id: string): void;
+  /** Install it from a file the user picks (the model or its package). */
+  startFromFile(id: string): void;
+  /** Stop the running download (it resumes next time). */
+  cancel(): void;
+  /** Remove the model's file from Stemroom's folder. */
+  remove(id: string): void;
 }
 
 export interface AppInfoState {
@@ -22,6 +31,7 @@ export function useAppInfo(): AppInfoState {
   const [info, setInfo] = useState<AppInfo | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState<ReadonlySet<string>>(new Set());
+  const [progress, setProgress] = useState<Record<string, number | null>>({});
   const [errors, setErrors] = useState<Record<string, string>>({});
 
   const refresh = useCallback(async () => {
@@ -33,27 +43,52 @@ export function useAppInfo(): AppInfoState {
     }
   }, [backend]);
 
-  const start = useCallback(
-    (id: string) => {
+  const run = useCallback(
+    (id: string, install: (onEvent: (event: InstallEvent) => void) => Promise<unknown>) => {
       setBusy((current) => new Set(current).add(id));
       setErrors(({ [id]: _, ...rest }) => rest);
-      backend
-        .fetchModel(id)
-        .then(refresh, (e: unknown) => setErrors((current) => ({ ...current, [id]: errorText(e) })))
-        .finally(() =>
+      setProgress((current) => ({ ...current, [id]: null }));
+      const onEvent = (event: InstallEvent) => {
+        const fraction = event.stage === "downloading" && event.total > 0 ? event.done / event.total : null;
+        setProgress((current) => ({ ...current, [id]: fraction }));
+      };
+      install(onEvent)
+        .then(refresh, (e: unknown) => {
+          // A cancel is the user's choice, not a failure to report.
+          if (toBackendError(e).code !== "cancelled") setErrors((current) => ({ ...current, [id]: errorText(e) }));
+        })
+        .finally(() => {
           setBusy((current) => {
             const next = new Set(current);
             next.delete(id);
             return next;
-          }),
-        );
+          });
+          setProgress(({ [id]: _, ...rest }) => rest);
+        });
     },
-    [backend, refresh],
+    [refresh],
+  );
+
+  const start = useCallback((id: string) => run(id, (onEvent) => backend.fetchModel(id, onEvent)), [backend, run]);
+  const startFromFile = useCallback(
+    (id: string) => run(id, (onEvent) => backend.fetchModelFromFile(id, onEvent)),
+    [backend, run],
+  );
+  const cancel = useCallback(() => void backend.cancelModelFetch(), [backend]);
+  const remove = useCallback(
+    (id: string) => {
+      setErrors(({ [id]: _, ...rest }) => rest);
+      backend.removeModel(id).then(
+        (models: ModelStatus[]) => setInfo((current) => (current ? { ...current, models } : current)),
+        (e: unknown) => setErrors((current) => ({ ...current, [id]: errorText(e) })),
+      );
+    },
+    [backend],
   );
 
   useEffect(() => {
     void refresh();
   }, [refresh]);
 
-  return { info, error, refresh, downloads: { busy, errors, start } };
+  return { info, error, refresh, downloads: { busy, progress, errors, start, startFromFile, cancel, remove } };
 }

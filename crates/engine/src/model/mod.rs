@@ -16,7 +16,7 @@ use std::path::PathBuf;
 
 pub use derive::{derive, make_if_missing, obtain};
 pub use fetch::{default_download_dir, default_fetch_dir, fetch, fetch_with, FetchOptions};
-pub use locate::{locate, model_search_dirs, sha256_file, statuses, verify, InstalledModel, ModelStatus};
+pub use locate::{locate, model_search_dirs, remove_own, sha256_file, statuses, verify, InstalledModel, ModelStatus};
 pub use manifest::{
     Derivation, FetchSource, InputNames, Manifest, ModelInfo, OutputNames, StftParams, BUILTIN_MANIFEST,
 };

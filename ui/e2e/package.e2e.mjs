@@ -11,10 +11,8 @@
 // file), STEMROOM_E2E_OPEN_WITH (another audio file, given on the command
 // line), STEMROOM_E2E_SECOND (a third, opened by a second launch while the
 // app runs: it needs a D-Bus session bus), TAURI_DRIVER, STEMROOM_E2E_SHOTS.
-import { spawn, spawnSync } from "node:child_process";
-import { mkdirSync } from "node:fs";
-import { setTimeout as sleep } from "node:timers/promises";
-import { remote } from "webdriverio";
+import { spawnSync } from "node:child_process";
+import { check, press, screenshots, session as sessionOn, startDriver, waitDone, waitForRow } from "./common.mjs";
 
 const app = process.env.STEMROOM_APP;
 const input = process.env.STEMROOM_E2E_INPUT;
@@ -25,45 +23,11 @@ const second = process.env.STEMROOM_E2E_SECOND;
 if (!app || !input || !shots || !openWith || !second) {
   throw new Error("STEMROOM_APP, STEMROOM_E2E_INPUT, STEMROOM_E2E_OPEN_WITH, STEMROOM_E2E_SECOND and STEMROOM_E2E_SHOTS must be set");
 }
-mkdirSync(shots, { recursive: true });
+const session = (args) => sessionOn(app, args);
 
-const driver = spawn(driverBin, ["--port", "4444"], { stdio: ["ignore", "inherit", "inherit"] });
+const driver = startDriver(driverBin);
+const shot = screenshots(shots);
 let failed = false;
-
-function check(cond, what) {
-  if (!cond) throw new Error(`check failed: ${what}`);
-  console.log(`ok - ${what}`);
-}
-
-async function session(args = []) {
-  for (let i = 0; ; i++) {
-    try {
-      return await remote({
-        hostname: "127.0.0.1",
-        port: 4444,
-        logLevel: "warn",
-        connectionRetryCount: 0,
-        capabilities: { "tauri:options": { application: app, args } },
-      });
-    } catch (e) {
-      if (i >= 30) throw e;
-      await sleep(500);
-    }
-  }
-}
-
-async function shot(b, name) {
-  await sleep(300);
-  await b.saveScreenshot(`${shots}/${name}.png`);
-  console.log(`screenshot ${shots}/${name}.png`);
-}
-
-async function press(b, selector) {
-  const el = await b.$(selector);
-  await el.waitForExist({ timeout: 20000 });
-  await el.scrollIntoView({ block: "center" });
-  await el.click();
-}
 
 try {
   let b = await session();
@@ -117,16 +81,7 @@ try {
   const row = await b.$('[data-testid="job-row"]');
   await row.waitForExist({ timeout: 20000 });
   const id = await row.getAttribute("data-job-id");
-  await b.waitUntil(
-    async () => {
-      const r = await b.$(`[data-testid="job-row"][data-job-id="${id}"]`);
-      if (!(await r.isExisting())) return true;
-      const s = await r.getAttribute("data-state");
-      if (s === "failed" || s === "cancelled") throw new Error(`job ended ${s}: ${await r.getText()}`);
-      return s === "done";
-    },
-    { timeout: 600000, interval: 500, timeoutMsg: "the song did not finish" },
-  );
+  await waitDone(b, id);
   const doneRow = await b.$(`[data-testid="done-row"][data-job-id="${id}"]`);
   await doneRow.waitForExist({ timeout: 20000, timeoutMsg: "no Done row for the finished song" });
   check((await doneRow.getText()).includes("Done"), "the installed app separated the song");
@@ -139,25 +94,13 @@ try {
   const tabs = await b.$('[role="tab"]');
   await tabs.waitForExist({ timeout: 30000 });
   check(!(await (await b.$('[data-testid="welcome"]')).isExisting()), "the second start has no welcome screen");
-  await b.waitUntil(
-    async () => {
-      for (const r of await b.$$('[data-testid="job-row"]')) if ((await r.getText()).includes("Open with")) return true;
-      return false;
-    },
-    { timeout: 30000, interval: 250, timeoutMsg: "the file given on the command line was not queued" },
-  );
+  await waitForRow(b, "Open with");
   check(true, "a file given on the command line (Open with Stemroom) is queued");
   // A launch while it runs (a file manager's "Open with" again): the file
   // goes to the running window over D-Bus, and that launch exits at once.
   const launch = spawnSync(app, [second], { timeout: 30000, encoding: "utf8" });
   check(launch.status === 0, `a second launch hands over its file and exits (status ${launch.status}, ${launch.error ?? ""})`);
-  await b.waitUntil(
-    async () => {
-      for (const r of await b.$$('[data-testid="job-row"]')) if ((await r.getText()).includes("Second launch")) return true;
-      return false;
-    },
-    { timeout: 30000, interval: 250, timeoutMsg: "the second launch's file did not reach the running app" },
-  );
+  await waitForRow(b, "Second launch");
   check(true, "the running app queued the second launch's file");
   await shot(b, "package-open-with");
   await b.deleteSession();

@@ -279,18 +279,99 @@ struct Stamp {
     wheels: Vec<Wheel>,
 }
 
-/// A copy of `wheel` of the right size already on disk (in the download
-/// folder, then in `from`), if any; [`install`] checks its sha256.
-fn local_copy(opts: &InstallOptions, wheel: &Wheel) -> Option<PathBuf> {
-    let mut places = vec![opts.download_dir.join(wheel.file_name())];
-    places.extend(opts.from.as_ref().map(|d| d.join(wheel.file_name())));
+/// A copy of `wheel` of the right size already on disk (in `download_dir`,
+/// then in `from`), if any; [`fetch_wheels`] checks its sha256.
+pub fn local_copy(download_dir: &Path, from: Option<&Path>, wheel: &Wheel) -> Option<PathBuf> {
+    let mut places = vec![download_dir.join(wheel.file_name())];
+    places.extend(from.map(|d| d.join(wheel.file_name())));
     places.into_iter().find(|p| fs::metadata(p).is_ok_and(|m| m.len() == wheel.bytes))
+}
+
+/// Every wheel of `wheels` on disk and checked against its sha256, in
+/// order: a local copy ([`local_copy`]) or a download into `download_dir`
+/// (resuming a partial one). `Downloading` events count over what is
+/// downloaded; `Verified` follows each check.
+///
+/// # Errors
+/// A download that fails, a checksum mismatch (a downloaded file is
+/// removed, the user's is left), disk errors, `cancelled`.
+pub fn fetch_wheels(
+    wheels: &[Wheel],
+    download_dir: &Path,
+    from: Option<&Path>,
+    on_event: &mut dyn FnMut(&InstallEvent),
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Vec<PathBuf>, InstallError> {
+    fs::create_dir_all(download_dir).map_err(io_err(download_dir))?;
+    let agent = crate::download::agent();
+    let local: Vec<Option<PathBuf>> = wheels.iter().map(|w| local_copy(download_dir, from, w)).collect();
+    let total: u64 = wheels.iter().zip(&local).filter(|(_, l)| l.is_none()).map(|(w, _)| w.bytes).sum();
+    let mut done = 0u64;
+    let mut files = Vec::new();
+    for (wheel, local) in wheels.iter().zip(local) {
+        let path = match local {
+            Some(p) => p,
+            None => {
+                let name = wheel.file_name().to_string();
+                let mut progress = |have: u64| {
+                    on_event(&InstallEvent::Downloading {
+                        file: name.clone(),
+                        done: (done + have) as f64,
+                        total: total as f64,
+                    });
+                };
+                let p = crate::download::download(&agent, &wheel.pinned(), download_dir, &mut progress, cancelled)?;
+                done += wheel.bytes;
+                p
+            }
+        };
+        if cancelled() {
+            return Err(InstallError::Cancelled);
+        }
+        crate::download::verify(&path, &wheel.pinned(), download_dir)?;
+        on_event(&InstallEvent::Verified { file: wheel.file_name().to_string() });
+        files.push(path);
+    }
+    Ok(files)
+}
+
+/// Replace the folder `dest` as a whole: `fill` builds the new one beside
+/// it (`.<name>.installing`), which is then renamed into place (the old one
+/// moved aside and removed), so `dest` is complete or as it was. On an
+/// error the half-built folder is removed.
+///
+/// # Errors
+/// `fill`'s errors, disk errors.
+pub fn replace_dir(dest: &Path, fill: impl FnOnce(&Path) -> Result<(), InstallError>) -> Result<(), InstallError> {
+    let parent = dest.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    fs::create_dir_all(&parent).map_err(io_err(&parent))?;
+    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let building = parent.join(format!(".{name}.installing"));
+    let _ = fs::remove_dir_all(&building);
+    let result = (|| {
+        fs::create_dir_all(&building).map_err(io_err(&building))?;
+        fill(&building)?;
+        let old = parent.join(format!(".{name}.old"));
+        let _ = fs::remove_dir_all(&old);
+        if dest.exists() {
+            fs::rename(dest, &old).map_err(io_err(dest))?;
+        }
+        fs::rename(&building, dest).map_err(io_err(dest))?;
+        let _ = fs::remove_dir_all(&old);
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&building);
+    }
+    result
 }
 
 /// What [`install`] would download (see [`InstallPlan`]).
 pub fn plan(opts: &InstallOptions) -> InstallPlan {
     let total: u64 = opts.wheels.iter().map(|w| w.bytes).sum();
-    let download: u64 = opts.wheels.iter().filter(|w| local_copy(opts, w).is_none()).map(|w| w.bytes).sum();
+    let from = opts.from.as_deref();
+    let download: u64 =
+        opts.wheels.iter().filter(|w| local_copy(&opts.download_dir, from, w).is_none()).map(|w| w.bytes).sum();
     InstallPlan {
         download_bytes: download as f64,
         total_bytes: total as f64,
@@ -357,67 +438,19 @@ pub fn install(
     fs::create_dir_all(&dl).map_err(io_err(&dl))?;
     let _lock = crate::download::FileLock::take(&dl.join(".install.lock"))?;
     let dest = opts.dest.clone();
-    let parent = dest.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    fs::create_dir_all(&parent).map_err(io_err(&parent))?;
-    let agent = crate::download::agent();
-    let local: Vec<Option<PathBuf>> = opts.wheels.iter().map(|w| local_copy(opts, w)).collect();
-    let total: u64 = opts.wheels.iter().zip(&local).filter(|(_, l)| l.is_none()).map(|(w, _)| w.bytes).sum();
-    let mut done = 0u64;
-    let mut files = Vec::new();
-    for (wheel, local) in opts.wheels.iter().zip(local) {
-        let path = match local {
-            Some(p) => p,
-            None => {
-                let name = wheel.file_name().to_string();
-                let mut progress = |have: u64| {
-                    on_event(&InstallEvent::Downloading {
-                        file: name.clone(),
-                        done: (done + have) as f64,
-                        total: total as f64,
-                    });
-                };
-                let p = crate::download::download(&agent, &wheel.pinned(), &dl, &mut progress, cancelled)?;
-                done += wheel.bytes;
-                p
-            }
-        };
-        if cancelled() {
-            return Err(InstallError::Cancelled);
-        }
-        crate::download::verify(&path, &wheel.pinned(), &dl)?;
-        on_event(&InstallEvent::Verified { file: wheel.file_name().to_string() });
-        files.push(path);
-    }
-
-    // Build the folder beside its place, then swap it in.
-    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let building = parent.join(format!(".{name}.installing"));
-    let _ = fs::remove_dir_all(&building);
-    fs::create_dir_all(&building).map_err(io_err(&building))?;
-    let result = (|| {
+    let files = fetch_wheels(&opts.wheels, &dl, opts.from.as_deref(), on_event, cancelled)?;
+    replace_dir(&dest, |building| {
         for (wheel, path) in opts.wheels.iter().zip(&files) {
             if cancelled() {
                 return Err(InstallError::Cancelled);
             }
             on_event(&InstallEvent::Unpacking { file: wheel.file_name().to_string() });
-            unpack(path, wheel, &building)?;
+            unpack(path, wheel, building)?;
         }
         let stamp = serde_json::to_string_pretty(&Stamp { wheels: opts.wheels.clone() }).unwrap_or_default();
         let stamp_path = building.join(STAMP_FILE);
-        fs::write(&stamp_path, stamp).map_err(io_err(&stamp_path))?;
-        let old = parent.join(format!(".{name}.old"));
-        let _ = fs::remove_dir_all(&old);
-        if dest.exists() {
-            fs::rename(&dest, &old).map_err(io_err(&dest))?;
-        }
-        fs::rename(&building, &dest).map_err(io_err(&dest))?;
-        let _ = fs::remove_dir_all(&old);
-        Ok(())
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_dir_all(&building);
-        return Err(e);
-    }
+        fs::write(&stamp_path, stamp).map_err(io_err(&stamp_path))
+    })?;
     // The wheels are no longer needed (those in `from` are the user's).
     for path in files.iter().filter(|p| p.starts_with(&dl)) {
         let _ = fs::remove_file(path);

@@ -21,8 +21,8 @@
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
-use stemroom_engine::download::{self, FileLock, Pinned};
-use stemroom_engine::runtime::install::{InstallError, InstallEvent, Wheel};
+use stemroom_engine::download::FileLock;
+use stemroom_engine::runtime::install::{fetch_wheels, local_copy, replace_dir, InstallError, InstallEvent, Wheel};
 
 /// Oldest Python yt-dlp 2026.10.26 runs on (its `requires-python`).
 pub const MIN_PYTHON: (u32, u32) = (3, 10);
@@ -95,14 +95,10 @@ impl ToolsInstall {
     /// `from` at their size count as downloaded) and in all.
     pub fn sizes(&self) -> (u64, u64) {
         let total = self.wheels.iter().map(|w| w.bytes).sum();
-        let left = self.wheels.iter().filter(|w| self.local_copy(w).is_none()).map(|w| w.bytes).sum();
+        let from = self.from.as_deref();
+        let left =
+            self.wheels.iter().filter(|w| local_copy(&self.download_dir, from, w).is_none()).map(|w| w.bytes).sum();
         (left, total)
-    }
-
-    fn local_copy(&self, wheel: &Wheel) -> Option<PathBuf> {
-        let mut places = vec![self.download_dir.join(wheel.file_name())];
-        places.extend(self.from.as_ref().map(|d| d.join(wheel.file_name())));
-        places.into_iter().find(|p| fs::metadata(p).is_ok_and(|m| m.len() == wheel.bytes))
     }
 }
 
@@ -152,45 +148,9 @@ pub fn install(
     }
     let dl = &opts.download_dir;
     let _lock = FileLock::take(&dl.join("yt-dlp.install.lock"))?;
-    let agent = download::agent();
-    let local: Vec<Option<PathBuf>> = opts.wheels.iter().map(|w| opts.local_copy(w)).collect();
-    let total: u64 = opts.wheels.iter().zip(&local).filter(|(_, l)| l.is_none()).map(|(w, _)| w.bytes).sum();
-    let mut done = 0u64;
-    let mut files = Vec::new();
-    for (wheel, local) in opts.wheels.iter().zip(local) {
-        let pinned =
-            Pinned { url: &wheel.url, file_name: wheel.file_name(), bytes: wheel.bytes, sha256: &wheel.sha256 };
-        let path = match local {
-            Some(p) => p,
-            None => {
-                let name = wheel.file_name().to_string();
-                let mut progress = |have: u64| {
-                    on_event(&InstallEvent::Downloading {
-                        file: name.clone(),
-                        done: (done + have) as f64,
-                        total: total as f64,
-                    });
-                };
-                let p = download::download(&agent, &pinned, dl, &mut progress, cancelled)?;
-                done += wheel.bytes;
-                p
-            }
-        };
-        if cancelled() {
-            return Err(InstallError::Cancelled);
-        }
-        download::verify(&path, &pinned, dl)?;
-        on_event(&InstallEvent::Verified { file: wheel.file_name().to_string() });
-        files.push(path);
-    }
-
+    let files = fetch_wheels(&opts.wheels, dl, opts.from.as_deref(), on_event, cancelled)?;
     let dest = &opts.dest;
-    let parent = dest.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    fs::create_dir_all(&parent).map_err(io_err(&parent))?;
-    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let building = parent.join(format!(".{name}.installing"));
-    let _ = fs::remove_dir_all(&building);
-    let result = (|| {
+    replace_dir(dest, |building| {
         for dir in [building.join("site"), building.join("bin")] {
             fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         }
@@ -199,25 +159,13 @@ pub fn install(
                 return Err(InstallError::Cancelled);
             }
             on_event(&InstallEvent::Unpacking { file: wheel.file_name().to_string() });
-            unpack_wheel(path, wheel, &building)?;
+            unpack_wheel(path, wheel, building)?;
         }
         let launcher = building.join("bin").join("yt-dlp");
         fs::write(&launcher, LAUNCHER).map_err(io_err(&launcher))?;
         set_executable(&launcher)?;
-        check_runs(&launcher, &opts.python)?;
-        let old = parent.join(format!(".{name}.old"));
-        let _ = fs::remove_dir_all(&old);
-        if dest.exists() {
-            fs::rename(dest, &old).map_err(io_err(dest))?;
-        }
-        fs::rename(&building, dest).map_err(io_err(dest))?;
-        let _ = fs::remove_dir_all(&old);
-        Ok(())
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_dir_all(&building);
-        return Err(e);
-    }
+        check_runs(&launcher, &opts.python)
+    })?;
     for path in files.iter().filter(|p| p.starts_with(dl)) {
         let _ = fs::remove_file(path);
     }

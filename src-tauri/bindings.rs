@@ -29,6 +29,7 @@ pub fn specta_builder() -> tauri_specta::Builder<tauri::Wry> {
             settings::cancel_model_fetch,
             settings::remove_model,
             settings::install_links,
+            settings::install_links_from_folder,
             settings::cancel_links_install,
             settings::gpu_support,
             settings::install_gpu_support,

@@ -31,6 +31,7 @@ const COMMANDS: &[&str] = &[
     "cancel_model_fetch",
     "remove_model",
     "install_links",
+    "install_links_from_folder",
     "cancel_links_install",
     "gpu_support",
     "install_gpu_support",

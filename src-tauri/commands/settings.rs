@@ -200,11 +200,36 @@ pub async fn install_links(
     state: S<'_>,
     channel: Channel<InstallEvent>,
 ) -> Result<stemroom_library::link::YtDlpStatus, AppError> {
+    run_links_install(&state, None, channel).await
+}
+
+/// The same from a folder of wheels already downloaded (for a computer
+/// without internet), chosen in a native dialog; `None` when cancelled.
+/// Every wheel is checked against its sha256 as a download would be.
+#[tauri::command]
+#[specta::specta]
+pub async fn install_links_from_folder(
+    app: AppHandle,
+    state: S<'_>,
+    channel: Channel<InstallEvent>,
+) -> Result<Option<stemroom_library::link::YtDlpStatus>, AppError> {
+    let Some(folder) = pick_folder(&app, "Choose the folder holding the yt-dlp wheels").await? else {
+        return Ok(None);
+    };
+    run_links_install(&state, Some(folder), channel).await.map(Some)
+}
+
+async fn run_links_install(
+    state: &S<'_>,
+    from: Option<std::path::PathBuf>,
+    channel: Channel<InstallEvent>,
+) -> Result<stemroom_library::link::YtDlpStatus, AppError> {
     state
         .tools_install
         .run("yt-dlp is already being installed.", move |cancel| {
-            let opts = stemroom_library::link::install::ToolsInstall::default_place()
+            let mut opts = stemroom_library::link::install::ToolsInstall::default_place()
                 .ok_or_else(|| AppError::internal("no cache directory (HOME is not set)"))?;
+            opts.from = from;
             stemroom_library::link::install::install(&opts, &mut |e| drop(channel.send(e.clone())), &|| {
                 cancel.load(Ordering::Relaxed)
             })

@@ -71,6 +71,8 @@ export interface Backend {
   removeModel(id: string): Promise<ModelStatus[]>;
   /** Installs yt-dlp with deno (pinned wheels, no pip) for links; `onEvent` hears its progress. */
   installLinks(onEvent: (event: InstallEvent) => void): Promise<YtDlpStatus>;
+  /** The same from a folder of wheels already downloaded, picked in a dialog; `null` when cancelled. */
+  installLinksFromFolder(onEvent: (event: InstallEvent) => void): Promise<YtDlpStatus | null>;
   cancelLinksInstall(): Promise<void>;
   /** The GPU, its driver, whether CUDA runs (and why not), what installing GPU support downloads. */
   gpuSupport(): Promise<GpuSupport>;

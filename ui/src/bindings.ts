@@ -66,6 +66,12 @@ export const commands = {
 	 *  progress on `channel`; cancelled by [`cancel_links_install`].
 	 */
 	installLinks: (channel: Channel<InstallEvent>) => typedError<YtDlpStatus, AppError>(__TAURI_INVOKE("install_links", { channel })),
+	/**
+	 *  The same from a folder of wheels already downloaded (for a computer
+	 *  without internet), chosen in a native dialog; `None` when cancelled.
+	 *  Every wheel is checked against its sha256 as a download would be.
+	 */
+	installLinksFromFolder: (channel: Channel<InstallEvent>) => typedError<YtDlpStatus | null, AppError>(__TAURI_INVOKE("install_links_from_folder", { channel })),
 	/**  Stop the running yt-dlp install (downloaded wheels are kept). */
 	cancelLinksInstall: () => __TAURI_INVOKE<void>("cancel_links_install"),
 	gpuSupport: () => typedError<GpuSupport, AppError>(__TAURI_INVOKE("gpu_support")),

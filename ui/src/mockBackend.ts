@@ -703,6 +703,13 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
       ytdlpFound = true;
       return ytdlpStatus();
     },
+    async installLinksFromFolder(onEvent) {
+      if (options.pickedDir === null) return null;
+      onEvent({ stage: "verified", file: "yt_dlp-2026.10.26-py3-none-any.whl" });
+      onEvent({ stage: "installed", dir: "/home/you/.cache/stemroom/tools/yt-dlp" });
+      ytdlpFound = true;
+      return ytdlpStatus();
+    },
     async cancelLinksInstall() {},
     async openSong(id, handler) {
       const job = find(id);

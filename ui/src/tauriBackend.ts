@@ -51,6 +51,8 @@ export const tauriBackend: Backend = {
   cancelModelFetch: () => commands.cancelModelFetch(),
   removeModel: (id) => unwrap(commands.removeModel(id)),
   installLinks: (onEvent) => unwrap(commands.installLinks(new Channel<InstallEvent>(onEvent))),
+  installLinksFromFolder: (onEvent) =>
+    unwrap(commands.installLinksFromFolder(new Channel<InstallEvent>(onEvent))),
   cancelLinksInstall: () => commands.cancelLinksInstall(),
   gpuSupport: () => unwrap(commands.gpuSupport()),
   installGpuSupport: (onEvent) => unwrap(commands.installGpuSupport(new Channel<InstallEvent>(onEvent))),

@@ -1,6 +1,6 @@
 import { useState } from "react";
 import { toBackendError, useBackend } from "../backend";
-import type { YtDlpStatus } from "../bindings";
+import type { InstallEvent, YtDlpStatus } from "../bindings";
 import { formatBytes } from "../format";
 import { Alert } from "./Alert";
 import { ProgressBar } from "./ProgressBar";
@@ -21,20 +21,20 @@ interface Props {
 /**
  * "Install yt-dlp" for links: yt-dlp with deno and YouTube's challenge
  * solvers from pinned PyPI wheels (needs python3, no pip), with progress
- * and cancel.
+ * and cancel; offline, from a folder holding those wheels.
  */
 export function LinksInstall({ onInstalled }: Props) {
   const backend = useBackend();
   const [phase, setPhase] = useState<Phase>({ kind: "idle" });
 
-  async function install() {
-    setPhase({ kind: "installing", fraction: 0 });
+  async function install(fromFolder: boolean) {
+    setPhase({ kind: "installing", fraction: fromFolder ? null : 0 });
     try {
-      const status = await backend.installLinks((e) =>
-        setPhase({ kind: "installing", fraction: e.stage === "downloading" && e.total > 0 ? e.done / e.total : null }),
-      );
+      const onEvent = (e: InstallEvent) =>
+        setPhase({ kind: "installing", fraction: e.stage === "downloading" && e.total > 0 ? e.done / e.total : null });
+      const status = fromFolder ? await backend.installLinksFromFolder(onEvent) : await backend.installLinks(onEvent);
       setPhase({ kind: "idle" });
-      onInstalled(status);
+      if (status) onInstalled(status);
     } catch (e) {
       const err = toBackendError(e);
       setPhase({ kind: "failed", text: err.message, cancelled: err.code === "cancelled" });
@@ -55,9 +55,14 @@ export function LinksInstall({ onInstalled }: Props) {
           </button>
         </div>
       ) : (
-        <button type="button" className="button button--primary" onClick={() => void install()}>
-          Install yt-dlp ({formatBytes(LINKS_BYTES)})
-        </button>
+        <div className="button-row">
+          <button type="button" className="button button--primary" onClick={() => void install(false)}>
+            Install yt-dlp ({formatBytes(LINKS_BYTES)})
+          </button>
+          <button type="button" className="button" onClick={() => void install(true)}>
+            Use wheels I downloaded…
+          </button>
+        </div>
       )}
       {phase.kind === "failed" && (
         <Alert title={phase.cancelled ? "yt-dlp was not installed" : "yt-dlp could not be installed"}>

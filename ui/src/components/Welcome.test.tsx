@@ -85,6 +85,25 @@ describe("First start", () => {
   });
 });
 
+describe("Links offline", () => {
+  it("installs yt-dlp from a folder of downloaded wheels, and does nothing when the dialog is cancelled", async () => {
+    const { backend, user } = renderApp({ models: [missing], ytdlpFound: false, pickedDir: null });
+    const links = await screen.findByTestId("welcome-links");
+    const fromFolder = vi.spyOn(backend, "installLinksFromFolder");
+    await user.click(within(links).getByRole("button", { name: "Use wheels I downloaded…" }));
+    expect(fromFolder).toHaveBeenCalledOnce();
+    expect(within(links).getByRole("button", { name: "Install yt-dlp (49 MB)" })).toBeInTheDocument();
+    expect(within(links).queryByRole("alert")).not.toBeInTheDocument();
+  });
+
+  it("installs from the folder picked", async () => {
+    const { user } = renderApp({ models: [missing], ytdlpFound: false, pickedDir: "/media/usb/wheels" });
+    const links = await screen.findByTestId("welcome-links");
+    await user.click(within(links).getByRole("button", { name: "Use wheels I downloaded…" }));
+    await waitFor(() => expect(links).toHaveTextContent("yt-dlp 2026.10.26 with deno 2.9.8"));
+  });
+});
+
 describe("Model manager and the setup banner", () => {
   it("lists every model file; removing one brings the banner that downloads it again", async () => {
     const int8 = mockModel({

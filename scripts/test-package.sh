@@ -74,6 +74,8 @@ env -i PATH=/usr/bin:/bin HOME="$apphome" LANG=C.UTF-8 XDG_RUNTIME_DIR="$tmp/run
     dbus-run-session -- xvfb-run -a -s "-screen 0 1280x800x24" "$(command -v node)" ui/e2e/package.e2e.mjs
 song="$apphome/Music/Stemroom/Falcon 69"
 [ -s "$song/vocals.wav" ] || { log "the app's song is not in ~/Music/Stemroom"; ls -R "$apphome/Music" >&2; exit 1; }
+[ -x "$apphome/.local/share/stemroom/tools/yt-dlp/bin/yt-dlp" ] \
+    || { log "the app's yt-dlp is not in the user's data folder"; exit 1; }
 
 if [ -n "${STEMROOM_KEEP_INSTALLED:-}" ]; then
     log "ok - the installed package works from a first start (left installed)"
@@ -86,5 +88,6 @@ for f in /usr/bin/stemroom-app /usr/bin/stemroom /usr/lib/stemroom /usr/share/ap
 done
 [ -s "$home/Stems/htdemucs/Falcon 69/vocals.wav" ] && [ -f "$home/.cache/stemroom/models/htdemucs.onnx" ] \
     && [ -s "$song/vocals.wav" ] && [ -d "$apphome/.local/share/app.stemroom.desktop" ] \
+    && [ -x "$apphome/.local/share/stemroom/tools/yt-dlp/bin/yt-dlp" ] \
     || { log "removing the package touched the user's files"; exit 1; }
 log "ok - the package installs, works from a first start, and removes cleanly (the user's library stays)"

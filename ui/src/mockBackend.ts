@@ -261,7 +261,7 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
     ytdlpFound
       ? {
           found: true,
-          path: "/home/you/.cache/stemroom/tools/yt-dlp/bin/yt-dlp",
+          path: "/home/you/.local/share/stemroom/tools/yt-dlp/bin/yt-dlp",
           version: "2026.10.26",
           jsRuntime: "deno 2.9.8",
           ejs: "yt-dlp-ejs 0.8.0",
@@ -699,14 +699,14 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
     async installLinks(onEvent) {
       const total = 48_539_641;
       onEvent({ stage: "downloading", file: "deno-2.9.8-py3-none-manylinux_2_27_x86_64.whl", done: total, total });
-      onEvent({ stage: "installed", dir: "/home/you/.cache/stemroom/tools/yt-dlp" });
+      onEvent({ stage: "installed", dir: "/home/you/.local/share/stemroom/tools/yt-dlp" });
       ytdlpFound = true;
       return ytdlpStatus();
     },
     async installLinksFromFolder(onEvent) {
       if (options.pickedDir === null) return null;
       onEvent({ stage: "verified", file: "yt_dlp-2026.10.26-py3-none-any.whl" });
-      onEvent({ stage: "installed", dir: "/home/you/.cache/stemroom/tools/yt-dlp" });
+      onEvent({ stage: "installed", dir: "/home/you/.local/share/stemroom/tools/yt-dlp" });
       ytdlpFound = true;
       return ytdlpStatus();
     },

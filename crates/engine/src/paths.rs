@@ -15,6 +15,18 @@ pub fn cache_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").filter(|s| !s.is_empty()).map(|home| PathBuf::from(home).join(".cache").join("stemroom"))
 }
 
+/// The per-user data directory for what Stemroom installs that is not a
+/// cache (yt-dlp for links): `$XDG_DATA_HOME/stemroom`, else
+/// `~/.local/share/stemroom`. Not created here.
+pub fn data_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|s| !s.is_empty()) {
+        return Some(PathBuf::from(dir).join("stemroom"));
+    }
+    std::env::var_os("HOME")
+        .filter(|s| !s.is_empty())
+        .map(|home| PathBuf::from(home).join(".local").join("share").join("stemroom"))
+}
+
 /// The directory holding the running executable, if it can be determined.
 pub fn exe_dir() -> Option<PathBuf> {
     std::env::current_exe().ok().and_then(|p| p.canonicalize().ok()).and_then(|p| p.parent().map(|d| d.to_path_buf()))

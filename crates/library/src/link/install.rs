@@ -6,8 +6,9 @@
 //! against its sha256, and unpacked as wheels are specified (PEP 427:
 //! `<name>.data/scripts/*` into `bin/`, the rest into the import folder).
 //!
-//! Layout (the place [`super::YtDlp::locate`] already searches, the same as
-//! `scripts/fetch-ytdlp.sh`'s virtual environment): `<cache>/tools/yt-dlp/`
+//! Layout (a place [`super::YtDlp::locate`] searches; the same layout as
+//! `scripts/fetch-ytdlp.sh`'s virtual environment in the cache): in the
+//! user's data folder ([`stemroom_engine::paths::data_dir`]), `tools/yt-dlp/`
 //! with `site/` (the packages), `bin/deno` (the JavaScript runtime YouTube's
 //! challenges need since yt-dlp 2025.11) and `bin/yt-dlp`, a two-line shell
 //! launcher running `python3 -s -m yt_dlp` with `site/` on `PYTHONPATH`.
@@ -65,7 +66,7 @@ pub fn ytdlp_wheels() -> Vec<Wheel> {
 /// Where an install puts yt-dlp and downloads its wheels.
 #[derive(Debug, Clone)]
 pub struct ToolsInstall {
-    /// The install folder (`<cache>/tools/yt-dlp`), replaced as a whole.
+    /// The install folder (`<data>/tools/yt-dlp`), replaced as a whole.
     pub dest: PathBuf,
     /// Where wheels are downloaded (`<cache>/dl`), removed once installed.
     pub download_dir: PathBuf,
@@ -79,11 +80,13 @@ pub struct ToolsInstall {
 }
 
 impl ToolsInstall {
-    /// The default install under the per-user cache, or `None` without one.
+    /// The default install: into the user's data folder, downloading into
+    /// the cache; `None` without a home.
     pub fn default_place() -> Option<Self> {
         let cache = stemroom_engine::paths::cache_dir()?;
+        let data = stemroom_engine::paths::data_dir()?;
         Some(ToolsInstall {
-            dest: cache.join("tools").join("yt-dlp"),
+            dest: data.join("tools").join("yt-dlp"),
             download_dir: cache.join("dl"),
             from: None,
             python: PathBuf::from("python3"),

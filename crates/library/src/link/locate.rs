@@ -135,6 +135,11 @@ impl YtDlp {
             if let Some(p) = std::env::var_os("STEMROOM_YTDLP").filter(|p| !p.is_empty()) {
                 candidates.push(PathBuf::from(p));
             }
+            // What the app or `stemroom links install` installed, then
+            // the project's environment (scripts/setup.sh).
+            if let Some(data) = stemroom_engine::paths::data_dir() {
+                candidates.push(data.join("tools/yt-dlp/bin/yt-dlp"));
+            }
             if let Some(cache) = stemroom_engine::paths::cache_dir() {
                 candidates.push(cache.join("tools/yt-dlp/bin/yt-dlp"));
             }

@@ -4,9 +4,11 @@
 //!
 //! - [`YtDlp::locate`] finds the program: an explicit setting, then
 //!   `$STEMROOM_YTDLP`, then the project's environment
+//!   what the app and `stemroom links install` install without pip
+//!   (`<data>/tools/yt-dlp/bin/yt-dlp`, `~/.local/share/stemroom`, see
+//!   [`install`]), then the project's environment
 //!   (`<cache>/tools/yt-dlp/bin/yt-dlp`, installed by `scripts/setup.sh` from
-//!   PyPI at [`PINNED_VERSION`], or by the app and `stemroom links install`
-//!   without pip, see [`install`]), then `PATH`; versions older than
+//!   PyPI at [`PINNED_VERSION`]), then `PATH`; versions older than
 //!   [`MIN_VERSION`] are refused.
 //! - [`probe`] reads metadata (title, uploader, duration, thumbnail, playlist
 //!   entries up to a limit) without downloading.

@@ -118,21 +118,33 @@ enum LinksAction {
     /// wheels (48 MB, each checked against its sha256), with the system's
     /// python3 (3.10 or newer) and without pip. An interrupted download
     /// resumes; Ctrl-C cancels.
-    Install(LinksInstallArgs),
+    Install(InstallArgs),
 }
 
+/// The options of an install from pinned wheels (`runtime fetch`, `links install`).
 #[derive(Args)]
-struct LinksInstallArgs {
+struct InstallArgs {
     /// A folder holding the wheels already downloaded (by their PyPI file
     /// names): installs without the network.
     #[arg(long, value_name = "DIR")]
     from: Option<PathBuf>,
-    /// Install again even if yt-dlp is already found.
+    /// Install again even if already installed.
     #[arg(long)]
     force: bool,
     /// Progress as JSON lines.
     #[arg(long)]
     json: bool,
+}
+
+impl InstallArgs {
+    /// A message for the user: a JSON `message` event or a line on stderr.
+    fn say(&self, text: &str) {
+        if self.json {
+            println!("{}", serde_json::json!({ "event": "message", "message": text }));
+        } else {
+            eprintln!("{text}");
+        }
+    }
 }
 
 #[derive(Args)]
@@ -160,16 +172,8 @@ struct FetchArgs {
     /// GPU support for NVIDIA GPUs (driver 580 or newer).
     #[arg(long)]
     gpu: bool,
-    /// A folder holding the wheels already downloaded (by their PyPI file
-    /// names): installs without the network.
-    #[arg(long, value_name = "DIR")]
-    from: Option<PathBuf>,
-    /// Install again even if already installed.
-    #[arg(long)]
-    force: bool,
-    /// Progress as JSON lines.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    install: InstallArgs,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -393,13 +397,7 @@ fn run_links(a: &LinksArgs) -> ExitCode {
         return ExitCode::from(exit::INTERNAL);
     };
     opts.from.clone_from(&i.from);
-    let say = |text: String| {
-        if i.json {
-            println!("{}", serde_json::json!({ "event": "message", "message": text }));
-        } else {
-            eprintln!("{text}");
-        }
-    };
+    let say = |text: String| i.say(&text);
     if !i.force {
         if let Ok(found) = link::YtDlp::locate(None) {
             if found.js_runtime.is_some() {
@@ -638,19 +636,17 @@ fn run_fetch(a: &FetchArgs) -> ExitCode {
         eprintln!("stemroom: no cache folder (set HOME or XDG_CACHE_HOME)");
         return ExitCode::from(exit::INTERNAL);
     };
-    let opts =
-        if a.gpu { install::gpu_options(&cache, a.from.clone()) } else { install::cpu_options(&cache, a.from.clone()) };
+    let opts = if a.gpu {
+        install::gpu_options(&cache, a.install.from.clone())
+    } else {
+        install::cpu_options(&cache, a.install.from.clone())
+    };
     let what = if a.gpu { "GPU support (ONNX Runtime 1.31.1 GPU, CUDA 13, cuDNN 9)" } else { "ONNX Runtime 1.31.1" };
     let plan = install::plan(&opts);
     let mb = |b: f64| b / 1e6;
-    let say = |text: String| {
-        if a.json {
-            println!("{}", serde_json::json!({ "event": "message", "message": text }));
-        } else {
-            eprintln!("{text}");
-        }
-    };
-    if plan.installed && !a.force {
+    let i = &a.install;
+    let say = |text: String| i.say(&text);
+    if plan.installed && !i.force {
         say(format!("{what} is already installed in {}", plan.dir));
     } else {
         say(format!(
@@ -660,8 +656,8 @@ fn run_fetch(a: &FetchArgs) -> ExitCode {
             mb(plan.total_bytes)
         ));
         let cancel = cancel_on_interrupt();
-        let bar = install_bar(plan.download_bytes, a.json);
-        let mut on_event = |e: &install::InstallEvent| show_install_event(e, bar.as_ref(), a.json);
+        let bar = install_bar(plan.download_bytes, i.json);
+        let mut on_event = |e: &install::InstallEvent| show_install_event(e, bar.as_ref(), i.json);
         let result = install::install(&opts, &mut on_event, &|| cancel.load(Ordering::SeqCst));
         if let Some(bar) = &bar {
             bar.finish_and_clear();

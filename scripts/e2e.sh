@@ -23,8 +23,10 @@ XDG_RUNTIME_DIR="$tmp/run" HOME="$tmp/run" pulseaudio -n --daemonize=yes --exit-
 for _ in $(seq 1 100); do [ -S "$tmp/run/pulse/native" ] && break; sleep 0.1; done
 [ -S "$tmp/run/pulse/native" ] || { log "PulseAudio did not start"; exit 1; }
 cp "$TESTDATA_DIR/mixture.wav" "$tmp/The Easton Ellises - Falcon 69.wav"
-# A longer song (the preview four times, 24 s) to listen to while it separates.
-ffmpeg -loglevel error -y -stream_loop 3 -i "$TESTDATA_DIR/mixture.wav" "$tmp/Falcon 69 (long).wav"
+# A longer song (the preview four times, 24 s) to listen to while it
+# separates, at 48 kHz: its stream is at the model's 44.1 kHz, its finished
+# stems at 48 kHz, so a new player takes over at the end.
+ffmpeg -loglevel error -y -stream_loop 3 -i "$TESTDATA_DIR/mixture.wav" -ar 48000 "$tmp/Falcon 69 (long).wav"
 # A loopback web server for the link test: yt-dlp fetches a song from it.
 mkdir -p "$tmp/site"; cp "$TESTDATA_DIR/mixture.wav" "$tmp/site/Falcon 69 (from a link).wav"
 # A web image (a real JPEG) the window's CSP must refuse to show.

@@ -40,6 +40,12 @@ pub struct OpenSong {
     /// Lanes whose peaks are still being read (a long song opens before
     /// its waveforms are known).
     loading: Option<LoadingPeaks>,
+    /// The mix as the page last set it (one control per stem, A/B in
+    /// `original`), for a player that takes over from another.
+    controls: MixControls,
+    /// Where the player's status goes (`open_song`'s channel), for a
+    /// player that takes over from another.
+    status: Channel<PlayerStatus>,
 }
 
 /// Peaks read in the background, and the lane each track is.
@@ -188,8 +194,12 @@ fn with_player(state: &AppState, f: impl FnOnce(&Player)) -> Result<(), AppError
             f(p);
             Ok(())
         }
-        None => Err(AppError { code: ErrorCode::AudioDevice, message: "No song is playing.".into() }),
+        None => Err(no_player()),
     }
+}
+
+fn no_player() -> AppError {
+    AppError { code: ErrorCode::AudioDevice, message: "No song is playing.".into() }
 }
 
 /// Open a finished song: compute (or read cached) peaks and open the player
@@ -263,7 +273,7 @@ pub async fn open_song(state: S<'_>, id: JobId, channel: Channel<PlayerStatus>) 
         if let Some(p) = &player {
             // The click track and count-in play on the song's beat grid.
             p.set_beat_grid(beat_grid(&job));
-            spawn_status_ticker(Arc::downgrade(p), channel);
+            spawn_status_ticker(Arc::downgrade(p), channel.clone());
         }
         let view = SongView {
             id,
@@ -278,7 +288,17 @@ pub async fn open_song(state: S<'_>, id: JobId, channel: Channel<PlayerStatus>) 
             player_error,
             streaming: false,
         };
-        let song = OpenSong { id, player, with_original, stems: job.stems.len(), lanes, stream: None, loading };
+        let song = OpenSong {
+            id,
+            player,
+            with_original,
+            stems: job.stems.len(),
+            lanes,
+            stream: None,
+            loading,
+            controls: unity,
+            status: channel,
+        };
         finish(&st, opening, song, view)
     })
     .await
@@ -354,7 +374,7 @@ fn open_streaming(
         Err(e) => (None, Some(e.to_string())),
     };
     if let Some(p) = &player {
-        spawn_status_ticker(Arc::downgrade(p), channel);
+        spawn_status_ticker(Arc::downgrade(p), channel.clone());
     }
     let view = SongView {
         id: job.id,
@@ -377,6 +397,8 @@ fn open_streaming(
         lanes,
         stream: Some(stream),
         loading,
+        controls: unity,
+        status: channel,
     };
     Ok((song, view))
 }
@@ -402,10 +424,26 @@ pub async fn song_stream_done(state: S<'_>, id: JobId) -> Result<SongView, AppEr
             });
         }
         let paths: Vec<PathBuf> = job.stems.iter().map(|s| PathBuf::from(&s.path)).collect();
+        // The files' rate, read before the song is locked.
+        let files = StemSet::open(&paths).ok().map(|s| (s.sample_rate(), s.declared_frames()));
+        let files_rate = files.map(|f| f.0);
         let mut guard = st.song.lock();
         let Some(song) = guard.as_mut().filter(|s| s.id == id) else {
             return Err(AppError { code: ErrorCode::InvalidOptions, message: "This song is not open.".into() });
         };
+        // The player replaced by one on the files, stopped once the song
+        // is unlocked (stopping joins its threads).
+        let mut replaced = None;
+        let stream_rate = song.stream.as_ref().map(|s| s.sample_rate);
+        if let Some(rate) = files_rate.filter(|&r| stream_rate.is_some_and(|s| s != r)) {
+            // Another rate (the job wrote the input's, e.g. 48 kHz, while
+            // the stream is at the model's): a new player goes on from the
+            // same time in the song, and the lanes are the files'.
+            match take_over_at_rate(song, &job, &paths, rate) {
+                Ok(old) => replaced = old,
+                Err(e) => tracing::warn!("the player stays on the stream of job {id}: {e}"),
+            }
+        }
         if let Some(mut stream) = song.stream.take() {
             // The rest of the stream (its file stays readable once unlinked).
             let fresh = stream.refresh();
@@ -456,27 +494,85 @@ pub async fn song_stream_done(state: S<'_>, id: JobId) -> Result<SongView, AppEr
                 let s = p.status();
                 (s.sample_rate, s.length)
             })
+            .or_else(|| files.and_then(|(rate, frames)| Some((rate, frames?))))
             .unwrap_or((
                 song.lanes.last().map_or(44_100, |l| l.1.sample_rate),
                 song.lanes.last().map_or(0, |l| l.1.frames),
             ));
         let lanes: Vec<String> = song.lanes.iter().map(|(n, _)| n.clone()).collect();
+        let lane_styles = lane_styles(&st, &job.options.model, &song.lanes);
+        let (can_compare, output) = (song.with_original, song.player.as_ref().map(|p| p.output().clone()));
+        drop(guard);
+        drop(replaced);
         Ok(SongView {
             id,
             title: job.title.clone(),
             stems: job.stems.iter().map(|s| s.stem.clone()).collect(),
-            lane_styles: lane_styles(&st, &job.options.model, &song.lanes),
+            lane_styles,
             lanes,
             sample_rate,
             frames,
-            can_compare: song.with_original,
-            output: song.player.as_ref().map(|p| p.output().clone()),
+            can_compare,
+            output,
             player_error: None,
             streaming: false,
         })
     })
     .await
     .map_err(|e| AppError::internal(e.to_string()))?
+}
+
+/// The finished files of a song that was still separating are at another
+/// sample rate than its stream (`rate`, the input's): a new player on the
+/// files goes on from the same time in the song with the page's mix
+/// ([`Player::reopen`]), and the lanes become the files' (the mixture's
+/// too when the original is at that rate, which also makes A/B possible),
+/// read in the background. Returns the player it replaced (`None` when
+/// there was none), to be stopped once the song is unlocked.
+///
+/// # Errors
+/// The new player cannot be opened: nothing is changed, and the old one
+/// plays on from the stream (which stays readable while it is open).
+fn take_over_at_rate(
+    song: &mut OpenSong,
+    job: &stemroom_library::queue::Job,
+    paths: &[PathBuf],
+    rate: u32,
+) -> Result<Option<Arc<Player>>, stemroom_playback::player::PlayerError> {
+    let mut original = None;
+    if let JobSource::File { path } = &job.source {
+        if StemSet::open(&[Path::new(path)]).is_ok_and(|s| s.sample_rate() == rate) {
+            original = Some(PathBuf::from(path));
+        }
+    }
+    let mut replaced = None;
+    if let Some(old) = song.player.clone() {
+        let with_original = original.as_ref().and_then(|o| {
+            let all: Vec<PathBuf> = paths.iter().chain(std::iter::once(o)).cloned().collect();
+            old.reopen(&all, &song.controls.with_original()).ok()
+        });
+        let (with_original, next) = match with_original {
+            Some(p) => (true, p),
+            None => (false, old.reopen(paths, &song.controls)?),
+        };
+        let next = Arc::new(next);
+        next.set_beat_grid(beat_grid(job));
+        spawn_status_ticker(Arc::downgrade(&next), song.status.clone());
+        song.with_original = with_original;
+        replaced = song.player.replace(next);
+    }
+    let mut tracks = Vec::new();
+    if let Some(o) = original.filter(|_| song.with_original || song.player.is_none()) {
+        tracks.push(("mixture".to_string(), PeaksTrack { audio: o, cache: mixture_cache(job) }));
+    }
+    for (s, p) in job.stems.iter().zip(paths) {
+        tracks.push((s.stem.clone(), PeaksTrack { audio: p.clone(), cache: cache_path(p) }));
+    }
+    let (lanes, loading) = lane_peaks(tracks, rate);
+    song.lanes = lanes;
+    song.loading = loading;
+    song.stream = None;
+    Ok(replaced)
 }
 
 /// Sends the player's status while it exists: every tick while playing,
@@ -587,11 +683,15 @@ pub fn player_set_loop(state: S<'_>, region: Option<LoopRegion>) -> Result<(), A
 #[tauri::command]
 #[specta::specta]
 pub fn player_set_controls(state: S<'_>, controls: MixControls) -> Result<(), AppError> {
-    let (with_original, stems) = state.song.lock().as_ref().map_or((false, 0), |s| (s.with_original, s.stems));
+    let mut guard = state.song.lock();
+    let Some(song) = guard.as_mut() else { return Err(no_player()) };
+    let Some(player) = song.player.clone() else { return Err(no_player()) };
     // One control per stem whatever the page sent, so the original's
     // control (A/B) is always the last source's.
     let mut controls = controls;
-    controls.stems.resize(stems, Default::default());
-    let controls = if with_original { controls.with_original() } else { controls };
-    with_player(&state, |p| p.set_controls(&controls))
+    controls.stems.resize(song.stems, Default::default());
+    let heard = if song.with_original { controls.with_original() } else { controls.clone() };
+    song.controls = controls;
+    player.set_controls(&heard);
+    Ok(())
 }

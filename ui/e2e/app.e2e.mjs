@@ -451,8 +451,36 @@ try {
   check(!(await (await b.$(".alert__title=Playback stopped")).isExisting()), "no device error while it separates");
   await shot(b, "player-separating");
   // The job ends: the marker goes, playback goes on, exports are offered.
-  await separating.waitForExist({ reverse: true, timeout: 180000, timeoutMsg: "the song never finished separating" });
+  // (The song is at 48 kHz, its stream at 44.1 kHz: a new player on the
+  // files goes on from the same time in the song.)
+  const secondsNow = async () => {
+    const el = await b.$('[data-testid="position"]');
+    return Number(await el.getAttribute("data-frame")) / Number(await el.getAttribute("data-rate"));
+  };
+  const rateNow = async () => Number(await (await b.$('[data-testid="position"]')).getAttribute("data-rate"));
+  if ((await rateNow()) === 44100) {
+    let [sBefore, tBefore] = [await secondsNow(), Date.now()];
+    await b.waitUntil(
+      async () => {
+        if ((await rateNow()) === 48000) return true;
+        [sBefore, tBefore] = [await secondsNow(), Date.now()];
+        return false;
+      },
+      { timeout: 180000, interval: 100, timeoutMsg: "the 48 kHz files never took over" },
+    );
+    const [sAfter, tAfter] = [await secondsNow(), Date.now()];
+    const wall = (tAfter - tBefore) / 1000;
+    check(
+      sAfter >= sBefore - 0.3 && sAfter <= sBefore + wall + 0.5,
+      `the 48 kHz files went on from the same time (${sBefore.toFixed(2)} s -> ${sAfter.toFixed(2)} s in ${wall.toFixed(2)} s)`,
+    );
+  } else {
+    console.log("(the job ended before the change could be timed)");
+    check((await rateNow()) === 48000, `the 48 kHz files play (${await rateNow()} Hz)`);
+  }
+  await separating.waitForExist({ reverse: true, timeout: 20000, timeoutMsg: "the song never finished separating" });
   check(!(await (await b.$('[data-testid="separating-ahead"]')).isExisting()), "nothing is marked as separating any more");
+  check(await (await b.$("button=Hear original")).isExisting(), "A/B with the 48 kHz original once its files play");
   // (The song may have reached its end meanwhile; the output may be
   // reopened once under the separation's load: give it a few seconds.)
   const d0 = await frameNow();

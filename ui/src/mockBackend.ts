@@ -46,6 +46,12 @@ export interface MockOptions {
   pickedDir?: string | null;
   /** Why the player cannot open an audio device (`undefined`: it can). */
   playerError?: string;
+  /**
+   * The sample rate of a separating song's finished files (default: the
+   * stream's 44.1 kHz); at another rate the backend's new player goes on
+   * from the same time, its loop moved alike.
+   */
+  finishedRate?: number;
   /** The GPU as the backend reports it (default: no driver, not installed). */
   gpu?: Partial<GpuSupport>;
   /** Why installing GPU support fails (`undefined`: it succeeds). */
@@ -760,8 +766,14 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
       const job = find(id);
       if (job.state.state !== "done") fail(`“${job.title}” is not done yet.`);
       player.separated = null;
-      if (player.status) setStatus({ separated: null, waiting: false });
-      const frames = Math.round((job.durationSeconds ?? 180) * RATE);
+      const rate = options.finishedRate ?? RATE;
+      const frames = Math.round((job.durationSeconds ?? 180) * rate);
+      const k = rate / RATE;
+      if (player.loop) player.loop = { start: Math.round(player.loop.start * k), end: Math.round(player.loop.end * k) };
+      if (player.status) {
+        const position = Math.round(player.status.position * k);
+        setStatus({ separated: null, waiting: false, sampleRate: rate, position, length: frames });
+      }
       const stems = job.stems.map((s) => s.stem);
       const lanes = job.source.kind === "file" ? ["mixture", ...stems] : stems;
       return {
@@ -770,9 +782,9 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
         stems,
         lanes,
         laneStyles: lanes.map((lane) => MOCK_STYLES[lane] ?? { label: lane, color: "#7d8597" }),
-        sampleRate: RATE,
+        sampleRate: rate,
         frames,
-        output: { device: "Mock output", sampleRate: RATE, channels: 2, resampling: false },
+        output: { device: "Mock output", sampleRate: RATE, channels: 2, resampling: rate !== RATE },
         playerError: null,
         canCompare: job.source.kind === "file",
         streaming: false,

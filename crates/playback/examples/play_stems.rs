@@ -18,7 +18,11 @@
 //! (`Player::open_growing`), starting S seconds before the separated edge
 //! with `--seek-before-edge`; once PATH exists (`--complete-when`: the job is
 //! done) the FILEs, its finished stems, take over (`Player::complete_stream`);
-//! it plays on past S seconds until they have (at most 300 s more).
+//! it plays on past S seconds until they have (at most 300 s more). FILEs
+//! at another sample rate than the stream (a 48 kHz song's stream is at the
+//! model's 44.1 kHz) are played by a new player from the same time in the
+//! song (`Player::reopen`), as the app does; the counters are then the new
+//! player's.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -83,7 +87,7 @@ fn run() -> Result<(), String> {
             s.mute = true;
         }
     }
-    let player = match &stream {
+    let mut player = match &stream {
         Some(dir) => Player::open_growing(dir, None, &controls),
         None => Player::open(&files, &controls),
     }
@@ -107,7 +111,7 @@ fn run() -> Result<(), String> {
     while player.stats().callbacks < 10 && warm.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(10));
     }
-    let before = player.stats();
+    let mut before = player.stats();
     let t0 = Instant::now();
     player.play();
     let mut samples = Vec::new();
@@ -129,15 +133,30 @@ fn run() -> Result<(), String> {
             mark.0 = None;
         }
         if complete_when.as_ref().is_some_and(|p| p.exists()) {
-            let r = player.complete_stream(&files);
-            completed =
-                Some(serde_json::json!({"t": t0.elapsed().as_secs_f64(), "error": r.err().map(|e| e.to_string())}));
+            let from = player.status();
+            let mut reopened = None;
+            let r = match player.complete_stream(&files) {
+                Err(stemroom_playback::player::PlayerError::MixedRates(..)) => {
+                    player.reopen(&files, &controls).map(|next| {
+                        player = next;
+                        before = player.stats();
+                        reopened = Some(serde_json::json!({"from": from, "to": player.status()}));
+                    })
+                }
+                r => r,
+            };
+            completed = Some(serde_json::json!({
+                "t": t0.elapsed().as_secs_f64(),
+                "error": r.err().map(|e| e.to_string()),
+                "reopened": reopened,
+            }));
             complete_when = None;
         }
         let st = player.status();
         samples.push(serde_json::json!({
             "t": t0.elapsed().as_secs_f64(),
             "position": st.position,
+            "sampleRate": st.sample_rate,
             "separated": st.separated,
             "waiting": st.waiting,
             "callbacks": player.stats().callbacks,

@@ -901,4 +901,115 @@ mod player {
         // times reopened once, the separation using both cores.)
         eprintln!("reopens {}, device glitches {}, underrun frames {under}", r["reopens"], r["deviceGlitches"]);
     }
+
+    /// A 48 kHz song's stream is at the model's 44.1 kHz and its finished
+    /// stems at 48 kHz: the player cannot take them over in place, so a new
+    /// one goes on from the same time in the song (`Player::reopen`, as the
+    /// app does), playing. Here the stream is
+    /// written whole the way the engine writes it (two sources of 330 and
+    /// 550 Hz tones), and the finished files are the same tones at 48 kHz.
+    #[test]
+    fn finished_stems_at_another_rate_take_over_from_the_same_time() {
+        use stemroom_engine::job::stream::{StreamLane, StreamLayout, LAYOUT_FILE, STEMS_FILE};
+
+        let _turn = stemroom_testkit::cpu_turn();
+        let sink = NullSink::start();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let seconds = 6u32;
+        let tone = |s: usize, t: f64| (0.25 * (2.0 * std::f64::consts::PI * [330.0, 550.0][s] * t).sin()) as f32;
+        let ckpt = dir.path().join(".checkpoint");
+        std::fs::create_dir(&ckpt).expect("mkdir");
+        let layout = StreamLayout {
+            format: 1,
+            sample_rate: 44_100,
+            channels: 2,
+            sources: 2,
+            frames: u64::from(seconds * 44_100),
+            lanes: vec![
+                StreamLane { stem: "a".into(), sources: vec![0] },
+                StreamLane { stem: "b".into(), sources: vec![1] },
+            ],
+            quantize_bits: None,
+            output_rate: 48_000,
+        };
+        std::fs::write(ckpt.join(LAYOUT_FILE), serde_json::to_vec(&layout).expect("json")).expect("layout");
+        let mut bytes = Vec::new();
+        for i in 0..seconds * 44_100 {
+            for s in 0..2 {
+                let v = tone(s, f64::from(i) / 44_100.0);
+                bytes.extend_from_slice(&v.to_le_bytes());
+                bytes.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        std::fs::write(ckpt.join(STEMS_FILE), bytes).expect("stream");
+        let spec = hound::WavSpec {
+            channels: 2,
+            sample_rate: 48_000,
+            bits_per_sample: 32,
+            sample_format: hound::SampleFormat::Float,
+        };
+        let finals: Vec<PathBuf> = (0..2)
+            .map(|s| {
+                let p = dir.path().join(format!("{}.wav", ["a", "b"][s]));
+                let mut w = hound::WavWriter::create(&p, spec).expect("wav");
+                for i in 0..seconds * 48_000 {
+                    let v = tone(s, f64::from(i) / 48_000.0);
+                    w.write_sample(v).expect("write");
+                    w.write_sample(v).expect("write");
+                }
+                w.finalize().expect("finalize");
+                p
+            })
+            .collect();
+
+        in_real_time("finished files at another rate", || {
+            let done_mark = dir.path().join("done");
+            let _ = std::fs::remove_file(&done_mark);
+            let played = sink
+                .command(&stemroom_testkit::example_bin("play_stems"))
+                .arg("--stream")
+                .arg(&ckpt)
+                .args(["--seconds", "3", "--mark-after", "1.5"])
+                // (The job is done once 1.5 s have played.)
+                .arg("--mark-file")
+                .arg(&done_mark)
+                .arg("--complete-when")
+                .arg(&done_mark)
+                .args(&finals)
+                .output()
+                .expect("play_stems");
+            ensure!(played.status.success(), "play_stems failed: {}", String::from_utf8_lossy(&played.stderr));
+            let r: serde_json::Value = serde_json::from_slice(&played.stdout).expect("json report");
+            let brief = serde_json::json!({"status": r["status"], "completed": r["completed"]});
+            ensure!(r["completed"]["error"].is_null(), "the finished files took over: {brief}");
+            let reopened = &r["completed"]["reopened"];
+            ensure!(reopened["from"]["sampleRate"] == 44_100, "from the stream's rate: {brief}");
+            ensure!(
+                reopened["to"]["sampleRate"] == 48_000 && r["status"]["sampleRate"] == 48_000,
+                "to the files' rate: {brief}"
+            );
+            ensure!(r["status"]["error"].is_null(), "no playback error: {brief}");
+            // The same time in the song on both sides of the change.
+            let at = |p: &serde_json::Value| {
+                p["position"].as_f64().unwrap_or(f64::NAN) / p["sampleRate"].as_f64().unwrap_or(f64::NAN)
+            };
+            let (from, to) = (at(&reopened["from"]), at(&reopened["to"]));
+            ensure!(from > 1.0 && (to - from).abs() < 0.1, "went on from {from:.3} s at {to:.3} s: {brief}");
+            ensure!(reopened["to"]["playing"] == true, "still playing after the change: {brief}");
+            // It plays on at 48 kHz in real time: song time follows wall time.
+            let samples: Vec<&serde_json::Value> = r["positions"].as_array().expect("positions").iter().collect();
+            let after: Vec<(f64, f64)> = samples
+                .iter()
+                .filter(|p| p["sampleRate"] == 48_000)
+                .map(|p| (p["t"].as_f64().unwrap_or(0.0), at(p)))
+                .collect();
+            ensure!(after.len() > 20, "played on after the change: {} samples", after.len());
+            let (first, last) = (after[5], after[after.len() - 1]);
+            let pace = (last.1 - first.1) / (last.0 - first.0);
+            ensure!((pace - 1.0).abs() < 0.1, "{pace:.3} s of song a second after the change: {brief}");
+            ensure!(last.1 > to + 0.5, "played on past the change ({to:.3} s -> {:.3} s)", last.1);
+            eprintln!("changed from {from:.3} s (44.1 kHz) to {to:.3} s (48 kHz); then {pace:.3} s of song a second");
+            Ok(())
+        });
+    }
 }

@@ -391,4 +391,38 @@ describe("Player", () => {
     expect(backend.player.status?.playing).toBe(true);
     expect(screen.getByRole("button", { name: "Hear original" })).toBeInTheDocument();
   });
+
+  it("keeps the loop's place in time when the finished files are at another rate", async () => {
+    // A 48 kHz song: its stream is at the model's 44.1 kHz, its files at 48 kHz.
+    const running = mockJob({
+      id: 8,
+      title: "48 kHz song",
+      durationSeconds: 200,
+      state: { state: "separating", segment: 6, total: 8 },
+    });
+    const { backend, user } = renderApp({ queue: [running], finishedRate: 48_000 });
+    await user.click(await screen.findByRole("button", { name: "Listen now" }));
+    await screen.findAllByTestId("lane");
+    act(() => backend.emitPlayerStatus({ separated: 150 * 44_100 }));
+    await user.keyboard("{ArrowRight}");
+    await waitFor(() => expect(backend.player.status?.position).toBe(5 * 44_100));
+    await user.keyboard("i");
+    await user.keyboard("{ArrowRight}{ArrowRight}");
+    await waitFor(() => expect(backend.player.status?.position).toBe(15 * 44_100));
+    await user.keyboard("o");
+    expect(backend.player.loop).toEqual({ start: 5 * 44_100, end: 15 * 44_100 });
+
+    act(() => void backend.updateJob(8, { ...mockSong({ id: 8, title: "48 kHz song" }), state: { state: "done" } }));
+    await waitFor(() => expect(screen.queryByTestId("separating-ahead")).not.toBeInTheDocument());
+    expect(backend.player.loop).toEqual({ start: 5 * 48_000, end: 15 * 48_000 });
+    // The playhead is at the same time, in the files' frames.
+    expect(screen.getByTestId("position")).toHaveAttribute("data-rate", "48000");
+    expect(screen.getByTestId("position")).toHaveAttribute("data-frame", String(15 * 48_000));
+    expect(screen.getByTestId("position")).toHaveTextContent(/^0:15/);
+    // The page's loop moved with it: off and on again, it is the same 5-15 s.
+    await user.keyboard("l");
+    expect(backend.player.loop).toBeNull();
+    await user.keyboard("l");
+    expect(backend.player.loop).toEqual({ start: 5 * 48_000, end: 15 * 48_000 });
+  });
 });

@@ -274,6 +274,47 @@ impl Player {
         Ok(())
     }
 
+    /// A new player on `files` that goes on where this one is, for
+    /// finished files this player cannot take over in place (another
+    /// sample rate: a 48 kHz song's stream is written at the model's
+    /// 44.1 kHz, its finished stems at 48 kHz; [`Player::complete_stream`]
+    /// then fails with [`PlayerError::MixedRates`]).
+    ///
+    /// The new player opens paused at the same time in the song (frames
+    /// scaled by the rates' ratio), with `controls` (fitted to `files` as
+    /// for [`Player::open`]), this player's loop and beat grid at the new
+    /// rate; when this one was playing it is paused (10 ms fade) and the
+    /// new one started. It is a second output stream, so the change is not
+    /// gapless: up to the device's latency (tens of ms) is missed. Drop
+    /// this player afterwards.
+    ///
+    /// # Errors
+    /// As [`Player::open`]; this player then plays on.
+    pub fn reopen(&self, files: &[PathBuf], controls: &MixControls) -> Result<Player, PlayerError> {
+        let next = Player::open(files, controls)?;
+        let (from, to) = (f64::from(self.shared.song_rate.max(1)), f64::from(next.shared.song_rate));
+        let scale = |frame: u64| (frame as f64 * to / from).round() as u64;
+        let looping = self.shared.transport.lock().ok().and_then(|t| t.looping);
+        if let Some(l) = looping {
+            let at = |f: u32| u32::try_from(scale(u64::from(f))).unwrap_or(u32::MAX);
+            next.set_loop(Some(LoopRegion { start: at(l.start), end: at(l.end) }));
+        }
+        if let Some((period, offset)) = self.shared.beat_grid() {
+            next.set_beat_grid(Some(BeatGrid {
+                bpm: (60.0 * from / period) as f32,
+                offset_seconds: (offset / from) as f32,
+            }));
+        }
+        let status = self.status();
+        let playing = status.playing && !status.ended;
+        self.pause();
+        next.seek(scale(status.position));
+        if playing {
+            next.play();
+        }
+        Ok(next)
+    }
+
     fn open_set(readers: StemSet, controls: &MixControls) -> Result<Self, PlayerError> {
         let song_rate = readers.sample_rate();
         let host = cpal::default_host();

@@ -28,7 +28,7 @@ function PlayButton({ store, disabled, actions }: { store: StatusStore; disabled
 function Clock({ store, rate, frames }: { store: StatusStore; rate: number; frames: number }) {
   const position = useStatus(store, (s) => s?.position ?? 0);
   return (
-    <span className="transport__time" data-testid="position" data-frame={position}>
+    <span className="transport__time" data-testid="position" data-frame={position} data-rate={rate}>
       {formatTime(position / rate, true)} / {formatDuration(frames / rate)}
     </span>
   );

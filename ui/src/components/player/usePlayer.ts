@@ -71,7 +71,11 @@ export function usePlayer(songId: number, version: number): Player {
     let live = true;
     backend
       .openSong(songId, (s) => {
-        if (live) store.set(s);
+        // Only statuses at the view's rate: a player that takes over at
+        // another rate (below) sends before the page has its new view, and
+        // the old one may send once after.
+        const rate = latest.current.view?.sampleRate;
+        if (live && (rate === undefined || s.sampleRate === rate)) store.set(s);
       })
       .then(
         (v) => {
@@ -97,20 +101,40 @@ export function usePlayer(songId: number, version: number): Player {
   }, [backend, songId, store]);
 
   // A song still separating: once its job is done (a song reached the
-  // library) the player takes the finished files, without a gap.
+  // library) the player takes the finished files, without a gap. Files at
+  // another rate than the stream (a 48 kHz song; the stream is at the
+  // model's 44.1 kHz) come with frames at their rate: the zoom and the loop
+  // keep their place in time (the backend moved the player's loop alike).
   const streaming = view?.streaming ?? false;
   const viewId = view?.id;
   useEffect(() => {
     if (!streaming || viewId === undefined) return;
     let live = true;
     backend.songStreamDone(viewId).then(
-      (v) => live && setView(v),
+      (v) => {
+        if (!live) return;
+        const before = latest.current.view;
+        latest.current.view = v;
+        if (before && before.sampleRate !== v.sampleRate && before.sampleRate > 0) {
+          const k = v.sampleRate / before.sampleRate;
+          setWin((w) => w && clampWindow({ start: w.start * k, end: w.end * k }, v.frames));
+          setLoop((l) => l && { start: Math.round(l.start * k), end: Math.round(l.end * k) });
+          // The last status until the new player's next one (a paused
+          // player sends only on a change).
+          const s = store.get();
+          if (s && s.sampleRate !== v.sampleRate) {
+            const position = Math.round(s.position * k);
+            store.set({ ...s, sampleRate: v.sampleRate, position, length: v.frames, separated: null, waiting: false });
+          }
+        }
+        setView(v);
+      },
       () => {}, // not done yet: the next song to reach the library asks again
     );
     return () => {
       live = false;
     };
-  }, [backend, streaming, viewId, version]);
+  }, [backend, streaming, viewId, version, store]);
 
   // Remember the mix, loop and zoom for the next time this song opens.
   useEffect(() => {

@@ -10,7 +10,11 @@ DL_DIR="$STEMROOM_CACHE/dl"
 TESTDATA_DIR="$STEMROOM_CACHE/testdata"
 REFERENCE_DIR="$STEMROOM_CACHE/reference"
 mkdir -p "$DL_DIR"
-log() { printf '\033[1m[stemroom]\033[0m %s\n' "$*" >&2; }
+# Messages carry the seconds since the outermost script started (a slow
+# step shows in CI's log).
+: "${STEMROOM_T0:=$(date +%s)}"
+export STEMROOM_T0
+log() { printf '\033[1m[stemroom %ss]\033[0m %s\n' "$(($(date +%s) - STEMROOM_T0))" "$*" >&2; }
 # Run as root or through sudo.
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 # Where cargo puts binaries (honours CARGO_TARGET_DIR).

@@ -111,6 +111,15 @@ fn run() -> Result<(), String> {
     while player.stats().callbacks < 10 && warm.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(10));
     }
+    // And until the read-ahead is full, as it is when a user presses play
+    // on an open song (the stretcher fills it at a few times real time on
+    // a 2-core VM; what is measured here is whether it keeps up): at most
+    // 10 s, then it plays anyway and the report says how full it was.
+    let full = stemroom_playback::player::CHUNKS as u64 - 2;
+    while stream.is_none() && player.stats().read_ahead_chunks < full && warm.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let read_ahead_at_start = player.stats().read_ahead_chunks;
     let mut before = player.stats();
     let t0 = Instant::now();
     player.play();
@@ -133,11 +142,13 @@ fn run() -> Result<(), String> {
             mark.0 = None;
         }
         if complete_when.as_ref().is_some_and(|p| p.exists()) {
-            let from = player.status();
             let mut reopened = None;
             let r = match player.complete_stream(&files) {
                 Err(stemroom_playback::player::PlayerError::MixedRates(..)) => {
                     player.reopen(&files, &controls).map(|next| {
+                        // Where the old one stopped (it plays on while the
+                        // new stream starts).
+                        let from = player.status();
                         player = next;
                         before = player.stats();
                         reopened = Some(serde_json::json!({"from": from, "to": player.status()}));
@@ -160,6 +171,7 @@ fn run() -> Result<(), String> {
             "separated": st.separated,
             "waiting": st.waiting,
             "callbacks": player.stats().callbacks,
+            "readAhead": player.stats().read_ahead_chunks,
             "reopens": player.stats().reopens,
         }));
         if st.error.is_some() || (st.ended && complete_when.is_none()) {
@@ -175,6 +187,7 @@ fn run() -> Result<(), String> {
     let report = serde_json::json!({
         "output": player.output(),
         "startFrame": start_frame,
+        "readAheadAtStart": read_ahead_at_start,
         "playedSeconds": played_for,
         "framesPlayed": after.frames_played - before.frames_played,
         "underrunFrames": after.underrun_frames - before.underrun_frames,

@@ -456,6 +456,46 @@ mod player {
         }
     }
 
+    /// A `play_stems` report. Shown in a failure message in brief: every
+    /// field but the ~30-a-second playhead samples, of which the first and
+    /// last few and the longest wall-time gap between two are shown (CI
+    /// shows only part of a failed test's output, and the whole report is
+    /// about 15 kB).
+    struct Report(serde_json::Value);
+
+    impl Report {
+        fn parse(stdout: &[u8]) -> Report {
+            Report(serde_json::from_slice(stdout).expect("json report"))
+        }
+    }
+
+    impl std::ops::Deref for Report {
+        type Target = serde_json::Value;
+        fn deref(&self) -> &serde_json::Value {
+            &self.0
+        }
+    }
+
+    impl std::fmt::Display for Report {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            let mut brief = self.0.clone();
+            let samples = brief.as_object_mut().and_then(|o| o.remove("positions"));
+            let samples = samples.as_ref().and_then(|s| s.as_array()).map_or(&[][..], |a| a.as_slice());
+            let n = samples.len();
+            let ends: Vec<&serde_json::Value> =
+                samples.iter().take(3).chain(samples.iter().skip(n.saturating_sub(3).max(3))).collect();
+            let t = |p: &serde_json::Value| p["t"].as_f64().unwrap_or(f64::NAN);
+            let gap = samples.windows(2).map(|w| t(&w[1]) - t(&w[0])).fold(0.0, f64::max);
+            let low = samples.iter().filter_map(|p| p["readAhead"].as_u64()).min();
+            write!(
+                f,
+                "{brief} and {n} playhead samples, the longest {gap:.3} s apart, the read-ahead down to \
+                 {low:?} chunks, first and last: {}",
+                serde_json::Value::from(ends.into_iter().cloned().collect::<Vec<_>>())
+            )
+        }
+    }
+
     /// The report's `(wall seconds, playhead frame)` samples.
     fn positions(r: &serde_json::Value) -> Vec<(f64, f64)> {
         r["positions"]
@@ -482,11 +522,11 @@ mod player {
         s
     }
 
-    fn play(sink: &NullSink, args: &[&str]) -> serde_json::Value {
+    fn play(sink: &NullSink, args: &[&str]) -> Report {
         let out =
             sink.command(&stemroom_testkit::example_bin("play_stems")).args(args).args(stems()).output().expect("run");
         assert!(out.status.success(), "play_stems failed: {}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice(&out.stdout).expect("json report")
+        Report::parse(&out.stdout)
     }
 
     /// Real-time checks on a shared 2-core machine: the pace depends on the
@@ -652,6 +692,10 @@ mod player {
                 (0.75 * 0.9..0.75 * 1.1).contains(&speed),
                 "playhead speed {speed:.3}x of the song, want 0.75: {r}"
             );
+            eprintln!(
+                "0.75x, -2 semitones: playhead {speed:.3}x, {under} underrun frames, read-ahead {} chunks at start",
+                r["readAheadAtStart"]
+            );
             Ok(())
         });
     }
@@ -698,7 +742,7 @@ mod player {
             drop(hog);
             let rounds = separating.finish();
             assert!(out.status.success(), "play_stems failed: {}", String::from_utf8_lossy(&out.stderr));
-            let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
+            let r = Report::parse(&out.stdout);
             ensure!(rounds >= 1, "the separation ran");
             ensure!(r["status"]["error"] == serde_json::Value::Null, "no error: {r}");
             ensure!(r["reopens"].as_u64().expect("reopens") >= 1, "the output was reopened: {r}");
@@ -979,23 +1023,27 @@ mod player {
                 .output()
                 .expect("play_stems");
             ensure!(played.status.success(), "play_stems failed: {}", String::from_utf8_lossy(&played.stderr));
-            let r: serde_json::Value = serde_json::from_slice(&played.stdout).expect("json report");
-            let brief = serde_json::json!({"status": r["status"], "completed": r["completed"]});
-            ensure!(r["completed"]["error"].is_null(), "the finished files took over: {brief}");
+            let r = Report::parse(&played.stdout);
+            ensure!(r["completed"]["error"].is_null(), "the finished files took over: {r}");
             let reopened = &r["completed"]["reopened"];
-            ensure!(reopened["from"]["sampleRate"] == 44_100, "from the stream's rate: {brief}");
+            ensure!(reopened["from"]["sampleRate"] == 44_100, "from the stream's rate: {r}");
             ensure!(
                 reopened["to"]["sampleRate"] == 48_000 && r["status"]["sampleRate"] == 48_000,
-                "to the files' rate: {brief}"
+                "to the files' rate: {r}"
             );
-            ensure!(r["status"]["error"].is_null(), "no playback error: {brief}");
+            ensure!(r["status"]["error"].is_null(), "no playback error: {r}");
             // The same time in the song on both sides of the change.
             let at = |p: &serde_json::Value| {
                 p["position"].as_f64().unwrap_or(f64::NAN) / p["sampleRate"].as_f64().unwrap_or(f64::NAN)
             };
             let (from, to) = (at(&reopened["from"]), at(&reopened["to"]));
-            ensure!(from > 1.0 && (to - from).abs() < 0.1, "went on from {from:.3} s at {to:.3} s: {brief}");
-            ensure!(reopened["to"]["playing"] == true, "still playing after the change: {brief}");
+            ensure!(from > 1.0 && (to - from).abs() < 0.1, "went on from {from:.3} s at {to:.3} s: {r}");
+            ensure!(reopened["to"]["playing"] == true, "still playing after the change: {r}");
+            // The new stream was running before the switch: no silence
+            // while the sound server starts it (the counters are the new
+            // player's).
+            let (frames, under) = (r["framesPlayed"].as_u64().unwrap_or(0), r["underrunFrames"].as_u64().unwrap_or(0));
+            ensure!(under * 50 < frames, "the new player ran dry for {under} of {frames} frames: {r}");
             // It plays on at 48 kHz in real time: song time follows wall time.
             let samples: Vec<&serde_json::Value> = r["positions"].as_array().expect("positions").iter().collect();
             let after: Vec<(f64, f64)> = samples
@@ -1006,7 +1054,7 @@ mod player {
             ensure!(after.len() > 20, "played on after the change: {} samples", after.len());
             let (first, last) = (after[5], after[after.len() - 1]);
             let pace = (last.1 - first.1) / (last.0 - first.0);
-            ensure!((pace - 1.0).abs() < 0.1, "{pace:.3} s of song a second after the change: {brief}");
+            ensure!((pace - 1.0).abs() < 0.1, "{pace:.3} s of song a second after the change: {r}");
             ensure!(last.1 > to + 0.5, "played on past the change ({to:.3} s -> {:.3} s)", last.1);
             eprintln!("changed from {from:.3} s (44.1 kHz) to {to:.3} s (48 kHz); then {pace:.3} s of song a second");
             Ok(())

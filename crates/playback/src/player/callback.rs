@@ -271,6 +271,7 @@ impl Callback {
         for frame in out[done * ch..].chunks_exact_mut(ch) {
             write_frame(frame, 0.0, 0.0);
         }
+        sh.read_ahead.store(self.full.slots() as u64, Ordering::Relaxed);
         let total = frames.max(1) as f32;
         for i in 0..=MAX_STEMS {
             if i < sh.stems || i == MAX_STEMS {

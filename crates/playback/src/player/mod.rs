@@ -73,6 +73,14 @@ const FADE_SECONDS: f64 = crate::mixer::RAMP_SECONDS;
 const SCRATCH_FRAMES: usize = 4096;
 /// How often the reader looks for free chunks or a new generation.
 const READER_POLL: Duration = Duration::from_millis(2);
+/// [`Player::reopen`] switches once the new output stream still calls back
+/// this long after its first callback: past the burst that fills a new
+/// stream's buffer, so the sound server is taking its audio.
+const TAKE_OVER_SETTLE: Duration = Duration::from_millis(200);
+/// Longest [`Player::reopen`] waits for that; the output thread's limit for
+/// a fresh stream that stalls (PulseAudio holds a new stream up to 1.5-2 s
+/// on a loaded machine, measured here).
+const TAKE_OVER_LIMIT: Duration = output::FRESH_STALL_LIMIT;
 
 /// Why the player cannot start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -173,6 +181,10 @@ pub struct CallbackStats {
     /// Device frames filled with silence for lack of decoded audio while
     /// playing (read-ahead ran dry).
     pub underrun_frames: u64,
+    /// Chunks of [`CHUNK_FRAMES`] device frames decoded ahead of the
+    /// playhead after the last callback, of at most [`CHUNKS`]: whether
+    /// the reader keeps up (a paused player's fills up).
+    pub read_ahead_chunks: u64,
     /// Non-fatal errors the device reported (it kept playing).
     pub device_glitches: u64,
     /// Times the output stream was reopened after it stalled or was lost.
@@ -288,6 +300,15 @@ impl Player {
     /// gapless: up to the device's latency (tens of ms) is missed. Drop
     /// this player afterwards.
     ///
+    /// While this one plays, the switch waits until the new stream runs
+    /// (it still calls back [`TAKE_OVER_SETTLE`] after its first callback;
+    /// at most [`TAKE_OVER_LIMIT`], then it switches anyway and the output
+    /// thread watches the new stream as any other): a sound server may
+    /// take a new stream's first buffer and then hold it (PulseAudio on
+    /// a loaded 2-core VM: 3 callbacks, then none for 1.5 s), which
+    /// would otherwise be heard as that much silence. So this call may
+    /// block up to [`TAKE_OVER_LIMIT`], typically [`TAKE_OVER_SETTLE`].
+    ///
     /// # Errors
     /// As [`Player::open`]; this player then plays on.
     pub fn reopen(&self, files: &[PathBuf], controls: &MixControls) -> Result<Player, PlayerError> {
@@ -305,14 +326,49 @@ impl Player {
                 offset_seconds: (offset / from) as f32,
             }));
         }
-        let status = self.status();
-        let playing = status.playing && !status.ended;
+        let sh = &self.shared;
+        if sh.playing.load(Ordering::Acquire) {
+            next.wait_until_running();
+        }
+        let playing = sh.playing.load(Ordering::Acquire) && !sh.ended.load(Ordering::Acquire);
+        // The new one starts after the last song frame this one hands to
+        // the device, the end of its fade out: what the device still holds
+        // of this one plays out while the new stream fills its own buffer,
+        // so nothing is heard twice (the heard position, `status()`, is
+        // one device latency earlier).
+        let mut end = sh.position.load(Ordering::Acquire);
         self.pause();
-        next.seek(scale(status.position));
+        if playing {
+            let ratio = f64::from_bits(sh.heard_ratio.load(Ordering::Acquire));
+            let fade = FADE_SECONDS * f64::from(self.output.sample_rate) * ratio;
+            end = (end + fade.round() as u64).min(sh.length.load(Ordering::Acquire));
+        }
+        next.seek(scale(end));
         if playing {
             next.play();
         }
         Ok(next)
+    }
+
+    /// Block until the output stream keeps calling back
+    /// [`TAKE_OVER_SETTLE`] after its first callback, or it failed, or
+    /// [`TAKE_OVER_LIMIT`] passed. Returns whether it runs.
+    fn wait_until_running(&self) -> bool {
+        let t0 = std::time::Instant::now();
+        let mut first: Option<std::time::Instant> = None;
+        let mut seen = self.shared.callbacks.load(Ordering::Acquire);
+        while t0.elapsed() < TAKE_OVER_LIMIT && self.status().error.is_none() {
+            let calls = self.shared.callbacks.load(Ordering::Acquire);
+            if calls != seen || (calls > 0 && first.is_none()) {
+                seen = calls;
+                let at = *first.get_or_insert_with(std::time::Instant::now);
+                if at.elapsed() >= TAKE_OVER_SETTLE {
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
     }
 
     fn open_set(readers: StemSet, controls: &MixControls) -> Result<Self, PlayerError> {
@@ -437,6 +493,7 @@ impl Player {
             callbacks: s.callbacks.load(Ordering::Acquire),
             frames_played: s.frames_played.load(Ordering::Acquire),
             underrun_frames: s.underrun_frames.load(Ordering::Acquire),
+            read_ahead_chunks: s.read_ahead.load(Ordering::Acquire),
             device_glitches: s.device_glitches.load(Ordering::Acquire),
             reopens: s.reopens.load(Ordering::Acquire),
         }
@@ -514,6 +571,7 @@ fn start_engine(
         callbacks: AtomicU64::new(0),
         frames_played: AtomicU64::new(0),
         underrun_frames: AtomicU64::new(0),
+        read_ahead: AtomicU64::new(0),
         device_glitches: AtomicU64::new(0),
         device_errors: AtomicU64::new(0),
         reopens: AtomicU64::new(0),

@@ -31,7 +31,7 @@ const STALL_LIMIT: Duration = Duration::from_secs(1);
 /// The same for a stream opened less than [`FRESH`] ago: a sound server
 /// that was just (re)started holds new streams a moment (PulseAudio 16
 /// under load: 1.5-2 s measured here), and reopening would only start over.
-const FRESH_STALL_LIMIT: Duration = Duration::from_secs(3);
+pub(super) const FRESH_STALL_LIMIT: Duration = Duration::from_secs(3);
 const FRESH: Duration = Duration::from_secs(3);
 /// Wait between attempts to reopen while no device can be opened.
 const RETRY_PERIOD: Duration = Duration::from_millis(200);

@@ -77,6 +77,8 @@ pub(super) struct Shared {
     pub(super) callbacks: AtomicU64,
     pub(super) frames_played: AtomicU64,
     pub(super) underrun_frames: AtomicU64,
+    /// Chunks read ahead, as the callback left them at its end.
+    pub(super) read_ahead: AtomicU64,
     /// Non-fatal errors the device reported (underruns, transient failures).
     pub(super) device_glitches: AtomicU64,
     /// Those of them that were not underruns (xruns): a flood of these is

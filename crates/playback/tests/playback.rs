@@ -1032,12 +1032,26 @@ mod player {
                 "to the files' rate: {r}"
             );
             ensure!(r["status"]["error"].is_null(), "no playback error: {r}");
-            // The same time in the song on both sides of the change.
+            // The same time in the song on both sides of the change: the
+            // playhead (what is heard) just before and just after it moved
+            // as much as wall time, less the gap, under 0.1 s.
             let at = |p: &serde_json::Value| {
                 p["position"].as_f64().unwrap_or(f64::NAN) / p["sampleRate"].as_f64().unwrap_or(f64::NAN)
             };
             let (from, to) = (at(&reopened["from"]), at(&reopened["to"]));
-            ensure!(from > 1.0 && (to - from).abs() < 0.1, "went on from {from:.3} s at {to:.3} s: {r}");
+            let samples: Vec<&serde_json::Value> = r["positions"].as_array().expect("positions").iter().collect();
+            let t = |p: &serde_json::Value| p["t"].as_f64().unwrap_or(f64::NAN);
+            let before = samples.iter().rev().find(|p| p["sampleRate"] == 44_100);
+            let first_after = samples.iter().find(|p| p["sampleRate"] == 48_000);
+            let (Some(before), Some(after)) = (before, first_after) else {
+                return Err(format!("playhead samples on both sides of the change: {r}"));
+            };
+            let (heard_before, heard_after, wall) = (at(before), at(after), t(after) - t(before));
+            let jump = (heard_after - heard_before) - wall;
+            ensure!(
+                from > 1.0 && jump.abs() < 0.1,
+                "the playhead went from {heard_before:.3} s to {heard_after:.3} s in {wall:.3} s of wall time: {r}"
+            );
             ensure!(reopened["to"]["playing"] == true, "still playing after the change: {r}");
             // The new stream was running before the switch: no silence
             // while the sound server starts it (the counters are the new
@@ -1045,7 +1059,6 @@ mod player {
             let (frames, under) = (r["framesPlayed"].as_u64().unwrap_or(0), r["underrunFrames"].as_u64().unwrap_or(0));
             ensure!(under * 50 < frames, "the new player ran dry for {under} of {frames} frames: {r}");
             // It plays on at 48 kHz in real time: song time follows wall time.
-            let samples: Vec<&serde_json::Value> = r["positions"].as_array().expect("positions").iter().collect();
             let after: Vec<(f64, f64)> = samples
                 .iter()
                 .filter(|p| p["sampleRate"] == 48_000)
@@ -1056,7 +1069,10 @@ mod player {
             let pace = (last.1 - first.1) / (last.0 - first.0);
             ensure!((pace - 1.0).abs() < 0.1, "{pace:.3} s of song a second after the change: {r}");
             ensure!(last.1 > to + 0.5, "played on past the change ({to:.3} s -> {:.3} s)", last.1);
-            eprintln!("changed from {from:.3} s (44.1 kHz) to {to:.3} s (48 kHz); then {pace:.3} s of song a second");
+            eprintln!(
+                "changed at {from:.3} s (44.1 kHz): heard {heard_before:.3} s, then {heard_after:.3} s (48 kHz) \
+                 {wall:.3} s later; then {pace:.3} s of song a second"
+            );
             Ok(())
         });
     }

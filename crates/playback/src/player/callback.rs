@@ -73,6 +73,28 @@ impl Callback {
         }
     }
 
+    /// Paused: hand chunks of an older generation (read before a seek or a
+    /// loop change) back to the reader unplayed, so it refills from the new
+    /// position and play starts on a full read-ahead. Chunks of
+    /// `switch_from` stay: they still play up to a tempo change's switch.
+    fn recycle_stale(&mut self, generation: u32, switch_from: u32) {
+        let stale = |c: &Chunk| c.generation != generation && c.generation != switch_from;
+        if self.current.as_ref().is_some_and(stale) {
+            self.recycle();
+            self.last_beat = i64::MIN;
+        }
+        if self.current.is_some() {
+            return; // a current chunk is next: what follows it is current too
+        }
+        while self.full.peek().is_ok_and(stale) {
+            if let Ok(c) = self.full.pop() {
+                // The free ring holds every chunk, so this cannot be full.
+                let _ = self.free.push(c);
+                self.last_beat = i64::MIN;
+            }
+        }
+    }
+
     fn recycle(&mut self) {
         if let Some(c) = self.current.take() {
             // The free ring holds every chunk, so this cannot be full.
@@ -147,6 +169,7 @@ impl Callback {
         }
         while done < frames {
             if !playing && self.fade <= 0.0 {
+                self.recycle_stale(generation, switch_from);
                 break;
             }
             if self.current.is_none() {

@@ -10,8 +10,22 @@ use super::callback::Callback;
 use super::transport::Shared;
 use super::PlayerError;
 
+/// Device period asked for, in frames (cpal then keeps two periods in the
+/// device buffer: 4096 frames, 93 ms at 44.1 kHz, the delay before a mix
+/// change is heard). The device's default on PulseAudio's ALSA plugin is a
+/// period of about 500 frames (11 ms callbacks, a 23 ms buffer), and on a
+/// loaded 2-core VM (two busy loops above the sound server's priority)
+/// 5 of 8 ten-second plays then had an underrun after which the server held
+/// the stream until it was reopened (1.2 s of silence each); with periods
+/// of 1024 frames 4 of 8, with 2048 and 4096 none (measured here with the
+/// `play_stems` example). A stem player is listened to, not played like an
+/// instrument: 93 ms is the better trade. Clamped to what the device allows.
+pub const DEVICE_PERIOD_FRAMES: u32 = 2048;
+
 /// Pick the output configuration: the stems' rate when the device offers it
-/// (no resampling), else the device's default; stereo and `f32` preferred.
+/// (no resampling), else the device's default; stereo and `f32` preferred;
+/// periods of [`DEVICE_PERIOD_FRAMES`] where the device says which sizes
+/// it takes, else its default.
 pub(super) fn choose_config(
     device: &cpal::Device,
     rate: u32,
@@ -24,15 +38,27 @@ pub(super) fn choose_config(
         .iter()
         .filter(|r| usable(r.sample_format()) && r.min_sample_rate() <= rate && rate <= r.max_sample_rate())
         .max_by_key(|r| (r.channels() == 2, r.sample_format() == SampleFormat::F32, r.channels() >= 2));
-    if let Some(r) = best {
-        let c = (*r).with_sample_rate(rate);
-        return Ok((c.config(), c.sample_format()));
-    }
-    let c = device.default_output_config().map_err(|e| dev_err(&e))?;
+    let c = match best {
+        Some(r) => (*r).with_sample_rate(rate),
+        None => device.default_output_config().map_err(|e| dev_err(&e))?,
+    };
     if !usable(c.sample_format()) {
         return Err(PlayerError::Device(format!("unsupported sample format {}", c.sample_format())));
     }
-    Ok((c.config(), c.sample_format()))
+    let mut config = c.config();
+    config.buffer_size = period(c.buffer_size());
+    Ok((config, c.sample_format()))
+}
+
+/// [`DEVICE_PERIOD_FRAMES`] within the sizes the device takes (a device
+/// that does not say gets its default).
+fn period(supported: &cpal::SupportedBufferSize) -> cpal::BufferSize {
+    match *supported {
+        cpal::SupportedBufferSize::Range { min, max } if min <= max && max > 0 => {
+            cpal::BufferSize::Fixed(DEVICE_PERIOD_FRAMES.clamp(min, max))
+        }
+        _ => cpal::BufferSize::Default,
+    }
 }
 
 /// The callback as the stream holds it: when the stream is dropped (or its

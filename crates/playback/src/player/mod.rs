@@ -57,6 +57,7 @@ use crate::reader::StemSet;
 use callback::Callback;
 pub use click::{BeatGrid, COUNT_IN_BEATS, MAX_GRID_BPM, MIN_GRID_BPM};
 use device::choose_config;
+pub use device::DEVICE_PERIOD_FRAMES;
 use transport::{Chunk, Shared, Transport};
 
 /// Frames (at the device's rate) per chunk: 2048 frames is 46 ms at 44.1 kHz,
@@ -345,6 +346,7 @@ impl Player {
         }
         next.seek(scale(end));
         if playing {
+            next.wait_for_read_ahead();
             next.play();
         }
         Ok(next)
@@ -369,6 +371,23 @@ impl Player {
             std::thread::sleep(Duration::from_millis(5));
         }
         false
+    }
+
+    /// Paused, after a seek: block until the callback has run twice since
+    /// (the first may have begun before the seek; a paused callback hands
+    /// chunks read before it back to the reader) and at least two chunks
+    /// are read ahead, or [`TAKE_OVER_SETTLE`] passed, so play starts on
+    /// audio rather than an underrun.
+    fn wait_for_read_ahead(&self) {
+        let t0 = std::time::Instant::now();
+        let since = self.shared.callbacks.load(Ordering::Acquire);
+        while t0.elapsed() < TAKE_OVER_SETTLE {
+            let s = self.stats();
+            if s.callbacks >= since + 2 && s.read_ahead_chunks >= 2 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 
     fn open_set(readers: StemSet, controls: &MixControls) -> Result<Self, PlayerError> {
@@ -766,6 +785,36 @@ mod tests {
         }
         assert!(cb.mixer.current_gains()[2] == 0.0, "the controls were applied");
         assert_eq!(total, 0, "allocations in the audio callback");
+    }
+
+    /// A seek while paused is read ahead before play: the paused callback
+    /// hands the chunks read before the seek back to the reader, so play
+    /// starts on the new position's audio with no underrun (without that,
+    /// the reader has no free chunk until play, and the first device
+    /// buffer after play is silence).
+    #[test]
+    fn a_seek_while_paused_is_read_ahead_before_play() {
+        let _paced = paced();
+        let (_dir, sh, mut cb, _reader) = engine(400_000);
+        let t0 = std::time::Instant::now();
+        while cb.full.slots() < CHUNKS && t0.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(cb.full.slots(), CHUNKS, "the read-ahead at frame 0 is full");
+        sh.seek(300_000);
+        // Paused device buffers (silent), as a running stream asks for.
+        assert!(render(&mut cb, 1024).iter().all(|&v| v == 0.0), "silent while paused");
+        let t0 = std::time::Instant::now();
+        while sh.read_ahead.load(Ordering::Acquire) < 4 && t0.elapsed() < Duration::from_secs(10) {
+            render(&mut cb, 512);
+        }
+        assert_eq!(sh.position.load(Ordering::Acquire), 300_000, "paused at the seek target");
+        sh.play();
+        let out = left(&render(&mut cb, 4096));
+        assert_eq!(sh.underrun_frames.load(Ordering::Acquire), 0, "play started on audio");
+        for (i, v) in out.iter().enumerate().skip(FADE) {
+            assert!(close(*v, (300_000 + i) as f32 / 1e6 + 0.25), "frame {i} after play: {v}");
+        }
     }
 
     #[test]

@@ -10,22 +10,23 @@ use super::callback::Callback;
 use super::transport::Shared;
 use super::PlayerError;
 
-/// Device period asked for, in frames (cpal then keeps two periods in the
-/// device buffer: 4096 frames, 93 ms at 44.1 kHz, the delay before a mix
-/// change is heard). The device's default on PulseAudio's ALSA plugin is a
-/// period of about 500 frames (11 ms callbacks, a 23 ms buffer), and on a
-/// loaded 2-core VM (two busy loops above the sound server's priority)
-/// 5 of 8 ten-second plays then had an underrun after which the server held
-/// the stream until it was reopened (1.2 s of silence each); with periods
-/// of 1024 frames 4 of 8, with 2048 and 4096 none (measured here with the
-/// `play_stems` example). A stem player is listened to, not played like an
-/// instrument: 93 ms is the better trade. Clamped to what the device allows.
-pub const DEVICE_PERIOD_FRAMES: u32 = 2048;
+/// Device period asked for, in frames, from `STEMROOM_DEVICE_PERIOD_FRAMES`
+/// (unset or 0: the device's default; cpal keeps two periods in the device
+/// buffer). The default on PulseAudio's ALSA plugin is a period of about
+/// 500 frames (11 ms callbacks, a 23 ms buffer). On a loaded 2-core VM (two
+/// busy loops above the sound server's priority) 5 of 8 ten-second plays
+/// of the `play_stems` example then had an underrun after which the server
+/// held the stream until it was reopened (1.2 s of silence each); with
+/// periods of 1024 frames 4 of 8, with 2048 and 4096 none. Not the default:
+/// with 2048 the app's end-to-end run measured its playhead at 0.46-0.53 s
+/// of song a second at 75 % tempo (0.75 with the device's default), twice,
+/// for a reason not found yet.
+const PERIOD_ENV: &str = "STEMROOM_DEVICE_PERIOD_FRAMES";
 
 /// Pick the output configuration: the stems' rate when the device offers it
 /// (no resampling), else the device's default; stereo and `f32` preferred;
-/// periods of [`DEVICE_PERIOD_FRAMES`] where the device says which sizes
-/// it takes, else its default.
+/// the period asked for in [`PERIOD_ENV`], if any, where the device says
+/// which sizes it takes, else its default.
 pub(super) fn choose_config(
     device: &cpal::Device,
     rate: u32,
@@ -50,12 +51,13 @@ pub(super) fn choose_config(
     Ok((config, c.sample_format()))
 }
 
-/// [`DEVICE_PERIOD_FRAMES`] within the sizes the device takes (a device
-/// that does not say gets its default).
+/// The period asked for in [`PERIOD_ENV`] within the sizes the device
+/// takes (unset, 0 or a device that does not say: its default).
 fn period(supported: &cpal::SupportedBufferSize) -> cpal::BufferSize {
+    let wanted = std::env::var(PERIOD_ENV).ok().and_then(|v| v.trim().parse::<u32>().ok()).unwrap_or(0);
     match *supported {
-        cpal::SupportedBufferSize::Range { min, max } if min <= max && max > 0 => {
-            cpal::BufferSize::Fixed(DEVICE_PERIOD_FRAMES.clamp(min, max))
+        cpal::SupportedBufferSize::Range { min, max } if wanted > 0 && min <= max && max > 0 => {
+            cpal::BufferSize::Fixed(wanted.clamp(min, max))
         }
         _ => cpal::BufferSize::Default,
     }

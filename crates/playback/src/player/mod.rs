@@ -57,7 +57,6 @@ use crate::reader::StemSet;
 use callback::Callback;
 pub use click::{BeatGrid, COUNT_IN_BEATS, MAX_GRID_BPM, MIN_GRID_BPM};
 use device::choose_config;
-pub use device::DEVICE_PERIOD_FRAMES;
 use transport::{Chunk, Shared, Transport};
 
 /// Frames (at the device's rate) per chunk: 2048 frames is 46 ms at 44.1 kHz,

@@ -185,9 +185,15 @@ try {
     timeoutMsg: "the playhead did not move",
   });
   const f1 = await frameNow();
-  await sleep(500);
-  const f2 = await frameNow();
-  check(f2 > f1, `the playhead moves while playing (${f1} -> ${f2})`);
+  // Within 5 s: PulseAudio on a loaded 2-core VM sometimes holds a
+  // stream after an underrun, and the player reopens it after 1 s (its
+  // log says "audio output stalled"; seen in 2 of 9 runs here, each
+  // time at this first play).
+  let f2 = f1;
+  const moved = await b
+    .waitUntil(async () => (f2 = await frameNow()) > f1, { timeout: 5000, interval: 100 })
+    .catch(() => false);
+  check(moved && f2 > f1, `the playhead moves while playing (${f1} -> ${f2})`);
   const stopped = await b.$(".alert__title=Playback stopped");
   check(!(await stopped.isExisting()), "no device error while playing");
   // The meters read the real callback: music on the master and the drums,

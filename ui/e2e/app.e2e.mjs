@@ -199,13 +199,18 @@ try {
   // The meters read the real callback: music on the master and the drums,
   // nothing on the muted vocals.
   const dbOf = async (name) => Number(await (await b.$(`[aria-label="${name} level"]`)).getAttribute("aria-valuenow"));
-  // Sampled for a second, loudest reading kept: one reading may fall
-  // between two drum hits (a run once read the drums at -52 dB).
+  // Sampled 5 times over half a second (one round trip each, so the song,
+  // a 6 s preview, has enough left for the 75 % step), loudest reading
+  // kept: one reading may fall between two drum hits (a run once read the
+  // drums at -52 dB).
   let [masterDb, drumsDb, vocalsDb] = [-Infinity, -Infinity, -Infinity];
-  for (let i = 0; i < 10; i++) {
-    masterDb = Math.max(masterDb, await dbOf("Master"));
-    drumsDb = Math.max(drumsDb, await dbOf("drums"));
-    vocalsDb = Math.max(vocalsDb, await dbOf("vocals"));
+  for (let i = 0; i < 5; i++) {
+    const [m, d, v] = await b.execute(() =>
+      ["Master", "drums", "vocals"].map((n) =>
+        Number(document.querySelector(`[aria-label="${n} level"]`)?.getAttribute("aria-valuenow")),
+      ),
+    );
+    [masterDb, drumsDb, vocalsDb] = [Math.max(masterDb, m), Math.max(drumsDb, d), Math.max(vocalsDb, v)];
     await sleep(100);
   }
   check(masterDb > -40 && drumsDb > -50, `the meters move while playing (loudest: master ${masterDb} dB, drums ${drumsDb} dB)`);
@@ -267,6 +272,15 @@ try {
     timeoutMsg: "the speed did not reach 75 %",
   });
   check((await (await b.$('[data-testid="transpose"]')).getText()) === "+2 st", "pitch +2 semitones");
+  // From the start, so the 6 s preview lasts the whole step at 75 % (the
+  // first play may have gone on a few seconds). The slider lets go of the
+  // keys first (ArrowLeft would lower the speed).
+  await b.execute(() => document.activeElement?.blur());
+  for (let i = 0; i < 5 && (await frameNow()) !== 0; i++) {
+    await b.keys("ArrowLeft");
+    await b.waitUntil(async () => (await frameNow()) === 0, { timeout: 1000 }).catch(() => {});
+  }
+  check((await (await b.$('[data-testid="tempo"]')).getText()) === "75 %", "still at 75 % after seeking to the start");
   await sleep(500);
   await (await b.$('[data-testid="play"]')).click();
   await sleep(700);

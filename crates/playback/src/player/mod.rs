@@ -308,6 +308,7 @@ impl Player {
     /// a loaded 2-core VM: 3 callbacks, then none for 1.5 s), which
     /// would otherwise be heard as that much silence. So this call may
     /// block up to [`TAKE_OVER_LIMIT`], typically [`TAKE_OVER_SETTLE`].
+    /// The new one goes on from the heard position ([`Player::status`]).
     ///
     /// # Errors
     /// As [`Player::open`]; this player then plays on.
@@ -331,18 +332,14 @@ impl Player {
             next.wait_until_running();
         }
         let playing = sh.playing.load(Ordering::Acquire) && !sh.ended.load(Ordering::Acquire);
-        // The new one starts after the last song frame this one hands to
-        // the device, the end of its fade out: what the device still holds
-        // of this one plays out while the new stream fills its own buffer,
-        // so nothing is heard twice (the heard position, `status()`, is
-        // one device latency earlier).
-        let mut end = sh.position.load(Ordering::Acquire);
+        // The new one starts where the listener is: the heard position
+        // (`status()`, one reported device latency before the frames
+        // handed over). What the device still holds of this one is lost
+        // when it is dropped, and a held stream may report seconds of
+        // latency (the app's e2e once saw its playhead jump 2 s ahead
+        // across the change when the new one started at the handed frame).
+        let end = self.status().position;
         self.pause();
-        if playing {
-            let ratio = f64::from_bits(sh.heard_ratio.load(Ordering::Acquire));
-            let fade = FADE_SECONDS * f64::from(self.output.sample_rate) * ratio;
-            end = (end + fade.round() as u64).min(sh.length.load(Ordering::Acquire));
-        }
         next.seek(scale(end));
         if playing {
             next.wait_for_read_ahead();

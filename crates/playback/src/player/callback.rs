@@ -79,19 +79,18 @@ impl Callback {
     /// `switch_from` stay: they still play up to a tempo change's switch.
     fn recycle_stale(&mut self, generation: u32, switch_from: u32) {
         let stale = |c: &Chunk| c.generation != generation && c.generation != switch_from;
-        if self.current.as_ref().is_some_and(stale) {
+        loop {
+            if self.current.is_none() {
+                match self.full.peek() {
+                    Ok(c) if stale(c) => self.current = self.full.pop().ok(),
+                    _ => return,
+                }
+            }
+            if !self.current.as_ref().is_some_and(stale) {
+                return; // a current chunk is next: what follows it is current too
+            }
             self.recycle();
             self.last_beat = i64::MIN;
-        }
-        if self.current.is_some() {
-            return; // a current chunk is next: what follows it is current too
-        }
-        while self.full.peek().is_ok_and(stale) {
-            if let Ok(c) = self.full.pop() {
-                // The free ring holds every chunk, so this cannot be full.
-                let _ = self.free.push(c);
-                self.last_beat = i64::MIN;
-            }
         }
     }
 

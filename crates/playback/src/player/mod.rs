@@ -350,8 +350,8 @@ impl Player {
 
     /// Block until the output stream keeps calling back
     /// [`TAKE_OVER_SETTLE`] after its first callback, or it failed, or
-    /// [`TAKE_OVER_LIMIT`] passed. Returns whether it runs.
-    fn wait_until_running(&self) -> bool {
+    /// [`TAKE_OVER_LIMIT`] passed.
+    fn wait_until_running(&self) {
         let t0 = std::time::Instant::now();
         let mut first: Option<std::time::Instant> = None;
         let mut seen = self.shared.callbacks.load(Ordering::Acquire);
@@ -361,12 +361,11 @@ impl Player {
                 seen = calls;
                 let at = *first.get_or_insert_with(std::time::Instant::now);
                 if at.elapsed() >= TAKE_OVER_SETTLE {
-                    return true;
+                    return;
                 }
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        false
     }
 
     /// Paused, after a seek: block until the callback has run twice since

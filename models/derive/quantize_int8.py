@@ -12,6 +12,10 @@ ONNX Runtime 1.31.1, see models/derive/requirements.txt for every pinned wheel):
   1.5x slower and 2 dB SNR on a 2-core AVX-512 CPU, issue 18), normalisation,
   softmax, and the arithmetic around the STFT.
 
+Static (calibrated, QDQ) quantisation was measured too and is not used: at
+most 12 % off the network's time on a 2-core AVX2 CPU and outputs 15-27 dB
+from fp32's at best (README, "Presets").
+
 The result is deterministic for the same input and wheels (measured: two runs,
 same sha256), so Stemroom checks it against models/manifest.json like a
 downloaded file. Written by Stemroom; ONNX Runtime's quantisation tools are

@@ -481,10 +481,13 @@ try {
   // The job ends: the marker goes, playback goes on, exports are offered.
   // (The song is at 48 kHz, its stream at 44.1 kHz: a new player on the
   // files goes on from the same time in the song.)
-  const secondsNow = async () => {
-    const el = await b.$('[data-testid="position"]');
-    return Number(await el.getAttribute("data-frame")) / Number(await el.getAttribute("data-rate"));
-  };
+  // Frame and rate in one read of the page: read apart, the take-over
+  // could fall between them (a 44.1 kHz frame over 48 kHz reads 8 % early).
+  const secondsNow = async () =>
+    b.execute(() => {
+      const el = document.querySelector('[data-testid="position"]');
+      return Number(el?.getAttribute("data-frame")) / Number(el?.getAttribute("data-rate"));
+    });
   const rateNow = async () => Number(await (await b.$('[data-testid="position"]')).getAttribute("data-rate"));
   if ((await rateNow()) === 44100) {
     let [sBefore, tBefore] = [await secondsNow(), Date.now()];

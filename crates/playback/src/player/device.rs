@@ -18,9 +18,9 @@ use super::PlayerError;
 /// of the `play_stems` example then had an underrun after which the server
 /// held the stream until it was reopened (1.2 s of silence each); with
 /// periods of 1024 frames 4 of 8, with 2048 and 4096 none. Not the default:
-/// with 2048 the app's end-to-end run measured its playhead at 0.46-0.53 s
-/// of song a second at 75 % tempo (0.75 with the device's default), twice,
-/// for a reason not found yet.
+/// a larger period delays every control change and seek by as much (2048
+/// frames, two in the buffer: about 93 ms at 44.1 kHz). The app's
+/// end-to-end run passes with 2048 (README, "Player and export").
 const PERIOD_ENV: &str = "STEMROOM_DEVICE_PERIOD_FRAMES";
 
 /// Pick the output configuration: the stems' rate when the device offers it

@@ -24,12 +24,17 @@ function PlayButton({ store, disabled, actions }: { store: StatusStore; disabled
   );
 }
 
-/** The playhead's time and the song's length. */
-function Clock({ store, rate, frames }: { store: StatusStore; rate: number; frames: number }) {
+/**
+ * The playhead's time and the song's length. The playhead's frame and its
+ * rate come from the same status: when finished files at another rate take
+ * over, the status store changes before the page's view does.
+ */
+export function Clock({ store, rate, frames }: { store: StatusStore; rate: number; frames: number }) {
   const position = useStatus(store, (s) => s?.position ?? 0);
+  const positionRate = useStatus(store, (s) => (s && s.sampleRate > 0 ? s.sampleRate : rate));
   return (
-    <span className="transport__time" data-testid="position" data-frame={position} data-rate={rate}>
-      {formatTime(position / rate, true)} / {formatDuration(frames / rate)}
+    <span className="transport__time" data-testid="position" data-frame={position} data-rate={positionRate}>
+      {formatTime(position / positionRate, true)} / {formatDuration(frames / rate)}
     </span>
   );
 }

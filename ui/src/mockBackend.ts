@@ -196,7 +196,8 @@ function fail(message: string): never {
 function validate(s: Settings): void {
   if (!Number.isInteger(s.shifts) || s.shifts < 0 || s.shifts > 20)
     fail(`Shifts must be a whole number from 0 to 20 (got ${s.shifts}).`);
-  if (!(s.overlap >= 0 && s.overlap < 1)) fail(`Overlap must be at least 0 and below 1 (got ${s.overlap}).`);
+  // The engine's bound (MAX_OVERLAP in crates/engine/src/separate/plan.rs).
+  if (!(s.overlap >= 0 && s.overlap <= 0.99)) fail(`Overlap must be from 0 to 0.99 (got ${s.overlap}).`);
   if (!Number.isInteger(s.concurrentJobs) || s.concurrentJobs < 1 || s.concurrentJobs > 8)
     fail(`Concurrent jobs must be 1 to 8 (got ${s.concurrentJobs}).`);
   if (s.format.kind === "flac" && s.format.bits !== 16 && s.format.bits !== 24)

@@ -23,6 +23,15 @@ use stemroom_engine::ErrorCode;
 use stemroom_library::link;
 use stemroom_library::Error;
 
+/// `println!` that never panics: a closed stdout (`stemroom models | head
+/// -1`, a JSON reader that went away) loses the line, not the run.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 mod serve;
 mod worker;
 
@@ -140,7 +149,7 @@ impl InstallArgs {
     /// A message for the user: a JSON `message` event or a line on stderr.
     fn say(&self, text: &str) {
         if self.json {
-            println!("{}", serde_json::json!({ "event": "message", "message": text }));
+            outln!("{}", serde_json::json!({ "event": "message", "message": text }));
         } else {
             eprintln!("{text}");
         }
@@ -375,16 +384,16 @@ fn run_links(a: &LinksArgs) -> ExitCode {
     let Some(LinksAction::Install(i)) = &a.action else {
         let status = link::status(None);
         if a.json {
-            println!("{}", serde_json::to_string(&status).unwrap_or_default());
+            outln!("{}", serde_json::to_string(&status).unwrap_or_default());
         } else {
             match (&status.path, &status.problem) {
-                (Some(path), None) => println!(
+                (Some(path), None) => outln!(
                     "yt-dlp {} at {}\nJavaScript runtime: {}",
                     status.version.as_deref().unwrap_or("?"),
                     path,
                     status.js_runtime.as_deref().unwrap_or("none (YouTube links will fail)")
                 ),
-                (_, problem) => println!(
+                (_, problem) => outln!(
                     "yt-dlp is not usable: {}\n  Install it with: stemroom links install",
                     problem.as_deref().unwrap_or("not found")
                 ),
@@ -450,7 +459,7 @@ fn install_bar(bytes: f64, json: bool) -> Option<ProgressBar> {
 fn show_install_event(e: &stemroom_engine::runtime::install::InstallEvent, bar: Option<&ProgressBar>, json: bool) {
     use stemroom_engine::runtime::install::InstallEvent;
     if json {
-        println!("{}", serde_json::to_string(e).unwrap_or_default());
+        outln!("{}", serde_json::to_string(e).unwrap_or_default());
     } else if let Some(bar) = bar {
         match e {
             InstallEvent::Downloading { file, done, .. } => {
@@ -501,7 +510,17 @@ impl CliListener {
 impl Listener for CliListener {
     fn event(&self, event: &Event) {
         if self.json {
-            self.json_line(event);
+            match event {
+                // One `input` key per line: the file or link as given; for a
+                // link, the downloaded file it separates is `file`.
+                Event::Started { input, model, provider } => self.json_line(&serde_json::json!({
+                    "event": "started",
+                    "file": input,
+                    "model": model,
+                    "provider": provider,
+                })),
+                _ => self.json_line(event),
+            }
             return;
         }
         let Some(bar) = &self.bar else { return };
@@ -721,6 +740,11 @@ fn run_separate(mut a: SeparateArgs) -> ExitCode {
     if a.jobs == 0 {
         return fail(EngineError::InvalidOptions("--jobs must be at least 1".into()).into());
     }
+    // Before the model loads: a bad --shifts or --overlap is a usage error.
+    let options = SeparateOptions { shifts: a.shifts, overlap: a.overlap, segment_frames: None, seed: a.seed };
+    if let Err(e) = options.validate() {
+        return fail(e.into());
+    }
     let sep = match open_separator(&a) {
         Ok(s) => s,
         Err(e) => return fail(e),
@@ -736,7 +760,7 @@ fn run_separate(mut a: SeparateArgs) -> ExitCode {
             "event": "settings", "preset": preset, "model": sep.info().id,
             "shifts": a.shifts, "overlap": a.overlap, "provider": sep.provider().to_string(),
         });
-        println!("{line}");
+        outln!("{line}");
     } else {
         eprintln!(
             "stemroom: model {} ({}), running on {}; preset {preset}: shifts {}, overlap {}",
@@ -748,6 +772,9 @@ fn run_separate(mut a: SeparateArgs) -> ExitCode {
         );
     }
     let request = |input: &Path| job_request(&a, input, format, segment_frames);
+    if let Err(e) = check_distinct_outputs(&a.files, sep.info(), &request) {
+        return fail(e);
+    }
     let cancel = cancel_on_interrupt();
     let multi = MultiProgress::with_draw_target(if !a.json && std::io::stderr().is_terminal() {
         ProgressDrawTarget::stderr()
@@ -794,6 +821,39 @@ fn run_separate(mut a: SeparateArgs) -> ExitCode {
     }
     let code = *first_error.lock().unwrap_or_else(|p| p.into_inner());
     code.map(ExitCode::from).unwrap_or(ExitCode::SUCCESS)
+}
+
+/// Refuse, before any work, inputs whose stems would land on the same files
+/// (the same file given twice, or `a.wav` and `a.flac` under the default
+/// `{track}/{stem}.{ext}`): one would silently replace the other's. Links
+/// are named by their title only once downloaded, so they are not checked
+/// here (a clash between them: the last to finish wins, whole).
+///
+/// # Errors
+/// [`EngineError::InvalidOptions`] naming both inputs and the file.
+fn check_distinct_outputs(
+    files: &[PathBuf],
+    info: &stemroom_engine::model::ModelInfo,
+    request: &dyn Fn(&Path) -> JobRequest,
+) -> Result<(), Error> {
+    let mut seen: std::collections::HashMap<PathBuf, &Path> = std::collections::HashMap::new();
+    for input in files.iter().filter(|f| !link::looks_like_url(&f.to_string_lossy())) {
+        for (_, dest) in stemroom_engine::job::planned_outputs(info, &request(input))? {
+            let dest = std::path::absolute(&dest).unwrap_or(dest);
+            if let Some(first) = seen.insert(dest.clone(), input) {
+                let why = if first == input.as_path() {
+                    format!("{} is given twice", input.display())
+                } else {
+                    format!("{} and {} would both write {}", first.display(), input.display(), dest.display())
+                };
+                return Err(EngineError::InvalidOptions(format!(
+                    "{why}: give each input its own name, or use --filename '{{track}}_{{trackext}}/{{stem}}.{{ext}}'"
+                ))
+                .into());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// For a link (`http://`, `https://`): read its metadata, download its audio
@@ -961,26 +1021,26 @@ fn print_models(rows: &[ModelRow], lib: &Result<PathBuf, runtime::RuntimeError>,
             onnxruntime: lib.as_ref().ok().cloned(),
             onnxruntime_problem: lib.as_ref().err().map(|e| e.to_string()),
         };
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         return;
     }
     let w = rows.iter().map(|r| r.id.len()).chain([11]).max().unwrap_or(11);
     for r in rows {
         match (&r.path, &r.problem) {
-            (Some(p), _) => println!(
+            (Some(p), _) => outln!(
                 "{:<w$} installed, verified  {}  [{}] {} Hz",
                 r.id,
                 p.display(),
                 r.sources.join(", "),
                 r.sample_rate
             ),
-            (None, Some(problem)) => println!("{:<w$} NOT READY: {problem}", r.id),
+            (None, Some(problem)) => outln!("{:<w$} NOT READY: {problem}", r.id),
             _ => {}
         }
     }
     match lib {
-        Ok(p) => println!("{:<w$} {}", "onnxruntime", p.display()),
-        Err(e) => println!("{:<w$} NOT FOUND: {e}", "onnxruntime"),
+        Ok(p) => outln!("{:<w$} {}", "onnxruntime", p.display()),
+        Err(e) => outln!("{:<w$} NOT FOUND: {e}", "onnxruntime"),
     }
 }
 
@@ -1042,25 +1102,25 @@ fn run_runtime(a: &RuntimeReportArgs) -> ExitCode {
             cuda_problem: cuda.as_ref().err(),
             cuda_message: cuda.as_ref().err().map(gpu::NoCuda::message),
         };
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     } else {
         match &cpu {
-            Ok(p) => println!("onnxruntime  {}", p.display()),
-            Err(e) => println!("onnxruntime  NOT FOUND: {e}"),
+            Ok(p) => outln!("onnxruntime  {}", p.display()),
+            Err(e) => outln!("onnxruntime  NOT FOUND: {e}"),
         }
         match &facts.driver_version {
-            Some(v) => println!("nvidia       driver {v}"),
-            None => println!("nvidia       no driver"),
+            Some(v) => outln!("nvidia       driver {v}"),
+            None => outln!("nvidia       no driver"),
         }
         for g in &facts.gpus {
-            println!("gpu          {} ({:.1} GiB)", g.name, f64::from(g.memory_mib) / 1024.0);
+            outln!("gpu          {} ({:.1} GiB)", g.name, f64::from(g.memory_mib) / 1024.0);
         }
         if let Some(p) = &facts.gpu_runtime {
-            println!("gpu runtime  {}", p.display());
+            outln!("gpu runtime  {}", p.display());
         }
         match &cuda {
-            Ok(()) => println!("cuda         usable (--device auto uses it)"),
-            Err(why) => println!("cuda         not used: {}", why.message()),
+            Ok(()) => outln!("cuda         usable (--device auto uses it)"),
+            Err(why) => outln!("cuda         not used: {}", why.message()),
         }
     }
     if cpu.is_ok() {

@@ -103,17 +103,17 @@ pub fn run(args: ServeArgs) -> ExitCode {
     }
     let data_dir = config.data_dir.clone();
     let result = stemroom_server::run_blocking(config, |ready| {
-        println!("Stemroom server listening on http://{}", ready.addr);
-        println!("data folder: {}", data_dir.display());
+        outln!("Stemroom server listening on http://{}", ready.addr);
+        outln!("data folder: {}", data_dir.display());
         match &ready.token {
             Some(t) if t.created => {
-                println!("token (shown once; also in {}): {}", t.path.display(), t.value);
+                outln!("token (shown once; also in {}): {}", t.path.display(), t.value);
             }
-            Some(t) => println!("token: in {}", t.path.display()),
-            None => println!("no token: anyone on this machine can use the server"),
+            Some(t) => outln!("token: in {}", t.path.display()),
+            None => outln!("no token: anyone on this machine can use the server"),
         }
         if ready.recovered > 0 {
-            println!("{} interrupted job(s) back in the queue", ready.recovered);
+            outln!("{} interrupted job(s) back in the queue", ready.recovered);
         }
         use std::io::Write;
         let _ = std::io::stdout().flush();

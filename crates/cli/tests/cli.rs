@@ -373,14 +373,36 @@ fn bad_inputs_get_their_own_clear_errors_and_leave_nothing() {
     std::fs::write(p("truncated.mp3"), &full[..full.len() / 2]).expect("write");
     ffmpeg(&["-f", "lavfi", "-i", "anullsrc=r=44100:cl=stereo", "-t", "0", &s("zero.wav")]);
     std::fs::create_dir(p("a_directory.wav")).expect("mkdir");
+    // A WAV whose header says 0 Hz (stereo 16-bit PCM, 1000 frames).
+    let mut zero_hz = Vec::new();
+    let data = vec![0u8; 4000];
+    zero_hz.extend_from_slice(b"RIFF");
+    zero_hz.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    zero_hz.extend_from_slice(b"WAVEfmt ");
+    zero_hz.extend_from_slice(&16u32.to_le_bytes());
+    for v in [1u16, 2] {
+        zero_hz.extend_from_slice(&v.to_le_bytes()); // PCM, 2 channels
+    }
+    zero_hz.extend_from_slice(&0u32.to_le_bytes()); // sample rate
+    zero_hz.extend_from_slice(&0u32.to_le_bytes()); // byte rate
+    for v in [4u16, 16] {
+        zero_hz.extend_from_slice(&v.to_le_bytes()); // block align, bits
+    }
+    zero_hz.extend_from_slice(b"data");
+    zero_hz.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    zero_hz.extend_from_slice(&data);
+    std::fs::write(p("zero_hz.wav"), zero_hz).expect("write");
+    assert!(Command::new("mkfifo").arg(p("a_fifo.wav")).status().expect("mkfifo").success());
     let out = s("out");
-    let cases: [(&str, &str); 6] = [
+    let cases: [(&str, &str); 8] = [
         ("empty.wav", "empty"),
         ("notes.mp3", "not a recognised audio file"),
         ("truncated.mp3", "truncated"),
         ("zero.wav", "no audio samples"),
         ("a_directory.wav", "is a directory"),
         ("missing.flac", "not found"),
+        ("zero_hz.wav", "0 Hz"),
+        ("a_fifo.wav", "not a regular file"),
     ];
     for (name, needle) in cases {
         assert_fails(&["separate", "-o", &out, &s(name)], 3, needle);
@@ -395,6 +417,28 @@ fn bad_inputs_get_their_own_clear_errors_and_leave_nothing() {
     assert_fails(&["separate", "--two-stems", "guitar", "-o", &out, utf8(&mix)], 2, "guitar");
     assert_fails(&["separate", "--mp3", "--mp3-bitrate", "100", "-o", &out, utf8(&mix)], 2, "bit rate");
     assert_fails(&["separate", "--segment", "9", "-o", &out, utf8(&mix)], 2, "segment must be at most");
+    // Inputs or stems that would share a file are refused before any work.
+    std::fs::copy(&mix, p("twin.wav")).expect("copy");
+    ffmpeg(&["-i", utf8(&mix), &s("twin.flac")]);
+    assert_fails(&["separate", "-o", &out, &s("twin.wav"), &s("twin.wav")], 2, "is given twice");
+    assert_fails(&["separate", "-j", "2", "-o", &out, &s("twin.wav"), &s("twin.flac")], 2, "would both write");
+    assert_fails(&["separate", "--filename", "{track}.{ext}", "-o", &out, utf8(&mix)], 2, "put {stem} in it");
+    assert!(files_under(Path::new(&out)).is_empty(), "nothing written: {:?}", files_under(Path::new(&out)));
+    // A folder where a stem goes: refused before the separation, left as it was.
+    let in_the_way = Path::new(&out).join("htdemucs/twin/vocals.wav");
+    std::fs::create_dir_all(&in_the_way).expect("mkdir");
+    std::fs::write(in_the_way.join("mine.txt"), "keep").expect("write");
+    assert_fails(&["separate", "-o", &out, &s("twin.wav")], 6, "a folder is in the way");
+    assert_eq!(std::fs::read_to_string(in_the_way.join("mine.txt")).expect("kept"), "keep");
+    assert_eq!(files_under(Path::new(&out)), [in_the_way.join("mine.txt")]);
+    std::fs::remove_dir_all(Path::new(&out).join("htdemucs")).expect("clean");
+    // Shifts and overlap that would plan billions of segments are refused
+    // before the model loads, not run for days (or panic).
+    assert_fails(&["separate", "--shifts", "1000000000000", "-o", &out, utf8(&mix)], 2, "shifts must be 0 to 20");
+    for overlap in ["0.999997", "1", "-0.1", "NaN"] {
+        let arg = format!("--overlap={overlap}");
+        assert_fails(&["separate", &arg, "-o", &out, utf8(&mix)], 2, "overlap must be from 0 to 0.99");
+    }
 }
 
 #[test]
@@ -421,6 +465,24 @@ fn missing_model_runtime_and_device_are_reported() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     assert_eq!(v["models"][0]["id"], "htdemucs");
     assert_eq!(v["models"][0]["verified"], true);
+}
+
+#[test]
+fn a_closed_stdout_loses_lines_not_the_run() {
+    // `stemroom models | head -0`: stdout is closed before anything is written.
+    for args in [&["models"][..], &["runtime"], &["models", "--json"]] {
+        let mut child = stemroom()
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        drop(child.stdout.take());
+        let o = child.wait_with_output().expect("wait");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(o.status.code().is_some(), "{args:?} ended by a signal: {:?}", o.status);
+    }
 }
 
 #[test]
@@ -491,6 +553,10 @@ fn json_events_two_stems_mp3_and_cpu_fallback() {
     assert_eq!(kinds[..2], ["settings", "started"]);
     assert_eq!(events[0]["preset"], "balanced");
     assert_eq!(events[1]["provider"], "cpu", "auto falls back to CPU without a GPU");
+    // Each key once per line (serde_json keeps the last of duplicates: read the text).
+    let started = String::from_utf8_lossy(&o.stdout).lines().nth(1).unwrap_or_default().to_string();
+    assert_eq!(started.matches("\"input\":").count(), 1, "{started}");
+    assert_eq!(events[1]["input"], utf8(&input));
     assert!(kinds.contains(&"decoded") && kinds.contains(&"segment") && kinds.contains(&"encoding"));
     assert_eq!(kinds.last(), Some(&"done"));
     let done = events.last().expect("done");

@@ -4,22 +4,48 @@
 
 use std::path::{Path, PathBuf};
 
-/// The temporary name of an output while it is written:
-/// `.<file name>.<process id>.part` in the same folder (hidden, and never a
-/// name a finished output can have).
+/// Temporary names handed out by this process so far (see [`part_path`]).
+static PARTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Longest file name most file systems take (ext4, XFS, btrfs: 255 bytes).
+const NAME_MAX: usize = 255;
+
+/// A new temporary name for an output while it is written:
+/// `.<file name>.<process id>-<n>.part` in the same folder (hidden, and
+/// never a name a finished output can have). `n` counts the calls in this
+/// process, so two jobs writing the same destination at once (two inputs of
+/// the same name) never share a temporary file. A long name is shortened
+/// (at a character boundary) so the result stays within 255 bytes.
 pub fn part_path(dest: &Path) -> PathBuf {
-    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    dest.with_file_name(format!(".{name}.{}.part", std::process::id()))
+    let n = PARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let suffix = format!(".{}-{n}.part", std::process::id());
+    let mut name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    // Room for the dot, the suffix and ".old" (a set-aside final, [`publish`]).
+    let room = NAME_MAX - 1 - suffix.len() - ".old".len();
+    if name.len() > room {
+        let mut cut = room;
+        while !name.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        name.truncate(cut);
+    }
+    dest.with_file_name(format!(".{name}{suffix}"))
 }
 
 /// Rename every `(temporary, final)` pair into place, all or nothing: a
 /// final file that already exists is first moved aside, and when any rename
 /// fails the ones done are undone and the old files put back, so a folder
-/// never holds a mix of old and new outputs. Returns the first error.
+/// never holds a mix of old and new outputs (nor of two jobs' outputs: a
+/// process publishes one set at a time). A folder where a file goes is
+/// refused, not moved. Returns the first error.
 ///
 /// # Errors
 /// The I/O error of the rename that failed (after the rollback).
 pub fn publish(pairs: &[(PathBuf, PathBuf)]) -> std::io::Result<()> {
+    // One publish at a time in this process: two jobs that finish together
+    // with the same destinations leave one job's set, never a mix of both.
+    static PUBLISHING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = PUBLISHING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut set_aside: Vec<(PathBuf, PathBuf)> = Vec::new();
     let mut placed: Vec<&Path> = Vec::new();
     let rollback = |placed: &[&Path], set_aside: &[(PathBuf, PathBuf)]| {
@@ -31,6 +57,17 @@ pub fn publish(pairs: &[(PathBuf, PathBuf)]) -> std::io::Result<()> {
         }
     };
     for (_, dest) in pairs {
+        // A folder (or anything but a file) where a stem goes is not ours
+        // to move away.
+        if let Ok(meta) = std::fs::symlink_metadata(dest) {
+            if meta.is_dir() {
+                rollback(&placed, &set_aside);
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    format!("a folder is in the way of {}", dest.display()),
+                ));
+            }
+        }
         if dest.exists() {
             let backup = part_path(dest).with_extension("old");
             if let Err(e) = std::fs::rename(dest, &backup) {
@@ -60,12 +97,19 @@ fn process_alive(pid: i32) -> bool {
     r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
-/// The process id in a temporary output's name (`.<name>.<pid>.part`, and
-/// `.<name>.<pid>.part.spool` from earlier versions), if it is one.
+/// The process id in a temporary output's name (`.<name>.<pid>-<n>.part`,
+/// and `.<name>.<pid>.part` or `.<name>.<pid>.part.spool` from earlier
+/// versions), if it is one.
 fn part_owner(file_name: &str) -> Option<i32> {
     let stem = file_name.strip_prefix('.')?;
     let stem = stem.strip_suffix(".part").or_else(|| stem.strip_suffix(".part.spool"))?;
-    stem.rsplit_once('.')?.1.parse().ok().filter(|pid| *pid > 0)
+    let tag = stem.rsplit_once('.')?.1;
+    let pid = match tag.split_once('-') {
+        Some((pid, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => pid,
+        Some(_) => return None,
+        None => tag,
+    };
+    pid.parse().ok().filter(|pid| *pid > 0)
 }
 
 /// Remove the temporary outputs in `dir` whose process is gone (a run that
@@ -160,6 +204,21 @@ mod tests {
         std::fs::write(p("b.tmp"), "new b").unwrap();
         publish(&pairs).unwrap();
         assert_eq!(std::fs::read_to_string(p("a.wav")).unwrap(), "new a");
+        // A folder where b goes: refused, a's file put back, the folder untouched.
+        std::fs::write(p("a.tmp"), "newer a").unwrap();
+        std::fs::write(p("b.tmp"), "newer b").unwrap();
+        std::fs::remove_file(p("b.wav")).unwrap();
+        std::fs::create_dir(p("b.wav")).unwrap();
+        std::fs::write(p("b.wav/keep.txt"), "mine").unwrap();
+        let e = publish(&pairs).unwrap_err();
+        assert!(e.to_string().contains("folder"), "{e}");
+        assert_eq!(std::fs::read_to_string(p("a.wav")).unwrap(), "new a");
+        assert_eq!(std::fs::read_to_string(p("b.wav/keep.txt")).unwrap(), "mine");
+        std::fs::remove_dir_all(p("b.wav")).unwrap();
+        std::fs::write(p("b.wav"), "new b").unwrap();
+        // (The caller's guard removes the temporaries of a failed publish.)
+        std::fs::remove_file(p("a.tmp")).unwrap();
+        std::fs::remove_file(p("b.tmp")).unwrap();
         assert_eq!(std::fs::read_to_string(p("b.wav")).unwrap(), "new b");
         let mut names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
         names.sort();
@@ -182,6 +241,9 @@ mod tests {
         assert!(!dead.exists() && !old_spool.exists());
         assert!(ours.exists() && done.exists());
         assert_eq!(part_owner(".a.b.c.12.part"), Some(12));
+        assert_eq!(part_owner(".a.b.c.12-3.part"), Some(12));
+        assert_eq!(part_owner(".a.b.c.12-.part"), None);
+        assert_eq!(part_owner(".a.b.c.12-x.part"), None);
         assert_eq!(part_owner("a.12.part"), None);
         assert_eq!(part_owner(".notes.txt"), None);
     }
@@ -206,5 +268,14 @@ mod tests {
         let p = part_path(&deep.join("song.wav"));
         let name = p.file_name().unwrap().to_string_lossy().into_owned();
         assert!(name.starts_with(".song.wav.") && name.ends_with(".part"), "{name}");
+        assert_eq!(part_owner(&name), Some(std::process::id() as i32));
+        // Each call its own name: two jobs with one destination never share one.
+        assert_ne!(part_path(&deep.join("song.wav")), p);
+        // A long name is cut so the temporary name (and its ".old") fits 255 bytes.
+        let long = "ü".repeat(127) + ".wav";
+        assert_eq!(long.len(), 258);
+        let p = part_path(&deep.join(&long));
+        let name = p.file_name().unwrap().to_str().unwrap();
+        assert!(name.len() + 4 <= 255 && name.ends_with(".part"), "{} bytes", name.len());
     }
 }

@@ -203,8 +203,8 @@ pub fn add_paths_with(queue: &Queue, paths: &[PathBuf], add: AddOptions) -> Resu
                 }
                 let title = title_from_tags(&info.tags).unwrap_or_else(|| title_for(&f));
                 let job = queue.enqueue(&source, &title, &options)?;
-                if let Some(album) = tag_text(&info.tags.album) {
-                    queue.set_album(job.id, album)?;
+                if let Some(album) = album_from_tags(&info.tags) {
+                    queue.set_album(job.id, &album)?;
                 }
                 if let Some(d) = info.duration_seconds {
                     queue.set_details(job.id, Some(d), None)?;
@@ -214,6 +214,25 @@ pub fn add_paths_with(queue: &Queue, paths: &[PathBuf], add: AddOptions) -> Resu
             Err(e) => result.rejected.push(result_rejected(&f, plain_reason(&e))),
         }
     }
+    Ok(result)
+}
+
+/// Queue one link, and nothing else: for front ends whose callers must not
+/// name files on this machine (the HTTP service). A path, a `file://` URI or
+/// anything but an `http(s)` link is refused in [`AddResult::rejected`]
+/// without touching the file system; a link is probed like in
+/// [`add_paths_with`] (a playlist comes back in [`AddResult::playlists`]).
+///
+/// # Errors
+/// Database errors only.
+pub fn add_url_with(queue: &Queue, url: &str, job: Option<JobOptions>) -> Result<AddResult, QueueError> {
+    let options = match job {
+        Some(o) => o,
+        None => queue.settings()?.job_options(),
+    };
+    let mut result = AddResult::default();
+    let mut ytdlp = None;
+    add_link(queue, url.trim(), &options, &mut ytdlp, &mut result)?;
     Ok(result)
 }
 
@@ -309,14 +328,34 @@ pub fn add_links_with(queue: &Queue, entries: &[LinkEntry], job: Option<JobOptio
     Ok(result)
 }
 
+/// Longest title taken from tags, in characters (a tag may hold megabytes;
+/// a title is shown in lists and sent in `Content-Disposition` headers).
+/// The same bound as a title from a client's file name in the server.
+pub const MAX_TAG_TITLE_CHARS: usize = 200;
+
 /// "Artist - Title" from a file's tags, or the title alone; `None` without a
-/// title tag (blank tags count as none).
+/// title tag (blank tags count as none). Control characters are dropped and
+/// the result is cut to [`MAX_TAG_TITLE_CHARS`].
 pub fn title_from_tags(tags: &stemroom_engine::audio::encode::Tags) -> Option<String> {
     let title = tag_text(&tags.title)?;
-    Some(match tag_text(&tags.artist) {
+    let full = match tag_text(&tags.artist) {
         Some(artist) => format!("{artist} - {title}"),
         None => title.to_string(),
-    })
+    };
+    bounded(&full)
+}
+
+/// The album from a file's tags, cleaned and bounded like [`title_from_tags`].
+pub fn album_from_tags(tags: &stemroom_engine::audio::encode::Tags) -> Option<String> {
+    bounded(tag_text(&tags.album)?)
+}
+
+/// `text` without control characters, cut to [`MAX_TAG_TITLE_CHARS`],
+/// trimmed; `None` when nothing is left.
+fn bounded(text: &str) -> Option<String> {
+    let clean: String = text.chars().filter(|c| !c.is_control()).take(MAX_TAG_TITLE_CHARS).collect();
+    let clean = clean.trim();
+    (!clean.is_empty()).then(|| clean.to_string())
 }
 
 /// A tag's text, trimmed; `None` when absent or blank.
@@ -439,6 +478,38 @@ mod tests {
         q.cancel_queued(r.added[0].id).unwrap();
         let retried = add_paths(&q, &[album.join("01 a.wav")]).unwrap();
         assert_eq!((retried.added.len(), retried.duplicates.len()), (1, 0));
+    }
+
+    #[test]
+    fn titles_from_tags_are_bounded_and_printable() {
+        use stemroom_engine::audio::encode::Tags;
+        let tags = |artist: Option<&str>, title: &str| Tags {
+            artist: artist.map(str::to_string),
+            title: Some(title.to_string()),
+            ..Default::default()
+        };
+        assert_eq!(title_from_tags(&tags(Some("Björk"), "Army of Me")).as_deref(), Some("Björk - Army of Me"));
+        let huge = title_from_tags(&tags(None, &"ä".repeat(1_000_000))).unwrap();
+        assert_eq!(huge.chars().count(), MAX_TAG_TITLE_CHARS);
+        assert_eq!(title_from_tags(&tags(None, "a\r\nb\u{7}c")).as_deref(), Some("abc"));
+        assert_eq!(title_from_tags(&tags(None, "\u{1b}\u{7}")), None);
+    }
+
+    #[test]
+    fn add_url_with_refuses_anything_but_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(&dir.path().join("q.sqlite")).unwrap();
+        let song = dir.path().join("song.wav");
+        wav(&song, 44_100);
+        let file_uri = format!("file://{}", song.display());
+        let folder = dir.path().to_str().unwrap().to_string();
+        for given in [song.to_str().unwrap(), file_uri.as_str(), folder.as_str(), "ftp://example.com/a.mp3", "-x", ""] {
+            let r = add_url_with(&q, given, None).unwrap();
+            assert!(r.added.is_empty(), "{given} was queued");
+            assert_eq!(r.rejected.len(), 1, "{given}: {r:?}");
+            assert!(r.rejected[0].reason.contains("link"), "{given}: {}", r.rejected[0].reason);
+        }
+        assert!(q.queue().unwrap().is_empty());
     }
 
     #[test]

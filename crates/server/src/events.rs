@@ -23,6 +23,8 @@ pub enum Update {
     Job(Box<Job>),
     /// Throttled progress of a running job.
     Progress(JobProgress),
+    /// The job and its files were deleted (its event streams end).
+    Deleted(JobId),
 }
 
 impl Update {
@@ -31,6 +33,7 @@ impl Update {
         match self {
             Update::Job(j) => j.id,
             Update::Progress(p) => p.id,
+            Update::Deleted(id) => *id,
         }
     }
 }
@@ -78,10 +81,11 @@ impl Events {
         self.latest.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
     }
 
-    /// Forget everything about a job (deleted).
+    /// Forget everything about a job (deleted) and tell its subscribers.
     pub fn forget(&self, id: JobId) {
         self.settle(id);
         self.segments.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        let _ = self.tx.send(Update::Deleted(id));
     }
 }
 

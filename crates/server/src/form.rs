@@ -11,6 +11,7 @@ use axum::extract::{FromRequest, Multipart, Request};
 use axum::http::{header, StatusCode};
 use stemroom_engine::audio::encode::{OutputFormat, WavDepth};
 use stemroom_engine::model::Manifest;
+use stemroom_engine::separate::{MAX_OVERLAP, MAX_SHIFTS};
 use stemroom_engine::units::Preset;
 use stemroom_library::queue::JobOptions;
 use tokio::io::AsyncWriteExt;
@@ -86,7 +87,7 @@ pub async fn read(service: &Service, req: Request, file_required: bool) -> Resul
         req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
     let job = if content_type.starts_with("multipart/form-data") {
         let limit = service.config.max_upload_bytes;
-        if declared.is_some_and(|n| n > limit + MULTIPART_OVERHEAD) {
+        if declared.is_some_and(|n| n > limit.saturating_add(MULTIPART_OVERHEAD)) {
             return refuse(req, too_large(limit)).await;
         }
         if let Err(e) = check_space(service, declared.unwrap_or(0)) {
@@ -109,9 +110,21 @@ pub async fn read(service: &Service, req: Request, file_required: bool) -> Resul
             return refuse(req, ApiError::unsupported("send the audio as multipart/form-data with a `file` field"))
                 .await;
         }
-        let body = axum::body::to_bytes(req.into_body(), SMALL_BODY_LIMIT).await.map_err(|_| {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "a JSON or form body is at most 64 KiB")
-        })?;
+        // At most 64 KiB, within the idle timeout as a whole: a client that
+        // trickles a small body does not hold the connection for longer.
+        let idle = service.config.idle_timeout;
+        let body = tokio::time::timeout(idle, axum::body::to_bytes(req.into_body(), SMALL_BODY_LIMIT))
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "timeout",
+                    format!("the body did not arrive within {} s", idle.as_secs()),
+                )
+            })?
+            .map_err(|_| {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "a JSON or form body is at most 64 KiB")
+            })?;
         let pairs = if content_type.starts_with("application/json") {
             json_pairs(&body)?
         } else {
@@ -235,7 +248,9 @@ async fn read_multipart(service: &Service, multipart: &mut Multipart) -> Result<
             return Err(ApiError::invalid_options(format!("more than {MAX_FIELDS} fields")));
         }
         let name = field.name().unwrap_or("").to_string();
-        if FILE_FIELDS.contains(&name.as_str()) && field.file_name().is_some() {
+        // A file part has a file name, or at least a type (multer hides a
+        // file name that is not UTF-8; the part is still the file).
+        if FILE_FIELDS.contains(&name.as_str()) && (field.file_name().is_some() || field.content_type().is_some()) {
             if job.upload.is_some() {
                 return Err(ApiError::invalid_options("one file per job"));
             }
@@ -348,14 +363,14 @@ pub fn job_options(
     }
     if let Some(v) = fields.get("shifts") {
         o.shifts = parse_num("shifts", v, "a whole number from 0 to 20")?;
-        if o.shifts > 20 {
-            return Err(ApiError::invalid_options(format!("`shifts` must be 0 to 20, got {v}")));
+        if o.shifts as usize > MAX_SHIFTS {
+            return Err(ApiError::invalid_options(format!("`shifts` must be 0 to {MAX_SHIFTS}, got {v}")));
         }
     }
     if let Some(v) = fields.get("overlap") {
-        let x: f32 = parse_num("overlap", v, "a number at least 0 and below 1")?;
-        if !(0.0..1.0).contains(&x) {
-            return Err(ApiError::invalid_options(format!("`overlap` must be at least 0 and below 1, got {v}")));
+        let x: f32 = parse_num("overlap", v, "a number from 0 to 0.99")?;
+        if !(0.0..=MAX_OVERLAP).contains(&x) {
+            return Err(ApiError::invalid_options(format!("`overlap` must be from 0 to {MAX_OVERLAP}, got {v}")));
         }
         o.overlap = x;
     }

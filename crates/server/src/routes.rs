@@ -17,6 +17,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use stemroom_engine::ErrorCode;
 use stemroom_library::queue::{Job, JobId, JobState};
+use stemroom_library::worker::WorkerListener;
 use tokio::sync::broadcast::error::RecvError;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -62,6 +63,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .merge(crate::broker::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(service.clone(), crate::auth::require_token))
+        .layer(axum::middleware::from_fn(json_errors))
         .layer(TraceLayer::new_for_http());
     if !service.config.cors.is_empty() {
         let origins = if service.config.cors.iter().any(|o| o == "*") {
@@ -77,6 +79,52 @@ pub fn router(service: Arc<Service>) -> Router {
         );
     }
     app.with_state(service)
+}
+
+/// Every error answer in the one JSON shape ([`ApiError`]): axum's own
+/// refusals (a query or path it cannot parse, a method an endpoint does not
+/// take, a body over the limit) come as plain text or empty; they keep
+/// their status and headers (`Allow`, `Retry-After`) and their text becomes
+/// the `detail`.
+async fn json_errors(req: Request, next: axum::middleware::Next) -> Response {
+    let r = next.run(req).await;
+    let status = r.status();
+    let json = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || json {
+        return r;
+    }
+    let (parts, body) = r.into_parts();
+    // axum's refusals are a line of text; anything longer is cut.
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let (code, fallback) = match status {
+        StatusCode::BAD_REQUEST => ("bad_request", "the request cannot be read"),
+        StatusCode::NOT_FOUND => ("not_found", "no such endpoint: see /openapi.json"),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ("method_not_allowed", "this endpoint does not take this method: see /openapi.json")
+        }
+        StatusCode::REQUEST_TIMEOUT => ("timeout", "the request took too long"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("too_large", "the request body is too large"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media", "this content type is not taken here"),
+        StatusCode::UNPROCESSABLE_ENTITY => ("invalid_options", "the request's fields cannot be used"),
+        StatusCode::TOO_MANY_REQUESTS => ("rate_limited", "too many requests: try again later"),
+        s if s.is_server_error() => ("internal", "the server failed"),
+        _ => ("error", "the request was refused"),
+    };
+    let mut answer =
+        ApiError::new(status, code, if text.is_empty() { fallback.to_string() } else { text }).into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            answer.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    answer
 }
 
 async fn not_found() -> ApiError {
@@ -183,7 +231,7 @@ pub async fn list_jobs(State(service): Shared, Query(p): Query<Paging>) -> Resul
     let offset = p.offset.unwrap_or_else(|| (page - 1).saturating_mul(per_page));
     let (jobs, total) = service.queue.page(offset, per_page)?;
     let jobs = jobs.iter().map(|j| view(&service, j)).collect();
-    Ok(Json(JobList { jobs, total, page: offset / per_page + 1, per_page }))
+    Ok(Json(JobList { jobs, total, page: (offset / per_page).saturating_add(1), per_page }))
 }
 
 /// Cancel a job if it runs, then delete it and its files (stems, exports,
@@ -215,7 +263,7 @@ pub struct JobForm {
     two_stems: Option<String>,
     /// Random shifts, 0 to 20.
     shifts: Option<u32>,
-    /// Overlap between segments, at least 0 and below 1 (default 0.25).
+    /// Overlap between segments, 0 to 0.99 (default 0.25).
     overlap: Option<f32>,
     /// `wav`, `flac` or `mp3`.
     format: Option<String>,
@@ -301,7 +349,13 @@ impl Drop for CancelOnDrop {
         if let Some(id) = self.id.take() {
             if !self.service.is_stopping() {
                 tracing::info!("job {id}: the client of /separate went away: cancelled");
-                let _ = self.service.worker.cancel(id);
+                // A running job reports its own end; one still queued is
+                // cancelled here, so its upload goes and its streams end now.
+                if let Ok(job) = self.service.worker.cancel(id) {
+                    if !job.state.is_running() {
+                        self.service.events.job_changed(&job);
+                    }
+                }
             }
         }
     }
@@ -495,6 +549,8 @@ pub async fn events(State(service): Shared, UrlPath(id): UrlPath<String>) -> Res
                             JobView::new(&f.job, Some(&p), f.service.events.segments_of(f.job.id)),
                         );
                     }
+                    // Deleted: nothing more will happen to it.
+                    Ok(Update::Deleted(id)) if id == f.job.id => return None,
                     Ok(_) => continue,
                     Err(RecvError::Lagged(_)) => match f.service.queue.get(f.job.id) {
                         Ok(j) => {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use governor::{DefaultKeyedRateLimiter, Quota};
 use stemroom_engine::model::{self, Manifest};
-use stemroom_library::intake::{self, AddOptions};
+use stemroom_library::intake;
 use stemroom_library::lock::InstanceLock;
 use stemroom_library::queue::{Job, JobId, JobSource, JobState, Queue};
 use stemroom_library::worker::{Worker, WorkerConfig, WorkerListener};
@@ -141,16 +141,19 @@ impl Service {
         let me = self.clone();
         let job = tokio::task::spawn_blocking(move || -> Result<Job, ApiError> {
             if let Some(up) = new.upload {
-                let info = stemroom_engine::audio::decode::probe(up.path())
-                    .map_err(|e| ApiError::unsupported(format!("this file could not be read as audio: {e}")))?;
+                // The reason, without where this server keeps uploads.
+                let info = stemroom_engine::audio::decode::probe(up.path()).map_err(|e| {
+                    let reason = e.to_string().replace(&*up.path().to_string_lossy(), "the file");
+                    ApiError::unsupported(format!("this file could not be read as audio: {reason}"))
+                })?;
                 let path = up.path().to_str().ok_or_else(|| ApiError::internal("upload path is not UTF-8"))?;
                 let title = intake::title_from_tags(&info.tags)
                     .or_else(|| new.client_name.as_deref().and_then(upload::title_from_client_name))
                     .unwrap_or_else(|| "Untitled".into());
                 let job = me.queue.enqueue(&JobSource::File { path: path.to_string() }, &title, &options)?;
                 up.keep();
-                if let Some(album) = info.tags.album.as_deref().map(str::trim).filter(|a| !a.is_empty()) {
-                    me.queue.set_album(job.id, album)?;
+                if let Some(album) = intake::album_from_tags(&info.tags) {
+                    me.queue.set_album(job.id, &album)?;
                 }
                 if let Some(d) = info.duration_seconds {
                     me.queue.set_details(job.id, Some(d), None)?;
@@ -158,8 +161,8 @@ impl Service {
                 Ok(me.queue.get(job.id)?)
             } else {
                 let url = new.url.unwrap_or_default();
-                let add = AddOptions { allow_duplicates: true, job: Some(options) };
-                let result = intake::add_paths_with(&me.queue, &[PathBuf::from(&url)], add)?;
+                // Links only: a client never names a file on this machine.
+                let result = intake::add_url_with(&me.queue, &url, Some(options))?;
                 if let Some(job) = result.added.into_iter().next() {
                     return Ok(job);
                 }

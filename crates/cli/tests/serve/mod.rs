@@ -340,6 +340,14 @@ fn every_endpoint_end_to_end_with_the_real_model() {
     // A playlist or a bad link is refused at once.
     let (code, body) = server.curl(&["-H", "Content-Type: application/json", "-d", r#"{"url": "-rf"}"#, "/job"]);
     assert_eq!(code, 422, "{body}");
+    // A client never names a file on this machine: a path or a file:// URI
+    // in a link field is refused without being read.
+    let here = utf8(&testdata("mixture.wav")).to_string();
+    for (field, given) in [("url", here.clone()), ("youtube_url", format!("file://{here}")), ("link", "/etc".into())] {
+        let (code, body) = server.curl(&["-F", &format!("{field}={given}"), "/job"]);
+        assert_eq!(code, 422, "{field}={given}: {body}");
+        assert!(body.contains("not a web link"), "{body}");
+    }
     let missing = format!(r#"{{"url": "{}"}}"#, site.url("/missing.wav"));
     let (code, body) = server.curl(&["-H", "Content-Type: application/json", "-d", &missing, "/job"]);
     assert_eq!(code, 422, "{body}");
@@ -381,8 +389,35 @@ fn every_endpoint_end_to_end_with_the_real_model() {
     assert_eq!(files_in(&library).len(), before.len() - 1, "{before:?}");
 
     // Delete a running job: it stops, nothing of it stays.
-    let running = server.upload(&mix, &["shifts=0"]);
+    // (Ten shifts: it runs long enough for the waiting jobs below.)
+    let running = server.upload(&mix, &["shifts=10"]);
     server.wait(&running, Duration::from_secs(60), |v| v["stage"] == "separating");
+    // A job waiting behind it, watched over /events, then deleted: its
+    // stream ends at once (it used to stay open forever) and its upload goes.
+    let queued = server.upload(&mix, &["shifts=0"]);
+    let asked = Instant::now();
+    let (code, stream) = std::thread::scope(|s| {
+        let events = s.spawn(|| server.curl(&["-N", &format!("/events/{queued}")]));
+        std::thread::sleep(Duration::from_secs(1));
+        let v = server.json(&["-X", "DELETE", &format!("/job/{queued}")]);
+        assert_eq!(v["was_running"], false, "{v}");
+        events.join().expect("events")
+    });
+    assert!(asked.elapsed() < Duration::from_secs(30), "the deleted job's stream ended");
+    assert_eq!(code, 200, "{stream}");
+    assert!(stream.contains("\"pending\""), "{stream}");
+    assert_eq!(files_in(&server.data.join("uploads")).len(), 1, "only the running job's upload");
+    // A synchronous /separate whose client gives up while its job waits:
+    // the job is cancelled and its upload removed at once.
+    let audio = format!("audio_file=@{}", utf8(&mix));
+    let (code, _) = server.curl(&["--max-time", "3", "-F", &audio, "/separate"]);
+    // No final answer (0, or the 100 Continue of the upload).
+    assert!(code < 200, "curl gave up waiting, got {code}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while files_in(&server.data.join("uploads")).len() > 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(files_in(&server.data.join("uploads")).len(), 1, "{:?}", files_in(&server.data.join("uploads")));
     let v = server.json(&["-X", "DELETE", &format!("/job/{running}")]);
     assert_eq!(v["was_running"], true, "{v}");
     assert_eq!(files_in(&library).len(), before.len() - 1);
@@ -402,7 +437,7 @@ fn bad_requests_get_clear_refusals_and_leave_nothing() {
     // A runtime that cannot load: jobs that get through fail fast.
     let server = Server::start(
         &data,
-        &["--max-upload-mb", "1", "--jobs-per-hour", "15", "--ort-lib", "/nonexistent/libonnxruntime.so"],
+        &["--max-upload-mb", "1", "--jobs-per-hour", "17", "--ort-lib", "/nonexistent/libonnxruntime.so"],
     );
     let f = |name: &str, bytes: &[u8]| {
         let p = dir.path().join(name);
@@ -427,6 +462,7 @@ fn bad_requests_get_clear_refusals_and_leave_nothing() {
     let (code, body) = code_of(&["-F", &file(&text), "/upload"]);
     assert_eq!(code, 415, "{body}");
     assert!(body.contains("could not be read as audio"), "{body}");
+    assert!(!body.contains(utf8(&data)), "where uploads are kept is the server's business: {body}");
     let (code, body) = code_of(&["-F", &file(&empty), "/upload"]);
     assert_eq!(code, 415, "{body}");
     assert!(body.contains("empty"), "{body}");
@@ -450,7 +486,31 @@ fn bad_requests_get_clear_refusals_and_leave_nothing() {
     assert_eq!(code_of(&["/download/999"]).0, 404);
     assert_eq!(code_of(&["-X", "DELETE", "/job/999"]).0, 404);
     assert_eq!(code_of(&["/no/such/endpoint"]).0, 404);
-    for bad in ["shifts=many", "format=ogg", "two_stems=guitar", "model=mdx", "overlap=1.5", "colour=blue"] {
+    // Every refusal is JSON ({"detail", "code"}), axum's own ones included.
+    for (args, want) in [
+        (&["/jobs?page=abc"][..], 400),
+        (&["/status/%FF"], 400),
+        (&["-X", "PUT", "/upload"], 405),
+        (&["/no/such/endpoint"], 404),
+    ] {
+        let (code, body) = code_of(args);
+        assert_eq!(code, want, "{args:?}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{args:?}: {e}: {body}"));
+        assert!(v["detail"].as_str().is_some_and(|d| !d.is_empty()) && v["code"].is_string(), "{args:?}: {v}");
+    }
+    // A paging offset at the top of its range is a page, not an overflow.
+    let v = server.json(&["/jobs?offset=4294967295&per_page=1"]);
+    assert_eq!((v["page"].as_u64(), v["jobs"].as_array().map(Vec::len)), (Some(4_294_967_295), Some(0)), "{v}");
+    for bad in [
+        "shifts=many",
+        "shifts=21",
+        "format=ogg",
+        "two_stems=guitar",
+        "model=mdx",
+        "overlap=1.5",
+        "overlap=0.999997",
+        "colour=blue",
+    ] {
         let (code, body) = code_of(&["-F", &file(&small), "-F", bad, "/upload"]);
         assert_eq!(code, 422, "{bad}: {body}");
     }
@@ -458,8 +518,8 @@ fn bad_requests_get_clear_refusals_and_leave_nothing() {
     assert_eq!(code, 422, "no file: {body}");
     let (code, _) = code_of(&["-H", "Content-Type: text/plain", "-d", "hello", "/job"]);
     assert_eq!(code, 415);
-    // Rate limit: 15 new-job requests an hour from one address; 14 so far
-    // (the 401 was refused before counting). The 16th is 429 with Retry-After.
+    // Rate limit: 17 new-job requests an hour from one address; 16 so far
+    // (the 401 was refused before counting). The 18th is 429 with Retry-After.
     let mut codes = Vec::new();
     for _ in 0..2 {
         codes.push(code_of(&["-F", &file(&text), "/upload"]).0);

@@ -285,19 +285,37 @@ pub fn output_stems(info: &ModelInfo, two_stems: Option<&str>, other: OtherMetho
     }
 }
 
-/// Expand the filename template for one stem.
+/// Expand the filename template for one stem: `{track}` (the input's name
+/// without its extension), `{trackext}` (its extension, empty when it has
+/// none), `{stem}` and `{ext}` (the output format's extension), the
+/// `demucs` CLI's names. The template is read once from left to right, so
+/// braces inside a file name (`{stem} mix.wav`) are never expanded again;
+/// other `{...}` stay as written.
 ///
 /// # Errors
 /// [`Error::InvalidOptions`] for an absolute template or one that climbs out
 /// of the output directory.
 pub fn render_filename(template: &str, input: &Path, stem: &str, ext: &str) -> Result<PathBuf, Error> {
     let track = safe_component(&input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
-    let trackext = safe_component(&input.extension().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
-    let rendered = template
-        .replace("{track}", &track)
-        .replace("{trackext}", &trackext)
-        .replace("{stem}", stem)
-        .replace("{ext}", ext);
+    let trackext = input.extension().map(|s| safe_component(&s.to_string_lossy())).unwrap_or_default();
+    let fields: [(&str, &str); 4] = [("{track}", &track), ("{trackext}", &trackext), ("{stem}", stem), ("{ext}", ext)];
+    let mut rendered = String::with_capacity(template.len() + track.len());
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        rendered.push_str(&rest[..open]);
+        rest = &rest[open..];
+        match fields.iter().find(|(name, _)| rest.starts_with(name)) {
+            Some((name, value)) => {
+                rendered.push_str(value);
+                rest = &rest[name.len()..];
+            }
+            None => {
+                rendered.push('{');
+                rest = &rest[1..];
+            }
+        }
+    }
+    rendered.push_str(rest);
     let p = PathBuf::from(&rendered);
     if rendered.is_empty() || p.components().any(|c| !matches!(c, Component::Normal(_))) {
         return Err(Error::InvalidOptions(format!(
@@ -308,13 +326,37 @@ pub fn render_filename(template: &str, input: &Path, stem: &str, ext: &str) -> R
 }
 
 /// Where each output stem goes under `req.out_dir`, in output order.
+///
+/// # Errors
+/// [`Error::InvalidOptions`] for a template [`render_filename`] refuses or
+/// one that gives two stems the same file (`{stem}` missing).
 fn destinations(req: &JobRequest, stem_names: &[String]) -> Result<Vec<(String, PathBuf)>, Error> {
-    let mut dests = Vec::new();
+    let mut dests: Vec<(String, PathBuf)> = Vec::new();
     for stem in stem_names {
         let rel = render_filename(&req.filename, &req.input, stem, req.format.extension())?;
-        dests.push((stem.clone(), req.out_dir.join(rel)));
+        let dest = req.out_dir.join(rel);
+        if let Some((other, _)) = dests.iter().find(|(_, d)| *d == dest) {
+            return Err(Error::InvalidOptions(format!(
+                "--filename '{}' writes {other} and {stem} to the same file {}: put {{stem}} in it",
+                req.filename,
+                dest.display()
+            )));
+        }
+        dests.push((stem.clone(), dest));
     }
     Ok(dests)
+}
+
+/// The final path of each output stem of `req` separated with model `info`,
+/// in output order: what a front end checks before it starts several jobs
+/// (two inputs must not write the same file).
+///
+/// # Errors
+/// [`Error::InvalidOptions`] as [`output_stems`] and [`render_filename`], or
+/// when two stems of the job would share a file.
+pub fn planned_outputs(info: &ModelInfo, req: &JobRequest) -> Result<Vec<(String, PathBuf)>, Error> {
+    let stems = output_stems(info, req.two_stems.as_deref(), req.other_method)?;
+    destinations(req, &stems)
 }
 
 /// Open one writer per destination under its temporary name (registered in
@@ -388,6 +430,13 @@ pub fn separate_file(sep: &Separator, req: &JobRequest, listener: &dyn Listener)
     // Where each stem goes; fail early if the folder cannot be written.
     // Directories this run creates are removed again if it fails.
     let dests = destinations(req, &stem_names)?;
+    // A folder where a stem goes would only be found after the separation.
+    if let Some((_, d)) = dests.iter().find(|(_, d)| std::fs::symlink_metadata(d).is_ok_and(|m| m.is_dir())) {
+        return Err(Error::Output {
+            path: d.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::AlreadyExists, "a folder is in the way of this stem"),
+        });
+    }
     let mut leftovers = Leftovers::new();
     for parent in dests.iter().filter_map(|(_, d)| d.parent()) {
         leftovers.create_dirs(parent).map_err(|source| Error::Output { path: parent.to_path_buf(), source })?;
@@ -509,6 +558,24 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+
+    #[test]
+    fn filename_templates_expand_once_left_to_right() {
+        let r = |t: &str, input: &str| {
+            render_filename(t, Path::new(input), "vocals", "wav").map(|p| p.display().to_string())
+        };
+        assert_eq!(r(DEFAULT_FILENAME, "/music/Army of Me.flac").unwrap(), "Army of Me/vocals.wav");
+        assert_eq!(r("{track}_{trackext}/{stem}.{ext}", "a.flac").unwrap(), "a_flac/vocals.wav");
+        // Braces in a file name are the name, not placeholders.
+        assert_eq!(r("{track}/{stem}.{ext}", "/x/{stem} {ext}.mp3").unwrap(), "{stem} {ext}/vocals.wav");
+        // No extension: {trackext} is empty; unknown names stay as written.
+        assert_eq!(r("{track}.{trackext}-{stem}", "/x/song").unwrap(), "song.-vocals");
+        assert_eq!(r("{album}/{stem}.{ext}", "a.wav").unwrap(), "{album}/vocals.wav");
+        assert_eq!(r("{{stem}}", "a.wav").unwrap(), "{vocals}");
+        for bad in ["/abs/{stem}.{ext}", "../{stem}.{ext}", "", "{track}/../../x"] {
+            assert!(r(bad, "a.wav").is_err(), "{bad}");
+        }
+    }
     use crate::audio::encode::WavDepth;
 
     /// Every source is the input segment (time branch only); its run number

@@ -9,6 +9,20 @@ use crate::Error;
 /// Maximum random shift in seconds (`apply.py`: `max_shift = int(0.5 * model.samplerate)`).
 pub const MAX_SHIFT_SECONDS: f64 = 0.5;
 
+/// Most shift passes a separation takes. demucs has no bound; its paper
+/// averages 10 (Défossez et al., "Music Source Separation in the Waveform
+/// Domain", 2019, §5 "shift trick"), and each pass costs a whole extra
+/// separation, so 20 is already 20x the work. A bound keeps a typo
+/// (`--shifts 1000000000`) from planning billions of segments.
+pub const MAX_SHIFTS: usize = 20;
+
+/// Highest overlap between segments. demucs takes any value below 1 (at 1
+/// its stride is 0 and `apply.py` loops forever); Ultimate Vocal Remover's
+/// highest choice is 0.99, which already runs 75x the segments of the
+/// default 0.25. Above it the segment count grows without bound (0.999997
+/// would be ~270,000 segments for a 4-minute song).
+pub const MAX_OVERLAP: f32 = 0.99;
+
 /// Options of the algorithm (the `demucs` CLI's names).
 #[derive(Debug, Clone, Copy)]
 pub struct SeparateOptions {
@@ -20,6 +34,26 @@ pub struct SeparateOptions {
     pub segment_frames: Option<usize>,
     /// Seed of the shift offsets.
     pub seed: u64,
+}
+
+impl SeparateOptions {
+    /// Check the options a person can give.
+    ///
+    /// # Errors
+    /// [`Error::InvalidOptions`] for more than [`MAX_SHIFTS`] shifts or an
+    /// overlap outside `[0, MAX_OVERLAP]` (NaN included).
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.shifts > MAX_SHIFTS {
+            return Err(Error::InvalidOptions(format!("shifts must be 0 to {MAX_SHIFTS}, got {}", self.shifts)));
+        }
+        if !(0.0..=MAX_OVERLAP).contains(&self.overlap) {
+            return Err(Error::InvalidOptions(format!(
+                "overlap must be from 0 to {MAX_OVERLAP}, got {}",
+                self.overlap
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl Default for SeparateOptions {
@@ -45,12 +79,10 @@ impl Plan {
     /// Plan the passes and segments of a mixture of `frames` frames.
     ///
     /// # Errors
-    /// [`Error::InvalidOptions`] for an overlap outside `[0, 1)` or a segment
-    /// longer than the model's or too short to stride.
+    /// [`Error::InvalidOptions`] for options [`SeparateOptions::validate`]
+    /// refuses or a segment longer than the model's or too short to stride.
     pub fn new(info: &ModelInfo, frames: usize, opts: &SeparateOptions) -> Result<Self, Error> {
-        if !(0.0..1.0).contains(&opts.overlap) {
-            return Err(Error::InvalidOptions(format!("overlap must be in [0, 1), got {}", opts.overlap)));
-        }
+        opts.validate()?;
         let segment = opts.segment_frames.unwrap_or(info.segment_frames);
         if segment > info.segment_frames {
             return Err(Error::InvalidOptions(format!(

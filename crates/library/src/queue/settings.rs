@@ -118,11 +118,12 @@ impl Settings {
     /// # Errors
     /// A message naming the bad field.
     pub fn validate(&self) -> Result<(), String> {
-        if !(0.0..1.0).contains(&self.overlap) {
-            return Err(format!("overlap must be at least 0 and below 1, got {}", self.overlap));
+        use stemroom_engine::separate::{MAX_OVERLAP, MAX_SHIFTS};
+        if !(0.0..=MAX_OVERLAP).contains(&self.overlap) {
+            return Err(format!("overlap must be from 0 to {MAX_OVERLAP}, got {}", self.overlap));
         }
-        if self.shifts > 20 {
-            return Err(format!("shifts must be at most 20, got {}", self.shifts));
+        if self.shifts as usize > MAX_SHIFTS {
+            return Err(format!("shifts must be at most {MAX_SHIFTS}, got {}", self.shifts));
         }
         if !(1..=8).contains(&self.concurrent_jobs) {
             return Err(format!("concurrent jobs must be 1 to 8, got {}", self.concurrent_jobs));

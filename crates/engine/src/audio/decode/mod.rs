@@ -129,7 +129,8 @@ pub fn downmix_weights(channels: &Channels, count: usize) -> Vec<(f32, f32)> {
 /// Check that `path` is a readable, non-empty regular file.
 ///
 /// # Errors
-/// The matching [`DecodeError`].
+/// The matching [`DecodeError`]; [`DecodeError::Unreadable`] for a pipe,
+/// socket or device.
 pub fn check_input(path: &Path) -> Result<u64, DecodeError> {
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
@@ -138,6 +139,17 @@ pub fn check_input(path: &Path) -> Result<u64, DecodeError> {
     };
     if meta.is_dir() {
         return Err(DecodeError::IsDirectory(path.to_path_buf()));
+    }
+    // A pipe, socket or device has no length and is read more than once
+    // here (probe, then decode): only a file will do.
+    if !meta.is_file() {
+        return Err(DecodeError::Unreadable {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file (a pipe, socket or device): save the audio to a file first",
+            ),
+        });
     }
     if meta.len() == 0 {
         return Err(DecodeError::EmptyFile(path.to_path_buf()));
@@ -292,9 +304,16 @@ impl StreamDecoder {
     /// # Errors
     /// [`DecodeError::Corrupt`] after too many undecodable packets in a row;
     /// at the end, [`DecodeError::NoSamples`] for an empty stream and
-    /// [`DecodeError::Truncated`] when it stopped well before its declared length.
+    /// [`DecodeError::Truncated`] when it stopped well before its declared
+    /// length; [`DecodeError::Corrupt`] for a stream at 0 Hz.
     pub fn next_block(&mut self) -> Result<Option<(&[f32], u32)>, DecodeError> {
-        self.backend.next_block()
+        let path = &self.path;
+        match self.backend.next_block()? {
+            // A header that declares 0 Hz (a hand-made or damaged WAV) has
+            // samples but no time base: nothing downstream can use them.
+            Some((_, 0)) => Err(DecodeError::Corrupt { path: path.clone(), reason: "its sample rate is 0 Hz".into() }),
+            block => Ok(block),
+        }
     }
 }
 

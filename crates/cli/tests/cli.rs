@@ -348,6 +348,27 @@ fn odd_rates_channel_counts_and_silence_separate_cleanly() {
             }
         }
     }
+    // MP3 from 4 kHz and 96 kHz input: written at the nearest MPEG rate
+    // (8000, 48000 Hz), the whole length, no encoder failure.
+    ffmpeg(&["-i", utf8(&mix), "-t", "2", "-ar", "4000", &d("low4k.wav")]);
+    let o = run(&["separate", "--mp3", "--shifts", "0", "-o", &out, &d("low4k.wav"), &d("six96k.wav")]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for (track, rate, secs) in [("low4k", 8_000u32, 2.0), ("six96k", 48_000, 3.0)] {
+        let p = Path::new(&out).join("htdemucs").join(track).join("vocals.mp3");
+        let mut frames = 0u64;
+        let mut got = 0;
+        stemroom_engine::audio::decode::decode(&p, &stemroom_engine::progress::Silent, |b, r| {
+            frames += b.len() as u64 / 2;
+            got = r;
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        assert_eq!(got, rate, "{track}");
+        // LAME's encoder delay and last frame's padding (about 1100 + up to
+        // 2 x 1152 frames at any rate) come on top when the decoder keeps them.
+        let len = frames as f64 / f64::from(rate);
+        assert!(len > secs - 0.01 && len < secs + 3_500.0 / f64::from(rate), "{track}: {len} s");
+    }
 }
 
 // ---- errors ----

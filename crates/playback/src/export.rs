@@ -186,11 +186,11 @@ fn range_and_rate(req: &ExportRequest, rate: u32) -> Result<((u64, Option<u64>),
         Some(_) => return Err(Error::InvalidOptions("the export region is empty".into())),
         None => (0, None),
     };
-    let out_rate = match req.rate {
+    let out_rate = req.format.file_rate(match req.rate {
         ExportRate::Original => rate,
         ExportRate::Hz { hz } if (8_000..=192_000).contains(&hz) => hz,
         ExportRate::Hz { hz } => return Err(Error::InvalidOptions(format!("unsupported sample rate {hz} Hz"))),
-    };
+    });
     Ok((range, out_rate))
 }
 

@@ -281,7 +281,11 @@ async fn create(
     req: Request,
     file_required: bool,
 ) -> Result<Response, ApiError> {
-    service.rate_check(peer.ip())?;
+    if let Err(e) = service.rate_check(peer.ip()) {
+        // Read what the client is sending first, so it sees the 429.
+        crate::error::drain(req.into_body()).await;
+        return Err(e);
+    }
     let new = crate::form::read(&service, req, file_required).await?;
     let job = service.enqueue(new).await?;
     let id = job.id;
@@ -372,7 +376,11 @@ pub async fn separate(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    service.rate_check(peer.ip())?;
+    if let Err(e) = service.rate_check(peer.ip()) {
+        // Read what the client is sending first, so it sees the 429.
+        crate::error::drain(req.into_body()).await;
+        return Err(e);
+    }
     let new = crate::form::read(&service, req, true).await?;
     let mut rx = service.events.subscribe();
     let job = service.enqueue(new).await?;

@@ -437,7 +437,7 @@ fn bad_requests_get_clear_refusals_and_leave_nothing() {
     // A runtime that cannot load: jobs that get through fail fast.
     let server = Server::start(
         &data,
-        &["--max-upload-mb", "1", "--jobs-per-hour", "17", "--ort-lib", "/nonexistent/libonnxruntime.so"],
+        &["--max-upload-mb", "1", "--jobs-per-hour", "18", "--ort-lib", "/nonexistent/libonnxruntime.so"],
     );
     let f = |name: &str, bytes: &[u8]| {
         let p = dir.path().join(name);
@@ -477,6 +477,28 @@ fn bad_requests_get_clear_refusals_and_leave_nothing() {
     let v = server.json(&["-F", &hostile, "/upload"]);
     assert_eq!(v["title"], "x", "{v}");
     assert!(!dir.path().join("x.wav").exists() && !data.join("x.wav").exists());
+    // A file name that is not UTF-8 still names a file part (multer hides it).
+    {
+        use std::os::unix::ffi::OsStringExt;
+        let mut arg = format!("file=@{};filename=", utf8(&small)).into_bytes();
+        arg.extend_from_slice(b"\xff\xfe song.wav");
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "-w",
+                "%{http_code}",
+                "-o",
+                "/dev/null",
+                "-H",
+                &format!("Authorization: Bearer {}", server.token),
+            ])
+            .arg("-F")
+            .arg(std::ffi::OsString::from_vec(arg))
+            .arg(format!("{}/upload", server.base))
+            .output()
+            .expect("curl");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{}", String::from_utf8_lossy(&out.stderr));
+    }
     // A truncated file decodes as far as it goes or is refused; never a crash.
     let (code, body) = code_of(&["-F", &file(&truncated), "/upload"]);
     assert!(code == 200 || code == 415, "{code} {body}");
@@ -518,8 +540,8 @@ fn bad_requests_get_clear_refusals_and_leave_nothing() {
     assert_eq!(code, 422, "no file: {body}");
     let (code, _) = code_of(&["-H", "Content-Type: text/plain", "-d", "hello", "/job"]);
     assert_eq!(code, 415);
-    // Rate limit: 17 new-job requests an hour from one address; 16 so far
-    // (the 401 was refused before counting). The 18th is 429 with Retry-After.
+    // Rate limit: 18 new-job requests an hour from one address; 17 so far
+    // (the 401 was refused before counting). The 19th is 429 with Retry-After.
     let mut codes = Vec::new();
     for _ in 0..2 {
         codes.push(code_of(&["-F", &file(&text), "/upload"]).0);

@@ -457,10 +457,10 @@ pub fn separate_file(sep: &Separator, req: &JobRequest, listener: &dyn Listener)
     });
 
     // Output writers, under temporary names.
-    let out_rate = match req.output_rate {
+    let out_rate = req.format.file_rate(match req.output_rate {
         OutputRate::Input => decoded.sample_rate,
         OutputRate::Model => info.sample_rate,
-    };
+    });
     let mut outputs = open_outputs(req, &dests, info.sample_rate, out_rate, &mut leftovers)?;
 
     let mut sink = StemSink {

@@ -76,6 +76,20 @@ impl OutputFormat {
         }
     }
 
+    /// The sample rate in Hz a file of this format is written at when
+    /// `wanted` Hz is asked for: `wanted` itself for WAV and FLAC; for MP3
+    /// the nearest of the MPEG-1/2/2.5 rates (ISO/IEC 11172-3, 13818-3:
+    /// 8000 to 48000 Hz) at or above it, 48000 above that. The stems are
+    /// resampled to it before LAME, which would otherwise resample itself
+    /// (and, from below 8000 Hz, outgrow its output buffer).
+    pub fn file_rate(&self, wanted: u32) -> u32 {
+        const MP3_RATES: [u32; 9] = [8_000, 11_025, 12_000, 16_000, 22_050, 24_000, 32_000, 44_100, 48_000];
+        match self {
+            OutputFormat::Mp3 { .. } => MP3_RATES.into_iter().find(|&r| r >= wanted).unwrap_or(48_000),
+            _ => wanted,
+        }
+    }
+
     /// Check parameters.
     ///
     /// # Errors
@@ -219,6 +233,19 @@ mod tests {
                 [v, -v]
             })
             .collect()
+    }
+
+    #[test]
+    fn mp3_files_are_written_at_an_mpeg_rate() {
+        let mp3 = OutputFormat::Mp3 { kbps: 320 };
+        let wav = OutputFormat::Wav { depth: WavDepth::Int16 };
+        for (wanted, want) in
+            [(1, 8_000), (4_000, 8_000), (8_000, 8_000), (44_100, 44_100), (44_101, 48_000), (96_000, 48_000)]
+        {
+            assert_eq!(mp3.file_rate(wanted), want, "{wanted} Hz");
+        }
+        assert_eq!(wav.file_rate(4_000), 4_000);
+        assert_eq!(OutputFormat::Flac { bits: 16 }.file_rate(96_000), 96_000);
     }
 
     #[test]

@@ -37,7 +37,9 @@ pub struct WorkerArgs {
     /// another worker takes it over.
     #[arg(long, default_value_t = remote::DEFAULT_VISIBILITY.as_secs_f64(), value_name = "SECONDS")]
     visibility_timeout: f64,
-    /// Scratch folder for inputs and stems (default: the system's temporary folder).
+    /// Folder in which the worker makes its scratch folder for inputs and
+    /// stems, `stemroom-worker-PID`, removed at exit (default: the system's
+    /// temporary folder); nothing else in it is touched.
     #[arg(long, value_name = "DIR")]
     work_dir: Option<PathBuf>,
     #[command(flatten)]
@@ -58,16 +60,30 @@ pub fn run(args: WorkerArgs) -> ExitCode {
         eprintln!("stemroom: --visibility-timeout must be at least 0.5 s");
         return ExitCode::from(crate::exit::INVALID_OPTIONS);
     }
-    let name = args.name.unwrap_or_else(|| format!("{}-{}", host_name(), std::process::id()));
+    let name = args.name.unwrap_or_else(|| {
+        let pid = format!("-{}", std::process::id());
+        let host: String = host_name()
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(stemroom_server::broker::MAX_WORKER_NAME_CHARS - pid.len())
+            .collect();
+        host + &pid
+    });
+    if let Err(why) = stemroom_server::broker::check_worker_name(&name) {
+        eprintln!("stemroom: --name: {why}");
+        return ExitCode::from(crate::exit::INVALID_OPTIONS);
+    }
     let config = RemoteConfig {
         server: args.server,
         token: args.token,
         broker: args.broker,
         device: Device::from(args.device),
         threads: args.threads,
+        // A folder of its own inside the one given: only that is removed at exit.
         work_dir: args
             .work_dir
-            .unwrap_or_else(|| std::env::temp_dir().join(format!("stemroom-worker-{}", std::process::id()))),
+            .unwrap_or_else(std::env::temp_dir)
+            .join(format!("stemroom-worker-{}", std::process::id())),
         name,
         model_dir: args.runtime.model_dir,
         runtime_library: args.runtime.ort_lib,

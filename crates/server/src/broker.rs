@@ -166,7 +166,11 @@ pub(crate) fn group_exists(made: redis::RedisResult<()>) -> redis::RedisResult<(
 /// Put queued jobs on the stream, forever (aborted when the server stops).
 pub async fn publish(service: Arc<Service>, broker: Arc<Broker>) {
     let mut conn: Option<redis::aio::MultiplexedConnection> = None;
-    let mut lost = false;
+    // The first connection counts as a reconnection: Redis may have lost the
+    // stream while this server was down (a reboot without AOF, a new
+    // container), and nothing else would publish the queued jobs again. A
+    // job still on the stream gets a second entry, refused at claim.
+    let mut lost = true;
     let mut backoff = Duration::from_millis(200);
     loop {
         if conn.is_none() {
@@ -177,7 +181,7 @@ pub async fn publish(service: Arc<Service>, broker: Arc<Broker>) {
                     Ok(()) => {
                         tracing::info!("broker {}: connected", broker.shown);
                         if lost {
-                            // A restarted broker may have lost entries.
+                            // A restarted broker (or this server's start) may have lost entries.
                             match service.queue.republish_queued() {
                                 Ok(n) if n > 0 => tracing::info!("publishing {n} queued job(s) again"),
                                 Ok(_) => {}
@@ -301,6 +305,56 @@ pub struct JobSpec {
     pub attempt: u32,
 }
 
+/// Move the folder `from` to `to` (which must not exist): a rename, or
+/// where they are on different file systems (the library on another disk
+/// than the data folder), a copy of every file and folder, then removal of
+/// `from`.
+///
+/// # Errors
+/// The first I/O error (`to` may then hold part of the copy).
+fn move_dir(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    match std::fs::rename(from, to) {
+        Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
+            copy_tree(from, to)?;
+            std::fs::remove_dir_all(from)
+        }
+        other => other,
+    }
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let dest = to.join(entry.file_name());
+        if kind.is_dir() {
+            copy_tree(&entry.path(), &dest)?;
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), &dest)?;
+        }
+    }
+    Ok(())
+}
+
+/// Longest worker name, in characters (names are shown in `/status`).
+pub const MAX_WORKER_NAME_CHARS: usize = 64;
+
+/// A worker name: 1 to [`MAX_WORKER_NAME_CHARS`] characters, no control
+/// characters.
+///
+/// # Errors
+/// Why the name cannot be used.
+pub fn check_worker_name(name: &str) -> Result<(), String> {
+    if name.trim().is_empty() || name.chars().count() > MAX_WORKER_NAME_CHARS || name.chars().any(char::is_control) {
+        return Err(format!(
+            "a worker name is 1 to {MAX_WORKER_NAME_CHARS} characters without control characters, got {:?}",
+            name.chars().take(80).collect::<String>()
+        ));
+    }
+    Ok(())
+}
+
 async fn claim(
     State(service): State<Arc<Service>>,
     UrlPath(id): UrlPath<String>,
@@ -308,7 +362,12 @@ async fn claim(
 ) -> Result<Json<JobSpec>, ApiError> {
     let broker = broker_of(&service)?;
     let id = id_of(&id)?;
-    let worker: String = c.worker.chars().filter(|c| !c.is_control()).take(64).collect();
+    // The name is the holder's identity in every later call: refused, never
+    // changed (a changed name would not match the worker's next calls).
+    let worker = c.worker.clone();
+    if let Err(why) = check_worker_name(&worker) {
+        return Err(ApiError::invalid_options(why));
+    }
     let queue = service.queue.clone();
     let max = broker.max_attempts;
     let message = c.message.clone();
@@ -524,7 +583,10 @@ async fn complete(
         std::fs::create_dir_all(&library).map_err(|e| ApiError::internal(format!("library: {e}")))?;
         let work = song::partial_dir(&library, id);
         let _ = std::fs::remove_dir_all(&work);
-        std::fs::rename(&staged, &work).map_err(|e| ApiError::internal(format!("cannot file the stems: {e}")))?;
+        move_dir(&staged, &work).map_err(|e| {
+            let _ = std::fs::remove_dir_all(&work);
+            ApiError::internal(format!("cannot file the stems: {e}"))
+        })?;
         let _ = me.queue.set_details(id, c.duration_seconds, Some(&c.provider));
         let mut meta =
             SongMetadata::new(&job, c.stems.clone(), c.seconds, Some(c.provider.clone()), c.duration_seconds);
@@ -601,4 +663,42 @@ async fn fail(
     };
     service.events.job_changed(&job);
     Ok(Json(crate::view::JobView::new(&job, None, None)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    #[test]
+    fn stems_move_across_file_systems() {
+        // /dev/shm (tmpfs) and the temporary folder are two file systems on
+        // Linux machines like this project's; the rename path is checked too.
+        let shm = std::path::PathBuf::from("/dev/shm");
+        let a = tempfile::tempdir_in(if shm.is_dir() { shm } else { std::env::temp_dir() }).unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let crosses = a.path().metadata().unwrap().dev() != b.path().metadata().unwrap().dev();
+        for (from_root, to_root) in [(a.path(), b.path()), (b.path(), b.path())] {
+            let from = from_root.join("staged");
+            std::fs::create_dir_all(from.join("sub")).unwrap();
+            std::fs::write(from.join("vocals.wav"), b"v").unwrap();
+            std::fs::write(from.join("sub/drums.wav"), b"d").unwrap();
+            let to = to_root.join(format!("song-{}", from_root == to_root));
+            move_dir(&from, &to).unwrap();
+            assert!(!from.exists());
+            assert_eq!(std::fs::read(to.join("vocals.wav")).unwrap(), b"v");
+            assert_eq!(std::fs::read(to.join("sub/drums.wav")).unwrap(), b"d");
+        }
+        eprintln!("crossed file systems: {crosses}");
+    }
+
+    #[test]
+    fn worker_names_are_checked_not_changed() {
+        assert!(check_worker_name("gpu-box-1234").is_ok());
+        assert!(check_worker_name(&"é".repeat(MAX_WORKER_NAME_CHARS)).is_ok());
+        for bad in ["", "  ", "tab\there", &"x".repeat(MAX_WORKER_NAME_CHARS + 1)] {
+            assert!(check_worker_name(bad).is_err(), "{bad:?}");
+        }
+    }
 }

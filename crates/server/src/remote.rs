@@ -187,8 +187,11 @@ fn entries(reply: &redis::Value) -> Vec<(String, Option<JobId>)> {
         }
     };
     match reply {
+        // XAUTOCLAIM: [cursor, entries] (Redis 6.2), [cursor, entries,
+        // deleted ids] (7.0+); XREADGROUP's streams start with an array.
         redis::Value::Array(top)
-            if top.len() == 3 && matches!(top[0], redis::Value::BulkString(_) | redis::Value::SimpleString(_)) =>
+            if (2..=3).contains(&top.len())
+                && matches!(top[0], redis::Value::BulkString(_) | redis::Value::SimpleString(_)) =>
         {
             if let Some(items) = list(&top[1]) {
                 take(items);
@@ -658,5 +661,34 @@ fn separate(
         }
         Ok(Answer::Trouble(why)) => Err(Error::Internal(format!("cannot complete: {why}"))),
         Err(e) => Err(Error::Internal(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use redis::Value as V;
+
+    use super::entries;
+
+    fn s(x: &str) -> V {
+        V::BulkString(x.as_bytes().to_vec())
+    }
+
+    fn entry(id: &str, job: &str) -> V {
+        V::Array(vec![s(id), V::Array(vec![s("job"), s(job)])])
+    }
+
+    #[test]
+    fn xautoclaim_replies_of_redis_6_2_and_7_and_xreadgroup_replies_are_read() {
+        let want = vec![("1-0".to_string(), Some(7))];
+        // Redis 6.2: [cursor, entries]; 7.0+: [cursor, entries, deleted ids].
+        let v62 = V::Array(vec![s("0-0"), V::Array(vec![entry("1-0", "7")])]);
+        let v70 = V::Array(vec![s("0-0"), V::Array(vec![entry("1-0", "7")]), V::Array(vec![])]);
+        assert_eq!(entries(&v62), want);
+        assert_eq!(entries(&v70), want);
+        // XREADGROUP (RESP2): [[stream, entries]].
+        let read = V::Array(vec![V::Array(vec![s("stemroom:jobs"), V::Array(vec![entry("1-0", "7")])])]);
+        assert_eq!(entries(&read), want);
+        assert!(entries(&V::Nil).is_empty());
     }
 }

@@ -132,13 +132,26 @@ fn two_workers_share_the_queue_once_each_and_a_corrupt_input_fails_once() {
     let server = Server::start(&data, &["--broker", &redis.url()]);
     let mix = testdata("mixture.wav");
 
-    // A worker with a wrong token is refused and says so.
+    // A worker with a wrong token is refused and says so; the --work-dir it
+    // was given (a folder of the user's) is left as it was.
+    let mine = dir.path().join("my-scratch");
+    std::fs::create_dir(&mine).expect("mkdir");
+    std::fs::write(mine.join("notes.txt"), "mine").expect("write");
     let o = Command::new(env!("CARGO_BIN_EXE_stemroom"))
         .args(["worker", "--server", &server.base, "--token", "wrong", "--broker", &redis.url()])
+        .args(["--work-dir", utf8(&mine)])
         .output()
         .expect("worker");
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("refused the token"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read_to_string(mine.join("notes.txt")).expect("kept"), "mine");
+    // A name the server would not take is refused before anything starts.
+    let o = Command::new(env!("CARGO_BIN_EXE_stemroom"))
+        .args(["worker", "--server", &server.base, "--token", &server.token, "--broker", &redis.url()])
+        .args(["--name", &"w".repeat(65)])
+        .output()
+        .expect("worker");
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
 
     // Six songs, and one whose file is damaged on the server before any
     // worker reads it.

@@ -17,6 +17,7 @@ pub fn specta_builder() -> tauri_specta::Builder<tauri::Wry> {
             queue::add_links,
             queue::pick_files,
             settings::pick_library_dir,
+            settings::choose_program,
             queue::cancel_job,
             queue::retry_job,
             queue::remove_job,

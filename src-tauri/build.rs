@@ -19,6 +19,7 @@ const COMMANDS: &[&str] = &[
     "add_links",
     "pick_files",
     "pick_library_dir",
+    "choose_program",
     "cancel_job",
     "retry_job",
     "remove_job",

@@ -36,4 +36,8 @@ impl AppError {
     pub fn internal(message: impl Into<String>) -> Self {
         AppError { code: ErrorCode::Internal, message: message.into() }
     }
+    /// Something the person chose cannot be used (`invalid_options`).
+    pub fn invalid(message: impl Into<String>) -> Self {
+        AppError { code: ErrorCode::InvalidOptions, message: message.into() }
+    }
 }

@@ -77,10 +77,9 @@ pub fn drag_files(state: &crate::state::AppState, id: JobId, item: DragOut) -> R
     let files: Vec<PathBuf> = match item {
         DragOut::Stem { index } => {
             let job = finished()?;
-            let s = job
-                .stems
-                .get(index as usize)
-                .ok_or_else(|| invalid(format!("“{}” has {} stems, not {}.", job.title, job.stems.len(), index + 1)))?;
+            let s = job.stems.get(index as usize).ok_or_else(|| {
+                invalid(format!("“{}” has {} stems, not {}.", job.title, job.stems.len(), u64::from(index) + 1))
+            })?;
             vec![PathBuf::from(&s.path)]
         }
         DragOut::AllStems => finished()?.stems.iter().map(|s| PathBuf::from(&s.path)).collect(),

@@ -60,11 +60,62 @@ pub async fn app_info(state: S<'_>) -> Result<AppInfo, AppError> {
     .map_err(|e| AppError::internal(e.to_string()))?
 }
 
+/// Choose the library folder with the native dialog and save it (the page
+/// never names a folder: it only asks for the dialog). Returns the saved
+/// settings, or `None` when the dialog was cancelled.
 #[tauri::command]
 #[specta::specta]
-pub async fn pick_library_dir(app: AppHandle) -> Result<Option<String>, AppError> {
-    let picked = pick_folder(&app, "Choose the library folder").await?;
-    Ok(picked.map(|p| p.to_string_lossy().into_owned()))
+pub async fn pick_library_dir(app: AppHandle, state: S<'_>) -> Result<Option<Settings>, AppError> {
+    let Some(picked) = pick_folder(&app, "Choose the library folder").await? else { return Ok(None) };
+    let dir = picked.to_str().ok_or_else(|| AppError::invalid("The folder's name is not valid Unicode."))?;
+    let settings = Settings { library_dir: Some(dir.to_string()), ..state.queue.settings()? };
+    state.queue.save_settings(&settings)?;
+    Ok(Some(state.queue.settings()?))
+}
+
+/// A program the app runs for the person: yt-dlp (links) or ffmpeg (more formats).
+#[derive(Debug, Clone, Copy, serde::Deserialize, Type)]
+#[serde(rename_all = "camelCase")]
+pub enum Program {
+    Ytdlp,
+    Ffmpeg,
+}
+
+/// Choose the program's file with the native dialog (`pick: true`) or go
+/// back to finding it automatically (`pick: false`), and save that. The
+/// page never names a program to run. Returns the saved settings (unchanged
+/// when the dialog was cancelled).
+///
+/// # Errors
+/// `invalid_options` for a file that is not an executable program.
+#[tauri::command]
+#[specta::specta]
+pub async fn choose_program(app: AppHandle, state: S<'_>, program: Program, pick: bool) -> Result<Settings, AppError> {
+    let chosen = if pick {
+        let title = match program {
+            Program::Ytdlp => "Choose the yt-dlp program",
+            Program::Ffmpeg => "Choose the ffmpeg program",
+        };
+        let Some(file) = on_main(&app, move || rfd::FileDialog::new().set_title(title).pick_file()).await? else {
+            return Ok(state.queue.settings()?);
+        };
+        use std::os::unix::fs::PermissionsExt;
+        let runnable = std::fs::metadata(&file).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+        if !runnable {
+            return Err(AppError::invalid(format!("{} is not a program that can be run.", file.display())));
+        }
+        Some(file.to_str().ok_or_else(|| AppError::invalid("The file's name is not valid Unicode."))?.to_string())
+    } else {
+        None
+    };
+    let mut settings = state.queue.settings()?;
+    match program {
+        Program::Ytdlp => settings.ytdlp_path = chosen,
+        Program::Ffmpeg => settings.ffmpeg_path = chosen,
+    }
+    state.queue.save_settings(&settings)?;
+    crate::state::apply_ffmpeg_path(&settings);
+    Ok(state.queue.settings()?)
 }
 
 #[tauri::command]
@@ -73,9 +124,20 @@ pub fn get_settings(state: S<'_>) -> Result<Settings, AppError> {
     Ok(state.queue.settings()?)
 }
 
+/// Save the settings the page edits. The library folder and the programs'
+/// paths are kept as they are: only [`pick_library_dir`] and
+/// [`choose_program`] (native dialogs) change them, so a page can never make
+/// the app write into a folder or run a program of its choosing.
 #[tauri::command]
 #[specta::specta]
 pub fn save_settings(state: S<'_>, settings: Settings) -> Result<Settings, AppError> {
+    let kept = state.queue.settings()?;
+    let settings = Settings {
+        library_dir: kept.library_dir,
+        ytdlp_path: kept.ytdlp_path,
+        ffmpeg_path: kept.ffmpeg_path,
+        ..settings
+    };
     state.queue.save_settings(&settings)?;
     crate::state::apply_ffmpeg_path(&settings);
     state.worker.start(settings.concurrent_jobs as usize);

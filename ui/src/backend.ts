@@ -18,6 +18,7 @@ import type {
   ModelStatus,
   PickedFolder,
   PlayerStatus,
+  Program,
   Preset,
   QueueEvent,
   RuntimeStatus,
@@ -54,8 +55,18 @@ export interface Backend {
   reorderQueue(ids: number[]): Promise<Job[]>;
   getSettings(): Promise<Settings>;
   saveSettings(settings: Settings): Promise<Settings>;
-  /** Opens the native folder dialog; `null` when the user cancelled. */
-  pickLibraryDir(): Promise<string | null>;
+  /**
+   * Opens the native folder dialog and saves the chosen library folder; the
+   * saved settings, or `null` when the user cancelled. The page never names
+   * the folder itself (saveSettings keeps it as it is).
+   */
+  pickLibraryDir(): Promise<Settings | null>;
+  /**
+   * Chooses yt-dlp's or ffmpeg's program with the native file dialog
+   * (`pick`), or goes back to finding it automatically, and saves that;
+   * returns the saved settings (unchanged when the dialog was cancelled).
+   */
+  chooseProgram(program: Program, pick: boolean): Promise<Settings>;
   /** Opens a folder the backend knows (a song's, an export's) in the file manager. */
   openFolder(folder: FolderRef): Promise<void>;
   /**

@@ -19,7 +19,22 @@ export const commands = {
 	/**  Queue chosen entries of a playlist link, separated with `preset`. */
 	addLinks: (entries: LinkEntry[], preset: Preset | null) => typedError<AddResult, AppError>(__TAURI_INVOKE("add_links", { entries, preset })),
 	pickFiles: (preset: Preset | null) => typedError<AddResult, AppError>(__TAURI_INVOKE("pick_files", { preset })),
-	pickLibraryDir: () => typedError<string | null, AppError>(__TAURI_INVOKE("pick_library_dir")),
+	/**
+	 *  Choose the library folder with the native dialog and save it (the page
+	 *  never names a folder: it only asks for the dialog). Returns the saved
+	 *  settings, or `None` when the dialog was cancelled.
+	 */
+	pickLibraryDir: () => typedError<Settings | null, AppError>(__TAURI_INVOKE("pick_library_dir")),
+	/**
+	 *  Choose the program's file with the native dialog (`pick: true`) or go
+	 *  back to finding it automatically (`pick: false`), and save that. The
+	 *  page never names a program to run. Returns the saved settings (unchanged
+	 *  when the dialog was cancelled).
+	 * 
+	 *  # Errors
+	 *  `invalid_options` for a file that is not an executable program.
+	 */
+	chooseProgram: (program: Program, pick: boolean) => typedError<Settings, AppError>(__TAURI_INVOKE("choose_program", { program, pick })),
 	cancelJob: (id: number) => typedError<Job, AppError>(__TAURI_INVOKE("cancel_job", { id })),
 	retryJob: (id: number) => typedError<Job, AppError>(__TAURI_INVOKE("retry_job", { id })),
 	/**
@@ -31,6 +46,12 @@ export const commands = {
 	removeJob: (id: number, deleteFiles: boolean, deleteExports: boolean) => typedError<null, AppError>(__TAURI_INVOKE("remove_job", { id, deleteFiles, deleteExports })),
 	reorderQueue: (ids: number[]) => typedError<Job[], AppError>(__TAURI_INVOKE("reorder_queue", { ids })),
 	getSettings: () => typedError<Settings, AppError>(__TAURI_INVOKE("get_settings")),
+	/**
+	 *  Save the settings the page edits. The library folder and the programs'
+	 *  paths are kept as they are: only [`pick_library_dir`] and
+	 *  [`choose_program`] (native dialogs) change them, so a page can never make
+	 *  the app write into a folder or run a program of its choosing.
+	 */
 	saveSettings: (settings: Settings) => typedError<Settings, AppError>(__TAURI_INVOKE("save_settings", { settings })),
 	/**  Open a song's folder or an export folder in the file manager. */
 	openFolder: (folder: FolderRef) => typedError<null, AppError>(__TAURI_INVOKE("open_folder", { folder })),
@@ -693,6 +714,9 @@ export type Preset =
  *  quality-for-time knobs, `demucs/separate.py`).
  */
 "best";
+
+/**  A program the app runs for the person: yt-dlp (links) or ffmpeg (more formats). */
+export type Program = "ytdlp" | "ffmpeg";
 
 /**  What the window hears about the queue. */
 export type QueueEvent = 

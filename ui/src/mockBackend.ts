@@ -44,6 +44,8 @@ export interface MockOptions {
   pickedFiles?: string[];
   /** What the "native" folder dialog picks (`null`: cancelled). */
   pickedDir?: string | null;
+  /** The program file the dialog picks (`null`: cancelled; default /opt/NAME/bin/NAME). */
+  pickedProgram?: string | null;
   /** Why the player cannot open an audio device (`undefined`: it can). */
   playerError?: string;
   /**
@@ -639,12 +641,23 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
     },
     async saveSettings(next) {
       validate(next);
-      settings = structuredClone(next);
+      // As the app: the folder and the programs change only through their dialogs.
+      const { libraryDir, ytdlpPath, ffmpegPath } = settings;
+      settings = { ...structuredClone(next), libraryDir, ytdlpPath, ffmpegPath };
       pump();
       return structuredClone(settings);
     },
     async pickLibraryDir() {
-      return options.pickedDir === undefined ? "/home/you/Stems" : options.pickedDir;
+      const dir = options.pickedDir === undefined ? "/home/you/Stems" : options.pickedDir;
+      if (dir === null) return null;
+      settings = { ...settings, libraryDir: dir };
+      return structuredClone(settings);
+    },
+    async chooseProgram(program, pick) {
+      const file = pick ? (options.pickedProgram === undefined ? `/opt/${program}/bin/${program}` : options.pickedProgram) : null;
+      if (pick && file === null) return structuredClone(settings);
+      settings = program === "ytdlp" ? { ...settings, ytdlpPath: file } : { ...settings, ffmpegPath: file };
+      return structuredClone(settings);
     },
     async openFolder() {},
     async fetchModel(id, onEvent) {

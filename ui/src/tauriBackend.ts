@@ -43,6 +43,7 @@ export const tauriBackend: Backend = {
   getSettings: () => unwrap(commands.getSettings()),
   saveSettings: (settings) => unwrap(commands.saveSettings(settings)),
   pickLibraryDir: () => unwrap(commands.pickLibraryDir()),
+  chooseProgram: (program, pick) => unwrap(commands.chooseProgram(program, pick)),
   openFolder: async (folder) => {
     await unwrap(commands.openFolder(folder));
   },

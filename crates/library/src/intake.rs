@@ -32,6 +32,9 @@ use crate::worker::title_for;
 pub const MAX_DEPTH: usize = 4;
 /// At most this many files are added from one drop.
 pub const MAX_FILES: usize = 500;
+/// At most this many links are probed in one call (each runs yt-dlp, up to
+/// a minute); the rest are refused in [`AddResult::rejected`].
+pub const MAX_LINKS: usize = 50;
 /// Skipped (non-audio) files named in [`AddResult::skipped`].
 pub const MAX_SKIPPED_LISTED: usize = 20;
 
@@ -161,9 +164,22 @@ pub fn add_paths_with(queue: &Queue, paths: &[PathBuf], add: AddOptions) -> Resu
     let mut files: Vec<PathBuf> = Vec::new();
     // yt-dlp is looked up (a `--version` run) once per call, when a link needs it.
     let mut ytdlp: Option<Result<link::YtDlp, String>> = None;
+    let mut seen = std::collections::HashSet::new();
+    let mut links = 0;
     for p in paths {
         let p = &pasted_path(p);
+        // The same path or link twice in one call is one.
+        if !seen.insert(p.clone()) {
+            continue;
+        }
         if let Some(url) = p.to_str().filter(|s| link::looks_like_url(s)) {
+            links += 1;
+            if links > MAX_LINKS {
+                let shown: String = url.chars().take(300).collect();
+                let reason = format!("At most {MAX_LINKS} links are added at once; add this one again.");
+                result.rejected.push(Rejected { path: shown, reason });
+                continue;
+            }
             add_link(queue, url, &options, &mut ytdlp, &mut result)?;
         } else if p.is_dir() {
             let before = files.len();
@@ -316,13 +332,17 @@ pub fn add_links_with(queue: &Queue, entries: &[LinkEntry], job: Option<JobOptio
     for e in entries.iter().take(link::DEFAULT_PLAYLIST_LIMIT) {
         match link::check_url(&e.url) {
             Ok(url) => {
-                let job = queue.enqueue(&JobSource::Url { url }, &e.title, &options)?;
+                // Titles come from the page: bounded like titles from tags.
+                let title = bounded(&e.title).unwrap_or_else(|| "Untitled".into());
+                let job = queue.enqueue(&JobSource::Url { url }, &title, &options)?;
                 if e.duration_seconds.is_some() {
                     queue.set_details(job.id, e.duration_seconds, None)?;
                 }
                 result.added.push(queue.get(job.id)?);
             }
-            Err(err) => result.rejected.push(Rejected { path: e.url.clone(), reason: capitalised(&err.to_string()) }),
+            Err(err) => result
+                .rejected
+                .push(Rejected { path: e.url.chars().take(300).collect(), reason: capitalised(&err.to_string()) }),
         }
     }
     Ok(result)
@@ -493,6 +513,39 @@ mod tests {
         assert_eq!(huge.chars().count(), MAX_TAG_TITLE_CHARS);
         assert_eq!(title_from_tags(&tags(None, "a\r\nb\u{7}c")).as_deref(), Some("abc"));
         assert_eq!(title_from_tags(&tags(None, "\u{1b}\u{7}")), None);
+    }
+
+    #[test]
+    fn playlist_entries_from_the_page_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(&dir.path().join("q.sqlite")).unwrap();
+        let entry = |url: String, title: String| LinkEntry { url, title, duration_seconds: None };
+        let r = add_links(
+            &q,
+            &[
+                entry("https://example.com/a".into(), "x".repeat(100_000)),
+                entry("https://example.com/b".into(), "\u{7}".into()),
+                entry(format!("ftp://{}", "y".repeat(100_000)), "t".into()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(r.added[0].title.chars().count(), MAX_TAG_TITLE_CHARS);
+        assert_eq!(r.added[1].title, "Untitled");
+        assert_eq!(r.rejected[0].path.chars().count(), 300);
+    }
+
+    #[test]
+    fn one_call_probes_at_most_max_links_links_and_each_path_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(&dir.path().join("q.sqlite")).unwrap();
+        // Links without a host: refused by the check, before any yt-dlp run.
+        let mut paths: Vec<PathBuf> = (0..MAX_LINKS + 10).map(|i| PathBuf::from(format!("https://:{i}"))).collect();
+        let song = dir.path().join("song.wav");
+        wav(&song, 4410);
+        paths.extend([song.clone(), song.clone(), song]);
+        let r = add_paths_with(&q, &paths, AddOptions { allow_duplicates: true, ..Default::default() }).unwrap();
+        let capped = r.rejected.iter().filter(|x| x.reason.starts_with("At most")).count();
+        assert_eq!((r.rejected.len(), capped, r.added.len()), (MAX_LINKS + 10, 10, 1), "{:?}", r.rejected.last());
     }
 
     #[test]

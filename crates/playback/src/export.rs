@@ -157,6 +157,11 @@ fn plan_outputs(req: &ExportRequest) -> Result<(Vec<usize>, Vec<String>), Error>
                     .iter()
                     .position(|x| &x.stem == s)
                     .ok_or_else(|| Error::InvalidOptions(format!("this song has no stem '{s}'")))?;
+                // Each stem once: a repeated name would decode, encode and
+                // write the same file again for every repeat.
+                if idx.contains(&i) {
+                    return Err(Error::InvalidOptions(format!("the stem '{s}' is asked for twice")));
+                }
                 idx.push(i);
             }
             if idx.is_empty() {

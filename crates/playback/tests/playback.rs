@@ -265,6 +265,11 @@ mod export {
         assert_eq!(std::fs::read_dir(&out).expect("ls").count(), 0, "nothing left");
         req.what = ExportWhat::Stems { stems: vec!["cowbell".into()] };
         assert_eq!(export(&req, &Silent).expect_err("bad").code(), stemroom_engine::ErrorCode::InvalidOptions);
+        // The same stem many times: refused before any file is opened.
+        req.what = ExportWhat::Stems { stems: vec!["drums".into(); 400] };
+        let e = export(&req, &Silent).expect_err("repeated");
+        assert!(e.to_string().contains("twice"), "{e}");
+        assert_eq!(std::fs::read_dir(&out).expect("ls").count(), 0, "nothing written");
     }
 
     #[test]

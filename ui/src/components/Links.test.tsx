@@ -67,13 +67,30 @@ describe("Links", () => {
     expect(screen.getByTestId("ytdlp-youtube")).toHaveTextContent("YouTube support: deno 2.9.8, yt-dlp-ejs 0.8.0");
   });
 
-  it("says which formats need ffmpeg and saves its path", async () => {
+  it("says which formats need ffmpeg and chooses its program in the native dialog", async () => {
     const { backend, user } = renderApp();
     await user.click(screen.getByRole("tab", { name: "Settings" }));
     expect(await screen.findByTestId("ffmpeg-status")).toHaveTextContent("Installing ffmpeg adds AC-3, WMA, HE-AAC");
-    await user.type(screen.getByRole("textbox", { name: "ffmpeg program" }), "/opt/ffmpeg/bin/ffmpeg");
-    await user.click(screen.getByRole("button", { name: "Save" }));
-    expect(await screen.findByRole("status")).toHaveTextContent("Settings saved.");
+    // No text field: the page cannot name a program to run, only open the dialog.
+    expect(screen.queryByRole("textbox", { name: "ffmpeg program" })).toBeNull();
+    const group = screen.getByRole("group", { name: "ffmpeg program" });
+    await user.click(within(group).getByRole("button", { name: "Choose…" }));
+    expect(await within(group).findByTestId("ffmpeg-path")).toHaveTextContent("/opt/ffmpeg/bin/ffmpeg");
     expect(await backend.getSettings()).toMatchObject({ ffmpegPath: "/opt/ffmpeg/bin/ffmpeg" });
+    await user.click(within(group).getByRole("button", { name: "Find automatically" }));
+    expect(await within(group).findByTestId("ffmpeg-path")).toHaveTextContent("Found automatically");
+    expect(await backend.getSettings()).toMatchObject({ ffmpegPath: null });
+  });
+
+  it("never saves a folder or program the page names", async () => {
+    const { backend } = renderApp();
+    const before = await backend.getSettings();
+    await backend.saveSettings({ ...before, libraryDir: "/etc", ytdlpPath: "/bin/sh", ffmpegPath: "/bin/sh", shifts: 2 });
+    expect(await backend.getSettings()).toMatchObject({
+      libraryDir: before.libraryDir,
+      ytdlpPath: before.ytdlpPath,
+      ffmpegPath: before.ffmpegPath,
+      shifts: 2,
+    });
   });
 });

@@ -1,6 +1,6 @@
 import { useEffect, useState, type FormEvent, type ReactNode } from "react";
 import { useBackend } from "../backend";
-import type { Device, GpuSupport, ModelStatus, Settings } from "../bindings";
+import type { Device, GpuSupport, ModelStatus, Program, Settings } from "../bindings";
 import { errorText } from "../errors";
 import { formatBytes, listWords, PRESETS, providerLabel } from "../format";
 import type { AppInfoState } from "../hooks/useAppInfo";
@@ -14,27 +14,35 @@ import { ServerPanel } from "./ServerPanel";
 
 const NOT_SAVED = "The settings were not saved";
 
-/** A helper program's path (empty: found automatically) and what was found. */
+/** A helper program: its chosen file (or "found automatically"), what was found, and the buttons that change it. */
 function ProgramField(props: {
   id: string;
   label: string;
   value: string | null;
-  onChange: (value: string | null) => void;
+  /** Opens the native file dialog (`true`) or goes back to finding it (`false`). */
+  onChoose: (pick: boolean) => void;
   status: string;
   children?: ReactNode;
 }) {
-  const { id, label, value, onChange, status, children } = props;
+  const { id, label, value, onChoose, status, children } = props;
   return (
-    <div className="field">
-      <label htmlFor={id}>{label}</label>
-      <input
-        id={id}
-        className="input"
-        aria-describedby={`${id}-help`}
-        placeholder="Found automatically"
-        value={value ?? ""}
-        onChange={(e) => onChange(e.target.value.trim() === "" ? null : e.target.value)}
-      />
+    <div className="field" role="group" aria-labelledby={`${id}-label`}>
+      <span id={`${id}-label`} className="field__label">
+        {label}
+      </span>
+      <div className="path-picker">
+        <code className="path-picker__path" data-testid={`${id}-path`}>
+          {value ?? "Found automatically"}
+        </code>
+        <button type="button" className="button" onClick={() => onChoose(true)}>
+          Choose…
+        </button>
+        {value !== null && (
+          <button type="button" className="button" onClick={() => onChoose(false)}>
+            Find automatically
+          </button>
+        )}
+      </div>
       <p id={`${id}-help`} className="field__help" data-testid={`${id}-status`}>
         {status}
       </p>
@@ -209,12 +217,24 @@ export function SettingsView({ app }: Props) {
     );
   }
 
+  // The folder and the programs are chosen in native dialogs and saved by
+  // the app at once; the draft only shows them (Save keeps them as they are).
   async function pickLibraryDir() {
     try {
-      const dir = await backend.pickLibraryDir();
-      if (dir !== null) change({ libraryDir: dir });
+      const saved = await backend.pickLibraryDir();
+      if (saved !== null) change({ libraryDir: saved.libraryDir });
     } catch (e) {
       setError({ title: "The folder could not be chosen", text: errorText(e) });
+    }
+  }
+
+  async function chooseProgram(program: Program, pick: boolean) {
+    try {
+      const saved = await backend.chooseProgram(program, pick);
+      change(program === "ytdlp" ? { ytdlpPath: saved.ytdlpPath } : { ffmpegPath: saved.ffmpegPath });
+      void app.refresh();
+    } catch (e) {
+      setError({ title: "The program could not be chosen", text: errorText(e) });
     }
   }
 
@@ -350,7 +370,7 @@ export function SettingsView({ app }: Props) {
           id="ytdlp"
           label="yt-dlp program"
           value={draft.ytdlpPath}
-          onChange={(ytdlpPath) => change({ ytdlpPath })}
+          onChoose={(pick) => void chooseProgram("ytdlp", pick)}
           status={
             info?.ytdlp.found
               ? `yt-dlp ${info.ytdlp.version} at ${info.ytdlp.path}`
@@ -379,7 +399,7 @@ export function SettingsView({ app }: Props) {
           id="ffmpeg"
           label="ffmpeg program"
           value={draft.ffmpegPath}
-          onChange={(ffmpegPath) => change({ ffmpegPath })}
+          onChoose={(pick) => void chooseProgram("ffmpeg", pick)}
           status={
             info?.ffmpeg.found
               ? `ffmpeg ${info.ffmpeg.version ?? ""} at ${info.ffmpeg.path}: AC-3, WMA, HE-AAC and other formats open too.`

@@ -307,6 +307,12 @@ mod tests {
             q.save_settings(&Settings { format: OutputFormat::Mp3 { kbps: 100 }, ..s.clone() }),
             Err(QueueError::InvalidSettings(_))
         ));
+        for dir in ["", "stems", "./stems"] {
+            assert!(matches!(
+                q.save_settings(&Settings { library_dir: Some(dir.into()), ..s.clone() }),
+                Err(QueueError::InvalidSettings(m)) if m.contains("library folder")
+            ));
+        }
         // Download limits: 1 GiB and 3 h by default, saved and turned into
         // yt-dlp's limits, out-of-range values refused.
         let d = Settings::default();

@@ -134,6 +134,11 @@ impl Settings {
         if !DOWNLOAD_MINUTES_RANGE.contains(&self.max_download_minutes) {
             return Err(format!("the longest download must be 1 to 1440 minutes, got {}", self.max_download_minutes));
         }
+        if let Some(dir) = self.library_dir.as_deref().filter(|d| !std::path::Path::new(d).is_absolute()) {
+            return Err(format!(
+                "the library folder must be a full path such as /home/you/Music/Stemroom, got {dir:?}"
+            ));
+        }
         for (name, path) in [("yt-dlp", &self.ytdlp_path), ("ffmpeg", &self.ffmpeg_path)] {
             if let Some(p) = path.as_deref().filter(|p| !std::path::Path::new(p).is_absolute()) {
                 return Err(format!("the {name} path must be absolute (a full path such as /usr/bin/{name}), got {p}"));

@@ -178,8 +178,9 @@ impl Peaks {
         let Some(level) = level else { return out };
         let fpb = u64::from(level.frames_per_bucket);
         for c in 0..columns {
-            let a = start + (c as f64 * per_column) as u64;
-            let b = (start + ((c + 1) as f64 * per_column) as u64).max(a + 1);
+            // Saturating: `end` may be any frame a caller names (u64::MAX).
+            let a = start.saturating_add((c as f64 * per_column) as u64);
+            let b = start.saturating_add(((c + 1) as f64 * per_column) as u64).max(a.saturating_add(1));
             // Buckets starting inside the column; a column narrower than a
             // bucket shows the bucket it starts in.
             let (mut first, last) = (a.div_ceil(fpb) as usize, b.div_ceil(fpb) as usize);
@@ -388,6 +389,10 @@ mod tests {
         assert!(z.max.contains(&1.0));
         let past = p.columns(44_000, 48_000, 40);
         assert!(past.max[39] == 0.0 && past.min[39] == 0.0);
+        // Any range a caller names, up to u64::MAX, is columns, not an overflow.
+        for (a, b) in [(1, u64::MAX), (u64::MAX - 1, u64::MAX), (0, u64::MAX)] {
+            assert_eq!(p.columns(a, b, 3).max.len(), 3);
+        }
     }
 
     #[test]

@@ -69,7 +69,7 @@ pub enum LinkError {
     Refused(String),
     #[error("the download stalled: nothing arrived for {0} s")]
     Stalled(u64),
-    #[error("yt-dlp was not found; install it in Settings (Links) or with `stemroom links install`, or set its path in Settings ({0})")]
+    #[error("yt-dlp was not found; install it in Settings (Links) or with `stemroom links install`, or choose its program in Settings ({0})")]
     Missing(String),
     #[error("yt-dlp {found} is too old; version {need} or newer is needed (Settings (Links) or `stemroom links install` installs {PINNED_VERSION})")]
     TooOld { found: String, need: String },

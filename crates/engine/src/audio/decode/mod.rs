@@ -65,7 +65,7 @@ pub enum DecodeError {
     /// WMA, HE-AAC, …) and no ffmpeg was found to decode it.
     #[error(
         "{path}: {codec} is not among Stemroom's built-in decoders. Installing ffmpeg adds it \
-         (Debian/Ubuntu: sudo apt install ffmpeg; or set its path in Settings or $STEMROOM_FFMPEG)"
+         (Debian/Ubuntu: sudo apt install ffmpeg; or choose its program in Settings, or set $STEMROOM_FFMPEG)"
     )]
     NeedsFfmpeg { path: PathBuf, codec: String },
 }

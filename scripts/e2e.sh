@@ -9,6 +9,8 @@ source "$(dirname "$0")/common.sh"
 "$REPO_ROOT/scripts/setup-app.sh"
 cd "$REPO_ROOT"
 tmp=$(mktemp -d)
+# A D-Bus session bus (dbus-run-session below): songs are added as a second
+# launch hands them over ("Open with"), the way the single-instance plugin works.
 # A real-time audio device for the player: a PulseAudio null sink that ALSA's
 # default device reaches through the pulse plugin (docs: environment.md).
 mkdir -p "$tmp/run"; chmod 700 "$tmp/run"
@@ -43,4 +45,4 @@ STEMROOM_E2E_LONG="$tmp/Falcon 69 (long).wav" \
 TAURI_DRIVER="$STEMROOM_CACHE/tools/bin/tauri-driver" STEMROOM_E2E_SHOTS="${STEMROOM_SCREENSHOTS:-$tmp/shots}" \
 STEMROOM_E2E_URL="http://127.0.0.1:$site_port/Falcon%2069%20%28from%20a%20link%29.wav" \
 STEMROOM_E2E_DATA="$tmp/home/.local/share/app.stemroom.desktop" \
-    xvfb-run -a -s "-screen 0 1280x800x24" node ui/e2e/app.e2e.mjs
+    dbus-run-session -- xvfb-run -a -s "-screen 0 1280x800x24" "$(command -v node)" ui/e2e/app.e2e.mjs

@@ -50,6 +50,22 @@ fn main() {
             }
         }))
         .plugin(tauri_plugin_opener::init())
+        // Files dropped on the window, as the runtime saw them: the paths the
+        // page may then ask to add (it names no others; see state::Grants).
+        .on_webview_event(|webview, event| {
+            if let tauri::WebviewEvent::DragDrop(tauri::DragDropEvent::Drop { paths, .. }) = event {
+                if let Some(state) = webview.try_state::<Arc<state::AppState>>() {
+                    state.grants.grant(paths.iter().cloned());
+                }
+            }
+        })
+        .on_window_event(|window, event| {
+            if let tauri::WindowEvent::DragDrop(tauri::DragDropEvent::Drop { paths, .. }) = event {
+                if let Some(state) = window.try_state::<Arc<state::AppState>>() {
+                    state.grants.grant(paths.iter().cloned());
+                }
+            }
+        })
         .invoke_handler(builder.invoke_handler())
         // Link thumbnails kept beside the queue, by job id (`thumb://localhost/<id>`;
         // the CSP allows no web images).

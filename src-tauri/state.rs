@@ -142,6 +142,9 @@ pub struct AppState {
     pub folders: crate::commands::export::PickedFolders,
     /// What each song's last export wrote, for dragging out.
     pub last_exports: crate::commands::drag::LastExports,
+    /// Files and folders given outside the page (dropped, picked, opened
+    /// with): the only local paths `add_paths` takes.
+    pub grants: Grants,
     /// Job events for the HTTP service.
     pub server_events: Arc<stemroom_server::events::Events>,
     /// The HTTP service, while it runs (Settings starts and stops it).
@@ -187,6 +190,7 @@ impl AppState {
             tools_install: Default::default(),
             folders: Default::default(),
             last_exports: Default::default(),
+            grants: Grants::default(),
             server_events,
             server: Default::default(),
             _instance: instance,
@@ -199,5 +203,81 @@ impl AppState {
 
     pub fn runtime(&self) -> RuntimeStatus {
         runtime::status(None, Device::Auto)
+    }
+}
+
+/// The files and folders the person gave the app outside the page: dropped
+/// on the window (the runtime's own drop event, not the page's), picked in
+/// its native dialog, or opened with it. The page may ask to add these (and
+/// anything inside a granted folder), and links; it names no other path, so
+/// a hostile page cannot make the app read, list or separate files.
+#[derive(Debug, Default)]
+pub struct Grants {
+    paths: Mutex<std::collections::HashSet<PathBuf>>,
+    changed: std::sync::Condvar,
+}
+
+/// Most grants kept (a session drops a few thousand files at most).
+const MAX_GRANTS: usize = 100_000;
+
+impl Grants {
+    /// Grant `paths` for the rest of the session.
+    pub fn grant(&self, paths: impl IntoIterator<Item = PathBuf>) {
+        let mut g = self.paths.lock().unwrap_or_else(|p| p.into_inner());
+        if g.len() > MAX_GRANTS {
+            g.clear();
+        }
+        g.extend(paths.into_iter().filter(|p| p.is_absolute()));
+        self.changed.notify_all();
+    }
+
+    /// Whether `path` was granted, or lies inside a granted folder, waiting
+    /// until `deadline` for a grant to arrive (the page hears of a drop at
+    /// about the time the app does). An absolute path without `..` only.
+    pub fn wait_for(&self, path: &Path, deadline: std::time::Instant) -> bool {
+        use std::path::Component;
+        if !path.is_absolute() || path.components().any(|c| matches!(c, Component::ParentDir)) {
+            return false;
+        }
+        let mut g = self.paths.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if path.ancestors().any(|a| g.contains(a)) {
+                return true;
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            g = self.changed.wait_timeout(g, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod grant_tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    #[test]
+    fn only_granted_paths_and_what_is_inside_granted_folders() {
+        let g = Grants::default();
+        g.grant([PathBuf::from("/music/album"), PathBuf::from("/music/one.flac"), PathBuf::from("relative.wav")]);
+        let now = Instant::now();
+        for ok in ["/music/album", "/music/album/disc 2/03.flac", "/music/one.flac"] {
+            assert!(g.wait_for(Path::new(ok), now), "{ok}");
+        }
+        for refused in ["/music", "/music/two.flac", "/music/album/../../etc/passwd", "relative.wav", "/etc/passwd"] {
+            assert!(!g.wait_for(Path::new(refused), now), "{refused}");
+        }
+        // A grant that arrives while the page's ask waits is seen.
+        let g = Arc::new(g);
+        let late = g.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            late.grant([PathBuf::from("/late.wav")]);
+        });
+        assert!(g.wait_for(Path::new("/late.wav"), Instant::now() + Duration::from_secs(5)));
+        t.join().unwrap();
     }
 }

@@ -49,11 +49,16 @@ async fn add(state: Arc<AppState>, paths: Vec<PathBuf>, options: intake::AddOpti
 /// forwards its own): queue the existing files and folders among `args`
 /// (options and anything else are ignored) with the settings' preset.
 pub fn open_with(state: Arc<AppState>, args: Vec<String>) {
-    let paths: Vec<PathBuf> =
-        args.into_iter().filter(|a| !a.starts_with('-')).map(PathBuf::from).filter(|p| p.exists()).collect();
+    let paths: Vec<PathBuf> = args
+        .into_iter()
+        .filter(|a| !a.starts_with('-'))
+        .map(|a| std::path::absolute(&a).unwrap_or_else(|_| PathBuf::from(a)))
+        .filter(|p| p.exists())
+        .collect();
     if paths.is_empty() {
         return;
     }
+    state.grants.grant(paths.iter().cloned());
     tauri::async_runtime::spawn(async move {
         match add(state, paths, intake::AddOptions::default()).await {
             Ok(r) => tracing::info!("opened with Stemroom: {} added, {} refused", r.added.len(), r.rejected.len()),
@@ -82,7 +87,31 @@ pub async fn add_paths(
     preset: Option<Preset>,
 ) -> Result<AddResult, AppError> {
     let options = intake::AddOptions { allow_duplicates, job: job_options(&state.queue, preset)? };
-    add(state.inner().clone(), paths.into_iter().map(PathBuf::from).collect(), options).await
+    // Links, and the files and folders the person gave the app outside the
+    // page (see `Grants`); any other path the page names is refused unread.
+    let st = state.inner().clone();
+    let (allowed, refused) = tauri::async_runtime::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        paths.into_iter().partition::<Vec<String>, _>(|p| {
+            stemroom_library::link::looks_like_url(p) || st.grants.wait_for(Path::new(p), deadline)
+        })
+    })
+    .await
+    .map_err(|e| AppError::internal(e.to_string()))?;
+    let mut result = if allowed.is_empty() {
+        AddResult::default()
+    } else {
+        add(state.inner().clone(), allowed.into_iter().map(PathBuf::from).collect(), options).await?
+    };
+    result.rejected.extend(refused.into_iter().map(|p| {
+        intake::Rejected {
+            path: p.chars().take(300).collect(),
+            reason: "Add files by dropping them on the window, with Add files…, or by opening them with Stemroom; \
+                 this field takes links (http:// or https://)."
+                .into(),
+        }
+    }));
+    Ok(result)
 }
 
 /// Queue chosen entries of a playlist link, separated with `preset`.
@@ -104,7 +133,9 @@ pub async fn pick_files(app: AppHandle, state: S<'_>, preset: Option<Preset>) ->
             .pick_files()
     })
     .await?;
-    add(state.inner().clone(), picked.unwrap_or_default(), intake::AddOptions { job, ..Default::default() }).await
+    let picked = picked.unwrap_or_default();
+    state.grants.grant(picked.iter().cloned());
+    add(state.inner().clone(), picked, intake::AddOptions { job, ..Default::default() }).await
 }
 
 #[tauri::command]

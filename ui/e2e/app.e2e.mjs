@@ -13,7 +13,7 @@
 // Environment: STEMROOM_APP (binary), STEMROOM_E2E_INPUT (audio file),
 // TAURI_DRIVER (tauri-driver binary), STEMROOM_E2E_SHOTS (screenshot dir),
 // STEMROOM_E2E_URL (a loopback link to a song, fetched with yt-dlp).
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, openSync, readSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -33,6 +33,15 @@ const TINY_JPEG = Buffer.from("/9j/4AAQSkZJRgABAgAAAQABAAD//gAQTGF2YzU5LjM3LjEwM
 const driver = startDriver(driverBin);
 const shot = screenshots(shots);
 const session = () => sessionOn(app);
+
+/**
+ * Add a file as "Open with Stemroom" does while the app runs: a second launch
+ * hands it to the running window (over D-Bus) and exits.
+ */
+function openWith(file) {
+  const launch = spawnSync(app, [file], { timeout: 30000, encoding: "utf8" });
+  if (launch.status !== 0) throw new Error(`a second launch with ${file} failed: ${launch.status} ${launch.stderr ?? ""}`);
+}
 let failed = false;
 
 async function tab(b, name) {
@@ -44,7 +53,7 @@ async function tab(b, name) {
 try {
   let b = await session();
   await tab(b, "Queue");
-  const field = await b.$('[aria-label="File path or link"]');
+  const field = await b.$('[aria-label="Link"]');
   await field.waitForExist({ timeout: 20000 });
   // Under the strict CSP (no inline styles, no base/form targets) the
   // stylesheet still applies.
@@ -85,8 +94,15 @@ try {
     images.slice(1).every((r) => r === "refused"),
     `no non-image, missing, path or web image loads (${images.slice(1).join(", ")})`,
   );
+  // A path typed into the field is not added: it takes links; files come
+  // from a drop, the dialog or "Open with".
   await field.setValue(input);
   await (await b.$("button=Add")).click();
+  const hint = await b.$('[data-testid="add-bar-hint"]');
+  await hint.waitForExist({ timeout: 5000, timeoutMsg: "no hint for a typed path" });
+  check(!(await (await b.$('[data-testid="job-row"]')).isExisting()), "a typed path is not added (the field takes links)");
+  await field.clearValue();
+  openWith(input);
 
   const row = await b.$('[data-testid="job-row"]');
   await row.waitForExist({ timeout: 20000 });
@@ -403,7 +419,7 @@ try {
   // A link: paste it, see its title (from yt-dlp's metadata), see it finish.
   if (!songUrl) throw new Error("STEMROOM_E2E_URL must be set");
   await tab(b, "Queue");
-  const linkField = await b.$('[aria-label="File path or link"]');
+  const linkField = await b.$('[aria-label="Link"]');
   await linkField.setValue(songUrl);
   await (await b.$("button=Add")).click();
   const linkRow = await b.$('[data-testid="job-row"]');
@@ -443,9 +459,7 @@ try {
   // separates, then takes its finished files.
   if (!longInput) throw new Error("STEMROOM_E2E_LONG must be set");
   await tab(b, "Queue");
-  const longField = await b.$('[aria-label="File path or link"]');
-  await longField.setValue(longInput);
-  await (await b.$("button=Add")).click();
+  openWith(longInput);
   const listen = await b.$("button=Listen now");
   await listen.waitForExist({ timeout: 120000, interval: 100, timeoutMsg: "no Listen now while the song separates" });
   await listen.click();

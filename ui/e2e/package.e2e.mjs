@@ -74,10 +74,11 @@ try {
   await start.click();
 
   // A real song to the finished stems.
-  const field = await b.$('[aria-label="File path or link"]');
+  // Added as "Open with Stemroom" does while the app runs (the field takes links only).
+  const field = await b.$('[aria-label="Link"]');
   await field.waitForExist({ timeout: 20000 });
-  await field.setValue(input);
-  await (await b.$("button=Add")).click();
+  const first = spawnSync(app, [input], { timeout: 30000, encoding: "utf8" });
+  check(first.status === 0, `a launch with the song hands it to the running app (status ${first.status})`);
   const row = await b.$('[data-testid="job-row"]');
   await row.waitForExist({ timeout: 20000 });
   const id = await row.getAttribute("data-job-id");

@@ -99,7 +99,7 @@ export function App() {
       <QueueView
         queue={queue}
         onPickFiles={() => void add(() => backend.pickFiles(preset))}
-        onAddPath={(path) => add(() => backend.addPaths([path], false, preset))}
+        onAddLink={(url) => add(() => backend.addPaths([url], false, preset))}
         preset={preset}
         onPresetChange={setPreset}
         onOpenSong={openInPlayer}

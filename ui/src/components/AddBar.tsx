@@ -4,24 +4,39 @@ import { PRESETS } from "../format";
 
 interface Props {
   onPickFiles(): void;
-  /** Resolves to whether the path was added (then the field is cleared). */
-  onAddPath(path: string): Promise<boolean>;
+  /** Resolves to whether the link was added (then the field is cleared). */
+  onAddLink(url: string): Promise<boolean>;
   /** The quality songs added now separate with (`null`: as in Settings). */
   preset: Preset | null;
   onPresetChange(preset: Preset | null): void;
 }
 
-/** "Add files…" (native dialog), a field for a path or link, and the quality they get. */
-export function AddBar({ onPickFiles, onAddPath, preset, onPresetChange }: Props) {
+/** Whether `text` is a web link (what the field takes). */
+export function isLink(text: string): boolean {
+  return /^https?:\/\/\S/i.test(text.trim());
+}
+
+/**
+ * "Add files…" (native dialog), a field for a link, and the quality they get.
+ * Files come from the dialog, a drop or "Open with": the app adds only files
+ * given to it that way, so the field takes links, not paths.
+ */
+export function AddBar({ onPickFiles, onAddLink, preset, onPresetChange }: Props) {
   const [value, setValue] = useState("");
   const [busy, setBusy] = useState(false);
+  const [hint, setHint] = useState(false);
 
   async function submit(event: FormEvent) {
     event.preventDefault();
-    const path = value.trim();
-    if (!path) return;
+    const url = value.trim();
+    if (!url) return;
+    if (!isLink(url)) {
+      setHint(true);
+      return;
+    }
+    setHint(false);
     setBusy(true);
-    if (await onAddPath(path)) setValue("");
+    if (await onAddLink(url)) setValue("");
     setBusy(false);
   }
 
@@ -34,10 +49,14 @@ export function AddBar({ onPickFiles, onAddPath, preset, onPresetChange }: Props
         <input
           className="input add-bar__input"
           type="text"
-          aria-label="File path or link"
-          placeholder="File path or link"
+          aria-label="Link"
+          aria-describedby={hint ? "add-bar-hint" : undefined}
+          placeholder="Paste a link (https://…)"
           value={value}
-          onChange={(e) => setValue(e.target.value)}
+          onChange={(e) => {
+            setValue(e.target.value);
+            setHint(false);
+          }}
           spellCheck={false}
           autoComplete="off"
         />
@@ -45,6 +64,12 @@ export function AddBar({ onPickFiles, onAddPath, preset, onPresetChange }: Props
           Add
         </button>
       </form>
+      {hint && (
+        <p id="add-bar-hint" className="add-bar__hint" role="status" data-testid="add-bar-hint">
+          This field takes links (http:// or https://). Add files with Add files…, by dropping them on this window,
+          or by opening them with Stemroom.
+        </p>
+      )}
       <select
         className="input add-bar__preset"
         aria-label="Quality of songs added now"

@@ -6,7 +6,7 @@ import { renderApp } from "../test/renderApp";
 describe("Links", () => {
   it("queues a link under its title and shows the download stage", async () => {
     const { backend, user } = renderApp();
-    await user.type(screen.getByRole("textbox", { name: "File path or link" }), "https://example.com/Night%20Drive.mp3");
+    await user.type(screen.getByRole("textbox", { name: "Link" }), "https://example.com/Night%20Drive.mp3");
     await user.click(screen.getByRole("button", { name: "Add" }));
     const row = await screen.findByTestId("job-row");
     const [job] = await backend.listQueue();
@@ -25,7 +25,7 @@ describe("Links", () => {
   it("lets the user choose playlist entries, each becoming a job", async () => {
     const { backend, user } = renderApp();
     const addLinks = vi.spyOn(backend, "addLinks");
-    await user.type(screen.getByRole("textbox", { name: "File path or link" }), "https://example.com/playlist?id=1");
+    await user.type(screen.getByRole("textbox", { name: "Link" }), "https://example.com/playlist?id=1");
     await user.click(screen.getByRole("button", { name: "Add" }));
     const dialog = await screen.findByRole("dialog");
     expect(within(dialog).getByText(/3 entries/)).toBeInTheDocument();

@@ -27,12 +27,10 @@ describe("Queue", () => {
     expect(screen.getByText(/Drag audio files onto this window/)).toBeInTheDocument();
   });
 
-  it("adds a path and shows it as a queued job", async () => {
-    const { backend, user } = renderApp();
+  it("adds a dropped file and shows it as a queued job", async () => {
+    const { backend } = renderApp();
     const addPaths = vi.spyOn(backend, "addPaths");
-    const field = screen.getByRole("textbox", { name: "File path or link" });
-    await user.type(field, "  /music/Falcon 69.flac ");
-    await user.click(screen.getByRole("button", { name: "Add" }));
+    act(() => backend.dropFiles(["/music/Falcon 69.flac"]));
 
     expect(addPaths).toHaveBeenCalledWith(["/music/Falcon 69.flac"], false, null);
     const added = await screen.findByTestId("job-row");
@@ -40,7 +38,16 @@ describe("Queue", () => {
     expect(added).toHaveAttribute("data-job-id", "1");
     expect(within(added).getByText("Falcon 69")).toBeInTheDocument();
     expect(within(added).getByText("Queued")).toBeInTheDocument();
-    expect(field).toHaveValue("");
+  });
+
+  it("takes links in the field, not paths", async () => {
+    const { backend, user } = renderApp();
+    const addPaths = vi.spyOn(backend, "addPaths");
+    const field = screen.getByRole("textbox", { name: "Link" });
+    await user.type(field, "  /home/you/Music/Falcon 69.flac {Enter}");
+    expect(await screen.findByTestId("add-bar-hint")).toHaveTextContent("This field takes links");
+    expect(addPaths).not.toHaveBeenCalled();
+    expect(field).toHaveValue("  /home/you/Music/Falcon 69.flac ");
   });
 
   it("adds what the file dialog picked", async () => {
@@ -55,27 +62,25 @@ describe("Queue", () => {
     const quality = screen.getByRole("combobox", { name: "Quality of songs added now" });
     expect(quality).toHaveValue("");
     await user.selectOptions(quality, "Best");
-    await user.type(screen.getByRole("textbox", { name: "File path or link" }), "/music/Slow.flac{Enter}");
+    act(() => backend.dropFiles(["/music/Slow.flac"]));
     expect(addPaths).toHaveBeenCalledWith(["/music/Slow.flac"], false, "best");
     await screen.findByTestId("job-row");
     const [job] = await backend.listQueue();
     expect(job?.options).toMatchObject({ preset: "best", model: "htdemucs", shifts: 2, overlap: 0.5 });
     // Back to the settings' quality.
     await user.selectOptions(quality, "Quality as in Settings");
-    await user.type(screen.getByRole("textbox", { name: "File path or link" }), "/music/Next.flac{Enter}");
-    expect(addPaths).toHaveBeenLastCalledWith(["/music/Next.flac"], false, null);
+    act(() => backend.dropFiles(["/music/Next.flac"]));
+    await waitFor(() => expect(addPaths).toHaveBeenLastCalledWith(["/music/Next.flac"], false, null));
   });
 
   it("lists rejected files with their reason until dismissed", async () => {
-    const { user } = renderApp();
-    await user.type(screen.getByRole("textbox", { name: "File path or link" }), "/docs/notes.txt{Enter}");
+    const { backend, user } = renderApp();
+    act(() => backend.dropFiles(["/docs/notes.txt"]));
 
     const alert = await screen.findByRole("alert");
     expect(alert).toHaveTextContent("1 file was not added");
     expect(alert).toHaveTextContent("notes.txt: Not an audio file Stemroom can read.");
     expect(screen.queryByTestId("job-row")).not.toBeInTheDocument();
-    // The field keeps what was typed so it can be corrected.
-    expect(screen.getByRole("textbox", { name: "File path or link" })).toHaveValue("/docs/notes.txt");
 
     await user.click(within(alert).getByRole("button", { name: "Dismiss" }));
     expect(screen.queryByRole("alert")).not.toBeInTheDocument();
@@ -144,8 +149,7 @@ describe("Queue", () => {
 
   it("says when a song is already in Stemroom, and can open it or separate it again", async () => {
     const { backend, user } = renderApp({ queue: [armyOfMe] });
-    const field = screen.getByRole("textbox", { name: "File path or link" });
-    await user.type(field, "/music/Army of Me.flac{Enter}");
+    act(() => backend.dropFiles(["/music/Army of Me.flac"]));
     const notice = await screen.findByRole("alert");
     expect(notice).toHaveTextContent("This song is already in Stemroom");
     expect(notice).toHaveTextContent("Army of Me.flac is in the library as “Army of Me”.");
@@ -158,8 +162,7 @@ describe("Queue", () => {
     expect(screen.queryByRole("alert")).not.toBeInTheDocument();
 
     // Added once more: now it is in the queue (no player for it yet).
-    await user.clear(field);
-    await user.type(field, "/music/Army of Me.flac{Enter}");
+    act(() => backend.dropFiles(["/music/Army of Me.flac"]));
     const queued = await screen.findByTestId("duplicate");
     expect(queued).toHaveTextContent("is in the queue");
     expect(within(queued).queryByRole("button", { name: "Open in player" })).not.toBeInTheDocument();
@@ -168,14 +171,14 @@ describe("Queue", () => {
   it("opens a song already in the library from the notice", async () => {
     const { backend, user } = renderApp({ queue: [armyOfMe] });
     const openSong = vi.spyOn(backend, "openSong");
-    await user.type(screen.getByRole("textbox", { name: "File path or link" }), "/music/Army of Me.flac{Enter}");
+    act(() => backend.dropFiles(["/music/Army of Me.flac"]));
     await user.click(within(await screen.findByRole("alert")).getByRole("button", { name: "Open in player" }));
     expect(await screen.findByRole("region", { name: "Player" })).toBeInTheDocument();
     await waitFor(() => expect(openSong).toHaveBeenCalledWith(5, expect.any(Function)));
   });
 
   it("names the files it skipped in a dropped folder", async () => {
-    const { backend, user } = renderApp();
+    const { backend } = renderApp();
     vi.spyOn(backend, "addPaths").mockResolvedValueOnce({
       added: [],
       rejected: [],
@@ -184,7 +187,7 @@ describe("Queue", () => {
       skipped: ["cover.jpg", "notes.txt"],
       skippedMore: 3,
     });
-    await user.type(screen.getByRole("textbox", { name: "File path or link" }), "/music/Post{Enter}");
+    act(() => backend.dropFiles(["/music/Post"]));
     const notice = await screen.findByRole("alert");
     expect(notice).toHaveTextContent("Skipped 5 files that are not audio");
     expect(notice).toHaveTextContent("cover.jpg, notes.txt and 3 more");

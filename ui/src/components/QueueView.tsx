@@ -10,7 +10,7 @@ import { JobRow, type JobAction } from "./JobRow";
 interface Props {
   queue: QueueState;
   onPickFiles(): void;
-  onAddPath(path: string): Promise<boolean>;
+  onAddLink(url: string): Promise<boolean>;
   /** The quality songs added now get (`null`: as in Settings). */
   preset: Preset | null;
   onPresetChange(preset: Preset | null): void;
@@ -28,7 +28,7 @@ function moved(queuedIds: number[], id: number, by: -1 | 1): number[] {
   return ids;
 }
 
-export function QueueView({ queue, onPickFiles, onAddPath, preset, onPresetChange, onOpenSong }: Props) {
+export function QueueView({ queue, onPickFiles, onAddLink, preset, onPresetChange, onOpenSong }: Props) {
   const backend = useBackend();
   const [busy, setBusy] = useState<{ id: number; action: JobAction } | null>(null);
   const [error, setError] = useState<string | null>(null);
@@ -66,7 +66,7 @@ export function QueueView({ queue, onPickFiles, onAddPath, preset, onPresetChang
 
   return (
     <div className="queue">
-      <AddBar onPickFiles={onPickFiles} onAddPath={onAddPath} preset={preset} onPresetChange={onPresetChange} />
+      <AddBar onPickFiles={onPickFiles} onAddLink={onAddLink} preset={preset} onPresetChange={onPresetChange} />
       {queue.error && <Alert title="The queue could not be loaded">{queue.error}</Alert>}
       {error && (
         <Alert title="That did not work" onDismiss={() => setError(null)}>
@@ -114,7 +114,7 @@ export function QueueView({ queue, onPickFiles, onAddPath, preset, onPresetChang
         <div className="empty">
           <p className="empty__title">No songs in the queue</p>
           <p>
-            Drag audio files onto this window, choose <strong>Add files…</strong>, or paste a file path above.
+            Drag audio files onto this window, choose <strong>Add files…</strong>, or paste a link above.
             Stemroom splits each song into drums, bass, other and vocals, and keeps the results in the Library.
           </p>
         </div>

@@ -423,9 +423,20 @@ async fn input(
     let JobSource::File { path } = &job.source else {
         return Err(ApiError::conflict(format!("job {id} is a link: fetch it with yt-dlp")));
     };
-    let file = tokio::fs::File::open(path)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::GONE, "gone", format!("the input of job {id} is gone: {e}")))?;
+    let file = match tokio::fs::File::open(path).await {
+        Ok(f) => f,
+        Err(e) => {
+            // No worker can ever run it: the job fails here, plainly (the
+            // worker hears 410 and lets the entry go), instead of staying
+            // "running" with nobody on it.
+            let message = format!("the input file of job {id} is gone: {e}");
+            let failed = JobState::Failed { code: ErrorCode::BadInput, message: message.clone() };
+            if let Ok(job) = service.queue.finish(id, &failed, None, &[]) {
+                service.events.job_changed(&job);
+            }
+            return Err(ApiError::new(StatusCode::GONE, "gone", message));
+        }
+    };
     let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
     let mut r = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024)).into_response();
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));

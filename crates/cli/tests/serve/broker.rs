@@ -159,14 +159,19 @@ fn two_workers_share_the_queue_once_each_and_a_corrupt_input_fails_once() {
     let corrupt = server.upload(&mix, &["shifts=0"]);
     let victim = data.join("uploads").join(newest_upload(&data));
     std::fs::write(&victim, b"RIFF\x00\x00\x00\x00WAVEjunkjunkjunk").expect("damage");
+    // And one whose file is gone before any worker reads it: it fails
+    // (it used to stay "running" for ever, its entry acked).
+    let gone = server.upload(&mix, &["shifts=0"]);
+    std::fs::remove_file(data.join("uploads").join(newest_upload(&data))).expect("remove");
     let st = server.json(&["/status"]);
-    assert_eq!(st["queue_length"], 7, "{st}");
+    assert_eq!(st["queue_length"], 8, "{st}");
     assert!(st["broker"].as_str().is_some_and(|b| b.starts_with("redis://")), "{st}");
 
     let (log_a, log_b) = (dir.path().join("a.log"), dir.path().join("b.log"));
     let a = worker(&server, &redis.url(), "worker-a", &server.token, &log_a);
     let b = worker(&server, &redis.url(), "worker-b", &server.token, &log_b);
     ids.push(corrupt.clone());
+    ids.push(gone.clone());
     let done = wait_all(&server, &ids, Duration::from_secs(600));
     let st = server.json(&["/status"]);
     stop_child(a);
@@ -175,7 +180,10 @@ fn two_workers_share_the_queue_once_each_and_a_corrupt_input_fails_once() {
     let failed = done.iter().find(|v| v["job_id"] == corrupt.as_str()).expect("corrupt job");
     assert_eq!(failed["status"], "failed", "{failed}");
     assert!(failed["error"].as_str().is_some_and(|e| e.contains("could not be read as audio")), "{failed}");
-    for v in done.iter().filter(|v| v["job_id"] != corrupt.as_str()) {
+    let lost = done.iter().find(|v| v["job_id"] == gone.as_str()).expect("gone job");
+    assert_eq!(lost["status"], "failed", "{lost}");
+    assert!(lost["error"].as_str().is_some_and(|e| e.contains("is gone")), "{lost}");
+    for v in done.iter().filter(|v| v["job_id"] != corrupt.as_str() && v["job_id"] != gone.as_str()) {
         assert_eq!(v["status"], "completed", "{v}");
         // Tempo and key found by the server when a worker's stems came in
         // (Falcon 69: 117.7 BPM, A♭ minor from the model's stems).

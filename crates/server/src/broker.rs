@@ -404,10 +404,15 @@ pub struct Holder {
 
 /// 409 unless `worker`, through stream entry `message`, holds running job
 /// `id` (a worker whose job was taken over while it stalled hears so).
+/// The error code of a call from a worker whose job another worker holds.
+pub const TAKEN_OVER_CODE: &str = "taken_over";
+
 fn check_holder(service: &Service, id: JobId, message: &str, worker: &str) -> Result<(), ApiError> {
     match service.queue.broker_holder(id)? {
         Some((m, w)) if m == message && w == worker => Ok(()),
-        Some((_, w)) => Err(ApiError::conflict(format!("job {id} is held by {w}"))),
+        // Its own code: the caller stalled and another worker took the job
+        // over; that worker's entry and staged stems are not to be touched.
+        Some((_, w)) => Err(ApiError::new(StatusCode::CONFLICT, TAKEN_OVER_CODE, format!("job {id} is held by {w}"))),
         None => Err(ApiError::conflict(format!("job {id} is not running: stop"))),
     }
 }
@@ -576,7 +581,11 @@ async fn complete(
     let id = id_of(&id)?;
     let staged = staging(&service, id, &c.message);
     if let Err(e) = check_holder(&service, id, &c.message, &c.worker) {
-        let _ = tokio::fs::remove_dir_all(&staged).await;
+        // After a takeover the folder (keyed by the entry) is the new
+        // holder's: it stays.
+        if e.code != TAKEN_OVER_CODE {
+            let _ = tokio::fs::remove_dir_all(&staged).await;
+        }
         return Err(e);
     }
     let me = service.clone();

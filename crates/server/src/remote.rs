@@ -435,6 +435,14 @@ fn holder_query(message: &str, worker: &str) -> String {
 /// What `separate` says when the job was taken over by another worker.
 const TAKEN_OVER: &str = "taken over by another worker";
 
+/// Whether a refusal's body says another worker holds the job now (this one
+/// stalled past the visibility timeout): then its entry is that worker's,
+/// not to be acknowledged here.
+fn is_taken_over(body: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(body)
+        .is_ok_and(|v| v["code"].as_str() == Some(crate::broker::TAKEN_OVER_CODE))
+}
+
 /// Errors another worker would meet too: the job fails at once.
 fn fatal_for_everyone(code: ErrorCode) -> bool {
     matches!(code, ErrorCode::BadInput | ErrorCode::InvalidOptions | ErrorCode::Download)
@@ -480,6 +488,7 @@ fn run_one(
                 tracing::warn!("job {id}: cannot report the failure: {why}");
                 Ok(false)
             }
+            Answer::Refused(why) if is_taken_over(&why) => Ok(false),
             _ => Ok(true),
         }
     };
@@ -550,6 +559,9 @@ fn separate(
                 .map_err(|e| Error::Internal(format!("cannot fetch the input: {e}")))?;
             match r.status().as_u16() {
                 200 => {}
+                409 if is_taken_over(&r.body_mut().read_to_string().unwrap_or_default()) => {
+                    return Err(Error::Internal(TAKEN_OVER.into()))
+                }
                 404 | 409 | 410 => return Err(Error::Cancelled),
                 s => return Err(Error::Internal(format!("cannot fetch the input: HTTP {s}"))),
             }
@@ -638,10 +650,15 @@ fn separate(
         // Streamed from the file, with its length.
         let f = std::fs::File::open(path).map_err(io(path))?;
         let r = server.agent.put(&url).header("Authorization", &server.auth).send(f);
-        match r.map(|r| r.status().as_u16()) {
-            Ok(200) => {}
-            Ok(404 | 409 | 410) => return Err(Error::Cancelled),
-            Ok(s) => return Err(Error::Internal(format!("the server did not take stem {file}: HTTP {s}"))),
+        let r = r.map(|mut r| {
+            let status = r.status().as_u16();
+            (status, status == 409 && is_taken_over(&r.body_mut().read_to_string().unwrap_or_default()))
+        });
+        match r {
+            Ok((200, _)) => {}
+            Ok((409, true)) => return Err(Error::Internal(TAKEN_OVER.into())),
+            Ok((404 | 409 | 410, _)) => return Err(Error::Cancelled),
+            Ok((s, _)) => return Err(Error::Internal(format!("the server did not take stem {file}: HTTP {s}"))),
             Err(e) => return Err(Error::Internal(format!("cannot upload stem {file}: {e}"))),
         }
         stems.push(StemFile { stem: stem.clone(), path: file });
@@ -655,6 +672,7 @@ fn separate(
             tracing::info!("job {id} done in {:.1} s on {}", output.seconds, output.provider);
             Ok(true)
         }
+        Ok(Answer::Refused(why)) if is_taken_over(&why) => Err(Error::Internal(TAKEN_OVER.into())),
         Ok(Answer::Refused(why)) => {
             tracing::info!("job {id}: the server kept another result: {why}");
             Ok(true)
@@ -676,6 +694,13 @@ mod tests {
 
     fn entry(id: &str, job: &str) -> V {
         V::Array(vec![s(id), V::Array(vec![s("job"), s(job)])])
+    }
+
+    #[test]
+    fn a_takeover_refusal_is_told_apart_from_a_cancel() {
+        assert!(super::is_taken_over(r#"{"detail": "job 3 is held by gpu2", "code": "taken_over"}"#));
+        assert!(!super::is_taken_over(r#"{"detail": "job 3 is not running: stop", "code": "conflict"}"#));
+        assert!(!super::is_taken_over("not json"));
     }
 
     #[test]

@@ -846,6 +846,12 @@ mod tests {
             assert!(close(*v, frame as f32 / 1e6 + 0.25), "after the wrap, {k}: {v}");
         }
         sh.set_loop(None);
+        // A loop of one frame is lengthened to 10 ms, not read a frame at a time.
+        sh.set_loop(Some(LoopRegion { start: 30_000, end: 30_001 }));
+        let shortest = (f64::from(sh.song_rate) * transport::MIN_LOOP_SECONDS) as u32;
+        let looping = sh.transport.lock().map(|t| t.looping).expect("transport");
+        assert_eq!(looping, Some(LoopRegion { start: 30_000, end: 30_000 + shortest }));
+        sh.set_loop(None);
 
         // Mute stem 1 (ramped over 10 ms), then solo it.
         let mut c = MixControls::unity(2);

@@ -15,6 +15,9 @@ pub(super) const SWITCH_CHUNKS: usize = 3;
 use crate::mixer::{LoopRegion, MixControls};
 use crate::stretch::TimePitch;
 
+/// Shortest loop, in seconds (10 ms; 441 frames at 44.1 kHz).
+pub(super) const MIN_LOOP_SECONDS: f64 = 0.01;
+
 /// One block of decoded audio for every stem.
 pub(super) struct Chunk {
     pub(super) generation: u32,
@@ -146,10 +149,16 @@ impl Shared {
         self.ended.store(false, Ordering::Release);
     }
 
+    /// Set or clear the loop. A loop is at least [`MIN_LOOP_SECONDS`] long
+    /// (a shorter one is lengthened): a loop of a few frames would make the
+    /// reader seek and rebuild its resamplers for every few frames.
     pub(super) fn set_loop(&self, looping: Option<LoopRegion>) {
         let at = self.position.load(Ordering::Acquire);
+        let shortest = ((f64::from(self.song_rate) * MIN_LOOP_SECONDS) as u32).max(1);
         self.retarget(|t| {
-            t.looping = looping.filter(|l| l.start < l.end);
+            t.looping = looping
+                .filter(|l| l.start < l.end)
+                .map(|l| LoopRegion { start: l.start, end: l.end.max(l.start.saturating_add(shortest)) });
             t.target = at;
         });
     }

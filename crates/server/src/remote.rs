@@ -242,6 +242,13 @@ impl Reporter<'_> {
                 self.taken_over.store(c.taken_over, Ordering::SeqCst);
                 self.cancelled.store(true, Ordering::SeqCst);
             }
+            // The token is refused now (changed on the server): this worker
+            // stops without letting the entry go, so another worker with the
+            // right token takes the job over.
+            Err(RemoteError::Unauthorized(_)) => {
+                self.stop.store(true, Ordering::SeqCst);
+                self.cancelled.store(true, Ordering::SeqCst);
+            }
             Ok(Answer::Refused(_)) | Err(_) => self.cancelled.store(true, Ordering::SeqCst),
             _ => {}
         }

@@ -53,17 +53,13 @@ fn main() {
         // Files dropped on the window, as the runtime saw them: the paths the
         // page may then ask to add (it names no others; see state::Grants).
         .on_webview_event(|webview, event| {
-            if let tauri::WebviewEvent::DragDrop(tauri::DragDropEvent::Drop { paths, .. }) = event {
-                if let Some(state) = webview.try_state::<Arc<state::AppState>>() {
-                    state.grants.grant(paths.iter().cloned());
-                }
+            if let tauri::WebviewEvent::DragDrop(dropped) = event {
+                grant_dropped(webview, dropped);
             }
         })
         .on_window_event(|window, event| {
-            if let tauri::WindowEvent::DragDrop(tauri::DragDropEvent::Drop { paths, .. }) = event {
-                if let Some(state) = window.try_state::<Arc<state::AppState>>() {
-                    state.grants.grant(paths.iter().cloned());
-                }
+            if let tauri::WindowEvent::DragDrop(dropped) = event {
+                grant_dropped(window, dropped);
             }
         })
         .invoke_handler(builder.invoke_handler())
@@ -113,6 +109,16 @@ fn main() {
         }
         eprintln!("error: Stemroom could not start: {e}");
         std::process::exit(1);
+    }
+}
+
+/// Grant the paths of a drop (the webview's or the window's report of it)
+/// to the page's `add_paths` (see `state::Grants`).
+fn grant_dropped<M: Manager<tauri::Wry>>(on: &M, dropped: &tauri::DragDropEvent) {
+    if let tauri::DragDropEvent::Drop { paths, .. } = dropped {
+        if let Some(state) = on.try_state::<Arc<state::AppState>>() {
+            state.grants.grant(paths.iter().cloned());
+        }
     }
 }
 

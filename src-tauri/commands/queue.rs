@@ -104,12 +104,12 @@ pub async fn add_paths(
         add(state.inner().clone(), allowed.into_iter().map(PathBuf::from).collect(), options).await?
     };
     result.rejected.extend(refused.into_iter().map(|p| {
-        intake::Rejected {
-            path: p.chars().take(300).collect(),
-            reason: "Add files by dropping them on the window, with Add files…, or by opening them with Stemroom; \
-                 this field takes links (http:// or https://)."
+        intake::Rejected::of(
+            &p,
+            "Add files by dropping them on the window, with Add files…, or by opening them with Stemroom; \
+             this field takes links (http:// or https://)."
                 .into(),
-        }
+        )
     }));
     Ok(result)
 }

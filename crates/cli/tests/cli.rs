@@ -63,6 +63,19 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 
 const STEMS: [&str; 4] = ["drums", "bass", "other", "vocals"];
 
+/// A file's sample rate in Hz and its length in seconds, as Stemroom decodes it.
+fn decoded_length(p: &Path) -> (u32, f64) {
+    let mut frames = 0u64;
+    let mut rate = 0;
+    stemroom_engine::audio::decode::decode(p, &stemroom_engine::progress::Silent, |b, r| {
+        frames += b.len() as u64 / 2;
+        rate = r;
+        Ok(())
+    })
+    .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    (rate, frames as f64 / f64::from(rate))
+}
+
 // ---- quality ----
 
 #[test]
@@ -354,19 +367,10 @@ fn odd_rates_channel_counts_and_silence_separate_cleanly() {
     let o = run(&["separate", "--mp3", "--shifts", "0", "-o", &out, &d("low4k.wav"), &d("six96k.wav")]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     for (track, rate, secs) in [("low4k", 8_000u32, 2.0), ("six96k", 48_000, 3.0)] {
-        let p = Path::new(&out).join("htdemucs").join(track).join("vocals.mp3");
-        let mut frames = 0u64;
-        let mut got = 0;
-        stemroom_engine::audio::decode::decode(&p, &stemroom_engine::progress::Silent, |b, r| {
-            frames += b.len() as u64 / 2;
-            got = r;
-            Ok(())
-        })
-        .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        let (got, len) = decoded_length(&Path::new(&out).join("htdemucs").join(track).join("vocals.mp3"));
         assert_eq!(got, rate, "{track}");
         // LAME's encoder delay and last frame's padding (about 1100 + up to
         // 2 x 1152 frames at any rate) come on top when the decoder keeps them.
-        let len = frames as f64 / f64::from(rate);
         assert!(len > secs - 0.01 && len < secs + 3_500.0 / f64::from(rate), "{track}: {len} s");
     }
 }
@@ -583,17 +587,8 @@ fn json_events_two_stems_mp3_and_cpu_fallback() {
     let done = events.last().expect("done");
     assert_eq!(done["outputs"].as_array().map(|a| a.len()), Some(2));
     for stem in ["vocals", "no_vocals"] {
-        let p = out.join(format!("htdemucs/clip-{stem}.mp3"));
-        let mut frames = 0u64;
-        let mut rate = 0;
-        stemroom_engine::audio::decode::decode(&p, &stemroom_engine::progress::Silent, |b, r| {
-            frames += b.len() as u64 / 2;
-            rate = r;
-            Ok(())
-        })
-        .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        let (rate, secs) = decoded_length(&out.join(format!("htdemucs/clip-{stem}.mp3")));
         assert_eq!(rate, 48_000);
-        let secs = frames as f64 / rate as f64;
         assert!((secs - 4.0).abs() < 0.1, "{stem}: {secs} s");
     }
     assert_eq!(files_under(&out).len(), 2, "no temporary files left: {:?}", files_under(&out));

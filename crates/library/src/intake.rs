@@ -59,6 +59,25 @@ pub struct Rejected {
     pub reason: String,
 }
 
+/// Most characters of a refused link or name shown back in [`Rejected::path`].
+const SHOWN_CHARS: usize = 300;
+
+impl Rejected {
+    /// A refusal of `given` (a link or a name from the caller, shown cut to
+    /// 300 characters: it may be arbitrarily long) for `reason`.
+    pub fn of(given: &str, reason: String) -> Self {
+        Rejected { path: given.chars().take(SHOWN_CHARS).collect(), reason }
+    }
+}
+
+/// The job options `job`, or the saved settings' when `None`.
+fn options_or_settings(queue: &Queue, job: Option<JobOptions>) -> Result<JobOptions, QueueError> {
+    match job {
+        Some(o) => Ok(o),
+        None => Ok(queue.settings()?.job_options()),
+    }
+}
+
 /// A file that is already queued or in the library, and that job.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[cfg_attr(feature = "specta", derive(specta::Type))]
@@ -156,10 +175,7 @@ pub fn add_paths(queue: &Queue, paths: &[PathBuf]) -> Result<AddResult, QueueErr
 /// # Errors
 /// Database errors only.
 pub fn add_paths_with(queue: &Queue, paths: &[PathBuf], add: AddOptions) -> Result<AddResult, QueueError> {
-    let options = match add.job {
-        Some(o) => o,
-        None => queue.settings()?.job_options(),
-    };
+    let options = options_or_settings(queue, add.job)?;
     let mut result = AddResult::default();
     let mut files: Vec<PathBuf> = Vec::new();
     // yt-dlp is looked up (a `--version` run) once per call, when a link needs it.
@@ -175,9 +191,8 @@ pub fn add_paths_with(queue: &Queue, paths: &[PathBuf], add: AddOptions) -> Resu
         if let Some(url) = p.to_str().filter(|s| link::looks_like_url(s)) {
             links += 1;
             if links > MAX_LINKS {
-                let shown: String = url.chars().take(300).collect();
                 let reason = format!("At most {MAX_LINKS} links are added at once; add this one again.");
-                result.rejected.push(Rejected { path: shown, reason });
+                result.rejected.push(Rejected::of(url, reason));
                 continue;
             }
             add_link(queue, url, &options, &mut ytdlp, &mut result)?;
@@ -242,10 +257,7 @@ pub fn add_paths_with(queue: &Queue, paths: &[PathBuf], add: AddOptions) -> Resu
 /// # Errors
 /// Database errors only.
 pub fn add_url_with(queue: &Queue, url: &str, job: Option<JobOptions>) -> Result<AddResult, QueueError> {
-    let options = match job {
-        Some(o) => o,
-        None => queue.settings()?.job_options(),
-    };
+    let options = options_or_settings(queue, job)?;
     let mut result = AddResult::default();
     let mut ytdlp = None;
     add_link(queue, url.trim(), &options, &mut ytdlp, &mut result)?;
@@ -261,9 +273,7 @@ fn add_link(
     ytdlp: &mut Option<Result<link::YtDlp, String>>,
     result: &mut AddResult,
 ) -> Result<(), QueueError> {
-    let refuse = |result: &mut AddResult, reason: String| {
-        result.rejected.push(Rejected { path: url.chars().take(300).collect(), reason: capitalised(&reason) })
-    };
+    let refuse = |result: &mut AddResult, reason: String| result.rejected.push(Rejected::of(url, capitalised(&reason)));
     let url = match link::check_url(url) {
         Ok(u) => u,
         Err(e) => {
@@ -324,25 +334,20 @@ pub fn add_links(queue: &Queue, entries: &[LinkEntry]) -> Result<AddResult, Queu
 /// # Errors
 /// As [`add_links`].
 pub fn add_links_with(queue: &Queue, entries: &[LinkEntry], job: Option<JobOptions>) -> Result<AddResult, QueueError> {
-    let options = match job {
-        Some(o) => o,
-        None => queue.settings()?.job_options(),
-    };
+    let options = options_or_settings(queue, job)?;
     let mut result = AddResult::default();
     for e in entries.iter().take(link::DEFAULT_PLAYLIST_LIMIT) {
         match link::check_url(&e.url) {
             Ok(url) => {
                 // Titles come from the page: bounded like titles from tags.
-                let title = bounded(&e.title).unwrap_or_else(|| "Untitled".into());
+                let title = clean_title(&e.title).unwrap_or_else(|| "Untitled".into());
                 let job = queue.enqueue(&JobSource::Url { url }, &title, &options)?;
                 if e.duration_seconds.is_some() {
                     queue.set_details(job.id, e.duration_seconds, None)?;
                 }
                 result.added.push(queue.get(job.id)?);
             }
-            Err(err) => result
-                .rejected
-                .push(Rejected { path: e.url.chars().take(300).collect(), reason: capitalised(&err.to_string()) }),
+            Err(err) => result.rejected.push(Rejected::of(&e.url, capitalised(&err.to_string()))),
         }
     }
     Ok(result)
@@ -350,7 +355,7 @@ pub fn add_links_with(queue: &Queue, entries: &[LinkEntry], job: Option<JobOptio
 
 /// Longest title taken from tags, in characters (a tag may hold megabytes;
 /// a title is shown in lists and sent in `Content-Disposition` headers).
-/// The same bound as a title from a client's file name in the server.
+/// Also the bound of a title from a client's file name in the server.
 pub const MAX_TAG_TITLE_CHARS: usize = 200;
 
 /// "Artist - Title" from a file's tags, or the title alone; `None` without a
@@ -362,17 +367,17 @@ pub fn title_from_tags(tags: &stemroom_engine::audio::encode::Tags) -> Option<St
         Some(artist) => format!("{artist} - {title}"),
         None => title.to_string(),
     };
-    bounded(&full)
+    clean_title(&full)
 }
 
 /// The album from a file's tags, cleaned and bounded like [`title_from_tags`].
 pub fn album_from_tags(tags: &stemroom_engine::audio::encode::Tags) -> Option<String> {
-    bounded(tag_text(&tags.album)?)
+    clean_title(tag_text(&tags.album)?)
 }
 
-/// `text` without control characters, cut to [`MAX_TAG_TITLE_CHARS`],
-/// trimmed; `None` when nothing is left.
-fn bounded(text: &str) -> Option<String> {
+/// `text` as a title: without control characters, cut to
+/// [`MAX_TAG_TITLE_CHARS`], trimmed; `None` when nothing is left.
+pub fn clean_title(text: &str) -> Option<String> {
     let clean: String = text.chars().filter(|c| !c.is_control()).take(MAX_TAG_TITLE_CHARS).collect();
     let clean = clean.trim();
     (!clean.is_empty()).then(|| clean.to_string())

@@ -402,11 +402,12 @@ pub struct Holder {
     pub worker: String,
 }
 
-/// 409 unless `worker`, through stream entry `message`, holds running job
-/// `id` (a worker whose job was taken over while it stalled hears so).
 /// The error code of a call from a worker whose job another worker holds.
 pub const TAKEN_OVER_CODE: &str = "taken_over";
 
+/// 409 unless `worker`, through stream entry `message`, holds running job
+/// `id` (a worker whose job was taken over while it stalled hears so, with
+/// code [`TAKEN_OVER_CODE`]).
 fn check_holder(service: &Service, id: JobId, message: &str, worker: &str) -> Result<(), ApiError> {
     match service.queue.broker_holder(id)? {
         Some((m, w)) if m == message && w == worker => Ok(()),

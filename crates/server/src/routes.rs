@@ -105,7 +105,7 @@ async fn json_errors(req: Request, next: axum::middleware::Next) -> Response {
         .unwrap_or_default();
     let (code, fallback) = match status {
         StatusCode::BAD_REQUEST => ("bad_request", "the request cannot be read"),
-        StatusCode::NOT_FOUND => ("not_found", "no such endpoint: see /openapi.json"),
+        StatusCode::NOT_FOUND => ("not_found", NO_ENDPOINT),
         StatusCode::METHOD_NOT_ALLOWED => {
             ("method_not_allowed", "this endpoint does not take this method: see /openapi.json")
         }
@@ -127,8 +127,11 @@ async fn json_errors(req: Request, next: axum::middleware::Next) -> Response {
     answer
 }
 
+/// What a request for an endpoint that does not exist hears.
+const NO_ENDPOINT: &str = "no such endpoint: see /openapi.json";
+
 async fn not_found() -> ApiError {
-    ApiError::not_found("no such endpoint: see /openapi.json")
+    ApiError::not_found(NO_ENDPOINT)
 }
 
 /// A job id from the URL: decimal digits only, else 404.
@@ -281,11 +284,7 @@ async fn create(
     req: Request,
     file_required: bool,
 ) -> Result<Response, ApiError> {
-    if let Err(e) = service.rate_check(peer.ip()) {
-        // Read what the client is sending first, so it sees the 429.
-        crate::error::drain(req.into_body()).await;
-        return Err(e);
-    }
+    let req = admit(&service, peer, req).await?;
     let new = crate::form::read(&service, req, file_required).await?;
     let job = service.enqueue(new).await?;
     let id = job.id;
@@ -341,6 +340,17 @@ pub async fn stemify(
     create(service, peer, req, false).await
 }
 
+/// The request back when its client may create a job now; else 429, after
+/// reading what the client is sending (so it sees the 429, see
+/// [`crate::error::drain`]).
+async fn admit(service: &Service, peer: SocketAddr, req: Request) -> Result<Request, ApiError> {
+    if let Err(e) = service.rate_check(peer.ip()) {
+        crate::error::drain(req.into_body()).await;
+        return Err(e);
+    }
+    Ok(req)
+}
+
 /// Cancels a synchronous request's job when the client goes away before
 /// it is done (not when the server is stopping: then the job is queued
 /// again and finishes later).
@@ -376,11 +386,7 @@ pub async fn separate(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    if let Err(e) = service.rate_check(peer.ip()) {
-        // Read what the client is sending first, so it sees the 429.
-        crate::error::drain(req.into_body()).await;
-        return Err(e);
-    }
+    let req = admit(&service, peer, req).await?;
     let new = crate::form::read(&service, req, true).await?;
     let mut rx = service.events.subscribe();
     let job = service.enqueue(new).await?;

@@ -33,8 +33,9 @@ pub fn new_name(client_name: Option<&str>) -> String {
 }
 
 /// A song title from a client's file name: the last path component without
-/// its extension, control characters dropped, at most 200 characters
-/// (`None` when nothing is left). Only ever used as a title; the library
+/// its extension, cleaned like a title from tags
+/// ([`stemroom_library::intake::clean_title`]: no control characters, at
+/// most 200 characters; `None` when nothing is left). Only ever used as a title; the library
 /// makes its folder name from it with its own rules.
 pub fn title_from_client_name(name: &str) -> Option<String> {
     let last = name.rsplit(['/', '\\']).next().unwrap_or("");
@@ -42,8 +43,8 @@ pub fn title_from_client_name(name: &str) -> Option<String> {
         Some((s, _)) if !s.is_empty() => s,
         _ => last,
     };
-    let clean: String = stem.chars().filter(|c| !c.is_control()).take(200).collect();
-    let clean = clean.trim().trim_matches('.').trim();
+    let clean = stemroom_library::intake::clean_title(stem)?;
+    let clean = clean.trim_matches('.').trim();
     (!clean.is_empty()).then(|| clean.to_string())
 }
 

@@ -54,6 +54,11 @@ pub struct ServeArgs {
     /// before it is marked failed.
     #[arg(long, default_value_t = stemroom_server::broker::DEFAULT_MAX_ATTEMPTS, value_name = "N")]
     max_attempts: u32,
+    /// With --broker: seconds a running job may go without progress from
+    /// its worker (a segment, input or stem bytes) before it goes back to
+    /// the queue for another worker.
+    #[arg(long, default_value_t = stemroom_server::broker::DEFAULT_STALL_TIMEOUT.as_secs_f64(), value_name = "SECONDS")]
+    stall_timeout: f64,
     /// Serve without a token (only on a loopback address).
     #[arg(long)]
     no_auth: bool,
@@ -93,6 +98,11 @@ pub fn run(args: ServeArgs) -> ExitCode {
     config.cors = args.cors;
     config.broker = args.broker;
     config.max_attempts = args.max_attempts;
+    if !(args.stall_timeout.is_finite() && args.stall_timeout >= 1.0 && args.stall_timeout <= 1e9) {
+        eprintln!("stemroom: --stall-timeout must be 1 to 1e9 seconds, got {}", args.stall_timeout);
+        return ExitCode::from(crate::exit::INVALID_OPTIONS);
+    }
+    config.stall_timeout = std::time::Duration::from_secs_f64(args.stall_timeout);
     config.idle_timeout = std::time::Duration::from_secs(args.idle_timeout.max(1));
     config.device = Some(Device::from(args.device));
     config.threads = args.threads;

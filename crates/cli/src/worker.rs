@@ -37,6 +37,11 @@ pub struct WorkerArgs {
     /// another worker takes it over.
     #[arg(long, default_value_t = remote::DEFAULT_VISIBILITY.as_secs_f64(), value_name = "SECONDS")]
     visibility_timeout: f64,
+    /// Seconds a job may show no life (no segment done, no input, download
+    /// or stem bytes moving) before this worker stops keeping it, so that
+    /// another worker takes it over; keep it above the longest segment.
+    #[arg(long, default_value_t = remote::DEFAULT_STALL.as_secs_f64(), value_name = "SECONDS")]
+    stall_timeout: f64,
     /// Folder in which the worker makes its scratch folder for inputs and
     /// stems, `stemroom-worker-PID`, removed at exit (default: the system's
     /// temporary folder); nothing else in it is touched.
@@ -56,8 +61,12 @@ fn host_name() -> String {
 
 pub fn run(args: WorkerArgs) -> ExitCode {
     crate::init_logging();
-    if !(args.visibility_timeout.is_finite() && args.visibility_timeout >= 0.5) {
-        eprintln!("stemroom: --visibility-timeout must be at least 0.5 s");
+    if !(args.visibility_timeout.is_finite() && (0.5..=1e9).contains(&args.visibility_timeout)) {
+        eprintln!("stemroom: --visibility-timeout must be 0.5 to 1e9 seconds");
+        return ExitCode::from(crate::exit::INVALID_OPTIONS);
+    }
+    if !(args.stall_timeout.is_finite() && args.stall_timeout >= 1.0 && args.stall_timeout <= 1e9) {
+        eprintln!("stemroom: --stall-timeout must be 1 to 1e9 seconds, got {}", args.stall_timeout);
         return ExitCode::from(crate::exit::INVALID_OPTIONS);
     }
     let name = args.name.unwrap_or_else(|| {
@@ -88,6 +97,7 @@ pub fn run(args: WorkerArgs) -> ExitCode {
         model_dir: args.runtime.model_dir,
         runtime_library: args.runtime.ort_lib,
         visibility: Duration::from_secs_f64(args.visibility_timeout),
+        stall: Duration::from_secs_f64(args.stall_timeout),
     };
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();

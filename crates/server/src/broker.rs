@@ -16,6 +16,13 @@
 //!   first complete result of a job wins; later ones are refused.
 //! - Workers post a heartbeat; `GET /status` lists them, and one silent for
 //!   [`GONE_AFTER`] is shown as gone.
+//! - A watchdog ([`watch`]) puts a running job back in the queue when its
+//!   worker sent nothing of the job (progress, input or stem bytes, a
+//!   completion) for the stall timeout: the worker hangs while its
+//!   heartbeat thread still keeps the stream entry, or the entry went with
+//!   the broker's data. The job is published under a new entry; the old
+//!   holder hears "stop" at its next call. The same task removes staged
+//!   stems that no running job's holder owns.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -47,6 +54,11 @@ pub const GROUP: &str = "stemroom-workers";
 pub const GONE_AFTER: Duration = Duration::from_secs(60);
 /// Claims a job may take before it is marked failed (the default).
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// Default stall timeout: a running job whose worker sent nothing of it for
+/// this long goes back to the queue. Ten minutes: far above one segment
+/// with 20 shifts on a slow CPU (the longest silence between two progress
+/// reports), or the first build of the fast preset's model.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(600);
 /// How often the publisher checks the broker when nothing happens.
 const PING_EVERY: Duration = Duration::from_secs(2);
 /// Longest wait between two reconnection tries.
@@ -72,6 +84,10 @@ pub struct Broker {
     pub max_attempts: u32,
     /// The broker URL without its password, for messages.
     pub shown: String,
+    /// See [`crate::config::ServerConfig::stall_timeout`].
+    pub stall: Duration,
+    /// When each running job's holder last sent something of it.
+    touched: Mutex<HashMap<JobId, Instant>>,
 }
 
 /// A URL with its password replaced by `***`.
@@ -91,7 +107,7 @@ impl Broker {
     ///
     /// # Errors
     /// [`ServerError::Config`] for a URL the client does not take.
-    pub fn new(url: &str, max_attempts: u32) -> Result<Self, ServerError> {
+    pub fn new(url: &str, max_attempts: u32, stall: Duration) -> Result<Self, ServerError> {
         let client =
             redis::Client::open(url).map_err(|e| ServerError::Config(format!("--broker {}: {e}", redact(url))))?;
         Ok(Broker {
@@ -100,7 +116,33 @@ impl Broker {
             workers: Mutex::new(HashMap::new()),
             max_attempts: max_attempts.max(1),
             shown: redact(url),
+            stall,
+            touched: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The holder of job `id` showed life (called on its claim, progress,
+    /// input and stem bytes, completion).
+    pub fn touch(&self, id: JobId) {
+        self.touched.lock().unwrap_or_else(|p| p.into_inner()).insert(id, Instant::now());
+    }
+
+    /// Of `running` (job, holder), the held jobs whose holder has been
+    /// silent longer than the stall timeout. A job seen for the first time
+    /// starts its clock now (after a server restart, every worker gets the
+    /// full timeout); jobs no longer running are forgotten.
+    fn stalled(&self, running: &[(JobId, Option<(String, String)>)], now: Instant) -> Vec<(JobId, String, String)> {
+        let mut touched = self.touched.lock().unwrap_or_else(|p| p.into_inner());
+        touched.retain(|id, _| running.iter().any(|(r, _)| r == id));
+        let mut out = Vec::new();
+        for (id, holder) in running {
+            let Some((message, worker)) = holder else { continue };
+            let at = *touched.entry(*id).or_insert(now);
+            if now.saturating_duration_since(at) > self.stall {
+                out.push((*id, message.clone(), worker.clone()));
+            }
+        }
+        out
     }
 
     fn seen(&self, name: &str, device: &str, provider: Option<String>, job: Option<JobId>) {
@@ -244,6 +286,55 @@ pub async fn publish(service: Arc<Service>, broker: Arc<Broker>) {
     }
 }
 
+/// The stall watchdog and the staging sweep, forever (aborted when the
+/// server stops); see the module docs.
+pub async fn watch(service: Arc<Service>, broker: Arc<Broker>) {
+    let every = (broker.stall / 4).clamp(Duration::from_millis(250), Duration::from_secs(30));
+    loop {
+        tokio::time::sleep(every).await;
+        let (me, b) = (service.clone(), broker.clone());
+        if let Err(e) = tokio::task::spawn_blocking(move || watch_once(&me, &b)).await {
+            tracing::error!("the stall watchdog failed: {e}");
+        }
+    }
+}
+
+/// One round of [`watch`].
+fn watch_once(service: &Service, broker: &Broker) {
+    // Staged folders are listed before the holders are read: a folder made
+    // after the listing is not looked at, and a listed one whose entry
+    // still holds its job is kept.
+    let results = service.uploads.join("results");
+    let staged: Vec<PathBuf> =
+        std::fs::read_dir(&results).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    let running = match service.queue.broker_running() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("the queue cannot be read: {e}");
+            return;
+        }
+    };
+    for (id, message, worker) in broker.stalled(&running, Instant::now()) {
+        let why = format!("the worker {worker} sent nothing of the job for {} s", broker.stall.as_secs());
+        // Refused when it finished meanwhile: nothing to do.
+        if let Ok(job) = service.queue.broker_release(id, &message, &why) {
+            tracing::warn!("job {id}: {why}: back in the queue for another worker");
+            let _ = std::fs::remove_dir_all(staging(service, id, &message));
+            service.events.job_changed(&job);
+            broker.notify.notify_one();
+        }
+    }
+    let keep: Vec<PathBuf> =
+        running.iter().filter_map(|(id, holder)| holder.as_ref().map(|(m, _)| staging(service, *id, m))).collect();
+    for dir in staged.iter().filter(|d| !keep.contains(d)) {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => tracing::info!("removed staged stems no running job owns: {}", dir.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!("cannot remove {}: {e}", dir.display()),
+        }
+    }
+}
+
 // ---- the worker protocol ----
 
 /// The worker routes (the token middleware covers them).
@@ -377,6 +468,7 @@ async fn claim(
         .map_err(|e| ApiError::internal(e.to_string()))??;
     match outcome {
         Claim::Granted { job, attempt, takeover } => {
+            broker.touch(id);
             if takeover {
                 tracing::info!("job {id}: taken over by {worker} (attempt {attempt})");
             }
@@ -406,14 +498,26 @@ pub struct Holder {
 pub const TAKEN_OVER_CODE: &str = "taken_over";
 
 /// 409 unless `worker`, through stream entry `message`, holds running job
-/// `id` (a worker whose job was taken over while it stalled hears so, with
-/// code [`TAKEN_OVER_CODE`]).
+/// `id` (a worker whose entry another worker took over while it stalled
+/// hears so, with code [`TAKEN_OVER_CODE`]). A holder's call counts as a
+/// sign of life for the stall watchdog.
 fn check_holder(service: &Service, id: JobId, message: &str, worker: &str) -> Result<(), ApiError> {
     match service.queue.broker_holder(id)? {
-        Some((m, w)) if m == message && w == worker => Ok(()),
-        // Its own code: the caller stalled and another worker took the job
-        // over; that worker's entry and staged stems are not to be touched.
-        Some((_, w)) => Err(ApiError::new(StatusCode::CONFLICT, TAKEN_OVER_CODE, format!("job {id} is held by {w}"))),
+        Some((m, w)) if m == message && w == worker => {
+            if let Some(b) = &service.broker {
+                b.touch(id);
+            }
+            Ok(())
+        }
+        // Its own code: the caller stalled and another worker took its
+        // entry over; that entry and the staged stems are not its own any
+        // more.
+        Some((m, w)) if m == message => {
+            Err(ApiError::new(StatusCode::CONFLICT, TAKEN_OVER_CODE, format!("job {id} is held by {w}")))
+        }
+        // Running under another entry (the watchdog published it again):
+        // the caller's entry is still its own to acknowledge.
+        Some(_) => Err(ApiError::conflict(format!("job {id} runs elsewhere now: stop"))),
         None => Err(ApiError::conflict(format!("job {id} is not running: stop"))),
     }
 }
@@ -444,7 +548,17 @@ async fn input(
         }
     };
     let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
-    let mut r = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024)).into_response();
+    use futures_util::StreamExt;
+    let stream = tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024);
+    let watcher = service.broker.clone();
+    // Every chunk the worker takes is a sign of life (a large input on a
+    // slow link may take longer than the stall timeout).
+    let stream = stream.inspect(move |_| {
+        if let Some(b) = &watcher {
+            b.touch(id);
+        }
+    });
+    let mut r = Body::from_stream(stream).into_response();
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     if let Some(name) = Path::new(path).file_name().and_then(|n| n.to_str()).and_then(|n| HeaderValue::from_str(n).ok())
@@ -482,7 +596,11 @@ async fn progress(
 ) -> Result<Json<Carry>, ApiError> {
     let id = id_of(&id)?;
     match service.queue.broker_holder(id)? {
-        Some((m, w)) if m == p.message && w == p.worker && p.state.is_running() => {}
+        Some((m, w)) if m == p.message && w == p.worker && p.state.is_running() => {
+            if let Some(b) = &service.broker {
+                b.touch(id);
+            }
+        }
         Some((m, _)) if m == p.message => return Ok(Json(Carry { cancel: true, taken_over: true })),
         _ => return Ok(Json(Carry { cancel: true, taken_over: false })),
     }
@@ -549,6 +667,9 @@ async fn put_stem(
         .map_err(|_| ApiError::new(StatusCode::REQUEST_TIMEOUT, "timeout", "the stem upload stalled"))?
     {
         let chunk = chunk.map_err(|e| ApiError::bad_request(format!("the stem upload broke: {e}")))?;
+        if let Some(b) = &service.broker {
+            b.touch(id);
+        }
         written += chunk.len() as u64;
         if written > limit {
             return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "stem file too large"));
@@ -712,6 +833,24 @@ mod tests {
             assert_eq!(std::fs::read(to.join("sub/drums.wav")).unwrap(), b"d");
         }
         eprintln!("crossed file systems: {crosses}");
+    }
+
+    #[test]
+    fn a_silent_holder_stalls_after_the_timeout_counted_from_when_the_server_first_saw_it() {
+        let b = Broker::new("redis://127.0.0.1:1/0", 3, Duration::from_secs(10)).unwrap();
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let running = vec![(1, Some(("1-0".to_string(), "w1".to_string()))), (2, None)];
+        assert!(b.stalled(&running, t0).is_empty(), "first seen: its clock starts");
+        assert!(b.stalled(&running, t0 + s(9)).is_empty());
+        let stalled = b.stalled(&running, t0 + s(11));
+        assert_eq!(stalled, vec![(1, "1-0".to_string(), "w1".to_string())], "job 2 has no holder to wait for");
+        b.touch(1);
+        assert!(b.stalled(&running, t0 + s(9)).is_empty(), "progress restarts the clock");
+        assert_eq!(b.stalled(&running, t0 + s(12)).len(), 1);
+        // No longer running: forgotten, so a later run starts a new clock.
+        assert!(b.stalled(&[], t0 + s(12)).is_empty());
+        assert!(b.stalled(&running, t0 + s(30)).is_empty());
     }
 
     #[test]

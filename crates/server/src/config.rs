@@ -66,6 +66,11 @@ pub struct ServerConfig {
     pub broker: Option<String>,
     /// Claims a job may take on the broker before it is marked failed.
     pub max_attempts: u32,
+    /// With a broker: a running job whose worker sends no progress, input
+    /// read or stem bytes for this long goes back to the queue (the worker
+    /// hangs while its heartbeat still keeps the stream entry, or the entry
+    /// was lost with the broker's data).
+    pub stall_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -90,6 +95,7 @@ impl ServerConfig {
             checkpoint_every: None,
             broker: None,
             max_attempts: crate::broker::DEFAULT_MAX_ATTEMPTS,
+            stall_timeout: crate::broker::DEFAULT_STALL_TIMEOUT,
         }
     }
 
@@ -118,6 +124,9 @@ impl ServerConfig {
             if !(d.is_finite() && d >= 0.0) {
                 return Err(format!("--keep-days must be 0 or more, got {d}"));
             }
+        }
+        if self.stall_timeout < Duration::from_secs(1) {
+            return Err("--stall-timeout must be at least 1 s".into());
         }
         for origin in &self.cors {
             if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {

@@ -7,8 +7,10 @@
 //! progress at every segment (the answer says when to stop: a cancel or
 //! delete reaches it within one segment), uploads the stems, completes, and
 //! acknowledges the entry (`XACK`) only once the server has them. While a
-//! job runs it keeps the entry fresh (`XCLAIM … JUSTID`), so only a worker
-//! that died loses it. Blocking code: one job at a time per worker.
+//! job runs and shows life (an engine event, input, download or stem bytes
+//! moving) the heartbeat thread keeps the entry fresh (`XCLAIM … JUSTID`),
+//! so only a worker that died, or whose job has hung for the stall timeout,
+//! loses it. Blocking code: one job at a time per worker.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -32,6 +34,10 @@ use crate::broker::{Carry, JobSpec, GROUP, STREAM};
 /// Default visibility timeout: an entry pending this long without a sign of
 /// life from its worker is taken over by another worker.
 pub const DEFAULT_VISIBILITY: Duration = Duration::from_secs(60);
+/// Default stall timeout: the worker stops keeping a job's entry when the
+/// job showed no life for this long (the same ten minutes as the server's
+/// [`crate::broker::DEFAULT_STALL_TIMEOUT`], for the same reasons).
+pub const DEFAULT_STALL: Duration = crate::broker::DEFAULT_STALL_TIMEOUT;
 /// How long one `XREADGROUP` waits for a new entry.
 const BLOCK: Duration = Duration::from_secs(2);
 /// Longest wait between reconnection tries.
@@ -52,6 +58,9 @@ pub struct RemoteConfig {
     pub model_dir: Option<PathBuf>,
     pub runtime_library: Option<PathBuf>,
     pub visibility: Duration,
+    /// A job that shows no life for this long is left to other workers:
+    /// its entry is no longer kept fresh (see [`Life`]).
+    pub stall: Duration,
     /// Scratch folder for inputs and stems (emptied after each job).
     pub work_dir: PathBuf,
 }
@@ -136,6 +145,49 @@ impl Server {
                 Err(RemoteError::Config(format!("the server {}: {e}", self.base)))
             }
         }
+    }
+}
+
+/// When the job in hand last showed life: an engine event (decoding, a
+/// segment, encoding), bytes of its input, download or stems moving. The
+/// heartbeat thread keeps the job's entry only while this is recent, so a
+/// job that hangs (a stuck device, a read that never returns) goes to
+/// another worker instead of staying with this one for ever.
+#[derive(Debug)]
+pub struct Life {
+    start: Instant,
+    /// Milliseconds from `start` to the last sign of life.
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Life {
+    fn new() -> Self {
+        Life { start: Instant::now(), last_ms: std::sync::atomic::AtomicU64::new(0) }
+    }
+
+    /// The job moved on (lock-free: called from read loops).
+    pub fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Time since the last [`Life::touch`].
+    pub fn silent_for(&self) -> Duration {
+        self.start.elapsed().saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// A reader that counts every read as a sign of life.
+struct Touching<'a, R> {
+    inner: R,
+    life: &'a Life,
+}
+
+impl<R: std::io::Read> std::io::Read for Touching<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.life.touch();
+        Ok(n)
     }
 }
 
@@ -226,6 +278,7 @@ struct Reporter<'a> {
     message: &'a str,
     provider: String,
     stop: &'a AtomicBool,
+    life: &'a Life,
     cancelled: AtomicBool,
     taken_over: AtomicBool,
     throttle: Mutex<Throttle>,
@@ -257,6 +310,7 @@ impl Reporter<'_> {
 
 impl Listener for Reporter<'_> {
     fn event(&self, event: &Event) {
+        self.life.touch();
         let now = Instant::now();
         match event {
             Event::Segment { index, total, eta_seconds, .. } => {
@@ -291,12 +345,14 @@ pub fn run_worker(config: &RemoteConfig, stop: &AtomicBool) -> Result<(), Remote
         .map_err(|e| RemoteError::Config(format!("--broker {}: {e}", crate::broker::redact(&config.broker))))?;
     std::fs::create_dir_all(&config.work_dir)?;
     let current = Arc::new(Mutex::new(Current::default()));
+    let life = Arc::new(Life::new());
     let beat_stop = Arc::new(AtomicBool::new(false));
     let heartbeat = {
-        let (config, current, beat_stop, client) = (config.clone(), current.clone(), beat_stop.clone(), client.clone());
+        let (config, current, life, beat_stop, client) =
+            (config.clone(), current.clone(), life.clone(), beat_stop.clone(), client.clone());
         std::thread::Builder::new()
             .name("stemroom-heartbeat".into())
-            .spawn(move || heartbeat(&config, &current, &beat_stop, &client))?
+            .spawn(move || heartbeat(&config, &current, &life, &beat_stop, &client))?
     };
     let mut separators: HashMap<String, Arc<Separator>> = HashMap::new();
     let mut conn: Option<redis::Connection> = None;
@@ -362,7 +418,7 @@ pub fn run_worker(config: &RemoteConfig, stop: &AtomicBool) -> Result<(), Remote
         for (message, job) in found {
             let acked = match job {
                 None => true,
-                Some(id) => match run_one(config, &server, &mut separators, &current, stop, id, &message) {
+                Some(id) => match run_one(config, &server, &mut separators, &current, &life, stop, id, &message) {
                     Ok(ack) => ack,
                     Err(e) => {
                         result = Err(e);
@@ -393,12 +449,15 @@ pub fn run_worker(config: &RemoteConfig, stop: &AtomicBool) -> Result<(), Remote
 }
 
 /// Every few seconds: tell the server this worker lives, and keep the
-/// entry in hand fresh so no other worker takes it over.
-fn heartbeat(config: &RemoteConfig, current: &Mutex<Current>, stop: &AtomicBool, client: &redis::Client) {
+/// entry in hand fresh so no other worker takes it over, while the job
+/// shows [`Life`].
+fn heartbeat(config: &RemoteConfig, current: &Mutex<Current>, life: &Life, stop: &AtomicBool, client: &redis::Client) {
     let server = Server::new(config);
     let every = (config.visibility / 3).clamp(Duration::from_millis(200), Duration::from_secs(5));
     let mut conn: Option<redis::Connection> = None;
     let device = config.device.as_str();
+    // The entry given up on, said once.
+    let mut let_go: Option<String> = None;
     while !stop.load(Ordering::SeqCst) {
         let now = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let body =
@@ -406,7 +465,21 @@ fn heartbeat(config: &RemoteConfig, current: &Mutex<Current>, stop: &AtomicBool,
         if let Err(RemoteError::Unauthorized(_)) = server.post::<serde_json::Value>("/worker/heartbeat", &body) {
             tracing::error!("the server refused the token");
         }
-        if let Some(message) = now.message {
+        let silent = life.silent_for();
+        if let Some(message) = now.message.filter(|m| {
+            if silent <= config.stall {
+                return true;
+            }
+            if let_go.as_deref() != Some(m.as_str()) {
+                tracing::warn!(
+                    "job {} showed no life for {:.0} s: its entry is left to other workers",
+                    now.job.map(|j| j.to_string()).unwrap_or_default(),
+                    silent.as_secs_f64()
+                );
+                let_go = Some(m.clone());
+            }
+            false
+        }) {
             if conn.is_none() {
                 conn = client.get_connection_with_timeout(Duration::from_secs(5)).ok();
             }
@@ -461,10 +534,12 @@ fn run_one(
     server: &Server,
     separators: &mut HashMap<String, Arc<Separator>>,
     current: &Mutex<Current>,
+    life: &Life,
     stop: &AtomicBool,
     id: JobId,
     message: &str,
 ) -> Result<bool, RemoteError> {
+    life.touch();
     let spec: JobSpec = match server
         .post(&format!("/worker/jobs/{id}/claim"), &serde_json::json!({ "message": message, "worker": config.name }))?
     {
@@ -481,12 +556,13 @@ fn run_one(
         }
     };
     tracing::info!("job {id} \"{}\" (attempt {})", spec.title, spec.attempt);
+    life.touch();
     *current.lock().unwrap_or_else(|p| p.into_inner()) =
         Current { job: Some(id), message: Some(message.to_string()), provider: None };
     let work = config.work_dir.join(format!("job-{id}"));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
-    let outcome = separate(config, server, separators, current, stop, &spec, message, &work);
+    let outcome = separate(config, server, separators, current, life, stop, &spec, message, &work);
     let _ = std::fs::remove_dir_all(&work);
     let fail = |code: ErrorCode, error: String, retry: bool| -> Result<bool, RemoteError> {
         let body = serde_json::json!({ "message": message, "worker": config.name, "code": code, "error": error, "retry": retry });
@@ -527,6 +603,7 @@ fn separate(
     server: &Server,
     separators: &mut HashMap<String, Arc<Separator>>,
     current: &Mutex<Current>,
+    life: &Life,
     stop: &AtomicBool,
     spec: &JobSpec,
     message: &str,
@@ -548,7 +625,7 @@ fn separate(
                 &work.join("download"),
                 stemroom_library::link::DEFAULT_STALL_TIMEOUT,
                 &Default::default(),
-                &mut |_| {},
+                &mut |_| life.touch(),
                 &|| stop.load(Ordering::SeqCst),
             )
             .map_err(|e| match e {
@@ -582,7 +659,7 @@ fn separate(
                 .unwrap_or_else(|| "input".into());
             let path = work.join(name);
             let mut file = std::fs::File::create(&path).map_err(io(&path))?;
-            let mut body = r.body_mut().with_config().limit(u64::MAX).reader();
+            let mut body = Touching { inner: r.body_mut().with_config().limit(u64::MAX).reader(), life };
             std::io::copy(&mut body, &mut file).map_err(io(&path))?;
             path
         }
@@ -632,6 +709,7 @@ fn separate(
         message,
         provider: provider.clone(),
         stop,
+        life,
         cancelled: AtomicBool::new(false),
         taken_over: AtomicBool::new(false),
         throttle: Mutex::new(Throttle::new(Duration::from_millis(250))),
@@ -656,7 +734,16 @@ fn separate(
         let url = format!("{}/worker/jobs/{id}/stems/{file}?{}", server.base, holder_query(message, &config.name));
         // Streamed from the file, with its length.
         let f = std::fs::File::open(path).map_err(io(path))?;
-        let r = server.agent.put(&url).header("Authorization", &server.auth).send(f);
+        let len = f.metadata().map_err(io(path))?.len();
+        // Read through a counter of life; the length makes it a plain
+        // (not chunked) upload.
+        let mut body = Touching { inner: f, life };
+        let r = server
+            .agent
+            .put(&url)
+            .header("Authorization", &server.auth)
+            .header("Content-Length", len)
+            .send(ureq::SendBody::from_reader(&mut body));
         let r = r.map(|mut r| {
             let status = r.status().as_u16();
             (status, status == 409 && is_taken_over(&r.body_mut().read_to_string().unwrap_or_default()))

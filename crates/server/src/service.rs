@@ -288,7 +288,7 @@ fn build(
     }
     let token = if config.auth { Some(auth::load_or_create(&data_dir)?) } else { None };
     let broker = match config.broker.as_deref() {
-        Some(url) => Some(Arc::new(crate::broker::Broker::new(url, config.max_attempts)?)),
+        Some(url) => Some(Arc::new(crate::broker::Broker::new(url, config.max_attempts, config.stall_timeout)?)),
         None => None,
     };
     let per_hour = NonZeroU32::new(config.jobs_per_hour).unwrap_or(NonZeroU32::MIN);
@@ -326,10 +326,12 @@ fn open(
         .map_err(io("cannot lock the data folder"))?
         .ok_or_else(|| ServerError::Locked(data_dir.clone()))?;
     let queue = Arc::new(Queue::open(&data_dir.join("stemroom.sqlite"))?);
-    // With a broker, running jobs run on remote workers that may still be
-    // at it: they stay as they are (a dead worker's job is taken over
-    // through the broker). Without one, they were this process's.
-    let recovered = if config.broker.is_some() { 0 } else { queue.recover(&lock)? };
+    // With a broker, running jobs held by remote workers stay as they are
+    // (a worker may still be at it; a dead one's job is taken over through
+    // the broker, a silent one's by the stall watchdog); those no worker
+    // holds were left running by a local run and go back in the queue.
+    // Without a broker, every running job was this process's.
+    let recovered = if config.broker.is_some() { queue.broker_recover_unheld(&lock)? } else { queue.recover(&lock)? };
     let settings = queue.settings()?;
     stemroom_engine::audio::decode::set_ffmpeg_path(settings.ffmpeg_path.as_deref().map(PathBuf::from));
     let events = Arc::new(Events::new(upload::uploads_dir(&data_dir)));
@@ -446,7 +448,10 @@ pub async fn run_until(
         .map_err(|source| ServerError::Bind { addr: service.config.listen, source })?;
     info.addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: service.config.listen, source })?;
     let publisher = match service.broker.clone() {
-        Some(b) => Some(tokio::spawn(crate::broker::publish(service.clone(), b))),
+        Some(b) => Some((
+            tokio::spawn(crate::broker::publish(service.clone(), b.clone())),
+            tokio::spawn(crate::broker::watch(service.clone(), b)),
+        )),
         None => {
             service.worker.start(service.config.jobs);
             None
@@ -458,8 +463,9 @@ pub async fn run_until(
     crate::listen::serve(listener, app, service.config.idle_timeout, stop).await;
     let _ = stop_tx.send(true);
     retention.abort();
-    if let Some(p) = publisher {
-        p.abort();
+    if let Some((publisher, watchdog)) = publisher {
+        publisher.abort();
+        watchdog.abort();
     }
     // Running jobs go back in the queue, keeping their checkpoints.
     service.worker.suspend();

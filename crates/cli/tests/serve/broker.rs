@@ -2,9 +2,12 @@
 //! started here on a loopback port (AOF on), the real server and worker
 //! binaries, the real model.
 
-use std::net::TcpListener;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -84,9 +87,15 @@ impl Drop for Redis {
 
 /// A `stemroom worker` whose log goes to `log`.
 fn worker(server: &Server, broker: &str, name: &str, token: &str, log: &Path) -> Child {
+    worker_at(&server.base, broker, name, token, log, &["--visibility-timeout", "3"])
+}
+
+/// A `stemroom worker` of the server at `base`, with `extra` options.
+fn worker_at(base: &str, broker: &str, name: &str, token: &str, log: &Path, extra: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_stemroom"))
-        .args(["worker", "--server", &server.base, "--token", token, "--broker", broker, "--name", name])
-        .args(["-d", "cpu", "--threads", "1", "--visibility-timeout", "3"])
+        .args(["worker", "--server", base, "--token", token, "--broker", broker, "--name", name])
+        .args(["-d", "cpu", "--threads", "1"])
+        .args(extra)
         .env("STEMROOM_LOG", "info,ort=warn")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).expect("log"))
@@ -295,4 +304,207 @@ fn a_killed_worker_and_a_restarted_broker_lose_nothing() {
     assert!(workers.iter().any(|w| w["name"] == "worker-a"), "{st}");
     assert!(!st.to_string().contains("s3cret-pw"), "the broker password is not shown: {st}");
     assert!(!std::fs::read_to_string(&log_b).unwrap_or_default().contains("s3cret-pw"), "nor logged");
+}
+
+/// `redis-cli` against `redis`, returning its output lines.
+fn redis_cli(redis: &Redis, args: &[&str]) -> Vec<String> {
+    let out = Command::new("redis-cli").args(["-p", &redis.port.to_string()]).args(args).output().expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+}
+
+/// Wait until `log` holds `text`.
+fn wait_log(log: &Path, text: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    while !std::fs::read_to_string(log).unwrap_or_default().contains(text) {
+        assert!(Instant::now() < deadline, "{} never said {text:?}", log.display());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_worker_that_hangs_while_its_heartbeat_keeps_the_entry_loses_the_job_to_the_server_watchdog() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = Redis::start(&dir.path().join("redis"), free_port(), None);
+    let url = redis.url();
+    let data = dir.path().join("data");
+    // Above the healthy worker's longest silence here (its model load,
+    // then one segment on one thread), which a shorter timeout would cut.
+    let server = Server::start(&data, &["--broker", &url, "--stall-timeout", "15"]);
+    let results = data.join("uploads").join("results");
+    std::fs::create_dir_all(results.join("77-1700000000000_0")).expect("mkdir");
+    std::fs::write(results.join("77-1700000000000_0/vocals.wav"), b"left by a dead run").expect("write");
+    let id = server.upload(&testdata("mixture.wav"), &["shifts=0"]);
+
+    // A worker that claims the job, stages a stem, and then hangs: its
+    // heartbeat thread still keeps the entry fresh, so no other worker can
+    // take it over through the broker.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let message = loop {
+        let read = redis_cli(
+            &redis,
+            &["XREADGROUP", "GROUP", "stemroom-workers", "hung", "COUNT", "1", "STREAMS", "stemroom:jobs", ">"],
+        );
+        if let Some(m) = read.iter().find(|l| l.contains('-') && l.chars().next().is_some_and(|c| c.is_ascii_digit())) {
+            break m.clone();
+        }
+        assert!(Instant::now() < deadline, "the job never reached the stream: {read:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let holder = format!(r#"{{"message": "{message}", "worker": "hung"}}"#);
+    let (code, body) = server.curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        &holder,
+        &format!("/worker/jobs/{id}/claim"),
+    ]);
+    assert_eq!(code, 200, "{body}");
+    let query = format!("message={message}&worker=hung");
+    let (code, body) =
+        server.curl(&["-X", "PUT", "--data-binary", "partial", &format!("/worker/jobs/{id}/stems/vocals.wav?{query}")]);
+    assert_eq!(code, 200, "{body}");
+    let staged = results.join(format!("{id}-{}", message.replace('-', "_")));
+    assert!(staged.join("vocals.wav").is_file(), "the stem is staged in {}", staged.display());
+    let keep = Arc::new(AtomicBool::new(true));
+    let fresh = {
+        let (keep, port, message) = (keep.clone(), redis.port, message.clone());
+        std::thread::spawn(move || {
+            while keep.load(Ordering::SeqCst) {
+                let _ = Command::new("redis-cli")
+                    .args([
+                        "-p",
+                        &port.to_string(),
+                        "XCLAIM",
+                        "stemroom:jobs",
+                        "stemroom-workers",
+                        "hung",
+                        "0",
+                        &message,
+                        "JUSTID",
+                    ])
+                    .output();
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        })
+    };
+
+    // The staged stems of no running job go at the watchdog's first round;
+    // the hung worker's stay while it holds the job.
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while results.join("77-1700000000000_0").exists() {
+        assert!(Instant::now() < deadline, "stale staged stems were not removed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(staged.is_dir(), "the holder's staged stems stay while it holds the job");
+
+    // A healthy worker gets the job once the server gave up on the hung one.
+    let log = dir.path().join("healthy.log");
+    let healthy = worker(&server, &url, "healthy", &server.token, &log);
+    let done = wait_all(&server, std::slice::from_ref(&id), Duration::from_secs(240));
+    assert_eq!(done[0]["status"], "completed", "{done:?}");
+    assert!(jobs_done_by(&log).contains(&id), "the healthy worker finished it");
+    assert!(!staged.exists(), "the hung worker's staged stem went with its hold");
+    // When the hung worker comes back, it hears to stop, and that its entry
+    // is still its own (not taken over: it acknowledges it).
+    let progress = format!(
+        r#"{{"message": "{message}", "worker": "hung", "state": {{"state": "decoding"}}, "percent": 1.0, "eta_seconds": null, "provider": "cpu"}}"#
+    );
+    let carry = server.json(&[
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        &progress,
+        &format!("/worker/jobs/{id}/progress"),
+    ]);
+    assert_eq!(carry["cancel"], true, "{carry}");
+    assert_eq!(carry["taken_over"], false, "{carry}");
+    let (code, body) =
+        server.curl(&["-X", "PUT", "--data-binary", "late", &format!("/worker/jobs/{id}/stems/vocals.wav?{query}")]);
+    assert_eq!(code, 409, "{body}");
+    assert!(!body.contains("taken_over"), "{body}");
+    keep.store(false, Ordering::SeqCst);
+    let _ = fresh.join();
+    stop_child(healthy);
+    let all = server.json(&["/jobs"]);
+    assert_eq!(all["total"], 1, "{all}");
+}
+
+/// A TCP proxy to `to` that stops passing the answer to a worker's input
+/// request after 64 KiB, holding the connection open: a read that never
+/// returns, as from a hung server or a dead link without a reset.
+fn freezing_proxy(to: String, done: Arc<AtomicBool>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(upstream) = TcpStream::connect(&to) else { continue };
+            let input_asked = Arc::new(AtomicBool::new(false));
+            let (mut c_read, mut u_write) = (client.try_clone().expect("clone"), upstream.try_clone().expect("clone"));
+            let asked = input_asked.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 16384];
+                while let Ok(n @ 1..) = c_read.read(&mut buf) {
+                    if buf[..n].windows(7).any(|w| w == b"/input?") {
+                        asked.store(true, Ordering::SeqCst);
+                    }
+                    if u_write.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+            let (mut u_read, mut c_write, done) = (upstream, client, done.clone());
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 16384];
+                let mut after = 0usize;
+                while let Ok(n @ 1..) = u_read.read(&mut buf) {
+                    if input_asked.load(Ordering::SeqCst) {
+                        after += n;
+                        if after > 64 * 1024 {
+                            while !done.load(Ordering::SeqCst) {
+                                std::thread::sleep(Duration::from_millis(100));
+                            }
+                            break;
+                        }
+                    }
+                    if c_write.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_worker_whose_job_hangs_stops_keeping_its_entry_and_another_worker_takes_it_over() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = Redis::start(&dir.path().join("redis"), free_port(), None);
+    let url = redis.url();
+    let data = dir.path().join("data");
+    // The server's own watchdog waits its default ten minutes: only the
+    // worker lets the job go here.
+    let server = Server::start(&data, &["--broker", &url]);
+    let done_flag = Arc::new(AtomicBool::new(false));
+    let to = server.base.trim_start_matches("http://").to_string();
+    let proxy = format!("http://127.0.0.1:{}", freezing_proxy(to, done_flag.clone()));
+    let id = server.upload(&testdata("mixture.wav"), &["shifts=0"]);
+    let log_a = dir.path().join("a.log");
+    let a =
+        worker_at(&proxy, &url, "stuck", &server.token, &log_a, &["--visibility-timeout", "2", "--stall-timeout", "3"]);
+    wait_log(&log_a, &format!("job {id} \""), Duration::from_secs(60));
+    let log_b = dir.path().join("b.log");
+    let b = worker_at(&server.base, &url, "rescuer", &server.token, &log_b, &["--visibility-timeout", "2"]);
+    let done = wait_all(&server, std::slice::from_ref(&id), Duration::from_secs(240));
+    assert_eq!(done[0]["status"], "completed", "{done:?}");
+    assert!(jobs_done_by(&log_b).contains(&id), "the second worker took the hung job over");
+    wait_log(&log_a, &format!("job {id} showed no life"), Duration::from_secs(5));
+    assert!(std::fs::read_to_string(&log_b).unwrap_or_default().contains("attempt 2"), "a takeover: the second claim");
+    done_flag.store(true, Ordering::SeqCst);
+    stop_child(a);
+    stop_child(b);
 }

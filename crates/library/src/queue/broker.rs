@@ -146,6 +146,58 @@ impl Queue {
             .optional()?)
     }
 
+    /// Running jobs and the stream entry and worker holding each (`None`
+    /// when no broker worker holds it: it was left running by a process
+    /// that separated locally, or its claim was lost), in id order.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn broker_running(&self) -> Result<Vec<(JobId, Option<(String, String)>)>, QueueError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT j.id, b.message, b.worker FROM jobs j LEFT JOIN broker b ON b.job_id = j.id
+             WHERE j.status = 'running' ORDER BY j.id",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, Option<String>>(2)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, m, w)| Some((JobId::try_from(id).ok()?, m.map(|m| (m, w.unwrap_or_default())))))
+            .collect())
+    }
+
+    /// Put running jobs that no broker worker holds back in the queue (and
+    /// up for publishing): a server that separated locally died with them
+    /// running, and restarted with `--broker`, where no worker would ever
+    /// take them. Returns how many. Only the owner of the data folder may do
+    /// this, before it serves (see [`Queue::recover`]).
+    ///
+    /// # Errors
+    /// [`QueueError::NotOwner`]; database errors.
+    pub fn broker_recover_unheld(&self, owner: &crate::lock::InstanceLock) -> Result<usize, QueueError> {
+        self.check_owner(owner)?;
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let unheld = "SELECT id FROM jobs WHERE status = 'running'
+             AND id NOT IN (SELECT job_id FROM broker WHERE message IS NOT NULL)";
+        tx.execute(
+            &format!(
+                "INSERT INTO broker (job_id, published) SELECT id, 0 FROM ({unheld})
+                 WHERE true ON CONFLICT(job_id) DO UPDATE SET published = 0"
+            ),
+            [],
+        )?;
+        let n = tx.execute(
+            &format!("UPDATE jobs SET status = 'queued', state = ?1, started_ms = NULL WHERE id IN ({unheld})"),
+            [json(&JobState::Queued)?],
+        )?;
+        tx.commit()?;
+        Ok(n)
+    }
+
     /// The worker that last claimed job `id` (running or finished), if any.
     ///
     /// # Errors
@@ -231,5 +283,32 @@ mod tests {
         q.mark_published(b.id).unwrap();
         assert_eq!(q.republish_queued().unwrap(), 1);
         assert_eq!(q.unpublished().unwrap(), vec![b.id]);
+    }
+
+    #[test]
+    fn jobs_running_without_a_broker_holder_go_back_to_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(&dir.path().join("db.sqlite")).unwrap();
+        let lock = crate::lock::InstanceLock::acquire(dir.path()).unwrap().unwrap();
+        let opts = Settings::default().job_options();
+        let local = q.enqueue(&JobSource::File { path: "/a.wav".into() }, "A", &opts).unwrap();
+        let held = q.enqueue(&JobSource::File { path: "/b.wav".into() }, "B", &opts).unwrap();
+        let waiting = q.enqueue(&JobSource::File { path: "/c.wav".into() }, "C", &opts).unwrap();
+        // A local run claimed A and died; a broker worker holds B.
+        assert_eq!(q.claim_next().unwrap().unwrap().id, local.id);
+        q.mark_published(held.id).unwrap();
+        assert!(matches!(q.broker_claim(held.id, "5-0", "w1", 3).unwrap(), Claim::Granted { .. }));
+        assert_eq!(
+            q.broker_running().unwrap(),
+            vec![(local.id, None), (held.id, Some(("5-0".to_string(), "w1".to_string())))]
+        );
+        let other = tempfile::tempdir().unwrap();
+        let not_owner = crate::lock::InstanceLock::acquire(other.path()).unwrap().unwrap();
+        assert!(matches!(q.broker_recover_unheld(&not_owner), Err(QueueError::NotOwner { .. })));
+        assert_eq!(q.broker_recover_unheld(&lock).unwrap(), 1);
+        assert_eq!(q.get(local.id).unwrap().state, JobState::Queued);
+        assert!(q.get(held.id).unwrap().state.is_running(), "a held job stays with its worker");
+        assert_eq!(q.unpublished().unwrap(), vec![local.id, waiting.id], "A is published again");
+        assert_eq!(q.broker_recover_unheld(&lock).unwrap(), 0);
     }
 }

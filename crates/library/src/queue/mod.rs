@@ -167,6 +167,17 @@ impl Queue {
         (self.clock)()
     }
 
+    /// [`QueueError::NotOwner`] unless `owner` locks the folder holding
+    /// this database.
+    fn check_owner(&self, owner: &InstanceLock) -> Result<(), QueueError> {
+        let here = self.path.parent().map(|d| d.canonicalize().unwrap_or_else(|_| d.to_path_buf()));
+        let locked = owner.dir().canonicalize().unwrap_or_else(|_| owner.dir().to_path_buf());
+        if here.as_deref() != Some(locked.as_path()) {
+            return Err(QueueError::NotOwner { lock: locked, database: self.path.clone() });
+        }
+        Ok(())
+    }
+
     /// Put jobs that were running (their process died) back in the queue at
     /// their old position. Returns how many. Only the owner of the data
     /// folder may do this, before it starts its worker: `owner` is its
@@ -178,11 +189,7 @@ impl Queue {
     /// [`QueueError::NotOwner`] when `owner` locks another folder; database
     /// errors.
     pub fn recover(&self, owner: &InstanceLock) -> Result<usize, QueueError> {
-        let here = self.path.parent().map(|d| d.canonicalize().unwrap_or_else(|_| d.to_path_buf()));
-        let locked = owner.dir().canonicalize().unwrap_or_else(|_| owner.dir().to_path_buf());
-        if here.as_deref() != Some(locked.as_path()) {
-            return Err(QueueError::NotOwner { lock: locked, database: self.path.clone() });
-        }
+        self.check_owner(owner)?;
         let conn = self.conn();
         let n = conn.execute(
             "UPDATE jobs SET status = 'queued', state = ?1, started_ms = NULL WHERE status = 'running'",

@@ -122,6 +122,17 @@ pub fn run(args: ServeArgs) -> ExitCode {
             Some(t) => outln!("token: in {}", t.path.display()),
             None => outln!("no token: anyone on this machine can use the server"),
         }
+        match &ready.worker_token {
+            Some(t) if t.created => {
+                outln!(
+                    "worker token, for `stemroom worker --token` (shown once; also in {}): {}",
+                    t.path.display(),
+                    t.value
+                );
+            }
+            Some(t) => outln!("worker token: in {}", t.path.display()),
+            None => {}
+        }
         if ready.recovered > 0 {
             outln!("{} interrupted job(s) back in the queue", ready.recovered);
         }

@@ -18,8 +18,9 @@ pub struct WorkerArgs {
     /// The server's address (`http://host:8000`), started with `stemroom serve --broker`.
     #[arg(long, value_name = "URL")]
     server: String,
-    /// The server's token (its data folder's `server-token`); default $STEMROOM_TOKEN.
-    #[arg(long, env = "STEMROOM_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    /// The server's worker token (its data folder's `worker-token`, made
+    /// when it starts with --broker); default $STEMROOM_WORKER_TOKEN.
+    #[arg(long, env = "STEMROOM_WORKER_TOKEN", hide_env_values = true, value_name = "TOKEN")]
     token: String,
     /// The broker: `redis://[user:password@]host:6379/0`, `rediss://` for TLS.
     #[arg(long, value_name = "URL")]

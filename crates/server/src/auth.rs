@@ -1,5 +1,9 @@
-//! The bearer token: made on first start, kept in `<data>/server-token`
-//! (mode 0600), required on every request but `GET /health`.
+//! The bearer tokens, made on first start and kept in the data folder
+//! (mode 0600): the clients' token (`server-token`), required on every
+//! request but `GET /health` and the worker routes, and with `--broker` the
+//! workers' own (`worker-token`), the only one the `/worker/…` routes take.
+//! So a client cannot claim jobs, read their inputs or post stems, and a
+//! worker machine cannot list, download or delete anybody's songs.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -14,8 +18,10 @@ use subtle::ConstantTimeEq;
 use crate::error::{ApiError, ServerError};
 use crate::service::Service;
 
-/// File name of the token inside the data folder.
+/// File name of the clients' token inside the data folder.
 pub const TOKEN_FILE: &str = "server-token";
+/// File name of the workers' token inside the data folder (`--broker`).
+pub const WORKER_TOKEN_FILE: &str = "worker-token";
 
 /// Random bytes in a token (256 bits, written as 64 hex digits).
 const TOKEN_BYTES: usize = 32;
@@ -43,7 +49,15 @@ pub struct Token {
 /// # Errors
 /// I/O errors; an empty or unreadable token file.
 pub fn load_or_create(data_dir: &Path) -> Result<Token, ServerError> {
-    let path = data_dir.join(TOKEN_FILE);
+    load_or_create_named(data_dir, TOKEN_FILE)
+}
+
+/// [`load_or_create`] of the token in `data_dir/file`.
+///
+/// # Errors
+/// As [`load_or_create`].
+pub fn load_or_create_named(data_dir: &Path, file: &str) -> Result<Token, ServerError> {
+    let path = data_dir.join(file);
     let io = |what: &str| {
         let what = format!("{what} {}", path.display());
         move |source| ServerError::Io { what, source }
@@ -99,19 +113,33 @@ fn presented(req: &Request) -> Option<String> {
 }
 
 /// Middleware: every request but `GET /health` needs the token (when the
-/// server has one). Compared in constant time.
+/// server has one): the workers' token for `/worker/…` (the clients' one
+/// when there is no broker), the clients' token for everything else.
+/// Compared in constant time.
 pub async fn require_token(State(service): State<Arc<Service>>, req: Request, next: Next) -> Response {
-    let Some(expected) = service.token.as_deref() else { return next.run(req).await };
+    let Some(client) = service.token.as_deref() else { return next.run(req).await };
     if req.uri().path() == "/health" {
         return next.run(req).await;
     }
+    let (expected, file) = if req.uri().path().starts_with("/worker/") {
+        match service.worker_token.as_deref() {
+            Some(w) => (w, WORKER_TOKEN_FILE),
+            None => (client, TOKEN_FILE),
+        }
+    } else {
+        (client, TOKEN_FILE)
+    };
     let refusal = match presented(&req) {
         Some(t) if bool::from(t.as_bytes().ct_eq(expected.as_bytes())) => return next.run(req).await,
-        Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "wrong token"),
+        Some(_) => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            format!("wrong token (this route takes the one in the {file} file of the server's data folder)"),
+        ),
         None => ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "this server needs a token: send `Authorization: Bearer <token>` (the token is in the server-token file of its data folder)",
+            format!("this server needs a token: send `Authorization: Bearer <token>` (the token is in the {file} file of its data folder)"),
         ),
     };
     crate::error::drain(req.into_body()).await;

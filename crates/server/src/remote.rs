@@ -68,7 +68,9 @@ pub struct RemoteConfig {
 /// Why a worker stops.
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
-    #[error("the server at {0} refused the token (401): check --token")]
+    #[error(
+        "the server at {0} refused the token (401): --token takes the worker-token file of the server's data folder"
+    )]
     Unauthorized(String),
     #[error("{0}")]
     Config(String),
@@ -136,10 +138,10 @@ impl Server {
         self.answer(r)
     }
 
-    /// `GET /status`: the token works.
-    fn check(&self) -> Result<(), RemoteError> {
-        let r = self.agent.get(format!("{}/status", self.base)).header("Authorization", &self.auth).call();
-        match self.answer::<serde_json::Value>(r)? {
+    /// A first heartbeat: the token works and the server has a broker.
+    fn check(&self, config: &RemoteConfig) -> Result<(), RemoteError> {
+        let body = serde_json::json!({ "worker": config.name, "device": config.device.as_str(), "provider": null, "job": null });
+        match self.post::<serde_json::Value>("/worker/heartbeat", &body)? {
             Answer::Ok(_) => Ok(()),
             Answer::Refused(e) | Answer::Trouble(e) => {
                 Err(RemoteError::Config(format!("the server {}: {e}", self.base)))
@@ -340,7 +342,7 @@ impl Listener for Reporter<'_> {
 /// does not take; the scratch folder.
 pub fn run_worker(config: &RemoteConfig, stop: &AtomicBool) -> Result<(), RemoteError> {
     let server = Server::new(config);
-    server.check()?;
+    server.check(config)?;
     let client = redis::Client::open(config.broker.as_str())
         .map_err(|e| RemoteError::Config(format!("--broker {}: {e}", crate::broker::redact(&config.broker))))?;
     std::fs::create_dir_all(&config.work_dir)?;

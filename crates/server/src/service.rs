@@ -36,6 +36,8 @@ pub struct Service {
     pub events: Arc<Events>,
     /// The bearer token (`None`: `--no-auth`).
     pub token: Option<String>,
+    /// The workers' token, for `/worker/…` (with `--broker` and auth).
+    pub worker_token: Option<String>,
     pub manifest: Manifest,
     limiter: DefaultKeyedRateLimiter<IpAddr>,
     models: Mutex<Option<(Instant, bool, Option<String>)>>,
@@ -59,6 +61,8 @@ pub struct Ready {
     pub addr: SocketAddr,
     /// The token when auth is on.
     pub token: Option<auth::Token>,
+    /// The workers' token, with `--broker` when auth is on.
+    pub worker_token: Option<auth::Token>,
     /// Jobs put back in the queue from a previous run that died.
     pub recovered: usize,
 }
@@ -271,12 +275,13 @@ pub struct Parts {
 }
 
 /// The shared state over `parts` (with a `config` already checked):
-/// uploads folder (leftovers of a crash removed), token, rate limiter.
+/// uploads folder (leftovers of a crash removed), tokens (the clients'
+/// and, with a broker, the workers'), rate limiter.
 fn build(
     parts: Parts,
     config: ServerConfig,
     stopping: watch::Receiver<bool>,
-) -> Result<(Arc<Service>, Option<auth::Token>), ServerError> {
+) -> Result<(Arc<Service>, [Option<auth::Token>; 2]), ServerError> {
     let data_dir = config.data_dir.clone();
     let uploads = upload::uploads_dir(&data_dir);
     std::fs::create_dir_all(&uploads)
@@ -287,6 +292,11 @@ fn build(
         tracing::info!("removed {cleaned} unfinished or unclaimed upload(s)");
     }
     let token = if config.auth { Some(auth::load_or_create(&data_dir)?) } else { None };
+    let worker_token = if config.auth && config.broker.is_some() {
+        Some(auth::load_or_create_named(&data_dir, auth::WORKER_TOKEN_FILE)?)
+    } else {
+        None
+    };
     let broker = match config.broker.as_deref() {
         Some(url) => Some(Arc::new(crate::broker::Broker::new(url, config.max_attempts, config.stall_timeout)?)),
         None => None,
@@ -299,6 +309,7 @@ fn build(
         worker: parts.worker,
         events: parts.events,
         token: token.as_ref().map(|t| t.value.clone()),
+        worker_token: worker_token.as_ref().map(|t| t.value.clone()),
         manifest: Manifest::builtin().map_err(|e| ServerError::Config(e.to_string()))?,
         limiter: DefaultKeyedRateLimiter::keyed(Quota::per_hour(per_hour)),
         models: Mutex::new(None),
@@ -306,7 +317,7 @@ fn build(
         stopping,
         config,
     });
-    Ok((service, token))
+    Ok((service, [token, worker_token]))
 }
 
 /// Open the data folder (one process per folder) and make the worker: the
@@ -343,8 +354,8 @@ fn open(
         checkpoint_every: config.checkpoint_every,
     };
     let worker = Worker::new(queue.clone(), worker_config, events.clone());
-    let (service, token) = build(Parts { queue, worker, events }, config, stopping)?;
-    let ready = Ready { addr: service.config.listen, token, recovered };
+    let (service, [token, worker_token]) = build(Parts { queue, worker, events }, config, stopping)?;
+    let ready = Ready { addr: service.config.listen, token, worker_token, recovered };
     Ok((service, lock, ready))
 }
 
@@ -375,7 +386,7 @@ impl Embedded {
         config.auth = true;
         config.validate().map_err(ServerError::Config)?;
         let (stop, stopping) = watch::channel(false);
-        let (service, token) = build(parts, config, stopping.clone())?;
+        let (service, [token, _]) = build(parts, config, stopping.clone())?;
         let listener = tokio::net::TcpListener::bind(service.config.listen)
             .await
             .map_err(|source| ServerError::Bind { addr: service.config.listen, source })?;

@@ -156,11 +156,24 @@ fn two_workers_share_the_queue_once_each_and_a_corrupt_input_fails_once() {
     assert_eq!(std::fs::read_to_string(mine.join("notes.txt")).expect("kept"), "mine");
     // A name the server would not take is refused before anything starts.
     let o = Command::new(env!("CARGO_BIN_EXE_stemroom"))
-        .args(["worker", "--server", &server.base, "--token", &server.token, "--broker", &redis.url()])
+        .args(["worker", "--server", &server.base, "--token", &worker_token(&server), "--broker", &redis.url()])
         .args(["--name", &"w".repeat(65)])
         .output()
         .expect("worker");
     assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    // Each token opens its own routes only: a client cannot act as a
+    // worker, a worker machine cannot list or delete songs.
+    let beat = r#"{"worker": "worker-a", "device": "cpu", "provider": null, "job": null}"#;
+    let as_worker = ["-X", "POST", "-H", "Content-Type: application/json", "-d", beat, "/worker/heartbeat"];
+    let (code, body) = server.curl(&as_worker);
+    assert_eq!(code, 401, "the clients' token is refused on worker routes: {body}");
+    assert!(body.contains("worker-token"), "{body}");
+    assert_eq!(server.curl_as(&worker_token(&server), &as_worker).0, 200);
+    assert_eq!(
+        server.curl_as(&worker_token(&server), &["/jobs"]).0,
+        401,
+        "the workers' token is refused on client routes"
+    );
 
     // Six songs, and one whose file is damaged on the server before any
     // worker reads it.
@@ -177,8 +190,8 @@ fn two_workers_share_the_queue_once_each_and_a_corrupt_input_fails_once() {
     assert!(st["broker"].as_str().is_some_and(|b| b.starts_with("redis://")), "{st}");
 
     let (log_a, log_b) = (dir.path().join("a.log"), dir.path().join("b.log"));
-    let a = worker(&server, &redis.url(), "worker-a", &server.token, &log_a);
-    let b = worker(&server, &redis.url(), "worker-b", &server.token, &log_b);
+    let a = worker(&server, &redis.url(), "worker-a", &worker_token(&server), &log_a);
+    let b = worker(&server, &redis.url(), "worker-b", &worker_token(&server), &log_b);
     ids.push(corrupt.clone());
     ids.push(gone.clone());
     let done = wait_all(&server, &ids, Duration::from_secs(600));
@@ -266,11 +279,11 @@ fn a_killed_worker_and_a_restarted_broker_lose_nothing() {
 
     // Worker A dies mid-job (kill -9); worker B takes its job over after
     // the visibility timeout.
-    let a = worker(&server, &url, "worker-a", &server.token, &dir.path().join("a.log"));
+    let a = worker(&server, &url, "worker-a", &worker_token(&server), &dir.path().join("a.log"));
     server.wait(&first[0], Duration::from_secs(120), |v| v["stage"] == "separating");
     stop_child(a);
     let log_b = dir.path().join("b.log");
-    let b = worker(&server, &url, "worker-b", &server.token, &log_b);
+    let b = worker(&server, &url, "worker-b", &worker_token(&server), &log_b);
     let done = wait_all(&server, &first, Duration::from_secs(300));
     assert!(done.iter().all(|v| v["status"] == "completed"), "{done:?}");
     let by_b = jobs_done_by(&log_b);
@@ -304,6 +317,11 @@ fn a_killed_worker_and_a_restarted_broker_lose_nothing() {
     assert!(workers.iter().any(|w| w["name"] == "worker-a"), "{st}");
     assert!(!st.to_string().contains("s3cret-pw"), "the broker password is not shown: {st}");
     assert!(!std::fs::read_to_string(&log_b).unwrap_or_default().contains("s3cret-pw"), "nor logged");
+}
+
+/// The server's workers' token.
+fn worker_token(server: &Server) -> String {
+    std::fs::read_to_string(server.data.join("worker-token")).expect("worker-token").trim().to_string()
 }
 
 /// `redis-cli` against `redis`, returning its output lines.
@@ -351,19 +369,17 @@ fn a_worker_that_hangs_while_its_heartbeat_keeps_the_entry_loses_the_job_to_the_
         std::thread::sleep(Duration::from_millis(200));
     };
     let holder = format!(r#"{{"message": "{message}", "worker": "hung"}}"#);
-    let (code, body) = server.curl(&[
-        "-X",
-        "POST",
-        "-H",
-        "Content-Type: application/json",
-        "-d",
-        &holder,
-        &format!("/worker/jobs/{id}/claim"),
-    ]);
+    let wt = worker_token(&server);
+    let (code, body) = server.curl_as(
+        &wt,
+        &["-X", "POST", "-H", "Content-Type: application/json", "-d", &holder, &format!("/worker/jobs/{id}/claim")],
+    );
     assert_eq!(code, 200, "{body}");
     let query = format!("message={message}&worker=hung");
-    let (code, body) =
-        server.curl(&["-X", "PUT", "--data-binary", "partial", &format!("/worker/jobs/{id}/stems/vocals.wav?{query}")]);
+    let (code, body) = server.curl_as(
+        &wt,
+        &["-X", "PUT", "--data-binary", "partial", &format!("/worker/jobs/{id}/stems/vocals.wav?{query}")],
+    );
     assert_eq!(code, 200, "{body}");
     let staged = results.join(format!("{id}-{}", message.replace('-', "_")));
     assert!(staged.join("vocals.wav").is_file(), "the stem is staged in {}", staged.display());
@@ -401,7 +417,7 @@ fn a_worker_that_hangs_while_its_heartbeat_keeps_the_entry_loses_the_job_to_the_
 
     // A healthy worker gets the job once the server gave up on the hung one.
     let log = dir.path().join("healthy.log");
-    let healthy = worker(&server, &url, "healthy", &server.token, &log);
+    let healthy = worker(&server, &url, "healthy", &worker_token(&server), &log);
     let done = wait_all(&server, std::slice::from_ref(&id), Duration::from_secs(240));
     assert_eq!(done[0]["status"], "completed", "{done:?}");
     assert!(jobs_done_by(&log).contains(&id), "the healthy worker finished it");
@@ -411,19 +427,24 @@ fn a_worker_that_hangs_while_its_heartbeat_keeps_the_entry_loses_the_job_to_the_
     let progress = format!(
         r#"{{"message": "{message}", "worker": "hung", "state": {{"state": "decoding"}}, "percent": 1.0, "eta_seconds": null, "provider": "cpu"}}"#
     );
-    let carry = server.json(&[
-        "-X",
-        "POST",
-        "-H",
-        "Content-Type: application/json",
-        "-d",
-        &progress,
-        &format!("/worker/jobs/{id}/progress"),
-    ]);
+    let (code, body) = server.curl_as(
+        &wt,
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &progress,
+            &format!("/worker/jobs/{id}/progress"),
+        ],
+    );
+    assert_eq!(code, 200, "{body}");
+    let carry: Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(carry["cancel"], true, "{carry}");
     assert_eq!(carry["taken_over"], false, "{carry}");
-    let (code, body) =
-        server.curl(&["-X", "PUT", "--data-binary", "late", &format!("/worker/jobs/{id}/stems/vocals.wav?{query}")]);
+    let (code, body) = server
+        .curl_as(&wt, &["-X", "PUT", "--data-binary", "late", &format!("/worker/jobs/{id}/stems/vocals.wav?{query}")]);
     assert_eq!(code, 409, "{body}");
     assert!(!body.contains("taken_over"), "{body}");
     keep.store(false, Ordering::SeqCst);
@@ -494,11 +515,17 @@ fn a_worker_whose_job_hangs_stops_keeping_its_entry_and_another_worker_takes_it_
     let proxy = format!("http://127.0.0.1:{}", freezing_proxy(to, done_flag.clone()));
     let id = server.upload(&testdata("mixture.wav"), &["shifts=0"]);
     let log_a = dir.path().join("a.log");
-    let a =
-        worker_at(&proxy, &url, "stuck", &server.token, &log_a, &["--visibility-timeout", "2", "--stall-timeout", "3"]);
+    let a = worker_at(
+        &proxy,
+        &url,
+        "stuck",
+        &worker_token(&server),
+        &log_a,
+        &["--visibility-timeout", "2", "--stall-timeout", "3"],
+    );
     wait_log(&log_a, &format!("job {id} \""), Duration::from_secs(60));
     let log_b = dir.path().join("b.log");
-    let b = worker_at(&server.base, &url, "rescuer", &server.token, &log_b, &["--visibility-timeout", "2"]);
+    let b = worker_at(&server.base, &url, "rescuer", &worker_token(&server), &log_b, &["--visibility-timeout", "2"]);
     let done = wait_all(&server, std::slice::from_ref(&id), Duration::from_secs(240));
     assert_eq!(done[0]["status"], "completed", "{done:?}");
     assert!(jobs_done_by(&log_b).contains(&id), "the second worker took the hung job over");

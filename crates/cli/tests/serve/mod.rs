@@ -69,7 +69,12 @@ impl Server {
     /// `curl` with the token; the last argument is the endpoint's path
     /// (`/status/1`). Returns the status and the body.
     fn curl(&self, args: &[&str]) -> (u16, String) {
-        let auth = format!("Authorization: Bearer {}", self.token);
+        self.curl_as(&self.token, args)
+    }
+
+    /// [`Server::curl`] with another token.
+    fn curl_as(&self, token: &str, args: &[&str]) -> (u16, String) {
+        let auth = format!("Authorization: Bearer {token}");
         let mut all: Vec<String> = vec!["-H".into(), auth];
         all.extend(args.iter().map(|a| a.to_string()));
         self.curl_raw(&all)

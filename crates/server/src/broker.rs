@@ -394,6 +394,11 @@ pub struct JobSpec {
     pub url: Option<String>,
     /// Which claim of this job this is (1 = first).
     pub attempt: u32,
+    /// What a link's download may be: the server's settings, so a worker
+    /// fetches no more than the server would (absent from older servers:
+    /// the defaults).
+    #[serde(default)]
+    pub download_limits: Option<stemroom_library::link::DownloadLimits>,
 }
 
 /// Move the folder `from` to `to` (which must not exist): a rename, or
@@ -477,7 +482,8 @@ async fn claim(
                 JobSource::Url { url } => Some(url.clone()),
                 JobSource::File { .. } => None,
             };
-            Ok(Json(JobSpec { job_id: id, title: job.title, options: job.options, url, attempt }))
+            let download_limits = service.queue.settings().ok().map(|s| s.download_limits());
+            Ok(Json(JobSpec { job_id: id, title: job.title, options: job.options, url, attempt, download_limits }))
         }
         Claim::Refused(why) => Err(ApiError::conflict(why)),
         Claim::GaveUp(job) => {

@@ -38,6 +38,13 @@ pub const DEFAULT_VISIBILITY: Duration = Duration::from_secs(60);
 /// job showed no life for this long (the same ten minutes as the server's
 /// [`crate::broker::DEFAULT_STALL_TIMEOUT`], for the same reasons).
 pub const DEFAULT_STALL: Duration = crate::broker::DEFAULT_STALL_TIMEOUT;
+/// Longest wait for the answer to a heartbeat (it is sent again soon).
+const HEARTBEAT_WAIT: Duration = Duration::from_secs(10);
+/// Longest wait for the answer to a completion: the server moves the stems
+/// into its library (a copy when that is another disk) and analyses them,
+/// which for a long song on a slow disk takes minutes. A worker that gave
+/// up sooner would report a failure and the job would run again.
+const COMPLETE_WAIT: Duration = Duration::from_secs(30 * 60);
 /// How long one `XREADGROUP` waits for a new entry.
 const BLOCK: Duration = Duration::from_secs(2);
 /// Longest wait between reconnection tries.
@@ -138,6 +145,24 @@ impl Server {
         self.answer(r)
     }
 
+    /// [`Server::post`] that waits at most `wait` for the answer.
+    fn post_within<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+        wait: Duration,
+    ) -> Result<Answer<T>, RemoteError> {
+        let r = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("Authorization", &self.auth)
+            .config()
+            .timeout_recv_response(Some(wait))
+            .build()
+            .send_json(body);
+        self.answer(r)
+    }
+
     /// A first heartbeat: the token works and the server has a broker.
     fn check(&self, config: &RemoteConfig) -> Result<(), RemoteError> {
         let body = serde_json::json!({ "worker": config.name, "device": config.device.as_str(), "provider": null, "job": null });
@@ -206,6 +231,19 @@ fn redis_connect(client: &redis::Client) -> redis::RedisResult<redis::Connection
     c.set_read_timeout(Some(BLOCK + Duration::from_secs(5)))?;
     crate::broker::group_exists(crate::broker::create_group().query(&mut c))?;
     Ok(c)
+}
+
+/// The cursor an `XAUTOCLAIM` reply gives for the next call (`0-0` once
+/// the whole pending list was looked at).
+fn autoclaim_cursor(reply: &redis::Value) -> Option<String> {
+    match reply {
+        redis::Value::Array(top) if (2..=3).contains(&top.len()) => match &top[0] {
+            redis::Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+            redis::Value::SimpleString(s) => Some(s.clone()),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// One entry: its id and the job it names.
@@ -359,14 +397,23 @@ pub fn run_worker(config: &RemoteConfig, stop: &AtomicBool) -> Result<(), Remote
     let mut separators: HashMap<String, Arc<Separator>> = HashMap::new();
     let mut conn: Option<redis::Connection> = None;
     let mut backoff = Duration::from_millis(200);
+    // Where the next XAUTOCLAIM goes on in the pending list: it looks at
+    // ten entries per call (COUNT 1), so starting at 0-0 every time would
+    // never reach a dead worker's entry behind ten live ones.
+    let mut cursor = "0-0".to_string();
     let mut result = Ok(());
+    // A command that fails drops the connection; the next try waits.
+    let broken = |e: &redis::RedisError, backoff: &mut Duration| {
+        tracing::warn!("broker: {e}; retrying in {:.1} s", backoff.as_secs_f64());
+        std::thread::sleep(*backoff);
+        *backoff = (*backoff * 2).min(MAX_BACKOFF);
+    };
     while !stop.load(Ordering::SeqCst) {
         let c = match conn.as_mut() {
             Some(c) => c,
             None => match redis_connect(&client) {
                 Ok(c) => {
                     tracing::info!("broker {}: connected", crate::broker::redact(&config.broker));
-                    backoff = Duration::from_millis(200);
                     conn.insert(c)
                 }
                 Err(e) => {
@@ -383,14 +430,17 @@ pub fn run_worker(config: &RemoteConfig, stop: &AtomicBool) -> Result<(), Remote
             .arg(GROUP)
             .arg(&config.name)
             .arg(config.visibility.as_millis() as u64)
-            .arg("0-0")
+            .arg(&cursor)
             .arg("COUNT")
             .arg(1)
             .query(c);
         let mut found = match stale {
-            Ok(v) => entries(&v),
+            Ok(v) => {
+                cursor = autoclaim_cursor(&v).unwrap_or_else(|| "0-0".into());
+                entries(&v)
+            }
             Err(e) => {
-                tracing::warn!("broker: {e}");
+                broken(&e, &mut backoff);
                 conn = None;
                 continue;
             }
@@ -411,12 +461,13 @@ pub fn run_worker(config: &RemoteConfig, stop: &AtomicBool) -> Result<(), Remote
             match fresh {
                 Ok(v) => found = entries(&v),
                 Err(e) => {
-                    tracing::warn!("broker: {e}");
+                    broken(&e, &mut backoff);
                     conn = None;
                     continue;
                 }
             }
         }
+        backoff = Duration::from_millis(200);
         for (message, job) in found {
             let acked = match job {
                 None => true,
@@ -434,9 +485,11 @@ pub fn run_worker(config: &RemoteConfig, stop: &AtomicBool) -> Result<(), Remote
                 // The server has what it needs: the entry is done. If Redis
                 // is down now the entry stays pending and a later claim is
                 // refused (finished) and acknowledged then.
+                // Then deleted: the stream keeps only entries not yet done,
+                // instead of growing by one entry per job for ever.
                 let ack: redis::RedisResult<i64> = conn.as_mut().map_or_else(
                     || Err(redis::RedisError::from((redis::ErrorKind::Io, "not connected"))),
-                    |c| c.xack(STREAM, GROUP, &[&message]),
+                    |c| c.xack(STREAM, GROUP, &[&message]).and_then(|n| c.xdel(STREAM, &[&message]).map(|_: i64| n)),
                 );
                 if let Err(e) = ack {
                     tracing::warn!("broker: cannot acknowledge {message}: {e}");
@@ -462,11 +515,8 @@ fn heartbeat(config: &RemoteConfig, current: &Mutex<Current>, life: &Life, stop:
     let mut let_go: Option<String> = None;
     while !stop.load(Ordering::SeqCst) {
         let now = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let body =
-            serde_json::json!({ "worker": config.name, "device": device, "provider": now.provider, "job": now.job });
-        if let Err(RemoteError::Unauthorized(_)) = server.post::<serde_json::Value>("/worker/heartbeat", &body) {
-            tracing::error!("the server refused the token");
-        }
+        // The entry first: a slow server must not delay it past the
+        // visibility timeout.
         let silent = life.silent_for();
         if let Some(message) = now.message.filter(|m| {
             if silent <= config.stall {
@@ -483,7 +533,10 @@ fn heartbeat(config: &RemoteConfig, current: &Mutex<Current>, life: &Life, stop:
             false
         }) {
             if conn.is_none() {
-                conn = client.get_connection_with_timeout(Duration::from_secs(5)).ok();
+                conn = client.get_connection_with_timeout(Duration::from_secs(5)).ok().filter(|c| {
+                    c.set_read_timeout(Some(Duration::from_secs(5))).is_ok()
+                        && c.set_write_timeout(Some(Duration::from_secs(5))).is_ok()
+                });
             }
             if let Some(c) = conn.as_mut() {
                 let kept: redis::RedisResult<redis::Value> = redis::cmd("XCLAIM")
@@ -498,6 +551,13 @@ fn heartbeat(config: &RemoteConfig, current: &Mutex<Current>, life: &Life, stop:
                     conn = None;
                 }
             }
+        }
+        let body =
+            serde_json::json!({ "worker": config.name, "device": device, "provider": now.provider, "job": now.job });
+        match server.post_within::<serde_json::Value>("/worker/heartbeat", &body, HEARTBEAT_WAIT) {
+            Err(RemoteError::Unauthorized(_)) => tracing::error!("the server refused the token"),
+            Ok(Answer::Trouble(why)) => tracing::debug!("heartbeat: {why}"),
+            _ => {}
         }
         let until = Instant::now() + every;
         while Instant::now() < until && !stop.load(Ordering::SeqCst) {
@@ -626,7 +686,7 @@ fn separate(
                 url,
                 &work.join("download"),
                 stemroom_library::link::DEFAULT_STALL_TIMEOUT,
-                &Default::default(),
+                &spec.download_limits.unwrap_or_default(),
                 &mut |_| life.touch(),
                 &|| stop.load(Ordering::SeqCst),
             )
@@ -763,7 +823,7 @@ fn separate(
         "message": message, "worker": config.name, "stems": stems, "seconds": output.seconds, "provider": output.provider.to_string(),
         "duration_seconds": output.audio_seconds,
     });
-    match server.post::<serde_json::Value>(&format!("/worker/jobs/{id}/complete"), &body) {
+    match server.post_within::<serde_json::Value>(&format!("/worker/jobs/{id}/complete"), &body, COMPLETE_WAIT) {
         Ok(Answer::Ok(_)) => {
             tracing::info!("job {id} done in {:.1} s on {}", output.seconds, output.provider);
             Ok(true)
@@ -807,6 +867,9 @@ mod tests {
         let v70 = V::Array(vec![s("0-0"), V::Array(vec![entry("1-0", "7")]), V::Array(vec![])]);
         assert_eq!(entries(&v62), want);
         assert_eq!(entries(&v70), want);
+        let next = V::Array(vec![s("1712-3"), V::Array(vec![]), V::Array(vec![])]);
+        assert_eq!(super::autoclaim_cursor(&next).as_deref(), Some("1712-3"));
+        assert_eq!(super::autoclaim_cursor(&v62).as_deref(), Some("0-0"));
         // XREADGROUP (RESP2): [[stream, entries]].
         let read = V::Array(vec![V::Array(vec![s("stemroom:jobs"), V::Array(vec![entry("1-0", "7")])])]);
         assert_eq!(entries(&read), want);

@@ -226,6 +226,12 @@ fn two_workers_share_the_queue_once_each_and_a_corrupt_input_fails_once() {
     let claims =
         |log: &Path| std::fs::read_to_string(log).unwrap_or_default().matches(&format!("job {corrupt} \"")).count();
     assert_eq!(claims(&log_a) + claims(&log_b), 1, "the corrupt job was tried once");
+    // Done entries are deleted: the stream does not grow by one per job.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while redis_cli(&redis, &["XLEN", "stemroom:jobs"]) != ["0"] {
+        assert!(Instant::now() < deadline, "entries left: {:?}", redis_cli(&redis, &["XLEN", "stemroom:jobs"]));
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let library: Vec<String> = files_in(&data.join("library"));
     assert_eq!(library.len(), 6, "{library:?}");
     // The workers as the server lists them.

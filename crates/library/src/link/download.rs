@@ -56,7 +56,7 @@ pub const FORMAT: &str = "bestaudio[acodec^=opus]/bestaudio[acodec^=mp4a.40.2]/b
 
 /// What a download may be: yt-dlp refuses anything else before (or while)
 /// fetching it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DownloadLimits {
     /// Largest file in bytes (`--max-filesize`).
     pub max_bytes: u64,

@@ -279,6 +279,13 @@ mod tests {
             s => panic!("{s:?}"),
         }
         assert!(matches!(q.broker_claim(a.id, "3-0", "w2", 3).unwrap(), Claim::Refused(_)), "finished");
+        // Retried by the person: published again and claimed from zero.
+        let job = q.retry(a.id).unwrap();
+        assert_eq!(job.state, JobState::Queued);
+        assert!(q.unpublished().unwrap().contains(&a.id), "a retried job goes on the stream again");
+        let Claim::Granted { attempt: 1, .. } = q.broker_claim(a.id, "4-0", "w1", 3).unwrap() else {
+            panic!("a retried job starts its claims again")
+        };
         // Republish after a broker restart: only queued jobs.
         q.mark_published(b.id).unwrap();
         assert_eq!(q.republish_queued().unwrap(), 1);

@@ -288,6 +288,9 @@ impl Queue {
                 "UPDATE jobs SET status = 'queued', state = ?1, position = ?2, options = ?3, started_ms = NULL, finished_ms = NULL WHERE id = ?4",
                 params![json(&JobState::Queued)?, position, json(&options)?, id],
             )?;
+            // A new start on a broker too: published again, its claims
+            // counted from zero (a job that gave up would give up at once).
+            tx.execute("DELETE FROM broker WHERE job_id = ?1", [id])?;
             Ok(())
         })
     }
@@ -302,6 +305,7 @@ impl Queue {
         self.transition(id, &["queued", "done", "failed", "cancelled"], "removing", |tx, _| {
             removed = Some(job_in(tx, id)?);
             tx.execute("DELETE FROM jobs WHERE id = ?1", [id])?;
+            tx.execute("DELETE FROM broker WHERE job_id = ?1", [id])?;
             Ok(())
         })
         .or_else(|e| match (e, removed.take()) {

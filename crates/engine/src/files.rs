@@ -91,7 +91,7 @@ pub fn publish(pairs: &[(PathBuf, PathBuf)]) -> std::io::Result<()> {
 }
 
 /// Whether process `pid` is alive (signal 0: exists, perhaps another user's).
-fn process_alive(pid: i32) -> bool {
+pub fn process_alive(pid: i32) -> bool {
     // SAFETY: kill(2) with signal 0 only checks for existence and permission.
     let r = unsafe { libc::kill(pid, 0) };
     r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)

@@ -274,9 +274,22 @@ impl Outputs {
 /// [`Error::Output`]/[`Error::Encode`] when files cannot be written,
 /// [`Error::Cancelled`]. On error nothing is left in `dest_dir`.
 pub fn export(req: &ExportRequest, listener: &dyn Listener) -> Result<Vec<PathBuf>, Error> {
-    if req.what == ExportWhat::Zip {
-        return export_zip(req, listener).map(|p| vec![p]);
+    // A destination folder made for this export goes again when it fails
+    // or is cancelled (it would be left empty; one with files stays).
+    let made = !req.dest_dir.exists();
+    let result = if req.what == ExportWhat::Zip {
+        export_zip(req, listener).map(|p| vec![p])
+    } else {
+        export_files(req, listener)
+    };
+    if result.is_err() && made {
+        let _ = std::fs::remove_dir(&req.dest_dir);
     }
+    result
+}
+
+/// [`export`] of stems or a mix, as files.
+fn export_files(req: &ExportRequest, listener: &dyn Listener) -> Result<Vec<PathBuf>, Error> {
     req.format.validate().map_err(Error::InvalidOptions)?;
     let (read, names) = plan_outputs(req)?;
     let paths: Vec<&Path> = read.iter().map(|&i| Path::new(&req.sources[i].path)).collect();
@@ -383,6 +396,30 @@ fn emit(
     }
 }
 
+/// Start of the name of a zip export's scratch folder in the destination:
+/// then the process id, a dash and random characters.
+const SCRATCH_PREFIX: &str = ".stemroom-export-";
+
+/// Remove the zip scratch folders in `dir` whose process is gone.
+fn remove_stale_scratch(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let pid = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(SCRATCH_PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<i32>().ok());
+        let Some(pid) = pid.filter(|&p| p > 0) else { continue };
+        if e.file_type().is_ok_and(|t| t.is_dir())
+            && !stemroom_engine::files::process_alive(pid)
+            && std::fs::remove_dir_all(e.path()).is_ok()
+        {
+            tracing::info!("removed {} left by process {pid}", e.path().display());
+        }
+    }
+}
+
 /// Every stem, exported as [`ExportWhat::Stems`] into a scratch folder and
 /// packed into `<dest_dir>/<title> - stems.zip` (written as `.part`, then
 /// renamed).
@@ -390,8 +427,11 @@ fn export_zip(req: &ExportRequest, listener: &dyn Listener) -> Result<PathBuf, E
     std::fs::create_dir_all(&req.dest_dir).map_err(|source| Error::Output { path: req.dest_dir.clone(), source })?;
     let name = export_name(&req.title, "stems");
     let dest = final_paths(&req.dest_dir, std::slice::from_ref(&name), "zip", req.on_clash)?.remove(0);
+    // The scratch folder names its process, so one left by a run that was
+    // killed is recognised and removed by the next export here.
+    remove_stale_scratch(&req.dest_dir);
     let scratch = tempfile::Builder::new()
-        .prefix(".stemroom-export-")
+        .prefix(&format!("{SCRATCH_PREFIX}{}-", std::process::id()))
         .tempdir_in(&req.dest_dir)
         .map_err(|source| Error::Output { path: req.dest_dir.clone(), source })?;
     let stems = ExportRequest {

@@ -262,14 +262,25 @@ mod export {
         let out = dir.path().join("cancelled");
         req.dest_dir = out.clone();
         assert_eq!(export(&req, &CancelNow).expect_err("cancelled").code(), stemroom_engine::ErrorCode::Cancelled);
-        assert_eq!(std::fs::read_dir(&out).expect("ls").count(), 0, "nothing left");
+        assert!(!out.exists(), "nothing left, not even the folder made for it");
         req.what = ExportWhat::Stems { stems: vec!["cowbell".into()] };
         assert_eq!(export(&req, &Silent).expect_err("bad").code(), stemroom_engine::ErrorCode::InvalidOptions);
         // The same stem many times: refused before any file is opened.
         req.what = ExportWhat::Stems { stems: vec!["drums".into(); 400] };
         let e = export(&req, &Silent).expect_err("repeated");
         assert!(e.to_string().contains("twice"), "{e}");
-        assert_eq!(std::fs::read_dir(&out).expect("ls").count(), 0, "nothing written");
+        assert!(!out.exists(), "nothing written");
+        // A folder that was there stays, and so do its files.
+        std::fs::create_dir_all(&out).expect("mkdir");
+        std::fs::write(out.join("mine.txt"), b"x").expect("write");
+        req.what = ExportWhat::Stems { stems: vec!["drums".into()] };
+        assert!(export(&req, &CancelNow).is_err());
+        let left: Vec<_> = std::fs::read_dir(&out).expect("ls").flatten().map(|e| e.file_name()).collect();
+        assert_eq!(left, ["mine.txt"]);
+        req.what = ExportWhat::Zip;
+        assert!(export(&req, &CancelNow).is_err());
+        let left: Vec<_> = std::fs::read_dir(&out).expect("ls").flatten().map(|e| e.file_name()).collect();
+        assert_eq!(left, ["mine.txt"], "a cancelled zip leaves neither its part nor its scratch folder");
     }
 
     #[test]
@@ -355,6 +366,11 @@ fn zip_export_holds_every_stem_in_a_song_folder() {
         })
         .collect();
     let out = dir.path().join("zip");
+    // The scratch folder of an export that was killed (a process id above
+    // Linux's largest): removed by the next zip export here.
+    let stale = out.join(".stemroom-export-999999999-Ab3xYz");
+    std::fs::create_dir_all(&stale).expect("mkdir");
+    std::fs::write(stale.join("Falcon 69 - drums.wav"), b"half").expect("write");
     let req = ExportRequest {
         sources,
         what: ExportWhat::Zip,

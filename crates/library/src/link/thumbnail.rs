@@ -84,9 +84,12 @@ pub fn fetch(url: &str, queue_db: &Path, id: JobId) -> Result<PathBuf, String> {
     let write = || -> std::io::Result<()> {
         let dir = dest.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir)?;
-        let tmp = dir.join(format!(".{id}.part"));
-        std::fs::write(&tmp, &bytes)?;
-        std::fs::rename(&tmp, &dest)
+        let tmp = stemroom_engine::files::part_path(&dest);
+        let written = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &dest));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
     };
     write().map_err(|e| format!("{}: {e}", dest.display()))?;
     Ok(dest)

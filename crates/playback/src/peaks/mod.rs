@@ -197,14 +197,22 @@ impl Peaks {
         out
     }
 
-    /// Write to `path` atomically (temporary name, then rename).
+    /// Write to `path` atomically (a temporary name of this process's own,
+    /// [`stemroom_engine::files::part_path`], so two writers of one cache
+    /// never mix their bytes; then a rename). Nothing is left on failure.
     ///
     /// # Errors
     /// I/O errors.
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".part");
-        let tmp = PathBuf::from(tmp);
+        let tmp = stemroom_engine::files::part_path(path);
+        let written = self.write_to(&tmp).and_then(|()| std::fs::rename(&tmp, path));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
+    }
+
+    fn write_to(&self, tmp: &Path) -> std::io::Result<()> {
         {
             let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
             w.write_all(MAGIC)?;
@@ -220,7 +228,7 @@ impl Peaks {
             }
             w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         }
-        std::fs::rename(&tmp, path)
+        Ok(())
     }
 
     /// Read a file written by [`Peaks::write`].

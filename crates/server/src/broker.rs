@@ -658,6 +658,15 @@ async fn put_stem(
     if !stem_allowed(&service, &job.options, &file) {
         return Err(ApiError::invalid_options(format!("job {id} has no stem file {file}")));
     }
+    // The data folder keeps its floor of free space (507 otherwise, as for
+    // uploads): a stem's length is known before its bytes come.
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    crate::form::check_space(&service, declared)?;
     let dir = staging(&service, id, &h.message);
     tokio::fs::create_dir_all(&dir).await.map_err(|e| ApiError::internal(format!("cannot store stems: {e}")))?;
     let part = crate::upload::PartFile::new(&dir, &file);

@@ -153,7 +153,7 @@ pub async fn read(service: &Service, req: Request, file_required: bool) -> Resul
 }
 
 /// 507 when the data folder is below its floor, or would be after `incoming` bytes.
-fn check_space(service: &Service, incoming: u64) -> Result<(), ApiError> {
+pub(crate) fn check_space(service: &Service, incoming: u64) -> Result<(), ApiError> {
     let free = upload::free_bytes(&service.data_dir).map_err(|e| ApiError::internal(format!("free space: {e}")))?;
     if free < service.config.min_free_bytes.saturating_add(incoming) {
         return Err(no_space(service.config.min_free_bytes));

@@ -37,7 +37,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use stemroom_engine::ErrorCode;
-use stemroom_library::queue::broker::Claim;
+use stemroom_library::queue::broker::{Claim, RunningJob};
 use stemroom_library::queue::{JobId, JobOptions, JobSource, JobState, StemFile};
 use stemroom_library::song::{self, SongMetadata};
 use stemroom_library::worker::{JobProgress, WorkerListener};
@@ -131,7 +131,7 @@ impl Broker {
     /// silent longer than the stall timeout. A job seen for the first time
     /// starts its clock now (after a server restart, every worker gets the
     /// full timeout); jobs no longer running are forgotten.
-    fn stalled(&self, running: &[(JobId, Option<(String, String)>)], now: Instant) -> Vec<(JobId, String, String)> {
+    fn stalled(&self, running: &[RunningJob], now: Instant) -> Vec<(JobId, String, String)> {
         let mut touched = self.touched.lock().unwrap_or_else(|p| p.into_inner());
         touched.retain(|id, _| running.iter().any(|(r, _)| r == id));
         let mut out = Vec::new();

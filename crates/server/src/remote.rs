@@ -591,6 +591,7 @@ fn fatal_for_everyone(code: ErrorCode) -> bool {
 }
 
 /// One job. Returns whether the entry may be acknowledged.
+#[allow(clippy::too_many_arguments)]
 fn run_one(
     config: &RemoteConfig,
     server: &Server,

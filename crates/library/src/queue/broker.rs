@@ -28,6 +28,9 @@ pub enum Claim {
     GaveUp(Job),
 }
 
+/// A running job and its holder (stream entry, worker), if any.
+pub type RunningJob = (JobId, Option<(String, String)>);
+
 /// A job's broker row: holding entry, worker, claims so far, last error.
 type Held = (Option<String>, Option<String>, i64, Option<String>);
 
@@ -152,7 +155,7 @@ impl Queue {
     ///
     /// # Errors
     /// Database errors.
-    pub fn broker_running(&self) -> Result<Vec<(JobId, Option<(String, String)>)>, QueueError> {
+    pub fn broker_running(&self) -> Result<Vec<RunningJob>, QueueError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT j.id, b.message, b.worker FROM jobs j LEFT JOIN broker b ON b.job_id = j.id

@@ -214,7 +214,7 @@ impl Peaks {
 
     fn write_to(&self, tmp: &Path) -> std::io::Result<()> {
         {
-            let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+            let mut w = std::io::BufWriter::new(std::fs::File::create(tmp)?);
             w.write_all(MAGIC)?;
             w.write_all(&VERSION.to_le_bytes())?;
             w.write_all(&self.sample_rate.to_le_bytes())?;

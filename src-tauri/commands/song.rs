@@ -427,39 +427,20 @@ pub async fn song_stream_done(state: S<'_>, id: JobId) -> Result<SongView, AppEr
         // The files' rate, read before the song is locked.
         let files = StemSet::open(&paths).ok().map(|s| (s.sample_rate(), s.declared_frames()));
         let files_rate = files.map(|f| f.0);
-        let not_open = || AppError { code: ErrorCode::InvalidOptions, message: "This song is not open.".into() };
-        // Another rate (the job wrote the input's, e.g. 48 kHz from a
-        // link, while the stream is at the model's): a new player goes on
-        // from the same time in the song, and the lanes are the files'.
-        // It is opened with the song unlocked (opening may wait for the
-        // sound server, up to a second or more), so the page's controls,
-        // seeks and status go on meanwhile.
-        let at_rate = {
-            let guard = st.song.lock();
-            let song = guard.as_ref().filter(|s| s.id == id).ok_or_else(not_open)?;
-            let stream_rate = song.stream.as_ref().map(|s| s.sample_rate);
-            files_rate
-                .filter(|&r| stream_rate.is_some_and(|s| s != r))
-                .map(|rate| (rate, song.player.clone(), song.controls.clone()))
-        };
-        let prepared = at_rate.map(|(rate, old, controls)| (rate, prepare_at_rate(old, &controls, &job, &paths, rate)));
-        // The players to stop once the song is unlocked (stopping joins
-        // their threads): the one replaced, or a new one not used after all.
-        let mut replaced = None;
         let mut guard = st.song.lock();
         let Some(song) = guard.as_mut().filter(|s| s.id == id) else {
-            drop(guard);
-            drop(prepared);
-            return Err(not_open());
+            return Err(AppError { code: ErrorCode::InvalidOptions, message: "This song is not open.".into() });
         };
-        if let Some((rate, prepared)) = prepared {
-            match prepared {
-                // Unless the song changed meanwhile (done already, or
-                // another player took over).
-                Ok(p) if song.stream.is_some() && same_player(song.player.as_ref(), p.old.as_ref()) => {
-                    replaced = apply_at_rate(song, p, &job, &paths, rate);
-                }
-                Ok(p) => replaced = p.next,
+        // The player replaced by one on the files, stopped once the song
+        // is unlocked (stopping joins its threads).
+        let mut replaced = None;
+        let stream_rate = song.stream.as_ref().map(|s| s.sample_rate);
+        if let Some(rate) = files_rate.filter(|&r| stream_rate.is_some_and(|s| s != r)) {
+            // Another rate (the job wrote the input's, e.g. 48 kHz, while
+            // the stream is at the model's): a new player goes on from the
+            // same time in the song, and the lanes are the files'.
+            match take_over_at_rate(song, &job, &paths, rate) {
+                Ok(old) => replaced = old,
                 Err(e) => tracing::warn!("the player stays on the stream of job {id}: {e}"),
             }
         }
@@ -541,87 +522,47 @@ pub async fn song_stream_done(state: S<'_>, id: JobId) -> Result<SongView, AppEr
     .map_err(|e| AppError::internal(e.to_string()))?
 }
 
-/// A player on a song's finished files at another rate than its stream,
-/// opened with the song unlocked ([`prepare_at_rate`]), and what it
-/// replaces.
-struct AtRate {
-    /// The player it takes over from (`None`: the song had none).
-    old: Option<Arc<Player>>,
-    /// The new player (`None` when there was none to replace).
-    next: Option<Arc<Player>>,
-    /// `next` has the original mixture as its last source (A/B).
-    with_original: bool,
-    /// The original mixture when it is at the files' rate.
-    original: Option<PathBuf>,
-}
-
-/// Whether `a` and `b` are the same player (or both none).
-fn same_player(a: Option<&Arc<Player>>, b: Option<&Arc<Player>>) -> bool {
-    match (a, b) {
-        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-        (None, None) => true,
-        _ => false,
-    }
-}
-
 /// The finished files of a song that was still separating are at another
 /// sample rate than its stream (`rate`, the input's): a new player on the
-/// files that goes on from `old`'s time in the song with the page's mix
-/// ([`Player::reopen`], which may wait for the sound server), with the
-/// original mixture as A/B when it is at that rate. Touches no song: call
-/// it unlocked, then [`apply_at_rate`].
+/// files goes on from the same time in the song with the page's mix
+/// ([`Player::reopen`]), and the lanes become the files' (the mixture's
+/// too when the original is at that rate, which also makes A/B possible),
+/// read in the background. Returns the player it replaced (`None` when
+/// there was none), to be stopped once the song is unlocked.
 ///
 /// # Errors
-/// The new player cannot be opened: the old one plays on from the stream
-/// (which stays readable while it is open).
-fn prepare_at_rate(
-    old: Option<Arc<Player>>,
-    controls: &MixControls,
+/// The new player cannot be opened: nothing is changed, and the old one
+/// plays on from the stream (which stays readable while it is open).
+fn take_over_at_rate(
+    song: &mut OpenSong,
     job: &stemroom_library::queue::Job,
     paths: &[PathBuf],
     rate: u32,
-) -> Result<AtRate, stemroom_playback::player::PlayerError> {
+) -> Result<Option<Arc<Player>>, stemroom_playback::player::PlayerError> {
     let mut original = None;
     if let JobSource::File { path } = &job.source {
         if StemSet::open(&[Path::new(path)]).is_ok_and(|s| s.sample_rate() == rate) {
             original = Some(PathBuf::from(path));
         }
     }
-    let Some(player) = old.as_ref() else { return Ok(AtRate { old, next: None, with_original: false, original }) };
-    let with_original = original.as_ref().and_then(|o| {
-        let all: Vec<PathBuf> = paths.iter().chain(std::iter::once(o)).cloned().collect();
-        player.reopen(&all, &controls.with_original()).ok()
-    });
-    let (with_original, next) = match with_original {
-        Some(p) => (true, p),
-        None => (false, player.reopen(paths, controls)?),
-    };
-    let next = Arc::new(next);
-    next.set_beat_grid(beat_grid(job));
-    Ok(AtRate { old, next: Some(next), with_original, original })
-}
-
-/// Put a [`prepare_at_rate`] player in `song` (the page's latest mix
-/// applied, in case it changed while the player opened) and make the lanes
-/// the files' (the mixture's too when the original is at that rate), read
-/// in the background. Returns the player it replaced, to be stopped once
-/// the song is unlocked.
-fn apply_at_rate(
-    song: &mut OpenSong,
-    at: AtRate,
-    job: &stemroom_library::queue::Job,
-    paths: &[PathBuf],
-    rate: u32,
-) -> Option<Arc<Player>> {
     let mut replaced = None;
-    if let Some(next) = at.next {
-        next.set_controls(&if at.with_original { song.controls.with_original() } else { song.controls.clone() });
+    if let Some(old) = song.player.clone() {
+        let with_original = original.as_ref().and_then(|o| {
+            let all: Vec<PathBuf> = paths.iter().chain(std::iter::once(o)).cloned().collect();
+            old.reopen(&all, &song.controls.with_original()).ok()
+        });
+        let (with_original, next) = match with_original {
+            Some(p) => (true, p),
+            None => (false, old.reopen(paths, &song.controls)?),
+        };
+        let next = Arc::new(next);
+        next.set_beat_grid(beat_grid(job));
         spawn_status_ticker(Arc::downgrade(&next), song.status.clone());
-        song.with_original = at.with_original;
+        song.with_original = with_original;
         replaced = song.player.replace(next);
     }
     let mut tracks = Vec::new();
-    if let Some(o) = at.original.filter(|_| song.with_original || song.player.is_none()) {
+    if let Some(o) = original.filter(|_| song.with_original || song.player.is_none()) {
         tracks.push(("mixture".to_string(), PeaksTrack { audio: o, cache: mixture_cache(job) }));
     }
     for (s, p) in job.stems.iter().zip(paths) {
@@ -631,7 +572,7 @@ fn apply_at_rate(
     song.lanes = lanes;
     song.loading = loading;
     song.stream = None;
-    replaced
+    Ok(replaced)
 }
 
 /// Sends the player's status while it exists: every tick while playing,

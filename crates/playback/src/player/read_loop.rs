@@ -127,8 +127,15 @@ impl Reader {
 
     /// Take up a new generation (a seek or a loop change).
     fn restart(&mut self, shared: &Shared) -> Result<(), String> {
-        let t = shared.transport.lock().map(|t| *t).map_err(|_| "the transport lock is poisoned".to_string())?;
-        self.generation = shared.generation.load(Ordering::Acquire);
+        // The generation is read under the lock, as every change makes it:
+        // read after, a seek landing between would be taken as done while
+        // this reads from the target before it (and never restart).
+        let (t, generation) = shared
+            .transport
+            .lock()
+            .map(|t| (*t, shared.generation.load(Ordering::Acquire)))
+            .map_err(|_| "the transport lock is poisoned".to_string())?;
+        self.generation = generation;
         self.looping = t.looping;
         self.time_pitch = t.time_pitch.clean();
         self.ratio = shared.ratio * f64::from(self.time_pitch.tempo);

@@ -187,7 +187,8 @@ impl Shared {
         t.time_pitch = time_pitch;
         let at = self.position.load(Ordering::Acquire);
         let heard = f64::from_bits(self.heard_ratio.load(Ordering::Acquire));
-        let switch_at = at + (SWITCH_CHUNKS as f64 * super::CHUNK_FRAMES as f64 * heard).ceil() as u64;
+        // Saturating: a file without a declared length lets a seek go far.
+        let switch_at = at.saturating_add((SWITCH_CHUNKS as f64 * super::CHUNK_FRAMES as f64 * heard).ceil() as u64);
         let before_end =
             switch_at < self.length.load(Ordering::Acquire) && switch_at < self.edge.load(Ordering::Acquire);
         let in_one_run = t.looping.is_none_or(|l| at < u64::from(l.end) && switch_at < u64::from(l.end));

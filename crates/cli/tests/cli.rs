@@ -416,11 +416,21 @@ fn bad_inputs_get_their_own_clear_errors_and_leave_nothing() {
     zero_hz.extend_from_slice(b"data");
     zero_hz.extend_from_slice(&(data.len() as u32).to_le_bytes());
     zero_hz.extend_from_slice(&data);
-    std::fs::write(p("zero_hz.wav"), zero_hz).expect("write");
+    std::fs::write(p("zero_hz.wav"), &zero_hz).expect("write");
+    // The same claiming 4294967295 Hz (the resampler asked for gigabytes
+    // and the process aborted) and 1 Hz (each byte a second of audio).
+    for (name, rate) in [("huge_hz.wav", u32::MAX), ("one_hz.wav", 1)] {
+        let mut wav = zero_hz.clone();
+        wav[24..28].copy_from_slice(&rate.to_le_bytes());
+        wav[28..32].copy_from_slice(&rate.wrapping_mul(4).to_le_bytes());
+        std::fs::write(p(name), wav).expect("write");
+    }
     assert!(Command::new("mkfifo").arg(p("a_fifo.wav")).status().expect("mkfifo").success());
     let out = s("out");
-    let cases: [(&str, &str); 8] = [
+    let cases: [(&str, &str); 10] = [
         ("empty.wav", "empty"),
+        ("huge_hz.wav", "4294967295 Hz is outside what audio uses"),
+        ("one_hz.wav", "1 Hz is outside what audio uses"),
         ("notes.mp3", "not a recognised audio file"),
         ("truncated.mp3", "truncated"),
         ("zero.wav", "no audio samples"),

@@ -35,8 +35,19 @@ impl StreamResampler {
     /// Convert `channels`-channel audio from `from` Hz to `to` Hz.
     ///
     /// # Errors
-    /// A message if rubato rejects the rates (e.g. 0 Hz).
+    /// A message if a rate is outside
+    /// [`crate::audio::decode::MIN_SAMPLE_RATE`]..=[`crate::audio::decode::MAX_SAMPLE_RATE`]
+    /// (rubato's buffers grow with the rates: 4294967295 Hz asked for
+    /// gigabytes) or rubato rejects them.
     pub fn new(from: u32, to: u32, channels: usize) -> Result<Self, String> {
+        use crate::audio::decode::{MAX_SAMPLE_RATE, MIN_SAMPLE_RATE};
+        for rate in [from, to] {
+            if !(MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&rate) {
+                return Err(format!(
+                    "cannot resample {from} Hz to {to} Hz: rates are {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz"
+                ));
+            }
+        }
         let inner = if from == to {
             None
         } else {

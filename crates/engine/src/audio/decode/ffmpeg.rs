@@ -215,7 +215,7 @@ fn describe(ffprobe: &Path, path: &Path) -> Result<Described, OpenError> {
     };
     let sample_rate = number(stream.get("sample_rate")).map_or(0, |r| r as u32);
     let channels = stream.get("channels").and_then(serde_json::Value::as_u64).unwrap_or(0) as usize;
-    if sample_rate == 0 || !(1..=64).contains(&channels) {
+    if !(super::MIN_SAMPLE_RATE..=super::MAX_SAMPLE_RATE).contains(&sample_rate) || !(1..=64).contains(&channels) {
         return Err(OpenError::Failed(format!("ffprobe reports {sample_rate} Hz and {channels} channels")));
     }
     let seconds = number(stream.get("duration")).or_else(|| number(v.get("format").and_then(|f| f.get("duration"))));

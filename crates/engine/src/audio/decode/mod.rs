@@ -305,17 +305,37 @@ impl StreamDecoder {
     /// [`DecodeError::Corrupt`] after too many undecodable packets in a row;
     /// at the end, [`DecodeError::NoSamples`] for an empty stream and
     /// [`DecodeError::Truncated`] when it stopped well before its declared
-    /// length; [`DecodeError::Corrupt`] for a stream at 0 Hz.
+    /// length; [`DecodeError::Corrupt`] for a stream at a rate outside
+    /// [`MIN_SAMPLE_RATE`]..=[`MAX_SAMPLE_RATE`] (0 Hz included).
     pub fn next_block(&mut self) -> Result<Option<(&[f32], u32)>, DecodeError> {
         let path = &self.path;
         match self.backend.next_block()? {
             // A header that declares 0 Hz (a hand-made or damaged WAV) has
             // samples but no time base: nothing downstream can use them.
             Some((_, 0)) => Err(DecodeError::Corrupt { path: path.clone(), reason: "its sample rate is 0 Hz".into() }),
+            // Nor a rate no audio uses: 4294967295 Hz made the resampler
+            // ask for gigabytes (the process aborted), 1 Hz made each byte
+            // a second of audio to separate.
+            Some((_, rate)) if !(MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&rate) => Err(DecodeError::Corrupt {
+                path: path.clone(),
+                reason: format!(
+                    "its sample rate of {rate} Hz is outside what audio uses ({MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz)"
+                ),
+            }),
             block => Ok(block),
         }
     }
 }
+
+/// Lowest sample rate decoded, in Hz: below every rate audio is stored at
+/// (telephone speech is 8 kHz; 4 kHz files exist), so a header that says
+/// less is damaged.
+pub const MIN_SAMPLE_RATE: u32 = 1_000;
+/// Highest sample rate decoded, in Hz: 768 kHz, the highest rate of
+/// recording and playback equipment (DXD is 352.8 kHz), so a header that
+/// says more is damaged. It also bounds the resampler's FFT sizes (they
+/// grow with rate / gcd(rate, 44100)).
+pub const MAX_SAMPLE_RATE: u32 = 768_000;
 
 /// The checks at the end of every stream: samples at all, and not well
 /// short of the declared length (`tolerance` seconds).

@@ -27,7 +27,9 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let builder = bindings::specta_builder();
-    let mut args = std::env::args().skip(1);
+    // `args_os`: a file name that is not UTF-8 ("Open with" on any file)
+    // made `args()` panic before the window opened.
+    let mut args = std::env::args_os().skip(1);
     if let (Some(flag), Some(path)) = (args.next(), args.next()) {
         if flag == "--export-bindings" {
             if let Err(e) = bindings::export_bindings(&builder, std::path::Path::new(&path)) {
@@ -46,7 +48,10 @@ fn main() {
                 let _ = window.set_focus();
             }
             if let Some(state) = app.try_state::<Arc<state::AppState>>() {
-                commands::queue::open_with(state.inner().clone(), argv.into_iter().skip(1).collect());
+                // (The plugin hands the arguments over as lossy UTF-8: a
+                // name that is not UTF-8 does not exist here and is said so.)
+                let paths = argv.into_iter().skip(1).map(std::path::PathBuf::from).collect();
+                commands::queue::open_with(state.inner().clone(), paths);
             }
         }))
         .plugin(tauri_plugin_opener::init())
@@ -78,7 +83,8 @@ fn main() {
                 Ok(state) => {
                     let state = Arc::new(state);
                     app.manage(state.clone());
-                    commands::queue::open_with(state, std::env::args().skip(1).collect());
+                    let paths = std::env::args_os().skip(1).map(std::path::PathBuf::from).collect();
+                    commands::queue::open_with(state, paths);
                     Ok(())
                 }
                 Err(e) => {

@@ -48,12 +48,18 @@ async fn add(state: Arc<AppState>, paths: Vec<PathBuf>, options: intake::AddOpti
 /// manager: the desktop entry passes them as `%F`, and a second launch
 /// forwards its own): queue the existing files and folders among `args`
 /// (options and anything else are ignored) with the settings' preset.
-pub fn open_with(state: Arc<AppState>, args: Vec<String>) {
+pub fn open_with(state: Arc<AppState>, args: Vec<PathBuf>) {
     let paths: Vec<PathBuf> = args
         .into_iter()
-        .filter(|a| !a.starts_with('-'))
-        .map(|a| std::path::absolute(&a).unwrap_or_else(|_| PathBuf::from(a)))
-        .filter(|p| p.exists())
+        .filter(|a| a.as_os_str().as_encoded_bytes().first() != Some(&b'-'))
+        .map(|a| std::path::absolute(&a).unwrap_or(a))
+        .filter(|p| {
+            let there = p.exists();
+            if !there {
+                tracing::warn!("opened with Stemroom: {} does not exist", p.display());
+            }
+            there
+        })
         .collect();
     if paths.is_empty() {
         return;

@@ -106,6 +106,14 @@ try {
   await b.keys(["Control", "a"]);
   await b.keys("Backspace");
   check((await field.getValue()) === "", "the field is empty again");
+  // A launch with a file name that is not UTF-8 ("Open with" on any file;
+  // it panicked on its arguments): it hands over and exits cleanly, and the
+  // name, which reaches the window as lossy text, adds nothing.
+  const odd = spawnSync("bash", ["-c", 'exec "$0" "$(printf "/tmp/stemroom-e2e-\\377.wav")"', app], {
+    timeout: 30000,
+    encoding: "utf8",
+  });
+  check(odd.status === 0, `a launch with a non-UTF-8 file name exits cleanly (${odd.status} ${(odd.stderr ?? "").slice(-300)})`);
   openWith(input);
 
   const row = await b.$('[data-testid="job-row"]');

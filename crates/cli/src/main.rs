@@ -485,7 +485,8 @@ struct CliListener {
 
 #[derive(Serialize)]
 struct JsonLine<'a, T: Serialize> {
-    input: &'a PathBuf,
+    #[serde(serialize_with = "stemroom_engine::paths::lossy::one")]
+    input: &'a Path,
     #[serde(flatten)]
     body: &'a T,
 }
@@ -515,7 +516,7 @@ impl Listener for CliListener {
                 // link, the downloaded file it separates is `file`.
                 Event::Started { input, model, provider } => self.json_line(&serde_json::json!({
                     "event": "started",
-                    "file": input,
+                    "file": input.to_string_lossy(),
                     "model": model,
                     "provider": provider,
                 })),
@@ -569,13 +570,15 @@ impl Listener for CliListener {
 fn report_error(err: &Error, input: Option<&PathBuf>, json: bool, out: &Arc<Mutex<()>>) {
     if json {
         #[derive(Serialize)]
-        struct ErrLine<'a> {
+        struct ErrLine {
             event: &'static str,
-            input: Option<&'a PathBuf>,
+            #[serde(serialize_with = "stemroom_engine::paths::lossy::option")]
+            input: Option<PathBuf>,
             code: &'static str,
             message: String,
         }
-        let line = ErrLine { event: "error", input, code: err.code().as_str(), message: err.to_string() };
+        let line =
+            ErrLine { event: "error", input: input.cloned(), code: err.code().as_str(), message: err.to_string() };
         if let Ok(s) = serde_json::to_string(&line) {
             let _g = out.lock();
             let _ = writeln!(std::io::stdout().lock(), "{s}");
@@ -912,6 +915,7 @@ struct ModelRow {
     sources: Vec<String>,
     sample_rate: u32,
     installed: bool,
+    #[serde(serialize_with = "stemroom_engine::paths::lossy::option")]
     path: Option<PathBuf>,
     verified: bool,
     problem: Option<String>,
@@ -1013,6 +1017,7 @@ fn print_models(rows: &[ModelRow], lib: &Result<PathBuf, runtime::RuntimeError>,
         #[derive(Serialize)]
         struct Out<'a> {
             models: &'a [ModelRow],
+            #[serde(serialize_with = "stemroom_engine::paths::lossy::option")]
             onnxruntime: Option<PathBuf>,
             onnxruntime_problem: Option<String>,
         }
@@ -1087,6 +1092,7 @@ fn run_runtime(a: &RuntimeReportArgs) -> ExitCode {
     if a.json {
         #[derive(Serialize)]
         struct Out<'a> {
+            #[serde(serialize_with = "stemroom_engine::paths::lossy::option")]
             onnxruntime: Option<PathBuf>,
             onnxruntime_problem: Option<String>,
             gpu: &'a gpu::GpuFacts,

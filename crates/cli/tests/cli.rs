@@ -556,6 +556,43 @@ fn models_fetch_installs_a_verified_model() {
 
 // ---- interface ----
 
+/// A file name that is not UTF-8 (a Linux file name is bytes): every JSON
+/// line is still written, the name with U+FFFD in it (the `started` line
+/// made the CLI panic; errors and events were dropped).
+#[test]
+fn json_lines_name_a_file_whose_name_is_not_utf8() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clip = dir.path().join("clip.wav");
+    ffmpeg(&["-i", utf8(&testdata("mixture.wav")), "-t", "2", utf8(&clip)]);
+    let odd = dir.path().join(std::ffi::OsStr::from_bytes(b"caf\xe9 \xff.wav"));
+    std::fs::rename(&clip, &odd).expect("rename");
+    let empty = dir.path().join(std::ffi::OsStr::from_bytes(b"empty \xff.wav"));
+    std::fs::write(&empty, b"").expect("write");
+    let out = dir.path().join("out");
+    let o = stemroom()
+        .args(["separate", "--json", "-d", "cpu", "--shifts", "0", "-o", utf8(&out)])
+        .arg(&odd)
+        .arg(&empty)
+        .output()
+        .expect("run stemroom");
+    assert_eq!(o.status.code(), Some(3), "one bad input: {}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8(o.stdout).expect("JSON lines are UTF-8");
+    let events: Vec<serde_json::Value> =
+        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l}: {e}"))).collect();
+    let of = |kind: &str| events.iter().filter(|e| e["event"] == kind).collect::<Vec<_>>();
+    let started = of("started");
+    assert_eq!(started.len(), 1, "{text}");
+    assert!(started[0]["file"].as_str().is_some_and(|f| f.ends_with("caf\u{fffd} \u{fffd}.wav")), "{text}");
+    let done = of("done");
+    assert_eq!(done.len(), 1, "{text}");
+    assert_eq!(done[0]["outputs"].as_array().map(Vec::len), Some(4), "{text}");
+    let errors = of("error");
+    assert_eq!(errors.len(), 1, "{text}");
+    assert!(errors[0]["input"].as_str().is_some_and(|i| i.ends_with("empty \u{fffd}.wav")), "{text}");
+    assert_eq!(errors[0]["code"], "bad_input");
+}
+
 #[test]
 fn json_events_two_stems_mp3_and_cpu_fallback() {
     let dir = tempfile::tempdir().expect("tempdir");

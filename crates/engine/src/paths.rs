@@ -52,3 +52,63 @@ pub fn find_on_path(name: &Path) -> Option<PathBuf> {
     }
     std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(name)).find(|p| p.is_file())
 }
+
+/// Serde helpers that write paths as text with any bytes that are not
+/// UTF-8 replaced by U+FFFD (`serialize_with = "…::lossy::one"`). Serde's
+/// own refuses such a path and fails the whole value: a JSON line would be
+/// lost, and `serde_json::json!` panics.
+pub mod lossy {
+    use std::path::{Path, PathBuf};
+
+    use serde::Serializer;
+
+    /// One path.
+    ///
+    /// # Errors
+    /// The serializer's.
+    pub fn one<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&path.to_string_lossy())
+    }
+
+    /// An optional path (`null` when none).
+    ///
+    /// # Errors
+    /// The serializer's.
+    pub fn option<S: Serializer>(path: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
+        match path {
+            Some(p) => s.serialize_some(&p.to_string_lossy()),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// A list of paths.
+    ///
+    /// # Errors
+    /// The serializer's.
+    pub fn all<S: Serializer>(paths: &[PathBuf], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(paths.iter().map(|p| p.to_string_lossy()))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use std::os::unix::ffi::OsStrExt;
+
+        #[test]
+        fn a_path_that_is_not_utf8_is_written_with_a_replacement_character() {
+            #[derive(serde::Serialize)]
+            struct Line {
+                #[serde(serialize_with = "super::one")]
+                input: std::path::PathBuf,
+                #[serde(serialize_with = "super::option")]
+                maybe: Option<std::path::PathBuf>,
+                #[serde(serialize_with = "super::all")]
+                outputs: Vec<std::path::PathBuf>,
+            }
+            let odd = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(b"/music/bad\xff.wav"));
+            let line = Line { input: odd.clone(), maybe: Some(odd.clone()), outputs: vec![odd] };
+            let text = serde_json::to_string(&line).expect("written");
+            let want = "/music/bad\u{fffd}.wav";
+            assert_eq!(text, format!(r#"{{"input":"{want}","maybe":"{want}","outputs":["{want}"]}}"#),);
+        }
+    }
+}

@@ -14,7 +14,12 @@ use crate::units::Provider;
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// The model is loaded and the input is about to be decoded.
-    Started { input: PathBuf, model: String, provider: Provider },
+    Started {
+        #[serde(serialize_with = "crate::paths::lossy::one")]
+        input: PathBuf,
+        model: String,
+        provider: Provider,
+    },
     /// Decoding progress; `fraction` is `None` when the length is unknown.
     Decoding { seconds_decoded: f64, fraction: Option<f64> },
     /// The input is decoded (and resampled to the model rate).
@@ -38,7 +43,11 @@ pub enum Event {
         eta_seconds: f64,
     },
     /// Writing the final file of a stem.
-    Encoding { stem: String, path: PathBuf },
+    Encoding {
+        stem: String,
+        #[serde(serialize_with = "crate::paths::lossy::one")]
+        path: PathBuf,
+    },
     /// Downloading a link's audio (before decoding): `percent` when the size
     /// is known, speed in bytes per second, ETA in seconds.
     Downloading { title: String, percent: Option<f64>, bytes_per_second: Option<f64>, eta_seconds: Option<f64> },
@@ -70,6 +79,7 @@ pub enum Event {
     Warning { message: String },
     /// Finished; every output file is complete.
     Done {
+        #[serde(serialize_with = "crate::paths::lossy::all")]
         outputs: Vec<PathBuf>,
         /// Wall seconds for the whole file.
         seconds: f64,

@@ -334,6 +334,50 @@ mod corrupt {
         }
     }
 
+    /// Chained Ogg files (Opus or Vorbis files one after the other, as `cat`
+    /// or a stream recorder makes them) decode whole; only the first link
+    /// used to come out, without a word. A link at another rate is refused.
+    #[test]
+    fn chained_ogg_files_decode_every_link() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mix = stemroom_testkit::falcon_mixture();
+        let m = mix.to_str().expect("utf-8");
+        let p = |n: &str| dir.path().join(n);
+        let s = |n: &str| p(n).to_str().expect("utf-8").to_string();
+        let chain = |name: &str, links: &[(&str, &str, &str)]| {
+            let mut bytes = Vec::new();
+            for (i, (seconds, codec, rate)) in links.iter().enumerate() {
+                let link = s(&format!("{name}-{i}.ogg"));
+                ffmpeg(&["-ss", &format!("{}", 2 * i), "-t", seconds, "-i", m, "-c:a", codec, "-ar", rate, &link]);
+                bytes.extend(std::fs::read(&link).expect("read"));
+            }
+            std::fs::write(p(name), bytes).expect("write");
+            p(name)
+        };
+        let frames = |path: &std::path::Path| -> Result<(u64, u32), String> {
+            let mut frames = 0u64;
+            let mut rate = 0;
+            decode::decode(path, &Silent, |b, r| {
+                frames += b.len() as u64 / 2;
+                rate = r;
+                Ok(())
+            })
+            .map_err(|e| e.to_string())?;
+            Ok((frames, rate))
+        };
+        let opus = chain("chained.opus", &[("1", "libopus", "48000"), ("2", "libopus", "48000")]);
+        let (n, rate) = frames(&opus).expect("both links");
+        assert_eq!(rate, 48_000);
+        let seconds = n as f64 / 48_000.0;
+        assert!((seconds - 3.0).abs() < 0.05, "3 s of Opus in two links, got {seconds:.3} s");
+        let vorbis = chain("chained.ogg", &[("1", "libvorbis", "44100"), ("1", "libvorbis", "44100")]);
+        let (n, _) = frames(&vorbis).expect("both links");
+        assert!((n as f64 / 44_100.0 - 2.0).abs() < 0.05, "2 s of Vorbis in two links, got {n} frames");
+        let mixed = chain("mixed.ogg", &[("1", "libvorbis", "44100"), ("1", "libvorbis", "22050")]);
+        let e = frames(&mixed).expect_err("another rate");
+        assert!(e.contains("22050 Hz after 44100 Hz"), "{e}");
+    }
+
     #[test]
     fn damaged_files_give_a_clean_error_or_a_clean_result() {
         let dir = tempfile::tempdir().expect("tempdir");

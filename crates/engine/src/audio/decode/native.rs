@@ -220,7 +220,16 @@ impl NativeStream {
             }
             let packet = match self.format.next_packet() {
                 Ok(Some(p)) => p,
-                Ok(None) | Err(SymError::ResetRequired) => return self.end(),
+                Ok(None) => return self.end(),
+                // A chained Ogg file (Opus or Vorbis files one after the
+                // other): the next link starts. It used to end the stream
+                // there, keeping only the first link, without a word.
+                Err(SymError::ResetRequired) => {
+                    if self.next_link()? {
+                        continue;
+                    }
+                    return self.end();
+                }
                 Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                     self.truncated_io = self.frames > 0;
                     return self.end();
@@ -286,6 +295,40 @@ impl NativeStream {
             self.frames += (n - skip) as u64;
             return Ok(Some((&self.stereo, self.sample_rate)));
         }
+    }
+
+    /// Go on with the audio track of the next link of a chained stream
+    /// (symphonia's Ogg reader has read its headers and asks for a reset):
+    /// a new decoder, its frames added to the declared length. Returns
+    /// false when the new link has no audio track (the stream ends there).
+    ///
+    /// # Errors
+    /// [`DecodeError::Corrupt`] for a link at another sample rate than the
+    /// first (a file is one rate for everything after the decoder), and an
+    /// undecodable codec.
+    fn next_link(&mut self) -> Result<bool, DecodeError> {
+        let Some(track) = self.format.default_track(TrackType::Audio) else { return Ok(false) };
+        let Some(CodecParameters::Audio(params)) = track.codec_params.as_ref() else { return Ok(false) };
+        let rate = params.sample_rate.unwrap_or(self.sample_rate);
+        if self.sample_rate != 0 && rate != self.sample_rate {
+            return Err(self.corrupt(format!(
+                "it is a chained stream whose next part is at {rate} Hz after {} Hz; convert it to one file first \
+                 (for example `ffmpeg -i IN -c:a flac OUT.flac`)",
+                self.sample_rate
+            )));
+        }
+        let decoder = codecs()
+            .make_audio_decoder(params, &AudioDecoderOptions::default())
+            .map_err(|e| DecodeError::UnsupportedCodec { path: self.path.clone(), reason: e.to_string() })?;
+        let (id, time_base, frames) = (track.id, track.time_base, track.num_frames);
+        self.decoder = decoder;
+        self.track_id = id;
+        self.time_base = time_base;
+        // The frames decoded so far plus this link's, when it says.
+        self.declared_frames = frames.map(|n| self.frames + n);
+        self.weights = None;
+        tracing::info!("{}: a chained stream, its next part starts at frame {}", self.path.display(), self.frames);
+        Ok(true)
     }
 
     fn end(&mut self) -> Result<Option<(&[f32], u32)>, DecodeError> {

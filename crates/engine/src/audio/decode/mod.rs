@@ -96,16 +96,21 @@ pub struct DecodedInfo {
 /// Per-channel (left, right) gains to fold `channels` into stereo.
 ///
 /// Left-side positions go left, right-side right, centre positions to both at
-/// -3 dB (0.7071, ITU-R BS.775), LFE is dropped, unknown (discrete) channels
-/// alternate left/right. Each output is divided by the sum of its gains so a
-/// signal present on every channel keeps its level.
+/// -3 dB (0.7071, ITU-R BS.775), unknown (discrete) channels alternate
+/// left/right. LFE is dropped in 5.1 and 7.1 (6 and 8 channels, as BS.775
+/// folds them); with other counts it goes to both at -3 dB like a centre:
+/// a WAV without a channel mask gets a guessed layout (symphonia calls the
+/// 4th of 4 channels LFE, where a quad file has its rear right), and a
+/// guess must not silence a channel. Each output is divided by the sum of
+/// its gains so a signal present on every channel keeps its level.
 pub fn downmix_weights(channels: &Channels, count: usize) -> Vec<(f32, f32)> {
     const C: f32 = std::f32::consts::FRAC_1_SQRT_2;
+    let drop_lfe = count == 6 || count == 8;
     let mut w: Vec<(f32, f32)> = match channels {
         Channels::Positioned(pos) => pos
             .iter_names()
             .map(|(name, _)| {
-                if name.starts_with("LFE") {
+                if name.starts_with("LFE") && drop_lfe {
                     (0.0, 0.0)
                 } else if name.contains("LEFT") {
                     (1.0, 0.0)
@@ -463,5 +468,12 @@ mod tests {
         assert!((w[2].0 - w[2].1).abs() < 1e-7 && w[2].0 > 0.0, "centre to both sides");
         let sum_l: f32 = w.iter().map(|p| p.0).sum();
         assert!((sum_l - 1.0).abs() < 1e-6, "level kept");
+        // What symphonia guesses for a 4-channel WAV without a channel mask:
+        // its 4th channel (a quad file's rear right) is heard, not dropped.
+        let guessed = Channels::Positioned(
+            Position::FRONT_LEFT | Position::FRONT_RIGHT | Position::FRONT_CENTER | Position::LFE1,
+        );
+        let w = downmix_weights(&guessed, 4);
+        assert!(w[3].0 > 0.0 && w[3].1 > 0.0, "{w:?}");
     }
 }

@@ -19,17 +19,31 @@ pub(crate) fn classify(stderr: &str) -> LinkError {
     type Make = fn(String) -> LinkError;
     const RULES: &[(&[&str], Make)] = &[
         (&["unsupported url"], LinkError::UnsupportedSite),
+        // YouTube's bot check and age gate ("Sign in to confirm you’re not a
+        // bot" / "… your age"); yt-dlp's advice about --cookies is not for
+        // Stemroom's users.
+        (&["confirm you\u{2019}re not a bot", "confirm you're not a bot", "not a bot"], |_| {
+            LinkError::Blocked("it asks to confirm this is not a bot".into())
+        }),
+        (&["confirm your age", "age-restricted", "age restricted", "inappropriate for some users"], |_| {
+            LinkError::SignInRequired("age-restricted".into())
+        }),
         // yt-dlp 2025.11.12+ on YouTube without a working JavaScript runtime
         // or solver scripts (yt-dlp wiki, "EJS").
         (
             &["no supported javascript runtime", "challenge solving failed", "javascript runtime"],
             LinkError::NeedsJsRuntime,
         ),
+        // Before "not available", which "Requested format is not available"
+        // also contains.
+        (&["no video formats found", "requested format is not available"], LinkError::NoMedia),
+        // A refusal, not a missing video (YouTube answers 403 to clients it
+        // throttles or whose signature it rejects).
+        (&["http error 403", "http error 429", "too many requests"], |m| LinkError::Blocked(m)),
         (
             &[
                 "http error 404",
                 "http error 410",
-                "http error 403",
                 "video unavailable",
                 "private video",
                 "not available",
@@ -37,7 +51,6 @@ pub(crate) fn classify(stderr: &str) -> LinkError {
             ],
             LinkError::Unavailable,
         ),
-        (&["no video formats found", "requested format is not available"], LinkError::NoMedia),
         (
             &[
                 "unable to download webpage",

@@ -110,7 +110,7 @@ async fn run_download(
     is_cancelled: &dyn Fn() -> bool,
 ) -> Result<PathBuf, LinkError> {
     let mut cmd = command(yt);
-    cmd.args(["--no-playlist", "--newline", "--progress", "--no-warnings", "-f", FORMAT])
+    cmd.args(["--no-playlist", "--newline", "--progress", "-f", FORMAT])
         .args(["--progress-template", &format!("download:{PROGRESS_MARK} %(progress.downloaded_bytes)s %(progress.total_bytes)s %(progress.total_bytes_estimate)s %(progress.speed)s %(progress.eta)s")])
         .args(["--max-filesize", &limits.max_bytes.to_string()])
         .args(["--match-filters", &format!("!is_live & duration <? {}", limits.max_seconds)])

@@ -80,6 +80,17 @@ pub enum LinkError {
          Settings (Links) or with `stemroom links install`, or install deno 2.3 or newer ({0})"
     )]
     NeedsJsRuntime(String),
+    #[error(
+        "the site refused the download ({0}); it may be blocking automated downloads from this network: try again \
+         later or on another network, update yt-dlp (Settings (Links) or `stemroom links install`), or download the \
+         audio yourself and add the file"
+    )]
+    Blocked(String),
+    #[error(
+        "the site shows this only to signed-in accounts ({0}); Stemroom downloads without one: download the audio \
+         yourself and add the file"
+    )]
+    SignInRequired(String),
     #[error("yt-dlp failed: {0}")]
     Failed(String),
     #[error("{path}: {source}")]
@@ -203,7 +214,7 @@ mod tests {
         let solver = "WARNING: [youtube] dQw4w9WgXcQ: n challenge solving failed: Some formats may be missing. Ensure you have a supported JavaScript runtime and challenge solver script distribution installed.\nERROR: [youtube] dQw4w9WgXcQ: Requested format is not available.\n";
         assert!(matches!(classify(solver), LinkError::NeedsJsRuntime(_)));
         assert_eq!(classify(solver).code(), stemroom_engine::ErrorCode::MissingTool);
-        // With --no-warnings only the error is left: on YouTube without a
+        // When yt-dlp prints only the error (no warning about the runtime): on YouTube without a
         // runtime it is still the runtime; elsewhere it is a missing format.
         let bare = "ERROR: [youtube] dQw4w9WgXcQ: Requested format is not available. Use --list-formats for a list of available formats\n";
         let without = YtDlp { path: "yt-dlp".into(), version: PINNED_VERSION.into(), js_runtime: None };
@@ -256,6 +267,20 @@ mod tests {
             classify("ERROR: Unable to download webpage: <urlopen error [Errno 111] Connection refused>"),
             LinkError::Network(_)
         ));
+        // YouTube's bot check and age gate (yt_dlp/extractor/youtube): said
+        // as such, without yt-dlp's advice about --cookies.
+        let bot = "ERROR: [youtube] dQw4w9WgXcQ: Sign in to confirm you\u{2019}re not a bot. Use --cookies-from-browser or --cookies for the authentication. See  https://github.com/yt-dlp/yt-dlp/wiki/FAQ#how-do-i-pass-cookies-to-yt-dlp  for how to manually pass cookies.";
+        let e = classify(bot);
+        assert!(matches!(&e, LinkError::Blocked(_)) && !e.to_string().contains("--cookies"), "{e}");
+        let age = "ERROR: [youtube] x: Sign in to confirm your age. This video may be inappropriate for some users. Use --cookies-from-browser or --cookies for the authentication.";
+        let e = classify(age);
+        assert!(matches!(&e, LinkError::SignInRequired(_)) && !e.to_string().contains("--cookies"), "{e}");
+        // A missing format is no missing video; a 403 is a refusal.
+        let format =
+            "ERROR: [generic] x: Requested format is not available. Use --list-formats for a list of available formats";
+        assert!(matches!(classify(format), LinkError::NoMedia(_)), "{:?}", classify(format));
+        let forbidden = "ERROR: unable to download video data: HTTP Error 403: Forbidden";
+        assert!(matches!(classify(forbidden), LinkError::Blocked(_)), "{:?}", classify(forbidden));
         let e = classify("WARNING: x\nERROR: something odd\n");
         assert!(matches!(&e, LinkError::Failed(m) if m == "something odd"), "{e:?}");
     }

@@ -48,7 +48,7 @@ pub fn probe(yt: &YtDlp, url: &str, limit: usize) -> Result<LinkInfo, LinkError>
     let limit = limit.max(1);
     runtime()?.block_on(async {
         let mut cmd = command(yt);
-        cmd.args(["--dump-single-json", "--flat-playlist", "--no-warnings"])
+        cmd.args(["--dump-single-json", "--flat-playlist"])
             .args(["--playlist-end", &(limit + 1).to_string()])
             .arg("--")
             .arg(&url);

@@ -709,6 +709,7 @@ fn cancel_on_interrupt() -> Arc<AtomicBool> {
     let _ = ctrlc::set_handler(move || {
         if flag.swap(true, Ordering::SeqCst) {
             eprintln!("stemroom: interrupted again, exiting now");
+            stemroom_library::link::kill_running();
             std::process::exit(exit::CANCELLED as i32);
         }
         eprintln!("stemroom: cancelling (removing partial outputs)...");

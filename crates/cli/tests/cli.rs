@@ -593,6 +593,55 @@ fn json_lines_name_a_file_whose_name_is_not_utf8() {
     assert_eq!(errors[0]["code"], "bad_input");
 }
 
+/// A CLI killed mid-download (kill -9, or a second Ctrl-C's exit) takes
+/// its yt-dlp with it: yt-dlp runs in its own process group, which no
+/// terminal signal reaches, and used to go on downloading alone.
+#[test]
+fn a_killed_cli_leaves_no_ytdlp_behind() {
+    let site = stemroom_testkit::site::Server::start();
+    // A download that has stalled: yt-dlp writes nothing, so a closed pipe
+    // would not end it either.
+    let url = site.url("/stall.wav");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ytdlp_runs = || -> usize {
+        std::fs::read_dir("/proc")
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| {
+                        let c = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+                        let c = String::from_utf8_lossy(&c);
+                        // The download (not the quick metadata probe before it).
+                        c.contains(&url) && c.contains("--progress-template")
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let mut cli = stemroom()
+        .args(["separate", "-d", "cpu", "-o", utf8(dir.path()), &url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start stemroom");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while ytdlp_runs() == 0 {
+        assert!(std::time::Instant::now() < deadline, "yt-dlp never started");
+        assert!(cli.try_wait().expect("wait").is_none(), "the CLI ended before yt-dlp started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Into the stall: yt-dlp started up (it writes while it does, and a
+    // write to the closed pipe would end it anyway) and waits for bytes.
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    assert!(ytdlp_runs() > 0, "yt-dlp waits in the stall");
+    cli.kill().expect("kill -9");
+    let _ = cli.wait();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while ytdlp_runs() > 0 {
+        assert!(std::time::Instant::now() < deadline, "yt-dlp outlived the CLI");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn json_events_two_stems_mp3_and_cpu_fallback() {
     let dir = tempfile::tempdir().expect("tempdir");

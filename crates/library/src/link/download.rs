@@ -125,6 +125,7 @@ async fn run_download(
         .arg("--")
         .arg(url);
     let mut child = cmd.spawn().map_err(|e| LinkError::Missing(format!("{}: {e}", yt.path.display())))?;
+    let _running = super::Running::of(&child);
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         kill_tree(&mut child).await;
         return Err(LinkError::Failed("no output pipes".into()));

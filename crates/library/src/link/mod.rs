@@ -163,7 +163,56 @@ pub(crate) fn command(yt: &YtDlp) -> tokio::process::Command {
     // Its own process group, so a kill reaches yt-dlp's children (ffmpeg).
     #[cfg(unix)]
     cmd.process_group(0);
+    // And it dies with the thread that started it, so a Stemroom that is
+    // killed or exits at once leaves no download behind (its own group is
+    // out of reach of the terminal's Ctrl-C).
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl(2) is async-signal-safe; nothing else runs between
+    // fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     cmd
+}
+
+/// The process groups of the yt-dlp runs in progress (see [`kill_running`]).
+static RUNNING: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
+/// A yt-dlp process group in [`RUNNING`] while this lives.
+pub(crate) struct Running(Option<i32>);
+
+impl Running {
+    pub(crate) fn of(child: &tokio::process::Child) -> Running {
+        let pid = child.id().and_then(|p| i32::try_from(p).ok());
+        if let Some(p) = pid {
+            RUNNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(p);
+        }
+        Running(pid)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(p) = self.0 {
+            RUNNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|&x| x != p);
+        }
+    }
+}
+
+/// Kill every yt-dlp process group running now, with what yt-dlp started
+/// (ffmpeg, deno): for a program about to exit at once (a second Ctrl-C),
+/// which would otherwise leave them running.
+pub fn kill_running() {
+    #[cfg(unix)]
+    for &pgid in RUNNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter() {
+        // SAFETY: kill(2) on a process group this module created.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    }
 }
 
 /// Kill the process group of `child` (yt-dlp and anything it started) and

@@ -53,9 +53,17 @@ pub fn probe(yt: &YtDlp, url: &str, limit: usize) -> Result<LinkInfo, LinkError>
             .arg("--")
             .arg(&url);
         let child = cmd.spawn().map_err(|e| LinkError::Missing(format!("{}: {e}", yt.path.display())))?;
+        let running = super::Running::of(&child);
         let out = match tokio::time::timeout(PROBE_TIMEOUT, child.wait_with_output()).await {
             Ok(out) => out.map_err(|e| LinkError::Failed(e.to_string()))?,
             Err(_) => {
+                // yt-dlp and what it started (dropping the child kills
+                // only yt-dlp itself).
+                #[cfg(unix)]
+                if let Some(pgid) = running.0 {
+                    // SAFETY: kill(2) on the process group `command` made.
+                    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+                }
                 return Err(LinkError::Network(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())));
             }
         };

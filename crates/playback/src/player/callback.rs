@@ -125,6 +125,11 @@ impl Callback {
             }
         }
         let generation = sh.generation.load(Ordering::Acquire);
+        // Whether no seek, loop or tempo change came since this buffer began:
+        // only then may it publish where playback is (a command's own
+        // position, or its cleared end, would be overwritten with this
+        // buffer's older one, and "seek, then set a loop" would lose the seek).
+        let still = || sh.generation.load(Ordering::Acquire) == generation;
         // After a tempo or pitch change: the old read-ahead plays up to here.
         let switch_from = sh.switch_from.load(Ordering::Acquire);
         let switch_at = sh.switch_at.load(Ordering::Acquire);
@@ -205,7 +210,9 @@ impl Callback {
                 fade_to = Some(switch_at as f64);
             }
             if chunk.wait {
-                sh.position.store(chunk.start, Ordering::Release);
+                if still() {
+                    sh.position.store(chunk.start, Ordering::Release);
+                }
                 sh.waiting.store(true, Ordering::Release);
                 self.waiting = true;
                 self.recycle();
@@ -216,10 +223,12 @@ impl Callback {
                 sh.waiting.store(false, Ordering::Release);
             }
             if chunk.end {
-                let length = sh.length.load(Ordering::Acquire);
-                sh.position.store(length.min(chunk.start), Ordering::Release);
-                sh.ended.store(true, Ordering::Release);
-                sh.playing.store(false, Ordering::Release);
+                if still() {
+                    let length = sh.length.load(Ordering::Acquire);
+                    sh.position.store(length.min(chunk.start), Ordering::Release);
+                    sh.ended.store(true, Ordering::Release);
+                    sh.playing.store(false, Ordering::Release);
+                }
                 self.fade = 0.0;
                 self.recycle();
                 break;
@@ -283,7 +292,9 @@ impl Callback {
             self.offset += n;
             done += n;
             let position = start + ((self.offset as f64) * ratio).round() as u64;
-            sh.position.store(position, Ordering::Release);
+            if still() {
+                sh.position.store(position, Ordering::Release);
+            }
             sh.heard_ratio.store(ratio.to_bits(), Ordering::Relaxed);
             sh.frames_played.fetch_add(n as u64, Ordering::Relaxed);
             if self.offset >= playable {

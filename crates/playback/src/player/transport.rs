@@ -180,8 +180,9 @@ impl Shared {
     /// audio takes over there, with a fade out and in of
     /// [`super::FADE_SECONDS`] each, so nothing goes silent. Paused, at a
     /// separated edge, near the song's end or a loop's end (where the
-    /// read-ahead is not one run of song frames), it re-reads from the
-    /// playhead as a seek does.
+    /// read-ahead is not one run of song frames), or with fewer than
+    /// [`SWITCH_CHUNKS`] chunks read ahead, it re-reads from the playhead
+    /// as a seek does.
     fn switch_time_pitch(&self, time_pitch: TimePitch) {
         let Ok(mut t) = self.transport.lock() else { return };
         t.time_pitch = time_pitch;
@@ -192,7 +193,12 @@ impl Shared {
         let before_end =
             switch_at < self.length.load(Ordering::Acquire) && switch_at < self.edge.load(Ordering::Acquire);
         let in_one_run = t.looping.is_none_or(|l| at < u64::from(l.end) && switch_at < u64::from(l.end));
+        // The old read-ahead must reach the switch: with fewer chunks queued
+        // (just after a seek or play, or a reader behind) it would run out
+        // before, skipping song and cutting without the fade.
+        let queued = usize::try_from(self.read_ahead.load(Ordering::Acquire)).unwrap_or(usize::MAX);
         let soft = self.playing.load(Ordering::Acquire)
+            && queued >= SWITCH_CHUNKS
             && !self.waiting.load(Ordering::Acquire)
             && !self.ended.load(Ordering::Acquire)
             && before_end

@@ -81,6 +81,10 @@ const TAKE_OVER_SETTLE: Duration = Duration::from_millis(200);
 /// a fresh stream that stalls (PulseAudio holds a new stream up to 1.5-2 s
 /// on a loaded machine, measured here).
 const TAKE_OVER_LIMIT: Duration = output::FRESH_STALL_LIMIT;
+/// Longest wait for the output thread when a player is dropped: it closes
+/// its stream within milliseconds, unless the audio backend hangs on a
+/// sound server that died (then the thread is left to it).
+const OUTPUT_JOIN_LIMIT: Duration = Duration::from_secs(3);
 
 /// Why the player cannot start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -520,7 +524,22 @@ impl Player {
             let _ = tx.send(());
         }
         if let Some(h) = self.owner.take() {
-            let _ = h.join();
+            // Closing a stream on a sound server that died can block for
+            // ever inside the audio backend: the output thread is left to
+            // it after a while rather than hanging whoever drops the player
+            // (the app's next song would wait behind it).
+            let t0 = std::time::Instant::now();
+            while !h.is_finished() && t0.elapsed() < OUTPUT_JOIN_LIMIT {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if h.is_finished() {
+                let _ = h.join();
+            } else {
+                tracing::warn!(
+                    "the audio output did not close within {} s; leaving it to the audio system",
+                    OUTPUT_JOIN_LIMIT.as_secs()
+                );
+            }
         }
         if let Some(h) = self.reader.take() {
             let _ = h.join();

@@ -116,9 +116,10 @@ fn build_typed<T: SizedSample + FromSample<f32>>(
                 return; // closing: the stream's own teardown
             }
             match e.kind() {
-                // The stream is gone: the output thread reopens it.
+                // The stream is gone: the output thread reopens it (and
+                // says so; nothing is logged here, on the audio thread,
+                // where formatting would allocate).
                 K::DeviceNotAvailable | K::HostUnavailable | K::StreamInvalidated | K::PermissionDenied => {
-                    tracing::warn!("audio output lost: {e}");
                     shared.output_lost.store(true, Ordering::Release);
                 }
                 // An underrun: cpal prepares the device again and the

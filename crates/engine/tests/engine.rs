@@ -334,6 +334,28 @@ mod corrupt {
         }
     }
 
+    /// A WAV whose data size says 0 though the audio follows (a recorder
+    /// that stopped before finishing its header): decoded whole by ffmpeg
+    /// instead of refused as empty.
+    #[test]
+    fn a_wav_whose_header_says_no_data_is_read_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mix = stemroom_testkit::falcon_mixture();
+        let wav = dir.path().join("clip.wav");
+        ffmpeg(&["-t", "1", "-i", mix.to_str().expect("utf-8"), "-c:a", "pcm_s16le", wav.to_str().expect("utf-8")]);
+        let mut bytes = std::fs::read(&wav).expect("read");
+        let at = bytes.windows(4).position(|w| w == b"data").expect("a data chunk");
+        bytes[at + 4..at + 8].copy_from_slice(&0u32.to_le_bytes());
+        std::fs::write(&wav, &bytes).expect("write");
+        let mut frames = 0u64;
+        decode::decode(&wav, &Silent, |b, _| {
+            frames += b.len() as u64 / 2;
+            Ok(())
+        })
+        .expect("decoded");
+        assert!((frames as f64 / 44_100.0 - 1.0).abs() < 0.01, "{frames} frames");
+    }
+
     /// Chained Ogg files (Opus or Vorbis files one after the other, as `cat`
     /// or a stream recorder makes them) decode whole; only the first link
     /// used to come out, without a word. A link at another rate is refused.

@@ -344,7 +344,7 @@ impl FfmpegStream {
     }
 
     /// ffmpeg finished writing: check how it ended.
-    fn end(&mut self) -> Result<Option<(&[f32], u32)>, DecodeError> {
+    fn end(&mut self) -> Result<Option<u32>, DecodeError> {
         self.finished = true;
         if let Some(mut run) = self.running.take() {
             let status = run.child.wait().map_err(|e| self.corrupt(format!("ffmpeg: {e}")))?;
@@ -379,6 +379,10 @@ impl Backend for FfmpegStream {
         self.info.tags.clone()
     }
 
+    fn block(&self) -> &[f32] {
+        &self.stereo
+    }
+
     fn seek(&mut self, frame: u64) -> Result<(), DecodeError> {
         self.running = None;
         self.carry.clear();
@@ -388,7 +392,7 @@ impl Backend for FfmpegStream {
         Ok(())
     }
 
-    fn next_block(&mut self) -> Result<Option<(&[f32], u32)>, DecodeError> {
+    fn next_block(&mut self) -> Result<Option<u32>, DecodeError> {
         loop {
             if self.finished {
                 return Ok(None);
@@ -419,7 +423,7 @@ impl Backend for FfmpegStream {
             self.stereo.clear();
             to_stereo(&self.samples, self.out_channels, &[], &mut self.stereo);
             self.frames += (self.stereo.len() / 2) as u64;
-            return Ok(Some((&self.stereo, self.info.sample_rate)));
+            return Ok(Some(self.info.sample_rate));
         }
     }
 }

@@ -192,8 +192,11 @@ trait Backend: Send {
     fn tags(&mut self) -> Tags;
     /// Position the stream so that the next block starts at `frame`.
     fn seek(&mut self, frame: u64) -> Result<(), DecodeError>;
-    /// The next block of interleaved stereo frames and its rate in Hz.
-    fn next_block(&mut self) -> Result<Option<(&[f32], u32)>, DecodeError>;
+    /// Decode the next block ([`Backend::block`]); returns its rate in Hz,
+    /// or `None` at the end.
+    fn next_block(&mut self) -> Result<Option<u32>, DecodeError>;
+    /// The block [`Backend::next_block`] decoded: interleaved stereo frames.
+    fn block(&self) -> &[f32];
 }
 
 /// A pull decoder: opens a file once and hands out interleaved stereo
@@ -203,6 +206,8 @@ trait Backend: Send {
 pub struct StreamDecoder {
     path: PathBuf,
     backend: Box<dyn Backend>,
+    /// ffmpeg took over from the built-in decoder, which found no samples.
+    retried: bool,
 }
 
 impl std::fmt::Debug for StreamDecoder {
@@ -217,7 +222,7 @@ impl std::fmt::Debug for StreamDecoder {
 
 impl StreamDecoder {
     fn over(path: &Path, backend: impl Backend + 'static) -> Self {
-        StreamDecoder { path: path.to_path_buf(), backend: Box::new(backend) }
+        StreamDecoder { path: path.to_path_buf(), backend: Box::new(backend), retried: false }
     }
 
     /// Open `path` and set up its decoder; reads only headers (and, for the
@@ -313,21 +318,45 @@ impl StreamDecoder {
     /// length; [`DecodeError::Corrupt`] for a stream at a rate outside
     /// [`MIN_SAMPLE_RATE`]..=[`MAX_SAMPLE_RATE`] (0 Hz included).
     pub fn next_block(&mut self) -> Result<Option<(&[f32], u32)>, DecodeError> {
+        let rate = match self.backend.next_block() {
+            // A header that says there is no audio where the file holds
+            // some (a recorder that stopped before writing its WAV's data
+            // size): ffmpeg reads past it, when installed. Nothing was
+            // handed out yet, so the change is seamless.
+            Err(DecodeError::NoSamples(_))
+                if !self.retried && self.backend.kind() == "native" && self.backend.frames() == 0 =>
+            {
+                self.retried = true;
+                match ffmpeg::FfmpegStream::open(&self.path) {
+                    Ok(f) => {
+                        tracing::info!(
+                            "{}: no samples where its header says; decoding with ffmpeg",
+                            self.path.display()
+                        );
+                        self.backend = Box::new(f);
+                        return self.next_block();
+                    }
+                    Err(_) => return Err(DecodeError::NoSamples(self.path.clone())),
+                }
+            }
+            r => r?,
+        };
         let path = &self.path;
-        match self.backend.next_block()? {
+        match rate {
             // A header that declares 0 Hz (a hand-made or damaged WAV) has
             // samples but no time base: nothing downstream can use them.
-            Some((_, 0)) => Err(DecodeError::Corrupt { path: path.clone(), reason: "its sample rate is 0 Hz".into() }),
+            Some(0) => Err(DecodeError::Corrupt { path: path.clone(), reason: "its sample rate is 0 Hz".into() }),
             // Nor a rate no audio uses: 4294967295 Hz made the resampler
             // ask for gigabytes (the process aborted), 1 Hz made each byte
             // a second of audio to separate.
-            Some((_, rate)) if !(MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&rate) => Err(DecodeError::Corrupt {
+            Some(rate) if !(MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&rate) => Err(DecodeError::Corrupt {
                 path: path.clone(),
                 reason: format!(
                     "its sample rate of {rate} Hz is outside what audio uses ({MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz)"
                 ),
             }),
-            block => Ok(block),
+            Some(rate) => Ok(Some((self.backend.block(), rate))),
+            None => Ok(None),
         }
     }
 }

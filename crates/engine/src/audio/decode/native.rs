@@ -212,7 +212,7 @@ impl NativeStream {
     /// [`DecodeError::Corrupt`] after too many undecodable packets in a row;
     /// at the end, [`DecodeError::NoSamples`] for an empty stream and
     /// [`DecodeError::Truncated`] when it stopped well before its declared length.
-    fn next_packet_block(&mut self) -> Result<Option<(&[f32], u32)>, DecodeError> {
+    fn next_packet_block(&mut self) -> Result<Option<u32>, DecodeError> {
         let mut consecutive_errors = 0usize;
         loop {
             if self.finished {
@@ -293,7 +293,7 @@ impl NativeStream {
                 self.stereo.drain(..skip * 2);
             }
             self.frames += (n - skip) as u64;
-            return Ok(Some((&self.stereo, self.sample_rate)));
+            return Ok(Some(self.sample_rate));
         }
     }
 
@@ -331,7 +331,7 @@ impl NativeStream {
         Ok(true)
     }
 
-    fn end(&mut self) -> Result<Option<(&[f32], u32)>, DecodeError> {
+    fn end(&mut self) -> Result<Option<u32>, DecodeError> {
         self.finished = true;
         check_end(&self.path, self.frames, self.sample_rate, self.declared_frames, TRUNCATION_TOLERANCE_SECONDS)?;
         if self.declared_frames.is_none() && self.truncated_io {
@@ -375,8 +375,11 @@ impl Backend for NativeStream {
     fn seek(&mut self, frame: u64) -> Result<(), DecodeError> {
         self.seek_to(frame)
     }
-    fn next_block(&mut self) -> Result<Option<(&[f32], u32)>, DecodeError> {
+    fn next_block(&mut self) -> Result<Option<u32>, DecodeError> {
         self.next_packet_block()
+    }
+    fn block(&self) -> &[f32] {
+        &self.stereo
     }
 }
 

@@ -88,6 +88,9 @@ pub struct Broker {
     pub stall: Duration,
     /// When each running job's holder last sent something of it.
     touched: Mutex<HashMap<JobId, Instant>>,
+    /// Jobs whose completion is under way (their stems being moved into
+    /// the library and analysed): never stalled.
+    completing: Mutex<std::collections::HashSet<JobId>>,
 }
 
 /// A URL with its password replaced by `***`.
@@ -118,6 +121,7 @@ impl Broker {
             shown: redact(url),
             stall,
             touched: Mutex::new(HashMap::new()),
+            completing: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -127,16 +131,27 @@ impl Broker {
         self.touched.lock().unwrap_or_else(|p| p.into_inner()).insert(id, Instant::now());
     }
 
+    /// Mark job `id`'s completion as under way until the guard is dropped.
+    fn completing(&self, id: JobId) -> Completing<'_> {
+        self.completing.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
+        Completing(self, id)
+    }
+
     /// Of `running` (job, holder), the held jobs whose holder has been
     /// silent longer than the stall timeout. A job seen for the first time
     /// starts its clock now (after a server restart, every worker gets the
     /// full timeout); jobs no longer running are forgotten.
     fn stalled(&self, running: &[RunningJob], now: Instant) -> Vec<(JobId, String, String)> {
+        let completing = self.completing.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut touched = self.touched.lock().unwrap_or_else(|p| p.into_inner());
         touched.retain(|id, _| running.iter().any(|(r, _)| r == id));
         let mut out = Vec::new();
         for (id, holder) in running {
             let Some((message, worker)) = holder else { continue };
+            if completing.contains(id) {
+                touched.insert(*id, now);
+                continue;
+            }
             let at = *touched.entry(*id).or_insert(now);
             if now.saturating_duration_since(at) > self.stall {
                 out.push((*id, message.clone(), worker.clone()));
@@ -166,6 +181,16 @@ impl Broker {
             .collect();
         list.sort_by(|a, b| a.name.cmp(&b.name));
         list
+    }
+}
+
+/// A completion under way (see [`Broker::completing`]).
+struct Completing<'a>(&'a Broker, JobId);
+
+impl Drop for Completing<'_> {
+    fn drop(&mut self) {
+        self.0.completing.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.1);
+        self.0.touch(self.1);
     }
 }
 
@@ -364,6 +389,14 @@ pub struct Heartbeat {
     pub device: String,
     pub provider: Option<String>,
     pub job: Option<JobId>,
+    /// The job is in a phase that gives no progress of its own (a model
+    /// build, a link's download between progress lines, the completion):
+    /// it counts as alive for the stall watchdog when `message` holds it.
+    #[serde(default)]
+    pub busy: bool,
+    /// The stream entry of `job`.
+    #[serde(default)]
+    pub message: Option<String>,
 }
 
 async fn heartbeat(
@@ -372,6 +405,12 @@ async fn heartbeat(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let broker = broker_of(&service)?;
     let name: String = h.worker.chars().filter(|c| !c.is_control()).take(64).collect();
+    if let (true, Some(id), Some(message)) = (h.busy, h.job, h.message.as_deref()) {
+        // Only the holder's word counts.
+        if service.queue.broker_holder(id)?.is_some_and(|(m, w)| m == message && w == h.worker) {
+            broker.touch(id);
+        }
+    }
     broker.seen(&name, &h.device, h.provider, h.job);
     Ok(Json(serde_json::json!({ "ok": true })))
 }
@@ -717,6 +756,11 @@ async fn complete(
 ) -> Result<Json<crate::view::JobView>, ApiError> {
     let id = id_of(&id)?;
     let staged = staging(&service, id, &c.message);
+    // Marked before the holder is checked: the stall watchdog does not
+    // release the job while its stems move into the library (a copy to
+    // another disk and the analysis may outlast the stall timeout).
+    let broker = broker_of(&service)?.clone();
+    let _completing = broker.completing(id);
     if let Err(e) = check_holder(&service, id, &c.message, &c.worker) {
         // After a takeover the folder (keyed by the entry) is the new
         // holder's: it stays.

@@ -180,16 +180,47 @@ impl Server {
 /// heartbeat thread keeps the job's entry only while this is recent, so a
 /// job that hangs (a stuck device, a read that never returns) goes to
 /// another worker instead of staying with this one for ever.
+///
+/// Phases that move on without a sign of their own hold it instead
+/// ([`Life::hold`]): building or loading a model, a link's download (which
+/// has its own stall limit, [`stemroom_library::link::DEFAULT_STALL_TIMEOUT`]:
+/// yt-dlp silent that long is killed), the server's completion. The
+/// heartbeat then also tells the server the job is busy, for its own
+/// watchdog.
 #[derive(Debug)]
 pub struct Life {
     start: Instant,
     /// Milliseconds from `start` to the last sign of life.
     last_ms: std::sync::atomic::AtomicU64,
+    /// A phase that holds the job alive is under way.
+    held: AtomicBool,
+}
+
+/// While this lives, the job counts as alive (see [`Life::hold`]).
+pub struct Held<'a>(&'a Life);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.held.store(false, Ordering::Release);
+    }
 }
 
 impl Life {
     fn new() -> Self {
-        Life { start: Instant::now(), last_ms: std::sync::atomic::AtomicU64::new(0) }
+        Life { start: Instant::now(), last_ms: std::sync::atomic::AtomicU64::new(0), held: AtomicBool::new(false) }
+    }
+
+    /// Count the job as alive until the guard is dropped: for a phase with
+    /// a bound of its own and no signs of life to give.
+    pub fn hold(&self) -> Held<'_> {
+        self.held.store(true, Ordering::Release);
+        Held(self)
+    }
+
+    /// Whether a [`Life::hold`] is under way.
+    pub fn is_held(&self) -> bool {
+        self.held.load(Ordering::Acquire)
     }
 
     /// The job moved on (lock-free: called from read loops).
@@ -198,8 +229,11 @@ impl Life {
         self.last_ms.store(ms, Ordering::Relaxed);
     }
 
-    /// Time since the last [`Life::touch`].
+    /// Time since the last [`Life::touch`] (zero while held).
     pub fn silent_for(&self) -> Duration {
+        if self.is_held() {
+            return Duration::ZERO;
+        }
         self.start.elapsed().saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
     }
 }
@@ -308,15 +342,16 @@ fn entries(reply: &redis::Value) -> Vec<(String, Option<JobId>)> {
     out
 }
 
-/// Reports a job's progress to the server at every segment (and at most
-/// every 250 ms otherwise) and stops the job when the server says so or
-/// the worker is stopping.
+/// Reports a job's progress to the server (a link's download at most once
+/// a second, then every segment, and at most every 250 ms otherwise) and
+/// stops the job when the server says so or the worker is stopping.
 struct Reporter<'a> {
     server: &'a Server,
     worker: &'a str,
     job: JobId,
     message: &'a str,
-    provider: String,
+    /// The network's provider, once the model is loaded.
+    provider: Mutex<Option<String>>,
     stop: &'a AtomicBool,
     life: &'a Life,
     cancelled: AtomicBool,
@@ -327,8 +362,9 @@ struct Reporter<'a> {
 impl Reporter<'_> {
     fn post(&self, state: JobState, eta: Option<f64>) {
         let percent = JobProgress::compute(self.job, &state, 1.0, None).percent;
+        let provider = self.provider.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let body = serde_json::json!({
-            "message": self.message, "worker": self.worker, "state": state, "percent": percent, "eta_seconds": eta, "provider": self.provider,
+            "message": self.message, "worker": self.worker, "state": state, "percent": percent, "eta_seconds": eta, "provider": provider,
         });
         match self.server.post::<Carry>(&format!("/worker/jobs/{}/progress", self.job), &body) {
             Ok(Answer::Ok(c)) if c.cancel => {
@@ -518,7 +554,7 @@ fn heartbeat(config: &RemoteConfig, current: &Mutex<Current>, life: &Life, stop:
         // The entry first: a slow server must not delay it past the
         // visibility timeout.
         let silent = life.silent_for();
-        if let Some(message) = now.message.filter(|m| {
+        if let Some(message) = now.message.clone().filter(|m| {
             if silent <= config.stall {
                 return true;
             }
@@ -552,8 +588,11 @@ fn heartbeat(config: &RemoteConfig, current: &Mutex<Current>, life: &Life, stop:
                 }
             }
         }
-        let body =
-            serde_json::json!({ "worker": config.name, "device": device, "provider": now.provider, "job": now.job });
+        let busy = now.job.is_some() && life.is_held();
+        let body = serde_json::json!({
+            "worker": config.name, "device": device, "provider": now.provider, "job": now.job, "busy": busy,
+            "message": now.message,
+        });
         match server.post_within::<serde_json::Value>("/worker/heartbeat", &body, HEARTBEAT_WAIT) {
             Err(RemoteError::Unauthorized(_)) => tracing::error!("the server refused the token"),
             Ok(Answer::Trouble(why)) => tracing::debug!("heartbeat: {why}"),
@@ -678,20 +717,46 @@ fn separate(
         let path = path.to_path_buf();
         move |source| Error::Output { path, source }
     };
+    let reporter = Reporter {
+        server,
+        worker: &config.name,
+        job: id,
+        message,
+        provider: Mutex::new(None),
+        stop,
+        life,
+        cancelled: AtomicBool::new(false),
+        taken_over: AtomicBool::new(false),
+        throttle: Mutex::new(Throttle::new(Duration::from_millis(250))),
+    };
     // The input.
     let input = match &spec.url {
         Some(url) => {
             let yt = stemroom_library::link::YtDlp::locate(None)?;
-            stemroom_library::link::download(
+            // Its progress goes to the server once a second: people see
+            // it, the server's stall watchdog hears the job is alive (a
+            // long download makes no other call), and a cancel stops it.
+            let mut last_post: Option<Instant> = None;
+            let _held = life.hold();
+            let downloaded = stemroom_library::link::download(
                 &yt,
                 url,
                 &work.join("download"),
                 stemroom_library::link::DEFAULT_STALL_TIMEOUT,
                 &spec.download_limits.unwrap_or_default(),
-                &mut |_| life.touch(),
-                &|| stop.load(Ordering::SeqCst),
-            )
-            .map_err(|e| match e {
+                &mut |p| {
+                    life.touch();
+                    if last_post.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                        last_post = Some(Instant::now());
+                        reporter.post(JobState::Downloading { percent: p.percent }, p.eta_seconds);
+                    }
+                },
+                &|| reporter.is_cancelled(),
+            );
+            if reporter.taken_over.load(Ordering::SeqCst) {
+                return Err(Error::Internal(TAKEN_OVER.into()));
+            }
+            downloaded.map_err(|e| match e {
                 stemroom_library::link::LinkError::Cancelled => Error::Cancelled,
                 e => e.into(),
             })?
@@ -736,7 +801,10 @@ fn separate(
                 device: config.device,
                 threads: config.threads,
             };
-            // The fast preset's int8 model is made here the first time.
+            // The fast preset's int8 model is made here the first time
+            // (minutes on a new machine: a tool environment, then the
+            // model), which gives no sign of life of its own.
+            let _held = life.hold();
             stemroom_engine::model::make_if_missing(&spec.options.model, config.model_dir.as_deref())
                 .map_err(stemroom_engine::Error::from)?;
             let s = Arc::new(Separator::open(&spec.options.model, config.model_dir.as_deref(), &runtime)?);
@@ -746,6 +814,7 @@ fn separate(
     };
     let provider = sep.provider().to_string();
     current.lock().unwrap_or_else(|p| p.into_inner()).provider = Some(provider.clone());
+    *reporter.provider.lock().unwrap_or_else(|p| p.into_inner()) = Some(provider.clone());
     let out = work.join("out");
     let request = JobRequest {
         input,
@@ -764,18 +833,6 @@ fn separate(
         },
         scratch_dir: Some(work.to_path_buf()),
         checkpoint: None,
-    };
-    let reporter = Reporter {
-        server,
-        worker: &config.name,
-        job: id,
-        message,
-        provider: provider.clone(),
-        stop,
-        life,
-        cancelled: AtomicBool::new(false),
-        taken_over: AtomicBool::new(false),
-        throttle: Mutex::new(Throttle::new(Duration::from_millis(250))),
     };
     reporter.post(JobState::Decoding, None);
     let result = job::separate_file(&sep, &request, &reporter);
@@ -824,7 +881,11 @@ fn separate(
         "message": message, "worker": config.name, "stems": stems, "seconds": output.seconds, "provider": output.provider.to_string(),
         "duration_seconds": output.audio_seconds,
     });
-    match server.post_within::<serde_json::Value>(&format!("/worker/jobs/{id}/complete"), &body, COMPLETE_WAIT) {
+    let held = life.hold();
+    let completed =
+        server.post_within::<serde_json::Value>(&format!("/worker/jobs/{id}/complete"), &body, COMPLETE_WAIT);
+    drop(held);
+    match completed {
         Ok(Answer::Ok(_)) => {
             tracing::info!("job {id} done in {:.1} s on {}", output.seconds, output.provider);
             Ok(true)

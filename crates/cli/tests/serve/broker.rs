@@ -314,10 +314,18 @@ fn a_killed_worker_and_a_restarted_broker_lose_nothing() {
         assert!(Instant::now() < deadline, "the worker did not hear of the delete");
         std::thread::sleep(Duration::from_millis(100));
     }
+    // A link: the worker fetches it with its own yt-dlp, within the
+    // server's download limits, its progress reaching the server.
+    let site = stemroom_testkit::site::Server::start();
+    let v = server.json(&["-F", &format!("url={}", site.url("/song.wav")), "-F", "shifts=0", "/job"]);
+    let link = v["job_id"].as_str().expect("job_id").to_string();
+    let done = wait_all(&server, std::slice::from_ref(&link), Duration::from_secs(300));
+    assert_eq!(done[0]["status"], "completed", "{done:?}");
+    assert!(jobs_done_by(&log_b).contains(&link), "the worker ran the link job");
     stop_child(b);
     let library = files_in(&data.join("library"));
-    assert_eq!(library.len(), 4, "each job once in the library: {library:?}");
-    assert_eq!(server.json(&["/jobs"])["total"], 4);
+    assert_eq!(library.len(), 5, "each job once in the library: {library:?}");
+    assert_eq!(server.json(&["/jobs"])["total"], 5);
     let st = server.json(&["/status"]);
     let workers = st["workers"].as_array().expect("workers");
     assert!(workers.iter().any(|w| w["name"] == "worker-a"), "{st}");
@@ -353,11 +361,12 @@ fn a_worker_that_hangs_while_its_heartbeat_keeps_the_entry_loses_the_job_to_the_
     let data = dir.path().join("data");
     // Above the healthy worker's longest silence here (its model load,
     // then one segment on one thread), which a shorter timeout would cut.
-    let server = Server::start(&data, &["--broker", &url, "--stall-timeout", "15"]);
+    let server = Server::start(&data, &["--broker", &url, "--stall-timeout", "30"]);
     let results = data.join("uploads").join("results");
     std::fs::create_dir_all(results.join("77-1700000000000_0")).expect("mkdir");
     std::fs::write(results.join("77-1700000000000_0/vocals.wav"), b"left by a dead run").expect("write");
-    let id = server.upload(&testdata("mixture.wav"), &["shifts=0"]);
+    // Two passes (shifts=1): long enough to call while it runs.
+    let id = server.upload(&testdata("mixture.wav"), &["shifts=1"]);
 
     // A worker that claims the job, stages a stem, and then hangs: its
     // heartbeat thread still keeps the entry fresh, so no other worker can
@@ -424,12 +433,11 @@ fn a_worker_that_hangs_while_its_heartbeat_keeps_the_entry_loses_the_job_to_the_
     // A healthy worker gets the job once the server gave up on the hung one.
     let log = dir.path().join("healthy.log");
     let healthy = worker(&server, &url, "healthy", &worker_token(&server), &log);
-    let done = wait_all(&server, std::slice::from_ref(&id), Duration::from_secs(240));
-    assert_eq!(done[0]["status"], "completed", "{done:?}");
-    assert!(jobs_done_by(&log).contains(&id), "the healthy worker finished it");
-    assert!(!staged.exists(), "the hung worker's staged stem went with its hold");
-    // When the hung worker comes back, it hears to stop, and that its entry
-    // is still its own (not taken over: it acknowledges it).
+    // While the healthy worker runs it under its own entry, the hung worker
+    // comes back: it hears to stop, and that its entry is still its own
+    // (not taken over: it acknowledges it).
+    let running_on_healthy = |v: &Value| v["worker"] == "healthy" && v["status"] == "processing";
+    server.wait(&id, Duration::from_secs(240), running_on_healthy);
     let progress = format!(
         r#"{{"message": "{message}", "worker": "hung", "state": {{"state": "decoding"}}, "percent": 1.0, "eta_seconds": null, "provider": "cpu"}}"#
     );
@@ -453,6 +461,12 @@ fn a_worker_that_hangs_while_its_heartbeat_keeps_the_entry_loses_the_job_to_the_
         .curl_as(&wt, &["-X", "PUT", "--data-binary", "late", &format!("/worker/jobs/{id}/stems/vocals.wav?{query}")]);
     assert_eq!(code, 409, "{body}");
     assert!(!body.contains("taken_over"), "{body}");
+    let now = server.json(&[&format!("/status/{id}")]);
+    assert!(running_on_healthy(&now), "the calls came while the healthy worker ran it: {now}");
+    let done = wait_all(&server, std::slice::from_ref(&id), Duration::from_secs(240));
+    assert_eq!(done[0]["status"], "completed", "{done:?}");
+    assert!(jobs_done_by(&log).contains(&id), "the healthy worker finished it");
+    assert!(!staged.exists(), "the hung worker's staged stem went with its hold");
     keep.store(false, Ordering::SeqCst);
     let _ = fresh.join();
     stop_child(healthy);

@@ -14,7 +14,11 @@ pub(crate) fn classify(stderr: &str) -> LinkError {
         .trim_start_matches("ERROR:")
         .trim()
         .to_string();
-    let l = stderr.to_ascii_lowercase();
+    // The error lines decide (a warning about a retried fragment's 403 is
+    // not why it failed); without any, the whole output.
+    let all = stderr.to_ascii_lowercase();
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("ERROR")).collect();
+    let l = if errors.is_empty() { all.clone() } else { errors.join("\n").to_ascii_lowercase() };
     // yt-dlp's messages (yt_dlp/utils/_utils.py and the extractors), first match wins.
     type Make = fn(String) -> LinkError;
     const RULES: &[(&[&str], Make)] = &[
@@ -30,10 +34,7 @@ pub(crate) fn classify(stderr: &str) -> LinkError {
         }),
         // yt-dlp 2025.11.12+ on YouTube without a working JavaScript runtime
         // or solver scripts (yt-dlp wiki, "EJS").
-        (
-            &["no supported javascript runtime", "challenge solving failed", "javascript runtime"],
-            LinkError::NeedsJsRuntime,
-        ),
+        (RUNTIME_NEEDLES, LinkError::NeedsJsRuntime),
         // Before "not available", which "Requested format is not available"
         // also contains.
         (&["no video formats found", "requested format is not available"], LinkError::NoMedia),
@@ -68,8 +69,18 @@ pub(crate) fn classify(stderr: &str) -> LinkError {
         .iter()
         .find(|(needles, _)| needles.iter().any(|n| l.contains(n)))
         .map_or(LinkError::Failed as Make, |(_, make)| *make);
-    make(last)
+    let found = make(last);
+    // A JavaScript runtime or challenge solver that failed is said in a
+    // warning; the error is then only that no format was left.
+    let runtime_warned = RUNTIME_NEEDLES.iter().any(|n| all.contains(n));
+    match found {
+        LinkError::NoMedia(m) | LinkError::Failed(m) if runtime_warned => LinkError::NeedsJsRuntime(m),
+        other => other,
+    }
 }
+
+/// What yt-dlp says when YouTube's JavaScript challenges cannot be solved.
+const RUNTIME_NEEDLES: &[&str] = &["no supported javascript runtime", "challenge solving failed", "javascript runtime"];
 
 /// Whether `url` is YouTube's (its challenges need a JavaScript runtime).
 fn is_youtube(url: &str) -> bool {

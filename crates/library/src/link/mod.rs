@@ -330,6 +330,13 @@ mod tests {
         assert!(matches!(classify(format), LinkError::NoMedia(_)), "{:?}", classify(format));
         let forbidden = "ERROR: unable to download video data: HTTP Error 403: Forbidden";
         assert!(matches!(classify(forbidden), LinkError::Blocked(_)), "{:?}", classify(forbidden));
+        // The error line decides, not a warning before it; a runtime warning
+        // explains only a missing format.
+        let retried = "WARNING: [youtube] x: HTTP Error 403: Forbidden. Retrying fragment 1 (1/10)...\nERROR: [youtube] x: Video unavailable. This video has been removed by the uploader\n";
+        assert!(matches!(classify(retried), LinkError::Unavailable(_)), "{:?}", classify(retried));
+        let removed_without_runtime = "WARNING: [youtube] No supported JavaScript runtime could be found.\nERROR: [youtube] x: Private video. Sign in if you've been granted access to this video\n";
+        let e = classify(removed_without_runtime);
+        assert!(matches!(e, LinkError::Unavailable(_)), "{e:?}");
         let e = classify("WARNING: x\nERROR: something odd\n");
         assert!(matches!(&e, LinkError::Failed(m) if m == "something odd"), "{e:?}");
     }

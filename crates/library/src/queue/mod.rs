@@ -191,6 +191,13 @@ impl Queue {
     pub fn recover(&self, owner: &InstanceLock) -> Result<usize, QueueError> {
         self.check_owner(owner)?;
         let conn = self.conn();
+        // Not held by a broker worker any more (a later start with
+        // `--broker` would otherwise wait for that holder's stall).
+        conn.execute(
+            "UPDATE broker SET message = NULL, worker = NULL, published = 0
+             WHERE job_id IN (SELECT id FROM jobs WHERE status = 'running')",
+            [],
+        )?;
         let n = conn.execute(
             "UPDATE jobs SET status = 'queued', state = ?1, started_ms = NULL WHERE status = 'running'",
             [json(&JobState::Queued)?],

@@ -94,6 +94,8 @@ pub(super) struct NativeStream {
     /// AAC at 24 kHz or less: possibly HE-AAC with implicit signalling
     /// (only the bitstream shows the SBR data).
     pub(super) maybe_sbr: bool,
+    /// A chained stream's links passed so far (see `next_link`).
+    links_passed: u32,
 }
 
 impl NativeStream {
@@ -141,6 +143,7 @@ impl NativeStream {
             seek_target: None,
             he_aac,
             maybe_sbr,
+            links_passed: 0,
         })
     }
 
@@ -153,6 +156,11 @@ impl NativeStream {
     /// [`DecodeError::Corrupt`] when the container cannot seek (e.g. a
     /// stream without an index or timestamps).
     fn seek_to(&mut self, frame: u64) -> Result<(), DecodeError> {
+        // Past the first link of a chained stream, timestamps start again
+        // at 0 in each link: a seek by timestamp would land in the wrong one.
+        if self.links_passed > 0 {
+            return Err(self.corrupt("a chained stream cannot seek once past its first part".into()));
+        }
         // Lossy codecs need the packets before the target to rebuild their
         // state (MP3's bit reservoir, the MDCT overlap of AAC and Vorbis):
         // decode from a little earlier and drop what comes before `frame`.
@@ -325,8 +333,9 @@ impl NativeStream {
         self.track_id = id;
         self.time_base = time_base;
         // The frames decoded so far plus this link's, when it says.
-        self.declared_frames = frames.map(|n| self.frames + n);
+        self.declared_frames = frames.map(|n| self.frames.saturating_add(n));
         self.weights = None;
+        self.links_passed += 1;
         tracing::info!("{}: a chained stream, its next part starts at frame {}", self.path.display(), self.frames);
         Ok(true)
     }

@@ -547,7 +547,7 @@ fn heartbeat(config: &RemoteConfig, current: &Mutex<Current>, life: &Life, stop:
     let every = (config.visibility / 3).clamp(Duration::from_millis(200), Duration::from_secs(5));
     let mut conn: Option<redis::Connection> = None;
     let device = config.device.as_str();
-    // The entry given up on, said once.
+    // The entry given up on (said once, never claimed again).
     let mut let_go: Option<String> = None;
     while !stop.load(Ordering::SeqCst) {
         let now = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -555,17 +555,20 @@ fn heartbeat(config: &RemoteConfig, current: &Mutex<Current>, life: &Life, stop:
         // visibility timeout.
         let silent = life.silent_for();
         if let Some(message) = now.message.clone().filter(|m| {
+            // An entry let go stays let go: claimed again here it would be
+            // taken back from the worker that took the job over.
+            if let_go.as_deref() == Some(m.as_str()) {
+                return false;
+            }
             if silent <= config.stall {
                 return true;
             }
-            if let_go.as_deref() != Some(m.as_str()) {
-                tracing::warn!(
-                    "job {} showed no life for {:.0} s: its entry is left to other workers",
-                    now.job.map(|j| j.to_string()).unwrap_or_default(),
-                    silent.as_secs_f64()
-                );
-                let_go = Some(m.clone());
-            }
+            tracing::warn!(
+                "job {} showed no life for {:.0} s: its entry is left to other workers",
+                now.job.map(|j| j.to_string()).unwrap_or_default(),
+                silent.as_secs_f64()
+            );
+            let_go = Some(m.clone());
             false
         }) {
             if conn.is_none() {

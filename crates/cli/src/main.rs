@@ -37,6 +37,16 @@ mod worker;
 
 /// Log lines to stderr for the long-running commands (`serve`, `worker`):
 /// `info` by default, `$STEMROOM_LOG` (an `EnvFilter`) to change it.
+/// A `--flag SECONDS` option as a duration: `min` to 1e9 seconds (beyond,
+/// `Duration::from_secs_f64` would panic). Says why on stderr when not.
+fn seconds_option(flag: &str, seconds: f64, min: f64) -> Option<std::time::Duration> {
+    if seconds.is_finite() && (min..=1e9).contains(&seconds) {
+        return Some(std::time::Duration::from_secs_f64(seconds));
+    }
+    eprintln!("stemroom: --{flag} must be {min} to 1e9 seconds, got {seconds}");
+    None
+}
+
 fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(

@@ -98,11 +98,10 @@ pub fn run(args: ServeArgs) -> ExitCode {
     config.cors = args.cors;
     config.broker = args.broker;
     config.max_attempts = args.max_attempts;
-    if !(args.stall_timeout.is_finite() && args.stall_timeout >= 1.0 && args.stall_timeout <= 1e9) {
-        eprintln!("stemroom: --stall-timeout must be 1 to 1e9 seconds, got {}", args.stall_timeout);
+    let Some(stall) = crate::seconds_option("stall-timeout", args.stall_timeout, 1.0) else {
         return ExitCode::from(crate::exit::INVALID_OPTIONS);
-    }
-    config.stall_timeout = std::time::Duration::from_secs_f64(args.stall_timeout);
+    };
+    config.stall_timeout = stall;
     config.idle_timeout = std::time::Duration::from_secs(args.idle_timeout.max(1));
     config.device = Some(Device::from(args.device));
     config.threads = args.threads;

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::Args;
 use stemroom_engine::units::Device;
@@ -62,14 +61,12 @@ fn host_name() -> String {
 
 pub fn run(args: WorkerArgs) -> ExitCode {
     crate::init_logging();
-    if !(args.visibility_timeout.is_finite() && (0.5..=1e9).contains(&args.visibility_timeout)) {
-        eprintln!("stemroom: --visibility-timeout must be 0.5 to 1e9 seconds");
+    let Some(visibility) = crate::seconds_option("visibility-timeout", args.visibility_timeout, 0.5) else {
         return ExitCode::from(crate::exit::INVALID_OPTIONS);
-    }
-    if !(args.stall_timeout.is_finite() && args.stall_timeout >= 1.0 && args.stall_timeout <= 1e9) {
-        eprintln!("stemroom: --stall-timeout must be 1 to 1e9 seconds, got {}", args.stall_timeout);
+    };
+    let Some(stall) = crate::seconds_option("stall-timeout", args.stall_timeout, 1.0) else {
         return ExitCode::from(crate::exit::INVALID_OPTIONS);
-    }
+    };
     let name = args.name.unwrap_or_else(|| {
         let pid = format!("-{}", std::process::id());
         let host: String = host_name()
@@ -97,8 +94,8 @@ pub fn run(args: WorkerArgs) -> ExitCode {
         name,
         model_dir: args.runtime.model_dir,
         runtime_library: args.runtime.ort_lib,
-        visibility: Duration::from_secs_f64(args.visibility_timeout),
-        stall: Duration::from_secs_f64(args.stall_timeout),
+        visibility,
+        stall,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();

@@ -208,20 +208,26 @@ impl Drop for Running {
 /// (ffmpeg, deno): for a program about to exit at once (a second Ctrl-C),
 /// which would otherwise leave them running.
 pub fn kill_running() {
-    #[cfg(unix)]
     for &pgid in RUNNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter() {
-        // SAFETY: kill(2) on a process group this module created.
-        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        kill_group(pgid);
+    }
+}
+
+/// SIGKILL the process group `pgid`, one [`command`] made (yt-dlp is its
+/// leader: its pid is the group's id).
+pub(crate) fn kill_group(pgid: i32) {
+    #[cfg(unix)]
+    // SAFETY: kill(2) on a process group this module created.
+    unsafe {
+        libc::kill(-pgid, libc::SIGKILL);
     }
 }
 
 /// Kill the process group of `child` (yt-dlp and anything it started) and
 /// reap it.
 pub(crate) async fn kill_tree(child: &mut tokio::process::Child) {
-    #[cfg(unix)]
     if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-        // SAFETY: kill(2) on the process group this module created.
-        unsafe { libc::kill(-pid, libc::SIGKILL) };
+        kill_group(pid);
     }
     let _ = child.kill().await;
 }

@@ -59,10 +59,8 @@ pub fn probe(yt: &YtDlp, url: &str, limit: usize) -> Result<LinkInfo, LinkError>
             Err(_) => {
                 // yt-dlp and what it started (dropping the child kills
                 // only yt-dlp itself).
-                #[cfg(unix)]
                 if let Some(pgid) = running.0 {
-                    // SAFETY: kill(2) on the process group `command` made.
-                    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+                    super::kill_group(pgid);
                 }
                 return Err(LinkError::Network(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())));
             }

@@ -838,6 +838,43 @@ fn ffmpeg_only_formats_without_ffmpeg_fail_clearly_and_leave_nothing() {
         let named = c.name.split_whitespace().next().unwrap_or(c.name);
         assert!(stdout.contains(named), "{}: the codec is named: {stdout}", c.name);
     }
+    // Streams that change rate midway, which the built-in decoders read
+    // only up to the change: MP3 files joined end to end, a chained Ogg
+    // file. With ffmpeg they decode whole (engine test `corrupt::`).
+    let part = |name: &str, args: &[&str]| {
+        let path = dir.path().join(name);
+        let mut full = args.to_vec();
+        full.push(utf8(&path));
+        stemroom_testkit::ffmpeg(&full);
+        std::fs::read(&path).expect("read")
+    };
+    let tone = |f: u32| format!("sine=f={f}:d=2");
+    let (t1, t2) = (tone(440), tone(660));
+    let mp3 = [
+        part("a.mp3", &["-f", "lavfi", "-i", &t1, "-ar", "44100"]),
+        part("b.mp3", &["-f", "lavfi", "-i", &t2, "-ar", "48000"]),
+    ];
+    let ogg = [
+        part("a.ogg", &["-f", "lavfi", "-i", &t1, "-ar", "44100", "-c:a", "libvorbis"]),
+        part("b.ogg", &["-f", "lavfi", "-i", &t2, "-ar", "22050", "-c:a", "libvorbis"]),
+    ];
+    for (name, parts, says) in [
+        ("joined.mp3", mp3, "an MP3 stream whose sample rate or channel count changes at 2."),
+        ("chained.ogg", ogg, "a chained Ogg stream whose part at 2."),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, parts.concat()).expect("write");
+        let res = stemroom()
+            .env("PATH", no_tools.path())
+            .env_remove("STEMROOM_FFMPEG")
+            .args(["separate", "--json", "-o", utf8(&out), utf8(&path)])
+            .output()
+            .expect("run stemroom");
+        let stdout = String::from_utf8_lossy(&res.stdout);
+        eprintln!("{name}: exit {:?}\n{stdout}{}", res.status.code(), String::from_utf8_lossy(&res.stderr));
+        assert_eq!(res.status.code(), Some(8), "{name}: missing-tool exit code");
+        assert!(stdout.contains(says) && stdout.contains("Installing ffmpeg adds it"), "{name}: {stdout}");
+    }
     assert!(files_under(&out).is_empty(), "nothing written: {:?}", files_under(&out));
 }
 

@@ -263,6 +263,9 @@ pub(super) struct FfmpegStream {
     running: Option<Decoding>,
     /// Frame the next decode starts at (after a seek).
     start_frame: u64,
+    /// Frames of ffmpeg's output still to drop before handing any out
+    /// ([`FfmpegStream::continue_from`]).
+    discard: u64,
     frames: u64,
     /// Bytes of an incomplete frame carried to the next piece.
     carry: Vec<u8>,
@@ -284,12 +287,28 @@ impl FfmpegStream {
             out_channels,
             running: None,
             start_frame: 0,
+            discard: 0,
             frames: 0,
             carry: Vec::new(),
             samples: Vec::new(),
             stereo: Vec::new(),
             finished: false,
         })
+    }
+
+    /// Go on from `frame` (frames at the file's sample rate) where the
+    /// built-in decoder had to stop: ffmpeg decodes from the start and the
+    /// first `frame` frames are dropped. Exact where ffmpeg's `-ss` is not:
+    /// a chained Ogg file or MP3 files joined end to end have no time
+    /// index to seek in (ffmpeg 5.1 seeking 1 s into a two-link Ogg file
+    /// wrote nothing).
+    pub(super) fn continue_from(&mut self, frame: u64) {
+        self.running = None;
+        self.carry.clear();
+        self.start_frame = 0;
+        self.discard = frame;
+        self.frames = frame;
+        self.finished = false;
     }
 
     fn spawn(&mut self) -> Result<(), DecodeError> {
@@ -386,6 +405,7 @@ impl Backend for FfmpegStream {
     fn seek(&mut self, frame: u64) -> Result<(), DecodeError> {
         self.running = None;
         self.carry.clear();
+        self.discard = 0;
         self.start_frame = frame;
         self.frames = frame;
         self.finished = self.info.declared_frames.is_some_and(|n| frame >= n);
@@ -422,6 +442,14 @@ impl Backend for FfmpegStream {
             self.carry.drain(..usable);
             self.stereo.clear();
             to_stereo(&self.samples, self.out_channels, &[], &mut self.stereo);
+            if self.discard > 0 {
+                let drop = usize::try_from(self.discard).unwrap_or(usize::MAX).min(self.stereo.len() / 2);
+                self.stereo.drain(..drop * 2);
+                self.discard -= drop as u64;
+                if self.stereo.is_empty() {
+                    continue;
+                }
+            }
             self.frames += (self.stereo.len() / 2) as u64;
             return Ok(Some(self.info.sample_rate));
         }

@@ -206,7 +206,8 @@ trait Backend: Send {
 pub struct StreamDecoder {
     path: PathBuf,
     backend: Box<dyn Backend>,
-    /// ffmpeg took over from the built-in decoder, which found no samples.
+    /// ffmpeg took over from the built-in decoder, which found no samples
+    /// or a change of format midway.
     retried: bool,
 }
 
@@ -316,7 +317,10 @@ impl StreamDecoder {
     /// at the end, [`DecodeError::NoSamples`] for an empty stream and
     /// [`DecodeError::Truncated`] when it stopped well before its declared
     /// length; [`DecodeError::Corrupt`] for a stream at a rate outside
-    /// [`MIN_SAMPLE_RATE`]..=[`MAX_SAMPLE_RATE`] (0 Hz included).
+    /// [`MIN_SAMPLE_RATE`]..=[`MAX_SAMPLE_RATE`] (0 Hz included);
+    /// [`DecodeError::NeedsFfmpeg`] for a stream that changes sample rate
+    /// or channel count midway (joined MP3 files, a chained Ogg file) when
+    /// no ffmpeg is installed to read on.
     pub fn next_block(&mut self) -> Result<Option<(&[f32], u32)>, DecodeError> {
         let rate = match self.backend.next_block() {
             // A header that says there is no audio where the file holds
@@ -337,6 +341,37 @@ impl StreamDecoder {
                         return self.next_block();
                     }
                     Err(_) => return Err(DecodeError::NoSamples(self.path.clone())),
+                }
+            }
+            // A stream that changes format midway (MP3 files joined end to
+            // end, a chained Ogg file whose next part is at another rate):
+            // ffmpeg, when installed, decodes it at the first part's rate,
+            // from the start, and hands out only what comes after the
+            // frames already handed out.
+            Err(DecodeError::NeedsFfmpeg { path, codec }) if !self.retried && self.backend.kind() == "native" => {
+                self.retried = true;
+                let (at, rate) = (self.backend.frames(), self.backend.sample_rate());
+                match ffmpeg::FfmpegStream::open(&self.path) {
+                    Ok(mut f) if f.sample_rate() == rate => {
+                        tracing::info!("{}: {codec}; decoding on with ffmpeg from frame {at}", path.display());
+                        f.continue_from(at);
+                        self.backend = Box::new(f);
+                        return self.next_block();
+                    }
+                    Ok(f) => {
+                        return Err(DecodeError::Corrupt {
+                            path,
+                            reason: format!(
+                                "{codec}, and ffmpeg reads it at {} Hz; convert it to one file first \
+                                 (for example `ffmpeg -i IN -c:a flac OUT.flac`)",
+                                f.sample_rate()
+                            ),
+                        })
+                    }
+                    Err(ffmpeg::OpenError::NotInstalled) => return Err(DecodeError::NeedsFfmpeg { path, codec }),
+                    Err(ffmpeg::OpenError::Failed(reason)) => {
+                        return Err(DecodeError::Corrupt { path, reason: format!("{codec}, and ffmpeg: {reason}") })
+                    }
                 }
             }
             r => r?,

@@ -21,6 +21,13 @@ use crate::audio::encode::Tags;
 
 /// Consecutive undecodable packets after which a file is called corrupt.
 const MAX_CONSECUTIVE_DECODE_ERRORS: usize = 16;
+
+/// How symphonia-bundle-mp3 0.6 (`decoder.rs`: "mpa: invalid audio buffer
+/// signal spec for packet") refuses a frame whose sample rate or channel
+/// count differs from the stream's first; the engine test
+/// `corrupt::joined_files_at_two_rates_decode_whole` fails if an upgrade
+/// changes the words.
+const SPEC_CHANGE: &str = "signal spec";
 /// Frames decoded before a seek target so the codec's state is rebuilt:
 /// 4096 covers an MP3 bit reservoir (at most 511 bytes back, under two
 /// 1152-frame frames), one AAC or Vorbis block (at most 2048 frames) and
@@ -212,6 +219,12 @@ impl NativeStream {
         DecodeError::Corrupt { path: self.path.clone(), reason }
     }
 
+    /// The stream changes format midway, which only ffmpeg decodes;
+    /// `StreamDecoder::next_block` hands the rest to ffmpeg when installed.
+    fn needs_ffmpeg(&self, codec: String) -> DecodeError {
+        DecodeError::NeedsFfmpeg { path: self.path.clone(), codec }
+    }
+
     /// The next block of interleaved stereo frames (non-finite samples
     /// replaced by 0) with its sample rate in Hz, or `None` at the end of
     /// the stream.
@@ -257,6 +270,20 @@ impl NativeStream {
             let packet_start = self.ticks_to_frames(packet.pts.get());
             let buf = match self.decoder.decode(&packet) {
                 Ok(buf) => buf,
+                // symphonia-bundle-mp3 0.6 decodes one sample rate and
+                // channel count per stream, set by the first frame, and
+                // says so in these words for a frame that differs (MP3
+                // files joined end to end). Skipping such frames lost the
+                // rest of the file (a short rest without a word); ffmpeg
+                // reads it on (`StreamDecoder::next_block`).
+                Err(SymError::DecodeError(msg)) if msg.contains(SPEC_CHANGE) && self.frames > 0 => {
+                    return Err(self.needs_ffmpeg(format!(
+                        "an MP3 stream whose sample rate or channel count changes at {:.2} s (files joined end \
+                         to end; {} Hz before)",
+                        self.frames as f64 / f64::from(self.sample_rate.max(1)),
+                        self.sample_rate
+                    )));
+                }
                 Err(SymError::DecodeError(msg)) => {
                     consecutive_errors += 1;
                     if consecutive_errors > MAX_CONSECUTIVE_DECODE_ERRORS {
@@ -319,9 +346,9 @@ impl NativeStream {
         let Some(CodecParameters::Audio(params)) = track.codec_params.as_ref() else { return Ok(false) };
         let rate = params.sample_rate.unwrap_or(self.sample_rate);
         if self.sample_rate != 0 && rate != self.sample_rate {
-            return Err(self.corrupt(format!(
-                "it is a chained stream whose next part is at {rate} Hz after {} Hz; convert it to one file first \
-                 (for example `ffmpeg -i IN -c:a flac OUT.flac`)",
+            return Err(self.needs_ffmpeg(format!(
+                "a chained Ogg stream whose part at {:.2} s is at {rate} Hz after {} Hz",
+                self.frames as f64 / f64::from(self.sample_rate),
                 self.sample_rate
             )));
         }

@@ -1,6 +1,8 @@
-//! `--keep-days N`: finished jobs (done, failed, cancelled) and their files
-//! (song folder with exports, upload) are removed N days after they
-//! finished. Checked at start and then every hour.
+//! `--keep-days N`: finished jobs (done, failed, cancelled) that clients of
+//! the HTTP service added, and their files (stems, upload), are removed N
+//! days after they finished. The app's songs in the same data folder never
+//! expire, and a song folder's `exports` stay (a person made them in the
+//! app). Checked at start and then every hour.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,10 +17,10 @@ pub const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 /// Milliseconds in a day.
 const DAY_MS: f64 = 86_400_000.0;
 
-/// Jobs that finished more than `days` days before `now_ms` (milliseconds
-/// since the Unix epoch).
+/// Jobs the API added that finished more than `days` days before `now_ms`
+/// (milliseconds since the Unix epoch).
 pub fn expired(queue: &Queue, now_ms: f64, days: f64) -> Vec<JobId> {
-    match queue.finished_before(now_ms - days * DAY_MS) {
+    match queue.api_finished_before(now_ms - days * DAY_MS) {
         Ok(jobs) => jobs.into_iter().map(|j| j.id).collect(),
         Err(e) => {
             tracing::warn!("retention: the queue cannot be read: {e}");
@@ -60,9 +62,16 @@ mod tests {
             Queue::open_with_clock(&dir.path().join("q.sqlite"), Arc::new(move || t2.load(Ordering::SeqCst) as f64))
                 .unwrap();
         let opts = Settings::default().job_options();
+        // A song the app separated, in the same folder: never expires.
+        let app = q.enqueue(&JobSource::File { path: "/d.wav".into() }, "d", &opts).unwrap();
         let old = q.enqueue(&JobSource::File { path: "/a.wav".into() }, "a", &opts).unwrap();
         let running = q.enqueue(&JobSource::File { path: "/b.wav".into() }, "b", &opts).unwrap();
         let queued = q.enqueue(&JobSource::File { path: "/c.wav".into() }, "c", &opts).unwrap();
+        for id in [old.id, running.id, queued.id] {
+            q.mark_from_api(id).unwrap();
+        }
+        assert_eq!(q.claim_next().unwrap().unwrap().id, app.id);
+        q.finish(app.id, &JobState::Done, Some("/lib/d"), &[]).unwrap();
         assert_eq!(q.claim_next().unwrap().unwrap().id, old.id);
         q.finish(old.id, &JobState::Done, Some("/lib/a"), &[]).unwrap();
         t.fetch_add(3 * 86_400_000, Ordering::SeqCst);
@@ -79,5 +88,6 @@ mod tests {
         assert_eq!(expired(&q, now, 0.0), vec![old.id, running.id]);
         assert!(expired(&q, now, 30.0).is_empty());
         assert!(!expired(&q, now, 0.0).contains(&queued.id), "queued jobs never expire");
+        assert!(!expired(&q, now + 1e12, 0.0).contains(&app.id), "the app's songs never expire");
     }
 }

@@ -156,6 +156,7 @@ impl Service {
                     .unwrap_or_else(|| "Untitled".into());
                 let job = me.queue.enqueue(&JobSource::File { path: path.to_string() }, &title, &options)?;
                 up.keep();
+                me.queue.mark_from_api(job.id)?;
                 if let Some(album) = intake::album_from_tags(&info.tags) {
                     me.queue.set_album(job.id, &album)?;
                 }
@@ -168,6 +169,7 @@ impl Service {
                 // Links only: a client never names a file on this machine.
                 let result = intake::add_url_with(&me.queue, &url, Some(options))?;
                 if let Some(job) = result.added.into_iter().next() {
+                    me.queue.mark_from_api(job.id)?;
                     return Ok(job);
                 }
                 if let Some(p) = result.playlists.first() {
@@ -227,17 +229,18 @@ impl Service {
             }
         }
         let me = self.clone();
-        let removed = tokio::task::spawn_blocking(move || me.remove_files(id))
+        let removed = tokio::task::spawn_blocking(move || me.remove_files(id, true))
             .await
             .map_err(|e| ApiError::internal(e.to_string()))??;
         Ok((removed, was_running))
     }
 
-    /// Remove a job that is not running, its song folder and its upload.
-    fn remove_files(&self, id: JobId) -> Result<Job, ApiError> {
+    /// Remove a job that is not running, its song folder (its `exports`
+    /// only `with_exports`) and its upload.
+    fn remove_files(&self, id: JobId, with_exports: bool) -> Result<Job, ApiError> {
         let removed = self.worker.remove(id)?;
         if let Some(dir) = removed.output_dir.as_deref() {
-            match stemroom_library::song::remove_song(&self.library_dir(), Path::new(dir), true) {
+            match stemroom_library::song::remove_song(&self.library_dir(), Path::new(dir), with_exports) {
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => tracing::warn!("job {id}: its song folder {dir} was left: {e}"),
@@ -253,7 +256,7 @@ impl Service {
         let Some(days) = self.config.keep_days else { return 0 };
         crate::retention::expired(&self.queue, now_ms, days)
             .into_iter()
-            .filter(|id| match self.remove_files(*id) {
+            .filter(|id| match self.remove_files(*id, false) {
                 Ok(_) => true,
                 Err(e) => {
                     tracing::warn!("retention: job {id} kept: {}", e.message);

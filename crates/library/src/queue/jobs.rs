@@ -129,6 +129,16 @@ impl Queue {
         Ok(())
     }
 
+    /// Mark a job as added by a client of the HTTP service (jobs are the
+    /// app's until marked; see [`Queue::api_finished_before`]).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn mark_from_api(&self, id: JobId) -> Result<(), QueueError> {
+        self.conn().execute("UPDATE jobs SET origin = 'api' WHERE id = ?1", params![id])?;
+        Ok(())
+    }
+
     /// Record a finished song's tempo and key.
     ///
     /// # Errors
@@ -243,16 +253,18 @@ impl Queue {
         Ok((jobs, u32::try_from(total).unwrap_or(u32::MAX)))
     }
 
-    /// Finished jobs (done, failed, cancelled) that finished before `before`
-    /// (milliseconds since the Unix epoch), oldest first: what a retention
-    /// policy removes.
+    /// Finished jobs (done, failed, cancelled) that clients of the HTTP
+    /// service added ([`Queue::mark_from_api`]) and that finished before
+    /// `before` (milliseconds since the Unix epoch), oldest first: what the
+    /// server's retention removes. The app's own songs never expire.
     ///
     /// # Errors
     /// Database errors.
-    pub fn finished_before(&self, before: UnixMillis) -> Result<Vec<Job>, QueueError> {
+    pub fn api_finished_before(&self, before: UnixMillis) -> Result<Vec<Job>, QueueError> {
         jobs_where(
             &self.conn(),
-            "WHERE status IN ('done', 'failed', 'cancelled') AND finished_ms < ?1 ORDER BY finished_ms, id",
+            "WHERE status IN ('done', 'failed', 'cancelled') AND finished_ms < ?1 AND origin = 'api'
+             ORDER BY finished_ms, id",
             &[&before],
         )
     }

@@ -51,6 +51,10 @@ pub const MIGRATIONS: &[&str] = &[
     );",
     // 5: a finished song's tempo and key (JSON `SongAnalysis`).
     "ALTER TABLE jobs ADD COLUMN analysis TEXT;",
+    // 6: who added the job: 'app' (the app, the default, also for every job
+    // of an older database) or 'api' (`stemroom serve`'s clients). Only the
+    // API's jobs expire with `--keep-days`.
+    "ALTER TABLE jobs ADD COLUMN origin TEXT NOT NULL DEFAULT 'app';",
 ];
 
 pub(super) const JOB_COLUMNS: &str =

@@ -306,12 +306,12 @@ struct SeparateArgs {
     /// Seed for the shift offsets (results are reproducible for a given seed).
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Overlap between segments, in [0, 1) [default: the preset's, 0.25 for balanced].
+    /// Overlap between segments, 0 to 0.99 [default: the preset's, 0.25 for balanced].
     #[arg(long = "overlap", value_name = "OVERLAP")]
     overlap_arg: Option<f32>,
     #[arg(skip)]
     overlap: f32,
-    /// Segment length in seconds (at most the model's, 7.8 s for htdemucs).
+    /// Segment length in seconds: 1 to the model's (7.8 s for htdemucs).
     #[arg(long)]
     segment: Option<f64>,
     /// Only separate STEM and its complement (e.g. vocals -> vocals + no_vocals).
@@ -763,16 +763,22 @@ fn run_separate(mut a: SeparateArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
+    // Before any input is read or downloaded: within the model's range.
     let segment_frames = match a.segment {
         None => None,
-        Some(s) if s > 0.0 && s.is_finite() => Some((s * sep.info().sample_rate as f64) as usize),
+        Some(s) if s > 0.0 && s.is_finite() => Some((s * sep.info().sample_rate as f64).round() as usize),
         Some(s) => return fail(EngineError::InvalidOptions(format!("--segment must be positive, got {s}")).into()),
     };
+    if let Err(e) = stemroom_engine::separate::check_segment(sep.info(), segment_frames) {
+        return fail(e.into());
+    }
     let preset = Preset::from(a.preset).as_str();
     if a.json {
         let line = serde_json::json!({
             "event": "settings", "preset": preset, "model": sep.info().id,
-            "shifts": a.shifts, "overlap": a.overlap, "provider": sep.provider().to_string(),
+            // As given (0.1, not the f32's 0.10000000149011612).
+            "shifts": a.shifts, "overlap": (f64::from(a.overlap) * 1e6).round() / 1e6,
+            "provider": sep.provider().to_string(),
         });
         outln!("{line}");
     } else {
@@ -838,32 +844,56 @@ fn run_separate(mut a: SeparateArgs) -> ExitCode {
 }
 
 /// Refuse, before any work, inputs whose stems would land on the same files
-/// (the same file given twice, or `a.wav` and `a.flac` under the default
-/// `{track}/{stem}.{ext}`): one would silently replace the other's. Links
-/// are named by their title only once downloaded, so they are not checked
+/// (the same file given twice, under any spelling of its path, or `a.wav`
+/// and `a.flac` under the default `{track}/{stem}.{ext}`): one would
+/// silently replace the other's; and stems that would replace an input
+/// (`-o o --filename '{stem}.{ext}' o/htdemucs/vocals.wav`). Links are
+/// named by their title only once downloaded, so they are not checked
 /// here (a clash between them: the last to finish wins, whole).
 ///
 /// # Errors
-/// [`EngineError::InvalidOptions`] naming both inputs and the file.
+/// [`EngineError::InvalidOptions`] naming the inputs and the file.
 fn check_distinct_outputs(
     files: &[PathBuf],
     info: &stemroom_engine::model::ModelInfo,
     request: &dyn Fn(&Path) -> JobRequest,
 ) -> Result<(), Error> {
-    let mut seen: std::collections::HashMap<PathBuf, &Path> = std::collections::HashMap::new();
-    for input in files.iter().filter(|f| !link::looks_like_url(&f.to_string_lossy())) {
-        for (_, dest) in stemroom_engine::job::planned_outputs(info, &request(input))? {
-            let dest = std::path::absolute(&dest).unwrap_or(dest);
-            if let Some(first) = seen.insert(dest.clone(), input) {
-                let why = if first == input.as_path() {
-                    format!("{} is given twice", input.display())
-                } else {
-                    format!("{} and {} would both write {}", first.display(), input.display(), dest.display())
-                };
+    use std::collections::HashMap;
+    // The file itself, whatever the spelling (`./a.wav`, a link to it).
+    let real = |p: &Path| {
+        let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        std::fs::canonicalize(&abs).unwrap_or(abs)
+    };
+    let locals: Vec<(&Path, PathBuf)> =
+        files.iter().filter(|f| !link::looks_like_url(&f.to_string_lossy())).map(|f| (f.as_path(), real(f))).collect();
+    let inputs: HashMap<&PathBuf, &Path> = locals.iter().map(|(f, r)| (r, *f)).collect();
+    let mut seen: HashMap<PathBuf, (&Path, &PathBuf)> = HashMap::new();
+    for (input, input_real) in &locals {
+        for (stem, dest) in stemroom_engine::job::planned_outputs(info, &request(input))? {
+            let dest = real(&dest);
+            if let Some(victim) = inputs.get(&dest) {
                 return Err(EngineError::InvalidOptions(format!(
-                    "{why}: give each input its own name, or use --filename '{{track}}_{{trackext}}/{{stem}}.{{ext}}'"
+                    "the {stem} stem of {} would replace the input {}: choose another -o or --filename",
+                    input.display(),
+                    victim.display()
                 ))
                 .into());
+            }
+            if let Some((first, first_real)) = seen.insert(dest.clone(), (input, input_real)) {
+                let (why, hint) = if first_real == input_real {
+                    (format!("{} is given twice", input.display()), "give each file once")
+                } else if first.extension() != input.extension() {
+                    (
+                        format!("{} and {} would both write {}", first.display(), input.display(), dest.display()),
+                        "give each input its own name, or use --filename '{track}_{trackext}/{stem}.{ext}'",
+                    )
+                } else {
+                    (
+                        format!("{} and {} would both write {}", first.display(), input.display(), dest.display()),
+                        "give each input its own name, or separate them in runs with different -o folders",
+                    )
+                };
+                return Err(EngineError::InvalidOptions(format!("{why}: {hint}")).into());
             }
         }
     }

@@ -129,7 +129,8 @@ fn presets_meet_their_sdr_floors_and_explicit_options_win() {
     assert!(o.status.success());
     let s = settings_of(&o);
     assert_eq!((s["preset"].as_str(), s["model"].as_str()), (Some("fast"), Some("htdemucs_int8")));
-    assert_eq!((s["shifts"].as_u64(), s["overlap"].as_f64()), (Some(0), Some(f64::from(0.1f32))));
+    // The overlap as given (0.1), not its f32 (0.10000000149011612).
+    assert_eq!((s["shifts"].as_u64(), s["overlap"].as_f64()), (Some(0), Some(0.1)));
     let fast = sdrs(&out.path().join("htdemucs_int8/mixture"));
     // Within 0.5 dB of balanced per stem (balanced measured 10.37, 3.35,
     // 0.85, 5.14 dB here; its own floor is real_music_sdr_meets_the_reference's).
@@ -158,7 +159,7 @@ fn presets_meet_their_sdr_floors_and_explicit_options_win() {
     let missing = out.path().join("missing.wav");
     let m = utf8(&missing);
     for (args, model, shifts, overlap) in [
-        (vec!["--preset", "fast", "-n", "htdemucs"], "htdemucs", 0, 0.1f32),
+        (vec!["--preset", "fast", "-n", "htdemucs"], "htdemucs", 0, 0.1f64),
         (vec!["--preset", "fast", "--shifts", "3"], "htdemucs_int8", 3, 0.1),
         (vec!["--preset", "best", "--overlap", "0.3"], "htdemucs", 2, 0.3),
         (vec!["--shifts", "0"], "htdemucs", 0, 0.25),
@@ -172,7 +173,7 @@ fn presets_meet_their_sdr_floors_and_explicit_options_win() {
         let s = settings_of(&o);
         assert_eq!(
             (s["model"].as_str(), s["shifts"].as_u64(), s["overlap"].as_f64()),
-            (Some(model), Some(shifts), Some(f64::from(overlap))),
+            (Some(model), Some(shifts), Some(overlap)),
             "{args:?}"
         );
     }
@@ -451,11 +452,33 @@ fn bad_inputs_get_their_own_clear_errors_and_leave_nothing() {
     // Invalid options.
     assert_fails(&["separate", "--two-stems", "guitar", "-o", &out, utf8(&mix)], 2, "guitar");
     assert_fails(&["separate", "--mp3", "--mp3-bitrate", "100", "-o", &out, utf8(&mix)], 2, "bit rate");
-    assert_fails(&["separate", "--segment", "9", "-o", &out, utf8(&mix)], 2, "segment must be at most");
+    assert_fails(&["separate", "--segment", "9", "-o", &out, utf8(&mix)], 2, "at most 7.80 s for model htdemucs");
+    // A segment shorter than a second costs a whole network run each (0.001 s
+    // planned 2,673 of them for a 2 s clip).
+    assert_fails(&["separate", "--segment", "0.001", "-o", &out, utf8(&mix)], 2, "segment must be at least 1 s");
+    // A template that names a folder, not a file, is refused before the
+    // work (it failed at the very end, after the separation).
+    for bad in ["{track}/{stem}.{ext}/", "{track}/{stem}/.", "{track}/{stem}.{ext}/.."] {
+        assert_fails(&["separate", "--filename", bad, "-o", &out, utf8(&mix)], 2, "relative path");
+    }
+    // Stems that would replace an input are refused before the work.
+    let own = Path::new(&out).join("htdemucs");
+    std::fs::create_dir_all(&own).expect("mkdir");
+    std::fs::copy(&mix, own.join("vocals.wav")).expect("copy");
+    let before = std::fs::read(own.join("vocals.wav")).expect("read");
+    assert_fails(
+        &["separate", "--filename", "{stem}.{ext}", "-o", &out, utf8(&own.join("vocals.wav"))],
+        2,
+        "would replace the input",
+    );
+    assert_eq!(std::fs::read(own.join("vocals.wav")).expect("read"), before, "the input is untouched");
+    std::fs::remove_dir_all(&own).expect("rm");
     // Inputs or stems that would share a file are refused before any work.
     std::fs::copy(&mix, p("twin.wav")).expect("copy");
     ffmpeg(&["-i", utf8(&mix), &s("twin.flac")]);
     assert_fails(&["separate", "-o", &out, &s("twin.wav"), &s("twin.wav")], 2, "is given twice");
+    let dotted = format!("{}/./twin.wav", dir.path().display());
+    assert_fails(&["separate", "-o", &out, &s("twin.wav"), &dotted], 2, "is given twice");
     assert_fails(&["separate", "-j", "2", "-o", &out, &s("twin.wav"), &s("twin.flac")], 2, "would both write");
     assert_fails(&["separate", "--filename", "{track}.{ext}", "-o", &out, utf8(&mix)], 2, "put {stem} in it");
     assert!(files_under(Path::new(&out)).is_empty(), "nothing written: {:?}", files_under(Path::new(&out)));

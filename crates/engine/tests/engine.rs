@@ -403,6 +403,27 @@ mod corrupt {
         assert!((n as f64 / 44_100.0 - 2.0).abs() < 0.05, "2 s in two links, got {n} frames");
     }
 
+    /// A playlist or ffmpeg concat script named like audio is refused, not
+    /// followed to the files it lists (ffmpeg would decode those: on the
+    /// HTTP service, another song on the server's disk).
+    #[test]
+    fn playlists_are_not_followed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mix = stemroom_testkit::falcon_mixture();
+        // Entries ffmpeg 5.1 follows: an MP3 by absolute path in HLS, a
+        // name beside the script in concat (its "safe" mode allows those).
+        let other = dir.path().join("other.mp3");
+        ffmpeg(&["-t", "3", "-i", mix.to_str().expect("utf-8"), other.to_str().expect("utf-8")]);
+        let hls = format!("#EXTM3U\n#EXT-X-TARGETDURATION:60\n#EXTINF:60,\n{}\n#EXT-X-ENDLIST\n", other.display());
+        let lists = [("list.mp3", hls), ("list.wav", "ffconcat version 1.0\nfile 'other.mp3'\n".to_string())];
+        for (name, text) in lists {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write");
+            let e = decode::decode(&path, &Silent, |_, _| Ok(())).expect_err("refused");
+            assert!(e.to_string().contains("not a recognised audio file"), "{name}: {e}");
+        }
+    }
+
     /// MP3 files at two sample rates joined end to end (`cat a.mp3 b.mp3`,
     /// as people join recordings): the built-in decoder reads the first
     /// part, ffmpeg the rest, at the first part's rate, with no gap and no

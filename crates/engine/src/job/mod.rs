@@ -316,10 +316,14 @@ pub fn render_filename(template: &str, input: &Path, stem: &str, ext: &str) -> R
         }
     }
     rendered.push_str(rest);
-    let p = PathBuf::from(&rendered);
-    if rendered.is_empty() || p.components().any(|c| !matches!(c, Component::Normal(_))) {
+    // A leading `./` is the folder itself (`Path::components` gives `.`
+    // only there); a trailing `/` or `/.` names a folder, not a file, and
+    // `components` hides it, so the text is checked.
+    let p: PathBuf = Path::new(&rendered).components().filter(|c| !matches!(c, Component::CurDir)).collect();
+    let names_folder = rendered.ends_with('/') || rendered.ends_with("/.") || rendered.ends_with("/..");
+    if names_folder || p.as_os_str().is_empty() || p.components().any(|c| !matches!(c, Component::Normal(_))) {
         return Err(Error::InvalidOptions(format!(
-            "--filename '{template}' must be a relative path inside the output folder"
+            "--filename '{template}' must be a relative path inside the output folder, ending in a file name"
         )));
     }
     Ok(p)
@@ -572,9 +576,16 @@ mod tests {
         assert_eq!(r("{track}.{trackext}-{stem}", "/x/song").unwrap(), "song.-vocals");
         assert_eq!(r("{album}/{stem}.{ext}", "a.wav").unwrap(), "{album}/vocals.wav");
         assert_eq!(r("{{stem}}", "a.wav").unwrap(), "{vocals}");
-        for bad in ["/abs/{stem}.{ext}", "../{stem}.{ext}", "", "{track}/../../x"] {
+        for bad in ["/abs/{stem}.{ext}", "../{stem}.{ext}", "", "{track}/../../x", "./", "."] {
             assert!(r(bad, "a.wav").is_err(), "{bad}");
         }
+        // A folder, not a file: refused before the work (the final rename
+        // to `drums.wav/` failed after it).
+        for bad in ["{track}/{stem}.{ext}/", "{stem}/.", "{track}/{stem}/..", "{track}//"] {
+            assert!(r(bad, "a.wav").is_err(), "{bad}");
+        }
+        // A leading `./` is the output folder itself.
+        assert_eq!(r("./{track}/{stem}.{ext}", "a.wav").unwrap(), "a/vocals.wav");
     }
     use crate::audio::encode::WavDepth;
 

@@ -31,7 +31,9 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
 pub use network::{MemoryMix, MixSource, NetOutput, Network, NetworkError, OutputStore, VecOutput};
-pub use plan::{Plan, SeparateOptions, Step, MAX_OVERLAP, MAX_SHIFTS, MAX_SHIFT_SECONDS};
+pub use plan::{
+    check_segment, Plan, SeparateOptions, Step, MAX_OVERLAP, MAX_SHIFTS, MAX_SHIFT_SECONDS, MIN_SEGMENT_SECONDS,
+};
 pub use stats::{MixStats, MixStatsAccumulator, NORM_EPS};
 
 use crate::dsp::stft::SegmentSpec;

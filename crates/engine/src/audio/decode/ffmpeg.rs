@@ -277,6 +277,9 @@ pub(super) struct FfmpegStream {
 impl FfmpegStream {
     /// Describe `path` with ffprobe; nothing is decoded yet.
     pub(super) fn open(path: &Path) -> Result<Self, OpenError> {
+        if super::sniff::is_media_list(path) {
+            return Err(OpenError::Failed("a playlist or list of other files, not audio".into()));
+        }
         let (ffmpeg, ffprobe) = programs();
         let info = describe(&ffprobe, path)?;
         let out_channels = info.channels.min(2);

@@ -56,6 +56,21 @@ fn head(path: &Path) -> Vec<u8> {
     buf
 }
 
+/// Whether `path` is a text list of other media that ffmpeg would open in
+/// its place: an HLS playlist (`#EXTM3U`, RFC 8216 §4.3.1.1) or an ffmpeg
+/// concat script (`ffconcat version 1.0`). Both are probed by their first
+/// line, whatever the file's name, and their entries may name any local
+/// file (or, for HLS, an address ffmpeg fetches), so a file sent to the
+/// HTTP service could make the server read another song on its disk. A
+/// UTF-8 byte order mark and leading blank space are skipped.
+pub(super) fn is_media_list(path: &Path) -> bool {
+    let head = head(path);
+    let text = head.strip_prefix(b"\xEF\xBB\xBF".as_slice()).unwrap_or(&head);
+    let start = text.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(text.len());
+    let text = &text[start..];
+    text.starts_with(b"#EXTM3U") || text.starts_with(b"ffconcat")
+}
+
 /// What to call the audio of `path`, which the built-in decoders refused
 /// with `err`; `None` when it is not known to be audio.
 pub(super) fn codec_name(path: &Path, err: &DecodeError) -> Option<String> {
@@ -116,5 +131,20 @@ mod tests {
         let text = dir.path().join("notes.txt");
         std::fs::write(&text, b"hello, this is not audio").unwrap();
         assert_eq!(codec_name(&text, &err(&text)), None);
+    }
+
+    #[test]
+    fn playlists_and_concat_scripts_are_media_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, bytes: &[u8]| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, bytes).unwrap();
+            p
+        };
+        assert!(is_media_list(&write("a.mp3", b"#EXTM3U\n#EXTINF:3,\n/srv/other/vocals.wav\n")));
+        assert!(is_media_list(&write("b.wav", b"\xEF\xBB\xBF\n  #EXTM3U\n")));
+        assert!(is_media_list(&write("c.flac", b"ffconcat version 1.0\nfile /x.wav\n")));
+        assert!(!is_media_list(&write("d.mp3", b"ID3\x04\0\0\0\0\0\0")));
+        assert!(!is_media_list(&write("e.txt", b"")));
     }
 }

@@ -142,7 +142,7 @@ pub async fn require_token(State(service): State<Arc<Service>>, req: Request, ne
             format!("this server needs a token: send `Authorization: Bearer <token>` (the token is in the {file} file of its data folder)"),
         ),
     };
-    crate::error::drain(req.into_body()).await;
+    crate::error::drain(req).await;
     refusal.into_response()
 }
 

@@ -101,11 +101,23 @@ pub(crate) const DRAIN_TIME: std::time::Duration = std::time::Duration::from_sec
 /// and 2 s) before answering. A server that answers early and closes with
 /// unread bytes in the socket makes the kernel send a reset, and many
 /// clients (curl among them) then report a broken connection instead of
-/// the 401, 413 or 429 they were sent; nginx's "lingering close" does the
-/// same for the same reason.
-pub async fn drain(body: axum::body::Body) {
+/// the 401, 404, 405, 413 or 429 they were sent; nginx's "lingering close"
+/// does the same for the same reason. A client that sent `Expect:
+/// 100-continue` (curl for bodies over 1 MiB) is waiting for leave to send
+/// its body: reading would give it that leave (hyper answers `100
+/// Continue` on the first read), so nothing is read and it gets the answer
+/// before sending anything (RFC 9110 §10.1.1).
+pub async fn drain(req: axum::extract::Request) {
     use http_body_util::BodyExt;
-    let mut body = body;
+    let expects_continue = req
+        .headers()
+        .get(axum::http::header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+    if expects_continue {
+        return;
+    }
+    let mut body = req.into_body();
     let mut read = 0usize;
     let _ = tokio::time::timeout(DRAIN_TIME, async {
         while let Some(Ok(frame)) = body.frame().await {

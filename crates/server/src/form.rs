@@ -78,7 +78,7 @@ fn no_space(floor: u64) -> ApiError {
 pub async fn read(service: &Service, req: Request, file_required: bool) -> Result<NewJob, ApiError> {
     /// Refuse before reading: drain the body so the client sees the answer.
     async fn refuse(req: Request, e: ApiError) -> Result<NewJob, ApiError> {
-        crate::error::drain(req.into_body()).await;
+        crate::error::drain(req).await;
         Err(e)
     }
     let content_type =

@@ -12,6 +12,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tower::ServiceExt;
+use tower_http::normalize_path::NormalizePath;
 
 /// Time requests in flight get to finish once the server stops.
 pub const DRAIN_WITHIN: Duration = Duration::from_secs(10);
@@ -41,10 +42,14 @@ pub async fn serve(
             () = &mut stop => break,
         };
         let _ = stream.set_nodelay(true);
-        let svc = app.clone().map_request(move |mut req: axum::extract::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-            req
-        });
+        // `/separate/` is `/separate`, as FastAPI's clients expect (it
+        // redirects them; a redirected upload is sent twice).
+        let svc = NormalizePath::trim_trailing_slash(app.clone()).map_request(
+            move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+                req
+            },
+        );
         let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
         let watched = graceful.watch(conn);
         tokio::spawn(async move {

@@ -62,6 +62,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/jobs/{id}", delete(delete_job).get(job_status))
         .merge(crate::broker::routes())
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(service.clone(), crate::auth::require_token))
         .layer(axum::middleware::from_fn(json_errors))
         .layer(TraceLayer::new_for_http());
@@ -130,8 +131,22 @@ async fn json_errors(req: Request, next: axum::middleware::Next) -> Response {
 /// What a request for an endpoint that does not exist hears.
 const NO_ENDPOINT: &str = "no such endpoint: see /openapi.json";
 
-async fn not_found() -> ApiError {
+/// 404, after reading what the client sends (a file posted to a wrong
+/// address, `/separate/` for `/separate`: see [`crate::error::drain`]).
+async fn not_found(req: Request) -> ApiError {
+    crate::error::drain(req).await;
     ApiError::not_found(NO_ENDPOINT)
+}
+
+/// 405 with the `Allow` header axum adds, after reading what the client
+/// sends (`PUT /upload` with a file).
+async fn method_not_allowed(req: Request) -> ApiError {
+    crate::error::drain(req).await;
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take this method: see /openapi.json",
+    )
 }
 
 /// A job id from the URL: decimal digits only, else 404.
@@ -345,7 +360,7 @@ pub async fn stemify(
 /// [`crate::error::drain`]).
 async fn admit(service: &Service, peer: SocketAddr, req: Request) -> Result<Request, ApiError> {
     if let Err(e) = service.rate_check(peer.ip()) {
-        crate::error::drain(req.into_body()).await;
+        crate::error::drain(req).await;
         return Err(e);
     }
     Ok(req)
@@ -417,8 +432,16 @@ pub async fn separate(
 }
 
 /// `attachment; filename="..."` with an ASCII fallback and the UTF-8 name
-/// (RFC 6266 / RFC 8187).
+/// (RFC 6266 / RFC 8187). The name is one file name: a title from a file's
+/// tags (`../../x`) keeps no path separator, reserved character or leading
+/// dot, so a client that writes the name it is given (`curl -OJ` refuses
+/// only some; a script's `open(name, "wb")` none) stays in its folder.
 fn attachment(name: &str) -> HeaderValue {
+    let name = stemroom_engine::names::safe_component(name);
+    let name = match name.trim_start_matches('.') {
+        "" => "download".to_string(),
+        rest => rest.to_string(),
+    };
     let ascii: String =
         name.chars().map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '_' }).collect();
     let encoded: String = name
@@ -591,4 +614,23 @@ pub async fn events(State(service): Shared, UrlPath(id): UrlPath<String>) -> Res
 #[utoipa::path(get, path = "/openapi.json", tag = "health", responses((status = 200, description = "OpenAPI document")))]
 pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
     Json(crate::openapi::document())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::attachment;
+
+    #[test]
+    fn download_names_are_one_file_name() {
+        let h = |n: &str| attachment(n).to_str().unwrap().to_string();
+        assert_eq!(h("Falcon 69.zip"), "attachment; filename=\"Falcon 69.zip\"; filename*=UTF-8''Falcon%2069.zip");
+        for hostile in ["../../x.zip", "/etc/passwd - vocals.wav", "..\\..\\x.zip", ".bashrc - vocals.wav"] {
+            let v = h(hostile);
+            let ascii = v.split('"').nth(1).unwrap();
+            assert!(!ascii.contains('/') && !ascii.contains('\\') && !ascii.starts_with('.'), "{hostile}: {v}");
+            let utf8 = v.split("''").nth(1).unwrap();
+            assert!(!utf8.contains("%2F") && !utf8.contains("%5C") && !utf8.starts_with('.'), "{hostile}: {v}");
+        }
+        assert!(h("Čajovna – vocals.wav").contains("filename*=UTF-8''%C4%8Cajovna%20%E2%80%93%20vocals.wav"));
+    }
 }

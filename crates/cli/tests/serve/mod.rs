@@ -557,6 +557,22 @@ fn bad_requests_get_clear_refusals_and_leave_nothing() {
     assert_eq!(code, 429);
     let headers = std::fs::read_to_string(&headers).expect("headers");
     assert!(headers.to_ascii_lowercase().contains("retry-after:"), "{headers}");
+    // `/upload/` is `/upload`, as FastAPI's clients expect: it reaches the
+    // upload (whose quota is spent: 429), not a 404.
+    let (code, body) = code_of(&["-F", &file(&small), "/upload/"]);
+    assert_eq!(code, 429, "{body}");
+    // A file sent as `requests` sends it (no `Expect: 100-continue`) to a
+    // wrong address or with a wrong method: a JSON 404 or 405 (with
+    // `Allow`), its body read first so the client is not reset mid-send.
+    let headers = dir.path().join("headers-2.txt");
+    for (method, path, want) in [("POST", "/separate/nope", 404), ("PUT", "/upload", 405)] {
+        let (code, body) = code_of(&["-D", utf8(&headers), "-X", method, "-H", "Expect:", "-F", &file(&big), path]);
+        assert_eq!(code, want, "{method} {path}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{method} {path}: {e}: {body}"));
+        assert!(v["code"].is_string(), "{v}");
+        let h = std::fs::read_to_string(&headers).expect("headers").to_ascii_lowercase();
+        assert!(want != 405 || h.contains("allow: post"), "{h}");
+    }
 
     // A second server on the same folder is refused, plainly.
     let o = Command::new(env!("CARGO_BIN_EXE_stemroom"))

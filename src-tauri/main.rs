@@ -42,7 +42,7 @@ fn main() {
     let result = tauri::Builder::default()
         // First, so a second launch hands over its files and quits before
         // anything else starts.
-        .plugin(tauri_plugin_single_instance::init(|app, argv, _cwd| {
+        .plugin(tauri_plugin_single_instance::init(|app, argv, cwd| {
             if let Some(window) = app.get_webview_window("main") {
                 let _ = window.unminimize();
                 let _ = window.set_focus();
@@ -51,7 +51,8 @@ fn main() {
                 // (The plugin hands the arguments over as lossy UTF-8: a
                 // name that is not UTF-8 does not exist here and is said so.)
                 let paths = argv.into_iter().skip(1).map(std::path::PathBuf::from).collect();
-                commands::queue::open_with(state.inner().clone(), paths);
+                let cwd = Some(std::path::Path::new(&cwd)).filter(|d| d.is_absolute());
+                commands::queue::open_with(state.inner().clone(), paths, cwd);
             }
         }))
         .plugin(tauri_plugin_opener::init())
@@ -84,7 +85,7 @@ fn main() {
                     let state = Arc::new(state);
                     app.manage(state.clone());
                     let paths = std::env::args_os().skip(1).map(std::path::PathBuf::from).collect();
-                    commands::queue::open_with(state, paths);
+                    commands::queue::open_with(state, paths, None);
                     Ok(())
                 }
                 Err(e) => {
@@ -99,23 +100,64 @@ fn main() {
                 }
             }
         })
-        // No shutdown hook: when the app quits mid-job the process just ends,
-        // and the next start puts that job back in the queue (AppState::open
-        // recovers it under the instance lock; Worker::new removes its
-        // half-written folder).
-        .run(tauri::generate_context!());
-    if let Err(e) = result {
-        // A launch just as the previous instance quits finds its D-Bus name
-        // still taken and nobody to answer: start over once, a moment later
-        // (the name is free by then, or a live instance answers).
-        if e.to_string().contains("single-instance") && std::env::var_os(RELAUNCHED).is_none() {
-            tracing::warn!("{e}; starting again");
-            std::thread::sleep(std::time::Duration::from_millis(1500));
-            relaunch();
-        }
-        eprintln!("error: Stemroom could not start: {e}");
-        std::process::exit(1);
+        .build(tauri::generate_context!());
+    match result {
+        // At the exit (the window closed, Quit, or SIGTERM, SIGHUP, SIGINT:
+        // `exit_on_signals`), running jobs go back to the queue with their
+        // checkpoints, a cancel not yet reached holds, and link downloads'
+        // process groups end. After a crash the next start does the same
+        // for the jobs (AppState::open recovers them under the instance
+        // lock, counting the crash; Worker::new removes half-written
+        // folders).
+        Ok(app) => app.run(|handle, event| match event {
+            tauri::RunEvent::Ready => exit_on_signals(handle.clone()),
+            tauri::RunEvent::Exit => {
+                if let Some(state) = handle.try_state::<Arc<state::AppState>>() {
+                    state.worker.leave();
+                }
+                stemroom_library::link::kill_running();
+            }
+            _ => {}
+        }),
+        Err(e) => fail_to_start(e),
     }
+}
+
+/// End the app as Quit does (so [`tauri::RunEvent::Exit`] runs) on SIGTERM
+/// (a logout, `kill`, systemd), SIGHUP (its terminal closed) and SIGINT
+/// (Ctrl-C in a terminal). Without this they ended the process with jobs
+/// marked running (counted as crashes at the next start) and yt-dlp's
+/// helpers (ffmpeg, deno) left running.
+fn exit_on_signals(handle: tauri::AppHandle) {
+    tauri::async_runtime::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut hup), Ok(mut int)) =
+            (signal(SignalKind::terminate()), signal(SignalKind::hangup()), signal(SignalKind::interrupt()))
+        else {
+            tracing::warn!("cannot listen for signals: a kill ends the app without putting its jobs back");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: quitting"),
+            _ = hup.recv() => tracing::info!("SIGHUP: quitting"),
+            _ = int.recv() => tracing::info!("SIGINT: quitting"),
+        }
+        handle.exit(0);
+    });
+}
+
+/// The app could not start: say why and leave (or start over once, see below).
+fn fail_to_start(e: tauri::Error) {
+    // A launch just as the previous instance quits finds its D-Bus name
+    // still taken and nobody to answer: start over once, a moment later
+    // (the name is free by then, or a live instance answers).
+    if e.to_string().contains("single-instance") && std::env::var_os(RELAUNCHED).is_none() {
+        tracing::warn!("{e}; starting again");
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        relaunch();
+    }
+    eprintln!("error: Stemroom could not start: {e}");
+    std::process::exit(1);
 }
 
 /// Grant the paths of a drop (the webview's or the window's report of it)

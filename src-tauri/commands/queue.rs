@@ -48,11 +48,16 @@ async fn add(state: Arc<AppState>, paths: Vec<PathBuf>, options: intake::AddOpti
 /// manager: the desktop entry passes them as `%F`, and a second launch
 /// forwards its own): queue the existing files and folders among `args`
 /// (options and anything else are ignored) with the settings' preset.
-pub fn open_with(state: Arc<AppState>, args: Vec<PathBuf>) {
+pub fn open_with(state: Arc<AppState>, args: Vec<PathBuf>, cwd: Option<&Path>) {
     let paths: Vec<PathBuf> = args
         .into_iter()
         .filter(|a| a.as_os_str().as_encoded_bytes().first() != Some(&b'-'))
-        .map(|a| std::path::absolute(&a).unwrap_or(a))
+        .map(|a| match cwd {
+            // A second launch's relative names are relative to where it
+            // ran, not to where this instance started.
+            Some(dir) if a.is_relative() => dir.join(a),
+            _ => std::path::absolute(&a).unwrap_or(a),
+        })
         .filter(|p| {
             let there = p.exists();
             if !there {

@@ -60,6 +60,39 @@ mod queue {
         assert_eq!(q.claim_next().expect("claim").expect("job").title, "a", "the interrupted job runs first again");
     }
 
+    /// A job whose process dies while running it (a song that crashes the
+    /// app, or runs the computer out of memory) fails at the third start
+    /// instead of crashing every start; a quit that puts it back does not
+    /// count, and a retry starts the count again.
+    #[test]
+    fn a_job_that_kills_every_start_fails_after_three() {
+        use stemroom_library::queue::MAX_INTERRUPTIONS;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("queue.sqlite");
+        let opts = Settings::default().job_options();
+        let q = Queue::open(&db).expect("open");
+        let job = q.enqueue(&file("/crash.wav"), "crash", &opts).expect("enqueue");
+        let owner = InstanceLock::acquire(dir.path()).expect("lock").expect("free");
+        // A quit in between (the app puts its running job back): not a crash.
+        assert_eq!(q.claim_next().expect("claim").expect("job").id, job.id);
+        q.requeue(job.id).expect("requeue");
+        for start in 1..MAX_INTERRUPTIONS {
+            assert_eq!(q.claim_next().expect("claim").expect("job").id, job.id);
+            assert_eq!(q.recover(&owner).expect("recover"), 1, "start {start} resumes it");
+        }
+        assert_eq!(q.claim_next().expect("claim").expect("job").id, job.id);
+        assert_eq!(q.recover(&owner).expect("recover"), 0, "the last start gives up");
+        match q.get(job.id).expect("job").state {
+            JobState::Failed { message, .. } => assert!(message.contains("Retry"), "{message}"),
+            s => panic!("{s:?}"),
+        }
+        assert!(q.claim_next().expect("claim").is_none(), "nothing left to run");
+        // A retry runs it again, with three more chances.
+        q.retry(job.id).expect("retry");
+        assert_eq!(q.claim_next().expect("claim").expect("job").id, job.id);
+        assert_eq!(q.recover(&owner).expect("recover"), 1);
+    }
+
     fn crash_writer() -> PathBuf {
         stemroom_testkit::example_bin("queue_crash_writer")
     }
@@ -228,6 +261,48 @@ mod queue {
         let changes = rec.changes.lock().expect("lock");
         assert!(changes.iter().any(|j| j.id == song.id && j.state == JobState::Done));
         worker.shutdown();
+    }
+
+    /// The app quitting mid-job (`Worker::leave`, at its exit): the job is
+    /// back in the queue with its checkpoint, not a crash the next start
+    /// counts; a job whose cancel it had not reached yet is cancelled, not
+    /// resumed at the next start.
+    #[test]
+    fn leaving_puts_running_jobs_back_and_keeps_a_cancel() {
+        let _turn = stemroom_testkit::cpu_turn();
+        let mix = stemroom_testkit::falcon_mixture();
+        let lq = crate::common::LibraryQueue::new();
+        let q = &lq.queue;
+        let long = lq.dir.path().join("long.wav");
+        stemroom_testkit::ffmpeg(&[
+            "-stream_loop",
+            "3",
+            "-i",
+            mix.to_str().expect("utf8"),
+            long.to_str().expect("utf8"),
+        ]);
+        let opts = q.settings().expect("settings").job_options();
+        let job = q.enqueue(&file(long.to_str().expect("utf8")), "Long", &opts).expect("enqueue");
+        let owner = InstanceLock::acquire(lq.dir.path()).expect("lock").expect("free");
+
+        let first = lq.worker(Arc::new(Recorder::default()));
+        first.start(1);
+        wait_for(q, job.id, 120, |j| matches!(j.state, JobState::Separating { .. }));
+        first.leave();
+        assert_eq!(q.get(job.id).expect("job").state, JobState::Queued);
+        first.shutdown(); // (the exit would end its thread)
+        assert_eq!(q.recover(&owner).expect("recover"), 0, "nothing left running");
+
+        // Next start: it runs again; a cancel asked just before the quit holds.
+        let second = lq.worker(Arc::new(Recorder::default()));
+        second.start(1);
+        wait_for(q, job.id, 120, |j| matches!(j.state, JobState::Separating { .. }));
+        second.cancel(job.id).expect("cancel");
+        second.leave();
+        assert_eq!(q.get(job.id).expect("job").state, JobState::Cancelled);
+        second.shutdown();
+        assert_eq!(q.recover(&owner).expect("recover"), 0);
+        assert!(!stemroom_library::song::partial_dir(&lq.library, job.id).exists(), "its checkpoint is gone");
     }
 }
 

@@ -297,7 +297,8 @@ impl Queue {
             let two_stems = job_in(tx, id)?.options.two_stems;
             let options = JobOptions { two_stems, ..current.clone() };
             tx.execute(
-                "UPDATE jobs SET status = 'queued', state = ?1, position = ?2, options = ?3, started_ms = NULL, finished_ms = NULL WHERE id = ?4",
+                "UPDATE jobs SET status = 'queued', state = ?1, position = ?2, options = ?3, started_ms = NULL, finished_ms = NULL,
+                 interruptions = 0 WHERE id = ?4",
                 params![json(&JobState::Queued)?, position, json(&options)?, id],
             )?;
             // A new start on a broker too: published again, its claims

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{params, Connection, TransactionBehavior};
 
 use crate::lock::InstanceLock;
 use stemroom_engine::ErrorCode;
@@ -179,7 +179,12 @@ impl Queue {
     }
 
     /// Put jobs that were running (their process died) back in the queue at
-    /// their old position. Returns how many. Only the owner of the data
+    /// their old position. Returns how many. A job whose process died
+    /// [`MAX_INTERRUPTIONS`] times in a row while running it fails instead
+    /// (a song that crashes the app, or runs the computer out of memory,
+    /// would otherwise crash every start before anyone can remove it); a
+    /// quit that puts its jobs back ([`Queue::requeue`]) does not count.
+    /// Only the owner of the data
     /// folder may do this, before it starts its worker: `owner` is its
     /// [`InstanceLock`], which must be the one of the folder holding this
     /// database (a process without it could requeue, and so run twice, the
@@ -190,7 +195,8 @@ impl Queue {
     /// errors.
     pub fn recover(&self, owner: &InstanceLock) -> Result<usize, QueueError> {
         self.check_owner(owner)?;
-        let conn = self.conn();
+        let mut conn = self.conn();
+        let conn = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         // Not held by a broker worker any more (a later start with
         // `--broker` would otherwise wait for that holder's stall).
         conn.execute(
@@ -198,13 +204,36 @@ impl Queue {
              WHERE job_id IN (SELECT id FROM jobs WHERE status = 'running')",
             [],
         )?;
+        conn.execute("UPDATE jobs SET interruptions = interruptions + 1 WHERE status = 'running'", [])?;
+        let failed = JobState::Failed {
+            code: ErrorCode::Internal,
+            message: format!(
+                "Stemroom stopped {MAX_INTERRUPTIONS} times while separating this song (a crash, or the computer ran \
+                 out of memory). Retry to try again; if it stops again, please report it"
+            ),
+        };
+        let gave_up = conn.execute(
+            "UPDATE jobs SET status = 'failed', state = ?1, finished_ms = ?2
+             WHERE status = 'running' AND interruptions >= ?3",
+            params![json(&failed)?, self.now(), MAX_INTERRUPTIONS],
+        )?;
+        if gave_up > 0 {
+            tracing::warn!("{gave_up} job(s) failed: the process died {MAX_INTERRUPTIONS} times while running each");
+        }
         let n = conn.execute(
             "UPDATE jobs SET status = 'queued', state = ?1, started_ms = NULL WHERE status = 'running'",
             [json(&JobState::Queued)?],
         )?;
+        conn.commit()?;
         Ok(n)
     }
 }
+
+/// Times in a row a job's process may die while running it before
+/// [`Queue::recover`] fails the job: 3, so a crash of the machine or a
+/// `kill -9` now and then resumes, while a job that kills every start
+/// stops after three.
+pub const MAX_INTERRUPTIONS: u32 = 3;
 
 #[cfg(test)]
 mod tests {

@@ -55,6 +55,9 @@ pub const MIGRATIONS: &[&str] = &[
     // of an older database) or 'api' (`stemroom serve`'s clients). Only the
     // API's jobs expire with `--keep-days`.
     "ALTER TABLE jobs ADD COLUMN origin TEXT NOT NULL DEFAULT 'app';",
+    // 7: how many times in a row the process died while running the job
+    // (see `Queue::recover`); a retry starts it from zero.
+    "ALTER TABLE jobs ADD COLUMN interruptions INTEGER NOT NULL DEFAULT 0;",
 ];
 
 pub(super) const JOB_COLUMNS: &str =

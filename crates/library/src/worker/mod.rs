@@ -293,6 +293,39 @@ impl Worker {
         self.running().contains(&id).then(|| song::partial_dir(&self.library_dir(), id).join(run::CHECKPOINT_DIR))
     }
 
+    /// The process is about to end (the app quits): stop taking jobs, and
+    /// in the queue put each running job back with its checkpoint (the next
+    /// start resumes it, and [`Queue::recover`] does not count a crash), or
+    /// mark it cancelled, its working folder removed, when a cancel was
+    /// asked that it had not reached yet (it came back after a quit).
+    /// Returns without waiting for the threads, which the exit ends.
+    pub fn leave(&self) {
+        self.inner.stop.store(true, Ordering::SeqCst);
+        self.inner.suspending.store(true, Ordering::SeqCst);
+        let running: Vec<(JobId, bool)> = self
+            .inner
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(id, cancel)| (*id, cancel.load(Ordering::SeqCst)))
+            .collect();
+        for (id, cancelled) in running {
+            let left = if cancelled {
+                let done = self.inner.queue.finish(id, &JobState::Cancelled, None, &[]);
+                self.inner.drop_work(id);
+                done
+            } else {
+                self.inner.queue.requeue(id)
+            };
+            match left {
+                Ok(_) | Err(QueueError::NotFound(_)) => {}
+                Err(e) => tracing::error!("job {id} stays running at exit: {e}"),
+            }
+        }
+        self.notify();
+    }
+
     /// Stop taking jobs and cancel the running ones (they clean up and are
     /// marked cancelled). Returns without waiting for threads to exit.
     pub fn shutdown(&self) {

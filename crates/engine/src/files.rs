@@ -103,6 +103,19 @@ pub fn process_alive(pid: i32) -> bool {
 fn part_owner(file_name: &str) -> Option<i32> {
     let stem = file_name.strip_prefix('.')?;
     let stem = stem.strip_suffix(".part").or_else(|| stem.strip_suffix(".part.spool"))?;
+    tagged_owner(stem)
+}
+
+/// An existing file [`publish`] set aside (`.<name>.<pid>-<n>.old`): its
+/// process and its own name.
+fn set_aside_owner(file_name: &str) -> Option<(i32, &str)> {
+    let stem = file_name.strip_prefix('.')?.strip_suffix(".old")?;
+    let name = stem.rsplit_once('.')?.0;
+    Some((tagged_owner(stem)?, name))
+}
+
+/// The pid in the `.<pid>-<n>` or `.<pid>` tag that ends `stem`.
+fn tagged_owner(stem: &str) -> Option<i32> {
     let tag = stem.rsplit_once('.')?.1;
     let pid = match tag.split_once('-') {
         Some((pid, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => pid,
@@ -113,15 +126,31 @@ fn part_owner(file_name: &str) -> Option<i32> {
 }
 
 /// Remove the temporary outputs in `dir` whose process is gone (a run that
-/// was killed or crashed could not remove them). Returns how many.
+/// was killed or crashed could not remove them). Returns how many. A file
+/// [`publish`] had set aside to replace it (killed between its renames) is
+/// put back under its name when nothing took that name, else removed.
 pub fn remove_stale_parts(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
     let me = i32::try_from(std::process::id()).unwrap_or(0);
     let mut removed = 0;
     for e in entries.flatten() {
         let name = e.file_name();
-        let Some(pid) = name.to_str().and_then(part_owner) else { continue };
         let is_file = e.file_type().is_ok_and(|t| t.is_file());
+        if let Some((pid, own)) = name.to_str().and_then(set_aside_owner) {
+            if !is_file || pid == me || process_alive(pid) {
+                continue;
+            }
+            let original = dir.join(own);
+            let back = !original.exists() && std::fs::rename(e.path(), &original).is_ok();
+            if back {
+                tracing::info!("put {} back: process {pid} had set it aside", original.display());
+            } else if std::fs::remove_file(e.path()).is_ok() {
+                tracing::info!("removed {} left by process {pid}", e.path().display());
+            }
+            removed += 1;
+            continue;
+        }
+        let Some(pid) = name.to_str().and_then(part_owner) else { continue };
         if is_file && pid != me && !process_alive(pid) && std::fs::remove_file(e.path()).is_ok() {
             tracing::info!("removed {} left by process {pid}", e.path().display());
             removed += 1;
@@ -246,6 +275,28 @@ mod tests {
         assert_eq!(part_owner(".a.b.c.12-x.part"), None);
         assert_eq!(part_owner("a.12.part"), None);
         assert_eq!(part_owner(".notes.txt"), None);
+    }
+
+    /// A publish killed between setting a file aside and renaming the new
+    /// one in: the old file comes back under its name (it stayed hidden as
+    /// `.vocals.wav.<pid>-<n>.old`); where a new file took the name, the
+    /// old one goes.
+    #[test]
+    fn files_a_dead_publish_set_aside_come_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let hidden = dir.path().join(".vocals.wav.2147483600-0.old");
+        std::fs::write(&hidden, "old vocals").unwrap();
+        let replaced = dir.path().join(".drums.wav.2147483600-1.old");
+        std::fs::write(&replaced, "old drums").unwrap();
+        std::fs::write(dir.path().join("drums.wav"), "new drums").unwrap();
+        let ours = part_path(&dir.path().join("bass.wav")).with_extension("old");
+        std::fs::write(&ours, "ours").unwrap();
+        assert_eq!(remove_stale_parts(dir.path()), 2);
+        assert_eq!(std::fs::read_to_string(dir.path().join("vocals.wav")).unwrap(), "old vocals");
+        assert_eq!(std::fs::read_to_string(dir.path().join("drums.wav")).unwrap(), "new drums");
+        assert!(!hidden.exists() && !replaced.exists() && ours.exists());
+        assert_eq!(set_aside_owner(".a.b.wav.12-3.old"), Some((12, "a.b.wav")));
+        assert_eq!(set_aside_owner("a.wav.12-3.old"), None);
     }
 
     #[test]

@@ -119,7 +119,14 @@ impl SongMetadata {
     pub fn write(&self, dir: &Path) -> std::io::Result<()> {
         let tmp = dir.join(format!(".{METADATA_FILE}.part"));
         let text = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        std::fs::write(&tmp, text)?;
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&text)?;
+            // On disk before the rename makes it the song's (a power cut
+            // must not leave an empty `stemroom.json`).
+            f.sync_data()?;
+        }
         std::fs::rename(&tmp, dir.join(METADATA_FILE))
     }
 }

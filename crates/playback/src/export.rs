@@ -427,9 +427,11 @@ fn export_zip(req: &ExportRequest, listener: &dyn Listener) -> Result<PathBuf, E
     std::fs::create_dir_all(&req.dest_dir).map_err(|source| Error::Output { path: req.dest_dir.clone(), source })?;
     let name = export_name(&req.title, "stems");
     let dest = final_paths(&req.dest_dir, std::slice::from_ref(&name), "zip", req.on_clash)?.remove(0);
-    // The scratch folder names its process, so one left by a run that was
-    // killed is recognised and removed by the next export here.
+    // The scratch folder and the zip's part file name their process, so
+    // those left by a run that was killed are recognised and removed by the
+    // next export here (the part file was left until a non-zip export).
     remove_stale_scratch(&req.dest_dir);
+    stemroom_engine::files::remove_stale_parts(&req.dest_dir);
     let scratch = tempfile::Builder::new()
         .prefix(&format!("{SCRATCH_PREFIX}{}-", std::process::id()))
         .tempdir_in(&req.dest_dir)

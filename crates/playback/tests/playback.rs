@@ -371,6 +371,9 @@ fn zip_export_holds_every_stem_in_a_song_folder() {
     let stale = out.join(".stemroom-export-999999999-Ab3xYz");
     std::fs::create_dir_all(&stale).expect("mkdir");
     std::fs::write(stale.join("Falcon 69 - drums.wav"), b"half").expect("write");
+    // And the zip's own part file from that run (999999999-0): removed too.
+    let stale_part = out.join(".Falcon 69 - stems.zip.999999999-0.part");
+    std::fs::write(&stale_part, b"half a zip").expect("write");
     let req = ExportRequest {
         sources,
         what: ExportWhat::Zip,

@@ -4,7 +4,7 @@ use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
-use super::{to_int, EncodeError, Post, StemWriter, WavDepth};
+use super::{io_err, to_int, EncodeError, Post, StemWriter, WavDepth};
 
 /// A WAV file written sample by sample.
 pub(super) struct WavStem {
@@ -56,6 +56,11 @@ impl StemWriter for WavStem {
     }
     fn finish(self: Box<Self>) -> Result<(), EncodeError> {
         let path = self.path.clone();
-        self.writer.finalize().map_err(|e| hound_err(&path, e))
+        self.writer.finalize().map_err(|e| hound_err(&path, e))?;
+        // On disk before the job is recorded as done (as FLAC and MP3 do):
+        // a power cut after the queue's commit must not leave empty stems.
+        // hound's writer is gone with its file; fsync(2) takes any
+        // descriptor of the file.
+        File::open(&path).and_then(|f| f.sync_data()).map_err(io_err(&path))
     }
 }

@@ -153,6 +153,10 @@ pub async fn read(service: &Service, req: Request, file_required: bool) -> Resul
 }
 
 /// 507 when the data folder is below its floor, or would be after `incoming` bytes.
+/// Bytes of an upload stored between two checks of the free-space floor
+/// (a `statvfs` call: microseconds, against the 8 MiB's milliseconds).
+const SPACE_CHECK_EVERY: u64 = 8 << 20;
+
 pub(crate) fn check_space(service: &Service, incoming: u64) -> Result<(), ApiError> {
     let free = upload::free_bytes(&service.data_dir).map_err(|e| ApiError::internal(format!("free space: {e}")))?;
     if free < service.config.min_free_bytes.saturating_add(incoming) {
@@ -260,12 +264,20 @@ async fn read_multipart(service: &Service, multipart: &mut Multipart) -> Result<
                 .await
                 .map_err(|e| ApiError::internal(format!("cannot store the upload: {e}")))?;
             let mut written: u64 = 0;
+            let mut checked: u64 = 0;
             while let Some(chunk) =
                 tokio::time::timeout(idle, field.chunk()).await.map_err(|_| stalled())?.map_err(bad)?
             {
                 written += chunk.len() as u64;
                 if written > service.config.max_upload_bytes {
                     return Err(too_large(service.config.max_upload_bytes));
+                }
+                // The floor again as the file grows: a chunked upload
+                // declares no length, and uploads running side by side each
+                // passed the check at their start.
+                if written - checked >= SPACE_CHECK_EVERY {
+                    checked = written;
+                    check_space(service, 0)?;
                 }
                 file.write_all(&chunk).await.map_err(|e| {
                     if e.raw_os_error() == Some(libc::ENOSPC) {
@@ -275,7 +287,13 @@ async fn read_multipart(service: &Service, multipart: &mut Multipart) -> Result<
                     }
                 })?;
             }
-            file.flush().await.map_err(|e| ApiError::internal(format!("cannot store the upload: {e}")))?;
+            file.flush().await.map_err(|e| {
+                if e.raw_os_error() == Some(libc::ENOSPC) {
+                    no_space(service.config.min_free_bytes)
+                } else {
+                    ApiError::internal(format!("cannot store the upload: {e}"))
+                }
+            })?;
             drop(file);
             if written == 0 {
                 return Err(ApiError::unsupported("the file is empty"));

@@ -743,6 +743,29 @@ fn disk_floor_cors_and_stalled_clients() {
         files_in(&dir.path().join("data2/uploads"))
     );
     assert_eq!(free.json(&["/health"])["status"], "ok", "the server goes on");
+
+    // The floor holds while an upload streams: a chunked upload (no length
+    // to check at its start) that would take the disk below it is refused
+    // with 507 on the way, and its part file goes. (The floor sits 40 MB
+    // under what is free now; the upload is 100 MB that no file system
+    // compresses: noise.)
+    let large = dir.path().join("large.wav");
+    let noise: Vec<u8> = (0..1u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(&large, noise.repeat(100)).expect("100 MB");
+    let avail = Command::new("df").args(["-B1", "--output=avail"]).arg(dir.path()).output().expect("df");
+    let avail: u64 =
+        String::from_utf8_lossy(&avail.stdout).lines().nth(1).and_then(|l| l.trim().parse().ok()).expect("df says");
+    let floor_mb = (avail / 1_000_000).saturating_sub(40).to_string();
+    let tight = Server::start(&dir.path().join("data3"), &["--min-free-mb", &floor_mb]);
+    let (code, body) =
+        tight.curl(&["-H", "Transfer-Encoding: chunked", "-F", &format!("file=@{}", utf8(&large)), "/upload"]);
+    assert_eq!(code, 507, "{body}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        files_in(&dir.path().join("data3/uploads")).is_empty(),
+        "{:?}",
+        files_in(&dir.path().join("data3/uploads"))
+    );
 }
 
 // ---- readme ----

@@ -101,13 +101,18 @@ pub fn load_or_create_named(data_dir: &Path, file: &str) -> Result<Token, Server
     }
 }
 
-/// The token a request carries: `Authorization: Bearer T`, or (for
-/// `EventSource`, which cannot set headers) `?access_token=T` as RFC 6750
-/// §2.3 allows.
+/// The token a request carries: `Authorization: Bearer T`, or, for `GET
+/// /events/{id}` only (a browser's `EventSource` cannot set headers),
+/// `?access_token=T` as RFC 6750 §2.3 allows. Elsewhere a token in the
+/// address is not taken: addresses end up in proxies' and browsers'
+/// histories and logs (RFC 6750 §5.3), and no other client needs it.
 fn presented(req: &Request) -> Option<String> {
     if let Some(v) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
         let (scheme, rest) = v.trim().split_once(' ')?;
         return scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim().to_string());
+    }
+    if req.method() != axum::http::Method::GET || !req.uri().path().starts_with("/events/") {
+        return None;
     }
     req.uri().query()?.split('&').find_map(|kv| kv.strip_prefix("access_token=")).map(str::to_string)
 }

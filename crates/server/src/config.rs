@@ -129,8 +129,14 @@ impl ServerConfig {
             return Err("--stall-timeout must be at least 1 s".into());
         }
         for origin in &self.cors {
-            if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
-                return Err(format!("--cors takes an origin such as https://example.com or *, got {origin}"));
+            // An origin is scheme://host[:port], nothing after (RFC 6454
+            // §6.1): a browser's `Origin` never matches `https://a.com/`.
+            let host = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
+            let bare = host.is_some_and(|h| !h.is_empty() && !h.contains(['/', '?', '#']));
+            if origin != "*" && !bare {
+                return Err(format!(
+                    "--cors takes an origin such as https://example.com (no path, no trailing /) or *, got {origin}"
+                ));
             }
         }
         Ok(())

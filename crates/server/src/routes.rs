@@ -65,7 +65,11 @@ pub fn router(service: Arc<Service>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(service.clone(), crate::auth::require_token))
         .layer(axum::middleware::from_fn(json_errors))
-        .layer(TraceLayer::new_for_http());
+        // Spans name the method and path, never the query (where an
+        // `EventSource` client puts its token).
+        .layer(TraceLayer::new_for_http().make_span_with(
+            |req: &Request| tracing::debug_span!("request", method = %req.method(), path = %req.uri().path()),
+        ));
     if !service.config.cors.is_empty() {
         let origins = if service.config.cors.iter().any(|o| o == "*") {
             AllowOrigin::any()
@@ -76,7 +80,15 @@ pub fn router(service: Arc<Service>) -> Router {
             CorsLayer::new()
                 .allow_origin(origins)
                 .allow_methods([axum::http::Method::GET, axum::http::Method::POST, axum::http::Method::DELETE])
-                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
+                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+                // What a page's script may read of an answer beyond the
+                // CORS-safelisted headers: a download's name, a 429's wait,
+                // the job a `/separate` answer belongs to.
+                .expose_headers([
+                    header::CONTENT_DISPOSITION,
+                    header::RETRY_AFTER,
+                    axum::http::HeaderName::from_static("x-job-id"),
+                ]),
         );
     }
     app.with_state(service)

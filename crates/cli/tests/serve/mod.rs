@@ -507,6 +507,10 @@ fn bad_requests_get_clear_refusals_and_leave_nothing() {
     // A truncated file decodes as far as it goes or is refused; never a crash.
     let (code, body) = code_of(&["-F", &file(&truncated), "/upload"]);
     assert!(code == 200 || code == 415, "{code} {body}");
+    // A token in the address opens only the events (EventSource's way).
+    let in_query = |path: &str| server.curl_raw(&[format!("{path}?access_token={}", server.token)]).0;
+    assert_eq!(in_query("/jobs"), 401);
+    assert_eq!(in_query("/events/999"), 404, "past the token check: no such job");
     // Unknown jobs and options.
     assert_eq!(code_of(&["/status/999"]).0, 404);
     assert_eq!(code_of(&["/status/abc"]).0, 404);
@@ -712,6 +716,18 @@ fn disk_floor_cors_and_stalled_clients() {
     let (_, _) = server.curl(&["-D", utf8(&headers), "-H", "Origin: https://evil.example", "/status"]);
     let h = std::fs::read_to_string(&headers).expect("headers").to_ascii_lowercase();
     assert!(!h.contains("access-control-allow-origin"), "{h}");
+    // A page's script may read a download's name and a 429's wait.
+    let (_, _) = server.curl(&["-D", utf8(&headers), "-H", "Origin: https://studio.example", "/status"]);
+    let h = std::fs::read_to_string(&headers).expect("headers").to_ascii_lowercase();
+    assert!(h.contains("access-control-expose-headers") && h.contains("content-disposition"), "{h}");
+    // An origin with a path never matches a browser's: refused at start.
+    let o = Command::new(env!("CARGO_BIN_EXE_stemroom"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--cors", "https://studio.example/", "--data-dir"])
+        .arg(dir.path().join("other"))
+        .output()
+        .expect("serve");
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no path"), "{}", String::from_utf8_lossy(&o.stderr));
 
     // A client that sends half its headers and waits is dropped.
     let addr = server.base.trim_start_matches("http://").to_string();

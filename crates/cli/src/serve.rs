@@ -46,6 +46,9 @@ pub struct ServeArgs {
     /// longest pause inside an upload, before the connection is dropped.
     #[arg(long, default_value_t = config::DEFAULT_IDLE_TIMEOUT.as_secs(), value_name = "SECONDS")]
     idle_timeout: u64,
+    /// Client connections served at once; more wait to be accepted.
+    #[arg(long, default_value_t = config::DEFAULT_MAX_CONNECTIONS, value_name = "N")]
+    max_connections: usize,
     /// Put jobs on this Redis broker for `stemroom worker`s instead of
     /// separating here (`redis://host:6379/0`, `rediss://` for TLS).
     #[arg(long, value_name = "URL")]
@@ -103,6 +106,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
     };
     config.stall_timeout = stall;
     config.idle_timeout = std::time::Duration::from_secs(args.idle_timeout.max(1));
+    config.max_connections = args.max_connections;
     config.device = Some(Device::from(args.device));
     config.threads = args.threads;
     config.model_dir = args.runtime.model_dir;

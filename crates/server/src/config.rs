@@ -6,6 +6,13 @@ use std::time::Duration;
 
 use stemroom_engine::units::Device;
 
+/// Client connections served at once by default. Each holds a file
+/// descriptor, and Linux's usual soft limit is 1,024 for the whole process
+/// (the model, the database, stems and uploads need theirs): past this the
+/// server stops accepting until one closes, rather than failing to open
+/// its own files under a flood of idle connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+
 /// Default listen address: loopback only, FastAPI/uvicorn's usual port.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
 /// Largest upload accepted by default, in bytes (500 MB, the default:
@@ -56,6 +63,8 @@ pub struct ServerConfig {
     pub runtime_library: Option<PathBuf>,
     /// Header-read and body-stall timeout.
     pub idle_timeout: Duration,
+    /// Client connections served at once (more wait to be accepted).
+    pub max_connections: usize,
     /// Longest quick request.
     pub request_timeout: Duration,
     /// Least time between two checkpoints of a running job (`None`: the
@@ -91,6 +100,7 @@ impl ServerConfig {
             model_dir: None,
             runtime_library: None,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             checkpoint_every: None,
             broker: None,
@@ -124,6 +134,9 @@ impl ServerConfig {
             if !(d.is_finite() && d >= 0.0) {
                 return Err(format!("--keep-days must be 0 or more, got {d}"));
             }
+        }
+        if self.max_connections == 0 {
+            return Err("--max-connections must be at least 1".into());
         }
         if self.stall_timeout < Duration::from_secs(1) {
             return Err("--stall-timeout must be at least 1 s".into());

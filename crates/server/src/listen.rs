@@ -17,18 +17,29 @@ use tower_http::normalize_path::NormalizePath;
 /// Time requests in flight get to finish once the server stops.
 pub const DRAIN_WITHIN: Duration = Duration::from_secs(10);
 
-/// Serve `app` on `listener` until `stop` completes.
+/// Serve `app` on `listener` until `stop` completes, with at most
+/// `max_connections` client connections open (the next is accepted when
+/// one closes; the kernel's backlog holds it meanwhile).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     header_timeout: Duration,
+    max_connections: usize,
     stop: impl std::future::Future<Output = ()>,
 ) {
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(header_timeout).keep_alive(true);
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
     tokio::pin!(stop);
     loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(s) => s,
+                Err(_) => break,
+            },
+            () = &mut stop => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -53,6 +64,7 @@ pub async fn serve(
         let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
         let watched = graceful.watch(conn);
         tokio::spawn(async move {
+            let _slot = slot;
             if let Err(e) = watched.await {
                 tracing::debug!("connection from {peer}: {e}");
             }

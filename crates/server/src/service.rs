@@ -395,13 +395,13 @@ impl Embedded {
             .map_err(|source| ServerError::Bind { addr: service.config.listen, source })?;
         let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: service.config.listen, source })?;
         let app = crate::routes::router(service.clone());
-        let idle = service.config.idle_timeout;
+        let (idle, most) = (service.config.idle_timeout, service.config.max_connections);
         let mut stopped = stopping;
         let task = tokio::spawn(async move {
             let stop = async move {
                 let _ = stopped.wait_for(|s| *s).await;
             };
-            crate::listen::serve(listener, app, idle, stop).await;
+            crate::listen::serve(listener, app, idle, most, stop).await;
         });
         Ok(Embedded { addr, token: token.map(|t| t.value).unwrap_or_default(), stop, task })
     }
@@ -474,7 +474,7 @@ pub async fn run_until(
     let retention = tokio::spawn(crate::retention::every_hour(service.clone()));
     ready(&info);
     let app = crate::routes::router(service.clone());
-    crate::listen::serve(listener, app, service.config.idle_timeout, stop).await;
+    crate::listen::serve(listener, app, service.config.idle_timeout, service.config.max_connections, stop).await;
     let _ = stop_tx.send(true);
     retention.abort();
     if let Some((publisher, watchdog)) = publisher {

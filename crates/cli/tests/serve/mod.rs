@@ -760,6 +760,21 @@ fn disk_floor_cors_and_stalled_clients() {
     );
     assert_eq!(free.json(&["/health"])["status"], "ok", "the server goes on");
 
+    // Connections beyond --max-connections wait to be accepted: two idle
+    // ones hold both slots, a third client waits until the header timeout
+    // drops them, then is served.
+    let capped = Server::start(&dir.path().join("data4"), &["--max-connections", "2", "--idle-timeout", "4"]);
+    let addr = capped.base.trim_start_matches("http://").to_string();
+    let idle: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(&addr).expect("connect")).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, _) = capped.curl(&["--max-time", "1.5", "/health"]);
+    assert_eq!(code, 0, "no slot while two idle connections hold them");
+    let t0 = Instant::now();
+    let (code, body) = capped.curl(&["--max-time", "20", "/health"]);
+    assert_eq!(code, 200, "{body}");
+    assert!(t0.elapsed() < Duration::from_secs(10), "served once the idle ones were dropped: {:?}", t0.elapsed());
+    drop(idle);
+
     // The floor holds while an upload streams: a chunked upload (no length
     // to check at its start) that would take the disk below it is refused
     // with 507 on the way, and its part file goes. (The floor sits 40 MB

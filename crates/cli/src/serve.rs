@@ -46,6 +46,10 @@ pub struct ServeArgs {
     /// longest pause inside an upload, before the connection is dropped.
     #[arg(long, default_value_t = config::DEFAULT_IDLE_TIMEOUT.as_secs(), value_name = "SECONDS")]
     idle_timeout: u64,
+    /// A TLS proxy in front (its address, repeat for more): the last
+    /// address of its `X-Forwarded-For` is the client whose job quota counts.
+    #[arg(long, value_name = "IP")]
+    trusted_proxy: Vec<std::net::IpAddr>,
     /// Client connections served at once; more wait to be accepted.
     #[arg(long, default_value_t = config::DEFAULT_MAX_CONNECTIONS, value_name = "N")]
     max_connections: usize,
@@ -107,6 +111,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
     config.stall_timeout = stall;
     config.idle_timeout = std::time::Duration::from_secs(args.idle_timeout.max(1));
     config.max_connections = args.max_connections;
+    config.trusted_proxies = args.trusted_proxy;
     config.device = Some(Device::from(args.device));
     config.threads = args.threads;
     config.model_dir = args.runtime.model_dir;

@@ -65,6 +65,9 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Client connections served at once (more wait to be accepted).
     pub max_connections: usize,
+    /// Proxies whose `X-Forwarded-For` names the client for the per-address
+    /// job quota (empty: the connection's address is the client).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Longest quick request.
     pub request_timeout: Duration,
     /// Least time between two checkpoints of a running job (`None`: the
@@ -101,6 +104,7 @@ impl ServerConfig {
             runtime_library: None,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            trusted_proxies: Vec::new(),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             checkpoint_every: None,
             broker: None,

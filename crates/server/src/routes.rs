@@ -371,7 +371,7 @@ pub async fn stemify(
 /// reading what the client is sending (so it sees the 429, see
 /// [`crate::error::drain`]).
 async fn admit(service: &Service, peer: SocketAddr, req: Request) -> Result<Request, ApiError> {
-    if let Err(e) = service.rate_check(peer.ip()) {
+    if let Err(e) = service.rate_check(client_ip(&service.config.trusted_proxies, peer, req.headers())) {
         crate::error::drain(req).await;
         return Err(e);
     }
@@ -441,6 +441,26 @@ pub async fn separate(
         JobState::Failed { message, .. } => Err(ApiError::internal(message.clone())),
         _ => Err(ApiError::conflict(format!("job {} was cancelled", done.id))),
     }
+}
+
+/// The client a request's quota is counted for: the connection's peer, or,
+/// when that peer is one of `trusted` (a TLS proxy in front, `serve
+/// --trusted-proxy`), the last address of its `X-Forwarded-For` (the one
+/// the proxy appended; the ones before it the client may have written
+/// itself). Without this every client behind a proxy shares its address
+/// and one client's quota.
+fn client_ip(trusted: &[std::net::IpAddr], peer: SocketAddr, headers: &axum::http::HeaderMap) -> std::net::IpAddr {
+    if !trusted.contains(&peer.ip()) {
+        return peer.ip();
+    }
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .last()
+        .and_then(|a| a.trim().parse().ok())
+        .unwrap_or(peer.ip())
 }
 
 /// `attachment; filename="..."` with an ASCII fallback and the UTF-8 name
@@ -630,7 +650,22 @@ pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
 
 #[cfg(test)]
 mod tests {
-    use super::attachment;
+    use super::{attachment, client_ip};
+
+    #[test]
+    fn a_trusted_proxy_names_the_client() {
+        let mut h = axum::http::HeaderMap::new();
+        h.append("x-forwarded-for", "6.6.6.6, 10.0.0.7".parse().unwrap());
+        let proxy: std::net::SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let other: std::net::SocketAddr = "192.0.2.1:5000".parse().unwrap();
+        let trusted = ["127.0.0.1".parse().unwrap()];
+        assert_eq!(client_ip(&trusted, proxy, &h).to_string(), "10.0.0.7", "the address the proxy added");
+        assert_eq!(client_ip(&trusted, other, &h).to_string(), "192.0.2.1", "anyone else's header is ignored");
+        assert_eq!(client_ip(&[], proxy, &h).to_string(), "127.0.0.1");
+        assert_eq!(client_ip(&trusted, proxy, &axum::http::HeaderMap::new()).to_string(), "127.0.0.1");
+        h.append("x-forwarded-for", "garbage".parse().unwrap());
+        assert_eq!(client_ip(&trusted, proxy, &h).to_string(), "127.0.0.1", "unreadable: the peer");
+    }
 
     #[test]
     fn download_names_are_one_file_name() {

@@ -17,7 +17,6 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use stemroom_engine::ErrorCode;
 use stemroom_library::queue::{Job, JobId, JobState};
-use stemroom_library::worker::WorkerListener;
 use tokio::sync::broadcast::error::RecvError;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -390,12 +389,11 @@ impl Drop for CancelOnDrop {
         if let Some(id) = self.id.take() {
             if !self.service.is_stopping() {
                 tracing::info!("job {id}: the client of /separate went away: cancelled");
-                // A running job reports its own end; one still queued is
-                // cancelled here, so its upload goes and its streams end now.
-                if let Ok(job) = self.service.worker.cancel(id) {
-                    if !job.state.is_running() {
-                        self.service.events.job_changed(&job);
-                    }
+                // Here or on a remote worker (with a broker: the local
+                // worker never ran it, and a remote one finished it for
+                // nobody).
+                if let Err(e) = self.service.cancel(id) {
+                    tracing::debug!("job {id}: {}", e.message);
                 }
             }
         }

@@ -201,6 +201,27 @@ impl Service {
             .count() as u32
     }
 
+    /// Cancel a job: a queued one at once; one running here at its next
+    /// segment (it reports its own end); one a remote worker runs (with a
+    /// broker) at once here, the worker hearing so at its next segment (its
+    /// progress is refused). Returns the job as it is now.
+    ///
+    /// # Errors
+    /// As [`Worker::cancel`](stemroom_library::worker::Worker::cancel).
+    pub fn cancel(&self, id: JobId) -> Result<Job, ApiError> {
+        let job = self.queue.get(id)?;
+        if job.state.is_running() && self.broker.is_some() {
+            let cancelled = self.queue.finish(id, &JobState::Cancelled, None, &[])?;
+            self.events.job_changed(&cancelled);
+            return Ok(cancelled);
+        }
+        let job = self.worker.cancel(id)?;
+        if !job.state.is_running() {
+            self.events.job_changed(&job);
+        }
+        Ok(job)
+    }
+
     /// Delete a job and its files: a running one is cancelled first (it
     /// stops within one segment). Returns the job and whether it was running.
     ///

@@ -314,6 +314,33 @@ fn a_killed_worker_and_a_restarted_broker_lose_nothing() {
         assert!(Instant::now() < deadline, "the worker did not hear of the delete");
         std::thread::sleep(Duration::from_millis(100));
     }
+    // A /separate client that goes away while a worker runs its job: the
+    // job is cancelled on the server and the worker hears so (it went on
+    // separating for nobody).
+    let mut client = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-H", &format!("Authorization: Bearer {}", server.token)])
+        .args(["-F", &format!("file=@{}", utf8(&mix)), "-F", "shifts=0", &format!("{}/separate", server.base)])
+        .spawn()
+        .expect("curl /separate");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let gone = loop {
+        let newest = server.json(&["/jobs?per_page=1"]);
+        let job = &newest["jobs"][0];
+        if job["stage"] == "separating" && job["job_id"] != doomed.as_str() {
+            break job["job_id"].as_str().expect("job_id").to_string();
+        }
+        assert!(Instant::now() < deadline, "the /separate job never ran: {newest}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = client.kill();
+    let _ = client.wait();
+    server.wait(&gone, Duration::from_secs(30), |v| v["status"] == "cancelled");
+    let stopped = format!("job {gone} stopped: cancelled or deleted on the server");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log_b).unwrap_or_default().contains(&stopped) {
+        assert!(Instant::now() < deadline, "the worker did not hear of the cancel");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // A link: the worker fetches it with its own yt-dlp, within the
     // server's download limits, its progress reaching the server.
     let site = stemroom_testkit::site::Server::start();
@@ -325,7 +352,7 @@ fn a_killed_worker_and_a_restarted_broker_lose_nothing() {
     stop_child(b);
     let library = files_in(&data.join("library"));
     assert_eq!(library.len(), 5, "each job once in the library: {library:?}");
-    assert_eq!(server.json(&["/jobs"])["total"], 5);
+    assert_eq!(server.json(&["/jobs"])["total"], 6, "five songs and the cancelled /separate job");
     let st = server.json(&["/status"]);
     let workers = st["workers"].as_array().expect("workers");
     assert!(workers.iter().any(|w| w["name"] == "worker-a"), "{st}");

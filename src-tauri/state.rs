@@ -233,15 +233,22 @@ impl Grants {
 
     /// Whether `path` was granted, or lies inside a granted folder, waiting
     /// until `deadline` for a grant to arrive (the page hears of a drop at
-    /// about the time the app does). An absolute path without `..` only.
+    /// about the time the app does). An absolute path without `..` only;
+    /// inside a granted folder, one that stays inside it once symbolic
+    /// links are resolved (`/dropped/link/ssl` with `link` -> `/etc` named
+    /// a folder nobody granted).
     pub fn wait_for(&self, path: &Path, deadline: std::time::Instant) -> bool {
         use std::path::Component;
         if !path.is_absolute() || path.components().any(|c| matches!(c, Component::ParentDir)) {
             return false;
         }
+        let inside = |folder: &Path| match (path.canonicalize(), folder.canonicalize()) {
+            (Ok(p), Ok(f)) => p.starts_with(f),
+            _ => false,
+        };
         let mut g = self.paths.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            if path.ancestors().any(|a| g.contains(a)) {
+            if g.contains(path) || path.ancestors().skip(1).any(|a| g.contains(a) && inside(a)) {
                 return true;
             }
             let now = std::time::Instant::now();
@@ -261,13 +268,25 @@ mod grant_tests {
 
     #[test]
     fn only_granted_paths_and_what_is_inside_granted_folders() {
-        let g = Grants::default();
-        g.grant([PathBuf::from("/music/album"), PathBuf::from("/music/one.flac"), PathBuf::from("relative.wav")]);
-        let now = Instant::now();
-        for ok in ["/music/album", "/music/album/disc 2/03.flac", "/music/one.flac"] {
-            assert!(g.wait_for(Path::new(ok), now), "{ok}");
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().canonicalize().unwrap();
+        let p = |rel: &str| root.join(rel);
+        std::fs::create_dir_all(p("music/album/disc 2")).unwrap();
+        for f in ["music/album/disc 2/03.flac", "music/one.flac", "music/two.flac"] {
+            std::fs::write(p(f), b"x").unwrap();
         }
-        for refused in ["/music", "/music/two.flac", "/music/album/../../etc/passwd", "relative.wav", "/etc/passwd"] {
+        // A link inside a granted folder to a folder nobody granted.
+        std::os::unix::fs::symlink("/etc", p("music/album/link")).unwrap();
+        let g = Grants::default();
+        g.grant([p("music/album"), p("music/one.flac"), PathBuf::from("relative.wav")]);
+        let now = Instant::now();
+        for ok in ["music/album", "music/album/disc 2/03.flac", "music/one.flac"] {
+            assert!(g.wait_for(&p(ok), now), "{ok}");
+        }
+        for refused in ["music", "music/two.flac", "music/album/../../etc/passwd", "music/album/link/ssl"] {
+            assert!(!g.wait_for(&p(refused), now), "{refused}");
+        }
+        for refused in ["relative.wav", "/etc/passwd"] {
             assert!(!g.wait_for(Path::new(refused), now), "{refused}");
         }
         // A grant that arrives while the page's ask waits is seen.

@@ -66,10 +66,32 @@ pub async fn app_info(state: S<'_>) -> Result<AppInfo, AppError> {
 #[tauri::command]
 #[specta::specta]
 pub async fn pick_library_dir(app: AppHandle, state: S<'_>) -> Result<Option<Settings>, AppError> {
+    // A running job writes into the library it started with; the player,
+    // a cancel and a crash recovery look for its work in the one set now.
+    if !state.worker.running().is_empty() {
+        return Err(AppError::invalid(
+            "A song is being separated into the library: wait for it to finish (or cancel it) before choosing another folder.",
+        ));
+    }
     let Some(picked) = pick_folder(&app, "Choose the library folder").await? else { return Ok(None) };
     let dir = picked.to_str().ok_or_else(|| AppError::invalid("The folder's name is not valid Unicode."))?;
+    if !state.worker.running().is_empty() {
+        return Err(AppError::invalid("A separation started meanwhile: choose the folder again once it is done."));
+    }
+    let old = state.worker.library_dir();
     let settings = Settings { library_dir: Some(dir.to_string()), ..state.queue.settings()? };
     state.queue.save_settings(&settings)?;
+    // Queued jobs that were interrupted keep their checkpoints: moved along
+    // (a rename; across file systems the job starts over and the old one
+    // goes), not left behind in the old folder for good.
+    if old != picked {
+        for job in state.queue.queue()? {
+            let from = stemroom_library::song::partial_dir(&old, job.id);
+            if from.is_dir() && std::fs::rename(&from, stemroom_library::song::partial_dir(&picked, job.id)).is_err() {
+                let _ = std::fs::remove_dir_all(&from);
+            }
+        }
+    }
     Ok(Some(state.queue.settings()?))
 }
 

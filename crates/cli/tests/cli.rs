@@ -451,6 +451,8 @@ fn bad_inputs_get_their_own_clear_errors_and_leave_nothing() {
     assert_fails(&["separate", "-o", utf8(&blocked), utf8(&mix)], 6, "cannot write output");
     // Invalid options.
     assert_fails(&["separate", "--two-stems", "guitar", "-o", &out, utf8(&mix)], 2, "guitar");
+    // A demucs model this build does not have: a wrong option, not a missing file.
+    assert_fails(&["separate", "-n", "htdemucs_ft", "-o", &out, utf8(&mix)], 2, "known models: htdemucs");
     assert_fails(&["separate", "--mp3", "--mp3-bitrate", "100", "-o", &out, utf8(&mix)], 2, "bit rate");
     assert_fails(&["separate", "--segment", "9", "-o", &out, utf8(&mix)], 2, "at most 7.80 s for model htdemucs");
     // A segment shorter than a second costs a whole network run each (0.001 s

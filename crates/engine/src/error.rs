@@ -108,6 +108,9 @@ impl Error {
             Error::Model(ModelError::Network(_)) => ErrorCode::Download,
             Error::Model(ModelError::Cancelled) => ErrorCode::Cancelled,
             Error::Model(ModelError::Derive { .. }) => ErrorCode::MissingTool,
+            // A name no manifest knows (`-n htdemucs_ft`) is a wrong option,
+            // not a file to fetch.
+            Error::Model(ModelError::UnknownModel { .. }) => ErrorCode::InvalidOptions,
             Error::Model(_) => ErrorCode::MissingModel,
             Error::Runtime(RuntimeError::LibraryNotFound { .. } | RuntimeError::Load { .. }) => {
                 ErrorCode::MissingRuntime

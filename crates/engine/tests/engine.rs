@@ -415,7 +415,13 @@ mod corrupt {
         let other = dir.path().join("other.mp3");
         ffmpeg(&["-t", "3", "-i", mix.to_str().expect("utf-8"), other.to_str().expect("utf-8")]);
         let hls = format!("#EXTM3U\n#EXT-X-TARGETDURATION:60\n#EXTINF:60,\n{}\n#EXT-X-ENDLIST\n", other.display());
-        let lists = [("list.mp3", hls), ("list.wav", "ffconcat version 1.0\nfile 'other.mp3'\n".to_string())];
+        // And behind an ID3 tag, which ffmpeg skips before guessing.
+        let tagged = format!("ID3\x04\0\0\0\0\0\x02ab{hls}");
+        let lists = [
+            ("list.mp3", hls),
+            ("list.wav", "ffconcat version 1.0\nfile 'other.mp3'\n".to_string()),
+            ("tagged.mp3", tagged),
+        ];
         for (name, text) in lists {
             let path = dir.path().join(name);
             std::fs::write(&path, text).expect("write");
@@ -479,6 +485,22 @@ mod corrupt {
         let join = &left[(2.5 * 44_100.0) as usize..(3.5 * 44_100.0) as usize];
         let longest_quiet = join.split(|v| v.abs() > 1e-3).map(<[f32]>::len).max().unwrap_or(0);
         assert!(longest_quiet < 4_410, "a gap of {longest_quiet} frames at the join");
+
+        // Seeking once ffmpeg has taken over lands on the right part (this
+        // stream has no index to seek in: ffmpeg decodes from the start).
+        let mut d = decode::StreamDecoder::open(&path).expect("open");
+        while d.next_block().expect("decode").is_some() {}
+        for (at, want) in [(4.0, 660.0), (1.0, 440.0), (5.0, 660.0)] {
+            d.seek((at * 44_100.0) as u64).expect("seek");
+            let mut got = Vec::new();
+            while got.len() < 44_100 {
+                let (block, _) = d.next_block().expect("decode").expect("audio after the seek");
+                got.extend(block.chunks_exact(2).map(|f| f[0]));
+            }
+            let crossings = got[..44_100].windows(2).filter(|p| (p[0] < 0.0) != (p[1] < 0.0)).count();
+            let hz = crossings as f64 / 2.0;
+            assert!((hz - want).abs() < 5.0, "after a seek to {at} s: {hz:.1} Hz, not {want}");
+        }
     }
 
     #[test]

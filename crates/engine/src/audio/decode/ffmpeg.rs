@@ -197,15 +197,27 @@ fn tail_text(tail: &Mutex<Vec<u8>>) -> String {
     }
 }
 
+/// ffmpeg's demuxers for files that list other media (HLS and DASH
+/// playlists, concat scripts, IMF compositions, SDP session descriptions):
+/// decoding one decodes the files or addresses it names, which a song sent
+/// to the HTTP service could point at another song on the server's disk.
+/// Refused by the name ffprobe gives the format, whatever the file's first
+/// bytes (an ID3 tag in front of `#EXTM3U` passed a look at them).
+const LIST_FORMATS: &[&str] = &["hls", "applehttp", "concat", "dash", "imf", "sdp", "rtsp"];
+
 /// Ask ffprobe about the first audio stream of `path`.
 fn describe(ffprobe: &Path, path: &Path) -> Result<Described, OpenError> {
     let mut cmd = Command::new(ffprobe);
-    cmd.args(["-v", "error", "-select_streams", "a:0", "-of", "json", "-show_entries"])
-        .arg("stream=codec_name,sample_rate,channels,duration:stream_tags=title,artist:format=duration:format_tags=title,artist")
+    cmd.args(["-v", "error", "-protocol_whitelist", "file", "-select_streams", "a:0", "-of", "json", "-show_entries"])
+        .arg("stream=codec_name,sample_rate,channels,duration:stream_tags=title,artist:format=format_name,duration:format_tags=title,artist")
         .arg(file_url(path));
     let out = run_with_timeout(cmd, PROBE_TIMEOUT)?;
     let v: serde_json::Value =
         serde_json::from_slice(&out).map_err(|e| OpenError::Failed(format!("unreadable ffprobe output: {e}")))?;
+    let format = v.get("format").and_then(|f| f.get("format_name")).and_then(serde_json::Value::as_str).unwrap_or("");
+    if format.split(',').any(|f| LIST_FORMATS.contains(&f)) {
+        return Err(OpenError::Failed(format!("a list of other media ({format}), not audio")));
+    }
     let stream = v
         .get("streams")
         .and_then(|s| s.get(0))
@@ -266,6 +278,9 @@ pub(super) struct FfmpegStream {
     /// Frames of ffmpeg's output still to drop before handing any out
     /// ([`FfmpegStream::continue_from`]).
     discard: u64,
+    /// The stream has no time index to seek in (it changes format midway):
+    /// a seek decodes from the start and drops up to its frame.
+    unseekable: bool,
     frames: u64,
     /// Bytes of an incomplete frame carried to the next piece.
     carry: Vec<u8>,
@@ -291,6 +306,7 @@ impl FfmpegStream {
             running: None,
             start_frame: 0,
             discard: 0,
+            unseekable: false,
             frames: 0,
             carry: Vec::new(),
             samples: Vec::new(),
@@ -306,6 +322,7 @@ impl FfmpegStream {
     /// index to seek in (ffmpeg 5.1 seeking 1 s into a two-link Ogg file
     /// wrote nothing).
     pub(super) fn continue_from(&mut self, frame: u64) {
+        self.unseekable = true;
         self.running = None;
         self.carry.clear();
         self.start_frame = 0;
@@ -323,7 +340,10 @@ impl FfmpegStream {
             let seconds = self.start_frame as f64 / f64::from(self.info.sample_rate);
             cmd.arg("-ss").arg(format!("{seconds:.6}"));
         }
-        cmd.arg("-i")
+        // Local files only, also for anything the input names (a format
+        // that lists others is refused by `describe` already).
+        cmd.args(["-protocol_whitelist", "file"])
+            .arg("-i")
             .arg(file_url(&self.path))
             .args(["-map", "0:a:0", "-vn", "-sn", "-dn"])
             .args(["-ac", &self.out_channels.to_string(), "-ar", &self.info.sample_rate.to_string()])
@@ -375,6 +395,14 @@ impl FfmpegStream {
                 return Err(self.corrupt(format!("ffmpeg: {reason}")));
             }
         }
+        if self.discard > 0 {
+            // ffmpeg ended before the frames it was to go on after: what
+            // follows them would be lost without a word.
+            return Err(self.corrupt(format!(
+                "ffmpeg decoded {} frames fewer than the built-in decoder had read before handing over",
+                self.discard
+            )));
+        }
         let (rate, declared) = (self.info.sample_rate, self.info.declared_frames);
         check_end(&self.path, self.frames, rate, declared, TRUNCATION_TOLERANCE_SECONDS)?;
         Ok(None)
@@ -406,6 +434,10 @@ impl Backend for FfmpegStream {
     }
 
     fn seek(&mut self, frame: u64) -> Result<(), DecodeError> {
+        if self.unseekable {
+            self.continue_from(frame);
+            return Ok(());
+        }
         self.running = None;
         self.carry.clear();
         self.discard = 0;

@@ -64,11 +64,32 @@ fn head(path: &Path) -> Vec<u8> {
 /// HTTP service could make the server read another song on its disk. A
 /// UTF-8 byte order mark and leading blank space are skipped.
 pub(super) fn is_media_list(path: &Path) -> bool {
-    let head = head(path);
+    let head = head_after_id3(path);
     let text = head.strip_prefix(b"\xEF\xBB\xBF".as_slice()).unwrap_or(&head);
     let start = text.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(text.len());
     let text = &text[start..];
     text.starts_with(b"#EXTM3U") || text.starts_with(b"ffconcat")
+}
+
+/// The first 64 bytes of `path` after an ID3v2 tag, which ffmpeg skips
+/// before it guesses a format (ID3v2.4 §3.1: "ID3", version, flags, then
+/// the tag's size as four 7-bit bytes, plus a 10-byte footer when flag
+/// bit 4 is set).
+fn head_after_id3(path: &Path) -> Vec<u8> {
+    use std::io::{Seek, SeekFrom};
+    let first = head(path);
+    if first.len() < 10 || &first[..3] != b"ID3" {
+        return first;
+    }
+    let size = first[6..10].iter().fold(0u64, |n, b| (n << 7) | u64::from(b & 0x7F));
+    let footer = if first[5] & 0x10 != 0 { 10 } else { 0 };
+    let mut buf = Vec::new();
+    if let Ok(mut f) = std::fs::File::open(path) {
+        if f.seek(SeekFrom::Start(10 + size + footer)).is_ok() {
+            let _ = f.take(64).read_to_end(&mut buf);
+        }
+    }
+    buf
 }
 
 /// What to call the audio of `path`, which the built-in decoders refused
@@ -145,6 +166,8 @@ mod tests {
         assert!(is_media_list(&write("b.wav", b"\xEF\xBB\xBF\n  #EXTM3U\n")));
         assert!(is_media_list(&write("c.flac", b"ffconcat version 1.0\nfile /x.wav\n")));
         assert!(!is_media_list(&write("d.mp3", b"ID3\x04\0\0\0\0\0\0")));
+        // Behind an ID3 tag, which ffmpeg skips before guessing.
+        assert!(is_media_list(&write("f.mp3", b"ID3\x04\0\0\0\0\0\x02ab#EXTM3U\n")));
         assert!(!is_media_list(&write("e.txt", b"")));
     }
 }

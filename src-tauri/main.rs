@@ -137,12 +137,22 @@ fn exit_on_signals(handle: tauri::AppHandle) {
             tracing::warn!("cannot listen for signals: a kill ends the app without putting its jobs back");
             return;
         };
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: quitting"),
-            _ = hup.recv() => tracing::info!("SIGHUP: quitting"),
-            _ = int.recv() => tracing::info!("SIGINT: quitting"),
+        let mut asked = false;
+        loop {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: quitting"),
+                _ = hup.recv() => tracing::info!("SIGHUP: quitting"),
+                _ = int.recv() => tracing::info!("SIGINT: quitting"),
+            }
+            if asked {
+                // A second signal while the exit hangs: now, as a
+                // signal's default would (tokio keeps its handlers).
+                stemroom_library::link::kill_running();
+                std::process::exit(130);
+            }
+            asked = true;
+            handle.exit(0);
         }
-        handle.exit(0);
     });
 }
 

@@ -85,9 +85,17 @@ pub async fn pick_library_dir(app: AppHandle, state: S<'_>) -> Result<Option<Set
     // (a rename; across file systems the job starts over and the old one
     // goes), not left behind in the old folder for good.
     if old != picked {
-        for job in state.queue.queue()? {
+        let running = state.worker.running();
+        for job in state.queue.queue()?.into_iter().filter(|j| !running.contains(&j.id)) {
             let from = stemroom_library::song::partial_dir(&old, job.id);
-            if from.is_dir() && std::fs::rename(&from, stemroom_library::song::partial_dir(&picked, job.id)).is_err() {
+            if !from.is_dir() {
+                continue;
+            }
+            // A stale folder of the same job in the new library is older
+            // than this checkpoint.
+            let to = stemroom_library::song::partial_dir(&picked, job.id);
+            let _ = std::fs::remove_dir_all(&to);
+            if std::fs::rename(&from, &to).is_err() {
                 let _ = std::fs::remove_dir_all(&from);
             }
         }

@@ -107,11 +107,19 @@ fn part_owner(file_name: &str) -> Option<i32> {
 }
 
 /// An existing file [`publish`] set aside (`.<name>.<pid>-<n>.old`): its
-/// process and its own name.
+/// process and its own name. Only that exact form, with a pid Linux can
+/// give (at most 2^22, `PID_MAX_LIMIT` in the kernel's `threads.h`): a
+/// person's own `.config.2024.old` is not ours to move.
 fn set_aside_owner(file_name: &str) -> Option<(i32, &str)> {
     let stem = file_name.strip_prefix('.')?.strip_suffix(".old")?;
-    let name = stem.rsplit_once('.')?.0;
-    Some((tagged_owner(stem)?, name))
+    let (name, tag) = stem.rsplit_once('.')?;
+    let (pid, n) = tag.split_once('-')?;
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    if name.is_empty() || !digits(pid) || !digits(n) {
+        return None;
+    }
+    let pid: i32 = pid.parse().ok().filter(|p| (1..=1 << 22).contains(p))?;
+    Some((pid, name))
 }
 
 /// The pid in the `.<pid>-<n>` or `.<pid>` tag that ends `stem`.
@@ -284,9 +292,9 @@ mod tests {
     #[test]
     fn files_a_dead_publish_set_aside_come_back() {
         let dir = tempfile::tempdir().unwrap();
-        let hidden = dir.path().join(".vocals.wav.2147483600-0.old");
+        let hidden = dir.path().join(".vocals.wav.4194000-0.old");
         std::fs::write(&hidden, "old vocals").unwrap();
-        let replaced = dir.path().join(".drums.wav.2147483600-1.old");
+        let replaced = dir.path().join(".drums.wav.4194001-1.old");
         std::fs::write(&replaced, "old drums").unwrap();
         std::fs::write(dir.path().join("drums.wav"), "new drums").unwrap();
         let ours = part_path(&dir.path().join("bass.wav")).with_extension("old");
@@ -297,6 +305,9 @@ mod tests {
         assert!(!hidden.exists() && !replaced.exists() && ours.exists());
         assert_eq!(set_aside_owner(".a.b.wav.12-3.old"), Some((12, "a.b.wav")));
         assert_eq!(set_aside_owner("a.wav.12-3.old"), None);
+        // A person's own backups are left alone.
+        assert_eq!(set_aside_owner(".config.2024.old"), None);
+        assert_eq!(set_aside_owner(".notes.txt.99999999-1.old"), None, "no such pid");
     }
 
     #[test]

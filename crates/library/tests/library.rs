@@ -91,6 +91,16 @@ mod queue {
         q.retry(job.id).expect("retry");
         assert_eq!(q.claim_next().expect("claim").expect("job").id, job.id);
         assert_eq!(q.recover(&owner).expect("recover"), 1);
+        // A run that separates a segment more than the one before gets
+        // somewhere: the crashes before it were not in a row.
+        assert_eq!(q.claim_next().expect("claim").expect("job").id, job.id);
+        q.set_running_state(job.id, &JobState::Separating { segment: 3, total: 9 }).expect("state");
+        q.set_running_state(job.id, &JobState::Separating { segment: 4, total: 9 }).expect("state");
+        assert_eq!(q.recover(&owner).expect("recover"), 1);
+        for _ in 2..MAX_INTERRUPTIONS {
+            assert_eq!(q.claim_next().expect("claim").expect("job").id, job.id);
+            assert_eq!(q.recover(&owner).expect("recover"), 1, "counted from the run that got somewhere");
+        }
     }
 
     fn crash_writer() -> PathBuf {

@@ -152,11 +152,11 @@ pub async fn read(service: &Service, req: Request, file_required: bool) -> Resul
     }
 }
 
-/// 507 when the data folder is below its floor, or would be after `incoming` bytes.
 /// Bytes of an upload stored between two checks of the free-space floor
 /// (a `statvfs` call: microseconds, against the 8 MiB's milliseconds).
 const SPACE_CHECK_EVERY: u64 = 8 << 20;
 
+/// 507 when the data folder is below its floor, or would be after `incoming` bytes.
 pub(crate) fn check_space(service: &Service, incoming: u64) -> Result<(), ApiError> {
     let free = upload::free_bytes(&service.data_dir).map_err(|e| ApiError::internal(format!("free space: {e}")))?;
     if free < service.config.min_free_bytes.saturating_add(incoming) {

@@ -448,8 +448,10 @@ pub async fn separate(
 /// itself). Without this every client behind a proxy shares its address
 /// and one client's quota.
 fn client_ip(trusted: &[std::net::IpAddr], peer: SocketAddr, headers: &axum::http::HeaderMap) -> std::net::IpAddr {
-    if !trusted.contains(&peer.ip()) {
-        return peer.ip();
+    // On a dual-stack listener an IPv4 proxy is `::ffff:127.0.0.1`.
+    let peer_ip = peer.ip().to_canonical();
+    if !trusted.iter().any(|t| t.to_canonical() == peer_ip) {
+        return peer_ip;
     }
     headers
         .get_all("x-forwarded-for")
@@ -457,8 +459,8 @@ fn client_ip(trusted: &[std::net::IpAddr], peer: SocketAddr, headers: &axum::htt
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .last()
-        .and_then(|a| a.trim().parse().ok())
-        .unwrap_or(peer.ip())
+        .and_then(|a| a.trim().parse::<std::net::IpAddr>().ok())
+        .map_or(peer_ip, |a| a.to_canonical())
 }
 
 /// `attachment; filename="..."` with an ASCII fallback and the UTF-8 name
@@ -663,6 +665,11 @@ mod tests {
         assert_eq!(client_ip(&trusted, proxy, &axum::http::HeaderMap::new()).to_string(), "127.0.0.1");
         h.append("x-forwarded-for", "garbage".parse().unwrap());
         assert_eq!(client_ip(&trusted, proxy, &h).to_string(), "127.0.0.1", "unreadable: the peer");
+        // The same proxy seen on a dual-stack listener.
+        let mapped: std::net::SocketAddr = "[::ffff:127.0.0.1]:5000".parse().unwrap();
+        let mut h = axum::http::HeaderMap::new();
+        h.append("x-forwarded-for", "10.0.0.7".parse().unwrap());
+        assert_eq!(client_ip(&trusted, mapped, &h).to_string(), "10.0.0.7");
     }
 
     #[test]

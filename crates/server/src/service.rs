@@ -156,7 +156,11 @@ impl Service {
                     .unwrap_or_else(|| "Untitled".into());
                 let job = me.queue.enqueue(&JobSource::File { path: path.to_string() }, &title, &options)?;
                 up.keep();
-                me.queue.mark_from_api(job.id)?;
+                // The job is queued: a failure here costs only its expiry
+                // (the next start marks it by its upload).
+                if let Err(e) = me.queue.mark_from_api(job.id) {
+                    tracing::warn!("job {}: not marked as the API's: {e}", job.id);
+                }
                 if let Some(album) = intake::album_from_tags(&info.tags) {
                     me.queue.set_album(job.id, &album)?;
                 }
@@ -169,7 +173,9 @@ impl Service {
                 // Links only: a client never names a file on this machine.
                 let result = intake::add_url_with(&me.queue, &url, Some(options))?;
                 if let Some(job) = result.added.into_iter().next() {
-                    me.queue.mark_from_api(job.id)?;
+                    if let Err(e) = me.queue.mark_from_api(job.id) {
+                        tracing::warn!("job {}: not marked as the API's, so it never expires: {e}", job.id);
+                    }
                     return Ok(job);
                 }
                 if let Some(p) = result.playlists.first() {
@@ -315,6 +321,15 @@ fn build(
     if cleaned > 0 {
         tracing::info!("removed {cleaned} unfinished or unclaimed upload(s)");
     }
+    // Jobs of the server's own uploads are the API's, also those made before
+    // jobs recorded who added them (or whose marking a crash cut short), so
+    // `--keep-days` expires them.
+    let uploaded: Vec<JobId> = all
+        .iter()
+        .filter(|j| matches!(&j.source, JobSource::File { path } if Path::new(path).starts_with(&uploads)))
+        .map(|j| j.id)
+        .collect();
+    parts.queue.mark_all_from_api(&uploaded)?;
     let token = if config.auth { Some(auth::load_or_create(&data_dir)?) } else { None };
     let worker_token = if config.auth && config.broker.is_some() {
         Some(auth::load_or_create_named(&data_dir, auth::WORKER_TOKEN_FILE)?)

@@ -668,8 +668,14 @@ fn fifty_uploads_two_hundred_polls_kill_and_restart() {
     assert_eq!(files_in(&data.join("library")).len(), 3);
     assert!(files_in(&data.join("library")).iter().all(|f| !f.starts_with(".stemroom-partial")));
 
-    // Retention: with --keep-days 0 the finished jobs and their files go at start.
+    // Retention: with --keep-days 0 the finished jobs and their files go at
+    // start, also those of a database from before jobs recorded who added
+    // them (every row then reads as the app's: the server knows its jobs
+    // by their uploads).
     assert!(server.stop("TERM").success());
+    let db = rusqlite::Connection::open(data.join("stemroom.sqlite")).expect("sqlite");
+    assert!(db.execute("UPDATE jobs SET origin = 'app'", []).expect("update") >= 3);
+    drop(db);
     let server = Server::start(&data, &["--keep-days", "0"]);
     let deadline = Instant::now() + Duration::from_secs(30);
     while server.json(&["/jobs"])["total"] != 0 {
@@ -788,9 +794,17 @@ fn disk_floor_cors_and_stalled_clients() {
         String::from_utf8_lossy(&avail.stdout).lines().nth(1).and_then(|l| l.trim().parse().ok()).expect("df says");
     let floor_mb = (avail / 1_000_000).saturating_sub(40).to_string();
     let tight = Server::start(&dir.path().join("data3"), &["--min-free-mb", &floor_mb]);
-    let (code, body) =
-        tight.curl(&["-H", "Transfer-Encoding: chunked", "-F", &format!("file=@{}", utf8(&large)), "/upload"]);
-    assert_eq!(code, 507, "{body}");
+    let out = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_upload}"])
+        .args(["-H", &format!("Authorization: Bearer {}", tight.token), "-H", "Transfer-Encoding: chunked"])
+        .args(["-F", &format!("file=@{}", utf8(&large)), &format!("{}/upload", tight.base)])
+        .output()
+        .expect("curl");
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    let (code, sent) = said.split_once(' ').expect("code and size");
+    assert_eq!(code, "507", "{said} {}", String::from_utf8_lossy(&out.stderr));
+    // Refused on the way (after 8 MiB or more), not at the start.
+    assert!(sent.parse::<f64>().is_ok_and(|n| n > 8.0 * 1024.0 * 1024.0), "sent {sent} bytes");
     std::thread::sleep(Duration::from_millis(500));
     assert!(
         files_in(&dir.path().join("data3/uploads")).is_empty(),

@@ -110,16 +110,23 @@ impl Queue {
     /// Database errors.
     pub fn set_running_state(&self, id: JobId, state: &JobState) -> Result<bool, QueueError> {
         debug_assert!(state.is_running());
-        let n = self
-            .conn()
-            .execute("UPDATE jobs SET state = ?1 WHERE id = ?2 AND status = 'running'", params![json(state)?, id])?;
+        let conn = self.conn();
+        // A segment separated since this run began (a later segment than
+        // the state before): the job gets somewhere, so the crashes before
+        // were not in a row (see `Queue::recover`). A run that dies before
+        // its first new segment, each time, does not reset them.
+        if let JobState::Separating { segment, .. } = state {
+            conn.execute(
+                "UPDATE jobs SET interruptions = 0 WHERE id = ?1 AND status = 'running' AND interruptions > 0
+                 AND json_extract(state, '$.state') = 'separating' AND json_extract(state, '$.segment') < ?2",
+                params![id, segment],
+            )?;
+        }
+        let n =
+            conn.execute("UPDATE jobs SET state = ?1 WHERE id = ?2 AND status = 'running'", params![json(state)?, id])?;
         Ok(n == 1)
     }
 
-    /// Record a job's duration and provider once known.
-    ///
-    /// # Errors
-    /// Database errors.
     /// Record the album a file's tags name.
     ///
     /// # Errors
@@ -135,7 +142,20 @@ impl Queue {
     /// # Errors
     /// Database errors.
     pub fn mark_from_api(&self, id: JobId) -> Result<(), QueueError> {
-        self.conn().execute("UPDATE jobs SET origin = 'api' WHERE id = ?1", params![id])?;
+        self.mark_all_from_api(&[id])
+    }
+
+    /// [`Queue::mark_from_api`] for many jobs, in one transaction.
+    ///
+    /// # Errors
+    /// Database errors (then none is marked).
+    pub fn mark_all_from_api(&self, ids: &[JobId]) -> Result<(), QueueError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for id in ids {
+            tx.execute("UPDATE jobs SET origin = 'api' WHERE id = ?1", params![id])?;
+        }
+        tx.commit()?;
         Ok(())
     }
 
@@ -236,7 +256,9 @@ impl Queue {
     pub fn requeue(&self, id: JobId) -> Result<Job, QueueError> {
         self.update_running(
             id,
-            "UPDATE jobs SET status = 'queued', state = ?1, started_ms = NULL WHERE id = ?2 AND status = 'running'",
+            // A quit between crashes: they were not in a row.
+            "UPDATE jobs SET status = 'queued', state = ?1, started_ms = NULL, interruptions = 0
+             WHERE id = ?2 AND status = 'running'",
             params![json(&JobState::Queued)?, id],
         )
     }

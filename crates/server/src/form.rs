@@ -263,6 +263,14 @@ async fn read_multipart(service: &Service, multipart: &mut Multipart) -> Result<
             let mut file = tokio::fs::File::create(part.part_path())
                 .await
                 .map_err(|e| ApiError::internal(format!("cannot store the upload: {e}")))?;
+            // A full disk is the floor's 507, whichever write finds it.
+            let store_err = |e: std::io::Error| {
+                if e.raw_os_error() == Some(libc::ENOSPC) {
+                    no_space(service.config.min_free_bytes)
+                } else {
+                    ApiError::internal(format!("cannot store the upload: {e}"))
+                }
+            };
             let mut written: u64 = 0;
             let mut checked: u64 = 0;
             while let Some(chunk) =
@@ -279,21 +287,9 @@ async fn read_multipart(service: &Service, multipart: &mut Multipart) -> Result<
                     checked = written;
                     check_space(service, 0)?;
                 }
-                file.write_all(&chunk).await.map_err(|e| {
-                    if e.raw_os_error() == Some(libc::ENOSPC) {
-                        no_space(service.config.min_free_bytes)
-                    } else {
-                        ApiError::internal(format!("cannot store the upload: {e}"))
-                    }
-                })?;
+                file.write_all(&chunk).await.map_err(store_err)?;
             }
-            file.flush().await.map_err(|e| {
-                if e.raw_os_error() == Some(libc::ENOSPC) {
-                    no_space(service.config.min_free_bytes)
-                } else {
-                    ApiError::internal(format!("cannot store the upload: {e}"))
-                }
-            })?;
+            file.flush().await.map_err(store_err)?;
             drop(file);
             if written == 0 {
                 return Err(ApiError::unsupported("the file is empty"));

@@ -118,9 +118,7 @@ async fn json_errors(req: Request, next: axum::middleware::Next) -> Response {
     let (code, fallback) = match status {
         StatusCode::BAD_REQUEST => ("bad_request", "the request cannot be read"),
         StatusCode::NOT_FOUND => ("not_found", NO_ENDPOINT),
-        StatusCode::METHOD_NOT_ALLOWED => {
-            ("method_not_allowed", "this endpoint does not take this method: see /openapi.json")
-        }
+        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", NO_METHOD),
         StatusCode::REQUEST_TIMEOUT => ("timeout", "the request took too long"),
         StatusCode::PAYLOAD_TOO_LARGE => ("too_large", "the request body is too large"),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media", "this content type is not taken here"),
@@ -141,6 +139,8 @@ async fn json_errors(req: Request, next: axum::middleware::Next) -> Response {
 
 /// What a request for an endpoint that does not exist hears.
 const NO_ENDPOINT: &str = "no such endpoint: see /openapi.json";
+/// What a request with a method its endpoint does not take hears.
+const NO_METHOD: &str = "this endpoint does not take this method: see /openapi.json";
 
 /// 404, after reading what the client sends (a file posted to a wrong
 /// address, `/separate/` for `/separate`: see [`crate::error::drain`]).
@@ -153,11 +153,7 @@ async fn not_found(req: Request) -> ApiError {
 /// sends (`PUT /upload` with a file).
 async fn method_not_allowed(req: Request) -> ApiError {
     crate::error::drain(req).await;
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "this endpoint does not take this method: see /openapi.json",
-    )
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", NO_METHOD)
 }
 
 /// A job id from the URL: decimal digits only, else 404.

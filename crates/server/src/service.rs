@@ -236,15 +236,13 @@ impl Service {
     pub async fn delete(self: &Arc<Self>, id: JobId) -> Result<(Job, bool), ApiError> {
         let job = self.queue.get(id)?;
         let was_running = job.state.is_running();
-        if was_running && self.broker.is_some() {
-            // A remote worker runs it: it is cancelled here, and the worker
-            // hears so at its next segment (its progress is refused).
-            let cancelled = self.queue.finish(id, &JobState::Cancelled, None, &[]);
-            if let Ok(job) = &cancelled {
-                self.events.job_changed(job);
-            }
-        } else if was_running {
-            let _ = self.worker.cancel(id);
+        if was_running {
+            // A job that ended meanwhile is deleted as it is.
+            let _ = self.cancel(id);
+        }
+        // A remote worker's job is cancelled at once (see `cancel`); one
+        // running here stops within a segment.
+        if was_running && self.broker.is_none() {
             let deadline = Instant::now() + self.config.request_timeout.saturating_sub(Duration::from_secs(2));
             while self.worker.running().contains(&id) || self.queue.get(id)?.state.is_running() {
                 if Instant::now() > deadline {

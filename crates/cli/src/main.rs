@@ -35,8 +35,6 @@ macro_rules! outln {
 mod serve;
 mod worker;
 
-/// Log lines to stderr for the long-running commands (`serve`, `worker`):
-/// `info` by default, `$STEMROOM_LOG` (an `EnvFilter`) to change it.
 /// A `--flag SECONDS` option as a duration: `min` to 1e9 seconds (beyond,
 /// `Duration::from_secs_f64` would panic). Says why on stderr when not.
 fn seconds_option(flag: &str, seconds: f64, min: f64) -> Option<std::time::Duration> {
@@ -47,6 +45,8 @@ fn seconds_option(flag: &str, seconds: f64, min: f64) -> Option<std::time::Durat
     None
 }
 
+/// Log lines to stderr for the long-running commands (`serve`, `worker`):
+/// `info` by default, `$STEMROOM_LOG` (an `EnvFilter`) to change it.
 fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(

@@ -28,6 +28,7 @@ const MAX_CONSECUTIVE_DECODE_ERRORS: usize = 16;
 /// `corrupt::joined_files_at_two_rates_decode_whole` fails if an upgrade
 /// changes the words.
 const SPEC_CHANGE: &str = "signal spec";
+
 /// Frames decoded before a seek target so the codec's state is rebuilt:
 /// 4096 covers an MP3 bit reservoir (at most 511 bytes back, under two
 /// 1152-frame frames), one AAC or Vorbis block (at most 2048 frames) and

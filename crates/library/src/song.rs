@@ -74,12 +74,53 @@ pub fn publish_song(library: &Path, work: &Path, title: &str) -> std::io::Result
     Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, format!("no free folder name for {title}")))
 }
 
+/// The song folder in `library` that job `job` already filed, with its
+/// metadata: the process stopped (a quit at that instant, a crash, a
+/// database that stayed busy) after [`publish_song`] and before the queue
+/// recorded the job as done, so the job was run again. Only folders
+/// [`publish_song`] may have named for the job's title are read, and one
+/// matches when its `stemroom.json` names this job (id and creation time)
+/// and all its stems are there. `None` when there is none.
+pub fn find_published(library: &Path, job: &Job) -> Option<(PathBuf, SongMetadata)> {
+    let base = visible_name(&job.title, "Untitled");
+    let named_for_title = |name: &str| {
+        name == base
+            || name
+                .strip_prefix(base.as_str())
+                .and_then(|rest| rest.strip_prefix(" ("))
+                .and_then(|rest| rest.strip_suffix(')'))
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+    };
+    std::fs::read_dir(library).ok()?.flatten().find_map(|entry| {
+        let name = entry.file_name();
+        if !named_for_title(name.to_str()?) {
+            return None;
+        }
+        let dir = entry.path();
+        let meta: SongMetadata = serde_json::from_slice(&std::fs::read(dir.join(METADATA_FILE)).ok()?).ok()?;
+        let complete = !meta.stems.is_empty()
+            && meta.stems.iter().all(|s| {
+                let p = Path::new(&s.path);
+                p.components().all(|c| matches!(c, Component::Normal(_))) && dir.join(p).is_file()
+            });
+        // Creation times are written as the queue gave them: equal exactly.
+        let same_job = meta.job == Some(job.id) && meta.created_at == job.created_at;
+        (same_job && complete).then_some((dir, meta))
+    })
+}
+
 /// What `stemroom.json` holds: enough to rebuild the library entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SongMetadata {
     /// Format version of this file.
     pub version: u32,
+    /// The queue's id of the job that made the song (absent in files
+    /// written before it was recorded): with `created_at`, how a job that
+    /// stopped between filing its song and recording it finds the song
+    /// again ([`find_published`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobId>,
     pub title: String,
     pub source: crate::queue::JobSource,
     pub duration_seconds: Option<f64>,
@@ -100,6 +141,7 @@ impl SongMetadata {
     pub fn new(job: &Job, stems: Vec<StemFile>, seconds: f64, provider: Option<String>, duration: Option<f64>) -> Self {
         SongMetadata {
             version: 1,
+            job: Some(job.id),
             title: job.title.clone(),
             source: job.source.clone(),
             duration_seconds: duration,
@@ -110,6 +152,14 @@ impl SongMetadata {
             created_at: job.created_at,
             analysis: None,
         }
+    }
+
+    /// Its stems with their paths inside song folder `dir`.
+    pub fn stems_in(&self, dir: &Path) -> Vec<StemFile> {
+        self.stems
+            .iter()
+            .map(|s| StemFile { stem: s.stem.clone(), path: dir.join(&s.path).to_string_lossy().into_owned() })
+            .collect()
     }
 
     /// Write it into `dir` atomically (temporary name, then rename).

@@ -314,6 +314,51 @@ mod queue {
         assert_eq!(q.recover(&owner).expect("recover"), 0);
         assert!(!stemroom_library::song::partial_dir(&lq.library, job.id).exists(), "its checkpoint is gone");
     }
+
+    /// A job whose song was filed but not recorded as done (the process
+    /// stopped in between: a quit at that instant, a crash, a database that
+    /// stayed busy) is recorded from the song folder at its next run, not
+    /// separated into a second copy; another job of the same title is not
+    /// taken for it.
+    #[test]
+    fn a_job_filed_before_a_stop_is_recorded_not_separated_again() {
+        use stemroom_library::queue::StemFile;
+        use stemroom_library::song::{self, SongMetadata};
+        let lq = crate::common::LibraryQueue::new();
+        let (q, library) = (&lq.queue, &lq.library);
+        let opts = q.settings().expect("settings").job_options();
+        // Inputs that do not exist: separating either job would fail.
+        let job = q.enqueue(&file("/gone/a.wav"), "Song", &opts).expect("enqueue");
+        let twin = q.enqueue(&file("/gone/b.wav"), "Song", &opts).expect("enqueue");
+        // A folder of another song that happens to share the title comes first.
+        std::fs::create_dir_all(library.join("Song")).expect("mkdir");
+        // Job 1 ran to its publish, then the process stopped.
+        let work = song::partial_dir(library, job.id);
+        std::fs::create_dir_all(&work).expect("mkdir");
+        let mut stems = Vec::new();
+        for stem in ["drums", "bass", "other", "vocals"] {
+            std::fs::write(work.join(format!("{stem}.wav")), b"RIFF").expect("write");
+            stems.push(StemFile { stem: stem.into(), path: format!("{stem}.wav") });
+        }
+        SongMetadata::new(&job, stems, 1.0, Some("cpu".into()), Some(3.0)).write(&work).expect("metadata");
+        let filed = song::publish_song(library, &work, &job.title).expect("publish");
+        assert_eq!(filed, library.join("Song (2)"));
+
+        let worker = lq.worker(Arc::new(Recorder::default()));
+        worker.start(1);
+        let done = wait_for(q, job.id, 60, |j| j.state.is_finished());
+        assert_eq!(done.state, JobState::Done, "{:?}", done.state);
+        assert_eq!(done.output_dir.as_deref(), Some(filed.to_str().expect("utf8")));
+        assert_eq!(done.stems.len(), 4);
+        assert!(done.stems.iter().all(|s| Path::new(&s.path).is_file()), "{:?}", done.stems);
+        assert_eq!(done.duration_seconds, Some(3.0));
+        let other = wait_for(q, twin.id, 60, |j| j.state.is_finished());
+        assert!(matches!(other.state, JobState::Failed { .. }), "the twin ran (and failed): {:?}", other.state);
+        worker.shutdown();
+        let mut entries: Vec<_> = std::fs::read_dir(library).expect("ls").flatten().map(|e| e.file_name()).collect();
+        entries.sort();
+        assert_eq!(entries, ["Song", "Song (2)"], "no second copy, no partial folder");
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -512,6 +512,11 @@ async fn claim(
         .map_err(|e| ApiError::internal(e.to_string()))??;
     match outcome {
         Claim::Granted { job, attempt, takeover } => {
+            if let Some(done) = filed_before(&service, &job).await {
+                // Filed before this server stopped, not recorded: nothing to run.
+                service.events.job_changed(&done);
+                return Err(ApiError::conflict(format!("job {id} is done")));
+            }
             broker.touch(id);
             if takeover {
                 tracing::info!("job {id}: taken over by {worker} (attempt {attempt})");
@@ -530,6 +535,22 @@ async fn claim(
             Err(ApiError::conflict(format!("job {id} failed: claimed {max} times")))
         }
     }
+}
+
+/// Job `job` as done, when its song is already in the library: the server
+/// stopped after filing its stems and before recording it
+/// ([`song::find_published`]), so the job was queued and handed out again.
+async fn filed_before(
+    service: &Arc<Service>,
+    job: &stemroom_library::queue::Job,
+) -> Option<stemroom_library::queue::Job> {
+    let (me, job) = (service.clone(), job.clone());
+    let found = tokio::task::spawn_blocking(move || {
+        let (dest, meta) = song::find_published(&me.library_dir(), &job)?;
+        tracing::info!("job {} was filed before the last stop: {}", job.id, dest.display());
+        me.queue.finish(job.id, &JobState::Done, Some(&dest.to_string_lossy()), &meta.stems_in(&dest)).ok()
+    });
+    found.await.ok().flatten()
 }
 
 /// `?message=` on worker requests that carry no JSON.
@@ -806,12 +827,7 @@ async fn complete(
                 return Err(ApiError::internal(format!("cannot file the song: {e}")));
             }
         };
-        let stems: Vec<StemFile> = c
-            .stems
-            .iter()
-            .map(|s| StemFile { stem: s.stem.clone(), path: dest.join(&s.path).to_string_lossy().into_owned() })
-            .collect();
-        match me.queue.finish(id, &JobState::Done, Some(&dest.to_string_lossy()), &stems) {
+        match me.queue.finish(id, &JobState::Done, Some(&dest.to_string_lossy()), &meta.stems_in(&dest)) {
             Ok(job) => Ok(job),
             Err(e) => {
                 // Finished meanwhile (deleted, another result): this copy goes.

@@ -501,6 +501,64 @@ fn a_worker_that_hangs_while_its_heartbeat_keeps_the_entry_loses_the_job_to_the_
     assert_eq!(all["total"], 1, "{all}");
 }
 
+/// A job the server filed but had not recorded as done when it stopped
+/// (put back in the queue, handed out again): the claim that follows
+/// records it from its song folder and the worker is told it is done,
+/// instead of the song being separated into a second copy.
+#[test]
+fn a_job_filed_before_the_server_stopped_is_recorded_at_its_next_claim() {
+    use stemroom_library::queue::{Queue, StemFile};
+    use stemroom_library::song::{self, SongMetadata};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = Redis::start(&dir.path().join("redis"), free_port(), None);
+    let url = redis.url();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["--broker", &url]);
+    let id = server.upload(&testdata("mixture.wav"), &[]);
+    let message = loop {
+        let read = redis_cli(
+            &redis,
+            &["XREADGROUP", "GROUP", "stemroom-workers", "w", "COUNT", "1", "STREAMS", "stemroom:jobs", ">"],
+        );
+        if let Some(m) = read.iter().find(|l| l.contains('-') && l.chars().next().is_some_and(|c| c.is_ascii_digit())) {
+            break m.clone();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // What the server's earlier run had filed for this job.
+    let queue = Queue::open(&data.join("stemroom.sqlite")).expect("queue");
+    let job = queue.get(id.parse().expect("numeric id")).expect("job");
+    let library = queue
+        .settings()
+        .expect("settings")
+        .library_dir
+        .map(PathBuf::from)
+        .unwrap_or_else(|| song::default_library_dir(&data));
+    let work = song::partial_dir(&library, job.id);
+    std::fs::create_dir_all(&work).expect("mkdir");
+    let stems: Vec<StemFile> = STEMS
+        .iter()
+        .map(|stem| {
+            std::fs::copy(testdata("mixture.wav"), work.join(format!("{stem}.wav"))).expect("copy");
+            StemFile { stem: (*stem).into(), path: format!("{stem}.wav") }
+        })
+        .collect();
+    SongMetadata::new(&job, stems, 1.0, Some("cpu".into()), Some(2.0)).write(&work).expect("metadata");
+    let filed = song::publish_song(&library, &work, &job.title).expect("publish");
+
+    let holder = format!(r#"{{"message": "{message}", "worker": "w"}}"#);
+    let (code, body) = server.curl_as(
+        &worker_token(&server),
+        &["-X", "POST", "-H", "Content-Type: application/json", "-d", &holder, &format!("/worker/jobs/{id}/claim")],
+    );
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("is done"), "{body}");
+    let status = server.json(&[&format!("/status/{id}")]);
+    assert_eq!(status["status"], "completed", "{status}");
+    let songs: Vec<_> = std::fs::read_dir(&library).expect("ls").flatten().map(|e| e.path()).collect();
+    assert_eq!(songs, [filed], "one copy of the song");
+}
+
 /// A TCP proxy to `to` that stops passing the answer to a worker's input
 /// request after 64 KiB, holding the connection open: a read that never
 /// returns, as from a hung server or a dead link without a reset.

@@ -98,6 +98,17 @@ impl Inner {
         let library = self.library_dir();
         std::fs::create_dir_all(&library).map_err(|source| Error::Output { path: library.clone(), source })?;
         let work = song::partial_dir(&library, job.id);
+        if let Some((dest, meta)) = song::find_published(&library, job) {
+            // Filed before the stop that put it back in the queue: record
+            // it instead of separating it into a second copy.
+            tracing::info!("job {} was filed before the last stop: {}", job.id, dest.display());
+            let _ = std::fs::remove_dir_all(&work);
+            if let Some(a) = &meta.analysis {
+                let _ = self.queue.set_analysis(job.id, a);
+            }
+            let _ = self.queue.set_details(job.id, meta.duration_seconds, meta.provider.as_deref());
+            return Ok((dest.to_string_lossy().into_owned(), meta.stems_in(&dest)));
+        }
         // What an interrupted run of this job left: only its checkpoint
         // stays (the separation resumes from it if it still fits).
         clear_except(&work, CHECKPOINT_DIR);
@@ -171,13 +182,8 @@ impl Inner {
                 path: p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
             })
             .collect();
-        let mut meta = SongMetadata::new(
-            job,
-            rel.clone(),
-            out.seconds,
-            Some(provider.clone()),
-            duration.or(Some(out.audio_seconds)),
-        );
+        let mut meta =
+            SongMetadata::new(job, rel, out.seconds, Some(provider.clone()), duration.or(Some(out.audio_seconds)));
         meta.analysis = song::analyse(&out.stems);
         if let Some(a) = &meta.analysis {
             let _ = self.queue.set_analysis(job.id, a);
@@ -187,10 +193,6 @@ impl Inner {
             .map_err(|source| Error::Output { path: library.clone(), source })?;
         partial.dir = None;
         tracing::info!("job {} done in {:.1} s: {}", job.id, started.elapsed().as_secs_f64(), dest.display());
-        let stems = rel
-            .into_iter()
-            .map(|s| StemFile { path: dest.join(&s.path).to_string_lossy().into_owned(), stem: s.stem })
-            .collect();
-        Ok((dest.to_string_lossy().into_owned(), stems))
+        Ok((dest.to_string_lossy().into_owned(), meta.stems_in(&dest)))
     }
 }

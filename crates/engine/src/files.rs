@@ -87,7 +87,23 @@ pub fn publish(pairs: &[(PathBuf, PathBuf)]) -> std::io::Result<()> {
     for (_, backup) in &set_aside {
         let _ = std::fs::remove_file(backup);
     }
+    let mut folders: Vec<&Path> = pairs.iter().filter_map(|(_, dest)| dest.parent()).collect();
+    folders.dedup();
+    for folder in folders {
+        sync_dir(folder);
+    }
     Ok(())
+}
+
+/// Make the renames and creations in folder `dir` durable (fsync of the
+/// folder itself: without it a power cut can undo a rename on ext4 with
+/// some mount options, XFS and btrfs, leaving the old name or none). Best
+/// effort: a file system that cannot sync a folder is not an error.
+pub fn sync_dir(dir: &Path) {
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    if let Err(e) = std::fs::File::open(dir).and_then(|f| f.sync_all()) {
+        tracing::debug!("cannot sync folder {}: {e}", dir.display());
+    }
 }
 
 /// Whether process `pid` is alive (signal 0: exists, perhaps another user's).

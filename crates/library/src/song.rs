@@ -65,6 +65,7 @@ pub fn publish_song(library: &Path, work: &Path, title: &str) -> std::io::Result
                     let _ = std::fs::remove_dir(&dir);
                     return Err(e);
                 }
+                stemroom_engine::files::sync_dir(library);
                 return Ok(dir);
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -177,7 +178,9 @@ impl SongMetadata {
             // must not leave an empty `stemroom.json`).
             f.sync_data()?;
         }
-        std::fs::rename(&tmp, dir.join(METADATA_FILE))
+        std::fs::rename(&tmp, dir.join(METADATA_FILE))?;
+        stemroom_engine::files::sync_dir(dir);
+        Ok(())
     }
 }
 

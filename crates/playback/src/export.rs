@@ -461,6 +461,9 @@ fn export_zip(req: &ExportRequest, listener: &dyn Listener) -> Result<PathBuf, E
     }
     zip.finish().map_err(zip_err)?.sync_all().map_err(io_err)?;
     std::fs::rename(&part.files()[0], &dest).map_err(io_err)?;
+    if let Some(folder) = dest.parent() {
+        stemroom_engine::files::sync_dir(folder);
+    }
     part.disarm();
     Ok(dest)
 }

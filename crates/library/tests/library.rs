@@ -645,6 +645,41 @@ mod links {
         assert_eq!(processes_with("/slow.wav"), 0, "yt-dlp is gone after a cancel");
     }
 
+    /// Downloads that never end are stopped: an endless stream with no
+    /// size (a radio station) at the byte limit or at the time limit, and a
+    /// server that trickles bytes (yt-dlp keeps printing) as a stall.
+    #[test]
+    fn endless_streams_and_trickles_are_stopped() {
+        let server = Server::start();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dl = dir.path().join("dl");
+        let run = |url: &str, stall: u64, limits: link::DownloadLimits| {
+            let t0 = Instant::now();
+            let r = link::download(&ytdlp(), url, &dl, Duration::from_secs(stall), &limits, &mut |_| {}, &|| false);
+            (r, t0.elapsed())
+        };
+        let radio = server.url("/radio.mp3");
+        let (r, took) = run(&radio, 30, link::DownloadLimits { max_bytes: 2_000_000, max_seconds: 3 * 3600 });
+        let e = r.expect_err("an endless stream");
+        assert!(matches!(&e, LinkError::Refused(m) if m.contains("more than 2 MB")), "{e:?}");
+        assert!(took < Duration::from_secs(20), "stopped in {took:?}");
+        assert!(empty(&dl), "nothing left");
+        assert_eq!(processes_with("/radio.mp3"), 0, "yt-dlp is gone");
+
+        let (r, took) = run(&radio, 30, link::DownloadLimits { max_bytes: 1 << 30, max_seconds: 4 });
+        let e = r.expect_err("an endless stream");
+        assert!(matches!(&e, LinkError::Refused(m) if m.contains("still downloading")), "{e:?}");
+        assert!(took < Duration::from_secs(10), "stopped in {took:?}");
+        assert!(empty(&dl), "nothing left");
+
+        let (r, took) = run(&server.url("/trickle.wav"), 3, link::DownloadLimits::default());
+        let e = r.expect_err("a trickle");
+        assert!(matches!(e, LinkError::Stalled(3)), "{e:?}");
+        assert!(took < Duration::from_secs(20), "stopped in {took:?}");
+        assert!(empty(&dl), "nothing left");
+        assert_eq!(processes_with("/trickle.wav"), 0, "yt-dlp is gone");
+    }
+
     #[test]
     fn links_are_queued_with_their_title_then_downloaded_and_separated() {
         let _turn = stemroom_testkit::cpu_turn();
@@ -717,6 +752,9 @@ mod links {
         let server = Server::start();
         let info = link::probe(&ytdlp(), &server.url("/evil.html"), 10).expect("probe");
         assert!(info.title.contains("../"), "{}", info.title);
+        // As the queue shows it: no escape sequence, bounded like tags.
+        assert!(!info.title.chars().any(char::is_control), "{:?}", info.title);
+        assert_eq!(info.title.chars().count(), stemroom_library::intake::MAX_TAG_TITLE_CHARS, "{}", info.title);
         let name = stemroom_engine::names::visible_name(&info.title, "Untitled");
         assert!(!name.contains('/') && !name.contains('\\') && !name.contains(':'), "{name}");
         assert!(!name.starts_with('.'), "{name}");

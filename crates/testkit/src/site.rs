@@ -16,8 +16,10 @@ pub struct Server {
     stop: Arc<AtomicBool>,
 }
 
+/// A page title made to break file names and terminals: path parts,
+/// characters Windows refuses, an escape sequence, and 430 characters.
 pub fn evil_title() -> String {
-    format!("{}{}{}", "../".repeat(20), ":*?<>|\\".repeat(10), "x".repeat(300))
+    format!("{}{}\u{1b}[31m{}", "../".repeat(20), ":*?<>|\\".repeat(10), "x".repeat(300))
 }
 
 fn respond(mut s: TcpStream, song: &[u8], webm: &[u8], stop: &AtomicBool) {
@@ -78,6 +80,38 @@ fn respond(mut s: TcpStream, song: &[u8], webm: &[u8], stop: &AtomicBool) {
                     return;
                 }
                 std::thread::sleep(Duration::from_millis(if stall { 100_000 } else { 250 }));
+            }
+        }
+        // An internet radio station: audio with no size, never ending.
+        "/radio.mp3" => {
+            let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Type: audio/mpeg\r\nConnection: close\r\n\r\n");
+            let t0 = Instant::now();
+            for chunk in song.chunks(8192).cycle() {
+                if head_only || stop.load(Ordering::Relaxed) || t0.elapsed() > Duration::from_secs(60) {
+                    return;
+                }
+                if s.write_all(chunk).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        // A server that sends a song a few bytes at a time.
+        "/trickle.wav" => {
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: audio/wav\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                song.len()
+            );
+            let t0 = Instant::now();
+            for chunk in song.chunks(16) {
+                if head_only || stop.load(Ordering::Relaxed) || t0.elapsed() > Duration::from_secs(60) {
+                    return;
+                }
+                if s.write_all(chunk).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
         }
         _ => send(&mut s, "404 Not Found", "text/plain", b"not found"),

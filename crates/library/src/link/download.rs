@@ -26,17 +26,45 @@ fn parse_number(s: &str) -> Option<f64> {
 
 /// Parse one of our progress lines:
 /// `[stemroom-progress] <downloaded> <total> <total estimate> <speed> <eta>`
-/// (`NA` for unknown fields).
-pub(crate) fn parse_progress(line: &str) -> Option<DownloadProgress> {
+/// (`NA` for unknown fields). Returns the bytes downloaded so far with the
+/// progress a person sees.
+pub(crate) fn parse_progress(line: &str) -> Option<(f64, DownloadProgress)> {
     let rest = line.split(PROGRESS_MARK).nth(1)?;
     let f: Vec<&str> = rest.split_whitespace().collect();
     let downloaded = parse_number(f.first()?)?;
     let total = f.get(1).and_then(|s| parse_number(s)).or_else(|| f.get(2).and_then(|s| parse_number(s)));
-    Some(DownloadProgress {
+    let progress = DownloadProgress {
         percent: total.filter(|t| *t > 0.0).map(|t| (100.0 * downloaded / t).clamp(0.0, 100.0)),
         bytes_per_second: f.get(3).and_then(|s| parse_number(s)),
         eta_seconds: f.get(4).and_then(|s| parse_number(s)),
-    })
+    };
+    Some((downloaded, progress))
+}
+
+/// Least growth, in bytes, that counts as a sign of life within one stall
+/// window once bytes flow: 16 KiB, one second of a 128 kbit/s stream. A
+/// server that trickles a few bytes a second keeps yt-dlp printing progress
+/// but would take days for a song: it counts as stalled.
+const MIN_GROWTH: f64 = 16.0 * 1024.0;
+
+/// When a download last showed life: any line from yt-dlp before bytes
+/// flow, then [`MIN_GROWTH`] more bytes (or a restart from fewer bytes).
+struct Life {
+    at: tokio::time::Instant,
+    bytes: f64,
+}
+
+impl Life {
+    fn line(&mut self) {
+        self.at = tokio::time::Instant::now();
+    }
+
+    fn bytes(&mut self, downloaded: f64) {
+        if downloaded >= self.bytes + MIN_GROWTH || downloaded < self.bytes {
+            self.bytes = downloaded;
+            self.at = tokio::time::Instant::now();
+        }
+    }
 }
 
 /// Remove everything in `dir` (a folder this download owns).
@@ -77,8 +105,13 @@ impl Default for DownloadLimits {
 /// or cancel everything in it is removed). Returns the file written.
 ///
 /// `on_progress` hears every progress line; `is_cancelled` is polled every
-/// 100 ms; `stall` is the longest silence from yt-dlp before giving up.
-/// Live streams and what exceeds `limits` are refused.
+/// 100 ms; `stall` is the longest time without a sign of life before giving
+/// up: output from yt-dlp before the transfer, then at least 16 KiB more
+/// (a trickle is a stall). Live streams and what exceeds `limits` are
+/// refused: a size known in advance by yt-dlp, else the bytes received (a
+/// radio station's endless stream has no size); the length when the site
+/// gives it; and the whole download may take no longer than the longest
+/// song allowed lasts (`limits.max_seconds` of wall time).
 ///
 /// # Errors
 /// [`LinkError`]; `Cancelled` and `Stalled` after killing the process tree.
@@ -110,7 +143,10 @@ async fn run_download(
     is_cancelled: &dyn Fn() -> bool,
 ) -> Result<PathBuf, LinkError> {
     let mut cmd = command(yt);
-    cmd.args(["--no-playlist", "--newline", "--progress", "-f", FORMAT])
+    // One item: `--no-playlist` for a song's link that names a playlist too,
+    // `--playlist-items 1` for an entry that is itself a list (an album on
+    // an artist's page).
+    cmd.args(["--no-playlist", "--playlist-items", "1", "--newline", "--progress", "-f", FORMAT])
         .args(["--progress-template", &format!("download:{PROGRESS_MARK} %(progress.downloaded_bytes)s %(progress.total_bytes)s %(progress.total_bytes_estimate)s %(progress.speed)s %(progress.eta)s")])
         .args(["--max-filesize", &limits.max_bytes.to_string()])
         .args(["--match-filters", &format!("!is_live & duration <? {}", limits.max_seconds)])
@@ -130,40 +166,54 @@ async fn run_download(
         kill_tree(&mut child).await;
         return Err(LinkError::Failed("no output pipes".into()));
     };
-    let mut out_lines = BufReader::new(stdout).lines();
-    let mut err_lines = BufReader::new(stderr).lines();
+    // Lines as bytes: a title in another encoding must not end the reading
+    // (yt-dlp would then block on a full pipe).
+    let mut out_lines = BufReader::new(stdout).split(b'\n');
+    let mut err_lines = BufReader::new(stderr).split(b'\n');
+    // The last 64 KiB yt-dlp wrote to stderr: its `ERROR:` line comes last.
     let mut err_text = String::new();
     let mut printed: Option<String> = None;
     // yt-dlp's own words when it skips the download (a filter, the size).
     let mut refusal: Option<String> = None;
     let (mut out_open, mut err_open) = (true, true);
-    let mut last_output = tokio::time::Instant::now();
+    let started = tokio::time::Instant::now();
+    let mut life = Life { at: started, bytes: 0.0 };
+    let mut received = 0.0f64;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     while out_open || err_open {
         tokio::select! {
-            line = out_lines.next_line(), if out_open => match line {
+            line = out_lines.next_segment(), if out_open => match line {
                 Ok(Some(l)) => {
-                    last_output = tokio::time::Instant::now();
-                    if let Some(p) = parse_progress(&l) {
+                    let l = String::from_utf8_lossy(&l);
+                    if let Some((bytes, p)) = parse_progress(&l) {
+                        life.bytes(bytes);
+                        received = bytes;
                         on_progress(&p);
-                    } else if l.contains("does not pass filter") || l.contains("larger than max-filesize") {
-                        refusal = Some(l.trim().to_string());
-                    } else if !l.trim().is_empty() && !l.starts_with('[') {
-                        // Not one of yt-dlp's `[extractor] …` messages: the
-                        // path `--print after_move:filepath` prints.
-                        printed = Some(l.trim().to_string());
+                    } else {
+                        life.line();
+                        if l.contains("does not pass filter") || l.contains("larger than max-filesize") {
+                            refusal = Some(l.trim().to_string());
+                        } else if !l.trim().is_empty() && !l.starts_with('[') {
+                            // Not one of yt-dlp's `[extractor] …` messages:
+                            // the path `--print after_move:filepath` prints.
+                            printed = Some(l.trim().to_string());
+                        }
                     }
                 }
                 _ => out_open = false,
             },
-            line = err_lines.next_line(), if err_open => match line {
+            line = err_lines.next_segment(), if err_open => match line {
                 Ok(Some(l)) => {
-                    last_output = tokio::time::Instant::now();
-                    if let Some(p) = parse_progress(&l) {
+                    let l = String::from_utf8_lossy(&l);
+                    if let Some((bytes, p)) = parse_progress(&l) {
+                        life.bytes(bytes);
+                        received = bytes;
                         on_progress(&p);
-                    } else if err_text.len() < 64 * 1024 {
-                        err_text.push_str(&l);
+                    } else {
+                        life.line();
+                        err_text.push_str(l.trim_end_matches('\r'));
                         err_text.push('\n');
+                        keep_tail(&mut err_text, 64 * 1024);
                     }
                 }
                 _ => err_open = false,
@@ -173,9 +223,25 @@ async fn run_download(
                     kill_tree(&mut child).await;
                     return Err(LinkError::Cancelled);
                 }
-                if last_output.elapsed() >= stall {
+                if life.at.elapsed() >= stall {
                     kill_tree(&mut child).await;
                     return Err(LinkError::Stalled(stall.as_secs()));
+                }
+                if received > limits.max_bytes as f64 {
+                    kill_tree(&mut child).await;
+                    return Err(LinkError::Refused(format!(
+                        "it sent more than {:.0} MB without saying its size first (an endless stream, such as a \
+                         radio station's?)",
+                        limits.max_bytes as f64 / 1e6
+                    )));
+                }
+                if started.elapsed() >= Duration::from_secs(limits.max_seconds) {
+                    kill_tree(&mut child).await;
+                    return Err(LinkError::Refused(format!(
+                        "it was still downloading after {} hours, the longest a song may last (an endless stream, \
+                         such as a radio station's, or a very slow connection)",
+                        limits.max_seconds as f64 / 3600.0
+                    )));
                 }
             }
         }
@@ -197,6 +263,17 @@ async fn run_download(
     Ok(file)
 }
 
+/// Cut `text` to its last `max` bytes or so (at a character boundary).
+fn keep_tail(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut cut = text.len() - max;
+        while !text.is_char_boundary(cut) {
+            cut += 1;
+        }
+        text.drain(..cut);
+    }
+}
+
 /// The refusal yt-dlp printed, in a person's words.
 fn refused(said: &str, limits: &DownloadLimits) -> LinkError {
     // One filter holds both conditions (several `--match-filters` would be
@@ -215,6 +292,17 @@ fn refused(said: &str, limits: &DownloadLimits) -> LinkError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tail_of_stderr_is_kept() {
+        let mut text = "é".repeat(100);
+        text.push_str("ERROR: [youtube] x: Video unavailable\n");
+        keep_tail(&mut text, 50);
+        assert!(text.len() <= 51 && text.ends_with("Video unavailable\n"), "{text}");
+        let mut short = String::from("ERROR: x\n");
+        keep_tail(&mut short, 50);
+        assert_eq!(short, "ERROR: x\n");
+    }
 
     #[test]
     fn refusals_are_explained() {

@@ -146,19 +146,26 @@ impl YtDlp {
             candidates.push(PathBuf::from("yt-dlp"));
         }
         let mut tried = Vec::new();
+        let mut too_old: Option<String> = None;
         for c in candidates {
             match version_of(&c) {
+                // An old copy (a distribution's package on PATH, say) does
+                // not hide a newer one further down the list.
+                Ok(version) if version.as_str() < MIN_VERSION => {
+                    tried.push(format!("{}: version {version}", c.display()));
+                    too_old.get_or_insert(version);
+                }
                 Ok(version) => {
-                    if version.as_str() < MIN_VERSION {
-                        return Err(LinkError::TooOld { found: version, need: MIN_VERSION.into() });
-                    }
                     let js_runtime = locate_deno(&c);
                     return Ok(YtDlp { path: c, version, js_runtime });
                 }
                 Err(e) => tried.push(format!("{}: {e}", c.display())),
             }
         }
-        Err(LinkError::Missing(tried.join("; ")))
+        match too_old {
+            Some(found) => Err(LinkError::TooOld { found, need: MIN_VERSION.into() }),
+            None => Err(LinkError::Missing(tried.join("; "))),
+        }
     }
 }
 

@@ -8,15 +8,16 @@
 //!   (`<data>/tools/yt-dlp/bin/yt-dlp`, `~/.local/share/stemroom`, see
 //!   [`install`]), then the project's environment
 //!   (`<cache>/tools/yt-dlp/bin/yt-dlp`, installed by `scripts/setup.sh` from
-//!   PyPI at [`PINNED_VERSION`]), then `PATH`; versions older than
-//!   [`MIN_VERSION`] are refused.
+//!   PyPI at [`PINNED_VERSION`]), then `PATH`: the first that runs and is
+//!   not older than [`MIN_VERSION`].
 //! - [`probe`] reads metadata (title, uploader, duration, thumbnail, playlist
 //!   entries up to a limit) without downloading.
 //! - [`thumbnail`] keeps a queued link's thumbnail image beside the queue.
 //! - [`download`] fetches the best audio-only format into a folder, reporting
-//!   percent, speed and ETA parsed from yt-dlp's progress lines. Cancelling or
-//!   a stall (no output for the stall time-out) kills the whole process group
-//!   and removes what was written.
+//!   percent, speed and ETA parsed from yt-dlp's progress lines. Cancelling, a
+//!   stall (no output, or a trickle, for the stall time-out) or an endless
+//!   stream (past the size or time limit) kills the whole process group and
+//!   removes what was written.
 //!
 //! Errors are classified from yt-dlp's messages into [`LinkError`] variants a
 //! person can act on (not a URL, unsupported site, unavailable or private,
@@ -39,13 +40,17 @@ pub use probe::{probe, LinkEntry, LinkInfo};
 
 /// The yt-dlp release the project installs and tests against.
 pub const PINNED_VERSION: &str = "2026.10.26";
-/// Oldest yt-dlp accepted (release dates compare as text, `YYYY.MM.DD`).
-pub const MIN_VERSION: &str = "2025.01.01";
+/// Oldest yt-dlp accepted (release dates compare as text, `YYYY.MM.DD`):
+/// 2025.11.12, the first with `--js-runtimes` (which every run passes when
+/// deno is found, and which YouTube's challenges need); `--no-plugin-dirs`
+/// came in 2025.03.21.
+pub const MIN_VERSION: &str = "2025.11.12";
 /// Longest link accepted, in bytes.
 pub const MAX_URL_BYTES: usize = 4096;
 /// Playlist entries listed at most (a guard against runaway lists).
 pub const DEFAULT_PLAYLIST_LIMIT: usize = 200;
-/// A download with no output from yt-dlp for this long is stopped.
+/// A download with no sign of life for this long is stopped: no output
+/// from yt-dlp before the transfer, then less than 16 KiB more.
 pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Metadata requests give up after this long.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -82,8 +87,8 @@ pub enum LinkError {
     NeedsJsRuntime(String),
     #[error(
         "the site refused the download ({0}); it may be blocking automated downloads from this network: try again \
-         later or on another network, update yt-dlp (Settings (Links) or `stemroom links install`), or download the \
-         audio yourself and add the file"
+         later or on another network, try a newer yt-dlp (install it, e.g. `pip install -U yt-dlp`, and choose it \
+         in Settings (Links)), or download the audio yourself and add the file"
     )]
     Blocked(String),
     #[error(
@@ -287,6 +292,19 @@ mod tests {
         let relative = YtDlp::locate(Some(std::path::Path::new("bin/yt-dlp")));
         assert!(matches!(&relative, Err(LinkError::Missing(m)) if m.contains("absolute")), "{relative:?}");
         assert!(locate::is_release_version("2026.10.26") && locate::is_release_version("2025.11.13.232858"));
+        // A release without `--js-runtimes` (which every run passes) is too old.
+        let dir = tempfile::tempdir().unwrap();
+        for (version, ok) in [("2025.06.30", false), ("2025.11.12", true)] {
+            let fake = dir.path().join(format!("yt-dlp-{version}"));
+            std::fs::write(&fake, format!("#!/bin/sh\necho {version}\n")).unwrap();
+            std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+            let found = YtDlp::locate(Some(&fake));
+            if ok {
+                assert_eq!(found.unwrap().version, version);
+            } else {
+                assert!(matches!(&found, Err(LinkError::TooOld { found, .. }) if found == version), "{found:?}");
+            }
+        }
         assert!(!locate::is_release_version("Python 3.11.2") && !locate::is_release_version("2026.1.2"));
     }
 
@@ -305,10 +323,13 @@ mod tests {
 
     #[test]
     fn progress_lines_parse() {
-        let p = parse_progress("[stemroom-progress] 5000 10000 NA 2500.5 2").unwrap();
+        let (bytes, p) = parse_progress("[stemroom-progress] 5000 10000 NA 2500.5 2").unwrap();
+        assert_eq!(bytes, 5000.0);
         assert_eq!(p, DownloadProgress { percent: Some(50.0), bytes_per_second: Some(2500.5), eta_seconds: Some(2.0) });
-        let p = parse_progress("[stemroom-progress] 300 NA 1200 NA NA").unwrap();
-        assert_eq!(p.percent, Some(25.0));
+        let (bytes, p) = parse_progress("[stemroom-progress] 300 NA 1200 NA NA").unwrap();
+        assert_eq!((bytes, p.percent), (300.0, Some(25.0)));
+        let (bytes, p) = parse_progress("[stemroom-progress] 7000000 NA NA 16000 NA").unwrap();
+        assert_eq!((bytes, p.percent), (7e6, None), "an endless stream: bytes, no percent");
         assert_eq!(parse_progress("[stemroom-progress] NA NA NA NA NA"), None);
         assert_eq!(parse_progress("[download] 50%"), None);
     }

@@ -38,6 +38,13 @@ fn text(v: &serde_json::Value, key: &str) -> Option<String> {
     v.get(key).and_then(|x| x.as_str()).map(str::to_string).filter(|s| !s.is_empty())
 }
 
+/// A title or a name from the page, as people see it in the queue and the
+/// library: without control characters and bounded like tags' titles
+/// ([`crate::intake::clean_title`]); `None` when nothing is left.
+fn label(v: &serde_json::Value, key: &str) -> Option<String> {
+    v.get(key).and_then(|x| x.as_str()).and_then(crate::intake::clean_title)
+}
+
 /// Metadata of `url` without downloading: a single item's title, uploader,
 /// duration and thumbnail, or a playlist's first `limit` entries.
 ///
@@ -48,7 +55,9 @@ pub fn probe(yt: &YtDlp, url: &str, limit: usize) -> Result<LinkInfo, LinkError>
     let limit = limit.max(1);
     runtime()?.block_on(async {
         let mut cmd = command(yt);
-        cmd.args(["--dump-single-json", "--flat-playlist"])
+        // `--no-playlist`: a song's link that also names a playlist (a
+        // shared `watch?v=…&list=…`) is that song, as its download is.
+        cmd.args(["--dump-single-json", "--flat-playlist", "--no-playlist"])
             .args(["--playlist-end", &(limit + 1).to_string()])
             .arg("--")
             .arg(&url);
@@ -79,7 +88,7 @@ pub fn probe(yt: &YtDlp, url: &str, limit: usize) -> Result<LinkInfo, LinkError>
                     .filter_map(|e| {
                         let u = text(e, "url").or_else(|| text(e, "webpage_url"))?;
                         Some(LinkEntry {
-                            title: text(e, "title").unwrap_or_else(|| u.clone()),
+                            title: label(e, "title").unwrap_or_else(|| u.clone()),
                             url: u,
                             duration_seconds: e.get("duration").and_then(|d| d.as_f64()),
                         })
@@ -90,8 +99,8 @@ pub fn probe(yt: &YtDlp, url: &str, limit: usize) -> Result<LinkInfo, LinkError>
         let truncated = entries.len() > limit;
         entries.truncate(limit);
         Ok(LinkInfo {
-            title: text(&v, "title").unwrap_or_else(|| url.clone()),
-            uploader: text(&v, "uploader").or_else(|| text(&v, "channel")),
+            title: label(&v, "title").unwrap_or_else(|| url.clone()),
+            uploader: label(&v, "uploader").or_else(|| label(&v, "channel")),
             duration_seconds: v.get("duration").and_then(|d| d.as_f64()),
             thumbnail: text(&v, "thumbnail"),
             extractor: text(&v, "extractor_key").or_else(|| text(&v, "extractor")),

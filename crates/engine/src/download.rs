@@ -58,13 +58,26 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DownloadError + '_ {
 }
 
 /// The HTTP agent: the system's certificate store, proxies from the
-/// environment, 30 s to connect and 60 s for the response head.
+/// environment, 30 s to connect, 60 s for the response head, and
+/// [`READ_TIMEOUT`] for each read of the body.
 pub fn agent() -> ureq::Agent {
+    agent_with(READ_TIMEOUT)
+}
+
+/// Longest wait for the next bytes of a body: 30 s. A connection that
+/// died without closing (a Wi-Fi change, a NAT entry dropped) then fails
+/// as a network error the next call resumes, instead of hanging for ever
+/// with Cancel unheard (cancel is checked between reads).
+pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn agent_with(per_read: Duration) -> ureq::Agent {
     let tls = ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::PlatformVerifier).build();
     ureq::Agent::config_builder()
         .tls_config(tls)
         .timeout_connect(Some(Duration::from_secs(30)))
         .timeout_recv_response(Some(Duration::from_secs(60)))
+        .timeout_per_read(Some(per_read))
+        .timeout_per_write(Some(per_read))
         .http_status_as_error(false)
         .build()
         .into()
@@ -208,8 +221,9 @@ pub(crate) mod test_server {
     use std::sync::{Arc, Mutex};
 
     /// A loopback HTTP/1.1 file server with `Range: bytes=N-` support; the
-    /// first `cut` requests send only half the body, then close. Returns its
-    /// base URL and the request heads it saw.
+    /// first `cut` requests send only half the body, then close (files named
+    /// `hang-…`: then hold the connection open for a minute, sending
+    /// nothing). Returns its base URL and the request heads it saw.
     pub(crate) fn serve(files: HashMap<String, Vec<u8>>, cut: usize) -> (String, Arc<Mutex<Vec<String>>>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -251,8 +265,43 @@ pub(crate) mod test_server {
                 );
                 let send = if n < cut { &part[..part.len() / 2] } else { part };
                 let _ = stream.write_all(send);
+                if n < cut && name.starts_with("hang-") {
+                    std::thread::spawn(move || {
+                        std::thread::sleep(std::time::Duration::from_secs(60));
+                        drop(stream);
+                    });
+                }
             }
         });
         (base, seen)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::time::Instant;
+
+    use super::*;
+
+    /// A server that stops sending mid-body without closing: the read times
+    /// out as a network error (the part stays), and the next call resumes.
+    #[test]
+    fn a_connection_that_goes_quiet_fails_and_resumes() {
+        let body: Vec<u8> = (0..400_000u32).map(|i| (i % 251) as u8).collect();
+        let (base, seen) = test_server::serve(HashMap::from([("hang-x.bin".to_string(), body.clone())]), 1);
+        let url = format!("{base}/hang-x.bin");
+        let file = Pinned { url: &url, file_name: "hang-x.bin", bytes: body.len() as u64, sha256: "" };
+        let dir = tempfile::tempdir().unwrap();
+        let agent = agent_with(Duration::from_secs(1));
+        let t0 = Instant::now();
+        let err = download(&agent, &file, dir.path(), &mut |_| {}, &|| false).expect_err("quiet connection");
+        assert!(matches!(err, DownloadError::Http { .. }), "{err}");
+        assert!(t0.elapsed() < Duration::from_secs(10), "gave up after {:?}", t0.elapsed());
+        let part = std::fs::metadata(dir.path().join("hang-x.bin.part")).unwrap().len();
+        assert!(part > 0 && part < body.len() as u64, "{part} bytes kept for the resume");
+        let done = download(&agent, &file, dir.path(), &mut |_| {}, &|| false).expect("resumed");
+        assert_eq!(std::fs::read(done).unwrap(), body);
+        assert!(seen.lock().unwrap()[1].to_ascii_lowercase().contains(&format!("range: bytes={part}-")));
     }
 }

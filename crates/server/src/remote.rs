@@ -770,6 +770,12 @@ fn separate(
                 .agent
                 .get(&url)
                 .header("Authorization", &server.auth)
+                // A connection that dies without closing (a frozen server, a
+                // NAT entry dropped mid-input) fails instead of holding the
+                // worker for ever.
+                .config()
+                .timeout_per_read(Some(stemroom_engine::download::READ_TIMEOUT))
+                .build()
                 .call()
                 .map_err(|e| Error::Internal(format!("cannot fetch the input: {e}")))?;
             match r.status().as_u16() {
@@ -866,6 +872,10 @@ fn separate(
             .put(&url)
             .header("Authorization", &server.auth)
             .header("Content-Length", len)
+            // As the input's reads: a send that cannot go on fails.
+            .config()
+            .timeout_per_write(Some(stemroom_engine::download::READ_TIMEOUT))
+            .build()
             .send(ureq::SendBody::from_reader(&mut body));
         let r = r.map(|mut r| {
             let status = r.status().as_u16();

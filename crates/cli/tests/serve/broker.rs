@@ -636,6 +636,17 @@ fn a_worker_whose_job_hangs_stops_keeping_its_entry_and_another_worker_takes_it_
     assert!(jobs_done_by(&log_b).contains(&id), "the second worker took the hung job over");
     wait_log(&log_a, &format!("job {id} showed no life"), Duration::from_secs(5));
     assert!(std::fs::read_to_string(&log_b).unwrap_or_default().contains("attempt 2"), "a takeover: the second claim");
+    // The stuck worker itself is not lost: its read of the frozen input
+    // times out (30 s) and it ends the job.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(&log_a).unwrap_or_default();
+        if text.contains(&format!("job {id} failed")) || text.contains("another worker took it over") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the stuck worker is still stuck:\n{text}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
     done_flag.store(true, Ordering::SeqCst);
     stop_child(a);
     stop_child(b);

@@ -38,7 +38,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use stemroom_engine::ErrorCode;
 use stemroom_library::queue::broker::{Claim, RunningJob};
-use stemroom_library::queue::{JobId, JobOptions, JobSource, JobState, StemFile};
+use stemroom_library::queue::{JobId, JobOptions, JobSource, JobState, QueueError, StemFile};
 use stemroom_library::song::{self, SongMetadata};
 use stemroom_library::worker::{JobProgress, WorkerListener};
 use tokio::io::AsyncWriteExt;
@@ -211,14 +211,20 @@ pub struct WorkerView {
 
 /// Create the consumer group (and the stream) unless it exists.
 async fn ensure_group(conn: &mut redis::aio::MultiplexedConnection) -> redis::RedisResult<()> {
-    group_exists(create_group().query_async(conn).await)
+    group_exists(create_group(true).query_async(conn).await)
 }
 
-/// `XGROUP CREATE` of the workers' group, from the stream's start, making
-/// the stream if needed (the server and every worker send it at connect).
-pub(crate) fn create_group() -> redis::Cmd {
+/// `XGROUP CREATE` of the workers' group, from the stream's start. Only the
+/// server makes the stream (`make_stream`): a stream that is gone (a broker
+/// restarted without saving, flushed, or one that evicted it) tells the
+/// server to publish its queued jobs again, which a worker's empty new
+/// stream would hide. Workers create the group on the stream the server made.
+pub(crate) fn create_group(make_stream: bool) -> redis::Cmd {
     let mut cmd = redis::cmd("XGROUP");
-    cmd.arg("CREATE").arg(STREAM).arg(GROUP).arg("0").arg("MKSTREAM");
+    cmd.arg("CREATE").arg(STREAM).arg(GROUP).arg("0");
+    if make_stream {
+        cmd.arg("MKSTREAM");
+    }
     cmd
 }
 
@@ -299,8 +305,18 @@ pub async fn publish(service: Arc<Service>, broker: Arc<Broker>) {
             tokio::select! {
                 () = broker.notify.notified() => {}
                 () = tokio::time::sleep(PING_EVERY) => {
-                    let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(c).await;
-                    failed = pong.is_err();
+                    // Alive, and still holding the stream: one that is gone
+                    // lost its entries (and the next connection makes it
+                    // again and publishes the queued jobs again).
+                    let there: redis::RedisResult<bool> = redis::cmd("EXISTS").arg(STREAM).query_async(c).await;
+                    if matches!(there, Ok(false)) {
+                        tracing::warn!(
+                            "broker {}: the job stream is gone (the broker restarted without saving, or it was \
+                             flushed or evicted); making it again",
+                            broker.shown
+                        );
+                    }
+                    failed = !matches!(there, Ok(true));
                 }
             }
         }
@@ -827,10 +843,13 @@ async fn complete(
                 return Err(ApiError::internal(format!("cannot file the song: {e}")));
             }
         };
-        match me.queue.finish(id, &JobState::Done, Some(&dest.to_string_lossy()), &meta.stems_in(&dest)) {
+        let stems = meta.stems_in(&dest);
+        match me.queue.broker_finish(id, &c.message, &c.worker, &JobState::Done, Some(&dest.to_string_lossy()), &stems)
+        {
             Ok(job) => Ok(job),
             Err(e) => {
-                // Finished meanwhile (deleted, another result): this copy goes.
+                // Finished meanwhile (deleted, another result), or held by
+                // another run now (retried and claimed again): this copy goes.
                 let _ = std::fs::remove_dir_all(&dest);
                 Err(ApiError::conflict(format!("job {id} was not running any more: {e}")))
             }
@@ -876,7 +895,10 @@ async fn fail(
         } else {
             JobState::Failed { code: f.code, message: f.error.clone() }
         };
-        service.queue.finish(id, &state, None, &[])?
+        service.queue.broker_finish(id, &f.message, &f.worker, &state, None, &[]).map_err(|e| match e {
+            QueueError::NotFound(_) => ApiError::conflict(format!("job {id} is not held by {} any more", f.worker)),
+            e => e.into(),
+        })?
     };
     service.events.job_changed(&job);
     Ok(Json(crate::view::JobView::new(&job, None, None)))

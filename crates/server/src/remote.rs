@@ -263,7 +263,15 @@ struct Current {
 fn redis_connect(client: &redis::Client) -> redis::RedisResult<redis::Connection> {
     let mut c = client.get_connection_with_timeout(Duration::from_secs(5))?;
     c.set_read_timeout(Some(BLOCK + Duration::from_secs(5)))?;
-    crate::broker::group_exists(crate::broker::create_group().query(&mut c))?;
+    // The server makes the stream (see `create_group`); until it has, wait.
+    let there: bool = redis::cmd("EXISTS").arg(STREAM).query(&mut c)?;
+    if !there {
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "no job stream on the broker yet: `stemroom serve --broker` makes it when it connects",
+        )));
+    }
+    crate::broker::group_exists(crate::broker::create_group(false).query(&mut c))?;
     Ok(c)
 }
 

@@ -501,6 +501,32 @@ fn a_worker_that_hangs_while_its_heartbeat_keeps_the_entry_loses_the_job_to_the_
     assert_eq!(all["total"], 1, "{all}");
 }
 
+/// The stream disappears while the connections stay up (`FLUSHALL`, an
+/// eviction, a failover to an empty replica; here `DEL`): the server
+/// notices, makes it again and publishes its queued job again, and a worker
+/// started meanwhile waits for it instead of making an empty one.
+#[test]
+fn a_stream_that_disappears_is_made_again_with_the_queued_jobs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = Redis::start(&dir.path().join("redis"), free_port(), None);
+    let url = redis.url();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["--broker", &url]);
+    let id = server.upload(&testdata("mixture.wav"), &["shifts=0"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while redis_cli(&redis, &["XLEN", "stemroom:jobs"]) != ["1"] {
+        assert!(Instant::now() < deadline, "the job never reached the stream");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(redis_cli(&redis, &["DEL", "stemroom:jobs"]), ["1"]);
+    let log = dir.path().join("worker.log");
+    let w = worker(&server, &url, "w", &worker_token(&server), &log);
+    let done = wait_all(&server, std::slice::from_ref(&id), Duration::from_secs(240));
+    assert_eq!(done[0]["status"], "completed", "{done:?}");
+    assert!(jobs_done_by(&log).contains(&id), "the worker ran it");
+    stop_child(w);
+}
+
 /// A job the server filed but had not recorded as done when it stopped
 /// (put back in the queue, handed out again): the claim that follows
 /// records it from its song folder and the worker is told it is done,

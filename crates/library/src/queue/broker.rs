@@ -213,6 +213,33 @@ impl Queue {
             .flatten())
     }
 
+    /// [`Queue::finish`] for a broker worker: only while stream entry
+    /// `message` and `worker` still hold running job `id`. A result that
+    /// comes late (its filing took minutes, and meanwhile the job was
+    /// cancelled, retried and claimed again, or taken over) does not end the
+    /// run that holds the job now.
+    ///
+    /// # Errors
+    /// [`QueueError::NotFound`] when they do not hold it; database errors.
+    pub fn broker_finish(
+        &self,
+        id: JobId,
+        message: &str,
+        worker: &str,
+        state: &JobState,
+        output_dir: Option<&str>,
+        stems: &[super::StemFile],
+    ) -> Result<Job, QueueError> {
+        debug_assert!(state.is_finished());
+        self.update_running(
+            id,
+            "UPDATE jobs SET status = ?1, state = ?2, finished_ms = ?3, output_dir = ?4, stems = ?5
+             WHERE id = ?6 AND status = 'running'
+               AND EXISTS (SELECT 1 FROM broker WHERE job_id = ?6 AND message = ?7 AND worker = ?8)",
+            params![state.status(), json(state)?, self.now(), output_dir, json(&stems)?, id, message, worker],
+        )
+    }
+
     /// A worker could not finish job `id` for a reason another worker may
     /// not meet (its device, its network): the job goes back in the queue,
     /// to be published again, with `error` kept for the day it gives up.
@@ -293,6 +320,29 @@ mod tests {
         q.mark_published(b.id).unwrap();
         assert_eq!(q.republish_queued().unwrap(), 1);
         assert_eq!(q.unpublished().unwrap(), vec![b.id]);
+    }
+
+    /// A result that comes after its job was cancelled, retried and claimed
+    /// again (or taken over) does not end the run that holds it now.
+    #[test]
+    fn only_the_holder_finishes_a_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(&dir.path().join("db.sqlite")).unwrap();
+        let opts = Settings::default().job_options();
+        let a = q.enqueue(&JobSource::File { path: "/a.wav".into() }, "A", &opts).unwrap();
+        assert!(matches!(q.broker_claim(a.id, "1-0", "w1", 3).unwrap(), Claim::Granted { .. }));
+        // Cancelled while w1 files its stems, retried, claimed by w2.
+        q.finish(a.id, &JobState::Cancelled, None, &[]).unwrap();
+        q.retry(a.id).unwrap();
+        assert!(matches!(q.broker_claim(a.id, "2-0", "w2", 3).unwrap(), Claim::Granted { .. }));
+        let late = q.broker_finish(a.id, "1-0", "w1", &JobState::Done, Some("/lib/A"), &[]);
+        assert!(matches!(late, Err(QueueError::NotFound(_))), "{late:?}");
+        assert!(q.get(a.id).unwrap().state.is_running(), "w2's run goes on");
+        // Taken over through the same entry: the silent worker's result is not taken either.
+        assert!(matches!(q.broker_claim(a.id, "2-0", "w3", 3).unwrap(), Claim::Granted { takeover: true, .. }));
+        assert!(q.broker_finish(a.id, "2-0", "w2", &JobState::Done, Some("/lib/A"), &[]).is_err());
+        let done = q.broker_finish(a.id, "2-0", "w3", &JobState::Done, Some("/lib/A"), &[]).unwrap();
+        assert_eq!((done.state, done.output_dir.as_deref()), (JobState::Done, Some("/lib/A")));
     }
 
     #[test]

@@ -236,7 +236,7 @@ impl Queue {
     ///
     /// # Errors
     /// [`QueueError::NotFound`] when no running job has this id; database errors.
-    fn update_running(&self, id: JobId, sql: &str, args: impl rusqlite::Params) -> Result<Job, QueueError> {
+    pub(super) fn update_running(&self, id: JobId, sql: &str, args: impl rusqlite::Params) -> Result<Job, QueueError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         if tx.execute(sql, args)? == 0 {

@@ -358,7 +358,7 @@ fn watch_once(service: &Service, broker: &Broker) {
     for (id, message, worker) in broker.stalled(&running, Instant::now()) {
         let why = format!("the worker {worker} sent nothing of the job for {} s", broker.stall.as_secs());
         // Refused when it finished meanwhile: nothing to do.
-        if let Ok(job) = service.queue.broker_release(id, &message, &why) {
+        if let Ok(job) = service.queue.broker_release(id, &message, Some(&why)) {
             tracing::warn!("job {id}: {why}: back in the queue for another worker");
             let _ = std::fs::remove_dir_all(staging(service, id, &message));
             service.events.job_changed(&job);
@@ -873,6 +873,11 @@ pub struct Failure {
     /// Another worker may succeed (device or network trouble); false for
     /// errors of the input itself (not audio), which fail at once.
     pub retry: bool,
+    /// The worker is stopping (a deploy, a reclaimed spot machine): the
+    /// claim is not counted toward `--max-attempts` (absent from older
+    /// workers: counted).
+    #[serde(default)]
+    pub stopping: bool,
 }
 
 async fn fail(
@@ -884,7 +889,8 @@ async fn fail(
     check_holder(&service, id, &f.message, &f.worker)?;
     let _ = tokio::fs::remove_dir_all(staging(&service, id, &f.message)).await;
     let job = if f.retry && f.code != ErrorCode::Cancelled {
-        let job = service.queue.broker_release(id, &f.message, &f.error)?;
+        let error = (!f.stopping).then_some(f.error.as_str());
+        let job = service.queue.broker_release(id, &f.message, error)?;
         if let Some(b) = service.broker.as_ref() {
             b.notify.notify_one();
         }

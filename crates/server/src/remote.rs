@@ -677,8 +677,10 @@ fn run_one(
     std::fs::create_dir_all(&work)?;
     let outcome = separate(config, server, separators, current, life, stop, &spec, message, &work);
     let _ = std::fs::remove_dir_all(&work);
-    let fail = |code: ErrorCode, error: String, retry: bool| -> Result<bool, RemoteError> {
-        let body = serde_json::json!({ "message": message, "worker": config.name, "code": code, "error": error, "retry": retry });
+    let fail = |code: ErrorCode, error: String, retry: bool, stopping: bool| -> Result<bool, RemoteError> {
+        let body = serde_json::json!({
+            "message": message, "worker": config.name, "code": code, "error": error, "retry": retry, "stopping": stopping,
+        });
         match server.post::<serde_json::Value>(&format!("/worker/jobs/{id}/fail"), &body)? {
             Answer::Trouble(why) => {
                 tracing::warn!("job {id}: cannot report the failure: {why}");
@@ -691,7 +693,7 @@ fn run_one(
     match outcome {
         Ok(done) => Ok(done),
         Err(stemroom_library::Error::Cancelled) if stop.load(Ordering::SeqCst) => {
-            fail(ErrorCode::Internal, format!("the worker {} stopped", config.name), true)
+            fail(ErrorCode::Internal, format!("the worker {} stopped", config.name), true, true)
         }
         // Cancelled or deleted on the server: nothing to report.
         Err(stemroom_library::Error::Cancelled) => {
@@ -705,7 +707,7 @@ fn run_one(
         Err(e) => {
             let code = e.code();
             tracing::warn!("job {id} failed: {e}");
-            fail(code, stemroom_library::worker::plain_message(&e), !fatal_for_everyone(code))
+            fail(code, stemroom_library::worker::plain_message(&e), !fatal_for_everyone(code), false)
         }
     }
 }
@@ -860,7 +862,9 @@ fn separate(
         return Err(Error::Internal(TAKEN_OVER.into()));
     }
     let output = result?;
-    if reporter.is_cancelled() {
+    // Cancelled on the server: nothing to send. A stop of this worker that
+    // came after the last segment lets the finished stems go up first.
+    if reporter.cancelled.load(Ordering::SeqCst) {
         return Err(Error::Cancelled);
     }
     reporter.post(JobState::Encoding, Some(0.0));

@@ -501,6 +501,34 @@ fn a_worker_that_hangs_while_its_heartbeat_keeps_the_entry_loses_the_job_to_the_
     assert_eq!(all["total"], 1, "{all}");
 }
 
+/// A worker stopped on purpose (SIGTERM: a deploy, a reclaimed spot
+/// machine) hands its job back without using up an attempt: with
+/// `--max-attempts 1` the next worker still runs it.
+#[test]
+fn a_worker_stopped_mid_job_does_not_use_up_an_attempt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = Redis::start(&dir.path().join("redis"), free_port(), None);
+    let url = redis.url();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["--broker", &url, "--max-attempts", "1"]);
+    let id = server.upload(&testdata("mixture.wav"), &["shifts=2"]);
+    let log_a = dir.path().join("a.log");
+    let mut a = worker(&server, &url, "first", &worker_token(&server), &log_a);
+    server.wait(&id, Duration::from_secs(120), |v| v["status"] == "processing" && v["progress"].as_f64() > Some(0.0));
+    let term = Command::new("kill").args(["-TERM", &a.id().to_string()]).status().expect("kill");
+    assert!(term.success());
+    let exit = a.wait().expect("wait");
+    assert_eq!(exit.code(), Some(0), "a graceful stop");
+    let queued = server.json(&[&format!("/status/{id}")]);
+    assert_eq!(queued["status"], "pending", "back in the queue: {queued}");
+    let log_b = dir.path().join("b.log");
+    let b = worker(&server, &url, "second", &worker_token(&server), &log_b);
+    let done = wait_all(&server, std::slice::from_ref(&id), Duration::from_secs(240));
+    assert_eq!(done[0]["status"], "completed", "{done:?}");
+    assert!(jobs_done_by(&log_b).contains(&id), "the second worker ran it");
+    stop_child(b);
+}
+
 /// The stream disappears while the connections stay up (`FLUSHALL`, an
 /// eviction, a failover to an empty replica; here `DEL`): the server
 /// notices, makes it again and publishes its queued job again, and a worker

@@ -243,11 +243,13 @@ impl Queue {
     /// A worker could not finish job `id` for a reason another worker may
     /// not meet (its device, its network): the job goes back in the queue,
     /// to be published again, with `error` kept for the day it gives up.
-    /// Only the holder (`message`) may do this.
+    /// `error` is `None` when the worker stopped on purpose (a deploy, a
+    /// reclaimed spot machine): that claim is not counted toward the
+    /// attempts. Only the holder (`message`) may do this.
     ///
     /// # Errors
     /// [`QueueError::NotFound`] when `message` does not hold the running job.
-    pub fn broker_release(&self, id: JobId, message: &str, error: &str) -> Result<Job, QueueError> {
+    pub fn broker_release(&self, id: JobId, message: &str, error: Option<&str>) -> Result<Job, QueueError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let n = tx.execute(
@@ -259,10 +261,17 @@ impl Queue {
         if n == 0 {
             return Err(QueueError::NotFound(id));
         }
-        tx.execute(
-            "UPDATE broker SET published = 0, message = NULL, worker = NULL, last_error = ?2 WHERE job_id = ?1",
-            params![id, error],
-        )?;
+        match error {
+            Some(error) => tx.execute(
+                "UPDATE broker SET published = 0, message = NULL, worker = NULL, last_error = ?2 WHERE job_id = ?1",
+                params![id, error],
+            )?,
+            None => tx.execute(
+                "UPDATE broker SET published = 0, message = NULL, worker = NULL, attempts = MAX(attempts - 1, 0)
+                 WHERE job_id = ?1",
+                params![id],
+            )?,
+        };
         let job = job_in(&tx, id)?;
         tx.commit()?;
         Ok(job)
@@ -298,9 +307,16 @@ mod tests {
             panic!("takeover")
         };
         // A release by someone who does not hold it is refused; by the holder it requeues.
-        assert!(q.broker_release(a.id, "9-9", "x").is_err());
-        assert_eq!(q.broker_release(a.id, "1-0", "CUDA out of memory").unwrap().state, JobState::Queued);
+        assert!(q.broker_release(a.id, "9-9", Some("x")).is_err());
+        assert_eq!(q.broker_release(a.id, "1-0", Some("CUDA out of memory")).unwrap().state, JobState::Queued);
         assert_eq!(q.unpublished().unwrap(), vec![a.id, b.id]);
+        // Workers that stop on purpose (deploys) do not use up the attempts.
+        for n in 0..5 {
+            let Claim::Granted { attempt: 3, .. } = q.broker_claim(a.id, &format!("s{n}-0"), "w3", 3).unwrap() else {
+                panic!("a stopped worker's claim is not counted")
+            };
+            assert_eq!(q.broker_release(a.id, &format!("s{n}-0"), None).unwrap().state, JobState::Queued);
+        }
         let Claim::Granted { attempt: 3, .. } = q.broker_claim(a.id, "3-0", "w1", 3).unwrap() else { panic!() };
         // The next claim would be the fourth: the job fails with the last error.
         let Claim::GaveUp(job) = q.broker_claim(a.id, "3-0", "w2", 3).unwrap() else { panic!("gave up") };

@@ -163,13 +163,39 @@ impl Server {
         self.answer(r)
     }
 
-    /// A first heartbeat: the token works and the server has a broker.
-    fn check(&self, config: &RemoteConfig) -> Result<(), RemoteError> {
+    /// A first heartbeat: the token works and the server has a broker. A
+    /// server that does not answer yet (restarting, starting after the
+    /// worker) is asked again, with a growing pause, until `stop`; then
+    /// `Ok(false)`.
+    fn check(&self, config: &RemoteConfig, stop: &AtomicBool) -> Result<bool, RemoteError> {
+        let uri = self.base.parse::<ureq::http::Uri>().ok();
+        let usable = uri.as_ref().is_some_and(|u| {
+            matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some_and(|h| !h.is_empty())
+        });
+        if !usable {
+            return Err(RemoteError::Config(format!("--server {}: not an http:// or https:// address", self.base)));
+        }
         let body = serde_json::json!({ "worker": config.name, "device": config.device.as_str(), "provider": null, "job": null });
-        match self.post::<serde_json::Value>("/worker/heartbeat", &body)? {
-            Answer::Ok(_) => Ok(()),
-            Answer::Refused(e) | Answer::Trouble(e) => {
-                Err(RemoteError::Config(format!("the server {}: {e}", self.base)))
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            match self.post::<serde_json::Value>("/worker/heartbeat", &body)? {
+                Answer::Ok(_) => return Ok(true),
+                Answer::Refused(e) => return Err(RemoteError::Config(format!("the server {}: {e}", self.base))),
+                Answer::Trouble(e) => {
+                    tracing::warn!(
+                        "the server {} does not answer ({e}); asking again in {} s",
+                        self.base,
+                        backoff.as_secs()
+                    );
+                    let until = Instant::now() + backoff;
+                    while Instant::now() < until {
+                        if stop.load(Ordering::SeqCst) {
+                            return Ok(false);
+                        }
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
             }
         }
     }
@@ -250,6 +276,61 @@ impl<R: std::io::Read> std::io::Read for Touching<'_, R> {
         self.life.touch();
         Ok(n)
     }
+}
+
+/// Start of a worker's scratch folder's name: `stemroom-worker-<pid>`
+/// (the CLI's `--work-dir` holds one per worker process).
+pub const WORK_DIR_PREFIX: &str = "stemroom-worker-";
+
+/// Make scratch folder `dir` this process's: created, and locked (an OS
+/// lock on its `stemroom.lock`, released however the process ends); then
+/// remove the scratch folders beside it that workers killed without
+/// cleaning up left (SIGKILL, out of memory, a second Ctrl-C), which a
+/// worker's next start would never reuse (its pid differs). A folder is
+/// removed only when nobody holds its lock, or, without a lock file (a
+/// folder being made, or an older worker's), when its process is gone.
+///
+/// # Errors
+/// I/O errors making or locking `dir`; `dir` locked by another process.
+pub fn claim_work_dir(dir: &Path) -> std::io::Result<stemroom_library::lock::InstanceLock> {
+    let Some(own) = stemroom_library::lock::InstanceLock::acquire(dir)? else {
+        return Err(std::io::Error::other(format!("{} is used by another worker", dir.display())));
+    };
+    if let Some(parent) = dir.parent() {
+        let removed = sweep_work_dirs(parent, dir);
+        if removed > 0 {
+            tracing::info!("removed {removed} scratch folder(s) of stopped workers in {}", parent.display());
+        }
+    }
+    Ok(own)
+}
+
+/// Remove the dead workers' scratch folders in `parent` except `own` (see
+/// [`claim_work_dir`]); returns how many went.
+fn sweep_work_dirs(parent: &Path, own: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(parent) else { return 0 };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(WORK_DIR_PREFIX)).and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if path == own || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let dead = if path.join("stemroom.lock").exists() {
+            // Held until the end of the call: nobody else takes it meanwhile.
+            matches!(stemroom_library::lock::InstanceLock::acquire(&path), Ok(Some(_)))
+        } else {
+            pid > 0 && !stemroom_engine::files::process_alive(pid)
+        };
+        if dead && std::fs::remove_dir_all(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// The current job, for the heartbeat thread.
@@ -424,10 +505,12 @@ impl Listener for Reporter<'_> {
 /// does not take; the scratch folder.
 pub fn run_worker(config: &RemoteConfig, stop: &AtomicBool) -> Result<(), RemoteError> {
     let server = Server::new(config);
-    server.check(config)?;
+    if !server.check(config, stop)? {
+        return Ok(());
+    }
     let client = redis::Client::open(config.broker.as_str())
         .map_err(|e| RemoteError::Config(format!("--broker {}: {e}", crate::broker::redact(&config.broker))))?;
-    std::fs::create_dir_all(&config.work_dir)?;
+    let _own = claim_work_dir(&config.work_dir)?;
     let current = Arc::new(Mutex::new(Current::default()));
     let life = Arc::new(Life::new());
     let beat_stop = Arc::new(AtomicBool::new(false));
@@ -922,6 +1005,51 @@ fn separate(
         }
         Ok(Answer::Trouble(why)) => Err(Error::Internal(format!("cannot complete: {why}"))),
         Err(e) => Err(Error::Internal(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod work_dir_tests {
+    use super::*;
+
+    #[test]
+    fn dead_workers_scratch_folders_go_live_ones_stay() {
+        let parent = tempfile::tempdir().unwrap();
+        let at = |name: &str| parent.path().join(name);
+        // Killed with its lock released (the OS drops it with the process).
+        std::fs::create_dir_all(at("stemroom-worker-100/job-7")).unwrap();
+        std::fs::write(at("stemroom-worker-100/stemroom.lock"), b"").unwrap();
+        std::fs::write(at("stemroom-worker-100/job-7/input.wav"), b"RIFF").unwrap();
+        // A live worker: its lock held here.
+        let live = at("stemroom-worker-200");
+        let held = stemroom_library::lock::InstanceLock::acquire(&live).unwrap().unwrap();
+        // Without a lock file: this test's own (live) pid stays, a dead pid goes.
+        let mine = at(&format!("stemroom-worker-{}", std::process::id()));
+        std::fs::create_dir_all(&mine).unwrap();
+        std::fs::create_dir_all(at("stemroom-worker-2147483646")).unwrap();
+        // Not a worker's folder.
+        std::fs::create_dir_all(at("stemroom-worker-old")).unwrap();
+        std::fs::create_dir_all(at("photos")).unwrap();
+
+        let own = at("stemroom-worker-300");
+        let lock = claim_work_dir(&own).unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(parent.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let mut want = vec![
+            "photos".to_string(),
+            "stemroom-worker-200".into(),
+            "stemroom-worker-300".into(),
+            format!("stemroom-worker-{}", std::process::id()),
+            "stemroom-worker-old".into(),
+        ];
+        want.sort();
+        assert_eq!(left, want);
+        assert!(claim_work_dir(&own).is_err(), "one worker per scratch folder");
+        drop((lock, held));
     }
 }
 

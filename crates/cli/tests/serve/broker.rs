@@ -501,6 +501,35 @@ fn a_worker_that_hangs_while_its_heartbeat_keeps_the_entry_loses_the_job_to_the_
     assert_eq!(all["total"], 1, "{all}");
 }
 
+/// A worker that starts while its server is down (a reboot, started first)
+/// keeps asking instead of exiting as if its options were wrong, and a
+/// stop meanwhile is a clean exit; an address that is not http(s) is a bad
+/// option (exit 2).
+#[test]
+fn a_worker_waits_for_a_server_that_is_not_up_yet() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("w.log");
+    let down = format!("http://127.0.0.1:{}", free_port());
+    let mut w = worker_at(&down, "redis://127.0.0.1:1/0", "early", "token", &log, &[]);
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        w.try_wait().expect("wait").is_none(),
+        "still waiting: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(std::fs::read_to_string(&log).unwrap_or_default().contains("does not answer"));
+    let t0 = Instant::now();
+    assert!(Command::new("kill").args(["-TERM", &w.id().to_string()]).status().expect("kill").success());
+    assert_eq!(w.wait().expect("wait").code(), Some(0));
+    assert!(t0.elapsed() < Duration::from_secs(3), "stopped in {:?}", t0.elapsed());
+    let o = Command::new(env!("CARGO_BIN_EXE_stemroom"))
+        .args(["worker", "--server", "ftp://127.0.0.1/", "--token", "t", "--broker", "redis://127.0.0.1:1/0"])
+        .output()
+        .expect("worker");
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not an http"), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 /// A worker stopped on purpose (SIGTERM: a deploy, a reclaimed spot
 /// machine) hands its job back without using up an attempt: with
 /// `--max-attempts 1` the next worker still runs it.

@@ -117,6 +117,12 @@ impl Growing {
                     for &s in &lane.sources {
                         v += at(frame, s, c);
                     }
+                    // As the decoder does for files: nothing that is not
+                    // a number reaches the device (a burst, or a float
+                    // mixer silenced until restarted).
+                    if !v.is_finite() {
+                        v = 0.0;
+                    }
                     if let Some(bits) = self.layout.quantize_bits {
                         v = stream::quantize(v, bits);
                     }

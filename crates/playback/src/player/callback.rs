@@ -124,15 +124,26 @@ impl Callback {
                 self.controls_seen = version;
             }
         }
-        let generation = sh.generation.load(Ordering::Acquire);
+        // The generation with its switch (after a tempo or pitch change,
+        // the old read-ahead plays up to `switch_at`), read as one: the
+        // writers store the switch before the generation, so the switch is
+        // the generation's when the generation did not change meanwhile (a
+        // second change in between is seen whole at the next try, or at
+        // the next buffer).
+        let (mut generation, mut switch_from, mut switch_at) = (0, u32::MAX, 0);
+        for _ in 0..3 {
+            generation = sh.generation.load(Ordering::Acquire);
+            switch_from = sh.switch_from.load(Ordering::Acquire);
+            switch_at = sh.switch_at.load(Ordering::Acquire);
+            if sh.generation.load(Ordering::Acquire) == generation {
+                break;
+            }
+        }
         // Whether no seek, loop or tempo change came since this buffer began:
         // only then may it publish where playback is (a command's own
         // position, or its cleared end, would be overwritten with this
         // buffer's older one, and "seek, then set a loop" would lose the seek).
         let still = || sh.generation.load(Ordering::Acquire) == generation;
-        // After a tempo or pitch change: the old read-ahead plays up to here.
-        let switch_from = sh.switch_from.load(Ordering::Acquire);
-        let switch_at = sh.switch_at.load(Ordering::Acquire);
         let playing = sh.playing.load(Ordering::Acquire);
         let ch = self.channels;
         let frames = out.len() / ch;
@@ -186,6 +197,10 @@ impl Callback {
                         if playing && !self.waiting {
                             sh.underrun_frames.fetch_add((frames - done) as u64, Ordering::Relaxed);
                         }
+                        // Silence from here: what comes next fades in (no
+                        // click where a starved reader catches up), and a
+                        // pause meanwhile stays silent.
+                        self.fade = 0.0;
                         break;
                     }
                 }

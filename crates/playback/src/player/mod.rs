@@ -1105,11 +1105,30 @@ mod tests {
     /// playhead never jumps, and the new settings are heard after it.
     #[test]
     fn a_tempo_change_has_no_gap() {
+        // 0.75x, a fifth up: stretched and transposed.
+        tempo_changes_have_no_gap(&[(30, 0.75, 7.0)]);
+    }
+
+    /// A second change while the first one's switch is still ahead (two
+    /// clicks on the transpose button, 35 ms apart): the old read-ahead
+    /// plays on to the first switch, the newest settings take over there.
+    #[test]
+    fn a_second_change_before_the_first_switch_has_no_gap() {
+        tempo_changes_have_no_gap(&[(30, 1.0, 1.0), (33, 1.0, 2.0)]);
+    }
+
+    /// Play a 440 Hz tone at device pace, change tempo and transposition at
+    /// the given blocks (`(block, tempo, semitones)`), and check: no
+    /// underrun, no 5 ms of near-silence, a playhead that moves forward by
+    /// at most one block's song frames per block, and after the last switch
+    /// the last settings' pitch and speed.
+    fn tempo_changes_have_no_gap(changes: &[(usize, f32, f32)]) {
         let _paced = paced();
         let dir = tempfile::tempdir().unwrap();
         let p = float_stem(dir.path(), "tone", 10 * RATE as usize, |i| {
             0.5 * (i as f32 * 440.0 * std::f32::consts::TAU / RATE as f32).sin()
         });
+        let &(_, last_tempo, last_transpose) = changes.last().unwrap();
         let attempt = || -> Result<(), String> {
             let mut c = MixControls::unity(1);
             let (sh, mut cb, reader) =
@@ -1127,12 +1146,13 @@ mod tests {
             let mut changed_at = None;
             let start = std::time::Instant::now();
             for k in 0..(2 * RATE as usize / block) {
-                if k == 30 {
-                    // 0.75x, a fifth up: stretched and transposed.
-                    c.tempo = 0.75;
-                    c.transpose = 7.0;
-                    sh.set_controls(&c);
-                    changed_at = Some(out.len() / 2);
+                for &(at, tempo, transpose) in changes {
+                    if k == at {
+                        c.tempo = tempo;
+                        c.transpose = transpose;
+                        sh.set_controls(&c);
+                        changed_at = Some(out.len() / 2);
+                    }
                 }
                 let mut buf = vec![0.0f32; 2 * block];
                 cb.render(&mut buf);
@@ -1168,20 +1188,20 @@ mod tests {
                 }
             }
             // After the switch (within SWITCH_CHUNKS chunks and a fade):
-            // a fifth up, at 0.75x.
+            // the last pitch and speed.
             let after = changed_at.unwrap()
                 + transport::SWITCH_CHUNKS * CHUNK_FRAMES
                 + (fade * 2.0 * f64::from(RATE)) as usize
                 + 512;
             let f = stemroom_testkit::tone_hz(&l[after..], 1, f64::from(RATE));
-            let want = 440.0 * 2f64.powf(7.0 / 12.0);
+            let want = 440.0 * 2f64.powf(f64::from(last_transpose) / 12.0);
             if (f / want - 1.0).abs() > 0.01 {
                 return Err(format!("after the change {f:.1} Hz, want {want:.1}"));
             }
             let blocks_after = positions.len() - (after / block + 1);
             let moved = (positions[positions.len() - 1] - positions[after / block]) as f64;
             let rate = moved / (blocks_after * block) as f64;
-            if (rate - 0.75).abs() > 0.01 {
+            if (rate - f64::from(last_tempo)).abs() > 0.01 {
                 return Err(format!("the playhead moved at {rate:.3}x after the change"));
             }
             Ok(())
@@ -1209,6 +1229,59 @@ mod tests {
             }
         }
         out
+    }
+
+    /// A starved reader (an underrun while playing): the chunk that comes
+    /// after the silence fades in instead of starting at full level (a
+    /// click), and a pause during the silence stays silent when chunks come
+    /// (nothing leaks out under the pause's fade). The chunks come by hand
+    /// here, through rings of the test's own in place of the reader's.
+    #[test]
+    fn after_an_underrun_audio_fades_in_and_a_pause_stays_silent() {
+        let (_dir, sh, mut cb, reader) = silent_engine(RATE as usize, &MixControls::unity(1));
+        sh.stop.store(true, Ordering::Release);
+        reader.join().unwrap();
+        let (mut full, consumer) = rtrb::RingBuffer::new(4);
+        let (producer, _free) = rtrb::RingBuffer::new(8);
+        cb.full = consumer;
+        cb.free = producer;
+        let generation = sh.generation.load(Ordering::Acquire);
+        let chunk = |start: u64| Chunk {
+            generation,
+            start,
+            frames: CHUNK_FRAMES,
+            ratio: 1.0,
+            end: false,
+            wait: false,
+            data: vec![0.5f32; CHUNK_FRAMES * 2].into_boxed_slice(),
+        };
+        sh.play();
+        let mut buf = vec![0.0f32; 2 * (CHUNK_FRAMES + 512)];
+        assert!(full.push(chunk(0)).is_ok());
+        cb.render(&mut buf);
+        let l = left(&buf);
+        assert!((l[CHUNK_FRAMES - 1] - 0.5).abs() < 1e-6, "played at full level: {}", l[CHUNK_FRAMES - 1]);
+        assert!(l[CHUNK_FRAMES..].iter().all(|&v| v == 0.0), "then the underrun's silence");
+        assert!(sh.underrun_frames.load(Ordering::Acquire) > 0);
+
+        assert!(full.push(chunk(CHUNK_FRAMES as u64)).is_ok());
+        let mut buf = vec![0.0f32; 2 * 1024];
+        cb.render(&mut buf);
+        let l = left(&buf);
+        assert!(l[0] < 0.5 * 2.0 / FADE as f32, "fades in after the underrun: starts at {}", l[0]);
+        assert!(l.windows(2).take(FADE).all(|w| w[1] >= w[0]), "a ramp");
+        assert!((l[FADE + 10] - 0.5).abs() < 1e-6, "full level after the fade: {}", l[FADE + 10]);
+
+        // Starved again, then paused: the chunks that come play nothing.
+        let mut buf = vec![0.0f32; 2 * CHUNK_FRAMES];
+        cb.render(&mut buf);
+        sh.playing.store(false, Ordering::Release);
+        let at = sh.position.load(Ordering::Acquire);
+        assert!(full.push(chunk(2 * CHUNK_FRAMES as u64)).is_ok());
+        let mut buf = vec![0.0f32; 2 * 1024];
+        cb.render(&mut buf);
+        assert!(buf.iter().all(|&v| v == 0.0), "silent while paused");
+        assert_eq!(sh.position.load(Ordering::Acquire), at, "the paused playhead stays");
     }
 
     /// A silent stem: the clicks are all that is heard.

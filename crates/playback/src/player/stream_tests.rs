@@ -116,6 +116,37 @@ fn plays_up_to_the_separated_edge_waits_and_goes_on() {
     reader.join().unwrap();
 }
 
+/// A stream whose samples are not numbers (NaN, infinite: a model gone
+/// wrong) plays as silence there, never as NaN on the device, even
+/// muted (NaN times zero is NaN) and while a gain ramps.
+#[test]
+fn samples_that_are_not_numbers_play_as_silence() {
+    let _paced = super::tests::paced();
+    let dir = stream_dir();
+    let edge = u64::from(RATE) / 2;
+    let mut bytes = Vec::new();
+    for i in 0..edge {
+        let bad = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY][(i % 3) as usize];
+        for v in [bad, bad, value(i, 1, 0), value(i, 1, 1)] {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    std::fs::write(dir.path().join(STEMS_FILE), &bytes).unwrap();
+    let set = StemSet::open_growing(dir.path()).unwrap();
+    let mut c = MixControls::unity(2);
+    let (sh, mut cb, reader) = start_engine(set, &c, RATE, 2).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    sh.play();
+    let mut out = render_paced(&mut cb, 8192);
+    c.stems[0].mute = true;
+    sh.set_controls(&c);
+    out.extend(render_paced(&mut cb, 8192));
+    assert!(out.iter().all(|v| v.is_finite()), "a sample that is not a number reached the device");
+    assert!(out.iter().any(|&v| v != 0.0), "stem b plays");
+    sh.stop.store(true, Ordering::Release);
+    reader.join().unwrap();
+}
+
 /// The job's finished stem files (32-bit float WAV, the stream's exact
 /// samples), one per stem.
 fn finished_files(dir: &std::path::Path) -> Vec<PathBuf> {

@@ -182,7 +182,10 @@ impl Shared {
     /// separated edge, near the song's end or a loop's end (where the
     /// read-ahead is not one run of song frames), or with fewer than
     /// [`SWITCH_CHUNKS`] chunks read ahead, it re-reads from the playhead
-    /// as a seek does.
+    /// as a seek does. A change while the previous one's switch is still
+    /// ahead takes over at that switch (the previous settings' few chunks
+    /// are never heard), or, with less than a chunk's time left before it,
+    /// re-reads.
     fn switch_time_pitch(&self, time_pitch: TimePitch) {
         let Ok(mut t) = self.transport.lock() else { return };
         t.time_pitch = time_pitch;
@@ -203,7 +206,19 @@ impl Shared {
             && !self.ended.load(Ordering::Acquire)
             && before_end
             && in_one_run;
-        if soft {
+        // A switch still ahead (a second change within its time): the old
+        // read-ahead plays on to it and the newest settings take over there,
+        // when the reader has a chunk's time to make their first chunk;
+        // the previous change's chunks are dropped unheard.
+        let pending_at = self.switch_at.load(Ordering::Acquire);
+        let pending = self.switch_from.load(Ordering::Acquire) != u32::MAX && at < pending_at;
+        if pending && soft && (pending_at - at) as f64 >= super::CHUNK_FRAMES as f64 * heard {
+            t.target = pending_at;
+            t.switch = true;
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            return;
+        }
+        if soft && !pending {
             let generation = self.generation.load(Ordering::Acquire);
             t.target = switch_at;
             t.switch = true;

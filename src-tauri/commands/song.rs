@@ -427,21 +427,49 @@ pub async fn song_stream_done(state: S<'_>, id: JobId) -> Result<SongView, AppEr
         // The files' rate, read before the song is locked.
         let files = StemSet::open(&paths).ok().map(|s| (s.sample_rate(), s.declared_frames()));
         let files_rate = files.map(|f| f.0);
-        let mut guard = st.song.lock();
-        let Some(song) = guard.as_mut().filter(|s| s.id == id) else {
-            return Err(AppError { code: ErrorCode::InvalidOptions, message: "This song is not open.".into() });
+        let not_open = || AppError { code: ErrorCode::InvalidOptions, message: "This song is not open.".into() };
+        // Another rate (the job wrote the input's, e.g. 48 kHz from a
+        // link's Opus, while the stream is at the model's): a new player on
+        // the files goes on from the same time in the song. It is made with
+        // the song unlocked (opening a device and waiting for it to run
+        // takes up to seconds, and the window's play, pause and mix
+        // commands wait for the lock), then put in place if the song still
+        // has the player it was made from.
+        let take_over = {
+            let guard = st.song.lock();
+            let song = guard.as_ref().filter(|s| s.id == id).ok_or_else(not_open)?;
+            let stream_rate = song.stream.as_ref().map(|s| s.sample_rate);
+            files_rate
+                .filter(|&r| stream_rate.is_some_and(|s| s != r))
+                .map(|rate| (rate, song.player.clone(), song.controls.clone()))
         };
+        let made = take_over.map(|(rate, old, controls)| {
+            let original = original_at_rate(&job, rate);
+            let next = old.as_ref().map(|old| reopen_on_files(old, &paths, original.as_deref(), &controls));
+            (rate, old, original, next)
+        });
+        let mut guard = st.song.lock();
+        let Some(song) = guard.as_mut().filter(|s| s.id == id) else { return Err(not_open()) };
         // The player replaced by one on the files, stopped once the song
         // is unlocked (stopping joins its threads).
         let mut replaced = None;
-        let stream_rate = song.stream.as_ref().map(|s| s.sample_rate);
-        if let Some(rate) = files_rate.filter(|&r| stream_rate.is_some_and(|s| s != r)) {
-            // Another rate (the job wrote the input's, e.g. 48 kHz, while
-            // the stream is at the model's): a new player goes on from the
-            // same time in the song, and the lanes are the files'.
-            match take_over_at_rate(song, &job, &paths, rate) {
-                Ok(old) => replaced = old,
-                Err(e) => tracing::warn!("the player stays on the stream of job {id}: {e}"),
+        // A player made for a song that changed meanwhile, stopped unlocked.
+        let mut unused = None;
+        if let Some((rate, old, original, next)) = made {
+            let same = match (&old, &song.player) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            };
+            match (same, next) {
+                (false, next) => {
+                    tracing::info!("job {id}: the player changed while the files' one was made");
+                    unused = next.and_then(Result::ok);
+                }
+                (true, Some(Err(e))) => tracing::warn!("the player stays on the stream of job {id}: {e}"),
+                (true, next) => {
+                    replaced = take_over_at_rate(song, &job, &paths, rate, original, next.and_then(Result::ok));
+                }
             }
         }
         if let Some(mut stream) = song.stream.take() {
@@ -503,7 +531,7 @@ pub async fn song_stream_done(state: S<'_>, id: JobId) -> Result<SongView, AppEr
         let lane_styles = lane_styles(&st, &job.options.model, &song.lanes);
         let (can_compare, output) = (song.with_original, song.player.as_ref().map(|p| p.output().clone()));
         drop(guard);
-        drop(replaced);
+        drop((replaced, unused));
         Ok(SongView {
             id,
             title: job.title.clone(),
@@ -522,41 +550,61 @@ pub async fn song_stream_done(state: S<'_>, id: JobId) -> Result<SongView, AppEr
     .map_err(|e| AppError::internal(e.to_string()))?
 }
 
-/// The finished files of a song that was still separating are at another
-/// sample rate than its stream (`rate`, the input's): a new player on the
-/// files goes on from the same time in the song with the page's mix
-/// ([`Player::reopen`]), and the lanes become the files' (the mixture's
-/// too when the original is at that rate, which also makes A/B possible),
-/// read in the background. Returns the player it replaced (`None` when
-/// there was none), to be stopped once the song is unlocked.
+/// The job's input file when it is at `rate` (then it joins the player on
+/// the files, for A/B, and gives the mixture's lane).
+fn original_at_rate(job: &stemroom_library::queue::Job, rate: u32) -> Option<PathBuf> {
+    match &job.source {
+        JobSource::File { path } if StemSet::open(&[Path::new(path)]).is_ok_and(|s| s.sample_rate() == rate) => {
+            Some(PathBuf::from(path))
+        }
+        _ => None,
+    }
+}
+
+/// A player on the finished files (and the original, when given and it
+/// opens) that goes on from where `old` is, with the page's mix
+/// ([`Player::reopen`]; may block up to seconds). Returns whether it plays
+/// the original too.
 ///
 /// # Errors
-/// The new player cannot be opened: nothing is changed, and the old one
-/// plays on from the stream (which stays readable while it is open).
+/// It cannot be opened: `old` plays on from the stream (which stays
+/// readable while it is open).
+fn reopen_on_files(
+    old: &Player,
+    paths: &[PathBuf],
+    original: Option<&Path>,
+    controls: &MixControls,
+) -> Result<(bool, Player), stemroom_playback::player::PlayerError> {
+    if let Some(o) = original {
+        let all: Vec<PathBuf> = paths.iter().cloned().chain(std::iter::once(o.to_path_buf())).collect();
+        if let Ok(p) = old.reopen(&all, &controls.with_original()) {
+            return Ok((true, p));
+        }
+    }
+    Ok((false, old.reopen(paths, controls)?))
+}
+
+/// The finished files of a song that was still separating are at another
+/// sample rate than its stream (`rate`, the input's): `next`, the player
+/// [`reopen_on_files`] made (`None` when the song had no player), takes
+/// over with the page's mix as it is now, and the lanes become the files'
+/// (the mixture's too when the original is at that rate, which also makes
+/// A/B possible), read in the background. Returns the player it replaced,
+/// to be stopped once the song is unlocked.
 fn take_over_at_rate(
     song: &mut OpenSong,
     job: &stemroom_library::queue::Job,
     paths: &[PathBuf],
     rate: u32,
-) -> Result<Option<Arc<Player>>, stemroom_playback::player::PlayerError> {
-    let mut original = None;
-    if let JobSource::File { path } = &job.source {
-        if StemSet::open(&[Path::new(path)]).is_ok_and(|s| s.sample_rate() == rate) {
-            original = Some(PathBuf::from(path));
-        }
-    }
+    original: Option<PathBuf>,
+    next: Option<(bool, Player)>,
+) -> Option<Arc<Player>> {
     let mut replaced = None;
-    if let Some(old) = song.player.clone() {
-        let with_original = original.as_ref().and_then(|o| {
-            let all: Vec<PathBuf> = paths.iter().chain(std::iter::once(o)).cloned().collect();
-            old.reopen(&all, &song.controls.with_original()).ok()
-        });
-        let (with_original, next) = match with_original {
-            Some(p) => (true, p),
-            None => (false, old.reopen(paths, &song.controls)?),
-        };
+    if let Some((with_original, next)) = next {
         let next = Arc::new(next);
         next.set_beat_grid(beat_grid(job));
+        // The mix may have changed while it was made.
+        next.set_controls(&if with_original { song.controls.with_original() } else { song.controls.clone() });
         spawn_status_ticker(Arc::downgrade(&next), song.status.clone());
         song.with_original = with_original;
         replaced = song.player.replace(next);
@@ -572,7 +620,7 @@ fn take_over_at_rate(
     song.lanes = lanes;
     song.loading = loading;
     song.stream = None;
-    Ok(replaced)
+    replaced
 }
 
 /// Sends the player's status while it exists: every tick while playing,

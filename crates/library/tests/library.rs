@@ -315,6 +315,67 @@ mod queue {
         assert!(!stemroom_library::song::partial_dir(&lq.library, job.id).exists(), "its checkpoint is gone");
     }
 
+    /// A database that stays locked longer than the worker's first tries
+    /// (another process holding a write transaction for 35 s from the
+    /// job's start): the job's end is recorded once it is free, instead of
+    /// the job staying "running" until the next start.
+    #[test]
+    fn the_end_of_a_job_is_recorded_once_a_locked_database_is_free() {
+        use stemroom_library::queue::StemFile;
+        use stemroom_library::song::{self, SongMetadata};
+
+        /// Locks the database from another connection when the job starts.
+        struct Locker {
+            db: PathBuf,
+            held: Mutex<Option<std::thread::JoinHandle<()>>>,
+        }
+        impl WorkerListener for Locker {
+            fn job_changed(&self, job: &Job) {
+                let mut held = self.held.lock().expect("lock");
+                if !job.state.is_running() || held.is_some() {
+                    return;
+                }
+                let (tx, rx) = std::sync::mpsc::channel();
+                let db = self.db.clone();
+                *held = Some(std::thread::spawn(move || {
+                    let c = rusqlite::Connection::open(db).expect("open");
+                    c.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+                    tx.send(()).expect("send");
+                    std::thread::sleep(std::time::Duration::from_secs(35));
+                    c.execute_batch("COMMIT").expect("unlock");
+                }));
+                rx.recv().expect("locked");
+            }
+            fn progress(&self, _: &JobProgress) {}
+        }
+
+        let lq = crate::common::LibraryQueue::new();
+        let (q, library) = (&lq.queue, &lq.library);
+        let opts = q.settings().expect("settings").job_options();
+        let job = q.enqueue(&file("/gone/a.wav"), "Locked", &opts).expect("enqueue");
+        // Filed already: the quick way to a finished run without the model.
+        let work = song::partial_dir(library, job.id);
+        std::fs::create_dir_all(&work).expect("mkdir");
+        std::fs::write(work.join("vocals.wav"), b"RIFF").expect("write");
+        let stems = vec![StemFile { stem: "vocals".into(), path: "vocals.wav".into() }];
+        SongMetadata::new(&job, stems, 1.0, None, None).write(&work).expect("metadata");
+        song::publish_song(library, &work, &job.title).expect("publish");
+
+        let locker = Arc::new(Locker { db: lq.dir.path().join("queue.sqlite"), held: Mutex::new(None) });
+        let worker = lq.worker(locker.clone());
+        worker.start(1);
+        let deadline = Instant::now() + std::time::Duration::from_secs(20);
+        while locker.held.lock().expect("lock").is_none() {
+            assert!(Instant::now() < deadline, "the job never started");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let held = locker.held.lock().expect("lock").take().expect("locker");
+        held.join().expect("the lock was held and let go");
+        let done = wait_for(q, job.id, 30, |j| j.state.is_finished());
+        assert_eq!(done.state, JobState::Done, "{:?}", done.state);
+        worker.shutdown();
+    }
+
     /// A job whose song was filed but not recorded as done (the process
     /// stopped in between: a quit at that instant, a crash, a database that
     /// stayed busy) is recorded from the song folder at its next run, not

@@ -442,17 +442,23 @@ impl Inner {
             Ok((dir, stems)) => (Some(dir.as_str()), stems.as_slice()),
             Err(_) => (None, &[][..]),
         };
-        // The database may be busy (another process writing): retry, so the
-        // job does not stay "running" with its stems already in the library.
+        // The database may be busy (another process writing) or its disk
+        // full: try again until it takes the end, so the job does not stay
+        // "running" with its stems already in the library; at most every
+        // 5 s, and only until the worker stops (the next start then finds
+        // the filed song, see `song::find_published`).
         let mut finished = self.queue.finish(job.id, &state, dir, stems);
-        for attempt in 1..=3 {
-            match &finished {
-                Err(QueueError::Sql(_)) => {
-                    std::thread::sleep(Duration::from_millis(200 * attempt));
-                    finished = self.queue.finish(job.id, &state, dir, stems);
-                }
-                _ => break,
+        let mut attempt: u32 = 0;
+        while let Err(QueueError::Sql(e)) = &finished {
+            attempt += 1;
+            if attempt == 4 {
+                tracing::error!("cannot record the end of job {}: {e}; trying again every 5 s", job.id);
             }
+            if attempt >= 4 && self.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200 * u64::from(attempt)).min(Duration::from_secs(5)));
+            finished = self.queue.finish(job.id, &state, dir, stems);
         }
         match finished {
             Ok(job) => self.listener.job_changed(&job),

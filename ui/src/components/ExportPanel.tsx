@@ -45,7 +45,21 @@ export function ExportPanel({ songId, stems, controls, loop, defaultDir }: Props
   const [running, setRunning] = useState(false);
   const [fraction, setFraction] = useState<number | null>(null);
   const [files, setFiles] = useState<string[] | null>(null);
-  const [error, setError] = useState<string | null>(null);
+  /** What went wrong, with the alert's title (the export, or the folder). */
+  const [error, setError] = useState<{ title: string; text: string } | null>(null);
+  // An export still running when the panel goes (back to the library, the
+  // song closed) is cancelled: nothing would show its end, and the next
+  // export would be refused as "already running".
+  const exporting = useRef(false);
+  useEffect(() => {
+    exporting.current = running;
+  }, [running]);
+  useEffect(
+    () => () => {
+      if (exporting.current) void backend.cancelExport().catch(() => {});
+    },
+    [backend],
+  );
   // The panel sits under the lanes: bring what the export says (progress,
   // the question, the files, the error) into view, however small the window.
   const outcome = useRef<HTMLDivElement>(null);
@@ -90,7 +104,7 @@ export function ExportPanel({ songId, stems, controls, loop, defaultDir }: Props
     } catch (e) {
       const err = toBackendError(e);
       if (err.code === "exists") setClash(err.message);
-      else setError(errorText(e, "export"));
+      else setError({ title: "The export failed", text: errorText(e, "export") });
     } finally {
       setRunning(false);
     }
@@ -105,7 +119,7 @@ export function ExportPanel({ songId, stems, controls, loop, defaultDir }: Props
         savePickedDest(next);
       }
     } catch (e) {
-      setError(errorText(e));
+      setError({ title: "The folder could not be chosen", text: errorText(e, "export") });
     }
   }
 
@@ -237,8 +251,8 @@ export function ExportPanel({ songId, stems, controls, loop, defaultDir }: Props
           </div>
         )}
         {error && (
-          <Alert title="The export failed" onDismiss={() => setError(null)}>
-            {error}
+          <Alert title={error.title} onDismiss={() => setError(null)}>
+            {error.text}
           </Alert>
         )}
         <div className="song__actions">
@@ -251,7 +265,15 @@ export function ExportPanel({ songId, stems, controls, loop, defaultDir }: Props
             Export
           </button>
           {running && (
-            <button type="button" className="button" onClick={() => void backend.cancelExport()}>
+            <button
+              type="button"
+              className="button"
+              onClick={() =>
+                backend
+                  .cancelExport()
+                  .catch((e: unknown) => setError({ title: "The export could not be cancelled", text: errorText(e) }))
+              }
+            >
               Cancel export
             </button>
           )}
@@ -270,7 +292,13 @@ export function ExportPanel({ songId, stems, controls, loop, defaultDir }: Props
             <button
               type="button"
               className="button"
-              onClick={() => void backend.openFolder({ kind: "export", id: songId, dest: dest.dest })}
+              onClick={() =>
+                backend
+                  .openFolder({ kind: "export", id: songId, dest: dest.dest })
+                  .catch((e: unknown) =>
+                    setError({ title: "The export folder could not be opened", text: errorText(e, "export") }),
+                  )
+              }
             >
               Open export folder
             </button>
@@ -282,7 +310,9 @@ export function ExportPanel({ songId, stems, controls, loop, defaultDir }: Props
                 // The native drag follows the pressed button, so it starts on the press.
                 if (e.button !== 0) return;
                 e.preventDefault();
-                backend.dragOut(songId, { kind: "lastExport" }).catch((err: unknown) => setError(errorText(err)));
+                backend
+                  .dragOut(songId, { kind: "lastExport" })
+                  .catch((err: unknown) => setError({ title: "The files could not be dragged", text: errorText(err) }));
               }}
             >
               ⠿ Drag {files.length === 1 ? "it" : "them"} out

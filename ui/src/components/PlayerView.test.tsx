@@ -1,6 +1,7 @@
 import { fireEvent, screen, waitFor, within } from "@testing-library/react";
 import { describe, expect, it, vi } from "vitest";
 import { act } from "@testing-library/react";
+import { BackendError } from "../backend";
 import { mockJob, mockSong } from "../mockBackend";
 import { renderApp } from "../test/renderApp";
 
@@ -117,8 +118,13 @@ describe("Player", () => {
       fireEvent.change(speed, { target: { value: "0.8" } });
       expect(screen.getByTestId("tempo")).toHaveTextContent("80 %");
       expect(first.backend.player.controls?.tempo ?? 1).toBe(1);
+      // A mute while the speed settles stays (the speed's change is
+      // applied to the mix as it is when it lands).
+      await first.user.click(screen.getByRole("button", { name: "Mute vocals" }));
       await vi.advanceTimersByTimeAsync(200);
       expect(first.backend.player.controls?.tempo).toBe(0.8);
+      expect(first.backend.player.controls?.stems[3]!.mute).toBe(true);
+      await first.user.click(screen.getByRole("button", { name: "Mute vocals" }));
       await first.user.click(screen.getByRole("button", { name: "Pitch down a semitone" }));
       await first.user.click(screen.getByRole("button", { name: "Pitch down a semitone" }));
       expect(screen.getByTestId("transpose")).toHaveTextContent("−2 st");
@@ -194,6 +200,29 @@ describe("Player", () => {
     expect(backend.player.status?.playing).toBe(false);
   });
 
+  it("leaves keys alone behind another tab, with Ctrl, Alt or ⌘, and on a held toggle", async () => {
+    const { backend, user } = await openPlayer();
+    // Ctrl+S, Alt+M, ⌘+Space are not the player's.
+    await user.keyboard("{Control>}s{/Control}{Alt>}m{/Alt}{Meta>} {/Meta}");
+    expect(backend.player.status?.playing ?? false).toBe(false);
+    expect(backend.player.controls?.stems.some((s) => s.solo || s.mute) ?? false).toBe(false);
+    // A held Space toggles once.
+    await user.keyboard("[Space>3/]");
+    expect(backend.player.status?.playing).toBe(true);
+    await user.keyboard(" ");
+    expect(backend.player.status?.playing).toBe(false);
+    // On the Queue tab the (still open) player does not take Space, arrows or M.
+    await user.click(screen.getByRole("tab", { name: "Queue" }));
+    await user.keyboard(" m{ArrowRight}");
+    expect(backend.player.status?.playing).toBe(false);
+    expect(backend.player.status?.position ?? 0).toBe(0);
+    expect(backend.player.controls?.stems.some((s) => s.mute) ?? false).toBe(false);
+    // Arrows on the tab bar move between tabs, not the playhead.
+    screen.getByRole("tab", { name: "Queue" }).focus();
+    await user.keyboard("{ArrowRight}");
+    expect(backend.player.status?.position ?? 0).toBe(0);
+  });
+
   it("gives the song the same length as the library does", async () => {
     const long = [mockSong({ id: 1, title: "Falcon 69", durationSeconds: 60.6 })];
     const { user } = renderApp({ library: long });
@@ -263,6 +292,28 @@ describe("Player", () => {
       false,
       true,
     ]);
+  });
+
+  it("says when the export folder cannot be opened", async () => {
+    const { backend, user } = await openPlayer();
+    await user.click(screen.getByRole("button", { name: "Export" }));
+    await screen.findByTestId("exported-file");
+    vi.spyOn(backend, "openFolder").mockRejectedValue(new BackendError("output", "the folder is gone"));
+    await user.click(screen.getByRole("button", { name: "Open export folder" }));
+    const alert = await screen.findByRole("alert");
+    expect(alert).toHaveTextContent("The export folder could not be opened");
+    expect(alert).toHaveTextContent("the folder is gone");
+  });
+
+  it("cancels an export still running when the player is left", async () => {
+    const { backend, user } = await openPlayer();
+    vi.spyOn(backend, "exportSong").mockReturnValue(new Promise(() => {}));
+    const cancel = vi.spyOn(backend, "cancelExport");
+    await user.click(screen.getByRole("button", { name: "Export" }));
+    expect(await screen.findByRole("button", { name: "Cancel export" })).toBeInTheDocument();
+    expect(cancel).not.toHaveBeenCalled();
+    await user.click(screen.getByRole("button", { name: "Back to library" }));
+    await waitFor(() => expect(cancel).toHaveBeenCalledTimes(1));
   });
 
   it("asks before replacing an earlier export and keeps both by default", async () => {

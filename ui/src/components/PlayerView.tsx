@@ -46,6 +46,7 @@ export function PlayerView({ song, version = 0, onClose }: Props) {
   const { view, controls, win, loop, selected, error, store, actions } = usePlayer(song.id, version);
   const [width, setWidth] = useState(0);
   const area = useRef<HTMLDivElement>(null);
+  const root = useRef<HTMLElement>(null);
   const timeline = useRef<HTMLDivElement>(null);
   const statusError = useStatus(store, (s) => s?.error ?? null);
 
@@ -172,9 +173,16 @@ export function PlayerView({ song, version = 0, onClose }: Props) {
   const onKey = useEffectEvent((e: KeyboardEvent) => {
     const t = e.target as HTMLElement | null;
     // Transport keys work wherever focus is (a fader, a button) except where
-    // keys type or choose: text fields, lists, check boxes, radio buttons and
-    // dialogs. A focused fader keeps ↑/↓ for its volume; ←/→ seek.
-    if (t && (t.closest(TYPING_FIELDS) || t.closest(".dialog"))) return;
+    // keys type or choose: text fields, lists, check boxes, radio buttons,
+    // dialogs and the tab bar. A focused fader keeps ↑/↓ for its volume;
+    // ←/→ seek. Not while another tab shows (the player stays open behind
+    // it), nor with Ctrl, Alt or ⌘ (the system's and the webview's
+    // shortcuts), nor for a key another handler took.
+    if (t && (t.closest(TYPING_FIELDS) || t.closest(".dialog") || t.closest("[role=tab]"))) return;
+    if (e.defaultPrevented || e.ctrlKey || e.metaKey || e.altKey) return;
+    if (!root.current || root.current.closest("[hidden]")) return;
+    // A held key repeats seeks, not toggles.
+    if (e.repeat && e.key !== "ArrowLeft" && e.key !== "ArrowRight") return;
     if (!view || !controls) return;
     const position = store.get()?.position ?? 0;
     if (e.key === " ") {
@@ -239,7 +247,7 @@ export function PlayerView({ song, version = 0, onClose }: Props) {
   const loading = !view.streaming && ready !== null && ready < 1;
 
   return (
-    <section className="player" aria-label="Player">
+    <section className="player" aria-label="Player" ref={root}>
       <div className="player__bar">
         <button type="button" className="button" onClick={onClose}>
           Back to library

@@ -1,6 +1,7 @@
 import { screen, within } from "@testing-library/react";
 import { describe, expect, it, vi } from "vitest";
 import { renderApp } from "../test/renderApp";
+import { BackendError } from "../backend";
 import { mockModel } from "../mockBackend";
 
 async function openSettings(options: Parameters<typeof renderApp>[0] = {}) {
@@ -109,16 +110,38 @@ describe("Settings", () => {
   });
 
   it("shows what the backend refused", async () => {
-    const { user } = await openSettings({ settings: CUSTOM });
-    const shifts = screen.getByRole("spinbutton", { name: "Extra passes (shifts)" });
-    await user.clear(shifts);
-    await user.type(shifts, "25");
+    const { backend, user } = await openSettings({ settings: CUSTOM });
+    vi.spyOn(backend, "saveSettings").mockRejectedValue(
+      new BackendError("invalid_options", "the library folder must be a full path such as /home/you/Music/Stemroom"),
+    );
     await user.click(screen.getByRole("button", { name: "Save" }));
 
     const alert = await screen.findByRole("alert");
     expect(alert).toHaveTextContent("The settings were not saved");
-    expect(alert).toHaveTextContent("Shifts must be a whole number from 0 to 20 (got 25).");
+    expect(alert).toHaveTextContent("the library folder must be a full path");
     expect(screen.getByRole("status")).toHaveTextContent("");
+  });
+
+  it("refuses numbers out of a field's range, or not whole where it must be, before saving", async () => {
+    const { backend, user } = await openSettings({ settings: CUSTOM });
+    const save = vi.spyOn(backend, "saveSettings");
+    const cases: [string, string, string][] = [
+      ["Extra passes (shifts)", "25", "Extra passes (shifts) must be a whole number from 0 to 20 (got 25)."],
+      ["Largest download (MB)", "-5", "Largest download (MB) must be a whole number from 1 to 100000 (got -5)."],
+      ["Concurrent jobs", "1.5", "Concurrent jobs must be a whole number from 1 to 8 (got 1.5)."],
+      ["Overlap", "1.2", "Overlap must be a number from 0 to 0.99 (got 1.2)."],
+    ];
+    for (const [name, typed, message] of cases) {
+      const field = screen.getByRole("spinbutton", { name });
+      const before = (field as HTMLInputElement).value;
+      await user.clear(field);
+      await user.type(field, typed);
+      await user.click(screen.getByRole("button", { name: "Save" }));
+      expect(await screen.findByRole("alert")).toHaveTextContent(message);
+      await user.clear(field);
+      await user.type(field, before);
+    }
+    expect(save).not.toHaveBeenCalled();
   });
 
   it("refuses a number field left empty", async () => {

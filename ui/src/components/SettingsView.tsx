@@ -77,9 +77,9 @@ const NUMBER_FIELDS: NumberField[] = [
     key: "overlap",
     label: "Overlap",
     min: 0,
-    max: 0.95,
+    max: 0.99,
     step: 0.05,
-    help: "How much neighbouring segments overlap (0 to 0.95). More overlap is smoother and slower.",
+    help: "How much neighbouring segments overlap (0 to 0.99). More overlap is smoother and slower.",
   },
   {
     key: "concurrentJobs",
@@ -152,12 +152,18 @@ function toDraft(settings: Settings): Draft {
   };
 }
 
-/** The settings to save, or why the draft is not a set of numbers. */
+/** The settings to save, or why a field is not a number in its range
+ * (whole where its step is: the backend takes those as integers, and would
+ * refuse -5 or 1.5 with a message about types, not the field). */
 function fromDraft(draft: Draft): Settings | string {
   const numbers = {} as Record<NumberKey, number>;
-  for (const { key, label } of [...NUMBER_FIELDS, ...LINK_FIELDS]) {
+  for (const { key, label, min, max, step } of [...NUMBER_FIELDS, ...LINK_FIELDS]) {
     const value = Number(draft[key]);
     if (draft[key].trim() === "" || !Number.isFinite(value)) return `${label} must be a number.`;
+    const whole = step >= 1;
+    if ((whole && !Number.isInteger(value)) || value < min || value > max) {
+      return `${label} must be ${whole ? "a whole number" : "a number"} from ${min} to ${max} (got ${draft[key].trim()}).`;
+    }
     numbers[key] = value;
   }
   return { ...draft, ...numbers };

@@ -70,7 +70,7 @@ function Beat({
       metronome={controls.metronome ?? false}
       countIn={controls.countIn ?? false}
       countingIn={countingIn}
-      onChange={(change) => actions.setControls({ ...controls, ...change })}
+      onChange={(change) => actions.changeControls(change)}
     />
   );
 }
@@ -106,14 +106,14 @@ export function Transport({
           step={0.01}
           value={controls.master}
           aria-label="Master volume"
-          onChange={(e) => actions.setControls({ ...controls, master: Number(e.target.value) })}
+          onChange={(e) => actions.changeControls({ master: Number(e.target.value) })}
         />
       </label>
       <MasterMeter store={store} />
       <TempoPitch
         tempo={controls.tempo ?? 1}
         transpose={controls.transpose ?? 0}
-        onChange={(tp) => actions.setControls({ ...controls, ...tp })}
+        onChange={(tp) => actions.changeControls(tp)}
       />
       {view.canCompare && (
         <button
@@ -121,7 +121,7 @@ export function Transport({
           className="button button--small"
           aria-pressed={controls.original ?? false}
           title="A/B: hear the original song instead of the mix (B), and back"
-          onClick={() => actions.setControls({ ...controls, original: !(controls.original ?? false) })}
+          onClick={() => actions.changeControls({ original: !(controls.original ?? false) })}
           data-testid="ab"
         >
           Hear original

@@ -20,6 +20,10 @@ export function zoomAnchor(win: FrameWindow, position: number): number {
 export interface PlayerActions {
   /** Replace the whole mix. */
   setControls(next: MixControls): void;
+  /** Change some fields of the mix as it is when this runs (a change sent
+   * later, such as the speed slider's when it settles, keeps what changed
+   * meanwhile). */
+  changeControls(change: Partial<MixControls>): void;
   /** Change one stem's controls (index in `view.stems`). */
   changeStem(index: number, change: (s: StemControl) => Partial<StemControl>): void;
   toggle(index: number, key: "mute" | "solo"): void;
@@ -165,6 +169,10 @@ export function usePlayer(songId: number, version: number): Player {
     };
     return {
       setControls: update,
+      changeControls(change) {
+        const c = latest.current.controls;
+        if (c) update({ ...c, ...change });
+      },
       changeStem,
       toggle: (index, key) => changeStem(index, (s) => ({ [key]: !s[key] })),
       seek(frame) {

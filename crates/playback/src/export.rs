@@ -299,6 +299,15 @@ fn export_files(req: &ExportRequest, listener: &dyn Listener) -> Result<Vec<Path
         return Err(Error::InvalidOptions("the stems do not share one sample rate".into()));
     }
     let ((start, end), out_rate) = range_and_rate(req, rate)?;
+    // A file too long for its format (a WAV over 4 GiB) is refused first.
+    if let Some(span) = end.or_else(|| stems.declared_frames()).map(|e| e.saturating_sub(start)) {
+        let tempo = match &req.what {
+            ExportWhat::Mix { controls, .. } => f64::from(controls.time_pitch().tempo),
+            ExportWhat::Stems { .. } | ExportWhat::Zip => 1.0,
+        };
+        let frames = (span as f64 / tempo.max(0.01) * f64::from(out_rate) / f64::from(rate)).ceil() as u64;
+        req.format.fits(frames, 2).map_err(Error::InvalidOptions)?;
+    }
     let mut outputs = Outputs::open(req, &names, rate, out_rate)?;
     let mut mixer = match &req.what {
         ExportWhat::Mix { controls, .. } => Some(Mixer::new(rate, controls)),

@@ -201,19 +201,19 @@ mod export {
             dir.path().join("mp3"),
         );
         req.tags = Tags {
-            title: Some("Falcon 69".into()),
-            artist: Some("The Easton Ellises".into()),
+            title: Some("Falcon 69 – Jóga 日本".into()),
+            artist: Some("The Easton Ellises & Björk".into()),
             album: Some("MUSDB18 previews".into()),
         };
         let files = export(&req, &Silent).expect("export");
         let (x, rate) = read(&files[0]);
         assert_eq!(rate, 44_100);
         let (s, _) = read(Path::new(&src[2].path));
-        // LAME adds its encoder delay (576 + 529 frames, plus the frame holding
-        // the LAME tag) and pads the last frame: every source frame must be
-        // there, with at most 3 MP3 frames (1152 each) of delay and padding.
+        // LAME adds its encoder delay (576 + 529 frames) and pads the last
+        // frame; its tag says how much, and the decoder drops both: the
+        // stem's frames, in place (no lag), as WAV and FLAC stems have them.
         let frames = x.len() / 2;
-        assert!((FRAMES..=FRAMES + 3 * 1152).contains(&frames), "{frames} frames for {FRAMES}");
+        assert_eq!(frames, FRAMES, "{frames} frames for {FRAMES}");
         // Delay = the lag with the least error over the interior.
         let err_at = |lag: usize| -> f64 {
             (2048..FRAMES - 2048).map(|i| (x[2 * (i + lag)] as f64 - s[2 * i] as f64).powi(2)).sum()
@@ -227,6 +227,21 @@ mod export {
         }
         let snr = 10.0 * (sig / err).log10();
         assert!(snr >= 20.0, "SNR {snr:.1} dB (delay {lag} frames)");
+        assert_eq!(lag, 0, "in time with the source");
+        // ffmpeg reads the same from the tag: the same length.
+        let pcm = std::process::Command::new("ffmpeg")
+            .args(["-v", "error", "-i"])
+            .arg(&files[0])
+            .args(["-f", "s16le", "-"])
+            .output()
+            .expect("ffmpeg");
+        assert_eq!(pcm.stdout.len() / 4, FRAMES, "ffmpeg's decode");
+        let title = std::process::Command::new("ffprobe")
+            .args(["-v", "error", "-show_entries", "format_tags=title", "-of", "default=nw=1:nk=1"])
+            .arg(&files[0])
+            .output()
+            .expect("ffprobe");
+        assert_eq!(String::from_utf8_lossy(&title.stdout).trim(), "Falcon 69 – Jóga 日本", "ffprobe's title");
         let tags = StreamDecoder::open(&files[0]).expect("open").tags();
         assert_eq!(tags, req.tags);
         // Bit rate: file size of CBR 320 kbps within 3 % (plus the ID3 tag).

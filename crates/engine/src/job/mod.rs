@@ -465,6 +465,9 @@ pub fn separate_file(sep: &Separator, req: &JobRequest, listener: &dyn Listener)
         OutputRate::Input => decoded.sample_rate,
         OutputRate::Model => info.sample_rate,
     });
+    // A stem too long for its format is refused before the separation.
+    let out_frames = (decoded.frames as f64 * f64::from(out_rate) / decoded.sample_rate.max(1) as f64).ceil() as u64;
+    req.format.fits(out_frames, info.channels).map_err(Error::InvalidOptions)?;
     let mut outputs = open_outputs(req, &dests, info.sample_rate, out_rate, &mut leftovers)?;
 
     let mut sink = StemSink {

@@ -105,6 +105,43 @@ impl OutputFormat {
             _ => Ok(()),
         }
     }
+
+    /// Whether `frames` frames of `channels` channels fit in one file of
+    /// this format: a WAV file counts its bytes in 32 bits (RIFF), so it
+    /// holds at most [`MAX_WAV_DATA_BYTES`] of samples (3 h 22 min of
+    /// 32-bit float stereo at 44.1 kHz, 47 min at 192 kHz); FLAC and MP3
+    /// have no such limit.
+    ///
+    /// # Errors
+    /// A message saying what to choose instead.
+    pub fn fits(&self, frames: u64, channels: usize) -> Result<(), String> {
+        let OutputFormat::Wav { depth } = *self else { return Ok(()) };
+        let bytes = frames.saturating_mul(channels as u64).saturating_mul(depth.bytes());
+        if bytes <= MAX_WAV_DATA_BYTES {
+            return Ok(());
+        }
+        Err(format!(
+            "a WAV file holds at most 4 GiB and these {channels}-channel {}-bit stems would take {:.1} GiB each: \
+             choose FLAC (no such limit), or a smaller WAV depth",
+            depth.bytes() * 8,
+            bytes as f64 / f64::from(1u32 << 30)
+        ))
+    }
+}
+
+/// Most sample bytes a WAV file holds: its RIFF size is 32 bits and counts
+/// the 36 bytes of header before the samples (hound's 44-byte header).
+pub const MAX_WAV_DATA_BYTES: u64 = u32::MAX as u64 - 36;
+
+impl WavDepth {
+    /// Bytes per sample.
+    pub fn bytes(self) -> u64 {
+        match self {
+            WavDepth::Int16 => 2,
+            WavDepth::Int24 => 3,
+            WavDepth::Float32 => 4,
+        }
+    }
 }
 
 /// What to do with samples beyond full scale (`demucs --clip-mode`).
@@ -188,8 +225,13 @@ pub(crate) enum Post {
 }
 
 impl Post {
+    /// The sample as written; one that is not a number (NaN, infinite: a
+    /// network output gone wrong) is written as silence, whatever the mode.
     #[inline]
     pub(crate) fn apply(self, v: f32) -> f32 {
+        if !v.is_finite() {
+            return 0.0;
+        }
         match self {
             Post::Gain(g) => v * g,
             Post::Clamp => v.clamp(-0.99, 0.99),
@@ -282,6 +324,47 @@ mod tests {
             .path()
             .to_string_lossy()
             .ends_with(".spool")));
+    }
+
+    /// Samples that are not numbers are written as silence in every clip
+    /// mode, and an infinite one does not scale the rest of a rescaled stem
+    /// to nothing.
+    #[test]
+    fn samples_that_are_not_numbers_are_silence() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut x = tone(1000, 0.5);
+        x[10] = f32::INFINITY;
+        x[11] = f32::NAN;
+        x[12] = f32::NEG_INFINITY;
+        for clip in [ClipMode::Rescale, ClipMode::Clamp, ClipMode::None] {
+            let p = dir.path().join(format!("{clip:?}.wav"));
+            let mut w = open(&p, OutputFormat::Wav { depth: WavDepth::Float32 }, 44_100, 2, clip).expect("open");
+            w.write(&x).expect("write");
+            w.finish().expect("finish");
+            let got: Vec<f32> =
+                hound::WavReader::open(&p).expect("read").samples::<f32>().map(|s| s.expect("sample")).collect();
+            assert_eq!(&got[10..13], &[0.0, 0.0, 0.0], "{clip:?}");
+            assert_eq!(got[100], x[100], "{clip:?}: the rest as it was");
+        }
+    }
+
+    #[test]
+    fn wav_files_hold_at_most_4_gib() {
+        let float = OutputFormat::Wav { depth: WavDepth::Float32 };
+        // 3 h 22 min of float stereo at 44.1 kHz fits; 3 h 23 min does not.
+        assert!(float.fits(44_100 * (3 * 3600 + 22 * 60), 2).is_ok());
+        let e = float.fits(44_100 * (3 * 3600 + 23 * 60), 2).expect_err("too big");
+        assert!(e.contains("FLAC"), "{e}");
+        assert!(OutputFormat::Wav { depth: WavDepth::Int16 }.fits(44_100 * (3 * 3600 + 23 * 60), 2).is_ok());
+        assert!(OutputFormat::Flac { bits: 24 }.fits(u64::MAX, 2).is_ok());
+        // The writer refuses to go past it, whatever it was told.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut w =
+            wav::WavStem::new(&dir.path().join("x.wav"), WavDepth::Float32, 44_100, 2, Post::Gain(1.0)).expect("open");
+        w.bytes = MAX_WAV_DATA_BYTES - 8;
+        assert!(w.write(&[0.0, 0.0]).is_ok());
+        let e = w.write(&[0.0, 0.0]).expect_err("past 4 GiB");
+        assert!(e.to_string().contains("4 GiB"), "{e}");
     }
 
     #[test]

@@ -59,17 +59,7 @@ impl Mp3Stem {
         // 4.4x as long (LAME through ffmpeg on this project's 2-core VM, four
         // 30 s stems at 320 kbps: 13.4 s against 3.1 s).
         b.set_quality(mp3lame_encoder::Quality::VeryNice).map_err(mp3_err)?;
-        let text = |t: &Option<String>| t.as_deref().unwrap_or("").as_bytes().to_vec();
-        let (title, artist, album) = (text(&tags.title), text(&tags.artist), text(&tags.album));
-        b.set_id3_tag(mp3lame_encoder::Id3Tag {
-            title: &title,
-            artist: &artist,
-            album: &album,
-            album_art: b"",
-            year: b"",
-            comment: b"",
-        })
-        .map_err(mp3_err)?;
+        set_tags(&mut b, tags)?;
         let encoder = b.build().map_err(mp3_err)?;
         let file = File::create(path).map_err(io_err(path))?;
         Ok(Mp3Stem {
@@ -81,6 +71,43 @@ impl Mp3Stem {
             post,
         })
     }
+}
+
+/// Longest tag text written, in characters (the 250 bytes LAME's own
+/// Latin-1 setters take, `mp3lame-encoder`'s `MAX_BUFFER`).
+const MAX_TAG_CHARS: usize = 250;
+
+/// Title, artist and album as ID3v2 text frames (TIT2, TPE1, TALB) in
+/// UTF-16 with a byte order mark, so any script survives: LAME's plain
+/// setters store Latin-1 ("Björk" read back as "BjÃ¶rk"). ID3v2 only (an
+/// ID3v1 tag holds Latin-1 alone).
+fn set_tags(b: &mut mp3lame_encoder::Builder, tags: &Tags) -> Result<(), EncodeError> {
+    use mp3lame_encoder::ffi;
+    let fields = [(c"TIT2", &tags.title), (c"TPE1", &tags.artist), (c"TALB", &tags.album)];
+    if fields.iter().all(|(_, t)| t.as_deref().is_none_or(str::is_empty)) {
+        return Ok(());
+    }
+    // SAFETY: `as_ptr` is the builder's live LAME handle; `id3tag_init`,
+    // `id3tag_v2_only` and `id3tag_set_textinfo_utf16` (LAME 3.100,
+    // id3tag.c) take it with a NUL-terminated frame id and a NUL-terminated
+    // UTF-16 text starting with a byte order mark, which LAME copies.
+    unsafe {
+        let gfp = b.as_ptr();
+        ffi::id3tag_init(gfp);
+        ffi::id3tag_v2_only(gfp);
+        for (id, text) in fields {
+            let Some(text) = text.as_deref().filter(|t| !t.is_empty()) else { continue };
+            let mut utf16: Vec<u16> = std::iter::once(0xFEFF)
+                .chain(text.chars().take(MAX_TAG_CHARS).collect::<String>().encode_utf16())
+                .collect();
+            utf16.push(0);
+            let r = ffi::id3tag_set_textinfo_utf16(gfp, id.as_ptr(), utf16.as_ptr());
+            if r != 0 {
+                return Err(mp3_err(format!("LAME refused the {} tag ({r})", id.to_string_lossy())));
+            }
+        }
+    }
+    Ok(())
 }
 
 impl StemWriter for Mp3Stem {
@@ -108,6 +135,23 @@ impl StemWriter for Mp3Stem {
         self.encoder.flush_to_vec::<mp3lame_encoder::FlushGap>(&mut self.buf).map_err(mp3_err)?;
         self.file.write_all(&self.buf).map_err(io_err(&self.path))?;
         self.file.flush().map_err(io_err(&self.path))?;
+        // LAME left a frame for its tag after the ID3v2 tag, zeros until
+        // now: the "Info" tag (LAME 3.100, VbrTag.c) with the frame count
+        // and the encoder delay and padding, which decoders (ffmpeg,
+        // symphonia, players) use to drop LAME's 1105 frames of delay and
+        // the last frame's padding. Left as zeros, it plays as one frame of
+        // silence and the delay stays: every stem ~51 ms late at 44.1 kHz.
+        if self.encoder.is_lame_tag_written() {
+            self.buf.clear();
+            self.buf.reserve(self.encoder.lame_tag_size());
+            if self.encoder.lame_tag_encode_to_vec(&mut self.buf).is_some() {
+                use std::io::{Seek, SeekFrom};
+                let at = self.encoder.id3v2_tag_size() as u64;
+                let file = self.file.get_mut();
+                file.seek(SeekFrom::Start(at)).map_err(io_err(&self.path))?;
+                file.write_all(&self.buf).map_err(io_err(&self.path))?;
+            }
+        }
         self.file.get_ref().sync_data().map_err(io_err(&self.path))
     }
 }

@@ -56,7 +56,10 @@ impl StemWriter for Spool {
     fn write(&mut self, interleaved: &[f32]) -> Result<(), EncodeError> {
         let mut bytes = Vec::with_capacity(interleaved.len() * 4);
         for &v in interleaved {
-            self.peak = self.peak.max(v.abs());
+            // (What is not a number is written as silence: no peak.)
+            if v.is_finite() {
+                self.peak = self.peak.max(v.abs());
+            }
             bytes.extend_from_slice(&v.to_le_bytes());
         }
         self.file.write_all(&bytes).map_err(io_err(&self.target))?;

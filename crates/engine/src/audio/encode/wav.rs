@@ -12,6 +12,9 @@ pub(super) struct WavStem {
     writer: hound::WavWriter<BufWriter<File>>,
     depth: WavDepth,
     post: Post,
+    /// Sample bytes written so far (checked against
+    /// [`super::MAX_WAV_DATA_BYTES`]: hound's count would wrap).
+    pub(super) bytes: u64,
 }
 
 impl WavStem {
@@ -30,7 +33,7 @@ impl WavStem {
         let spec =
             hound::WavSpec { channels: channels as u16, sample_rate: rate, bits_per_sample: bits, sample_format: fmt };
         let writer = hound::WavWriter::create(path, spec).map_err(|e| hound_err(path, e))?;
-        Ok(WavStem { path: path.to_path_buf(), writer, depth, post })
+        Ok(WavStem { path: path.to_path_buf(), writer, depth, post, bytes: 0 })
     }
 }
 
@@ -43,6 +46,13 @@ fn hound_err(path: &Path, e: hound::Error) -> EncodeError {
 
 impl StemWriter for WavStem {
     fn write(&mut self, interleaved: &[f32]) -> Result<(), EncodeError> {
+        self.bytes += interleaved.len() as u64 * self.depth.bytes();
+        if self.bytes > super::MAX_WAV_DATA_BYTES {
+            return Err(EncodeError::Encoder {
+                format: "wav",
+                reason: "a WAV file holds at most 4 GiB of samples: choose FLAC for a stem this long".into(),
+            });
+        }
         for &v in interleaved {
             let v = self.post.apply(v);
             let r = match self.depth {

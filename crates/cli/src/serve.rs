@@ -53,6 +53,11 @@ pub struct ServeArgs {
     /// Client connections served at once; more wait to be accepted.
     #[arg(long, default_value_t = config::DEFAULT_MAX_CONNECTIONS, value_name = "N")]
     max_connections: usize,
+    /// Take links to this machine and private networks (127.0.0.1, 10.x,
+    /// 192.168.x, 169.254.x, fc00::/7 …): by default a client cannot make
+    /// the server fetch from where only it can reach.
+    #[arg(long)]
+    allow_private_links: bool,
     /// Put jobs on this Redis broker for `stemroom worker`s instead of
     /// separating here (`redis://host:6379/0`, `rediss://` for TLS).
     #[arg(long, value_name = "URL")]
@@ -112,6 +117,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
     config.idle_timeout = std::time::Duration::from_secs(args.idle_timeout.max(1));
     config.max_connections = args.max_connections;
     config.trusted_proxies = args.trusted_proxy;
+    config.allow_private_links = args.allow_private_links;
     config.device = Some(Device::from(args.device));
     config.threads = args.threads;
     config.model_dir = args.runtime.model_dir;

@@ -73,6 +73,13 @@ struct Seen {
     at: Instant,
 }
 
+/// A worker silent this long is no longer listed (a day).
+const FORGET_AFTER: Duration = Duration::from_secs(24 * 3600);
+/// Most workers listed at once.
+const MAX_WORKERS: usize = 1000;
+/// Longest device or provider text kept from a heartbeat.
+const MAX_WORKER_FIELD_CHARS: usize = 64;
+
 /// The broker side of a server.
 #[derive(Debug)]
 pub struct Broker {
@@ -162,7 +169,20 @@ impl Broker {
 
     fn seen(&self, name: &str, device: &str, provider: Option<String>, job: Option<JobId>) {
         let mut w = self.workers.lock().unwrap_or_else(|p| p.into_inner());
-        w.insert(name.to_string(), Seen { device: device.to_string(), provider, job, at: Instant::now() });
+        // Workers' names carry their pid: every restart is a new one. Those
+        // gone for a day are forgotten, and the list is bounded (the
+        // longest gone first), so heartbeats cannot grow it without end.
+        w.retain(|_, s| s.at.elapsed() < FORGET_AFTER);
+        if w.len() >= MAX_WORKERS && !w.contains_key(name) {
+            if let Some(oldest) = w.iter().min_by_key(|(_, s)| s.at).map(|(n, _)| n.clone()) {
+                w.remove(&oldest);
+            }
+        }
+        let short = |t: &str| t.chars().take(MAX_WORKER_FIELD_CHARS).collect::<String>();
+        w.insert(
+            name.to_string(),
+            Seen { device: short(device), provider: provider.as_deref().map(short), job, at: Instant::now() },
+        );
     }
 
     /// The workers heard from, for `GET /status`.
@@ -954,6 +974,18 @@ mod tests {
         // No longer running: forgotten, so a later run starts a new clock.
         assert!(b.stalled(&[], t0 + s(12)).is_empty());
         assert!(b.stalled(&running, t0 + s(30)).is_empty());
+    }
+
+    #[test]
+    fn the_worker_list_is_bounded() {
+        let b = Broker::new("redis://127.0.0.1:1/0", 3, Duration::from_secs(60)).unwrap();
+        for n in 0..(MAX_WORKERS + 50) {
+            b.seen(&format!("w-{n}"), &"x".repeat(10_000), Some("cuda".into()), None);
+        }
+        let list = b.workers();
+        assert_eq!(list.len(), MAX_WORKERS);
+        assert!(list.iter().any(|w| w.name == format!("w-{}", MAX_WORKERS + 49)), "the newest stays");
+        assert!(list.iter().all(|w| w.device.chars().count() == MAX_WORKER_FIELD_CHARS));
     }
 
     #[test]

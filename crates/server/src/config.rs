@@ -68,6 +68,9 @@ pub struct ServerConfig {
     /// Proxies whose `X-Forwarded-For` names the client for the per-address
     /// job quota (empty: the connection's address is the client).
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Take links whose host is this machine or a private network (see
+    /// [`crate::service::check_public_link`]).
+    pub allow_private_links: bool,
     /// Longest quick request.
     pub request_timeout: Duration,
     /// Least time between two checkpoints of a running job (`None`: the
@@ -105,6 +108,7 @@ impl ServerConfig {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             trusted_proxies: Vec::new(),
+            allow_private_links: false,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             checkpoint_every: None,
             broker: None,

@@ -170,7 +170,11 @@ impl Service {
                 Ok(me.queue.get(job.id)?)
             } else {
                 let url = new.url.unwrap_or_default();
-                // Links only: a client never names a file on this machine.
+                // Links only: a client never names a file on this machine,
+                // nor (unless allowed) a host only this machine reaches.
+                if !me.config.allow_private_links {
+                    check_public_link(&url).map_err(ApiError::invalid_options)?;
+                }
                 let result = intake::add_url_with(&me.queue, &url, Some(options))?;
                 if let Some(job) = result.added.into_iter().next() {
                     if let Err(e) = me.queue.mark_from_api(job.id) {
@@ -538,4 +542,102 @@ pub fn run_blocking(config: ServerConfig, ready: impl FnOnce(&Ready)) -> Result<
         .build()
         .map_err(|source| ServerError::Io { what: "cannot start the async runtime".into(), source })?;
     rt.block_on(run(config, ready))
+}
+
+/// Refuse a link whose host is this machine or a private network: the
+/// server fetches it (yt-dlp), so a client could otherwise reach what only
+/// the server reaches (its own ports, the local network, a cloud's metadata
+/// service at 169.254.169.254) and get it back as stems, or map it from the
+/// errors. Every address the host resolves to must be public. (A redirect
+/// or a DNS answer that changes after this check is not covered: run the
+/// server where it reaches nothing private, or behind an egress filter,
+/// when that matters.)
+///
+/// # Errors
+/// A message for the client; links that are not http(s) are left to the
+/// intake's own checks.
+pub fn check_public_link(url: &str) -> Result<(), String> {
+    let Ok(uri) = url.trim().parse::<axum::http::Uri>() else { return Ok(()) };
+    let Some(host) = uri.host() else { return Ok(()) };
+    let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<std::net::IpAddr> = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) => match std::net::ToSocketAddrs::to_socket_addrs(&(host, port)) {
+            Ok(a) => a.map(|a| a.ip()).collect(),
+            // Unresolvable: yt-dlp will say so.
+            Err(_) => return Ok(()),
+        },
+    };
+    match addrs.iter().find(|ip| !is_public(**ip)) {
+        Some(ip) => Err(format!(
+            "{host} is this machine or a private network ({ip}): this server does not fetch from there \
+             (its operator can allow it with --allow-private-links)"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Whether `ip` is reachable on the public internet: not loopback,
+/// private (RFC 1918, fc00::/7), shared (100.64.0.0/10), link-local,
+/// unspecified, multicast, broadcast, documentation or benchmarking ranges,
+/// nor an IPv4 address written as IPv6 that is one of those.
+pub fn is_public(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0 && c == 0)
+                || (a == 198 && (b == 18 || b == 19))
+                || a >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || first == 0x2001 && v6.segments()[1] == 0x0db8)
+        }
+    }
+}
+
+#[cfg(test)]
+mod link_tests {
+    use super::*;
+
+    #[test]
+    fn links_to_this_machine_or_private_networks_are_refused() {
+        for bad in [
+            "http://127.0.0.1:8080/a.wav",
+            "http://localhost/a.wav",
+            "https://10.1.2.3/x",
+            "http://192.168.1.10/song.mp3",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://100.64.0.1/",
+            "http://[::1]/",
+            "http://[fd00::1]/",
+            "http://[::ffff:127.0.0.1]/",
+            "http://0.0.0.0/",
+        ] {
+            let e = check_public_link(bad).expect_err(bad);
+            assert!(e.contains("--allow-private-links"), "{e}");
+        }
+        for good in ["https://8.8.8.8/x", "http://[2606:4700::1111]/", "https://no-such-host.invalid/x", "-rf"] {
+            assert!(check_public_link(good).is_ok(), "{good}");
+        }
+    }
 }

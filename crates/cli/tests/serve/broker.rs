@@ -279,7 +279,7 @@ fn a_killed_worker_and_a_restarted_broker_lose_nothing() {
     let redis = Redis::start(&dir.path().join("redis"), free_port(), Some("s3cret-pw"));
     let url = redis.url();
     let data = dir.path().join("data");
-    let server = Server::start(&data, &["--broker", &url]);
+    let server = Server::start(&data, &["--broker", &url, "--allow-private-links"]);
     let mix = testdata("mixture.wav");
     let first: Vec<String> = (0..2).map(|_| server.upload(&mix, &["shifts=0"])).collect();
 

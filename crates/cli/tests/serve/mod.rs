@@ -219,7 +219,8 @@ fn peak_rss_gb(pid: u32) -> f64 {
 #[test]
 fn every_endpoint_end_to_end_with_the_real_model() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(&dir.path().join("data"), &[]);
+    // (The links below are on a loopback site.)
+    let server = Server::start(&dir.path().join("data"), &["--allow-private-links"]);
     let mix = testdata("mixture.wav");
 
     // Liveness and auth.
@@ -813,6 +814,24 @@ fn disk_floor_cors_and_stalled_clients() {
     );
 }
 
+/// A client cannot make the server fetch from this machine or its private
+/// network (its own ports, a cloud's metadata service) unless its operator
+/// allows it.
+#[test]
+fn links_to_this_machine_are_refused_unless_allowed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let site = stemroom_testkit::site::Server::start();
+    for link in [site.url("/song.wav"), "http://169.254.169.254/latest/meta-data/".into(), "http://[::1]:9/".into()] {
+        let body = format!(r#"{{"url": "{link}"}}"#);
+        let (code, text) = server.curl(&["-H", "Content-Type: application/json", "-d", &body, "/job"]);
+        assert_eq!(code, 422, "{link}: {text}");
+        assert!(text.contains("private network") && text.contains("--allow-private-links"), "{text}");
+    }
+    let jobs = server.json(&["/jobs"]);
+    assert_eq!(jobs["total"], 0, "nothing queued: {jobs}");
+}
+
 // ---- readme ----
 
 #[test]
@@ -823,7 +842,7 @@ fn the_readme_curl_lines_work_as_written() {
     let block = &block[block.find("```sh\n").expect("a sh block") + 6..];
     let script = &block[..block.find("```").expect("end of block")];
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(&dir.path().join("data"), &[]);
+    let server = Server::start(&dir.path().join("data"), &["--allow-private-links"]);
     let site = stemroom_testkit::site::Server::start();
     std::fs::copy(testdata("mixture.wav"), dir.path().join("song.wav")).expect("copy");
     let host = server.base.trim_start_matches("http://").to_string();

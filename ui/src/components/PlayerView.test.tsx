@@ -443,6 +443,26 @@ describe("Player", () => {
     expect(screen.getByRole("button", { name: "Hear original" })).toBeInTheDocument();
   });
 
+  it("says when the song it plays while separating fails or is cancelled, and stops asking for waveforms", async () => {
+    const running = mockJob({
+      id: 9,
+      title: "Doomed",
+      durationSeconds: 200,
+      state: { state: "separating", segment: 2, total: 8 },
+    });
+    const { backend, user } = renderApp({ queue: [running] });
+    await user.click(await screen.findByRole("button", { name: "Listen now" }));
+    await screen.findAllByTestId("lane");
+    act(() => void backend.updateJob(9, { state: { state: "failed", code: "internal", message: "out of memory" } }));
+    const alert = await screen.findByRole("alert");
+    expect(alert).toHaveTextContent("The separation stopped");
+    expect(alert).toHaveTextContent("The separation failed: out of memory");
+    expect(screen.getByTestId("export-later")).toHaveTextContent("No exports");
+    const peaks = vi.spyOn(backend, "songPeaks");
+    await new Promise((r) => setTimeout(r, 3_200));
+    expect(peaks).not.toHaveBeenCalled();
+  });
+
   it("keeps the loop's place in time when the finished files are at another rate", async () => {
     // A 48 kHz song: its stream is at the model's 44.1 kHz, its files at 48 kHz.
     const running = mockJob({

@@ -43,7 +43,7 @@ const TYPING_FIELDS =
  * view or the peaks change.
  */
 export function PlayerView({ song, version = 0, onClose }: Props) {
-  const { view, controls, win, loop, selected, error, store, actions } = usePlayer(song.id, version);
+  const { view, controls, win, loop, selected, error, stopped, store, actions } = usePlayer(song.id, version);
   const [width, setWidth] = useState(0);
   const area = useRef<HTMLDivElement>(null);
   const root = useRef<HTMLElement>(null);
@@ -63,7 +63,7 @@ export function PlayerView({ song, version = 0, onClose }: Props) {
 
   // One column per device pixel: sharp on HiDPI screens (the backend caps it at 8192).
   const columns = Math.min(8192, Math.round(width * (window.devicePixelRatio || 1)));
-  const { peaks, ready } = useLanePeaks(view, win, columns, actions.reportError);
+  const { peaks, ready } = useLanePeaks(view, win, columns, actions.reportError, stopped !== null);
 
   const rate = view?.sampleRate ?? 44_100;
   const frames = view?.frames ?? 0;
@@ -265,6 +265,11 @@ export function PlayerView({ song, version = 0, onClose }: Props) {
         </Alert>
       )}
       {statusError && <Alert title="Playback stopped">{statusError}</Alert>}
+      {stopped && (
+        <Alert title="The separation stopped">
+          {stopped} What was separated still plays; Retry in the queue separates the song again.
+        </Alert>
+      )}
       {error && (
         <Alert title="Something went wrong" onDismiss={() => actions.reportError(null)}>
           {error}
@@ -339,7 +344,7 @@ export function PlayerView({ song, version = 0, onClose }: Props) {
       </p>
       {view.streaming ? (
         <p className="muted" data-testid="export-later">
-          Exports are ready once the separation is done.
+          {stopped ? "No exports: the separation did not finish." : "Exports are ready once the separation is done."}
         </p>
       ) : (
         <ExportPanel

@@ -2,6 +2,7 @@ import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "react";
 import { useBackend } from "../../backend";
 import type { DragOut, LanePeaks, LoopRegion, MixControls, SongView, StemControl } from "../../bindings";
 import { errorText } from "../../errors";
+import { untilUnmount } from "../../hooks/untilUnmount";
 import { loadMix, saveMix } from "../../mixPrefs";
 import { clampWindow, unityControls, zoomWindow, type FrameWindow } from "../../timeline";
 import { createStatusStore, type StatusStore } from "./statusStore";
@@ -48,6 +49,9 @@ export interface Player {
   loop: LoopRegion | null;
   selected: number;
   error: string | null;
+  /** A song still separating whose job failed or was cancelled: why (its
+   * separated part still plays; no files will take over). */
+  stopped: string | null;
   /** The status stream (~30 updates a second): read it with `useStatus`, not through state. */
   store: StatusStore;
   actions: PlayerActions;
@@ -70,6 +74,7 @@ export function usePlayer(songId: number, version: number): Player {
   const [selected, setSelected] = useState(0);
   const [win, setWin] = useState<FrameWindow | null>(null);
   const [loop, setLoop] = useState<LoopRegion | null>(null);
+  const [stopped, setStopped] = useState<string | null>(null);
 
   useEffect(() => {
     let live = true;
@@ -139,6 +144,20 @@ export function usePlayer(songId: number, version: number): Player {
       live = false;
     };
   }, [backend, streaming, viewId, version, store]);
+
+  // A song still separating whose job fails or is cancelled: the player
+  // says so (and the waveforms stop asking for more).
+  useEffect(() => {
+    if (!streaming || viewId === undefined) return;
+    return untilUnmount(
+      backend.subscribe((event) => {
+        if (event.kind !== "jobChanged" || event.job.id !== viewId) return;
+        const state = event.job.state;
+        if (state.state === "failed") setStopped(`The separation failed: ${state.message}`);
+        else if (state.state === "cancelled") setStopped("The separation was cancelled.");
+      }),
+    );
+  }, [backend, streaming, viewId]);
 
   // Remember the mix, loop and zoom for the next time this song opens.
   useEffect(() => {
@@ -218,7 +237,7 @@ export function usePlayer(songId: number, version: number): Player {
     });
   }, [store, win, view, actions]);
 
-  return { view, controls, win, loop, selected, error, store, actions };
+  return { view, controls, win, loop, selected, error, stopped, store, actions };
 }
 
 /**
@@ -233,6 +252,8 @@ export function useLanePeaks(
   win: FrameWindow | null,
   columns: number,
   onError: (message: string) => void,
+  /** A separation that stopped: its waveforms will not grow. */
+  stopped = false,
 ): { peaks: LanePeaks[] | null; ready: number | null } {
   const backend = useBackend();
   const [peaks, setPeaks] = useState<LanePeaks[] | null>(null);
@@ -254,7 +275,7 @@ export function useLanePeaks(
     };
   }, [backend, view, win, columns, tick, onError]);
   // Polled while separating, and while a first answer said the peaks are still being read.
-  const polling = !!view && (view.streaming || (ready !== null && ready < 1));
+  const polling = !!view && ((view.streaming && !stopped) || (ready !== null && ready < 1));
   useEffect(() => {
     if (!view || !polling) return;
     const t = setInterval(() => setTick((n) => n + 1), view.streaming ? STREAM_PEAKS_MS : LOADING_PEAKS_MS);

@@ -323,14 +323,22 @@ impl Peaks {
 }
 
 impl Peaks {
-    /// The peaks cached in `cache` for `audio`, when that file is readable
-    /// and not older than the audio; `None` otherwise (compute them).
+    /// The peaks cached in `cache` for `audio`, when that file is readable,
+    /// not older than the audio, and of the audio: the same sample rate and
+    /// (when the audio's header gives it) the same length within 0.5 %, so
+    /// a song replaced by one with an older date (a synced folder, `cp -p`,
+    /// a restored backup) does not show the old waveform; `None` otherwise
+    /// (compute them). A cache larger than its audio (peaks take far less:
+    /// 4 bytes per 64 frames and coarser levels) is not read at all.
     pub fn read_fresh(audio: &Path, cache: &Path) -> Option<Self> {
         let (a, p) = (std::fs::metadata(audio).ok()?, std::fs::metadata(cache).ok()?);
-        if p.modified().ok()? < a.modified().ok()? {
+        if p.modified().ok()? < a.modified().ok()? || p.len() > a.len().max(64 * 1024) {
             return None;
         }
-        Self::read(cache).ok()
+        let peaks = Self::read(cache).ok()?;
+        let header = decode::StreamDecoder::open(audio).ok()?;
+        let same_length = header.declared_frames().is_none_or(|f| f.abs_diff(peaks.frames) <= 2048 + f / 200);
+        (header.sample_rate() == peaks.sample_rate && same_length).then_some(peaks)
     }
 
     /// No peaks yet (a lane still being read): every column is silent.
@@ -415,5 +423,51 @@ mod tests {
         assert_eq!(Peaks::read(&f).unwrap_err().kind(), std::io::ErrorKind::InvalidData);
         std::fs::write(&f, b"RIFF0000").unwrap();
         assert_eq!(Peaks::read(&f).unwrap_err().kind(), std::io::ErrorKind::InvalidData);
+    }
+
+    /// A cache is used only for its own audio: a song replaced by another
+    /// whose file is dated earlier (a synced folder, `cp -p`) is read again,
+    /// and a cache bigger than its audio is not read.
+    #[test]
+    fn a_cache_of_other_audio_is_not_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let wav = |name: &str, frames: usize, rate: u32| {
+            let p = dir.path().join(name);
+            let spec = hound::WavSpec {
+                channels: 2,
+                sample_rate: rate,
+                bits_per_sample: 16,
+                sample_format: hound::SampleFormat::Int,
+            };
+            let mut w = hound::WavWriter::create(&p, spec).unwrap();
+            for i in 0..frames * 2 {
+                w.write_sample(((i as f32 * 0.01).sin() * 10_000.0) as i16).unwrap();
+            }
+            w.finalize().unwrap();
+            p
+        };
+        let song = wav("song.wav", 100_000, 44_100);
+        let cache = dir.path().join("song.peaks");
+        let peaks = Peaks::compute(&song).unwrap();
+        peaks.write(&cache).unwrap();
+        assert_eq!(Peaks::read_fresh(&song, &cache), Some(peaks));
+        let dated = |p: &Path, secs: u64| {
+            let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+            std::fs::File::options().write(true).open(p).unwrap().set_modified(t).unwrap();
+        };
+        // Replaced by a longer song, then by one at another rate, both dated before the cache.
+        for (frames, rate) in [(300_000, 44_100), (100_000, 48_000)] {
+            let other = wav("other.wav", frames, rate);
+            std::fs::rename(&other, &song).unwrap();
+            dated(&song, 1_000_000);
+            assert_eq!(Peaks::read_fresh(&song, &cache), None, "{frames} frames at {rate} Hz");
+        }
+        // A cache file larger than its audio.
+        let song = wav("song.wav", 100_000, 44_100);
+        Peaks::compute(&song).unwrap().write(&cache).unwrap();
+        let mut big = std::fs::read(&cache).unwrap();
+        big.resize(std::fs::metadata(&song).unwrap().len() as usize + 1, 0);
+        std::fs::write(&cache, big).unwrap();
+        assert_eq!(Peaks::read_fresh(&song, &cache), None);
     }
 }

@@ -1,7 +1,8 @@
-import { useEffect, useState } from "react";
+import { useEffect } from "react";
 import { toBackendError, useBackend } from "../backend";
 import type { GpuSupport, InstallEvent } from "../bindings";
 import { formatBytes } from "../format";
+import { useSharedState } from "../hooks/useSharedState";
 import { Alert } from "./Alert";
 
 type Phase =
@@ -38,10 +39,14 @@ function stepText(event: InstallEvent | null): string {
  */
 export function GpuSupportPanel({ onChange }: { onChange?: (gpu: GpuSupport) => void }) {
   const backend = useBackend();
-  const [gpu, setGpu] = useState<GpuSupport | null>(null);
-  const [phase, setPhase] = useState<Phase>({ kind: "idle" });
+  // Shared: an install started on the welcome screen goes on showing in
+  // Settings, and its result reaches the panel showing then.
+  const [gpu, setGpu] = useSharedState<GpuSupport | null>(backend, "gpu-support", null);
+  const [phase, setPhase] = useSharedState<Phase>(backend, "gpu-install", { kind: "idle" });
 
   useEffect(() => {
+    // (Not while an install runs: its end brings the new state.)
+    if (phase.kind === "installing") return;
     backend.gpuSupport().then(
       (g) => {
         setGpu(g);
@@ -49,7 +54,8 @@ export function GpuSupportPanel({ onChange }: { onChange?: (gpu: GpuSupport) => 
       },
       (e: unknown) => setPhase({ kind: "failed", text: toBackendError(e).message, cancelled: false }),
     );
-  }, [backend, onChange]);
+    // Once per mount: `phase` is read only to skip the check during an install.
+  }, [backend, onChange, setGpu, setPhase]);
 
   if (!gpu) return phase.kind === "failed" ? <Alert title="The GPU could not be checked">{phase.text}</Alert> : null;
 

@@ -1,7 +1,7 @@
-import { useState } from "react";
 import { toBackendError, useBackend } from "../backend";
 import type { InstallEvent, YtDlpStatus } from "../bindings";
 import { formatBytes } from "../format";
+import { useSharedState } from "../hooks/useSharedState";
 import { Alert } from "./Alert";
 import { ProgressBar } from "./ProgressBar";
 
@@ -25,7 +25,8 @@ interface Props {
  */
 export function LinksInstall({ onInstalled }: Props) {
   const backend = useBackend();
-  const [phase, setPhase] = useState<Phase>({ kind: "idle" });
+  // Shared: an install started on the welcome screen goes on showing in Settings.
+  const [phase, setPhase] = useSharedState<Phase>(backend, "links-install", { kind: "idle" });
 
   async function install(fromFolder: boolean) {
     setPhase({ kind: "installing", fraction: fromFolder ? null : 0 });

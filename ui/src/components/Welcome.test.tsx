@@ -1,4 +1,4 @@
-import { screen, waitFor, within } from "@testing-library/react";
+import { act, screen, waitFor, within } from "@testing-library/react";
 import { describe, expect, it, vi } from "vitest";
 import { BackendError } from "../backend";
 import { mockModel } from "../mockBackend";
@@ -42,6 +42,30 @@ describe("First start", () => {
     await user.click(start());
     expect(await screen.findByText("No songs in the queue")).toBeInTheDocument();
     expect(welcome()).not.toBeInTheDocument();
+  });
+
+  it("keeps a GPU install started on the welcome screen going in Settings, with its end", async () => {
+    const { backend, user } = renderApp({
+      models: [missing],
+      holdModelFetch: true,
+      gpu: { driverVersion: "580.95.05", gpus: [{ name: "NVIDIA GeForce RTX 4090", memory_mib: 24_564 }] },
+    });
+    const region = await screen.findByRole("region", { name: "Welcome to Stemroom" });
+    await user.click(within(within(region).getByTestId("welcome-model")).getByRole("button", { name: "Download model" }));
+    backend.finishModelFetch();
+    const gpu = within(region).getByTestId("welcome-gpu");
+    await user.click(await within(gpu).findByRole("button", { name: "Install GPU support…" }));
+    await user.click(within(gpu).getByRole("button", { name: "Download and install" }));
+    await within(gpu).findByText("Downloading 777 MB of 1.6 GB");
+    await waitFor(() => expect(start()).toBeEnabled());
+    await user.click(start());
+    await user.click(await screen.findByRole("tab", { name: "Settings" }));
+    // Still installing there: progress and Cancel, no second "Install".
+    expect(await screen.findByText("Downloading 777 MB of 1.6 GB")).toBeInTheDocument();
+    expect(screen.getByRole("button", { name: "Cancel" })).toBeInTheDocument();
+    expect(screen.queryByRole("button", { name: "Install GPU support…" })).not.toBeInTheDocument();
+    act(() => backend.finishGpuInstall());
+    expect(await screen.findByText("CUDA is ready: Automatic separates on the GPU.")).toBeInTheDocument();
   });
 
   it("says the size of the download and offers a file already downloaded", async () => {

@@ -22,7 +22,19 @@ export function Dialog({ title, children, onClose }: Props) {
     (
       ref.current?.querySelector<HTMLElement>("[data-autofocus]") ?? ref.current?.querySelector<HTMLElement>(FOCUSABLE)
     )?.focus();
-    return () => previous?.focus();
+    // Focus that gets out (a click on the backdrop's edge, the window
+    // regaining focus) comes back to the dialog's first control.
+    const onFocusIn = (e: FocusEvent) => {
+      const dialog = ref.current;
+      if (dialog && e.target instanceof Node && !dialog.contains(e.target)) {
+        (dialog.querySelector<HTMLElement>(FOCUSABLE) ?? dialog).focus();
+      }
+    };
+    document.addEventListener("focusin", onFocusIn);
+    return () => {
+      document.removeEventListener("focusin", onFocusIn);
+      previous?.focus();
+    };
   }, []);
 
   function onKeyDown(event: KeyboardEvent) {
@@ -35,7 +47,11 @@ export function Dialog({ title, children, onClose }: Props) {
     const items = [...ref.current.querySelectorAll<HTMLElement>(FOCUSABLE)];
     const first = items[0];
     const last = items[items.length - 1];
-    if (event.shiftKey && document.activeElement === first) {
+    // The dialog itself has focus after a click on its text: Tab goes in.
+    if (document.activeElement === ref.current) {
+      event.preventDefault();
+      (event.shiftKey ? last : first)?.focus();
+    } else if (event.shiftKey && document.activeElement === first) {
       event.preventDefault();
       last?.focus();
     } else if (!event.shiftKey && document.activeElement === last) {
@@ -46,7 +62,15 @@ export function Dialog({ title, children, onClose }: Props) {
 
   return (
     <div className="backdrop" onMouseDown={(e) => e.target === e.currentTarget && onClose()}>
-      <div ref={ref} className="dialog" role="dialog" aria-modal="true" aria-labelledby={titleId} onKeyDown={onKeyDown}>
+      <div
+        ref={ref}
+        className="dialog"
+        role="dialog"
+        aria-modal="true"
+        aria-labelledby={titleId}
+        tabIndex={-1}
+        onKeyDown={onKeyDown}
+      >
         <h2 id={titleId} className="dialog__title">
           {title}
         </h2>

@@ -99,6 +99,12 @@ describe("Library", () => {
     await user.click(removeButton);
     const dialog = screen.getByRole("dialog", { name: "Remove “Night Drive” from the library?" });
     expect(within(dialog).getByRole("button", { name: "Cancel" })).toHaveFocus();
+    // A click on the dialog's text keeps focus in it: Shift+Tab stays
+    // inside, Escape still closes.
+    await user.click(within(dialog).getByRole("heading"));
+    expect(dialog.contains(document.activeElement)).toBe(true);
+    await user.keyboard("{Shift>}{Tab}{/Shift}");
+    expect(dialog.contains(document.activeElement)).toBe(true);
     await user.keyboard("{Escape}");
     expect(screen.queryByRole("dialog")).not.toBeInTheDocument();
     expect(removeButton).toHaveFocus();

@@ -498,6 +498,20 @@ mod links {
         assert!(!opts.dest.join("bin/pip").exists() && !opts.dest.join("pyvenv.cfg").exists(), "no venv");
         let y = YtDlp::locate(Some(&launcher)).expect("the installed yt-dlp runs");
         assert_eq!(y.version, link::PINNED_VERSION);
+        // Started from a folder holding a module of the same name as one of
+        // Python's (a user's Downloads), the launcher runs Python's own.
+        let downloads = tmp.path().join("Downloads");
+        std::fs::create_dir_all(&downloads).expect("mkdir");
+        let marker = tmp.path().join("hijacked");
+        std::fs::write(
+            downloads.join("json.py"),
+            format!("open({:?}, 'w').write('x')\n", marker.to_str().expect("utf8")),
+        )
+        .expect("write");
+        let run = std::process::Command::new(&launcher).arg("--version").current_dir(&downloads).output().expect("run");
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        assert_eq!(String::from_utf8_lossy(&run.stdout).trim(), link::PINNED_VERSION);
+        assert!(!marker.exists(), "a json.py in the current folder ran");
         let rt = y.js_runtime.as_ref().expect("deno beside it");
         assert_eq!(rt.path, opts.dest.join("bin/deno"));
         let report = y.report().expect("yt-dlp -v");

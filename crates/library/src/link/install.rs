@@ -10,8 +10,9 @@
 //! `scripts/fetch-ytdlp.sh`'s virtual environment in the cache): in the
 //! user's data folder ([`stemroom_engine::paths::data_dir`]), `tools/yt-dlp/`
 //! with `site/` (the packages), `bin/deno` (the JavaScript runtime YouTube's
-//! challenges need since yt-dlp 2025.11) and `bin/yt-dlp`, a two-line shell
-//! launcher running `python3 -s -m yt_dlp` with `site/` on `PYTHONPATH`.
+//! challenges need since yt-dlp 2025.11) and `bin/yt-dlp`, a small shell
+//! launcher running yt-dlp with `python3 -s`, `site/` first on the module
+//! path (never the folder it was started in).
 //! The folder is built beside its place and renamed into it, so it is
 //! complete or absent.
 //!
@@ -177,11 +178,45 @@ pub fn install(
 }
 
 /// `bin/yt-dlp`: finds `site/` from its own place (so the folder can move),
-/// ignores the user's site-packages (`-s`) and any PYTHONPATH of theirs.
+/// ignores the user's site-packages (`-s`) and any PYTHONPATH of theirs, and
+/// runs yt-dlp with `site/` first on the module path instead of the current
+/// folder (`python3 -m` would put the folder it was started in first: a
+/// `json.py` in the user's Downloads would run in place of Python's own).
+/// `runpy` rather than `-P`, which needs Python 3.11.
 const LAUNCHER: &str = "#!/bin/sh\n\
 # yt-dlp installed by Stemroom from pinned PyPI wheels (no pip, no venv).\n\
 here=$(dirname \"$(readlink -f \"$0\")\")\n\
+PYTHONPATH=\"$here/../site\" exec \"${STEMROOM_PYTHON:-python3}\" -s -c \
+'import sys, runpy; sys.path[0] = sys.argv.pop(1); runpy.run_module(\"yt_dlp\", run_name=\"__main__\", alter_sys=True)' \
+\"$here/../site\" \"$@\"\n";
+
+/// The launcher earlier versions wrote (`python3 -s -m yt_dlp`, which puts
+/// the current folder first on the module path).
+const OLD_LAUNCHER: &str = "#!/bin/sh\n\
+# yt-dlp installed by Stemroom from pinned PyPI wheels (no pip, no venv).\n\
+here=$(dirname \"$(readlink -f \"$0\")\")\n\
 PYTHONPATH=\"$here/../site\" exec \"${STEMROOM_PYTHON:-python3}\" -s -m yt_dlp \"$@\"\n";
+
+/// Replace an earlier version's launcher at `launcher` with this one's
+/// (only when it is exactly that file: a user's own script is left alone).
+pub(crate) fn refresh_launcher(launcher: &Path) {
+    if fs::read_to_string(launcher).is_ok_and(|text| text == OLD_LAUNCHER) {
+        let part = launcher.with_extension("new");
+        let replaced = fs::write(&part, LAUNCHER)
+            .and_then(|()| {
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(&part, fs::Permissions::from_mode(0o755))
+            })
+            .and_then(|()| fs::rename(&part, launcher));
+        match replaced {
+            Ok(()) => tracing::info!("updated the yt-dlp launcher {}", launcher.display()),
+            Err(e) => {
+                let _ = fs::remove_file(&part);
+                tracing::warn!("cannot update the yt-dlp launcher {}: {e}", launcher.display());
+            }
+        }
+    }
+}
 
 fn set_executable(path: &Path) -> Result<(), InstallError> {
     use std::os::unix::fs::PermissionsExt;
@@ -192,6 +227,7 @@ fn set_executable(path: &Path) -> Result<(), InstallError> {
 fn check_runs(launcher: &Path, python: &Path) -> Result<(), InstallError> {
     let out = std::process::Command::new(launcher)
         .arg("--version")
+        .current_dir(super::NEUTRAL_DIR)
         .env("STEMROOM_PYTHON", python)
         .stdin(std::process::Stdio::null())
         .output()
@@ -248,6 +284,21 @@ fn unpack_wheel(path: &Path, wheel: &Wheel, into: &Path) -> Result<(), InstallEr
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_earlier_launcher_is_replaced_and_a_users_script_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("yt-dlp");
+        std::fs::write(&old, super::OLD_LAUNCHER).unwrap();
+        super::refresh_launcher(&old);
+        assert_eq!(std::fs::read_to_string(&old).unwrap(), super::LAUNCHER);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&old).unwrap().permissions().mode() & 0o777, 0o755);
+        let mine = dir.path().join("mine");
+        std::fs::write(&mine, "#!/bin/sh\nexec yt-dlp \"$@\"\n").unwrap();
+        super::refresh_launcher(&mine);
+        assert_eq!(std::fs::read_to_string(&mine).unwrap(), "#!/bin/sh\nexec yt-dlp \"$@\"\n");
+    }
+
     use super::*;
 
     /// Every pin names a wheel that runs on any CPython 3 on x86_64 Linux

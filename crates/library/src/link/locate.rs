@@ -138,7 +138,9 @@ impl YtDlp {
             // What the app or `stemroom links install` installed, then
             // the project's environment (scripts/setup.sh).
             if let Some(data) = stemroom_engine::paths::data_dir() {
-                candidates.push(data.join("tools/yt-dlp/bin/yt-dlp"));
+                let ours = data.join("tools/yt-dlp/bin/yt-dlp");
+                super::install::refresh_launcher(&ours);
+                candidates.push(ours);
             }
             if let Some(cache) = stemroom_engine::paths::cache_dir() {
                 candidates.push(cache.join("tools/yt-dlp/bin/yt-dlp"));
@@ -191,6 +193,7 @@ impl YtDlp {
     /// [`LinkError::Failed`] when it cannot run.
     pub fn report(&self) -> Result<VerboseReport, LinkError> {
         let out = std::process::Command::new(&self.path)
+            .current_dir(super::NEUTRAL_DIR)
             .args(["-v", "--ignore-config"])
             .args(self.js_runtime_args())
             .arg("--list-impersonate-targets")
@@ -243,6 +246,7 @@ pub(crate) fn is_release_version(v: &str) -> bool {
 
 fn version_of(program: &Path) -> Result<String, String> {
     let out = std::process::Command::new(program)
+        .current_dir(super::NEUTRAL_DIR)
         .arg("--version")
         .stdin(Stdio::null())
         .output()

@@ -154,8 +154,14 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, LinkError> {
         .map_err(|e| LinkError::Failed(format!("cannot start the process runtime: {e}")))
 }
 
+/// The folder yt-dlp and its helpers run in: one nobody but root writes
+/// to, so no module or config file of someone else's sits where Python or
+/// a tool might look first (outputs go where `-P` says).
+pub(crate) const NEUTRAL_DIR: &str = "/";
+
 pub(crate) fn command(yt: &YtDlp) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(&yt.path);
+    cmd.current_dir(NEUTRAL_DIR);
     // No user or system config can change what we run; no colours or
     // terminal titles in the output we parse.
     // No user plugins either: only yt-dlp's own extractors run.

@@ -133,7 +133,7 @@ struct LinksArgs {
 #[derive(Subcommand)]
 enum LinksAction {
     /// Install yt-dlp 2026.10.26 with its YouTube challenge solvers and the
-    /// deno JavaScript runtime into the per-user cache from pinned PyPI
+    /// deno JavaScript runtime into the per-user data folder from pinned PyPI
     /// wheels (48 MB, each checked against its sha256), with the system's
     /// python3 (3.10 or newer) and without pip. An interrupted download
     /// resumes; Ctrl-C cancels.

@@ -54,7 +54,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = config::DEFAULT_MAX_CONNECTIONS, value_name = "N")]
     max_connections: usize,
     /// Take links to this machine and private networks (127.0.0.1, 10.x,
-    /// 192.168.x, 169.254.x, fc00::/7 …): by default a client cannot make
+    /// 192.168.x, 100.64.x, 169.254.x, fc00::/7, fe80::/10 …): by default a client cannot make
     /// the server fetch from where only it can reach.
     #[arg(long)]
     allow_private_links: bool,

@@ -12,7 +12,7 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, Path as UrlPath, Query, Reque
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use stemroom_engine::ErrorCode;
@@ -40,6 +40,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/job/{id}", get(job_status).delete(delete_job))
         .route("/api/jobs/{id}", get(job_status))
         .route("/jobs", get(list_jobs))
+        .route("/jobs/{id}", get(job_status).delete(delete_job))
         .route("/openapi.json", get(openapi_json))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, service.config.request_timeout));
     let body_limit = usize::try_from(service.config.max_upload_bytes.saturating_add(crate::form::MULTIPART_OVERHEAD))
@@ -58,7 +59,6 @@ pub fn router(service: Arc<Service>) -> Router {
     let mut app = quick
         .merge(uploads)
         .merge(files)
-        .route("/jobs/{id}", delete(delete_job).get(job_status))
         .merge(crate::broker::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

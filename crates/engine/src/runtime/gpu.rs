@@ -70,7 +70,14 @@ pub fn preload(dir: &Path) -> &'static Preloaded {
 
 /// [`preload`] without the once-per-process guard.
 fn load_libraries(dir: &Path) -> Preloaded {
-    let mut pending: Vec<PathBuf> = PRELOAD_LIBRARIES.iter().map(|l| dir.join(l)).filter(|p| p.is_file()).collect();
+    // (A library its install's stamp says was cut short is not loaded: it
+    // would crash the process; the system's copy, if any, is used.)
+    let mut pending: Vec<PathBuf> = PRELOAD_LIBRARIES
+        .iter()
+        .filter(|l| super::install::intact(dir, l))
+        .map(|l| dir.join(l))
+        .filter(|p| p.is_file())
+        .collect();
     let mut done = Preloaded::default();
     loop {
         let before = done.loaded.len();

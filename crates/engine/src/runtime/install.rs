@@ -265,18 +265,39 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> InstallError + '_ {
 }
 
 /// Whether `dir` holds a complete install of `wheels`: its stamp names
-/// exactly them, and every library is there.
+/// exactly them, and every library is there, at the size it was unpacked
+/// at (a library cut short by a power cut or a damaged disk would crash
+/// the process that loads it: the loader maps what the file lacks).
 pub fn is_installed(dir: &Path, wheels: &[Wheel]) -> bool {
-    let stamp: Option<Vec<Wheel>> = fs::read_to_string(dir.join(STAMP_FILE))
-        .ok()
-        .and_then(|t| serde_json::from_str::<Stamp>(&t).ok())
-        .map(|s| s.wheels);
-    stamp.as_deref() == Some(wheels) && wheels.iter().flat_map(|w| &w.libs).all(|lib| dir.join(lib).is_file())
+    let Some(stamp) = read_stamp(dir) else { return false };
+    stamp.wheels.as_slice() == wheels
+        && wheels.iter().flat_map(|w| &w.libs).all(|lib| dir.join(lib).is_file() && stamp.fits(dir, lib))
+}
+
+/// Whether library `lib` in install folder `dir` is as it was unpacked:
+/// `true` unless the folder's stamp records another size for it (a folder
+/// without a stamp, or a stamp from before sizes were recorded, is taken
+/// as it is).
+pub fn intact(dir: &Path, lib: &str) -> bool {
+    read_stamp(dir).is_none_or(|s| s.fits(dir, lib))
+}
+
+fn read_stamp(dir: &Path) -> Option<Stamp> {
+    serde_json::from_str::<Stamp>(&fs::read_to_string(dir.join(STAMP_FILE)).ok()?).ok()
 }
 
 #[derive(Serialize, Deserialize)]
 struct Stamp {
     wheels: Vec<Wheel>,
+    /// Bytes of each library as unpacked (absent in earlier stamps).
+    #[serde(default)]
+    sizes: std::collections::BTreeMap<String, u64>,
+}
+
+impl Stamp {
+    fn fits(&self, dir: &Path, lib: &str) -> bool {
+        self.sizes.get(lib).is_none_or(|&want| fs::metadata(dir.join(lib)).is_ok_and(|m| m.len() == want))
+    }
 }
 
 /// A copy of `wheel` of the right size already on disk (in `download_dir`,
@@ -400,8 +421,15 @@ impl Wheel {
     }
 }
 
-/// Unpack the wheel's libraries, flat, into `into`.
-fn unpack(path: &Path, wheel: &Wheel, into: &Path) -> Result<(), InstallError> {
+/// Unpack the wheel's libraries, flat, into `into`, each whole and on
+/// disk (synced) before the install counts as done; adds their sizes to
+/// `sizes`.
+fn unpack(
+    path: &Path,
+    wheel: &Wheel,
+    into: &Path,
+    sizes: &mut std::collections::BTreeMap<String, u64>,
+) -> Result<(), InstallError> {
     let bad = |reason: String| InstallError::Archive { file: wheel.file_name().to_string(), reason };
     let mut zip = zip::ZipArchive::new(File::open(path).map_err(io_err(path))?).map_err(|e| bad(e.to_string()))?;
     for lib in &wheel.libs {
@@ -413,9 +441,14 @@ fn unpack(path: &Path, wheel: &Wheel, into: &Path) -> Result<(), InstallError> {
         let mut entry = zip.by_index(index).map_err(|e| bad(e.to_string()))?;
         let out_path = into.join(lib);
         let mut out = File::create(&out_path).map_err(io_err(&out_path))?;
-        std::io::copy(&mut entry, &mut out).map_err(|e| bad(format!("{lib}: {e}")))?;
+        let copied = std::io::copy(&mut entry, &mut out).map_err(|e| bad(format!("{lib}: {e}")))?;
+        if copied != entry.size() {
+            return Err(bad(format!("{lib}: {copied} bytes unpacked of {}", entry.size())));
+        }
         use std::os::unix::fs::PermissionsExt;
         out.set_permissions(fs::Permissions::from_mode(0o755)).map_err(io_err(&out_path))?;
+        out.sync_all().map_err(io_err(&out_path))?;
+        sizes.insert(lib.clone(), copied);
     }
     Ok(())
 }
@@ -440,17 +473,29 @@ pub fn install(
     let dest = opts.dest.clone();
     let files = fetch_wheels(&opts.wheels, &dl, opts.from.as_deref(), on_event, cancelled)?;
     replace_dir(&dest, |building| {
+        let mut sizes = std::collections::BTreeMap::new();
         for (wheel, path) in opts.wheels.iter().zip(&files) {
             if cancelled() {
                 return Err(InstallError::Cancelled);
             }
             on_event(&InstallEvent::Unpacking { file: wheel.file_name().to_string() });
-            unpack(path, wheel, building)?;
+            unpack(path, wheel, building, &mut sizes)?;
         }
-        let stamp = serde_json::to_string_pretty(&Stamp { wheels: opts.wheels.clone() }).unwrap_or_default();
+        let stamp = serde_json::to_string_pretty(&Stamp { wheels: opts.wheels.clone(), sizes }).unwrap_or_default();
         let stamp_path = building.join(STAMP_FILE);
-        fs::write(&stamp_path, stamp).map_err(io_err(&stamp_path))
+        File::create(&stamp_path)
+            .and_then(|mut f| {
+                std::io::Write::write_all(&mut f, stamp.as_bytes())?;
+                f.sync_all()
+            })
+            .map_err(io_err(&stamp_path))?;
+        crate::files::sync_dir(building);
+        Ok(())
     })?;
+    // The new folder's name on disk before the wheels, the only other copy, go.
+    if let Some(parent) = dest.parent() {
+        crate::files::sync_dir(parent);
+    }
     // The wheels are no longer needed (those in `from` are the user's).
     for path in files.iter().filter(|p| p.starts_with(&dl)) {
         let _ = fs::remove_file(path);
@@ -556,6 +601,24 @@ mod tests {
         assert!(left.iter().all(|n| n.to_string_lossy().starts_with('.')), "{left:?}");
         let parent: Vec<_> = fs::read_dir(dir.parent().unwrap()).unwrap().flatten().map(|e| e.file_name()).collect();
         assert!(!parent.iter().any(|n| n.to_string_lossy().contains("installing")), "{parent:?}");
+
+        // A library cut short afterwards (a power cut, a damaged disk): the
+        // install no longer counts, the library is not loaded, the runtime
+        // search passes over it.
+        assert!(intact(&dir, "libcudart.so.13"));
+        let lib = dir.join("libonnxruntime.so.1.31.1");
+        let whole = fs::read(&lib).unwrap();
+        fs::write(&lib, &whole[..whole.len() / 2]).unwrap();
+        assert!(!intact(&dir, "libonnxruntime.so.1.31.1"));
+        assert!(intact(&dir, "libcudart.so.13"), "the others are whole");
+        assert!(!is_installed(&dir, &s.opts.wheels) && !plan(&s.opts).installed);
+        let found = super::super::library::find_library(Some(&lib), crate::units::Device::Cpu);
+        assert!(found.is_err(), "a damaged library is not loaded: {found:?}");
+        // Installed again: whole.
+        let (r, _) = run(&s.opts);
+        r.expect("installs again");
+        assert_eq!(fs::read(&lib).unwrap(), whole);
+        assert!(is_installed(&dir, &s.opts.wheels));
     }
 
     #[test]

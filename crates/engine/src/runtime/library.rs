@@ -42,7 +42,19 @@ pub fn library_candidates(explicit: Option<&Path>, device: Device) -> Vec<PathBu
 /// [`RuntimeError::LibraryNotFound`] listing every place searched.
 pub fn find_library(explicit: Option<&Path>, device: Device) -> Result<PathBuf, RuntimeError> {
     let candidates = library_candidates(explicit, device);
-    candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| RuntimeError::LibraryNotFound {
+    // A library that an install's stamp says was cut short is passed over
+    // (loading it would crash the process, SIGBUS).
+    let intact = |p: &PathBuf| {
+        let ok = p
+            .parent()
+            .zip(p.file_name())
+            .is_none_or(|(dir, name)| super::install::intact(dir, &name.to_string_lossy()));
+        if !ok {
+            tracing::warn!("{} is damaged (not the size it was installed at): install it again", p.display());
+        }
+        ok
+    };
+    candidates.iter().find(|p| p.is_file() && intact(p)).cloned().ok_or_else(|| RuntimeError::LibraryNotFound {
         file: ORT_LIBRARY_FILE.to_string(),
         searched: candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
     })

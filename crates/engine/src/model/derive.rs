@@ -144,6 +144,11 @@ pub fn derive(
     std::fs::copy(&base.path, &input).map_err(io_at(&input))?;
     let part = work.path().join(format!("{}.part", info.file));
     let out = Command::new(&python)
+        // The tools' venv alone: a PYTHONPATH or PYTHONHOME of the user's
+        // (conda, another NumPy) would change the recipe's output bytes.
+        .env_remove("PYTHONPATH")
+        .env_remove("PYTHONHOME")
+        .current_dir(work.path())
         .arg(&script_path)
         .arg(&input)
         .arg(&part)
@@ -219,6 +224,9 @@ fn ensure_tools(info: &ModelInfo, dir: &Path) -> Result<PathBuf, ModelError> {
     let requirements = dir.join("requirements.txt");
     std::fs::write(&requirements, REQUIREMENTS).map_err(io_at(&requirements))?;
     let out = Command::new(&python)
+        .env_remove("PYTHONPATH")
+        .env_remove("PYTHONHOME")
+        .current_dir(dir)
         .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-input"])
         .args(["--require-hashes", "--no-deps", "--only-binary=:all:", "-r"])
         .arg(&requirements)

@@ -113,8 +113,27 @@ pub fn download(
     }
     let mut resp = req.call().map_err(|e| fail(e.to_string()))?;
     let status = resp.status().as_u16();
+    let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     let append = match status {
-        206 if have > 0 => true,
+        // The rest from where the part ends, of this file's size, or nothing
+        // is kept of it.
+        206 if have > 0 => {
+            let range = header("content-range").unwrap_or_default();
+            if !range.starts_with(&format!("bytes {have}-")) || !range.ends_with(&format!("/{}", file.bytes)) {
+                return Err(fail(format!("the server sent another part of the file ({range:?})")));
+            }
+            true
+        }
+        // The whole file again: only when it is the file's size, so a proxy's
+        // or a captive portal's page never replaces a partial download.
+        200 if have > 0 && header("content-length").and_then(|l| l.parse::<u64>().ok()) != Some(file.bytes) => {
+            return Err(fail(format!(
+                "the server sent something else than the file ({} bytes, not {}): a proxy or a sign-in page on \
+                 this network?",
+                header("content-length").unwrap_or_else(|| "unknown".into()),
+                file.bytes
+            )));
+        }
         200 => false,
         416 if have == file.bytes => true,
         _ => return Err(fail(format!("the server answered HTTP {status}"))),
@@ -254,6 +273,17 @@ pub(crate) mod test_server {
                     .find_map(|l| l.to_ascii_lowercase().strip_prefix("range: bytes=").map(str::to_string))
                     .and_then(|r| r.trim().trim_end_matches('-').parse::<usize>().ok())
                     .unwrap_or(0);
+                // A captive portal: a page of its own for a resumed download.
+                if name.starts_with("portal-") && from > 0 {
+                    let page = b"<html>Sign in to the hotel's Wi-Fi</html>";
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        page.len()
+                    );
+                    let _ = stream.write_all(page);
+                    continue;
+                }
                 let part = &body[from.min(body.len())..];
                 let status = if from > 0 { "206 Partial Content" } else { "200 OK" };
                 let _ = write!(
@@ -283,6 +313,25 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
+
+    /// A page of a captive portal or a proxy, answered to a resumed download:
+    /// refused, the part kept as it was.
+    #[test]
+    fn a_portal_page_never_replaces_a_partial_download() {
+        let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let (base, _) = test_server::serve(HashMap::from([("portal-x.bin".to_string(), body.clone())]), 1);
+        let url = format!("{base}/portal-x.bin");
+        let file = Pinned { url: &url, file_name: "portal-x.bin", bytes: body.len() as u64, sha256: "" };
+        let dir = tempfile::tempdir().unwrap();
+        let agent = agent_with(Duration::from_secs(5));
+        download(&agent, &file, dir.path(), &mut |_| {}, &|| false).expect_err("cut off half way");
+        let part = dir.path().join("portal-x.bin.part");
+        let kept = std::fs::read(&part).unwrap();
+        assert_eq!(kept.len(), body.len() / 2);
+        let err = download(&agent, &file, dir.path(), &mut |_| {}, &|| false).expect_err("a portal page");
+        assert!(err.to_string().contains("something else than the file"), "{err}");
+        assert_eq!(std::fs::read(&part).unwrap(), kept, "the part is untouched");
+    }
 
     /// A server that stops sending mid-body without closing: the read times
     /// out as a network error (the part stays), and the next call resumes.

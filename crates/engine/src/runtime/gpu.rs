@@ -36,16 +36,30 @@ pub const INSTALL_SIZE: &str = "1.6 GB to download, 2.5 GB on disk";
 /// Libraries loaded by absolute path from the GPU runtime's folder before
 /// the CUDA provider, so that its `DT_NEEDED` entries and ONNX Runtime's
 /// run-time `dlopen`s resolve to them by soname (the dynamic linker reuses
-/// a loaded object whose soname matches) without `LD_LIBRARY_PATH`. cuDNN
-/// opens its sub-libraries itself, through its `$ORIGIN` run path.
+/// a loaded object whose soname matches) without `LD_LIBRARY_PATH`. cuDNN's
+/// sub-libraries too: cuDNN opens them by name when first needed, and an
+/// `LD_LIBRARY_PATH` holding another cuDNN 9 would come before their
+/// `$ORIGIN` run path, mixing versions (`CUDNN_STATUS_SUBLIBRARY_VERSION_MISMATCH`;
+/// PyTorch preloads the whole set for the same reason, pytorch#188892).
+/// The order is one that loads; [`preload`] retries what needs a later one.
 pub const PRELOAD_LIBRARIES: &[&str] = &[
     "libcudart.so.13",
     "libnvJitLink.so.13",
     "libnvrtc.so.13",
+    "libnvrtc-builtins.so.13.4",
     "libcublasLt.so.13",
     "libcublas.so.13",
     "libcurand.so.10",
     "libcufft.so.12",
+    "libcudnn_graph.so.9",
+    "libcudnn_engines_precompiled.so.9",
+    "libcudnn_engines_runtime_compiled.so.9",
+    "libcudnn_engines_tensor_ir.so.9",
+    "libcudnn_heuristic.so.9",
+    "libcudnn_ops.so.9",
+    "libcudnn_cnn.so.9",
+    "libcudnn_adv.so.9",
+    "libcudnn_ext.so.9",
     "libcudnn.so.9",
 ];
 
@@ -272,6 +286,18 @@ pub fn facts() -> GpuFacts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every library the GPU install unpacks is loaded by absolute path
+    /// first (none found through `LD_LIBRARY_PATH` instead), except ONNX
+    /// Runtime's own, which `ort` loads.
+    #[test]
+    fn every_installed_cuda_library_is_preloaded() {
+        for wheel in super::super::install::gpu_wheels() {
+            for lib in wheel.libs.iter().filter(|l| !l.starts_with("libonnxruntime")) {
+                assert!(PRELOAD_LIBRARIES.contains(&lib.as_str()), "{lib} is not preloaded");
+            }
+        }
+    }
 
     fn ready() -> GpuFacts {
         GpuFacts {

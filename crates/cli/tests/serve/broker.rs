@@ -372,6 +372,35 @@ fn redis_cli(redis: &Redis, args: &[&str]) -> Vec<String> {
 }
 
 /// Wait until `log` holds `text`.
+/// A redis-server of our own and `stemroom serve --broker` on it (with
+/// `extra` options): the broker, its URL, the server's data folder, the server.
+fn broker_setup(dir: &Path, extra: &[&str]) -> (Redis, String, PathBuf, Server) {
+    let redis = Redis::start(&dir.join("redis"), free_port(), None);
+    let url = redis.url();
+    let data = dir.join("data");
+    let mut args = vec!["--broker", url.as_str()];
+    args.extend_from_slice(extra);
+    let server = Server::start(&data, &args);
+    (redis, url, data, server)
+}
+
+/// The next stream entry read by consumer `name` of the workers' group (as
+/// a worker reads it), waiting up to 30 s for one.
+fn read_entry(redis: &Redis, name: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let read = redis_cli(
+            redis,
+            &["XREADGROUP", "GROUP", "stemroom-workers", name, "COUNT", "1", "STREAMS", "stemroom:jobs", ">"],
+        );
+        if let Some(m) = read.iter().find(|l| l.contains('-') && l.chars().next().is_some_and(|c| c.is_ascii_digit())) {
+            return m.clone();
+        }
+        assert!(Instant::now() < deadline, "the job never reached the stream: {read:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn wait_log(log: &Path, text: &str, within: Duration) {
     let deadline = Instant::now() + within;
     while !std::fs::read_to_string(log).unwrap_or_default().contains(text) {
@@ -398,18 +427,7 @@ fn a_worker_that_hangs_while_its_heartbeat_keeps_the_entry_loses_the_job_to_the_
     // A worker that claims the job, stages a stem, and then hangs: its
     // heartbeat thread still keeps the entry fresh, so no other worker can
     // take it over through the broker.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let message = loop {
-        let read = redis_cli(
-            &redis,
-            &["XREADGROUP", "GROUP", "stemroom-workers", "hung", "COUNT", "1", "STREAMS", "stemroom:jobs", ">"],
-        );
-        if let Some(m) = read.iter().find(|l| l.contains('-') && l.chars().next().is_some_and(|c| c.is_ascii_digit())) {
-            break m.clone();
-        }
-        assert!(Instant::now() < deadline, "the job never reached the stream: {read:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let message = read_entry(&redis, "hung");
     let holder = format!(r#"{{"message": "{message}", "worker": "hung"}}"#);
     let wt = worker_token(&server);
     let (code, body) = server.curl_as(
@@ -536,10 +554,7 @@ fn a_worker_waits_for_a_server_that_is_not_up_yet() {
 #[test]
 fn a_worker_stopped_mid_job_does_not_use_up_an_attempt() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let redis = Redis::start(&dir.path().join("redis"), free_port(), None);
-    let url = redis.url();
-    let data = dir.path().join("data");
-    let server = Server::start(&data, &["--broker", &url, "--max-attempts", "1"]);
+    let (_redis, url, _data, server) = broker_setup(dir.path(), &["--max-attempts", "1"]);
     let id = server.upload(&testdata("mixture.wav"), &["shifts=2"]);
     let log_a = dir.path().join("a.log");
     let mut a = worker(&server, &url, "first", &worker_token(&server), &log_a);
@@ -565,10 +580,7 @@ fn a_worker_stopped_mid_job_does_not_use_up_an_attempt() {
 #[test]
 fn a_stream_that_disappears_is_made_again_with_the_queued_jobs() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let redis = Redis::start(&dir.path().join("redis"), free_port(), None);
-    let url = redis.url();
-    let data = dir.path().join("data");
-    let server = Server::start(&data, &["--broker", &url]);
+    let (redis, url, _data, server) = broker_setup(dir.path(), &[]);
     let id = server.upload(&testdata("mixture.wav"), &["shifts=0"]);
     let deadline = Instant::now() + Duration::from_secs(30);
     while redis_cli(&redis, &["XLEN", "stemroom:jobs"]) != ["1"] {
@@ -593,21 +605,9 @@ fn a_job_filed_before_the_server_stopped_is_recorded_at_its_next_claim() {
     use stemroom_library::queue::{Queue, StemFile};
     use stemroom_library::song::{self, SongMetadata};
     let dir = tempfile::tempdir().expect("tempdir");
-    let redis = Redis::start(&dir.path().join("redis"), free_port(), None);
-    let url = redis.url();
-    let data = dir.path().join("data");
-    let server = Server::start(&data, &["--broker", &url]);
+    let (redis, _url, data, server) = broker_setup(dir.path(), &[]);
     let id = server.upload(&testdata("mixture.wav"), &[]);
-    let message = loop {
-        let read = redis_cli(
-            &redis,
-            &["XREADGROUP", "GROUP", "stemroom-workers", "w", "COUNT", "1", "STREAMS", "stemroom:jobs", ">"],
-        );
-        if let Some(m) = read.iter().find(|l| l.contains('-') && l.chars().next().is_some_and(|c| c.is_ascii_digit())) {
-            break m.clone();
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let message = read_entry(&redis, "w");
     // What the server's earlier run had filed for this job.
     let queue = Queue::open(&data.join("stemroom.sqlite")).expect("queue");
     let job = queue.get(id.parse().expect("numeric id")).expect("job");

@@ -106,8 +106,8 @@ pub fn run(args: WorkerArgs) -> ExitCode {
         eprintln!("stemroom: stopping: the job in hand goes back to the queue");
     });
     eprintln!("stemroom worker {} taking jobs from {}", config.name, config.server);
+    // (Its scratch folder goes with it, removed by the worker that held it.)
     let result = remote::run_worker(&config, &stop);
-    let _ = std::fs::remove_dir_all(&config.work_dir);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -120,13 +120,20 @@ pub fn download(
         206 if have > 0 => {
             let range = header("content-range").unwrap_or_default();
             if !range.starts_with(&format!("bytes {have}-")) || !range.ends_with(&format!("/{}", file.bytes)) {
-                return Err(fail(format!("the server sent another part of the file ({range:?})")));
+                // The part cannot be continued from this server: the next
+                // call starts over (no range asked).
+                let _ = fs::remove_file(&part);
+                return Err(fail(format!("the server sent another part of the file ({range:?}); it starts over")));
             }
             true
         }
-        // The whole file again: only when it is the file's size, so a proxy's
-        // or a captive portal's page never replaces a partial download.
-        200 if have > 0 && header("content-length").and_then(|l| l.parse::<u64>().ok()) != Some(file.bytes) => {
+        // The whole file again: when it says another size, it is a proxy's
+        // or a captive portal's page, which never replaces a partial
+        // download (without a size it is taken, as a server that ignores
+        // ranges sends it, and checked at the end).
+        200 if have > 0
+            && header("content-length").and_then(|l| l.parse::<u64>().ok()).is_some_and(|len| len != file.bytes) =>
+        {
             return Err(fail(format!(
                 "the server sent something else than the file ({} bytes, not {}): a proxy or a sign-in page on \
                  this network?",

@@ -190,6 +190,7 @@ impl Broker {
         let w = self.workers.lock().unwrap_or_else(|p| p.into_inner());
         let mut list: Vec<WorkerView> = w
             .iter()
+            .filter(|(_, s)| s.at.elapsed() < FORGET_AFTER)
             .map(|(name, s)| WorkerView {
                 name: name.clone(),
                 device: s.device.clone(),
@@ -302,17 +303,36 @@ pub async fn publish(service: Arc<Service>, broker: Arc<Broker>) {
             }
         }
         let Some(c) = conn.as_mut() else { continue };
-        let ids = service.queue.unpublished().unwrap_or_default();
-        let mut failed = false;
+        // Alive, and still holding the stream, at every wake (a job added,
+        // or every PING_EVERY): one that is gone (a broker restarted without
+        // saving, flushed, or one that evicted it) lost its entries, and the
+        // next connection makes it again and publishes the queued jobs again.
+        let there: redis::RedisResult<bool> = redis::cmd("EXISTS").arg(STREAM).query_async(c).await;
+        let mut failed = !matches!(there, Ok(true));
+        if matches!(there, Ok(false)) {
+            tracing::warn!(
+                "broker {}: the job stream is gone (the broker restarted without saving, or it was flushed or \
+                 evicted); making it again",
+                broker.shown
+            );
+        }
+        let ids = if failed { Vec::new() } else { service.queue.unpublished().unwrap_or_default() };
         for id in ids {
-            let added: redis::RedisResult<String> =
-                redis::cmd("XADD").arg(STREAM).arg("*").arg("job").arg(id).query_async(c).await;
+            // NOMKSTREAM: an entry never makes a stream that is gone (without
+            // the workers' group, and hiding the loss from the check above).
+            let added: redis::RedisResult<Option<String>> =
+                redis::cmd("XADD").arg(STREAM).arg("NOMKSTREAM").arg("*").arg("job").arg(id).query_async(c).await;
             match added {
-                Ok(entry) => {
+                Ok(Some(entry)) => {
                     tracing::debug!("job {id} on the stream as {entry}");
                     if let Err(e) = service.queue.mark_published(id) {
                         tracing::error!("job {id}: {e}");
                     }
+                }
+                Ok(None) => {
+                    tracing::warn!("broker {}: the job stream is gone; making it again", broker.shown);
+                    failed = true;
+                    break;
                 }
                 Err(e) => {
                     tracing::warn!("broker {}: {e}", broker.shown);
@@ -324,20 +344,7 @@ pub async fn publish(service: Arc<Service>, broker: Arc<Broker>) {
         if !failed {
             tokio::select! {
                 () = broker.notify.notified() => {}
-                () = tokio::time::sleep(PING_EVERY) => {
-                    // Alive, and still holding the stream: one that is gone
-                    // lost its entries (and the next connection makes it
-                    // again and publishes the queued jobs again).
-                    let there: redis::RedisResult<bool> = redis::cmd("EXISTS").arg(STREAM).query_async(c).await;
-                    if matches!(there, Ok(false)) {
-                        tracing::warn!(
-                            "broker {}: the job stream is gone (the broker restarted without saving, or it was \
-                             flushed or evicted); making it again",
-                            broker.shown
-                        );
-                    }
-                    failed = !matches!(there, Ok(true));
-                }
+                () = tokio::time::sleep(PING_EVERY) => {}
             }
         }
         if failed {
@@ -867,6 +874,15 @@ async fn complete(
         match me.queue.broker_finish(id, &c.message, &c.worker, &JobState::Done, Some(&dest.to_string_lossy()), &stems)
         {
             Ok(job) => Ok(job),
+            // Recorded meanwhile from this very folder (a claim that found
+            // it filed, `filed_before`): done, the folder stays.
+            Err(_)
+                if me.queue.get(id).is_ok_and(|j| {
+                    j.state == JobState::Done && j.output_dir.as_deref() == Some(&*dest.to_string_lossy())
+                }) =>
+            {
+                me.queue.get(id).map_err(ApiError::from)
+            }
             Err(e) => {
                 // Finished meanwhile (deleted, another result), or held by
                 // another run now (retried and claimed again): this copy goes.

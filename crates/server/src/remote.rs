@@ -292,7 +292,7 @@ pub const WORK_DIR_PREFIX: &str = "stemroom-worker-";
 ///
 /// # Errors
 /// I/O errors making or locking `dir`; `dir` locked by another process.
-pub fn claim_work_dir(dir: &Path) -> std::io::Result<stemroom_library::lock::InstanceLock> {
+pub fn claim_work_dir(dir: &Path) -> std::io::Result<WorkDir> {
     let Some(own) = stemroom_library::lock::InstanceLock::acquire(dir)? else {
         return Err(std::io::Error::other(format!("{} is used by another worker", dir.display())));
     };
@@ -302,7 +302,20 @@ pub fn claim_work_dir(dir: &Path) -> std::io::Result<stemroom_library::lock::Ins
             tracing::info!("removed {removed} scratch folder(s) of stopped workers in {}", parent.display());
         }
     }
-    Ok(own)
+    Ok(WorkDir { dir: dir.to_path_buf(), _lock: own })
+}
+
+/// A worker's own scratch folder, locked while this lives and removed
+/// (with its lock file) when it goes: only by the worker that holds it.
+pub struct WorkDir {
+    dir: PathBuf,
+    _lock: stemroom_library::lock::InstanceLock,
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// Remove the dead workers' scratch folders in `parent` except `own` (see
@@ -320,13 +333,16 @@ fn sweep_work_dirs(parent: &Path, own: &Path) -> usize {
         if path == own || !entry.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
         }
+        // Held while the folder is removed: nobody else takes it meanwhile.
+        let mut held = None;
         let dead = if path.join("stemroom.lock").exists() {
-            // Held until the end of the call: nobody else takes it meanwhile.
-            matches!(stemroom_library::lock::InstanceLock::acquire(&path), Ok(Some(_)))
+            held = stemroom_library::lock::InstanceLock::acquire(&path).ok().flatten();
+            held.is_some()
         } else {
             pid > 0 && !stemroom_engine::files::process_alive(pid)
         };
         if dead && std::fs::remove_dir_all(&path).is_ok() {
+            drop(held);
             removed += 1;
         }
     }
@@ -1049,7 +1065,9 @@ mod work_dir_tests {
         want.sort();
         assert_eq!(left, want);
         assert!(claim_work_dir(&own).is_err(), "one worker per scratch folder");
+        assert!(own.join("stemroom.lock").is_file(), "a refused claim leaves the holder's folder alone");
         drop((lock, held));
+        assert!(!own.exists(), "the holder removes its folder when it stops");
     }
 }
 

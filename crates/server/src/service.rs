@@ -557,16 +557,43 @@ pub fn run_blocking(config: ServerConfig, ready: impl FnOnce(&Ready)) -> Result<
 /// A message for the client; links that are not http(s) are left to the
 /// intake's own checks.
 pub fn check_public_link(url: &str) -> Result<(), String> {
-    let Ok(uri) = url.trim().parse::<axum::http::Uri>() else { return Ok(()) };
-    let Some(host) = uri.host() else { return Ok(()) };
-    let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
-    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let lower = url.trim().to_ascii_lowercase();
+    let (rest, default_port) = match (lower.strip_prefix("https://"), lower.strip_prefix("http://")) {
+        (Some(rest), _) => (rest, 443),
+        (None, Some(rest)) => (rest, 80),
+        // Not a web link: the intake refuses it.
+        (None, None) => return Ok(()),
+    };
+    // The host as yt-dlp will see it (the same split as the intake's
+    // check): after any user info, before the path, query or fragment.
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit('@').next().unwrap_or("");
+    let (host, port) = match host_port.strip_prefix('[') {
+        Some(v6) => {
+            let (host, after) = v6.split_once(']').unwrap_or((v6, ""));
+            (host, after.strip_prefix(':'))
+        }
+        None => match host_port.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (host_port, None),
+        },
+    };
+    let unclear = |why: &str| Err(format!("{url}: {why}, so this server does not fetch it"));
+    let port = match port.filter(|p| !p.is_empty()) {
+        None => default_port,
+        Some(p) => match p.parse::<u16>() {
+            Ok(p) => p,
+            Err(_) => return unclear("its port is not a number"),
+        },
+    };
+    if host.is_empty() || host.contains('%') {
+        return unclear("its host cannot be told");
+    }
     let addrs: Vec<std::net::IpAddr> = match host.parse::<std::net::IpAddr>() {
         Ok(ip) => vec![ip],
         Err(_) => match std::net::ToSocketAddrs::to_socket_addrs(&(host, port)) {
             Ok(a) => a.map(|a| a.ip()).collect(),
-            // Unresolvable: yt-dlp will say so.
-            Err(_) => return Ok(()),
+            Err(_) => return unclear("its host name does not resolve here"),
         },
     };
     match addrs.iter().find(|ip| !is_public(**ip)) {
@@ -636,7 +663,20 @@ mod link_tests {
             let e = check_public_link(bad).expect_err(bad);
             assert!(e.contains("--allow-private-links"), "{e}");
         }
-        for good in ["https://8.8.8.8/x", "http://[2606:4700::1111]/", "https://no-such-host.invalid/x", "-rf"] {
+        // Forms a URL parser would refuse but yt-dlp fetches, and other
+        // spellings of the loopback address.
+        for bad in [
+            "http://127.0.0.1:8080/é",
+            "http://169.254.169.254/latest/meta-data/?^",
+            "http://user:pw@127.0.0.1/x",
+            "http://2130706433/",
+            "http://0177.0.0.1/",
+            "http://%31%32%37.0.0.1/",
+            "https://no-such-host.invalid/x",
+        ] {
+            assert!(check_public_link(bad).is_err(), "{bad}");
+        }
+        for good in ["https://8.8.8.8/x", "http://[2606:4700::1111]:8443/", "https://1.1.1.1:443/a?b=c#d", "-rf"] {
             assert!(check_public_link(good).is_ok(), "{good}");
         }
     }

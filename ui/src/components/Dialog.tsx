@@ -23,10 +23,12 @@ export function Dialog({ title, children, onClose }: Props) {
       ref.current?.querySelector<HTMLElement>("[data-autofocus]") ?? ref.current?.querySelector<HTMLElement>(FOCUSABLE)
     )?.focus();
     // Focus that gets out (a click on the backdrop's edge, the window
-    // regaining focus) comes back to the dialog's first control.
+    // regaining focus) comes back to the dialog's first control; focus in
+    // another dialog (one opened over this one) is left where it is.
     const onFocusIn = (e: FocusEvent) => {
       const dialog = ref.current;
-      if (dialog && e.target instanceof Node && !dialog.contains(e.target)) {
+      const target = e.target instanceof Element ? e.target : null;
+      if (dialog && target && !dialog.contains(target) && !target.closest("[role=dialog]")) {
         (dialog.querySelector<HTMLElement>(FOCUSABLE) ?? dialog).focus();
       }
     };

@@ -48,14 +48,17 @@ export function GpuSupportPanel({ onChange }: { onChange?: (gpu: GpuSupport) => 
     // (Not while an install runs: its end brings the new state.)
     if (phase.kind === "installing") return;
     backend.gpuSupport().then(
-      (g) => {
-        setGpu(g);
-        onChange?.(g);
-      },
+      (g) => setGpu(g),
       (e: unknown) => setPhase({ kind: "failed", text: toBackendError(e).message, cancelled: false }),
     );
     // Once per mount: `phase` is read only to skip the check during an install.
   }, [backend, onChange, setGpu, setPhase]);
+
+  // Whoever shows the panel hears of the state, also one an install
+  // started elsewhere (the welcome screen) brings.
+  useEffect(() => {
+    if (gpu) onChange?.(gpu);
+  }, [gpu, onChange]);
 
   if (!gpu) return phase.kind === "failed" ? <Alert title="The GPU could not be checked">{phase.text}</Alert> : null;
 
@@ -66,7 +69,6 @@ export function GpuSupportPanel({ onChange }: { onChange?: (gpu: GpuSupport) => 
         setPhase((p) => (p.kind === "installing" ? { ...p, event } : p)),
       );
       setGpu(next);
-      onChange?.(next);
       setPhase({ kind: "idle" });
     } catch (e) {
       const err = toBackendError(e);

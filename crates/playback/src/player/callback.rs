@@ -206,6 +206,14 @@ impl Callback {
                 }
             }
             let Some(chunk) = self.current.as_ref() else { break };
+            // The current generation plays: a switch to it is done, and a
+            // later change (after a loop wrapped back before its point, say)
+            // must not take it for one still ahead. Only this switch is
+            // cleared, never a newer one a writer just stored.
+            if chunk.generation == generation && switch_from != u32::MAX {
+                let _ = sh.switch_from.compare_exchange(switch_from, u32::MAX, Ordering::AcqRel, Ordering::Relaxed);
+                switch_from = u32::MAX;
+            }
             // Device frames of this chunk that may play (all but the old
             // read-ahead's frames at and after the switch).
             let mut playable = chunk.frames;

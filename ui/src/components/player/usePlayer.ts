@@ -155,6 +155,8 @@ export function usePlayer(songId: number, version: number): Player {
         const state = event.job.state;
         if (state.state === "failed") setStopped(`The separation failed: ${state.message}`);
         else if (state.state === "cancelled") setStopped("The separation was cancelled.");
+        // Retried while open: it goes on.
+        else setStopped(null);
       }),
     );
   }, [backend, streaming, viewId]);

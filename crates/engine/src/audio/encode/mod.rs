@@ -130,8 +130,10 @@ impl OutputFormat {
 }
 
 /// Most sample bytes a WAV file holds: its RIFF size is 32 bits and counts
-/// the 36 bytes of header before the samples (hound's 44-byte header).
-pub const MAX_WAV_DATA_BYTES: u64 = u32::MAX as u64 - 36;
+/// the header after its first 8 bytes, 60 bytes for the extensible header
+/// hound writes for 24- and 32-bit files (36 for 16-bit; the larger is
+/// taken for all).
+pub const MAX_WAV_DATA_BYTES: u64 = u32::MAX as u64 - 60;
 
 impl WavDepth {
     /// Bytes per sample.

@@ -105,7 +105,7 @@ export function App() {
         onOpenSong={openInPlayer}
       />
     ),
-    Library: <LibraryView version={libraryVersion} playRequest={playRequest} />,
+    Library: <LibraryView version={libraryVersion} playRequest={playRequest} jobs={queue.jobs} />,
     Settings: <SettingsView app={app} />,
   };
 

@@ -952,7 +952,12 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
     finishModelFetch() {
       modelFetch?.release(false);
     },
-    subscribe: (handler) => listen(subscribers, handler),
+    // As the app's hub: one channel per window, a new subscription replaces
+    // the one before (a second subscriber would take the queue's events).
+    subscribe: (handler) => {
+      subscribers.clear();
+      return listen(subscribers, handler);
+    },
     onFileDrop: (handler) => listen(dropHandlers, handler),
     onDragHover: (handler) => listen(hoverHandlers, handler),
   };

@@ -10,6 +10,9 @@ import { SongDetail } from "./SongDetail";
 interface Props {
   /** Changes whenever a song reaches the library. */
   version: number;
+  /** The queue as the app's one event subscription keeps it (a song
+   * played while it separates learns its job's end from it). */
+  jobs?: Job[] | null;
   /** Open this song in the player (a new object each time it is asked for). */
   playRequest?: { song: Job; at: number } | null;
 }
@@ -29,7 +32,7 @@ function meta(song: Job): string {
 }
 
 /** Finished songs, newest first, with a search box and the selected song's detail. */
-export function LibraryView({ version, playRequest = null }: Props) {
+export function LibraryView({ version, playRequest = null, jobs = null }: Props) {
   const backend = useBackend();
   const [search, setSearch] = useState("");
   const [songs, setSongs] = useState<Job[] | null>(null);
@@ -65,7 +68,18 @@ export function LibraryView({ version, playRequest = null }: Props) {
 
   const selected = songs?.find((song) => song.id === selectedId);
 
-  if (playing) return <PlayerView key={playing.id} song={playing} version={version} onClose={() => setPlaying(null)} />;
+  if (playing) {
+    const jobState = jobs?.find((j) => j.id === playing.id)?.state;
+    return (
+      <PlayerView
+        key={playing.id}
+        song={playing}
+        version={version}
+        jobState={jobState}
+        onClose={() => setPlaying(null)}
+      />
+    );
+  }
 
   return (
     <div className="library">

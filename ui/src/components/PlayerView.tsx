@@ -1,5 +1,5 @@
 import { memo, useEffect, useEffectEvent, useLayoutEffect, useRef, useState } from "react";
-import type { Job } from "../bindings";
+import type { Job, JobState } from "../bindings";
 import { bpmText, keyText } from "../format";
 import { audible, formatTime, frameAt, panWindow, zoomWindow, type FrameWindow } from "../timeline";
 import { Alert } from "./Alert";
@@ -26,6 +26,9 @@ interface Props {
   song: Job;
   /** Changes whenever a song reaches the library (a song still separating then takes its finished files). */
   version?: number;
+  /** The song's job as the queue knows it now (a song played while it
+   * separates says when its job fails or is cancelled). */
+  jobState?: JobState;
   onClose(): void;
 }
 
@@ -42,8 +45,8 @@ const TYPING_FIELDS =
  * a second (see `player/statusStore`); the lanes render when the mix, the
  * view or the peaks change.
  */
-export function PlayerView({ song, version = 0, onClose }: Props) {
-  const { view, controls, win, loop, selected, error, stopped, store, actions } = usePlayer(song.id, version);
+export function PlayerView({ song, version = 0, jobState, onClose }: Props) {
+  const { view, controls, win, loop, selected, error, stopped, store, actions } = usePlayer(song.id, version, jobState);
   const [width, setWidth] = useState(0);
   const area = useRef<HTMLDivElement>(null);
   const root = useRef<HTMLElement>(null);

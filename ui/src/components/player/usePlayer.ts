@@ -1,8 +1,7 @@
 import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "react";
 import { useBackend } from "../../backend";
-import type { DragOut, LanePeaks, LoopRegion, MixControls, SongView, StemControl } from "../../bindings";
+import type { DragOut, JobState, LanePeaks, LoopRegion, MixControls, SongView, StemControl } from "../../bindings";
 import { errorText } from "../../errors";
-import { untilUnmount } from "../../hooks/untilUnmount";
 import { loadMix, saveMix } from "../../mixPrefs";
 import { clampWindow, unityControls, zoomWindow, type FrameWindow } from "../../timeline";
 import { createStatusStore, type StatusStore } from "./statusStore";
@@ -65,7 +64,7 @@ export interface Player {
  * `version` changes whenever a song reaches the library (a song still
  * separating then takes its finished files).
  */
-export function usePlayer(songId: number, version: number): Player {
+export function usePlayer(songId: number, version: number, jobState?: JobState): Player {
   const backend = useBackend();
   const store = useMemo(createStatusStore, []);
   const [view, setView] = useState<SongView | null>(null);
@@ -146,20 +145,17 @@ export function usePlayer(songId: number, version: number): Player {
   }, [backend, streaming, viewId, version, store]);
 
   // A song still separating whose job fails or is cancelled: the player
-  // says so (and the waveforms stop asking for more).
+  // says so (and the waveforms stop asking for more); a retry clears it.
+  // The job's state comes from the app's queue (its one event
+  // subscription: the backend keeps one channel per window).
+  const jobStateKind = jobState?.state;
+  const failure = jobState?.state === "failed" ? jobState.message : null;
   useEffect(() => {
-    if (!streaming || viewId === undefined) return;
-    return untilUnmount(
-      backend.subscribe((event) => {
-        if (event.kind !== "jobChanged" || event.job.id !== viewId) return;
-        const state = event.job.state;
-        if (state.state === "failed") setStopped(`The separation failed: ${state.message}`);
-        else if (state.state === "cancelled") setStopped("The separation was cancelled.");
-        // Retried while open: it goes on.
-        else setStopped(null);
-      }),
-    );
-  }, [backend, streaming, viewId]);
+    if (!streaming) return;
+    if (jobStateKind === "failed") setStopped(`The separation failed: ${failure ?? ""}`);
+    else if (jobStateKind === "cancelled") setStopped("The separation was cancelled.");
+    else setStopped(null);
+  }, [streaming, jobStateKind, failure]);
 
   // Remember the mix, loop and zoom for the next time this song opens.
   useEffect(() => {

@@ -415,7 +415,7 @@ fn open_streaming(
 #[specta::specta]
 pub async fn song_stream_done(state: S<'_>, id: JobId) -> Result<SongView, AppError> {
     let st = state.inner().clone();
-    tauri::async_runtime::spawn_blocking(move || {
+    let done = tauri::async_runtime::spawn_blocking(move || {
         let job = st.queue.get(id)?;
         if job.state != JobState::Done || job.stems.is_empty() {
             return Err(AppError {
@@ -547,7 +547,12 @@ pub async fn song_stream_done(state: S<'_>, id: JobId) -> Result<SongView, AppEr
         })
     })
     .await
-    .map_err(|e| AppError::internal(e.to_string()))?
+    .map_err(|e| AppError::internal(e.to_string()))?;
+    match &done {
+        Ok(v) => tracing::info!("job {id}: the player goes on from the finished files ({} Hz)", v.sample_rate),
+        Err(e) => tracing::info!("job {id}: the player stays on the stream: {}", e.message),
+    }
+    done
 }
 
 /// The job's input file when it is at `rate` (then it joins the player on

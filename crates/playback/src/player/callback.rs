@@ -39,6 +39,12 @@ pub(super) struct Callback {
     /// At the separated edge of a running job (a wait chunk came, no audio
     /// since): an empty ring is no underrun.
     waiting: bool,
+    /// The generation of the last chunk whose audio played (`u32::MAX`:
+    /// none yet). After a seek or a loop change, until the new
+    /// generation's first chunk comes, an empty ring is the wait for the
+    /// reader to read from the new place, not an underrun; a tempo or pitch
+    /// switch's gap is one (the old read-ahead ran out first).
+    heard: u32,
 }
 
 impl Callback {
@@ -70,6 +76,7 @@ impl Callback {
             count_in_len: 0.0,
             was_playing: false,
             waiting: false,
+            heard: u32::MAX,
         }
     }
 
@@ -194,7 +201,8 @@ impl Callback {
                         self.offset = 0;
                     }
                     Err(_) => {
-                        if playing && !self.waiting {
+                        let reading_anew = self.heard != generation && switch_from == u32::MAX;
+                        if playing && !self.waiting && !reading_anew {
                             sh.underrun_frames.fetch_add((frames - done) as u64, Ordering::Relaxed);
                         }
                         // Silence from here: what comes next fades in (no
@@ -257,6 +265,7 @@ impl Callback {
                 break;
             }
             let n = (playable - self.offset).min(frames - done).min(SCRATCH_FRAMES);
+            self.heard = chunk.generation;
             let mut sources: [&[f32]; MAX_STEMS] = [&[]; MAX_STEMS];
             for (s, src) in sources.iter_mut().enumerate().take(sh.stems) {
                 let base = s * CHUNK_FRAMES * 2 + self.offset * 2;

@@ -183,7 +183,9 @@ pub struct CallbackStats {
     /// Song frames handed to the device while playing.
     pub frames_played: u64,
     /// Device frames filled with silence for lack of decoded audio while
-    /// playing (read-ahead ran dry).
+    /// playing (read-ahead ran dry). The wait for the first audio after a
+    /// seek, a loop change or the player's start is not counted: no audio
+    /// was cut there.
     pub underrun_frames: u64,
     /// Chunks of [`CHUNK_FRAMES`] device frames decoded ahead of the
     /// playhead after the last callback, of at most [`CHUNKS`]: whether
@@ -1256,6 +1258,12 @@ mod tests {
             data: vec![0.5f32; CHUNK_FRAMES * 2].into_boxed_slice(),
         };
         sh.play();
+        // Before the first chunk (the reader still reading from where play
+        // starts): silence, and no audio was cut, so no underrun.
+        let mut buf = vec![0.0f32; 2 * 512];
+        cb.render(&mut buf);
+        assert!(buf.iter().all(|&v| v == 0.0));
+        assert_eq!(sh.underrun_frames.load(Ordering::Acquire), 0, "waiting for the first chunk");
         let mut buf = vec![0.0f32; 2 * (CHUNK_FRAMES + 512)];
         assert!(full.push(chunk(0)).is_ok());
         cb.render(&mut buf);
@@ -1282,6 +1290,22 @@ mod tests {
         cb.render(&mut buf);
         assert!(buf.iter().all(|&v| v == 0.0), "silent while paused");
         assert_eq!(sh.position.load(Ordering::Acquire), at, "the paused playhead stays");
+
+        sh.play();
+        // A seek: until the new place's first chunk, the ring is empty
+        // without an underrun; once it has played, running dry is one.
+        let counted = sh.underrun_frames.load(Ordering::Acquire);
+        sh.seek(0);
+        let generation = sh.generation.load(Ordering::Acquire);
+        let mut buf = vec![0.0f32; 2 * CHUNK_FRAMES];
+        cb.render(&mut buf);
+        assert_eq!(sh.underrun_frames.load(Ordering::Acquire), counted, "the seek's wait is no underrun");
+        let mut c = chunk(0);
+        c.generation = generation;
+        assert!(full.push(c).is_ok());
+        cb.render(&mut buf);
+        cb.render(&mut buf);
+        assert!(sh.underrun_frames.load(Ordering::Acquire) > counted, "dry after the seek's audio");
     }
 
     /// A silent stem: the clicks are all that is heard.

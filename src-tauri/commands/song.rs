@@ -212,7 +212,7 @@ pub async fn open_song(state: S<'_>, id: JobId, channel: Channel<PlayerStatus>) 
     tauri::async_runtime::spawn_blocking(move || {
         // One open at a time; the old player stops before the device is
         // opened again; a close or a later open that comes meanwhile wins.
-        let (opening, old) = st.song.begin_open();
+        let (opening, old) = st.song.begin_open(u64::from(id));
         drop(old);
         let job = st.queue.get(id)?;
         if let Some(dir) = st.worker.stream_dir(id).filter(|_| job.state != JobState::Done) {
@@ -649,16 +649,18 @@ fn spawn_status_ticker(player: Weak<Player>, channel: Channel<PlayerStatus>) {
     });
 }
 
-/// Close the open song (stops playback).
+/// Close song `id` (stops playback) when it is the one last opened: a page
+/// that leaves song A for song B sends "close A" and "open B", which may run
+/// in either order, and B stays open.
 #[tauri::command]
 #[specta::specta]
-pub async fn close_song(app: tauri::AppHandle) {
+pub async fn close_song(app: tauri::AppHandle, id: JobId) {
     // Off the main thread: stopping the player joins its threads. (The
     // state comes from the handle: an async command borrowing `State`
     // would have to return a `Result`.)
     use tauri::Manager;
     let st = app.state::<Arc<AppState>>().inner().clone();
-    let _ = tauri::async_runtime::spawn_blocking(move || drop(st.song.close())).await;
+    let _ = tauri::async_runtime::spawn_blocking(move || drop(st.song.close(u64::from(id)))).await;
 }
 
 /// Peaks of every lane between frames `start` and `end`, in `columns`

@@ -106,7 +106,8 @@ export interface Backend {
    * `onStatus` hears the player ~30 times a second while it plays.
    */
   openSong(id: number, onStatus: (status: PlayerStatus) => void): Promise<SongView>;
-  closeSong(): Promise<void>;
+  /** Closes song `id` when it is the one last opened (a close of a song already left does nothing). */
+  closeSong(id: number): Promise<void>;
   /**
    * The open song was still separating (`SongView.streaming`) and its job is
    * done: the player goes on from the finished files without a gap; resolves

@@ -122,8 +122,12 @@ export const commands = {
 	 *  second while the song is open. Closes the previously open song.
 	 */
 	openSong: (id: number, channel: Channel<PlayerStatus>) => typedError<SongView, AppError>(__TAURI_INVOKE("open_song", { id, channel })),
-	/**  Close the open song (stops playback). */
-	closeSong: () => __TAURI_INVOKE<void>("close_song"),
+	/**
+	 *  Close song `id` (stops playback) when it is the one last opened: a page
+	 *  that leaves song A for song B sends "close A" and "open B", which may run
+	 *  in either order, and B stays open.
+	 */
+	closeSong: (id: number) => __TAURI_INVOKE<void>("close_song", { id }),
 	/**
 	 *  Peaks of every lane between frames `start` and `end`, in `columns`
 	 *  columns (at most 8192), and how much of them is known yet.

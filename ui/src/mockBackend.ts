@@ -508,6 +508,8 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
 
   const player: MockPlayer = { status: null, controls: null, loop: null, exports: [], drags: [], separated: null, peaksReady: 1 };
   let onStatus: ((status: PlayerStatus) => void) | null = null;
+  /** The song last asked to open (a close of another song leaves it, as in the app). */
+  let openId: number | null = null;
   let ticker: ReturnType<typeof setInterval> | undefined;
   const RATE = 44_100;
   function setStatus(changes: Partial<PlayerStatus>) {
@@ -732,6 +734,7 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
     },
     async cancelLinksInstall() {},
     async openSong(id, handler) {
+      openId = id;
       const job = find(id);
       // A separating job plays as far as it is separated (its part so far).
       const streaming = job.state.state === "separating" && job.state.segment > 0;
@@ -804,7 +807,9 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
         streaming: false,
       };
     },
-    async closeSong() {
+    async closeSong(id) {
+      if (id !== openId) return;
+      openId = null;
       clearInterval(ticker);
       onStatus = null;
       player.status = null;

@@ -64,8 +64,8 @@ export const tauriBackend: Backend = {
   stopServer: () => unwrap(commands.stopServer()),
 
   openSong: (id, onStatus) => unwrap(commands.openSong(id, new Channel<PlayerStatus>(onStatus))),
-  closeSong: async () => {
-    await commands.closeSong();
+  closeSong: async (id) => {
+    await commands.closeSong(id);
   },
   songStreamDone: (id) => unwrap(commands.songStreamDone(id)),
   songPeaks: (id, start, end, columns) => unwrap(commands.songPeaks(id, start, end, columns)),

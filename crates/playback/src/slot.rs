@@ -5,21 +5,34 @@
 //! Every open and close takes a number from one counter; an open stores its
 //! result only if no other request came after it, checked and stored under
 //! the same lock as a close clears the slot.
+//!
+//! A close names the song it closes (its key): a front end that leaves song
+//! A for song B sends "close A" and "open B", and the two may be handled in
+//! either order. "Close A" after "open B" began must not stop B.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-/// The open song (`T`), the request counter and the opening lock.
+/// The open song (`T`), the request counter, the key of the song last
+/// asked to open and the opening lock.
 #[derive(Debug)]
 pub struct OpenSlot<T> {
     current: Mutex<Option<T>>,
     requests: AtomicU64,
+    /// The key given to the latest [`OpenSlot::begin_open`] (`u64::MAX`:
+    /// none yet); written and read under `current`'s lock.
+    latest: AtomicU64,
     opening: Mutex<()>,
 }
 
 impl<T> Default for OpenSlot<T> {
     fn default() -> Self {
-        OpenSlot { current: Mutex::new(None), requests: AtomicU64::new(0), opening: Mutex::new(()) }
+        OpenSlot {
+            current: Mutex::new(None),
+            requests: AtomicU64::new(0),
+            latest: AtomicU64::new(u64::MAX),
+            opening: Mutex::new(()),
+        }
     }
 }
 
@@ -37,11 +50,16 @@ impl<T> OpenSlot<T> {
         self.current.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Start opening: overtakes any open in progress, waits for it to
-    /// finish, then closes the current song (returned, to drop outside any
-    /// lock) so its device is free before the new one opens it.
-    pub fn begin_open(&self) -> (Opening<'_>, Option<T>) {
-        let request = self.requests.fetch_add(1, Ordering::SeqCst) + 1;
+    /// Start opening the song `key` (a job id): overtakes any open in
+    /// progress, waits for it to finish, then closes the current song
+    /// (returned, to drop outside any lock) so its device is free before
+    /// the new one opens it.
+    pub fn begin_open(&self, key: u64) -> (Opening<'_>, Option<T>) {
+        let request = {
+            let _current = self.lock();
+            self.latest.store(key, Ordering::SeqCst);
+            self.requests.fetch_add(1, Ordering::SeqCst) + 1
+        };
         let guard = self.opening.lock().unwrap_or_else(|p| p.into_inner());
         let old = self.lock().take();
         (Opening { request, _one_at_a_time: guard }, old)
@@ -61,11 +79,17 @@ impl<T> OpenSlot<T> {
         Ok(())
     }
 
-    /// Close: overtakes any open in progress and takes the current song
-    /// (to drop outside the lock).
-    pub fn close(&self) -> Option<T> {
+    /// Close the song `key`: when it is the one last asked to open,
+    /// overtakes its open in progress and takes it (to drop outside the
+    /// lock). A close of any other song does nothing: a later open of
+    /// another song already closed it, or will.
+    pub fn close(&self, key: u64) -> Option<T> {
+        let mut current = self.lock();
+        if self.latest.load(Ordering::SeqCst) != key {
+            return None;
+        }
         self.requests.fetch_add(1, Ordering::SeqCst);
-        self.lock().take()
+        current.take()
     }
 }
 
@@ -76,26 +100,38 @@ mod tests {
     #[test]
     fn an_open_overtaken_by_a_close_or_a_later_open_is_dropped() {
         let slot = OpenSlot::<&str>::default();
-        let (opening, old) = slot.begin_open();
+        let (opening, old) = slot.begin_open(1);
         assert!(old.is_none());
         assert_eq!(slot.finish_open(opening, "a"), Ok(()));
         assert_eq!(*slot.lock(), Some("a"));
 
         // Closed while "b" was opening: "b" comes back to be dropped.
-        let (opening, old) = slot.begin_open();
+        let (opening, old) = slot.begin_open(2);
         assert_eq!(old, Some("a"), "the old song stops before the new one opens");
-        assert_eq!(slot.close(), None);
+        assert_eq!(slot.close(2), None);
         assert_eq!(slot.finish_open(opening, "b"), Err("b"));
         assert_eq!(*slot.lock(), None, "nothing stays open after the close");
+
+        // Leaving "a" for "b": the close of "a" comes after "b" began
+        // opening (or after it opened), and leaves "b" alone.
+        let (opening, _) = slot.begin_open(1);
+        assert_eq!(slot.finish_open(opening, "a"), Ok(()));
+        let (opening, old) = slot.begin_open(2);
+        assert_eq!(old, Some("a"));
+        assert_eq!(slot.close(1), None, "a close of the song left");
+        assert_eq!(slot.finish_open(opening, "b"), Ok(()), "not overtaken by it");
+        assert_eq!(slot.close(1), None);
+        assert_eq!(*slot.lock(), Some("b"));
+        assert_eq!(slot.close(2), Some("b"));
 
         // Two opens: the first waits for nothing, the second waits for the
         // first to finish; only the second is kept.
         let slot = std::sync::Arc::new(OpenSlot::<u32>::default());
-        let (first, _) = slot.begin_open();
+        let (first, _) = slot.begin_open(1);
         let s = slot.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         let second = std::thread::spawn(move || {
-            let (opening, old) = s.begin_open();
+            let (opening, old) = s.begin_open(2);
             tx.send(old).unwrap();
             s.finish_open(opening, 2)
         });
@@ -107,6 +143,6 @@ mod tests {
         assert_eq!(rx.recv().unwrap(), None);
         assert_eq!(second.join().unwrap(), Ok(()));
         assert_eq!(*slot.lock(), Some(2));
-        assert_eq!(slot.close(), Some(2));
+        assert_eq!(slot.close(2), Some(2));
     }
 }

@@ -147,6 +147,23 @@ describe("Queue", () => {
     expect(screen.getByText("No songs in the queue")).toBeInTheDocument();
   });
 
+  it("drops a Done row when its song is removed from the library", async () => {
+    const { backend, user } = renderApp({
+      queue: [job(1, "Falcon 69", { state: "encoding" }), job(2, "Night Drive", { state: "encoding" })],
+    });
+    expect(await screen.findAllByTestId("job-row")).toHaveLength(2);
+    act(() => void backend.updateJob(1, { state: { state: "done" }, finishedAt: Date.UTC(2025, 0, 3) }));
+    act(() => void backend.updateJob(2, { state: { state: "done" }, finishedAt: Date.UTC(2025, 0, 4) }));
+    expect(await screen.findAllByTestId("done-row")).toHaveLength(2);
+
+    await user.click(screen.getByRole("tab", { name: "Library" }));
+    await user.click(await screen.findByRole("button", { name: /Night Drive/ }));
+    await user.click(await screen.findByRole("button", { name: "Remove from library" }));
+    await user.click(screen.getByRole("button", { name: "Remove, keep files" }));
+    await user.click(screen.getByRole("tab", { name: "Queue" }));
+    await waitFor(() => expect(screen.getAllByTestId("done-row").map((r) => r.dataset.jobId)).toEqual(["1"]));
+  });
+
   it("says when a song is already in Stemroom, and can open it or separate it again", async () => {
     const { backend, user } = renderApp({ queue: [armyOfMe] });
     act(() => backend.dropFiles(["/music/Army of Me.flac"]));

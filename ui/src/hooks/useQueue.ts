@@ -51,6 +51,20 @@ export function useQueue(): QueueState {
     }
   }, [backend]);
 
+  // A finished song removed from the library (from the Library tab, or
+  // another window) leaves the Finished list too. Only songs listed before
+  // the library was read can go: one that finished meanwhile stays.
+  const pruneFinished = useEffectEvent(async () => {
+    if (finished.length === 0) return;
+    const checked = new Set(finished.map((j) => j.id));
+    try {
+      const kept = new Set((await backend.listLibrary("")).map((j) => j.id));
+      setFinished((current) => current.filter((j) => kept.has(j.id) || !checked.has(j.id)));
+    } catch {
+      // Checked again at the next change.
+    }
+  });
+
   const onEvent = useEffectEvent((event: QueueEvent) => {
     switch (event.kind) {
       case "jobChanged": {
@@ -74,6 +88,7 @@ export function useQueue(): QueueState {
       }
       case "queueChanged":
         void refresh();
+        void pruneFinished();
         break;
     }
   });

@@ -104,7 +104,7 @@ export function usePlayer(songId: number, version: number, jobState?: JobState):
     return () => {
       live = false;
       store.set(null);
-      void backend.closeSong();
+      void backend.closeSong(songId);
     };
   }, [backend, songId, store]);
 

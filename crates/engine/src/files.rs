@@ -4,6 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
+/// One publish at a time in this process: two jobs that finish together
+/// with the same destinations leave one job's set, never a mix of both.
+static PUBLISHING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Temporary names handed out by this process so far (see [`part_path`]).
 static PARTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
@@ -42,9 +46,6 @@ pub fn part_path(dest: &Path) -> PathBuf {
 /// # Errors
 /// The I/O error of the rename that failed (after the rollback).
 pub fn publish(pairs: &[(PathBuf, PathBuf)]) -> std::io::Result<()> {
-    // One publish at a time in this process: two jobs that finish together
-    // with the same destinations leave one job's set, never a mix of both.
-    static PUBLISHING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one = PUBLISHING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut set_aside: Vec<(PathBuf, PathBuf)> = Vec::new();
     let mut placed: Vec<&Path> = Vec::new();
@@ -86,6 +87,70 @@ pub fn publish(pairs: &[(PathBuf, PathBuf)]) -> std::io::Result<()> {
     }
     for (_, backup) in &set_aside {
         let _ = std::fs::remove_file(backup);
+    }
+    let mut folders: Vec<&Path> = pairs.iter().filter_map(|(_, dest)| dest.parent()).collect();
+    folders.dedup();
+    for folder in folders {
+        sync_dir(folder);
+    }
+    Ok(())
+}
+
+/// Put every `(temporary, final)` pair in place without replacing anything,
+/// all or nothing: each final name is taken by a hard link to its temporary
+/// file, which fails when the name exists at that instant (a check, then a
+/// rename, would replace a file another program created in between). When a
+/// final name is taken, the links made are removed and the temporary files
+/// stay for the caller. The temporary files are removed once all are
+/// placed.
+///
+/// A file system without hard links (FAT, exFAT, some network and FUSE
+/// file systems) falls back to a check, then a rename, for that file.
+///
+/// # Errors
+/// [`std::io::ErrorKind::AlreadyExists`] when a final name is taken (its
+/// path in the message), else the I/O error of the link or rename that
+/// failed, after the rollback.
+pub fn publish_new(pairs: &[(PathBuf, PathBuf)]) -> std::io::Result<()> {
+    let _one = PUBLISHING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    // Final names taken: by a link (the temporary file is still there) or,
+    // without links, by a rename.
+    let mut placed: Vec<(&Path, bool)> = Vec::new();
+    let mut failure = None;
+    for (tmp, dest) in pairs {
+        let linked = match std::fs::hard_link(tmp, dest) {
+            Ok(()) => Ok(true),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::Unsupported | std::io::ErrorKind::PermissionDenied) => {
+                if std::fs::symlink_metadata(dest).is_ok() {
+                    Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists))
+                } else {
+                    std::fs::rename(tmp, dest).map(|()| false)
+                }
+            }
+            Err(e) => Err(e),
+        };
+        match linked {
+            Ok(linked) => placed.push((dest, linked)),
+            Err(e) => {
+                failure = Some(if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    std::io::Error::new(std::io::ErrorKind::AlreadyExists, format!("{} exists", dest.display()))
+                } else {
+                    e
+                });
+                break;
+            }
+        }
+    }
+    if let Some(e) = failure {
+        for (dest, _) in &placed {
+            let _ = std::fs::remove_file(dest);
+        }
+        return Err(e);
+    }
+    for ((tmp, _), (_, linked)) in pairs.iter().zip(&placed) {
+        if *linked {
+            let _ = std::fs::remove_file(tmp);
+        }
     }
     let mut folders: Vec<&Path> = pairs.iter().filter_map(|(_, dest)| dest.parent()).collect();
     folders.dedup();
@@ -240,6 +305,29 @@ impl Drop for Leftovers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn publishing_new_files_never_replaces_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n);
+        std::fs::write(p("a.tmp"), "new a").unwrap();
+        std::fs::write(p("b.tmp"), "new b").unwrap();
+        // b's name was taken after the caller chose it (another program).
+        std::fs::write(p("b.wav"), "theirs").unwrap();
+        let pairs = vec![(p("a.tmp"), p("a.wav")), (p("b.tmp"), p("b.wav"))];
+        let e = publish_new(&pairs).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
+        assert!(e.to_string().contains("b.wav"), "{e}");
+        assert_eq!(std::fs::read_to_string(p("b.wav")).unwrap(), "theirs", "untouched");
+        assert!(!p("a.wav").exists(), "all or nothing: a's link undone");
+        assert!(p("a.tmp").exists() && p("b.tmp").exists(), "the temporary files stay for the caller");
+
+        std::fs::remove_file(p("b.wav")).unwrap();
+        publish_new(&pairs).unwrap();
+        assert_eq!(std::fs::read_to_string(p("a.wav")).unwrap(), "new a");
+        assert_eq!(std::fs::read_to_string(p("b.wav")).unwrap(), "new b");
+        assert!(!p("a.tmp").exists() && !p("b.tmp").exists(), "the temporary names are gone");
+    }
 
     #[test]
     fn publishing_is_all_or_nothing() {

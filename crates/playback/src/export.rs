@@ -202,6 +202,12 @@ fn range_and_rate(req: &ExportRequest, rate: u32) -> Result<((u64, Option<u64>),
 /// Where the export's files go while written and when done.
 struct Outputs {
     finals: Vec<PathBuf>,
+    /// The names of `finals` without extension, their folder and extension
+    /// and the clash rule: to choose again when a name is taken meanwhile.
+    names: Vec<String>,
+    dir: PathBuf,
+    ext: &'static str,
+    on_clash: OnClash,
     temps: Leftovers,
     /// One encoder thread per file (several stems encode at once).
     writers: Vec<ThreadedWriter>,
@@ -220,8 +226,16 @@ impl Outputs {
             ExportWhat::Mix { .. } => ClipMode::Clamp,
             ExportWhat::Stems { .. } | ExportWhat::Zip => ClipMode::None,
         };
-        let mut out =
-            Outputs { finals: Vec::new(), temps: Leftovers::new(), writers: Vec::new(), resamplers: Vec::new() };
+        let mut out = Outputs {
+            finals: Vec::new(),
+            names: names.to_vec(),
+            dir: req.dest_dir.clone(),
+            ext,
+            on_clash: req.on_clash,
+            temps: Leftovers::new(),
+            writers: Vec::new(),
+            resamplers: Vec::new(),
+        };
         let finals = final_paths(&req.dest_dir, names, ext, req.on_clash)?;
         for (n, dest) in names.iter().zip(finals) {
             let tmp = part_path(&dest);
@@ -254,15 +268,47 @@ impl Outputs {
         for w in self.writers.drain(..) {
             Box::new(w).finish()?;
         }
-        let pairs: Vec<(PathBuf, PathBuf)> =
-            self.temps.files().iter().cloned().zip(self.finals.iter().cloned()).collect();
-        if let Err(source) = stemroom_engine::files::publish(&pairs) {
-            return Err(Error::Output { path: self.finals.first().cloned().unwrap_or_default(), source });
-        }
+        self.finals = place(self.temps.files(), &self.finals, &self.dir, &self.names, self.ext, self.on_clash)?;
         // Renamed: nothing left for the guard to remove.
         self.temps.disarm();
         Ok(std::mem::take(&mut self.finals))
     }
+}
+
+/// Put finished `temps` in place at `finals` (chosen by [`final_paths`]
+/// from `names`, `ext` in `dir`), all or nothing. Replace: the old files
+/// are replaced. Refuse and keep both: nothing is ever replaced, even a
+/// file another program created after the names were chosen; refuse then
+/// fails with [`Error::Exists`], keep both chooses the next free numbers
+/// (a few times). Returns the final paths.
+fn place(
+    temps: &[PathBuf],
+    finals: &[PathBuf],
+    dir: &Path,
+    names: &[String],
+    ext: &str,
+    on_clash: OnClash,
+) -> Result<Vec<PathBuf>, Error> {
+    let output_err =
+        |finals: &[PathBuf], source| Error::Output { path: finals.first().cloned().unwrap_or_default(), source };
+    let pairs =
+        |finals: &[PathBuf]| -> Vec<(PathBuf, PathBuf)> { temps.iter().cloned().zip(finals.iter().cloned()).collect() };
+    if on_clash == OnClash::Replace {
+        stemroom_engine::files::publish(&pairs(finals)).map_err(|e| output_err(finals, e))?;
+        return Ok(finals.to_vec());
+    }
+    let mut finals = finals.to_vec();
+    for _ in 0..8 {
+        match stemroom_engine::files::publish_new(&pairs(&finals)) {
+            Ok(()) => return Ok(finals),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                // Taken since they were chosen: refused, or numbered anew.
+                finals = final_paths(dir, names, ext, on_clash)?;
+            }
+            Err(e) => return Err(output_err(&finals, e)),
+        }
+    }
+    Err(output_err(&finals, std::io::Error::from(std::io::ErrorKind::AlreadyExists)))
 }
 
 /// Run an export; returns the files written, in order. Cancellation is
@@ -469,10 +515,7 @@ fn export_zip(req: &ExportRequest, listener: &dyn Listener) -> Result<PathBuf, E
         std::io::copy(&mut src, &mut zip).map_err(io_err)?;
     }
     zip.finish().map_err(zip_err)?.sync_all().map_err(io_err)?;
-    std::fs::rename(&part.files()[0], &dest).map_err(io_err)?;
-    if let Some(folder) = dest.parent() {
-        stemroom_engine::files::sync_dir(folder);
-    }
+    let placed = place(part.files(), &[dest], &req.dest_dir, &[name], "zip", req.on_clash)?;
     part.disarm();
-    Ok(dest)
+    Ok(placed.into_iter().next().unwrap_or_default())
 }

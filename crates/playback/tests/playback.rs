@@ -350,6 +350,39 @@ mod export {
         assert_eq!(read(&replaced[0]).0.len(), 2 * 4_410);
         assert_eq!(ls(&out).len(), 6, "{:?}", ls(&out));
 
+        // A name taken while the export runs (another program writes a file
+        // of that name after the names were chosen): refuse fails and
+        // leaves it, keep both takes the next number; neither replaces it.
+        struct Planter(PathBuf, std::sync::atomic::AtomicBool);
+        impl stemroom_engine::progress::Listener for Planter {
+            fn is_cancelled(&self) -> bool {
+                if !self.1.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    std::fs::write(&self.0, b"theirs").expect("plant");
+                }
+                false
+            }
+        }
+        let late = ExportRequest { title: "Late".into(), region: None, on_clash: OnClash::Refuse, ..req.clone() };
+        let planted = out.join("Late - drums.wav");
+        let before_late = ls(&out);
+        let err = export(&late, &Planter(planted.clone(), false.into())).expect_err("taken meanwhile");
+        assert_eq!(err.code(), stemroom_engine::ErrorCode::Exists, "{err:?}");
+        assert_eq!(std::fs::read(&planted).expect("read"), b"theirs", "not replaced");
+        let mut expected = before_late.clone();
+        expected.push("Late - drums.wav".into());
+        expected.sort();
+        assert_eq!(ls(&out), expected, "nothing else written: no bass, no temporary file");
+        std::fs::remove_file(&planted).expect("rm");
+        let late = ExportRequest { on_clash: OnClash::KeepBoth, ..late };
+        let kept = export(&late, &Planter(planted.clone(), false.into())).expect("keep both");
+        assert_eq!(std::fs::read(&planted).expect("read"), b"theirs", "not replaced");
+        assert!(kept[0].ends_with("Late - drums (2).wav"), "{kept:?}");
+        assert!(kept[1].ends_with("Late - bass.wav"), "{kept:?}");
+        for p in [&planted, &kept[0], &kept[1]] {
+            std::fs::remove_file(p).expect("rm");
+        }
+        assert_eq!(ls(&out), before_late);
+
         // A zip and a mix follow the same rule.
         req.on_clash = OnClash::Refuse;
         req.region = None;

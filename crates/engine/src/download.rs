@@ -236,7 +236,38 @@ impl FileLock {
             Err(fs::TryLockError::Error(e)) => Err(io_err(path)(e)),
         }
     }
+
+    /// Take the lock on `path`, waiting while another process (or thread)
+    /// holds it; `cancelled` is checked every [`LOCK_POLL`]. Returns the lock
+    /// and whether it had to wait (the other holder may have done the work
+    /// meanwhile).
+    ///
+    /// # Errors
+    /// [`DownloadError::Cancelled`], [`DownloadError::Io`].
+    pub fn wait(path: &Path, cancelled: &dyn Fn() -> bool) -> Result<(Self, bool), DownloadError> {
+        let mut waited = false;
+        loop {
+            match Self::take(path) {
+                Ok(lock) => return Ok((lock, waited)),
+                Err(DownloadError::Busy(_)) => {
+                    if !waited {
+                        tracing::info!("waiting for another process holding {}", path.display());
+                    }
+                    waited = true;
+                    if cancelled() {
+                        return Err(DownloadError::Cancelled);
+                    }
+                    std::thread::sleep(LOCK_POLL);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
 }
+
+/// How often [`FileLock::wait`] tries again (a wait is for another
+/// download, seconds to minutes: a quarter second is not noticed).
+pub const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// A loopback file server for download tests.
 #[cfg(test)]

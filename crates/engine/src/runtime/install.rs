@@ -356,6 +356,20 @@ pub fn fetch_wheels(
     Ok(files)
 }
 
+/// Remove the folders a killed [`install`] into `opts.dest` left, unless
+/// an install holds the lock (then they are its own).
+fn sweep_stale(opts: &InstallOptions) {
+    let Ok(_lock) = crate::download::FileLock::take(&opts.download_dir.join(".install.lock")) else { return };
+    let parent = opts.dest.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let name = opts.dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    for left in [format!(".{name}.installing"), format!(".{name}.old")] {
+        let path = parent.join(left);
+        if path.is_dir() && fs::remove_dir_all(&path).is_ok() {
+            tracing::info!("removed {}, left by an install that stopped", path.display());
+        }
+    }
+}
+
 /// Replace the folder `dest` as a whole: `fill` builds the new one beside
 /// it (`.<name>.installing`), which is then renamed into place (the old one
 /// moved aside and removed), so `dest` is complete or as it was. On an
@@ -387,8 +401,12 @@ pub fn replace_dir(dest: &Path, fill: impl FnOnce(&Path) -> Result<(), InstallEr
     result
 }
 
-/// What [`install`] would download (see [`InstallPlan`]).
+/// What [`install`] would download (see [`InstallPlan`]). Removes what an
+/// install that was killed left beside `opts.dest` (its half-built
+/// `.<name>.installing` folder, up to the runtime's 1.5 GB, and a set-aside
+/// `.<name>.old`) when no install is running.
 pub fn plan(opts: &InstallOptions) -> InstallPlan {
+    sweep_stale(opts);
     let total: u64 = opts.wheels.iter().map(|w| w.bytes).sum();
     let from = opts.from.as_deref();
     let download: u64 =
@@ -693,6 +711,26 @@ mod tests {
         gone.wheels[0].url = gone.wheels[0].url.replace("ort-1.0", "missing-1.0");
         let err = run(&gone).0.expect_err("404");
         assert!(err.to_string().contains("HTTP 404"), "{err}");
+    }
+
+    /// What a killed install left (its half-built folder, a set-aside old
+    /// one) goes when the plan is asked for, but not while an install runs.
+    #[test]
+    fn a_killed_installs_folders_go_unless_an_install_runs() {
+        let s = setup(0);
+        let parent = s.opts.dest.parent().unwrap().to_path_buf();
+        let building = parent.join(".onnxruntime-gpu-1.31.1.installing");
+        let old = parent.join(".onnxruntime-gpu-1.31.1.old");
+        for d in [&building, &old] {
+            std::fs::create_dir_all(d).unwrap();
+            std::fs::write(d.join("libcudnn.so.9"), b"half").unwrap();
+        }
+        let running = crate::download::FileLock::take(&s.opts.download_dir.join(".install.lock")).unwrap();
+        let _ = plan(&s.opts);
+        assert!(building.exists() && old.exists(), "a running install's folders stay");
+        drop(running);
+        let _ = plan(&s.opts);
+        assert!(!building.exists() && !old.exists(), "a killed install's folders go");
     }
 
     #[test]

@@ -567,9 +567,10 @@ fn original_at_rate(job: &stemroom_library::queue::Job, rate: u32) -> Option<Pat
 }
 
 /// A player on the finished files (and the original, when given and it
-/// opens) that goes on from where `old` is, with the page's mix
-/// ([`Player::reopen`]; may block up to seconds). Returns whether it plays
-/// the original too.
+/// opens), with the page's mix, ready to go on from where `old` is
+/// ([`Player::prepare_reopen`]; may block up to seconds; the hand-over
+/// comes in [`take_over_at_rate`]). Returns whether it plays the original
+/// too.
 ///
 /// # Errors
 /// It cannot be opened: `old` plays on from the stream (which stays
@@ -582,11 +583,11 @@ fn reopen_on_files(
 ) -> Result<(bool, Player), stemroom_playback::player::PlayerError> {
     if let Some(o) = original {
         let all: Vec<PathBuf> = paths.iter().cloned().chain(std::iter::once(o.to_path_buf())).collect();
-        if let Ok(p) = old.reopen(&all, &controls.with_original()) {
+        if let Ok(p) = old.prepare_reopen(&all, &controls.with_original()) {
             return Ok((true, p));
         }
     }
-    Ok((false, old.reopen(paths, controls)?))
+    Ok((false, old.prepare_reopen(paths, controls)?))
 }
 
 /// The finished files of a song that was still separating are at another
@@ -606,6 +607,13 @@ fn take_over_at_rate(
 ) -> Option<Arc<Player>> {
     let mut replaced = None;
     if let Some((with_original, next)) = next {
+        // With the song locked, so no pause, seek or loop change of the
+        // window's is lost between the old player and this one: it takes
+        // them as they are now (blocking the window's commands for at most
+        // the new player's read-ahead, 200 ms).
+        if let Some(old) = &song.player {
+            old.hand_over(&next);
+        }
         let next = Arc::new(next);
         next.set_beat_grid(beat_grid(job));
         // The mix may have changed while it was made.

@@ -47,6 +47,7 @@ fn run() -> Result<(), String> {
     let mut stream: Option<PathBuf> = None;
     let mut before_edge: Option<f64> = None;
     let mut complete_when: Option<PathBuf> = None;
+    let mut pause_while_reopening = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
@@ -67,6 +68,9 @@ fn run() -> Result<(), String> {
                     Some(value("--seek-before-edge")?.parse().map_err(|e| format!("--seek-before-edge: {e}"))?)
             }
             "--complete-when" => complete_when = Some(PathBuf::from(value("--complete-when")?)),
+            // Pause the old player between the two halves of a reopen (as a
+            // window's pause that comes while the new one starts).
+            "--pause-while-reopening" => pause_while_reopening = true,
             _ => files.push(PathBuf::from(a)),
         }
     }
@@ -145,7 +149,11 @@ fn run() -> Result<(), String> {
             let mut reopened = None;
             let r = match player.complete_stream(&files) {
                 Err(stemroom_playback::player::PlayerError::MixedRates(..)) => {
-                    player.reopen(&files, &controls).map(|next| {
+                    player.prepare_reopen(&files, &controls).map(|next| {
+                        if pause_while_reopening {
+                            player.pause();
+                        }
+                        player.hand_over(&next);
                         // Where the old one stopped (it plays on while the
                         // new stream starts).
                         let from = player.status();

@@ -1151,5 +1151,36 @@ mod player {
             );
             Ok(())
         });
+
+        // A pause given to the old player while the new one starts (the
+        // window's commands go to the old one until the hand-over) is
+        // carried over: the new one stays paused where the old one stopped.
+        in_real_time("a pause while the files' player starts", || {
+            let done_mark = dir.path().join("done");
+            let _ = std::fs::remove_file(&done_mark);
+            let played = sink
+                .command(&stemroom_testkit::example_bin("play_stems"))
+                .arg("--stream")
+                .arg(&ckpt)
+                .args(["--seconds", "2.5", "--mark-after", "1", "--pause-while-reopening"])
+                .arg("--mark-file")
+                .arg(&done_mark)
+                .arg("--complete-when")
+                .arg(&done_mark)
+                .args(&finals)
+                .output()
+                .expect("play_stems");
+            ensure!(played.status.success(), "play_stems failed: {}", String::from_utf8_lossy(&played.stderr));
+            let r = Report::parse(&played.stdout);
+            let reopened = &r["completed"]["reopened"];
+            ensure!(reopened["to"]["sampleRate"] == 48_000, "the files' player took over: {r}");
+            ensure!(reopened["to"]["playing"] == false && r["status"]["playing"] == false, "still paused: {r}");
+            let at = |p: &serde_json::Value| {
+                p["position"].as_f64().unwrap_or(f64::NAN) / p["sampleRate"].as_f64().unwrap_or(f64::NAN)
+            };
+            let (from, to, end) = (at(&reopened["from"]), at(&reopened["to"]), at(&r["status"]));
+            ensure!(from > 0.5 && (to - from).abs() < 0.05 && (end - to).abs() < 1e-3, "held where it paused: {r}");
+            Ok(())
+        });
     }
 }

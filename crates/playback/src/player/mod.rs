@@ -319,7 +319,34 @@ impl Player {
     /// # Errors
     /// As [`Player::open`]; this player then plays on.
     pub fn reopen(&self, files: &[PathBuf], controls: &MixControls) -> Result<Player, PlayerError> {
+        let next = self.prepare_reopen(files, controls)?;
+        self.hand_over(&next);
+        Ok(next)
+    }
+
+    /// The first half of [`Player::reopen`]: the new player on `files`,
+    /// opened paused and, while this one plays, waited for until its stream
+    /// runs (up to [`TAKE_OVER_LIMIT`]). Nothing of this player's state is
+    /// taken yet: commands given to this one meanwhile (pause, seek, loop)
+    /// are carried over by [`Player::hand_over`], which a front end calls
+    /// with its commands held (under the lock they take), so none is lost.
+    ///
+    /// # Errors
+    /// As [`Player::open`]; this player then plays on.
+    pub fn prepare_reopen(&self, files: &[PathBuf], controls: &MixControls) -> Result<Player, PlayerError> {
         let next = Player::open(files, controls)?;
+        if self.shared.playing.load(Ordering::Acquire) {
+            next.wait_until_running();
+        }
+        Ok(next)
+    }
+
+    /// The second half of [`Player::reopen`]: `next` (from
+    /// [`Player::prepare_reopen`]) takes this player's loop, beat grid and
+    /// heard position (frames scaled by the rates' ratio) as they are now;
+    /// this one is paused (10 ms fade) and, when it was playing, `next`
+    /// starts once it has read ahead (at most [`TAKE_OVER_SETTLE`]).
+    pub fn hand_over(&self, next: &Player) {
         let (from, to) = (f64::from(self.shared.song_rate.max(1)), f64::from(next.shared.song_rate));
         let scale = |frame: u64| (frame as f64 * to / from).round() as u64;
         let looping = self.shared.transport.lock().ok().and_then(|t| t.looping);
@@ -334,9 +361,6 @@ impl Player {
             }));
         }
         let sh = &self.shared;
-        if sh.playing.load(Ordering::Acquire) {
-            next.wait_until_running();
-        }
         let playing = sh.playing.load(Ordering::Acquire) && !sh.ended.load(Ordering::Acquire);
         // The new one starts where the listener is: the heard position
         // (`status()`, one reported device latency before the frames
@@ -351,7 +375,6 @@ impl Player {
             next.wait_for_read_ahead();
             next.play();
         }
-        Ok(next)
     }
 
     /// Block until the output stream keeps calling back

@@ -10,8 +10,10 @@
 //!   [`Checkpoint`] (how far the schedule went, the shift passes'
 //!   overlap-add windows), after `stems.f32` was synced to disk, written
 //!   under a temporary name, synced and renamed in, with a header naming
-//!   the input (size and SHA-256), the model and the options, and a SHA-256
-//!   of the whole.
+//!   the input (size and SHA-256), the decoded mixture the network reads
+//!   (SHA-256 of its samples: another decoder or resampler, such as ffmpeg
+//!   installed since, gives other samples), the model and the options, and
+//!   a SHA-256 of the whole.
 //!
 //! A job started again after a `kill -9`, a crash or a power loss finds
 //! them, replays `stems.f32` up to the saved frame into fresh encoders
@@ -59,12 +61,15 @@ const STATE_TMP: &str = "state.bin.tmp";
 const REPLAY_FRAMES: usize = 65_536;
 
 /// What a saved state must match to be resumed: the input's bytes, the
-/// model and every option that changes the network's input or schedule.
+/// decoded mixture's samples, the model and every option that changes the
+/// network's input or schedule.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(super) struct Fingerprint {
     format: u32,
     input_bytes: u64,
     input_sha256: String,
+    /// SHA-256 of the mixture as spooled (model rate, interleaved `f32`).
+    mixture_sha256: String,
     model: String,
     model_sha256: String,
     mixture_frames: usize,
@@ -80,16 +85,17 @@ impl Fingerprint {
     pub(super) fn new(
         input: &Path,
         model: &crate::model::ModelInfo,
-        mixture_frames: usize,
+        (mixture_frames, mixture_sha256): (usize, &str),
         opts: &SeparateOptions,
     ) -> Result<Self, Error> {
         let io = |source| Error::Output { path: input.to_path_buf(), source };
         let input_bytes = std::fs::metadata(input).map_err(io)?.len();
         let input_sha256 = crate::model::sha256_file(input).map_err(io)?;
         Ok(Fingerprint {
-            format: 1,
+            format: 2,
             input_bytes,
             input_sha256,
+            mixture_sha256: mixture_sha256.to_string(),
             model: model.id.clone(),
             model_sha256: model.sha256.clone(),
             mixture_frames,

@@ -487,7 +487,7 @@ pub fn separate_file(sep: &Separator, req: &JobRequest, listener: &dyn Listener)
     let (resume, saver) = match req.checkpoint.as_ref() {
         Some(c) => {
             let frames = separate::MixSource::frames(&mix);
-            let fp = checkpoint::Fingerprint::new(&req.input, info, frames, &req.separate)?;
+            let fp = checkpoint::Fingerprint::new(&req.input, info, (frames, &spooled.sha256), &req.separate)?;
             let resume = checkpoint::load(&c.dir, &fp, (info, frames, &req.separate));
             if let Some(state) = &resume {
                 checkpoint::replay(&c.dir, state.emitted, k_n, &mut sink)?;

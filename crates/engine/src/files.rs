@@ -178,6 +178,13 @@ pub fn process_alive(pid: i32) -> bool {
     r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
+/// Whether another open file holds a lock on `path` (a run guarding it
+/// with [`Leftovers`], in whatever PID namespace). Files that cannot be
+/// opened or locked count as unlocked.
+fn locked(path: &Path) -> bool {
+    std::fs::File::open(path).is_ok_and(|f| matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)))
+}
+
 /// The process id in a temporary output's name (`.<name>.<pid>-<n>.part`,
 /// and `.<name>.<pid>.part` or `.<name>.<pid>.part.spool` from earlier
 /// versions), if it is one.
@@ -240,7 +247,7 @@ pub fn remove_stale_parts(dir: &Path) -> usize {
             continue;
         }
         let Some(pid) = name.to_str().and_then(part_owner) else { continue };
-        if is_file && pid != me && !process_alive(pid) && std::fs::remove_file(e.path()).is_ok() {
+        if is_file && pid != me && !process_alive(pid) && !locked(&e.path()) && std::fs::remove_file(e.path()).is_ok() {
             tracing::info!("removed {} left by process {pid}", e.path().display());
             removed += 1;
         }
@@ -251,10 +258,17 @@ pub fn remove_stale_parts(dir: &Path) -> usize {
 /// Files and folders a run creates, removed when the guard is dropped
 /// (files first, then the folders, deepest first, if empty) unless
 /// [`Leftovers::disarm`]ed.
+///
+/// Each guarded file is created (if missing) and locked (`flock`, exclusive)
+/// while the guard holds it: [`remove_stale_parts`] leaves a locked file
+/// alone whatever its name's process id says, so a run in another PID
+/// namespace (a container or sandbox sharing the folder, where that id
+/// means nothing) keeps its temporary outputs.
 #[derive(Debug, Default)]
 pub struct Leftovers {
     files: Vec<PathBuf>,
     dirs: Vec<PathBuf>,
+    locks: Vec<std::fs::File>,
 }
 
 impl Leftovers {
@@ -263,8 +277,16 @@ impl Leftovers {
         Leftovers::default()
     }
 
-    /// Remove `path` too if the run fails.
+    /// Remove `path` too if the run fails; it is created (empty) if
+    /// missing and locked while guarded (best effort: a file system without
+    /// locks is not an error).
     pub fn file(&mut self, path: PathBuf) {
+        let opened = std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(&path);
+        if let Ok(f) = opened {
+            if f.try_lock().is_ok() {
+                self.locks.push(f);
+            }
+        }
         self.files.push(path);
     }
 
@@ -288,6 +310,7 @@ impl Leftovers {
     pub fn disarm(&mut self) {
         self.files.clear();
         self.dirs.clear();
+        self.locks.clear();
     }
 }
 
@@ -378,9 +401,18 @@ mod tests {
         for p in [&dead, &old_spool, &ours, &done] {
             std::fs::write(p, "x").unwrap();
         }
+        // A dead id's file that a run holds locked (in another PID
+        // namespace, where its id is another process's) stays.
+        let elsewhere = dir.path().join(".other.wav.2147483601-0.part");
+        let mut theirs = Leftovers::new();
+        theirs.file(elsewhere.clone());
         assert_eq!(remove_stale_parts(dir.path()), 2);
         assert!(!dead.exists() && !old_spool.exists());
         assert!(ours.exists() && done.exists());
+        assert!(elsewhere.exists(), "a locked file is a live run's");
+        theirs.disarm();
+        assert_eq!(remove_stale_parts(dir.path()), 1, "unlocked: stale");
+        assert!(!elsewhere.exists());
         assert_eq!(part_owner(".a.b.c.12.part"), Some(12));
         assert_eq!(part_owner(".a.b.c.12-3.part"), Some(12));
         assert_eq!(part_owner(".a.b.c.12-.part"), None);

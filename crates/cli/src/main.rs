@@ -378,7 +378,7 @@ struct ModelsArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(with_default_command(std::env::args_os().collect()));
     match cli.command {
         Command::Separate(args) => run_separate(args),
         Command::Models(args) => run_models(args),
@@ -387,6 +387,24 @@ fn main() -> ExitCode {
         Command::Worker(args) => worker::run(args),
         Command::Links(args) => run_links(&args),
     }
+}
+
+/// The command line with `separate` put in first when it names no command,
+/// so `stemroom song.mp3 -n htdemucs --mp3` runs as `demucs song.mp3 -n
+/// htdemucs --mp3` does. A first argument that is a command's name, or
+/// `-h`/`--help`/`-V`/`--version`, is left alone (a file called `models`
+/// is `./models`).
+fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    use clap::CommandFactory;
+    let Some(first) = args.get(1) else { return args };
+    let named = first.to_str().is_some_and(|first| {
+        matches!(first, "help" | "-h" | "--help" | "-V" | "--version")
+            || Cli::command().get_subcommands().any(|c| c.get_name() == first)
+    });
+    if !named {
+        args.insert(1, "separate".into());
+    }
+    args
 }
 
 /// `stemroom links [install]`.

@@ -205,14 +205,21 @@ fn no_player() -> AppError {
 /// Open a finished song: compute (or read cached) peaks and open the player
 /// on the default output. Status updates flow to `channel` ~30 times a
 /// second while the song is open. Closes the previously open song.
+/// `token` names this open (a number the page chooses, new for each open):
+/// [`close_song`] with it closes this open and no later one.
 #[tauri::command]
 #[specta::specta]
-pub async fn open_song(state: S<'_>, id: JobId, channel: Channel<PlayerStatus>) -> Result<SongView, AppError> {
+pub async fn open_song(
+    state: S<'_>,
+    id: JobId,
+    token: u32,
+    channel: Channel<PlayerStatus>,
+) -> Result<SongView, AppError> {
     let st = state.inner().clone();
     tauri::async_runtime::spawn_blocking(move || {
         // One open at a time; the old player stops before the device is
         // opened again; a close or a later open that comes meanwhile wins.
-        let (opening, old) = st.song.begin_open(u64::from(id));
+        let (opening, old) = st.song.begin_open(u64::from(token));
         drop(old);
         let job = st.queue.get(id)?;
         if let Some(dir) = st.worker.stream_dir(id).filter(|_| job.state != JobState::Done) {
@@ -657,18 +664,19 @@ fn spawn_status_ticker(player: Weak<Player>, channel: Channel<PlayerStatus>) {
     });
 }
 
-/// Close song `id` (stops playback) when it is the one last opened: a page
-/// that leaves song A for song B sends "close A" and "open B", which may run
-/// in either order, and B stays open.
+/// Close the song opened with `token` (stops playback) when that open is
+/// the last one: a page that leaves song A for song B (or for A again)
+/// sends "close" and "open", which may run in either order, and the new
+/// open stays.
 #[tauri::command]
 #[specta::specta]
-pub async fn close_song(app: tauri::AppHandle, id: JobId) {
+pub async fn close_song(app: tauri::AppHandle, token: u32) {
     // Off the main thread: stopping the player joins its threads. (The
     // state comes from the handle: an async command borrowing `State`
     // would have to return a `Result`.)
     use tauri::Manager;
     let st = app.state::<Arc<AppState>>().inner().clone();
-    let _ = tauri::async_runtime::spawn_blocking(move || drop(st.song.close(u64::from(id)))).await;
+    let _ = tauri::async_runtime::spawn_blocking(move || drop(st.song.close(u64::from(token)))).await;
 }
 
 /// Peaks of every lane between frames `start` and `end`, in `columns`

@@ -106,7 +106,7 @@ export interface Backend {
    * `onStatus` hears the player ~30 times a second while it plays.
    */
   openSong(id: number, onStatus: (status: PlayerStatus) => void): Promise<SongView>;
-  /** Closes song `id` when it is the one last opened (a close of a song already left does nothing). */
+  /** Closes song `id`'s last open, unless another open came since (the backend may handle the two in either order). */
   closeSong(id: number): Promise<void>;
   /**
    * The open song was still separating (`SongView.streaming`) and its job is

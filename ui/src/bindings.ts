@@ -120,14 +120,17 @@ export const commands = {
 	 *  Open a finished song: compute (or read cached) peaks and open the player
 	 *  on the default output. Status updates flow to `channel` ~30 times a
 	 *  second while the song is open. Closes the previously open song.
+	 *  `token` names this open (a number the page chooses, new for each open):
+	 *  [`close_song`] with it closes this open and no later one.
 	 */
-	openSong: (id: number, channel: Channel<PlayerStatus>) => typedError<SongView, AppError>(__TAURI_INVOKE("open_song", { id, channel })),
+	openSong: (id: number, token: number, channel: Channel<PlayerStatus>) => typedError<SongView, AppError>(__TAURI_INVOKE("open_song", { id, token, channel })),
 	/**
-	 *  Close song `id` (stops playback) when it is the one last opened: a page
-	 *  that leaves song A for song B sends "close A" and "open B", which may run
-	 *  in either order, and B stays open.
+	 *  Close the song opened with `token` (stops playback) when that open is
+	 *  the last one: a page that leaves song A for song B (or for A again)
+	 *  sends "close" and "open", which may run in either order, and the new
+	 *  open stays.
 	 */
-	closeSong: (id: number) => __TAURI_INVOKE<void>("close_song", { id }),
+	closeSong: (token: number) => __TAURI_INVOKE<void>("close_song", { token }),
 	/**
 	 *  Peaks of every lane between frames `start` and `end`, in `columns`
 	 *  columns (at most 8192), and how much of them is known yet.

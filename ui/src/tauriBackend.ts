@@ -13,6 +13,10 @@ import {
   type QueueEvent,
 } from "./bindings";
 
+/** The token of each song's last open (see `openSong`); the first is random, so a reloaded page does not reuse one. */
+const openTokens = new Map<number, number>();
+let nextOpenToken = Math.floor(Math.random() * 2 ** 31);
+
 type Outcome<T> = { status: "ok"; data: T } | { status: "error"; error: AppError };
 
 async function unwrap<T>(outcome: Promise<Outcome<T>>): Promise<T> {
@@ -63,9 +67,19 @@ export const tauriBackend: Backend = {
   startServer: (port) => unwrap(commands.startServer(port)),
   stopServer: () => unwrap(commands.stopServer()),
 
-  openSong: (id, onStatus) => unwrap(commands.openSong(id, new Channel<PlayerStatus>(onStatus))),
+  openSong: (id, onStatus) => {
+    // Each open has its own token, and a close names the last open of its
+    // song when it is called: a close the backend handles after the next
+    // open (of any song, this one again included) leaves that one open.
+    const token = (nextOpenToken = (nextOpenToken + 1) >>> 0);
+    openTokens.set(id, token);
+    return unwrap(commands.openSong(id, token, new Channel<PlayerStatus>(onStatus)));
+  },
   closeSong: async (id) => {
-    await commands.closeSong(id);
+    const token = openTokens.get(id);
+    if (token === undefined) return;
+    openTokens.delete(id);
+    await commands.closeSong(token);
   },
   songStreamDone: (id) => unwrap(commands.songStreamDone(id)),
   songPeaks: (id, start, end, columns) => unwrap(commands.songPeaks(id, start, end, columns)),

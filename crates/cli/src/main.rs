@@ -391,17 +391,22 @@ fn main() -> ExitCode {
 
 /// The command line with `separate` put in first when it names no command,
 /// so `stemroom song.mp3 -n htdemucs --mp3` runs as `demucs song.mp3 -n
-/// htdemucs --mp3` does. A first argument that is a command's name, or
-/// `-h`/`--help`/`-V`/`--version`, is left alone (a file called `models`
-/// is `./models`).
+/// htdemucs --mp3` does: when the first argument is an option (other than
+/// `-h`/`--help`/`-V`/`--version`), an existing file, or reads as a file
+/// name or link (it has a `/`, `.` or `:`). A command's name is left alone
+/// (a file called `models` is `./models`), and so is any other word, so a
+/// mistyped command (`stemroom model`) gets clap's "did you mean".
 fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     use clap::CommandFactory;
     let Some(first) = args.get(1) else { return args };
-    let named = first.to_str().is_some_and(|first| {
-        matches!(first, "help" | "-h" | "--help" | "-V" | "--version")
-            || Cli::command().get_subcommands().any(|c| c.get_name() == first)
-    });
-    if !named {
+    let separate = match first.to_str() {
+        // Not UTF-8: a file name, never a command.
+        None => true,
+        Some("help" | "-h" | "--help" | "-V" | "--version") => false,
+        Some(word) if Cli::command().get_subcommands().any(|c| c.get_name() == word) => false,
+        Some(word) => word.starts_with('-') || word.contains(['/', '.', ':']) || Path::new(word).exists(),
+    };
+    if separate {
         args.insert(1, "separate".into());
     }
     args

@@ -388,6 +388,16 @@ fn assert_fails(args: &[&str], code: i32, needle: &str) {
     assert!(!err.contains("panicked"), "no panics: {err}");
 }
 
+/// No command named: a file, a link or an option means `separate` (as
+/// `demucs FILE` is called); another word is a mistyped command.
+#[test]
+fn without_a_command_files_are_separated_and_a_typo_is_named() {
+    assert_fails(&["no-such-song.flac"], 3, "input file not found");
+    assert_fails(&["--shifts", "0", "no-such-song.flac"], 3, "input file not found");
+    assert_fails(&["model"], 2, "unrecognized subcommand 'model'");
+    assert!(run(&["models"]).status.success(), "a command's name stays a command");
+}
+
 #[test]
 fn bad_inputs_get_their_own_clear_errors_and_leave_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");

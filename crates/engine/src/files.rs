@@ -142,8 +142,14 @@ pub fn publish_new(pairs: &[(PathBuf, PathBuf)]) -> std::io::Result<()> {
         }
     }
     if let Some(e) = failure {
-        for (dest, _) in &placed {
-            let _ = std::fs::remove_file(dest);
+        // Links go; a file renamed in (no links here) goes back to its
+        // temporary name, which the caller still holds.
+        for ((tmp, _), (dest, linked)) in pairs.iter().zip(&placed) {
+            if *linked {
+                let _ = std::fs::remove_file(dest);
+            } else {
+                let _ = std::fs::rename(dest, tmp);
+            }
         }
         return Err(e);
     }
@@ -178,11 +184,54 @@ pub fn process_alive(pid: i32) -> bool {
     r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
-/// Whether another open file holds a lock on `path` (a run guarding it
-/// with [`Leftovers`], in whatever PID namespace). Files that cannot be
-/// opened or locked count as unlocked.
-fn locked(path: &Path) -> bool {
-    std::fs::File::open(path).is_ok_and(|f| matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)))
+/// Remove `path` unless a run holds it locked ([`Leftovers`], in whatever
+/// PID namespace). The check is a shared lock (it works on a file opened
+/// read-only, also where `flock` is emulated with `fcntl`, as on NFS), held
+/// while the file is removed, so an owner that locks it meanwhile finds it
+/// gone and makes it again. A file that cannot be locked (a file system
+/// without locks) is removed: its process id said it is stale.
+fn remove_unless_locked(path: &Path) -> bool {
+    let guard = match std::fs::File::open(path) {
+        Ok(f) => match f.try_lock_shared() {
+            Ok(()) => Some(f),
+            Err(std::fs::TryLockError::WouldBlock) => return false,
+            Err(std::fs::TryLockError::Error(_)) => None,
+        },
+        Err(_) => None,
+    };
+    let removed = std::fs::remove_file(path).is_ok();
+    drop(guard);
+    removed
+}
+
+/// Open (creating it if missing) and lock `path` exclusively for
+/// [`Leftovers`]: the lock is taken on the file that has the name once
+/// locked (a cleanup that removed it in between, holding its own lock,
+/// leaves another inode behind the name, or none: then again, a few
+/// times). `None` when it cannot be locked (no locks on this file system;
+/// best effort).
+fn open_locked(path: &Path) -> Option<std::fs::File> {
+    use std::os::unix::fs::MetadataExt;
+    for _ in 0..20 {
+        let f = std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path).ok()?;
+        match f.try_lock() {
+            Ok(()) => {}
+            // A cleanup checking it this instant.
+            Err(std::fs::TryLockError::WouldBlock) => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                continue;
+            }
+            Err(std::fs::TryLockError::Error(_)) => return None,
+        }
+        let same = match (f.metadata(), std::fs::metadata(path)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        };
+        if same {
+            return Some(f);
+        }
+    }
+    None
 }
 
 /// The process id in a temporary output's name (`.<name>.<pid>-<n>.part`,
@@ -247,7 +296,7 @@ pub fn remove_stale_parts(dir: &Path) -> usize {
             continue;
         }
         let Some(pid) = name.to_str().and_then(part_owner) else { continue };
-        if is_file && pid != me && !process_alive(pid) && !locked(&e.path()) && std::fs::remove_file(e.path()).is_ok() {
+        if is_file && pid != me && !process_alive(pid) && remove_unless_locked(&e.path()) {
             tracing::info!("removed {} left by process {pid}", e.path().display());
             removed += 1;
         }
@@ -281,11 +330,8 @@ impl Leftovers {
     /// missing and locked while guarded (best effort: a file system without
     /// locks is not an error).
     pub fn file(&mut self, path: PathBuf) {
-        let opened = std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(&path);
-        if let Ok(f) = opened {
-            if f.try_lock().is_ok() {
-                self.locks.push(f);
-            }
+        if let Some(f) = open_locked(&path) {
+            self.locks.push(f);
         }
         self.files.push(path);
     }

@@ -199,6 +199,7 @@ fn run() -> Result<(), String> {
         "playedSeconds": played_for,
         "framesPlayed": after.frames_played - before.frames_played,
         "underrunFrames": after.underrun_frames - before.underrun_frames,
+        "readingFrames": after.reading_frames - before.reading_frames,
         "callbacks": after.callbacks - before.callbacks,
         "deviceGlitches": after.device_glitches - before.device_glitches,
         "reopens": after.reopens - before.reopens,

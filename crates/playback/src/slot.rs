@@ -6,9 +6,10 @@
 //! result only if no other request came after it, checked and stored under
 //! the same lock as a close clears the slot.
 //!
-//! A close names the song it closes (its key): a front end that leaves song
-//! A for song B sends "close A" and "open B", and the two may be handled in
-//! either order. "Close A" after "open B" began must not stop B.
+//! A close names the open it closes (its key, chosen by the front end for
+//! each open): a front end that leaves song A for song B (or for A again)
+//! sends "close" and "open", and the two may be handled in either order. A
+//! close handled after the next open began must not stop it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -50,7 +51,7 @@ impl<T> OpenSlot<T> {
         self.current.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Start opening the song `key` (a job id): overtakes any open in
+    /// Start an open named `key` (new for each open): overtakes any open in
     /// progress, waits for it to finish, then closes the current song
     /// (returned, to drop outside any lock) so its device is free before
     /// the new one opens it.
@@ -79,10 +80,10 @@ impl<T> OpenSlot<T> {
         Ok(())
     }
 
-    /// Close the song `key`: when it is the one last asked to open,
-    /// overtakes its open in progress and takes it (to drop outside the
-    /// lock). A close of any other song does nothing: a later open of
-    /// another song already closed it, or will.
+    /// Close the open named `key`: when it is the last one asked for,
+    /// overtakes it if in progress and takes the song (to drop outside the
+    /// lock). A close of any earlier open does nothing: a later open
+    /// already closed it, or will.
     pub fn close(&self, key: u64) -> Option<T> {
         let mut current = self.lock();
         if self.latest.load(Ordering::SeqCst) != key {

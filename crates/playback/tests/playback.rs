@@ -1132,8 +1132,14 @@ mod player {
             // The new stream was running before the switch: no silence
             // while the sound server starts it (the counters are the new
             // player's).
+            // (The new player starts after a seek: silence before its first
+            // audio is counted apart from underruns, and counts here too.)
             let (frames, under) = (r["framesPlayed"].as_u64().unwrap_or(0), r["underrunFrames"].as_u64().unwrap_or(0));
-            ensure!(under * 50 < frames, "the new player ran dry for {under} of {frames} frames: {r}");
+            let reading = r["readingFrames"].as_u64().unwrap_or(u64::MAX / 100);
+            ensure!(
+                (under + reading) * 50 < frames,
+                "the new player ran dry for {under} + {reading} of {frames} frames: {r}"
+            );
             // It plays on at 48 kHz in real time: song time follows wall time.
             let after: Vec<(f64, f64)> = samples
                 .iter()

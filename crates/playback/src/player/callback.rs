@@ -202,8 +202,9 @@ impl Callback {
                     }
                     Err(_) => {
                         let reading_anew = self.heard != generation && switch_from == u32::MAX;
-                        if playing && !self.waiting && !reading_anew {
-                            sh.underrun_frames.fetch_add((frames - done) as u64, Ordering::Relaxed);
+                        if playing && !self.waiting {
+                            let counter = if reading_anew { &sh.reading_frames } else { &sh.underrun_frames };
+                            counter.fetch_add((frames - done) as u64, Ordering::Relaxed);
                         }
                         // Silence from here: what comes next fades in (no
                         // click where a starved reader catches up), and a

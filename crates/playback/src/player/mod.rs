@@ -185,8 +185,13 @@ pub struct CallbackStats {
     /// Device frames filled with silence for lack of decoded audio while
     /// playing (read-ahead ran dry). The wait for the first audio after a
     /// seek, a loop change or the player's start is not counted: no audio
-    /// was cut there.
+    /// was cut there (see `reading_frames`).
     pub underrun_frames: u64,
+    /// Device frames of silence while playing after a seek, a loop change
+    /// or the start, before the audio of the new place came: how long play
+    /// waited for the reader (a player taking over from another should
+    /// keep this near zero).
+    pub reading_frames: u64,
     /// Chunks of [`CHUNK_FRAMES`] device frames decoded ahead of the
     /// playhead after the last callback, of at most [`CHUNKS`]: whether
     /// the reader keeps up (a paused player's fills up).
@@ -306,7 +311,7 @@ impl Player {
     /// gapless: up to the device's latency (tens of ms) is missed. Drop
     /// this player afterwards.
     ///
-    /// While this one plays, the switch waits until the new stream runs
+    /// The switch waits until the new stream runs
     /// (it still calls back [`TAKE_OVER_SETTLE`] after its first callback;
     /// at most [`TAKE_OVER_LIMIT`], then it switches anyway and the output
     /// thread watches the new stream as any other): a sound server may
@@ -325,8 +330,8 @@ impl Player {
     }
 
     /// The first half of [`Player::reopen`]: the new player on `files`,
-    /// opened paused and, while this one plays, waited for until its stream
-    /// runs (up to [`TAKE_OVER_LIMIT`]). Nothing of this player's state is
+    /// opened paused and waited for until its stream runs (up to
+    /// [`TAKE_OVER_LIMIT`]). Nothing of this player's state is
     /// taken yet: commands given to this one meanwhile (pause, seek, loop)
     /// are carried over by [`Player::hand_over`], which a front end calls
     /// with its commands held (under the lock they take), so none is lost.
@@ -335,9 +340,9 @@ impl Player {
     /// As [`Player::open`]; this player then plays on.
     pub fn prepare_reopen(&self, files: &[PathBuf], controls: &MixControls) -> Result<Player, PlayerError> {
         let next = Player::open(files, controls)?;
-        if self.shared.playing.load(Ordering::Acquire) {
-            next.wait_until_running();
-        }
+        // Even when paused now: play may be pressed before the hand-over,
+        // which then waits for nothing but the read-ahead.
+        next.wait_until_running();
         Ok(next)
     }
 
@@ -536,6 +541,7 @@ impl Player {
             callbacks: s.callbacks.load(Ordering::Acquire),
             frames_played: s.frames_played.load(Ordering::Acquire),
             underrun_frames: s.underrun_frames.load(Ordering::Acquire),
+            reading_frames: s.reading_frames.load(Ordering::Acquire),
             read_ahead_chunks: s.read_ahead.load(Ordering::Acquire),
             device_glitches: s.device_glitches.load(Ordering::Acquire),
             reopens: s.reopens.load(Ordering::Acquire),
@@ -629,6 +635,7 @@ fn start_engine(
         callbacks: AtomicU64::new(0),
         frames_played: AtomicU64::new(0),
         underrun_frames: AtomicU64::new(0),
+        reading_frames: AtomicU64::new(0),
         read_ahead: AtomicU64::new(0),
         device_glitches: AtomicU64::new(0),
         device_errors: AtomicU64::new(0),
@@ -851,6 +858,7 @@ mod tests {
         sh.play();
         let out = left(&render(&mut cb, 4096));
         assert_eq!(sh.underrun_frames.load(Ordering::Acquire), 0, "play started on audio");
+        assert_eq!(sh.reading_frames.load(Ordering::Acquire), 0, "play started on audio, not on the reader");
         for (i, v) in out.iter().enumerate().skip(FADE) {
             assert!(close(*v, (300_000 + i) as f32 / 1e6 + 0.25), "frame {i} after play: {v}");
         }
@@ -1287,6 +1295,7 @@ mod tests {
         cb.render(&mut buf);
         assert!(buf.iter().all(|&v| v == 0.0));
         assert_eq!(sh.underrun_frames.load(Ordering::Acquire), 0, "waiting for the first chunk");
+        assert_eq!(sh.reading_frames.load(Ordering::Acquire), 512);
         let mut buf = vec![0.0f32; 2 * (CHUNK_FRAMES + 512)];
         assert!(full.push(chunk(0)).is_ok());
         cb.render(&mut buf);
@@ -1318,11 +1327,13 @@ mod tests {
         // A seek: until the new place's first chunk, the ring is empty
         // without an underrun; once it has played, running dry is one.
         let counted = sh.underrun_frames.load(Ordering::Acquire);
+        let reading = sh.reading_frames.load(Ordering::Acquire);
         sh.seek(0);
         let generation = sh.generation.load(Ordering::Acquire);
         let mut buf = vec![0.0f32; 2 * CHUNK_FRAMES];
         cb.render(&mut buf);
         assert_eq!(sh.underrun_frames.load(Ordering::Acquire), counted, "the seek's wait is no underrun");
+        assert_eq!(sh.reading_frames.load(Ordering::Acquire), reading + CHUNK_FRAMES as u64, "but counted as a wait");
         let mut c = chunk(0);
         c.generation = generation;
         assert!(full.push(c).is_ok());

@@ -80,6 +80,9 @@ pub(super) struct Shared {
     pub(super) callbacks: AtomicU64,
     pub(super) frames_played: AtomicU64,
     pub(super) underrun_frames: AtomicU64,
+    /// Silent device frames while playing after a seek, a loop change or
+    /// the start, before the new place's first audio (not underruns).
+    pub(super) reading_frames: AtomicU64,
     /// Chunks read ahead, as the callback left them at its end.
     pub(super) read_ahead: AtomicU64,
     /// Non-fatal errors the device reported (underruns, transient failures).

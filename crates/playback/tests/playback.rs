@@ -449,6 +449,10 @@ fn zip_export_holds_every_stem_in_a_song_folder() {
     );
     let test = Command::new("unzip").arg("-tq").arg(&files[0]).status().expect("unzip");
     assert!(test.success(), "zip integrity");
+    // Dated when made, not the zip format's 1980-01-01 (what unzip shows).
+    let mut archive = zip::ZipArchive::new(std::fs::File::open(&files[0]).expect("open")).expect("zip");
+    let year = archive.by_index(0).expect("entry").last_modified().map_or(0, |t| t.year());
+    assert!(year >= 2025, "entry dated {year}");
     let left: Vec<_> = std::fs::read_dir(&out).expect("ls").flatten().map(|e| e.file_name()).collect();
     assert_eq!(left.len(), 1, "only the zip remains: {left:?}");
 }

@@ -391,11 +391,12 @@ fn main() -> ExitCode {
 
 /// The command line with `separate` put in first when it names no command,
 /// so `stemroom song.mp3 -n htdemucs --mp3` runs as `demucs song.mp3 -n
-/// htdemucs --mp3` does: when the first argument is an option (other than
-/// `-h`/`--help`/`-V`/`--version`), an existing file, or reads as a file
-/// name or link (it has a `/`, `.` or `:`). A command's name is left alone
-/// (a file called `models` is `./models`), and so is any other word, so a
-/// mistyped command (`stemroom model`) gets clap's "did you mean".
+/// htdemucs --mp3` does. A command's name is left alone (a file called
+/// `models` is `./models`), as are `-h`/`--help`/`-V`/`--version`, and a
+/// word that is not a file but close to a command's name (Jaro-Winkler
+/// similarity above 0.8, clap's own rule for "did you mean"), so a mistyped
+/// command (`stemroom model`) gets clap's error; anything else is a file or
+/// link to separate (a missing one then fails as "input file not found").
 fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     use clap::CommandFactory;
     let Some(first) = args.get(1) else { return args };
@@ -404,7 +405,12 @@ fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsSt
         None => true,
         Some("help" | "-h" | "--help" | "-V" | "--version") => false,
         Some(word) if Cli::command().get_subcommands().any(|c| c.get_name() == word) => false,
-        Some(word) => word.starts_with('-') || word.contains(['/', '.', ':']) || Path::new(word).exists(),
+        Some(word) => {
+            word.starts_with('-')
+                || word.contains(['/', '.', ':'])
+                || Path::new(word).exists()
+                || !Cli::command().get_subcommands().any(|c| strsim::jaro_winkler(word, c.get_name()) > 0.8)
+        }
     };
     if separate {
         args.insert(1, "separate".into());

@@ -395,6 +395,7 @@ fn without_a_command_files_are_separated_and_a_typo_is_named() {
     assert_fails(&["no-such-song.flac"], 3, "input file not found");
     assert_fails(&["--shifts", "0", "no-such-song.flac"], 3, "input file not found");
     assert_fails(&["model"], 2, "unrecognized subcommand 'model'");
+    assert_fails(&["mysong"], 3, "input file not found");
     assert!(run(&["models"]).status.success(), "a command's name stays a command");
 }
 

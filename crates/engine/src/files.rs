@@ -207,12 +207,15 @@ fn remove_unless_locked(path: &Path) -> bool {
 /// Open (creating it if missing) and lock `path` exclusively for
 /// [`Leftovers`]: the lock is taken on the file that has the name once
 /// locked (a cleanup that removed it in between, holding its own lock,
-/// leaves another inode behind the name, or none: then again, a few
-/// times). `None` when it cannot be locked (no locks on this file system;
-/// best effort).
+/// leaves another inode behind the name, or none: then again, for up to
+/// two seconds). `None` when it cannot be locked (no locks on this file
+/// system; best effort).
 fn open_locked(path: &Path) -> Option<std::fs::File> {
     use std::os::unix::fs::MetadataExt;
-    for _ in 0..20 {
+    // A cleanup holds its lock only while it removes one file; two seconds
+    // cover a slow network file system.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while std::time::Instant::now() < deadline {
         let f = std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path).ok()?;
         match f.try_lock() {
             Ok(()) => {}

@@ -99,13 +99,14 @@ pub fn fetch_with(
     // The work folder names its package: one left by a fetch that was
     // killed (with a model's worth of bytes in it) is removed by the next
     // fetch of the package, which holds the lock no other fetch of it can.
-    // (The lock above is the download folder's; processes with other
-    // download folders may share this model folder: its own lock too, on
-    // the folder itself, which leaves no file in it.)
-    let _here = lock_folder(dest_dir, cancelled)?;
+    // The work folder names its package and is locked (`flock` on the
+    // folder) while this fetch uses it: one left by a fetch that was killed
+    // (with a model's worth of bytes in it) is removed by the next fetch of
+    // the package, and one in use (a process with another download folder
+    // sharing this model folder) is not.
     let prefix = format!(".fetch-{}-", tarball.file_name);
     remove_stale_work(dest_dir, &prefix);
-    let work = tempfile::Builder::new().prefix(&prefix).tempdir_in(dest_dir).map_err(io_at(dest_dir))?;
+    let (work, _in_use) = locked_work_dir(dest_dir, &prefix)?;
     let part = work.path().join(format!("{}.part", info.file));
 
     let mut users_model = None;
@@ -154,31 +155,45 @@ pub fn fetch_with(
     Ok(InstalledModel { id: info.id.clone(), path: dest, verified: true })
 }
 
-/// An exclusive `flock` on the folder `dir` itself, waited for (checking
-/// `cancelled` every [`download::LOCK_POLL`]); `None` where the file system
-/// cannot lock a folder (best effort: the download's own lock still
-/// holds).
+/// A new work folder in `dir` named `<prefix>XXXXXX`, with an exclusive
+/// `flock` on it (`None` where the file system cannot lock a folder). The
+/// lock is taken on the folder that has the name once locked (a sweep that
+/// removed it in between leaves none: then another).
 ///
 /// # Errors
-/// [`ModelError::Cancelled`]; [`ModelError::Io`] when `dir` cannot be opened.
-fn lock_folder(dir: &Path, cancelled: &dyn Fn() -> bool) -> Result<Option<File>, ModelError> {
-    let folder = File::open(dir).map_err(io_at(dir))?;
+/// [`ModelError::Io`] when no folder can be made.
+fn locked_work_dir(dir: &Path, prefix: &str) -> Result<(tempfile::TempDir, Option<File>), ModelError> {
+    use std::os::unix::fs::MetadataExt;
     loop {
+        let work = tempfile::Builder::new().prefix(prefix).tempdir_in(dir).map_err(io_at(dir))?;
+        let Ok(folder) = File::open(work.path()) else { continue };
         match folder.try_lock() {
-            Ok(()) => return Ok(Some(folder)),
-            Err(std::fs::TryLockError::WouldBlock) if cancelled() => return Err(ModelError::Cancelled),
-            Err(std::fs::TryLockError::WouldBlock) => std::thread::sleep(download::LOCK_POLL),
-            Err(std::fs::TryLockError::Error(_)) => return Ok(None),
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => continue,
+            Err(std::fs::TryLockError::Error(_)) => return Ok((work, None)),
+        }
+        let same = match (folder.metadata(), std::fs::metadata(work.path())) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        };
+        if same {
+            return Ok((work, Some(folder)));
         }
     }
 }
 
-/// Remove the folders in `dir` whose names start with `prefix`: work
-/// folders of earlier fetches of the package whose lock the caller holds.
+/// Remove the folders in `dir` whose names start with `prefix` and that no
+/// fetch holds locked ([`locked_work_dir`]): work folders of fetches of
+/// this package that were killed. Removed while locked here; a folder that
+/// cannot be locked (no locks on this file system) is left.
 fn remove_stale_work(dir: &Path, prefix: &str) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for e in entries.flatten() {
-        if e.file_name().to_string_lossy().starts_with(prefix) && std::fs::remove_dir_all(e.path()).is_ok() {
+        if !e.file_name().to_string_lossy().starts_with(prefix) {
+            continue;
+        }
+        let Ok(folder) = File::open(e.path()) else { continue };
+        if folder.try_lock().is_ok() && std::fs::remove_dir_all(e.path()).is_ok() {
             tracing::info!("removed {}, left by a fetch that stopped", e.path().display());
         }
     }
@@ -468,10 +483,18 @@ mod tests {
         std::fs::write(left.join("model.onnx.part"), &model[..1000]).unwrap();
         let other = dest.join(".fetch-other-2.0.0.tgz-XyZ789");
         std::fs::create_dir_all(&other).unwrap();
+        // A fetch of the same package running in a process with another
+        // download folder: its folder is locked, and stays.
+        let live = dest.join(".fetch-fake-1.0.0.tgz-Live01");
+        std::fs::create_dir_all(&live).unwrap();
+        let held = File::open(&live).unwrap();
+        held.try_lock().unwrap();
         let opts = FetchOptions { download_dir: tmp.path().join("dl"), from: None };
         fetch_with(&info, &dest, &opts, &mut |_| {}, &|| false).expect("fetched");
         assert!(!left.exists(), "the killed fetch's folder is gone");
         assert!(other.exists(), "another package's fetch (maybe running) is left alone");
+        assert!(live.exists(), "a fetch in use is left alone");
+        drop(held);
     }
 
     /// Cancelling stops the download; the part stays and the next call

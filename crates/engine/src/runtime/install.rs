@@ -364,12 +364,20 @@ fn sweep_stale(opts: &InstallOptions) {
     let mut trash = Vec::new();
     {
         let Ok(_lock) = crate::download::FileLock::take(&opts.download_dir.join(".install.lock")) else { return };
-        let old = parent.join(format!(".{name}.old"));
-        if old.is_dir() && !opts.dest.exists() {
-            // Killed between its two renames: the set-aside install is the
-            // only complete one. Back under its name.
-            if fs::rename(&old, &opts.dest).is_ok() {
-                tracing::info!("put {} back: an install that stopped had set it aside", opts.dest.display());
+        if !opts.dest.exists() {
+            // Killed between its two renames: the new install (complete
+            // once built) or else the one it set aside goes under the name,
+            // each only if whole (a half-removed `.old` of a run killed at
+            // its very end is not, nor is anything once the person removed
+            // the install on purpose and its leftovers are partial).
+            let whole = [format!(".{name}.installing"), format!(".{name}.old")]
+                .into_iter()
+                .map(|n| parent.join(n))
+                .find(|p| is_installed(p, &opts.wheels));
+            if let Some(whole) = whole {
+                if fs::rename(&whole, &opts.dest).is_ok() {
+                    tracing::info!("put {} back from {}", opts.dest.display(), whole.display());
+                }
             }
         }
         // Out of the way under the lock (renames are instant), removed
@@ -772,13 +780,18 @@ mod tests {
         assert_eq!(left.len(), 2, "the install and the downloads' folder only: {left:?}");
 
         // Killed between setting the old install aside and renaming the new
-        // one in: the old one is the only complete install, and comes back.
+        // one in: the complete install set aside comes back; a partial one
+        // (half removed) does not, it goes.
         std::fs::remove_dir_all(&s.opts.dest).unwrap();
-        std::fs::create_dir_all(&old).unwrap();
-        std::fs::write(old.join("libonnxruntime.so.1.31.1"), b"whole").unwrap();
+        run(&s.opts).0.expect("a real install");
+        std::fs::rename(&s.opts.dest, &old).unwrap();
         let _ = plan(&s.opts);
-        assert_eq!(std::fs::read(s.opts.dest.join("libonnxruntime.so.1.31.1")).unwrap(), b"whole");
+        assert!(is_installed(&s.opts.dest, &s.opts.wheels), "back in place, whole");
         assert!(!old.exists());
+        std::fs::rename(&s.opts.dest, &old).unwrap();
+        std::fs::remove_file(old.join("libcudart.so.13")).unwrap();
+        let _ = plan(&s.opts);
+        assert!(!s.opts.dest.exists() && !old.exists(), "a partial install is not put back");
     }
 
     /// A second install while one runs waits for it (not "busy"), and when

@@ -88,11 +88,7 @@ pub fn publish(pairs: &[(PathBuf, PathBuf)]) -> std::io::Result<()> {
     for (_, backup) in &set_aside {
         let _ = std::fs::remove_file(backup);
     }
-    let mut folders: Vec<&Path> = pairs.iter().filter_map(|(_, dest)| dest.parent()).collect();
-    folders.dedup();
-    for folder in folders {
-        sync_dir(folder);
-    }
+    sync_destinations(pairs);
     Ok(())
 }
 
@@ -158,12 +154,17 @@ pub fn publish_new(pairs: &[(PathBuf, PathBuf)]) -> std::io::Result<()> {
             let _ = std::fs::remove_file(tmp);
         }
     }
+    sync_destinations(pairs);
+    Ok(())
+}
+
+/// [`sync_dir`] for each folder the pairs' final paths are in.
+fn sync_destinations(pairs: &[(PathBuf, PathBuf)]) {
     let mut folders: Vec<&Path> = pairs.iter().filter_map(|(_, dest)| dest.parent()).collect();
     folders.dedup();
     for folder in folders {
         sync_dir(folder);
     }
-    Ok(())
 }
 
 /// Make the renames and creations in folder `dir` durable (fsync of the

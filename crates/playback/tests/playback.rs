@@ -1086,15 +1086,16 @@ mod player {
             })
             .collect();
 
-        in_real_time("finished files at another rate", || {
+        // `play_stems` on the stream with `args`, the job done (its files
+        // handed over) once the mark is written.
+        let play_until_done = |args: &[&str]| -> Result<Report, String> {
             let done_mark = dir.path().join("done");
             let _ = std::fs::remove_file(&done_mark);
             let played = sink
                 .command(&stemroom_testkit::example_bin("play_stems"))
                 .arg("--stream")
                 .arg(&ckpt)
-                .args(["--seconds", "3", "--mark-after", "1.5"])
-                // (The job is done once 1.5 s have played.)
+                .args(args)
                 .arg("--mark-file")
                 .arg(&done_mark)
                 .arg("--complete-when")
@@ -1103,7 +1104,11 @@ mod player {
                 .output()
                 .expect("play_stems");
             ensure!(played.status.success(), "play_stems failed: {}", String::from_utf8_lossy(&played.stderr));
-            let r = Report::parse(&played.stdout);
+            Ok(Report::parse(&played.stdout))
+        };
+        in_real_time("finished files at another rate", || {
+            // (The job is done once 1.5 s have played.)
+            let r = play_until_done(&["--seconds", "3", "--mark-after", "1.5"])?;
             ensure!(r["completed"]["error"].is_null(), "the finished files took over: {r}");
             let reopened = &r["completed"]["reopened"];
             ensure!(reopened["from"]["sampleRate"] == 44_100, "from the stream's rate: {r}");
@@ -1166,22 +1171,7 @@ mod player {
         // window's commands go to the old one until the hand-over) is
         // carried over: the new one stays paused where the old one stopped.
         in_real_time("a pause while the files' player starts", || {
-            let done_mark = dir.path().join("done");
-            let _ = std::fs::remove_file(&done_mark);
-            let played = sink
-                .command(&stemroom_testkit::example_bin("play_stems"))
-                .arg("--stream")
-                .arg(&ckpt)
-                .args(["--seconds", "2.5", "--mark-after", "1", "--pause-while-reopening"])
-                .arg("--mark-file")
-                .arg(&done_mark)
-                .arg("--complete-when")
-                .arg(&done_mark)
-                .args(&finals)
-                .output()
-                .expect("play_stems");
-            ensure!(played.status.success(), "play_stems failed: {}", String::from_utf8_lossy(&played.stderr));
-            let r = Report::parse(&played.stdout);
+            let r = play_until_done(&["--seconds", "2.5", "--mark-after", "1", "--pause-while-reopening"])?;
             let reopened = &r["completed"]["reopened"];
             ensure!(reopened["to"]["sampleRate"] == 48_000, "the files' player took over: {r}");
             ensure!(reopened["to"]["playing"] == false && r["status"]["playing"] == false, "still paused: {r}");

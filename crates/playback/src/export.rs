@@ -455,7 +455,10 @@ fn emit(
 /// then the process id, a dash and random characters.
 const SCRATCH_PREFIX: &str = ".stemroom-export-";
 
-/// Remove the zip scratch folders in `dir` whose process is gone.
+/// Remove the zip scratch folders in `dir` whose process is gone and that
+/// no export holds locked (an export in another PID namespace sharing the
+/// folder, where the id in the name means nothing); removed while locked
+/// here.
 fn remove_stale_scratch(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for e in entries.flatten() {
@@ -466,12 +469,17 @@ fn remove_stale_scratch(dir: &Path) {
             .and_then(|rest| rest.split_once('-'))
             .and_then(|(pid, _)| pid.parse::<i32>().ok());
         let Some(pid) = pid.filter(|&p| p > 0) else { continue };
-        if e.file_type().is_ok_and(|t| t.is_dir())
-            && !stemroom_engine::files::process_alive(pid)
-            && std::fs::remove_dir_all(e.path()).is_ok()
-        {
+        if !e.file_type().is_ok_and(|t| t.is_dir()) || stemroom_engine::files::process_alive(pid) {
+            continue;
+        }
+        let lock = std::fs::File::open(e.path()).map(|f| f.try_lock().map(|()| f));
+        if matches!(lock, Ok(Err(std::fs::TryLockError::WouldBlock))) {
+            continue;
+        }
+        if std::fs::remove_dir_all(e.path()).is_ok() {
             tracing::info!("removed {} left by process {pid}", e.path().display());
         }
+        drop(lock);
     }
 }
 
@@ -491,6 +499,8 @@ fn export_zip(req: &ExportRequest, listener: &dyn Listener) -> Result<PathBuf, E
         .prefix(&format!("{SCRATCH_PREFIX}{}-", std::process::id()))
         .tempdir_in(&req.dest_dir)
         .map_err(|source| Error::Output { path: req.dest_dir.clone(), source })?;
+    // Locked while in use (best effort: a file system without locks).
+    let _in_use = std::fs::File::open(scratch.path()).ok().filter(|f| f.try_lock().is_ok());
     let stems = ExportRequest {
         what: ExportWhat::Stems { stems: req.sources.iter().map(|s| s.stem.clone()).collect() },
         dest_dir: scratch.path().to_path_buf(),

@@ -419,6 +419,12 @@ fn zip_export_holds_every_stem_in_a_song_folder() {
     let stale = out.join(".stemroom-export-999999999-Ab3xYz");
     std::fs::create_dir_all(&stale).expect("mkdir");
     std::fs::write(stale.join("Falcon 69 - drums.wav"), b"half").expect("write");
+    // One of an export running in another PID namespace (its id means
+    // nothing here): locked, so it stays.
+    let live = out.join(".stemroom-export-999999998-Live01");
+    std::fs::create_dir_all(&live).expect("mkdir");
+    let held = std::fs::File::open(&live).expect("open");
+    held.try_lock().expect("lock");
     // And the zip's own part file from that run (999999999-0): removed too.
     let stale_part = out.join(".Falcon 69 - stems.zip.999999999-0.part");
     std::fs::write(&stale_part, b"half a zip").expect("write");
@@ -453,6 +459,9 @@ fn zip_export_holds_every_stem_in_a_song_folder() {
     let mut archive = zip::ZipArchive::new(std::fs::File::open(&files[0]).expect("open")).expect("zip");
     let year = archive.by_index(0).expect("entry").last_modified().map_or(0, |t| t.year());
     assert!(year >= 2025, "entry dated {year}");
+    assert!(live.exists(), "a locked scratch folder is a live export's");
+    drop(held);
+    std::fs::remove_dir(&live).expect("rmdir");
     let left: Vec<_> = std::fs::read_dir(&out).expect("ls").flatten().map(|e| e.file_name()).collect();
     assert_eq!(left.len(), 1, "only the zip remains: {left:?}");
 }

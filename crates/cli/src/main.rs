@@ -400,16 +400,18 @@ fn main() -> ExitCode {
 fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     use clap::CommandFactory;
     let Some(first) = args.get(1) else { return args };
+    let cli = Cli::command();
+    let commands: Vec<&str> = cli.get_subcommands().map(clap::Command::get_name).collect();
     let separate = match first.to_str() {
         // Not UTF-8: a file name, never a command.
         None => true,
         Some("help" | "-h" | "--help" | "-V" | "--version") => false,
-        Some(word) if Cli::command().get_subcommands().any(|c| c.get_name() == word) => false,
         Some(word) => {
-            word.starts_with('-')
-                || word.contains(['/', '.', ':'])
-                || Path::new(word).exists()
-                || !Cli::command().get_subcommands().any(|c| strsim::jaro_winkler(word, c.get_name()) > 0.8)
+            !commands.contains(&word)
+                && (word.starts_with('-')
+                    || word.contains(['/', '.', ':'])
+                    || Path::new(word).exists()
+                    || !commands.iter().any(|c| strsim::jaro_winkler(word, c) > 0.8))
         }
     };
     if separate {

@@ -212,7 +212,6 @@ fn remove_unless_locked(path: &Path) -> bool {
 /// two seconds). `None` when it cannot be locked (no locks on this file
 /// system; best effort).
 fn open_locked(path: &Path) -> Option<std::fs::File> {
-    use std::os::unix::fs::MetadataExt;
     // A cleanup holds its lock only while it removes one file; two seconds
     // cover a slow network file system.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
@@ -227,15 +226,45 @@ fn open_locked(path: &Path) -> Option<std::fs::File> {
             }
             Err(std::fs::TryLockError::Error(_)) => return None,
         }
-        let same = match (f.metadata(), std::fs::metadata(path)) {
-            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-            _ => false,
-        };
-        if same {
+        if holds_name(&f, path) {
             return Some(f);
         }
     }
     None
+}
+
+/// Whether the open file (or folder) `f` is the one named `path` now (same
+/// device and inode): a lock taken on it then guards that name.
+fn holds_name(f: &std::fs::File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (f.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// A new folder in `dir` named `<prefix>XXXXXX` (removed when the returned
+/// guard drops), with an exclusive `flock` on the folder itself while the
+/// returned file lives, so a sweep of stale folders of that prefix can tell
+/// it is in use (`None` where the file system cannot lock a folder). The
+/// lock is taken on the folder that has the name once locked (a sweep that
+/// removed it in between: then another).
+///
+/// # Errors
+/// The I/O error when no folder can be made.
+pub fn locked_tempdir(dir: &Path, prefix: &str) -> std::io::Result<(tempfile::TempDir, Option<std::fs::File>)> {
+    loop {
+        let made = tempfile::Builder::new().prefix(prefix).tempdir_in(dir)?;
+        let Ok(folder) = std::fs::File::open(made.path()) else { continue };
+        match folder.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => continue,
+            Err(std::fs::TryLockError::Error(_)) => return Ok((made, None)),
+        }
+        if holds_name(&folder, made.path()) {
+            return Ok((made, Some(folder)));
+        }
+    }
 }
 
 /// The process id in a temporary output's name (`.<name>.<pid>-<n>.part`,

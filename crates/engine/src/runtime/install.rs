@@ -356,11 +356,30 @@ pub fn fetch_wheels(
     Ok(files)
 }
 
+/// The folders beside an install folder `dest`: its parent, its name,
+/// `.<name>.installing` (the new one while [`replace_dir`] builds it) and
+/// `.<name>.old` (the one it replaces, set aside).
+struct Beside {
+    parent: PathBuf,
+    name: String,
+    building: PathBuf,
+    old: PathBuf,
+}
+
+impl Beside {
+    fn of(dest: &Path) -> Self {
+        let parent = dest.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let building = parent.join(format!(".{name}.installing"));
+        let old = parent.join(format!(".{name}.old"));
+        Beside { parent, name, building, old }
+    }
+}
+
 /// Remove the folders a killed [`install`] into `opts.dest` left, unless
 /// an install holds the lock (then they are its own).
 fn sweep_stale(opts: &InstallOptions) {
-    let parent = opts.dest.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    let name = opts.dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let Beside { parent, name, building, old } = Beside::of(&opts.dest);
     let mut trash = Vec::new();
     {
         let Ok(_lock) = crate::download::FileLock::take(&opts.download_dir.join(".install.lock")) else { return };
@@ -370,12 +389,9 @@ fn sweep_stale(opts: &InstallOptions) {
             // each only if whole (a half-removed `.old` of a run killed at
             // its very end is not, nor is anything once the person removed
             // the install on purpose and its leftovers are partial).
-            let whole = [format!(".{name}.installing"), format!(".{name}.old")]
-                .into_iter()
-                .map(|n| parent.join(n))
-                .find(|p| is_installed(p, &opts.wheels));
+            let whole = [&building, &old].into_iter().find(|p| is_installed(p, &opts.wheels));
             if let Some(whole) = whole {
-                if fs::rename(&whole, &opts.dest).is_ok() {
+                if fs::rename(whole, &opts.dest).is_ok() {
                     tracing::info!("put {} back from {}", opts.dest.display(), whole.display());
                 }
             }
@@ -384,8 +400,7 @@ fn sweep_stale(opts: &InstallOptions) {
         // after it (up to 1.5 GB), so an install starting meanwhile is
         // not kept waiting.
         let stale = format!(".{name}.stale-");
-        for (k, left) in [format!(".{name}.installing"), format!(".{name}.old")].into_iter().enumerate() {
-            let path = parent.join(left);
+        for (k, path) in [building, old].into_iter().enumerate() {
             let gone = parent.join(format!("{stale}{}-{k}", std::process::id()));
             if path.is_dir() && fs::rename(&path, &gone).is_ok() {
                 trash.push(gone);
@@ -416,15 +431,12 @@ fn sweep_stale(opts: &InstallOptions) {
 /// # Errors
 /// `fill`'s errors, disk errors.
 pub fn replace_dir(dest: &Path, fill: impl FnOnce(&Path) -> Result<(), InstallError>) -> Result<(), InstallError> {
-    let parent = dest.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let Beside { parent, building, old, .. } = Beside::of(dest);
     fs::create_dir_all(&parent).map_err(io_err(&parent))?;
-    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let building = parent.join(format!(".{name}.installing"));
     let _ = fs::remove_dir_all(&building);
     let result = (|| {
         fs::create_dir_all(&building).map_err(io_err(&building))?;
         fill(&building)?;
-        let old = parent.join(format!(".{name}.old"));
         let _ = fs::remove_dir_all(&old);
         if dest.exists() {
             fs::rename(dest, &old).map_err(io_err(dest))?;

@@ -95,6 +95,9 @@ pub struct Broker {
     pub stall: Duration,
     /// When each running job's holder last sent something of it.
     touched: Mutex<HashMap<JobId, Instant>>,
+    /// When each running job's holder last said, in a heartbeat, that it
+    /// keeps the job's stream entry (see [`Heartbeat::keeps`]).
+    kept: Mutex<HashMap<JobId, (String, Instant)>>,
     /// Jobs whose completion is under way (their stems being moved into
     /// the library and analysed): never stalled.
     completing: Mutex<std::collections::HashSet<JobId>>,
@@ -128,6 +131,7 @@ impl Broker {
             shown: redact(url),
             stall,
             touched: Mutex::new(HashMap::new()),
+            kept: Mutex::new(HashMap::new()),
             completing: Mutex::new(std::collections::HashSet::new()),
         })
     }
@@ -136,6 +140,21 @@ impl Broker {
     /// input and stem bytes, completion).
     pub fn touch(&self, id: JobId) {
         self.touched.lock().unwrap_or_else(|p| p.into_inner()).insert(id, Instant::now());
+    }
+
+    /// Worker `worker`, holding job `id`, said it keeps the job's stream entry.
+    fn kept(&self, id: JobId, worker: &str) {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner()).insert(id, (worker.to_string(), Instant::now()));
+    }
+
+    /// Whether worker `worker` said it keeps job `id`'s entry within the
+    /// last `within`.
+    fn kept_within(&self, id: JobId, worker: &str, within: Duration) -> bool {
+        self.kept
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .is_some_and(|(w, at)| w == worker && at.elapsed() <= within)
     }
 
     /// Mark job `id`'s completion as under way until the guard is dropped.
@@ -152,6 +171,7 @@ impl Broker {
         let completing = self.completing.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut touched = self.touched.lock().unwrap_or_else(|p| p.into_inner());
         touched.retain(|id, _| running.iter().any(|(r, _)| r == id));
+        self.kept.lock().unwrap_or_else(|p| p.into_inner()).retain(|id, _| running.iter().any(|(r, _)| r == id));
         let mut out = Vec::new();
         for (id, holder) in running {
             let Some((message, worker)) = holder else { continue };
@@ -440,6 +460,13 @@ pub struct Heartbeat {
     /// The stream entry of `job`.
     #[serde(default)]
     pub message: Option<String>,
+    /// The worker keeps `message`'s entry (it claims it again at every
+    /// heartbeat, `XCLAIM`, until the job ends or stalls), whether or not
+    /// Redis answers it now. While these come, another worker's takeover
+    /// of the entry is refused ([`ClaimRequest::visibility_ms`]): after a
+    /// broker outage the entry looks idle, but its worker is at work.
+    #[serde(default)]
+    pub keeps: bool,
 }
 
 async fn heartbeat(
@@ -454,6 +481,11 @@ async fn heartbeat(
             broker.touch(id);
         }
     }
+    if let (true, Some(id), Some(message)) = (h.keeps, h.job, h.message.as_deref()) {
+        if service.queue.broker_holder(id)?.is_some_and(|(m, w)| m == message && w == h.worker) {
+            broker.kept(id, &h.worker);
+        }
+    }
     broker.seen(&name, &h.device, h.provider, h.job);
     Ok(Json(serde_json::json!({ "ok": true })))
 }
@@ -464,7 +496,17 @@ pub struct ClaimRequest {
     /// The stream entry the job was read from.
     pub message: String,
     pub worker: String,
+    /// The claimer's visibility timeout in milliseconds: a takeover of an
+    /// entry whose holder said it keeps it ([`Heartbeat::keeps`]) within
+    /// this long is refused with code [`HOLDER_ALIVE_CODE`]. Absent (older
+    /// workers, which would acknowledge such a refusal): never refused.
+    #[serde(default)]
+    pub visibility_ms: Option<u64>,
 }
+
+/// The error code of a takeover refused because the entry's holder keeps
+/// it: the claimer leaves the entry pending, to its holder.
+pub const HOLDER_ALIVE_CODE: &str = "holder_alive";
 
 /// What a worker needs to run a job.
 #[derive(Debug, Serialize, Deserialize)]
@@ -550,7 +592,12 @@ async fn claim(
     let max = broker.max_attempts;
     let message = c.message.clone();
     let w = worker.clone();
-    let outcome = tokio::task::spawn_blocking(move || queue.broker_claim(id, &message, &w, max))
+    let visibility = c.visibility_ms.map(Duration::from_millis);
+    let me = service.clone();
+    let holder_alive = move |holder: &str| {
+        visibility.is_some_and(|v| me.broker.as_ref().is_some_and(|b| b.kept_within(id, holder, v)))
+    };
+    let outcome = tokio::task::spawn_blocking(move || queue.broker_claim(id, &message, &w, max, holder_alive))
         .await
         .map_err(|e| ApiError::internal(e.to_string()))??;
     match outcome {
@@ -573,6 +620,10 @@ async fn claim(
             Ok(Json(JobSpec { job_id: id, title: job.title, options: job.options, url, attempt, download_limits }))
         }
         Claim::Refused(why) => Err(ApiError::conflict(why)),
+        Claim::HolderAlive(why) => {
+            tracing::info!("job {id}: takeover by {worker} refused: {why}");
+            Err(ApiError::new(StatusCode::CONFLICT, HOLDER_ALIVE_CODE, why))
+        }
         Claim::GaveUp(job) => {
             service.events.job_changed(&job);
             Err(ApiError::conflict(format!("job {id} failed: claimed {max} times")))
@@ -990,6 +1041,20 @@ mod tests {
         // No longer running: forgotten, so a later run starts a new clock.
         assert!(b.stalled(&[], t0 + s(12)).is_empty());
         assert!(b.stalled(&running, t0 + s(30)).is_empty());
+    }
+
+    #[test]
+    fn an_entry_counts_as_kept_by_its_holder_within_the_window_only() {
+        let b = Broker::new("redis://127.0.0.1:1/0", 3, Duration::from_secs(60)).unwrap();
+        b.kept(4, "gpu1");
+        assert!(b.kept_within(4, "gpu1", Duration::from_secs(2)));
+        assert!(!b.kept_within(4, "gpu2", Duration::from_secs(2)), "said by gpu1, not by the holder asked about");
+        assert!(!b.kept_within(5, "gpu1", Duration::from_secs(2)), "another job");
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(!b.kept_within(4, "gpu1", Duration::from_millis(10)), "too long ago for this claimer");
+        // Jobs no longer running are forgotten.
+        let _ = b.stalled(&[(5, None)], Instant::now());
+        assert!(!b.kept_within(4, "gpu1", Duration::from_secs(2)));
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! `stemroom worker`: runs jobs of a `stemroom serve --broker` on this
 //! machine. It reads job ids from the Redis stream in the consumer group
 //! (`XREADGROUP`), first taking over entries another worker left pending
-//! longer than the visibility timeout (`XAUTOCLAIM`: that worker died), and
+//! longer than the visibility timeout (`XAUTOCLAIM`: that worker died, or
+//! lost Redis; the server refuses the takeover while its heartbeat still
+//! says it keeps the entry, and the entry is left to it), and
 //! for each: claims the job from the server over HTTP, fetches its input
 //! (or the link, with yt-dlp), separates it on its own device, posts
 //! progress at every segment (the answer says when to stop: a cancel or
@@ -630,10 +632,21 @@ pub fn run_worker(config: &RemoteConfig, stop: &AtomicBool) -> Result<(), Remote
                 // refused (finished) and acknowledged then.
                 // Then deleted: the stream keeps only entries not yet done,
                 // instead of growing by one entry per job for ever.
-                let ack: redis::RedisResult<i64> = conn.as_mut().map_or_else(
+                let ack_on = |c: &mut redis::Connection| -> redis::RedisResult<i64> {
+                    c.xack(STREAM, GROUP, &[&message]).and_then(|n| c.xdel(STREAM, &[&message]).map(|_: i64| n))
+                };
+                // The connection may have broken during the job (a broker
+                // restart): one try on a new one before leaving it pending.
+                let mut ack = conn.as_mut().map_or_else(
                     || Err(redis::RedisError::from((redis::ErrorKind::Io, "not connected"))),
-                    |c| c.xack(STREAM, GROUP, &[&message]).and_then(|n| c.xdel(STREAM, &[&message]).map(|_: i64| n)),
+                    |c| ack_on(c),
                 );
+                if ack.is_err() {
+                    conn = redis_connect(&client).ok();
+                    if let Some(c) = conn.as_mut() {
+                        ack = ack_on(c);
+                    }
+                }
                 if let Err(e) = ack {
                     tracing::warn!("broker: cannot acknowledge {message}: {e}");
                     conn = None;
@@ -661,7 +674,7 @@ fn heartbeat(config: &RemoteConfig, current: &Mutex<Current>, life: &Life, stop:
         // The entry first: a slow server must not delay it past the
         // visibility timeout.
         let silent = life.silent_for();
-        if let Some(message) = now.message.clone().filter(|m| {
+        let kept = now.message.clone().filter(|m| {
             // An entry let go stays let go: claimed again here it would be
             // taken back from the worker that took the job over.
             if let_go.as_deref() == Some(m.as_str()) {
@@ -677,7 +690,8 @@ fn heartbeat(config: &RemoteConfig, current: &Mutex<Current>, life: &Life, stop:
             );
             let_go = Some(m.clone());
             false
-        }) {
+        });
+        if let Some(message) = &kept {
             if conn.is_none() {
                 conn = client.get_connection_with_timeout(Duration::from_secs(5)).ok().filter(|c| {
                     c.set_read_timeout(Some(Duration::from_secs(5))).is_ok()
@@ -685,15 +699,15 @@ fn heartbeat(config: &RemoteConfig, current: &Mutex<Current>, life: &Life, stop:
                 });
             }
             if let Some(c) = conn.as_mut() {
-                let kept: redis::RedisResult<redis::Value> = redis::cmd("XCLAIM")
+                let refreshed: redis::RedisResult<redis::Value> = redis::cmd("XCLAIM")
                     .arg(STREAM)
                     .arg(GROUP)
                     .arg(&config.name)
                     .arg(0)
-                    .arg(&message)
+                    .arg(message)
                     .arg("JUSTID")
                     .query(c);
-                if kept.is_err() {
+                if refreshed.is_err() {
                     conn = None;
                 }
             }
@@ -702,6 +716,9 @@ fn heartbeat(config: &RemoteConfig, current: &Mutex<Current>, life: &Life, stop:
         let body = serde_json::json!({
             "worker": config.name, "device": device, "provider": now.provider, "job": now.job, "busy": busy,
             "message": now.message,
+            // Said whether or not Redis answered: the server then refuses
+            // another worker's takeover of the entry (it looks idle there).
+            "keeps": kept.is_some(),
         });
         match server.post_within::<serde_json::Value>("/worker/heartbeat", &body, HEARTBEAT_WAIT) {
             Err(RemoteError::Unauthorized(_)) => tracing::error!("the server refused the token"),
@@ -730,8 +747,12 @@ const TAKEN_OVER: &str = "taken over by another worker";
 /// stalled past the visibility timeout): then its entry is that worker's,
 /// not to be acknowledged here.
 fn is_taken_over(body: &str) -> bool {
-    serde_json::from_str::<serde_json::Value>(body)
-        .is_ok_and(|v| v["code"].as_str() == Some(crate::broker::TAKEN_OVER_CODE))
+    has_code(body, crate::broker::TAKEN_OVER_CODE)
+}
+
+/// Whether a refusal's body (the server's JSON error) carries `code`.
+fn has_code(body: &str, code: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(body).is_ok_and(|v| v["code"].as_str() == Some(code))
 }
 
 /// Errors another worker would meet too: the job fails at once.
@@ -752,10 +773,17 @@ fn run_one(
     message: &str,
 ) -> Result<bool, RemoteError> {
     life.touch();
-    let spec: JobSpec = match server
-        .post(&format!("/worker/jobs/{id}/claim"), &serde_json::json!({ "message": message, "worker": config.name }))?
-    {
+    let visibility_ms = u64::try_from(config.visibility.as_millis()).unwrap_or(u64::MAX);
+    let claim = serde_json::json!({ "message": message, "worker": config.name, "visibility_ms": visibility_ms });
+    let spec: JobSpec = match server.post(&format!("/worker/jobs/{id}/claim"), &claim)? {
         Answer::Ok(s) => s,
+        Answer::Refused(why) if has_code(&why, crate::broker::HOLDER_ALIVE_CODE) => {
+            // Its worker is at work but could not keep the entry fresh
+            // (Redis was out of its reach): left pending, to that worker,
+            // which claims it back at its next heartbeat.
+            tracing::info!("job {id} ({message}) is still kept by its worker: left to it");
+            return Ok(false);
+        }
         Answer::Refused(why) => {
             tracing::info!("job {id} ({message}) is not for this worker: {why}");
             return Ok(true);

@@ -736,3 +736,97 @@ fn a_worker_whose_job_hangs_stops_keeping_its_entry_and_another_worker_takes_it_
     stop_child(a);
     stop_child(b);
 }
+
+/// A TCP proxy to `to` that can be cut: while cut, its connections are
+/// closed and new ones closed as soon as made (a broker out of reach of
+/// one worker only: a restart, a network partition).
+struct CuttableProxy {
+    port: u16,
+    cut: Arc<AtomicBool>,
+    open: Arc<std::sync::Mutex<Vec<TcpStream>>>,
+}
+
+impl CuttableProxy {
+    fn start(to: String) -> CuttableProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let cut = Arc::new(AtomicBool::new(false));
+        let open = Arc::new(std::sync::Mutex::new(Vec::<TcpStream>::new()));
+        let (is_cut, conns) = (cut.clone(), open.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if is_cut.load(Ordering::SeqCst) {
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    continue;
+                }
+                let Ok(upstream) = TcpStream::connect(&to) else { continue };
+                {
+                    let mut c = conns.lock().expect("lock");
+                    c.push(client.try_clone().expect("clone"));
+                    c.push(upstream.try_clone().expect("clone"));
+                }
+                for (mut from, mut to) in
+                    [(client.try_clone().expect("clone"), upstream.try_clone().expect("clone")), (upstream, client)]
+                {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        CuttableProxy { port, cut, open }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.store(cut, Ordering::SeqCst);
+        if cut {
+            for s in self.open.lock().expect("lock").drain(..) {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_worker_cut_off_from_redis_but_heard_over_http_keeps_its_job() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (redis, url, _data, server) = broker_setup(dir.path(), &[]);
+    let proxy = CuttableProxy::start(format!("127.0.0.1:{}", redis.port));
+    // Two shift passes on one thread: long enough to cut the worker off
+    // and let another worker find the entry idle.
+    let id = server.upload(&testdata("mixture.wav"), &["shifts=2"]);
+    let log_a = dir.path().join("a.log");
+    let a =
+        worker_at(&server.base, &proxy.url(), "holder", &worker_token(&server), &log_a, &["--visibility-timeout", "3"]);
+    wait_log(&log_a, &format!("job {id} \""), Duration::from_secs(60));
+    proxy.set_cut(true);
+    let log_b = dir.path().join("b.log");
+    let b = worker_at(&server.base, &url, "claimer", &worker_token(&server), &log_b, &["--visibility-timeout", "2"]);
+    // b finds the entry idle (its holder cannot XCLAIM it) and claims it;
+    // the server, which hears the holder keep it, refuses the takeover.
+    wait_log(&log_b, &format!("job {id} "), Duration::from_secs(60));
+    let status = server.json(&[&format!("/status/{id}")]);
+    assert_eq!(status["status"], "processing", "the job is still a's: {status}");
+    proxy.set_cut(false);
+    let done = wait_all(&server, std::slice::from_ref(&id), Duration::from_secs(240));
+    assert_eq!(done[0]["status"], "completed", "{done:?}");
+    let (text_a, text_b) =
+        (std::fs::read_to_string(&log_a).unwrap_or_default(), std::fs::read_to_string(&log_b).unwrap_or_default());
+    assert!(text_b.contains("still kept by its worker"), "the takeover was refused:\n{text_b}");
+    assert!(jobs_done_by(&log_a).contains(&id), "the holder finished it:\n{text_a}\n---\n{text_b}");
+    assert!(!text_a.contains("took it over") && !text_b.contains("attempt 2"), "run once:\n{text_a}\n---\n{text_b}");
+    // The entry ends acknowledged (by the holder, or by b once the job is done).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while redis_cli(&redis, &["XPENDING", "stemroom:jobs", "stemroom-workers"]).first().map(String::as_str) != Some("0")
+    {
+        assert!(Instant::now() < deadline, "the entry is still pending");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    stop_child(a);
+    stop_child(b);
+}

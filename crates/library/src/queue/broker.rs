@@ -6,9 +6,11 @@
 //! A job is claimed by a stream entry id ("message"). The entry a worker
 //! read first holds it; when that worker dies, another worker claims the
 //! same entry after the visibility timeout (`XAUTOCLAIM`) and takes the job
-//! over. A second entry for the same job (published twice after a broker
-//! or server restart) is refused while the job runs, so a job never runs
-//! twice at once, and a job that is finished refuses every claim.
+//! over, unless the server still hears the first worker keep it
+//! ([`Claim::HolderAlive`]). A second entry for the same job (published
+//! twice after a broker or server restart) is refused while the job runs,
+//! so a job never runs twice at once, and a job that is finished refuses
+//! every claim.
 
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use stemroom_engine::ErrorCode;
@@ -24,6 +26,11 @@ pub enum Claim {
     Granted { job: Job, attempt: u32, takeover: bool },
     /// Not for this worker: finished, removed, or running through another entry.
     Refused(String),
+    /// A takeover of the entry whose holder still keeps it (it was heard
+    /// from within the claimer's visibility timeout, over another path than
+    /// the broker: Redis was out of its reach): the entry stays the
+    /// holder's, neither run nor acknowledged by the claimer.
+    HolderAlive(String),
     /// Claimed more than the allowed times: marked failed now.
     GaveUp(Job),
 }
@@ -77,11 +84,21 @@ impl Queue {
 
     /// A worker asks to run job `id`, having read it from stream entry
     /// `message`. See the module docs and [`Claim`]; `max_attempts` claims
-    /// are allowed in all.
+    /// are allowed in all. `holder_alive(name)` says whether the worker
+    /// `name` that holds the entry (asked only for a takeover by another
+    /// worker) still keeps it; it is asked inside the claim's transaction,
+    /// so no other claim comes between its answer and the grant.
     ///
     /// # Errors
     /// [`QueueError::NotFound`]; database errors.
-    pub fn broker_claim(&self, id: JobId, message: &str, worker: &str, max_attempts: u32) -> Result<Claim, QueueError> {
+    pub fn broker_claim(
+        &self,
+        id: JobId,
+        message: &str,
+        worker: &str,
+        max_attempts: u32,
+        holder_alive: impl FnOnce(&str) -> bool,
+    ) -> Result<Claim, QueueError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let job = job_in(&tx, id)?;
@@ -94,7 +111,14 @@ impl Queue {
         let attempts = u32::try_from(attempts).unwrap_or(0);
         let takeover = match job.state.status() {
             "queued" => false,
-            "running" if held_by.as_deref() == Some(message) => true,
+            "running" if held_by.as_deref() == Some(message) => {
+                if let Some(holder) = held_worker.as_deref().filter(|h| *h != worker) {
+                    if holder_alive(holder) {
+                        return Ok(Claim::HolderAlive(format!("job {id} is held by {holder}, which keeps it")));
+                    }
+                }
+                true
+            }
             "running" => {
                 return Ok(Claim::Refused(format!(
                     "job {id} is running on {}",
@@ -295,15 +319,29 @@ mod tests {
         assert_eq!(q.unpublished().unwrap(), vec![b.id]);
 
         // First claim wins; a second entry for the same job is refused.
-        let Claim::Granted { attempt: 1, takeover: false, .. } = q.broker_claim(a.id, "1-0", "w1", 3).unwrap() else {
+        let Claim::Granted { attempt: 1, takeover: false, .. } =
+            q.broker_claim(a.id, "1-0", "w1", 3, |_| false).unwrap()
+        else {
             panic!("granted")
         };
-        assert!(matches!(q.broker_claim(a.id, "2-0", "w2", 3).unwrap(), Claim::Refused(_)));
+        assert!(matches!(q.broker_claim(a.id, "2-0", "w2", 3, |_| false).unwrap(), Claim::Refused(_)));
         assert_eq!(q.broker_holder(a.id).unwrap(), Some(("1-0".into(), "w1".into())));
         assert_eq!(q.broker_worker(a.id).unwrap().as_deref(), Some("w1"));
         assert_eq!(q.broker_worker(b.id).unwrap(), None);
+        // w1 is still heard from (Redis was out of its reach, so its entry
+        // went idle): w2's takeover is refused and changes nothing.
+        let mut asked = Vec::new();
+        let held = q.broker_claim(a.id, "1-0", "w2", 3, |h| {
+            asked.push(h.to_string());
+            true
+        });
+        assert!(matches!(held.unwrap(), Claim::HolderAlive(m) if m.contains("w1")));
+        assert_eq!(asked, ["w1"], "the holder is the one asked about");
+        assert_eq!(q.broker_holder(a.id).unwrap(), Some(("1-0".into(), "w1".into())));
         // w1 went silent: w2 claims the same entry and takes over.
-        let Claim::Granted { attempt: 2, takeover: true, .. } = q.broker_claim(a.id, "1-0", "w2", 3).unwrap() else {
+        let Claim::Granted { attempt: 2, takeover: true, .. } =
+            q.broker_claim(a.id, "1-0", "w2", 3, |_| false).unwrap()
+        else {
             panic!("takeover")
         };
         // A release by someone who does not hold it is refused; by the holder it requeues.
@@ -312,24 +350,28 @@ mod tests {
         assert_eq!(q.unpublished().unwrap(), vec![a.id, b.id]);
         // Workers that stop on purpose (deploys) do not use up the attempts.
         for n in 0..5 {
-            let Claim::Granted { attempt: 3, .. } = q.broker_claim(a.id, &format!("s{n}-0"), "w3", 3).unwrap() else {
+            let Claim::Granted { attempt: 3, .. } =
+                q.broker_claim(a.id, &format!("s{n}-0"), "w3", 3, |_| false).unwrap()
+            else {
                 panic!("a stopped worker's claim is not counted")
             };
             assert_eq!(q.broker_release(a.id, &format!("s{n}-0"), None).unwrap().state, JobState::Queued);
         }
-        let Claim::Granted { attempt: 3, .. } = q.broker_claim(a.id, "3-0", "w1", 3).unwrap() else { panic!() };
+        let Claim::Granted { attempt: 3, .. } = q.broker_claim(a.id, "3-0", "w1", 3, |_| false).unwrap() else {
+            panic!()
+        };
         // The next claim would be the fourth: the job fails with the last error.
-        let Claim::GaveUp(job) = q.broker_claim(a.id, "3-0", "w2", 3).unwrap() else { panic!("gave up") };
+        let Claim::GaveUp(job) = q.broker_claim(a.id, "3-0", "w2", 3, |_| false).unwrap() else { panic!("gave up") };
         match job.state {
             JobState::Failed { message, .. } => assert!(message.contains("CUDA out of memory"), "{message}"),
             s => panic!("{s:?}"),
         }
-        assert!(matches!(q.broker_claim(a.id, "3-0", "w2", 3).unwrap(), Claim::Refused(_)), "finished");
+        assert!(matches!(q.broker_claim(a.id, "3-0", "w2", 3, |_| false).unwrap(), Claim::Refused(_)), "finished");
         // Retried by the person: published again and claimed from zero.
         let job = q.retry(a.id).unwrap();
         assert_eq!(job.state, JobState::Queued);
         assert!(q.unpublished().unwrap().contains(&a.id), "a retried job goes on the stream again");
-        let Claim::Granted { attempt: 1, .. } = q.broker_claim(a.id, "4-0", "w1", 3).unwrap() else {
+        let Claim::Granted { attempt: 1, .. } = q.broker_claim(a.id, "4-0", "w1", 3, |_| false).unwrap() else {
             panic!("a retried job starts its claims again")
         };
         // Republish after a broker restart: only queued jobs.
@@ -346,16 +388,19 @@ mod tests {
         let q = Queue::open(&dir.path().join("db.sqlite")).unwrap();
         let opts = Settings::default().job_options();
         let a = q.enqueue(&JobSource::File { path: "/a.wav".into() }, "A", &opts).unwrap();
-        assert!(matches!(q.broker_claim(a.id, "1-0", "w1", 3).unwrap(), Claim::Granted { .. }));
+        assert!(matches!(q.broker_claim(a.id, "1-0", "w1", 3, |_| false).unwrap(), Claim::Granted { .. }));
         // Cancelled while w1 files its stems, retried, claimed by w2.
         q.finish(a.id, &JobState::Cancelled, None, &[]).unwrap();
         q.retry(a.id).unwrap();
-        assert!(matches!(q.broker_claim(a.id, "2-0", "w2", 3).unwrap(), Claim::Granted { .. }));
+        assert!(matches!(q.broker_claim(a.id, "2-0", "w2", 3, |_| false).unwrap(), Claim::Granted { .. }));
         let late = q.broker_finish(a.id, "1-0", "w1", &JobState::Done, Some("/lib/A"), &[]);
         assert!(matches!(late, Err(QueueError::NotFound(_))), "{late:?}");
         assert!(q.get(a.id).unwrap().state.is_running(), "w2's run goes on");
         // Taken over through the same entry: the silent worker's result is not taken either.
-        assert!(matches!(q.broker_claim(a.id, "2-0", "w3", 3).unwrap(), Claim::Granted { takeover: true, .. }));
+        assert!(matches!(
+            q.broker_claim(a.id, "2-0", "w3", 3, |_| false).unwrap(),
+            Claim::Granted { takeover: true, .. }
+        ));
         assert!(q.broker_finish(a.id, "2-0", "w2", &JobState::Done, Some("/lib/A"), &[]).is_err());
         let done = q.broker_finish(a.id, "2-0", "w3", &JobState::Done, Some("/lib/A"), &[]).unwrap();
         assert_eq!((done.state, done.output_dir.as_deref()), (JobState::Done, Some("/lib/A")));
@@ -373,7 +418,7 @@ mod tests {
         // A local run claimed A and died; a broker worker holds B.
         assert_eq!(q.claim_next().unwrap().unwrap().id, local.id);
         q.mark_published(held.id).unwrap();
-        assert!(matches!(q.broker_claim(held.id, "5-0", "w1", 3).unwrap(), Claim::Granted { .. }));
+        assert!(matches!(q.broker_claim(held.id, "5-0", "w1", 3, |_| false).unwrap(), Claim::Granted { .. }));
         assert_eq!(
             q.broker_running().unwrap(),
             vec![(local.id, None), (held.id, Some(("5-0".to_string(), "w1".to_string())))]

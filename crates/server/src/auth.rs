@@ -122,7 +122,15 @@ fn presented(req: &Request) -> Option<String> {
 /// when there is no broker), the clients' token for everything else.
 /// Compared in constant time.
 pub async fn require_token(State(service): State<Arc<Service>>, req: Request, next: Next) -> Response {
-    let Some(client) = service.token.as_deref() else { return next.run(req).await };
+    let Some(client) = service.token.as_deref() else {
+        return match local_only(&req, &service.config.cors) {
+            Ok(()) => next.run(req).await,
+            Err(refusal) => {
+                crate::error::drain(req).await;
+                refusal.into_response()
+            }
+        };
+    };
     if req.uri().path() == "/health" {
         return next.run(req).await;
     }
@@ -151,9 +159,106 @@ pub async fn require_token(State(service): State<Arc<Service>>, req: Request, ne
     refusal.into_response()
 }
 
+/// Whether `host` (a `Host` header or an origin's host, with or without
+/// its port) names this machine's loopback: `localhost` (and its
+/// subdomains, RFC 6761 §6.3), `127.0.0.0/8`, `[::1]`.
+fn is_loopback_host(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h)
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.to_canonical().is_loopback())
+}
+
+/// Without a token (`--no-auth`, loopback only) the address is not the
+/// only guard: any web page the user opens can send requests to
+/// `127.0.0.1` (a form's POST needs no CORS preflight), and one on a
+/// domain that re-resolves to 127.0.0.1 (DNS rebinding) can also read the
+/// answers. So such a server takes only requests addressed to this machine
+/// (`Host`: localhost, 127.0.0.1, [::1]; as Jupyter and Vite's dev server
+/// do) and, from browsers, only pages of this machine or of a `--cors`
+/// origin.
+///
+/// # Errors
+/// 403 naming the refused `Host` or `Origin`.
+fn local_only(req: &Request, cors: &[String]) -> Result<(), ApiError> {
+    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string);
+    let host = host.or_else(|| req.uri().authority().map(|a| a.as_str().to_string()));
+    if let Some(host) = host.filter(|h| !is_loopback_host(h)) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "a server without a token (--no-auth) answers only requests addressed to this machine (localhost, 127.0.0.1, [::1]), not to {:?}: start it with a token to reach it by another name",
+                host.chars().take(100).collect::<String>()
+            ),
+        ));
+    }
+    if let Some(origin) = req.headers().get(header::ORIGIN) {
+        let text = origin.to_str().unwrap_or("");
+        let local = url::Url::parse(text).ok().and_then(|u| u.host_str().map(is_loopback_host)).unwrap_or(false);
+        if !local && !cors.iter().any(|c| c == "*" || c == text) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "a server without a token (--no-auth) takes requests from pages of this machine or of a --cors origin, not from {:?}",
+                    text.chars().take(100).collect::<String>()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn without_a_token_only_requests_to_this_machine_and_its_pages_pass() {
+        for ok in [
+            "127.0.0.1:8000",
+            "localhost",
+            "LOCALHOST:1",
+            "app.localhost:8000",
+            "[::1]:8000",
+            "127.1.2.3",
+            "localhost.",
+        ] {
+            assert!(is_loopback_host(ok), "{ok}");
+        }
+        for bad in ["evil.example:8000", "127.0.0.1.evil.example", "localhost.evil.example", "[::2]:80", "0.0.0.0", ""]
+        {
+            assert!(!is_loopback_host(bad), "{bad}");
+        }
+        let req = |host: Option<&str>, origin: Option<&str>| {
+            let mut b = axum::http::Request::builder().uri("/jobs");
+            if let Some(h) = host {
+                b = b.header(header::HOST, h);
+            }
+            if let Some(o) = origin {
+                b = b.header(header::ORIGIN, o);
+            }
+            b.body(axum::body::Body::empty()).unwrap()
+        };
+        let cors = vec!["https://mine.example".to_string()];
+        assert!(local_only(&req(Some("127.0.0.1:8000"), None), &cors).is_ok());
+        assert!(local_only(&req(None, None), &cors).is_ok(), "HTTP/1.0 sends no Host");
+        assert!(local_only(&req(Some("localhost:8000"), Some("http://localhost:5173")), &cors).is_ok());
+        assert!(local_only(&req(Some("localhost:8000"), Some("https://mine.example")), &cors).is_ok());
+        assert!(local_only(&req(Some("evil.example:8000"), None), &cors).is_err(), "DNS rebinding");
+        assert!(
+            local_only(&req(Some("127.0.0.1:8000"), Some("https://evil.example")), &cors).is_err(),
+            "cross-site form"
+        );
+        assert!(local_only(&req(Some("127.0.0.1:8000"), Some("null")), &cors).is_err(), "sandboxed page");
+        assert!(local_only(&req(Some("127.0.0.1:8000"), Some("null")), &["*".to_string()]).is_ok());
+    }
 
     #[test]
     fn token_is_made_once_private_and_kept() {

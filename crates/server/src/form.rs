@@ -1,11 +1,16 @@
 //! A request for a new job, as clients send it: `multipart/form-data` with
 //! the audio in a `file` (or `audio_file`) field and options as text
 //! fields, or JSON / form-urlencoded with a `url` (or `youtube_url`) for a
-//! link. The audio is streamed to disk as it arrives (memory stays bounded
-//! by one chunk per upload), checked against the size limit and the data
-//! folder's free-space floor before anything is written.
+//! link. Options may also come in the address's query (`POST
+//! /separate?two_stems=vocals`, as FastAPI clients send plain parameters).
+//! The audio is streamed to disk as it arrives (memory stays bounded by one
+//! chunk per upload, and by [`MULTIPART_BUFFERED`] for the parts around
+//! it), checked against the size limit and the data folder's free-space
+//! floor before anything is written.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use axum::extract::{FromRequest, Multipart, Request};
 use axum::http::{header, StatusCode};
@@ -36,6 +41,12 @@ const TEXT_FIELD_LIMIT: usize = 8 * 1024;
 const MAX_FIELDS: usize = 32;
 /// Room for multipart boundaries and headers above the upload limit.
 pub const MULTIPART_OVERHEAD: u64 = 64 * 1024;
+/// Most bytes of a multipart body read but not yet handed out as field
+/// data: boundaries, part headers and the parser's look-ahead (one network
+/// chunk). The parser keeps everything in memory until it finds the first
+/// boundary and each part's end of headers, so a body with a wrong
+/// boundary would otherwise be held whole, up to the upload limit.
+pub const MULTIPART_BUFFERED: u64 = 4 << 20;
 
 /// What a request asks for, read and checked.
 #[derive(Debug)]
@@ -81,25 +92,54 @@ pub async fn read(service: &Service, req: Request, file_required: bool) -> Resul
         crate::error::drain(req).await;
         Err(e)
     }
+    let query: Vec<(String, String)> =
+        req.uri().query().map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
+    if let Some((k, _)) =
+        query.iter().find(|(k, _)| !OPTION_FIELDS.contains(&k.as_str()) && !URL_FIELDS.contains(&k.as_str()))
+    {
+        let e = ApiError::invalid_options(format!(
+            "unknown query parameter `{}`: the address takes the options {} and a link ({})",
+            k.chars().take(64).collect::<String>(),
+            OPTION_FIELDS.join(", "),
+            URL_FIELDS.join(", ")
+        ));
+        return refuse(req, e).await;
+    }
     let content_type =
         req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
     let declared: Option<u64> =
         req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-    let job = if content_type.starts_with("multipart/form-data") {
+    let mut job = if content_type.starts_with("multipart/form-data") {
         let limit = service.config.max_upload_bytes;
         if declared.is_some_and(|n| n > limit.saturating_add(MULTIPART_OVERHEAD)) {
             return refuse(req, too_large(limit)).await;
         }
+        if !content_type.contains("boundary=") {
+            // Most often a `Content-Type` set by hand next to a client
+            // library's own multipart encoding (python-requests' `files=`).
+            let e = ApiError::bad_request(
+                "multipart/form-data without a boundary: let the client library set the Content-Type header (do not set it by hand)",
+            );
+            return refuse(req, e).await;
+        }
         if let Err(e) = check_space(service, declared.unwrap_or(0)) {
             return refuse(req, e).await;
         }
+        let tally = Arc::new(Tally::default());
+        let req = req.map(|body| bounded_multipart(body, tally.clone(), limit.saturating_add(MULTIPART_OVERHEAD)));
         let mut multipart = Multipart::from_request(req, &())
             .await
             .map_err(|e| ApiError::bad_request(format!("not a multipart body: {e}")))?;
-        match read_multipart(service, &mut multipart).await {
+        match read_multipart(service, &mut multipart, &tally).await {
             Ok(job) => job,
             Err(e) => {
-                drain_multipart(&mut multipart).await;
+                drain_multipart(&mut multipart, &tally, limit, service.config.idle_timeout).await;
+                if tally.overflowed.load(Ordering::Relaxed) {
+                    return Err(ApiError::bad_request(format!(
+                        "the multipart body has no boundary line `--BOUNDARY` or end of part headers within its first {} MiB: is the boundary in the Content-Type the one the body uses?",
+                        MULTIPART_BUFFERED >> 20
+                    )));
+                }
                 return Err(e);
             }
         }
@@ -109,6 +149,9 @@ pub async fn read(service: &Service, req: Request, file_required: bool) -> Resul
         if file_required {
             return refuse(req, ApiError::unsupported("send the audio as multipart/form-data with a `file` field"))
                 .await;
+        }
+        if declared.is_some_and(|n| n > SMALL_BODY_LIMIT as u64) {
+            return refuse(req, small_too_large()).await;
         }
         // At most 64 KiB, within the idle timeout as a whole: a client that
         // trickles a small body does not hold the connection for longer.
@@ -122,9 +165,7 @@ pub async fn read(service: &Service, req: Request, file_required: bool) -> Resul
                     format!("the body did not arrive within {} s", idle.as_secs()),
                 )
             })?
-            .map_err(|_| {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "a JSON or form body is at most 64 KiB")
-            })?;
+            .map_err(|_| small_too_large())?;
         let pairs = if content_type.starts_with("application/json") {
             json_pairs(&body)?
         } else {
@@ -143,6 +184,13 @@ pub async fn read(service: &Service, req: Request, file_required: bool) -> Resul
         ));
         return refuse(req, e).await;
     };
+    for (k, v) in query {
+        let in_body = job.fields.contains_key(&k) || (URL_FIELDS.contains(&k.as_str()) && job.url.is_some());
+        if in_body {
+            return Err(ApiError::invalid_options(format!("`{k}` is given both in the address and in the body")));
+        }
+        take_text(&mut job, &k, v)?;
+    }
     match (&job.upload, &job.url) {
         (None, None) if file_required => Err(ApiError::invalid_options("no audio: send it in a `file` field")),
         (None, None) => Err(ApiError::invalid_options("no audio: send a `file` field or a `url`")),
@@ -150,6 +198,61 @@ pub async fn read(service: &Service, req: Request, file_required: bool) -> Resul
         (None, Some(_)) if file_required => Err(ApiError::invalid_options("this endpoint takes a `file`, not a url")),
         _ => Ok(job),
     }
+}
+
+fn small_too_large() -> ApiError {
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "a JSON or form body is at most 64 KiB")
+}
+
+/// What a multipart body's reader took from the connection and what it
+/// handed out as field data (see [`MULTIPART_BUFFERED`]).
+#[derive(Debug, Default)]
+struct Tally {
+    taken: AtomicU64,
+    delivered: AtomicU64,
+    /// The reader held more than [`MULTIPART_BUFFERED`]: the body was cut.
+    overflowed: AtomicBool,
+}
+
+impl Tally {
+    fn delivered(&self, n: usize) {
+        self.delivered.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// `body` for the multipart parser, ended with an error once the parser
+/// holds more than [`MULTIPART_BUFFERED`] bytes it has not handed out. The
+/// rest of the body (up to `limit` bytes) is read and thrown away first,
+/// so the client gets the 400 instead of a reset connection.
+fn bounded_multipart(body: axum::body::Body, tally: Arc<Tally>, limit: u64) -> axum::body::Body {
+    use futures_util::StreamExt;
+    let inner = body.into_data_stream();
+    let stream = futures_util::stream::unfold((inner, tally, false), move |(mut inner, tally, ended)| async move {
+        if ended {
+            return None;
+        }
+        match inner.next().await {
+            None => None,
+            Some(Err(e)) => Some((Err(std::io::Error::other(e)), (inner, tally, true))),
+            Some(Ok(chunk)) => {
+                let taken = tally.taken.fetch_add(chunk.len() as u64, Ordering::Relaxed) + chunk.len() as u64;
+                if taken.saturating_sub(tally.delivered.load(Ordering::Relaxed)) <= MULTIPART_BUFFERED {
+                    return Some((Ok(chunk), (inner, tally, false)));
+                }
+                tally.overflowed.store(true, Ordering::Relaxed);
+                let mut rest = taken;
+                while let Some(Ok(c)) = inner.next().await {
+                    rest += c.len() as u64;
+                    if rest > limit {
+                        break;
+                    }
+                }
+                let e = std::io::Error::other("no multipart boundary or end of part headers found");
+                Some((Err(e), (inner, tally, true)))
+            }
+        }
+    });
+    axum::body::Body::from_stream(stream)
 }
 
 /// Bytes of an upload stored between two checks of the free-space floor
@@ -209,24 +312,25 @@ fn take_text(job: &mut NewJob, name: &str, value: String) -> Result<(), ApiError
     Ok(())
 }
 
-/// Read and discard the rest of a refused multipart body (bounded like
-/// [`crate::error::drain`]).
-async fn drain_multipart(multipart: &mut Multipart) {
-    let mut read = 0usize;
-    let _ = tokio::time::timeout(crate::error::DRAIN_TIME, async {
-        while let Ok(Some(mut field)) = multipart.next_field().await {
-            while let Ok(Some(chunk)) = field.chunk().await {
-                read += chunk.len();
-                if read > crate::error::DRAIN_BYTES {
-                    return;
-                }
+/// Read and discard the rest of a multipart body refused part way (an
+/// unknown field, a second file): up to the upload limit, each chunk within
+/// the idle timeout, as a valid upload of that size would be read. Clients
+/// (python-requests and httpx put their `data=` fields before the file)
+/// then see the answer, not a connection reset.
+async fn drain_multipart(multipart: &mut Multipart, tally: &Tally, limit: u64, idle: std::time::Duration) {
+    let mut read = 0u64;
+    while let Ok(Ok(Some(mut field))) = tokio::time::timeout(idle, multipart.next_field()).await {
+        while let Ok(Ok(Some(chunk))) = tokio::time::timeout(idle, field.chunk()).await {
+            tally.delivered(chunk.len());
+            read += chunk.len() as u64;
+            if read > limit {
+                return;
             }
         }
-    })
-    .await;
+    }
 }
 
-async fn read_multipart(service: &Service, multipart: &mut Multipart) -> Result<NewJob, ApiError> {
+async fn read_multipart(service: &Service, multipart: &mut Multipart, tally: &Tally) -> Result<NewJob, ApiError> {
     let bad = |e: axum::extract::multipart::MultipartError| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             too_large(service.config.max_upload_bytes)
@@ -276,6 +380,7 @@ async fn read_multipart(service: &Service, multipart: &mut Multipart) -> Result<
             while let Some(chunk) =
                 tokio::time::timeout(idle, field.chunk()).await.map_err(|_| stalled())?.map_err(bad)?
             {
+                tally.delivered(chunk.len());
                 written += chunk.len() as u64;
                 if written > service.config.max_upload_bytes {
                     return Err(too_large(service.config.max_upload_bytes));
@@ -300,6 +405,7 @@ async fn read_multipart(service: &Service, multipart: &mut Multipart) -> Result<
             while let Some(chunk) =
                 tokio::time::timeout(idle, field.chunk()).await.map_err(|_| stalled())?.map_err(bad)?
             {
+                tally.delivered(chunk.len());
                 text.extend_from_slice(&chunk);
                 if text.len() > TEXT_FIELD_LIMIT {
                     return Err(ApiError::invalid_options(format!(

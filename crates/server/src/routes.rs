@@ -379,19 +379,34 @@ async fn admit(service: &Service, peer: SocketAddr, req: Request) -> Result<Requ
 struct CancelOnDrop {
     service: Arc<Service>,
     id: Option<JobId>,
+    /// The job being queued (on a task of its own, so a client that goes
+    /// away meanwhile cannot stop it half way): cancelled once queued.
+    queuing: Option<tokio::task::JoinHandle<Result<Job, ApiError>>>,
+}
+impl CancelOnDrop {
+    fn cancel(service: &Service, id: JobId) {
+        if !service.is_stopping() {
+            tracing::info!("job {id}: the client of /separate went away: cancelled");
+            // Here or on a remote worker (with a broker: the local worker
+            // never ran it, and a remote one finished it for nobody).
+            if let Err(e) = service.cancel(id) {
+                tracing::debug!("job {id}: {}", e.message);
+            }
+        }
+    }
 }
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         if let Some(id) = self.id.take() {
-            if !self.service.is_stopping() {
-                tracing::info!("job {id}: the client of /separate went away: cancelled");
-                // Here or on a remote worker (with a broker: the local
-                // worker never ran it, and a remote one finished it for
-                // nobody).
-                if let Err(e) = self.service.cancel(id) {
-                    tracing::debug!("job {id}: {}", e.message);
+            Self::cancel(&self.service, id);
+        }
+        if let (Some(queuing), Ok(rt)) = (self.queuing.take(), tokio::runtime::Handle::try_current()) {
+            let service = self.service.clone();
+            rt.spawn(async move {
+                if let Ok(Ok(job)) = queuing.await {
+                    Self::cancel(&service, job.id);
                 }
-            }
+            });
         }
     }
 }
@@ -410,8 +425,19 @@ pub async fn separate(
     let req = admit(&service, peer, req).await?;
     let new = crate::form::read(&service, req, true).await?;
     let mut rx = service.events.subscribe();
-    let job = service.enqueue(new).await?;
-    let mut guard = CancelOnDrop { service: service.clone(), id: Some(job.id) };
+    let me = service.clone();
+    let mut guard = CancelOnDrop {
+        service: service.clone(),
+        id: None,
+        queuing: Some(tokio::spawn(async move { me.enqueue(new).await })),
+    };
+    let queued = match guard.queuing.as_mut() {
+        Some(h) => h.await.map_err(|e| ApiError::internal(e.to_string()))?,
+        None => Err(ApiError::internal("no job")),
+    };
+    guard.queuing = None;
+    let job = queued?;
+    guard.id = Some(job.id);
     let done = loop {
         let job = service.queue.get(job.id)?;
         if job.state.is_finished() {
@@ -460,16 +486,21 @@ fn client_ip(trusted: &[std::net::IpAddr], peer: SocketAddr, headers: &axum::htt
 }
 
 /// `attachment; filename="..."` with an ASCII fallback and the UTF-8 name
-/// (RFC 6266 / RFC 8187). The name is one file name: a title from a file's
-/// tags (`../../x`) keeps no path separator, reserved character or leading
-/// dot, so a client that writes the name it is given (`curl -OJ` refuses
-/// only some; a script's `open(name, "wb")` none) stays in its folder.
-fn attachment(name: &str) -> HeaderValue {
-    let name = stemroom_engine::names::safe_component(name);
-    let name = match name.trim_start_matches('.') {
-        "" => "download".to_string(),
-        rest => rest.to_string(),
-    };
+/// (RFC 6266 / RFC 8187) `title` + `suffix` (`.zip`, ` - vocals.wav`). The
+/// name is one file name: a title from a file's tags (`../../x`) keeps no
+/// path separator, reserved character or leading dot, so a client that
+/// writes the name it is given (`curl -OJ` refuses only some; a script's
+/// `open(name, "wb")` none) stays in its folder. A long title is cut, not
+/// the suffix, so the stem and extension stay (the name is at most the
+/// 120 bytes of [`stemroom_engine::names::safe_component`]).
+fn attachment(title: &str, suffix: &str) -> HeaderValue {
+    use stemroom_engine::names::{cut_to, safe_component};
+    let suffix: String =
+        suffix.chars().map(|c| if c.is_control() || "/\\:*?\"<>|".contains(c) { '_' } else { c }).collect();
+    let suffix = cut_to(&suffix, 60);
+    let title = safe_component(title);
+    let title = cut_to(title.trim_start_matches('.'), 120 - suffix.len());
+    let name = if title.is_empty() { format!("download{suffix}") } else { format!("{title}{suffix}") };
     let ascii: String =
         name.chars().map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '_' }).collect();
     let encoded: String = name
@@ -513,7 +544,7 @@ fn zip_response(job: &Job) -> Result<Response, ApiError> {
     let mut r = archive::zip_body(entries).into_response();
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/zip"));
-    h.insert(header::CONTENT_DISPOSITION, attachment(&format!("{}.zip", job.title)));
+    h.insert(header::CONTENT_DISPOSITION, attachment(&job.title, ".zip"));
     if let Ok(v) = HeaderValue::from_str(&job.id.to_string()) {
         h.insert("x-job-id", v);
     }
@@ -560,22 +591,35 @@ pub async fn stem(
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    h.insert(header::CONTENT_DISPOSITION, attachment(&format!("{} - {}", job.title, e.name)));
+    h.insert(header::CONTENT_DISPOSITION, attachment(&job.title, &format!(" - {}", e.name)));
     Ok(r)
 }
 
 /// Live progress as server-sent events: one `data:` JSON object (the same
 /// as `GET /status/{id}`) at once and then at every change, in order; the
-/// stream ends after the job completes, fails or is cancelled.
-/// `EventSource` cannot send headers: pass the token as `?access_token=`.
+/// stream ends after the job completes, fails or is cancelled. Event ids
+/// count up from 1; the last event's id ends in `-end`. A browser's
+/// `EventSource` reconnects when a stream ends: coming back with that id as
+/// `Last-Event-ID` it gets 204 No Content, which ends it for good (the
+/// HTML standard's way to stop it), instead of the last event again every
+/// few seconds. `EventSource` cannot send headers: pass the token as
+/// `?access_token=`.
 #[utoipa::path(get, path = "/events/{id}", tag = "jobs",
     params(("id" = String, Path, description = "Job id")),
     responses((status = 200, description = "text/event-stream of JobView objects", content_type = "text/event-stream")))]
-pub async fn events(State(service): Shared, UrlPath(id): UrlPath<String>) -> Result<Response, ApiError> {
+pub async fn events(
+    State(service): Shared,
+    UrlPath(id): UrlPath<String>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
     let id = job_id(&id)?;
     // Subscribe before reading the job, so no change falls in between.
     let rx = service.events.subscribe();
     let job = service.queue.get(id)?;
+    let saw_the_end = headers.get("last-event-id").and_then(|v| v.to_str().ok()).is_some_and(|v| v.ends_with("-end"));
+    if saw_the_end && job.state.is_finished() {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
     struct Feed {
         service: Arc<Service>,
         rx: tokio::sync::broadcast::Receiver<Update>,
@@ -632,7 +676,8 @@ pub async fn events(State(service): Shared, UrlPath(id): UrlPath<String>) -> Res
             f.ended = true;
         }
         f.seq += 1;
-        let event = Event::default().id(f.seq.to_string()).json_data(&view).unwrap_or_default();
+        let event_id = if f.ended { format!("{}-end", f.seq) } else { f.seq.to_string() };
+        let event = Event::default().id(event_id).json_data(&view).unwrap_or_default();
         Some((Ok::<_, Infallible>(event), f))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
@@ -670,15 +715,26 @@ mod tests {
 
     #[test]
     fn download_names_are_one_file_name() {
-        let h = |n: &str| attachment(n).to_str().unwrap().to_string();
-        assert_eq!(h("Falcon 69.zip"), "attachment; filename=\"Falcon 69.zip\"; filename*=UTF-8''Falcon%2069.zip");
-        for hostile in ["../../x.zip", "/etc/passwd - vocals.wav", "..\\..\\x.zip", ".bashrc - vocals.wav"] {
-            let v = h(hostile);
+        let h = |t: &str, s: &str| attachment(t, s).to_str().unwrap().to_string();
+        assert_eq!(h("Falcon 69", ".zip"), "attachment; filename=\"Falcon 69.zip\"; filename*=UTF-8''Falcon%2069.zip");
+        for (t, s) in
+            [("../../x", ".zip"), ("/etc/passwd", " - vocals.wav"), ("..\\..\\x", ".zip"), (".bashrc", " - vocals.wav")]
+        {
+            let (hostile, v) = (format!("{t}{s}"), h(t, s));
             let ascii = v.split('"').nth(1).unwrap();
             assert!(!ascii.contains('/') && !ascii.contains('\\') && !ascii.starts_with('.'), "{hostile}: {v}");
             let utf8 = v.split("''").nth(1).unwrap();
             assert!(!utf8.contains("%2F") && !utf8.contains("%5C") && !utf8.starts_with('.'), "{hostile}: {v}");
         }
-        assert!(h("Čajovna – vocals.wav").contains("filename*=UTF-8''%C4%8Cajovna%20%E2%80%93%20vocals.wav"));
+        assert!(h("Čajovna", " – vocals.wav").contains("filename*=UTF-8''%C4%8Cajovna%20%E2%80%93%20vocals.wav"));
+        // A long title (here 45 three-byte characters) is cut, not the
+        // stem name or extension: each stem keeps a name of its own.
+        let long = "あ".repeat(45);
+        let (vocals, drums) = (h(&long, " - vocals.wav"), h(&long, " - drums.wav"));
+        assert!(vocals.ends_with("%20-%20vocals.wav") && drums.ends_with("%20-%20drums.wav"), "{vocals}");
+        assert!(h(&long, ".zip").ends_with(".zip"));
+        let ascii = vocals.split('"').nth(1).unwrap();
+        assert!(ascii.len() <= 120 && ascii.ends_with(" - vocals.wav"), "{ascii}");
+        assert!(h("...", ".zip").contains("filename=\"track.zip\""), "{}", h("...", ".zip"));
     }
 }

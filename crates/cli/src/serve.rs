@@ -155,11 +155,11 @@ pub fn run(args: ServeArgs) -> ExitCode {
     });
     match result {
         Ok(()) => {
-            eprintln!("stemroom: server stopped; running jobs are back in the queue");
+            errln!("stemroom: server stopped; running jobs are back in the queue");
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("stemroom: {e}");
+            errln!("stemroom: {e}");
             ExitCode::from(match e {
                 stemroom_server::ServerError::Config(_) => crate::exit::INVALID_OPTIONS,
                 _ => crate::exit::INTERNAL,

@@ -77,7 +77,7 @@ pub fn run(args: WorkerArgs) -> ExitCode {
         host + &pid
     });
     if let Err(why) = stemroom_server::broker::check_worker_name(&name) {
-        eprintln!("stemroom: --name: {why}");
+        errln!("stemroom: --name: {why}");
         return ExitCode::from(crate::exit::INVALID_OPTIONS);
     }
     let config = RemoteConfig {
@@ -103,15 +103,15 @@ pub fn run(args: WorkerArgs) -> ExitCode {
         if flag.swap(true, Ordering::SeqCst) {
             std::process::exit(crate::exit::CANCELLED as i32);
         }
-        eprintln!("stemroom: stopping: the job in hand goes back to the queue");
+        errln!("stemroom: stopping: the job in hand goes back to the queue");
     });
-    eprintln!("stemroom worker {} taking jobs from {}", config.name, config.server);
+    errln!("stemroom worker {} taking jobs from {}", config.name, config.server);
     // (Its scratch folder goes with it, removed by the worker that held it.)
     let result = remote::run_worker(&config, &stop);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("stemroom: {e}");
+            errln!("stemroom: {e}");
             ExitCode::from(match e {
                 RemoteError::Unauthorized(_) | RemoteError::Config(_) => crate::exit::INVALID_OPTIONS,
                 RemoteError::Io(_) => crate::exit::OUTPUT,

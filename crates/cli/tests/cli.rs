@@ -376,6 +376,14 @@ fn odd_rates_channel_counts_and_silence_separate_cleanly() {
         // the decoder drops them: the input's length.
         assert!((len - secs).abs() <= 2.0 / f64::from(rate), "{track}: {len} s, want {secs}");
     }
+    // FLAC from 192 kHz input: written at 96 kHz (the encoder's limit),
+    // the whole length.
+    ffmpeg(&["-i", utf8(&mix), "-t", "2", "-ar", "192000", &d("hi192.wav")]);
+    let o = run(&["separate", "--flac", "--shifts", "0", "-o", &out, &d("hi192.wav")]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (got, len) = decoded_length(&Path::new(&out).join("htdemucs").join("hi192").join("vocals.flac"));
+    assert_eq!(got, 96_000);
+    assert!((len - 2.0).abs() <= 1.0 / 96_000.0, "{len} s, want 2");
 }
 
 // ---- errors ----
@@ -555,6 +563,31 @@ fn a_closed_stdout_loses_lines_not_the_run() {
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!err.contains("panicked"), "{args:?}: {err}");
         assert!(o.status.code().is_some(), "{args:?} ended by a signal: {:?}", o.status);
+    }
+}
+
+/// `stemroom a.wav b.wav 2>&1 | head -1`: stderr's reader goes away after
+/// the first line; the run goes on and writes every stem.
+#[test]
+fn a_closed_stderr_loses_messages_not_the_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b, out) = (dir.path().join("a.wav"), dir.path().join("b.wav"), dir.path().join("out"));
+    ffmpeg(&["-i", utf8(&testdata("mixture.wav")), "-t", "1", utf8(&a)]);
+    std::fs::copy(&a, &b).expect("copy");
+    let mut child = stemroom()
+        .args(["--shifts", "0", "--two-stems", "vocals", "-o", utf8(&out), utf8(&a), utf8(&b)])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(child.stderr.take());
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    for track in ["a", "b"] {
+        for stem in ["vocals", "no_vocals"] {
+            let p = out.join(format!("htdemucs/{track}/{stem}.wav"));
+            assert!(p.is_file(), "{} missing: {:?}", p.display(), files_under(&out));
+        }
     }
 }
 
@@ -786,6 +819,51 @@ impl LongRun {
         assert!(saw_segment, "{signal}: a segment finished before the signal");
         child.wait().expect("wait")
     }
+}
+
+/// Ctrl-C in a terminal goes to the whole foreground process group: while
+/// ffmpeg decodes the input (a format only ffmpeg reads), the run is
+/// cancelled and cleans up, not failed as a corrupt input (which the app's
+/// and server's queues would not retry). (ffmpeg now runs in a group of
+/// its own, and a decoder error after a cancel counts as the cancel; on
+/// this machine the run was cancelled before those two changes too, its
+/// decode loop seeing the cancel first.)
+#[test]
+fn ctrl_c_to_the_process_group_while_ffmpeg_decodes_cancels() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("long.ac3");
+    // Ten minutes of AC-3: seconds of ffmpeg decoding.
+    ffmpeg(&["-stream_loop", "99", "-i", utf8(&testdata("mixture.wav")), "-c:a", "ac3", utf8(&input)]);
+    let out = dir.path().join("out");
+    let mut child = {
+        use std::os::unix::process::CommandExt;
+        stemroom()
+            .args(["separate", "--json", "-o", utf8(&out), utf8(&input)])
+            .process_group(0)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn")
+    };
+    use std::io::{BufRead, BufReader};
+    let mut lines = Vec::new();
+    for line in BufReader::new(child.stdout.take().expect("stdout")).lines() {
+        let Ok(line) = line else { break };
+        if line.contains("\"event\":\"started\"") {
+            // ffmpeg starts as soon as the run does.
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let group = format!("-{}", child.id());
+            let st = Command::new("kill").args(["-INT", "--", &group]).status().expect("kill");
+            assert!(st.success());
+        }
+        lines.push(line);
+    }
+    let status = child.wait().expect("wait");
+    let text = lines.join("\n");
+    assert!(!text.contains("\"event\":\"decoded\""), "the signal came while decoding: {text}");
+    assert_eq!(status.code(), Some(130), "{text}");
+    assert!(text.contains("\"code\":\"cancelled\"") && !text.contains("bad_input"), "{text}");
+    assert!(files_under(&out).is_empty(), "partial outputs left: {:?}", files_under(&out));
 }
 
 fn interrupt_after_a_segment(signal: &str) {

@@ -451,7 +451,13 @@ pub fn separate_file(sep: &Separator, req: &JobRequest, listener: &dyn Listener)
 
     // Decode + resample to the model rate into the scratch spool.
     let scratch_dir = req.scratch_dir.clone().unwrap_or_else(std::env::temp_dir);
-    let spooled = spool::decode_to_spool(&req.input, info.sample_rate, &scratch_dir, listener)?;
+    let spooled = match spool::decode_to_spool(&req.input, info.sample_rate, &scratch_dir, listener) {
+        // A decoder stopped by the same signal that cancelled the job
+        // (systemd stops the whole group): the job was cancelled, the
+        // input is not at fault.
+        Err(_) if listener.is_cancelled() => return Err(Error::Cancelled),
+        r => r?,
+    };
     let decoded = spooled.decoded.clone();
     let audio_seconds = decoded.frames as f64 / decoded.sample_rate as f64;
     listener.event(&Event::Decoded {

@@ -129,8 +129,22 @@ fn file_url(path: &Path) -> std::ffi::OsString {
     url
 }
 
+/// Start `cmd` in a process group of its own: a Ctrl-C in the terminal
+/// (sent to the whole foreground group) reaches Stemroom, which cancels
+/// and stops ffmpeg itself, instead of killing ffmpeg under it so the
+/// input looks corrupt. A Stemroom that dies closes ffmpeg's pipe, and
+/// ffmpeg then ends on its next write.
+fn own_group(cmd: &mut Command) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+    }
+}
+
 /// Run `cmd` to completion within `timeout`, returning its stdout.
 fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Result<Vec<u8>, OpenError> {
+    own_group(&mut cmd);
     let mut child = match cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn() {
         Ok(c) => c,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(OpenError::NotInstalled),
@@ -351,6 +365,7 @@ impl FfmpegStream {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        own_group(&mut cmd);
         let mut child = cmd.spawn().map_err(|e| DecodeError::Corrupt {
             path: self.path.clone(),
             reason: format!("cannot run {}: {e}", self.ffmpeg.display()),

@@ -66,6 +66,11 @@ pub enum OutputFormat {
     Mp3 { kbps: u16 },
 }
 
+/// Highest sample rate in Hz the FLAC encoder writes (flacenc 0.5's
+/// `StreamInfo` check; the format itself allows more, but its streamable
+/// subset stops at 48 kHz and common players at 96 or 192 kHz).
+pub const FLAC_MAX_RATE: u32 = 96_000;
+
 impl OutputFormat {
     /// File extension without the dot.
     pub fn extension(&self) -> &'static str {
@@ -81,12 +86,21 @@ impl OutputFormat {
     /// the nearest of the MPEG-1/2/2.5 rates (ISO/IEC 11172-3, 13818-3:
     /// 8000 to 48000 Hz) at or above it, 48000 above that. The stems are
     /// resampled to it before LAME, which would otherwise resample itself
-    /// (and, from below 8000 Hz, outgrow its output buffer).
+    /// (and, from below 8000 Hz, outgrow its output buffer). FLAC above
+    /// [`FLAC_MAX_RATE`] is written at half the rate (again until it fits:
+    /// 192 kHz at 96 kHz, 176.4 kHz at 88.2 kHz), the encoder's limit.
     pub fn file_rate(&self, wanted: u32) -> u32 {
         const MP3_RATES: [u32; 9] = [8_000, 11_025, 12_000, 16_000, 22_050, 24_000, 32_000, 44_100, 48_000];
         match self {
             OutputFormat::Mp3 { .. } => MP3_RATES.into_iter().find(|&r| r >= wanted).unwrap_or(48_000),
-            _ => wanted,
+            OutputFormat::Flac { .. } => {
+                let mut rate = wanted;
+                while rate > FLAC_MAX_RATE {
+                    rate /= 2;
+                }
+                rate
+            }
+            OutputFormat::Wav { .. } => wanted,
         }
     }
 
@@ -280,7 +294,7 @@ mod tests {
     }
 
     #[test]
-    fn mp3_files_are_written_at_an_mpeg_rate() {
+    fn mp3_and_flac_files_are_written_at_rates_they_take() {
         let mp3 = OutputFormat::Mp3 { kbps: 320 };
         let wav = OutputFormat::Wav { depth: WavDepth::Int16 };
         for (wanted, want) in
@@ -289,7 +303,18 @@ mod tests {
             assert_eq!(mp3.file_rate(wanted), want, "{wanted} Hz");
         }
         assert_eq!(wav.file_rate(4_000), 4_000);
-        assert_eq!(OutputFormat::Flac { bits: 16 }.file_rate(96_000), 96_000);
+        let flac = OutputFormat::Flac { bits: 24 };
+        for (wanted, want) in
+            [(96_000, 96_000), (192_000, 96_000), (176_400, 88_200), (352_800, 88_200), (8_000, 8_000)]
+        {
+            assert_eq!(flac.file_rate(wanted), want, "{wanted} Hz");
+        }
+        // The rate it gives is one the encoder takes.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("hi.flac");
+        let mut w = open(&p, flac, flac.file_rate(192_000), 2, ClipMode::Clamp).expect("192 kHz FLAC opens");
+        w.write(&tone(9000, 0.5)).expect("write");
+        w.finish().expect("finish");
     }
 
     #[test]

@@ -618,6 +618,14 @@ impl Listener for CliListener {
 }
 
 fn report_error(err: &Error, input: Option<&PathBuf>, json: bool, out: &Arc<Mutex<()>>) {
+    let mut message = err.to_string();
+    if let Error::Engine(EngineError::Scratch(_)) = err {
+        let dir = std::env::var_os("STEMROOM_SCRATCH").map_or_else(std::env::temp_dir, PathBuf::from);
+        message.push_str(&format!(
+            " (scratch folder {}: the decoded song takes 1.27 GB per hour of audio; set STEMROOM_SCRATCH to a folder with room)",
+            dir.display()
+        ));
+    }
     if json {
         #[derive(Serialize)]
         struct ErrLine {
@@ -627,16 +635,15 @@ fn report_error(err: &Error, input: Option<&PathBuf>, json: bool, out: &Arc<Mute
             code: &'static str,
             message: String,
         }
-        let line =
-            ErrLine { event: "error", input: input.cloned(), code: err.code().as_str(), message: err.to_string() };
+        let line = ErrLine { event: "error", input: input.cloned(), code: err.code().as_str(), message };
         if let Ok(s) = serde_json::to_string(&line) {
             let _g = out.lock();
             let _ = writeln!(std::io::stdout().lock(), "{s}");
         }
     } else {
         match input {
-            Some(p) => errln!("error: {}: {err}", p.display()),
-            None => errln!("error: {err}"),
+            Some(p) => errln!("error: {}: {message}", p.display()),
+            None => errln!("error: {message}"),
         }
     }
 }

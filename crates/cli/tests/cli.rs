@@ -466,6 +466,16 @@ fn bad_inputs_get_their_own_clear_errors_and_leave_nothing() {
     }
     assert!(files_under(Path::new(&out)).is_empty(), "nothing written: {:?}", files_under(Path::new(&out)));
     assert!(!Path::new(&out).join("htdemucs/empty").exists(), "no empty track folders left behind");
+    // Cut mid-packet without a length to check against (Ogg Vorbis):
+    // separated as far as it goes, and the user hears that it may be
+    // truncated.
+    ffmpeg(&["-i", utf8(&mix), "-c:a", "libvorbis", &s("whole.ogg")]);
+    let whole = std::fs::read(p("whole.ogg")).expect("read");
+    std::fs::write(p("cut.ogg"), &whole[..whole.len() / 2 + 7]).expect("write");
+    let o = run(&["separate", "--shifts", "0", "--two-stems", "vocals", "-o", &s("cut-out"), &s("cut.ogg")]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("warning: the file ended mid-packet: it may be truncated"), "{err}");
     // An output folder that cannot be created (a regular file is in the way).
     std::fs::write(p("blocker"), b"x").expect("write");
     let blocked = p("blocker").join("out");
@@ -564,6 +574,25 @@ fn a_closed_stdout_loses_lines_not_the_run() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
         assert!(o.status.code().is_some(), "{args:?} ended by a signal: {:?}", o.status);
     }
+}
+
+/// A scratch folder that cannot be used (missing, full: a tmpfs `/tmp` for
+/// an hours-long song) is named, with the way out.
+#[test]
+fn a_scratch_folder_that_fails_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("no-such-folder");
+    let o = stemroom()
+        .env("STEMROOM_SCRATCH", &missing)
+        .args(["--shifts", "0", "-o", utf8(&dir.path().join("out")), utf8(&testdata("mixture.wav"))])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(6), "{err}");
+    assert!(
+        err.contains(&format!("scratch folder {}", missing.display())) && err.contains("STEMROOM_SCRATCH"),
+        "{err}"
+    );
 }
 
 /// `stemroom a.wav b.wav 2>&1 | head -1`: stderr's reader goes away after

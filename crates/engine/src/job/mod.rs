@@ -293,8 +293,10 @@ pub fn output_stems(info: &ModelInfo, two_stems: Option<&str>, other: OtherMetho
 /// other `{...}` stay as written.
 ///
 /// # Errors
-/// [`Error::InvalidOptions`] for an absolute template or one that climbs out
-/// of the output directory.
+/// [`Error::InvalidOptions`] for an absolute template, one that climbs out
+/// of the output directory, or one that gives a file or folder name longer
+/// than [`MAX_NAME_BYTES`] (found here, not by the final rename after the
+/// whole separation).
 pub fn render_filename(template: &str, input: &Path, stem: &str, ext: &str) -> Result<PathBuf, Error> {
     let track = safe_component(&input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
     let trackext = input.extension().map(|s| safe_component(&s.to_string_lossy())).unwrap_or_default();
@@ -326,8 +328,19 @@ pub fn render_filename(template: &str, input: &Path, stem: &str, ext: &str) -> R
             "--filename '{template}' must be a relative path inside the output folder, ending in a file name"
         )));
     }
+    if let Some(long) = p.components().map(|c| c.as_os_str()).find(|c| c.len() > MAX_NAME_BYTES) {
+        return Err(Error::InvalidOptions(format!(
+            "--filename '{template}' makes a name of {} bytes for {stem} (file systems take at most {MAX_NAME_BYTES}): {}…",
+            long.len(),
+            long.to_string_lossy().chars().take(60).collect::<String>()
+        )));
+    }
     Ok(p)
 }
+
+/// Longest file or folder name in bytes that file systems take (`NAME_MAX`
+/// of Linux's ext4, btrfs, XFS; 255 UTF-16 units on NTFS, APFS).
+pub const MAX_NAME_BYTES: usize = 255;
 
 /// Where each output stem goes under `req.out_dir`, in output order.
 ///
@@ -595,6 +608,11 @@ mod tests {
         }
         // A leading `./` is the output folder itself.
         assert_eq!(r("./{track}/{stem}.{ext}", "a.wav").unwrap(), "a/vocals.wav");
+        // A name too long for the file system is refused before the work.
+        let long = format!("/m/{}.wav", "n".repeat(120));
+        assert!(r("{track}/{track} - {stem}.{ext}", &long).is_ok(), "241 bytes");
+        let e = r("{track} - {track} - {track}/{stem}.{ext}", &long).unwrap_err().to_string();
+        assert!(e.contains("makes a name of 366 bytes"), "{e}");
     }
     use crate::audio::encode::WavDepth;
 

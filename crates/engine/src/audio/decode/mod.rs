@@ -197,6 +197,11 @@ trait Backend: Send {
     fn next_block(&mut self) -> Result<Option<u32>, DecodeError>;
     /// The block [`Backend::next_block`] decoded: interleaved stereo frames.
     fn block(&self) -> &[f32];
+    /// What the user should hear about the decode (a file that may be
+    /// truncated), each once: taken, not copied.
+    fn warnings(&mut self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A pull decoder: opens a file once and hands out interleaved stereo
@@ -209,6 +214,8 @@ pub struct StreamDecoder {
     /// ffmpeg took over from the built-in decoder, which found no samples
     /// or a change of format midway.
     retried: bool,
+    /// Warnings of the opening, until taken ([`StreamDecoder::take_warnings`]).
+    notes: Vec<String>,
 }
 
 impl std::fmt::Debug for StreamDecoder {
@@ -223,7 +230,17 @@ impl std::fmt::Debug for StreamDecoder {
 
 impl StreamDecoder {
     fn over(path: &Path, backend: impl Backend + 'static) -> Self {
-        StreamDecoder { path: path.to_path_buf(), backend: Box::new(backend), retried: false }
+        StreamDecoder { path: path.to_path_buf(), backend: Box::new(backend), retried: false, notes: Vec::new() }
+    }
+
+    /// What the user should hear about this decode so far (the core of an
+    /// AAC stream that may be HE-AAC decoded without ffmpeg, a file that
+    /// may be truncated), each once. [`decode`] sends them as
+    /// [`Event::Warning`]; readers that pull blocks themselves may too.
+    pub fn take_warnings(&mut self) -> Vec<String> {
+        let mut all = std::mem::take(&mut self.notes);
+        all.extend(self.backend.warnings());
+        all
     }
 
     /// Open `path` and set up its decoder; reads only headers (and, for the
@@ -247,7 +264,13 @@ impl StreamDecoder {
                         path.display(),
                         s.sample_rate()
                     );
-                    return Ok(StreamDecoder::over(path, s));
+                    let note = format!(
+                        "AAC at {} Hz may be HE-AAC, whose upper band only ffmpeg decodes: the stems have half the bandwidth (install ffmpeg for the whole)",
+                        s.sample_rate()
+                    );
+                    let mut d = StreamDecoder::over(path, s);
+                    d.notes.push(note);
+                    return Ok(d);
                 }
             },
             Ok(s) => return Ok(StreamDecoder::over(path, s)),
@@ -491,6 +514,9 @@ pub fn decode(
     let declared = d.declared_frames();
     let mut last_report = 0u64;
     loop {
+        for message in d.take_warnings() {
+            listener.event(&Event::Warning { message });
+        }
         if listener.is_cancelled() {
             return Err(Error::Cancelled);
         }
@@ -504,6 +530,9 @@ pub fn decode(
                 fraction: declared.map(|t| (frames as f64 / t.max(1) as f64).min(1.0)),
             });
         }
+    }
+    for message in d.take_warnings() {
+        listener.event(&Event::Warning { message });
     }
     Ok(d.info())
 }

@@ -89,6 +89,8 @@ pub(super) struct NativeStream {
     interleaved: Vec<f32>,
     stereo: Vec<f32>,
     truncated_io: bool,
+    /// Said once at the end (see [`super::Backend::warnings`]).
+    warnings: Vec<String>,
     finished: bool,
     /// The track's timebase (ticks of packet timestamps), when declared.
     time_base: Option<TimeBase>,
@@ -146,6 +148,7 @@ impl NativeStream {
             interleaved: Vec::new(),
             stereo: Vec::new(),
             truncated_io: false,
+            warnings: Vec::new(),
             finished: false,
             time_base,
             seek_target: None,
@@ -373,6 +376,7 @@ impl NativeStream {
         check_end(&self.path, self.frames, self.sample_rate, self.declared_frames, TRUNCATION_TOLERANCE_SECONDS)?;
         if self.declared_frames.is_none() && self.truncated_io {
             tracing::warn!("{} ended mid-packet; it may be truncated", self.path.display());
+            self.warnings.push("the file ended mid-packet: it may be truncated".into());
         }
         Ok(None)
     }
@@ -381,6 +385,9 @@ impl NativeStream {
 impl Backend for NativeStream {
     fn kind(&self) -> &'static str {
         "native"
+    }
+    fn warnings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.warnings)
     }
     fn sample_rate(&self) -> u32 {
         self.sample_rate

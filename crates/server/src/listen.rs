@@ -1,9 +1,14 @@
 //! The accept loop: HTTP/1.1 through hyper with a header-read timeout (a
 //! client that opens connections and sends nothing, or headers a byte at a
-//! time, is dropped), the client's address for each request, and a graceful
-//! stop: no new connections, requests in flight get [`DRAIN_WITHIN`].
+//! time, is dropped), a write-stall timeout (a client that stops reading a
+//! download or an event stream is dropped: it held a connection slot, and
+//! a zip's writer thread, for as long as it stayed connected), the
+//! client's address for each request, and a graceful stop: no new
+//! connections, requests in flight get [`DRAIN_WITHIN`].
 
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
@@ -17,9 +22,87 @@ use tower_http::normalize_path::NormalizePath;
 /// Time requests in flight get to finish once the server stops.
 pub const DRAIN_WITHIN: Duration = Duration::from_secs(10);
 
+/// A connection whose writes may wait at most `stall` for the client to
+/// take bytes (hyper has a header-read timeout but none for writing).
+/// Reads pass through: uploads have their own idle timeout per chunk.
+struct WriteStall<S> {
+    inner: S,
+    stall: Duration,
+    /// Set while a write or flush waits on the client.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> WriteStall<S> {
+    fn new(inner: S, stall: Duration) -> Self {
+        WriteStall { inner, stall, deadline: None }
+    }
+
+    /// `Ready` passes (and ends the wait); `Pending` starts or checks it.
+    fn watch<T>(&mut self, cx: &mut Context<'_>, polled: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
+        match polled {
+            Poll::Ready(r) => {
+                self.deadline = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let stall = self.stall;
+                let deadline = self.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+                match std::future::Future::poll(deadline.as_mut(), cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("the client took nothing for {} s", stall.as_secs()),
+                    ))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for WriteStall<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteStall<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(cx, polled)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 /// Serve `app` on `listener` until `stop` completes, with at most
 /// `max_connections` client connections open (the next is accepted when
-/// one closes; the kernel's backlog holds it meanwhile).
+/// one closes; the kernel's backlog holds it meanwhile). `header_timeout`
+/// bounds both the wait for a request's headers and how long a response
+/// may wait for the client to take its bytes.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
@@ -61,6 +144,7 @@ pub async fn serve(
                 req
             },
         );
+        let stream = WriteStall::new(stream, header_timeout);
         let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
         let watched = graceful.watch(conn);
         tokio::spawn(async move {
@@ -74,5 +158,46 @@ pub async fn serve(
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(DRAIN_WITHIN) => tracing::warn!("requests still open after {} s were dropped", DRAIN_WITHIN.as_secs()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_client_that_stops_reading_is_dropped_after_the_stall_and_not_before() {
+        // A pipe that holds 64 KiB, as a socket's buffers would.
+        let (server_end, mut client_end) = tokio::io::duplex(64 * 1024);
+        let mut conn = WriteStall::new(server_end, Duration::from_millis(300));
+        // A client that reads, slowly: never dropped.
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; 16 * 1024];
+            let mut got = 0;
+            for _ in 0..16 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                got += client_end.read(&mut buf).await.expect("read");
+            }
+            (got, client_end)
+        });
+        let chunk = vec![7u8; 16 * 1024];
+        for _ in 0..16 {
+            conn.write_all(&chunk).await.expect("a slow reader is served");
+        }
+        let (got, client_end) = reader.await.expect("reader");
+        assert!(got > 0);
+        // The client stops reading: the write fails once it has waited the stall.
+        let started = std::time::Instant::now();
+        let err = loop {
+            if let Err(e) = conn.write_all(&chunk).await {
+                break e;
+            }
+        };
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(300) && waited < Duration::from_secs(5), "{waited:?}");
+        drop(client_end);
     }
 }

@@ -212,6 +212,10 @@ struct Tally {
     delivered: AtomicU64,
     /// The reader held more than [`MULTIPART_BUFFERED`]: the body was cut.
     overflowed: AtomicBool,
+    /// The body is being read to its end after a refusal: the parser skips
+    /// the rest of the field it was in (taken, never handed out, never
+    /// held), so the bound no longer applies.
+    draining: AtomicBool,
 }
 
 impl Tally {
@@ -236,7 +240,9 @@ fn bounded_multipart(body: axum::body::Body, tally: Arc<Tally>, limit: u64) -> a
             Some(Err(e)) => Some((Err(std::io::Error::other(e)), (inner, tally, true))),
             Some(Ok(chunk)) => {
                 let taken = tally.taken.fetch_add(chunk.len() as u64, Ordering::Relaxed) + chunk.len() as u64;
-                if taken.saturating_sub(tally.delivered.load(Ordering::Relaxed)) <= MULTIPART_BUFFERED {
+                if tally.draining.load(Ordering::Relaxed)
+                    || taken.saturating_sub(tally.delivered.load(Ordering::Relaxed)) <= MULTIPART_BUFFERED
+                {
                     return Some((Ok(chunk), (inner, tally, false)));
                 }
                 tally.overflowed.store(true, Ordering::Relaxed);
@@ -318,6 +324,7 @@ fn take_text(job: &mut NewJob, name: &str, value: String) -> Result<(), ApiError
 /// (python-requests and httpx put their `data=` fields before the file)
 /// then see the answer, not a connection reset.
 async fn drain_multipart(multipart: &mut Multipart, tally: &Tally, limit: u64, idle: std::time::Duration) {
+    tally.draining.store(true, Ordering::Relaxed);
     let mut read = 0u64;
     while let Ok(Ok(Some(mut field))) = tokio::time::timeout(idle, multipart.next_field()).await {
         while let Ok(Ok(Some(chunk))) = tokio::time::timeout(idle, field.chunk()).await {

@@ -420,7 +420,10 @@ fn finish_outputs(outputs: &mut [Pending], listener: &dyn Listener) -> Result<()
     }
     for p in outputs.iter_mut() {
         if let Some(w) = p.writer.take() {
-            Box::new(w).finish()?;
+            match w.finish_unless(&|| listener.is_cancelled()) {
+                Err(crate::audio::encode::EncodeError::Stopped) => return Err(Error::Cancelled),
+                r => r?,
+            }
         }
     }
     if listener.is_cancelled() {
@@ -678,6 +681,53 @@ mod tests {
         w.write(&x).unwrap();
         w.finish().unwrap();
         p
+    }
+
+    /// A cancel that comes while loud stems are encoded again at their
+    /// rescaled gain (minutes of LAME for a long song) ends the run at
+    /// once, leaving nothing.
+    #[test]
+    fn a_cancel_during_the_rescaled_encode_ends_the_run_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        // Ten minutes peaking at 0.999: every stem of the identity
+        // network is the input, so every stem must be scaled down.
+        let input = dir.path().join("loud.wav");
+        let mut w =
+            crate::audio::encode::open(&input, OutputFormat::Wav { depth: WavDepth::Int16 }, 44_100, 2, ClipMode::None)
+                .unwrap();
+        let second: Vec<f32> = (0..44_100 * 2).map(|i| ((i / 2) as f32 * 0.0627).sin() * 0.999).collect();
+        for _ in 0..600 {
+            w.write(&second).unwrap();
+        }
+        w.finish().unwrap();
+        let info = Manifest::builtin().unwrap().get("htdemucs").unwrap().clone();
+        let (net, _) = identity(None);
+        let sep = Separator::from_network(info, net, Provider::Cpu, PathBuf::new(), None);
+        struct CancelAtLastStem {
+            encoding: AtomicUsize,
+            at: Mutex<Option<std::time::Instant>>,
+        }
+        impl Listener for CancelAtLastStem {
+            fn event(&self, e: &Event) {
+                if matches!(e, Event::Encoding { .. }) && self.encoding.fetch_add(1, Ordering::SeqCst) + 1 == 4 {
+                    *self.at.lock().unwrap() = Some(std::time::Instant::now());
+                }
+            }
+            fn is_cancelled(&self) -> bool {
+                self.at.lock().unwrap().is_some()
+            }
+        }
+        let listener = CancelAtLastStem { encoding: AtomicUsize::new(0), at: Mutex::new(None) };
+        let out = dir.path().join("out");
+        let req =
+            JobRequest { format: OutputFormat::Mp3 { kbps: 320 }, clip: ClipMode::Rescale, ..request(&input, &out) };
+        let err = separate_file(&sep, &req, &listener).expect_err("cancelled");
+        let waited = listener.at.lock().unwrap().expect("cancelled at the last stem").elapsed();
+        assert!(matches!(err, Error::Cancelled), "{err:?}");
+        // Encoding the four ten-minute stems again took 8 s here before
+        // the cancel could stop it; now it stops within one block.
+        assert!(waited < std::time::Duration::from_millis(1500), "the cancel took {waited:?}");
+        assert!(!out.exists(), "nothing left behind");
     }
 
     #[test]

@@ -38,6 +38,10 @@ pub enum EncodeError {
     },
     #[error("{format} encoder failed: {reason}")]
     Encoder { format: &'static str, reason: String },
+    /// Stopped on request before the file was complete (a cancel while a
+    /// rescaled stem was encoded again): the file is not whole.
+    #[error("stopped before the file was complete")]
+    Stopped,
 }
 
 /// Bit depth and sample type of WAV output.
@@ -195,6 +199,16 @@ pub trait StemWriter: Send {
     /// # Errors
     /// [`EncodeError`] on I/O or encoder failure.
     fn finish(self: Box<Self>) -> Result<(), EncodeError>;
+    /// [`StemWriter::finish`] that gives up when `stop` becomes true, for a
+    /// finish that does long work (the `rescale` clip mode encodes a scaled
+    /// stem again: minutes for an hours-long MP3).
+    ///
+    /// # Errors
+    /// As [`StemWriter::finish`]; [`EncodeError::Stopped`] when stopped.
+    fn finish_or_stop(self: Box<Self>, stop: &std::sync::atomic::AtomicBool) -> Result<(), EncodeError> {
+        let _ = stop;
+        self.finish()
+    }
 }
 
 pub(crate) fn io_err(path: &Path) -> impl Fn(std::io::Error) -> EncodeError + '_ {

@@ -73,7 +73,11 @@ impl StemWriter for Spool {
         }
     }
 
-    fn finish(mut self: Box<Self>) -> Result<(), EncodeError> {
+    fn finish(self: Box<Self>) -> Result<(), EncodeError> {
+        self.finish_or_stop(&std::sync::atomic::AtomicBool::new(false))
+    }
+
+    fn finish_or_stop(mut self: Box<Self>, stop: &std::sync::atomic::AtomicBool) -> Result<(), EncodeError> {
         self.file.flush().map_err(io_err(&self.target))?;
         let gain = 1.0 / (1.01 * self.peak).max(1.0);
         if let Some(w) = self.at_unity.take() {
@@ -90,6 +94,9 @@ impl StemWriter for Spool {
         let mut bytes = vec![0u8; 65536 * 4];
         let mut samples = Vec::with_capacity(65536);
         loop {
+            if stop.load(std::sync::atomic::Ordering::Acquire) {
+                return Err(EncodeError::Stopped);
+            }
             let mut filled = 0;
             while filled < bytes.len() {
                 let n = reader.read(&mut bytes[filled..]).map_err(io_err(&self.target))?;

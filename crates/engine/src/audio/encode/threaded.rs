@@ -50,7 +50,7 @@ impl ThreadedWriter {
                 if stop.load(Ordering::Acquire) {
                     return Ok(());
                 }
-                inner.finish()
+                inner.finish_or_stop(&stop)
             })
             .map_err(|e| EncodeError::Encoder { format: "thread", reason: e.to_string() })?;
         Ok(ThreadedWriter { tx: Some(tx), spare, thread: Some(thread), abandoned })
@@ -61,6 +61,25 @@ impl ThreadedWriter {
     /// closing every stem first lets them encode at the same time.
     pub fn close(&mut self) {
         self.tx = None;
+    }
+
+    /// [`StemWriter::finish`] that stops the thread's work (a rescaled
+    /// stem's second encode) as soon as `cancelled` says so.
+    ///
+    /// # Errors
+    /// As [`StemWriter::finish`]; [`EncodeError::Stopped`] when cancelled
+    /// before the file was complete.
+    pub fn finish_unless(mut self, cancelled: &dyn Fn() -> bool) -> Result<(), EncodeError> {
+        self.tx = None;
+        while self.thread.as_ref().is_some_and(|t| !t.is_finished()) {
+            if cancelled() {
+                self.abandoned.store(true, Ordering::Release);
+                let _ = self.join();
+                return Err(EncodeError::Stopped);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        self.join()
     }
 
     /// The thread's result once it has ended (after an error or `finish`).

@@ -143,7 +143,8 @@ impl Growing {
 
 enum Inner {
     Files(Vec<StemReader>),
-    Growing(Growing),
+    /// Boxed: a growing set is one per player, and much larger than a file list.
+    Growing(Box<Growing>),
 }
 
 /// A song's stems, read in lock step.
@@ -181,7 +182,9 @@ impl StemSet {
         let layout =
             StreamLayout::read(dir).map_err(|source| DecodeError::Unreadable { path: dir.to_path_buf(), source })?;
         let file = File::open(&path).map_err(|source| DecodeError::Unreadable { path: path.clone(), source })?;
-        Ok(StemSet { inner: Inner::Growing(Growing { path, file, layout, pos: 0, bytes: Vec::new(), original: None }) })
+        Ok(StemSet {
+            inner: Inner::Growing(Box::new(Growing { path, file, layout, pos: 0, bytes: Vec::new(), original: None })),
+        })
     }
 
     /// The same stems with the original mixture at `path` as one more, last

@@ -637,10 +637,9 @@ pub fn run_worker(config: &RemoteConfig, stop: &AtomicBool) -> Result<(), Remote
                 };
                 // The connection may have broken during the job (a broker
                 // restart): one try on a new one before leaving it pending.
-                let mut ack = conn.as_mut().map_or_else(
-                    || Err(redis::RedisError::from((redis::ErrorKind::Io, "not connected"))),
-                    |c| ack_on(c),
-                );
+                let mut ack = conn
+                    .as_mut()
+                    .map_or_else(|| Err(redis::RedisError::from((redis::ErrorKind::Io, "not connected"))), &ack_on);
                 if ack.is_err() {
                     conn = redis_connect(&client).ok();
                     if let Some(c) = conn.as_mut() {

@@ -880,7 +880,7 @@ fn ctrl_c_to_the_process_group_while_ffmpeg_decodes_cancels() {
         let Ok(line) = line else { break };
         if line.contains("\"event\":\"started\"") {
             // ffmpeg starts as soon as the run does.
-            std::thread::sleep(std::time::Duration::from_millis(300));
+            std::thread::sleep(std::time::Duration::from_millis(100));
             let group = format!("-{}", child.id());
             let st = Command::new("kill").args(["-INT", "--", &group]).status().expect("kill");
             assert!(st.success());

@@ -475,15 +475,15 @@ async fn heartbeat(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let broker = broker_of(&service)?;
     let name: String = h.worker.chars().filter(|c| !c.is_control()).take(64).collect();
-    if let (true, Some(id), Some(message)) = (h.busy, h.job, h.message.as_deref()) {
+    if let (true, Some(id), Some(message)) = (h.busy || h.keeps, h.job, h.message.as_deref()) {
         // Only the holder's word counts.
         if service.queue.broker_holder(id)?.is_some_and(|(m, w)| m == message && w == h.worker) {
-            broker.touch(id);
-        }
-    }
-    if let (true, Some(id), Some(message)) = (h.keeps, h.job, h.message.as_deref()) {
-        if service.queue.broker_holder(id)?.is_some_and(|(m, w)| m == message && w == h.worker) {
-            broker.kept(id, &h.worker);
+            if h.busy {
+                broker.touch(id);
+            }
+            if h.keeps {
+                broker.kept(id, &h.worker);
+            }
         }
     }
     broker.seen(&name, &h.device, h.provider, h.job);

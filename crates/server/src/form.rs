@@ -126,14 +126,16 @@ pub async fn read(service: &Service, req: Request, file_required: bool) -> Resul
             return refuse(req, e).await;
         }
         let tally = Arc::new(Tally::default());
-        let req = req.map(|body| bounded_multipart(body, tally.clone(), limit.saturating_add(MULTIPART_OVERHEAD)));
+        let idle = service.config.idle_timeout;
+        let req =
+            req.map(|body| bounded_multipart(body, tally.clone(), limit.saturating_add(MULTIPART_OVERHEAD), idle));
         let mut multipart = Multipart::from_request(req, &())
             .await
             .map_err(|e| ApiError::bad_request(format!("not a multipart body: {e}")))?;
         match read_multipart(service, &mut multipart, &tally).await {
             Ok(job) => job,
             Err(e) => {
-                drain_multipart(&mut multipart, &tally, limit, service.config.idle_timeout).await;
+                drain_multipart(&mut multipart, &tally, service.config.idle_timeout).await;
                 if tally.overflowed.load(Ordering::Relaxed) {
                     return Err(ApiError::bad_request(format!(
                         "the multipart body has no boundary line `--BOUNDARY` or end of part headers within its first {} MiB: is the boundary in the Content-Type the one the body uses?",
@@ -176,6 +178,10 @@ pub async fn read(service: &Service, req: Request, file_required: bool) -> Resul
             take_text(&mut job, &k, v)?;
         }
         job
+    } else if content_type.is_empty() && declared == Some(0) && !query.is_empty() && !file_required {
+        // No body at all, everything in the address (`requests.post(url,
+        // params={"url": …})`).
+        NewJob { upload: None, client_name: None, url: None, fields: BTreeMap::new() }
     } else {
         let e = ApiError::unsupported(format!(
             "cannot read a {} body: send multipart/form-data with the audio in a `file` field{}",
@@ -212,10 +218,6 @@ struct Tally {
     delivered: AtomicU64,
     /// The reader held more than [`MULTIPART_BUFFERED`]: the body was cut.
     overflowed: AtomicBool,
-    /// The body is being read to its end after a refusal: the parser skips
-    /// the rest of the field it was in (taken, never handed out, never
-    /// held), so the bound no longer applies.
-    draining: AtomicBool,
 }
 
 impl Tally {
@@ -228,7 +230,12 @@ impl Tally {
 /// holds more than [`MULTIPART_BUFFERED`] bytes it has not handed out. The
 /// rest of the body (up to `limit` bytes) is read and thrown away first,
 /// so the client gets the 400 instead of a reset connection.
-fn bounded_multipart(body: axum::body::Body, tally: Arc<Tally>, limit: u64) -> axum::body::Body {
+fn bounded_multipart(
+    body: axum::body::Body,
+    tally: Arc<Tally>,
+    limit: u64,
+    idle: std::time::Duration,
+) -> axum::body::Body {
     use futures_util::StreamExt;
     let inner = body.into_data_stream();
     let stream = futures_util::stream::unfold((inner, tally, false), move |(mut inner, tally, ended)| async move {
@@ -240,14 +247,12 @@ fn bounded_multipart(body: axum::body::Body, tally: Arc<Tally>, limit: u64) -> a
             Some(Err(e)) => Some((Err(std::io::Error::other(e)), (inner, tally, true))),
             Some(Ok(chunk)) => {
                 let taken = tally.taken.fetch_add(chunk.len() as u64, Ordering::Relaxed) + chunk.len() as u64;
-                if tally.draining.load(Ordering::Relaxed)
-                    || taken.saturating_sub(tally.delivered.load(Ordering::Relaxed)) <= MULTIPART_BUFFERED
-                {
+                if taken.saturating_sub(tally.delivered.load(Ordering::Relaxed)) <= MULTIPART_BUFFERED {
                     return Some((Ok(chunk), (inner, tally, false)));
                 }
                 tally.overflowed.store(true, Ordering::Relaxed);
                 let mut rest = taken;
-                while let Some(Ok(c)) = inner.next().await {
+                while let Ok(Some(Ok(c))) = tokio::time::timeout(idle, inner.next()).await {
                     rest += c.len() as u64;
                     if rest > limit {
                         break;
@@ -323,16 +328,30 @@ fn take_text(job: &mut NewJob, name: &str, value: String) -> Result<(), ApiError
 /// the idle timeout, as a valid upload of that size would be read. Clients
 /// (python-requests and httpx put their `data=` fields before the file)
 /// then see the answer, not a connection reset.
-async fn drain_multipart(multipart: &mut Multipart, tally: &Tally, limit: u64, idle: std::time::Duration) {
-    tally.draining.store(true, Ordering::Relaxed);
-    let mut read = 0u64;
+///
+/// Every field is read through, chunk by chunk: a field the parser skipped
+/// unseen would count as held (see [`MULTIPART_BUFFERED`]), and its whole
+/// rest would have to come within one idle timeout.
+async fn drain_multipart(multipart: &mut Multipart, tally: &Tally, idle: std::time::Duration) {
     while let Ok(Ok(Some(mut field))) = tokio::time::timeout(idle, multipart.next_field()).await {
-        while let Ok(Ok(Some(chunk))) = tokio::time::timeout(idle, field.chunk()).await {
-            tally.delivered(chunk.len());
-            read += chunk.len() as u64;
-            if read > limit {
-                return;
-            }
+        if !drain_field(&mut field, tally, idle).await {
+            return;
+        }
+    }
+}
+
+/// Read and discard the rest of `field`, each chunk within `idle`; false
+/// when the body broke off or stalled (nothing more to read).
+async fn drain_field(
+    field: &mut axum::extract::multipart::Field<'_>,
+    tally: &Tally,
+    idle: std::time::Duration,
+) -> bool {
+    loop {
+        match tokio::time::timeout(idle, field.chunk()).await {
+            Ok(Ok(Some(chunk))) => tally.delivered(chunk.len()),
+            Ok(Ok(None)) => return true,
+            _ => return false,
         }
     }
 }
@@ -358,73 +377,88 @@ async fn read_multipart(service: &Service, multipart: &mut Multipart, tally: &Ta
     while let Some(mut field) =
         tokio::time::timeout(idle, multipart.next_field()).await.map_err(|_| stalled())?.map_err(bad)?
     {
-        count += 1;
-        if count > MAX_FIELDS {
-            return Err(ApiError::invalid_options(format!("more than {MAX_FIELDS} fields")));
+        let taken: Result<(), ApiError> = async {
+            count += 1;
+            if count > MAX_FIELDS {
+                return Err(ApiError::invalid_options(format!("more than {MAX_FIELDS} fields")));
+            }
+            let name = field.name().unwrap_or("").to_string();
+            // A file part has a file name, or at least a type (multer hides a
+            // file name that is not UTF-8; the part is still the file).
+            if FILE_FIELDS.contains(&name.as_str()) && (field.file_name().is_some() || field.content_type().is_some()) {
+                if job.upload.is_some() {
+                    return Err(ApiError::invalid_options("one file per job"));
+                }
+                job.client_name = field.file_name().map(str::to_string);
+                let part = PartFile::new(&service.uploads, &upload::new_name(job.client_name.as_deref()));
+                let mut file = tokio::fs::File::create(part.part_path())
+                    .await
+                    .map_err(|e| ApiError::internal(format!("cannot store the upload: {e}")))?;
+                // A full disk is the floor's 507, whichever write finds it.
+                let store_err = |e: std::io::Error| {
+                    if e.raw_os_error() == Some(libc::ENOSPC) {
+                        no_space(service.config.min_free_bytes)
+                    } else {
+                        ApiError::internal(format!("cannot store the upload: {e}"))
+                    }
+                };
+                let mut written: u64 = 0;
+                let mut checked: u64 = 0;
+                while let Some(chunk) =
+                    tokio::time::timeout(idle, field.chunk()).await.map_err(|_| stalled())?.map_err(bad)?
+                {
+                    tally.delivered(chunk.len());
+                    written += chunk.len() as u64;
+                    if written > service.config.max_upload_bytes {
+                        return Err(too_large(service.config.max_upload_bytes));
+                    }
+                    // The floor again as the file grows: a chunked upload
+                    // declares no length, and uploads running side by side each
+                    // passed the check at their start.
+                    if written - checked >= SPACE_CHECK_EVERY {
+                        checked = written;
+                        check_space(service, 0)?;
+                    }
+                    file.write_all(&chunk).await.map_err(store_err)?;
+                }
+                file.flush().await.map_err(store_err)?;
+                drop(file);
+                if written == 0 {
+                    return Err(ApiError::unsupported("the file is empty"));
+                }
+                job.upload =
+                    Some(part.finish().map_err(|e| ApiError::internal(format!("cannot store the upload: {e}")))?);
+            } else {
+                let mut text = Vec::new();
+                while let Some(chunk) =
+                    tokio::time::timeout(idle, field.chunk()).await.map_err(|_| stalled())?.map_err(bad)?
+                {
+                    tally.delivered(chunk.len());
+                    text.extend_from_slice(&chunk);
+                    if text.len() > TEXT_FIELD_LIMIT {
+                        return Err(ApiError::invalid_options(format!(
+                            "the field `{}` is longer than {TEXT_FIELD_LIMIT} bytes{}",
+                            name.chars().take(64).collect::<String>(),
+                            if FILE_FIELDS.contains(&name.as_str()) {
+                                " (send a file part with a file name)"
+                            } else {
+                                ""
+                            }
+                        )));
+                    }
+                }
+                let text = String::from_utf8(text)
+                    .map_err(|_| ApiError::invalid_options(format!("the field `{name}` is not UTF-8 text")))?;
+                take_text(&mut job, &name, text)?;
+            }
+            Ok(())
         }
-        let name = field.name().unwrap_or("").to_string();
-        // A file part has a file name, or at least a type (multer hides a
-        // file name that is not UTF-8; the part is still the file).
-        if FILE_FIELDS.contains(&name.as_str()) && (field.file_name().is_some() || field.content_type().is_some()) {
-            if job.upload.is_some() {
-                return Err(ApiError::invalid_options("one file per job"));
-            }
-            job.client_name = field.file_name().map(str::to_string);
-            let part = PartFile::new(&service.uploads, &upload::new_name(job.client_name.as_deref()));
-            let mut file = tokio::fs::File::create(part.part_path())
-                .await
-                .map_err(|e| ApiError::internal(format!("cannot store the upload: {e}")))?;
-            // A full disk is the floor's 507, whichever write finds it.
-            let store_err = |e: std::io::Error| {
-                if e.raw_os_error() == Some(libc::ENOSPC) {
-                    no_space(service.config.min_free_bytes)
-                } else {
-                    ApiError::internal(format!("cannot store the upload: {e}"))
-                }
-            };
-            let mut written: u64 = 0;
-            let mut checked: u64 = 0;
-            while let Some(chunk) =
-                tokio::time::timeout(idle, field.chunk()).await.map_err(|_| stalled())?.map_err(bad)?
-            {
-                tally.delivered(chunk.len());
-                written += chunk.len() as u64;
-                if written > service.config.max_upload_bytes {
-                    return Err(too_large(service.config.max_upload_bytes));
-                }
-                // The floor again as the file grows: a chunked upload
-                // declares no length, and uploads running side by side each
-                // passed the check at their start.
-                if written - checked >= SPACE_CHECK_EVERY {
-                    checked = written;
-                    check_space(service, 0)?;
-                }
-                file.write_all(&chunk).await.map_err(store_err)?;
-            }
-            file.flush().await.map_err(store_err)?;
-            drop(file);
-            if written == 0 {
-                return Err(ApiError::unsupported("the file is empty"));
-            }
-            job.upload = Some(part.finish().map_err(|e| ApiError::internal(format!("cannot store the upload: {e}")))?);
-        } else {
-            let mut text = Vec::new();
-            while let Some(chunk) =
-                tokio::time::timeout(idle, field.chunk()).await.map_err(|_| stalled())?.map_err(bad)?
-            {
-                tally.delivered(chunk.len());
-                text.extend_from_slice(&chunk);
-                if text.len() > TEXT_FIELD_LIMIT {
-                    return Err(ApiError::invalid_options(format!(
-                        "the field `{}` is longer than {TEXT_FIELD_LIMIT} bytes{}",
-                        name.chars().take(64).collect::<String>(),
-                        if FILE_FIELDS.contains(&name.as_str()) { " (send a file part with a file name)" } else { "" }
-                    )));
-                }
-            }
-            let text = String::from_utf8(text)
-                .map_err(|_| ApiError::invalid_options(format!("the field `{name}` is not UTF-8 text")))?;
-            take_text(&mut job, &name, text)?;
+        .await;
+        if let Err(e) = taken {
+            // The rest of this field is read here, chunk by chunk, so the
+            // parser never skips it unseen (see [`drain_multipart`]).
+            drain_field(&mut field, tally, idle).await;
+            return Err(e);
         }
     }
     Ok(job)

@@ -691,11 +691,16 @@ fn heartbeat(config: &RemoteConfig, current: &Mutex<Current>, life: &Life, stop:
             false
         });
         if let Some(message) = &kept {
+            // At most one heartbeat period on Redis: a broker that drops
+            // packets must not delay the HTTP heartbeat (which says the
+            // entry is kept, see below) past the other workers' visibility
+            // timeout.
+            let wait = every.max(Duration::from_millis(500));
             if conn.is_none() {
-                conn = client.get_connection_with_timeout(Duration::from_secs(5)).ok().filter(|c| {
-                    c.set_read_timeout(Some(Duration::from_secs(5))).is_ok()
-                        && c.set_write_timeout(Some(Duration::from_secs(5))).is_ok()
-                });
+                conn = client
+                    .get_connection_with_timeout(wait)
+                    .ok()
+                    .filter(|c| c.set_read_timeout(Some(wait)).is_ok() && c.set_write_timeout(Some(wait)).is_ok());
             }
             if let Some(c) = conn.as_mut() {
                 let refreshed: redis::RedisResult<redis::Value> = redis::cmd("XCLAIM")

@@ -653,6 +653,30 @@ fn bad_requests_get_clear_refusals_and_leave_nothing() {
     assert!(body.contains("no boundary line"), "{body}");
     let grew = peak_rss_gb(open.pid()) - before;
     eprintln!("peak RSS grew {:.1} MB for a 200 MB body without its boundary", grew * 1000.0);
+    // Nor one refused at its first field whose next part's headers never end.
+    let unended = dir.path().join("unended.bin");
+    {
+        let mut f = std::fs::File::create(&unended).expect("create");
+        use std::io::Write as _;
+        f.write_all(
+            b"--B\r\nContent-Disposition: form-data; name=\"model_name\"\r\n\r\nx\r\n--B\r\nContent-Type: text/plain",
+        )
+        .expect("write");
+        f.set_len(200 << 20).expect("size");
+    }
+    let before = peak_rss_gb(open.pid());
+    let (code, body) = raw(&[
+        "-H",
+        "Expect:",
+        "-H",
+        "Content-Type: multipart/form-data; boundary=B",
+        "--data-binary",
+        &data_binary(&unended),
+        "/upload",
+    ]);
+    assert!(code == 400 || code == 422, "{code} {body}");
+    let grew = peak_rss_gb(open.pid()) - before;
+    assert!(grew < 0.064, "a refused body whose next part never ends took {:.0} MB", grew * 1000.0);
     assert!(grew < 0.064, "a 200 MB body without its boundary took {:.0} MB", grew * 1000.0);
     // Options in the address, as FastAPI clients send plain parameters.
     let (code, body) = raw(&["-F", &file(&small), "/upload?model_name=htdemucs"]);
@@ -665,6 +689,10 @@ fn bad_requests_get_clear_refusals_and_leave_nothing() {
     let id = serde_json::from_str::<Value>(&body).expect("JSON")["job_id"].as_str().expect("id").to_string();
     let status: Value = serde_json::from_str(&raw(&[&format!("/status/{id}")]).1).expect("JSON");
     assert_eq!(status["options"]["two_stems"], "vocals", "{status}");
+    // No body at all, the link in the address (`requests.post(url, params=…)`):
+    // read (here refused as a link to this machine), not a 415.
+    let (code, body) = raw(&["-X", "POST", "-H", "Content-Length: 0", "/job?url=http://127.0.0.1/song.mp3"]);
+    assert_eq!(code, 422, "{body}");
     drop(open);
 
     // Nothing partial anywhere: uploads hold only files of jobs that exist

@@ -617,10 +617,16 @@ impl Listener for CliListener {
     }
 }
 
+/// Where the decoded mixture is spooled: `$STEMROOM_SCRATCH`, else (`None`)
+/// the engine's default, the temporary folder.
+fn scratch_dir() -> Option<PathBuf> {
+    std::env::var_os("STEMROOM_SCRATCH").map(PathBuf::from)
+}
+
 fn report_error(err: &Error, input: Option<&PathBuf>, json: bool, out: &Arc<Mutex<()>>) {
     let mut message = err.to_string();
     if let Error::Engine(EngineError::Scratch(_)) = err {
-        let dir = std::env::var_os("STEMROOM_SCRATCH").map_or_else(std::env::temp_dir, PathBuf::from);
+        let dir = scratch_dir().unwrap_or_else(std::env::temp_dir);
         message.push_str(&format!(
             " (scratch folder {}: the decoded song takes 1.27 GB per hour of audio; set STEMROOM_SCRATCH to a folder with room)",
             dir.display()
@@ -703,7 +709,7 @@ fn job_request(a: &SeparateArgs, input: &Path, format: OutputFormat, segment_fra
         },
         output_rate: if a.model_rate { OutputRate::Model } else { OutputRate::Input },
         separate: SeparateOptions { shifts: a.shifts, overlap: a.overlap, segment_frames, seed: a.seed },
-        scratch_dir: std::env::var_os("STEMROOM_SCRATCH").map(PathBuf::from),
+        scratch_dir: scratch_dir(),
         checkpoint: None,
     }
 }

@@ -3,13 +3,18 @@
 /// Make a name safe as one path component on every OS: no separators,
 /// control or reserved characters, not `.`/`..`, at most 120 bytes.
 pub fn safe_component(name: &str) -> String {
-    let mut s: String =
-        name.chars().map(|c| if c.is_control() || "/\\:*?\"<>|".contains(c) { '_' } else { c }).collect();
-    s = cut_to(s.trim(), 120);
+    let mut s = cut_to(without_reserved(name).trim(), 120);
     if s.is_empty() || s == "." || s == ".." {
         s = "track".into();
     }
     s
+}
+
+/// `name` with path separators, control characters and the characters
+/// Windows reserves (`\ : * ? " < > |`) as `_`; nothing else changed (not
+/// trimmed, not cut).
+pub fn without_reserved(name: &str) -> String {
+    name.chars().map(|c| if c.is_control() || "/\\:*?\"<>|".contains(c) { '_' } else { c }).collect()
 }
 
 /// `name` cut to at most `max_bytes` on a character boundary, without a

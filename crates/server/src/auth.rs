@@ -189,27 +189,19 @@ fn local_only(req: &Request, cors: &[String]) -> Result<(), ApiError> {
     let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string);
     let host = host.or_else(|| req.uri().authority().map(|a| a.as_str().to_string()));
     if let Some(host) = host.filter(|h| !is_loopback_host(h)) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!(
-                "a server without a token (--no-auth) answers only requests addressed to this machine (localhost, 127.0.0.1, [::1]), not to {:?}: start it with a token to reach it by another name",
-                host.chars().take(100).collect::<String>()
-            ),
-        ));
+        return Err(ApiError::forbidden(format!(
+            "a server without a token (--no-auth) answers only requests addressed to this machine (localhost, 127.0.0.1, [::1]), not to {:?}: start it with a token to reach it by another name",
+            host.chars().take(100).collect::<String>()
+        )));
     }
     if let Some(origin) = req.headers().get(header::ORIGIN) {
         let text = origin.to_str().unwrap_or("");
         let local = url::Url::parse(text).ok().and_then(|u| u.host_str().map(is_loopback_host)).unwrap_or(false);
         if !local && !cors.iter().any(|c| c == "*" || c == text) {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!(
-                    "a server without a token (--no-auth) takes requests from pages of this machine or of a --cors origin, not from {:?}",
-                    text.chars().take(100).collect::<String>()
-                ),
-            ));
+            return Err(ApiError::forbidden(format!(
+                "a server without a token (--no-auth) takes requests from pages of this machine or of a --cors origin, not from {:?}",
+                text.chars().take(100).collect::<String>()
+            )));
         }
     }
     Ok(())

@@ -54,6 +54,9 @@ impl ApiError {
     pub fn unsupported(what: impl Into<String>) -> Self {
         Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media", what)
     }
+    pub fn forbidden(what: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", what)
+    }
     pub fn conflict(what: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "conflict", what)
     }

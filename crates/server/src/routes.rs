@@ -494,10 +494,8 @@ fn client_ip(trusted: &[std::net::IpAddr], peer: SocketAddr, headers: &axum::htt
 /// the suffix, so the stem and extension stay (the name is at most the
 /// 120 bytes of [`stemroom_engine::names::safe_component`]).
 fn attachment(title: &str, suffix: &str) -> HeaderValue {
-    use stemroom_engine::names::{cut_to, safe_component};
-    let suffix: String =
-        suffix.chars().map(|c| if c.is_control() || "/\\:*?\"<>|".contains(c) { '_' } else { c }).collect();
-    let suffix = cut_to(&suffix, 60);
+    use stemroom_engine::names::{cut_to, safe_component, without_reserved};
+    let suffix = cut_to(&without_reserved(suffix), 60);
     let title = safe_component(title);
     let title = cut_to(title.trim_start_matches('.'), 120 - suffix.len());
     let name = if title.is_empty() { format!("download{suffix}") } else { format!("{title}{suffix}") };

@@ -511,12 +511,14 @@ pub fn decode(
     mut on_block: impl FnMut(&[f32], u32) -> Result<(), Error>,
 ) -> Result<DecodedInfo, Error> {
     let mut d = StreamDecoder::open(path)?;
+    // Said at the opening (a core-only AAC) and at the end (a file that
+    // may be truncated): not looked for at every block.
+    for message in d.take_warnings() {
+        listener.event(&Event::Warning { message });
+    }
     let declared = d.declared_frames();
     let mut last_report = 0u64;
     loop {
-        for message in d.take_warnings() {
-            listener.event(&Event::Warning { message });
-        }
         if listener.is_cancelled() {
             return Err(Error::Cancelled);
         }

@@ -759,8 +759,9 @@ fn fifty_uploads_two_hundred_polls_kill_and_restart() {
     assert!(db.execute("UPDATE jobs SET origin = 'app'", []).expect("update") >= 3);
     drop(db);
     let server = Server::start(&data, &["--keep-days", "0"]);
+    // A job's row goes before its song folder: wait for both.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while server.json(&["/jobs"])["total"] != 0 {
+    while server.json(&["/jobs"])["total"] != 0 || !files_in(&data.join("library")).is_empty() {
         assert!(Instant::now() < deadline, "retention removed nothing");
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -208,9 +208,11 @@ struct Outputs {
     dir: PathBuf,
     ext: &'static str,
     on_clash: OnClash,
-    temps: Leftovers,
-    /// One encoder thread per file (several stems encode at once).
+    /// One encoder thread per file (several stems encode at once). Before
+    /// `temps`: fields drop in order, and a failed export's encoder
+    /// threads are stopped (their files closed) before the files are removed.
     writers: Vec<ThreadedWriter>,
+    temps: Leftovers,
     resamplers: Vec<StreamResampler>,
 }
 
@@ -369,7 +371,21 @@ fn export_files(req: &ExportRequest, listener: &dyn Listener) -> Result<Vec<Path
     let mut stretchers: Vec<Stretcher> = (0..stems.len()).filter_map(|_| Stretcher::new(rate, time_pitch)).collect();
     let mut stretched: Vec<Vec<f32>> = vec![Vec::new(); stretchers.len()];
 
+    // A region starts where the stems are positioned (exactly); where a
+    // stem cannot seek, everything before it is decoded and skipped.
     let mut position: u64 = 0;
+    if start > 0 {
+        if stems.declared_frames().is_some_and(|length| start >= length) {
+            return Err(Error::InvalidOptions("the export region starts after the end of the song".into()));
+        }
+        match stems.seek(start) {
+            Ok(()) => position = start,
+            Err(e) => {
+                tracing::debug!("export: seeking to frame {start} failed ({e}); decoding from the start");
+                stems = StemSet::open(&paths)?;
+            }
+        }
+    }
     let mut blocks: Vec<Vec<f32>> = vec![vec![0.0; 2 * BLOCK]; stems.len()];
     let mut scratch = Scratch::default();
     let total = end.or_else(|| stems.declared_frames()).map(|e| e.saturating_sub(start));

@@ -240,14 +240,17 @@ impl Mixer {
 /// in a song of `length` frames, with an optional loop: a list of
 /// `(start, frames)` runs, wrapping from the loop's end to its start.
 /// Playing past the end of the song (no loop) returns only what is left.
-/// Returns the runs and the position after them.
+/// A loop that ends past the song's end (the song turned out shorter than
+/// its file declared) ends at the song's end; one that starts there, or
+/// is empty, is ignored. Returns the runs and the position after them.
 pub fn plan_reads(position: u64, frames: usize, length: u64, looping: Option<LoopRegion>) -> (Vec<(u64, usize)>, u64) {
     let mut runs = Vec::new();
     let mut pos = position.min(length);
     let mut left = frames as u64;
-    match looping.filter(|l| l.start < l.end && u64::from(l.end) <= length) {
-        Some(l) => {
-            let (start, end) = (u64::from(l.start), u64::from(l.end));
+    let looping =
+        looping.map(|l| (u64::from(l.start), u64::from(l.end).min(length))).filter(|(start, end)| start < end);
+    match looping {
+        Some((start, end)) => {
             // Past the loop (a seek beyond it): jump into it. Before it: play
             // on into it. Inside: play to its end, then wrap to its start.
             if pos >= end {
@@ -372,5 +375,10 @@ mod tests {
         assert_eq!(plan_reads(1000, 100, 1000, None), (vec![], 1000));
         // An invalid loop is ignored.
         assert_eq!(plan_reads(0, 10, 1000, Some(LoopRegion { start: 5, end: 5 })), (vec![(0, 10)], 10));
+        // A loop past the end ends at the end; one beyond it is ignored.
+        let past = Some(LoopRegion { start: 900, end: 1200 });
+        assert_eq!(plan_reads(950, 100, 1000, past), (vec![(950, 50), (900, 50)], 950));
+        let beyond = Some(LoopRegion { start: 1000, end: 1200 });
+        assert_eq!(plan_reads(990, 100, 1000, beyond), (vec![(990, 10)], 1000));
     }
 }

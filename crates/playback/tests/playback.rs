@@ -124,6 +124,15 @@ mod export {
         req.region = Some(LoopRegion { start: 1_000, end: 45_100 });
         let files = export(&req, &Silent).expect("export");
         assert_eq!(read(&files[0]).0, want("bass")[2 * 1_000..2 * 45_100].to_vec(), "exactly the region");
+        // To the end, from past the first blocks (the stems seek there).
+        req.region = Some(LoopRegion { start: 70_001, end: FRAMES as u32 });
+        req.on_clash = OnClash::KeepBoth;
+        let files = export(&req, &Silent).expect("export");
+        assert_eq!(read(&files[0]).0, want("bass")[2 * 70_001..].to_vec(), "exactly the region to the end");
+        // A region after the song's end is refused, not written empty.
+        req.region = Some(LoopRegion { start: FRAMES as u32, end: FRAMES as u32 + 100 });
+        let err = export(&req, &Silent).expect_err("past the end");
+        assert!(err.to_string().contains("after the end"), "{err}");
     }
 
     #[test]

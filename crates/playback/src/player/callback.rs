@@ -1,6 +1,11 @@
 //! The audio callback: pops chunks, mixes the stems, fades on play/pause,
 //! maps stereo onto the device's channels and publishes the playhead. It
 //! never allocates, frees, locks or blocks.
+//!
+//! A seek (or a loop change that moves the playhead) while playing is not
+//! a cut: what was playing goes on for [`FADE_SECONDS`] fading out, and
+//! the new place fades in, as on play and pause (a cut mid-waveform is a
+//! click).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -26,6 +31,13 @@ pub(super) struct Callback {
     pub(super) scratch: Vec<f32>,
     pub(super) fade: f32,
     pub(super) fade_step: f32,
+    /// [`FADE_SECONDS`] in device frames.
+    fade_frames: usize,
+    /// The generation that plays on fading out after a seek (`u32::MAX`:
+    /// none yet), and its device frames of fade still to play (0: done,
+    /// or no fade needed).
+    fading_gen: u32,
+    fading_left: usize,
     pub(super) device_rate: u32,
     click: Click,
     /// The beat the last played frame was in (`i64::MIN`: none yet, after
@@ -69,6 +81,9 @@ impl Callback {
             scratch: vec![0.0; SCRATCH_FRAMES * 2],
             fade: 0.0,
             fade_step: (1.0 / fade_frames) as f32,
+            fade_frames: fade_frames as usize,
+            fading_gen: u32::MAX,
+            fading_left: 0,
             device_rate,
             click: Click::new(device_rate),
             last_beat: i64::MIN,
@@ -227,19 +242,53 @@ impl Callback {
             // read-ahead's frames at and after the switch).
             let mut playable = chunk.frames;
             let mut fade_to = None;
+            // Device frames of the fade out after a seek still to play from
+            // this chunk's offset (0: none).
+            let mut fading = 0;
             if chunk.generation != generation {
                 let before_switch = if chunk.generation == switch_from && !chunk.wait && !chunk.end {
                     ((switch_at as f64 - chunk.start as f64) / chunk.ratio).ceil().max(0.0) as usize
                 } else {
                     0
                 };
-                if before_switch <= self.offset {
-                    self.recycle();
-                    self.last_beat = i64::MIN;
-                    continue;
+                if before_switch > self.offset {
+                    playable = before_switch.min(chunk.frames);
+                    fade_to = Some(switch_at as f64);
+                } else {
+                    if chunk.generation != self.fading_gen && switch_from == u32::MAX {
+                        // The first look at a seek's old audio: a fade out
+                        // if it was heard playing, unless the new
+                        // generation goes on from right here.
+                        if self.fading_left > 0 {
+                            // An earlier fade out was cut short (a second
+                            // seek): what comes next starts from silence.
+                            self.fade = 0.0;
+                        }
+                        self.fading_gen = chunk.generation;
+                        let here = chunk.start as f64 + self.offset as f64 * chunk.ratio;
+                        let target = sh.target.load(Ordering::Acquire) as f64;
+                        let heard = playing && self.fade > 0.0 && self.heard == chunk.generation;
+                        self.fading_left = if heard && (here - target).abs() >= 1.0 { self.fade_frames } else { 0 };
+                    }
+                    if chunk.generation != self.fading_gen
+                        || self.fading_left == 0
+                        || chunk.wait
+                        || chunk.end
+                        || self.offset >= chunk.frames
+                    {
+                        self.recycle();
+                        self.last_beat = i64::MIN;
+                        continue;
+                    }
+                    fading = self.fading_left;
+                    playable = (self.offset + fading).min(chunk.frames);
                 }
-                playable = before_switch.min(chunk.frames);
-                fade_to = Some(switch_at as f64);
+            }
+            if chunk.generation == generation && self.fading_left > 0 {
+                // The old audio ran out before its fade out ended: the new
+                // starts from silence.
+                self.fading_left = 0;
+                self.fade = 0.0;
             }
             if chunk.wait {
                 if still() {
@@ -298,6 +347,10 @@ impl Callback {
                 }
                 let c = self.click.next();
                 let mut g = self.fade;
+                if fading > 0 {
+                    // The seek's fade out: to silence over `fade_frames`.
+                    g *= (fading - i) as f32 / (self.fade_frames + 1) as f32;
+                }
                 if let Some(end) = fade_to {
                     // The old read-ahead fades out before the switch.
                     let song_frame = start as f64 + (self.offset + i) as f64 * ratio;
@@ -324,9 +377,19 @@ impl Callback {
             }
             self.offset += n;
             done += n;
-            let position = start + ((self.offset as f64) * ratio).round() as u64;
-            if still() {
-                sh.position.store(position, Ordering::Release);
+            if fading > 0 {
+                // The playhead stays the seek's target meanwhile. Faded
+                // out (this chunk ends here): what the seek brings fades in.
+                self.fading_left -= n;
+                if self.fading_left == 0 {
+                    self.fade = 0.0;
+                    self.last_beat = i64::MIN;
+                }
+            } else {
+                let position = start + ((self.offset as f64) * ratio).round() as u64;
+                if still() {
+                    sh.position.store(position, Ordering::Release);
+                }
             }
             sh.heard_ratio.store(ratio.to_bits(), Ordering::Relaxed);
             sh.frames_played.fetch_add(n as u64, Ordering::Relaxed);

@@ -75,6 +75,13 @@ impl Home {
     pub(super) fn new(callback: Callback, back: mpsc::SyncSender<Callback>) -> Self {
         Home { callback: Some(callback), back }
     }
+
+    /// Map the song's stereo onto `channels` device channels from now on.
+    pub(super) fn set_channels(&mut self, channels: u16) {
+        if let Some(cb) = self.callback.as_mut() {
+            cb.channels = usize::from(channels).max(1);
+        }
+    }
 }
 
 impl Drop for Home {

@@ -85,6 +85,11 @@ const TAKE_OVER_LIMIT: Duration = output::FRESH_STALL_LIMIT;
 /// its stream within milliseconds, unless the audio backend hangs on a
 /// sound server that died (then the thread is left to it).
 const OUTPUT_JOIN_LIMIT: Duration = Duration::from_secs(3);
+/// Longest wait for the output thread to open the device: a backend that
+/// hangs there (a sound server that stopped answering) fails the open
+/// instead of blocking the caller for ever (a working one opens well
+/// within it).
+const OPEN_LIMIT: Duration = Duration::from_secs(10);
 
 /// Why the player cannot start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -435,12 +440,20 @@ impl Player {
             start_engine(readers, controls, config.sample_rate, usize::from(config.channels))?;
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
-        let owner = {
+        let spawned = {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name("stemroom-player-output".into())
                 .spawn(move || output::run(device, config, format, callback, shared, ready_tx, stop_rx))
-                .map_err(|e| PlayerError::Device(format!("cannot start the output thread: {e}")))?
+        };
+        let owner = match spawned {
+            Ok(owner) => owner,
+            Err(e) => {
+                // The reader runs already: stop it, and close its files.
+                shared.stop.store(true, Ordering::Release);
+                let _ = reader.join();
+                return Err(PlayerError::Device(format!("cannot start the output thread: {e}")));
+            }
         };
         let mut player = Player {
             shared,
@@ -450,13 +463,20 @@ impl Player {
             stop_owner: Some(stop_tx),
             original: None,
         };
-        match ready_rx.recv() {
+        match ready_rx.recv_timeout(OPEN_LIMIT) {
             Ok(Ok(())) => Ok(player),
             Ok(Err(e)) => {
                 player.shutdown();
                 Err(PlayerError::Device(e))
             }
-            Err(_) => {
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                player.shutdown();
+                Err(PlayerError::Device(format!(
+                    "the audio device did not open within {} s (is the sound server answering?)",
+                    OPEN_LIMIT.as_secs()
+                )))
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
                 player.shutdown();
                 Err(PlayerError::Device("the output thread stopped while opening the device".into()))
             }
@@ -630,6 +650,7 @@ fn start_engine(
         transport: Mutex::new(Transport { target: 0, looping: None, time_pitch: ctl.time_pitch(), switch: false }),
         switch_from: AtomicU32::new(u32::MAX),
         switch_at: AtomicU64::new(0),
+        target: AtomicU64::new(0),
         position: AtomicU64::new(0),
         latency_frames: AtomicU64::new(0),
         callbacks: AtomicU64::new(0),
@@ -881,19 +902,34 @@ mod tests {
         }
         assert_eq!(sh.position.load(Ordering::Acquire), 2000, "playhead = frames delivered");
 
-        // Seek: the next frame out is the target frame.
+        // Seek while playing: what played goes on for 10 ms fading out (no
+        // cut mid-waveform), then the target fades in and plays exactly.
         sh.seek(10_000);
+        assert_eq!(sh.position.load(Ordering::Acquire), 10_000, "the playhead moves at once");
         let out = left(&render(&mut cb, 3000));
-        for (i, v) in out.iter().enumerate() {
-            assert!(close(*v, (10_000 + i) as f32 / 1e6 + 0.25), "after seek, frame {i}: {v}");
+        for (i, v) in out[..FADE].iter().enumerate() {
+            let gain = (FADE - i) as f32 / (FADE + 1) as f32;
+            assert!(close(*v, ((2000 + i) as f32 / 1e6 + 0.25) * gain), "fading out, frame {i}: {v}");
         }
-        assert_eq!(sh.position.load(Ordering::Acquire), 13_000);
+        for (k, v) in out[FADE..2 * FADE].iter().enumerate() {
+            let gain = (k + 1) as f32 / FADE as f32;
+            assert!((v - ((10_000 + k) as f32 / 1e6 + 0.25) * gain).abs() < 1e-4, "fading in, frame {k}: {v}");
+        }
+        for (k, v) in out[2 * FADE..].iter().enumerate() {
+            assert!(close(*v, (10_000 + FADE + k) as f32 / 1e6 + 0.25), "after seek, frame {k}: {v}");
+        }
+        let at = sh.position.load(Ordering::Acquire);
+        assert_eq!(at, 13_000 - FADE as u64);
 
-        // Loop 20000..21000 set at 13000: plays on to 21000, wraps to 20000.
+        // Loop 20000..21000 set where the playhead is: no fade, it plays on
+        // to 21000 and wraps to 20000.
         sh.set_loop(Some(LoopRegion { start: 20_000, end: 21_000 }));
-        let out = left(&render(&mut cb, 8000 + 1500));
-        assert!(close(out[7999], 20_999.0 / 1e6 + 0.25), "last frame before the wrap");
-        for (k, v) in out[8000..].iter().enumerate() {
+        let to_end = (21_000 - at) as usize;
+        let out = left(&render(&mut cb, to_end + 1500));
+        for (i, v) in out[..to_end].iter().enumerate() {
+            assert!(close(*v, (at as usize + i) as f32 / 1e6 + 0.25), "on to the loop, frame {i}: {v}");
+        }
+        for (k, v) in out[to_end..].iter().enumerate() {
             let frame = 20_000 + k % 1000;
             assert!(close(*v, frame as f32 / 1e6 + 0.25), "after the wrap, {k}: {v}");
         }
@@ -903,6 +939,10 @@ mod tests {
         let shortest = (f64::from(sh.song_rate) * transport::MIN_LOOP_SECONDS) as u32;
         let looping = sh.transport.lock().map(|t| t.looping).expect("transport");
         assert_eq!(looping, Some(LoopRegion { start: 30_000, end: 30_000 + shortest }));
+        // Lengthened past the song's end (50 000 frames): it ends there.
+        sh.set_loop(Some(LoopRegion { start: 49_990, end: 49_995 }));
+        let looping = sh.transport.lock().map(|t| t.looping).expect("transport");
+        assert_eq!(looping, Some(LoopRegion { start: 50_000 - shortest, end: 50_000 }));
         sh.set_loop(None);
 
         // Mute stem 1 (ramped over 10 ms), then solo it.
@@ -910,9 +950,9 @@ mod tests {
         c.stems[1] = StemControl { mute: true, ..StemControl::default() };
         sh.set_controls(&c);
         sh.seek(30_000);
-        let out = left(&render(&mut cb, 1000));
-        for (i, v) in out.iter().enumerate().skip(FADE + 1) {
-            assert!(close(*v, (30_000 + i) as f32 / 1e6), "stem 1 muted, frame {i}: {v}");
+        let out = left(&render(&mut cb, 1000 + FADE));
+        for (i, v) in out.iter().enumerate().skip(2 * FADE + 1) {
+            assert!(close(*v, (30_000 + i - FADE) as f32 / 1e6), "stem 1 muted, frame {i}: {v}");
         }
         c.stems[1] = StemControl { solo: true, ..StemControl::default() };
         c.stems[0].gain = 0.5;
@@ -1022,6 +1062,51 @@ mod tests {
         reader.join().unwrap();
     }
 
+    /// A loop played at another device rate keeps every frame of each pass:
+    /// the resamplers give up what they hold before the loop wraps (a
+    /// pass used to lose up to a block, and a loop shorter than one block
+    /// played nothing at all).
+    #[test]
+    fn loops_play_whole_when_the_device_runs_at_another_rate() {
+        let _paced = paced();
+        let dir = tempfile::tempdir().unwrap();
+        // Frame i holds i / 1e6: a ramp, so each pass is one rise.
+        let p = float_wav(dir.path().join("ramp.wav"), 60_000, |i, _| i as f32 / 1e6);
+        let (sh, mut cb, reader) =
+            start_engine(open_readers(&[p]).unwrap(), &MixControls::unity(1), 48_000, 2).unwrap();
+        for (start, end) in [(20_000u32, 23_000u32), (40_000, 40_800)] {
+            sh.seek(u64::from(start));
+            sh.set_loop(Some(LoopRegion { start, end }));
+            sh.play();
+            let per_pass = f64::from(end - start) * 48_000.0 / 44_100.0;
+            let l = left(&render_paced(&mut cb, (per_pass * 12.0) as usize));
+            // Where each pass rises through its middle value (from below for
+            // 100 frames to above for 100: the resamplers' ringing where a
+            // pass is cut crosses it too, but not for so long).
+            let middle = (f64::from(start + end) / 2.0 / 1e6) as f32;
+            // The first pass is left out: it fades in from silence.
+            let rises: Vec<usize> = (per_pass as usize..l.len() - 101)
+                .filter(|&i| {
+                    l[i - 100..=i].iter().all(|&v| v < middle) && l[i + 1..i + 101].iter().all(|&v| v >= middle)
+                })
+                .collect();
+            assert!(rises.len() >= 10, "loop {start}..{end}: {} passes heard in 12 passes' time", rises.len());
+            for w in rises.windows(2) {
+                let pass = (w[1] - w[0]) as f64;
+                assert!(
+                    (pass - per_pass).abs() <= 2.0,
+                    "loop {start}..{end}: a pass of {pass} device frames, not {per_pass:.1}"
+                );
+            }
+            sh.set_loop(None);
+            sh.playing.store(false, Ordering::Release);
+            render_paced(&mut cb, 2048);
+        }
+        assert_eq!(sh.underrun_frames.load(Ordering::Acquire), 0, "the reader kept up");
+        sh.stop.store(true, Ordering::Release);
+        reader.join().unwrap();
+    }
+
     /// A stereo 32-bit float WAV at `path` (44.1 kHz) whose frame `i`,
     /// channel `c` is `f(i, c)`.
     pub(super) fn float_wav(path: PathBuf, frames: u64, f: impl Fn(u64, usize) -> f32) -> PathBuf {
@@ -1122,12 +1207,13 @@ mod tests {
         render(&mut cb, 4000);
         sh.set_controls(&MixControls::unity(2));
         sh.seek(50_000);
-        let out = left(&render(&mut cb, 2000));
-        // (past the fade-in, in case the 0.8x part never got to play on a
-        // loaded machine)
-        for (i, v) in out.iter().enumerate().skip(FADE + 1) {
-            assert!(close(*v, (50_000 + i) as f32 / 1e6 + 0.25), "untouched at 1x, frame {i}: {v}");
-        }
+        let out = left(&render(&mut cb, 2000 + FADE));
+        // After the 0.8x audio's fade out (none if it never got to play on
+        // a loaded machine) and the fade in.
+        let after = |shift: usize, i: usize| close(out[i], (50_000 + i - shift) as f32 / 1e6 + 0.25);
+        let shift = if after(FADE, 2 * FADE + 10) { FADE } else { 0 };
+        let wrong = (shift + FADE + 1..out.len()).find(|&i| !after(shift, i));
+        assert_eq!(wrong, None, "untouched at 1x (after a fade out of {shift} frames)");
         sh.stop.store(true, Ordering::Release);
         reader.join().unwrap();
     }

@@ -6,10 +6,11 @@
 //! position: the callback, its rings and the chunks already read ahead move
 //! to the new stream unchanged, and every chunk carries its song position.
 //!
-//! Only a device that takes the same sample rate and channel count can
-//! continue the song (the reader resamples for, and the callback maps onto,
-//! the first device); anything else, or no device within
-//! [`REOPEN_GIVE_UP`], stops playback with a message.
+//! Only a device that takes the same sample rate can continue the song
+//! (the reader resamples for the first device; the callback maps stereo
+//! onto any channel count); another rate, or no device within
+//! [`REOPEN_GIVE_UP`], stops playback with a message. The output keeps
+//! trying after that, and a device that comes back clears the message.
 
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
@@ -49,13 +50,6 @@ const GLITCH_FLOOD: u64 = 50;
 /// Longest wait for a dropped stream to hand the callback back.
 const HANDBACK_LIMIT: Duration = Duration::from_secs(2);
 
-/// What the first stream was opened with; a reopened stream must match.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Shape {
-    rate: u32,
-    channels: u16,
-}
-
 /// Open the stream on `device`, report to `ready`, then watch and reopen
 /// it until `stop` says so (or its sender is dropped).
 pub(super) fn run(
@@ -68,7 +62,7 @@ pub(super) fn run(
     stop: mpsc::Receiver<()>,
 ) {
     let (back_tx, back_rx) = mpsc::sync_channel::<Callback>(1);
-    let shape = Shape { rate: config.sample_rate, channels: config.channels };
+    let rate = config.sample_rate;
     let mut stream = match start(&device, &config, format, Home::new(callback, back_tx.clone()), &shared) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -122,11 +116,7 @@ pub(super) fn run(
         let since = *trouble_since.get_or_insert_with(Instant::now);
         if !gave_up && since.elapsed() > REOPEN_GIVE_UP {
             gave_up = true;
-            shared.fail(format!(
-                "the audio output stopped and could not be reopened within {} s; \
-                 check the sound settings and open the song again",
-                REOPEN_GIVE_UP.as_secs()
-            ));
+            shared.fail(gave_up_message());
         }
         // Take the callback back from the old stream.
         if let Some(old) = stream.take() {
@@ -147,8 +137,12 @@ pub(super) fn run(
             return; // the callback is parked whenever no stream runs
         };
         shared.output_lost.store(false, Ordering::Release);
-        match reopen(shape, cb, back_tx.clone(), &shared) {
+        match reopen(rate, cb, back_tx.clone(), &shared) {
             Ok(s) => {
+                if gave_up {
+                    // Back after playback was stopped: it can be played again.
+                    shared.clear_error(&gave_up_message());
+                }
                 stream = Some(s);
                 opened_at = Instant::now();
                 shared.reopens.fetch_add(1, Ordering::AcqRel);
@@ -187,22 +181,29 @@ fn start(
     Ok(stream)
 }
 
-/// Open the current default output device with the first stream's shape.
+/// The error playback stops with when no output could be reopened.
+fn gave_up_message() -> String {
+    format!(
+        "the audio output stopped and could not be reopened within {} s; \
+         check the sound settings and open the song again",
+        REOPEN_GIVE_UP.as_secs()
+    )
+}
+
+/// Open the current default output device at the first stream's sample
+/// rate (`rate`, Hz), with whatever channels it has.
 fn reopen(
-    shape: Shape,
+    rate: u32,
     callback: Callback,
     back: mpsc::SyncSender<Callback>,
     shared: &Arc<Shared>,
 ) -> Result<cpal::Stream, String> {
-    let home = Home::new(callback, back);
+    let mut home = Home::new(callback, back);
     let device = cpal::default_host().default_output_device().ok_or("no audio output device")?;
-    let (config, format) = choose_config(&device, shape.rate).map_err(|e| e.to_string())?;
-    let got = Shape { rate: config.sample_rate, channels: config.channels };
-    if got != shape {
-        return Err(format!(
-            "the output now runs at {} Hz with {} channels instead of {} Hz with {}; reopen the song",
-            got.rate, got.channels, shape.rate, shape.channels
-        ));
+    let (config, format) = choose_config(&device, rate).map_err(|e| e.to_string())?;
+    if config.sample_rate != rate {
+        return Err(format!("the output now runs at {} Hz instead of {rate} Hz; reopen the song", config.sample_rate));
     }
+    home.set_channels(config.channels);
     start(&device, &config, format, home, shared)
 }

@@ -64,7 +64,8 @@ struct Reader {
     resampled: Vec<f32>,
     /// The end-of-song chunk was sent.
     ended: bool,
-    /// The resamplers' tails were flushed at the end of the song.
+    /// The resamplers' tails of this run were flushed (the song ended, the
+    /// loop wraps, or the separated edge was reached).
     flushed: bool,
     /// Reading a running job's stream that is not all separated.
     growing: bool,
@@ -117,6 +118,7 @@ impl Reader {
             .collect::<Result<_, _>>()?;
         self.stretchers = (0..self.stems.len()).filter_map(|_| Stretcher::new(song_rate, self.time_pitch)).collect();
         self.tails = self.stretchers.is_empty();
+        self.flushed = false;
         for r in &mut self.ready {
             r.clear();
         }
@@ -223,7 +225,8 @@ impl Reader {
         Ok(())
     }
 
-    /// At the end of the song, let the resamplers give up their tails.
+    /// Before the run ends (the song ends or the loop wraps), let the
+    /// resamplers give up their tails.
     fn flush_tails(&mut self) -> Result<(), String> {
         for (s, r) in self.resamplers.iter_mut().enumerate() {
             self.resampled.clear();
@@ -386,7 +389,11 @@ impl Reader {
         if must_flush && !self.tails {
             self.finish_stretch()?;
         }
-        if next.is_none() && !self.flushed {
+        // The resamplers hold up to a block of song frames (and their own
+        // delay): at a loop's end as at the song's, they give them up
+        // before the run ends, or every pass would lose its last frames (a
+        // loop shorter than that block would play nothing).
+        if must_flush && !self.flushed {
             self.flush_tails()?;
         }
         if self.send_ready(must_flush, full, free) {

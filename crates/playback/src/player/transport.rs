@@ -73,6 +73,11 @@ pub(super) struct Shared {
     /// the generation is bumped.
     pub(super) switch_from: AtomicU32,
     pub(super) switch_at: AtomicU64,
+    /// Song frame where the current generation starts, for the callback
+    /// (which cannot take the transport's lock): a seek or loop change
+    /// that goes on from where the playhead is needs no fade out there.
+    /// Written before the generation is bumped.
+    pub(super) target: AtomicU64,
     /// Song frame after the last frame handed to the device.
     pub(super) position: AtomicU64,
     /// Output latency in device frames, as last reported by the device.
@@ -155,13 +160,20 @@ impl Shared {
     /// Set or clear the loop. A loop is at least [`MIN_LOOP_SECONDS`] long
     /// (a shorter one is lengthened): a loop of a few frames would make the
     /// reader seek and rebuild its resamplers for every few frames.
+    /// A loop lengthened past the song's end ends there and starts earlier.
     pub(super) fn set_loop(&self, looping: Option<LoopRegion>) {
         let at = self.position.load(Ordering::Acquire);
         let shortest = ((f64::from(self.song_rate) * MIN_LOOP_SECONDS) as u32).max(1);
+        let length = u32::try_from(self.length.load(Ordering::Acquire)).unwrap_or(u32::MAX);
         self.retarget(|t| {
-            t.looping = looping
-                .filter(|l| l.start < l.end)
-                .map(|l| LoopRegion { start: l.start, end: l.end.max(l.start.saturating_add(shortest)) });
+            t.looping = looping.filter(|l| l.start < l.end).map(|l| {
+                let end = l.end.max(l.start.saturating_add(shortest));
+                if end > length && l.end <= length {
+                    LoopRegion { start: l.start.min(length.saturating_sub(shortest)), end: length }
+                } else {
+                    LoopRegion { start: l.start, end }
+                }
+            });
             t.target = at;
         });
     }
@@ -173,6 +185,7 @@ impl Shared {
         change(&mut t);
         t.switch = false;
         self.switch_from.store(u32::MAX, Ordering::Release);
+        self.target.store(t.target, Ordering::Release);
         self.position.store(t.target, Ordering::Release);
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
@@ -232,6 +245,7 @@ impl Shared {
             t.target = at;
             t.switch = false;
             self.switch_from.store(u32::MAX, Ordering::Release);
+            self.target.store(at, Ordering::Release);
             self.position.store(at, Ordering::Release);
             self.generation.fetch_add(1, Ordering::AcqRel);
         }
@@ -287,6 +301,15 @@ impl Shared {
     /// The tempo of the current controls (1.0 = as recorded).
     pub(super) fn tempo(&self) -> f32 {
         f32::from_bits(self.tempo.load(Ordering::Acquire))
+    }
+
+    /// Clear the error if it is still `message` (a later failure stays).
+    pub(super) fn clear_error(&self, message: &str) {
+        if let Ok(mut e) = self.error.lock() {
+            if e.as_deref() == Some(message) {
+                *e = None;
+            }
+        }
     }
 
     pub(super) fn fail(&self, message: String) {

@@ -60,6 +60,54 @@ mod queue {
         assert_eq!(q.claim_next().expect("claim").expect("job").title, "a", "the interrupted job runs first again");
     }
 
+    /// A job row that a newer Stemroom wrote (a state this one does not
+    /// know) or that was damaged neither hides the queue and library nor
+    /// blocks the worker: it reads with stand-ins, is marked failed when
+    /// its turn comes, and can be removed.
+    #[test]
+    fn an_unreadable_job_row_fails_alone_and_can_be_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("queue.sqlite");
+        let opts = Settings::default().job_options();
+        let q = Queue::open(&db).expect("open");
+        let ids: Vec<u32> =
+            ["a", "b", "c", "d"].iter().map(|t| q.enqueue(&file(t), t, &opts).expect("enqueue").id).collect();
+        let d = q.claim_next().expect("claim").expect("a").id;
+        assert_eq!(d, ids[0]);
+        q.finish(d, &JobState::Done, Some("/lib/a"), &[]).expect("finish");
+        {
+            let raw = rusqlite::Connection::open(&db).expect("sqlite");
+            let set = |column: &str, value: &str, id: u32| {
+                raw.execute(&format!("UPDATE jobs SET {column} = ?1 WHERE id = ?2"), rusqlite::params![value, id])
+                    .expect("update");
+            };
+            set("options", r#"{"model":"htdemucs","device":"quantum"}"#, ids[0]); // done, options unknown
+            set("source", r#"{"kind":"ftp","host":"x"}"#, ids[1]); // queued, source unknown
+            set("state", r#"{"state":"teleporting"}"#, ids[2]); // queued, state unknown
+        }
+        let queue = q.queue().expect("the queue still reads");
+        assert_eq!(queue.iter().map(|j| j.id).collect::<Vec<_>>(), ids[1..]);
+        assert!(matches!(&queue[1].state, JobState::Failed { message, .. } if message.contains("cannot be read")));
+        let library = q.library("").expect("the library still reads");
+        assert_eq!(library.iter().map(|j| (j.id, j.state.clone())).collect::<Vec<_>>(), [(ids[0], JobState::Done)]);
+        // The worker skips both, marking them failed, and runs d.
+        assert_eq!(q.claim_next().expect("claim").expect("d").id, ids[3]);
+        for id in &ids[1..3] {
+            match q.get(*id).expect("job").state {
+                JobState::Failed { message, .. } => assert!(message.contains("Remove it"), "{message}"),
+                s => panic!("job {id}: {s:?}"),
+            }
+        }
+        assert!(q.claim_next().expect("claim").is_none());
+        // A retry fails it again the same way; removing it works.
+        q.retry(ids[1]).expect("retry");
+        assert!(q.claim_next().expect("claim").is_none(), "still unreadable");
+        for id in &ids[..3] {
+            q.remove(*id).expect("remove");
+        }
+        assert_eq!(q.queue().expect("queue").iter().map(|j| j.id).collect::<Vec<_>>(), [ids[3]]);
+    }
+
     /// A job whose process dies while running it (a song that crashes the
     /// app, or runs the computer out of memory) fails at the third start
     /// instead of crashing every start; a quit that puts it back does not
@@ -91,16 +139,32 @@ mod queue {
         q.retry(job.id).expect("retry");
         assert_eq!(q.claim_next().expect("claim").expect("job").id, job.id);
         assert_eq!(q.recover(&owner).expect("recover"), 1);
-        // A run that separates a segment more than the one before gets
-        // somewhere: the crashes before it were not in a row.
-        assert_eq!(q.claim_next().expect("claim").expect("job").id, job.id);
-        q.set_running_state(job.id, &JobState::Separating { segment: 3, total: 9 }).expect("state");
-        q.set_running_state(job.id, &JobState::Separating { segment: 4, total: 9 }).expect("state");
-        assert_eq!(q.recover(&owner).expect("recover"), 1);
-        for _ in 2..MAX_INTERRUPTIONS {
+        // A run that separates further than any before gets somewhere:
+        // the crashes before it were not in a row.
+        assert_eq!(MAX_INTERRUPTIONS, 3, "the runs below count to 3");
+        let separating = |segment| JobState::Separating { segment, total: 9 };
+        let run = |segments: &[u32]| {
             assert_eq!(q.claim_next().expect("claim").expect("job").id, job.id);
-            assert_eq!(q.recover(&owner).expect("recover"), 1, "counted from the run that got somewhere");
-        }
+            for &s in segments {
+                q.set_running_state(job.id, &separating(s)).expect("state");
+            }
+            q.recover(&owner).expect("recover")
+        };
+        assert_eq!(run(&[0, 1, 2, 3, 4]), 1, "1: got to segment 4");
+        // Runs that resume from a checkpoint before it and die there again
+        // (or later, while encoding) separate segments but get no further:
+        // they count.
+        assert_eq!(run(&[3, 4]), 1, "2 in a row");
+        assert_eq!(run(&[5]), 1, "got further: 1 again");
+        assert_eq!(run(&[4, 5]), 1, "2 in a row");
+        assert_eq!(run(&[4, 5]), 0, "3 in a row: it gives up");
+        assert!(matches!(q.get(job.id).expect("job").state, JobState::Failed { .. }));
+        // A retry forgets how far the runs got: its first segment is progress.
+        q.retry(job.id).expect("retry");
+        assert_eq!(run(&[]), 1, "1");
+        assert_eq!(run(&[0]), 1, "got further: 1 again");
+        assert_eq!(run(&[]), 1, "2 in a row");
+        assert_eq!(run(&[]), 0, "3 in a row: it gives up");
     }
 
     fn crash_writer() -> PathBuf {

@@ -3,7 +3,7 @@
 
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
-use super::schema::{job_in, jobs_where, json, next_position};
+use super::schema::{damaged_state, job_in, job_in_checked, jobs_where, json, next_position};
 use super::{Job, JobId, JobOptions, JobSource, JobState, Queue, QueueError, StemFile, UnixMillis};
 
 impl Queue {
@@ -87,20 +87,48 @@ impl Queue {
     ///
     /// # Errors
     /// Database errors.
+    ///
+    /// A queued job whose record cannot be read in full (a newer Stemroom
+    /// wrote it, or it is damaged) is marked failed, saying so, and the
+    /// next one is taken: it can be removed, and the queue goes on.
     pub fn claim_next(&self) -> Result<Option<Job>, QueueError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let id: Option<i64> = tx
-            .query_row("SELECT id FROM jobs WHERE status = 'queued' ORDER BY position, id LIMIT 1", [], |r| r.get(0))
-            .optional()?;
-        let Some(id) = id else { return Ok(None) };
-        tx.execute(
-            "UPDATE jobs SET status = 'running', state = ?1, started_ms = ?2, finished_ms = NULL WHERE id = ?3",
-            params![json(&JobState::Decoding)?, self.now(), id],
-        )?;
-        let job = job_in(&tx, id as JobId)?;
-        tx.commit()?;
-        Ok(Some(job))
+        loop {
+            let id: Option<i64> = tx
+                .query_row("SELECT id FROM jobs WHERE status = 'queued' ORDER BY position, id LIMIT 1", [], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            let Some(id) = id else {
+                tx.commit()?;
+                return Ok(None);
+            };
+            let Ok(job_id) = JobId::try_from(id) else {
+                tracing::warn!("job id {id} is out of range: marked failed");
+                tx.execute(
+                    "UPDATE jobs SET status = 'failed', state = ?1, finished_ms = ?2 WHERE id = ?3",
+                    params![json(&damaged_state("its id is out of range"))?, self.now(), id],
+                )?;
+                continue;
+            };
+            let (_, damage) = job_in_checked(&tx, job_id)?;
+            if let Some(damage) = damage {
+                tracing::warn!("job {id} cannot be read ({damage}): marked failed");
+                tx.execute(
+                    "UPDATE jobs SET status = 'failed', state = ?1, finished_ms = ?2 WHERE id = ?3",
+                    params![json(&damaged_state(&damage))?, self.now(), id],
+                )?;
+                continue;
+            }
+            tx.execute(
+                "UPDATE jobs SET status = 'running', state = ?1, started_ms = ?2, finished_ms = NULL WHERE id = ?3",
+                params![json(&JobState::Decoding)?, self.now(), id],
+            )?;
+            let job = job_in(&tx, job_id)?;
+            tx.commit()?;
+            return Ok(Some(job));
+        }
     }
 
     /// Record progress of a running job. Ignored (returns false) when the job
@@ -111,14 +139,16 @@ impl Queue {
     pub fn set_running_state(&self, id: JobId, state: &JobState) -> Result<bool, QueueError> {
         debug_assert!(state.is_running());
         let conn = self.conn();
-        // A segment separated since this run began (a later segment than
-        // the state before): the job gets somewhere, so the crashes before
-        // were not in a row (see `Queue::recover`). A run that dies before
-        // its first new segment, each time, does not reset them.
+        // A segment further than any run of the job reached before: it gets
+        // somewhere, so the crashes before were not in a row (see
+        // `Queue::recover`). A run that resumes from a checkpoint and dies
+        // at the same place again (a crash at one segment, or after the
+        // last, while encoding or publishing) redoes segments without
+        // passing that mark, and its crash counts.
         if let JobState::Separating { segment, .. } = state {
             conn.execute(
-                "UPDATE jobs SET interruptions = 0 WHERE id = ?1 AND status = 'running' AND interruptions > 0
-                 AND json_extract(state, '$.state') = 'separating' AND json_extract(state, '$.segment') < ?2",
+                "UPDATE jobs SET interruptions = CASE WHEN ?2 > reached THEN 0 ELSE interruptions END,
+                 reached = MAX(reached, ?2) WHERE id = ?1 AND status = 'running'",
                 params![id, segment],
             )?;
         }
@@ -320,7 +350,7 @@ impl Queue {
             let options = JobOptions { two_stems, ..current.clone() };
             tx.execute(
                 "UPDATE jobs SET status = 'queued', state = ?1, position = ?2, options = ?3, started_ms = NULL, finished_ms = NULL,
-                 interruptions = 0 WHERE id = ?4",
+                 interruptions = 0, reached = -1 WHERE id = ?4",
                 params![json(&JobState::Queued)?, position, json(&options)?, id],
             )?;
             // A new start on a broker too: published again, its claims

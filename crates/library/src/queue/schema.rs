@@ -3,7 +3,9 @@
 use rusqlite::{Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
-use super::{Job, JobId, QueueError};
+use stemroom_engine::ErrorCode;
+
+use super::{Job, JobId, JobSource, JobState, QueueError, Settings};
 
 /// Numbered schema migrations; entry `i` takes `user_version` from `i` to `i + 1`.
 pub const MIGRATIONS: &[&str] = &[
@@ -58,6 +60,9 @@ pub const MIGRATIONS: &[&str] = &[
     // 7: how many times in a row the process died while running the job
     // (see `Queue::recover`); a retry starts it from zero.
     "ALTER TABLE jobs ADD COLUMN interruptions INTEGER NOT NULL DEFAULT 0;",
+    // 8: the furthest segment any run of the job reported separating (-1:
+    // none): only a run that gets past it resets `interruptions`.
+    "ALTER TABLE jobs ADD COLUMN reached INTEGER NOT NULL DEFAULT -1;",
 ];
 
 pub(super) const JOB_COLUMNS: &str =
@@ -65,10 +70,6 @@ pub(super) const JOB_COLUMNS: &str =
 
 pub(super) fn json<T: Serialize>(v: &T) -> Result<String, QueueError> {
     serde_json::to_string(v).map_err(|e| QueueError::Corrupt(e.to_string()))
-}
-
-pub(super) fn parse<T: for<'de> Deserialize<'de>>(text: &str, what: &str) -> Result<T, QueueError> {
-    serde_json::from_str(text).map_err(|e| QueueError::Corrupt(format!("{what}: {e}")))
 }
 
 type RawJob = (
@@ -113,30 +114,73 @@ fn raw_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawJob> {
     ))
 }
 
-fn to_job(r: RawJob) -> Result<Job, QueueError> {
-    Ok(Job {
-        id: u32::try_from(r.0).map_err(|_| QueueError::Corrupt(format!("job id {} out of range", r.0)))?,
-        source: parse(&r.1, "job source")?,
+/// Parse one JSON column of a job row, noting in `damage` what could not
+/// be read.
+fn lenient<T: for<'de> Deserialize<'de>>(text: &str, what: &str, damage: &mut Vec<String>) -> Option<T> {
+    match serde_json::from_str(text) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            damage.push(format!("{what}: {e}"));
+            None
+        }
+    }
+}
+
+/// A job row as a [`Job`], and what of it could not be read. A column that
+/// does not parse (written by a newer Stemroom, or damaged) gets a stand-in,
+/// so that one such row does not make the whole queue or library
+/// unreadable: an unreadable state reads as failed, source as an empty
+/// file path, options as the defaults, stems as none.
+fn to_job(r: RawJob) -> Result<(Job, Option<String>), QueueError> {
+    let id = u32::try_from(r.0).map_err(|_| QueueError::Corrupt(format!("job id {} out of range", r.0)))?;
+    let mut damage = Vec::new();
+    let source = lenient(&r.1, "source", &mut damage).unwrap_or(JobSource::File { path: String::new() });
+    let options = lenient(&r.4, "options", &mut damage).unwrap_or_else(|| Settings::default().job_options());
+    let stems = lenient(&r.11, "stems", &mut damage).unwrap_or_default();
+    let state = lenient(&r.5, "state", &mut damage);
+    let damage = (!damage.is_empty()).then(|| damage.join("; "));
+    let state = state.unwrap_or_else(|| damaged_state(damage.as_deref().unwrap_or_default()));
+    let job = Job {
+        id,
+        source,
         title: r.2,
         duration_seconds: r.3,
-        options: parse(&r.4, "job options")?,
-        state: parse(&r.5, "job state")?,
+        options,
+        state,
         position: i32::try_from(r.6).unwrap_or(i32::MAX),
         created_at: r.7,
         started_at: r.8,
         finished_at: r.9,
         output_dir: r.10,
-        stems: parse(&r.11, "job stems")?,
+        stems,
         provider: r.12,
         uploader: r.13,
         thumbnail: r.14,
         album: r.15,
         // A damaged analysis is dropped, not the job.
         analysis: r.16.and_then(|t| serde_json::from_str(&t).ok()),
-    })
+    };
+    Ok((job, damage))
 }
 
+/// The state of a job whose record cannot be read (`damage`: what).
+pub(super) fn damaged_state(damage: &str) -> JobState {
+    JobState::Failed {
+        code: ErrorCode::Internal,
+        message: format!(
+            "This job's record cannot be read (a newer Stemroom may have written it, or it is damaged: {damage}). \
+             Remove it and add the song again"
+        ),
+    }
+}
+
+/// The job `id` (columns that cannot be read get stand-ins, see [`to_job`]).
 pub(super) fn job_in(conn: &Connection, id: JobId) -> Result<Job, QueueError> {
+    job_in_checked(conn, id).map(|(job, _)| job)
+}
+
+/// The job `id` and what of its record could not be read.
+pub(super) fn job_in_checked(conn: &Connection, id: JobId) -> Result<(Job, Option<String>), QueueError> {
     let raw = conn
         .query_row(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"), [id], raw_job)
         .optional()?
@@ -144,6 +188,8 @@ pub(super) fn job_in(conn: &Connection, id: JobId) -> Result<Job, QueueError> {
     to_job(raw)
 }
 
+/// Jobs matching `clause`; a row that cannot be read at all is left out
+/// (and logged), one with unreadable columns gets stand-ins.
 pub(super) fn jobs_where(
     conn: &Connection,
     clause: &str,
@@ -151,7 +197,19 @@ pub(super) fn jobs_where(
 ) -> Result<Vec<Job>, QueueError> {
     let mut stmt = conn.prepare(&format!("SELECT {JOB_COLUMNS} FROM jobs {clause}"))?;
     let raws = stmt.query_map(args, raw_job)?.collect::<Result<Vec<_>, _>>()?;
-    raws.into_iter().map(to_job).collect()
+    let mut jobs = Vec::with_capacity(raws.len());
+    for raw in raws {
+        match to_job(raw) {
+            Ok((job, damage)) => {
+                if let Some(d) = damage {
+                    tracing::warn!("job {}: its record cannot be read in full: {d}", job.id);
+                }
+                jobs.push(job);
+            }
+            Err(e) => tracing::warn!("a job row is left out: {e}"),
+        }
+    }
+    Ok(jobs)
 }
 
 pub(super) fn next_position(conn: &Connection) -> Result<i64, QueueError> {

@@ -15,8 +15,29 @@ pub struct AppError {
 }
 
 impl From<QueueError> for AppError {
+    /// The queue's refusals in the person's words (the window names songs
+    /// by title, never by the ids these carry).
     fn from(e: QueueError) -> Self {
-        AppError { code: e.code(), message: e.to_string() }
+        let message = match &e {
+            QueueError::NotFound(_) => {
+                "That song is no longer in the queue or the library (it was removed meanwhile).".into()
+            }
+            QueueError::WrongState { status, action, .. } => {
+                let now = match *status {
+                    "queued" => "waiting in the queue",
+                    "running" => "being separated",
+                    "done" => "finished",
+                    other => other,
+                };
+                let mut doing = action.to_string();
+                if let Some(first) = doing.get_mut(..1) {
+                    first.make_ascii_uppercase();
+                }
+                format!("{doing} it is not possible now: the song is {now}.")
+            }
+            _ => e.to_string(),
+        };
+        AppError { code: e.code(), message }
     }
 }
 
@@ -39,5 +60,19 @@ impl AppError {
     /// Something the person chose cannot be used (`invalid_options`).
     pub fn invalid(message: impl Into<String>) -> Self {
         AppError { code: ErrorCode::InvalidOptions, message: message.into() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_refusals_name_no_ids() {
+        let gone = AppError::from(QueueError::NotFound(42));
+        assert!(!gone.message.contains("42") && gone.message.contains("removed meanwhile"), "{}", gone.message);
+        let busy = AppError::from(QueueError::WrongState { id: 42, status: "running", action: "removing" });
+        assert_eq!(busy.message, "Removing it is not possible now: the song is being separated.");
+        assert_eq!(busy.code, ErrorCode::InvalidOptions);
     }
 }

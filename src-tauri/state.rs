@@ -75,6 +75,28 @@ impl WorkerListener for Listeners {
     }
 }
 
+/// The HTTP service's own changes (a job queued, cancelled while queued or
+/// deleted through the API) reach the window as a queue change, so its
+/// lists follow; the worker's changes reach it through [`Listeners`].
+fn forward_service_changes(events: &stemroom_server::events::Events, hub: Arc<Hub>) {
+    use stemroom_library::queue::JobState;
+    use stemroom_server::events::Update;
+    use tokio::sync::broadcast::error::RecvError;
+    let mut changes = events.subscribe();
+    tauri::async_runtime::spawn(async move {
+        loop {
+            match changes.recv().await {
+                Ok(Update::Job(job)) if matches!(job.state, JobState::Queued | JobState::Cancelled) => {
+                    hub.send(QueueEvent::QueueChanged);
+                }
+                Ok(Update::Deleted(_)) | Err(RecvError::Lagged(_)) => hub.send(QueueEvent::QueueChanged),
+                Ok(_) => {}
+                Err(RecvError::Closed) => break,
+            }
+        }
+    });
+}
+
 /// Decode with the ffmpeg the settings name (or the default search).
 pub fn apply_ffmpeg_path(settings: &Settings) {
     stemroom_engine::audio::decode::set_ffmpeg_path(settings.ffmpeg_path.as_deref().map(PathBuf::from));
@@ -142,6 +164,9 @@ pub struct AppState {
     pub folders: crate::commands::export::PickedFolders,
     /// What each song's last export wrote, for dragging out.
     pub last_exports: crate::commands::drag::LastExports,
+    /// The drag out in progress, whose files dropped back on the window are
+    /// not queued.
+    pub dragged_out: crate::commands::drag::DraggedOut,
     /// Files and folders given outside the page (dropped, picked, opened
     /// with): the only local paths `add_paths` takes.
     pub grants: Grants,
@@ -174,6 +199,7 @@ impl AppState {
         apply_ffmpeg_path(&settings);
         let server_events =
             Arc::new(stemroom_server::events::Events::new(stemroom_server::upload::uploads_dir(data_dir)));
+        forward_service_changes(&server_events, hub.clone());
         let listeners = Arc::new(Listeners(hub.clone(), server_events.clone()));
         let worker = Worker::new(queue.clone(), config, listeners);
         worker.start(settings.concurrent_jobs as usize);
@@ -190,6 +216,7 @@ impl AppState {
             tools_install: Default::default(),
             folders: Default::default(),
             last_exports: Default::default(),
+            dragged_out: Default::default(),
             grants: Grants::default(),
             server_events,
             server: Default::default(),

@@ -45,6 +45,47 @@ pub enum DragEnd {
     Cancelled,
 }
 
+/// How long after a drag out ends a drop of its files on the window still
+/// counts as that drag coming back: the window's drop event and the drag's
+/// end arrive in either order, within milliseconds of each other.
+const COMES_BACK_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The files of the drag out in progress (or just ended), so that one let
+/// go over the window itself is not queued as new songs.
+#[derive(Default)]
+pub struct DraggedOut(Mutex<Option<(Vec<PathBuf>, Option<std::time::Instant>)>>);
+
+/// Marks the drag ended when dropped.
+pub struct DragInFlight<'a>(&'a DraggedOut);
+
+impl Drop for DragInFlight<'_> {
+    fn drop(&mut self) {
+        if let Some((_, ended)) = self.0 .0.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            *ended = Some(std::time::Instant::now());
+        }
+    }
+}
+
+impl DraggedOut {
+    /// A drag of `files` begins (it ends when the guard is dropped).
+    pub fn start(&self, files: Vec<PathBuf>) -> DragInFlight<'_> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((files, None));
+        DragInFlight(self)
+    }
+
+    /// Whether `path` is a file of the drag out in progress or of one that
+    /// ended within [`COMES_BACK_WITHIN`].
+    pub fn is_own(&self, path: &Path) -> bool {
+        let slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((files, ended)) = slot.as_ref() else { return false };
+        if ended.is_some_and(|t| t.elapsed() > COMES_BACK_WITHIN) {
+            return false;
+        }
+        let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        files.iter().any(|f| std::fs::canonicalize(f).unwrap_or_else(|_| f.clone()) == path)
+    }
+}
+
 /// The files each song's last export wrote this session (for
 /// [`DragOut::LastExport`]).
 #[derive(Default)]
@@ -117,6 +158,10 @@ pub async fn drag_out(
 ) -> Result<DragEnd, AppError> {
     let files = drag_files(&state, id, item)?;
     tracing::info!(id, files = files.len(), "drag out");
+    // Until a moment after it ends, a drop of these very files on this
+    // window is the drag coming back (a click on the handle, or a drag let
+    // go over the window), not songs to separate.
+    let _out = state.dragged_out.start(files.clone());
     // drag-rs's GTK side writes `file://{path}` unencoded; hand it the
     // encoded path so the URI is valid for any name.
     #[cfg(target_os = "linux")]
@@ -160,6 +205,27 @@ pub async fn drag_out(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_drag_out_let_go_over_the_window_is_known_for_a_moment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let vocals = dir.path().join("vocals.wav");
+        std::fs::write(&vocals, b"RIFF").expect("write");
+        let other = dir.path().join("song.wav");
+        std::fs::write(&other, b"RIFF").expect("write");
+        let out = DraggedOut::default();
+        assert!(!out.is_own(&vocals), "no drag yet");
+        let flight = out.start(vec![vocals.clone()]);
+        assert!(out.is_own(&vocals) && !out.is_own(&other));
+        // The same file by another spelling.
+        assert!(out.is_own(&dir.path().join(".").join("vocals.wav")));
+        drop(flight);
+        assert!(out.is_own(&vocals), "just ended: the drop may come after the end");
+        if let Some((_, ended)) = out.0.lock().expect("lock").as_mut() {
+            *ended = Some(std::time::Instant::now() - COMES_BACK_WITHIN - std::time::Duration::from_secs(1));
+        }
+        assert!(!out.is_own(&vocals), "long ended: a later drop of the file is a new song");
+    }
 
     /// What a drop target does with the URI (`file://` + the path part)
     /// gives back the very path, for hostile names too.

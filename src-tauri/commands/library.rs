@@ -9,7 +9,10 @@ use super::S;
 use crate::commands::export::{dest_dir, song_dir, ExportDest};
 use crate::error::AppError;
 
-#[tauri::command]
+/// Finished songs, newest first, whose title or album contains `search`.
+/// (Runs on the thread pool, not the window's thread: a large library
+/// takes a while, and the search box asks at every keystroke.)
+#[tauri::command(async)]
 #[specta::specta]
 pub fn list_library(state: S<'_>, search: String) -> Result<Vec<Job>, AppError> {
     Ok(state.queue.library(&search)?)

@@ -17,7 +17,10 @@ use crate::dialog::on_main;
 use crate::error::AppError;
 use crate::state::{AppState, QueueEvent};
 
-#[tauri::command]
+/// Jobs not in the library: running and queued first (queue order), then
+/// failed and cancelled ones, newest first. (Runs on the thread pool, not
+/// the window's thread.)
+#[tauri::command(async)]
 #[specta::specta]
 pub fn list_queue(state: S<'_>) -> Result<Vec<Job>, AppError> {
     Ok(state.queue.queue()?)
@@ -101,6 +104,9 @@ pub async fn add_paths(
     // Links, and the files and folders the person gave the app outside the
     // page (see `Grants`); any other path the page names is refused unread.
     let st = state.inner().clone();
+    let (own, paths): (Vec<String>, Vec<String>) = paths
+        .into_iter()
+        .partition(|p| !stemroom_library::link::looks_like_url(p) && st.dragged_out.is_own(Path::new(p)));
     let (allowed, refused) = tauri::async_runtime::spawn_blocking(move || {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
         paths.into_iter().partition::<Vec<String>, _>(|p| {
@@ -114,6 +120,14 @@ pub async fn add_paths(
     } else {
         add(state.inner().clone(), allowed.into_iter().map(PathBuf::from).collect(), options).await?
     };
+    result.rejected.extend(own.into_iter().map(|p| {
+        intake::Rejected::of(
+            &p,
+            "This is the file being dragged out of the player: let go of it over a DAW, a file manager or a \
+             sampler to use it there (to separate it again, add it with Add files…)."
+                .into(),
+        )
+    }));
     result.rejected.extend(refused.into_iter().map(|p| {
         intake::Rejected::of(
             &p,

@@ -78,13 +78,21 @@ pub async fn pick_library_dir(app: AppHandle, state: S<'_>) -> Result<Option<Set
     if !state.worker.running().is_empty() {
         return Err(AppError::invalid("A separation started meanwhile: choose the folder again once it is done."));
     }
+    // Songs are written there: a folder that takes no files is refused
+    // now, not at the end of every queued job.
+    check_writable(&picked)?;
     let old = state.worker.library_dir();
     let settings = Settings { library_dir: Some(dir.to_string()), ..state.queue.settings()? };
     state.queue.save_settings(&settings)?;
     // Queued jobs that were interrupted keep their checkpoints: moved along
     // (a rename; across file systems the job starts over and the old one
-    // goes), not left behind in the old folder for good.
-    if old != picked {
+    // goes), not left behind in the old folder for good. The same folder
+    // by another name (a link, a bind mount) moves nothing.
+    let same = match (std::fs::canonicalize(&old), std::fs::canonicalize(&picked)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => old == picked,
+    };
+    if !same {
         let running = state.worker.running();
         for job in state.queue.queue()?.into_iter().filter(|j| !running.contains(&j.id)) {
             let from = stemroom_library::song::partial_dir(&old, job.id);
@@ -95,12 +103,32 @@ pub async fn pick_library_dir(app: AppHandle, state: S<'_>) -> Result<Option<Set
             // than this checkpoint.
             let to = stemroom_library::song::partial_dir(&picked, job.id);
             let _ = std::fs::remove_dir_all(&to);
-            if std::fs::rename(&from, &to).is_err() {
-                let _ = std::fs::remove_dir_all(&from);
+            match std::fs::rename(&from, &to) {
+                Ok(()) => {}
+                // Another file system: the job starts over.
+                Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
+                    let _ = std::fs::remove_dir_all(&from);
+                }
+                Err(e) => tracing::warn!("job {}: its checkpoint stays in {}: {e}", job.id, from.display()),
             }
         }
     }
     Ok(Some(state.queue.settings()?))
+}
+
+/// Whether files can be made in `dir`: a probe file is created and removed.
+fn check_writable(dir: &std::path::Path) -> Result<(), AppError> {
+    let probe = dir.join(format!(".stemroom-write-check-{}", std::process::id()));
+    match std::fs::OpenOptions::new().write(true).create_new(true).open(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(AppError::invalid(format!(
+            "Stemroom cannot write into {}: {e}. Choose a folder you can write to.",
+            dir.display()
+        ))),
+    }
 }
 
 /// A program the app runs for the person: yt-dlp (links) or ffmpeg (more formats).

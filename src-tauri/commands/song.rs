@@ -680,8 +680,10 @@ pub async fn close_song(app: tauri::AppHandle, token: u32) {
 }
 
 /// Peaks of every lane between frames `start` and `end`, in `columns`
-/// columns (at most 8192), and how much of them is known yet.
-#[tauri::command]
+/// columns (at most 8192), and how much of them is known yet. (Runs on
+/// the thread pool, not the window's thread: it reads a running job's
+/// stream and waits for the song, which finishing a job holds a moment.)
+#[tauri::command(async)]
 #[specta::specta]
 pub fn song_peaks(state: S<'_>, id: JobId, start: f64, end: f64, columns: u32) -> Result<SongPeaks, AppError> {
     let (start, end) = (to_frame(start), to_frame(end));

@@ -14,7 +14,7 @@
 // TAURI_DRIVER (tauri-driver binary), STEMROOM_E2E_SHOTS (screenshot dir),
 // STEMROOM_E2E_URL (a loopback link to a song, fetched with yt-dlp).
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, openSync, readSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import { check, press, screenshots, session as sessionOn, startDriver, waitDone } from "./common.mjs";
@@ -417,6 +417,25 @@ try {
   check(zip.status === 200 && zip.headers.get("content-type") === "application/zip", "its stems download as a zip");
   const zipBytes = (await zip.arrayBuffer()).byteLength;
   check(zipBytes > 1_000_000, `the zip holds the four WAV stems (${zipBytes} bytes)`);
+  // A song queued through the service shows in the window's queue, and one
+  // deleted through it leaves the window's queue.
+  const upload = new FormData();
+  upload.append("file", new Blob([readFileSync(input)]), "From the API.wav");
+  upload.append("shifts", "0");
+  const viaApi = await (await fetch(`${base}/upload`, { method: "POST", body: upload, ...auth })).json();
+  await tab(b, "Queue");
+  const apiRow = await b.$(`[data-testid="job-row"][data-job-id="${viaApi.job_id}"]`);
+  const shown = await apiRow.waitForExist({ timeout: 20000 }).then(() => true, () => false);
+  check(shown, `a song queued through the HTTP service shows in the window's queue (job ${viaApi.job_id})`);
+  let deleted;
+  for (let attempt = 0; attempt < 5; attempt++) {
+    // 503 while a running job stops (within a segment): ask again.
+    deleted = await fetch(`${base}/jobs/${viaApi.job_id}`, { method: "DELETE", ...auth });
+    if (deleted.status !== 503) break;
+  }
+  const gone = await apiRow.waitForExist({ timeout: 20000, reverse: true }).then(() => true, () => false);
+  check(deleted.ok && gone, `a song deleted through the HTTP service (${deleted.status}) leaves the window's queue`);
+  await tab(b, "Settings");
   // (WebDriver's own scrolling cannot reach the page's end here.)
   await b.execute(() => document.querySelector('[aria-labelledby="settings-server"]')?.scrollIntoView({ block: "end" }));
   await shot(b, "settings-server");
@@ -556,7 +575,8 @@ try {
   // Drag out: the real pointer (xdotool under Xvfb) presses the vocals
   // lane's handle, drags and lets go over the window itself, which takes
   // dropped audio files: the app receives the stem's file through the
-  // native drag (GTK, text/uri-list) and queues it like any dropped song.
+  // native drag (GTK, text/uri-list) and knows it for the file it is
+  // dragging out, so it says so instead of queueing it.
   const handleSel = '[aria-label="Drag Vocals out"]';
   await (await b.$(handleSel)).scrollIntoView({ block: "center" });
   await sleep(300);
@@ -585,20 +605,27 @@ try {
   }
   await sleep(400);
   xdo("mouseup", 1);
-  const droppedRow = await b
+  const droppedBack = await b
     .waitUntil(
       async () => {
-        for (const r of await b.$$('[data-testid="job-row"]')) {
-          if ((await (await r.$(".job__title")).getText()) === "vocals") return r;
+        for (const li of await b.$$(".rejected li")) {
+          const text = await li.getText();
+          if (text.startsWith("vocals") && text.includes("dragged out of the player")) return text;
         }
         return false;
       },
       { timeout: 20000, interval: 200 },
     )
     .catch(() => null);
-  check(Boolean(droppedRow), "the vocals stem dragged out of the player arrives as a file (queued by the window it was dropped on)");
-  const cancelDropped = await droppedRow.$("button=Cancel");
-  if (await cancelDropped.isExisting()) await cancelDropped.click();
+  check(
+    Boolean(droppedBack),
+    `the vocals stem dragged out of the player arrives as its file, which the window it was let go over does not queue (${droppedBack})`,
+  );
+  let queuedStem = false;
+  for (const r of await b.$$('[data-testid="job-row"]')) {
+    if ((await (await r.$(".job__title")).getText()) === "vocals") queuedStem = true;
+  }
+  check(!queuedStem, "no job was made of the dragged stem");
   await b.deleteSession();
 } catch (e) {
   failed = true;

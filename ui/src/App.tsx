@@ -75,6 +75,8 @@ export function App() {
     try {
       const result = await backend.addPaths([path], true, preset);
       setDuplicates((current) => current.filter((d) => d.path !== path));
+      // The file may have gone, or changed, since: say why it was not added.
+      if (result.rejected.length > 0) setRejected(result.rejected);
       if (result.added.length > 0) await queue.refresh();
     } catch (e) {
       setAddError(errorText(e));
@@ -105,7 +107,14 @@ export function App() {
         onOpenSong={openInPlayer}
       />
     ),
-    Library: <LibraryView version={libraryVersion} playRequest={playRequest} jobs={queue.jobs} />,
+    Library: (
+      <LibraryView
+        version={libraryVersion}
+        changes={queue.queueVersion}
+        playRequest={playRequest}
+        jobs={queue.jobs}
+      />
+    ),
     Settings: <SettingsView app={app} />,
   };
 

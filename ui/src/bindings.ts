@@ -8,7 +8,17 @@ import { invoke as __TAURI_INVOKE, Channel } from "@tauri-apps/api/core";
 /** Commands */
 export const commands = {
 	appInfo: () => typedError<AppInfo, AppError>(__TAURI_INVOKE("app_info")),
+	/**
+	 *  Jobs not in the library: running and queued first (queue order), then
+	 *  failed and cancelled ones, newest first. (Runs on the thread pool, not
+	 *  the window's thread.)
+	 */
 	listQueue: () => typedError<Job[], AppError>(__TAURI_INVOKE("list_queue")),
+	/**
+	 *  Finished songs, newest first, whose title or album contains `search`.
+	 *  (Runs on the thread pool, not the window's thread: a large library
+	 *  takes a while, and the search box asks at every keystroke.)
+	 */
 	listLibrary: (search: string) => typedError<Job[], AppError>(__TAURI_INVOKE("list_library", { search })),
 	/**
 	 *  Queue files, folders and links, separated with `preset` (`None`: as the
@@ -133,7 +143,9 @@ export const commands = {
 	closeSong: (token: number) => __TAURI_INVOKE<void>("close_song", { token }),
 	/**
 	 *  Peaks of every lane between frames `start` and `end`, in `columns`
-	 *  columns (at most 8192), and how much of them is known yet.
+	 *  columns (at most 8192), and how much of them is known yet. (Runs on
+	 *  the thread pool, not the window's thread: it reads a running job's
+	 *  stream and waits for the song, which finishing a job holds a moment.)
 	 */
 	songPeaks: (id: number, start: number, end: number, columns: number) => typedError<SongPeaks, AppError>(__TAURI_INVOKE("song_peaks", { id, start, end, columns })),
 	/**

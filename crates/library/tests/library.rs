@@ -377,6 +377,17 @@ mod queue {
         second.shutdown();
         assert_eq!(q.recover(&owner).expect("recover"), 0);
         assert!(!stemroom_library::song::partial_dir(&lq.library, job.id).exists(), "its checkpoint is gone");
+
+        // A server's graceful stop (`Worker::suspend`) puts a running job
+        // back too, but not one whose cancel it had not reached yet.
+        q.retry(job.id).expect("retry");
+        let third = lq.worker(Arc::new(Recorder::default()));
+        third.start(1);
+        wait_for(q, job.id, 120, |j| matches!(j.state, JobState::Separating { .. }));
+        third.cancel(job.id).expect("cancel");
+        third.suspend();
+        wait_for(q, job.id, 60, |j| !j.state.is_running());
+        assert_eq!(q.get(job.id).expect("job").state, JobState::Cancelled, "the cancel holds");
     }
 
     /// A database that stays locked longer than the worker's first tries

@@ -195,6 +195,8 @@ impl Service {
         })
         .await
         .map_err(|e| ApiError::internal(e.to_string()))??;
+        // Heard by the app that embeds the service (its window's queue).
+        self.events.job_changed(&job);
         match &self.broker {
             Some(b) => b.notify.notify_one(),
             None => self.worker.notify(),

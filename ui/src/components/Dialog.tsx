@@ -1,7 +1,9 @@
 import { useEffect, useId, useRef, type KeyboardEvent, type ReactNode } from "react";
 
 interface Props {
-  title: string;
+  /** The heading (a song's title inside it in a `<bdi>`, so a right-to-left
+   * title keeps the quotes and words around it in place). */
+  title: ReactNode;
   children: ReactNode;
   onClose(): void;
 }

@@ -23,7 +23,7 @@ export function DuplicateNotice({ duplicates, onOpen, onAddAgain, onDismiss }: P
           return (
             <li key={path} className="duplicates__item" data-testid="duplicate">
               <span title={path}>
-                {fileName(path)} is {done ? "in the library" : "in the queue"} as “{existing.title}”.
+                <bdi>{fileName(path)}</bdi> is {done ? "in the library" : "in the queue"} as “<bdi>{existing.title}</bdi>”.
               </span>{" "}
               {done && (
                 <button type="button" className="button button--quiet" onClick={() => onOpen(existing)}>

@@ -27,6 +27,13 @@ describe("Library", () => {
     expect(newest).toHaveTextContent("CUDA");
   });
 
+  it("drops a song removed elsewhere (by a client of the HTTP service)", async () => {
+    const { backend } = await openLibrary();
+    // What the app hears when the service deletes a job: a queue change.
+    await backend.removeJob(2, true, false);
+    await waitFor(() => expect(titles()).toEqual(["Falling Slowly", "Falcon 69"]));
+  });
+
   it("shows a song's album from its tags, and finds songs by album", async () => {
     const { user } = await openLibrary();
     expect(screen.getAllByTestId("library-item")[1]).toHaveTextContent("Once");

@@ -10,6 +10,9 @@ import { SongDetail } from "./SongDetail";
 interface Props {
   /** Changes whenever a song reaches the library. */
   version: number;
+  /** Changes whenever songs may have been removed elsewhere (the HTTP
+   * service's clients): the list reloads. */
+  changes?: number;
   /** The queue as the app's one event subscription keeps it (a song
    * played while it separates learns its job's end from it). */
   jobs?: Job[] | null;
@@ -32,7 +35,7 @@ function meta(song: Job): string {
 }
 
 /** Finished songs, newest first, with a search box and the selected song's detail. */
-export function LibraryView({ version, playRequest = null, jobs = null }: Props) {
+export function LibraryView({ version, changes = 0, playRequest = null, jobs = null }: Props) {
   const backend = useBackend();
   const [search, setSearch] = useState("");
   const [songs, setSongs] = useState<Job[] | null>(null);
@@ -57,7 +60,7 @@ export function LibraryView({ version, playRequest = null, jobs = null }: Props)
     return () => {
       current = false;
     };
-  }, [backend, search, version, reloads]);
+  }, [backend, search, version, changes, reloads]);
 
   useEffect(() => {
     if (playRequest) {

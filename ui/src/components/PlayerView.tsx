@@ -241,7 +241,9 @@ export function PlayerView({ song, version = 0, jobState, onClose }: Props) {
   if (!view || !controls || !win) {
     return (
       <section className="player" aria-label="Player" aria-busy="true">
-        <p className="muted">Opening “{song.title}”…</p>
+        <p className="muted">
+          Opening “<bdi>{song.title}</bdi>”…
+        </p>
       </section>
     );
   }

@@ -132,7 +132,14 @@ export function SongDetail({ song, onRemoved, onOpen }: Props) {
         </button>
       </div>
       {confirming && (
-        <Dialog title={`Remove “${song.title}” from the library?`} onClose={() => setConfirming(false)}>
+        <Dialog
+          title={
+            <>
+              Remove “<bdi>{song.title}</bdi>” from the library?
+            </>
+          }
+          onClose={() => setConfirming(false)}
+        >
           <p>
             Its files can stay on disk in {song.outputDir ? <code>{song.outputDir}</code> : "the library folder"}, or be
             deleted: the {song.stems.length} stem files, <code>stemroom.json</code> and the waveform cache. Anything else

@@ -1,4 +1,4 @@
-import { useCallback, useEffect, useEffectEvent, useState } from "react";
+import { useCallback, useEffect, useEffectEvent, useRef, useState } from "react";
 import { useBackend } from "../backend";
 import type { Job, JobProgress, QueueEvent } from "../bindings";
 import { errorText } from "../errors";
@@ -14,6 +14,9 @@ export interface QueueState {
   progress: ProgressById;
   /** Goes up whenever a song reaches the library. */
   libraryVersion: number;
+  /** Goes up whenever jobs are added or removed other than by finishing
+   * (the HTTP service's clients included): lists reload. */
+  queueVersion: number;
   /** Songs finished since the window opened, newest first, until cleared. */
   finished: Job[];
   /** Clear one finished song from the queue view (`undefined`: all of them). */
@@ -39,15 +42,21 @@ export function useQueue(): QueueState {
   const [jobs, setJobs] = useState<Job[] | null>(null);
   const [progress, setProgress] = useState<ProgressById>({});
   const [libraryVersion, setLibraryVersion] = useState(0);
+  const [queueVersion, setQueueVersion] = useState(0);
   const [finished, setFinished] = useState<Job[]>([]);
   const [error, setError] = useState<string | null>(null);
 
+  // Reloads may answer out of order: only the latest one's answer is kept.
+  const latestLoad = useRef(0);
   const refresh = useCallback(async () => {
+    const load = ++latestLoad.current;
     try {
-      setJobs(await backend.listQueue());
+      const loaded = await backend.listQueue();
+      if (load !== latestLoad.current) return;
+      setJobs(loaded);
       setError(null);
     } catch (e) {
-      setError(errorText(e));
+      if (load === latestLoad.current) setError(errorText(e));
     }
   }, [backend]);
 
@@ -87,6 +96,7 @@ export function useQueue(): QueueState {
         break;
       }
       case "queueChanged":
+        setQueueVersion((v) => v + 1);
         void refresh();
         void pruneFinished();
         break;
@@ -102,5 +112,5 @@ export function useQueue(): QueueState {
     setFinished((current) => (id === undefined ? [] : current.filter((j) => j.id !== id)));
   }, []);
 
-  return { jobs, progress, libraryVersion, finished, clearFinished, error, refresh };
+  return { jobs, progress, libraryVersion, queueVersion, finished, clearFinished, error, refresh };
 }

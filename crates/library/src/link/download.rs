@@ -9,6 +9,10 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use super::classify::classify_run;
 use super::{check_url, command, kill_tree, runtime, LinkError, YtDlp, PROGRESS_MARK};
 
+/// What starts the line yt-dlp prints with the downloaded file's path
+/// (`--print after_move:…`).
+const FILE_MARK: &str = "stemroom-file:";
+
 /// Download progress parsed from yt-dlp's output.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[cfg_attr(feature = "specta", derive(specta::Type))]
@@ -152,7 +156,9 @@ async fn run_download(
         .args(["--match-filters", &format!("!is_live & duration <? {}", limits.max_seconds)])
         // `--print` silences yt-dlp's messages; `--no-quiet` keeps the ones
         // that say why it skipped a download (a filter, the size limit).
-        .args(["--print", "after_move:filepath", "--no-quiet"])
+        // The path comes after a mark of ours, so no other line of yt-dlp's
+        // is taken for it.
+        .args(["--print", &format!("after_move:{FILE_MARK}%(filepath)s"), "--no-quiet"])
         // The folder apart from the name template: a `%` in a folder name
         // (a library in "100% Hits") is not a template field.
         .arg("-P")
@@ -191,12 +197,14 @@ async fn run_download(
                         on_progress(&p);
                     } else {
                         life.line();
-                        if l.contains("does not pass filter") || l.contains("larger than max-filesize") {
+                        // (A line may start with the `\r` of a progress line.)
+                        let l = l.trim_start_matches('\r');
+                        if let Some(path) = l.strip_prefix(FILE_MARK) {
+                            printed = Some(path.trim_end_matches(['\r', '\n']).to_string());
+                        } else if l.starts_with("[download]")
+                            && (l.contains("does not pass filter") || l.contains("larger than max-filesize"))
+                        {
                             refusal = Some(l.trim().to_string());
-                        } else if !l.trim().is_empty() && !l.starts_with('[') {
-                            // Not one of yt-dlp's `[extractor] …` messages:
-                            // the path `--print after_move:filepath` prints.
-                            printed = Some(l.trim().to_string());
                         }
                     }
                 }

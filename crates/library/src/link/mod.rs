@@ -194,7 +194,12 @@ pub(crate) fn command(yt: &YtDlp) -> tokio::process::Command {
 /// The process groups of the yt-dlp runs in progress (see [`kill_running`]).
 static RUNNING: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
 
-/// A yt-dlp process group in [`RUNNING`] while this lives.
+/// A yt-dlp process group in [`RUNNING`] while this lives. Dropped, it
+/// kills what is left of the group: the child's own `kill_on_drop` reaches
+/// yt-dlp only, and a run cut short by a panic or an early return would
+/// leave its helpers (deno, ffmpeg) running. (After a normal end the group
+/// is empty and the kill finds nothing: Linux reuses no pid while it names
+/// a process group.)
 pub(crate) struct Running(Option<i32>);
 
 impl Running {
@@ -210,6 +215,7 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         if let Some(p) = self.0 {
+            kill_group(p);
             RUNNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|&x| x != p);
         }
     }

@@ -62,17 +62,12 @@ pub fn probe(yt: &YtDlp, url: &str, limit: usize) -> Result<LinkInfo, LinkError>
             .arg("--")
             .arg(&url);
         let child = cmd.spawn().map_err(|e| LinkError::Missing(format!("{}: {e}", yt.path.display())))?;
-        let running = super::Running::of(&child);
+        // Dropped on the way out, it kills yt-dlp and what it started (on
+        // a time-out too: dropping the child kills only yt-dlp itself).
+        let _running = super::Running::of(&child);
         let out = match tokio::time::timeout(PROBE_TIMEOUT, child.wait_with_output()).await {
             Ok(out) => out.map_err(|e| LinkError::Failed(e.to_string()))?,
-            Err(_) => {
-                // yt-dlp and what it started (dropping the child kills
-                // only yt-dlp itself).
-                if let Some(pgid) = running.0 {
-                    super::kill_group(pgid);
-                }
-                return Err(LinkError::Network(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())));
-            }
+            Err(_) => return Err(LinkError::Network(format!("no answer within {} s", PROBE_TIMEOUT.as_secs()))),
         };
         if !out.status.success() {
             return Err(classify_run(&String::from_utf8_lossy(&out.stderr), &url, yt));

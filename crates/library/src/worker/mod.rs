@@ -69,6 +69,9 @@ struct Inner {
     /// Set by [`Worker::suspend`]: jobs stopped now go back to the queue
     /// with their checkpoints instead of being cancelled.
     suspending: AtomicBool,
+    /// Jobs whose cancel was asked before [`Worker::suspend`]: they end
+    /// cancelled, not back in the queue.
+    cancelled_before_suspend: Mutex<std::collections::HashSet<JobId>>,
     /// Worker slots: how many threads are wanted and which slot indices have
     /// a live thread. One mutex so "should I exit" and "free my slot" are one
     /// step, and `start` never miscounts a thread that is about to exit.
@@ -178,6 +181,7 @@ impl Worker {
             wake_flag: Mutex::new(false),
             stop: AtomicBool::new(false),
             suspending: AtomicBool::new(false),
+            cancelled_before_suspend: Mutex::new(std::collections::HashSet::new()),
             slots: Mutex::new(Slots::default()),
         };
         let w = Worker { inner: Arc::new(inner) };
@@ -275,8 +279,15 @@ impl Worker {
     /// stopping within one segment and keeping its checkpoint (a server's
     /// graceful shutdown: nothing is lost, the next start resumes them).
     /// Returns at once; [`Worker::running`] is empty once they have stopped.
+    /// A job whose cancel was asked before and not reached yet still ends
+    /// cancelled.
     pub fn suspend(&self) {
-        self.inner.suspending.store(true, Ordering::SeqCst);
+        {
+            let running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
+            let mut cancelled = self.inner.cancelled_before_suspend.lock().unwrap_or_else(|p| p.into_inner());
+            cancelled.extend(running.iter().filter(|(_, c)| c.load(Ordering::SeqCst)).map(|(id, _)| *id));
+            self.inner.suspending.store(true, Ordering::SeqCst);
+        }
         self.shutdown();
     }
 
@@ -425,7 +436,8 @@ impl Inner {
                 tracing::error!("job {} panicked: {what}", job.id);
                 Err(Error::Internal(format!("the separation stopped unexpectedly ({what}); please report this")))
             });
-        if matches!(result, Err(Error::Cancelled)) && self.suspending.load(Ordering::SeqCst) {
+        let asked = self.cancelled_before_suspend.lock().unwrap_or_else(|p| p.into_inner()).remove(&job.id);
+        if matches!(result, Err(Error::Cancelled)) && self.suspending.load(Ordering::SeqCst) && !asked {
             match self.queue.requeue(job.id) {
                 Ok(job) => self.listener.job_changed(&job),
                 Err(QueueError::NotFound(_)) => {}

@@ -933,6 +933,19 @@ mod tests {
             let frame = 20_000 + k % 1000;
             assert!(close(*v, frame as f32 / 1e6 + 0.25), "after the wrap, {k}: {v}");
         }
+        // A loop set behind the playhead: playback jumps to its start,
+        // fading out and in as a seek does.
+        let at = sh.position.load(Ordering::Acquire) as usize;
+        sh.set_loop(Some(LoopRegion { start: 5_000, end: 6_000 }));
+        let out = left(&render(&mut cb, 2 * FADE + 100));
+        for (i, v) in out[..FADE].iter().enumerate() {
+            let gain = (FADE - i) as f32 / (FADE + 1) as f32;
+            let frame = 20_000 + (at - 20_000 + i) % 1000;
+            assert!(close(*v, (frame as f32 / 1e6 + 0.25) * gain), "into the loop behind, fading out, {i}: {v}");
+        }
+        for (k, v) in out[2 * FADE..].iter().enumerate() {
+            assert!(close(*v, (5_000 + FADE + k) as f32 / 1e6 + 0.25), "in the loop behind, {k}: {v}");
+        }
         sh.set_loop(None);
         // A loop of one frame is lengthened to 10 ms, not read a frame at a time.
         sh.set_loop(Some(LoopRegion { start: 30_000, end: 30_001 }));

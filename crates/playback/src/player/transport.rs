@@ -185,7 +185,13 @@ impl Shared {
         change(&mut t);
         t.switch = false;
         self.switch_from.store(u32::MAX, Ordering::Release);
-        self.target.store(t.target, Ordering::Release);
+        // Where the reader starts: a target at or past the loop's end
+        // jumps to the loop's start (see `plan_reads`).
+        let starts = match t.looping {
+            Some(l) if t.target >= u64::from(l.end) => u64::from(l.start),
+            _ => t.target,
+        };
+        self.target.store(starts, Ordering::Release);
         self.position.store(t.target, Ordering::Release);
         self.generation.fetch_add(1, Ordering::AcqRel);
     }

@@ -31,6 +31,10 @@ pub enum QueueEvent {
     Progress { progress: JobProgress },
     /// Jobs were added, removed or reordered.
     QueueChanged,
+    /// What adding files opened with Stemroom (a file manager's "Open with",
+    /// a second launch) did: the window shows what it refused and what was
+    /// already there, as for its own adds. (Boxed as `JobChanged` is.)
+    Opened { result: Box<stemroom_library::intake::AddResult> },
 }
 
 /// Fans worker events out to the progress channel of each webview (keyed by

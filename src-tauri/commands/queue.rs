@@ -74,8 +74,17 @@ pub fn open_with(state: Arc<AppState>, args: Vec<PathBuf>, cwd: Option<&Path>) {
     }
     state.grants.grant(paths.iter().cloned());
     tauri::async_runtime::spawn(async move {
+        let hub = state.hub.clone();
         match add(state, paths, intake::AddOptions::default()).await {
-            Ok(r) => tracing::info!("opened with Stemroom: {} added, {} refused", r.added.len(), r.rejected.len()),
+            Ok(r) => {
+                tracing::info!(
+                    "opened with Stemroom: {} added, {} refused, {} already there",
+                    r.added.len(),
+                    r.rejected.len(),
+                    r.duplicates.len()
+                );
+                hub.send(QueueEvent::Opened { result: Box::new(r) });
+            }
             Err(e) => tracing::warn!("opened with Stemroom: {}", e.message),
         }
     });

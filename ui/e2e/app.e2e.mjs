@@ -120,6 +120,17 @@ try {
   await row.waitForExist({ timeout: 20000 });
   const id = await row.getAttribute("data-job-id");
   check(Boolean(id), "the song appears in the queue");
+  // Opened with Stemroom again while it is queued: the window says so.
+  openWith(input);
+  const openedAgain = await b.$('[data-testid="duplicate"]');
+  const told = await openedAgain.waitForExist({ timeout: 20000 }).then(
+    () => true,
+    () => false,
+  );
+  check(told && /in the queue as/.test(await openedAgain.getText()), "the same song opened again is reported as already queued");
+  await b.execute(() =>
+    document.querySelector('[data-testid="duplicate"]')?.closest(".alert")?.querySelector(":scope > button")?.click(),
+  );
   // Watch it separate: wait for a running state with a progress bar.
   await b.waitUntil(async () => /separating/.test((await row.getAttribute("data-state")) ?? ""), {
     timeout: 120000,

@@ -1,5 +1,6 @@
 import { act, screen, within } from "@testing-library/react";
 import { describe, expect, it, vi } from "vitest";
+import { mockSong } from "./mockBackend";
 import { renderApp } from "./test/renderApp";
 
 describe("App", () => {
@@ -29,6 +30,29 @@ describe("App", () => {
     scroll.mockClear();
     await user.click(screen.getByRole("tab", { name: "Queue" }));
     expect(scroll).toHaveBeenCalledWith({ top: 0 });
+  });
+
+  it("shows what files opened with Stemroom from a file manager did", async () => {
+    const song = mockSong({ id: 7, title: "Falcon 69" });
+    const { user, backend } = renderApp({ library: [song] });
+    await user.click(screen.getByRole("tab", { name: "Library" }));
+    act(() =>
+      backend.emit({
+        kind: "opened",
+        result: {
+          added: [],
+          rejected: [{ path: "/home/you/notes.txt", reason: "not an audio file" }],
+          duplicates: [{ path: "/home/you/Falcon 69.wav", existing: song }],
+          skipped: [],
+          skippedMore: 0,
+          playlists: [],
+        },
+      }),
+    );
+    expect(screen.getByRole("tab", { name: "Queue" })).toHaveAttribute("aria-selected", "true");
+    expect(await screen.findByTestId("duplicate")).toHaveTextContent("Falcon 69.wav is in the library as “Falcon 69”.");
+    expect(screen.getByText("1 file was not added")).toBeInTheDocument();
+    expect(screen.getByText(/not an audio file/)).toBeInTheDocument();
   });
 
   it("covers the window while files are dragged over it", async () => {

@@ -41,22 +41,38 @@ export function App() {
     if (firstInfo && welcome === null) setWelcome(!readyToSeparate(firstInfo));
   }, [firstInfo, welcome]);
 
+  /** Shows what an add refused, found already there, skipped, or left to choose. */
+  function show({ rejected, playlists, duplicates, skipped, skippedMore }: AddResult) {
+    setRejected(rejected);
+    setDuplicates(duplicates);
+    setSkipped(skipped.length > 0 ? { names: skipped, more: skippedMore } : null);
+    if (playlists.length > 0) setPlaylists((current) => [...current, ...playlists]);
+    setAddError(null);
+  }
+
   /** Runs an add request and reports what it refused; resolves to whether anything was added. */
   async function add(request: () => Promise<AddResult>): Promise<boolean> {
     try {
-      const { added, rejected, playlists, duplicates, skipped, skippedMore } = await request();
-      setRejected(rejected);
-      setDuplicates(duplicates);
-      setSkipped(skipped.length > 0 ? { names: skipped, more: skippedMore } : null);
-      if (playlists.length > 0) setPlaylists((current) => [...current, ...playlists]);
-      setAddError(null);
-      if (added.length > 0) await queue.refresh();
-      return added.length > 0;
+      const result = await request();
+      show(result);
+      if (result.added.length > 0) await queue.refresh();
+      return result.added.length > 0;
     } catch (e) {
       setAddError(errorText(e));
       return false;
     }
   }
+
+  // Files opened with Stemroom (from a file manager) are added by the
+  // backend; what it refused or found already there shows as for a drop.
+  const { opened } = queue;
+  const showOpened = useEffectEvent((result: AddResult) => {
+    setTab("Queue");
+    show(result);
+  });
+  useEffect(() => {
+    if (opened) showOpened(opened);
+  }, [opened]);
 
   const onDrop = useEffectEvent((paths: string[]) => {
     setDragging(false);

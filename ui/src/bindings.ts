@@ -747,7 +747,13 @@ export type QueueEvent =
 /**  Throttled progress of a running job. */
 { kind: "progress"; progress: JobProgress } | 
 /**  Jobs were added, removed or reordered. */
-{ kind: "queueChanged" };
+{ kind: "queueChanged" } | 
+/**
+ *  What adding files opened with Stemroom (a file manager's "Open with",
+ *  a second launch) did: the window shows what it refused and what was
+ *  already there, as for its own adds. (Boxed as `JobChanged` is.)
+ */
+{ kind: "opened"; result: AddResult };
 
 /**  A path that was not added, and why (plain words). */
 export type Rejected = {

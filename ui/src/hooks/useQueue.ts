@@ -1,6 +1,6 @@
 import { useCallback, useEffect, useEffectEvent, useRef, useState } from "react";
 import { useBackend } from "../backend";
-import type { Job, JobProgress, QueueEvent } from "../bindings";
+import type { AddResult, Job, JobProgress, QueueEvent } from "../bindings";
 import { errorText } from "../errors";
 import { isRunning } from "../format";
 import { untilUnmount } from "./untilUnmount";
@@ -17,6 +17,9 @@ export interface QueueState {
   /** Goes up whenever jobs are added or removed other than by finishing
    * (the HTTP service's clients included): lists reload. */
   queueVersion: number;
+  /** What the last files opened with Stemroom (a file manager's "Open
+   * with") did, to show as the window's own adds are (a new object each time). */
+  opened: AddResult | null;
   /** Songs finished since the window opened, newest first, until cleared. */
   finished: Job[];
   /** Clear one finished song from the queue view (`undefined`: all of them). */
@@ -43,6 +46,7 @@ export function useQueue(): QueueState {
   const [progress, setProgress] = useState<ProgressById>({});
   const [libraryVersion, setLibraryVersion] = useState(0);
   const [queueVersion, setQueueVersion] = useState(0);
+  const [opened, setOpened] = useState<AddResult | null>(null);
   const [finished, setFinished] = useState<Job[]>([]);
   const [error, setError] = useState<string | null>(null);
 
@@ -100,6 +104,9 @@ export function useQueue(): QueueState {
         void refresh();
         void pruneFinished();
         break;
+      case "opened":
+        setOpened(event.result);
+        break;
     }
   });
 
@@ -112,5 +119,5 @@ export function useQueue(): QueueState {
     setFinished((current) => (id === undefined ? [] : current.filter((j) => j.id !== id)));
   }, []);
 
-  return { jobs, progress, libraryVersion, queueVersion, finished, clearFinished, error, refresh };
+  return { jobs, progress, libraryVersion, queueVersion, opened, finished, clearFinished, error, refresh };
 }

@@ -264,6 +264,30 @@ pub fn add_url_with(queue: &Queue, url: &str, job: Option<JobOptions>) -> Result
     Ok(result)
 }
 
+/// Why a link of `seconds` is refused under `limits` (`None`: it fits, or
+/// its length is not known).
+fn too_long(seconds: Option<f64>, limits: &link::DownloadLimits) -> Option<String> {
+    let seconds = seconds.filter(|s| s.is_finite())?;
+    (seconds > limits.max_seconds as f64).then(|| {
+        format!(
+            "it lasts {}, longer than the longest download allowed ({} minutes, in Settings)",
+            duration_text(seconds),
+            limits.max_seconds / 60
+        )
+    })
+}
+
+/// `h:mm:ss` or `m:ss`.
+fn duration_text(seconds: f64) -> String {
+    let s = seconds.round() as u64;
+    let (h, m, s) = (s / 3600, s / 60 % 60, s % 60);
+    if h > 0 {
+        format!("{h}:{m:02}:{s:02}")
+    } else {
+        format!("{m}:{s:02}")
+    }
+}
+
 /// Probe one link and queue it (or hand back its playlist). `ytdlp` caches
 /// the lookup of yt-dlp (or why it failed) across the links of one call.
 fn add_link(
@@ -298,6 +322,12 @@ fn add_link(
     match link::probe(yt, &url, link::DEFAULT_PLAYLIST_LIMIT) {
         Ok(info) if info.is_playlist => result.playlists.push(info),
         Ok(info) => {
+            // Longer than a download may last: refused now (its metadata
+            // says so), not after it waited its turn in the queue.
+            if let Some(why) = too_long(info.duration_seconds, &queue.settings()?.download_limits()) {
+                refuse(result, why);
+                return Ok(());
+            }
             let job = queue.enqueue(&JobSource::Url { url: info.url.clone() }, &info.title, options)?;
             if info.duration_seconds.is_some() {
                 queue.set_details(job.id, info.duration_seconds, None)?;
@@ -416,6 +446,17 @@ fn plain_reason(e: &decode::DecodeError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn links_longer_than_a_download_may_last_are_refused_at_once() {
+        let limits = link::DownloadLimits { max_bytes: 1 << 30, max_seconds: 3 * 3600 };
+        assert_eq!(too_long(Some(3.0 * 3600.0), &limits), None, "exactly the limit fits");
+        assert_eq!(too_long(None, &limits), None, "unknown length: the download decides");
+        assert_eq!(too_long(Some(f64::NAN), &limits), None);
+        let why = too_long(Some(10.0 * 3600.0 + 61.0), &limits).expect("too long");
+        assert_eq!(why, "it lasts 10:01:01, longer than the longest download allowed (180 minutes, in Settings)");
+        assert_eq!(duration_text(59.6), "1:00");
+    }
 
     fn wav(p: &Path, frames: usize) {
         let spec = hound::WavSpec {

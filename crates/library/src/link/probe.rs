@@ -45,6 +45,25 @@ fn label(v: &serde_json::Value, key: &str) -> Option<String> {
     v.get(key).and_then(|x| x.as_str()).and_then(crate::intake::clean_title)
 }
 
+/// Refuse a live stream, or one not started yet (a premiere, a scheduled
+/// stream), from yt-dlp's metadata (`is_live`, `live_status`): its download
+/// would run until the stream ends, or fail, long after it was queued.
+fn not_live(v: &serde_json::Value) -> Result<(), LinkError> {
+    let status = text(v, "live_status");
+    if v.get("is_live").and_then(serde_json::Value::as_bool) == Some(true) || status.as_deref() == Some("is_live") {
+        return Err(LinkError::Refused(
+            "it is a live stream: Stemroom separates recorded songs (add it once the stream has ended and is saved)"
+                .into(),
+        ));
+    }
+    if status.as_deref() == Some("is_upcoming") {
+        return Err(LinkError::Refused(
+            "it has not started yet (a premiere or a scheduled stream): add it once it has aired".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Metadata of `url` without downloading: a single item's title, uploader,
 /// duration and thumbnail, or a playlist's first `limit` entries.
 ///
@@ -75,6 +94,9 @@ pub fn probe(yt: &YtDlp, url: &str, limit: usize) -> Result<LinkInfo, LinkError>
         let v: serde_json::Value =
             serde_json::from_slice(&out.stdout).map_err(|e| LinkError::Failed(format!("unreadable metadata: {e}")))?;
         let is_playlist = v.get("_type").and_then(|t| t.as_str()) == Some("playlist");
+        if !is_playlist {
+            not_live(&v)?;
+        }
         let mut entries: Vec<LinkEntry> = v
             .get("entries")
             .and_then(|e| e.as_array())
@@ -105,4 +127,23 @@ pub fn probe(yt: &YtDlp, url: &str, limit: usize) -> Result<LinkInfo, LinkError>
             truncated,
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_and_upcoming_streams_are_refused_before_they_are_queued() {
+        let live = serde_json::json!({"title": "Radio", "is_live": true, "live_status": "is_live"});
+        assert!(matches!(not_live(&live), Err(LinkError::Refused(m)) if m.contains("live stream")));
+        let status_only = serde_json::json!({"live_status": "is_live"});
+        assert!(not_live(&status_only).is_err());
+        let premiere = serde_json::json!({"is_live": false, "live_status": "is_upcoming"});
+        assert!(matches!(not_live(&premiere), Err(LinkError::Refused(m)) if m.contains("not started yet")));
+        for recorded in ["not_live", "was_live", "post_live"] {
+            assert!(not_live(&serde_json::json!({"is_live": false, "live_status": recorded})).is_ok(), "{recorded}");
+        }
+        assert!(not_live(&serde_json::json!({"title": "no live fields"})).is_ok());
+    }
 }

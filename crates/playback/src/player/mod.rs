@@ -10,8 +10,9 @@
 //!   stems' rate) into fixed-size `Chunk`s and sends them to the callback
 //!   through a lock-free single-producer/single-consumer ring (`rtrb`); used
 //!   chunks come back through a second ring, so the callback never allocates,
-//!   frees or blocks. Read-ahead is bounded by [`CHUNKS`] × [`CHUNK_FRAMES`]
-//!   frames (about 1.5 s at 44.1 kHz), whatever the song's length.
+//!   frees or blocks. Read-ahead is bounded by [`chunks_for`] the device's
+//!   rate × [`CHUNK_FRAMES`] frames (1.4-1.5 s at any rate), whatever the
+//!   song's length.
 //! - The **audio callback** pops chunks, mixes the stems, applies a short
 //!   transport fade on play/pause, maps stereo onto the device's channels and
 //!   publishes the song position of the frames it hands to the device (each
@@ -62,8 +63,18 @@ use transport::{Chunk, Shared, Transport};
 /// Frames (at the device's rate) per chunk: 2048 frames is 46 ms at 44.1 kHz,
 /// a few device periods, small enough that a seek refills quickly.
 pub const CHUNK_FRAMES: usize = 2048;
-/// Chunks in flight between the reader and the callback (the read-ahead).
+/// Chunks in flight between the reader and the callback (the read-ahead)
+/// on a device at up to 48 kHz: 1.4-1.5 s. Faster devices get more (see
+/// [`chunks_for`]).
 pub const CHUNKS: usize = 32;
+
+/// Chunks of read-ahead for a device at `device_rate` Hz: [`CHUNKS`] per
+/// started 48 kHz, so the read-ahead stays at least 1.36 s of audio (a 192
+/// kHz device with 32 chunks would have 0.34 s, too little to ride out a
+/// busy moment on a loaded machine).
+pub fn chunks_for(device_rate: u32) -> usize {
+    CHUNKS * (device_rate as usize).div_ceil(48_000).max(1)
+}
 /// Most stems a song may have (htdemucs has 4, htdemucs_6s 6).
 pub const MAX_STEMS: usize = 8;
 /// Length of the fade on play and pause, as the mixer's gain ramps.
@@ -198,7 +209,8 @@ pub struct CallbackStats {
     /// keep this near zero).
     pub reading_frames: u64,
     /// Chunks of [`CHUNK_FRAMES`] device frames decoded ahead of the
-    /// playhead after the last callback, of at most [`CHUNKS`]: whether
+    /// playhead after the last callback, of at most [`chunks_for`] the
+    /// device's rate ([`CHUNKS`] up to 48 kHz): whether
     /// the reader keeps up (a paused player's fills up).
     pub read_ahead_chunks: u64,
     /// Non-fatal errors the device reported (it kept playing).
@@ -674,9 +686,10 @@ fn start_engine(
         waiting: AtomicBool::new(false),
         replacement: Mutex::new(None),
     });
-    let (full_tx, full_rx) = rtrb::RingBuffer::<Chunk>::new(CHUNKS);
-    let (mut free_tx, free_rx) = rtrb::RingBuffer::<Chunk>::new(CHUNKS);
-    for _ in 0..CHUNKS {
+    let chunks = chunks_for(device_rate);
+    let (full_tx, full_rx) = rtrb::RingBuffer::<Chunk>::new(chunks);
+    let (mut free_tx, free_rx) = rtrb::RingBuffer::<Chunk>::new(chunks);
+    for _ in 0..chunks {
         let data = vec![0.0f32; n * CHUNK_FRAMES * 2].into_boxed_slice();
         let chunk = Chunk { generation: u32::MAX, start: 0, frames: 0, ratio: 1.0, end: false, wait: false, data };
         if free_tx.push(chunk).is_err() {
@@ -1116,6 +1129,31 @@ mod tests {
             render_paced(&mut cb, 2048);
         }
         assert_eq!(sh.underrun_frames.load(Ordering::Acquire), 0, "the reader kept up");
+        sh.stop.store(true, Ordering::Release);
+        reader.join().unwrap();
+    }
+
+    /// The read-ahead is counted in time, not chunks: a 192 kHz device gets
+    /// four times the chunks of a 48 kHz one.
+    #[test]
+    fn the_read_ahead_lasts_as_long_at_any_device_rate() {
+        assert_eq!(chunks_for(44_100), CHUNKS);
+        assert_eq!(chunks_for(48_000), CHUNKS);
+        assert_eq!(chunks_for(96_000), 2 * CHUNKS);
+        assert_eq!(chunks_for(192_000), 4 * CHUNKS);
+        for rate in [8_000, 44_100, 48_000, 88_200, 96_000, 176_400, 192_000, 384_000] {
+            let seconds = (chunks_for(rate) * CHUNK_FRAMES) as f64 / f64::from(rate);
+            assert!(seconds >= 1.36, "{rate} Hz: {seconds:.2} s");
+        }
+        let _paced = paced();
+        let dir = tempfile::tempdir().unwrap();
+        let p = float_wav(dir.path().join("a.wav"), 200_000, |i, _| i as f32 / 1e6);
+        let (sh, cb, reader) = start_engine(open_readers(&[p]).unwrap(), &MixControls::unity(1), 192_000, 2).unwrap();
+        let t0 = std::time::Instant::now();
+        while cb.full.slots() < chunks_for(192_000) && t0.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(cb.full.slots(), 4 * CHUNKS, "paused, the whole read-ahead fills");
         sh.stop.store(true, Ordering::Release);
         reader.join().unwrap();
     }

@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering;
 use stemroom_engine::audio::resample::StreamResampler;
 
 use super::transport::{Chunk, Shared};
-use super::{CHUNKS, CHUNK_FRAMES, FADE_SECONDS, READER_POLL};
+use super::{CHUNK_FRAMES, FADE_SECONDS, READER_POLL};
 use crate::mixer::{plan_reads, LoopRegion};
 use crate::reader::StemSet;
 use crate::stretch::{Stretcher, TimePitch};
@@ -177,7 +177,7 @@ impl Reader {
             return Ok(Step::Idle);
         }
         if !self.edge_faded {
-            if CHUNKS - free.slots() > LOW_CHUNKS {
+            if free.buffer().capacity() - free.slots() > LOW_CHUNKS {
                 return Ok(Step::Idle);
             }
             if !self.tails {

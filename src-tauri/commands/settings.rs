@@ -95,13 +95,13 @@ pub async fn pick_library_dir(app: AppHandle, state: S<'_>) -> Result<Option<Set
     if !same {
         let running = state.worker.running();
         for job in state.queue.queue()?.into_iter().filter(|j| !running.contains(&j.id)) {
-            let from = stemroom_library::song::partial_dir(&old, job.id);
+            let from = stemroom_library::song::partial_dir(&old, state.queue.work_tag(), job.id);
             if !from.is_dir() {
                 continue;
             }
             // A stale folder of the same job in the new library is older
             // than this checkpoint.
-            let to = stemroom_library::song::partial_dir(&picked, job.id);
+            let to = stemroom_library::song::partial_dir(&picked, state.queue.work_tag(), job.id);
             let _ = std::fs::remove_dir_all(&to);
             match std::fs::rename(&from, &to) {
                 Ok(()) => {}

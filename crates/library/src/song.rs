@@ -28,20 +28,39 @@ pub fn default_library_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("library")
 }
 
-/// The working folder of job `id` inside `library`.
-pub fn partial_dir(library: &Path, id: JobId) -> PathBuf {
-    library.join(format!("{PARTIAL_PREFIX}{id}"))
+/// The working folder of job `id` of the database tagged `tag`
+/// ([`crate::queue::Queue::work_tag`]) inside `library`:
+/// `.stemroom-partial-<tag>-<id>`.
+pub fn partial_dir(library: &Path, tag: &str, id: JobId) -> PathBuf {
+    library.join(format!("{PARTIAL_PREFIX}{tag}-{id}"))
 }
 
-/// Remove working folders left by jobs that are not running (after a crash).
-/// `running` lists jobs whose folders must stay. Returns how many were removed.
-pub fn clean_partials(library: &Path, running: &[JobId]) -> usize {
+/// Remove the working folders the database tagged `tag` left in `library`
+/// for jobs other than `keep` (after a crash: `keep` lists the queued jobs,
+/// whose folders hold their checkpoints). Other databases' folders stay. A
+/// folder of the untagged form earlier versions made
+/// (`.stemroom-partial-<id>`) is taken as this database's: renamed to the
+/// tagged form when its job is in `keep`, else removed. Returns how many
+/// were removed.
+pub fn clean_partials(library: &Path, tag: &str, keep: &[JobId]) -> usize {
     let Ok(entries) = std::fs::read_dir(library) else { return 0 };
     let mut n = 0;
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(id) = name.strip_prefix(PARTIAL_PREFIX).and_then(|s| s.parse::<JobId>().ok()) else { continue };
-        if !running.contains(&id) && std::fs::remove_dir_all(e.path()).is_ok() {
+        let Some(rest) = name.strip_prefix(PARTIAL_PREFIX) else { continue };
+        let id = match rest.split_once('-') {
+            Some((t, id)) if t == tag => id.parse::<JobId>().ok(),
+            Some(_) => None, // another database's
+            None => match rest.parse::<JobId>() {
+                Ok(id) if keep.contains(&id) => {
+                    let _ = std::fs::rename(e.path(), partial_dir(library, tag, id));
+                    continue;
+                }
+                other => other.ok(),
+            },
+        };
+        let Some(id) = id else { continue };
+        if !keep.contains(&id) && std::fs::remove_dir_all(e.path()).is_ok() {
             n += 1;
         }
     }
@@ -308,10 +327,19 @@ mod tests {
         let b = publish("../Song: One", 1);
         assert_ne!(a, b);
         assert!(b.file_name().unwrap().to_string_lossy().ends_with("(2)"));
-        std::fs::create_dir(partial_dir(lib.path(), 3)).unwrap();
-        std::fs::create_dir(partial_dir(lib.path(), 4)).unwrap();
-        assert_eq!(clean_partials(lib.path(), &[4]), 1);
-        assert!(!partial_dir(lib.path(), 3).exists() && partial_dir(lib.path(), 4).exists());
+        std::fs::create_dir(partial_dir(lib.path(), "ab12", 3)).unwrap();
+        std::fs::create_dir(partial_dir(lib.path(), "ab12", 4)).unwrap();
+        // Another database's folders, of the same ids, sharing the library.
+        std::fs::create_dir(partial_dir(lib.path(), "cd34", 3)).unwrap();
+        std::fs::create_dir(partial_dir(lib.path(), "cd34", 5)).unwrap();
+        // An earlier version's untagged folders: a queued job's is taken over.
+        std::fs::create_dir(lib.path().join(".stemroom-partial-6")).unwrap();
+        std::fs::create_dir(lib.path().join(".stemroom-partial-7")).unwrap();
+        assert_eq!(clean_partials(lib.path(), "ab12", &[4, 6]), 2);
+        assert!(!partial_dir(lib.path(), "ab12", 3).exists() && partial_dir(lib.path(), "ab12", 4).exists());
+        assert!(partial_dir(lib.path(), "cd34", 3).exists() && partial_dir(lib.path(), "cd34", 5).exists());
+        assert!(partial_dir(lib.path(), "ab12", 6).exists() && !lib.path().join(".stemroom-partial-6").exists());
+        assert!(!lib.path().join(".stemroom-partial-7").exists());
         let hidden = publish(".stemroom-partial-7", 2);
         assert_eq!(hidden.file_name().unwrap(), "stemroom-partial-7");
         assert!(remove_song(lib.path(), &a, false).is_err(), "no stemroom.json");

@@ -376,7 +376,10 @@ mod queue {
         assert_eq!(q.get(job.id).expect("job").state, JobState::Cancelled);
         second.shutdown();
         assert_eq!(q.recover(&owner).expect("recover"), 0);
-        assert!(!stemroom_library::song::partial_dir(&lq.library, job.id).exists(), "its checkpoint is gone");
+        assert!(
+            !stemroom_library::song::partial_dir(&lq.library, q.work_tag(), job.id).exists(),
+            "its checkpoint is gone"
+        );
 
         // A server's graceful stop (`Worker::suspend`) puts a running job
         // back too, but not one whose cancel it had not reached yet.
@@ -429,7 +432,7 @@ mod queue {
         let opts = q.settings().expect("settings").job_options();
         let job = q.enqueue(&file("/gone/a.wav"), "Locked", &opts).expect("enqueue");
         // Filed already: the quick way to a finished run without the model.
-        let work = song::partial_dir(library, job.id);
+        let work = song::partial_dir(library, q.work_tag(), job.id);
         std::fs::create_dir_all(&work).expect("mkdir");
         std::fs::write(work.join("vocals.wav"), b"RIFF").expect("write");
         let stems = vec![StemFile { stem: "vocals".into(), path: "vocals.wav".into() }];
@@ -469,7 +472,7 @@ mod queue {
         // A folder of another song that happens to share the title comes first.
         std::fs::create_dir_all(library.join("Song")).expect("mkdir");
         // Job 1 ran to its publish, then the process stopped.
-        let work = song::partial_dir(library, job.id);
+        let work = song::partial_dir(library, q.work_tag(), job.id);
         std::fs::create_dir_all(&work).expect("mkdir");
         let mut stems = Vec::new();
         for stem in ["drums", "bass", "other", "vocals"] {
@@ -1004,7 +1007,9 @@ mod resume {
         // Run 1: killed with SIGKILL once past the middle and after a
         // checkpoint was saved.
         let killed = data_dir(&input);
-        let checkpoint = killed.path().join("library/.stemroom-partial-1/.checkpoint/state.bin");
+        let tag = Queue::open(&killed.path().join("queue.sqlite")).expect("queue").work_tag().to_string();
+        let checkpoint =
+            stemroom_library::song::partial_dir(&killed.path().join("library"), &tag, 1).join(".checkpoint/state.bin");
         let mut child = run_queue(killed.path());
         let mut seen = Vec::new();
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();

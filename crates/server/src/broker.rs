@@ -897,7 +897,7 @@ async fn complete(
         }
         let library = me.library_dir();
         std::fs::create_dir_all(&library).map_err(|e| ApiError::internal(format!("library: {e}")))?;
-        let work = song::partial_dir(&library, id);
+        let work = song::partial_dir(&library, me.queue.work_tag(), id);
         let _ = std::fs::remove_dir_all(&work);
         move_dir(&staged, &work).map_err(|e| {
             let _ = std::fs::remove_dir_all(&work);

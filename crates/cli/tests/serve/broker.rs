@@ -619,7 +619,7 @@ fn a_job_filed_before_the_server_stopped_is_recorded_at_its_next_claim() {
         .library_dir
         .map(PathBuf::from)
         .unwrap_or_else(|| song::default_library_dir(&data));
-    let work = song::partial_dir(&library, job.id);
+    let work = song::partial_dir(&library, queue.work_tag(), job.id);
     std::fs::create_dir_all(&work).expect("mkdir");
     let stems: Vec<StemFile> = STEMS
         .iter()

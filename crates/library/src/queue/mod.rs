@@ -94,6 +94,9 @@ pub struct Queue {
     conn: Mutex<Connection>,
     clock: Clock,
     path: PathBuf,
+    /// This database's own tag in its jobs' working folders (see
+    /// [`Queue::work_tag`]).
+    work_tag: String,
 }
 
 impl std::fmt::Debug for Queue {
@@ -134,7 +137,38 @@ impl Queue {
             QueueError::Sql(source) => QueueError::Open { path: path.to_path_buf(), source },
             other => other,
         })?;
-        Ok(Queue { conn: Mutex::new(conn), clock, path: path.to_path_buf() })
+        let work_tag = Self::work_tag_of(&conn).map_err(|e| match e {
+            QueueError::Sql(source) => QueueError::Open { path: path.to_path_buf(), source },
+            other => other,
+        })?;
+        Ok(Queue { conn: Mutex::new(conn), clock, path: path.to_path_buf(), work_tag })
+    }
+
+    /// The database's tag, made once at random (8 hex digits) and kept in
+    /// its settings table.
+    fn work_tag_of(conn: &Connection) -> Result<String, QueueError> {
+        use std::hash::{BuildHasher, Hasher};
+        // `RandomState` is seeded from the operating system's randomness.
+        let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        conn.execute(
+            "INSERT OR IGNORE INTO settings (key, value) VALUES ('work_tag', ?1)",
+            [format!("{:08x}", random as u32)],
+        )?;
+        let tag: String = conn.query_row("SELECT value FROM settings WHERE key = 'work_tag'", [], |r| r.get(0))?;
+        // Only what a folder name can hold, whatever the row says.
+        if tag.is_empty() || tag.len() > 16 || !tag.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(QueueError::Corrupt(format!("the work tag {tag:?} is not a short name")));
+        }
+        Ok(tag)
+    }
+
+    /// This database's tag in the names of its jobs' working folders
+    /// ([`crate::song::partial_dir`]): two databases sharing a library
+    /// folder (the app and a `stemroom serve --data-dir …` beside it) have
+    /// jobs of the same ids, and neither may write into, or clean away,
+    /// the other's.
+    pub fn work_tag(&self) -> &str {
+        &self.work_tag
     }
 
     fn migrate(conn: &mut Connection) -> Result<(), QueueError> {
@@ -256,6 +290,16 @@ mod tests {
         let t = Arc::new(std::sync::atomic::AtomicU64::new(1_000));
         let t2 = t.clone();
         (Arc::new(move || t2.fetch_add(1, std::sync::atomic::Ordering::SeqCst) as f64), t)
+    }
+
+    #[test]
+    fn each_database_has_its_own_lasting_work_tag() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Queue::open(&dir.path().join("a.sqlite")).unwrap().work_tag().to_string();
+        let b = Queue::open(&dir.path().join("b.sqlite")).unwrap().work_tag().to_string();
+        assert_ne!(a, b, "two databases, two tags");
+        assert!(a.len() == 8 && a.bytes().all(|c| c.is_ascii_hexdigit()), "{a}");
+        assert_eq!(Queue::open(&dir.path().join("a.sqlite")).unwrap().work_tag(), a, "kept across opens");
     }
 
     #[test]

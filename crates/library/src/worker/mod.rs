@@ -193,7 +193,7 @@ impl Worker {
             Ok(jobs) => {
                 let queued: Vec<JobId> =
                     jobs.iter().filter(|j| matches!(j.state, JobState::Queued)).map(|j| j.id).collect();
-                song::clean_partials(&w.library_dir(), &queued);
+                song::clean_partials(&w.library_dir(), w.inner.queue.work_tag(), &queued);
             }
             Err(e) => tracing::warn!("working folders left as they are: the queue cannot be read: {e}"),
         }
@@ -301,7 +301,9 @@ impl Worker {
     /// `stream.json` appears there once the job starts separating); `None`
     /// when the job is not running here.
     pub fn stream_dir(&self, id: JobId) -> Option<PathBuf> {
-        self.running().contains(&id).then(|| song::partial_dir(&self.library_dir(), id).join(run::CHECKPOINT_DIR))
+        self.running()
+            .contains(&id)
+            .then(|| song::partial_dir(&self.library_dir(), self.inner.queue.work_tag(), id).join(run::CHECKPOINT_DIR))
     }
 
     /// The process is about to end (the app quits): stop taking jobs, and
@@ -352,7 +354,7 @@ impl Inner {
     /// Remove the working folder an interrupted run of job `id` left (its
     /// checkpoint), once the job will not run again.
     fn drop_work(&self, id: JobId) {
-        let _ = std::fs::remove_dir_all(song::partial_dir(&self.library_dir(), id));
+        let _ = std::fs::remove_dir_all(song::partial_dir(&self.library_dir(), self.queue.work_tag(), id));
     }
 
     fn library_dir(&self) -> PathBuf {
@@ -630,19 +632,20 @@ mod tests {
         let options = crate::queue::Settings::default().job_options();
         let a = q.enqueue(&crate::queue::JobSource::File { path: "/m/a.wav".into() }, "a", &options).unwrap();
         let b = q.enqueue(&crate::queue::JobSource::File { path: "/m/b.wav".into() }, "b", &options).unwrap();
+        let tag = q.work_tag().to_string();
         for id in [a.id, b.id] {
-            let ckpt = song::partial_dir(&library, id).join(".checkpoint");
+            let ckpt = song::partial_dir(&library, &tag, id).join(".checkpoint");
             std::fs::create_dir_all(&ckpt).unwrap();
             std::fs::write(ckpt.join("stems.f32"), [0u8; 64]).unwrap();
         }
         // A new worker keeps queued jobs' folders (their checkpoints).
         let w =
             Worker::new(q, WorkerConfig { default_library: library.clone(), ..Default::default() }, Arc::new(Nobody));
-        assert!(song::partial_dir(&library, a.id).exists() && song::partial_dir(&library, b.id).exists());
+        assert!(song::partial_dir(&library, &tag, a.id).exists() && song::partial_dir(&library, &tag, b.id).exists());
         assert_eq!(w.cancel(a.id).unwrap().state, JobState::Cancelled);
-        assert!(!song::partial_dir(&library, a.id).exists(), "cancelled: its checkpoint goes");
+        assert!(!song::partial_dir(&library, &tag, a.id).exists(), "cancelled: its checkpoint goes");
         w.remove(b.id).unwrap();
-        assert!(!song::partial_dir(&library, b.id).exists(), "removed: its checkpoint goes");
+        assert!(!song::partial_dir(&library, &tag, b.id).exists(), "removed: its checkpoint goes");
     }
 
     #[test]

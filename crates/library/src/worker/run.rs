@@ -97,7 +97,7 @@ impl Inner {
         let started = Instant::now();
         let library = self.library_dir();
         std::fs::create_dir_all(&library).map_err(|source| Error::Output { path: library.clone(), source })?;
-        let work = song::partial_dir(&library, job.id);
+        let work = song::partial_dir(&library, self.queue.work_tag(), job.id);
         if let Some((dest, meta)) = song::find_published(&library, job) {
             // Filed before the stop that put it back in the queue: record
             // it instead of separating it into a second copy.

@@ -42,15 +42,26 @@ pub enum QueueEvent {
 #[derive(Default)]
 pub struct Hub {
     channels: Mutex<HashMap<String, Channel<QueueEvent>>>,
+    /// What files opened with Stemroom did, while no window listened yet
+    /// (the files a first launch was given): told to the first window.
+    unheard: Mutex<Option<QueueEvent>>,
 }
 
 impl Hub {
     pub fn add(&self, webview: &str, ch: Channel<QueueEvent>) {
-        self.channels.lock().unwrap_or_else(|p| p.into_inner()).insert(webview.to_string(), ch);
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ev) = self.unheard.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = ch.send(ev);
+        }
+        channels.insert(webview.to_string(), ch);
     }
     pub fn send(&self, ev: QueueEvent) {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         // A channel whose webview is gone fails to send; drop it.
-        self.channels.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, ch| ch.send(ev.clone()).is_ok());
+        channels.retain(|_, ch| ch.send(ev.clone()).is_ok());
+        if channels.is_empty() && matches!(ev, QueueEvent::Opened { .. }) {
+            *self.unheard.lock().unwrap_or_else(|p| p.into_inner()) = Some(ev);
+        }
     }
 }
 
@@ -329,5 +340,36 @@ mod grant_tests {
         });
         assert!(g.wait_for(Path::new("/late.wav"), Instant::now() + Duration::from_secs(5)));
         t.join().unwrap();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a first launch's files did is told to the window that comes
+    /// next (it subscribes after the files were added).
+    #[test]
+    fn an_opened_result_waits_for_the_first_window() {
+        let hub = Hub::default();
+        hub.send(QueueEvent::QueueChanged);
+        hub.send(QueueEvent::Opened { result: Box::default() });
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let into = heard.clone();
+        hub.add(
+            "main",
+            Channel::new(move |body| {
+                if let tauri::ipc::InvokeResponseBody::Json(json) = body {
+                    into.lock().expect("lock").push(json);
+                }
+                Ok(())
+            }),
+        );
+        let heard = heard.lock().expect("lock").clone();
+        assert_eq!(heard.len(), 1, "{heard:?}");
+        assert!(heard[0].contains("\"kind\":\"opened\""), "{}", heard[0]);
+        // Told once.
+        hub.add("second", Channel::new(|_| Ok(())));
+        assert!(hub.unheard.lock().expect("lock").is_none());
     }
 }

@@ -88,10 +88,7 @@ pub async fn pick_library_dir(app: AppHandle, state: S<'_>) -> Result<Option<Set
     // (a rename; across file systems the job starts over and the old one
     // goes), not left behind in the old folder for good. The same folder
     // by another name (a link, a bind mount) moves nothing.
-    let same = match (std::fs::canonicalize(&old), std::fs::canonicalize(&picked)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => old == picked,
-    };
+    let same = same_dir(&old, &picked);
     if !same {
         let running = state.worker.running();
         for job in state.queue.queue()?.into_iter().filter(|j| !running.contains(&j.id)) {
@@ -114,6 +111,23 @@ pub async fn pick_library_dir(app: AppHandle, state: S<'_>) -> Result<Option<Set
         }
     }
     Ok(Some(state.queue.settings()?))
+}
+
+/// Whether `a` and `b` are one folder: the same device and inode (a link
+/// or a bind mount is another name for it); by their names where either
+/// cannot be read.
+fn same_dir(a: &std::path::Path, b: &std::path::Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(x), Ok(y)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+            return (x.dev(), x.ino()) == (y.dev(), y.ino());
+        }
+    }
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    }
 }
 
 /// Whether files can be made in `dir`: a probe file is created and removed.
@@ -470,4 +484,25 @@ pub fn cancel_gpu_install(state: S<'_>) {
 
 fn install_error(e: install::InstallError) -> AppError {
     AppError { code: e.code(), message: e.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_folder_by_another_name_is_the_same_folder() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lib = dir.path().join("Music");
+        std::fs::create_dir(&lib).expect("mkdir");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&lib, &link).expect("symlink");
+        assert!(same_dir(&lib, &link) && same_dir(&lib, &dir.path().join("./Music")));
+        let other = dir.path().join("Other");
+        std::fs::create_dir(&other).expect("mkdir");
+        assert!(!same_dir(&lib, &other));
+        assert!(check_writable(&lib).is_ok());
+        assert!(std::fs::read_dir(&lib).expect("ls").next().is_none(), "the probe file is gone");
+        assert!(check_writable(&dir.path().join("missing")).is_err());
+    }
 }

@@ -268,7 +268,8 @@ pub fn add_url_with(queue: &Queue, url: &str, job: Option<JobOptions>) -> Result
 /// its length is not known).
 fn too_long(seconds: Option<f64>, limits: &link::DownloadLimits) -> Option<String> {
     let seconds = seconds.filter(|s| s.is_finite())?;
-    (seconds > limits.max_seconds as f64).then(|| {
+    // As the download's filter (`duration <? limit`): the limit itself is too long.
+    (seconds >= limits.max_seconds as f64).then(|| {
         format!(
             "it lasts {}, longer than the longest download allowed ({} minutes, in Settings)",
             duration_text(seconds),
@@ -365,9 +366,17 @@ pub fn add_links(queue: &Queue, entries: &[LinkEntry]) -> Result<AddResult, Queu
 /// As [`add_links`].
 pub fn add_links_with(queue: &Queue, entries: &[LinkEntry], job: Option<JobOptions>) -> Result<AddResult, QueueError> {
     let options = options_or_settings(queue, job)?;
+    let limits = queue.settings()?.download_limits();
     let mut result = AddResult::default();
     for e in entries.iter().take(link::DEFAULT_PLAYLIST_LIMIT) {
         match link::check_url(&e.url) {
+            // An entry whose listed length is over the limit (a live
+            // stream in a playlist is listed without one: its download
+            // refuses it).
+            Ok(_) if too_long(e.duration_seconds, &limits).is_some() => {
+                let why = too_long(e.duration_seconds, &limits).unwrap_or_default();
+                result.rejected.push(Rejected::of(&e.url, capitalised(&why)));
+            }
             Ok(url) => {
                 // Titles come from the page: bounded like titles from tags.
                 let title = clean_title(&e.title).unwrap_or_else(|| "Untitled".into());
@@ -450,7 +459,8 @@ mod tests {
     #[test]
     fn links_longer_than_a_download_may_last_are_refused_at_once() {
         let limits = link::DownloadLimits { max_bytes: 1 << 30, max_seconds: 3 * 3600 };
-        assert_eq!(too_long(Some(3.0 * 3600.0), &limits), None, "exactly the limit fits");
+        assert_eq!(too_long(Some(3.0 * 3600.0 - 1.0), &limits), None, "under the limit fits");
+        assert!(too_long(Some(3.0 * 3600.0), &limits).is_some(), "the limit itself does not, as yt-dlp's filter");
         assert_eq!(too_long(None, &limits), None, "unknown length: the download decides");
         assert_eq!(too_long(Some(f64::NAN), &limits), None);
         let why = too_long(Some(10.0 * 3600.0 + 61.0), &limits).expect("too long");

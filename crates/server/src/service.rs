@@ -195,8 +195,14 @@ impl Service {
         })
         .await
         .map_err(|e| ApiError::internal(e.to_string()))??;
-        // Heard by the app that embeds the service (its window's queue).
-        self.events.job_changed(&job);
+        // Heard by the app that embeds the service (its window's queue),
+        // unless a worker took the job meanwhile (it said so itself: a late
+        // "queued" would follow its "decoding").
+        if let Ok(now) = self.queue.get(job.id) {
+            if matches!(now.state, JobState::Queued) {
+                self.events.job_changed(&now);
+            }
+        }
         match &self.broker {
             Some(b) => b.notify.notify_one(),
             None => self.worker.notify(),

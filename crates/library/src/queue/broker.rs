@@ -15,7 +15,7 @@
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use stemroom_engine::ErrorCode;
 
-use super::schema::{job_in, json};
+use super::schema::{damaged_state, job_in, job_in_checked, json};
 use super::{Job, JobId, JobState, Queue, QueueError};
 
 /// The answer to a claim.
@@ -31,7 +31,8 @@ pub enum Claim {
     /// the broker: Redis was out of its reach): the entry stays the
     /// holder's, neither run nor acknowledged by the claimer.
     HolderAlive(String),
-    /// Claimed more than the allowed times: marked failed now.
+    /// Claimed more than the allowed times, or its record cannot be read
+    /// (a newer Stemroom wrote it, or it is damaged): marked failed now.
     GaveUp(Job),
 }
 
@@ -101,7 +102,7 @@ impl Queue {
     ) -> Result<Claim, QueueError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let job = job_in(&tx, id)?;
+        let (job, damage) = job_in_checked(&tx, id)?;
         let held: Option<Held> = tx
             .query_row("SELECT message, worker, attempts, last_error FROM broker WHERE job_id = ?1", [id], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
@@ -127,6 +128,18 @@ impl Queue {
             }
             status => return Ok(Claim::Refused(format!("job {id} is {status}"))),
         };
+        if let Some(damage) = damage {
+            // Run with stand-ins (default options, no source), it would be
+            // separated wrong: it fails, saying why, as a local claim does.
+            tracing::warn!("job {id} cannot be read ({damage}): marked failed");
+            tx.execute(
+                "UPDATE jobs SET status = 'failed', state = ?1, finished_ms = ?2 WHERE id = ?3",
+                params![json(&damaged_state(&damage))?, self.now(), id],
+            )?;
+            let job = job_in(&tx, id)?;
+            tx.commit()?;
+            return Ok(Claim::GaveUp(job));
+        }
         if attempts >= max_attempts {
             let why = last_error.unwrap_or_else(|| {
                 format!("the worker running it ({}) stopped answering", held_worker.as_deref().unwrap_or("unknown"))
@@ -306,6 +319,23 @@ impl Queue {
 mod tests {
     use super::*;
     use crate::queue::{JobSource, Settings};
+
+    #[test]
+    fn a_job_that_cannot_be_read_is_failed_not_run_with_stand_ins() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(&dir.path().join("db.sqlite")).unwrap();
+        let opts = Settings::default().job_options();
+        let a = q.enqueue(&JobSource::File { path: "/a.wav".into() }, "A", &opts).unwrap();
+        q.conn()
+            .execute("UPDATE jobs SET options = '{\"device\":\"quantum\"}' WHERE id = ?1", [a.id])
+            .unwrap();
+        match q.broker_claim(a.id, "1-0", "w1", 3, |_| false).unwrap() {
+            Claim::GaveUp(job) => {
+                assert!(matches!(job.state, JobState::Failed { message, .. } if message.contains("cannot be read")));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn claims_publish_takeover_release_and_give_up() {

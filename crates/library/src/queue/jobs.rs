@@ -112,7 +112,13 @@ impl Queue {
                 )?;
                 continue;
             };
-            let (_, damage) = job_in_checked(&tx, job_id)?;
+            // A row that cannot be read at all (a column of the wrong
+            // type) is as damaged as one with unreadable JSON.
+            let damage = match job_in_checked(&tx, job_id) {
+                Ok((_, damage)) => damage,
+                Err(QueueError::Sql(e)) => Some(e.to_string()),
+                Err(e) => return Err(e),
+            };
             if let Some(damage) = damage {
                 tracing::warn!("job {id} cannot be read ({damage}): marked failed");
                 tx.execute(

@@ -196,10 +196,10 @@ pub(super) fn jobs_where(
     args: &[&dyn rusqlite::ToSql],
 ) -> Result<Vec<Job>, QueueError> {
     let mut stmt = conn.prepare(&format!("SELECT {JOB_COLUMNS} FROM jobs {clause}"))?;
-    let raws = stmt.query_map(args, raw_job)?.collect::<Result<Vec<_>, _>>()?;
-    let mut jobs = Vec::with_capacity(raws.len());
-    for raw in raws {
-        match to_job(raw) {
+    let mut jobs = Vec::new();
+    for raw in stmt.query_map(args, raw_job)? {
+        // A column of the wrong type (a NULL title, say) leaves out its row.
+        match raw.map_err(QueueError::from).and_then(to_job) {
             Ok((job, damage)) => {
                 if let Some(d) = damage {
                     tracing::warn!("job {}: its record cannot be read in full: {d}", job.id);

@@ -2,10 +2,9 @@
 //! maps stereo onto the device's channels and publishes the playhead. It
 //! never allocates, frees, locks or blocks.
 //!
-//! A seek (or a loop change that moves the playhead) while playing is not
-//! a cut: what was playing goes on for [`FADE_SECONDS`] fading out, and
-//! the new place fades in, as on play and pause (a cut mid-waveform is a
-//! click).
+//! A seek or a loop change while playing is not a cut: what was playing
+//! goes on for [`FADE_SECONDS`] fading out, and the new place fades in, as
+//! on play and pause (a cut mid-waveform is a click).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -255,20 +254,23 @@ impl Callback {
                     playable = before_switch.min(chunk.frames);
                     fade_to = Some(switch_at as f64);
                 } else {
-                    if chunk.generation != self.fading_gen && switch_from == u32::MAX {
-                        // The first look at a seek's old audio: a fade out
-                        // if it was heard playing, unless the new
-                        // generation goes on from right here.
+                    if chunk.generation != self.fading_gen && chunk.generation == self.heard && switch_from == u32::MAX
+                    {
+                        // The first look at a seek's old audio (the
+                        // generation that was playing; a newer one that a
+                        // seek during this buffer brought is only dropped):
+                        // a fade out if it is being heard. Also when the
+                        // new generation starts right here (a loop set at
+                        // the playhead): the reader has no chunk of it yet
+                        // while the read-ahead is full, so a cut would be a
+                        // cut to silence.
                         if self.fading_left > 0 {
                             // An earlier fade out was cut short (a second
                             // seek): what comes next starts from silence.
                             self.fade = 0.0;
                         }
                         self.fading_gen = chunk.generation;
-                        let here = chunk.start as f64 + self.offset as f64 * chunk.ratio;
-                        let target = sh.target.load(Ordering::Acquire) as f64;
-                        let heard = playing && self.fade > 0.0 && self.heard == chunk.generation;
-                        self.fading_left = if heard && (here - target).abs() >= 1.0 { self.fade_frames } else { 0 };
+                        self.fading_left = if playing && self.fade > 0.0 { self.fade_frames } else { 0 };
                     }
                     if chunk.generation != self.fading_gen
                         || self.fading_left == 0

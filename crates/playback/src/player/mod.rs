@@ -662,7 +662,6 @@ fn start_engine(
         transport: Mutex::new(Transport { target: 0, looping: None, time_pitch: ctl.time_pitch(), switch: false }),
         switch_from: AtomicU32::new(u32::MAX),
         switch_at: AtomicU64::new(0),
-        target: AtomicU64::new(0),
         position: AtomicU64::new(0),
         latency_frames: AtomicU64::new(0),
         callbacks: AtomicU64::new(0),
@@ -934,15 +933,22 @@ mod tests {
         let at = sh.position.load(Ordering::Acquire);
         assert_eq!(at, 13_000 - FADE as u64);
 
-        // Loop 20000..21000 set where the playhead is: no fade, it plays on
-        // to 21000 and wraps to 20000.
+        // Loop 20000..21000 set where the playhead is: a fade out and in
+        // there too (with the read-ahead full, the reader has nothing of the
+        // new generation yet: a cut would be a cut to silence), then it
+        // plays on to 21000 and wraps to 20000.
         sh.set_loop(Some(LoopRegion { start: 20_000, end: 21_000 }));
         let to_end = (21_000 - at) as usize;
-        let out = left(&render(&mut cb, to_end + 1500));
-        for (i, v) in out[..to_end].iter().enumerate() {
-            assert!(close(*v, (at as usize + i) as f32 / 1e6 + 0.25), "on to the loop, frame {i}: {v}");
+        let out = left(&render(&mut cb, FADE + to_end + 1500));
+        for (i, v) in out[..FADE].iter().enumerate() {
+            let gain = (FADE - i) as f32 / (FADE + 1) as f32;
+            assert!(close(*v, ((at as usize + i) as f32 / 1e6 + 0.25) * gain), "fading out, frame {i}: {v}");
         }
-        for (k, v) in out[to_end..].iter().enumerate() {
+        for (i, v) in out[2 * FADE..FADE + to_end].iter().enumerate() {
+            let frame = at as usize + FADE + i;
+            assert!(close(*v, frame as f32 / 1e6 + 0.25), "on to the loop, frame {i}: {v}");
+        }
+        for (k, v) in out[FADE + to_end..].iter().enumerate() {
             let frame = 20_000 + k % 1000;
             assert!(close(*v, frame as f32 / 1e6 + 0.25), "after the wrap, {k}: {v}");
         }

@@ -140,8 +140,10 @@ pub(super) fn run(
         match reopen(rate, cb, back_tx.clone(), &shared) {
             Ok(s) => {
                 if gave_up {
-                    // Back after playback was stopped: it can be played again.
+                    // Back after playback was stopped: it can be played
+                    // again (and should this stream fail too, that is said).
                     shared.clear_error(&gave_up_message());
+                    gave_up = false;
                 }
                 stream = Some(s);
                 opened_at = Instant::now();

@@ -73,11 +73,6 @@ pub(super) struct Shared {
     /// the generation is bumped.
     pub(super) switch_from: AtomicU32,
     pub(super) switch_at: AtomicU64,
-    /// Song frame where the current generation starts, for the callback
-    /// (which cannot take the transport's lock): a seek or loop change
-    /// that goes on from where the playhead is needs no fade out there.
-    /// Written before the generation is bumped.
-    pub(super) target: AtomicU64,
     /// Song frame after the last frame handed to the device.
     pub(super) position: AtomicU64,
     /// Output latency in device frames, as last reported by the device.
@@ -185,13 +180,6 @@ impl Shared {
         change(&mut t);
         t.switch = false;
         self.switch_from.store(u32::MAX, Ordering::Release);
-        // Where the reader starts: a target at or past the loop's end
-        // jumps to the loop's start (see `plan_reads`).
-        let starts = match t.looping {
-            Some(l) if t.target >= u64::from(l.end) => u64::from(l.start),
-            _ => t.target,
-        };
-        self.target.store(starts, Ordering::Release);
         self.position.store(t.target, Ordering::Release);
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
@@ -251,7 +239,6 @@ impl Shared {
             t.target = at;
             t.switch = false;
             self.switch_from.store(u32::MAX, Ordering::Release);
-            self.target.store(at, Ordering::Release);
             self.position.store(at, Ordering::Release);
             self.generation.fetch_add(1, Ordering::AcqRel);
         }

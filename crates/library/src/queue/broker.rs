@@ -15,7 +15,7 @@
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use stemroom_engine::ErrorCode;
 
-use super::schema::{damaged_state, job_in, job_in_checked, json};
+use super::schema::{fail_damaged, job_in, job_in_checked, json};
 use super::{Job, JobId, JobState, Queue, QueueError};
 
 /// The answer to a claim.
@@ -131,11 +131,7 @@ impl Queue {
         if let Some(damage) = damage {
             // Run with stand-ins (default options, no source), it would be
             // separated wrong: it fails, saying why, as a local claim does.
-            tracing::warn!("job {id} cannot be read ({damage}): marked failed");
-            tx.execute(
-                "UPDATE jobs SET status = 'failed', state = ?1, finished_ms = ?2 WHERE id = ?3",
-                params![json(&damaged_state(&damage))?, self.now(), id],
-            )?;
+            fail_damaged(&tx, i64::from(id), &damage, self.now())?;
             let job = job_in(&tx, id)?;
             tx.commit()?;
             return Ok(Claim::GaveUp(job));
@@ -326,9 +322,7 @@ mod tests {
         let q = Queue::open(&dir.path().join("db.sqlite")).unwrap();
         let opts = Settings::default().job_options();
         let a = q.enqueue(&JobSource::File { path: "/a.wav".into() }, "A", &opts).unwrap();
-        q.conn()
-            .execute("UPDATE jobs SET options = '{\"device\":\"quantum\"}' WHERE id = ?1", [a.id])
-            .unwrap();
+        q.conn().execute("UPDATE jobs SET options = '{\"device\":\"quantum\"}' WHERE id = ?1", [a.id]).unwrap();
         match q.broker_claim(a.id, "1-0", "w1", 3, |_| false).unwrap() {
             Claim::GaveUp(job) => {
                 assert!(matches!(job.state, JobState::Failed { message, .. } if message.contains("cannot be read")));

@@ -3,7 +3,7 @@
 
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
-use super::schema::{damaged_state, job_in, job_in_checked, jobs_where, json, next_position};
+use super::schema::{fail_damaged, job_in, job_in_checked, jobs_where, json, next_position};
 use super::{Job, JobId, JobOptions, JobSource, JobState, Queue, QueueError, StemFile, UnixMillis};
 
 impl Queue {
@@ -105,11 +105,7 @@ impl Queue {
                 return Ok(None);
             };
             let Ok(job_id) = JobId::try_from(id) else {
-                tracing::warn!("job id {id} is out of range: marked failed");
-                tx.execute(
-                    "UPDATE jobs SET status = 'failed', state = ?1, finished_ms = ?2 WHERE id = ?3",
-                    params![json(&damaged_state("its id is out of range"))?, self.now(), id],
-                )?;
+                fail_damaged(&tx, id, "its id is out of range", self.now())?;
                 continue;
             };
             // A row that cannot be read at all (a column of the wrong
@@ -120,11 +116,7 @@ impl Queue {
                 Err(e) => return Err(e),
             };
             if let Some(damage) = damage {
-                tracing::warn!("job {id} cannot be read ({damage}): marked failed");
-                tx.execute(
-                    "UPDATE jobs SET status = 'failed', state = ?1, finished_ms = ?2 WHERE id = ?3",
-                    params![json(&damaged_state(&damage))?, self.now(), id],
-                )?;
+                fail_damaged(&tx, id, &damage, self.now())?;
                 continue;
             }
             tx.execute(

@@ -174,6 +174,17 @@ pub(super) fn damaged_state(damage: &str) -> JobState {
     }
 }
 
+/// Mark job `id`, whose record cannot be read (`damage`: what), failed at
+/// `now_ms`, saying so, instead of running it with stand-ins.
+pub(super) fn fail_damaged(conn: &Connection, id: i64, damage: &str, now_ms: f64) -> Result<(), QueueError> {
+    tracing::warn!("job {id} cannot be read ({damage}): marked failed");
+    conn.execute(
+        "UPDATE jobs SET status = 'failed', state = ?1, finished_ms = ?2 WHERE id = ?3",
+        rusqlite::params![json(&damaged_state(damage))?, now_ms, id],
+    )?;
+    Ok(())
+}
+
 /// The job `id` (columns that cannot be read get stand-ins, see [`to_job`]).
 pub(super) fn job_in(conn: &Connection, id: JobId) -> Result<Job, QueueError> {
     job_in_checked(conn, id).map(|(job, _)| job)

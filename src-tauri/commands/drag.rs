@@ -69,6 +69,7 @@ impl Drop for DragInFlight<'_> {
 impl DraggedOut {
     /// A drag of `files` begins (it ends when the guard is dropped).
     pub fn start(&self, files: Vec<PathBuf>) -> DragInFlight<'_> {
+        let files = files.iter().map(|f| canonical(f)).collect();
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((files, None));
         DragInFlight(self)
     }
@@ -76,14 +77,16 @@ impl DraggedOut {
     /// Whether `path` is a file of the drag out in progress or of one that
     /// ended within [`COMES_BACK_WITHIN`].
     pub fn is_own(&self, path: &Path) -> bool {
+        let path = canonical(path);
         let slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let Some((files, ended)) = slot.as_ref() else { return false };
-        if ended.is_some_and(|t| t.elapsed() > COMES_BACK_WITHIN) {
-            return false;
-        }
-        let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-        files.iter().any(|f| std::fs::canonicalize(f).unwrap_or_else(|_| f.clone()) == path)
+        !ended.is_some_and(|t| t.elapsed() > COMES_BACK_WITHIN) && files.contains(&path)
     }
+}
+
+/// `path` with links and `.` resolved (as it is where it cannot be).
+fn canonical(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// The files each song's last export wrote this session (for

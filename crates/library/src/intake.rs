@@ -370,14 +370,14 @@ pub fn add_links_with(queue: &Queue, entries: &[LinkEntry], job: Option<JobOptio
     let mut result = AddResult::default();
     for e in entries.iter().take(link::DEFAULT_PLAYLIST_LIMIT) {
         match link::check_url(&e.url) {
-            // An entry whose listed length is over the limit (a live
-            // stream in a playlist is listed without one: its download
-            // refuses it).
-            Ok(_) if too_long(e.duration_seconds, &limits).is_some() => {
-                let why = too_long(e.duration_seconds, &limits).unwrap_or_default();
-                result.rejected.push(Rejected::of(&e.url, capitalised(&why)));
-            }
             Ok(url) => {
+                // An entry whose listed length is over the limit (a live
+                // stream in a playlist is listed without one: its download
+                // refuses it).
+                if let Some(why) = too_long(e.duration_seconds, &limits) {
+                    result.rejected.push(Rejected::of(&e.url, capitalised(&why)));
+                    continue;
+                }
                 // Titles come from the page: bounded like titles from tags.
                 let title = clean_title(&e.title).unwrap_or_else(|| "Untitled".into());
                 let job = queue.enqueue(&JobSource::Url { url }, &title, &options)?;

@@ -195,7 +195,7 @@ pub fn add_paths_with(queue: &Queue, paths: &[PathBuf], add: AddOptions) -> Resu
                 result.rejected.push(Rejected::of(url, reason));
                 continue;
             }
-            add_link(queue, url, &options, &mut ytdlp, &mut result)?;
+            add_link(queue, url, &options, link::Reach::Any, &mut ytdlp, &mut result)?;
         } else if p.is_dir() {
             let before = files.len();
             let mut skipped = Vec::new();
@@ -253,14 +253,21 @@ pub fn add_paths_with(queue: &Queue, paths: &[PathBuf], add: AddOptions) -> Resu
 /// anything but an `http(s)` link is refused in [`AddResult::rejected`]
 /// without touching the file system; a link is probed like in
 /// [`add_paths_with`] (a playlist comes back in [`AddResult::playlists`]).
+/// `reach` says where its thumbnail may be fetched from (the HTTP service:
+/// [`link::Reach::PublicOnly`] unless its operator allows private links).
 ///
 /// # Errors
 /// Database errors only.
-pub fn add_url_with(queue: &Queue, url: &str, job: Option<JobOptions>) -> Result<AddResult, QueueError> {
+pub fn add_url_with(
+    queue: &Queue,
+    url: &str,
+    job: Option<JobOptions>,
+    reach: link::Reach,
+) -> Result<AddResult, QueueError> {
     let options = options_or_settings(queue, job)?;
     let mut result = AddResult::default();
     let mut ytdlp = None;
-    add_link(queue, url.trim(), &options, &mut ytdlp, &mut result)?;
+    add_link(queue, url.trim(), &options, reach, &mut ytdlp, &mut result)?;
     Ok(result)
 }
 
@@ -295,6 +302,7 @@ fn add_link(
     queue: &Queue,
     url: &str,
     options: &JobOptions,
+    reach: link::Reach,
     ytdlp: &mut Option<Result<link::YtDlp, String>>,
     result: &mut AddResult,
 ) -> Result<(), QueueError> {
@@ -335,14 +343,15 @@ fn add_link(
             }
             // The thumbnail is kept locally (the window shows no web images);
             // the job records its address only once the image is kept.
-            let thumbnail =
-                info.thumbnail.as_deref().filter(|url| match link::thumbnail::fetch(url, queue.path(), job.id) {
+            let thumbnail = info.thumbnail.as_deref().filter(|url| {
+                match link::thumbnail::fetch(url, queue.path(), job.id, reach) {
                     Ok(_) => true,
                     Err(e) => {
                         tracing::info!("no thumbnail for job {}: {url}: {e}", job.id);
                         false
                     }
-                });
+                }
+            });
             queue.set_link_details(job.id, info.uploader.as_deref(), thumbnail)?;
             result.added.push(queue.get(job.id)?);
         }
@@ -613,7 +622,7 @@ mod tests {
         let file_uri = format!("file://{}", song.display());
         let folder = dir.path().to_str().unwrap().to_string();
         for given in [song.to_str().unwrap(), file_uri.as_str(), folder.as_str(), "ftp://example.com/a.mp3", "-x", ""] {
-            let r = add_url_with(&q, given, None).unwrap();
+            let r = add_url_with(&q, given, None, link::Reach::Any).unwrap();
             assert!(r.added.is_empty(), "{given} was queued");
             assert_eq!(r.rejected.len(), 1, "{given}: {r:?}");
             assert!(r.rejected[0].reason.contains("link"), "{given}: {}", r.rejected[0].reason);

@@ -175,7 +175,12 @@ impl Service {
                 if !me.config.allow_private_links {
                     check_public_link(&url).map_err(ApiError::invalid_options)?;
                 }
-                let result = intake::add_url_with(&me.queue, &url, Some(options))?;
+                let reach = if me.config.allow_private_links {
+                    stemroom_library::link::Reach::Any
+                } else {
+                    stemroom_library::link::Reach::PublicOnly
+                };
+                let result = intake::add_url_with(&me.queue, &url, Some(options), reach)?;
                 if let Some(job) = result.added.into_iter().next() {
                     if let Err(e) = me.queue.mark_from_api(job.id) {
                         tracing::warn!("job {}: not marked as the API's, so it never expires: {e}", job.id);
@@ -613,42 +618,7 @@ pub fn check_public_link(url: &str) -> Result<(), String> {
     }
 }
 
-/// Whether `ip` is reachable on the public internet: not loopback,
-/// private (RFC 1918, fc00::/7), shared (100.64.0.0/10), link-local,
-/// unspecified, multicast, broadcast, documentation or benchmarking ranges,
-/// nor an IPv4 address written as IPv6 that is one of those.
-pub fn is_public(ip: std::net::IpAddr) -> bool {
-    use std::net::IpAddr;
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, c, _] = v4.octets();
-            !(v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_multicast()
-                || v4.is_broadcast()
-                || v4.is_documentation()
-                || a == 0
-                || (a == 100 && (64..128).contains(&b))
-                || (a == 192 && b == 0 && c == 0)
-                || (a == 198 && (b == 18 || b == 19))
-                || a >= 240)
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public(IpAddr::V4(v4));
-            }
-            let first = v6.segments()[0];
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-                || first == 0x2001 && v6.segments()[1] == 0x0db8)
-        }
-    }
-}
+pub use stemroom_library::link::is_public;
 
 #[cfg(test)]
 mod link_tests {

@@ -13,6 +13,8 @@
 //! - [`probe`] reads metadata (title, uploader, duration, thumbnail, playlist
 //!   entries up to a limit) without downloading.
 //! - [`thumbnail`] keeps a queued link's thumbnail image beside the queue.
+//! - [`Reach`] says which hosts a fetch for someone else may connect to
+//!   (the HTTP service's clients: public addresses only).
 //! - [`download`] fetches the best audio-only format into a folder, reporting
 //!   percent, speed and ETA parsed from yt-dlp's progress lines. Cancelling, a
 //!   stall (no output, or a trickle, for the stall time-out) or an endless
@@ -23,6 +25,7 @@
 //! person can act on (not a URL, unsupported site, unavailable or private,
 //! network unreachable, yt-dlp missing or too old).
 
+mod address;
 mod classify;
 mod download;
 pub mod install;
@@ -34,6 +37,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+pub use address::{is_public, Reach};
 pub use download::{download, DownloadLimits, DownloadProgress};
 pub use locate::{status, JsRuntime, VerboseReport, YtDlp, YtDlpStatus, MIN_DENO};
 pub use probe::{probe, LinkEntry, LinkInfo};

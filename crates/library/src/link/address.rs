@@ -1,0 +1,107 @@
+//! Which hosts a fetch made for someone else may reach. The app fetches for
+//! the person at its keyboard, who may link to their own network; the HTTP
+//! service fetches for its clients, who must not reach through it what only
+//! the server reaches (its own ports, the local network, a cloud's metadata
+//! service at 169.254.169.254).
+
+use std::net::IpAddr;
+
+/// Which addresses a fetch may connect to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reach {
+    /// Any address (the app: the person's own links).
+    #[default]
+    Any,
+    /// Public internet addresses only ([`is_public`]): the HTTP service
+    /// fetching for its clients (unless its operator allows private links).
+    PublicOnly,
+}
+
+impl Reach {
+    /// Whether `ip` may be connected to.
+    pub fn allows(self, ip: IpAddr) -> bool {
+        self == Reach::Any || is_public(ip)
+    }
+}
+
+/// Whether `ip` is reachable on the public internet: not loopback,
+/// private (RFC 1918, fc00::/7), shared (100.64.0.0/10, RFC 6598),
+/// link-local (169.254.0.0/16, fe80::/10), unspecified, multicast,
+/// broadcast, "this network" (0.0.0.0/8), IETF protocol assignments
+/// (192.0.0.0/24), documentation (RFC 5737, 2001:db8::/32), benchmarking
+/// (198.18.0.0/15) or reserved (240.0.0.0/4) ranges, nor an IPv4 address
+/// written as IPv6 (`::ffff:a.b.c.d`) that is one of those. Ranges from the
+/// IANA special-purpose address registries.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0 && c == 0)
+                || (a == 198 && (b == 18 || b == 19))
+                || a >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || first == 0x2001 && v6.segments()[1] == 0x0db8)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_loopback_and_special_ranges_are_not_public() {
+        for bad in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.10",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "0.1.2.3",
+            "192.0.0.8",
+            "198.18.0.1",
+            "203.0.113.5",
+            "255.255.255.255",
+            "240.0.0.1",
+            "224.0.0.1",
+            "::1",
+            "::",
+            "fd00::1",
+            "fe80::1",
+            "ff02::1",
+            "2001:db8::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+        ] {
+            let ip: IpAddr = bad.parse().unwrap();
+            assert!(!is_public(ip), "{bad}");
+            assert!(!Reach::PublicOnly.allows(ip) && Reach::Any.allows(ip), "{bad}");
+        }
+        for good in
+            ["8.8.8.8", "1.1.1.1", "142.250.185.78", "2606:4700::1111", "2a00:1450:4001::200e", "::ffff:8.8.8.8"]
+        {
+            assert!(is_public(good.parse().unwrap()), "{good}");
+        }
+    }
+}

@@ -29,9 +29,11 @@ impl Reach {
 /// link-local (169.254.0.0/16, fe80::/10), unspecified, multicast,
 /// broadcast, "this network" (0.0.0.0/8), IETF protocol assignments
 /// (192.0.0.0/24), documentation (RFC 5737, 2001:db8::/32), benchmarking
-/// (198.18.0.0/15) or reserved (240.0.0.0/4) ranges, nor an IPv4 address
-/// written as IPv6 (`::ffff:a.b.c.d`) that is one of those. Ranges from the
-/// IANA special-purpose address registries.
+/// (198.18.0.0/15) or reserved (240.0.0.0/4) ranges, site-local fec0::/10
+/// or Teredo 2001::/32, nor an IPv6 address that carries an IPv4 address
+/// that is one of those (mapped `::ffff:a.b.c.d`, IPv4-compatible
+/// `::a.b.c.d`, NAT64 64:ff9b::/96 and 64:ff9b:1::/48, 6to4 2002::/16).
+/// Ranges from the IANA special-purpose address registries.
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
@@ -53,13 +55,34 @@ pub fn is_public(ip: IpAddr) -> bool {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_public(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            let s = v6.segments();
+            let [first, second] = [s[0], s[1]];
+            let low_v4 = || std::net::Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+            // Forms that carry an IPv4 address, which a gateway may reach:
+            // NAT64 (64:ff9b::/96, RFC 6052; 64:ff9b:1::/48, RFC 8215) and
+            // IPv4-compatible (::/96, deprecated) hold it in the low 32
+            // bits; 6to4 (2002::/16, RFC 3056) in bits 16-47. Public only
+            // when that address is. Teredo (2001::/32, RFC 4380) tunnels to
+            // an address it hides: never public here.
+            if (first == 0x0064 && second == 0xff9b && s[2..6].iter().all(|&x| x == 0))
+                || (first == 0x0064 && second == 0xff9b && s[2] == 0x0001)
+                || (s[..6].iter().all(|&x| x == 0) && !v6.is_loopback() && !v6.is_unspecified())
+            {
+                return is_public(IpAddr::V4(low_v4()));
+            }
+            if first == 0x2002 {
+                let v4 = std::net::Ipv4Addr::new((second >> 8) as u8, second as u8, (s[2] >> 8) as u8, s[2] as u8);
+                return is_public(IpAddr::V4(v4));
+            }
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
                 || (first & 0xfe00) == 0xfc00
                 || (first & 0xffc0) == 0xfe80
-                || first == 0x2001 && v6.segments()[1] == 0x0db8)
+                // Site-local (deprecated, RFC 3879), still routed locally.
+                || (first & 0xffc0) == 0xfec0
+                || (first == 0x2001 && second == 0x0000)
+                || (first == 0x2001 && second == 0x0db8))
         }
     }
 }
@@ -93,14 +116,30 @@ mod tests {
             "2001:db8::1",
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
+            "64:ff9b::a00:5",
+            "64:ff9b::7f00:1",
+            "64:ff9b:1::a9fe:a9fe",
+            "::10.0.0.5",
+            "::127.0.0.1",
+            "2002:7f00:1::1",
+            "2002:c0a8:101::",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "fec0::1",
         ] {
             let ip: IpAddr = bad.parse().unwrap();
             assert!(!is_public(ip), "{bad}");
             assert!(!Reach::PublicOnly.allows(ip) && Reach::Any.allows(ip), "{bad}");
         }
-        for good in
-            ["8.8.8.8", "1.1.1.1", "142.250.185.78", "2606:4700::1111", "2a00:1450:4001::200e", "::ffff:8.8.8.8"]
-        {
+        for good in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "142.250.185.78",
+            "2606:4700::1111",
+            "2a00:1450:4001::200e",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+        ] {
             assert!(is_public(good.parse().unwrap()), "{good}");
         }
     }

@@ -53,6 +53,11 @@ pub struct ServeArgs {
     /// Client connections served at once; more wait to be accepted.
     #[arg(long, default_value_t = config::DEFAULT_MAX_CONNECTIONS, value_name = "N")]
     max_connections: usize,
+    /// Connections one client address (an IPv6 client: its /64) may hold
+    /// open; more are closed at once. Loopback and --trusted-proxy
+    /// addresses are not counted; 0 = no limit.
+    #[arg(long, default_value_t = config::DEFAULT_MAX_CONNECTIONS_PER_CLIENT, value_name = "N")]
+    max_connections_per_client: usize,
     /// Take links to this machine and private networks (127.0.0.1, 10.x,
     /// 192.168.x, 100.64.x, 169.254.x, fc00::/7, fe80::/10 …): by default a client cannot make
     /// the server fetch from where only it can reach.
@@ -116,6 +121,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
     config.stall_timeout = stall;
     config.idle_timeout = std::time::Duration::from_secs(args.idle_timeout.max(1));
     config.max_connections = args.max_connections;
+    config.max_connections_per_client = args.max_connections_per_client;
     config.trusted_proxies = args.trusted_proxy;
     config.allow_private_links = args.allow_private_links;
     config.device = Some(Device::from(args.device));

@@ -17,6 +17,12 @@ use tokio::sync::mpsc;
 const CHUNK: usize = 64 * 1024;
 /// Chunks in flight between the writer and the response.
 const CHUNKS_IN_FLIGHT: usize = 8;
+/// Archives written at once. Each writer holds one of tokio's blocking
+/// threads (512 at most, shared with every file operation of the server)
+/// for as long as its client takes to read; slow readers beyond this many
+/// wait instead of taking the threads the queue and uploads need.
+pub const MAX_WRITERS: usize = 32;
+static WRITERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_WRITERS);
 
 /// One file of the archive: its name inside the zip and where it is.
 #[derive(Debug, Clone)]
@@ -76,17 +82,26 @@ fn write_zip(entries: &[Entry], out: ChannelWriter) -> std::io::Result<()> {
 /// A response body that is the zip of `entries`. An error while writing
 /// (a stem removed meanwhile) ends the body early, which the client sees as
 /// a truncated transfer rather than a valid-looking archive.
+/// At most [`MAX_WRITERS`] archives are written at once; more wait their
+/// turn (their clients see the response start later).
 pub fn zip_body(entries: Vec<Entry>) -> Body {
     let (tx, mut rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(CHUNKS_IN_FLIGHT);
-    let err_tx = tx.clone();
-    tokio::task::spawn_blocking(move || {
-        let out = ChannelWriter { tx, buf: Vec::with_capacity(CHUNK) };
-        if let Err(e) = write_zip(&entries, out) {
-            if e.kind() != std::io::ErrorKind::BrokenPipe {
-                tracing::warn!("zip stopped: {e}");
-                let _ = err_tx.blocking_send(Err(e));
-            }
+    tokio::spawn(async move {
+        let Ok(turn) = WRITERS.acquire().await else { return };
+        if tx.is_closed() {
+            return; // the client left while it waited
         }
+        let err_tx = tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            let out = ChannelWriter { tx, buf: Vec::with_capacity(CHUNK) };
+            if let Err(e) = write_zip(&entries, out) {
+                if e.kind() != std::io::ErrorKind::BrokenPipe {
+                    tracing::warn!("zip stopped: {e}");
+                    let _ = err_tx.blocking_send(Err(e));
+                }
+            }
+        });
     });
     Body::from_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
 }

@@ -12,6 +12,11 @@ use stemroom_engine::units::Device;
 /// server stops accepting until one closes, rather than failing to open
 /// its own files under a flood of idle connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+/// Connections one client address may hold open by default: a browser
+/// opens at most 6 per host (Chromium's and Firefox's HTTP/1.1 limit), a
+/// script a few, a machine of `stemroom worker`s one or two per worker; 16
+/// clients at this limit fill half of [`DEFAULT_MAX_CONNECTIONS`].
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 16;
 
 /// Default listen address: loopback only, FastAPI/uvicorn's usual port.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
@@ -65,6 +70,10 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Client connections served at once (more wait to be accepted).
     pub max_connections: usize,
+    /// Connections one client address (IPv6: its /64) may hold open; more
+    /// are closed at once (loopback and trusted proxies not counted; 0: no
+    /// limit).
+    pub max_connections_per_client: usize,
     /// Proxies whose `X-Forwarded-For` names the client for the per-address
     /// job quota (empty: the connection's address is the client).
     pub trusted_proxies: Vec<std::net::IpAddr>,
@@ -107,6 +116,7 @@ impl ServerConfig {
             runtime_library: None,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
             trusted_proxies: Vec::new(),
             allow_private_links: false,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
@@ -114,6 +124,16 @@ impl ServerConfig {
             broker: None,
             max_attempts: crate::broker::DEFAULT_MAX_ATTEMPTS,
             stall_timeout: crate::broker::DEFAULT_STALL_TIMEOUT,
+        }
+    }
+
+    /// What the accept loop holds to.
+    pub fn limits(&self) -> crate::listen::Limits {
+        crate::listen::Limits {
+            header_timeout: self.idle_timeout,
+            max_connections: self.max_connections,
+            per_client: self.max_connections_per_client,
+            exempt: self.trusted_proxies.iter().map(|ip| ip.to_canonical()).collect(),
         }
     }
 

@@ -3,11 +3,16 @@
 //! time, is dropped), a write-stall timeout (a client that stops reading a
 //! download or an event stream is dropped: it held a connection slot, and
 //! a zip's writer thread, for as long as it stayed connected), the
-//! client's address for each request, and a graceful stop: no new
+//! client's address for each request, at most [`Limits::max_connections`]
+//! connections and [`Limits::per_client`] of them from one client (a
+//! client that keeps its connections busy, `/health` every few seconds on
+//! each, would otherwise take every slot), and a graceful stop: no new
 //! connections, requests in flight get [`DRAIN_WITHIN`].
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -98,22 +103,75 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteStall<S> {
     }
 }
 
-/// Serve `app` on `listener` until `stop` completes, with at most
-/// `max_connections` client connections open (the next is accepted when
-/// one closes; the kernel's backlog holds it meanwhile). `header_timeout`
-/// bounds both the wait for a request's headers and how long a response
-/// may wait for the client to take its bytes.
+/// How many connections the server holds open.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Bounds both the wait for a request's headers and how long a
+    /// response may wait for the client to take its bytes.
+    pub header_timeout: Duration,
+    /// Client connections open at once (the next is accepted when one
+    /// closes; the kernel's backlog holds it meanwhile).
+    pub max_connections: usize,
+    /// Connections one client (an IPv4 address, an IPv6 /64, see
+    /// [`crate::service::rate_key`]) may hold open at once; more are closed
+    /// as soon as they are accepted. Loopback clients and `exempt` (the
+    /// trusted proxies, whose connections carry many clients) are not
+    /// counted. 0: no limit.
+    pub per_client: usize,
+    pub exempt: Vec<IpAddr>,
+}
+
+/// Open connections per client, and the guard that gives one back.
+#[derive(Default)]
+struct Clients(Mutex<HashMap<IpAddr, usize>>);
+
+struct ClientSlot(Arc<Clients>, IpAddr);
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut open = self.0 .0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.1);
+            }
+        }
+    }
+}
+
+impl Clients {
+    /// A slot for `peer`, `None` when it holds `limit` already; `Some(None)`
+    /// for a client that is not counted.
+    fn take(self: &Arc<Self>, peer: IpAddr, limits: &Limits) -> Option<Option<ClientSlot>> {
+        let exempt = peer.to_canonical().is_loopback() || limits.exempt.contains(&peer.to_canonical());
+        if limits.per_client == 0 || exempt {
+            return Some(None);
+        }
+        let key = crate::service::rate_key(peer);
+        let mut open = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(key).or_insert(0);
+        if *n >= limits.per_client {
+            return None;
+        }
+        *n += 1;
+        Some(Some(ClientSlot(self.clone(), key)))
+    }
+}
+
+/// Serve `app` on `listener` until `stop` completes, within `limits`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
-    header_timeout: Duration,
-    max_connections: usize,
+    limits: Limits,
     stop: impl std::future::Future<Output = ()>,
 ) {
+    let header_timeout = limits.header_timeout;
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(header_timeout).keep_alive(true);
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let clients = Arc::new(Clients::default());
+    let mut refused: u64 = 0;
     tokio::pin!(stop);
     loop {
         let slot = tokio::select! {
@@ -135,6 +193,18 @@ pub async fn serve(
             },
             () = &mut stop => break,
         };
+        let Some(client_slot) = clients.take(peer.ip(), &limits) else {
+            // Closed at once: it would hold a slot every other client needs.
+            refused += 1;
+            if refused.is_power_of_two() {
+                tracing::warn!(
+                    "{peer} already holds {} connections: closed ({refused} refused so far)",
+                    limits.per_client
+                );
+            }
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         // `/separate/` is `/separate`, as FastAPI's clients expect (it
         // redirects them; a redirected upload is sent twice).
@@ -148,7 +218,7 @@ pub async fn serve(
         let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
         let watched = graceful.watch(conn);
         tokio::spawn(async move {
-            let _slot = slot;
+            let _slot = (slot, client_slot);
             if let Err(e) = watched.await {
                 tracing::debug!("connection from {peer}: {e}");
             }
@@ -166,6 +236,36 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
+
+    #[test]
+    fn one_client_holds_at_most_its_share_of_connections() {
+        let clients = Arc::new(Clients::default());
+        let limits = Limits {
+            header_timeout: Duration::from_secs(30),
+            max_connections: 512,
+            per_client: 2,
+            exempt: vec!["203.0.113.9".parse().unwrap()],
+        };
+        let ip = |a: &str| a.parse::<IpAddr>().unwrap();
+        let a1 = clients.take(ip("198.51.100.1"), &limits).expect("first");
+        let a2 = clients.take(ip("198.51.100.1"), &limits).expect("second");
+        assert!(clients.take(ip("198.51.100.1"), &limits).is_none(), "a third is refused");
+        // Another client is not held back; one IPv6 /64 is one client.
+        let b = clients.take(ip("198.51.100.2"), &limits).expect("another client");
+        let v6 = [clients.take(ip("2001:db8:0:1::1"), &limits), clients.take(ip("2001:db8:0:1::2"), &limits)];
+        assert!(v6.iter().all(Option::is_some));
+        assert!(clients.take(ip("2001:db8:0:1:ffff::3"), &limits).is_none());
+        // Loopback and trusted proxies are not counted.
+        for _ in 0..5 {
+            assert!(matches!(clients.take(ip("127.0.0.1"), &limits), Some(None)));
+            assert!(matches!(clients.take(ip("::ffff:203.0.113.9"), &limits), Some(None)));
+        }
+        // A closed connection gives its slot back; nothing is left counted.
+        drop(a1);
+        let a3 = clients.take(ip("198.51.100.1"), &limits).expect("after a close");
+        drop((a2, a3, b, v6));
+        assert!(clients.0.lock().unwrap().is_empty());
+    }
 
     #[tokio::test]
     async fn a_client_that_stops_reading_is_dropped_after_the_stall_and_not_before() {

@@ -678,7 +678,10 @@ pub async fn events(
         let event = Event::default().id(event_id).json_data(&view).unwrap_or_default();
         Some((Ok::<_, Infallible>(event), f))
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
+    // A reverse proxy must pass events on as they come: nginx buffers
+    // responses unless told not to (its documented `X-Accel-Buffering`).
+    let sse = Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)));
+    Ok(([("x-accel-buffering", "no")], sse).into_response())
 }
 
 /// The OpenAPI 3.1 document of this server.

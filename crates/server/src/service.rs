@@ -39,7 +39,9 @@ pub struct Service {
     /// The workers' token, for `/worker/…` (with `--broker` and auth).
     pub worker_token: Option<String>,
     pub manifest: Manifest,
+    /// Keyed by [`rate_key`].
     limiter: DefaultKeyedRateLimiter<IpAddr>,
+    limiter_pruned: Mutex<Instant>,
     models: Mutex<Option<(Instant, bool, Option<String>)>>,
     /// The broker jobs go to (`--broker`), instead of the local worker.
     pub broker: Option<Arc<crate::broker::Broker>>,
@@ -78,7 +80,17 @@ impl Service {
     /// # Errors
     /// 429 with `Retry-After` over the limit.
     pub fn rate_check(&self, ip: IpAddr) -> Result<(), ApiError> {
-        match self.limiter.check_key(&ip) {
+        {
+            // Addresses not seen for an hour are forgotten (their quota is
+            // whole again anyway), so the table does not grow for ever.
+            let mut pruned = self.limiter_pruned.lock().unwrap_or_else(|p| p.into_inner());
+            if pruned.elapsed() >= LIMITER_PRUNE_EVERY {
+                self.limiter.retain_recent();
+                self.limiter.shrink_to_fit();
+                *pruned = Instant::now();
+            }
+        }
+        match self.limiter.check_key(&rate_key(ip)) {
             Ok(()) => Ok(()),
             Err(not_until) => {
                 use governor::clock::{Clock, DefaultClock};
@@ -366,6 +378,7 @@ fn build(
         worker_token: worker_token.as_ref().map(|t| t.value.clone()),
         manifest: Manifest::builtin().map_err(|e| ServerError::Config(e.to_string()))?,
         limiter: DefaultKeyedRateLimiter::keyed(Quota::per_hour(per_hour)),
+        limiter_pruned: Mutex::new(Instant::now()),
         models: Mutex::new(None),
         broker,
         stopping,
@@ -446,13 +459,13 @@ impl Embedded {
             .map_err(|source| ServerError::Bind { addr: service.config.listen, source })?;
         let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: service.config.listen, source })?;
         let app = crate::routes::router(service.clone());
-        let (idle, most) = (service.config.idle_timeout, service.config.max_connections);
+        let limits = service.config.limits();
         let mut stopped = stopping;
         let task = tokio::spawn(async move {
             let stop = async move {
                 let _ = stopped.wait_for(|s| *s).await;
             };
-            crate::listen::serve(listener, app, idle, most, stop).await;
+            crate::listen::serve(listener, app, limits, stop).await;
         });
         Ok(Embedded { addr, token: token.map(|t| t.value).unwrap_or_default(), stop, task })
     }
@@ -525,7 +538,7 @@ pub async fn run_until(
     let retention = tokio::spawn(crate::retention::every_hour(service.clone()));
     ready(&info);
     let app = crate::routes::router(service.clone());
-    crate::listen::serve(listener, app, service.config.idle_timeout, service.config.max_connections, stop).await;
+    crate::listen::serve(listener, app, service.config.limits(), stop).await;
     let _ = stop_tx.send(true);
     retention.abort();
     if let Some((publisher, watchdog)) = publisher {
@@ -555,6 +568,26 @@ pub fn run_blocking(config: ServerConfig, ready: impl FnOnce(&Ready)) -> Result<
         .build()
         .map_err(|source| ServerError::Io { what: "cannot start the async runtime".into(), source })?;
     rt.block_on(run(config, ready))
+}
+
+/// How often the rate limiter forgets addresses it has not seen lately.
+const LIMITER_PRUNE_EVERY: Duration = Duration::from_secs(600);
+
+/// Whom `--jobs-per-hour` counts for a client address: an IPv4 address
+/// (also written as IPv6, `::ffff:a.b.c.d`) itself, an IPv6 address by its
+/// /64 prefix, the smallest network a site gets (RFC 6177), whose
+/// addresses one host can take as many of as it likes.
+pub fn rate_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    }
 }
 
 /// Refuse a link whose host is this machine or a private network: the
@@ -623,6 +656,15 @@ pub use stemroom_library::link::is_public;
 #[cfg(test)]
 mod link_tests {
     use super::*;
+
+    #[test]
+    fn an_ipv6_client_is_counted_by_its_64_prefix() {
+        let k = |a: &str| rate_key(a.parse().unwrap());
+        assert_eq!(k("2001:db8:1:2:aaaa::1"), k("2001:db8:1:2:bbbb:cccc:dddd:eeee"));
+        assert_ne!(k("2001:db8:1:2::1"), k("2001:db8:1:3::1"));
+        assert_eq!(k("::ffff:192.0.2.7"), k("192.0.2.7"));
+        assert_ne!(k("192.0.2.7"), k("192.0.2.8"));
+    }
 
     #[test]
     fn links_to_this_machine_or_private_networks_are_refused() {

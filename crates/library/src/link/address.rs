@@ -64,10 +64,9 @@ pub fn is_public(ip: IpAddr) -> bool {
             // bits; 6to4 (2002::/16, RFC 3056) in bits 16-47. Public only
             // when that address is. Teredo (2001::/32, RFC 4380) tunnels to
             // an address it hides: never public here.
-            if (first == 0x0064 && second == 0xff9b && s[2..6].iter().all(|&x| x == 0))
-                || (first == 0x0064 && second == 0xff9b && s[2] == 0x0001)
-                || (s[..6].iter().all(|&x| x == 0) && !v6.is_loopback() && !v6.is_unspecified())
-            {
+            let nat64 = first == 0x0064 && second == 0xff9b && (s[2] == 0x0001 || s[2..6].iter().all(|&x| x == 0));
+            let compatible = s[..6].iter().all(|&x| x == 0) && !v6.is_loopback() && !v6.is_unspecified();
+            if nat64 || compatible {
                 return is_public(IpAddr::V4(low_v4()));
             }
             if first == 0x2002 {

@@ -32,7 +32,8 @@ impl Reach {
 /// (198.18.0.0/15) or reserved (240.0.0.0/4) ranges, site-local fec0::/10
 /// or Teredo 2001::/32, nor an IPv6 address that carries an IPv4 address
 /// that is one of those (mapped `::ffff:a.b.c.d`, IPv4-compatible
-/// `::a.b.c.d`, NAT64 64:ff9b::/96 and 64:ff9b:1::/48, 6to4 2002::/16).
+/// `::a.b.c.d`, NAT64 64:ff9b::/96, 6to4 2002::/16); local-use NAT64
+/// 64:ff9b:1::/48 never.
 /// Ranges from the IANA special-purpose address registries.
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
@@ -61,10 +62,10 @@ pub fn is_public(ip: IpAddr) -> bool {
             // Forms that carry an IPv4 address, which a gateway may reach:
             // NAT64 (64:ff9b::/96, RFC 6052; 64:ff9b:1::/48, RFC 8215) and
             // IPv4-compatible (::/96, deprecated) hold it in the low 32
-            // bits; 6to4 (2002::/16, RFC 3056) in bits 16-47. Public only
+            // bits (the local-use NAT64 64:ff9b:1::/48 is never public); 6to4 (2002::/16, RFC 3056) in bits 16-47. Public only
             // when that address is. Teredo (2001::/32, RFC 4380) tunnels to
             // an address it hides: never public here.
-            let nat64 = first == 0x0064 && second == 0xff9b && (s[2] == 0x0001 || s[2..6].iter().all(|&x| x == 0));
+            let nat64 = first == 0x0064 && second == 0xff9b && s[2..6].iter().all(|&x| x == 0);
             let compatible = s[..6].iter().all(|&x| x == 0) && !v6.is_loopback() && !v6.is_unspecified();
             if nat64 || compatible {
                 return is_public(IpAddr::V4(low_v4()));
@@ -80,6 +81,9 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || (first & 0xffc0) == 0xfe80
                 // Site-local (deprecated, RFC 3879), still routed locally.
                 || (first & 0xffc0) == 0xfec0
+                // NAT64's local-use prefix 64:ff9b:1::/48 (RFC 8215), whose
+                // IPv4 address may sit anywhere.
+                || (first == 0x0064 && second == 0xff9b && s[2] == 0x0001)
                 || (first == 0x2001 && second == 0x0000)
                 || (first == 0x2001 && second == 0x0db8))
         }

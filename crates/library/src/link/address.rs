@@ -60,11 +60,12 @@ pub fn is_public(ip: IpAddr) -> bool {
             let [first, second] = [s[0], s[1]];
             let low_v4 = || std::net::Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
             // Forms that carry an IPv4 address, which a gateway may reach:
-            // NAT64 (64:ff9b::/96, RFC 6052; 64:ff9b:1::/48, RFC 8215) and
+            // NAT64's well-known prefix (64:ff9b::/96, RFC 6052) and
             // IPv4-compatible (::/96, deprecated) hold it in the low 32
-            // bits (the local-use NAT64 64:ff9b:1::/48 is never public); 6to4 (2002::/16, RFC 3056) in bits 16-47. Public only
+            // bits, 6to4 (2002::/16, RFC 3056) in bits 16-47: public only
             // when that address is. Teredo (2001::/32, RFC 4380) tunnels to
-            // an address it hides: never public here.
+            // an address it hides, and NAT64's local-use prefix
+            // (64:ff9b:1::/48, RFC 8215) may put it anywhere: never public.
             let nat64 = first == 0x0064 && second == 0xff9b && s[2..6].iter().all(|&x| x == 0);
             let compatible = s[..6].iter().all(|&x| x == 0) && !v6.is_loopback() && !v6.is_unspecified();
             if nat64 || compatible {

@@ -503,6 +503,104 @@ mod corrupt {
         }
     }
 
+    /// A length guessed from the bit rate (raw ADTS AAC; an MP3 without a
+    /// Xing/Info frame, VBR or not) is no reason to call a whole file
+    /// truncated (a 3-minute ADTS file was refused at 0.13 % short of the
+    /// guess, a VBR MP3 at 5 %); an MP3 that counts its frames and is cut
+    /// short still is.
+    #[test]
+    fn lengths_guessed_from_the_bit_rate_are_not_truncation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mix = stemroom_testkit::falcon_mixture();
+        let long = dir.path().join("long.wav");
+        let l = long.to_str().expect("utf-8");
+        ffmpeg(&["-stream_loop", "30", "-i", mix.to_str().expect("utf-8"), "-t", "180", "-c:a", "pcm_s16le", l]);
+        let want = 180 * 44_100u64;
+        let cases: [(&str, &[&str], bool); 4] = [
+            ("adts.aac", &["-c:a", "aac", "-b:a", "128k", "-f", "adts"], true),
+            ("vbr-no-xing.mp3", &["-c:a", "libmp3lame", "-q:a", "2", "-write_xing", "0"], true),
+            ("cbr-no-xing.mp3", &["-c:a", "libmp3lame", "-b:a", "192k", "-write_xing", "0"], true),
+            ("vbr.mp3", &["-c:a", "libmp3lame", "-q:a", "2"], false),
+        ];
+        for (name, args, estimated) in cases {
+            let path = dir.path().join(name);
+            let mut full = vec!["-i", l];
+            full.extend(args);
+            full.push(path.to_str().expect("utf-8"));
+            ffmpeg(&full);
+            let d = decode::StreamDecoder::open(&path).expect("open");
+            assert_eq!(d.length_estimated(), estimated, "{name}: {d:?}");
+            let frames = decode_with_limit(&path).expect("decodes").unwrap_or_else(|e| panic!("{name}: {e}"));
+            // Within the codecs' priming and last frame.
+            assert!(frames.abs_diff(want) <= 4096, "{name}: {frames} frames, not {want}");
+        }
+        // Cut in half: a file that counts its frames is truncated. A guess
+        // from the bit rate is made from the cut file's own size, so it
+        // cannot tell: decoded as far as it goes (with a warning where the
+        // demuxer says the last packet broke off; symphonia's MP3 reader
+        // drops a partial last frame without saying).
+        let cut = |name: &str| {
+            let whole = std::fs::read(dir.path().join(name)).expect("read");
+            let half = dir.path().join(format!("half-{name}"));
+            std::fs::write(&half, &whole[..whole.len() / 2 + 7]).expect("write");
+            half
+        };
+        let e = decode_with_limit(&cut("vbr.mp3")).expect("answers").expect_err("truncated");
+        assert!(e.contains("truncated") && e.contains("its header declares"), "{e}");
+        for (name, warned) in [("adts.aac", true), ("vbr-no-xing.mp3", false)] {
+            let mut d = decode::StreamDecoder::open(&cut(name)).expect("open");
+            let mut frames = 0u64;
+            while let Some((block, _)) = d.next_block().unwrap_or_else(|e| panic!("{name}: {e}")) {
+                frames += block.len() as u64 / 2;
+            }
+            assert!(frames.abs_diff(want / 2) < 44_100, "{name}: {frames} frames");
+            let warnings = d.take_warnings();
+            assert_eq!(warnings.iter().any(|w| w.contains("may be truncated")), warned, "{name}: {warnings:?}");
+        }
+    }
+
+    /// Packets the decoder cannot read in the middle of a file become
+    /// silence of their length, so the stems after them stay in time with
+    /// the original, and the user is told. (AAC's decoder reads past a
+    /// damaged packet's end: that ended the whole stream, and the file was
+    /// refused as truncated.) An ADTS stream may also lose a frame or two
+    /// where its demuxer looks for the next header; MP3's decoder takes
+    /// such bytes as sound, so its length is kept anyway.
+    #[test]
+    fn damaged_packets_keep_the_stems_in_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mix = stemroom_testkit::falcon_mixture();
+        for (name, args, slack) in
+            [("clip.m4a", ["-c:a", "aac", "-b:a", "128k"], 0), ("clip.aac", ["-c:a", "aac", "-b:a", "128k"], 2048)]
+        {
+            let clean = dir.path().join(name);
+            let mut full = vec!["-i", mix.to_str().expect("utf-8")];
+            full.extend(args);
+            full.push(clean.to_str().expect("utf-8"));
+            ffmpeg(&full);
+            let good = decode_with_limit(&clean).expect("decodes").expect("clean");
+            let mut bytes = std::fs::read(&clean).expect("read");
+            let mut rng = ChaCha8Rng::seed_from_u64(5);
+            let n = bytes.len();
+            for at in [n / 4, n / 2, 3 * n / 4] {
+                for b in &mut bytes[at..at + 120] {
+                    *b = rng.random();
+                }
+            }
+            let damaged = dir.path().join(format!("damaged-{name}"));
+            std::fs::write(&damaged, &bytes).expect("write");
+            let mut d = decode::StreamDecoder::open(&damaged).expect("open");
+            let mut frames = 0u64;
+            while let Some((block, _)) = d.next_block().unwrap_or_else(|e| panic!("{name}: {e}")) {
+                frames += block.len() as u64 / 2;
+            }
+            let warnings = d.take_warnings();
+            eprintln!("{name}: {frames} frames, the clean file {good}; {warnings:?}");
+            assert!(frames.abs_diff(good) <= slack, "{name}: {frames} frames, the clean file {good}");
+            assert!(warnings.iter().any(|w| w.contains("replaced by")), "{name}: {warnings:?}");
+        }
+    }
+
     #[test]
     fn damaged_files_give_a_clean_error_or_a_clean_result() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -118,6 +118,8 @@ struct Described {
     sample_rate: u32,
     channels: usize,
     declared_frames: Option<u64>,
+    /// `declared_frames` is a hint (see `Backend::length_estimated`).
+    length_estimated: bool,
     tags: Tags,
 }
 
@@ -223,7 +225,7 @@ const LIST_FORMATS: &[&str] = &["hls", "applehttp", "concat", "dash", "imf", "sd
 fn describe(ffprobe: &Path, path: &Path) -> Result<Described, OpenError> {
     let mut cmd = Command::new(ffprobe);
     cmd.args(["-v", "error", "-protocol_whitelist", "file", "-select_streams", "a:0", "-of", "json", "-show_entries"])
-        .arg("stream=codec_name,sample_rate,channels,duration:stream_tags=title,artist:format=format_name,duration:format_tags=title,artist")
+        .arg("stream=codec_name,sample_rate,channels,duration:stream_tags=title,artist,album:format=format_name,duration:format_tags=title,artist,album")
         .arg(file_url(path));
     let out = run_with_timeout(cmd, PROBE_TIMEOUT)?;
     let v: serde_json::Value =
@@ -244,8 +246,14 @@ fn describe(ffprobe: &Path, path: &Path) -> Result<Described, OpenError> {
     if !(super::MIN_SAMPLE_RATE..=super::MAX_SAMPLE_RATE).contains(&sample_rate) || !(1..=64).contains(&channels) {
         return Err(OpenError::Failed(format!("ffprobe reports {sample_rate} Hz and {channels} channels")));
     }
-    let seconds = number(stream.get("duration")).or_else(|| number(v.get("format").and_then(|f| f.get("duration"))));
+    let stream_seconds = number(stream.get("duration"));
+    let seconds = stream_seconds.or_else(|| number(v.get("format").and_then(|f| f.get("duration"))));
     let declared_frames = seconds.filter(|s| *s > 0.0).map(|s| (s * f64::from(sample_rate)).round() as u64);
+    // A length from the whole container (Matroska has none per stream: it
+    // includes the video), or ffmpeg's guess from the bit rate for MP3 and
+    // raw AAC, is a hint, not something to call the audio truncated by.
+    let length_estimated =
+        stream_seconds.is_none() || format.split(',').any(|f| matches!(f, "mp3" | "aac" | "mp2" | "mpeg"));
     let tag = |key: &str| -> Option<String> {
         [stream.get("tags"), v.get("format").and_then(|f| f.get("tags"))].into_iter().flatten().find_map(|tags| {
             tags.as_object()?
@@ -260,6 +268,7 @@ fn describe(ffprobe: &Path, path: &Path) -> Result<Described, OpenError> {
         sample_rate,
         channels,
         declared_frames,
+        length_estimated,
         tags: Tags { title: tag("title"), artist: tag("artist"), album: tag("album") },
     })
 }
@@ -418,7 +427,7 @@ impl FfmpegStream {
                 self.discard
             )));
         }
-        let (rate, declared) = (self.info.sample_rate, self.info.declared_frames);
+        let (rate, declared) = (self.info.sample_rate, (self.info.declared_frames, self.info.length_estimated));
         check_end(&self.path, self.frames, rate, declared, TRUNCATION_TOLERANCE_SECONDS)?;
         Ok(None)
     }
@@ -436,6 +445,9 @@ impl Backend for FfmpegStream {
     }
     fn declared_frames(&self) -> Option<u64> {
         self.info.declared_frames
+    }
+    fn length_estimated(&self) -> bool {
+        self.info.length_estimated
     }
     fn frames(&self) -> u64 {
         self.frames
@@ -458,7 +470,7 @@ impl Backend for FfmpegStream {
         self.discard = 0;
         self.start_frame = frame;
         self.frames = frame;
-        self.finished = self.info.declared_frames.is_some_and(|n| frame >= n);
+        self.finished = !self.info.length_estimated && self.info.declared_frames.is_some_and(|n| frame >= n);
         Ok(())
     }
 

@@ -59,6 +59,10 @@ pub enum DecodeError {
     NoSamples(PathBuf),
     #[error("{path} is truncated: decoded {decoded:.2} s of the {expected:.2} s its header declares")]
     Truncated { path: PathBuf, decoded: f64, expected: f64 },
+    /// The stream broke off (mid-packet) well before the length its bit
+    /// rate suggests.
+    #[error("{path} is truncated or damaged: it breaks off at {decoded:.2} s of about {expected:.2} s")]
+    BrokenOff { path: PathBuf, decoded: f64, expected: f64 },
     #[error("{path} is corrupt: {reason}")]
     Corrupt { path: PathBuf, reason: String },
     /// The file is audio Stemroom's built-in decoders do not read (AC-3,
@@ -186,6 +190,13 @@ trait Backend: Send {
     fn channels(&self) -> usize;
     /// The length in frames the container declares, if any.
     fn declared_frames(&self) -> Option<u64>;
+    /// Whether [`Backend::declared_frames`] is only a guess from the bit
+    /// rate (an MP3 without a Xing/Info/VBRI frame, a raw ADTS AAC stream,
+    /// a container length that includes video): a hint for progress, not
+    /// a length a shorter stream is truncated against.
+    fn length_estimated(&self) -> bool {
+        false
+    }
     /// Frames handed out so far (from the start of the stream, after seeks).
     fn frames(&self) -> u64;
     /// Title and artist, when the file has them.
@@ -300,9 +311,18 @@ impl StreamDecoder {
         self.backend.sample_rate()
     }
 
-    /// The length in frames the container declares, if any.
+    /// The length in frames the container declares, if any (see
+    /// [`StreamDecoder::length_estimated`]).
     pub fn declared_frames(&self) -> Option<u64> {
         self.backend.declared_frames()
+    }
+
+    /// Whether [`StreamDecoder::declared_frames`] is a guess from the bit
+    /// rate (MP3 without a Xing/Info/VBRI frame, raw ADTS AAC, a length
+    /// ffprobe takes from the whole container): the decoded length may
+    /// differ from it by a few percent, and is not checked against it.
+    pub fn length_estimated(&self) -> bool {
+        self.backend.length_estimated()
     }
 
     /// Title and artist from the file's metadata (ID3, Vorbis comments,
@@ -339,7 +359,8 @@ impl StreamDecoder {
     /// [`DecodeError::Corrupt`] after too many undecodable packets in a row;
     /// at the end, [`DecodeError::NoSamples`] for an empty stream and
     /// [`DecodeError::Truncated`] when it stopped well before its declared
-    /// length; [`DecodeError::Corrupt`] for a stream at a rate outside
+    /// length ([`DecodeError::BrokenOff`]: broke off well before a guessed
+    /// one); [`DecodeError::Corrupt`] for a stream at a rate outside
     /// [`MIN_SAMPLE_RATE`]..=[`MAX_SAMPLE_RATE`] (0 Hz included);
     /// [`DecodeError::NeedsFfmpeg`] for a stream that changes sample rate
     /// or channel count midway (joined MP3 files, a chained Ogg file) when
@@ -430,19 +451,20 @@ pub const MIN_SAMPLE_RATE: u32 = 1_000;
 pub const MAX_SAMPLE_RATE: u32 = 768_000;
 
 /// The checks at the end of every stream: samples at all, and not well
-/// short of the declared length (`tolerance` seconds).
+/// short of the declared length (`tolerance` seconds) when that length is
+/// exact (`estimated` false; see [`Backend::length_estimated`]).
 fn check_end(
     path: &Path,
     frames: u64,
     sample_rate: u32,
-    declared: Option<u64>,
+    (declared, estimated): (Option<u64>, bool),
     tolerance: f64,
 ) -> Result<(), DecodeError> {
     if frames == 0 || sample_rate == 0 {
         return Err(DecodeError::NoSamples(path.to_path_buf()));
     }
     let decoded = frames as f64 / f64::from(sample_rate);
-    if let Some(declared) = declared {
+    if let Some(declared) = declared.filter(|_| !estimated) {
         let expected = declared as f64 / f64::from(sample_rate);
         if expected - decoded > tolerance {
             return Err(DecodeError::Truncated { path: path.to_path_buf(), decoded, expected });

@@ -29,6 +29,12 @@ const MAX_CONSECUTIVE_DECODE_ERRORS: usize = 16;
 /// changes the words.
 const SPEC_CHANGE: &str = "signal spec";
 
+/// A stream that ended mid-packet with less than this fraction of its
+/// guessed length (see [`Backend::length_estimated`]) is truncated; above
+/// it, the guess may just be long (a VBR MP3 without a Xing frame guessed
+/// 5 % long here), and the user is warned instead.
+const ESTIMATE_SHORT_FRACTION: f64 = 0.9;
+
 /// Frames decoded before a seek target so the codec's state is rebuilt:
 /// 4096 covers an MP3 bit reservoir (at most 511 bytes back, under two
 /// 1152-frame frames), one AAC or Vorbis block (at most 2048 frames) and
@@ -75,6 +81,35 @@ pub(super) fn he_aac_signalled(asc: &[u8]) -> bool {
     bits(at, 11) == Some(0x2b7) && bits(at + 11, 5) == Some(5) && bits(at + 16, 1) == Some(1)
 }
 
+/// Whether the MPEG audio file at `path` starts with a frame that counts
+/// its frames (a Xing or Info tag, LAME's and ffmpeg's, or Fraunhofer's
+/// VBRI): they sit in the first frame after its 4-byte header and side
+/// information (9 to 32 bytes) or at byte 36 (VBRI). Looked for after any
+/// ID3v2 tag, in the first frame found. `false` when it cannot be read.
+fn has_mpeg_length_frame(path: &Path) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = File::open(path) else { return false };
+    let mut head = [0u8; 10];
+    if f.read_exact(&mut head).is_err() {
+        return false;
+    }
+    // ID3v2: "ID3", version, flags, size as four 7-bit bytes, then a
+    // 10-byte footer when flag 0x10 is set (id3.org, ID3v2.4 §3.1).
+    let start = if &head[..3] == b"ID3" {
+        let size = head[6..10].iter().fold(0u64, |acc, b| acc << 7 | u64::from(b & 0x7f));
+        10 + size + if head[5] & 0x10 != 0 { 10 } else { 0 }
+    } else {
+        0
+    };
+    let mut buf = Vec::with_capacity(8192);
+    if f.seek(SeekFrom::Start(start)).is_err() || f.take(8192).read_to_end(&mut buf).is_err() {
+        return false;
+    }
+    let Some(sync) = buf.windows(2).position(|w| w[0] == 0xFF && w[1] & 0xE0 == 0xE0) else { return false };
+    let frame = &buf[sync..buf.len().min(sync + 4 + 36 + 4)];
+    frame.windows(4).skip(4).any(|w| w == b"Xing" || w == b"Info" || w == b"VBRI")
+}
+
 /// A file read by symphonia.
 pub(super) struct NativeStream {
     path: PathBuf,
@@ -89,6 +124,15 @@ pub(super) struct NativeStream {
     interleaved: Vec<f32>,
     stereo: Vec<f32>,
     truncated_io: bool,
+    /// `declared_frames` is symphonia's guess from the bit rate (see
+    /// [`Backend::length_estimated`]).
+    length_estimated: bool,
+    /// Undecodable packets in a row (reset by a good one).
+    consecutive_errors: usize,
+    /// Damaged packets replaced by silence, and their frames.
+    concealed: (u64, u64),
+    /// The last packet could not be decoded.
+    last_packet_failed: bool,
     /// Said once at the end (see [`super::Backend::warnings`]).
     warnings: Vec<String>,
     finished: bool,
@@ -135,6 +179,17 @@ impl NativeStream {
         let decoder = codecs()
             .make_audio_decoder(params, &AudioDecoderOptions::default())
             .map_err(|e| DecodeError::UnsupportedCodec { path: path.to_path_buf(), reason: e.to_string() })?;
+        // symphonia counts frames exactly from a Xing/Info/VBRI frame, and
+        // otherwise estimates them from the bit rate of the first frames
+        // (symphonia-bundle-mp3 `estimate_num_mpeg_frames`; an ADTS stream
+        // always, symphonia-codec-aac `approximate_frame_count`, 0.13 % long
+        // at 128 kb/s; a VBR MP3 measured 5 % long).
+        let length_estimated = track.num_frames.is_some()
+            && match format.format_info().short_name {
+                "aac" => true,
+                "mp1" | "mp2" | "mp3" => !has_mpeg_length_frame(path),
+                _ => false,
+            };
         Ok(NativeStream {
             path: path.to_path_buf(),
             track_id: track.id,
@@ -148,6 +203,10 @@ impl NativeStream {
             interleaved: Vec::new(),
             stereo: Vec::new(),
             truncated_io: false,
+            length_estimated,
+            consecutive_errors: 0,
+            concealed: (0, 0),
+            last_packet_failed: false,
             warnings: Vec::new(),
             finished: false,
             time_base,
@@ -236,9 +295,9 @@ impl NativeStream {
     /// # Errors
     /// [`DecodeError::Corrupt`] after too many undecodable packets in a row;
     /// at the end, [`DecodeError::NoSamples`] for an empty stream and
-    /// [`DecodeError::Truncated`] when it stopped well before its declared length.
+    /// [`DecodeError::Truncated`] when it stopped well before its declared length,
+    /// [`DecodeError::BrokenOff`] when it broke off well before a guessed one.
     fn next_packet_block(&mut self) -> Result<Option<u32>, DecodeError> {
-        let mut consecutive_errors = 0usize;
         loop {
             if self.finished {
                 return Ok(None);
@@ -260,8 +319,8 @@ impl NativeStream {
                     return self.end();
                 }
                 Err(SymError::DecodeError(msg)) => {
-                    consecutive_errors += 1;
-                    if consecutive_errors > MAX_CONSECUTIVE_DECODE_ERRORS {
+                    self.consecutive_errors += 1;
+                    if self.consecutive_errors > MAX_CONSECUTIVE_DECODE_ERRORS {
                         return Err(self.corrupt(msg.to_string()));
                     }
                     continue;
@@ -288,19 +347,39 @@ impl NativeStream {
                         self.sample_rate
                     )));
                 }
-                Err(SymError::DecodeError(msg)) => {
-                    consecutive_errors += 1;
-                    if consecutive_errors > MAX_CONSECUTIVE_DECODE_ERRORS {
-                        return Err(self.corrupt(msg.to_string()));
+                // A packet the decoder cannot read: damaged data (the AAC
+                // decoder reads past a damaged packet's end and says so as
+                // an I/O error: it used to end the whole stream there), or
+                // the last packet of a file cut short (the demuxer ends
+                // the stream next; see `end`).
+                Err(e @ (SymError::DecodeError(_) | SymError::IoError(_))) => {
+                    self.consecutive_errors += 1;
+                    self.last_packet_failed = true;
+                    if self.consecutive_errors > MAX_CONSECUTIVE_DECODE_ERRORS {
+                        return Err(self.corrupt(e.to_string()));
+                    }
+                    // A damaged packet in the middle becomes silence of its
+                    // length, so what follows stays in time with the
+                    // original (skipped, every stem after it would come
+                    // early by a packet, 26 ms for MP3). Before the first
+                    // good packet (the rate not known for sure) or right
+                    // after a seek it is skipped as before.
+                    let lost = self.ticks_to_frames(i64::try_from(packet.dur.get()).unwrap_or(0));
+                    let known = self.weights.is_some() && self.sample_rate > 0;
+                    if known && self.seek_target.is_none() && lost > 0 && lost <= u64::from(self.sample_rate) {
+                        self.stereo.clear();
+                        self.stereo.resize(lost as usize * 2, 0.0);
+                        self.frames += lost;
+                        self.concealed.0 += 1;
+                        self.concealed.1 += lost;
+                        return Ok(Some(self.sample_rate));
                     }
                     continue;
                 }
-                Err(SymError::IoError(_)) => {
-                    self.truncated_io = self.frames > 0;
-                    return self.end();
-                }
                 Err(e) => return Err(self.corrupt(e.to_string())),
             };
+            self.consecutive_errors = 0;
+            self.last_packet_failed = false;
             let n = buf.frames();
             if n == 0 {
                 continue;
@@ -365,6 +444,7 @@ impl NativeStream {
         self.time_base = time_base;
         // The frames decoded so far plus this link's, when it says.
         self.declared_frames = frames.map(|n| self.frames.saturating_add(n));
+        self.length_estimated = false;
         self.weights = None;
         self.links_passed += 1;
         tracing::info!("{}: a chained stream, its next part starts at frame {}", self.path.display(), self.frames);
@@ -373,10 +453,38 @@ impl NativeStream {
 
     fn end(&mut self) -> Result<Option<u32>, DecodeError> {
         self.finished = true;
-        check_end(&self.path, self.frames, self.sample_rate, self.declared_frames, TRUNCATION_TOLERANCE_SECONDS)?;
-        if self.declared_frames.is_none() && self.truncated_io {
+        if self.last_packet_failed && self.frames > 0 {
+            // The stream ended on a packet the decoder could not read: a
+            // file cut mid-packet.
+            self.truncated_io = true;
+        }
+        let declared = (self.declared_frames, self.length_estimated);
+        check_end(&self.path, self.frames, self.sample_rate, declared, TRUNCATION_TOLERANCE_SECONDS)?;
+        // A guessed length still tells a file that broke off (it ended
+        // mid-packet) well before it: a damaged ADTS header that claims a
+        // long frame reads to the end of the file, and all after it is lost.
+        if let (Some(guess), true, true) = (self.declared_frames, self.length_estimated, self.truncated_io) {
+            if (self.frames as f64) < guess as f64 * ESTIMATE_SHORT_FRACTION {
+                let rate = f64::from(self.sample_rate.max(1));
+                return Err(DecodeError::BrokenOff {
+                    path: self.path.clone(),
+                    decoded: self.frames as f64 / rate,
+                    expected: guess as f64 / rate,
+                });
+            }
+        }
+        if (self.declared_frames.is_none() || self.length_estimated) && self.truncated_io {
             tracing::warn!("{} ended mid-packet; it may be truncated", self.path.display());
             self.warnings.push("the file ended mid-packet: it may be truncated".into());
+        }
+        let (packets, frames) = self.concealed;
+        if packets > 0 {
+            let ms = frames as f64 * 1000.0 / f64::from(self.sample_rate.max(1));
+            tracing::warn!("{}: {packets} damaged packet(s) replaced by {ms:.0} ms of silence", self.path.display());
+            self.warnings.push(format!(
+                "{packets} damaged packet(s) could not be decoded and were replaced by {ms:.0} ms of silence \
+                 (the stems stay in time with the original)"
+            ));
         }
         Ok(None)
     }
@@ -397,6 +505,9 @@ impl Backend for NativeStream {
     }
     fn declared_frames(&self) -> Option<u64> {
         self.declared_frames
+    }
+    fn length_estimated(&self) -> bool {
+        self.length_estimated
     }
     fn frames(&self) -> u64 {
         self.frames

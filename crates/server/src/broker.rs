@@ -157,10 +157,12 @@ impl Broker {
             .is_some_and(|(w, at)| w == worker && at.elapsed() <= within)
     }
 
-    /// Mark job `id`'s completion as under way until the guard is dropped.
-    fn completing(&self, id: JobId) -> Completing<'_> {
-        self.completing.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
-        Completing(self, id)
+    /// Mark job `id`'s end (a completion or a failure) as under way until
+    /// the guard is dropped; `None` while another is under way for it.
+    fn ending(&self, id: JobId) -> Option<Completing<'_>> {
+        let fresh = self.completing.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
+        // Made only when taken: dropping one removes the mark.
+        fresh.then(|| Completing(self, id))
     }
 
     /// Of `running` (job, holder), the held jobs whose holder has been
@@ -225,7 +227,7 @@ impl Broker {
     }
 }
 
-/// A completion under way (see [`Broker::completing`]).
+/// A completion or failure under way (see [`Broker::ending`]).
 struct Completing<'a>(&'a Broker, JobId);
 
 impl Drop for Completing<'_> {
@@ -873,9 +875,12 @@ async fn complete(
     let staged = staging(&service, id, &c.message);
     // Marked before the holder is checked: the stall watchdog does not
     // release the job while its stems move into the library (a copy to
-    // another disk and the analysis may outlast the stall timeout).
+    // another disk and the analysis may outlast the stall timeout), and a
+    // second completion or a failure meanwhile (a worker that gave up
+    // waiting for this answer) is refused instead of removing the stems
+    // this one is filing.
     let broker = broker_of(&service)?.clone();
-    let _completing = broker.completing(id);
+    let Some(_completing) = broker.ending(id) else { return Err(being_ended(id)) };
     if let Err(e) = check_holder(&service, id, &c.message, &c.worker) {
         // After a takeover the folder (keyed by the entry) is the new
         // holder's: it stays.
@@ -967,12 +972,21 @@ pub struct Failure {
     pub stopping: bool,
 }
 
+/// 409 for a completion or failure of job `id` while another is under way.
+fn being_ended(id: JobId) -> ApiError {
+    ApiError::conflict(format!(
+        "job {id}'s result is being filed by an earlier request: ask its status instead of sending it again"
+    ))
+}
+
 async fn fail(
     State(service): State<Arc<Service>>,
     UrlPath(id): UrlPath<String>,
     Json(f): Json<Failure>,
 ) -> Result<Json<crate::view::JobView>, ApiError> {
     let id = id_of(&id)?;
+    let broker = broker_of(&service)?.clone();
+    let Some(_failing) = broker.ending(id) else { return Err(being_ended(id)) };
     check_holder(&service, id, &f.message, &f.worker)?;
     let _ = tokio::fs::remove_dir_all(staging(&service, id, &f.message)).await;
     let job = if f.retry && f.code != ErrorCode::Cancelled {
@@ -1067,6 +1081,25 @@ mod tests {
         assert_eq!(list.len(), MAX_WORKERS);
         assert!(list.iter().any(|w| w.name == format!("w-{}", MAX_WORKERS + 49)), "the newest stays");
         assert!(list.iter().all(|w| w.device.chars().count() == MAX_WORKER_FIELD_CHARS));
+    }
+
+    #[test]
+    fn one_end_of_a_job_at_a_time() {
+        let b = Broker::new("redis://127.0.0.1:1/0", 3, Duration::from_secs(60)).unwrap();
+        let first = b.ending(7).expect("the first completion");
+        // A failure or a second completion meanwhile is refused (it would
+        // remove the stems being filed); another job is not held back.
+        assert!(b.ending(7).is_none());
+        drop(b.ending(8).expect("another job"));
+        // The stall watchdog leaves a job being ended alone.
+        let held = |w: &str| Some((format!("1-{w}"), w.to_string()));
+        let running = vec![(7, held("w1")), (8, held("w2"))];
+        let now = Instant::now();
+        assert!(b.stalled(&running, now).is_empty());
+        let stalled = b.stalled(&running, now + Duration::from_secs(3600));
+        assert_eq!(stalled.iter().map(|s| s.0).collect::<Vec<_>>(), vec![8]);
+        drop(first);
+        assert!(b.ending(7).is_some(), "free again once it ended");
     }
 
     #[test]

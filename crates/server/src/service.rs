@@ -263,30 +263,41 @@ impl Service {
     /// # Errors
     /// 404 unknown; 503 when a running job does not stop in time.
     pub async fn delete(self: &Arc<Self>, id: JobId) -> Result<(Job, bool), ApiError> {
-        let job = self.queue.get(id)?;
-        let was_running = job.state.is_running();
-        if was_running {
-            // A job that ended meanwhile is deleted as it is.
-            let _ = self.cancel(id);
-        }
-        // A remote worker's job is cancelled at once (see `cancel`); one
-        // running here stops within a segment.
-        if was_running && self.broker.is_none() {
-            let deadline = Instant::now() + self.config.request_timeout.saturating_sub(Duration::from_secs(2));
-            while self.worker.running().contains(&id) || self.queue.get(id)?.state.is_running() {
-                if Instant::now() > deadline {
-                    return Err(ApiError::unavailable(format!(
-                        "job {id} is stopping: it is deleted when you ask again in a few seconds"
-                    )));
+        let deadline = Instant::now() + self.config.request_timeout.saturating_sub(Duration::from_secs(2));
+        let mut was_running = false;
+        loop {
+            let job = self.queue.get(id)?;
+            if job.state.is_running() {
+                was_running = true;
+                // A job that ended meanwhile is deleted as it is.
+                let _ = self.cancel(id);
+                // A remote worker's job is cancelled at once (see
+                // `cancel`); one running here stops within a segment.
+                if self.broker.is_none() {
+                    while self.worker.running().contains(&id) || self.queue.get(id)?.state.is_running() {
+                        if Instant::now() > deadline {
+                            return Err(ApiError::unavailable(format!(
+                                "job {id} is stopping: it is deleted when you ask again in a few seconds"
+                            )));
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
                 }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let me = self.clone();
+            match tokio::task::spawn_blocking(move || me.remove_files(id, true))
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))?
+            {
+                Ok(removed) => return Ok((removed, was_running)),
+                // A worker claimed the queued job between the look and the
+                // removal: stop it as any running job, then remove it.
+                Err(e) if e.status == axum::http::StatusCode::CONFLICT && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(e),
             }
         }
-        let me = self.clone();
-        let removed = tokio::task::spawn_blocking(move || me.remove_files(id, true))
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))??;
-        Ok((removed, was_running))
     }
 
     /// Remove a job that is not running, its song folder (its `exports`

@@ -330,8 +330,10 @@ fn odd_rates_channel_counts_and_silence_separate_cleanly() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = |n: &str| utf8(&dir.path().join(n)).to_string();
     let mix = testdata("mixture.wav");
-    // 8 kHz mono and 96 kHz 6-channel made from real music; 44.1 kHz digital silence.
-    ffmpeg(&["-i", utf8(&mix), "-t", "3", "-ac", "1", "-ar", "8000", &d("mono8k.wav")]);
+    // 8 kHz mono and 96 kHz 6-channel made from real music; 44.1 kHz
+    // digital silence. The 8 kHz file is 24 001 frames: 132 305.5 at the
+    // model's rate, rounded up, then 24 001.09 back, which rounded up too.
+    ffmpeg(&["-i", utf8(&mix), "-ac", "1", "-af", "aresample=8000,atrim=end_sample=24001", &d("mono8k.wav")]);
     ffmpeg(&[
         "-i",
         utf8(&mix),
@@ -355,6 +357,10 @@ fn odd_rates_channel_counts_and_silence_separate_cleanly() {
             assert_eq!(x.len(), 2, "{track}/{stem} is stereo");
             let want = (secs * rate as f64) as usize;
             assert!(x[0].len().abs_diff(want) <= 1, "{track}/{stem}: {} frames, want {want}", x[0].len());
+            // Exactly the input's length (two resamplings that round up
+            // gave one frame more).
+            let input = read_wav(Path::new(&d(&format!("{track}.wav")))).0[0].len();
+            assert_eq!(x[0].len(), input, "{track}/{stem}: as long as its input");
             assert!(x.iter().flatten().all(|v| v.is_finite()), "{track}/{stem} has NaN/inf");
             let energy: f64 = x.iter().flatten().map(|v| v * v).sum();
             if track == "silence" {

@@ -1,13 +1,34 @@
 //! Names people see on disk: stems, song folders, exports.
 
 /// Make a name safe as one path component on every OS: no separators,
-/// control or reserved characters, not `.`/`..`, at most 120 bytes.
+/// control or reserved characters, not `.`/`..`, not a name Windows keeps
+/// for a device (`CON`, `NUL`, `COM1` …, with or without an extension: a
+/// `_` is added after the device name), at most 120 bytes.
 pub fn safe_component(name: &str) -> String {
     let mut s = cut_to(without_reserved(name).trim(), 120);
     if s.is_empty() || s == "." || s == ".." {
         s = "track".into();
     }
+    let device_len = s.find('.').unwrap_or(s.len());
+    if is_windows_device(s[..device_len].trim_end()) {
+        s.insert(device_len, '_');
+    }
     s
+}
+
+/// Whether `stem` (a name before its first dot) names a device on Windows,
+/// which no file there may be called, whatever its extension: `CON`, `PRN`,
+/// `AUX`, `NUL`, `COM1`-`COM9`, `LPT1`-`LPT9` (and their superscript-digit
+/// forms), in any case (Microsoft's "Naming Files, Paths, and Namespaces").
+fn is_windows_device(stem: &str) -> bool {
+    let upper = stem.to_ascii_uppercase();
+    if matches!(upper.as_str(), "CON" | "PRN" | "AUX" | "NUL") {
+        return true;
+    }
+    // By bytes only where they are whole characters (`get`, never a panic).
+    let (Some(head), Some(digit)) = (upper.get(..3), upper.get(3..)) else { return false };
+    matches!(head, "COM" | "LPT")
+        && matches!(digit, "1" | "2" | "3" | "4" | "5" | "6" | "7" | "8" | "9" | "¹" | "²" | "³")
 }
 
 /// `name` with path separators, control characters and the characters
@@ -56,5 +77,13 @@ mod tests {
         let cut = safe_component(&dots);
         assert!(!cut.ends_with(' ') && !cut.ends_with('.'), "{cut:?}");
         assert_eq!(visible_name("...hidden", "x"), "hidden");
+        // Windows' device names, with or without an extension.
+        assert_eq!(safe_component("CON"), "CON_");
+        assert_eq!(safe_component("nul.flac"), "nul_.flac");
+        assert_eq!(safe_component("Com1.tar.gz"), "Com1_.tar.gz");
+        assert_eq!(safe_component("LPT²"), "LPT²_");
+        for fine in ["CONCERT", "console.mp3", "COM10", "LPT0", "aux-mix", "PRNT", "éé", "日本", "a"] {
+            assert_eq!(safe_component(fine), fine);
+        }
     }
 }

@@ -20,7 +20,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::audio::decode;
-use crate::audio::encode::{ClipMode, OutputFormat, StemWriter, ThreadedWriter};
+use crate::audio::encode::{ClipMode, OutputFormat, ThreadedWriter};
 use crate::audio::resample::StreamResampler;
 use crate::files::Leftovers;
 use crate::model::{self, Manifest, ModelInfo};
@@ -299,7 +299,9 @@ pub fn output_stems(info: &ModelInfo, two_stems: Option<&str>, other: OtherMetho
 /// whole separation).
 pub fn render_filename(template: &str, input: &Path, stem: &str, ext: &str) -> Result<PathBuf, Error> {
     let track = safe_component(&input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
-    let trackext = input.extension().map(|s| safe_component(&s.to_string_lossy())).unwrap_or_default();
+    // No extension, or an empty one (`song.`): empty.
+    let trackext =
+        input.extension().filter(|e| !e.is_empty()).map(|s| safe_component(&s.to_string_lossy())).unwrap_or_default();
     let fields: [(&str, &str); 4] = [("{track}", &track), ("{trackext}", &trackext), ("{stem}", stem), ("{ext}", ext)];
     let mut rendered = String::with_capacity(template.len() + track.len());
     let mut rest = template;
@@ -377,12 +379,12 @@ pub fn planned_outputs(info: &ModelInfo, req: &JobRequest) -> Result<Vec<(String
 }
 
 /// Open one writer per destination under its temporary name (registered in
-/// `leftovers`), each behind a resampler from the model rate to `out_rate` Hz.
+/// `leftovers`), each behind a resampler from the model rate to `out_rate`
+/// Hz, taking at most `out_frames` frames.
 fn open_outputs(
     req: &JobRequest,
     dests: &[(String, PathBuf)],
-    model_rate: u32,
-    out_rate: u32,
+    (model_rate, out_rate, out_frames): (u32, u32, u64),
     leftovers: &mut Leftovers,
 ) -> Result<Vec<Pending>, Error> {
     let mut outputs = Vec::new();
@@ -396,7 +398,14 @@ fn open_outputs(
         // Each stem encodes on its own thread, overlapping the network.
         let writer = ThreadedWriter::spawn(writer, &format!("stemroom-encode-{stem}"))?;
         let resampler = StreamResampler::new(model_rate, out_rate, 2).map_err(Error::Resample)?;
-        outputs.push(Pending { stem: stem.clone(), tmp, dest: dest.clone(), writer: Some(writer), resampler });
+        outputs.push(Pending {
+            stem: stem.clone(),
+            tmp,
+            dest: dest.clone(),
+            writer: Some(writer),
+            resampler,
+            frames_left: out_frames,
+        });
     }
     Ok(outputs)
 }
@@ -413,8 +422,8 @@ fn finish_outputs(outputs: &mut [Pending], listener: &dyn Listener) -> Result<()
         listener.event(&Event::Encoding { stem: p.stem.clone(), path: p.dest.clone() });
         let mut tail = Vec::new();
         p.resampler.finish(&mut tail).map_err(Error::Resample)?;
+        p.write(&tail)?;
         if let Some(w) = p.writer.as_mut() {
-            w.write(&tail)?;
             w.close();
         }
     }
@@ -490,7 +499,7 @@ pub fn separate_file(sep: &Separator, req: &JobRequest, listener: &dyn Listener)
     // A stem too long for its format is refused before the separation.
     let out_frames = (decoded.frames as f64 * f64::from(out_rate) / decoded.sample_rate.max(1) as f64).ceil() as u64;
     req.format.fits(out_frames, info.channels).map_err(Error::InvalidOptions)?;
-    let mut outputs = open_outputs(req, &dests, info.sample_rate, out_rate, &mut leftovers)?;
+    let mut outputs = open_outputs(req, &dests, (info.sample_rate, out_rate, out_frames), &mut leftovers)?;
 
     let mut sink = StemSink {
         outputs: &mut outputs,
@@ -595,6 +604,8 @@ mod tests {
         };
         assert_eq!(r(DEFAULT_FILENAME, "/music/Army of Me.flac").unwrap(), "Army of Me/vocals.wav");
         assert_eq!(r("{track}_{trackext}/{stem}.{ext}", "a.flac").unwrap(), "a_flac/vocals.wav");
+        assert_eq!(r("{track}_{trackext}/{stem}.{ext}", "song.").unwrap(), "song_/vocals.wav");
+        assert_eq!(r("{track}/{stem}.{ext}", "/music/NUL.mp3").unwrap(), "NUL_/vocals.wav");
         // Braces in a file name are the name, not placeholders.
         assert_eq!(r("{track}/{stem}.{ext}", "/x/{stem} {ext}.mp3").unwrap(), "{stem} {ext}/vocals.wav");
         // No extension: {trackext} is empty; unknown names stay as written.

@@ -16,6 +16,22 @@ pub(super) struct Pending {
     pub(super) dest: PathBuf,
     pub(super) writer: Option<ThreadedWriter>,
     pub(super) resampler: StreamResampler,
+    /// Frames the stem may still take: its length is the input's at the
+    /// output rate, `ceil(frames × out / in)`; the two resamplings (to the
+    /// model's rate and back) round up twice and could give one more.
+    pub(super) frames_left: u64,
+}
+
+impl Pending {
+    /// Write `resampled` (interleaved stereo) up to the stem's length.
+    pub(super) fn write(&mut self, resampled: &[f32]) -> Result<(), Error> {
+        let n = (resampled.len() as u64 / 2).min(self.frames_left);
+        self.frames_left -= n;
+        if let Some(w) = self.writer.as_mut() {
+            w.write(&resampled[..n as usize * 2])?;
+        }
+        Ok(())
+    }
 }
 
 /// Splits blocks of `[sources][channels][frames]` into the outputs (two-stem
@@ -35,10 +51,7 @@ impl StemSink<'_> {
     fn push(p: &mut Pending, block: &[f32], resampled: &mut Vec<f32>) -> Result<(), Error> {
         resampled.clear();
         p.resampler.push(block, resampled).map_err(Error::Resample)?;
-        if let Some(w) = p.writer.as_mut() {
-            w.write(resampled)?;
-        }
-        Ok(())
+        p.write(resampled)
     }
 }
 

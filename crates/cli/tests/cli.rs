@@ -402,6 +402,36 @@ fn assert_fails(args: &[&str], code: i32, needle: &str) {
     assert!(!err.contains("panicked"), "no panics: {err}");
 }
 
+/// A WAV output too long for the format (4 GiB) is refused from the
+/// input's header, before its hours are decoded: this header claims 4 hours
+/// of 44.1 kHz stereo (only 1 s follows), too long for 32-bit float stems.
+#[test]
+fn a_wav_output_too_long_is_refused_before_decoding() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let frames: u32 = 44_100 * 4 * 3600;
+    let mut wav = Vec::new();
+    wav.extend_from_slice(b"RIFF");
+    wav.extend_from_slice(&(36 + frames * 4).to_le_bytes());
+    wav.extend_from_slice(b"WAVEfmt ");
+    wav.extend_from_slice(&16u32.to_le_bytes());
+    for v in [1u16, 2] {
+        wav.extend_from_slice(&v.to_le_bytes()); // PCM, 2 channels
+    }
+    wav.extend_from_slice(&44_100u32.to_le_bytes());
+    wav.extend_from_slice(&(44_100u32 * 4).to_le_bytes());
+    for v in [4u16, 16] {
+        wav.extend_from_slice(&v.to_le_bytes());
+    }
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&(frames * 4).to_le_bytes());
+    wav.extend(std::iter::repeat_n(0u8, 44_100 * 4));
+    let input = dir.path().join("four hours.wav");
+    std::fs::write(&input, &wav).expect("write");
+    let out = dir.path().join("out");
+    assert_fails(&["separate", "--float32", "-o", utf8(&out), utf8(&input)], 2, "a WAV file holds at most 4 GiB");
+    assert!(files_under(&out).is_empty(), "nothing written");
+}
+
 /// No command named: a file, a link or an option means `separate` (as
 /// `demucs FILE` is called); another word is a mistyped command.
 #[test]

@@ -455,6 +455,22 @@ pub fn separate_file(sep: &Separator, req: &JobRequest, listener: &dyn Listener)
     req.format.validate().map_err(Error::InvalidOptions)?;
     let stem_names = output_stems(info, req.two_stems.as_deref(), req.other_method)?;
     decode::check_input(&req.input)?;
+    // A WAV too long for its stems is refused from the header, before hours
+    // of audio are decoded and spooled (checked again on the decoded
+    // length below). A guessed length may be a few percent long: 90 % of
+    // it must fit.
+    if matches!(req.format, OutputFormat::Wav { .. }) {
+        if let Ok(p) = decode::probe(&req.input) {
+            let rate = match req.output_rate {
+                OutputRate::Input => p.sample_rate,
+                OutputRate::Model => info.sample_rate,
+            };
+            if let (Some(seconds), true) = (p.duration_seconds, rate > 0) {
+                let frames = (seconds * 0.9 * f64::from(req.format.file_rate(rate))) as u64;
+                req.format.fits(frames, info.channels).map_err(Error::InvalidOptions)?;
+            }
+        }
+    }
 
     // Where each stem goes; fail early if the folder cannot be written.
     // Directories this run creates are removed again if it fails.

@@ -399,6 +399,18 @@ impl NativeStream {
             if ch == 0 {
                 return Err(self.corrupt("stream has 0 channels".into()));
             }
+            // A stream whose rate changes midway (ADTS files joined end to
+            // end): what follows would be taken at the first part's rate,
+            // at the wrong speed and pitch; ffmpeg reads it on, resampled.
+            if self.weights.is_some() && spec.rate() != self.sample_rate && self.frames > 0 {
+                let codec = format!(
+                    "a stream whose sample rate changes at {:.2} s ({} Hz, then {} Hz)",
+                    self.frames as f64 / f64::from(self.sample_rate.max(1)),
+                    self.sample_rate,
+                    spec.rate()
+                );
+                return Err(DecodeError::NeedsFfmpeg { path: self.path.clone(), codec });
+            }
             if self.weights.is_none() || ch != self.channels {
                 self.channels = ch;
                 self.sample_rate = spec.rate();

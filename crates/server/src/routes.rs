@@ -263,7 +263,8 @@ pub async fn list_jobs(State(service): Shared, Query(p): Query<Paging>) -> Resul
 /// upload). Also at `DELETE /jobs/{id}`.
 #[utoipa::path(delete, path = "/job/{id}", tag = "jobs",
     params(("id" = String, Path, description = "Job id")),
-    responses((status = 200, body = Deleted), (status = 404, description = "No such job")))]
+    responses((status = 200, body = Deleted), (status = 404, description = "No such job"),
+        (status = 503, description = "A running job is still stopping: ask again in a few seconds")))]
 pub async fn delete_job(State(service): Shared, UrlPath(id): UrlPath<String>) -> Result<Json<Deleted>, ApiError> {
     let (job, was_running) = service.delete(job_id(&id)?).await?;
     Ok(Json(Deleted { job_id: job.id.to_string(), status: "deleted".into(), was_running }))
@@ -353,7 +354,9 @@ pub async fn create_job(
 /// Queue a song: multipart `file` or `youtube_url`; poll `/api/jobs/{id}`.
 #[utoipa::path(post, path = "/api/stemify", tag = "jobs",
     request_body(content = JobForm, content_type = "multipart/form-data"),
-    responses((status = 200, body = Created)))]
+    responses((status = 200, body = Created), (status = 413, description = "Over the upload limit"),
+        (status = 415, description = "Not audio"), (status = 422, description = "Bad option or link"),
+        (status = 429, description = "Rate limited"), (status = 507, description = "Disk nearly full")))]
 pub async fn stemify(
     State(service): Shared,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -416,7 +419,13 @@ impl Drop for CancelOnDrop {
 #[utoipa::path(post, path = "/separate", tag = "jobs",
     request_body(content = JobForm, content_type = "multipart/form-data"),
     responses((status = 200, description = "Zip of the stems", content_type = "application/zip"),
-        (status = 415, description = "Not audio"), (status = 422, description = "Bad option")))]
+        (status = 409, description = "The job was cancelled (DELETE from another client)"),
+        (status = 413, description = "Over the upload limit"),
+        (status = 415, description = "Not audio, or the file could not be decoded"),
+        (status = 422, description = "Bad option"), (status = 429, description = "Rate limited"),
+        (status = 500, description = "The separation failed (`code` says why)"),
+        (status = 503, description = "The server is stopping, or its model, ONNX Runtime or ffmpeg is missing"),
+        (status = 507, description = "Disk nearly full")))]
 pub async fn separate(
     State(service): Shared,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -457,10 +466,23 @@ pub async fn separate(
     guard.id = None;
     match &done.state {
         JobState::Done => zip_response(&done),
-        JobState::Failed { code: ErrorCode::BadInput, message } => Err(ApiError::unsupported(message.clone())),
-        JobState::Failed { message, .. } => Err(ApiError::internal(message.clone())),
+        JobState::Failed { code, message } => Err(failed_job(*code, message)),
         _ => Err(ApiError::conflict(format!("job {} was cancelled", done.id))),
     }
+}
+
+/// The answer for a job that failed with `code`: what the client can act
+/// on (its input, its options, the server's installation), the job's error
+/// code in `code`.
+fn failed_job(code: ErrorCode, message: &str) -> ApiError {
+    let status = match code {
+        ErrorCode::BadInput => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ErrorCode::InvalidOptions => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::MissingModel | ErrorCode::MissingRuntime | ErrorCode::MissingTool => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Cancelled => StatusCode::CONFLICT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    ApiError::new(status, code.as_str(), message)
 }
 
 /// The client a request's quota is counted for: the connection's peer, or,
@@ -553,7 +575,8 @@ fn zip_response(job: &Job) -> Result<Response, ApiError> {
 #[utoipa::path(get, path = "/download/{id}", tag = "results",
     params(("id" = String, Path, description = "Job id")),
     responses((status = 200, description = "Zip of the stems", content_type = "application/zip"),
-        (status = 404, description = "No such job"), (status = 409, description = "Not completed")))]
+        (status = 404, description = "No such job"), (status = 409, description = "Not completed"),
+        (status = 410, description = "The stems were deleted")))]
 pub async fn download(State(service): Shared, UrlPath(id): UrlPath<String>) -> Result<Response, ApiError> {
     let job = service.queue.get(job_id(&id)?)?;
     zip_response(&job)
@@ -563,7 +586,8 @@ pub async fn download(State(service): Shared, UrlPath(id): UrlPath<String>) -> R
 /// two stems `vocals` and `no_vocals`), with or without its extension.
 #[utoipa::path(get, path = "/stems/{id}/{stem}", tag = "results",
     params(("id" = String, Path, description = "Job id"), ("stem" = String, Path, description = "Stem name")),
-    responses((status = 200, description = "The stem file"), (status = 404, description = "No such job or stem")))]
+    responses((status = 200, description = "The stem file"), (status = 404, description = "No such job or stem"),
+        (status = 409, description = "Not completed"), (status = 410, description = "The stem was deleted")))]
 pub async fn stem(
     State(service): Shared,
     UrlPath((id, name)): UrlPath<(String, String)>,
@@ -693,6 +717,24 @@ pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
 #[cfg(test)]
 mod tests {
     use super::{attachment, client_ip};
+
+    #[test]
+    fn a_failed_synchronous_job_answers_with_what_the_client_can_act_on() {
+        use stemroom_engine::ErrorCode as C;
+        for (code, status) in [
+            (C::BadInput, 415),
+            (C::InvalidOptions, 422),
+            (C::MissingModel, 503),
+            (C::MissingRuntime, 503),
+            (C::MissingTool, 503),
+            (C::Cancelled, 409),
+            (C::Output, 500),
+            (C::Internal, 500),
+        ] {
+            let e = super::failed_job(code, "why");
+            assert_eq!((e.status.as_u16(), e.code, e.message.as_str()), (status, code.as_str(), "why"));
+        }
+    }
 
     #[test]
     fn a_trusted_proxy_names_the_client() {

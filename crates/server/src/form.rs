@@ -122,6 +122,17 @@ pub async fn read(service: &Service, req: Request, file_required: bool) -> Resul
             );
             return refuse(req, e).await;
         }
+        // A boundary the multipart reader will not take (empty, unquoted
+        // where it must be): known from the header alone, so refused the
+        // way every early refusal is, its body read first (else the client
+        // sees a reset connection instead of this answer).
+        let header_only = axum::extract::Request::builder()
+            .header(header::CONTENT_TYPE, content_type.as_str())
+            .body(axum::body::Body::empty())
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        if let Err(e) = Multipart::from_request(header_only, &()).await {
+            return refuse(req, ApiError::bad_request(format!("not a multipart body: {e}"))).await;
+        }
         if let Err(e) = check_space(service, declared.unwrap_or(0)) {
             return refuse(req, e).await;
         }

@@ -10,7 +10,10 @@
 //! temporary name and renamed in) says how to read it: the rate, the
 //! number of sources per frame, the song's length, which sources make each
 //! output stem, and the quantisation of the output format, so that what a
-//! reader plays is what the finished stem files will hold.
+//! reader plays is what the finished stem files will hold, except for the
+//! clip mode: a stem that peaks above full scale is played as separated
+//! (`rescale` scales its file down once the whole stem is known, `clamp`
+//! clips it).
 //!
 //! Both files go when the job ends; a reader that holds `stems.f32` open
 //! keeps reading it (on Unix an open file outlives its name).

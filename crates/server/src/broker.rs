@@ -781,11 +781,27 @@ async fn progress(
 }
 
 /// Where a worker's stems wait until it completes: one folder per job and
-/// stream entry, so two workers never mix their files.
+/// stream entry, so two workers never mix their files. The entry's id is
+/// written in hex, so two ids never share a folder (a look-alike such as
+/// `…_0` for `…-0` once did, and its refused completion removed the real
+/// holder's stems). A Redis stream id is at most 41 bytes; anything longer
+/// (no entry's) gets a folder no entry has.
 fn staging(service: &Service, id: JobId, message: &str) -> PathBuf {
-    let safe: String = message.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).take(40).collect();
-    service.uploads.join("results").join(format!("{id}-{safe}"))
+    service.uploads.join("results").join(staging_name(id, message))
 }
+
+fn staging_name(id: JobId, message: &str) -> String {
+    let name = if message.len() <= MAX_MESSAGE_ID_BYTES {
+        message.bytes().map(|b| format!("{b:02x}")).collect::<String>()
+    } else {
+        "not-an-entry".to_string()
+    };
+    format!("{id}-{name}")
+}
+
+/// Longest stream entry id (`<ms>-<seq>`, two 64-bit numbers: 41 bytes),
+/// with room to spare.
+const MAX_MESSAGE_ID_BYTES: usize = 64;
 
 /// Stem file names a job may upload: `<stem>.<ext>` for its model's
 /// sources (and `no_<stem>` with two stems), in its format.
@@ -895,6 +911,11 @@ async fn complete(
         for s in &c.stems {
             if !stem_allowed(&me, &job.options, &s.path) || !staged.join(&s.path).is_file() {
                 return Err(ApiError::invalid_options(format!("stem {} ({}) was not uploaded", s.stem, s.path)));
+            }
+            // The stem's name is its file's (it becomes `/stems/{id}/{stem}`
+            // and the library's label).
+            if s.path.rsplit_once('.').map(|(stem, _)| stem) != Some(s.stem.as_str()) {
+                return Err(ApiError::invalid_options(format!("stem {} is not the stem of file {}", s.stem, s.path)));
             }
         }
         if c.stems.is_empty() {
@@ -1081,6 +1102,16 @@ mod tests {
         assert_eq!(list.len(), MAX_WORKERS);
         assert!(list.iter().any(|w| w.name == format!("w-{}", MAX_WORKERS + 49)), "the newest stays");
         assert!(list.iter().all(|w| w.device.chars().count() == MAX_WORKER_FIELD_CHARS));
+    }
+
+    #[test]
+    fn each_entry_stages_in_a_folder_of_its_own() {
+        let a = staging_name(7, "1733390000000-0");
+        assert_eq!(a, "7-313733333339303030303030302d30");
+        assert_ne!(a, staging_name(7, "1733390000000_0"), "a look-alike entry id");
+        assert_ne!(a, staging_name(17, "33390000000-0"));
+        assert_eq!(staging_name(7, &"9".repeat(65)), "7-not-an-entry");
+        assert!(staging_name(7, "../../x").chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
     }
 
     #[test]

@@ -441,7 +441,9 @@ fn a_worker_that_hangs_while_its_heartbeat_keeps_the_entry_loses_the_job_to_the_
         &["-X", "PUT", "--data-binary", "partial", &format!("/worker/jobs/{id}/stems/vocals.wav?{query}")],
     );
     assert_eq!(code, 200, "{body}");
-    let staged = results.join(format!("{id}-{}", message.replace('-', "_")));
+    // Named by the entry id in hex.
+    let hex: String = message.bytes().map(|b| format!("{b:02x}")).collect();
+    let staged = results.join(format!("{id}-{hex}"));
     assert!(staged.join("vocals.wav").is_file(), "the stem is staged in {}", staged.display());
     let keep = Arc::new(AtomicBool::new(true));
     let fresh = {

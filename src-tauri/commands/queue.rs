@@ -202,11 +202,15 @@ pub async fn remove_job(state: S<'_>, id: JobId, delete_files: bool, delete_expo
         // Files first: if they cannot be deleted the entry stays, so the
         // person can try again instead of being left with an orphaned folder.
         if delete_files {
-            if let Some(dir) = st.queue.get(id)?.output_dir {
+            let job = st.queue.get(id)?;
+            if let Some(dir) = &job.output_dir {
                 let library = st.worker.library_dir();
-                stemroom_library::song::remove_song(&library, Path::new(&dir), delete_exports).map_err(|e| {
-                    AppError { code: ErrorCode::Output, message: format!("The song's files could not be deleted: {e}") }
-                })?;
+                stemroom_library::song::remove_song(&library, Path::new(dir), Some(&job), delete_exports).map_err(
+                    |e| AppError {
+                        code: ErrorCode::Output,
+                        message: format!("The song's files could not be deleted: {e}"),
+                    },
+                )?;
             }
         }
         st.worker.remove(id)?;

@@ -247,34 +247,38 @@ pub const EXPORTS_DIR: &str = "exports";
 /// metadata itself and the peaks cache, plus the `exports` folder only when
 /// `with_exports`; the folder goes too once nothing else is in it.
 ///
-/// Safety rules: `dir` must be a real folder (not a symbolic link) directly
-/// inside `library` and hold a readable `stemroom.json`; stem paths from it
-/// are used only when they stay inside the folder; links are removed as
-/// links, never followed.
+/// Safety rules: `dir` must be a real folder (not a symbolic link) that
+/// holds a readable `stemroom.json`, directly inside `library`, or anywhere
+/// when that `stemroom.json` names `job` (its id and creation time: a song
+/// filed in the library folder chosen before the current one); stem paths
+/// from it are used only when they stay inside the folder; links are
+/// removed as links, never followed.
 ///
 /// # Errors
 /// `InvalidInput` when `dir` breaks a rule above (nothing is deleted); I/O
 /// errors while deleting.
-pub fn remove_song(library: &Path, dir: &Path, with_exports: bool) -> std::io::Result<RemovedSong> {
+pub fn remove_song(library: &Path, dir: &Path, job: Option<&Job>, with_exports: bool) -> std::io::Result<RemovedSong> {
     use std::io::{Error, ErrorKind};
     let refuse = |why: String| Error::new(ErrorKind::InvalidInput, why);
     let meta = std::fs::symlink_metadata(dir)?;
     if meta.file_type().is_symlink() || !meta.is_dir() {
         return Err(refuse(format!("{} is a link or not a folder: nothing was deleted", dir.display())));
     }
+    let text = std::fs::read_to_string(dir.join(METADATA_FILE))
+        .map_err(|_| refuse(format!("{} is not a Stemroom song folder: nothing was deleted", dir.display())))?;
+    let song: SongMetadata = serde_json::from_str(&text).map_err(|e| {
+        refuse(format!("{}'s {METADATA_FILE} cannot be read ({e}): nothing was deleted", dir.display()))
+    })?;
     let parent = dir.parent().map(Path::canonicalize).transpose()?;
-    if parent != Some(library.canonicalize()?) {
+    // Creation times are written as the queue gave them: equal exactly.
+    let made_by_job = job.is_some_and(|j| song.job == Some(j.id) && song.created_at == j.created_at);
+    if parent != Some(library.canonicalize()?) && !made_by_job {
         return Err(refuse(format!(
             "{} is not in the library folder {}: nothing was deleted (delete its files yourself)",
             dir.display(),
             library.display()
         )));
     }
-    let text = std::fs::read_to_string(dir.join(METADATA_FILE))
-        .map_err(|_| refuse(format!("{} is not a Stemroom song folder: nothing was deleted", dir.display())))?;
-    let song: SongMetadata = serde_json::from_str(&text).map_err(|e| {
-        refuse(format!("{}'s {METADATA_FILE} cannot be read ({e}): nothing was deleted", dir.display()))
-    })?;
 
     let mut doomed: Vec<PathBuf> = song
         .stems
@@ -342,27 +346,22 @@ mod tests {
         assert!(!lib.path().join(".stemroom-partial-7").exists());
         let hidden = publish(".stemroom-partial-7", 2);
         assert_eq!(hidden.file_name().unwrap(), "stemroom-partial-7");
-        assert!(remove_song(lib.path(), &a, false).is_err(), "no stemroom.json");
+        assert!(remove_song(lib.path(), &a, None, false).is_err(), "no stemroom.json");
         // Publishing claims names atomically next to existing ones.
         for i in 3..6 {
             let dest = publish("../Song: One", i);
             assert_eq!(dest.parent(), Some(lib.path()));
         }
         std::fs::write(a.join(METADATA_FILE), "{}").unwrap();
-        assert!(remove_song(lib.path(), &a, false).is_err(), "unreadable stemroom.json");
+        assert!(remove_song(lib.path(), &a, None, false).is_err(), "unreadable stemroom.json");
     }
 
-    fn song_folder(lib: &Path, name: &str, stems: &[&str]) -> PathBuf {
-        let dir = lib.join(name);
-        std::fs::create_dir_all(dir.join(PEAKS_DIR)).unwrap();
-        std::fs::write(dir.join(PEAKS_DIR).join("drums.wav.peaks"), "p").unwrap();
-        for s in stems {
-            std::fs::write(dir.join(s), "audio").unwrap();
-        }
-        let job = crate::queue::Job {
+    /// The job `song_folder`'s songs name (id 1, made at time 0).
+    fn test_job(title: &str) -> crate::queue::Job {
+        crate::queue::Job {
             id: 1,
             source: crate::queue::JobSource::File { path: "/music/x.wav".into() },
-            title: name.into(),
+            title: title.into(),
             duration_seconds: None,
             options: crate::queue::Settings::default().job_options(),
             state: crate::queue::JobState::Done,
@@ -377,7 +376,17 @@ mod tests {
             thumbnail: None,
             album: None,
             analysis: None,
-        };
+        }
+    }
+
+    fn song_folder(lib: &Path, name: &str, stems: &[&str]) -> PathBuf {
+        let dir = lib.join(name);
+        std::fs::create_dir_all(dir.join(PEAKS_DIR)).unwrap();
+        std::fs::write(dir.join(PEAKS_DIR).join("drums.wav.peaks"), "p").unwrap();
+        for s in stems {
+            std::fs::write(dir.join(s), "audio").unwrap();
+        }
+        let job = test_job(name);
         let files = stems.iter().map(|s| StemFile { stem: s.to_string(), path: s.to_string() }).collect();
         SongMetadata::new(&job, files, 1.0, None, None).write(&dir).unwrap();
         dir
@@ -393,7 +402,7 @@ mod tests {
         std::fs::create_dir(a.join(EXPORTS_DIR)).unwrap();
         std::fs::write(a.join(EXPORTS_DIR).join("A - Instrumental.mp3"), "mp3").unwrap();
         std::fs::write(a.join("notes.txt"), "mine").unwrap();
-        let r = remove_song(lib.path(), &a, false).unwrap();
+        let r = remove_song(lib.path(), &a, None, false).unwrap();
         assert_eq!(r.deleted, 4, "two stems, the peaks, stemroom.json");
         assert_eq!(r.kept, vec![a.join(EXPORTS_DIR), a.join("notes.txt")]);
         assert!(a.join(EXPORTS_DIR).join("A - Instrumental.mp3").is_file() && a.join("notes.txt").is_file());
@@ -402,7 +411,7 @@ mod tests {
         let b = song_folder(lib.path(), "B", &["vocals.wav"]);
         std::fs::create_dir(b.join(EXPORTS_DIR)).unwrap();
         std::fs::write(b.join(EXPORTS_DIR).join("B - mix.wav"), "w").unwrap();
-        assert!(remove_song(lib.path(), &b, true).unwrap().kept.is_empty());
+        assert!(remove_song(lib.path(), &b, None, true).unwrap().kept.is_empty());
         assert!(!b.exists());
 
         // A stem path climbing out of the folder, and a stem that is a link
@@ -420,21 +429,27 @@ mod tests {
         ];
         meta.write(&c).unwrap();
         std::os::unix::fs::symlink(&victim, c.join("other.wav")).unwrap();
-        remove_song(lib.path(), &c, false).unwrap();
+        remove_song(lib.path(), &c, None, false).unwrap();
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
         assert!(!c.exists(), "the link itself went");
 
         // Refused outright: a folder outside the library, a link to a song
         // folder, the library itself.
         let d = song_folder(outside.path(), "D", &["drums.wav"]);
-        assert_eq!(remove_song(lib.path(), &d, false).unwrap_err().kind(), std::io::ErrorKind::InvalidInput);
+        assert_eq!(remove_song(lib.path(), &d, None, false).unwrap_err().kind(), std::io::ErrorKind::InvalidInput);
+        let mut other = test_job("D");
+        other.id = 2;
+        assert!(remove_song(lib.path(), &d, Some(&other), false).is_err(), "another job's song");
         assert!(d.join("drums.wav").is_file());
+        // Unless it is the job's own song, filed in an earlier library folder.
+        remove_song(lib.path(), &d, Some(&test_job("D")), false).unwrap();
+        assert!(!d.exists());
         let e = song_folder(lib.path(), "E", &["drums.wav"]);
         let link = lib.path().join("E link");
         std::os::unix::fs::symlink(&e, &link).unwrap();
-        assert_eq!(remove_song(lib.path(), &link, false).unwrap_err().kind(), std::io::ErrorKind::InvalidInput);
+        assert_eq!(remove_song(lib.path(), &link, None, false).unwrap_err().kind(), std::io::ErrorKind::InvalidInput);
         assert!(e.join("drums.wav").is_file());
-        assert!(remove_song(lib.path(), lib.path(), true).is_err());
+        assert!(remove_song(lib.path(), lib.path(), None, true).is_err());
         assert!(e.join("drums.wav").is_file());
     }
 }

@@ -305,7 +305,8 @@ impl Service {
     fn remove_files(&self, id: JobId, with_exports: bool) -> Result<Job, ApiError> {
         let removed = self.worker.remove(id)?;
         if let Some(dir) = removed.output_dir.as_deref() {
-            match stemroom_library::song::remove_song(&self.library_dir(), Path::new(dir), with_exports) {
+            match stemroom_library::song::remove_song(&self.library_dir(), Path::new(dir), Some(&removed), with_exports)
+            {
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => tracing::warn!("job {id}: its song folder {dir} was left: {e}"),

@@ -12,6 +12,7 @@ pub fn safe_component(name: &str) -> String {
     let device_len = s.find('.').unwrap_or(s.len());
     if is_windows_device(s[..device_len].trim_end()) {
         s.insert(device_len, '_');
+        s = cut_to(&s, 120);
     }
     s
 }
@@ -82,6 +83,8 @@ mod tests {
         assert_eq!(safe_component("nul.flac"), "nul_.flac");
         assert_eq!(safe_component("Com1.tar.gz"), "Com1_.tar.gz");
         assert_eq!(safe_component("LPT²"), "LPT²_");
+        let long = safe_component(&format!("CON.{}", "x".repeat(116)));
+        assert!(long.starts_with("CON_.") && long.len() == 120, "{long}");
         for fine in ["CONCERT", "console.mp3", "COM10", "LPT0", "aux-mix", "PRNT", "éé", "日本", "a"] {
             assert_eq!(safe_component(fine), fine);
         }

@@ -197,6 +197,11 @@ trait Backend: Send {
     fn length_estimated(&self) -> bool {
         false
     }
+    /// Frames of silence handed out in place of packets that could not be
+    /// decoded (ffmpeg drops such packets instead).
+    fn concealed_frames(&self) -> u64 {
+        0
+    }
     /// Frames handed out so far (from the start of the stream, after seeks).
     fn frames(&self) -> u64;
     /// Title and artist, when the file has them.
@@ -398,7 +403,9 @@ impl StreamDecoder {
                 match ffmpeg::FfmpegStream::open(&self.path) {
                     Ok(mut f) if f.sample_rate() == rate => {
                         tracing::info!("{}: {codec}; decoding on with ffmpeg from frame {at}", path.display());
-                        f.continue_from(at);
+                        // ffmpeg drops the packets this decoder replaced by
+                        // silence: its count is that much behind.
+                        f.continue_from(at.saturating_sub(self.backend.concealed_frames()));
                         self.backend = Box::new(f);
                         return self.next_block();
                     }

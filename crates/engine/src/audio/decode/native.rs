@@ -249,6 +249,8 @@ impl NativeStream {
         self.frames = frame;
         self.finished = false;
         self.truncated_io = false;
+        self.last_packet_failed = false;
+        self.consecutive_errors = 0;
         self.seek_target = Some(frame);
         Ok(())
     }
@@ -361,17 +363,31 @@ impl NativeStream {
                     // A damaged packet in the middle becomes silence of its
                     // length, so what follows stays in time with the
                     // original (skipped, every stem after it would come
-                    // early by a packet, 26 ms for MP3). Before the first
-                    // good packet (the rate not known for sure) or right
-                    // after a seek it is skipped as before.
+                    // early by a packet, 26 ms for MP3). After a seek only
+                    // the part from the target on is handed out (a packet
+                    // wholly before it is pre-roll). Before the first good
+                    // packet (the rate not known for sure) it is skipped.
                     let lost = self.ticks_to_frames(i64::try_from(packet.dur.get()).unwrap_or(0));
-                    let known = self.weights.is_some() && self.sample_rate > 0;
-                    if known && self.seek_target.is_none() && lost > 0 && lost <= u64::from(self.sample_rate) {
+                    let end = packet_start.saturating_add(lost);
+                    let n = match self.seek_target {
+                        Some(target) if end <= target => continue,
+                        // Positions after a seek come from timestamps, as
+                        // for a good packet (`skip` below).
+                        Some(target) => end - target,
+                        None => lost,
+                    };
+                    // The rate is known from a good packet, or, after a seek
+                    // (a stream opened to seek may have decoded none yet),
+                    // from the header.
+                    let positioned = self.weights.is_some() || self.frames > 0 || self.seek_target.is_some();
+                    let known = self.sample_rate > 0 && positioned;
+                    if known && lost > 0 && n > 0 && n <= u64::from(self.sample_rate) {
+                        self.seek_target = None;
                         self.stereo.clear();
-                        self.stereo.resize(lost as usize * 2, 0.0);
-                        self.frames += lost;
+                        self.stereo.resize(n as usize * 2, 0.0);
+                        self.frames += n;
                         self.concealed.0 += 1;
-                        self.concealed.1 += lost;
+                        self.concealed.1 += n;
                         return Ok(Some(self.sample_rate));
                     }
                     continue;
@@ -520,6 +536,9 @@ impl Backend for NativeStream {
     }
     fn length_estimated(&self) -> bool {
         self.length_estimated
+    }
+    fn concealed_frames(&self) -> u64 {
+        self.concealed.1
     }
     fn frames(&self) -> u64 {
         self.frames

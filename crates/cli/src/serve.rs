@@ -53,9 +53,9 @@ pub struct ServeArgs {
     /// Client connections served at once; more wait to be accepted.
     #[arg(long, default_value_t = config::DEFAULT_MAX_CONNECTIONS, value_name = "N")]
     max_connections: usize,
-    /// Connections one client address (an IPv6 client: its /64) may hold
-    /// open; more are closed at once. Loopback and --trusted-proxy
-    /// addresses are not counted; 0 = no limit.
+    /// Connections one public client address (an IPv6 client: its /64)
+    /// may hold open; more are closed at once. Loopback, private-network
+    /// and --trusted-proxy addresses are not counted; 0 = no limit.
     #[arg(long, default_value_t = config::DEFAULT_MAX_CONNECTIONS_PER_CLIENT, value_name = "N")]
     max_connections_per_client: usize,
     /// Take links to this machine and private networks (127.0.0.1, 10.x,

@@ -405,6 +405,9 @@ fn watch_once(service: &Service, broker: &Broker) {
         }
     };
     for (id, message, worker) in broker.stalled(&running, Instant::now()) {
+        // Not while a completion or failure of it is under way (it may have
+        // begun since `stalled` looked): that one decides.
+        let Some(_releasing) = broker.ending(id) else { continue };
         let why = format!("the worker {worker} sent nothing of the job for {} s", broker.stall.as_secs());
         // Refused when it finished meanwhile: nothing to do.
         if let Ok(job) = service.queue.broker_release(id, &message, Some(&why)) {
@@ -889,14 +892,14 @@ async fn complete(
 ) -> Result<Json<crate::view::JobView>, ApiError> {
     let id = id_of(&id)?;
     let staged = staging(&service, id, &c.message);
-    // Marked before the holder is checked: the stall watchdog does not
+    // Marked once the holder is checked (a worker that lost the job cannot
+    // hold back the one that holds it now): the stall watchdog does not
     // release the job while its stems move into the library (a copy to
     // another disk and the analysis may outlast the stall timeout), and a
     // second completion or a failure meanwhile (a worker that gave up
     // waiting for this answer) is refused instead of removing the stems
     // this one is filing.
     let broker = broker_of(&service)?.clone();
-    let Some(_completing) = broker.ending(id) else { return Err(being_ended(id)) };
     if let Err(e) = check_holder(&service, id, &c.message, &c.worker) {
         // After a takeover the folder (keyed by the entry) is the new
         // holder's: it stays.
@@ -905,6 +908,7 @@ async fn complete(
         }
         return Err(e);
     }
+    let Some(_completing) = broker.ending(id) else { return Err(being_ended(id)) };
     let me = service.clone();
     let job = tokio::task::spawn_blocking(move || -> Result<stemroom_library::queue::Job, ApiError> {
         let job = me.queue.get(id)?;
@@ -1007,8 +1011,8 @@ async fn fail(
 ) -> Result<Json<crate::view::JobView>, ApiError> {
     let id = id_of(&id)?;
     let broker = broker_of(&service)?.clone();
-    let Some(_failing) = broker.ending(id) else { return Err(being_ended(id)) };
     check_holder(&service, id, &f.message, &f.worker)?;
+    let Some(_failing) = broker.ending(id) else { return Err(being_ended(id)) };
     let _ = tokio::fs::remove_dir_all(staging(&service, id, &f.message)).await;
     let job = if f.retry && f.code != ErrorCode::Cancelled {
         let error = (!f.stopping).then_some(f.error.as_str());

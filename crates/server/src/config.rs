@@ -12,11 +12,12 @@ use stemroom_engine::units::Device;
 /// server stops accepting until one closes, rather than failing to open
 /// its own files under a flood of idle connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
-/// Connections one client address may hold open by default: a browser
-/// opens at most 6 per host (Chromium's and Firefox's HTTP/1.1 limit), a
-/// script a few, a machine of `stemroom worker`s one or two per worker; 16
+/// Connections one public client address may hold open by default: a
+/// browser opens at most 6 per host (Chromium's and Firefox's HTTP/1.1
+/// limit), a script a few, a machine of `stemroom worker`s one or two per
+/// worker, a small office behind one NAT address a few browsers' worth; 8
 /// clients at this limit fill half of [`DEFAULT_MAX_CONNECTIONS`].
-pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 16;
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 32;
 
 /// Default listen address: loopback only, FastAPI/uvicorn's usual port.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
@@ -70,9 +71,9 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Client connections served at once (more wait to be accepted).
     pub max_connections: usize,
-    /// Connections one client address (IPv6: its /64) may hold open; more
-    /// are closed at once (loopback and trusted proxies not counted; 0: no
-    /// limit).
+    /// Connections one public client address (IPv6: its /64) may hold
+    /// open; more are closed at once (loopback, private networks and
+    /// trusted proxies not counted; 0: no limit).
     pub max_connections_per_client: usize,
     /// Proxies whose `X-Forwarded-For` names the client for the per-address
     /// job quota (empty: the connection's address is the client).

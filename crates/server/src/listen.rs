@@ -114,9 +114,11 @@ pub struct Limits {
     pub max_connections: usize,
     /// Connections one client (an IPv4 address, an IPv6 /64, see
     /// [`crate::service::rate_key`]) may hold open at once; more are closed
-    /// as soon as they are accepted. Loopback clients and `exempt` (the
-    /// trusted proxies, whose connections carry many clients) are not
-    /// counted. 0: no limit.
+    /// as soon as they are accepted. Clients at addresses that are not
+    /// public (loopback, private networks: see
+    /// `stemroom_library::link::is_public`) and `exempt` (the trusted
+    /// proxies, whose connections carry many clients) are not counted. 0:
+    /// no limit.
     pub per_client: usize,
     pub exempt: Vec<IpAddr>,
 }
@@ -143,7 +145,11 @@ impl Clients {
     /// A slot for `peer`, `None` when it holds `limit` already; `Some(None)`
     /// for a client that is not counted.
     fn take(self: &Arc<Self>, peer: IpAddr, limits: &Limits) -> Option<Option<ClientSlot>> {
-        let exempt = peer.to_canonical().is_loopback() || limits.exempt.contains(&peer.to_canonical());
+        // Not counted: this machine, the trusted proxies, and any address
+        // of a private network (a reverse proxy in another container, or
+        // on the LAN, carries every client through one address).
+        let peer = peer.to_canonical();
+        let exempt = !stemroom_library::link::is_public(peer) || limits.exempt.contains(&peer);
         if limits.per_client == 0 || exempt {
             return Some(None);
         }
@@ -244,25 +250,27 @@ mod tests {
             header_timeout: Duration::from_secs(30),
             max_connections: 512,
             per_client: 2,
-            exempt: vec!["203.0.113.9".parse().unwrap()],
+            exempt: vec!["1.1.1.9".parse().unwrap()],
         };
         let ip = |a: &str| a.parse::<IpAddr>().unwrap();
-        let a1 = clients.take(ip("198.51.100.1"), &limits).expect("first");
-        let a2 = clients.take(ip("198.51.100.1"), &limits).expect("second");
-        assert!(clients.take(ip("198.51.100.1"), &limits).is_none(), "a third is refused");
+        let a1 = clients.take(ip("93.184.216.34"), &limits).expect("first");
+        let a2 = clients.take(ip("93.184.216.34"), &limits).expect("second");
+        assert!(clients.take(ip("93.184.216.34"), &limits).is_none(), "a third is refused");
         // Another client is not held back; one IPv6 /64 is one client.
-        let b = clients.take(ip("198.51.100.2"), &limits).expect("another client");
-        let v6 = [clients.take(ip("2001:db8:0:1::1"), &limits), clients.take(ip("2001:db8:0:1::2"), &limits)];
+        let b = clients.take(ip("93.184.216.35"), &limits).expect("another client");
+        let v6 =
+            [clients.take(ip("2a00:1450:4001:800::1"), &limits), clients.take(ip("2a00:1450:4001:800::2"), &limits)];
         assert!(v6.iter().all(Option::is_some));
-        assert!(clients.take(ip("2001:db8:0:1:ffff::3"), &limits).is_none());
-        // Loopback and trusted proxies are not counted.
+        assert!(clients.take(ip("2a00:1450:4001:800:ffff::3"), &limits).is_none());
+        // This machine, private networks and trusted proxies are not counted.
         for _ in 0..5 {
-            assert!(matches!(clients.take(ip("127.0.0.1"), &limits), Some(None)));
-            assert!(matches!(clients.take(ip("::ffff:203.0.113.9"), &limits), Some(None)));
+            for free in ["127.0.0.1", "172.17.0.2", "10.1.2.3", "fd00::7", "::ffff:1.1.1.9"] {
+                assert!(matches!(clients.take(ip(free), &limits), Some(None)), "{free}");
+            }
         }
         // A closed connection gives its slot back; nothing is left counted.
         drop(a1);
-        let a3 = clients.take(ip("198.51.100.1"), &limits).expect("after a close");
+        let a3 = clients.take(ip("93.184.216.34"), &limits).expect("after a close");
         drop((a2, a3, b, v6));
         assert!(clients.0.lock().unwrap().is_empty());
     }

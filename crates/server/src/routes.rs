@@ -482,7 +482,9 @@ fn failed_job(code: ErrorCode, message: &str) -> ApiError {
         ErrorCode::Cancelled => StatusCode::CONFLICT,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    ApiError::new(status, code.as_str(), message)
+    // A file that is not audio answers as the refusals at upload do.
+    let code_name = if code == ErrorCode::BadInput { "unsupported_media" } else { code.as_str() };
+    ApiError::new(status, code_name, message)
 }
 
 /// The client a request's quota is counted for: the connection's peer, or,
@@ -732,7 +734,8 @@ mod tests {
             (C::Internal, 500),
         ] {
             let e = super::failed_job(code, "why");
-            assert_eq!((e.status.as_u16(), e.code, e.message.as_str()), (status, code.as_str(), "why"));
+            let name = if code == C::BadInput { "unsupported_media" } else { code.as_str() };
+            assert_eq!((e.status.as_u16(), e.code, e.message.as_str()), (status, name, "why"));
         }
     }
 

@@ -457,16 +457,16 @@ pub fn separate_file(sep: &Separator, req: &JobRequest, listener: &dyn Listener)
     decode::check_input(&req.input)?;
     // A WAV too long for its stems is refused from the header, before hours
     // of audio are decoded and spooled (checked again on the decoded
-    // length below). A guessed length may be a few percent long: 90 % of
-    // it must fit.
+    // length below). Only an exact length: a guess from the bit rate, or a
+    // video container's, may be long.
     if matches!(req.format, OutputFormat::Wav { .. }) {
-        if let Ok(p) = decode::probe(&req.input) {
+        if let Some(p) = decode::probe(&req.input).ok().filter(|p| !p.duration_estimated) {
             let rate = match req.output_rate {
                 OutputRate::Input => p.sample_rate,
                 OutputRate::Model => info.sample_rate,
             };
             if let (Some(seconds), true) = (p.duration_seconds, rate > 0) {
-                let frames = (seconds * 0.9 * f64::from(req.format.file_rate(rate))) as u64;
+                let frames = (seconds * f64::from(req.format.file_rate(rate))) as u64;
                 req.format.fits(frames, info.channels).map_err(Error::InvalidOptions)?;
             }
         }

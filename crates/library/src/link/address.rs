@@ -32,7 +32,8 @@ impl Reach {
 /// (198.18.0.0/15) or reserved (240.0.0.0/4) ranges, site-local fec0::/10
 /// or Teredo 2001::/32, nor an IPv6 address that carries an IPv4 address
 /// that is one of those (mapped `::ffff:a.b.c.d`, IPv4-compatible
-/// `::a.b.c.d`, NAT64 64:ff9b::/96, 6to4 2002::/16); local-use NAT64
+/// `::a.b.c.d`, IPv4-translated `::ffff:0:a.b.c.d`, NAT64 64:ff9b::/96,
+/// 6to4 2002::/16); local-use NAT64
 /// 64:ff9b:1::/48 never.
 /// Ranges from the IANA special-purpose address registries.
 pub fn is_public(ip: IpAddr) -> bool {
@@ -68,7 +69,9 @@ pub fn is_public(ip: IpAddr) -> bool {
             // (64:ff9b:1::/48, RFC 8215) may put it anywhere: never public.
             let nat64 = first == 0x0064 && second == 0xff9b && s[2..6].iter().all(|&x| x == 0);
             let compatible = s[..6].iter().all(|&x| x == 0) && !v6.is_loopback() && !v6.is_unspecified();
-            if nat64 || compatible {
+            // IPv4-translated (::ffff:0:a.b.c.d, RFC 2765).
+            let translated = s[..4].iter().all(|&x| x == 0) && s[4] == 0xffff && s[5] == 0;
+            if nat64 || compatible || translated {
                 return is_public(IpAddr::V4(low_v4()));
             }
             if first == 0x2002 {
@@ -129,6 +132,8 @@ mod tests {
             "2002:c0a8:101::",
             "2001:0:4136:e378:8000:63bf:3fff:fdd2",
             "fec0::1",
+            "::ffff:0:7f00:1",
+            "::ffff:0:a9fe:a9fe",
         ] {
             let ip: IpAddr = bad.parse().unwrap();
             assert!(!is_public(ip), "{bad}");

@@ -55,7 +55,7 @@ pub fn read(queue_db: &Path, id: JobId) -> Option<(Vec<u8>, &'static str)> {
 /// rebinding) or a redirect to a private host reaches nothing. Through a
 /// proxy that resolves names itself (`HTTPS_PROXY`, ...), the target's
 /// addresses are checked here before the request instead (the proxy's own
-/// answer is not seen).
+/// answer is not seen), and no redirect is followed.
 ///
 /// # Errors
 /// A message: not http(s), a host this reach does not allow, the request
@@ -66,15 +66,22 @@ pub fn fetch(url: &str, queue_db: &Path, id: JobId, reach: Reach) -> Result<Path
         return Err("not a web address".into());
     }
     let tls = ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::PlatformVerifier).build();
-    let config =
-        ureq::Agent::config_builder().tls_config(tls).timeout_global(Some(TIMEOUT)).http_status_as_error(false).build();
+    let builder = || {
+        ureq::Agent::config_builder().tls_config(tls.clone()).timeout_global(Some(TIMEOUT)).http_status_as_error(false)
+    };
     let agent = match reach {
-        Reach::Any => ureq::Agent::new_with_config(config),
+        Reach::Any => ureq::Agent::new_with_config(builder().build()),
         Reach::PublicOnly => {
             let uri: ureq::http::Uri = url.parse().map_err(|e| format!("not a web address: {e}"))?;
-            if config.proxy().is_some_and(|p| !p.is_no_proxy(&uri) && !p.resolve_target()) {
+            let config = builder().build();
+            let config = if config.proxy().is_some_and(|p| !p.is_no_proxy(&uri) && !p.resolve_target()) {
+                // The proxy resolves the names, so a redirect's target
+                // could not be checked: none is followed.
                 check_through_proxy(&uri)?;
-            }
+                builder().max_redirects(0).build()
+            } else {
+                config
+            };
             ureq::Agent::with_parts(config, ureq::unversioned::transport::DefaultConnector::new(), PublicResolver)
         }
     };
@@ -128,9 +135,10 @@ impl Resolver for PublicResolver {
         timeout: NextTimeout,
     ) -> Result<ResolvedSocketAddrs, ureq::Error> {
         let all = DefaultResolver::default().resolve(uri, config, timeout)?;
+        // The proxy's own address (its URI may leave out the port).
         let is_proxy = config.proxy().is_some_and(|p| {
             uri.host().is_some_and(|h| h.eq_ignore_ascii_case(p.host()))
-                && uri.port_u16().or(default_port(uri)) == Some(p.port())
+                && uri.port_u16().or(default_port(uri)).unwrap_or(p.port()) == p.port()
         });
         if is_proxy {
             return Ok(all);

@@ -172,6 +172,9 @@ pub fn check_input(path: &Path) -> Result<u64, DecodeError> {
 pub struct ProbeInfo {
     /// Duration in seconds when the container declares it.
     pub duration_seconds: Option<f64>,
+    /// `duration_seconds` is a guess from the bit rate (see
+    /// [`StreamDecoder::length_estimated`]).
+    pub duration_estimated: bool,
     /// Sample rate in Hz (0 if not declared).
     pub sample_rate: u32,
     /// Channel count (0 if not declared).
@@ -524,7 +527,13 @@ pub fn probe(path: &Path) -> Result<ProbeInfo, DecodeError> {
         _ => None,
     };
     let tags = d.tags();
-    Ok(ProbeInfo { duration_seconds, sample_rate: rate, channels: d.backend.channels(), tags })
+    Ok(ProbeInfo {
+        duration_seconds,
+        duration_estimated: d.length_estimated(),
+        sample_rate: rate,
+        channels: d.backend.channels(),
+        tags,
+    })
 }
 
 /// Decode `path`, calling `on_block` with interleaved stereo frames and the

@@ -647,12 +647,8 @@ pub fn check_public_link(url: &str) -> Result<(), String> {
     if host.is_empty() || host.contains('%') {
         return unclear("its host cannot be told");
     }
-    let addrs: Vec<std::net::IpAddr> = match host.parse::<std::net::IpAddr>() {
-        Ok(ip) => vec![ip],
-        Err(_) => match std::net::ToSocketAddrs::to_socket_addrs(&(host, port)) {
-            Ok(a) => a.map(|a| a.ip()).collect(),
-            Err(_) => return unclear("its host name does not resolve here"),
-        },
+    let Ok(addrs) = stemroom_library::link::addresses_of(host, port) else {
+        return unclear("its host name does not resolve here");
     };
     match addrs.iter().find(|ip| !is_public(**ip)) {
         Some(ip) => Err(format!(

@@ -378,6 +378,15 @@ pub fn planned_outputs(info: &ModelInfo, req: &JobRequest) -> Result<Vec<(String
     destinations(req, &stems)
 }
 
+/// The stems' rate in Hz for an input at `input_rate` Hz and a model at
+/// `model_rate` Hz: as `req.output_rate` asks, then as the format takes it.
+fn file_rate(req: &JobRequest, model_rate: u32, input_rate: u32) -> u32 {
+    req.format.file_rate(match req.output_rate {
+        OutputRate::Input => input_rate,
+        OutputRate::Model => model_rate,
+    })
+}
+
 /// Open one writer per destination under its temporary name (registered in
 /// `leftovers`), each behind a resampler from the model rate to `out_rate`
 /// Hz, taking at most `out_frames` frames.
@@ -461,12 +470,9 @@ pub fn separate_file(sep: &Separator, req: &JobRequest, listener: &dyn Listener)
     // video container's, may be long.
     if matches!(req.format, OutputFormat::Wav { .. }) {
         if let Some(p) = decode::probe(&req.input).ok().filter(|p| !p.duration_estimated) {
-            let rate = match req.output_rate {
-                OutputRate::Input => p.sample_rate,
-                OutputRate::Model => info.sample_rate,
-            };
+            let rate = file_rate(req, info.sample_rate, p.sample_rate);
             if let (Some(seconds), true) = (p.duration_seconds, rate > 0) {
-                let frames = (seconds * f64::from(req.format.file_rate(rate))) as u64;
+                let frames = (seconds * f64::from(rate)) as u64;
                 req.format.fits(frames, info.channels).map_err(Error::InvalidOptions)?;
             }
         }
@@ -508,10 +514,7 @@ pub fn separate_file(sep: &Separator, req: &JobRequest, listener: &dyn Listener)
     });
 
     // Output writers, under temporary names.
-    let out_rate = req.format.file_rate(match req.output_rate {
-        OutputRate::Input => decoded.sample_rate,
-        OutputRate::Model => info.sample_rate,
-    });
+    let out_rate = file_rate(req, info.sample_rate, decoded.sample_rate);
     // A stem too long for its format is refused before the separation.
     let out_frames = (decoded.frames as f64 * f64::from(out_rate) / decoded.sample_rate.max(1) as f64).ceil() as u64;
     req.format.fits(out_frames, info.channels).map_err(Error::InvalidOptions)?;

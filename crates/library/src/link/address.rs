@@ -24,6 +24,19 @@ impl Reach {
     }
 }
 
+/// The addresses `host` (a name, or an IP address as written in a URL's
+/// host, without brackets) stands for, as a connection to `port` would
+/// resolve them now.
+///
+/// # Errors
+/// The name does not resolve.
+pub fn addresses_of(host: &str, port: u16) -> std::io::Result<Vec<IpAddr>> {
+    match host.parse::<IpAddr>() {
+        Ok(ip) => Ok(vec![ip]),
+        Err(_) => Ok(std::net::ToSocketAddrs::to_socket_addrs(&(host, port))?.map(|a| a.ip()).collect()),
+    }
+}
+
 /// Whether `ip` is reachable on the public internet: not loopback,
 /// private (RFC 1918, fc00::/7), shared (100.64.0.0/10, RFC 6598),
 /// link-local (169.254.0.0/16, fe80::/10), unspecified, multicast,

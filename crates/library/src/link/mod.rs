@@ -37,7 +37,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-pub use address::{is_public, Reach};
+pub use address::{addresses_of, is_public, Reach};
 pub use download::{download, DownloadLimits, DownloadProgress};
 pub use locate::{status, JsRuntime, VerboseReport, YtDlp, YtDlpStatus, MIN_DENO};
 pub use probe::{probe, LinkEntry, LinkInfo};

@@ -175,13 +175,7 @@ fn not_public(host: &str, ip: Option<std::net::IpAddr>) -> std::io::Error {
 fn check_through_proxy(uri: &ureq::http::Uri) -> Result<(), String> {
     let host = uri.host().unwrap_or("").trim_start_matches('[').trim_end_matches(']');
     let port = uri.port_u16().or(default_port(uri)).unwrap_or(80);
-    let addrs: Vec<std::net::IpAddr> = match host.parse::<std::net::IpAddr>() {
-        Ok(ip) => vec![ip],
-        Err(_) => std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
-            .map_err(|e| format!("{host}: {e}"))?
-            .map(|a| a.ip())
-            .collect(),
-    };
+    let addrs = super::addresses_of(host, port).map_err(|e| format!("{host}: {e}"))?;
     match addrs.iter().find(|ip| !Reach::PublicOnly.allows(**ip)) {
         Some(ip) => Err(not_public(host, Some(*ip)).to_string()),
         None if addrs.is_empty() => Err(format!("{host}: no address")),

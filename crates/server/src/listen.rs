@@ -8,6 +8,16 @@
 //! client that keeps its connections busy, `/health` every few seconds on
 //! each, would otherwise take every slot), and a graceful stop: no new
 //! connections, requests in flight get [`DRAIN_WITHIN`].
+//!
+//! Every connection ends with a lingering close (as nginx's
+//! `lingering_close`, Apache's `lingering_close()`): once hyper is done
+//! with it, its sending side is shut and whatever the client still sends
+//! is read and thrown away, for at most [`LINGER_IDLE`] between reads and
+//! [`LINGER_TOTAL`] in all, before the socket closes. A socket closed with
+//! unread bytes in it makes the kernel send a reset, and a client that
+//! sends its whole body before reading (python-requests, urllib) then
+//! loses the answer it was sent (a 413 part way through a chunked upload)
+//! to "connection reset".
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -26,6 +36,56 @@ use tower_http::normalize_path::NormalizePath;
 
 /// Time requests in flight get to finish once the server stops.
 pub const DRAIN_WITHIN: Duration = Duration::from_secs(10);
+
+/// Longest wait for the next bytes of a closing connection.
+pub const LINGER_IDLE: Duration = Duration::from_secs(2);
+/// Longest time a closing connection is read (nginx's `lingering_time`
+/// default is 30 s; its `lingering_timeout`, the idle wait, 5 s).
+pub const LINGER_TOTAL: Duration = Duration::from_secs(30);
+
+/// A second handle on `stream`'s socket, so that it stays open, and can
+/// be drained, after hyper drops its own. `None` when the system refuses
+/// one (out of file descriptors): the connection then closes as before.
+fn second_handle(stream: &tokio::net::TcpStream) -> Option<std::net::TcpStream> {
+    #[cfg(unix)]
+    let owned = {
+        use std::os::fd::AsFd;
+        stream.as_fd().try_clone_to_owned()
+    };
+    #[cfg(windows)]
+    let owned = {
+        use std::os::windows::io::AsSocket;
+        stream.as_socket().try_clone_to_owned()
+    };
+    match owned {
+        Ok(owned) => Some(std::net::TcpStream::from(owned)),
+        Err(e) => {
+            tracing::debug!("no second handle on a connection, it closes without lingering: {e}");
+            None
+        }
+    }
+}
+
+/// The lingering close: shut the sending side (hyper has, unless it gave
+/// up on the connection), then read and discard until the client closes,
+/// stays silent for [`LINGER_IDLE`], or [`LINGER_TOTAL`] has passed.
+async fn linger(socket: std::net::TcpStream) {
+    use tokio::io::AsyncReadExt;
+    let _ = socket.shutdown(std::net::Shutdown::Write);
+    if socket.set_nonblocking(true).is_err() {
+        return;
+    }
+    let Ok(mut socket) = tokio::net::TcpStream::from_std(socket) else { return };
+    let mut sink = [0u8; 16 * 1024];
+    let _ = tokio::time::timeout(LINGER_TOTAL, async {
+        while let Ok(Ok(n)) = tokio::time::timeout(LINGER_IDLE, socket.read(&mut sink)).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
 
 /// A connection whose writes may wait at most `stall` for the client to
 /// take bytes (hyper has a header-read timeout but none for writing).
@@ -212,6 +272,7 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let lingering = second_handle(&stream);
         // `/separate/` is `/separate`, as FastAPI's clients expect (it
         // redirects them; a redirected upload is sent twice).
         let svc = NormalizePath::trim_trailing_slash(app.clone()).map_request(
@@ -227,6 +288,10 @@ pub async fn serve(
             let _slot = (slot, client_slot);
             if let Err(e) = watched.await {
                 tracing::debug!("connection from {peer}: {e}");
+            }
+            // hyper's handle is closed; the socket closes with this one.
+            if let Some(socket) = lingering {
+                linger(socket).await;
             }
         });
     }

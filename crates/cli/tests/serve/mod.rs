@@ -894,6 +894,44 @@ fn disk_floor_cors_and_stalled_clients() {
         "{:?}",
         files_in(&dir.path().join("data3/uploads"))
     );
+
+    // A client that sends its whole body before reading (python-requests,
+    // urllib: no `Expect: 100-continue`) gets the 413 sent part way through
+    // a chunked upload far over the limit, not a reset: the server reads
+    // and throws away the rest before closing.
+    let limited = Server::start(&dir.path().join("data5"), &["--max-upload-mb", "1"]);
+    let addr = limited.base.trim_start_matches("http://").to_string();
+    let mut up = TcpStream::connect(&addr).expect("connect");
+    up.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+    up.set_write_timeout(Some(Duration::from_secs(60))).expect("timeout");
+    let sent = (|| -> std::io::Result<()> {
+        let head = format!(
+            "POST /upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: multipart/form-data; boundary=XyZ\r\nTransfer-Encoding: chunked\r\n\r\n",
+            limited.token
+        );
+        up.write_all(head.as_bytes())?;
+        let part = b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\nRIFF";
+        up.write_all(format!("{:x}\r\n", part.len()).as_bytes())?;
+        up.write_all(part)?;
+        up.write_all(b"\r\n")?;
+        let chunk = vec![0u8; 1 << 20];
+        for _ in 0..64 {
+            up.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())?;
+            up.write_all(&chunk)?;
+            up.write_all(b"\r\n")?;
+        }
+        let end = b"\r\n--XyZ--\r\n";
+        up.write_all(format!("{:x}\r\n", end.len()).as_bytes())?;
+        up.write_all(end)?;
+        up.write_all(b"\r\n0\r\n\r\n")
+    })();
+    let mut answer = Vec::new();
+    let read = up.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(sent.is_ok() && answer.starts_with("HTTP/1.1 413"), "sent: {sent:?}, read: {read:?}, answer: {answer}");
+    assert!(answer.contains("too_large"), "{answer}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(files_in(&dir.path().join("data5/uploads")).is_empty());
 }
 
 /// A client cannot make the server fetch from this machine or its private

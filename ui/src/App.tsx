@@ -1,4 +1,4 @@
-import { useEffect, useEffectEvent, useState, type ReactNode } from "react";
+import { useEffect, useEffectEvent, useRef, useState, type ReactNode } from "react";
 import { useBackend } from "./backend";
 import type { AddResult, Duplicate, Job, LinkInfo, Preset, Rejected } from "./bindings";
 import { errorText } from "./errors";
@@ -87,7 +87,14 @@ export function App() {
     setTab("Library");
   }
 
+  // "Separate again" pressed and not answered yet: a second press (a
+  // double click) must not queue the song twice.
+  const addingAgain = useRef(new Set<string>());
+  const [pendingAgain, setPendingAgain] = useState<ReadonlySet<string>>(new Set());
   async function addAgain(path: string) {
+    if (addingAgain.current.has(path)) return;
+    addingAgain.current.add(path);
+    setPendingAgain(new Set(addingAgain.current));
     try {
       const result = await backend.addPaths([path], true, preset);
       setDuplicates((current) => current.filter((d) => d.path !== path));
@@ -96,6 +103,9 @@ export function App() {
       if (result.added.length > 0) await queue.refresh();
     } catch (e) {
       setAddError(errorText(e));
+    } finally {
+      addingAgain.current.delete(path);
+      setPendingAgain(new Set(addingAgain.current));
     }
   }
 
@@ -159,6 +169,7 @@ export function App() {
         {duplicates.length > 0 && (
           <DuplicateNotice
             duplicates={duplicates}
+            adding={pendingAgain}
             onOpen={(song) => {
               setDuplicates([]);
               openInPlayer(song);

@@ -53,6 +53,8 @@ describe("small helpers", () => {
   it("formats sizes and output formats", () => {
     expect(formatBytes(174_263_526)).toBe("174 MB");
     expect(formatBytes(2_500_000_000)).toBe("2.5 GB");
+    expect(formatBytes(0)).toBe("0 kB");
+    expect(formatBytes(12)).toBe("1 kB");
     expect(formatLabel({ kind: "wav", depth: "float32" })).toBe("WAV 32-bit float");
     expect(formatLabel({ kind: "flac", bits: 24 })).toBe("FLAC 24-bit");
     expect(formatLabel({ kind: "mp3", kbps: 192 })).toBe("MP3 192 kbps");

@@ -37,6 +37,8 @@ export function formatSpeed(bytesPerSecond: number): string {
 export function formatBytes(bytes: number): string {
   if (bytes >= 1e9) return `${(bytes / 1e9).toFixed(1)} GB`;
   if (bytes >= 1e6) return `${Math.round(bytes / 1e6)} MB`;
+  // Nothing is 0 kB (a stalled download's speed), a few bytes 1 kB.
+  if (!(bytes > 0)) return "0 kB";
   return `${Math.max(1, Math.round(bytes / 1e3))} kB`;
 }
 

@@ -627,7 +627,8 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
       emit({ kind: "queueChanged" });
     },
     async reorderQueue(ids) {
-      ids.forEach((id) => requireStatus(find(id), ["queued"], "reordering"));
+      // As the queue: unknown ids fail, jobs that left the queue are passed over.
+      ids = ids.filter((id) => find(id).state.state === "queued");
       const rest = queue()
         .filter((j) => j.state.state === "queued" && !ids.includes(j.id))
         .map((j) => j.id);

@@ -52,6 +52,13 @@ describe("timeline", () => {
     expect(formatTime(75.26)).toBe("1:15");
     expect(formatTime(75.26, true)).toBe("1:15.3");
     expect(formatTime(5.04, true)).toBe("0:05.0");
+    // Rounding carries into the minutes; hours from an hour on.
+    expect(formatTime(59.96, true)).toBe("1:00.0");
+    expect(formatTime(119.96, true)).toBe("2:00.0");
+    expect(formatTime(59.96)).toBe("0:59");
+    expect(formatTime(4500)).toBe("1:15:00");
+    expect(formatTime(3599.97, true)).toBe("1:00:00.0");
+    expect(formatTime(Number.NaN)).toBe("0:00");
   });
 
   it("applies the desk rules and presets", () => {

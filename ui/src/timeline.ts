@@ -61,13 +61,21 @@ export function rulerTicks(w: FrameWindow, width: number, sampleRate: number, mi
   return ticks;
 }
 
-/** `m:ss.d` below 10 minutes shown with tenths when `precise`. */
+/**
+ * A playhead's time: `m:ss`, `h:mm:ss` from an hour on; with tenths
+ * (`m:ss.d`) when `precise`, rounded to the nearest tenth (59.96 s is
+ * `1:00.0`, never `0:60.0`). Whole seconds are cut, as a clock's are.
+ */
 export function formatTime(seconds: number, precise = false): string {
-  const s = Math.max(0, seconds);
-  const m = Math.floor(s / 60);
-  const rest = s - m * 60;
+  const s = Number.isFinite(seconds) ? Math.max(0, seconds) : 0;
+  // In tenths, so that rounding carries into the minutes (a tick at
+  // 119.99999 s from summed 0.1 s steps is 2:00.0).
+  const tenths = precise ? Math.round(s * 10) : Math.floor(s + 1e-9) * 10;
+  const h = Math.floor(tenths / 36_000);
+  const m = Math.floor((tenths % 36_000) / 600);
+  const rest = (tenths % 600) / 10;
   const sec = precise ? rest.toFixed(1).padStart(4, "0") : String(Math.floor(rest)).padStart(2, "0");
-  return `${m}:${sec}`;
+  return h > 0 ? `${h}:${String(m).padStart(2, "0")}:${sec}` : `${m}:${sec}`;
 }
 
 /** Export mix presets: which stems are heard. */

@@ -4,6 +4,8 @@ import { Alert } from "./Alert";
 
 interface Props {
   duplicates: Duplicate[];
+  /** Files whose "Separate again" is on its way (its button waits). */
+  adding: ReadonlySet<string>;
   /** Open a song that is already in the library. */
   onOpen(song: Job): void;
   /** Queue this file again anyway. */
@@ -12,7 +14,7 @@ interface Props {
 }
 
 /** Files that were not added because Stemroom already has them, with what to do instead. */
-export function DuplicateNotice({ duplicates, onOpen, onAddAgain, onDismiss }: Props) {
+export function DuplicateNotice({ duplicates, adding, onOpen, onAddAgain, onDismiss }: Props) {
   const title =
     duplicates.length === 1 ? "This song is already in Stemroom" : `${duplicates.length} songs are already in Stemroom`;
   return (
@@ -30,7 +32,12 @@ export function DuplicateNotice({ duplicates, onOpen, onAddAgain, onDismiss }: P
                   Open in player
                 </button>
               )}
-              <button type="button" className="button button--quiet" onClick={() => onAddAgain(path)}>
+              <button
+                type="button"
+                className="button button--quiet"
+                disabled={adding.has(path)}
+                onClick={() => onAddAgain(path)}
+              >
                 Separate again
               </button>
             </li>

@@ -104,6 +104,8 @@ export function ExportPanel({ songId, stems, controls, loop, defaultDir }: Props
     } catch (e) {
       const err = toBackendError(e);
       if (err.code === "exists") setClash(err.message);
+      // Cancel export: the user's choice, not a failure (nothing was written).
+      else if (err.code === "cancelled") return;
       else setError({ title: "The export failed", text: errorText(e, "export") });
     } finally {
       setRunning(false);

@@ -316,6 +316,17 @@ describe("Player", () => {
     await waitFor(() => expect(cancel).toHaveBeenCalledTimes(1));
   });
 
+  it("takes a cancelled export as the user's choice, not a failure", async () => {
+    const { backend, user } = await openPlayer();
+    let reject: (e: unknown) => void = () => {};
+    vi.spyOn(backend, "exportSong").mockReturnValue(new Promise((_, r) => (reject = r)));
+    vi.spyOn(backend, "cancelExport").mockImplementation(async () => reject(new BackendError("cancelled", "The export was cancelled.")));
+    await user.click(screen.getByRole("button", { name: "Export" }));
+    await user.click(await screen.findByRole("button", { name: "Cancel export" }));
+    expect(await screen.findByRole("button", { name: "Export" })).toBeEnabled();
+    expect(screen.queryByRole("alert")).not.toBeInTheDocument();
+  });
+
   it("asks before replacing an earlier export and keeps both by default", async () => {
     const { backend, user } = await openPlayer();
     await user.click(screen.getByRole("button", { name: "Export" }));

@@ -172,9 +172,18 @@ describe("Queue", () => {
     expect(notice).toHaveTextContent("Army of Me.flac is in the library as “Army of Me”.");
     expect(screen.queryByTestId("job-row")).not.toBeInTheDocument();
 
-    const addPaths = vi.spyOn(backend, "addPaths");
-    await user.click(within(notice).getByRole("button", { name: "Separate again" }));
+    // A double click (the backend still at the first) queues it once.
+    const real = backend.addPaths.bind(backend);
+    let answer = () => {};
+    const addPaths = vi.spyOn(backend, "addPaths").mockImplementation(
+      (...args) => new Promise<void>((go) => (answer = go)).then(() => real(...args)),
+    );
+    await user.dblClick(within(notice).getByRole("button", { name: "Separate again" }));
+    expect(within(notice).getByRole("button", { name: "Separate again" })).toBeDisabled();
+    await act(async () => answer());
+    expect(addPaths).toHaveBeenCalledTimes(1);
     expect(addPaths).toHaveBeenCalledWith(["/music/Army of Me.flac"], true, null);
+    addPaths.mockRestore();
     expect(await screen.findByTestId("job-row")).toHaveTextContent("Army of Me");
     expect(screen.queryByRole("alert")).not.toBeInTheDocument();
 
@@ -229,6 +238,28 @@ describe("Queue", () => {
     expect(within(row("Second queued")).getByRole("button", { name: "Move down" })).toBeDisabled();
     expect(buttonNames("Broken")).toEqual(["Retry", "Remove"]);
     expect(buttonNames("Stopped")).toEqual(["Retry", "Remove"]);
+  });
+
+  it("moves a song up even when the one above starts meanwhile", async () => {
+    const { backend, user } = renderApp({
+      queue: [job(1, "Alpha", { state: "queued" }), job(2, "Beta", { state: "queued" }), job(3, "Gamma", { state: "queued" })],
+    });
+    await screen.findByText("Alpha");
+    // The worker takes Alpha between the click and the reorder.
+    const real = backend.reorderQueue.bind(backend);
+    vi.spyOn(backend, "reorderQueue").mockImplementationOnce(async (ids) => {
+      await backend.updateJob(1, { state: { state: "separating", segment: 1, total: 4 } });
+      return real(ids);
+    });
+    await user.click(within(row("Gamma")).getByRole("button", { name: "Move up" }));
+    await waitFor(() => expect(row("Alpha")).toHaveAttribute("data-state", "separating"));
+    const queued = () =>
+      screen
+        .getAllByTestId("job-row")
+        .filter((r) => r.dataset.state === "queued")
+        .map((r) => r.querySelector(".job__title")?.textContent);
+    await waitFor(() => expect(queued()).toEqual(["Gamma", "Beta"]));
+    expect(screen.queryByRole("alert")).not.toBeInTheDocument();
   });
 
   it("cancels, retries, removes and reorders through the backend", async () => {

@@ -30,7 +30,8 @@ function moved(queuedIds: number[], id: number, by: -1 | 1): number[] {
 
 export function QueueView({ queue, onPickFiles, onAddLink, preset, onPresetChange, onOpenSong }: Props) {
   const backend = useBackend();
-  const [busy, setBusy] = useState<{ id: number; action: JobAction } | null>(null);
+  // What each job's buttons are doing (one job's answer does not free another's).
+  const [busy, setBusy] = useState<ReadonlyMap<number, JobAction>>(new Map());
   const [error, setError] = useState<string | null>(null);
   // Finished songs are listed apart (until cleared), not among the queue.
   const jobs = (queue.jobs ?? []).filter((job) => job.state.state !== "done");
@@ -38,7 +39,7 @@ export function QueueView({ queue, onPickFiles, onAddLink, preset, onPresetChang
   const queuedIds = jobs.filter((job) => job.state.state === "queued").map((job) => job.id);
 
   async function act(action: JobAction, job: Job) {
-    setBusy({ id: job.id, action });
+    setBusy((b) => new Map(b).set(job.id, action));
     setError(null);
     try {
       switch (action) {
@@ -59,8 +60,14 @@ export function QueueView({ queue, onPickFiles, onAddLink, preset, onPresetChang
     } catch (e) {
       setError(errorText(e));
     } finally {
-      setBusy(null);
+      // Free the buttons once the list shows the result (a second "Move
+      // up" must start from the order the first one made).
       await queue.refresh();
+      setBusy((b) => {
+        const next = new Map(b);
+        next.delete(job.id);
+        return next;
+      });
     }
   }
 
@@ -129,7 +136,7 @@ export function QueueView({ queue, onPickFiles, onAddLink, preset, onPresetChang
                 job={job}
                 progress={queue.progress[job.id]}
                 canMove={{ up: index > 0, down: index >= 0 && index < queuedIds.length - 1 }}
-                busy={busy?.id === job.id ? busy.action : null}
+                busy={busy.get(job.id) ?? null}
                 onAction={act}
                 onListen={onOpenSong}
               />

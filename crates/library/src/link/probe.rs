@@ -97,24 +97,7 @@ pub fn probe(yt: &YtDlp, url: &str, limit: usize) -> Result<LinkInfo, LinkError>
         if !is_playlist {
             not_live(&v)?;
         }
-        let mut entries: Vec<LinkEntry> = v
-            .get("entries")
-            .and_then(|e| e.as_array())
-            .map(|a| {
-                a.iter()
-                    .filter_map(|e| {
-                        let u = text(e, "url").or_else(|| text(e, "webpage_url"))?;
-                        Some(LinkEntry {
-                            title: label(e, "title").unwrap_or_else(|| u.clone()),
-                            url: u,
-                            duration_seconds: e.get("duration").and_then(|d| d.as_f64()),
-                        })
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let truncated = entries.len() > limit;
-        entries.truncate(limit);
+        let (entries, truncated) = entries_of(&v, limit);
         Ok(LinkInfo {
             title: label(&v, "title").unwrap_or_else(|| url.clone()),
             uploader: label(&v, "uploader").or_else(|| label(&v, "channel")),
@@ -127,6 +110,34 @@ pub fn probe(yt: &YtDlp, url: &str, limit: usize) -> Result<LinkInfo, LinkError>
             truncated,
         })
     })
+}
+
+/// A playlist's entries from yt-dlp's `--flat-playlist` JSON: at most
+/// `limit`, each video once (a playlist may hold the same one twice; it
+/// is one song, and the list names entries by URL), and whether more
+/// were listed than `limit` (yt-dlp is asked for `limit + 1`).
+fn entries_of(v: &serde_json::Value, limit: usize) -> (Vec<LinkEntry>, bool) {
+    let mut seen = std::collections::HashSet::new();
+    let mut entries: Vec<LinkEntry> = v
+        .get("entries")
+        .and_then(|e| e.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| {
+                    let u = text(e, "url").or_else(|| text(e, "webpage_url"))?;
+                    Some(LinkEntry {
+                        title: label(e, "title").unwrap_or_else(|| u.clone()),
+                        url: u,
+                        duration_seconds: e.get("duration").and_then(|d| d.as_f64()),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let truncated = entries.len() > limit;
+    entries.truncate(limit);
+    entries.retain(|e| seen.insert(e.url.clone()));
+    (entries, truncated)
 }
 
 #[cfg(test)]
@@ -145,5 +156,33 @@ mod tests {
             assert!(not_live(&serde_json::json!({"is_live": false, "live_status": recorded})).is_ok(), "{recorded}");
         }
         assert!(not_live(&serde_json::json!({"title": "no live fields"})).is_ok());
+    }
+
+    #[test]
+    fn a_playlist_lists_each_video_once() {
+        let v = serde_json::json!({"_type": "playlist", "entries": [
+            {"url": "https://www.youtube.com/watch?v=a", "title": "A", "duration": 201.0},
+            {"url": "https://www.youtube.com/watch?v=b", "title": "B"},
+            {"url": "https://www.youtube.com/watch?v=a", "title": "A again"},
+            {"title": "no address"},
+            {"webpage_url": "https://www.youtube.com/watch?v=c"},
+        ]});
+        let (entries, truncated) = entries_of(&v, 10);
+        let urls: Vec<&str> = entries.iter().map(|e| e.url.as_str()).collect();
+        assert_eq!(
+            urls,
+            [
+                "https://www.youtube.com/watch?v=a",
+                "https://www.youtube.com/watch?v=b",
+                "https://www.youtube.com/watch?v=c"
+            ]
+        );
+        assert_eq!((entries[0].title.as_str(), entries[0].duration_seconds), ("A", Some(201.0)));
+        assert_eq!(entries[2].title, "https://www.youtube.com/watch?v=c");
+        assert!(!truncated);
+        // yt-dlp is asked for one more than the limit: more listed is "truncated".
+        let (entries, truncated) = entries_of(&v, 2);
+        assert_eq!(entries.len(), 2);
+        assert!(truncated);
     }
 }

@@ -379,10 +379,13 @@ impl Queue {
     }
 
     /// Reorder the queued jobs: `ids` lists queued jobs in their new order;
-    /// queued jobs not listed keep their relative order after them.
+    /// queued jobs not listed keep their relative order after them. A job
+    /// listed that has left the queue since the caller saw it (a worker
+    /// took the first one meanwhile, or it was cancelled) is passed over:
+    /// the others still take the order asked for.
     ///
     /// # Errors
-    /// [`QueueError::WrongState`] if an id is not queued; [`QueueError::NotFound`].
+    /// [`QueueError::NotFound`] for an id that names no job.
     pub fn reorder(&self, ids: &[JobId]) -> Result<Vec<Job>, QueueError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -391,15 +394,11 @@ impl Queue {
             let rows = stmt.query_map([], |r| r.get(0))?.collect::<Result<Vec<i64>, _>>()?;
             rows
         };
-        for &id in ids {
-            if !queued.contains(&(id as i64)) {
-                let job = job_in(&tx, id)?;
-                return Err(QueueError::WrongState { id, status: job.state.status(), action: "reordering" });
-            }
-        }
         let mut order: Vec<i64> = Vec::new();
         for &id in ids {
-            if !order.contains(&(id as i64)) {
+            if !queued.contains(&(id as i64)) {
+                job_in(&tx, id)?; // NotFound for an id that names nothing
+            } else if !order.contains(&(id as i64)) {
                 order.push(id as i64);
             }
         }

@@ -348,10 +348,16 @@ mod tests {
         let order = q.reorder(&[c.id, a.id]).unwrap();
         assert_eq!(order.iter().map(|j| j.id).collect::<Vec<_>>(), [c.id, a.id, b.id]);
         assert_eq!(q.claim_next().unwrap().unwrap().id, c.id);
-        // Running: cannot be removed, retried, reordered or cancelled as queued.
+        // Running: cannot be removed, retried or cancelled as queued. In an
+        // order asked for by someone who saw it queued, it is passed over.
         assert!(matches!(q.remove(c.id), Err(QueueError::WrongState { .. })));
         assert!(matches!(q.retry(c.id), Err(QueueError::WrongState { .. })));
-        assert!(matches!(q.reorder(&[c.id]), Err(QueueError::WrongState { .. })));
+        let order = q.reorder(&[c.id, b.id, a.id]).unwrap();
+        assert_eq!(
+            order.iter().filter(|j| j.state == JobState::Queued).map(|j| j.id).collect::<Vec<_>>(),
+            [b.id, a.id]
+        );
+        assert!(matches!(q.reorder(&[9999]), Err(QueueError::NotFound(_))));
         assert!(matches!(q.cancel_queued(c.id), Err(QueueError::WrongState { .. })));
         q.finish(c.id, &JobState::Failed { code: ErrorCode::BadInput, message: "not audio".into() }, None, &[])
             .unwrap();

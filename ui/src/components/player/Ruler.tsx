@@ -63,7 +63,7 @@ export function Ruler({
     >
       {rulerTicks(win, width, rate).map((t) => (
         <span key={t} className="ruler__tick" style={{ insetInlineStart: xOf(t * rate, width, win) }}>
-          {formatTime(t, t % 1 !== 0)}
+          {formatTime(t, Math.abs(t - Math.round(t)) > 1e-6)}
         </span>
       ))}
       {shown && (

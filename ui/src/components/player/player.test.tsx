@@ -112,6 +112,30 @@ describe("Player layout", () => {
     touch("pointerup", 1, 299);
   });
 
+  it("pages the view forward as the playhead leaves it, but not back to it once the user looks elsewhere", async () => {
+    const { backend } = await openPlayer();
+    const timeline = screen.getByTestId("ruler").parentElement!;
+    // Ten notches in: the view is the first 187/e^2 s (25.3 s).
+    for (let i = 0; i < 10; i++) fireEvent.wheel(timeline, { deltaY: -100, ctrlKey: true });
+    const span = Math.round((187 * RATE) / Math.exp(2));
+    const t = (f: number) => `${Math.floor(f / RATE / 60)}:${String(Math.floor((f / RATE) % 60)).padStart(2, "0")}`;
+    const status = (position: number) =>
+      act(() => backend.emitPlayerStatus({ playing: true, position, master: { peak: 0, rms: 0 }, levels: [] }));
+    status(10 * RATE);
+    expect(shown()).toMatch(/^Showing 0:00 to /);
+    // Past the view's end: the view starts at the playhead.
+    status(26 * RATE);
+    expect(shown()).toMatch(/^Showing 0:26 to /);
+    // The user scrolls to the song's end while it plays: it stays there.
+    const scroll = screen.getByRole("slider", { name: "Scroll the waveforms" });
+    fireEvent.change(scroll, { target: { value: String(187 * RATE - span) } });
+    const elsewhere = `Showing ${t(187 * RATE - span)} to 3:07`;
+    expect(shown()).toBe(elsewhere);
+    status(27 * RATE);
+    status(28 * RATE);
+    expect(shown()).toBe(elsewhere);
+  });
+
   it("drags a stem's file, or what was just exported, out of the window", async () => {
     const { backend, user } = await openPlayer();
     // The press starts the native drag; a right button does not.

@@ -224,13 +224,19 @@ export function usePlayer(songId: number, version: number, jobState?: JobState):
     };
   }, [backend, store]);
 
-  // Keep the playhead in view while playing: page forward when it leaves.
+  // Keep the playhead in view while playing: page forward when it runs
+  // off the view (or a seek or a loop's wrap takes it out). A view the
+  // user moved away from the playhead stays where they put it.
   useEffect(() => {
     const frames = view?.frames ?? 0;
     if (!win || frames === 0) return;
+    const inView = (p: number) => p <= win.end && p >= win.start;
+    let before = store.get()?.position;
     return store.subscribe(() => {
       const s = store.get();
-      if (!s?.playing || (s.position <= win.end && s.position >= win.start)) return;
+      const was = before;
+      before = s?.position;
+      if (!s?.playing || was === undefined || !inView(was) || inView(s.position)) return;
       actions.setWin(clampWindow({ start: s.position, end: s.position + (win.end - win.start) }, frames));
     });
   }, [store, win, view, actions]);

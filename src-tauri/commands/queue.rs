@@ -205,12 +205,19 @@ pub async fn remove_job(state: S<'_>, id: JobId, delete_files: bool, delete_expo
             let job = st.queue.get(id)?;
             if let Some(dir) = &job.output_dir {
                 let library = st.worker.library_dir();
-                stemroom_library::song::remove_song(&library, Path::new(dir), Some(&job), delete_exports).map_err(
-                    |e| AppError {
-                        code: ErrorCode::Output,
-                        message: format!("The song's files could not be deleted: {e}"),
-                    },
-                )?;
+                // A folder deleted by hand: nothing to delete. One that now
+                // holds another song (its name was given again): that
+                // song's files stay (`other_job`), the entry goes.
+                match stemroom_library::song::remove_song(&library, Path::new(dir), Some(&job), delete_exports) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(AppError {
+                            code: ErrorCode::Output,
+                            message: format!("The song's files could not be deleted: {e}"),
+                        })
+                    }
+                }
             }
         }
         st.worker.remove(id)?;

@@ -138,27 +138,33 @@ fn has_audio_extension(p: &Path) -> bool {
     p.extension().and_then(|e| e.to_str()).is_some_and(|e| AUDIO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
-/// Audio files under `dir` into `out`; other (non-hidden) files into `skipped`.
-fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>, skipped: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+/// Audio files under `dir` into `out` until it holds [`MAX_FILES`]; other
+/// (non-hidden) files into `skipped`. Returns whether an audio file was
+/// left out for the limit.
+fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>, skipped: &mut Vec<PathBuf>) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else { return false };
     let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
     paths.sort();
     for p in paths {
-        if out.len() >= MAX_FILES {
-            return;
-        }
         let hidden = p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
         if hidden {
             continue;
         }
         // symlink_metadata: do not follow links into loops.
         match std::fs::symlink_metadata(&p) {
-            Ok(m) if m.is_dir() && depth < MAX_DEPTH => walk(&p, depth + 1, out, skipped),
-            Ok(m) if m.is_file() && has_audio_extension(&p) => out.push(p),
+            Ok(m) if m.is_dir() && depth < MAX_DEPTH && walk(&p, depth + 1, out, skipped) => return true,
+            Ok(m) if m.is_dir() => {}
+            Ok(m) if m.is_file() && has_audio_extension(&p) => {
+                if out.len() >= MAX_FILES {
+                    return true;
+                }
+                out.push(p);
+            }
             Ok(m) if m.is_file() => skipped.push(p),
             _ => {}
         }
     }
+    false
 }
 
 /// Queue every audio file among `paths` (files, or folders to search) with
@@ -199,8 +205,15 @@ pub fn add_paths_with(queue: &Queue, paths: &[PathBuf], add: AddOptions) -> Resu
         } else if p.is_dir() {
             let before = files.len();
             let mut skipped = Vec::new();
-            walk(p, 0, &mut files, &mut skipped);
-            if files.len() == before {
+            let cut = walk(p, 0, &mut files, &mut skipped);
+            if cut {
+                let reason = format!(
+                    "Stemroom adds at most {MAX_FILES} songs at once: the audio files after {} (in name order) were not added; add them, or their folder, again.",
+                    files.last().map(|f| f.strip_prefix(p).unwrap_or(f).display().to_string()).unwrap_or_default()
+                );
+                result.rejected.push(result_rejected(p, reason));
+            }
+            if files.len() == before && !cut {
                 result.rejected.push(result_rejected(p, "This folder holds no audio files.".into()));
             } else {
                 for s in skipped {
@@ -215,6 +228,10 @@ pub fn add_paths_with(queue: &Queue, paths: &[PathBuf], add: AddOptions) -> Resu
         } else {
             files.push(p.clone());
         }
+    }
+    for f in files.iter().skip(MAX_FILES) {
+        let reason = format!("Stemroom adds at most {MAX_FILES} songs at once; add this one again.");
+        result.rejected.push(result_rejected(f, reason));
     }
     files.truncate(MAX_FILES);
     for f in files {
@@ -563,6 +580,31 @@ mod tests {
         q.cancel_queued(r.added[0].id).unwrap();
         let retried = add_paths(&q, &[album.join("01 a.wav")]).unwrap();
         assert_eq!((retried.added.len(), retried.duplicates.len()), (1, 0));
+    }
+
+    #[test]
+    fn a_drop_over_the_limit_says_what_was_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(&dir.path().join("q.sqlite")).unwrap();
+        // 502 audio files (empty: refused one by one, quickly), and one
+        // more file named on its own after the folder.
+        let big = dir.path().join("big");
+        std::fs::create_dir_all(big.join("sub")).unwrap();
+        for i in 0..500 {
+            std::fs::write(big.join(format!("{i:03}.wav")), b"").unwrap();
+        }
+        std::fs::write(big.join("sub/x.wav"), b"").unwrap();
+        std::fs::write(big.join("sub/y.wav"), b"").unwrap();
+        let single = dir.path().join("single.wav");
+        wav(&single, 100);
+        let r = add_paths(&q, &[big.clone(), single.clone()]).unwrap();
+        assert!(r.added.is_empty());
+        let limit: Vec<&Rejected> = r.rejected.iter().filter(|x| x.reason.contains("at most 500")).collect();
+        assert_eq!(limit.len(), 2, "{limit:?}");
+        assert_eq!(Path::new(&limit[0].path), big);
+        assert!(limit[0].reason.contains("after 499.wav"), "{}", limit[0].reason);
+        assert_eq!(Path::new(&limit[1].path), single);
+        assert_eq!(r.rejected.len(), 502, "500 empty files and the two left out");
     }
 
     #[test]

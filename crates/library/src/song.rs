@@ -117,16 +117,24 @@ pub fn find_published(library: &Path, job: &Job) -> Option<(PathBuf, SongMetadat
             return None;
         }
         let dir = entry.path();
-        let meta: SongMetadata = serde_json::from_slice(&std::fs::read(dir.join(METADATA_FILE)).ok()?).ok()?;
-        let complete = !meta.stems.is_empty()
-            && meta.stems.iter().all(|s| {
-                let p = Path::new(&s.path);
-                p.components().all(|c| matches!(c, Component::Normal(_))) && dir.join(p).is_file()
-            });
-        // Creation times are written as the queue gave them: equal exactly.
-        let same_job = meta.job == Some(job.id) && meta.created_at == job.created_at;
-        (same_job && complete).then_some((dir, meta))
+        song_of_job(&dir, job).map(|meta| (dir, meta))
     })
+}
+
+/// The song in `dir` when its `stemroom.json` names `job` (its id and
+/// creation time) and every stem it lists is a file there: a song filed,
+/// or separated into the job's working folder and not filed yet, by a run
+/// that stopped before the queue recorded it.
+pub fn song_of_job(dir: &Path, job: &Job) -> Option<SongMetadata> {
+    let meta: SongMetadata = serde_json::from_slice(&std::fs::read(dir.join(METADATA_FILE)).ok()?).ok()?;
+    let complete = !meta.stems.is_empty()
+        && meta.stems.iter().all(|s| {
+            let p = Path::new(&s.path);
+            p.components().all(|c| matches!(c, Component::Normal(_))) && dir.join(p).is_file()
+        });
+    // Creation times are written as the queue gave them: equal exactly.
+    let same_job = meta.job == Some(job.id) && meta.created_at == job.created_at;
+    (same_job && complete).then_some(meta)
 }
 
 /// What `stemroom.json` holds: enough to rebuild the library entry.
@@ -234,6 +242,10 @@ pub struct RemovedSong {
     /// Entries of the folder that stay (not Stemroom's, or exports not asked
     /// for); the folder itself stays when any do.
     pub kept: Vec<PathBuf>,
+    /// Set when the folder now holds another job's song (this one's folder
+    /// was deleted by hand and its name given to a newer song): nothing
+    /// was deleted.
+    pub other_job: Option<crate::queue::JobId>,
 }
 
 /// Folder of the peaks cache in a song folder: the name
@@ -252,11 +264,13 @@ pub const EXPORTS_DIR: &str = "exports";
 /// when that `stemroom.json` names `job` (its id and creation time: a song
 /// filed in the library folder chosen before the current one); stem paths
 /// from it are used only when they stay inside the folder; links are
-/// removed as links, never followed.
+/// removed as links, never followed. When `job` is given and the
+/// `stemroom.json` names another job, nothing is deleted and
+/// [`RemovedSong::other_job`] says whose song it is.
 ///
 /// # Errors
-/// `InvalidInput` when `dir` breaks a rule above (nothing is deleted); I/O
-/// errors while deleting.
+/// `NotFound` when `dir` is gone; `InvalidInput` when `dir` breaks a rule
+/// above (nothing is deleted); I/O errors while deleting.
 pub fn remove_song(library: &Path, dir: &Path, job: Option<&Job>, with_exports: bool) -> std::io::Result<RemovedSong> {
     use std::io::{Error, ErrorKind};
     let refuse = |why: String| Error::new(ErrorKind::InvalidInput, why);
@@ -269,10 +283,19 @@ pub fn remove_song(library: &Path, dir: &Path, job: Option<&Job>, with_exports: 
     let song: SongMetadata = serde_json::from_str(&text).map_err(|e| {
         refuse(format!("{}'s {METADATA_FILE} cannot be read ({e}): nothing was deleted", dir.display()))
     })?;
-    let parent = dir.parent().map(Path::canonicalize).transpose()?;
     // Creation times are written as the queue gave them: equal exactly.
     let made_by_job = job.is_some_and(|j| song.job == Some(j.id) && song.created_at == j.created_at);
-    if parent != Some(library.canonicalize()?) && !made_by_job {
+    if let (Some(_), Some(owner)) = (job, song.job) {
+        if !made_by_job {
+            return Ok(RemovedSong { other_job: Some(owner), ..RemovedSong::default() });
+        }
+    }
+    // (A library folder not made yet holds nothing.)
+    let in_library = || {
+        let parent = dir.parent().and_then(|p| p.canonicalize().ok());
+        parent.is_some() && parent == library.canonicalize().ok()
+    };
+    if !made_by_job && !in_library() {
         return Err(refuse(format!(
             "{} is not in the library folder {}: nothing was deleted (delete its files yourself)",
             dir.display(),
@@ -439,7 +462,8 @@ mod tests {
         assert_eq!(remove_song(lib.path(), &d, None, false).unwrap_err().kind(), std::io::ErrorKind::InvalidInput);
         let mut other = test_job("D");
         other.id = 2;
-        assert!(remove_song(lib.path(), &d, Some(&other), false).is_err(), "another job's song");
+        let r = remove_song(lib.path(), &d, Some(&other), false).unwrap();
+        assert_eq!((r.other_job, r.deleted), (Some(1), 0), "another job's song");
         assert!(d.join("drums.wav").is_file());
         // Unless it is the job's own song, filed in an earlier library folder.
         remove_song(lib.path(), &d, Some(&test_job("D")), false).unwrap();
@@ -451,5 +475,25 @@ mod tests {
         assert!(e.join("drums.wav").is_file());
         assert!(remove_song(lib.path(), lib.path(), None, true).is_err());
         assert!(e.join("drums.wav").is_file());
+
+        // A folder deleted by hand whose name went to a newer song (job 2):
+        // removing the old entry (job 1) with its files leaves the newer
+        // song whole, in the library too.
+        let f = song_folder(lib.path(), "F", &["drums.wav"]);
+        let mut newer: SongMetadata =
+            serde_json::from_str(&std::fs::read_to_string(f.join(METADATA_FILE)).unwrap()).unwrap();
+        newer.job = Some(2);
+        newer.write(&f).unwrap();
+        let r = remove_song(lib.path(), &f, Some(&test_job("F")), true).unwrap();
+        assert_eq!((r.other_job, r.deleted), (Some(2), 0));
+        assert!(f.join("drums.wav").is_file() && f.join(METADATA_FILE).is_file());
+        // A folder that is gone: NotFound, for the caller to take as done.
+        let gone = remove_song(lib.path(), &lib.path().join("never"), Some(&test_job("G")), true).unwrap_err();
+        assert_eq!(gone.kind(), std::io::ErrorKind::NotFound);
+        // The song's own folder in an earlier library, the current library
+        // folder not made yet: deleted.
+        let g = song_folder(outside.path(), "G", &["drums.wav"]);
+        remove_song(&lib.path().join("not made yet"), &g, Some(&test_job("G")), false).unwrap();
+        assert!(!g.exists());
     }
 }

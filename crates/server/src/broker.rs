@@ -964,11 +964,18 @@ async fn complete(
             {
                 me.queue.get(id).map_err(ApiError::from)
             }
-            Err(e) => {
+            Err(e @ QueueError::NotFound(_)) => {
                 // Finished meanwhile (deleted, another result), or held by
                 // another run now (retried and claimed again): this copy goes.
                 let _ = std::fs::remove_dir_all(&dest);
                 Err(ApiError::conflict(format!("job {id} was not running any more: {e}")))
+            }
+            Err(e) => {
+                // The database failed (busy past its timeout, disk full):
+                // the song stays filed, and the next claim of this job
+                // finds it (`filed_before`) instead of separating again.
+                tracing::warn!("job {id}: its song is filed in {} but not recorded: {e}", dest.display());
+                Err(ApiError::internal(format!("cannot record job {id} as done: {e}")))
             }
         }
     })

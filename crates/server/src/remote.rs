@@ -357,6 +357,9 @@ struct Current {
     job: Option<JobId>,
     message: Option<String>,
     provider: Option<String>,
+    /// Counts the runs this worker started: the same entry claimed again
+    /// later is another run (see the heartbeat's `let_go`).
+    run: u64,
 }
 
 fn redis_connect(client: &redis::Client) -> redis::RedisResult<redis::Connection> {
@@ -625,7 +628,10 @@ pub fn run_worker(config: &RemoteConfig, stop: &AtomicBool) -> Result<(), Remote
                     }
                 },
             };
-            *current.lock().unwrap_or_else(|p| p.into_inner()) = Current::default();
+            {
+                let mut now = current.lock().unwrap_or_else(|p| p.into_inner());
+                *now = Current { run: now.run, ..Current::default() };
+            }
             if acked {
                 // The server has what it needs: the entry is done. If Redis
                 // is down now the entry stays pending and a later claim is
@@ -666,8 +672,9 @@ fn heartbeat(config: &RemoteConfig, current: &Mutex<Current>, life: &Life, stop:
     let every = (config.visibility / 3).clamp(Duration::from_millis(200), Duration::from_secs(5));
     let mut conn: Option<redis::Connection> = None;
     let device = config.device.as_str();
-    // The entry given up on (said once, never claimed again).
-    let mut let_go: Option<String> = None;
+    // The run whose entry was given up on (said once, never claimed
+    // again in that run; a later claim of the same entry is a new run).
+    let mut let_go: Option<(String, u64)> = None;
     while !stop.load(Ordering::SeqCst) {
         let now = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
         // The entry first: a slow server must not delay it past the
@@ -676,7 +683,7 @@ fn heartbeat(config: &RemoteConfig, current: &Mutex<Current>, life: &Life, stop:
         let kept = now.message.clone().filter(|m| {
             // An entry let go stays let go: claimed again here it would be
             // taken back from the worker that took the job over.
-            if let_go.as_deref() == Some(m.as_str()) {
+            if let_go.as_ref().is_some_and(|(gone, run)| gone == m && *run == now.run) {
                 return false;
             }
             if silent <= config.stall {
@@ -687,7 +694,7 @@ fn heartbeat(config: &RemoteConfig, current: &Mutex<Current>, life: &Life, stop:
                 now.job.map(|j| j.to_string()).unwrap_or_default(),
                 silent.as_secs_f64()
             );
-            let_go = Some(m.clone());
+            let_go = Some((m.clone(), now.run));
             false
         });
         if let Some(message) = &kept {
@@ -744,6 +751,11 @@ fn holder_query(message: &str, worker: &str) -> String {
         .finish()
 }
 
+/// Most bytes of a job's input a worker takes from its server: 32 GiB,
+/// about 16 hours of 96 kHz 24-bit stereo WAV (no upload a person makes
+/// comes near; the bound is against a server that sends without end).
+const MAX_INPUT_BYTES: u64 = 32 << 30;
+
 /// What `separate` says when the job was taken over by another worker.
 const TAKEN_OVER: &str = "taken over by another worker";
 
@@ -759,9 +771,23 @@ fn has_code(body: &str, code: &str) -> bool {
     serde_json::from_str::<serde_json::Value>(body).is_ok_and(|v| v["code"].as_str() == Some(code))
 }
 
-/// Errors another worker would meet too: the job fails at once.
-fn fatal_for_everyone(code: ErrorCode) -> bool {
-    matches!(code, ErrorCode::BadInput | ErrorCode::InvalidOptions | ErrorCode::Download)
+/// Errors another worker would meet too: the job fails at once. A link's
+/// network trouble, a stall, a site blocking this worker's address or
+/// asking it to sign in, and yt-dlp failing for a reason it does not name
+/// are this worker's: another, on another network, may get the audio
+/// (the server's attempt limit bounds the tries).
+fn fatal_for_everyone(e: &stemroom_library::Error) -> bool {
+    use stemroom_library::link::LinkError;
+    match e {
+        stemroom_library::Error::Link(
+            LinkError::Network(_)
+            | LinkError::Stalled(_)
+            | LinkError::Blocked(_)
+            | LinkError::SignInRequired(_)
+            | LinkError::Failed(_),
+        ) => false,
+        e => matches!(e.code(), ErrorCode::BadInput | ErrorCode::InvalidOptions | ErrorCode::Download),
+    }
 }
 
 /// One job. Returns whether the entry may be acknowledged.
@@ -801,8 +827,10 @@ fn run_one(
     };
     tracing::info!("job {id} \"{}\" (attempt {})", spec.title, spec.attempt);
     life.touch();
-    *current.lock().unwrap_or_else(|p| p.into_inner()) =
-        Current { job: Some(id), message: Some(message.to_string()), provider: None };
+    {
+        let mut now = current.lock().unwrap_or_else(|p| p.into_inner());
+        *now = Current { job: Some(id), message: Some(message.to_string()), provider: None, run: now.run + 1 };
+    }
     let work = config.work_dir.join(format!("job-{id}"));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
@@ -838,7 +866,7 @@ fn run_one(
         Err(e) => {
             let code = e.code();
             tracing::warn!("job {id} failed: {e}");
-            fail(code, stemroom_library::worker::plain_message(&e), !fatal_for_everyone(code), false)
+            fail(code, stemroom_library::worker::plain_message(&e), !fatal_for_everyone(&e), false)
         }
     }
 }
@@ -937,7 +965,16 @@ fn separate(
                 .unwrap_or_else(|| "input".into());
             let path = work.join(name);
             let mut file = std::fs::File::create(&path).map_err(io(&path))?;
-            let mut body = Touching { inner: r.body_mut().with_config().limit(u64::MAX).reader(), life };
+            // As long as the server says (it sends a stored file), and
+            // never without end: a body that runs past it is refused
+            // instead of filling this machine's disk.
+            let declared = r
+                .headers()
+                .get("content-length")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            let limit = declared.unwrap_or(MAX_INPUT_BYTES).min(MAX_INPUT_BYTES);
+            let mut body = Touching { inner: r.body_mut().with_config().limit(limit).reader(), life };
             std::io::copy(&mut body, &mut file).map_err(io(&path))?;
             path
         }
@@ -1122,6 +1159,30 @@ mod tests {
         assert!(super::is_taken_over(r#"{"detail": "job 3 is held by gpu2", "code": "taken_over"}"#));
         assert!(!super::is_taken_over(r#"{"detail": "job 3 is not running: stop", "code": "conflict"}"#));
         assert!(!super::is_taken_over("not json"));
+    }
+
+    #[test]
+    fn a_links_trouble_on_this_workers_network_is_left_to_another_worker() {
+        use stemroom_library::link::LinkError;
+        use stemroom_library::Error;
+        for mine in [
+            LinkError::Network("timed out".into()),
+            LinkError::Stalled(30),
+            LinkError::Blocked("HTTP Error 403".into()),
+            LinkError::SignInRequired("confirm you're not a bot".into()),
+            LinkError::Failed("exit 1".into()),
+        ] {
+            assert!(!super::fatal_for_everyone(&Error::Link(mine)));
+        }
+        for everyones in [
+            LinkError::Unavailable("Video unavailable".into()),
+            LinkError::NoMedia("no formats".into()),
+            LinkError::UnsupportedSite("example.com".into()),
+            LinkError::Refused("a live stream".into()),
+            LinkError::NotAUrl("x".into()),
+        ] {
+            assert!(super::fatal_for_everyone(&Error::Link(everyones)));
+        }
     }
 
     #[test]

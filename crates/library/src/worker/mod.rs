@@ -419,7 +419,15 @@ impl Inner {
     fn claim(&self) -> Result<Option<(Job, Arc<AtomicBool>)>, QueueError> {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         let Some(job) = self.queue.claim_next()? else { return Ok(None) };
-        let flag = Arc::new(AtomicBool::new(self.stop.load(Ordering::SeqCst)));
+        if self.stop.load(Ordering::SeqCst) {
+            // Stopping meanwhile (the app quits): the job goes back as it
+            // was. A flag already set here would read as the user's cancel
+            // to [`Worker::leave`], which marks such a job cancelled and
+            // deletes its checkpoint. (Under the lock `leave` waits for.)
+            self.queue.requeue(job.id)?;
+            return Ok(None);
+        }
+        let flag = Arc::new(AtomicBool::new(false));
         running.insert(job.id, flag.clone());
         Ok(Some((job, flag)))
     }
@@ -646,6 +654,66 @@ mod tests {
         assert!(!song::partial_dir(&library, &tag, a.id).exists(), "cancelled: its checkpoint goes");
         w.remove(b.id).unwrap();
         assert!(!song::partial_dir(&library, &tag, b.id).exists(), "removed: its checkpoint goes");
+    }
+
+    #[test]
+    fn a_job_claimed_while_the_app_quits_goes_back_with_its_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Arc::new(Queue::open(&dir.path().join("q.sqlite")).unwrap());
+        let library = dir.path().join("lib");
+        let options = crate::queue::Settings::default().job_options();
+        let a = q.enqueue(&crate::queue::JobSource::File { path: "/m/a.wav".into() }, "a", &options).unwrap();
+        let ckpt = song::partial_dir(&library, q.work_tag(), a.id).join(".checkpoint");
+        std::fs::create_dir_all(&ckpt).unwrap();
+        let w = Worker::new(
+            q.clone(),
+            WorkerConfig { default_library: library.clone(), ..Default::default() },
+            Arc::new(Nobody),
+        );
+        // The quit came while a worker thread was claiming: its claim (no
+        // thread runs here; called as the thread would) hands the job back.
+        w.inner.stop.store(true, Ordering::SeqCst);
+        assert!(w.inner.claim().unwrap().is_none());
+        w.leave();
+        assert_eq!(q.get(a.id).unwrap().state, JobState::Queued);
+        assert!(ckpt.exists(), "its checkpoint stays for the next start");
+    }
+
+    #[test]
+    fn a_song_separated_before_a_stop_and_not_filed_is_filed_without_separating_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Arc::new(Queue::open(&dir.path().join("q.sqlite")).unwrap());
+        let library = dir.path().join("lib");
+        let options = crate::queue::Settings::default().job_options();
+        q.enqueue(&crate::queue::JobSource::File { path: "/m/gone.wav".into() }, "Song", &options).unwrap();
+        let w = Worker::new(
+            q.clone(),
+            WorkerConfig { default_library: library.clone(), ..Default::default() },
+            Arc::new(Nobody),
+        );
+        let job = q.claim_next().unwrap().unwrap();
+        // What the stopped run left: its stems and stemroom.json (no tempo
+        // or key yet), the checkpoint already dropped.
+        let work = song::partial_dir(&library, q.work_tag(), job.id);
+        std::fs::create_dir_all(&work).unwrap();
+        let stems: Vec<crate::queue::StemFile> = ["drums", "bass"]
+            .iter()
+            .map(|s| {
+                std::fs::write(work.join(format!("{s}.wav")), b"stem").unwrap();
+                crate::queue::StemFile { stem: s.to_string(), path: format!("{s}.wav") }
+            })
+            .collect();
+        song::SongMetadata::new(&job, stems, 12.5, Some("cpu".into()), Some(60.0)).write(&work).unwrap();
+        // Its input is gone, and no model is there: only filing can succeed.
+        let (dest, filed) = w.inner.separate(&job, &Arc::new(AtomicBool::new(false))).unwrap();
+        assert_eq!(Path::new(&dest), library.join("Song"));
+        assert_eq!(filed.len(), 2);
+        assert!(filed.iter().all(|s| Path::new(&s.path).is_file()), "{filed:?}");
+        assert!(!work.exists());
+        // Another job's leftovers are not taken for its own.
+        let mut other = job.clone();
+        other.created_at += 1.0;
+        assert!(song::song_of_job(&library.join("Song"), &other).is_none());
     }
 
     #[test]

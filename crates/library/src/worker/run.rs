@@ -109,6 +109,15 @@ impl Inner {
             let _ = self.queue.set_details(job.id, meta.duration_seconds, meta.provider.as_deref());
             return Ok((dest.to_string_lossy().into_owned(), meta.stems_in(&dest)));
         }
+        if let Some(meta) = song::song_of_job(&work, job) {
+            // Separated before the stop, not filed yet (the stop came while
+            // its tempo and key were found): file it now.
+            tracing::info!("job {} was separated before the last stop: filing it", job.id);
+            let mut partial = PartialGuard { dir: Some(work.clone()), suspending: &self.suspending };
+            let dest = self.file(job, &library, &work, meta)?;
+            partial.dir = None;
+            return Ok(dest);
+        }
         // What an interrupted run of this job left: only its checkpoint
         // stays (the separation resumes from it if it still fits).
         clear_except(&work, CHECKPOINT_DIR);
@@ -170,10 +179,6 @@ impl Inner {
             return Err(Error::Cancelled);
         }
         let duration = listener.track.lock().unwrap_or_else(|p| p.into_inner()).duration;
-        // The downloaded original of a link and the (now empty) checkpoint
-        // folder are not part of the song folder.
-        let _ = std::fs::remove_dir_all(work.join(".download"));
-        let _ = std::fs::remove_dir_all(work.join(CHECKPOINT_DIR));
         let rel: Vec<StemFile> = out
             .stems
             .iter()
@@ -182,17 +187,44 @@ impl Inner {
                 path: p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
             })
             .collect();
-        let mut meta =
+        // Written at once, before the tempo and key are looked for (a few
+        // seconds): the engine has dropped its checkpoint, so a stop from
+        // here on would otherwise lose the whole separation.
+        let meta =
             SongMetadata::new(job, rel, out.seconds, Some(provider.clone()), duration.or(Some(out.audio_seconds)));
-        meta.analysis = song::analyse(&out.stems);
+        meta.write(&work).map_err(|source| Error::Output { path: work.clone(), source })?;
+        let filed = self.file(job, &library, &work, meta)?;
+        partial.dir = None;
+        tracing::info!("job {} done in {:.1} s: {}", job.id, started.elapsed().as_secs_f64(), filed.0);
+        Ok(filed)
+    }
+
+    /// File the song separated into `work` (its `meta` written there):
+    /// tempo and key when not known yet, then into the library. Returns
+    /// its folder and stems.
+    fn file(
+        &self,
+        job: &Job,
+        library: &Path,
+        work: &Path,
+        mut meta: SongMetadata,
+    ) -> Result<(String, Vec<StemFile>), Error> {
+        // The downloaded original of a link and the (now empty) checkpoint
+        // folder are not part of the song folder.
+        let _ = std::fs::remove_dir_all(work.join(".download"));
+        let _ = std::fs::remove_dir_all(work.join(CHECKPOINT_DIR));
+        if meta.analysis.is_none() {
+            let stems: Vec<(String, PathBuf)> =
+                meta.stems.iter().map(|s| (s.stem.clone(), work.join(&s.path))).collect();
+            meta.analysis = song::analyse(&stems);
+            meta.write(work).map_err(|source| Error::Output { path: work.to_path_buf(), source })?;
+        }
         if let Some(a) = &meta.analysis {
             let _ = self.queue.set_analysis(job.id, a);
         }
-        meta.write(&work).map_err(|source| Error::Output { path: work.clone(), source })?;
-        let dest = song::publish_song(&library, &work, &job.title)
-            .map_err(|source| Error::Output { path: library.clone(), source })?;
-        partial.dir = None;
-        tracing::info!("job {} done in {:.1} s: {}", job.id, started.elapsed().as_secs_f64(), dest.display());
+        let _ = self.queue.set_details(job.id, meta.duration_seconds, meta.provider.as_deref());
+        let dest = song::publish_song(library, work, &job.title)
+            .map_err(|source| Error::Output { path: library.to_path_buf(), source })?;
         Ok((dest.to_string_lossy().into_owned(), meta.stems_in(&dest)))
     }
 }

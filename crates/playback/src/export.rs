@@ -167,7 +167,19 @@ fn plan_outputs(req: &ExportRequest) -> Result<(Vec<usize>, Vec<String>), Error>
             if idx.is_empty() {
                 return Err(Error::InvalidOptions("choose at least one stem to export".into()));
             }
-            Ok((idx, stems.iter().map(|s| export_name(&req.title, s)).collect()))
+            let names: Vec<String> = stems.iter().map(|s| export_name(&req.title, s)).collect();
+            // Two stems whose names clean to one file name ("a/b" and
+            // "a_b", or "Vocals" and "vocals" where case does not count):
+            // one file would replace the other.
+            for (i, a) in names.iter().enumerate() {
+                if let Some(j) = names[..i].iter().position(|b| b.to_lowercase() == a.to_lowercase()) {
+                    return Err(Error::InvalidOptions(format!(
+                        "the stems '{}' and '{}' would be written to one file name ({a})",
+                        stems[j], stems[i]
+                    )));
+                }
+            }
+            Ok((idx, names))
         }
         ExportWhat::Mix { label, controls } => {
             if controls.stems.len() != req.sources.len() {
@@ -542,4 +554,31 @@ fn export_zip(req: &ExportRequest, listener: &dyn Listener) -> Result<PathBuf, E
     let placed = place(part.files(), &[dest], &req.dest_dir, &[name], "zip", req.on_clash)?;
     part.disarm();
     Ok(placed.into_iter().next().unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_stems_never_share_a_file_name() {
+        let stem = |name: &str| StemFile { stem: name.into(), path: format!("/nowhere/{}.wav", name.len()) };
+        let plan = |stems: &[&str]| {
+            plan_outputs(&ExportRequest {
+                sources: ["a/b", "a_b", "Vocals", "vocals", "drums"].iter().map(|s| stem(s)).collect(),
+                what: ExportWhat::Stems { stems: stems.iter().map(|s| s.to_string()).collect() },
+                region: None,
+                format: OutputFormat::Wav { depth: stemroom_engine::audio::encode::WavDepth::Int16 },
+                rate: ExportRate::Original,
+                dest_dir: PathBuf::from("/nowhere"),
+                title: "Song".into(),
+                on_clash: OnClash::Replace,
+                tags: Tags::default(),
+            })
+        };
+        assert!(matches!(plan(&["a/b", "a_b"]), Err(Error::InvalidOptions(m)) if m.contains("one file name")));
+        assert!(matches!(plan(&["Vocals", "vocals"]), Err(Error::InvalidOptions(_))));
+        let (idx, names) = plan(&["drums", "a/b"]).unwrap();
+        assert_eq!((idx, names), (vec![4, 0], vec!["Song - drums".to_string(), "Song - a_b".to_string()]));
+    }
 }

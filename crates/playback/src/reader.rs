@@ -21,6 +21,7 @@ use stemroom_engine::job::stream::{self, StreamLayout};
 
 /// One stem's decoder with the frames decoded but not yet used.
 struct StemReader {
+    path: std::path::PathBuf,
     decoder: StreamDecoder,
     pending: Vec<f32>,
     used: usize,
@@ -29,14 +30,44 @@ struct StemReader {
 
 impl StemReader {
     fn open(path: &Path) -> Result<Self, DecodeError> {
-        Ok(StemReader { decoder: StreamDecoder::open(path)?, pending: Vec::new(), used: 0, eof: false })
+        Ok(StemReader {
+            path: path.to_path_buf(),
+            decoder: StreamDecoder::open(path)?,
+            pending: Vec::new(),
+            used: 0,
+            eof: false,
+        })
     }
 
+    /// Continue from `frame`. Where the stream cannot seek there (WebM and
+    /// Matroska declare no length, and symphonia's demuxer refuses a seek
+    /// into their last second; a container without an index), it is
+    /// decoded from the start and everything before `frame` dropped: slower
+    /// (the reader thread's time, not the device's), never a dead end. A
+    /// target past the end leaves the stem ended.
     fn seek(&mut self, frame: u64) -> Result<(), DecodeError> {
-        self.decoder.seek(frame)?;
         self.pending.clear();
         self.used = 0;
         self.eof = false;
+        if let Err(e) = self.decoder.seek(frame) {
+            tracing::debug!("{}: {e}; decoding from the start up to frame {frame}", self.path.display());
+            self.decoder = StreamDecoder::open(&self.path)?;
+            let mut left = frame.saturating_mul(2);
+            while left > 0 {
+                let Some((block, _)) = self.decoder.next_block()? else {
+                    self.eof = true;
+                    break;
+                };
+                let n = block.len() as u64;
+                if n <= left {
+                    left -= n;
+                } else {
+                    // `left` < `n`, a block's length: fits in usize.
+                    self.pending.extend_from_slice(&block[left as usize..]);
+                    left = 0;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -336,6 +367,53 @@ impl StemSet {
         match &self.inner {
             Inner::Files(s) => s.iter().all(|s| s.eof),
             Inner::Growing(g) => g.pos >= g.layout.frames,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every frame of `path`, decoded from the start (interleaved stereo).
+    fn all_of(path: &Path) -> Vec<f32> {
+        let mut set = StemSet::open(&[path]).unwrap();
+        let mut out = vec![Vec::new()];
+        let mut all = Vec::new();
+        loop {
+            let got = set.read(4096, &mut out).unwrap();
+            all.extend_from_slice(&out[0][..2 * got]);
+            if got < 4096 {
+                return all;
+            }
+        }
+    }
+
+    #[test]
+    fn a_stem_that_cannot_seek_is_read_from_the_start_up_to_the_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let mix = stemroom_testkit::falcon_mixture();
+        // WebM/Opus (as YouTube serves it) and Matroska/FLAC declare no
+        // length, and their demuxer refuses a seek into their last second
+        // ("out-of-range"): measured with symphonia here.
+        for name in ["a.webm", "a.mka"] {
+            let path = dir.path().join(name);
+            let codec = if name.ends_with("webm") { "libopus" } else { "flac" };
+            stemroom_testkit::ffmpeg(&["-i", mix.to_str().unwrap(), "-c:a", codec, path.to_str().unwrap()]);
+            let whole = all_of(&path);
+            let frames = whole.len() as u64 / 2;
+            let mut set = StemSet::open(&[&path]).unwrap();
+            let mut out = vec![Vec::new()];
+            // (A seek the demuxer does lands on the frame, but a lossy
+            // decoder started there converges to the samples of a decode
+            // from the start only after its pre-roll: compared by count.)
+            for (target, exact) in [(frames - 10_000, true), (1000, false), (frames - 100, true), (frames + 10, true)] {
+                set.seek(target).unwrap_or_else(|e| panic!("{name}: seek to {target}: {e}"));
+                let got = set.read(2048, &mut out).unwrap();
+                let want = &whole[(2 * target as usize).min(whole.len())..];
+                assert_eq!(got, (want.len() / 2).min(2048), "{name}: frames after {target}");
+                assert!(!exact || out[0][..2 * got] == want[..2 * got], "{name}: the frames after {target}");
+            }
         }
     }
 }

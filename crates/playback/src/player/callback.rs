@@ -316,7 +316,14 @@ impl Callback {
                 self.recycle();
                 break;
             }
-            let n = (playable - self.offset).min(frames - done).min(SCRATCH_FRAMES);
+            let mut n = (playable - self.offset).min(frames - done).min(SCRATCH_FRAMES);
+            if !playing {
+                // A pause takes only its fade from the chunk: what follows
+                // stays for play (else up to a device buffer would be
+                // consumed silent, and skipped).
+                let fade_left = (self.fade / self.fade_step).ceil() as usize;
+                n = n.min(fade_left.max(1));
+            }
             self.heard = chunk.generation;
             let mut sources: [&[f32]; MAX_STEMS] = [&[]; MAX_STEMS];
             for (s, src) in sources.iter_mut().enumerate().take(sh.stems) {

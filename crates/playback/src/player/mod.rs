@@ -866,6 +866,33 @@ mod tests {
         assert_eq!(total, 0, "allocations in the audio callback");
     }
 
+    /// A pause heard in a large device buffer (2048 frames, as some
+    /// systems ask for) consumes only its 10 ms fade: play goes on from
+    /// the frame the fade ended on, nothing skipped.
+    #[test]
+    fn a_pause_in_a_large_device_buffer_skips_nothing() {
+        let _paced = paced();
+        let (_dir, sh, mut cb, _reader) = engine(400_000);
+        sh.play();
+        render(&mut cb, 22_050);
+        let before = sh.position.load(Ordering::Acquire);
+        sh.playing.store(false, Ordering::Release); // Player::pause
+        let mut buf = vec![0.0f32; 2 * 2048];
+        cb.render(&mut buf);
+        let paused_at = sh.position.load(Ordering::Acquire);
+        assert_eq!(paused_at, before + FADE as u64, "the playhead stops where the fade ends");
+        let l = left(&buf);
+        assert!(
+            l[..FADE - 1].iter().all(|&v| v != 0.0) && l[FADE..].iter().all(|&v| v == 0.0),
+            "faded out, then silent"
+        );
+        sh.play();
+        let out = left(&render(&mut cb, 4096));
+        for (i, v) in out.iter().enumerate().skip(FADE + 1) {
+            assert!(close(*v, (paused_at + i as u64) as f32 / 1e6 + 0.25), "frame {i} after play: {v}");
+        }
+    }
+
     /// A seek while paused is read ahead before play: the paused callback
     /// hands the chunks read before the seek back to the reader, so play
     /// starts on the new position's audio with no underrun (without that,

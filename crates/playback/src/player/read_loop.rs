@@ -163,8 +163,11 @@ impl Reader {
         }
         let Ok(mut slot) = shared.replacement.try_lock() else { return Ok(()) };
         if let Some(mut files) = slot.take() {
-            files.seek(self.read_pos).map_err(|e| e.to_string())?;
-            self.stems = files;
+            match files.seek(self.read_pos) {
+                Ok(()) => self.stems = files,
+                // The stream has the same samples: play on from it.
+                Err(e) => tracing::warn!("the finished stems cannot take over from the stream ({e}): playing on"),
+            }
         }
         Ok(())
     }

@@ -269,10 +269,19 @@ pub fn locked_tempdir(dir: &Path, prefix: &str) -> std::io::Result<(tempfile::Te
 
 /// The process id in a temporary output's name (`.<name>.<pid>-<n>.part`,
 /// and `.<name>.<pid>.part` or `.<name>.<pid>.part.spool` from earlier
-/// versions), if it is one.
+/// versions), if it is one. The earlier form only for a stem's name (a
+/// `.wav`, `.flac` or `.mp3`, all earlier versions wrote that way): a
+/// person's own `.backup.2023.part` in an output folder is not ours.
 fn part_owner(file_name: &str) -> Option<i32> {
     let stem = file_name.strip_prefix('.')?;
     let stem = stem.strip_suffix(".part").or_else(|| stem.strip_suffix(".part.spool"))?;
+    let (name, tag) = stem.rsplit_once('.')?;
+    if !tag.contains('-') {
+        let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+        if !matches!(ext.as_str(), "wav" | "flac" | "mp3") {
+            return None;
+        }
+    }
     tagged_owner(stem)
 }
 
@@ -492,7 +501,9 @@ mod tests {
         theirs.disarm();
         assert_eq!(remove_stale_parts(dir.path()), 1, "unlocked: stale");
         assert!(!elsewhere.exists());
-        assert_eq!(part_owner(".a.b.c.12.part"), Some(12));
+        assert_eq!(part_owner(".a.b.c.12.part"), None, "the earlier form is a stem's only");
+        assert_eq!(part_owner(".backup.2023.part"), None);
+        assert_eq!(part_owner(".Song - drums.WAV.12.part"), Some(12));
         assert_eq!(part_owner(".a.b.c.12-3.part"), Some(12));
         assert_eq!(part_owner(".a.b.c.12-.part"), None);
         assert_eq!(part_owner(".a.b.c.12-x.part"), None);

@@ -92,7 +92,9 @@ impl Fingerprint {
         let input_bytes = std::fs::metadata(input).map_err(io)?.len();
         let input_sha256 = crate::model::sha256_file(input).map_err(io)?;
         Ok(Fingerprint {
-            format: 2,
+            // 3: strides as Demucs computes them (one frame apart from
+            // format 2's at some overlaps: its saved states do not fit).
+            format: 3,
             input_bytes,
             input_sha256,
             mixture_sha256: mixture_sha256.to_string(),
@@ -149,7 +151,7 @@ fn parse(bytes: Vec<u8>, fp: &Fingerprint) -> Result<ResumeState, String> {
 
 /// Remove the saved state and stems of `dir` (kept: the folder).
 pub(super) fn clear(dir: &Path) {
-    for f in [STATE_FILE, STATE_TMP, STEMS_FILE, super::stream::LAYOUT_FILE] {
+    for f in [STATE_FILE, STATE_TMP, STEMS_FILE, super::stream::LAYOUT_FILE, super::stream::LAYOUT_TMP] {
         let _ = std::fs::remove_file(dir.join(f));
     }
 }

@@ -29,7 +29,7 @@ use crate::audio::encode::{OutputFormat, WavDepth};
 pub const STEMS_FILE: &str = "stems.f32";
 /// File name of the [`StreamLayout`] beside it.
 pub const LAYOUT_FILE: &str = "stream.json";
-const LAYOUT_TMP: &str = "stream.json.tmp";
+pub(super) const LAYOUT_TMP: &str = "stream.json.tmp";
 
 /// One output stem of a running job: the sum, in this order, of some of
 /// the model's sources (one for a normal run; in two-stem mode the chosen

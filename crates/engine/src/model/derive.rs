@@ -81,11 +81,18 @@ pub fn make_if_missing(id: &str, model_dir: Option<&Path>) -> Result<(), ModelEr
     let manifest = Manifest::builtin()?;
     let Some(info) = manifest.models.iter().find(|m| m.id == id && m.derive.is_some()) else { return Ok(()) };
     let dirs = super::model_search_dirs(model_dir);
-    if locate(info, &dirs, false).is_ok() {
-        return Ok(());
-    }
-    let dest = model_dir
-        .map(Path::to_path_buf)
+    let damaged_in = match locate(info, &dirs, false) {
+        Ok(_) => return Ok(()),
+        // Made again where the damaged copy is (it is replaced), when that
+        // folder takes files: a copy made elsewhere would come after it in
+        // the search (passed over, but left damaged).
+        Err(ModelError::Corrupt { path, .. }) => {
+            path.parent().filter(|d| tempfile::tempfile_in(d).is_ok()).map(Path::to_path_buf)
+        }
+        Err(_) => None,
+    };
+    let dest = damaged_in
+        .or_else(|| model_dir.map(Path::to_path_buf))
         .or_else(super::default_fetch_dir)
         .ok_or_else(|| derive_error(info, "no folder for it (set HOME or STEMROOM_CACHE)".into()))?;
     tracing::info!("making the model {id} in {}", dest.display());
@@ -125,12 +132,18 @@ pub fn derive(
     let base_info = manifest.get(&recipe.from)?;
     let base = match locate(base_info, dirs, true) {
         Ok(found) => found,
-        Err(ModelError::NotFound { .. }) => fetch(base_info, dest_dir)?,
+        // Missing, or damaged everywhere: fetched again (a damaged copy in
+        // `dest_dir` is replaced).
+        Err(ModelError::NotFound { .. } | ModelError::Corrupt { .. }) => fetch(base_info, dest_dir)?,
         Err(e) => return Err(e),
     };
     let python = ensure_tools(info, tools_dir)?;
     std::fs::create_dir_all(dest_dir).map_err(io_at(dest_dir))?;
-    let work = tempfile::Builder::new().prefix(".derive-").tempdir_in(dest_dir).map_err(io_at(dest_dir))?;
+    // Locked while in use, like a fetch's: one left by a build that was
+    // killed (a model's worth of scratch files) goes at the next build.
+    let prefix = format!(".derive-{}-", info.id);
+    super::fetch::remove_stale_work(dest_dir, &prefix);
+    let (work, _in_use) = crate::files::locked_tempdir(dest_dir, &prefix).map_err(io_at(dest_dir))?;
     let script_path = work.path().join("recipe.py");
     std::fs::write(&script_path, script).map_err(io_at(&script_path))?;
     // The recipe's tools write scratch files beside their input

@@ -110,7 +110,12 @@ pub fn fetch_with(
     match local_copy(info, source, opts.from.as_deref())? {
         Some(Local::Model(path)) => {
             on_event(&InstallEvent::Unpacking { file: info.file.clone() });
-            std::fs::copy(&path, &part).map_err(io_at(&part))?;
+            // Copied into a new file of this process's own permissions
+            // (`fs::copy` would carry a read-only source's, and the copy
+            // could not be opened for writing to sync it).
+            let mut from = File::open(&path).map_err(io_at(&path))?;
+            let mut to = File::create(&part).map_err(io_at(&part))?;
+            std::io::copy(&mut from, &mut to).map_err(io_at(&part))?;
             users_model = Some(path);
         }
         Some(Local::Tarball(path)) => {
@@ -153,10 +158,11 @@ pub fn fetch_with(
 }
 
 /// Remove the folders in `dir` whose names start with `prefix` and that no
-/// fetch holds locked ([`crate::files::locked_tempdir`]): work folders of fetches of
-/// this package that were killed. Removed while locked here; a folder that
-/// cannot be locked (no locks on this file system) is left.
-fn remove_stale_work(dir: &Path, prefix: &str) {
+/// fetch (or model build) holds locked ([`crate::files::locked_tempdir`]):
+/// work folders of fetches of this package, or builds, that were killed.
+/// Removed while locked here; a folder that cannot be locked (no locks on
+/// this file system) is left.
+pub(super) fn remove_stale_work(dir: &Path, prefix: &str) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for e in entries.flatten() {
         if !e.file_name().to_string_lossy().starts_with(prefix) {
@@ -164,7 +170,7 @@ fn remove_stale_work(dir: &Path, prefix: &str) {
         }
         let Ok(folder) = File::open(e.path()) else { continue };
         if folder.try_lock().is_ok() && std::fs::remove_dir_all(e.path()).is_ok() {
-            tracing::info!("removed {}, left by a fetch that stopped", e.path().display());
+            tracing::info!("removed {}, left by a fetch or build that stopped", e.path().display());
         }
     }
 }

@@ -58,7 +58,10 @@ pub struct InstalledModel {
     pub verified: bool,
 }
 
-/// Find the model file for `info` in `dirs` (first hit wins) and check it.
+/// Find the model file for `info` in `dirs` (the first good copy wins) and
+/// check it. A damaged copy (wrong size or sha256) is passed over, with a
+/// warning, for a good one in a later folder: a copy made or fetched again
+/// elsewhere after the damage is then used.
 ///
 /// A full sha256 check of the 174 MB file takes about half a second; its result
 /// is remembered in a `<file>.verified` stamp holding size, mtime and hash, and
@@ -66,17 +69,30 @@ pub struct InstalledModel {
 ///
 /// # Errors
 /// [`ModelError::NotFound`] naming every directory searched and how to fetch the
-/// file; [`ModelError::Corrupt`] on a size or checksum mismatch.
+/// file; [`ModelError::Corrupt`] (the first damaged copy's) on a size or
+/// checksum mismatch when no good copy was found.
 pub fn locate(info: &ModelInfo, dirs: &[PathBuf], full_check: bool) -> Result<InstalledModel, ModelError> {
+    let mut damaged = None;
     for dir in dirs {
         let path = dir.join(&info.file);
         if path.is_file() {
-            verify(info, &path, full_check)?;
+            match verify(info, &path, full_check) {
+                Ok(()) => {}
+                Err(e @ ModelError::Corrupt { .. }) => {
+                    tracing::warn!("{e}; looking in the next model folder");
+                    damaged.get_or_insert(e);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
             // A clean absolute path for messages (`…/crates/engine/../../models`
             // becomes the repository's `models/`).
             let path = std::fs::canonicalize(&path).unwrap_or(path);
             return Ok(InstalledModel { id: info.id.clone(), path, verified: true });
         }
+    }
+    if let Some(e) = damaged {
+        return Err(e);
     }
     Err(ModelError::NotFound {
         file: info.file.clone(),
@@ -85,6 +101,10 @@ pub fn locate(info: &ModelInfo, dirs: &[PathBuf], full_check: bool) -> Result<In
     })
 }
 
+/// What the stamp holds: size, mtime and, on Unix, the inode and ctime
+/// (no tool sets a ctime: a file rewritten in place with its size and
+/// mtime kept, as `rsync --inplace -t` or a tarball's fixed dates do, still
+/// changes it), then the sha256.
 fn stamp_text(meta: &std::fs::Metadata, sha: &str) -> String {
     let mtime = meta
         .modified()
@@ -92,7 +112,14 @@ fn stamp_text(meta: &std::fs::Metadata, sha: &str) -> String {
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    format!("{} {} {}\n", meta.len(), mtime, sha)
+    #[cfg(unix)]
+    let changed = {
+        use std::os::unix::fs::MetadataExt;
+        format!(" {} {}.{:09}", meta.ino(), meta.ctime(), meta.ctime_nsec())
+    };
+    #[cfg(not(unix))]
+    let changed = String::new();
+    format!("{} {}{} {}\n", meta.len(), mtime, changed, sha)
 }
 
 /// Where the verification stamp of model file `path` lives (`<file>.verified`).
@@ -255,6 +282,33 @@ pub fn statuses(manifest: &Manifest, dirs: &[PathBuf]) -> Vec<ModelStatus> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_damaged_copy_is_passed_over_for_a_good_one_further_on() {
+        let t = tempfile::tempdir().unwrap();
+        let (first, second) = (t.path().join("first"), t.path().join("second"));
+        std::fs::create_dir_all(&first).unwrap();
+        std::fs::create_dir_all(&second).unwrap();
+        let good = b"a model's bytes";
+        let mut info = super::super::Manifest::builtin().unwrap().get("htdemucs").unwrap().clone();
+        info.file = "m.onnx".into();
+        info.bytes = good.len() as u64;
+        std::fs::write(second.join("m.onnx"), good).unwrap();
+        info.sha256 = sha256_file(&second.join("m.onnx")).unwrap();
+        std::fs::write(first.join("m.onnx"), b"a model's bytez").unwrap();
+        let dirs = [first.clone(), second.clone()];
+        let found = locate(&info, &dirs, true).unwrap();
+        assert_eq!(found.path, std::fs::canonicalize(second.join("m.onnx")).unwrap());
+        // Damaged everywhere: the first damaged copy is named.
+        std::fs::write(second.join("m.onnx"), b"short").unwrap();
+        match locate(&info, &dirs, true) {
+            Err(ModelError::Corrupt { path, .. }) => assert_eq!(path, first.join("m.onnx")),
+            other => panic!("{other:?}"),
+        }
+        std::fs::remove_file(first.join("m.onnx")).unwrap();
+        std::fs::remove_file(second.join("m.onnx")).unwrap();
+        assert!(matches!(locate(&info, &dirs, true), Err(ModelError::NotFound { .. })));
+    }
 
     #[test]
     fn only_a_build_tree_binary_searches_the_repository() {

@@ -850,6 +850,20 @@ mod tests {
         let plan = Plan::new(&info, 44_100 * 60, &SeparateOptions { shifts: 0, ..Default::default() }).expect("plan");
         assert_eq!(plan.stride, 257_985);
         assert_eq!(plan.total_segments(), 11);
+        // Strides as Python computes `int((1 - overlap) * 343980)`.
+        for (overlap, stride) in [
+            (0.05, 326_781),
+            (0.1, 309_582),
+            (0.2, 275_184),
+            (0.5, 171_990),
+            (0.65, 120_392),
+            (0.9, 34_397),
+            (0.99, 3439),
+        ] {
+            let plan = Plan::new(&info, 44_100 * 60, &SeparateOptions { shifts: 0, overlap, ..Default::default() })
+                .expect("plan");
+            assert_eq!(plan.stride, stride, "overlap {overlap}");
+        }
         let a = Plan::new(&info, 1000, &SeparateOptions { shifts: 2, seed: 42, ..Default::default() }).expect("plan");
         let b = Plan::new(&info, 1000, &SeparateOptions { shifts: 2, seed: 42, ..Default::default() }).expect("plan");
         assert_eq!(a.passes, b.passes, "seeded shifts are reproducible");

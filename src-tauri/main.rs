@@ -21,6 +21,11 @@ use std::sync::Arc;
 
 use tauri::Manager;
 
+/// Files a second launch handed over before this one's state was made
+/// (its paths and working folder), opened once it is.
+#[derive(Default)]
+struct PendingOpens(std::sync::Mutex<Vec<(Vec<std::path::PathBuf>, Option<std::path::PathBuf>)>>);
+
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
@@ -47,14 +52,21 @@ fn main() {
                 let _ = window.unminimize();
                 let _ = window.set_focus();
             }
-            if let Some(state) = app.try_state::<Arc<state::AppState>>() {
-                // (The plugin hands the arguments over as lossy UTF-8: a
-                // name that is not UTF-8 does not exist here and is said so.)
-                let paths = argv.into_iter().skip(1).map(std::path::PathBuf::from).collect();
-                let cwd = Some(std::path::Path::new(&cwd)).filter(|d| d.is_absolute());
-                commands::queue::open_with(state.inner().clone(), paths, cwd);
+            // (The plugin hands the arguments over as lossy UTF-8: a name
+            // that is not UTF-8 does not exist here and is said so.)
+            let paths: Vec<std::path::PathBuf> = argv.into_iter().skip(1).map(std::path::PathBuf::from).collect();
+            let cwd = Some(std::path::PathBuf::from(cwd)).filter(|d| d.is_absolute());
+            // Under the pending list's lock, which `setup` holds while it
+            // makes the state: files opened while the app still starts
+            // wait there for it, none lost between the two.
+            let Some(pending) = app.try_state::<PendingOpens>() else { return };
+            let mut waiting = pending.0.lock().unwrap_or_else(|p| p.into_inner());
+            match app.try_state::<Arc<state::AppState>>() {
+                Some(state) => commands::queue::open_with(state.inner().clone(), paths, cwd.as_deref()),
+                None => waiting.push((paths, cwd)),
             }
         }))
+        .manage(PendingOpens::default())
         .plugin(tauri_plugin_opener::init())
         // Files dropped on the window, as the runtime saw them: the paths the
         // page may then ask to add (it names no others; see state::Grants).
@@ -83,9 +95,15 @@ fn main() {
             match state::AppState::open(&data_dir) {
                 Ok(state) => {
                     let state = Arc::new(state);
+                    let pending = app.state::<PendingOpens>();
+                    let mut waiting = pending.0.lock().unwrap_or_else(|p| p.into_inner());
                     app.manage(state.clone());
                     let paths = std::env::args_os().skip(1).map(std::path::PathBuf::from).collect();
-                    commands::queue::open_with(state, paths, None);
+                    commands::queue::open_with(state.clone(), paths, None);
+                    // Second launches while this one started, in order.
+                    for (paths, cwd) in waiting.drain(..) {
+                        commands::queue::open_with(state.clone(), paths, cwd.as_deref());
+                    }
                     Ok(())
                 }
                 Err(e) => {
@@ -114,6 +132,20 @@ fn main() {
             tauri::RunEvent::Exit => {
                 if let Some(state) = handle.try_state::<Arc<state::AppState>>() {
                     state.worker.leave();
+                    // An export stops at its next block and removes what it
+                    // wrote (hidden part files, a zip's scratch folder, an
+                    // older export set aside for a Replace goes back); the
+                    // process ends right after this, so it is waited for
+                    // (a few seconds at most). Downloads of models and
+                    // tools stop too (their next start resumes them).
+                    for slot in [&state.export, &state.model_fetch, &state.gpu_install, &state.tools_install] {
+                        slot.cancel();
+                    }
+                    if !state.export.wait_idle(std::time::Duration::from_secs(3)) {
+                        tracing::warn!(
+                            "the export did not stop within 3 s: its part files stay until the next export there"
+                        );
+                    }
                 }
                 stemroom_library::link::kill_running();
             }

@@ -157,6 +157,21 @@ impl CancelSlot {
             c.store(true, Ordering::Relaxed);
         }
     }
+
+    /// Wait until no task runs, for at most `within`. Returns whether none
+    /// does.
+    pub fn wait_idle(&self, within: std::time::Duration) -> bool {
+        let until = std::time::Instant::now() + within;
+        loop {
+            if self.cancel.lock().unwrap_or_else(|p| p.into_inner()).is_none() {
+                return true;
+            }
+            if std::time::Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
 }
 
 /// Everything the commands share.

@@ -77,10 +77,18 @@ impl DraggedOut {
     /// Whether `path` is a file of the drag out in progress or of one that
     /// ended within [`COMES_BACK_WITHIN`].
     pub fn is_own(&self, path: &Path) -> bool {
+        let recent = |slot: &Option<(Vec<PathBuf>, Option<std::time::Instant>)>| {
+            slot.as_ref().is_some_and(|(_, ended)| !ended.is_some_and(|t| t.elapsed() > COMES_BACK_WITHIN))
+        };
+        // No drag out lately: nothing is looked up (a path the page names
+        // is not even resolved: it could be an automount or a stalled
+        // network folder).
+        if !recent(&self.0.lock().unwrap_or_else(|p| p.into_inner())) {
+            return false;
+        }
         let path = canonical(path);
         let slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let Some((files, ended)) = slot.as_ref() else { return false };
-        !ended.is_some_and(|t| t.elapsed() > COMES_BACK_WITHIN) && files.contains(&path)
+        recent(&slot) && slot.as_ref().is_some_and(|(files, _)| files.contains(&path))
     }
 }
 

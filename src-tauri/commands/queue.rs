@@ -172,7 +172,9 @@ pub async fn pick_files(app: AppHandle, state: S<'_>, preset: Option<Preset>) ->
     add(state.inner().clone(), picked, intake::AddOptions { job, ..Default::default() }).await
 }
 
-#[tauri::command]
+/// Cancel job `id` (on the thread pool, not the window's thread: it
+/// writes the database and may remove a checkpoint of hundreds of MB).
+#[tauri::command(async)]
 #[specta::specta]
 pub fn cancel_job(state: S<'_>, id: JobId) -> Result<Job, AppError> {
     let job = state.worker.cancel(id)?;
@@ -180,7 +182,9 @@ pub fn cancel_job(state: S<'_>, id: JobId) -> Result<Job, AppError> {
     Ok(job)
 }
 
-#[tauri::command]
+/// Queue failed or cancelled job `id` again (on the thread pool: it
+/// writes the database).
+#[tauri::command(async)]
 #[specta::specta]
 pub fn retry_job(state: S<'_>, id: JobId) -> Result<Job, AppError> {
     let job = state.queue.retry(id)?;
@@ -203,6 +207,9 @@ pub async fn remove_job(state: S<'_>, id: JobId, delete_files: bool, delete_expo
         // person can try again instead of being left with an orphaned folder.
         if delete_files {
             let job = st.queue.get(id)?;
+            // Open in the player: closed first (its waveform reader would
+            // otherwise write its cache into the folder being deleted).
+            drop(st.song.close_if(|s| s.id == id));
             if let Some(dir) = &job.output_dir {
                 let library = st.worker.library_dir();
                 // A folder deleted by hand: nothing to delete. One that now
@@ -228,7 +235,7 @@ pub async fn remove_job(state: S<'_>, id: JobId, delete_files: bool, delete_expo
     .map_err(|e| AppError::internal(e.to_string()))?
 }
 
-#[tauri::command]
+#[tauri::command(async)]
 #[specta::specta]
 pub fn reorder_queue(state: S<'_>, ids: Vec<JobId>) -> Result<Vec<Job>, AppError> {
     Ok(state.queue.reorder(&ids)?)

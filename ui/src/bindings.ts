@@ -45,7 +45,15 @@ export const commands = {
 	 *  `invalid_options` for a file that is not an executable program.
 	 */
 	chooseProgram: (program: Program, pick: boolean) => typedError<Settings, AppError>(__TAURI_INVOKE("choose_program", { program, pick })),
+	/**
+	 *  Cancel job `id` (on the thread pool, not the window's thread: it
+	 *  writes the database and may remove a checkpoint of hundreds of MB).
+	 */
 	cancelJob: (id: number) => typedError<Job, AppError>(__TAURI_INVOKE("cancel_job", { id })),
+	/**
+	 *  Queue failed or cancelled job `id` again (on the thread pool: it
+	 *  writes the database).
+	 */
 	retryJob: (id: number) => typedError<Job, AppError>(__TAURI_INVOKE("retry_job", { id })),
 	/**
 	 *  Remove job or song `id`. With `delete_files`, a song's files go too: its

@@ -92,6 +92,18 @@ impl<T> OpenSlot<T> {
         self.requests.fetch_add(1, Ordering::SeqCst);
         current.take()
     }
+
+    /// Close the open song when `is_it` says it is the one (its files are
+    /// being deleted), whichever open made it; takes it (to drop outside
+    /// the lock).
+    pub fn close_if(&self, is_it: impl FnOnce(&T) -> bool) -> Option<T> {
+        let mut current = self.lock();
+        if !current.as_ref().is_some_and(is_it) {
+            return None;
+        }
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        current.take()
+    }
 }
 
 #[cfg(test)]
@@ -123,6 +135,12 @@ mod tests {
         assert_eq!(slot.finish_open(opening, "b"), Ok(()), "not overtaken by it");
         assert_eq!(slot.close(1), None);
         assert_eq!(*slot.lock(), Some("b"));
+        // A song being deleted: closed only when it is the open one.
+        assert_eq!(slot.close_if(|s| *s == "a"), None);
+        assert_eq!(slot.close_if(|s| *s == "b"), Some("b"));
+        assert_eq!(*slot.lock(), None);
+        let (opening, _) = slot.begin_open(2);
+        assert_eq!(slot.finish_open(opening, "b"), Ok(()));
         assert_eq!(slot.close(2), Some("b"));
 
         // Two opens: the first waits for nothing, the second waits for the

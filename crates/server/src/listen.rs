@@ -224,6 +224,46 @@ impl Clients {
     }
 }
 
+/// Raise this process's open-file limit to its hard limit (as Go's runtime
+/// does at start; nginx has `worker_rlimit_nofile`): each connection holds
+/// two descriptors (hyper's and the lingering close's), so 512 connections
+/// would reach the usual soft limit of 1024, and an upload's file or the
+/// database could then not be opened. Returns the limit in force, when
+/// known.
+fn raise_open_file_limit(want: u64) -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit/setrlimit with a valid pointer to a local rlimit.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+            return None;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            // SAFETY: as above.
+            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+        // (`rlim_t` is 32 bits on some targets.)
+        #[allow(clippy::useless_conversion)]
+        let now = u64::try_from(lim.rlim_cur).unwrap_or(u64::MAX);
+        if now < want {
+            tracing::warn!(
+                "this process may open {now} files, fewer than {want} for --max-connections (two per connection, \
+                 and files for uploads and the database): raise its limit (ulimit -n, LimitNOFILE=) or lower \
+                 --max-connections"
+            );
+        }
+        Some(now)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = want;
+        None
+    }
+}
+
 /// Serve `app` on `listener` until `stop` completes, within `limits`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -232,6 +272,8 @@ pub async fn serve(
     stop: impl std::future::Future<Output = ()>,
 ) {
     let header_timeout = limits.header_timeout;
+    let files = raise_open_file_limit(2 * limits.max_connections as u64 + 256);
+    tracing::debug!("open-file limit: {files:?}");
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(header_timeout).keep_alive(true);
@@ -307,6 +349,21 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
+
+    #[test]
+    fn the_open_file_limit_is_raised_to_its_hard_limit() {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: valid pointer to a local rlimit.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        let lowered = libc::rlimit { rlim_cur: lim.rlim_max.min(512), rlim_max: lim.rlim_max };
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lowered) }, 0);
+        assert_eq!(raise_open_file_limit(100), Some(lim.rlim_max));
+        let mut now = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut now) }, 0);
+        assert_eq!(now.rlim_cur, lim.rlim_max);
+    }
 
     #[test]
     fn one_client_holds_at_most_its_share_of_connections() {

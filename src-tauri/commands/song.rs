@@ -83,6 +83,8 @@ struct StreamPeaks {
     builders: Vec<PeaksBuilder>,
     buf: Vec<Vec<f32>>,
     sample_rate: u32,
+    /// Frames taken into the peaks so far.
+    read: u64,
 }
 
 impl StreamPeaks {
@@ -98,28 +100,39 @@ impl StreamPeaks {
             builders: (0..n).map(|_| PeaksBuilder::default()).collect(),
             buf: vec![Vec::new(); n],
             sample_rate,
+            read: 0,
         })
     }
 
-    /// Take in what was separated since the last call; the stems' peaks so far.
-    fn refresh(&mut self) -> Vec<Peaks> {
-        loop {
+    /// Blocks read per call while the job runs: 8 (12 s of audio at
+    /// 44.1 kHz, about 17 MB of four stereo sources), so a
+    /// fast GPU's minute of separated audio per poll does not hold the song
+    /// (and the window's player commands, which wait for it) for long; the
+    /// lanes catch up over the next polls, and wholly when the job ends.
+    const BLOCKS_PER_POLL: usize = 8;
+
+    /// Take in what was separated since the last call (at most `blocks`
+    /// blocks of it; `None`: all); the stems' peaks so far.
+    fn refresh(&mut self, blocks: Option<usize>) -> Vec<Peaks> {
+        for _ in 0..blocks.unwrap_or(usize::MAX) {
             match self.set.read(Self::BLOCK, &mut self.buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     for (b, buf) in self.builders.iter_mut().zip(&self.buf) {
                         b.push(&buf[..2 * n]);
                     }
+                    self.read += n as u64;
                 }
             }
         }
         self.builders.iter().map(|b| b.snapshot(self.sample_rate)).collect()
     }
 
-    /// Part of the song separated so far, 0 to 1.
+    /// Part of the song whose peaks are known, 0 to 1: separated and
+    /// taken in (which may lag the separation by a few polls).
     fn separated(&self) -> f64 {
         match (self.set.edge(), self.set.declared_frames()) {
-            (Some(edge), Some(frames)) if frames > 0 => (edge as f64 / frames as f64).min(1.0),
+            (Some(edge), Some(frames)) if frames > 0 => (edge.min(self.read) as f64 / frames as f64).min(1.0),
             _ => 1.0,
         }
     }
@@ -369,7 +382,7 @@ fn open_streaming(
         }
     }
     let (mut lanes, loading) = lane_peaks(tracks, sample_rate);
-    lanes.extend(stems.iter().cloned().zip(stream.refresh()));
+    lanes.extend(stems.iter().cloned().zip(stream.refresh(None)));
     let unity = MixControls::unity(stems.len());
     let with_original = original.and_then(|o| Player::open_growing(dir, Some(&o), &unity.with_original()).ok());
     let (can_compare, opened) = match with_original {
@@ -481,7 +494,7 @@ pub async fn song_stream_done(state: S<'_>, id: JobId) -> Result<SongView, AppEr
         }
         if let Some(mut stream) = song.stream.take() {
             // The rest of the stream (its file stays readable once unlinked).
-            let fresh = stream.refresh();
+            let fresh = stream.refresh(None);
             let first = song.lanes.len() - fresh.len().min(song.lanes.len());
             for (lane, p) in song.lanes[first..].iter_mut().zip(fresh) {
                 lane.1 = p;
@@ -707,7 +720,7 @@ pub fn song_peaks(state: S<'_>, id: JobId, start: f64, end: f64, columns: u32) -
     }
     if let Some(stream) = song.stream.as_mut() {
         // Still separating: the stems' lanes as far as they are separated.
-        let fresh = stream.refresh();
+        let fresh = stream.refresh(Some(StreamPeaks::BLOCKS_PER_POLL));
         let first = song.lanes.len() - fresh.len();
         for (lane, p) in song.lanes[first..].iter_mut().zip(fresh) {
             lane.1 = p;

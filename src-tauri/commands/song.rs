@@ -131,8 +131,11 @@ impl StreamPeaks {
     /// Part of the song whose peaks are known, 0 to 1: separated and
     /// taken in (which may lag the separation by a few polls).
     fn separated(&self) -> f64 {
-        match (self.set.edge(), self.set.declared_frames()) {
-            (Some(edge), Some(frames)) if frames > 0 => (edge.min(self.read) as f64 / frames as f64).min(1.0),
+        match self.set.declared_frames() {
+            // (No edge: all of it is separated.)
+            Some(frames) if frames > 0 => {
+                (self.set.edge().unwrap_or(frames).min(self.read) as f64 / frames as f64).min(1.0)
+            }
             _ => 1.0,
         }
     }

@@ -269,18 +269,17 @@ pub fn locked_tempdir(dir: &Path, prefix: &str) -> std::io::Result<(tempfile::Te
 
 /// The process id in a temporary output's name (`.<name>.<pid>-<n>.part`,
 /// and `.<name>.<pid>.part` or `.<name>.<pid>.part.spool` from earlier
-/// versions), if it is one. The earlier form only for a stem's name (a
-/// `.wav`, `.flac` or `.mp3`, all earlier versions wrote that way): a
-/// person's own `.backup.2023.part` in an output folder is not ours.
+/// versions), if it is one. Only for the names of what is written into
+/// the folders this cleans (stems and exports: `.wav`, `.flac`, `.mp3`,
+/// `.zip`): a person's own `.backup.2023.part` or `.notes.2024-05.part`
+/// in an output folder is not ours.
 fn part_owner(file_name: &str) -> Option<i32> {
     let stem = file_name.strip_prefix('.')?;
     let stem = stem.strip_suffix(".part").or_else(|| stem.strip_suffix(".part.spool"))?;
-    let (name, tag) = stem.rsplit_once('.')?;
-    if !tag.contains('-') {
-        let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
-        if !matches!(ext.as_str(), "wav" | "flac" | "mp3") {
-            return None;
-        }
+    let (name, _) = stem.rsplit_once('.')?;
+    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+    if !matches!(ext.as_str(), "wav" | "flac" | "mp3" | "zip") {
+        return None;
     }
     tagged_owner(stem)
 }
@@ -501,12 +500,14 @@ mod tests {
         theirs.disarm();
         assert_eq!(remove_stale_parts(dir.path()), 1, "unlocked: stale");
         assert!(!elsewhere.exists());
-        assert_eq!(part_owner(".a.b.c.12.part"), None, "the earlier form is a stem's only");
+        assert_eq!(part_owner(".a.b.c.12.part"), None, "only a stem's or an export's");
         assert_eq!(part_owner(".backup.2023.part"), None);
+        assert_eq!(part_owner(".notes.2024-05.part"), None);
         assert_eq!(part_owner(".Song - drums.WAV.12.part"), Some(12));
-        assert_eq!(part_owner(".a.b.c.12-3.part"), Some(12));
-        assert_eq!(part_owner(".a.b.c.12-.part"), None);
-        assert_eq!(part_owner(".a.b.c.12-x.part"), None);
+        assert_eq!(part_owner(".a.b.flac.12-3.part"), Some(12));
+        assert_eq!(part_owner(".Song - stems.zip.12-0.part"), Some(12));
+        assert_eq!(part_owner(".a.b.mp3.12-.part"), None);
+        assert_eq!(part_owner(".a.b.mp3.12-x.part"), None);
         assert_eq!(part_owner("a.12.part"), None);
         assert_eq!(part_owner(".notes.txt"), None);
     }

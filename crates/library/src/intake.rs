@@ -207,10 +207,15 @@ pub fn add_paths_with(queue: &Queue, paths: &[PathBuf], add: AddOptions) -> Resu
             let mut skipped = Vec::new();
             let cut = walk(p, 0, &mut files, &mut skipped);
             if cut {
-                let reason = format!(
-                    "Stemroom adds at most {MAX_FILES} songs at once: the audio files after {} (in name order) were not added; add them, or their folder, again.",
-                    files.last().map(|f| f.strip_prefix(p).unwrap_or(f).display().to_string()).unwrap_or_default()
-                );
+                let reason = match files[before..].last() {
+                    Some(last) => format!(
+                        "Stemroom adds at most {MAX_FILES} songs at once: the audio files after {} (in name order) were not added; add them, or their folder, again.",
+                        last.strip_prefix(p).unwrap_or(last).display()
+                    ),
+                    None => format!(
+                        "Stemroom adds at most {MAX_FILES} songs at once, and the files before this folder reached it: none of its audio files were added; add it again."
+                    ),
+                };
                 result.rejected.push(result_rejected(p, reason));
             }
             if files.len() == before && !cut {
@@ -597,6 +602,9 @@ mod tests {
         std::fs::write(big.join("sub/y.wav"), b"").unwrap();
         let single = dir.path().join("single.wav");
         wav(&single, 100);
+        let second = dir.path().join("second");
+        std::fs::create_dir_all(&second).unwrap();
+        std::fs::write(second.join("z.wav"), b"").unwrap();
         let r = add_paths(&q, &[big.clone(), single.clone()]).unwrap();
         assert!(r.added.is_empty());
         let limit: Vec<&Rejected> = r.rejected.iter().filter(|x| x.reason.contains("at most 500")).collect();
@@ -605,6 +613,10 @@ mod tests {
         assert!(limit[0].reason.contains("after 499.wav"), "{}", limit[0].reason);
         assert_eq!(Path::new(&limit[1].path), single);
         assert_eq!(r.rejected.len(), 502, "500 empty files and the two left out");
+        // A folder after the limit was reached: none of its files.
+        let r = add_paths(&q, &[big.clone(), second.clone()]).unwrap();
+        let cut = r.rejected.iter().find(|x| Path::new(&x.path) == second).expect("the second folder");
+        assert!(cut.reason.contains("none of its audio files"), "{}", cut.reason);
     }
 
     #[test]

@@ -269,12 +269,26 @@ pub const EXPORTS_DIR: &str = "exports";
 /// [`RemovedSong::other_job`] says whose song it is.
 ///
 /// # Errors
-/// `NotFound` when `dir` is gone; `InvalidInput` when `dir` breaks a rule
-/// above (nothing is deleted); I/O errors while deleting.
+/// `NotFound` when `dir` is gone from a folder that is there; `Other` when
+/// its parent folder is missing too (a drive not mounted); `InvalidInput`
+/// when `dir` breaks a rule above (nothing is deleted); I/O errors while
+/// deleting.
 pub fn remove_song(library: &Path, dir: &Path, job: Option<&Job>, with_exports: bool) -> std::io::Result<RemovedSong> {
     use std::io::{Error, ErrorKind};
     let refuse = |why: String| Error::new(ErrorKind::InvalidInput, why);
-    let meta = std::fs::symlink_metadata(dir)?;
+    let meta = match std::fs::symlink_metadata(dir) {
+        Ok(m) => m,
+        // Gone, where its parent folder is (deleted by hand): NotFound.
+        // With the parent missing too (a drive not mounted, a network
+        // folder away) the song may well be there later: not NotFound.
+        Err(e) if e.kind() == ErrorKind::NotFound && !dir.parent().is_some_and(Path::exists) => {
+            return Err(Error::other(format!(
+                "{} cannot be reached (is its drive or network folder there?): nothing was deleted",
+                dir.display()
+            )))
+        }
+        Err(e) => return Err(e),
+    };
     if meta.file_type().is_symlink() || !meta.is_dir() {
         return Err(refuse(format!("{} is a link or not a folder: nothing was deleted", dir.display())));
     }
@@ -487,9 +501,12 @@ mod tests {
         let r = remove_song(lib.path(), &f, Some(&test_job("F")), true).unwrap();
         assert_eq!((r.other_job, r.deleted), (Some(2), 0));
         assert!(f.join("drums.wav").is_file() && f.join(METADATA_FILE).is_file());
-        // A folder that is gone: NotFound, for the caller to take as done.
+        // A folder that is gone: NotFound, for the caller to take as done;
+        // unless its parent is missing too (an unmounted drive).
         let gone = remove_song(lib.path(), &lib.path().join("never"), Some(&test_job("G")), true).unwrap_err();
         assert_eq!(gone.kind(), std::io::ErrorKind::NotFound);
+        let away = remove_song(lib.path(), Path::new("/media/not-mounted/lib/Song"), Some(&test_job("G")), true);
+        assert_eq!(away.unwrap_err().kind(), std::io::ErrorKind::Other);
         // The song's own folder in an earlier library, the current library
         // folder not made yet: deleted.
         let g = song_folder(outside.path(), "G", &["drums.wav"]);

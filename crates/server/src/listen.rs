@@ -224,7 +224,8 @@ impl Clients {
     }
 }
 
-/// Raise this process's open-file limit to its hard limit (as Go's runtime
+/// Raise this process's open-file limit to its hard limit (on macOS at
+/// most OPEN_MAX; as Go's runtime
 /// does at start; nginx has `worker_rlimit_nofile`): each connection holds
 /// two descriptors (hyper's and the lingering close's), so 512 connections
 /// would reach the usual soft limit of 1024, and an upload's file or the
@@ -238,11 +239,17 @@ fn raise_open_file_limit(want: u64) -> Option<u64> {
         if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
             return None;
         }
-        if lim.rlim_cur < lim.rlim_max {
-            let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+        // macOS refuses more than OPEN_MAX (10240) as the soft limit, and
+        // gives apps an unlimited hard one.
+        #[cfg(target_os = "macos")]
+        let most = lim.rlim_max.min(10_240);
+        #[cfg(not(target_os = "macos"))]
+        let most = lim.rlim_max;
+        if lim.rlim_cur < most {
+            let raised = libc::rlimit { rlim_cur: most, rlim_max: lim.rlim_max };
             // SAFETY: as above.
             if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-                lim.rlim_cur = lim.rlim_max;
+                lim.rlim_cur = most;
             }
         }
         // (`rlim_t` is 32 bits on some targets.)
@@ -351,6 +358,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(target_os = "linux")]
     fn the_open_file_limit_is_raised_to_its_hard_limit() {
         let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
         // SAFETY: valid pointer to a local rlimit.

@@ -240,6 +240,23 @@ describe("Queue", () => {
     expect(buttonNames("Stopped")).toEqual(["Retry", "Remove"]);
   });
 
+  it("takes one move at a time", async () => {
+    const { backend, user } = renderApp({
+      queue: [job(1, "Alpha", { state: "queued" }), job(2, "Beta", { state: "queued" }), job(3, "Gamma", { state: "queued" })],
+    });
+    await screen.findByText("Alpha");
+    const real = backend.reorderQueue.bind(backend);
+    let answer = () => {};
+    vi.spyOn(backend, "reorderQueue").mockImplementationOnce(
+      (ids) => new Promise<void>((go) => (answer = go)).then(() => real(ids)),
+    );
+    await user.click(within(row("Gamma")).getByRole("button", { name: "Move up" }));
+    // Until the first move's list is back, no other move can undo it.
+    expect(within(row("Alpha")).getByRole("button", { name: "Move down" })).toBeDisabled();
+    await act(async () => answer());
+    await waitFor(() => expect(within(row("Alpha")).getByRole("button", { name: "Move down" })).toBeEnabled());
+  });
+
   it("moves a song up even when the one above starts meanwhile", async () => {
     const { backend, user } = renderApp({
       queue: [job(1, "Alpha", { state: "queued" }), job(2, "Beta", { state: "queued" }), job(3, "Gamma", { state: "queued" })],

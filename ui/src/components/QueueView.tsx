@@ -130,12 +130,15 @@ export function QueueView({ queue, onPickFiles, onAddLink, preset, onPresetChang
         <ul className="job-list" aria-label="Songs in the queue">
           {jobs.map((job) => {
             const index = queuedIds.indexOf(job.id);
+            // One move at a time: each sends the whole order it saw, so a
+            // second sent before the first's list comes back would undo it.
+            const moving = [...busy.values()].some((a) => a === "up" || a === "down");
             return (
               <JobRow
                 key={job.id}
                 job={job}
                 progress={queue.progress[job.id]}
-                canMove={{ up: index > 0, down: index >= 0 && index < queuedIds.length - 1 }}
+                canMove={{ up: !moving && index > 0, down: !moving && index >= 0 && index < queuedIds.length - 1 }}
                 busy={busy.get(job.id) ?? null}
                 onAction={act}
                 onListen={onOpenSong}

@@ -561,17 +561,13 @@ pub fn separate_file(sep: &Separator, req: &JobRequest, listener: &dyn Listener)
                 (info.sample_rate, frames as u64, out_rate),
                 req.format,
             );
-            match (layout, saver.as_ref()) {
-                (Some(layout), Some(_)) => {
-                    if let Err(e) = layout.write(&c.dir) {
-                        tracing::warn!("no listening before the end: cannot write {}: {e}", c.dir.display());
-                    }
-                }
-                // None for this run: one an earlier run wrote (with other
-                // two-stem options, which a resume may change) must not
-                // tell the player how to mix these stems.
-                _ => {
-                    let _ = std::fs::remove_file(c.dir.join(stream::LAYOUT_FILE));
+            // An earlier run's layout (with other two-stem options, which a
+            // resume may change) must not tell the player how to mix these
+            // stems: gone first, then this run's written when it has one.
+            let _ = std::fs::remove_file(c.dir.join(stream::LAYOUT_FILE));
+            if let (Some(layout), Some(_)) = (layout, saver.as_ref()) {
+                if let Err(e) = layout.write(&c.dir) {
+                    tracing::warn!("no listening before the end: cannot write {}: {e}", c.dir.display());
                 }
             }
             (resume, saver)

@@ -134,9 +134,12 @@ fn entries_of(v: &serde_json::Value, limit: usize) -> (Vec<LinkEntry>, bool) {
                 .collect()
         })
         .unwrap_or_default();
-    let truncated = entries.len() > limit;
-    entries.truncate(limit);
+    let listed = entries.len();
     entries.retain(|e| seen.insert(e.url.clone()));
+    // More listed than the limit (yt-dlp is asked for one more): more may
+    // follow, even when repeats brought the distinct ones under it.
+    let truncated = listed > limit;
+    entries.truncate(limit);
     (entries, truncated)
 }
 
@@ -184,5 +187,9 @@ mod tests {
         let (entries, truncated) = entries_of(&v, 2);
         assert_eq!(entries.len(), 2);
         assert!(truncated);
+        // Repeats go before the limit counts: a, b, c fill a limit of 3.
+        let (entries, truncated) = entries_of(&v, 3);
+        assert_eq!(entries.len(), 3);
+        assert!(truncated, "four listed");
     }
 }

@@ -134,6 +134,20 @@ describe("Player layout", () => {
     status(27 * RATE);
     status(28 * RATE);
     expect(shown()).toBe(elsewhere);
+    // Back to the start, paused; a seek while paused leaves the view
+    // (statuses say so while paused): play follows it there.
+    fireEvent.change(scroll, { target: { value: "0" } });
+    act(() => backend.emitPlayerStatus({ playing: false, position: 10 * RATE, master: { peak: 0, rms: 0 }, levels: [] }));
+    act(() => backend.emitPlayerStatus({ playing: false, position: 100 * RATE, master: { peak: 0, rms: 0 }, levels: [] }));
+    expect(shown()).toMatch(/^Showing 0:00 to /);
+    status(100 * RATE);
+    expect(shown()).toMatch(/^Showing 1:40 to /);
+    // Paused there, the view moved back to the start: play leaves it.
+    act(() => backend.emitPlayerStatus({ playing: false, position: 101 * RATE, master: { peak: 0, rms: 0 }, levels: [] }));
+    fireEvent.change(scroll, { target: { value: "0" } });
+    status(101 * RATE);
+    status(102 * RATE);
+    expect(shown()).toMatch(/^Showing 0:00 to /);
   });
 
   it("drags a stem's file, or what was just exported, out of the window", async () => {

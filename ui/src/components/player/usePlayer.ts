@@ -231,12 +231,20 @@ export function usePlayer(songId: number, version: number, jobState?: JobState):
     const frames = view?.frames ?? 0;
     if (!win || frames === 0) return;
     const inView = (p: number) => p <= win.end && p >= win.start;
+    // The playhead as last heard playing, or seen paused in the view (or
+    // as it was when the view was set): a seek while paused that leaves
+    // the view is followed at play; a view moved away while paused is not.
     let before = store.get()?.position;
     return store.subscribe(() => {
       const s = store.get();
+      if (!s) return;
+      if (!s.playing) {
+        if (inView(s.position)) before = s.position;
+        return;
+      }
       const was = before;
-      before = s?.position;
-      if (!s?.playing || was === undefined || !inView(was) || inView(s.position)) return;
+      before = s.position;
+      if (was === undefined || !inView(was) || inView(s.position)) return;
       actions.setWin(clampWindow({ start: s.position, end: s.position + (win.end - win.start) }, frames));
     });
   }, [store, win, view, actions]);

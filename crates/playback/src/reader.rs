@@ -43,9 +43,11 @@ impl StemReader {
     /// Matroska declare no length, and symphonia's demuxer refuses a seek
     /// into their last second; a container without an index), it is
     /// decoded from the start and everything before `frame` dropped: slower
-    /// (the reader thread's time, not the device's), never a dead end. A
+    /// (the reader thread's time, not the device's), never a dead end; it
+    /// stops as soon as `give_up` says so (a newer seek, the player
+    /// closing), returning `false` with the stem at no particular place. A
     /// target past the end leaves the stem ended.
-    fn seek(&mut self, frame: u64) -> Result<(), DecodeError> {
+    fn seek(&mut self, frame: u64, give_up: &dyn Fn() -> bool) -> Result<bool, DecodeError> {
         self.pending.clear();
         self.used = 0;
         self.eof = false;
@@ -54,6 +56,9 @@ impl StemReader {
             self.decoder = StreamDecoder::open(&self.path)?;
             let mut left = frame.saturating_mul(2);
             while left > 0 {
+                if give_up() {
+                    return Ok(false);
+                }
                 let Some((block, _)) = self.decoder.next_block()? else {
                     self.eof = true;
                     break;
@@ -68,7 +73,7 @@ impl StemReader {
                 }
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Fill `dst` (interleaved stereo) from the stream; returns the frames
@@ -233,7 +238,7 @@ impl StemSet {
             Inner::Files(s) => s.push(original),
             Inner::Growing(g) => {
                 let mut original = original;
-                original.seek(g.pos)?;
+                original.seek(g.pos, &|| false)?;
                 g.original = Some(original);
             }
         }
@@ -308,15 +313,32 @@ impl StemSet {
     /// decoded before.
     ///
     /// # Errors
-    /// [`DecodeError`] when a stem cannot seek.
+    /// [`DecodeError`] when a stem cannot be read.
     pub fn seek(&mut self, frame: u64) -> Result<(), DecodeError> {
+        self.seek_or_give_up(frame, &|| false).map(|_| ())
+    }
+
+    /// [`StemSet::seek`], where a stem that cannot seek (decoded from its
+    /// start up to `frame`) stops as soon as `give_up` says so: `Ok(false)`,
+    /// the stems at no particular place.
+    ///
+    /// # Errors
+    /// [`DecodeError`] when a stem cannot be read.
+    pub fn seek_or_give_up(&mut self, frame: u64, give_up: &dyn Fn() -> bool) -> Result<bool, DecodeError> {
         match &mut self.inner {
-            Inner::Files(s) => s.iter_mut().try_for_each(|s| s.seek(frame)),
+            Inner::Files(s) => {
+                for stem in s {
+                    if !stem.seek(frame, give_up)? {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            }
             Inner::Growing(g) => {
                 g.pos = frame.min(g.layout.frames);
                 match &mut g.original {
-                    Some(o) => o.seek(g.pos),
-                    None => Ok(()),
+                    Some(o) => o.seek(g.pos, give_up),
+                    None => Ok(true),
                 }
             }
         }
@@ -414,6 +436,9 @@ mod tests {
                 assert_eq!(got, (want.len() / 2).min(2048), "{name}: frames after {target}");
                 assert!(!exact || out[0][..2 * got] == want[..2 * got], "{name}: the frames after {target}");
             }
+            // A newer seek (or the player closing) stops the decoding.
+            assert!(!set.seek_or_give_up(frames - 100, &|| true).unwrap(), "{name}: gave up");
+            assert!(set.seek_or_give_up(frames - 100, &|| false).unwrap());
         }
     }
 }

@@ -110,9 +110,14 @@ impl Reader {
 
     /// Restart reading at `frame` (stems' rate): every stem seeks there, the
     /// stretchers and resamplers start afresh and nothing decoded before is
-    /// kept.
-    fn reposition(&mut self, frame: u64, song_rate: u32) -> Result<(), String> {
-        self.stems.seek(frame).map_err(|e| e.to_string())?;
+    /// kept. A stem that cannot seek (decoded from its start up to `frame`)
+    /// gives up when a newer generation comes or the player stops: the
+    /// next step restarts (or the thread ends) anyway.
+    fn reposition(&mut self, frame: u64, shared: &Shared) -> Result<(), String> {
+        let song_rate = shared.song_rate;
+        let generation = self.generation;
+        let give_up = || shared.stop.load(Ordering::Acquire) || shared.generation.load(Ordering::Acquire) != generation;
+        self.stems.seek_or_give_up(frame, &give_up).map_err(|e| e.to_string())?;
         self.resamplers = (0..self.stems.len())
             .map(|_| StreamResampler::new(song_rate, self.device_rate, 2))
             .collect::<Result<_, _>>()?;
@@ -146,7 +151,7 @@ impl Reader {
         self.edge_faded = false;
         self.waiting = false;
         self.fade_in = 0;
-        self.reposition(t.target, shared.song_rate)?;
+        self.reposition(t.target, shared)?;
         if t.switch {
             // Taking over from the old tempo's read-ahead, which the
             // callback fades out where this starts.
@@ -322,7 +327,7 @@ impl Reader {
     fn decode(&mut self, shared: &Shared, start: u64, frames: usize) -> Result<(), String> {
         if start != self.read_pos {
             // The loop wraps (a loop point is a cut anyway).
-            self.reposition(start, shared.song_rate)?;
+            self.reposition(start, shared)?;
         }
         let longest = self.stems.read(frames, &mut self.input).map_err(|e| e.to_string())?;
         let all_ended = self.stems.all_ended();
@@ -383,7 +388,7 @@ impl Reader {
             self.waiting = false;
             self.edge_faded = false;
             self.flushed = false;
-            self.reposition(self.read_pos, shared.song_rate)?;
+            self.reposition(self.read_pos, shared)?;
             self.fade_in = self.fade_frames;
         }
         // A chunk holds contiguous song frames: before a loop wraps or the

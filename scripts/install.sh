@@ -8,6 +8,9 @@
 # screenshot of each screen in separated/screenshots/ (the package stays
 # installed).
 source "$(dirname "$0")/common.sh"
+# apt installs the package after the build: root (sudo) is asked for now,
+# not half an hour in.
+as_root true || { echo "this needs root or sudo (apt installs the package)" >&2; exit 1; }
 "$REPO_ROOT/scripts/setup.sh"
 "$REPO_ROOT/scripts/setup-app.sh"
 cd "$REPO_ROOT"
@@ -15,7 +18,9 @@ log "building the .deb"
 npx tauri build --bundles deb -- --locked
 deb=$(ls -t "$RELEASE_DIR"/bundle/deb/Stemroom_*_amd64.deb | head -n1)
 log "installing $deb"
-as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$deb" >/dev/null
+# --reinstall: the same version already installed (an earlier run) is
+# replaced by this build, not kept.
+as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --reinstall "$deb" >/dev/null
 log "installed: /usr/bin/stemroom-app (Stemroom in the applications menu) and /usr/bin/stemroom"
 if [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ]; then
     exec /usr/bin/stemroom-app

@@ -14,7 +14,10 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "$want" > "$stamp"
 fi
 TOOLS_DIR="$STEMROOM_CACHE/tools"
-if [ ! -x "$TOOLS_DIR/bin/tauri-driver" ]; then
-    log "installing tauri-driver"
-    cargo install tauri-driver --version "^2" --locked --root "$TOOLS_DIR" --quiet
+# Pinned (a newer 2.x may need a newer Rust); the version cargo recorded
+# says whether the one there is it.
+TAURI_DRIVER_VERSION=2.1.0
+if ! grep -q "\"tauri-driver $TAURI_DRIVER_VERSION " "$TOOLS_DIR/.crates.toml" 2>/dev/null || [ ! -x "$TOOLS_DIR/bin/tauri-driver" ]; then
+    log "installing tauri-driver $TAURI_DRIVER_VERSION"
+    cargo install tauri-driver --version "=$TAURI_DRIVER_VERSION" --locked --root "$TOOLS_DIR" --quiet --force
 fi

@@ -43,7 +43,9 @@ grep -q '^Exec=stemroom-app %F$' "$desktop" || { log "the desktop entry does not
 grep -q '^MimeType=.*audio/mpeg;.*audio/flac;' "$desktop" || { log "the desktop entry lists no audio types"; cat "$desktop" >&2; exit 1; }
 
 log "installing it with apt"
-as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$deb" >/dev/null
+# --reinstall: the same version already installed (an earlier run) is
+# replaced by this build, not kept.
+as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --reinstall "$deb" >/dev/null
 command -v stemroom >/dev/null && [ "$(command -v stemroom)" = /usr/bin/stemroom ] || { log "stemroom is not on PATH"; exit 1; }
 
 # A musician's account: an empty home, no STEMROOM_* settings.

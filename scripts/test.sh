@@ -11,6 +11,9 @@
 #   with an empty home (model and yt-dlp downloaded by them), removed;
 # - clippy with -D warnings.
 source "$(dirname "$0")/common.sh"
+# apt installs the package after the build: root (sudo) is asked for now,
+# not half an hour in.
+as_root true || { echo "this needs root or sudo (apt installs the package)" >&2; exit 1; }
 "$REPO_ROOT/scripts/setup.sh"
 "$REPO_ROOT/scripts/setup-app.sh"
 cd "$REPO_ROOT"

@@ -20,6 +20,7 @@ stop_pulse() {
     rm -rf "$tmp"
 }
 trap stop_pulse EXIT
+command -v pulseaudio >/dev/null || { echo "the end-to-end test needs pulseaudio (see scripts/install-system-deps.sh)" >&2; exit 1; }
 XDG_RUNTIME_DIR="$tmp/run" HOME="$tmp/run" pulseaudio -n --daemonize=yes --exit-idle-time=-1 --use-pid-file=yes \
     --load="module-null-sink sink_name=nullsink" --load=module-native-protocol-unix 2>/dev/null
 for _ in $(seq 1 100); do [ -S "$tmp/run/pulse/native" ] && break; sleep 0.1; done

@@ -45,7 +45,7 @@ if [ ${#need[@]} -gt 0 ]; then
     # (env: sudo drops the caller's environment.)
     # --no-remove: never take anything away to make room (apt stops and
     # says why instead).
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends --no-remove "${need[@]}" >/dev/null
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends --no-remove "${need[@]}"
 fi
 # Node.js new enough for the UI's tools (see common.sh), else the pinned one.
 node_ok() {
@@ -81,9 +81,10 @@ if ! command -v cargo >/dev/null 2>&1; then
     echo "Rust (cargo) is required: https://rustup.rs" >&2
     exit 1
 fi
-# The workspace's rust-version (Debian's own cargo is older: 1.63 on 12).
+# 1.90: the tests' tauri-driver 2.1.0 (the workspace itself needs 1.89;
+# Debian's own cargo is older: 1.63 on 12, 1.85 on 13).
 rust_minor=$(cargo --version | sed -n 's/^cargo 1\.\([0-9]*\)\..*/\1/p')
-if [ -z "$rust_minor" ] || [ "$rust_minor" -lt 89 ]; then
-    echo "Rust 1.89 or newer is required ($(cargo --version)): install it with https://rustup.rs" >&2
+if [ -z "$rust_minor" ] || [ "$rust_minor" -lt 90 ]; then
+    echo "Rust 1.90 or newer is required ($(cargo --version)): install it with https://rustup.rs" >&2
     exit 1
 fi

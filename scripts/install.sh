@@ -8,8 +8,8 @@
 # screenshot of each screen in separated/screenshots/ (the package stays
 # installed).
 source "$(dirname "$0")/common.sh"
-# apt installs the package after the build: root (sudo) is asked for now,
-# not half an hour in.
+# apt installs the package after the build: whether root (or sudo) works is
+# checked now, not half an hour in.
 as_root true || { echo "this needs root or sudo (apt installs the package)" >&2; exit 1; }
 "$REPO_ROOT/scripts/setup.sh"
 "$REPO_ROOT/scripts/setup-app.sh"
@@ -20,7 +20,7 @@ deb=$(ls -t "$RELEASE_DIR"/bundle/deb/Stemroom_*_amd64.deb | head -n1)
 log "installing $deb"
 # --reinstall: the same version already installed (an earlier run) is
 # replaced by this build, not kept.
-as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --reinstall "$deb" >/dev/null
+as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --reinstall --no-remove "$deb" >/dev/null
 log "installed: /usr/bin/stemroom-app (Stemroom in the applications menu) and /usr/bin/stemroom"
 if [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ]; then
     exec /usr/bin/stemroom-app

@@ -45,7 +45,7 @@ grep -q '^MimeType=.*audio/mpeg;.*audio/flac;' "$desktop" || { log "the desktop 
 log "installing it with apt"
 # --reinstall: the same version already installed (an earlier run) is
 # replaced by this build, not kept.
-as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --reinstall "$deb" >/dev/null
+as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --reinstall --no-remove "$deb" >/dev/null
 command -v stemroom >/dev/null && [ "$(command -v stemroom)" = /usr/bin/stemroom ] || { log "stemroom is not on PATH"; exit 1; }
 
 # A musician's account: an empty home, no STEMROOM_* settings.

@@ -27,11 +27,17 @@ pub fn part_path(dest: &Path) -> PathBuf {
     // Room for the dot, the suffix and ".old" (a set-aside final, [`publish`]).
     let room = NAME_MAX - 1 - suffix.len() - ".old".len();
     if name.len() > room {
-        let mut cut = room;
+        // The extension stays (it says what the part file is: a stem's or
+        // an export's, which [`remove_stale_parts`] clears once its
+        // process is gone); the name before it is cut.
+        let ext = name.rfind('.').filter(|&i| i > 0 && name.len() - i <= 16).map(|i| name[i..].to_string());
+        let ext = ext.unwrap_or_default();
+        let mut cut = room - ext.len();
         while !name.is_char_boundary(cut) {
             cut -= 1;
         }
         name.truncate(cut);
+        name.push_str(&ext);
     }
     dest.with_file_name(format!(".{name}{suffix}"))
 }
@@ -566,5 +572,8 @@ mod tests {
         let p = part_path(&deep.join(&long));
         let name = p.file_name().unwrap().to_str().unwrap();
         assert!(name.len() + 4 <= 255 && name.ends_with(".part"), "{} bytes", name.len());
+        // Its extension kept: a killed run's part file is still known as one.
+        assert!(name.contains(".wav."), "{name}");
+        assert_eq!(part_owner(name), Some(std::process::id() as i32));
     }
 }

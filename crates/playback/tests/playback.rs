@@ -505,7 +505,7 @@ mod player {
                 .args(["-n", "--daemonize=yes", "--exit-idle-time=-1", "--use-pid-file=yes"])
                 .args(["--load=module-null-sink sink_name=nullsink", "--load=module-native-protocol-unix"])
                 .status()
-                .expect("pulseaudio (scripts/install-system-deps.sh installs it)");
+                .expect("pulseaudio (scripts/install-system-deps.sh installs it, except over a desktop's PipeWire)");
             assert!(st.success(), "pulseaudio did not start");
             let socket = dir.join("pulse/native");
             let t0 = Instant::now();

@@ -134,7 +134,8 @@ fn entries_of(v: &serde_json::Value, limit: usize) -> (Vec<LinkEntry>, bool) {
                 .collect()
         })
         .unwrap_or_default();
-    let listed = entries.len();
+    // (Every entry yt-dlp listed, with an address or not.)
+    let listed = v.get("entries").and_then(|e| e.as_array()).map_or(0, Vec::len);
     entries.retain(|e| seen.insert(e.url.clone()));
     // More listed than the limit (yt-dlp is asked for one more): more may
     // follow, even when repeats brought the distinct ones under it.
@@ -190,6 +191,6 @@ mod tests {
         // Repeats go before the limit counts: a, b, c fill a limit of 3.
         let (entries, truncated) = entries_of(&v, 3);
         assert_eq!(entries.len(), 3);
-        assert!(truncated, "four listed");
+        assert!(truncated, "five listed");
     }
 }

@@ -168,9 +168,14 @@ impl Reader {
         }
         let Ok(mut slot) = shared.replacement.try_lock() else { return Ok(()) };
         if let Some(mut files) = slot.take() {
-            match files.seek(self.read_pos) {
-                Ok(()) => self.stems = files,
-                // The stream has the same samples: play on from it.
+            let generation = self.generation;
+            let give_up =
+                || shared.stop.load(Ordering::Acquire) || shared.generation.load(Ordering::Acquire) != generation;
+            match files.seek_or_give_up(self.read_pos, &give_up) {
+                Ok(true) => self.stems = files,
+                // A newer seek came (or the player closes) while a stem
+                // decoded up to here: tried again from the new place.
+                Ok(false) => *slot = Some(files),
                 Err(e) => tracing::warn!("the finished stems cannot take over from the stream ({e}): playing on"),
             }
         }

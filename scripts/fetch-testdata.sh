@@ -7,9 +7,17 @@ source "$(dirname "$0")/common.sh"
 mkdir -p "$TESTDATA_DIR"
 if [ ! -f "$TESTDATA_DIR/vocals.wav" ]; then
     log "fetching test music (stempeg wheel)"
+    # PyPI's file, by its sha256 (read from the wheel pip downloaded on
+    # 2026-12-05): one cut short or changed is fetched again.
+    wheel_sha256=aa5d5dcdfba10abf0c76b502c00808a6dedd86a14e64b298615249294e522bee
     wheel=$(ls "$DL_DIR"/stempeg-0.2.6-*.whl 2>/dev/null | head -n1 || true)
+    if [ -n "$wheel" ] && [ "$(sha256sum "$wheel" | cut -d' ' -f1)" != "$wheel_sha256" ]; then
+        rm -f "$wheel"
+        wheel=
+    fi
     if [ -z "$wheel" ]; then
-        python3 -m pip download -q --no-deps "stempeg==0.2.6" -d "$DL_DIR"
+        python3 -m pip download -q --no-deps --require-hashes -d "$DL_DIR" \
+            -r <(echo "stempeg==0.2.6 --hash=sha256:$wheel_sha256")
         wheel=$(ls "$DL_DIR"/stempeg-0.2.6-*.whl | head -n1)
     fi
     tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT

@@ -26,5 +26,19 @@ export STEMROOM_T0
 log() { printf '\033[1m[stemroom %ss]\033[0m %s\n' "$(($(date +%s) - STEMROOM_T0))" "$*" >&2; }
 # Run as root or through sudo.
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+# Lower-case hex sha256 of a file.
+sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
+# Print the cached download `$1` when it has sha256 `$2`; one that does
+# not (cut short by an interrupted run, or changed) is removed, to be
+# fetched again. Nothing is printed for an empty `$1`.
+cached_with_sha256() {
+    [ -n "$1" ] || return 0
+    if [ "$(sha256_of "$1")" = "$2" ]; then
+        echo "$1"
+    else
+        log "$(basename "$1") does not match its sha256: fetching it again"
+        rm -f "$1"
+    fi
+}
 # Where cargo puts binaries (honours CARGO_TARGET_DIR).
 RELEASE_DIR="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release"

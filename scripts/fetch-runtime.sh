@@ -16,18 +16,13 @@ lib="$ORT_DIR/libonnxruntime.so.$ORT_VERSION"
 # Its sha256 as install.rs pins it: a wheel cut short (an interrupted run)
 # or changed is fetched again.
 wheel_sha256=5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad7f
-wheel=$(ls "$DL_DIR"/onnxruntime-"$ORT_VERSION"-cp311-*.whl 2>/dev/null | head -n1 || true)
-if [ -n "$wheel" ] && [ "$(sha256sum "$wheel" | cut -d' ' -f1)" != "$wheel_sha256" ]; then
-    log "$(basename "$wheel") does not match its sha256: fetching it again"
-    rm -f "$wheel"
-    wheel=
-fi
+wheel=$(cached_with_sha256 "$(ls "$DL_DIR"/onnxruntime-"$ORT_VERSION"-cp311-*.whl 2>/dev/null | head -n1 || true)" "$wheel_sha256")
 if [ -z "$wheel" ]; then
     log "fetching ONNX Runtime $ORT_VERSION (PyPI wheel)"
     python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.11 --implementation cp \
         --platform manylinux_2_28_x86_64 "onnxruntime==$ORT_VERSION" -d "$DL_DIR"
     wheel=$(ls "$DL_DIR"/onnxruntime-"$ORT_VERSION"-cp311-*.whl | head -n1)
-    if [ "$(sha256sum "$wheel" | cut -d' ' -f1)" != "$wheel_sha256" ]; then
+    if [ "$(sha256_of "$wheel")" != "$wheel_sha256" ]; then
         echo "$(basename "$wheel") does not match its pinned sha256 $wheel_sha256" >&2
         rm -f "$wheel"
         exit 1

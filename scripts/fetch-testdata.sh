@@ -10,11 +10,7 @@ if [ ! -f "$TESTDATA_DIR/vocals.wav" ]; then
     # PyPI's file, by its sha256 (read from the wheel pip downloaded on
     # 2026-12-05): one cut short or changed is fetched again.
     wheel_sha256=aa5d5dcdfba10abf0c76b502c00808a6dedd86a14e64b298615249294e522bee
-    wheel=$(ls "$DL_DIR"/stempeg-0.2.6-*.whl 2>/dev/null | head -n1 || true)
-    if [ -n "$wheel" ] && [ "$(sha256sum "$wheel" | cut -d' ' -f1)" != "$wheel_sha256" ]; then
-        rm -f "$wheel"
-        wheel=
-    fi
+    wheel=$(cached_with_sha256 "$(ls "$DL_DIR"/stempeg-0.2.6-*.whl 2>/dev/null | head -n1 || true)" "$wheel_sha256")
     if [ -z "$wheel" ]; then
         python3 -m pip download -q --no-deps --require-hashes -d "$DL_DIR" \
             -r <(echo "stempeg==0.2.6 --hash=sha256:$wheel_sha256")

@@ -21,12 +21,14 @@ python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 # libclang for bindgen (the signalsmith-stretch crate binds its C++ library),
 # and a D-Bus session bus (dbus-run-session: the package test's second
 # launch hands its file to the running app over it).
+# Whether Debian package `$1` is installed.
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 # (xauth: xvfb-run needs it, and xvfb only recommends it.)
 for pkg in libwebkit2gtk-4.1-dev libgtk-3-dev librsvg2-dev libayatana-appindicator3-dev \
            libssl-dev libxdo-dev libasound2-dev xvfb xauth webkit2gtk-driver imagemagick xdotool \
            pulseaudio libasound2-plugins redis-server libclang-dev dbus-daemon; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" && continue
-    if [ "$pkg" = pulseaudio ] && dpkg-query -W -f='${Status}' pipewire-pulse 2>/dev/null | grep -q "install ok installed"; then
+    installed "$pkg" && continue
+    if [ "$pkg" = pulseaudio ] && installed pipewire-pulse; then
         # A desktop on PipeWire: installing PulseAudio would remove it (and
         # GNOME's metapackages with it). The app plays through PipeWire's
         # PulseAudio server; the playback tests that start their own

@@ -190,6 +190,13 @@ impl SongMetadata {
             .collect()
     }
 
+    /// Find the tempo and key ([`analyse`]) of the stems it lists, read
+    /// from `dir` (where they are now).
+    pub fn analyse_in(&mut self, dir: &Path) {
+        let stems: Vec<(String, PathBuf)> = self.stems.iter().map(|s| (s.stem.clone(), dir.join(&s.path))).collect();
+        self.analysis = analyse(&stems);
+    }
+
     /// Write it into `dir` atomically (temporary name, then rename).
     ///
     /// # Errors

@@ -937,9 +937,7 @@ async fn complete(
         let mut meta =
             SongMetadata::new(&job, c.stems.clone(), c.seconds, Some(c.provider.clone()), c.duration_seconds);
         // Tempo and key, as the local worker finds them.
-        let files: Vec<(String, std::path::PathBuf)> =
-            c.stems.iter().map(|s| (s.stem.clone(), work.join(&s.path))).collect();
-        meta.analysis = song::analyse(&files);
+        meta.analyse_in(&work);
         if let Some(a) = &meta.analysis {
             let _ = me.queue.set_analysis(id, a);
         }

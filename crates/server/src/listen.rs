@@ -225,8 +225,8 @@ impl Clients {
 }
 
 /// Raise this process's open-file limit to its hard limit (on macOS at
-/// most OPEN_MAX; as Go's runtime
-/// does at start; nginx has `worker_rlimit_nofile`): each connection holds
+/// most OPEN_MAX), as Go's runtime does at start (nginx has
+/// `worker_rlimit_nofile`): each connection holds
 /// two descriptors (hyper's and the lingering close's), so 512 connections
 /// would reach the usual soft limit of 1024, and an upload's file or the
 /// database could then not be opened. Returns the limit in force, when

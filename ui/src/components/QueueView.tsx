@@ -37,6 +37,9 @@ export function QueueView({ queue, onPickFiles, onAddLink, preset, onPresetChang
   const jobs = (queue.jobs ?? []).filter((job) => job.state.state !== "done");
   const { finished, clearFinished } = queue;
   const queuedIds = jobs.filter((job) => job.state.state === "queued").map((job) => job.id);
+  // One move at a time: each sends the whole order it saw, so a second
+  // sent before the first's list comes back would undo it.
+  const moving = [...busy.values()].some((a) => a === "up" || a === "down");
 
   async function act(action: JobAction, job: Job) {
     setBusy((b) => new Map(b).set(job.id, action));
@@ -130,9 +133,6 @@ export function QueueView({ queue, onPickFiles, onAddLink, preset, onPresetChang
         <ul className="job-list" aria-label="Songs in the queue">
           {jobs.map((job) => {
             const index = queuedIds.indexOf(job.id);
-            // One move at a time: each sends the whole order it saw, so a
-            // second sent before the first's list comes back would undo it.
-            const moving = [...busy.values()].some((a) => a === "up" || a === "down");
             return (
               <JobRow
                 key={job.id}

@@ -103,11 +103,7 @@ impl Inner {
             // it instead of separating it into a second copy.
             tracing::info!("job {} was filed before the last stop: {}", job.id, dest.display());
             let _ = std::fs::remove_dir_all(&work);
-            if let Some(a) = &meta.analysis {
-                let _ = self.queue.set_analysis(job.id, a);
-            }
-            let _ = self.queue.set_details(job.id, meta.duration_seconds, meta.provider.as_deref());
-            return Ok((dest.to_string_lossy().into_owned(), meta.stems_in(&dest)));
+            return Ok(self.recorded(job, &meta, &dest));
         }
         if let Some(meta) = song::song_of_job(&work, job) {
             // Separated before the stop, not filed yet (the stop came while
@@ -214,17 +210,22 @@ impl Inner {
         let _ = std::fs::remove_dir_all(work.join(".download"));
         let _ = std::fs::remove_dir_all(work.join(CHECKPOINT_DIR));
         if meta.analysis.is_none() {
-            let stems: Vec<(String, PathBuf)> =
-                meta.stems.iter().map(|s| (s.stem.clone(), work.join(&s.path))).collect();
-            meta.analysis = song::analyse(&stems);
+            meta.analyse_in(work);
             meta.write(work).map_err(|source| Error::Output { path: work.to_path_buf(), source })?;
         }
+        let dest = song::publish_song(library, work, &job.title)
+            .map_err(|source| Error::Output { path: library.to_path_buf(), source })?;
+        Ok(self.recorded(job, &meta, &dest))
+    }
+
+    /// Tell the queue what the song filed in `dest` knows (tempo and key,
+    /// length, provider); its folder and stems, as a finished job records
+    /// them.
+    fn recorded(&self, job: &Job, meta: &SongMetadata, dest: &Path) -> (String, Vec<StemFile>) {
         if let Some(a) = &meta.analysis {
             let _ = self.queue.set_analysis(job.id, a);
         }
         let _ = self.queue.set_details(job.id, meta.duration_seconds, meta.provider.as_deref());
-        let dest = song::publish_song(library, work, &job.title)
-            .map_err(|source| Error::Output { path: library.to_path_buf(), source })?;
-        Ok((dest.to_string_lossy().into_owned(), meta.stems_in(&dest)))
+        (dest.to_string_lossy().into_owned(), meta.stems_in(dest))
     }
 }

@@ -116,8 +116,7 @@ impl Reader {
     fn reposition(&mut self, frame: u64, shared: &Shared) -> Result<(), String> {
         let song_rate = shared.song_rate;
         let generation = self.generation;
-        let give_up = || shared.stop.load(Ordering::Acquire) || shared.generation.load(Ordering::Acquire) != generation;
-        self.stems.seek_or_give_up(frame, &give_up).map_err(|e| e.to_string())?;
+        self.stems.seek_or_give_up(frame, &|| shared.superseded(generation)).map_err(|e| e.to_string())?;
         self.resamplers = (0..self.stems.len())
             .map(|_| StreamResampler::new(song_rate, self.device_rate, 2))
             .collect::<Result<_, _>>()?;
@@ -169,9 +168,7 @@ impl Reader {
         let Ok(mut slot) = shared.replacement.try_lock() else { return Ok(()) };
         if let Some(mut files) = slot.take() {
             let generation = self.generation;
-            let give_up =
-                || shared.stop.load(Ordering::Acquire) || shared.generation.load(Ordering::Acquire) != generation;
-            match files.seek_or_give_up(self.read_pos, &give_up) {
+            match files.seek_or_give_up(self.read_pos, &|| shared.superseded(generation)) {
                 Ok(true) => self.stems = files,
                 // A newer seek came (or the player closes) while a stem
                 // decoded up to here: tried again from the new place.

@@ -145,6 +145,12 @@ impl Shared {
         self.playing.store(true, Ordering::Release);
     }
 
+    /// Whether reading for `generation` is no longer wanted: a newer seek,
+    /// loop or tempo change came, or the player stops.
+    pub(super) fn superseded(&self, generation: u32) -> bool {
+        self.stop.load(Ordering::Acquire) || self.generation.load(Ordering::Acquire) != generation
+    }
+
     pub(super) fn seek(&self, frame: u64) {
         // Not past the separated edge of a running job.
         let frame = frame.min(self.length.load(Ordering::Acquire)).min(self.edge.load(Ordering::Acquire));

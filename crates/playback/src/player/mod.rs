@@ -976,8 +976,16 @@ mod tests {
             assert!(close(*v, frame as f32 / 1e6 + 0.25), "on to the loop, frame {i}: {v}");
         }
         for (k, v) in out[FADE + to_end..].iter().enumerate() {
-            let frame = 20_000 + k % 1000;
-            assert!(close(*v, frame as f32 / 1e6 + 0.25), "after the wrap, {k}: {v}");
+            // Each pass begins with a 10 ms crossfade from what follows the
+            // loop's end (frame 21000 on) to its start: no cut.
+            let (frame, i) = (20_000 + k % 1000, k % 1000);
+            let want = if i < FADE {
+                let g = (i + 1) as f32 / (FADE + 1) as f32;
+                (frame as f32 * g + (21_000 + i) as f32 * (1.0 - g)) / 1e6 + 0.25
+            } else {
+                frame as f32 / 1e6 + 0.25
+            };
+            assert!((v - want).abs() < 1e-5, "after the wrap, {k}: {v}, not {want}");
         }
         // A loop set behind the playhead: playback jumps to its start,
         // fading out and in as a seek does.
@@ -1124,7 +1132,7 @@ mod tests {
     /// A loop played at another device rate keeps every frame of each pass:
     /// the resamplers give up what they hold before the loop wraps (a
     /// pass used to lose up to a block, and a loop shorter than one block
-    /// played nothing at all).
+    /// played nothing at all). The wrap's crossfade makes no pass longer.
     #[test]
     fn loops_play_whole_when_the_device_runs_at_another_rate() {
         let _paced = paced();
@@ -1139,10 +1147,13 @@ mod tests {
             sh.play();
             let per_pass = f64::from(end - start) * 48_000.0 / 44_100.0;
             let l = left(&render_paced(&mut cb, (per_pass * 12.0) as usize));
-            // Where each pass rises through its middle value (from below for
-            // 100 frames to above for 100: the resamplers' ringing where a
-            // pass is cut crosses it too, but not for so long).
-            let middle = (f64::from(start + end) / 2.0 / 1e6) as f32;
+            // Where each pass rises through three quarters of its range
+            // (from below for 100 frames to above for 100). Each pass
+            // begins with the 10 ms crossfade from what follows the loop's
+            // end down to its start, so a short loop's ramp never gets back
+            // to its middle: above three quarters, the crossfade falls
+            // through the level once and the ramp rises through it once.
+            let middle = ((f64::from(start) + 0.75 * f64::from(end - start)) / 1e6) as f32;
             // The first pass is left out: it fades in from silence.
             let rises: Vec<usize> = (per_pass as usize..l.len() - 101)
                 .filter(|&i| {

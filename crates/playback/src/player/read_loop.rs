@@ -8,8 +8,10 @@
 //! the edge it flushes the stretchers and resamplers, fades that held audio
 //! out, sends it and a wait chunk (the callback then holds the playhead at
 //! the edge and counts no underrun), and when more is separated it starts
-//! again from the edge with a fade in. Everywhere else the audio is the
-//! stems' samples untouched. When the job's finished files come
+//! again from the edge with a fade in. Where a loop wraps, the first
+//! [`FADE_SECONDS`] of its start are crossfaded with what follows its end
+//! (no click at the loop point). Everywhere else the audio is the stems'
+//! samples untouched. When the job's finished files come
 //! ([`super::Player::complete_stream`]) they take over at the reader's
 //! position, without a gap.
 
@@ -77,6 +79,18 @@ struct Reader {
     /// length of a fade in device frames.
     fade_in: usize,
     fade_frames: usize,
+    /// Song frames of this generation decoded so far are being heard
+    /// continuously (a wrap then crossfades; a jump into the loop from a
+    /// seek does not: the callback fades that one).
+    decoded: bool,
+    /// Per stem, the song frames that follow the loop's end (interleaved
+    /// stereo, [`FADE_SECONDS`] of them), faded out under the loop's start
+    /// after a wrap.
+    overhang: Vec<Vec<f32>>,
+    /// Song frames of the wrap's crossfade already applied, and its length
+    /// (equal: none running).
+    xfade_at: usize,
+    xfade_len: usize,
 }
 
 impl Reader {
@@ -105,6 +119,10 @@ impl Reader {
             waiting: false,
             fade_in: 0,
             fade_frames: (f64::from(device_rate) * FADE_SECONDS).round().max(1.0) as usize,
+            decoded: false,
+            overhang: vec![Vec::new(); n],
+            xfade_at: 0,
+            xfade_len: 0,
         }
     }
 
@@ -150,6 +168,9 @@ impl Reader {
         self.edge_faded = false;
         self.waiting = false;
         self.fade_in = 0;
+        self.decoded = false;
+        self.xfade_at = 0;
+        self.xfade_len = 0;
         self.reposition(t.target, shared)?;
         if t.switch {
             // Taking over from the old tempo's read-ahead, which the
@@ -324,14 +345,58 @@ impl Reader {
         Ok(())
     }
 
+    /// At a loop's end: read the [`FADE_SECONDS`] of song frames that
+    /// follow it into `overhang` (silence where the stems end or a running
+    /// job's separated edge is) and start the crossfade.
+    fn read_overhang(&mut self, shared: &Shared) -> Result<(), String> {
+        let len = (f64::from(shared.song_rate) * FADE_SECONDS).round().max(1.0) as usize;
+        let got = self.stems.read(len, &mut self.overhang).map_err(|e| e.to_string())?;
+        for o in &mut self.overhang {
+            o.resize(2 * len, 0.0);
+            o[2 * got.min(len)..].fill(0.0);
+        }
+        self.xfade_at = 0;
+        self.xfade_len = len;
+        Ok(())
+    }
+
+    /// Fade the loop's start in over the frames that follow its end, on
+    /// the first `frames` frames of `input` (equal-gain linear ramps, as the
+    /// seek's fades: the two are the same recording a moment apart, so
+    /// mostly correlated).
+    fn crossfade_wrap(&mut self, frames: usize) {
+        let n = frames.min(self.xfade_len - self.xfade_at);
+        if n == 0 {
+            return;
+        }
+        let len = self.xfade_len;
+        for (input, over) in self.input.iter_mut().zip(&self.overhang) {
+            let over = &over[2 * self.xfade_at..2 * (self.xfade_at + n)];
+            for (i, (lr, o)) in input[..2 * n].chunks_exact_mut(2).zip(over.chunks_exact(2)).enumerate() {
+                let g = (self.xfade_at + i + 1) as f32 / (len + 1) as f32;
+                lr[0] = lr[0] * g + o[0] * (1.0 - g);
+                lr[1] = lr[1] * g + o[1] * (1.0 - g);
+            }
+        }
+        self.xfade_at += n;
+    }
+
     /// Decode `frames` frames of every stem from `start` and resample them
     /// into `ready`.
     fn decode(&mut self, shared: &Shared, start: u64, frames: usize) -> Result<(), String> {
         if start != self.read_pos {
-            // The loop wraps (a loop point is a cut anyway).
+            // The loop wraps. What follows its end is read first, to fade out
+            // under its start (a cut from the end's waveform to the start's
+            // is a click, as a sampler's loop without a crossfade).
+            let wrap = self.decoded && self.looping.is_some_and(|l| u64::from(l.end) == self.read_pos);
+            if wrap {
+                self.read_overhang(shared)?;
+            }
             self.reposition(start, shared)?;
         }
         let longest = self.stems.read(frames, &mut self.input).map_err(|e| e.to_string())?;
+        self.decoded = true;
+        self.crossfade_wrap(longest);
         let all_ended = self.stems.all_ended();
         if longest < frames && !all_ended {
             // A running job's separated edge: only what is there.

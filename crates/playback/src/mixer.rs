@@ -172,6 +172,15 @@ impl Mixer {
         Mixer { from: gains.clone(), current: gains.clone(), target: gains, ramp_pos: ramp_frames, ramp_frames }
     }
 
+    /// Ramps of [`RAMP_SECONDS`] at `sample_rate` Hz from now on; a ramp
+    /// under way ends at once.
+    pub fn set_sample_rate(&mut self, sample_rate: u32) {
+        self.ramp_frames = ((f64::from(sample_rate) * RAMP_SECONDS).round() as usize).max(1);
+        self.current.clone_from(&self.target);
+        self.from.clone_from(&self.target);
+        self.ramp_pos = self.ramp_frames;
+    }
+
     /// Move towards new controls; the change is heard as a ramp over the
     /// next [`RAMP_SECONDS`] of output.
     pub fn set_controls(&mut self, controls: &MixControls) {

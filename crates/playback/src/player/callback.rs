@@ -94,6 +94,19 @@ impl Callback {
         }
     }
 
+    /// Output at `rate` Hz from now on (the stream was reopened on a device
+    /// at another rate; called while no stream holds the callback): fades,
+    /// control ramps, the click and the latency are counted in its frames.
+    pub(super) fn set_device_rate(&mut self, rate: u32) {
+        let fade_frames = (f64::from(rate) * FADE_SECONDS).round().max(1.0);
+        self.fade_step = (1.0 / fade_frames) as f32;
+        self.fade_frames = fade_frames as usize;
+        self.fading_left = self.fading_left.min(self.fade_frames);
+        self.mixer.set_sample_rate(rate);
+        self.click = Click::new(rate);
+        self.device_rate = rate;
+    }
+
     /// Paused: hand chunks of an older generation (read before a seek or a
     /// loop change) back to the reader unplayed, so it refills from the new
     /// position and play starts on a full read-ahead. Chunks of
@@ -182,7 +195,7 @@ impl Callback {
             self.count_in_at = 0.0;
             self.count_in_len = 0.0;
             if let Some((period, _)) = grid.filter(|_| sh.count_in.load(Ordering::Acquire)) {
-                let ratio = sh.ratio * f64::from(sh.tempo());
+                let ratio = sh.ratio() * f64::from(sh.tempo());
                 self.count_in_len = f64::from(COUNT_IN_BEATS) * period / ratio;
             }
         }

@@ -648,7 +648,7 @@ fn start_engine(
     let shared = Arc::new(Shared {
         stems: n,
         song_rate,
-        ratio: f64::from(song_rate) / f64::from(device_rate.max(1)),
+        device_rate: AtomicU32::new(device_rate),
         heard_ratio: AtomicU64::new((f64::from(song_rate) / f64::from(device_rate.max(1))).to_bits()),
         length: AtomicU64::new(length),
         gains: std::array::from_fn(|_| AtomicU32::new(0)),
@@ -1173,6 +1173,37 @@ mod tests {
             render_paced(&mut cb, 2048);
         }
         assert_eq!(sh.underrun_frames.load(Ordering::Acquire), 0, "the reader kept up");
+        sh.stop.store(true, Ordering::Release);
+        reader.join().unwrap();
+    }
+
+    /// The output reopened on a device at another rate (as `output::reopen`
+    /// does when the new default device does not take the old rate): the
+    /// song goes on from where it was, resampled for the new rate, at its
+    /// own pitch. Before, playback stopped with "reopen the song".
+    #[test]
+    fn a_device_at_another_rate_goes_on_after_a_reopen() {
+        let _paced = paced();
+        let dir = tempfile::tempdir().unwrap();
+        let tone = |i: u64, _| (2.0 * std::f64::consts::PI * 440.0 * i as f64 / f64::from(RATE)).sin() as f32 * 0.5;
+        let p = float_wav(dir.path().join("tone.wav"), 400_000, tone);
+        let (sh, mut cb, reader) = start_engine(open_readers(&[p]).unwrap(), &MixControls::unity(1), RATE, 2).unwrap();
+        sh.play();
+        let before = left(&render_paced(&mut cb, 22_050));
+        let f = stemroom_testkit::tone_hz(&before[FADE..], 1, f64::from(RATE));
+        assert!((f / 440.0 - 1.0).abs() < 0.002, "{f:.1} Hz at 44.1 kHz");
+        let at = sh.position.load(Ordering::Acquire);
+        // What `output::reopen` does with the parked callback.
+        cb.set_device_rate(48_000);
+        sh.change_device_rate(48_000);
+        assert_eq!(sh.position.load(Ordering::Acquire), at, "on from the same place");
+        let after = left(&render_paced(&mut cb, 48_000));
+        let f = stemroom_testkit::tone_hz(&after[4_800..], 1, 48_000.0);
+        assert!((f / 440.0 - 1.0).abs() < 0.002, "{f:.1} Hz at 48 kHz: not resampled for the new rate");
+        let moved = sh.position.load(Ordering::Acquire) - at;
+        assert!((43_000..=44_100).contains(&moved), "1 s at 48 kHz moved {moved} song frames");
+        assert_eq!(sh.underrun_frames.load(Ordering::Acquire), 0, "the reader kept up");
+        assert!(sh.error.lock().unwrap().is_none());
         sh.stop.store(true, Ordering::Release);
         reader.join().unwrap();
     }

@@ -6,11 +6,13 @@
 //! position: the callback, its rings and the chunks already read ahead move
 //! to the new stream unchanged, and every chunk carries its song position.
 //!
-//! Only a device that takes the same sample rate can continue the song
-//! (the reader resamples for the first device; the callback maps stereo
-//! onto any channel count); another rate, or no device within
-//! [`REOPEN_GIVE_UP`], stops playback with a message. The output keeps
-//! trying after that, and a device that comes back clears the message.
+//! The new device is opened at the stems' rate when it takes it, else at
+//! its own default rate: the reader then reads again from the playhead,
+//! resampling for that rate (what it had read ahead for the old rate fades
+//! out over [`super::FADE_SECONDS`], as at a seek), and the callback maps
+//! stereo onto any channel count. No device within [`REOPEN_GIVE_UP`]
+//! stops playback with a message. The output keeps trying after that, and
+//! a device that comes back clears the message.
 
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
@@ -62,7 +64,6 @@ pub(super) fn run(
     stop: mpsc::Receiver<()>,
 ) {
     let (back_tx, back_rx) = mpsc::sync_channel::<Callback>(1);
-    let rate = config.sample_rate;
     let mut stream = match start(&device, &config, format, Home::new(callback, back_tx.clone()), &shared) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -137,7 +138,7 @@ pub(super) fn run(
             return; // the callback is parked whenever no stream runs
         };
         shared.output_lost.store(false, Ordering::Release);
-        match reopen(rate, cb, back_tx.clone(), &shared) {
+        match reopen(cb, back_tx.clone(), &shared) {
             Ok(s) => {
                 if gave_up {
                     // Back after playback was stopped: it can be played
@@ -192,20 +193,37 @@ fn gave_up_message() -> String {
     )
 }
 
-/// Open the current default output device at the first stream's sample
-/// rate (`rate`, Hz), with whatever channels it has.
+/// Open the current default output device as the first stream was opened
+/// ([`choose_config`]: the stems' rate when it takes it), with whatever
+/// channels it has. At another rate than the stream before, the callback
+/// and the reader change to it ([`Shared::change_device_rate`]).
 fn reopen(
-    rate: u32,
-    callback: Callback,
+    mut callback: Callback,
     back: mpsc::SyncSender<Callback>,
     shared: &Arc<Shared>,
 ) -> Result<cpal::Stream, String> {
-    let mut home = Home::new(callback, back);
-    let device = cpal::default_host().default_output_device().ok_or("no audio output device")?;
-    let (config, format) = choose_config(&device, rate).map_err(|e| e.to_string())?;
-    if config.sample_rate != rate {
-        return Err(format!("the output now runs at {} Hz instead of {rate} Hz; reopen the song", config.sample_rate));
+    let found = cpal::default_host()
+        .default_output_device()
+        .ok_or_else(|| "no audio output device".to_string())
+        .and_then(|device| choose_config(&device, shared.song_rate).map_err(|e| e.to_string()).map(|c| (device, c)));
+    let (device, (config, format)) = match found {
+        Ok(found) => found,
+        Err(e) => {
+            // The callback goes back to the output thread (as from a failed build).
+            drop(Home::new(callback, back));
+            return Err(e);
+        }
+    };
+    let rate = config.sample_rate;
+    if rate != callback.device_rate {
+        tracing::info!(
+            "the audio output now runs at {rate} Hz instead of {} Hz: resampling for it",
+            callback.device_rate
+        );
+        callback.set_device_rate(rate);
+        shared.change_device_rate(rate);
     }
+    let mut home = Home::new(callback, back);
     home.set_channels(config.channels);
     start(&device, &config, format, home, shared)
 }

@@ -154,15 +154,20 @@ impl Reader {
         // The generation is read under the lock, as every change makes it:
         // read after, a seek landing between would be taken as done while
         // this reads from the target before it (and never restart).
-        let (t, generation) = shared
+        let (t, generation, device_rate) = shared
             .transport
             .lock()
-            .map(|t| (*t, shared.generation.load(Ordering::Acquire)))
+            .map(|t| (*t, shared.generation.load(Ordering::Acquire), shared.device_rate.load(Ordering::Acquire)))
             .map_err(|_| "the transport lock is poisoned".to_string())?;
         self.generation = generation;
+        if device_rate != self.device_rate {
+            // The output was reopened at another rate.
+            self.device_rate = device_rate;
+            self.fade_frames = (f64::from(device_rate) * FADE_SECONDS).round().max(1.0) as usize;
+        }
         self.looping = t.looping;
         self.time_pitch = t.time_pitch.clean();
-        self.ratio = shared.ratio * f64::from(self.time_pitch.tempo);
+        self.ratio = shared.ratio() * f64::from(self.time_pitch.tempo);
         self.ended = false;
         self.flushed = false;
         self.edge_faded = false;

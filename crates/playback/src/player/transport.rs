@@ -40,8 +40,9 @@ pub(super) struct Chunk {
 pub(super) struct Shared {
     pub(super) stems: usize,
     pub(super) song_rate: u32,
-    /// Song frames per device frame at the recorded tempo.
-    pub(super) ratio: f64,
+    /// The output device's rate in Hz (another after the output was
+    /// reopened on a device at another rate: [`Shared::change_device_rate`]).
+    pub(super) device_rate: AtomicU32,
     /// Song frames per device frame of the audio being played now (`f64`
     /// bits; `ratio` times the tempo), to convert the device's latency.
     pub(super) heard_ratio: AtomicU64,
@@ -136,6 +137,23 @@ impl Shared {
             rms: f32::from_bits(self.mean_squares[i].load(Ordering::Acquire)).max(0.0).sqrt(),
         };
         ((0..self.stems).map(level).collect(), level(MAX_STEMS))
+    }
+
+    /// Song frames per device frame at the recorded tempo (the stems' rate
+    /// over the device's).
+    pub(super) fn ratio(&self) -> f64 {
+        f64::from(self.song_rate) / f64::from(self.device_rate.load(Ordering::Acquire).max(1))
+    }
+
+    /// The output now runs at `rate` Hz (reopened on a device that does not
+    /// take the old rate): the reader reads again from the playhead for it,
+    /// as after a seek (what was read ahead at the old rate fades out).
+    pub(super) fn change_device_rate(&self, rate: u32) {
+        let at = self.position.load(Ordering::Acquire);
+        self.retarget(|t| {
+            self.device_rate.store(rate, Ordering::Release);
+            t.target = at;
+        });
     }
 
     pub(super) fn play(&self) {

@@ -283,23 +283,31 @@ fn part_owner(file_name: &str) -> Option<i32> {
     let stem = file_name.strip_prefix('.')?;
     let stem = stem.strip_suffix(".part").or_else(|| stem.strip_suffix(".part.spool"))?;
     let (name, _) = stem.rsplit_once('.')?;
-    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
-    if !matches!(ext.as_str(), "wav" | "flac" | "mp3" | "zip") {
+    if !is_output_name(name) {
         return None;
     }
     tagged_owner(stem)
 }
 
+/// Whether `name` ends in the extension of a stem or an export (`.wav`,
+/// `.flac`, `.mp3`, `.zip`, any case): the only files whose temporary and
+/// set-aside copies the sweeps here take for ours.
+fn is_output_name(name: &str) -> bool {
+    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+    matches!(ext.as_str(), "wav" | "flac" | "mp3" | "zip")
+}
+
 /// An existing file [`publish`] set aside (`.<name>.<pid>-<n>.old`): its
 /// process and its own name. Only that exact form, with a pid Linux can
-/// give (at most 2^22, `PID_MAX_LIMIT` in the kernel's `threads.h`): a
-/// person's own `.config.2024.old` is not ours to move.
+/// give (at most 2^22, `PID_MAX_LIMIT` in the kernel's `threads.h`), for a
+/// stem's or an export's name: a person's own `.config.2024.old` or
+/// `.notes.2024-05.old` is not ours to move or remove.
 fn set_aside_owner(file_name: &str) -> Option<(i32, &str)> {
     let stem = file_name.strip_prefix('.')?.strip_suffix(".old")?;
     let (name, tag) = stem.rsplit_once('.')?;
     let (pid, n) = tag.split_once('-')?;
     let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
-    if name.is_empty() || !digits(pid) || !digits(n) {
+    if name.is_empty() || !digits(pid) || !digits(n) || !is_output_name(name) {
         return None;
     }
     let pid: i32 = pid.parse().ok().filter(|p| (1..=1 << 22).contains(p))?;
@@ -541,6 +549,9 @@ mod tests {
         // A person's own backups are left alone.
         assert_eq!(set_aside_owner(".config.2024.old"), None);
         assert_eq!(set_aside_owner(".notes.txt.99999999-1.old"), None, "no such pid");
+        assert_eq!(set_aside_owner(".notes.2024-05.old"), None, "not a stem's name");
+        assert_eq!(set_aside_owner(".db.sqlite.4242-1.old"), None, "not a stem's name");
+        assert_eq!(set_aside_owner(".Song.FLAC.4242-1.old"), Some((4242, "Song.FLAC")));
     }
 
     #[test]

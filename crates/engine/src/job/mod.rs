@@ -39,10 +39,11 @@ use spool::SpoolMix;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum OtherMethod {
-    /// Sum of the other sources' estimates (default).
+    /// Sum of the other sources' estimates (default), written as
+    /// `no_<stem>`.
     #[default]
     Add,
-    /// The mixture minus the chosen stem.
+    /// The mixture minus the chosen stem, written as `minus_<stem>`.
     Minus,
     /// Write only the chosen stem.
     None,
@@ -92,7 +93,7 @@ pub struct JobRequest {
 #[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(rename_all = "camelCase")]
 pub struct StemFile {
-    /// Stem name (`drums`, `bass`, `other`, `vocals`, or `no_vocals` in two-stem mode).
+    /// Stem name (`drums`, `bass`, `other`, `vocals`, or `no_vocals` / `minus_vocals` in two-stem mode).
     pub stem: String,
     /// Path of the file (absolute, or relative to its song folder in `stemroom.json`).
     pub path: String,
@@ -276,9 +277,13 @@ pub fn output_stems(info: &ModelInfo, two_stems: Option<&str>, other: OtherMetho
                     info.sources.join(", ")
                 )));
             }
+            // `demucs` names the mixture minus the stem `minus_<stem>` and
+            // the sum of the other sources `no_<stem>` (demucs/separate.py).
             let mut v = vec![stem.to_string()];
-            if other != OtherMethod::None {
-                v.push(format!("no_{stem}"));
+            match other {
+                OtherMethod::None => {}
+                OtherMethod::Add => v.push(format!("no_{stem}")),
+                OtherMethod::Minus => v.push(format!("minus_{stem}")),
             }
             Ok(v)
         }
@@ -290,7 +295,8 @@ pub fn output_stems(info: &ModelInfo, two_stems: Option<&str>, other: OtherMetho
 /// none), `{stem}` and `{ext}` (the output format's extension), the
 /// `demucs` CLI's names. The template is read once from left to right, so
 /// braces inside a file name (`{stem} mix.wav`) are never expanded again;
-/// other `{...}` stay as written.
+/// `{{` and `}}` are a literal brace (Python's `str.format`, which `demucs`
+/// uses); other `{...}` stay as written (`str.format` would fail).
 ///
 /// # Errors
 /// [`Error::InvalidOptions`] for an absolute template, one that climbs out
@@ -305,9 +311,20 @@ pub fn render_filename(template: &str, input: &Path, stem: &str, ext: &str) -> R
     let fields: [(&str, &str); 4] = [("{track}", &track), ("{trackext}", &trackext), ("{stem}", stem), ("{ext}", ext)];
     let mut rendered = String::with_capacity(template.len() + track.len());
     let mut rest = template;
-    while let Some(open) = rest.find('{') {
+    while let Some(open) = rest.find(['{', '}']) {
         rendered.push_str(&rest[..open]);
         rest = &rest[open..];
+        // `{{` and `}}` are a literal brace, as in Python's `str.format`.
+        if rest.starts_with("{{") || rest.starts_with("}}") {
+            rendered.push_str(&rest[..1]);
+            rest = &rest[2..];
+            continue;
+        }
+        if rest.starts_with('}') {
+            rendered.push('}');
+            rest = &rest[1..];
+            continue;
+        }
         match fields.iter().find(|(name, _)| rest.starts_with(name)) {
             Some((name, value)) => {
                 rendered.push_str(value);
@@ -398,6 +415,12 @@ fn open_outputs(
 ) -> Result<Vec<Pending>, Error> {
     let mut outputs = Vec::new();
     for (stem, dest) in dests {
+        // The folder again: made before the decoding, it may have been
+        // removed since by another job of this run (`-j 2`) that made it
+        // too and failed, leaving it empty.
+        if let Some(parent) = dest.parent() {
+            leftovers.create_dirs(parent).map_err(|source| Error::Output { path: parent.to_path_buf(), source })?;
+        }
         let tmp = crate::files::part_path(dest);
         leftovers.file(tmp.clone());
         let writer = crate::audio::encode::open(&tmp, req.format, out_rate, 2, req.clip).map_err(|e| match e {
@@ -634,7 +657,10 @@ mod tests {
         // No extension: {trackext} is empty; unknown names stay as written.
         assert_eq!(r("{track}.{trackext}-{stem}", "/x/song").unwrap(), "song.-vocals");
         assert_eq!(r("{album}/{stem}.{ext}", "a.wav").unwrap(), "{album}/vocals.wav");
-        assert_eq!(r("{{stem}}", "a.wav").unwrap(), "{vocals}");
+        // Doubled braces are one literal brace, as in Python's str.format.
+        assert_eq!(r("{{stem}}-{stem}", "a.wav").unwrap(), "{stem}-vocals");
+        assert_eq!(r("{{{stem}}}", "a.wav").unwrap(), "{vocals}");
+        assert_eq!(r("a}b{", "a.wav").unwrap(), "a}b{");
         for bad in ["/abs/{stem}.{ext}", "../{stem}.{ext}", "", "{track}/../../x", "./", "."] {
             assert!(r(bad, "a.wav").is_err(), "{bad}");
         }
@@ -651,6 +677,18 @@ mod tests {
         let e = r("{track} - {track} - {track}/{stem}.{ext}", &long).unwrap_err().to_string();
         assert!(e.contains("makes a name of 366 bytes"), "{e}");
     }
+    #[test]
+    fn two_stem_complements_are_named_as_demucs_names_them() {
+        let m = crate::model::Manifest::builtin().unwrap();
+        let h = m.get("htdemucs").unwrap();
+        let two = |o| output_stems(h, Some("vocals"), o).unwrap();
+        assert_eq!(two(OtherMethod::Add), ["vocals", "no_vocals"]);
+        assert_eq!(two(OtherMethod::Minus), ["vocals", "minus_vocals"]);
+        assert_eq!(two(OtherMethod::None), ["vocals"]);
+        assert_eq!(output_stems(h, None, OtherMethod::Minus).unwrap(), h.sources);
+        assert!(output_stems(h, Some("voice"), OtherMethod::Add).is_err());
+    }
+
     use crate::audio::encode::WavDepth;
 
     /// Every source is the input segment (time branch only); its run number

@@ -172,16 +172,19 @@ impl ModelInfo {
     }
 
     /// How stem `name` is shown: the manifest's style; for a two-stem
-    /// complement `no_<source>` "No <source>" in a grey; else the name
-    /// capitalised in a grey.
+    /// complement `no_<source>` "No <source>" and `minus_<source>` "Mix
+    /// minus <source>" in a grey; else the name capitalised in a grey.
     pub fn stem_style(&self, name: &str) -> StemStyle {
         if let Some(s) = self.stem_styles.get(name) {
             return s.clone();
         }
-        let rest = name.strip_prefix("no_");
+        let (rest, prefix) = match name.strip_prefix("no_") {
+            Some(r) => (Some(r), "No"),
+            None => (name.strip_prefix("minus_"), "Mix minus"),
+        };
         let base = rest.and_then(|r| self.stem_styles.get(r)).map(|s| s.label.to_lowercase());
         let label = match (rest, base) {
-            (Some(_), Some(b)) => format!("No {b}"),
+            (Some(_), Some(b)) => format!("{prefix} {b}"),
             _ => {
                 let spaced = name.replace('_', " ");
                 let mut c = spaced.chars();

@@ -77,6 +77,7 @@ mod tests {
         }
         assert_eq!(h.stem_style("vocals").label, "Vocals");
         assert_eq!(h.stem_style("no_vocals").label, "No vocals");
+        assert_eq!(h.stem_style("minus_vocals").label, "Mix minus vocals");
         assert_eq!(h.stem_style("guitar_2").label, "Guitar 2");
     }
 

@@ -57,10 +57,15 @@ fn seconds_option(flag: &str, seconds: f64, min: f64) -> Option<std::time::Durat
 /// Log lines to stderr for the long-running commands (`serve`, `worker`):
 /// `info` by default, `$STEMROOM_LOG` (an `EnvFilter`) to change it.
 fn init_logging() {
+    init_logging_at("info,ort=warn,hyper=warn");
+}
+
+/// Log lines to stderr at `default` (an `EnvFilter`), or `$STEMROOM_LOG`'s.
+fn init_logging_at(default: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("STEMROOM_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ort=warn,hyper=warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
         )
         .with_writer(std::io::stderr)
         .try_init();
@@ -247,11 +252,30 @@ impl SeparateArgs {
     }
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+/// `-d`: `auto`, `cpu`, `cuda`, or `cuda:N` (GPU number N, as PyTorch and
+/// `demucs -d cuda:1` name it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum DeviceArg {
     Auto,
     Cpu,
-    Cuda,
+    Cuda(Option<u32>),
+}
+
+impl std::str::FromStr for DeviceArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim().to_ascii_lowercase();
+        match s.as_str() {
+            "auto" => Ok(DeviceArg::Auto),
+            "cpu" => Ok(DeviceArg::Cpu),
+            "cuda" | "gpu" => Ok(DeviceArg::Cuda(None)),
+            "mps" => Err("mps is Apple's Metal, which ONNX Runtime's CUDA build does not run on: use cpu".into()),
+            other => match other.strip_prefix("cuda:").map(str::parse::<u32>) {
+                Some(Ok(n)) => Ok(DeviceArg::Cuda(Some(n))),
+                _ => Err(format!("'{s}' is not a device: auto, cpu, cuda or cuda:N (N the GPU's number, from 0)")),
+            },
+        }
+    }
 }
 
 impl From<DeviceArg> for Device {
@@ -259,8 +283,39 @@ impl From<DeviceArg> for Device {
         match d {
             DeviceArg::Auto => Device::Auto,
             DeviceArg::Cpu => Device::Cpu,
-            DeviceArg::Cuda => Device::Cuda,
+            DeviceArg::Cuda(_) => Device::Cuda,
         }
+    }
+}
+
+impl DeviceArg {
+    /// Make GPU number N (of `cuda:N`) the one CUDA sees, through
+    /// `CUDA_VISIBLE_DEVICES` (CUDA's own variable: it numbers the GPUs it
+    /// lists from 0): the N-th entry of a list already set, else `N`. Called
+    /// at the start of `main`, before any thread or CUDA library starts.
+    ///
+    /// # Errors
+    /// N is past the end of a `CUDA_VISIBLE_DEVICES` list already set.
+    pub(crate) fn select_gpu(self) -> Result<(), String> {
+        let DeviceArg::Cuda(Some(n)) = self else { return Ok(()) };
+        let visible = match std::env::var("CUDA_VISIBLE_DEVICES") {
+            Ok(list) if !list.trim().is_empty() => {
+                let entries: Vec<&str> = list.split(',').map(str::trim).collect();
+                match entries.get(n as usize) {
+                    Some(e) => (*e).to_string(),
+                    None => {
+                        return Err(format!(
+                            "-d cuda:{n}: CUDA_VISIBLE_DEVICES={list} lists {} GPU(s), numbered from 0",
+                            entries.len()
+                        ))
+                    }
+                }
+            }
+            _ => n.to_string(),
+        };
+        // SAFETY (edition 2021: safe to call): only the main thread runs yet.
+        std::env::set_var("CUDA_VISIBLE_DEVICES", visible);
+        Ok(())
     }
 }
 
@@ -303,8 +358,8 @@ struct SeparateArgs {
     /// Output path template under --out: {track}, {trackext}, {stem}, {ext}.
     #[arg(long, default_value = job::DEFAULT_FILENAME)]
     filename: String,
-    /// Device: auto tries CUDA and falls back to CPU.
-    #[arg(short = 'd', long, value_enum, default_value = "auto")]
+    /// Device: auto tries CUDA and falls back to CPU; cuda:N picks GPU N.
+    #[arg(short = 'd', long, default_value = "auto")]
     device: DeviceArg,
     /// Random shifts to average (more = slightly better, proportionally
     /// slower); 0 = none [default: the preset's, 1 for balanced].
@@ -344,13 +399,26 @@ struct SeparateArgs {
     /// MP3 bit rate in kbps: 128, 160, 192, 224, 256 or 320.
     #[arg(long, default_value_t = 320)]
     mp3_bitrate: u16,
+    /// Taken for `demucs` compatibility (its LAME preset, 2 to 7) and not
+    /// used: LAME runs at its default quality, -q 3 (-q 0 took 4.4x as long).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(2..=7))]
+    mp3_preset: Option<u8>,
+    /// Taken for `demucs` compatibility and not used: htdemucs runs on
+    /// segments of at most 7.8 s (demucs itself refuses a longer track
+    /// without splitting for this model).
+    #[arg(long)]
+    no_split: bool,
+    /// Log what the run does (model search, runtime, decoding) to stderr.
+    #[arg(short = 'v', long)]
+    verbose: bool,
     /// What to do with peaks above full scale.
     #[arg(long, value_enum, default_value = "rescale")]
     clip_mode: ClipArg,
     /// Write stems at the model's 44.1 kHz instead of the input's sample rate.
     #[arg(long)]
     model_rate: bool,
-    /// Files to process in parallel (they share one model; decoding and encoding overlap).
+    /// Files to process in parallel (they share one model; decoding and
+    /// encoding overlap); 0, `demucs`' default, is 1.
     #[arg(short = 'j', long, default_value_t = 1)]
     jobs: usize,
     /// Inference threads (default: all cores).
@@ -647,11 +715,20 @@ fn report_error(err: &Error, input: Option<&PathBuf>, json: bool, out: &Arc<Mute
             let _ = writeln!(std::io::stdout().lock(), "{s}");
         }
     } else {
+        // A file name's control characters (an escape sequence, a newline)
+        // are shown escaped, never sent to the terminal.
+        let message = printable(&message);
         match input {
-            Some(p) => errln!("error: {}: {message}", p.display()),
+            Some(p) => errln!("error: {}: {message}", printable(&p.to_string_lossy())),
             None => errln!("error: {message}"),
         }
     }
+}
+
+/// `s` with control characters escaped (`\u{1b}`, `\n`): safe to print on
+/// a terminal whatever a file name holds.
+fn printable(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
 }
 
 /// The stem format the flags ask for.
@@ -794,6 +871,21 @@ fn separate_one(
 }
 
 fn run_separate(mut a: SeparateArgs) -> ExitCode {
+    if let Err(e) = a.device.select_gpu() {
+        errln!("stemroom: {e}");
+        return ExitCode::from(exit::INVALID_OPTIONS);
+    }
+    if a.verbose {
+        init_logging_at("debug,ort=warn,hyper=warn");
+    }
+    if a.mp3_preset.is_some() && !a.json {
+        errln!("stemroom: --mp3-preset is not used: LAME runs at its default quality (-q 3)");
+    }
+    if a.no_split && !a.json {
+        errln!("stemroom: --no-split is not used: htdemucs runs on segments of at most 7.8 s");
+    }
+    // `demucs -j 0` (its default) runs one at a time.
+    a.jobs = a.jobs.max(1);
     a.apply_preset();
     let out_lock = Arc::new(Mutex::new(()));
     let fail = |e: Error| {
@@ -804,9 +896,6 @@ fn run_separate(mut a: SeparateArgs) -> ExitCode {
         Ok(f) => f,
         Err(e) => return fail(e),
     };
-    if a.jobs == 0 {
-        return fail(EngineError::InvalidOptions("--jobs must be at least 1".into()).into());
-    }
     // Before the model loads: a bad --shifts or --overlap is a usage error.
     let options = SeparateOptions { shifts: a.shifts, overlap: a.overlap, segment_frames: None, seed: a.seed };
     if let Err(e) = options.validate() {
@@ -859,7 +948,8 @@ fn run_separate(mut a: SeparateArgs) -> ExitCode {
         .progress_chars("=> ");
 
     let next = AtomicUsize::new(0);
-    let first_error: Mutex<Option<u8>> = Mutex::new(None);
+    // The failure of the first input (in the order given) that failed.
+    let first_error: Mutex<Option<(usize, u8)>> = Mutex::new(None);
     let workers = a.jobs.min(a.files.len()).max(1);
     std::thread::scope(|scope| {
         for _ in 0..workers {
@@ -869,7 +959,7 @@ fn run_separate(mut a: SeparateArgs) -> ExitCode {
                 if cancel.load(Ordering::SeqCst) {
                     break;
                 }
-                let label = input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let label = printable(&input.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
                 let bar = multi.add(ProgressBar::new(1).with_style(style.clone()).with_prefix(label.clone()));
                 bar.enable_steady_tick(Duration::from_millis(250));
                 let listener = CliListener {
@@ -884,7 +974,9 @@ fn run_separate(mut a: SeparateArgs) -> ExitCode {
                     bar.abandon_with_message(format!("failed: {}", e.code().as_str()));
                     report_error(&e, Some(input), a.json, &out_lock);
                     let mut fe = first_error.lock().unwrap_or_else(|p| p.into_inner());
-                    fe.get_or_insert(exit_code(e.code()));
+                    if fe.is_none_or(|(first, _)| i < first) {
+                        *fe = Some((i, exit_code(e.code())));
+                    }
                 }
             });
         }
@@ -893,7 +985,7 @@ fn run_separate(mut a: SeparateArgs) -> ExitCode {
         return ExitCode::from(exit::CANCELLED);
     }
     let code = *first_error.lock().unwrap_or_else(|p| p.into_inner());
-    code.map(ExitCode::from).unwrap_or(ExitCode::SUCCESS)
+    code.map(|(_, c)| ExitCode::from(c)).unwrap_or(ExitCode::SUCCESS)
 }
 
 /// Refuse, before any work, inputs whose stems would land on the same files
@@ -953,10 +1045,16 @@ fn check_distinct_outputs(
     Ok(())
 }
 
+/// Name prefix of a link's download folder in the temporary folder.
+const DOWNLOAD_PREFIX: &str = "stemroom-download-";
+
 /// For a link (`http://`, `https://`): read its metadata, download its audio
 /// with yt-dlp into a temporary folder (alive as long as the returned guard)
 /// and name the file after the title. Anything else passes through.
-fn fetch_if_link(input: &Path, listener: &CliListener) -> Result<(Option<tempfile::TempDir>, PathBuf), Error> {
+/// The download's folder and the lock that says it is in use.
+type DownloadDir = (tempfile::TempDir, Option<std::fs::File>);
+
+fn fetch_if_link(input: &Path, listener: &CliListener) -> Result<(Option<DownloadDir>, PathBuf), Error> {
     let url = input.to_string_lossy();
     if !link::looks_like_url(&url) {
         return Ok((None, input.to_path_buf()));
@@ -977,7 +1075,12 @@ fn fetch_if_link(input: &Path, listener: &CliListener) -> Result<(Option<tempfil
         bytes_per_second: None,
         eta_seconds: None,
     });
-    let tmp = tempfile::Builder::new().prefix("stemroom-download-").tempdir().map_err(EngineError::Scratch)?;
+    // Locked while in use: a run killed outright (a second Ctrl-C, a
+    // crash) leaves its folder, which the next link's download removes.
+    let tmp_root = std::env::temp_dir();
+    stemroom_engine::files::remove_stale_tempdirs(&tmp_root, DOWNLOAD_PREFIX);
+    let (tmp, in_use) =
+        stemroom_engine::files::locked_tempdir(&tmp_root, DOWNLOAD_PREFIX).map_err(EngineError::Scratch)?;
     let file = link::download(
         &yt,
         &url,
@@ -997,7 +1100,7 @@ fn fetch_if_link(input: &Path, listener: &CliListener) -> Result<(Option<tempfil
     let ext = file.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_else(|| "audio".into());
     let named = tmp.path().join(format!("{}.{ext}", stemroom_engine::names::visible_name(&info.title, "download")));
     std::fs::rename(&file, &named).map_err(EngineError::Scratch)?;
-    Ok((Some(tmp), named))
+    Ok((Some((tmp, in_use)), named))
 }
 
 /// One model, as `stemroom models` lists it.
@@ -1227,5 +1330,29 @@ fn run_runtime(a: &RuntimeReportArgs) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(exit::MISSING_RUNTIME)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_are_named_as_demucs_names_them() {
+        let d = |s: &str| s.parse::<DeviceArg>();
+        assert_eq!(d("auto"), Ok(DeviceArg::Auto));
+        assert_eq!(d("CPU"), Ok(DeviceArg::Cpu));
+        assert_eq!(d("cuda"), Ok(DeviceArg::Cuda(None)));
+        assert_eq!(d("cuda:1"), Ok(DeviceArg::Cuda(Some(1))));
+        assert!(d("mps").unwrap_err().contains("Metal"));
+        for bad in ["cuda:", "cuda:-1", "cuda:x", "tpu", ""] {
+            assert!(d(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn control_characters_are_printed_escaped() {
+        assert_eq!(printable("a\u{1b}]0;x\u{7}b\nc.mp3"), "a\\u{1b}]0;x\\u{7}b\\nc.mp3");
+        assert_eq!(printable("Björk – Jóga.flac"), "Björk – Jóga.flac");
     }
 }

@@ -80,7 +80,7 @@ pub struct ServeArgs {
     #[arg(long)]
     no_auth: bool,
     /// Device for the network.
-    #[arg(short = 'd', long, value_enum, default_value = "auto")]
+    #[arg(short = 'd', long, default_value = "auto")]
     device: DeviceArg,
     /// Network threads (default: all cores).
     #[arg(long, value_name = "N")]
@@ -103,6 +103,10 @@ fn default_data_dir() -> PathBuf {
 }
 
 pub fn run(args: ServeArgs) -> ExitCode {
+    if let Err(e) = args.device.select_gpu() {
+        errln!("stemroom: {e}");
+        return ExitCode::from(crate::exit::INVALID_OPTIONS);
+    }
     crate::init_logging();
     let mut config = ServerConfig::new(args.data_dir.unwrap_or_else(default_data_dir));
     config.listen = args.listen;

@@ -587,11 +587,37 @@ fn missing_model_runtime_and_device_are_reported() {
     assert_fails(&["separate", "--device", "cuda", "-o", e, utf8(&mix)], 5, "device cuda is not available");
     // Why, in plain words (these test machines have no NVIDIA driver).
     assert_fails(&["separate", "--device", "cuda", "-o", e, utf8(&mix)], 5, "No NVIDIA GPU driver is loaded");
+    // demucs' (PyTorch's) device names: cuda:N is a GPU, mps is refused with why.
+    assert_fails(&["separate", "-d", "cuda:0", "-o", e, utf8(&mix)], 5, "device cuda is not available");
+    assert_fails(&["separate", "-d", "mps", "-o", e, utf8(&mix)], 2, "Metal");
+    let o = stemroom()
+        .env("CUDA_VISIBLE_DEVICES", "1")
+        .args(["separate", "-d", "cuda:1", "-o", e, utf8(&mix)])
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("lists 1 GPU(s)"), "{}", String::from_utf8_lossy(&o.stderr));
     let o = run(&["models", "--json"]);
     assert!(o.status.success());
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     assert_eq!(v["models"][0]["id"], "htdemucs");
     assert_eq!(v["models"][0]["verified"], true);
+}
+
+/// The `demucs` options Stemroom takes without using them are taken (the
+/// run gets as far as the missing input: exit 3, not a usage error), with
+/// their ranges checked as demucs checks them.
+#[test]
+fn demucs_options_not_used_are_taken() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("missing.wav");
+    let out = utf8(dir.path());
+    let args = ["separate", "-v", "--mp3", "--mp3-preset", "2", "-j", "0", "--no-split", "-o", out, utf8(&missing)];
+    let o = run(&args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("--mp3-preset is not used") && err.contains("--no-split is not used"), "{err}");
+    assert_fails(&["separate", "--mp3-preset", "9", "-o", out, utf8(&missing)], 2, "--mp3-preset");
 }
 
 #[test]

@@ -273,6 +273,28 @@ pub fn locked_tempdir(dir: &Path, prefix: &str) -> std::io::Result<(tempfile::Te
     }
 }
 
+/// Remove the folders in `dir` whose names start with `prefix` and that
+/// nobody holds locked ([`locked_tempdir`]): work folders of runs that were
+/// killed. Each is removed while locked here; a folder that cannot be
+/// locked (no locks on this file system) or opened (another user's) is
+/// left. Returns how many went.
+pub fn remove_stale_tempdirs(dir: &Path, prefix: &str) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+        if !is_dir || !e.file_name().to_string_lossy().starts_with(prefix) {
+            continue;
+        }
+        let Ok(folder) = std::fs::File::open(e.path()) else { continue };
+        if folder.try_lock().is_ok() && std::fs::remove_dir_all(e.path()).is_ok() {
+            tracing::info!("removed {}, left by a run that stopped", e.path().display());
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// The process id in a temporary output's name (`.<name>.<pid>-<n>.part`,
 /// and `.<name>.<pid>.part` or `.<name>.<pid>.part.spool` from earlier
 /// versions), if it is one. Only for the names of what is written into

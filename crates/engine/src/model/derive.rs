@@ -142,7 +142,7 @@ pub fn derive(
     // Locked while in use, like a fetch's: one left by a build that was
     // killed (a model's worth of scratch files) goes at the next build.
     let prefix = format!(".derive-{}-", info.id);
-    super::fetch::remove_stale_work(dest_dir, &prefix);
+    crate::files::remove_stale_tempdirs(dest_dir, &prefix);
     let (work, _in_use) = crate::files::locked_tempdir(dest_dir, &prefix).map_err(io_at(dest_dir))?;
     let script_path = work.path().join("recipe.py");
     std::fs::write(&script_path, script).map_err(io_at(&script_path))?;

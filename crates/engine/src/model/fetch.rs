@@ -102,7 +102,7 @@ pub fn fetch_with(
     // the package, and one in use (a process with another download folder
     // sharing this model folder) is not.
     let prefix = format!(".fetch-{}-", tarball.file_name);
-    remove_stale_work(dest_dir, &prefix);
+    crate::files::remove_stale_tempdirs(dest_dir, &prefix);
     let (work, _in_use) = crate::files::locked_tempdir(dest_dir, &prefix).map_err(io_at(dest_dir))?;
     let part = work.path().join(format!("{}.part", info.file));
 
@@ -155,24 +155,6 @@ pub fn fetch_with(
     stamp_verified(info, &dest);
     on_event(&InstallEvent::Installed { dir: dest_dir.display().to_string() });
     Ok(InstalledModel { id: info.id.clone(), path: dest, verified: true })
-}
-
-/// Remove the folders in `dir` whose names start with `prefix` and that no
-/// fetch (or model build) holds locked ([`crate::files::locked_tempdir`]):
-/// work folders of fetches of this package, or builds, that were killed.
-/// Removed while locked here; a folder that cannot be locked (no locks on
-/// this file system) is left.
-pub(super) fn remove_stale_work(dir: &Path, prefix: &str) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for e in entries.flatten() {
-        if !e.file_name().to_string_lossy().starts_with(prefix) {
-            continue;
-        }
-        let Ok(folder) = File::open(e.path()) else { continue };
-        if folder.try_lock().is_ok() && std::fs::remove_dir_all(e.path()).is_ok() {
-            tracing::info!("removed {}, left by a fetch or build that stopped", e.path().display());
-        }
-    }
 }
 
 /// The tarball of `source` as a pinned download.

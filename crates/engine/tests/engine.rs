@@ -430,6 +430,65 @@ mod corrupt {
         }
     }
 
+    /// MP3 files at one sample rate joined end to end: the first one's
+    /// LAME Info frame counts only its own frames, and symphonia trims
+    /// every packet past that count, so the second file was dropped without
+    /// a word (the stems held the first song only). Likewise a file without
+    /// such a frame, whose length symphonia guesses from its first frames'
+    /// bit rate (320 kb/s, then 128 kb/s: the guess is far too short). Both
+    /// now decode to their end, as ffmpeg decodes them; the first says so.
+    #[test]
+    fn joined_files_at_one_rate_decode_past_the_first_header() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = |n: &str| dir.path().join(n).to_str().expect("utf-8").to_string();
+        for (xing, (ka, kb)) in [("1", ("192k", "192k")), ("0", ("320k", "128k"))] {
+            let tone = |f: u32, k: &str, out: &str| {
+                let src = format!("sine=f={f}:d=3");
+                ffmpeg(&["-f", "lavfi", "-i", &src, "-ac", "2", "-ar", "44100", "-c:a", "libmp3lame", "-b:a", k]
+                    .into_iter()
+                    .chain(["-write_xing", xing, out])
+                    .collect::<Vec<_>>());
+            };
+            tone(440, ka, &p("a.mp3"));
+            tone(660, kb, &p("b.mp3"));
+            let mut joined = std::fs::read(p("a.mp3")).expect("read");
+            joined.extend(std::fs::read(p("b.mp3")).expect("read"));
+            let path = dir.path().join("joined.mp3");
+            std::fs::write(&path, joined).expect("write");
+            let mut d = decode::StreamDecoder::open(&path).expect("open");
+            let mut left = Vec::new();
+            while let Some((block, rate)) = d.next_block().expect("decode") {
+                assert_eq!(rate, 44_100);
+                left.extend(block.chunks_exact(2).map(|f| f[0]));
+            }
+            let seconds = left.len() as f64 / 44_100.0;
+            assert!((seconds - 6.0).abs() < 0.1, "xing {xing}: 6 s, got {seconds:.3} s");
+            let pitch = |from: f64, to: f64| {
+                let w = &left[(from * 44_100.0) as usize..(to * 44_100.0) as usize];
+                w.windows(2).filter(|p| (p[0] < 0.0) != (p[1] < 0.0)).count() as f64 / 2.0 / (to - from)
+            };
+            let (first, second) = (pitch(0.5, 2.5), pitch(3.5, 5.5));
+            assert!((first - 440.0).abs() < 5.0, "xing {xing}: first part {first:.1} Hz");
+            assert!((second - 660.0).abs() < 5.0, "xing {xing}: second part {second:.1} Hz");
+            let warned = d.take_warnings().iter().any(|w| w.contains("past the length its header declares"));
+            assert_eq!(warned, xing == "1", "xing {xing}: a header that lies is named");
+        }
+        // One file alone keeps its exact length: its end padding (wholly
+        // past the Info frame's count, for some lengths) is still dropped.
+        for secs in ["1", "2.5", "3.0261"] {
+            let src = format!("sine=f=440:d={secs}");
+            ffmpeg(&["-f", "lavfi", "-i", &src, "-ac", "2", "-ar", "44100", "-c:a", "libmp3lame", &p("one.mp3")]);
+            let mut frames = 0usize;
+            decode::decode(Path::new(&p("one.mp3")), &Silent, |b, _| {
+                frames += b.len() / 2;
+                Ok(())
+            })
+            .expect("decode");
+            let want = (secs.parse::<f64>().unwrap() * 44_100.0).round() as usize;
+            assert_eq!(frames, want, "{secs} s alone");
+        }
+    }
+
     /// MP3 files at two sample rates joined end to end (`cat a.mp3 b.mp3`,
     /// as people join recordings): the built-in decoder reads the first
     /// part, ffmpeg the rest, at the first part's rate, with no gap and no

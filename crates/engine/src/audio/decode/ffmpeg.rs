@@ -338,19 +338,22 @@ impl FfmpegStream {
         })
     }
 
-    /// Go on from `frame` (frames at the file's sample rate) where the
-    /// built-in decoder had to stop: ffmpeg decodes from the start and the
-    /// first `frame` frames are dropped. Exact where ffmpeg's `-ss` is not:
+    /// Go on where the built-in decoder had to stop, after it handed out
+    /// `handed_out` frames (at the file's sample rate): ffmpeg decodes from
+    /// the start and its first `skip` frames are dropped (`handed_out` less
+    /// the silence the built-in decoder put in for damaged packets, which
+    /// ffmpeg drops). Frames are counted on from `handed_out`, so the
+    /// stream's length is every frame handed out. Exact where ffmpeg's `-ss` is not:
     /// a chained Ogg file or MP3 files joined end to end have no time
     /// index to seek in (ffmpeg 5.1 seeking 1 s into a two-link Ogg file
     /// wrote nothing).
-    pub(super) fn continue_from(&mut self, frame: u64) {
+    pub(super) fn continue_from(&mut self, skip: u64, handed_out: u64) {
         self.unseekable = true;
         self.running = None;
         self.carry.clear();
         self.start_frame = 0;
-        self.discard = frame;
-        self.frames = frame;
+        self.discard = skip;
+        self.frames = handed_out;
         self.finished = false;
     }
 
@@ -462,7 +465,7 @@ impl Backend for FfmpegStream {
 
     fn seek(&mut self, frame: u64) -> Result<(), DecodeError> {
         if self.unseekable {
-            self.continue_from(frame);
+            self.continue_from(frame, frame);
             return Ok(());
         }
         self.running = None;

@@ -407,8 +407,9 @@ impl StreamDecoder {
                     Ok(mut f) if f.sample_rate() == rate => {
                         tracing::info!("{}: {codec}; decoding on with ffmpeg from frame {at}", path.display());
                         // ffmpeg drops the packets this decoder replaced by
-                        // silence: its count is that much behind.
-                        f.continue_from(at.saturating_sub(self.backend.concealed_frames()));
+                        // silence: its decode is that much behind the
+                        // frames handed out, which stay counted.
+                        f.continue_from(at.saturating_sub(self.backend.concealed_frames()), at);
                         self.backend = Box::new(f);
                         return self.next_block();
                     }

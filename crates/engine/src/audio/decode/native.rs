@@ -14,7 +14,7 @@ use symphonia::core::formats::probe::Hint;
 use symphonia::core::formats::{FormatOptions, SeekMode, SeekTo, TrackType};
 use symphonia::core::io::MediaSourceStream;
 use symphonia::core::meta::MetadataOptions;
-use symphonia::core::units::{TimeBase, Timestamp};
+use symphonia::core::units::{Duration, TimeBase, Timestamp};
 
 use super::{check_end, downmix_weights, to_stereo, Backend, DecodeError, TRUNCATION_TOLERANCE_SECONDS};
 use crate::audio::encode::Tags;
@@ -150,7 +150,22 @@ pub(super) struct NativeStream {
     pub(super) maybe_sbr: bool,
     /// A chained stream's links passed so far (see `next_link`).
     links_passed: u32,
+    /// Packets wholly past the declared length seen in a row, and their
+    /// decoded frames (interleaved stereo), held back: an encoder's end
+    /// padding (dropped at the end), or, past [`OVERRUN_PACKETS`], audio
+    /// the header does not count (see `next_packet_block`).
+    overrun: (u32, Vec<f32>),
+    /// The stream was found to go on past its declared length: every
+    /// packet is decoded whole from then on.
+    past_declared_end: bool,
 }
+
+/// Packets wholly past a declared length (a Xing/Info frame count) taken
+/// for the encoder's end padding before the audio is taken for more than
+/// the header counts (files joined end to end): 4 MP3 frames, 4,608
+/// frames, 104 ms at 44.1 kHz. LAME pads at most 1,152 + 576 + 529 frames
+/// at the end (its `encoder_padding`), under two MP3 frames.
+const OVERRUN_PACKETS: u32 = 4;
 
 impl NativeStream {
     /// Open `path` and set up its decoder; reads only headers.
@@ -214,6 +229,8 @@ impl NativeStream {
             he_aac,
             maybe_sbr,
             links_passed: 0,
+            overrun: (0, Vec::new()),
+            past_declared_end: false,
         })
     }
 
@@ -252,6 +269,7 @@ impl NativeStream {
         self.last_packet_failed = false;
         self.consecutive_errors = 0;
         self.seek_target = Some(frame);
+        self.overrun = (0, Vec::new());
         Ok(())
     }
 
@@ -304,7 +322,7 @@ impl NativeStream {
             if self.finished {
                 return Ok(None);
             }
-            let packet = match self.format.next_packet() {
+            let mut packet = match self.format.next_packet() {
                 Ok(Some(p)) => p,
                 Ok(None) => return self.end(),
                 // A chained Ogg file (Opus or Vorbis files one after the
@@ -331,6 +349,22 @@ impl NativeStream {
             };
             if packet.track_id != self.track_id {
                 continue;
+            }
+            // symphonia trims every packet that ends past the declared
+            // length (symphonia-core `PacketBuilder::trimmed_dur`, which the
+            // MP3 reader uses), so audio past a Xing/Info frame count (MP3
+            // files joined end to end, one with a LAME header) or past a
+            // length guessed from the first frames' bit rate was dropped
+            // without a word. A guess trims nothing here. A packet wholly
+            // past an exact length is decoded whole and held back: after
+            // [`OVERRUN_PACKETS`] of them the stream goes on past its header,
+            // else they were the encoder's padding (dropped at the end).
+            let mut hold = false;
+            if self.length_estimated || self.past_declared_end {
+                packet.trim_end = Duration::ZERO;
+            } else if packet.dur.get() > 0 && packet.trim_end.get() >= packet.dur.get() {
+                packet.trim_end = Duration::ZERO;
+                hold = true;
             }
             let packet_start = self.ticks_to_frames(packet.pts.get());
             let buf = match self.decoder.decode(&packet) {
@@ -360,6 +394,10 @@ impl NativeStream {
                     if self.consecutive_errors > MAX_CONSECUTIVE_DECODE_ERRORS {
                         return Err(self.corrupt(e.to_string()));
                     }
+                    if hold {
+                        // Past the declared end: padding, most likely.
+                        continue;
+                    }
                     // A damaged packet in the middle becomes silence of its
                     // length, so what follows stays in time with the
                     // original (skipped, every stem after it would come
@@ -367,7 +405,11 @@ impl NativeStream {
                     // the part from the target on is handed out (a packet
                     // wholly before it is pre-roll). Before the first good
                     // packet (the rate not known for sure) it is skipped.
-                    let lost = self.ticks_to_frames(i64::try_from(packet.dur.get()).unwrap_or(0));
+                    // The packet's frames less what is trimmed from it (the
+                    // encoder's delay and padding): `dur` counts them all
+                    // (symphonia-core 0.6 `trimmed_dur` leaves it whole).
+                    let kept = packet.dur.get().saturating_sub(packet.trim_start.get() + packet.trim_end.get());
+                    let lost = self.ticks_to_frames(i64::try_from(kept).unwrap_or(0));
                     let end = packet_start.saturating_add(lost);
                     let n = match self.seek_target {
                         Some(target) if end <= target => continue,
@@ -438,7 +480,28 @@ impl NativeStream {
             if skip > 0 {
                 self.stereo.drain(..skip * 2);
             }
-            self.frames += (n - skip) as u64;
+            if hold {
+                self.overrun.0 += 1;
+                self.overrun.1.extend_from_slice(&self.stereo);
+                if self.overrun.0 <= OVERRUN_PACKETS {
+                    continue;
+                }
+                // More than padding: the stream goes on past its header.
+                self.past_declared_end = true;
+                self.stereo = std::mem::take(&mut self.overrun.1);
+                self.overrun.0 = 0;
+                let at = self.frames as f64 / f64::from(self.sample_rate.max(1));
+                tracing::warn!("{}: audio goes on past the length its header declares ({at:.2} s)", self.path.display());
+                self.warnings.push(format!(
+                    "the file goes on past the length its header declares ({at:.2} s; files joined end to end?): \
+                     decoded to its end"
+                ));
+            } else if self.overrun.0 > 0 {
+                // Held packets followed by one inside the length (after a
+                // seek back): not padding after all, but not in order either.
+                self.overrun = (0, Vec::new());
+            }
+            self.frames += (self.stereo.len() / 2) as u64;
             return Ok(Some(self.sample_rate));
         }
     }

@@ -14,6 +14,7 @@
 //! Mono is duplicated to both channels; more than two channels are mixed down
 //! (see [`downmix_weights`]; ffmpeg's own downmix for its inputs).
 
+mod edit;
 mod ffmpeg;
 mod native;
 mod sniff;
@@ -221,6 +222,10 @@ trait Backend: Send {
     fn warnings(&mut self) -> Vec<String> {
         Vec::new()
     }
+    /// The stream is not read past here (an edit list ends the song before
+    /// the stream's end): put what its end would say into
+    /// [`Backend::warnings`].
+    fn stop_early(&mut self) {}
 }
 
 /// A pull decoder: opens a file once and hands out interleaved stereo
@@ -291,6 +296,12 @@ impl StreamDecoder {
                     d.notes.push(note);
                     return Ok(d);
                 }
+            },
+            // AAC in MP4: the song is what its edit list says (the
+            // encoder's priming and padding cut), as ffmpeg plays it.
+            Ok(s) if s.mp4_aac => match edit::mp4_audio_edit(path, s.sample_rate()) {
+                Some(cut) => return Ok(StreamDecoder::over(path, edit::Edited::new(Box::new(s), cut))),
+                None => return Ok(StreamDecoder::over(path, s)),
             },
             Ok(s) => return Ok(StreamDecoder::over(path, s)),
             Err(e) if e.is_unsupported() => e,

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use symphonia::core::codecs::audio::AudioDecoderOptions;
+use symphonia::core::codecs::audio::{AudioCodecParameters, AudioDecoderOptions};
 use symphonia::core::codecs::registry::CodecRegistry;
 use symphonia::core::codecs::CodecParameters;
 use symphonia::core::errors::Error as SymError;
@@ -148,6 +148,13 @@ pub(super) struct NativeStream {
     /// AAC at 24 kHz or less: possibly HE-AAC with implicit signalling
     /// (only the bitstream shows the SBR data).
     pub(super) maybe_sbr: bool,
+    /// AAC in an MP4 file, whose edit list says where the song starts
+    /// and ends ([`super::edit`]).
+    pub(super) mp4_aac: bool,
+    /// The codec parameters the decoder was made from (to make it afresh).
+    params: AudioCodecParameters,
+    /// A packet decoded since the decoder was made, reset or sought.
+    decoded_one: bool,
     /// A chained stream's links passed so far (see `next_link`).
     links_passed: u32,
     /// Packets wholly past the declared length seen in a row, and their
@@ -205,6 +212,8 @@ impl NativeStream {
                 "mp1" | "mp2" | "mp3" => !has_mpeg_length_frame(path),
                 _ => false,
             };
+        let mp4_aac = aac && format.format_info().short_name == "isomp4";
+        let codec_params = params.clone();
         Ok(NativeStream {
             path: path.to_path_buf(),
             track_id: track.id,
@@ -228,6 +237,9 @@ impl NativeStream {
             seek_target: None,
             he_aac,
             maybe_sbr,
+            mp4_aac,
+            params: codec_params,
+            decoded_one: false,
             links_passed: 0,
             overrun: (0, Vec::new()),
             past_declared_end: false,
@@ -263,6 +275,7 @@ impl NativeStream {
             Err(e) => return Err(self.corrupt(format!("cannot seek to frame {frame}: {e}"))),
         }
         self.decoder.reset();
+        self.decoded_one = false;
         self.frames = frame;
         self.finished = false;
         self.truncated_io = false;
@@ -387,12 +400,32 @@ impl NativeStream {
                 // decoder reads past a damaged packet's end and says so as
                 // an I/O error: it used to end the whole stream there), or
                 // the last packet of a file cut short (the demuxer ends
-                // the stream next; see `end`).
-                Err(e @ (SymError::DecodeError(_) | SymError::IoError(_))) => {
+                // the stream next; see `end`). A packet that asks for a
+                // feature the decoder lacks, in a stream it took at open,
+                // is damaged too (random bytes in an AAC packet read as
+                // "unsupported feature: aac: predictor data"); a stream
+                // that needs the feature throughout fails every packet
+                // and is called corrupt after a few.
+                Err(e @ (SymError::DecodeError(_) | SymError::IoError(_) | SymError::Unsupported(_))) => {
                     self.consecutive_errors += 1;
                     self.last_packet_failed = true;
                     if self.consecutive_errors > MAX_CONSECUTIVE_DECODE_ERRORS {
                         return Err(self.corrupt(e.to_string()));
+                    }
+                    // A decoder stopped part way through a packet may keep
+                    // what it had read as its layout (symphonia's AAC
+                    // decoder takes the channel elements of the first packet
+                    // it reads, damaged or not, for the stream's, which
+                    // `reset` keeps: every later packet then fails as
+                    // "invalid data"): it is made afresh for the next one.
+                    // Not after one damaged packet in a stream decoding
+                    // well: MP3's next frames need the bit reservoir.
+                    if !self.decoded_one || matches!(e, SymError::Unsupported(_)) || self.consecutive_errors >= 2 {
+                        match codecs().make_audio_decoder(&self.params, &AudioDecoderOptions::default()) {
+                            Ok(d) => self.decoder = d,
+                            Err(_) => self.decoder.reset(),
+                        }
+                        self.decoded_one = false;
                     }
                     if hold {
                         // Past the declared end: padding, most likely.
@@ -438,6 +471,7 @@ impl NativeStream {
             };
             self.consecutive_errors = 0;
             self.last_packet_failed = false;
+            self.decoded_one = true;
             let n = buf.frames();
             if n == 0 {
                 continue;
@@ -491,7 +525,10 @@ impl NativeStream {
                 self.stereo = std::mem::take(&mut self.overrun.1);
                 self.overrun.0 = 0;
                 let at = self.frames as f64 / f64::from(self.sample_rate.max(1));
-                tracing::warn!("{}: audio goes on past the length its header declares ({at:.2} s)", self.path.display());
+                tracing::warn!(
+                    "{}: audio goes on past the length its header declares ({at:.2} s)",
+                    self.path.display()
+                );
                 self.warnings.push(format!(
                     "the file goes on past the length its header declares ({at:.2} s; files joined end to end?): \
                      decoded to its end"
@@ -530,6 +567,8 @@ impl NativeStream {
             .make_audio_decoder(params, &AudioDecoderOptions::default())
             .map_err(|e| DecodeError::UnsupportedCodec { path: self.path.clone(), reason: e.to_string() })?;
         let (id, time_base, frames) = (track.id, track.time_base, track.num_frames);
+        self.params = params.clone();
+        self.decoded_one = false;
         self.decoder = decoder;
         self.track_id = id;
         self.time_base = time_base;
@@ -568,7 +607,13 @@ impl NativeStream {
             tracing::warn!("{} ended mid-packet; it may be truncated", self.path.display());
             self.warnings.push("the file ended mid-packet: it may be truncated".into());
         }
-        let (packets, frames) = self.concealed;
+        self.say_concealed();
+        Ok(None)
+    }
+
+    /// Tell the user (once) about the damaged packets replaced by silence.
+    fn say_concealed(&mut self) {
+        let (packets, frames) = std::mem::take(&mut self.concealed);
         if packets > 0 {
             let ms = frames as f64 * 1000.0 / f64::from(self.sample_rate.max(1));
             tracing::warn!("{}: {packets} damaged packet(s) replaced by {ms:.0} ms of silence", self.path.display());
@@ -577,7 +622,6 @@ impl NativeStream {
                  (the stems stay in time with the original)"
             ));
         }
-        Ok(None)
     }
 }
 
@@ -602,6 +646,9 @@ impl Backend for NativeStream {
     }
     fn concealed_frames(&self) -> u64 {
         self.concealed.1
+    }
+    fn stop_early(&mut self) {
+        self.say_concealed();
     }
     fn frames(&self) -> u64 {
         self.frames

@@ -87,8 +87,10 @@ fn mono_and_multichannel_become_stereo() {
     w.finalize().expect("finalize");
     let (y, _, ch) = decode_all(&surround);
     assert_eq!(ch, 6);
-    // Each side: (front + back) / (1 + 0.7071 + 1); LFE dropped.
-    let g = 2.0 / (2.0 + std::f32::consts::FRAC_1_SQRT_2);
+    // Each side (BS.775): (front + 0.7071 back) / (1 + 0.7071 + 0.7071);
+    // LFE dropped.
+    let c = std::f32::consts::FRAC_1_SQRT_2;
+    let g = (1.0 + c) / (1.0 + 2.0 * c);
     let worst = x.iter().zip(&y).map(|(a, b)| (a * g - b).abs()).fold(0.0f32, f32::max);
     assert!(worst < 1e-5, "5.1 downmix differs by {worst}");
 }

@@ -100,14 +100,19 @@ pub struct DecodedInfo {
 
 /// Per-channel (left, right) gains to fold `channels` into stereo.
 ///
-/// Left-side positions go left, right-side right, centre positions to both at
-/// -3 dB (0.7071, ITU-R BS.775), unknown (discrete) channels alternate
-/// left/right. LFE is dropped in 5.1 and 7.1 (6 and 8 channels, as BS.775
-/// folds them); with other counts it goes to both at -3 dB like a centre:
-/// a WAV without a channel mask gets a guessed layout (symphonia calls the
-/// 4th of 4 channels LFE, where a quad file has its rear right), and a
-/// guess must not silence a channel. Each output is divided by the sum of
-/// its gains so a signal present on every channel keeps its level.
+/// The ITU-R BS.775 stereo fold-down (Lo/Ro: L + 0.7071 C + 0.7071 Ls, as
+/// ATSC A/52 and ffmpeg's `-ac 2` fold 5.1): front left and right positions
+/// (the wide and centre-left/right ones too) go to their side at full
+/// gain, every other left or right position (side, rear, top, bottom) to
+/// its side at -3 dB (0.7071), centre positions to both at -3 dB; unknown
+/// (discrete) channels alternate left/right. LFE is dropped in 5.1 and 7.1
+/// (6 and 8 channels, as BS.775 folds them); with other counts it goes to
+/// both at -3 dB like a centre: a WAV without a channel mask gets a guessed
+/// layout (symphonia calls the 4th of 4 channels LFE, where a quad file has
+/// its rear right), and a guess must not silence a channel. Each output is
+/// then divided by the sum of its gains, so a signal on every channel keeps
+/// its level and nothing exceeds full scale (ffmpeg, for the formats it
+/// decodes, does not divide: those come out louder by that sum).
 pub fn downmix_weights(channels: &Channels, count: usize) -> Vec<(f32, f32)> {
     const C: f32 = std::f32::consts::FRAC_1_SQRT_2;
     let drop_lfe = count == 6 || count == 8;
@@ -115,12 +120,13 @@ pub fn downmix_weights(channels: &Channels, count: usize) -> Vec<(f32, f32)> {
         Channels::Positioned(pos) => pos
             .iter_names()
             .map(|(name, _)| {
+                let front = name.starts_with("FRONT_");
                 if name.starts_with("LFE") && drop_lfe {
                     (0.0, 0.0)
                 } else if name.contains("LEFT") {
-                    (1.0, 0.0)
+                    (if front { 1.0 } else { C }, 0.0)
                 } else if name.contains("RIGHT") {
-                    (0.0, 1.0)
+                    (0.0, if front { 1.0 } else { C })
                 } else {
                     (C, C)
                 }
@@ -599,7 +605,11 @@ mod tests {
         let quad = Channels::Positioned(
             Position::FRONT_LEFT | Position::FRONT_RIGHT | Position::REAR_LEFT | Position::REAR_RIGHT,
         );
-        assert_eq!(downmix_weights(&quad, 4), vec![(0.5, 0.0), (0.0, 0.5), (0.5, 0.0), (0.0, 0.5)]);
+        let (f, r) = (
+            1.0 / (1.0 + std::f32::consts::FRAC_1_SQRT_2),
+            std::f32::consts::FRAC_1_SQRT_2 / (1.0 + std::f32::consts::FRAC_1_SQRT_2),
+        );
+        assert_eq!(downmix_weights(&quad, 4), vec![(f, 0.0), (0.0, f), (r, 0.0), (0.0, r)]);
         let surround = Channels::Positioned(
             Position::FRONT_LEFT
                 | Position::FRONT_RIGHT
@@ -610,6 +620,10 @@ mod tests {
         );
         let w = downmix_weights(&surround, 6);
         assert_eq!(w[3], (0.0, 0.0), "LFE dropped");
+        // BS.775: the surrounds and the centre at -3 dB against the fronts.
+        let c = std::f32::consts::FRAC_1_SQRT_2;
+        assert!((w[4].0 / w[0].0 - c).abs() < 1e-6 && w[4].1 == 0.0, "{w:?}");
+        assert!((w[2].0 / w[0].0 - c).abs() < 1e-6, "{w:?}");
         assert!((w[2].0 - w[2].1).abs() < 1e-7 && w[2].0 > 0.0, "centre to both sides");
         let sum_l: f32 = w.iter().map(|p| p.0).sum();
         assert!((sum_l - 1.0).abs() < 1e-6, "level kept");

@@ -31,6 +31,22 @@ pub struct Entry {
     pub path: PathBuf,
 }
 
+/// An [`Entry`] opened: its file stays readable once the archive is under
+/// way, even when the job is deleted meanwhile (an open file outlives its
+/// name on Unix), so a download that started ends whole.
+pub struct Opened {
+    name: String,
+    file: std::fs::File,
+}
+
+/// Open every entry's file.
+///
+/// # Errors
+/// The first file that cannot be opened (deleted meanwhile).
+pub fn open_all(entries: &[Entry]) -> std::io::Result<Vec<Opened>> {
+    entries.iter().map(|e| Ok(Opened { name: e.name.clone(), file: std::fs::File::open(&e.path)? })).collect()
+}
+
 /// Writes into the channel in [`CHUNK`]-sized pieces.
 struct ChannelWriter {
     tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
@@ -63,28 +79,28 @@ impl Write for ChannelWriter {
     }
 }
 
-fn write_zip(entries: &[Entry], out: ChannelWriter) -> std::io::Result<()> {
+fn write_zip(entries: Vec<Opened>, out: ChannelWriter) -> std::io::Result<()> {
     let mut zip = zip::ZipWriter::new_stream(out);
-    for e in entries {
-        let mut file = std::fs::File::open(&e.path)?;
+    for Opened { name, mut file } in entries {
         let size = file.metadata()?.len();
         let options = zip::write::SimpleFileOptions::default()
             .compression_method(zip::CompressionMethod::Stored)
             .large_file(size >= u64::from(u32::MAX))
             .unix_permissions(0o644);
-        zip.start_file(e.name.as_str(), options).map_err(std::io::Error::other)?;
+        zip.start_file(name.as_str(), options).map_err(std::io::Error::other)?;
         std::io::copy(&mut file, &mut zip)?;
     }
     let mut out = zip.finish().map_err(std::io::Error::other)?;
     out.flush()
 }
 
-/// A response body that is the zip of `entries`. An error while writing
-/// (a stem removed meanwhile) ends the body early, which the client sees as
-/// a truncated transfer rather than a valid-looking archive.
-/// At most [`MAX_WRITERS`] archives are written at once; more wait their
-/// turn (their clients see the response start later).
-pub fn zip_body(entries: Vec<Entry>) -> Body {
+/// A response body that is the zip of `entries` (opened before the answer
+/// starts: [`open_all`]). An error while writing (a disk that fails) ends
+/// the body early, which the client sees as a truncated transfer rather
+/// than a valid-looking archive. At most [`MAX_WRITERS`] archives are
+/// written at once; more wait their turn (their clients see the response
+/// start later).
+pub fn zip_body(entries: Vec<Opened>) -> Body {
     let (tx, mut rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(CHUNKS_IN_FLIGHT);
     tokio::spawn(async move {
         let Ok(turn) = WRITERS.acquire().await else { return };
@@ -95,7 +111,7 @@ pub fn zip_body(entries: Vec<Entry>) -> Body {
         tokio::task::spawn_blocking(move || {
             let _turn = turn;
             let out = ChannelWriter { tx, buf: Vec::with_capacity(CHUNK) };
-            if let Err(e) = write_zip(&entries, out) {
+            if let Err(e) = write_zip(entries, out) {
                 if e.kind() != std::io::ErrorKind::BrokenPipe {
                     tracing::warn!("zip stopped: {e}");
                     let _ = err_tx.blocking_send(Err(e));

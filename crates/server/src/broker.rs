@@ -852,6 +852,16 @@ async fn put_stem(
     use futures_util::StreamExt;
     let limit = service.config.max_upload_bytes.saturating_mul(8).max(4_000_000_000);
     let mut written = 0u64;
+    // A full disk is the 507 of the free-space floor too (a chunked body
+    // declares no length to check first), not a 500.
+    let store_err = |e: std::io::Error| {
+        if e.kind() == std::io::ErrorKind::StorageFull {
+            ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage", "the server's disk is full")
+        } else {
+            ApiError::internal(format!("cannot store stems: {e}"))
+        }
+    };
+    let mut checked = 0u64;
     while let Some(chunk) = tokio::time::timeout(service.config.idle_timeout, body.next())
         .await
         .map_err(|_| ApiError::new(StatusCode::REQUEST_TIMEOUT, "timeout", "the stem upload stalled"))?
@@ -864,9 +874,14 @@ async fn put_stem(
         if written > limit {
             return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "stem file too large"));
         }
-        out.write_all(&chunk).await.map_err(|e| ApiError::internal(format!("cannot store stems: {e}")))?;
+        // The floor of free space, again every 8 MiB of an undeclared length.
+        if declared == 0 && written - checked >= 8 << 20 {
+            crate::form::check_space(&service, written - checked)?;
+            checked = written;
+        }
+        out.write_all(&chunk).await.map_err(store_err)?;
     }
-    out.flush().await.map_err(|e| ApiError::internal(format!("cannot store stems: {e}")))?;
+    out.flush().await.map_err(store_err)?;
     drop(out);
     part.finish().map_err(|e| ApiError::internal(format!("cannot store stems: {e}")))?.keep();
     Ok(Json(serde_json::json!({ "stored": file, "bytes": written })))
@@ -908,9 +923,13 @@ async fn complete(
         }
         return Err(e);
     }
-    let Some(_completing) = broker.ending(id) else { return Err(being_ended(id)) };
     let me = service.clone();
+    // The mark is taken and held on the filing thread: that thread runs to
+    // its end even when this request's future is dropped (the worker's
+    // connection closed: a proxy's read timeout on a long copy), and the
+    // mark must last as long as the filing, not the request.
     let job = tokio::task::spawn_blocking(move || -> Result<stemroom_library::queue::Job, ApiError> {
+        let Some(_completing) = broker.ending(id) else { return Err(being_ended(id)) };
         let job = me.queue.get(id)?;
         for s in &c.stems {
             if !stem_allowed(&me, &job.options, &s.path) || !staged.join(&s.path).is_file() {
@@ -924,6 +943,26 @@ async fn complete(
         }
         if c.stems.is_empty() {
             return Err(ApiError::invalid_options("no stems"));
+        }
+        // Every stem the job makes, each once (a zip of the job with one
+        // name twice fails part way through every download).
+        let info = me.manifest.get(&job.options.model).map_err(|e| ApiError::internal(e.to_string()))?;
+        let expected = stemroom_engine::job::output_stems(
+            info,
+            job.options.two_stems.as_deref(),
+            stemroom_engine::job::OtherMethod::Add,
+        )
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+        let mut got: Vec<&str> = c.stems.iter().map(|s| s.stem.as_str()).collect();
+        got.sort_unstable();
+        let mut want: Vec<&str> = expected.iter().map(String::as_str).collect();
+        want.sort_unstable();
+        if got != want {
+            return Err(ApiError::invalid_options(format!(
+                "the stems listed ({}) are not the job's ({})",
+                c.stems.iter().map(|s| s.stem.as_str()).collect::<Vec<_>>().join(", "),
+                expected.join(", ")
+            )));
         }
         let library = me.library_dir();
         std::fs::create_dir_all(&library).map_err(|e| ApiError::internal(format!("library: {e}")))?;

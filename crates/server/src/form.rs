@@ -201,8 +201,9 @@ pub async fn read(service: &Service, req: Request, file_required: bool) -> Resul
         ));
         return refuse(req, e).await;
     };
+    let (body_fields, body_url): (Vec<String>, bool) = (job.fields.keys().cloned().collect(), job.url.is_some());
     for (k, v) in query {
-        let in_body = job.fields.contains_key(&k) || (URL_FIELDS.contains(&k.as_str()) && job.url.is_some());
+        let in_body = body_fields.contains(&k) || (URL_FIELDS.contains(&k.as_str()) && body_url);
         if in_body {
             return Err(ApiError::invalid_options(format!("`{k}` is given both in the address and in the body")));
         }
@@ -218,7 +219,14 @@ pub async fn read(service: &Service, req: Request, file_required: bool) -> Resul
 }
 
 fn small_too_large() -> ApiError {
-    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "a JSON or form body is at most 64 KiB")
+    // Most often audio sent as the body itself (`curl --data-binary @song.wav`
+    // sends it as a urlencoded form): the way to send it is the answer.
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media",
+        "a JSON or form body is at most 64 KiB: send audio as multipart/form-data with a `file` field \
+         (curl -F file=@song.mp3)",
+    )
 }
 
 /// What a multipart body's reader took from the connection and what it
@@ -312,12 +320,24 @@ fn json_pairs(body: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
 
 fn take_text(job: &mut NewJob, name: &str, value: String) -> Result<(), ApiError> {
     let value = value.trim().to_string();
+    // A field given twice with two values (`-F shifts=1 -F shifts=5`, `url`
+    // and `youtube_url`) is refused: taking the last would run a job the
+    // client did not mean.
     if URL_FIELDS.contains(&name) {
         if !value.is_empty() {
+            if job.url.as_ref().is_some_and(|u| *u != value) {
+                return Err(ApiError::invalid_options(format!(
+                    "two links given ({}): send one",
+                    URL_FIELDS.join(", ")
+                )));
+            }
             job.url = Some(value);
         }
     } else if OPTION_FIELDS.contains(&name) {
         if !value.is_empty() {
+            if job.fields.get(name).is_some_and(|v| *v != value) {
+                return Err(ApiError::invalid_options(format!("`{name}` is given twice, with two values")));
+            }
             job.fields.insert(name.to_string(), value);
         }
     } else if FILE_FIELDS.contains(&name) {
@@ -607,6 +627,18 @@ mod tests {
 
     fn base() -> JobOptions {
         stemroom_library::queue::Settings::default().job_options()
+    }
+
+    #[test]
+    fn a_field_given_twice_with_two_values_is_refused() {
+        let mut job = NewJob { upload: None, client_name: None, url: None, fields: BTreeMap::new() };
+        take_text(&mut job, "shifts", "1".into()).unwrap();
+        take_text(&mut job, "shifts", "1".into()).expect("the same value again is the same job");
+        let e = take_text(&mut job, "shifts", "5".into()).unwrap_err();
+        assert!(e.message.contains("given twice"), "{e:?}");
+        take_text(&mut job, "url", "https://a.example/x".into()).unwrap();
+        let e = take_text(&mut job, "youtube_url", "https://b.example/y".into()).unwrap_err();
+        assert!(e.message.contains("two links"), "{e:?}");
     }
 
     #[test]

@@ -1065,6 +1065,13 @@ fn separate(
             Ok((200, _)) => {}
             Ok((409, true)) => return Err(Error::Internal(TAKEN_OVER.into())),
             Ok((404 | 409 | 410, _)) => return Err(Error::Cancelled),
+            // Too large for this server: any worker's stem would be (the
+            // job fails for everyone instead of running again elsewhere).
+            Ok((413, _)) => {
+                return Err(Error::Engine(stemroom_engine::Error::InvalidOptions(format!(
+                    "the server refuses stem {file} ({len} bytes) as larger than its limit"
+                ))))
+            }
             Ok((s, _)) => return Err(Error::Internal(format!("the server did not take stem {file}: HTTP {s}"))),
             Err(e) => return Err(Error::Internal(format!("cannot upload stem {file}: {e}"))),
         }

@@ -79,7 +79,14 @@ pub fn router(service: Arc<Service>) -> Router {
             CorsLayer::new()
                 .allow_origin(origins)
                 .allow_methods([axum::http::Method::GET, axum::http::Method::POST, axum::http::Method::DELETE])
-                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+                // `Last-Event-ID`: a fetch-based event-stream client (the
+                // only way a page sends `Authorization` with one) resumes
+                // with it after a drop.
+                .allow_headers([
+                    header::AUTHORIZATION,
+                    header::CONTENT_TYPE,
+                    axum::http::HeaderName::from_static("last-event-id"),
+                ])
                 // What a page's script may read of an answer beyond the
                 // CORS-safelisted headers: a download's name, a 429's wait,
                 // the job a `/separate` answer belongs to.
@@ -249,8 +256,15 @@ pub struct Paging {
 }
 
 /// Every job, newest first, a page at a time.
-#[utoipa::path(get, path = "/jobs", tag = "jobs", params(Paging), responses((status = 200, body = JobList)))]
-pub async fn list_jobs(State(service): Shared, Query(p): Query<Paging>) -> Result<Json<JobList>, ApiError> {
+#[utoipa::path(get, path = "/jobs", tag = "jobs", params(Paging),
+    responses((status = 200, body = JobList), (status = 422, description = "A paging number that is not one")))]
+pub async fn list_jobs(
+    State(service): Shared,
+    p: Result<Query<Paging>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<JobList>, ApiError> {
+    // A bad number (`page=-1`, `page=4294967296`) is a 422 like every other
+    // bad option (FastAPI's answer too), not axum's plain 400.
+    let Query(p) = p.map_err(|e| ApiError::invalid_options(e.body_text()))?;
     let per_page = p.per_page.or(p.limit).unwrap_or(50).clamp(1, 500);
     let page = p.page.unwrap_or(1).max(1);
     let offset = p.offset.unwrap_or_else(|| (page - 1).saturating_mul(per_page));
@@ -448,7 +462,16 @@ pub async fn separate(
     let job = queued?;
     guard.id = Some(job.id);
     let done = loop {
-        let job = service.queue.get(job.id)?;
+        // Deleted meanwhile (`DELETE /job/{id}` of a queued job removes it
+        // at once): cancelled, as for a running job, not "no such job".
+        let job = match service.queue.get(job.id) {
+            Ok(j) => j,
+            Err(stemroom_library::queue::QueueError::NotFound(_)) => {
+                guard.id = None;
+                return Err(ApiError::conflict(format!("job {} was cancelled or deleted", job.id)));
+            }
+            Err(e) => return Err(e.into()),
+        };
         if job.state.is_finished() {
             break job;
         }
@@ -563,7 +586,9 @@ fn finished_stems(job: &Job) -> Result<Vec<Entry>, ApiError> {
 
 fn zip_response(job: &Job) -> Result<Response, ApiError> {
     let entries = finished_stems(job)?;
-    let mut r = archive::zip_body(entries).into_response();
+    let opened = archive::open_all(&entries)
+        .map_err(|_| ApiError::new(StatusCode::GONE, "gone", format!("job {}'s stems were deleted", job.id)))?;
+    let mut r = archive::zip_body(opened).into_response();
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/zip"));
     h.insert(header::CONTENT_DISPOSITION, attachment(&job.title, ".zip"));

@@ -365,7 +365,7 @@ fn build(
     // `--keep-days` expires them.
     let uploaded: Vec<JobId> = all
         .iter()
-        .filter(|j| matches!(&j.source, JobSource::File { path } if Path::new(path).starts_with(&uploads)))
+        .filter(|j| matches!(&j.source, JobSource::File { path } if upload::in_uploads(&uploads, Path::new(path))))
         .map(|j| j.id)
         .collect();
     parts.queue.mark_all_from_api(&uploaded)?;
@@ -402,7 +402,7 @@ fn build(
 /// Open the data folder (one process per folder) and make the worker: the
 /// parts of a `stemroom serve` before it listens.
 fn open(
-    config: ServerConfig,
+    mut config: ServerConfig,
     stopping: watch::Receiver<bool>,
 ) -> Result<(Arc<Service>, InstanceLock, Ready), ServerError> {
     config.validate().map_err(ServerError::Config)?;
@@ -412,6 +412,10 @@ fn open(
         move |source| ServerError::Io { what, source }
     };
     std::fs::create_dir_all(&data_dir).map_err(io("cannot create the data folder"))?;
+    // One spelling of the folder for every path stored from now on (a
+    // relative `--data-dir` depends on the working folder of each run).
+    let data_dir = std::fs::canonicalize(&data_dir).map_err(io("cannot resolve the data folder"))?;
+    config.data_dir = data_dir.clone();
     let lock = InstanceLock::acquire(&data_dir)
         .map_err(io("cannot lock the data folder"))?
         .ok_or_else(|| ServerError::Locked(data_dir.clone()))?;
@@ -550,8 +554,14 @@ pub async fn run_until(
     let retention = tokio::spawn(crate::retention::every_hour(service.clone()));
     ready(&info);
     let app = crate::routes::router(service.clone());
+    // Requests that wait (`/events` streams, a synchronous `/separate`)
+    // hear of the stop as it comes, so the graceful drain is not kept
+    // waiting by them for its whole limit.
+    let stop = async move {
+        stop.await;
+        let _ = stop_tx.send(true);
+    };
     crate::listen::serve(listener, app, service.config.limits(), stop).await;
-    let _ = stop_tx.send(true);
     retention.abort();
     if let Some((publisher, watchdog)) = publisher {
         publisher.abort();

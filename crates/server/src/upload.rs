@@ -140,12 +140,25 @@ impl Drop for Upload {
     }
 }
 
+/// `p` with symbolic links and `.`/`..` resolved where it exists, else
+/// made absolute against the working folder.
+fn resolved(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).or_else(|_| std::path::absolute(p)).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// Whether `path` (as a job stores it) is a file directly inside
+/// `uploads`, however either is spelled (`data/uploads`, `./data/uploads`,
+/// the absolute path, through a symbolic link).
+pub fn in_uploads(uploads: &Path, path: &Path) -> bool {
+    path.parent().is_some_and(|parent| parent == uploads || resolved(parent) == resolved(uploads))
+}
+
 /// Remove `job`'s upload when its input is one (a file directly inside
 /// `uploads`); anything else (the app's own files) is never touched.
 pub fn discard(uploads: &Path, job: &Job) {
     if let JobSource::File { path } = &job.source {
         let p = Path::new(path);
-        if p.parent() == Some(uploads) {
+        if in_uploads(uploads, p) {
             let _ = std::fs::remove_file(p);
         }
     }
@@ -155,18 +168,22 @@ pub fn discard(uploads: &Path, job: &Job) {
 /// names (a crash between receiving a file and queueing it). Returns how
 /// many files went.
 pub fn clean(uploads: &Path, jobs: &[Job]) -> usize {
-    let owned: std::collections::HashSet<&str> = jobs
+    // By file name (uploads get random ones), of the jobs' files inside
+    // `uploads` however the data folder was spelled when they were queued.
+    let owned: std::collections::HashSet<std::ffi::OsString> = jobs
         .iter()
         .filter_map(|j| match &j.source {
-            JobSource::File { path } => Some(path.as_str()),
+            JobSource::File { path } => Some(Path::new(path)),
             JobSource::Url { .. } => None,
         })
+        .filter(|p| in_uploads(uploads, p))
+        .filter_map(|p| p.file_name().map(std::ffi::OsStr::to_os_string))
         .collect();
     let Ok(entries) = std::fs::read_dir(uploads) else { return 0 };
     let mut removed = 0;
     for e in entries.flatten() {
         let p = e.path();
-        let keep = p.to_str().is_some_and(|s| owned.contains(s));
+        let keep = owned.contains(&e.file_name());
         if !keep && e.file_type().is_ok_and(|t| t.is_file() || t.is_symlink()) && std::fs::remove_file(&p).is_ok() {
             removed += 1;
         }
@@ -209,6 +226,44 @@ mod tests {
         std::fs::write(part.part_path(), b"x").unwrap();
         let kept = part.finish().unwrap().keep();
         assert!(kept.exists());
+    }
+
+    /// A data folder given as `data` one run and `./data` or its absolute
+    /// path the next: the queued jobs' uploads are theirs either way (they
+    /// were all removed at start, and their jobs failed).
+    #[test]
+    fn uploads_are_known_however_the_data_folder_is_spelled() {
+        let dir = tempfile::tempdir().unwrap();
+        let uploads = dir.path().join("data/uploads");
+        std::fs::create_dir_all(&uploads).unwrap();
+        std::fs::write(uploads.join("kept.wav"), b"x").unwrap();
+        std::fs::write(uploads.join("orphan.wav"), b"x").unwrap();
+        let spelled = dir.path().join("data/../data/./uploads/kept.wav");
+        let job = |path: &Path| Job {
+            id: 1,
+            source: JobSource::File { path: path.to_string_lossy().into_owned() },
+            title: "kept".into(),
+            duration_seconds: None,
+            options: stemroom_library::queue::Settings::default().job_options(),
+            state: stemroom_library::queue::JobState::Queued,
+            position: 0,
+            created_at: 0.0,
+            started_at: None,
+            finished_at: None,
+            output_dir: None,
+            stems: Vec::new(),
+            provider: None,
+            uploader: None,
+            thumbnail: None,
+            album: None,
+            analysis: None,
+        };
+        assert!(in_uploads(&uploads, &spelled));
+        assert!(!in_uploads(&uploads, &dir.path().join("music/kept.wav")));
+        assert_eq!(clean(&uploads, &[job(&spelled)]), 1, "only the orphan goes");
+        assert!(uploads.join("kept.wav").exists() && !uploads.join("orphan.wav").exists());
+        discard(&uploads, &job(&spelled));
+        assert!(!uploads.join("kept.wav").exists(), "discarded through its other spelling");
     }
 
     #[test]

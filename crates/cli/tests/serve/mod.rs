@@ -539,6 +539,11 @@ fn bad_requests_get_clear_refusals_and_leave_nothing() {
     // A paging offset at the top of its range is a page, not an overflow.
     let v = server.json(&["/jobs?offset=4294967295&per_page=1"]);
     assert_eq!((v["page"].as_u64(), v["jobs"].as_array().map(Vec::len)), (Some(4_294_967_295), Some(0)), "{v}");
+    // Paging numbers that are not ones: 422 as every bad option.
+    for bad in ["/jobs?page=-1", "/jobs?page=4294967296", "/jobs?per_page=x"] {
+        let (code, body) = code_of(&[bad]);
+        assert_eq!(code, 422, "{bad}: {body}");
+    }
     for bad in [
         "shifts=many",
         "shifts=21",
@@ -631,6 +636,11 @@ fn bad_requests_get_clear_refusals_and_leave_nothing() {
         let (header, data) = (format!("Content-Type: {content_type}"), format!("@{}", utf8(body)));
         raw(&["-H", "Expect:", "-H", &header, "--data-binary", &data, "/upload"])
     };
+    // Audio as the body itself (curl's --data-binary sends it as a
+    // urlencoded form): 415 with how to send it, not "too large".
+    let (code, body) = post_body("application/x-www-form-urlencoded", &forty);
+    assert_eq!(code, 415, "{body}");
+    assert!(body.contains("multipart/form-data"), "{body}");
     let (code, body) = post_body("multipart/form-data", &forty);
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("without a boundary"), "{body}");

@@ -254,6 +254,34 @@ mod codecs {
         }
     }
 
+    /// The gapless formats decode to the source's exact length, as ffmpeg
+    /// decodes them: 3 s of tone is 3 s of frames, no encoder delay or
+    /// padding kept and nothing of the end lost (an Opus file lost its last
+    /// 312 frames, its pre-skip, while the MP3 reader's trimming was
+    /// undone for every reader).
+    #[test]
+    fn gapless_formats_decode_to_the_exact_length() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = |n: &str| dir.path().join(n).to_str().expect("utf-8").to_string();
+        for (name, rate, codec) in [
+            ("a.opus", 48_000u32, ["-c:a", "libopus"]),
+            ("a.ogg", 44_100, ["-c:a", "libvorbis"]),
+            ("a.mp3", 44_100, ["-c:a", "libmp3lame"]),
+            ("a.m4a", 44_100, ["-c:a", "aac"]),
+            ("a.flac", 44_100, ["-c:a", "flac"]),
+        ] {
+            let src = format!("sine=f=440:d=3:sample_rate={rate}");
+            let mut args = vec!["-f", "lavfi", "-i", &src, "-ac", "2"];
+            args.extend(codec);
+            let out = p(name);
+            args.push(&out);
+            stemroom_testkit::ffmpeg(&args);
+            let (x, got_rate, _) = decode_all(std::path::Path::new(&out));
+            assert_eq!(got_rate, rate, "{name}");
+            assert_eq!(x.len() / 2, 3 * rate as usize, "{name}: frames");
+        }
+    }
+
     /// AAC in M4A: the encoder's priming (1,024 frames from ffmpeg's) and
     /// end padding are cut as the file's edit list says, so the song (and
     /// every stem) starts where ffmpeg, browsers and DAWs start it: a click

@@ -165,6 +165,11 @@ pub(super) struct NativeStream {
     /// The stream was found to go on past its declared length: every
     /// packet is decoded whole from then on.
     past_declared_end: bool,
+    /// MPEG audio (MP1/MP2/MP3): symphonia's reader trims its packets from
+    /// the declared length (`PacketBuilder::trimmed_dur`) and leaves their
+    /// `dur` whole (trims included); every other reader's `dur` is what
+    /// remains after its trims.
+    mpeg: bool,
 }
 
 /// Packets wholly past a declared length (a Xing/Info frame count) taken
@@ -213,6 +218,7 @@ impl NativeStream {
                 _ => false,
             };
         let mp4_aac = aac && format.format_info().short_name == "isomp4";
+        let mpeg = matches!(format.format_info().short_name, "mp1" | "mp2" | "mp3");
         let codec_params = params.clone();
         Ok(NativeStream {
             path: path.to_path_buf(),
@@ -243,6 +249,7 @@ impl NativeStream {
             links_passed: 0,
             overrun: (0, Vec::new()),
             past_declared_end: false,
+            mpeg,
         })
     }
 
@@ -363,7 +370,7 @@ impl NativeStream {
             if packet.track_id != self.track_id {
                 continue;
             }
-            // symphonia trims every packet that ends past the declared
+            // symphonia's MPEG audio reader trims every packet that ends past the declared
             // length (symphonia-core `PacketBuilder::trimmed_dur`, which the
             // MP3 reader uses), so audio past a Xing/Info frame count (MP3
             // files joined end to end, one with a LAME header) or past a
@@ -373,9 +380,9 @@ impl NativeStream {
             // [`OVERRUN_PACKETS`] of them the stream goes on past its header,
             // else they were the encoder's padding (dropped at the end).
             let mut hold = false;
-            if self.length_estimated || self.past_declared_end {
+            if self.mpeg && (self.length_estimated || self.past_declared_end) {
                 packet.trim_end = Duration::ZERO;
-            } else if packet.dur.get() > 0 && packet.trim_end.get() >= packet.dur.get() {
+            } else if self.mpeg && packet.dur.get() > 0 && packet.trim_end.get() >= packet.dur.get() {
                 packet.trim_end = Duration::ZERO;
                 hold = true;
             }
@@ -439,9 +446,14 @@ impl NativeStream {
                     // wholly before it is pre-roll). Before the first good
                     // packet (the rate not known for sure) it is skipped.
                     // The packet's frames less what is trimmed from it (the
-                    // encoder's delay and padding): `dur` counts them all
-                    // (symphonia-core 0.6 `trimmed_dur` leaves it whole).
-                    let kept = packet.dur.get().saturating_sub(packet.trim_start.get() + packet.trim_end.get());
+                    // encoder's delay and padding): MPEG audio's `dur`
+                    // counts them all (symphonia-core 0.6 `trimmed_dur`
+                    // leaves it whole), other readers' `dur` is what remains.
+                    let kept = if self.mpeg {
+                        packet.dur.get().saturating_sub(packet.trim_start.get() + packet.trim_end.get())
+                    } else {
+                        packet.dur.get()
+                    };
                     let lost = self.ticks_to_frames(i64::try_from(kept).unwrap_or(0));
                     let end = packet_start.saturating_add(lost);
                     let n = match self.seek_target {

@@ -715,9 +715,10 @@ fn report_error(err: &Error, input: Option<&PathBuf>, json: bool, out: &Arc<Mute
             let _ = writeln!(std::io::stdout().lock(), "{s}");
         }
     } else {
-        // A file name's control characters (an escape sequence, a newline)
-        // are shown escaped, never sent to the terminal.
-        let message = printable(&message);
+        // A file name's control characters (an escape sequence) are shown
+        // escaped, never sent to the terminal; a message's own line breaks
+        // stay (the runtime's install hint is on its own lines).
+        let message: String = message.split('\n').map(printable).collect::<Vec<_>>().join("\n");
         match input {
             Some(p) => errln!("error: {}: {message}", printable(&p.to_string_lossy())),
             None => errln!("error: {message}"),

@@ -510,6 +510,45 @@ mod corrupt {
         }
     }
 
+    /// A damaged page in an Ogg file fails its checksum and symphonia's
+    /// reader skips it: its audio was lost without a word (Vorbis: the rest
+    /// of the song came a second early) or the file was refused as
+    /// truncated (Opus, whose header declares the length). The packets'
+    /// timestamps show the jump: silence of its length goes in its place,
+    /// with a warning, and what follows stays in time.
+    #[test]
+    fn a_lost_ogg_page_becomes_silence_of_its_length() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = |n: &str| dir.path().join(n).to_str().expect("utf-8").to_string();
+        for (name, rate, codec) in [("t.opus", 48_000u32, "libopus"), ("t.ogg", 44_100, "libvorbis")] {
+            let src = format!("sine=f=440:d=12:sample_rate={rate}");
+            stemroom_testkit::ffmpeg(&["-f", "lavfi", "-i", &src, "-ac", "2", "-c:a", codec, &p(name)]);
+            let (clean, _, _) = stemroom_testkit::decode_all(Path::new(&p(name)));
+            let mut bytes = std::fs::read(p(name)).expect("read");
+            let mid = bytes.len() / 2;
+            for b in &mut bytes[mid..mid + 50] {
+                *b ^= 0x5a;
+            }
+            let damaged = dir.path().join(format!("damaged-{name}"));
+            std::fs::write(&damaged, &bytes).expect("write");
+            let mut d = decode::StreamDecoder::open(&damaged).expect("open");
+            let mut x = Vec::new();
+            while let Some((block, _)) = d.next_block().unwrap_or_else(|e| panic!("{name}: {e}")) {
+                x.extend_from_slice(block);
+            }
+            assert_eq!(x.len(), clean.len(), "{name}: as long as the clean file");
+            let warnings = d.take_warnings();
+            assert!(warnings.iter().any(|w| w.contains("could not be read")), "{name}: {warnings:?}");
+            // Silence somewhere in the middle, the tone in time after it.
+            let left: Vec<f32> = x.iter().step_by(2).copied().collect();
+            let quiet = left.split(|v| v.abs() > 1e-4).map(<[f32]>::len).max().unwrap_or(0);
+            assert!(quiet > rate as usize / 10, "{name}: no silence where the page was ({quiet} frames)");
+            let tail = clean.len() - 2 * rate as usize;
+            let worst = x[tail..].iter().zip(&clean[tail..]).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(worst < 1e-3, "{name}: the last 2 s differ from the clean file's by {worst}");
+        }
+    }
+
     /// MP3 files at one sample rate joined end to end: the first one's
     /// LAME Info frame counts only its own frames, and symphonia trims
     /// every packet past that count, so the second file was dropped without

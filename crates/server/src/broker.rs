@@ -159,10 +159,10 @@ impl Broker {
 
     /// Mark job `id`'s end (a completion or a failure) as under way until
     /// the guard is dropped; `None` while another is under way for it.
-    fn ending(&self, id: JobId) -> Option<Completing<'_>> {
+    fn ending(self: &Arc<Self>, id: JobId) -> Option<Completing> {
         let fresh = self.completing.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
         // Made only when taken: dropping one removes the mark.
-        fresh.then(|| Completing(self, id))
+        fresh.then(|| Completing(Arc::clone(self), id))
     }
 
     /// Of `running` (job, holder), the held jobs whose holder has been
@@ -228,9 +228,9 @@ impl Broker {
 }
 
 /// A completion or failure under way (see [`Broker::ending`]).
-struct Completing<'a>(&'a Broker, JobId);
+struct Completing(Arc<Broker>, JobId);
 
-impl Drop for Completing<'_> {
+impl Drop for Completing {
     fn drop(&mut self) {
         self.0.completing.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.1);
         self.0.touch(self.1);
@@ -390,7 +390,7 @@ pub async fn watch(service: Arc<Service>, broker: Arc<Broker>) {
 }
 
 /// One round of [`watch`].
-fn watch_once(service: &Service, broker: &Broker) {
+fn watch_once(service: &Service, broker: &Arc<Broker>) {
     // Staged folders are listed before the holders are read: a folder made
     // after the listing is not looked at, and a listed one whose entry
     // still holds its job is kept.
@@ -923,13 +923,14 @@ async fn complete(
         }
         return Err(e);
     }
+    let Some(completing) = broker.ending(id) else { return Err(being_ended(id)) };
     let me = service.clone();
-    // The mark is taken and held on the filing thread: that thread runs to
-    // its end even when this request's future is dropped (the worker's
-    // connection closed: a proxy's read timeout on a long copy), and the
-    // mark must last as long as the filing, not the request.
+    // The mark moves to the filing thread, which runs to its end even when
+    // this request's future is dropped (the worker's connection closed: a
+    // proxy's read timeout on a long copy): it lasts as long as the filing,
+    // not the request.
     let job = tokio::task::spawn_blocking(move || -> Result<stemroom_library::queue::Job, ApiError> {
-        let Some(_completing) = broker.ending(id) else { return Err(being_ended(id)) };
+        let _completing = completing;
         let job = me.queue.get(id)?;
         for s in &c.stems {
             if !stem_allowed(&me, &job.options, &s.path) || !staged.join(&s.path).is_file() {
@@ -1164,7 +1165,7 @@ mod tests {
 
     #[test]
     fn one_end_of_a_job_at_a_time() {
-        let b = Broker::new("redis://127.0.0.1:1/0", 3, Duration::from_secs(60)).unwrap();
+        let b = Arc::new(Broker::new("redis://127.0.0.1:1/0", 3, Duration::from_secs(60)).unwrap());
         let first = b.ending(7).expect("the first completion");
         // A failure or a second completion meanwhile is refused (it would
         // remove the stems being filed); another job is not held back.

@@ -526,7 +526,7 @@ fn bad_requests_get_clear_refusals_and_leave_nothing() {
     assert_eq!(code_of(&["/no/such/endpoint"]).0, 404);
     // Every refusal is JSON ({"detail", "code"}), axum's own ones included.
     for (args, want) in [
-        (&["/jobs?page=abc"][..], 400),
+        (&["/jobs?page=abc"][..], 422),
         (&["/status/%FF"], 400),
         (&["-X", "PUT", "/upload"], 405),
         (&["/no/such/endpoint"], 404),

@@ -149,10 +149,12 @@ impl Shared {
     /// take the old rate): the reader reads again from the playhead for it,
     /// as after a seek (what was read ahead at the old rate fades out).
     pub(super) fn change_device_rate(&self, rate: u32) {
-        let at = self.position.load(Ordering::Acquire);
         self.retarget(|t| {
             self.device_rate.store(rate, Ordering::Release);
-            t.target = at;
+            // Under the transport's lock: a seek that came meanwhile (it
+            // stores its target as the position under the same lock) is
+            // where this goes on from, not lost.
+            t.target = self.position.load(Ordering::Acquire);
         });
     }
 

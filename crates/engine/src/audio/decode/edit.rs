@@ -34,6 +34,9 @@ pub(super) struct Edit {
 /// at `sample_rate` Hz: `None` when it has none, or one this does not apply
 /// (an empty edit, which inserts silence; several edits; a broken box).
 pub(super) fn mp4_audio_edit(path: &Path, sample_rate: u32) -> Option<Edit> {
+    if sample_rate == 0 {
+        return None;
+    }
     let mut f = File::open(path).ok()?;
     let size = f.metadata().ok()?.len();
     let (moov_at, moov_len) = find_box(&mut f, 0, size, b"moov")?;
@@ -44,12 +47,14 @@ pub(super) fn mp4_audio_edit(path: &Path, sample_rate: u32) -> Option<Edit> {
     f.seek(SeekFrom::Start(moov_at)).ok()?;
     f.read_exact(&mut moov).ok()?;
     let movie_timescale = children(&moov).find(|(t, _)| t == b"mvhd").and_then(|(_, b)| timescale(b))?;
-    let edit = children(&moov).filter(|(t, _)| t == b"trak").find_map(|(_, trak)| {
+    // The first audio track, which symphonia decodes (its default track):
+    // its edit, or none (another audio track's edit is not its own).
+    let is_audio = |trak: &[u8]| {
+        child(trak, b"mdia").and_then(|m| child(m, b"hdlr")).and_then(|h| h.get(8..12)) == Some(b"soun".as_slice())
+    };
+    let (_, trak) = children(&moov).find(|(t, trak)| t == b"trak" && is_audio(trak))?;
+    let edit = (|| {
         let mdia = child(trak, b"mdia")?;
-        let hdlr = child(mdia, b"hdlr")?;
-        if hdlr.get(8..12)? != b"soun" {
-            return None;
-        }
         let media_timescale = timescale(child(mdia, b"mdhd")?)?;
         let elst = child(child(trak, b"edts")?, b"elst")?;
         let (duration, media_time) = single_edit(elst)?;
@@ -58,7 +63,7 @@ pub(super) fn mp4_audio_edit(path: &Path, sample_rate: u32) -> Option<Edit> {
         let start = frames(media_time, media_timescale)?;
         let length = if duration == 0 { None } else { Some(frames(duration, movie_timescale)?) };
         Some(Edit { start, length })
-    });
+    })();
     edit
 }
 

@@ -304,6 +304,10 @@ pub(super) struct FfmpegStream {
     /// The stream has no time index to seek in (it changes format midway):
     /// a seek decodes from the start and drops up to its frame.
     unseekable: bool,
+    /// Frames the built-in decoder handed out that ffmpeg's decode does
+    /// not have (silence for damaged packets, which ffmpeg drops): every
+    /// position in ffmpeg's output is that much behind ours.
+    behind: u64,
     frames: u64,
     /// Bytes of an incomplete frame carried to the next piece.
     carry: Vec<u8>,
@@ -330,6 +334,7 @@ impl FfmpegStream {
             start_frame: 0,
             discard: 0,
             unseekable: false,
+            behind: 0,
             frames: 0,
             carry: Vec::new(),
             samples: Vec::new(),
@@ -349,6 +354,7 @@ impl FfmpegStream {
     /// wrote nothing).
     pub(super) fn continue_from(&mut self, skip: u64, handed_out: u64) {
         self.unseekable = true;
+        self.behind = handed_out.saturating_sub(skip);
         self.running = None;
         self.carry.clear();
         self.start_frame = 0;
@@ -465,7 +471,9 @@ impl Backend for FfmpegStream {
 
     fn seek(&mut self, frame: u64) -> Result<(), DecodeError> {
         if self.unseekable {
-            self.continue_from(frame, frame);
+            // Frames before the concealed ones are at the same place in
+            // both decodes; past them, ffmpeg's are `behind` earlier.
+            self.continue_from(frame.saturating_sub(self.behind), frame);
             return Ok(());
         }
         self.running = None;

@@ -165,6 +165,13 @@ pub(super) struct NativeStream {
     /// The stream was found to go on past its declared length: every
     /// packet is decoded whole from then on.
     past_declared_end: bool,
+    /// Ogg: packets carry the time the container gives them, so a page
+    /// that is lost (a damaged one fails its checksum and symphonia's reader
+    /// skips it) shows as a jump; where the next packet is expected (frames,
+    /// in the packets' time), and the gaps filled so far (count, frames).
+    timed: bool,
+    next_start: Option<u64>,
+    gaps: (u64, u64),
     /// MPEG audio (MP1/MP2/MP3): symphonia's reader trims its packets from
     /// the declared length (`PacketBuilder::trimmed_dur`) and leaves their
     /// `dur` whole (trims included); every other reader's `dur` is what
@@ -219,6 +226,7 @@ impl NativeStream {
             };
         let mp4_aac = aac && format.format_info().short_name == "isomp4";
         let mpeg = matches!(format.format_info().short_name, "mp1" | "mp2" | "mp3");
+        let timed = format.format_info().short_name == "ogg";
         let codec_params = params.clone();
         Ok(NativeStream {
             path: path.to_path_buf(),
@@ -250,6 +258,9 @@ impl NativeStream {
             overrun: (0, Vec::new()),
             past_declared_end: false,
             mpeg,
+            timed,
+            next_start: None,
+            gaps: (0, 0),
         })
     }
 
@@ -290,6 +301,7 @@ impl NativeStream {
         self.consecutive_errors = 0;
         self.seek_target = Some(frame);
         self.overrun = (0, Vec::new());
+        self.next_start = None;
         Ok(())
     }
 
@@ -387,6 +399,25 @@ impl NativeStream {
                 hold = true;
             }
             let packet_start = self.ticks_to_frames(packet.pts.get());
+            // Ogg: audio missing before this packet (a lost page), and where
+            // the next one is expected (this one's whole length, trims
+            // included, in the packets' time).
+            let mut missing = 0u64;
+            if self.timed {
+                let whole = packet.dur.get() + packet.trim_start.get() + packet.trim_end.get();
+                let whole = self.ticks_to_frames(i64::try_from(whole).unwrap_or(i64::MAX));
+                if let (Some(expected), None) = (self.next_start, self.seek_target) {
+                    let rate = u64::from(self.sample_rate.max(1));
+                    let gap = packet_start.saturating_sub(expected);
+                    // 10 ms at least (a lost page holds tens of ms to
+                    // seconds), a minute at most (beyond: a damaged
+                    // timestamp, not lost audio).
+                    if gap >= rate / 100 && gap <= 60 * rate {
+                        missing = gap;
+                    }
+                }
+                self.next_start = Some(packet_start.saturating_add(whole));
+            }
             let buf = match self.decoder.decode(&packet) {
                 Ok(buf) => buf,
                 // symphonia-bundle-mp3 0.6 decodes one sample rate and
@@ -469,6 +500,13 @@ impl NativeStream {
                     let positioned = self.weights.is_some() || self.frames > 0 || self.seek_target.is_some();
                     let known = self.sample_rate > 0 && positioned;
                     if known && lost > 0 && n > 0 && n <= u64::from(self.sample_rate) {
+                        // A lost stretch just before it too (Ogg).
+                        let missing = if self.frames > 0 { missing } else { 0 };
+                        if missing > 0 {
+                            self.gaps.0 += 1;
+                            self.gaps.1 += missing;
+                        }
+                        let n = n + missing;
                         self.seek_target = None;
                         self.stereo.clear();
                         self.stereo.resize(n as usize * 2, 0.0);
@@ -526,6 +564,16 @@ impl NativeStream {
             if skip > 0 {
                 self.stereo.drain(..skip * 2);
             }
+            if missing > 0 && self.frames > 0 {
+                // Silence where the lost audio was: what follows stays in
+                // time with the original (it used to come early by the
+                // lost length, or the file was refused as truncated).
+                let mut block = vec![0.0f32; 2 * usize::try_from(missing).unwrap_or(0)];
+                block.extend_from_slice(&self.stereo);
+                self.stereo = block;
+                self.gaps.0 += 1;
+                self.gaps.1 += missing;
+            }
             if hold {
                 self.overrun.0 += 1;
                 self.overrun.1.extend_from_slice(&self.stereo);
@@ -581,6 +629,7 @@ impl NativeStream {
         let (id, time_base, frames) = (track.id, track.time_base, track.num_frames);
         self.params = params.clone();
         self.decoded_one = false;
+        self.next_start = None;
         self.decoder = decoder;
         self.track_id = id;
         self.time_base = time_base;
@@ -623,8 +672,18 @@ impl NativeStream {
         Ok(None)
     }
 
-    /// Tell the user (once) about the damaged packets replaced by silence.
+    /// Tell the user (once) about the damaged packets and lost pages
+    /// replaced by silence.
     fn say_concealed(&mut self) {
+        let (gaps, frames) = std::mem::take(&mut self.gaps);
+        if gaps > 0 {
+            let ms = frames as f64 * 1000.0 / f64::from(self.sample_rate.max(1));
+            tracing::warn!("{}: {gaps} lost stretch(es) replaced by {ms:.0} ms of silence", self.path.display());
+            self.warnings.push(format!(
+                "{gaps} damaged stretch(es) of the file could not be read and were replaced by {ms:.0} ms of \
+                 silence (the stems stay in time with the original)"
+            ));
+        }
         let (packets, frames) = std::mem::take(&mut self.concealed);
         if packets > 0 {
             let ms = frames as f64 * 1000.0 / f64::from(self.sample_rate.max(1));

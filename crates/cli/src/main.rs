@@ -299,7 +299,10 @@ impl DeviceArg {
     pub(crate) fn select_gpu(self) -> Result<(), String> {
         let DeviceArg::Cuda(Some(n)) = self else { return Ok(()) };
         let visible = match std::env::var("CUDA_VISIBLE_DEVICES") {
-            Ok(list) if !list.trim().is_empty() => {
+            Ok(list) if list.trim().is_empty() => {
+                return Err(format!("-d cuda:{n}: CUDA_VISIBLE_DEVICES is set empty, which hides every GPU"));
+            }
+            Ok(list) => {
                 let entries: Vec<&str> = list.split(',').map(str::trim).collect();
                 match entries.get(n as usize) {
                     Some(e) => (*e).to_string(),
@@ -311,7 +314,7 @@ impl DeviceArg {
                     }
                 }
             }
-            _ => n.to_string(),
+            Err(_) => n.to_string(),
         };
         // SAFETY (edition 2021: safe to call): only the main thread runs yet.
         std::env::set_var("CUDA_VISIBLE_DEVICES", visible);
@@ -358,7 +361,8 @@ struct SeparateArgs {
     /// Output path template under --out: {track}, {trackext}, {stem}, {ext}.
     #[arg(long, default_value = job::DEFAULT_FILENAME)]
     filename: String,
-    /// Device: auto tries CUDA and falls back to CPU; cuda:N picks GPU N.
+    /// Device: auto (tries CUDA, falls back to CPU), cpu, cuda, or cuda:N
+    /// for GPU number N.
     #[arg(short = 'd', long, default_value = "auto")]
     device: DeviceArg,
     /// Random shifts to average (more = slightly better, proportionally

@@ -163,8 +163,9 @@ pub async fn read(service: &Service, req: Request, file_required: bool) -> Resul
             return refuse(req, ApiError::unsupported("send the audio as multipart/form-data with a `file` field"))
                 .await;
         }
+        let json = content_type.starts_with("application/json");
         if declared.is_some_and(|n| n > SMALL_BODY_LIMIT as u64) {
-            return refuse(req, small_too_large()).await;
+            return refuse(req, small_too_large(json)).await;
         }
         // At most 64 KiB, within the idle timeout as a whole: a client that
         // trickles a small body does not hold the connection for longer.
@@ -178,8 +179,8 @@ pub async fn read(service: &Service, req: Request, file_required: bool) -> Resul
                     format!("the body did not arrive within {} s", idle.as_secs()),
                 )
             })?
-            .map_err(|_| small_too_large())?;
-        let pairs = if content_type.starts_with("application/json") {
+            .map_err(|_| small_too_large(json))?;
+        let pairs = if json {
             json_pairs(&body)?
         } else {
             url::form_urlencoded::parse(&body).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
@@ -218,13 +219,17 @@ pub async fn read(service: &Service, req: Request, file_required: bool) -> Resul
     }
 }
 
-fn small_too_large() -> ApiError {
-    // Most often audio sent as the body itself (`curl --data-binary @song.wav`
-    // sends it as a urlencoded form): the way to send it is the answer.
+/// A JSON or urlencoded body over [`SMALL_BODY_LIMIT`]: a 413 for JSON; a
+/// 415 for a urlencoded one, most often audio sent as the body itself
+/// (`curl --data-binary @song.wav` sends it as a form), with how to send it.
+fn small_too_large(json: bool) -> ApiError {
+    if json {
+        return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "a JSON body is at most 64 KiB");
+    }
     ApiError::new(
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "unsupported_media",
-        "a JSON or form body is at most 64 KiB: send audio as multipart/form-data with a `file` field \
+        "a form body is at most 64 KiB: send audio as multipart/form-data with a `file` field \
          (curl -F file=@song.mp3)",
     )
 }

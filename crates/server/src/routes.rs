@@ -586,8 +586,12 @@ fn finished_stems(job: &Job) -> Result<Vec<Entry>, ApiError> {
 
 fn zip_response(job: &Job) -> Result<Response, ApiError> {
     let entries = finished_stems(job)?;
-    let opened = archive::open_all(&entries)
-        .map_err(|_| ApiError::new(StatusCode::GONE, "gone", format!("job {}'s stems were deleted", job.id)))?;
+    let opened = archive::open_all(&entries).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            ApiError::new(StatusCode::GONE, "gone", format!("job {}'s stems were deleted", job.id))
+        }
+        _ => ApiError::internal(format!("cannot read job {}'s stems: {e}", job.id)),
+    })?;
     let mut r = archive::zip_body(opened).into_response();
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/zip"));

@@ -423,7 +423,20 @@ fn open_outputs(
         }
         let tmp = crate::files::part_path(dest);
         leftovers.file(tmp.clone());
-        let writer = crate::audio::encode::open(&tmp, req.format, out_rate, 2, req.clip).map_err(|e| match e {
+        let open = || crate::audio::encode::open(&tmp, req.format, out_rate, 2, req.clip);
+        let writer = match open() {
+            // The folder went again between the two (the other job's
+            // cleanup): once more.
+            Err(crate::audio::encode::EncodeError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound && dest.parent().is_some() =>
+            {
+                let parent = dest.parent().unwrap_or(dest);
+                leftovers.create_dirs(parent).map_err(|source| Error::Output { path: parent.to_path_buf(), source })?;
+                open()
+            }
+            other => other,
+        }
+        .map_err(|e| match e {
             crate::audio::encode::EncodeError::Io { path, source } => Error::Output { path, source },
             other => Error::Encode(other),
         })?;

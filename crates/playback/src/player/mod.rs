@@ -1129,10 +1129,10 @@ mod tests {
         reader.join().unwrap();
     }
 
-    /// A loop played at another device rate keeps every frame of each pass:
-    /// the resamplers give up what they hold before the loop wraps (a
-    /// pass used to lose up to a block, and a loop shorter than one block
-    /// played nothing at all). The wrap's crossfade makes no pass longer.
+    /// A loop played at another device rate keeps every frame of each pass
+    /// (a pass used to lose up to a block, and a loop shorter than one
+    /// block played nothing at all): the resamplers run on through the
+    /// wraps, and a chunk ends at each. The crossfade makes no pass longer.
     #[test]
     fn loops_play_whole_when_the_device_runs_at_another_rate() {
         let _paced = paced();
@@ -1175,6 +1175,45 @@ mod tests {
         assert_eq!(sh.underrun_frames.load(Ordering::Acquire), 0, "the reader kept up");
         sh.stop.store(true, Ordering::Release);
         reader.join().unwrap();
+    }
+
+    /// A loop of whole periods of a tone plays as one unbroken tone at
+    /// another device rate and at another speed: the wrap's crossfade joins
+    /// the same phase, and the resamplers and stretchers run on through it
+    /// (started afresh each pass, they faded each pass out and in against
+    /// silence: a dip at every wrap).
+    #[test]
+    fn a_loop_wraps_without_a_dip_when_resampled_or_stretched() {
+        let _paced = paced();
+        let dir = tempfile::tempdir().unwrap();
+        // 441 Hz at 44.1 kHz: a period of exactly 100 frames.
+        let tone = |i: u64, _| (2.0 * std::f64::consts::PI * i as f64 / 100.0).sin() as f32 * 0.5;
+        let p = float_wav(dir.path().join("tone.wav"), 200_000, tone);
+        for (device_rate, tempo) in [(48_000u32, 1.0f32), (44_100, 0.8), (48_000, 1.25)] {
+            let (sh, mut cb, reader) =
+                start_engine(open_readers(std::slice::from_ref(&p)).unwrap(), &MixControls::unity(1), device_rate, 2)
+                    .unwrap();
+            let mut c = MixControls::unity(1);
+            c.tempo = tempo;
+            sh.set_controls(&c);
+            // 50 periods (5,000 frames).
+            sh.seek(50_000);
+            sh.set_loop(Some(LoopRegion { start: 50_000, end: 55_000 }));
+            sh.play();
+            let per_pass = 5_000.0 * f64::from(device_rate) / 44_100.0 / f64::from(tempo);
+            let l = left(&render_paced(&mut cb, (per_pass * 8.0) as usize));
+            // The quietest 64-frame window after the first pass (which fades
+            // in from silence): a steady tone of 0.5 has an RMS of 0.354.
+            let quietest = l[per_pass as usize..]
+                .windows(64)
+                .step_by(16)
+                .map(|w| (w.iter().map(|v| v * v).sum::<f32>() / 64.0).sqrt())
+                .fold(f32::MAX, f32::min);
+            assert!(quietest > 0.3, "{device_rate} Hz at {tempo}x: a dip to RMS {quietest:.3} at a wrap");
+            assert_eq!(sh.underrun_frames.load(Ordering::Acquire), 0, "the reader kept up");
+            sh.stop.store(true, Ordering::Release);
+            reader.join().unwrap();
+        }
     }
 
     /// The output reopened on a device at another rate (as `output::reopen`

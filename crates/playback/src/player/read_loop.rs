@@ -10,8 +10,9 @@
 //! the edge and counts no underrun), and when more is separated it starts
 //! again from the edge with a fade in. Where a loop wraps, the first
 //! [`FADE_SECONDS`] of its start are crossfaded with what follows its end
-//! (no click at the loop point). Everywhere else the audio is the stems'
-//! samples untouched. When the job's finished files come
+//! (no click at the loop point), and the stretchers and resamplers run on
+//! through the wrap. Everywhere else the audio is the stems' samples
+//! untouched. When the job's finished files come
 //! ([`super::Player::complete_stream`]) they take over at the reader's
 //! position, without a gap.
 
@@ -66,8 +67,8 @@ struct Reader {
     resampled: Vec<f32>,
     /// The end-of-song chunk was sent.
     ended: bool,
-    /// The resamplers' tails of this run were flushed (the song ended, the
-    /// loop wraps, or the separated edge was reached).
+    /// The resamplers' tails of this run were flushed (the song ended, a
+    /// jump comes, or the separated edge was reached).
     flushed: bool,
     /// Reading a running job's stream that is not all separated.
     growing: bool,
@@ -91,6 +92,14 @@ struct Reader {
     /// (equal: none running).
     xfade_at: usize,
     xfade_len: usize,
+    /// Loop wraps fed to the stretchers and resamplers but not yet sent
+    /// in a chunk: the song frame where each pass ends (in the timeline of
+    /// the frames before it) and the loop's length. The stretchers and
+    /// resamplers run on through a wrap (the crossfade makes their input
+    /// continuous; started afresh, each pass would begin and end against
+    /// silence), and a chunk ends at each wrap, so every chunk still holds
+    /// contiguous song frames.
+    wraps: std::collections::VecDeque<(f64, f64)>,
 }
 
 impl Reader {
@@ -123,6 +132,7 @@ impl Reader {
             overhang: vec![Vec::new(); n],
             xfade_at: 0,
             xfade_len: 0,
+            wraps: std::collections::VecDeque::new(),
         }
     }
 
@@ -141,6 +151,7 @@ impl Reader {
         self.stretchers = (0..self.stems.len()).filter_map(|_| Stretcher::new(song_rate, self.time_pitch)).collect();
         self.tails = self.stretchers.is_empty();
         self.flushed = false;
+        self.wraps.clear();
         for r in &mut self.ready {
             r.clear();
         }
@@ -247,8 +258,8 @@ impl Reader {
         Ok(Step::Busy)
     }
 
-    /// Before the run ends (the song ends or the loop wraps), let the
-    /// stretchers give up their tails, through the resamplers.
+    /// Before the run ends (the song ends), let the stretchers give up
+    /// their tails, through the resamplers.
     fn finish_stretch(&mut self) -> Result<(), String> {
         for (s, st) in self.stretchers.iter_mut().enumerate() {
             self.stretched.clear();
@@ -261,8 +272,8 @@ impl Reader {
         Ok(())
     }
 
-    /// Before the run ends (the song ends or the loop wraps), let the
-    /// resamplers give up their tails.
+    /// Before the run ends (the song ends), let the resamplers give up
+    /// their tails.
     fn flush_tails(&mut self) -> Result<(), String> {
         for (s, r) in self.resamplers.iter_mut().enumerate() {
             self.resampled.clear();
@@ -273,8 +284,9 @@ impl Reader {
         Ok(())
     }
 
-    /// Send up to one chunk of ready frames when a chunk is full, or when
-    /// `must_flush` (a loop wraps or the song ends) and anything is ready.
+    /// Send up to one chunk of ready frames when a chunk is full, when the
+    /// next loop wrap's frames are all ready (the chunk ends there), or
+    /// when `must_flush` (the song ends) and anything is ready.
     fn send_ready(
         &mut self,
         must_flush: bool,
@@ -282,14 +294,25 @@ impl Reader {
         free: &mut rtrb::Consumer<Chunk>,
     ) -> bool {
         let have = self.ready.iter().map(|r| r.len() / 2).min().unwrap_or(0);
+        // A loop's wrap reached: the frames from here are the next pass's.
+        while let Some(&(end, len)) = self.wraps.front() {
+            if (end - self.out_pos) / self.ratio >= 0.5 {
+                break;
+            }
+            self.out_pos -= len;
+            self.wraps.pop_front();
+        }
+        // Device frames up to the next wrap: a chunk ends there.
+        let to_wrap = self.wraps.front().map(|&(end, _)| ((end - self.out_pos) / self.ratio).round() as usize);
         // Below a running job's separated edge the last fade's worth stays
         // back, to be faded out should playback catch up with the edge.
         let hold = if self.growing && !must_flush { self.fade_frames } else { 0 };
-        if !(have >= CHUNK_FRAMES + hold || (have > 0 && must_flush)) {
+        let at_wrap = to_wrap.is_some_and(|n| n < CHUNK_FRAMES && have >= n);
+        if !(have >= CHUNK_FRAMES + hold || (have > 0 && must_flush) || at_wrap) {
             return false;
         }
         let Ok(mut chunk) = free.pop() else { return true };
-        let take = have.min(CHUNK_FRAMES);
+        let take = have.min(CHUNK_FRAMES).min(to_wrap.unwrap_or(usize::MAX));
         for (s, r) in self.ready.iter_mut().enumerate() {
             let base = s * CHUNK_FRAMES * 2;
             chunk.data[base..base + take * 2].copy_from_slice(&r[..take * 2]);
@@ -350,6 +373,16 @@ impl Reader {
         Ok(())
     }
 
+    /// Whether reading on from `start` (not where the last read ended) is
+    /// a loop's wrap in audio being heard continuously: the last read
+    /// ended at the loop's end and this one starts at its start (a jump
+    /// into the loop from a seek is not one: the callback fades that).
+    fn is_wrap(&self, start: u64) -> bool {
+        self.decoded
+            && start < self.read_pos
+            && self.looping.is_some_and(|l| u64::from(l.end) == self.read_pos && u64::from(l.start) == start)
+    }
+
     /// At a loop's end: read the [`FADE_SECONDS`] of song frames that
     /// follow it into `overhang` (silence where the stems end or a running
     /// job's separated edge is) and start the crossfade.
@@ -393,11 +426,17 @@ impl Reader {
             // The loop wraps. What follows its end is read first, to fade out
             // under its start (a cut from the end's waveform to the start's
             // is a click, as a sampler's loop without a crossfade).
-            let wrap = self.decoded && self.looping.is_some_and(|l| u64::from(l.end) == self.read_pos);
-            if wrap {
+            if self.is_wrap(start) {
                 self.read_overhang(shared)?;
+                // Only the stems move: the stretchers and resamplers go on
+                // (see `wraps`).
+                let generation = self.generation;
+                self.stems.seek_or_give_up(start, &|| shared.superseded(generation)).map_err(|e| e.to_string())?;
+                self.wraps.push_back((self.read_pos as f64, (self.read_pos - start) as f64));
+                self.read_pos = start;
+            } else {
+                self.reposition(start, shared)?;
             }
-            self.reposition(start, shared)?;
         }
         let longest = self.stems.read(frames, &mut self.input).map_err(|e| e.to_string())?;
         self.decoded = true;
@@ -463,16 +502,17 @@ impl Reader {
             self.reposition(self.read_pos, shared)?;
             self.fade_in = self.fade_frames;
         }
-        // A chunk holds contiguous song frames: before a loop wraps or the
-        // song ends, what is ready goes out even if the chunk is not full.
-        let must_flush = next.is_none_or(|(start, _)| start != self.read_pos);
+        // A chunk holds contiguous song frames: before the song ends (or a
+        // jump), what is ready goes out even if the chunk is not full. A
+        // loop's wrap is no such end: the stretchers and resamplers run on
+        // through it, and `send_ready` ends a chunk there.
+        let must_flush = next.is_none_or(|(start, _)| start != self.read_pos && !self.is_wrap(start));
         if must_flush && !self.tails {
             self.finish_stretch()?;
         }
         // The resamplers hold up to a block of song frames (and their own
-        // delay): at a loop's end as at the song's, they give them up
-        // before the run ends, or every pass would lose its last frames (a
-        // loop shorter than that block would play nothing).
+        // delay): at the song's end (or before a jump) they give them up
+        // before the run ends, or it would lose its last frames.
         if must_flush && !self.flushed {
             self.flush_tails()?;
         }

@@ -109,10 +109,8 @@ impl Inner {
             // Separated before the stop, not filed yet (the stop came while
             // its tempo and key were found): file it now.
             tracing::info!("job {} was separated before the last stop: filing it", job.id);
-            let mut partial = PartialGuard { dir: Some(work.clone()), suspending: &self.suspending };
-            let dest = self.file(job, &library, &work, meta)?;
-            partial.dir = None;
-            return Ok(dest);
+            // Kept if filing fails again (see below).
+            return self.file(job, &library, &work, meta);
         }
         // What an interrupted run of this job left: only its checkpoint
         // stays (the separation resumes from it if it still fits).
@@ -189,8 +187,11 @@ impl Inner {
         let meta =
             SongMetadata::new(job, rel, out.seconds, Some(provider.clone()), duration.or(Some(out.audio_seconds)));
         meta.write(&work).map_err(|source| Error::Output { path: work.clone(), source })?;
-        let filed = self.file(job, &library, &work, meta)?;
+        // Separated: the working folder stays whatever comes, so a job that
+        // cannot be filed (a full disk, a library folder gone) is filed by
+        // its retry without separating again (`song_of_job` above).
         partial.dir = None;
+        let filed = self.file(job, &library, &work, meta)?;
         tracing::info!("job {} done in {:.1} s: {}", job.id, started.elapsed().as_secs_f64(), filed.0);
         Ok(filed)
     }
@@ -213,8 +214,13 @@ impl Inner {
             meta.analyse_in(work);
             meta.write(work).map_err(|source| Error::Output { path: work.to_path_buf(), source })?;
         }
-        let dest = song::publish_song(library, work, &job.title)
-            .map_err(|source| Error::Output { path: library.to_path_buf(), source })?;
+        let dest = song::publish_song(library, work, &job.title).map_err(|source| Error::Output {
+            path: library.to_path_buf(),
+            source: std::io::Error::new(
+                source.kind(),
+                format!("{source}; the separated stems are kept: make room and retry the job to file them"),
+            ),
+        })?;
         Ok(self.recorded(job, &meta, &dest))
     }
 

@@ -942,6 +942,14 @@ fn run_separate(mut a: SeparateArgs) -> ExitCode {
     if let Err(e) = check_distinct_outputs(&a.files, sep.info(), &request) {
         return fail(e);
     }
+    // A link is named by its title only once downloaded: the options and
+    // the --filename template are checked on a stand-in name first, so a
+    // bad one fails before any download, not after each.
+    if a.files.iter().any(|f| link::looks_like_url(&f.to_string_lossy())) {
+        if let Err(e) = stemroom_engine::job::planned_outputs(sep.info(), &request(Path::new("link.webm"))) {
+            return fail(e.into());
+        }
+    }
     let cancel = cancel_on_interrupt();
     let multi = MultiProgress::with_draw_target(if !a.json && std::io::stderr().is_terminal() {
         ProgressDrawTarget::stderr()

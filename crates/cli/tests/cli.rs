@@ -518,6 +518,13 @@ fn bad_inputs_get_their_own_clear_errors_and_leave_nothing() {
     assert_fails(&["separate", "-o", utf8(&blocked), utf8(&mix)], 6, "cannot write output");
     // Invalid options.
     assert_fails(&["separate", "--two-stems", "guitar", "-o", &out, utf8(&mix)], 2, "guitar");
+    // For a link too, before anything is fetched (nothing answers there).
+    assert_fails(&["separate", "--two-stems", "guitar", "-o", &out, "https://127.0.0.1:9/song"], 2, "guitar");
+    assert_fails(
+        &["separate", "--filename", "../{stem}.{ext}", "-o", &out, "https://127.0.0.1:9/song"],
+        2,
+        "--filename",
+    );
     // A demucs model this build does not have: a wrong option, not a missing file.
     assert_fails(&["separate", "-n", "htdemucs_ft", "-o", &out, utf8(&mix)], 2, "known models: htdemucs");
     assert_fails(&["separate", "--mp3", "--mp3-bitrate", "100", "-o", &out, utf8(&mix)], 2, "bit rate");

@@ -919,7 +919,7 @@ export type StemControl = {
 
 /**  One stem file of a finished job or song. */
 export type StemFile = {
-	/**  Stem name (`drums`, `bass`, `other`, `vocals`, or `no_vocals` in two-stem mode). */
+	/**  Stem name (`drums`, `bass`, `other`, `vocals`, or `no_vocals` / `minus_vocals` in two-stem mode). */
 	stem: string,
 	/**  Path of the file (absolute, or relative to its song folder in `stemroom.json`). */
 	path: string,

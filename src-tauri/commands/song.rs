@@ -579,24 +579,23 @@ pub async fn song_stream_done(state: S<'_>, id: JobId) -> Result<SongView, AppEr
     done
 }
 
-/// The job's input file when it is at `rate` (then it joins the player on
-/// the files, for A/B, and gives the mixture's lane).
 /// Whether the original at `path` lines up with stems of `frames` frames at
-/// `rate` Hz: it opens, and a length its header states exactly is within
-/// 15 ms of theirs. Stems made before Stemroom cut an AAC M4A's encoder
-/// priming and padding (its edit list) are 23-48 ms longer, and later, than
-/// the original as it is decoded now; those of MP3s joined end to end
-/// shorter: such a song shows and plays its stems without the original.
-/// (An Opus file's header counts its 6.5 ms of pre-skip in its length.)
+/// `rate` Hz: it opens, and when it is decoded cut to an MP4 edit list, the
+/// cut length is within 15 ms of theirs. Stems made before Stemroom cut an
+/// AAC M4A's encoder priming and padding are 23-48 ms longer, and later,
+/// than the original as it is decoded now: such a song shows and plays its
+/// stems without the original.
 fn original_lines_up(path: &Path, rate: u32, frames: u64) -> bool {
     let Ok(d) = stemroom_engine::audio::decode::StreamDecoder::open(path) else { return false };
     let (own_rate, declared) = (d.sample_rate(), d.declared_frames());
-    if d.length_estimated() || own_rate == 0 || rate == 0 {
+    if !d.cut_to_edit_list() || own_rate == 0 || rate == 0 {
         return true;
     }
     declared.is_none_or(|n| (n as f64 / f64::from(own_rate) - frames as f64 / f64::from(rate)).abs() <= 0.015)
 }
 
+/// The job's input file when it is at `rate` (then it joins the player on
+/// the files, for A/B, and gives the mixture's lane).
 fn original_at_rate(job: &stemroom_library::queue::Job, rate: u32) -> Option<PathBuf> {
     match &job.source {
         JobSource::File { path } if StemSet::open(&[Path::new(path)]).is_ok_and(|s| s.sample_rate() == rate) => {
@@ -807,20 +806,30 @@ mod tests {
     use super::*;
     use stemroom_engine::audio::encode::{self, ClipMode, OutputFormat, WavDepth};
 
-    /// The original lines up with stems of its own length, not with those
-    /// of a decode that kept an M4A's priming and padding (1,844 frames
-    /// longer here, as a 3 s AAC file's were), and not when it is gone.
+    /// An AAC M4A lines up with stems of its cut length, not with those of
+    /// a decode that kept its priming and padding (1,844 frames longer
+    /// here); other files are taken as they are; a missing one never.
     #[test]
     fn the_original_plays_beside_stems_of_its_length_only() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("song.wav");
+        let wav = dir.path().join("song.wav");
         let mut w =
-            encode::open(&path, OutputFormat::Wav { depth: WavDepth::Int16 }, 44_100, 2, ClipMode::None).expect("open");
+            encode::open(&wav, OutputFormat::Wav { depth: WavDepth::Int16 }, 44_100, 2, ClipMode::None).expect("open");
         w.write(&vec![0.1f32; 2 * 132_300]).expect("write");
         w.finish().expect("finish");
-        assert!(original_lines_up(&path, 44_100, 132_300));
-        assert!(original_lines_up(&path, 48_000, 144_000), "the same 3 s at another rate");
-        assert!(!original_lines_up(&path, 44_100, 134_144), "stems 42 ms longer");
+        let m4a = dir.path().join("song.m4a");
+        let made = std::process::Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-i"])
+            .arg(&wav)
+            .args(["-c:a", "aac"])
+            .arg(&m4a)
+            .status()
+            .expect("ffmpeg (setup.sh installs it)");
+        assert!(made.success());
+        assert!(original_lines_up(&m4a, 44_100, 132_300));
+        assert!(original_lines_up(&m4a, 48_000, 144_000), "the same 3 s at another rate");
+        assert!(!original_lines_up(&m4a, 44_100, 134_144), "stems 42 ms longer");
+        assert!(original_lines_up(&wav, 44_100, 134_144), "no edit list: as before");
         assert!(!original_lines_up(&dir.path().join("gone.wav"), 44_100, 132_300));
     }
 }

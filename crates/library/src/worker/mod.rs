@@ -188,17 +188,26 @@ impl Worker {
         // Working folders of queued jobs hold their checkpoints (a job that
         // was running when the app was killed is queued again by recovery),
         // those of failed jobs the stems of a separation that could not be
-        // filed (a retry files them). If the queue cannot be read, nothing
+        // filed (a retry files them; other failed jobs' folders go). If the queue cannot be read, nothing
         // is removed (better a leftover folder than a queued job's
         // checkpoint lost).
         match w.inner.queue.queue() {
             Ok(jobs) => {
+                let library = w.library_dir();
+                let tag = w.inner.queue.work_tag();
                 let queued: Vec<JobId> = jobs
                     .iter()
-                    .filter(|j| matches!(j.state, JobState::Queued | JobState::Failed { .. }))
+                    .filter(|j| match j.state {
+                        JobState::Queued => true,
+                        // Only a whole song: not a crashed run's checkpoint.
+                        JobState::Failed { .. } => {
+                            song::song_of_job(&song::partial_dir(&library, tag, j.id), j).is_some()
+                        }
+                        _ => false,
+                    })
                     .map(|j| j.id)
                     .collect();
-                song::clean_partials(&w.library_dir(), w.inner.queue.work_tag(), &queued);
+                song::clean_partials(&library, tag, &queued);
             }
             Err(e) => tracing::warn!("working folders left as they are: the queue cannot be read: {e}"),
         }

@@ -377,10 +377,13 @@ impl Reader {
     /// a loop's wrap in audio being heard continuously: the last read
     /// ended at the loop's end and this one starts at its start (a jump
     /// into the loop from a seek is not one: the callback fades that).
-    fn is_wrap(&self, start: u64) -> bool {
+    fn is_wrap(&self, start: u64, length: u64) -> bool {
+        // The loop's end as reads wrap at it (`plan_reads`): within the song.
         self.decoded
             && start < self.read_pos
-            && self.looping.is_some_and(|l| u64::from(l.end) == self.read_pos && u64::from(l.start) == start)
+            && self
+                .looping
+                .is_some_and(|l| u64::from(l.end).min(length) == self.read_pos && u64::from(l.start) == start)
     }
 
     /// At a loop's end: read the [`FADE_SECONDS`] of song frames that
@@ -426,7 +429,7 @@ impl Reader {
             // The loop wraps. What follows its end is read first, to fade out
             // under its start (a cut from the end's waveform to the start's
             // is a click, as a sampler's loop without a crossfade).
-            if self.is_wrap(start) {
+            if self.is_wrap(start, shared.length.load(Ordering::Acquire)) {
                 self.read_overhang(shared)?;
                 // Only the stems move: the stretchers and resamplers go on
                 // (see `wraps`).
@@ -506,7 +509,7 @@ impl Reader {
         // jump), what is ready goes out even if the chunk is not full. A
         // loop's wrap is no such end: the stretchers and resamplers run on
         // through it, and `send_ready` ends a chunk there.
-        let must_flush = next.is_none_or(|(start, _)| start != self.read_pos && !self.is_wrap(start));
+        let must_flush = next.is_none_or(|(start, _)| start != self.read_pos && !self.is_wrap(start, length));
         if must_flush && !self.tails {
             self.finish_stretch()?;
         }

@@ -30,10 +30,12 @@ pub(super) struct Edit {
     pub(super) length: Option<u64>,
 }
 
-/// The edit of the first audio track of the MP4 file at `path`, in frames
-/// at `sample_rate` Hz: `None` when it has none, or one this does not apply
-/// (an empty edit, which inserts silence; several edits; a broken box).
-pub(super) fn mp4_audio_edit(path: &Path, sample_rate: u32) -> Option<Edit> {
+/// The edit of the MP4 file at `path`'s track `track_id` (its `tkhd` id, as
+/// symphonia numbers its tracks; the first audio track when `None`), in
+/// frames at `sample_rate` Hz: `None` when it has none, or one this does
+/// not apply (an empty edit, which inserts silence; several edits; a
+/// broken box).
+pub(super) fn mp4_audio_edit(path: &Path, sample_rate: u32, track_id: Option<u32>) -> Option<Edit> {
     if sample_rate == 0 {
         return None;
     }
@@ -47,12 +49,18 @@ pub(super) fn mp4_audio_edit(path: &Path, sample_rate: u32) -> Option<Edit> {
     f.seek(SeekFrom::Start(moov_at)).ok()?;
     f.read_exact(&mut moov).ok()?;
     let movie_timescale = children(&moov).find(|(t, _)| t == b"mvhd").and_then(|(_, b)| timescale(b))?;
-    // The first audio track, which symphonia decodes (its default track):
-    // its edit, or none (another audio track's edit is not its own).
+    // The track symphonia decodes: its edit, or none (another track's edit
+    // is not its own).
     let is_audio = |trak: &[u8]| {
         child(trak, b"mdia").and_then(|m| child(m, b"hdlr")).and_then(|h| h.get(8..12)) == Some(b"soun".as_slice())
     };
-    let (_, trak) = children(&moov).find(|(t, trak)| t == b"trak" && is_audio(trak))?;
+    let id_of = |trak: &[u8]| {
+        let tkhd = child(trak, b"tkhd")?;
+        let at = if *tkhd.first()? == 1 { 20 } else { 12 };
+        Some(u32::from_be_bytes(tkhd.get(at..at + 4)?.try_into().ok()?))
+    };
+    let (_, trak) = children(&moov)
+        .find(|(t, trak)| t == b"trak" && is_audio(trak) && track_id.is_none_or(|id| id_of(trak) == Some(id)))?;
     let edit = (|| {
         let mdia = child(trak, b"mdia")?;
         let media_timescale = timescale(child(mdia, b"mdhd")?)?;
@@ -232,6 +240,12 @@ impl Backend for Edited {
     }
     fn warnings(&mut self) -> Vec<String> {
         self.inner.warnings()
+    }
+    fn cut_to_edit_list(&self) -> bool {
+        true
+    }
+    fn track_id(&self) -> Option<u32> {
+        self.inner.track_id()
     }
 }
 

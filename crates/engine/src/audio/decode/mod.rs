@@ -232,6 +232,15 @@ trait Backend: Send {
     /// the stream's end): put what its end would say into
     /// [`Backend::warnings`].
     fn stop_early(&mut self) {}
+    /// The stream is cut to an MP4 edit list ([`edit`]).
+    fn cut_to_edit_list(&self) -> bool {
+        false
+    }
+    /// The track the built-in decoder reads (symphonia's id: an MP4
+    /// track's `tkhd` id).
+    fn track_id(&self) -> Option<u32> {
+        None
+    }
 }
 
 /// A pull decoder: opens a file once and hands out interleaved stereo
@@ -305,7 +314,7 @@ impl StreamDecoder {
             },
             // AAC in MP4: the song is what its edit list says (the
             // encoder's priming and padding cut), as ffmpeg plays it.
-            Ok(s) if s.mp4_aac => match edit::mp4_audio_edit(path, s.sample_rate()) {
+            Ok(s) if s.mp4_aac => match edit::mp4_audio_edit(path, s.sample_rate(), s.track_id()) {
                 Some(cut) => return Ok(StreamDecoder::over(path, edit::Edited::new(Box::new(s), cut))),
                 None => return Ok(StreamDecoder::over(path, s)),
             },
@@ -334,6 +343,12 @@ impl StreamDecoder {
     /// Sample rate in Hz (as declared until the first block, then as decoded).
     pub fn sample_rate(&self) -> u32 {
         self.backend.sample_rate()
+    }
+
+    /// Whether the stream is cut to its MP4 edit list (AAC in M4A: the
+    /// encoder's priming and padding left out, as ffmpeg decodes it).
+    pub fn cut_to_edit_list(&self) -> bool {
+        self.backend.cut_to_edit_list()
     }
 
     /// The length in frames the container declares, if any (see

@@ -506,11 +506,10 @@ impl NativeStream {
                             self.gaps.0 += 1;
                             self.gaps.1 += missing;
                         }
-                        let n = n + missing;
                         self.seek_target = None;
                         self.stereo.clear();
-                        self.stereo.resize(n as usize * 2, 0.0);
-                        self.frames += n;
+                        self.stereo.resize((n + missing) as usize * 2, 0.0);
+                        self.frames += n + missing;
                         self.concealed.0 += 1;
                         self.concealed.1 += n;
                         return Ok(Some(self.sample_rate));
@@ -680,8 +679,8 @@ impl NativeStream {
             let ms = frames as f64 * 1000.0 / f64::from(self.sample_rate.max(1));
             tracing::warn!("{}: {gaps} lost stretch(es) replaced by {ms:.0} ms of silence", self.path.display());
             self.warnings.push(format!(
-                "{gaps} damaged stretch(es) of the file could not be read and were replaced by {ms:.0} ms of \
-                 silence (the stems stay in time with the original)"
+                "{gaps} gap(s) in the file's timeline (lost or damaged pages) were filled with {ms:.0} ms of \
+                 silence (the stems are in time with the original again from about one page after each)"
             ));
         }
         let (packets, frames) = std::mem::take(&mut self.concealed);
@@ -716,10 +715,14 @@ impl Backend for NativeStream {
         self.length_estimated
     }
     fn concealed_frames(&self) -> u64 {
-        self.concealed.1
+        // ffmpeg fills neither damaged packets nor lost pages.
+        self.concealed.1 + self.gaps.1
     }
     fn stop_early(&mut self) {
         self.say_concealed();
+    }
+    fn track_id(&self) -> Option<u32> {
+        Some(self.track_id)
     }
     fn frames(&self) -> u64 {
         self.frames

@@ -56,6 +56,11 @@ pub(super) struct Callback {
     /// reader to read from the new place, not an underrun; a tempo or pitch
     /// switch's gap is one (the old read-ahead ran out first).
     heard: u32,
+    /// The generation whose read-ahead reached its switch to a new tempo
+    /// or pitch (`u32::MAX`: none): what it holds after that point is
+    /// stale, also its chunks from a loop's start that come after it (their
+    /// song frames are before the switch point, but later in time).
+    switched: u32,
 }
 
 impl Callback {
@@ -91,6 +96,7 @@ impl Callback {
             was_playing: false,
             waiting: false,
             heard: u32::MAX,
+            switched: u32::MAX,
         }
     }
 
@@ -257,12 +263,23 @@ impl Callback {
             // Device frames of the fade out after a seek still to play from
             // this chunk's offset (0: none).
             let mut fading = 0;
+            // The old generation this chunk ends at its switch point.
+            let mut cut_at_switch = None;
             if chunk.generation != generation {
-                let before_switch = if chunk.generation == switch_from && !chunk.wait && !chunk.end {
+                let before_switch = if chunk.generation == switch_from
+                    && chunk.generation != self.switched
+                    && !chunk.wait
+                    && !chunk.end
+                {
                     ((switch_at as f64 - chunk.start as f64) / chunk.ratio).ceil().max(0.0) as usize
                 } else {
                     0
                 };
+                if chunk.generation == switch_from && before_switch <= chunk.frames && before_switch > self.offset {
+                    // The switch point is in this chunk: once it is played
+                    // to there, the rest of the old read-ahead is stale.
+                    cut_at_switch = Some(chunk.generation);
+                }
                 if before_switch > self.offset {
                     playable = before_switch.min(chunk.frames);
                     fade_to = Some(switch_at as f64);
@@ -416,6 +433,9 @@ impl Callback {
             sh.heard_ratio.store(ratio.to_bits(), Ordering::Relaxed);
             sh.frames_played.fetch_add(n as u64, Ordering::Relaxed);
             if self.offset >= playable {
+                if let Some(g) = cut_at_switch {
+                    self.switched = g;
+                }
                 self.recycle();
             }
         }

@@ -1216,6 +1216,45 @@ mod tests {
         }
     }
 
+    /// A tempo change while a loop plays switches at its point and goes on
+    /// in song order: the old read-ahead's chunks from the loop's start,
+    /// read after its end (the read-ahead is longer than the loop), are not
+    /// played after the switch (they were: the loop's start was heard again
+    /// at the old tempo, a jump back, before the new tempo came in).
+    #[test]
+    fn a_tempo_change_in_a_loop_goes_on_from_its_switch_point() {
+        let _paced = paced();
+        let dir = tempfile::tempdir().unwrap();
+        let p = float_stem(dir.path(), "tone", 5 * RATE as usize, |i| {
+            0.5 * (i as f32 * 440.0 * std::f32::consts::TAU / RATE as f32).sin()
+        });
+        let mut c = MixControls::unity(1);
+        let (sh, mut cb, reader) = start_engine(open_readers(std::slice::from_ref(&p)).unwrap(), &c, RATE, 2).unwrap();
+        sh.seek(20_000);
+        sh.set_loop(Some(LoopRegion { start: 20_000, end: 40_000 }));
+        let t0 = std::time::Instant::now();
+        while cb.full.slots() < CHUNKS - 1 && t0.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        sh.play();
+        let block = 256;
+        while sh.position.load(Ordering::Acquire) < 30_000 {
+            render_paced(&mut cb, block);
+        }
+        c.tempo = 0.8;
+        sh.set_controls(&c);
+        assert_ne!(sh.switch_from.load(Ordering::Acquire), u32::MAX, "a switch without a gap, at its point");
+        let mut last = sh.position.load(Ordering::Acquire);
+        for _ in 0..(RATE as usize / block) {
+            render_paced(&mut cb, block);
+            let now = sh.position.load(Ordering::Acquire);
+            assert!(now >= last || last >= 39_000, "the playhead went back from {last} to {now} inside the loop");
+            last = now;
+        }
+        sh.stop.store(true, Ordering::Release);
+        reader.join().unwrap();
+    }
+
     /// The output reopened on a device at another rate (as `output::reopen`
     /// does when the new default device does not take the old rate): the
     /// song goes on from where it was, resampled for the new rate, at its

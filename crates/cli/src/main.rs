@@ -913,7 +913,8 @@ fn run_separate(mut a: SeparateArgs) -> ExitCode {
     // Before any input is read or downloaded: within the model's range.
     let segment_frames = match a.segment {
         None => None,
-        Some(s) if s > 0.0 && s.is_finite() => Some((s * sep.info().sample_rate as f64).round() as usize),
+        // Truncated, as demucs' `int(segment * samplerate)`.
+        Some(s) if s > 0.0 && s.is_finite() => Some((s * sep.info().sample_rate as f64).floor() as usize),
         Some(s) => return fail(EngineError::InvalidOptions(format!("--segment must be positive, got {s}")).into()),
     };
     if let Err(e) = stemroom_engine::separate::check_segment(sep.info(), segment_frames) {

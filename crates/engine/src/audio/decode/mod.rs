@@ -516,9 +516,15 @@ fn check_end(
     Ok(())
 }
 
+/// Largest sample magnitude handed out (80 dB above full scale): no
+/// recording comes near it, and a float file's absurd values (1e38) would
+/// overflow `f32` in the separation's arithmetic and come out as silence.
+const MAX_SAMPLE: f32 = 1e4;
+
 /// Fold one block of `channels`-channel interleaved samples into stereo
 /// (appended to `stereo`), with `weights` for more than two channels;
-/// non-finite samples become 0 (they would poison the normalisation).
+/// non-finite samples become 0 (they would poison the normalisation), and
+/// magnitudes are held to [`MAX_SAMPLE`].
 fn to_stereo(interleaved: &[f32], channels: usize, weights: &[(f32, f32)], stereo: &mut Vec<f32>) {
     let n = interleaved.len() / channels.max(1);
     stereo.reserve(n * 2);
@@ -541,9 +547,7 @@ fn to_stereo(interleaved: &[f32], channels: usize, weights: &[(f32, f32)], stere
         }
     }
     for v in stereo.iter_mut() {
-        if !v.is_finite() {
-            *v = 0.0;
-        }
+        *v = if v.is_finite() { v.clamp(-MAX_SAMPLE, MAX_SAMPLE) } else { 0.0 };
     }
 }
 
@@ -614,6 +618,13 @@ pub fn decode(
 mod tests {
     use super::*;
     use symphonia::core::audio::Position;
+
+    #[test]
+    fn absurd_and_non_finite_samples_are_held_in_range() {
+        let mut out = Vec::new();
+        to_stereo(&[f32::NAN, 1e38, -1e38, 0.5, f32::INFINITY, -2.0], 2, &[], &mut out);
+        assert_eq!(out, [0.0, MAX_SAMPLE, -MAX_SAMPLE, 0.5, 0.0, -2.0]);
+    }
 
     #[test]
     fn downmix_weights_follow_positions() {

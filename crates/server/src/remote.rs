@@ -784,6 +784,7 @@ fn fatal_for_everyone(e: &stemroom_library::Error) -> bool {
             | LinkError::Stalled(_)
             | LinkError::Blocked(_)
             | LinkError::SignInRequired(_)
+            | LinkError::OutdatedSolver(_)
             | LinkError::Failed(_),
         ) => false,
         e => matches!(e.code(), ErrorCode::BadInput | ErrorCode::InvalidOptions | ErrorCode::Download),
@@ -1177,6 +1178,7 @@ mod tests {
             LinkError::Stalled(30),
             LinkError::Blocked("HTTP Error 403".into()),
             LinkError::SignInRequired("confirm you're not a bot".into()),
+            LinkError::OutdatedSolver("n challenge solving failed".into()),
             LinkError::Failed("exit 1".into()),
         ] {
             assert!(!super::fatal_for_everyone(&Error::Link(mine)));

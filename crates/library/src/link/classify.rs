@@ -14,6 +14,7 @@ pub(crate) fn classify(stderr: &str) -> LinkError {
         .trim_start_matches("ERROR:")
         .trim()
         .to_string();
+    let last = without_cli_advice(&last);
     // The error lines decide (a warning about a retried fragment's 403 is
     // not why it failed); without any, the whole output.
     let all = stderr.to_ascii_lowercase();
@@ -31,6 +32,38 @@ pub(crate) fn classify(stderr: &str) -> LinkError {
         }),
         (&["confirm your age", "age-restricted", "age restricted", "inappropriate for some users"], |_| {
             LinkError::SignInRequired("age-restricted".into())
+        }),
+        // Members-only and Premium-only videos.
+        (&["join this channel", "members-only", "channel's members", "youtube premium", "premium members"], |_| {
+            LinkError::SignInRequired("for the channel's members or Premium subscribers only".into())
+        }),
+        // A premiere or a live stream that has not begun.
+        (&["live event will begin", "premieres in", "premiere will begin", "will begin in", "is upcoming"], |_| {
+            LinkError::Refused(
+                "it has not started yet (a premiere or an upcoming live stream): try again once it has aired".into(),
+            )
+        }),
+        // YouTube's session rate limit ("…has been rate-limited by YouTube
+        // for up to an hour"), its refusals of a client or a country: not a
+        // missing video (before the "not available" rule below), and
+        // another time or network may work.
+        (
+            &[
+                "rate-limited",
+                "rate limited",
+                "try again later",
+                "not available on this app",
+                "not available in your country",
+                "available in your country",
+                "from your location",
+                "geo restrict",
+                "geo-restrict",
+            ],
+            |m| LinkError::Blocked(m),
+        ),
+        (&["no space left on device", "errno 28"], |m| LinkError::Io {
+            path: "the download folder".into(),
+            source: std::io::Error::new(std::io::ErrorKind::StorageFull, m),
         }),
         // yt-dlp 2025.11.12+ on YouTube without a working JavaScript runtime
         // or solver scripts (yt-dlp wiki, "EJS").
@@ -98,6 +131,34 @@ pub(crate) fn classify_run(stderr: &str, url: &str, yt: &super::YtDlp) -> LinkEr
         {
             LinkError::NeedsJsRuntime(m)
         }
+        // A runtime is there and works (found and run at locate): the
+        // solver scripts or yt-dlp itself are behind YouTube, or YouTube
+        // offers only formats this yt-dlp cannot fetch (SABR).
+        LinkError::NeedsJsRuntime(m) if yt.js_runtime.is_some() => LinkError::OutdatedSolver(m),
+        LinkError::NoMedia(m) if yt.js_runtime.is_some() && is_youtube(url) => LinkError::OutdatedSolver(m),
         other => other,
+    }
+}
+
+/// yt-dlp's advice for its own command line ("Use --list-formats…",
+/// "Confirm you are on the latest version using yt-dlp -U", "please report
+/// this issue…") cut from `message`: Stemroom's users run no yt-dlp command.
+fn without_cli_advice(message: &str) -> String {
+    const TAILS: &[&str] = &[
+        "use --list-formats",
+        "confirm you are on the latest version",
+        "please report this issue",
+        "; please report",
+        "use --cookies",
+        "see  https://github.com/yt-dlp",
+        "see https://github.com/yt-dlp",
+    ];
+    let lower = message.to_ascii_lowercase();
+    let cut = TAILS.iter().filter_map(|t| lower.find(t)).min().unwrap_or(message.len());
+    let kept = message[..cut].trim_end().trim_end_matches(['.', ';', ',']).trim_end();
+    if kept.is_empty() {
+        message.trim().to_string()
+    } else {
+        kept.to_string()
     }
 }

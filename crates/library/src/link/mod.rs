@@ -90,9 +90,15 @@ pub enum LinkError {
     )]
     NeedsJsRuntime(String),
     #[error(
+        "yt-dlp could not get YouTube's audio although its JavaScript runtime works ({0}): YouTube changed, and \
+         this yt-dlp or its challenge solver scripts are out of date: install a newer one (`pip install -U \
+         \"yt-dlp[default]\"`, then choose it in Settings (Links)), or try again later"
+    )]
+    OutdatedSolver(String),
+    #[error(
         "the site refused the download ({0}); it may be blocking automated downloads from this network: try again \
-         later or on another network, try a newer yt-dlp (install it, e.g. `pip install -U yt-dlp`, and choose it \
-         in Settings (Links)), or download the audio yourself and add the file"
+         later or on another network, try a newer yt-dlp (install it, e.g. `pip install -U \"yt-dlp[default]\"`, and \
+         choose it in Settings (Links)), or download the audio yourself and add the file"
     )]
     Blocked(String),
     #[error(
@@ -127,12 +133,17 @@ impl LinkError {
 /// # Errors
 /// [`LinkError::NotAUrl`].
 pub fn check_url(raw: &str) -> Result<String, LinkError> {
-    let url = raw.trim();
+    let url = trim_link(raw);
     let bad = || LinkError::NotAUrl(url.chars().take(200).collect());
     if url.is_empty() || url.starts_with('-') || url.len() > MAX_URL_BYTES {
         return Err(bad());
     }
-    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if url.chars().any(|c| c.is_whitespace() || c.is_control() || is_invisible(c)) {
+        return Err(bad());
+    }
+    // yt-dlp's own channel for data between its extractors (extra HTTP
+    // headers for some): never from a person's or a client's link.
+    if url.contains("__youtubedl_smuggle") {
         return Err(bad());
     }
     let lower = url.to_ascii_lowercase();
@@ -147,8 +158,19 @@ pub fn check_url(raw: &str) -> Result<String, LinkError> {
 
 /// Whether `s` looks like a link (for front ends that take paths or links).
 pub fn looks_like_url(s: &str) -> bool {
-    let l = s.trim_start().to_ascii_lowercase();
+    let l = trim_link(s).to_ascii_lowercase();
     l.starts_with("http://") || l.starts_with("https://")
+}
+
+/// Invisible characters a paste can carry (a byte order mark, zero-width
+/// spaces and joiners, a word joiner): Unicode format characters.
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{feff}' | '\u{200b}'..='\u{200f}' | '\u{2060}'..='\u{2064}' | '\u{00ad}')
+}
+
+/// `raw` without white space or invisible characters at either end.
+fn trim_link(raw: &str) -> &str {
+    raw.trim_matches(|c: char| c.is_whitespace() || is_invisible(c))
 }
 
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, LinkError> {
@@ -348,6 +370,53 @@ mod tests {
         assert_eq!((bytes, p.percent), (7e6, None), "an endless stream: bytes, no percent");
         assert_eq!(parse_progress("[stemroom-progress] NA NA NA NA NA"), None);
         assert_eq!(parse_progress("[download] 50%"), None);
+    }
+
+    /// YouTube's messages of 2025-2026 (yt-dlp's tracker) that are not a
+    /// missing video, and yt-dlp's advice for its own command line left out.
+    #[test]
+    fn refusals_that_pass_are_not_called_missing() {
+        let limited = "ERROR: [youtube] abc: Video unavailable. This content isn't available, try again later. The current session has been rate-limited by YouTube for up to an hour. It is recommended to use `-t sleep` to add a delay between video requests to avoid exceeding the rate limit.";
+        assert!(matches!(classify(limited), LinkError::Blocked(_)), "{:?}", classify(limited));
+        let app = "ERROR: [youtube] abc: The following content is not available on this app.. Watch on the latest version of YouTube.";
+        assert!(matches!(classify(app), LinkError::Blocked(_)), "{:?}", classify(app));
+        let geo = "ERROR: [youtube] abc: The uploader has not made this video available in your country";
+        assert!(matches!(classify(geo), LinkError::Blocked(_)), "{:?}", classify(geo));
+        let premiere = "ERROR: [youtube] abc: Premieres in 6 hours";
+        assert!(matches!(classify(premiere), LinkError::Refused(_)), "{:?}", classify(premiere));
+        let live = "ERROR: [youtube] abc: This live event will begin in 5 hours.";
+        assert!(matches!(classify(live), LinkError::Refused(_)), "{:?}", classify(live));
+        let members = "ERROR: [youtube] abc: Join this channel to get access to members-only content like this video, and other exclusive perks.";
+        assert!(matches!(classify(members), LinkError::SignInRequired(_)), "{:?}", classify(members));
+        let full = "ERROR: unable to write data: [Errno 28] No space left on device";
+        let e = classify(full);
+        assert!(matches!(e, LinkError::Io { .. }) && e.code() == stemroom_engine::ErrorCode::Output, "{e:?}");
+        // With deno there and working, YouTube's "no format" is a yt-dlp
+        // behind YouTube, not a missing runtime or a video without audio.
+        let with = YtDlp {
+            path: "yt-dlp".into(),
+            version: PINNED_VERSION.into(),
+            js_runtime: Some(JsRuntime { path: "/opt/bin/deno".into(), version: "2.9.8".into() }),
+        };
+        let url = "https://www.youtube.com/watch?v=dQw4w9WgXcQ";
+        let solver = "WARNING: [youtube] dQw4w9WgXcQ: n challenge solving failed: Some formats may be missing. Ensure you have a supported JavaScript runtime and challenge solver script distribution installed.\nERROR: [youtube] dQw4w9WgXcQ: Requested format is not available. Use --list-formats for a list of available formats\n";
+        let e = super::classify::classify_run(solver, url, &with);
+        assert!(matches!(e, LinkError::OutdatedSolver(_)), "{e:?}");
+        assert!(!e.to_string().contains("install deno") && !e.to_string().contains("--list-formats"), "{e}");
+        let bare = "ERROR: [youtube] dQw4w9WgXcQ: Requested format is not available. Use --list-formats for a list of available formats\n";
+        assert!(matches!(super::classify::classify_run(bare, url, &with), LinkError::OutdatedSolver(_)));
+        let other = super::classify::classify_run(bare, "https://example.com/song", &with);
+        assert!(matches!(other, LinkError::NoMedia(_)), "{other:?}");
+        let e = classify("ERROR: [generic] x: Unable to extract data; please report this issue on  https://github.com/yt-dlp/yt-dlp/issues?q= , filling out the appropriate issue template. Confirm you are on the latest version using  yt-dlp -U");
+        assert!(!e.to_string().contains("report this issue") && !e.to_string().contains("-U"), "{e}");
+    }
+
+    #[test]
+    fn pasted_links_lose_their_invisible_characters() {
+        assert_eq!(check_url("\u{feff}https://youtu.be/abc\u{200b}").unwrap(), "https://youtu.be/abc");
+        assert!(looks_like_url("\u{200b}https://youtu.be/abc"));
+        assert!(check_url("https://e.com/a\u{200b}b").is_err(), "inside a link: refused");
+        assert!(check_url("https://e.com/v#__youtubedl_smuggle=%7B%22http_headers%22%3A%7B%7D%7D").is_err());
     }
 
     #[test]

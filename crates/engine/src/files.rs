@@ -184,6 +184,72 @@ pub fn sync_dir(dir: &Path) {
     }
 }
 
+/// Run `cmd` (stdin from nothing) and collect its output as
+/// [`std::process::Command::output`] does, but give up after `timeout`
+/// (the child is killed) and keep at most `max_bytes` of each of stdout and
+/// stderr (the rest is read and dropped): for the quick questions asked of
+/// helper programs (`--version`), which a hung or flooding program must
+/// not turn into a frozen window.
+///
+/// # Errors
+/// The spawn's error, or [`std::io::ErrorKind::TimedOut`].
+pub fn output_within(
+    cmd: &mut std::process::Command,
+    timeout: std::time::Duration,
+    max_bytes: usize,
+) -> std::io::Result<std::process::Output> {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let reader = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut kept = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let mut buf = [0u8; 8192];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let room = max_bytes.saturating_sub(kept.len());
+                    kept.extend_from_slice(&buf[..n.min(room)]);
+                }
+            }
+            kept
+        })
+    };
+    let out = reader(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let err = reader(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let deadline = std::time::Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait()? {
+            Some(status) => break status,
+            None if std::time::Instant::now() < deadline => std::thread::sleep(std::time::Duration::from_millis(10)),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {} s", timeout.as_secs()),
+                ));
+            }
+        }
+    };
+    // A grandchild that keeps the pipes open would hold the readers: they
+    // are left to finish on their own once the answer is in.
+    let join = |h: std::thread::JoinHandle<Vec<u8>>| {
+        let until = std::time::Instant::now() + std::time::Duration::from_millis(500);
+        while !h.is_finished() && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        if h.is_finished() {
+            h.join().unwrap_or_default()
+        } else {
+            Vec::new()
+        }
+    };
+    Ok(std::process::Output { status, stdout: join(out), stderr: join(err) })
+}
+
 /// Whether process `pid` is alive (signal 0: exists, perhaps another user's).
 pub fn process_alive(pid: i32) -> bool {
     // SAFETY: kill(2) with signal 0 only checks for existence and permission.
@@ -574,6 +640,26 @@ mod tests {
         assert_eq!(set_aside_owner(".notes.2024-05.old"), None, "not a stem's name");
         assert_eq!(set_aside_owner(".db.sqlite.4242-1.old"), None, "not a stem's name");
         assert_eq!(set_aside_owner(".Song.FLAC.4242-1.old"), Some((4242, "Song.FLAC")));
+    }
+
+    #[test]
+    fn helper_programs_answer_within_their_time_and_size() {
+        use std::process::Command;
+        use std::time::{Duration, Instant};
+        let out = output_within(Command::new("sh").args(["-c", "echo hi; echo err >&2"]), Duration::from_secs(5), 100)
+            .unwrap();
+        assert!(out.status.success());
+        assert_eq!((out.stdout.as_slice(), out.stderr.as_slice()), (&b"hi\n"[..], &b"err\n"[..]));
+        let t0 = Instant::now();
+        let e =
+            output_within(Command::new("sh").args(["-c", "sleep 30"]), Duration::from_millis(300), 100).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+        let out =
+            output_within(Command::new("sh").args(["-c", "head -c 5000000 /dev/zero"]), Duration::from_secs(10), 1000)
+                .unwrap();
+        assert_eq!(out.stdout.len(), 1000, "a flood is cut");
+        assert!(output_within(&mut Command::new("/nonexistent/program"), Duration::from_secs(1), 10).is_err());
     }
 
     #[test]

@@ -262,14 +262,17 @@ fn library_dirs(gpu_runtime: Option<&Path>) -> Vec<PathBuf> {
 pub fn facts() -> GpuFacts {
     let driver_version =
         std::fs::read_to_string("/proc/driver/nvidia/version").ok().as_deref().and_then(parse_driver_version);
-    let gpus = std::process::Command::new("nvidia-smi")
-        .args(["--query-gpu=name,memory.total", "--format=csv,noheader,nounits"])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| parse_nvidia_smi(&String::from_utf8_lossy(&o.stdout)))
-        .unwrap_or_default();
+    // nvidia-smi can hang on a GPU in a bad state: a few seconds at most.
+    let gpus = crate::files::output_within(
+        std::process::Command::new("nvidia-smi")
+            .args(["--query-gpu=name,memory.total", "--format=csv,noheader,nounits"]),
+        std::time::Duration::from_secs(10),
+        1 << 16,
+    )
+    .ok()
+    .filter(|o| o.status.success())
+    .map(|o| parse_nvidia_smi(&String::from_utf8_lossy(&o.stdout)))
+    .unwrap_or_default();
     let gpu_runtime =
         crate::paths::cache_dir().map(|c| c.join(ORT_GPU_DIR).join(ORT_LIBRARY_FILE)).filter(|p| p.is_file());
     let cuda_provider =

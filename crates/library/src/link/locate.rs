@@ -1,7 +1,6 @@
 //! Finding yt-dlp and checking its version.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use serde::Serialize;
 
@@ -192,14 +191,16 @@ impl YtDlp {
     /// # Errors
     /// [`LinkError::Failed`] when it cannot run.
     pub fn report(&self) -> Result<VerboseReport, LinkError> {
-        let out = std::process::Command::new(&self.path)
-            .current_dir(super::NEUTRAL_DIR)
-            .args(["-v", "--ignore-config"])
-            .args(self.js_runtime_args())
-            .arg("--list-impersonate-targets")
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| LinkError::Failed(format!("cannot run {}: {e}", self.path.display())))?;
+        let out = stemroom_engine::files::output_within(
+            std::process::Command::new(&self.path)
+                .current_dir(super::NEUTRAL_DIR)
+                .args(["-v", "--ignore-config"])
+                .args(self.js_runtime_args())
+                .arg("--list-impersonate-targets"),
+            HELPER_TIMEOUT,
+            HELPER_OUTPUT_BYTES,
+        )
+        .map_err(|e| LinkError::Failed(format!("cannot run {}: {e}", self.path.display())))?;
         Ok(VerboseReport::parse(&String::from_utf8_lossy(&out.stderr)))
     }
 }
@@ -217,7 +218,12 @@ fn locate_deno(ytdlp: &Path) -> Option<JsRuntime> {
     }
     candidates.push(PathBuf::from("deno"));
     candidates.into_iter().find_map(|path| {
-        let out = std::process::Command::new(&path).arg("--version").stdin(Stdio::null()).output().ok()?;
+        let out = stemroom_engine::files::output_within(
+            std::process::Command::new(&path).arg("--version"),
+            HELPER_TIMEOUT,
+            HELPER_OUTPUT_BYTES,
+        )
+        .ok()?;
         let text = String::from_utf8_lossy(&out.stdout);
         let version = text.lines().next()?.strip_prefix("deno ")?.split_whitespace().next()?.to_string();
         let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
@@ -244,13 +250,20 @@ pub(crate) fn is_release_version(v: &str) -> bool {
         && parts.get(3).is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// Longest wait for a helper program's quick answer (`--version`, `-v`):
+/// yt-dlp's Python start takes about a second; a hung one must not hold up
+/// the window or a worker.
+const HELPER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+/// Most of a helper program's output kept.
+const HELPER_OUTPUT_BYTES: usize = 1 << 20;
+
 fn version_of(program: &Path) -> Result<String, String> {
-    let out = std::process::Command::new(program)
-        .current_dir(super::NEUTRAL_DIR)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| e.to_string())?;
+    let out = stemroom_engine::files::output_within(
+        std::process::Command::new(program).current_dir(super::NEUTRAL_DIR).arg("--version"),
+        HELPER_TIMEOUT,
+        HELPER_OUTPUT_BYTES,
+    )
+    .map_err(|e| e.to_string())?;
     if !out.status.success() {
         return Err(format!("exited with {}", out.status));
     }

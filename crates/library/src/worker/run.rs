@@ -109,14 +109,14 @@ impl Inner {
             // Separated before the stop, not filed yet (the stop came while
             // its tempo and key were found): file it now.
             tracing::info!("job {} was separated before the last stop: filing it", job.id);
-            // Kept if filing fails again (see below).
-            return self.file(job, &library, &work, meta);
+            let partial = PartialGuard { dir: Some(work.clone()), suspending: &self.suspending };
+            return self.file_keeping(job, &library, &work, meta, partial, cancel);
         }
         // What an interrupted run of this job left: only its checkpoint
         // stays (the separation resumes from it if it still fits).
         clear_except(&work, CHECKPOINT_DIR);
         std::fs::create_dir_all(&work).map_err(|source| Error::Output { path: work.clone(), source })?;
-        let mut partial = PartialGuard { dir: Some(work.clone()), suspending: &self.suspending };
+        let partial = PartialGuard { dir: Some(work.clone()), suspending: &self.suspending };
         let input = match &job.source {
             JobSource::File { path } => PathBuf::from(path),
             JobSource::Url { url } => self.download(job, url, &work, cancel)?,
@@ -187,13 +187,29 @@ impl Inner {
         let meta =
             SongMetadata::new(job, rel, out.seconds, Some(provider.clone()), duration.or(Some(out.audio_seconds)));
         meta.write(&work).map_err(|source| Error::Output { path: work.clone(), source })?;
-        // Separated: the working folder stays whatever comes, so a job that
-        // cannot be filed (a full disk, a library folder gone) is filed by
-        // its retry without separating again (`song_of_job` above).
-        partial.dir = None;
-        let filed = self.file(job, &library, &work, meta)?;
+        let filed = self.file_keeping(job, &library, &work, meta, partial, cancel)?;
         tracing::info!("job {} done in {:.1} s: {}", job.id, started.elapsed().as_secs_f64(), filed.0);
         Ok(filed)
+    }
+
+    /// [`Inner::file`], and the working folder stays when filing fails (a
+    /// full disk, a library folder gone): the job's retry files it without
+    /// separating again (`song_of_job`). Not when the job was cancelled
+    /// meanwhile (a cancel keeps nothing): `partial` removes it then.
+    fn file_keeping(
+        &self,
+        job: &Job,
+        library: &Path,
+        work: &Path,
+        meta: SongMetadata,
+        mut partial: PartialGuard<'_>,
+        cancel: &AtomicBool,
+    ) -> Result<(String, Vec<StemFile>), Error> {
+        let filed = self.file(job, library, work, meta);
+        if filed.is_ok() || !cancel.load(Ordering::SeqCst) {
+            partial.dir = None;
+        }
+        filed
     }
 
     /// File the song separated into `work` (its `meta` written there):

@@ -186,28 +186,14 @@ impl Worker {
         };
         let w = Worker { inner: Arc::new(inner) };
         // Working folders of queued jobs hold their checkpoints (a job that
-        // was running when the app was killed is queued again by recovery),
-        // those of failed jobs the stems of a separation that could not be
-        // filed (a retry files them; other failed jobs' folders go). If the queue cannot be read, nothing
-        // is removed (better a leftover folder than a queued job's
-        // checkpoint lost).
+        // was running when the app was killed is queued again by recovery).
+        // If the queue cannot be read, nothing is removed (better a leftover
+        // folder than a queued job's checkpoint lost).
         match w.inner.queue.queue() {
             Ok(jobs) => {
-                let library = w.library_dir();
-                let tag = w.inner.queue.work_tag();
-                let queued: Vec<JobId> = jobs
-                    .iter()
-                    .filter(|j| match j.state {
-                        JobState::Queued => true,
-                        // Only a whole song: not a crashed run's checkpoint.
-                        JobState::Failed { .. } => {
-                            song::song_of_job(&song::partial_dir(&library, tag, j.id), j).is_some()
-                        }
-                        _ => false,
-                    })
-                    .map(|j| j.id)
-                    .collect();
-                song::clean_partials(&library, tag, &queued);
+                let queued: Vec<JobId> =
+                    jobs.iter().filter(|j| matches!(j.state, JobState::Queued)).map(|j| j.id).collect();
+                song::clean_partials(&w.library_dir(), w.inner.queue.work_tag(), &queued);
             }
             Err(e) => tracing::warn!("working folders left as they are: the queue cannot be read: {e}"),
         }
@@ -718,32 +704,7 @@ mod tests {
             })
             .collect();
         song::SongMetadata::new(&job, stems, 12.5, Some("cpu".into()), Some(60.0)).write(&work).unwrap();
-        // Filing fails first (the library has no free folder name for the
-        // title, as a full disk would fail it): the stems stay, and so does
-        // the folder at the next start, the job being failed.
-        let taken: Vec<PathBuf> = std::iter::once(library.join("Song"))
-            .chain((2..10_000).map(|n| library.join(format!("Song ({n})"))))
-            .collect();
-        for p in &taken {
-            std::fs::write(p, b"").unwrap();
-        }
-        let e = w.inner.separate(&job, &Arc::new(AtomicBool::new(false))).unwrap_err();
-        assert!(e.to_string().contains("stems are kept"), "{e}");
-        assert!(work.join("drums.wav").is_file() && work.join("bass.wav").is_file(), "the stems stay");
-        q.finish(job.id, &JobState::Failed { code: e.code(), message: e.to_string() }, None, &[]).unwrap();
-        drop(Worker::new(
-            q.clone(),
-            WorkerConfig { default_library: library.clone(), ..Default::default() },
-            Arc::new(Nobody),
-        ));
-        assert!(work.join("drums.wav").is_file(), "a failed job's stems stay at the next start");
-        for p in &taken {
-            std::fs::remove_file(p).unwrap();
-        }
-        // The retry: its input is gone, and no model is there: only filing
-        // can succeed.
-        q.retry(job.id).unwrap();
-        let job = q.claim_next().unwrap().unwrap();
+        // Its input is gone, and no model is there: only filing can succeed.
         let (dest, filed) = w.inner.separate(&job, &Arc::new(AtomicBool::new(false))).unwrap();
         assert_eq!(Path::new(&dest), library.join("Song"));
         assert_eq!(filed.len(), 2);

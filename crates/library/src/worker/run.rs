@@ -109,14 +109,16 @@ impl Inner {
             // Separated before the stop, not filed yet (the stop came while
             // its tempo and key were found): file it now.
             tracing::info!("job {} was separated before the last stop: filing it", job.id);
-            let partial = PartialGuard { dir: Some(work.clone()), suspending: &self.suspending };
-            return self.file_keeping(job, &library, &work, meta, partial, cancel);
+            let mut partial = PartialGuard { dir: Some(work.clone()), suspending: &self.suspending };
+            let dest = self.file(job, &library, &work, meta)?;
+            partial.dir = None;
+            return Ok(dest);
         }
         // What an interrupted run of this job left: only its checkpoint
         // stays (the separation resumes from it if it still fits).
         clear_except(&work, CHECKPOINT_DIR);
         std::fs::create_dir_all(&work).map_err(|source| Error::Output { path: work.clone(), source })?;
-        let partial = PartialGuard { dir: Some(work.clone()), suspending: &self.suspending };
+        let mut partial = PartialGuard { dir: Some(work.clone()), suspending: &self.suspending };
         let input = match &job.source {
             JobSource::File { path } => PathBuf::from(path),
             JobSource::Url { url } => self.download(job, url, &work, cancel)?,
@@ -187,29 +189,10 @@ impl Inner {
         let meta =
             SongMetadata::new(job, rel, out.seconds, Some(provider.clone()), duration.or(Some(out.audio_seconds)));
         meta.write(&work).map_err(|source| Error::Output { path: work.clone(), source })?;
-        let filed = self.file_keeping(job, &library, &work, meta, partial, cancel)?;
+        let filed = self.file(job, &library, &work, meta)?;
+        partial.dir = None;
         tracing::info!("job {} done in {:.1} s: {}", job.id, started.elapsed().as_secs_f64(), filed.0);
         Ok(filed)
-    }
-
-    /// [`Inner::file`], and the working folder stays when filing fails (a
-    /// full disk, a library folder gone): the job's retry files it without
-    /// separating again (`song_of_job`). Not when the job was cancelled
-    /// meanwhile (a cancel keeps nothing): `partial` removes it then.
-    fn file_keeping(
-        &self,
-        job: &Job,
-        library: &Path,
-        work: &Path,
-        meta: SongMetadata,
-        mut partial: PartialGuard<'_>,
-        cancel: &AtomicBool,
-    ) -> Result<(String, Vec<StemFile>), Error> {
-        let filed = self.file(job, library, work, meta);
-        if filed.is_ok() || !cancel.load(Ordering::SeqCst) {
-            partial.dir = None;
-        }
-        filed
     }
 
     /// File the song separated into `work` (its `meta` written there):
@@ -230,13 +213,8 @@ impl Inner {
             meta.analyse_in(work);
             meta.write(work).map_err(|source| Error::Output { path: work.to_path_buf(), source })?;
         }
-        let dest = song::publish_song(library, work, &job.title).map_err(|source| Error::Output {
-            path: library.to_path_buf(),
-            source: std::io::Error::new(
-                source.kind(),
-                format!("{source}; the separated stems are kept: make room and retry the job to file them"),
-            ),
-        })?;
+        let dest = song::publish_song(library, work, &job.title)
+            .map_err(|source| Error::Output { path: library.to_path_buf(), source })?;
         Ok(self.recorded(job, &meta, &dest))
     }
 

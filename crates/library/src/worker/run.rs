@@ -190,6 +190,13 @@ impl Inner {
             SongMetadata::new(job, rel, out.seconds, Some(provider.clone()), duration.or(Some(out.audio_seconds)));
         meta.write(&work).map_err(|source| Error::Output { path: work.clone(), source })?;
         let filed = self.file(job, &library, &work, meta)?;
+        if cancel.load(Ordering::SeqCst) {
+            // Cancelled while it was filed (the tempo and key take
+            // seconds): a cancel keeps nothing, and a retry separates
+            // again instead of finding this song.
+            let _ = std::fs::remove_dir_all(&filed.0);
+            return Err(Error::Cancelled);
+        }
         partial.dir = None;
         tracing::info!("job {} done in {:.1} s: {}", job.id, started.elapsed().as_secs_f64(), filed.0);
         Ok(filed)

@@ -295,7 +295,8 @@ impl DeviceArg {
     /// at the start of `main`, before any thread or CUDA library starts.
     ///
     /// # Errors
-    /// N is past the end of a `CUDA_VISIBLE_DEVICES` list already set.
+    /// N is past the end of a `CUDA_VISIBLE_DEVICES` list already set, or
+    /// that variable is set empty (no GPU visible).
     pub(crate) fn select_gpu(self) -> Result<(), String> {
         let DeviceArg::Cuda(Some(n)) = self else { return Ok(()) };
         let visible = match std::env::var("CUDA_VISIBLE_DEVICES") {
@@ -460,6 +461,17 @@ struct ModelsArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse_from(with_default_command(std::env::args_os().collect()));
+    // `-d cuda:N` of the commands that run the network, before any thread.
+    let device = match &cli.command {
+        Command::Separate(a) => Some(a.device),
+        Command::Serve(a) => Some(a.device),
+        Command::Worker(a) => Some(a.device),
+        _ => None,
+    };
+    if let Err(e) = device.map_or(Ok(()), DeviceArg::select_gpu) {
+        errln!("stemroom: {e}");
+        return ExitCode::from(exit::INVALID_OPTIONS);
+    }
     match cli.command {
         Command::Separate(args) => run_separate(args),
         Command::Models(args) => run_models(args),
@@ -876,10 +888,6 @@ fn separate_one(
 }
 
 fn run_separate(mut a: SeparateArgs) -> ExitCode {
-    if let Err(e) = a.device.select_gpu() {
-        errln!("stemroom: {e}");
-        return ExitCode::from(exit::INVALID_OPTIONS);
-    }
     if a.verbose {
         init_logging_at("debug,ort=warn,hyper=warn");
     }

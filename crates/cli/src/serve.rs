@@ -81,7 +81,7 @@ pub struct ServeArgs {
     no_auth: bool,
     /// Device for the network.
     #[arg(short = 'd', long, default_value = "auto")]
-    device: DeviceArg,
+    pub(crate) device: DeviceArg,
     /// Network threads (default: all cores).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
@@ -103,10 +103,6 @@ fn default_data_dir() -> PathBuf {
 }
 
 pub fn run(args: ServeArgs) -> ExitCode {
-    if let Err(e) = args.device.select_gpu() {
-        errln!("stemroom: {e}");
-        return ExitCode::from(crate::exit::INVALID_OPTIONS);
-    }
     crate::init_logging();
     let mut config = ServerConfig::new(args.data_dir.unwrap_or_else(default_data_dir));
     config.listen = args.listen;

@@ -26,7 +26,7 @@ pub struct WorkerArgs {
     broker: String,
     /// Device for the network.
     #[arg(short = 'd', long, default_value = "auto")]
-    device: DeviceArg,
+    pub(crate) device: DeviceArg,
     /// Network threads (default: all cores).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
@@ -60,10 +60,6 @@ fn host_name() -> String {
 }
 
 pub fn run(args: WorkerArgs) -> ExitCode {
-    if let Err(e) = args.device.select_gpu() {
-        errln!("stemroom: {e}");
-        return ExitCode::from(crate::exit::INVALID_OPTIONS);
-    }
     crate::init_logging();
     let Some(visibility) = crate::seconds_option("visibility-timeout", args.visibility_timeout, 0.5) else {
         return ExitCode::from(crate::exit::INVALID_OPTIONS);

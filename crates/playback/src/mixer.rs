@@ -151,6 +151,11 @@ pub struct LoopRegion {
     pub end: u32,
 }
 
+/// [`RAMP_SECONDS`] in frames at `sample_rate` Hz (at least one).
+fn ramp_frames(sample_rate: u32) -> usize {
+    ((f64::from(sample_rate) * RAMP_SECONDS).round() as usize).max(1)
+}
+
 /// Sums stems into one stereo stream with ramped gains.
 #[derive(Debug, Clone)]
 pub struct Mixer {
@@ -168,14 +173,14 @@ impl Mixer {
     /// without a ramp.
     pub fn new(sample_rate: u32, controls: &MixControls) -> Self {
         let gains = controls.effective_gains();
-        let ramp_frames = ((f64::from(sample_rate) * RAMP_SECONDS).round() as usize).max(1);
+        let ramp_frames = ramp_frames(sample_rate);
         Mixer { from: gains.clone(), current: gains.clone(), target: gains, ramp_pos: ramp_frames, ramp_frames }
     }
 
     /// Ramps of [`RAMP_SECONDS`] at `sample_rate` Hz from now on; a ramp
     /// under way ends at once.
     pub fn set_sample_rate(&mut self, sample_rate: u32) {
-        self.ramp_frames = ((f64::from(sample_rate) * RAMP_SECONDS).round() as usize).max(1);
+        self.ramp_frames = ramp_frames(sample_rate);
         self.current.clone_from(&self.target);
         self.from.clone_from(&self.target);
         self.ramp_pos = self.ramp_frames;

@@ -415,26 +415,20 @@ fn open_outputs(
 ) -> Result<Vec<Pending>, Error> {
     let mut outputs = Vec::new();
     for (stem, dest) in dests {
-        // The folder again: made before the decoding, it may have been
-        // removed since by another job of this run (`-j 2`) that made it
-        // too and failed, leaving it empty.
-        if let Some(parent) = dest.parent() {
-            leftovers.create_dirs(parent).map_err(|source| Error::Output { path: parent.to_path_buf(), source })?;
-        }
         let tmp = crate::files::part_path(dest);
         leftovers.file(tmp.clone());
         let open = || crate::audio::encode::open(&tmp, req.format, out_rate, 2, req.clip);
-        let writer = match open() {
-            // The folder went again between the two (the other job's
-            // cleanup): once more.
-            Err(crate::audio::encode::EncodeError::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound && dest.parent().is_some() =>
+        let writer = match (open(), dest.parent()) {
+            // The folder, made before the decoding, was removed since by
+            // another job of this run (`-j 2`) that made it too and failed,
+            // leaving it empty: made again.
+            (Err(crate::audio::encode::EncodeError::Io { source, .. }), Some(parent))
+                if source.kind() == std::io::ErrorKind::NotFound =>
             {
-                let parent = dest.parent().unwrap_or(dest);
                 leftovers.create_dirs(parent).map_err(|source| Error::Output { path: parent.to_path_buf(), source })?;
                 open()
             }
-            other => other,
+            (other, _) => other,
         }
         .map_err(|e| match e {
             crate::audio::encode::EncodeError::Io { path, source } => Error::Output { path, source },

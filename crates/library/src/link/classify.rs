@@ -53,7 +53,6 @@ pub(crate) fn classify(stderr: &str) -> LinkError {
                 "rate limited",
                 "try again later",
                 "not available on this app",
-                "not available in your country",
                 "available in your country",
                 "from your location",
                 "geo restrict",

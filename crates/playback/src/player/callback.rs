@@ -3,7 +3,7 @@
 //! never allocates, frees, locks or blocks.
 //!
 //! A seek or a loop change while playing is not a cut: what was playing
-//! goes on for [`FADE_SECONDS`] fading out, and the new place fades in, as
+//! goes on for [`FADE_SECONDS`](super::FADE_SECONDS) fading out, and the new place fades in, as
 //! on play and pause (a cut mid-waveform is a click).
 
 use std::sync::atomic::Ordering;
@@ -13,7 +13,7 @@ use cpal::{FromSample, SizedSample};
 
 use super::click::{beat_of, Click, COUNT_IN_BEATS};
 use super::transport::{Chunk, Shared};
-use super::{CHUNK_FRAMES, FADE_SECONDS, MAX_STEMS, SCRATCH_FRAMES};
+use super::{fade_frames_at, CHUNK_FRAMES, MAX_STEMS, SCRATCH_FRAMES};
 use crate::mixer::{MixControls, Mixer};
 
 /// The audio callback's state. Everything is allocated before the stream
@@ -30,7 +30,7 @@ pub(super) struct Callback {
     pub(super) scratch: Vec<f32>,
     pub(super) fade: f32,
     pub(super) fade_step: f32,
-    /// [`FADE_SECONDS`] in device frames.
+    /// [`FADE_SECONDS`](super::FADE_SECONDS) in device frames.
     fade_frames: usize,
     /// The generation that plays on fading out after a seek (`u32::MAX`:
     /// none yet), and its device frames of fade still to play (0: done,
@@ -72,7 +72,7 @@ impl Callback {
         device_rate: u32,
         controls: &MixControls,
     ) -> Self {
-        let fade_frames = (f64::from(device_rate) * FADE_SECONDS).round().max(1.0);
+        let fade_frames = fade_frames_at(device_rate);
         Callback {
             shared,
             full,
@@ -84,8 +84,8 @@ impl Callback {
             controls_seen: 0,
             scratch: vec![0.0; SCRATCH_FRAMES * 2],
             fade: 0.0,
-            fade_step: (1.0 / fade_frames) as f32,
-            fade_frames: fade_frames as usize,
+            fade_step: (1.0 / fade_frames as f64) as f32,
+            fade_frames,
             fading_gen: u32::MAX,
             fading_left: 0,
             device_rate,
@@ -104,9 +104,8 @@ impl Callback {
     /// at another rate; called while no stream holds the callback): fades,
     /// control ramps, the click and the latency are counted in its frames.
     pub(super) fn set_device_rate(&mut self, rate: u32) {
-        let fade_frames = (f64::from(rate) * FADE_SECONDS).round().max(1.0);
-        self.fade_step = (1.0 / fade_frames) as f32;
-        self.fade_frames = fade_frames as usize;
+        self.fade_frames = fade_frames_at(rate);
+        self.fade_step = (1.0 / self.fade_frames as f64) as f32;
         self.fading_left = self.fading_left.min(self.fade_frames);
         self.mixer.set_sample_rate(rate);
         self.click = Click::new(rate);

@@ -79,6 +79,11 @@ pub fn chunks_for(device_rate: u32) -> usize {
 pub const MAX_STEMS: usize = 8;
 /// Length of the fade on play and pause, as the mixer's gain ramps.
 const FADE_SECONDS: f64 = crate::mixer::RAMP_SECONDS;
+
+/// [`FADE_SECONDS`] in frames at `rate` Hz (at least one).
+fn fade_frames_at(rate: u32) -> usize {
+    ((f64::from(rate) * FADE_SECONDS).round() as usize).max(1)
+}
 /// Longest callback buffer mixed in one piece (larger device buffers are
 /// mixed in several pieces).
 const SCRATCH_FRAMES: usize = 4096;

@@ -4,12 +4,12 @@
 //!
 //! A running job's stems ([`StemSet::open_growing`]) end, for now, at the
 //! separated edge. While reading below it, the reader keeps the last
-//! [`FADE_SECONDS`] of audio back; when the callback is about to run dry at
+//! [`FADE_SECONDS`](super::FADE_SECONDS) of audio back; when the callback is about to run dry at
 //! the edge it flushes the stretchers and resamplers, fades that held audio
 //! out, sends it and a wait chunk (the callback then holds the playhead at
 //! the edge and counts no underrun), and when more is separated it starts
 //! again from the edge with a fade in. Where a loop wraps, the first
-//! [`FADE_SECONDS`] of its start are crossfaded with what follows its end
+//! [`FADE_SECONDS`](super::FADE_SECONDS) of its start are crossfaded with what follows its end
 //! (no click at the loop point), and the stretchers and resamplers run on
 //! through the wrap. Everywhere else the audio is the stems' samples
 //! untouched. When the job's finished files come
@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering;
 use stemroom_engine::audio::resample::StreamResampler;
 
 use super::transport::{Chunk, Shared};
-use super::{CHUNK_FRAMES, FADE_SECONDS, READER_POLL};
+use super::{fade_frames_at, CHUNK_FRAMES, READER_POLL};
 use crate::mixer::{plan_reads, LoopRegion};
 use crate::reader::StemSet;
 use crate::stretch::{Stretcher, TimePitch};
@@ -85,7 +85,7 @@ struct Reader {
     /// seek does not: the callback fades that one).
     decoded: bool,
     /// Per stem, the song frames that follow the loop's end (interleaved
-    /// stereo, [`FADE_SECONDS`] of them), faded out under the loop's start
+    /// stereo, [`FADE_SECONDS`](super::FADE_SECONDS) of them), faded out under the loop's start
     /// after a wrap.
     overhang: Vec<Vec<f32>>,
     /// Song frames of the wrap's crossfade already applied, and its length
@@ -127,7 +127,7 @@ impl Reader {
             edge_faded: false,
             waiting: false,
             fade_in: 0,
-            fade_frames: (f64::from(device_rate) * FADE_SECONDS).round().max(1.0) as usize,
+            fade_frames: fade_frames_at(device_rate),
             decoded: false,
             overhang: vec![Vec::new(); n],
             xfade_at: 0,
@@ -174,7 +174,7 @@ impl Reader {
         if device_rate != self.device_rate {
             // The output was reopened at another rate.
             self.device_rate = device_rate;
-            self.fade_frames = (f64::from(device_rate) * FADE_SECONDS).round().max(1.0) as usize;
+            self.fade_frames = fade_frames_at(device_rate);
         }
         self.looping = t.looping;
         self.time_pitch = t.time_pitch.clean();
@@ -386,11 +386,11 @@ impl Reader {
                 .is_some_and(|l| u64::from(l.end).min(length) == self.read_pos && u64::from(l.start) == start)
     }
 
-    /// At a loop's end: read the [`FADE_SECONDS`] of song frames that
+    /// At a loop's end: read the [`FADE_SECONDS`](super::FADE_SECONDS) of song frames that
     /// follow it into `overhang` (silence where the stems end or a running
     /// job's separated edge is) and start the crossfade.
     fn read_overhang(&mut self, shared: &Shared) -> Result<(), String> {
-        let len = (f64::from(shared.song_rate) * FADE_SECONDS).round().max(1.0) as usize;
+        let len = fade_frames_at(shared.song_rate);
         let got = self.stems.read(len, &mut self.overhang).map_err(|e| e.to_string())?;
         for o in &mut self.overhang {
             o.resize(2 * len, 0.0);

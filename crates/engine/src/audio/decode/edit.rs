@@ -61,18 +61,19 @@ pub(super) fn mp4_audio_edit(path: &Path, sample_rate: u32, track_id: Option<u32
     };
     let (_, trak) = children(&moov)
         .find(|(t, trak)| t == b"trak" && is_audio(trak) && track_id.is_none_or(|id| id_of(trak) == Some(id)))?;
-    let edit = (|| {
-        let mdia = child(trak, b"mdia")?;
-        let media_timescale = timescale(child(mdia, b"mdhd")?)?;
-        let elst = child(child(trak, b"edts")?, b"elst")?;
-        let (duration, media_time) = single_edit(elst)?;
-        let frames =
-            |v: u64, scale: u32| u64::try_from(u128::from(v) * u128::from(sample_rate) / u128::from(scale.max(1))).ok();
-        let start = frames(media_time, media_timescale)?;
-        let length = if duration == 0 { None } else { Some(frames(duration, movie_timescale)?) };
-        Some(Edit { start, length })
-    })();
-    edit
+    track_edit(trak, movie_timescale, sample_rate)
+}
+
+/// The one edit of a `trak` payload, in frames at `sample_rate` Hz (its
+/// start in the track's timescale, its length in the movie's,
+/// `movie_timescale`).
+fn track_edit(trak: &[u8], movie_timescale: u32, sample_rate: u32) -> Option<Edit> {
+    let media_timescale = timescale(child(child(trak, b"mdia")?, b"mdhd")?)?;
+    let (duration, media_time) = single_edit(child(child(trak, b"edts")?, b"elst")?)?;
+    let frames = |v: u64, scale: u32| u64::try_from(u128::from(v) * u128::from(sample_rate) / u128::from(scale)).ok();
+    let start = frames(media_time, media_timescale)?;
+    let length = if duration == 0 { None } else { Some(frames(duration, movie_timescale)?) };
+    Some(Edit { start, length })
 }
 
 /// The payload (after the header) of the first box of type `kind` among

@@ -218,15 +218,12 @@ impl NativeStream {
         // (symphonia-bundle-mp3 `estimate_num_mpeg_frames`; an ADTS stream
         // always, symphonia-codec-aac `approximate_frame_count`, 0.13 % long
         // at 128 kb/s; a VBR MP3 measured 5 % long).
-        let length_estimated = track.num_frames.is_some()
-            && match format.format_info().short_name {
-                "aac" => true,
-                "mp1" | "mp2" | "mp3" => !has_mpeg_length_frame(path),
-                _ => false,
-            };
-        let mp4_aac = aac && format.format_info().short_name == "isomp4";
-        let mpeg = matches!(format.format_info().short_name, "mp1" | "mp2" | "mp3");
-        let timed = format.format_info().short_name == "ogg";
+        let reader = format.format_info().short_name;
+        let mpeg = matches!(reader, "mp1" | "mp2" | "mp3");
+        let length_estimated =
+            track.num_frames.is_some() && (reader == "aac" || (mpeg && !has_mpeg_length_frame(path)));
+        let mp4_aac = aac && reader == "isomp4";
+        let timed = reader == "ogg";
         let codec_params = params.clone();
         Ok(NativeStream {
             path: path.to_path_buf(),
@@ -382,12 +379,12 @@ impl NativeStream {
             if packet.track_id != self.track_id {
                 continue;
             }
-            // symphonia's MPEG audio reader trims every packet that ends past the declared
-            // length (symphonia-core `PacketBuilder::trimmed_dur`, which the
-            // MP3 reader uses), so audio past a Xing/Info frame count (MP3
-            // files joined end to end, one with a LAME header) or past a
-            // length guessed from the first frames' bit rate was dropped
-            // without a word. A guess trims nothing here. A packet wholly
+            // symphonia's MPEG audio reader trims every packet that ends
+            // past the declared length (symphonia-core
+            // `PacketBuilder::trimmed_dur`), so audio past a Xing/Info frame
+            // count (MP3 files joined end to end, one with a LAME header) or
+            // past a length guessed from the first frames' bit rate was
+            // dropped without a word. A guess trims nothing here. A packet wholly
             // past an exact length is decoded whole and held back: after
             // [`OVERRUN_PACKETS`] of them the stream goes on past its header,
             // else they were the encoder's padding (dropped at the end).

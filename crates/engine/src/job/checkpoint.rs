@@ -20,7 +20,11 @@
 //! (encoding is cheap next to the network) and resumes the separation at
 //! the saved segment, so at most one checkpoint interval of network work is
 //! done twice, and the stems are the ones an uninterrupted run writes, to
-//! the bit. A state that does not match (another input, model or options,
+//! the bit, on the same execution provider. The provider is not part of the
+//! match: a job resumed on another (the CUDA build installed since, or the
+//! GPU gone) keeps its saved work, its stems joining segments of both
+//! (58-70 dB apart, measured on an H200 against the CPU).
+//! A state that does not match (another input, model or options,
 //! a damaged file) is discarded and the job starts from the beginning.
 //!
 //! Disk: `stems.f32` takes sources × channels × 4 bytes per frame, 1.4 MB

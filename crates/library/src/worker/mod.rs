@@ -129,10 +129,17 @@ fn lower_thread_priority() {
 /// Most worker threads a setting may ask for.
 pub const MAX_THREADS: usize = 8;
 
-/// Frees a worker thread's slot when the thread ends, even by a panic.
+/// Frees a worker thread's slot when the thread ends by a panic. (A thread
+/// that returns has freed it itself, deciding to end under the same lock:
+/// freeing it again here could free the slot of a thread
+/// [`Worker::start`] started for it meanwhile, and a later start would run
+/// two threads in it.)
 struct SlotGuard(Arc<Inner>, usize);
 impl Drop for SlotGuard {
     fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
         let mut slots = self.0.slots.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(s) = slots.alive.get_mut(self.1) {
             *s = false;
@@ -140,11 +147,16 @@ impl Drop for SlotGuard {
     }
 }
 
-/// Removes a job's cancellation flag when its run ends, however it ends.
-struct RunningGuard<'a>(&'a Inner, JobId);
+/// Removes a job's cancellation flag when its run ends, however it ends;
+/// only its own flag: once the end is recorded, a retry may have been
+/// claimed by another thread with a flag of its own.
+struct RunningGuard<'a>(&'a Inner, JobId, Arc<AtomicBool>);
 impl Drop for RunningGuard<'_> {
     fn drop(&mut self) {
-        self.0.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.1);
+        let mut running = self.0.running.lock().unwrap_or_else(|p| p.into_inner());
+        if running.get(&self.1).is_some_and(|f| Arc::ptr_eq(f, &self.2)) {
+            running.remove(&self.1);
+        }
     }
 }
 
@@ -324,6 +336,11 @@ impl Worker {
             .map(|(id, cancel)| (*id, cancel.load(Ordering::SeqCst)))
             .collect();
         for (id, cancelled) in running {
+            if cancelled {
+                // Its thread, still running until the exit, ends it
+                // cancelled too (see `Inner::cancel_asked`).
+                self.inner.cancelled_before_suspend.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
+            }
             let left = if cancelled {
                 let done = self.inner.queue.finish(id, &JobState::Cancelled, None, &[]);
                 self.inner.drop_work(id);
@@ -358,12 +375,24 @@ impl Inner {
     }
 
     fn library_dir(&self) -> PathBuf {
-        self.queue
-            .settings()
-            .ok()
-            .and_then(|s| s.library_dir)
-            .map(PathBuf::from)
-            .unwrap_or_else(|| self.config.default_library.clone())
+        self.library_setting().unwrap_or_else(|| self.config.default_library.clone())
+    }
+
+    /// The library folder chosen in Settings, if one was.
+    fn library_setting(&self) -> Option<PathBuf> {
+        self.queue.settings().ok().and_then(|s| s.library_dir).map(PathBuf::from)
+    }
+
+    /// Whether job `id`, whose flag is `flag`, is to end cancelled: its
+    /// cancel was asked ([`Worker::cancel`]). A graceful stop
+    /// ([`Worker::suspend`]) sets every running job's flag too, so that it
+    /// stops within a segment and goes back to the queue; but a job whose
+    /// separation is complete by then is filed, not thrown away. A cancel
+    /// asked before the stop still counts.
+    fn cancel_asked(&self, id: JobId, flag: &AtomicBool) -> bool {
+        flag.load(Ordering::SeqCst)
+            && (!self.suspending.load(Ordering::SeqCst)
+                || self.cancelled_before_suspend.lock().unwrap_or_else(|p| p.into_inner()).contains(&id))
     }
 
     fn run_loop(self: Arc<Self>, index: usize) {
@@ -433,7 +462,7 @@ impl Inner {
     }
 
     fn run_job(&self, job: Job, flag: Arc<AtomicBool>) {
-        let _guard = RunningGuard(self, job.id);
+        let _guard = RunningGuard(self, job.id, flag.clone());
         // A panic in the engine must not leave the job "running" forever nor
         // kill the worker thread: it becomes an internal failure.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.separate(&job, &flag)))
@@ -714,6 +743,72 @@ mod tests {
         let mut other = job.clone();
         other.created_at += 1.0;
         assert!(song::song_of_job(&library.join("Song"), &other).is_none());
+    }
+
+    #[test]
+    fn a_graceful_stop_is_not_taken_for_a_cancel() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Arc::new(Queue::open(&dir.path().join("q.sqlite")).unwrap());
+        let w = Worker::new(
+            q,
+            WorkerConfig { default_library: dir.path().join("lib"), ..Default::default() },
+            Arc::new(Nobody),
+        );
+        // Two running jobs (as a claim registers them); the second one's
+        // cancel is asked.
+        let (a, b) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        w.inner.running.lock().unwrap().insert(1, a.clone());
+        w.inner.running.lock().unwrap().insert(2, b.clone());
+        let _ = w.cancel(2);
+        assert!(b.load(Ordering::SeqCst) && !a.load(Ordering::SeqCst));
+        assert!(w.inner.cancel_asked(2, &b) && !w.inner.cancel_asked(1, &a));
+        w.suspend();
+        assert!(a.load(Ordering::SeqCst), "the stop reaches the running job (it stops within a segment)");
+        assert!(!w.inner.cancel_asked(1, &a), "a job complete by then is filed, not thrown away");
+        assert!(w.inner.cancel_asked(2, &b), "a cancel asked before the stop holds");
+    }
+
+    #[test]
+    fn a_run_that_ends_removes_only_its_own_cancel_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Arc::new(Queue::open(&dir.path().join("q.sqlite")).unwrap());
+        let w = Worker::new(
+            q,
+            WorkerConfig { default_library: dir.path().join("lib"), ..Default::default() },
+            Arc::new(Nobody),
+        );
+        let (old, retry) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let guard = RunningGuard(&w.inner, 7, old.clone());
+        // The end was recorded; a retry of the job was claimed by another
+        // thread before this run's guard went.
+        w.inner.running.lock().unwrap().insert(7, retry.clone());
+        drop(guard);
+        assert!(w.running().contains(&7), "the retry's flag stays: it can be cancelled");
+        drop(RunningGuard(&w.inner, 7, retry));
+        assert!(w.running().is_empty());
+    }
+
+    #[test]
+    fn a_library_folder_chosen_in_settings_and_gone_is_not_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Arc::new(Queue::open(&dir.path().join("q.sqlite")).unwrap());
+        // A network folder that is not mounted now.
+        let away = dir.path().join("nas").join("Stemroom");
+        let settings =
+            crate::queue::Settings { library_dir: Some(away.to_string_lossy().into()), ..q.settings().unwrap() };
+        q.save_settings(&settings).unwrap();
+        let options = q.settings().unwrap().job_options();
+        q.enqueue(&crate::queue::JobSource::File { path: "/m/a.wav".into() }, "a", &options).unwrap();
+        let w = Worker::new(
+            q.clone(),
+            WorkerConfig { default_library: dir.path().join("lib"), ..Default::default() },
+            Arc::new(Nobody),
+        );
+        let job = q.claim_next().unwrap().unwrap();
+        let e = w.inner.separate(&job, &Arc::new(AtomicBool::new(false))).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Output, "{e}");
+        assert!(plain_message(&e).contains("cannot be reached"), "{}", plain_message(&e));
+        assert!(!away.exists() && !dir.path().join("nas").exists(), "nothing made on the local disk");
     }
 
     #[test]

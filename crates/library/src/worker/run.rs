@@ -96,6 +96,19 @@ impl Inner {
     pub(super) fn separate(&self, job: &Job, cancel: &Arc<AtomicBool>) -> Result<(String, Vec<StemFile>), Error> {
         let started = Instant::now();
         let library = self.library_dir();
+        if self.library_setting().is_some() && !library.is_dir() {
+            // A folder chosen in Settings (it was there then) that is gone
+            // now is most likely a drive or network folder not mounted:
+            // made again here, the songs would go to the local disk, hidden
+            // under the mount point once the drive is back.
+            return Err(Error::Output {
+                path: library.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "the library folder cannot be reached (is its drive or network folder connected?): connect it and retry, or choose another folder in Settings",
+                ),
+            });
+        }
         std::fs::create_dir_all(&library).map_err(|source| Error::Output { path: library.clone(), source })?;
         let work = song::partial_dir(&library, self.queue.work_tag(), job.id);
         if let Some((dest, meta)) = song::find_published(&library, job) {
@@ -171,7 +184,7 @@ impl Inner {
             self.separators.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
         }
         let out = result?;
-        if cancel.load(Ordering::SeqCst) {
+        if self.cancel_asked(job.id, cancel) {
             return Err(Error::Cancelled);
         }
         let duration = listener.track.lock().unwrap_or_else(|p| p.into_inner()).duration;
@@ -190,7 +203,7 @@ impl Inner {
             SongMetadata::new(job, rel, out.seconds, Some(provider.clone()), duration.or(Some(out.audio_seconds)));
         meta.write(&work).map_err(|source| Error::Output { path: work.clone(), source })?;
         let filed = self.file(job, &library, &work, meta)?;
-        if cancel.load(Ordering::SeqCst) {
+        if self.cancel_asked(job.id, cancel) {
             // Cancelled while it was filed (the tempo and key take
             // seconds): a cancel keeps nothing, and a retry separates
             // again instead of finding this song.

@@ -85,14 +85,16 @@ pub(super) struct Fingerprint {
 
 impl Fingerprint {
     /// # Errors
-    /// I/O errors reading the input, as [`Error::Output`] naming it.
+    /// I/O errors reading the input again (a drive unplugged since it was
+    /// decoded), as [`crate::audio::decode::DecodeError::Unreadable`].
     pub(super) fn new(
         input: &Path,
         model: &crate::model::ModelInfo,
         (mixture_frames, mixture_sha256): (usize, &str),
         opts: &SeparateOptions,
     ) -> Result<Self, Error> {
-        let io = |source| Error::Output { path: input.to_path_buf(), source };
+        let io =
+            |source| Error::Decode(crate::audio::decode::DecodeError::Unreadable { path: input.to_path_buf(), source });
         let input_bytes = std::fs::metadata(input).map_err(io)?.len();
         let input_sha256 = crate::model::sha256_file(input).map_err(io)?;
         Ok(Fingerprint {
@@ -163,9 +165,18 @@ pub(super) fn clear(dir: &Path) {
 /// Feed `stems.f32`'s first `frames` frames to `sink` as the separator
 /// would (planar blocks), so its encoders are where they were at the save.
 ///
+/// Stops with [`Error::Cancelled`] between blocks once `cancelled` says so
+/// (a long song's replay encodes minutes of stems).
+///
 /// # Errors
-/// I/O errors reading the file; the sink's errors.
-pub(super) fn replay(dir: &Path, frames: usize, k_n: usize, sink: &mut StemSink<'_>) -> Result<(), Error> {
+/// I/O errors reading the file; the sink's errors; [`Error::Cancelled`].
+pub(super) fn replay(
+    dir: &Path,
+    frames: usize,
+    k_n: usize,
+    sink: &mut StemSink<'_>,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<(), Error> {
     let path = dir.join(STEMS_FILE);
     let io = |source| Error::Output { path: path.clone(), source };
     let mut f = File::open(&path).map_err(io)?;
@@ -173,6 +184,9 @@ pub(super) fn replay(dir: &Path, frames: usize, k_n: usize, sink: &mut StemSink<
     let mut planar = vec![0.0f32; REPLAY_FRAMES * k_n];
     let mut start = 0;
     while start < frames {
+        if cancelled() {
+            return Err(Error::Cancelled);
+        }
         let n = (frames - start).min(REPLAY_FRAMES);
         f.read_exact(&mut bytes[..n * k_n * 4]).map_err(io)?;
         for (j, frame) in bytes[..n * k_n * 4].chunks_exact(k_n * 4).enumerate() {
@@ -268,15 +282,19 @@ impl Saver {
             w.flush()?;
             w.get_ref().sync_data()?;
         }
-        let mut body = Vec::new();
-        body.extend_from_slice(&(self.header.len() as u32).to_le_bytes());
-        body.extend_from_slice(&self.header);
-        body.extend_from_slice(&state.save());
-        let sum = Sha256::digest(&body);
+        // Written and hashed piece by piece: the state (~19 MB per shift
+        // pass) is held once, not copied into a second buffer.
+        let len = (self.header.len() as u32).to_le_bytes();
+        let saved = state.save();
+        let mut sum = Sha256::new();
         let tmp = self.dir.join(STATE_TMP);
         let mut f = File::create(&tmp)?;
-        f.write_all(&body)?;
-        f.write_all(&sum)?;
+        for piece in [&len[..], &self.header, &saved] {
+            sum.update(piece);
+            f.write_all(piece)?;
+        }
+        drop(saved);
+        f.write_all(&sum.finalize())?;
         f.sync_all()?;
         drop(f);
         std::fs::rename(&tmp, self.dir.join(STATE_FILE))?;

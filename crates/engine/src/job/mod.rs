@@ -570,7 +570,7 @@ pub fn separate_file(sep: &Separator, req: &JobRequest, listener: &dyn Listener)
             let fp = checkpoint::Fingerprint::new(&req.input, info, (frames, &spooled.sha256), &req.separate)?;
             let resume = checkpoint::load(&c.dir, &fp, (info, frames, &req.separate));
             if let Some(state) = &resume {
-                checkpoint::replay(&c.dir, state.emitted, k_n, &mut sink)?;
+                checkpoint::replay(&c.dir, state.emitted, k_n, &mut sink, &|| listener.is_cancelled())?;
                 listener.event(&Event::Resumed {
                     segment: state.steps_done,
                     total: state.total_steps,

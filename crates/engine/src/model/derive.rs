@@ -172,8 +172,12 @@ pub fn derive(
         return Err(derive_error(info, format!("the recipe failed: {}", last_lines(&out.stderr))));
     }
     verify(info, &part, true)?;
+    // On disk before the rename makes it the model (a power cut must not
+    // leave a short file under the model's name), as a fetch does.
+    super::fetch::sync(&part)?;
     let dest = dest_dir.join(&info.file);
     std::fs::rename(&part, &dest).map_err(io_at(&dest))?;
+    crate::files::sync_dir(dest_dir);
     // The stamp verify() left beside the temporary file goes with the
     // work folder; the file in place is the same bytes.
     stamp_verified(info, &dest);

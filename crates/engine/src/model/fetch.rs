@@ -238,7 +238,7 @@ fn extract(
 }
 
 /// Flush `path` to disk before it is renamed into place.
-fn sync(path: &Path) -> Result<(), ModelError> {
+pub(super) fn sync(path: &Path) -> Result<(), ModelError> {
     File::options().write(true).open(path).and_then(|f| f.sync_all()).map_err(io_at(path))
 }
 

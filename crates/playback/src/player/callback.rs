@@ -199,7 +199,8 @@ impl Callback {
         if playing && !self.was_playing {
             self.count_in_at = 0.0;
             self.count_in_len = 0.0;
-            if let Some((period, _)) = grid.filter(|_| sh.count_in.load(Ordering::Acquire)) {
+            let counted = !sh.skip_count_in.swap(false, Ordering::AcqRel);
+            if let Some((period, _)) = grid.filter(|_| counted && sh.count_in.load(Ordering::Acquire)) {
                 let ratio = sh.ratio() * f64::from(sh.tempo());
                 self.count_in_len = f64::from(COUNT_IN_BEATS) * period / ratio;
             }
@@ -377,7 +378,11 @@ impl Callback {
                     let song_frame = start as f64 + (self.offset + i) as f64 * ratio;
                     let beat = beat_of(song_frame, period, offset);
                     if beat != self.last_beat {
-                        if self.last_beat != i64::MIN && beat >= 0 {
+                        // Only where the beat starts within this frame's
+                        // step: a loop's wrap to a start inside a beat
+                        // changes the beat without one starting.
+                        let into = song_frame - (offset + beat as f64 * period);
+                        if self.last_beat != i64::MIN && beat >= 0 && into < ratio {
                             self.click.trigger(false);
                         }
                         self.last_beat = beat;

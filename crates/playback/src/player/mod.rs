@@ -400,6 +400,8 @@ impl Player {
         next.seek(scale(end));
         if playing {
             next.wait_for_read_ahead();
+            // Going on, not starting: no count-in mid-song.
+            next.shared.skip_count_in.store(true, Ordering::Release);
             next.play();
         }
     }
@@ -684,6 +686,7 @@ fn start_engine(
         beat_offset: AtomicU64::new(0),
         metronome: AtomicBool::new(false),
         count_in: AtomicBool::new(false),
+        skip_count_in: AtomicBool::new(false),
         tempo: AtomicU32::new(ctl.time_pitch().tempo.to_bits()),
         counting_in: AtomicBool::new(false),
         edge: AtomicU64::new(readers.edge().unwrap_or(u64::MAX)),
@@ -1715,6 +1718,54 @@ mod tests {
         assert!(!sh.counting_in.load(Ordering::Acquire));
         let pos = sh.position.load(Ordering::Acquire);
         assert!(pos.abs_diff(RATE as u64 / 2) < 600, "half a second of the song played: {pos}");
+        sh.stop.store(true, Ordering::Release);
+        reader.join().unwrap();
+    }
+
+    /// A loop whose start falls inside a beat: the click track clicks on
+    /// the beats only, not at every wrap; and a player that takes over
+    /// mid-song (`hand_over`) starts without the count-in.
+    #[test]
+    fn a_loop_wrap_is_no_beat_and_a_take_over_has_no_count_in() {
+        let _paced = paced();
+        let grid = Some(BeatGrid { bpm: 120.0, offset_seconds: 0.1 });
+        let mut c = MixControls::unity(1);
+        c.metronome = true;
+        let (_dir, sh, mut cb, reader) = silent_engine(5 * RATE as usize, &c);
+        sh.set_beat_grid(grid);
+        // 0.35 s to 1.35 s: the beats at 0.6 and 1.1 s inside.
+        let at = |t: f64| (t * f64::from(RATE)).round() as u32;
+        sh.set_loop(Some(LoopRegion { start: at(0.35), end: at(1.35) }));
+        std::thread::sleep(Duration::from_millis(300));
+        sh.play();
+        let out = left(&render_paced(&mut cb, 3 * RATE as usize));
+        let got: Vec<f64> = onsets(&out).iter().map(|&i| i as f64 / f64::from(RATE)).collect();
+        // Song time 0.1, 0.6, 1.1; wrap at 1.35 s to 0.35: 0.6 at 1.6 s …
+        let want = [0.1, 0.6, 1.1, 1.6, 2.1, 2.6];
+        assert!(
+            got.len() == want.len() && got.iter().zip(want).all(|(g, w)| (g - w).abs() < 0.003),
+            "clicks at {got:?}, want {want:?}"
+        );
+        sh.stop.store(true, Ordering::Release);
+        reader.join().unwrap();
+
+        let mut c = MixControls::unity(2);
+        c.count_in = true;
+        let (_dir, sh, mut cb, reader) = engine(5 * RATE as usize);
+        sh.set_controls(&c);
+        sh.set_beat_grid(grid);
+        std::thread::sleep(Duration::from_millis(300));
+        sh.skip_count_in.store(true, Ordering::Release);
+        sh.play();
+        render_paced(&mut cb, RATE as usize / 2);
+        assert!(!sh.counting_in.load(Ordering::Acquire));
+        assert!(sh.position.load(Ordering::Acquire) > 0, "the song goes on at once");
+        // The next Play pressed counts in again.
+        sh.playing.store(false, Ordering::Release);
+        render_paced(&mut cb, 1024);
+        sh.play();
+        render_paced(&mut cb, 1024);
+        assert!(sh.counting_in.load(Ordering::Acquire), "Play pressed: one bar first");
         sh.stop.store(true, Ordering::Release);
         reader.join().unwrap();
     }

@@ -105,6 +105,9 @@ pub(super) struct Shared {
     pub(super) beat_offset: AtomicU64,
     pub(super) metronome: AtomicBool,
     pub(super) count_in: AtomicBool,
+    /// The next play goes on without a count-in: a player that takes over
+    /// from another mid-song (`Player::hand_over`) is not Play pressed.
+    pub(super) skip_count_in: AtomicBool,
     pub(super) tempo: AtomicU32,
     pub(super) counting_in: AtomicBool,
     /// Frames separated so far of a running job's stems (`u64::MAX`: all,

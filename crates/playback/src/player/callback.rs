@@ -447,6 +447,7 @@ impl Callback {
             write_frame(frame, 0.0, 0.0);
         }
         sh.read_ahead.store(self.full.slots() as u64, Ordering::Relaxed);
+        sh.heard_generation.store(self.heard, Ordering::Release);
         let total = frames.max(1) as f32;
         for i in 0..=MAX_STEMS {
             if i < sh.stems || i == MAX_STEMS {

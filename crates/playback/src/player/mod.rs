@@ -686,6 +686,7 @@ fn start_engine(
         beat_offset: AtomicU64::new(0),
         metronome: AtomicBool::new(false),
         count_in: AtomicBool::new(false),
+        heard_generation: AtomicU32::new(u32::MAX),
         skip_count_in: AtomicBool::new(false),
         tempo: AtomicU32::new(ctl.time_pitch().tempo.to_bits()),
         counting_in: AtomicBool::new(false),
@@ -1259,6 +1260,47 @@ mod tests {
             assert!(now >= last || last >= 39_000, "the playhead went back from {last} to {now} inside the loop");
             last = now;
         }
+        sh.stop.store(true, Ordering::Release);
+        reader.join().unwrap();
+    }
+
+    /// A tempo change right after a seek (before a callback played the new
+    /// place): the read-ahead is the old place's, so the change cannot
+    /// switch at a point ahead (the old chunks would be dropped unplayed,
+    /// a cut to silence, and the new place's first chunks never heard). It
+    /// re-reads from the seek's target; once the new place plays, a change
+    /// switches without a gap again.
+    #[test]
+    fn a_tempo_change_right_after_a_seek_re_reads_from_the_seek() {
+        let _paced = paced();
+        let dir = tempfile::tempdir().unwrap();
+        let p = float_stem(dir.path(), "tone", 5 * RATE as usize, |i| {
+            0.5 * (i as f32 * 440.0 * std::f32::consts::TAU / RATE as f32).sin()
+        });
+        let mut c = MixControls::unity(1);
+        let (sh, mut cb, reader) = start_engine(open_readers(std::slice::from_ref(&p)).unwrap(), &c, RATE, 2).unwrap();
+        let fill = |cb: &Callback| {
+            let t0 = std::time::Instant::now();
+            while cb.full.slots() < CHUNKS - 1 && t0.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        fill(&cb);
+        sh.play();
+        render_paced(&mut cb, 8_192);
+        sh.seek(100_000);
+        c.tempo = 0.8;
+        sh.set_controls(&c);
+        assert_eq!(sh.switch_from.load(Ordering::Acquire), u32::MAX, "no switch ahead on the old place's audio");
+        assert_eq!(sh.position.load(Ordering::Acquire), 100_000, "read again from the seek's target");
+        fill(&cb);
+        render_paced(&mut cb, 8_192);
+        let at = sh.position.load(Ordering::Acquire);
+        assert!((100_000..120_000).contains(&at), "playing on from the seek: {at}");
+        fill(&cb);
+        c.tempo = 1.2;
+        sh.set_controls(&c);
+        assert_ne!(sh.switch_from.load(Ordering::Acquire), u32::MAX, "then a switch without a gap");
         sh.stop.store(true, Ordering::Release);
         reader.join().unwrap();
     }

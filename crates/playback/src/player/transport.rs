@@ -86,6 +86,11 @@ pub(super) struct Shared {
     pub(super) reading_frames: AtomicU64,
     /// Chunks read ahead, as the callback left them at its end.
     pub(super) read_ahead: AtomicU64,
+    /// The generation of the audio last heard, as the callback left it at
+    /// its end (`u32::MAX`: none yet). Right after a seek the read-ahead is
+    /// still the old place's: a tempo change then cannot switch at a point
+    /// ahead, the old audio goes (fading out) before it.
+    pub(super) heard_generation: AtomicU32,
     /// Non-fatal errors the device reported (underruns, transient failures).
     pub(super) device_glitches: AtomicU64,
     /// Those of them that were not underruns (xruns): a flood of these is
@@ -239,7 +244,14 @@ impl Shared {
         // (just after a seek or play, or a reader behind) it would run out
         // before, skipping song and cutting without the fade.
         let queued = usize::try_from(self.read_ahead.load(Ordering::Acquire)).unwrap_or(usize::MAX);
+        // … and be audio of the place now playing: not what a seek (or a
+        // change that re-read) since the last callback left behind.
+        let playing_gen = self.heard_generation.load(Ordering::Acquire);
+        let switch_from = self.switch_from.load(Ordering::Acquire);
+        let here = playing_gen == self.generation.load(Ordering::Acquire)
+            || (switch_from != u32::MAX && playing_gen == switch_from);
         let soft = self.playing.load(Ordering::Acquire)
+            && here
             && queued >= SWITCH_CHUNKS
             && !self.waiting.load(Ordering::Acquire)
             && !self.ended.load(Ordering::Acquire)
@@ -250,7 +262,7 @@ impl Shared {
         // when the reader has a chunk's time to make their first chunk;
         // the previous change's chunks are dropped unheard.
         let pending_at = self.switch_at.load(Ordering::Acquire);
-        let pending = self.switch_from.load(Ordering::Acquire) != u32::MAX && at < pending_at;
+        let pending = switch_from != u32::MAX && at < pending_at;
         if pending && soft && (pending_at - at) as f64 >= super::CHUNK_FRAMES as f64 * heard {
             t.target = pending_at;
             t.switch = true;

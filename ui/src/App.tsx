@@ -74,8 +74,16 @@ export function App() {
     if (opened) showOpened(opened);
   }, [opened]);
 
+  // Dropped on the welcome screen (the model or ONNX Runtime not there
+  // yet): every song would fail at once, out of sight. Said instead.
+  const [earlyDrop, setEarlyDrop] = useState(false);
   const onDrop = useEffectEvent((paths: string[]) => {
     setDragging(false);
+    if (welcome && app.info) {
+      setEarlyDrop(true);
+      return;
+    }
+    setEarlyDrop(false);
     setTab("Queue");
     void add(() => backend.addPaths(paths, false, preset));
   });
@@ -148,6 +156,11 @@ export function App() {
     return (
       <div className="app">
         <main className="main">
+          {earlyDrop && (
+            <Alert title="The songs were not added" onDismiss={() => setEarlyDrop(false)}>
+              Finish the setup below first (the songs need the model to separate), then drop them again.
+            </Alert>
+          )}
           <Welcome
             info={app.info}
             downloads={app.downloads}

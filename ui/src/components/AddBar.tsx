@@ -11,9 +11,22 @@ interface Props {
   onPresetChange(preset: Preset | null): void;
 }
 
+/**
+ * Invisible characters a paste can carry at a link's ends (byte order mark,
+ * zero-width space and joiners, directional marks, word joiner, soft
+ * hyphen): the ones the backend's `link::trim_link` takes off too.
+ */
+const INVISIBLE = "\ufeff\u200b-\u200f\u2060-\u2064\u00ad";
+const ENDS = new RegExp(`^[\\s${INVISIBLE}]+|[\\s${INVISIBLE}]+$`, "g");
+
+/** `text` without white space or invisible characters at either end. */
+export function trimLink(text: string): string {
+  return text.replace(ENDS, "");
+}
+
 /** Whether `text` is a web link (what the field takes). */
 export function isLink(text: string): boolean {
-  return /^https?:\/\/\S/i.test(text.trim());
+  return /^https?:\/\/\S/i.test(trimLink(text));
 }
 
 /**
@@ -28,7 +41,7 @@ export function AddBar({ onPickFiles, onAddLink, preset, onPresetChange }: Props
 
   async function submit(event: FormEvent) {
     event.preventDefault();
-    const url = value.trim();
+    const url = trimLink(value);
     if (!url) return;
     if (!isLink(url)) {
       setHint(true);

@@ -44,6 +44,18 @@ describe("First start", () => {
     expect(welcome()).not.toBeInTheDocument();
   });
 
+  it("says songs dropped before the setup is done were not added, instead of queueing them to fail", async () => {
+    const { backend } = renderApp({ models: [missing] });
+    await screen.findByRole("region", { name: "Welcome to Stemroom" });
+    const addPaths = vi.spyOn(backend, "addPaths");
+    act(() => backend.dropFiles(["/music/Song.wav"]));
+    const alert = await screen.findByRole("alert");
+    expect(alert).toHaveTextContent("The songs were not added");
+    expect(alert).toHaveTextContent("Finish the setup below first");
+    expect(addPaths).not.toHaveBeenCalled();
+    expect(welcome()).toBeInTheDocument();
+  });
+
   it("keeps a GPU install started on the welcome screen going in Settings, with its end", async () => {
     const { backend, user } = renderApp({
       models: [missing],

@@ -1,0 +1,20 @@
+import { describe, expect, it } from "vitest";
+import { isLink, trimLink } from "./AddBar";
+
+describe("the link field", () => {
+  it("takes a link pasted with invisible characters at its ends, as the backend does", () => {
+    // A zero-width space before, a word joiner and a soft hyphen after:
+    // what a copy from a chat app or a web page can carry.
+    const pasted = "\u200bhttps://www.youtube.com/watch?v=dQw4w9WgXcQ\u2060\u00ad \n";
+    expect(isLink(pasted)).toBe(true);
+    expect(trimLink(pasted)).toBe("https://www.youtube.com/watch?v=dQw4w9WgXcQ");
+    expect(trimLink("\ufeff\u200e https://a.example/x \u200f")).toBe("https://a.example/x");
+  });
+
+  it("keeps invisible characters inside a link and refuses what is not one", () => {
+    expect(trimLink("https://a.example/\u200bx")).toBe("https://a.example/\u200bx");
+    expect(isLink("/home/me/song.mp3")).toBe(false);
+    expect(isLink("\u200b")).toBe(false);
+    expect(isLink("https://")).toBe(false);
+  });
+});

@@ -469,9 +469,14 @@ describe("Player", () => {
     expect(alert).toHaveTextContent("The separation stopped");
     expect(alert).toHaveTextContent("The separation failed: out of memory");
     expect(screen.getByTestId("export-later")).toHaveTextContent("No exports");
+    // Removed from the queue then (from the Queue tab): still stopped, not
+    // "separating" again.
+    await act(() => backend.removeJob(9, false, false));
     const peaks = vi.spyOn(backend, "songPeaks");
     await new Promise((r) => setTimeout(r, 3_200));
     expect(peaks).not.toHaveBeenCalled();
+    expect(screen.getByRole("alert")).toHaveTextContent("The separation failed: out of memory");
+    expect(screen.queryByTestId("separating")).not.toBeInTheDocument();
   });
 
   it("keeps the loop's place in time when the finished files are at another rate", async () => {

@@ -287,6 +287,7 @@ export function PlayerView({ song, version = 0, jobState, onClose }: Props) {
         bpm={song.analysis?.bpm ?? null}
         store={store}
         actions={actions}
+        stopped={stopped !== null}
       />
       {loading && (
         <div

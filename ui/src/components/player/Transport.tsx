@@ -83,6 +83,7 @@ export function Transport({
   bpm,
   store,
   actions,
+  stopped = false,
 }: {
   view: SongView;
   controls: MixControls;
@@ -91,6 +92,8 @@ export function Transport({
   bpm: number | null;
   store: StatusStore;
   actions: PlayerActions;
+  /** The song's separation failed or was cancelled (it plays what was separated). */
+  stopped?: boolean;
 }) {
   const rate = view.sampleRate;
   return (
@@ -127,7 +130,7 @@ export function Transport({
           Hear original
         </button>
       )}
-      {view.streaming && <Separating store={store} rate={rate} frames={view.frames} />}
+      {view.streaming && !stopped && <Separating store={store} rate={rate} frames={view.frames} />}
       <Beat store={store} bpm={bpm} controls={controls} actions={actions} />
       <span className="transport__spacer" />
       {loop && (

@@ -146,6 +146,9 @@ export function usePlayer(songId: number, version: number, jobState?: JobState):
 
   // A song still separating whose job fails or is cancelled: the player
   // says so (and the waveforms stop asking for more); a retry clears it.
+  // A job that leaves the queue after that was removed (a failed or
+  // cancelled job is not done without a retry): the message stays. One
+  // that leaves it while running is done (the files take over above).
   // The job's state comes from the app's queue (its one event
   // subscription: the backend keeps one channel per window).
   const jobStateKind = jobState?.state;
@@ -154,7 +157,7 @@ export function usePlayer(songId: number, version: number, jobState?: JobState):
     if (!streaming) return;
     if (jobStateKind === "failed") setStopped(`The separation failed: ${failure ?? ""}`);
     else if (jobStateKind === "cancelled") setStopped("The separation was cancelled.");
-    else setStopped(null);
+    else if (jobStateKind !== undefined) setStopped(null);
   }, [streaming, jobStateKind, failure]);
 
   // Remember the mix, loop and zoom for the next time this song opens.

@@ -3,6 +3,7 @@
 //! `stemroom serve` API), on loopback only, always with its token.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 
 use serde::Serialize;
 use specta::Type;
@@ -57,8 +58,21 @@ pub async fn start_server(state: S<'_>, port: u16) -> Result<ServerInfo, AppErro
         }
         let mut config = ServerConfig::new(state.data_dir.clone());
         config.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let parts =
-            Parts { queue: state.queue.clone(), worker: state.worker.clone(), events: state.server_events.clone() };
+        // A song deleted through the service is closed first if the player
+        // has it open, as the app's own delete does (`remove_job`). (Weak:
+        // the service lives in the state.)
+        let app_state = Arc::downgrade(state.inner());
+        let before_delete: stemroom_server::service::BeforeDelete = Arc::new(move |id| {
+            if let Some(st) = app_state.upgrade() {
+                drop(st.song.close_if(|s| s.id == id));
+            }
+        });
+        let parts = Parts {
+            queue: state.queue.clone(),
+            worker: state.worker.clone(),
+            events: state.server_events.clone(),
+            before_delete: Some(before_delete),
+        };
         let server = Embedded::start(parts, config).await.map_err(|e| match e {
             stemroom_server::ServerError::Bind { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse => {
                 AppError {

@@ -48,7 +48,15 @@ pub struct Service {
     /// Becomes true when the server stops (streams end, synchronous
     /// requests leave their jobs to the queue).
     pub stopping: watch::Receiver<bool>,
+    /// Called with a job's id before its song folder is deleted.
+    before_delete: Option<BeforeDelete>,
 }
+
+/// What an embedding app does before a job's song folder is deleted
+/// through the API (or by the retention): the app closes the song if its
+/// player has it open, whose waveform reader would otherwise write its
+/// cache into the folder being deleted.
+pub type BeforeDelete = Arc<dyn Fn(JobId) + Send + Sync>;
 
 impl std::fmt::Debug for Service {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -305,6 +313,9 @@ impl Service {
     fn remove_files(&self, id: JobId, with_exports: bool) -> Result<Job, ApiError> {
         let removed = self.worker.remove(id)?;
         if let Some(dir) = removed.output_dir.as_deref() {
+            if let Some(before) = &self.before_delete {
+                before(id);
+            }
             match stemroom_library::song::remove_song(&self.library_dir(), Path::new(dir), Some(&removed), with_exports)
             {
                 Ok(_) => {}
@@ -341,6 +352,8 @@ pub struct Parts {
     pub queue: Arc<Queue>,
     pub worker: Worker,
     pub events: Arc<Events>,
+    /// See [`BeforeDelete`] (`None` for `stemroom serve`).
+    pub before_delete: Option<BeforeDelete>,
 }
 
 /// The shared state over `parts` (with a `config` already checked):
@@ -394,6 +407,7 @@ fn build(
         models: Mutex::new(None),
         broker,
         stopping,
+        before_delete: parts.before_delete,
         config,
     });
     Ok((service, [token, worker_token]))
@@ -437,7 +451,8 @@ fn open(
         checkpoint_every: config.checkpoint_every,
     };
     let worker = Worker::new(queue.clone(), worker_config, events.clone());
-    let (service, [token, worker_token]) = build(Parts { queue, worker, events }, config, stopping)?;
+    let (service, [token, worker_token]) =
+        build(Parts { queue, worker, events, before_delete: None }, config, stopping)?;
     let ready = Ready { addr: service.config.listen, token, worker_token, recovered };
     Ok((service, lock, ready))
 }
@@ -717,5 +732,60 @@ mod link_tests {
         for good in ["https://8.8.8.8/x", "http://[2606:4700::1111]:8443/", "https://1.1.1.1:443/a?b=c#d", "-rf"] {
             assert!(check_public_link(good).is_ok(), "{good}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex as StdMutex;
+
+    use stemroom_library::queue::{JobSource, JobState, Settings, StemFile};
+    use stemroom_library::song::{self, SongMetadata};
+    use stemroom_library::worker::{WorkerConfig, WorkerListener};
+
+    use super::*;
+
+    struct Nobody;
+    impl WorkerListener for Nobody {
+        fn job_changed(&self, _: &Job) {}
+        fn progress(&self, _: &stemroom_library::worker::JobProgress) {}
+    }
+
+    /// The app's hook runs before a song deleted through the API loses its
+    /// folder (the app closes it in its player first).
+    #[tokio::test]
+    async fn an_embedding_app_hears_of_a_delete_before_the_folder_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Arc::new(Queue::open(&dir.path().join("queue.sqlite")).unwrap());
+        let library = dir.path().join("library");
+        let options = Settings::default().job_options();
+        let job = queue.enqueue(&JobSource::File { path: "/m/a.wav".into() }, "Song", &options).unwrap();
+        let job = queue.claim_next().unwrap().filter(|j| j.id == job.id).unwrap();
+        let work = song::partial_dir(&library, queue.work_tag(), job.id);
+        std::fs::create_dir_all(&work).unwrap();
+        std::fs::write(work.join("vocals.wav"), b"stem").unwrap();
+        let stems = vec![StemFile { stem: "vocals".into(), path: "vocals.wav".into() }];
+        SongMetadata::new(&job, stems.clone(), 1.0, None, None).write(&work).unwrap();
+        let folder = song::publish_song(&library, &work, &job.title).unwrap();
+        queue.finish(job.id, &JobState::Done, folder.to_str(), &stems).unwrap();
+
+        let worker = Worker::new(
+            queue.clone(),
+            WorkerConfig { default_library: library.clone(), ..Default::default() },
+            Arc::new(Nobody),
+        );
+        let heard = Arc::new(StdMutex::new(Vec::new()));
+        let seen = heard.clone();
+        let at = folder.clone();
+        let before_delete: BeforeDelete = Arc::new(move |id| {
+            seen.lock().unwrap().push((id, at.join("stemroom.json").exists()));
+        });
+        let events = Arc::new(Events::new(upload::uploads_dir(dir.path())));
+        let parts = Parts { queue, worker, events, before_delete: Some(before_delete) };
+        let (_stop, stopping) = watch::channel(false);
+        let (service, _) = build(parts, ServerConfig::new(dir.path().to_path_buf()), stopping).unwrap();
+        service.delete(job.id).await.unwrap();
+        assert_eq!(*heard.lock().unwrap(), [(job.id, true)], "told once, while the song was there");
+        assert!(!folder.exists(), "then deleted");
     }
 }

@@ -34,6 +34,33 @@ describe("Library", () => {
     await waitFor(() => expect(titles()).toEqual(["Falling Slowly", "Falcon 69"]));
   });
 
+  it("leaves the player when the song it plays is deleted elsewhere, saying so", async () => {
+    const { backend, user } = await openLibrary();
+    await user.click(screen.getByRole("button", { name: /Night Drive/ }));
+    await user.click(screen.getByRole("button", { name: "Play & export" }));
+    await screen.findAllByTestId("lane");
+    await backend.removeJob(2, true, false);
+    const alert = await screen.findByRole("alert");
+    expect(alert).toHaveTextContent("“Night Drive” was deleted from the library, so the player closed.");
+    expect(screen.queryAllByTestId("lane")).toEqual([]);
+    expect(titles()).toEqual(["Falling Slowly", "Falcon 69"]);
+  });
+
+  it("keeps the player when another song is deleted elsewhere", async () => {
+    const { backend, user } = await openLibrary();
+    await user.type(screen.getByRole("searchbox", { name: "Search library" }), "once");
+    await waitFor(() => expect(titles()).toEqual(["Falling Slowly"]));
+    await user.click(screen.getByRole("button", { name: /Falling Slowly/ }));
+    await user.click(screen.getByRole("button", { name: "Play & export" }));
+    await screen.findAllByTestId("lane");
+    const list = vi.spyOn(backend, "listLibrary");
+    await backend.removeJob(1, true, false);
+    await waitFor(() => expect(list).toHaveBeenCalled());
+    await new Promise((r) => setTimeout(r, 50));
+    expect(screen.getAllByTestId("lane")).not.toEqual([]);
+    expect(screen.queryByRole("alert")).not.toBeInTheDocument();
+  });
+
   it("shows a song's album from its tags, and finds songs by album", async () => {
     const { user } = await openLibrary();
     expect(screen.getAllByTestId("library-item")[1]).toHaveTextContent("Once");

@@ -1,4 +1,4 @@
-import { useEffect, useState } from "react";
+import { useEffect, useRef, useState } from "react";
 import { useBackend } from "../backend";
 import type { Job } from "../bindings";
 import { errorText } from "../errors";
@@ -43,6 +43,15 @@ export function LibraryView({ version, changes = 0, playRequest = null, jobs = n
   const [error, setError] = useState<string | null>(null);
   const [reloads, setReloads] = useState(0);
   const [playing, setPlaying] = useState<Job | null>(null);
+  const [gone, setGone] = useState<string | null>(null);
+  // The last list and the search it answered: a song in it that the next
+  // answer to the same search lacks was deleted (through the HTTP service:
+  // the backend closed it in the player).
+  const listed = useRef<{ search: string; ids: Set<number> } | null>(null);
+  const playingNow = useRef(playing);
+  useEffect(() => {
+    playingNow.current = playing;
+  });
 
   useEffect(() => {
     let current = true;
@@ -51,9 +60,16 @@ export function LibraryView({ version, changes = 0, playRequest = null, jobs = n
         if (!current) return;
         setSongs(found);
         setError(null);
+        const before = listed.current;
+        listed.current = { search, ids: new Set(found.map((s) => s.id)) };
         // A song opened while it separated is in the library now: its
         // finished facts (folder, tempo, key) replace the running job's.
-        setPlaying((p) => (p ? (found.find((s) => s.id === p.id) ?? p) : p));
+        const p = playingNow.current;
+        if (!p) return;
+        const now = found.find((s) => s.id === p.id);
+        const deleted = !now && before?.search === search && before.ids.has(p.id);
+        if (deleted) setGone(`“${p.title}” was deleted from the library, so the player closed.`);
+        if (now || deleted) setPlaying((cur) => (cur?.id === p.id ? (now ?? null) : cur));
       },
       (e: unknown) => current && setError(errorText(e)),
     );
@@ -66,6 +82,7 @@ export function LibraryView({ version, changes = 0, playRequest = null, jobs = n
     if (playRequest) {
       setSelectedId(playRequest.song.id);
       setPlaying(playRequest.song);
+      setGone(null);
     }
   }, [playRequest]);
 
@@ -96,6 +113,7 @@ export function LibraryView({ version, changes = 0, playRequest = null, jobs = n
           onChange={(e) => setSearch(e.target.value)}
         />
         {error && <Alert title="The library could not be loaded">{error}</Alert>}
+        {gone && <Alert onDismiss={() => setGone(null)}>{gone}</Alert>}
         {songs?.length === 0 && (
           <p className="empty">
             {search.trim() ? `No songs match “${search.trim()}”.` : "Finished songs appear here. Add songs in the Queue."}
@@ -128,7 +146,10 @@ export function LibraryView({ version, changes = 0, playRequest = null, jobs = n
               setSelectedId(null);
               setReloads((n) => n + 1);
             }}
-            onOpen={() => setPlaying(selected)}
+            onOpen={() => {
+              setPlaying(selected);
+              setGone(null);
+            }}
           />
         ) : (
           songs && songs.length > 0 && <p className="muted library__hint">Choose a song to see its stems.</p>

@@ -47,6 +47,18 @@ async fn add(state: Arc<AppState>, paths: Vec<PathBuf>, options: intake::AddOpti
     add_with(state, move |q| intake::add_paths_with(q, &paths, options)).await
 }
 
+/// Absolute `path` with its folder resolved (`..` and symbolic links: a
+/// granted path holds no `..`, see `Grants::wait_for`, so "Separate again"
+/// on a song opened as `../Music/song.mp3` is not refused), its own name
+/// kept (a link keeps its name, the song its title); `None` when its
+/// folder does not exist.
+fn without_dot_dot(path: &Path) -> Option<PathBuf> {
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) if !dir.as_os_str().is_empty() => dir.canonicalize().ok().map(|d| d.join(name)),
+        _ => path.canonicalize().ok(),
+    }
+}
+
 /// Files given on the command line ("Open with Stemroom" from a file
 /// manager: the desktop entry passes them as `%F`, and a second launch
 /// forwards its own): queue the existing files and folders among `args`
@@ -61,12 +73,12 @@ pub fn open_with(state: Arc<AppState>, args: Vec<PathBuf>, cwd: Option<&Path>) {
             Some(dir) if a.is_relative() => dir.join(a),
             _ => std::path::absolute(&a).unwrap_or(a),
         })
-        .filter(|p| {
-            let there = p.exists();
-            if !there {
+        .filter_map(|p| {
+            let resolved = without_dot_dot(&p).filter(|r| r.exists());
+            if resolved.is_none() {
                 tracing::warn!("opened with Stemroom: {} does not exist", p.display());
             }
-            there
+            resolved
         })
         .collect();
     if paths.is_empty() {
@@ -246,4 +258,30 @@ pub fn reorder_queue(state: S<'_>, ids: Vec<JobId>) -> Result<Vec<Job>, AppError
 #[specta::specta]
 pub fn subscribe(state: S<'_>, webview: tauri::Webview, channel: Channel<QueueEvent>) {
     state.hub.add(webview.label(), channel);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_opened_path_loses_its_dot_dots_and_keeps_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::create_dir_all(root.join("Music")).unwrap();
+        std::fs::create_dir_all(root.join("Downloads")).unwrap();
+        std::fs::write(root.join("Music/song.mp3"), b"x").unwrap();
+        std::os::unix::fs::symlink(root.join("Music/song.mp3"), root.join("Music/01 Song.mp3")).unwrap();
+        let got = without_dot_dot(&root.join("Downloads/../Music/song.mp3")).unwrap();
+        assert_eq!(got, root.join("Music/song.mp3"));
+        assert!(!got.components().any(|c| matches!(c, std::path::Component::ParentDir)));
+        // A link keeps its own name (the song's title comes from it).
+        assert_eq!(
+            without_dot_dot(&root.join("Downloads/../Music/01 Song.mp3")).unwrap(),
+            root.join("Music/01 Song.mp3")
+        );
+        // A folder named by `..` itself.
+        assert_eq!(without_dot_dot(&root.join("Music/..")).unwrap(), root);
+        assert!(without_dot_dot(&root.join("gone/../x.mp3")).is_none());
+    }
 }

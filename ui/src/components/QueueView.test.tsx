@@ -327,6 +327,25 @@ describe("Queue", () => {
     await waitFor(() => expect(screen.queryByText("Gamma")).not.toBeInTheDocument());
   });
 
+  it("keeps saying Cancelling… until a running song has stopped, as the real worker answers", async () => {
+    const { backend, user } = renderApp({ queue: [job(1, "Alpha", { state: "separating", segment: 1, total: 4 })] });
+    await screen.findByText("Alpha");
+    // The worker sets the job's flag and answers at once, the job still
+    // running; it stops at its next check.
+    vi.spyOn(backend, "cancelJob").mockImplementationOnce(async (id) =>
+      backend.updateJob(id, { state: { state: "separating", segment: 2, total: 4 } }),
+    );
+    await user.click(within(row("Alpha")).getByRole("button", { name: "Cancel" }));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(within(row("Alpha")).getByRole("button", { name: "Cancelling…" })).toBeDisabled();
+    act(() => void backend.updateJob(1, { state: { state: "cancelled" } }));
+    await waitFor(() => expect(buttonNames("Alpha")).toEqual(["Retry", "Remove"]));
+    // A retry's run is not the cancelled one.
+    await user.click(within(row("Alpha")).getByRole("button", { name: "Retry" }));
+    act(() => void backend.updateJob(1, { state: { state: "separating", segment: 1, total: 4 }, startedAt: 99 }));
+    await waitFor(() => expect(within(row("Alpha")).getByRole("button", { name: "Cancel" })).toBeEnabled());
+  });
+
   it("shows why an action was refused", async () => {
     const { backend, user } = renderApp({ queue: [job(1, "Alpha", { state: "queued" })] });
     await screen.findByText("Alpha");

@@ -1,7 +1,8 @@
-import { useState } from "react";
+import { useEffect, useState } from "react";
 import { useBackend } from "../backend";
 import type { Job, Preset } from "../bindings";
 import { errorText } from "../errors";
+import { isRunning } from "../format";
 import type { QueueState } from "../hooks/useQueue";
 import { AddBar } from "./AddBar";
 import { Alert } from "./Alert";
@@ -33,8 +34,24 @@ export function QueueView({ queue, onPickFiles, onAddLink, preset, onPresetChang
   // What each job's buttons are doing (one job's answer does not free another's).
   const [busy, setBusy] = useState<ReadonlyMap<number, JobAction>>(new Map());
   const [error, setError] = useState<string | null>(null);
+  // Running jobs whose cancel was asked: a running job stops at its next
+  // check (within a segment, seconds on a CPU), so Cancel keeps saying
+  // "Cancelling…" until the job has left the running states.
+  // (By run: a job and when that run started, so a retried run of the
+  // same job is not taken for the cancelled one.)
+  const [cancelling, setCancelling] = useState<ReadonlySet<string>>(new Set());
+  const runOf = (job: Job) => `${job.id}@${job.startedAt ?? ""}`;
   // Finished songs are listed apart (until cleared), not among the queue.
   const jobs = (queue.jobs ?? []).filter((job) => job.state.state !== "done");
+  const runningKey = jobs
+    .filter((job) => isRunning(job.state))
+    .map(runOf)
+    .join(" ");
+  useEffect(() => {
+    // Forget the runs that ended.
+    const running = new Set(runningKey.split(" "));
+    setCancelling((c) => ([...c].every((r) => running.has(r)) ? c : new Set([...c].filter((r) => running.has(r)))));
+  }, [runningKey]);
   const { finished, clearFinished } = queue;
   const queuedIds = jobs.filter((job) => job.state.state === "queued").map((job) => job.id);
   // One move at a time: each sends the whole order it saw, so a second
@@ -46,9 +63,11 @@ export function QueueView({ queue, onPickFiles, onAddLink, preset, onPresetChang
     setError(null);
     try {
       switch (action) {
-        case "cancel":
-          await backend.cancelJob(job.id);
+        case "cancel": {
+          const now = await backend.cancelJob(job.id);
+          if (isRunning(now.state)) setCancelling((c) => new Set(c).add(runOf(now)));
           break;
+        }
         case "retry":
           await backend.retryJob(job.id);
           break;
@@ -139,7 +158,7 @@ export function QueueView({ queue, onPickFiles, onAddLink, preset, onPresetChang
                 job={job}
                 progress={queue.progress[job.id]}
                 canMove={{ up: !moving && index > 0, down: !moving && index >= 0 && index < queuedIds.length - 1 }}
-                busy={busy.get(job.id) ?? null}
+                busy={busy.get(job.id) ?? (isRunning(job.state) && cancelling.has(runOf(job)) ? "cancel" : null)}
                 onAction={act}
                 onListen={onOpenSong}
               />

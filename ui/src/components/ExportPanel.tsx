@@ -44,7 +44,10 @@ export function ExportPanel({ songId, stems, controls, loop, defaultDir }: Props
   const [clash, setClash] = useState<string | null>(null);
   const [running, setRunning] = useState(false);
   const [fraction, setFraction] = useState<number | null>(null);
+  // The files of the last export, and the folder they went to (the
+  // folder chosen may change after it).
   const [files, setFiles] = useState<string[] | null>(null);
+  const [filesDest, setFilesDest] = useState<ExportDest>({ kind: "songFolder" });
   /** What went wrong, with the alert's title (the export, or the folder). */
   const [error, setError] = useState<{ title: string; text: string } | null>(null);
   // An export still running when the panel goes (back to the library, the
@@ -95,12 +98,14 @@ export function ExportPanel({ songId, stems, controls, loop, defaultDir }: Props
     setError(null);
     setClash(null);
     try {
+      const to = dest.dest;
       const written = await backend.exportSong(
         songId,
-        { what: what(), region: onlyLoop && loop ? loop : null, format, rate: exportRate, dest: dest.dest, onClash },
+        { what: what(), region: onlyLoop && loop ? loop : null, format, rate: exportRate, dest: to, onClash },
         (p) => setFraction(p.fraction),
       );
       setFiles(written);
+      setFilesDest(to);
     } catch (e) {
       const err = toBackendError(e);
       if (err.code === "exists") setClash(err.message);
@@ -296,7 +301,7 @@ export function ExportPanel({ songId, stems, controls, loop, defaultDir }: Props
               className="button"
               onClick={() =>
                 backend
-                  .openFolder({ kind: "export", id: songId, dest: dest.dest })
+                  .openFolder({ kind: "export", id: songId, dest: filesDest })
                   .catch((e: unknown) =>
                     setError({ title: "The export folder could not be opened", text: errorText(e, "export") }),
                   )

@@ -294,6 +294,18 @@ describe("Player", () => {
     ]);
   });
 
+  it("opens the folder the listed files went to, even after another folder is chosen", async () => {
+    const { backend, user } = await openPlayer();
+    await user.click(screen.getByRole("button", { name: "Choose…" }));
+    await waitFor(() => expect(screen.getByTestId("export-dir")).toHaveTextContent("/home/you/Exports"));
+    await user.click(screen.getByRole("button", { name: "Export" }));
+    await screen.findByTestId("exported-file");
+    await user.click(screen.getByRole("button", { name: "Song folder" }));
+    const open = vi.spyOn(backend, "openFolder");
+    await user.click(screen.getByRole("button", { name: "Open export folder" }));
+    expect(open).toHaveBeenCalledWith({ kind: "export", id: 1, dest: { kind: "picked", handle: 0 } });
+  });
+
   it("says when the export folder cannot be opened", async () => {
     const { backend, user } = await openPlayer();
     await user.click(screen.getByRole("button", { name: "Export" }));

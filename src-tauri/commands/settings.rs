@@ -443,7 +443,9 @@ pub async fn gpu_support() -> Result<GpuSupport, AppError> {
 pub async fn install_gpu_support(state: S<'_>, channel: Channel<InstallEvent>) -> Result<GpuSupport, AppError> {
     state
         .gpu_install
-        .run("GPU support is already being installed.", move |cancel| {
+        // One slot with the runtime's install (both install ONNX Runtime
+        // builds): the message names both.
+        .run("ONNX Runtime or GPU support is already being installed: wait for it to finish.", move |cancel| {
             let opts = gpu_install_options()?;
             install::install(&opts, &mut |e| drop(channel.send(e.clone())), &|| cancel.load(Ordering::Relaxed))
                 .map_err(install_error)?;
@@ -463,7 +465,7 @@ pub async fn install_runtime(state: S<'_>, channel: Channel<InstallEvent>) -> Re
     let app = state.inner().clone();
     state
         .gpu_install
-        .run("ONNX Runtime or GPU support is already being installed.", move |cancel| {
+        .run("ONNX Runtime or GPU support is already being installed: wait for it to finish.", move |cancel| {
             let cache = stemroom_engine::paths::cache_dir()
                 .ok_or_else(|| AppError::internal("no cache directory (HOME is not set)"))?;
             let opts = install::cpu_options(&cache, None);

@@ -903,7 +903,7 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
       return structuredClone(gpu);
     },
     async installGpuSupport(onEvent) {
-      if (gpuInstall) throw new BackendError("invalid_options", "GPU support is already being installed.");
+      if (gpuInstall) throw new BackendError("invalid_options", "ONNX Runtime or GPU support is already being installed: wait for it to finish.");
       const total = gpu.downloadBytes;
       onEvent({ stage: "downloading", file: "onnxruntime_gpu-1.31.1.whl", done: total / 2, total });
       const cancelled = await new Promise<boolean>((resolve) => {

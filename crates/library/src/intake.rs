@@ -150,8 +150,16 @@ fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>, skipped: &mut Vec<Path
         if hidden {
             continue;
         }
-        // symlink_metadata: do not follow links into loops.
-        match std::fs::symlink_metadata(&p) {
+        // symlink_metadata: do not follow links to folders (into loops);
+        // a link to a file is the file (a music manager's folder of links).
+        let meta = std::fs::symlink_metadata(&p).and_then(|m| {
+            if m.file_type().is_symlink() {
+                std::fs::metadata(&p).map(|t| if t.is_file() { t } else { m })
+            } else {
+                Ok(m)
+            }
+        });
+        match meta {
             Ok(m) if m.is_dir() && depth < MAX_DEPTH && walk(&p, depth + 1, out, skipped) => return true,
             Ok(m) if m.is_dir() => {}
             Ok(m) if m.is_file() && has_audio_extension(&p) => {
@@ -585,6 +593,27 @@ mod tests {
         q.cancel_queued(r.added[0].id).unwrap();
         let retried = add_paths(&q, &[album.join("01 a.wav")]).unwrap();
         assert_eq!((retried.added.len(), retried.duplicates.len()), (1, 0));
+    }
+
+    /// A folder of links to the songs (as music managers make them): the
+    /// linked files are added under the links' names; a link to a folder
+    /// is not followed (a loop back up would never end).
+    #[test]
+    fn a_folder_of_links_adds_the_linked_songs() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(&dir.path().join("q.sqlite")).unwrap();
+        let store = dir.path().join("store");
+        std::fs::create_dir_all(&store).unwrap();
+        wav(&store.join("a81f.wav"), 44_100);
+        let playlist = dir.path().join("playlist");
+        std::fs::create_dir_all(&playlist).unwrap();
+        std::os::unix::fs::symlink(store.join("a81f.wav"), playlist.join("01 Song.wav")).unwrap();
+        std::os::unix::fs::symlink(dir.path(), playlist.join("loop")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("gone.wav"), playlist.join("02 Gone.wav")).unwrap();
+        let r = add_paths(&q, std::slice::from_ref(&playlist)).unwrap();
+        let titles: Vec<&str> = r.added.iter().map(|j| j.title.as_str()).collect();
+        assert_eq!(titles, ["01 Song"], "{:?}", r.rejected);
+        assert!(r.rejected.is_empty(), "{:?}", r.rejected);
     }
 
     #[test]

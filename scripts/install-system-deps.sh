@@ -49,14 +49,19 @@ if [ ${#need[@]} -gt 0 ]; then
     # says why instead).
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends --no-remove "${need[@]}"
 fi
-# Node.js new enough for the UI's tools (see common.sh), else the pinned one.
+# A Node.js the locked UI tools support (see common.sh), else the pinned one:
+# webdriverio 9.33 (the end-to-end tests) declares 20.20.2+, 22.23.4+,
+# 24.22.1+ or 26.12.1+ (no 21, 23, 25); jsdom and vite are within it.
 node_ok() {
-    node -e 'const [a, b] = process.versions.node.split(".").map(Number);
-             process.exit((a === 20 && b >= 19) || (a === 22 && b >= 12) || a >= 23 ? 0 : 1)' 2>/dev/null
+    node -e 'const [a, b, c] = process.versions.node.split(".").map(Number);
+             const from = (minor, patch) => b > minor || (b === minor && c >= patch);
+             const ok = (a === 20 && from(20, 2)) || (a === 22 && from(23, 4)) || (a === 24 && from(22, 1))
+                 || (a === 26 && from(12, 1)) || a >= 27;
+             process.exit(ok ? 0 : 1)' 2>/dev/null
 }
 if ! node_ok; then
     if [ "$(uname -m)" != x86_64 ]; then
-        echo "Node.js 20.19, 22.12 or newer is needed (this machine has $(node --version 2>/dev/null || echo none)): install one from nodejs.org" >&2
+        echo "Node.js 20.20.2+, 22.23.4+, 24.22.1+ or 26.12.1+ is needed (this machine has $(node --version 2>/dev/null || echo none)): install one from nodejs.org" >&2
         exit 1
     fi
     log "Node.js $(node --version 2>/dev/null || echo '(none)') is too old for the UI's tools: installing Node.js $NODE_VERSION into $NODE_DIR"
@@ -83,10 +88,11 @@ if ! command -v cargo >/dev/null 2>&1; then
     echo "Rust (cargo) is required: https://rustup.rs" >&2
     exit 1
 fi
-# 1.90: the tests' tauri-driver 2.1.0 (the workspace itself needs 1.89;
-# Debian's own cargo is older: 1.63 on 12, 1.85 on 13).
+# 1.92: the pinned ort 2.0.0-rc.15 and ort-sys declare it (tauri 2.12 and
+# the tests' tauri-driver 2.1.0 need 1.90; Debian's own cargo is older:
+# 1.63 on 12, 1.85 on 13).
 rust_minor=$(cargo --version | sed -n 's/^cargo 1\.\([0-9]*\)\..*/\1/p')
-if [ -z "$rust_minor" ] || [ "$rust_minor" -lt 90 ]; then
-    echo "Rust 1.90 or newer is required ($(cargo --version)): install it with https://rustup.rs" >&2
+if [ -z "$rust_minor" ] || [ "$rust_minor" -lt 92 ]; then
+    echo "Rust 1.92 or newer is required ($(cargo --version)): install it with https://rustup.rs" >&2
     exit 1
 fi

@@ -31,7 +31,7 @@ for f in usr/bin/stemroom-app usr/bin/stemroom usr/lib/stemroom/libonnxruntime.s
     grep -qE " (\./)?$f\$" <<<"$contents" || { log "the package lacks /$f"; echo "$contents" >&2; exit 1; }
 done
 depends=$(dpkg-deb -f "$deb" Depends)
-for d in libwebkit2gtk-4.1-0 libasound2 python3; do
+for d in libwebkit2gtk-4.1-0 libasound2 python3 python3-venv; do
     grep -q "$d" <<<"$depends" || { log "Depends lacks $d: $depends"; exit 1; }
 done
 tmp=$(mktemp -d)

@@ -940,6 +940,7 @@ mod resume {
     fn data_dir(input: &Path) -> tempfile::TempDir {
         let dir = tempfile::tempdir().expect("tempdir");
         let q = Queue::open(&dir.path().join("queue.sqlite")).expect("queue");
+        std::fs::create_dir_all(dir.path().join("library")).expect("library");
         let settings = Settings {
             shifts: 1,
             format: OutputFormat::Wav { depth: WavDepth::Float32 },

@@ -22,6 +22,8 @@ impl LibraryQueue {
         let dir = tempfile::tempdir().expect("tempdir");
         let queue = Arc::new(Queue::open(&dir.path().join("queue.sqlite")).expect("open"));
         let library = dir.path().join("library");
+        // A folder chosen in Settings exists (the app's dialog picks one).
+        std::fs::create_dir_all(&library).expect("library");
         queue
             .save_settings(&Settings {
                 // Custom (no preset): no shift, for speed.

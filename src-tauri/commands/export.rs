@@ -29,6 +29,9 @@ const EXPORT_PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 pub struct ExportProgress {
     /// 0 to 1, `None` when the length is unknown.
     pub fraction: Option<f64>,
+    /// What the person should know about the files written (a mix that
+    /// went over full scale and was limited), sent once they are complete.
+    pub warning: Option<String>,
 }
 
 /// Where an export goes: the page names a folder only by what the backend
@@ -132,11 +135,17 @@ struct ExportListener {
 
 impl Listener for ExportListener {
     fn event(&self, event: &Event) {
-        if let Event::Exporting { fraction } = event {
-            let done = fraction.is_some_and(|f| f >= 1.0);
-            if self.throttle.lock().unwrap_or_else(|p| p.into_inner()).ready(Instant::now(), done) {
-                let _ = self.channel.send(ExportProgress { fraction: *fraction });
+        match event {
+            Event::Exporting { fraction } => {
+                let done = fraction.is_some_and(|f| f >= 1.0);
+                if self.throttle.lock().unwrap_or_else(|p| p.into_inner()).ready(Instant::now(), done) {
+                    let _ = self.channel.send(ExportProgress { fraction: *fraction, warning: None });
+                }
             }
+            Event::Warning { message } => {
+                let _ = self.channel.send(ExportProgress { fraction: Some(1.0), warning: Some(message.clone()) });
+            }
+            _ => {}
         }
     }
     fn is_cancelled(&self) -> bool {

@@ -332,6 +332,11 @@ export type ExportOptions = {
 export type ExportProgress = {
 	/**  0 to 1, `None` when the length is unknown. */
 	fraction: number | null,
+	/**
+	 *  What the person should know about the files written (a mix that
+	 *  went over full scale and was limited), sent once they are complete.
+	 */
+	warning: string | null,
 };
 
 /**  Sample rate of exported files. */

@@ -883,9 +883,17 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
           return candidate;
         });
       }
-      onProgress({ fraction: 0.5 });
+      onProgress({ fraction: 0.5, warning: null });
       if (simulate) await new Promise((resolve) => setTimeout(resolve, 800));
-      onProgress({ fraction: 1 });
+      onProgress({ fraction: 1, warning: null });
+      // As the backend: a mix pushed past full scale is limited, and said.
+      if (request.what.kind === "mix" && request.what.controls.master > 1) {
+        onProgress({
+          fraction: 1,
+          warning:
+            "The mix went over full scale: 52341 samples (0.59 s of audio) were limited, its peak at +4.2 dBFS. Lower the master or the stems' volumes for a clean export.",
+        });
+      }
       for (const p of paths) exportedFiles.add(p);
       return paths;
     },

@@ -226,6 +226,12 @@ struct Outputs {
     writers: Vec<ThreadedWriter>,
     temps: Leftovers,
     resamplers: Vec<StreamResampler>,
+    /// Where the file's samples are cut (the mix's clamp at ±0.99, an
+    /// integer format's full scale); `None`: nothing is (float WAV stems).
+    limit: Option<f32>,
+    /// Samples written past `limit`, and the largest magnitude written.
+    clipped: u64,
+    peak: f32,
 }
 
 impl Outputs {
@@ -240,6 +246,13 @@ impl Outputs {
             ExportWhat::Mix { .. } => ClipMode::Clamp,
             ExportWhat::Stems { .. } | ExportWhat::Zip => ClipMode::None,
         };
+        let float = matches!(req.format, OutputFormat::Wav { depth: encode::WavDepth::Float32 });
+        let limit = match clip {
+            // The encoder's clamp (`Post::Clamp` in the engine).
+            ClipMode::Clamp => Some(0.99),
+            _ if float => None,
+            _ => Some(1.0),
+        };
         let mut out = Outputs {
             finals: Vec::new(),
             names: names.to_vec(),
@@ -249,6 +262,9 @@ impl Outputs {
             temps: Leftovers::new(),
             writers: Vec::new(),
             resamplers: Vec::new(),
+            limit,
+            clipped: 0,
+            peak: 0.0,
         };
         let finals = final_paths(&req.dest_dir, names, ext, req.on_clash)?;
         for (n, dest) in names.iter().zip(finals) {
@@ -266,18 +282,58 @@ impl Outputs {
     fn write(&mut self, k: usize, block: &[f32], resampled: &mut Vec<f32>) -> Result<(), Error> {
         resampled.clear();
         self.resamplers[k].push(block, resampled).map_err(Error::Resample)?;
+        self.measure(resampled);
         self.writers[k].write(resampled)?;
         Ok(())
     }
 
+    /// Count what `samples` (about to be written) lose to the limit.
+    fn measure(&mut self, samples: &[f32]) {
+        let Some(limit) = self.limit else { return };
+        for v in samples {
+            let a = v.abs();
+            if a > limit {
+                self.clipped += 1;
+            }
+            self.peak = self.peak.max(a);
+        }
+    }
+
+    /// What the person is told when samples were cut: how many, by how
+    /// much, and what to do; `None` when none were.
+    fn clip_warning(&self, mix: bool, out_rate: u32, rate: u32) -> Option<String> {
+        if self.clipped == 0 {
+            return None;
+        }
+        let seconds = self.clipped as f64 / 2.0 / f64::from(out_rate.max(1));
+        let peak_db = 20.0 * f64::from(self.peak).log10();
+        Some(if mix {
+            format!(
+                "The mix went over full scale: {} samples ({seconds:.2} s of audio) were limited, its peak at {peak_db:+.1} dBFS. Lower the master or the stems' volumes for a clean export.",
+                self.clipped
+            )
+        } else if out_rate != rate {
+            format!(
+                "Resampled to {out_rate} Hz, the stems went over full scale: {} samples were clipped, the peak at {peak_db:+.1} dBFS. Export at the original rate, or as 32-bit float WAV, to keep them whole.",
+                self.clipped
+            )
+        } else {
+            format!(
+                "The stems went over full scale: {} samples were clipped, the peak at {peak_db:+.1} dBFS. Export as 32-bit float WAV to keep them whole.",
+                self.clipped
+            )
+        })
+    }
+
     /// Flush, complete and rename every file into place.
-    fn finish(mut self) -> Result<Vec<PathBuf>, Error> {
+    fn finish(&mut self) -> Result<Vec<PathBuf>, Error> {
         let mut resampled = Vec::new();
-        for (w, r) in self.writers.iter_mut().zip(self.resamplers.iter_mut()) {
+        for k in 0..self.writers.len() {
             resampled.clear();
-            r.finish(&mut resampled).map_err(Error::Resample)?;
-            w.write(&resampled)?;
-            w.close();
+            self.resamplers[k].finish(&mut resampled).map_err(Error::Resample)?;
+            self.measure(&resampled);
+            self.writers[k].write(&resampled)?;
+            self.writers[k].close();
         }
         for w in self.writers.drain(..) {
             Box::new(w).finish()?;
@@ -446,7 +502,13 @@ fn export_files(req: &ExportRequest, listener: &dyn Listener) -> Result<Vec<Path
         let views: Vec<&[f32]> = stretched.iter().map(Vec::as_slice).collect();
         emit(&mut outputs, mixer.as_mut(), &views, &mut scratch)?;
     }
-    outputs.finish()
+    let files = outputs.finish()?;
+    let mix = matches!(req.what, ExportWhat::Mix { .. });
+    if let Some(message) = outputs.clip_warning(mix, out_rate, rate) {
+        tracing::warn!("export of {}: {message}", req.title);
+        listener.event(&Event::Warning { message });
+    }
+    Ok(files)
 }
 
 /// Buffers reused from block to block.

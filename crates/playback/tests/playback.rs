@@ -156,6 +156,43 @@ mod export {
         }
     }
 
+    /// Collects the warnings an export gives.
+    #[derive(Default)]
+    struct Warnings(std::sync::Mutex<Vec<String>>);
+    impl Listener for Warnings {
+        fn event(&self, event: &stemroom_engine::progress::Event) {
+            if let stemroom_engine::progress::Event::Warning { message } = event {
+                self.0.lock().expect("lock").push(message.clone());
+            }
+        }
+    }
+
+    /// A mix pushed over full scale is limited, and the export says so
+    /// (how much, and what to do); one within it says nothing.
+    #[test]
+    fn a_mix_over_full_scale_is_reported() {
+        let _turn = stemroom_testkit::cpu_turn();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = stems(dir.path());
+        let format = OutputFormat::Wav { depth: WavDepth::Int16 };
+        let quiet = Warnings::default();
+        let what = ExportWhat::Mix { label: "mix".into(), controls: MixControls::unity(4) };
+        export(&request(&src, what, format, dir.path().join("quiet")), &quiet).expect("export");
+        assert!(quiet.0.lock().expect("lock").is_empty(), "{:?}", quiet.0);
+
+        let mut loud = MixControls::unity(4);
+        loud.master = 4.0;
+        let heard = Warnings::default();
+        let what = ExportWhat::Mix { label: "mix".into(), controls: loud };
+        let files = export(&request(&src, what, format, dir.path().join("loud")), &heard).expect("export");
+        let (mix, _) = read(&files[0]);
+        assert!(mix.iter().all(|v| v.abs() <= 0.9901), "limited at the clamp");
+        let warnings = heard.0.lock().expect("lock");
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].starts_with("The mix went over full scale: "), "{}", warnings[0]);
+        assert!(warnings[0].contains("dBFS") && warnings[0].contains("Lower the master"), "{}", warnings[0]);
+    }
+
     /// "What I hear" at 0.5x and +12 semitones: twice as long, an octave
     /// up (a 440 Hz stem reads 880 Hz), for a region too and resampled.
     #[test]

@@ -48,6 +48,8 @@ export function ExportPanel({ songId, stems, controls, loop, defaultDir }: Props
   // folder chosen may change after it).
   const [files, setFiles] = useState<string[] | null>(null);
   const [filesDest, setFilesDest] = useState<ExportDest>({ kind: "songFolder" });
+  // What the backend said about the files (a mix limited at full scale).
+  const [warning, setWarning] = useState<string | null>(null);
   /** What went wrong, with the alert's title (the export, or the folder). */
   const [error, setError] = useState<{ title: string; text: string } | null>(null);
   // An export still running when the panel goes (back to the library, the
@@ -95,6 +97,7 @@ export function ExportPanel({ songId, stems, controls, loop, defaultDir }: Props
     setRunning(true);
     setFraction(0);
     setFiles(null);
+    setWarning(null);
     setError(null);
     setClash(null);
     try {
@@ -102,7 +105,7 @@ export function ExportPanel({ songId, stems, controls, loop, defaultDir }: Props
       const written = await backend.exportSong(
         songId,
         { what: what(), region: onlyLoop && loop ? loop : null, format, rate: exportRate, dest: to, onClash },
-        (p) => setFraction(p.fraction),
+        (p) => (p.warning ? setWarning(p.warning) : setFraction(p.fraction)),
       );
       setFiles(written);
       setFilesDest(to);
@@ -289,6 +292,11 @@ export function ExportPanel({ songId, stems, controls, loop, defaultDir }: Props
         {files && (
           <div className="export__done" role="status">
             <p>Exported {files.length === 1 ? "1 file" : `${files.length} files`}:</p>
+            {warning && (
+              <p className="export__warning" data-testid="export-warning">
+                {warning}
+              </p>
+            )}
             <ul>
               {files.map((f) => (
                 <li key={f} data-testid="exported-file" title={f}>

@@ -306,6 +306,18 @@ describe("Player", () => {
     expect(open).toHaveBeenCalledWith({ kind: "export", id: 1, dest: { kind: "picked", handle: 0 } });
   });
 
+  it("says when a mix export went over full scale, and not otherwise", async () => {
+    const { user } = await openPlayer();
+    await user.click(screen.getByRole("button", { name: "Export" }));
+    await screen.findByTestId("exported-file");
+    expect(screen.queryByTestId("export-warning")).not.toBeInTheDocument();
+    fireEvent.change(screen.getByRole("slider", { name: "Master volume" }), { target: { value: "2" } });
+    await user.click(screen.getByRole("radio", { name: "One mix" }));
+    await user.selectOptions(screen.getByRole("combobox", { name: "Mix" }), "heard");
+    await user.click(screen.getByRole("button", { name: "Export" }));
+    expect(await screen.findByTestId("export-warning")).toHaveTextContent("The mix went over full scale");
+  });
+
   it("says when the export folder cannot be opened", async () => {
     const { backend, user } = await openPlayer();
     await user.click(screen.getByRole("button", { name: "Export" }));

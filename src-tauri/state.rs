@@ -299,9 +299,16 @@ impl Grants {
         if !path.is_absolute() || path.components().any(|c| matches!(c, Component::ParentDir)) {
             return false;
         }
-        let inside = |folder: &Path| match (path.canonicalize(), folder.canonicalize()) {
-            (Ok(p), Ok(f)) => p.starts_with(f),
-            _ => false,
+        // Its folder resolved, inside the granted one; a link as its own
+        // name only to a file (a dropped folder of links to songs, which
+        // the intake adds under the links' names).
+        let inside = |folder: &Path| {
+            let linked_folder = std::fs::symlink_metadata(path)
+                .is_ok_and(|m| m.file_type().is_symlink() && !std::fs::metadata(path).is_ok_and(|t| t.is_file()));
+            match (path.parent().map(Path::canonicalize), folder.canonicalize()) {
+                (Some(Ok(p)), Ok(f)) => !linked_folder && p.starts_with(f),
+                _ => false,
+            }
         };
         let mut g = self.paths.lock().unwrap_or_else(|p| p.into_inner());
         loop {
@@ -334,13 +341,27 @@ mod grant_tests {
         }
         // A link inside a granted folder to a folder nobody granted.
         std::os::unix::fs::symlink("/etc", p("music/album/link")).unwrap();
+        // Links to songs elsewhere (a music manager's folder of links), to
+        // a file and to a folder.
+        std::fs::create_dir_all(p("store")).unwrap();
+        std::fs::write(p("store/a81f.flac"), b"x").unwrap();
+        std::os::unix::fs::symlink(p("store/a81f.flac"), p("music/album/04 Song.flac")).unwrap();
+        std::os::unix::fs::symlink(p("store"), p("music/album/store")).unwrap();
         let g = Grants::default();
         g.grant([p("music/album"), p("music/one.flac"), PathBuf::from("relative.wav")]);
         let now = Instant::now();
-        for ok in ["music/album", "music/album/disc 2/03.flac", "music/one.flac"] {
+        for ok in ["music/album", "music/album/disc 2/03.flac", "music/one.flac", "music/album/04 Song.flac"] {
             assert!(g.wait_for(&p(ok), now), "{ok}");
         }
-        for refused in ["music", "music/two.flac", "music/album/../../etc/passwd", "music/album/link/ssl"] {
+        for refused in [
+            "music",
+            "music/two.flac",
+            "music/album/../../etc/passwd",
+            "music/album/link/ssl",
+            "music/album/link",
+            "music/album/store",
+            "music/album/store/a81f.flac",
+        ] {
             assert!(!g.wait_for(&p(refused), now), "{refused}");
         }
         for refused in ["relative.wav", "/etc/passwd"] {

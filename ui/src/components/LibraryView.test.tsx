@@ -1,6 +1,6 @@
-import { screen, waitFor, within } from "@testing-library/react";
+import { act, screen, waitFor, within } from "@testing-library/react";
 import { describe, expect, it, vi } from "vitest";
-import { mockSong } from "../mockBackend";
+import { mockJob, mockSong } from "../mockBackend";
 import { renderApp } from "../test/renderApp";
 
 const library = [
@@ -46,10 +46,8 @@ describe("Library", () => {
     expect(titles()).toEqual(["Falling Slowly", "Falcon 69"]);
   });
 
-  it("keeps the player when another song is deleted elsewhere", async () => {
+  it("keeps the player when another song is deleted elsewhere, and sees its own deletion under a search", async () => {
     const { backend, user } = await openLibrary();
-    await user.type(screen.getByRole("searchbox", { name: "Search library" }), "once");
-    await waitFor(() => expect(titles()).toEqual(["Falling Slowly"]));
     await user.click(screen.getByRole("button", { name: /Falling Slowly/ }));
     await user.click(screen.getByRole("button", { name: "Play & export" }));
     await screen.findAllByTestId("lane");
@@ -59,6 +57,37 @@ describe("Library", () => {
     await new Promise((r) => setTimeout(r, 50));
     expect(screen.getAllByTestId("lane")).not.toEqual([]);
     expect(screen.queryByRole("alert")).not.toBeInTheDocument();
+
+    // Back to the list, a search that leaves the song out, the song opened
+    // again from elsewhere (a Finished row): another reload keeps it.
+    await user.click(screen.getByRole("button", { name: "Back to library" }));
+    await user.type(screen.getByRole("searchbox", { name: "Search library" }), "night");
+    await waitFor(() => expect(titles()).toEqual(["Night Drive"]));
+    await user.click(screen.getByRole("button", { name: /Night Drive/ }));
+    await user.click(screen.getByRole("button", { name: "Play & export" }));
+    await screen.findAllByTestId("lane");
+    await backend.removeJob(2, true, false);
+    // Deleted while the search does not list it: still seen as deleted.
+    expect(await screen.findByRole("alert")).toHaveTextContent("“Night Drive” was deleted from the library");
+  });
+
+  it("keeps a song the search leaves out, opened from the queue's finished list", async () => {
+    const running = mockJob({ id: 7, title: "Fresh Song", state: { state: "separating", segment: 2, total: 8 } });
+    const { backend, user } = renderApp({ library, queue: [running] });
+    await user.click(screen.getByRole("tab", { name: "Library" }));
+    await user.type(screen.getByRole("searchbox", { name: "Search library" }), "once");
+    await waitFor(() => expect(titles()).toEqual(["Falling Slowly"]));
+    await user.click(screen.getByRole("tab", { name: "Queue" }));
+    act(() => void backend.updateJob(7, { ...mockSong({ id: 7, title: "Fresh Song" }), state: { state: "done" } }));
+    await user.click(await screen.findByRole("button", { name: "Open in player" }));
+    await screen.findAllByTestId("lane");
+    await backend.removeJob(1, true, false);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(screen.getAllByTestId("lane")).not.toEqual([]);
+    expect(screen.queryByRole("alert")).not.toBeInTheDocument();
+    // Then deleted itself, never listed under this search: seen all the same.
+    await backend.removeJob(7, true, false);
+    expect(await screen.findByRole("alert")).toHaveTextContent("“Fresh Song” was deleted from the library");
   });
 
   it("shows a song's album from its tags, and finds songs by album", async () => {

@@ -44,10 +44,6 @@ export function LibraryView({ version, changes = 0, playRequest = null, jobs = n
   const [reloads, setReloads] = useState(0);
   const [playing, setPlaying] = useState<Job | null>(null);
   const [gone, setGone] = useState<string | null>(null);
-  // The last list and the search it answered: a song in it that the next
-  // answer to the same search lacks was deleted (through the HTTP service:
-  // the backend closed it in the player).
-  const listed = useRef<{ search: string; ids: Set<number> } | null>(null);
   const playingNow = useRef(playing);
   useEffect(() => {
     playingNow.current = playing;
@@ -60,16 +56,27 @@ export function LibraryView({ version, changes = 0, playRequest = null, jobs = n
         if (!current) return;
         setSongs(found);
         setError(null);
-        const before = listed.current;
-        listed.current = { search, ids: new Set(found.map((s) => s.id)) };
         // A song opened while it separated is in the library now: its
         // finished facts (folder, tempo, key) replace the running job's.
         const p = playingNow.current;
         if (!p) return;
         const now = found.find((s) => s.id === p.id);
-        const deleted = !now && before?.search === search && before.ids.has(p.id);
-        if (deleted) setGone(`“${p.title}” was deleted from the library, so the player closed.`);
-        if (now || deleted) setPlaying((cur) => (cur?.id === p.id ? (now ?? null) : cur));
+        if (now) {
+          setPlaying((cur) => (cur?.id === p.id ? now : cur));
+          return;
+        }
+        // A finished song missing from the list: left out by the search,
+        // or deleted (through the HTTP service: the backend closed it in
+        // the player). The whole library, asked now, tells which.
+        if (p.state.state !== "done") return;
+        backend.listLibrary("").then(
+          (all) => {
+            if (!current || all.some((s) => s.id === p.id)) return;
+            setGone(`“${p.title}” was deleted from the library, so the player closed.`);
+            setPlaying((cur) => (cur?.id === p.id ? null : cur));
+          },
+          () => {},
+        );
       },
       (e: unknown) => current && setError(errorText(e)),
     );

@@ -326,21 +326,19 @@ impl Worker {
     /// Returns without waiting for the threads, which the exit ends.
     pub fn leave(&self) {
         self.inner.stop.store(true, Ordering::SeqCst);
-        self.inner.suspending.store(true, Ordering::SeqCst);
-        let running: Vec<(JobId, bool)> = self
-            .inner
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(id, cancel)| (*id, cancel.load(Ordering::SeqCst)))
-            .collect();
+        let running: Vec<(JobId, bool)> = {
+            // As `suspend`: the cancels asked are recorded before the stop
+            // shows, so a thread that looks in between still ends its job
+            // cancelled (see `Inner::cancel_asked`), not put back or filed.
+            let running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
+            let mut asked = self.inner.cancelled_before_suspend.lock().unwrap_or_else(|p| p.into_inner());
+            let running: Vec<(JobId, bool)> =
+                running.iter().map(|(id, cancel)| (*id, cancel.load(Ordering::SeqCst))).collect();
+            asked.extend(running.iter().filter(|(_, c)| *c).map(|(id, _)| *id));
+            self.inner.suspending.store(true, Ordering::SeqCst);
+            running
+        };
         for (id, cancelled) in running {
-            if cancelled {
-                // Its thread, still running until the exit, ends it
-                // cancelled too (see `Inner::cancel_asked`).
-                self.inner.cancelled_before_suspend.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
-            }
             let left = if cancelled {
                 let done = self.inner.queue.finish(id, &JobState::Cancelled, None, &[]);
                 self.inner.drop_work(id);

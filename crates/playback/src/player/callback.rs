@@ -253,6 +253,9 @@ impl Callback {
             // must not take it for one still ahead. Only this switch is
             // cleared, never a newer one a writer just stored.
             if chunk.generation == generation && switch_from != u32::MAX {
+                // Heard from here on (before the switch is cleared: a tempo
+                // change between the two would see neither, and re-read).
+                sh.heard_generation.store(generation, Ordering::Release);
                 let _ = sh.switch_from.compare_exchange(switch_from, u32::MAX, Ordering::AcqRel, Ordering::Relaxed);
                 switch_from = u32::MAX;
             }
@@ -380,9 +383,11 @@ impl Callback {
                     if beat != self.last_beat {
                         // Only where the beat starts within this frame's
                         // step: a loop's wrap to a start inside a beat
-                        // changes the beat without one starting.
+                        // changes the beat without one starting
                         let into = song_frame - (offset + beat as f64 * period);
-                        if self.last_beat != i64::MIN && beat >= 0 && into < ratio {
+                        // (+1: a chunk starts at a rounded song frame, so
+                        // the step into it can be a frame longer.)
+                        if self.last_beat != i64::MIN && beat >= 0 && into < ratio + 1.0 {
                             self.click.trigger(false);
                         }
                         self.last_beat = beat;

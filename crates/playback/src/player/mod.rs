@@ -1770,6 +1770,14 @@ mod tests {
     #[test]
     fn a_loop_wrap_is_no_beat_and_a_take_over_has_no_count_in() {
         let _paced = paced();
+        // The read-ahead full before play (under the other tests' load a
+        // fixed wait was not always enough: the clicks came late).
+        let fill = |cb: &Callback| {
+            let t0 = std::time::Instant::now();
+            while cb.full.slots() < CHUNKS - 1 && t0.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
         let grid = Some(BeatGrid { bpm: 120.0, offset_seconds: 0.1 });
         let mut c = MixControls::unity(1);
         c.metronome = true;
@@ -1778,7 +1786,7 @@ mod tests {
         // 0.35 s to 1.35 s: the beats at 0.6 and 1.1 s inside.
         let at = |t: f64| (t * f64::from(RATE)).round() as u32;
         sh.set_loop(Some(LoopRegion { start: at(0.35), end: at(1.35) }));
-        std::thread::sleep(Duration::from_millis(300));
+        fill(&cb);
         sh.play();
         let out = left(&render_paced(&mut cb, 3 * RATE as usize));
         let got: Vec<f64> = onsets(&out).iter().map(|&i| i as f64 / f64::from(RATE)).collect();
@@ -1796,7 +1804,7 @@ mod tests {
         let (_dir, sh, mut cb, reader) = engine(5 * RATE as usize);
         sh.set_controls(&c);
         sh.set_beat_grid(grid);
-        std::thread::sleep(Duration::from_millis(300));
+        fill(&cb);
         sh.skip_count_in.store(true, Ordering::Release);
         sh.play();
         render_paced(&mut cb, RATE as usize / 2);

@@ -383,7 +383,14 @@ fn add_link(
                 }
             });
             queue.set_link_details(job.id, info.uploader.as_deref(), thumbnail)?;
-            result.added.push(queue.get(job.id)?);
+            match queue.get(job.id) {
+                Ok(job) => result.added.push(job),
+                // Removed while its thumbnail was fetched (seconds: through
+                // the HTTP service, say): the image goes too (removing the
+                // job found none to remove yet), and the add goes on.
+                Err(QueueError::NotFound(_)) => link::thumbnail::remove(queue.path(), job.id),
+                Err(e) => return Err(e),
+            }
         }
         Err(e) => refuse(result, e.to_string()),
     }

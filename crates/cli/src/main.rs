@@ -557,7 +557,7 @@ fn run_links(a: &LinksArgs) -> ExitCode {
         left as f64 / 1e6,
         total as f64 / 1e6
     ));
-    let cancel = cancel_on_interrupt();
+    let cancel = cancel_on_interrupt(None);
     let bar = install_bar(left as f64, i.json);
     let mut on_event =
         |e: &stemroom_engine::runtime::install::InstallEvent| show_install_event(e, bar.as_ref(), i.json);
@@ -834,7 +834,7 @@ fn run_fetch(a: &FetchArgs) -> ExitCode {
             mb(plan.download_bytes),
             mb(plan.total_bytes)
         ));
-        let cancel = cancel_on_interrupt();
+        let cancel = cancel_on_interrupt(None);
         let bar = install_bar(plan.download_bytes, i.json);
         let mut on_event = |e: &install::InstallEvent| show_install_event(e, bar.as_ref(), i.json);
         let result = install::install(&opts, &mut on_event, &|| cancel.load(Ordering::SeqCst));
@@ -860,16 +860,18 @@ fn run_fetch(a: &FetchArgs) -> ExitCode {
 
 /// Ctrl-C cancels the running separations (they remove their partial
 /// outputs); a second Ctrl-C exits at once.
-fn cancel_on_interrupt() -> Arc<AtomicBool> {
+fn cancel_on_interrupt(bars: Option<&MultiProgress>) -> Arc<AtomicBool> {
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = cancel.clone();
+    let bars = bars.cloned().unwrap_or_else(|| MultiProgress::with_draw_target(ProgressDrawTarget::hidden()));
     let _ = ctrlc::set_handler(move || {
         if flag.swap(true, Ordering::SeqCst) {
             errln!("stemroom: interrupted again, exiting now");
             stemroom_library::link::kill_running();
             std::process::exit(exit::CANCELLED as i32);
         }
-        errln!("stemroom: cancelling (removing partial outputs)...");
+        // Above the progress bars (among them, the next redraw wiped it).
+        bars.suspend(|| errln!("stemroom: cancelling (removing partial outputs)..."));
     });
     cancel
 }
@@ -881,9 +883,50 @@ fn separate_one(
     input: &Path,
     listener: &CliListener,
     request: &dyn Fn(&Path) -> JobRequest,
+    claimed: &Mutex<Claimed>,
 ) -> Result<(), Error> {
-    let (_download, source) = fetch_if_link(input, listener)?;
-    job::separate_file(sep, &request(&source), listener)?;
+    let (download, source) = fetch_if_link(input, listener)?;
+    let req = request(&source);
+    if download.is_some() {
+        // Named by its title only now: its stems must not land on another
+        // input's (a file, or a link of the same title).
+        let outputs = stemroom_engine::job::planned_outputs(sep.info(), &req)?;
+        claim_outputs(claimed, input, &outputs)?;
+    }
+    job::separate_file(sep, &req, listener)?;
+    Ok(())
+}
+
+/// The stems' files of this run, each with the input that writes it.
+type Claimed = std::collections::HashMap<PathBuf, PathBuf>;
+
+/// The file itself, whatever the spelling (`./a.wav`, a link to it).
+fn real_path(p: &Path) -> PathBuf {
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    std::fs::canonicalize(&abs).unwrap_or(abs)
+}
+
+/// Take `outputs` for `input`, or refuse them when another input of this
+/// run writes one of them.
+///
+/// # Errors
+/// [`EngineError::InvalidOptions`] naming both inputs and the file.
+fn claim_outputs(claimed: &Mutex<Claimed>, input: &Path, outputs: &[(String, PathBuf)]) -> Result<(), Error> {
+    let mut claimed = claimed.lock().unwrap_or_else(|p| p.into_inner());
+    for (_, dest) in outputs {
+        if let Some(other) = claimed.get(&real_path(dest)) {
+            return Err(EngineError::InvalidOptions(format!(
+                "{} would write {}, as {} does: separate them in runs with different -o folders",
+                printable(&input.to_string_lossy()),
+                dest.display(),
+                printable(&other.to_string_lossy())
+            ))
+            .into());
+        }
+    }
+    for (_, dest) in outputs {
+        claimed.insert(real_path(dest), input.to_path_buf());
+    }
     Ok(())
 }
 
@@ -891,11 +934,18 @@ fn run_separate(mut a: SeparateArgs) -> ExitCode {
     if a.verbose {
         init_logging_at("debug,ort=warn,hyper=warn");
     }
-    if a.mp3_preset.is_some() && !a.json {
-        errln!("stemroom: --mp3-preset is not used: LAME runs at its default quality (-q 3)");
+    let note = |message: &str| {
+        if a.json {
+            outln!("{}", serde_json::json!({ "event": "warning", "message": message }));
+        } else {
+            errln!("stemroom: {message}");
+        }
+    };
+    if a.mp3_preset.is_some() {
+        note("--mp3-preset is not used: LAME runs at its default quality (-q 3)");
     }
-    if a.no_split && !a.json {
-        errln!("stemroom: --no-split is not used: htdemucs runs on segments of at most 7.8 s");
+    if a.no_split {
+        note("--no-split is not used: htdemucs runs on segments of at most 7.8 s");
     }
     // `demucs -j 0` (its default) runs one at a time.
     a.jobs = a.jobs.max(1);
@@ -948,9 +998,10 @@ fn run_separate(mut a: SeparateArgs) -> ExitCode {
         );
     }
     let request = |input: &Path| job_request(&a, input, format, segment_frames);
-    if let Err(e) = check_distinct_outputs(&a.files, sep.info(), &request) {
-        return fail(e);
-    }
+    let claimed = match check_distinct_outputs(&a.files, sep.info(), &request) {
+        Ok(c) => Mutex::new(c),
+        Err(e) => return fail(e),
+    };
     // A link is named by its title only once downloaded: the options and
     // the --filename template are checked on a stand-in name first, so a
     // bad one fails before any download, not after each.
@@ -959,17 +1010,21 @@ fn run_separate(mut a: SeparateArgs) -> ExitCode {
             return fail(e.into());
         }
     }
-    let cancel = cancel_on_interrupt();
     let multi = MultiProgress::with_draw_target(if !a.json && std::io::stderr().is_terminal() {
         ProgressDrawTarget::stderr()
     } else {
         ProgressDrawTarget::hidden()
     });
+    let cancel = cancel_on_interrupt(Some(&multi));
     let style = ProgressStyle::with_template("{prefix:.bold} [{bar:30}] {pos}/{len} segments, ETA {eta} {msg}")
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");
 
     let next = AtomicUsize::new(0);
+    // Inputs started, and whether one of them ended cancelled: a Ctrl-C
+    // after every job completed is no cancel (exit 0 or the first error).
+    let started = AtomicUsize::new(0);
+    let any_cancelled = AtomicBool::new(false);
     // The failure of the first input (in the order given) that failed.
     let first_error: Mutex<Option<(usize, u8)>> = Mutex::new(None);
     let workers = a.jobs.min(a.files.len()).max(1);
@@ -981,6 +1036,7 @@ fn run_separate(mut a: SeparateArgs) -> ExitCode {
                 if cancel.load(Ordering::SeqCst) {
                     break;
                 }
+                started.fetch_add(1, Ordering::SeqCst);
                 let label = printable(&input.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
                 let bar = multi.add(ProgressBar::new(1).with_style(style.clone()).with_prefix(label.clone()));
                 bar.enable_steady_tick(Duration::from_millis(250));
@@ -992,9 +1048,14 @@ fn run_separate(mut a: SeparateArgs) -> ExitCode {
                     cancel: cancel.clone(),
                     out: out_lock.clone(),
                 };
-                if let Err(e) = separate_one(&sep, input, &listener, &request) {
+                if let Err(e) = separate_one(&sep, input, &listener, &request, &claimed) {
                     bar.abandon_with_message(format!("failed: {}", e.code().as_str()));
-                    report_error(&e, Some(input), a.json, &out_lock);
+                    if e.code() == ErrorCode::Cancelled {
+                        any_cancelled.store(true, Ordering::SeqCst);
+                    }
+                    // Above the bars (printed among them, the next redraw
+                    // wiped it).
+                    multi.suspend(|| report_error(&e, Some(input), a.json, &out_lock));
                     let mut fe = first_error.lock().unwrap_or_else(|p| p.into_inner());
                     if fe.is_none_or(|(first, _)| i < first) {
                         *fe = Some((i, exit_code(e.code())));
@@ -1003,7 +1064,8 @@ fn run_separate(mut a: SeparateArgs) -> ExitCode {
             });
         }
     });
-    if cancel.load(Ordering::SeqCst) {
+    let all_started = started.load(Ordering::SeqCst) >= a.files.len();
+    if cancel.load(Ordering::SeqCst) && (!all_started || any_cancelled.load(Ordering::SeqCst)) {
         return ExitCode::from(exit::CANCELLED);
     }
     let code = *first_error.lock().unwrap_or_else(|p| p.into_inner());
@@ -1015,8 +1077,8 @@ fn run_separate(mut a: SeparateArgs) -> ExitCode {
 /// and `a.flac` under the default `{track}/{stem}.{ext}`): one would
 /// silently replace the other's; and stems that would replace an input
 /// (`-o o --filename '{stem}.{ext}' o/htdemucs/vocals.wav`). Links are
-/// named by their title only once downloaded, so they are not checked
-/// here (a clash between them: the last to finish wins, whole).
+/// named by their title only once downloaded: they are checked then,
+/// against what this returns ([`claim_outputs`]).
 ///
 /// # Errors
 /// [`EngineError::InvalidOptions`] naming the inputs and the file.
@@ -1024,13 +1086,9 @@ fn check_distinct_outputs(
     files: &[PathBuf],
     info: &stemroom_engine::model::ModelInfo,
     request: &dyn Fn(&Path) -> JobRequest,
-) -> Result<(), Error> {
+) -> Result<Claimed, Error> {
     use std::collections::HashMap;
-    // The file itself, whatever the spelling (`./a.wav`, a link to it).
-    let real = |p: &Path| {
-        let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-        std::fs::canonicalize(&abs).unwrap_or(abs)
-    };
+    let real = real_path;
     let locals: Vec<(&Path, PathBuf)> =
         files.iter().filter(|f| !link::looks_like_url(&f.to_string_lossy())).map(|f| (f.as_path(), real(f))).collect();
     let inputs: HashMap<&PathBuf, &Path> = locals.iter().map(|(f, r)| (r, *f)).collect();
@@ -1064,7 +1122,7 @@ fn check_distinct_outputs(
             }
         }
     }
-    Ok(())
+    Ok(seen.into_iter().map(|(dest, (input, _))| (dest, input.to_path_buf())).collect())
 }
 
 /// Name prefix of a link's download folder in the temporary folder.

@@ -1019,6 +1019,21 @@ fn links_are_downloaded_with_ytdlp_and_separated() {
         let p = out.join(format!("htdemucs/Falcon 69/{stem}.wav"));
         assert!(p.is_file(), "{} missing; have {:?}", p.display(), files_under(&out));
     }
+    // A file and a link of the same name: the link, named by its title
+    // only once downloaded, is refused then (usage error), not written
+    // over the file's stems.
+    let local = dir.path().join("Falcon 69.wav");
+    std::fs::copy(testdata("mixture.wav"), &local).expect("copy");
+    let out3 = dir.path().join("out3");
+    let o = run(&["separate", "--shifts", "0", "-o", utf8(&out3), utf8(&local), &url]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("would write") && stderr.contains("as ") && stderr.contains("Falcon 69.wav does"),
+        "{stderr}"
+    );
+    assert!(out3.join("htdemucs/Falcon 69/vocals.wav").is_file(), "the file's stems: {:?}", files_under(&out3));
+
     // A missing page: the download error code, nothing written.
     let missing = format!("http://127.0.0.1:{}/nothing-here.wav", server.1);
     let out2 = dir.path().join("out2");

@@ -340,17 +340,24 @@ pub async fn publish(service: Arc<Service>, broker: Arc<Broker>) {
         }
         let ids = if failed { Vec::new() } else { service.queue.unpublished().unwrap_or_default() };
         for id in ids {
+            // Marked first: a worker may read the entry, claim the job, fail
+            // and give it back (unmarking it) before a mark made after the
+            // XADD, which would then leave a queued job marked with no entry.
+            if let Err(e) = service.queue.mark_published(id) {
+                tracing::error!("job {id}: {e}");
+                continue;
+            }
             // NOMKSTREAM: an entry never makes a stream that is gone (without
             // the workers' group, and hiding the loss from the check above).
             let added: redis::RedisResult<Option<String>> =
                 redis::cmd("XADD").arg(STREAM).arg("NOMKSTREAM").arg("*").arg("job").arg(id).query_async(c).await;
-            match added {
-                Ok(Some(entry)) => {
-                    tracing::debug!("job {id} on the stream as {entry}");
-                    if let Err(e) = service.queue.mark_published(id) {
-                        tracing::error!("job {id}: {e}");
-                    }
+            if !matches!(added, Ok(Some(_))) {
+                if let Err(e) = service.queue.mark_unpublished(id) {
+                    tracing::error!("job {id}: {e}");
                 }
+            }
+            match added {
+                Ok(Some(entry)) => tracing::debug!("job {id} on the stream as {entry}"),
                 Ok(None) => {
                     tracing::warn!("broker {}: the job stream is gone; making it again", broker.shown);
                     failed = true;

@@ -550,6 +550,8 @@ pub fn run_worker(config: &RemoteConfig, stop: &AtomicBool) -> Result<(), Remote
     // never reach a dead worker's entry behind ten live ones.
     let mut cursor = "0-0".to_string();
     let mut result = Ok(());
+    // Jobs in a row that failed for this worker's own reasons.
+    let mut strikes: u32 = 0;
     // A command that fails drops the connection; the next try waits.
     let broken = |e: &redis::RedisError, backoff: &mut Duration| {
         tracing::warn!("broker: {e}; retrying in {:.1} s", backoff.as_secs_f64());
@@ -619,14 +621,17 @@ pub fn run_worker(config: &RemoteConfig, stop: &AtomicBool) -> Result<(), Remote
         for (message, job) in found {
             let acked = match job {
                 None => true,
-                Some(id) => match run_one(config, &server, &mut separators, &current, &life, stop, id, &message) {
-                    Ok(ack) => ack,
-                    Err(e) => {
-                        result = Err(e);
-                        stop.store(true, Ordering::SeqCst);
-                        false
+                Some(id) => {
+                    match run_one(config, &server, &mut separators, &current, &life, stop, (id, &message), &mut strikes)
+                    {
+                        Ok(ack) => ack,
+                        Err(e) => {
+                            result = Err(e);
+                            stop.store(true, Ordering::SeqCst);
+                            false
+                        }
                     }
-                },
+                }
             };
             {
                 let mut now = current.lock().unwrap_or_else(|p| p.into_inner());
@@ -656,6 +661,17 @@ pub fn run_worker(config: &RemoteConfig, stop: &AtomicBool) -> Result<(), Remote
                     tracing::warn!("broker: cannot acknowledge {message}: {e}");
                     conn = None;
                 }
+            }
+        }
+        let pause = trouble_pause(strikes);
+        if !pause.is_zero() && !stop.load(Ordering::SeqCst) {
+            tracing::warn!(
+                "{strikes} job(s) in a row failed on this worker for its own reasons: pausing {} s so that other workers take them",
+                pause.as_secs()
+            );
+            let until = std::time::Instant::now() + pause;
+            while std::time::Instant::now() < until && !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(250));
             }
         }
     }
@@ -744,6 +760,44 @@ fn heartbeat(config: &RemoteConfig, current: &Mutex<Current>, life: &Life, stop:
 }
 
 /// `message=…&worker=…`, escaped.
+/// How long a worker goes on trying to hand in a finished job's stems,
+/// its completion or its failure while the server does not answer (a
+/// restart, a deploy) or answers with a server error: the separation is
+/// not thrown away for a few seconds of the server's absence.
+const SEND_RETRY_FOR: Duration = Duration::from_secs(120);
+
+/// One try at something sent to the server.
+enum Try<T> {
+    /// Answered (well or not): no second try.
+    Done(T),
+    /// Not reached, or a server error: worth another try.
+    Again(String),
+}
+
+/// Call `attempt` until it is [`Try::Done`], pausing 1 s doubling to
+/// [`MAX_BACKOFF`] between tries, for at most [`SEND_RETRY_FOR`] or until
+/// `stop`; then the last trouble.
+fn retrying<T>(stop: &AtomicBool, what: &str, mut attempt: impl FnMut() -> Try<T>) -> Result<T, String> {
+    let deadline = Instant::now() + SEND_RETRY_FOR;
+    let mut pause = Duration::from_secs(1);
+    loop {
+        match attempt() {
+            Try::Done(v) => return Ok(v),
+            Try::Again(why) => {
+                if Instant::now() + pause > deadline || stop.load(Ordering::SeqCst) {
+                    return Err(why);
+                }
+                tracing::warn!("{what}: {why}; trying again in {} s", pause.as_secs());
+                let until = Instant::now() + pause;
+                while Instant::now() < until && !stop.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                pause = (pause * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
 fn holder_query(message: &str, worker: &str) -> String {
     url::form_urlencoded::Serializer::new(String::new())
         .append_pair("message", message)
@@ -787,7 +841,26 @@ fn fatal_for_everyone(e: &stemroom_library::Error) -> bool {
             | LinkError::OutdatedSolver(_)
             | LinkError::Failed(_),
         ) => false,
+        // This worker's model or ONNX Runtime: missing, damaged, not
+        // fetchable from its network, a model id its older version does
+        // not know, a GPU that fails. Another worker may well have them.
+        stemroom_library::Error::Engine(stemroom_engine::Error::Model(_) | stemroom_engine::Error::Runtime(_)) => false,
         e => matches!(e.code(), ErrorCode::BadInput | ErrorCode::InvalidOptions | ErrorCode::Download),
+    }
+}
+
+/// Longest pause of a worker whose jobs keep failing for its own reasons.
+const MAX_TROUBLE_PAUSE: Duration = Duration::from_secs(300);
+
+/// How long a worker waits before it reads the stream again after
+/// `strikes` jobs in a row failed for its own reasons (its model, runtime,
+/// GPU or network; they went back to the queue): 5 s doubling to
+/// [`MAX_TROUBLE_PAUSE`], so that the jobs it gave back go to other
+/// workers instead of all coming back to it and using up their attempts.
+fn trouble_pause(strikes: u32) -> Duration {
+    match strikes {
+        0 => Duration::ZERO,
+        n => (Duration::from_secs(5) * 2u32.saturating_pow(n.min(10) - 1)).min(MAX_TROUBLE_PAUSE),
     }
 }
 
@@ -800,8 +873,8 @@ fn run_one(
     current: &Mutex<Current>,
     life: &Life,
     stop: &AtomicBool,
-    id: JobId,
-    message: &str,
+    (id, message): (JobId, &str),
+    strikes: &mut u32,
 ) -> Result<bool, RemoteError> {
     life.touch();
     let visibility_ms = u64::try_from(config.visibility.as_millis()).unwrap_or(u64::MAX);
@@ -841,17 +914,30 @@ fn run_one(
         let body = serde_json::json!({
             "message": message, "worker": config.name, "code": code, "error": error, "retry": retry, "stopping": stopping,
         });
-        match server.post::<serde_json::Value>(&format!("/worker/jobs/{id}/fail"), &body)? {
-            Answer::Trouble(why) => {
+        // A stopping worker tries once (its stop waits for no server).
+        let never = AtomicBool::new(stopping);
+        let sent = retrying(if stopping { &never } else { stop }, &format!("job {id}: reporting its failure"), || {
+            match server.post::<serde_json::Value>(&format!("/worker/jobs/{id}/fail"), &body) {
+                Ok(Answer::Trouble(why)) => Try::Again(why),
+                other => Try::Done(other),
+            }
+        });
+        match sent {
+            Err(why) => {
                 tracing::warn!("job {id}: cannot report the failure: {why}");
                 Ok(false)
             }
-            Answer::Refused(why) if is_taken_over(&why) => Ok(false),
-            _ => Ok(true),
+            Ok(answer) => match answer? {
+                Answer::Refused(why) if is_taken_over(&why) => Ok(false),
+                _ => Ok(true),
+            },
         }
     };
     match outcome {
-        Ok(done) => Ok(done),
+        Ok(done) => {
+            *strikes = 0;
+            Ok(done)
+        }
         Err(stemroom_library::Error::Cancelled) if stop.load(Ordering::SeqCst) => {
             fail(ErrorCode::Internal, format!("the worker {} stopped", config.name), true, true)
         }
@@ -867,7 +953,11 @@ fn run_one(
         Err(e) => {
             let code = e.code();
             tracing::warn!("job {id} failed: {e}");
-            fail(code, stemroom_library::worker::plain_message(&e), !fatal_for_everyone(&e), false)
+            let retry = !fatal_for_everyone(&e);
+            if retry {
+                *strikes = strikes.saturating_add(1);
+            }
+            fail(code, stemroom_library::worker::plain_message(&e), retry, false)
         }
     }
 }
@@ -1042,39 +1132,52 @@ fn separate(
     for (stem, path) in &output.stems {
         let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let url = format!("{}/worker/jobs/{id}/stems/{file}?{}", server.base, holder_query(message, &config.name));
-        // Streamed from the file, with its length.
-        let f = std::fs::File::open(path).map_err(io(path))?;
-        let len = f.metadata().map_err(io(path))?.len();
-        // Read through a counter of life; the length makes it a plain
-        // (not chunked) upload.
-        let mut body = Touching { inner: f, life };
-        let r = server
-            .agent
-            .put(&url)
-            .header("Authorization", &server.auth)
-            .header("Content-Length", len)
-            // As the input's reads: a send that cannot go on fails.
-            .config()
-            .timeout_per_write(Some(stemroom_engine::download::READ_TIMEOUT))
-            .build()
-            .send(ureq::SendBody::from_reader(&mut body));
-        let r = r.map(|mut r| {
-            let status = r.status().as_u16();
-            (status, status == 409 && is_taken_over(&r.body_mut().read_to_string().unwrap_or_default()))
-        });
-        match r {
-            Ok((200, _)) => {}
-            Ok((409, true)) => return Err(Error::Internal(TAKEN_OVER.into())),
-            Ok((404 | 409 | 410, _)) => return Err(Error::Cancelled),
-            // Too large for this server: any worker's stem would be (the
-            // job fails for everyone instead of running again elsewhere).
-            Ok((413, _)) => {
-                return Err(Error::Engine(stemroom_engine::Error::InvalidOptions(format!(
+        let len = std::fs::metadata(path).map_err(io(path))?.len();
+        // Sent again from the start while the server is away or answers
+        // with a server error (a restart): the same stem replaces itself.
+        let upload = || -> Try<Result<(), Error>> {
+            // Streamed from the file, with its length.
+            let f = match std::fs::File::open(path) {
+                Ok(f) => f,
+                Err(e) => return Try::Done(Err(io(path)(e))),
+            };
+            // Read through a counter of life; the length makes it a plain
+            // (not chunked) upload.
+            let mut body = Touching { inner: f, life };
+            let r = server
+                .agent
+                .put(&url)
+                .header("Authorization", &server.auth)
+                .header("Content-Length", len)
+                // As the input's reads: a send that cannot go on fails.
+                .config()
+                .timeout_per_write(Some(stemroom_engine::download::READ_TIMEOUT))
+                .build()
+                .send(ureq::SendBody::from_reader(&mut body));
+            let r = r.map(|mut r| {
+                let status = r.status().as_u16();
+                (status, status == 409 && is_taken_over(&r.body_mut().read_to_string().unwrap_or_default()))
+            });
+            Try::Done(match r {
+                Ok((200, _)) => Ok(()),
+                Ok((409, true)) => Err(Error::Internal(TAKEN_OVER.into())),
+                Ok((404 | 409 | 410, _)) => Err(Error::Cancelled),
+                // Too large for this server: any worker's stem would be (the
+                // job fails for everyone instead of running again elsewhere).
+                Ok((413, _)) => Err(Error::Engine(stemroom_engine::Error::InvalidOptions(format!(
                     "the server refuses stem {file} ({len} bytes) as larger than its limit"
-                ))))
-            }
-            Ok((s, _)) => return Err(Error::Internal(format!("the server did not take stem {file}: HTTP {s}"))),
-            Err(e) => return Err(Error::Internal(format!("cannot upload stem {file}: {e}"))),
+                )))),
+                Ok((s @ (408 | 429 | 500..=599), _)) => return Try::Again(format!("HTTP {s}")),
+                Ok((s, _)) => Err(Error::Internal(format!("the server did not take stem {file}: HTTP {s}"))),
+                Err(e) => return Try::Again(e.to_string()),
+            })
+        };
+        let held = life.hold();
+        let sent = retrying(stop, &format!("job {id}: uploading stem {file}"), upload);
+        drop(held);
+        match sent {
+            Ok(r) => r?,
+            Err(why) => return Err(Error::Internal(format!("cannot upload stem {file}: {why}"))),
         }
         stems.push(StemFile { stem: stem.clone(), path: file });
     }
@@ -1083,9 +1186,14 @@ fn separate(
         "duration_seconds": output.audio_seconds,
     });
     let held = life.hold();
-    let completed =
-        server.post_within::<serde_json::Value>(&format!("/worker/jobs/{id}/complete"), &body, COMPLETE_WAIT);
+    let completed = retrying(stop, &format!("job {id}: handing in its stems"), || {
+        match server.post_within::<serde_json::Value>(&format!("/worker/jobs/{id}/complete"), &body, COMPLETE_WAIT) {
+            Ok(Answer::Trouble(why)) => Try::Again(why),
+            other => Try::Done(other),
+        }
+    });
     drop(held);
+    let completed = completed.map_or_else(|why| Ok(Answer::Trouble(why)), |r| r);
     match completed {
         Ok(Answer::Ok(_)) => {
             tracing::info!("job {id} done in {:.1} s on {}", output.seconds, output.provider);
@@ -1192,6 +1300,59 @@ mod tests {
         ] {
             assert!(super::fatal_for_everyone(&Error::Link(everyones)));
         }
+    }
+
+    /// This worker's model or runtime trouble is left to another worker:
+    /// a model it cannot fetch from its network, one its older version
+    /// does not know. A damaged input is everyone's.
+    #[test]
+    fn a_workers_own_model_or_runtime_trouble_is_left_to_another_worker() {
+        use stemroom_engine::model::ModelError;
+        use stemroom_library::Error;
+        let mine = [
+            ModelError::Network("connection refused".into()),
+            ModelError::UnknownModel { id: "htdemucs_2027".into(), known: "htdemucs".into() },
+        ];
+        for e in mine {
+            let e = Error::Engine(stemroom_engine::Error::Model(e));
+            assert!(!super::fatal_for_everyone(&e), "{e}");
+        }
+        let input = Error::Engine(stemroom_engine::Error::InvalidOptions("--shifts 99".into()));
+        assert!(super::fatal_for_everyone(&input));
+    }
+
+    /// A send the server did not take (away for a restart) is tried again
+    /// until it is answered; a stopping worker tries once.
+    #[test]
+    fn a_send_is_tried_again_until_answered_and_once_when_stopping() {
+        use super::{retrying, Try};
+        use std::sync::atomic::AtomicBool;
+        let mut tries = 0;
+        let got = retrying(&AtomicBool::new(false), "test", || {
+            tries += 1;
+            if tries < 2 {
+                Try::Again("connection refused".into())
+            } else {
+                Try::Done(tries)
+            }
+        });
+        assert_eq!(got, Ok(2));
+        let mut tries = 0;
+        let got: Result<(), String> = retrying(&AtomicBool::new(true), "test", || {
+            tries += 1;
+            Try::Again("HTTP 502".into())
+        });
+        assert_eq!((got, tries), (Err("HTTP 502".to_string()), 1));
+    }
+
+    #[test]
+    fn a_worker_in_trouble_pauses_longer_each_time_up_to_five_minutes() {
+        use std::time::Duration;
+        let p: Vec<Duration> = (0..12).map(super::trouble_pause).collect();
+        assert_eq!(p[0], Duration::ZERO, "no pause while jobs go well");
+        assert_eq!((p[1], p[2], p[3]), (Duration::from_secs(5), Duration::from_secs(10), Duration::from_secs(20)));
+        assert!(p.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(p[11], super::MAX_TROUBLE_PAUSE);
     }
 
     #[test]

@@ -70,6 +70,16 @@ impl Queue {
         Ok(())
     }
 
+    /// Undo [`Queue::mark_published`] for job `id` (its entry could not be
+    /// added after all).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn mark_unpublished(&self, id: JobId) -> Result<(), QueueError> {
+        self.conn().execute("UPDATE broker SET published = 0 WHERE job_id = ?1", [id])?;
+        Ok(())
+    }
+
     /// Forget which queued jobs are on the stream (the broker restarted and
     /// may have lost them): they are published again; a copy that survived
     /// is refused when claimed while the job runs, and acknowledged.

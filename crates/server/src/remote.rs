@@ -677,7 +677,30 @@ pub fn run_worker(config: &RemoteConfig, stop: &AtomicBool) -> Result<(), Remote
     }
     beat_stop.store(true, Ordering::SeqCst);
     let _ = heartbeat.join();
+    leave_group(&client, &config.name);
     result
+}
+
+/// Remove this worker from the consumer group when it holds no entry:
+/// Redis never forgets a consumer by itself, and each start under a new
+/// name (the default `HOST-PID`) would add one to the group for good. One
+/// that still holds entries stays (deleting it would drop them; another
+/// worker takes them over after the visibility timeout).
+fn leave_group(client: &redis::Client, name: &str) {
+    let Ok(mut c) = redis_connect(client) else { return };
+    let pending: redis::RedisResult<redis::Value> =
+        redis::cmd("XPENDING").arg(STREAM).arg(GROUP).arg("-").arg("+").arg(1).arg(name).query(&mut c);
+    match pending {
+        Ok(redis::Value::Array(held)) if held.is_empty() => {
+            let gone: redis::RedisResult<i64> =
+                redis::cmd("XGROUP").arg("DELCONSUMER").arg(STREAM).arg(GROUP).arg(name).query(&mut c);
+            if let Err(e) = gone {
+                tracing::debug!("broker: cannot leave the group: {e}");
+            }
+        }
+        Ok(_) => tracing::info!("broker: {name} still holds entries: it stays in the group until they are taken over"),
+        Err(e) => tracing::debug!("broker: cannot read this worker's entries: {e}"),
+    }
 }
 
 /// Every few seconds: tell the server this worker lives, and keep the

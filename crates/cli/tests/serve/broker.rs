@@ -556,15 +556,20 @@ fn a_worker_waits_for_a_server_that_is_not_up_yet() {
 #[test]
 fn a_worker_stopped_mid_job_does_not_use_up_an_attempt() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_redis, url, _data, server) = broker_setup(dir.path(), &["--max-attempts", "1"]);
+    let (redis, url, _data, server) = broker_setup(dir.path(), &["--max-attempts", "1"]);
     let id = server.upload(&testdata("mixture.wav"), &["shifts=2"]);
     let log_a = dir.path().join("a.log");
     let mut a = worker(&server, &url, "first", &worker_token(&server), &log_a);
     server.wait(&id, Duration::from_secs(120), |v| v["status"] == "processing" && v["progress"].as_f64() > Some(0.0));
+    let consumers = || redis_cli(&redis, &["XINFO", "CONSUMERS", "stemroom:jobs", "stemroom-workers"]);
+    assert!(consumers().iter().any(|l| l == "first"), "in the group while it works: {:?}", consumers());
     let term = Command::new("kill").args(["-TERM", &a.id().to_string()]).status().expect("kill");
     assert!(term.success());
     let exit = a.wait().expect("wait");
     assert_eq!(exit.code(), Some(0), "a graceful stop");
+    // Its job handed back, it leaves the consumer group (Redis keeps a
+    // consumer for good otherwise: one per worker start).
+    assert!(!consumers().iter().any(|l| l == "first"), "left the group: {:?}", consumers());
     let queued = server.json(&[&format!("/status/{id}")]);
     assert_eq!(queued["status"], "pending", "back in the queue: {queued}");
     let log_b = dir.path().join("b.log");

@@ -1216,7 +1216,7 @@ fn separate(
         }
     });
     drop(held);
-    let completed = completed.map_or_else(|why| Ok(Answer::Trouble(why)), |r| r);
+    let completed = completed.unwrap_or_else(|why| Ok(Answer::Trouble(why)));
     match completed {
         Ok(Answer::Ok(_)) => {
             tracing::info!("job {id} done in {:.1} s on {}", output.seconds, output.provider);

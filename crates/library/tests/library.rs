@@ -337,6 +337,17 @@ mod queue {
         worker.shutdown();
     }
 
+    /// Wait until `worker`'s threads have ended, as the process's exit ends
+    /// them after `Worker::leave` (one left running would share the next
+    /// worker's working folder).
+    fn gone(worker: &stemroom_library::worker::Worker) {
+        let t0 = Instant::now();
+        while worker.threads() > 0 {
+            assert!(t0.elapsed().as_secs() < 120, "the worker's thread did not end");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     /// The app quitting mid-job (`Worker::leave`, at its exit): the job is
     /// back in the queue with its checkpoint, not a crash the next start
     /// counts; a job whose cancel it had not reached yet is cancelled, not
@@ -365,6 +376,7 @@ mod queue {
         first.leave();
         assert_eq!(q.get(job.id).expect("job").state, JobState::Queued);
         first.shutdown(); // (the exit would end its thread)
+        gone(&first);
         assert_eq!(q.recover(&owner).expect("recover"), 0, "nothing left running");
 
         // Next start: it runs again; a cancel asked just before the quit holds.
@@ -375,6 +387,7 @@ mod queue {
         second.leave();
         assert_eq!(q.get(job.id).expect("job").state, JobState::Cancelled);
         second.shutdown();
+        gone(&second);
         assert_eq!(q.recover(&owner).expect("recover"), 0);
         assert!(
             !stemroom_library::song::partial_dir(&lq.library, q.work_tag(), job.id).exists(),

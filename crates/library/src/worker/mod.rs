@@ -584,12 +584,7 @@ mod tests {
     #[test]
     fn thread_count_follows_the_setting() {
         let dir = tempfile::tempdir().unwrap();
-        let q = Arc::new(Queue::open(&dir.path().join("q.sqlite")).unwrap());
-        let w = Worker::new(
-            q,
-            WorkerConfig { default_library: dir.path().join("lib"), ..Default::default() },
-            Arc::new(Nobody),
-        );
+        let w = fresh_worker(dir.path());
         w.start(3);
         wait_threads(&w, 3);
         w.start(1);
@@ -616,12 +611,7 @@ mod tests {
     #[test]
     fn worker_threads_and_the_threads_they_start_yield_to_playback() {
         let dir = tempfile::tempdir().unwrap();
-        let q = Arc::new(Queue::open(&dir.path().join("q.sqlite")).unwrap());
-        let w = Worker::new(
-            q,
-            WorkerConfig { default_library: dir.path().join("lib"), ..Default::default() },
-            Arc::new(Nobody),
-        );
+        let w = fresh_worker(dir.path());
         w.start(2);
         wait_threads(&w, 2);
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -743,15 +733,16 @@ mod tests {
         assert!(song::song_of_job(&library.join("Song"), &other).is_none());
     }
 
+    /// A worker on an empty queue in `dir`, its library `dir/lib`.
+    fn fresh_worker(dir: &Path) -> Worker {
+        let q = Arc::new(Queue::open(&dir.join("q.sqlite")).unwrap());
+        Worker::new(q, WorkerConfig { default_library: dir.join("lib"), ..Default::default() }, Arc::new(Nobody))
+    }
+
     #[test]
     fn a_graceful_stop_is_not_taken_for_a_cancel() {
         let dir = tempfile::tempdir().unwrap();
-        let q = Arc::new(Queue::open(&dir.path().join("q.sqlite")).unwrap());
-        let w = Worker::new(
-            q,
-            WorkerConfig { default_library: dir.path().join("lib"), ..Default::default() },
-            Arc::new(Nobody),
-        );
+        let w = fresh_worker(dir.path());
         // Two running jobs (as a claim registers them); the second one's
         // cancel is asked.
         let (a, b) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
@@ -769,12 +760,7 @@ mod tests {
     #[test]
     fn a_run_that_ends_removes_only_its_own_cancel_flag() {
         let dir = tempfile::tempdir().unwrap();
-        let q = Arc::new(Queue::open(&dir.path().join("q.sqlite")).unwrap());
-        let w = Worker::new(
-            q,
-            WorkerConfig { default_library: dir.path().join("lib"), ..Default::default() },
-            Arc::new(Nobody),
-        );
+        let w = fresh_worker(dir.path());
         let (old, retry) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
         let guard = RunningGuard(&w.inner, 7, old.clone());
         // The end was recorded; a retry of the job was claimed by another

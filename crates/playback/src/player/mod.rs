@@ -1225,6 +1225,25 @@ mod tests {
         }
     }
 
+    /// Wait until the reader has filled the read-ahead (a fixed wait was
+    /// not always enough under the other tests' load).
+    fn fill_read_ahead(cb: &Callback) {
+        let t0 = std::time::Instant::now();
+        while cb.full.slots() < CHUNKS - 1 && t0.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A 5 s stem of a 440 Hz tone at 0.5, played through an engine with `c`.
+    fn tone_engine(c: &MixControls) -> (tempfile::TempDir, Arc<Shared>, Callback, JoinHandle<()>) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = float_stem(dir.path(), "tone", 5 * RATE as usize, |i| {
+            0.5 * (i as f32 * 440.0 * std::f32::consts::TAU / RATE as f32).sin()
+        });
+        let (sh, cb, reader) = start_engine(open_readers(std::slice::from_ref(&p)).unwrap(), c, RATE, 2).unwrap();
+        (dir, sh, cb, reader)
+    }
+
     /// A tempo change while a loop plays switches at its point and goes on
     /// in song order: the old read-ahead's chunks from the loop's start,
     /// read after its end (the read-ahead is longer than the loop), are not
@@ -1233,18 +1252,11 @@ mod tests {
     #[test]
     fn a_tempo_change_in_a_loop_goes_on_from_its_switch_point() {
         let _paced = paced();
-        let dir = tempfile::tempdir().unwrap();
-        let p = float_stem(dir.path(), "tone", 5 * RATE as usize, |i| {
-            0.5 * (i as f32 * 440.0 * std::f32::consts::TAU / RATE as f32).sin()
-        });
         let mut c = MixControls::unity(1);
-        let (sh, mut cb, reader) = start_engine(open_readers(std::slice::from_ref(&p)).unwrap(), &c, RATE, 2).unwrap();
+        let (_dir, sh, mut cb, reader) = tone_engine(&c);
         sh.seek(20_000);
         sh.set_loop(Some(LoopRegion { start: 20_000, end: 40_000 }));
-        let t0 = std::time::Instant::now();
-        while cb.full.slots() < CHUNKS - 1 && t0.elapsed() < Duration::from_secs(10) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        fill_read_ahead(&cb);
         sh.play();
         let block = 256;
         while sh.position.load(Ordering::Acquire) < 30_000 {
@@ -1273,19 +1285,9 @@ mod tests {
     #[test]
     fn a_tempo_change_right_after_a_seek_re_reads_from_the_seek() {
         let _paced = paced();
-        let dir = tempfile::tempdir().unwrap();
-        let p = float_stem(dir.path(), "tone", 5 * RATE as usize, |i| {
-            0.5 * (i as f32 * 440.0 * std::f32::consts::TAU / RATE as f32).sin()
-        });
         let mut c = MixControls::unity(1);
-        let (sh, mut cb, reader) = start_engine(open_readers(std::slice::from_ref(&p)).unwrap(), &c, RATE, 2).unwrap();
-        let fill = |cb: &Callback| {
-            let t0 = std::time::Instant::now();
-            while cb.full.slots() < CHUNKS - 1 && t0.elapsed() < Duration::from_secs(10) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        };
-        fill(&cb);
+        let (_dir, sh, mut cb, reader) = tone_engine(&c);
+        fill_read_ahead(&cb);
         sh.play();
         render_paced(&mut cb, 8_192);
         sh.seek(100_000);
@@ -1293,11 +1295,11 @@ mod tests {
         sh.set_controls(&c);
         assert_eq!(sh.switch_from.load(Ordering::Acquire), u32::MAX, "no switch ahead on the old place's audio");
         assert_eq!(sh.position.load(Ordering::Acquire), 100_000, "read again from the seek's target");
-        fill(&cb);
+        fill_read_ahead(&cb);
         render_paced(&mut cb, 8_192);
         let at = sh.position.load(Ordering::Acquire);
         assert!((100_000..120_000).contains(&at), "playing on from the seek: {at}");
-        fill(&cb);
+        fill_read_ahead(&cb);
         c.tempo = 1.2;
         sh.set_controls(&c);
         assert_ne!(sh.switch_from.load(Ordering::Acquire), u32::MAX, "then a switch without a gap");
@@ -1770,14 +1772,6 @@ mod tests {
     #[test]
     fn a_loop_wrap_is_no_beat_and_a_take_over_has_no_count_in() {
         let _paced = paced();
-        // The read-ahead full before play (under the other tests' load a
-        // fixed wait was not always enough: the clicks came late).
-        let fill = |cb: &Callback| {
-            let t0 = std::time::Instant::now();
-            while cb.full.slots() < CHUNKS - 1 && t0.elapsed() < Duration::from_secs(10) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        };
         let grid = Some(BeatGrid { bpm: 120.0, offset_seconds: 0.1 });
         let mut c = MixControls::unity(1);
         c.metronome = true;
@@ -1786,7 +1780,7 @@ mod tests {
         // 0.35 s to 1.35 s: the beats at 0.6 and 1.1 s inside.
         let at = |t: f64| (t * f64::from(RATE)).round() as u32;
         sh.set_loop(Some(LoopRegion { start: at(0.35), end: at(1.35) }));
-        fill(&cb);
+        fill_read_ahead(&cb);
         sh.play();
         let out = left(&render_paced(&mut cb, 3 * RATE as usize));
         let got: Vec<f64> = onsets(&out).iter().map(|&i| i as f64 / f64::from(RATE)).collect();
@@ -1804,7 +1798,7 @@ mod tests {
         let (_dir, sh, mut cb, reader) = engine(5 * RATE as usize);
         sh.set_controls(&c);
         sh.set_beat_grid(grid);
-        fill(&cb);
+        fill_read_ahead(&cb);
         sh.skip_count_in.store(true, Ordering::Release);
         sh.play();
         render_paced(&mut cb, RATE as usize / 2);

@@ -189,12 +189,8 @@ impl Server {
                         self.base,
                         backoff.as_secs()
                     );
-                    let until = Instant::now() + backoff;
-                    while Instant::now() < until {
-                        if stop.load(Ordering::SeqCst) {
-                            return Ok(false);
-                        }
-                        std::thread::sleep(Duration::from_millis(100));
+                    if !nap(backoff, stop) {
+                        return Ok(false);
                     }
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
@@ -669,10 +665,7 @@ pub fn run_worker(config: &RemoteConfig, stop: &AtomicBool) -> Result<(), Remote
                 "{strikes} job(s) in a row failed on this worker for its own reasons: pausing {} s so that other workers take them",
                 pause.as_secs()
             );
-            let until = std::time::Instant::now() + pause;
-            while std::time::Instant::now() < until && !stop.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(250));
-            }
+            nap(pause, stop);
         }
     }
     beat_stop.store(true, Ordering::SeqCst);
@@ -775,14 +768,24 @@ fn heartbeat(config: &RemoteConfig, current: &Mutex<Current>, life: &Life, stop:
             Ok(Answer::Trouble(why)) => tracing::debug!("heartbeat: {why}"),
             _ => {}
         }
-        let until = Instant::now() + every;
-        while Instant::now() < until && !stop.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        nap(every, stop);
     }
 }
 
 /// `message=…&worker=…`, escaped.
+/// Sleep `pause`, waking every 50 ms to see whether `stop` was set;
+/// returns false when it was (the sleep then ends early).
+fn nap(pause: Duration, stop: &AtomicBool) -> bool {
+    let until = Instant::now() + pause;
+    while Instant::now() < until {
+        if stop.load(Ordering::SeqCst) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50).min(until.saturating_duration_since(Instant::now())));
+    }
+    !stop.load(Ordering::SeqCst)
+}
+
 /// How long a worker goes on trying to hand in a finished job's stems,
 /// its completion or its failure while the server does not answer (a
 /// restart, a deploy) or answers with a server error: the separation is
@@ -811,10 +814,7 @@ fn retrying<T>(stop: &AtomicBool, what: &str, mut attempt: impl FnMut() -> Try<T
                     return Err(why);
                 }
                 tracing::warn!("{what}: {why}; trying again in {} s", pause.as_secs());
-                let until = Instant::now() + pause;
-                while Instant::now() < until && !stop.load(Ordering::SeqCst) {
-                    std::thread::sleep(Duration::from_millis(100));
-                }
+                nap(pause, stop);
                 pause = (pause * 2).min(MAX_BACKOFF);
             }
         }

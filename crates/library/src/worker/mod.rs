@@ -294,12 +294,7 @@ impl Worker {
     /// A job whose cancel was asked before and not reached yet still ends
     /// cancelled.
     pub fn suspend(&self) {
-        {
-            let running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
-            let mut cancelled = self.inner.cancelled_before_suspend.lock().unwrap_or_else(|p| p.into_inner());
-            cancelled.extend(running.iter().filter(|(_, c)| c.load(Ordering::SeqCst)).map(|(id, _)| *id));
-            self.inner.suspending.store(true, Ordering::SeqCst);
-        }
+        self.inner.begin_suspending();
         self.shutdown();
     }
 
@@ -326,19 +321,7 @@ impl Worker {
     /// Returns without waiting for the threads, which the exit ends.
     pub fn leave(&self) {
         self.inner.stop.store(true, Ordering::SeqCst);
-        let running: Vec<(JobId, bool)> = {
-            // As `suspend`: the cancels asked are recorded before the stop
-            // shows, so a thread that looks in between still ends its job
-            // cancelled (see `Inner::cancel_asked`), not put back or filed.
-            let running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
-            let mut asked = self.inner.cancelled_before_suspend.lock().unwrap_or_else(|p| p.into_inner());
-            let running: Vec<(JobId, bool)> =
-                running.iter().map(|(id, cancel)| (*id, cancel.load(Ordering::SeqCst))).collect();
-            asked.extend(running.iter().filter(|(_, c)| *c).map(|(id, _)| *id));
-            self.inner.suspending.store(true, Ordering::SeqCst);
-            running
-        };
-        for (id, cancelled) in running {
+        for (id, cancelled) in self.inner.begin_suspending() {
             let left = if cancelled {
                 let done = self.inner.queue.finish(id, &JobState::Cancelled, None, &[]);
                 self.inner.drop_work(id);
@@ -374,6 +357,21 @@ impl Inner {
 
     fn library_dir(&self) -> PathBuf {
         self.library_setting().unwrap_or_else(|| self.config.default_library.clone())
+    }
+
+    /// Mark the worker suspending ([`Worker::suspend`], [`Worker::leave`]),
+    /// having recorded first, under the lock claims and cancels take, the
+    /// running jobs whose cancel was asked: a thread that looks in between
+    /// still ends its job cancelled (see [`Inner::cancel_asked`]), not put
+    /// back or filed. Returns the running jobs, each with whether its
+    /// cancel was asked.
+    fn begin_suspending(&self) -> Vec<(JobId, bool)> {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut asked = self.cancelled_before_suspend.lock().unwrap_or_else(|p| p.into_inner());
+        let flags: Vec<(JobId, bool)> = running.iter().map(|(id, c)| (*id, c.load(Ordering::SeqCst))).collect();
+        asked.extend(flags.iter().filter(|(_, c)| *c).map(|(id, _)| *id));
+        self.suspending.store(true, Ordering::SeqCst);
+        flags
     }
 
     /// The library folder chosen in Settings, if one was.

@@ -95,8 +95,9 @@ impl Inner {
 
     pub(super) fn separate(&self, job: &Job, cancel: &Arc<AtomicBool>) -> Result<(String, Vec<StemFile>), Error> {
         let started = Instant::now();
-        let library = self.library_dir();
-        if self.library_setting().is_some() && !library.is_dir() {
+        let chosen = self.library_setting();
+        let library = chosen.clone().unwrap_or_else(|| self.config.default_library.clone());
+        if chosen.is_some() && !library.is_dir() {
             // A folder chosen in Settings (it was there then) that is gone
             // now is most likely a drive or network folder not mounted:
             // made again here, the songs would go to the local disk, hidden

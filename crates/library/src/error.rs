@@ -27,6 +27,18 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The song was separated but could not be moved into the library
+    /// folder `path` (a full disk, a folder gone read-only, every name for
+    /// its title taken). Its stems stay in the job's working folder and a
+    /// retry files them without separating again.
+    #[error(
+        "the song could not be filed in {path}: {source}. Its stems are kept: free space or fix the folder, then retry"
+    )]
+    NotFiled {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// The job was cancelled (by the user, or by shutdown).
     #[error("cancelled")]
     Cancelled,
@@ -60,7 +72,7 @@ impl Error {
             Error::Engine(e) => e.code(),
             Error::Link(e) => e.code(),
             Error::Queue(e) => e.code(),
-            Error::Output { .. } => ErrorCode::Output,
+            Error::Output { .. } | Error::NotFiled { .. } => ErrorCode::Output,
             Error::Cancelled => ErrorCode::Cancelled,
             Error::Internal(_) => ErrorCode::Internal,
         }

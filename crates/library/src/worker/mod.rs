@@ -181,7 +181,8 @@ impl Drop for PartialGuard<'_> {
 impl Worker {
     /// A worker over `queue`; no thread runs until [`Worker::start`]. Leftover
     /// working folders of crashed runs are removed from the library here,
-    /// except those of queued jobs (their checkpoints let them resume).
+    /// except those of queued jobs (their checkpoints let them resume) and
+    /// of failed ones (the stems of a song that could not be filed).
     pub fn new(queue: Arc<Queue>, config: WorkerConfig, listener: Arc<dyn WorkerListener>) -> Self {
         let inner = Inner {
             queue,
@@ -203,9 +204,14 @@ impl Worker {
         // folder than a queued job's checkpoint lost).
         match w.inner.queue.queue() {
             Ok(jobs) => {
-                let queued: Vec<JobId> =
-                    jobs.iter().filter(|j| matches!(j.state, JobState::Queued)).map(|j| j.id).collect();
-                song::clean_partials(&w.library_dir(), w.inner.queue.work_tag(), &queued);
+                // A failed job's folder holds its stems when only filing
+                // failed (see `Inner::separate`): a retry files them.
+                let keep: Vec<JobId> = jobs
+                    .iter()
+                    .filter(|j| matches!(j.state, JobState::Queued | JobState::Failed { .. }))
+                    .map(|j| j.id)
+                    .collect();
+                song::clean_partials(&w.library_dir(), w.inner.queue.work_tag(), &keep);
             }
             Err(e) => tracing::warn!("working folders left as they are: the queue cannot be read: {e}"),
         }
@@ -533,6 +539,11 @@ pub fn plain_message(e: &Error) -> String {
             format!("ONNX Runtime could not be loaded. Install it from the banner at the top, or run `stemroom runtime fetch`. ({e})")
         }
         ErrorCode::BadInput => format!("This file could not be read as audio: {e}"),
+        ErrorCode::Output if matches!(e, Error::NotFiled { .. }) => {
+            let mut m = e.to_string();
+            m[..1].make_ascii_uppercase();
+            format!("{m}.")
+        }
         ErrorCode::Output => format!("The stems could not be written: {e}"),
         _ => e.to_string(),
     }
@@ -729,6 +740,63 @@ mod tests {
         let mut other = job.clone();
         other.created_at += 1.0;
         assert!(song::song_of_job(&library.join("Song"), &other).is_none());
+    }
+
+    #[test]
+    fn a_song_that_cannot_be_filed_keeps_its_stems_for_a_retry() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Arc::new(Queue::open(&dir.path().join("q.sqlite")).unwrap());
+        let library = dir.path().join("lib");
+        let config = WorkerConfig { default_library: library.clone(), ..Default::default() };
+        let options = crate::queue::Settings::default().job_options();
+        q.enqueue(&crate::queue::JobSource::File { path: "/m/gone.wav".into() }, "Song", &options).unwrap();
+        let w = Worker::new(q.clone(), config.clone(), Arc::new(Nobody));
+        let job = q.claim_next().unwrap().unwrap();
+        let work = song::partial_dir(&library, q.work_tag(), job.id);
+        std::fs::create_dir_all(&work).unwrap();
+        std::fs::write(work.join("vocals.wav"), b"stem").unwrap();
+        let stems = vec![crate::queue::StemFile { stem: "vocals".into(), path: "vocals.wav".into() }];
+        song::SongMetadata::new(&job, stems, 12.5, Some("cpu".into()), Some(60.0)).write(&work).unwrap();
+        // Every folder name the title may take is taken: filing fails for
+        // real (as a full disk would make it fail).
+        std::fs::write(library.join("Song"), b"").unwrap();
+        for n in 2..10_000 {
+            std::fs::write(library.join(format!("Song ({n})")), b"").unwrap();
+        }
+        let e = w.inner.separate(&job, &Arc::new(AtomicBool::new(false))).unwrap_err();
+        assert!(matches!(e, Error::NotFiled { .. }), "{e}");
+        let message = plain_message(&e);
+        assert!(
+            message.starts_with("The song could not be filed in ") && message.ends_with("then retry."),
+            "{message}"
+        );
+        assert!(work.join("vocals.wav").is_file(), "the stems stay");
+        let failed = JobState::Failed { code: e.code(), message: e.to_string() };
+        q.finish(job.id, &failed, None, &[]).unwrap();
+        // A restart keeps a failed job's folder.
+        drop(w);
+        let w = Worker::new(q.clone(), config, Arc::new(Nobody));
+        assert!(work.join("vocals.wav").is_file(), "kept across a restart");
+        // Once a name is free, the retry files the stems without separating
+        // (the input is gone and no model is there).
+        std::fs::remove_file(library.join("Song")).unwrap();
+        q.retry(job.id).unwrap();
+        let job = q.claim_next().unwrap().unwrap();
+        let (dest, filed) = w.inner.separate(&job, &Arc::new(AtomicBool::new(false))).unwrap();
+        assert_eq!(Path::new(&dest), library.join("Song"));
+        assert!(filed.len() == 1 && Path::new(&filed[0].path).is_file(), "{filed:?}");
+        assert!(!work.exists());
+        // A cancel asked while filing fails keeps nothing.
+        let job = q.enqueue(&crate::queue::JobSource::File { path: "/m/x.wav".into() }, "Song", &options).unwrap();
+        let job = q.claim_next().unwrap().filter(|j| j.id == job.id).unwrap();
+        let work = song::partial_dir(&library, q.work_tag(), job.id);
+        std::fs::create_dir_all(&work).unwrap();
+        std::fs::write(work.join("vocals.wav"), b"stem").unwrap();
+        let stems = vec![crate::queue::StemFile { stem: "vocals".into(), path: "vocals.wav".into() }];
+        song::SongMetadata::new(&job, stems, 1.0, None, None).write(&work).unwrap();
+        // ("Song" is the song filed above; the other names are still taken.)
+        assert!(matches!(w.inner.separate(&job, &Arc::new(AtomicBool::new(true))), Err(Error::Cancelled)));
+        assert!(!work.exists());
     }
 
     /// A worker on an empty queue in `dir`, its library `dir/lib`.

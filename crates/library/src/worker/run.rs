@@ -123,10 +123,9 @@ impl Inner {
             // Separated before the stop, not filed yet (the stop came while
             // its tempo and key were found): file it now.
             tracing::info!("job {} was separated before the last stop: filing it", job.id);
-            let mut partial = PartialGuard { dir: Some(work.clone()), suspending: &self.suspending };
-            let dest = self.file(job, &library, &work, meta)?;
-            partial.dir = None;
-            return Ok(dest);
+            // A failure to file keeps the folder, as below: a retry comes
+            // back here.
+            return self.file_or_keep(job, &library, &work, meta, cancel);
         }
         // What an interrupted run of this job left: only its checkpoint
         // stays (the separation resumes from it if it still fits).
@@ -203,7 +202,12 @@ impl Inner {
         let meta =
             SongMetadata::new(job, rel, out.seconds, Some(provider.clone()), duration.or(Some(out.audio_seconds)));
         meta.write(&work).map_err(|source| Error::Output { path: work.clone(), source })?;
-        let filed = self.file(job, &library, &work, meta)?;
+        // From here the separated stems stay in the working folder when
+        // filing fails (a full disk, a library folder gone read-only): the
+        // job fails saying so, and a retry files them without separating
+        // again (the branch above), or removing the job removes them.
+        partial.dir = None;
+        let filed = self.file_or_keep(job, &library, &work, meta, cancel)?;
         if self.cancel_asked(job.id, cancel) {
             // Cancelled while it was filed (the tempo and key take
             // seconds): a cancel keeps nothing, and a retry separates
@@ -211,9 +215,28 @@ impl Inner {
             let _ = std::fs::remove_dir_all(&filed.0);
             return Err(Error::Cancelled);
         }
-        partial.dir = None;
         tracing::info!("job {} done in {:.1} s: {}", job.id, started.elapsed().as_secs_f64(), filed.0);
         Ok(filed)
+    }
+
+    /// [`Inner::file`], keeping `work` when filing fails, unless the job's
+    /// cancel was asked meanwhile (a cancel keeps nothing).
+    fn file_or_keep(
+        &self,
+        job: &Job,
+        library: &Path,
+        work: &Path,
+        meta: SongMetadata,
+        cancel: &AtomicBool,
+    ) -> Result<(String, Vec<StemFile>), Error> {
+        self.file(job, library, work, meta).map_err(|e| {
+            if self.cancel_asked(job.id, cancel) {
+                let _ = std::fs::remove_dir_all(work);
+                Error::Cancelled
+            } else {
+                e
+            }
+        })
     }
 
     /// File the song separated into `work` (its `meta` written there):
@@ -235,7 +258,7 @@ impl Inner {
             meta.write(work).map_err(|source| Error::Output { path: work.to_path_buf(), source })?;
         }
         let dest = song::publish_song(library, work, &job.title)
-            .map_err(|source| Error::Output { path: library.to_path_buf(), source })?;
+            .map_err(|source| Error::NotFiled { path: library.to_path_buf(), source })?;
         Ok(self.recorded(job, &meta, &dest))
     }
 

@@ -858,9 +858,11 @@ fn run_fetch(a: &FetchArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Ctrl-C cancels the running separations (they remove their partial
-/// outputs); a second Ctrl-C exits at once.
+/// Ctrl-C (and SIGTERM, and SIGHUP unless started under `nohup`) cancels
+/// the running separations (they remove their partial outputs); a second
+/// one exits at once.
 fn cancel_on_interrupt(bars: Option<&MultiProgress>) -> Arc<AtomicBool> {
+    let nohup = stemroom_engine::signals::hangup_ignored();
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = cancel.clone();
     let bars = bars.cloned().unwrap_or_else(|| MultiProgress::with_draw_target(ProgressDrawTarget::hidden()));
@@ -873,6 +875,11 @@ fn cancel_on_interrupt(bars: Option<&MultiProgress>) -> Arc<AtomicBool> {
         // Above the progress bars (among them, the next redraw wiped it).
         bars.suspend(|| errln!("stemroom: cancelling (removing partial outputs)..."));
     });
+    if nohup {
+        // ctrlc's handler took SIGHUP too: the terminal closing must not
+        // stop a run started under `nohup`.
+        stemroom_engine::signals::ignore_hangup();
+    }
     cancel
 }
 

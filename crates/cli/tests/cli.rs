@@ -866,6 +866,20 @@ fn ctrl_c_cancels_and_leaves_no_partial_output() {
     for signal in ["-INT", "-TERM", "-HUP"] {
         interrupt_after_a_segment(signal);
     }
+    // Started under `nohup`, a closed terminal does not stop the run.
+    let run = LongRun::new();
+    let inner = run.command();
+    let mut nohup = Command::new("nohup");
+    nohup.arg(inner.get_program()).args(inner.get_args());
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => nohup.env(k, v),
+            None => nohup.env_remove(k),
+        };
+    }
+    let status = run.signal_after_first_segment_of(nohup, "-HUP");
+    assert!(status.success(), "under nohup SIGHUP is ignored: {status:?}");
+    assert_eq!(files_under(&run.out).len(), 4, "{:?}", files_under(&run.out));
 }
 
 /// A 24-second separation into its own folders, to be interrupted.
@@ -902,8 +916,13 @@ impl LongRun {
 
     /// Run, send `signal` once the first segment is done, and wait.
     fn signal_after_first_segment(&self, signal: &str) -> std::process::ExitStatus {
+        self.signal_after_first_segment_of(self.command(), signal)
+    }
+
+    /// [`LongRun::signal_after_first_segment`] for `command` (this run's, wrapped).
+    fn signal_after_first_segment_of(&self, mut command: Command, signal: &str) -> std::process::ExitStatus {
         use std::io::{BufRead, BufReader};
-        let mut child = self.command().stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn");
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn");
         let stdout = child.stdout.take().expect("stdout");
         let mut saw_segment = false;
         for line in BufReader::new(stdout).lines() {

@@ -34,6 +34,7 @@ pub mod paths;
 pub mod progress;
 pub mod runtime;
 pub mod separate;
+pub mod signals;
 pub mod units;
 
 pub use error::{Error, ErrorCode};

@@ -109,6 +109,7 @@ pub async fn read(service: &Service, req: Request, file_required: bool) -> Resul
         req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
     let declared: Option<u64> =
         req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let no_body = declared == Some(0) || (declared.is_none() && !req.headers().contains_key(header::TRANSFER_ENCODING));
     let mut job = if content_type.starts_with("multipart/form-data") {
         let limit = service.config.max_upload_bytes;
         if declared.is_some_and(|n| n > limit.saturating_add(MULTIPART_OVERHEAD)) {
@@ -190,9 +191,10 @@ pub async fn read(service: &Service, req: Request, file_required: bool) -> Resul
             take_text(&mut job, &k, v)?;
         }
         job
-    } else if content_type.is_empty() && declared == Some(0) && !query.is_empty() && !file_required {
+    } else if content_type.is_empty() && no_body && !query.is_empty() && !file_required {
         // No body at all, everything in the address (`requests.post(url,
-        // params={"url": …})`).
+        // params={"url": …})` sends `Content-Length: 0`; `curl -X POST`
+        // sends neither length nor chunks, which HTTP/1.1 reads as no body).
         NewJob { upload: None, client_name: None, url: None, fields: BTreeMap::new() }
     } else {
         let e = ApiError::unsupported(format!(
@@ -465,6 +467,12 @@ async fn read_multipart(service: &Service, multipart: &mut Multipart, tally: &Ta
                 job.upload =
                     Some(part.finish().map_err(|e| ApiError::internal(format!("cannot store the upload: {e}")))?);
             } else {
+                let known = |fields: &[&str]| fields.contains(&name.as_str());
+                if !known(URL_FIELDS) && !known(OPTION_FIELDS) && !known(FILE_FIELDS) {
+                    // Named before it is read: a file under another name
+                    // (`-F song=@x.mp3`) is an unknown field, not a long one.
+                    return take_text(&mut job, &name, String::new());
+                }
                 let mut text = Vec::new();
                 while let Some(chunk) =
                     tokio::time::timeout(idle, field.chunk()).await.map_err(|_| stalled())?.map_err(bad)?

@@ -508,13 +508,18 @@ impl Embedded {
     }
 }
 
-/// Wait for SIGINT (Ctrl-C), SIGTERM or SIGHUP.
+/// Wait for SIGINT (Ctrl-C), SIGTERM or SIGHUP (not watched under `nohup`,
+/// which asks that the terminal closing does not stop the server).
 async fn signalled() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
         let mut streams = Vec::new();
-        for kind in [SignalKind::interrupt(), SignalKind::terminate(), SignalKind::hangup()] {
+        let mut kinds = vec![SignalKind::interrupt(), SignalKind::terminate()];
+        if !stemroom_engine::signals::hangup_ignored() {
+            kinds.push(SignalKind::hangup());
+        }
+        for kind in kinds {
             match signal(kind) {
                 Ok(s) => streams.push(s),
                 Err(e) => tracing::error!("cannot watch a signal: {e}"),
@@ -636,11 +641,19 @@ pub fn rate_key(ip: IpAddr) -> IpAddr {
 /// server where it reaches nothing private, or behind an egress filter,
 /// when that matters.)
 ///
+/// The link is read as the intake reads it ([`stemroom_library::link::check_url`]:
+/// spaces and invisible characters at its ends dropped), so what is checked
+/// here is what yt-dlp is given.
+///
 /// # Errors
-/// A message for the client; links that are not http(s) are left to the
-/// intake's own checks.
+/// A message for the client; links the intake refuses (not http(s), or not
+/// a link at all) are left to its own message.
 pub fn check_public_link(url: &str) -> Result<(), String> {
-    let lower = url.trim().to_ascii_lowercase();
+    let Ok(url) = stemroom_library::link::check_url(url) else {
+        // The intake refuses it with the same check, saying why.
+        return Ok(());
+    };
+    let lower = url.to_ascii_lowercase();
     let (rest, default_port) = match (lower.strip_prefix("https://"), lower.strip_prefix("http://")) {
         (Some(rest), _) => (rest, 443),
         (None, Some(rest)) => (rest, 80),
@@ -726,6 +739,11 @@ mod link_tests {
             "http://0177.0.0.1/",
             "http://%31%32%37.0.0.1/",
             "https://no-such-host.invalid/x",
+            // Invisible characters the intake drops before yt-dlp sees the
+            // link (zero-width space, byte-order mark, soft hyphen).
+            "\u{200b}http://169.254.169.254/latest/meta-data/",
+            "\u{feff}http://127.0.0.1:8080/a.wav",
+            "\u{ad}http://localhost/ \u{200b}",
         ] {
             assert!(check_public_link(bad).is_err(), "{bad}");
         }

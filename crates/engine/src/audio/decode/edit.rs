@@ -92,13 +92,15 @@ fn find_box(f: &mut File, mut from: u64, end: u64, kind: &[u8; 4]) -> Option<(u6
         } else if size == 0 {
             size = end - from;
         }
-        if size < header || from + size > end {
+        // A 64-bit size near its maximum must not wrap past `end`.
+        let next = from.checked_add(size)?;
+        if size < header || next > end {
             return None;
         }
         if &head[4..8] == kind {
             return Some((from + header, size - header));
         }
-        from += size;
+        from = next;
     }
     None
 }
@@ -276,5 +278,21 @@ mod tests {
         assert_eq!(single_edit(&elst(0, &[(500, -1)])), None, "an empty edit inserts silence");
         assert_eq!(single_edit(&elst(0, &[(500, 0), (100, 0)])), None);
         assert_eq!(single_edit(&[0, 0, 0, 0, 0, 0, 0, 1, 0]), None, "cut short");
+    }
+
+    #[test]
+    fn a_box_size_near_the_largest_number_does_not_wrap() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("wrap.m4a");
+        // A `free` box with a 64-bit size of 2^64 - 16 (it would wrap back
+        // to its own start), then the `moov` looked for.
+        let mut b = vec![0, 0, 0, 1];
+        b.extend(b"free");
+        b.extend((u64::MAX - 15).to_be_bytes());
+        b.extend([0, 0, 0, 8]);
+        b.extend(b"moov");
+        std::fs::write(&p, &b).unwrap();
+        let mut f = File::open(&p).unwrap();
+        assert_eq!(find_box(&mut f, 0, b.len() as u64, b"moov"), None);
     }
 }

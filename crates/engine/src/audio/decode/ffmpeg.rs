@@ -79,9 +79,17 @@ pub struct FfmpegStatus {
 /// Look for ffmpeg as a decode would and ask its version.
 pub fn ffmpeg_status() -> FfmpegStatus {
     let (ffmpeg, ffprobe) = programs();
-    let version = Command::new(&ffmpeg).arg("-version").stdin(Stdio::null()).stderr(Stdio::null()).output();
-    let probe_ok =
-        Command::new(&ffprobe).arg("-version").stdin(Stdio::null()).output().is_ok_and(|o| o.status.success());
+    // Bounded in time and output: a wrongly chosen program (one that waits
+    // or floods) must not hang the Settings window asking.
+    let ask = |program: &Path| {
+        crate::files::output_within(
+            Command::new(program).arg("-version"),
+            std::time::Duration::from_secs(10),
+            64 * 1024,
+        )
+    };
+    let version = ask(&ffmpeg);
+    let probe_ok = ask(&ffprobe).is_ok_and(|o| o.status.success());
     match version {
         Ok(out) if out.status.success() && probe_ok => {
             let text = String::from_utf8_lossy(&out.stdout);
@@ -252,8 +260,28 @@ fn describe(ffprobe: &Path, path: &Path) -> Result<Described, OpenError> {
     // A length from the whole container (Matroska has none per stream: it
     // includes the video), or ffmpeg's guess from the bit rate for MP3 and
     // raw AAC, is a hint, not something to call the audio truncated by.
-    let length_estimated =
-        stream_seconds.is_none() || format.split(',').any(|f| matches!(f, "mp3" | "aac" | "mp2" | "mpeg"));
+    let length_estimated = stream_seconds.is_none()
+        || format.split(',').any(|f| {
+            // Raw elementary streams: ffprobe's length is the file's
+            // size over a bit rate (a DTS-HD file's core rate, two to
+            // three times too long).
+            matches!(
+                f,
+                "mp3"
+                    | "aac"
+                    | "mp2"
+                    | "mpeg"
+                    | "ac3"
+                    | "eac3"
+                    | "dts"
+                    | "dtshd"
+                    | "truehd"
+                    | "mlp"
+                    | "amr"
+                    | "amrnb"
+                    | "amrwb"
+            )
+        });
     let tag = |key: &str| -> Option<String> {
         [stream.get("tags"), v.get("format").and_then(|f| f.get("tags"))].into_iter().flatten().find_map(|tags| {
             tags.as_object()?

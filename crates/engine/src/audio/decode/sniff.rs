@@ -11,8 +11,16 @@ use super::DecodeError;
 /// Magic bytes at the start of a file and the format they announce
 /// (the formats' specifications: ATSC A/52 sync word, ASF header object
 /// GUID, DTS core sync word, RFC 4867 AMR magic, Monkey's Audio, WavPack,
-/// Musepack SV7/SV8, TTA, Sun/NeXT AU).
+/// Musepack SV7/SV8, TTA, Sun/NeXT AU; EBU Tech 3306 RF64 and ITU-R
+/// BS.2088 BW64, the WAV forms over 4 GiB that recorders and DAWs write;
+/// Sony Wave64's `riff` GUID).
 const MAGIC: &[(&[u8], &str)] = &[
+    (b"RF64", "RF64 WAV audio (the WAV form over 4 GB)"),
+    (b"BW64", "BW64 WAV audio (the WAV form over 4 GB)"),
+    (
+        &[0x72, 0x69, 0x66, 0x66, 0x2E, 0x91, 0xCF, 0x11, 0xA5, 0xD6, 0x28, 0xDB, 0x04, 0xC1, 0x00, 0x00],
+        "Sony Wave64 audio",
+    ),
     (&[0x0B, 0x77], "AC-3 / E-AC-3 (Dolby Digital) audio"),
     (
         &[0x30, 0x26, 0xB2, 0x75, 0x8E, 0x66, 0xCF, 0x11, 0xA6, 0xD9, 0x00, 0xAA, 0x00, 0x62, 0xCE, 0x6C],
@@ -149,6 +157,9 @@ mod tests {
         let m4a = dir.path().join("he.m4a");
         std::fs::write(&m4a, b"\0\0\0\x20ftypM4A \0\0\0\0").unwrap();
         assert!(codec_name(&m4a, &err(&m4a)).unwrap().contains("MP4/M4A"));
+        let rf64 = dir.path().join("long.wav");
+        std::fs::write(&rf64, b"RF64\xff\xff\xff\xffWAVEds64").unwrap();
+        assert!(codec_name(&rf64, &err(&rf64)).unwrap().contains("RF64"));
         let text = dir.path().join("notes.txt");
         std::fs::write(&text, b"hello, this is not audio").unwrap();
         assert_eq!(codec_name(&text, &err(&text)), None);

@@ -102,7 +102,13 @@ impl OutputFormat {
                 while rate > FLAC_MAX_RATE {
                     rate /= 2;
                 }
-                rate
+                // A FLAC frame header states the rate in Hz up to 65,535,
+                // else in tens of Hz (or kHz) (FLAC format, RFC 9639
+                // §9.1.2): 88,201 Hz is written at 88,200.
+                if rate > 65_535 && rate % 10 != 0 {
+                    rate = (rate + 5) / 10 * 10;
+                }
+                rate.min(FLAC_MAX_RATE)
             }
             OutputFormat::Wav { .. } => wanted,
         }
@@ -318,17 +324,30 @@ mod tests {
         }
         assert_eq!(wav.file_rate(4_000), 4_000);
         let flac = OutputFormat::Flac { bits: 24 };
-        for (wanted, want) in
-            [(96_000, 96_000), (192_000, 96_000), (176_400, 88_200), (352_800, 88_200), (8_000, 8_000)]
-        {
+        for (wanted, want) in [
+            (96_000, 96_000),
+            (192_000, 96_000),
+            (176_400, 88_200),
+            (352_800, 88_200),
+            (8_000, 8_000),
+            (88_201, 88_200),
+            (176_402, 88_200),
+            (95_999, 96_000),
+            (65_535, 65_535),
+            (11_111, 11_111),
+        ] {
             assert_eq!(flac.file_rate(wanted), want, "{wanted} Hz");
         }
-        // The rate it gives is one the encoder takes.
+        // The rates it gives are ones the encoder takes, past its first
+        // frame (4096 frames).
         let dir = tempfile::tempdir().expect("tempdir");
-        let p = dir.path().join("hi.flac");
-        let mut w = open(&p, flac, flac.file_rate(192_000), 2, ClipMode::Clamp).expect("192 kHz FLAC opens");
-        w.write(&tone(9000, 0.5)).expect("write");
-        w.finish().expect("finish");
+        for wanted in [192_000, 88_201, 65_535, 11_111] {
+            let p = dir.path().join(format!("{wanted}.flac"));
+            let rate = flac.file_rate(wanted);
+            let mut w = open(&p, flac, rate, 2, ClipMode::Clamp).expect("FLAC opens");
+            w.write(&tone(9000, 0.5)).expect("write");
+            w.finish().unwrap_or_else(|e| panic!("{wanted} Hz: {e}"));
+        }
     }
 
     #[test]

@@ -205,7 +205,8 @@ pub(crate) fn to_frame(x: f64) -> u64 {
 
 fn with_player(state: &AppState, f: impl FnOnce(&Player)) -> Result<(), AppError> {
     let song = state.song.lock();
-    match song.as_ref().and_then(|s| s.player.as_deref()) {
+    let Some(song) = song.as_ref() else { return Err(not_open()) };
+    match song.player.as_deref() {
         Some(p) => {
             f(p);
             Ok(())
@@ -214,8 +215,18 @@ fn with_player(state: &AppState, f: impl FnOnce(&Player)) -> Result<(), AppError
     }
 }
 
+/// No song open (still opening, or closed by a deletion): not the sound
+/// system's fault.
+fn not_open() -> AppError {
+    AppError { code: ErrorCode::InvalidOptions, message: "No song is open.".into() }
+}
+
+/// The song is open without sound (no output device when it was opened).
 fn no_player() -> AppError {
-    AppError { code: ErrorCode::AudioDevice, message: "No song is playing.".into() }
+    AppError {
+        code: ErrorCode::AudioDevice,
+        message: "No song is playing: there was no sound output when it was opened.".into(),
+    }
 }
 
 /// Open a finished song: compute (or read cached) peaks and open the player
@@ -472,6 +483,15 @@ pub async fn song_stream_done(state: S<'_>, id: JobId) -> Result<SongView, AppEr
             let next = old.as_ref().map(|old| reopen_on_files(old, &paths, original.as_deref(), &controls));
             (rate, old, original, next)
         });
+        // The rest of the stream's peaks (minutes of audio when the page
+        // had not read them all), read with the song unlocked: the
+        // window's play, pause and mix commands wait for the lock. The
+        // stream is taken out (its file stays readable once unlinked).
+        let rest = {
+            let mut guard = st.song.lock();
+            guard.as_mut().filter(|s| s.id == id).and_then(|s| s.stream.take())
+        }
+        .map(|mut stream| stream.refresh(None));
         let mut guard = st.song.lock();
         let Some(song) = guard.as_mut().filter(|s| s.id == id) else { return Err(not_open()) };
         // The player replaced by one on the files, stopped once the song
@@ -496,9 +516,7 @@ pub async fn song_stream_done(state: S<'_>, id: JobId) -> Result<SongView, AppEr
                 }
             }
         }
-        if let Some(mut stream) = song.stream.take() {
-            // The rest of the stream (its file stays readable once unlinked).
-            let fresh = stream.refresh(None);
+        if let Some(fresh) = rest {
             let first = song.lanes.len() - fresh.len().min(song.lanes.len());
             for (lane, p) in song.lanes[first..].iter_mut().zip(fresh) {
                 lane.1 = p;
@@ -789,7 +807,7 @@ pub fn player_set_loop(state: S<'_>, region: Option<LoopRegion>) -> Result<(), A
 #[specta::specta]
 pub fn player_set_controls(state: S<'_>, controls: MixControls) -> Result<(), AppError> {
     let mut guard = state.song.lock();
-    let Some(song) = guard.as_mut() else { return Err(no_player()) };
+    let Some(song) = guard.as_mut() else { return Err(not_open()) };
     let Some(player) = song.player.clone() else { return Err(no_player()) };
     // One control per stem whatever the page sent, so the original's
     // control (A/B) is always the last source's.

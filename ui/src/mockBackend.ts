@@ -513,7 +513,7 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
   let ticker: ReturnType<typeof setInterval> | undefined;
   const RATE = 44_100;
   function setStatus(changes: Partial<PlayerStatus>) {
-    if (!player.status) fail("No song is playing.");
+    if (!player.status) fail("No song is open.");
     player.status = { ...player.status, ...changes };
     onStatus?.(structuredClone(player.status));
   }

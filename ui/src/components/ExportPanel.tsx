@@ -42,6 +42,13 @@ export function ExportPanel({ songId, stems, controls, loop, defaultDir }: Props
   useEffect(() => saveExportPrefs({ kind, mix, format, rate }), [kind, mix, format, rate]);
   /** Files that already exist, while the user decides what to do. */
   const [clash, setClash] = useState<string | null>(null);
+  // The question was about the files of the options it was asked for:
+  // another format, folder or choice of stems names other files, so
+  // "Replace" must not apply to them unasked.
+  useEffect(() => setClash(null), [kind, chosen, mix, onlyLoop, format, rate, dest]);
+  // The song's own folder as the song knows it now (a song opened while it
+  // separated learns its folder when it is filed).
+  const destPath = dest.dest.kind === "songFolder" ? defaultDir : dest.path;
   const [running, setRunning] = useState(false);
   const [fraction, setFraction] = useState<number | null>(null);
   // The files of the last export, and the folder they went to (the
@@ -220,7 +227,7 @@ export function ExportPanel({ songId, stems, controls, loop, defaultDir }: Props
         </span>
         <div className="path-picker">
           <code className="path-picker__path" data-testid="export-dir">
-            {dest.path}
+            {destPath}
           </code>
           <button type="button" className="button" onClick={() => void choose()} disabled={running}>
             Choose…

@@ -378,6 +378,18 @@ describe("Player", () => {
     expect(backend.player.exports).toHaveLength(6);
   });
 
+  it("asks again once the options change while it asks (Replace only replaces what it named)", async () => {
+    const { backend, user } = await openPlayer();
+    await user.click(screen.getByRole("button", { name: "Export" }));
+    await screen.findByTestId("exported-file");
+    await user.click(screen.getByRole("button", { name: "Export" }));
+    expect(await screen.findByRole("alertdialog", { name: "Already exported" })).toBeInTheDocument();
+    await user.selectOptions(screen.getByLabelText("Format"), "WAV 24-bit");
+    expect(screen.queryByRole("alertdialog")).not.toBeInTheDocument();
+    expect(screen.getByRole("button", { name: "Export" })).toBeEnabled();
+    expect(backend.player.exports.map((e) => e.onClash)).toEqual(["refuse", "refuse"]);
+  });
+
   it("brings the export's result into view (the panel sits under the lanes)", async () => {
     const { user } = await openPlayer();
     const scrolled: Element[] = [];

@@ -1,5 +1,9 @@
-import { screen } from "@testing-library/react";
-import { describe, expect, it } from "vitest";
+import { render, screen, waitFor } from "@testing-library/react";
+import userEvent from "@testing-library/user-event";
+import { App } from "../App";
+import { BackendProvider } from "../backend";
+import { createMockBackend } from "../mockBackend";
+import { describe, expect, it, vi } from "vitest";
 import { renderApp } from "../test/renderApp";
 
 async function openSettings(options: Parameters<typeof renderApp>[0] = {}) {
@@ -24,6 +28,33 @@ describe("HTTP service in Settings", () => {
     await user.click(screen.getByRole("button", { name: "Stop" }));
     expect(await screen.findByRole("button", { name: "Start" })).toBeInTheDocument();
     expect((await backend.serverStatus()).running).toBe(false);
+  });
+
+  it("starts on Enter in the port field, without saving the settings", async () => {
+    const { user, backend } = await openSettings();
+    const port = await screen.findByRole("spinbutton", { name: "Port" });
+    const save = vi.spyOn(backend, "saveSettings");
+    await user.clear(port);
+    await user.type(port, "8124{Enter}");
+    expect(await screen.findByTestId("server-address")).toHaveTextContent("http://127.0.0.1:8124");
+    expect(save).not.toHaveBeenCalled();
+  });
+
+  it("still offers Start when the service's status cannot be read", async () => {
+    const backend = createMockBackend();
+    vi.spyOn(backend, "serverStatus").mockRejectedValueOnce(new Error("busy"));
+    const user = userEvent.setup();
+    render(
+      <BackendProvider backend={backend}>
+        <App />
+      </BackendProvider>,
+    );
+    await user.click(screen.getByRole("tab", { name: "Settings" }));
+    const start = await screen.findByRole("button", { name: "Start" });
+    await waitFor(() => expect(start).toBeEnabled());
+    await user.click(start);
+    expect(await screen.findByTestId("server-address")).toHaveTextContent("http://127.0.0.1:8000");
+    expect((await backend.serverStatus()).running).toBe(true);
   });
 
   it("says plainly when the port is taken or not a port", async () => {

@@ -15,6 +15,9 @@ export function ServerPanel() {
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string | null>(null);
   const [copied, setCopied] = useState(false);
+  // The status could not be read: Start still works (it says if the port
+  // is taken), rather than staying disabled for good.
+  const [statusFailed, setStatusFailed] = useState(false);
 
   useEffect(() => {
     backend.serverStatus().then(
@@ -22,7 +25,10 @@ export function ServerPanel() {
         setServer(s);
         setPort(String(s.port));
       },
-      (e: unknown) => setError(errorText(e)),
+      (e: unknown) => {
+        setStatusFailed(true);
+        setError(errorText(e));
+      },
     );
   }, [backend]);
 
@@ -102,10 +108,18 @@ export function ServerPanel() {
               max={65535}
               value={port}
               onChange={(e) => setPort(e.target.value)}
+              onKeyDown={(e) => {
+                // The panel sits inside the settings form: Enter here
+                // starts the service instead of saving the settings.
+                if (e.key === "Enter") {
+                  e.preventDefault();
+                  if (!busy && (server || statusFailed)) start();
+                }
+              }}
             />
           </div>
           <div className="field">
-            <button type="button" className="button" disabled={busy || !server} onClick={start}>
+            <button type="button" className="button" disabled={busy || (!server && !statusFailed)} onClick={start}>
               {busy ? "Starting…" : "Start"}
             </button>
           </div>

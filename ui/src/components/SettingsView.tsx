@@ -225,22 +225,31 @@ export function SettingsView({ app }: Props) {
 
   // The folder and the programs are chosen in native dialogs and saved by
   // the app at once; the draft only shows them (Save keeps them as they are).
+  // Saved already: shown without touching "Settings saved" or the other
+  // fields' edits, and an earlier failure to choose is over.
+  function chosen(changes: Partial<Draft>, failedTitle: string) {
+    setDraft((current) => current && { ...current, ...changes });
+    setError((current) => (current?.title === failedTitle ? null : current));
+  }
+
   async function pickLibraryDir() {
+    const failed = "The folder could not be chosen";
     try {
       const saved = await backend.pickLibraryDir();
-      if (saved !== null) change({ libraryDir: saved.libraryDir });
+      if (saved !== null) chosen({ libraryDir: saved.libraryDir }, failed);
     } catch (e) {
-      setError({ title: "The folder could not be chosen", text: errorText(e) });
+      setError({ title: failed, text: errorText(e) });
     }
   }
 
   async function chooseProgram(program: Program, pick: boolean) {
+    const failed = "The program could not be chosen";
     try {
       const saved = await backend.chooseProgram(program, pick);
-      change(program === "ytdlp" ? { ytdlpPath: saved.ytdlpPath } : { ffmpegPath: saved.ffmpegPath });
+      chosen(program === "ytdlp" ? { ytdlpPath: saved.ytdlpPath } : { ffmpegPath: saved.ffmpegPath }, failed);
       void app.refresh();
     } catch (e) {
-      setError({ title: "The program could not be chosen", text: errorText(e) });
+      setError({ title: failed, text: errorText(e) });
     }
   }
 
@@ -267,7 +276,10 @@ export function SettingsView({ app }: Props) {
 
   return (
     <form className="settings" onSubmit={save} noValidate>
-      <p className="muted">Changes apply to songs added after saving.</p>
+      <p className="muted">
+        Separation settings apply to songs added after saving. The library folder and the programs are saved as soon
+        as they are chosen.
+      </p>
 
       <section className="settings__group" aria-labelledby="settings-model">
         <h2 id="settings-model" className="settings__heading">

@@ -221,7 +221,7 @@ pub async fn remove_job(state: S<'_>, id: JobId, delete_files: bool, delete_expo
             let job = st.queue.get(id)?;
             // Open in the player: closed first (its waveform reader would
             // otherwise write its cache into the folder being deleted).
-            drop(st.song.close_if(|s| s.id == id));
+            drop(st.song.close_if(u64::from(id), |s| s.id == id));
             if let Some(dir) = &job.output_dir {
                 let library = st.worker.library_dir();
                 // A folder deleted by hand: nothing to delete. One that now

@@ -13,13 +13,14 @@ use stemroom_engine::ErrorCode;
 use stemroom_engine::runtime::gpu::{self, GpuInfo};
 use stemroom_engine::runtime::install::{self, InstallEvent};
 use stemroom_engine::runtime::RuntimeStatus;
-use stemroom_library::queue::Settings;
+use stemroom_library::queue::{JobId, Settings};
 use tauri::ipc::Channel;
 use tauri::AppHandle;
 
 use super::S;
 use crate::dialog::{on_main, pick_folder};
 use crate::error::AppError;
+use crate::state::AppState;
 
 /// Facts the Settings page and the first-run banner show.
 #[derive(Debug, Clone, Serialize, Type)]
@@ -75,30 +76,40 @@ pub async fn pick_library_dir(app: AppHandle, state: S<'_>) -> Result<Option<Set
     }
     let Some(picked) = pick_folder(&app, "Choose the library folder").await? else { return Ok(None) };
     let dir = picked.to_str().ok_or_else(|| AppError::invalid("The folder's name is not valid Unicode."))?;
-    if !state.worker.running().is_empty() {
-        return Err(AppError::invalid("A separation started meanwhile: choose the folder again once it is done."));
-    }
     // Songs are written there: a folder that takes no files is refused
     // now, not at the end of every queued job.
     check_writable(&picked)?;
+    // No job starts while the setting changes and the working folders move
+    // (a job claimed in between would write into the old folder, or have
+    // its folder replaced under it).
+    state.worker.while_no_job_starts(|running| move_library(&state, &picked, dir, running))?;
+    Ok(Some(state.queue.settings()?))
+}
+
+/// Save `picked` (named `dir`) as the library folder and move the queue's
+/// working folders there; refused while a job runs (`running`).
+fn move_library(state: &AppState, picked: &Path, dir: &str, running: &[JobId]) -> Result<(), AppError> {
+    if !running.is_empty() {
+        return Err(AppError::invalid("A separation started meanwhile: choose the folder again once it is done."));
+    }
     let old = state.worker.library_dir();
     let settings = Settings { library_dir: Some(dir.to_string()), ..state.queue.settings()? };
     state.queue.save_settings(&settings)?;
-    // Queued jobs that were interrupted keep their checkpoints: moved along
-    // (a rename; across file systems the job starts over and the old one
+    // Queued jobs that were interrupted keep their checkpoints, and failed
+    // ones whose song could not be filed their stems: moved along (a
+    // rename; across file systems the job starts over and the old one
     // goes), not left behind in the old folder for good. The same folder
     // by another name (a link, a bind mount) moves nothing.
-    let same = same_dir(&old, &picked);
+    let same = same_dir(&old, picked);
     if !same {
-        let running = state.worker.running();
-        for job in state.queue.queue()?.into_iter().filter(|j| !running.contains(&j.id)) {
+        for job in state.queue.queue()? {
             let from = stemroom_library::song::partial_dir(&old, state.queue.work_tag(), job.id);
             if !from.is_dir() {
                 continue;
             }
             // A stale folder of the same job in the new library is older
             // than this checkpoint.
-            let to = stemroom_library::song::partial_dir(&picked, state.queue.work_tag(), job.id);
+            let to = stemroom_library::song::partial_dir(picked, state.queue.work_tag(), job.id);
             let _ = std::fs::remove_dir_all(&to);
             match std::fs::rename(&from, &to) {
                 Ok(()) => {}
@@ -110,7 +121,7 @@ pub async fn pick_library_dir(app: AppHandle, state: S<'_>) -> Result<Option<Set
             }
         }
     }
-    Ok(Some(state.queue.settings()?))
+    Ok(())
 }
 
 /// Whether `a` and `b` are one folder: the same device and inode (a link

@@ -246,7 +246,7 @@ pub async fn open_song(
     tauri::async_runtime::spawn_blocking(move || {
         // One open at a time; the old player stops before the device is
         // opened again; a close or a later open that comes meanwhile wins.
-        let (opening, old) = st.song.begin_open(u64::from(token));
+        let (opening, old) = st.song.begin_open(u64::from(token), u64::from(id));
         drop(old);
         let job = st.queue.get(id)?;
         if let Some(dir) = st.worker.stream_dir(id).filter(|_| job.state != JobState::Done) {

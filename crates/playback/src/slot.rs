@@ -23,6 +23,9 @@ pub struct OpenSlot<T> {
     /// The key given to the latest [`OpenSlot::begin_open`] (`u64::MAX`:
     /// none yet); written and read under `current`'s lock.
     latest: AtomicU64,
+    /// What the latest [`OpenSlot::begin_open`] opens (its `what`, a song's
+    /// id): [`OpenSlot::close_if`] for it overtakes that open too.
+    latest_what: AtomicU64,
     opening: Mutex<()>,
 }
 
@@ -32,6 +35,7 @@ impl<T> Default for OpenSlot<T> {
             current: Mutex::new(None),
             requests: AtomicU64::new(0),
             latest: AtomicU64::new(u64::MAX),
+            latest_what: AtomicU64::new(u64::MAX),
             opening: Mutex::new(()),
         }
     }
@@ -51,14 +55,15 @@ impl<T> OpenSlot<T> {
         self.current.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Start an open named `key` (new for each open): overtakes any open in
-    /// progress, waits for it to finish, then closes the current song
-    /// (returned, to drop outside any lock) so its device is free before
-    /// the new one opens it.
-    pub fn begin_open(&self, key: u64) -> (Opening<'_>, Option<T>) {
+    /// Start an open named `key` (new for each open) of `what` (a song's
+    /// id): overtakes any open in progress, waits for it to finish, then
+    /// closes the current song (returned, to drop outside any lock) so its
+    /// device is free before the new one opens it.
+    pub fn begin_open(&self, key: u64, what: u64) -> (Opening<'_>, Option<T>) {
         let request = {
             let _current = self.lock();
             self.latest.store(key, Ordering::SeqCst);
+            self.latest_what.store(what, Ordering::SeqCst);
             self.requests.fetch_add(1, Ordering::SeqCst) + 1
         };
         let guard = self.opening.lock().unwrap_or_else(|p| p.into_inner());
@@ -93,11 +98,16 @@ impl<T> OpenSlot<T> {
         current.take()
     }
 
-    /// Close the open song when `is_it` says it is the one (its files are
-    /// being deleted), whichever open made it; takes it (to drop outside
-    /// the lock).
-    pub fn close_if(&self, is_it: impl FnOnce(&T) -> bool) -> Option<T> {
+    /// Close `what` (its files are being deleted): the open song when
+    /// `is_it` says it is the one, whichever open made it, taken (to drop
+    /// outside the lock); and an open of it still in progress, overtaken
+    /// (it would finish after the deletion, and its waveform reader write
+    /// into the deleted folder).
+    pub fn close_if(&self, what: u64, is_it: impl FnOnce(&T) -> bool) -> Option<T> {
         let mut current = self.lock();
+        if self.latest_what.load(Ordering::SeqCst) == what {
+            self.requests.fetch_add(1, Ordering::SeqCst);
+        }
         if !current.as_ref().is_some_and(is_it) {
             return None;
         }
@@ -113,13 +123,13 @@ mod tests {
     #[test]
     fn an_open_overtaken_by_a_close_or_a_later_open_is_dropped() {
         let slot = OpenSlot::<&str>::default();
-        let (opening, old) = slot.begin_open(1);
+        let (opening, old) = slot.begin_open(1, 10);
         assert!(old.is_none());
         assert_eq!(slot.finish_open(opening, "a"), Ok(()));
         assert_eq!(*slot.lock(), Some("a"));
 
         // Closed while "b" was opening: "b" comes back to be dropped.
-        let (opening, old) = slot.begin_open(2);
+        let (opening, old) = slot.begin_open(2, 20);
         assert_eq!(old, Some("a"), "the old song stops before the new one opens");
         assert_eq!(slot.close(2), None);
         assert_eq!(slot.finish_open(opening, "b"), Err("b"));
@@ -127,30 +137,39 @@ mod tests {
 
         // Leaving "a" for "b": the close of "a" comes after "b" began
         // opening (or after it opened), and leaves "b" alone.
-        let (opening, _) = slot.begin_open(1);
+        let (opening, _) = slot.begin_open(1, 10);
         assert_eq!(slot.finish_open(opening, "a"), Ok(()));
-        let (opening, old) = slot.begin_open(2);
+        let (opening, old) = slot.begin_open(2, 20);
         assert_eq!(old, Some("a"));
         assert_eq!(slot.close(1), None, "a close of the song left");
         assert_eq!(slot.finish_open(opening, "b"), Ok(()), "not overtaken by it");
         assert_eq!(slot.close(1), None);
         assert_eq!(*slot.lock(), Some("b"));
         // A song being deleted: closed only when it is the open one.
-        assert_eq!(slot.close_if(|s| *s == "a"), None);
-        assert_eq!(slot.close_if(|s| *s == "b"), Some("b"));
+        assert_eq!(slot.close_if(10, |s| *s == "a"), None);
+        assert_eq!(slot.close_if(20, |s| *s == "b"), Some("b"));
         assert_eq!(*slot.lock(), None);
-        let (opening, _) = slot.begin_open(2);
+        let (opening, _) = slot.begin_open(2, 20);
         assert_eq!(slot.finish_open(opening, "b"), Ok(()));
         assert_eq!(slot.close(2), Some("b"));
+        // Deleted while it opens: the open is overtaken; another song's
+        // deletion leaves it.
+        let (opening, _) = slot.begin_open(3, 20);
+        assert_eq!(slot.close_if(10, |s| *s == "a"), None);
+        assert_eq!(slot.close_if(20, |s| *s == "b"), None);
+        assert_eq!(slot.finish_open(opening, "b"), Err("b"));
+        let (opening, _) = slot.begin_open(4, 20);
+        assert_eq!(slot.close_if(10, |s| *s == "a"), None);
+        assert_eq!(slot.finish_open(opening, "b"), Ok(()));
 
         // Two opens: the first waits for nothing, the second waits for the
         // first to finish; only the second is kept.
         let slot = std::sync::Arc::new(OpenSlot::<u32>::default());
-        let (first, _) = slot.begin_open(1);
+        let (first, _) = slot.begin_open(1, 10);
         let s = slot.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         let second = std::thread::spawn(move || {
-            let (opening, old) = s.begin_open(2);
+            let (opening, old) = s.begin_open(2, 20);
             tx.send(old).unwrap();
             s.finish_open(opening, 2)
         });

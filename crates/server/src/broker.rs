@@ -848,7 +848,7 @@ async fn put_stem(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
-    crate::form::check_space(&service, declared)?;
+    let mut reservation = crate::form::reserve_space(&service, declared)?;
     let dir = staging(&service, id, &h.message);
     tokio::fs::create_dir_all(&dir).await.map_err(|e| ApiError::internal(format!("cannot store stems: {e}")))?;
     let part = crate::upload::PartFile::new(&dir, &file);
@@ -882,8 +882,9 @@ async fn put_stem(
             return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "stem file too large"));
         }
         // The floor of free space, again every 8 MiB of an undeclared length.
-        if declared == 0 && written - checked >= 8 << 20 {
-            crate::form::check_space(&service, written - checked)?;
+        if written - checked >= 8 << 20 {
+            reservation.written(written - checked);
+            crate::form::check_space(&service, 0)?;
             checked = written;
         }
         out.write_all(&chunk).await.map_err(store_err)?;

@@ -134,9 +134,10 @@ pub async fn read(service: &Service, req: Request, file_required: bool) -> Resul
         if let Err(e) = Multipart::from_request(header_only, &()).await {
             return refuse(req, ApiError::bad_request(format!("not a multipart body: {e}"))).await;
         }
-        if let Err(e) = check_space(service, declared.unwrap_or(0)) {
-            return refuse(req, e).await;
-        }
+        let mut reservation = match reserve_space(service, declared.unwrap_or(0)) {
+            Ok(r) => r,
+            Err(e) => return refuse(req, e).await,
+        };
         let tally = Arc::new(Tally::default());
         let idle = service.config.idle_timeout;
         let req =
@@ -144,7 +145,7 @@ pub async fn read(service: &Service, req: Request, file_required: bool) -> Resul
         let mut multipart = Multipart::from_request(req, &())
             .await
             .map_err(|e| ApiError::bad_request(format!("not a multipart body: {e}")))?;
-        match read_multipart(service, &mut multipart, &tally).await {
+        match read_multipart(service, &mut multipart, &tally, &mut reservation).await {
             Ok(job) => job,
             Err(e) => {
                 drain_multipart(&mut multipart, &tally, service.config.idle_timeout).await;
@@ -296,13 +297,54 @@ fn bounded_multipart(
 /// (a `statvfs` call: microseconds, against the 8 MiB's milliseconds).
 const SPACE_CHECK_EVERY: u64 = 8 << 20;
 
-/// 507 when the data folder is below its floor, or would be after `incoming` bytes.
+/// 507 when the data folder is below its floor, or would be after
+/// `incoming` bytes and the bytes that uploads in flight declared and have
+/// not written yet ([`Reservation`]).
 pub(crate) fn check_space(service: &Service, incoming: u64) -> Result<(), ApiError> {
     let free = upload::free_bytes(&service.data_dir).map_err(|e| ApiError::internal(format!("free space: {e}")))?;
-    if free < service.config.min_free_bytes.saturating_add(incoming) {
+    let pending = service.upload_reserved.load(Ordering::SeqCst);
+    if free < service.config.min_free_bytes.saturating_add(incoming).saturating_add(pending) {
         return Err(no_space(service.config.min_free_bytes));
     }
     Ok(())
+}
+
+/// The bytes an upload declared (its `Content-Length`) and has not written
+/// yet, counted against the free-space floor by every other upload's
+/// check: uploads side by side each passed the floor alone, and together
+/// went below it by their sum. Given back as the bytes are written (the
+/// disk's free space then counts them) and when the upload ends.
+pub(crate) struct Reservation<'a> {
+    total: &'a AtomicU64,
+    left: u64,
+}
+
+impl Reservation<'_> {
+    /// `n` more bytes were written.
+    pub(crate) fn written(&mut self, n: u64) {
+        let n = n.min(self.left);
+        self.left -= n;
+        self.total.fetch_sub(n, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.left, Ordering::SeqCst);
+    }
+}
+
+/// Check the floor for an upload of `declared` bytes and reserve them.
+///
+/// # Errors
+/// 507 as [`check_space`].
+pub(crate) fn reserve_space(service: &Service, declared: u64) -> Result<Reservation<'_>, ApiError> {
+    // Reserved first, then checked with everyone's reservations, this one's
+    // among them: two uploads starting at once both count each other.
+    service.upload_reserved.fetch_add(declared, Ordering::SeqCst);
+    let reservation = Reservation { total: &service.upload_reserved, left: declared };
+    check_space(service, 0)?;
+    Ok(reservation)
 }
 
 fn json_pairs(body: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
@@ -394,7 +436,12 @@ async fn drain_field(
     }
 }
 
-async fn read_multipart(service: &Service, multipart: &mut Multipart, tally: &Tally) -> Result<NewJob, ApiError> {
+async fn read_multipart(
+    service: &Service,
+    multipart: &mut Multipart,
+    tally: &Tally,
+    reservation: &mut Reservation<'_>,
+) -> Result<NewJob, ApiError> {
     let bad = |e: axum::extract::multipart::MultipartError| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             too_large(service.config.max_upload_bytes)
@@ -454,6 +501,7 @@ async fn read_multipart(service: &Service, multipart: &mut Multipart, tally: &Ta
                     // declares no length, and uploads running side by side each
                     // passed the check at their start.
                     if written - checked >= SPACE_CHECK_EVERY {
+                        reservation.written(written - checked);
                         checked = written;
                         check_space(service, 0)?;
                     }

@@ -596,6 +596,8 @@ fn zip_response(job: &Job) -> Result<Response, ApiError> {
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/zip"));
     h.insert(header::CONTENT_DISPOSITION, attachment(&job.title, ".zip"));
+    // Made as it is sent: a resumed download starts again.
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("none"));
     if let Ok(v) = HeaderValue::from_str(&job.id.to_string()) {
         h.insert("x-job-id", v);
     }
@@ -615,13 +617,19 @@ pub async fn download(State(service): Shared, UrlPath(id): UrlPath<String>) -> R
 
 /// One stem of a completed job (`drums`, `bass`, `other`, `vocals`, or with
 /// two stems `vocals` and `no_vocals`), with or without its extension.
+/// Served as a file is (tower-http's `ServeFile`): `Range` requests get 206
+/// (a resumed `curl -C -` or `wget -c`, a media element seeking), and
+/// `Last-Modified` / `If-Modified-Since` work.
 #[utoipa::path(get, path = "/stems/{id}/{stem}", tag = "results",
     params(("id" = String, Path, description = "Job id"), ("stem" = String, Path, description = "Stem name")),
-    responses((status = 200, description = "The stem file"), (status = 404, description = "No such job or stem"),
-        (status = 409, description = "Not completed"), (status = 410, description = "The stem was deleted")))]
+    responses((status = 200, description = "The stem file"), (status = 206, description = "The part of it a Range asked for"),
+        (status = 304, description = "Not modified since If-Modified-Since"), (status = 404, description = "No such job or stem"),
+        (status = 409, description = "Not completed"), (status = 410, description = "The stem was deleted"),
+        (status = 416, description = "The Range is outside the file")))]
 pub async fn stem(
     State(service): Shared,
     UrlPath((id, name)): UrlPath<(String, String)>,
+    request: Request,
 ) -> Result<Response, ApiError> {
     let job = service.queue.get(job_id(&id)?)?;
     let entries = finished_stems(&job)?;
@@ -630,21 +638,28 @@ pub async fn stem(
         let names: Vec<&str> = job.stems.iter().map(|s| s.stem.as_str()).collect();
         return Err(ApiError::not_found(format!("job {} has no stem {name}: it has {}", job.id, names.join(", "))));
     };
-    let file = tokio::fs::File::open(&e.path)
-        .await
-        .map_err(|_| ApiError::new(StatusCode::GONE, "gone", "the stem was deleted"))?;
-    let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+    let gone = || ApiError::new(StatusCode::GONE, "gone", "the stem was deleted");
+    if !tokio::fs::metadata(&e.path).await.is_ok_and(|m| m.is_file()) {
+        return Err(gone());
+    }
     let kind = match Path::new(&e.name).extension().and_then(|x| x.to_str()) {
         Some("wav") => "audio/wav",
         Some("flac") => "audio/flac",
         Some("mp3") => "audio/mpeg",
         _ => "application/octet-stream",
     };
-    let mut r = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024)).into_response();
-    let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    h.insert(header::CONTENT_DISPOSITION, attachment(&job.title, &format!(" - {}", e.name)));
+    use tower::ServiceExt as _;
+    let Ok(served) = tower_http::services::ServeFile::new(&e.path).oneshot(request).await;
+    if served.status() == StatusCode::NOT_FOUND {
+        // Deleted since the check above.
+        return Err(gone());
+    }
+    let mut r = served.map(Body::new);
+    if r.status().is_success() {
+        let h = r.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+        h.insert(header::CONTENT_DISPOSITION, attachment(&job.title, &format!(" - {}", e.name)));
+    }
     Ok(r)
 }
 

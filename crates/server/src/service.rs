@@ -50,6 +50,9 @@ pub struct Service {
     pub stopping: watch::Receiver<bool>,
     /// Called with a job's id before its song folder is deleted.
     before_delete: Option<BeforeDelete>,
+    /// Bytes uploads in flight declared and have not written yet
+    /// (`form::Reservation`).
+    pub(crate) upload_reserved: std::sync::atomic::AtomicU64,
 }
 
 /// What an embedding app does before a job's song folder is deleted
@@ -408,6 +411,7 @@ fn build(
         broker,
         stopping,
         before_delete: parts.before_delete,
+        upload_reserved: std::sync::atomic::AtomicU64::new(0),
         config,
     });
     Ok((service, [token, worker_token]))

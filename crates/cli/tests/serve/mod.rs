@@ -321,6 +321,26 @@ fn every_endpoint_end_to_end_with_the_real_model() {
     assert_eq!(std::fs::read(&one).expect("stem"), std::fs::read(out.join("vocals.wav")).expect("zip stem"));
     assert_eq!(server.curl(&[&format!("/stems/{id}/guitar")]).0, 404);
     assert_eq!(server.curl(&[&format!("/stems/{id}/..%2F..%2Fstemroom.sqlite")]).0, 404);
+    // A download broken off is resumed (`curl -C -`, `wget -c`), and a part
+    // is served as asked (a media element seeking).
+    let whole = std::fs::read(&one).expect("stem");
+    let resumed = dir.path().join("resumed.wav");
+    std::fs::write(&resumed, &whole[..1000]).expect("write");
+    assert_eq!(server.curl(&["-C", "-", "-o", utf8(&resumed), &format!("/stems/{id}/vocals")]).0, 206);
+    assert!(std::fs::read(&resumed).expect("resumed") == whole, "the resumed file is the stem");
+    let part = dir.path().join("part.bin");
+    assert_eq!(server.curl(&["-r", "100-199", "-o", utf8(&part), &format!("/stems/{id}/vocals")]).0, 206);
+    assert_eq!(std::fs::read(&part).expect("part"), whole[100..200]);
+    let (code, body) = server.curl(&["-r", &format!("{}-", whole.len() + 10), &format!("/stems/{id}/vocals")]);
+    assert_eq!(code, 416, "{body}");
+    let (code, head) = server.curl(&["-I", &format!("/stems/{id}/vocals")]);
+    assert_eq!(code, 200, "{head}");
+    let head = head.to_ascii_lowercase();
+    for want in ["accept-ranges: bytes", "content-type: audio/wav", "content-disposition: attachment", "last-modified:"]
+    {
+        assert!(head.contains(want), "{want}: {head}");
+    }
+    assert!(head.contains(&format!("content-length: {}", whole.len())), "{head}");
 
     // Synchronous: two stems as MP3, answered with the zip.
     let sync_zip = dir.path().join("sync.zip");
@@ -983,6 +1003,53 @@ fn links_to_this_machine_are_refused_unless_allowed() {
     }
     let jobs = server.json(&["/jobs"]);
     assert_eq!(jobs["total"], 0, "nothing queued: {jobs}");
+}
+
+#[test]
+fn uploads_side_by_side_count_each_others_declared_bytes_against_the_floor() {
+    use std::io::Write;
+    use std::net::TcpStream;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    // A floor 3 GB below the free space now: one 2 GB upload fits, two do not.
+    let df = Command::new("df").args(["-B1", "--output=avail"]).arg(&data).output().expect("df");
+    let free: u64 = String::from_utf8_lossy(&df.stdout).lines().nth(1).and_then(|l| l.trim().parse().ok()).expect("df");
+    let floor_mb = (free / 1_000_000).saturating_sub(3_000);
+    assert!(floor_mb > 0, "this test needs more than 3 GB free");
+    let floor = floor_mb.to_string();
+    let server = Server::start(&data, &["--min-free-mb", &floor, "--max-upload-mb", "4000", "--idle-timeout", "20"]);
+    let addr = server.base.trim_start_matches("http://").to_string();
+    // Headers and the start of a 2 GB file part, then nothing (in flight).
+    let start = || {
+        let mut c = TcpStream::connect(&addr).expect("connect");
+        let head = format!(
+            "POST /upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: multipart/form-data; boundary=B\r\nContent-Length: 2000000000\r\n\r\n\
+             --B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\nRIFF",
+            server.token
+        );
+        c.write_all(head.as_bytes()).expect("write");
+        c.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
+        c
+    };
+    let answer = |c: &mut TcpStream| {
+        let mut buf = [0u8; 4096];
+        match c.read(&mut buf) {
+            Ok(n) => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            Err(_) => None, // still reading the body
+        }
+    };
+    let mut first = start();
+    assert_eq!(answer(&mut first), None, "the first upload is taken");
+    let mut second = start();
+    let refused = answer(&mut second).expect("the second is answered at once");
+    assert!(refused.starts_with("HTTP/1.1 507"), "{refused}");
+    // Once the first is gone, its bytes are free again.
+    drop(first);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut third = start();
+    assert_eq!(answer(&mut third), None, "taken once the first one left");
 }
 
 #[test]

@@ -304,6 +304,17 @@ impl Worker {
         self.shutdown();
     }
 
+    /// Run `f` with the ids of the jobs running now while no job can start
+    /// (claims wait for it): for a change that running jobs must not see
+    /// half done, such as moving the library folder (a job started during
+    /// it would write into the old folder, or have its working folder moved
+    /// under it). Keep `f` short: the workers wait.
+    pub fn while_no_job_starts<R>(&self, f: impl FnOnce(&[JobId]) -> R) -> R {
+        let running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
+        let ids: Vec<JobId> = running.keys().copied().collect();
+        f(&ids)
+    }
+
     /// Ids of the jobs running now.
     pub fn running(&self) -> Vec<JobId> {
         self.inner.running.lock().unwrap_or_else(|p| p.into_inner()).keys().copied().collect()
@@ -797,6 +808,25 @@ mod tests {
         // ("Song" is the song filed above; the other names are still taken.)
         assert!(matches!(w.inner.separate(&job, &Arc::new(AtomicBool::new(true))), Err(Error::Cancelled)));
         assert!(!work.exists());
+    }
+
+    #[test]
+    fn no_job_starts_while_a_change_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = Arc::new(fresh_worker(dir.path()));
+        let options = crate::queue::Settings::default().job_options();
+        let job =
+            w.inner.queue.enqueue(&crate::queue::JobSource::File { path: "/m/a.wav".into() }, "A", &options).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        w.while_no_job_starts(|running| {
+            assert!(running.is_empty());
+            let other = w.clone();
+            std::thread::spawn(move || tx.send(other.inner.claim().unwrap().map(|(j, _)| j.id)).unwrap());
+            assert!(rx.recv_timeout(Duration::from_millis(300)).is_err(), "the claim waits");
+            assert_eq!(w.inner.queue.get(job.id).unwrap().state, JobState::Queued);
+        });
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), Some(job.id), "then it goes on");
+        assert_eq!(w.while_no_job_starts(<[JobId]>::to_vec), vec![job.id]);
     }
 
     /// A worker on an empty queue in `dir`, its library `dir/lib`.

@@ -550,6 +550,77 @@ mod corrupt {
         }
     }
 
+    /// An Ogg file whose page times jump by 59 s each (a crafted file of a
+    /// few hundred KB) is not filled with hours of silence: gaps are filled
+    /// up to a minute or the audio decoded in all, and the rest ends as a
+    /// truncated file.
+    #[test]
+    fn jumping_ogg_page_times_do_not_decode_to_hours_of_silence() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = dir.path().join("t.opus");
+        let src_s = src.to_str().expect("utf-8");
+        stemroom_testkit::ffmpeg(&[
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=f=440:d=30:sample_rate=48000",
+            "-ac",
+            "2",
+            "-c:a",
+            "libopus",
+            "-page_duration",
+            "500000",
+            src_s,
+        ]);
+        let mut bytes = std::fs::read(&src).expect("read");
+        // Ogg pages (RFC 3533): "OggS", granule position at 6..14, CRC at
+        // 22..26 (polynomial 0x04c11db7, unreflected, computed with the CRC
+        // field zeroed), then the segment table.
+        let crc = |page: &[u8]| {
+            let mut c = 0u32;
+            for &b in page {
+                c ^= u32::from(b) << 24;
+                for _ in 0..8 {
+                    c = if c & 0x8000_0000 != 0 { (c << 1) ^ 0x04c1_1db7 } else { c << 1 };
+                }
+            }
+            c
+        };
+        let (mut at, mut audio_page) = (0usize, 0u64);
+        while at + 27 <= bytes.len() && &bytes[at..at + 4] == b"OggS" {
+            let segments = bytes[at + 26] as usize;
+            let body: usize = bytes[at + 27..at + 27 + segments].iter().map(|&b| b as usize).sum();
+            let len = 27 + segments + body;
+            let granule = u64::from_le_bytes(bytes[at + 6..at + 14].try_into().expect("8 bytes"));
+            if granule != 0 && granule != u64::MAX {
+                audio_page += 1;
+                let moved = granule + audio_page * 59 * 48_000;
+                bytes[at + 6..at + 14].copy_from_slice(&moved.to_le_bytes());
+                bytes[at + 22..at + 26].fill(0);
+                let c = crc(&bytes[at..at + len]);
+                bytes[at + 22..at + 26].copy_from_slice(&c.to_le_bytes());
+            }
+            at += len;
+        }
+        assert!(audio_page > 20, "{audio_page} audio pages");
+        let bomb = dir.path().join("jumps.opus");
+        std::fs::write(&bomb, &bytes).expect("write");
+        let mut d = decode::StreamDecoder::open(&bomb).expect("open");
+        let mut frames = 0usize;
+        let ended = loop {
+            match d.next_block() {
+                Ok(Some((block, _))) => frames += block.len() / 2,
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        let seconds = frames as f64 / 48_000.0;
+        // Before: 30 s of tone and 59 s of silence per page, about 40 minutes.
+        assert!(seconds < 120.0, "{seconds:.0} s decoded ({ended:?})");
+        let e = ended.expect_err("refused as truncated");
+        assert!(e.to_string().contains("truncated"), "{e}");
+    }
+
     /// MP3 files at one sample rate joined end to end: the first one's
     /// LAME Info frame counts only its own frames, and symphonia trims
     /// every packet past that count, so the second file was dropped without

@@ -408,8 +408,14 @@ impl NativeStream {
                     let gap = packet_start.saturating_sub(expected);
                     // 10 ms at least (a lost page holds tens of ms to
                     // seconds), a minute at most (beyond: a damaged
-                    // timestamp, not lost audio).
-                    if gap >= rate / 100 && gap <= 60 * rate {
+                    // timestamp, not lost audio). In all, no more silence
+                    // than a minute or the audio decoded, whichever is
+                    // more: a few MB of pages whose times jump by 59 s
+                    // each must not decode to days of silence (what is not
+                    // filled then ends as a truncated file).
+                    let real = self.frames.saturating_sub(self.gaps.1);
+                    let budget = (60 * rate).max(real).saturating_sub(self.gaps.1);
+                    if gap >= rate / 100 && gap <= 60 * rate && gap <= budget {
                         missing = gap;
                     }
                 }

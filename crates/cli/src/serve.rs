@@ -32,6 +32,9 @@ pub struct ServeArgs {
     /// Largest upload in MB.
     #[arg(long, default_value_t = config::DEFAULT_MAX_UPLOAD_BYTES / 1_000_000, value_name = "MB")]
     max_upload_mb: u64,
+    /// Longest upload in minutes of audio (0: no limit).
+    #[arg(long, default_value_t = config::DEFAULT_MAX_UPLOAD_SECONDS / 60, value_name = "MINUTES")]
+    max_upload_minutes: u64,
     /// Refuse uploads (507) when the data folder's disk has less than this free, in MB.
     #[arg(long, default_value_t = config::DEFAULT_MIN_FREE_BYTES / 1_000_000, value_name = "MB")]
     min_free_mb: u64,
@@ -110,6 +113,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
     config.jobs = args.jobs;
     config.keep_days = args.keep_days;
     config.max_upload_bytes = args.max_upload_mb.saturating_mul(1_000_000);
+    config.max_upload_seconds = args.max_upload_minutes.saturating_mul(60);
     config.min_free_bytes = args.min_free_mb.saturating_mul(1_000_000);
     config.jobs_per_hour = args.jobs_per_hour;
     config.cors = args.cors;

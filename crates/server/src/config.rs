@@ -23,6 +23,9 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 32;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
 /// Largest upload accepted by default, in bytes (500 MB, the default:
 /// a 30-minute 24-bit/96 kHz stereo WAV is ~1 GB, a 10-minute one 345 MB).
+/// Default longest upload: 3 hours of audio, the app's default longest
+/// download (`stemroom_library::link::DownloadLimits`).
+pub const DEFAULT_MAX_UPLOAD_SECONDS: u64 = 3 * 3600;
 pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 500 * 1000 * 1000;
 /// Free space the data folder keeps by default, in bytes (2 GB): new uploads
 /// are refused with 507 below it. Separating a 4-minute song writes ~170 MB
@@ -46,6 +49,9 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Require the bearer token (false only with a loopback `listen`).
     pub auth: bool,
+    /// Longest upload in seconds of audio (0: no limit). A few KB of FLAC
+    /// can hold hours of silence, so the bytes alone do not bound the work.
+    pub max_upload_seconds: u64,
     /// Largest upload in bytes.
     pub max_upload_bytes: u64,
     /// Free bytes the data folder keeps; uploads are refused below it.
@@ -106,6 +112,7 @@ impl ServerConfig {
             data_dir,
             auth: true,
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
+            max_upload_seconds: DEFAULT_MAX_UPLOAD_SECONDS,
             min_free_bytes: DEFAULT_MIN_FREE_BYTES,
             jobs_per_hour: DEFAULT_JOBS_PER_HOUR,
             keep_days: None,

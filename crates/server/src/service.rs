@@ -173,6 +173,14 @@ impl Service {
                     let reason = e.to_string().replace(&*up.path().to_string_lossy(), "the file");
                     ApiError::unsupported(format!("this file could not be read as audio: {reason}"))
                 })?;
+                let limit = me.config.max_upload_seconds;
+                if let Some(seconds) = info.duration_seconds.filter(|s| limit > 0 && *s > limit as f64) {
+                    return Err(ApiError::invalid_options(format!(
+                        "the audio lasts {:.0} minutes, longer than this server takes ({} minutes)",
+                        seconds / 60.0,
+                        limit / 60
+                    )));
+                }
                 let path = up.path().to_str().ok_or_else(|| ApiError::internal("upload path is not UTF-8"))?;
                 let title = intake::title_from_tags(&info.tags)
                     .or_else(|| new.client_name.as_deref().and_then(upload::title_from_client_name))

@@ -1053,6 +1053,24 @@ fn uploads_side_by_side_count_each_others_declared_bytes_against_the_floor() {
 }
 
 #[test]
+fn audio_longer_than_the_servers_limit_is_refused_however_small_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"), &["--max-upload-minutes", "1"]);
+    // 61 s of silence in FLAC: a few KB.
+    let long = dir.path().join("long.flac");
+    stemroom_testkit::ffmpeg(&["-f", "lavfi", "-i", "anullsrc=r=44100:cl=stereo", "-t", "61", utf8(&long)]);
+    assert!(std::fs::metadata(&long).expect("flac").len() < 200_000);
+    let (code, body) = server.curl(&["-F", &format!("file=@{}", utf8(&long)), "/upload"]);
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("longer than this server takes (1 minutes)"), "{body}");
+    assert!(files_in(&dir.path().join("data").join("uploads")).is_empty(), "nothing kept");
+    let short = dir.path().join("short.flac");
+    stemroom_testkit::ffmpeg(&["-f", "lavfi", "-i", "anullsrc=r=44100:cl=stereo", "-t", "59", utf8(&short)]);
+    let (code, body) = server.curl(&["-F", &format!("file=@{}", utf8(&short)), "/upload"]);
+    assert_eq!(code, 200, "{body}");
+}
+
+#[test]
 fn a_closed_terminal_stops_the_server_unless_it_runs_under_nohup() {
     let dir = tempfile::tempdir().expect("tempdir");
     let hup = |server: &Server| {

@@ -17,7 +17,7 @@ use crate::view;
     ),
     components(schemas(view::JobView, view::Created, view::JobList, view::Health, view::ServerStatus,
         view::Deleted, view::Status, view::Details, view::OptionsView, routes::JobForm, crate::broker::WorkerView)),
-    modifiers(&Bearer),
+    modifiers(&Bearer, &Aliases),
     security(("bearer" = []))
 )]
 struct ApiDoc;
@@ -30,6 +30,46 @@ impl Modify for Bearer {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// The routes that answer as another (`routes::router`): each documented
+/// as that one's operations, under operation ids of its own (an OpenAPI
+/// operation id names one operation).
+const ALIASES: &[(&str, &str)] = &[
+    ("/job/{id}", "/status/{id}"),
+    ("/jobs/{id}", "/status/{id}"),
+    ("/api/jobs/{id}", "/status/{id}"),
+    ("/result/{id}", "/download/{id}"),
+];
+
+struct Aliases;
+impl Modify for Aliases {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let paths = &mut openapi.paths.paths;
+        // DELETE is documented at /job/{id}; /jobs/{id} takes it too.
+        let delete = paths.get("/job/{id}").and_then(|p| p.delete.clone());
+        for (alias, of) in ALIASES {
+            let Some(mut item) = paths.get(*of).cloned() else { continue };
+            let suffix = alias.trim_matches('/').replace(['/', '{', '}'], "_");
+            let renamed = |op: &mut utoipa::openapi::path::Operation| {
+                op.operation_id = op.operation_id.as_ref().map(|id| format!("{id}__{suffix}"));
+            };
+            if let Some(op) = item.get.as_mut() {
+                renamed(op);
+            }
+            match *alias {
+                "/job/{id}" => item.delete = delete.clone(),
+                "/jobs/{id}" => {
+                    item.delete = delete.clone();
+                    if let Some(op) = item.delete.as_mut() {
+                        renamed(op);
+                    }
+                }
+                _ => {}
+            }
+            paths.insert((*alias).to_string(), item);
+        }
     }
 }
 

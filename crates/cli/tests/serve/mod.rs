@@ -414,9 +414,29 @@ fn every_endpoint_end_to_end_with_the_real_model() {
         "/download/{id}",
         "/stems/{id}/{stem}",
         "/events/{id}",
+        "/jobs/{id}",
+        "/api/jobs/{id}",
+        "/result/{id}",
     ] {
         assert!(api["paths"][p].is_object(), "openapi lacks {p}");
     }
+    // Each method a route takes is documented, under an operation id of its own.
+    for (p, method) in
+        [("/job/{id}", "get"), ("/job/{id}", "delete"), ("/jobs/{id}", "delete"), ("/result/{id}", "get")]
+    {
+        assert!(api["paths"][p][method].is_object(), "openapi lacks {method} {p}");
+    }
+    let mut ids: Vec<&str> = api["paths"]
+        .as_object()
+        .expect("paths")
+        .values()
+        .flat_map(|item| item.as_object().into_iter().flat_map(|m| m.values()))
+        .filter_map(|op| op["operationId"].as_str())
+        .collect();
+    let n = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "operation ids are unique");
 
     // Delete a finished job: its song folder and its upload go.
     let library = server.data.join("library");

@@ -463,7 +463,11 @@ pub fn album_from_tags(tags: &stemroom_engine::audio::encode::Tags) -> Option<St
 /// `text` as a title: without control characters, cut to
 /// [`MAX_TAG_TITLE_CHARS`], trimmed; `None` when nothing is left.
 pub fn clean_title(text: &str) -> Option<String> {
-    let clean: String = text.chars().filter(|c| !c.is_control()).take(MAX_TAG_TITLE_CHARS).collect();
+    // Control characters, and bidirectional embeddings, overrides and
+    // isolates (U+202A-U+202E, U+2066-U+2069), which make a title, and the
+    // file names made from it, read other than they are.
+    let shown = |c: &char| !c.is_control() && !matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    let clean: String = text.chars().filter(shown).take(MAX_TAG_TITLE_CHARS).collect();
     let clean = clean.trim();
     (!clean.is_empty()).then(|| clean.to_string())
 }
@@ -485,9 +489,26 @@ fn result_rejected(p: &Path, reason: String) -> Rejected {
     Rejected { path: p.to_string_lossy().into_owned(), reason }
 }
 
+/// Whether `p` reads as a web address without its scheme: a relative path
+/// whose first part is a host name (`www.…`, or a name with a dot and a
+/// known video site's domain) followed by more.
+fn looks_like_bare_link(p: &Path) -> bool {
+    let Some(s) = p.to_str().filter(|s| !s.starts_with(['/', '.', '~'])) else { return false };
+    let host = s.split('/').next().unwrap_or("").to_ascii_lowercase();
+    let sites = ["youtube.com", "youtu.be", "soundcloud.com", "bandcamp.com", "vimeo.com"];
+    host.starts_with("www.")
+        || host.starts_with("m.")
+        || sites.iter().any(|d| host == *d || host.ends_with(&format!(".{d}")))
+}
+
 fn plain_reason(e: &decode::DecodeError) -> String {
     use decode::DecodeError as D;
     match e {
+        // A link pasted without its scheme (`www.youtube.com/watch?v=…`,
+        // `youtu.be/…`) is not a file.
+        D::NotFound(p) if looks_like_bare_link(p) => {
+            "The file does not exist. A link must start with https:// (copy it from the browser's address bar).".into()
+        }
         D::NotFound(_) => "The file does not exist.".into(),
         D::IsDirectory(_) => "This is a folder.".into(),
         D::EmptyFile(_) => "The file is empty.".into(),
@@ -575,6 +596,10 @@ mod tests {
         assert!(reasons[1].0 == "notes.txt" && reasons[1].1.contains("not an audio file"));
         assert!(reasons[2].0 == "fake.mp3" && reasons[2].1.contains("empty"));
         assert!(reasons[3].0 == "missing.wav" && reasons[3].1.contains("does not exist"));
+        assert!(!reasons[3].1.contains("https://"), "{}", reasons[3].1);
+        assert!(looks_like_bare_link(Path::new("www.youtube.com/watch?v=abc")));
+        assert!(looks_like_bare_link(Path::new("youtu.be/abc")));
+        assert!(!looks_like_bare_link(Path::new("songs/www.mp3")) && !looks_like_bare_link(Path::new("/www.x/a")));
         assert_eq!(q.queue().unwrap().len(), 3);
         // The album's cover is named as skipped, not dropped without a word.
         assert_eq!((r.skipped.as_slice(), r.skipped_more), (&["cover.jpg".to_string()][..], 0));
@@ -668,6 +693,9 @@ mod tests {
         assert_eq!(huge.chars().count(), MAX_TAG_TITLE_CHARS);
         assert_eq!(title_from_tags(&tags(None, "a\r\nb\u{7}c")).as_deref(), Some("abc"));
         assert_eq!(title_from_tags(&tags(None, "\u{1b}\u{7}")), None);
+        // A right-to-left override would show "song.exe" as "song\u{202e}exe.mp3"'s mirror.
+        assert_eq!(title_from_tags(&tags(None, "song\u{202e}3pm.exe")).as_deref(), Some("song3pm.exe"));
+        assert_eq!(clean_title("\u{2066}שיר\u{2069}").as_deref(), Some("שיר"));
     }
 
     #[test]

@@ -33,7 +33,9 @@ fn parse_number(s: &str) -> Option<f64> {
 /// (`NA` for unknown fields). Returns the bytes downloaded so far with the
 /// progress a person sees.
 pub(crate) fn parse_progress(line: &str) -> Option<(f64, DownloadProgress)> {
-    let rest = line.split(PROGRESS_MARK).nth(1)?;
+    // Only at the start of a line (`--newline`): a page title holding the
+    // mark, in another line of yt-dlp's, must not count as progress.
+    let rest = line.trim_start_matches(['\r', ' ']).strip_prefix(PROGRESS_MARK)?;
     let f: Vec<&str> = rest.split_whitespace().collect();
     let downloaded = parse_number(f.first()?)?;
     let total = f.get(1).and_then(|s| parse_number(s)).or_else(|| f.get(2).and_then(|s| parse_number(s)));
@@ -201,9 +203,7 @@ async fn run_download(
                         let l = l.trim_start_matches('\r');
                         if let Some(path) = l.strip_prefix(FILE_MARK) {
                             printed = Some(path.trim_end_matches(['\r', '\n']).to_string());
-                        } else if l.starts_with("[download]")
-                            && (l.contains("does not pass filter") || l.contains("larger than max-filesize"))
-                        {
+                        } else if is_refusal(l) {
                             refusal = Some(l.trim().to_string());
                         }
                     }
@@ -246,9 +246,9 @@ async fn run_download(
                 if started.elapsed() >= Duration::from_secs(limits.max_seconds) {
                     kill_tree(&mut child).await;
                     return Err(LinkError::Refused(format!(
-                        "it was still downloading after {} hours, the longest a song may last (an endless stream, \
+                        "it was still downloading after {}, the longest a song may last (an endless stream, \
                          such as a radio station's, or a very slow connection)",
-                        limits.max_seconds as f64 / 3600.0
+                        limit_text(limits.max_seconds)
                     )));
                 }
             }
@@ -271,6 +271,25 @@ async fn run_download(
     Ok(file)
 }
 
+/// Whether `line` is yt-dlp's own word that it skips the download:
+/// `[download] <title> does not pass filter (<filter>), skipping ..` or
+/// `[download] File is larger than max-filesize (…). Aborting.` Matched at
+/// both ends, so a page title holding those words in another line (a
+/// playlist's `Downloading playlist: <title>`) is not taken for it.
+fn is_refusal(line: &str) -> bool {
+    let l = line.trim();
+    (l.starts_with("[download] ") && l.contains(" does not pass filter (") && l.ends_with("), skipping .."))
+        || l.starts_with("[download] File is larger than max-filesize")
+}
+
+/// A length limit in words: whole hours as hours, else minutes.
+fn limit_text(seconds: u64) -> String {
+    match seconds {
+        s if s % 3600 == 0 && s >= 3600 => format!("{} hour{}", s / 3600, if s == 3600 { "" } else { "s" }),
+        s => format!("{} minute{}", s.div_ceil(60), if s <= 60 { "" } else { "s" }),
+    }
+}
+
 /// Cut `text` to its last `max` bytes or so (at a character boundary).
 fn keep_tail(text: &mut String, max: usize) {
     if text.len() > max {
@@ -288,8 +307,8 @@ fn refused(said: &str, limits: &DownloadLimits) -> LinkError {
     // alternatives), and yt-dlp names the whole filter when it skips.
     let reason = if said.contains("does not pass filter") {
         format!(
-            "it is a live stream (which never ends: separate its recording once it is over) or longer than {} hours",
-            limits.max_seconds as f64 / 3600.0
+            "it is a live stream (which never ends: separate its recording once it is over) or longer than {}",
+            limit_text(limits.max_seconds)
         )
     } else {
         format!("its file is larger than {:.0} MB", limits.max_bytes as f64 / 1e6)
@@ -320,5 +339,23 @@ mod tests {
         assert!(matches!(&e, LinkError::Refused(m) if m.contains("live stream") && m.contains("3 hours")), "{e}");
         let big = "[download] File is larger than max-filesize (2147483648 bytes > 1073741824 bytes). Aborting.";
         assert!(matches!(refused(big, &limits), LinkError::Refused(m) if m.contains("larger than 1074 MB")));
+        assert!(is_refusal(live) && is_refusal(big));
+        // A title holding those words, in another line of yt-dlp's.
+        assert!(!is_refusal("[download] Downloading playlist: x does not pass filter (y)"));
+        let short = DownloadLimits { max_seconds: 300, ..limits };
+        assert!(matches!(refused(live, &short), LinkError::Refused(m) if m.contains("longer than 5 minutes")));
+        assert_eq!(
+            (limit_text(3600), limit_text(5400), limit_text(60)),
+            ("1 hour".into(), "90 minutes".into(), "1 minute".into())
+        );
+    }
+
+    #[test]
+    fn progress_is_read_only_from_our_own_lines() {
+        let (bytes, p) = parse_progress("[stemroom-progress] 1000 4000 NA 500 6").expect("ours");
+        assert_eq!((bytes, p.percent), (1000.0, Some(25.0)));
+        assert!(parse_progress("\r[stemroom-progress] 1 2 NA NA NA").is_some());
+        // A page title holding the mark, in yt-dlp's own line.
+        assert!(parse_progress("[download] Downloading playlist: [stemroom-progress] 99999999999").is_none());
     }
 }

@@ -146,6 +146,13 @@ pub fn check_url(raw: &str) -> Result<String, LinkError> {
     if url.contains("__youtubedl_smuggle") {
         return Err(bad());
     }
+    // A backslash ends the host for urllib3 (yt-dlp's HTTP client) and for
+    // browsers, not for the split below: `http://127.0.0.1\@public.example/`
+    // would be checked as public.example and fetch 127.0.0.1. No web link
+    // needs one.
+    if url.contains('\\') {
+        return Err(bad());
+    }
     let lower = url.to_ascii_lowercase();
     let rest = lower.strip_prefix("https://").or_else(|| lower.strip_prefix("http://")).ok_or_else(bad)?;
     let host = rest.split(['/', '?', '#']).next().unwrap_or("");
@@ -163,9 +170,19 @@ pub fn looks_like_url(s: &str) -> bool {
 }
 
 /// Invisible characters a paste can carry (a byte order mark, zero-width
-/// spaces and joiners, a word joiner): Unicode format characters.
+/// spaces and joiners, a word joiner, bidirectional embeddings, overrides
+/// and isolates, which can also make a link or a title read other than it
+/// is): Unicode format characters.
 fn is_invisible(c: char) -> bool {
-    matches!(c, '\u{feff}' | '\u{200b}'..='\u{200f}' | '\u{2060}'..='\u{2064}' | '\u{00ad}')
+    matches!(
+        c,
+        '\u{feff}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2060}'..='\u{2069}'
+            | '\u{00ad}'
+            | '\u{061c}'
+    )
 }
 
 /// `raw` without white space or invisible characters at either end.
@@ -416,6 +433,8 @@ mod tests {
         assert_eq!(check_url("\u{feff}https://youtu.be/abc\u{200b}").unwrap(), "https://youtu.be/abc");
         assert!(looks_like_url("\u{200b}https://youtu.be/abc"));
         assert!(check_url("https://e.com/a\u{200b}b").is_err(), "inside a link: refused");
+        assert!(check_url("https://e.com/a\u{202e}b").is_err(), "a right-to-left override: refused");
+        assert!(check_url("http://127.0.0.1\\@public.example/").is_err(), "a backslash: refused");
         assert!(check_url("https://e.com/v#__youtubedl_smuggle=%7B%22http_headers%22%3A%7B%7D%7D").is_err());
     }
 

@@ -28,11 +28,22 @@ if [ -z "$wheel" ]; then
         exit 1
     fi
 fi
-if [ ! -f "$lib" ] || [ ! -f "$ORT_DIR/libonnxruntime_providers_shared.so" ]; then
-    tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-    unzip -q -o -j "$wheel" "onnxruntime/capi/libonnxruntime.so.$ORT_VERSION" "onnxruntime/capi/libonnxruntime_providers_shared.so" -d "$tmp"
+# Each library at the size the wheel holds (a copy cut short by a kill or a
+# full disk is unpacked again, not loaded).
+unpacked_ok() {
+    local name=$1 want
+    want=$(unzip -Zl "$wheel" "onnxruntime/capi/$name" 2>/dev/null | awk 'NR==1 {print $4}')
+    [ -n "$want" ] && [ -f "$ORT_DIR/$name" ] && [ "$(stat -c %s "$ORT_DIR/$name")" = "$want" ]
+}
+if ! unpacked_ok "libonnxruntime.so.$ORT_VERSION" || ! unpacked_ok libonnxruntime_providers_shared.so; then
     mkdir -p "$ORT_DIR"
-    mv "$tmp"/* "$ORT_DIR"/
+    # Unpacked beside the install folder (one file system), each file then
+    # renamed into place whole.
+    tmp=$(mktemp -d "$ORT_DIR/.unpack.XXXXXX"); trap 'rm -rf "$tmp"' EXIT
+    unzip -q -o -j "$wheel" "onnxruntime/capi/libonnxruntime.so.$ORT_VERSION" "onnxruntime/capi/libonnxruntime_providers_shared.so" -d "$tmp"
+    for f in "$tmp"/*; do
+        mv -f "$f" "$ORT_DIR/"
+    done
     log "ONNX Runtime in $ORT_DIR"
 fi
 if [ "${1:-}" = "--gpu" ]; then

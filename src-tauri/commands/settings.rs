@@ -458,8 +458,12 @@ pub async fn install_gpu_support(state: S<'_>, channel: Channel<InstallEvent>) -
         // builds): the message names both.
         .run("ONNX Runtime or GPU support is already being installed: wait for it to finish.", move |cancel| {
             let opts = gpu_install_options()?;
-            install::install(&opts, &mut |e| drop(channel.send(e.clone())), &|| cancel.load(Ordering::Relaxed))
-                .map_err(install_error)?;
+            // Installed meanwhile (by `stemroom runtime fetch --gpu`, with
+            // this window's view older): 1.5 GB are not fetched again.
+            if !install::plan(&opts).installed {
+                install::install(&opts, &mut |e| drop(channel.send(e.clone())), &|| cancel.load(Ordering::Relaxed))
+                    .map_err(install_error)?;
+            }
             gpu_support_now()
         })
         .await
@@ -480,8 +484,10 @@ pub async fn install_runtime(state: S<'_>, channel: Channel<InstallEvent>) -> Re
             let cache = stemroom_engine::paths::cache_dir()
                 .ok_or_else(|| AppError::internal("no cache directory (HOME is not set)"))?;
             let opts = install::cpu_options(&cache, None);
-            install::install(&opts, &mut |e| drop(channel.send(e.clone())), &|| cancel.load(Ordering::Relaxed))
-                .map_err(install_error)?;
+            if !install::plan(&opts).installed {
+                install::install(&opts, &mut |e| drop(channel.send(e.clone())), &|| cancel.load(Ordering::Relaxed))
+                    .map_err(install_error)?;
+            }
             Ok(app.runtime())
         })
         .await

@@ -103,6 +103,12 @@ pub fn download(
     let dest = dir.join(file.file_name);
     let part = dir.join(format!("{}.part", file.file_name));
     let fail = |reason: String| DownloadError::Http { url: file.url.to_string(), reason };
+    // Already here whole (a run cancelled or failed after its download, the
+    // file kept for the next): not fetched again; [`verify`] still checks it.
+    if fs::metadata(&dest).is_ok_and(|m| m.is_file() && m.len() == file.bytes) {
+        on_progress(file.bytes);
+        return Ok(dest);
+    }
     let mut have = fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
     if have > file.bytes {
         have = 0;
@@ -127,12 +133,13 @@ pub fn download(
             }
             true
         }
-        // The whole file again: when it says another size, it is a proxy's
-        // or a captive portal's page, which never replaces a partial
-        // download (without a size it is taken, as a server that ignores
-        // ranges sends it, and checked at the end).
-        200 if have > 0
-            && header("content-length").and_then(|l| l.parse::<u64>().ok()).is_some_and(|len| len != file.bytes) =>
+        // The whole file (again): when it says another size, or is a web
+        // page, it is a proxy's or a captive portal's page, which is never
+        // taken for the file's start nor replaces a partial download
+        // (without a size it is taken, as a server that ignores ranges
+        // sends it, and checked at the end).
+        200 if header("content-length").and_then(|l| l.parse::<u64>().ok()).is_some_and(|len| len != file.bytes)
+            || header("content-type").is_some_and(|t| t.to_ascii_lowercase().starts_with("text/html")) =>
         {
             return Err(fail(format!(
                 "the server sent something else than the file ({} bytes, not {}): a proxy or a sign-in page on \
@@ -311,8 +318,9 @@ pub(crate) mod test_server {
                     .find_map(|l| l.to_ascii_lowercase().strip_prefix("range: bytes=").map(str::to_string))
                     .and_then(|r| r.trim().trim_end_matches('-').parse::<usize>().ok())
                     .unwrap_or(0);
-                // A captive portal: a page of its own for a resumed download.
-                if name.starts_with("portal-") && from > 0 {
+                // A captive portal: a page of its own for a resumed download
+                // (`portal-`), or for every request (`signin-`).
+                if (name.starts_with("portal-") && from > 0) || name.starts_with("signin-") {
                     let page = b"<html>Sign in to the hotel's Wi-Fi</html>";
                     let _ = write!(
                         stream,
@@ -357,7 +365,10 @@ mod tests {
     #[test]
     fn a_portal_page_never_replaces_a_partial_download() {
         let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-        let (base, _) = test_server::serve(HashMap::from([("portal-x.bin".to_string(), body.clone())]), 1);
+        let (base, _) = test_server::serve(
+            HashMap::from([("portal-x.bin".to_string(), body.clone()), ("signin-x.bin".to_string(), body.clone())]),
+            1,
+        );
         let url = format!("{base}/portal-x.bin");
         let file = Pinned { url: &url, file_name: "portal-x.bin", bytes: body.len() as u64, sha256: "" };
         let dir = tempfile::tempdir().unwrap();
@@ -369,6 +380,28 @@ mod tests {
         let err = download(&agent, &file, dir.path(), &mut |_| {}, &|| false).expect_err("a portal page");
         assert!(err.to_string().contains("something else than the file"), "{err}");
         assert_eq!(std::fs::read(&part).unwrap(), kept, "the part is untouched");
+        // A fresh download answered by a sign-in page: refused, nothing kept
+        // to be resumed from.
+        let url = format!("{base}/signin-x.bin");
+        let file = Pinned { url: &url, file_name: "signin-x.bin", bytes: body.len() as u64, sha256: "" };
+        let err = download(&agent, &file, dir.path(), &mut |_| {}, &|| false).expect_err("a sign-in page");
+        assert!(err.to_string().contains("something else than the file"), "{err}");
+        assert!(std::fs::metadata(dir.path().join("signin-x.bin.part")).map_or(true, |m| m.len() == 0));
+    }
+
+    /// A file already downloaded whole (kept after a cancel or a failed
+    /// extraction) is not fetched again.
+    #[test]
+    fn a_whole_file_already_here_is_not_fetched_again() {
+        let body: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+        let (base, seen) = test_server::serve(HashMap::from([("x.bin".to_string(), body.clone())]), 1);
+        let url = format!("{base}/x.bin");
+        let file = Pinned { url: &url, file_name: "x.bin", bytes: body.len() as u64, sha256: "" };
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("x.bin"), &body).unwrap();
+        let got = download(&agent(), &file, dir.path(), &mut |_| {}, &|| false).expect("kept file");
+        assert_eq!(got, dir.path().join("x.bin"));
+        assert!(seen.lock().unwrap().is_empty(), "no request made");
     }
 
     /// A server that stops sending mid-body without closing: the read times

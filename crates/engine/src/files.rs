@@ -226,7 +226,13 @@ pub fn output_within(
             None if std::time::Instant::now() < deadline => std::thread::sleep(std::time::Duration::from_millis(10)),
             None => {
                 let _ = child.kill();
-                let _ = child.wait();
+                // Reaped on a thread of its own: a program stuck in the
+                // kernel (nvidia-smi on a GPU in a bad state) outlives even
+                // SIGKILL until the kernel lets go, and must not hold the
+                // caller (a window, a job being queued) that long.
+                std::thread::spawn(move || {
+                    let _ = child.wait();
+                });
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     format!("no answer within {} s", timeout.as_secs()),

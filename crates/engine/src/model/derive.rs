@@ -151,10 +151,13 @@ pub fn derive(
     // folder, so nothing lands beside the base model (which may be
     // read-only) and two runs never share a scratch file.
     let input = work.path().join(&base_info.file);
+    // A link's target is read from the link's own folder: a base model
+    // found under a relative `--model-dir` is named absolutely.
+    let base_path = std::path::absolute(&base.path).map_err(io_at(&base.path))?;
     #[cfg(unix)]
-    std::os::unix::fs::symlink(&base.path, &input).map_err(io_at(&input))?;
+    std::os::unix::fs::symlink(&base_path, &input).map_err(io_at(&input))?;
     #[cfg(not(unix))]
-    std::fs::copy(&base.path, &input).map_err(io_at(&input))?;
+    std::fs::copy(&base_path, &input).map_err(io_at(&input))?;
     let part = work.path().join(format!("{}.part", info.file));
     let out = Command::new(&python)
         // The tools' venv alone: a PYTHONPATH or PYTHONHOME of the user's

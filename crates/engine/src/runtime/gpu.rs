@@ -273,10 +273,15 @@ pub fn facts() -> GpuFacts {
     .filter(|o| o.status.success())
     .map(|o| parse_nvidia_smi(&String::from_utf8_lossy(&o.stdout)))
     .unwrap_or_default();
-    let gpu_runtime =
-        crate::paths::cache_dir().map(|c| c.join(ORT_GPU_DIR).join(ORT_LIBRARY_FILE)).filter(|p| p.is_file());
-    let cuda_provider =
-        gpu_runtime.as_deref().and_then(Path::parent).is_some_and(|d| d.join(CUDA_PROVIDER_FILE).is_file());
+    // Each library there and as unpacked (a file cut short by a full disk
+    // or a kill is not taken for an install: the runtime search skips it,
+    // and so must this check, else CUDA reads as ready when it is not).
+    let usable = |dir: &Path, lib: &str| dir.join(lib).is_file() && super::install::intact(dir, lib);
+    let gpu_runtime = crate::paths::cache_dir()
+        .map(|c| c.join(ORT_GPU_DIR))
+        .filter(|d| usable(d, ORT_LIBRARY_FILE))
+        .map(|d| d.join(ORT_LIBRARY_FILE));
+    let cuda_provider = gpu_runtime.as_deref().and_then(Path::parent).is_some_and(|d| usable(d, CUDA_PROVIDER_FILE));
     let dirs = library_dirs(gpu_runtime.as_deref());
     let missing_libraries = CUDA_LIBRARIES
         .iter()

@@ -509,7 +509,11 @@ fn unpack(
         let mut entry = zip.by_index(index).map_err(|e| bad(e.to_string()))?;
         let out_path = into.join(lib);
         let mut out = File::create(&out_path).map_err(io_err(&out_path))?;
-        let copied = std::io::copy(&mut entry, &mut out).map_err(|e| bad(format!("{lib}: {e}")))?;
+        let copied = std::io::copy(&mut entry, &mut out).map_err(|e| match e.kind() {
+            // The disk, not the wheel: said as the folder it could not fill.
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => io_err(&out_path)(e),
+            _ => bad(format!("{lib}: {e}")),
+        })?;
         if copied != entry.size() {
             return Err(bad(format!("{lib}: {copied} bytes unpacked of {}", entry.size())));
         }
@@ -541,6 +545,8 @@ pub fn install(
     // when it installed these very wheels meanwhile, that is the answer.
     let (_lock, waited) = crate::download::FileLock::wait(&dl.join(".install.lock"), cancelled)?;
     let dest = opts.dest.clone();
+    // (Callers check [`plan`] for an install already there first; `--force`
+    // installs again.)
     if waited && is_installed(&dest, &opts.wheels) {
         on_event(&InstallEvent::Installed { dir: dest.display().to_string() });
         return Ok(dest);

@@ -285,7 +285,7 @@ fn is_refusal(line: &str) -> bool {
 /// A length limit in words: whole hours as hours, else minutes.
 fn limit_text(seconds: u64) -> String {
     match seconds {
-        s if s % 3600 == 0 && s >= 3600 => format!("{} hour{}", s / 3600, if s == 3600 { "" } else { "s" }),
+        s if s.is_multiple_of(3600) && s >= 3600 => format!("{} hour{}", s / 3600, if s == 3600 { "" } else { "s" }),
         s => format!("{} minute{}", s.div_ceil(60), if s <= 60 { "" } else { "s" }),
     }
 }

@@ -105,7 +105,7 @@ impl OutputFormat {
                 // A FLAC frame header states the rate in Hz up to 65,535,
                 // else in tens of Hz (or kHz) (FLAC format, RFC 9639
                 // §9.1.2): 88,201 Hz is written at 88,200.
-                if rate > 65_535 && rate % 10 != 0 {
+                if rate > 65_535 && !rate.is_multiple_of(10) {
                     rate = (rate + 5) / 10 * 10;
                 }
                 rate.min(FLAC_MAX_RATE)

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::classify::classify_run;
 use super::{check_url, command, kill_tree, runtime, LinkError, YtDlp, PROGRESS_MARK};
@@ -168,7 +168,7 @@ async fn run_download(
         .args(["-o", "audio.%(ext)s"])
         .arg("--")
         .arg(url);
-    let mut child = cmd.spawn().map_err(|e| LinkError::Missing(format!("{}: {e}", yt.path.display())))?;
+    let mut child = cmd.spawn().map_err(|e| super::spawn_error(yt, &e))?;
     let _running = super::Running::of(&child);
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         kill_tree(&mut child).await;
@@ -176,8 +176,8 @@ async fn run_download(
     };
     // Lines as bytes: a title in another encoding must not end the reading
     // (yt-dlp would then block on a full pipe).
-    let mut out_lines = BufReader::new(stdout).split(b'\n');
-    let mut err_lines = BufReader::new(stderr).split(b'\n');
+    let mut out_lines = Segments::new(stdout);
+    let mut err_lines = Segments::new(stderr);
     // The last 64 KiB yt-dlp wrote to stderr: its `ERROR:` line comes last.
     let mut err_text = String::new();
     let mut printed: Option<String> = None;
@@ -190,7 +190,7 @@ async fn run_download(
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     while out_open || err_open {
         tokio::select! {
-            line = out_lines.next_segment(), if out_open => match line {
+            line = out_lines.next(), if out_open => match line {
                 Ok(Some(l)) => {
                     let l = String::from_utf8_lossy(&l);
                     if let Some((bytes, p)) = parse_progress(&l) {
@@ -210,7 +210,7 @@ async fn run_download(
                 }
                 _ => out_open = false,
             },
-            line = err_lines.next_segment(), if err_open => match line {
+            line = err_lines.next(), if err_open => match line {
                 Ok(Some(l)) => {
                     let l = String::from_utf8_lossy(&l);
                     if let Some((bytes, p)) = parse_progress(&l) {
@@ -269,6 +269,54 @@ async fn run_download(
         return Err(LinkError::Failed(format!("unexpected output path {}", file.display())));
     }
     Ok(file)
+}
+
+/// Longest line kept whole from a child's output; a longer one is handed
+/// out in pieces of this size (a program that never ends a line must not
+/// fill the memory).
+const MAX_LINE: usize = 64 * 1024;
+
+/// The lines of a child's output, each ended by `\n` or `\r`: ffmpeg, when
+/// yt-dlp hands it a download (some HLS streams), redraws its statistics
+/// with `\r` alone, and those are its only sign of life. Lines are bytes (a
+/// title in another encoding must not end the reading: yt-dlp would then
+/// block on a full pipe).
+struct Segments<R> {
+    reader: R,
+    buf: Vec<u8>,
+    chunk: Vec<u8>,
+    done: bool,
+}
+
+impl<R: AsyncRead + Unpin> Segments<R> {
+    fn new(reader: R) -> Self {
+        Segments { reader, buf: Vec::new(), chunk: vec![0; 8192], done: false }
+    }
+
+    /// The next line without its end, `None` at the end of the output.
+    /// Cancel-safe (for `select!`): what was read stays in `self`.
+    async fn next(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        loop {
+            if let Some(i) = self.buf.iter().position(|&b| b == b'\n' || b == b'\r') {
+                let mut line: Vec<u8> = self.buf.drain(..=i).collect();
+                line.pop();
+                return Ok(Some(line));
+            }
+            if self.buf.len() >= MAX_LINE || (self.done && !self.buf.is_empty()) {
+                let rest = self.buf.split_off(self.buf.len().min(MAX_LINE));
+                return Ok(Some(std::mem::replace(&mut self.buf, rest)));
+            }
+            if self.done {
+                return Ok(None);
+            }
+            let n = self.reader.read(&mut self.chunk).await?;
+            if n == 0 {
+                self.done = true;
+            } else {
+                self.buf.extend_from_slice(&self.chunk[..n]);
+            }
+        }
+    }
 }
 
 /// Whether `line` is yt-dlp's own word that it skips the download:
@@ -348,6 +396,24 @@ mod tests {
             (limit_text(3600), limit_text(5400), limit_text(60)),
             ("1 hour".into(), "90 minutes".into(), "1 minute".into())
         );
+    }
+
+    #[test]
+    fn lines_end_at_either_line_end_and_are_bounded() {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let mut text = b"a\nframe=1 size=10kB\rframe=2 size=20kB\r\nlast".to_vec();
+        text.extend(vec![b'x'; MAX_LINE + 10]);
+        let mut lines = Segments::new(&text[..]);
+        let mut got = Vec::new();
+        rt.block_on(async {
+            while let Some(l) = lines.next().await.unwrap() {
+                got.push(l);
+            }
+        });
+        assert_eq!(got[..4], [b"a".to_vec(), b"frame=1 size=10kB".to_vec(), b"frame=2 size=20kB".to_vec(), Vec::new()]);
+        assert_eq!(got[4].len(), MAX_LINE);
+        assert_eq!(got[5].len(), 4 + 10);
+        assert_eq!(got.len(), 6);
     }
 
     #[test]

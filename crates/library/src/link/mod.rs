@@ -163,6 +163,18 @@ pub fn check_url(raw: &str) -> Result<String, LinkError> {
     Ok(url.to_string())
 }
 
+/// yt-dlp could not be started: missing (or not a program) is
+/// [`LinkError::Missing`], with its fix; anything else (too many open files,
+/// no memory) is this machine's trouble, said as it is.
+pub(crate) fn spawn_error(yt: &YtDlp, e: &std::io::Error) -> LinkError {
+    match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
+            LinkError::Missing(format!("{}: {e}", yt.path.display()))
+        }
+        _ => LinkError::Failed(format!("yt-dlp could not be started ({}): {e}", yt.path.display())),
+    }
+}
+
 /// Whether `s` looks like a link (for front ends that take paths or links).
 pub fn looks_like_url(s: &str) -> bool {
     let l = trim_link(s).to_ascii_lowercase();

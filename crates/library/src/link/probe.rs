@@ -80,7 +80,7 @@ pub fn probe(yt: &YtDlp, url: &str, limit: usize) -> Result<LinkInfo, LinkError>
             .args(["--playlist-end", &(limit + 1).to_string()])
             .arg("--")
             .arg(&url);
-        let child = cmd.spawn().map_err(|e| LinkError::Missing(format!("{}: {e}", yt.path.display())))?;
+        let child = cmd.spawn().map_err(|e| super::spawn_error(yt, &e))?;
         // Dropped on the way out, it kills yt-dlp and what it started (on
         // a time-out too: dropping the child kills only yt-dlp itself).
         let _running = super::Running::of(&child);

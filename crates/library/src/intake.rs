@@ -138,10 +138,19 @@ fn has_audio_extension(p: &Path) -> bool {
     p.extension().and_then(|e| e.to_str()).is_some_and(|e| AUDIO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
+/// Other (non-hidden) files a walk passed: the first
+/// [`MAX_SKIPPED_LISTED`] by path, then only counted (a dropped home folder
+/// passes hundreds of thousands).
+#[derive(Default)]
+struct Skipped {
+    listed: Vec<PathBuf>,
+    more: u32,
+}
+
 /// Audio files under `dir` into `out` until it holds [`MAX_FILES`]; other
 /// (non-hidden) files into `skipped`. Returns whether an audio file was
 /// left out for the limit.
-fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>, skipped: &mut Vec<PathBuf>) -> bool {
+fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>, skipped: &mut Skipped) -> bool {
     let Ok(entries) = std::fs::read_dir(dir) else { return false };
     let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
     paths.sort();
@@ -168,7 +177,8 @@ fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>, skipped: &mut Vec<Path
                 }
                 out.push(p);
             }
-            Ok(m) if m.is_file() => skipped.push(p),
+            Ok(m) if m.is_file() && skipped.listed.len() < MAX_SKIPPED_LISTED => skipped.listed.push(p),
+            Ok(m) if m.is_file() => skipped.more = skipped.more.saturating_add(1),
             _ => {}
         }
     }
@@ -212,7 +222,7 @@ pub fn add_paths_with(queue: &Queue, paths: &[PathBuf], add: AddOptions) -> Resu
             add_link(queue, url, &options, link::Reach::Any, &mut ytdlp, &mut result)?;
         } else if p.is_dir() {
             let before = files.len();
-            let mut skipped = Vec::new();
+            let mut skipped = Skipped::default();
             let cut = walk(p, 0, &mut files, &mut skipped);
             if cut {
                 let reason = match files[before..].last() {
@@ -229,7 +239,7 @@ pub fn add_paths_with(queue: &Queue, paths: &[PathBuf], add: AddOptions) -> Resu
             if files.len() == before && !cut {
                 result.rejected.push(result_rejected(p, "This folder holds no audio files.".into()));
             } else {
-                for s in skipped {
+                for s in skipped.listed {
                     if result.skipped.len() < MAX_SKIPPED_LISTED {
                         let rel = s.strip_prefix(p).unwrap_or(&s);
                         result.skipped.push(rel.to_string_lossy().into_owned());
@@ -237,6 +247,7 @@ pub fn add_paths_with(queue: &Queue, paths: &[PathBuf], add: AddOptions) -> Resu
                         result.skipped_more += 1;
                     }
                 }
+                result.skipped_more = result.skipped_more.saturating_add(skipped.more);
             }
         } else {
             files.push(p.clone());

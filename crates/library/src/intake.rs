@@ -267,14 +267,18 @@ pub fn add_paths_with(queue: &Queue, paths: &[PathBuf], add: AddOptions) -> Resu
                     continue;
                 };
                 let source = JobSource::File { path: path.to_string() };
-                if !add.allow_duplicates {
-                    if let Some(existing) = queue.live_job_of(&source)? {
-                        result.duplicates.push(Duplicate { path: path.to_string(), existing });
-                        continue;
-                    }
-                }
                 let title = title_from_tags(&info.tags).unwrap_or_else(|| title_for(&f));
-                let job = queue.enqueue(&source, &title, &options)?;
+                let job = if add.allow_duplicates {
+                    queue.enqueue(&source, &title, &options)?
+                } else {
+                    match queue.enqueue_unless_live(&source, &title, &options)? {
+                        (job, true) => job,
+                        (existing, false) => {
+                            result.duplicates.push(Duplicate { path: path.to_string(), existing });
+                            continue;
+                        }
+                    }
+                };
                 if let Some(album) = album_from_tags(&info.tags) {
                     queue.set_album(job.id, &album)?;
                 }

@@ -6,14 +6,50 @@ use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use super::schema::{fail_damaged, job_in, job_in_checked, jobs_where, json, next_position};
 use super::{Job, JobId, JobOptions, JobSource, JobState, Queue, QueueError, StemFile, UnixMillis};
 
+/// The newest job of a source (`?1`, as JSON) that is queued, running or
+/// in the library.
+const LIVE_OF_SOURCE: &str = "WHERE source = ?1 AND status IN ('queued', 'running', 'done') ORDER BY id DESC LIMIT 1";
+
 impl Queue {
     /// Add a job at the end of the queue.
     ///
     /// # Errors
     /// Database errors.
     pub fn enqueue(&self, source: &JobSource, title: &str, options: &JobOptions) -> Result<Job, QueueError> {
+        self.enqueue_with(source, title, options, false).map(|(job, _)| job)
+    }
+
+    /// [`Queue::enqueue`], unless `source` has a live job
+    /// ([`Queue::live_job_of`]): then that job, with `false`. Checked and
+    /// added in one transaction, so two adds of one file at once (two
+    /// drops, a drop and a second start's "Open with") add it once.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn enqueue_unless_live(
+        &self,
+        source: &JobSource,
+        title: &str,
+        options: &JobOptions,
+    ) -> Result<(Job, bool), QueueError> {
+        self.enqueue_with(source, title, options, true)
+    }
+
+    fn enqueue_with(
+        &self,
+        source: &JobSource,
+        title: &str,
+        options: &JobOptions,
+        unless_live: bool,
+    ) -> Result<(Job, bool), QueueError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if unless_live {
+            let live = jobs_where(&tx, LIVE_OF_SOURCE, &[&json(source)?])?;
+            if let Some(existing) = live.into_iter().next() {
+                return Ok((existing, false));
+            }
+        }
         let position = next_position(&tx)?;
         tx.execute(
             "INSERT INTO jobs (source, title, options, state, status, position, created_ms)
@@ -24,7 +60,7 @@ impl Queue {
             u32::try_from(tx.last_insert_rowid()).map_err(|_| QueueError::Corrupt("job id out of range".into()))?;
         let job = job_in(&tx, id)?;
         tx.commit()?;
-        Ok(job)
+        Ok((job, true))
     }
 
     /// One job.
@@ -57,11 +93,7 @@ impl Queue {
     /// Database errors.
     pub fn live_job_of(&self, source: &JobSource) -> Result<Option<Job>, QueueError> {
         let src = json(source)?;
-        let found = jobs_where(
-            &self.conn(),
-            "WHERE source = ?1 AND status IN ('queued', 'running', 'done') ORDER BY id DESC LIMIT 1",
-            &[&src],
-        )?;
+        let found = jobs_where(&self.conn(), LIVE_OF_SOURCE, &[&src])?;
         Ok(found.into_iter().next())
     }
 

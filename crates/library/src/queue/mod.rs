@@ -293,6 +293,28 @@ mod tests {
     }
 
     #[test]
+    fn one_file_added_from_two_processes_at_once_is_queued_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("q.sqlite");
+        // Two connections, as the app and a second start's "Open with".
+        let queues = [Arc::new(Queue::open(&db).unwrap()), Arc::new(Queue::open(&db).unwrap())];
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let q = queues[i % 2].clone();
+                std::thread::spawn(move || q.enqueue_unless_live(&file("/m/a.wav"), "A", &opts()).unwrap())
+            })
+            .collect();
+        let results: Vec<(Job, bool)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert_eq!(results.iter().filter(|(_, added)| *added).count(), 1, "added once");
+        let first = results.iter().find(|(_, added)| *added).unwrap().0.id;
+        assert!(results.iter().all(|(job, _)| job.id == first), "the others name it");
+        assert_eq!(queues[0].queue().unwrap().len(), 1);
+        // A failed or cancelled one does not count.
+        queues[0].cancel_queued(first).unwrap();
+        assert!(queues[1].enqueue_unless_live(&file("/m/a.wav"), "A", &opts()).unwrap().1);
+    }
+
+    #[test]
     fn each_database_has_its_own_lasting_work_tag() {
         let dir = tempfile::tempdir().unwrap();
         let a = Queue::open(&dir.path().join("a.sqlite")).unwrap().work_tag().to_string();

@@ -7,7 +7,9 @@
 //! sizes and CRC-32 in a data descriptor after its data (APPNOTE 6.3.x
 //! §4.3.9), which `unzip`, Python's `zipfile` and every browser read.
 
+use std::collections::HashMap;
 use std::io::Write;
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use axum::body::{Body, Bytes};
@@ -23,6 +25,46 @@ const CHUNKS_IN_FLIGHT: usize = 8;
 /// wait instead of taking the threads the queue and uploads need.
 pub const MAX_WRITERS: usize = 32;
 static WRITERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_WRITERS);
+
+/// Archives one client address (its /64 for IPv6) may be sent at once: a
+/// quarter of [`MAX_WRITERS`], so one client reading slowly on many
+/// connections cannot hold every writer (each is dropped only after 30 s
+/// without progress) while others wait.
+pub const MAX_WRITERS_PER_CLIENT: usize = MAX_WRITERS / 4;
+static PER_CLIENT: std::sync::Mutex<Option<HashMap<IpAddr, usize>>> = std::sync::Mutex::new(None);
+
+/// One of a client's [`MAX_WRITERS_PER_CLIENT`] archives, given back when
+/// dropped (when its archive is written, or its client left).
+#[derive(Debug)]
+pub struct ClientTurn(IpAddr);
+
+impl ClientTurn {
+    /// A turn for `client` (a rate key: its address, its /64 for IPv6), or
+    /// `None` when it has [`MAX_WRITERS_PER_CLIENT`] archives under way.
+    pub fn take(client: IpAddr) -> Option<Self> {
+        let mut map = PER_CLIENT.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.get_or_insert_with(HashMap::new).entry(client).or_insert(0);
+        if *n >= MAX_WRITERS_PER_CLIENT {
+            return None;
+        }
+        *n += 1;
+        Some(ClientTurn(client))
+    }
+}
+
+impl Drop for ClientTurn {
+    fn drop(&mut self) {
+        let mut map = PER_CLIENT.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(map) = map.as_mut() {
+            if let Some(n) = map.get_mut(&self.0) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&self.0);
+                }
+            }
+        }
+    }
+}
 
 /// One file of the archive: its name inside the zip and where it is.
 #[derive(Debug, Clone)]
@@ -100,10 +142,11 @@ fn write_zip(entries: Vec<Opened>, out: ChannelWriter) -> std::io::Result<()> {
 /// than a valid-looking archive. At most [`MAX_WRITERS`] archives are
 /// written at once; more wait their turn (their clients see the response
 /// start later).
-pub fn zip_body(entries: Vec<Opened>) -> Body {
+pub fn zip_body(entries: Vec<Opened>, client: ClientTurn) -> Body {
     let (tx, mut rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(CHUNKS_IN_FLIGHT);
     tokio::spawn(async move {
         let Ok(turn) = WRITERS.acquire().await else { return };
+        let turn = (turn, client);
         if tx.is_closed() {
             return; // the client left while it waited
         }
@@ -120,4 +163,21 @@ pub fn zip_body(entries: Vec<Opened>) -> Body {
         });
     });
     Body::from_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_client_gets_a_quarter_of_the_writers() {
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.77".parse().unwrap(), "192.0.2.78".parse().unwrap());
+        let mut held: Vec<ClientTurn> = (0..MAX_WRITERS_PER_CLIENT).map(|_| ClientTurn::take(a).unwrap()).collect();
+        assert!(ClientTurn::take(a).is_none(), "the next of this client waits its turn");
+        let other = ClientTurn::take(b).expect("another client is not held up");
+        held.pop();
+        assert!(ClientTurn::take(a).is_some(), "one given back: one more");
+        drop((held, other));
+        assert!(PER_CLIENT.lock().unwrap().as_ref().is_some_and(|m| !m.contains_key(&a) && !m.contains_key(&b)));
+    }
 }

@@ -445,6 +445,7 @@ pub async fn separate(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,
 ) -> Result<Response, ApiError> {
+    let client = crate::service::rate_key(client_ip(&service.config.trusted_proxies, peer, req.headers()));
     let req = admit(&service, peer, req).await?;
     let new = crate::form::read(&service, req, true).await?;
     let mut rx = service.events.subscribe();
@@ -488,7 +489,7 @@ pub async fn separate(
     };
     guard.id = None;
     match &done.state {
-        JobState::Done => zip_response(&done),
+        JobState::Done => zip_response(&done, client),
         JobState::Failed { code, message } => Err(failed_job(*code, message)),
         _ => Err(ApiError::conflict(format!("job {} was cancelled", done.id))),
     }
@@ -584,15 +585,29 @@ fn finished_stems(job: &Job) -> Result<Vec<Entry>, ApiError> {
     Ok(entries)
 }
 
-fn zip_response(job: &Job) -> Result<Response, ApiError> {
+/// The zip of `job`'s stems for `client` (a rate key), within its
+/// [`archive::MAX_WRITERS_PER_CLIENT`] archives at once (429 beyond).
+fn zip_response(job: &Job, client: std::net::IpAddr) -> Result<Response, ApiError> {
     let entries = finished_stems(job)?;
+    let Some(turn) = archive::ClientTurn::take(client) else {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "{} downloads are under way for this address: wait for one to finish",
+                archive::MAX_WRITERS_PER_CLIENT
+            ),
+        );
+        e.retry_after = Some(5);
+        return Err(e);
+    };
     let opened = archive::open_all(&entries).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => {
             ApiError::new(StatusCode::GONE, "gone", format!("job {}'s stems were deleted", job.id))
         }
         _ => ApiError::internal(format!("cannot read job {}'s stems: {e}", job.id)),
     })?;
-    let mut r = archive::zip_body(opened).into_response();
+    let mut r = archive::zip_body(opened, turn).into_response();
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/zip"));
     h.insert(header::CONTENT_DISPOSITION, attachment(&job.title, ".zip"));
@@ -609,10 +624,17 @@ fn zip_response(job: &Job) -> Result<Response, ApiError> {
     params(("id" = String, Path, description = "Job id")),
     responses((status = 200, description = "Zip of the stems", content_type = "application/zip"),
         (status = 404, description = "No such job"), (status = 409, description = "Not completed"),
-        (status = 410, description = "The stems were deleted")))]
-pub async fn download(State(service): Shared, UrlPath(id): UrlPath<String>) -> Result<Response, ApiError> {
+        (status = 410, description = "The stems were deleted"),
+        (status = 429, description = "This client has 8 downloads under way")))]
+pub async fn download(
+    State(service): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Response, ApiError> {
     let job = service.queue.get(job_id(&id)?)?;
-    zip_response(&job)
+    let client = crate::service::rate_key(client_ip(&service.config.trusted_proxies, peer, &headers));
+    zip_response(&job, client)
 }
 
 /// One stem of a completed job (`drums`, `bass`, `other`, `vocals`, or with

@@ -184,6 +184,9 @@ pub struct AppState {
     /// The song open in the song view (its player and peaks).
     pub song: stemroom_playback::slot::OpenSlot<OpenSong>,
     pub export: CancelSlot,
+    /// The song the running export reads (its job id; `u64::MAX`: none),
+    /// so deleting that song stops the export first.
+    pub exporting: std::sync::atomic::AtomicU64,
     /// The GPU support install.
     pub gpu_install: CancelSlot,
     /// The model download or removal running now (one at a time).
@@ -208,6 +211,21 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Song `id` is about to be deleted: the player closes it (an open
+    /// still in progress is overtaken: its waveform reader would write into
+    /// the deleted folder), and an export reading it is cancelled and
+    /// waited for (it removes what it wrote; it would otherwise write into
+    /// the folder being deleted, or fail half way).
+    pub fn let_go_of_song(&self, id: stemroom_library::queue::JobId) {
+        drop(self.song.close_if(u64::from(id), |s| s.id == id));
+        if self.exporting.load(Ordering::SeqCst) == u64::from(id) {
+            self.export.cancel();
+            if !self.export.wait_idle(std::time::Duration::from_secs(10)) {
+                tracing::warn!("the export of song {id} did not stop within 10 s of its deletion");
+            }
+        }
+    }
+
     /// Open the database in `data_dir` (created if needed), recover
     /// interrupted jobs and start the worker.
     ///
@@ -241,6 +259,7 @@ impl AppState {
             manifest: Manifest::builtin()?,
             song: Default::default(),
             export: Default::default(),
+            exporting: std::sync::atomic::AtomicU64::new(u64::MAX),
             gpu_install: Default::default(),
             model_fetch: Default::default(),
             tools_install: Default::default(),

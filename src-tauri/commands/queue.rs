@@ -219,9 +219,10 @@ pub async fn remove_job(state: S<'_>, id: JobId, delete_files: bool, delete_expo
         // person can try again instead of being left with an orphaned folder.
         if delete_files {
             let job = st.queue.get(id)?;
-            // Open in the player: closed first (its waveform reader would
-            // otherwise write its cache into the folder being deleted).
-            drop(st.song.close_if(u64::from(id), |s| s.id == id));
+            // Open in the player, or exported: let go of first (its
+            // waveform reader or the export would otherwise write into the
+            // folder being deleted).
+            st.let_go_of_song(id);
             if let Some(dir) = &job.output_dir {
                 let library = st.worker.library_dir();
                 // A folder deleted by hand: nothing to delete. One that now

@@ -64,7 +64,7 @@ pub async fn start_server(state: S<'_>, port: u16) -> Result<ServerInfo, AppErro
         let app_state = Arc::downgrade(state.inner());
         let before_delete: stemroom_server::service::BeforeDelete = Arc::new(move |id| {
             if let Some(st) = app_state.upgrade() {
-                drop(st.song.close_if(u64::from(id), |s| s.id == id));
+                st.let_go_of_song(id);
             }
         });
         let parts = Parts {

@@ -113,7 +113,24 @@ fn move_library(state: &AppState, picked: &Path, dir: &str, running: &[JobId]) -
             let _ = std::fs::remove_dir_all(&to);
             match std::fs::rename(&from, &to) {
                 Ok(()) => {}
-                // Another file system: the job starts over.
+                // Another file system, and the folder holds a separated song
+                // not filed yet (a failed job's stems, the only copy):
+                // copied, then removed; left where it is if the copy fails.
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::CrossesDevices
+                        && stemroom_library::song::song_of_job(&from, &job).is_some() =>
+                {
+                    match copy_dir(&from, &to) {
+                        Ok(()) => {
+                            let _ = std::fs::remove_dir_all(&from);
+                        }
+                        Err(e) => {
+                            let _ = std::fs::remove_dir_all(&to);
+                            tracing::warn!("job {}: its stems stay in {}: {e}", job.id, from.display());
+                        }
+                    }
+                }
+                // Another file system, a checkpoint: the job starts over.
                 Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
                     let _ = std::fs::remove_dir_all(&from);
                 }
@@ -121,6 +138,24 @@ fn move_library(state: &AppState, picked: &Path, dir: &str, running: &[JobId]) -
             }
         }
     }
+    Ok(())
+}
+
+/// Copy folder `from` (files and folders; links are left out) to `to`, which
+/// must not exist, each file synced.
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let (kind, target) = (entry.file_type()?, to.join(entry.file_name()));
+        if kind.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), &target)?;
+            std::fs::File::open(&target)?.sync_all()?;
+        }
+    }
+    stemroom_engine::files::sync_dir(to);
     Ok(())
 }
 

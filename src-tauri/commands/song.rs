@@ -352,9 +352,9 @@ fn finish(
     song: OpenSong,
     view: SongView,
 ) -> Result<SongView, AppError> {
-    if let Err(overtaken) = st.song.finish_open(opening, song) {
-        // Stops its player and frees the device.
-        drop(overtaken);
+    // Overtaken: the song is dropped in there (its player stops, freeing
+    // the device).
+    if st.song.finish_open(opening, song).is_err() {
         return Err(AppError { code: ErrorCode::Cancelled, message: "The song was closed while it opened.".into() });
     }
     Ok(view)
@@ -499,6 +499,7 @@ pub async fn song_stream_done(state: S<'_>, id: JobId) -> Result<SongView, AppEr
         let mut replaced = None;
         // A player made for a song that changed meanwhile, stopped unlocked.
         let mut unused = None;
+        let mut took_over = false;
         if let Some((rate, old, original, next)) = made {
             let same = match (&old, &song.player) {
                 (Some(a), Some(b)) => Arc::ptr_eq(a, b),
@@ -513,10 +514,13 @@ pub async fn song_stream_done(state: S<'_>, id: JobId) -> Result<SongView, AppEr
                 (true, Some(Err(e))) => tracing::warn!("the player stays on the stream of job {id}: {e}"),
                 (true, next) => {
                     replaced = take_over_at_rate(song, &job, &paths, rate, original, next.and_then(Result::ok));
+                    // The lanes are the files' now (at their rate): the
+                    // stream's rest is not theirs.
+                    took_over = true;
                 }
             }
         }
-        if let Some(fresh) = rest {
+        if let Some(fresh) = rest.filter(|_| !took_over) {
             let first = song.lanes.len() - fresh.len().min(song.lanes.len());
             for (lane, p) in song.lanes[first..].iter_mut().zip(fresh) {
                 lane.1 = p;

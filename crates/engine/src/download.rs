@@ -141,11 +141,13 @@ pub fn download(
         200 if header("content-length").and_then(|l| l.parse::<u64>().ok()).is_some_and(|len| len != file.bytes)
             || header("content-type").is_some_and(|t| t.to_ascii_lowercase().starts_with("text/html")) =>
         {
+            let what = if header("content-type").is_some_and(|t| t.to_ascii_lowercase().starts_with("text/html")) {
+                "a web page".to_string()
+            } else {
+                format!("{} bytes, not {}", header("content-length").unwrap_or_else(|| "unknown".into()), file.bytes)
+            };
             return Err(fail(format!(
-                "the server sent something else than the file ({} bytes, not {}): a proxy or a sign-in page on \
-                 this network?",
-                header("content-length").unwrap_or_else(|| "unknown".into()),
-                file.bytes
+                "the server sent something else than the file ({what}): a proxy or a sign-in page on this network?"
             )));
         }
         200 => false,

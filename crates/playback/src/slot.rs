@@ -41,6 +41,10 @@ impl<T> Default for OpenSlot<T> {
     }
 }
 
+/// An open was overtaken by a close or a later open ([`OpenSlot::finish_open`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overtaken;
+
 /// An open in progress: holds the opening lock (one open at a time) and its
 /// request number.
 #[derive(Debug)]
@@ -72,17 +76,24 @@ impl<T> OpenSlot<T> {
     }
 
     /// Store `song` as the open one, unless a close or a later open came
-    /// since [`OpenSlot::begin_open`]: then it is handed back to be dropped.
+    /// since [`OpenSlot::begin_open`]: then it is dropped here, before the
+    /// opening lock is given back (a close that waits for the open in
+    /// progress, [`OpenSlot::close_if`], returns once it is gone: its
+    /// player stopped, its waveform reader ended).
     ///
     /// # Errors
-    /// `Err(song)` when the open was overtaken.
-    pub fn finish_open(&self, opening: Opening<'_>, song: T) -> Result<(), T> {
-        let mut current = self.lock();
-        if self.requests.load(Ordering::SeqCst) != opening.request {
-            return Err(song);
+    /// [`Overtaken`] when the open was overtaken.
+    pub fn finish_open(&self, opening: Opening<'_>, song: T) -> Result<(), Overtaken> {
+        {
+            let mut current = self.lock();
+            if self.requests.load(Ordering::SeqCst) == opening.request {
+                *current = Some(song);
+                return Ok(());
+            }
         }
-        *current = Some(song);
-        Ok(())
+        drop(song);
+        drop(opening);
+        Err(Overtaken)
     }
 
     /// Close the open named `key`: when it is the last one asked for,
@@ -104,10 +115,20 @@ impl<T> OpenSlot<T> {
     /// (it would finish after the deletion, and its waveform reader write
     /// into the deleted folder).
     pub fn close_if(&self, what: u64, is_it: impl FnOnce(&T) -> bool) -> Option<T> {
-        let mut current = self.lock();
-        if self.latest_what.load(Ordering::SeqCst) == what {
-            self.requests.fetch_add(1, Ordering::SeqCst);
+        let overtook = {
+            let _current = self.lock();
+            let it = self.latest_what.load(Ordering::SeqCst) == what;
+            if it {
+                self.requests.fetch_add(1, Ordering::SeqCst);
+            }
+            it
+        };
+        if overtook {
+            // An open of it in progress ends (dropping what it made) before
+            // this returns and the caller deletes its files.
+            drop(self.opening.lock().unwrap_or_else(|p| p.into_inner()));
         }
+        let mut current = self.lock();
         if !current.as_ref().is_some_and(is_it) {
             return None;
         }
@@ -132,7 +153,7 @@ mod tests {
         let (opening, old) = slot.begin_open(2, 20);
         assert_eq!(old, Some("a"), "the old song stops before the new one opens");
         assert_eq!(slot.close(2), None);
-        assert_eq!(slot.finish_open(opening, "b"), Err("b"));
+        assert_eq!(slot.finish_open(opening, "b"), Err(Overtaken));
         assert_eq!(*slot.lock(), None, "nothing stays open after the close");
 
         // Leaving "a" for "b": the close of "a" comes after "b" began
@@ -152,12 +173,22 @@ mod tests {
         let (opening, _) = slot.begin_open(2, 20);
         assert_eq!(slot.finish_open(opening, "b"), Ok(()));
         assert_eq!(slot.close(2), Some("b"));
-        // Deleted while it opens: the open is overtaken; another song's
-        // deletion leaves it.
+        // Deleted while it opens: the open is overtaken, and the deletion
+        // returns only once the open has ended (what it made dropped);
+        // another song's deletion leaves it.
         let (opening, _) = slot.begin_open(3, 20);
         assert_eq!(slot.close_if(10, |s| *s == "a"), None);
-        assert_eq!(slot.close_if(20, |s| *s == "b"), None);
-        assert_eq!(slot.finish_open(opening, "b"), Err("b"));
+        let before = slot.requests.load(Ordering::SeqCst);
+        std::thread::scope(|scope| {
+            let closing = scope.spawn(|| slot.close_if(20, |s| *s == "b"));
+            while slot.requests.load(Ordering::SeqCst) == before {
+                std::thread::yield_now();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            assert!(!closing.is_finished(), "the deletion waits for the open in progress");
+            assert_eq!(slot.finish_open(opening, "b"), Err(Overtaken));
+            assert_eq!(closing.join().unwrap(), None);
+        });
         let (opening, _) = slot.begin_open(4, 20);
         assert_eq!(slot.close_if(10, |s| *s == "a"), None);
         assert_eq!(slot.finish_open(opening, "b"), Ok(()));
@@ -177,7 +208,7 @@ mod tests {
         while slot.requests.load(Ordering::SeqCst) < 2 {
             std::thread::yield_now();
         }
-        assert_eq!(slot.finish_open(first, 1), Err(1), "overtaken");
+        assert_eq!(slot.finish_open(first, 1), Err(Overtaken), "overtaken");
         assert_eq!(rx.recv().unwrap(), None);
         assert_eq!(second.join().unwrap(), Ok(()));
         assert_eq!(*slot.lock(), Some(2));

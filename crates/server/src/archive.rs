@@ -142,7 +142,7 @@ fn write_zip(entries: Vec<Opened>, out: ChannelWriter) -> std::io::Result<()> {
 /// than a valid-looking archive. At most [`MAX_WRITERS`] archives are
 /// written at once; more wait their turn (their clients see the response
 /// start later).
-pub fn zip_body(entries: Vec<Opened>, client: ClientTurn) -> Body {
+pub fn zip_body(entries: Vec<Opened>, client: Option<ClientTurn>) -> Body {
     let (tx, mut rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(CHUNKS_IN_FLIGHT);
     tokio::spawn(async move {
         let Ok(turn) = WRITERS.acquire().await else { return };

@@ -848,6 +848,10 @@ async fn put_stem(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
+    let limit = service.config.max_upload_bytes.saturating_mul(8).max(4_000_000_000);
+    if declared > limit {
+        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "stem file too large"));
+    }
     let mut reservation = crate::form::reserve_space(&service, declared)?;
     let dir = staging(&service, id, &h.message);
     tokio::fs::create_dir_all(&dir).await.map_err(|e| ApiError::internal(format!("cannot store stems: {e}")))?;
@@ -857,7 +861,6 @@ async fn put_stem(
         .map_err(|e| ApiError::internal(format!("cannot store stems: {e}")))?;
     let mut body = req.into_body().into_data_stream();
     use futures_util::StreamExt;
-    let limit = service.config.max_upload_bytes.saturating_mul(8).max(4_000_000_000);
     let mut written = 0u64;
     // A full disk is the 507 of the free-space floor too (a chunked body
     // declares no length to check first), not a 500.
@@ -890,6 +893,8 @@ async fn put_stem(
         out.write_all(&chunk).await.map_err(store_err)?;
     }
     out.flush().await.map_err(store_err)?;
+    // On disk before it is named (off the runtime's threads).
+    out.sync_all().await.map_err(store_err)?;
     drop(out);
     part.finish().map_err(|e| ApiError::internal(format!("cannot store stems: {e}")))?.keep();
     Ok(Json(serde_json::json!({ "stored": file, "bytes": written })))

@@ -324,13 +324,14 @@ impl Reservation<'_> {
     pub(crate) fn written(&mut self, n: u64) {
         let n = n.min(self.left);
         self.left -= n;
-        self.total.fetch_sub(n, Ordering::SeqCst);
+        let _ = self.total.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| Some(t.saturating_sub(n)));
     }
 }
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
-        self.total.fetch_sub(self.left, Ordering::SeqCst);
+        let left = self.left;
+        let _ = self.total.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| Some(t.saturating_sub(left)));
     }
 }
 
@@ -341,7 +342,10 @@ impl Drop for Reservation<'_> {
 pub(crate) fn reserve_space(service: &Service, declared: u64) -> Result<Reservation<'_>, ApiError> {
     // Reserved first, then checked with everyone's reservations, this one's
     // among them: two uploads starting at once both count each other.
-    service.upload_reserved.fetch_add(declared, Ordering::SeqCst);
+    // Saturating: a declared length near 2^64 must not wrap the total to
+    // a small number.
+    let _ =
+        service.upload_reserved.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| Some(t.saturating_add(declared)));
     let reservation = Reservation { total: &service.upload_reserved, left: declared };
     check_space(service, 0)?;
     Ok(reservation)
@@ -508,6 +512,9 @@ async fn read_multipart(
                     file.write_all(&chunk).await.map_err(store_err)?;
                 }
                 file.flush().await.map_err(store_err)?;
+                // On disk before it is named and queued: a power cut must
+                // not leave a queued job whose upload is cut short.
+                file.sync_all().await.map_err(store_err)?;
                 drop(file);
                 if written == 0 {
                     return Err(ApiError::unsupported("the file is empty"));

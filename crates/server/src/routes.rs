@@ -445,7 +445,6 @@ pub async fn separate(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let client = crate::service::rate_key(client_ip(&service.config.trusted_proxies, peer, req.headers()));
     let req = admit(&service, peer, req).await?;
     let new = crate::form::read(&service, req, true).await?;
     let mut rx = service.events.subscribe();
@@ -489,7 +488,7 @@ pub async fn separate(
     };
     guard.id = None;
     match &done.state {
-        JobState::Done => zip_response(&done, client),
+        JobState::Done => zip_response(&done, None),
         JobState::Failed { code, message } => Err(failed_job(*code, message)),
         _ => Err(ApiError::conflict(format!("job {} was cancelled", done.id))),
     }
@@ -585,11 +584,14 @@ fn finished_stems(job: &Job) -> Result<Vec<Entry>, ApiError> {
     Ok(entries)
 }
 
-/// The zip of `job`'s stems for `client` (a rate key), within its
-/// [`archive::MAX_WRITERS_PER_CLIENT`] archives at once (429 beyond).
-fn zip_response(job: &Job, client: std::net::IpAddr) -> Result<Response, ApiError> {
+/// The zip of `job`'s stems; for a download by `client` (a rate key),
+/// within its [`archive::MAX_WRITERS_PER_CLIENT`] archives at once (429
+/// beyond). A `/separate` answer (`None`) is not refused after its whole
+/// separation: its client's jobs per hour bound those.
+fn zip_response(job: &Job, client: Option<std::net::IpAddr>) -> Result<Response, ApiError> {
     let entries = finished_stems(job)?;
-    let Some(turn) = archive::ClientTurn::take(client) else {
+    let turn = client.map(archive::ClientTurn::take);
+    if let Some(None) = turn {
         let mut e = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
@@ -600,14 +602,14 @@ fn zip_response(job: &Job, client: std::net::IpAddr) -> Result<Response, ApiErro
         );
         e.retry_after = Some(5);
         return Err(e);
-    };
+    }
     let opened = archive::open_all(&entries).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => {
             ApiError::new(StatusCode::GONE, "gone", format!("job {}'s stems were deleted", job.id))
         }
         _ => ApiError::internal(format!("cannot read job {}'s stems: {e}", job.id)),
     })?;
-    let mut r = archive::zip_body(opened, turn).into_response();
+    let mut r = archive::zip_body(opened, turn.flatten()).into_response();
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/zip"));
     h.insert(header::CONTENT_DISPOSITION, attachment(&job.title, ".zip"));
@@ -634,7 +636,7 @@ pub async fn download(
 ) -> Result<Response, ApiError> {
     let job = service.queue.get(job_id(&id)?)?;
     let client = crate::service::rate_key(client_ip(&service.config.trusted_proxies, peer, &headers));
-    zip_response(&job, client)
+    zip_response(&job, Some(client))
 }
 
 /// One stem of a completed job (`drums`, `bass`, `other`, `vocals`, or with

@@ -174,7 +174,10 @@ impl Service {
                     ApiError::unsupported(format!("this file could not be read as audio: {reason}"))
                 })?;
                 let limit = me.config.max_upload_seconds;
-                if let Some(seconds) = info.duration_seconds.filter(|s| limit > 0 && *s > limit as f64) {
+                // An exact length only (a raw stream's bit-rate guess can be
+                // three times too long).
+                let exact = info.duration_seconds.filter(|_| !info.duration_estimated);
+                if let Some(seconds) = exact.filter(|s| limit > 0 && *s > limit as f64) {
                     return Err(ApiError::invalid_options(format!(
                         "the audio lasts {:.0} minutes, longer than this server takes ({} minutes)",
                         seconds / 60.0,

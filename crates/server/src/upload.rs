@@ -99,10 +99,8 @@ impl PartFile {
     /// I/O errors.
     pub fn finish(mut self) -> std::io::Result<Upload> {
         if let Some(part) = self.part.take() {
-            // On disk before it is named and queued: a power cut must not
-            // leave a queued job whose upload is cut short.
-            let synced = std::fs::File::open(&part).and_then(|f| f.sync_all());
-            if let Err(e) = synced.and_then(|()| std::fs::rename(&part, &self.done)) {
+            // (The caller synced the file: see `form::read_multipart`.)
+            if let Err(e) = std::fs::rename(&part, &self.done) {
                 let _ = std::fs::remove_file(&part);
                 return Err(e);
             }

@@ -103,8 +103,9 @@ pub fn make_if_missing(id: &str, model_dir: Option<&Path>) -> Result<(), ModelEr
     // One process makes it at a time (the app and a CLI run; several GB of
     // memory each); one that waited finds it made.
     std::fs::create_dir_all(&dest).map_err(|source| ModelError::Io { path: dest.clone(), source })?;
-    let (_lock, waited) = crate::download::FileLock::wait(&dest.join(format!(".derive-{id}.lock")), &|| false)?;
-    if waited && locate(info, &dirs, false).is_ok() {
+    let _lock = crate::download::FileLock::wait(&dest.join(format!(".derive-{id}.lock")), &|| false)?;
+    if locate(info, &dirs, false).is_ok() {
+        // Made by another process meanwhile.
         return Ok(());
     }
     tracing::info!("making the model {id} in {}", dest.display());

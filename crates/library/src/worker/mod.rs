@@ -182,7 +182,8 @@ impl Worker {
     /// A worker over `queue`; no thread runs until [`Worker::start`]. Leftover
     /// working folders of crashed runs are removed from the library here,
     /// except those of queued jobs (their checkpoints let them resume) and
-    /// of failed ones (the stems of a song that could not be filed).
+    /// of failed ones that hold their separated song (it could not be
+    /// filed).
     pub fn new(queue: Arc<Queue>, config: WorkerConfig, listener: Arc<dyn WorkerListener>) -> Self {
         let inner = Inner {
             queue,
@@ -204,14 +205,22 @@ impl Worker {
         // folder than a queued job's checkpoint lost).
         match w.inner.queue.queue() {
             Ok(jobs) => {
-                // A failed job's folder holds its stems when only filing
-                // failed (see `Inner::separate`): a retry files them.
+                // A failed job's folder is kept when it holds the job's
+                // separated song (only filing failed, see `Inner::separate`:
+                // a retry files it); not a checkpoint a crash left.
+                let (library, tag) = (w.library_dir(), w.inner.queue.work_tag().to_string());
                 let keep: Vec<JobId> = jobs
                     .iter()
-                    .filter(|j| matches!(j.state, JobState::Queued | JobState::Failed { .. }))
+                    .filter(|j| match j.state {
+                        JobState::Queued => true,
+                        JobState::Failed { .. } => {
+                            song::song_of_job(&song::partial_dir(&library, &tag, j.id), j).is_some()
+                        }
+                        _ => false,
+                    })
                     .map(|j| j.id)
                     .collect();
-                song::clean_partials(&w.library_dir(), w.inner.queue.work_tag(), &keep);
+                song::clean_partials(&library, &tag, &keep);
             }
             Err(e) => tracing::warn!("working folders left as they are: the queue cannot be read: {e}"),
         }

@@ -523,9 +523,13 @@ impl Embedded {
     }
 }
 
-/// Wait for SIGINT (Ctrl-C), SIGTERM or SIGHUP (not watched under `nohup`,
-/// which asks that the terminal closing does not stop the server).
-async fn signalled() {
+/// A future that ends at SIGINT (Ctrl-C), SIGTERM or SIGHUP (not watched
+/// under `nohup`, which asks that the terminal closing does not stop the
+/// server). The handlers are installed when this is called, not when the
+/// future is first polled: a signal right after "listening" is printed
+/// (before the server's loop polls it) is a graceful stop, not the default
+/// action that kills the process.
+fn signalled() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -540,12 +544,21 @@ async fn signalled() {
                 Err(e) => tracing::error!("cannot watch a signal: {e}"),
             }
         }
-        let waits = streams.iter_mut().map(|s| Box::pin(s.recv()));
-        futures_util::future::select_all(waits).await;
+        Box::pin(async move {
+            if streams.is_empty() {
+                // None could be watched (said above): select_all of nothing
+                // would panic.
+                return std::future::pending().await;
+            }
+            let waits = streams.iter_mut().map(|s| Box::pin(s.recv()));
+            futures_util::future::select_all(waits).await;
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        Box::pin(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
 

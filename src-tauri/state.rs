@@ -121,7 +121,9 @@ pub fn apply_ffmpeg_path(settings: &Settings) {
 /// install): its cancel flag while it runs.
 #[derive(Default)]
 pub struct CancelSlot {
-    cancel: Mutex<Option<Arc<AtomicBool>>>,
+    /// The running task's cancel flag, and what it works on (a song's id
+    /// for an export; `u64::MAX`: nothing named).
+    cancel: Mutex<Option<(Arc<AtomicBool>, u64)>>,
 }
 
 impl CancelSlot {
@@ -135,13 +137,27 @@ impl CancelSlot {
         busy: &str,
         work: impl FnOnce(Arc<AtomicBool>) -> Result<T, AppError> + Send + 'static,
     ) -> Result<T, AppError> {
+        self.run_on(u64::MAX, busy, work).await
+    }
+
+    /// [`CancelSlot::run`] for a task that works on `what` (a song's id),
+    /// which [`CancelSlot::cancel_if_on`] can name.
+    ///
+    /// # Errors
+    /// As [`CancelSlot::run`].
+    pub async fn run_on<T: Send + 'static>(
+        &self,
+        what: u64,
+        busy: &str,
+        work: impl FnOnce(Arc<AtomicBool>) -> Result<T, AppError> + Send + 'static,
+    ) -> Result<T, AppError> {
         let cancel = {
             let mut slot = self.cancel.lock().unwrap_or_else(|p| p.into_inner());
             if slot.is_some() {
                 return Err(AppError { code: ErrorCode::InvalidOptions, message: busy.into() });
             }
             let flag = Arc::new(AtomicBool::new(false));
-            *slot = Some(flag.clone());
+            *slot = Some((flag.clone(), what));
             flag
         };
         let result = tauri::async_runtime::spawn_blocking(move || work(cancel))
@@ -153,8 +169,20 @@ impl CancelSlot {
 
     /// Ask the running task, if any, to stop.
     pub fn cancel(&self) {
-        if let Some(c) = self.cancel.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        if let Some((c, _)) = self.cancel.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
             c.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Ask the running task to stop when it works on `what`. Returns
+    /// whether it does.
+    pub fn cancel_if_on(&self, what: u64) -> bool {
+        match self.cancel.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            Some((c, on)) if *on == what => {
+                c.store(true, Ordering::Relaxed);
+                true
+            }
+            _ => false,
         }
     }
 
@@ -183,10 +211,9 @@ pub struct AppState {
     pub manifest: Manifest,
     /// The song open in the song view (its player and peaks).
     pub song: stemroom_playback::slot::OpenSlot<OpenSong>,
+    /// The running export, named by the song it reads (deleting that song
+    /// stops it first).
     pub export: CancelSlot,
-    /// The song the running export reads (its job id; `u64::MAX`: none),
-    /// so deleting that song stops the export first.
-    pub exporting: std::sync::atomic::AtomicU64,
     /// The GPU support install.
     pub gpu_install: CancelSlot,
     /// The model download or removal running now (one at a time).
@@ -218,11 +245,8 @@ impl AppState {
     /// the folder being deleted, or fail half way).
     pub fn let_go_of_song(&self, id: stemroom_library::queue::JobId) {
         drop(self.song.close_if(u64::from(id), |s| s.id == id));
-        if self.exporting.load(Ordering::SeqCst) == u64::from(id) {
-            self.export.cancel();
-            if !self.export.wait_idle(std::time::Duration::from_secs(10)) {
-                tracing::warn!("the export of song {id} did not stop within 10 s of its deletion");
-            }
+        if self.export.cancel_if_on(u64::from(id)) && !self.export.wait_idle(std::time::Duration::from_secs(10)) {
+            tracing::warn!("the export of song {id} did not stop within 10 s of its deletion");
         }
     }
 
@@ -259,7 +283,6 @@ impl AppState {
             manifest: Manifest::builtin()?,
             song: Default::default(),
             export: Default::default(),
-            exporting: std::sync::atomic::AtomicU64::new(u64::MAX),
             gpu_install: Default::default(),
             model_fetch: Default::default(),
             tools_install: Default::default(),

@@ -165,16 +165,8 @@ pub async fn export_song(
     let st = state.inner().clone();
     state
         .export
-        .run("An export is already running.", move |cancel| {
-            // Which song it reads, while it runs (see `AppState::let_go_of_song`).
-            struct Reading<'a>(&'a std::sync::atomic::AtomicU64);
-            impl Drop for Reading<'_> {
-                fn drop(&mut self) {
-                    self.0.store(u64::MAX, Ordering::SeqCst);
-                }
-            }
-            st.exporting.store(u64::from(id), Ordering::SeqCst);
-            let _reading = Reading(&st.exporting);
+        // Named by its song: deleting the song stops it (`AppState::let_go_of_song`).
+        .run_on(u64::from(id), "An export is already running.", move |cancel| {
             let job = st.queue.get(id)?;
             let mut tags = match &job.source {
                 JobSource::File { path } => export::source_tags(Path::new(path)),

@@ -79,16 +79,79 @@ pub async fn pick_library_dir(app: AppHandle, state: S<'_>) -> Result<Option<Set
     // Songs are written there: a folder that takes no files is refused
     // now, not at the end of every queued job.
     check_writable(&picked)?;
-    // No job starts while the setting changes and the working folders move
-    // (a job claimed in between would write into the old folder, or have
-    // its folder replaced under it).
-    state.worker.while_no_job_starts(|running| move_library(&state, &picked, dir, running))?;
-    Ok(Some(state.queue.settings()?))
+    let (st, dir) = (state.inner().clone(), dir.to_string());
+    // Off the async threads: the copies below may take minutes.
+    tauri::async_runtime::spawn_blocking(move || {
+        // Failed jobs' unfiled songs on another disk are copied first,
+        // with no lock held (gigabytes take minutes; a quit, a cancel and
+        // the queue would wait for the lock).
+        let copied = copy_unfiled_songs(&st, &picked);
+        // No job starts while the setting changes and the working folders
+        // move (a job claimed in between would write into the old folder,
+        // or have its folder replaced under it).
+        st.worker.while_no_job_starts(|running| move_library(&st, &picked, &dir, running, &copied))?;
+        Ok(Some(st.queue.settings()?))
+    })
+    .await
+    .map_err(|e| AppError::internal(e.to_string()))?
+}
+
+/// Copy the working folders of failed jobs that hold their separated song
+/// (only filing failed: the only copy of its stems) from the library in use
+/// to `picked` on another file system, under the names they take there.
+/// Returns the jobs copied. A copy that fails is removed (the song stays
+/// where it is, and is not moved).
+fn copy_unfiled_songs(state: &AppState, picked: &Path) -> Vec<JobId> {
+    let old = state.worker.library_dir();
+    if same_file_system(&old, picked) {
+        return Vec::new();
+    }
+    let Ok(jobs) = state.queue.queue() else { return Vec::new() };
+    let tag = state.queue.work_tag().to_string();
+    let mut copied = Vec::new();
+    for job in jobs.iter().filter(|j| matches!(j.state, stemroom_library::queue::JobState::Failed { .. })) {
+        let from = stemroom_library::song::partial_dir(&old, &tag, job.id);
+        if stemroom_library::song::song_of_job(&from, job).is_none() {
+            continue;
+        }
+        let to = stemroom_library::song::partial_dir(picked, &tag, job.id);
+        let _ = std::fs::remove_dir_all(&to);
+        match copy_dir(&from, &to) {
+            Ok(()) => copied.push(job.id),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&to);
+                tracing::warn!("job {}: its stems stay in {}: {e}", job.id, from.display());
+            }
+        }
+    }
+    copied
+}
+
+/// Whether `a` and `b` are on one file system (a rename between them
+/// works); false where that cannot be told.
+fn same_file_system(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        matches!((std::fs::metadata(a), std::fs::metadata(b)), (Ok(x), Ok(y)) if x.dev() == y.dev())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (a, b);
+        false
+    }
 }
 
 /// Save `picked` (named `dir`) as the library folder and move the queue's
-/// working folders there; refused while a job runs (`running`).
-fn move_library(state: &AppState, picked: &Path, dir: &str, running: &[JobId]) -> Result<(), AppError> {
+/// working folders there (those of `copied` jobs are there already: their
+/// old ones go); refused while a job runs (`running`).
+fn move_library(
+    state: &AppState,
+    picked: &Path,
+    dir: &str,
+    running: &[JobId],
+    copied: &[JobId],
+) -> Result<(), AppError> {
     if !running.is_empty() {
         return Err(AppError::invalid("A separation started meanwhile: choose the folder again once it is done."));
     }
@@ -107,6 +170,10 @@ fn move_library(state: &AppState, picked: &Path, dir: &str, running: &[JobId]) -
             if !from.is_dir() {
                 continue;
             }
+            if copied.contains(&job.id) {
+                let _ = std::fs::remove_dir_all(&from);
+                continue;
+            }
             // A stale folder of the same job in the new library is older
             // than this checkpoint.
             let to = stemroom_library::song::partial_dir(picked, state.queue.work_tag(), job.id);
@@ -114,21 +181,12 @@ fn move_library(state: &AppState, picked: &Path, dir: &str, running: &[JobId]) -
             match std::fs::rename(&from, &to) {
                 Ok(()) => {}
                 // Another file system, and the folder holds a separated song
-                // not filed yet (a failed job's stems, the only copy):
-                // copied, then removed; left where it is if the copy fails.
+                // not filed yet (its copy failed above): left where it is.
                 Err(e)
                     if e.kind() == std::io::ErrorKind::CrossesDevices
                         && stemroom_library::song::song_of_job(&from, &job).is_some() =>
                 {
-                    match copy_dir(&from, &to) {
-                        Ok(()) => {
-                            let _ = std::fs::remove_dir_all(&from);
-                        }
-                        Err(e) => {
-                            let _ = std::fs::remove_dir_all(&to);
-                            tracing::warn!("job {}: its stems stay in {}: {e}", job.id, from.display());
-                        }
-                    }
+                    tracing::warn!("job {}: its stems stay in {}: {e}", job.id, from.display());
                 }
                 // Another file system, a checkpoint: the job starts over.
                 Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
@@ -142,18 +200,27 @@ fn move_library(state: &AppState, picked: &Path, dir: &str, running: &[JobId]) -
 }
 
 /// Copy folder `from` (files and folders; links are left out) to `to`, which
-/// must not exist, each file synced.
+/// must not exist, each file synced, the song's `stemroom.json` last (a copy
+/// cut short by a crash lacks it, and is not taken for the song).
 fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     std::fs::create_dir(to)?;
+    let copy = |src: &Path, dst: &Path| -> std::io::Result<()> {
+        std::fs::copy(src, dst)?;
+        // Opened for writing: Windows syncs only such handles.
+        std::fs::File::options().write(true).open(dst)?.sync_all()
+    };
+    let meta = std::ffi::OsStr::new(stemroom_library::song::METADATA_FILE);
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;
         let (kind, target) = (entry.file_type()?, to.join(entry.file_name()));
         if kind.is_dir() {
             copy_dir(&entry.path(), &target)?;
-        } else if kind.is_file() {
-            std::fs::copy(entry.path(), &target)?;
-            std::fs::File::open(&target)?.sync_all()?;
+        } else if kind.is_file() && entry.file_name() != meta {
+            copy(&entry.path(), &target)?;
         }
+    }
+    if from.join(meta).is_file() {
+        copy(&from.join(meta), &to.join(meta))?;
     }
     stemroom_engine::files::sync_dir(to);
     Ok(())

@@ -248,6 +248,14 @@ pub async fn open_song(
         // opened again; a close or a later open that comes meanwhile wins.
         let (opening, old) = st.song.begin_open(u64::from(token), u64::from(id));
         drop(old);
+        if st.song.overtaken(&opening) {
+            // Closed, or its song deleted, while it waited behind another
+            // open: nothing of the song is read.
+            return Err(AppError {
+                code: ErrorCode::Cancelled,
+                message: "The song was closed while it opened.".into(),
+            });
+        }
         let job = st.queue.get(id)?;
         if let Some(dir) = st.worker.stream_dir(id).filter(|_| job.state != JobState::Done) {
             let (song, view) = open_streaming(&st, &job, &dir, channel)?;

@@ -27,6 +27,21 @@ fn testdata(name: &str) -> PathBuf {
     p
 }
 
+/// `cmd`'s process starts with SIGHUP at its default action, whatever the
+/// test runner's is (a runner started under `nohup`, as CI jobs may be,
+/// passes its ignored SIGHUP on to every child), so the tests of what
+/// SIGHUP does see what a terminal's program sees.
+fn hangup_default(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec only signal(2), async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGHUP, libc::SIG_DFL);
+            Ok(())
+        })
+    }
+}
+
 fn utf8(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
@@ -870,7 +885,7 @@ fn ctrl_c_cancels_and_leaves_no_partial_output() {
     let run = LongRun::new();
     let inner = run.command();
     let mut nohup = Command::new("nohup");
-    nohup.arg(inner.get_program()).args(inner.get_args());
+    hangup_default(&mut nohup).arg(inner.get_program()).args(inner.get_args());
     for (k, v) in inner.get_envs() {
         match v {
             Some(v) => nohup.env(k, v),
@@ -902,6 +917,7 @@ impl LongRun {
 
     fn command(&self) -> Command {
         let mut c = stemroom();
+        hangup_default(&mut c);
         c.env("STEMROOM_SCRATCH", &self.scratch).args([
             "separate",
             "--json",

@@ -75,6 +75,14 @@ impl<T> OpenSlot<T> {
         (Opening { request, _one_at_a_time: guard }, old)
     }
 
+    /// Whether a close or a later open came since `opening` began: an open
+    /// that waited its turn behind another checks this before it reads or
+    /// writes anything of its song (a deletion may have overtaken it while
+    /// it waited).
+    pub fn overtaken(&self, opening: &Opening<'_>) -> bool {
+        self.requests.load(Ordering::SeqCst) != opening.request
+    }
+
     /// Store `song` as the open one, unless a close or a later open came
     /// since [`OpenSlot::begin_open`]: then it is dropped here, before the
     /// opening lock is given back (a close that waits for the open in
@@ -186,6 +194,7 @@ mod tests {
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
             assert!(!closing.is_finished(), "the deletion waits for the open in progress");
+            assert!(slot.overtaken(&opening));
             assert_eq!(slot.finish_open(opening, "b"), Err(Overtaken));
             assert_eq!(closing.join().unwrap(), None);
         });

@@ -344,9 +344,11 @@ pub(crate) fn reserve_space(service: &Service, declared: u64) -> Result<Reservat
     // among them: two uploads starting at once both count each other.
     // Saturating: a declared length near 2^64 must not wrap the total to
     // a small number.
-    let _ =
+    let before =
         service.upload_reserved.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| Some(t.saturating_add(declared)));
-    let reservation = Reservation { total: &service.upload_reserved, left: declared };
+    let before = before.unwrap_or_else(|t| t);
+    // What was added (less than declared only when the total saturated).
+    let reservation = Reservation { total: &service.upload_reserved, left: before.saturating_add(declared) - before };
     check_space(service, 0)?;
     Ok(reservation)
 }

@@ -43,7 +43,7 @@ impl Server {
     /// [`Server::start`] through `command` (the binary, or a wrapper such
     /// as `nohup` given the binary as its first argument).
     fn start_with(mut command: Command, data: &Path, extra: &[&str]) -> Server {
-        let mut child = command
+        let mut child = super::hangup_default(&mut command)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", utf8(data)])
             .args(extra)
             .env("STEMROOM_LOG", "info,ort=warn")

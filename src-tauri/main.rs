@@ -163,17 +163,13 @@ fn main() {
 fn exit_on_signals(handle: tauri::AppHandle) {
     tauri::async_runtime::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
-        let nohup = stemroom_engine::signals::hangup_ignored();
-        let (Ok(mut term), Ok(mut hup), Ok(mut int)) =
+        // Started under `nohup`: its terminal closing does not quit it.
+        let (Ok(mut term), Ok(mut hup), Ok(mut int)) = stemroom_engine::signals::installing_handlers(|| {
             (signal(SignalKind::terminate()), signal(SignalKind::hangup()), signal(SignalKind::interrupt()))
-        else {
+        }) else {
             tracing::warn!("cannot listen for signals: a kill ends the app without putting its jobs back");
             return;
         };
-        if nohup {
-            // Started under `nohup`: its terminal closing does not quit it.
-            stemroom_engine::signals::ignore_hangup();
-        }
         let mut asked = false;
         loop {
             tokio::select! {

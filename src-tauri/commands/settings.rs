@@ -559,13 +559,7 @@ pub async fn install_gpu_support(state: S<'_>, channel: Channel<InstallEvent>) -
         // One slot with the runtime's install (both install ONNX Runtime
         // builds): the message names both.
         .run("ONNX Runtime or GPU support is already being installed: wait for it to finish.", move |cancel| {
-            let opts = gpu_install_options()?;
-            // Installed meanwhile (by `stemroom runtime fetch --gpu`, with
-            // this window's view older): 1.5 GB are not fetched again.
-            if !install::plan(&opts).installed {
-                install::install(&opts, &mut |e| drop(channel.send(e.clone())), &|| cancel.load(Ordering::Relaxed))
-                    .map_err(install_error)?;
-            }
+            install_unless_there(&gpu_install_options()?, &channel, &cancel)?;
             gpu_support_now()
         })
         .await
@@ -585,11 +579,7 @@ pub async fn install_runtime(state: S<'_>, channel: Channel<InstallEvent>) -> Re
         .run("ONNX Runtime or GPU support is already being installed: wait for it to finish.", move |cancel| {
             let cache = stemroom_engine::paths::cache_dir()
                 .ok_or_else(|| AppError::internal("no cache directory (HOME is not set)"))?;
-            let opts = install::cpu_options(&cache, None);
-            if !install::plan(&opts).installed {
-                install::install(&opts, &mut |e| drop(channel.send(e.clone())), &|| cancel.load(Ordering::Relaxed))
-                    .map_err(install_error)?;
-            }
+            install_unless_there(&install::cpu_options(&cache, None), &channel, &cancel)?;
             Ok(app.runtime())
         })
         .await
@@ -601,6 +591,22 @@ pub async fn install_runtime(state: S<'_>, channel: Channel<InstallEvent>) -> Re
 #[specta::specta]
 pub fn cancel_gpu_install(state: S<'_>) {
     state.gpu_install.cancel();
+}
+
+/// Install what `opts` names, reporting on `channel`, unless it is there
+/// already (installed meanwhile by `stemroom runtime fetch`, with this
+/// window's view older: up to 1.5 GB are not fetched again).
+fn install_unless_there(
+    opts: &install::InstallOptions,
+    channel: &Channel<InstallEvent>,
+    cancel: &std::sync::atomic::AtomicBool,
+) -> Result<(), AppError> {
+    if install::plan(opts).installed {
+        return Ok(());
+    }
+    install::install(opts, &mut |e| drop(channel.send(e.clone())), &|| cancel.load(Ordering::Relaxed))
+        .map(|_| ())
+        .map_err(install_error)
 }
 
 fn install_error(e: install::InstallError) -> AppError {

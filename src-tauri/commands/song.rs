@@ -251,10 +251,7 @@ pub async fn open_song(
         if st.song.overtaken(&opening) {
             // Closed, or its song deleted, while it waited behind another
             // open: nothing of the song is read.
-            return Err(AppError {
-                code: ErrorCode::Cancelled,
-                message: "The song was closed while it opened.".into(),
-            });
+            return Err(closed_while_opening());
         }
         let job = st.queue.get(id)?;
         if let Some(dir) = st.worker.stream_dir(id).filter(|_| job.state != JobState::Done) {
@@ -363,9 +360,14 @@ fn finish(
     // Overtaken: the song is dropped in there (its player stops, freeing
     // the device).
     if st.song.finish_open(opening, song).is_err() {
-        return Err(AppError { code: ErrorCode::Cancelled, message: "The song was closed while it opened.".into() });
+        return Err(closed_while_opening());
     }
     Ok(view)
+}
+
+/// An open overtaken by a close, a later open or its song's deletion.
+fn closed_while_opening() -> AppError {
+    AppError { code: ErrorCode::Cancelled, message: "The song was closed while it opened.".into() }
 }
 
 fn lane_styles(st: &AppState, model: &str, lanes: &[(String, Peaks)]) -> Vec<StemStyle> {

@@ -862,24 +862,22 @@ fn run_fetch(a: &FetchArgs) -> ExitCode {
 /// the running separations (they remove their partial outputs); a second
 /// one exits at once.
 fn cancel_on_interrupt(bars: Option<&MultiProgress>) -> Arc<AtomicBool> {
-    let nohup = stemroom_engine::signals::hangup_ignored();
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = cancel.clone();
     let bars = bars.cloned().unwrap_or_else(|| MultiProgress::with_draw_target(ProgressDrawTarget::hidden()));
-    let _ = ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
-            errln!("stemroom: interrupted again, exiting now");
-            stemroom_library::link::kill_running();
-            std::process::exit(exit::CANCELLED as i32);
-        }
-        // Above the progress bars (among them, the next redraw wiped it).
-        bars.suspend(|| errln!("stemroom: cancelling (removing partial outputs)..."));
+    // ctrlc's handler takes SIGHUP too: the terminal closing must not stop
+    // a run started under `nohup`.
+    let _ = stemroom_engine::signals::installing_handlers(|| {
+        ctrlc::set_handler(move || {
+            if flag.swap(true, Ordering::SeqCst) {
+                errln!("stemroom: interrupted again, exiting now");
+                stemroom_library::link::kill_running();
+                std::process::exit(exit::CANCELLED as i32);
+            }
+            // Above the progress bars (among them, the next redraw wiped it).
+            bars.suspend(|| errln!("stemroom: cancelling (removing partial outputs)..."));
+        })
     });
-    if nohup {
-        // ctrlc's handler took SIGHUP too: the terminal closing must not
-        // stop a run started under `nohup`.
-        stemroom_engine::signals::ignore_hangup();
-    }
     cancel
 }
 

@@ -99,17 +99,15 @@ pub fn run(args: WorkerArgs) -> ExitCode {
     };
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
-    let nohup = stemroom_engine::signals::hangup_ignored();
-    let _ = ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
-            std::process::exit(crate::exit::CANCELLED as i32);
-        }
-        errln!("stemroom: stopping: the job in hand goes back to the queue");
+    // Started under `nohup`: its terminal closing does not stop it.
+    let _ = stemroom_engine::signals::installing_handlers(|| {
+        ctrlc::set_handler(move || {
+            if flag.swap(true, Ordering::SeqCst) {
+                std::process::exit(crate::exit::CANCELLED as i32);
+            }
+            errln!("stemroom: stopping: the job in hand goes back to the queue");
+        })
     });
-    if nohup {
-        // Started under `nohup`: its terminal closing does not stop it.
-        stemroom_engine::signals::ignore_hangup();
-    }
     errln!("stemroom worker {} taking jobs from {}", config.name, config.server);
     // (Its scratch folder goes with it, removed by the worker that held it.)
     let result = remote::run_worker(&config, &stop);

@@ -120,6 +120,7 @@ pub fn download(
     let mut resp = req.call().map_err(|e| fail(e.to_string()))?;
     let status = resp.status().as_u16();
     let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let web_page = header("content-type").is_some_and(|t| t.to_ascii_lowercase().starts_with("text/html"));
     let append = match status {
         // The rest from where the part ends, of this file's size, or nothing
         // is kept of it.
@@ -139,9 +140,9 @@ pub fn download(
         // (without a size it is taken, as a server that ignores ranges
         // sends it, and checked at the end).
         200 if header("content-length").and_then(|l| l.parse::<u64>().ok()).is_some_and(|len| len != file.bytes)
-            || header("content-type").is_some_and(|t| t.to_ascii_lowercase().starts_with("text/html")) =>
+            || web_page =>
         {
-            let what = if header("content-type").is_some_and(|t| t.to_ascii_lowercase().starts_with("text/html")) {
+            let what = if web_page {
                 "a web page".to_string()
             } else {
                 format!("{} bytes, not {}", header("content-length").unwrap_or_else(|| "unknown".into()), file.bytes)

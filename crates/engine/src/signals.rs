@@ -24,6 +24,18 @@ pub fn hangup_ignored() -> bool {
     }
 }
 
+/// Run `install`, which installs signal handlers (SIGHUP's among them, as
+/// `ctrlc` and the app's tokio handlers do), and leave SIGHUP ignored
+/// afterwards when it was before (`nohup`). Returns what `install` returns.
+pub fn installing_handlers<R>(install: impl FnOnce() -> R) -> R {
+    let nohup = hangup_ignored();
+    let installed = install();
+    if nohup {
+        ignore_hangup();
+    }
+    installed
+}
+
 /// Ignore SIGHUP again (a library that installs handlers for SIGINT,
 /// SIGTERM and SIGHUP together replaced the `nohup` disposition). Does
 /// nothing off Unix.

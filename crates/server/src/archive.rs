@@ -31,7 +31,8 @@ static WRITERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_W
 /// connections cannot hold every writer (each is dropped only after 30 s
 /// without progress) while others wait.
 pub const MAX_WRITERS_PER_CLIENT: usize = MAX_WRITERS / 4;
-static PER_CLIENT: std::sync::Mutex<Option<HashMap<IpAddr, usize>>> = std::sync::Mutex::new(None);
+static PER_CLIENT: std::sync::LazyLock<std::sync::Mutex<HashMap<IpAddr, usize>>> =
+    std::sync::LazyLock::new(Default::default);
 
 /// One of a client's [`MAX_WRITERS_PER_CLIENT`] archives, given back when
 /// dropped (when its archive is written, or its client left).
@@ -43,7 +44,7 @@ impl ClientTurn {
     /// `None` when it has [`MAX_WRITERS_PER_CLIENT`] archives under way.
     pub fn take(client: IpAddr) -> Option<Self> {
         let mut map = PER_CLIENT.lock().unwrap_or_else(|p| p.into_inner());
-        let n = map.get_or_insert_with(HashMap::new).entry(client).or_insert(0);
+        let n = map.entry(client).or_insert(0);
         if *n >= MAX_WRITERS_PER_CLIENT {
             return None;
         }
@@ -55,12 +56,10 @@ impl ClientTurn {
 impl Drop for ClientTurn {
     fn drop(&mut self) {
         let mut map = PER_CLIENT.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(map) = map.as_mut() {
-            if let Some(n) = map.get_mut(&self.0) {
-                *n -= 1;
-                if *n == 0 {
-                    map.remove(&self.0);
-                }
+        if let Some(n) = map.get_mut(&self.0) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.0);
             }
         }
     }
@@ -178,6 +177,6 @@ mod tests {
         held.pop();
         assert!(ClientTurn::take(a).is_some(), "one given back: one more");
         drop((held, other));
-        assert!(PER_CLIENT.lock().unwrap().as_ref().is_some_and(|m| !m.contains_key(&a) && !m.contains_key(&b)));
+        assert!(PER_CLIENT.lock().is_ok_and(|m| !m.contains_key(&a) && !m.contains_key(&b)));
     }
 }

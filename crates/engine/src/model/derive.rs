@@ -95,7 +95,7 @@ pub fn make_if_missing(id: &str, model_dir: Option<&Path>) -> Result<(), ModelEr
         .or_else(|| model_dir.map(Path::to_path_buf))
         .or_else(super::default_fetch_dir)
         .ok_or_else(|| derive_error(info, "no folder for it (set HOME or STEMROOM_CACHE)".into()))?;
-    if let Some(why) = not_pinned().lock().unwrap_or_else(|p| p.into_inner()).get(id) {
+    if let Some(why) = not_pinned().get(id) {
         // This process made it already and got other bytes than the pinned
         // ones: the recipe would give them again (half a minute per job).
         return Err(derive_error(info, why.clone()));
@@ -109,24 +109,15 @@ pub fn make_if_missing(id: &str, model_dir: Option<&Path>) -> Result<(), ModelEr
         return Ok(());
     }
     tracing::info!("making the model {id} in {}", dest.display());
-    let made = obtain(&manifest, info, &dirs, &dest).map(|_| ());
-    if let Err(ModelError::Derive { reason, .. }) = &made {
-        if reason.contains(NOT_PINNED) {
-            not_pinned().lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_string(), reason.clone());
-        }
-    }
-    made
+    obtain(&manifest, info, &dirs, &dest).map(|_| ())
 }
-
-/// The words of a derive error whose result was not the pinned model.
-const NOT_PINNED: &str = "is not the one pinned";
 
 /// Derived models whose recipe gave other bytes than the pinned ones in
 /// this process, with the reason (not made again until a restart).
-fn not_pinned() -> &'static std::sync::Mutex<std::collections::HashMap<String, String>> {
-    static MAP: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, String>>> =
-        std::sync::OnceLock::new();
-    MAP.get_or_init(Default::default)
+fn not_pinned() -> std::sync::MutexGuard<'static, std::collections::HashMap<String, String>> {
+    static MAP: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, String>>> =
+        std::sync::LazyLock::new(Default::default);
+    MAP.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Make the derived model `info` in `dest_dir` from its base model (found
@@ -208,13 +199,14 @@ pub fn derive(
     // versions on this computer), not a damaged download: said so, not
     // "delete it and fetch it again" about a scratch file.
     verify(info, &part, true).map_err(|e| match e {
-        ModelError::Corrupt { reason, .. } => derive_error(
-            info,
-            format!(
-                "the model it made {NOT_PINNED} ({reason}): the recipe's tools gave other bytes on this \
+        ModelError::Corrupt { reason, .. } => {
+            let why = format!(
+                "the model it made is not the one pinned ({reason}): the recipe's tools gave other bytes on this \
                  computer; use another preset until this is fixed, and report it"
-            ),
-        ),
+            );
+            not_pinned().insert(info.id.clone(), why.clone());
+            derive_error(info, why)
+        }
         other => other,
     })?;
     // On disk before the rename makes it the model (a power cut must not

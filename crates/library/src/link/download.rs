@@ -199,11 +199,10 @@ async fn run_download(
                         on_progress(&p);
                     } else {
                         life.line();
-                        // (A line may start with the `\r` of a progress line.)
-                        let l = l.trim_start_matches('\r');
+                        // (`Segments` ends lines at `\r` and `\n` alike.)
                         if let Some(path) = l.strip_prefix(FILE_MARK) {
-                            printed = Some(path.trim_end_matches(['\r', '\n']).to_string());
-                        } else if is_refusal(l) {
+                            printed = Some(path.to_string());
+                        } else if is_refusal(&l) {
                             refusal = Some(l.trim().to_string());
                         }
                     }
@@ -219,7 +218,7 @@ async fn run_download(
                         on_progress(&p);
                     } else {
                         life.line();
-                        err_text.push_str(l.trim_end_matches('\r'));
+                        err_text.push_str(&l);
                         err_text.push('\n');
                         keep_tail(&mut err_text, 64 * 1024);
                     }

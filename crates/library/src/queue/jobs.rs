@@ -19,8 +19,10 @@ impl Queue {
         self.enqueue_with(source, title, options, false).map(|(job, _)| job)
     }
 
-    /// [`Queue::enqueue`], unless `source` has a live job
-    /// ([`Queue::live_job_of`]): then that job, with `false`. Checked and
+    /// [`Queue::enqueue`], unless `source` has a live job (the newest one
+    /// queued, running or in the library: what adding the same file or link
+    /// again would duplicate; a failed or cancelled one does not count):
+    /// then that job, with `false`. Checked and
     /// added in one transaction, so two adds of one file at once (two
     /// drops, a drop and a second start's "Open with") add it once.
     ///
@@ -83,18 +85,6 @@ impl Queue {
              CASE WHEN status IN ('running', 'queued') THEN position ELSE -finished_ms END, id",
             &[],
         )
-    }
-
-    /// The newest job of `source` that is queued, running or in the library:
-    /// what adding the same file or link again would duplicate (a failed or
-    /// cancelled one does not count).
-    ///
-    /// # Errors
-    /// Database errors.
-    pub fn live_job_of(&self, source: &JobSource) -> Result<Option<Job>, QueueError> {
-        let src = json(source)?;
-        let found = jobs_where(&self.conn(), LIVE_OF_SOURCE, &[&src])?;
-        Ok(found.into_iter().next())
     }
 
     /// Finished songs, newest first, whose title or album contains `search`

@@ -8,7 +8,7 @@ use stemroom_engine::units::Preset;
 use stemroom_engine::ErrorCode;
 use stemroom_library::intake::{self, AddResult};
 use stemroom_library::link::LinkEntry;
-use stemroom_library::queue::{Job, JobId, JobOptions, Queue, QueueError};
+use stemroom_library::queue::{Job, JobId, JobOptions, JobState, Queue, QueueError};
 use tauri::ipc::Channel;
 use tauri::AppHandle;
 
@@ -215,10 +215,15 @@ pub async fn remove_job(state: S<'_>, id: JobId, delete_files: bool, delete_expo
     // Off the main thread: deleting a song's stems can take a while.
     let st = state.inner().clone();
     tauri::async_runtime::spawn_blocking(move || {
+        let job = st.queue.get(id)?;
+        // A job not done plays (while it separated) from its working
+        // folder, which its removal deletes: the player lets go of it first.
+        if !delete_files && !matches!(job.state, JobState::Done) {
+            st.let_go_of_song(id);
+        }
         // Files first: if they cannot be deleted the entry stays, so the
         // person can try again instead of being left with an orphaned folder.
         if delete_files {
-            let job = st.queue.get(id)?;
             // Open in the player, or exported: let go of first (its
             // waveform reader or the export would otherwise write into the
             // folder being deleted).

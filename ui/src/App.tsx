@@ -50,11 +50,19 @@ export function App() {
     setAddError(null);
   }
 
-  /** Runs an add request and reports what it refused; resolves to whether anything was added. */
-  async function add(request: () => Promise<AddResult>): Promise<boolean> {
+  /**
+   * Runs an add request and reports what it refused; resolves to whether
+   * anything was added. `quietWhenEmpty`: an answer with nothing in it (the
+   * file dialog closed without a choice) leaves the notices shown before.
+   */
+  async function add(request: () => Promise<AddResult>, { quietWhenEmpty = false } = {}): Promise<boolean> {
     try {
       const result = await request();
-      show(result);
+      const empty =
+        result.added.length + result.rejected.length + result.duplicates.length + result.skipped.length === 0 &&
+        result.playlists.length === 0 &&
+        result.skippedMore === 0;
+      if (!(quietWhenEmpty && empty)) show(result);
       if (result.added.length > 0) await queue.refresh();
       return result.added.length > 0;
     } catch (e) {
@@ -134,7 +142,7 @@ export function App() {
     Queue: (
       <QueueView
         queue={queue}
-        onPickFiles={() => void add(() => backend.pickFiles(preset))}
+        onPickFiles={() => add(() => backend.pickFiles(preset), { quietWhenEmpty: true })}
         onAddLink={(url) => add(() => backend.addPaths([url], false, preset))}
         preset={preset}
         onPresetChange={setPreset}

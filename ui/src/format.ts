@@ -23,9 +23,12 @@ export function formatEta(seconds: number): string {
   return `about ${parts.join(" ")} left`;
 }
 
+/** Made once: a formatter is costly to make, and a library lists thousands of dates. */
+const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+
 /** Date and time in the user's locale. */
 export function formatDate(unixMillis: number): string {
-  return new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" }).format(unixMillis);
+  return dateFormat.format(unixMillis);
 }
 
 /** "1.2 MB/s" */

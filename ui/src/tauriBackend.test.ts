@@ -7,7 +7,19 @@ vi.mock("@tauri-apps/api/core", () => ({
     constructor(public onmessage?: unknown) {}
   },
 }));
-vi.mock("@tauri-apps/api/webview", () => ({ getCurrentWebview: () => ({}) }));
+type DragDropPayload = { type: "enter" | "over" | "leave" } | { type: "drop"; paths: string[] };
+const dragDropHandlers: ((event: { payload: DragDropPayload }) => void)[] = [];
+vi.mock("@tauri-apps/api/webview", () => ({
+  getCurrentWebview: () => ({
+    onDragDropEvent: async (handler: (event: { payload: DragDropPayload }) => void) => {
+      dragDropHandlers.push(handler);
+      return () => {};
+    },
+  }),
+}));
+function dragDrop(payload: DragDropPayload) {
+  for (const h of dragDropHandlers) h({ payload });
+}
 
 const { tauriBackend } = await import("./tauriBackend");
 
@@ -37,5 +49,38 @@ describe("the app's backend", () => {
     await tauriBackend.closeSong(5);
     await tauriBackend.closeSong(7);
     expect(tokens("close_song")).toHaveLength(3);
+  });
+
+  // A stem dragged out of the player and let go over the window again is
+  // the app's own drag: no "drop songs" overlay, no add (which switched to
+  // the Queue tab to say the file was not added).
+  it("ignores its own drag out coming back over the window, and not a drop after it", async () => {
+    const drops: string[][] = [];
+    const hovers: boolean[] = [];
+    await tauriBackend.onFileDrop((paths) => drops.push(paths));
+    await tauriBackend.onDragHover((over) => hovers.push(over));
+    let endDrag: (end: string) => void = () => {};
+    invoke.mockImplementationOnce(async () => new Promise((resolve) => (endDrag = resolve)));
+    const dragging = tauriBackend.dragOut(3, { kind: "stem", index: 0 });
+    dragDrop({ type: "enter" });
+    dragDrop({ type: "drop", paths: ["/songs/a/vocals.wav"] });
+    endDrag("cancelled");
+    await expect(dragging).resolves.toBe("cancelled");
+    // The window's drop event may come just after the drag's end.
+    dragDrop({ type: "drop", paths: ["/songs/a/vocals.wav"] });
+    expect(drops).toEqual([]);
+    expect(hovers.length).toBeGreaterThan(0);
+    expect(hovers.every((over) => !over)).toBe(true);
+    hovers.length = 0;
+    // A drop from elsewhere, later, is taken.
+    vi.useFakeTimers({ now: Date.now() + 1500 });
+    try {
+      dragDrop({ type: "over" });
+      dragDrop({ type: "drop", paths: ["/music/b.flac"] });
+    } finally {
+      vi.useRealTimers();
+    }
+    expect(drops).toEqual([["/music/b.flac"]]);
+    expect(hovers).toEqual([true, false]);
   });
 });

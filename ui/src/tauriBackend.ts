@@ -17,6 +17,29 @@ import {
 const openTokens = new Map<number, number>();
 let nextOpenToken = Math.floor(Math.random() * 2 ** 31);
 
+/**
+ * Until when (ms since the epoch) the window's drag-and-drop events belong
+ * to a drag out of the window itself (a stem dragged to a DAW and let go
+ * over the window again): they neither show the drop overlay nor add
+ * files. Infinity while the drag runs; its end and the window's drop event
+ * come in either order, so a second more after it.
+ */
+let ownDragUntil = 0;
+const OWN_DRAG_TAIL_MS = 1000;
+
+function ownDrag(): boolean {
+  return Date.now() < ownDragUntil;
+}
+
+async function draggingOut<T>(drag: Promise<T>): Promise<T> {
+  ownDragUntil = Infinity;
+  try {
+    return await drag;
+  } finally {
+    ownDragUntil = Date.now() + OWN_DRAG_TAIL_MS;
+  }
+}
+
 type Outcome<T> = { status: "ok"; data: T } | { status: "error"; error: AppError };
 
 async function unwrap<T>(outcome: Promise<Outcome<T>>): Promise<T> {
@@ -101,7 +124,7 @@ export const tauriBackend: Backend = {
   pickExportDir: () => unwrap(commands.pickExportDir()),
   exportSong: (id, options, onProgress) =>
     unwrap(commands.exportSong(id, options, new Channel<ExportProgress>(onProgress))),
-  dragOut: (id, item) => unwrap(commands.dragOut(id, item)),
+  dragOut: (id, item) => draggingOut(unwrap(commands.dragOut(id, item))),
   cancelExport: async () => {
     await commands.cancelExport();
   },
@@ -121,13 +144,13 @@ export const tauriBackend: Backend = {
 
   async onFileDrop(handler) {
     return getCurrentWebview().onDragDropEvent(({ payload }) => {
-      if (payload.type === "drop") handler(payload.paths);
+      if (payload.type === "drop" && !ownDrag()) handler(payload.paths);
     });
   },
 
   async onDragHover(handler) {
     return getCurrentWebview().onDragDropEvent(({ payload }) => {
-      handler(payload.type === "enter" || payload.type === "over");
+      handler((payload.type === "enter" || payload.type === "over") && !ownDrag());
     });
   },
 };

@@ -32,17 +32,21 @@ type Shared = State<Arc<Service>>;
 
 /// The router with every endpoint, the token check, limits and timeouts.
 pub fn router(service: Arc<Service>) -> Router {
+    // Reads answer within the request timeout or say 408. A deletion is
+    // not cut by it: it gives up waiting for a running job itself (503,
+    // before the timeout) and, once it removes files, answers when they
+    // are gone; a 408 while the removal went on would misreport it.
+    let timeout = TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, service.config.request_timeout);
     let quick = Router::new()
-        .route("/", get(root))
-        .route("/health", get(health))
-        .route("/status", get(server_status))
-        .route("/status/{id}", get(job_status))
-        .route("/job/{id}", get(job_status).delete(delete_job))
-        .route("/api/jobs/{id}", get(job_status))
-        .route("/jobs", get(list_jobs))
-        .route("/jobs/{id}", get(job_status).delete(delete_job))
-        .route("/openapi.json", get(openapi_json))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, service.config.request_timeout));
+        .route("/", get(root).layer(timeout.clone()))
+        .route("/health", get(health).layer(timeout.clone()))
+        .route("/status", get(server_status).layer(timeout.clone()))
+        .route("/status/{id}", get(job_status).layer(timeout.clone()))
+        .route("/job/{id}", get(job_status).layer(timeout.clone()).delete(delete_job))
+        .route("/api/jobs/{id}", get(job_status).layer(timeout.clone()))
+        .route("/jobs", get(list_jobs).layer(timeout.clone()))
+        .route("/jobs/{id}", get(job_status).layer(timeout.clone()).delete(delete_job))
+        .route("/openapi.json", get(openapi_json).layer(timeout));
     let body_limit = usize::try_from(service.config.max_upload_bytes.saturating_add(crate::form::MULTIPART_OVERHEAD))
         .unwrap_or(usize::MAX);
     let uploads = Router::new()

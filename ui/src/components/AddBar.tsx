@@ -1,10 +1,12 @@
-import { useState, type FormEvent } from "react";
+import { useRef, useState, type FormEvent } from "react";
 import type { Preset } from "../bindings";
 import { PRESETS } from "../format";
 
 interface Props {
-  onPickFiles(): void;
-  /** Resolves to whether the link was added (then the field is cleared). */
+  /** Opens the file dialog; resolves once its files are added (or none were chosen). */
+  onPickFiles(): Promise<unknown>;
+  /** Resolves to whether the link was added (then the field is cleared,
+   * unless it holds another link by then). */
   onAddLink(url: string): Promise<boolean>;
   /** The quality songs added now separate with (`null`: as in Settings). */
   preset: Preset | null;
@@ -37,10 +39,28 @@ export function isLink(text: string): boolean {
 export function AddBar({ onPickFiles, onAddLink, preset, onPresetChange }: Props) {
   const [value, setValue] = useState("");
   const [busy, setBusy] = useState(false);
+  const [picking, setPicking] = useState(false);
   const [hint, setHint] = useState(false);
+  // Set at once (state shows at the next render): a double click or a
+  // second Enter before it must not open a second dialog or add twice.
+  const pickingNow = useRef(false);
+  const addingNow = useRef(false);
+
+  async function pick() {
+    if (pickingNow.current) return;
+    pickingNow.current = true;
+    setPicking(true);
+    try {
+      await onPickFiles();
+    } finally {
+      pickingNow.current = false;
+      setPicking(false);
+    }
+  }
 
   async function submit(event: FormEvent) {
     event.preventDefault();
+    if (addingNow.current) return;
     const url = trimLink(value);
     if (!url) return;
     if (!isLink(url)) {
@@ -48,14 +68,20 @@ export function AddBar({ onPickFiles, onAddLink, preset, onPresetChange }: Props
       return;
     }
     setHint(false);
+    addingNow.current = true;
     setBusy(true);
-    if (await onAddLink(url)) setValue("");
-    setBusy(false);
+    try {
+      // A link pasted while this one was looked at stays in the field.
+      if (await onAddLink(url)) setValue((current) => (trimLink(current) === url ? "" : current));
+    } finally {
+      addingNow.current = false;
+      setBusy(false);
+    }
   }
 
   return (
     <div className="add-bar">
-      <button type="button" className="button button--primary" onClick={onPickFiles}>
+      <button type="button" className="button button--primary" onClick={() => void pick()} disabled={picking}>
         Add files…
       </button>
       <form className="add-bar__form" onSubmit={submit}>

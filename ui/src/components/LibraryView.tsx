@@ -1,4 +1,4 @@
-import { useEffect, useRef, useState } from "react";
+import { useEffect, useMemo, useRef, useState } from "react";
 import { useBackend } from "../backend";
 import type { Job } from "../bindings";
 import { errorText } from "../errors";
@@ -93,7 +93,59 @@ export function LibraryView({ version, changes = 0, playRequest = null, jobs = n
     }
   }, [playRequest]);
 
+  // A song played while it separates whose job left the queue without
+  // reaching the library (removed after a cancel or a failure, here or
+  // through the HTTP service): its working folder is gone and the backend
+  // let go of it, so the player closes and says why.
+  const streamingGone =
+    playing !== null && playing.state.state !== "done" && jobs !== null && !jobs.some((j) => j.id === playing.id);
+  useEffect(() => {
+    if (!streamingGone || !playing) return;
+    let current = true;
+    backend.listLibrary("").then(
+      (all) => {
+        if (!current) return;
+        const filed = all.find((s) => s.id === playing.id);
+        if (filed) {
+          setPlaying((cur) => (cur?.id === filed.id ? filed : cur));
+          return;
+        }
+        setGone(`“${playing.title}” was removed from the queue before it finished, so the player closed.`);
+        setPlaying((cur) => (cur?.id === playing.id ? null : cur));
+      },
+      () => {},
+    );
+    return () => {
+      current = false;
+    };
+  }, [backend, streamingGone, playing]);
+
   const selected = songs?.find((song) => song.id === selectedId);
+
+  // The list is rendered again only when it or the choice changes, not at
+  // every progress event of the queue (a library holds thousands of songs).
+  const list = useMemo(
+    () =>
+      songs &&
+      songs.length > 0 && (
+        <ul className="songs" aria-label="Songs">
+          {songs.map((song) => (
+            <li key={song.id} data-testid="library-item">
+              <button
+                type="button"
+                className="song-item"
+                aria-current={song.id === selectedId ? "true" : undefined}
+                onClick={() => setSelectedId(song.id)}
+              >
+                <span className="song-item__title">{song.title}</span>
+                <span className="song-item__meta">{meta(song)}</span>
+              </button>
+            </li>
+          ))}
+        </ul>
+      ),
+    [songs, selectedId],
+  );
 
   if (playing) {
     const jobState = jobs?.find((j) => j.id === playing.id)?.state;
@@ -126,23 +178,7 @@ export function LibraryView({ version, changes = 0, playRequest = null, jobs = n
             {search.trim() ? `No songs match “${search.trim()}”.` : "Finished songs appear here. Add songs in the Queue."}
           </p>
         )}
-        {songs && songs.length > 0 && (
-          <ul className="songs" aria-label="Songs">
-            {songs.map((song) => (
-              <li key={song.id} data-testid="library-item">
-                <button
-                  type="button"
-                  className="song-item"
-                  aria-current={song.id === selectedId ? "true" : undefined}
-                  onClick={() => setSelectedId(song.id)}
-                >
-                  <span className="song-item__title">{song.title}</span>
-                  <span className="song-item__meta">{meta(song)}</span>
-                </button>
-              </li>
-            ))}
-          </ul>
-        )}
+        {list}
       </div>
       <div className="library__detail">
         {selected ? (

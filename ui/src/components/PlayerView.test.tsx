@@ -505,14 +505,33 @@ describe("Player", () => {
     expect(alert).toHaveTextContent("The separation stopped");
     expect(alert).toHaveTextContent("The separation failed: out of memory");
     expect(screen.getByTestId("export-later")).toHaveTextContent("No exports");
-    // Removed from the queue then (from the Queue tab): still stopped, not
-    // "separating" again.
-    await act(() => backend.removeJob(9, false, false));
+    // Removed from the queue then (from the Queue tab, or by the HTTP
+    // service): its working folder goes, so the player closes and says
+    // why, and asks nothing more of the song.
     const peaks = vi.spyOn(backend, "songPeaks");
+    await act(() => backend.removeJob(9, false, false));
+    expect(await screen.findByText(/“Doomed” was removed from the queue before it finished/)).toBeInTheDocument();
+    expect(screen.queryAllByTestId("lane")).toHaveLength(0);
     await new Promise((r) => setTimeout(r, 3_200));
     expect(peaks).not.toHaveBeenCalled();
-    expect(screen.getByRole("alert")).toHaveTextContent("The separation failed: out of memory");
     expect(screen.queryByTestId("separating")).not.toBeInTheDocument();
+  });
+
+  it("closes a song played while separating when its running job is deleted through the HTTP service", async () => {
+    const running = mockJob({
+      id: 10,
+      title: "Deleted remotely",
+      durationSeconds: 200,
+      state: { state: "separating", segment: 2, total: 8 },
+    });
+    const { backend, user } = renderApp({ queue: [running] });
+    await user.click(await screen.findByRole("button", { name: "Listen now" }));
+    await screen.findAllByTestId("lane");
+    // The service cancels and removes the job: the queue changes.
+    act(() => void backend.updateJob(10, { state: { state: "cancelled" } }));
+    await act(() => backend.removeJob(10, true, false));
+    expect(await screen.findByText(/“Deleted remotely” was removed from the queue/)).toBeInTheDocument();
+    expect(screen.queryAllByTestId("lane")).toHaveLength(0);
   });
 
   it("keeps the loop's place in time when the finished files are at another rate", async () => {

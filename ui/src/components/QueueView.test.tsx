@@ -1,6 +1,6 @@
 import { act, screen, waitFor, within } from "@testing-library/react";
 import { describe, expect, it, vi } from "vitest";
-import type { Job, JobState } from "../bindings";
+import type { AddResult, Job, JobState } from "../bindings";
 import { mockJob } from "../mockBackend";
 import { renderApp } from "../test/renderApp";
 
@@ -352,5 +352,63 @@ describe("Queue", () => {
     vi.spyOn(backend, "removeJob").mockRejectedValueOnce({ code: "invalid_options", message: "“Alpha” is running." });
     await user.click(within(row("Alpha")).getByRole("button", { name: "Remove" }));
     expect(await screen.findByRole("alert")).toHaveTextContent("“Alpha” is running.");
+  });
+
+  // A reload answers with what the database held when it was read: a job
+  // that failed while it was on its way must not show as running again.
+  it("keeps a job's failure that came while a reload was on its way", async () => {
+    const running: JobState = { state: "separating", segment: 2, total: 11 };
+    const { backend } = renderApp({ queue: [job(1, "Falcon 69", running)] });
+    await screen.findByText("Separating");
+    let answer: (jobs: Job[]) => void = () => {};
+    const before = await backend.listQueue();
+    vi.spyOn(backend, "listQueue").mockImplementationOnce(() => new Promise((resolve) => (answer = resolve)));
+    // Something else changed: the queue reloads, and its read is slow.
+    act(() => backend.emit({ kind: "queueChanged" }));
+    const failed: JobState = { state: "failed", code: "bad_input", message: "The file is damaged." };
+    act(() => void backend.updateJob(1, { state: failed }));
+    expect(row("Falcon 69")).toHaveAttribute("data-state", "failed");
+    await act(async () => answer(before));
+    expect(row("Falcon 69")).toHaveAttribute("data-state", "failed");
+    expect(within(row("Falcon 69")).getByText("Failed: The file is damaged.")).toBeInTheDocument();
+  });
+
+  it("opens one file dialog for a double click, and keeps the notices when it is closed without a choice", async () => {
+    const { backend, user } = renderApp();
+    let close: (result: AddResult) => void = () => {};
+    const pickFiles = vi
+      .spyOn(backend, "pickFiles")
+      .mockImplementation(() => new Promise((resolve) => (close = resolve)));
+    act(() => backend.dropFiles(["/music/notes.txt"]));
+    expect(await screen.findByText(/notes\.txt/)).toBeInTheDocument();
+    await user.dblClick(screen.getByRole("button", { name: "Add files…" }));
+    expect(pickFiles).toHaveBeenCalledTimes(1);
+    expect(screen.getByRole("button", { name: "Add files…" })).toBeDisabled();
+    await act(async () =>
+      close({ added: [], rejected: [], duplicates: [], skipped: [], skippedMore: 0, playlists: [] }),
+    );
+    expect(screen.getByRole("button", { name: "Add files…" })).toBeEnabled();
+    expect(screen.getByText(/notes\.txt/)).toBeInTheDocument();
+  });
+
+  it("keeps a link pasted while the one before was being added", async () => {
+    const { backend, user } = renderApp();
+    let added: (result: AddResult) => void = () => {};
+    vi.spyOn(backend, "addPaths").mockImplementationOnce(() => new Promise((resolve) => (added = resolve)));
+    const field = screen.getByRole("textbox", { name: "Link" });
+    await user.type(field, "https://example.com/a{Enter}");
+    await user.clear(field);
+    await user.type(field, "https://example.com/b");
+    await act(async () =>
+      added({
+        added: [mockJob({ id: 9, title: "A" })],
+        rejected: [],
+        duplicates: [],
+        skipped: [],
+        skippedMore: 0,
+        playlists: [],
+      }),
+    );
+    expect(field).toHaveValue("https://example.com/b");
   });
 });

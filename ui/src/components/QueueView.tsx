@@ -10,7 +10,7 @@ import { JobRow, type JobAction } from "./JobRow";
 
 interface Props {
   queue: QueueState;
-  onPickFiles(): void;
+  onPickFiles(): Promise<unknown>;
   onAddLink(url: string): Promise<boolean>;
   /** The quality songs added now get (`null`: as in Settings). */
   preset: Preset | null;
@@ -54,6 +54,8 @@ export function QueueView({ queue, onPickFiles, onAddLink, preset, onPresetChang
   }, [runningKey]);
   const { finished, clearFinished } = queue;
   const queuedIds = jobs.filter((job) => job.state.state === "queued").map((job) => job.id);
+  // Place of each queued job (a lookup per row: a queue holds thousands).
+  const queuedAt = new Map(queuedIds.map((id, i) => [id, i]));
   // One move at a time: each sends the whole order it saw, so a second
   // sent before the first's list comes back would undo it.
   const moving = [...busy.values()].some((a) => a === "up" || a === "down");
@@ -151,7 +153,7 @@ export function QueueView({ queue, onPickFiles, onAddLink, preset, onPresetChang
       {jobs.length > 0 && (
         <ul className="job-list" aria-label="Songs in the queue">
           {jobs.map((job) => {
-            const index = queuedIds.indexOf(job.id);
+            const index = queuedAt.get(job.id) ?? -1;
             return (
               <JobRow
                 key={job.id}

@@ -52,12 +52,22 @@ export function useQueue(): QueueState {
 
   // Reloads may answer out of order: only the latest one's answer is kept.
   const latestLoad = useRef(0);
+  // A reload reads the database before events that arrive while it is on
+  // its way (a job that failed or was cancelled meanwhile): what those
+  // events said is laid over its answer, or a failed job would show as
+  // running again until the next change. Events are numbered; each job
+  // keeps what its latest event says, dropped once a reload read after it.
+  const eventCount = useRef(0);
+  const sinceLoad = useRef(new Map<number, { seq: number; apply(job: Job): Job }>());
   const refresh = useCallback(async () => {
     const load = ++latestLoad.current;
+    const readAfter = eventCount.current;
     try {
       const loaded = await backend.listQueue();
       if (load !== latestLoad.current) return;
-      setJobs(loaded);
+      const newer = sinceLoad.current;
+      for (const [id, e] of newer) if (e.seq <= readAfter) newer.delete(id);
+      setJobs(loaded.map((job) => newer.get(job.id)?.apply(job) ?? job));
       setError(null);
     } catch (e) {
       if (load === latestLoad.current) setError(errorText(e));
@@ -82,6 +92,7 @@ export function useQueue(): QueueState {
     switch (event.kind) {
       case "jobChanged": {
         const { job } = event;
+        sinceLoad.current.set(job.id, { seq: ++eventCount.current, apply: () => job });
         setJobs((current) => upsert(current ?? [], job));
         if (!isRunning(job.state)) setProgress((current) => without(current, job.id));
         if (job.state.state === "done") {
@@ -93,6 +104,11 @@ export function useQueue(): QueueState {
       }
       case "progress": {
         const update = event.progress;
+        const before = sinceLoad.current.get(update.id);
+        sinceLoad.current.set(update.id, {
+          seq: ++eventCount.current,
+          apply: (job) => ({ ...(before ? before.apply(job) : job), state: update.state }),
+        });
         setJobs((current) => current?.map((j) => (j.id === update.id ? { ...j, state: update.state } : j)) ?? null);
         setProgress((current) =>
           isRunning(update.state) ? { ...current, [update.id]: update } : without(current, update.id),

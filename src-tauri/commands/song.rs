@@ -297,13 +297,16 @@ pub async fn open_song(
             _ => None,
         };
         let unity = MixControls::unity(paths.len());
-        let with_original = original.and_then(|o| {
+        let with_original = original.map(|o| {
             let all: Vec<PathBuf> = paths.iter().cloned().chain(std::iter::once(o)).collect();
-            Player::open(&all, &unity.with_original()).ok()
+            Player::open(&all, &unity.with_original())
         });
+        // Without the original only when it was the trouble: a device that
+        // failed (a hung sound server: seconds each time) fails again.
         let (with_original, opened) = match with_original {
-            Some(p) => (true, Ok(p)),
-            None => (false, Player::open(&paths, &unity)),
+            Some(Ok(p)) => (true, Ok(p)),
+            Some(Err(e)) if e.code() == ErrorCode::AudioDevice => (false, Err(e)),
+            _ => (false, Player::open(&paths, &unity)),
         };
         let (player, player_error) = match opened {
             Ok(p) => (Some(Arc::new(p)), None),
@@ -409,10 +412,12 @@ fn open_streaming(
     let (mut lanes, loading) = lane_peaks(tracks, sample_rate);
     lanes.extend(stems.iter().cloned().zip(stream.refresh(None)));
     let unity = MixControls::unity(stems.len());
-    let with_original = original.and_then(|o| Player::open_growing(dir, Some(&o), &unity.with_original()).ok());
+    let with_original = original.map(|o| Player::open_growing(dir, Some(&o), &unity.with_original()));
+    // As for a finished song: a failed device is not tried twice.
     let (can_compare, opened) = match with_original {
-        Some(p) => (true, Ok(p)),
-        None => (false, Player::open_growing(dir, None, &unity)),
+        Some(Ok(p)) => (true, Ok(p)),
+        Some(Err(e)) if e.code() == ErrorCode::AudioDevice => (false, Err(e)),
+        _ => (false, Player::open_growing(dir, None, &unity)),
     };
     let (player, player_error) = match opened {
         Ok(p) => (Some(Arc::new(p)), None),

@@ -392,8 +392,8 @@ struct SeparateArgs {
     /// 24-bit integer WAV/FLAC.
     #[arg(long, conflicts_with = "float32")]
     int24: bool,
-    /// 32-bit float WAV.
-    #[arg(long, conflicts_with_all = ["flac", "mp3"])]
+    /// 32-bit float WAV (not used with --flac or --mp3, as in demucs).
+    #[arg(long)]
     float32: bool,
     /// Write FLAC.
     #[arg(long, conflicts_with = "mp3")]
@@ -902,13 +902,37 @@ fn separate_one(
     Ok(())
 }
 
-/// The stems' files of this run, each with the input that writes it.
-type Claimed = std::collections::HashMap<PathBuf, PathBuf>;
+/// The stems' files of this run, each with the input that writes it, and
+/// the local inputs themselves (`true`: the file is that input).
+type Claimed = std::collections::HashMap<PathBuf, (PathBuf, bool)>;
 
-/// The file itself, whatever the spelling (`./a.wav`, a link to it).
+/// The file itself, whatever the spelling (`./a.wav`, `x/../a.wav`, a link
+/// to it or to a folder above it), whether it exists yet or not: the
+/// deepest part of the path that exists is resolved and the rest added to
+/// it, so a stem's path names the same key when it is claimed (before it
+/// is written) and when it is checked again (after another input wrote it).
 fn real_path(p: &Path) -> PathBuf {
+    use std::path::Component;
     let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-    std::fs::canonicalize(&abs).unwrap_or(abs)
+    let mut rest: Vec<Component<'_>> = Vec::new();
+    let mut base = abs.as_path();
+    loop {
+        if let Ok(mut real) = std::fs::canonicalize(base) {
+            for c in rest.iter().rev() {
+                match c {
+                    Component::ParentDir => {
+                        real.pop();
+                    }
+                    Component::CurDir => {}
+                    other => real.push(other.as_os_str()),
+                }
+            }
+            return real;
+        }
+        let (Some(last), Some(parent)) = (base.components().next_back(), base.parent()) else { return abs };
+        rest.push(last);
+        base = parent;
+    }
 }
 
 /// Take `outputs` for `input`, or refuse them when another input of this
@@ -918,19 +942,30 @@ fn real_path(p: &Path) -> PathBuf {
 /// [`EngineError::InvalidOptions`] naming both inputs and the file.
 fn claim_outputs(claimed: &Mutex<Claimed>, input: &Path, outputs: &[(String, PathBuf)]) -> Result<(), Error> {
     let mut claimed = claimed.lock().unwrap_or_else(|p| p.into_inner());
-    for (_, dest) in outputs {
-        if let Some(other) = claimed.get(&real_path(dest)) {
-            return Err(EngineError::InvalidOptions(format!(
-                "{} would write {}, as {} does: separate them in runs with different -o folders",
-                printable(&input.to_string_lossy()),
-                dest.display(),
-                printable(&other.to_string_lossy())
-            ))
-            .into());
+    for (stem, dest) in outputs {
+        match claimed.get(&real_path(dest)) {
+            Some((victim, true)) => {
+                return Err(EngineError::InvalidOptions(format!(
+                    "the {stem} stem of {} would replace the input {}: choose another -o or --filename",
+                    printable(&input.to_string_lossy()),
+                    printable(&victim.to_string_lossy())
+                ))
+                .into())
+            }
+            Some((other, false)) => {
+                return Err(EngineError::InvalidOptions(format!(
+                    "{} would write {}, as {} does: separate them in runs with different -o folders",
+                    printable(&input.to_string_lossy()),
+                    dest.display(),
+                    printable(&other.to_string_lossy())
+                ))
+                .into())
+            }
+            None => {}
         }
     }
     for (_, dest) in outputs {
-        claimed.insert(real_path(dest), input.to_path_buf());
+        claimed.insert(real_path(dest), (input.to_path_buf(), false));
     }
     Ok(())
 }
@@ -939,18 +974,20 @@ fn run_separate(mut a: SeparateArgs) -> ExitCode {
     if a.verbose {
         init_logging_at("debug,ort=warn,hyper=warn");
     }
-    let note = |message: &str| {
-        if a.json {
-            outln!("{}", serde_json::json!({ "event": "warning", "message": message }));
-        } else {
-            errln!("stemroom: {message}");
-        }
-    };
+    // Options taken and not used, said once the settings line is out
+    // (with --json, the first line is `settings`).
+    let mut notes: Vec<&str> = Vec::new();
     if a.mp3_preset.is_some() {
-        note("--mp3-preset is not used: LAME runs at its default quality (-q 3)");
+        notes.push("--mp3-preset is not used: LAME runs at its default quality (-q 3)");
     }
     if a.no_split {
-        note("--no-split is not used: htdemucs runs on segments of at most 7.8 s");
+        notes.push("--no-split is not used: htdemucs runs on segments of at most 7.8 s");
+    }
+    if a.float32 && (a.flac || a.mp3) {
+        notes.push("--float32 is not used: it applies to WAV stems only");
+    }
+    if a.int24 && a.mp3 {
+        notes.push("--int24 is not used: it applies to WAV and FLAC stems only");
     }
     // `demucs -j 0` (its default) runs one at a time.
     a.jobs = a.jobs.max(1);
@@ -1001,6 +1038,13 @@ fn run_separate(mut a: SeparateArgs) -> ExitCode {
             a.shifts,
             a.overlap
         );
+    }
+    for message in notes {
+        if a.json {
+            outln!("{}", serde_json::json!({ "event": "warning", "message": message }));
+        } else {
+            errln!("stemroom: {message}");
+        }
     }
     let request = |input: &Path| job_request(&a, input, format, segment_frames);
     let claimed = match check_distinct_outputs(&a.files, sep.info(), &request) {
@@ -1094,8 +1138,13 @@ fn check_distinct_outputs(
 ) -> Result<Claimed, Error> {
     use std::collections::HashMap;
     let real = real_path;
-    let locals: Vec<(&Path, PathBuf)> =
-        files.iter().filter(|f| !link::looks_like_url(&f.to_string_lossy())).map(|f| (f.as_path(), real(f))).collect();
+    // An input that is not there writes nothing: it fails alone ("not
+    // found") and the others run.
+    let locals: Vec<(&Path, PathBuf)> = files
+        .iter()
+        .filter(|f| !link::looks_like_url(&f.to_string_lossy()) && f.exists())
+        .map(|f| (f.as_path(), real(f)))
+        .collect();
     let inputs: HashMap<&PathBuf, &Path> = locals.iter().map(|(f, r)| (r, *f)).collect();
     let mut seen: HashMap<PathBuf, (&Path, &PathBuf)> = HashMap::new();
     for (input, input_real) in &locals {
@@ -1127,7 +1176,14 @@ fn check_distinct_outputs(
             }
         }
     }
-    Ok(seen.into_iter().map(|(dest, (input, _))| (dest, input.to_path_buf())).collect())
+    // The inputs too: a link's stems, named once it is downloaded, must not
+    // replace one.
+    let mut claimed: Claimed =
+        seen.into_iter().map(|(dest, (input, _))| (dest, (input.to_path_buf(), false))).collect();
+    for (input, input_real) in &locals {
+        claimed.insert(input_real.clone(), (input.to_path_buf(), true));
+    }
+    Ok(claimed)
 }
 
 /// Name prefix of a link's download folder in the temporary folder.

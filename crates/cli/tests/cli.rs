@@ -634,11 +634,31 @@ fn demucs_options_not_used_are_taken() {
     let dir = tempfile::tempdir().expect("tempdir");
     let missing = dir.path().join("missing.wav");
     let out = utf8(dir.path());
-    let args = ["separate", "-v", "--mp3", "--mp3-preset", "2", "-j", "0", "--no-split", "-o", out, utf8(&missing)];
+    let args = [
+        "separate",
+        "-v",
+        "--mp3",
+        "--mp3-preset",
+        "2",
+        "-j",
+        "0",
+        "--no-split",
+        "--float32",
+        "-o",
+        out,
+        utf8(&missing),
+    ];
     let o = run(&args);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(3), "{err}");
     assert!(err.contains("--mp3-preset is not used") && err.contains("--no-split is not used"), "{err}");
+    assert!(err.contains("--float32 is not used"), "{err}");
+    // With --json the first line is the settings, the warnings after it.
+    let o = run(&["separate", "--json", "--flac", "--float32", "--no-split", "-o", out, utf8(&missing)]);
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
+    assert_eq!(lines.first().map(|l| l["event"].clone()), Some("settings".into()), "{lines:?}");
+    assert_eq!(lines.iter().filter(|l| l["event"] == "warning").count(), 2, "{lines:?}");
     assert_fails(&["separate", "--mp3-preset", "9", "-o", out, utf8(&missing)], 2, "--mp3-preset");
 }
 
@@ -1068,6 +1088,34 @@ fn links_are_downloaded_with_ytdlp_and_separated() {
         "{stderr}"
     );
     assert!(out3.join("htdemucs/Falcon 69/vocals.wav").is_file(), "the file's stems: {:?}", files_under(&out3));
+    // The same through an -o spelled with `..` (a folder not there yet: the
+    // file's stems were claimed under that spelling, the link's checked
+    // once they exist); and a mistyped input of the same name fails alone
+    // ("not found") instead of stopping the run as a clash.
+    std::fs::create_dir(dir.path().join("x")).expect("mkdir");
+    let out4 = dir.path().join("x/../out4");
+    let typo = dir.path().join("typo/Falcon 69.wav");
+    let o = run(&["separate", "--shifts", "0", "-o", utf8(&out4), utf8(&local), utf8(&typo), &url]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "the first input that failed is the missing one: {stderr}");
+    assert!(stderr.contains("would write") && stderr.contains("Falcon 69.wav does"), "{stderr}");
+    let kept = dir.path().join("out4/htdemucs/Falcon 69/vocals.wav");
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).expect("stem");
+    let written = mtime(&kept);
+    // A link's stems that would replace a local input are refused too
+    // (the input was separated first, then overwritten by the link's stem).
+    let victim_dir = dir.path().join("out5/htdemucs/Falcon 69");
+    std::fs::create_dir_all(&victim_dir).expect("mkdir");
+    let victim = victim_dir.join("vocals.wav");
+    std::fs::copy(testdata("mixture.wav"), &victim).expect("copy");
+    let before = std::fs::read(&victim).expect("read");
+    let out5 = dir.path().join("out5");
+    let o = run(&["separate", "--shifts", "0", "-o", utf8(&out5), utf8(&victim), &url]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("would replace the input"), "{stderr}");
+    assert_eq!(std::fs::read(&victim).expect("read"), before, "the input is as it was");
+    assert_eq!(mtime(&kept), written);
 
     // A missing page: the download error code, nothing written.
     let missing = format!("http://127.0.0.1:{}/nothing-here.wav", server.1);

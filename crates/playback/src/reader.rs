@@ -26,6 +26,12 @@ struct StemReader {
     pending: Vec<f32>,
     used: usize,
     eof: bool,
+    /// A read or seek that fails ends this stem (silence from there, with
+    /// a warning in the log) instead of failing the whole set: the original
+    /// mixture for A/B, the user's own file (a damaged region, a drive
+    /// unplugged), must not stop the stems, which play even while it is
+    /// muted.
+    soft: bool,
 }
 
 impl StemReader {
@@ -36,7 +42,30 @@ impl StemReader {
             pending: Vec::new(),
             used: 0,
             eof: false,
+            soft: false,
         })
+    }
+
+    /// The stem ended by `e` when it is [`StemReader::soft`], else `e`.
+    fn soften(&mut self, e: DecodeError) -> Result<(), DecodeError> {
+        if !self.soft {
+            return Err(e);
+        }
+        if !self.eof {
+            tracing::warn!("{}: {e}; silent from here", self.path.display());
+        }
+        self.pending.clear();
+        self.used = 0;
+        self.eof = true;
+        Ok(())
+    }
+
+    /// [`StemReader::seek_strict`], ending a soft stem on failure.
+    fn seek(&mut self, frame: u64, give_up: &dyn Fn() -> bool) -> Result<bool, DecodeError> {
+        match self.seek_strict(frame, give_up) {
+            Err(e) => self.soften(e).map(|()| true),
+            done => done,
+        }
     }
 
     /// Continue from `frame`. Where the stream cannot seek there (WebM and
@@ -47,7 +76,7 @@ impl StemReader {
     /// stops as soon as `give_up` says so (a newer seek, the player
     /// closing), returning `false` with the stem at no particular place. A
     /// target past the end leaves the stem ended.
-    fn seek(&mut self, frame: u64, give_up: &dyn Fn() -> bool) -> Result<bool, DecodeError> {
+    fn seek_strict(&mut self, frame: u64, give_up: &dyn Fn() -> bool) -> Result<bool, DecodeError> {
         self.pending.clear();
         self.used = 0;
         self.eof = false;
@@ -85,14 +114,18 @@ impl StemReader {
                 if self.eof {
                     break;
                 }
-                match self.decoder.next_block()? {
-                    Some((block, _)) => {
+                match self.decoder.next_block() {
+                    Ok(Some((block, _))) => {
                         self.pending.clear();
                         self.pending.extend_from_slice(block);
                         self.used = 0;
                     }
-                    None => {
+                    Ok(None) => {
                         self.eof = true;
+                        break;
+                    }
+                    Err(e) => {
+                        self.soften(e)?;
                         break;
                     }
                 }
@@ -233,7 +266,8 @@ impl StemSet {
     /// # Errors
     /// [`DecodeError`] when the file cannot be opened.
     pub fn with_original(mut self, path: &Path) -> Result<Self, DecodeError> {
-        let original = StemReader::open(path)?;
+        let mut original = StemReader::open(path)?;
+        original.soft = true;
         match &mut self.inner {
             Inner::Files(s) => s.push(original),
             Inner::Growing(g) => {
@@ -440,5 +474,39 @@ mod tests {
             assert!(!set.seek_or_give_up(frames - 100, &|| true).unwrap(), "{name}: gave up");
             assert!(set.seek_or_give_up(frames - 100, &|| false).unwrap());
         }
+    }
+
+    /// The original mixture that fails to read (cut short under the
+    /// player: a drive unplugged, a file rewritten) goes silent from there;
+    /// the stems play on to their end.
+    #[test]
+    fn an_original_that_fails_to_read_goes_silent_and_the_stems_play_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let mix = stemroom_testkit::falcon_mixture();
+        let original = dir.path().join("original.wav");
+        std::fs::copy(&mix, &original).unwrap();
+        let whole = all_of(&mix);
+        let frames = whole.len() / 2;
+        let mut set = StemSet::open(&[&mix]).unwrap().with_original(&original).unwrap();
+        let mut out = vec![Vec::new(), Vec::new()];
+        // Cut to a tenth after it was opened: its header still says all.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&original)
+            .unwrap()
+            .set_len(4096 + frames as u64 / 10 * 4)
+            .unwrap();
+        let mut read = 0;
+        loop {
+            let got = set.read(4096, &mut out).expect("the stems are read to their end");
+            assert_eq!(out[0][..2 * got], whole[2 * read..2 * (read + got)], "the stem at frame {read}");
+            read += got;
+            if got < 4096 {
+                break;
+            }
+        }
+        assert_eq!(read, frames);
+        // A seek back is no error either.
+        set.seek(0).expect("seek");
     }
 }

@@ -157,6 +157,11 @@ impl Broker {
             .is_some_and(|(w, at)| w == worker && at.elapsed() <= within)
     }
 
+    /// Whether job `id`'s end (a completion or a failure) is under way.
+    fn is_ending(&self, id: JobId) -> bool {
+        self.completing.lock().unwrap_or_else(|p| p.into_inner()).contains(&id)
+    }
+
     /// Mark job `id`'s end (a completion or a failure) as under way until
     /// the guard is dropped; `None` while another is under way for it.
     fn ending(self: &Arc<Self>, id: JobId) -> Option<Completing> {
@@ -279,37 +284,67 @@ pub(crate) fn group_exists(made: redis::RedisResult<()>) -> redis::RedisResult<(
     }
 }
 
+/// How long the publisher waits for one reply of Redis. redis-rs's default
+/// (500 ms) is outlasted by a `BGSAVE` fork or an fsync stall on a busy
+/// broker, and every lost connection costs a reconnection.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The `run_id` of the Redis server behind `conn` (`INFO server`): a new
+/// one means it restarted, and may have come back from a snapshot older
+/// than the entries this server added. `None` when `INFO` is refused (some
+/// managed services rename it).
+async fn run_id(conn: &mut redis::aio::MultiplexedConnection) -> Option<String> {
+    let info: String = redis::cmd("INFO").arg("server").query_async(conn).await.ok()?;
+    info.lines().find_map(|l| l.strip_prefix("run_id:")).map(|id| id.trim().to_string())
+}
+
 /// Put queued jobs on the stream, forever (aborted when the server stops).
 pub async fn publish(service: Arc<Service>, broker: Arc<Broker>) {
     let mut conn: Option<redis::aio::MultiplexedConnection> = None;
-    // The first connection counts as a reconnection: Redis may have lost the
-    // stream while this server was down (a reboot without AOF, a new
-    // container), and nothing else would publish the queued jobs again. A
-    // job still on the stream gets a second entry, refused at claim.
+    // Whether Redis may have lost entries: the queued jobs are published
+    // again at the next connection (a job still on the stream gets a second
+    // entry, refused at claim). The first connection counts (Redis may have
+    // lost the stream while this server was down: a reboot without AOF, a
+    // new container), and so does a stream found gone or a broker that
+    // restarted (another `run_id`). A connection lost to the network, with
+    // the same broker and its stream there after it, does not: publishing
+    // every queued job again at each flap only grew the stream.
     let mut lost = true;
+    let mut broker_run: Option<String> = None;
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_response_timeout(Some(REPLY_TIMEOUT));
     let mut backoff = Duration::from_millis(200);
     loop {
         if conn.is_none() {
-            let connected =
-                tokio::time::timeout(Duration::from_secs(5), broker.client.get_multiplexed_async_connection()).await;
+            let connected = tokio::time::timeout(
+                Duration::from_secs(5) + REPLY_TIMEOUT,
+                broker.client.get_multiplexed_async_connection_with_config(&config),
+            )
+            .await;
             match connected {
-                Ok(Ok(mut c)) => match ensure_group(&mut c).await {
-                    Ok(()) => {
-                        tracing::info!("broker {}: connected", broker.shown);
-                        if lost {
-                            // A restarted broker (or this server's start) may have lost entries.
-                            match service.queue.republish_queued() {
-                                Ok(n) if n > 0 => tracing::info!("publishing {n} queued job(s) again"),
-                                Ok(_) => {}
-                                Err(e) => tracing::error!("the queue cannot be read: {e}"),
+                Ok(Ok(mut c)) => {
+                    let had_stream: redis::RedisResult<bool> =
+                        redis::cmd("EXISTS").arg(STREAM).query_async(&mut c).await;
+                    let run = run_id(&mut c).await;
+                    match ensure_group(&mut c).await {
+                        Ok(()) => {
+                            tracing::info!("broker {}: connected", broker.shown);
+                            if lost || !matches!(had_stream, Ok(true)) || run.is_none() || run != broker_run {
+                                match service.queue.republish_queued() {
+                                    Ok(n) if n > 0 => tracing::info!("publishing {n} queued job(s) again"),
+                                    Ok(_) => {}
+                                    Err(e) => tracing::error!("the queue cannot be read: {e}"),
+                                }
                             }
+                            conn = Some(c);
+                            lost = false;
+                            broker_run = run;
+                            backoff = Duration::from_millis(200);
                         }
-                        conn = Some(c);
-                        lost = false;
-                        backoff = Duration::from_millis(200);
+                        Err(e) => tracing::warn!("broker {}: {e}", broker.shown),
                     }
-                    Err(e) => tracing::warn!("broker {}: {e}", broker.shown),
-                },
+                }
                 Ok(Err(e)) => tracing::warn!(
                     "broker {} unreachable: {e}; retrying in {:.1} s",
                     broker.shown,
@@ -318,7 +353,6 @@ pub async fn publish(service: Arc<Service>, broker: Arc<Broker>) {
                 Err(_) => tracing::warn!("broker {} does not answer; retrying", broker.shown),
             }
             if conn.is_none() {
-                lost = true;
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
@@ -332,6 +366,7 @@ pub async fn publish(service: Arc<Service>, broker: Arc<Broker>) {
         let there: redis::RedisResult<bool> = redis::cmd("EXISTS").arg(STREAM).query_async(c).await;
         let mut failed = !matches!(there, Ok(true));
         if matches!(there, Ok(false)) {
+            lost = true;
             tracing::warn!(
                 "broker {}: the job stream is gone (the broker restarted without saving, or it was flushed or \
                  evicted); making it again",
@@ -360,6 +395,7 @@ pub async fn publish(service: Arc<Service>, broker: Arc<Broker>) {
                 Ok(Some(entry)) => tracing::debug!("job {id} on the stream as {entry}"),
                 Ok(None) => {
                     tracing::warn!("broker {}: the job stream is gone; making it again", broker.shown);
+                    lost = true;
                     failed = true;
                     break;
                 }
@@ -378,7 +414,6 @@ pub async fn publish(service: Arc<Service>, broker: Arc<Broker>) {
         }
         if failed {
             conn = None;
-            lost = true;
         }
     }
 }
@@ -417,7 +452,7 @@ fn watch_once(service: &Service, broker: &Arc<Broker>) {
         let Some(_releasing) = broker.ending(id) else { continue };
         let why = format!("the worker {worker} sent nothing of the job for {} s", broker.stall.as_secs());
         // Refused when it finished meanwhile: nothing to do.
-        if let Ok(job) = service.queue.broker_release(id, &message, Some(&why)) {
+        if let Ok(job) = service.queue.broker_release(id, &message, &worker, Some(&why)) {
             tracing::warn!("job {id}: {why}: back in the queue for another worker");
             let _ = std::fs::remove_dir_all(staging(service, id, &message));
             service.events.job_changed(&job);
@@ -606,8 +641,11 @@ async fn claim(
     let w = worker.clone();
     let visibility = c.visibility_ms.map(Duration::from_millis);
     let me = service.clone();
+    // A holder whose result is being filed (or its failure recorded) is
+    // alive whatever its heartbeat says: a takeover granted now would make
+    // that filing's record fail and delete the song it just filed.
     let holder_alive = move |holder: &str| {
-        visibility.is_some_and(|v| me.broker.as_ref().is_some_and(|b| b.kept_within(id, holder, v)))
+        me.broker.as_ref().is_some_and(|b| b.is_ending(id) || visibility.is_some_and(|v| b.kept_within(id, holder, v)))
     };
     let outcome = tokio::task::spawn_blocking(move || queue.broker_claim(id, &message, &w, max, holder_alive))
         .await
@@ -707,6 +745,11 @@ async fn input(
     };
     let file = match tokio::fs::File::open(path).await {
         Ok(f) => f,
+        // Trouble of the moment (too many open files under load, a network
+        // disk's hiccup): the worker asks again; the job stays.
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(ApiError::unavailable(format!("the input file of job {id} cannot be read now: {e}")));
+        }
         Err(e) => {
             // No worker can ever run it: the job fails here, plainly (the
             // worker hears 410 and lets the entry go), instead of staying
@@ -929,9 +972,11 @@ async fn complete(
     // this one is filing.
     let broker = broker_of(&service)?.clone();
     if let Err(e) = check_holder(&service, id, &c.message, &c.worker) {
-        // After a takeover the folder (keyed by the entry) is the new
-        // holder's: it stays.
-        if e.code != TAKEN_OVER_CODE {
+        // Only a job this entry does not hold any more (or one deleted) loses the staged
+        // stems: after a takeover the folder (keyed by the entry) is the
+        // new holder's, and a database error (busy past its timeout) says
+        // nothing about the holder, whose next send finds them.
+        if matches!(e.status, StatusCode::CONFLICT | StatusCode::NOT_FOUND) && e.code != TAKEN_OVER_CODE {
             let _ = tokio::fs::remove_dir_all(&staged).await;
         }
         return Err(e);
@@ -1055,11 +1100,18 @@ pub struct Failure {
     pub stopping: bool,
 }
 
+/// The error code of a completion or failure sent while another of the
+/// same job is under way: the worker asks again later instead of taking
+/// it as the job's end (the earlier one may still fail).
+pub const BEING_ENDED_CODE: &str = "being_ended";
+
 /// 409 for a completion or failure of job `id` while another is under way.
 fn being_ended(id: JobId) -> ApiError {
-    ApiError::conflict(format!(
-        "job {id}'s result is being filed by an earlier request: ask its status instead of sending it again"
-    ))
+    ApiError::new(
+        StatusCode::CONFLICT,
+        BEING_ENDED_CODE,
+        format!("job {id}'s result is being filed by an earlier request: ask again later, or ask its status"),
+    )
 }
 
 async fn fail(
@@ -1074,7 +1126,7 @@ async fn fail(
     let _ = tokio::fs::remove_dir_all(staging(&service, id, &f.message)).await;
     let job = if f.retry && f.code != ErrorCode::Cancelled {
         let error = (!f.stopping).then_some(f.error.as_str());
-        let job = service.queue.broker_release(id, &f.message, error)?;
+        let job = service.queue.broker_release(id, &f.message, &f.worker, error)?;
         if let Some(b) = service.broker.as_ref() {
             b.notify.notify_one();
         }

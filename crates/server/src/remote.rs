@@ -133,7 +133,19 @@ impl Server {
                 Err(e) => Ok(Answer::Trouble(format!("unreadable answer: {e}"))),
             },
             401 => Err(RemoteError::Unauthorized(self.base.clone())),
-            404 | 409 | 410 => Ok(Answer::Refused(r.body_mut().read_to_string().unwrap_or_default())),
+            // The server refuses with its JSON error (a code in it); a bare
+            // 404 or 409 comes from something between (a proxy with no
+            // route yet, an ingress that reloads): trouble, not a refusal,
+            // since a refused entry is acknowledged and dropped, and a
+            // refused progress report stops the job.
+            404 | 409 | 410 => {
+                let body = r.body_mut().read_to_string().unwrap_or_default();
+                Ok(if is_api_error(&body) {
+                    Answer::Refused(body)
+                } else {
+                    Answer::Trouble(format!("HTTP {status}: {body}"))
+                })
+            }
             _ => Ok(Answer::Trouble(format!("HTTP {status}: {}", r.body_mut().read_to_string().unwrap_or_default()))),
         }
     }
@@ -848,6 +860,12 @@ fn has_code(body: &str, code: &str) -> bool {
     serde_json::from_str::<serde_json::Value>(body).is_ok_and(|v| v["code"].as_str() == Some(code))
 }
 
+/// Whether `body` is the server's JSON error (`{"error": ..., "code": ...}`),
+/// not a page from a proxy in between.
+fn is_api_error(body: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(body).is_ok_and(|v| v["code"].is_string())
+}
+
 /// Errors another worker would meet too: the job fails at once. A link's
 /// network trouble, a stall, a site blocking this worker's address or
 /// asking it to sign in, and yt-dlp failing for a reason it does not name
@@ -916,10 +934,25 @@ fn run_one(
             return Ok(true);
         }
         Answer::Trouble(why) => {
-            // Left pending: retried after the visibility timeout.
             tracing::warn!("job {id}: cannot claim: {why}");
+            // The claim may have been granted and its answer lost, or be
+            // one this worker cannot read (a newer server's options): the
+            // job would stay held by this worker, showing as running,
+            // until a takeover. Given back now, counted as an attempt (a
+            // job no worker can read fails after --max-attempts, saying
+            // why). Refused when it was not granted; left pending then,
+            // retried after the visibility timeout.
+            let body = serde_json::json!({
+                "message": message, "worker": config.name, "code": ErrorCode::Internal,
+                "error": format!("the worker {} could not read the answer to its claim: {why}", config.name),
+                "retry": true, "stopping": false,
+            });
+            let released = matches!(
+                server.post::<serde_json::Value>(&format!("/worker/jobs/{id}/fail"), &body),
+                Ok(Answer::Ok(_))
+            );
             std::thread::sleep(Duration::from_secs(1));
-            return Ok(false);
+            return Ok(released);
         }
     };
     tracing::info!("job {id} \"{}\" (attempt {})", spec.title, spec.attempt);
@@ -1177,13 +1210,18 @@ fn separate(
                 .timeout_per_write(Some(stemroom_engine::download::READ_TIMEOUT))
                 .build()
                 .send(ureq::SendBody::from_reader(&mut body));
+            // What the server's own refusal says (a proxy's bare 404 says
+            // nothing: sent again, as for a server error).
             let r = r.map(|mut r| {
                 let status = r.status().as_u16();
-                (status, status == 409 && is_taken_over(&r.body_mut().read_to_string().unwrap_or_default()))
+                let body =
+                    if status == 200 { String::new() } else { r.body_mut().read_to_string().unwrap_or_default() };
+                (status, is_api_error(&body).then(|| is_taken_over(&body)))
             });
             Try::Done(match r {
                 Ok((200, _)) => Ok(()),
-                Ok((409, true)) => Err(Error::Internal(TAKEN_OVER.into())),
+                Ok((409, Some(true))) => Err(Error::Internal(TAKEN_OVER.into())),
+                Ok((s @ (404 | 409 | 410), None)) => return Try::Again(format!("HTTP {s} without the server's error")),
                 Ok((404 | 409 | 410, _)) => Err(Error::Cancelled),
                 // Too large for this server: any worker's stem would be (the
                 // job fails for everyone instead of running again elsewhere).
@@ -1209,12 +1247,31 @@ fn separate(
         "duration_seconds": output.audio_seconds,
     });
     let held = life.hold();
-    let completed = retrying(stop, &format!("job {id}: handing in its stems"), || {
-        match server.post_within::<serde_json::Value>(&format!("/worker/jobs/{id}/complete"), &body, COMPLETE_WAIT) {
-            Ok(Answer::Trouble(why)) => Try::Again(why),
-            other => Try::Done(other),
+    // An earlier send of this completion that the server is still filing
+    // (its answer was cut: a proxy's read timeout) is waited for, as long
+    // as a completion may take: it may yet fail, and the entry must stay
+    // pending until the job's end is known.
+    let asked = Instant::now();
+    let completed = loop {
+        let completed = retrying(stop, &format!("job {id}: handing in its stems"), || {
+            match server.post_within::<serde_json::Value>(&format!("/worker/jobs/{id}/complete"), &body, COMPLETE_WAIT)
+            {
+                Ok(Answer::Trouble(why)) => Try::Again(why),
+                other => Try::Done(other),
+            }
+        });
+        match &completed {
+            Ok(Ok(Answer::Refused(why)))
+                if has_code(why, crate::broker::BEING_ENDED_CODE)
+                    && asked.elapsed() < COMPLETE_WAIT
+                    && !stop.load(Ordering::SeqCst) =>
+            {
+                tracing::info!("job {id}: the server is still filing an earlier send of its stems; asking again");
+                nap(Duration::from_secs(5), stop);
+            }
+            _ => break completed,
         }
-    });
+    };
     drop(held);
     let completed = completed.unwrap_or_else(|why| Ok(Answer::Trouble(why)));
     match completed {

@@ -82,9 +82,14 @@ pub struct PartFile {
 }
 
 impl PartFile {
-    /// A part file for `name` in `dir` (not created yet).
+    /// A part file for `name` in `dir` (not created yet), its own: two
+    /// uploads of one name at once (a worker that sends a stalled stem
+    /// again while the server still reads the first send) each write their
+    /// own part, and neither removes the other's.
     pub fn new(dir: &Path, name: &str) -> Self {
-        PartFile { part: Some(dir.join(format!("{name}{PART_SUFFIX}"))), done: dir.join(name) }
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        PartFile { part: Some(dir.join(format!("{name}.{n}{PART_SUFFIX}"))), done: dir.join(name) }
     }
 
     /// Where the bytes go while receiving.

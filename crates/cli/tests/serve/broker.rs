@@ -605,6 +605,36 @@ fn a_stream_that_disappears_is_made_again_with_the_queued_jobs() {
     stop_child(w);
 }
 
+/// A connection to the broker lost to the network (here: killed by the
+/// broker), with the same broker and its stream there after it, costs a
+/// reconnection and nothing more: the queued jobs are not published again
+/// (each reconnection added an entry per queued job to the stream).
+#[test]
+fn a_lost_connection_to_the_same_broker_does_not_publish_the_queue_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (redis, _url, _data, server) = broker_setup(dir.path(), &[]);
+    for _ in 0..3 {
+        server.upload(&testdata("mixture.wav"), &["shifts=0"]);
+    }
+    let xlen_is = |n: &str, within: Duration| {
+        let deadline = Instant::now() + within;
+        while redis_cli(&redis, &["XLEN", "stemroom:jobs"]) != [n] {
+            assert!(Instant::now() < deadline, "the stream never held {n} entries");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    xlen_is("3", Duration::from_secs(30));
+    let killed = redis_cli(&redis, &["CLIENT", "KILL", "TYPE", "normal"]);
+    assert_ne!(killed, ["0"], "the server's connection was killed");
+    // The publisher finds its connection gone at its next look (within
+    // 2 s), connects again, and publishes the job added meanwhile only.
+    std::thread::sleep(Duration::from_secs(3));
+    server.upload(&testdata("mixture.wav"), &["shifts=0"]);
+    xlen_is("4", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(redis_cli(&redis, &["XLEN", "stemroom:jobs"]), ["4"], "the queued jobs were published again");
+}
+
 /// A job the server filed but had not recorded as done when it stopped
 /// (put back in the queue, handed out again): the claim that follows
 /// records it from its song folder and the worker is told it is done,

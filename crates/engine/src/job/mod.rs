@@ -291,8 +291,8 @@ pub fn output_stems(info: &ModelInfo, two_stems: Option<&str>, other: OtherMetho
 }
 
 /// Expand the filename template for one stem: `{track}` (the input's name
-/// without its extension), `{trackext}` (its extension, empty when it has
-/// none), `{stem}` and `{ext}` (the output format's extension), the
+/// without its extension), `{trackext}` (its extension: empty for `song.`,
+/// the whole name for a name without a dot, as in `demucs`), `{stem}` and `{ext}` (the output format's extension), the
 /// `demucs` CLI's names. The template is read once from left to right, so
 /// braces inside a file name (`{stem} mix.wav`) are never expanded again;
 /// `{{` and `}}` are a literal brace (Python's `str.format`, which `demucs`
@@ -305,9 +305,11 @@ pub fn output_stems(info: &ModelInfo, two_stems: Option<&str>, other: OtherMetho
 /// whole separation).
 pub fn render_filename(template: &str, input: &Path, stem: &str, ext: &str) -> Result<PathBuf, Error> {
     let track = safe_component(&input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
-    // No extension, or an empty one (`song.`): empty.
-    let trackext =
-        input.extension().filter(|e| !e.is_empty()).map(|s| safe_component(&s.to_string_lossy())).unwrap_or_default();
+    // As demucs' `track.name.rsplit(".", 1)[-1]`: the extension, empty
+    // for `song.`, and the whole name for a name without a dot (`song`).
+    let name = input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let ext_part = name.rsplit_once('.').map_or(name.as_str(), |(_, ext)| ext);
+    let trackext = if ext_part.is_empty() { String::new() } else { safe_component(ext_part) };
     let fields: [(&str, &str); 4] = [("{track}", &track), ("{trackext}", &trackext), ("{stem}", stem), ("{ext}", ext)];
     let mut rendered = String::with_capacity(template.len() + track.len());
     let mut rest = template;
@@ -661,8 +663,9 @@ mod tests {
         assert_eq!(r("{track}/{stem}.{ext}", "/music/NUL.mp3").unwrap(), "NUL_/vocals.wav");
         // Braces in a file name are the name, not placeholders.
         assert_eq!(r("{track}/{stem}.{ext}", "/x/{stem} {ext}.mp3").unwrap(), "{stem} {ext}/vocals.wav");
-        // No extension: {trackext} is empty; unknown names stay as written.
-        assert_eq!(r("{track}.{trackext}-{stem}", "/x/song").unwrap(), "song.-vocals");
+        // No dot: {trackext} is the whole name (demucs' `rsplit(".", 1)[-1]`);
+        // unknown names stay as written.
+        assert_eq!(r("{track}.{trackext}-{stem}", "/x/song").unwrap(), "song.song-vocals");
         assert_eq!(r("{album}/{stem}.{ext}", "a.wav").unwrap(), "{album}/vocals.wav");
         // Doubled braces are one literal brace, as in Python's str.format.
         assert_eq!(r("{{stem}}-{stem}", "a.wav").unwrap(), "{stem}-vocals");

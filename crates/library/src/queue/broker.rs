@@ -288,18 +288,27 @@ impl Queue {
     /// to be published again, with `error` kept for the day it gives up.
     /// `error` is `None` when the worker stopped on purpose (a deploy, a
     /// reclaimed spot machine): that claim is not counted toward the
-    /// attempts. Only the holder (`message`) may do this.
+    /// attempts. Only the holder (`message` and `worker`) may do this.
     ///
     /// # Errors
     /// [`QueueError::NotFound`] when `message` does not hold the running job.
-    pub fn broker_release(&self, id: JobId, message: &str, error: Option<&str>) -> Result<Job, QueueError> {
+    pub fn broker_release(
+        &self,
+        id: JobId,
+        message: &str,
+        worker: &str,
+        error: Option<&str>,
+    ) -> Result<Job, QueueError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // The entry and its worker: after a takeover the entry is the same
+        // and the worker another, whose claim a release decided on an
+        // older look (the stall watchdog's, a failure's) must not undo.
         let n = tx.execute(
             "UPDATE jobs SET status = 'queued', state = ?1, started_ms = NULL
              WHERE id = ?2 AND status = 'running'
-               AND EXISTS (SELECT 1 FROM broker WHERE job_id = ?2 AND message = ?3)",
-            params![json(&JobState::Queued)?, id, message],
+               AND EXISTS (SELECT 1 FROM broker WHERE job_id = ?2 AND message = ?3 AND worker = ?4)",
+            params![json(&JobState::Queued)?, id, message, worker],
         )?;
         if n == 0 {
             return Err(QueueError::NotFound(id));
@@ -379,8 +388,11 @@ mod tests {
             panic!("takeover")
         };
         // A release by someone who does not hold it is refused; by the holder it requeues.
-        assert!(q.broker_release(a.id, "9-9", Some("x")).is_err());
-        assert_eq!(q.broker_release(a.id, "1-0", Some("CUDA out of memory")).unwrap().state, JobState::Queued);
+        assert!(q.broker_release(a.id, "9-9", "w1", Some("x")).is_err());
+        // Nor by the worker it was taken over from (through the same entry).
+        assert!(q.broker_release(a.id, "1-0", "w1", Some("stalled")).is_err());
+        assert_eq!(q.broker_holder(a.id).unwrap(), Some(("1-0".into(), "w2".into())));
+        assert_eq!(q.broker_release(a.id, "1-0", "w2", Some("CUDA out of memory")).unwrap().state, JobState::Queued);
         assert_eq!(q.unpublished().unwrap(), vec![a.id, b.id]);
         // Workers that stop on purpose (deploys) do not use up the attempts.
         for n in 0..5 {
@@ -389,7 +401,7 @@ mod tests {
             else {
                 panic!("a stopped worker's claim is not counted")
             };
-            assert_eq!(q.broker_release(a.id, &format!("s{n}-0"), None).unwrap().state, JobState::Queued);
+            assert_eq!(q.broker_release(a.id, &format!("s{n}-0"), "w3", None).unwrap().state, JobState::Queued);
         }
         let Claim::Granted { attempt: 3, .. } = q.broker_claim(a.id, "3-0", "w1", 3, |_| false).unwrap() else {
             panic!()

@@ -203,6 +203,12 @@ impl Callback {
             if let Some((period, _)) = grid.filter(|_| counted && sh.count_in.load(Ordering::Acquire)) {
                 let ratio = sh.ratio() * f64::from(sh.tempo());
                 self.count_in_len = f64::from(COUNT_IN_BEATS) * period / ratio;
+                // The song comes back after the clicks fading in from
+                // silence, not at the gain a pause's fade-out (pressed
+                // within its 10 ms) had reached.
+                if self.count_in_len > 0.0 {
+                    self.fade = 0.0;
+                }
             }
         }
         self.was_playing = playing;

@@ -32,8 +32,7 @@ pub(super) fn choose_config(
     rate: u32,
 ) -> Result<(cpal::StreamConfig, SampleFormat), PlayerError> {
     let dev_err = |e: &dyn std::fmt::Display| PlayerError::Device(e.to_string());
-    let usable =
-        |f: SampleFormat| matches!(f, SampleFormat::F32 | SampleFormat::I16 | SampleFormat::I32 | SampleFormat::U16);
+    let usable = usable_format;
     let ranges: Vec<_> = device.supported_output_configs().map_err(|e| dev_err(&e))?.collect();
     let best = ranges
         .iter()
@@ -102,11 +101,25 @@ pub(super) fn build_stream(
 ) -> Result<cpal::Stream, String> {
     match format {
         SampleFormat::F32 => build_typed::<f32>(device, config, home, shared),
+        SampleFormat::F64 => build_typed::<f64>(device, config, home, shared),
+        SampleFormat::I8 => build_typed::<i8>(device, config, home, shared),
         SampleFormat::I16 => build_typed::<i16>(device, config, home, shared),
+        SampleFormat::I24 => build_typed::<cpal::I24>(device, config, home, shared),
         SampleFormat::I32 => build_typed::<i32>(device, config, home, shared),
+        SampleFormat::U8 => build_typed::<u8>(device, config, home, shared),
         SampleFormat::U16 => build_typed::<u16>(device, config, home, shared),
+        SampleFormat::U24 => build_typed::<cpal::U24>(device, config, home, shared),
+        SampleFormat::U32 => build_typed::<u32>(device, config, home, shared),
         other => Err(format!("unsupported sample format {other}")),
     }
+}
+
+/// The sample formats [`build_stream`] writes: every PCM format of cpal up
+/// to 32 bits and both floats (an ALSA `hw:` USB interface often offers
+/// only packed 24-bit, `S24_3LE`); not 64-bit integers or DSD.
+fn usable_format(f: SampleFormat) -> bool {
+    use SampleFormat::*;
+    matches!(f, F32 | F64 | I8 | I16 | I24 | I32 | U8 | U16 | U24 | U32)
 }
 
 fn build_typed<T: SizedSample + FromSample<f32>>(

@@ -1056,6 +1056,21 @@ mod tests {
         sh.play();
         assert_eq!(sh.position.load(Ordering::Acquire), 0);
         assert_eq!(sh.underrun_frames.load(Ordering::Acquire), 0, "the reader kept up");
+        // A loop set after the end is where Play goes on, not the top.
+        sh.seek(49_900);
+        let _ = render(&mut cb, 1000);
+        assert!(sh.ended.load(Ordering::Acquire));
+        sh.set_loop(Some(LoopRegion { start: 20_000, end: 30_000 }));
+        sh.play();
+        assert_eq!(sh.position.load(Ordering::Acquire), 20_000);
+        // Controls naming fewer stems than play leave the others at unity
+        // (as when the player started), not silenced.
+        let mut one = MixControls::unity(1);
+        one.master = 0.5;
+        sh.set_controls(&one);
+        let gains: Vec<f32> = sh.gains[..4].iter().map(|g| f32::from_bits(g.load(Ordering::Acquire))).collect();
+        assert_eq!(gains, [0.5, 0.5, 0.5, 0.5]);
+        sh.set_loop(None);
 
         sh.stop.store(true, Ordering::Release);
         reader.join().unwrap();

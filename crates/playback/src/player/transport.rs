@@ -194,16 +194,23 @@ impl Shared {
         let at = self.position.load(Ordering::Acquire);
         let shortest = ((f64::from(self.song_rate) * MIN_LOOP_SECONDS) as u32).max(1);
         let length = u32::try_from(self.length.load(Ordering::Acquire)).unwrap_or(u32::MAX);
+        let region = looping.filter(|l| l.start < l.end).map(|l| {
+            let end = l.end.max(l.start.saturating_add(shortest));
+            if end > length && l.end <= length {
+                LoopRegion { start: l.start.min(length.saturating_sub(shortest)), end: length }
+            } else {
+                LoopRegion { start: l.start, end }
+            }
+        });
+        // A loop set after the song ended is where Play goes on (not the
+        // song's start, which Play after the end means otherwise).
+        let ended = region.is_some() && self.ended.swap(false, Ordering::AcqRel);
         self.retarget(|t| {
-            t.looping = looping.filter(|l| l.start < l.end).map(|l| {
-                let end = l.end.max(l.start.saturating_add(shortest));
-                if end > length && l.end <= length {
-                    LoopRegion { start: l.start.min(length.saturating_sub(shortest)), end: length }
-                } else {
-                    LoopRegion { start: l.start, end }
-                }
-            });
-            t.target = at;
+            t.looping = region;
+            t.target = match region {
+                Some(r) if ended => u64::from(r.start),
+                _ => at,
+            };
         });
     }
 
@@ -286,7 +293,16 @@ impl Shared {
     }
 
     pub(super) fn set_controls(&self, controls: &MixControls) {
-        let gains = controls.effective_gains();
+        // Stems the controls do not name play at unity, as when the player
+        // started (`start_engine`), not silenced (and within solo and the
+        // master like the others); stems past the song's are not read.
+        let gains = if controls.stems.len() == self.stems {
+            controls.effective_gains()
+        } else {
+            let mut padded = controls.clone();
+            padded.stems.resize(self.stems, Default::default());
+            padded.effective_gains()
+        };
         let _writer = self.controls_writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         self.controls_version.fetch_add(1, Ordering::AcqRel); // odd: writing
         for (i, slot) in self.gains.iter().enumerate() {

@@ -38,14 +38,14 @@ pub fn router(service: Arc<Service>) -> Router {
     // are gone; a 408 while the removal went on would misreport it.
     let timeout = TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, service.config.request_timeout);
     let quick = Router::new()
-        .route("/", get(root).layer(timeout.clone()))
-        .route("/health", get(health).layer(timeout.clone()))
-        .route("/status", get(server_status).layer(timeout.clone()))
-        .route("/status/{id}", get(job_status).layer(timeout.clone()))
-        .route("/job/{id}", get(job_status).layer(timeout.clone()).delete(delete_job))
-        .route("/api/jobs/{id}", get(job_status).layer(timeout.clone()))
-        .route("/jobs", get(list_jobs).layer(timeout.clone()))
-        .route("/jobs/{id}", get(job_status).layer(timeout.clone()).delete(delete_job))
+        .route("/", get(root).layer(timeout))
+        .route("/health", get(health).layer(timeout))
+        .route("/status", get(server_status).layer(timeout))
+        .route("/status/{id}", get(job_status).layer(timeout))
+        .route("/job/{id}", get(job_status).layer(timeout).delete(delete_job))
+        .route("/api/jobs/{id}", get(job_status).layer(timeout))
+        .route("/jobs", get(list_jobs).layer(timeout))
+        .route("/jobs/{id}", get(job_status).layer(timeout).delete(delete_job))
         .route("/openapi.json", get(openapi_json).layer(timeout));
     let body_limit = usize::try_from(service.config.max_upload_bytes.saturating_add(crate::form::MULTIPART_OVERHEAD))
         .unwrap_or(usize::MAX);

@@ -586,8 +586,9 @@ try {
   // Drag out: the real pointer (xdotool under Xvfb) presses the vocals
   // lane's handle, drags and lets go over the window itself, which takes
   // dropped audio files: the app receives the stem's file through the
-  // native drag (GTK, text/uri-list) and knows it for the file it is
-  // dragging out, so it says so instead of queueing it.
+  // native drag (GTK, text/uri-list) and knows it for its own drag out: no
+  // "drop songs" overlay while it is over the window, and let go there it
+  // is not queued, nor does the window leave the player.
   const handleSel = '[aria-label="Drag Vocals out"]';
   await (await b.$(handleSel)).scrollIntoView({ block: "center" });
   await sleep(300);
@@ -615,23 +616,20 @@ try {
     await sleep(60);
   }
   await sleep(400);
+  const overlayWhileOver = await (await b.$(".drop-overlay")).isDisplayed().catch(() => false);
   xdo("mouseup", 1);
   const droppedBack = await b
-    .waitUntil(
-      async () => {
-        for (const li of await b.$$(".rejected li")) {
-          const text = await li.getText();
-          if (text.startsWith("vocals") && text.includes("dragged out of the player")) return text;
-        }
-        return false;
-      },
-      { timeout: 20000, interval: 200 },
-    )
+    .waitUntil(async () => (await b.execute(() => document.documentElement.dataset.droppedBack)) || false, {
+      timeout: 20000,
+      interval: 200,
+    })
     .catch(() => null);
   check(
-    Boolean(droppedBack),
+    droppedBack === "vocals.wav",
     `the vocals stem dragged out of the player arrives as its file, which the window it was let go over does not queue (${droppedBack})`,
   );
+  check(!overlayWhileOver, "no drop overlay while the app's own drag is over the window");
+  check(await (await b.$('[aria-label="Drag Vocals out"]')).isDisplayed(), "the player stays in view after the drop");
   let queuedStem = false;
   for (const r of await b.$$('[data-testid="job-row"]')) {
     if ((await (await r.$(".job__title")).getText()) === "vocals") queuedStem = true;

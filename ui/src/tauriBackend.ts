@@ -144,7 +144,14 @@ export const tauriBackend: Backend = {
 
   async onFileDrop(handler) {
     return getCurrentWebview().onDragDropEvent(({ payload }) => {
-      if (payload.type === "drop" && !ownDrag()) handler(payload.paths);
+      if (payload.type !== "drop") return;
+      if (!ownDrag()) {
+        handler(payload.paths);
+        return;
+      }
+      // Its file names, on the page's root element (`data-dropped-back`),
+      // for the window tests: the native drag carried the files back.
+      document.documentElement.dataset.droppedBack = payload.paths.map((p) => p.split(/[\\/]/).pop()).join("\n");
     });
   },
 

@@ -547,6 +547,9 @@ impl Player {
     /// Where playback is and what it is doing.
     pub fn status(&self) -> PlayerStatus {
         let s = &self.shared;
+        // The output thread stuck closing or reopening the stream (a sound
+        // server that hung): it cannot say so, so this does.
+        s.notice_hung_output(output::REOPEN_GIVE_UP, output::gave_up_message);
         let playing = s.playing.load(Ordering::Acquire);
         let mut position = s.position.load(Ordering::Acquire);
         let waiting = s.waiting.load(Ordering::Acquire);
@@ -680,6 +683,7 @@ fn start_engine(
         device_errors: AtomicU64::new(0),
         reopens: AtomicU64::new(0),
         output_lost: AtomicBool::new(false),
+        in_backend_since: Mutex::new(None),
         error: Mutex::new(None),
         stop: AtomicBool::new(false),
         beat_period: AtomicU64::new(0),
@@ -1072,6 +1076,30 @@ mod tests {
         assert_eq!(gains, [0.5, 0.5, 0.5, 0.5]);
         sh.set_loop(None);
 
+        sh.stop.store(true, Ordering::Release);
+        reader.join().unwrap();
+    }
+
+    /// The output thread stuck in the audio backend (closing or reopening
+    /// a stream on a sound server that hung) cannot report it: the next
+    /// status stops playback and says so, which a return then clears.
+    #[test]
+    fn an_output_stuck_in_the_backend_is_reported() {
+        let (_dir, sh, _cb, reader) = engine(10_000);
+        sh.play();
+        sh.notice_hung_output(Duration::ZERO, || "stuck".into());
+        assert!(sh.playing.load(Ordering::Acquire), "no call under way");
+        let call = sh.in_backend_call();
+        std::thread::sleep(Duration::from_millis(30));
+        sh.notice_hung_output(Duration::from_secs(10), || "stuck".into());
+        assert!(sh.playing.load(Ordering::Acquire), "not stuck long enough yet");
+        sh.notice_hung_output(Duration::from_millis(10), || "stuck".into());
+        assert!(!sh.playing.load(Ordering::Acquire));
+        assert_eq!(sh.error.lock().unwrap().as_deref(), Some("stuck"));
+        drop(call);
+        sh.clear_error("stuck");
+        sh.notice_hung_output(Duration::ZERO, || "stuck again".into());
+        assert_eq!(sh.error.lock().unwrap().as_deref(), None);
         sh.stop.store(true, Ordering::Release);
         reader.join().unwrap();
     }

@@ -125,7 +125,10 @@ pub(super) fn run(
                 "audio output {}: reopening it on the default device",
                 if lost { "lost" } else { "stalled" }
             );
-            drop(old);
+            {
+                let _call = shared.in_backend_call();
+                drop(old);
+            }
             match back_rx.recv_timeout(HANDBACK_LIMIT) {
                 Ok(cb) => parked = Some(cb),
                 Err(_) => {
@@ -138,14 +141,17 @@ pub(super) fn run(
             return; // the callback is parked whenever no stream runs
         };
         shared.output_lost.store(false, Ordering::Release);
-        match reopen(cb, back_tx.clone(), &shared) {
+        let reopened = {
+            let _call = shared.in_backend_call();
+            reopen(cb, back_tx.clone(), &shared)
+        };
+        match reopened {
             Ok(s) => {
-                if gave_up {
-                    // Back after playback was stopped: it can be played
-                    // again (and should this stream fail too, that is said).
-                    shared.clear_error(&gave_up_message());
-                    gave_up = false;
-                }
+                // Back after playback was stopped (here, or by a status
+                // that found this thread stuck in the backend): it can be
+                // played again (and should this stream fail too, that is said).
+                shared.clear_error(&gave_up_message());
+                gave_up = false;
                 stream = Some(s);
                 opened_at = Instant::now();
                 shared.reopens.fetch_add(1, Ordering::AcqRel);
@@ -185,7 +191,7 @@ fn start(
 }
 
 /// The error playback stops with when no output could be reopened.
-fn gave_up_message() -> String {
+pub(super) fn gave_up_message() -> String {
     format!(
         "the audio output stopped and could not be reopened within {} s; \
          check the sound settings and open the song again",

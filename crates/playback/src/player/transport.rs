@@ -101,6 +101,11 @@ pub(super) struct Shared {
     /// Set by the stream's error callback when the stream is gone (device
     /// unplugged, sound server restarted); the output thread reopens it.
     pub(super) output_lost: AtomicBool,
+    /// Since when the output thread has been inside a call into the audio
+    /// backend to close or reopen the stream (`None`: it is not): such a
+    /// call can block for good on a sound server that hung, and then the
+    /// thread cannot say so itself ([`Shared::notice_hung_output`]).
+    pub(super) in_backend_since: Mutex<Option<std::time::Instant>>,
     pub(super) error: Mutex<Option<String>>,
     pub(super) stop: AtomicBool,
     /// The song's beat grid in song frames (`f64` bits; a period of 0: no
@@ -362,11 +367,40 @@ impl Shared {
         }
     }
 
+    /// The output thread is in a backend call until the guard drops.
+    pub(super) fn in_backend_call(&self) -> BackendCall<'_> {
+        *self.in_backend_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(std::time::Instant::now());
+        BackendCall(self)
+    }
+
+    /// Stop playback with `message` when the output thread has been stuck
+    /// in a backend call for longer than `limit` (it cannot say so itself).
+    pub(super) fn notice_hung_output(&self, limit: std::time::Duration, message: impl FnOnce() -> String) {
+        let hung = self
+            .in_backend_since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some_and(|since| since.elapsed() > limit);
+        if hung {
+            self.fail(message());
+        }
+    }
+
     pub(super) fn fail(&self, message: String) {
         tracing::warn!("playback stopped: {message}");
         if let Ok(mut e) = self.error.lock() {
             e.get_or_insert(message);
         }
         self.playing.store(false, Ordering::Release);
+    }
+}
+
+/// A call into the audio backend under way (see [`Shared::in_backend_call`]).
+pub(super) struct BackendCall<'a>(&'a Shared);
+
+impl Drop for BackendCall<'_> {
+    fn drop(&mut self) {
+        *self.0.in_backend_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
     }
 }

@@ -22,9 +22,10 @@ stop_pulse() {
 trap stop_pulse EXIT
 command -v pulseaudio >/dev/null || { echo "the end-to-end test needs pulseaudio (see scripts/install-system-deps.sh)" >&2; exit 1; }
 XDG_RUNTIME_DIR="$tmp/run" HOME="$tmp/run" pulseaudio -n --daemonize=yes --exit-idle-time=-1 --use-pid-file=yes \
-    --load="module-null-sink sink_name=nullsink" --load=module-native-protocol-unix 2>/dev/null
+    --load="module-null-sink sink_name=nullsink" --load=module-native-protocol-unix 2>"$tmp/pulse.log" \
+    || { log "PulseAudio did not start"; cat "$tmp/pulse.log" >&2; exit 1; }
 for _ in $(seq 1 100); do [ -S "$tmp/run/pulse/native" ] && break; sleep 0.1; done
-[ -S "$tmp/run/pulse/native" ] || { log "PulseAudio did not start"; exit 1; }
+[ -S "$tmp/run/pulse/native" ] || { log "PulseAudio did not start"; cat "$tmp/pulse.log" >&2; exit 1; }
 cp "$TESTDATA_DIR/mixture.wav" "$tmp/The Easton Ellises - Falcon 69.wav"
 # A longer song (the preview four times, 24 s) to listen to while it
 # separates, at 48 kHz: its stream is at the model's 44.1 kHz, its finished

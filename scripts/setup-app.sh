@@ -5,13 +5,14 @@
 source "$(dirname "$0")/common.sh"
 cd "$REPO_ROOT"
 stamp=node_modules/.stemroom-lock.sha256
-want=$(sha256sum package-lock.json | cut -d' ' -f1)
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$(sha256sum package-lock.json | cut -d' ' -f1)" ]; then
     log "installing npm packages"
     # `npm install` (not `npm ci`): the lock file pins every version, and npm ci
     # refuses lock files that omit optional per-platform packages of @tauri-apps/cli.
     npm install --no-audit --no-fund --loglevel=error
-    echo "$want" > "$stamp"
+    # The lock as npm left it (an older npm may write it anew): the next
+    # run compares against that, not against what it replaced.
+    sha256sum package-lock.json | cut -d' ' -f1 > "$stamp"
 fi
 TOOLS_DIR="$STEMROOM_CACHE/tools"
 # Pinned (a newer 2.x may need a newer Rust); the version cargo recorded

@@ -22,7 +22,7 @@ if [ -z "${STEMROOM_SKIP_BUILD:-}" ]; then
     log "building the .deb"
     npx tauri build --bundles deb -- --locked
 fi
-deb=$(ls -t "${CARGO_TARGET_DIR:-$REPO_ROOT/target}"/release/bundle/deb/Stemroom_*_amd64.deb | head -n1)
+deb=$(ls -t "${CARGO_TARGET_DIR:-$REPO_ROOT/target}"/release/bundle/deb/Stemroom_*_amd64.deb 2>/dev/null | head -n1 || true)
 [ -f "$deb" ] || { log "no .deb was built"; exit 1; }
 log "checking $(basename "$deb") ($(du -h "$deb" | cut -f1))"
 contents=$(dpkg -c "$deb")
@@ -35,7 +35,15 @@ for d in libwebkit2gtk-4.1-0 libasound2 python3 python3-venv; do
     grep -q "$d" <<<"$depends" || { log "Depends lacks $d: $depends"; exit 1; }
 done
 tmp=$(mktemp -d)
-cleanup() { rm -rf "$tmp"; }
+installed_here=""
+cleanup() {
+    # A run that failed after installing the package takes it away again
+    # (unless asked to keep it): nothing of a failed test stays in /usr.
+    if [ -n "$installed_here" ] && [ -z "${STEMROOM_KEEP_INSTALLED:-}" ] && dpkg -s stemroom >/dev/null 2>&1; then
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get remove -y -q stemroom >/dev/null 2>&1 || true
+    fi
+    rm -rf "$tmp"
+}
 trap cleanup EXIT
 dpkg-deb -x "$deb" "$tmp/unpacked"
 desktop="$tmp/unpacked/usr/share/applications/Stemroom.desktop"
@@ -45,6 +53,7 @@ grep -q '^MimeType=.*audio/mpeg;.*audio/flac;' "$desktop" || { log "the desktop 
 log "installing it with apt"
 # --reinstall: the same version already installed (an earlier run) is
 # replaced by this build, not kept.
+installed_here=1
 as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --reinstall --no-remove "$deb" >/dev/null
 command -v stemroom >/dev/null && [ "$(command -v stemroom)" = /usr/bin/stemroom ] || { log "stemroom is not on PATH"; exit 1; }
 
@@ -55,7 +64,13 @@ log "installed CLI: model download and a separation"
 as_user stemroom runtime --json > "$tmp/runtime.json"
 grep -q '"onnxruntime": *"/usr/lib/stemroom/libonnxruntime.so.1.31.1"' "$tmp/runtime.json" \
     || { log "the CLI does not use the packaged ONNX Runtime"; cat "$tmp/runtime.json" >&2; exit 1; }
-as_user stemroom models --fetch htdemucs >/dev/null
+# Three tries: a download cut part way resumes from where it stopped.
+for try in 1 2 3; do
+    as_user stemroom models --fetch htdemucs >/dev/null && break
+    [ "$try" -lt 3 ] || { log "the model could not be downloaded"; exit 1; }
+    log "the model download failed (try $try of 3); trying again"
+    sleep 5
+done
 [ -f "$home/.cache/stemroom/models/htdemucs.onnx" ] || { log "the model is not in the user's cache"; exit 1; }
 cp "$TESTDATA_DIR/mixture.wav" "$tmp/Falcon 69.wav"
 as_user stemroom separate -o "$home/Stems" "$tmp/Falcon 69.wav"

@@ -55,6 +55,12 @@ pub fn cut_to(name: &str, max_bytes: usize) -> String {
 /// entries, never our `.stemroom-partial-*` or `.part` names); `fallback`
 /// when nothing is left.
 pub fn visible_name(name: &str, fallback: &str) -> String {
+    // The dots go first: `.CON` must meet the device-name check as `CON`;
+    // a name of dots and spaces alone is no name (not `track`).
+    let name = name.trim_start_matches('.');
+    if name.trim_matches(|c: char| c == '.' || c.is_whitespace()).is_empty() {
+        return fallback.to_string();
+    }
     let base = safe_component(name).trim_start_matches('.').to_string();
     if base.is_empty() {
         fallback.to_string()
@@ -78,6 +84,10 @@ mod tests {
         let cut = safe_component(&dots);
         assert!(!cut.ends_with(' ') && !cut.ends_with('.'), "{cut:?}");
         assert_eq!(visible_name("...hidden", "x"), "hidden");
+        // A device name behind dots is one once they go.
+        assert_eq!(visible_name(".CON", "x"), "CON_");
+        assert_eq!(visible_name("..nul.flac", "x"), "nul_.flac");
+        assert_eq!(visible_name(". .", "x"), "x");
         // Windows' device names, with or without an extension.
         assert_eq!(safe_component("CON"), "CON_");
         assert_eq!(safe_component("nul.flac"), "nul_.flac");

@@ -19,13 +19,30 @@ pub const METADATA_FILE: &str = "stemroom.json";
 
 const PARTIAL_PREFIX: &str = ".stemroom-partial-";
 
-/// The default library: `$HOME/Music/Stemroom` when `$HOME/Music` exists,
-/// else `<data_dir>/library`.
+/// The default library: the one of the two places below that already
+/// exists (`$HOME/Music/Stemroom` first), else `$HOME/Music/Stemroom` when
+/// `$HOME/Music` exists, else `<data_dir>/library`. An existing one wins so
+/// that the library does not move when `~/Music` appears after the first
+/// run (its songs, and the jobs' working folders in it, stay found).
 pub fn default_library_dir(data_dir: &Path) -> PathBuf {
-    if let Some(music) = std::env::var_os("HOME").map(|h| PathBuf::from(h).join("Music")).filter(|m| m.is_dir()) {
-        return music.join("Stemroom");
+    default_library_in(std::env::var_os("HOME").map(PathBuf::from).as_deref(), data_dir)
+}
+
+/// [`default_library_dir`] for the home folder `home`.
+fn default_library_in(home: Option<&Path>, data_dir: &Path) -> PathBuf {
+    let music = home.map(|h| h.join("Music"));
+    let in_music = music.as_ref().map(|m| m.join("Stemroom"));
+    let own = data_dir.join("library");
+    if let Some(m) = in_music.as_ref().filter(|m| m.is_dir()) {
+        return m.clone();
     }
-    data_dir.join("library")
+    if own.is_dir() {
+        return own;
+    }
+    match (music, in_music) {
+        (Some(m), Some(s)) if m.is_dir() => s,
+        _ => own,
+    }
 }
 
 /// The working folder of job `id` of the database tagged `tag`
@@ -358,6 +375,29 @@ pub fn remove_song(library: &Path, dir: &Path, job: Option<&Job>, with_exports: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_library_stays_where_it_is_when_music_appears() {
+        let home = tempfile::tempdir().unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let own = data.path().join("library");
+        let music = home.path().join("Music");
+        // No ~/Music: the data folder's.
+        assert_eq!(default_library_in(Some(home.path()), data.path()), own);
+        assert_eq!(default_library_in(None, data.path()), own);
+        // Used since, then ~/Music made (another program, a new desktop):
+        // it stays.
+        std::fs::create_dir_all(&own).unwrap();
+        std::fs::create_dir_all(&music).unwrap();
+        assert_eq!(default_library_in(Some(home.path()), data.path()), own);
+        // A first run with ~/Music there: ~/Music/Stemroom; once made, it
+        // wins over the data folder's.
+        std::fs::remove_dir(&own).unwrap();
+        assert_eq!(default_library_in(Some(home.path()), data.path()), music.join("Stemroom"));
+        std::fs::create_dir_all(music.join("Stemroom")).unwrap();
+        std::fs::create_dir_all(&own).unwrap();
+        assert_eq!(default_library_in(Some(home.path()), data.path()), music.join("Stemroom"));
+    }
 
     #[test]
     fn unique_dirs_partials_and_safe_removal() {

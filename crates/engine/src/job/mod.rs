@@ -257,8 +257,11 @@ impl Network for SharedNet<'_> {
 }
 
 impl SharedNet<'_> {
+    /// The shared network. A job that panicked while it held it (that job
+    /// fails) leaves it usable: a network run keeps no state between runs,
+    /// so a long-lived worker's later jobs do not all fail on the poison.
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Box<dyn Network + Send>>, NetworkError> {
-        self.sep.net.lock().map_err(|_| NetworkError::Inference("network lock poisoned".into()))
+        Ok(self.sep.net.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }
 

@@ -403,11 +403,12 @@ impl Queue {
     /// Reorder the queued jobs: `ids` lists queued jobs in their new order;
     /// queued jobs not listed keep their relative order after them. A job
     /// listed that has left the queue since the caller saw it (a worker
-    /// took the first one meanwhile, or it was cancelled) is passed over:
-    /// the others still take the order asked for.
+    /// took the first one meanwhile, it was cancelled, or it was deleted:
+    /// through the HTTP service, by retention) is passed over: the others
+    /// still take the order asked for.
     ///
     /// # Errors
-    /// [`QueueError::NotFound`] for an id that names no job.
+    /// Database errors.
     pub fn reorder(&self, ids: &[JobId]) -> Result<Vec<Job>, QueueError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -418,9 +419,7 @@ impl Queue {
         };
         let mut order: Vec<i64> = Vec::new();
         for &id in ids {
-            if !queued.contains(&(id as i64)) {
-                job_in(&tx, id)?; // NotFound for an id that names nothing
-            } else if !order.contains(&(id as i64)) {
+            if queued.contains(&(id as i64)) && !order.contains(&(id as i64)) {
                 order.push(id as i64);
             }
         }

@@ -760,6 +760,21 @@ mod tests {
         let mut other = job.clone();
         other.created_at += 1.0;
         assert!(song::song_of_job(&library.join("Song"), &other).is_none());
+        // Stems made with other options than the job has now (retried after
+        // Settings changed) are not filed as its song: it separates again
+        // (here its input is gone, so that fails) and files nothing.
+        q.enqueue(&crate::queue::JobSource::File { path: "/m/gone2.wav".into() }, "Other", &options).unwrap();
+        let job = q.claim_next().unwrap().unwrap();
+        let work = song::partial_dir(&library, q.work_tag(), job.id);
+        std::fs::create_dir_all(&work).unwrap();
+        std::fs::write(work.join("vocals.wav"), b"stem").unwrap();
+        let stems = vec![crate::queue::StemFile { stem: "vocals".into(), path: "vocals.wav".into() }];
+        song::SongMetadata::new(&job, stems, 12.5, Some("cpu".into()), Some(60.0)).write(&work).unwrap();
+        let mut retried = job.clone();
+        retried.options.shifts += 1;
+        let e = w.inner.separate(&retried, &Arc::new(AtomicBool::new(false))).unwrap_err();
+        assert!(!matches!(e, Error::NotFiled { .. }), "{e}");
+        assert!(!library.join("Other").exists(), "the old stems were not filed");
     }
 
     #[test]

@@ -61,7 +61,10 @@ impl Inner {
     /// Fetch a link's audio into `work/.download` with progress; the file
     /// is removed with the work folder.
     fn download(&self, job: &Job, url: &str, work: &Path, cancel: &Arc<AtomicBool>) -> Result<PathBuf, Error> {
-        let settings = self.queue.settings().unwrap_or_default();
+        // (Not the defaults when they cannot be read: another yt-dlp and
+        // other limits than the ones chosen.)
+        let settings =
+            self.queue.settings().map_err(|e| Error::Internal(format!("the settings cannot be read: {e}")))?;
         let explicit = settings.ytdlp_path.clone().map(PathBuf::from);
         let yt = link::YtDlp::locate(explicit.as_deref())?;
         let starting = JobState::Downloading { percent: None };
@@ -95,7 +98,15 @@ impl Inner {
 
     pub(super) fn separate(&self, job: &Job, cancel: &Arc<AtomicBool>) -> Result<(String, Vec<StemFile>), Error> {
         let started = Instant::now();
-        let chosen = self.library_setting();
+        // Settings that cannot be read fail the job (retry it), rather than
+        // read as "no folder chosen": the song would go to the default
+        // library, and the chosen folder's checks and checkpoint be missed.
+        let chosen = self
+            .queue
+            .settings()
+            .map_err(|e| Error::Internal(format!("the settings cannot be read: {e}")))?
+            .library_dir
+            .map(PathBuf::from);
         let library = chosen.clone().unwrap_or_else(|| self.config.default_library.clone());
         if chosen.is_some() && !library.is_dir() {
             // A folder chosen in Settings (it was there then) that is gone
@@ -119,13 +130,21 @@ impl Inner {
             let _ = std::fs::remove_dir_all(&work);
             return Ok(self.recorded(job, &meta, &dest));
         }
-        if let Some(meta) = song::song_of_job(&work, job) {
-            // Separated before the stop, not filed yet (the stop came while
-            // its tempo and key were found): file it now.
-            tracing::info!("job {} was separated before the last stop: filing it", job.id);
-            // A failure to file keeps the folder, as below: a retry comes
-            // back here.
-            return self.file_or_keep(job, &library, &work, meta, cancel);
+        match song::song_of_job(&work, job) {
+            // Separated before the stop, or before a filing that failed,
+            // not filed yet: file it now (a failure to file keeps the
+            // folder, as below: a retry comes back here).
+            Some(meta) if meta.options == job.options => {
+                tracing::info!("job {} was separated before: filing it", job.id);
+                let filed = self.file_or_keep(job, &library, &work, meta, cancel)?;
+                return self.unless_cancelled(job, cancel, filed);
+            }
+            // Separated with other options than the job has now (retried
+            // after Settings changed): separated again with them.
+            Some(_) => {
+                tracing::info!("job {}: its unfiled stems were made with other options: separating again", job.id)
+            }
+            None => {}
         }
         // What an interrupted run of this job left: only its checkpoint
         // stays (the separation resumes from it if it still fits).
@@ -208,14 +227,24 @@ impl Inner {
         // again (the branch above), or removing the job removes them.
         partial.dir = None;
         let filed = self.file_or_keep(job, &library, &work, meta, cancel)?;
+        let filed = self.unless_cancelled(job, cancel, filed)?;
+        tracing::info!("job {} done in {:.1} s: {}", job.id, started.elapsed().as_secs_f64(), filed.0);
+        Ok(filed)
+    }
+
+    /// `filed`, unless the job was cancelled while it was filed (the tempo
+    /// and key take seconds): a cancel keeps nothing, and a retry
+    /// separates again instead of finding this song.
+    fn unless_cancelled(
+        &self,
+        job: &Job,
+        cancel: &AtomicBool,
+        filed: (String, Vec<StemFile>),
+    ) -> Result<(String, Vec<StemFile>), Error> {
         if self.cancel_asked(job.id, cancel) {
-            // Cancelled while it was filed (the tempo and key take
-            // seconds): a cancel keeps nothing, and a retry separates
-            // again instead of finding this song.
             let _ = std::fs::remove_dir_all(&filed.0);
             return Err(Error::Cancelled);
         }
-        tracing::info!("job {} done in {:.1} s: {}", job.id, started.elapsed().as_secs_f64(), filed.0);
         Ok(filed)
     }
 

@@ -53,7 +53,9 @@ grep -q '^MimeType=.*audio/mpeg;.*audio/flac;' "$desktop" || { log "the desktop 
 log "installing it with apt"
 # --reinstall: the same version already installed (an earlier run) is
 # replaced by this build, not kept.
-installed_here=1
+# (A package there before this run, the user's own, is not this run's to
+# take away when it fails.)
+dpkg -s stemroom >/dev/null 2>&1 || installed_here=1
 as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --reinstall --no-remove "$deb" >/dev/null
 command -v stemroom >/dev/null && [ "$(command -v stemroom)" = /usr/bin/stemroom ] || { log "stemroom is not on PATH"; exit 1; }
 

@@ -216,9 +216,10 @@ pub async fn remove_job(state: S<'_>, id: JobId, delete_files: bool, delete_expo
     let st = state.inner().clone();
     tauri::async_runtime::spawn_blocking(move || {
         let job = st.queue.get(id)?;
-        // A job not done plays (while it separated) from its working
-        // folder, which its removal deletes: the player lets go of it first.
-        if !delete_files && !matches!(job.state, JobState::Done) {
+        // A job that failed or was cancelled plays (what it separated) from
+        // its working folder, which its removal deletes: the player lets go
+        // of it first. (A running one cannot be removed: it plays on.)
+        if !delete_files && !matches!(job.state, JobState::Done) && !job.state.is_running() {
             st.let_go_of_song(id);
         }
         // Files first: if they cannot be deleted the entry stays, so the

@@ -327,20 +327,36 @@ pub async fn publish(service: Arc<Service>, broker: Arc<Broker>) {
                     let had_stream: redis::RedisResult<bool> =
                         redis::cmd("EXISTS").arg(STREAM).query_async(&mut c).await;
                     let run = run_id(&mut c).await;
+                    // Known lost from here until the queued jobs are on the
+                    // stream again, whatever fails in between (a group made
+                    // whose reply was lost, a busy database).
+                    if !matches!(had_stream, Ok(true)) || run.is_none() || run != broker_run {
+                        lost = true;
+                    }
+                    broker_run = run;
                     match ensure_group(&mut c).await {
                         Ok(()) => {
                             tracing::info!("broker {}: connected", broker.shown);
-                            if lost || !matches!(had_stream, Ok(true)) || run.is_none() || run != broker_run {
-                                match service.queue.republish_queued() {
-                                    Ok(n) if n > 0 => tracing::info!("publishing {n} queued job(s) again"),
-                                    Ok(_) => {}
-                                    Err(e) => tracing::error!("the queue cannot be read: {e}"),
-                                }
+                            let republished = !lost
+                                || match service.queue.republish_queued() {
+                                    Ok(n) => {
+                                        if n > 0 {
+                                            tracing::info!("publishing {n} queued job(s) again");
+                                        }
+                                        true
+                                    }
+                                    Err(e) => {
+                                        tracing::error!("the queue cannot be read: {e}");
+                                        false
+                                    }
+                                };
+                            // (Not republished: connected again after the
+                            // backoff, and tried again.)
+                            if republished {
+                                conn = Some(c);
+                                lost = false;
+                                backoff = Duration::from_millis(200);
                             }
-                            conn = Some(c);
-                            lost = false;
-                            broker_run = run;
-                            backoff = Duration::from_millis(200);
                         }
                         Err(e) => tracing::warn!("broker {}: {e}", broker.shown),
                     }
@@ -746,15 +762,21 @@ async fn input(
     let file = match tokio::fs::File::open(path).await {
         Ok(f) => f,
         // Trouble of the moment (too many open files under load, a network
-        // disk's hiccup): the worker asks again; the job stays.
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+        // disk's hiccup): the worker asks again; the job stays. A file gone,
+        // or one this server may not read, fails the job below.
+        Err(e)
+            if !matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::IsADirectory
+            ) =>
+        {
             return Err(ApiError::unavailable(format!("the input file of job {id} cannot be read now: {e}")));
         }
         Err(e) => {
             // No worker can ever run it: the job fails here, plainly (the
             // worker hears 410 and lets the entry go), instead of staying
             // "running" with nobody on it.
-            let message = format!("the input file of job {id} is gone: {e}");
+            let message = format!("the input file of job {id} cannot be read: {e}");
             let failed = JobState::Failed { code: ErrorCode::BadInput, message: message.clone() };
             if let Ok(job) = service.queue.finish(id, &failed, None, &[]) {
                 service.events.job_changed(&job);
@@ -1023,7 +1045,12 @@ async fn complete(
                 expected.join(", ")
             )));
         }
-        let library = me.library_dir();
+        // Settings that cannot be read now (a busy database): 503, and the
+        // worker sends the completion again; never the default folder.
+        let library = me
+            .worker
+            .library_dir_to_file()
+            .map_err(|e| ApiError::unavailable(format!("the library's settings cannot be read now: {e}")))?;
         std::fs::create_dir_all(&library).map_err(|e| ApiError::internal(format!("library: {e}")))?;
         let work = song::partial_dir(&library, me.queue.work_tag(), id);
         let _ = std::fs::remove_dir_all(&work);
@@ -1031,6 +1058,13 @@ async fn complete(
             let _ = std::fs::remove_dir_all(&work);
             ApiError::internal(format!("cannot file the stems: {e}"))
         })?;
+        // An earlier send of a stem that stalled may still hold its own part
+        // file in the folder: not part of the song.
+        for entry in std::fs::read_dir(&work).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().ends_with(".part") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
         let _ = me.queue.set_details(id, c.duration_seconds, Some(&c.provider));
         let mut meta =
             SongMetadata::new(&job, c.stems.clone(), c.seconds, Some(c.provider.clone()), c.duration_seconds);

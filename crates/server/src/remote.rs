@@ -1082,26 +1082,47 @@ fn separate(
         }
         None => {
             let url = format!("{}/worker/jobs/{id}/input?{}", server.base, holder_query(message, &config.name));
-            let mut r = server
-                .agent
-                .get(&url)
-                .header("Authorization", &server.auth)
-                // A connection that dies without closing (a frozen server, a
-                // NAT entry dropped mid-input) fails instead of holding the
-                // worker for ever.
-                .config()
-                .timeout_per_read(Some(stemroom_engine::download::READ_TIMEOUT))
-                .build()
-                .call()
-                .map_err(|e| Error::Internal(format!("cannot fetch the input: {e}")))?;
-            match r.status().as_u16() {
-                200 => {}
-                409 if is_taken_over(&r.body_mut().read_to_string().unwrap_or_default()) => {
-                    return Err(Error::Internal(TAKEN_OVER.into()))
+            // Asked again while the server is away, busy (503: its input
+            // cannot be read for the moment) or a proxy between answers
+            // without the server's own error; the server's refusals end it.
+            let fetch = || -> Try<Result<ureq::http::Response<ureq::Body>, Error>> {
+                let r = server
+                    .agent
+                    .get(&url)
+                    .header("Authorization", &server.auth)
+                    // A connection that dies without closing (a frozen
+                    // server, a NAT entry dropped mid-input) fails instead
+                    // of holding the worker for ever.
+                    .config()
+                    .timeout_per_read(Some(stemroom_engine::download::READ_TIMEOUT))
+                    .build()
+                    .call();
+                let mut r = match r {
+                    Ok(r) => r,
+                    Err(e) => return Try::Again(e.to_string()),
+                };
+                let status = r.status().as_u16();
+                if status == 200 {
+                    return Try::Done(Ok(r));
                 }
-                404 | 409 | 410 => return Err(Error::Cancelled),
-                s => return Err(Error::Internal(format!("cannot fetch the input: HTTP {s}"))),
-            }
+                let body = r.body_mut().read_to_string().unwrap_or_default();
+                match status {
+                    404 | 409 | 410 if !is_api_error(&body) => {
+                        Try::Again(format!("HTTP {status} without the server's error"))
+                    }
+                    409 if is_taken_over(&body) => Try::Done(Err(Error::Internal(TAKEN_OVER.into()))),
+                    404 | 409 | 410 => Try::Done(Err(Error::Cancelled)),
+                    408 | 429 | 500..=599 => Try::Again(format!("HTTP {status}: {body}")),
+                    _ => Try::Done(Err(Error::Internal(format!("cannot fetch the input: HTTP {status}: {body}")))),
+                }
+            };
+            let held = life.hold();
+            let fetched = retrying(stop, &format!("job {id}: fetching its input"), fetch);
+            drop(held);
+            let mut r = match fetched {
+                Ok(r) => r?,
+                Err(why) => return Err(Error::Internal(format!("cannot fetch the input: {why}"))),
+            };
             let name = r
                 .headers()
                 .get("x-file-name")
@@ -1280,6 +1301,12 @@ fn separate(
             Ok(true)
         }
         Ok(Answer::Refused(why)) if is_taken_over(&why) => Err(Error::Internal(TAKEN_OVER.into())),
+        // Still being filed when this worker stops (or after the longest
+        // completion): its outcome is not known, so the entry stays pending.
+        Ok(Answer::Refused(why)) if has_code(&why, crate::broker::BEING_ENDED_CODE) => {
+            tracing::info!("job {id}: the server is still filing its stems; the entry is left pending");
+            Ok(false)
+        }
         Ok(Answer::Refused(why)) => {
             tracing::info!("job {id}: the server kept another result: {why}");
             Ok(true)

@@ -1,6 +1,6 @@
 import { useCallback, useEffect, useEffectEvent, useRef, useState } from "react";
 import { useBackend } from "../backend";
-import type { AddResult, Job, JobProgress, QueueEvent } from "../bindings";
+import type { AddResult, Job, JobProgress, JobState, QueueEvent } from "../bindings";
 import { errorText } from "../errors";
 import { isRunning } from "../format";
 import { untilUnmount } from "./untilUnmount";
@@ -58,7 +58,10 @@ export function useQueue(): QueueState {
   // running again until the next change. Events are numbered; each job
   // keeps what its latest event says, dropped once a reload read after it.
   const eventCount = useRef(0);
-  const sinceLoad = useRef(new Map<number, { seq: number; apply(job: Job): Job }>());
+  /** Per job, the latest event's number and what events said of it: the
+   * whole job (a change) and/or its state (progress), as data, so that a
+   * long job's thousands of progress events keep one entry each. */
+  const sinceLoad = useRef(new Map<number, { seq: number; job?: Job; state?: JobState }>());
   const refresh = useCallback(async () => {
     const load = ++latestLoad.current;
     const readAfter = eventCount.current;
@@ -67,7 +70,14 @@ export function useQueue(): QueueState {
       if (load !== latestLoad.current) return;
       const newer = sinceLoad.current;
       for (const [id, e] of newer) if (e.seq <= readAfter) newer.delete(id);
-      setJobs(loaded.map((job) => newer.get(job.id)?.apply(job) ?? job));
+      setJobs(
+        loaded.map((job) => {
+          const e = newer.get(job.id);
+          if (!e) return job;
+          const base = e.job ?? job;
+          return e.state ? { ...base, state: e.state } : base;
+        }),
+      );
       setError(null);
     } catch (e) {
       if (load === latestLoad.current) setError(errorText(e));
@@ -92,7 +102,7 @@ export function useQueue(): QueueState {
     switch (event.kind) {
       case "jobChanged": {
         const { job } = event;
-        sinceLoad.current.set(job.id, { seq: ++eventCount.current, apply: () => job });
+        sinceLoad.current.set(job.id, { seq: ++eventCount.current, job });
         setJobs((current) => upsert(current ?? [], job));
         if (!isRunning(job.state)) setProgress((current) => without(current, job.id));
         if (job.state.state === "done") {
@@ -105,10 +115,7 @@ export function useQueue(): QueueState {
       case "progress": {
         const update = event.progress;
         const before = sinceLoad.current.get(update.id);
-        sinceLoad.current.set(update.id, {
-          seq: ++eventCount.current,
-          apply: (job) => ({ ...(before ? before.apply(job) : job), state: update.state }),
-        });
+        sinceLoad.current.set(update.id, { seq: ++eventCount.current, job: before?.job, state: update.state });
         setJobs((current) => current?.map((j) => (j.id === update.id ? { ...j, state: update.state } : j)) ?? null);
         setProgress((current) =>
           isRunning(update.state) ? { ...current, [update.id]: update } : without(current, update.id),

@@ -160,7 +160,14 @@ impl Queue {
         // from an older version (fewer fields) still loads and one bad field
         // (a damaged or hand-edited value) falls back to its default alone
         // instead of taking the library folder and the rest with it.
-        let stored = text.and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+        let stored = text.and_then(|t| match serde_json::from_str::<serde_json::Value>(&t) {
+            Ok(v) if v.is_object() => Some(v),
+            // Said, not silent: a library folder chosen there is lost with it.
+            _ => {
+                tracing::warn!("settings: the stored settings are unreadable (not a JSON object); using the defaults");
+                None
+            }
+        });
         // Saved before presets: the model, shifts and overlap chosen then
         // stay in force ("Custom") unless they are a preset's own.
         let before_presets = stored.as_ref().is_some_and(|s| s.is_object() && s.get("preset").is_none());

@@ -232,6 +232,17 @@ impl Worker {
         self.inner.library_dir()
     }
 
+    /// [`Worker::library_dir`] for filing a song: settings that cannot be
+    /// read are an error, not the default folder (the song would be filed
+    /// away from the folder chosen in Settings).
+    ///
+    /// # Errors
+    /// The database's, reading the settings.
+    pub fn library_dir_to_file(&self) -> Result<PathBuf, QueueError> {
+        let chosen = self.inner.queue.settings()?.library_dir;
+        Ok(chosen.map_or_else(|| self.inner.config.default_library.clone(), PathBuf::from))
+    }
+
     /// Run up to `threads` jobs at the same time (1 to [`MAX_THREADS`]).
     /// Can be called again to change the number; threads above it exit when
     /// idle, missing ones are started.

@@ -382,7 +382,9 @@ impl Shared {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .is_some_and(|since| since.elapsed() > limit);
-        if hung {
+        // Once: the status is asked 30 times a second, and each `fail` logs.
+        let said = self.error.lock().map_or(true, |e| e.is_some());
+        if hung && !said {
             self.fail(message());
         }
     }

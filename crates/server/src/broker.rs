@@ -776,7 +776,11 @@ async fn input(
             // No worker can ever run it: the job fails here, plainly (the
             // worker hears 410 and lets the entry go), instead of staying
             // "running" with nobody on it.
-            let message = format!("the input file of job {id} cannot be read: {e}");
+            let message = if e.kind() == std::io::ErrorKind::NotFound {
+                format!("the input file of job {id} is gone: {e}")
+            } else {
+                format!("the input file of job {id} cannot be read: {e}")
+            };
             let failed = JobState::Failed { code: ErrorCode::BadInput, message: message.clone() };
             if let Ok(job) = service.queue.finish(id, &failed, None, &[]) {
                 service.events.job_changed(&job);

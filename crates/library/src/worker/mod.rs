@@ -776,16 +776,23 @@ mod tests {
         // (here its input is gone, so that fails) and files nothing.
         q.enqueue(&crate::queue::JobSource::File { path: "/m/gone2.wav".into() }, "Other", &options).unwrap();
         let job = q.claim_next().unwrap().unwrap();
-        let work = song::partial_dir(&library, q.work_tag(), job.id);
-        std::fs::create_dir_all(&work).unwrap();
-        std::fs::write(work.join("vocals.wav"), b"stem").unwrap();
-        let stems = vec![crate::queue::StemFile { stem: "vocals".into(), path: "vocals.wav".into() }];
-        song::SongMetadata::new(&job, stems, 12.5, Some("cpu".into()), Some(60.0)).write(&work).unwrap();
+        let work = left_separated(&library, &q, &job);
         let mut retried = job.clone();
         retried.options.shifts += 1;
         let e = w.inner.separate(&retried, &Arc::new(AtomicBool::new(false))).unwrap_err();
         assert!(!matches!(e, Error::NotFiled { .. }), "{e}");
         assert!(!library.join("Other").exists(), "the old stems were not filed");
+    }
+
+    /// What a run of `job` that separated and did not file leaves: its
+    /// working folder with a vocals stem and `stemroom.json`.
+    fn left_separated(library: &Path, q: &Queue, job: &Job) -> PathBuf {
+        let work = song::partial_dir(library, q.work_tag(), job.id);
+        std::fs::create_dir_all(&work).unwrap();
+        std::fs::write(work.join("vocals.wav"), b"stem").unwrap();
+        let stems = vec![crate::queue::StemFile { stem: "vocals".into(), path: "vocals.wav".into() }];
+        song::SongMetadata::new(job, stems, 12.5, Some("cpu".into()), Some(60.0)).write(&work).unwrap();
+        work
     }
 
     #[test]
@@ -798,11 +805,7 @@ mod tests {
         q.enqueue(&crate::queue::JobSource::File { path: "/m/gone.wav".into() }, "Song", &options).unwrap();
         let w = Worker::new(q.clone(), config.clone(), Arc::new(Nobody));
         let job = q.claim_next().unwrap().unwrap();
-        let work = song::partial_dir(&library, q.work_tag(), job.id);
-        std::fs::create_dir_all(&work).unwrap();
-        std::fs::write(work.join("vocals.wav"), b"stem").unwrap();
-        let stems = vec![crate::queue::StemFile { stem: "vocals".into(), path: "vocals.wav".into() }];
-        song::SongMetadata::new(&job, stems, 12.5, Some("cpu".into()), Some(60.0)).write(&work).unwrap();
+        let work = left_separated(&library, &q, &job);
         // Every folder name the title may take is taken: filing fails for
         // real (as a full disk would make it fail).
         std::fs::write(library.join("Song"), b"").unwrap();

@@ -776,7 +776,7 @@ mod tests {
         // (here its input is gone, so that fails) and files nothing.
         q.enqueue(&crate::queue::JobSource::File { path: "/m/gone2.wav".into() }, "Other", &options).unwrap();
         let job = q.claim_next().unwrap().unwrap();
-        let work = left_separated(&library, &q, &job);
+        left_separated(&library, &q, &job);
         let mut retried = job.clone();
         retried.options.shifts += 1;
         let e = w.inner.separate(&retried, &Arc::new(AtomicBool::new(false))).unwrap_err();

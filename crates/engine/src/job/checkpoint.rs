@@ -100,10 +100,7 @@ impl Fingerprint {
         Ok(Fingerprint {
             // 3: strides as Demucs computes them (one frame apart from
             // format 2's at some overlaps: its saved states do not fit).
-            // 4: a `--segment` shorter than the model's is padded with
-            // zeros after its window, as demucs does (format 3 filled the
-            // model's window with real audio).
-            format: 4,
+            format: 3,
             input_bytes,
             input_sha256,
             mixture_sha256: mixture_sha256.to_string(),

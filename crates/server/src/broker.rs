@@ -1065,7 +1065,7 @@ async fn complete(
         // An earlier send of a stem that stalled may still hold its own part
         // file in the folder: not part of the song.
         for entry in std::fs::read_dir(&work).into_iter().flatten().flatten() {
-            if entry.file_name().to_string_lossy().ends_with(".part") {
+            if entry.file_name().to_string_lossy().ends_with(crate::upload::PART_SUFFIX) {
                 let _ = std::fs::remove_file(entry.path());
             }
         }

@@ -16,7 +16,7 @@ pub fn uploads_dir(data_dir: &Path) -> PathBuf {
 }
 
 /// Suffix of files still being received.
-const PART_SUFFIX: &str = ".part";
+pub(crate) const PART_SUFFIX: &str = ".part";
 
 /// A new file name for an upload whose client called it `client_name`.
 pub fn new_name(client_name: Option<&str>) -> String {

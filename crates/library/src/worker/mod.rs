@@ -239,8 +239,7 @@ impl Worker {
     /// # Errors
     /// The database's, reading the settings.
     pub fn library_dir_to_file(&self) -> Result<PathBuf, QueueError> {
-        let chosen = self.inner.queue.settings()?.library_dir;
-        Ok(chosen.map_or_else(|| self.inner.config.default_library.clone(), PathBuf::from))
+        Ok(self.inner.chosen_library()?.unwrap_or_else(|| self.inner.config.default_library.clone()))
     }
 
     /// Run up to `threads` jobs at the same time (1 to [`MAX_THREADS`]).
@@ -413,7 +412,15 @@ impl Inner {
 
     /// The library folder chosen in Settings, if one was.
     fn library_setting(&self) -> Option<PathBuf> {
-        self.queue.settings().ok().and_then(|s| s.library_dir).map(PathBuf::from)
+        self.chosen_library().ok().flatten()
+    }
+
+    /// The library folder chosen in Settings (`None`: none was chosen).
+    ///
+    /// # Errors
+    /// The database's, reading the settings.
+    fn chosen_library(&self) -> Result<Option<PathBuf>, QueueError> {
+        Ok(self.queue.settings()?.library_dir.map(PathBuf::from))
     }
 
     /// Whether job `id`, whose flag is `flag`, is to end cancelled: its

@@ -101,12 +101,7 @@ impl Inner {
         // Settings that cannot be read fail the job (retry it), rather than
         // read as "no folder chosen": the song would go to the default
         // library, and the chosen folder's checks and checkpoint be missed.
-        let chosen = self
-            .queue
-            .settings()
-            .map_err(|e| Error::Internal(format!("the settings cannot be read: {e}")))?
-            .library_dir
-            .map(PathBuf::from);
+        let chosen = self.chosen_library().map_err(|e| Error::Internal(format!("the settings cannot be read: {e}")))?;
         let library = chosen.clone().unwrap_or_else(|| self.config.default_library.clone());
         if chosen.is_some() && !library.is_dir() {
             // A folder chosen in Settings (it was there then) that is gone

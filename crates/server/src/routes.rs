@@ -223,16 +223,48 @@ pub async fn server_status(State(service): Shared) -> Result<Json<ServerStatus>,
 fn view(service: &Service, job: &Job) -> JobView {
     with_worker(
         service,
+        job,
         JobView::new(job, service.events.progress_of(job.id).as_ref(), service.events.segments_of(job.id)),
     )
 }
 
-/// With a broker: the worker that runs or ran the job.
-fn with_worker(service: &Service, mut v: JobView) -> JobView {
+/// With a broker: the worker that runs or ran the job. Its error without
+/// where this machine keeps things (see [`without_paths`]).
+fn with_worker(service: &Service, job: &Job, mut v: JobView) -> JobView {
     if service.broker.is_some() {
         v.worker = v.job_id.parse().ok().and_then(|id| service.queue.broker_worker(id).ok().flatten());
     }
+    if let Some(e) = v.error.take() {
+        v.error = Some(without_paths(service, job, &e));
+    }
     v
+}
+
+/// `message` (a failed job's, which names files: "… is truncated",
+/// "cannot write …") with the job's input, the library folder and the
+/// server's data folder (its uploads) named by what they are, not where
+/// they are: a client learns nothing of this machine's folders.
+fn without_paths(service: &Service, job: &Job, message: &str) -> String {
+    let mut places: Vec<(String, &str)> = Vec::new();
+    if let stemroom_library::queue::JobSource::File { path } = &job.source {
+        places.push((path.clone(), "the input file"));
+    }
+    places.push((service.library_dir().to_string_lossy().into_owned(), "the library folder"));
+    places.push((service.data_dir.to_string_lossy().into_owned(), "the server's data folder"));
+    named_places(message, &places)
+}
+
+/// `message` with each of `places`' paths (in their order: the more
+/// particular first) replaced by its name.
+fn named_places(message: &str, places: &[(String, &str)]) -> String {
+    let mut out = message.to_string();
+    for (path, name) in places {
+        let path = path.trim_end_matches(['/', '\\']);
+        if !path.is_empty() {
+            out = out.replace(path, name);
+        }
+    }
+    out
 }
 
 /// A job's status, progress (`details.completed_segments` of
@@ -493,7 +525,7 @@ pub async fn separate(
     guard.id = None;
     match &done.state {
         JobState::Done => zip_response(&done, None),
-        JobState::Failed { code, message } => Err(failed_job(*code, message)),
+        JobState::Failed { code, message } => Err(failed_job(*code, &without_paths(&service, &done, message))),
         _ => Err(ApiError::conflict(format!("job {} was cancelled", done.id))),
     }
 }
@@ -751,6 +783,7 @@ pub async fn events(
                     {
                         break with_worker(
                             &f.service,
+                            &f.job,
                             JobView::new(&f.job, Some(&p), f.service.events.segments_of(f.job.id)),
                         );
                     }
@@ -809,6 +842,28 @@ mod tests {
             let name = if code == C::BadInput { "unsupported_media" } else { code.as_str() };
             assert_eq!((e.status.as_u16(), e.code, e.message.as_str()), (status, name, "why"));
         }
+    }
+
+    #[test]
+    fn a_failed_jobs_message_names_no_folder_of_this_machine() {
+        let places = [
+            ("/srv/data/uploads/3fe1.wav".to_string(), "the input file"),
+            ("/home/me/Music/Stemroom/".to_string(), "the library folder"),
+            ("/srv/data".to_string(), "the server's data folder"),
+        ];
+        let m = |s: &str| super::named_places(s, &places);
+        assert_eq!(
+            m("/srv/data/uploads/3fe1.wav is truncated: 10 s of 200"),
+            "the input file is truncated: 10 s of 200"
+        );
+        assert_eq!(
+            m("cannot write /home/me/Music/Stemroom/Song/vocals.wav: disk full"),
+            "cannot write the library folder/Song/vocals.wav: disk full"
+        );
+        assert_eq!(m("cannot open /srv/data/models/x.onnx"), "cannot open the server's data folder/models/x.onnx");
+        assert_eq!(m("no path here"), "no path here");
+        // A library at the root names nothing (every path would go).
+        assert_eq!(super::named_places("/a/b", &[("/".to_string(), "the library folder")]), "/a/b");
     }
 
     #[test]

@@ -174,15 +174,28 @@ impl Service {
                     ApiError::unsupported(format!("this file could not be read as audio: {reason}"))
                 })?;
                 let limit = me.config.max_upload_seconds;
-                // An exact length only (a raw stream's bit-rate guess can be
-                // three times too long).
+                // An exact length from the header. A raw stream's bit-rate
+                // guess can be three times too long, and a FLAC may state
+                // none at all (a few KB can hold hours of silence): those
+                // are decoded up to the limit to tell.
                 let exact = info.duration_seconds.filter(|_| !info.duration_estimated);
-                if let Some(seconds) = exact.filter(|s| limit > 0 && *s > limit as f64) {
-                    return Err(ApiError::invalid_options(format!(
-                        "the audio lasts {:.0} minutes, longer than this server takes ({} minutes)",
-                        seconds / 60.0,
-                        limit / 60
-                    )));
+                match exact {
+                    Some(seconds) if limit > 0 && seconds > limit as f64 => {
+                        return Err(ApiError::invalid_options(format!(
+                            "the audio lasts {:.0} minutes, longer than this server takes ({} minutes)",
+                            seconds / 60.0,
+                            limit / 60
+                        )))
+                    }
+                    None if limit > 0 => {
+                        if longer_than(up.path(), limit) {
+                            return Err(ApiError::invalid_options(format!(
+                                "the audio lasts longer than this server takes ({} minutes)",
+                                limit / 60
+                            )));
+                        }
+                    }
+                    _ => {}
                 }
                 let path = up.path().to_str().ok_or_else(|| ApiError::internal("upload path is not UTF-8"))?;
                 let title = intake::title_from_tags(&info.tags)
@@ -307,9 +320,14 @@ impl Service {
                 }
             }
             let me = self.clone();
-            match tokio::task::spawn_blocking(move || me.remove_files(id, true))
-                .await
-                .map_err(|e| ApiError::internal(e.to_string()))?
+            // The exports a user made in the app of a song made there are
+            // theirs: only a song a client of this service added goes whole.
+            match tokio::task::spawn_blocking(move || {
+                let with_exports = me.queue.is_from_api(id)?;
+                me.remove_files(id, with_exports)
+            })
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?
             {
                 Ok(removed) => return Ok((removed, was_running)),
                 // A worker claimed the queued job between the look and the
@@ -642,6 +660,22 @@ pub fn run_blocking(config: ServerConfig, ready: impl FnOnce(&Ready)) -> Result<
 
 /// How often the rate limiter forgets addresses it has not seen lately.
 const LIMITER_PRUNE_EVERY: Duration = Duration::from_secs(600);
+
+/// Whether `path`'s audio runs past `limit` seconds, found by decoding it
+/// up to there (for files whose header gives no exact length); false when
+/// it ends within the limit or cannot be read (the worker reports that).
+fn longer_than(path: &std::path::Path, limit: u64) -> bool {
+    let Ok(mut decoder) = stemroom_engine::audio::decode::StreamDecoder::open(path) else { return false };
+    let mut seconds = 0.0;
+    while let Ok(Some((block, rate))) = decoder.next_block() {
+        // Interleaved stereo frames at `rate` Hz.
+        seconds += (block.len() / 2) as f64 / f64::from(rate.max(1));
+        if seconds > limit as f64 {
+            return true;
+        }
+    }
+    false
+}
 
 /// Whom `--jobs-per-hour` counts for a client address: an IPv4 address
 /// (also written as IPv6, `::ffff:a.b.c.d`) itself, an IPv6 address by its

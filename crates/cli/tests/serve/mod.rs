@@ -1084,8 +1084,26 @@ fn audio_longer_than_the_servers_limit_is_refused_however_small_the_file() {
     assert_eq!(code, 422, "{body}");
     assert!(body.contains("longer than this server takes (1 minutes)"), "{body}");
     assert!(files_in(&dir.path().join("data").join("uploads")).is_empty(), "nothing kept");
+    // The same with no length in its header (STREAMINFO's 36-bit total
+    // samples 0, "unknown", as a FLAC written to a pipe has): decoded up to
+    // the limit to tell.
+    let unstated = |flac: &Path| {
+        let mut b = std::fs::read(flac).expect("read flac");
+        assert_eq!(&b[..4], b"fLaC");
+        b[21] &= 0xF0;
+        b[22..26].fill(0);
+        std::fs::write(flac, b).expect("write flac");
+    };
+    unstated(&long);
+    let (code, body) = server.curl(&["-F", &format!("file=@{}", utf8(&long)), "/upload"]);
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("longer than this server takes (1 minutes)"), "{body}");
+    assert!(files_in(&dir.path().join("data").join("uploads")).is_empty(), "nothing kept");
     let short = dir.path().join("short.flac");
     stemroom_testkit::ffmpeg(&["-f", "lavfi", "-i", "anullsrc=r=44100:cl=stereo", "-t", "59", utf8(&short)]);
+    let (code, body) = server.curl(&["-F", &format!("file=@{}", utf8(&short)), "/upload"]);
+    assert_eq!(code, 200, "{body}");
+    unstated(&short);
     let (code, body) = server.curl(&["-F", &format!("file=@{}", utf8(&short)), "/upload"]);
     assert_eq!(code, 200, "{body}");
 }

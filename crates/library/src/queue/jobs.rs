@@ -209,6 +209,17 @@ impl Queue {
         Ok(())
     }
 
+    /// Whether job `id` was added by a client of the HTTP service
+    /// ([`Queue::mark_from_api`]); false for a job that is gone.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn is_from_api(&self, id: JobId) -> Result<bool, QueueError> {
+        let origin: Option<String> =
+            self.conn().query_row("SELECT origin FROM jobs WHERE id = ?1", params![id], |r| r.get(0)).optional()?;
+        Ok(origin.as_deref() == Some("api"))
+    }
+
     /// Record a finished song's tempo and key.
     ///
     /// # Errors

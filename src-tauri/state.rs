@@ -234,10 +234,22 @@ pub struct AppState {
     pub server_events: Arc<stemroom_server::events::Events>,
     /// The HTTP service, while it runs (Settings starts and stops it).
     pub server: tokio::sync::Mutex<Option<stemroom_server::Embedded>>,
+    /// Held from reading the settings to saving them changed, so two
+    /// changes at once (a Save during a library move) do not undo one
+    /// another.
+    pub settings_edit: std::sync::Mutex<()>,
+    /// Held while the library moves to another folder (one move at a time).
+    pub library_move: std::sync::Mutex<()>,
     _instance: InstanceLock,
 }
 
 impl AppState {
+    /// Hold [`AppState::settings_edit`] (a panic while it was held left the
+    /// settings as saved: nothing to repair).
+    pub fn editing_settings(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.settings_edit.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Song `id` is about to be deleted: the player closes it (an open
     /// still in progress is overtaken: its waveform reader would write into
     /// the deleted folder), and an export reading it is cancelled and
@@ -292,6 +304,8 @@ impl AppState {
             grants: Grants::default(),
             server_events,
             server: Default::default(),
+            settings_edit: Default::default(),
+            library_move: Default::default(),
             _instance: instance,
         })
     }

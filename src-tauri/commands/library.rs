@@ -10,12 +10,12 @@ use crate::commands::export::{dest_dir, song_dir, ExportDest};
 use crate::error::AppError;
 
 /// Finished songs, newest first, whose title or album contains `search`.
-/// (Runs on the thread pool, not the window's thread: a large library
+/// (On the blocking pool, not the window's thread: a large library
 /// takes a while, and the search box asks at every keystroke.)
-#[tauri::command(async)]
+#[tauri::command]
 #[specta::specta]
-pub fn list_library(state: S<'_>, search: String) -> Result<Vec<Job>, AppError> {
-    Ok(state.queue.library(&search)?)
+pub async fn list_library(state: S<'_>, search: String) -> Result<Vec<Job>, AppError> {
+    super::blocking(&state, move |st| Ok(st.queue.library(&search)?)).await
 }
 
 /// A folder the page may ask to open: only ones the backend knows.

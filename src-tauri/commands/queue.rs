@@ -18,12 +18,12 @@ use crate::error::AppError;
 use crate::state::{AppState, QueueEvent};
 
 /// Jobs not in the library: running and queued first (queue order), then
-/// failed and cancelled ones, newest first. (Runs on the thread pool, not
+/// failed and cancelled ones, newest first. (On the blocking pool, not
 /// the window's thread.)
-#[tauri::command(async)]
+#[tauri::command]
 #[specta::specta]
-pub fn list_queue(state: S<'_>) -> Result<Vec<Job>, AppError> {
-    Ok(state.queue.queue()?)
+pub async fn list_queue(state: S<'_>) -> Result<Vec<Job>, AppError> {
+    super::blocking(&state, |st| Ok(st.queue.queue()?)).await
 }
 
 /// Run an intake call off the IPC thread (it reads file headers and asks
@@ -184,25 +184,31 @@ pub async fn pick_files(app: AppHandle, state: S<'_>, preset: Option<Preset>) ->
     add(state.inner().clone(), picked, intake::AddOptions { job, ..Default::default() }).await
 }
 
-/// Cancel job `id` (on the thread pool, not the window's thread: it
+/// Cancel job `id` (on the blocking pool, not the window's thread: it
 /// writes the database and may remove a checkpoint of hundreds of MB).
-#[tauri::command(async)]
+#[tauri::command]
 #[specta::specta]
-pub fn cancel_job(state: S<'_>, id: JobId) -> Result<Job, AppError> {
-    let job = state.worker.cancel(id)?;
-    state.hub.send(QueueEvent::QueueChanged);
-    Ok(job)
+pub async fn cancel_job(state: S<'_>, id: JobId) -> Result<Job, AppError> {
+    super::blocking(&state, move |st| {
+        let job = st.worker.cancel(id)?;
+        st.hub.send(QueueEvent::QueueChanged);
+        Ok(job)
+    })
+    .await
 }
 
-/// Queue failed or cancelled job `id` again (on the thread pool: it
+/// Queue failed or cancelled job `id` again (on the blocking pool: it
 /// writes the database).
-#[tauri::command(async)]
+#[tauri::command]
 #[specta::specta]
-pub fn retry_job(state: S<'_>, id: JobId) -> Result<Job, AppError> {
-    let job = state.queue.retry(id)?;
-    state.worker.notify();
-    state.hub.send(QueueEvent::QueueChanged);
-    Ok(job)
+pub async fn retry_job(state: S<'_>, id: JobId) -> Result<Job, AppError> {
+    super::blocking(&state, move |st| {
+        let job = st.queue.retry(id)?;
+        st.worker.notify();
+        st.hub.send(QueueEvent::QueueChanged);
+        Ok(job)
+    })
+    .await
 }
 
 /// Remove job or song `id`. With `delete_files`, a song's files go too: its
@@ -254,10 +260,10 @@ pub async fn remove_job(state: S<'_>, id: JobId, delete_files: bool, delete_expo
     .map_err(|e| AppError::internal(e.to_string()))?
 }
 
-#[tauri::command(async)]
+#[tauri::command]
 #[specta::specta]
-pub fn reorder_queue(state: S<'_>, ids: Vec<JobId>) -> Result<Vec<Job>, AppError> {
-    Ok(state.queue.reorder(&ids)?)
+pub async fn reorder_queue(state: S<'_>, ids: Vec<JobId>) -> Result<Vec<Job>, AppError> {
+    super::blocking(&state, move |st| Ok(st.queue.reorder(&ids)?)).await
 }
 
 /// Register the window's progress channel; events flow until it closes.

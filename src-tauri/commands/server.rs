@@ -80,6 +80,17 @@ pub async fn start_server(state: S<'_>, port: u16) -> Result<ServerInfo, AppErro
                     message: format!("Port {port} is in use by another program: choose another port."),
                 }
             }
+            // Ports below 1024 need administrator rights on Linux and macOS.
+            stemroom_server::ServerError::Bind { source, .. }
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                AppError {
+                    code: ErrorCode::InvalidOptions,
+                    message: format!(
+                        "Port {port} needs administrator rights: choose a port from 1024 to 65535 (8000 is usual)."
+                    ),
+                }
+            }
             e => AppError::internal(format!("The HTTP service could not start: {e}")),
         })?;
         tracing::info!("HTTP service listening on http://{}", server.addr);

@@ -76,24 +76,82 @@ pub async fn pick_library_dir(app: AppHandle, state: S<'_>) -> Result<Option<Set
     }
     let Some(picked) = pick_folder(&app, "Choose the library folder").await? else { return Ok(None) };
     let dir = picked.to_str().ok_or_else(|| AppError::invalid("The folder's name is not valid Unicode."))?;
-    // Songs are written there: a folder that takes no files is refused
-    // now, not at the end of every queued job.
-    check_writable(&picked)?;
     let (st, dir) = (state.inner().clone(), dir.to_string());
-    // Off the async threads: the copies below may take minutes.
+    // Off the async threads: the checks touch the disk, and the copies
+    // below may take minutes.
     tauri::async_runtime::spawn_blocking(move || {
+        // One move at a time: a second one would replace the first one's
+        // copies while the first deletes the originals.
+        let _moving = match st.library_move.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                return Err(AppError::invalid(
+                    "The library is already moving to another folder: wait for it to finish.",
+                ))
+            }
+        };
+        check_library_place(&picked, &st.data_dir)?;
+        // Songs are written there: a folder that takes no files is refused
+        // now, not at the end of every queued job.
+        check_writable(&picked)?;
         // Failed jobs' unfiled songs on another disk are copied first,
         // with no lock held (gigabytes take minutes; a quit, a cancel and
         // the queue would wait for the lock).
         let copied = copy_unfiled_songs(&st, &picked);
         // No job starts while the setting changes and the working folders
         // move (a job claimed in between would write into the old folder,
-        // or have its folder replaced under it).
-        st.worker.while_no_job_starts(|running| move_library(&st, &picked, &dir, running, &copied))?;
+        // or have its folder replaced under it). What is left to delete
+        // goes after: a quit and a cancel wait for that lock.
+        let moved = st.worker.while_no_job_starts(|running| move_library(&st, &picked, &dir, running, &copied));
+        match moved {
+            Ok(stale) => {
+                for dir in stale {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+            }
+            Err(e) => {
+                // Not moved: the copies made for it go again.
+                for job in &copied {
+                    let _ = std::fs::remove_dir_all(stemroom_library::song::partial_dir(
+                        &picked,
+                        st.queue.work_tag(),
+                        *job,
+                    ));
+                }
+                return Err(e);
+            }
+        }
         Ok(Some(st.queue.settings()?))
     })
     .await
     .map_err(|e| AppError::internal(e.to_string()))?
+}
+
+/// Refuse a library folder where songs would be lost or mixed with what
+/// Stemroom keeps elsewhere: the root of the file system, the app's data
+/// folder itself (its database and uploads; the `library` folder inside it,
+/// the default, is fine), Stemroom's cache (models and runtimes, which an
+/// uninstall or a cleaner removes), and any folder inside a working folder
+/// (`.stemroom-partial-…`, deleted when its job ends).
+fn check_library_place(picked: &Path, data_dir: &Path) -> Result<(), AppError> {
+    let real = std::fs::canonicalize(picked).unwrap_or_else(|_| picked.to_path_buf());
+    let refuse = |why: &str| Err(AppError::invalid(format!("{} cannot hold the library: {why}", real.display())));
+    if real.parent().is_none() {
+        return refuse("it is the root of the file system. Choose or make a folder for your songs.");
+    }
+    if std::fs::canonicalize(data_dir).is_ok_and(|d| d == real) {
+        return refuse("it is Stemroom's own data folder. Choose or make a folder for your songs.");
+    }
+    if let Some(cache) = stemroom_engine::paths::cache_dir().and_then(|c| std::fs::canonicalize(c).ok()) {
+        if real.starts_with(&cache) {
+            return refuse("it is in Stemroom's cache (models and runtimes), which can be cleared.");
+        }
+    }
+    if real.components().any(|c| c.as_os_str().to_string_lossy().starts_with(".stemroom-partial-")) {
+        return refuse("it is inside a song's working folder, which is deleted when its job ends.");
+    }
+    Ok(())
 }
 
 /// Copy the working folders of failed jobs that hold their separated song
@@ -144,20 +202,25 @@ fn same_file_system(a: &Path, b: &Path) -> bool {
 
 /// Save `picked` (named `dir`) as the library folder and move the queue's
 /// working folders there (those of `copied` jobs are there already: their
-/// old ones go); refused while a job runs (`running`).
+/// old ones are returned, to be deleted once no lock is held, when their
+/// copy is whole); refused while a job runs (`running`).
 fn move_library(
     state: &AppState,
     picked: &Path,
     dir: &str,
     running: &[JobId],
     copied: &[JobId],
-) -> Result<(), AppError> {
+) -> Result<Vec<std::path::PathBuf>, AppError> {
     if !running.is_empty() {
         return Err(AppError::invalid("A separation started meanwhile: choose the folder again once it is done."));
     }
     let old = state.worker.library_dir();
-    let settings = Settings { library_dir: Some(dir.to_string()), ..state.queue.settings()? };
-    state.queue.save_settings(&settings)?;
+    {
+        let _editing = state.editing_settings();
+        let settings = Settings { library_dir: Some(dir.to_string()), ..state.queue.settings()? };
+        state.queue.save_settings(&settings)?;
+    }
+    let mut stale = Vec::new();
     // Queued jobs that were interrupted keep their checkpoints, and failed
     // ones whose song could not be filed their stems: moved along (a
     // rename; across file systems the job starts over and the old one
@@ -171,7 +234,13 @@ fn move_library(
                 continue;
             }
             if copied.contains(&job.id) {
-                let _ = std::fs::remove_dir_all(&from);
+                // The copy is the song now, if it is still whole.
+                let to = stemroom_library::song::partial_dir(picked, state.queue.work_tag(), job.id);
+                if stemroom_library::song::song_of_job(&to, &job).is_some() {
+                    stale.push(from);
+                } else {
+                    tracing::warn!("job {}: its copy is not whole: its stems stay in {}", job.id, from.display());
+                }
                 continue;
             }
             // A stale folder of the same job in the new library is older
@@ -189,14 +258,12 @@ fn move_library(
                     tracing::warn!("job {}: its stems stay in {}: {e}", job.id, from.display());
                 }
                 // Another file system, a checkpoint: the job starts over.
-                Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
-                    let _ = std::fs::remove_dir_all(&from);
-                }
+                Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => stale.push(from),
                 Err(e) => tracing::warn!("job {}: its checkpoint stays in {}: {e}", job.id, from.display()),
             }
         }
     }
-    Ok(())
+    Ok(stale)
 }
 
 /// Copy folder `from` (files and folders; links are left out) to `to`, which
@@ -293,20 +360,36 @@ pub async fn choose_program(app: AppHandle, state: S<'_>, program: Program, pick
     } else {
         None
     };
-    let mut settings = state.queue.settings()?;
-    match program {
-        Program::Ytdlp => settings.ytdlp_path = chosen,
-        Program::Ffmpeg => settings.ffmpeg_path = chosen,
-    }
-    state.queue.save_settings(&settings)?;
-    crate::state::apply_ffmpeg_path(&settings);
-    Ok(state.queue.settings()?)
+    let st = state.inner().clone();
+    tauri::async_runtime::spawn_blocking(move || {
+        // A program that is not yt-dlp (its `--version` is no release
+        // date) is refused now, not at the first link.
+        if let (Program::Ytdlp, Some(file)) = (program, chosen.as_deref()) {
+            if let Err(e) = stemroom_library::link::YtDlp::locate(Some(Path::new(file))) {
+                return Err(AppError::invalid(format!("{file} cannot be used for links: {e}")));
+            }
+        }
+        let _editing = st.editing_settings();
+        let mut settings = st.queue.settings()?;
+        match program {
+            Program::Ytdlp => settings.ytdlp_path = chosen,
+            Program::Ffmpeg => settings.ffmpeg_path = chosen,
+        }
+        st.queue.save_settings(&settings)?;
+        crate::state::apply_ffmpeg_path(&settings);
+        Ok(st.queue.settings()?)
+    })
+    .await
+    .map_err(|e| AppError::internal(e.to_string()))?
 }
 
 #[tauri::command]
 #[specta::specta]
-pub fn get_settings(state: S<'_>) -> Result<Settings, AppError> {
-    Ok(state.queue.settings()?)
+pub async fn get_settings(state: S<'_>) -> Result<Settings, AppError> {
+    let st = state.inner().clone();
+    tauri::async_runtime::spawn_blocking(move || Ok(st.queue.settings()?))
+        .await
+        .map_err(|e| AppError::internal(e.to_string()))?
 }
 
 /// Save the settings the page edits. The library folder and the programs'
@@ -315,18 +398,28 @@ pub fn get_settings(state: S<'_>) -> Result<Settings, AppError> {
 /// the app write into a folder or run a program of its choosing.
 #[tauri::command]
 #[specta::specta]
-pub fn save_settings(state: S<'_>, settings: Settings) -> Result<Settings, AppError> {
-    let kept = state.queue.settings()?;
-    let settings = Settings {
-        library_dir: kept.library_dir,
-        ytdlp_path: kept.ytdlp_path,
-        ffmpeg_path: kept.ffmpeg_path,
-        ..settings
-    };
-    state.queue.save_settings(&settings)?;
-    crate::state::apply_ffmpeg_path(&settings);
-    state.worker.start(settings.concurrent_jobs as usize);
-    Ok(state.queue.settings()?)
+pub async fn save_settings(state: S<'_>, settings: Settings) -> Result<Settings, AppError> {
+    // A model id not in the manifest would fail every new job at its run.
+    if state.manifest.get(&settings.model).is_err() {
+        return Err(AppError::invalid(format!("There is no model named “{}”.", settings.model)));
+    }
+    let st = state.inner().clone();
+    tauri::async_runtime::spawn_blocking(move || {
+        let _editing = st.editing_settings();
+        let kept = st.queue.settings()?;
+        let settings = Settings {
+            library_dir: kept.library_dir,
+            ytdlp_path: kept.ytdlp_path,
+            ffmpeg_path: kept.ffmpeg_path,
+            ..settings
+        };
+        st.queue.save_settings(&settings)?;
+        crate::state::apply_ffmpeg_path(&settings);
+        st.worker.start(settings.concurrent_jobs as usize);
+        Ok(st.queue.settings()?)
+    })
+    .await
+    .map_err(|e| AppError::internal(e.to_string()))?
 }
 
 /// Install model `id` into Stemroom's model folder: download it (the
@@ -616,6 +709,21 @@ fn install_error(e: install::InstallError) -> AppError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_library_is_not_put_where_songs_would_be_lost() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let inside = data.join(".stemroom-partial-ab12-7").join("lib");
+        std::fs::create_dir_all(&inside).expect("mkdir");
+        std::fs::create_dir_all(data.join("library")).expect("mkdir");
+        let refused = |p: &Path| check_library_place(p, &data).expect_err("refused").message;
+        assert!(refused(Path::new("/")).contains("root of the file system"));
+        assert!(refused(&data).contains("own data folder"));
+        assert!(refused(&inside).contains("working folder"));
+        assert!(check_library_place(&data.join("library"), &data).is_ok(), "the default library");
+        assert!(check_library_place(dir.path(), &data).is_ok());
+    }
 
     #[test]
     fn a_folder_by_another_name_is_the_same_folder() {

@@ -85,6 +85,8 @@ struct StreamPeaks {
     sample_rate: u32,
     /// Frames taken into the peaks so far.
     read: u64,
+    /// When the stream was last read for a poll ([`StreamPeaks::POLL_EVERY`]).
+    last_poll: Option<std::time::Instant>,
 }
 
 impl StreamPeaks {
@@ -101,20 +103,30 @@ impl StreamPeaks {
             buf: vec![Vec::new(); n],
             sample_rate,
             read: 0,
+            last_poll: None,
         })
     }
 
-    /// Blocks read per call while the job runs: 8 (12 s of audio at
-    /// 44.1 kHz, about 17 MB of four stereo sources), so a
-    /// fast GPU's minute of separated audio per poll does not hold the song
-    /// (and the window's player commands, which wait for it) for long; the
-    /// lanes catch up over the next polls, and wholly when the job ends.
-    const BLOCKS_PER_POLL: usize = 8;
+    /// Reading time per poll while the job runs (a block at least): the
+    /// song, which the window's player commands wait for, is held that
+    /// long at most (about 140 s of separated audio from a warm disk);
+    /// a long song opened late catches up over the next polls, and wholly
+    /// when the job ends.
+    const POLL_BUDGET: std::time::Duration = std::time::Duration::from_millis(100);
+    /// Reading time when the song opens (then the polls go on).
+    const OPEN_BUDGET: std::time::Duration = std::time::Duration::from_millis(250);
+    /// A poll reads the stream at most this often: the page asks for peaks
+    /// at every zoom and scroll, and each read ends in a copy of all the
+    /// peaks so far (megabytes for a long song).
+    const POLL_EVERY: std::time::Duration = std::time::Duration::from_millis(1000);
 
-    /// Take in what was separated since the last call (at most `blocks`
-    /// blocks of it; `None`: all); the stems' peaks so far.
-    fn refresh(&mut self, blocks: Option<usize>) -> Vec<Peaks> {
-        for _ in 0..blocks.unwrap_or(usize::MAX) {
+    /// Take in what was separated since the last call, for at most
+    /// `budget` of reading (`None`: all of it); the stems' peaks so far,
+    /// or `None` when nothing new was read.
+    fn refresh(&mut self, budget: Option<std::time::Duration>) -> Option<Vec<Peaks>> {
+        let started = std::time::Instant::now();
+        let mut any = false;
+        loop {
             match self.set.read(Self::BLOCK, &mut self.buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
@@ -122,9 +134,28 @@ impl StreamPeaks {
                         b.push(&buf[..2 * n]);
                     }
                     self.read += n as u64;
+                    any = true;
                 }
             }
+            if budget.is_some_and(|b| started.elapsed() >= b) {
+                break;
+            }
         }
+        any.then(|| self.snapshot())
+    }
+
+    /// A poll's [`StreamPeaks::refresh`]: none within
+    /// [`StreamPeaks::POLL_EVERY`] of the last one.
+    fn poll(&mut self) -> Option<Vec<Peaks>> {
+        if self.last_poll.is_some_and(|t| t.elapsed() < Self::POLL_EVERY) {
+            return None;
+        }
+        self.last_poll = Some(std::time::Instant::now());
+        self.refresh(Some(Self::POLL_BUDGET))
+    }
+
+    /// The stems' peaks so far.
+    fn snapshot(&self) -> Vec<Peaks> {
         self.builders.iter().map(|b| b.snapshot(self.sample_rate)).collect()
     }
 
@@ -410,7 +441,11 @@ fn open_streaming(
         }
     }
     let (mut lanes, loading) = lane_peaks(tracks, sample_rate);
-    lanes.extend(stems.iter().cloned().zip(stream.refresh(None)));
+    // As much as a moment's reading gives (a long song opened late is
+    // read on over the next polls, not before it opens).
+    let first = stream.refresh(Some(StreamPeaks::OPEN_BUDGET)).unwrap_or_else(|| stream.snapshot());
+    stream.last_poll = Some(std::time::Instant::now());
+    lanes.extend(stems.iter().cloned().zip(first));
     let unity = MixControls::unity(stems.len());
     let with_original = original.map(|o| Player::open_growing(dir, Some(&o), &unity.with_original()));
     // As for a finished song: a failed device is not tried twice.
@@ -502,11 +537,15 @@ pub async fn song_stream_done(state: S<'_>, id: JobId) -> Result<SongView, AppEr
         // had not read them all), read with the song unlocked: the
         // window's play, pause and mix commands wait for the lock. The
         // stream is taken out (its file stays readable once unlinked).
+        // Not when a player on the files at another rate is ready: its
+        // lanes are the files' (a long song's unread stream would be read
+        // for nothing).
+        let taking_over = made.as_ref().is_some_and(|(_, _, _, next)| matches!(next, Some(Ok(_))));
         let rest = {
             let mut guard = st.song.lock();
             guard.as_mut().filter(|s| s.id == id).and_then(|s| s.stream.take())
         }
-        .map(|mut stream| stream.refresh(None));
+        .map(|mut stream| if taking_over { None } else { stream.refresh(None) });
         let mut guard = st.song.lock();
         let Some(song) = guard.as_mut().filter(|s| s.id == id) else { return Err(not_open()) };
         // The player replaced by one on the files, stopped once the song
@@ -535,7 +574,9 @@ pub async fn song_stream_done(state: S<'_>, id: JobId) -> Result<SongView, AppEr
                 }
             }
         }
+        // (`rest`: the song was streaming; within, what was left to read.)
         if let Some(fresh) = rest.filter(|_| !took_over) {
+            let fresh = fresh.unwrap_or_default();
             let first = song.lanes.len() - fresh.len().min(song.lanes.len());
             for (lane, p) in song.lanes[first..].iter_mut().zip(fresh) {
                 lane.1 = p;
@@ -749,12 +790,16 @@ pub async fn close_song(app: tauri::AppHandle, token: u32) {
 }
 
 /// Peaks of every lane between frames `start` and `end`, in `columns`
-/// columns (at most 8192), and how much of them is known yet. (Runs on
-/// the thread pool, not the window's thread: it reads a running job's
+/// columns (at most 8192), and how much of them is known yet. (On the
+/// blocking pool, not the window's thread: it reads a running job's
 /// stream and waits for the song, which finishing a job holds a moment.)
-#[tauri::command(async)]
+#[tauri::command]
 #[specta::specta]
-pub fn song_peaks(state: S<'_>, id: JobId, start: f64, end: f64, columns: u32) -> Result<SongPeaks, AppError> {
+pub async fn song_peaks(state: S<'_>, id: JobId, start: f64, end: f64, columns: u32) -> Result<SongPeaks, AppError> {
+    super::blocking(&state, move |st| peaks_of(st, id, start, end, columns)).await
+}
+
+fn peaks_of(state: &AppState, id: JobId, start: f64, end: f64, columns: u32) -> Result<SongPeaks, AppError> {
     let (start, end) = (to_frame(start), to_frame(end));
     let mut song = state.song.lock();
     let Some(song) = song.as_mut().filter(|s| s.id == id) else {
@@ -776,23 +821,38 @@ pub fn song_peaks(state: S<'_>, id: JobId, start: f64, end: f64, columns: u32) -
     }
     if let Some(stream) = song.stream.as_mut() {
         // Still separating: the stems' lanes as far as they are separated.
-        let fresh = stream.refresh(Some(StreamPeaks::BLOCKS_PER_POLL));
-        let first = song.lanes.len() - fresh.len();
-        for (lane, p) in song.lanes[first..].iter_mut().zip(fresh) {
-            lane.1 = p;
+        if let Some(fresh) = stream.poll() {
+            let first = song.lanes.len() - fresh.len().min(song.lanes.len());
+            for (lane, p) in song.lanes[first..].iter_mut().zip(fresh) {
+                lane.1 = p;
+            }
         }
         ready = f64::min(ready, stream.separated());
     }
     let columns = (columns as usize).clamp(1, 8192);
+    // `start` and `end` are frames at the stems' rate (the last lanes); an
+    // original at another rate has its peaks in its own frames.
+    let view_rate = song.lanes.last().map_or(0, |l| l.1.sample_rate);
     let lanes = song
         .lanes
         .iter()
         .map(|(lane, p)| {
+            let (start, end) = at_rate(start, end, view_rate, p.sample_rate);
             let c = p.columns(start, end, columns);
             LanePeaks { lane: lane.clone(), min: c.min, max: c.max }
         })
         .collect();
     Ok(SongPeaks { lanes, ready })
+}
+
+/// Frames `start` and `end` at `from` Hz as frames at `to` Hz (as they
+/// are when either rate is unknown, 0).
+fn at_rate(start: u64, end: u64, from: u32, to: u32) -> (u64, u64) {
+    if from == to || from == 0 || to == 0 {
+        return (start, end);
+    }
+    let scale = |f: u64| (u128::from(f) * u128::from(to) / u128::from(from)).min(u128::from(u64::MAX)) as u64;
+    (scale(start), scale(end))
 }
 
 #[tauri::command]
@@ -842,6 +902,16 @@ pub fn player_set_controls(state: S<'_>, controls: MixControls) -> Result<(), Ap
 mod tests {
     use super::*;
     use stemroom_engine::audio::encode::{self, ClipMode, OutputFormat, WavDepth};
+
+    /// The view's frames (the stems' rate) as an original's at its own rate.
+    #[test]
+    fn frames_at_another_rate() {
+        assert_eq!(at_rate(44_100, 88_200, 44_100, 48_000), (48_000, 96_000));
+        assert_eq!(at_rate(48_000, 96_000, 48_000, 22_050), (22_050, 44_100));
+        assert_eq!(at_rate(7, 9, 44_100, 44_100), (7, 9));
+        assert_eq!(at_rate(7, 9, 0, 48_000), (7, 9), "unknown: as they are");
+        assert_eq!(at_rate(u64::MAX, u64::MAX, 1, 192_000).1, u64::MAX, "no overflow");
+    }
 
     /// An AAC M4A lines up with stems of its cut length, not with those of
     /// a decode that kept its priming and padding (1,844 frames longer

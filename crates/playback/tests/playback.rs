@@ -31,6 +31,45 @@ fn peaks_are_cached_beside_the_audio_and_reused() {
     assert_eq!(Peaks::read(&cache).expect("rewritten cache"), p);
 }
 
+/// A VBR MP3 without a Xing header has only a length guessed from its
+/// first frame's bit rate: its cache is reused all the same (it was read
+/// again at every open).
+#[test]
+fn peaks_of_an_mp3_whose_length_is_a_guess_are_reused() {
+    let _turn = stemroom_testkit::cpu_turn();
+    use stemroom_playback::peaks::{cache_path, Peaks};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mp3 = dir.path().join("vbr.mp3");
+    // 8 s: silence, then a loud tone (a low first frame's bit rate makes
+    // the guess long), VBR, no Xing header.
+    stemroom_testkit::ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "anullsrc=r=44100:cl=stereo:d=2",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=f=440:r=44100:d=6",
+        "-filter_complex",
+        "[1]aformat=channel_layouts=stereo[t];[0][t]concat=n=2:v=0:a=1",
+        "-c:a",
+        "libmp3lame",
+        "-q:a",
+        "2",
+        "-write_xing",
+        "0",
+        mp3.to_str().expect("utf8"),
+    ]);
+    let header = stemroom_engine::audio::decode::StreamDecoder::open(&mp3).expect("open");
+    assert!(header.length_estimated(), "the test needs a guessed length");
+    let guessed = header.declared_frames().expect("a guess");
+    let p = Peaks::cached(&mp3).expect("peaks");
+    assert!(guessed.abs_diff(p.frames) > 2048 + guessed / 200, "the guess is off: {guessed} vs {}", p.frames);
+    let cache = cache_path(&mp3).expect("cache path");
+    assert_eq!(Peaks::read_fresh(&mp3, &cache), Some(p));
+}
+
 // ---------------------------------------------------------------------------
 // export: round trips through our decoders against the source stems.
 

@@ -38,6 +38,21 @@ describe("Settings", () => {
     expect(screen.getByRole("group", { name: "Library location" })).toHaveTextContent("/home/you/Music/Stemroom");
   });
 
+  it("asks for one library folder at a time, the button busy meanwhile", async () => {
+    const { backend, user } = await openSettings();
+    let finish: (v: null) => void = () => {};
+    const pick = vi.spyOn(backend, "pickLibraryDir").mockImplementation(
+      () => new Promise((resolve) => (finish = resolve)),
+    );
+    const change = screen.getByRole("button", { name: "Change…" });
+    await user.click(change);
+    expect(screen.getByRole("button", { name: "Choosing…" })).toBeDisabled();
+    await user.click(screen.getByRole("button", { name: "Choosing…" }));
+    expect(pick).toHaveBeenCalledTimes(1);
+    finish(null);
+    expect(await screen.findByRole("button", { name: "Change…" })).toBeEnabled();
+  });
+
   it("says when no job has run yet, and describes the model in plain words", async () => {
     await openSettings({ settings: CUSTOM });
     expect(screen.getByText("Stemroom picks the GPU or the CPU when the first song starts.")).toBeInTheDocument();

@@ -1,4 +1,4 @@
-import { useEffect, useState, type FormEvent, type ReactNode } from "react";
+import { useEffect, useRef, useState, type FormEvent, type ReactNode } from "react";
 import { useBackend } from "../backend";
 import type { Device, GpuSupport, ModelStatus, Program, Settings } from "../bindings";
 import { errorText } from "../errors";
@@ -185,6 +185,10 @@ export function SettingsView({ app }: Props) {
   const [error, setError] = useState<{ title: string; text: string } | null>(null);
   const [saved, setSaved] = useState(false);
   const [saving, setSaving] = useState(false);
+  // The library folder's dialog and move are under way (the ref: a second
+  // click before the next render is ignored too).
+  const [movingLibrary, setMovingLibrary] = useState(false);
+  const moving = useRef(false);
   const [gpu, setGpu] = useState<GpuSupport | null>(null);
 
   useEffect(() => {
@@ -234,11 +238,19 @@ export function SettingsView({ app }: Props) {
 
   async function pickLibraryDir() {
     const failed = "The folder could not be chosen";
+    // The dialog, then the move of unfinished work (minutes across disks):
+    // one at a time.
+    if (moving.current) return;
+    moving.current = true;
+    setMovingLibrary(true);
     try {
       const saved = await backend.pickLibraryDir();
       if (saved !== null) chosen({ libraryDir: saved.libraryDir }, failed);
     } catch (e) {
       setError({ title: failed, text: errorText(e) });
+    } finally {
+      moving.current = false;
+      setMovingLibrary(false);
     }
   }
 
@@ -372,8 +384,8 @@ export function SettingsView({ app }: Props) {
           </span>
           <div className="path-picker">
             <code className="path-picker__path">{draft.libraryDir ?? info?.libraryDir ?? "Default folder"}</code>
-            <button type="button" className="button" onClick={pickLibraryDir}>
-              Change…
+            <button type="button" className="button" onClick={pickLibraryDir} disabled={movingLibrary}>
+              {movingLibrary ? "Choosing…" : "Change…"}
             </button>
           </div>
         </div>

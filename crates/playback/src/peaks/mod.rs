@@ -325,7 +325,8 @@ impl Peaks {
 impl Peaks {
     /// The peaks cached in `cache` for `audio`, when that file is readable,
     /// not older than the audio, and of the audio: the same sample rate and
-    /// (when the audio's header gives it) the same length within 0.5 %, so
+    /// (when the audio's header states it, not guessed) the same length
+    /// within 0.5 %, so
     /// a song replaced by one with an older date (a synced folder, `cp -p`,
     /// a restored backup) does not show the old waveform; `None` otherwise
     /// (compute them). A cache larger than its audio (peaks take far less:
@@ -337,7 +338,10 @@ impl Peaks {
         }
         let peaks = Self::read(cache).ok()?;
         let header = decode::StreamDecoder::open(audio).ok()?;
-        let same_length = header.declared_frames().is_none_or(|f| f.abs_diff(peaks.frames) <= 2048 + f / 200);
+        // (A length guessed from a bit rate, a VBR MP3's without a Xing
+        // header, can be 5 % off: not held against the cache.)
+        let declared = header.declared_frames().filter(|_| !header.length_estimated());
+        let same_length = declared.is_none_or(|f| f.abs_diff(peaks.frames) <= 2048 + f / 200);
         (header.sample_rate() == peaks.sample_rate && same_length).then_some(peaks)
     }
 

@@ -115,7 +115,36 @@ impl OrtNetwork {
                 None
             }
         };
-        let session = builder.commit_from_file(model_path).map_err(|e| session_err(&e))?;
+        // Registering CUDA only loads its provider library; the device is
+        // set up, and the weights copied to it, here: a driver too old for
+        // the runtime, a GPU hidden (`CUDA_VISIBLE_DEVICES=-1`), busy in
+        // exclusive mode or out of memory fail now.
+        let session = match builder.commit_from_file(model_path) {
+            Ok(s) => s,
+            Err(e) if provider == Provider::Cuda => {
+                let text = e.to_string();
+                let why = super::gpu::diagnose(&super::gpu::facts()).err();
+                let on_gpu = why.is_some() || is_cuda_failure(&text);
+                match (opts.device, on_gpu) {
+                    (Device::Cuda, true) => {
+                        let reason = match why {
+                            Some(why) => format!("{} ({text})", why.message()),
+                            None => text,
+                        };
+                        return Err(RuntimeError::DeviceUnavailable { device: "cuda".into(), reason });
+                    }
+                    (Device::Cuda, false) => return Err(session_err(&text)),
+                    // `auto`: the CPU runs it (and reports a bad model file
+                    // as its own error).
+                    _ => {
+                        tracing::warn!("CUDA could not start the model, using CPU: {text}");
+                        drop(arena);
+                        return Self::open(info, model_path, &RuntimeOptions { device: Device::Cpu, ..opts.clone() });
+                    }
+                }
+            }
+            Err(e) => return Err(session_err(&e)),
+        };
         let net = OrtNetwork { session, provider, info: info.clone(), _arena: arena };
         net.check_interface()?;
         Ok(net)
@@ -141,6 +170,13 @@ impl OrtNetwork {
         }
         Ok(())
     }
+}
+
+/// Whether ONNX Runtime's error `text` comes from the CUDA side (the
+/// provider, the CUDA runtime, cuDNN, cuBLAS), not from the model file.
+fn is_cuda_failure(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    ["cuda", "cudnn", "cublas", "cufft", "curand", "gpu", "nvrtc"].iter().any(|w| t.contains(w))
 }
 
 /// The output tensors of the last run, kept as ONNX Runtime allocated them
@@ -224,5 +260,29 @@ impl Network for OrtNetwork {
         out_zs.copy_from_slice(zs);
         out_xt.copy_from_slice(xt);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// ONNX Runtime's errors when CUDA cannot set up the session are told
+    /// from a bad model file (which the CPU would refuse too).
+    #[test]
+    fn cuda_failures_are_told_from_model_errors() {
+        for cuda in [
+            "CUDA failure 35: CUDA driver version is insufficient for CUDA runtime version ; GPU=0",
+            "CUDA failure 100: no CUDA-capable device is detected",
+            "CUDNN failure 4: CUDNN_STATUS_INTERNAL_ERROR",
+            "CUBLAS failure 3: CUBLAS_STATUS_ALLOC_FAILED",
+            "Failed to allocate memory for requested buffer of size 123 (CudaCaller)",
+        ] {
+            assert!(super::is_cuda_failure(cuda), "{cuda}");
+        }
+        for model in [
+            "Load model from x.onnx failed: Protobuf parsing failed.",
+            "Node (Conv_12) Op (Conv) [ShapeInferenceError] kernel shape mismatch",
+        ] {
+            assert!(!super::is_cuda_failure(model), "{model}");
+        }
     }
 }

@@ -113,9 +113,28 @@ pub fn dest_dir(
     job: &stemroom_library::queue::Job,
     dest: ExportDest,
 ) -> Result<PathBuf, AppError> {
+    // The folder must be there (only the song's `exports` is made): one
+    // made again where a drive or a share is not mounted would take the
+    // files to the wrong disk, reported as done.
+    let gone = |dir: &Path, what: &str| AppError {
+        code: ErrorCode::Output,
+        message: format!("{what} {} is not there any more (a drive or share not mounted?).", dir.display()),
+    };
     match dest {
-        ExportDest::SongFolder => Ok(song_dir(job)?.join(stemroom_library::song::EXPORTS_DIR)),
-        ExportDest::Picked { handle } => state.folders.get(handle),
+        ExportDest::SongFolder => {
+            let song = song_dir(job)?;
+            if !song.is_dir() {
+                return Err(gone(&song, "The song's folder"));
+            }
+            Ok(song.join(stemroom_library::song::EXPORTS_DIR))
+        }
+        ExportDest::Picked { handle } => {
+            let dir = state.folders.get(handle)?;
+            if !dir.is_dir() {
+                return Err(gone(&dir, "The folder"));
+            }
+            Ok(dir)
+        }
     }
 }
 

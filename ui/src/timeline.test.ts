@@ -5,6 +5,7 @@ import {
   formatTime,
   frameAt,
   presetControls,
+  presetsFor,
   rulerTicks,
   unityControls,
   xOf,
@@ -66,6 +67,13 @@ describe("timeline", () => {
     const inst = presetControls(stems, "instrumental");
     expect(stems.filter((_, i) => audible(inst, i))).toEqual(["drums", "bass", "other"]);
     expect(stems.filter((_, i) => audible(presetControls(stems, "acappella"), i))).toEqual(["vocals"]);
+    expect(presetsFor(stems)).toEqual(["instrumental", "acappella", "minusDrums", "minusBass"]);
+    // Two stems: only the presets of the chosen source, its complement the rest.
+    const two = ["vocals", "no_vocals"];
+    expect(presetsFor(two)).toEqual(["instrumental", "acappella"]);
+    expect(two.filter((_, i) => audible(presetControls(two, "instrumental"), i))).toEqual(["no_vocals"]);
+    expect(two.filter((_, i) => audible(presetControls(two, "acappella"), i))).toEqual(["vocals"]);
+    expect(presetsFor(["drums", "no_drums"])).toEqual(["minusDrums"]);
     const c = unityControls(4);
     c.stems[1]!.solo = true;
     c.stems[3]!.solo = true;

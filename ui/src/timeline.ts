@@ -78,19 +78,31 @@ export function formatTime(seconds: number, precise = false): string {
   return h > 0 ? `${h}:${String(m).padStart(2, "0")}:${sec}` : `${m}:${sec}`;
 }
 
-/** Export mix presets: which stems are heard. */
+/**
+ * Export mix presets: one source left out, or that source alone. A preset
+ * is offered only for a song that has that source as a stem of its own
+ * (see {@link presetsFor}); a two-stem song's complement (`no_vocals`) is
+ * the rest of the mix, so "Instrumental" of vocals + no_vocals is
+ * no_vocals alone.
+ */
 export const PRESETS = {
-  instrumental: { label: "Instrumental (no vocals)", keep: (stem: string) => stem !== "vocals" },
-  acappella: { label: "A cappella (vocals only)", keep: (stem: string) => stem === "vocals" },
-  minusDrums: { label: "Minus drums", keep: (stem: string) => stem !== "drums" },
-  minusBass: { label: "Minus bass", keep: (stem: string) => stem !== "bass" },
+  instrumental: { label: "Instrumental (no vocals)", source: "vocals", alone: false },
+  acappella: { label: "A cappella (vocals only)", source: "vocals", alone: true },
+  minusDrums: { label: "Minus drums", source: "drums", alone: false },
+  minusBass: { label: "Minus bass", source: "bass", alone: false },
 } as const;
 export type PresetId = keyof typeof PRESETS;
 
+/** The presets a song with `stems` can make, in {@link PRESETS} order. */
+export function presetsFor(stems: string[]): PresetId[] {
+  return (Object.keys(PRESETS) as PresetId[]).filter((id) => stems.includes(PRESETS[id].source));
+}
+
 /** Unity gain on the stems a preset keeps, the others muted. */
 export function presetControls(stems: string[], preset: PresetId): MixControls {
+  const { source, alone } = PRESETS[preset];
   return {
-    stems: stems.map((stem) => ({ gain: 1, mute: !PRESETS[preset].keep(stem), solo: false })),
+    stems: stems.map((stem) => ({ gain: 1, mute: (stem === source) !== alone, solo: false })),
     master: 1,
   };
 }

@@ -129,18 +129,22 @@ fn final_paths(dir: &Path, names: &[String], ext: &str, on_clash: OnClash) -> Re
                 Err(Error::Exists { paths: existing })
             }
         }
+        // One number for the whole set (`Song - drums (2)`, `Song - bass
+        // (2)`, …), free for every name in it: a set exported again reads as
+        // one set, not as a mix of the old one's names and new ones.
         OnClash::KeepBoth => {
-            let mut out: Vec<PathBuf> = Vec::new();
-            for (n, p) in names.iter().zip(plain) {
-                let mut candidate = p;
-                let mut k = 2;
-                while taken(&candidate) || out.contains(&candidate) {
-                    candidate = dir.join(format!("{n} ({k}).{ext}"));
-                    k += 1;
-                }
-                out.push(candidate);
+            if !plain.iter().any(|p| taken(p)) {
+                return Ok(plain);
             }
-            Ok(out)
+            let numbered = |k: u32| names.iter().map(|n| dir.join(format!("{n} ({k}).{ext}"))).collect::<Vec<_>>();
+            let mut k = 2;
+            loop {
+                let set = numbered(k);
+                if !set.iter().any(|p| taken(p)) {
+                    return Ok(set);
+                }
+                k += 1;
+            }
         }
     }
 }
@@ -188,6 +192,12 @@ fn plan_outputs(req: &ExportRequest) -> Result<(Vec<usize>, Vec<String>), Error>
                     controls.stems.len(),
                     req.sources.len()
                 )));
+            }
+            // Every stem muted (or at 0): a file of silence is no export.
+            if controls.effective_gains().iter().all(|&g| g == 0.0) {
+                return Err(Error::InvalidOptions(
+                    "every stem of this mix is muted or at zero volume: there is nothing to export".into(),
+                ));
             }
             Ok(((0..req.sources.len()).collect(), vec![export_name(&req.title, label)]))
         }
@@ -238,7 +248,10 @@ impl Outputs {
     fn open(req: &ExportRequest, names: &[String], rate: u32, out_rate: u32) -> Result<Self, Error> {
         std::fs::create_dir_all(&req.dest_dir)
             .map_err(|source| Error::Output { path: req.dest_dir.clone(), source })?;
+        // What a killed export left here: its part files, a zip's scratch
+        // folder of encoded stems (gigabytes), whatever it exported.
         stemroom_engine::files::remove_stale_parts(&req.dest_dir);
+        remove_stale_scratch(&req.dest_dir);
         let ext = req.format.extension();
         // Stems are exported untouched (bit-exact at the same depth); a mix may
         // exceed full scale and is clamped as the player's output is.

@@ -193,6 +193,13 @@ mod export {
             let sum = parts[0][i] + parts[1][i] + parts[2][i];
             assert!((mix[i] - sum).abs() < 1e-6, "sample {i}: {} vs {sum}", mix[i]);
         }
+        // A mix with every stem muted is refused, nothing written.
+        let what = ExportWhat::Mix { label: "Nothing".into(), controls: MixControls::only(4, &[]) };
+        let silent = dir.path().join("silent");
+        let err = export(&request(&src, what, OutputFormat::Wav { depth: WavDepth::Int16 }, silent.clone()), &Silent)
+            .expect_err("all muted");
+        assert!(err.to_string().contains("nothing to export"), "{err}");
+        assert!(!silent.exists(), "no folder made");
     }
 
     /// Collects the warnings an export gives.
@@ -416,13 +423,25 @@ mod export {
         };
         assert_eq!(ls(&out).len(), 2, "no temporary or new files: {:?}", ls(&out));
 
-        // Keep both: the next free numbers, the originals untouched.
+        // Keep both: the next number free for the whole set, the originals
+        // untouched; a larger set takes one number free for all of it.
         req.on_clash = OnClash::KeepBoth;
         let kept = export(&req, &Silent).expect("keep both");
         assert!(kept[0].to_string_lossy().ends_with(" - drums (2).wav"), "{kept:?}");
         assert!(kept[1].to_string_lossy().ends_with(" - bass (2).wav"), "{kept:?}");
         let third = export(&req, &Silent).expect("keep both again");
         assert!(third[0].to_string_lossy().ends_with(" - drums (3).wav"), "{third:?}");
+        let three = ExportRequest {
+            what: ExportWhat::Stems { stems: vec!["drums".into(), "bass".into(), "vocals".into()] },
+            ..req.clone()
+        };
+        let set = export(&three, &Silent).expect("a larger set");
+        for (p, stem) in set.iter().zip(["drums", "bass", "vocals"]) {
+            assert!(p.to_string_lossy().ends_with(&format!(" - {stem} (4).wav")), "{set:?}");
+        }
+        for p in &set {
+            std::fs::remove_file(p).expect("rm");
+        }
         for (p, b) in first.iter().zip(&before) {
             assert_eq!(&std::fs::read(p).expect("read"), b, "the first export is untouched");
         }
@@ -461,8 +480,9 @@ mod export {
         let late = ExportRequest { on_clash: OnClash::KeepBoth, ..late };
         let kept = export(&late, &Planter(planted.clone(), false.into())).expect("keep both");
         assert_eq!(std::fs::read(&planted).expect("read"), b"theirs", "not replaced");
+        // One number for the set, though only the drums' name was taken.
         assert!(kept[0].ends_with("Late - drums (2).wav"), "{kept:?}");
-        assert!(kept[1].ends_with("Late - bass.wav"), "{kept:?}");
+        assert!(kept[1].ends_with("Late - bass (2).wav"), "{kept:?}");
         for p in [&planted, &kept[0], &kept[1]] {
             std::fs::remove_file(p).expect("rm");
         }

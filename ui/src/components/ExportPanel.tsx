@@ -4,7 +4,7 @@ import type { ExportDest, ExportRate, ExportWhat, LoopRegion, MixControls, OnCla
 import { errorText } from "../errors";
 import { loadExportPrefs, loadPickedDest, saveExportPrefs, savePickedDest } from "../exportPrefs";
 import { fileName } from "../format";
-import { PRESETS, presetControls, type PresetId } from "../timeline";
+import { PRESETS, presetControls, presetsFor, type PresetId } from "../timeline";
 import { isStretched, tempoText, transposeText } from "./TempoPitch";
 import { Alert } from "./Alert";
 import { FormatField } from "./FormatField";
@@ -34,7 +34,12 @@ export function ExportPanel({ songId, stems, controls, loop, defaultDir }: Props
   const [remembered] = useState(loadExportPrefs);
   const [kind, setKind] = useState<Kind>(remembered.kind);
   const [chosen, setChosen] = useState<string[]>(stems);
-  const [mix, setMix] = useState<MixChoice>(remembered.mix);
+  // The presets this song's stems make ("Minus drums" needs a drums stem);
+  // a remembered one it cannot make gives way to what the player plays.
+  const presets = presetsFor(stems);
+  const [mix, setMix] = useState<MixChoice>(
+    remembered.mix === "heard" || presets.includes(remembered.mix) ? remembered.mix : "heard",
+  );
   const [onlyLoop, setOnlyLoop] = useState(false);
   const [format, setFormat] = useState<OutputFormat>(remembered.format);
   const [rate, setRate] = useState<"original" | "44100" | "48000">(remembered.rate);
@@ -161,7 +166,7 @@ export function ExportPanel({ songId, stems, controls, loop, defaultDir }: Props
             onChange={(e) => setMix(e.target.value as MixChoice)}
           >
             <option value="heard">What I hear (current volumes, pans, mutes and solos)</option>
-            {(Object.keys(PRESETS) as PresetId[]).map((id) => (
+            {presets.map((id) => (
               <option key={id} value={id}>
                 {PRESETS[id].label}
               </option>

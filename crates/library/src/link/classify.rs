@@ -54,6 +54,13 @@ pub(crate) fn classify(stderr: &str) -> LinkError {
                 "try again later",
                 "not available on this app",
                 "available in your country",
+                // A label's copyright block ("Video unavailable. This video
+                // contains content from SME, who has blocked it in your
+                // country on copyright grounds"): another country may work.
+                "in your country",
+                "copyright grounds",
+                // "YouTube is requiring a captcha challenge before playback".
+                "captcha",
                 "from your location",
                 "geo restrict",
                 "geo-restrict",

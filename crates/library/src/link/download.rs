@@ -132,6 +132,9 @@ pub fn download(
 ) -> Result<PathBuf, LinkError> {
     let url = check_url(url)?;
     std::fs::create_dir_all(dest_dir).map_err(|source| LinkError::Io { path: dest_dir.to_path_buf(), source })?;
+    // yt-dlp runs from another folder (`/`): a relative folder (a worker's
+    // `--work-dir scratch`) would be another one for it.
+    let dest_dir = &std::path::absolute(dest_dir).unwrap_or_else(|_| dest_dir.to_path_buf());
     let result = runtime()?.block_on(run_download(yt, &url, dest_dir, stall, limits, on_progress, is_cancelled));
     if result.is_err() {
         clear_dir(dest_dir);
@@ -155,7 +158,7 @@ async fn run_download(
     cmd.args(["--no-playlist", "--playlist-items", "1", "--newline", "--progress", "-f", FORMAT])
         .args(["--progress-template", &format!("download:{PROGRESS_MARK} %(progress.downloaded_bytes)s %(progress.total_bytes)s %(progress.total_bytes_estimate)s %(progress.speed)s %(progress.eta)s")])
         .args(["--max-filesize", &limits.max_bytes.to_string()])
-        .args(["--match-filters", &format!("!is_live & duration <? {}", limits.max_seconds)])
+        .args(["--match-filters", &match_filter(limits)])
         // `--print` silences yt-dlp's messages; `--no-quiet` keeps the ones
         // that say why it skipped a download (a filter, the size limit).
         // The path comes after a mark of ours, so no other line of yt-dlp's
@@ -202,7 +205,7 @@ async fn run_download(
                         // (`Segments` ends lines at `\r` and `\n` alike.)
                         if let Some(path) = l.strip_prefix(FILE_MARK) {
                             printed = Some(path.to_string());
-                        } else if is_refusal(&l) {
+                        } else if is_refusal(&l, &match_filter(limits)) {
                             refusal = Some(l.trim().to_string());
                         }
                     }
@@ -318,14 +321,22 @@ impl<R: AsyncRead + Unpin> Segments<R> {
     }
 }
 
+/// The `--match-filters` of a download within `limits`: no live stream,
+/// nothing longer than the length limit (a length not known passes).
+fn match_filter(limits: &DownloadLimits) -> String {
+    format!("!is_live & duration <? {}", limits.max_seconds)
+}
+
 /// Whether `line` is yt-dlp's own word that it skips the download:
-/// `[download] <title> does not pass filter (<filter>), skipping ..` or
-/// `[download] File is larger than max-filesize (…). Aborting.` Matched at
-/// both ends, so a page title holding those words in another line (a
-/// playlist's `Downloading playlist: <title>`) is not taken for it.
-fn is_refusal(line: &str) -> bool {
+/// `[download] <title> does not pass filter (<filter>), skipping ..`, the
+/// `filter` being exactly the one passed (the title may hold a line break,
+/// so only the line's end is matched), or `[download] File is larger than
+/// max-filesize (…). Aborting.`. A page title holding the words with
+/// another filter (a playlist's `Downloading playlist: <title>`) is not
+/// taken for it.
+fn is_refusal(line: &str, filter: &str) -> bool {
     let l = line.trim();
-    (l.starts_with("[download] ") && l.contains(" does not pass filter (") && l.ends_with("), skipping .."))
+    l.ends_with(&format!(" does not pass filter ({filter}), skipping .."))
         || l.starts_with("[download] File is larger than max-filesize")
 }
 
@@ -386,9 +397,12 @@ mod tests {
         assert!(matches!(&e, LinkError::Refused(m) if m.contains("live stream") && m.contains("3 hours")), "{e}");
         let big = "[download] File is larger than max-filesize (2147483648 bytes > 1073741824 bytes). Aborting.";
         assert!(matches!(refused(big, &limits), LinkError::Refused(m) if m.contains("larger than 1074 MB")));
-        assert!(is_refusal(live) && is_refusal(big));
+        let filter = match_filter(&limits);
+        assert!(is_refusal(live, &filter) && is_refusal(big, &filter));
+        // A title with a line break: the line's end is yt-dlp's word.
+        assert!(is_refusal("Radio does not pass filter (!is_live & duration <? 10800), skipping ..", &filter));
         // A title holding those words, in another line of yt-dlp's.
-        assert!(!is_refusal("[download] Downloading playlist: x does not pass filter (y)"));
+        assert!(!is_refusal("[download] Downloading playlist: x does not pass filter (y)", &filter));
         let short = DownloadLimits { max_seconds: 300, ..limits };
         assert!(matches!(refused(live, &short), LinkError::Refused(m) if m.contains("longer than 5 minutes")));
         assert_eq!(

@@ -157,6 +157,9 @@ impl YtDlp {
                     too_old.get_or_insert(version);
                 }
                 Ok(version) => {
+                    // Runs from another folder: a relative path (a
+                    // `$STEMROOM_YTDLP` of `./yt-dlp`) is made absolute.
+                    let c = if c.components().count() > 1 { std::path::absolute(&c).unwrap_or(c) } else { c };
                     let js_runtime = locate_deno(&c);
                     return Ok(YtDlp { path: c, version, js_runtime });
                 }
@@ -216,7 +219,25 @@ fn locate_deno(ytdlp: &Path) -> Option<JsRuntime> {
     if let Some(dir) = ytdlp.parent().filter(|d| !d.as_os_str().is_empty()) {
         candidates.push(dir.join("deno"));
     }
+    // Beside the program a link leads to (pipx puts a link in ~/.local/bin).
+    if let Some(dir) = std::fs::canonicalize(ytdlp).ok().as_deref().and_then(Path::parent) {
+        candidates.push(dir.join("deno"));
+    }
+    // The deno Stemroom installed with its own yt-dlp also serves a newer
+    // yt-dlp the person chose (one installed without deno, as
+    // `pipx install "yt-dlp[default]"` is).
+    if let Some(data) = stemroom_engine::paths::data_dir() {
+        candidates.push(data.join("tools/yt-dlp/bin/deno"));
+    }
+    if let Some(cache) = stemroom_engine::paths::cache_dir() {
+        candidates.push(cache.join("tools/yt-dlp/bin/deno"));
+    }
     candidates.push(PathBuf::from("deno"));
+    // yt-dlp runs from another folder: a relative path would not be found.
+    let candidates: Vec<PathBuf> = candidates
+        .into_iter()
+        .map(|p| if p.components().count() > 1 { std::path::absolute(&p).unwrap_or(p) } else { p })
+        .collect();
     candidates.into_iter().find_map(|path| {
         let out = stemroom_engine::files::output_within(
             std::process::Command::new(&path).arg("--version"),

@@ -91,13 +91,14 @@ pub enum LinkError {
     NeedsJsRuntime(String),
     #[error(
         "yt-dlp could not get YouTube's audio although its JavaScript runtime works ({0}): YouTube changed, and \
-         this yt-dlp or its challenge solver scripts are out of date: install a newer one (`pip install -U \
-         \"yt-dlp[default]\"`, then choose it in Settings (Links)), or try again later"
+         this yt-dlp or its challenge solver scripts are out of date: install a newer one (`pipx install \
+         \"yt-dlp[default]\"` or `pipx upgrade yt-dlp`, then choose it in Settings (Links); the deno Stemroom \
+         installed serves it), or try again later"
     )]
     OutdatedSolver(String),
     #[error(
         "the site refused the download ({0}); it may be blocking automated downloads from this network: try again \
-         later or on another network, try a newer yt-dlp (install it, e.g. `pip install -U \"yt-dlp[default]\"`, and \
+         later or on another network, try a newer yt-dlp (install it, e.g. `pipx install \"yt-dlp[default]\"`, and \
          choose it in Settings (Links)), or download the audio yourself and add the file"
     )]
     Blocked(String),
@@ -160,7 +161,14 @@ pub fn check_url(raw: &str) -> Result<String, LinkError> {
     if host.is_empty() || host.starts_with(':') || host.starts_with('-') {
         return Err(bad());
     }
-    Ok(url.to_string())
+    // The scheme and host as yt-dlp's extractors match them (their
+    // patterns are lower case: `Https://WWW.YouTube.com/…` would fall to
+    // the generic extractor); the path and query keep their case (video ids).
+    let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let (user, host) = authority.split_at(authority.rfind('@').map_or(0, |i| i + 1));
+    Ok(format!("{}://{user}{}{tail}", scheme.to_ascii_lowercase(), host.to_ascii_lowercase()))
 }
 
 /// yt-dlp could not be started: missing (or not a program) is
@@ -314,6 +322,12 @@ mod tests {
     fn links_are_checked_before_any_command_line() {
         assert_eq!(check_url("  https://example.com/watch?v=1 ").unwrap(), "https://example.com/watch?v=1");
         assert!(check_url("http://127.0.0.1:8080/a.wav").is_ok());
+        // Scheme and host as yt-dlp's extractors match them; the rest kept.
+        assert_eq!(
+            check_url("Https://WWW.YouTube.com/watch?v=AbC_d").unwrap(),
+            "https://www.youtube.com/watch?v=AbC_d"
+        );
+        assert_eq!(check_url("HTTP://User@Host.EXAMPLE:8080").unwrap(), "http://User@host.example:8080");
         for bad in [
             "",
             "-x",
@@ -411,6 +425,10 @@ mod tests {
         assert!(matches!(classify(app), LinkError::Blocked(_)), "{:?}", classify(app));
         let geo = "ERROR: [youtube] abc: The uploader has not made this video available in your country";
         assert!(matches!(classify(geo), LinkError::Blocked(_)), "{:?}", classify(geo));
+        let label = "ERROR: [youtube] abc: Video unavailable. This video contains content from SME, who has blocked it in your country on copyright grounds";
+        assert!(matches!(classify(label), LinkError::Blocked(_)), "{:?}", classify(label));
+        let captcha = "ERROR: [youtube] abc: YouTube is requiring a captcha challenge before playback";
+        assert!(matches!(classify(captcha), LinkError::Blocked(_)), "{:?}", classify(captcha));
         let premiere = "ERROR: [youtube] abc: Premieres in 6 hours";
         assert!(matches!(classify(premiere), LinkError::Refused(_)), "{:?}", classify(premiere));
         let live = "ERROR: [youtube] abc: This live event will begin in 5 hours.";

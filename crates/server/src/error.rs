@@ -64,7 +64,11 @@ impl ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", what)
     }
     pub fn unavailable(what: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", what)
+        // Every 503 of this server passes: a client is told when to ask again.
+        Self {
+            retry_after: Some(UNAVAILABLE_RETRY_SECONDS),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", what)
+        }
     }
 }
 
@@ -80,6 +84,10 @@ impl From<QueueError> for ApiError {
         }
     }
 }
+
+/// `Retry-After` of a 503 that names no other wait: a few seconds (a
+/// running job stops within a segment; a busy server catches up).
+pub const UNAVAILABLE_RETRY_SECONDS: u64 = 2;
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {

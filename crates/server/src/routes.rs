@@ -32,11 +32,14 @@ type Shared = State<Arc<Service>>;
 
 /// The router with every endpoint, the token check, limits and timeouts.
 pub fn router(service: Arc<Service>) -> Router {
-    // Reads answer within the request timeout or say 408. A deletion is
-    // not cut by it: it gives up waiting for a running job itself (503,
-    // before the timeout) and, once it removes files, answers when they
-    // are gone; a 408 while the removal went on would misreport it.
-    let timeout = TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, service.config.request_timeout);
+    // Reads answer within the request timeout or say 503 with a
+    // `Retry-After` (the server was slow, not the client: 408 would say
+    // the client was, and browsers send a 408's request again at once). A
+    // deletion is not cut by it: it gives up waiting for a running job
+    // itself (503, before the timeout) and, once it removes files, answers
+    // when they are gone; a timeout while the removal went on would
+    // misreport it.
+    let timeout = TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, service.config.request_timeout);
     let quick = Router::new()
         .route("/", get(root).layer(timeout))
         .route("/health", get(health).layer(timeout))
@@ -86,17 +89,23 @@ pub fn router(service: Arc<Service>) -> Router {
                 // `Last-Event-ID`: a fetch-based event-stream client (the
                 // only way a page sends `Authorization` with one) resumes
                 // with it after a drop.
+                // `Range` / `If-Range`: a page's script fetching a stem in
+                // parts or resuming it.
                 .allow_headers([
                     header::AUTHORIZATION,
                     header::CONTENT_TYPE,
+                    header::RANGE,
+                    header::IF_RANGE,
                     axum::http::HeaderName::from_static("last-event-id"),
                 ])
                 // What a page's script may read of an answer beyond the
                 // CORS-safelisted headers: a download's name, a 429's wait,
-                // the job a `/separate` answer belongs to.
+                // the job a `/separate` answer belongs to, a part's place.
                 .expose_headers([
                     header::CONTENT_DISPOSITION,
                     header::RETRY_AFTER,
+                    header::CONTENT_RANGE,
+                    header::ACCEPT_RANGES,
                     axum::http::HeaderName::from_static("x-job-id"),
                 ]),
         );
@@ -135,6 +144,8 @@ async fn json_errors(req: Request, next: axum::middleware::Next) -> Response {
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media", "this content type is not taken here"),
         StatusCode::UNPROCESSABLE_ENTITY => ("invalid_options", "the request's fields cannot be used"),
         StatusCode::TOO_MANY_REQUESTS => ("rate_limited", "too many requests: try again later"),
+        // The request timeout's answer (`TimeoutLayer`).
+        StatusCode::SERVICE_UNAVAILABLE => ("unavailable", "the server is busy: ask again in a few seconds"),
         s if s.is_server_error() => ("internal", "the server failed"),
         _ => ("error", "the request was refused"),
     };
@@ -144,6 +155,9 @@ async fn json_errors(req: Request, next: axum::middleware::Next) -> Response {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
             answer.headers_mut().append(name.clone(), value.clone());
         }
+    }
+    if status == StatusCode::SERVICE_UNAVAILABLE && !answer.headers().contains_key(header::RETRY_AFTER) {
+        answer.headers_mut().insert(header::RETRY_AFTER, crate::error::UNAVAILABLE_RETRY_SECONDS.into());
     }
     answer
 }
@@ -689,8 +703,14 @@ pub async fn download(
 pub async fn stem(
     State(service): Shared,
     UrlPath((id, name)): UrlPath<(String, String)>,
-    request: Request,
+    mut request: Request,
 ) -> Result<Response, ApiError> {
+    // Several ranges at once (`bytes=0-1,100-200`) are not served in parts
+    // (tower-http answers them 416, "nothing can be served"): the whole
+    // file is, as HTTP allows a server that ignores `Range`.
+    if request.headers().get(header::RANGE).is_some_and(|r| r.as_bytes().contains(&b',')) {
+        request.headers_mut().remove(header::RANGE);
+    }
     let job = service.queue.get(job_id(&id)?)?;
     let entries = finished_stems(&job)?;
     let found = job.stems.iter().zip(&entries).find(|(s, e)| s.stem == name || e.name == name).map(|(_, e)| e);

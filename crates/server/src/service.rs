@@ -747,14 +747,21 @@ pub fn check_public_link(url: &str) -> Result<(), String> {
     if host.is_empty() || host.contains('%') {
         return unclear("its host cannot be told");
     }
+    // One answer for a name that does not resolve and one that resolves
+    // to a private address, naming no address: a client learns nothing of
+    // the server's network (which internal names exist, where they lead).
+    let refused = || {
+        Err(format!(
+            "{host} is not a public address this server fetches from (this machine, a private network or a \
+             name that does not resolve here; its operator can allow this machine and private networks with \
+             --allow-private-links)"
+        ))
+    };
     let Ok(addrs) = stemroom_library::link::addresses_of(host, port) else {
-        return unclear("its host name does not resolve here");
+        return refused();
     };
     match addrs.iter().find(|ip| !is_public(**ip)) {
-        Some(ip) => Err(format!(
-            "{host} is this machine or a private network ({ip}): this server does not fetch from there \
-             (its operator can allow it with --allow-private-links)"
-        )),
+        Some(_) => refused(),
         None => Ok(()),
     }
 }
@@ -791,6 +798,13 @@ mod link_tests {
             let e = check_public_link(bad).expect_err(bad);
             assert!(e.contains("--allow-private-links"), "{e}");
         }
+        // Nothing of where a name leads.
+        let e = check_public_link("http://localhost/a.wav").expect_err("localhost");
+        assert!(!e.contains("127.0.0.1") && !e.contains("::1"), "{e}");
+        // A private address and a name that does not resolve read alike.
+        let private = check_public_link("http://10.20.0.15/").expect_err("private");
+        let unknown = check_public_link("http://no-such-host.invalid/").expect_err("unknown");
+        assert_eq!(private.replace("10.20.0.15", "H"), unknown.replace("no-such-host.invalid", "H"));
         // Forms a URL parser would refuse but yt-dlp fetches, and other
         // spellings of the loopback address.
         for bad in [

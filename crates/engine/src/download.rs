@@ -153,6 +153,13 @@ pub fn download(
         }
         200 => false,
         416 if have == file.bytes => true,
+        // A range past what the server has: the part file is not a start
+        // of this file (another version, damaged); asking with it again
+        // would fail for ever, so the next try starts afresh.
+        416 => {
+            let _ = fs::remove_file(&part);
+            return Err(fail("the server refused to resume the download; the next try starts it again".into()));
+        }
         _ => return Err(fail(format!("the server answered HTTP {status}"))),
     };
     let mut out = fs::OpenOptions::new()
@@ -333,6 +340,14 @@ pub(crate) mod test_server {
                     let _ = stream.write_all(page);
                     continue;
                 }
+                if from > 0 && from >= body.len() {
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    continue;
+                }
                 let part = &body[from.min(body.len())..];
                 let status = if from > 0 { "206 Partial Content" } else { "200 OK" };
                 let _ = write!(
@@ -390,6 +405,23 @@ mod tests {
         let err = download(&agent, &file, dir.path(), &mut |_| {}, &|| false).expect_err("a sign-in page");
         assert!(err.to_string().contains("something else than the file"), "{err}");
         assert!(std::fs::metadata(dir.path().join("signin-x.bin.part")).map_or(true, |m| m.len() == 0));
+    }
+
+    /// A part file longer than what the server has (another version of
+    /// the file, a damaged part): its 416 removes the part, so the next
+    /// try starts afresh instead of failing for ever.
+    #[test]
+    fn a_part_the_server_cannot_resume_is_started_again() {
+        let body: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+        let (base, _) = test_server::serve(HashMap::from([("y.bin".to_string(), body.clone())]), 0);
+        let url = format!("{base}/y.bin");
+        let file = Pinned { url: &url, file_name: "y.bin", bytes: body.len() as u64 + 100, sha256: "" };
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("y.bin.part");
+        std::fs::write(&part, vec![0u8; body.len() + 10]).unwrap();
+        let err = download(&agent(), &file, dir.path(), &mut |_| {}, &|| false).expect_err("416");
+        assert!(err.to_string().contains("starts it again"), "{err}");
+        assert!(!part.exists(), "the part goes");
     }
 
     /// A file already downloaded whole (kept after a cancel or a failed

@@ -5,7 +5,7 @@
 //! Layout: every library lands flat in `<cache>/onnxruntime-gpu-1.31.1/`
 //! (`libonnxruntime.so.1.31.1`, `libonnxruntime_providers_*.so`,
 //! `libcudart.so.13`, `libcublas*.so.13`, `libcudnn*.so.9`, ...), with
-//! `stemroom-gpu.json` naming the wheels it came from. The folder is built
+//! `stemroom-wheels.json` naming the wheels it came from. The folder is built
 //! beside its final place and renamed into it, so it is either complete or
 //! absent. Wheels are downloaded into `<cache>/dl/` (a partial download
 //! resumes with an HTTP range request) and removed once installed.
@@ -326,6 +326,22 @@ pub fn fetch_wheels(
     fs::create_dir_all(download_dir).map_err(io_err(download_dir))?;
     let agent = crate::download::agent();
     let local: Vec<Option<PathBuf>> = wheels.iter().map(|w| local_copy(download_dir, from, w)).collect();
+    // Installing from a folder is installing without the network: a wheel
+    // missing there, or cut short (a copy to a USB stick that stopped), is
+    // said by name, not downloaded instead.
+    if let Some(dir) = from {
+        if let Some((wheel, _)) = wheels.iter().zip(&local).find(|(_, l)| l.is_none()) {
+            let file = dir.join(wheel.file_name());
+            let found = match fs::metadata(&file) {
+                Ok(m) => format!("it has {} bytes", m.len()),
+                Err(_) => "it is not there".to_string(),
+            };
+            return Err(InstallError::Archive {
+                file: file.display().to_string(),
+                reason: format!("{found}, {} expected: copy it again from {}", wheel.bytes, wheel.url),
+            });
+        }
+    }
     let total: u64 = wheels.iter().zip(&local).filter(|(_, l)| l.is_none()).map(|(w, _)| w.bytes).sum();
     let mut done = 0u64;
     let mut files = Vec::new();
@@ -750,6 +766,15 @@ mod tests {
         }
         opts.from = Some(from.clone());
         assert_eq!(plan(&opts).download_bytes, 0.0);
+        // One cut short in the folder: said by name, nothing downloaded.
+        let first = from.join(opts.wheels[0].file_name());
+        fs::write(&first, &s.blobs[0][..10]).unwrap();
+        let mut short = opts.clone();
+        short.wheels[0].url = s.opts.wheels[0].url.clone();
+        let e = run(&short).0.expect_err("a short wheel");
+        assert!(e.to_string().contains(&first.display().to_string()) && e.to_string().contains("10 bytes"), "{e}");
+        assert!(s.seen.lock().unwrap().is_empty(), "no request made");
+        fs::write(&first, &s.blobs[0]).unwrap();
         run(&opts).0.expect("installs from the folder");
         assert!(is_installed(&opts.dest, &opts.wheels));
         assert!(s.seen.lock().unwrap().is_empty(), "no request made");

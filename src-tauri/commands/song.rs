@@ -38,8 +38,9 @@ pub struct OpenSong {
     /// While the song is still separating: the stems' peaks so far.
     stream: Option<StreamPeaks>,
     /// Lanes whose peaks are still being read (a long song opens before
-    /// its waveforms are known).
-    loading: Option<LoadingPeaks>,
+    /// its waveforms are known), by one reader or more (the stems' files,
+    /// once separated, beside the original's still being read).
+    loading: Vec<LoadingPeaks>,
     /// The mix as the page last set it (one control per stem, A/B in
     /// `original`), for a player that takes over from another.
     controls: MixControls,
@@ -369,7 +370,7 @@ pub async fn open_song(
             stems: job.stems.len(),
             lanes,
             stream: None,
-            loading,
+            loading: loading.into_iter().collect(),
             controls: unity,
             status: channel,
         };
@@ -481,7 +482,7 @@ fn open_streaming(
         stems: stems.len(),
         lanes,
         stream: Some(stream),
-        loading,
+        loading: loading.into_iter().collect(),
         controls: unity,
         status: channel,
     };
@@ -611,10 +612,11 @@ pub async fn song_stream_done(state: S<'_>, id: JobId) -> Result<SongView, AppEr
                     (_, None) => {}
                 }
             }
-            // (While the mixture's lane is still being read, the stems keep
-            // the stream's peaks, which are the same audio.)
-            if !to_read.is_empty() && song.loading.is_none() {
-                song.loading = Some(LoadingPeaks { loader: PeaksLoader::spawn(to_read), lanes: lane_of });
+            // (Beside the original's reader when it is still going: the
+            // files' peaks are not the stream's when a stem over full
+            // scale was scaled down in its file.)
+            if !to_read.is_empty() {
+                song.loading.push(LoadingPeaks { loader: PeaksLoader::spawn(to_read), lanes: lane_of });
             }
         }
         let (sample_rate, frames) = song
@@ -748,7 +750,7 @@ fn take_over_at_rate(
     }
     let (lanes, loading) = lane_peaks(tracks, rate);
     song.lanes = lanes;
-    song.loading = loading;
+    song.loading = loading.into_iter().collect();
     song.stream = None;
     replaced
 }
@@ -806,18 +808,22 @@ fn peaks_of(state: &AppState, id: JobId, start: f64, end: f64, columns: u32) -> 
         return Err(AppError { code: ErrorCode::InvalidOptions, message: "This song is not open.".into() });
     };
     let mut ready = 1.0;
-    if let Some(loading) = song.loading.as_mut() {
-        // Peaks read in the background since the last ask.
+    // Peaks read in the background since the last ask.
+    let mut done = Vec::new();
+    for (i, loading) in song.loading.iter().enumerate() {
         let update = loading.loader.take();
         for (track, p) in update.peaks {
             if let Some(lane) = loading.lanes.get(track).and_then(|&l| song.lanes.get_mut(l)) {
                 lane.1 = p;
             }
         }
-        ready = update.ready;
+        ready = f64::min(ready, update.ready);
         if update.done {
-            song.loading = None;
+            done.push(i);
         }
+    }
+    for i in done.into_iter().rev() {
+        song.loading.remove(i);
     }
     if let Some(stream) = song.stream.as_mut() {
         // Still separating: the stems' lanes as far as they are separated.

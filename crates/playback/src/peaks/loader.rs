@@ -141,6 +141,11 @@ fn run(shared: &Shared, tracks: Vec<PeaksTrack>, publish: Duration) {
     let mut finished = Vec::new();
     let mut buf = vec![Vec::new()];
     let mut last = Instant::now();
+    // The wait before the next publication: `publish`, or ten times what
+    // the last one took, whichever is longer. Each copies every peak read
+    // so far, so on a long song (megabytes of peaks per track) a fixed
+    // interval would spend more and more of the reading on copies.
+    let mut wait = publish;
     while !reading.is_empty() {
         if shared.stop.load(Ordering::Relaxed) {
             return;
@@ -175,8 +180,9 @@ fn run(shared: &Shared, tracks: Vec<PeaksTrack>, publish: Duration) {
                 }
             }
         }
-        if last.elapsed() >= publish || reading.is_empty() {
-            last = Instant::now();
+        if last.elapsed() >= wait || reading.is_empty() {
+            let started = Instant::now();
+            last = started;
             // Tracks of unknown length count once finished.
             let ready = (finished.len() as f64
                 + reading
@@ -192,6 +198,8 @@ fn run(shared: &Shared, tracks: Vec<PeaksTrack>, publish: Duration) {
             }
             st.ready = if reading.is_empty() { 1.0 } else { ready.min(0.999) };
             st.done = reading.is_empty();
+            drop(st);
+            wait = publish.max(started.elapsed() * 10);
         }
     }
     let mut st = shared.state.lock().unwrap_or_else(PoisonError::into_inner);

@@ -17,7 +17,7 @@ use stemroom_engine::progress::Throttle;
 use super::progress::{JobListener, JobProgress, Track, PROGRESS_INTERVAL};
 use super::{Inner, PartialGuard};
 use crate::link;
-use crate::queue::{Job, JobSource, JobState, StemFile};
+use crate::queue::{Job, JobOptions, JobSource, JobState, StemFile};
 use crate::song::{self, SongMetadata};
 use crate::Error;
 
@@ -129,7 +129,9 @@ impl Inner {
             // Separated before the stop, or before a filing that failed,
             // not filed yet: file it now (a failure to file keeps the
             // folder, as below: a retry comes back here).
-            Some(meta) if meta.options == job.options => {
+            // (Made on another device, or under another preset's name with
+            // the same model, passes, overlap and format: the same song.)
+            Some(meta) if same_separation(&meta.options, &job.options) => {
                 tracing::info!("job {} was separated before: filing it", job.id);
                 let filed = self.file_or_keep(job, &library, &work, meta, cancel)?;
                 return self.unless_cancelled(job, cancel, filed);
@@ -295,5 +297,31 @@ impl Inner {
         }
         let _ = self.queue.set_details(job.id, meta.duration_seconds, meta.provider.as_deref());
         (dest.to_string_lossy().into_owned(), meta.stems_in(dest))
+    }
+}
+
+/// Whether stems made with options `a` are what options `b` would make:
+/// the same model, passes, overlap, two-stem choice and format (the device
+/// changes only float rounding; a preset is only the name of a choice).
+fn same_separation(a: &JobOptions, b: &JobOptions) -> bool {
+    let plain = |o: &JobOptions| JobOptions { device: Device::default(), preset: None, ..o.clone() };
+    plain(a) == plain(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Unfiled stems are filed as they are when only the device or the
+    /// preset's name differs; another model, passes, overlap or format
+    /// separates again.
+    #[test]
+    fn stems_made_on_another_device_are_the_same_separation() {
+        let made = crate::queue::Settings::default().job_options();
+        let other_device = JobOptions { device: Device::Cuda, preset: None, ..made.clone() };
+        assert!(same_separation(&made, &other_device));
+        assert!(!same_separation(&made, &JobOptions { shifts: made.shifts + 1, ..made.clone() }));
+        assert!(!same_separation(&made, &JobOptions { model: "htdemucs_ft".into(), ..made.clone() }));
+        assert!(!same_separation(&made, &JobOptions { two_stems: Some("vocals".into()), ..made.clone() }));
     }
 }

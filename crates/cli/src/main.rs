@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -859,26 +859,57 @@ fn run_fetch(a: &FetchArgs) -> ExitCode {
 }
 
 /// Ctrl-C (and SIGTERM, and SIGHUP unless started under `nohup`) cancels
-/// the running separations (they remove their partial outputs); a second
-/// one exits at once.
+/// the running separations (they remove their partial outputs); another
+/// one a second or more later exits at once.
 fn cancel_on_interrupt(bars: Option<&MultiProgress>) -> Arc<AtomicBool> {
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = cancel.clone();
     let bars = bars.cloned().unwrap_or_else(|| MultiProgress::with_draw_target(ProgressDrawTarget::hidden()));
+    let first = Mutex::new(None);
     // ctrlc's handler takes SIGHUP too: the terminal closing must not stop
     // a run started under `nohup`.
     let _ = stemroom_engine::signals::installing_handlers(|| {
         ctrlc::set_handler(move || {
-            if flag.swap(true, Ordering::SeqCst) {
+            flag.store(true, Ordering::SeqCst);
+            if again_after_a_while(&first) {
                 errln!("stemroom: interrupted again, exiting now");
                 stemroom_library::link::kill_running();
-                std::process::exit(exit::CANCELLED as i32);
+                exit_now(exit::CANCELLED);
             }
             // Above the progress bars (among them, the next redraw wiped it).
             bars.suspend(|| errln!("stemroom: cancelling (removing partial outputs)..."));
         })
     });
     cancel
+}
+
+/// Whether this signal follows an earlier one by [`FORCE_AFTER`] or more
+/// (records the first). Signals closer together are one request: a
+/// terminal that closes sends its foreground job SIGHUP twice (the shell
+/// forwards one, the kernel sends another), and `kill` then Ctrl-C are
+/// often a moment apart; only a person who waited and asks again means
+/// "now", without the cleanup.
+pub(crate) fn again_after_a_while(first: &Mutex<Option<Instant>>) -> bool {
+    let mut first = first.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    match *first {
+        Some(at) => at.elapsed() >= FORCE_AFTER,
+        None => {
+            *first = Some(Instant::now());
+            false
+        }
+    }
+}
+
+/// See [`again_after_a_while`].
+const FORCE_AFTER: Duration = Duration::from_secs(1);
+
+/// End the process at once with `code`, running no exit handlers: ONNX
+/// Runtime's and CUDA's static destructors would run while another thread
+/// may be inside the network (a crash, 139, instead of `code`).
+pub(crate) fn exit_now(code: u8) -> ! {
+    // SAFETY: `_exit` takes any int and does not return; nothing is
+    // flushed or destroyed (stderr, where the last word went, is unbuffered).
+    unsafe { libc::_exit(i32::from(code)) }
 }
 
 /// One input: a link is downloaded first (named after its title, so
@@ -1006,10 +1037,21 @@ fn run_separate(mut a: SeparateArgs) -> ExitCode {
     if let Err(e) = options.validate() {
         return fail(e.into());
     }
+    let multi = MultiProgress::with_draw_target(if !a.json && std::io::stderr().is_terminal() {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    });
+    // Before the model loads (seconds; tens with CUDA): a signal then is a
+    // cancel too (130), not the default action's death (143, 129).
+    let cancel = cancel_on_interrupt(Some(&multi));
     let sep = match open_separator(&a) {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
+    if cancel.load(Ordering::SeqCst) {
+        return fail(EngineError::Cancelled.into());
+    }
     // Before any input is read or downloaded: within the model's range.
     let segment_frames = match a.segment {
         None => None,
@@ -1059,12 +1101,6 @@ fn run_separate(mut a: SeparateArgs) -> ExitCode {
             return fail(e.into());
         }
     }
-    let multi = MultiProgress::with_draw_target(if !a.json && std::io::stderr().is_terminal() {
-        ProgressDrawTarget::stderr()
-    } else {
-        ProgressDrawTarget::hidden()
-    });
-    let cancel = cancel_on_interrupt(Some(&multi));
     let style = ProgressStyle::with_template("{prefix:.bold} [{bar:30}] {pos}/{len} segments, ETA {eta} {msg}")
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");
@@ -1489,6 +1525,17 @@ mod tests {
         for bad in ["cuda:", "cuda:-1", "cuda:x", "tpu", ""] {
             assert!(d(bad).is_err(), "{bad}");
         }
+    }
+
+    /// Signals within a second of the first are one request; one later
+    /// forces the exit.
+    #[test]
+    fn only_a_later_signal_forces_the_exit() {
+        let first = Mutex::new(None);
+        assert!(!again_after_a_while(&first), "the first cancels");
+        assert!(!again_after_a_while(&first), "a closing terminal's second SIGHUP");
+        *first.lock().unwrap() = Some(Instant::now() - Duration::from_millis(1500));
+        assert!(again_after_a_while(&first), "asked again after a while");
     }
 
     #[test]

@@ -99,11 +99,13 @@ pub fn run(args: WorkerArgs) -> ExitCode {
     };
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
+    let first = std::sync::Mutex::new(None);
     // Started under `nohup`: its terminal closing does not stop it.
     let _ = stemroom_engine::signals::installing_handlers(|| {
         ctrlc::set_handler(move || {
-            if flag.swap(true, Ordering::SeqCst) {
-                std::process::exit(crate::exit::CANCELLED as i32);
+            flag.store(true, Ordering::SeqCst);
+            if crate::again_after_a_while(&first) {
+                crate::exit_now(crate::exit::CANCELLED);
             }
             errln!("stemroom: stopping: the job in hand goes back to the queue");
         })

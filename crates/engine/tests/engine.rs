@@ -933,6 +933,34 @@ mod corrupt {
         eprintln!("{cases} damaged files: {errors} refused with an error, the rest decoded");
         assert!(cases >= 250 && errors > 50, "{cases} cases, {errors} errors");
     }
+
+    /// A file cut short inside its header (a WAV, a FLAC) or before an
+    /// MP4's index, written last, is said to be damaged (bad input, with
+    /// why), never "not audio" or "install ffmpeg".
+    #[test]
+    fn files_cut_short_before_their_audio_are_said_to_be_cut_short() {
+        use stemroom_engine::audio::decode::StreamDecoder;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = stemroom_testkit::falcon_mixture();
+        let m = m.to_str().expect("utf-8");
+        for (ext, codec, cut_at, says) in [
+            ("wav", "pcm_s16le", 30, "ends inside its WAV header"),
+            ("flac", "flac", 20, "ends inside its FLAC header"),
+            // ffmpeg writes the index last (no +faststart): half the file has none.
+            ("m4a", "aac", 0, "moov"),
+        ] {
+            let clean = dir.path().join(format!("clean.{ext}"));
+            ffmpeg(&["-t", "2", "-i", m, "-c:a", codec, clean.to_str().expect("utf-8")]);
+            let bytes = std::fs::read(&clean).expect("read");
+            let cut = dir.path().join(format!("cut.{ext}"));
+            let at = if cut_at == 0 { bytes.len() / 2 } else { cut_at };
+            std::fs::write(&cut, &bytes[..at]).expect("write");
+            let e = StreamDecoder::open(&cut).and_then(|mut d| d.next_block().map(|_| ())).expect_err(ext);
+            let text = e.to_string();
+            assert!(text.contains(says) && text.contains("cut short"), "{ext}: {text}");
+            assert_eq!(stemroom_engine::Error::from(e).code(), stemroom_engine::ErrorCode::BadInput, "{ext}");
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -200,7 +200,15 @@ impl NativeStream {
         }
         let format = symphonia::default::get_probe()
             .probe(&hint, mss, FormatOptions::default(), MetadataOptions::default())
-            .map_err(|e| DecodeError::NotAudio { path: path.to_path_buf(), reason: e.to_string() })?;
+            .map_err(|e| {
+                // A known container cut short is damaged, not another format
+                // (nor one that needs ffmpeg, which cannot read it either).
+                let eof = matches!(&e, SymError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof);
+                match super::sniff::cut_short(path, eof, &e.to_string()) {
+                    Some(reason) => DecodeError::Corrupt { path: path.to_path_buf(), reason },
+                    None => DecodeError::NotAudio { path: path.to_path_buf(), reason: e.to_string() },
+                }
+            })?;
         let track =
             format.default_track(TrackType::Audio).ok_or_else(|| DecodeError::NoAudioTrack(path.to_path_buf()))?;
         let Some(CodecParameters::Audio(params)) = track.codec_params.as_ref() else {

@@ -100,6 +100,43 @@ fn head_after_id3(path: &Path) -> Vec<u8> {
     buf
 }
 
+/// The container `head` (a file's first bytes) starts like, by its magic.
+fn container_of(head: &[u8]) -> Option<&'static str> {
+    if head.get(4..8) == Some(b"ftyp") {
+        Some("MP4/M4A")
+    } else if head.starts_with(&[0x1A, 0x45, 0xDF, 0xA3]) {
+        Some("Matroska/WebM")
+    } else if head.starts_with(b"OggS") {
+        Some("Ogg")
+    } else if head.starts_with(b"RIFF") && head.get(8..12) == Some(b"WAVE") {
+        Some("WAV")
+    } else if head.starts_with(b"FORM") {
+        Some("AIFF")
+    } else if head.starts_with(b"fLaC") {
+        Some("FLAC")
+    } else {
+        None
+    }
+}
+
+/// Why a file that starts like a known container could not even have its
+/// header read, when it was cut short: its header ends early (`eof`), or
+/// an MP4's index (`moov`), which most encoders write last, is missing.
+/// `None` for anything else (another decoder may read it).
+pub(super) fn cut_short(path: &Path, eof: bool, reason: &str) -> Option<String> {
+    let container = container_of(&head(path))?;
+    if container == "MP4/M4A" && reason.contains("moov") {
+        return Some(
+            "its index (the MP4 \"moov\" box, written at the end) is missing: the file was cut short, \
+             a download or copy that stopped? Fetch or copy it again"
+                .into(),
+        );
+    }
+    eof.then(|| {
+        format!("it ends inside its {container} header: the file was cut short (a download or copy that stopped?)")
+    })
+}
+
 /// What to call the audio of `path`, which the built-in decoders refused
 /// with `err`; `None` when it is not known to be audio.
 pub(super) fn codec_name(path: &Path, err: &DecodeError) -> Option<String> {
@@ -113,19 +150,7 @@ pub(super) fn codec_name(path: &Path, err: &DecodeError) -> Option<String> {
     }
     // A container the built-in decoders know, holding a codec they do not
     // (or a variant, such as HE-AAC in MP4, they stop at).
-    let container = if head.get(4..8) == Some(b"ftyp") {
-        Some("MP4/M4A")
-    } else if head.starts_with(&[0x1A, 0x45, 0xDF, 0xA3]) {
-        Some("Matroska/WebM")
-    } else if head.starts_with(b"OggS") {
-        Some("Ogg")
-    } else if head.starts_with(b"RIFF") && head.get(8..12) == Some(b"WAVE") {
-        Some("WAV")
-    } else if head.starts_with(b"FORM") {
-        Some("AIFF")
-    } else {
-        None
-    }?;
+    let container = container_of(&head).filter(|c| *c != "FLAC")?;
     if container == "MP4/M4A" || container == "Matroska/WebM" {
         if let DecodeError::UnsupportedCodec { reason, .. } = err {
             if reason.contains("aac") {

@@ -1133,7 +1133,22 @@ fn run_separate(mut a: SeparateArgs) -> ExitCode {
                     cancel: cancel.clone(),
                     out: out_lock.clone(),
                 };
-                if let Err(e) = separate_one(&sep, input, &listener, &request, &claimed) {
+                // A panic (a bug, in Stemroom or a decoder it links) is
+                // this input's internal error (exit 1), reported as any
+                // error (`--json` too), not the process's end with 101.
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    separate_one(&sep, input, &listener, &request, &claimed)
+                }))
+                .unwrap_or_else(|panic| {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a panic".into());
+                    Err(EngineError::Internal(format!("Stemroom failed on this input ({what}): please report it"))
+                        .into())
+                });
+                if let Err(e) = result {
                     bar.abandon_with_message(format!("failed: {}", e.code().as_str()));
                     if e.code() == ErrorCode::Cancelled {
                         any_cancelled.store(true, Ordering::SeqCst);

@@ -8,6 +8,12 @@ export interface SavedMix {
   loop: LoopRegion | null;
   /** The visible frames. */
   view: { start: number; end: number } | null;
+  /**
+   * The rate in Hz the loop's and view's frames are at (a song saved while
+   * it separated is at the stream's 44.1 kHz, its files at their own);
+   * absent in mixes saved before: taken as the song's.
+   */
+  sampleRate?: number;
 }
 
 const key = (songId: number) => `stemroom.mix.${songId}`;
@@ -16,8 +22,12 @@ function finite(x: unknown): x is number {
   return typeof x === "number" && Number.isFinite(x);
 }
 
-/** What was saved for a song with `stems` stems and `frames` frames, or null when nothing fits. */
-export function loadMix(songId: number, stems: number, frames: number): SavedMix | null {
+/**
+ * What was saved for a song with `stems` stems and `frames` frames at
+ * `sampleRate` Hz (the loop and view brought to that rate), or null when
+ * nothing fits.
+ */
+export function loadMix(songId: number, stems: number, frames: number, sampleRate?: number): SavedMix | null {
   try {
     const raw = localStorage.getItem(key(songId));
     if (!raw) return null;
@@ -31,9 +41,14 @@ export function loadMix(songId: number, stems: number, frames: number): SavedMix
     if (c.transpose !== undefined && !(finite(c.transpose) && Math.abs(c.transpose) <= 12)) return null;
     if (c.metronome !== undefined && typeof c.metronome !== "boolean") return null;
     if (c.countIn !== undefined && typeof c.countIn !== "boolean") return null;
-    const inSong = (r: { start: number; end: number } | null) =>
-      r && finite(r.start) && finite(r.end) && r.start >= 0 && r.end <= frames && r.end > r.start ? r : null;
-    return { controls: c, loop: inSong(m.loop), view: inSong(m.view) };
+    // Frames saved at another rate (while the song separated) at this one.
+    const k = sampleRate && finite(m.sampleRate) && m.sampleRate > 0 ? sampleRate / m.sampleRate : 1;
+    const inSong = (r: { start: number; end: number } | null) => {
+      if (!r || !finite(r.start) || !finite(r.end)) return null;
+      const at = k === 1 ? r : { start: Math.round(r.start * k), end: Math.round(r.end * k) };
+      return at.start >= 0 && at.end <= frames && at.end > at.start ? at : null;
+    };
+    return { controls: c, loop: inSong(m.loop), view: inSong(m.view), sampleRate };
   } catch {
     return null;
   }

@@ -44,13 +44,25 @@ export function ExportPanel({ songId, stems, controls, loop, defaultDir }: Props
   const [format, setFormat] = useState<OutputFormat>(remembered.format);
   const [rate, setRate] = useState<"original" | "44100" | "48000">(remembered.rate);
   const [dest, setDest] = useState<Dest>(() => loadPickedDest() ?? { dest: { kind: "songFolder" }, path: defaultDir });
-  useEffect(() => saveExportPrefs({ kind, mix, format, rate }), [kind, mix, format, rate]);
+  // A preset this song cannot make ("Minus drums" of a vocals/no_vocals
+  // song) gave way to "What I hear" for this song only: the remembered
+  // choice stays for the next song until the person picks another mix.
+  const [mixPicked, setMixPicked] = useState(false);
+  const mixToRemember = mixPicked ? mix : remembered.mix;
+  useEffect(
+    () => saveExportPrefs({ kind, mix: mixToRemember, format, rate }),
+    [kind, mixToRemember, format, rate],
+  );
   /** Files that already exist, while the user decides what to do. */
   const [clash, setClash] = useState<string | null>(null);
   // The question was about the files of the options it was asked for:
   // another format, folder or choice of stems names other files, so
   // "Replace" must not apply to them unasked.
   useEffect(() => setClash(null), [kind, chosen, mix, onlyLoop, format, rate, dest]);
+  // A loop cleared: the next one is not exported alone unless asked again.
+  useEffect(() => {
+    if (loop === null) setOnlyLoop(false);
+  }, [loop]);
   // The song's own folder as the song knows it now (a song opened while it
   // separated learns its folder when it is filed).
   const destPath = dest.dest.kind === "songFolder" ? defaultDir : dest.path;
@@ -163,7 +175,10 @@ export function ExportPanel({ songId, stems, controls, loop, defaultDir }: Props
             className="input"
             aria-label="Mix"
             value={mix}
-            onChange={(e) => setMix(e.target.value as MixChoice)}
+            onChange={(e) => {
+              setMix(e.target.value as MixChoice);
+              setMixPicked(true);
+            }}
           >
             <option value="heard">What I hear (current volumes, pans, mutes and solos)</option>
             {presets.map((id) => (

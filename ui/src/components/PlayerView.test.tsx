@@ -480,6 +480,10 @@ describe("Player", () => {
     await user.click(screen.getByRole("button", { name: "Play" }));
     act(() => backend.emitPlayerStatus({ position: 50 * 44_100, separated: 50 * 44_100, waiting: true }));
     expect(screen.getByTestId("separating")).toHaveTextContent("Waiting for the separation to catch up");
+    // All of it separated, the stems being written: not "0:00 ready", nothing hatched.
+    act(() => backend.emitPlayerStatus({ position: 60 * 44_100, separated: null, waiting: false }));
+    expect(screen.getByTestId("separating")).toHaveTextContent("Separated: writing the stems");
+    expect(screen.queryByTestId("separating-ahead")).not.toBeInTheDocument();
 
     // The job is done: the player goes on with the finished files.
     act(() => void backend.updateJob(7, { ...mockSong({ id: 7, title: "Still separating" }), state: { state: "done" } }));

@@ -38,6 +38,8 @@ export interface LaneProps {
 export function Lane({ lane, label, color, stemIndex: si, stem, heard, selected, peaks, width, win, store, actions, areaRef, draggable }: LaneProps) {
   const lastScrub = useRef(0);
   /** Where a touch went down: a tap (it did not move) seeks; a moving touch pans or pinches the view. */
+  // The main button went down on the lane (a scrub ends where it comes up).
+  const pressed = useRef(false);
   const touch = useRef<{ x: number; y: number } | null>(null);
   const frameOf = (e: PointerEvent<HTMLElement>) => {
     const rect = e.currentTarget.getBoundingClientRect();
@@ -138,7 +140,10 @@ export function Lane({ lane, label, color, stemIndex: si, stem, heard, selected,
             touch.current = { x: e.clientX, y: e.clientY };
             return;
           }
+          // The main button only: a right click opens a menu, it does not seek.
+          if (e.pointerType === "mouse" && e.button !== 0) return;
           e.currentTarget.setPointerCapture?.(e.pointerId);
+          pressed.current = true;
           actions.seek(frameOf(e));
         }}
         onPointerMove={(e) => {
@@ -151,9 +156,13 @@ export function Lane({ lane, label, color, stemIndex: si, stem, heard, selected,
           const t = touch.current;
           touch.current = null;
           if (e.pointerType === "touch" && t && Math.hypot(e.clientX - t.x, e.clientY - t.y) < 8) actions.seek(frameOf(e));
+          // A scrub ends where the button is let go (its moves are thinned).
+          if (pressed.current && e.pointerType !== "touch") actions.seek(frameOf(e));
+          pressed.current = false;
         }}
         onPointerCancel={() => {
           touch.current = null;
+          pressed.current = false;
         }}
       >
         <Waveform peaks={peaks} width={width} color={color} dim={!heard} />

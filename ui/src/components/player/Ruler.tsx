@@ -33,6 +33,8 @@ export function Ruler({
       className="ruler"
       data-testid="ruler"
       onPointerDown={(e) => {
+        // The main button only: a right click opens a menu, it does not seek.
+        if (e.pointerType === "mouse" && e.button !== 0) return;
         e.currentTarget.setPointerCapture?.(e.pointerId);
         drag.current = { from: frameOf(e), x: e.clientX };
       }}

@@ -42,12 +42,16 @@ export function Clock({ store, rate, frames }: { store: StatusStore; rate: numbe
 /** How far a song still separating is, or that the playhead waits for it. */
 function Separating({ store, rate, frames }: { store: StatusStore; rate: number; frames: number }) {
   const waiting = useStatus(store, (s) => s?.waiting ?? false);
-  const separated = useStatus(store, (s) => Math.floor((s?.separated ?? 0) / rate));
+  // `separated` is null once every frame is (the stems are being written):
+  // no status yet is nothing separated.
+  const separated = useStatus(store, (s) => (s ? (s.separated === null ? null : Math.floor(s.separated / rate)) : 0));
   return (
     <span className="transport__separating muted" role="status" data-testid="separating">
       {waiting
         ? "Waiting for the separation to catch up…"
-        : `Separating: ${formatTime(separated)} of ${formatDuration(frames / rate)} ready`}
+        : separated === null
+          ? "Separated: writing the stems…"
+          : `Separating: ${formatTime(separated)} of ${formatDuration(frames / rate)} ready`}
     </span>
   );
 }

@@ -90,7 +90,7 @@ export function usePlayer(songId: number, version: number, jobState?: JobState):
           if (!live) return;
           setView(v);
           // The mix as it was left last time, if it still fits the song.
-          const saved = loadMix(v.id, v.stems.length, v.frames);
+          const saved = loadMix(v.id, v.stems.length, v.frames, v.sampleRate);
           setControls(saved?.controls ?? unityControls(v.stems.length));
           setWin(saved?.view ?? { start: 0, end: v.frames });
           setLoop(saved?.loop ?? null);
@@ -163,7 +163,8 @@ export function usePlayer(songId: number, version: number, jobState?: JobState):
   // Remember the mix, loop and zoom for the next time this song opens.
   useEffect(() => {
     // (A/B is a moment's comparison: the song reopens on the mix)
-    if (view && controls && win) saveMix(view.id, { controls: { ...controls, original: false }, loop, view: win });
+    if (view && controls && win)
+      saveMix(view.id, { controls: { ...controls, original: false }, loop, view: win, sampleRate: view.sampleRate });
   }, [view, controls, loop, win]);
 
   // The actions read the latest state through a ref, so their identity

@@ -168,7 +168,12 @@ fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>, skipped: &mut Skipped)
                 Ok(m)
             }
         });
+        // A song Stemroom filed (its `stemroom.json`): its stems and
+        // exports are no new songs (dropping the folder that holds the
+        // library would queue every stem of it).
+        let filed = |d: &Path| d.join(crate::song::METADATA_FILE).is_file();
         match meta {
+            Ok(m) if m.is_dir() && filed(&p) => {}
             Ok(m) if m.is_dir() && depth < MAX_DEPTH && walk(&p, depth + 1, out, skipped) => return true,
             Ok(m) if m.is_dir() => {}
             Ok(m) if m.is_file() && has_audio_extension(&p) => {
@@ -267,7 +272,11 @@ pub fn add_paths_with(queue: &Queue, paths: &[PathBuf], add: AddOptions) -> Resu
                     continue;
                 };
                 let source = JobSource::File { path: path.to_string() };
-                let title = title_from_tags(&info.tags).unwrap_or_else(|| title_for(&f));
+                // A file's name can hold what a title must not (a line
+                // break, a right-to-left override): cleaned as tags are.
+                let title = title_from_tags(&info.tags)
+                    .or_else(|| clean_title(&title_for(&f)))
+                    .unwrap_or_else(|| "Untitled".into());
                 let job = if add.allow_duplicates {
                     queue.enqueue(&source, &title, &options)?
                 } else {
@@ -661,6 +670,28 @@ mod tests {
         let titles: Vec<&str> = r.added.iter().map(|j| j.title.as_str()).collect();
         assert_eq!(titles, ["01 Song"], "{:?}", r.rejected);
         assert!(r.rejected.is_empty(), "{:?}", r.rejected);
+    }
+
+    /// A folder that holds the library (a drop of ~/Music): the songs
+    /// Stemroom filed there, their stems and exports, are not queued; a
+    /// file's name becomes a clean title.
+    #[test]
+    fn filed_songs_are_not_queued_again_and_names_become_clean_titles() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(&dir.path().join("q.sqlite")).unwrap();
+        let music = dir.path().join("Music");
+        let song = music.join("Stemroom").join("Falcon 69");
+        std::fs::create_dir_all(song.join("exports")).unwrap();
+        for stem in ["drums", "vocals"] {
+            wav(&song.join(format!("{stem}.wav")), 100);
+        }
+        wav(&song.join("exports/Falcon 69 - Instrumental.wav"), 100);
+        std::fs::write(song.join(crate::song::METADATA_FILE), b"{}").unwrap();
+        wav(&music.join("new\u{202e}song\nx.wav"), 100);
+        let r = add_paths(&q, std::slice::from_ref(&music)).unwrap();
+        let titles: Vec<&str> = r.added.iter().map(|j| j.title.as_str()).collect();
+        assert_eq!(titles.len(), 1, "only the new song: {titles:?}");
+        assert!(!titles[0].contains('\u{202e}') && !titles[0].contains('\n'), "{:?}", titles[0]);
     }
 
     #[test]

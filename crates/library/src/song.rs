@@ -345,7 +345,9 @@ pub fn remove_song(library: &Path, dir: &Path, job: Option<&Job>, with_exports: 
         .stems
         .iter()
         .map(|s| Path::new(&s.path))
-        .filter(|p| !p.as_os_str().is_empty() && p.components().all(|c| matches!(c, Component::Normal(_))))
+        // A bare file name, as Stemroom writes them: `sub/x.wav` could
+        // pass through a link named `sub` to a file outside the song.
+        .filter(|p| p.components().count() == 1 && matches!(p.components().next(), Some(Component::Normal(_))))
         .map(|p| dir.join(p))
         .collect();
     doomed.push(dir.join(PEAKS_DIR));

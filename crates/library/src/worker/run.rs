@@ -27,7 +27,13 @@ use crate::Error;
 pub(super) const CHECKPOINT_DIR: &str = ".checkpoint";
 
 /// Remove everything in `dir` but the entry `keep` (links removed as links).
+/// A `dir` that is itself a link (or not a folder) is removed, not
+/// followed: emptying where it leads would delete someone's files.
 pub(super) fn clear_except(dir: &Path, keep: &str) {
+    if std::fs::symlink_metadata(dir).is_ok_and(|m| !m.is_dir()) {
+        let _ = std::fs::remove_file(dir);
+        return;
+    }
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for e in entries.flatten() {
         if e.file_name() == keep && e.file_type().is_ok_and(|t| t.is_dir()) {
@@ -315,6 +321,26 @@ mod tests {
     /// Unfiled stems are filed as they are when only the device or the
     /// preset's name differs; another model, passes, overlap or format
     /// separates again.
+    /// A working folder that is a link is removed as a link: where it
+    /// leads is left whole.
+    #[test]
+    fn a_linked_working_folder_is_not_emptied() {
+        let dir = tempfile::tempdir().unwrap();
+        let theirs = dir.path().join("home");
+        std::fs::create_dir(&theirs).unwrap();
+        std::fs::write(theirs.join("letter.txt"), b"keep").unwrap();
+        let work = dir.path().join(".stemroom-partial-ab-7");
+        std::os::unix::fs::symlink(&theirs, &work).unwrap();
+        clear_except(&work, "checkpoint");
+        assert!(theirs.join("letter.txt").is_file(), "their file stays");
+        assert!(std::fs::symlink_metadata(&work).is_err(), "the link goes");
+        // A real folder is emptied but for what it keeps.
+        std::fs::create_dir_all(work.join("checkpoint")).unwrap();
+        std::fs::write(work.join("drums.wav"), b"x").unwrap();
+        clear_except(&work, "checkpoint");
+        assert!(work.join("checkpoint").is_dir() && !work.join("drums.wav").exists());
+    }
+
     #[test]
     fn stems_made_on_another_device_are_the_same_separation() {
         let made = crate::queue::Settings::default().job_options();

@@ -10,13 +10,13 @@ export const commands = {
 	appInfo: () => typedError<AppInfo, AppError>(__TAURI_INVOKE("app_info")),
 	/**
 	 *  Jobs not in the library: running and queued first (queue order), then
-	 *  failed and cancelled ones, newest first. (Runs on the thread pool, not
+	 *  failed and cancelled ones, newest first. (On the blocking pool, not
 	 *  the window's thread.)
 	 */
 	listQueue: () => typedError<Job[], AppError>(__TAURI_INVOKE("list_queue")),
 	/**
 	 *  Finished songs, newest first, whose title or album contains `search`.
-	 *  (Runs on the thread pool, not the window's thread: a large library
+	 *  (On the blocking pool, not the window's thread: a large library
 	 *  takes a while, and the search box asks at every keystroke.)
 	 */
 	listLibrary: (search: string) => typedError<Job[], AppError>(__TAURI_INVOKE("list_library", { search })),
@@ -46,12 +46,12 @@ export const commands = {
 	 */
 	chooseProgram: (program: Program, pick: boolean) => typedError<Settings, AppError>(__TAURI_INVOKE("choose_program", { program, pick })),
 	/**
-	 *  Cancel job `id` (on the thread pool, not the window's thread: it
+	 *  Cancel job `id` (on the blocking pool, not the window's thread: it
 	 *  writes the database and may remove a checkpoint of hundreds of MB).
 	 */
 	cancelJob: (id: number) => typedError<Job, AppError>(__TAURI_INVOKE("cancel_job", { id })),
 	/**
-	 *  Queue failed or cancelled job `id` again (on the thread pool: it
+	 *  Queue failed or cancelled job `id` again (on the blocking pool: it
 	 *  writes the database).
 	 */
 	retryJob: (id: number) => typedError<Job, AppError>(__TAURI_INVOKE("retry_job", { id })),
@@ -151,8 +151,8 @@ export const commands = {
 	closeSong: (token: number) => __TAURI_INVOKE<void>("close_song", { token }),
 	/**
 	 *  Peaks of every lane between frames `start` and `end`, in `columns`
-	 *  columns (at most 8192), and how much of them is known yet. (Runs on
-	 *  the thread pool, not the window's thread: it reads a running job's
+	 *  columns (at most 8192), and how much of them is known yet. (On the
+	 *  blocking pool, not the window's thread: it reads a running job's
 	 *  stream and waits for the song, which finishing a job holds a moment.)
 	 */
 	songPeaks: (id: number, start: number, end: number, columns: number) => typedError<SongPeaks, AppError>(__TAURI_INVOKE("song_peaks", { id, start, end, columns })),

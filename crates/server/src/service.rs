@@ -187,13 +187,11 @@ impl Service {
                             limit / 60
                         )))
                     }
-                    None if limit > 0 => {
-                        if longer_than(up.path(), limit) {
-                            return Err(ApiError::invalid_options(format!(
-                                "the audio lasts longer than this server takes ({} minutes)",
-                                limit / 60
-                            )));
-                        }
+                    None if limit > 0 && longer_than(up.path(), limit) => {
+                        return Err(ApiError::invalid_options(format!(
+                            "the audio lasts longer than this server takes ({} minutes)",
+                            limit / 60
+                        )))
                     }
                     _ => {}
                 }

@@ -227,8 +227,17 @@ fn move_library(
     // goes), not left behind in the old folder for good. The same folder
     // by another name (a link, a bind mount) moves nothing.
     let same = same_dir(&old, picked);
+    // The setting is saved: from here on nothing is an error of the move
+    // (the caller would remove the copies the new library now holds).
+    let jobs = match state.queue.queue() {
+        Ok(jobs) => jobs,
+        Err(e) => {
+            tracing::warn!("the queue could not be read: its working folders stay in {}: {e}", old.display());
+            Vec::new()
+        }
+    };
     if !same {
-        for job in state.queue.queue()? {
+        for job in jobs {
             let from = stemroom_library::song::partial_dir(&old, state.queue.work_tag(), job.id);
             if !from.is_dir() {
                 continue;

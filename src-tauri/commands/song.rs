@@ -542,11 +542,11 @@ pub async fn song_stream_done(state: S<'_>, id: JobId) -> Result<SongView, AppEr
         // lanes are the files' (a long song's unread stream would be read
         // for nothing).
         let taking_over = made.as_ref().is_some_and(|(_, _, _, next)| matches!(next, Some(Ok(_))));
-        let rest = {
+        let mut stream = {
             let mut guard = st.song.lock();
             guard.as_mut().filter(|s| s.id == id).and_then(|s| s.stream.take())
-        }
-        .map(|mut stream| if taking_over { None } else { stream.refresh(None) });
+        };
+        let mut rest = stream.as_mut().map(|s| if taking_over { None } else { s.refresh(None) });
         let mut guard = st.song.lock();
         let Some(song) = guard.as_mut().filter(|s| s.id == id) else { return Err(not_open()) };
         // The player replaced by one on the files, stopped once the song
@@ -574,6 +574,11 @@ pub async fn song_stream_done(state: S<'_>, id: JobId) -> Result<SongView, AppEr
                     took_over = true;
                 }
             }
+        }
+        // The take-over did not happen after all (the player changed
+        // meanwhile): the stream's rest is read now, the song locked (rare).
+        if taking_over && !took_over {
+            rest = stream.as_mut().map(|s| s.refresh(None));
         }
         // (`rest`: the song was streaming; within, what was left to read.)
         if let Some(fresh) = rest.filter(|_| !took_over) {

@@ -114,8 +114,9 @@ pub fn export_name(title: &str, what: &str) -> String {
 }
 
 /// The final paths of an export (`names` in `dir`, with `ext`), after the
-/// clash rule: refused when any exists, or numbered ` (2)`, ` (3)`... past
-/// every existing file and each other.
+/// clash rule: refused when any exists, or all numbered with the first of
+/// ` (2)`, ` (3)`... that no file of the set has yet (names differing only
+/// in case are refused before: [`plan_outputs`]).
 fn final_paths(dir: &Path, names: &[String], ext: &str, on_clash: OnClash) -> Result<Vec<PathBuf>, Error> {
     let plain: Vec<PathBuf> = names.iter().map(|n| dir.join(format!("{n}.{ext}"))).collect();
     let taken = |p: &Path| std::fs::symlink_metadata(p).is_ok();

@@ -265,18 +265,38 @@ fn without_paths(service: &Service, job: &Job, message: &str) -> String {
     }
     places.push((service.library_dir().to_string_lossy().into_owned(), "the library folder"));
     places.push((service.data_dir.to_string_lossy().into_owned(), "the server's data folder"));
+    // Models and runtimes (`~/.cache/stemroom`), then anything else of the
+    // account running the server.
+    if let Some(cache) = stemroom_engine::paths::cache_dir() {
+        places.push((cache.to_string_lossy().into_owned(), "Stemroom's cache folder"));
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|h| h.len() > 1) {
+        places.push((home.to_string_lossy().into_owned(), "the server's home folder"));
+    }
     named_places(message, &places)
 }
 
 /// `message` with each of `places`' paths (in their order: the more
-/// particular first) replaced by its name.
+/// particular first) replaced by its name, where the path is whole (not
+/// `/srv/data` in `/srv/database`).
 fn named_places(message: &str, places: &[(String, &str)]) -> String {
     let mut out = message.to_string();
     for (path, name) in places {
         let path = path.trim_end_matches(['/', '\\']);
-        if !path.is_empty() {
-            out = out.replace(path, name);
+        if path.is_empty() {
+            continue;
         }
+        let mut done = String::with_capacity(out.len());
+        let mut rest = out.as_str();
+        while let Some(at) = rest.find(path) {
+            let after = &rest[at + path.len()..];
+            let whole = after.chars().next().is_none_or(|c| !(c.is_alphanumeric() || matches!(c, '.' | '_' | '-')));
+            done.push_str(&rest[..at]);
+            done.push_str(if whole { name } else { path });
+            rest = after;
+        }
+        done.push_str(rest);
+        out = done;
     }
     out
 }
@@ -882,6 +902,7 @@ mod tests {
         );
         assert_eq!(m("cannot open /srv/data/models/x.onnx"), "cannot open the server's data folder/models/x.onnx");
         assert_eq!(m("no path here"), "no path here");
+        assert_eq!(m("cannot open /srv/database/x"), "cannot open /srv/database/x", "another folder");
         // A library at the root names nothing (every path would go).
         assert_eq!(super::named_places("/a/b", &[("/".to_string(), "the library folder")]), "/a/b");
     }

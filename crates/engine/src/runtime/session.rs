@@ -122,7 +122,9 @@ impl OrtNetwork {
         let session = match builder.commit_from_file(model_path) {
             Ok(s) => s,
             Err(e) if provider == Provider::Cuda => {
-                let text = e.to_string();
+                // (Without the model's path: a folder named `gpu-models`
+                // would read as a CUDA failure.)
+                let text = e.to_string().replace(&*model_path.to_string_lossy(), "the model");
                 let why = super::gpu::diagnose(&super::gpu::facts()).err();
                 let on_gpu = why.is_some() || is_cuda_failure(&text);
                 match (opts.device, on_gpu) {

@@ -318,9 +318,6 @@ fn same_separation(a: &JobOptions, b: &JobOptions) -> bool {
 mod tests {
     use super::*;
 
-    /// Unfiled stems are filed as they are when only the device or the
-    /// preset's name differs; another model, passes, overlap or format
-    /// separates again.
     /// A working folder that is a link is removed as a link: where it
     /// leads is left whole.
     #[test]
@@ -341,6 +338,9 @@ mod tests {
         assert!(work.join("checkpoint").is_dir() && !work.join("drums.wav").exists());
     }
 
+    /// Unfiled stems are filed as they are when only the device or the
+    /// preset's name differs; another model, passes, overlap or format
+    /// separates again.
     #[test]
     fn stems_made_on_another_device_are_the_same_separation() {
         let made = crate::queue::Settings::default().job_options();

@@ -40,6 +40,8 @@ export function Lane({ lane, label, color, stemIndex: si, stem, heard, selected,
   /** Where a touch went down: a tap (it did not move) seeks; a moving touch pans or pinches the view. */
   // The main button went down on the lane (a scrub ends where it comes up).
   const pressed = useRef(false);
+  // The frame the lane last sought to.
+  const lastFrame = useRef(-1);
   const touch = useRef<{ x: number; y: number } | null>(null);
   const frameOf = (e: PointerEvent<HTMLElement>) => {
     const rect = e.currentTarget.getBoundingClientRect();
@@ -144,20 +146,26 @@ export function Lane({ lane, label, color, stemIndex: si, stem, heard, selected,
           if (e.pointerType === "mouse" && e.button !== 0) return;
           e.currentTarget.setPointerCapture?.(e.pointerId);
           pressed.current = true;
-          actions.seek(frameOf(e));
+          lastFrame.current = frameOf(e);
+          actions.seek(lastFrame.current);
         }}
         onPointerMove={(e) => {
           // Drag to scrub, at most ~20 seeks a second.
           if (e.pointerType === "touch" || e.buttons !== 1 || e.timeStamp - lastScrub.current < 50) return;
           lastScrub.current = e.timeStamp;
-          actions.seek(frameOf(e));
+          lastFrame.current = frameOf(e);
+          actions.seek(lastFrame.current);
         }}
         onPointerUp={(e) => {
           const t = touch.current;
           touch.current = null;
           if (e.pointerType === "touch" && t && Math.hypot(e.clientX - t.x, e.clientY - t.y) < 8) actions.seek(frameOf(e));
-          // A scrub ends where the button is let go (its moves are thinned).
-          if (pressed.current && e.pointerType !== "touch") actions.seek(frameOf(e));
+          // A scrub ends where the button is let go (its moves are thinned);
+          // a click seeks once (a second seek to the same place would
+          // repeat a moment of audio).
+          if (pressed.current && e.pointerType !== "touch" && frameOf(e) !== lastFrame.current) {
+            actions.seek(frameOf(e));
+          }
           pressed.current = false;
         }}
         onPointerCancel={() => {

@@ -319,13 +319,20 @@ impl StreamDecoder {
                 None => return Ok(StreamDecoder::over(path, s)),
             },
             Ok(s) => return Ok(StreamDecoder::over(path, s)),
-            Err(e) if e.is_unsupported() => e,
+            // (Corrupt at open: a known container whose header was cut
+            // short, `sniff::cut_short`; ffmpeg may still read what
+            // symphonia took for that.)
+            Err(e) if e.is_unsupported() || matches!(e, DecodeError::Corrupt { .. }) => e,
             Err(e) => return Err(e),
         };
         match ffmpeg::FfmpegStream::open(path) {
             Ok(s) => {
                 tracing::info!("{}: decoding with ffmpeg ({native_err})", path.display());
                 Ok(StreamDecoder::over(path, s))
+            }
+            // A file cut short is not one ffmpeg would read.
+            Err(ffmpeg::OpenError::NotInstalled) if matches!(native_err, DecodeError::Corrupt { .. }) => {
+                Err(native_err)
             }
             Err(ffmpeg::OpenError::NotInstalled) => match sniff::codec_name(path, &native_err) {
                 Some(codec) => Err(DecodeError::NeedsFfmpeg { path: path.to_path_buf(), codec }),

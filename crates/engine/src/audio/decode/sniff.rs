@@ -125,14 +125,16 @@ fn container_of(head: &[u8]) -> Option<&'static str> {
 /// `None` for anything else (another decoder may read it).
 pub(super) fn cut_short(path: &Path, eof: bool, reason: &str) -> Option<String> {
     let container = container_of(&head(path))?;
-    if container == "MP4/M4A" && reason.contains("moov") {
+    if container == "MP4/M4A" && reason.contains("missing moov") {
         return Some(
             "its index (the MP4 \"moov\" box, written at the end) is missing: the file was cut short, \
              a download or copy that stopped? Fetch or copy it again"
                 .into(),
         );
     }
-    eof.then(|| {
+    // (Not Ogg: symphonia reads an Ogg stream of a codec it does not know,
+    // Speex, to its end looking for headers it knows.)
+    (eof && container != "Ogg").then(|| {
         format!("it ends inside its {container} header: the file was cut short (a download or copy that stopped?)")
     })
 }

@@ -219,8 +219,7 @@ pub async fn retry_job(state: S<'_>, id: JobId) -> Result<Job, AppError> {
 #[specta::specta]
 pub async fn remove_job(state: S<'_>, id: JobId, delete_files: bool, delete_exports: bool) -> Result<(), AppError> {
     // Off the main thread: deleting a song's stems can take a while.
-    let st = state.inner().clone();
-    tauri::async_runtime::spawn_blocking(move || {
+    super::blocking(&state, move |st| {
         let job = st.queue.get(id)?;
         // A job that failed or was cancelled plays (what it separated) from
         // its working folder, which its removal deletes: the player lets go
@@ -257,7 +256,6 @@ pub async fn remove_job(state: S<'_>, id: JobId, delete_files: bool, delete_expo
         Ok(())
     })
     .await
-    .map_err(|e| AppError::internal(e.to_string()))?
 }
 
 #[tauri::command]

@@ -44,8 +44,7 @@ pub struct AppInfo {
 #[specta::specta]
 pub async fn app_info(state: S<'_>) -> Result<AppInfo, AppError> {
     // Off the main thread: it checks the model files and runs `yt-dlp --version`.
-    let state = state.inner().clone();
-    tauri::async_runtime::spawn_blocking(move || {
+    super::blocking(&state, |state| {
         Ok(AppInfo {
             version: env!("CARGO_PKG_VERSION").into(),
             data_dir: state.data_dir.to_string_lossy().into_owned(),
@@ -58,7 +57,6 @@ pub async fn app_info(state: S<'_>) -> Result<AppInfo, AppError> {
         })
     })
     .await
-    .map_err(|e| AppError::internal(e.to_string()))?
 }
 
 /// Choose the library folder with the native dialog and save it (the page
@@ -76,10 +74,10 @@ pub async fn pick_library_dir(app: AppHandle, state: S<'_>) -> Result<Option<Set
     }
     let Some(picked) = pick_folder(&app, "Choose the library folder").await? else { return Ok(None) };
     let dir = picked.to_str().ok_or_else(|| AppError::invalid("The folder's name is not valid Unicode."))?;
-    let (st, dir) = (state.inner().clone(), dir.to_string());
+    let dir = dir.to_string();
     // Off the async threads: the checks touch the disk, and the copies
     // below may take minutes.
-    tauri::async_runtime::spawn_blocking(move || {
+    super::blocking(&state, move |st| {
         // One move at a time: a second one would replace the first one's
         // copies while the first deletes the originals.
         let _moving = match st.library_move.try_lock() {
@@ -98,12 +96,12 @@ pub async fn pick_library_dir(app: AppHandle, state: S<'_>) -> Result<Option<Set
         // Failed jobs' unfiled songs on another disk are copied first,
         // with no lock held (gigabytes take minutes; a quit, a cancel and
         // the queue would wait for the lock).
-        let copied = copy_unfiled_songs(&st, &picked);
+        let copied = copy_unfiled_songs(st, &picked);
         // No job starts while the setting changes and the working folders
         // move (a job claimed in between would write into the old folder,
         // or have its folder replaced under it). What is left to delete
         // goes after: a quit and a cancel wait for that lock.
-        let moved = st.worker.while_no_job_starts(|running| move_library(&st, &picked, &dir, running, &copied));
+        let moved = st.worker.while_no_job_starts(|running| move_library(st, &picked, &dir, running, &copied));
         match moved {
             Ok(stale) => {
                 for dir in stale {
@@ -125,7 +123,6 @@ pub async fn pick_library_dir(app: AppHandle, state: S<'_>) -> Result<Option<Set
         Ok(Some(st.queue.settings()?))
     })
     .await
-    .map_err(|e| AppError::internal(e.to_string()))?
 }
 
 /// Refuse a library folder where songs would be lost or mixed with what
@@ -148,7 +145,7 @@ fn check_library_place(picked: &Path, data_dir: &Path) -> Result<(), AppError> {
             return refuse("it is in Stemroom's cache (models and runtimes), which can be cleared.");
         }
     }
-    if real.components().any(|c| c.as_os_str().to_string_lossy().starts_with(".stemroom-partial-")) {
+    if real.components().any(|c| c.as_os_str().to_string_lossy().starts_with(stemroom_library::song::PARTIAL_PREFIX)) {
         return refuse("it is inside a song's working folder, which is deleted when its job ends.");
     }
     Ok(())
@@ -369,8 +366,7 @@ pub async fn choose_program(app: AppHandle, state: S<'_>, program: Program, pick
     } else {
         None
     };
-    let st = state.inner().clone();
-    tauri::async_runtime::spawn_blocking(move || {
+    super::blocking(&state, move |st| {
         // A program that is not yt-dlp (its `--version` is no release
         // date) is refused now, not at the first link.
         if let (Program::Ytdlp, Some(file)) = (program, chosen.as_deref()) {
@@ -389,16 +385,12 @@ pub async fn choose_program(app: AppHandle, state: S<'_>, program: Program, pick
         Ok(st.queue.settings()?)
     })
     .await
-    .map_err(|e| AppError::internal(e.to_string()))?
 }
 
 #[tauri::command]
 #[specta::specta]
 pub async fn get_settings(state: S<'_>) -> Result<Settings, AppError> {
-    let st = state.inner().clone();
-    tauri::async_runtime::spawn_blocking(move || Ok(st.queue.settings()?))
-        .await
-        .map_err(|e| AppError::internal(e.to_string()))?
+    super::blocking(&state, |st| Ok(st.queue.settings()?)).await
 }
 
 /// Save the settings the page edits. The library folder and the programs'
@@ -412,8 +404,7 @@ pub async fn save_settings(state: S<'_>, settings: Settings) -> Result<Settings,
     if state.manifest.get(&settings.model).is_err() {
         return Err(AppError::invalid(format!("There is no model named “{}”.", settings.model)));
     }
-    let st = state.inner().clone();
-    tauri::async_runtime::spawn_blocking(move || {
+    super::blocking(&state, move |st| {
         let _editing = st.editing_settings();
         let kept = st.queue.settings()?;
         let settings = Settings {
@@ -428,7 +419,6 @@ pub async fn save_settings(state: S<'_>, settings: Settings) -> Result<Settings,
         Ok(st.queue.settings()?)
     })
     .await
-    .map_err(|e| AppError::internal(e.to_string()))?
 }
 
 /// Install model `id` into Stemroom's model folder: download it (the

@@ -582,11 +582,7 @@ pub async fn song_stream_done(state: S<'_>, id: JobId) -> Result<SongView, AppEr
         }
         // (`rest`: the song was streaming; within, what was left to read.)
         if let Some(fresh) = rest.filter(|_| !took_over) {
-            let fresh = fresh.unwrap_or_default();
-            let first = song.lanes.len() - fresh.len().min(song.lanes.len());
-            for (lane, p) in song.lanes[first..].iter_mut().zip(fresh) {
-                lane.1 = p;
-            }
+            set_stem_lanes(&mut song.lanes, fresh.unwrap_or_default());
             let mut on_files = true;
             if let Some(p) = &song.player {
                 p.set_beat_grid(beat_grid(&job));
@@ -814,8 +810,8 @@ fn peaks_of(state: &AppState, id: JobId, start: f64, end: f64, columns: u32) -> 
     };
     let mut ready = 1.0;
     // Peaks read in the background since the last ask.
-    let mut done = Vec::new();
-    for (i, loading) in song.loading.iter().enumerate() {
+    // (A reader whose tracks are all read goes.)
+    song.loading.retain(|loading| {
         let update = loading.loader.take();
         for (track, p) in update.peaks {
             if let Some(lane) = loading.lanes.get(track).and_then(|&l| song.lanes.get_mut(l)) {
@@ -823,20 +819,12 @@ fn peaks_of(state: &AppState, id: JobId, start: f64, end: f64, columns: u32) -> 
             }
         }
         ready = f64::min(ready, update.ready);
-        if update.done {
-            done.push(i);
-        }
-    }
-    for i in done.into_iter().rev() {
-        song.loading.remove(i);
-    }
+        !update.done
+    });
     if let Some(stream) = song.stream.as_mut() {
         // Still separating: the stems' lanes as far as they are separated.
         if let Some(fresh) = stream.poll() {
-            let first = song.lanes.len() - fresh.len().min(song.lanes.len());
-            for (lane, p) in song.lanes[first..].iter_mut().zip(fresh) {
-                lane.1 = p;
-            }
+            set_stem_lanes(&mut song.lanes, fresh);
         }
         ready = f64::min(ready, stream.separated());
     }
@@ -854,6 +842,15 @@ fn peaks_of(state: &AppState, id: JobId, start: f64, end: f64, columns: u32) -> 
         })
         .collect();
     Ok(SongPeaks { lanes, ready })
+}
+
+/// Put the stream's stem peaks `fresh` in the last lanes of `lanes` (the
+/// stems come after the mixture's lane, when there is one).
+fn set_stem_lanes(lanes: &mut [(String, Peaks)], fresh: Vec<Peaks>) {
+    let first = lanes.len() - fresh.len().min(lanes.len());
+    for (lane, p) in lanes[first..].iter_mut().zip(fresh) {
+        lane.1 = p;
+    }
 }
 
 /// Frames `start` and `end` at `from` Hz as frames at `to` Hz (as they

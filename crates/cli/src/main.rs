@@ -1140,11 +1140,7 @@ fn run_separate(mut a: SeparateArgs) -> ExitCode {
                     separate_one(&sep, input, &listener, &request, &claimed)
                 }))
                 .unwrap_or_else(|panic| {
-                    let what = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "a panic".into());
+                    let what = stemroom_engine::error::panic_message(&*panic).unwrap_or_else(|| "a panic".into());
                     Err(EngineError::Internal(format!("Stemroom failed on this input ({what}): please report it"))
                         .into())
                 });

@@ -128,3 +128,9 @@ impl Error {
         }
     }
 }
+
+/// What a caught panic said (`panic!("…")` with a literal or a formatted
+/// message), `None` for any other payload.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> Option<String> {
+    payload.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| payload.downcast_ref::<String>().cloned())
+}

@@ -17,7 +17,10 @@ use crate::queue::{Job, JobId, StemFile};
 /// Name of the metadata file in each song folder.
 pub const METADATA_FILE: &str = "stemroom.json";
 
-const PARTIAL_PREFIX: &str = ".stemroom-partial-";
+/// Start of a job's working folder's name in the library
+/// (`.stemroom-partial-<tag>-<job id>`, see [`partial_dir`]): hidden, and
+/// deleted when its job ends.
+pub const PARTIAL_PREFIX: &str = ".stemroom-partial-";
 
 /// The default library: the one of the two places below that already
 /// exists (`$HOME/Music/Stemroom` first), else `$HOME/Music/Stemroom` when

@@ -1,6 +1,7 @@
 import { useRef, useState, type FormEvent } from "react";
 import type { Preset } from "../bindings";
 import { PRESETS } from "../format";
+import { useOneAtATime } from "../hooks/useOneAtATime";
 
 interface Props {
   /** Opens the file dialog; resolves once its files are added (or none were chosen). */
@@ -39,23 +40,15 @@ export function isLink(text: string): boolean {
 export function AddBar({ onPickFiles, onAddLink, preset, onPresetChange }: Props) {
   const [value, setValue] = useState("");
   const [busy, setBusy] = useState(false);
-  const [picking, setPicking] = useState(false);
+  const [picking, runPick] = useOneAtATime();
   const [hint, setHint] = useState(false);
-  // Set at once (state shows at the next render): a double click or a
-  // second Enter before it must not open a second dialog or add twice.
-  const pickingNow = useRef(false);
+  // Set at once (state shows at the next render): a second Enter before it
+  // must not add twice. (A double click on "Add files…" opens one dialog:
+  // `useOneAtATime`.)
   const addingNow = useRef(false);
 
   async function pick() {
-    if (pickingNow.current) return;
-    pickingNow.current = true;
-    setPicking(true);
-    try {
-      await onPickFiles();
-    } finally {
-      pickingNow.current = false;
-      setPicking(false);
-    }
+    await runPick(onPickFiles);
   }
 
   async function submit(event: FormEvent) {

@@ -1,9 +1,10 @@
-import { useEffect, useRef, useState, type FormEvent, type ReactNode } from "react";
+import { useEffect, useState, type FormEvent, type ReactNode } from "react";
 import { useBackend } from "../backend";
 import type { Device, GpuSupport, ModelStatus, Program, Settings } from "../bindings";
 import { errorText } from "../errors";
 import { formatBytes, listWords, PRESETS, providerLabel } from "../format";
 import type { AppInfoState } from "../hooks/useAppInfo";
+import { useOneAtATime } from "../hooks/useOneAtATime";
 import { Alert } from "./Alert";
 import { FormatField } from "./FormatField";
 import { GpuSupportPanel } from "./GpuSupportPanel";
@@ -185,10 +186,8 @@ export function SettingsView({ app }: Props) {
   const [error, setError] = useState<{ title: string; text: string } | null>(null);
   const [saved, setSaved] = useState(false);
   const [saving, setSaving] = useState(false);
-  // The library folder's dialog and move are under way (the ref: a second
-  // click before the next render is ignored too).
-  const [movingLibrary, setMovingLibrary] = useState(false);
-  const moving = useRef(false);
+  // The library folder's dialog and move are under way.
+  const [movingLibrary, runMove] = useOneAtATime();
   const [gpu, setGpu] = useState<GpuSupport | null>(null);
 
   useEffect(() => {
@@ -240,18 +239,14 @@ export function SettingsView({ app }: Props) {
     const failed = "The folder could not be chosen";
     // The dialog, then the move of unfinished work (minutes across disks):
     // one at a time.
-    if (moving.current) return;
-    moving.current = true;
-    setMovingLibrary(true);
-    try {
-      const saved = await backend.pickLibraryDir();
-      if (saved !== null) chosen({ libraryDir: saved.libraryDir }, failed);
-    } catch (e) {
-      setError({ title: failed, text: errorText(e) });
-    } finally {
-      moving.current = false;
-      setMovingLibrary(false);
-    }
+    await runMove(async () => {
+      try {
+        const saved = await backend.pickLibraryDir();
+        if (saved !== null) chosen({ libraryDir: saved.libraryDir }, failed);
+      } catch (e) {
+        setError({ title: failed, text: errorText(e) });
+      }
+    });
   }
 
   async function chooseProgram(program: Program, pick: boolean) {

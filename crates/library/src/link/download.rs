@@ -151,6 +151,7 @@ async fn run_download(
     on_progress: &mut dyn FnMut(&DownloadProgress),
     is_cancelled: &dyn Fn() -> bool,
 ) -> Result<PathBuf, LinkError> {
+    let filter = match_filter(limits);
     let mut cmd = command(yt);
     // One item: `--no-playlist` for a song's link that names a playlist too,
     // `--playlist-items 1` for an entry that is itself a list (an album on
@@ -158,7 +159,7 @@ async fn run_download(
     cmd.args(["--no-playlist", "--playlist-items", "1", "--newline", "--progress", "-f", FORMAT])
         .args(["--progress-template", &format!("download:{PROGRESS_MARK} %(progress.downloaded_bytes)s %(progress.total_bytes)s %(progress.total_bytes_estimate)s %(progress.speed)s %(progress.eta)s")])
         .args(["--max-filesize", &limits.max_bytes.to_string()])
-        .args(["--match-filters", &match_filter(limits)])
+        .args(["--match-filters", &filter])
         // `--print` silences yt-dlp's messages; `--no-quiet` keeps the ones
         // that say why it skipped a download (a filter, the size limit).
         // The path comes after a mark of ours, so no other line of yt-dlp's
@@ -205,7 +206,7 @@ async fn run_download(
                         // (`Segments` ends lines at `\r` and `\n` alike.)
                         if let Some(path) = l.strip_prefix(FILE_MARK) {
                             printed = Some(path.to_string());
-                        } else if is_refusal(&l, &match_filter(limits)) {
+                        } else if is_refusal(&l, &filter) {
                             refusal = Some(l.trim().to_string());
                         }
                     }

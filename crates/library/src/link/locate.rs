@@ -159,7 +159,7 @@ impl YtDlp {
                 Ok(version) => {
                     // Runs from another folder: a relative path (a
                     // `$STEMROOM_YTDLP` of `./yt-dlp`) is made absolute.
-                    let c = if c.components().count() > 1 { std::path::absolute(&c).unwrap_or(c) } else { c };
+                    let c = absolute_unless_bare(c);
                     let js_runtime = locate_deno(&c);
                     return Ok(YtDlp { path: c, version, js_runtime });
                 }
@@ -234,10 +234,7 @@ fn locate_deno(ytdlp: &Path) -> Option<JsRuntime> {
     }
     candidates.push(PathBuf::from("deno"));
     // yt-dlp runs from another folder: a relative path would not be found.
-    let candidates: Vec<PathBuf> = candidates
-        .into_iter()
-        .map(|p| if p.components().count() > 1 { std::path::absolute(&p).unwrap_or(p) } else { p })
-        .collect();
+    let candidates: Vec<PathBuf> = candidates.into_iter().map(absolute_unless_bare).collect();
     candidates.into_iter().find_map(|path| {
         let out = stemroom_engine::files::output_within(
             std::process::Command::new(&path).arg("--version"),
@@ -257,6 +254,17 @@ fn locate_deno(ytdlp: &Path) -> Option<JsRuntime> {
         let path = stemroom_engine::paths::find_on_path(&path).unwrap_or(path);
         Some(JsRuntime { path, version })
     })
+}
+
+/// `path` made absolute when it names a place (`./yt-dlp`, `bin/deno`):
+/// yt-dlp and the programs it runs start from another folder. A bare name
+/// (`deno`) is left to `PATH`.
+fn absolute_unless_bare(path: PathBuf) -> PathBuf {
+    if path.components().count() > 1 {
+        std::path::absolute(&path).unwrap_or(path)
+    } else {
+        path
+    }
 }
 
 /// yt-dlp's version format: its release date `YYYY.MM.DD`, nightly builds

@@ -507,11 +507,7 @@ impl Inner {
         // kill the worker thread: it becomes an internal failure.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.separate(&job, &flag)))
             .unwrap_or_else(|panic| {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
+                let what = stemroom_engine::error::panic_message(&*panic).unwrap_or_default();
                 tracing::error!("job {} panicked: {what}", job.id);
                 Err(Error::Internal(format!("the separation stopped unexpectedly ({what}); please report this")))
             });

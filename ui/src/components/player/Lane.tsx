@@ -163,9 +163,8 @@ export function Lane({ lane, label, color, stemIndex: si, stem, heard, selected,
           // A scrub ends where the button is let go (its moves are thinned);
           // a click seeks once (a second seek to the same place would
           // repeat a moment of audio).
-          if (pressed.current && e.pointerType !== "touch" && frameOf(e) !== lastFrame.current) {
-            actions.seek(frameOf(e));
-          }
+          const frame = frameOf(e);
+          if (pressed.current && e.pointerType !== "touch" && frame !== lastFrame.current) actions.seek(frame);
           pressed.current = false;
         }}
         onPointerCancel={() => {

@@ -10,7 +10,7 @@ use specta::Type;
 use stemroom_engine::audio::encode::OutputFormat;
 use stemroom_engine::progress::{Event, Listener, Throttle};
 use stemroom_engine::ErrorCode;
-use stemroom_library::queue::{JobId, JobSource};
+use stemroom_library::queue::{JobId, JobSource, JobState};
 use stemroom_playback::export::{self, ExportRate, ExportRequest, ExportWhat, OnClash};
 use stemroom_playback::mixer::LoopRegion;
 use tauri::ipc::Channel;
@@ -172,7 +172,8 @@ impl Listener for ExportListener {
     }
 }
 
-/// Export from song `id`; returns the files written. One export at a time.
+/// Export from song `id`; returns the files written. One export at a time;
+/// `invalid_options` for a song that is not done (no finished stems).
 #[tauri::command]
 #[specta::specta]
 pub async fn export_song(
@@ -187,6 +188,14 @@ pub async fn export_song(
         // Named by its song: deleting the song stops it (`AppState::let_go_of_song`).
         .run_on(u64::from(id), "An export is already running.", move |cancel| {
             let job = st.queue.get(id)?;
+            // Only a finished song's stems: a job separating, failed or
+            // being retried has none, or stems that are about to change.
+            if job.state != JobState::Done || job.stems.is_empty() {
+                return Err(AppError {
+                    code: ErrorCode::InvalidOptions,
+                    message: format!("“{}” has no finished stems to export yet.", job.title),
+                });
+            }
             let mut tags = match &job.source {
                 JobSource::File { path } => export::source_tags(Path::new(path)),
                 JobSource::Url { .. } => Default::default(),

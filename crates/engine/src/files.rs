@@ -11,17 +11,31 @@ static PUBLISHING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// Temporary names handed out by this process so far (see [`part_path`]).
 static PARTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// Where this process's temporary-name numbers start: random (std's
+/// `RandomState` keys come from the OS's random source), below 10^9 so a
+/// name stays short. Two processes in different PID namespaces (containers
+/// sharing an output folder) can have the same process id; with their own
+/// start they do not hand out the same name (a 1 in 10^9 chance per pair of
+/// first names), where both counting from 0 they always did.
+fn parts_start() -> u64 {
+    use std::hash::BuildHasher;
+    static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *START.get_or_init(|| std::collections::hash_map::RandomState::new().hash_one(std::process::id()) % 1_000_000_000)
+}
+
 /// Longest file name most file systems take (ext4, XFS, btrfs: 255 bytes).
 const NAME_MAX: usize = 255;
 
 /// A new temporary name for an output while it is written:
 /// `.<file name>.<process id>-<n>.part` in the same folder (hidden, and
 /// never a name a finished output can have). `n` counts the calls in this
-/// process, so two jobs writing the same destination at once (two inputs of
-/// the same name) never share a temporary file. A long name is shortened
+/// process from a random start ([`parts_start`]), so two jobs writing the
+/// same destination at once (two inputs of the same name, or two processes
+/// with one id in different PID namespaces) do not share a temporary file.
+/// A long name is shortened
 /// (at a character boundary) so the result stays within 255 bytes.
 pub fn part_path(dest: &Path) -> PathBuf {
-    let n = PARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let n = parts_start() + PARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let suffix = format!(".{}-{n}.part", std::process::id());
     let mut name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     // Room for the dot, the suffix and ".old" (a set-aside final, [`publish`]).

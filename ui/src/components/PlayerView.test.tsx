@@ -571,4 +571,31 @@ describe("Player", () => {
     await user.keyboard("l");
     expect(backend.player.loop).toEqual({ start: 5 * 48_000, end: 15 * 48_000 });
   });
+
+  it("brings a loop turned off with L to the finished files' rate when it is turned on again", async () => {
+    const running = mockJob({
+      id: 8,
+      title: "48 kHz song",
+      durationSeconds: 200,
+      state: { state: "separating", segment: 6, total: 8 },
+    });
+    const { backend, user } = renderApp({ queue: [running], finishedRate: 48_000 });
+    await user.click(await screen.findByRole("button", { name: "Listen now" }));
+    await screen.findAllByTestId("lane");
+    act(() => backend.emitPlayerStatus({ separated: 150 * 44_100 }));
+    await user.keyboard("{ArrowRight}");
+    await waitFor(() => expect(backend.player.status?.position).toBe(5 * 44_100));
+    await user.keyboard("i");
+    await user.keyboard("{ArrowRight}{ArrowRight}");
+    await waitFor(() => expect(backend.player.status?.position).toBe(15 * 44_100));
+    await user.keyboard("o");
+    await user.keyboard("l");
+    expect(backend.player.loop).toBeNull();
+
+    act(() => void backend.updateJob(8, { ...mockSong({ id: 8, title: "48 kHz song" }), state: { state: "done" } }));
+    await waitFor(() => expect(screen.queryByTestId("separating-ahead")).not.toBeInTheDocument());
+    await waitFor(() => expect(screen.getByTestId("position")).toHaveAttribute("data-rate", "48000"));
+    await user.keyboard("l");
+    expect(backend.player.loop).toEqual({ start: 5 * 48_000, end: 15 * 48_000 });
+  });
 });

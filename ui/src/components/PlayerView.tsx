@@ -70,7 +70,9 @@ export function PlayerView({ song, version = 0, jobState, onClose }: Props) {
 
   const rate = view?.sampleRate ?? 44_100;
   const frames = view?.frames ?? 0;
-  const lastLoop = useRef(loop);
+  /** The loop L turned off, with the rate its frames are at (a song that
+   * separated at 44.1 kHz takes its files' rate when they take over). */
+  const lastLoop = useRef<{ region: NonNullable<typeof loop>; rate: number } | null>(null);
 
   /** The frame under a point of the screen (x in client pixels), or undefined off the lanes. */
   const frameUnder = (clientX: number): number | undefined => {
@@ -213,10 +215,14 @@ export function PlayerView({ song, version = 0, jobState, onClose }: Props) {
     } else if (e.key === "l" || e.key === "L") {
       // Loop on/off: off keeps the region for the next L.
       if (loop) {
-        lastLoop.current = loop;
+        lastLoop.current = { region: loop, rate };
         actions.applyLoop(null);
       } else if (lastLoop.current) {
-        actions.applyLoop(lastLoop.current);
+        const { region, rate: was } = lastLoop.current;
+        const k = was > 0 ? rate / was : 1;
+        const start = Math.round(region.start * k);
+        const end = Math.min(frames, Math.round(region.end * k));
+        if (end > start) actions.applyLoop({ start, end });
       }
     } else if (e.key === "\\") {
       actions.applyLoop(null);

@@ -476,7 +476,22 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
             })),
           });
         } else {
-          added.push(enqueue(fileName(path).replace(/\.[^.]+$/, "") || path, { kind: "url", url: path }, 200, preset));
+          // The same link again is a duplicate, as the backend compares it.
+          const url = path.replace(/^(https?:\/\/[^/?#]*)/i, (head) => head.toLowerCase());
+          const existing = [...jobs]
+            .reverse()
+            .find(
+              (j) =>
+                j.source.kind === "url" &&
+                j.source.url === url &&
+                j.state.state !== "failed" &&
+                j.state.state !== "cancelled",
+            );
+          if (existing && !allowDuplicates) {
+            duplicates.push({ path, existing: structuredClone(existing) });
+            continue;
+          }
+          added.push(enqueue(fileName(url).replace(/\.[^.]+$/, "") || url, { kind: "url", url }, 200, preset));
         }
         continue;
       }

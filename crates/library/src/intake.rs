@@ -7,9 +7,11 @@
 //! other files inside folders are skipped and listed in
 //! [`AddResult::skipped`] (hidden files silently). A song's title comes from
 //! its tags ("Artist - Title") when it has a title tag, else from its file
-//! name. A file already queued or in the library is not added again unless
-//! asked ([`AddOptions::allow_duplicates`]); it comes back in
-//! [`AddResult::duplicates`] with the job it would duplicate.
+//! name. A file or link already queued or in the library is not added again
+//! unless asked ([`AddOptions::allow_duplicates`]); it comes back in
+//! [`AddResult::duplicates`] with the job it would duplicate (a link is
+//! compared as [`link::check_url`] writes it: the same link pasted twice,
+//! not two links of one video).
 //!
 //! Links (`http://`, `https://`) are checked ([`link::check_url`]) and their
 //! metadata read with yt-dlp ([`link::probe`]) before they are queued, so the
@@ -78,11 +80,12 @@ fn options_or_settings(queue: &Queue, job: Option<JobOptions>) -> Result<JobOpti
     }
 }
 
-/// A file that is already queued or in the library, and that job.
+/// A file or link that is already queued or in the library, and that job.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(rename_all = "camelCase")]
 pub struct Duplicate {
+    /// The file's path, or the link as it was given.
     pub path: String,
     pub existing: Job,
 }
@@ -90,7 +93,7 @@ pub struct Duplicate {
 /// How [`add_paths_with`] treats what it is given.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AddOptions {
-    /// Queue files that are already queued or in the library again.
+    /// Queue files and links that are already queued or in the library again.
     pub allow_duplicates: bool,
     /// How the new jobs separate (`None` = the saved settings' options).
     pub job: Option<JobOptions>,
@@ -103,7 +106,7 @@ pub struct AddOptions {
 pub struct AddResult {
     pub added: Vec<Job>,
     pub rejected: Vec<Rejected>,
-    /// Files not added because they are already queued or in the library.
+    /// Files and links not added because they are already queued or in the library.
     pub duplicates: Vec<Duplicate>,
     /// Files inside dropped folders that are not audio (names relative to
     /// the folder dropped; at most [`MAX_SKIPPED_LISTED`], `skipped_more`
@@ -224,7 +227,7 @@ pub fn add_paths_with(queue: &Queue, paths: &[PathBuf], add: AddOptions) -> Resu
                 result.rejected.push(Rejected::of(url, reason));
                 continue;
             }
-            add_link(queue, url, &options, link::Reach::Any, &mut ytdlp, &mut result)?;
+            add_link(queue, url, &options, link::Reach::Any, add.allow_duplicates, &mut ytdlp, &mut result)?;
         } else if p.is_dir() {
             let before = files.len();
             let mut skipped = Skipped::default();
@@ -321,7 +324,8 @@ pub fn add_url_with(
     let options = options_or_settings(queue, job)?;
     let mut result = AddResult::default();
     let mut ytdlp = None;
-    add_link(queue, url.trim(), &options, reach, &mut ytdlp, &mut result)?;
+    // A service's client asks for a new job each time (its own id to follow).
+    add_link(queue, url.trim(), &options, reach, true, &mut ytdlp, &mut result)?;
     Ok(result)
 }
 
@@ -352,22 +356,33 @@ fn duration_text(seconds: f64) -> String {
 
 /// Probe one link and queue it (or hand back its playlist). `ytdlp` caches
 /// the lookup of yt-dlp (or why it failed) across the links of one call.
+/// Unless `allow_duplicates`, a link (as [`link::check_url`] writes it) that
+/// already has a live job comes back in [`AddResult::duplicates`] under the
+/// text given, before it is probed.
 fn add_link(
     queue: &Queue,
-    url: &str,
+    given: &str,
     options: &JobOptions,
     reach: link::Reach,
+    allow_duplicates: bool,
     ytdlp: &mut Option<Result<link::YtDlp, String>>,
     result: &mut AddResult,
 ) -> Result<(), QueueError> {
-    let refuse = |result: &mut AddResult, reason: String| result.rejected.push(Rejected::of(url, capitalised(&reason)));
-    let url = match link::check_url(url) {
+    let refuse =
+        |result: &mut AddResult, reason: String| result.rejected.push(Rejected::of(given, capitalised(&reason)));
+    let url = match link::check_url(given) {
         Ok(u) => u,
         Err(e) => {
             refuse(result, e.to_string());
             return Ok(());
         }
     };
+    if !allow_duplicates {
+        if let Some(existing) = queue.live_of(&JobSource::Url { url: url.clone() })? {
+            result.duplicates.push(Duplicate { path: given.to_string(), existing });
+            return Ok(());
+        }
+    }
     let found = match ytdlp {
         Some(found) => found,
         None => {
@@ -391,7 +406,19 @@ fn add_link(
                 refuse(result, why);
                 return Ok(());
             }
-            let job = queue.enqueue(&JobSource::Url { url: info.url.clone() }, &info.title, options)?;
+            let source = JobSource::Url { url: info.url.clone() };
+            let job = if allow_duplicates {
+                queue.enqueue(&source, &info.title, options)?
+            } else {
+                match queue.enqueue_unless_live(&source, &info.title, options)? {
+                    (job, true) => job,
+                    // Added by another call while this one probed.
+                    (existing, false) => {
+                        result.duplicates.push(Duplicate { path: given.to_string(), existing });
+                        return Ok(());
+                    }
+                }
+            };
             if info.duration_seconds.is_some() {
                 queue.set_details(job.id, info.duration_seconds, None)?;
             }
@@ -775,6 +802,39 @@ mod tests {
         let r = add_paths_with(&q, &paths, AddOptions { allow_duplicates: true, ..Default::default() }).unwrap();
         let capped = r.rejected.iter().filter(|x| x.reason.starts_with("At most")).count();
         assert_eq!((r.rejected.len(), capped, r.added.len()), (MAX_LINKS + 10, 10, 1), "{:?}", r.rejected.last());
+    }
+
+    /// The same link pasted again (its host in other case) is a duplicate
+    /// at once, without yt-dlp; asked for, it is probed and queued again
+    /// (here: refused, as yt-dlp is set to a program that is not there).
+    #[test]
+    fn a_link_already_queued_is_a_duplicate_until_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(&dir.path().join("q.sqlite")).unwrap();
+        let mut settings = q.settings().unwrap();
+        settings.ytdlp_path = Some(dir.path().join("no-yt-dlp").to_string_lossy().into_owned());
+        q.save_settings(&settings).unwrap();
+        let url = link::check_url("https://www.youtube.com/watch?v=aqz-KE-bpKQ").unwrap();
+        let job = q.enqueue(&JobSource::Url { url }, "Big Buck Bunny", &settings.job_options()).unwrap();
+        let pasted = "  https://WWW.YouTube.com/watch?v=aqz-KE-bpKQ";
+        let r = add_paths(&q, &[PathBuf::from(pasted)]).unwrap();
+        assert!(r.added.is_empty() && r.rejected.is_empty(), "{r:?}");
+        assert_eq!(r.duplicates.len(), 1, "{r:?}");
+        assert_eq!((r.duplicates[0].path.as_str(), r.duplicates[0].existing.id), (pasted.trim(), job.id));
+        let again =
+            add_paths_with(&q, &[PathBuf::from(pasted)], AddOptions { allow_duplicates: true, ..Default::default() })
+                .unwrap();
+        assert!(again.duplicates.is_empty(), "{again:?}");
+        assert_eq!(again.rejected.len(), 1, "probed: {again:?}");
+        // A failed or cancelled job is not one to duplicate.
+        q.cancel_queued(job.id).unwrap();
+        let r = add_paths(&q, &[PathBuf::from(pasted)]).unwrap();
+        assert!(r.duplicates.is_empty() && r.rejected.len() == 1, "{r:?}");
+        // The HTTP service's adds are each a new job.
+        let url = link::check_url("https://www.youtube.com/watch?v=x").unwrap();
+        q.enqueue(&JobSource::Url { url: url.clone() }, "X", &settings.job_options()).unwrap();
+        let r = add_url_with(&q, &url, None, link::Reach::Any).unwrap();
+        assert!(r.duplicates.is_empty() && r.rejected.len() == 1, "{r:?}");
     }
 
     #[test]

@@ -8,12 +8,12 @@ interface Props {
   adding: ReadonlySet<string>;
   /** Open a song that is already in the library. */
   onOpen(song: Job): void;
-  /** Queue this file again anyway. */
+  /** Queue this file or link again anyway. */
   onAddAgain(path: string): void;
   onDismiss(): void;
 }
 
-/** Files that were not added because Stemroom already has them, with what to do instead. */
+/** Files and links that were not added because Stemroom already has them, with what to do instead. */
 export function DuplicateNotice({ duplicates, adding, onOpen, onAddAgain, onDismiss }: Props) {
   const title =
     duplicates.length === 1 ? "This song is already in Stemroom" : `${duplicates.length} songs are already in Stemroom`;
@@ -25,7 +25,7 @@ export function DuplicateNotice({ duplicates, adding, onOpen, onAddAgain, onDism
           return (
             <li key={path} className="duplicates__item" data-testid="duplicate">
               <span title={path}>
-                <bdi>{fileName(path)}</bdi> is {done ? "in the library" : "in the queue"} as “<bdi>{existing.title}</bdi>”.
+                <bdi>{/^https?:\/\//i.test(path) ? path : fileName(path)}</bdi> is {done ? "in the library" : "in the queue"} as “<bdi>{existing.title}</bdi>”.
               </span>{" "}
               {done && (
                 <button type="button" className="button button--quiet" onClick={() => onOpen(existing)}>

@@ -194,6 +194,21 @@ describe("Queue", () => {
     expect(within(queued).queryByRole("button", { name: "Open in player" })).not.toBeInTheDocument();
   });
 
+  it("says when a link pasted again is already in the queue, naming the whole link", async () => {
+    const { backend, user } = renderApp();
+    const field = screen.getByRole("textbox", { name: "Link" });
+    await user.type(field, "https://example.com/watch?v=abc{Enter}");
+    expect(await screen.findByTestId("job-row")).toBeInTheDocument();
+    await user.type(field, "https://EXAMPLE.com/watch?v=abc{Enter}");
+    const dup = await screen.findByTestId("duplicate");
+    expect(dup).toHaveTextContent("https://EXAMPLE.com/watch?v=abc is in the queue");
+    expect(screen.getAllByTestId("job-row")).toHaveLength(1);
+    const addPaths = vi.spyOn(backend, "addPaths");
+    await user.click(within(dup).getByRole("button", { name: "Separate again" }));
+    expect(addPaths).toHaveBeenCalledWith(["https://EXAMPLE.com/watch?v=abc"], true, null);
+    await waitFor(() => expect(screen.getAllByTestId("job-row")).toHaveLength(2));
+  });
+
   it("opens a song already in the library from the notice", async () => {
     const { backend, user } = renderApp({ queue: [armyOfMe] });
     const openSong = vi.spyOn(backend, "openSong");

@@ -37,6 +37,16 @@ impl Queue {
         self.enqueue_with(source, title, options, true)
     }
 
+    /// The live job of `source` (the newest one queued, running or in the
+    /// library, as in [`Queue::enqueue_unless_live`]), if any: asked before
+    /// a link is probed, which takes seconds.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn live_of(&self, source: &JobSource) -> Result<Option<Job>, QueueError> {
+        Ok(jobs_where(&self.conn(), LIVE_OF_SOURCE, &[&json(source)?])?.into_iter().next())
+    }
+
     fn enqueue_with(
         &self,
         source: &JobSource,

@@ -139,6 +139,25 @@ impl StemReader {
     }
 }
 
+/// Injected read failures, for the player's tests: a drive gone for a
+/// moment, without one.
+#[cfg(test)]
+pub(crate) mod failing {
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    static FAILING: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+    /// Make every read of a running job's stream at `path` fail (`None`: none).
+    pub(crate) fn set(path: Option<PathBuf>) {
+        *FAILING.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = path;
+    }
+
+    pub(super) fn reads_of(path: &Path) -> bool {
+        FAILING.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_deref() == Some(path)
+    }
+}
+
 /// The stems of a running job: its `stems.f32` (see
 /// [`stemroom_engine::job::stream`]), read up to what is separated so far.
 struct Growing {
@@ -170,6 +189,10 @@ impl Growing {
             return Ok(0);
         }
         let io = |source| DecodeError::Unreadable { path: self.path.clone(), source };
+        #[cfg(test)]
+        if failing::reads_of(&self.path) {
+            return Err(io(std::io::Error::other("input/output error (injected)")));
+        }
         self.bytes.resize(n * fb, 0);
         self.file.seek(SeekFrom::Start(self.pos * fb as u64)).map_err(io)?;
         self.file.read_exact(&mut self.bytes).map_err(io)?;

@@ -479,9 +479,29 @@ fn meter(peak: &mut f32, squares: &mut f32, l: f32, r: f32) {
     }
 }
 
-/// Put a stereo frame on a device frame: mono devices get the average,
-/// extra channels silence.
+/// Largest sample written: the largest 24-bit value, 1 − 2⁻²³. dasp's
+/// f32 → 24-bit conversion (`(s * 8_388_608.0) as i32`, unchecked) does not
+/// saturate, and ALSA's packed 24-bit formats keep only the low 24 bits, so
+/// 1.0 and above would wrap to full-scale negative noise; 16- and 32-bit
+/// conversions saturate by themselves.
+const FULL_SCALE: f32 = 1.0 - 1.0 / 8_388_608.0;
+
+/// A sample as a device may take it: clipped to ±full scale (the mix can go
+/// over: stem and master gains up to +12 dB, the click on top), and
+/// silence for a non-finite one (NaN from anywhere upstream).
+#[inline]
+fn device_sample(x: f32) -> f32 {
+    if x.is_finite() {
+        x.clamp(-FULL_SCALE, FULL_SCALE)
+    } else {
+        0.0
+    }
+}
+
+/// Put a stereo frame on a device frame (each sample clipped by
+/// [`device_sample`]): mono devices get the average, extra channels silence.
 fn write_frame<T: SizedSample + FromSample<f32>>(frame: &mut [T], l: f32, r: f32) {
+    let (l, r) = (device_sample(l), device_sample(r));
     match frame.len() {
         1 => frame[0] = T::from_sample(0.5 * (l + r)),
         _ => {
@@ -491,5 +511,30 @@ fn write_frame<T: SizedSample + FromSample<f32>>(frame: &mut [T], l: f32, r: f32
                 *x = T::from_sample(0.0f32);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Over full scale clips on every device format, 24-bit included (whose
+    /// conversion wraps), and NaN is silence.
+    #[test]
+    fn samples_over_full_scale_clip_and_nan_is_silence() {
+        let mut f = [cpal::I24::new_unchecked(1); 3];
+        write_frame(&mut f, 1.5, f32::NAN);
+        assert_eq!([f[0].inner(), f[1].inner(), f[2].inner()], [8_388_607, 0, 0]);
+        write_frame(&mut f, -4.0, 1.0);
+        assert_eq!([f[0].inner(), f[1].inner()], [-8_388_607, 8_388_607]);
+        let mut mono = [0i16];
+        write_frame(&mut mono, 3.0, 3.0);
+        assert_eq!(mono[0], i16::MAX);
+        let mut f32s = [0.0f32; 2];
+        write_frame(&mut f32s, f32::INFINITY, -0.25);
+        assert_eq!(f32s, [0.0, -0.25]);
+        let mut u24 = [cpal::U24::new_unchecked(0); 2];
+        write_frame(&mut u24, 2.0, -2.0);
+        assert!(u24[0].inner() > u24[1].inner(), "{} {}", u24[0].inner(), u24[1].inner());
     }
 }

@@ -683,6 +683,7 @@ fn start_engine(
         device_errors: AtomicU64::new(0),
         reopens: AtomicU64::new(0),
         output_lost: AtomicBool::new(false),
+        reader_failed: AtomicBool::new(false),
         in_backend_since: Mutex::new(None),
         error: Mutex::new(None),
         stop: AtomicBool::new(false),

@@ -532,6 +532,12 @@ impl Reader {
 
 /// The reader thread: keeps the full ring topped up for the current
 /// generation until the player stops.
+///
+/// A read error stops playback with its message ([`Shared::fail`]), and the
+/// thread waits: a seek, a loop change or Play (each a new generation)
+/// reads again from there, and the message goes once that works. A stem on
+/// a drive that was gone for a moment plays again, where before the player
+/// stayed silent until the song was opened again.
 pub(super) fn read_loop(
     shared: &Shared,
     stems: StemSet,
@@ -540,11 +546,27 @@ pub(super) fn read_loop(
     mut free: rtrb::Consumer<Chunk>,
 ) {
     let mut reader = Reader::new(stems, device_rate);
+    let mut failed: Option<String> = None;
     while !shared.stop.load(Ordering::Acquire) {
+        let generation = shared.generation.load(Ordering::Acquire);
         match reader.step(shared, &mut full, &mut free) {
-            Ok(Step::Busy) => {}
-            Ok(Step::Idle) => std::thread::sleep(READER_POLL),
-            Err(e) => return shared.fail(e),
+            Ok(step) => {
+                if let Some(message) = failed.take() {
+                    shared.reader_failed.store(false, Ordering::Release);
+                    shared.clear_error(&message);
+                }
+                if matches!(step, Step::Idle) {
+                    std::thread::sleep(READER_POLL);
+                }
+            }
+            Err(e) => {
+                shared.fail(e.clone());
+                shared.reader_failed.store(true, Ordering::Release);
+                failed = Some(e);
+                while !shared.stop.load(Ordering::Acquire) && shared.generation.load(Ordering::Acquire) == generation {
+                    std::thread::sleep(READER_POLL.max(std::time::Duration::from_millis(20)));
+                }
+            }
         }
     }
 }

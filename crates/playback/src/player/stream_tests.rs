@@ -123,6 +123,54 @@ fn plays_up_to_the_separated_edge_waits_and_goes_on() {
     reader.join().unwrap();
 }
 
+/// A stem that cannot be read (a drive gone for a moment) stops playback
+/// with the reason; Play reads again from there once it can, and the
+/// reason goes.
+#[test]
+fn a_read_error_stops_playback_and_play_reads_again() {
+    let _paced = super::tests::paced();
+    let dir = stream_dir();
+    let edge = u64::from(RATE);
+    separate(dir.path(), 0, edge);
+    let (sh, mut cb, reader) = start_engine(StemSet::open_growing(dir.path()).unwrap(), &solo_a(), RATE, 2).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    sh.play();
+    crate::reader::failing::set(Some(dir.path().join(STEMS_FILE)));
+    separate(dir.path(), edge, 2 * edge);
+    let t0 = std::time::Instant::now();
+    while sh.error.lock().unwrap().is_none() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "the read error was not reported");
+        render_paced(&mut cb, 512);
+    }
+    let message = sh.error.lock().unwrap().clone().unwrap();
+    assert!(message.contains("injected"), "{message}");
+    assert!(!sh.playing.load(Ordering::Acquire), "stopped");
+    let out = render_paced(&mut cb, 4096);
+    assert!(out.iter().all(|&v| v == 0.0), "silent while stopped");
+
+    // The drive is back: Play reads again from the playhead.
+    crate::reader::failing::set(None);
+    let at = sh.position.load(Ordering::Acquire);
+    sh.play();
+    let t0 = std::time::Instant::now();
+    while sh.error.lock().unwrap().is_some() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "the reader did not read again");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(60));
+    assert!(sh.playing.load(Ordering::Acquire));
+    let l: Vec<f32> = render_paced(&mut cb, 8192).iter().step_by(2).copied().collect();
+    let first = l.iter().position(|&v| v != 0.0).expect("plays again");
+    for (k, &v) in l[first + FADE..].iter().enumerate() {
+        let i = at + (first + FADE + k) as u64;
+        assert!((v - value(i, 0, 0)).abs() < 1e-7, "after the error, frame {i}: {v} vs {}", value(i, 0, 0));
+    }
+    assert!(!sh.reader_failed.load(Ordering::Acquire));
+
+    sh.stop.store(true, Ordering::Release);
+    reader.join().unwrap();
+}
+
 /// A stream whose samples are not numbers (NaN, infinite: a model gone
 /// wrong) plays as silence there, never as NaN on the device, even
 /// muted (NaN times zero is NaN) and while a gain ramps.

@@ -101,6 +101,10 @@ pub(super) struct Shared {
     /// Set by the stream's error callback when the stream is gone (device
     /// unplugged, sound server restarted); the output thread reopens it.
     pub(super) output_lost: AtomicBool,
+    /// Set while the reader thread stopped on an error (a stem that could
+    /// not be read: a drive gone for a moment, a file cut short): it waits
+    /// for a seek, a loop change or Play to read again.
+    pub(super) reader_failed: AtomicBool,
     /// Since when the output thread has been inside a call into the audio
     /// backend to close or reopen the stream (`None`: it is not): such a
     /// call can block for good on a sound server that hung, and then the
@@ -174,6 +178,9 @@ impl Shared {
     pub(super) fn play(&self) {
         if self.ended.swap(false, Ordering::AcqRel) {
             self.seek(0);
+        } else if self.reader_failed.load(Ordering::Acquire) {
+            // The reader stopped on an error: Play tries again from here.
+            self.seek(self.position.load(Ordering::Acquire));
         }
         self.playing.store(true, Ordering::Release);
     }

@@ -560,6 +560,7 @@ pub(super) fn read_loop(
                 }
             }
             Err(e) => {
+                let e = format!("{}. Press Play to try again.", e.trim_end_matches('.'));
                 shared.fail(e.clone());
                 shared.reader_failed.store(true, Ordering::Release);
                 failed = Some(e);

@@ -143,7 +143,7 @@ fn a_read_error_stops_playback_and_play_reads_again() {
         render_paced(&mut cb, 512);
     }
     let message = sh.error.lock().unwrap().clone().unwrap();
-    assert!(message.contains("injected"), "{message}");
+    assert!(message.contains("injected") && message.ends_with("Press Play to try again."), "{message}");
     assert!(!sh.playing.load(Ordering::Acquire), "stopped");
     let out = render_paced(&mut cb, 4096);
     assert!(out.iter().all(|&v| v == 0.0), "silent while stopped");

@@ -222,8 +222,23 @@ impl Separator {
 struct SharedNet<'a> {
     sep: &'a Separator,
     listener: &'a dyn Listener,
-    /// Network runs so far in this run (the segment being run, 1-based).
+    /// The segment being run (1-based, counting a resumed run's segments
+    /// done before).
     segment: usize,
+}
+
+/// Refuse a network output that holds a value that is not a number (NaN,
+/// infinite): a GPU fault or a broken model file, never a song (the input
+/// is finite and normalised with an epsilon). Written out, it would be a
+/// dropout of a whole segment in every stem (the encoders write non-finite
+/// samples as 0) in a run that says it succeeded.
+fn finite_output(out: &mut NetOutput) -> Result<(), NetworkError> {
+    let (spec, wave) = out.parts();
+    if spec.iter().chain(wave.iter()).all(|v| v.is_finite()) {
+        Ok(())
+    } else {
+        Err(NetworkError::Inference("the network's output is not a number (NaN or infinite) in this segment".into()))
+    }
 }
 
 impl Network for SharedNet<'_> {
@@ -238,7 +253,8 @@ impl Network for SharedNet<'_> {
     fn forward(&mut self, mix: &[f32], spec: &[f32], out: &mut NetOutput) -> Result<(), NetworkError> {
         self.segment += 1;
         let mut net = self.lock()?;
-        let (reason, open) = match (net.forward(mix, spec, out), self.sep.fallback.as_ref()) {
+        let run = net.forward(mix, spec, out).and_then(|()| finite_output(out));
+        let (reason, open) = match (run, self.sep.fallback.as_ref()) {
             (Err(NetworkError::Inference(reason)), Some(open)) if self.sep.provider() != Provider::Cpu => {
                 (reason, open)
             }
@@ -252,7 +268,7 @@ impl Network for SharedNet<'_> {
         *self.sep.provider.lock().unwrap_or_else(PoisonError::into_inner) = Provider::Cpu;
         tracing::warn!("the network failed at segment {} ({reason}); going on on the CPU", self.segment);
         self.listener.event(&Event::ProviderChanged { provider: Provider::Cpu, segment: self.segment, reason });
-        net.forward(mix, spec, out)
+        net.forward(mix, spec, out).and_then(|()| finite_output(out))
     }
 }
 
@@ -609,7 +625,9 @@ pub fn separate_file(sep: &Separator, req: &JobRequest, listener: &dyn Listener)
         }
         None => (None, None),
     };
-    let mut net = SharedNet { sep, listener, segment: 0 };
+    // Counted from where a resumed run starts, so a provider change names
+    // the song's segment.
+    let mut net = SharedNet { sep, listener, segment: resume.as_ref().map_or(0, |s| s.steps_done) };
     let mut saving = checkpoint::SavingSink { inner: &mut sink, saver };
     let sep_stats = separate::separate_from(
         &mut net,
@@ -709,11 +727,20 @@ mod tests {
     struct Identity {
         runs: Arc<AtomicUsize>,
         fail_at: Option<usize>,
+        /// Run `fail_at` "succeeds" with NaN output (a GPU fault) instead.
+        nan: bool,
     }
 
     impl Network for Identity {
         fn forward(&mut self, mix: &[f32], _spec: &[f32], out: &mut NetOutput) -> Result<(), NetworkError> {
             let run = self.runs.fetch_add(1, Ordering::SeqCst) + 1;
+            if Some(run) == self.fail_at && self.nan {
+                let (out_spec, out_wave) = out.parts();
+                out_spec.fill(0.0);
+                out_wave.fill(0.0);
+                out_wave[12_345] = f32::NAN;
+                return Ok(());
+            }
             if Some(run) == self.fail_at {
                 return Err(NetworkError::Inference("CUDA failure 2: out of memory (injected)".into()));
             }
@@ -736,7 +763,7 @@ mod tests {
 
     fn identity(fail_at: Option<usize>) -> (Box<dyn Network + Send>, Arc<AtomicUsize>) {
         let runs = Arc::new(AtomicUsize::new(0));
-        (Box::new(Identity { runs: runs.clone(), fail_at }), runs)
+        (Box::new(Identity { runs: runs.clone(), fail_at, nan: false }), runs)
     }
 
     fn request(input: &Path, out: &Path) -> JobRequest {
@@ -825,8 +852,9 @@ mod tests {
         let (gpu_net, _) = identity(Some(2));
         let cpu_runs = Arc::new(AtomicUsize::new(0));
         let opened = cpu_runs.clone();
-        let fallback: FallbackNetwork =
-            Box::new(move || Ok(Box::new(Identity { runs: opened.clone(), fail_at: None }) as Box<dyn Network + Send>));
+        let fallback: FallbackNetwork = Box::new(move || {
+            Ok(Box::new(Identity { runs: opened.clone(), fail_at: None, nan: false }) as Box<dyn Network + Send>)
+        });
         let gpu = Separator::from_network(info.clone(), gpu_net, Provider::Cuda, PathBuf::new(), Some(fallback));
         let events = Events::default();
         let out = separate_file(&gpu, &request(&input, &dir.path().join("gpu")), &events).expect("completes");
@@ -855,6 +883,41 @@ mod tests {
         let failed = dir.path().join("failed");
         let err = separate_file(&lone, &request(&input, &failed), &Events::default()).expect_err("fails");
         assert!(matches!(err, Error::Network(NetworkError::Inference(_))), "{err:?}");
+        assert!(!failed.exists(), "nothing left behind");
+    }
+
+    /// A GPU that returns NaN for a segment (no error of its own) is
+    /// taken as failed there: the CPU runs that segment again, and the
+    /// stems are those of a run where nothing failed. On the CPU itself
+    /// the run fails, rather than writing a silent segment.
+    #[test]
+    fn an_output_that_is_not_a_number_is_a_failed_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = input(dir.path());
+        let info = Manifest::builtin().unwrap().get("htdemucs").unwrap().clone();
+        let gpu_net = Box::new(Identity { runs: Arc::new(AtomicUsize::new(0)), fail_at: Some(2), nan: true });
+        let fallback: FallbackNetwork = Box::new(|| {
+            Ok(Box::new(Identity { runs: Arc::new(AtomicUsize::new(0)), fail_at: None, nan: false })
+                as Box<dyn Network + Send>)
+        });
+        let gpu = Separator::from_network(info.clone(), gpu_net, Provider::Cuda, PathBuf::new(), Some(fallback));
+        let events = Events::default();
+        let out = separate_file(&gpu, &request(&input, &dir.path().join("gpu")), &events).expect("completes");
+        assert_eq!(out.provider, Provider::Cpu);
+        assert!(events.0.lock().unwrap().iter().any(
+            |e| matches!(e, Event::ProviderChanged { segment: 2, reason, .. } if reason.contains("not a number"))
+        ));
+        let (net, _) = identity(None);
+        let steady = Separator::from_network(info.clone(), net, Provider::Cpu, PathBuf::new(), None);
+        let reference = separate_file(&steady, &request(&input, &dir.path().join("cpu")), &Events::default()).unwrap();
+        for ((stem, a), (_, b)) in out.stems.iter().zip(&reference.stems) {
+            assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap(), "{stem}");
+        }
+        let cpu_net = Box::new(Identity { runs: Arc::new(AtomicUsize::new(0)), fail_at: Some(1), nan: true });
+        let cpu = Separator::from_network(info, cpu_net, Provider::Cpu, PathBuf::new(), None);
+        let failed = dir.path().join("failed");
+        let err = separate_file(&cpu, &request(&input, &failed), &Events::default()).expect_err("fails");
+        assert!(err.to_string().contains("not a number"), "{err}");
         assert!(!failed.exists(), "nothing left behind");
     }
 

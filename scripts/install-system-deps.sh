@@ -25,14 +25,17 @@ fi
 # drag for the drag-out test), a PulseAudio null sink,
 # redis-server (the broker tests start their own on a loopback port),
 # libclang for bindgen (the signalsmith-stretch crate binds its C++ library),
-# and a D-Bus session bus (dbus-run-session: the package test's second
-# launch hands its file to the running app over it).
+# a D-Bus session bus (dbus-run-session: the package test's second
+# launch hands its file to the running app over it), the system's
+# certificates (HTTPS downloads check against them; curl without its
+# recommends does not bring them) and procps (the tests' /usr/bin/kill;
+# minimal containers lack it).
 # Whether Debian package `$1` is installed.
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 # (xauth: xvfb-run needs it, and xvfb only recommends it.)
 for pkg in libwebkit2gtk-4.1-dev libgtk-3-dev librsvg2-dev libayatana-appindicator3-dev \
            libssl-dev libxdo-dev libasound2-dev xvfb xauth webkit2gtk-driver imagemagick xdotool \
-           pulseaudio libasound2-plugins redis-server libclang-dev dbus-daemon; do
+           pulseaudio libasound2-plugins redis-server libclang-dev dbus-daemon ca-certificates procps; do
     installed "$pkg" && continue
     if [ "$pkg" = pulseaudio ] && installed pipewire-pulse; then
         # A desktop on PipeWire: installing PulseAudio would remove it (and

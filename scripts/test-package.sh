@@ -5,7 +5,7 @@
 # checkout or its setup):
 # - the package holds what it should (dpkg -c) and the desktop entry opens
 #   audio files (MimeType, %F);
-# - the installed CLI downloads the model itself (HTTPS, sha256) and
+# - the installed CLI's first separation downloads the model itself (HTTPS, sha256) and
 #   separates the real Falcon 69 music into four stems with the packaged
 #   ONNX Runtime;
 # - the installed app, under Xvfb, goes through the welcome screen (model and
@@ -61,21 +61,28 @@ command -v stemroom >/dev/null && [ "$(command -v stemroom)" = /usr/bin/stemroom
 
 # A musician's account: an empty home, no STEMROOM_* settings.
 home="$tmp/home"; mkdir -p "$home"
-as_user() { env -i PATH=/usr/bin:/bin HOME="$home" LANG=C.UTF-8 "$@"; }
-log "installed CLI: model download and a separation"
+# The network settings a musician's session has too (a proxy, its
+# certificates): downloads go through them.
+net_env=()
+for v in http_proxy https_proxy HTTP_PROXY HTTPS_PROXY no_proxy NO_PROXY all_proxy ALL_PROXY SSL_CERT_FILE SSL_CERT_DIR; do
+    [ -n "${!v:-}" ] && net_env+=("$v=${!v}")
+done
+as_user() { env -i PATH=/usr/bin:/bin HOME="$home" LANG=C.UTF-8 "${net_env[@]}" "$@"; }
+log "installed CLI: a first separation, which downloads the model"
 as_user stemroom runtime --json > "$tmp/runtime.json"
 grep -q '"onnxruntime": *"/usr/lib/stemroom/libonnxruntime.so.1.31.1"' "$tmp/runtime.json" \
     || { log "the CLI does not use the packaged ONNX Runtime"; cat "$tmp/runtime.json" >&2; exit 1; }
-# Three tries: a download cut part way resumes from where it stopped.
+cp "$TESTDATA_DIR/mixture.wav" "$tmp/Falcon 69.wav"
+# As demucs does, the first separation downloads the model into the
+# user's cache. Three tries: a download cut part way resumes from where it
+# stopped.
 for try in 1 2 3; do
-    as_user stemroom models --fetch htdemucs >/dev/null && break
-    [ "$try" -lt 3 ] || { log "the model could not be downloaded"; exit 1; }
-    log "the model download failed (try $try of 3); trying again"
+    as_user stemroom separate -o "$home/Stems" "$tmp/Falcon 69.wav" && break
+    [ "$try" -lt 3 ] || { log "the first separation could not get its model"; exit 1; }
+    log "the first separation failed (try $try of 3); trying again"
     sleep 5
 done
 [ -f "$home/.cache/stemroom/models/htdemucs.onnx" ] || { log "the model is not in the user's cache"; exit 1; }
-cp "$TESTDATA_DIR/mixture.wav" "$tmp/Falcon 69.wav"
-as_user stemroom separate -o "$home/Stems" "$tmp/Falcon 69.wav"
 for s in drums bass other vocals; do
     [ -s "$home/Stems/htdemucs/Falcon 69/$s.wav" ] || { log "no $s stem from the installed CLI"; ls -R "$home/Stems" >&2; exit 1; }
 done
@@ -86,7 +93,7 @@ apphome="$tmp/apphome"; mkdir -p "$apphome/Music" "$tmp/run"; chmod 700 "$tmp/ru
 ffmpeg -loglevel error -y -stream_loop 1 -i "$TESTDATA_DIR/mixture.wav" "$tmp/Open with Stemroom.wav"
 ffmpeg -loglevel error -y -stream_loop 2 -i "$TESTDATA_DIR/mixture.wav" "$tmp/Second launch.wav"
 shots="${STEMROOM_PACKAGE_SHOTS:-$tmp/shots}"
-env -i PATH=/usr/bin:/bin HOME="$apphome" LANG=C.UTF-8 XDG_RUNTIME_DIR="$tmp/run" \
+env -i PATH=/usr/bin:/bin HOME="$apphome" LANG=C.UTF-8 XDG_RUNTIME_DIR="$tmp/run" "${net_env[@]}" \
     STEMROOM_APP=/usr/bin/stemroom-app STEMROOM_E2E_INPUT="$tmp/Falcon 69.wav" \
     STEMROOM_E2E_OPEN_WITH="$tmp/Open with Stemroom.wav" STEMROOM_E2E_SECOND="$tmp/Second launch.wav" \
     STEMROOM_E2E_SHOTS="$shots" TAURI_DRIVER="$STEMROOM_CACHE/tools/bin/tauri-driver" \

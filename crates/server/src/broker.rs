@@ -61,6 +61,49 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(600);
 /// How often the publisher checks the broker when nothing happens.
 const PING_EVERY: Duration = Duration::from_secs(2);
+
+/// How often the publisher checks that every queued job it published still
+/// has its entry on the stream ([`missing_entries`]): one taken away while
+/// Redis kept the stream (an operator's `XTRIM` or `XDEL`, a failover to a
+/// replica that had not seen it, an `XADD` whose error was not heard) would
+/// otherwise leave its job queued for ever, with nothing to run it.
+const RECONCILE_EVERY: Duration = Duration::from_secs(15);
+
+/// Most stream entries read per `XRANGE` call of [`missing_entries`].
+const RECONCILE_PAGE: usize = 1000;
+
+/// Of `published` (queued jobs recorded as on the stream), the ones with
+/// no entry on it. The stream holds only entries not yet done (each is
+/// deleted once its job ends), so reading it whole is reading the queue.
+/// `published` must be listed before the stream is read: a job published
+/// after the listing is not looked at.
+async fn missing_entries(
+    conn: &mut redis::aio::MultiplexedConnection,
+    published: &[JobId],
+) -> redis::RedisResult<Vec<JobId>> {
+    let mut on_stream = std::collections::HashSet::new();
+    let mut from = "-".to_string();
+    loop {
+        let page: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg(STREAM)
+            .arg(&from)
+            .arg("+")
+            .arg("COUNT")
+            .arg(RECONCILE_PAGE)
+            .query_async(conn)
+            .await?;
+        for (_, fields) in &page {
+            on_stream.extend(fields.iter().filter(|(k, _)| k == "job").filter_map(|(_, v)| v.parse::<JobId>().ok()));
+        }
+        match page.last() {
+            // The next page starts after the last entry read (exclusive
+            // ranges: Redis 6.2).
+            Some((last, _)) if page.len() == RECONCILE_PAGE => from = format!("({last}"),
+            _ => break,
+        }
+    }
+    Ok(published.iter().copied().filter(|id| !on_stream.contains(id)).collect())
+}
 /// Longest wait between two reconnection tries.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
@@ -315,6 +358,7 @@ pub async fn publish(service: Arc<Service>, broker: Arc<Broker>) {
         .set_connection_timeout(Some(Duration::from_secs(5)))
         .set_response_timeout(Some(REPLY_TIMEOUT));
     let mut backoff = Duration::from_millis(200);
+    let mut reconciled = Instant::now();
     loop {
         if conn.is_none() {
             let connected = tokio::time::timeout(
@@ -388,6 +432,26 @@ pub async fn publish(service: Arc<Service>, broker: Arc<Broker>) {
                  evicted); making it again",
                 broker.shown
             );
+        }
+        if !failed && reconciled.elapsed() >= RECONCILE_EVERY {
+            reconciled = Instant::now();
+            let published = service.queue.published_queued().unwrap_or_default();
+            if !published.is_empty() {
+                match missing_entries(c, &published).await {
+                    Ok(missing) => {
+                        for id in missing {
+                            tracing::warn!("job {id} is queued with no entry on the stream: publishing it again");
+                            if let Err(e) = service.queue.mark_unpublished(id) {
+                                tracing::error!("job {id}: {e}");
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!("broker {}: {e}", broker.shown);
+                        failed = true;
+                    }
+                }
+            }
         }
         let ids = if failed { Vec::new() } else { service.queue.unpublished().unwrap_or_default() };
         for id in ids {
@@ -590,16 +654,27 @@ pub struct JobSpec {
 
 /// Move the folder `from` to `to` (which must not exist): a rename, or
 /// where they are on different file systems (the library on another disk
-/// than the data folder), a copy of every file and folder, then removal of
-/// `from`.
+/// than the data folder), a copy of every file and folder, each file and
+/// folder synced to the disk (the job is recorded done next, and its entry
+/// deleted: nothing would redo a copy lost to a power cut), then removal of
+/// `from`. A copy that is whole stands even when `from` cannot be removed
+/// (an NFS `.nfs*` file, a folder busy): that is logged, the staging sweep
+/// removes it later.
 ///
 /// # Errors
-/// The first I/O error (`to` may then hold part of the copy).
+/// The first I/O error of the rename or the copy (`to` may then hold part
+/// of the copy).
 fn move_dir(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
     match std::fs::rename(from, to) {
         Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
             copy_tree(from, to)?;
-            std::fs::remove_dir_all(from)
+            if let Some(parent) = to.parent() {
+                stemroom_engine::files::sync_dir(parent);
+            }
+            if let Err(e) = std::fs::remove_dir_all(from) {
+                tracing::warn!("copied {} to {}, but cannot remove it: {e}", from.display(), to.display());
+            }
+            Ok(())
         }
         other => other,
     }
@@ -615,8 +690,10 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()
             copy_tree(&entry.path(), &dest)?;
         } else if kind.is_file() {
             std::fs::copy(entry.path(), &dest)?;
+            std::fs::File::open(&dest)?.sync_all()?;
         }
     }
+    stemroom_engine::files::sync_dir(to);
     Ok(())
 }
 
@@ -658,10 +735,16 @@ async fn claim(
     let visibility = c.visibility_ms.map(Duration::from_millis);
     let me = service.clone();
     // A holder whose result is being filed (or its failure recorded) is
-    // alive whatever its heartbeat says: a takeover granted now would make
-    // that filing's record fail and delete the song it just filed.
+    // alive whatever its heartbeat says, the claimer's own name included
+    // (it gave up waiting for that filing's answer): a takeover granted now
+    // would make that filing's record fail and delete the song it just
+    // filed. Its heartbeat counts only for a takeover by another worker: a
+    // worker of its name claims its own entry back.
+    let claimer = worker.clone();
     let holder_alive = move |holder: &str| {
-        me.broker.as_ref().is_some_and(|b| b.is_ending(id) || visibility.is_some_and(|v| b.kept_within(id, holder, v)))
+        me.broker.as_ref().is_some_and(|b| {
+            b.is_ending(id) || (holder != claimer && visibility.is_some_and(|v| b.kept_within(id, holder, v)))
+        })
     };
     let outcome = tokio::task::spawn_blocking(move || queue.broker_claim(id, &message, &w, max, holder_alive))
         .await
@@ -997,6 +1080,10 @@ async fn complete(
     // waiting for this answer) is refused instead of removing the stems
     // this one is filing.
     let broker = broker_of(&service)?.clone();
+    // The mark first, then the holder: checked the other way round, a
+    // takeover or the watchdog's release could come in between, and this
+    // late completion would file the new holder's stems.
+    let Some(completing) = broker.ending(id) else { return Err(being_ended(id)) };
     if let Err(e) = check_holder(&service, id, &c.message, &c.worker) {
         // Only a job this entry does not hold any more (or one deleted) loses the staged
         // stems: after a takeover the folder (keyed by the entry) is the
@@ -1007,7 +1094,6 @@ async fn complete(
         }
         return Err(e);
     }
-    let Some(completing) = broker.ending(id) else { return Err(being_ended(id)) };
     let me = service.clone();
     // The mark moves to the filing thread, which runs to its end even when
     // this request's future is dropped (the worker's connection closed: a
@@ -1159,8 +1245,9 @@ async fn fail(
 ) -> Result<Json<crate::view::JobView>, ApiError> {
     let id = id_of(&id)?;
     let broker = broker_of(&service)?.clone();
-    check_holder(&service, id, &f.message, &f.worker)?;
+    // The mark first, then the holder (as for a completion).
     let Some(_failing) = broker.ending(id) else { return Err(being_ended(id)) };
+    check_holder(&service, id, &f.message, &f.worker)?;
     let _ = tokio::fs::remove_dir_all(staging(&service, id, &f.message)).await;
     let job = if f.retry && f.code != ErrorCode::Cancelled {
         let error = (!f.stopping).then_some(f.error.as_str());

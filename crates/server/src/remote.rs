@@ -47,6 +47,19 @@ const HEARTBEAT_WAIT: Duration = Duration::from_secs(10);
 /// which for a long song on a slow disk takes minutes. A worker that gave
 /// up sooner would report a failure and the job would run again.
 const COMPLETE_WAIT: Duration = Duration::from_secs(30 * 60);
+
+/// How long a stopping worker waits for the answer to its completion: a
+/// stop (a deploy, a reclaimed spot machine) gives a process seconds
+/// (Kubernetes' default grace period is 30 s), not [`COMPLETE_WAIT`]. An
+/// answer not heard leaves the entry pending; the server files the stems
+/// all the same, and the worker that takes the entry over finds the job done.
+const COMPLETE_WAIT_STOPPING: Duration = Duration::from_secs(15);
+
+/// Longest time to send or read the body of a JSON exchange (a claim, a
+/// progress report, a heartbeat: a few kB). Without it, a proxy that sends
+/// the headers and then stalls would hold the worker (or its heartbeat,
+/// whose entry would then go stale) for ever; ureq sets no body timeout.
+const JSON_BODY_WAIT: Duration = Duration::from_secs(60);
 /// How long one `XREADGROUP` waits for a new entry.
 const BLOCK: Duration = Duration::from_secs(2);
 /// Longest wait between reconnection tries.
@@ -155,7 +168,15 @@ impl Server {
         path: &str,
         body: &serde_json::Value,
     ) -> Result<Answer<T>, RemoteError> {
-        let r = self.agent.post(format!("{}{path}", self.base)).header("Authorization", &self.auth).send_json(body);
+        let r = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("Authorization", &self.auth)
+            .config()
+            .timeout_send_body(Some(JSON_BODY_WAIT))
+            .timeout_recv_body(Some(JSON_BODY_WAIT))
+            .build()
+            .send_json(body);
         self.answer(r)
     }
 
@@ -172,6 +193,8 @@ impl Server {
             .header("Authorization", &self.auth)
             .config()
             .timeout_recv_response(Some(wait))
+            .timeout_send_body(Some(JSON_BODY_WAIT))
+            .timeout_recv_body(Some(JSON_BODY_WAIT))
             .build()
             .send_json(body);
         self.answer(r)
@@ -710,19 +733,74 @@ fn leave_group(client: &redis::Client, name: &str) {
 
 /// Every few seconds: tell the server this worker lives, and keep the
 /// entry in hand fresh so no other worker takes it over, while the job
-/// shows [`Life`].
+/// shows [`Life`]. The two on their own threads: the entry's refresh comes
+/// every third of the visibility timeout (at most every 5 s) however slow
+/// the server answers (an HTTP heartbeat may wait up to
+/// [`HEARTBEAT_WAIT`] plus its connection's 10 s).
 fn heartbeat(config: &RemoteConfig, current: &Mutex<Current>, life: &Life, stop: &AtomicBool, client: &redis::Client) {
-    let server = Server::new(config);
     let every = (config.visibility / 3).clamp(Duration::from_millis(200), Duration::from_secs(5));
-    let mut conn: Option<redis::Connection> = None;
+    // Whether the entry in hand is kept (said in the HTTP heartbeat).
+    let keeps = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let keeps = &keeps;
+        let told = std::thread::Builder::new()
+            .name("server-heartbeat".into())
+            .spawn_scoped(scope, move || server_heartbeat(config, current, life, stop, keeps, every));
+        if let Err(e) = told {
+            tracing::error!("cannot start the server's heartbeat thread: {e}");
+        }
+        keep_entry(config, current, life, stop, client, keeps, every);
+    });
+}
+
+/// The HTTP heartbeat, every `every`: this worker, its job, and whether it
+/// keeps the job's entry (`keeps`, from [`keep_entry`]).
+fn server_heartbeat(
+    config: &RemoteConfig,
+    current: &Mutex<Current>,
+    life: &Life,
+    stop: &AtomicBool,
+    keeps: &AtomicBool,
+    every: Duration,
+) {
+    let server = Server::new(config);
     let device = config.device.as_str();
+    while !stop.load(Ordering::SeqCst) {
+        let now = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let busy = now.job.is_some() && life.is_held();
+        let body = serde_json::json!({
+            "worker": config.name, "device": device, "provider": now.provider, "job": now.job, "busy": busy,
+            "message": now.message,
+            // Said whether or not Redis answered: the server then refuses
+            // another worker's takeover of the entry (it looks idle there).
+            "keeps": now.message.is_some() && keeps.load(Ordering::Acquire),
+        });
+        match server.post_within::<serde_json::Value>("/worker/heartbeat", &body, HEARTBEAT_WAIT) {
+            Err(RemoteError::Unauthorized(_)) => tracing::error!("the server refused the token"),
+            Ok(Answer::Trouble(why)) => tracing::debug!("heartbeat: {why}"),
+            _ => {}
+        }
+        nap(every, stop);
+    }
+}
+
+/// Keep the entry in hand fresh (`XCLAIM … JUSTID`) every `every` while
+/// its job shows life; `keeps` says whether it is kept.
+fn keep_entry(
+    config: &RemoteConfig,
+    current: &Mutex<Current>,
+    life: &Life,
+    stop: &AtomicBool,
+    client: &redis::Client,
+    keeps: &AtomicBool,
+    every: Duration,
+) {
+    let mut conn: Option<redis::Connection> = None;
     // The run whose entry was given up on (said once, never claimed
     // again in that run; a later claim of the same entry is a new run).
     let mut let_go: Option<(String, u64)> = None;
     while !stop.load(Ordering::SeqCst) {
         let now = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        // The entry first: a slow server must not delay it past the
-        // visibility timeout.
         let silent = life.silent_for();
         let kept = now.message.clone().filter(|m| {
             // An entry let go stays let go: claimed again here it would be
@@ -767,19 +845,7 @@ fn heartbeat(config: &RemoteConfig, current: &Mutex<Current>, life: &Life, stop:
                 }
             }
         }
-        let busy = now.job.is_some() && life.is_held();
-        let body = serde_json::json!({
-            "worker": config.name, "device": device, "provider": now.provider, "job": now.job, "busy": busy,
-            "message": now.message,
-            // Said whether or not Redis answered: the server then refuses
-            // another worker's takeover of the entry (it looks idle there).
-            "keeps": kept.is_some(),
-        });
-        match server.post_within::<serde_json::Value>("/worker/heartbeat", &body, HEARTBEAT_WAIT) {
-            Err(RemoteError::Unauthorized(_)) => tracing::error!("the server refused the token"),
-            Ok(Answer::Trouble(why)) => tracing::debug!("heartbeat: {why}"),
-            _ => {}
-        }
+        keeps.store(kept.is_some(), Ordering::Release);
         nap(every, stop);
     }
 }
@@ -918,6 +984,15 @@ fn run_one(
     strikes: &mut u32,
 ) -> Result<bool, RemoteError> {
     life.touch();
+    // The entry is kept fresh from now (the heartbeat's XCLAIM), not from
+    // the claim's answer: a claim slower than the visibility timeout (a
+    // busy server) would otherwise let another worker take the entry and
+    // start the job a second time. The server hears of the job once it is
+    // this worker's.
+    {
+        let mut now = current.lock().unwrap_or_else(|p| p.into_inner());
+        *now = Current { job: None, message: Some(message.to_string()), provider: None, run: now.run + 1 };
+    }
     let visibility_ms = u64::try_from(config.visibility.as_millis()).unwrap_or(u64::MAX);
     let claim = serde_json::json!({ "message": message, "worker": config.name, "visibility_ms": visibility_ms });
     let spec: JobSpec = match server.post(&format!("/worker/jobs/{id}/claim"), &claim)? {
@@ -951,6 +1026,11 @@ fn run_one(
                 server.post::<serde_json::Value>(&format!("/worker/jobs/{id}/fail"), &body),
                 Ok(Answer::Ok(_))
             );
+            // A strike: a worker that reaches Redis but not the server
+            // pauses (growing) before it reads the stream again, instead
+            // of taking every entry back each second and starving the
+            // workers that could run them.
+            *strikes = strikes.saturating_add(1);
             std::thread::sleep(Duration::from_secs(1));
             return Ok(released);
         }
@@ -959,7 +1039,7 @@ fn run_one(
     life.touch();
     {
         let mut now = current.lock().unwrap_or_else(|p| p.into_inner());
-        *now = Current { job: Some(id), message: Some(message.to_string()), provider: None, run: now.run + 1 };
+        *now = Current { job: Some(id), message: Some(message.to_string()), provider: None, run: now.run };
     }
     let work = config.work_dir.join(format!("job-{id}"));
     let _ = std::fs::remove_dir_all(&work);
@@ -1010,10 +1090,14 @@ fn run_one(
             let code = e.code();
             tracing::warn!("job {id} failed: {e}");
             let retry = !fatal_for_everyone(&e);
-            if retry {
+            // Failed while this worker stops (an upload or completion cut
+            // short by the stop, a server away that it no longer waits
+            // for): back in the queue without counting an attempt.
+            let stopping = retry && stop.load(Ordering::SeqCst);
+            if retry && !stopping {
                 *strikes = strikes.saturating_add(1);
             }
-            fail(code, stemroom_library::worker::plain_message(&e), retry, false)
+            fail(code, stemroom_library::worker::plain_message(&e), retry, stopping)
         }
     }
 }
@@ -1275,8 +1359,8 @@ fn separate(
     let asked = Instant::now();
     let completed = loop {
         let completed = retrying(stop, &format!("job {id}: handing in its stems"), || {
-            match server.post_within::<serde_json::Value>(&format!("/worker/jobs/{id}/complete"), &body, COMPLETE_WAIT)
-            {
+            let wait = if stop.load(Ordering::SeqCst) { COMPLETE_WAIT_STOPPING } else { COMPLETE_WAIT };
+            match server.post_within::<serde_json::Value>(&format!("/worker/jobs/{id}/complete"), &body, wait) {
                 Ok(Answer::Trouble(why)) => Try::Again(why),
                 other => Try::Done(other),
             }

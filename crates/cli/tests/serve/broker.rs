@@ -605,6 +605,35 @@ fn a_stream_that_disappears_is_made_again_with_the_queued_jobs() {
     stop_child(w);
 }
 
+/// A queued job's entry taken off the stream while Redis kept the stream
+/// (an operator's XDEL or XTRIM, a failover to a replica that had not seen
+/// it): the server finds it missing at its next check and publishes the
+/// job again, where it stayed queued with nothing to run it.
+#[test]
+fn a_queued_job_whose_entry_is_deleted_is_published_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (redis, _url, _data, server) = broker_setup(dir.path(), &[]);
+    let id = server.upload(&testdata("mixture.wav"), &["shifts=0"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while redis_cli(&redis, &["XLEN", "stemroom:jobs"]) != ["1"] {
+        assert!(Instant::now() < deadline, "the job never reached the stream");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let entry = redis_cli(&redis, &["XRANGE", "stemroom:jobs", "-", "+"]);
+    assert_eq!(redis_cli(&redis, &["XDEL", "stemroom:jobs", &entry[0]]), ["1"], "{entry:?}");
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let now = redis_cli(&redis, &["XRANGE", "stemroom:jobs", "-", "+"]);
+        if now.len() >= 3 {
+            assert_ne!(now[0], entry[0], "a new entry");
+            assert_eq!(now[1..3], ["job".to_string(), id.clone()], "{now:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the job was not published again: {now:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// A connection to the broker lost to the network (here: killed by the
 /// broker), with the same broker and its stream there after it, costs a
 /// reconnection and nothing more: the queued jobs are not published again

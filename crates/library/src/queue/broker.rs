@@ -57,6 +57,21 @@ impl Queue {
         Ok(ids.into_iter().filter_map(|i| JobId::try_from(i).ok()).collect())
     }
 
+    /// Queued jobs recorded as on the stream ([`Queue::mark_published`]),
+    /// for the check that their entries are still there.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn published_queued(&self) -> Result<Vec<JobId>, QueueError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT j.id FROM jobs j JOIN broker b ON b.job_id = j.id
+             WHERE j.status = 'queued' AND b.published = 1 ORDER BY j.id",
+        )?;
+        let ids = stmt.query_map([], |r| r.get::<_, i64>(0))?.collect::<Result<Vec<_>, _>>()?;
+        Ok(ids.into_iter().filter_map(|i| JobId::try_from(i).ok()).collect())
+    }
+
     /// Record that job `id` is on the stream.
     ///
     /// # Errors
@@ -96,9 +111,11 @@ impl Queue {
     /// A worker asks to run job `id`, having read it from stream entry
     /// `message`. See the module docs and [`Claim`]; `max_attempts` claims
     /// are allowed in all. `holder_alive(name)` says whether the worker
-    /// `name` that holds the entry (asked only for a takeover by another
-    /// worker) still keeps it; it is asked inside the claim's transaction,
-    /// so no other claim comes between its answer and the grant.
+    /// `name` that holds the entry still keeps it (asked for every takeover,
+    /// one by a worker of the holder's own name too: a restarted worker, or
+    /// one whose earlier completion is still being filed); it is asked
+    /// inside the claim's transaction, so no other claim comes between its
+    /// answer and the grant.
     ///
     /// # Errors
     /// [`QueueError::NotFound`]; database errors.
@@ -123,7 +140,7 @@ impl Queue {
         let takeover = match job.state.status() {
             "queued" => false,
             "running" if held_by.as_deref() == Some(message) => {
-                if let Some(holder) = held_worker.as_deref().filter(|h| *h != worker) {
+                if let Some(holder) = held_worker.as_deref() {
                     if holder_alive(holder) {
                         return Ok(Claim::HolderAlive(format!("job {id} is held by {holder}, which keeps it")));
                     }
@@ -380,6 +397,14 @@ mod tests {
         });
         assert!(matches!(held.unwrap(), Claim::HolderAlive(m) if m.contains("w1")));
         assert_eq!(asked, ["w1"], "the holder is the one asked about");
+        // Its own name too (its earlier completion still being filed).
+        let mut asked = Vec::new();
+        let own = q.broker_claim(a.id, "1-0", "w1", 3, |h| {
+            asked.push(h.to_string());
+            true
+        });
+        assert!(matches!(own.unwrap(), Claim::HolderAlive(_)));
+        assert_eq!(asked, ["w1"]);
         assert_eq!(q.broker_holder(a.id).unwrap(), Some(("1-0".into(), "w1".into())));
         // w1 went silent: w2 claims the same entry and takes over.
         let Claim::Granted { attempt: 2, takeover: true, .. } =

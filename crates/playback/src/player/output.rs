@@ -83,6 +83,9 @@ pub(super) fn run(
     let mut opened_at = Instant::now();
     let mut glitches = (shared.device_glitches.load(Ordering::Acquire), Instant::now(), 0u64);
     let mut errors = shared.device_errors.load(Ordering::Acquire);
+    // Frames played as silence because the reader fell behind (the disk,
+    // a machine busy separating), said at most once a second.
+    let mut underruns = (shared.underrun_frames.load(Ordering::Acquire), Instant::now());
     // Until the player says stop (or is dropped).
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(WATCH_PERIOD) {
         let calls = shared.callbacks.load(Ordering::Acquire);
@@ -107,6 +110,14 @@ pub(super) fn run(
         if glitches.2 > 0 && glitches.1.elapsed() >= Duration::from_secs(1) {
             tracing::warn!("the audio device reported {} glitches (underruns or write errors)", glitches.2);
             glitches = (now_glitches, Instant::now(), 0);
+        }
+        let now_underruns = shared.underrun_frames.load(Ordering::Acquire);
+        if now_underruns > underruns.0 && underruns.1.elapsed() >= Duration::from_secs(1) {
+            tracing::warn!(
+                "playback fell behind: {} frames played as silence (the stems could not be read in time)",
+                now_underruns - underruns.0
+            );
+            underruns = (now_underruns, Instant::now());
         }
         let lost = shared.output_lost.load(Ordering::Acquire);
         let limit = if opened_at.elapsed() < FRESH { FRESH_STALL_LIMIT } else { STALL_LIMIT };

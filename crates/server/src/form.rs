@@ -105,6 +105,13 @@ pub async fn read(service: &Service, req: Request, file_required: bool) -> Resul
         ));
         return refuse(req, e).await;
     }
+    // Options in the address are known before the body: a bad one is
+    // refused before an upload of gigabytes is stored.
+    let query_options: BTreeMap<String, String> =
+        query.iter().filter(|(k, _)| OPTION_FIELDS.contains(&k.as_str())).cloned().collect();
+    if let Err(e) = early_options_check(service, &query_options) {
+        return refuse(req, e).await;
+    }
     let content_type =
         req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
     let declared: Option<u64> =
@@ -145,7 +152,7 @@ pub async fn read(service: &Service, req: Request, file_required: bool) -> Resul
         let mut multipart = Multipart::from_request(req, &())
             .await
             .map_err(|e| ApiError::bad_request(format!("not a multipart body: {e}")))?;
-        match read_multipart(service, &mut multipart, &tally, &mut reservation).await {
+        match read_multipart(service, &mut multipart, &tally, &mut reservation, &query_options).await {
             Ok(job) => job,
             Err(e) => {
                 drain_multipart(&mut multipart, &tally, service.config.idle_timeout).await;
@@ -441,11 +448,25 @@ async fn drain_field(
     }
 }
 
+/// The options given so far, checked as [`job_options`] checks them, so a
+/// bad one is refused before the upload is stored (they are checked again,
+/// all of them, once the body is read).
+///
+/// # Errors
+/// 422 as [`job_options`]; 500 when the settings cannot be read.
+fn early_options_check(service: &Service, fields: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    if fields.is_empty() {
+        return Ok(());
+    }
+    job_options(service.base_options()?, fields, &service.manifest).map(|_| ())
+}
+
 async fn read_multipart(
     service: &Service,
     multipart: &mut Multipart,
     tally: &Tally,
     reservation: &mut Reservation<'_>,
+    query_options: &BTreeMap<String, String>,
 ) -> Result<NewJob, ApiError> {
     let bad = |e: axum::extract::multipart::MultipartError| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -479,6 +500,11 @@ async fn read_multipart(
                 if job.upload.is_some() {
                     return Err(ApiError::invalid_options("one file per job"));
                 }
+                // The options sent before the file (and in the address),
+                // before the file is stored.
+                let mut given = job.fields.clone();
+                given.extend(query_options.iter().map(|(k, v)| (k.clone(), v.clone())));
+                early_options_check(service, &given)?;
                 job.client_name = field.file_name().map(str::to_string);
                 let part = PartFile::new(&service.uploads, &upload::new_name(job.client_name.as_deref()));
                 let mut file = tokio::fs::File::create(part.part_path())

@@ -152,6 +152,20 @@ impl Service {
         (ok, why)
     }
 
+    /// The options a job starts from: the saved settings', on this
+    /// server's `--device` when it has one. A request's fields change them
+    /// ([`form::job_options`]).
+    ///
+    /// # Errors
+    /// 500 when the settings cannot be read.
+    pub fn base_options(&self) -> Result<stemroom_library::queue::JobOptions, ApiError> {
+        let mut base = self.queue.settings()?.job_options();
+        if let Some(device) = self.config.device {
+            base.device = device;
+        }
+        Ok(base)
+    }
+
     /// Queue what a request asked for: an upload (probed first: what does
     /// not decode is refused with 415 and its file removed) or a link
     /// (checked and probed with yt-dlp; a playlist is refused).
@@ -160,11 +174,7 @@ impl Service {
     /// 415 not audio; 422 bad options, bad or unavailable link, playlist;
     /// 500 database.
     pub async fn enqueue(self: &Arc<Self>, new: NewJob) -> Result<Job, ApiError> {
-        let mut base = self.queue.settings()?.job_options();
-        if let Some(device) = self.config.device {
-            base.device = device;
-        }
-        let options = form::job_options(base, &new.fields, &self.manifest)?;
+        let options = form::job_options(self.base_options()?, &new.fields, &self.manifest)?;
         let me = self.clone();
         let job = tokio::task::spawn_blocking(move || -> Result<Job, ApiError> {
             if let Some(up) = new.upload {

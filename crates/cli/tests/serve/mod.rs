@@ -854,6 +854,11 @@ fn disk_floor_cors_and_stalled_clients() {
     let (code, body) = server.curl(&["-F", &format!("file=@{}", utf8(&small)), "/upload"]);
     assert_eq!(code, 507, "{body}");
     assert!(files_in(&data.join("uploads")).is_empty());
+    // Options in the address are checked before the upload is: a bad one
+    // is its 422, not the floor's 507.
+    let (code, body) = server.curl(&["-F", &format!("file=@{}", utf8(&small)), "/upload?shifts=99"]);
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("shifts"), "{body}");
 
     // CORS for the named origin only.
     let headers = dir.path().join("h.txt");

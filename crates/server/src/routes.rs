@@ -258,7 +258,7 @@ fn with_worker(service: &Service, job: &Job, mut v: JobView) -> JobView {
 /// "cannot write …") with the job's input, the library folder and the
 /// server's data folder (its uploads) named by what they are, not where
 /// they are: a client learns nothing of this machine's folders.
-fn without_paths(service: &Service, job: &Job, message: &str) -> String {
+pub(crate) fn without_paths(service: &Service, job: &Job, message: &str) -> String {
     let mut places: Vec<(String, &str)> = Vec::new();
     if let stemroom_library::queue::JobSource::File { path } = &job.source {
         places.push((path.clone(), "the input file"));

@@ -349,20 +349,33 @@ impl Service {
     }
 
     /// Remove a job that is not running, its song folder (its `exports`
-    /// only `with_exports`) and its upload.
+    /// only `with_exports`) and its upload. The files go first, as in the
+    /// app: when they cannot be deleted (a library on a drive or share not
+    /// mounted) the job stays, so a later delete or retention sweep frees
+    /// them, where removing the entry first left them for good.
+    ///
+    /// # Errors
+    /// 404 for an unknown job, 409 for a running one, 503 when its song
+    /// folder cannot be deleted now.
     fn remove_files(&self, id: JobId, with_exports: bool) -> Result<Job, ApiError> {
-        let removed = self.worker.remove(id)?;
-        if let Some(dir) = removed.output_dir.as_deref() {
+        let job = self.queue.get(id)?;
+        if let Some(dir) = job.output_dir.as_deref().filter(|_| !job.state.is_running()) {
             if let Some(before) = &self.before_delete {
                 before(id);
             }
-            match stemroom_library::song::remove_song(&self.library_dir(), Path::new(dir), Some(&removed), with_exports)
-            {
+            match stemroom_library::song::remove_song(&self.library_dir(), Path::new(dir), Some(&job), with_exports) {
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => tracing::warn!("job {id}: its song folder {dir} was left: {e}"),
+                Err(e) => {
+                    tracing::warn!("job {id}: its song folder {dir} cannot be deleted: {e}");
+                    return Err(ApiError::unavailable(format!(
+                        "job {id}'s stems cannot be deleted now ({}); the job is kept: try again",
+                        crate::routes::without_paths(self, &job, &e.to_string())
+                    )));
+                }
             }
         }
+        let removed = self.worker.remove(id)?;
         upload::discard(&self.uploads, &removed);
         self.events.forget(id);
         Ok(removed)

@@ -465,8 +465,13 @@ impl Queue {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let job = job_in(&tx, id)?;
+        // The `status` column decides, as the worker's claims do: a row
+        // whose `state` cannot be read shows as failed, and a running one
+        // must not be retried or removed under its worker for that.
+        let column: String = tx.query_row("SELECT status FROM jobs WHERE id = ?1", [id], |r| r.get(0))?;
         let status = job.state.status();
-        if !allowed.contains(&status) {
+        if !allowed.contains(&column.as_str()) || !allowed.contains(&status) {
+            let status = if allowed.contains(&status) { status_name(&column) } else { status };
             return Err(QueueError::WrongState { id, status, action });
         }
         f(&tx, self.now())?;
@@ -474,6 +479,11 @@ impl Queue {
         tx.commit()?;
         after
     }
+}
+
+/// A `status` column's value as the `&'static str` a [`QueueError`] names.
+fn status_name(column: &str) -> &'static str {
+    ["queued", "running", "done", "failed", "cancelled"].into_iter().find(|s| *s == column).unwrap_or("unknown")
 }
 
 /// `text` as library search compares it: lower case, accents and other

@@ -401,6 +401,14 @@ mod tests {
         assert!(matches!(q.remove(999), Err(QueueError::NotFound(999))));
         let ids: Vec<_> = q.queue().unwrap().iter().map(|j| (j.id, j.state.status())).collect();
         assert_eq!(ids, [(c.id, "queued"), (a.id, "cancelled")]);
+        // A running job whose state cannot be read (shown as failed) is
+        // neither retried nor removed under its worker: the status column
+        // says it runs.
+        assert_eq!(q.claim_next().unwrap().unwrap().id, c.id);
+        q.conn().execute("UPDATE jobs SET state = '{not json' WHERE id = ?1", [c.id]).unwrap();
+        assert_eq!(q.get(c.id).unwrap().state.status(), "failed", "shown as damaged");
+        assert!(matches!(q.retry(c.id), Err(QueueError::WrongState { status: "running", .. })));
+        assert!(matches!(q.remove(c.id), Err(QueueError::WrongState { status: "running", .. })));
     }
 
     #[test]

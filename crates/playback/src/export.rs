@@ -254,13 +254,16 @@ impl Outputs {
         stemroom_engine::files::remove_stale_parts(&req.dest_dir);
         remove_stale_scratch(&req.dest_dir);
         let ext = req.format.extension();
-        // Stems are exported untouched (bit-exact at the same depth); a mix may
-        // exceed full scale and is clamped as the player's output is.
-        let clip = match req.what {
-            ExportWhat::Mix { .. } => ClipMode::Clamp,
-            ExportWhat::Stems { .. } | ExportWhat::Zip => ClipMode::None,
-        };
+        // Stems are exported untouched (bit-exact at the same depth). A mix
+        // may exceed full scale: a 32-bit float WAV keeps it (the headroom
+        // it exists for), integer PCM saturates at full scale as the
+        // player's output does, and an MP3 mix is clamped at 0.99 as the
+        // engine clamps (`Post::Clamp`), leaving the codec room to overshoot.
         let float = matches!(req.format, OutputFormat::Wav { depth: encode::WavDepth::Float32 });
+        let clip = match (&req.what, req.format) {
+            (ExportWhat::Mix { .. }, OutputFormat::Mp3 { .. }) => ClipMode::Clamp,
+            _ => ClipMode::None,
+        };
         let limit = match clip {
             // The encoder's clamp (`Post::Clamp` in the engine).
             ClipMode::Clamp => Some(0.99),

@@ -229,14 +229,34 @@ mod export {
         let mut loud = MixControls::unity(4);
         loud.master = 4.0;
         let heard = Warnings::default();
-        let what = ExportWhat::Mix { label: "mix".into(), controls: loud };
+        let what = ExportWhat::Mix { label: "mix".into(), controls: loud.clone() };
         let files = export(&request(&src, what, format, dir.path().join("loud")), &heard).expect("export");
         let (mix, _) = read(&files[0]);
-        assert!(mix.iter().all(|v| v.abs() <= 0.9901), "limited at the clamp");
+        let peak = mix.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        assert!(peak <= 1.0 && peak > 0.999, "saturated at full scale, as the player's output: {peak}");
         let warnings = heard.0.lock().expect("lock");
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0].starts_with("The mix went over full scale: "), "{}", warnings[0]);
         assert!(warnings[0].contains("dBFS") && warnings[0].contains("Lower the master"), "{}", warnings[0]);
+        drop(warnings);
+
+        // A 32-bit float WAV keeps what goes over, and says nothing; an
+        // MP3 is clamped at 0.99 (room for the codec's overshoot).
+        let float = Warnings::default();
+        let what = ExportWhat::Mix { label: "mix".into(), controls: loud.clone() };
+        let f32wav = OutputFormat::Wav { depth: WavDepth::Float32 };
+        let files = export(&request(&src, what, f32wav, dir.path().join("float")), &float).expect("export");
+        // (Read as written: the decoder clamps what it reads.)
+        let mut wav = hound::WavReader::open(&files[0]).expect("float WAV");
+        let peak = wav.samples::<f32>().map(|v| v.expect("sample").abs()).fold(0.0f32, f32::max);
+        assert!(peak > 1.5, "kept over full scale: {peak}");
+        assert!(float.0.lock().expect("lock").is_empty());
+        let mp3 = Warnings::default();
+        let what = ExportWhat::Mix { label: "mix".into(), controls: loud };
+        let files = export(&request(&src, what, OutputFormat::Mp3 { kbps: 320 }, dir.path().join("mp3")), &mp3)
+            .expect("export");
+        assert_eq!(mp3.0.lock().expect("lock").len(), 1, "limited at the clamp, and said");
+        assert!(files[0].extension().is_some_and(|e| e == "mp3"));
     }
 
     /// "What I hear" at 0.5x and +12 semitones: twice as long, an octave

@@ -188,6 +188,12 @@ export function ExportPanel({ songId, stems, controls, loop, defaultDir }: Props
             ))}
           </select>
         )}
+        {kind === "mix" && mix === "heard" && controls.original && (
+          <p className="muted" data-testid="export-ab">
+            You are listening to the original (A): the export is the stems' mix (B), with these volumes, pans, mutes and
+            solos.
+          </p>
+        )}
         {kind === "mix" && stretched && (
           <p className="muted" data-testid="export-speed">
             At {tempoText(controls.tempo ?? 1)} speed, pitch {transposeText(controls.transpose ?? 0)}, as in the player.

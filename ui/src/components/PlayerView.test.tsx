@@ -178,6 +178,12 @@ describe("Player", () => {
     await first.user.click(ab);
     expect(first.backend.player.controls?.original).toBe(true);
     expect(ab).toHaveAttribute("aria-pressed", "true");
+    // "What I hear" says it exports the stems' mix, not the original.
+    await first.user.click(screen.getByRole("radio", { name: "One mix" }));
+    await first.user.selectOptions(screen.getByRole("combobox", { name: "Mix" }), "heard");
+    expect(screen.getByTestId("export-ab")).toHaveTextContent("the export is the stems' mix (B)");
+    await first.user.click(ab);
+    expect(screen.queryByTestId("export-ab")).not.toBeInTheDocument();
     first.unmount();
     const again = await openPlayer();
     expect(screen.getByRole("button", { name: "Hear original" })).toHaveAttribute("aria-pressed", "false");

@@ -46,6 +46,9 @@ pub(super) struct Callback {
     /// (equal: none running).
     count_in_at: f64,
     count_in_len: f64,
+    /// Device frames between the count-in's clicks (a beat at the speed
+    /// played).
+    count_in_beat: f64,
     was_playing: bool,
     /// At the separated edge of a running job (a wait chunk came, no audio
     /// since): an empty ring is no underrun.
@@ -93,6 +96,7 @@ impl Callback {
             last_beat: i64::MIN,
             count_in_at: 0.0,
             count_in_len: 0.0,
+            count_in_beat: 0.0,
             was_playing: false,
             waiting: false,
             heard: u32::MAX,
@@ -200,9 +204,16 @@ impl Callback {
             self.count_in_at = 0.0;
             self.count_in_len = 0.0;
             let counted = !sh.skip_count_in.swap(false, Ordering::AcqRel);
-            if let Some((period, _)) = grid.filter(|_| counted && sh.count_in.load(Ordering::Acquire)) {
+            if let Some((period, offset)) = grid.filter(|_| counted && sh.count_in.load(Ordering::Acquire)) {
                 let ratio = sh.ratio() * f64::from(sh.tempo());
-                self.count_in_len = f64::from(COUNT_IN_BEATS) * period / ratio;
+                // In time with the song: its next beat (at or after the
+                // playhead, `ahead` song frames on) falls where a fifth
+                // click would, so the song starts that much before it.
+                let at = sh.position.load(Ordering::Acquire) as f64;
+                let next = offset + ((at - offset) / period).ceil() * period;
+                let ahead = (next - at).clamp(0.0, period);
+                self.count_in_beat = period / ratio;
+                self.count_in_len = (f64::from(COUNT_IN_BEATS) * period - ahead) / ratio;
                 // The song comes back after the clicks fading in from
                 // silence, not at the gain a pause's fade-out (pressed
                 // within its 10 ms) had reached.
@@ -217,7 +228,7 @@ impl Callback {
         }
         sh.counting_in.store(self.count_in_at < self.count_in_len, Ordering::Release);
         while self.count_in_at < self.count_in_len && done < frames {
-            let beat_len = self.count_in_len / f64::from(COUNT_IN_BEATS);
+            let beat_len = self.count_in_beat;
             let beat = (self.count_in_at / beat_len).floor();
             if self.count_in_at == 0.0 || beat > ((self.count_in_at - 1.0) / beat_len).floor() {
                 self.click.trigger(beat == 0.0);
@@ -393,7 +404,9 @@ impl Callback {
                         let into = song_frame - (offset + beat as f64 * period);
                         // (+1: a chunk starts at a rounded song frame, so
                         // the step into it can be a frame longer.)
-                        if self.last_beat != i64::MIN && beat >= 0 && into < ratio + 1.0 {
+                        // (The first frame after a seek or a start too:
+                        // a song played from a beat clicks on it.)
+                        if beat >= 0 && into < ratio + 1.0 {
                             self.click.trigger(false);
                         }
                         self.last_beat = beat;

@@ -4,7 +4,8 @@
 //!
 //! Beats are in song time, so at another speed the clicks follow the
 //! music. The count-in is one bar of four clicks at the song's tempo (at
-//! the current speed) before playback starts, the first one higher.
+//! the current speed) before playback starts, the first one higher, in
+//! time with the song: its next beat falls where a fifth click would.
 
 /// Click pitch, Hz, and the count-in's first click.
 const CLICK_HZ: f32 = 1_000.0;
@@ -80,7 +81,10 @@ impl BeatGrid {
         let bpm = f64::from(self.bpm);
         (MIN_GRID_BPM..=MAX_GRID_BPM).contains(&bpm).then(|| {
             let period = 60.0 / bpm * f64::from(rate);
-            let offset = f64::from(self.offset_seconds.max(0.0)) * f64::from(rate);
+            // (An offset that is not a number is none: an infinite one
+            // made every beat NaN, and the click track silent.)
+            let seconds = if self.offset_seconds.is_finite() { self.offset_seconds.max(0.0) } else { 0.0 };
+            let offset = f64::from(seconds) * f64::from(rate);
             (period, offset.rem_euclid(period))
         })
     }
@@ -106,6 +110,8 @@ mod tests {
         assert_eq!(grid(120.0, 0.1), Some((22_050.0, 4_410.0)));
         assert_eq!(grid(120.0, 0.75), Some((22_050.0, 11_025.0)), "offset within one period");
         assert_eq!(grid(120.0, -3.0), Some((22_050.0, 0.0)));
+        assert_eq!(grid(120.0, f32::INFINITY), Some((22_050.0, 0.0)), "an offset that is no number is none");
+        assert_eq!(grid(120.0, f32::NAN), Some((22_050.0, 0.0)));
         for bad in [0.0, 0.001, 29.0, 401.0, 1e9, f32::NAN, f32::INFINITY, -120.0] {
             assert_eq!(grid(bad, 0.0), None, "{bad} BPM");
         }

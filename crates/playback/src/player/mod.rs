@@ -1779,8 +1779,23 @@ mod tests {
             reader.join().unwrap();
         }
 
+        // A grid whose first beat is the song's first frame, played from
+        // there: that beat clicks too (the first frame played has no beat
+        // before it to compare with).
+        let mut c = MixControls::unity(1);
+        c.metronome = true;
+        let (_dir, sh, mut cb, reader) = silent_engine(5 * RATE as usize, &c);
+        sh.set_beat_grid(Some(BeatGrid { bpm: 120.0, offset_seconds: 0.0 }));
+        std::thread::sleep(Duration::from_millis(300));
+        sh.play();
+        let clicks = onsets(&left(&render_paced(&mut cb, RATE as usize)));
+        assert!(clicks.len() == 2 && clicks[0] < 300 && clicks[1].abs_diff(22_050) <= 2, "{clicks:?}");
+        sh.stop.store(true, Ordering::Release);
+        reader.join().unwrap();
+
         // Count-in on a constant 0.25 stem: clicks at 0, 0.5, 1, 1.5 s,
-        // then the song from its first frame at 2 s.
+        // then the song from its first frame at 1.9 s, so that its first
+        // beat (0.1 s in) falls at 2 s, where a fifth click would.
         let (_dir, sh, mut cb, reader) = engine(5 * RATE as usize);
         let mut c = MixControls::unity(2);
         c.stems[0].mute = true;
@@ -1793,19 +1808,20 @@ mod tests {
         assert!(sh.counting_in.load(Ordering::Acquire), "counting in");
         assert_eq!(sh.position.load(Ordering::Acquire), 0, "the song waits for the count-in");
         let out = [out, left(&render_paced(&mut cb, 3 * RATE as usize / 2))].concat();
-        let clicks = onsets(&out[..2 * RATE as usize]);
+        let clicks = onsets(&out[..19 * RATE as usize / 10]);
         // (a click's sine starts at 0: its first audible sample is the next)
         let want = [0, 22_050, 44_100, 66_150];
         assert!(
             clicks.len() == 4 && clicks.iter().zip(want).all(|(c, w)| c.abs_diff(w) <= 2),
             "one bar at 120 BPM: {clicks:?}"
         );
-        let song = 2 * RATE as usize;
-        assert!(out[song..song + 400].iter().all(|v| v.abs() < 0.25), "the song fades in at 2 s");
+        let song = 19 * RATE as usize / 10;
+        assert!(out[song - 10..song].iter().all(|v| v.abs() < 1e-6), "silent before 1.9 s");
+        assert!(out[song..song + 400].iter().all(|v| v.abs() < 0.25), "the song fades in at 1.9 s");
         assert!(out[song + FADE + 10..].iter().all(|v| close(*v, 0.25)), "then plays");
         assert!(!sh.counting_in.load(Ordering::Acquire));
         let pos = sh.position.load(Ordering::Acquire);
-        assert!(pos.abs_diff(RATE as u64 / 2) < 600, "half a second of the song played: {pos}");
+        assert!(pos.abs_diff(6 * RATE as u64 / 10) < 600, "0.6 s of the song played: {pos}");
         sh.stop.store(true, Ordering::Release);
         reader.join().unwrap();
     }

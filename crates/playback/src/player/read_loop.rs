@@ -451,19 +451,14 @@ impl Reader {
             self.read_pos += longest as u64;
             return Ok(());
         }
-        // Stretchers take only the song's frames (they pad the end
-        // themselves); the padding of a short read is trimmed below.
+        // Where the stems end, only their frames go on (the stretchers pad
+        // the end themselves; a resampler given the read's padding played
+        // up to 46 ms of silence past the end, and counted it as song).
         let real = if longest < frames && all_ended { longest } else { frames };
-        self.convert(real, frames)?;
+        self.convert(real, real)?;
         if longest < frames && all_ended {
             // The stems end before their declared (or unknown) length.
             shared.length.store(self.read_pos + longest as u64, Ordering::Release);
-            if self.stretchers.is_empty() && self.resamplers.iter().all(StreamResampler::is_passthrough) {
-                let padding = (frames - longest) * 2;
-                for r in &mut self.ready {
-                    r.truncate(r.len().saturating_sub(padding));
-                }
-            }
         }
         self.read_pos += longest.max(if all_ended { 0 } else { frames }) as u64;
         Ok(())

@@ -41,14 +41,34 @@ export function App() {
     if (firstInfo && welcome === null) setWelcome(!readyToSeparate(firstInfo));
   }, [firstInfo, welcome]);
 
-  /** Shows what an add refused, found already there, skipped, or left to choose. */
-  function show({ rejected, playlists, duplicates, skipped, skippedMore }: AddResult) {
-    setRejected(rejected);
-    setDuplicates(duplicates);
-    setSkipped(skipped.length > 0 ? { names: skipped, more: skippedMore } : null);
+  /**
+   * Shows what an add refused, found already there, skipped, or left to
+   * choose: in place of the last add's notices, or beside them (`merge`)
+   * when the adds overlapped (a drop while a link was being checked).
+   */
+  function show({ rejected, playlists, duplicates, skipped, skippedMore }: AddResult, merge = false) {
+    if (merge) {
+      setRejected((current) => [...current, ...rejected]);
+      setDuplicates((current) => [...current, ...duplicates.filter((d) => !current.some((c) => c.path === d.path))]);
+      if (skipped.length > 0 || skippedMore > 0) {
+        setSkipped((current) => ({
+          names: [...(current?.names ?? []), ...skipped],
+          more: (current?.more ?? 0) + skippedMore,
+        }));
+      }
+    } else {
+      setRejected(rejected);
+      setDuplicates(duplicates);
+      setSkipped(skipped.length > 0 ? { names: skipped, more: skippedMore } : null);
+      setAddError(null);
+    }
     if (playlists.length > 0) setPlaylists((current) => [...current, ...playlists]);
-    setAddError(null);
   }
+
+  // Adds under way, and the batch of overlapping ones: the first answer of
+  // a batch replaces the notices shown, the others join it.
+  const addsPending = useRef(0);
+  const addBatch = useRef({ answered: false });
 
   /**
    * Runs an add request and reports what it refused; resolves to whether
@@ -56,18 +76,27 @@ export function App() {
    * file dialog closed without a choice) leaves the notices shown before.
    */
   async function add(request: () => Promise<AddResult>, { quietWhenEmpty = false } = {}): Promise<boolean> {
+    if (addsPending.current === 0) addBatch.current = { answered: false };
+    const batch = addBatch.current;
+    addsPending.current += 1;
     try {
       const result = await request();
       const empty =
         result.added.length + result.rejected.length + result.duplicates.length + result.skipped.length === 0 &&
         result.playlists.length === 0 &&
         result.skippedMore === 0;
-      if (!(quietWhenEmpty && empty)) show(result);
+      if (!(quietWhenEmpty && empty)) {
+        show(result, batch.answered);
+        batch.answered = true;
+      }
       if (result.added.length > 0) await queue.refresh();
       return result.added.length > 0;
     } catch (e) {
       setAddError(errorText(e));
+      batch.answered = true;
       return false;
+    } finally {
+      addsPending.current -= 1;
     }
   }
 
@@ -114,8 +143,9 @@ export function App() {
     try {
       const result = await backend.addPaths([path], true, preset);
       setDuplicates((current) => current.filter((d) => d.path !== path));
-      // The file may have gone, or changed, since: say why it was not added.
-      if (result.rejected.length > 0) setRejected(result.rejected);
+      // The file may have gone, or changed, since: say why it was not
+      // added (beside what was said before).
+      if (result.rejected.length > 0) setRejected((current) => [...current, ...result.rejected]);
       if (result.added.length > 0) await queue.refresh();
     } catch (e) {
       setAddError(errorText(e));

@@ -406,6 +406,31 @@ describe("Queue", () => {
     expect(screen.getByText(/notes\.txt/)).toBeInTheDocument();
   });
 
+  it("keeps what an add refused when another add answers after it", async () => {
+    const { backend, user } = renderApp();
+    let answer: (result: AddResult) => void = () => {};
+    vi.spyOn(backend, "addPaths").mockImplementationOnce(() => new Promise((resolve) => (answer = resolve)));
+    const field = screen.getByRole("textbox", { name: "Link" });
+    await user.type(field, "https://example.com/gone{Enter}");
+    // A drop while the link is checked: its refusal shows at once.
+    act(() => backend.dropFiles(["/music/notes.txt"]));
+    expect(await screen.findByText(/notes\.txt/)).toBeInTheDocument();
+    // The link's answer comes after: both refusals stay.
+    await act(async () =>
+      answer({
+        added: [],
+        rejected: [{ path: "https://example.com/gone", reason: "This video is unavailable." }],
+        duplicates: [],
+        skipped: [],
+        skippedMore: 0,
+        playlists: [],
+      }),
+    );
+    const notice = await screen.findByRole("alert");
+    expect(notice).toHaveTextContent("notes.txt");
+    expect(notice).toHaveTextContent("This video is unavailable.");
+  });
+
   it("keeps a link pasted while the one before was being added", async () => {
     const { backend, user } = renderApp();
     let added: (result: AddResult) => void = () => {};

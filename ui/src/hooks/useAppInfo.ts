@@ -1,4 +1,4 @@
-import { useCallback, useEffect, useState } from "react";
+import { useCallback, useEffect, useRef, useState } from "react";
 import { toBackendError, useBackend } from "../backend";
 import type { AppInfo, InstallEvent, ModelStatus } from "../bindings";
 import { errorText } from "../errors";
@@ -34,12 +34,19 @@ export function useAppInfo(): AppInfoState {
   const [progress, setProgress] = useState<Record<string, number | null>>({});
   const [errors, setErrors] = useState<Record<string, string>>({});
 
+  // The last request for what is installed: an earlier answer that comes
+  // after it (app_info runs `yt-dlp --version`, seconds) is older news (a
+  // model shown missing again after its install).
+  const latest = useRef(0);
   const refresh = useCallback(async () => {
+    const mine = ++latest.current;
     try {
-      setInfo(await backend.appInfo());
+      const answer = await backend.appInfo();
+      if (mine !== latest.current) return;
+      setInfo(answer);
       setError(null);
     } catch (e) {
-      setError(errorText(e));
+      if (mine === latest.current) setError(errorText(e));
     }
   }, [backend]);
 
@@ -78,12 +85,16 @@ export function useAppInfo(): AppInfoState {
   const remove = useCallback(
     (id: string) => {
       setErrors(({ [id]: _, ...rest }) => rest);
+      const mine = ++latest.current;
       backend.removeModel(id).then(
-        (models: ModelStatus[]) => setInfo((current) => (current ? { ...current, models } : current)),
+        (models: ModelStatus[]) => {
+          if (mine === latest.current) setInfo((current) => (current ? { ...current, models } : current));
+          else void refresh();
+        },
         (e: unknown) => setErrors((current) => ({ ...current, [id]: errorText(e) })),
       );
     },
-    [backend],
+    [backend, refresh],
   );
 
   useEffect(() => {

@@ -342,6 +342,25 @@ describe("Queue", () => {
     await waitFor(() => expect(screen.queryByText("Gamma")).not.toBeInTheDocument());
   });
 
+  it("asks before removing a failed or cancelled job that ran (what it separated goes with it)", async () => {
+    const ran = { ...job(1, "Alpha", { state: "failed", code: "output", message: "disk full" }), startedAt: 5 };
+    const { backend, user } = renderApp({ queue: [ran, job(2, "Beta", { state: "cancelled" })] });
+    await screen.findByText("Alpha");
+    const remove = vi.spyOn(backend, "removeJob");
+    await user.click(within(row("Alpha")).getByRole("button", { name: "Remove" }));
+    const dialog = await screen.findByRole("dialog");
+    expect(dialog).toHaveTextContent("What it separated before it failed is deleted with it");
+    await user.click(within(dialog).getByRole("button", { name: "Keep it" }));
+    expect(remove).not.toHaveBeenCalled();
+    await user.click(within(row("Alpha")).getByRole("button", { name: "Remove" }));
+    await user.click(within(await screen.findByRole("dialog")).getByRole("button", { name: "Remove" }));
+    expect(remove).toHaveBeenCalledWith(1, false, false);
+    // One that never started has nothing to lose: removed at once.
+    await user.click(within(row("Beta")).getByRole("button", { name: "Remove" }));
+    expect(remove).toHaveBeenCalledWith(2, false, false);
+    expect(screen.queryByRole("dialog")).not.toBeInTheDocument();
+  });
+
   it("keeps saying Cancelling… until a running song has stopped, as the real worker answers", async () => {
     const { backend, user } = renderApp({ queue: [job(1, "Alpha", { state: "separating", segment: 1, total: 4 })] });
     await screen.findByText("Alpha");

@@ -6,6 +6,7 @@ import { isRunning } from "../format";
 import type { QueueState } from "../hooks/useQueue";
 import { AddBar } from "./AddBar";
 import { Alert } from "./Alert";
+import { Dialog } from "./Dialog";
 import { JobRow, type JobAction } from "./JobRow";
 
 interface Props {
@@ -59,6 +60,18 @@ export function QueueView({ queue, onPickFiles, onAddLink, preset, onPresetChang
   // One move at a time: each sends the whole order it saw, so a second
   // sent before the first's list comes back would undo it.
   const moving = [...busy.values()].some((a) => a === "up" || a === "down");
+
+  // A failed or cancelled job that ran keeps what it separated (it can be
+  // heard, and Retry goes on from it): removing it deletes that, so it asks.
+  const [confirmRemove, setConfirmRemove] = useState<Job | null>(null);
+  function onAction(action: JobAction, job: Job) {
+    const stopped = job.state.state === "failed" || job.state.state === "cancelled";
+    if (action === "remove" && stopped && job.startedAt !== null) {
+      setConfirmRemove(job);
+      return;
+    }
+    void act(action, job);
+  }
 
   async function act(action: JobAction, job: Job) {
     setBusy((b) => new Map(b).set(job.id, action));
@@ -161,12 +174,43 @@ export function QueueView({ queue, onPickFiles, onAddLink, preset, onPresetChang
                 progress={queue.progress[job.id]}
                 canMove={{ up: !moving && index > 0, down: !moving && index >= 0 && index < queuedIds.length - 1 }}
                 busy={busy.get(job.id) ?? (isRunning(job.state) && cancelling.has(runOf(job)) ? "cancel" : null)}
-                onAction={act}
+                onAction={onAction}
                 onListen={onOpenSong}
               />
             );
           })}
         </ul>
+      )}
+      {confirmRemove && (
+        <Dialog
+          title={
+            <>
+              Remove “<bdi>{confirmRemove.title}</bdi>” from the queue?
+            </>
+          }
+          onClose={() => setConfirmRemove(null)}
+        >
+          <p>
+            What it separated before it {confirmRemove.state.state === "failed" ? "failed" : "was cancelled"} is deleted
+            with it: Retry would go on from there instead of starting over.
+          </p>
+          <div className="dialog__actions">
+            <button type="button" className="button" data-autofocus onClick={() => setConfirmRemove(null)}>
+              Keep it
+            </button>
+            <button
+              type="button"
+              className="button button--danger"
+              onClick={() => {
+                const job = confirmRemove;
+                setConfirmRemove(null);
+                void act("remove", job);
+              }}
+            >
+              Remove
+            </button>
+          </div>
+        </Dialog>
       )}
     </div>
   );

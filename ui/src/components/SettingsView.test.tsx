@@ -106,6 +106,20 @@ describe("Settings", () => {
     expect(await backend.getSettings()).toMatchObject({ device: "cuda", shifts: 4 });
   });
 
+  it("does not check the fields a preset hides: what was typed there before is dropped", async () => {
+    const { backend, user } = await openSettings();
+    const save = vi.spyOn(backend, "saveSettings");
+    const before = await backend.getSettings();
+    await user.click(screen.getByRole("radio", { name: /^Custom/ }));
+    const shifts = screen.getByRole("spinbutton", { name: "Extra passes (shifts)" });
+    await user.clear(shifts);
+    await user.type(shifts, "1.5");
+    await user.click(screen.getByRole("radio", { name: /^Balanced/ }));
+    await user.click(screen.getByRole("button", { name: "Save" }));
+    expect(await screen.findByRole("status")).toHaveTextContent("Settings saved.");
+    expect(save).toHaveBeenCalledWith(expect.objectContaining({ preset: "balanced", shifts: before.shifts }));
+  });
+
   it("chooses a quality preset, which the next songs separate with", async () => {
     const { backend, user } = await openSettings();
     const quality = screen.getByRole("group", { name: "Quality" });

@@ -1,4 +1,4 @@
-import { useEffect, useState, type FormEvent, type ReactNode } from "react";
+import { useEffect, useRef, useState, type FormEvent, type ReactNode } from "react";
 import { useBackend } from "../backend";
 import type { Device, GpuSupport, ModelStatus, Program, Settings } from "../bindings";
 import { errorText } from "../errors";
@@ -156,9 +156,16 @@ function toDraft(settings: Settings): Draft {
 /** The settings to save, or why a field is not a number in its range
  * (whole where its step is: the backend takes those as integers, and would
  * refuse -5 or 1.5 with a message about types, not the field). */
-function fromDraft(draft: Draft): Settings | string {
+function fromDraft(draft: Draft, saved: Settings | null): Settings | string {
   const numbers = {} as Record<NumberKey, number>;
   for (const { key, label, min, max, step } of [...NUMBER_FIELDS, ...LINK_FIELDS]) {
+    // Shifts and overlap are hidden while a preset is chosen (it sets
+    // them): what was typed there before is not checked, and the saved
+    // values stay.
+    if (draft.preset !== null && (key === "shifts" || key === "overlap") && saved) {
+      numbers[key] = saved[key];
+      continue;
+    }
     const value = Number(draft[key]);
     if (draft[key].trim() === "" || !Number.isFinite(value)) return `${label} must be a number.`;
     const whole = step >= 1;
@@ -189,10 +196,15 @@ export function SettingsView({ app }: Props) {
   // The library folder's dialog and move are under way.
   const [movingLibrary, runMove] = useOneAtATime();
   const [gpu, setGpu] = useState<GpuSupport | null>(null);
+  // The settings as last loaded or saved.
+  const lastSaved = useRef<Settings | null>(null);
 
   useEffect(() => {
     backend.getSettings().then(
-      (settings) => setDraft(toDraft(settings)),
+      (settings) => {
+        lastSaved.current = settings;
+        setDraft(toDraft(settings));
+      },
       (e: unknown) => setLoadError(errorText(e)),
     );
   }, [backend]);
@@ -263,7 +275,7 @@ export function SettingsView({ app }: Props) {
   async function save(event: FormEvent) {
     event.preventDefault();
     if (!draft) return;
-    const settings = fromDraft(draft);
+    const settings = fromDraft(draft, lastSaved.current);
     if (typeof settings === "string") {
       setError({ title: NOT_SAVED, text: settings });
       return;
@@ -271,7 +283,9 @@ export function SettingsView({ app }: Props) {
     setSaving(true);
     setError(null);
     try {
-      setDraft(toDraft(await backend.saveSettings(settings)));
+      const now = await backend.saveSettings(settings);
+      lastSaved.current = now;
+      setDraft(toDraft(now));
       setSaved(true);
       void app.refresh();
     } catch (e) {

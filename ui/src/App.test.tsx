@@ -84,4 +84,18 @@ describe("App", () => {
     expect(screen.getByRole("tab", { name: "Queue" })).toHaveAttribute("aria-selected", "true");
     expect(await screen.findByTestId("job-row")).toHaveTextContent("Song");
   });
+
+  it("asks for a dropped link to be pasted, adds the files dropped with it, and ignores its own images", async () => {
+    const { backend } = renderApp();
+    const addPaths = vi.spyOn(backend, "addPaths");
+    await screen.findByText("No songs in the queue");
+    act(() => backend.dropFiles(["thumb://localhost/4"]));
+    expect(addPaths).not.toHaveBeenCalled();
+    expect(screen.queryByRole("alert")).not.toBeInTheDocument();
+    act(() => backend.dropFiles(["https://www.youtube.com/watch?v=a b", "/music/Song.wav"]));
+    expect(addPaths).toHaveBeenCalledWith(["/music/Song.wav"], false, null);
+    const alert = await screen.findByRole("alert");
+    expect(alert).toHaveTextContent("paste it in the Link field");
+    expect(await screen.findByTestId("job-row")).toHaveTextContent("Song");
+  });
 });

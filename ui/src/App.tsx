@@ -121,8 +121,27 @@ export function App() {
       return;
     }
     setEarlyDrop(false);
+    // A link dragged from a browser arrives through the webview's file
+    // drop with its %-escapes decoded (WebKitGTK's drop hands URIs over as
+    // paths), so it may not be the link any more: it is pasted instead.
+    // The app's own images (`thumb:`) are not files either.
+    const isUri = (p: string) => /^[a-z][a-z0-9+.-]*:\/\//i.test(p);
+    const links = paths.filter((p) => isUri(p) && !/^(thumb|file):/i.test(p));
+    const files = paths.filter((p) => !isUri(p) || /^file:/i.test(p));
+    if (links.length === 0 && files.length === 0) return;
     setTab("Queue");
-    void add(() => backend.addPaths(paths, false, preset));
+    const refused = links.map((path) => ({
+      path,
+      reason: "A dropped link may arrive changed: copy it and paste it in the Link field.",
+    }));
+    if (files.length === 0) {
+      show({ added: [], rejected: refused, duplicates: [], skipped: [], skippedMore: 0, playlists: [] });
+      return;
+    }
+    void add(async () => {
+      const result = await backend.addPaths(files, false, preset);
+      return { ...result, rejected: [...refused, ...result.rejected] };
+    });
   });
   useEffect(() => untilUnmount(backend.onFileDrop((paths) => onDrop(paths))), [backend]);
   useEffect(() => untilUnmount(backend.onDragHover(setDragging)), [backend]);

@@ -9,6 +9,9 @@ describe("the link field", () => {
     expect(isLink(pasted)).toBe(true);
     expect(trimLink(pasted)).toBe("https://www.youtube.com/watch?v=dQw4w9WgXcQ");
     expect(trimLink("\ufeff\u200e https://a.example/x \u200f")).toBe("https://a.example/x");
+    // Copied out of right-to-left text: embeddings, isolates, the Arabic letter mark.
+    expect(isLink("\u202a\u2066https://a.example/x\u2069\u202c\u061c")).toBe(true);
+    expect(trimLink("\u202bhttps://a.example/x\u2067")).toBe("https://a.example/x");
   });
 
   it("keeps invisible characters inside a link and refuses what is not one", () => {

@@ -16,10 +16,11 @@ interface Props {
 
 /**
  * Invisible characters a paste can carry at a link's ends (byte order mark,
- * zero-width space and joiners, directional marks, word joiner, soft
- * hyphen): the ones the backend's `link::trim_link` takes off too.
+ * zero-width space and joiners, directional marks, embeddings, overrides
+ * and isolates, word joiner, soft hyphen, the Arabic letter mark): the
+ * ones the backend's `link::trim_link` takes off too.
  */
-const INVISIBLE = "\ufeff\u200b-\u200f\u2060-\u2064\u00ad";
+const INVISIBLE = "\ufeff\u200b-\u200f\u202a-\u202e\u2060-\u2069\u00ad\u061c";
 const ENDS = new RegExp(`^[\\s${INVISIBLE}]+|[\\s${INVISIBLE}]+$`, "g");
 
 /** `text` without white space or invisible characters at either end. */

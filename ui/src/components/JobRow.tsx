@@ -45,6 +45,7 @@ export function JobRow({ job, progress, canMove, busy, onAction, onListen }: Pro
     <li className="job" data-testid="job-row" data-job-id={job.id} data-state={state.state}>
       {job.thumbnail && (
         <img
+          draggable={false}
           className="job__thumb"
           src={thumbnailSrc(job.id)}
           alt=""

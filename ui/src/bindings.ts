@@ -177,7 +177,10 @@ export const commands = {
 	playerSetControls: (controls: MixControls) => typedError<null, AppError>(__TAURI_INVOKE("player_set_controls", { controls })),
 	/**  Ask where to export (native folder dialog); `None` when cancelled. */
 	pickExportDir: () => typedError<PickedFolder | null, AppError>(__TAURI_INVOKE("pick_export_dir")),
-	/**  Export from song `id`; returns the files written. One export at a time. */
+	/**
+	 *  Export from song `id`; returns the files written. One export at a time;
+	 *  `invalid_options` for a song that is not done (no finished stems).
+	 */
 	exportSong: (id: number, options: ExportOptions, channel: Channel<ExportProgress>) => typedError<string[], AppError>(__TAURI_INVOKE("export_song", { id, options, channel })),
 	/**  Stop the running export (it removes what it had written). */
 	cancelExport: () => __TAURI_INVOKE<void>("cancel_export"),
@@ -201,7 +204,7 @@ export const commands = {
 export type AddResult = {
 	added: Job[],
 	rejected: Rejected[],
-	/**  Files not added because they are already queued or in the library. */
+	/**  Files and links not added because they are already queued or in the library. */
 	duplicates: Duplicate[],
 	/**
 	 *  Files inside dropped folders that are not audio (names relative to
@@ -266,8 +269,9 @@ export type DragOut =
 /**  The files the song's last export wrote in this session. */
 { kind: "lastExport" };
 
-/**  A file that is already queued or in the library, and that job. */
+/**  A file or link that is already queued or in the library, and that job. */
 export type Duplicate = {
+	/**  The file's path, or the link as it was given. */
 	path: string,
 	existing: Job,
 };

@@ -40,7 +40,10 @@ const session = () => sessionOn(app);
  */
 function openWith(file) {
   const launch = spawnSync(app, [file], { timeout: 30000, encoding: "utf8" });
-  if (launch.status !== 0) throw new Error(`a second launch with ${file} failed: ${launch.status} ${launch.stderr ?? ""}`);
+  if (launch.status !== 0) {
+    const how = launch.error ? `${launch.error}` : launch.signal ? `signal ${launch.signal}` : `exit ${launch.status}`;
+    throw new Error(`a second launch with ${file} failed (${how}): ${launch.stderr ?? ""}`);
+  }
 }
 let failed = false;
 

@@ -135,7 +135,8 @@ export function App() {
       reason: "A dropped link may arrive changed: copy it and paste it in the Link field.",
     }));
     if (files.length === 0) {
-      show({ added: [], rejected: refused, duplicates: [], skipped: [], skippedMore: 0, playlists: [] });
+      const result = { added: [], rejected: refused, duplicates: [], skipped: [], skippedMore: 0, playlists: [] };
+      void add(() => Promise.resolve(result));
       return;
     }
     void add(async () => {

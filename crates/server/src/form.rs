@@ -455,10 +455,25 @@ async fn drain_field(
 /// # Errors
 /// 422 as [`job_options`]; 500 when the settings cannot be read.
 fn early_options_check(service: &Service, fields: &BTreeMap<String, String>) -> Result<(), ApiError> {
-    if fields.is_empty() {
+    // Only what does not depend on a field still to come: a bit depth or
+    // bit rate with its format given, a two-stem choice with its model
+    // given (else checked against the settings, which a later `format` or
+    // `model` overrides: `bit_depth=32` before `format=wav` with FLAC saved).
+    let has = |k: &str| fields.contains_key(k);
+    let format_given = has("format") || fields.get("mp3").is_some_and(|v| parse_bool("mp3", v).unwrap_or(false));
+    let checked: BTreeMap<String, String> = fields
+        .iter()
+        .filter(|(k, _)| match k.as_str() {
+            "bit_depth" | "mp3_bitrate" => format_given,
+            "two_stems" => has("model"),
+            _ => true,
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if checked.is_empty() {
         return Ok(());
     }
-    job_options(service.base_options()?, fields, &service.manifest).map(|_| ())
+    job_options(service.base_options()?, &checked, &service.manifest).map(|_| ())
 }
 
 async fn read_multipart(

@@ -582,7 +582,7 @@ pub fn run_worker(config: &RemoteConfig, stop: &AtomicBool) -> Result<(), Remote
     let mut cursor = "0-0".to_string();
     let mut result = Ok(());
     // Jobs in a row that failed for this worker's own reasons.
-    let mut strikes: u32 = 0;
+    let mut strikes = Strikes::default();
     // A command that fails drops the connection; the next try waits.
     let broken = |e: &redis::RedisError, backoff: &mut Duration| {
         tracing::warn!("broker: {e}; retrying in {:.1} s", backoff.as_secs_f64());
@@ -694,13 +694,23 @@ pub fn run_worker(config: &RemoteConfig, stop: &AtomicBool) -> Result<(), Remote
                 }
             }
         }
-        let pause = trouble_pause(strikes);
-        if !pause.is_zero() && !stop.load(Ordering::SeqCst) {
-            tracing::warn!(
-                "{strikes} job(s) in a row failed on this worker for its own reasons: pausing {} s so that other workers take them",
-                pause.as_secs()
-            );
-            nap(pause, stop);
+        let (jobs, claims) = (trouble_pause(strikes.jobs), claim_pause(strikes.claims));
+        if !stop.load(Ordering::SeqCst) {
+            if !jobs.is_zero() && jobs >= claims {
+                tracing::warn!(
+                    "{} job(s) in a row failed on this worker for its own reasons: pausing {} s so that other workers take them",
+                    strikes.jobs,
+                    jobs.as_secs()
+                );
+                nap(jobs, stop);
+            } else if !claims.is_zero() {
+                tracing::warn!(
+                    "{} claim(s) in a row had no answer from the server: pausing {} s so that workers that reach it take the jobs",
+                    strikes.claims,
+                    claims.as_secs()
+                );
+                nap(claims, stop);
+            }
         }
     }
     beat_stop.store(true, Ordering::SeqCst);
@@ -959,6 +969,31 @@ fn fatal_for_everyone(e: &stemroom_library::Error) -> bool {
 /// Longest pause of a worker whose jobs keep failing for its own reasons.
 const MAX_TROUBLE_PAUSE: Duration = Duration::from_secs(300);
 
+/// What went wrong in a row on this worker: jobs that failed for its own
+/// reasons, and claims the server did not answer.
+#[derive(Debug, Default)]
+struct Strikes {
+    jobs: u32,
+    claims: u32,
+}
+
+/// Longest pause of a worker whose claims the server does not answer: a
+/// server being deployed comes back in seconds, and the workers must not
+/// idle long after it.
+const MAX_CLAIM_PAUSE: Duration = Duration::from_secs(30);
+
+/// How long a worker waits before it reads the stream again after
+/// `strikes` claims in a row had no answer (it reaches Redis, not the
+/// server): 2 s doubling to [`MAX_CLAIM_PAUSE`], so that workers that reach
+/// the server get the entries instead of this one taking each back every
+/// second; counted again from nothing at the next answered claim.
+fn claim_pause(strikes: u32) -> Duration {
+    match strikes {
+        0 => Duration::ZERO,
+        n => (Duration::from_secs(2) * 2u32.saturating_pow(n.min(10) - 1)).min(MAX_CLAIM_PAUSE),
+    }
+}
+
 /// How long a worker waits before it reads the stream again after
 /// `strikes` jobs in a row failed for its own reasons (its model, runtime,
 /// GPU or network; they went back to the queue): 5 s doubling to
@@ -981,7 +1016,7 @@ fn run_one(
     life: &Life,
     stop: &AtomicBool,
     (id, message): (JobId, &str),
-    strikes: &mut u32,
+    strikes: &mut Strikes,
 ) -> Result<bool, RemoteError> {
     life.touch();
     // The entry is kept fresh from now (the heartbeat's XCLAIM), not from
@@ -1030,11 +1065,12 @@ fn run_one(
             // pauses (growing) before it reads the stream again, instead
             // of taking every entry back each second and starving the
             // workers that could run them.
-            *strikes = strikes.saturating_add(1);
+            strikes.claims = strikes.claims.saturating_add(1);
             std::thread::sleep(Duration::from_secs(1));
             return Ok(released);
         }
     };
+    strikes.claims = 0;
     tracing::info!("job {id} \"{}\" (attempt {})", spec.title, spec.attempt);
     life.touch();
     {
@@ -1064,14 +1100,18 @@ fn run_one(
                 Ok(false)
             }
             Ok(answer) => match answer? {
-                Answer::Refused(why) if is_taken_over(&why) => Ok(false),
+                // Taken over, or an earlier completion of it still being
+                // filed (whose end decides): the entry stays pending.
+                Answer::Refused(why) if is_taken_over(&why) || has_code(&why, crate::broker::BEING_ENDED_CODE) => {
+                    Ok(false)
+                }
                 _ => Ok(true),
             },
         }
     };
     match outcome {
         Ok(done) => {
-            *strikes = 0;
+            strikes.jobs = 0;
             Ok(done)
         }
         Err(stemroom_library::Error::Cancelled) if stop.load(Ordering::SeqCst) => {
@@ -1095,7 +1135,7 @@ fn run_one(
             // for): back in the queue without counting an attempt.
             let stopping = retry && stop.load(Ordering::SeqCst);
             if retry && !stopping {
-                *strikes = strikes.saturating_add(1);
+                strikes.jobs = strikes.jobs.saturating_add(1);
             }
             fail(code, stemroom_library::worker::plain_message(&e), retry, stopping)
         }
@@ -1544,6 +1584,10 @@ mod tests {
         assert_eq!((p[1], p[2], p[3]), (Duration::from_secs(5), Duration::from_secs(10), Duration::from_secs(20)));
         assert!(p.windows(2).all(|w| w[0] <= w[1]));
         assert_eq!(p[11], super::MAX_TROUBLE_PAUSE);
+        // Claims the server did not answer (a deploy): shorter, 30 s at most.
+        let c: Vec<Duration> = (0..8).map(super::claim_pause).collect();
+        assert_eq!((c[0], c[1], c[2]), (Duration::ZERO, Duration::from_secs(2), Duration::from_secs(4)));
+        assert_eq!(c[7], super::MAX_CLAIM_PAUSE);
     }
 
     #[test]

@@ -359,6 +359,11 @@ impl Service {
     /// folder cannot be deleted now.
     fn remove_files(&self, id: JobId, with_exports: bool) -> Result<Job, ApiError> {
         let job = self.queue.get(id)?;
+        // As its row says, not its state (one that cannot be read shows as
+        // failed while its worker runs it): a running job's files stay.
+        if self.queue.stored_status(id)? == "running" {
+            return Err(ApiError::conflict(format!("job {id} is running")));
+        }
         if let Some(dir) = job.output_dir.as_deref().filter(|_| !job.state.is_running()) {
             if let Some(before) = &self.before_delete {
                 before(id);

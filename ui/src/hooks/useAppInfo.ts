@@ -91,7 +91,11 @@ export function useAppInfo(): AppInfoState {
           if (mine === latest.current) setInfo((current) => (current ? { ...current, models } : current));
           else void refresh();
         },
-        (e: unknown) => setErrors((current) => ({ ...current, [id]: errorText(e) })),
+        (e: unknown) => {
+          setErrors((current) => ({ ...current, [id]: errorText(e) }));
+          // (A refresh this one passed over had news of its own.)
+          void refresh();
+        },
       );
     },
     [backend, refresh],

@@ -75,6 +75,19 @@ impl Queue {
         Ok((job, true))
     }
 
+    /// Job `id`'s status as its row records it (`queued`, `running`,
+    /// `done`, `failed`, `cancelled`): what claims and removals go by, even
+    /// when its state cannot be read (shown as failed).
+    ///
+    /// # Errors
+    /// [`QueueError::NotFound`]; database errors.
+    pub fn stored_status(&self, id: JobId) -> Result<String, QueueError> {
+        self.conn()
+            .query_row("SELECT status FROM jobs WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?
+            .ok_or(QueueError::NotFound(id))
+    }
+
     /// One job.
     ///
     /// # Errors
@@ -469,9 +482,13 @@ impl Queue {
         // whose `state` cannot be read shows as failed, and a running one
         // must not be retried or removed under its worker for that.
         let column: String = tx.query_row("SELECT status FROM jobs WHERE id = ?1", [id], |r| r.get(0))?;
+        if column == "running" && !allowed.contains(&"running") {
+            return Err(QueueError::WrongState { id, status: "running", action });
+        }
+        // (Otherwise as shown: a done or queued row whose state cannot be
+        // read shows as failed, and Retry is how it is mended.)
         let status = job.state.status();
-        if !allowed.contains(&column.as_str()) || !allowed.contains(&status) {
-            let status = if allowed.contains(&status) { status_name(&column) } else { status };
+        if !allowed.contains(&status) {
             return Err(QueueError::WrongState { id, status, action });
         }
         f(&tx, self.now())?;
@@ -479,11 +496,6 @@ impl Queue {
         tx.commit()?;
         after
     }
-}
-
-/// A `status` column's value as the `&'static str` a [`QueueError`] names.
-fn status_name(column: &str) -> &'static str {
-    ["queued", "running", "done", "failed", "cancelled"].into_iter().find(|s| *s == column).unwrap_or("unknown")
 }
 
 /// `text` as library search compares it: lower case, accents and other

@@ -409,6 +409,10 @@ mod tests {
         assert_eq!(q.get(c.id).unwrap().state.status(), "failed", "shown as damaged");
         assert!(matches!(q.retry(c.id), Err(QueueError::WrongState { status: "running", .. })));
         assert!(matches!(q.remove(c.id), Err(QueueError::WrongState { status: "running", .. })));
+        assert_eq!(q.stored_status(c.id).unwrap(), "running");
+        // One not running whose state cannot be read: Retry mends it.
+        q.conn().execute("UPDATE jobs SET state = '{not json' WHERE id = ?1", [a.id]).unwrap();
+        assert_eq!(q.retry(a.id).unwrap().state, JobState::Queued);
     }
 
     #[test]

@@ -211,7 +211,10 @@ impl Callback {
                 // click would, so the song starts that much before it.
                 let at = sh.position.load(Ordering::Acquire) as f64;
                 let next = offset + ((at - offset) / period).ceil() * period;
+                // (Within a frame after a beat is on it: a whole bar, not
+                // three beats and the song starting on the fourth.)
                 let ahead = (next - at).clamp(0.0, period);
+                let ahead = if ahead > period - 1.0 { 0.0 } else { ahead };
                 self.count_in_beat = period / ratio;
                 self.count_in_len = (f64::from(COUNT_IN_BEATS) * period - ahead) / ratio;
                 // The song comes back after the clicks fading in from

@@ -546,9 +546,13 @@ pub(super) fn read_loop(
         let generation = shared.generation.load(Ordering::Acquire);
         match reader.step(shared, &mut full, &mut free) {
             Ok(step) => {
-                if let Some(message) = failed.take() {
-                    shared.reader_failed.store(false, Ordering::Release);
-                    shared.clear_error(&message);
+                // The message goes once a read worked again (the restart
+                // alone reads nothing: a drive still gone fails after it).
+                if reader.decoded {
+                    if let Some(message) = failed.take() {
+                        shared.reader_failed.store(false, Ordering::Release);
+                        shared.clear_error(&message);
+                    }
                 }
                 if matches!(step, Step::Idle) {
                     std::thread::sleep(READER_POLL);
@@ -556,8 +560,10 @@ pub(super) fn read_loop(
             }
             Err(e) => {
                 let e = format!("{}. Press Play to try again.", e.trim_end_matches('.'));
-                shared.fail(e.clone());
+                // Marked before playing stops: a Play right after must see
+                // it and read again.
                 shared.reader_failed.store(true, Ordering::Release);
+                shared.fail(e.clone());
                 failed = Some(e);
                 while !shared.stop.load(Ordering::Acquire) && shared.generation.load(Ordering::Acquire) == generation {
                     std::thread::sleep(READER_POLL.max(std::time::Duration::from_millis(20)));

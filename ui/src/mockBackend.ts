@@ -449,6 +449,13 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
     return structuredClone(job);
   }
 
+  /** The newest live job (not failed or cancelled) of a source, as the backend picks a duplicate's. */
+  function liveJobOf(isSource: (source: Job["source"]) => boolean): Job | undefined {
+    return [...jobs]
+      .reverse()
+      .find((j) => isSource(j.source) && j.state.state !== "failed" && j.state.state !== "cancelled");
+  }
+
   function addPaths(paths: string[], allowDuplicates = false, preset: Preset | null = null): Promise<AddResult> {
     const added: Job[] = [];
     const rejected: Rejected[] = [];
@@ -478,15 +485,7 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
         } else {
           // The same link again is a duplicate, as the backend compares it.
           const url = path.replace(/^(https?:\/\/[^/?#]*)/i, (head) => head.toLowerCase());
-          const existing = [...jobs]
-            .reverse()
-            .find(
-              (j) =>
-                j.source.kind === "url" &&
-                j.source.url === url &&
-                j.state.state !== "failed" &&
-                j.state.state !== "cancelled",
-            );
+          const existing = liveJobOf((source) => source.kind === "url" && source.url === url);
           if (existing && !allowDuplicates) {
             duplicates.push({ path, existing: structuredClone(existing) });
             continue;
@@ -500,14 +499,7 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
         rejected.push({ path, reason: "Not an audio file Stemroom can read." });
         continue;
       }
-      // The newest live job of that file, as the backend picks it.
-      const existing = [...jobs].reverse().find(
-        (j) =>
-          j.source.kind === "file" &&
-          j.source.path === path &&
-          j.state.state !== "failed" &&
-          j.state.state !== "cancelled",
-      );
+      const existing = liveJobOf((source) => source.kind === "file" && source.path === path);
       if (existing && !allowDuplicates) {
         duplicates.push({ path, existing: structuredClone(existing) });
         continue;

@@ -18,6 +18,31 @@ async function openPlayer(options: { playerError?: string } = {}) {
 
 const lanes = () => screen.getAllByTestId("lane").map((lane) => lane.dataset.lane);
 
+/**
+ * A 48 kHz song played while it separates (its stream at the model's
+ * 44.1 kHz, its files at 48 kHz), with a loop set from 5 s to 15 s.
+ */
+async function separating48kWithLoop() {
+  const running = mockJob({
+    id: 8,
+    title: "48 kHz song",
+    durationSeconds: 200,
+    state: { state: "separating", segment: 6, total: 8 },
+  });
+  const app = renderApp({ queue: [running], finishedRate: 48_000 });
+  const { backend, user } = app;
+  await user.click(await screen.findByRole("button", { name: "Listen now" }));
+  await screen.findAllByTestId("lane");
+  act(() => backend.emitPlayerStatus({ separated: 150 * 44_100 }));
+  await user.keyboard("{ArrowRight}");
+  await waitFor(() => expect(backend.player.status?.position).toBe(5 * 44_100));
+  await user.keyboard("i");
+  await user.keyboard("{ArrowRight}{ArrowRight}");
+  await waitFor(() => expect(backend.player.status?.position).toBe(15 * 44_100));
+  await user.keyboard("o");
+  return app;
+}
+
 describe("Player", () => {
   it("shows the mixture and one lane per stem, and plays", async () => {
     const { backend, user } = await openPlayer();
@@ -545,23 +570,7 @@ describe("Player", () => {
   });
 
   it("keeps the loop's place in time when the finished files are at another rate", async () => {
-    // A 48 kHz song: its stream is at the model's 44.1 kHz, its files at 48 kHz.
-    const running = mockJob({
-      id: 8,
-      title: "48 kHz song",
-      durationSeconds: 200,
-      state: { state: "separating", segment: 6, total: 8 },
-    });
-    const { backend, user } = renderApp({ queue: [running], finishedRate: 48_000 });
-    await user.click(await screen.findByRole("button", { name: "Listen now" }));
-    await screen.findAllByTestId("lane");
-    act(() => backend.emitPlayerStatus({ separated: 150 * 44_100 }));
-    await user.keyboard("{ArrowRight}");
-    await waitFor(() => expect(backend.player.status?.position).toBe(5 * 44_100));
-    await user.keyboard("i");
-    await user.keyboard("{ArrowRight}{ArrowRight}");
-    await waitFor(() => expect(backend.player.status?.position).toBe(15 * 44_100));
-    await user.keyboard("o");
+    const { backend, user } = await separating48kWithLoop();
     expect(backend.player.loop).toEqual({ start: 5 * 44_100, end: 15 * 44_100 });
 
     act(() => void backend.updateJob(8, { ...mockSong({ id: 8, title: "48 kHz song" }), state: { state: "done" } }));
@@ -579,22 +588,7 @@ describe("Player", () => {
   });
 
   it("brings a loop turned off with L to the finished files' rate when it is turned on again", async () => {
-    const running = mockJob({
-      id: 8,
-      title: "48 kHz song",
-      durationSeconds: 200,
-      state: { state: "separating", segment: 6, total: 8 },
-    });
-    const { backend, user } = renderApp({ queue: [running], finishedRate: 48_000 });
-    await user.click(await screen.findByRole("button", { name: "Listen now" }));
-    await screen.findAllByTestId("lane");
-    act(() => backend.emitPlayerStatus({ separated: 150 * 44_100 }));
-    await user.keyboard("{ArrowRight}");
-    await waitFor(() => expect(backend.player.status?.position).toBe(5 * 44_100));
-    await user.keyboard("i");
-    await user.keyboard("{ArrowRight}{ArrowRight}");
-    await waitFor(() => expect(backend.player.status?.position).toBe(15 * 44_100));
-    await user.keyboard("o");
+    const { backend, user } = await separating48kWithLoop();
     await user.keyboard("l");
     expect(backend.player.loop).toBeNull();
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { fileName, formatBytes, formatDuration, formatEta, formatLabel, listWords, stateLabel, thumbnailSrc } from "./format";
+import { bpmText, fileName, formatBytes, formatDuration, formatEta, formatLabel, listWords, stateLabel, thumbnailSrc } from "./format";
 
 describe("formatDuration", () => {
   it.each([
@@ -73,5 +73,13 @@ describe("listWords", () => {
     expect(listWords(["drums", "bass", "other", "vocals"])).toBe("drums, bass, other and vocals");
     expect(listWords(["vocals"])).toBe("vocals");
     expect(listWords([])).toBe("");
+  });
+});
+
+describe("bpmText", () => {
+  it("shows the tempo kept to 0.001 with one decimal", () => {
+    expect(bpmText({ bpm: 117.647, beatOffset: 0.1, key: null })).toBe("117.6 BPM");
+    expect(bpmText({ bpm: 119.98, beatOffset: null, key: null })).toBe("120 BPM");
+    expect(bpmText({ bpm: null, beatOffset: null, key: null })).toBeNull();
   });
 });

@@ -140,7 +140,10 @@ export function listWords(items: readonly string[]): string {
 /** "117.6 BPM", or null when the song has no steady beat (or was not analysed). */
 export function bpmText(analysis: SongAnalysis | null | undefined): string | null {
   const bpm = analysis?.bpm;
-  return bpm === null || bpm === undefined ? null : `${Number.isInteger(bpm) ? bpm : bpm.toFixed(1)} BPM`;
+  // Kept to 0.001 for the beat grid, shown to one decimal (120, not 120.0).
+  if (bpm === null || bpm === undefined) return null;
+  const shown = Math.round(bpm * 10) / 10;
+  return `${Number.isInteger(shown) ? shown : shown.toFixed(1)} BPM`;
 }
 
 /** "A♭ minor (1A)": the key with its Camelot code, or null. */

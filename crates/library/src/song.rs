@@ -240,11 +240,18 @@ impl SongMetadata {
 
 /// Tempo (from the drums stem) and key (from the other stems) of a
 /// separated song; a failure is logged and leaves the song without them.
+/// Best effort: a panic in a decoder or resampler is caught here (the
+/// separation it follows succeeded, and must not be failed for it).
 pub fn analyse(stems: &[(String, std::path::PathBuf)]) -> Option<stemroom_engine::analysis::SongAnalysis> {
     let started = std::time::Instant::now();
     let drums = stems.iter().find(|(s, _)| s == "drums").map(|(_, p)| p.as_path());
     let others: Vec<&std::path::Path> = stems.iter().filter(|(s, _)| s != "drums").map(|(_, p)| p.as_path()).collect();
-    match stemroom_engine::analysis::analyse_stems(drums, &others) {
+    let found =
+        std::panic::catch_unwind(|| stemroom_engine::analysis::analyse_stems(drums, &others)).unwrap_or_else(|panic| {
+            let what = stemroom_engine::error::panic_message(&*panic).unwrap_or_default();
+            Err(format!("the analysis stopped unexpectedly ({what})"))
+        });
+    match found {
         Ok(a) => {
             tracing::info!(
                 "tempo {:?} BPM, key {:?} ({:.1} s)",

@@ -22,7 +22,7 @@ export function BeatControls({
         className="button button--small"
         aria-pressed={metronome}
         disabled={none}
-        title={why ?? `A click on every beat (${bpm} BPM, follows the speed)`}
+        title={why ?? `A click on every beat (${bpm === null ? "" : Math.round(bpm * 10) / 10} BPM, follows the speed)`}
         onClick={() => onChange({ metronome: !metronome })}
       >
         Click

@@ -32,7 +32,9 @@ pub const ANALYSIS_RATE: u32 = 11_025;
 #[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(rename_all = "camelCase")]
 pub struct SongAnalysis {
-    /// Beats per minute, one decimal; `None` when no steady beat was found
+    /// Beats per minute, to 0.001 (the beat grid is built from it: rounded
+    /// to one decimal it slipped up to 125 ms over 5 minutes at 120 BPM;
+    /// shown with one decimal); `None` when no steady beat was found
     /// (silence, no drums, free time).
     pub bpm: Option<f32>,
     /// Time of the first beat in seconds (the beats fall at
@@ -132,7 +134,7 @@ pub fn analyse_stems(drums: Option<&Path>, others: &[&Path]) -> Result<SongAnaly
         }
     }
     Ok(SongAnalysis {
-        bpm: tempo.map(|t| (t.bpm * 10.0).round() / 10.0),
+        bpm: tempo.map(|t| (t.bpm * 1000.0).round() / 1000.0),
         beat_offset: tempo.map(|t| (t.beat_offset * 1000.0).round() / 1000.0),
         key: key::estimate(&harmonic, ANALYSIS_RATE),
     })

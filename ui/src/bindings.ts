@@ -857,7 +857,9 @@ export type Settings = {
 /**  A song's tempo and key, as stored with it (`stemroom.json`, the library). */
 export type SongAnalysis = {
 	/**
-	 *  Beats per minute, one decimal; `None` when no steady beat was found
+	 *  Beats per minute, to 0.001 (the beat grid is built from it: rounded
+	 *  to one decimal it slipped up to 125 ms over 5 minutes at 120 BPM;
+	 *  shown with one decimal); `None` when no steady beat was found
 	 *  (silence, no drums, free time).
 	 */
 	bpm: number | null,

@@ -240,11 +240,21 @@ impl SongMetadata {
 
 /// Tempo (from the drums stem) and key (from the other stems) of a
 /// separated song; a failure is logged and leaves the song without them.
-/// Best effort: a panic in a decoder or resampler is caught here (the
-/// separation it follows succeeded, and must not be failed for it).
+/// A two-stem song without a `drums` stem takes its tempo from the
+/// complement that holds the drums (`no_vocals`, `minus_bass`: the other
+/// sources summed, or the mixture less one). Best effort: a panic in a
+/// decoder or resampler is caught here (the separation it follows
+/// succeeded, and must not be failed for it).
 pub fn analyse(stems: &[(String, std::path::PathBuf)]) -> Option<stemroom_engine::analysis::SongAnalysis> {
     let started = std::time::Instant::now();
-    let drums = stems.iter().find(|(s, _)| s == "drums").map(|(_, p)| p.as_path());
+    let with_drums = |s: &str| {
+        s == "drums" || (s.strip_prefix("no_").or_else(|| s.strip_prefix("minus_")).is_some_and(|of| of != "drums"))
+    };
+    let drums = stems
+        .iter()
+        .find(|(s, _)| s == "drums")
+        .or_else(|| stems.iter().find(|(s, _)| with_drums(s)))
+        .map(|(_, p)| p.as_path());
     let others: Vec<&std::path::Path> = stems.iter().filter(|(s, _)| s != "drums").map(|(_, p)| p.as_path()).collect();
     let found =
         std::panic::catch_unwind(|| stemroom_engine::analysis::analyse_stems(drums, &others)).unwrap_or_else(|panic| {
@@ -387,6 +397,42 @@ pub fn remove_song(library: &Path, dir: &Path, job: Option<&Job>, with_exports: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A two-stem song of vocals (silence here) and `no_vocals` (a kick on
+    /// every beat at 120 BPM) has a tempo, from the stem that holds the
+    /// drums; before, only a stem named `drums` was looked at.
+    #[test]
+    fn a_two_stem_song_takes_its_tempo_from_the_stem_with_the_drums() {
+        let dir = tempfile::tempdir().unwrap();
+        let rate = 44_100u32;
+        let write = |name: &str, kick: bool| {
+            let spec = hound::WavSpec {
+                channels: 2,
+                sample_rate: rate,
+                bits_per_sample: 16,
+                sample_format: hound::SampleFormat::Int,
+            };
+            let path = dir.path().join(format!("{name}.wav"));
+            let mut w = hound::WavWriter::create(&path, spec).unwrap();
+            for i in 0..(20 * rate) as usize {
+                let t = (i % (rate as usize / 2)) as f64 / f64::from(rate);
+                let v = if kick {
+                    // A falling 100-50 Hz tone, decaying over 60 ms, every 0.5 s.
+                    0.8 * (2.0 * std::f64::consts::PI * (50.0 + 50.0 * (-t / 0.03).exp()) * t).sin() * (-t / 0.06).exp()
+                } else {
+                    0.0
+                };
+                let s = (v * 32_000.0) as i16;
+                w.write_sample(s).unwrap();
+                w.write_sample(s).unwrap();
+            }
+            w.finalize().unwrap();
+            (name.to_string(), path)
+        };
+        let stems = [write("vocals", false), write("no_vocals", true)];
+        let bpm = analyse(&stems).and_then(|a| a.bpm).expect("a tempo");
+        assert!((bpm - 120.0).abs() < 1.0, "{bpm}");
+    }
 
     #[test]
     fn the_default_library_stays_where_it_is_when_music_appears() {

@@ -146,7 +146,7 @@ export function bpmText(analysis: SongAnalysis | null | undefined): string | nul
   return `${Number.isInteger(shown) ? shown : shown.toFixed(1)} BPM`;
 }
 
-/** "A♭ minor (1A)": the key with its Camelot code, or null. */
+/** "G♯ minor (1A)": the key with its Camelot code, or null. */
 export function keyText(analysis: SongAnalysis | null | undefined): string | null {
   const key = analysis?.key;
   return key ? `${key.name} (${key.camelot})` : null;

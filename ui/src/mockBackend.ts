@@ -176,7 +176,7 @@ export function mockSong(
     provider: "cpu",
     analysis: {
       bpm: 117.6,
-      key: { tonic: 8, mode: "minor", name: "A♭ minor", camelot: "1A", correlation: 0.58 },
+      key: { tonic: 8, mode: "minor", name: "G♯ minor", camelot: "1A", correlation: 0.58 },
     },
     ...overrides,
   });

@@ -299,7 +299,7 @@ mod queue {
         assert!(done.duration_seconds.expect("duration") > 5.0);
         assert_eq!(done.provider.as_deref(), Some("cpu"));
         // Tempo and key of the separated stems, in the library and in
-        // stemroom.json (the true stems read 117.6 BPM, A♭ minor: the
+        // stemroom.json (the true stems read 117.6 BPM, G♯ minor: the
         // model's drums stem gives the same tempo within 2 BPM).
         let analysis = done.analysis.clone().expect("tempo and key");
         eprintln!("Falcon 69 (separated): {analysis:?}");

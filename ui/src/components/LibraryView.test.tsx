@@ -102,14 +102,14 @@ describe("Library", () => {
     const { user } = renderApp({ library: [...library, rubato] });
     await user.click(screen.getByRole("tab", { name: "Library" }));
     const items = await screen.findAllByTestId("library-item");
-    expect(items[0]).toHaveTextContent("117.6 BPM · A♭ minor (1A)");
+    expect(items[0]).toHaveTextContent("117.6 BPM · G♯ minor (1A)");
     expect(items[3]).toHaveTextContent("Rubato");
     expect(items[3]).not.toHaveTextContent("BPM");
     await user.click(await screen.findByRole("button", { name: /Night Drive/ }));
     expect(await screen.findByTestId("song-bpm")).toHaveTextContent("117.6 BPM");
-    expect(screen.getByTestId("song-key")).toHaveTextContent("A♭ minor (1A)");
+    expect(screen.getByTestId("song-key")).toHaveTextContent("G♯ minor (1A)");
     await user.click(screen.getByRole("button", { name: "Play & export" }));
-    expect(await screen.findByTestId("player-analysis")).toHaveTextContent("117.6 BPM · A♭ minor (1A)");
+    expect(await screen.findByTestId("player-analysis")).toHaveTextContent("117.6 BPM · G♯ minor (1A)");
   });
 
   it("shows the quality each song was separated with", async () => {

@@ -208,7 +208,7 @@ fn two_workers_share_the_queue_once_each_and_a_corrupt_input_fails_once() {
     for v in done.iter().filter(|v| v["job_id"] != corrupt.as_str() && v["job_id"] != gone.as_str()) {
         assert_eq!(v["status"], "completed", "{v}");
         // Tempo and key found by the server when a worker's stems came in
-        // (Falcon 69: 117.7 BPM, A♭ minor from the model's stems).
+        // (Falcon 69: 117.7 BPM, G♯ minor from the model's stems).
         assert!(v["bpm"].as_f64().is_some_and(|b| (b - 117.6).abs() <= 2.0), "{v}");
         assert!(v["key"].as_str().is_some_and(|k| k.ends_with("minor") || k.ends_with("major")), "{v}");
     }

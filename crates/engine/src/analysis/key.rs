@@ -27,8 +27,11 @@ const MIN_CORRELATION: f64 = 0.5;
 pub const MAJOR_PROFILE: [f64; 12] = [6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88];
 pub const MINOR_PROFILE: [f64; 12] = [6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17];
 
-/// Pitch-class names from C, as musicians usually spell the keys.
-const NAMES: [&str; 12] = ["C", "C♯", "D", "E♭", "E", "F", "F♯", "G", "A♭", "A", "B♭", "B"];
+/// Tonic names from C, as musicians usually spell the keys: the spelling
+/// with fewer accidentals in the key signature (D♭ major, 5 flats, not C♯
+/// major, 7 sharps; G♯ minor, 5 sharps, not A♭ minor, 7 flats).
+const MAJOR_NAMES: [&str; 12] = ["C", "D♭", "D", "E♭", "E", "F", "F♯", "G", "A♭", "A", "B♭", "B"];
+const MINOR_NAMES: [&str; 12] = ["C", "C♯", "D", "E♭", "E", "F", "F♯", "G", "G♯", "A", "B♭", "B"];
 
 /// Major or minor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,7 +62,10 @@ pub struct Key {
 impl Key {
     fn new(tonic: u8, mode: Mode, correlation: f64) -> Self {
         let t = usize::from(tonic % 12);
-        let name = format!("{} {}", NAMES[t], if mode == Mode::Major { "major" } else { "minor" });
+        let name = match mode {
+            Mode::Major => format!("{} major", MAJOR_NAMES[t]),
+            Mode::Minor => format!("{} minor", MINOR_NAMES[t]),
+        };
         // Camelot: C major = 8B, each fifth up adds one; minors share the
         // number of their relative major (A minor = 8A).
         let major_tonic = if mode == Mode::Major { t } else { (t + 3) % 12 };
@@ -177,6 +183,12 @@ mod tests {
         assert_eq!(Key::new(3, Mode::Major, 0.9).name, "E♭ major");
         assert_eq!(Key::new(3, Mode::Major, 0.9).camelot, "5B");
         assert_eq!(Key::new(6, Mode::Minor, 0.9).camelot, "11A");
+        // Spelled as key signatures are: G♯ minor (5 sharps), D♭ major (5 flats).
+        let g_sharp = Key::new(8, Mode::Minor, 0.9);
+        assert_eq!((g_sharp.name.as_str(), g_sharp.camelot.as_str()), ("G♯ minor", "1A"));
+        assert_eq!(Key::new(8, Mode::Major, 0.9).name, "A♭ major");
+        assert_eq!(Key::new(1, Mode::Major, 0.9).name, "D♭ major");
+        assert_eq!(Key::new(1, Mode::Minor, 0.9).name, "C♯ minor");
     }
 
     #[test]

@@ -846,20 +846,23 @@ fn get_model_if_missing(a: &SeparateArgs, cancel: &AtomicBool) -> Result<(), Err
         dest.display()
     );
     let mut last = 0u64;
-    let mut progress = |e: &stemroom_engine::runtime::install::InstallEvent| {
-        use stemroom_engine::runtime::install::InstallEvent as E;
-        if let E::Downloading { done, total, .. } = e {
-            let tenth = if *total > 0.0 { (done / total * 10.0) as u64 } else { 0 };
-            if tenth > last {
-                last = tenth;
-                errln!("  {:>3} % of {} MB", tenth * 10, (total / 1e6).round());
-            }
-        }
-    };
+    let mut progress = |e: &stemroom_engine::runtime::install::InstallEvent| say_download_progress(&mut last, e);
     let opts = model::FetchOptions::for_dest(&dest);
     model::fetch_with(info, &dest, &opts, &mut progress, &|| cancel.load(Ordering::SeqCst))
         .map_err(EngineError::from)?;
     Ok(())
+}
+
+/// One stderr line per 10 % of a model download; `last` holds the tenths
+/// said so far (0 before the first).
+fn say_download_progress(last: &mut u64, e: &stemroom_engine::runtime::install::InstallEvent) {
+    if let stemroom_engine::runtime::install::InstallEvent::Downloading { done, total, .. } = e {
+        let tenth = if *total > 0.0 { (done / total * 10.0) as u64 } else { 0 };
+        if tenth > *last {
+            *last = tenth;
+            errln!("  {:>3} % of {} MB", tenth * 10, (total / 1e6).round());
+        }
+    }
 }
 
 /// Open the model on the device the flags ask for.
@@ -1457,20 +1460,11 @@ fn fetch_models(manifest: &Manifest, ids: &[String], a: &ModelsArgs, dirs: &[Pat
                 let mut opts = model::FetchOptions::for_dest(&dest);
                 opts.from.clone_from(&a.from);
                 let mut last = 0u64;
-                let mut progress = |e: &stemroom_engine::runtime::install::InstallEvent| {
-                    use stemroom_engine::runtime::install::InstallEvent as E;
-                    match e {
-                        // One line per 10 % on stderr.
-                        E::Downloading { done, total, .. } if *total > 0.0 => {
-                            let tenth = (done / total * 10.0) as u64;
-                            if tenth > last {
-                                last = tenth;
-                                errln!("  {:>3} % of {} MB", tenth * 10, (total / 1e6).round());
-                            }
-                        }
-                        E::Verified { file } => errln!("  {file}: sha256 verified"),
-                        _ => {}
+                let mut progress = |e: &stemroom_engine::runtime::install::InstallEvent| match e {
+                    stemroom_engine::runtime::install::InstallEvent::Verified { file } => {
+                        errln!("  {file}: sha256 verified")
                     }
+                    _ => say_download_progress(&mut last, e),
                 };
                 if let Err(e) = model::fetch_with(m, &dest, &opts, &mut progress, &|| false) {
                     errln!("error: {e}");

@@ -60,6 +60,10 @@ const COMPLETE_WAIT_STOPPING: Duration = Duration::from_secs(15);
 /// the headers and then stalls would hold the worker (or its heartbeat,
 /// whose entry would then go stale) for ever; ureq sets no body timeout.
 const JSON_BODY_WAIT: Duration = Duration::from_secs(60);
+
+/// How long the server's answer to a request may take to begin, unless the
+/// request says otherwise ([`Server::post_within`]).
+const RESPONSE_WAIT: Duration = Duration::from_secs(120);
 /// How long one `XREADGROUP` waits for a new entry.
 const BLOCK: Duration = Duration::from_secs(2);
 /// Longest wait between reconnection tries.
@@ -120,7 +124,7 @@ impl Server {
     fn new(config: &RemoteConfig) -> Self {
         let agent = ureq::Agent::config_builder()
             .timeout_connect(Some(Duration::from_secs(10)))
-            .timeout_recv_response(Some(Duration::from_secs(120)))
+            .timeout_recv_response(Some(RESPONSE_WAIT))
             .http_status_as_error(false)
             .build()
             .into();
@@ -168,16 +172,7 @@ impl Server {
         path: &str,
         body: &serde_json::Value,
     ) -> Result<Answer<T>, RemoteError> {
-        let r = self
-            .agent
-            .post(format!("{}{path}", self.base))
-            .header("Authorization", &self.auth)
-            .config()
-            .timeout_send_body(Some(JSON_BODY_WAIT))
-            .timeout_recv_body(Some(JSON_BODY_WAIT))
-            .build()
-            .send_json(body);
-        self.answer(r)
+        self.post_within(path, body, RESPONSE_WAIT)
     }
 
     /// [`Server::post`] that waits at most `wait` for the answer.

@@ -133,10 +133,23 @@ export function useQueue(): QueueState {
     }
   });
 
-  useEffect(() => untilUnmount(backend.subscribe((event) => onEvent(event))), [backend]);
+  // The first read waits for the subscription: the app's commands run on
+  // several threads, so a read sent beside the subscription can answer
+  // before it is in place, and a change between the two (a job that failed
+  // or finished) would be shown as it was until the next change.
   useEffect(() => {
-    void refresh();
-  }, [refresh]);
+    let active = true;
+    const registration = backend.subscribe((event) => onEvent(event));
+    const firstRead = () => {
+      if (active) void refresh();
+    };
+    registration.then(firstRead, firstRead);
+    const stop = untilUnmount(registration);
+    return () => {
+      active = false;
+      stop();
+    };
+  }, [backend, refresh]);
 
   const clearFinished = useCallback((id?: number) => {
     setFinished((current) => (id === undefined ? [] : current.filter((j) => j.id !== id)));

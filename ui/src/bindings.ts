@@ -502,6 +502,13 @@ export type JobProgress = {
 	etaSeconds: number | null,
 	/**  Download speed in bytes per second (while downloading). */
 	bytesPerSecond: number | null,
+	/**
+	 *  Why the job is held up, for people (`None` while it goes on): the
+	 *  song is separated, but its end cannot be written to the queue's
+	 *  database (disk full, another program holding it), and the worker
+	 *  keeps trying.
+	 */
+	notice: string | null,
 };
 
 /**  Where a job's audio comes from. */

@@ -233,19 +233,19 @@ function status(state: JobState): Status {
 function progressOf(id: number, state: JobState, secondsPerSegment: number): JobProgress {
   switch (state.state) {
     case "downloading":
-      return { id, state, percent: state.percent ?? 0, etaSeconds: 3, bytesPerSecond: 1_200_000 };
+      return { id, state, percent: state.percent ?? 0, etaSeconds: 3, bytesPerSecond: 1_200_000, notice: null };
     case "decoding":
-      return { id, state, percent: 2.5, etaSeconds: null, bytesPerSecond: null };
+      return { id, state, percent: 2.5, etaSeconds: null, bytesPerSecond: null, notice: null };
     case "separating": {
       const done = state.segment / state.total;
-      return { id, state, percent: 5 + 90 * done, etaSeconds: secondsPerSegment * (state.total - state.segment), bytesPerSecond: null };
+      return { id, state, percent: 5 + 90 * done, etaSeconds: secondsPerSegment * (state.total - state.segment), bytesPerSecond: null, notice: null };
     }
     case "encoding":
-      return { id, state, percent: 95, etaSeconds: 0, bytesPerSecond: null };
+      return { id, state, percent: 95, etaSeconds: 0, bytesPerSecond: null, notice: null };
     case "done":
-      return { id, state, percent: 100, etaSeconds: 0, bytesPerSecond: null };
+      return { id, state, percent: 100, etaSeconds: 0, bytesPerSecond: null, notice: null };
     default:
-      return { id, state, percent: 0, etaSeconds: null, bytesPerSecond: null };
+      return { id, state, percent: 0, etaSeconds: null, bytesPerSecond: null, notice: null };
   }
 }
 

@@ -419,6 +419,7 @@ mod queue {
         struct Locker {
             db: PathBuf,
             held: Mutex<Option<std::thread::JoinHandle<()>>>,
+            notices: Mutex<Vec<String>>,
         }
         impl WorkerListener for Locker {
             fn job_changed(&self, job: &Job) {
@@ -437,7 +438,9 @@ mod queue {
                 }));
                 rx.recv().expect("locked");
             }
-            fn progress(&self, _: &JobProgress) {}
+            fn progress(&self, p: &JobProgress) {
+                self.notices.lock().expect("lock").extend(p.notice.clone());
+            }
         }
 
         let lq = crate::common::LibraryQueue::new();
@@ -452,7 +455,11 @@ mod queue {
         SongMetadata::new(&job, stems, 1.0, None, None).write(&work).expect("metadata");
         song::publish_song(library, &work, &job.title).expect("publish");
 
-        let locker = Arc::new(Locker { db: lq.dir.path().join("queue.sqlite"), held: Mutex::new(None) });
+        let locker = Arc::new(Locker {
+            db: lq.dir.path().join("queue.sqlite"),
+            held: Mutex::new(None),
+            notices: Mutex::new(Vec::new()),
+        });
         let worker = lq.worker(locker.clone());
         worker.start(1);
         let deadline = Instant::now() + std::time::Duration::from_secs(20);
@@ -465,6 +472,13 @@ mod queue {
         let done = wait_for(q, job.id, 30, |j| j.state.is_finished());
         assert_eq!(done.state, JobState::Done, "{:?}", done.state);
         worker.shutdown();
+        // While it waited, the window was told why (once).
+        let notices = locker.notices.lock().expect("lock");
+        assert_eq!(notices.len(), 1, "{notices:?}");
+        assert!(
+            notices[0].starts_with("The song is separated, but the queue cannot record it (database is locked)"),
+            "{notices:?}"
+        );
     }
 
     /// A job whose song was filed but not recorded as done (the process

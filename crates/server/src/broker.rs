@@ -938,6 +938,7 @@ async fn progress(
         percent: p.percent.clamp(0.0, 100.0),
         eta_seconds: p.eta_seconds,
         bytes_per_second: None,
+        notice: None,
     });
     Ok(Json(Carry { cancel: false, taken_over: false }))
 }

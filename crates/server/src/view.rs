@@ -95,6 +95,10 @@ pub struct JobView {
     pub details: Details,
     /// Estimated seconds left (from this machine's measured segment times).
     pub eta_seconds: Option<f64>,
+    /// Why a processing job is held up, for people (`null` while it goes
+    /// on): its stems are made but the queue's database cannot record the
+    /// end (disk full, locked), and the server keeps trying.
+    pub notice: Option<String>,
     pub title: String,
     /// The song's length in seconds, once known.
     pub duration_seconds: Option<f64>,
@@ -183,6 +187,7 @@ impl JobView {
             progress: percent,
             details: Details { completed_segments, total_segments, percent },
             eta_seconds: progress.eta_seconds.filter(|_| job.state.is_running()),
+            notice: progress.notice.clone().filter(|_| job.state.is_running()),
             title: job.title.clone(),
             duration_seconds: job.duration_seconds,
             url,

@@ -71,6 +71,11 @@ export function JobRow({ job, progress, canMove, busy, onAction, onListen }: Pro
           {running && progress?.etaSeconds != null && <span>{formatEta(progress.etaSeconds)}</span>}
         </p>
         {hint && <p className="job__hint">{hint}</p>}
+        {running && progress?.notice && (
+          <p className="job__hint job__hint--warning" role="status">
+            {progress.notice}
+          </p>
+        )}
         {running && <ProgressBar percent={progress?.percent ?? 0} label={`Progress of ${job.title}`} />}
       </div>
       <div className="job__actions">

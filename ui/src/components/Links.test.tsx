@@ -14,7 +14,7 @@ describe("Links", () => {
       backend.updateJob(job!.id, { state: { state: "downloading", percent: 42.7 } });
       backend.emit({
         kind: "progress",
-        progress: { id: job!.id, state: { state: "downloading", percent: 42.7 }, percent: 42.7, etaSeconds: 5, bytesPerSecond: 1_500_000 },
+        progress: { id: job!.id, state: { state: "downloading", percent: 42.7 }, percent: 42.7, etaSeconds: 5, bytesPerSecond: 1_500_000, notice: null },
       });
     });
     expect(within(row).getByText("Downloading 42 %")).toBeInTheDocument();

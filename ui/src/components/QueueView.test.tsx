@@ -92,13 +92,25 @@ describe("Queue", () => {
     expect(bar).toHaveAttribute("aria-valuenow", "0");
 
     const state: JobState = { state: "separating", segment: 3, total: 11 };
-    act(() => backend.emit({ kind: "progress", progress: { id: 1, state, percent: 29.5, etaSeconds: 80, bytesPerSecond: null } }));
+    act(() => backend.emit({ kind: "progress", progress: { id: 1, state, percent: 29.5, etaSeconds: 80, bytesPerSecond: null, notice: null } }));
 
     expect(bar).toHaveAttribute("aria-valuenow", "30");
     expect(row("Falcon 69")).toHaveAttribute("data-state", "separating");
     expect(within(row("Falcon 69")).getByText("Separating")).toHaveAttribute("title", "Part 3 of 11");
     expect(within(row("Falcon 69")).getByText("30 %")).toBeInTheDocument();
     expect(within(row("Falcon 69")).getByText("about 1 min 20 s left")).toBeInTheDocument();
+  });
+
+  it("says why a separated song is held up, until it goes on", async () => {
+    const { backend } = renderApp({ queue: [job(1, "Falcon 69", { state: "encoding" })] });
+    expect(await screen.findByText("Finishing")).toBeInTheDocument();
+    const state: JobState = { state: "encoding" };
+    const notice = "The song is separated, but the queue cannot record it (database or disk is full). Trying again every 5 s.";
+    act(() => backend.emit({ kind: "progress", progress: { id: 1, state, percent: 95, etaSeconds: 0, bytesPerSecond: null, notice } }));
+    expect(within(row("Falcon 69")).getByRole("status")).toHaveTextContent(notice);
+
+    act(() => void backend.updateJob(1, { state: { state: "done" } }));
+    expect(screen.queryByText(notice)).not.toBeInTheDocument();
   });
 
   it("follows jobs changing and moves finished ones to the library", async () => {

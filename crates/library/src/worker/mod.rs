@@ -540,6 +540,14 @@ impl Inner {
             attempt += 1;
             if attempt == 4 {
                 tracing::error!("cannot record the end of job {}: {e}; trying again every 5 s", job.id);
+                // The job would otherwise sit at its last progress with no
+                // word of why (the window and the HTTP service show this).
+                self.listener.progress(&JobProgress {
+                    notice: Some(format!(
+                        "The song is separated, but the queue cannot record it ({e}). Trying again every 5 s."
+                    )),
+                    ..JobProgress::compute(job.id, &JobState::Encoding, 1.0, None)
+                });
             }
             if attempt >= 4 && self.stop.load(Ordering::SeqCst) {
                 break;

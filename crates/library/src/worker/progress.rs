@@ -35,6 +35,11 @@ pub struct JobProgress {
     pub eta_seconds: Option<f64>,
     /// Download speed in bytes per second (while downloading).
     pub bytes_per_second: Option<f64>,
+    /// Why the job is held up, for people (`None` while it goes on): the
+    /// song is separated, but its end cannot be written to the queue's
+    /// database (disk full, another program holding it), and the worker
+    /// keeps trying.
+    pub notice: Option<String>,
 }
 
 impl JobProgress {
@@ -61,7 +66,7 @@ impl JobProgress {
             JobState::Done => (100.0, Some(0.0)),
             JobState::Failed { .. } | JobState::Cancelled => (0.0, None),
         };
-        JobProgress { id, state: state.clone(), percent, eta_seconds: eta, bytes_per_second: None }
+        JobProgress { id, state: state.clone(), percent, eta_seconds: eta, bytes_per_second: None, notice: None }
     }
 }
 

@@ -316,46 +316,74 @@ pub(crate) fn check_space(service: &Service, incoming: u64) -> Result<(), ApiErr
     Ok(())
 }
 
-/// The bytes an upload declared (its `Content-Length`) and has not written
-/// yet, counted against the free-space floor by every other upload's
-/// check: uploads side by side each passed the floor alone, and together
-/// went below it by their sum. Given back as the bytes are written (the
-/// disk's free space then counts them) and when the upload ends.
+/// The part of an upload's declared length (its `Content-Length`) not
+/// written yet that every other upload's check counts against the
+/// free-space floor: uploads side by side each passed the floor alone, and
+/// together went below it by their sum.
+///
+/// An upload holds only what it has shown it will send: as many bytes
+/// ahead as it has written so far, at least [`SPACE_CHECK_EVERY`] (what it
+/// writes before its next check), never more than it declared and has not
+/// written. A client that declares 500 MB and sends a trickle (or
+/// nothing, within the idle timeout) holds 8 MiB, not 500 MB: a few such
+/// connections cannot make every other upload a 507. Given back as bytes
+/// are written (the disk's free space then counts them) and when the
+/// upload ends.
 pub(crate) struct Reservation<'a> {
     total: &'a AtomicU64,
+    /// Declared bytes not written yet.
     left: u64,
+    /// Bytes written so far.
+    sent: u64,
+    /// What this upload counts in `total` now.
+    held: u64,
 }
 
-impl Reservation<'_> {
+impl<'a> Reservation<'a> {
+    fn new(total: &'a AtomicU64, declared: u64) -> Self {
+        let mut r = Reservation { total, left: declared, sent: 0, held: 0 };
+        r.hold(r.ahead());
+        r
+    }
+
+    /// What the upload holds after `sent` bytes.
+    fn ahead(&self) -> u64 {
+        self.left.min(self.sent.max(SPACE_CHECK_EVERY))
+    }
+
+    fn hold(&mut self, bytes: u64) {
+        // Saturating: a declared length near 2^64 must not wrap the total.
+        let (more, less) = (bytes.saturating_sub(self.held), self.held.saturating_sub(bytes));
+        let _ = self
+            .total
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| Some(t.saturating_add(more).saturating_sub(less)));
+        self.held = bytes;
+    }
+
     /// `n` more bytes were written.
     pub(crate) fn written(&mut self, n: u64) {
-        let n = n.min(self.left);
-        self.left -= n;
-        let _ = self.total.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| Some(t.saturating_sub(n)));
+        self.left -= n.min(self.left);
+        self.sent = self.sent.saturating_add(n);
+        self.hold(self.ahead());
     }
 }
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
-        self.written(self.left);
+        self.hold(0);
     }
 }
 
-/// Check the floor for an upload of `declared` bytes and reserve them.
+/// Check the floor for an upload of `declared` bytes (the whole of them,
+/// with what other uploads hold) and reserve its share ([`Reservation`]).
 ///
 /// # Errors
 /// 507 as [`check_space`].
 pub(crate) fn reserve_space(service: &Service, declared: u64) -> Result<Reservation<'_>, ApiError> {
-    // Reserved first, then checked with everyone's reservations, this one's
+    // Held first, then checked with everyone's reservations, this one's
     // among them: two uploads starting at once both count each other.
-    // Saturating: a declared length near 2^64 must not wrap the total to
-    // a small number.
-    let before =
-        service.upload_reserved.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| Some(t.saturating_add(declared)));
-    let before = before.unwrap_or_else(|t| t);
-    // What was added (less than declared only when the total saturated).
-    let reservation = Reservation { total: &service.upload_reserved, left: before.saturating_add(declared) - before };
-    check_space(service, 0)?;
+    let reservation = Reservation::new(&service.upload_reserved, declared);
+    check_space(service, declared - reservation.held)?;
     Ok(reservation)
 }
 
@@ -737,6 +765,36 @@ mod tests {
 
     fn base() -> JobOptions {
         stemroom_library::queue::Settings::default().job_options()
+    }
+
+    #[test]
+    fn an_upload_holds_only_what_it_has_shown_it_sends() {
+        const MIB: u64 = 1 << 20;
+        let total = AtomicU64::new(0);
+        let held = || total.load(Ordering::SeqCst);
+        {
+            // 500 MB declared, nothing sent: the first 8 MiB only.
+            let mut big = Reservation::new(&total, 500_000_000);
+            assert_eq!(held(), 8 * MIB);
+            // A small one beside it holds all of its 3 bytes.
+            let small = Reservation::new(&total, 3);
+            assert_eq!(held(), 8 * MIB + 3);
+            drop(small);
+            // 8 MiB sent: 8 MiB more ahead; 100 MiB sent: 100 MiB ahead.
+            big.written(8 * MIB);
+            assert_eq!(held(), 8 * MIB);
+            big.written(92 * MIB);
+            assert_eq!(held(), 100 * MIB);
+            // Near the end: no more than it declared and has not sent.
+            big.written(350 * MIB);
+            assert_eq!(held(), 500_000_000 - 450 * MIB);
+            // More than it declared (a chunked part after a wrong length).
+            big.written(100 * MIB);
+            assert_eq!(held(), 0);
+            let _huge = Reservation::new(&total, u64::MAX);
+            assert_eq!(held(), 8 * MIB);
+        }
+        assert_eq!(held(), 0, "all given back");
     }
 
     #[test]

@@ -1035,14 +1035,18 @@ fn links_to_this_machine_are_refused_unless_allowed() {
     assert_eq!(jobs["total"], 0, "nothing queued: {jobs}");
 }
 
+/// Uploads side by side count what each other still has to send against the
+/// free-space floor, but only what each has shown it sends: clients that
+/// declare a large `Content-Length` and send nothing cannot make every
+/// other upload a 507.
 #[test]
-fn uploads_side_by_side_count_each_others_declared_bytes_against_the_floor() {
+fn uploads_side_by_side_hold_space_by_what_they_send_not_what_they_declare() {
     use std::io::Write;
     use std::net::TcpStream;
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).expect("mkdir");
-    // A floor 3 GB below the free space now: one 2 GB upload fits, two do not.
+    // A floor 3 GB below the free space now.
     let df = Command::new("df").args(["-B1", "--output=avail"]).arg(&data).output().expect("df");
     let free: u64 = String::from_utf8_lossy(&df.stdout).lines().nth(1).and_then(|l| l.trim().parse().ok()).expect("df");
     let floor_mb = (free / 1_000_000).saturating_sub(3_000);
@@ -1050,12 +1054,13 @@ fn uploads_side_by_side_count_each_others_declared_bytes_against_the_floor() {
     let floor = floor_mb.to_string();
     let server = Server::start(&data, &["--min-free-mb", &floor, "--max-upload-mb", "4000", "--idle-timeout", "20"]);
     let addr = server.base.trim_start_matches("http://").to_string();
-    // Headers and the start of a 2 GB file part, then nothing (in flight).
-    let start = || {
+    // Headers and the start of a file part of `declared` bytes, then
+    // nothing (in flight).
+    let start = |declared: u64| {
         let mut c = TcpStream::connect(&addr).expect("connect");
         let head = format!(
             "POST /upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
-             Content-Type: multipart/form-data; boundary=B\r\nContent-Length: 2000000000\r\n\r\n\
+             Content-Type: multipart/form-data; boundary=B\r\nContent-Length: {declared}\r\n\r\n\
              --B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\nRIFF",
             server.token
         );
@@ -1070,16 +1075,31 @@ fn uploads_side_by_side_count_each_others_declared_bytes_against_the_floor() {
             Err(_) => None, // still reading the body
         }
     };
-    let mut first = start();
-    assert_eq!(answer(&mut first), None, "the first upload is taken");
-    let mut second = start();
-    let refused = answer(&mut second).expect("the second is answered at once");
+    // One upload alone larger than what is left above the floor: at once.
+    let mut whole = start(3_500_000_000);
+    let refused = answer(&mut whole).expect("answered at once");
     assert!(refused.starts_with("HTTP/1.1 507"), "{refused}");
-    // Once the first is gone, its bytes are free again.
-    drop(first);
-    std::thread::sleep(Duration::from_millis(500));
-    let mut third = start();
-    assert_eq!(answer(&mut third), None, "taken once the first one left");
+    // 24 clients that declare 2 GB each (48 GB) and send nothing.
+    let mut stalled = Vec::new();
+    for _ in 0..24 {
+        let mut c = start(2_000_000_000);
+        assert_eq!(answer(&mut c), None, "a declared 2 GB upload is taken");
+        stalled.push(c);
+    }
+    // A real upload beside them passes the floor (refused for what it is:
+    // not audio, 415), not for space the others only declared.
+    let junk = dir.path().join("junk.wav");
+    std::fs::write(&junk, b"this is not audio").expect("write");
+    let (code, body) = server.curl(&["-F", &format!("file=@{}", utf8(&junk)), "/upload"]);
+    assert_eq!(code, 415, "{body}");
+    // Nothing was queued, and the stalled uploads leave no files once gone.
+    drop(stalled);
+    assert_eq!(server.json(&["/jobs"])["total"], 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !files_in(&data.join("uploads")).is_empty() {
+        assert!(Instant::now() < deadline, "{:?}", files_in(&data.join("uploads")));
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]

@@ -209,6 +209,9 @@ pub async fn health() -> Json<Health> {
 #[utoipa::path(get, path = "/status", tag = "health", responses((status = 200, body = ServerStatus)))]
 pub async fn server_status(State(service): Shared) -> Result<Json<ServerStatus>, ApiError> {
     let (models_ready, models_problem) = service.models_ready().await;
+    // Where the server keeps its files is its own business (a corrupt
+    // model's message names its file).
+    let models_problem = models_problem.map(|m| named_places(&m, &server_places(&service)));
     let jobs = service.queue.queue()?;
     let queue_length = jobs.iter().filter(|j| matches!(j.state, JobState::Queued)).count() as u32;
     let active = match &service.broker {
@@ -263,6 +266,17 @@ pub(crate) fn without_paths(service: &Service, job: &Job, message: &str) -> Stri
     if let stemroom_library::queue::JobSource::File { path } = &job.source {
         places.push((path.clone(), "the input file"));
     }
+    places.extend(server_places(service));
+    named_places(message, &places)
+}
+
+/// The server's own folders, the more particular first, each with the name
+/// a client sees in its place.
+fn server_places(service: &Service) -> Vec<(String, &'static str)> {
+    let mut places: Vec<(String, &str)> = Vec::new();
+    if let Some(dir) = &service.config.model_dir {
+        places.push((dir.to_string_lossy().into_owned(), "the server's model folder"));
+    }
     places.push((service.library_dir().to_string_lossy().into_owned(), "the library folder"));
     places.push((service.data_dir.to_string_lossy().into_owned(), "the server's data folder"));
     // Models and runtimes (`~/.cache/stemroom`), then anything else of the
@@ -273,7 +287,7 @@ pub(crate) fn without_paths(service: &Service, job: &Job, message: &str) -> Stri
     if let Some(home) = std::env::var_os("HOME").filter(|h| h.len() > 1) {
         places.push((home.to_string_lossy().into_owned(), "the server's home folder"));
     }
-    named_places(message, &places)
+    places
 }
 
 /// `message` with each of `places`' paths (in their order: the more
@@ -559,7 +573,16 @@ pub async fn separate(
     guard.id = None;
     match &done.state {
         JobState::Done => zip_response(&done, None),
-        JobState::Failed { code, message } => Err(failed_job(*code, &without_paths(&service, &done, message))),
+        JobState::Failed { code, message } => {
+            let e = failed_job(*code, &without_paths(&service, &done, message));
+            // The answer is all the client gets (no job id): the job and its
+            // upload go, or each failed call would keep up to the upload
+            // limit on disk that nobody can name to delete.
+            if let Err(d) = service.delete(done.id).await {
+                tracing::warn!("job {}: cannot remove the failed /separate job: {}", done.id, d.message);
+            }
+            Err(e)
+        }
         _ => Err(ApiError::conflict(format!("job {} was cancelled", done.id))),
     }
 }

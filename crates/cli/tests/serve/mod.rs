@@ -1192,3 +1192,60 @@ fn the_readme_curl_lines_work_as_written() {
     assert!(o.status.success(), "the README's curl lines failed");
     assert!(dir.path().join("stems.zip").is_file() && dir.path().join("vocals.wav").is_file());
 }
+
+/// A synchronous `/separate` whose job fails answers why and keeps nothing
+/// (no job the client cannot name, no upload on disk); `/status` says what
+/// is wrong with the model without the server's paths.
+#[test]
+fn a_failed_separate_keeps_nothing_and_status_names_no_paths() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let models = dir.path().join("models");
+    std::fs::create_dir_all(&models).expect("mkdir");
+    std::fs::write(models.join("htdemucs.onnx"), b"not a model").expect("write");
+    let server = Server::start(&data, &["--model-dir", utf8(&models)]);
+    let status = server.json(&["/status"]);
+    let problem = status["models_problem"].as_str().unwrap_or_default();
+    assert!(!problem.contains(utf8(dir.path())), "{status}");
+    // The job fails at its start (the model given is damaged).
+    let small = dir.path().join("small.flac");
+    stemroom_testkit::ffmpeg(&["-i", utf8(&testdata("mixture.wav")), "-t", "0.5", utf8(&small)]);
+    let (code, body) = server.curl(&["-F", &format!("audio_file=@{}", utf8(&small)), "/separate"]);
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("missing_model") && body.contains("the server's model folder"), "{body}");
+    assert!(!body.contains(utf8(dir.path())), "{body}");
+    assert_eq!(server.json(&["/jobs"])["total"], 0);
+    assert!(files_in(&data.join("uploads")).is_empty(), "{:?}", files_in(&data.join("uploads")));
+    assert!(server.stop("TERM").success());
+
+    // A FLAC whose header is whole (0.5 s) and whose frames are noise: it
+    // passes the upload's probe, and its job fails decoding it.
+    let data = dir.path().join("data2");
+    let server = Server::start(&data, &[]);
+    let flac = std::fs::read(&small).expect("read");
+    let mut end = 4;
+    loop {
+        let last = flac[end] & 0x80 != 0;
+        let length = usize::from(flac[end + 1]) << 16 | usize::from(flac[end + 2]) << 8 | usize::from(flac[end + 3]);
+        end += 4 + length;
+        if last {
+            break;
+        }
+    }
+    let mut junk = flac[..end].to_vec();
+    let mut x: u32 = 0x9e37_79b9;
+    junk.extend((0..60_000).map(|_| {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        x as u8
+    }));
+    let junk_path = dir.path().join("junk.flac");
+    std::fs::write(&junk_path, &junk).expect("write");
+    let (code, body) = server.curl(&["-F", &format!("audio_file=@{}", utf8(&junk_path)), "/separate"]);
+    assert_eq!(code, 415, "{body}");
+    assert!(body.contains("no audio"), "{body}");
+    assert!(!body.contains(utf8(dir.path())), "{body}");
+    assert_eq!(server.json(&["/jobs"])["total"], 0);
+    assert!(files_in(&data.join("uploads")).is_empty(), "{:?}", files_in(&data.join("uploads")));
+}

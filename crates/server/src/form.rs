@@ -540,6 +540,21 @@ async fn read_multipart(
             // A file part has a file name, or at least a type (multer hides a
             // file name that is not UTF-8; the part is still the file).
             if FILE_FIELDS.contains(&name.as_str()) && (field.file_name().is_some() || field.content_type().is_some()) {
+                // A browser sends a file input left empty as a part with an
+                // empty file name and no bytes (`new FormData(form)`): no
+                // file, as FastAPI servers take it (`if file.filename`), so
+                // a link beside it is what the form asked for.
+                let mut first = None;
+                if field.file_name() == Some("") {
+                    // (The parser may hand out empty chunks first.)
+                    while first.is_none() {
+                        match tokio::time::timeout(idle, field.chunk()).await.map_err(|_| stalled())?.map_err(bad)? {
+                            None => return Ok(()),
+                            Some(chunk) if chunk.is_empty() => {}
+                            Some(chunk) => first = Some(chunk),
+                        }
+                    }
+                }
                 if job.upload.is_some() {
                     return Err(ApiError::invalid_options("one file per job"));
                 }
@@ -563,9 +578,18 @@ async fn read_multipart(
                 };
                 let mut written: u64 = 0;
                 let mut checked: u64 = 0;
-                while let Some(chunk) =
-                    tokio::time::timeout(idle, field.chunk()).await.map_err(|_| stalled())?.map_err(bad)?
-                {
+                loop {
+                    let chunk = match first.take() {
+                        Some(chunk) => chunk,
+                        None => match tokio::time::timeout(idle, field.chunk())
+                            .await
+                            .map_err(|_| stalled())?
+                            .map_err(bad)?
+                        {
+                            Some(chunk) => chunk,
+                            None => break,
+                        },
+                    };
                     tally.delivered(chunk.len());
                     written += chunk.len() as u64;
                     if written > service.config.max_upload_bytes {

@@ -1031,8 +1031,26 @@ fn links_to_this_machine_are_refused_unless_allowed() {
         assert_eq!(code, 422, "{link}: {text}");
         assert!(text.contains("private network") && text.contains("--allow-private-links"), "{text}");
     }
+    // A browser's form (`new FormData(form)`) with its file input left
+    // empty: an empty file part beside the link, which is what is checked.
+    let form = format!(
+        "--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\n\r\n\
+         --B\r\nContent-Disposition: form-data; name=\"url\"\r\n\r\n{}\r\n--B--\r\n",
+        site.url("/song.wav")
+    );
+    let (code, text) =
+        server.curl(&["-H", "Content-Type: multipart/form-data; boundary=B", "--data-binary", &form, "/job"]);
+    assert_eq!(code, 422, "{text}");
+    assert!(text.contains("private network"), "{text}");
+    // The empty file input alone is no file and no link.
+    let form = "--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"\"\r\n\r\n\r\n--B--\r\n";
+    let (code, text) =
+        server.curl(&["-H", "Content-Type: multipart/form-data; boundary=B", "--data-binary", form, "/job"]);
+    assert_eq!(code, 422, "{text}");
     let jobs = server.json(&["/jobs"]);
     assert_eq!(jobs["total"], 0, "nothing queued: {jobs}");
+    assert!(files_in(&server.data.join("uploads")).is_empty());
 }
 
 /// Uploads side by side count what each other still has to send against the

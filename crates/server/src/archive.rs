@@ -144,11 +144,18 @@ fn write_zip(entries: Vec<Opened>, out: ChannelWriter) -> std::io::Result<()> {
 pub fn zip_body(entries: Vec<Opened>, client: Option<ClientTurn>) -> Body {
     let (tx, mut rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(CHUNKS_IN_FLIGHT);
     tokio::spawn(async move {
-        let Ok(turn) = WRITERS.acquire().await else { return };
+        // A client that leaves while it waits (a `HEAD`, whose body is
+        // never read; a download given up) gives its turn back at once:
+        // else it counted against its address's downloads until a writer
+        // was free.
+        let turn = tokio::select! {
+            turn = WRITERS.acquire() => match turn {
+                Ok(turn) => turn,
+                Err(_) => return,
+            },
+            () = tx.closed() => return,
+        };
         let turn = (turn, client);
-        if tx.is_closed() {
-            return; // the client left while it waited
-        }
         let err_tx = tx.clone();
         tokio::task::spawn_blocking(move || {
             let _turn = turn;
@@ -178,5 +185,27 @@ mod tests {
         assert!(ClientTurn::take(a).is_some(), "one given back: one more");
         drop((held, other));
         assert!(PER_CLIENT.lock().is_ok_and(|m| !m.contains_key(&a) && !m.contains_key(&b)));
+    }
+
+    #[tokio::test]
+    async fn a_client_that_leaves_while_it_waits_for_a_writer_gives_its_turn_back() {
+        let client: IpAddr = "192.0.2.90".parse().unwrap();
+        // Every writer busy.
+        let busy = WRITERS.acquire_many(MAX_WRITERS as u32).await.expect("writers");
+        let turns: Vec<Body> = (0..MAX_WRITERS_PER_CLIENT)
+            .map(|_| zip_body(Vec::new(), Some(ClientTurn::take(client).expect("a turn"))))
+            .collect();
+        assert!(ClientTurn::take(client).is_none(), "all of this client's turns wait");
+        // The client goes away (its bodies are dropped unread).
+        drop(turns);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let again = loop {
+            if let Some(t) = ClientTurn::take(client) {
+                break t;
+            }
+            assert!(std::time::Instant::now() < deadline, "the turns stayed held while no writer was free");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        };
+        drop((again, busy));
     }
 }

@@ -216,13 +216,20 @@ impl Service {
                 if let Err(e) = me.queue.mark_from_api(job.id) {
                     tracing::warn!("job {}: not marked as the API's: {e}", job.id);
                 }
+                // Details only from here: an error is logged, and the job
+                // (queued, and run) is the answer, or the client would retry
+                // a 500 into a second job.
                 if let Some(album) = intake::album_from_tags(&info.tags) {
-                    me.queue.set_album(job.id, &album)?;
+                    if let Err(e) = me.queue.set_album(job.id, &album) {
+                        tracing::warn!("job {}: album not recorded: {e}", job.id);
+                    }
                 }
                 if let Some(d) = info.duration_seconds {
-                    me.queue.set_details(job.id, Some(d), None)?;
+                    if let Err(e) = me.queue.set_details(job.id, Some(d), None) {
+                        tracing::warn!("job {}: length not recorded: {e}", job.id);
+                    }
                 }
-                Ok(me.queue.get(job.id)?)
+                Ok(me.queue.get(job.id).unwrap_or(job))
             } else {
                 let url = new.url.unwrap_or_default();
                 // Links only: a client never names a file on this machine,

@@ -1,7 +1,7 @@
 //! The OpenAPI document, generated from the handlers' `#[utoipa::path]`
 //! annotations and the view types' schemas.
 
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes;
@@ -16,7 +16,8 @@ use crate::view;
         routes::download, routes::stem, routes::events, routes::openapi_json
     ),
     components(schemas(view::JobView, view::Created, view::JobList, view::Health, view::ServerStatus,
-        view::Deleted, view::Status, view::Details, view::OptionsView, routes::JobForm, crate::broker::WorkerView)),
+        view::Deleted, view::Status, view::Details, view::OptionsView, routes::JobForm, routes::UploadForm, routes::LinkJob, routes::JobOptionFields,
+        crate::broker::WorkerView)),
     modifiers(&Bearer, &Aliases),
     security(("bearer" = []))
 )]
@@ -29,6 +30,14 @@ impl Modify for Bearer {
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        // `GET /events/{id}` only: a browser's `EventSource` sets no headers.
+        components.add_security_scheme(
+            "access_token",
+            SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::with_description(
+                "access_token",
+                "The bearer token in the address (GET /events/{id} only)",
+            ))),
         );
     }
 }

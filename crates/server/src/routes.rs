@@ -368,15 +368,12 @@ pub async fn delete_job(State(service): Shared, UrlPath(id): UrlPath<String>) ->
     Ok(Json(Deleted { job_id: job.id.to_string(), status: "deleted".into(), was_running }))
 }
 
-/// The multipart form of a new job.
-#[derive(Debug, utoipa::ToSchema)]
+/// A new job's options, as form fields, JSON members or query parameters
+/// (each may be left out: the server's settings fill it in). Documentation
+/// only: `crate::form` reads the fields.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[allow(dead_code)]
-pub struct JobForm {
-    /// The audio (any format the engine decodes). Also accepted as `audio_file`.
-    #[schema(value_type = String, format = Binary)]
-    file: Option<Vec<u8>>,
-    /// A link for yt-dlp instead of a file (also `youtube_url`).
-    url: Option<String>,
+pub struct JobOptionFields {
     /// Quality/speed preset, `fast`, `balanced` or `best` (default: the
     /// server's setting, balanced); `model`, `shifts` and `overlap` override
     /// its parts.
@@ -393,10 +390,49 @@ pub struct JobForm {
     format: Option<String>,
     /// `true` means `format=mp3`.
     mp3: Option<bool>,
-    /// MP3 bit rate in kbit/s (128 to 320; default 320).
+    /// MP3 bit rate in kbit/s: 128, 160, 192, 224, 256 or 320 (default 320).
     mp3_bitrate: Option<u16>,
     /// WAV 16, 24 or 32 (float); FLAC 16 or 24.
     bit_depth: Option<u8>,
+}
+
+/// The multipart form of an upload (`/upload`, `/separate`).
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct UploadForm {
+    /// The audio (any format the engine decodes). Also accepted as
+    /// `audio_file` or `audio`.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+    #[serde(flatten)]
+    options: JobOptionFields,
+}
+
+/// The multipart form of a new job (`/job`, `/api/stemify`): a file or a
+/// link.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct JobForm {
+    /// The audio (any format the engine decodes). Also accepted as
+    /// `audio_file` or `audio`. A part with an empty file name and no bytes
+    /// (a browser's empty file input) is no file.
+    #[schema(value_type = String, format = Binary)]
+    file: Option<Vec<u8>>,
+    /// A link for yt-dlp instead of a file (also `youtube_url` or `link`).
+    url: Option<String>,
+    #[serde(flatten)]
+    options: JobOptionFields,
+}
+
+/// A new job from a link, as JSON or a URL-encoded form (`/job`,
+/// `/api/stemify`).
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct LinkJob {
+    /// The link for yt-dlp (also `youtube_url` or `link`).
+    url: String,
+    #[serde(flatten)]
+    options: JobOptionFields,
 }
 
 async fn create(
@@ -423,7 +459,7 @@ async fn create(
 
 /// Upload a song (multipart `file`) and queue it.
 #[utoipa::path(post, path = "/upload", tag = "jobs",
-    request_body(content = JobForm, content_type = "multipart/form-data"),
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
     responses((status = 200, body = Created), (status = 413, description = "Over the upload limit"),
         (status = 415, description = "Not audio"), (status = 422, description = "Bad option"),
         (status = 429, description = "Rate limited"), (status = 507, description = "Disk nearly full")))]
@@ -437,7 +473,10 @@ pub async fn upload(
 
 /// Queue a song: multipart `file`, or JSON / form with `url` (a link).
 #[utoipa::path(post, path = "/job", tag = "jobs",
-    request_body(content = JobForm, content_type = "multipart/form-data"),
+    request_body(content(
+        (JobForm = "multipart/form-data"),
+        (LinkJob = "application/json"),
+        (LinkJob = "application/x-www-form-urlencoded"))),
     responses((status = 200, body = Created), (status = 413, description = "Over the upload limit"),
         (status = 415, description = "Not audio"), (status = 422, description = "Bad option or link"),
         (status = 429, description = "Rate limited"), (status = 507, description = "Disk nearly full")))]
@@ -451,7 +490,10 @@ pub async fn create_job(
 
 /// Queue a song: multipart `file` or `youtube_url`; poll `/api/jobs/{id}`.
 #[utoipa::path(post, path = "/api/stemify", tag = "jobs",
-    request_body(content = JobForm, content_type = "multipart/form-data"),
+    request_body(content(
+        (JobForm = "multipart/form-data"),
+        (LinkJob = "application/json"),
+        (LinkJob = "application/x-www-form-urlencoded"))),
     responses((status = 200, body = Created), (status = 413, description = "Over the upload limit"),
         (status = 415, description = "Not audio"), (status = 422, description = "Bad option or link"),
         (status = 429, description = "Rate limited"), (status = 507, description = "Disk nearly full")))]
@@ -515,7 +557,7 @@ impl Drop for CancelOnDrop {
 /// Separate synchronously: multipart `audio_file` (or `file`) and options;
 /// the answer is the zip of the stems once they are ready.
 #[utoipa::path(post, path = "/separate", tag = "jobs",
-    request_body(content = JobForm, content_type = "multipart/form-data"),
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
     responses((status = 200, description = "Zip of the stems", content_type = "application/zip"),
         (status = 409, description = "The job was cancelled (DELETE from another client)"),
         (status = 413, description = "Over the upload limit"),
@@ -794,20 +836,30 @@ pub async fn stem(
 /// `Last-Event-ID` it gets 204 No Content, which ends it for good (the
 /// HTML standard's way to stop it), instead of the last event again every
 /// few seconds. `EventSource` cannot send headers: pass the token as
-/// `?access_token=`.
+/// `?access_token=`. Polyfills that cannot send `Last-Event-ID` either
+/// (Yaffle's `event-source-polyfill`) send it as `?lastEventId=`, taken the
+/// same way.
 #[utoipa::path(get, path = "/events/{id}", tag = "jobs",
-    params(("id" = String, Path, description = "Job id")),
-    responses((status = 200, description = "text/event-stream of JobView objects", content_type = "text/event-stream")))]
+    security(("bearer" = []), ("access_token" = [])),
+    params(("id" = String, Path, description = "Job id"),
+        ("lastEventId" = Option<String>, Query, description = "`Last-Event-ID` for clients that cannot send headers")),
+    responses((status = 200, description = "text/event-stream of JobView objects", content_type = "text/event-stream"),
+        (status = 204, description = "The job had ended when the stream was left (`Last-Event-ID` ending in `-end`)"),
+        (status = 404, description = "No such job")))]
 pub async fn events(
     State(service): Shared,
     UrlPath(id): UrlPath<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
     headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = job_id(&id)?;
     // Subscribe before reading the job, so no change falls in between.
     let rx = service.events.subscribe();
     let job = service.queue.get(id)?;
-    let saw_the_end = headers.get("last-event-id").and_then(|v| v.to_str().ok()).is_some_and(|v| v.ends_with("-end"));
+    // (Event ids are digits and `-end`: nothing to percent-decode.)
+    let from_query = query.as_deref().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("lastEventId=")));
+    let last = headers.get("last-event-id").and_then(|v| v.to_str().ok()).or(from_query);
+    let saw_the_end = last.is_some_and(|v| v.ends_with("-end"));
     if saw_the_end && job.state.is_finished() {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }

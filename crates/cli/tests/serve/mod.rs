@@ -284,6 +284,14 @@ fn every_endpoint_end_to_end_with_the_real_model() {
     let (code, body) =
         server.curl(&["-H", &format!("Last-Event-ID: {}-end", ids.last().expect("id")), &format!("/events/{id}")]);
     assert_eq!(code, 204, "{body}");
+    // As a polyfill sends it (`event-source-polyfill`: `?lastEventId=`), with
+    // the token in the address as an `EventSource` must.
+    let (code, body) = server.curl_raw(&[format!(
+        "/events/{id}?access_token={}&lastEventId={}-end",
+        server.token,
+        ids.last().expect("id")
+    )]);
+    assert_eq!(code, 204, "{body}");
     assert!(data.len() >= 3, "{events}");
     assert_eq!(data.last().expect("last")["status"], "completed");
     let segs: Vec<u64> = data
@@ -425,6 +433,17 @@ fn every_endpoint_end_to_end_with_the_real_model() {
     ] {
         assert!(api["paths"][p].is_object(), "openapi lacks {p}");
     }
+    // A link job's JSON and form bodies are documented; an upload's form has no link.
+    for p in ["/job", "/api/stemify"] {
+        let content = &api["paths"][p]["post"]["requestBody"]["content"];
+        for kind in ["multipart/form-data", "application/json", "application/x-www-form-urlencoded"] {
+            assert!(content[kind].is_object(), "{p} lacks {kind}: {content}");
+        }
+    }
+    let (upload_form, job_form) =
+        (api["components"]["schemas"]["UploadForm"].to_string(), api["components"]["schemas"]["JobForm"].to_string());
+    assert!(upload_form.contains("\"file\"") && !upload_form.contains("\"url\""), "{upload_form}");
+    assert!(job_form.contains("\"url\"") && job_form.contains("JobOptionFields"), "{job_form}");
     // Each method a route takes is documented, under an operation id of its own.
     for (p, method) in
         [("/job/{id}", "get"), ("/job/{id}", "delete"), ("/jobs/{id}", "delete"), ("/result/{id}", "get")]

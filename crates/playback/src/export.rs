@@ -264,10 +264,13 @@ impl Outputs {
             (ExportWhat::Mix { .. }, OutputFormat::Mp3 { .. }) => ClipMode::Clamp,
             _ => ClipMode::None,
         };
+        let mp3 = matches!(req.format, OutputFormat::Mp3 { .. });
         let limit = match clip {
             // The encoder's clamp (`Post::Clamp` in the engine).
             ClipMode::Clamp => Some(0.99),
-            _ if float => None,
+            // An MP3 stem keeps what is over full scale (LAME scales float
+            // input without clamping it), as a float WAV does.
+            _ if float || mp3 => None,
             _ => Some(1.0),
         };
         let mut out = Outputs {

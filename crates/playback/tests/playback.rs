@@ -259,6 +259,40 @@ mod export {
         assert!(files[0].extension().is_some_and(|e| e == "mp3"));
     }
 
+    /// A stem over full scale (separated with `--clip-mode none`) is
+    /// reported where the export cuts it (integer WAV), not where the file
+    /// keeps it (MP3: LAME scales float input without clamping it).
+    #[test]
+    fn stems_over_full_scale_are_reported_only_where_they_are_cut() {
+        let _turn = stemroom_testkit::cpu_turn();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut src = stems(dir.path());
+        let loud: Vec<f32> = (0..FRAMES)
+            .flat_map(|i| {
+                let v = 1.5 * (2.0 * std::f32::consts::PI * 440.0 * i as f32 / 44_100.0).sin();
+                [v, v]
+            })
+            .collect();
+        let p = dir.path().join("loud.wav");
+        let mut w =
+            encode::open(&p, OutputFormat::Wav { depth: WavDepth::Float32 }, 44_100, 2, ClipMode::None).expect("open");
+        w.write(&loud).expect("write");
+        w.finish().expect("finish");
+        src[0].path = p.to_string_lossy().into_owned();
+        let what = || ExportWhat::Stems { stems: vec!["drums".into()] };
+        let wav = Warnings::default();
+        let out = dir.path().join("wav");
+        export(&request(&src, what(), OutputFormat::Wav { depth: WavDepth::Int16 }, out), &wav).expect("export");
+        let said = wav.0.lock().expect("lock");
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert!(said[0].starts_with("The stems went over full scale: "), "{}", said[0]);
+        let mp3 = Warnings::default();
+        let out = dir.path().join("mp3");
+        let files = export(&request(&src, what(), OutputFormat::Mp3 { kbps: 320 }, out), &mp3).expect("export");
+        assert!(mp3.0.lock().expect("lock").is_empty(), "{:?}", mp3.0);
+        assert!(files[0].extension().is_some_and(|e| e == "mp3"));
+    }
+
     /// "What I hear" at 0.5x and +12 semitones: twice as long, an octave
     /// up (a 440 Hz stem reads 880 Hz), for a region too and resampled.
     #[test]

@@ -447,6 +447,24 @@ fn a_wav_output_too_long_is_refused_before_decoding() {
     assert!(files_under(&out).is_empty(), "nothing written");
 }
 
+/// An output folder that exists but cannot be written is refused before
+/// the input is decoded (it was found only when the stems were opened).
+/// Root writes where permissions say no, so the folder is `/proc`, reached
+/// through a link where the model's folder goes.
+#[test]
+fn an_output_folder_that_cannot_be_written_is_refused_before_decoding() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).expect("mkdir");
+    std::os::unix::fs::symlink("/proc", out.join("htdemucs")).expect("link");
+    let mix = testdata("mixture.wav");
+    let o = run(&["separate", "--json", "--filename", "{stem}.{ext}", "-o", utf8(&out), utf8(&mix)]);
+    let events = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(6), "{events}");
+    assert!(events.contains("\"code\":\"output\""), "{events}");
+    assert!(!events.contains("\"event\":\"decoded\""), "refused before decoding: {events}");
+}
+
 /// No command named: a file, a link or an option means `separate` (as
 /// `demucs FILE` is called); another word is a mistyped command.
 #[test]

@@ -545,6 +545,25 @@ pub fn separate_file(sep: &Separator, req: &JobRequest, listener: &dyn Listener)
         // What a killed run left there (it could not clean up).
         crate::files::remove_stale_parts(parent);
     }
+    // A folder that exists but cannot be written (read-only, another
+    // user's) would only be found once the whole input is decoded: try a
+    // temporary file of the first stem in each (removed at once; one a
+    // kill leaves is a stale part the next run clears).
+    let mut tried: Vec<&std::path::Path> = Vec::new();
+    for (_, dest) in &dests {
+        let Some(parent) = dest.parent() else { continue };
+        if tried.contains(&parent) {
+            continue;
+        }
+        tried.push(parent);
+        let probe = crate::files::part_path(dest);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&probe)
+            .map_err(|source| Error::Output { path: parent.to_path_buf(), source })?;
+        let _ = std::fs::remove_file(&probe);
+    }
     listener.event(&Event::Started { input: req.input.clone(), model: info.id.clone(), provider: sep.provider() });
 
     // Decode + resample to the model rate into the scratch spool.

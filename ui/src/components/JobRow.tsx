@@ -1,3 +1,4 @@
+import { memo } from "react";
 import type { Job, JobProgress } from "../bindings";
 import { hintFor } from "../errors";
 import { formatDuration, formatEta, formatSpeed, isRunning, stateLabel, thumbnailSrc } from "../format";
@@ -24,7 +25,22 @@ const BUSY_LABEL: Partial<Record<JobAction, string>> = {
   remove: "Removing…",
 };
 
-export function JobRow({ job, progress, canMove, busy, onAction, onListen }: Props) {
+/** Whether a row shows the same as before (a queue holds thousands of
+ * rows, and a running job's progress comes 10 times a second: only its own
+ * row renders again). */
+function sameRow(a: Props, b: Props): boolean {
+  return (
+    a.job === b.job &&
+    a.progress === b.progress &&
+    a.canMove.up === b.canMove.up &&
+    a.canMove.down === b.canMove.down &&
+    a.busy === b.busy &&
+    a.onAction === b.onAction &&
+    a.onListen === b.onListen
+  );
+}
+
+export const JobRow = memo(function JobRow({ job, progress, canMove, busy, onAction, onListen }: Props) {
   const { state } = job;
   const running = isRunning(state);
   const queued = state.state === "queued";
@@ -101,4 +117,4 @@ export function JobRow({ job, progress, canMove, busy, onAction, onListen }: Pro
       </div>
     </li>
   );
-}
+}, sameRow);

@@ -1,4 +1,4 @@
-import { useEffect, useState } from "react";
+import { useCallback, useEffect, useLayoutEffect, useRef, useState } from "react";
 import { useBackend } from "../backend";
 import type { Job, Preset } from "../bindings";
 import { errorText } from "../errors";
@@ -108,6 +108,15 @@ export function QueueView({ queue, onPickFiles, onAddLink, preset, onPresetChang
     }
   }
 
+  // The rows' callbacks keep their identity (the rows are memoized) and
+  // call this render's handlers, which see the current order.
+  const latest = useRef({ onAction, onOpenSong });
+  useLayoutEffect(() => {
+    latest.current = { onAction, onOpenSong };
+  });
+  const rowAction = useCallback((action: JobAction, job: Job) => latest.current.onAction(action, job), []);
+  const rowListen = useCallback((job: Job) => latest.current.onOpenSong(job), []);
+
   return (
     <div className="queue">
       <AddBar onPickFiles={onPickFiles} onAddLink={onAddLink} preset={preset} onPresetChange={onPresetChange} />
@@ -174,8 +183,8 @@ export function QueueView({ queue, onPickFiles, onAddLink, preset, onPresetChang
                 progress={queue.progress[job.id]}
                 canMove={{ up: !moving && index > 0, down: !moving && index >= 0 && index < queuedIds.length - 1 }}
                 busy={busy.get(job.id) ?? (isRunning(job.state) && cancelling.has(runOf(job)) ? "cancel" : null)}
-                onAction={onAction}
-                onListen={onOpenSong}
+                onAction={rowAction}
+                onListen={rowListen}
               />
             );
           })}

@@ -105,6 +105,7 @@ pub enum RemoteError {
 }
 
 /// The HTTP side: the server's worker routes.
+#[derive(Clone)]
 struct Server {
     agent: ureq::Agent,
     base: String,
@@ -927,6 +928,45 @@ fn is_taken_over(body: &str) -> bool {
 }
 
 /// Whether a refusal's body (the server's JSON error) carries `code`.
+/// `POST path` with `body`, waiting `wait` for the answer, on a thread of
+/// its own, so that a stop while it waits (a completion sent before the
+/// stop may wait [`COMPLETE_WAIT`], 30 min) ends the wait
+/// [`COMPLETE_WAIT_STOPPING`] after the stop: `None`, the answer unheard
+/// (the request goes on until the process ends).
+fn complete_unless_stopped(
+    server: &Server,
+    path: &str,
+    body: &serde_json::Value,
+    wait: Duration,
+    stop: &AtomicBool,
+) -> Option<Result<Answer<serde_json::Value>, RemoteError>> {
+    use std::sync::mpsc::RecvTimeoutError;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (s, p, b) = (server.clone(), path.to_string(), body.clone());
+    let spawned = std::thread::Builder::new().name("stemroom-complete".into()).spawn(move || {
+        let _ = tx.send(s.post_within::<serde_json::Value>(&p, &b, wait));
+    });
+    if spawned.is_err() {
+        // No thread to spare: waited for here, as before.
+        return Some(server.post_within(path, body, wait));
+    }
+    let mut stopped_at: Option<Instant> = None;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(answer) => return Some(answer),
+            Err(RecvTimeoutError::Disconnected) => {
+                return Some(Ok(Answer::Trouble("the completion's request ended without an answer".into())))
+            }
+            Err(RecvTimeoutError::Timeout) if stop.load(Ordering::SeqCst) => {
+                if stopped_at.get_or_insert_with(Instant::now).elapsed() >= COMPLETE_WAIT_STOPPING {
+                    return None;
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+    }
+}
+
 fn has_code(body: &str, code: &str) -> bool {
     serde_json::from_str::<serde_json::Value>(body).is_ok_and(|v| v["code"].as_str() == Some(code))
 }
@@ -1395,13 +1435,13 @@ fn separate(
     let completed = loop {
         let completed = retrying(stop, &format!("job {id}: handing in its stems"), || {
             let wait = if stop.load(Ordering::SeqCst) { COMPLETE_WAIT_STOPPING } else { COMPLETE_WAIT };
-            match server.post_within::<serde_json::Value>(&format!("/worker/jobs/{id}/complete"), &body, wait) {
-                Ok(Answer::Trouble(why)) => Try::Again(why),
+            match complete_unless_stopped(server, &format!("/worker/jobs/{id}/complete"), &body, wait, stop) {
+                Some(Ok(Answer::Trouble(why))) => Try::Again(why),
                 other => Try::Done(other),
             }
         });
         match &completed {
-            Ok(Ok(Answer::Refused(why)))
+            Ok(Some(Ok(Answer::Refused(why))))
                 if has_code(why, crate::broker::BEING_ENDED_CODE)
                     && asked.elapsed() < COMPLETE_WAIT
                     && !stop.load(Ordering::SeqCst) =>
@@ -1413,7 +1453,12 @@ fn separate(
         }
     };
     drop(held);
-    let completed = completed.unwrap_or_else(|why| Ok(Answer::Trouble(why)));
+    let Some(completed) = completed.unwrap_or_else(|why| Some(Ok(Answer::Trouble(why)))) else {
+        tracing::info!(
+            "job {id}: stopping before the server answered its completion; the entry is left pending (the server files the stems all the same)"
+        );
+        return Ok(false);
+    };
     match completed {
         Ok(Answer::Ok(_)) => {
             tracing::info!("job {id} done in {:.1} s on {}", output.seconds, output.provider);
@@ -1432,6 +1477,44 @@ fn separate(
         }
         Ok(Answer::Trouble(why)) => Err(Error::Internal(format!("cannot complete: {why}"))),
         Err(e) => Err(Error::Internal(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod complete_tests {
+    use super::*;
+
+    /// A completion whose answer does not come (the server files a long
+    /// song on a slow disk, or hangs) is given up 15 s after a stop, not
+    /// after the completion's 30 minutes.
+    #[test]
+    fn a_stop_ends_the_wait_for_a_completions_answer() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        // Takes the request and never answers.
+        let held = std::thread::spawn(move || {
+            let (mut c, _) = listener.accept().expect("accept");
+            let mut buf = [0u8; 4096];
+            while std::io::Read::read(&mut c, &mut buf).is_ok_and(|n| n > 0) {}
+        });
+        let server =
+            Server { agent: ureq::Agent::new_with_defaults(), base: format!("http://{addr}"), auth: "Bearer x".into() };
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopper = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(500));
+                stop.store(true, Ordering::SeqCst);
+            })
+        };
+        let asked = Instant::now();
+        let answer =
+            complete_unless_stopped(&server, "/worker/jobs/1/complete", &serde_json::json!({}), COMPLETE_WAIT, &stop);
+        let took = asked.elapsed();
+        assert!(answer.is_none(), "unheard");
+        assert!(took >= COMPLETE_WAIT_STOPPING && took < COMPLETE_WAIT_STOPPING + Duration::from_secs(5), "{took:?}");
+        stopper.join().expect("stopper");
+        drop(held);
     }
 }
 

@@ -290,7 +290,16 @@ impl Outputs {
         for (n, dest) in names.iter().zip(finals) {
             let tmp = part_path(&dest);
             out.temps.file(tmp.clone());
-            let writer = encode::open_tagged(&tmp, req.format, out_rate, 2, clip, &req.tags)?;
+            let mut writer = encode::open_tagged(&tmp, req.format, out_rate, 2, clip, &req.tags)?;
+            // A mix at 16 bits is dithered (see `encode::Dithered`); stems
+            // are copied untouched.
+            let sixteen = matches!(
+                req.format,
+                OutputFormat::Wav { depth: encode::WavDepth::Int16 } | OutputFormat::Flac { bits: 16 }
+            );
+            if sixteen && matches!(req.what, ExportWhat::Mix { .. }) {
+                writer = Box::new(encode::Dithered::new(writer, 16));
+            }
             out.writers.push(ThreadedWriter::spawn(writer, &format!("stemroom-export-{n}"))?);
             out.resamplers.push(StreamResampler::new(rate, out_rate, 2).map_err(Error::Resample)?);
             out.finals.push(dest);

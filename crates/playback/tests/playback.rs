@@ -293,6 +293,51 @@ mod export {
         assert!(files[0].extension().is_some_and(|e| e == "mp3"));
     }
 
+    /// A mix exported at 16 bits is dithered: a tone below one step of
+    /// 16-bit PCM (0.4 LSB) survives in the noise, where rounding alone
+    /// wrote silence; the silence around it stays silent.
+    #[test]
+    fn a_16_bit_mix_keeps_what_is_below_one_step() {
+        let _turn = stemroom_testkit::cpu_turn();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut src = stems(dir.path());
+        let lsb = 1.0 / 32768.0;
+        let tone: Vec<f32> = (0..FRAMES)
+            .flat_map(|i| {
+                // Silent for the first tenth.
+                let v = if i < FRAMES / 10 {
+                    0.0
+                } else {
+                    0.4 * lsb * (2.0 * std::f32::consts::PI * 441.0 * i as f32 / 44_100.0).sin()
+                };
+                [v, v]
+            })
+            .collect();
+        let p = dir.path().join("quiet.wav");
+        let mut w =
+            encode::open(&p, OutputFormat::Wav { depth: WavDepth::Float32 }, 44_100, 2, ClipMode::None).expect("open");
+        w.write(&tone).expect("write");
+        w.finish().expect("finish");
+        src[0].path = p.to_string_lossy().into_owned();
+        for format in [OutputFormat::Wav { depth: WavDepth::Int16 }, OutputFormat::Flac { bits: 16 }] {
+            let what = ExportWhat::Mix { label: "mix".into(), controls: MixControls::only(4, &[0]) };
+            let out = dir.path().join(format!("quiet-{}", format.extension()));
+            let files = export(&request(&src, what, format, out), &Silent).expect("export");
+            let (mix, _) = read(&files[0]);
+            assert_eq!(mix.len(), tone.len());
+            let start = 2 * (FRAMES / 10);
+            assert!(mix[..start].iter().all(|&v| v == 0.0), "{format:?}: silence stays silent");
+            // The tone's share of what was written: 1 when kept (the noise
+            // is independent of it), 0 when rounded away.
+            let (dot, energy) = mix[start..]
+                .iter()
+                .zip(&tone[start..])
+                .fold((0.0f64, 0.0f64), |(d, e), (&m, &t)| (d + f64::from(m) * f64::from(t), e + f64::from(t).powi(2)));
+            let kept = dot / energy;
+            assert!((kept - 1.0).abs() < 0.15, "{format:?}: the tone's gain through the export is {kept}");
+        }
+    }
+
     /// "What I hear" at 0.5x and +12 semitones: twice as long, an octave
     /// up (a 440 Hz stem reads 880 Hz), for a region too and resampled.
     #[test]

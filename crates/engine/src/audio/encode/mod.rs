@@ -11,6 +11,7 @@
 //! [`ThreadedWriter`] runs any writer on its own thread, so encoding
 //! overlaps the separation and the stems of a run encode in parallel.
 
+mod dither;
 mod flac;
 mod mp3;
 mod spool;
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use dither::Dithered;
 use flac::FlacStem;
 use mp3::{mp3_bitrate, Mp3Stem};
 use spool::Spool;

@@ -503,10 +503,11 @@ export type JobProgress = {
 	/**  Download speed in bytes per second (while downloading). */
 	bytesPerSecond: number | null,
 	/**
-	 *  Why the job is held up, for people (`None` while it goes on): the
-	 *  song is separated, but its end cannot be written to the queue's
-	 *  database (disk full, another program holding it), and the worker
-	 *  keeps trying.
+	 *  Why the job is held up, for people (`None` while it goes on): it
+	 *  ended (separated, failed or cancelled, which the notice says), but
+	 *  its end cannot be written to the queue's database (disk full,
+	 *  another program holding it), and the worker keeps trying; the state
+	 *  meanwhile is `Encoding`.
 	 */
 	notice: string | null,
 };

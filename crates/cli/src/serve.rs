@@ -130,7 +130,9 @@ pub fn run(args: ServeArgs) -> ExitCode {
     config.allow_private_links = args.allow_private_links;
     config.device = Some(Device::from(args.device));
     config.threads = args.threads;
-    config.model_dir = args.runtime.model_dir;
+    // Absolute: job messages name it, and the server names it back as "the
+    // server's model folder" (a relative `models` would match the word).
+    config.model_dir = args.runtime.model_dir.map(|d| std::path::absolute(&d).unwrap_or(d));
     config.runtime_library = args.runtime.ort_lib;
     if let Some(ms) = std::env::var("STEMROOM_CHECKPOINT_MS").ok().and_then(|v| v.parse::<u64>().ok()) {
         config.checkpoint_every = Some(std::time::Duration::from_millis(ms));

@@ -274,7 +274,10 @@ pub(crate) fn without_paths(service: &Service, job: &Job, message: &str) -> Stri
 /// a client sees in its place.
 fn server_places(service: &Service) -> Vec<(String, &'static str)> {
     let mut places: Vec<(String, &str)> = Vec::new();
-    if let Some(dir) = &service.config.model_dir {
+    // Every folder a model is looked for in (`--model-dir`,
+    // `STEMROOM_MODEL_DIR`, beside the program, the cache's): a damaged
+    // model's message names its file.
+    for dir in stemroom_engine::model::model_search_dirs(service.config.model_dir.as_deref()) {
         places.push((dir.to_string_lossy().into_owned(), "the server's model folder"));
     }
     places.push((service.library_dir().to_string_lossy().into_owned(), "the library folder"));
@@ -297,14 +300,21 @@ fn named_places(message: &str, places: &[(String, &str)]) -> String {
     let mut out = message.to_string();
     for (path, name) in places {
         let path = path.trim_end_matches(['/', '\\']);
-        if path.is_empty() {
+        // Only whole absolute paths: a relative one (`models`) is a word of
+        // the message too.
+        if path.is_empty() || !std::path::Path::new(path).is_absolute() {
             continue;
         }
         let mut done = String::with_capacity(out.len());
         let mut rest = out.as_str();
+        let part_of_a_name = |c: char| c.is_alphanumeric() || matches!(c, '.' | '_' | '-');
         while let Some(at) = rest.find(path) {
             let after = &rest[at + path.len()..];
-            let whole = after.chars().next().is_none_or(|c| !(c.is_alphanumeric() || matches!(c, '.' | '_' | '-')));
+            // Not the start of a longer path (`/srv/data` in
+            // `/srv/database`) nor the end of one (`/data` in `/srv/data`).
+            let before = rest[..at].chars().last().or_else(|| done.chars().last());
+            let whole =
+                after.chars().next().is_none_or(|c| !part_of_a_name(c)) && before.is_none_or(|c| !part_of_a_name(c));
             done.push_str(&rest[..at]);
             done.push_str(if whole { name } else { path });
             rest = after;
@@ -980,6 +990,12 @@ mod tests {
         assert_eq!(m("cannot open /srv/database/x"), "cannot open /srv/database/x", "another folder");
         // A library at the root names nothing (every path would go).
         assert_eq!(super::named_places("/a/b", &[("/".to_string(), "the library folder")]), "/a/b");
+        // Nor does a relative folder: its name is a word of the message too.
+        let relative = [("models".to_string(), "the server's model folder")];
+        let how = "run `stemroom models --fetch`";
+        assert_eq!(super::named_places(how, &relative), how);
+        // The end of a longer path is another folder.
+        assert_eq!(m("cannot open /mnt/srv/data/x"), "cannot open /mnt/srv/data/x");
     }
 
     #[test]

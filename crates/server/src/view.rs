@@ -96,8 +96,9 @@ pub struct JobView {
     /// Estimated seconds left (from this machine's measured segment times).
     pub eta_seconds: Option<f64>,
     /// Why a processing job is held up, for people (`null` while it goes
-    /// on): its stems are made but the queue's database cannot record the
-    /// end (disk full, locked), and the server keeps trying.
+    /// on): it ended (its stems made, or failed, or cancelled) but the
+    /// queue's database cannot record the end (disk full, locked), and the
+    /// server keeps trying.
     pub notice: Option<String>,
     pub title: String,
     /// The song's length in seconds, once known.

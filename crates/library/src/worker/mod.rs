@@ -542,10 +542,13 @@ impl Inner {
                 tracing::error!("cannot record the end of job {}: {e}; trying again every 5 s", job.id);
                 // The job would otherwise sit at its last progress with no
                 // word of why (the window and the HTTP service show this).
+                let outcome = match &state {
+                    JobState::Done => "The song is separated",
+                    JobState::Cancelled => "The job is cancelled",
+                    _ => "The job failed",
+                };
                 self.listener.progress(&JobProgress {
-                    notice: Some(format!(
-                        "The song is separated, but the queue cannot record it ({e}). Trying again every 5 s."
-                    )),
+                    notice: Some(format!("{outcome}, but the queue cannot record it ({e}). Trying again every 5 s.")),
                     ..JobProgress::compute(job.id, &JobState::Encoding, 1.0, None)
                 });
             }

@@ -562,7 +562,9 @@ pub fn separate_file(sep: &Separator, req: &JobRequest, listener: &dyn Listener)
             .create_new(true)
             .open(&probe)
             .map_err(|source| Error::Output { path: parent.to_path_buf(), source })?;
-        let _ = std::fs::remove_file(&probe);
+        // A folder where files can be made but not removed (append-only)
+        // would fail at the publish, which moves older stems aside.
+        std::fs::remove_file(&probe).map_err(|source| Error::Output { path: parent.to_path_buf(), source })?;
     }
     listener.event(&Event::Started { input: req.input.clone(), model: info.id.clone(), provider: sep.provider() });
 

@@ -202,6 +202,28 @@ mod export {
         assert!(!silent.exists(), "no folder made");
     }
 
+    /// A sine of `amplitude` (full scale 1) at `hz`, FRAMES of interleaved
+    /// stereo at 44.1 kHz.
+    fn sine(amplitude: f32, hz: f32) -> Vec<f32> {
+        (0..FRAMES)
+            .flat_map(|i| {
+                let v = amplitude * (2.0 * std::f32::consts::PI * hz * i as f32 / 44_100.0).sin();
+                [v, v]
+            })
+            .collect()
+    }
+
+    /// `samples` (interleaved stereo at 44.1 kHz) as a 32-bit float WAV
+    /// `name` in `dir`, in place of the drums stem of `src`.
+    fn drums_from(dir: &Path, src: &mut [StemFile], name: &str, samples: &[f32]) {
+        let p = dir.join(name);
+        let mut w =
+            encode::open(&p, OutputFormat::Wav { depth: WavDepth::Float32 }, 44_100, 2, ClipMode::None).expect("open");
+        w.write(samples).expect("write");
+        w.finish().expect("finish");
+        src[0].path = p.to_string_lossy().into_owned();
+    }
+
     /// Collects the warnings an export gives.
     #[derive(Default)]
     struct Warnings(std::sync::Mutex<Vec<String>>);
@@ -267,18 +289,7 @@ mod export {
         let _turn = stemroom_testkit::cpu_turn();
         let dir = tempfile::tempdir().expect("tempdir");
         let mut src = stems(dir.path());
-        let loud: Vec<f32> = (0..FRAMES)
-            .flat_map(|i| {
-                let v = 1.5 * (2.0 * std::f32::consts::PI * 440.0 * i as f32 / 44_100.0).sin();
-                [v, v]
-            })
-            .collect();
-        let p = dir.path().join("loud.wav");
-        let mut w =
-            encode::open(&p, OutputFormat::Wav { depth: WavDepth::Float32 }, 44_100, 2, ClipMode::None).expect("open");
-        w.write(&loud).expect("write");
-        w.finish().expect("finish");
-        src[0].path = p.to_string_lossy().into_owned();
+        drums_from(dir.path(), &mut src, "loud.wav", &sine(1.5, 440.0));
         let what = || ExportWhat::Stems { stems: vec!["drums".into()] };
         let wav = Warnings::default();
         let out = dir.path().join("wav");
@@ -301,24 +312,10 @@ mod export {
         let _turn = stemroom_testkit::cpu_turn();
         let dir = tempfile::tempdir().expect("tempdir");
         let mut src = stems(dir.path());
-        let lsb = 1.0 / 32768.0;
-        let tone: Vec<f32> = (0..FRAMES)
-            .flat_map(|i| {
-                // Silent for the first tenth.
-                let v = if i < FRAMES / 10 {
-                    0.0
-                } else {
-                    0.4 * lsb * (2.0 * std::f32::consts::PI * 441.0 * i as f32 / 44_100.0).sin()
-                };
-                [v, v]
-            })
-            .collect();
-        let p = dir.path().join("quiet.wav");
-        let mut w =
-            encode::open(&p, OutputFormat::Wav { depth: WavDepth::Float32 }, 44_100, 2, ClipMode::None).expect("open");
-        w.write(&tone).expect("write");
-        w.finish().expect("finish");
-        src[0].path = p.to_string_lossy().into_owned();
+        let mut tone = sine(0.4 / 32768.0, 441.0);
+        // Silent for the first tenth.
+        tone[..2 * (FRAMES / 10)].fill(0.0);
+        drums_from(dir.path(), &mut src, "quiet.wav", &tone);
         for format in [OutputFormat::Wav { depth: WavDepth::Int16 }, OutputFormat::Flac { bits: 16 }] {
             let what = ExportWhat::Mix { label: "mix".into(), controls: MixControls::only(4, &[0]) };
             let out = dir.path().join(format!("quiet-{}", format.extension()));
@@ -346,18 +343,7 @@ mod export {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut src = stems(dir.path());
         // Drums: a pure 440 Hz tone, alone in the mix.
-        let tone: Vec<f32> = (0..FRAMES)
-            .flat_map(|i| {
-                let v = 0.4 * (2.0 * std::f32::consts::PI * 440.0 * i as f32 / 44_100.0).sin();
-                [v, v]
-            })
-            .collect();
-        let p = dir.path().join("tone.wav");
-        let mut w =
-            encode::open(&p, OutputFormat::Wav { depth: WavDepth::Float32 }, 44_100, 2, ClipMode::None).expect("open");
-        w.write(&tone).expect("write");
-        w.finish().expect("finish");
-        src[0].path = p.to_string_lossy().into_owned();
+        drums_from(dir.path(), &mut src, "tone.wav", &sine(0.4, 440.0));
         let mut controls = MixControls::only(4, &[0]);
         controls.tempo = 0.5;
         controls.transpose = 12.0;

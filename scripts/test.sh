@@ -24,7 +24,11 @@ fi
 cd "$REPO_ROOT"
 log "Rust tests"
 cargo build --release --locked --workspace --examples
-cargo test --release --locked --workspace --exclude stemroom-app
+cargo test --release --locked --workspace --exclude stemroom-app --exclude stemroom-playback
+# The player's tests drive its real-time callback against its reader
+# thread: one at a time, so that no other test's work starves the reader
+# (a CI run on 2 cores heard a buffer of silence where one ran beside them).
+cargo test --release --locked -p stemroom-playback -- --test-threads=1
 log "UI tests (Vitest)"
 npm test
 log "building the app and its .deb"

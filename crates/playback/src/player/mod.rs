@@ -1845,9 +1845,15 @@ mod tests {
         let out = left(&render_paced(&mut cb, 3 * RATE as usize));
         let got: Vec<f64> = onsets(&out).iter().map(|&i| i as f64 / f64::from(RATE)).collect();
         // Song time 0.1, 0.6, 1.1; wrap at 1.35 s to 0.35: 0.6 at 1.6 s …
+        // On a loaded machine the song may start a few buffers late (the
+        // playhead held while the reader catches up: a CI run heard every
+        // click 512 frames late); the clicks keep their spacing from there.
         let want = [0.1, 0.6, 1.1, 1.6, 2.1, 2.6];
+        let lead = got.first().map_or(0.0, |g| g - want[0]);
         assert!(
-            got.len() == want.len() && got.iter().zip(want).all(|(g, w)| (g - w).abs() < 0.003),
+            got.len() == want.len()
+                && (-0.003..4.0 * 512.0 / f64::from(RATE) + 0.003).contains(&lead)
+                && got.iter().zip(want).all(|(g, w)| (g - w - lead).abs() < 0.003),
             "clicks at {got:?}, want {want:?}"
         );
         sh.stop.store(true, Ordering::Release);

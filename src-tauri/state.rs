@@ -241,6 +241,9 @@ pub struct AppState {
     /// Held while the library moves to another folder (one move at a time).
     pub library_move: std::sync::Mutex<()>,
     _instance: InstanceLock,
+    /// What opening a damaged job database did at this start (it was set
+    /// aside and rebuilt), told to the window until the app quits.
+    pub recovery: Option<stemroom_library::queue::Recovery>,
 }
 
 impl AppState {
@@ -270,15 +273,16 @@ impl AppState {
     pub fn open(data_dir: &Path) -> Result<Self, Box<dyn std::error::Error>> {
         let instance = InstanceLock::acquire(data_dir)?
             .ok_or_else(|| format!("Stemroom is already running with the data folder {}", data_dir.display()))?;
-        let queue = Arc::new(Queue::open(&data_dir.join("stemroom.sqlite"))?);
+        let default_library = stemroom_library::song::default_library_dir(data_dir);
+        // A damaged database is set aside and rebuilt, the songs filed again
+        // from their folders: the window says so (`AppInfo::database_recovery`).
+        let (queue, recovery) = Queue::open_owned(&data_dir.join("stemroom.sqlite"), &instance, &default_library)?;
+        let queue = Arc::new(queue);
         // This process owns the folder: jobs a dead one left running go back
         // in the queue.
         queue.recover(&instance)?;
         let hub = Arc::new(Hub::default());
-        let config = WorkerConfig {
-            default_library: stemroom_library::song::default_library_dir(data_dir),
-            ..WorkerConfig::default()
-        };
+        let config = WorkerConfig { default_library, ..WorkerConfig::default() };
         let settings = queue.settings()?;
         apply_ffmpeg_path(&settings);
         let server_events =
@@ -307,6 +311,7 @@ impl AppState {
             settings_edit: Default::default(),
             library_move: Default::default(),
             _instance: instance,
+            recovery,
         })
     }
 

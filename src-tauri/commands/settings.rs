@@ -38,6 +38,9 @@ pub struct AppInfo {
     pub ffmpeg: FfmpegStatus,
     /// Provider of the latest job (`cpu`, `cuda`), `None` before any.
     pub provider_in_use: Option<String>,
+    /// The job database was damaged at this start: where it was set aside,
+    /// and what was read back and filed again.
+    pub database_recovery: Option<stemroom_library::queue::Recovery>,
 }
 
 #[tauri::command]
@@ -54,6 +57,7 @@ pub async fn app_info(state: S<'_>) -> Result<AppInfo, AppError> {
             ytdlp: stemroom_library::link::status(state.queue.settings()?.ytdlp_path.as_deref().map(Path::new)),
             ffmpeg: ffmpeg_status(),
             provider_in_use: state.queue.last_provider()?,
+            database_recovery: state.recovery.clone(),
         })
     })
     .await

@@ -55,6 +55,36 @@ describe("App", () => {
     expect(screen.getByText(/not an audio file/)).toBeInTheDocument();
   });
 
+  it("says when the job database was damaged and rebuilt, until dismissed", async () => {
+    const { user } = renderApp({
+      library: [mockSong({ id: 3, title: "Falcon 69" })],
+      databaseRecovery: {
+        setAside: "/home/you/.local/share/stemroom/stemroom.sqlite.damaged-1796571717873",
+        problem: "database disk image is malformed",
+        jobsRead: 1,
+        songsFound: 12,
+      },
+    });
+    const notice = await screen.findByText("Stemroom's job list was damaged and has been rebuilt");
+    const alert = notice.closest("[role=alert]") as HTMLElement;
+    expect(alert).toHaveTextContent(
+      "1 job was read back from it, and 12 songs were found again in the library's folders. Jobs that could not " +
+        "be read back are missing from the queue: add their songs again. The damaged file is kept as " +
+        "/home/you/.local/share/stemroom/stemroom.sqlite.damaged-1796571717873 (database disk image is malformed).",
+    );
+    await user.click(within(alert).getByRole("button", { name: "Dismiss" }));
+    expect(screen.queryByText("Stemroom's job list was damaged and has been rebuilt")).not.toBeInTheDocument();
+  });
+
+  it("says nothing of the job database when it was whole", async () => {
+    renderApp();
+    expect(await screen.findByRole("tab", { name: "Queue" })).toBeInTheDocument();
+    await act(async () => {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    });
+    expect(screen.queryByText(/job list was damaged/)).not.toBeInTheDocument();
+  });
+
   it("covers the window while files are dragged over it", async () => {
     const { backend } = renderApp();
     await screen.findByText("No songs in the queue");

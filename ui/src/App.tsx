@@ -14,6 +14,7 @@ import { PlaylistDialog } from "./components/PlaylistDialog";
 import { QueueView } from "./components/QueueView";
 import { RejectedNotice } from "./components/RejectedNotice";
 import { SettingsView } from "./components/SettingsView";
+import { RecoveryNotice } from "./components/RecoveryNotice";
 import { SetupBanner } from "./components/SetupBanner";
 import { Welcome, readyToSeparate } from "./components/Welcome";
 
@@ -33,6 +34,8 @@ export function App() {
   const [playRequest, setPlayRequest] = useState<{ song: Job; at: number } | null>(null);
   // The quality songs added now get (null: as in Settings), for this session.
   const [preset, setPreset] = useState<Preset | null>(null);
+  // The notice of a job database rebuilt at this start, once dismissed.
+  const [recoverySeen, setRecoverySeen] = useState(false);
   // The first-run screen: decided once, when the app first knows what is
   // installed (shown while the model or ONNX Runtime is missing, until "Start").
   const [welcome, setWelcome] = useState<boolean | null>(null);
@@ -210,10 +213,15 @@ export function App() {
     Settings: <SettingsView app={app} />,
   };
 
+  const recoveryNotice = app.info?.databaseRecovery && !recoverySeen && (
+    <RecoveryNotice recovery={app.info.databaseRecovery} onDismiss={() => setRecoverySeen(true)} />
+  );
+
   if (welcome && app.info) {
     return (
       <div className="app">
         <main className="main">
+          {recoveryNotice}
           {earlyDrop && (
             <Alert title="The songs were not added" onDismiss={() => setEarlyDrop(false)}>
               Finish the setup below first (the songs need the model to separate), then drop them again.
@@ -236,6 +244,7 @@ export function App() {
       <main className="main">
         {app.info && <SetupBanner info={app.info} downloads={app.downloads} onChanged={() => void app.refresh()} />}
         {app.error && <Alert title="Stemroom could not start properly">{app.error}</Alert>}
+        {recoveryNotice}
         {rejected.length > 0 && <RejectedNotice rejected={rejected} onDismiss={() => setRejected([])} />}
         {duplicates.length > 0 && (
           <DuplicateNotice

@@ -242,6 +242,11 @@ export type AppInfo = {
 	ffmpeg: FfmpegStatus,
 	/**  Provider of the latest job (`cpu`, `cuda`), `None` before any. */
 	providerInUse: string | null,
+	/**
+	 *  The job database was damaged at this start: where it was set aside,
+	 *  and what was read back and filed again.
+	 */
+	databaseRecovery: Recovery | null,
 };
 
 /**  Which device the caller asks for. */
@@ -779,6 +784,24 @@ export type QueueEvent =
  *  already there, as for its own adds. (Boxed as `JobChanged` is.)
  */
 { kind: "opened"; result: AddResult };
+
+/**  What opening a damaged database did (see the module docs). */
+export type Recovery = {
+	/**
+	 *  Where the damaged database now is (its `-wal` and `-shm`, when there
+	 *  were any, beside it with those suffixes).
+	 */
+	setAside: string,
+	/**  What SQLite said of it. */
+	problem: string,
+	/**  Jobs (queued, finished, failed, …) read back from it. */
+	jobsRead: number,
+	/**
+	 *  Songs filed again from their folders' `stemroom.json` (those no job
+	 *  read back names).
+	 */
+	songsFound: number,
+};
 
 /**  A path that was not added, and why (plain words). */
 export type Rejected = {

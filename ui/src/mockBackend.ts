@@ -10,6 +10,7 @@ import type {
   LanePeaks,
   MixControls,
   PlayerStatus,
+  Recovery,
   Preset,
   JobProgress,
   JobState,
@@ -40,6 +41,8 @@ export interface MockOptions {
   models?: ModelStatus[];
   runtimeFound?: boolean;
   providerInUse?: string | null;
+  /** What opening a damaged job database did at start (`undefined`: it was whole). */
+  databaseRecovery?: Recovery;
   /** What the "native" file dialog picks. */
   pickedFiles?: string[];
   /** What the "native" folder dialog picks (`null`: cancelled). */
@@ -587,6 +590,7 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
           ? { found: true, path: "/home/you/.local/share/stemroom/libonnxruntime.so", problem: null }
           : { found: false, path: null, problem: "ONNX Runtime was not found." },
         providerInUse,
+        databaseRecovery: options.databaseRecovery ?? null,
       };
     },
     async listQueue() {

@@ -146,15 +146,22 @@ pub fn find_published(library: &Path, job: &Job) -> Option<(PathBuf, SongMetadat
 /// or separated into the job's working folder and not filed yet, by a run
 /// that stopped before the queue recorded it.
 pub fn song_of_job(dir: &Path, job: &Job) -> Option<SongMetadata> {
+    let meta = complete_song(dir)?;
+    // Creation times are written as the queue gave them: equal exactly.
+    let same_job = meta.job == Some(job.id) && meta.created_at == job.created_at;
+    same_job.then_some(meta)
+}
+
+/// The song in `dir` when its `stemroom.json` reads and lists stems, every
+/// one a file inside `dir` (a path that leaves it is no stem).
+pub fn complete_song(dir: &Path) -> Option<SongMetadata> {
     let meta: SongMetadata = serde_json::from_slice(&std::fs::read(dir.join(METADATA_FILE)).ok()?).ok()?;
     let complete = !meta.stems.is_empty()
         && meta.stems.iter().all(|s| {
             let p = Path::new(&s.path);
             p.components().all(|c| matches!(c, Component::Normal(_))) && dir.join(p).is_file()
         });
-    // Creation times are written as the queue gave them: equal exactly.
-    let same_job = meta.job == Some(job.id) && meta.created_at == job.created_at;
-    (same_job && complete).then_some(meta)
+    complete.then_some(meta)
 }
 
 /// What `stemroom.json` holds: enough to rebuild the library entry.

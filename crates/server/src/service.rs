@@ -499,7 +499,14 @@ fn open(
     let lock = InstanceLock::acquire(&data_dir)
         .map_err(io("cannot lock the data folder"))?
         .ok_or_else(|| ServerError::Locked(data_dir.clone()))?;
-    let queue = Arc::new(Queue::open(&data_dir.join("stemroom.sqlite"))?);
+    // A damaged database is set aside and rebuilt (logged; see
+    // `Queue::open_owned`), the songs filed again from their folders.
+    let (queue, _) = Queue::open_owned(
+        &data_dir.join("stemroom.sqlite"),
+        &lock,
+        &stemroom_library::song::default_library_dir(&data_dir),
+    )?;
+    let queue = Arc::new(queue);
     // With a broker, running jobs held by remote workers stay as they are
     // (a worker may still be at it; a dead one's job is taken over through
     // the broker, a silent one's by the stall watchdog); those no worker

@@ -1286,3 +1286,49 @@ fn a_failed_separate_keeps_nothing_and_status_names_no_paths() {
     assert_eq!(server.json(&["/jobs"])["total"], 0);
     assert!(files_in(&data.join("uploads")).is_empty(), "{:?}", files_in(&data.join("uploads")));
 }
+
+/// A server whose database is damaged between two runs (here: no longer a
+/// database at all) starts anyway: the old file is set aside whole, and the
+/// song separated before is filed again from its folder under its job id,
+/// so a client holding the id still gets its stems.
+#[test]
+fn a_damaged_database_is_set_aside_and_finished_jobs_stay_downloadable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &[]);
+    let small = dir.path().join("small.flac");
+    stemroom_testkit::ffmpeg(&["-i", utf8(&testdata("mixture.wav")), "-t", "0.5", utf8(&small)]);
+    let id = server.upload(&small, &[]);
+    server.wait_completed(&id);
+    let zip = dir.path().join("before.zip");
+    assert_eq!(server.curl(&["-o", utf8(&zip), &format!("/download/{id}")]).0, 200);
+    let before = unzip(&zip, &dir.path().join("before"));
+    assert!(server.stop("TERM").success());
+
+    let db = data.join("stemroom.sqlite");
+    let garbage: Vec<u8> = (0..20_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    std::fs::write(&db, &garbage).expect("damage the database");
+    // (Its log too: pages in it would be read over the damage.)
+    for log in ["stemroom.sqlite-wal", "stemroom.sqlite-shm"] {
+        let _ = std::fs::remove_file(data.join(log));
+    }
+    let server = Server::start(&data, &[]);
+    let aside: Vec<String> =
+        files_in(&data).into_iter().filter(|n| n.starts_with("stemroom.sqlite.damaged-")).collect();
+    assert_eq!(aside.len(), 1, "{:?}", files_in(&data));
+    assert_eq!(std::fs::read(data.join(&aside[0])).expect("read"), garbage, "kept whole");
+    let status = server.json(&[&format!("/status/{id}")]);
+    assert_eq!(status["status"], "completed", "{status}");
+    assert_eq!(server.json(&["/jobs"])["total"], 1);
+    let zip = dir.path().join("after.zip");
+    assert_eq!(server.curl(&["-o", utf8(&zip), &format!("/download/{id}")]).0, 200);
+    assert_eq!(unzip(&zip, &dir.path().join("after")), before);
+    for stem in &before {
+        let read = |d: &str| std::fs::read(dir.path().join(d).join(stem)).expect("stem");
+        assert_eq!(read("after"), read("before"), "{stem}");
+    }
+    // New jobs take new ids.
+    let next = server.upload(&small, &[]);
+    assert_ne!(next, id);
+    server.wait_completed(&next);
+}

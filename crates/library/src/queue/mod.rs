@@ -21,6 +21,7 @@
 pub mod broker;
 pub mod job;
 mod jobs;
+mod recovery;
 pub mod schema;
 pub mod settings;
 mod timings;
@@ -35,6 +36,7 @@ use crate::lock::InstanceLock;
 use stemroom_engine::ErrorCode;
 
 pub use job::{Job, JobId, JobOptions, JobSource, JobState, UnixMillis};
+pub use recovery::Recovery;
 pub use schema::MIGRATIONS;
 pub use settings::{default_format, Settings};
 pub use stemroom_engine::job::StemFile;

@@ -824,7 +824,7 @@ mod tests {
 
     /// Let the reader refill after a change, then render `frames` frames.
     fn render(cb: &mut Callback, frames: usize) -> Vec<f32> {
-        std::thread::sleep(Duration::from_millis(60));
+        wait_for_audio(cb, frames);
         let mut out = vec![0.0f32; frames * 2];
         for block in out.chunks_mut(512 * 2) {
             cb.render(block);
@@ -1252,6 +1252,7 @@ mod tests {
             // 50 periods (5,000 frames).
             sh.seek(50_000);
             sh.set_loop(Some(LoopRegion { start: 50_000, end: 55_000 }));
+            fill_read_ahead(&mut cb);
             sh.play();
             let per_pass = 5_000.0 * f64::from(device_rate) / 44_100.0 / f64::from(tempo);
             let l = left(&render_paced(&mut cb, (per_pass * 8.0) as usize));
@@ -1271,10 +1272,39 @@ mod tests {
 
     /// Wait until the reader has filled the read-ahead (a fixed wait was
     /// not always enough under the other tests' load).
-    fn fill_read_ahead(cb: &Callback) {
+    pub(super) fn fill_read_ahead(cb: &mut Callback) {
+        wait_for_audio(cb, (CHUNKS - 1) * CHUNK_FRAMES);
+    }
+
+    /// Wait (10 s at most) until the ring holds `frames` device frames of
+    /// the current generation's audio, or the reader has stopped (the
+    /// song's end, or the separated edge last in the ring), or the ring is
+    /// full: what rendering that much plays without the reader keeping up
+    /// meanwhile (the paced callback runs at several times real time).
+    /// Chunks of an older generation (a seek's old place, still in the
+    /// ring until the callback recycles them) do not count.
+    pub(super) fn wait_for_audio(cb: &mut Callback, frames: usize) {
         let t0 = std::time::Instant::now();
-        while cb.full.slots() < CHUNKS - 1 && t0.elapsed() < Duration::from_secs(10) {
-            std::thread::sleep(Duration::from_millis(20));
+        loop {
+            let generation = cb.shared.generation.load(Ordering::Acquire);
+            let n = cb.full.slots();
+            let full = n >= cb.full.buffer().capacity();
+            let (mut got, mut stopped) = (0, false);
+            if let Ok(chunk) = cb.full.read_chunk(n) {
+                let (a, b) = chunk.as_slices();
+                let edge = cb.shared.edge.load(Ordering::Acquire);
+                for c in a.iter().chain(b).filter(|c| c.generation == generation) {
+                    got += if c.wait { 0 } else { c.frames };
+                    // (A wait at an edge the separation has passed since is
+                    // no stop: the reader goes on after it.)
+                    stopped = c.end || (c.wait && c.start >= edge);
+                }
+                // Dropped uncommitted: nothing is consumed.
+            }
+            if got >= frames || stopped || full || t0.elapsed() > Duration::from_secs(10) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
 
@@ -1300,7 +1330,7 @@ mod tests {
         let (_dir, sh, mut cb, reader) = tone_engine(&c);
         sh.seek(20_000);
         sh.set_loop(Some(LoopRegion { start: 20_000, end: 40_000 }));
-        fill_read_ahead(&cb);
+        fill_read_ahead(&mut cb);
         sh.play();
         let block = 256;
         while sh.position.load(Ordering::Acquire) < 30_000 {
@@ -1331,7 +1361,7 @@ mod tests {
         let _paced = paced();
         let mut c = MixControls::unity(1);
         let (_dir, sh, mut cb, reader) = tone_engine(&c);
-        fill_read_ahead(&cb);
+        fill_read_ahead(&mut cb);
         sh.play();
         render_paced(&mut cb, 8_192);
         sh.seek(100_000);
@@ -1339,11 +1369,14 @@ mod tests {
         sh.set_controls(&c);
         assert_eq!(sh.switch_from.load(Ordering::Acquire), u32::MAX, "no switch ahead on the old place's audio");
         assert_eq!(sh.position.load(Ordering::Acquire), 100_000, "read again from the seek's target");
-        fill_read_ahead(&cb);
+        fill_read_ahead(&mut cb);
         render_paced(&mut cb, 8_192);
         let at = sh.position.load(Ordering::Acquire);
         assert!((100_000..120_000).contains(&at), "playing on from the seek: {at}");
-        fill_read_ahead(&cb);
+        fill_read_ahead(&mut cb);
+        // The callback tells what it hears and holds (the change decides
+        // on them).
+        render_paced(&mut cb, 512);
         c.tempo = 1.2;
         sh.set_controls(&c);
         assert_ne!(sh.switch_from.load(Ordering::Acquire), u32::MAX, "then a switch without a gap");
@@ -1362,6 +1395,7 @@ mod tests {
         let tone = |i: u64, _| (2.0 * std::f64::consts::PI * 440.0 * i as f64 / f64::from(RATE)).sin() as f32 * 0.5;
         let p = float_wav(dir.path().join("tone.wav"), 400_000, tone);
         let (sh, mut cb, reader) = start_engine(open_readers(&[p]).unwrap(), &MixControls::unity(1), RATE, 2).unwrap();
+        fill_read_ahead(&mut cb);
         sh.play();
         let before = left(&render_paced(&mut cb, 22_050));
         let f = stemroom_testkit::tone_hz(&before[FADE..], 1, f64::from(RATE));
@@ -1371,7 +1405,13 @@ mod tests {
         cb.set_device_rate(48_000);
         sh.change_device_rate(48_000);
         assert_eq!(sh.position.load(Ordering::Acquire), at, "on from the same place");
-        let after = left(&render_paced(&mut cb, 48_000));
+        // The old place fades out (its chunks go back to the reader), then
+        // the reader fills the read-ahead at the new rate before the rest
+        // is rendered (the paced callback runs at several times real time:
+        // from an empty ring, a loaded machine's reader falls behind it).
+        let head = left(&render_paced(&mut cb, 512));
+        fill_read_ahead(&mut cb);
+        let after = [head, left(&render_paced(&mut cb, 48_000 - 512))].concat();
         let f = stemroom_testkit::tone_hz(&after[4_800..], 1, 48_000.0);
         assert!((f / 440.0 - 1.0).abs() < 0.002, "{f:.1} Hz at 48 kHz: not resampled for the new rate");
         let moved = sh.position.load(Ordering::Acquire) - at;
@@ -1508,10 +1548,14 @@ mod tests {
         sh.set_controls(&MixControls::unity(2));
         sh.seek(50_000);
         let out = left(&render(&mut cb, 2000 + FADE));
-        // After the 0.8x audio's fade out (none if it never got to play on
-        // a loaded machine) and the fade in.
+        // After the 0.8x audio's fade out (shorter, or none, where it ran
+        // out or never got to play on a loaded machine) and the fade in.
+        // The playhead stays at the seek's target while the old place
+        // fades out, so what it moved is what was heard of the new one.
+        let heard = sh.position.load(Ordering::Acquire) as usize - 50_000;
+        let shift = out.len() - heard;
+        assert!(shift <= FADE + 2048, "the new place starts {shift} frames late");
         let after = |shift: usize, i: usize| close(out[i], (50_000 + i - shift) as f32 / 1e6 + 0.25);
-        let shift = if after(FADE, 2 * FADE + 10) { FADE } else { 0 };
         let wrong = (shift + FADE + 1..out.len()).find(|&i| !after(shift, i));
         assert_eq!(wrong, None, "untouched at 1x (after a fade out of {shift} frames)");
         sh.stop.store(true, Ordering::Release);
@@ -1764,7 +1808,7 @@ mod tests {
             c.tempo = tempo;
             let (_dir, sh, mut cb, reader) = silent_engine(5 * RATE as usize, &c);
             sh.set_beat_grid(grid);
-            std::thread::sleep(Duration::from_millis(300));
+            fill_read_ahead(&mut cb);
             sh.play();
             let out = left(&render_paced(&mut cb, 3 * RATE as usize));
             let got: Vec<f64> = onsets(&out).iter().map(|&i| i as f64 / f64::from(RATE)).collect();
@@ -1786,7 +1830,7 @@ mod tests {
         c.metronome = true;
         let (_dir, sh, mut cb, reader) = silent_engine(5 * RATE as usize, &c);
         sh.set_beat_grid(Some(BeatGrid { bpm: 120.0, offset_seconds: 0.0 }));
-        std::thread::sleep(Duration::from_millis(300));
+        fill_read_ahead(&mut cb);
         sh.play();
         let clicks = onsets(&left(&render_paced(&mut cb, RATE as usize)));
         assert!(clicks.len() == 2 && clicks[0] < 300 && clicks[1].abs_diff(22_050) <= 2, "{clicks:?}");
@@ -1802,7 +1846,7 @@ mod tests {
         c.count_in = true;
         sh.set_controls(&c);
         sh.set_beat_grid(grid);
-        std::thread::sleep(Duration::from_millis(300));
+        fill_read_ahead(&mut cb);
         sh.play();
         let out = left(&render_paced(&mut cb, RATE as usize));
         assert!(sh.counting_in.load(Ordering::Acquire), "counting in");
@@ -1840,7 +1884,7 @@ mod tests {
         // 0.35 s to 1.35 s: the beats at 0.6 and 1.1 s inside.
         let at = |t: f64| (t * f64::from(RATE)).round() as u32;
         sh.set_loop(Some(LoopRegion { start: at(0.35), end: at(1.35) }));
-        fill_read_ahead(&cb);
+        fill_read_ahead(&mut cb);
         sh.play();
         let out = left(&render_paced(&mut cb, 3 * RATE as usize));
         let got: Vec<f64> = onsets(&out).iter().map(|&i| i as f64 / f64::from(RATE)).collect();
@@ -1864,7 +1908,7 @@ mod tests {
         let (_dir, sh, mut cb, reader) = engine(5 * RATE as usize);
         sh.set_controls(&c);
         sh.set_beat_grid(grid);
-        fill_read_ahead(&cb);
+        fill_read_ahead(&mut cb);
         sh.skip_count_in.store(true, Ordering::Release);
         sh.play();
         render_paced(&mut cb, RATE as usize / 2);

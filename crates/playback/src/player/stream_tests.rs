@@ -6,7 +6,7 @@ use std::io::Write;
 
 use stemroom_engine::job::stream::{StreamLane, StreamLayout, LAYOUT_FILE, STEMS_FILE};
 
-use super::tests::{float_wav, render_paced};
+use super::tests::{float_wav, render_paced, wait_for_audio};
 use super::*;
 
 const RATE: u32 = 44_100;
@@ -71,7 +71,7 @@ fn plays_up_to_the_separated_edge_waits_and_goes_on() {
     let set = StemSet::open_growing(dir.path()).unwrap();
     assert_eq!((set.len(), set.declared_frames(), set.edge()), (2, Some(FRAMES), Some(edge)));
     let (sh, mut cb, reader) = start_engine(set, &solo_a(), RATE, 2).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    wait_for_audio(&mut cb, 66_150);
     sh.play();
 
     // 1.5 s of playing: the separated second, faded out over its last
@@ -106,7 +106,7 @@ fn plays_up_to_the_separated_edge_waits_and_goes_on() {
         assert!(t0.elapsed() < Duration::from_secs(10), "the reader never saw the new segment");
         std::thread::sleep(Duration::from_millis(5));
     }
-    std::thread::sleep(Duration::from_millis(60));
+    wait_for_audio(&mut cb, 22_050);
     let out = render_paced(&mut cb, 22_050);
     let l: Vec<f32> = out.iter().step_by(2).copied().collect();
     let first = l.iter().position(|&v| v != 0.0).expect("plays again");
@@ -133,7 +133,7 @@ fn a_read_error_stops_playback_and_play_reads_again() {
     let edge = u64::from(RATE);
     separate(dir.path(), 0, edge);
     let (sh, mut cb, reader) = start_engine(StemSet::open_growing(dir.path()).unwrap(), &solo_a(), RATE, 2).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    wait_for_audio(&mut cb, 16_384);
     sh.play();
     crate::reader::failing::set(Some(dir.path().join(STEMS_FILE)));
     separate(dir.path(), edge, 2 * edge);
@@ -157,12 +157,16 @@ fn a_read_error_stops_playback_and_play_reads_again() {
         assert!(t0.elapsed() < Duration::from_secs(10), "the reader did not read again");
         std::thread::sleep(Duration::from_millis(5));
     }
-    std::thread::sleep(Duration::from_millis(60));
+    wait_for_audio(&mut cb, 8192);
     assert!(sh.playing.load(Ordering::Acquire));
     let l: Vec<f32> = render_paced(&mut cb, 8192).iter().step_by(2).copied().collect();
+    // (Silence before the reader's first chunk consumes no frame: the
+    // first heard is the playhead's, or the next where it is frame 0, 0.0.)
     let first = l.iter().position(|&v| v != 0.0).expect("plays again");
+    assert!(first < 4096, "plays within a few chunks: {first}");
+    let first_frame = if value(at, 0, 0) == 0.0 { at + 1 } else { at };
     for (k, &v) in l[first + FADE..].iter().enumerate() {
-        let i = at + (first + FADE + k) as u64;
+        let i = first_frame + (FADE + k) as u64;
         assert!((v - value(i, 0, 0)).abs() < 1e-7, "after the error, frame {i}: {v} vs {}", value(i, 0, 0));
     }
     assert!(!sh.reader_failed.load(Ordering::Acquire));
@@ -190,7 +194,7 @@ fn samples_that_are_not_numbers_play_as_silence() {
     let set = StemSet::open_growing(dir.path()).unwrap();
     let mut c = MixControls::unity(2);
     let (sh, mut cb, reader) = start_engine(set, &c, RATE, 2).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    wait_for_audio(&mut cb, 16_384);
     sh.play();
     let mut out = render_paced(&mut cb, 8192);
     c.stems[0].mute = true;
@@ -358,7 +362,7 @@ fn a_b_plays_the_original_while_separating_and_after_the_take_over() {
     let mut controls = MixControls::unity(2);
     controls.original = true;
     let (sh, mut cb, reader) = start_engine(set, &controls.with_original(), RATE, 2).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    wait_for_audio(&mut cb, 22_050 + 88_200);
     sh.play();
     let before = render_paced(&mut cb, 22_050);
     separate(dir.path(), half, FRAMES);

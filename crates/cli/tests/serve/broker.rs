@@ -470,7 +470,10 @@ fn a_worker_that_hangs_while_its_heartbeat_keeps_the_entry_loses_the_job_to_the_
 
     // The staged stems of no running job go at the watchdog's first round;
     // the hung worker's stay while it holds the job.
-    let deadline = Instant::now() + Duration::from_secs(8);
+    // (The first round comes a quarter of the stall timeout after the
+    // start, 7.5 s; two rounds' time on a loaded machine, still well
+    // before the hung worker's 30 s stall.)
+    let deadline = Instant::now() + Duration::from_secs(20);
     while results.join("77-1700000000000_0").exists() {
         assert!(Instant::now() < deadline, "stale staged stems were not removed");
         std::thread::sleep(Duration::from_millis(100));
@@ -872,7 +875,10 @@ fn a_worker_cut_off_from_redis_but_heard_over_http_keeps_its_job() {
     wait_log(&log_a, &format!("job {id} \""), Duration::from_secs(60));
     proxy.set_cut(true);
     let log_b = dir.path().join("b.log");
-    let b = worker_at(&server.base, &url, "claimer", &worker_token(&server), &log_b, &["--visibility-timeout", "2"]);
+    // (Its visibility timeout is also how long the server counts the
+    // holder's last heartbeat, sent every second, as keeping the job: 6 s
+    // leaves a loaded machine's late heartbeats room.)
+    let b = worker_at(&server.base, &url, "claimer", &worker_token(&server), &log_b, &["--visibility-timeout", "6"]);
     // b finds the entry idle (its holder cannot XCLAIM it) and claims it;
     // the server, which hears the holder keep it, refuses the takeover.
     wait_log(&log_b, &format!("job {id} "), Duration::from_secs(60));

@@ -477,7 +477,16 @@ pub fn add_links_with(queue: &Queue, entries: &[LinkEntry], job: Option<JobOptio
                 }
                 // Titles come from the page: bounded like titles from tags.
                 let title = clean_title(&e.title).unwrap_or_else(|| "Untitled".into());
-                let job = queue.enqueue(&JobSource::Url { url }, &title, &options)?;
+                // An entry queued or in the library already (the playlist
+                // added again) is said so, as a pasted link is, not queued
+                // a second time.
+                let job = match queue.enqueue_unless_live(&JobSource::Url { url }, &title, &options)? {
+                    (job, true) => job,
+                    (existing, false) => {
+                        result.duplicates.push(Duplicate { path: e.url.clone(), existing });
+                        continue;
+                    }
+                };
                 if e.duration_seconds.is_some() {
                     queue.set_details(job.id, e.duration_seconds, None)?;
                 }
@@ -788,6 +797,26 @@ mod tests {
         assert_eq!(r.added[0].title.chars().count(), MAX_TAG_TITLE_CHARS);
         assert_eq!(r.added[1].title, "Untitled");
         assert_eq!(r.rejected[0].path.chars().count(), 300);
+        // The playlist again, one entry as YouTube lists it and once as
+        // shared: what is queued already is a duplicate, the rest is added.
+        let first =
+            add_links(&q, &[entry("https://www.youtube.com/watch?v=dQw4w9WgXcQ".into(), "Song".into())]).unwrap();
+        assert_eq!(first.added.len(), 1);
+        let again = add_links(
+            &q,
+            &[
+                entry("https://example.com/a".into(), "a".into()),
+                entry("https://youtu.be/dQw4w9WgXcQ?si=x".into(), "Song".into()),
+                entry("https://example.com/c".into(), "c".into()),
+            ],
+        )
+        .unwrap();
+        let dup: Vec<(&str, u32)> = again.duplicates.iter().map(|d| (d.path.as_str(), d.existing.id)).collect();
+        assert_eq!(
+            dup,
+            [("https://example.com/a", r.added[0].id), ("https://youtu.be/dQw4w9WgXcQ?si=x", first.added[0].id)]
+        );
+        assert_eq!(again.added.iter().map(|j| j.title.as_str()).collect::<Vec<_>>(), ["c"]);
     }
 
     #[test]

@@ -776,6 +776,48 @@ mod links {
         assert!(empty(&dl2), "nothing left of a refused download");
     }
 
+    /// HLS, as SoundCloud, Vimeo and live sites serve audio: a whole
+    /// stream downloads and decodes to the song's length. One whose
+    /// segment is lost fails saying so: yt-dlp skips such a fragment by
+    /// default and exits 0, which separated a song with a 2 s hole
+    /// without a word.
+    #[test]
+    fn an_hls_stream_with_a_lost_segment_fails_instead_of_leaving_a_gap() {
+        let server = Server::start();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let whole = fetch(&server.url("/hls/index.m3u8"), &dir.path().join("whole"), Duration::from_secs(30), None)
+            .expect("the whole stream");
+        // (Interleaved stereo, whatever the file's channels.)
+        let seconds = |p: &Path| {
+            let (samples, rate, _) = stemroom_testkit::decode_all(p);
+            samples.len() as f64 / 2.0 / f64::from(rate)
+        };
+        let (got, want) = (seconds(&whole), seconds(&stemroom_testkit::falcon_mixture()));
+        assert!((got - want).abs() < 0.1, "{got:.3} s downloaded of {want:.3} s");
+
+        let gap = dir.path().join("gap");
+        let e = fetch(&server.url("/hls-gap/index.m3u8"), &gap, Duration::from_secs(30), None)
+            .expect_err("a lost segment fails the download");
+        assert!(matches!(&e, LinkError::Network(m) if m.contains("fragment")), "{e:?}");
+        assert!(empty(&gap), "nothing left of it");
+    }
+
+    /// A download folder whose name is not UTF-8 (Latin-1 "café" from an
+    /// old disk): the file is found all the same.
+    #[test]
+    fn a_folder_named_in_another_encoding_gets_its_file() {
+        use std::os::unix::ffi::OsStrExt;
+        let server = Server::start();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dl = dir.path().join(std::ffi::OsStr::from_bytes(b"caf\xe9"));
+        let file = fetch(&server.url("/song.wav"), &dl, Duration::from_secs(30), None).expect("downloaded");
+        assert_eq!(file, dl.join("audio.wav"));
+        assert_eq!(
+            std::fs::read(&file).expect("read"),
+            std::fs::read(stemroom_testkit::falcon_mixture()).expect("read")
+        );
+    }
+
     #[test]
     fn failures_are_specific_and_leave_nothing() {
         let server = Server::start();

@@ -1,7 +1,7 @@
 //! A loopback web site for link tests: the real yt-dlp fetches from it
 //! (direct audio, a page with an <audio> element, a YouTube-like watch page
-//! whose audio is Opus in WebM, 404, no media, a stalling server, a slow
-//! one, a hostile title).
+//! whose audio is Opus in WebM, HLS with and without a lost segment, 404,
+//! no media, a stalling server, a slow one, a hostile title).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -22,7 +22,12 @@ pub fn evil_title() -> String {
     format!("{}{}\u{1b}[31m{}", "../".repeat(20), ":*?<>|\\".repeat(10), "x".repeat(300))
 }
 
-fn respond(mut s: TcpStream, song: &[u8], webm: &[u8], stop: &AtomicBool) {
+/// An HLS rendition of the song (AAC in MPEG-TS segments of 2 s, as
+/// SoundCloud, Vimeo and live sites serve audio): its playlist and
+/// segments by name.
+type Hls = std::collections::HashMap<String, Vec<u8>>;
+
+fn respond(mut s: TcpStream, song: &[u8], webm: &[u8], hls: &Hls, stop: &AtomicBool) {
     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
     let mut line = String::new();
     let mut r = BufReader::new(s.try_clone().expect("clone"));
@@ -56,6 +61,22 @@ fn respond(mut s: TcpStream, song: &[u8], webm: &[u8], stop: &AtomicBool) {
     // A YouTube-like watch page: its best audio is Opus in WebM (format
     // 251), offered as an <audio> source with its MIME type and codec.
     let watch = br#"<!doctype html><html><head><title>Falcon 69 (official audio)</title></head><body><audio controls><source src="/falcon.webm" type="audio/webm; codecs=opus"></audio></body></html>"#;
+    // `/hls/index.m3u8` whole; `/hls-gap/index.m3u8` lists the same
+    // segments, and its second one answers 404 every time (a CDN that lost
+    // it): yt-dlp skips such a fragment by default and exits 0.
+    if let Some((dir, name)) = path.strip_prefix("/").and_then(|p| p.split_once('/')) {
+        if dir == "hls" || dir == "hls-gap" {
+            match hls.get(name) {
+                Some(_) if dir == "hls-gap" && name == "seg1.ts" => {
+                    send(&mut s, "404 Not Found", "text/plain", b"not found")
+                }
+                Some(body) if name.ends_with(".m3u8") => send(&mut s, "200 OK", "application/vnd.apple.mpegurl", body),
+                Some(body) => send(&mut s, "200 OK", "video/mp2t", body),
+                None => send(&mut s, "404 Not Found", "text/plain", b"not found"),
+            }
+            return;
+        }
+    }
     match path.as_str() {
         "/song.wav" => send(&mut s, "200 OK", "audio/wav", song),
         "/falcon.webm" => send(&mut s, "200 OK", "audio/webm", webm),
@@ -135,13 +156,38 @@ impl Server {
             webm_path.to_str().expect("utf-8"),
         ]);
         let webm = std::fs::read(&webm_path).expect("read webm");
+        let hls_dir = tmp.path().join("hls");
+        std::fs::create_dir(&hls_dir).expect("mkdir");
+        crate::ffmpeg(&[
+            "-i",
+            mix.to_str().expect("utf-8"),
+            "-c:a",
+            "aac",
+            "-b:a",
+            "160k",
+            "-f",
+            "hls",
+            "-hls_time",
+            "2",
+            "-hls_playlist_type",
+            "vod",
+            "-hls_segment_filename",
+            hls_dir.join("seg%d.ts").to_str().expect("utf-8"),
+            hls_dir.join("index.m3u8").to_str().expect("utf-8"),
+        ]);
+        let hls: Hls = std::fs::read_dir(&hls_dir)
+            .expect("ls")
+            .flatten()
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).expect("read")))
+            .collect();
+        assert!(hls.contains_key("seg1.ts") && hls.contains_key("seg2.ts"), "{:?}", hls.keys());
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         listener.set_nonblocking(true).expect("nonblocking");
         let stop = Arc::new(AtomicBool::new(false));
         let st = stop.clone();
         std::thread::spawn(move || {
-            let (song, webm) = (Arc::new(song), Arc::new(webm));
+            let (song, webm, hls) = (Arc::new(song), Arc::new(webm), Arc::new(hls));
             let t0 = Instant::now();
             let mut served = 0;
             while !st.load(Ordering::Relaxed) && t0.elapsed() < Duration::from_secs(600) && served < 1000 {
@@ -149,8 +195,8 @@ impl Server {
                     Ok((s, _)) => {
                         served += 1;
                         let _ = s.set_nonblocking(false);
-                        let (song, webm, st) = (song.clone(), webm.clone(), st.clone());
-                        std::thread::spawn(move || respond(s, &song, &webm, &st));
+                        let (song, webm, hls, st) = (song.clone(), webm.clone(), hls.clone(), st.clone());
+                        std::thread::spawn(move || respond(s, &song, &webm, &hls, &st));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }

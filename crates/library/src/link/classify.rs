@@ -100,6 +100,10 @@ pub(crate) fn classify(stderr: &str) -> LinkError {
                 "network is unreachable",
                 "timed out",
                 "failed to resolve",
+                // A fragment of a stream still missing after its retries
+                // (`--abort-on-unavailable-fragments`: "fragment 2 not
+                // found, unable to continue").
+                "unable to continue",
             ],
             LinkError::Network,
         ),

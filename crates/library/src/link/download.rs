@@ -84,9 +84,14 @@ fn clear_dir(dir: &Path) {
 }
 
 /// yt-dlp's format selection: the best audio-only format, preferring Opus
-/// (YouTube's format 251, Opus in WebM, its best audio) and then AAC-LC in
-/// M4A (format 140), both decoded without ffmpeg; anything else after them.
-pub const FORMAT: &str = "bestaudio[acodec^=opus]/bestaudio[acodec^=mp4a.40.2]/bestaudio[ext=m4a]/bestaudio/best";
+/// (YouTube's format 251, Opus in WebM at about 130-160 kbit/s, its best
+/// audio) and then AAC-LC in M4A (format 140), both decoded without
+/// ffmpeg; anything else after them. Opus counts only from 96 kbit/s (or
+/// where the site gives no bit rate): SoundCloud offers Opus at 64 kbit/s
+/// beside AAC at 160 (its `hls_opus_64` and `hls_aac_160k` formats), and
+/// YouTube's formats 249 and 250 are Opus at 50 and 70 kbit/s.
+pub const FORMAT: &str =
+    "bestaudio[acodec^=opus][abr>=?96]/bestaudio[acodec^=mp4a.40.2]/bestaudio[ext=m4a]/bestaudio/best";
 
 /// What a download may be: yt-dlp refuses anything else before (or while)
 /// fetching it.
@@ -158,6 +163,10 @@ async fn run_download(
     // an artist's page).
     cmd.args(["--no-playlist", "--playlist-items", "1", "--newline", "--progress", "-f", FORMAT])
         .args(["--progress-template", &format!("download:{PROGRESS_MARK} %(progress.downloaded_bytes)s %(progress.total_bytes)s %(progress.total_bytes_estimate)s %(progress.speed)s %(progress.eta)s")])
+        // A fragment of an HLS or DASH stream that stays missing after
+        // its retries fails the download: by default yt-dlp skips it and
+        // exits 0, leaving a hole in the song.
+        .arg("--abort-on-unavailable-fragments")
         .args(["--max-filesize", &limits.max_bytes.to_string()])
         .args(["--match-filters", &filter])
         // `--print` silences yt-dlp's messages; `--no-quiet` keeps the ones
@@ -264,13 +273,18 @@ async fn run_download(
     if !status.success() {
         return Err(classify_run(&err_text, url, yt));
     }
-    let file = printed.map(PathBuf::from).filter(|p| p.is_file()).ok_or_else(|| {
-        LinkError::NoMedia(format!("yt-dlp finished without an audio file in {}", dest_dir.display()))
-    })?;
-    // Only a file in the folder we gave it counts.
-    if file.parent().map(std::fs::canonicalize).and_then(Result::ok) != std::fs::canonicalize(dest_dir).ok() {
-        return Err(LinkError::Failed(format!("unexpected output path {}", file.display())));
-    }
+    // Only a file in the folder we gave it counts, and only its name is
+    // taken from what yt-dlp printed (`audio.<ext>`, ours): the folder's
+    // name comes back through Python's encoding of the locale, which drops
+    // what it cannot encode (a folder named in another encoding).
+    let file = printed
+        .as_deref()
+        .and_then(|p| Path::new(p).file_name())
+        .map(|name| dest_dir.join(name))
+        .filter(|p| p.is_file())
+        .ok_or_else(|| {
+            LinkError::NoMedia(format!("yt-dlp finished without an audio file in {}", dest_dir.display()))
+        })?;
     Ok(file)
 }
 

@@ -168,7 +168,65 @@ pub fn check_url(raw: &str) -> Result<String, LinkError> {
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(end);
     let (user, host) = authority.split_at(authority.rfind('@').map_or(0, |i| i + 1));
-    Ok(format!("{}://{user}{}{tail}", scheme.to_ascii_lowercase(), host.to_ascii_lowercase()))
+    let url = format!("{}://{user}{}{tail}", scheme.to_ascii_lowercase(), host.to_ascii_lowercase());
+    Ok(youtube_canonical(&url).unwrap_or(url))
+}
+
+/// Query parameters of YouTube links that only say how a link was shared
+/// (`si`: the share sheet's per-share tag; `feature`, `pp`, `ab_channel`:
+/// where it was clicked): the same video shared twice differs only in them.
+const YOUTUBE_SHARE_PARAMS: &[&str] = &["si", "feature", "pp", "ab_channel", "embeds_referring_euri", "source_ve_path"];
+
+/// One spelling of a YouTube video's link, so that the same video added
+/// again (shared twice, from `youtu.be`, a Short, YouTube Music, the
+/// mobile site) is found in the queue or library: `https://www.youtube.com/watch?v=<id>`,
+/// with its `list` when it has one; other YouTube links lose only their
+/// share parameters. `None` for other sites, or a link not understood.
+fn youtube_canonical(url: &str) -> Option<String> {
+    let parsed = url::Url::parse(url).ok()?;
+    let host = parsed.host_str()?;
+    let short = host == "youtu.be";
+    if !short && !matches!(host, "youtube.com" | "www.youtube.com" | "m.youtube.com" | "music.youtube.com") {
+        return None;
+    }
+    if parsed.port().is_some() || !parsed.username().is_empty() {
+        return None;
+    }
+    let query = |key: &str| parsed.query_pairs().find(|(k, _)| k == key).map(|(_, v)| v.into_owned());
+    let mut segments = parsed.path_segments()?.filter(|s| !s.is_empty());
+    let id = match (short, segments.next()) {
+        (true, Some(id)) => Some(id.to_string()),
+        (false, Some("watch")) => query("v"),
+        (false, Some("shorts" | "live" | "embed" | "v")) => segments.next().map(str::to_string),
+        _ => None,
+    };
+    // YouTube's video ids: 11 characters of base64url.
+    let is_id = |id: &str| id.len() == 11 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    match id {
+        Some(id) if is_id(&id) => {
+            let mut canonical = url::Url::parse("https://www.youtube.com/watch").ok()?;
+            canonical.query_pairs_mut().append_pair("v", &id);
+            if let Some(list) = query("list") {
+                canonical.query_pairs_mut().append_pair("list", &list);
+            }
+            Some(canonical.to_string())
+        }
+        Some(_) => None,
+        None => {
+            let kept: Vec<(String, String)> = parsed
+                .query_pairs()
+                .filter(|(k, _)| !YOUTUBE_SHARE_PARAMS.contains(&k.as_ref()))
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            let mut clean = parsed.clone();
+            if kept.is_empty() {
+                clean.set_query(None);
+            } else {
+                clean.query_pairs_mut().clear().extend_pairs(kept);
+            }
+            Some(clean.to_string())
+        }
+    }
 }
 
 /// yt-dlp could not be started: missing (or not a program) is
@@ -233,6 +291,10 @@ pub(crate) fn command(yt: &YtDlp) -> tokio::process::Command {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Python's UTF-8 mode: what it prints (titles, JSON, paths) is
+        // UTF-8 whatever the locale (a C or Latin-1 locale made `?` of
+        // every character it cannot encode).
+        .env("PYTHONUTF8", "1")
         .kill_on_drop(true);
     // Its own process group, so a kill reaches yt-dlp's children (ffmpeg).
     #[cfg(unix)]
@@ -317,6 +379,47 @@ mod tests {
     use super::classify::classify;
     use super::download::parse_progress;
     use super::*;
+
+    /// The same YouTube video however it was shared is one link, so adding
+    /// it again finds it in the queue or library.
+    #[test]
+    fn a_youtube_video_has_one_link_however_it_was_shared() {
+        let watch = "https://www.youtube.com/watch?v=dQw4w9WgXcQ";
+        for shared in [
+            "https://youtu.be/dQw4w9WgXcQ?si=Xb4c_9kLmN0pQrSt",
+            "https://youtu.be/dQw4w9WgXcQ",
+            "https://www.youtube.com/watch?v=dQw4w9WgXcQ&si=abc&feature=shared",
+            "https://youtube.com/watch?feature=youtu.be&v=dQw4w9WgXcQ",
+            "https://m.youtube.com/watch?v=dQw4w9WgXcQ&pp=ygUE",
+            "https://music.youtube.com/watch?v=dQw4w9WgXcQ&si=zz",
+            "https://www.youtube.com/shorts/dQw4w9WgXcQ?feature=share",
+            "https://www.youtube.com/live/dQw4w9WgXcQ",
+            "HTTPS://YOUTU.BE/dQw4w9WgXcQ?t=42",
+        ] {
+            assert_eq!(check_url(shared).unwrap(), watch, "{shared}");
+        }
+        // Its playlist stays (the app offers the playlist or the song).
+        assert_eq!(
+            check_url("https://www.youtube.com/watch?v=dQw4w9WgXcQ&list=PLx-1_2&index=3&si=q").unwrap(),
+            "https://www.youtube.com/watch?v=dQw4w9WgXcQ&list=PLx-1_2"
+        );
+        // Other YouTube links lose only their share parameters.
+        assert_eq!(
+            check_url("https://www.youtube.com/playlist?list=PLx-1_2&si=q").unwrap(),
+            "https://www.youtube.com/playlist?list=PLx-1_2"
+        );
+        assert_eq!(check_url("https://www.youtube.com/@artist?si=q").unwrap(), "https://www.youtube.com/@artist");
+        // Not an id: left as it is. Other sites: left as they are.
+        assert_eq!(check_url("https://youtu.be/short").unwrap(), "https://youtu.be/short");
+        assert_eq!(
+            check_url("https://example.com/watch?v=dQw4w9WgXcQ&si=1").unwrap(),
+            "https://example.com/watch?v=dQw4w9WgXcQ&si=1"
+        );
+        assert_eq!(
+            check_url("https://www.youtube.com:8443/watch?v=dQw4w9WgXcQ").unwrap(),
+            "https://www.youtube.com:8443/watch?v=dQw4w9WgXcQ"
+        );
+    }
 
     #[test]
     fn links_are_checked_before_any_command_line() {

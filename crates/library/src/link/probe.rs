@@ -99,7 +99,9 @@ pub fn probe(yt: &YtDlp, url: &str, limit: usize) -> Result<LinkInfo, LinkError>
         }
         let (entries, truncated) = entries_of(&v, limit);
         Ok(LinkInfo {
-            title: label(&v, "title").unwrap_or_else(|| url.clone()),
+            // A page with no title is named by its link, cut and cleaned
+            // as titles are (a link may be 4096 bytes).
+            title: label(&v, "title").or_else(|| crate::intake::clean_title(&url)).unwrap_or_else(|| "Untitled".into()),
             uploader: label(&v, "uploader").or_else(|| label(&v, "channel")),
             duration_seconds: v.get("duration").and_then(|d| d.as_f64()),
             thumbnail: text(&v, "thumbnail"),

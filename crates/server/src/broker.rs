@@ -650,6 +650,13 @@ pub struct JobSpec {
     /// the defaults).
     #[serde(default)]
     pub download_limits: Option<stemroom_library::link::DownloadLimits>,
+    /// The link may lead only to public addresses (the server's own check,
+    /// [`crate::service::check_public_link`], made again by the worker,
+    /// which fetches from its own network: a name can resolve otherwise
+    /// there). `false` where the server allows private links, and from
+    /// older servers.
+    #[serde(default)]
+    pub public_only: bool,
 }
 
 /// Move the folder `from` to `to` (which must not exist): a rename, or
@@ -766,7 +773,16 @@ async fn claim(
                 JobSource::File { .. } => None,
             };
             let download_limits = service.queue.settings().ok().map(|s| s.download_limits());
-            Ok(Json(JobSpec { job_id: id, title: job.title, options: job.options, url, attempt, download_limits }))
+            let public_only = url.is_some() && !service.config.allow_private_links;
+            Ok(Json(JobSpec {
+                job_id: id,
+                title: job.title,
+                options: job.options,
+                url,
+                attempt,
+                download_limits,
+                public_only,
+            }))
         }
         Claim::Refused(why) => Err(ApiError::conflict(why)),
         Claim::HolderAlive(why) => {

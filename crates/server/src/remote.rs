@@ -1177,6 +1177,20 @@ fn run_one(
     }
 }
 
+/// The server's check of a link job's host ([`JobSpec::public_only`]),
+/// made again where the fetch happens: what the name resolves to from the
+/// worker's network.
+///
+/// # Errors
+/// [`LinkError::Refused`](stemroom_library::link::LinkError::Refused) with
+/// the server's message.
+fn link_allowed(spec: &JobSpec, url: &str) -> Result<(), stemroom_library::link::LinkError> {
+    if spec.public_only {
+        crate::service::check_public_link(url).map_err(stemroom_library::link::LinkError::Refused)?;
+    }
+    Ok(())
+}
+
 #[allow(clippy::too_many_arguments)]
 fn separate(
     config: &RemoteConfig,
@@ -1210,6 +1224,7 @@ fn separate(
     // The input.
     let input = match &spec.url {
         Some(url) => {
+            link_allowed(spec, url)?;
             let yt = stemroom_library::link::YtDlp::locate(None)?;
             // Its progress goes to the server once a second: people see
             // it, the server's stall watchdog hears the job is alive (a
@@ -1577,6 +1592,33 @@ mod tests {
 
     fn entry(id: &str, job: &str) -> V {
         V::Array(vec![s(id), V::Array(vec![s("job"), s(job)])])
+    }
+
+    #[test]
+    fn a_link_job_of_a_server_that_fetches_only_public_links_is_checked_by_the_worker_too() {
+        use stemroom_library::link::LinkError;
+        // A spec as the server sends it (JSON); an older server's has no
+        // `public_only`: no check, as before.
+        let spec = |public_only: Option<bool>| -> super::JobSpec {
+            let mut v = serde_json::json!({
+                "job_id": 7, "title": "t", "url": "http://127.0.0.1:9/a.wav", "attempt": 1,
+                "options": stemroom_library::queue::Settings::default().job_options(),
+            });
+            if let Some(p) = public_only {
+                v["public_only"] = p.into();
+            }
+            serde_json::from_value(v).unwrap()
+        };
+        for private in
+            ["http://127.0.0.1:9/a.wav", "http://[::1]/a", "http://169.254.169.254/latest", "http://10.1.2.3/"]
+        {
+            let e = super::link_allowed(&spec(Some(true)), private).unwrap_err();
+            assert!(matches!(&e, LinkError::Refused(m) if m.contains("not a public address")), "{private}: {e:?}");
+        }
+        super::link_allowed(&spec(Some(true)), "http://93.184.216.34/a.wav").expect("a public address");
+        super::link_allowed(&spec(Some(false)), "http://127.0.0.1:9/a.wav").expect("private links allowed");
+        assert!(!spec(None).public_only);
+        super::link_allowed(&spec(None), "http://127.0.0.1:9/a.wav").expect("an older server's spec");
     }
 
     #[test]

@@ -54,18 +54,31 @@ pub(crate) fn parse_progress(line: &str) -> Option<(f64, DownloadProgress)> {
 const MIN_GROWTH: f64 = 16.0 * 1024.0;
 
 /// When a download last showed life: any line from yt-dlp before bytes
-/// flow, then [`MIN_GROWTH`] more bytes (or a restart from fewer bytes).
+/// flow (extracting, ffmpeg's statistics where it downloads) and after
+/// they reached 100 % (post-processing), in between only [`MIN_GROWTH`]
+/// more bytes (or a restart from fewer bytes): yt-dlp's "Retrying
+/// fragment" warnings, or ffmpeg's redrawn statistics, kept a download
+/// that sent nothing more alive until the length limit (hours).
 struct Life {
     at: tokio::time::Instant,
     bytes: f64,
+    /// Bytes flow and the download is not complete.
+    flowing: bool,
 }
 
 impl Life {
-    fn line(&mut self) {
-        self.at = tokio::time::Instant::now();
+    fn new(at: tokio::time::Instant) -> Self {
+        Life { at, bytes: 0.0, flowing: false }
     }
 
-    fn bytes(&mut self, downloaded: f64) {
+    fn line(&mut self) {
+        if !self.flowing {
+            self.at = tokio::time::Instant::now();
+        }
+    }
+
+    fn bytes(&mut self, downloaded: f64, percent: Option<f64>) {
+        self.flowing = downloaded > 0.0 && percent.is_none_or(|p| p < 100.0);
         if downloaded >= self.bytes + MIN_GROWTH || downloaded < self.bytes {
             self.bytes = downloaded;
             self.at = tokio::time::Instant::now();
@@ -198,7 +211,7 @@ async fn run_download(
     let mut refusal: Option<String> = None;
     let (mut out_open, mut err_open) = (true, true);
     let started = tokio::time::Instant::now();
-    let mut life = Life { at: started, bytes: 0.0 };
+    let mut life = Life::new(started);
     let mut received = 0.0f64;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     while out_open || err_open {
@@ -207,7 +220,7 @@ async fn run_download(
                 Ok(Some(l)) => {
                     let l = String::from_utf8_lossy(&l);
                     if let Some((bytes, p)) = parse_progress(&l) {
-                        life.bytes(bytes);
+                        life.bytes(bytes, p.percent);
                         received = bytes;
                         on_progress(&p);
                     } else {
@@ -226,7 +239,7 @@ async fn run_download(
                 Ok(Some(l)) => {
                     let l = String::from_utf8_lossy(&l);
                     if let Some((bytes, p)) = parse_progress(&l) {
-                        life.bytes(bytes);
+                        life.bytes(bytes, p.percent);
                         received = bytes;
                         on_progress(&p);
                     } else {
@@ -392,6 +405,42 @@ fn refused(said: &str, limits: &DownloadLimits) -> LinkError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Once bytes flow, only their growth is life: yt-dlp's retry warnings
+    /// are not; before they flow and after 100 % (post-processing) any
+    /// line is.
+    #[test]
+    fn once_bytes_flow_only_their_growth_is_life() {
+        let t0 = tokio::time::Instant::now();
+        let later = || {
+            std::thread::sleep(Duration::from_millis(3));
+            tokio::time::Instant::now()
+        };
+        let mut life = Life::new(t0);
+        life.line();
+        assert!(life.at > t0, "a line before bytes flow");
+        life.bytes(1000.0, Some(1.0));
+        let at = life.at;
+        later();
+        life.line();
+        assert_eq!(life.at, at, "a retry warning while bytes flow");
+        life.bytes(1000.0 + MIN_GROWTH / 2.0, Some(2.0));
+        assert_eq!(life.at, at, "a trickle");
+        let before = later();
+        life.bytes(1000.0 + MIN_GROWTH, Some(3.0));
+        assert!(life.at >= before, "growth");
+        // A stream of unknown size: the same.
+        let at = life.at;
+        later();
+        life.bytes(2000.0 + MIN_GROWTH, None);
+        life.line();
+        assert_eq!(life.at, at);
+        // Done: post-processing lines are life again.
+        life.bytes(5_000_000.0, Some(100.0));
+        let before = later();
+        life.line();
+        assert!(life.at >= before, "a line after 100 %");
+    }
 
     #[test]
     fn the_tail_of_stderr_is_kept() {

@@ -1114,6 +1114,11 @@ fn run_separate(mut a: SeparateArgs) -> ExitCode {
         print_models(&rows, &runtime::find_library(a.runtime.ort_lib.as_deref(), Device::Auto), a.json);
         return ExitCode::SUCCESS;
     }
+    // What a run killed outright (a second Ctrl-C, a crash, kill -9) left
+    // of a link's download: removed by every run, not only the next one
+    // with a link (a 1 GB download in a RAM-backed /tmp). Those in use by
+    // another run are locked and stay.
+    stemroom_engine::files::remove_stale_tempdirs(&std::env::temp_dir(), DOWNLOAD_PREFIX);
     let asked = (a.mp3, a.flac);
     let suffix = format_from_filename(&mut a);
     // Options taken and not used, said once the settings line is out
@@ -1387,9 +1392,8 @@ fn fetch_if_link(input: &Path, listener: &CliListener) -> Result<(Option<Downloa
         eta_seconds: None,
     });
     // Locked while in use: a run killed outright (a second Ctrl-C, a
-    // crash) leaves its folder, which the next link's download removes.
+    // crash) leaves its folder, which the next run removes.
     let tmp_root = std::env::temp_dir();
-    stemroom_engine::files::remove_stale_tempdirs(&tmp_root, DOWNLOAD_PREFIX);
     let (tmp, in_use) =
         stemroom_engine::files::locked_tempdir(&tmp_root, DOWNLOAD_PREFIX).map_err(EngineError::Scratch)?;
     let file = link::download(

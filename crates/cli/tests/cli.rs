@@ -857,8 +857,10 @@ fn a_killed_cli_leaves_no_ytdlp_behind() {
             })
             .unwrap_or(0)
     };
+    let tmp = tempfile::tempdir().expect("tempdir");
     let mut cli = stemroom()
         .args(["separate", "-d", "cpu", "-o", utf8(dir.path()), &url])
+        .env("TMPDIR", tmp.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -880,6 +882,23 @@ fn a_killed_cli_leaves_no_ytdlp_behind() {
         assert!(std::time::Instant::now() < deadline, "yt-dlp outlived the CLI");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    // Its download folder stays; the next run removes it, whatever it
+    // separates (here: nothing, its input is missing).
+    let left = || {
+        std::fs::read_dir(tmp.path())
+            .expect("ls")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("stemroom-download-"))
+            .count()
+    };
+    assert_eq!(left(), 1, "the killed run's download folder");
+    let out = stemroom()
+        .args(["separate", "-o", utf8(dir.path()), utf8(&dir.path().join("missing.wav"))])
+        .env("TMPDIR", tmp.path())
+        .output()
+        .expect("run stemroom");
+    assert!(!out.status.success());
+    assert_eq!(left(), 0, "removed by the next run");
 }
 
 #[test]

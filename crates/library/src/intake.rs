@@ -27,7 +27,7 @@ use serde::Serialize;
 use stemroom_engine::audio::decode;
 
 use crate::link::{self, LinkEntry, LinkInfo};
-use crate::queue::{Job, JobOptions, JobSource, Queue, QueueError};
+use crate::queue::{Job, JobOptions, JobSource, JobState, Queue, QueueError};
 use crate::worker::title_for;
 
 /// How deep folders are searched.
@@ -285,6 +285,12 @@ pub fn add_paths_with(queue: &Queue, paths: &[PathBuf], add: AddOptions) -> Resu
                 } else {
                     match queue.enqueue_unless_live(&source, &title, &options)? {
                         (job, true) => job,
+                        // A song in the library whose file changed since
+                        // it was added (a mix exported again under its
+                        // name) is another song.
+                        (existing, false) if existing.state == JobState::Done && changed_since(&f, &existing) => {
+                            queue.enqueue(&source, &title, &options)?
+                        }
                         (existing, false) => {
                             result.duplicates.push(Duplicate { path: path.to_string(), existing });
                             continue;
@@ -303,6 +309,18 @@ pub fn add_paths_with(queue: &Queue, paths: &[PathBuf], add: AddOptions) -> Resu
         }
     }
     Ok(result)
+}
+
+/// Whether the file at `path` was modified after `job` was added (its
+/// modification time later than the job's creation, by more than the 2 s
+/// of a FAT file system's clock).
+fn changed_since(path: &Path, job: &Job) -> bool {
+    let modified = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as f64);
+    modified.is_some_and(|m| m > job.created_at + 2000.0)
 }
 
 /// Queue one link, and nothing else: for front ends whose callers must not
@@ -920,5 +938,18 @@ mod tests {
         let found: Vec<u32> = q.library("POST").unwrap().iter().map(|j| j.id).collect();
         assert_eq!(found, [claimed.id]);
         assert_eq!(decode::probe(&tagged).unwrap().tags.album.as_deref(), Some("Post"));
+
+        // Added again unchanged: in the library already. Exported again
+        // under its name (modified after it was added): another song.
+        let again = add_paths(&q, std::slice::from_ref(&tagged)).unwrap();
+        assert_eq!((again.added.len(), again.duplicates.len()), (0, 1));
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(10);
+        std::fs::File::options().write(true).open(&tagged).unwrap().set_modified(later).unwrap();
+        let again = add_paths(&q, std::slice::from_ref(&tagged)).unwrap();
+        assert_eq!((again.added.len(), again.duplicates.len()), (1, 0), "{again:?}");
+        assert_ne!(again.added[0].id, claimed.id);
+        // While that one waits in the queue, it is the duplicate.
+        let again = add_paths(&q, std::slice::from_ref(&tagged)).unwrap();
+        assert_eq!((again.added.len(), again.duplicates.len()), (0, 1));
     }
 }

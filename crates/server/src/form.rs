@@ -528,6 +528,10 @@ async fn read_multipart(
             format!("the upload stalled: nothing arrived for {} s", idle.as_secs()),
         )
     };
+    // The next piece of a part, or its end, within the idle timeout.
+    let next_chunk = async |field: &mut axum::extract::multipart::Field<'_>| {
+        tokio::time::timeout(idle, field.chunk()).await.map_err(|_| stalled())?.map_err(bad)
+    };
     while let Some(mut field) =
         tokio::time::timeout(idle, multipart.next_field()).await.map_err(|_| stalled())?.map_err(bad)?
     {
@@ -548,7 +552,7 @@ async fn read_multipart(
                 if field.file_name() == Some("") {
                     // (The parser may hand out empty chunks first.)
                     while first.is_none() {
-                        match tokio::time::timeout(idle, field.chunk()).await.map_err(|_| stalled())?.map_err(bad)? {
+                        match next_chunk(&mut field).await? {
                             None => return Ok(()),
                             Some(chunk) if chunk.is_empty() => {}
                             Some(chunk) => first = Some(chunk),
@@ -581,11 +585,7 @@ async fn read_multipart(
                 loop {
                     let chunk = match first.take() {
                         Some(chunk) => chunk,
-                        None => match tokio::time::timeout(idle, field.chunk())
-                            .await
-                            .map_err(|_| stalled())?
-                            .map_err(bad)?
-                        {
+                        None => match next_chunk(&mut field).await? {
                             Some(chunk) => chunk,
                             None => break,
                         },
@@ -623,9 +623,7 @@ async fn read_multipart(
                     return take_text(&mut job, &name, String::new());
                 }
                 let mut text = Vec::new();
-                while let Some(chunk) =
-                    tokio::time::timeout(idle, field.chunk()).await.map_err(|_| stalled())?.map_err(bad)?
-                {
+                while let Some(chunk) = next_chunk(&mut field).await? {
                     tally.delivered(chunk.len());
                     text.extend_from_slice(&chunk);
                     if text.len() > TEXT_FIELD_LIMIT {

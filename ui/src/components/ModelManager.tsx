@@ -1,7 +1,9 @@
+import { useState } from "react";
 import type { ModelStatus } from "../bindings";
 import type { ModelDownloads } from "../hooks/useAppInfo";
 import { formatBytes } from "../format";
 import { Alert } from "./Alert";
+import { Dialog } from "./Dialog";
 import { ProgressBar } from "./ProgressBar";
 
 function state(model: ModelStatus): string {
@@ -19,6 +21,8 @@ interface Props {
  * Make or Remove (only files in Stemroom's own folder can be removed).
  */
 export function ModelManager({ models, downloads }: Props) {
+  // The model whose removal waits for a yes.
+  const [confirmRemove, setConfirmRemove] = useState<ModelStatus | null>(null);
   return (
     <div className="field">
       <span className="field__label" id="model-files">
@@ -49,7 +53,7 @@ export function ModelManager({ models, downloads }: Props) {
                     type="button"
                     className="button"
                     aria-label={`Remove ${model.id}`}
-                    onClick={() => downloads.remove(model.id)}
+                    onClick={() => setConfirmRemove(model)}
                   >
                     Remove
                   </button>
@@ -69,6 +73,32 @@ export function ModelManager({ models, downloads }: Props) {
           );
         })}
       </ul>
+      {confirmRemove && (
+        <Dialog title={`Remove the model ${confirmRemove.id}?`} onClose={() => setConfirmRemove(null)}>
+          <p>
+            {confirmRemove.derived
+              ? "Songs that use it cannot be separated until it is made again on this computer."
+              : `Songs that use it cannot be separated until it is downloaded again (${formatBytes(confirmRemove.downloadBytes)}).`}{" "}
+            Songs already separated keep their stems.
+          </p>
+          <div className="dialog__actions">
+            <button type="button" className="button" data-autofocus onClick={() => setConfirmRemove(null)}>
+              Keep it
+            </button>
+            <button
+              type="button"
+              className="button button--danger"
+              onClick={() => {
+                const id = confirmRemove.id;
+                setConfirmRemove(null);
+                downloads.remove(id);
+              }}
+            >
+              Remove
+            </button>
+          </div>
+        </Dialog>
+      )}
     </div>
   );
 }

@@ -163,7 +163,15 @@ describe("Model manager and the setup banner", () => {
     // A derived model that is not made yet is no reason for the banner.
     expect(banner()).not.toBeInTheDocument();
 
+    // Asked first: Keep it changes nothing, Remove removes it.
     await user.click(within(row).getByRole("button", { name: "Remove htdemucs" }));
+    const ask = screen.getByRole("dialog", { name: "Remove the model htdemucs?" });
+    expect(ask).toHaveTextContent("cannot be separated until it is downloaded again (98 MB)");
+    await user.click(within(ask).getByRole("button", { name: "Keep it" }));
+    expect(screen.queryByRole("dialog")).not.toBeInTheDocument();
+    expect(row).toHaveTextContent("installed, verified");
+    await user.click(within(row).getByRole("button", { name: "Remove htdemucs" }));
+    await user.click(within(screen.getByRole("dialog")).getByRole("button", { name: "Remove" }));
     await waitFor(() => expect(row).toHaveTextContent("not installed"));
     const setup = await screen.findByRole("region", { name: "Finish setting up Stemroom" });
     await user.click(within(setup).getByRole("button", { name: "Download model" }));

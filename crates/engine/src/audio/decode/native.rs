@@ -19,6 +19,11 @@ use symphonia::core::units::{Duration, TimeBase, Timestamp};
 use super::{check_end, downmix_weights, to_stereo, Backend, DecodeError, TRUNCATION_TOLERANCE_SECONDS};
 use crate::audio::encode::Tags;
 
+/// Most samples (frames × channels) one packet may declare: 2²⁴, 64 MiB of
+/// `f32`. Real formats stay far below (FLAC's largest block is 65,535
+/// frames, Vorbis' 8,192, PCM in CAF or MOV one frame per packet).
+const MAX_PACKET_SAMPLES: u64 = 1 << 24;
+
 /// Consecutive undecodable packets after which a file is called corrupt.
 const MAX_CONSECUTIVE_DECODE_ERRORS: usize = 16;
 
@@ -218,6 +223,33 @@ impl NativeStream {
         let aac = params.codec == symphonia::core::codecs::audio::well_known::CODEC_ID_AAC;
         let he_aac = aac && params.extra_data.as_deref().is_some_and(he_aac_signalled);
         let maybe_sbr = he_aac || (aac && params.sample_rate.is_some_and(|r| r <= 24_000));
+        // What the decoder allocates up front comes from the header: its
+        // frames per packet (every channel's buffer sized for that many)
+        // and its rate. A hostile CAF or MOV declaring 2³² frames per
+        // packet made symphonia's PCM and ADPCM decoders ask for gigabytes
+        // per channel, an allocation failure that aborts the process.
+        let channels = params.channels.as_ref().map_or(2, |c| c.count().max(1)) as u64;
+        if params.max_frames_per_packet.is_some_and(|n| n.saturating_mul(channels) > MAX_PACKET_SAMPLES) {
+            return Err(DecodeError::Corrupt {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "its header declares packets of {} frames, far more than audio uses",
+                    params.max_frames_per_packet.unwrap_or_default()
+                ),
+            });
+        }
+        if let Some(rate) =
+            params.sample_rate.filter(|r| !(super::MIN_SAMPLE_RATE..=super::MAX_SAMPLE_RATE).contains(r))
+        {
+            return Err(DecodeError::Corrupt {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "its sample rate of {rate} Hz is outside what audio uses ({} to {} Hz)",
+                    super::MIN_SAMPLE_RATE,
+                    super::MAX_SAMPLE_RATE
+                ),
+            });
+        }
         let decoder = codecs()
             .make_audio_decoder(params, &AudioDecoderOptions::default())
             .map_err(|e| DecodeError::UnsupportedCodec { path: path.to_path_buf(), reason: e.to_string() })?;
@@ -767,6 +799,51 @@ impl Backend for NativeStream {
 #[cfg(test)]
 mod tests {
     use super::he_aac_signalled;
+
+    /// A CAF file of 16-bit PCM with the given frames per packet and rate
+    /// in its `desc` chunk, and one second of silence.
+    fn caf(frames_per_packet: u32, rate: f64) -> Vec<u8> {
+        let mut b = b"caff".to_vec();
+        b.extend(1u16.to_be_bytes());
+        b.extend(0u16.to_be_bytes());
+        b.extend(b"desc");
+        b.extend(32i64.to_be_bytes());
+        b.extend(rate.to_be_bytes());
+        b.extend(b"lpcm");
+        b.extend(0u32.to_be_bytes()); // big-endian signed integers
+        b.extend((4 * frames_per_packet.min(1)).to_be_bytes()); // bytes per packet
+        b.extend(frames_per_packet.to_be_bytes());
+        b.extend(2u32.to_be_bytes()); // channels
+        b.extend(16u32.to_be_bytes()); // bits
+        let data = vec![0u8; 4 * 44_100];
+        b.extend(b"data");
+        b.extend((data.len() as i64 + 4).to_be_bytes());
+        b.extend(0u32.to_be_bytes()); // edit count
+        b.extend(data);
+        b
+    }
+
+    /// Header numbers that would size the decoder's buffers are checked
+    /// first: 2³² frames per packet (gigabytes per channel, an abort) or a
+    /// rate of 4 GHz is a damaged file, not an allocation.
+    #[test]
+    fn a_header_that_would_allocate_gigabytes_is_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = |bytes: Vec<u8>| {
+            let p = dir.path().join("x.caf");
+            std::fs::write(&p, bytes).unwrap();
+            super::super::StreamDecoder::open(&p).map(|_| ())
+        };
+        open(caf(1, 44_100.0)).expect("a plain CAF opens");
+        for (bytes, what) in
+            [(caf(u32::MAX, 44_100.0), "packets of 4294967295 frames"), (caf(1, 4.0e9), "4000000000 Hz")]
+        {
+            match open(bytes) {
+                Err(super::DecodeError::Corrupt { reason, .. }) => assert!(reason.contains(what), "{reason}"),
+                other => panic!("{what}: {:?}", other.map_err(|e| e.to_string())),
+            }
+        }
+    }
 
     #[test]
     fn he_aac_is_recognised_from_its_config() {

@@ -184,10 +184,14 @@ impl Service {
                     ApiError::unsupported(format!("this file could not be read as audio: {reason}"))
                 })?;
                 let limit = me.config.max_upload_seconds;
-                // An exact length from the header. A raw stream's bit-rate
-                // guess can be three times too long, and a FLAC may state
-                // none at all (a few KB can hold hours of silence): those
-                // are decoded up to the limit to tell.
+                // An exact length from the header past the limit is refused
+                // at once. Any other file is decoded up to the limit to
+                // tell: a raw stream's bit-rate guess can be three times
+                // too long, a FLAC may state no length (a few KB can hold
+                // hours of silence), and a stated length is no bound on
+                // what decodes (FLAC frames after STREAMINFO's count, MP3s
+                // joined after a Xing count, chained Ogg links, a WAV
+                // stating no data), which the worker would decode whole.
                 let exact = info.duration_seconds.filter(|_| !info.duration_estimated);
                 match exact {
                     Some(seconds) if limit > 0 && seconds > limit as f64 => {
@@ -197,7 +201,7 @@ impl Service {
                             limit / 60
                         )))
                     }
-                    None if limit > 0 && longer_than(up.path(), limit) => {
+                    _ if limit > 0 && longer_than(up.path(), limit) => {
                         return Err(ApiError::invalid_options(format!(
                             "the audio lasts longer than this server takes ({} minutes)",
                             limit / 60
@@ -702,8 +706,8 @@ pub fn run_blocking(config: ServerConfig, ready: impl FnOnce(&Ready)) -> Result<
 const LIMITER_PRUNE_EVERY: Duration = Duration::from_secs(600);
 
 /// Whether `path`'s audio runs past `limit` seconds, found by decoding it
-/// up to there (for files whose header gives no exact length); false when
-/// it ends within the limit or cannot be read (the worker reports that).
+/// up to there (whatever its header says); false when it ends within the
+/// limit or cannot be read (the worker reports that).
 fn longer_than(path: &std::path::Path, limit: u64) -> bool {
     let Ok(mut decoder) = stemroom_engine::audio::decode::StreamDecoder::open(path) else { return false };
     let mut seconds = 0.0;

@@ -1175,6 +1175,17 @@ fn audio_longer_than_the_servers_limit_is_refused_however_small_the_file() {
     assert_eq!(code, 422, "{body}");
     assert!(body.contains("longer than this server takes (1 minutes)"), "{body}");
     assert!(files_in(&dir.path().join("data").join("uploads")).is_empty(), "nothing kept");
+    // A length stated short of what decodes (30 s in STREAMINFO, 61 s of
+    // frames after it): no bound either.
+    let mut b = std::fs::read(&long).expect("read flac");
+    let samples: u64 = 30 * 44_100;
+    b[21] = (b[21] & 0xF0) | ((samples >> 32) as u8 & 0x0F);
+    b[22..26].copy_from_slice(&(samples as u32).to_be_bytes());
+    let understated = dir.path().join("understated.flac");
+    std::fs::write(&understated, b).expect("write flac");
+    let (code, body) = server.curl(&["-F", &format!("file=@{}", utf8(&understated)), "/upload"]);
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("longer than this server takes (1 minutes)"), "{body}");
     let short = dir.path().join("short.flac");
     stemroom_testkit::ffmpeg(&["-f", "lavfi", "-i", "anullsrc=r=44100:cl=stereo", "-t", "59", utf8(&short)]);
     let (code, body) = server.curl(&["-F", &format!("file=@{}", utf8(&short)), "/upload"]);

@@ -276,7 +276,10 @@ impl AppState {
         let default_library = stemroom_library::song::default_library_dir(data_dir);
         // A damaged database is set aside and rebuilt, the songs filed again
         // from their folders: the window says so (`AppInfo::database_recovery`).
-        let (queue, recovery) = Queue::open_owned(&data_dir.join("stemroom.sqlite"), &instance, &default_library)?;
+        // (Song folders written before they named their database are the
+        // app's: the library is the app's.)
+        let (queue, recovery) =
+            Queue::open_owned(&data_dir.join("stemroom.sqlite"), &instance, &default_library, true)?;
         let queue = Arc::new(queue);
         // This process owns the folder: jobs a dead one left running go back
         // in the queue.

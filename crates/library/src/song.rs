@@ -189,6 +189,13 @@ pub struct SongMetadata {
     /// Tempo and key (absent in files written before they were computed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<stemroom_engine::analysis::SongAnalysis>,
+    /// The work tag ([`crate::queue::Queue::work_tag`]) of the database
+    /// whose job made the song (absent in files written before it was
+    /// recorded): a library shared by two databases (the app and a
+    /// `stemroom serve` beside it) tells whose song it is when a damaged
+    /// database is rebuilt from the song folders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub work_tag: Option<String>,
 }
 
 impl SongMetadata {
@@ -206,7 +213,14 @@ impl SongMetadata {
             seconds,
             created_at: job.created_at,
             analysis: None,
+            work_tag: None,
         }
+    }
+
+    /// The same, naming the database whose job made it.
+    pub fn of_database(mut self, work_tag: &str) -> Self {
+        self.work_tag = Some(work_tag.to_string());
+        self
     }
 
     /// Its stems with their paths inside song folder `dir`.

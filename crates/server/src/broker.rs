@@ -1174,7 +1174,8 @@ async fn complete(
         }
         let _ = me.queue.set_details(id, c.duration_seconds, Some(&c.provider));
         let mut meta =
-            SongMetadata::new(&job, c.stems.clone(), c.seconds, Some(c.provider.clone()), c.duration_seconds);
+            SongMetadata::new(&job, c.stems.clone(), c.seconds, Some(c.provider.clone()), c.duration_seconds)
+                .of_database(me.queue.work_tag());
         // Tempo and key, as the local worker finds them.
         meta.analyse_in(&work);
         if let Some(a) = &meta.analysis {

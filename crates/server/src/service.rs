@@ -505,10 +505,13 @@ fn open(
         .ok_or_else(|| ServerError::Locked(data_dir.clone()))?;
     // A damaged database is set aside and rebuilt (logged; see
     // `Queue::open_owned`), the songs filed again from their folders.
+    // Song folders that name no database are left to the app, whose
+    // library the server's may be (`~/Music/Stemroom` for both).
     let (queue, _) = Queue::open_owned(
         &data_dir.join("stemroom.sqlite"),
         &lock,
         &stemroom_library::song::default_library_dir(&data_dir),
+        false,
     )?;
     let queue = Arc::new(queue);
     // With a broker, running jobs held by remote workers stay as they are

@@ -206,12 +206,7 @@ impl Queue {
     /// [`QueueError::NotOwner`] unless `owner` locks the folder holding
     /// this database.
     fn check_owner(&self, owner: &InstanceLock) -> Result<(), QueueError> {
-        let here = self.path.parent().map(|d| d.canonicalize().unwrap_or_else(|_| d.to_path_buf()));
-        let locked = owner.dir().canonicalize().unwrap_or_else(|_| owner.dir().to_path_buf());
-        if here.as_deref() != Some(locked.as_path()) {
-            return Err(QueueError::NotOwner { lock: locked, database: self.path.clone() });
-        }
-        Ok(())
+        recovery::check_owner_of(&self.path, owner)
     }
 
     /// Put jobs that were running (their process died) back in the queue at

@@ -7,13 +7,13 @@
 //! database at all). Opening such a file used to stop the app with a
 //! dialog, the user's whole library unreachable from it though every song
 //! folder was whole. Now the owner of the data folder ([`Queue::open_owned`])
-//! moves the damaged file (with its `-wal` and `-shm`) aside as
-//! `stemroom.sqlite.damaged-<unix ms>`, starts a new database, copies into
-//! it every row the damaged one still gives (jobs, settings with the
-//! library folder and the work tag, measured segment times, broker
-//! bookkeeping), and files again every song folder of the library whose
-//! `stemroom.json` (see [`crate::song::SongMetadata`]) no copied job
-//! already names.
+//! checks the file read-only first, builds a new database beside it with
+//! every row the damaged one still gives (jobs, settings with the library
+//! folder and the work tag, measured segment times, broker bookkeeping)
+//! and every song folder of this database's (see
+//! [`crate::song::SongMetadata::work_tag`]) that no copied job names, then
+//! keeps the damaged file (with its `-wal` and `-shm`) as
+//! `stemroom.sqlite.damaged-<unix ms>` and renames the new one into place.
 //!
 //! What is not damage leaves the file alone and is an error as before: a
 //! database from a newer Stemroom (the user may go back to it), one that
@@ -54,62 +54,67 @@ const TABLES: [&str; 4] = ["settings", "segment_times", "jobs", "broker"];
 
 impl Queue {
     /// [`Queue::open`] for the process that owns the data folder holding
-    /// `path` (`owner` is its [`InstanceLock`]), which also checks the
-    /// database (`PRAGMA quick_check`) and, when it is damaged, sets it
-    /// aside and rebuilds it (module docs). `default_library` is the
-    /// library folder used when the settings name none; both it and the
-    /// one the settings read back name are searched for song folders.
+    /// `path` (`owner` is its [`InstanceLock`]), which first checks the
+    /// database (`PRAGMA quick_check`, on a read-only connection: nothing
+    /// is written to a damaged file) and, when it is damaged, rebuilds it
+    /// (module docs). `default_library` is the library folder used when the
+    /// settings name none; it, the one the settings read back name and the
+    /// folders the read-back jobs' songs are in are searched for song
+    /// folders. Those whose `stemroom.json` names this database's work tag
+    /// are filed again; those naming none (written before the tag was
+    /// recorded), or any tag when this database's own was lost, only when
+    /// `adopt_untagged` (the app, whose library this is; not a server
+    /// sharing it, which would take the app's songs for its clients') or
+    /// the library is inside the data folder (a server's own).
+    ///
+    /// The new database is built beside the damaged one and takes its
+    /// place in one rename once whole; the damaged file is kept under
+    /// another name first. A crash meanwhile leaves the damaged file in
+    /// place, and the next start rebuilds again.
     ///
     /// # Errors
     /// [`QueueError::NotOwner`] when `owner` locks another folder; those of
     /// [`Queue::open`] that are not damage (a newer database, permissions,
-    /// a full disk), and errors setting the damaged file aside or making
-    /// the new one.
+    /// a full disk), and errors building the new database or setting the
+    /// damaged one aside (the damaged file is then left as it was).
     pub fn open_owned(
         path: &Path,
         owner: &InstanceLock,
         default_library: &Path,
+        adopt_untagged: bool,
     ) -> Result<(Queue, Option<Recovery>), QueueError> {
-        let problem = match Queue::open(path) {
-            Ok(queue) => {
-                queue.check_owner(owner)?;
-                let checked = quick_check(&queue.conn());
-                match checked {
-                    Ok(()) => return Ok((queue, None)),
-                    Err(problem) => problem,
-                }
-            }
-            Err(e) => match damage_of(&e) {
-                Some(problem) => problem,
-                None => return Err(e),
+        check_owner_of(path, owner)?;
+        let problem = match damage_before_open(path) {
+            Some(problem) => problem,
+            None => match Queue::open(path) {
+                Ok(queue) => return Ok((queue, None)),
+                Err(e) => match damage_of(&e) {
+                    Some(problem) => problem,
+                    None => return Err(e),
+                },
             },
         };
-        tracing::error!("the job database {} is damaged ({problem}); setting it aside", path.display());
-        let set_aside = set_aside(path).map_err(|e| QueueError::Open {
+        tracing::error!("the job database {} is damaged ({problem}); rebuilding it", path.display());
+        let io = |e: std::io::Error| QueueError::Open {
             path: path.to_path_buf(),
             source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
-        })?;
-        let mut queue = Queue::open(path)?;
-        queue.check_owner(owner)?;
-        let jobs_read = match queue.copy_from(&set_aside) {
-            Ok(n) => n,
+        };
+        let building = with_suffix(path, ".rebuilding");
+        for p in [building.clone(), with_suffix(&building, "-wal"), with_suffix(&building, "-shm")] {
+            match std::fs::remove_file(&p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+                _ => {}
+            }
+        }
+        let (jobs_read, songs_found) = match build_from(&building, path, default_library, adopt_untagged) {
+            Ok(counts) => counts,
             Err(e) => {
-                tracing::warn!("nothing could be read back from {}: {e}", set_aside.display());
-                0
+                let _ = std::fs::remove_file(&building);
+                return Err(e);
             }
         };
-        let tag = Queue::work_tag_of(&queue.conn());
-        if let Ok(tag) = tag {
-            queue.work_tag = tag;
-        }
-        let mut libraries = vec![default_library.to_path_buf()];
-        if let Some(dir) = queue.settings().ok().and_then(|s| s.library_dir) {
-            libraries.push(PathBuf::from(dir));
-        }
-        let mut songs_found = 0;
-        for library in &libraries {
-            songs_found += queue.file_song_folders(library);
-        }
+        let set_aside = swap_in(path, &building).map_err(io)?;
+        let queue = Queue::open(path)?;
         let recovery =
             Recovery { set_aside: set_aside.to_string_lossy().into_owned(), problem, jobs_read, songs_found };
         tracing::warn!(
@@ -170,28 +175,59 @@ impl Queue {
     }
 
     /// File again every song folder directly inside `library` whose
-    /// `stemroom.json` reads, lists stems that are all there, and is not a
-    /// job's folder already (a job with its id and creation time, or
-    /// recorded in that folder). Each becomes a finished job under the id
-    /// its file names, or a new one when that id is taken. Returns how many.
-    fn file_song_folders(&self, library: &Path) -> u32 {
+    /// `stemroom.json` reads, lists stems that are all there, is this
+    /// database's (`mine`), and is not a job's folder already (a job with
+    /// its id and creation time, or recorded in that folder). Each becomes
+    /// a finished job under the id its file names, or a new one when that
+    /// id is taken (its `stemroom.json` then names the new one). A working
+    /// folder of this database (`tag`) holding a whole song whose job was
+    /// not read back (separated, not filed yet) is filed into the library
+    /// first. Returns how many.
+    fn file_song_folders(&self, library: &Path, tag: &str, mine: &dyn Fn(&SongMetadata) -> bool) -> u32 {
         let Ok(entries) = std::fs::read_dir(library) else { return 0 };
+        let partial_of_mine = format!("{PARTIAL_PREFIX}{tag}-");
         let mut filed = 0;
         for entry in entries.flatten() {
-            let name = entry.file_name();
-            let dir = entry.path();
-            // Working folders and hidden ones are not songs; a link to a
-            // folder elsewhere is not followed.
-            if name.to_string_lossy().starts_with('.')
-                || name.to_string_lossy().starts_with(PARTIAL_PREFIX)
-                || !entry.file_type().is_ok_and(|t| t.is_dir())
-            {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let mut dir = entry.path();
+            // A link to a folder elsewhere is not followed.
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
                 continue;
             }
-            let Some(meta) = complete_song(&dir) else { continue };
+            let partial = name.strip_prefix(&partial_of_mine).and_then(|id| id.parse::<u32>().ok());
+            if name.starts_with('.') && partial.is_none() {
+                continue;
+            }
+            let Some(mut meta) = complete_song(&dir) else { continue };
+            if partial.is_none() && !mine(&meta) {
+                continue;
+            }
+            if let Some(id) = partial {
+                // Its job was read back: the worker files it (or keeps it).
+                if self.get(id).is_ok() {
+                    continue;
+                }
+                match crate::song::publish_song(library, &dir, &meta.title) {
+                    Ok(published) => dir = published,
+                    Err(e) => {
+                        tracing::warn!("{} cannot be filed: {e}", dir.display());
+                        continue;
+                    }
+                }
+            }
             match self.file_song(&dir, &meta) {
-                Ok(true) => filed += 1,
-                Ok(false) => {}
+                Ok(Some(id)) => {
+                    filed += 1;
+                    if meta.job != Some(id) || meta.work_tag.as_deref() != Some(tag) {
+                        // What it is now: a song found again names its job.
+                        meta.job = Some(id);
+                        meta.work_tag = Some(tag.to_string());
+                        if let Err(e) = meta.write(&dir) {
+                            tracing::warn!("{}: its stemroom.json cannot name job {id}: {e}", dir.display());
+                        }
+                    }
+                }
+                Ok(None) => {}
                 Err(e) => tracing::warn!("{} cannot be filed again: {e}", dir.display()),
             }
         }
@@ -199,8 +235,8 @@ impl Queue {
     }
 
     /// File the song in `dir` as a finished job, unless one already names
-    /// it. Returns whether it was filed.
-    fn file_song(&self, dir: &Path, meta: &SongMetadata) -> Result<bool, QueueError> {
+    /// it. Returns the job's id when it was filed.
+    fn file_song(&self, dir: &Path, meta: &SongMetadata) -> Result<Option<u32>, QueueError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let output_dir = dir.to_string_lossy().into_owned();
@@ -212,7 +248,7 @@ impl Queue {
             )
             .optional()?;
         if known.is_some() {
-            return Ok(false);
+            return Ok(None);
         }
         let free = match meta.job {
             Some(id) => tx.query_row("SELECT id FROM jobs WHERE id = ?1", [id], |_| Ok(())).optional()?.is_none(),
@@ -245,8 +281,10 @@ impl Queue {
                 analysis,
             ],
         )?;
+        let id =
+            u32::try_from(tx.last_insert_rowid()).map_err(|_| QueueError::Corrupt("job id out of range".into()))?;
         tx.commit()?;
-        Ok(true)
+        Ok(Some(id))
     }
 }
 
@@ -280,41 +318,156 @@ fn quick_check(conn: &Connection) -> Result<(), String> {
     }
 }
 
-/// Move the database at `path` and its `-wal` and `-shm` aside under one
-/// new name (`<name>.damaged-<unix ms>`, never over an existing file).
-/// Returns the database's new path.
-fn set_aside(path: &Path) -> std::io::Result<PathBuf> {
+/// `path` with `suffix` after its name (`-wal`, `.rebuilding`).
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Whether `owner` locks the folder holding the database at `path`.
+///
+/// # Errors
+/// [`QueueError::NotOwner`].
+pub(super) fn check_owner_of(path: &Path, owner: &InstanceLock) -> Result<(), QueueError> {
+    let here = path.parent().map(|d| d.canonicalize().unwrap_or_else(|_| d.to_path_buf()));
+    let locked = owner.dir().canonicalize().unwrap_or_else(|_| owner.dir().to_path_buf());
+    if here.as_deref() != Some(locked.as_path()) {
+        return Err(QueueError::NotOwner { lock: locked, database: path.to_path_buf() });
+    }
+    Ok(())
+}
+
+/// What SQLite's own check finds wrong with the database at `path`, read
+/// through a read-only connection (no migration, no checkpoint on close:
+/// a damaged file is not written to before it is set aside). `None` for a
+/// whole database, a missing or empty file, or one that cannot be checked
+/// read-only (left to [`Queue::open`]).
+fn damage_before_open(path: &Path) -> Option<String> {
+    if std::fs::metadata(path).map_or(true, |m| m.len() == 0) {
+        return None;
+    }
+    let conn =
+        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX).ok()?;
+    quick_check(&conn).err()
+}
+
+/// Make the database at `building` from the damaged one at `damaged`:
+/// every row it still gives, then the song folders of the libraries (see
+/// [`Queue::open_owned`]). Left whole on disk with no log beside it.
+/// Returns the jobs read back and the songs filed again.
+///
+/// # Errors
+/// Errors making or writing `building` (a full disk): the rebuild stops.
+fn build_from(
+    building: &Path,
+    damaged: &Path,
+    default_library: &Path,
+    adopt_untagged: bool,
+) -> Result<(u32, u32), QueueError> {
+    let queue = Queue::open(building)?;
+    let fresh_tag = queue.work_tag.clone();
+    let jobs_read = queue.copy_from(damaged)?;
+    // The damaged database's work tag, when its row came back whole (its
+    // jobs' working folders carry it); else this one's.
+    let tag = {
+        let conn = queue.conn();
+        match Queue::work_tag_of(&conn) {
+            Ok(tag) => tag,
+            Err(_) => {
+                conn.execute("UPDATE settings SET value = ?1 WHERE key = 'work_tag'", [&fresh_tag])?;
+                fresh_tag.clone()
+            }
+        }
+    };
+    let tag_known = tag != fresh_tag;
+    {
+        let conn = queue.conn();
+        // Broker bookkeeping of jobs not read back would hold new jobs
+        // under their ids.
+        conn.execute("DELETE FROM broker WHERE job_id NOT IN (SELECT id FROM jobs)", [])?;
+        // New jobs take ids past every one the damaged database gave out
+        // (a client may still ask about a lost one).
+        let old_seq: i64 = Connection::open_with_flags(damaged, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .and_then(|c| c.query_row("SELECT seq FROM sqlite_sequence WHERE name = 'jobs'", [], |r| r.get(0)))
+            .unwrap_or(0);
+        let seq: i64 = conn.query_row("SELECT COALESCE(MAX(id), 0) FROM jobs", [], |r| r.get(0))?;
+        if old_seq > seq && conn.execute("UPDATE sqlite_sequence SET seq = ?1 WHERE name = 'jobs'", [old_seq])? == 0 {
+            conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('jobs', ?1)", [old_seq])?;
+        }
+    }
+    // Where songs are: the default library, the one the settings name,
+    // and the folders holding the songs read back (a library moved).
+    let mut libraries = vec![default_library.to_path_buf()];
+    libraries.extend(queue.settings().ok().and_then(|s| s.library_dir).map(PathBuf::from));
+    libraries.extend(
+        queue
+            .library("")
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|j| j.output_dir.as_deref().and_then(|d| Path::new(d).parent()).map(Path::to_path_buf)),
+    );
+    let mut seen = Vec::new();
+    let mut songs_found = 0;
+    // A library inside the data folder is this database's alone.
+    let data_dir = damaged.parent().and_then(|d| d.canonicalize().ok());
+    for library in libraries {
+        let key = library.canonicalize().unwrap_or_else(|_| library.clone());
+        if seen.contains(&key) {
+            continue;
+        }
+        let adopt = adopt_untagged || data_dir.as_ref().is_some_and(|d| key.starts_with(d));
+        let mine = |meta: &SongMetadata| match meta.work_tag.as_deref() {
+            Some(t) => t == tag || (!tag_known && adopt),
+            None => adopt,
+        };
+        seen.push(key);
+        songs_found += queue.file_song_folders(&library, &tag, &mine);
+    }
+    // Whole in the file, no log to carry along.
+    let conn = queue.conn();
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); PRAGMA journal_mode = DELETE;")?;
+    drop(conn);
+    drop(queue);
+    Ok((jobs_read, songs_found))
+}
+
+/// Put the database built at `building` in the place of the damaged one at
+/// `path`, which is kept as `<name>.damaged-<unix ms>` (never over an
+/// existing file): its log (`-wal`, `-shm`) moved there first (SQLite would
+/// replay it into the new database), then the file linked (or copied,
+/// where the file system has no hard links) under that name, then the new
+/// one renamed over it. Returns the kept file's path.
+fn swap_in(path: &Path, building: &Path) -> std::io::Result<PathBuf> {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "stemroom.sqlite".into());
-    let with = |p: &Path, suffix: &str| {
-        let mut s = p.as_os_str().to_owned();
-        s.push(suffix);
-        PathBuf::from(s)
-    };
     let mut n = 0;
-    let target = loop {
+    let aside = loop {
         let candidate = path.with_file_name(match n {
             0 => format!("{name}.damaged-{now}"),
             _ => format!("{name}.damaged-{now}-{n}"),
         });
-        if std::fs::symlink_metadata(&candidate).is_err() {
+        let taken = |p: &Path| std::fs::symlink_metadata(p).is_ok();
+        if !taken(&candidate) && !taken(&with_suffix(&candidate, "-wal")) && !taken(&with_suffix(&candidate, "-shm")) {
             break candidate;
         }
         n += 1;
     };
-    // The log first, so a crash in between leaves no log beside a fresh
-    // database (SQLite would replay it into the new one).
     for suffix in ["-wal", "-shm"] {
-        let from = with(path, suffix);
+        let from = with_suffix(path, suffix);
         if std::fs::symlink_metadata(&from).is_ok() {
-            std::fs::rename(&from, with(&target, suffix))?;
+            std::fs::rename(&from, with_suffix(&aside, suffix))?;
         }
     }
-    std::fs::rename(path, &target)?;
+    if std::fs::hard_link(path, &aside).is_err() {
+        std::fs::copy(path, &aside)?;
+        std::fs::File::open(&aside)?.sync_all()?;
+    }
+    std::fs::rename(building, path)?;
     if let Some(dir) = path.parent() {
         stemroom_engine::files::sync_dir(dir);
     }
-    Ok(target)
+    Ok(aside)
 }
 
 /// The column names of `table` (an error when there is no such table or
@@ -328,22 +481,46 @@ fn columns(conn: &Connection, table: &str) -> rusqlite::Result<Vec<String>> {
     Ok(names)
 }
 
-/// The rowids of `table`, up to where walking it breaks.
+/// The rowids of `table`: walked on the table itself (`NOT INDEXED`: a
+/// damaged index must not hide rows), and where the walk breaks, each id
+/// after the last one read asked for on its own, up to the largest id the
+/// table or `sqlite_sequence` gives (at most [`MAX_PROBES`]).
 fn rowids(conn: &Connection, table: &str) -> Vec<i64> {
     let mut ids = Vec::new();
-    let Ok(mut stmt) = conn.prepare(&format!("SELECT rowid FROM \"{table}\"")) else { return ids };
+    let Ok(mut stmt) = conn.prepare(&format!("SELECT rowid FROM \"{table}\" NOT INDEXED")) else { return ids };
     let Ok(rows) = stmt.query_map([], |r| r.get::<_, i64>(0)) else { return ids };
+    let mut broke = false;
     for row in rows {
         match row {
             Ok(id) => ids.push(id),
             Err(e) => {
-                tracing::warn!("{table} can be read only up to row {}: {e}", ids.last().copied().unwrap_or(0));
+                tracing::warn!("{table} can be walked only up to row {}: {e}", ids.last().copied().unwrap_or(0));
+                broke = true;
                 break;
+            }
+        }
+    }
+    if broke {
+        let last = ids.last().copied().unwrap_or(0);
+        let max = |sql: &str| conn.query_row(sql, [table], |r| r.get::<_, Option<i64>>(0)).ok().flatten();
+        let top = max(&format!("SELECT max(rowid) FROM \"{table}\" WHERE ?1 IS NOT NULL"))
+            .into_iter()
+            .chain(max("SELECT seq FROM sqlite_sequence WHERE name = ?1"))
+            .max()
+            .unwrap_or(last);
+        let mut probe = conn.prepare(&format!("SELECT rowid FROM \"{table}\" WHERE rowid = ?1")).ok();
+        for id in (last + 1)..=top.min(last.saturating_add(MAX_PROBES)) {
+            if let Some(found) = probe.as_mut().and_then(|p| p.query_row([id], |r| r.get::<_, i64>(0)).ok()) {
+                ids.push(found);
             }
         }
     }
     ids
 }
+
+/// Most ids asked for one by one past a break in a table (jobs are
+/// numbered from 1; a library of a million songs is beyond any person's).
+const MAX_PROBES: i64 = 1_000_000;
 
 #[cfg(test)]
 mod tests {
@@ -394,9 +571,9 @@ mod tests {
         let data = tempfile::tempdir().unwrap();
         let library = data.path().join("Stemroom");
         let db = data.path().join("stemroom.sqlite");
+        let lock = InstanceLock::acquire(data.path()).unwrap().unwrap();
         {
-            let lock = InstanceLock::acquire(data.path()).unwrap().unwrap();
-            let (q, recovery) = Queue::open_owned(&db, &lock, &library).unwrap();
+            let (q, recovery) = Queue::open_owned(&db, &lock, &library, true).unwrap();
             assert!(recovery.is_none(), "a new database is no damage");
             filed_song(&q, &library, "Alpha");
             filed_song(&q, &library, "Beta");
@@ -414,14 +591,27 @@ mod tests {
                 }
             }
         }
+        // A copy of Alpha made by another job with the same id (another
+        // database): filed under a new id, which its stemroom.json then names.
+        let copy = library.join("Alpha copy");
+        std::fs::create_dir_all(&copy).unwrap();
+        for f in ["drums.wav", "vocals.wav"] {
+            std::fs::copy(library.join("Alpha").join(f), copy.join(f)).unwrap();
+        }
+        let mut meta = complete_song(&library.join("Alpha")).unwrap();
+        meta.created_at += 1.0;
+        meta.title = "Alpha copy".into();
+        meta.write(&copy).unwrap();
         let garbage: Vec<u8> = (0..10_000u32).map(|i| (i * 7919 % 251) as u8).collect();
         std::fs::write(&db, &garbage).unwrap();
+        // What a rebuild that crashed left: replaced.
+        std::fs::write(with_suffix(&db, ".rebuilding"), b"half").unwrap();
 
-        let lock = InstanceLock::acquire(data.path()).unwrap().unwrap();
-        let (q, recovery) = Queue::open_owned(&db, &lock, &library).unwrap();
+        let (q, recovery) = Queue::open_owned(&db, &lock, &library, true).unwrap();
         let recovery = recovery.expect("damage found");
         assert_eq!(recovery.jobs_read, 0);
-        assert_eq!(recovery.songs_found, 2, "{recovery:?}");
+        assert_eq!(recovery.songs_found, 3, "{recovery:?}");
+        assert!(!with_suffix(&db, ".rebuilding").exists());
         assert!(recovery.problem.contains("not a database"), "{}", recovery.problem);
         let aside = PathBuf::from(&recovery.set_aside);
         assert_eq!(aside.parent(), Some(data.path()));
@@ -429,7 +619,15 @@ mod tests {
         assert_eq!(std::fs::read(&aside).unwrap(), garbage, "the damaged file is kept whole");
 
         let songs = q.library("").unwrap();
-        assert_eq!(titles(&songs), ["Alpha", "Beta"]);
+        assert_eq!(titles(&songs), ["Alpha", "Alpha copy", "Beta"]);
+        // (Which of the two takes id 1 depends on the folders' order.)
+        let ids: std::collections::BTreeSet<u32> = songs.iter().map(|s| s.id).collect();
+        assert_eq!(ids, [1, 2, 3].into());
+        for song in &songs {
+            let dir = song.output_dir.as_deref().unwrap();
+            assert_eq!(complete_song(Path::new(dir)).unwrap().job, Some(song.id), "its stemroom.json names its job");
+        }
+        let songs: Vec<_> = songs.into_iter().filter(|s| s.title != "Alpha copy").collect();
         for song in &songs {
             assert_eq!(song.state, JobState::Done);
             assert_eq!(song.output_dir.as_deref(), Some(library.join(&song.title).to_string_lossy().as_ref()));
@@ -439,14 +637,13 @@ mod tests {
             assert_eq!(song.provider.as_deref(), Some("cpu"));
             assert!(matches!(&song.source, JobSource::File { path } if path.ends_with(".flac")));
         }
-        assert_eq!(songs.iter().map(|s| s.id).collect::<std::collections::BTreeSet<_>>(), [1, 2].into());
         // A new job takes a new id (not one a filed song holds).
-        assert_eq!(q.enqueue(&JobSource::File { path: "/x.wav".into() }, "x", &opts()).unwrap().id, 3);
+        assert_eq!(q.enqueue(&JobSource::File { path: "/x.wav".into() }, "x", &opts()).unwrap().id, 4);
         drop(q);
         // Opened again: healthy, nothing filed twice.
-        let (q, recovery) = Queue::open_owned(&db, &lock, &library).unwrap();
+        let (q, recovery) = Queue::open_owned(&db, &lock, &library, true).unwrap();
         assert!(recovery.is_none());
-        assert_eq!(q.library("").unwrap().len(), 2);
+        assert_eq!(q.library("").unwrap().len(), 3);
     }
 
     /// A database with a damaged page: every row still readable is read
@@ -460,7 +657,7 @@ mod tests {
         let db = data.path().join("stemroom.sqlite");
         let lock = InstanceLock::acquire(data.path()).unwrap().unwrap();
         let tag = {
-            let (q, _) = Queue::open_owned(&db, &lock, &data.path().join("unused")).unwrap();
+            let (q, _) = Queue::open_owned(&db, &lock, &data.path().join("unused"), true).unwrap();
             let settings =
                 Settings { library_dir: Some(library.to_string_lossy().into_owned()), ..q.settings().unwrap() };
             q.save_settings(&settings).unwrap();
@@ -473,9 +670,31 @@ mod tests {
             for title in ["Alpha", "Beta-7f3a", "Gamma"] {
                 filed_song(&q, &library, title);
             }
+            // Beta's stemroom.json names this database, as the worker
+            // writes it now.
+            let beta = library.join("Beta-7f3a");
+            complete_song(&beta).unwrap().of_database(q.work_tag()).write(&beta).unwrap();
             q.conn().execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
             q.work_tag().to_string()
         };
+        // Another database's song in the same library (a server beside
+        // the app): not this one's, whatever adopts untagged songs.
+        let theirs = library.join("Theirs");
+        std::fs::create_dir_all(&theirs).unwrap();
+        std::fs::write(theirs.join("drums.wav"), b"RIFF").unwrap();
+        let mut meta = complete_song(&library.join("Alpha")).unwrap().of_database("0ther7a9");
+        meta.job = Some(900);
+        meta.title = "Theirs".into();
+        meta.stems.truncate(1);
+        meta.write(&theirs).unwrap();
+        // A song separated, not filed yet, whose job's row is lost: filed.
+        let work = crate::song::partial_dir(&library, &tag, 77);
+        std::fs::create_dir_all(&work).unwrap();
+        std::fs::write(work.join("drums.wav"), b"RIFF").unwrap();
+        let mut meta = meta.of_database(&tag);
+        meta.job = Some(77);
+        meta.title = "Unfiled".into();
+        meta.write(&work).unwrap();
         // Damage every page holding the row of "Beta-7f3a" (its title is
         // in no other row): an invalid b-tree page type.
         let mut bytes = std::fs::read(&db).unwrap();
@@ -492,7 +711,7 @@ mod tests {
         }
         std::fs::write(&db, &bytes).unwrap();
 
-        let (q, recovery) = Queue::open_owned(&db, &lock, &data.path().join("unused")).unwrap();
+        let (q, recovery) = Queue::open_owned(&db, &lock, &data.path().join("unused"), true).unwrap();
         let recovery = recovery.expect("the damaged page is found");
         assert!(recovery.problem.contains("page") || recovery.problem.contains("malformed"), "{}", recovery.problem);
         assert_eq!(std::fs::read(&recovery.set_aside).unwrap(), bytes, "kept as it was");
@@ -501,14 +720,53 @@ mod tests {
         assert!(recovery.songs_found >= 1, "Beta's row was lost and is filed from its folder: {recovery:?}");
         assert!(recovery.jobs_read >= 1 && recovery.jobs_read < 33, "{recovery:?}");
         let songs = q.library("").unwrap();
-        assert_eq!(titles(&songs), ["Alpha", "Beta-7f3a", "Gamma"], "each song once");
+        assert_eq!(titles(&songs), ["Alpha", "Beta-7f3a", "Gamma", "Unfiled"], "each song once");
+        assert!(!work.exists() && library.join("Unfiled").join("drums.wav").is_file(), "filed into the library");
         let queued = q.queue().unwrap();
         assert_eq!(queued.len() + songs.len() - recovery.songs_found as usize, recovery.jobs_read as usize);
+        // Ids go on past the damaged database's.
+        assert!(q.enqueue(&JobSource::File { path: "/x.wav".into() }, "x", &opts()).unwrap().id > 33);
         assert!(!queued.is_empty(), "queued jobs on other pages are read back");
         for job in &queued {
             assert_eq!(job.state, JobState::Queued);
             assert!(job.title.starts_with("queued "), "{}", job.title);
         }
+    }
+
+    /// A server whose library is shared with the app (outside its data
+    /// folder) files again only the songs that name its database: not
+    /// untagged ones, nor any tag when its own was lost with the settings.
+    #[test]
+    fn a_server_takes_only_its_own_songs_from_a_shared_library() {
+        let data = tempfile::tempdir().unwrap();
+        let shared = tempfile::tempdir().unwrap();
+        let db = data.path().join("stemroom.sqlite");
+        let lock = InstanceLock::acquire(data.path()).unwrap().unwrap();
+        {
+            let (q, _) = Queue::open_owned(&db, &lock, shared.path(), false).unwrap();
+            filed_song(&q, shared.path(), "The app's");
+            let job = filed_song(&q, shared.path(), "Tagged");
+            let dir = shared.path().join("Tagged");
+            complete_song(&dir).unwrap().of_database("5e12ab00").write(&dir).unwrap();
+            assert_eq!(job.id, 2);
+        }
+        std::fs::write(&db, b"not a database at all, but long enough to be read as one").unwrap();
+        let (q, recovery) = Queue::open_owned(&db, &lock, shared.path(), false).unwrap();
+        assert_eq!(recovery.unwrap().songs_found, 0);
+        assert!(q.library("").unwrap().is_empty());
+        // The same library inside the server's data folder is its own.
+        let own = data.path().join("library");
+        std::fs::rename(shared.path().join("Tagged"), own.join("Tagged"))
+            .or_else(|_| {
+                std::fs::create_dir_all(&own)
+                    .and_then(|()| std::fs::rename(shared.path().join("Tagged"), own.join("Tagged")))
+            })
+            .unwrap();
+        drop(q);
+        std::fs::write(&db, b"not a database at all, but long enough to be read as one").unwrap();
+        let (q, recovery) = Queue::open_owned(&db, &lock, &own, false).unwrap();
+        assert_eq!(recovery.unwrap().songs_found, 1);
+        assert_eq!(titles(&q.library("").unwrap()), ["Tagged"]);
     }
 
     /// What is not damage is an error as before, and the file stays: a
@@ -518,9 +776,9 @@ mod tests {
         let data = tempfile::tempdir().unwrap();
         let db = data.path().join("stemroom.sqlite");
         let lock = InstanceLock::acquire(data.path()).unwrap().unwrap();
-        drop(Queue::open_owned(&db, &lock, data.path()).unwrap());
+        drop(Queue::open_owned(&db, &lock, data.path(), true).unwrap());
         Connection::open(&db).unwrap().pragma_update(None, "user_version", 999).unwrap();
-        let e = Queue::open_owned(&db, &lock, data.path()).unwrap_err();
+        let e = Queue::open_owned(&db, &lock, data.path(), true).unwrap_err();
         assert!(matches!(e, QueueError::TooNew { found: 999, .. }), "{e}");
         let names: Vec<String> = std::fs::read_dir(data.path())
             .unwrap()
@@ -531,6 +789,6 @@ mod tests {
         let other = tempfile::tempdir().unwrap();
         let theirs = InstanceLock::acquire(other.path()).unwrap().unwrap();
         Connection::open(&db).unwrap().pragma_update(None, "user_version", 8).unwrap();
-        assert!(matches!(Queue::open_owned(&db, &theirs, data.path()), Err(QueueError::NotOwner { .. })));
+        assert!(matches!(Queue::open_owned(&db, &theirs, data.path(), true), Err(QueueError::NotOwner { .. })));
     }
 }

@@ -222,7 +222,8 @@ impl Inner {
         // seconds): the engine has dropped its checkpoint, so a stop from
         // here on would otherwise lose the whole separation.
         let meta =
-            SongMetadata::new(job, rel, out.seconds, Some(provider.clone()), duration.or(Some(out.audio_seconds)));
+            SongMetadata::new(job, rel, out.seconds, Some(provider.clone()), duration.or(Some(out.audio_seconds)))
+                .of_database(self.queue.work_tag());
         meta.write(&work).map_err(|source| Error::Output { path: work.clone(), source })?;
         // From here the separated stems stay in the working folder when
         // filing fails (a full disk, a library folder gone read-only): the

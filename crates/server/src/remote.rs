@@ -1182,11 +1182,13 @@ fn run_one(
 /// worker's network.
 ///
 /// # Errors
-/// [`LinkError::Refused`](stemroom_library::link::LinkError::Refused) with
-/// the server's message.
+/// [`LinkError::Blocked`](stemroom_library::link::LinkError::Blocked) with
+/// the server's message: this worker's network, so the job is left to
+/// another worker ([`fatal_for_everyone`] is false), as the server itself
+/// took the link.
 fn link_allowed(spec: &JobSpec, url: &str) -> Result<(), stemroom_library::link::LinkError> {
     if spec.public_only {
-        crate::service::check_public_link(url).map_err(stemroom_library::link::LinkError::Refused)?;
+        crate::service::check_public_link(url).map_err(stemroom_library::link::LinkError::Blocked)?;
     }
     Ok(())
 }
@@ -1613,7 +1615,8 @@ mod tests {
             ["http://127.0.0.1:9/a.wav", "http://[::1]/a", "http://169.254.169.254/latest", "http://10.1.2.3/"]
         {
             let e = super::link_allowed(&spec(Some(true)), private).unwrap_err();
-            assert!(matches!(&e, LinkError::Refused(m) if m.contains("not a public address")), "{private}: {e:?}");
+            assert!(matches!(&e, LinkError::Blocked(m) if m.contains("not a public address")), "{private}: {e:?}");
+            assert!(!super::fatal_for_everyone(&stemroom_library::Error::Link(e)), "left to another worker");
         }
         super::link_allowed(&spec(Some(true)), "http://93.184.216.34/a.wav").expect("a public address");
         super::link_allowed(&spec(Some(false)), "http://127.0.0.1:9/a.wav").expect("private links allowed");

@@ -30,21 +30,26 @@ fn parse_number(s: &str) -> Option<f64> {
 
 /// Parse one of our progress lines:
 /// `[stemroom-progress] <downloaded> <total> <total estimate> <speed> <eta>`
-/// (`NA` for unknown fields). Returns the bytes downloaded so far with the
-/// progress a person sees.
-pub(crate) fn parse_progress(line: &str) -> Option<(f64, DownloadProgress)> {
+/// (`NA` for unknown fields). Returns the bytes downloaded so far, whether
+/// they are all of an exactly known size (post-processing may follow), and
+/// the progress a person sees.
+pub(crate) fn parse_progress(line: &str) -> Option<(f64, bool, DownloadProgress)> {
     // Only at the start of a line (`--newline`): a page title holding the
     // mark, in another line of yt-dlp's, must not count as progress.
     let rest = line.trim_start_matches(['\r', ' ']).strip_prefix(PROGRESS_MARK)?;
     let f: Vec<&str> = rest.split_whitespace().collect();
     let downloaded = parse_number(f.first()?)?;
     let total = f.get(1).and_then(|s| parse_number(s)).or_else(|| f.get(2).and_then(|s| parse_number(s)));
+    // Complete only against the exact size (an estimate can be passed
+    // while bytes still flow).
+    let exact = f.get(1).and_then(|s| parse_number(s)).filter(|t| *t > 0.0);
+    let complete = exact.is_some_and(|t| downloaded >= t);
     let progress = DownloadProgress {
         percent: total.filter(|t| *t > 0.0).map(|t| (100.0 * downloaded / t).clamp(0.0, 100.0)),
         bytes_per_second: f.get(3).and_then(|s| parse_number(s)),
         eta_seconds: f.get(4).and_then(|s| parse_number(s)),
     };
-    Some((downloaded, progress))
+    Some((downloaded, complete, progress))
 }
 
 /// Least growth, in bytes, that counts as a sign of life within one stall
@@ -77,8 +82,8 @@ impl Life {
         }
     }
 
-    fn bytes(&mut self, downloaded: f64, percent: Option<f64>) {
-        self.flowing = downloaded > 0.0 && percent.is_none_or(|p| p < 100.0);
+    fn bytes(&mut self, downloaded: f64, complete: bool) {
+        self.flowing = downloaded > 0.0 && !complete;
         if downloaded >= self.bytes + MIN_GROWTH || downloaded < self.bytes {
             self.bytes = downloaded;
             self.at = tokio::time::Instant::now();
@@ -219,8 +224,8 @@ async fn run_download(
             line = out_lines.next(), if out_open => match line {
                 Ok(Some(l)) => {
                     let l = String::from_utf8_lossy(&l);
-                    if let Some((bytes, p)) = parse_progress(&l) {
-                        life.bytes(bytes, p.percent);
+                    if let Some((bytes, complete, p)) = parse_progress(&l) {
+                        life.bytes(bytes, complete);
                         received = bytes;
                         on_progress(&p);
                     } else {
@@ -238,8 +243,8 @@ async fn run_download(
             line = err_lines.next(), if err_open => match line {
                 Ok(Some(l)) => {
                     let l = String::from_utf8_lossy(&l);
-                    if let Some((bytes, p)) = parse_progress(&l) {
-                        life.bytes(bytes, p.percent);
+                    if let Some((bytes, complete, p)) = parse_progress(&l) {
+                        life.bytes(bytes, complete);
                         received = bytes;
                         on_progress(&p);
                     } else {
@@ -419,24 +424,24 @@ mod tests {
         let mut life = Life::new(t0);
         life.line();
         assert!(life.at > t0, "a line before bytes flow");
-        life.bytes(1000.0, Some(1.0));
+        life.bytes(1000.0, false);
         let at = life.at;
         later();
         life.line();
         assert_eq!(life.at, at, "a retry warning while bytes flow");
-        life.bytes(1000.0 + MIN_GROWTH / 2.0, Some(2.0));
+        life.bytes(1000.0 + MIN_GROWTH / 2.0, false);
         assert_eq!(life.at, at, "a trickle");
         let before = later();
-        life.bytes(1000.0 + MIN_GROWTH, Some(3.0));
+        life.bytes(1000.0 + MIN_GROWTH, false);
         assert!(life.at >= before, "growth");
-        // A stream of unknown size: the same.
+        // A stream of unknown size, or past its estimate: the same.
         let at = life.at;
         later();
-        life.bytes(2000.0 + MIN_GROWTH, None);
+        life.bytes(2000.0 + MIN_GROWTH, false);
         life.line();
         assert_eq!(life.at, at);
         // Done: post-processing lines are life again.
-        life.bytes(5_000_000.0, Some(100.0));
+        life.bytes(5_000_000.0, true);
         let before = later();
         life.line();
         assert!(life.at >= before, "a line after 100 %");
@@ -495,7 +500,7 @@ mod tests {
 
     #[test]
     fn progress_is_read_only_from_our_own_lines() {
-        let (bytes, p) = parse_progress("[stemroom-progress] 1000 4000 NA 500 6").expect("ours");
+        let (bytes, _, p) = parse_progress("[stemroom-progress] 1000 4000 NA 500 6").expect("ours");
         assert_eq!((bytes, p.percent), (1000.0, Some(25.0)));
         assert!(parse_progress("\r[stemroom-progress] 1 2 NA NA NA").is_some());
         // A page title holding the mark, in yt-dlp's own line.

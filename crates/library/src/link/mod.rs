@@ -181,7 +181,7 @@ const YOUTUBE_SHARE_PARAMS: &[&str] = &["si", "feature", "pp", "ab_channel", "em
 /// again (shared twice, from `youtu.be`, a Short, YouTube Music, the
 /// mobile site) is found in the queue or library: `https://www.youtube.com/watch?v=<id>`,
 /// with its `list` when it has one; other YouTube links lose only their
-/// share parameters. `None` for other sites, or a link not understood.
+/// share parameters. `None` for other sites (or a port, user info, no host).
 fn youtube_canonical(url: &str) -> Option<String> {
     let parsed = url::Url::parse(url).ok()?;
     let host = parsed.host_str()?;
@@ -203,7 +203,8 @@ fn youtube_canonical(url: &str) -> Option<String> {
     // YouTube's video ids: 11 characters of base64url.
     let is_id = |id: &str| id.len() == 11 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     match id {
-        Some(id) if is_id(&id) => {
+        // (`/embed/videoseries?list=…` is a playlist's player, not a video.)
+        Some(id) if is_id(&id) && id != "videoseries" => {
             let mut canonical = url::Url::parse("https://www.youtube.com/watch").ok()?;
             canonical.query_pairs_mut().append_pair("v", &id);
             if let Some(list) = query("list") {
@@ -211,8 +212,7 @@ fn youtube_canonical(url: &str) -> Option<String> {
             }
             Some(canonical.to_string())
         }
-        Some(_) => None,
-        None => {
+        _ => {
             let kept: Vec<(String, String)> = parsed
                 .query_pairs()
                 .filter(|(k, _)| !YOUTUBE_SHARE_PARAMS.contains(&k.as_ref()))
@@ -403,6 +403,10 @@ mod tests {
             check_url("https://www.youtube.com/watch?v=dQw4w9WgXcQ&list=PLx-1_2&index=3&si=q").unwrap(),
             "https://www.youtube.com/watch?v=dQw4w9WgXcQ&list=PLx-1_2"
         );
+        assert_eq!(
+            check_url("https://www.youtube.com/embed/videoseries?list=PLx-1_2&si=q").unwrap(),
+            "https://www.youtube.com/embed/videoseries?list=PLx-1_2"
+        );
         // Other YouTube links lose only their share parameters.
         assert_eq!(
             check_url("https://www.youtube.com/playlist?list=PLx-1_2&si=q").unwrap(),
@@ -507,13 +511,18 @@ mod tests {
 
     #[test]
     fn progress_lines_parse() {
-        let (bytes, p) = parse_progress("[stemroom-progress] 5000 10000 NA 2500.5 2").unwrap();
-        assert_eq!(bytes, 5000.0);
+        let (bytes, complete, p) = parse_progress("[stemroom-progress] 5000 10000 NA 2500.5 2").unwrap();
+        assert_eq!((bytes, complete), (5000.0, false));
         assert_eq!(p, DownloadProgress { percent: Some(50.0), bytes_per_second: Some(2500.5), eta_seconds: Some(2.0) });
-        let (bytes, p) = parse_progress("[stemroom-progress] 300 NA 1200 NA NA").unwrap();
-        assert_eq!((bytes, p.percent), (300.0, Some(25.0)));
-        let (bytes, p) = parse_progress("[stemroom-progress] 7000000 NA NA 16000 NA").unwrap();
-        assert_eq!((bytes, p.percent), (7e6, None), "an endless stream: bytes, no percent");
+        let (bytes, complete, p) = parse_progress("[stemroom-progress] 300 NA 1200 NA NA").unwrap();
+        assert_eq!((bytes, complete, p.percent), (300.0, false, Some(25.0)));
+        // Past its estimate: 100 %, not complete (bytes still flow).
+        let (_, complete, p) = parse_progress("[stemroom-progress] 1300 NA 1200 NA NA").unwrap();
+        assert_eq!((complete, p.percent), (false, Some(100.0)));
+        let (_, complete, _) = parse_progress("[stemroom-progress] 10000 10000 NA NA NA").unwrap();
+        assert!(complete, "all of an exact size");
+        let (bytes, complete, p) = parse_progress("[stemroom-progress] 7000000 NA NA 16000 NA").unwrap();
+        assert_eq!((bytes, complete, p.percent), (7e6, false, None), "an endless stream: bytes, no percent");
         assert_eq!(parse_progress("[stemroom-progress] NA NA NA NA NA"), None);
         assert_eq!(parse_progress("[download] 50%"), None);
     }

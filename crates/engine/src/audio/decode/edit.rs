@@ -295,4 +295,45 @@ mod tests {
         let mut f = File::open(&p).unwrap();
         assert_eq!(find_box(&mut f, 0, b.len() as u64, b"moov"), None);
     }
+
+    /// An edit list whose start lies past the track's end (damaged, or
+    /// hostile) is ignored: the song decodes whole, not to nothing.
+    #[test]
+    fn an_edit_past_the_end_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let m4a = dir.path().join("song.m4a");
+        let wav = dir.path().join("song.wav");
+        let spec = hound::WavSpec {
+            channels: 2,
+            sample_rate: 44_100,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut w = hound::WavWriter::create(&wav, spec).unwrap();
+        for i in 0..44_100 * 2 {
+            w.write_sample(((i as f32 * 0.05).sin() * 8000.0) as i16).unwrap();
+        }
+        w.finalize().unwrap();
+        let out = std::process::Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-i"])
+            .arg(&wav)
+            .args(["-c:a", "aac", "-b:a", "128k"])
+            .arg(&m4a)
+            .status();
+        if !out.is_ok_and(|s| s.success()) {
+            panic!("ffmpeg is needed to make the AAC file (scripts/setup.sh installs it)");
+        }
+        let mut b = std::fs::read(&m4a).unwrap();
+        let at = b.windows(4).position(|w| w == b"elst").expect("ffmpeg writes an edit list");
+        // version, flags, entry count, then (v0) duration and media time.
+        assert_eq!(b[at + 4], 0, "a version 0 elst");
+        b[at + 16..at + 20].copy_from_slice(&0x7fff_0000u32.to_be_bytes());
+        std::fs::write(&m4a, &b).unwrap();
+        let mut d = super::super::StreamDecoder::open(&m4a).unwrap();
+        let mut frames = 0;
+        while let Some((block, _)) = d.next_block().unwrap() {
+            frames += block.len() / 2;
+        }
+        assert!(frames.abs_diff(44_100) < 2048, "{frames} frames");
+    }
 }

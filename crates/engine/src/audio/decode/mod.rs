@@ -307,17 +307,15 @@ impl StreamDecoder {
                         "AAC at {} Hz may be HE-AAC, whose upper band only ffmpeg decodes: the stems have half the bandwidth (install ffmpeg for the whole)",
                         s.sample_rate()
                     );
-                    let mut d = StreamDecoder::over(path, s);
+                    // (Its edit list applies to the core as well.)
+                    let mut d = if s.mp4_aac { with_mp4_edit(path, s) } else { StreamDecoder::over(path, s) };
                     d.notes.push(note);
                     return Ok(d);
                 }
             },
             // AAC in MP4: the song is what its edit list says (the
             // encoder's priming and padding cut), as ffmpeg plays it.
-            Ok(s) if s.mp4_aac => match edit::mp4_audio_edit(path, s.sample_rate(), s.track_id()) {
-                Some(cut) => return Ok(StreamDecoder::over(path, edit::Edited::new(Box::new(s), cut))),
-                None => return Ok(StreamDecoder::over(path, s)),
-            },
+            Ok(s) if s.mp4_aac => return Ok(with_mp4_edit(path, s)),
             Ok(s) => return Ok(StreamDecoder::over(path, s)),
             // (Corrupt at open: a known container whose header was cut
             // short, `sniff::cut_short`; ffmpeg may still read what
@@ -534,7 +532,12 @@ const MAX_SAMPLE: f32 = 1e4;
 /// magnitudes are held to [`MAX_SAMPLE`].
 fn to_stereo(interleaved: &[f32], channels: usize, weights: &[(f32, f32)], stereo: &mut Vec<f32>) {
     let n = interleaved.len() / channels.max(1);
+    let from = stereo.len();
     stereo.reserve(n * 2);
+    // A sample that is no number is silence, one beyond full scale held
+    // there: before a downmix too (a NaN in the dropped LFE channel made
+    // the whole frame silent, 0 × NaN being NaN).
+    let clean = |v: f32| if v.is_finite() { v.clamp(-MAX_SAMPLE, MAX_SAMPLE) } else { 0.0 };
     match channels {
         1 => {
             for &v in &interleaved[..n] {
@@ -545,7 +548,8 @@ fn to_stereo(interleaved: &[f32], channels: usize, weights: &[(f32, f32)], stere
         _ => {
             for frame in interleaved[..n * channels].chunks_exact(channels) {
                 let (mut l, mut r) = (0.0f32, 0.0f32);
-                for (v, (wl, wr)) in frame.iter().zip(weights) {
+                for (&v, (wl, wr)) in frame.iter().zip(weights) {
+                    let v = clean(v);
                     l += v * wl;
                     r += v * wr;
                 }
@@ -553,8 +557,25 @@ fn to_stereo(interleaved: &[f32], channels: usize, weights: &[(f32, f32)], stere
             }
         }
     }
-    for v in stereo.iter_mut() {
-        *v = if v.is_finite() { v.clamp(-MAX_SAMPLE, MAX_SAMPLE) } else { 0.0 };
+    for v in &mut stereo[from..] {
+        *v = clean(*v);
+    }
+}
+
+/// AAC in MP4 as its edit list says (the encoder's priming and padding cut),
+/// as ffmpeg plays it; an edit that starts at or past the track's declared
+/// end is ignored (a bogus one would skip the whole song).
+fn with_mp4_edit(path: &Path, s: native::NativeStream) -> StreamDecoder {
+    let declared = s.declared_frames();
+    match edit::mp4_audio_edit(path, s.sample_rate(), s.track_id()) {
+        Some(cut) if declared.is_none_or(|d| cut.start < d) => {
+            StreamDecoder::over(path, edit::Edited::new(Box::new(s), cut))
+        }
+        Some(cut) => {
+            tracing::warn!("{}: its edit list starts past its end ({} frames); ignored", path.display(), cut.start);
+            StreamDecoder::over(path, s)
+        }
+        None => StreamDecoder::over(path, s),
     }
 }
 
@@ -631,6 +652,12 @@ mod tests {
         let mut out = Vec::new();
         to_stereo(&[f32::NAN, 1e38, -1e38, 0.5, f32::INFINITY, -2.0], 2, &[], &mut out);
         assert_eq!(out, [0.0, MAX_SAMPLE, -MAX_SAMPLE, 0.5, 0.0, -2.0]);
+        // Downmixed: each channel cleaned before the mix (a NaN in one
+        // channel, here the third, silences only that channel).
+        let weights = [(1.0, 0.0), (0.0, 1.0), (0.5, 0.5)];
+        let mut out = vec![7.0, 7.0];
+        to_stereo(&[0.25, -0.25, f32::NAN, 0.1, 0.2, 1e38], 3, &weights, &mut out);
+        assert_eq!(out, [7.0, 7.0, 0.25, -0.25, 0.1 + 0.5 * MAX_SAMPLE, 0.2 + 0.5 * MAX_SAMPLE]);
     }
 
     #[test]

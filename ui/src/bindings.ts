@@ -785,7 +785,10 @@ export type QueueEvent =
  */
 { kind: "opened"; result: AddResult };
 
-/**  What opening a damaged database did (see the module docs). */
+/**
+ *  What opening a damaged job database did: where it was set aside, and
+ *  what the new one was built from.
+ */
 export type Recovery = {
 	/**
 	 *  Where the damaged database now is (its `-wal` and `-shm`, when there

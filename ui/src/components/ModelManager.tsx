@@ -3,7 +3,7 @@ import type { ModelStatus } from "../bindings";
 import type { ModelDownloads } from "../hooks/useAppInfo";
 import { formatBytes } from "../format";
 import { Alert } from "./Alert";
-import { Dialog } from "./Dialog";
+import { ConfirmDialog } from "./ConfirmDialog";
 import { ProgressBar } from "./ProgressBar";
 
 function state(model: ModelStatus): string {
@@ -74,30 +74,22 @@ export function ModelManager({ models, downloads }: Props) {
         })}
       </ul>
       {confirmRemove && (
-        <Dialog title={`Remove the model ${confirmRemove.id}?`} onClose={() => setConfirmRemove(null)}>
+        <ConfirmDialog
+          title={`Remove the model ${confirmRemove.id}?`}
+          confirmLabel="Remove"
+          onClose={() => setConfirmRemove(null)}
+          onConfirm={() => {
+            setConfirmRemove(null);
+            downloads.remove(confirmRemove.id);
+          }}
+        >
           <p>
             {confirmRemove.derived
               ? "Songs that use it cannot be separated until it is made again on this computer."
               : `Songs that use it cannot be separated until it is downloaded again (${formatBytes(confirmRemove.downloadBytes)}).`}{" "}
             Songs already separated keep their stems.
           </p>
-          <div className="dialog__actions">
-            <button type="button" className="button" data-autofocus onClick={() => setConfirmRemove(null)}>
-              Keep it
-            </button>
-            <button
-              type="button"
-              className="button button--danger"
-              onClick={() => {
-                const id = confirmRemove.id;
-                setConfirmRemove(null);
-                downloads.remove(id);
-              }}
-            >
-              Remove
-            </button>
-          </div>
-        </Dialog>
+        </ConfirmDialog>
       )}
     </div>
   );

@@ -6,7 +6,7 @@ import { isRunning } from "../format";
 import type { QueueState } from "../hooks/useQueue";
 import { AddBar } from "./AddBar";
 import { Alert } from "./Alert";
-import { Dialog } from "./Dialog";
+import { ConfirmDialog } from "./ConfirmDialog";
 import { JobRow, type JobAction } from "./JobRow";
 
 interface Props {
@@ -191,35 +191,25 @@ export function QueueView({ queue, onPickFiles, onAddLink, preset, onPresetChang
         </ul>
       )}
       {confirmRemove && (
-        <Dialog
+        <ConfirmDialog
           title={
             <>
               Remove “<bdi>{confirmRemove.title}</bdi>” from the queue?
             </>
           }
+          confirmLabel="Remove"
           onClose={() => setConfirmRemove(null)}
+          onConfirm={() => {
+            const job = confirmRemove;
+            setConfirmRemove(null);
+            void act("remove", job);
+          }}
         >
           <p>
             What it separated before it {confirmRemove.state.state === "failed" ? "failed" : "was cancelled"} is deleted
             with it: Retry would go on from there instead of starting over.
           </p>
-          <div className="dialog__actions">
-            <button type="button" className="button" data-autofocus onClick={() => setConfirmRemove(null)}>
-              Keep it
-            </button>
-            <button
-              type="button"
-              className="button button--danger"
-              onClick={() => {
-                const job = confirmRemove;
-                setConfirmRemove(null);
-                void act("remove", job);
-              }}
-            >
-              Remove
-            </button>
-          </div>
-        </Dialog>
+        </ConfirmDialog>
       )}
     </div>
   );

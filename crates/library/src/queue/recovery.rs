@@ -26,7 +26,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde::Serialize;
 
 use super::schema::json;
-use super::{Queue, QueueError};
+use super::{Queue, QueueError, MIGRATIONS};
 use crate::lock::InstanceLock;
 use crate::song::{complete_song, SongMetadata, METADATA_FILE, PARTIAL_PREFIX};
 
@@ -84,24 +84,43 @@ impl Queue {
         adopt_untagged: bool,
     ) -> Result<(Queue, Option<Recovery>), QueueError> {
         check_owner_of(path, owner)?;
+        let io = |e: std::io::Error| QueueError::Open {
+            path: path.to_path_buf(),
+            source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+        };
+        // A rebuild whose new database was whole, stopped while it took
+        // the damaged one's place: finished now.
+        let rebuilt = with_suffix(path, ".rebuilt");
+        if rebuilt.is_file() {
+            let kept = swap_in(path, &rebuilt).map_err(io)?;
+            tracing::warn!(
+                "finished an interrupted rebuild of {} (the damaged file kept as {})",
+                path.display(),
+                kept.display()
+            );
+        }
         let problem = match damage_before_open(path) {
             Some(problem) => problem,
             None => match Queue::open(path) {
-                Ok(queue) => return Ok((queue, None)),
+                Ok(queue) => {
+                    write_tag_file(path, queue.work_tag());
+                    return Ok((queue, None));
+                }
                 Err(e) => match damage_of(&e) {
                     Some(problem) => problem,
                     None => return Err(e),
                 },
             },
         };
+        // A newer Stemroom's database is left to it, damaged or not (its
+        // columns would not come across).
+        if let Some(found) = schema_version_in_header(path).filter(|&v| v > MIGRATIONS.len() as i64) {
+            return Err(QueueError::TooNew { found, known: MIGRATIONS.len() as i64 });
+        }
         tracing::error!("the job database {} is damaged ({problem}); rebuilding it", path.display());
-        let io = |e: std::io::Error| QueueError::Open {
-            path: path.to_path_buf(),
-            source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
-        };
         let building = with_suffix(path, ".rebuilding");
-        for p in [building.clone(), with_suffix(&building, "-wal"), with_suffix(&building, "-shm")] {
-            match std::fs::remove_file(&p) {
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            match std::fs::remove_file(with_suffix(&building, suffix)) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
                 _ => {}
             }
@@ -113,8 +132,14 @@ impl Queue {
                 return Err(e);
             }
         };
-        let set_aside = swap_in(path, &building).map_err(io)?;
+        // Whole: from here a stop finishes the swap at the next start.
+        std::fs::rename(&building, &rebuilt).map_err(io)?;
+        if let Some(dir) = path.parent() {
+            stemroom_engine::files::sync_dir(dir);
+        }
+        let set_aside = swap_in(path, &rebuilt).map_err(io)?;
         let queue = Queue::open(path)?;
+        write_tag_file(path, queue.work_tag());
         let recovery =
             Recovery { set_aside: set_aside.to_string_lossy().into_owned(), problem, jobs_read, songs_found };
         tracing::warn!(
@@ -194,7 +219,12 @@ impl Queue {
             if !entry.file_type().is_ok_and(|t| t.is_dir()) {
                 continue;
             }
-            let partial = name.strip_prefix(&partial_of_mine).and_then(|id| id.parse::<u32>().ok());
+            // This database's working folders (and the untagged form of
+            // earlier versions, which the worker takes as this database's).
+            let partial = name
+                .strip_prefix(&partial_of_mine)
+                .or_else(|| name.strip_prefix(PARTIAL_PREFIX).filter(|id| id.bytes().all(|b| b.is_ascii_digit())))
+                .and_then(|id| id.parse::<u32>().ok());
             if name.starts_with('.') && partial.is_none() {
                 continue;
             }
@@ -203,14 +233,22 @@ impl Queue {
                 continue;
             }
             if let Some(id) = partial {
-                // Its job was read back: the worker files it (or keeps it).
-                if self.get(id).is_ok() {
+                // Its job was read back (readable or not): the worker files
+                // it, or keeps it for Retry.
+                let known = self.conn().query_row("SELECT 1 FROM jobs WHERE id = ?1", [id], |_| Ok(())).optional();
+                if !matches!(known, Ok(None)) {
                     continue;
                 }
                 match crate::song::publish_song(library, &dir, &meta.title) {
                     Ok(published) => dir = published,
                     Err(e) => {
+                        // Kept for Retry: a failed job of that id holds the
+                        // folder (the worker removes working folders no
+                        // job holds).
                         tracing::warn!("{} cannot be filed: {e}", dir.display());
+                        if let Err(e) = self.hold_unfiled(id, &meta, &e.to_string()) {
+                            tracing::warn!("{}: no job holds it ({e})", dir.display());
+                        }
                         continue;
                     }
                 }
@@ -232,6 +270,33 @@ impl Queue {
             }
         }
         filed
+    }
+
+    /// Record a failed job `id` for a separated song that could not be
+    /// filed from its working folder (as the worker records one): Retry
+    /// files it, removing the job removes it.
+    fn hold_unfiled(&self, id: u32, meta: &SongMetadata, why: &str) -> Result<(), QueueError> {
+        let failed = super::JobState::Failed {
+            code: stemroom_engine::ErrorCode::Output,
+            message: format!("The song is separated but could not be filed into the library ({why}); Retry files it"),
+        };
+        self.conn().execute(
+            "INSERT INTO jobs (id, source, title, duration_seconds, options, state, status, position, created_ms,
+                               finished_ms, provider)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'failed', 0, ?7, ?8, ?9)",
+            params![
+                id,
+                json(&meta.source)?,
+                meta.title,
+                meta.duration_seconds,
+                json(&meta.options)?,
+                json(&failed)?,
+                meta.created_at,
+                meta.created_at + meta.seconds * 1000.0,
+                meta.provider,
+            ],
+        )?;
+        Ok(())
     }
 
     /// File the song in `dir` as a finished job, unless one already names
@@ -368,19 +433,22 @@ fn build_from(
     let queue = Queue::open(building)?;
     let fresh_tag = queue.work_tag.clone();
     let jobs_read = queue.copy_from(damaged)?;
-    // The damaged database's work tag, when its row came back whole (its
-    // jobs' working folders carry it); else this one's.
-    let tag = {
-        let conn = queue.conn();
-        match Queue::work_tag_of(&conn) {
-            Ok(tag) => tag,
-            Err(_) => {
-                conn.execute("UPDATE settings SET value = ?1 WHERE key = 'work_tag'", [&fresh_tag])?;
-                fresh_tag.clone()
-            }
-        }
-    };
-    let tag_known = tag != fresh_tag;
+    // The damaged database's work tag (its jobs' working folders and its
+    // songs carry it): its row when it came back whole, else the copy kept
+    // beside the database, else a read-back song's; else this new one's.
+    let read_back = Queue::work_tag_of(&queue.conn()).ok().filter(|t| *t != fresh_tag);
+    let tag = read_back.or_else(|| read_tag_file(damaged)).or_else(|| {
+        queue.library("").unwrap_or_default().iter().find_map(|job| {
+            let meta = complete_song(Path::new(job.output_dir.as_deref()?))?;
+            (meta.job == Some(job.id) && meta.created_at == job.created_at).then_some(meta.work_tag).flatten()
+        })
+    });
+    let tag_known = tag.is_some();
+    let tag = tag.unwrap_or(fresh_tag);
+    queue.conn().execute(
+        "INSERT INTO settings (key, value) VALUES ('work_tag', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        [&tag],
+    )?;
     {
         let conn = queue.conn();
         // Broker bookkeeping of jobs not read back would hold new jobs
@@ -417,8 +485,10 @@ fn build_from(
             continue;
         }
         let adopt = adopt_untagged || data_dir.as_ref().is_some_and(|d| key.starts_with(d));
+        // (Without this database's tag, no tagged song is taken: it may
+        // be another database's.)
         let mine = |meta: &SongMetadata| match meta.work_tag.as_deref() {
-            Some(t) => t == tag || (!tag_known && adopt),
+            Some(t) => tag_known && t == tag,
             None => adopt,
         };
         seen.push(key);
@@ -432,13 +502,15 @@ fn build_from(
     Ok((jobs_read, songs_found))
 }
 
-/// Put the database built at `building` in the place of the damaged one at
+/// Put the database built at `rebuilt` in the place of the damaged one at
 /// `path`, which is kept as `<name>.damaged-<unix ms>` (never over an
-/// existing file): its log (`-wal`, `-shm`) moved there first (SQLite would
-/// replay it into the new database), then the file linked (or copied,
-/// where the file system has no hard links) under that name, then the new
-/// one renamed over it. Returns the kept file's path.
-fn swap_in(path: &Path, building: &Path) -> std::io::Result<PathBuf> {
+/// existing file): the file linked there (or copied, where the file system
+/// has no hard links) and its log (`-wal`) copied beside it, then its log
+/// and index (`-shm`) removed (SQLite would replay that log into the new
+/// database), then the new one renamed over it. Every step can run again:
+/// a stop anywhere leaves `rebuilt` for the next start to finish with (a
+/// second kept copy at worst). Returns the kept file's path.
+fn swap_in(path: &Path, rebuilt: &Path) -> std::io::Result<PathBuf> {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "stemroom.sqlite".into());
     let mut n = 0;
@@ -448,26 +520,68 @@ fn swap_in(path: &Path, building: &Path) -> std::io::Result<PathBuf> {
             _ => format!("{name}.damaged-{now}-{n}"),
         });
         let taken = |p: &Path| std::fs::symlink_metadata(p).is_ok();
-        if !taken(&candidate) && !taken(&with_suffix(&candidate, "-wal")) && !taken(&with_suffix(&candidate, "-shm")) {
+        if !taken(&candidate) && !taken(&with_suffix(&candidate, "-wal")) {
             break candidate;
         }
         n += 1;
     };
-    for suffix in ["-wal", "-shm"] {
-        let from = with_suffix(path, suffix);
-        if std::fs::symlink_metadata(&from).is_ok() {
-            std::fs::rename(&from, with_suffix(&aside, suffix))?;
-        }
-    }
-    if std::fs::hard_link(path, &aside).is_err() {
+    if std::fs::symlink_metadata(path).is_ok() && std::fs::hard_link(path, &aside).is_err() {
         std::fs::copy(path, &aside)?;
         std::fs::File::open(&aside)?.sync_all()?;
     }
-    std::fs::rename(building, path)?;
+    let wal = with_suffix(path, "-wal");
+    if std::fs::symlink_metadata(&wal).is_ok() {
+        let kept = with_suffix(&aside, "-wal");
+        std::fs::copy(&wal, &kept)?;
+        std::fs::File::open(&kept)?.sync_all()?;
+    }
+    if let Some(dir) = path.parent() {
+        stemroom_engine::files::sync_dir(dir);
+    }
+    for log in [wal, with_suffix(path, "-shm")] {
+        match std::fs::remove_file(&log) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    std::fs::rename(rebuilt, path)?;
     if let Some(dir) = path.parent() {
         stemroom_engine::files::sync_dir(dir);
     }
     Ok(aside)
+}
+
+/// The schema version (`PRAGMA user_version`) in the database file's
+/// header (bytes 60-63, big-endian: SQLite's file format), read without
+/// SQLite; `None` when the file has no such header.
+fn schema_version_in_header(path: &Path) -> Option<i64> {
+    use std::io::Read;
+    let mut head = [0u8; 64];
+    std::fs::File::open(path).ok()?.read_exact(&mut head).ok()?;
+    (&head[..16] == b"SQLite format 3\0")
+        .then(|| i64::from(i32::from_be_bytes([head[60], head[61], head[62], head[63]])))
+}
+
+/// The work tag kept beside the database (`<name>.tag`), so that a rebuild
+/// that reads nothing back still knows which song folders are this
+/// database's. Best effort: a failure is logged.
+fn write_tag_file(path: &Path, tag: &str) {
+    let file = with_suffix(path, ".tag");
+    if std::fs::read_to_string(&file).is_ok_and(|t| t.trim() == tag) {
+        return;
+    }
+    let part = with_suffix(&file, ".part");
+    let written = std::fs::write(&part, tag).and_then(|()| std::fs::rename(&part, &file));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&part);
+        tracing::warn!("cannot keep the work tag in {}: {e}", file.display());
+    }
+}
+
+/// The work tag kept beside the database, when it is one.
+fn read_tag_file(path: &Path) -> Option<String> {
+    let tag = std::fs::read_to_string(with_suffix(path, ".tag")).ok()?.trim().to_string();
+    (!tag.is_empty() && tag.len() <= 16 && tag.bytes().all(|b| b.is_ascii_alphanumeric())).then_some(tag)
 }
 
 /// The column names of `table` (an error when there is no such table or
@@ -734,39 +848,82 @@ mod tests {
     }
 
     /// A server whose library is shared with the app (outside its data
-    /// folder) files again only the songs that name its database: not
-    /// untagged ones, nor any tag when its own was lost with the settings.
+    /// folder) files again only the songs that name its database (its tag
+    /// kept beside the database, as nothing is read back from a file that
+    /// is no database): not the app's untagged ones, nor another
+    /// database's. In a library inside its data folder, untagged songs are
+    /// its own too.
     #[test]
     fn a_server_takes_only_its_own_songs_from_a_shared_library() {
         let data = tempfile::tempdir().unwrap();
         let shared = tempfile::tempdir().unwrap();
         let db = data.path().join("stemroom.sqlite");
         let lock = InstanceLock::acquire(data.path()).unwrap().unwrap();
+        let garbage = b"not a database at all, but long enough to be read as one";
         {
             let (q, _) = Queue::open_owned(&db, &lock, shared.path(), false).unwrap();
             filed_song(&q, shared.path(), "The app's");
-            let job = filed_song(&q, shared.path(), "Tagged");
-            let dir = shared.path().join("Tagged");
-            complete_song(&dir).unwrap().of_database("5e12ab00").write(&dir).unwrap();
-            assert_eq!(job.id, 2);
+            for (title, tag) in [("Mine", q.work_tag().to_string()), ("Foreign", "5e12ab00".to_string())] {
+                filed_song(&q, shared.path(), title);
+                let dir = shared.path().join(title);
+                complete_song(&dir).unwrap().of_database(&tag).write(&dir).unwrap();
+            }
         }
-        std::fs::write(&db, b"not a database at all, but long enough to be read as one").unwrap();
+        std::fs::write(&db, garbage).unwrap();
         let (q, recovery) = Queue::open_owned(&db, &lock, shared.path(), false).unwrap();
-        assert_eq!(recovery.unwrap().songs_found, 0);
-        assert!(q.library("").unwrap().is_empty());
-        // The same library inside the server's data folder is its own.
-        let own = data.path().join("library");
-        std::fs::rename(shared.path().join("Tagged"), own.join("Tagged"))
-            .or_else(|_| {
-                std::fs::create_dir_all(&own)
-                    .and_then(|()| std::fs::rename(shared.path().join("Tagged"), own.join("Tagged")))
-            })
-            .unwrap();
+        assert_eq!(recovery.unwrap().songs_found, 1);
+        assert_eq!(titles(&q.library("").unwrap()), ["Mine"]);
         drop(q);
-        std::fs::write(&db, b"not a database at all, but long enough to be read as one").unwrap();
+        // The untagged song in the server's own library.
+        let own = data.path().join("library");
+        std::fs::create_dir_all(&own).unwrap();
+        std::fs::rename(shared.path().join("The app's"), own.join("The app's")).unwrap();
+        std::fs::write(&db, garbage).unwrap();
         let (q, recovery) = Queue::open_owned(&db, &lock, &own, false).unwrap();
         assert_eq!(recovery.unwrap().songs_found, 1);
-        assert_eq!(titles(&q.library("").unwrap()), ["Tagged"]);
+        assert_eq!(titles(&q.library("").unwrap()), ["The app's"]);
+    }
+
+    /// A rebuild stopped after its new database was whole, while it took
+    /// the damaged one's place, is finished at the next start; a damaged
+    /// database from a newer Stemroom is left to it.
+    #[test]
+    fn an_interrupted_swap_is_finished_and_a_newer_damaged_database_left_alone() {
+        let data = tempfile::tempdir().unwrap();
+        let db = data.path().join("stemroom.sqlite");
+        let lock = InstanceLock::acquire(data.path()).unwrap().unwrap();
+        {
+            let (q, _) = Queue::open_owned(&db, &lock, data.path(), true).unwrap();
+            q.enqueue(&JobSource::File { path: "/a.wav".into() }, "rebuilt", &opts()).unwrap();
+            q.conn().execute_batch("PRAGMA wal_checkpoint(TRUNCATE); PRAGMA journal_mode = DELETE;").unwrap();
+        }
+        std::fs::rename(&db, with_suffix(&db, ".rebuilt")).unwrap();
+        std::fs::write(&db, b"the damaged one").unwrap();
+        std::fs::write(with_suffix(&db, "-wal"), b"its log").unwrap();
+        let (q, recovery) = Queue::open_owned(&db, &lock, data.path(), true).unwrap();
+        assert!(recovery.is_none());
+        assert_eq!(q.queue().unwrap()[0].title, "rebuilt");
+        assert!(!with_suffix(&db, ".rebuilt").exists());
+        let kept: Vec<PathBuf> = std::fs::read_dir(data.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().contains(".damaged-") && !p.to_string_lossy().ends_with("-wal"))
+            .collect();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(std::fs::read(&kept[0]).unwrap(), b"the damaged one");
+        assert_eq!(std::fs::read(with_suffix(&kept[0], "-wal")).unwrap(), b"its log");
+        drop(q);
+
+        // Schema 999 in the header, a damaged page after it.
+        let mut bytes = std::fs::read(&db).unwrap();
+        bytes[60..64].copy_from_slice(&999i32.to_be_bytes());
+        let page = usize::from(u16::from_be_bytes([bytes[16], bytes[17]]));
+        bytes[page] = 0x6b;
+        std::fs::write(&db, &bytes).unwrap();
+        assert!(damage_before_open(&db).is_some());
+        let e = Queue::open_owned(&db, &lock, data.path(), true).unwrap_err();
+        assert!(matches!(e, QueueError::TooNew { found: 999, .. }), "{e}");
+        assert_eq!(std::fs::read(&db).unwrap(), bytes, "left as it was");
     }
 
     /// What is not damage is an error as before, and the file stays: a

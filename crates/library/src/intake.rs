@@ -315,12 +315,7 @@ pub fn add_paths_with(queue: &Queue, paths: &[PathBuf], add: AddOptions) -> Resu
 /// modification time later than the job's start, or its creation where it
 /// has none, by more than the 2 s of a FAT file system's clock).
 fn changed_since(path: &Path, job: &Job) -> bool {
-    let modified = std::fs::metadata(path)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_millis() as f64);
-    modified.is_some_and(|m| m > job.started_at.unwrap_or(job.created_at) + 2000.0)
+    crate::queue::modified_millis(path).is_some_and(|m| m > job.started_at.unwrap_or(job.created_at) + 2000.0)
 }
 
 /// Queue one link, and nothing else: for front ends whose callers must not

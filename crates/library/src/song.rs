@@ -66,25 +66,30 @@ pub fn clean_partials(library: &Path, tag: &str, keep: &[JobId]) -> usize {
     let Ok(entries) = std::fs::read_dir(library) else { return 0 };
     let mut n = 0;
     for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix(PARTIAL_PREFIX) else { continue };
-        let id = match rest.split_once('-') {
-            Some((t, id)) if t == tag => id.parse::<JobId>().ok(),
-            Some(_) => None, // another database's
-            None => match rest.parse::<JobId>() {
-                Ok(id) if keep.contains(&id) => {
-                    let _ = std::fs::rename(e.path(), partial_dir(library, tag, id));
-                    continue;
-                }
-                other => other.ok(),
-            },
-        };
-        let Some(id) = id else { continue };
-        if !keep.contains(&id) && std::fs::remove_dir_all(e.path()).is_ok() {
+        let Some((id, tagged)) = partial_job(&e.file_name().to_string_lossy(), tag) else { continue };
+        if keep.contains(&id) {
+            if !tagged {
+                let _ = std::fs::rename(e.path(), partial_dir(library, tag, id));
+            }
+        } else if std::fs::remove_dir_all(e.path()).is_ok() {
             n += 1;
         }
     }
     n
+}
+
+/// The job of the working folder named `name` when it is the database
+/// tagged `tag`'s ([`partial_dir`]), and whether it carries the tag: the
+/// untagged form earlier versions made (`.stemroom-partial-<id>`) is taken
+/// as this database's too. `None` for any other name, another database's
+/// folder included.
+pub fn partial_job(name: &str, tag: &str) -> Option<(JobId, bool)> {
+    let rest = name.strip_prefix(PARTIAL_PREFIX)?;
+    match rest.split_once('-') {
+        Some((t, id)) if t == tag => Some((id.parse().ok()?, true)),
+        Some(_) => None,
+        None => Some((rest.parse().ok()?, false)),
+    }
 }
 
 /// Move a finished working folder `work` into `library` under a unique name

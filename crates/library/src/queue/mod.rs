@@ -48,9 +48,18 @@ pub type Clock = Arc<dyn Fn() -> UnixMillis + Send + Sync>;
 
 /// The system clock.
 pub fn system_clock() -> Clock {
-    Arc::new(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as f64).unwrap_or(0.0)
-    })
+    Arc::new(|| unix_millis(std::time::SystemTime::now()).unwrap_or(0.0))
+}
+
+/// `t` in [`UnixMillis`]; `None` before 1970.
+pub fn unix_millis(t: std::time::SystemTime) -> Option<UnixMillis> {
+    t.duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_millis() as f64)
+}
+
+/// When the file at `path` was last modified, in [`UnixMillis`]; `None`
+/// when that cannot be read.
+pub fn modified_millis(path: &Path) -> Option<UnixMillis> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok().and_then(unix_millis)
 }
 
 /// Errors of the queue database.

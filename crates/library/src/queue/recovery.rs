@@ -28,7 +28,7 @@ use serde::Serialize;
 use super::schema::json;
 use super::{Queue, QueueError, MIGRATIONS};
 use crate::lock::InstanceLock;
-use crate::song::{complete_song, SongMetadata, METADATA_FILE, PARTIAL_PREFIX};
+use crate::song::{complete_song, SongMetadata, METADATA_FILE};
 
 /// What opening a damaged job database did: where it was set aside, and
 /// what the new one was built from.
@@ -36,8 +36,8 @@ use crate::song::{complete_song, SongMetadata, METADATA_FILE, PARTIAL_PREFIX};
 #[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(rename_all = "camelCase")]
 pub struct Recovery {
-    /// Where the damaged database now is (its `-wal` and `-shm`, when there
-    /// were any, beside it with those suffixes).
+    /// Where the damaged database now is (a copy of its `-wal`, when there
+    /// was one, beside it with that suffix).
     pub set_aside: String,
     /// What SQLite said of it.
     pub problem: String,
@@ -61,16 +61,18 @@ impl Queue {
     /// settings name none; it, the one the settings read back name and the
     /// folders the read-back jobs' songs are in are searched for song
     /// folders. Those whose `stemroom.json` names this database's work tag
-    /// are filed again; those naming none (written before the tag was
-    /// recorded), or any tag when this database's own was lost, only when
+    /// are filed again (none that name a tag when the tag was lost); those
+    /// naming none (written before the tag was recorded) only when
     /// `adopt_untagged` (the app, whose library this is; not a server
     /// sharing it, which would take the app's songs for its clients') or
     /// the library is inside the data folder (a server's own).
     ///
-    /// The new database is built beside the damaged one and takes its
-    /// place in one rename once whole; the damaged file is kept under
-    /// another name first. A crash meanwhile leaves the damaged file in
-    /// place, and the next start rebuilds again.
+    /// The new database is built beside the damaged one (`.rebuilding`),
+    /// renamed `.rebuilt` once whole, and then takes the damaged one's
+    /// place (`swap_in`); the damaged file is kept under another name
+    /// first. A stop during the build leaves the damaged file in place for
+    /// the next start to rebuild; one after it, a `.rebuilt` file that the
+    /// next start puts in place first.
     ///
     /// # Errors
     /// [`QueueError::NotOwner`] when `owner` locks another folder; those of
@@ -210,7 +212,6 @@ impl Queue {
     /// first. Returns how many.
     fn file_song_folders(&self, library: &Path, tag: &str, mine: &dyn Fn(&SongMetadata) -> bool) -> u32 {
         let Ok(entries) = std::fs::read_dir(library) else { return 0 };
-        let partial_of_mine = format!("{PARTIAL_PREFIX}{tag}-");
         let mut filed = 0;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -221,10 +222,7 @@ impl Queue {
             }
             // This database's working folders (and the untagged form of
             // earlier versions, which the worker takes as this database's).
-            let partial = name
-                .strip_prefix(&partial_of_mine)
-                .or_else(|| name.strip_prefix(PARTIAL_PREFIX).filter(|id| id.bytes().all(|b| b.is_ascii_digit())))
-                .and_then(|id| id.parse::<u32>().ok());
+            let partial = crate::song::partial_job(&name, tag).map(|(id, _)| id);
             if name.starts_with('.') && partial.is_none() {
                 continue;
             }
@@ -320,11 +318,8 @@ impl Queue {
             None => false,
         };
         // When it was filed: its `stemroom.json` was written last.
-        let finished_ms = std::fs::metadata(dir.join(METADATA_FILE))
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(meta.created_at + meta.seconds * 1000.0, |d| d.as_millis() as f64);
+        let finished_ms =
+            super::modified_millis(&dir.join(METADATA_FILE)).unwrap_or(meta.created_at + meta.seconds * 1000.0);
         let analysis = meta.analysis.as_ref().map(json).transpose()?;
         tx.execute(
             "INSERT INTO jobs (id, source, title, duration_seconds, options, state, status, position, created_ms,

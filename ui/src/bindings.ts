@@ -791,8 +791,8 @@ export type QueueEvent =
  */
 export type Recovery = {
 	/**
-	 *  Where the damaged database now is (its `-wal` and `-shm`, when there
-	 *  were any, beside it with those suffixes).
+	 *  Where the damaged database now is (a copy of its `-wal`, when there
+	 *  was one, beside it with that suffix).
 	 */
 	setAside: string,
 	/**  What SQLite said of it. */

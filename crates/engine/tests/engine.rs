@@ -665,6 +665,29 @@ mod corrupt {
             assert!((second - 660.0).abs() < 5.0, "xing {xing}: second part {second:.1} Hz");
             let warned = d.take_warnings().iter().any(|w| w.contains("past the length its header declares"));
             assert_eq!(warned, xing == "1", "xing {xing}: a header that lies is named");
+            // A seek past the header's length (the first file's count, or
+            // the guess of 4.2 s) lands in the second file, as the whole
+            // decode has it; it used to end the stream there. Past the real
+            // end, it ends.
+            let mut d = decode::StreamDecoder::open(&path).expect("open");
+            for target in [132_300usize, 198_450] {
+                d.seek(target as u64).expect("seek");
+                let mut got = Vec::new();
+                while got.len() < 22_050 {
+                    match d.next_block().expect("decode") {
+                        Some((block, _)) => got.extend(block.chunks_exact(2).map(|f| f[0])),
+                        None => break,
+                    }
+                }
+                got.truncate(22_050);
+                let want = &left[target..target + 22_050];
+                let energy: f64 = want.iter().map(|x| f64::from(*x).powi(2)).sum();
+                let err: f64 = got.iter().zip(want).map(|(a, b)| f64::from(a - b).powi(2)).sum();
+                assert_eq!(got.len(), 22_050, "xing {xing}: 0.5 s after {target}");
+                assert!(err < energy * 1e-4, "xing {xing}: at {target}, error {err:.3e} of {energy:.3e}");
+            }
+            d.seek(7 * 44_100).expect("seek past the end");
+            assert!(d.next_block().expect("end").is_none(), "xing {xing}: nothing past the end");
         }
         // One file alone keeps its exact length: its end padding (wholly
         // past the Info frame's count, for some lengths) is still dropped.

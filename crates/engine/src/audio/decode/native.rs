@@ -170,6 +170,9 @@ pub(super) struct NativeStream {
     /// The stream was found to go on past its declared length: every
     /// packet is decoded whole from then on.
     past_declared_end: bool,
+    /// MPEG audio: the frames trimmed from the packet holding the declared
+    /// end (the first file's padding in files joined end to end).
+    end_trim: u64,
     /// Ogg: packets carry the time the container gives them, so a page
     /// that is lost (a damaged one fails its checksum and symphonia's reader
     /// skips it) shows as a jump; where the next packet is expected (frames,
@@ -294,6 +297,7 @@ impl NativeStream {
             links_passed: 0,
             overrun: (0, Vec::new()),
             past_declared_end: false,
+            end_trim: 0,
             mpeg,
             timed,
             next_start: None,
@@ -318,11 +322,30 @@ impl NativeStream {
         // Lossy codecs need the packets before the target to rebuild their
         // state (MP3's bit reservoir, the MDCT overlap of AAC and Vorbis):
         // decode from a little earlier and drop what comes before `frame`.
-        let ts = self.frames_to_ticks(frame.saturating_sub(SEEK_PREROLL_FRAMES));
-        let to = SeekTo::Timestamp { ts: Timestamp::new(ts), track_id: self.track_id };
-        match self.format.seek(SeekMode::Accurate, to) {
+        let from = frame.saturating_sub(SEEK_PREROLL_FRAMES);
+        let seek = |s: &mut Self, from: u64| {
+            let to = SeekTo::Timestamp { ts: Timestamp::new(s.frames_to_ticks(from)), track_id: s.track_id };
+            s.format.seek(SeekMode::Accurate, to)
+        };
+        let mut sought = seek(self, from);
+        // symphonia's MPEG reader refuses a timestamp past the length it
+        // declares (symphonia-bundle-mp3 `MpaReader::seek`), exact (a
+        // Xing/Info count) or guessed from the first frames' bit rate, but
+        // the audio may go on past it (files joined end to end, a guess 5 %
+        // short): it seeks to that length and decodes on to `frame`. Seeking
+        // there used to end the stream.
+        if let (Err(SymError::SeekError(_)), true, Some(n)) = (&sought, self.mpeg, self.declared_frames) {
+            if from > n {
+                sought = seek(self, n.saturating_sub(SEEK_PREROLL_FRAMES));
+            }
+        }
+        match sought {
             Ok(_) => {}
-            Err(SymError::SeekError(_)) if self.declared_frames.is_some_and(|n| frame >= n) => {
+            // Past the end: the declared one, or the real one of a stream
+            // whose length is a guess (the reader ran out of frames).
+            Err(SymError::SeekError(_))
+                if self.length_estimated || self.mpeg || self.declared_frames.is_some_and(|n| frame >= n) =>
+            {
                 self.finished = true;
                 self.frames = frame;
                 return Ok(());
@@ -428,14 +451,26 @@ impl NativeStream {
             // past an exact length is decoded whole and held back: after
             // [`OVERRUN_PACKETS`] of them the stream goes on past its header,
             // else they were the encoder's padding (dropped at the end).
+            // The packet holding the declared end keeps its trim however
+            // the stream was reached (past the end before, or not), so a
+            // frame is at one place in every decode of the file; packets
+            // wholly past it start earlier by that trim than their
+            // timestamps say (what a seek goes by).
             let mut hold = false;
-            if self.mpeg && (self.length_estimated || self.past_declared_end) {
+            let mut past_end = false;
+            if self.mpeg && self.length_estimated {
                 packet.trim_end = Duration::ZERO;
             } else if self.mpeg && packet.dur.get() > 0 && packet.trim_end.get() >= packet.dur.get() {
                 packet.trim_end = Duration::ZERO;
-                hold = true;
+                hold = !self.past_declared_end;
+                past_end = true;
+            } else if self.mpeg && packet.trim_end.get() > 0 {
+                self.end_trim = self.ticks_to_frames(i64::try_from(packet.trim_end.get()).unwrap_or(0));
             }
-            let packet_start = self.ticks_to_frames(packet.pts.get());
+            let mut packet_start = self.ticks_to_frames(packet.pts.get());
+            if past_end {
+                packet_start = packet_start.saturating_sub(self.end_trim);
+            }
             // Ogg: audio missing before this packet (a lost page), and where
             // the next one is expected (this one's whole length, trims
             // included, in the packets' time).
@@ -573,6 +608,9 @@ impl NativeStream {
             let mut skip = 0usize;
             if let Some(target) = self.seek_target {
                 if packet_start + n as u64 <= target {
+                    // Past the declared end on the way to the target: more
+                    // than the encoder's padding once past OVERRUN_PACKETS.
+                    self.overrun.0 += u32::from(hold);
                     continue;
                 }
                 skip = usize::try_from(target.saturating_sub(packet_start)).unwrap_or(0).min(n);

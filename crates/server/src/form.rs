@@ -107,8 +107,13 @@ pub async fn read(service: &Service, req: Request, file_required: bool) -> Resul
     }
     // Options in the address are known before the body: a bad one is
     // refused before an upload of gigabytes is stored.
-    let query_options: BTreeMap<String, String> =
-        query.iter().filter(|(k, _)| OPTION_FIELDS.contains(&k.as_str())).cloned().collect();
+    // Trimmed, and empty ones dropped, as body fields are (`take_text`):
+    // `?format=&shifts=` from a client's URLSearchParams is no option.
+    let query_options: BTreeMap<String, String> = query
+        .iter()
+        .filter(|(k, v)| OPTION_FIELDS.contains(&k.as_str()) && !v.trim().is_empty())
+        .map(|(k, v)| (k.clone(), v.trim().to_string()))
+        .collect();
     if let Err(e) = early_options_check(service, &query_options) {
         return refuse(req, e).await;
     }
@@ -155,7 +160,11 @@ pub async fn read(service: &Service, req: Request, file_required: bool) -> Resul
         match read_multipart(service, &mut multipart, &tally, &mut reservation, &query_options).await {
             Ok(job) => job,
             Err(e) => {
-                drain_multipart(&mut multipart, &tally, service.config.idle_timeout).await;
+                // A stalled body is answered at once: draining it would
+                // wait out the idle timeout again.
+                if e.status != StatusCode::REQUEST_TIMEOUT {
+                    drain_multipart(&mut multipart, &tally, service.config.idle_timeout).await;
+                }
                 if tally.overflowed.load(Ordering::Relaxed) {
                     return Err(ApiError::bad_request(format!(
                         "the multipart body has no boundary line `--BOUNDARY` or end of part headers within its first {} MiB: is the boundary in the Content-Type the one the body uses?",
@@ -212,12 +221,10 @@ pub async fn read(service: &Service, req: Request, file_required: bool) -> Resul
         ));
         return refuse(req, e).await;
     };
-    let (body_fields, body_url): (Vec<String>, bool) = (job.fields.keys().cloned().collect(), job.url.is_some());
+    // What the address gives too: an option in both places with the same
+    // value is one option (a client that puts its parameters in both), two
+    // values are refused, as twice in the body (`take_text`).
     for (k, v) in query {
-        let in_body = body_fields.contains(&k) || (URL_FIELDS.contains(&k.as_str()) && body_url);
-        if in_body {
-            return Err(ApiError::invalid_options(format!("`{k}` is given both in the address and in the body")));
-        }
         take_text(&mut job, &k, v)?;
     }
     match (&job.upload, &job.url) {
@@ -388,6 +395,12 @@ pub(crate) fn reserve_space(service: &Service, declared: u64) -> Result<Reservat
 }
 
 fn json_pairs(body: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
+    // An empty body with everything in the address (`fetch('/job?url=…',
+    // {method: 'POST', headers: {'Content-Type': 'application/json'}})`):
+    // no fields, as without a Content-Type.
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Vec::new());
+    }
     let value: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("the JSON body cannot be read: {e}")))?;
     let serde_json::Value::Object(map) = value else {
@@ -647,8 +660,11 @@ async fn read_multipart(
         .await;
         if let Err(e) = taken {
             // The rest of this field is read here, chunk by chunk, so the
-            // parser never skips it unseen (see [`drain_multipart`]).
-            drain_field(&mut field, tally, idle).await;
+            // parser never skips it unseen (see [`drain_multipart`]); not
+            // after the body stalled (another idle wait, for nothing).
+            if e.status != StatusCode::REQUEST_TIMEOUT {
+                drain_field(&mut field, tally, idle).await;
+            }
             return Err(e);
         }
     }

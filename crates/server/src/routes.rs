@@ -2,7 +2,7 @@
 //! name: no path from a client ever reaches the file system.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -451,9 +451,9 @@ async fn create(
     req: Request,
     file_required: bool,
 ) -> Result<Response, ApiError> {
-    let req = admit(&service, peer, req).await?;
+    let (req, client) = admit(&service, peer, req).await?;
     let new = crate::form::read(&service, req, file_required).await?;
-    let job = service.enqueue(new).await?;
+    let job = service.enqueue(new, Some(client)).await?;
     let id = job.id;
     Ok(Json(Created {
         job_id: id.to_string(),
@@ -515,15 +515,17 @@ pub async fn stemify(
     create(service, peer, req, false).await
 }
 
-/// The request back when its client may create a job now; else 429, after
-/// reading what the client is sending (so it sees the 429, see
-/// [`crate::error::drain`]).
-async fn admit(service: &Service, peer: SocketAddr, req: Request) -> Result<Request, ApiError> {
-    if let Err(e) = service.rate_check(client_ip(&service.config.trusted_proxies, peer, req.headers())) {
+/// The request back, with its client's address, when the client may
+/// create a job now; else 429, after reading what the client is sending
+/// (so it sees the 429, see [`crate::error::drain`]). The job is counted
+/// against the client's quota only when it is queued.
+async fn admit(service: &Service, peer: SocketAddr, req: Request) -> Result<(Request, IpAddr), ApiError> {
+    let client = client_ip(&service.config.trusted_proxies, peer, req.headers());
+    if let Err(e) = service.rate_check(client) {
         crate::error::drain(req).await;
         return Err(e);
     }
-    Ok(req)
+    Ok((req, client))
 }
 
 /// Cancels a synchronous request's job when the client goes away before
@@ -581,14 +583,14 @@ pub async fn separate(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let req = admit(&service, peer, req).await?;
+    let (req, client) = admit(&service, peer, req).await?;
     let new = crate::form::read(&service, req, true).await?;
     let mut rx = service.events.subscribe();
     let me = service.clone();
     let mut guard = CancelOnDrop {
         service: service.clone(),
         id: None,
-        queuing: Some(tokio::spawn(async move { me.enqueue(new).await })),
+        queuing: Some(tokio::spawn(async move { me.enqueue(new, Some(client)).await })),
     };
     let queued = match guard.queuing.as_mut() {
         Some(h) => h.await.map_err(|e| ApiError::internal(e.to_string()))?,
@@ -617,9 +619,17 @@ pub async fn separate(
                 job.id, job.id
             )));
         }
-        match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
-            Ok(Err(RecvError::Closed)) => return Err(ApiError::unavailable("the server is stopping")),
-            _ => continue,
+        // The job is read again when it changed (claimed, finished, put
+        // back, deleted), on a lag, or after a second: not on every other
+        // job's change or progress (each a database read, per waiter).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        loop {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Ok(Update::Progress(_))) => continue,
+                Ok(Ok(u)) if u.id() != job.id => continue,
+                Ok(Err(RecvError::Closed)) => return Err(ApiError::unavailable("the server is stopping")),
+                _ => break,
+            }
         }
     };
     guard.id = None;
@@ -883,7 +893,11 @@ pub async fn events(
         stopping: tokio::sync::watch::Receiver<bool>,
     }
     let stopping = service.stopping.clone();
-    let feed = Feed { service, rx, job, first: true, ended: false, seq: 0, stopping };
+    // Ids go on from the client's last one after a reconnect: a client
+    // that drops events at or below the last id it saw would miss the
+    // next ones if they started again at 1.
+    let seq = last.and_then(|v| v.trim_end_matches("-end").parse::<u64>().ok()).unwrap_or(0);
+    let feed = Feed { service, rx, job, first: true, ended: false, seq, stopping };
     let stream = futures_util::stream::unfold(feed, |mut f| async move {
         if f.ended {
             return None;
@@ -929,7 +943,7 @@ pub async fn events(
         if f.job.state.is_finished() {
             f.ended = true;
         }
-        f.seq += 1;
+        f.seq = f.seq.saturating_add(1);
         let event_id = if f.ended { format!("{}-end", f.seq) } else { f.seq.to_string() };
         let event = Event::default().id(event_id).json_data(&view).unwrap_or_default();
         Some((Ok::<_, Infallible>(event), f))

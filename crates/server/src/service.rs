@@ -42,6 +42,8 @@ pub struct Service {
     /// Keyed by [`rate_key`].
     limiter: DefaultKeyedRateLimiter<IpAddr>,
     limiter_pruned: Mutex<Instant>,
+    /// Clients past their quota, until when (keyed by [`rate_key`]).
+    rate_blocked: Mutex<std::collections::HashMap<IpAddr, Instant>>,
     models: Mutex<Option<(Instant, bool, Option<String>)>>,
     /// The broker jobs go to (`--broker`), instead of the local worker.
     pub broker: Option<Arc<crate::broker::Broker>>,
@@ -86,11 +88,34 @@ impl Service {
         *self.stopping.borrow()
     }
 
-    /// Count one new job for `ip`.
+    /// Whether `ip` may send a new job now: 429 with `Retry-After` while
+    /// its last job past the quota waits (nothing is spent here, so a
+    /// refused request costs nothing; see [`Service::rate_spend`]).
     ///
     /// # Errors
-    /// 429 with `Retry-After` over the limit.
+    /// 429 with `Retry-After` until the quota has room again.
     pub fn rate_check(&self, ip: IpAddr) -> Result<(), ApiError> {
+        let key = rate_key(ip);
+        let mut blocked = self.rate_blocked.lock().unwrap_or_else(|p| p.into_inner());
+        match blocked.get(&key).map(|until| until.saturating_duration_since(Instant::now())) {
+            Some(wait) if !wait.is_zero() => Err(self.rate_limited(wait)),
+            Some(_) => {
+                blocked.remove(&key);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Count one new job for `ip`: called once the job is about to be
+    /// queued (its form read and its audio checked), so a request refused
+    /// for a bad option, a file that is not audio, a full disk or a link
+    /// that is not allowed does not use up the client's hourly quota.
+    ///
+    /// # Errors
+    /// 429 with `Retry-After` over the limit (then [`Service::rate_check`]
+    /// refuses the client's next requests before reading them).
+    fn rate_spend(&self, ip: IpAddr) -> Result<(), ApiError> {
         {
             // Addresses not seen for an hour are forgotten (their quota is
             // whole again anyway), so the table does not grow for ever.
@@ -98,27 +123,35 @@ impl Service {
             if pruned.elapsed() >= LIMITER_PRUNE_EVERY {
                 self.limiter.retain_recent();
                 self.limiter.shrink_to_fit();
-                *pruned = Instant::now();
+                let now = Instant::now();
+                self.rate_blocked.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, until| *until > now);
+                *pruned = now;
             }
         }
-        match self.limiter.check_key(&rate_key(ip)) {
+        let key = rate_key(ip);
+        match self.limiter.check_key(&key) {
             Ok(()) => Ok(()),
             Err(not_until) => {
                 use governor::clock::{Clock, DefaultClock};
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
-                let mut e = ApiError::new(
-                    axum::http::StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
-                    format!(
-                        "more than {} new jobs in an hour from this address: try again in {} s",
-                        self.config.jobs_per_hour,
-                        wait.as_secs() + 1
-                    ),
-                );
-                e.retry_after = Some(wait.as_secs() + 1);
-                Err(e)
+                self.rate_blocked.lock().unwrap_or_else(|p| p.into_inner()).insert(key, Instant::now() + wait);
+                Err(self.rate_limited(wait))
             }
         }
+    }
+
+    fn rate_limited(&self, wait: Duration) -> ApiError {
+        let mut e = ApiError::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "more than {} new jobs in an hour from this address: try again in {} s",
+                self.config.jobs_per_hour,
+                wait.as_secs() + 1
+            ),
+        );
+        e.retry_after = Some(wait.as_secs() + 1);
+        e
     }
 
     /// The library folder in use.
@@ -170,10 +203,13 @@ impl Service {
     /// not decode is refused with 415 and its file removed) or a link
     /// (checked and probed with yt-dlp; a playlist is refused).
     ///
+    /// Counts one job against `client`'s hourly quota once the job is
+    /// about to be queued ([`Service::rate_spend`]).
+    ///
     /// # Errors
     /// 415 not audio; 422 bad options, bad or unavailable link, playlist;
-    /// 500 database.
-    pub async fn enqueue(self: &Arc<Self>, new: NewJob) -> Result<Job, ApiError> {
+    /// 429 over the client's quota; 500 database.
+    pub async fn enqueue(self: &Arc<Self>, new: NewJob, client: Option<IpAddr>) -> Result<Job, ApiError> {
         let options = form::job_options(self.base_options()?, &new.fields, &self.manifest)?;
         let me = self.clone();
         let job = tokio::task::spawn_blocking(move || -> Result<Job, ApiError> {
@@ -210,6 +246,9 @@ impl Service {
                     _ => {}
                 }
                 let path = up.path().to_str().ok_or_else(|| ApiError::internal("upload path is not UTF-8"))?;
+                if let Some(ip) = client {
+                    me.rate_spend(ip)?;
+                }
                 let title = intake::title_from_tags(&info.tags)
                     .or_else(|| new.client_name.as_deref().and_then(upload::title_from_client_name))
                     .unwrap_or_else(|| "Untitled".into());
@@ -246,6 +285,9 @@ impl Service {
                 } else {
                     stemroom_library::link::Reach::PublicOnly
                 };
+                if let Some(ip) = client {
+                    me.rate_spend(ip)?;
+                }
                 let result = intake::add_url_with(&me.queue, &url, Some(options), reach)?;
                 if let Some(job) = result.added.into_iter().next() {
                     if let Err(e) = me.queue.mark_from_api(job.id) {
@@ -473,6 +515,7 @@ fn build(
         manifest: Manifest::builtin().map_err(|e| ServerError::Config(e.to_string()))?,
         limiter: DefaultKeyedRateLimiter::keyed(Quota::per_hour(per_hour)),
         limiter_pruned: Mutex::new(Instant::now()),
+        rate_blocked: Mutex::new(std::collections::HashMap::new()),
         models: Mutex::new(None),
         broker,
         stopping,
@@ -648,8 +691,19 @@ pub async fn run_until(
     ready: impl FnOnce(&Ready),
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServerError> {
+    serve_locked(config, ready, stop).await.map(drop)
+}
+
+/// [`run_until`], giving back the data folder's lock for the caller to
+/// let go of once the work requests started on the runtime's blocking
+/// threads (an upload being probed and queued) is over.
+async fn serve_locked(
+    config: ServerConfig,
+    ready: impl FnOnce(&Ready),
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<InstanceLock, ServerError> {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (service, _lock, mut info) = open(config, stop_rx)?;
+    let (service, lock, mut info) = open(config, stop_rx)?;
     let listener = tokio::net::TcpListener::bind(service.config.listen)
         .await
         .map_err(|source| ServerError::Bind { addr: service.config.listen, source })?;
@@ -689,7 +743,7 @@ pub async fn run_until(
     if !service.worker.running().is_empty() {
         tracing::warn!("jobs still running after {} s: the next start resumes them", STOP_JOBS_WITHIN.as_secs());
     }
-    Ok(())
+    Ok(lock)
 }
 
 /// [`run`] on its own multi-threaded tokio runtime (for the CLI).
@@ -702,8 +756,22 @@ pub fn run_blocking(config: ServerConfig, ready: impl FnOnce(&Ready)) -> Result<
         .thread_name("stemroom-http")
         .build()
         .map_err(|source| ServerError::Io { what: "cannot start the async runtime".into(), source })?;
-    rt.block_on(run(config, ready))
+    let lock = rt.block_on(async { serve_locked(config, ready, signalled()).await })?;
+    // Requests dropped by the drain may have left work on the blocking
+    // threads (an upload being decoded to check its length, then queued).
+    // The folder stays locked until it is over (or for STOP_REQUESTS_WITHIN
+    // at most): a server started on it meanwhile would remove that upload
+    // as a leftover, and two processes would write one database.
+    rt.shutdown_timeout(STOP_REQUESTS_WITHIN);
+    drop(lock);
+    Ok(())
 }
+
+/// Longest wait, once the server has stopped, for work its requests left
+/// on the runtime's blocking threads (see [`run_blocking`]): an upload's
+/// length check decodes at most `--max-upload-minutes` of audio, seconds
+/// on one core.
+const STOP_REQUESTS_WITHIN: Duration = Duration::from_secs(30);
 
 /// How often the rate limiter forgets addresses it has not seen lately.
 const LIMITER_PRUNE_EVERY: Duration = Duration::from_secs(600);

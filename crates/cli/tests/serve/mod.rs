@@ -292,6 +292,12 @@ fn every_endpoint_end_to_end_with_the_real_model() {
         ids.last().expect("id")
     )]);
     assert_eq!(code, 204, "{body}");
+    // A reconnect from an id before the end gets the job as it is now,
+    // its id going on from the client's (a client that drops ids it has
+    // seen would drop events numbered from 1 again).
+    let (code, body) = server.curl(&["-H", "Last-Event-ID: 41", &format!("/events/{id}")]);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.lines().any(|l| l == "id: 42-end"), "{body}");
     assert!(data.len() >= 3, "{events}");
     assert_eq!(data.last().expect("last")["status"], "completed");
     let segs: Vec<u64> = data
@@ -528,7 +534,7 @@ fn bad_requests_get_clear_refusals_and_leave_nothing() {
     // A runtime that cannot load: jobs that get through fail fast.
     let server = Server::start(
         &data,
-        &["--max-upload-mb", "1", "--jobs-per-hour", "18", "--ort-lib", "/nonexistent/libonnxruntime.so"],
+        &["--max-upload-mb", "1", "--jobs-per-hour", "4", "--ort-lib", "/nonexistent/libonnxruntime.so"],
     );
     let f = |name: &str, bytes: &[u8]| {
         let p = dir.path().join(name);
@@ -640,13 +646,18 @@ fn bad_requests_get_clear_refusals_and_leave_nothing() {
     assert_eq!(code, 422, "no file: {body}");
     let (code, _) = code_of(&["-H", "Content-Type: text/plain", "-d", "hello", "/job"]);
     assert_eq!(code, 415);
-    // Rate limit: 18 new-job requests an hour from one address; 17 so far
-    // (the 401 was refused before counting). The 19th is 429 with Retry-After.
+    // Rate limit: 4 new jobs an hour from one address. Only queued jobs
+    // count: the refusals above (far more than 4: not audio, too large,
+    // bad options) spent none of it, so songs are queued up to 4 jobs in
+    // all (2 or 3 so far), then 429.
     let mut codes = Vec::new();
-    for _ in 0..2 {
-        codes.push(code_of(&["-F", &file(&text), "/upload"]).0);
+    while codes.last() != Some(&429) && codes.len() < 6 {
+        codes.push(code_of(&["-F", &file(&small), "/upload"]).0);
     }
-    assert_eq!(codes, [415, 429]);
+    assert_eq!(codes.last(), Some(&429), "{codes:?}");
+    assert_eq!(server.json(&["/jobs?per_page=100"])["total"], 4, "{codes:?}");
+    // Past the quota, requests are refused before their body is read.
+    assert_eq!(code_of(&["-F", &file(&text), "/upload"]).0, 429);
     let headers = dir.path().join("headers.txt");
     let (code, _) = code_of(&["-D", utf8(&headers), "-F", &file(&small), "/upload"]);
     assert_eq!(code, 429);
@@ -758,12 +769,21 @@ fn bad_requests_get_clear_refusals_and_leave_nothing() {
     let id = serde_json::from_str::<Value>(&body).expect("JSON")["job_id"].as_str().expect("id").to_string();
     let status: Value = serde_json::from_str(&raw(&[&format!("/status/{id}")]).1).expect("JSON");
     assert_eq!(status["options"]["two_stems"], "vocals", "{status}");
+    // Empty parameters (a client's URLSearchParams of unset fields) are no
+    // options, and one given in both places with one value is one option.
+    let (code, body) = raw(&["-F", &file(&small), "-F", "shifts=0", "/upload?format=&shifts=0&two_stems=%20"]);
+    assert_eq!(code, 200, "{body}");
     // No body at all, the link in the address (`requests.post(url, params=…)`):
     // read (here refused as a link to this machine), not a 415.
     let (code, body) = raw(&["-X", "POST", "-H", "Content-Length: 0", "/job?url=http://127.0.0.1/song.mp3"]);
     assert_eq!(code, 422, "{body}");
     // `curl -X POST` sends neither a length nor chunks: no body either.
     let (code, body) = raw(&["-X", "POST", "/job?url=http://127.0.0.1/song.mp3"]);
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("private network"), "{body}");
+    // Nor with a JSON Content-Type and no body (fetch with only headers).
+    let json = "Content-Type: application/json";
+    let (code, body) = raw(&["-X", "POST", "-H", json, "/job?url=http://127.0.0.1/song.mp3"]);
     assert_eq!(code, 422, "{body}");
     assert!(body.contains("private network"), "{body}");
     // A file under a name this server does not take is named as unknown

@@ -57,6 +57,13 @@ impl AppError {
     pub fn internal(message: impl Into<String>) -> Self {
         AppError { code: ErrorCode::Internal, message: message.into() }
     }
+    /// A background task of a command that ended without an answer (it
+    /// panicked, or the app is closing): logged with its details, shown
+    /// in plain words (a task's panic message means nothing to a person).
+    pub fn task_lost(e: impl std::fmt::Display) -> Self {
+        tracing::error!("a command's background task ended without an answer: {e}");
+        AppError::internal("Stemroom hit an internal error doing this (details are in its log). Please try again.")
+    }
     /// Something the person chose cannot be used (`invalid_options`).
     pub fn invalid(message: impl Into<String>) -> Self {
         AppError { code: ErrorCode::InvalidOptions, message: message.into() }

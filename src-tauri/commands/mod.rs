@@ -28,7 +28,5 @@ pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce(&AppState) -> Result<T, crate::error::AppError> + Send + 'static,
 ) -> Result<T, crate::error::AppError> {
     let st = state.inner().clone();
-    tauri::async_runtime::spawn_blocking(move || f(&st))
-        .await
-        .map_err(|e| crate::error::AppError::internal(e.to_string()))?
+    tauri::async_runtime::spawn_blocking(move || f(&st)).await.map_err(crate::error::AppError::task_lost)?
 }

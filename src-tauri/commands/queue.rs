@@ -9,6 +9,7 @@ use stemroom_engine::ErrorCode;
 use stemroom_library::intake::{self, AddResult};
 use stemroom_library::link::LinkEntry;
 use stemroom_library::queue::{Job, JobId, JobOptions, JobState, Queue, QueueError};
+use stemroom_library::worker::WorkerListener;
 use tauri::ipc::Channel;
 use tauri::AppHandle;
 
@@ -33,9 +34,8 @@ async fn add_with(
     intake: impl FnOnce(&Queue) -> Result<AddResult, QueueError> + Send + 'static,
 ) -> Result<AddResult, AppError> {
     let st = state.clone();
-    let result = tauri::async_runtime::spawn_blocking(move || intake(&st.queue))
-        .await
-        .map_err(|e| AppError::internal(e.to_string()))??;
+    let result =
+        tauri::async_runtime::spawn_blocking(move || intake(&st.queue)).await.map_err(AppError::task_lost)??;
     if !result.added.is_empty() {
         state.worker.notify();
         state.hub.send(QueueEvent::QueueChanged);
@@ -135,7 +135,7 @@ pub async fn add_paths(
         })
     })
     .await
-    .map_err(|e| AppError::internal(e.to_string()))?;
+    .map_err(AppError::task_lost)?;
     let mut result = if allowed.is_empty() {
         AddResult::default()
     } else {
@@ -191,6 +191,12 @@ pub async fn pick_files(app: AppHandle, state: S<'_>, preset: Option<Preset>) ->
 pub async fn cancel_job(state: S<'_>, id: JobId) -> Result<Job, AppError> {
     super::blocking(&state, move |st| {
         let job = st.worker.cancel(id)?;
+        // A queued job is cancelled here and now (a running one says so
+        // itself when it stops): the HTTP service's clients following it
+        // (`/events/{id}`) hear of it too, and its upload goes.
+        if !job.state.is_running() {
+            st.server_events.job_changed(&job);
+        }
         st.hub.send(QueueEvent::QueueChanged);
         Ok(job)
     })
@@ -204,6 +210,7 @@ pub async fn cancel_job(state: S<'_>, id: JobId) -> Result<Job, AppError> {
 pub async fn retry_job(state: S<'_>, id: JobId) -> Result<Job, AppError> {
     super::blocking(&state, move |st| {
         let job = st.queue.retry(id)?;
+        st.server_events.job_changed(&job);
         st.worker.notify();
         st.hub.send(QueueEvent::QueueChanged);
         Ok(job)
@@ -221,6 +228,11 @@ pub async fn remove_job(state: S<'_>, id: JobId, delete_files: bool, delete_expo
     // Off the main thread: deleting a song's stems can take a while.
     super::blocking(&state, move |st| {
         let job = st.queue.get(id)?;
+        // A running job cannot be removed (its worker writes its files):
+        // refused before the player lets go of it.
+        if job.state.is_running() {
+            return Err(QueueError::WrongState { id, status: "running", action: "removing" }.into());
+        }
         // A job that failed or was cancelled plays (what it separated) from
         // its working folder, which its removal deletes: the player lets go
         // of it first. (A running one cannot be removed: it plays on.)
@@ -251,7 +263,11 @@ pub async fn remove_job(state: S<'_>, id: JobId, delete_files: bool, delete_expo
                 }
             }
         }
-        st.worker.remove(id)?;
+        let removed = st.worker.remove(id)?;
+        // As the HTTP service removes its jobs: a job a client of it added
+        // leaves no upload behind, and streams following it end.
+        stemroom_server::upload::discard(&stemroom_server::upload::uploads_dir(&st.data_dir), &removed);
+        st.server_events.forget(id);
         st.hub.send(QueueEvent::QueueChanged);
         Ok(())
     })

@@ -642,7 +642,7 @@ fn gpu_support_now() -> Result<GpuSupport, AppError> {
 #[specta::specta]
 pub async fn gpu_support() -> Result<GpuSupport, AppError> {
     // Off the main thread: it runs nvidia-smi.
-    tauri::async_runtime::spawn_blocking(gpu_support_now).await.map_err(|e| AppError::internal(e.to_string()))?
+    tauri::async_runtime::spawn_blocking(gpu_support_now).await.map_err(AppError::task_lost)?
 }
 
 /// Download, verify and install GPU support (one install at a time),

@@ -377,7 +377,7 @@ pub async fn open_song(
         finish(&st, opening, song, view)
     })
     .await
-    .map_err(|e| AppError::internal(e.to_string()))?
+    .map_err(AppError::task_lost)?
 }
 
 /// The song's beat grid for the click track and count-in, from its analysis.
@@ -652,7 +652,7 @@ pub async fn song_stream_done(state: S<'_>, id: JobId) -> Result<SongView, AppEr
         })
     })
     .await
-    .map_err(|e| AppError::internal(e.to_string()))?;
+    .map_err(AppError::task_lost)?;
     match &done {
         Ok(v) => tracing::info!("job {id}: the player goes on from the finished files ({} Hz)", v.sample_rate),
         Err(e) => tracing::info!("job {id}: the player stays on the stream: {}", e.message),

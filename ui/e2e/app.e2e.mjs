@@ -449,6 +449,29 @@ try {
   }
   const gone = await apiRow.waitForExist({ timeout: 20000, reverse: true }).then(() => true, () => false);
   check(deleted.ok && gone, `a song deleted through the HTTP service (${deleted.status}) leaves the window's queue`);
+  // And the other way: a queued song removed in the window ends the event
+  // stream a client of the service follows it by (it stayed open).
+  const sendApi = async (name) => {
+    const form = new FormData();
+    form.append("file", new Blob([readFileSync(input)]), name);
+    form.append("shifts", "0");
+    return (await fetch(`${base}/upload`, { method: "POST", body: form, ...auth })).json();
+  };
+  const ahead = await sendApi("Ahead.wav");
+  const waiting = await sendApi("Waiting.wav");
+  const followed = fetch(`${base}/events/${waiting.job_id}`, auth).then((r) => r.text());
+  const waitingRow = await b.$(`[data-testid="job-row"][data-job-id="${waiting.job_id}"][data-state="queued"]`);
+  await waitingRow.waitForExist({ timeout: 20000, timeoutMsg: "the second API song is not shown queued" });
+  await (await waitingRow.$("button=Remove")).click();
+  const streamEnded = await Promise.race([
+    followed.then(() => true, () => true),
+    new Promise((resolve) => setTimeout(() => resolve(false), 20000)),
+  ]);
+  check(streamEnded, `a queued song removed in the window ends the service's event stream of it (job ${waiting.job_id})`);
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const r = await fetch(`${base}/jobs/${ahead.job_id}`, { method: "DELETE", ...auth });
+    if (r.status !== 503) break;
+  }
   await tab(b, "Settings");
   // (WebDriver's own scrolling cannot reach the page's end here.)
   await b.execute(() => document.querySelector('[aria-labelledby="settings-server"]')?.scrollIntoView({ block: "end" }));

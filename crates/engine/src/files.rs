@@ -397,12 +397,13 @@ fn part_owner(file_name: &str) -> Option<i32> {
     tagged_owner(stem)
 }
 
-/// Whether `name` ends in the extension of a stem or an export (`.wav`,
-/// `.flac`, `.mp3`, `.zip`, any case): the only files whose temporary and
-/// set-aside copies the sweeps here take for ours.
+/// Whether `name` ends in the extension of a stem, an export or a
+/// waveform cache (`.wav`, `.flac`, `.mp3`, `.zip`, `.peaks`, any case):
+/// the only files whose temporary and set-aside copies the sweeps here
+/// take for ours.
 fn is_output_name(name: &str) -> bool {
     let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
-    matches!(ext.as_str(), "wav" | "flac" | "mp3" | "zip")
+    matches!(ext.as_str(), "wav" | "flac" | "mp3" | "zip" | "peaks")
 }
 
 /// An existing file [`publish`] set aside (`.<name>.<pid>-<n>.old`): its

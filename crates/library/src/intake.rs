@@ -479,12 +479,16 @@ pub fn add_links_with(queue: &Queue, entries: &[LinkEntry], job: Option<JobOptio
     let limits = queue.settings()?.download_limits();
     let mut result = AddResult::default();
     for e in entries.iter().take(link::DEFAULT_PLAYLIST_LIMIT) {
+        // The entries come back through the window (not trusted): a length
+        // that is no length (negative, not finite) is none (the download
+        // checks the real one).
+        let duration = e.duration_seconds.filter(|d| d.is_finite() && *d >= 0.0);
         match link::check_url(&e.url) {
             Ok(url) => {
                 // An entry whose listed length is over the limit (a live
                 // stream in a playlist is listed without one: its download
                 // refuses it).
-                if let Some(why) = too_long(e.duration_seconds, &limits) {
+                if let Some(why) = too_long(duration, &limits) {
                     result.rejected.push(Rejected::of(&e.url, capitalised(&why)));
                     continue;
                 }
@@ -500,8 +504,8 @@ pub fn add_links_with(queue: &Queue, entries: &[LinkEntry], job: Option<JobOptio
                         continue;
                     }
                 };
-                if e.duration_seconds.is_some() {
-                    queue.set_details(job.id, e.duration_seconds, None)?;
+                if duration.is_some() {
+                    queue.set_details(job.id, duration, None)?;
                 }
                 result.added.push(queue.get(job.id)?);
             }
@@ -830,6 +834,10 @@ mod tests {
             [("https://example.com/a", r.added[0].id), ("https://youtu.be/dQw4w9WgXcQ?si=x", first.added[0].id)]
         );
         assert_eq!(again.added.iter().map(|j| j.title.as_str()).collect::<Vec<_>>(), ["c"]);
+        // A length from the page that is no length is not stored.
+        let bad = LinkEntry { url: "https://example.com/d".into(), title: "d".into(), duration_seconds: Some(-5.0) };
+        let r = add_links(&q, &[bad]).unwrap();
+        assert_eq!(r.added[0].duration_seconds, None, "{:?}", r.added[0]);
     }
 
     #[test]

@@ -419,16 +419,18 @@ fn place(
 /// [`Error::Output`]/[`Error::Encode`] when files cannot be written,
 /// [`Error::Cancelled`]. On error nothing is left in `dest_dir`.
 pub fn export(req: &ExportRequest, listener: &dyn Listener) -> Result<Vec<PathBuf>, Error> {
-    // A destination folder made for this export goes again when it fails
-    // or is cancelled (it would be left empty; one with files stays).
-    let made = !req.dest_dir.exists();
+    // The destination folders made for this export (every missing level
+    // of `dest_dir`) go again when it fails or is cancelled (they would be
+    // left empty; one with files stays).
+    let mut made = Leftovers::new();
+    made.create_dirs(&req.dest_dir).map_err(|source| Error::Output { path: req.dest_dir.clone(), source })?;
     let result = if req.what == ExportWhat::Zip {
         export_zip(req, listener).map(|p| vec![p])
     } else {
         export_files(req, listener)
     };
-    if result.is_err() && made {
-        let _ = std::fs::remove_dir(&req.dest_dir);
+    if result.is_ok() {
+        made.disarm();
     }
     result
 }
@@ -444,6 +446,14 @@ fn export_files(req: &ExportRequest, listener: &dyn Listener) -> Result<Vec<Path
         return Err(Error::InvalidOptions("the stems do not share one sample rate".into()));
     }
     let ((start, end), out_rate) = range_and_rate(req, rate)?;
+    // A region's end past the song's is the song's end (a loop saved
+    // before the stems were made again shorter, a client's "to the end"
+    // as u32::MAX): a WAV is not refused as too long for it, and progress
+    // reaches its end.
+    let end = match (end, stems.declared_frames()) {
+        (Some(e), Some(length)) => Some(e.min(length.max(start))),
+        (e, _) => e,
+    };
     // A file too long for its format (a WAV over 4 GiB) is refused first.
     if let Some(span) = end.or_else(|| stems.declared_frames()).map(|e| e.saturating_sub(start)) {
         let tempo = match &req.what {
@@ -486,6 +496,9 @@ fn export_files(req: &ExportRequest, listener: &dyn Listener) -> Result<Vec<Path
     let mut blocks: Vec<Vec<f32>> = vec![vec![0.0; 2 * BLOCK]; stems.len()];
     let mut scratch = Scratch::default();
     let total = end.or_else(|| stems.declared_frames()).map(|e| e.saturating_sub(start));
+    // Whether any frame of the region was read: stems that state no
+    // length (or a longer one) are found to end before the region only here.
+    let mut reached = false;
     loop {
         if listener.is_cancelled() {
             return Err(Error::Cancelled);
@@ -511,6 +524,7 @@ fn export_files(req: &ExportRequest, listener: &dyn Listener) -> Result<Vec<Path
         if skip == n {
             continue;
         }
+        reached = true;
         if stretchers.is_empty() {
             let views: Vec<&[f32]> = blocks.iter().map(|b| &b[2 * skip..2 * n]).collect();
             emit(&mut outputs, mixer.as_mut(), &views, &mut scratch)?;
@@ -522,6 +536,9 @@ fn export_files(req: &ExportRequest, listener: &dyn Listener) -> Result<Vec<Path
             let views: Vec<&[f32]> = stretched.iter().map(Vec::as_slice).collect();
             emit(&mut outputs, mixer.as_mut(), &views, &mut scratch)?;
         }
+    }
+    if !reached && start > 0 {
+        return Err(Error::InvalidOptions("the export region starts after the end of the song".into()));
     }
     if !stretchers.is_empty() {
         for (st, out) in stretchers.iter_mut().zip(&mut stretched) {

@@ -172,6 +172,39 @@ mod export {
         req.region = Some(LoopRegion { start: FRAMES as u32, end: FRAMES as u32 + 100 });
         let err = export(&req, &Silent).expect_err("past the end");
         assert!(err.to_string().contains("after the end"), "{err}");
+        // A region's end past the song's is the song's end (as u32::MAX
+        // frames, a 16-bit WAV was refused as over 4 GiB).
+        req.region = Some(LoopRegion { start: 70_001, end: u32::MAX });
+        let files = export(&req, &Silent).expect("to the end");
+        assert_eq!(read(&files[0]).0, want("bass")[2 * 70_001..].to_vec(), "a region past the end cut at the end");
+        // Stems that state no length (FLAC written to a pipe: no count in
+        // its STREAMINFO): a region after their end is found there and
+        // refused (a file of its header alone was published), and the
+        // folders made for the export go again.
+        let piped: Vec<StemFile> = src
+            .iter()
+            .map(|s| {
+                let out = std::process::Command::new("ffmpeg")
+                    .args(["-v", "error", "-i", &s.path, "-f", "flac", "-"])
+                    .output()
+                    .expect("ffmpeg");
+                assert!(out.status.success() && !out.stdout.is_empty(), "ffmpeg to a pipe");
+                let p = dir.path().join(format!("{}-piped.flac", s.stem));
+                std::fs::write(&p, out.stdout).expect("write");
+                StemFile { stem: s.stem.clone(), path: p.to_string_lossy().into_owned() }
+            })
+            .collect();
+        let nested = dir.path().join("made").join("for it");
+        let mut req = request(
+            &piped,
+            ExportWhat::Stems { stems: vec!["bass".into()] },
+            OutputFormat::Wav { depth: WavDepth::Int16 },
+            nested,
+        );
+        req.region = Some(LoopRegion { start: FRAMES as u32 + 10, end: FRAMES as u32 + 100 });
+        let err = export(&req, &Silent).expect_err("past the end of stems without a length");
+        assert!(err.to_string().contains("after the end"), "{err}");
+        assert!(!dir.path().join("made").exists(), "the folders made for the export are gone");
     }
 
     #[test]

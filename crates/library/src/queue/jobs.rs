@@ -451,13 +451,19 @@ impl Queue {
             let rows = stmt.query_map([], |r| r.get(0))?.collect::<Result<Vec<i64>, _>>()?;
             rows
         };
-        let mut order: Vec<i64> = Vec::new();
+        // In sets: a caller's list of a million ids (the window is not
+        // trusted) must not hold the database's write lock for seconds.
+        let mut waiting: std::collections::HashSet<i64> = queued.iter().copied().collect();
+        let mut order: Vec<i64> = Vec::with_capacity(queued.len());
         for &id in ids {
-            if queued.contains(&(id as i64)) && !order.contains(&(id as i64)) {
+            if waiting.remove(&(id as i64)) {
                 order.push(id as i64);
             }
+            if waiting.is_empty() {
+                break;
+            }
         }
-        order.extend(queued.iter().filter(|q| !order.contains(q)).copied().collect::<Vec<_>>());
+        order.extend(queued.iter().filter(|q| waiting.contains(q)));
         // New positions start after every existing one so they stay unique.
         let base = next_position(&tx)?;
         for (i, id) in order.iter().enumerate() {

@@ -385,8 +385,11 @@ mod tests {
             order.iter().filter(|j| j.state == JobState::Queued).map(|j| j.id).collect::<Vec<_>>(),
             [b.id, a.id]
         );
-        // An id gone meanwhile (deleted) is passed over too.
-        let order = q.reorder(&[9999, a.id]).unwrap();
+        // An id gone meanwhile (deleted) is passed over too, as are repeats,
+        // however many.
+        let mut many = vec![9999; 1_000_000];
+        many.extend([a.id, a.id]);
+        let order = q.reorder(&many).unwrap();
         assert_eq!(
             order.iter().filter(|j| j.state == JobState::Queued).map(|j| j.id).collect::<Vec<_>>(),
             [a.id, b.id]

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::{Peaks, PeaksBuilder};
+use super::{AudioStamp, Peaks, PeaksBuilder};
 use crate::reader::StemSet;
 
 /// Frames decoded from one track before the next track's turn (1.5 s at 44.1 kHz).
@@ -72,6 +72,9 @@ struct Reading {
     declared: Option<u64>,
     read: u64,
     cache: Option<PathBuf>,
+    audio: PathBuf,
+    /// The audio file as it was before it was read (see [`Peaks::store`]).
+    stamp: Option<AudioStamp>,
 }
 
 impl PeaksLoader {
@@ -121,6 +124,7 @@ impl Drop for PeaksLoader {
 fn run(shared: &Shared, tracks: Vec<PeaksTrack>, publish: Duration) {
     let mut reading: Vec<Reading> = Vec::new();
     for (index, t) in tracks.into_iter().enumerate() {
+        let stamp = AudioStamp::of(&t.audio);
         match StemSet::open(&[&t.audio]) {
             Ok(set) => {
                 let (rate, declared) = (set.sample_rate(), set.declared_frames());
@@ -132,6 +136,8 @@ fn run(shared: &Shared, tracks: Vec<PeaksTrack>, publish: Duration) {
                     declared,
                     read: 0,
                     cache: t.cache,
+                    audio: t.audio,
+                    stamp,
                 });
             }
             Err(e) => tracing::warn!("no waveform for {}: {e}", t.audio.display()),
@@ -167,11 +173,7 @@ fn run(shared: &Shared, tracks: Vec<PeaksTrack>, publish: Duration) {
                         Err(e) => tracing::warn!("waveform read up to frame {} only: {e}", r.read),
                         _ => {
                             if let Some(c) = &r.cache {
-                                let written =
-                                    c.parent().map(std::fs::create_dir_all).transpose().and_then(|_| peaks.write(c));
-                                if let Err(e) = written {
-                                    tracing::warn!("cannot cache peaks in {}: {e}", c.display());
-                                }
+                                peaks.store(c, &r.audio, r.stamp);
                             }
                         }
                     }

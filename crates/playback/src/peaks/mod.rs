@@ -311,14 +311,54 @@ impl Peaks {
         if let Some(p) = cache.as_deref().and_then(|c| Self::read_fresh(audio, c)) {
             return Ok(p);
         }
+        let stamp = AudioStamp::of(audio);
         let peaks = Self::compute(audio)?;
         if let Some(c) = cache {
-            let written = c.parent().map(std::fs::create_dir_all).transpose().and_then(|_| peaks.write(&c));
-            if let Err(e) = written {
-                tracing::warn!("cannot cache peaks in {}: {e}", c.display());
-            }
+            peaks.store(&c, audio, stamp);
         }
         Ok(peaks)
+    }
+
+    /// Cache these peaks of `audio` in `cache`, unless the audio changed
+    /// since `before` (taken before it was decoded): a song made again
+    /// into the same folder while its old file was read would otherwise
+    /// get a cache newer than its new file, which [`Peaks::read_fresh`]
+    /// would take as fresh. Part files of writers that were killed are
+    /// removed first. A failure is logged, not an error.
+    pub(crate) fn store(&self, cache: &Path, audio: &Path, before: Option<AudioStamp>) {
+        if before.is_none() || AudioStamp::of(audio) != before {
+            tracing::debug!("{} changed while its peaks were read: not cached", audio.display());
+            return;
+        }
+        let written = cache.parent().map(std::fs::create_dir_all).transpose().and_then(|_| {
+            if let Some(dir) = cache.parent() {
+                stemroom_engine::files::remove_stale_parts(dir);
+            }
+            self.write(cache)
+        });
+        if let Err(e) = written {
+            tracing::warn!("cannot cache peaks in {}: {e}", cache.display());
+        }
+    }
+}
+
+/// What tells a file's content changed without reading it: its size,
+/// modification time and inode (a file renamed over it is another).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AudioStamp {
+    len: u64,
+    modified: std::time::SystemTime,
+    inode: u64,
+}
+
+impl AudioStamp {
+    pub(crate) fn of(path: &Path) -> Option<Self> {
+        let m = std::fs::metadata(path).ok()?;
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(&m);
+        #[cfg(not(unix))]
+        let inode = 0;
+        Some(AudioStamp { len: m.len(), modified: m.modified().ok()?, inode })
     }
 }
 
@@ -329,15 +369,23 @@ impl Peaks {
     /// within 0.5 %, so
     /// a song replaced by one with an older date (a synced folder, `cp -p`,
     /// a restored backup) does not show the old waveform; `None` otherwise
-    /// (compute them). A cache larger than its audio (peaks take far less:
-    /// 4 bytes per 64 frames and coarser levels) is not read at all.
+    /// (compute them). A cache far larger than its audio's peaks can be
+    /// (4 bytes per 64 frames and coarser levels, about a byte per 24
+    /// frames; bounded by a byte per 8 frames or the audio's own size,
+    /// whichever is more) is not read at all.
     pub fn read_fresh(audio: &Path, cache: &Path) -> Option<Self> {
         let (a, p) = (std::fs::metadata(audio).ok()?, std::fs::metadata(cache).ok()?);
-        if p.modified().ok()? < a.modified().ok()? || p.len() > a.len().max(64 * 1024) {
+        if p.modified().ok()? < a.modified().ok()? {
+            return None;
+        }
+        let header = decode::StreamDecoder::open(audio).ok()?;
+        // (A low-bit-rate file, speech Opus at 16 kb/s, has peaks larger
+        // than itself: bounded by its length too, or its cache was never read.)
+        let by_length = header.declared_frames().unwrap_or(0) / 8;
+        if p.len() > a.len().max(by_length).max(64 * 1024) {
             return None;
         }
         let peaks = Self::read(cache).ok()?;
-        let header = decode::StreamDecoder::open(audio).ok()?;
         // (A length guessed from a bit rate, a VBR MP3's without a Xing
         // header, can be 5 % off: not held against the cache.)
         let declared = header.declared_frames().filter(|_| !header.length_estimated());
@@ -473,5 +521,62 @@ mod tests {
         big.resize(std::fs::metadata(&song).unwrap().len() as usize + 1, 0);
         std::fs::write(&cache, big).unwrap();
         assert_eq!(Peaks::read_fresh(&song, &cache), None);
+    }
+
+    /// Speech at a low bit rate (Opus at 12 kb/s, 1.5 KB a second) has
+    /// peaks larger than itself (about 2 KB a second at 48 kHz): its cache
+    /// is read (it was taken for another file's and computed again at every
+    /// open).
+    #[test]
+    fn the_cache_of_a_low_bit_rate_file_is_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let opus = dir.path().join("talk.opus");
+        let src = "sine=f=300:d=120";
+        let out = opus.to_str().unwrap();
+        stemroom_testkit::ffmpeg(&["-f", "lavfi", "-i", src, "-c:a", "libopus", "-b:a", "12k", out]);
+        let cache = dir.path().join("talk.peaks");
+        let peaks = Peaks::compute(&opus).unwrap();
+        peaks.write(&cache).unwrap();
+        let (audio, cached) = (std::fs::metadata(&opus).unwrap().len(), std::fs::metadata(&cache).unwrap().len());
+        assert!(cached > audio, "the peaks ({cached} bytes) are larger than the audio ({audio} bytes)");
+        assert_eq!(Peaks::read_fresh(&opus, &cache), Some(peaks));
+    }
+
+    /// Peaks of audio that changed while it was read are not cached (the
+    /// cache would be newer than the new file, and taken for it), and part
+    /// files a killed writer left beside the cache are removed.
+    #[test]
+    fn peaks_of_audio_that_changed_meanwhile_are_not_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let song = dir.path().join("song.wav");
+        let spec = hound::WavSpec {
+            channels: 2,
+            sample_rate: 44_100,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let write = |frames: usize| {
+            let tmp = dir.path().join("new.wav");
+            let mut w = hound::WavWriter::create(&tmp, spec).unwrap();
+            for i in 0..frames * 2 {
+                w.write_sample(((i as f32 * 0.01).sin() * 10_000.0) as i16).unwrap();
+            }
+            w.finalize().unwrap();
+            std::fs::rename(&tmp, &song).unwrap();
+        };
+        write(50_000);
+        let cache = dir.path().join(CACHE_DIR).join("song.wav.peaks");
+        std::fs::create_dir_all(cache.parent().unwrap()).unwrap();
+        let stale = cache.parent().unwrap().join(".song.wav.peaks.4194002-3.part");
+        std::fs::write(&stale, b"half").unwrap();
+        let before = AudioStamp::of(&song);
+        let peaks = Peaks::compute(&song).unwrap();
+        // The song is made again (published by a rename) while it is read.
+        write(60_000);
+        peaks.store(&cache, &song, before);
+        assert!(!cache.exists(), "no cache of the old audio");
+        peaks.store(&cache, &song, AudioStamp::of(&song));
+        assert!(cache.exists(), "cached when the audio did not change");
+        assert!(!stale.exists(), "a killed writer's part file is gone");
     }
 }

@@ -374,10 +374,26 @@ impl Grants {
                 _ => false,
             }
         };
+        // The granted folders above it are copied out and checked with the
+        // grants unlocked: resolving a path on a hung network mount must
+        // not hold up a drop's grant on the window's thread.
         let mut g = self.paths.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            if g.contains(path) || path.ancestors().skip(1).any(|a| g.contains(a) && inside(a)) {
+            if g.contains(path) {
                 return true;
+            }
+            let folders: Vec<PathBuf> =
+                path.ancestors().skip(1).filter(|a| g.contains(*a)).map(Path::to_path_buf).collect();
+            if !folders.is_empty() {
+                drop(g);
+                if folders.iter().any(|a| inside(a)) {
+                    return true;
+                }
+                g = self.paths.lock().unwrap_or_else(|p| p.into_inner());
+                // Granted while unlocked (its notice was missed).
+                if g.contains(path) {
+                    return true;
+                }
             }
             let now = std::time::Instant::now();
             if now >= deadline {

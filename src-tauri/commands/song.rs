@@ -28,6 +28,10 @@ const STATUS_INTERVAL: Duration = Duration::from_millis(33);
 /// The open song: its player (when a device could be opened) and peaks.
 pub struct OpenSong {
     pub(crate) id: JobId,
+    /// Which opening of the song this is ([`next_opening`]): a command that
+    /// works with the song unlocked for a while tells the song it started
+    /// with from the same song opened again meanwhile (A, then B, then A).
+    opening: u64,
     player: Option<Arc<Player>>,
     /// The player has the original mixture as a last source (A/B).
     with_original: bool,
@@ -47,6 +51,12 @@ pub struct OpenSong {
     /// Where the player's status goes (`open_song`'s channel), for a
     /// player that takes over from another.
     status: Channel<PlayerStatus>,
+}
+
+/// A number no other opening of a song has had in this process.
+fn next_opening() -> u64 {
+    static OPENINGS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    OPENINGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Peaks read in the background, and the lane each track is.
@@ -365,6 +375,7 @@ pub async fn open_song(
         };
         let song = OpenSong {
             id,
+            opening: next_opening(),
             player,
             with_original,
             stems: job.stems.len(),
@@ -477,6 +488,7 @@ fn open_streaming(
     };
     let song = OpenSong {
         id: job.id,
+        opening: next_opening(),
         player,
         with_original: can_compare,
         stems: stems.len(),
@@ -542,13 +554,21 @@ pub async fn song_stream_done(state: S<'_>, id: JobId) -> Result<SongView, AppEr
         // lanes are the files' (a long song's unread stream would be read
         // for nothing).
         let taking_over = made.as_ref().is_some_and(|(_, _, _, next)| matches!(next, Some(Ok(_))));
-        let mut stream = {
+        let (mut stream, opening) = {
             let mut guard = st.song.lock();
-            guard.as_mut().filter(|s| s.id == id).and_then(|s| s.stream.take())
+            match guard.as_mut().filter(|s| s.id == id) {
+                Some(s) => (s.stream.take(), Some(s.opening)),
+                None => (None, None),
+            }
         };
         let mut rest = stream.as_mut().map(|s| if taking_over { None } else { s.refresh(None) });
         let mut guard = st.song.lock();
-        let Some(song) = guard.as_mut().filter(|s| s.id == id) else { return Err(not_open()) };
+        // The song as it was: one opened again while the stream was read
+        // (A, B, then A) has lanes and a player of its own, which the old
+        // stream's peaks must not replace.
+        let Some(song) = guard.as_mut().filter(|s| s.id == id && Some(s.opening) == opening) else {
+            return Err(not_open());
+        };
         // The player replaced by one on the files, stopped once the song
         // is unlocked (stopping joins its threads).
         let mut replaced = None;

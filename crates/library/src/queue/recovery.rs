@@ -209,8 +209,16 @@ impl Queue {
     /// id is taken (its `stemroom.json` then names the new one). A working
     /// folder of this database (`tag`) holding a whole song whose job was
     /// not read back (separated, not filed yet) is filed into the library
-    /// first. Returns how many.
-    fn file_song_folders(&self, library: &Path, tag: &str, mine: &dyn Fn(&SongMetadata) -> bool) -> u32 {
+    /// first. Each is recorded as added through the HTTP service when
+    /// `from_api` (a server's database: its songs expire with
+    /// `--keep-days` as they did before the rebuild). Returns how many.
+    fn file_song_folders(
+        &self,
+        library: &Path,
+        tag: &str,
+        mine: &dyn Fn(&SongMetadata) -> bool,
+        from_api: bool,
+    ) -> u32 {
         let Ok(entries) = std::fs::read_dir(library) else { return 0 };
         let mut filed = 0;
         for entry in entries.flatten() {
@@ -244,8 +252,10 @@ impl Queue {
                         // folder (the worker removes working folders no
                         // job holds).
                         tracing::warn!("{} cannot be filed: {e}", dir.display());
-                        if let Err(e) = self.hold_unfiled(id, &meta, &e.to_string()) {
-                            tracing::warn!("{}: no job holds it ({e})", dir.display());
+                        match self.hold_unfiled(id, &meta, &e.to_string()) {
+                            Ok(()) if from_api => self.mark_api(id),
+                            Ok(()) => {}
+                            Err(e) => tracing::warn!("{}: no job holds it ({e})", dir.display()),
                         }
                         continue;
                     }
@@ -254,6 +264,9 @@ impl Queue {
             match self.file_song(&dir, &meta) {
                 Ok(Some(id)) => {
                     filed += 1;
+                    if from_api {
+                        self.mark_api(id);
+                    }
                     if meta.job != Some(id) || meta.work_tag.as_deref() != Some(tag) {
                         // What it is now: a song found again names its job.
                         meta.job = Some(id);
@@ -268,6 +281,13 @@ impl Queue {
             }
         }
         filed
+    }
+
+    /// Record job `id` as added through the HTTP service (logged if not).
+    fn mark_api(&self, id: u32) {
+        if let Err(e) = self.mark_from_api(id) {
+            tracing::warn!("job {id}: not recorded as the HTTP service's, so it does not expire: {e}");
+        }
     }
 
     /// Record a failed job `id` for a separated song that could not be
@@ -487,7 +507,9 @@ fn build_from(
             None => adopt,
         };
         seen.push(key);
-        songs_found += queue.file_song_folders(&library, &tag, &mine);
+        // A server's database holds only its clients' songs (the app's
+        // keeps its own origin: its songs never expire).
+        songs_found += queue.file_song_folders(&library, &tag, &mine, !adopt_untagged);
     }
     // Whole in the file, no log to carry along.
     let conn = queue.conn();
@@ -867,7 +889,10 @@ mod tests {
         std::fs::write(&db, garbage).unwrap();
         let (q, recovery) = Queue::open_owned(&db, &lock, shared.path(), false).unwrap();
         assert_eq!(recovery.unwrap().songs_found, 1);
-        assert_eq!(titles(&q.library("").unwrap()), ["Mine"]);
+        let library = q.library("").unwrap();
+        assert_eq!(titles(&library), ["Mine"]);
+        // Its clients' song, as before: it expires with --keep-days.
+        assert!(q.is_from_api(library[0].id).unwrap(), "a server's song found again is its clients'");
         drop(q);
         // The untagged song in the server's own library.
         let own = data.path().join("library");

@@ -190,6 +190,16 @@ impl Broker {
         self.kept.lock().unwrap_or_else(|p| p.into_inner()).insert(id, (worker.to_string(), Instant::now()));
     }
 
+    /// Worker `worker`, holding job `id`, said it no longer keeps the
+    /// job's entry (the job showed no life): another worker may take it
+    /// over at once, not only once [`HOLDER_LIVENESS_FLOOR`] has passed.
+    fn let_go(&self, id: JobId, worker: &str) {
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.get(&id).is_some_and(|(w, _)| w == worker) {
+            kept.remove(&id);
+        }
+    }
+
     /// Whether worker `worker` said it keeps job `id`'s entry within the
     /// last `within`.
     fn kept_within(&self, id: JobId, worker: &str, within: Duration) -> bool {
@@ -602,7 +612,7 @@ async fn heartbeat(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let broker = broker_of(&service)?;
     let name: String = h.worker.chars().filter(|c| !c.is_control()).take(64).collect();
-    if let (true, Some(id), Some(message)) = (h.busy || h.keeps, h.job, h.message.as_deref()) {
+    if let (Some(id), Some(message)) = (h.job, h.message.as_deref()) {
         // Only the holder's word counts.
         if service.queue.broker_holder(id)?.is_some_and(|(m, w)| m == message && w == h.worker) {
             if h.busy {
@@ -610,6 +620,8 @@ async fn heartbeat(
             }
             if h.keeps {
                 broker.kept(id, &h.worker);
+            } else {
+                broker.let_go(id, &h.worker);
             }
         }
     }
@@ -630,6 +642,14 @@ pub struct ClaimRequest {
     #[serde(default)]
     pub visibility_ms: Option<u64>,
 }
+
+/// The shortest time since a holder's last keep ([`Heartbeat::keeps`]) in
+/// which a takeover of its entry is refused, whatever the claimer's own
+/// visibility timeout: a holder says it keeps its entry every third of its
+/// visibility timeout, at most every 5 s (`remote::heartbeat`), and an
+/// HTTP heartbeat may take up to 20 s to arrive (its 10 s wait and its
+/// connection's), so three missed 5 s keeps and a slow answer: 30 s.
+pub const HOLDER_LIVENESS_FLOOR: Duration = Duration::from_secs(30);
 
 /// The error code of a takeover refused because the entry's holder keeps
 /// it: the claimer leaves the entry pending, to its holder.
@@ -739,7 +759,10 @@ async fn claim(
     let max = broker.max_attempts;
     let message = c.message.clone();
     let w = worker.clone();
-    let visibility = c.visibility_ms.map(Duration::from_millis);
+    // Judged with the server's floor too, not the claimer's window alone:
+    // a worker started with `--visibility-timeout 2` would otherwise take
+    // the jobs of healthy workers, whose keeps come every 5 s.
+    let visibility = c.visibility_ms.map(|ms| Duration::from_millis(ms).max(HOLDER_LIVENESS_FLOOR));
     let me = service.clone();
     // A holder whose result is being filed (or its failure recorded) is
     // alive whatever its heartbeat says, the claimer's own name included

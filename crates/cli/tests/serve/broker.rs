@@ -871,14 +871,17 @@ fn a_worker_cut_off_from_redis_but_heard_over_http_keeps_its_job() {
     let id = server.upload(&testdata("mixture.wav"), &["shifts=2"]);
     let log_a = dir.path().join("a.log");
     let a =
-        worker_at(&server.base, &proxy.url(), "holder", &worker_token(&server), &log_a, &["--visibility-timeout", "3"]);
+        worker_at(&server.base, &proxy.url(), "holder", &worker_token(&server), &log_a, &["--visibility-timeout", "6"]);
     wait_log(&log_a, &format!("job {id} \""), Duration::from_secs(60));
+    // Its keeps (every 2 s) reach the server before it is cut off.
+    std::thread::sleep(Duration::from_secs(5));
     proxy.set_cut(true);
     let log_b = dir.path().join("b.log");
-    // (Its visibility timeout is also how long the server counts the
-    // holder's last heartbeat, sent every second, as keeping the job: 6 s
-    // leaves a loaded machine's late heartbeats room.)
-    let b = worker_at(&server.base, &url, "claimer", &worker_token(&server), &log_b, &["--visibility-timeout", "6"]);
+    // (A claimer's visibility timeout shorter than the holder's keeps
+    // come, every 2 s here: the server counts the holder's last keep
+    // for 30 s at least, whatever the claimer's window, so a worker started
+    // with a short one does not take healthy workers' jobs.)
+    let b = worker_at(&server.base, &url, "claimer", &worker_token(&server), &log_b, &["--visibility-timeout", "0.5"]);
     // b finds the entry idle (its holder cannot XCLAIM it) and claims it;
     // the server, which hears the holder keep it, refuses the takeover.
     wait_log(&log_b, &format!("job {id} "), Duration::from_secs(60));

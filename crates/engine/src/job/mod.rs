@@ -309,6 +309,9 @@ pub fn output_stems(info: &ModelInfo, two_stems: Option<&str>, other: OtherMetho
     }
 }
 
+/// Longest `{track}` in bytes ([`crate::names::safe_component`]'s limit).
+const TRACK_NAME_BYTES: usize = 120;
+
 /// Expand the filename template for one stem: `{track}` (the input's name
 /// without its extension), `{trackext}` (its extension: empty for `song.`,
 /// the whole name for a name without a dot, as in `demucs`), `{stem}` and `{ext}` (the output format's extension), the
@@ -323,7 +326,19 @@ pub fn output_stems(info: &ModelInfo, two_stems: Option<&str>, other: OtherMetho
 /// than [`MAX_NAME_BYTES`] (found here, not by the final rename after the
 /// whole separation).
 pub fn render_filename(template: &str, input: &Path, stem: &str, ext: &str) -> Result<PathBuf, Error> {
-    let track = safe_component(&input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
+    let raw = input.file_stem().unwrap_or_default();
+    let lossy = raw.to_string_lossy();
+    let mut track = safe_component(&lossy);
+    // A name cut to `safe_component`'s 120 bytes (an album's long titles
+    // sharing their start), or one that is not UTF-8 (read with U+FFFD),
+    // can come out as another input's: 8 hex digits of the whole name's
+    // SHA-256 keep them apart (they were refused as writing one folder).
+    if matches!(lossy, std::borrow::Cow::Owned(_)) || lossy.trim().len() > TRACK_NAME_BYTES {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(raw.as_encoded_bytes());
+        let tag: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+        track = format!("{}-{tag}", crate::names::cut_to(&track, TRACK_NAME_BYTES - 9));
+    }
     // As demucs' `track.name.rsplit(".", 1)[-1]`: the extension, empty
     // for `song.`, and the whole name for a name without a dot (`song`).
     let name = input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -728,6 +743,20 @@ mod tests {
         assert!(r("{track}/{track} - {stem}.{ext}", &long).is_ok(), "241 bytes");
         let e = r("{track} - {track} - {track}/{stem}.{ext}", &long).unwrap_err().to_string();
         assert!(e.contains("makes a name of 366 bytes"), "{e}");
+        // Names that are one once cut to 120 bytes, or once read as UTF-8,
+        // stay apart (a hash of the whole name), each at most 120 bytes.
+        let album = |n: u32| format!("/m/{} - {n}. Satz.flac", "Beethoven: Symphonie Nr. 9 d-Moll op. 125 ".repeat(3));
+        let (one, two) = (r("{track}/{stem}.{ext}", &album(1)).unwrap(), r("{track}/{stem}.{ext}", &album(2)).unwrap());
+        assert_ne!(one, two);
+        assert!(one.split('/').next().unwrap().len() <= 120, "{one}");
+        assert_eq!(one, r("{track}/{stem}.{ext}", &album(1)).unwrap(), "the same name each run");
+        use std::os::unix::ffi::OsStrExt;
+        let latin = |b: u8| {
+            let name = [b"/m/a".as_slice(), &[b], b".mp3"].concat();
+            render_filename("{track}/{stem}.{ext}", Path::new(std::ffi::OsStr::from_bytes(&name)), "vocals", "wav")
+                .unwrap()
+        };
+        assert_ne!(latin(0xff), latin(0xfe));
     }
     #[test]
     fn two_stem_complements_are_named_as_demucs_names_them() {

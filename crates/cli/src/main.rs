@@ -1119,6 +1119,9 @@ fn run_separate(mut a: SeparateArgs) -> ExitCode {
     // with a link (a 1 GB download in a RAM-backed /tmp). Those in use by
     // another run are locked and stay.
     stemroom_engine::files::remove_stale_tempdirs(&std::env::temp_dir(), DOWNLOAD_PREFIX);
+    if let Some(scratch) = scratch_dir() {
+        stemroom_engine::files::remove_stale_tempdirs(&scratch, DOWNLOAD_PREFIX);
+    }
     let asked = (a.mp3, a.flac);
     let suffix = format_from_filename(&mut a);
     // Options taken and not used, said once the settings line is out
@@ -1393,7 +1396,9 @@ fn fetch_if_link(input: &Path, listener: &CliListener) -> Result<(Option<Downloa
     });
     // Locked while in use: a run killed outright (a second Ctrl-C, a
     // crash) leaves its folder, which the next run removes.
-    let tmp_root = std::env::temp_dir();
+    // In the scratch folder too (`STEMROOM_SCRATCH`, which the scratch
+    // error tells a person with a RAM-backed /tmp to set).
+    let tmp_root = scratch_dir().unwrap_or_else(std::env::temp_dir);
     let (tmp, in_use) =
         stemroom_engine::files::locked_tempdir(&tmp_root, DOWNLOAD_PREFIX).map_err(EngineError::Scratch)?;
     let file = link::download(

@@ -860,7 +860,8 @@ fn a_killed_cli_leaves_no_ytdlp_behind() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut cli = stemroom()
         .args(["separate", "-d", "cpu", "-o", utf8(dir.path()), &url])
-        .env("TMPDIR", tmp.path())
+        // The download goes to the scratch folder (as the mixture's spool).
+        .env("STEMROOM_SCRATCH", tmp.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -894,7 +895,7 @@ fn a_killed_cli_leaves_no_ytdlp_behind() {
     assert_eq!(left(), 1, "the killed run's download folder");
     let out = stemroom()
         .args(["separate", "-o", utf8(dir.path()), utf8(&dir.path().join("missing.wav"))])
-        .env("TMPDIR", tmp.path())
+        .env("STEMROOM_SCRATCH", tmp.path())
         .output()
         .expect("run stemroom");
     assert!(!out.status.success());

@@ -450,7 +450,7 @@ fn export_files(req: &ExportRequest, listener: &dyn Listener) -> Result<Vec<Path
     // before the stems were made again shorter, a client's "to the end"
     // as u32::MAX): a WAV is not refused as too long for it, and progress
     // reaches its end.
-    let end = match (end, stems.declared_frames()) {
+    let end = match (end, stems.exact_frames()) {
         (Some(e), Some(length)) => Some(e.min(length.max(start))),
         (e, _) => e,
     };

@@ -336,6 +336,16 @@ impl StemSet {
         }
     }
 
+    /// The longest length any stem declares exactly, in frames: `None` when
+    /// none does, or when one only guesses it from its bit rate (an MP3
+    /// without a Xing frame, raw ADTS AAC: a few percent off).
+    pub fn exact_frames(&self) -> Option<u64> {
+        match &self.inner {
+            Inner::Files(s) if s.iter().any(|s| s.decoder.length_estimated()) => None,
+            _ => self.declared_frames(),
+        }
+    }
+
     /// The longest length any stem declares, in frames (`None` when none does).
     pub fn declared_frames(&self) -> Option<u64> {
         match &self.inner {

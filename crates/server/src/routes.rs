@@ -851,7 +851,8 @@ pub async fn stem(
 /// Live progress as server-sent events: one `data:` JSON object (the same
 /// as `GET /status/{id}`) at once and then at every change, in order; the
 /// stream ends after the job completes, fails or is cancelled. Event ids
-/// count up from 1; the last event's id ends in `-end`. A browser's
+/// count up from 1 (from the client's `Last-Event-ID` when it reconnects);
+/// the last event's id ends in `-end`. A browser's
 /// `EventSource` reconnects when a stream ends: coming back with that id as
 /// `Last-Event-ID` it gets 204 No Content, which ends it for good (the
 /// HTML standard's way to stop it), instead of the last event again every

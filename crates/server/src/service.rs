@@ -42,6 +42,9 @@ pub struct Service {
     /// Keyed by [`rate_key`].
     limiter: DefaultKeyedRateLimiter<IpAddr>,
     limiter_pruned: Mutex<Instant>,
+    /// New-job requests, refused ones included ([`ATTEMPTS_PER_JOB`] times
+    /// the job quota), keyed by [`rate_key`].
+    attempt_limiter: DefaultKeyedRateLimiter<IpAddr>,
     /// Clients past their quota, until when (keyed by [`rate_key`]).
     rate_blocked: Mutex<std::collections::HashMap<IpAddr, Instant>>,
     models: Mutex<Option<(Instant, bool, Option<String>)>>,
@@ -96,14 +99,25 @@ impl Service {
     /// 429 with `Retry-After` until the quota has room again.
     pub fn rate_check(&self, ip: IpAddr) -> Result<(), ApiError> {
         let key = rate_key(ip);
-        let mut blocked = self.rate_blocked.lock().unwrap_or_else(|p| p.into_inner());
-        match blocked.get(&key).map(|until| until.saturating_duration_since(Instant::now())) {
-            Some(wait) if !wait.is_zero() => Err(self.rate_limited(wait)),
-            Some(_) => {
-                blocked.remove(&key);
-                Ok(())
+        {
+            let mut blocked = self.rate_blocked.lock().unwrap_or_else(|p| p.into_inner());
+            match blocked.get(&key).map(|until| until.saturating_duration_since(Instant::now())) {
+                Some(wait) if !wait.is_zero() => return Err(self.rate_limited(wait)),
+                Some(_) => {
+                    blocked.remove(&key);
+                }
+                None => {}
             }
-            None => Ok(()),
+        }
+        // Requests refused for their own reasons cost no job, but each
+        // may have stored and decoded an upload: at most
+        // ATTEMPTS_PER_JOB times the job quota of them an hour.
+        match self.attempt_limiter.check_key(&key) {
+            Ok(()) => Ok(()),
+            Err(not_until) => {
+                use governor::clock::{Clock, DefaultClock};
+                Err(self.rate_limited(not_until.wait_time_from(DefaultClock::default().now())))
+            }
         }
     }
 
@@ -123,6 +137,8 @@ impl Service {
             if pruned.elapsed() >= LIMITER_PRUNE_EVERY {
                 self.limiter.retain_recent();
                 self.limiter.shrink_to_fit();
+                self.attempt_limiter.retain_recent();
+                self.attempt_limiter.shrink_to_fit();
                 let now = Instant::now();
                 self.rate_blocked.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, until| *until > now);
                 *pruned = now;
@@ -516,6 +532,9 @@ fn build(
         limiter: DefaultKeyedRateLimiter::keyed(Quota::per_hour(per_hour)),
         limiter_pruned: Mutex::new(Instant::now()),
         rate_blocked: Mutex::new(std::collections::HashMap::new()),
+        attempt_limiter: DefaultKeyedRateLimiter::keyed(Quota::per_hour(
+            per_hour.saturating_mul(NonZeroU32::new(ATTEMPTS_PER_JOB).unwrap_or(NonZeroU32::MIN)),
+        )),
         models: Mutex::new(None),
         broker,
         stopping,
@@ -772,6 +791,12 @@ pub fn run_blocking(config: ServerConfig, ready: impl FnOnce(&Ready)) -> Result<
 /// length check decodes at most `--max-upload-minutes` of audio, seconds
 /// on one core.
 const STOP_REQUESTS_WITHIN: Duration = Duration::from_secs(30);
+
+/// New-job requests a client may send an hour per job of its quota,
+/// refused ones included (each may store and decode an upload before it
+/// is refused): a client that retries a bad request is slowed, not locked
+/// out for an hour after a few tries.
+const ATTEMPTS_PER_JOB: u32 = 10;
 
 /// How often the rate limiter forgets addresses it has not seen lately.
 const LIMITER_PRUNE_EVERY: Duration = Duration::from_secs(600);

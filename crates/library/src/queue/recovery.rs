@@ -210,14 +210,14 @@ impl Queue {
     /// folder of this database (`tag`) holding a whole song whose job was
     /// not read back (separated, not filed yet) is filed into the library
     /// first. Each is recorded as added through the HTTP service when
-    /// `from_api` (a server's database: its songs expire with
-    /// `--keep-days` as they did before the rebuild). Returns how many.
+    /// `from_api` says so (its songs expire with `--keep-days` as they did
+    /// before the rebuild). Returns how many.
     fn file_song_folders(
         &self,
         library: &Path,
         tag: &str,
         mine: &dyn Fn(&SongMetadata) -> bool,
-        from_api: bool,
+        from_api: &dyn Fn(&SongMetadata) -> bool,
     ) -> u32 {
         let Ok(entries) = std::fs::read_dir(library) else { return 0 };
         let mut filed = 0;
@@ -253,7 +253,7 @@ impl Queue {
                         // job holds).
                         tracing::warn!("{} cannot be filed: {e}", dir.display());
                         match self.hold_unfiled(id, &meta, &e.to_string()) {
-                            Ok(()) if from_api => self.mark_api(id),
+                            Ok(()) if from_api(&meta) => self.mark_api(id),
                             Ok(()) => {}
                             Err(e) => tracing::warn!("{}: no job holds it ({e})", dir.display()),
                         }
@@ -264,7 +264,7 @@ impl Queue {
             match self.file_song(&dir, &meta) {
                 Ok(Some(id)) => {
                     filed += 1;
-                    if from_api {
+                    if from_api(&meta) {
                         self.mark_api(id);
                     }
                     if meta.job != Some(id) || meta.work_tag.as_deref() != Some(tag) {
@@ -492,6 +492,16 @@ fn build_from(
     );
     let mut seen = Vec::new();
     let mut songs_found = 0;
+    // A song a server's client sent (its input was an upload in this data
+    // folder's `uploads`) is the client's again; any other keeps the
+    // default origin, whose songs never expire (the app's own, in the
+    // data folder a server may share with it).
+    let uploads = damaged.parent().and_then(|d| d.join("uploads").canonicalize().ok());
+    let from_api = |meta: &SongMetadata| {
+        !adopt_untagged
+            && matches!(&meta.source, super::JobSource::File { path }
+                if Path::new(path).parent().and_then(|p| p.canonicalize().ok()) == uploads && uploads.is_some())
+    };
     // A library inside the data folder is this database's alone.
     let data_dir = damaged.parent().and_then(|d| d.canonicalize().ok());
     for library in libraries {
@@ -507,9 +517,7 @@ fn build_from(
             None => adopt,
         };
         seen.push(key);
-        // A server's database holds only its clients' songs (the app's
-        // keeps its own origin: its songs never expire).
-        songs_found += queue.file_song_folders(&library, &tag, &mine, !adopt_untagged);
+        songs_found += queue.file_song_folders(&library, &tag, &mine, &from_api);
     }
     // Whole in the file, no log to carry along.
     let conn = queue.conn();
@@ -880,10 +888,15 @@ mod tests {
         {
             let (q, _) = Queue::open_owned(&db, &lock, shared.path(), false).unwrap();
             filed_song(&q, shared.path(), "The app's");
+            // Its song, made from a client's upload.
+            let uploads = data.path().join("uploads");
+            std::fs::create_dir_all(&uploads).unwrap();
             for (title, tag) in [("Mine", q.work_tag().to_string()), ("Foreign", "5e12ab00".to_string())] {
                 filed_song(&q, shared.path(), title);
                 let dir = shared.path().join(title);
-                complete_song(&dir).unwrap().of_database(&tag).write(&dir).unwrap();
+                let mut meta = complete_song(&dir).unwrap().of_database(&tag);
+                meta.source = JobSource::File { path: uploads.join("f00d.wav").to_string_lossy().into_owned() };
+                meta.write(&dir).unwrap();
             }
         }
         std::fs::write(&db, garbage).unwrap();
@@ -901,7 +914,10 @@ mod tests {
         std::fs::write(&db, garbage).unwrap();
         let (q, recovery) = Queue::open_owned(&db, &lock, &own, false).unwrap();
         assert_eq!(recovery.unwrap().songs_found, 1);
-        assert_eq!(titles(&q.library("").unwrap()), ["The app's"]);
+        let library = q.library("").unwrap();
+        assert_eq!(titles(&library), ["The app's"]);
+        // Not made from an upload: not a client's (it never expires).
+        assert!(!q.is_from_api(library[0].id).unwrap(), "the app's song stays the app's");
     }
 
     /// A rebuild stopped after its new database was whole, while it took

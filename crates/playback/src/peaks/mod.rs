@@ -424,6 +424,21 @@ mod tests {
             .collect()
     }
 
+    /// A 16-bit stereo WAV of a tone at `path`, `frames` long at `rate` Hz.
+    fn tone_wav(path: &Path, frames: usize, rate: u32) {
+        let spec = hound::WavSpec {
+            channels: 2,
+            sample_rate: rate,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut w = hound::WavWriter::create(path, spec).unwrap();
+        for i in 0..frames * 2 {
+            w.write_sample(((i as f32 * 0.01).sin() * 10_000.0) as i16).unwrap();
+        }
+        w.finalize().unwrap();
+    }
+
     #[test]
     fn levels_hold_true_extremes() {
         let x = tone(100_000);
@@ -485,17 +500,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let wav = |name: &str, frames: usize, rate: u32| {
             let p = dir.path().join(name);
-            let spec = hound::WavSpec {
-                channels: 2,
-                sample_rate: rate,
-                bits_per_sample: 16,
-                sample_format: hound::SampleFormat::Int,
-            };
-            let mut w = hound::WavWriter::create(&p, spec).unwrap();
-            for i in 0..frames * 2 {
-                w.write_sample(((i as f32 * 0.01).sin() * 10_000.0) as i16).unwrap();
-            }
-            w.finalize().unwrap();
+            tone_wav(&p, frames, rate);
             p
         };
         let song = wav("song.wav", 100_000, 44_100);
@@ -549,19 +554,9 @@ mod tests {
     fn peaks_of_audio_that_changed_meanwhile_are_not_cached() {
         let dir = tempfile::tempdir().unwrap();
         let song = dir.path().join("song.wav");
-        let spec = hound::WavSpec {
-            channels: 2,
-            sample_rate: 44_100,
-            bits_per_sample: 16,
-            sample_format: hound::SampleFormat::Int,
-        };
         let write = |frames: usize| {
             let tmp = dir.path().join("new.wav");
-            let mut w = hound::WavWriter::create(&tmp, spec).unwrap();
-            for i in 0..frames * 2 {
-                w.write_sample(((i as f32 * 0.01).sin() * 10_000.0) as i16).unwrap();
-            }
-            w.finalize().unwrap();
+            tone_wav(&tmp, frames, 44_100);
             std::fs::rename(&tmp, &song).unwrap();
         };
         write(50_000);

@@ -344,7 +344,7 @@ impl NativeStream {
             // Past the end: the declared one, or the real one of a stream
             // whose length is a guess (the reader ran out of frames).
             Err(SymError::SeekError(_))
-                if self.length_estimated || self.mpeg || self.declared_frames.is_some_and(|n| frame >= n) =>
+                if self.length_estimated || self.declared_frames.is_some_and(|n| frame >= n) =>
             {
                 self.finished = true;
                 self.frames = frame;

@@ -235,8 +235,8 @@ pub async fn remove_job(state: S<'_>, id: JobId, delete_files: bool, delete_expo
         }
         // A job that failed or was cancelled plays (what it separated) from
         // its working folder, which its removal deletes: the player lets go
-        // of it first. (A running one cannot be removed: it plays on.)
-        if !delete_files && !matches!(job.state, JobState::Done) && !job.state.is_running() {
+        // of it first.
+        if !delete_files && !matches!(job.state, JobState::Done) {
             st.let_go_of_song(id);
         }
         // Files first: if they cannot be deleted the entry stays, so the

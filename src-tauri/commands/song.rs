@@ -28,10 +28,6 @@ const STATUS_INTERVAL: Duration = Duration::from_millis(33);
 /// The open song: its player (when a device could be opened) and peaks.
 pub struct OpenSong {
     pub(crate) id: JobId,
-    /// Which opening of the song this is ([`next_opening`]): a command that
-    /// works with the song unlocked for a while tells the song it started
-    /// with from the same song opened again meanwhile (A, then B, then A).
-    opening: u64,
     player: Option<Arc<Player>>,
     /// The player has the original mixture as a last source (A/B).
     with_original: bool,
@@ -51,12 +47,6 @@ pub struct OpenSong {
     /// Where the player's status goes (`open_song`'s channel), for a
     /// player that takes over from another.
     status: Channel<PlayerStatus>,
-}
-
-/// A number no other opening of a song has had in this process.
-fn next_opening() -> u64 {
-    static OPENINGS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    OPENINGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Peaks read in the background, and the lane each track is.
@@ -375,7 +365,6 @@ pub async fn open_song(
         };
         let song = OpenSong {
             id,
-            opening: next_opening(),
             player,
             with_original,
             stems: job.stems.len(),
@@ -488,7 +477,6 @@ fn open_streaming(
     };
     let song = OpenSong {
         id: job.id,
-        opening: next_opening(),
         player,
         with_original: can_compare,
         stems: stems.len(),
@@ -554,10 +542,12 @@ pub async fn song_stream_done(state: S<'_>, id: JobId) -> Result<SongView, AppEr
         // lanes are the files' (a long song's unread stream would be read
         // for nothing).
         let taking_over = made.as_ref().is_some_and(|(_, _, _, next)| matches!(next, Some(Ok(_))));
-        let (mut stream, opening) = {
+        // (The slot's request count while the song is stored: it changes
+        // with every open and close.)
+        let (mut stream, requests) = {
             let mut guard = st.song.lock();
             match guard.as_mut().filter(|s| s.id == id) {
-                Some(s) => (s.stream.take(), Some(s.opening)),
+                Some(s) => (s.stream.take(), Some(st.song.requests())),
                 None => (None, None),
             }
         };
@@ -566,7 +556,7 @@ pub async fn song_stream_done(state: S<'_>, id: JobId) -> Result<SongView, AppEr
         // The song as it was: one opened again while the stream was read
         // (A, B, then A) has lanes and a player of its own, which the old
         // stream's peaks must not replace.
-        let Some(song) = guard.as_mut().filter(|s| s.id == id && Some(s.opening) == opening) else {
+        let Some(song) = guard.as_mut().filter(|s| s.id == id && Some(st.song.requests()) == requests) else {
             return Err(not_open());
         };
         // The player replaced by one on the files, stopped once the song

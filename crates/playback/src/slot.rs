@@ -75,6 +75,14 @@ impl<T> OpenSlot<T> {
         (Opening { request, _one_at_a_time: guard }, old)
     }
 
+    /// The number of the latest open or close request: while it stays the
+    /// same, the open song is the one it was (a command that works with
+    /// the song unlocked for a while tells it from the same song closed
+    /// and opened again meanwhile).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
+    }
+
     /// Whether a close or a later open came since `opening` began: an open
     /// that waited its turn behind another checks this before it reads or
     /// writes anything of its song (a deletion may have overtaken it while

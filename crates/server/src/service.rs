@@ -92,12 +92,29 @@ impl Service {
     }
 
     /// Whether `ip` may send a new job now: 429 with `Retry-After` while
-    /// its last job past the quota waits (nothing is spent here, so a
-    /// refused request costs nothing; see [`Service::rate_spend`]).
+    /// its last job past the quota waits, or past [`ATTEMPTS_PER_JOB`]
+    /// times the quota of requests an hour (each counted here); a job is
+    /// counted against the quota itself only once queued
+    /// ([`Service::rate_spend`]).
     ///
     /// # Errors
     /// 429 with `Retry-After` until the quota has room again.
     pub fn rate_check(&self, ip: IpAddr) -> Result<(), ApiError> {
+        // (Here, where every new-job request passes, not only queued ones.)
+        {
+            // Addresses not seen for an hour are forgotten (their quota is
+            // whole again anyway), so the table does not grow for ever.
+            let mut pruned = self.limiter_pruned.lock().unwrap_or_else(|p| p.into_inner());
+            if pruned.elapsed() >= LIMITER_PRUNE_EVERY {
+                self.limiter.retain_recent();
+                self.limiter.shrink_to_fit();
+                self.attempt_limiter.retain_recent();
+                self.attempt_limiter.shrink_to_fit();
+                let now = Instant::now();
+                self.rate_blocked.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, until| *until > now);
+                *pruned = now;
+            }
+        }
         let key = rate_key(ip);
         {
             let mut blocked = self.rate_blocked.lock().unwrap_or_else(|p| p.into_inner());
@@ -130,20 +147,6 @@ impl Service {
     /// 429 with `Retry-After` over the limit (then [`Service::rate_check`]
     /// refuses the client's next requests before reading them).
     fn rate_spend(&self, ip: IpAddr) -> Result<(), ApiError> {
-        {
-            // Addresses not seen for an hour are forgotten (their quota is
-            // whole again anyway), so the table does not grow for ever.
-            let mut pruned = self.limiter_pruned.lock().unwrap_or_else(|p| p.into_inner());
-            if pruned.elapsed() >= LIMITER_PRUNE_EVERY {
-                self.limiter.retain_recent();
-                self.limiter.shrink_to_fit();
-                self.attempt_limiter.retain_recent();
-                self.attempt_limiter.shrink_to_fit();
-                let now = Instant::now();
-                self.rate_blocked.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, until| *until > now);
-                *pruned = now;
-            }
-        }
         let key = rate_key(ip);
         match self.limiter.check_key(&key) {
             Ok(()) => Ok(()),

@@ -88,6 +88,9 @@ impl WorkerListener for Listeners {
         self.0.progress(progress);
         self.1.progress(progress);
     }
+    fn job_removed(&self, job: &Job) {
+        self.1.job_removed(job);
+    }
 }
 
 /// The HTTP service's own changes (a job queued, cancelled while queued or

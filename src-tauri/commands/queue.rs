@@ -9,7 +9,6 @@ use stemroom_engine::ErrorCode;
 use stemroom_library::intake::{self, AddResult};
 use stemroom_library::link::LinkEntry;
 use stemroom_library::queue::{Job, JobId, JobOptions, JobState, Queue, QueueError};
-use stemroom_library::worker::WorkerListener;
 use tauri::ipc::Channel;
 use tauri::AppHandle;
 
@@ -190,13 +189,9 @@ pub async fn pick_files(app: AppHandle, state: S<'_>, preset: Option<Preset>) ->
 #[specta::specta]
 pub async fn cancel_job(state: S<'_>, id: JobId) -> Result<Job, AppError> {
     super::blocking(&state, move |st| {
+        // The worker tells its listeners (the window, and the HTTP
+        // service's clients following the job, whose upload goes).
         let job = st.worker.cancel(id)?;
-        // A queued job is cancelled here and now (a running one says so
-        // itself when it stops): the HTTP service's clients following it
-        // (`/events/{id}`) hear of it too, and its upload goes.
-        if !job.state.is_running() {
-            st.server_events.job_changed(&job);
-        }
         st.hub.send(QueueEvent::QueueChanged);
         Ok(job)
     })
@@ -209,9 +204,7 @@ pub async fn cancel_job(state: S<'_>, id: JobId) -> Result<Job, AppError> {
 #[specta::specta]
 pub async fn retry_job(state: S<'_>, id: JobId) -> Result<Job, AppError> {
     super::blocking(&state, move |st| {
-        let job = st.queue.retry(id)?;
-        st.server_events.job_changed(&job);
-        st.worker.notify();
+        let job = st.worker.retry(id)?;
         st.hub.send(QueueEvent::QueueChanged);
         Ok(job)
     })
@@ -263,11 +256,9 @@ pub async fn remove_job(state: S<'_>, id: JobId, delete_files: bool, delete_expo
                 }
             }
         }
-        let removed = st.worker.remove(id)?;
-        // As the HTTP service removes its jobs: a job a client of it added
-        // leaves no upload behind, and streams following it end.
-        stemroom_server::upload::discard(&stemroom_server::upload::uploads_dir(&st.data_dir), &removed);
-        st.server_events.forget(id);
+        // The worker tells its listeners: a job a client of the HTTP
+        // service added leaves no upload behind, and streams following it end.
+        st.worker.remove(id)?;
         st.hub.send(QueueEvent::QueueChanged);
         Ok(())
     })

@@ -82,7 +82,7 @@ impl Events {
     }
 
     /// Forget everything about a job (deleted) and tell its subscribers.
-    pub fn forget(&self, id: JobId) {
+    fn forget(&self, id: JobId) {
         self.settle(id);
         self.segments.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
         let _ = self.tx.send(Update::Deleted(id));
@@ -110,5 +110,11 @@ impl WorkerListener for Events {
         }
         self.latest.lock().unwrap_or_else(|p| p.into_inner()).insert(progress.id, progress.clone());
         let _ = self.tx.send(Update::Progress(progress.clone()));
+    }
+
+    /// A removed job leaves no upload behind, and streams following it end.
+    fn job_removed(&self, job: &Job) {
+        upload::discard(&self.uploads, job);
+        self.forget(job.id);
     }
 }

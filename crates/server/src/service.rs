@@ -365,11 +365,9 @@ impl Service {
             self.events.job_changed(&cancelled);
             return Ok(cancelled);
         }
-        let job = self.worker.cancel(id)?;
-        if !job.state.is_running() {
-            self.events.job_changed(&job);
-        }
-        Ok(job)
+        // A queued job's end reaches the events through the worker's
+        // listener; a running one tells its own.
+        Ok(self.worker.cancel(id)?)
     }
 
     /// Delete a job and its files: a running one is cancelled first (it
@@ -452,10 +450,9 @@ impl Service {
                 }
             }
         }
-        let removed = self.worker.remove(id)?;
-        upload::discard(&self.uploads, &removed);
-        self.events.forget(id);
-        Ok(removed)
+        // The worker's listener (the events) discards the upload and ends
+        // the streams following the job.
+        Ok(self.worker.remove(id)?)
     }
 
     /// Remove finished jobs older than the retention (see [`crate::retention`]).

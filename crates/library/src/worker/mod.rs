@@ -39,6 +39,11 @@ pub trait WorkerListener: Send + Sync {
     fn job_changed(&self, job: &Job);
     /// Throttled progress of a running job.
     fn progress(&self, progress: &JobProgress);
+    /// A job left the queue and the library ([`Worker::remove`]); `job` is
+    /// its last state. Nothing by default.
+    fn job_removed(&self, job: &Job) {
+        let _ = job;
+    }
 }
 
 /// Where the worker finds things.
@@ -297,18 +302,37 @@ impl Worker {
         }
         let job = self.inner.queue.cancel_queued(id)?;
         self.inner.drop_work(id);
+        drop(running);
+        // A running job tells of its own end when it stops; a queued one
+        // ends here.
+        self.inner.listener.job_changed(&job);
+        Ok(job)
+    }
+
+    /// Queue failed or cancelled job `id` again (see [`Queue::retry`]),
+    /// tell the listener and wake an idle thread.
+    ///
+    /// # Errors
+    /// As [`Queue::retry`].
+    pub fn retry(&self, id: JobId) -> Result<Job, QueueError> {
+        let job = self.inner.queue.retry(id)?;
+        self.inner.listener.job_changed(&job);
+        self.notify();
         Ok(job)
     }
 
     /// Remove a job that is not running from the queue or the library (see
     /// [`Queue::remove`]), with the working folder an interrupted run of it
-    /// left (its checkpoint); a song's own files are the caller's business.
+    /// left (its checkpoint), and tell the listener
+    /// ([`WorkerListener::job_removed`]); a song's own files are the
+    /// caller's business.
     ///
     /// # Errors
     /// As [`Queue::remove`].
     pub fn remove(&self, id: JobId) -> Result<Job, QueueError> {
         let job = self.inner.queue.remove(id)?;
         self.inner.drop_work(id);
+        self.inner.listener.job_removed(&job);
         Ok(job)
     }
 
@@ -701,6 +725,38 @@ mod tests {
         assert_eq!(nice_of(&tid()), before);
         w.shutdown();
         wait_threads(&w, 0);
+    }
+
+    /// What a listener heard: `(job, state)` changes and removals.
+    #[derive(Default)]
+    struct Heard(Mutex<Vec<(JobId, String)>>);
+    impl WorkerListener for Heard {
+        fn job_changed(&self, job: &Job) {
+            self.0.lock().unwrap().push((job.id, format!("{:?}", job.state)));
+        }
+        fn progress(&self, _: &JobProgress) {}
+        fn job_removed(&self, job: &Job) {
+            self.0.lock().unwrap().push((job.id, "removed".into()));
+        }
+    }
+
+    #[test]
+    fn cancelling_retrying_or_removing_a_queued_job_is_told_to_the_listener() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Arc::new(Queue::open(&dir.path().join("q.sqlite")).unwrap());
+        let options = crate::queue::Settings::default().job_options();
+        let a = q.enqueue(&crate::queue::JobSource::File { path: "/m/a.wav".into() }, "a", &options).unwrap();
+        let heard = Arc::new(Heard::default());
+        let config = WorkerConfig { default_library: dir.path().join("lib"), ..Default::default() };
+        let w = Worker::new(q.clone(), config, heard.clone());
+        w.cancel(a.id).unwrap();
+        w.retry(a.id).unwrap();
+        w.remove(a.id).unwrap();
+        // Refused ones tell nothing.
+        assert!(w.cancel(a.id).is_err() && w.retry(a.id).is_err() && w.remove(a.id).is_err());
+        let heard = heard.0.lock().unwrap().clone();
+        let want = [(a.id, "Cancelled"), (a.id, "Queued"), (a.id, "removed")];
+        assert_eq!(heard, want.map(|(id, s)| (id, s.to_string())));
     }
 
     #[test]

@@ -329,10 +329,7 @@ pub async fn open_song(
             _ => None,
         };
         let unity = MixControls::unity(paths.len());
-        let with_original = original.map(|o| {
-            let all: Vec<PathBuf> = paths.iter().cloned().chain(std::iter::once(o)).collect();
-            Player::open(&all, &unity.with_original())
-        });
+        let with_original = original.map(|o| Player::open_with_original(&paths, Some(&o), &unity.with_original()));
         // Without the original only when it was the trouble: a device that
         // failed (a hung sound server: seconds each time) fails again.
         let (with_original, opened) = match with_original {
@@ -711,13 +708,12 @@ fn reopen_on_files(
     original: Option<&Path>,
     controls: &MixControls,
 ) -> Result<(bool, Player), stemroom_playback::player::PlayerError> {
-    if let Some(o) = original {
-        let all: Vec<PathBuf> = paths.iter().cloned().chain(std::iter::once(o.to_path_buf())).collect();
-        if let Ok(p) = old.prepare_reopen(&all, &controls.with_original()) {
+    if original.is_some() {
+        if let Ok(p) = old.prepare_reopen(paths, original, &controls.with_original()) {
             return Ok((true, p));
         }
     }
-    Ok((false, old.prepare_reopen(paths, controls)?))
+    Ok((false, old.prepare_reopen(paths, None, controls)?))
 }
 
 /// The finished files of a song that was still separating are at another

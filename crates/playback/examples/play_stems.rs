@@ -149,7 +149,7 @@ fn run() -> Result<(), String> {
             let mut reopened = None;
             let r = match player.complete_stream(&files) {
                 Err(stemroom_playback::player::PlayerError::MixedRates(..)) => {
-                    player.prepare_reopen(&files, &controls).map(|next| {
+                    player.prepare_reopen(&files, None, &controls).map(|next| {
                         if pause_while_reopening {
                             player.pause();
                         }

@@ -120,8 +120,16 @@ impl Callback {
     /// loop change) back to the reader unplayed, so it refills from the new
     /// position and play starts on a full read-ahead. Chunks of
     /// `switch_from` stay: they still play up to a tempo change's switch.
-    fn recycle_stale(&mut self, generation: u32, switch_from: u32) {
-        let stale = |c: &Chunk| c.generation != generation && c.generation != switch_from;
+    pub(super) fn recycle_stale(&mut self, generation: u32, switch_from: u32) {
+        // (A chunk of a generation newer than this buffer's, a seek's
+        // first one read while it rendered, is not stale: the reader does
+        // not read it again.)
+        let shared = Arc::clone(&self.shared);
+        let stale = |c: &Chunk| {
+            c.generation != generation
+                && c.generation != switch_from
+                && c.generation != shared.generation.load(Ordering::Acquire)
+        };
         loop {
             if self.current.is_none() {
                 match self.full.peek() {
@@ -172,15 +180,22 @@ impl Callback {
         // writers store the switch before the generation, so the switch is
         // the generation's when the generation did not change meanwhile (a
         // second change in between is seen whole at the next try, or at
-        // the next buffer).
+        // the next buffer). A switch from the generation itself is one
+        // whose writer has stored the switch and not yet the generation it
+        // switches to: read again, and if it stays so, no switch yet (taken
+        // as done, it would be cleared and the new generation's audio
+        // skipped to its switch point).
         let (mut generation, mut switch_from, mut switch_at) = (0, u32::MAX, 0);
         for _ in 0..3 {
             generation = sh.generation.load(Ordering::Acquire);
             switch_from = sh.switch_from.load(Ordering::Acquire);
             switch_at = sh.switch_at.load(Ordering::Acquire);
-            if sh.generation.load(Ordering::Acquire) == generation {
+            if sh.generation.load(Ordering::Acquire) == generation && switch_from != generation {
                 break;
             }
+        }
+        if switch_from == generation {
+            switch_from = u32::MAX;
         }
         // Whether no seek, loop or tempo change came since this buffer began:
         // only then may it publish where playback is (a command's own
@@ -324,6 +339,13 @@ impl Callback {
                         }
                         self.fading_gen = chunk.generation;
                         self.fading_left = if playing && self.fade > 0.0 { self.fade_frames } else { 0 };
+                    }
+                    if chunk.generation == sh.generation.load(Ordering::Acquire) {
+                        // A seek's first chunk, read while this buffer
+                        // rendered: kept for the next buffer, which reads
+                        // the new generation (recycled, it would be lost:
+                        // the reader does not read it again).
+                        break;
                     }
                     if chunk.generation != self.fading_gen
                         || self.fading_left == 0

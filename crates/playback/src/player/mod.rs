@@ -97,7 +97,8 @@ const TAKE_OVER_SETTLE: Duration = Duration::from_millis(200);
 /// a fresh stream that stalls (PulseAudio holds a new stream up to 1.5-2 s
 /// on a loaded machine, measured here).
 const TAKE_OVER_LIMIT: Duration = output::FRESH_STALL_LIMIT;
-/// Longest wait for the output thread when a player is dropped: it closes
+/// Longest wait for the output thread (and then the reader thread) when a
+/// player is dropped: the output closes
 /// its stream within milliseconds, unless the audio backend hangs on a
 /// sound server that died (then the thread is left to it).
 const OUTPUT_JOIN_LIMIT: Duration = Duration::from_secs(3);
@@ -251,7 +252,24 @@ impl Player {
     /// [`PlayerError`]: no stems, stems that cannot be decoded or have
     /// different rates, no output device, or a device that cannot be opened.
     pub fn open(stems: &[PathBuf], controls: &MixControls) -> Result<Self, PlayerError> {
-        Self::open_set(open_readers(stems)?, controls)
+        Self::open_set(open_readers(stems, None)?, controls)
+    }
+
+    /// As [`Player::open`], with the original mixture at `original` as one
+    /// more, last stem for A/B ([`MixControls::with_original`]). The
+    /// original is the user's own file, perhaps on a drive that goes away:
+    /// when it fails to read mid-song it plays as silence and the stems go
+    /// on ([`StemSet::with_original`]).
+    ///
+    /// # Errors
+    /// As [`Player::open`]; [`PlayerError::Decode`] when the original cannot
+    /// be opened, [`PlayerError::MixedRates`] when it is at another rate.
+    pub fn open_with_original(
+        stems: &[PathBuf],
+        original: Option<&std::path::Path>,
+        controls: &MixControls,
+    ) -> Result<Self, PlayerError> {
+        Self::open_set(open_readers(stems, original)?, controls)
     }
 
     /// Open the stems of a job that is still separating, from its
@@ -303,8 +321,7 @@ impl Player {
     /// input's rate); the player then goes on playing the stream, which
     /// stays readable while it is open.
     pub fn complete_stream(&self, stems: &[PathBuf]) -> Result<(), PlayerError> {
-        let all: Vec<PathBuf> = stems.iter().chain(&self.original).cloned().collect();
-        let files = open_readers(&all)?;
+        let files = open_readers(stems, self.original.as_deref())?;
         if files.len() != self.shared.stems {
             return Err(PlayerError::Device(format!(
                 "the finished song has {} stems, the stream {}",
@@ -345,14 +362,19 @@ impl Player {
     ///
     /// # Errors
     /// As [`Player::open`]; this player then plays on.
-    pub fn reopen(&self, files: &[PathBuf], controls: &MixControls) -> Result<Player, PlayerError> {
-        let next = self.prepare_reopen(files, controls)?;
+    pub fn reopen(
+        &self,
+        files: &[PathBuf],
+        original: Option<&std::path::Path>,
+        controls: &MixControls,
+    ) -> Result<Player, PlayerError> {
+        let next = self.prepare_reopen(files, original, controls)?;
         self.hand_over(&next);
         Ok(next)
     }
 
-    /// The first half of [`Player::reopen`]: the new player on `files`,
-    /// opened paused and waited for until its stream runs (up to
+    /// The first half of [`Player::reopen`]: the new player on `files` (and
+    /// `original`, as for [`Player::open_with_original`]), opened paused and waited for until its stream runs (up to
     /// [`TAKE_OVER_LIMIT`]). Nothing of this player's state is
     /// taken yet: commands given to this one meanwhile (pause, seek, loop)
     /// are carried over by [`Player::hand_over`], which a front end calls
@@ -360,8 +382,13 @@ impl Player {
     ///
     /// # Errors
     /// As [`Player::open`]; this player then plays on.
-    pub fn prepare_reopen(&self, files: &[PathBuf], controls: &MixControls) -> Result<Player, PlayerError> {
-        let next = Player::open(files, controls)?;
+    pub fn prepare_reopen(
+        &self,
+        files: &[PathBuf],
+        original: Option<&std::path::Path>,
+        controls: &MixControls,
+    ) -> Result<Player, PlayerError> {
+        let next = Player::open_with_original(files, original, controls)?;
         // Even when paused now: play may be pressed before the hand-over,
         // which then waits for nothing but the read-ahead.
         next.wait_until_running();
@@ -615,7 +642,18 @@ impl Player {
             }
         }
         if let Some(h) = self.reader.take() {
-            let _ = h.join();
+            // The reader may be blocked in a read (a network drive that
+            // stalled; ffmpeg waits up to a minute for its pipe): left to
+            // finish on its own after a while, as the output thread.
+            let t0 = std::time::Instant::now();
+            while !h.is_finished() && t0.elapsed() < OUTPUT_JOIN_LIMIT {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if h.is_finished() {
+                let _ = h.join();
+            } else {
+                tracing::warn!("the stems' reader did not stop within {} s; left to end", OUTPUT_JOIN_LIMIT.as_secs());
+            }
         }
     }
 }
@@ -626,15 +664,20 @@ impl Drop for Player {
     }
 }
 
-/// Open every stem and check they can play together.
-fn open_readers(stems: &[PathBuf]) -> Result<StemSet, PlayerError> {
+/// Open every stem, and the original mixture as a last, soft stem (see
+/// [`StemSet::with_original`]), and check they can play together.
+fn open_readers(stems: &[PathBuf], original: Option<&std::path::Path>) -> Result<StemSet, PlayerError> {
     if stems.is_empty() {
         return Err(PlayerError::NoStems);
     }
-    if stems.len() > MAX_STEMS {
-        return Err(PlayerError::TooManyStems(stems.len()));
+    let count = stems.len() + usize::from(original.is_some());
+    if count > MAX_STEMS {
+        return Err(PlayerError::TooManyStems(count));
     }
-    let readers = StemSet::open(stems)?;
+    let mut readers = StemSet::open(stems)?;
+    if let Some(o) = original {
+        readers = readers.with_original(o)?;
+    }
     if let Some((a, b)) = readers.mixed_rates() {
         return Err(PlayerError::MixedRates(a, b));
     }
@@ -818,7 +861,7 @@ mod tests {
             paths.push(p);
         }
         let (shared, cb, reader) =
-            start_engine(open_readers(&paths).unwrap(), &MixControls::unity(2), RATE, 2).unwrap();
+            start_engine(open_readers(&paths, None).unwrap(), &MixControls::unity(2), RATE, 2).unwrap();
         (dir, shared, cb, reader)
     }
 
@@ -846,11 +889,11 @@ mod tests {
     /// allocation made on this thread while `render` runs.
     #[test]
     fn the_callback_never_allocates() {
-        let (_dir, sh, mut cb, _reader) = engine(200_000);
+        let (_dir, sh, mut cb, reader) = engine(200_000);
         let mut out = vec![0.0f32; 512 * 2];
         sh.play();
         let mut c = MixControls::unity(2);
-        let mut total = 0;
+        let (mut total, mut heard) = (0, 0);
         for i in 0..400 {
             if i % 20 == 0 {
                 std::thread::sleep(Duration::from_millis(20)); // let the reader refill
@@ -875,9 +918,60 @@ mod tests {
             }
             let ((), n) = alloc_count::counting(|| cb.render(&mut out));
             total += n;
+            heard += usize::from(out.iter().any(|&v| v != 0.0));
         }
         assert!(cb.mixer.current_gains()[2] == 0.0, "the controls were applied");
         assert_eq!(total, 0, "allocations in the audio callback");
+        // It went through the paths named above, not through silence: most
+        // buffers before the pause held audio, and the seek and loop moved
+        // the playhead past 100 000.
+        assert!(heard > 250, "{heard} of 350 buffers held audio");
+        assert!(sh.position.load(Ordering::Acquire) >= 100_000);
+        sh.stop.store(true, Ordering::Release);
+        reader.join().unwrap();
+    }
+
+    /// The original mixture (the user's file, maybe on a drive that goes
+    /// away) that fails to read mid-song goes silent; the stems read on to
+    /// their end. A player on a finished song opens it so
+    /// ([`Player::open_with_original`], [`Player::complete_stream`]).
+    #[test]
+    fn an_original_that_fails_to_read_does_not_stop_the_stems() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = hound::WavSpec {
+            channels: 2,
+            sample_rate: RATE,
+            bits_per_sample: 32,
+            sample_format: hound::SampleFormat::Float,
+        };
+        let frames: usize = 100_000;
+        let [stem, original] = ["stem.wav", "original.wav"].map(|n| dir.path().join(n));
+        for p in [&stem, &original] {
+            let mut w = hound::WavWriter::create(p, spec).unwrap();
+            for i in 0..2 * frames {
+                w.write_sample(i as f32 / 1e7).unwrap();
+            }
+            w.finalize().unwrap();
+        }
+        let mut set = open_readers(std::slice::from_ref(&stem), Some(&original)).unwrap();
+        // Cut to a tenth after it was opened: its header still says all.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&original)
+            .unwrap()
+            .set_len(4096 + (frames / 10 * 8) as u64)
+            .unwrap();
+        let mut out = vec![Vec::new(), Vec::new()];
+        let mut read = 0;
+        loop {
+            let got = set.read(4096, &mut out).expect("the stems are read to their end");
+            assert!(out[0][..2 * got].iter().zip(2 * read..).all(|(&v, i)| v == i as f32 / 1e7), "at {read}");
+            read += got;
+            if got < 4096 {
+                break;
+            }
+        }
+        assert_eq!(read, frames);
     }
 
     /// A pause heard in a large device buffer (2048 frames, as some
@@ -936,6 +1030,37 @@ mod tests {
         for (i, v) in out.iter().enumerate().skip(FADE) {
             assert!(close(*v, (300_000 + i) as f32 / 1e6 + 0.25), "frame {i} after play: {v}");
         }
+    }
+
+    /// A buffer that began before a seek (it read the old generation)
+    /// and finds the seek's first chunks keeps them: the reader does not
+    /// read them again, and play starts at the seek's target, not a chunk
+    /// or more past it. Here the paused path, called as such a buffer
+    /// would.
+    #[test]
+    fn a_seeks_first_chunks_found_by_an_older_buffer_are_kept() {
+        let _paced = paced();
+        let (_dir, sh, mut cb, reader) = engine(400_000);
+        let t0 = std::time::Instant::now();
+        while cb.full.slots() < CHUNKS && t0.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let before = sh.generation.load(Ordering::Acquire);
+        sh.seek(300_000);
+        // The stale read-ahead goes back; the reader refills at the target.
+        render(&mut cb, 512);
+        let t0 = std::time::Instant::now();
+        while sh.read_ahead.load(Ordering::Acquire) < 4 && t0.elapsed() < Duration::from_secs(10) {
+            render(&mut cb, 512);
+        }
+        cb.recycle_stale(before, u32::MAX);
+        sh.play();
+        let out = left(&render(&mut cb, 4096));
+        for (i, v) in out.iter().enumerate().skip(FADE) {
+            assert!(close(*v, (300_000 + i) as f32 / 1e6 + 0.25), "frame {i} after play: {v}");
+        }
+        sh.stop.store(true, Ordering::Release);
+        reader.join().unwrap();
     }
 
     #[test]
@@ -1167,7 +1292,7 @@ mod tests {
         }
         w.finalize().unwrap();
         let (sh, mut cb, reader) =
-            start_engine(open_readers(&[p]).unwrap(), &MixControls::unity(1), 48_000, 2).unwrap();
+            start_engine(open_readers(&[p], None).unwrap(), &MixControls::unity(1), 48_000, 2).unwrap();
         sh.play();
         let out = render(&mut cb, 24_000);
         // Half a second at 48 kHz is half a second of the song at 44.1 kHz.
@@ -1193,7 +1318,7 @@ mod tests {
         // Frame i holds i / 1e6: a ramp, so each pass is one rise.
         let p = float_wav(dir.path().join("ramp.wav"), 60_000, |i, _| i as f32 / 1e6);
         let (sh, mut cb, reader) =
-            start_engine(open_readers(&[p]).unwrap(), &MixControls::unity(1), 48_000, 2).unwrap();
+            start_engine(open_readers(&[p], None).unwrap(), &MixControls::unity(1), 48_000, 2).unwrap();
         for (start, end) in [(20_000u32, 23_000u32), (40_000, 40_800)] {
             sh.seek(u64::from(start));
             sh.set_loop(Some(LoopRegion { start, end }));
@@ -1243,9 +1368,13 @@ mod tests {
         let tone = |i: u64, _| (2.0 * std::f64::consts::PI * i as f64 / 100.0).sin() as f32 * 0.5;
         let p = float_wav(dir.path().join("tone.wav"), 200_000, tone);
         for (device_rate, tempo) in [(48_000u32, 1.0f32), (44_100, 0.8), (48_000, 1.25)] {
-            let (sh, mut cb, reader) =
-                start_engine(open_readers(std::slice::from_ref(&p)).unwrap(), &MixControls::unity(1), device_rate, 2)
-                    .unwrap();
+            let (sh, mut cb, reader) = start_engine(
+                open_readers(std::slice::from_ref(&p), None).unwrap(),
+                &MixControls::unity(1),
+                device_rate,
+                2,
+            )
+            .unwrap();
             let mut c = MixControls::unity(1);
             c.tempo = tempo;
             sh.set_controls(&c);
@@ -1315,7 +1444,7 @@ mod tests {
         let p = float_stem(dir.path(), "tone", 5 * RATE as usize, |i| {
             0.5 * (i as f32 * 440.0 * std::f32::consts::TAU / RATE as f32).sin()
         });
-        let (sh, cb, reader) = start_engine(open_readers(std::slice::from_ref(&p)).unwrap(), c, RATE, 2).unwrap();
+        let (sh, cb, reader) = start_engine(open_readers(std::slice::from_ref(&p), None).unwrap(), c, RATE, 2).unwrap();
         (dir, sh, cb, reader)
     }
 
@@ -1395,7 +1524,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tone = |i: u64, _| (2.0 * std::f64::consts::PI * 440.0 * i as f64 / f64::from(RATE)).sin() as f32 * 0.5;
         let p = float_wav(dir.path().join("tone.wav"), 400_000, tone);
-        let (sh, mut cb, reader) = start_engine(open_readers(&[p]).unwrap(), &MixControls::unity(1), RATE, 2).unwrap();
+        let (sh, mut cb, reader) =
+            start_engine(open_readers(&[p], None).unwrap(), &MixControls::unity(1), RATE, 2).unwrap();
         fill_read_ahead(&mut cb);
         sh.play();
         let before = left(&render_paced(&mut cb, 22_050));
@@ -1438,7 +1568,8 @@ mod tests {
         let _paced = paced();
         let dir = tempfile::tempdir().unwrap();
         let p = float_wav(dir.path().join("a.wav"), 200_000, |i, _| i as f32 / 1e6);
-        let (sh, cb, reader) = start_engine(open_readers(&[p]).unwrap(), &MixControls::unity(1), 192_000, 2).unwrap();
+        let (sh, cb, reader) =
+            start_engine(open_readers(&[p], None).unwrap(), &MixControls::unity(1), 192_000, 2).unwrap();
         let t0 = std::time::Instant::now();
         while cb.full.slots() < chunks_for(192_000) && t0.elapsed() < Duration::from_secs(10) {
             std::thread::sleep(Duration::from_millis(10));
@@ -1491,7 +1622,7 @@ mod tests {
             c.tempo = 0.5;
             c.transpose = 12.0;
             let (sh, mut cb, reader) =
-                start_engine(open_readers(std::slice::from_ref(&p)).unwrap(), &c, device_rate, 2).unwrap();
+                start_engine(open_readers(std::slice::from_ref(&p), None).unwrap(), &c, device_rate, 2).unwrap();
             // The read-ahead (about 1.5 s) fills: 1 s can then be rendered
             // faster than real time.
             // (until the read-ahead is full, at most 10 s on a loaded machine)
@@ -1596,7 +1727,7 @@ mod tests {
         let attempt = || -> Result<(), String> {
             let mut c = MixControls::unity(1);
             let (sh, mut cb, reader) =
-                start_engine(open_readers(std::slice::from_ref(&p)).unwrap(), &c, RATE, 2).unwrap();
+                start_engine(open_readers(std::slice::from_ref(&p), None).unwrap(), &c, RATE, 2).unwrap();
             let t0 = std::time::Instant::now();
             while cb.full.slots() < CHUNKS - 1 && t0.elapsed() < Duration::from_secs(10) {
                 std::thread::sleep(Duration::from_millis(20));
@@ -1780,7 +1911,7 @@ mod tests {
     ) -> (tempfile::TempDir, Arc<Shared>, Callback, JoinHandle<()>) {
         let dir = tempfile::tempdir().unwrap();
         let p = float_stem(dir.path(), "silence", frames, |_| 0.0);
-        let (sh, cb, reader) = start_engine(open_readers(&[p]).unwrap(), controls, RATE, 2).unwrap();
+        let (sh, cb, reader) = start_engine(open_readers(&[p], None).unwrap(), controls, RATE, 2).unwrap();
         (dir, sh, cb, reader)
     }
 

@@ -543,7 +543,6 @@ pub(super) fn read_loop(
     let mut reader = Reader::new(stems, device_rate);
     let mut failed: Option<String> = None;
     while !shared.stop.load(Ordering::Acquire) {
-        let generation = shared.generation.load(Ordering::Acquire);
         match reader.step(shared, &mut full, &mut free) {
             Ok(step) => {
                 // The message goes once a read worked again (the restart
@@ -565,8 +564,18 @@ pub(super) fn read_loop(
                 shared.reader_failed.store(true, Ordering::Release);
                 shared.fail(e.clone());
                 failed = Some(e);
-                while !shared.stop.load(Ordering::Acquire) && shared.generation.load(Ordering::Acquire) == generation {
+                // Waits for a generation after the one the reader took up
+                // (a seek that came during the step, whose restart failed,
+                // is not one to go on with), then restarts whatever the
+                // generation: the failed step may have left the stems
+                // half repositioned, out of lock step.
+                let taken = reader.generation;
+                reader.generation = u32::MAX;
+                loop {
                     std::thread::sleep(READER_POLL.max(std::time::Duration::from_millis(20)));
+                    if shared.stop.load(Ordering::Acquire) || shared.generation.load(Ordering::Acquire) != taken {
+                        break;
+                    }
                 }
             }
         }

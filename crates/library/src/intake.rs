@@ -280,30 +280,33 @@ pub fn add_paths_with(queue: &Queue, paths: &[PathBuf], add: AddOptions) -> Resu
                 let title = title_from_tags(&info.tags)
                     .or_else(|| clean_title(&title_for(&f)))
                     .unwrap_or_else(|| "Untitled".into());
-                let job = if add.allow_duplicates {
-                    queue.enqueue(&source, &title, &options)?
+                let queued = if add.allow_duplicates {
+                    queue.enqueue(&source, &title, &options)
                 } else {
-                    match queue.enqueue_unless_live(&source, &title, &options)? {
-                        (job, true) => job,
+                    match queue.enqueue_unless_live(&source, &title, &options) {
+                        Ok((job, true)) => Ok(job),
                         // A song in the library whose file changed since
                         // it was added (a mix exported again under its
                         // name) is another song.
-                        (existing, false) if existing.state == JobState::Done && changed_since(&f, &existing) => {
-                            queue.enqueue(&source, &title, &options)?
+                        Ok((existing, false)) if existing.state == JobState::Done && changed_since(&f, &existing) => {
+                            queue.enqueue(&source, &title, &options)
                         }
-                        (existing, false) => {
+                        Ok((existing, false)) => {
                             result.duplicates.push(Duplicate { path: path.to_string(), existing });
                             continue;
                         }
+                        Err(e) => Err(e),
                     }
                 };
-                if let Some(album) = album_from_tags(&info.tags) {
-                    queue.set_album(job.id, &album)?;
-                }
-                if let Some(d) = info.duration_seconds {
-                    queue.set_details(job.id, Some(d), None)?;
-                }
-                result.added.push(queue.get(job.id)?);
+                let job = match queued {
+                    Ok(job) => job,
+                    Err(e) => {
+                        not_queued(&mut result, e, result_rejected(&f, String::new()))?;
+                        continue;
+                    }
+                };
+                let album = album_from_tags(&info.tags);
+                result.added.push(with_details(queue, job, album.as_deref(), info.duration_seconds));
             }
             Err(e) => result.rejected.push(result_rejected(&f, plain_reason(&e))),
         }
@@ -497,17 +500,18 @@ pub fn add_links_with(queue: &Queue, entries: &[LinkEntry], job: Option<JobOptio
                 // An entry queued or in the library already (the playlist
                 // added again) is said so, as a pasted link is, not queued
                 // a second time.
-                let job = match queue.enqueue_unless_live(&JobSource::Url { url }, &title, &options)? {
-                    (job, true) => job,
-                    (existing, false) => {
+                let job = match queue.enqueue_unless_live(&JobSource::Url { url }, &title, &options) {
+                    Ok((job, true)) => job,
+                    Ok((existing, false)) => {
                         result.duplicates.push(Duplicate { path: e.url.clone(), existing });
                         continue;
                     }
+                    Err(err) => {
+                        not_queued(&mut result, err, Rejected::of(&e.url, String::new()))?;
+                        continue;
+                    }
                 };
-                if duration.is_some() {
-                    queue.set_details(job.id, duration, None)?;
-                }
-                result.added.push(queue.get(job.id)?);
+                result.added.push(with_details(queue, job, None, duration));
             }
             Err(err) => result.rejected.push(Rejected::of(&e.url, capitalised(&err.to_string()))),
         }
@@ -560,6 +564,39 @@ fn capitalised(s: &str) -> String {
         Some(f) => f.to_uppercase().chain(c).collect::<String>() + ".",
         None => String::new(),
     }
+}
+
+/// A file or link the queue could not record (`e`: the database busy past
+/// its timeout, its disk full): the call's error when nothing was added
+/// yet; else refused as `rejected` with the reason, so the songs already
+/// queued are still reported (and the rest still tried).
+///
+/// # Errors
+/// `e`, when `result` holds no added song.
+fn not_queued(result: &mut AddResult, e: QueueError, mut rejected: Rejected) -> Result<(), QueueError> {
+    if result.added.is_empty() {
+        return Err(e);
+    }
+    rejected.reason = format!("It could not be queued ({e}): add it again.");
+    result.rejected.push(rejected);
+    Ok(())
+}
+
+/// `job` as queued, with its album and length recorded when given. Those
+/// are details: one not recorded (the database busy) is logged, and the
+/// job, queued, is still reported.
+fn with_details(queue: &Queue, job: Job, album: Option<&str>, duration: Option<f64>) -> Job {
+    if let Some(album) = album {
+        if let Err(e) = queue.set_album(job.id, album) {
+            tracing::warn!("job {}: its album is not recorded: {e}", job.id);
+        }
+    }
+    if duration.is_some() {
+        if let Err(e) = queue.set_details(job.id, duration, None) {
+            tracing::warn!("job {}: its length is not recorded: {e}", job.id);
+        }
+    }
+    queue.get(job.id).unwrap_or(job)
 }
 
 fn result_rejected(p: &Path, reason: String) -> Rejected {
@@ -624,6 +661,32 @@ mod tests {
             w.write_sample((i % 100) as i16).unwrap();
         }
         w.finalize().unwrap();
+    }
+
+    /// The queue failing to record one file of a drop (its disk full, the
+    /// database busy past its timeout) refuses that file and goes on:
+    /// the songs queued before it are reported. On the first file it is
+    /// the call's error (nothing was queued).
+    #[test]
+    fn a_file_the_queue_cannot_record_is_refused_and_the_rest_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(&dir.path().join("q.sqlite")).unwrap();
+        let paths: Vec<PathBuf> = ["a", "bad", "c"].iter().map(|n| dir.path().join(format!("{n}.wav"))).collect();
+        paths.iter().for_each(|p| wav(p, 4410));
+        q.conn()
+            .execute_batch(
+                "CREATE TEMP TRIGGER full BEFORE INSERT ON jobs WHEN NEW.title = 'bad'
+                 BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
+            )
+            .unwrap();
+        let r = add_paths(&q, &paths).unwrap();
+        let added: Vec<&str> = r.added.iter().map(|j| j.title.as_str()).collect();
+        assert_eq!(added, ["a", "c"]);
+        assert_eq!(r.added[1].duration_seconds, Some(0.1), "its length is recorded");
+        assert_eq!(r.rejected.len(), 1);
+        assert!(r.rejected[0].path.ends_with("bad.wav"), "{:?}", r.rejected);
+        assert!(r.rejected[0].reason.contains("disk is full"), "{:?}", r.rejected);
+        assert!(add_paths(&q, &paths[1..2]).is_err(), "nothing queued: the call fails");
     }
 
     #[test]

@@ -209,6 +209,19 @@ impl Queue {
         Ok(())
     }
 
+    /// Set the options of running job `id`: the worker found its song
+    /// already separated with these (see `Queue::retry`), and files it.
+    ///
+    /// # Errors
+    /// [`QueueError::NotFound`]; database errors.
+    pub fn set_options(&self, id: JobId, options: &JobOptions) -> Result<(), QueueError> {
+        let changed = self.conn().execute("UPDATE jobs SET options = ?1 WHERE id = ?2", params![json(options)?, id])?;
+        if changed == 0 {
+            return Err(QueueError::NotFound(id));
+        }
+        Ok(())
+    }
+
     /// Mark a job as added by a client of the HTTP service (jobs are the
     /// app's until marked; see [`Queue::api_finished_before`]).
     ///
@@ -392,7 +405,9 @@ impl Queue {
     /// Put a failed or cancelled job back at the end of the queue, to run
     /// with the current settings (model, device, shifts, overlap, format: a
     /// person who changed a setting after a failure retries with it); the
-    /// job's two-stem choice is kept.
+    /// job's two-stem choice is kept. A job whose separation was whole and
+    /// only its filing failed is filed as it was made, whatever the
+    /// settings now (the worker finds its stems and takes their options).
     ///
     /// # Errors
     /// [`QueueError::WrongState`] unless failed or cancelled; [`QueueError::NotFound`].

@@ -74,8 +74,8 @@ struct Inner {
     /// Set by [`Worker::suspend`]: jobs stopped now go back to the queue
     /// with their checkpoints instead of being cancelled.
     suspending: AtomicBool,
-    /// Jobs whose cancel was asked before [`Worker::suspend`]: they end
-    /// cancelled, not back in the queue.
+    /// Jobs whose cancel was asked before or during [`Worker::suspend`]:
+    /// they end cancelled, not back in the queue.
     cancelled_before_suspend: Mutex<std::collections::HashSet<JobId>>,
     /// Worker slots: how many threads are wanted and which slot indices have
     /// a live thread. One mutex so "should I exit" and "free my slot" are one
@@ -295,8 +295,17 @@ impl Worker {
         // Workers claim jobs while holding `running` and register the flag
         // before letting go, so a job is either still queued here or has a flag.
         let running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(flag) = running.get(&id) {
+        // (A flag whose run has recorded its end, and whose job was queued
+        // again before the run let go of the flag, is not this job's: it is
+        // cancelled as a queued one.)
+        let flag = running.get(&id).filter(|_| self.inner.queue.stored_status(id).map_or(true, |s| s == "running"));
+        if let Some(flag) = flag {
             flag.store(true, Ordering::SeqCst);
+            // Asked during a graceful stop (which sets every flag to put
+            // its job back): this one still ends cancelled, not queued.
+            if self.inner.suspending.load(Ordering::SeqCst) {
+                self.inner.cancelled_before_suspend.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
+            }
             drop(running);
             return self.inner.queue.get(id);
         }
@@ -759,6 +768,47 @@ mod tests {
         assert_eq!(heard, want.map(|(id, s)| (id, s.to_string())));
     }
 
+    /// A cancel asked while a graceful stop waits for its running job
+    /// ends that job cancelled: the stop puts the others back, not it.
+    #[test]
+    fn a_cancel_asked_during_a_graceful_stop_still_cancels() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = fresh_worker(dir.path());
+        let (a, b): (JobId, JobId) = (7, 8);
+        let flags = [Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false))];
+        {
+            let mut running = w.inner.running.lock().unwrap();
+            running.insert(a, flags[0].clone());
+            running.insert(b, flags[1].clone());
+        }
+        w.inner.begin_suspending();
+        // (What the stop does to every running job's flag.)
+        flags.iter().for_each(|f| f.store(true, Ordering::SeqCst));
+        let _ = w.cancel(a);
+        assert!(w.inner.cancel_asked(a, &flags[0]), "cancelled");
+        assert!(!w.inner.cancel_asked(b, &flags[1]), "put back");
+    }
+
+    /// A job retried at once after its run recorded its end, before the
+    /// run let go of its cancel flag, is cancelled as a queued job (the
+    /// old flag would have swallowed the cancel, and the job run).
+    #[test]
+    fn a_cancel_right_after_a_retry_is_not_taken_by_the_last_runs_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = fresh_worker(dir.path());
+        let q = w.inner.queue.clone();
+        let options = crate::queue::Settings::default().job_options();
+        let a = q.enqueue(&crate::queue::JobSource::File { path: "/m/a.wav".into() }, "a", &options).unwrap();
+        let claimed = q.claim_next().unwrap().unwrap();
+        assert_eq!(claimed.id, a.id);
+        w.inner.running.lock().unwrap().insert(a.id, Arc::new(AtomicBool::new(false)));
+        let failed = JobState::Failed { code: stemroom_engine::ErrorCode::BadInput, message: "x".into() };
+        q.finish(a.id, &failed, None, &[]).unwrap();
+        w.retry(a.id).unwrap();
+        assert_eq!(w.cancel(a.id).unwrap().state, JobState::Cancelled);
+        assert_eq!(q.get(a.id).unwrap().state, JobState::Cancelled);
+    }
+
     #[test]
     fn cancelling_or_removing_a_queued_job_removes_its_interrupted_runs_folder() {
         let dir = tempfile::tempdir().unwrap();
@@ -842,16 +892,18 @@ mod tests {
         other.created_at += 1.0;
         assert!(song::song_of_job(&library.join("Song"), &other).is_none());
         // Stems made with other options than the job has now (retried after
-        // Settings changed) are not filed as its song: it separates again
-        // (here its input is gone, so that fails) and files nothing.
+        // its filing failed and Settings changed) are filed as made (not
+        // separated again: here its input is gone), and the job takes
+        // their options.
         q.enqueue(&crate::queue::JobSource::File { path: "/m/gone2.wav".into() }, "Other", &options).unwrap();
         let job = q.claim_next().unwrap().unwrap();
         left_separated(&library, &q, &job);
         let mut retried = job.clone();
         retried.options.shifts += 1;
-        let e = w.inner.separate(&retried, &Arc::new(AtomicBool::new(false))).unwrap_err();
-        assert!(!matches!(e, Error::NotFiled { .. }), "{e}");
-        assert!(!library.join("Other").exists(), "the old stems were not filed");
+        q.set_options(job.id, &retried.options).unwrap();
+        let (dest, _) = w.inner.separate(&retried, &Arc::new(AtomicBool::new(false))).unwrap();
+        assert_eq!(Path::new(&dest), library.join("Other"));
+        assert_eq!(q.get(job.id).unwrap().options, options);
     }
 
     /// What a run of `job` that separated and did not file leaves: its
@@ -897,12 +949,19 @@ mod tests {
         let w = Worker::new(q.clone(), config, Arc::new(Nobody));
         assert!(work.join("vocals.wav").is_file(), "kept across a restart");
         // Once a name is free, the retry files the stems without separating
-        // (the input is gone and no model is there).
+        // (the input is gone and no model is there), though Settings
+        // changed meanwhile: the job takes the options they were made with.
         std::fs::remove_file(library.join("Song")).unwrap();
-        q.retry(job.id).unwrap();
+        let settings = q.settings().unwrap();
+        let best = stemroom_engine::units::Preset::Best;
+        assert_ne!(settings.preset, Some(best));
+        q.save_settings(&settings.with_preset(Some(best))).unwrap();
+        let retried = q.retry(job.id).unwrap();
+        assert_ne!(retried.options, options);
         let job = q.claim_next().unwrap().unwrap();
         let (dest, filed) = w.inner.separate(&job, &Arc::new(AtomicBool::new(false))).unwrap();
         assert_eq!(Path::new(&dest), library.join("Song"));
+        assert_eq!(q.get(job.id).unwrap().options, options);
         assert!(filed.len() == 1 && Path::new(&filed[0].path).is_file(), "{filed:?}");
         assert!(!work.exists());
         // A cancel asked while filing fails keeps nothing.

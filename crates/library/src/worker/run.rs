@@ -131,23 +131,26 @@ impl Inner {
             let _ = std::fs::remove_dir_all(&work);
             return Ok(self.recorded(job, &meta, &dest));
         }
-        match song::song_of_job(&work, job) {
-            // Separated before the stop, or before a filing that failed,
-            // not filed yet: file it now (a failure to file keeps the
-            // folder, as below: a retry comes back here).
+        // Separated before the stop, or before a filing that failed, not
+        // filed yet: file it now (a failure to file keeps the folder, as
+        // below: a retry comes back here).
+        if let Some(meta) = song::song_of_job(&work, job) {
             // (Made on another device, or under another preset's name with
             // the same model, passes, overlap and format: the same song.)
-            Some(meta) if same_separation(&meta.options, &job.options) => {
+            if same_separation(&meta.options, &job.options) {
                 tracing::info!("job {} was separated before: filing it", job.id);
-                let filed = self.file_or_keep(job, &library, &work, meta, cancel)?;
-                return self.unless_cancelled(job, cancel, filed);
+            } else {
+                // A retry after its filing failed takes the settings of
+                // now: the whole separation (minutes of work; for a link
+                // its download is gone) is filed as the person asked for
+                // it, and the job takes the options it was made with.
+                tracing::info!("job {} was separated before with other options than now: filing it as made", job.id);
+                if let Err(e) = self.queue.set_options(job.id, &meta.options) {
+                    tracing::warn!("job {}: its options stay those of now: {e}", job.id);
+                }
             }
-            // Separated with other options than the job has now (retried
-            // after Settings changed): separated again with them.
-            Some(_) => {
-                tracing::info!("job {}: its unfiled stems were made with other options: separating again", job.id)
-            }
-            None => {}
+            let filed = self.file_or_keep(job, &library, &work, meta, cancel)?;
+            return self.unless_cancelled(job, cancel, filed);
         }
         // What an interrupted run of this job left: only its checkpoint
         // stays (the separation resumes from it if it still fits).

@@ -211,10 +211,10 @@ try {
   await b.setWindowSize(windowSize.width, windowSize.height);
   const noSound = await b.$(".alert__title=Playback is not available");
   check(!(await noSound.isExisting()), "the audio device opened");
-  const mute = await b.$('[aria-label="Mute vocals"]');
+  const mute = await b.$('[aria-label="Mute Vocals"]');
   await mute.click();
   check((await mute.getAttribute("aria-pressed")) === "true", "vocals muted");
-  const solo = await b.$('[aria-label="Solo drums"]');
+  const solo = await b.$('[aria-label="Solo Drums"]');
   await solo.click();
   check((await solo.getAttribute("aria-pressed")) === "true", "drums soloed");
   await solo.click();

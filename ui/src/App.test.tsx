@@ -1,6 +1,8 @@
-import { act, screen, within } from "@testing-library/react";
+import { act, render, screen, within } from "@testing-library/react";
 import { describe, expect, it, vi } from "vitest";
-import { mockSong } from "./mockBackend";
+import { App } from "./App";
+import { BackendError, BackendProvider } from "./backend";
+import { createMockBackend, mockSong } from "./mockBackend";
 import { renderApp } from "./test/renderApp";
 
 describe("App", () => {
@@ -85,6 +87,20 @@ describe("App", () => {
     expect(screen.queryByText(/job list was damaged/)).not.toBeInTheDocument();
   });
 
+  it("says when dropped files cannot be heard of", async () => {
+    const backend = createMockBackend();
+    backend.onFileDrop = () => Promise.reject(new BackendError("internal", "no drop events"));
+    render(
+      <BackendProvider backend={backend}>
+        <App />
+      </BackendProvider>,
+    );
+    const alert = await screen.findByRole("alert");
+    expect(alert).toHaveTextContent("Files dropped on the window cannot be added");
+    expect(alert).toHaveTextContent("no drop events");
+    expect(alert).toHaveTextContent("Add files…");
+  });
+
   it("covers the window while files are dragged over it", async () => {
     const { backend } = renderApp();
     await screen.findByText("No songs in the queue");
@@ -110,6 +126,7 @@ describe("App", () => {
       "cover.jpg: Not an audio file Stemroom can read.",
       "readme: Not an audio file Stemroom can read.",
     ]);
+    expect(within(alert).getByText("cover.jpg").tagName).toBe("BDI");
     // Dropping shows the queue, where the added song now waits.
     expect(screen.getByRole("tab", { name: "Queue" })).toHaveAttribute("aria-selected", "true");
     expect(await screen.findByTestId("job-row")).toHaveTextContent("Song");

@@ -147,7 +147,12 @@ export function App() {
       return { ...result, rejected: [...refused, ...result.rejected] };
     });
   });
-  useEffect(() => untilUnmount(backend.onFileDrop((paths) => onDrop(paths))), [backend]);
+  // Without it a drop would do nothing at all: said, with the way around it.
+  const [dropError, setDropError] = useState<string | null>(null);
+  useEffect(
+    () => untilUnmount(backend.onFileDrop((paths) => onDrop(paths)), (e) => setDropError(errorText(e))),
+    [backend],
+  );
   useEffect(() => untilUnmount(backend.onDragHover(setDragging)), [backend]);
 
   function openInPlayer(song: Job) {
@@ -264,9 +269,19 @@ export function App() {
             onDismiss={() => setSkipped(null)}
           >
             <p className="skipped">
-              {skipped.names.join(", ")}
+              {skipped.names.map((name, i) => (
+                <span key={i}>
+                  {i > 0 && ", "}
+                  <bdi>{name}</bdi>
+                </span>
+              ))}
               {skipped.more > 0 && ` and ${skipped.more} more`}
             </p>
+          </Alert>
+        )}
+        {dropError && (
+          <Alert title="Files dropped on the window cannot be added" onDismiss={() => setDropError(null)}>
+            {dropError} Add them with “Add files…” in the Queue tab instead.
           </Alert>
         )}
         {addError && (

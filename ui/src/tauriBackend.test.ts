@@ -83,4 +83,26 @@ describe("the app's backend", () => {
     expect(drops).toEqual([["/music/b.flac"]]);
     expect(hovers).toEqual([true, false]);
   });
+
+  // Commands without an error type of their own reject with the
+  // framework's text: they reject with a BackendError like every other call.
+  it("turns a failed cancel or close into a BackendError", async () => {
+    invoke.mockRejectedValue("command cancel_gpu_install not found");
+    try {
+      for (const call of [
+        () => tauriBackend.cancelGpuInstall(),
+        () => tauriBackend.cancelLinksInstall(),
+        () => tauriBackend.cancelModelFetch(),
+        () => tauriBackend.cancelExport(),
+      ]) {
+        await expect(call()).rejects.toMatchObject({ name: "BackendError", code: "internal" });
+      }
+      invoke.mockResolvedValueOnce({ status: "ok", data: {} });
+      await tauriBackend.openSong(8, () => {});
+      await expect(tauriBackend.closeSong(8)).rejects.toMatchObject({ name: "BackendError" });
+    } finally {
+      invoke.mockReset();
+      invoke.mockImplementation(async () => ({}));
+    }
+  });
 });

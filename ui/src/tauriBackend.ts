@@ -54,6 +54,15 @@ async function unwrap<T>(outcome: Promise<Outcome<T>>): Promise<T> {
   return result.data;
 }
 
+/** A command with no error of its own (it returns nothing): only framework-level failures to turn into {@link BackendError}. */
+async function plain<T>(call: Promise<T>): Promise<T> {
+  try {
+    return await call;
+  } catch (error) {
+    throw toBackendError(error);
+  }
+}
+
 export const tauriBackend: Backend = {
   appInfo: () => unwrap(commands.appInfo()),
   listQueue: () => unwrap(commands.listQueue()),
@@ -76,15 +85,15 @@ export const tauriBackend: Backend = {
   },
   fetchModel: (id, onEvent) => unwrap(commands.fetchModel(id, new Channel<InstallEvent>(onEvent))),
   fetchModelFromFile: (id, onEvent) => unwrap(commands.fetchModelFromFile(id, new Channel<InstallEvent>(onEvent))),
-  cancelModelFetch: () => commands.cancelModelFetch(),
+  cancelModelFetch: () => plain(commands.cancelModelFetch()),
   removeModel: (id) => unwrap(commands.removeModel(id)),
   installLinks: (onEvent) => unwrap(commands.installLinks(new Channel<InstallEvent>(onEvent))),
   installLinksFromFolder: (onEvent) =>
     unwrap(commands.installLinksFromFolder(new Channel<InstallEvent>(onEvent))),
-  cancelLinksInstall: () => commands.cancelLinksInstall(),
+  cancelLinksInstall: () => plain(commands.cancelLinksInstall()),
   gpuSupport: () => unwrap(commands.gpuSupport()),
   installGpuSupport: (onEvent) => unwrap(commands.installGpuSupport(new Channel<InstallEvent>(onEvent))),
-  cancelGpuInstall: () => commands.cancelGpuInstall(),
+  cancelGpuInstall: () => plain(commands.cancelGpuInstall()),
   installRuntime: (onEvent) => unwrap(commands.installRuntime(new Channel<InstallEvent>(onEvent))),
   serverStatus: () => unwrap(commands.serverStatus()),
   startServer: (port) => unwrap(commands.startServer(port)),
@@ -102,7 +111,7 @@ export const tauriBackend: Backend = {
     const token = openTokens.get(id);
     if (token === undefined) return;
     openTokens.delete(id);
-    await commands.closeSong(token);
+    await plain(commands.closeSong(token));
   },
   songStreamDone: (id) => unwrap(commands.songStreamDone(id)),
   songPeaks: (id, start, end, columns) => unwrap(commands.songPeaks(id, start, end, columns)),
@@ -126,16 +135,12 @@ export const tauriBackend: Backend = {
     unwrap(commands.exportSong(id, options, new Channel<ExportProgress>(onProgress))),
   dragOut: (id, item) => draggingOut(unwrap(commands.dragOut(id, item))),
   cancelExport: async () => {
-    await commands.cancelExport();
+    await plain(commands.cancelExport());
   },
 
   async subscribe(onEvent) {
     const channel = new Channel<QueueEvent>(onEvent);
-    try {
-      await commands.subscribe(channel);
-    } catch (error) {
-      throw toBackendError(error);
-    }
+    await plain(commands.subscribe(channel));
     // A channel cannot be closed from this side: stop listening to it.
     return () => {
       channel.onmessage = () => {};

@@ -1,4 +1,4 @@
-import { useEffect, useId, useRef, type KeyboardEvent, type ReactNode } from "react";
+import { useEffect, useId, useRef, type KeyboardEvent, type MouseEvent, type ReactNode } from "react";
 
 interface Props {
   /** The heading (a song's title inside it in a `<bdi>`, so a right-to-left
@@ -11,12 +11,29 @@ interface Props {
 const FOCUSABLE = "button:not([disabled]), input:not([disabled]), select:not([disabled]), [href], [tabindex]:not([tabindex='-1'])";
 
 /**
+ * Whether a mouse event is on the backdrop itself: not in the dialog, and
+ * not on the backdrop's scroll bars (outside its client area).
+ */
+function onBackdrop(e: MouseEvent<HTMLElement>): boolean {
+  const el = e.currentTarget;
+  if (e.target !== el) return false;
+  const rect = el.getBoundingClientRect();
+  const x = e.clientX - rect.left - el.clientLeft;
+  const y = e.clientY - rect.top - el.clientTop;
+  return x >= 0 && x < el.clientWidth && y >= 0 && y < el.clientHeight;
+}
+
+/**
  * A modal dialog: focus moves into it and stays there, Escape closes it, and
  * focus goes back to where it was when it closes.
  */
 export function Dialog({ title, children, onClose }: Props) {
   const titleId = useId();
   const ref = useRef<HTMLDivElement>(null);
+  // A click outside closes the dialog only when pressed and let go there:
+  // a drag of the backdrop's scroll bar, or a text selection that ends
+  // outside, must not (a closed playlist dialog drops the playlist).
+  const pressedOutside = useRef(false);
 
   useEffect(() => {
     const previous = document.activeElement as HTMLElement | null;
@@ -65,7 +82,17 @@ export function Dialog({ title, children, onClose }: Props) {
   }
 
   return (
-    <div className="backdrop" onMouseDown={(e) => e.target === e.currentTarget && onClose()}>
+    <div
+      className="backdrop"
+      onMouseDown={(e) => {
+        pressedOutside.current = e.button === 0 && onBackdrop(e);
+      }}
+      onMouseUp={(e) => {
+        const close = pressedOutside.current && e.button === 0 && onBackdrop(e);
+        pressedOutside.current = false;
+        if (close) onClose();
+      }}
+    >
       <div
         ref={ref}
         className="dialog"

@@ -353,7 +353,10 @@ export function ExportPanel({ songId, stems, controls, loop, defaultDir }: Props
             <button
               type="button"
               className="button lane__drag--export"
-              title="Drag the exported files into a DAW or a file manager"
+              // A drag needs a pointer: the keyboard has Open export folder beside it.
+              tabIndex={-1}
+              aria-label={`Drag ${files.length === 1 ? "it" : "them"} out (mouse only; Open export folder does it from the keyboard)`}
+              title="Drag the exported files into a DAW or a file manager (mouse only: from the keyboard, use Open export folder)"
               onPointerDown={(e) => {
                 // The native drag follows the pressed button, so it starts on the press.
                 if (e.button !== 0) return;

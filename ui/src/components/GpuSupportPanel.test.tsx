@@ -1,5 +1,6 @@
 import { act, screen, within } from "@testing-library/react";
 import { describe, expect, it } from "vitest";
+import { BackendError } from "../backend";
 import { renderApp } from "../test/renderApp";
 
 async function openSettings(options: Parameters<typeof renderApp>[0] = {}) {
@@ -59,6 +60,24 @@ describe("GPU support in Settings", () => {
     // CUDA now works here: no warning when it is chosen.
     await user.selectOptions(screen.getByRole("combobox", { name: "Device" }), "CUDA");
     expect(screen.queryByTestId("device-warning")).not.toBeInTheDocument();
+  });
+
+  it("says why a cancel failed, and lets the user cancel again", async () => {
+    const { user, backend } = await openSettings({ gpu: RTX });
+    await user.click(screen.getByRole("button", { name: "Install GPU support…" }));
+    await user.click(screen.getByRole("button", { name: "Download and install" }));
+    await screen.findByText("Downloading 777 MB of 1.6 GB");
+    const cancel = backend.cancelGpuInstall.bind(backend);
+    backend.cancelGpuInstall = () => Promise.reject(new BackendError("internal", "the installer did not answer"));
+    await user.click(screen.getByRole("button", { name: "Cancel" }));
+    const alert = await screen.findByRole("alert");
+    expect(alert).toHaveTextContent("The install could not be cancelled");
+    expect(alert).toHaveTextContent("the installer did not answer");
+    expect(screen.queryByText("Cancelling…")).not.toBeInTheDocument();
+
+    backend.cancelGpuInstall = cancel;
+    await user.click(screen.getByRole("button", { name: "Cancel" }));
+    expect(await screen.findByText("GPU support was not installed")).toBeInTheDocument();
   });
 
   it("says why an install failed", async () => {

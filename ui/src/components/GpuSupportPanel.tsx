@@ -1,6 +1,7 @@
 import { useEffect } from "react";
 import { toBackendError, useBackend } from "../backend";
 import type { GpuSupport, InstallEvent } from "../bindings";
+import { errorText } from "../errors";
 import { formatBytes } from "../format";
 import { useSharedState } from "../hooks/useSharedState";
 import { Alert } from "./Alert";
@@ -8,7 +9,7 @@ import { Alert } from "./Alert";
 type Phase =
   | { kind: "idle" }
   | { kind: "confirm" }
-  | { kind: "installing"; event: InstallEvent | null; cancelling: boolean }
+  | { kind: "installing"; event: InstallEvent | null; cancelling: boolean; cancelError?: string }
   | { kind: "failed"; text: string; cancelled: boolean };
 
 /** What the GPU looks like to Stemroom, as one line. */
@@ -77,8 +78,14 @@ export function GpuSupportPanel({ onChange }: { onChange?: (gpu: GpuSupport) => 
   }
 
   async function cancel() {
-    setPhase((p) => (p.kind === "installing" ? { ...p, cancelling: true } : p));
-    await backend.cancelGpuInstall();
+    setPhase((p) => (p.kind === "installing" ? { ...p, cancelling: true, cancelError: undefined } : p));
+    try {
+      await backend.cancelGpuInstall();
+    } catch (e) {
+      // The install goes on: Cancel again, with why it did not stop.
+      const text = errorText(e);
+      setPhase((p) => (p.kind === "installing" ? { ...p, cancelling: false, cancelError: text } : p));
+    }
   }
 
   const status = gpu.restartNeeded
@@ -133,6 +140,7 @@ export function GpuSupportPanel({ onChange }: { onChange?: (gpu: GpuSupport) => 
           <button type="button" className="button" onClick={cancel} disabled={phase.cancelling}>
             Cancel
           </button>
+          {phase.cancelError && <Alert title="The install could not be cancelled">{phase.cancelError}</Alert>}
         </div>
       )}
       {phase.kind === "failed" && (

@@ -1,5 +1,6 @@
 import { act, screen, waitFor, within } from "@testing-library/react";
 import { describe, expect, it, vi } from "vitest";
+import { BackendError } from "../backend";
 import { mockJob, mockSong } from "../mockBackend";
 import { renderApp } from "../test/renderApp";
 
@@ -202,5 +203,40 @@ describe("Library", () => {
     await user.click(screen.getByRole("checkbox", { name: "Also delete the exports made into the song's folder" }));
     await user.click(screen.getByRole("button", { name: "Remove and delete files" }));
     expect(removeJob).toHaveBeenCalledWith(1, true, true);
+  });
+
+  it("keeps the song chosen while another one is removed, and says why a removal failed", async () => {
+    const { backend, user } = await openLibrary();
+    const removeJob = backend.removeJob.bind(backend);
+    let answer: (ok: boolean) => void = () => {};
+    vi.spyOn(backend, "removeJob").mockImplementation(
+      (id, deleteFiles, deleteExports) =>
+        new Promise<void>((resolve, reject) => {
+          answer = (ok) =>
+            ok
+              ? resolve(removeJob(id, deleteFiles, deleteExports))
+              : reject(new BackendError("output", "the folder is read-only"));
+        }),
+    );
+
+    // Night Drive's removal answers once Falcon 69 is shown: Falcon 69 stays.
+    await user.click(screen.getByRole("button", { name: /Night Drive/ }));
+    await user.click(screen.getByRole("button", { name: "Remove from library" }));
+    await user.click(screen.getByRole("button", { name: "Remove, keep files" }));
+    await user.click(screen.getByRole("button", { name: /Falcon 69/ }));
+    await act(async () => answer(true));
+    await waitFor(() => expect(titles()).toEqual(["Falling Slowly", "Falcon 69"]));
+    expect(screen.getByRole("region", { name: "Falcon 69" })).toBeInTheDocument();
+
+    // A failure is said, naming the song, though its detail is gone.
+    await user.click(screen.getByRole("button", { name: "Remove from library" }));
+    await user.click(screen.getByRole("button", { name: "Remove, keep files" }));
+    await user.click(screen.getByRole("button", { name: /Falling Slowly/ }));
+    await act(async () => answer(false));
+    const alert = await screen.findByRole("alert");
+    expect(alert).toHaveTextContent("A song could not be removed");
+    expect(alert).toHaveTextContent("“Falcon 69” is still in the library: the folder is read-only");
+    expect(screen.getByRole("region", { name: "Falling Slowly" })).toBeInTheDocument();
+    expect(titles()).toEqual(["Falling Slowly", "Falcon 69"]);
   });
 });

@@ -44,6 +44,10 @@ export function LibraryView({ version, changes = 0, playRequest = null, jobs = n
   const [reloads, setReloads] = useState(0);
   const [playing, setPlaying] = useState<Job | null>(null);
   const [gone, setGone] = useState<string | null>(null);
+  // Removals answer after the user may have chosen another song: what they
+  // did is kept here, not in the detail that asked (it may be gone).
+  const [removing, setRemoving] = useState<ReadonlySet<number>>(new Set());
+  const [removeError, setRemoveError] = useState<{ title: string; text: string } | null>(null);
   const playingNow = useRef(playing);
   useEffect(() => {
     playingNow.current = playing;
@@ -122,6 +126,25 @@ export function LibraryView({ version, changes = 0, playRequest = null, jobs = n
 
   const selected = songs?.find((song) => song.id === selectedId);
 
+  async function remove(song: Job, deleteFiles: boolean, deleteExports: boolean) {
+    setRemoving((current) => new Set(current).add(song.id));
+    setRemoveError(null);
+    try {
+      await backend.removeJob(song.id, deleteFiles, deleteExports);
+      // Only its own detail closes: another song chosen meanwhile stays.
+      setSelectedId((current) => (current === song.id ? null : current));
+      setReloads((n) => n + 1);
+    } catch (e) {
+      setRemoveError({ title: song.title, text: errorText(e) });
+    } finally {
+      setRemoving((current) => {
+        const next = new Set(current);
+        next.delete(song.id);
+        return next;
+      });
+    }
+  }
+
   // The list is rendered again only when it or the choice changes, not at
   // every progress event of the queue (a library holds thousands of songs).
   const list = useMemo(
@@ -173,6 +196,11 @@ export function LibraryView({ version, changes = 0, playRequest = null, jobs = n
         />
         {error && <Alert title="The library could not be loaded">{error}</Alert>}
         {gone && <Alert onDismiss={() => setGone(null)}>{gone}</Alert>}
+        {removeError && (
+          <Alert title="A song could not be removed" onDismiss={() => setRemoveError(null)}>
+            “<bdi>{removeError.title}</bdi>” is still in the library: {removeError.text}
+          </Alert>
+        )}
         {songs?.length === 0 && (
           <p className="empty">
             {search.trim() ? `No songs match “${search.trim()}”.` : "Finished songs appear here. Add songs in the Queue."}
@@ -185,10 +213,8 @@ export function LibraryView({ version, changes = 0, playRequest = null, jobs = n
           <SongDetail
             key={selected.id}
             song={selected}
-            onRemoved={() => {
-              setSelectedId(null);
-              setReloads((n) => n + 1);
-            }}
+            removing={removing.has(selected.id)}
+            onRemove={(deleteFiles, deleteExports) => void remove(selected, deleteFiles, deleteExports)}
             onOpen={() => {
               setPlaying(selected);
               setGone(null);

@@ -1,5 +1,6 @@
 import { toBackendError, useBackend } from "../backend";
 import type { InstallEvent, YtDlpStatus } from "../bindings";
+import { errorText } from "../errors";
 import { formatBytes } from "../format";
 import { useSharedState } from "../hooks/useSharedState";
 import { Alert } from "./Alert";
@@ -10,7 +11,7 @@ export const LINKS_BYTES = 48_539_641;
 
 type Phase =
   | { kind: "idle" }
-  | { kind: "installing"; fraction: number | null }
+  | { kind: "installing"; fraction: number | null; cancelError?: string }
   | { kind: "failed"; text: string; cancelled: boolean };
 
 interface Props {
@@ -32,7 +33,11 @@ export function LinksInstall({ onInstalled }: Props) {
     setPhase({ kind: "installing", fraction: fromFolder ? null : 0 });
     try {
       const onEvent = (e: InstallEvent) =>
-        setPhase({ kind: "installing", fraction: e.stage === "downloading" && e.total > 0 ? e.done / e.total : null });
+        setPhase((p) => ({
+          kind: "installing",
+          fraction: e.stage === "downloading" && e.total > 0 ? e.done / e.total : null,
+          cancelError: p.kind === "installing" ? p.cancelError : undefined,
+        }));
       const status = fromFolder ? await backend.installLinksFromFolder(onEvent) : await backend.installLinks(onEvent);
       setPhase({ kind: "idle" });
       if (status) onInstalled(status);
@@ -40,6 +45,13 @@ export function LinksInstall({ onInstalled }: Props) {
       const err = toBackendError(e);
       setPhase({ kind: "failed", text: err.message, cancelled: err.code === "cancelled" });
     }
+  }
+
+  function cancel() {
+    backend.cancelLinksInstall().catch((e: unknown) => {
+      const text = errorText(e);
+      setPhase((p) => (p.kind === "installing" ? { ...p, cancelError: text } : p));
+    });
   }
 
   return (
@@ -51,9 +63,10 @@ export function LinksInstall({ onInstalled }: Props) {
           ) : (
             <p className="muted">Checking and unpacking…</p>
           )}
-          <button type="button" className="button" onClick={() => void backend.cancelLinksInstall()}>
+          <button type="button" className="button" onClick={cancel}>
             Cancel
           </button>
+          {phase.cancelError && <Alert title="The install could not be cancelled">{phase.cancelError}</Alert>}
         </div>
       ) : (
         <div className="button-row">

@@ -34,7 +34,7 @@ export function ModelInstall({ model, downloads }: Props) {
           ) : (
             <p className="muted">{model.derived ? "Making the model…" : "Checking and unpacking…"}</p>
           )}
-          <button type="button" className="button" onClick={downloads.cancel}>
+          <button type="button" className="button" onClick={() => downloads.cancel(model.id)}>
             Cancel
           </button>
         </div>
@@ -50,7 +50,16 @@ export function ModelInstall({ model, downloads }: Props) {
           )}
         </div>
       )}
-      {error && <Alert title={model.derived ? "The model could not be made" : "The download failed"}>{error}</Alert>}
+      {error && (
+        // While it runs, an error can only be its cancel's (a start clears them).
+        <Alert
+          title={
+            busy ? "It could not be cancelled" : model.derived ? "The model could not be made" : "The download failed"
+          }
+        >
+          {error}
+        </Alert>
+      )}
     </div>
   );
 }

@@ -61,10 +61,10 @@ describe("Player", () => {
 
   it("mutes, solos and sets volumes per stem", async () => {
     const { backend, user } = await openPlayer();
-    await user.click(screen.getByRole("button", { name: "Mute vocals" }));
+    await user.click(screen.getByRole("button", { name: "Mute Vocals" }));
     expect(backend.player.controls?.stems[3]!).toEqual({ gain: 1, mute: true, solo: false });
-    expect(screen.getByRole("button", { name: "Mute vocals" })).toHaveAttribute("aria-pressed", "true");
-    await user.click(screen.getByRole("button", { name: "Solo bass" }));
+    expect(screen.getByRole("button", { name: "Mute Vocals" })).toHaveAttribute("aria-pressed", "true");
+    await user.click(screen.getByRole("button", { name: "Solo Bass" }));
     expect(backend.player.controls?.stems.map((s) => s.solo)).toEqual([false, true, false, false]);
     // Faders are in dB: -6 dB is half the amplitude; the bottom is silence;
     // a double-click goes back to 0 dB.
@@ -127,7 +127,7 @@ describe("Player", () => {
 
     // Opened again (a new window, the same storage): the mix, the loop are back.
     const again = await openPlayer();
-    expect(screen.getByRole("button", { name: "Mute vocals" })).toHaveAttribute("aria-pressed", "true");
+    expect(screen.getByRole("button", { name: "Mute Vocals" })).toHaveAttribute("aria-pressed", "true");
     expect(screen.getByRole("slider", { name: "bass volume" })).toHaveValue("-12");
     expect(again.backend.player.controls?.stems[3]!.mute).toBe(true);
     expect(again.backend.player.loop).toEqual({ start: 5 * 44_100, end: 15 * 44_100 });
@@ -145,11 +145,11 @@ describe("Player", () => {
       expect(first.backend.player.controls?.tempo ?? 1).toBe(1);
       // A mute while the speed settles stays (the speed's change is
       // applied to the mix as it is when it lands).
-      await first.user.click(screen.getByRole("button", { name: "Mute vocals" }));
+      await first.user.click(screen.getByRole("button", { name: "Mute Vocals" }));
       await vi.advanceTimersByTimeAsync(200);
       expect(first.backend.player.controls?.tempo).toBe(0.8);
       expect(first.backend.player.controls?.stems[3]!.mute).toBe(true);
-      await first.user.click(screen.getByRole("button", { name: "Mute vocals" }));
+      await first.user.click(screen.getByRole("button", { name: "Mute Vocals" }));
       await first.user.click(screen.getByRole("button", { name: "Pitch down a semitone" }));
       await first.user.click(screen.getByRole("button", { name: "Pitch down a semitone" }));
       expect(screen.getByTestId("transpose")).toHaveTextContent("−2 st");
@@ -225,10 +225,24 @@ describe("Player", () => {
     await waitFor(() => expect(backend.player.status?.position).toBe(5 * 44_100));
     // The seek did not move the fader (↑/↓ are left to it: the browser's own).
     expect(fader).toHaveValue("0");
-    // A button that was clicked does not take Space back from the player.
-    await user.click(screen.getByRole("button", { name: /Mute vocals|vocals mute/i }));
+    // A focused Play button plays and pauses once per Space.
+    screen.getByRole("button", { name: "Pause" }).focus();
     await user.keyboard(" ");
     expect(backend.player.status?.playing).toBe(false);
+    await user.keyboard(" ");
+    expect(backend.player.status?.playing).toBe(true);
+    // Other buttons keep Space as theirs: it presses them, and the song plays on.
+    const mute = screen.getByRole("button", { name: "Mute Vocals" });
+    await user.click(mute);
+    expect(mute).toHaveAttribute("aria-pressed", "true");
+    await user.keyboard(" ");
+    expect(mute).toHaveAttribute("aria-pressed", "false");
+    expect(backend.player.controls?.stems[3]!.mute).toBe(false);
+    expect(backend.player.status?.playing).toBe(true);
+    screen.getByRole("button", { name: "Back to library" }).focus();
+    await user.keyboard(" ");
+    expect(screen.queryAllByTestId("lane")).toHaveLength(0);
+    expect(backend.player.status?.playing ?? false).toBe(false);
   });
 
   it("leaves keys alone behind another tab, with Ctrl, Alt or ⌘, and on a held toggle", async () => {

@@ -36,6 +36,9 @@ interface Props {
 const TYPING_FIELDS =
   "input:not([type=range]):not([type=button]), select, textarea, [contenteditable=true], [contenteditable=''], [data-own-keys]";
 
+/** Focused controls Space plays and pauses from: a fader's keys are its arrows. */
+const SPACE_FOR_PLAY = "input[type=range], .transport__play";
+
 /**
  * A song's player: waveform lanes, synced playback with per-stem
  * mute/solo/volume/pan and meters, speed and pitch, loop, zoom, export; a
@@ -191,6 +194,10 @@ export function PlayerView({ song, version = 0, jobState, onClose }: Props) {
     if (!view || !controls) return;
     const position = store.get()?.position ?? 0;
     if (e.key === " ") {
+      // Space activates a focused button or check box (Mute, Export,
+      // Back): only with nothing of the kind focused is it play/pause.
+      const free = !t || t === document.body || t === document.documentElement || t === root.current;
+      if (!free && !t.matches(SPACE_FOR_PLAY)) return;
       e.preventDefault();
       actions.togglePlay();
     } else if (e.key === "ArrowLeft" || e.key === "ArrowRight") {

@@ -9,26 +9,55 @@ interface Props {
   onClose(): void;
 }
 
+/**
+ * The chosen entries, each link once: a playlist may list a video twice,
+ * and each of its rows has its own box.
+ */
+function chosenEntries(entries: LinkEntry[], chosen: ReadonlySet<number>): LinkEntry[] {
+  const urls = new Set<string>();
+  return entries.filter((e, i) => {
+    if (!chosen.has(i) || urls.has(e.url)) return false;
+    urls.add(e.url);
+    return true;
+  });
+}
+
 /** A playlist link: how many entries it has, and which to add (all by default). */
 export function PlaylistDialog({ playlist, onAdd, onClose }: Props) {
-  const [chosen, setChosen] = useState<ReadonlySet<string>>(() => new Set(playlist.entries.map((e) => e.url)));
+  const all = () => new Set(playlist.entries.map((_, i) => i));
+  // By position, not link: entries may share one.
+  const [chosen, setChosen] = useState<ReadonlySet<number>>(all);
   const count = playlist.entries.length;
-  const toggle = (url: string, on: boolean) =>
+  const picked = chosenEntries(playlist.entries, chosen);
+  const toggle = (index: number, on: boolean) =>
     setChosen((c) => {
       const next = new Set(c);
-      if (on) next.add(url);
-      else next.delete(url);
+      if (on) next.add(index);
+      else next.delete(index);
       return next;
     });
   return (
-    <Dialog title={`“${playlist.title}” is a playlist`} onClose={onClose}>
+    <Dialog
+      title={
+        <>
+          “<bdi>{playlist.title}</bdi>” is a playlist
+        </>
+      }
+      onClose={onClose}
+    >
       <p>
         {count} {count === 1 ? "entry" : "entries"}
         {playlist.truncated && " shown (the list is longer; only these can be added at once)"}
-        {playlist.uploader && ` · ${playlist.uploader}`}. Each one you add becomes its own job.
+        {playlist.uploader && (
+          <>
+            {" · "}
+            <bdi>{playlist.uploader}</bdi>
+          </>
+        )}
+        . Each one you add becomes its own job.
       </p>
       <div className="playlist__bulk">
-        <button type="button" className="button" onClick={() => setChosen(new Set(playlist.entries.map((e) => e.url)))}>
+        <button type="button" className="button" onClick={() => setChosen(all())}>
           Select all
         </button>
         <button type="button" className="button" onClick={() => setChosen(new Set())}>
@@ -36,11 +65,13 @@ export function PlaylistDialog({ playlist, onAdd, onClose }: Props) {
         </button>
       </div>
       <ul className="playlist" aria-label="Playlist entries">
-        {playlist.entries.map((e) => (
-          <li key={e.url}>
+        {playlist.entries.map((e, i) => (
+          <li key={i}>
             <label className="check">
-              <input type="checkbox" checked={chosen.has(e.url)} onChange={(ev) => toggle(e.url, ev.target.checked)} />
-              <span className="playlist__title">{e.title}</span>
+              <input type="checkbox" checked={chosen.has(i)} onChange={(ev) => toggle(i, ev.target.checked)} />
+              <span className="playlist__title">
+                <bdi>{e.title}</bdi>
+              </span>
               {e.durationSeconds !== null && <span className="muted">{formatDuration(e.durationSeconds)}</span>}
             </label>
           </li>
@@ -53,10 +84,10 @@ export function PlaylistDialog({ playlist, onAdd, onClose }: Props) {
         <button
           type="button"
           className="button button--primary"
-          disabled={chosen.size === 0}
-          onClick={() => onAdd(playlist.entries.filter((e) => chosen.has(e.url)))}
+          disabled={picked.length === 0}
+          onClick={() => onAdd(picked)}
         >
-          Add {chosen.size} {chosen.size === 1 ? "song" : "songs"}
+          Add {picked.length} {picked.length === 1 ? "song" : "songs"}
         </button>
       </div>
     </Dialog>

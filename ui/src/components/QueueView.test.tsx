@@ -244,6 +244,8 @@ describe("Queue", () => {
     const notice = await screen.findByRole("alert");
     expect(notice).toHaveTextContent("Skipped 5 files that are not audio");
     expect(notice).toHaveTextContent("cover.jpg, notes.txt and 3 more");
+    // Each name isolated (a right-to-left name keeps the commas in place).
+    expect(within(notice).getByText("notes.txt").tagName).toBe("BDI");
   });
 
   it("offers only the actions that fit each state", async () => {

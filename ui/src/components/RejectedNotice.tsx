@@ -16,7 +16,7 @@ export function RejectedNotice({ rejected, onDismiss }: Props) {
         {rejected.map(({ path, reason }, i) => (
           <li key={`${i}:${path}`}>
             <span className="rejected__file" title={path}>
-              {fileName(path)}
+              <bdi>{fileName(path)}</bdi>
             </span>
             : {reason}
           </li>

@@ -17,17 +17,21 @@ import { Dialog } from "./Dialog";
 
 interface Props {
   song: Job;
-  onRemoved(): void;
+  /** Remove the song; the library says how it went (another song may be shown by then). */
+  onRemove(deleteFiles: boolean, deleteExports: boolean): void;
+  /** Its removal is under way. */
+  removing: boolean;
   /** Open the song in the player. */
   onOpen(): void;
 }
 
 /** A finished song: its stems, its folder, and removing it. */
-export function SongDetail({ song, onRemoved, onOpen }: Props) {
+export function SongDetail({ song, onRemove, removing, onOpen }: Props) {
   const backend = useBackend();
   const [confirming, setConfirming] = useState(false);
   const [withExports, setWithExports] = useState(false);
-  const [busy, setBusy] = useState(false);
+  const [running, setRunning] = useState(false);
+  const busy = running || removing;
   const [error, setError] = useState<string | null>(null);
   const ref = useRef<HTMLElement>(null);
 
@@ -35,23 +39,22 @@ export function SongDetail({ song, onRemoved, onOpen }: Props) {
   useEffect(() => ref.current?.scrollIntoView?.({ block: "nearest" }), []);
 
   async function run(action: () => Promise<void>) {
-    setBusy(true);
+    setRunning(true);
     setError(null);
     try {
       await action();
     } catch (e) {
       setError(errorText(e));
     } finally {
-      setBusy(false);
+      setRunning(false);
     }
   }
 
-  const remove = (deleteFiles: boolean) =>
-    run(async () => {
-      setConfirming(false);
-      await backend.removeJob(song.id, deleteFiles, deleteFiles && withExports);
-      onRemoved();
-    });
+  const remove = (deleteFiles: boolean) => {
+    setConfirming(false);
+    setError(null);
+    onRemove(deleteFiles, deleteFiles && withExports);
+  };
 
   return (
     <section ref={ref} className="song" aria-labelledby="song-title">

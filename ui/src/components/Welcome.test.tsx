@@ -106,6 +106,21 @@ describe("First start", () => {
     expect(start()).toBeDisabled();
   });
 
+  it("says why a cancel failed while the download goes on", async () => {
+    const { backend, user } = renderApp({ models: [missing], holdModelFetch: true });
+    const model = await screen.findByTestId("welcome-model");
+    await user.click(within(model).getByRole("button", { name: "Download model" }));
+    vi.spyOn(backend, "cancelModelFetch").mockRejectedValueOnce(new BackendError("internal", "no answer"));
+    await user.click(await within(model).findByRole("button", { name: "Cancel" }));
+    const alert = await within(model).findByRole("alert");
+    expect(alert).toHaveTextContent("It could not be cancelled");
+    expect(alert).toHaveTextContent("no answer");
+    // Still running: Cancel again works.
+    await user.click(within(model).getByRole("button", { name: "Cancel" }));
+    expect(await within(model).findByRole("button", { name: "Download model" })).toBeEnabled();
+    expect(within(model).queryByRole("alert")).not.toBeInTheDocument();
+  });
+
   it("installs yt-dlp for links and ONNX Runtime when missing", async () => {
     const { backend, user } = renderApp({ models: [missing], ytdlpFound: false, runtimeFound: false });
     const links = await screen.findByTestId("welcome-links");

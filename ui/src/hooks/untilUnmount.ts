@@ -1,8 +1,10 @@
 /**
  * Adapts an async listener registration to an effect cleanup: the listener
  * is removed on cleanup, even when the registration resolves only after it.
+ * `onError` hears a registration that failed before the cleanup (without
+ * one, it is only logged).
  */
-export function untilUnmount(registration: Promise<() => void>): () => void {
+export function untilUnmount(registration: Promise<() => void>, onError?: (error: unknown) => void): () => void {
   let active = true;
   let stop: (() => void) | undefined;
   registration.then(
@@ -10,7 +12,11 @@ export function untilUnmount(registration: Promise<() => void>): () => void {
       if (active) stop = unlisten;
       else unlisten();
     },
-    (error: unknown) => console.error("Could not listen for app events", error),
+    (error: unknown) => {
+      if (!active) return;
+      if (onError) onError(error);
+      else console.error("Could not listen for app events", error);
+    },
   );
   return () => {
     active = false;

@@ -13,8 +13,8 @@ export interface ModelDownloads {
   start(id: string): void;
   /** Install it from a file the user picks (the model or its package). */
   startFromFile(id: string): void;
-  /** Stop the running download (it resumes next time). */
-  cancel(): void;
+  /** Stop model `id`'s running download (it resumes next time); a failure to is shown in its `errors`. */
+  cancel(id: string): void;
   /** Remove the model's file from Stemroom's folder. */
   remove(id: string): void;
 }
@@ -52,18 +52,27 @@ export function useAppInfo(): AppInfoState {
 
   const run = useCallback(
     (id: string, install: (onEvent: (event: InstallEvent) => void) => Promise<unknown>) => {
+      // What a failed cancel said is old news once the install ends.
+      const clearError = () => setErrors(({ [id]: _, ...rest }) => rest);
       setBusy((current) => new Set(current).add(id));
-      setErrors(({ [id]: _, ...rest }) => rest);
+      clearError();
       setProgress((current) => ({ ...current, [id]: null }));
       const onEvent = (event: InstallEvent) => {
         const fraction = event.stage === "downloading" && event.total > 0 ? event.done / event.total : null;
         setProgress((current) => ({ ...current, [id]: fraction }));
       };
       install(onEvent)
-        .then(refresh, (e: unknown) => {
-          // A cancel is the user's choice, not a failure to report.
-          if (toBackendError(e).code !== "cancelled") setErrors((current) => ({ ...current, [id]: errorText(e) }));
-        })
+        .then(
+          () => {
+            clearError();
+            return refresh();
+          },
+          (e: unknown) => {
+            // A cancel is the user's choice, not a failure to report.
+            if (toBackendError(e).code !== "cancelled") setErrors((current) => ({ ...current, [id]: errorText(e) }));
+            else clearError();
+          },
+        )
         .finally(() => {
           setBusy((current) => {
             const next = new Set(current);
@@ -81,7 +90,14 @@ export function useAppInfo(): AppInfoState {
     (id: string) => run(id, (onEvent) => backend.fetchModelFromFile(id, onEvent)),
     [backend, run],
   );
-  const cancel = useCallback(() => void backend.cancelModelFetch(), [backend]);
+  const cancel = useCallback(
+    (id: string) => {
+      backend
+        .cancelModelFetch()
+        .catch((e: unknown) => setErrors((current) => ({ ...current, [id]: errorText(e) })));
+    },
+    [backend],
+  );
   const remove = useCallback(
     (id: string) => {
       setErrors(({ [id]: _, ...rest }) => rest);

@@ -39,6 +39,9 @@ function without(progress: ProgressById, id: number): ProgressById {
   return rest;
 }
 
+/** How long after a failed subscription to the queue's events it is tried again. */
+export const LISTEN_RETRY_MS = 2000;
+
 /** The queue, kept live by backend events. */
 export function useQueue(): QueueState {
   const backend = useBackend();
@@ -49,6 +52,8 @@ export function useQueue(): QueueState {
   const [opened, setOpened] = useState<AddResult | null>(null);
   const [finished, setFinished] = useState<Job[]>([]);
   const [error, setError] = useState<string | null>(null);
+  // Apart from `error`: a reload that works does not mean events arrive.
+  const [listenError, setListenError] = useState<string | null>(null);
 
   // Reloads may answer out of order: only the latest one's answer is kept.
   const latestLoad = useRef(0);
@@ -137,16 +142,34 @@ export function useQueue(): QueueState {
   // several threads, so a read sent beside the subscription can answer
   // before it is in place, and a change between the two (a job that failed
   // or finished) would be shown as it was until the next change.
+  // A subscription that fails is said and tried again, or the queue would
+  // stand still with nothing to say why; once it works, a read catches up
+  // on what changed meanwhile.
   useEffect(() => {
     let active = true;
-    const registration = backend.subscribe((event) => onEvent(event));
-    const firstRead = () => {
-      if (active) void refresh();
+    let stop = () => {};
+    let retry: ReturnType<typeof setTimeout> | undefined;
+    const listen = (first: boolean) => {
+      const registration = backend.subscribe((event) => onEvent(event));
+      registration.then(
+        () => {
+          if (!active) return;
+          setListenError(null);
+          void refresh();
+        },
+        () => {
+          if (active && first) void refresh();
+        },
+      );
+      stop = untilUnmount(registration, (e) => {
+        setListenError(`The queue does not follow changes by itself: ${errorText(e)}`);
+        retry = setTimeout(() => listen(false), LISTEN_RETRY_MS);
+      });
     };
-    registration.then(firstRead, firstRead);
-    const stop = untilUnmount(registration);
+    listen(true);
     return () => {
       active = false;
+      clearTimeout(retry);
       stop();
     };
   }, [backend, refresh]);
@@ -155,5 +178,15 @@ export function useQueue(): QueueState {
     setFinished((current) => (id === undefined ? [] : current.filter((j) => j.id !== id)));
   }, []);
 
-  return { jobs, progress, libraryVersion, queueVersion, opened, finished, clearFinished, error, refresh };
+  return {
+    jobs,
+    progress,
+    libraryVersion,
+    queueVersion,
+    opened,
+    finished,
+    clearFinished,
+    error: error ?? listenError,
+    refresh,
+  };
 }

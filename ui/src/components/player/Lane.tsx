@@ -61,7 +61,7 @@ export function Lane({ lane, label, color, stemIndex: si, stem, heard, selected,
           className="lane__name"
           disabled={si < 0}
           onClick={() => si >= 0 && actions.select(si)}
-          aria-label={si >= 0 ? `Select ${lane} (${si + 1})` : lane}
+          aria-label={si >= 0 ? `Select ${label} (${si + 1})` : label}
         >
           {si >= 0 ? `${si + 1} ` : ""}
           {label}
@@ -73,12 +73,18 @@ export function Lane({ lane, label, color, stemIndex: si, stem, heard, selected,
                 type="button"
                 className="lane__drag"
                 aria-label={`Drag ${label} out`}
-                title={`Drag the ${label} file into a DAW or a file manager`}
+                title={`Drag the ${label} file into a DAW or a file manager (Enter: open its folder)`}
                 onPointerDown={(e) => {
                   // The native drag follows the pressed button, so it starts on the press.
                   if (e.button !== 0) return;
                   e.preventDefault();
                   actions.dragOut({ kind: "stem", index: si });
+                }}
+                onClick={(e) => {
+                  // A keyboard has no drag: the stem's folder opens instead,
+                  // to take the file from there. (A mouse's click, detail ≥ 1,
+                  // ends a press the drag already had.)
+                  if (e.detail === 0) actions.openFolder();
                 }}
               >
                 ⠿
@@ -88,7 +94,7 @@ export function Lane({ lane, label, color, stemIndex: si, stem, heard, selected,
               type="button"
               className="toggle"
               aria-pressed={stem.mute}
-              aria-label={`Mute ${lane}`}
+              aria-label={`Mute ${label}`}
               onClick={() => actions.toggle(si, "mute")}
             >
               M
@@ -97,7 +103,7 @@ export function Lane({ lane, label, color, stemIndex: si, stem, heard, selected,
               type="button"
               className="toggle toggle--solo"
               aria-pressed={stem.solo}
-              aria-label={`Solo ${lane}`}
+              aria-label={`Solo ${label}`}
               onClick={() => actions.toggle(si, "solo")}
             >
               S
@@ -150,8 +156,11 @@ export function Lane({ lane, label, color, stemIndex: si, stem, heard, selected,
           actions.seek(lastFrame.current);
         }}
         onPointerMove={(e) => {
-          // Drag to scrub, at most ~20 seeks a second.
-          if (e.pointerType === "touch" || e.buttons !== 1 || e.timeStamp - lastScrub.current < 50) return;
+          // Drag to scrub, at most ~20 seeks a second: only a press that
+          // began on the lane (not one dragged in from a fader or a handle).
+          if (e.buttons === 0) pressed.current = false;
+          if (!pressed.current || e.pointerType === "touch" || e.buttons !== 1) return;
+          if (e.timeStamp - lastScrub.current < 50) return;
           lastScrub.current = e.timeStamp;
           lastFrame.current = frameOf(e);
           actions.seek(lastFrame.current);

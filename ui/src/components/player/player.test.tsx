@@ -52,7 +52,7 @@ describe("Player layout", () => {
     expect(laneRenders.count - before).toBe(0);
     // A change of the mix renders the lanes (the one stem's props changed).
     await act(async () => {
-      fireEvent.click(screen.getByRole("button", { name: "Mute bass" }));
+      fireEvent.click(screen.getByRole("button", { name: "Mute Bass" }));
     });
     expect(laneRenders.count - before).toBeGreaterThan(0);
     expect(laneRenders.count - before).toBeLessThanOrEqual(5);
@@ -170,5 +170,44 @@ describe("Player layout", () => {
     await user.click(screen.getByRole("button", { name: "Export" }));
     fireEvent.pointerDown(await screen.findByRole("button", { name: /Drag it out/ }), { button: 0 });
     await waitFor(() => expect(backend.player.drags.at(-1)).toEqual({ id: 1, item: { kind: "lastExport" } }));
+  });
+
+  it("opens a stem's folder from the keyboard, where its handle cannot drag", async () => {
+    const { backend, user } = await openPlayer();
+    const openFolder = vi.spyOn(backend, "openFolder");
+    const handle = screen.getByRole("button", { name: "Drag Vocals out" });
+    handle.focus();
+    await user.keyboard("{Enter}");
+    expect(openFolder).toHaveBeenCalledWith({ kind: "song", id: 1 });
+    await user.keyboard(" ");
+    expect(openFolder).toHaveBeenCalledTimes(2);
+    // Space went to the handle, not to play.
+    expect(backend.player.status?.playing).toBe(false);
+    expect(backend.player.drags).toEqual([]);
+    // The export's handle is the mouse's: the keyboard has the folder button beside it.
+    await user.click(screen.getByRole("button", { name: "Export" }));
+    const exportHandle = await screen.findByRole("button", { name: /Drag it out/ });
+    expect(exportHandle).toHaveAttribute("tabindex", "-1");
+    expect(exportHandle).toHaveAccessibleName(/mouse only/);
+  });
+
+  it("scrubs only with a press that began on the lane", async () => {
+    const { backend } = await openPlayer();
+    const area = screen.getAllByTestId("lane")[1]!.querySelector<HTMLElement>(".lane__area")!;
+    vi.spyOn(area, "getBoundingClientRect").mockReturnValue(new DOMRect(0, 0, 1000, 80));
+    // Pressed on a fader and dragged over the lane: no seek.
+    fireEvent.pointerMove(area, { pointerType: "mouse", buttons: 1, clientX: 500, timeStamp: 1000 });
+    await act(async () => {});
+    expect(backend.player.status?.position).toBe(0);
+    // Pressed on the lane, then moved: it scrubs.
+    fireEvent.pointerDown(area, { pointerType: "mouse", button: 0, buttons: 1, clientX: 100 });
+    fireEvent.pointerMove(area, { pointerType: "mouse", buttons: 1, clientX: 500, timeStamp: 2000 });
+    await waitFor(() => expect(backend.player.status?.position).toBeGreaterThan(80 * RATE));
+    fireEvent.pointerUp(area, { pointerType: "mouse", button: 0, clientX: 500 });
+    // Let go: a later press elsewhere moved over the lane does not scrub.
+    const at = backend.player.status?.position;
+    fireEvent.pointerMove(area, { pointerType: "mouse", buttons: 1, clientX: 900, timeStamp: 3000 });
+    await act(async () => {});
+    expect(backend.player.status?.position).toBe(at);
   });
 });

@@ -38,6 +38,8 @@ export interface PlayerActions {
   select(index: number): void;
   /** Drag files of the song out of the window (call on a pointer press); a finished song only. */
   dragOut(item: DragOut): void;
+  /** Open the song's folder in the file manager (a finished song only). */
+  openFolder(): void;
   reportError(message: string | null): void;
 }
 
@@ -104,7 +106,8 @@ export function usePlayer(songId: number, version: number, jobState?: JobState):
     return () => {
       live = false;
       store.set(null);
-      void backend.closeSong(songId);
+      // Nowhere to show it (the player is gone); the next open closes it anyway.
+      backend.closeSong(songId).catch((e: unknown) => console.warn("Could not close the song", e));
     };
   }, [backend, songId, store]);
 
@@ -223,6 +226,11 @@ export function usePlayer(songId: number, version: number, jobState?: JobState):
         const v = latest.current.view;
         if (!v || v.streaming) return;
         backend.dragOut(v.id, item).catch((e: unknown) => setError(errorText(e)));
+      },
+      openFolder() {
+        const v = latest.current.view;
+        if (!v || v.streaming) return;
+        backend.openFolder({ kind: "song", id: v.id }).catch((e: unknown) => setError(errorText(e)));
       },
       reportError: setError,
     };

@@ -32,10 +32,11 @@ fi
 # minimal containers lack it).
 # Whether Debian package `$1` is installed.
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-# (xauth: xvfb-run needs it, and xvfb only recommends it.)
+# (xauth: xvfb-run needs it, and xvfb only recommends it; pulseaudio-utils:
+# the end-to-end test lists the app's audio streams with pactl.)
 for pkg in libwebkit2gtk-4.1-dev libgtk-3-dev librsvg2-dev libayatana-appindicator3-dev \
            libssl-dev libxdo-dev libasound2-dev xvfb xauth webkit2gtk-driver imagemagick xdotool \
-           pulseaudio libasound2-plugins redis-server libclang-dev dbus-daemon ca-certificates procps; do
+           pulseaudio pulseaudio-utils libasound2-plugins redis-server libclang-dev dbus-daemon ca-certificates procps; do
     installed "$pkg" && continue
     if [ "$pkg" = pulseaudio ] && installed pipewire-pulse; then
         # A desktop on PipeWire: installing PulseAudio would remove it (and

@@ -80,6 +80,18 @@ fn main() {
                 grant_dropped(window, dropped);
             }
         })
+        // A reload of the window (its menu, F5) starts a page that knows
+        // nothing of what the last one opened: that goes (see
+        // AppState::page_loaded).
+        .on_page_load(|webview, payload| {
+            if payload.event() != tauri::webview::PageLoadEvent::Started || webview.label() != "main" {
+                return;
+            }
+            if let Some(state) = webview.try_state::<Arc<state::AppState>>() {
+                let state = state.inner().clone();
+                tauri::async_runtime::spawn_blocking(move || state.page_loaded());
+            }
+        })
         .invoke_handler(builder.invoke_handler())
         // Link thumbnails kept beside the queue, by job id (`thumb://localhost/<id>`;
         // the CSP allows no web images).

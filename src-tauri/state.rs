@@ -256,6 +256,16 @@ impl AppState {
         self.settings_edit.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The window's page (re)loads: what the page before it opened and can
+    /// no longer see or stop goes (its song's player, which played on
+    /// after a reload with no Pause button; its export, which refused the
+    /// next one as running with no Cancel button). Blocks while the player
+    /// closes (its threads joined): call it off the main thread.
+    pub fn page_loaded(&self) {
+        drop(self.song.close_all());
+        self.export.cancel();
+    }
+
     /// Song `id` is about to be deleted: the player closes it (an open
     /// still in progress is overtaken: its waveform reader would write into
     /// the deleted folder), and an export reading it is cancelled and

@@ -661,6 +661,18 @@ try {
     if ((await (await r.$(".job__title")).getText()) === "vocals") queuedStem = true;
   }
   check(!queuedStem, "no job was made of the dragged stem");
+  // A reload of the page (its context menu, F5) closes the song the old
+  // page had open: its audio stream goes, not left playing with no Pause
+  // button to reach it.
+  const streams = () =>
+    (spawnSync("pactl", ["list", "short", "sink-inputs"], { encoding: "utf8" }).stdout ?? "").split("\n").filter(Boolean)
+      .length;
+  const openStreams = streams();
+  await b.execute(() => window.location.reload());
+  const closed = await b
+    .waitUntil(async () => streams() === 0, { timeout: 15000, interval: 200 })
+    .catch(() => false);
+  check(openStreams > 0 && closed, `a reload closes the open song's audio stream (${openStreams} -> ${streams()})`);
   await b.deleteSession();
 } catch (e) {
   failed = true;

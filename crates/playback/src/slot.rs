@@ -151,6 +151,15 @@ impl<T> OpenSlot<T> {
         self.requests.fetch_add(1, Ordering::SeqCst);
         current.take()
     }
+
+    /// Close whatever is open, and overtake any open in progress (the page
+    /// that opened it is gone: a reload): the song taken, to drop outside
+    /// the lock.
+    pub fn close_all(&self) -> Option<T> {
+        let mut current = self.lock();
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        current.take()
+    }
 }
 
 #[cfg(test)]
@@ -189,6 +198,15 @@ mod tests {
         let (opening, _) = slot.begin_open(2, 20);
         assert_eq!(slot.finish_open(opening, "b"), Ok(()));
         assert_eq!(slot.close(2), Some("b"));
+        // The page reloaded: whatever is open closes, and an open in
+        // progress is overtaken.
+        let (opening, _) = slot.begin_open(4, 20);
+        assert_eq!(slot.finish_open(opening, "b"), Ok(()));
+        assert_eq!(slot.close_all(), Some("b"));
+        let (opening, _) = slot.begin_open(5, 20);
+        assert_eq!(slot.close_all(), None);
+        assert_eq!(slot.finish_open(opening, "b"), Err(Overtaken));
+        assert_eq!(*slot.lock(), None);
         // Deleted while it opens: the open is overtaken, and the deletion
         // returns only once the open has ended (what it made dropped);
         // another song's deletion leaves it.

@@ -489,7 +489,7 @@ fn install_model(
             .map_err(stemroom_engine::Error::from)?;
     } else {
         let _ = channel.send(InstallEvent::Unpacking { file: info.file.clone() });
-        model::obtain(&st.manifest, &info, &dirs, &dest).map_err(stemroom_engine::Error::from)?;
+        model::obtain(&st.manifest, &info, &dirs, &dest, cancelled).map_err(stemroom_engine::Error::from)?;
         let _ = channel.send(InstallEvent::Installed { dir: dest.display().to_string() });
     }
     st.models().into_iter().find(|m| m.id == id).ok_or_else(|| AppError::internal("model vanished after installing"))

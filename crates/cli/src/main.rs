@@ -831,7 +831,7 @@ fn get_model_if_missing(a: &SeparateArgs, cancel: &AtomicBool) -> Result<(), Err
         if model::locate(info, &model::model_search_dirs(None), false).is_err() {
             errln!("making {} from its base model (once, about half a minute; the first time installs its tools from PyPI)", info.id);
         }
-        return Ok(model::make_if_missing(&a.name, None).map_err(EngineError::from)?);
+        return Ok(model::make_if_missing(&a.name, None, &|| cancel.load(Ordering::SeqCst)).map_err(EngineError::from)?);
     }
     let Some(source) = &info.fetch else { return Ok(()) };
     if !matches!(model::locate(info, &model::model_search_dirs(None), false), Err(ModelError::NotFound { .. })) {
@@ -1490,7 +1490,9 @@ fn fetch_models(manifest: &Manifest, ids: &[String], a: &ModelsArgs, dirs: &[Pat
             ),
             (None, None) => {}
         }
-        if let Err(e) = model::obtain(manifest, m, dirs, &dest) {
+        // (Ctrl-C ends the process, and the recipe's tools with it: they
+        // run in its process group.)
+        if let Err(e) = model::obtain(manifest, m, dirs, &dest, &|| false) {
             errln!("error: {e}");
             return Err(ExitCode::from(exit::MISSING_MODEL));
         }

@@ -297,10 +297,16 @@ impl Life {
 struct Touching<'a, R> {
     inner: R,
     life: &'a Life,
+    /// Set: the reads fail (a stopping worker does not wait for the rest
+    /// of an input).
+    stop: Option<&'a AtomicBool>,
 }
 
 impl<R: std::io::Read> std::io::Read for Touching<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
+            return Err(std::io::Error::other("the worker is stopping"));
+        }
         let n = self.inner.read(buf)?;
         self.life.touch();
         Ok(n)
@@ -582,7 +588,7 @@ pub fn run_worker(config: &RemoteConfig, stop: &AtomicBool) -> Result<(), Remote
     // A command that fails drops the connection; the next try waits.
     let broken = |e: &redis::RedisError, backoff: &mut Duration| {
         tracing::warn!("broker: {e}; retrying in {:.1} s", backoff.as_secs_f64());
-        std::thread::sleep(*backoff);
+        nap(*backoff, stop);
         *backoff = (*backoff * 2).min(MAX_BACKOFF);
     };
     while !stop.load(Ordering::SeqCst) {
@@ -595,7 +601,7 @@ pub fn run_worker(config: &RemoteConfig, stop: &AtomicBool) -> Result<(), Remote
                 }
                 Err(e) => {
                     tracing::warn!("broker unreachable: {e}; retrying in {:.1} s", backoff.as_secs_f64());
-                    std::thread::sleep(backoff);
+                    nap(backoff, stop);
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     continue;
                 }
@@ -1223,6 +1229,11 @@ fn separate(
         taken_over: AtomicBool::new(false),
         throttle: Mutex::new(Throttle::new(Duration::from_millis(250))),
     };
+    // A stop that came with the claim (or during the input or the model,
+    // below) gives the job back at once, for another worker.
+    if stop.load(Ordering::SeqCst) {
+        return Err(Error::Cancelled);
+    }
     // The input.
     let input = match &spec.url {
         Some(url) => {
@@ -1318,11 +1329,18 @@ fn separate(
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok());
             let limit = declared.unwrap_or(MAX_INPUT_BYTES).min(MAX_INPUT_BYTES);
-            let mut body = Touching { inner: r.body_mut().with_config().limit(limit).reader(), life };
-            std::io::copy(&mut body, &mut file).map_err(io(&path))?;
+            let mut body = Touching { inner: r.body_mut().with_config().limit(limit).reader(), life, stop: Some(stop) };
+            let copied = std::io::copy(&mut body, &mut file);
+            if stop.load(Ordering::SeqCst) {
+                return Err(Error::Cancelled);
+            }
+            copied.map_err(io(&path))?;
             path
         }
     };
+    if stop.load(Ordering::SeqCst) {
+        return Err(Error::Cancelled);
+    }
     // The model, loaded once per (model) and kept while jobs follow.
     let sep = match separators.get(&spec.options.model) {
         Some(s) => s.clone(),
@@ -1336,13 +1354,22 @@ fn separate(
             // (minutes on a new machine: a tool environment, then the
             // model), which gives no sign of life of its own.
             let _held = life.hold();
-            stemroom_engine::model::make_if_missing(&spec.options.model, config.model_dir.as_deref())
-                .map_err(stemroom_engine::Error::from)?;
+            // A cancel on the server or a stop of this worker stops it.
+            stemroom_engine::model::make_if_missing(&spec.options.model, config.model_dir.as_deref(), &|| {
+                reporter.is_cancelled()
+            })
+            .map_err(|e| match e {
+                stemroom_engine::model::ModelError::Cancelled => Error::Cancelled,
+                e => stemroom_engine::Error::from(e).into(),
+            })?;
             let s = Arc::new(Separator::open(&spec.options.model, config.model_dir.as_deref(), &runtime)?);
             separators.insert(spec.options.model.clone(), s.clone());
             s
         }
     };
+    if stop.load(Ordering::SeqCst) {
+        return Err(Error::Cancelled);
+    }
     let provider = sep.provider().to_string();
     current.lock().unwrap_or_else(|p| p.into_inner()).provider = Some(provider.clone());
     *reporter.provider.lock().unwrap_or_else(|p| p.into_inner()) = Some(provider.clone());
@@ -1396,7 +1423,7 @@ fn separate(
             };
             // Read through a counter of life; the length makes it a plain
             // (not chunked) upload.
-            let mut body = Touching { inner: f, life };
+            let mut body = Touching { inner: f, life, stop: None };
             let r = server
                 .agent
                 .put(&url)

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use super::locate::{locate, stamp_verified, verify, InstalledModel};
-use super::{fetch, io_at, Manifest, ModelError, ModelInfo};
+use super::{io_at, Manifest, ModelError, ModelInfo};
 
 /// Recipes this build knows.
 ///
@@ -47,24 +47,32 @@ pub fn default_tools_dir() -> Option<PathBuf> {
 }
 
 /// Get model `info` into `dest_dir`: download it (a fetched model, see
-/// [`fetch`]) or make it from its base model (a derived one, see
-/// [`derive`]), which is itself fetched into `dest_dir` first when it is
-/// not found in `dirs`.
+/// [`super::fetch_with`]) or make it from its base model (a derived one,
+/// see [`derive`]), which is itself fetched into `dest_dir` first when it
+/// is not found in `dirs`. `cancelled` is asked while it downloads, waits
+/// for another process making it, or runs the recipe's tools (every
+/// 100 ms: the tools are then stopped).
 ///
 /// # Errors
-/// As [`fetch`] and [`derive`].
+/// As [`super::fetch_with`] and [`derive`]; [`ModelError::Cancelled`].
 pub fn obtain(
     manifest: &Manifest,
     info: &ModelInfo,
     dirs: &[PathBuf],
     dest_dir: &Path,
+    cancelled: &dyn Fn() -> bool,
 ) -> Result<InstalledModel, ModelError> {
     if info.derive.is_none() {
-        return fetch(info, dest_dir);
+        return fetch_base(info, dest_dir, cancelled);
     }
     let tools = default_tools_dir()
         .ok_or_else(|| derive_error(info, "no cache folder for its tools (set HOME or STEMROOM_CACHE)".into()))?;
-    derive(manifest, info, dirs, dest_dir, &tools)
+    derive(manifest, info, dirs, dest_dir, &tools, cancelled)
+}
+
+/// [`super::fetch_with`] with its default options and no progress.
+fn fetch_base(info: &ModelInfo, dest_dir: &Path, cancelled: &dyn Fn() -> bool) -> Result<InstalledModel, ModelError> {
+    super::fetch_with(info, dest_dir, &super::FetchOptions::for_dest(dest_dir), &mut |_| {}, cancelled)
 }
 
 /// Before a run on model `id`: when it is a derived model (the fast
@@ -73,11 +81,12 @@ pub fn obtain(
 /// `model_dir` or else the cache's models folder (about half a minute,
 /// once; the first time also installs the recipe's tools from PyPI).
 /// Downloaded models and unknown ids are left alone (opening them reports
-/// what is wrong).
+/// what is wrong). `cancelled` as for [`obtain`] (a Ctrl-C, a job
+/// cancelled, a worker stopping).
 ///
 /// # Errors
 /// As [`obtain`].
-pub fn make_if_missing(id: &str, model_dir: Option<&Path>) -> Result<(), ModelError> {
+pub fn make_if_missing(id: &str, model_dir: Option<&Path>, cancelled: &dyn Fn() -> bool) -> Result<(), ModelError> {
     let manifest = Manifest::builtin()?;
     let Some(info) = manifest.models.iter().find(|m| m.id == id && m.derive.is_some()) else { return Ok(()) };
     let dirs = super::model_search_dirs(model_dir);
@@ -103,13 +112,13 @@ pub fn make_if_missing(id: &str, model_dir: Option<&Path>) -> Result<(), ModelEr
     // One process makes it at a time (the app and a CLI run; several GB of
     // memory each); one that waited finds it made.
     std::fs::create_dir_all(&dest).map_err(|source| ModelError::Io { path: dest.clone(), source })?;
-    let _lock = crate::download::FileLock::wait(&dest.join(format!(".derive-{id}.lock")), &|| false)?;
+    let _lock = crate::download::FileLock::wait(&dest.join(format!(".derive-{id}.lock")), cancelled)?;
     if locate(info, &dirs, false).is_ok() {
         // Made by another process meanwhile.
         return Ok(());
     }
     tracing::info!("making the model {id} in {}", dest.display());
-    obtain(&manifest, info, &dirs, &dest).map(|_| ())
+    obtain(&manifest, info, &dirs, &dest, cancelled).map(|_| ())
 }
 
 /// Derived models whose recipe gave other bytes than the pinned ones in
@@ -133,14 +142,16 @@ fn not_pinned() -> std::sync::MutexGuard<'static, std::collections::HashMap<Stri
 /// its `venv` module is missing, the wheels cannot be installed, or the
 /// recipe fails; [`ModelError::Corrupt`] when the result does not match the
 /// manifest (a different ONNX Runtime or NumPy would do that: the pinned
-/// ones are used); errors of the base model's [`locate`]/[`fetch`];
-/// [`ModelError::Io`].
+/// ones are used); errors of the base model's [`locate`]/[`super::fetch`];
+/// [`ModelError::Cancelled`] when `cancelled` says so (asked every 100 ms
+/// while the tools run: they are stopped); [`ModelError::Io`].
 pub fn derive(
     manifest: &Manifest,
     info: &ModelInfo,
     dirs: &[PathBuf],
     dest_dir: &Path,
     tools_dir: &Path,
+    cancelled: &dyn Fn() -> bool,
 ) -> Result<InstalledModel, ModelError> {
     let Some(recipe) = &info.derive else {
         return Err(derive_error(info, "it is not made on this computer (it is downloaded)".into()));
@@ -155,10 +166,10 @@ pub fn derive(
         Ok(found) => found,
         // Missing, or damaged everywhere: fetched again (a damaged copy in
         // `dest_dir` is replaced).
-        Err(ModelError::NotFound { .. } | ModelError::Corrupt { .. }) => fetch(base_info, dest_dir)?,
+        Err(ModelError::NotFound { .. } | ModelError::Corrupt { .. }) => fetch_base(base_info, dest_dir, cancelled)?,
         Err(e) => return Err(e),
     };
-    let python = ensure_tools(info, tools_dir)?;
+    let python = ensure_tools(info, tools_dir, cancelled)?;
     std::fs::create_dir_all(dest_dir).map_err(io_at(dest_dir))?;
     // Locked while in use, like a fetch's: one left by a build that was
     // killed (a model's worth of scratch files) goes at the next build.
@@ -180,7 +191,8 @@ pub fn derive(
     #[cfg(not(unix))]
     std::fs::copy(&base_path, &input).map_err(io_at(&input))?;
     let part = work.path().join(format!("{}.part", info.file));
-    let out = Command::new(&python)
+    let mut recipe_run = Command::new(&python);
+    recipe_run
         // The tools' venv alone: a PYTHONPATH or PYTHONHOME of the user's
         // (conda, another NumPy) would change the recipe's output bytes.
         .env_remove("PYTHONPATH")
@@ -188,10 +200,9 @@ pub fn derive(
         .current_dir(work.path())
         .arg(&script_path)
         .arg(&input)
-        .arg(&part)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| derive_error(info, format!("cannot run {} ({e})", python.display())))?;
+        .arg(&part);
+    let out = output_unless_cancelled(&mut recipe_run, cancelled)
+        .map_err(|e| e.or_else(|e| derive_error(info, format!("cannot run {} ({e})", python.display()))))?;
     if !out.status.success() {
         return Err(derive_error(info, format!("the recipe failed: {}", last_lines(&out.stderr))));
     }
@@ -241,7 +252,7 @@ fn last_lines(stderr: &[u8]) -> String {
 /// pinned wheels, made (or remade, when [`REQUIREMENTS`] changed or it is
 /// broken) with the system's `python3 -m venv` and pip's hash-checking mode.
 /// A stamp file holds the requirements' sha256 once the install succeeded.
-fn ensure_tools(info: &ModelInfo, dir: &Path) -> Result<PathBuf, ModelError> {
+fn ensure_tools(info: &ModelInfo, dir: &Path, cancelled: &dyn Fn() -> bool) -> Result<PathBuf, ModelError> {
     use sha2::Digest;
     let want = hex(&sha2::Sha256::digest(REQUIREMENTS.as_bytes()));
     let stamp = dir.join(".stemroom-requirements.sha256");
@@ -269,29 +280,87 @@ fn ensure_tools(info: &ModelInfo, dir: &Path) -> Result<PathBuf, ModelError> {
     if dir.exists() {
         std::fs::remove_dir_all(dir).map_err(io_at(dir))?;
     }
-    let out = Command::new("python3").args(["-m", "venv"]).arg(dir).stdin(Stdio::null()).output().map_err(|e| {
-        derive_error(info, format!("python3 is needed to make it ({e}); install python3 and python3-venv"))
-    })?;
+    let out =
+        output_unless_cancelled(Command::new("python3").args(["-m", "venv"]).arg(dir), cancelled).map_err(|e| {
+            e.or_else(|e| {
+                derive_error(info, format!("python3 is needed to make it ({e}); install python3 and python3-venv"))
+            })
+        })?;
     if !out.status.success() {
         return Err(fail("python3 -m venv failed (install python3-venv)", &out));
     }
     let requirements = dir.join("requirements.txt");
     std::fs::write(&requirements, REQUIREMENTS).map_err(io_at(&requirements))?;
-    let out = Command::new(&python)
-        .env_remove("PYTHONPATH")
+    let mut pip = Command::new(&python);
+    pip.env_remove("PYTHONPATH")
         .env_remove("PYTHONHOME")
         .current_dir(dir)
         .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-input"])
         .args(["--require-hashes", "--no-deps", "--only-binary=:all:", "-r"])
-        .arg(&requirements)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| derive_error(info, format!("cannot run pip ({e})")))?;
+        .arg(&requirements);
+    let out = output_unless_cancelled(&mut pip, cancelled)
+        .map_err(|e| e.or_else(|e| derive_error(info, format!("cannot run pip ({e})"))))?;
     if !out.status.success() {
         return Err(fail("installing its tools (ONNX Runtime, ONNX, NumPy from PyPI) failed", &out));
     }
     std::fs::write(&stamp, format!("{want}\n")).map_err(io_at(&stamp))?;
     Ok(python)
+}
+
+/// Why [`output_unless_cancelled`] gave no output.
+#[derive(Debug)]
+enum NoOutput {
+    /// `cancelled` said so: the program was stopped.
+    Cancelled,
+    /// The program could not be started, or its output read.
+    Io(std::io::Error),
+}
+
+impl NoOutput {
+    /// [`ModelError::Cancelled`], or what `f` makes of the I/O error.
+    fn or_else(self, f: impl FnOnce(std::io::Error) -> ModelError) -> ModelError {
+        match self {
+            NoOutput::Cancelled => ModelError::Cancelled,
+            NoOutput::Io(e) => f(e),
+        }
+    }
+}
+
+/// Run `cmd` (stdin closed) to its end and collect its output, as
+/// [`Command::output`], asking `cancelled` every 100 ms: when it says so,
+/// the program is killed and waited for. (A recipe or pip runs for minutes
+/// on a new machine; a Ctrl-C, a cancelled job or a stopping worker must
+/// not wait for it.)
+fn output_unless_cancelled(cmd: &mut Command, cancelled: &dyn Fn() -> bool) -> Result<std::process::Output, NoOutput> {
+    use std::io::Read;
+    let mut child =
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(NoOutput::Io)?;
+    // Both pipes read on their own threads: one left full blocks the program.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(NoOutput::Io)? {
+            break status;
+        }
+        if cancelled() {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(NoOutput::Cancelled);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    Ok(std::process::Output { status, stdout, stderr })
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -332,8 +401,31 @@ mod tests {
     fn a_downloaded_model_is_not_derived() {
         let m = Manifest::builtin().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let err = derive(&m, m.get("htdemucs").unwrap(), &[], dir.path(), dir.path()).unwrap_err();
+        let err = derive(&m, m.get("htdemucs").unwrap(), &[], dir.path(), dir.path(), &|| false).unwrap_err();
         assert!(matches!(err, ModelError::Derive { .. }), "{err}");
+    }
+
+    /// A tool run (pip, a recipe: minutes on a new machine) stops within
+    /// a moment of a cancel, its process killed; one that ends on its own
+    /// gives its whole output, both pipes read (a full one would block it).
+    #[test]
+    fn a_tool_run_stops_when_cancelled_and_gives_its_output_otherwise() {
+        let t0 = std::time::Instant::now();
+        let asked = std::cell::Cell::new(0);
+        let cancelled = || {
+            asked.set(asked.get() + 1);
+            asked.get() > 3
+        };
+        let r = output_unless_cancelled(Command::new("sleep").arg("30"), &cancelled);
+        assert!(matches!(r, Err(NoOutput::Cancelled)), "{r:?}");
+        assert!(t0.elapsed() < std::time::Duration::from_secs(5), "{:?}", t0.elapsed());
+        let script = "head -c 200000 /dev/zero | tr '\\0' o; head -c 100000 /dev/zero | tr '\\0' e >&2; exit 3";
+        let out = output_unless_cancelled(Command::new("sh").args(["-c", script]), &|| false).unwrap();
+        assert_eq!((out.stdout.len(), out.stderr.len(), out.status.code()), (200_000, 100_000, Some(3)));
+        assert!(matches!(
+            output_unless_cancelled(&mut Command::new("/nonexistent/tool"), &|| false),
+            Err(NoOutput::Io(_))
+        ));
     }
 
     #[test]

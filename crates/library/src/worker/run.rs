@@ -49,14 +49,23 @@ pub(super) fn clear_except(dir: &Path, keep: &str) {
 }
 
 impl Inner {
-    fn separator(&self, model: &str, device: Device) -> Result<Arc<Separator>, Error> {
+    /// The model `model` open on `device`, kept for the jobs after; made
+    /// first when it is a derived model not made yet (stopped by `cancel`:
+    /// the job's cancel, or a stop of the worker).
+    fn separator(&self, model: &str, device: Device, cancel: &AtomicBool) -> Result<Arc<Separator>, Error> {
         let key = (model.to_string(), device);
         if let Some(s) = self.separators.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return Ok(s.clone());
         }
-        // The fast preset's int8 model is made here the first time.
-        stemroom_engine::model::make_if_missing(model, self.config.model_dir.as_deref())
-            .map_err(stemroom_engine::Error::from)?;
+        // The fast preset's int8 model is made here the first time
+        // (minutes on a new machine).
+        let cancelled = || cancel.load(Ordering::SeqCst) || self.stop.load(Ordering::SeqCst);
+        stemroom_engine::model::make_if_missing(model, self.config.model_dir.as_deref(), &cancelled).map_err(|e| {
+            match e {
+                stemroom_engine::model::ModelError::Cancelled => Error::Cancelled,
+                e => stemroom_engine::Error::from(e).into(),
+            }
+        })?;
         let runtime =
             RuntimeOptions { library: self.config.runtime_library.clone(), device, threads: self.config.threads };
         let sep = Arc::new(Separator::open(model, self.config.model_dir.as_deref(), &runtime)?);
@@ -161,7 +170,7 @@ impl Inner {
             JobSource::File { path } => PathBuf::from(path),
             JobSource::Url { url } => self.download(job, url, &work, cancel)?,
         };
-        let sep = self.separator(&job.options.model, job.options.device)?;
+        let sep = self.separator(&job.options.model, job.options.device, cancel)?;
         let provider = sep.provider().to_string();
         let _ = self.queue.set_details(job.id, None, Some(&provider));
 

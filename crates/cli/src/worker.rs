@@ -43,7 +43,7 @@ pub struct WorkerArgs {
     #[arg(long, default_value_t = remote::DEFAULT_STALL.as_secs_f64(), value_name = "SECONDS")]
     stall_timeout: f64,
     /// Folder in which the worker makes its scratch folder for inputs and
-    /// stems, `stemroom-worker-PID`, removed at exit (default: the system's
+    /// stems, `stemroom-worker-PID-RANDOM`, removed at exit (default: the system's
     /// temporary folder); nothing else in it is touched.
     #[arg(long, value_name = "DIR")]
     work_dir: Option<PathBuf>,
@@ -87,10 +87,7 @@ pub fn run(args: WorkerArgs) -> ExitCode {
         device: Device::from(args.device),
         threads: args.threads,
         // A folder of its own inside the one given: only that is removed at exit.
-        work_dir: args
-            .work_dir
-            .unwrap_or_else(std::env::temp_dir)
-            .join(format!("stemroom-worker-{}", std::process::id())),
+        work_dir: remote::work_dir_in(&args.work_dir.unwrap_or_else(std::env::temp_dir)),
         name,
         model_dir: args.runtime.model_dir,
         runtime_library: args.runtime.ort_lib,

@@ -317,6 +317,18 @@ impl<R: std::io::Read> std::io::Read for Touching<'_, R> {
 /// (the CLI's `--work-dir` holds one per worker process).
 pub const WORK_DIR_PREFIX: &str = "stemroom-worker-";
 
+/// This process's scratch folder inside `parent`:
+/// `stemroom-worker-<pid>-<16 random hex digits>`. The random part keeps
+/// apart workers of one pid sharing `parent` (containers that all run as
+/// PID 1, with the same volume mounted): by pid alone the second one's
+/// folder was the first one's, locked, and it could not start.
+pub fn work_dir_in(parent: &Path) -> PathBuf {
+    use std::hash::BuildHasher;
+    // (RandomState is seeded from the OS's random source for each value.)
+    let nonce = std::collections::hash_map::RandomState::new().hash_one(std::time::SystemTime::now());
+    parent.join(format!("{WORK_DIR_PREFIX}{}-{nonce:016x}", std::process::id()))
+}
+
 /// Make scratch folder `dir` this process's: created, and locked (an OS
 /// lock on its `stemroom.lock`, released however the process ends); then
 /// remove the scratch folders beside it that workers killed without
@@ -361,8 +373,12 @@ fn sweep_work_dirs(parent: &Path, own: &Path) -> usize {
     for entry in entries.flatten() {
         let path = entry.path();
         let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(WORK_DIR_PREFIX)).and_then(|p| p.parse::<i32>().ok())
-        else {
+        // (`<pid>-<random>`, or `<pid>` as older workers named it.)
+        let pid = name.to_str().and_then(|n| n.strip_prefix(WORK_DIR_PREFIX)).and_then(|rest| {
+            let (pid, nonce) = rest.split_once('-').unwrap_or((rest, "0"));
+            pid.parse::<i32>().ok().filter(|_| nonce.len() <= 16 && nonce.bytes().all(|b| b.is_ascii_hexdigit()))
+        });
+        let Some(pid) = pid else {
             continue;
         };
         if path == own || !entry.file_type().is_ok_and(|t| t.is_dir()) {
@@ -1574,6 +1590,9 @@ mod work_dir_tests {
         std::fs::create_dir_all(at("stemroom-worker-100/job-7")).unwrap();
         std::fs::write(at("stemroom-worker-100/stemroom.lock"), b"").unwrap();
         std::fs::write(at("stemroom-worker-100/job-7/input.wav"), b"RIFF").unwrap();
+        // Killed, in today's naming.
+        std::fs::create_dir_all(at("stemroom-worker-1-00ff00ff00ff00ff")).unwrap();
+        std::fs::write(at("stemroom-worker-1-00ff00ff00ff00ff/stemroom.lock"), b"").unwrap();
         // A live worker: its lock held here.
         let live = at("stemroom-worker-200");
         let held = stemroom_library::lock::InstanceLock::acquire(&live).unwrap().unwrap();
@@ -1606,6 +1625,15 @@ mod work_dir_tests {
         assert!(own.join("stemroom.lock").is_file(), "a refused claim leaves the holder's folder alone");
         drop((lock, held));
         assert!(!own.exists(), "the holder removes its folder when it stops");
+        // Two workers of one pid (containers sharing the folder) each get
+        // their own.
+        let (a, b) = (work_dir_in(parent.path()), work_dir_in(parent.path()));
+        assert_ne!(a, b);
+        let name = a.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with(&format!("stemroom-worker-{}-", std::process::id())), "{name}");
+        let (la, lb) = (claim_work_dir(&a).unwrap(), claim_work_dir(&b).unwrap());
+        assert!(a.is_dir() && b.is_dir(), "neither sweeps the other's");
+        drop((la, lb));
     }
 }
 

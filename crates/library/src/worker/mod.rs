@@ -1058,6 +1058,29 @@ mod tests {
         assert!(!away.exists() && !dir.path().join("nas").exists(), "nothing made on the local disk");
     }
 
+    /// A default library whose path is not Unicode (a HOME in another
+    /// encoding) fails the job saying so, before anything is separated:
+    /// the queue would record stem paths that do not exist.
+    #[test]
+    fn a_library_path_that_is_not_unicode_is_refused() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let q = Arc::new(Queue::open(&dir.path().join("q.sqlite")).unwrap());
+        let options = q.settings().unwrap().job_options();
+        q.enqueue(&crate::queue::JobSource::File { path: "/m/a.wav".into() }, "a", &options).unwrap();
+        let library = dir.path().join(std::ffi::OsStr::from_bytes(b"M\xfcsik"));
+        let w = Worker::new(
+            q.clone(),
+            WorkerConfig { default_library: library.clone(), ..Default::default() },
+            Arc::new(Nobody),
+        );
+        let job = q.claim_next().unwrap().unwrap();
+        let e = w.inner.separate(&job, &Arc::new(AtomicBool::new(false))).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Output, "{e}");
+        assert!(plain_message(&e).contains("not valid Unicode"), "{}", plain_message(&e));
+        assert!(!library.exists());
+    }
+
     #[test]
     fn a_missing_gpu_is_not_called_a_missing_runtime() {
         use stemroom_engine::runtime::RuntimeError;

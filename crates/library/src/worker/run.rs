@@ -118,6 +118,17 @@ impl Inner {
         // library, and the chosen folder's checks and checkpoint be missed.
         let chosen = self.chosen_library().map_err(|e| Error::Internal(format!("the settings cannot be read: {e}")))?;
         let library = chosen.clone().unwrap_or_else(|| self.config.default_library.clone());
+        if library.to_str().is_none() {
+            // The queue records where songs are as text: a path that is
+            // not Unicode would be recorded as one that does not exist.
+            return Err(Error::Output {
+                path: library.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "the library folder's path is not valid Unicode: choose another folder in Settings",
+                ),
+            });
+        }
         if chosen.is_some() && !library.is_dir() {
             // A folder chosen in Settings (it was there then) that is gone
             // now is most likely a drive or network folder not mounted:

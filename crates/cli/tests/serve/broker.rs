@@ -553,6 +553,22 @@ fn a_worker_waits_for_a_server_that_is_not_up_yet() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("not an http"), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
+/// A worker whose broker is away waits between tries with a growing pause
+/// (up to 10 s), and a stop (SIGTERM) ends that wait at once.
+#[test]
+fn a_worker_waiting_for_its_broker_stops_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_redis, _url, _data, server) = broker_setup(dir.path(), &[]);
+    let log = dir.path().join("w.log");
+    let away = format!("redis://127.0.0.1:{}/0", free_port());
+    let mut w = worker(&server, &away, "patient", &worker_token(&server), &log);
+    wait_log(&log, "retrying in 10.0 s", Duration::from_secs(60));
+    let t0 = Instant::now();
+    assert!(Command::new("kill").args(["-TERM", &w.id().to_string()]).status().expect("kill").success());
+    assert_eq!(w.wait().expect("wait").code(), Some(0));
+    assert!(t0.elapsed() < Duration::from_secs(3), "stopped in {:?}", t0.elapsed());
+}
+
 /// A worker stopped on purpose (SIGTERM: a deploy, a reclaimed spot
 /// machine) hands its job back without using up an attempt: with
 /// `--max-attempts 1` the next worker still runs it.

@@ -1379,7 +1379,8 @@ fn fetch_if_link(input: &Path, listener: &CliListener) -> Result<(Option<Downloa
         return Ok((None, input.to_path_buf()));
     }
     let yt = link::YtDlp::locate(None)?;
-    let info = link::probe(&yt, &url, link::DEFAULT_PLAYLIST_LIMIT)?;
+    // (Ctrl-C stops it: a slow site may keep it up to a minute.)
+    let info = link::probe_with(&yt, &url, link::DEFAULT_PLAYLIST_LIMIT, &|| listener.is_cancelled())?;
     if info.is_playlist {
         let more = if info.truncated { " or more" } else { "" };
         return Err(EngineError::InvalidOptions(format!(

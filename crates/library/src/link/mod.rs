@@ -40,7 +40,7 @@ use std::time::Duration;
 pub use address::{addresses_of, is_public, Reach};
 pub use download::{download, DownloadLimits, DownloadProgress};
 pub use locate::{status, JsRuntime, VerboseReport, YtDlp, YtDlpStatus, MIN_DENO};
-pub use probe::{probe, LinkEntry, LinkInfo};
+pub use probe::{probe, probe_with, LinkEntry, LinkInfo};
 
 /// The yt-dlp release the project installs and tests against.
 pub const PINNED_VERSION: &str = "2026.10.26";
@@ -507,6 +507,30 @@ mod tests {
         let at = args.iter().position(|a| a == "--js-runtimes").expect("--js-runtimes");
         assert_eq!(args[at + 1], "deno:/opt/bin/deno");
         assert!(args.contains(&"--ignore-config".to_string()));
+    }
+
+    /// A probe that a slow site holds (here a yt-dlp that never answers)
+    /// stops within a moment of a cancel (Ctrl-C in the CLI), yt-dlp with it.
+    #[test]
+    fn a_probe_stops_when_cancelled() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("yt-dlp");
+        let pid_file = dir.path().join("pid");
+        std::fs::write(&script, format!("#!/bin/sh\necho $$ > '{}'\nexec sleep 30\n", pid_file.display())).unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let yt = YtDlp { path: script, version: PINNED_VERSION.into(), js_runtime: None };
+        let t0 = std::time::Instant::now();
+        let cancelled = || t0.elapsed() > std::time::Duration::from_millis(500);
+        let e = probe_with(&yt, "https://example.com/song", 10, &cancelled).unwrap_err();
+        assert!(matches!(e, LinkError::Cancelled), "{e}");
+        assert!(t0.elapsed() < std::time::Duration::from_secs(5), "{:?}", t0.elapsed());
+        let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        // Gone, or a zombie (killed; tokio reaps it later).
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = state.rsplit_once(") ").map(|(_, rest)| rest.chars().next()).unwrap_or_default();
+        assert!(matches!(state, None | Some('Z')), "yt-dlp still runs ({state:?})");
     }
 
     #[test]

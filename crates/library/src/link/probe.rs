@@ -70,6 +70,15 @@ fn not_live(v: &serde_json::Value) -> Result<(), LinkError> {
 /// # Errors
 /// [`LinkError`]: bad link, site errors, network, time-out (as `Network`).
 pub fn probe(yt: &YtDlp, url: &str, limit: usize) -> Result<LinkInfo, LinkError> {
+    probe_with(yt, url, limit, &|| false)
+}
+
+/// [`probe`], asking `cancelled` every 100 ms while yt-dlp runs (it may
+/// take up to its time-out, 60 s, on a slow site): yt-dlp is then stopped.
+///
+/// # Errors
+/// As [`probe`]; [`LinkError::Cancelled`].
+pub fn probe_with(yt: &YtDlp, url: &str, limit: usize, cancelled: &dyn Fn() -> bool) -> Result<LinkInfo, LinkError> {
     let url = check_url(url)?;
     let limit = limit.max(1);
     runtime()?.block_on(async {
@@ -84,9 +93,21 @@ pub fn probe(yt: &YtDlp, url: &str, limit: usize) -> Result<LinkInfo, LinkError>
         // Dropped on the way out, it kills yt-dlp and what it started (on
         // a time-out too: dropping the child kills only yt-dlp itself).
         let _running = super::Running::of(&child);
-        let out = match tokio::time::timeout(PROBE_TIMEOUT, child.wait_with_output()).await {
-            Ok(out) => out.map_err(|e| LinkError::Failed(e.to_string()))?,
-            Err(_) => return Err(LinkError::Network(format!("no answer within {} s", PROBE_TIMEOUT.as_secs()))),
+        let deadline = tokio::time::Instant::now() + PROBE_TIMEOUT;
+        let output = child.wait_with_output();
+        tokio::pin!(output);
+        let out = loop {
+            tokio::select! {
+                out = &mut output => break out.map_err(|e| LinkError::Failed(e.to_string()))?,
+                () = tokio::time::sleep(std::time::Duration::from_millis(100)) => {
+                    if cancelled() {
+                        return Err(LinkError::Cancelled);
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(LinkError::Network(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())));
+                    }
+                }
+            }
         };
         if !out.status.success() {
             return Err(classify_run(&String::from_utf8_lossy(&out.stderr), &url, yt));

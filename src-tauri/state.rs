@@ -257,13 +257,17 @@ impl AppState {
     }
 
     /// The window's page (re)loads: what the page before it opened and can
-    /// no longer see or stop goes (its song's player, which played on
-    /// after a reload with no Pause button; its export, which refused the
-    /// next one as running with no Cancel button). Blocks while the player
-    /// closes (its threads joined): call it off the main thread.
+    /// no longer see or stop goes: its song's player (which played on
+    /// after a reload with no Pause button), its export and its installs
+    /// (each refused the next one as running, with no Cancel button; a
+    /// cancelled model download resumes when asked again). Blocks while the
+    /// player closes (up to seconds: see `Player`'s drop): call it off the
+    /// main thread.
     pub fn page_loaded(&self) {
         drop(self.song.close_all());
-        self.export.cancel();
+        for task in [&self.export, &self.gpu_install, &self.model_fetch, &self.tools_install] {
+            task.cancel();
+        }
     }
 
     /// Song `id` is about to be deleted: the player closes it (an open

@@ -235,9 +235,12 @@ pub(crate) fn to_frame(x: f64) -> u64 {
     }
 }
 
-fn with_player(state: &AppState, f: impl FnOnce(&Player)) -> Result<(), AppError> {
+/// Run `f` on the player of song `id`, when that song is the open one: a
+/// command the page sent for a song it has left (its view still
+/// unmounting, a late answer) must not act on the song opened since.
+fn with_player(state: &AppState, id: JobId, f: impl FnOnce(&Player)) -> Result<(), AppError> {
     let song = state.song.lock();
-    let Some(song) = song.as_ref() else { return Err(not_open()) };
+    let Some(song) = song.as_ref().filter(|s| s.id == id) else { return Err(not_open()) };
     match song.player.as_deref() {
         Some(p) => {
             f(p);
@@ -247,10 +250,10 @@ fn with_player(state: &AppState, f: impl FnOnce(&Player)) -> Result<(), AppError
     }
 }
 
-/// No song open (still opening, or closed by a deletion): not the sound
-/// system's fault.
+/// The song is not open (still opening, closed by a deletion, or another
+/// song opened since): not the sound system's fault.
 fn not_open() -> AppError {
-    AppError { code: ErrorCode::InvalidOptions, message: "No song is open.".into() }
+    AppError { code: ErrorCode::InvalidOptions, message: "This song is not open.".into() }
 }
 
 /// The song is open without sound (no output device when it was opened).
@@ -871,36 +874,39 @@ fn at_rate(start: u64, end: u64, from: u32, to: u32) -> (u64, u64) {
 
 #[tauri::command]
 #[specta::specta]
-pub fn player_play(state: S<'_>) -> Result<(), AppError> {
-    with_player(&state, Player::play)
+/// Play song `id` (the open one).
+pub fn player_play(state: S<'_>, id: JobId) -> Result<(), AppError> {
+    with_player(&state, id, Player::play)
 }
 
 #[tauri::command]
 #[specta::specta]
-pub fn player_pause(state: S<'_>) -> Result<(), AppError> {
-    with_player(&state, Player::pause)
+/// Pause song `id` (the open one).
+pub fn player_pause(state: S<'_>, id: JobId) -> Result<(), AppError> {
+    with_player(&state, id, Player::pause)
 }
 
-/// Jump to `frame` (at the stems' rate).
+/// Jump to `frame` (at the stems' rate) in song `id` (the open one).
 #[tauri::command]
 #[specta::specta]
-pub fn player_seek(state: S<'_>, frame: f64) -> Result<(), AppError> {
-    with_player(&state, |p| p.seek(to_frame(frame)))
+pub fn player_seek(state: S<'_>, id: JobId, frame: f64) -> Result<(), AppError> {
+    with_player(&state, id, |p| p.seek(to_frame(frame)))
 }
 
-/// Set or clear the loop region (frames at the stems' rate).
+/// Set or clear the loop region (frames at the stems' rate) of song `id`
+/// (the open one).
 #[tauri::command]
 #[specta::specta]
-pub fn player_set_loop(state: S<'_>, region: Option<LoopRegion>) -> Result<(), AppError> {
-    with_player(&state, |p| p.set_loop(region))
+pub fn player_set_loop(state: S<'_>, id: JobId, region: Option<LoopRegion>) -> Result<(), AppError> {
+    with_player(&state, id, |p| p.set_loop(region))
 }
 
-/// Gains, mutes, solos and master of the open song.
+/// Gains, mutes, solos and master of song `id` (the open one).
 #[tauri::command]
 #[specta::specta]
-pub fn player_set_controls(state: S<'_>, controls: MixControls) -> Result<(), AppError> {
+pub fn player_set_controls(state: S<'_>, id: JobId, controls: MixControls) -> Result<(), AppError> {
     let mut guard = state.song.lock();
-    let Some(song) = guard.as_mut() else { return Err(not_open()) };
+    let Some(song) = guard.as_mut().filter(|s| s.id == id) else { return Err(not_open()) };
     let Some(player) = song.player.clone() else { return Err(no_player()) };
     // One control per stem whatever the page sent, so the original's
     // control (A/B) is always the last source's.

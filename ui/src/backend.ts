@@ -117,12 +117,17 @@ export interface Backend {
   /** Min/max columns of every lane between two frames. */
   /** The lanes' peaks for frames `start..end` in `columns` columns, and how much of them is known yet. */
   songPeaks(id: number, start: number, end: number, columns: number): Promise<SongPeaks>;
-  play(): Promise<void>;
-  pause(): Promise<void>;
+  /**
+   * The player commands name their song, and act only while it is the open
+   * one (rejecting otherwise): a late command of a song the page has left
+   * never reaches the song opened since.
+   */
+  play(id: number): Promise<void>;
+  pause(id: number): Promise<void>;
   /** Jumps to a frame (at the song's sample rate). */
-  seek(frame: number): Promise<void>;
-  setLoop(region: LoopRegion | null): Promise<void>;
-  setControls(controls: MixControls): Promise<void>;
+  seek(id: number, frame: number): Promise<void>;
+  setLoop(id: number, region: LoopRegion | null): Promise<void>;
+  setControls(id: number, controls: MixControls): Promise<void>;
   /** Opens the native folder dialog: the folder's handle and path, `null` when the user cancelled. */
   pickExportDir(): Promise<PickedFolder | null>;
   /** Exports from a song; resolves to the files written. */

@@ -167,14 +167,19 @@ export const commands = {
 	 *  The song is not open, or its job is not done.
 	 */
 	songStreamDone: (id: number) => typedError<SongView, AppError>(__TAURI_INVOKE("song_stream_done", { id })),
-	playerPlay: () => typedError<null, AppError>(__TAURI_INVOKE("player_play")),
-	playerPause: () => typedError<null, AppError>(__TAURI_INVOKE("player_pause")),
-	/**  Jump to `frame` (at the stems' rate). */
-	playerSeek: (frame: number) => typedError<null, AppError>(__TAURI_INVOKE("player_seek", { frame })),
-	/**  Set or clear the loop region (frames at the stems' rate). */
-	playerSetLoop: (region: LoopRegion | null) => typedError<null, AppError>(__TAURI_INVOKE("player_set_loop", { region })),
-	/**  Gains, mutes, solos and master of the open song. */
-	playerSetControls: (controls: MixControls) => typedError<null, AppError>(__TAURI_INVOKE("player_set_controls", { controls })),
+	/**  Play song `id` (the open one). */
+	playerPlay: (id: number) => typedError<null, AppError>(__TAURI_INVOKE("player_play", { id })),
+	/**  Pause song `id` (the open one). */
+	playerPause: (id: number) => typedError<null, AppError>(__TAURI_INVOKE("player_pause", { id })),
+	/**  Jump to `frame` (at the stems' rate) in song `id` (the open one). */
+	playerSeek: (id: number, frame: number) => typedError<null, AppError>(__TAURI_INVOKE("player_seek", { id, frame })),
+	/**
+	 *  Set or clear the loop region (frames at the stems' rate) of song `id`
+	 *  (the open one).
+	 */
+	playerSetLoop: (id: number, region: LoopRegion | null) => typedError<null, AppError>(__TAURI_INVOKE("player_set_loop", { id, region })),
+	/**  Gains, mutes, solos and master of song `id` (the open one). */
+	playerSetControls: (id: number, controls: MixControls) => typedError<null, AppError>(__TAURI_INVOKE("player_set_controls", { id, controls })),
 	/**  Ask where to export (native folder dialog); `None` when cancelled. */
 	pickExportDir: () => typedError<PickedFolder | null, AppError>(__TAURI_INVOKE("pick_export_dir")),
 	/**

@@ -522,6 +522,10 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
   let openId: number | null = null;
   let ticker: ReturnType<typeof setInterval> | undefined;
   const RATE = 44_100;
+  /** As the app: a player command names its song, and acts only on the open one. */
+  function isOpen(id: number) {
+    if (id !== openId || !player.status) fail("This song is not open.");
+  }
   function setStatus(changes: Partial<PlayerStatus>) {
     if (!player.status) fail("No song is open.");
     player.status = { ...player.status, ...changes };
@@ -844,20 +848,25 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
         ready: Math.min(1, ready),
       };
     },
-    async play() {
+    async play(id) {
+      isOpen(id);
       if (player.status?.ended) setStatus({ position: 0, ended: false });
       setStatus({ playing: true });
     },
-    async pause() {
+    async pause(id) {
+      isOpen(id);
       setStatus({ playing: false });
     },
-    async seek(frame) {
+    async seek(id, frame) {
+      isOpen(id);
       setStatus({ position: Math.min(frame, player.status?.length ?? 0), ended: false });
     },
-    async setLoop(region) {
+    async setLoop(id, region) {
+      isOpen(id);
       player.loop = region;
     },
-    async setControls(controls) {
+    async setControls(id, controls) {
+      isOpen(id);
       player.controls = structuredClone(controls);
     },
     async pickExportDir() {

@@ -115,20 +115,20 @@ export const tauriBackend: Backend = {
   },
   songStreamDone: (id) => unwrap(commands.songStreamDone(id)),
   songPeaks: (id, start, end, columns) => unwrap(commands.songPeaks(id, start, end, columns)),
-  play: async () => {
-    await unwrap(commands.playerPlay());
+  play: async (id) => {
+    await unwrap(commands.playerPlay(id));
   },
-  pause: async () => {
-    await unwrap(commands.playerPause());
+  pause: async (id) => {
+    await unwrap(commands.playerPause(id));
   },
-  seek: async (frame) => {
-    await unwrap(commands.playerSeek(frame));
+  seek: async (id, frame) => {
+    await unwrap(commands.playerSeek(id, frame));
   },
-  setLoop: async (region) => {
-    await unwrap(commands.playerSetLoop(region));
+  setLoop: async (id, region) => {
+    await unwrap(commands.playerSetLoop(id, region));
   },
-  setControls: async (controls) => {
-    await unwrap(commands.playerSetControls(controls));
+  setControls: async (id, controls) => {
+    await unwrap(commands.playerSetControls(id, controls));
   },
   pickExportDir: () => unwrap(commands.pickExportDir()),
   exportSong: (id, options, onProgress) =>

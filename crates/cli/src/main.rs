@@ -1451,6 +1451,10 @@ fn fetch_models(manifest: &Manifest, ids: &[String], a: &ModelsArgs, dirs: &[Pat
         errln!("error: unknown model '{unknown}'");
         return Err(ExitCode::from(exit::INVALID_OPTIONS));
     }
+    // Ctrl-C stops a download (its part kept, resumed next time) or a
+    // model's making (its tools stopped) cleanly.
+    let cancel = cancel_on_interrupt(None);
+    let cancelled = || cancel.load(Ordering::SeqCst);
     for m in manifest.models.iter().filter(|m| ids.is_empty() || ids.contains(&m.id)) {
         if model::locate(m, dirs, false).is_ok() {
             continue;
@@ -1476,9 +1480,8 @@ fn fetch_models(manifest: &Manifest, ids: &[String], a: &ModelsArgs, dirs: &[Pat
                     }
                     _ => say_download_progress(&mut last, e),
                 };
-                if let Err(e) = model::fetch_with(m, &dest, &opts, &mut progress, &|| false) {
-                    errln!("error: {e}");
-                    return Err(ExitCode::from(exit::MISSING_MODEL));
+                if let Err(e) = model::fetch_with(m, &dest, &opts, &mut progress, &cancelled) {
+                    return Err(model_not_got(&e));
                 }
                 continue;
             }
@@ -1491,14 +1494,23 @@ fn fetch_models(manifest: &Manifest, ids: &[String], a: &ModelsArgs, dirs: &[Pat
             ),
             (None, None) => {}
         }
-        // (Ctrl-C ends the process, and the recipe's tools with it: they
-        // run in its process group.)
-        if let Err(e) = model::obtain(manifest, m, dirs, &dest, &|| false) {
-            errln!("error: {e}");
-            return Err(ExitCode::from(exit::MISSING_MODEL));
+        // (The recipe's tools run in a process group of their own: Ctrl-C
+        // reaches them through the cancel, which stops them.)
+        if let Err(e) = model::obtain(manifest, m, dirs, &dest, &cancelled) {
+            return Err(model_not_got(&e));
         }
     }
     Ok(())
+}
+
+/// The exit code for a model `--fetch` could not get, said on stderr.
+fn model_not_got(e: &stemroom_engine::model::ModelError) -> ExitCode {
+    if matches!(e, stemroom_engine::model::ModelError::Cancelled) {
+        errln!("stemroom: cancelled");
+        return ExitCode::from(exit::CANCELLED);
+    }
+    errln!("error: {e}");
+    ExitCode::from(exit::MISSING_MODEL)
 }
 
 /// Where each model of the manifest stands.

@@ -313,7 +313,7 @@ impl<R: std::io::Read> std::io::Read for Touching<'_, R> {
     }
 }
 
-/// Start of a worker's scratch folder's name: `stemroom-worker-<pid>`
+/// Start of a worker's scratch folder's name: `stemroom-worker-<pid>-<random>`
 /// (the CLI's `--work-dir` holds one per worker process).
 pub const WORK_DIR_PREFIX: &str = "stemroom-worker-";
 
@@ -324,7 +324,8 @@ pub const WORK_DIR_PREFIX: &str = "stemroom-worker-";
 /// folder was the first one's, locked, and it could not start.
 pub fn work_dir_in(parent: &Path) -> PathBuf {
     use std::hash::BuildHasher;
-    // (RandomState is seeded from the OS's random source for each value.)
+    // (RandomState's keys come from the OS's random source, and differ for
+    // each RandomState made.)
     let nonce = std::collections::hash_map::RandomState::new().hash_one(std::time::SystemTime::now());
     parent.join(format!("{WORK_DIR_PREFIX}{}-{nonce:016x}", std::process::id()))
 }
@@ -333,7 +334,7 @@ pub fn work_dir_in(parent: &Path) -> PathBuf {
 /// lock on its `stemroom.lock`, released however the process ends); then
 /// remove the scratch folders beside it that workers killed without
 /// cleaning up left (SIGKILL, out of memory, a second Ctrl-C), which a
-/// worker's next start would never reuse (its pid differs). A folder is
+/// worker's next start would never reuse (each start names its own). A folder is
 /// removed only when nobody holds its lock, or, without a lock file (a
 /// folder being made, or an older worker's), when its process is gone.
 ///
@@ -376,7 +377,9 @@ fn sweep_work_dirs(parent: &Path, own: &Path) -> usize {
         // (`<pid>-<random>`, or `<pid>` as older workers named it.)
         let pid = name.to_str().and_then(|n| n.strip_prefix(WORK_DIR_PREFIX)).and_then(|rest| {
             let (pid, nonce) = rest.split_once('-').unwrap_or((rest, "0"));
-            pid.parse::<i32>().ok().filter(|_| nonce.len() <= 16 && nonce.bytes().all(|b| b.is_ascii_hexdigit()))
+            pid.parse::<i32>()
+                .ok()
+                .filter(|_| (1..=16).contains(&nonce.len()) && nonce.bytes().all(|b| b.is_ascii_hexdigit()))
         });
         let Some(pid) = pid else {
             continue;
@@ -1370,7 +1373,10 @@ fn separate(
             // (minutes on a new machine: a tool environment, then the
             // model), which gives no sign of life of its own.
             let _held = life.hold();
-            // A cancel on the server or a stop of this worker stops it.
+            // A stop of this worker stops it. (A cancel on the server is
+            // heard at the job's first report, once the model is made: a
+            // report that fails would cancel the job, and a network blip
+            // must not throw away minutes of tool installs.)
             stemroom_engine::model::make_if_missing(&spec.options.model, config.model_dir.as_deref(), &|| {
                 reporter.is_cancelled()
             })

@@ -40,6 +40,19 @@ const TYPING_FIELDS =
 const SPACE_FOR_PLAY = "input[type=range], .transport__play";
 
 /**
+ * Whether `el` was reached with the keyboard (its focus shows), not left
+ * focused by a mouse click: only then does Space press it.
+ */
+function keyboardFocused(el: Element): boolean {
+  try {
+    return el.matches(":focus-visible");
+  } catch {
+    // (An engine without the selector: the control keeps its key.)
+    return true;
+  }
+}
+
+/**
  * A song's player: waveform lanes, synced playback with per-stem
  * mute/solo/volume/pan and meters, speed and pitch, loop, zoom, export; a
  * song still separating plays up to its separated edge.
@@ -194,10 +207,11 @@ export function PlayerView({ song, version = 0, jobState, onClose }: Props) {
     if (!view || !controls) return;
     const position = store.get()?.position ?? 0;
     if (e.key === " ") {
-      // Space activates a focused button or check box (Mute, Export,
-      // Back): only with nothing of the kind focused is it play/pause.
+      // Space activates a button or check box reached with the keyboard
+      // (Mute, Export, Back); one a mouse click left focused, or nothing
+      // of the kind focused, and it is play/pause.
       const free = !t || t === document.body || t === document.documentElement || t === root.current;
-      if (!free && !t.matches(SPACE_FOR_PLAY)) return;
+      if (!free && !t.matches(SPACE_FOR_PLAY) && keyboardFocused(t)) return;
       e.preventDefault();
       actions.togglePlay();
     } else if (e.key === "ArrowLeft" || e.key === "ArrowRight") {

@@ -121,6 +121,9 @@ export function QueueView({ queue, onPickFiles, onAddLink, preset, onPresetChang
     <div className="queue">
       <AddBar onPickFiles={onPickFiles} onAddLink={onAddLink} preset={preset} onPresetChange={onPresetChange} />
       {queue.error && <Alert title="The queue could not be loaded">{queue.error}</Alert>}
+      {queue.listenError && (
+        <Alert title="The queue does not follow changes by itself">{queue.listenError}</Alert>
+      )}
       {error && (
         <Alert title="That did not work" onDismiss={() => setError(null)}>
           {error}

@@ -26,6 +26,8 @@ export interface QueueState {
   clearFinished(id?: number): void;
   /** Why the queue could not be loaded. */
   error: string | null;
+  /** Why the queue does not follow changes (it is read, not updated). */
+  listenError: string | null;
   refresh(): Promise<void>;
 }
 
@@ -162,7 +164,7 @@ export function useQueue(): QueueState {
         },
       );
       stop = untilUnmount(registration, (e) => {
-        setListenError(`The queue does not follow changes by itself: ${errorText(e)}`);
+        setListenError(`${errorText(e)} Trying again every ${LISTEN_RETRY_MS / 1000} s.`);
         retry = setTimeout(() => listen(false), LISTEN_RETRY_MS);
       });
     };
@@ -186,7 +188,8 @@ export function useQueue(): QueueState {
     opened,
     finished,
     clearFinished,
-    error: error ?? listenError,
+    error,
+    listenError,
     refresh,
   };
 }

@@ -328,13 +328,29 @@ impl NoOutput {
 
 /// Run `cmd` (stdin closed) to its end and collect its output, as
 /// [`Command::output`], asking `cancelled` every 100 ms: when it says so,
-/// the program is killed and waited for. (A recipe or pip runs for minutes
-/// on a new machine; a Ctrl-C, a cancelled job or a stopping worker must
-/// not wait for it.)
+/// the program and what it started are killed, and it is waited for. (A
+/// recipe or pip runs for minutes on a new machine; a Ctrl-C, a cancelled
+/// job or a stopping worker must not wait for it.) It runs in a process
+/// group of its own, so the kill reaches its children (`python -m venv`
+/// runs pip), and a terminal's Ctrl-C reaches only Stemroom, which cancels.
 fn output_unless_cancelled(cmd: &mut Command, cancelled: &dyn Fn() -> bool) -> Result<std::process::Output, NoOutput> {
     use std::io::Read;
+    #[cfg(unix)]
+    std::os::unix::process::CommandExt::process_group(cmd, 0);
     let mut child =
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(NoOutput::Io)?;
+    let stop = |child: &mut std::process::Child| {
+        #[cfg(unix)]
+        if let Ok(pid) = i32::try_from(child.id()) {
+            // SAFETY: kill(2) with a negative pid signals the child's own
+            // group (made above); no memory is involved.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    };
     // Both pipes read on their own threads: one left full blocks the program.
     let drain = |pipe: Option<Box<dyn Read + Send>>| {
         std::thread::spawn(move || {
@@ -348,12 +364,16 @@ fn output_unless_cancelled(cmd: &mut Command, cancelled: &dyn Fn() -> bool) -> R
     let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
     let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
     let status = loop {
-        if let Some(status) = child.try_wait().map_err(NoOutput::Io)? {
-            break status;
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => {}
+            Err(e) => {
+                stop(&mut child);
+                return Err(NoOutput::Io(e));
+            }
         }
         if cancelled() {
-            let _ = child.kill();
-            let _ = child.wait();
+            stop(&mut child);
             return Err(NoOutput::Cancelled);
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
@@ -416,9 +436,18 @@ mod tests {
             asked.set(asked.get() + 1);
             asked.get() > 3
         };
-        let r = output_unless_cancelled(Command::new("sleep").arg("30"), &cancelled);
+        // What it starts is stopped too (pip under `python -m venv`).
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let script = format!("sleep 30 & echo $! > '{}'; wait", pid_file.display());
+        let r = output_unless_cancelled(Command::new("sh").args(["-c", &script]), &cancelled);
         assert!(matches!(r, Err(NoOutput::Cancelled)), "{r:?}");
         assert!(t0.elapsed() < std::time::Duration::from_secs(5), "{:?}", t0.elapsed());
+        let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = state.rsplit_once(") ").map(|(_, rest)| rest.chars().next()).unwrap_or_default();
+        assert!(matches!(state, None | Some('Z')), "its child still runs ({state:?})");
         let script = "head -c 200000 /dev/zero | tr '\\0' o; head -c 100000 /dev/zero | tr '\\0' e >&2; exit 3";
         let out = output_unless_cancelled(Command::new("sh").args(["-c", script]), &|| false).unwrap();
         assert_eq!((out.stdout.len(), out.stderr.len(), out.status.code()), (200_000, 100_000, Some(3)));

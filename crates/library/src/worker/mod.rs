@@ -35,7 +35,8 @@ use crate::Error;
 
 /// Receives what workers do. Called on worker threads.
 pub trait WorkerListener: Send + Sync {
-    /// A job changed in the database (claimed, finished, failed, cancelled).
+    /// A job changed in the database (claimed, finished, failed, cancelled,
+    /// queued again by [`Worker::retry`]).
     fn job_changed(&self, job: &Job);
     /// Throttled progress of a running job.
     fn progress(&self, progress: &JobProgress);
@@ -544,9 +545,24 @@ impl Inner {
                 tracing::error!("job {} panicked: {what}", job.id);
                 Err(Error::Internal(format!("the separation stopped unexpectedly ({what}); please report this")))
             });
-        let asked = self.cancelled_before_suspend.lock().unwrap_or_else(|p| p.into_inner()).remove(&job.id);
-        if matches!(result, Err(Error::Cancelled)) && self.suspending.load(Ordering::SeqCst) && !asked {
-            match self.queue.requeue(job.id) {
+        // Under the lock `Worker::cancel` takes: a cancel comes before the
+        // job is put back (and counts), or finds it queued (and cancels it
+        // there), never in between.
+        let requeued = {
+            let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            let asked = self.cancelled_before_suspend.lock().unwrap_or_else(|p| p.into_inner()).remove(&job.id);
+            if matches!(result, Err(Error::Cancelled)) && self.suspending.load(Ordering::SeqCst) && !asked {
+                let requeued = self.queue.requeue(job.id);
+                if running.get(&job.id).is_some_and(|f| Arc::ptr_eq(f, &flag)) {
+                    running.remove(&job.id);
+                }
+                Some(requeued)
+            } else {
+                None
+            }
+        };
+        if let Some(requeued) = requeued {
+            match requeued {
                 Ok(job) => self.listener.job_changed(&job),
                 Err(QueueError::NotFound(_)) => {}
                 Err(e) => tracing::error!("cannot put job {} back in the queue: {e}", job.id),

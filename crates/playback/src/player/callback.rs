@@ -344,7 +344,9 @@ impl Callback {
                         // A seek's first chunk, read while this buffer
                         // rendered: kept for the next buffer, which reads
                         // the new generation (recycled, it would be lost:
-                        // the reader does not read it again).
+                        // the reader does not read it again). It fades in
+                        // after the silence this buffer ends with.
+                        self.fade = 0.0;
                         break;
                     }
                     if chunk.generation != self.fading_gen

@@ -564,18 +564,15 @@ pub(super) fn read_loop(
                 shared.reader_failed.store(true, Ordering::Release);
                 shared.fail(e.clone());
                 failed = Some(e);
-                // Waits for a generation after the one the reader took up
-                // (a seek that came during the step, whose restart failed,
-                // is not one to go on with), then restarts whatever the
-                // generation: the failed step may have left the stems
-                // half repositioned, out of lock step.
-                let taken = reader.generation;
+                // Waits for a generation after the failure (a seek that came
+                // during the step, whose restart failed, is not one to go
+                // on with), then restarts whatever the generation: the
+                // failed step may have left the stems half repositioned,
+                // out of lock step.
+                let failed_at = shared.generation.load(Ordering::Acquire);
                 reader.generation = u32::MAX;
-                loop {
+                while !shared.stop.load(Ordering::Acquire) && shared.generation.load(Ordering::Acquire) == failed_at {
                     std::thread::sleep(READER_POLL.max(std::time::Duration::from_millis(20)));
-                    if shared.stop.load(Ordering::Acquire) || shared.generation.load(Ordering::Acquire) != taken {
-                        break;
-                    }
                 }
             }
         }

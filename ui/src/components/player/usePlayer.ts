@@ -97,8 +97,8 @@ export function usePlayer(songId: number, version: number, jobState?: JobState):
           setWin(saved?.view ?? { start: 0, end: v.frames });
           setLoop(saved?.loop ?? null);
           if (saved && v.output) {
-            backend.setControls(saved.controls).catch((e: unknown) => live && setError(errorText(e)));
-            if (saved.loop) backend.setLoop(saved.loop).catch((e: unknown) => live && setError(errorText(e)));
+            backend.setControls(songId, saved.controls).catch((e: unknown) => live && setError(errorText(e)));
+            if (saved.loop) backend.setLoop(songId, saved.loop).catch((e: unknown) => live && setError(errorText(e)));
           }
         },
         (e: unknown) => live && setError(errorText(e)),
@@ -184,7 +184,7 @@ export function usePlayer(songId: number, version: number, jobState?: JobState):
     const update = (next: MixControls) => {
       latest.current.controls = next;
       setControls(next);
-      if (canPlay()) run(backend.setControls(next));
+      if (canPlay()) run(backend.setControls(songId, next));
     };
     const changeStem: PlayerActions["changeStem"] = (index, change) => {
       const c = latest.current.controls;
@@ -201,14 +201,14 @@ export function usePlayer(songId: number, version: number, jobState?: JobState):
       toggle: (index, key) => changeStem(index, (s) => ({ [key]: !s[key] })),
       seek(frame) {
         const frames = latest.current.view?.frames ?? 0;
-        if (canPlay()) run(backend.seek(Math.max(0, Math.min(frames, Math.round(frame)))));
+        if (canPlay()) run(backend.seek(songId, Math.max(0, Math.min(frames, Math.round(frame)))));
       },
       togglePlay() {
-        if (canPlay()) run(store.get()?.playing ? backend.pause() : backend.play());
+        if (canPlay()) run(store.get()?.playing ? backend.pause(songId) : backend.play(songId));
       },
       applyLoop(region) {
         setLoop(region);
-        if (canPlay()) run(backend.setLoop(region));
+        if (canPlay()) run(backend.setLoop(songId, region));
       },
       zoom(factor, anchor) {
         const { win: w, view: v } = latest.current;
@@ -234,7 +234,7 @@ export function usePlayer(songId: number, version: number, jobState?: JobState):
       },
       reportError: setError,
     };
-  }, [backend, store]);
+  }, [backend, songId, store]);
 
   // Keep the playhead in view while playing: page forward when it runs
   // off the view (or a seek or a loop's wrap takes it out). A view the

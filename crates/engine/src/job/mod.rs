@@ -606,6 +606,10 @@ pub fn separate_file(sep: &Separator, req: &JobRequest, listener: &dyn Listener)
     let out_frames = (decoded.frames as f64 * f64::from(out_rate) / decoded.sample_rate.max(1) as f64).ceil() as u64;
     req.format.fits(out_frames, info.channels).map_err(Error::InvalidOptions)?;
     let mut outputs = open_outputs(req, &dests, (info.sample_rate, out_rate, out_frames), &mut leftovers)?;
+    // A write that fails (a full disk) names the stem's file, not its
+    // temporary one (removed with the failure).
+    let names: Vec<(PathBuf, PathBuf)> = outputs.iter().map(|p| (p.tmp.clone(), p.dest.clone())).collect();
+    let named = |e: Error| named_by_dest(e, &names);
 
     let mut sink = StemSink {
         outputs: &mut outputs,
@@ -627,7 +631,8 @@ pub fn separate_file(sep: &Separator, req: &JobRequest, listener: &dyn Listener)
             let fp = checkpoint::Fingerprint::new(&req.input, info, (frames, &spooled.sha256), &req.separate)?;
             let resume = checkpoint::load(&c.dir, &fp, (info, frames, &req.separate));
             if let Some(state) = &resume {
-                checkpoint::replay(&c.dir, state.emitted, k_n, &mut sink, &|| listener.is_cancelled())?;
+                checkpoint::replay(&c.dir, state.emitted, k_n, &mut sink, &|| listener.is_cancelled())
+                    .map_err(named)?;
                 listener.event(&Event::Resumed {
                     segment: state.steps_done,
                     total: state.total_steps,
@@ -665,19 +670,12 @@ pub fn separate_file(sep: &Separator, req: &JobRequest, listener: &dyn Listener)
     // the song's segment.
     let mut net = SharedNet { sep, listener, segment: resume.as_ref().map_or(0, |s| s.steps_done) };
     let mut saving = checkpoint::SavingSink { inner: &mut sink, saver };
-    let sep_stats = separate::separate_from(
-        &mut net,
-        info,
-        &mut mix,
-        stats,
-        &req.separate,
-        &mut saving,
-        listener,
-        resume.as_ref(),
-    )?;
+    let sep_stats =
+        separate::separate_from(&mut net, info, &mut mix, stats, &req.separate, &mut saving, listener, resume.as_ref())
+            .map_err(named)?;
     drop(saving);
 
-    finish_outputs(&mut outputs, listener)?;
+    finish_outputs(&mut outputs, listener).map_err(named)?;
     if let Some(c) = req.checkpoint.as_ref() {
         checkpoint::clear(&c.dir);
     }
@@ -702,12 +700,39 @@ pub fn separate_file(sep: &Separator, req: &JobRequest, listener: &dyn Listener)
     Ok(out)
 }
 
+/// `e`, naming the stem's file where it names that stem's temporary file
+/// (`names`: temporary file, stem file): the person knows the one they
+/// asked for, and the temporary one is removed with the failure.
+fn named_by_dest(e: Error, names: &[(PathBuf, PathBuf)]) -> Error {
+    let dest_of = |path: &Path| names.iter().find(|(tmp, _)| tmp == path).map(|(_, dest)| dest.clone());
+    match e {
+        Error::Output { path, source } => Error::Output { path: dest_of(&path).unwrap_or(path), source },
+        Error::Encode(crate::audio::encode::EncodeError::Io { path, source }) => match dest_of(&path) {
+            Some(dest) => Error::Output { path: dest, source },
+            None => Error::Encode(crate::audio::encode::EncodeError::Io { path, source }),
+        },
+        e => e,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
     use super::*;
+
+    /// A full disk while a stem is written is said about the stem's file.
+    #[test]
+    fn a_failed_write_names_the_stems_file() {
+        let names = vec![(PathBuf::from("/out/.drums.wav.7-0.part"), PathBuf::from("/out/drums.wav"))];
+        let full = || std::io::Error::from_raw_os_error(libc::ENOSPC);
+        let e = Error::Encode(crate::audio::encode::EncodeError::Io { path: names[0].0.clone(), source: full() });
+        let said = named_by_dest(e, &names).to_string();
+        assert!(said.contains("/out/drums.wav") && !said.contains(".part"), "{said}");
+        let e = Error::Output { path: "/elsewhere".into(), source: full() };
+        assert!(named_by_dest(e, &names).to_string().contains("/elsewhere"));
+    }
 
     #[test]
     fn filename_templates_expand_once_left_to_right() {

@@ -98,6 +98,18 @@ pub fn example_bin(name: &str) -> PathBuf {
     p
 }
 
+/// Whether process `pid` has ended: gone, or a zombie (killed, and not
+/// yet reaped by its parent), from `/proc/PID/stat` (Linux).
+pub fn process_gone(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The state follows the command name in parentheses (which may hold
+    // spaces and parentheses itself).
+    match stat.rsplit_once(") ") {
+        None => true,
+        Some((_, rest)) => rest.starts_with('Z'),
+    }
+}
+
 /// Run ffmpeg quietly with `args` (overwriting outputs); panics if it fails.
 pub fn ffmpeg(args: &[&str]) {
     let st = Command::new("ffmpeg")

@@ -527,10 +527,7 @@ mod tests {
         assert!(t0.elapsed() < std::time::Duration::from_secs(5), "{:?}", t0.elapsed());
         let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(200));
-        // Gone, or a zombie (killed; tokio reaps it later).
-        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = state.rsplit_once(") ").map(|(_, rest)| rest.chars().next()).unwrap_or_default();
-        assert!(matches!(state, None | Some('Z')), "yt-dlp still runs ({state:?})");
+        assert!(stemroom_testkit::process_gone(pid), "yt-dlp still runs");
     }
 
     #[test]

@@ -623,38 +623,32 @@ impl Player {
         if let Some(tx) = self.stop_owner.take() {
             let _ = tx.send(());
         }
+        // Closing a stream on a sound server that died can block for ever
+        // inside the audio backend, and the reader may be blocked in a read
+        // (a network drive that stalled; ffmpeg waits up to a minute for its
+        // pipe): each thread is left to it after a while rather than
+        // hanging whoever drops the player (the app's next song would wait
+        // behind it).
         if let Some(h) = self.owner.take() {
-            // Closing a stream on a sound server that died can block for
-            // ever inside the audio backend: the output thread is left to
-            // it after a while rather than hanging whoever drops the player
-            // (the app's next song would wait behind it).
-            let t0 = std::time::Instant::now();
-            while !h.is_finished() && t0.elapsed() < OUTPUT_JOIN_LIMIT {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            if h.is_finished() {
-                let _ = h.join();
-            } else {
-                tracing::warn!(
-                    "the audio output did not close within {} s; leaving it to the audio system",
-                    OUTPUT_JOIN_LIMIT.as_secs()
-                );
-            }
+            join_within(h, "the audio output did not close; leaving it to the audio system");
         }
         if let Some(h) = self.reader.take() {
-            // The reader may be blocked in a read (a network drive that
-            // stalled; ffmpeg waits up to a minute for its pipe): left to
-            // finish on its own after a while, as the output thread.
-            let t0 = std::time::Instant::now();
-            while !h.is_finished() && t0.elapsed() < OUTPUT_JOIN_LIMIT {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            if h.is_finished() {
-                let _ = h.join();
-            } else {
-                tracing::warn!("the stems' reader did not stop within {} s; left to end", OUTPUT_JOIN_LIMIT.as_secs());
-            }
+            join_within(h, "the stems' reader did not stop; left to end");
         }
+    }
+}
+
+/// Join `h` when it ends within [`OUTPUT_JOIN_LIMIT`]; else leave it
+/// running, saying `why_not`.
+fn join_within(h: JoinHandle<()>, why_not: &str) {
+    let t0 = std::time::Instant::now();
+    while !h.is_finished() && t0.elapsed() < OUTPUT_JOIN_LIMIT {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if h.is_finished() {
+        let _ = h.join();
+    } else {
+        tracing::warn!("{why_not} (after {} s)", OUTPUT_JOIN_LIMIT.as_secs());
     }
 }
 

@@ -529,7 +529,12 @@ impl Drop for Leftovers {
         for p in &self.files {
             let _ = std::fs::remove_file(p);
         }
-        for d in &self.dirs {
+        // Deepest first: a folder made for one stem may be the parent of
+        // folders made for later ones (`out/` of `out/drums`, `out/bass`).
+        let mut dirs = std::mem::take(&mut self.dirs);
+        dirs.sort_by(|a, b| b.components().count().cmp(&a.components().count()).then_with(|| a.cmp(b)));
+        dirs.dedup();
+        for d in &dirs {
             let _ = std::fs::remove_dir(d);
         }
     }
@@ -695,6 +700,14 @@ mod tests {
             left.file(file.clone());
         }
         assert!(!root.path().join("a").exists(), "files, then folders, removed");
+        // Folders made for several stems under one new parent: all go.
+        {
+            let mut left = Leftovers::new();
+            for stem in ["drums", "bass", "other"] {
+                left.create_dirs(&root.path().join("out").join(stem)).unwrap();
+            }
+        }
+        assert!(!root.path().join("out").exists(), "the shared parent goes last");
         let mut left = Leftovers::new();
         left.create_dirs(&deep).unwrap();
         left.disarm();

@@ -248,7 +248,7 @@ try {
   let [masterDb, drumsDb, vocalsDb] = [-Infinity, -Infinity, -Infinity];
   for (let i = 0; i < 5; i++) {
     const [m, d, v] = await b.execute(() =>
-      ["Master", "drums", "vocals"].map((n) =>
+      ["Master", "Drums", "Vocals"].map((n) =>
         Number(document.querySelector(`[aria-label="${n} level"]`)?.getAttribute("aria-valuenow")),
       ),
     );

@@ -25,7 +25,7 @@ describe("level meters", () => {
 
   it("shows each stem and the master as heard, holds the peak and latches a clip", async () => {
     const { backend, user } = await openPlayer();
-    const vocals = screen.getByRole("meter", { name: "vocals level" });
+    const vocals = screen.getByRole("meter", { name: "Vocals level" });
     const master = screen.getByRole("meter", { name: "Master level" });
     expect(vocals).toHaveAttribute("aria-valuenow", "-60");
 
@@ -38,7 +38,7 @@ describe("level meters", () => {
     expect(vocals).toHaveAttribute("aria-valuenow", "-12");
     expect(vocals).toHaveAttribute("data-peak-db", "-6.0");
     expect(screen.getByRole("button", { name: "Master clipped: reset" })).toHaveAttribute("aria-pressed", "true");
-    expect(screen.getByRole("button", { name: "vocals not clipping" })).toHaveAttribute("aria-pressed", "false");
+    expect(screen.getByRole("button", { name: "Vocals not clipping" })).toHaveAttribute("aria-pressed", "false");
 
     // Quieter now: the RMS falls at once, the peak mark is held.
     act(() =>

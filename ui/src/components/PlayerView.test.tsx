@@ -68,7 +68,7 @@ describe("Player", () => {
     expect(backend.player.controls?.stems.map((s) => s.solo)).toEqual([false, true, false, false]);
     // Faders are in dB: -6 dB is half the amplitude; the bottom is silence;
     // a double-click goes back to 0 dB.
-    const drums = screen.getByRole("slider", { name: "drums volume" });
+    const drums = screen.getByRole("slider", { name: "Drums volume" });
     fireEvent.change(drums, { target: { value: "-6" } });
     expect(backend.player.controls?.stems[0]!.gain).toBeCloseTo(0.501, 3);
     expect(drums).toHaveAttribute("aria-valuetext", "−6.0 dB");
@@ -79,7 +79,7 @@ describe("Player", () => {
     expect(backend.player.controls?.stems[0]!.gain).toBe(1);
     expect(drums).toHaveValue("0");
     // Pan: a balance from L 100 to R 100; a double-click centres it.
-    const pan = screen.getByRole("slider", { name: "bass pan" });
+    const pan = screen.getByRole("slider", { name: "Bass pan" });
     fireEvent.change(pan, { target: { value: "-0.5" } });
     expect(backend.player.controls?.stems[1]!.pan).toBe(-0.5);
     expect(pan).toHaveAttribute("aria-valuetext", "L 50");
@@ -122,13 +122,13 @@ describe("Player", () => {
     await first.user.keyboard("l");
     expect(first.backend.player.loop).toEqual({ start: 5 * 44_100, end: 15 * 44_100 });
     await first.user.keyboard("4m");
-    fireEvent.change(screen.getByRole("slider", { name: "bass volume" }), { target: { value: "-12" } });
+    fireEvent.change(screen.getByRole("slider", { name: "Bass volume" }), { target: { value: "-12" } });
     first.unmount();
 
     // Opened again (a new window, the same storage): the mix, the loop are back.
     const again = await openPlayer();
     expect(screen.getByRole("button", { name: "Mute Vocals" })).toHaveAttribute("aria-pressed", "true");
-    expect(screen.getByRole("slider", { name: "bass volume" })).toHaveValue("-12");
+    expect(screen.getByRole("slider", { name: "Bass volume" })).toHaveValue("-12");
     expect(again.backend.player.controls?.stems[3]!.mute).toBe(true);
     expect(again.backend.player.loop).toEqual({ start: 5 * 44_100, end: 15 * 44_100 });
   });
@@ -217,7 +217,7 @@ describe("Player", () => {
 
   it("keeps the transport keys after a fader or a button was touched", async () => {
     const { backend, user } = await openPlayer();
-    const fader = screen.getByRole("slider", { name: "vocals volume" });
+    const fader = screen.getByRole("slider", { name: "Vocals volume" });
     fader.focus();
     await user.keyboard(" ");
     expect(backend.player.status?.playing).toBe(true);

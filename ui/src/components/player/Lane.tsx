@@ -114,7 +114,7 @@ export function Lane({ lane, label, color, stemIndex: si, stem, heard, selected,
               max={FADER_MAX_DB}
               step={0.5}
               value={gainToDb(stem.gain)}
-              aria-label={`${lane} volume`}
+              aria-label={`${label} volume`}
               aria-valuetext={dbText(stem.gain)}
               title={`${dbText(stem.gain)} (double-click: 0 dB)`}
               onChange={(e) => actions.changeStem(si, () => ({ gain: dbToGain(Number(e.target.value)) }))}
@@ -130,13 +130,13 @@ export function Lane({ lane, label, color, stemIndex: si, stem, heard, selected,
               max={1}
               step={0.05}
               value={stem.pan ?? 0}
-              aria-label={`${lane} pan`}
+              aria-label={`${label} pan`}
               aria-valuetext={panText(stem.pan ?? 0)}
               title={`Pan: ${panText(stem.pan ?? 0)} (double-click: centre)`}
               onChange={(e) => actions.changeStem(si, () => ({ pan: Number(e.target.value) }))}
               onDoubleClick={() => actions.changeStem(si, () => ({ pan: 0 }))}
             />
-            <StemMeter store={store} index={si} label={lane} />
+            <StemMeter store={store} index={si} label={label} />
           </>
         )}
       </div>

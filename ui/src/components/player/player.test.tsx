@@ -47,7 +47,7 @@ describe("Player layout", () => {
       );
     }
     expect(screen.getByTestId("position")).toHaveAttribute("data-frame", String(30 * 1470));
-    expect(screen.getByRole("meter", { name: "vocals level" })).toHaveAttribute("aria-valuenow", "-14");
+    expect(screen.getByRole("meter", { name: "Vocals level" })).toHaveAttribute("aria-valuenow", "-14");
     // Lanes rendered when playing started (play state is not theirs either): none.
     expect(laneRenders.count - before).toBe(0);
     // A change of the mix renders the lanes (the one stem's props changed).

@@ -187,6 +187,55 @@ fn sync_destinations(pairs: &[(PathBuf, PathBuf)]) {
     }
 }
 
+/// Whether `a` and `b` name one existing file (the same device and inode on
+/// Unix, so links and `..` detours count; the same canonical path
+/// elsewhere). `false` when either does not exist or cannot be read.
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (std::fs::metadata(a), std::fs::metadata(b)) {
+            (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+            (Ok(x), Ok(y)) => x == y,
+            _ => false,
+        }
+    }
+}
+
+/// Whether folder `dir` is on a file system held in memory (tmpfs, ramfs:
+/// `/tmp` on Fedora, Arch and Debian 13), where a large scratch file takes
+/// RAM. `false` where it cannot be told (other systems, an unreadable path).
+pub fn in_memory(dir: &Path) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        // From linux/magic.h.
+        const TMPFS_MAGIC: i64 = 0x0102_1994;
+        const RAMFS_MAGIC: i64 = 0x8584_58f6;
+        let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return false };
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `path` is a NUL-terminated string and `st` a statfs the
+        // call fills in; both outlive it.
+        if unsafe { libc::statfs(path.as_ptr(), &mut st) } != 0 {
+            return false;
+        }
+        #[allow(clippy::unnecessary_cast)]
+        let kind = st.f_type as i64;
+        kind == TMPFS_MAGIC || kind == RAMFS_MAGIC
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = dir;
+        false
+    }
+}
+
 /// Make the renames and creations in folder `dir` durable (fsync of the
 /// folder itself: without it a power cut can undo a rename on ext4 with
 /// some mount options, XFS and btrfs, leaving the old name or none). Best
@@ -543,6 +592,15 @@ impl Drop for Leftovers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_file_systems_are_told_from_disks() {
+        if std::path::Path::new("/dev/shm").is_dir() {
+            assert!(in_memory(std::path::Path::new("/dev/shm")), "/dev/shm is a tmpfs");
+        }
+        assert!(!in_memory(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))), "the source tree is on a disk");
+        assert!(!in_memory(std::path::Path::new("/nonexistent/folder")));
+    }
 
     #[test]
     fn publishing_new_files_never_replaces_one() {

@@ -332,6 +332,65 @@ mod codecs {
         assert!(worst < 0.01, "after the seek, {worst} from reading through");
     }
 
+    /// A click at 1.5 s is where ffmpeg decodes it, read through and after
+    /// a seek, in every lossy format with an encoder delay: Opus in WebM
+    /// (YouTube's audio, what yt-dlp fetches by default) and in Ogg
+    /// (312 frames of pre-skip), Vorbis, MP3 (LAME's delay) and FLAC. The
+    /// player seeks the original mixture for A/B against stems read from
+    /// the start: the two must agree.
+    #[test]
+    fn a_click_is_at_one_frame_read_through_or_after_a_seek() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = |n: &str| dir.path().join(n).to_str().expect("utf-8").to_string();
+        let mut wrong = Vec::new();
+        for (name, rate, codec) in [
+            ("click.webm", 48_000u64, "libopus"),
+            ("click.opus", 48_000, "libopus"),
+            ("click.ogg", 44_100, "libvorbis"),
+            ("click.mp3", 44_100, "libmp3lame"),
+            ("click.flac", 44_100, "flac"),
+        ] {
+            // (At 1.5 s: seeks within the first second read from the start.)
+            let at = rate * 3 / 2;
+            let click = format!("aevalsrc='if(eq(n\\,{at})\\,0.9\\,0)':s={rate}:d=3");
+            stemroom_testkit::ffmpeg(&["-f", "lavfi", "-i", &click, "-ac", "2", "-c:a", codec, &p(name)]);
+            let path = p(name);
+            let path = std::path::Path::new(&path);
+            let mut d = StreamDecoder::open(path).expect("open");
+            assert!(format!("{d:?}").contains("native"), "{d:?}");
+            let mut left = Vec::new();
+            while let Some((block, _)) = d.next_block().expect("decode") {
+                left.extend(block.chunks_exact(2).map(|f| f[0]));
+            }
+            let peak = (0..left.len()).max_by(|&a, &b| left[a].abs().total_cmp(&left[b].abs())).unwrap() as u64;
+            if peak.abs_diff(at) > 2 {
+                wrong.push(format!("{name}: read through, the click at {peak}, not {at}"));
+            }
+            // WebM's block times are whole milliseconds (48 frames): a seek
+            // by time is exact to about a millisecond there.
+            let tolerance = if name.ends_with(".webm") { 96 } else { 2 };
+            for before in [50, 3000, at - 10] {
+                // (A fresh stream: symphonia's Matroska reader cannot seek
+                // back from its end, which the player handles by reading
+                // again.)
+                let mut d = StreamDecoder::open(path).expect("open");
+                let target = at - before;
+                d.seek(target).expect("seek");
+                let mut after: Vec<f32> = Vec::new();
+                while after.len() < before as usize + 2000 {
+                    let (block, _) = d.next_block().expect("decode").expect("a block");
+                    after.extend(block.chunks_exact(2).map(|f| f[0]));
+                }
+                let sought = target
+                    + (0..after.len()).max_by(|&a, &b| after[a].abs().total_cmp(&after[b].abs())).unwrap() as u64;
+                if sought.abs_diff(peak) > tolerance {
+                    wrong.push(format!("{name}: after a seek to {target}, the click at {sought}, not {peak}"));
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
+    }
+
     #[test]
     fn the_installed_ffmpeg_is_reported_by_its_full_path() {
         let status = stemroom_engine::audio::decode::ffmpeg_status();

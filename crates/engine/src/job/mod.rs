@@ -81,7 +81,10 @@ pub struct JobRequest {
     pub output_rate: OutputRate,
     /// Algorithm options.
     pub separate: SeparateOptions,
-    /// Directory for the scratch spool; `None` = the system temp directory.
+    /// Directory for the scratch spool (the decoded mixture at the model
+    /// rate: 1.27 GB per hour of audio); `None` = the system temp
+    /// directory, or the first stem's folder where the temp directory is
+    /// a tmpfs (Fedora, Arch, Debian 13: the spool would be held in memory).
     pub scratch_dir: Option<PathBuf>,
     /// Save the job's state now and then, and resume from a saved state
     /// (see [`checkpoint`]); `None` = a run starts from the beginning.
@@ -400,13 +403,22 @@ pub const MAX_NAME_BYTES: usize = 255;
 /// Where each output stem goes under `req.out_dir`, in output order.
 ///
 /// # Errors
-/// [`Error::InvalidOptions`] for a template [`render_filename`] refuses or
-/// one that gives two stems the same file (`{stem}` missing).
+/// [`Error::InvalidOptions`] for a template [`render_filename`] refuses, one
+/// that gives two stems the same file (`{stem}` missing), or one whose stem
+/// would replace the input itself (`-o` the input's folder with a
+/// `--filename` that renders to its name: the input would be truncated
+/// while it is read).
 fn destinations(req: &JobRequest, stem_names: &[String]) -> Result<Vec<(String, PathBuf)>, Error> {
     let mut dests: Vec<(String, PathBuf)> = Vec::new();
     for stem in stem_names {
         let rel = render_filename(&req.filename, &req.input, stem, req.format.extension())?;
         let dest = req.out_dir.join(rel);
+        if crate::files::same_file(&dest, &req.input) {
+            return Err(Error::InvalidOptions(format!(
+                "the {stem} stem would replace the input {}: choose another output folder or file name",
+                dest.display()
+            )));
+        }
         if let Some((other, _)) = dests.iter().find(|(_, d)| *d == dest) {
             return Err(Error::InvalidOptions(format!(
                 "--filename '{}' writes {other} and {stem} to the same file {}: put {{stem}} in it",
@@ -584,7 +596,13 @@ pub fn separate_file(sep: &Separator, req: &JobRequest, listener: &dyn Listener)
     listener.event(&Event::Started { input: req.input.clone(), model: info.id.clone(), provider: sep.provider() });
 
     // Decode + resample to the model rate into the scratch spool.
-    let scratch_dir = req.scratch_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let scratch_dir = req.scratch_dir.clone().unwrap_or_else(|| {
+        let tmp = std::env::temp_dir();
+        match dests.first().and_then(|(_, d)| d.parent()) {
+            Some(out) if crate::files::in_memory(&tmp) && !crate::files::in_memory(out) => out.to_path_buf(),
+            _ => tmp,
+        }
+    });
     let spooled = match spool::decode_to_spool(&req.input, info.sample_rate, &scratch_dir, listener) {
         // A decoder stopped by the same signal that cancelled the job
         // (systemd stops the whole group): the job was cancelled, the
@@ -868,6 +886,28 @@ mod tests {
         w.write(&x).unwrap();
         w.finish().unwrap();
         p
+    }
+
+    /// A stem that would land on the input itself (a `--filename` rendering
+    /// to its name in its own folder, here through a link to the folder)
+    /// is refused before anything is written: the input stays whole.
+    #[test]
+    fn a_stem_that_would_replace_the_input_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = input(dir.path());
+        let before = std::fs::read(&input).unwrap();
+        let link = dir.path().join("same");
+        std::os::unix::fs::symlink(dir.path(), &link).unwrap();
+        let info = Manifest::builtin().unwrap().get("htdemucs").unwrap().clone();
+        let (net, runs) = identity(None);
+        let sep = Separator::from_network(info, net, Provider::Cpu, PathBuf::new(), None);
+        // (The first stem is refused before the template is found to name
+        // every stem alike.)
+        let req = JobRequest { filename: "{track}.{ext}".into(), ..request(&input, &link) };
+        let err = separate_file(&sep, &req, &Events::default()).expect_err("refused");
+        assert!(matches!(&err, Error::InvalidOptions(m) if m.contains("would replace the input")), "{err:?}");
+        assert_eq!(std::fs::read(&input).unwrap(), before, "the input is untouched");
+        assert_eq!(runs.load(Ordering::SeqCst), 0, "nothing was separated");
     }
 
     /// A cancel that comes while loud stems are encoded again at their

@@ -215,14 +215,14 @@ impl Backend for Edited {
     fn seek(&mut self, frame: u64) -> Result<(), DecodeError> {
         self.inner.seek(frame.saturating_add(self.edit.start))
     }
-    fn next_block(&mut self) -> Result<Option<u32>, DecodeError> {
+    fn next_block(&mut self, cancelled: &dyn Fn() -> bool) -> Result<Option<u32>, DecodeError> {
         loop {
             if self.end().is_some_and(|e| self.inner.frames() >= e) {
                 // The rest is padding (a packet or two), not read.
                 self.inner.stop_early();
                 return Ok(None);
             }
-            let Some(rate) = self.inner.next_block()? else { return Ok(None) };
+            let Some(rate) = self.inner.next_block(cancelled)? else { return Ok(None) };
             let block = self.inner.block();
             let n = (block.len() / 2) as u64;
             let to = self.inner.frames();

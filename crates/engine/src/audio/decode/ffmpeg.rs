@@ -30,6 +30,10 @@ use crate::audio::encode::Tags;
 const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest silence from a decoding `ffmpeg` before it is called stuck.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often a wait for ffmpeg's output asks whether it was cancelled
+/// ([`super::StreamDecoder::next_block_unless`]): a cancel is heard within
+/// this, not after the [`STALL_TIMEOUT`].
+pub const CANCEL_POLL: Duration = Duration::from_millis(100);
 /// Bytes per piece read from ffmpeg's output (16 384 stereo `f32` frames).
 const PIECE_BYTES: usize = 64 * 1024;
 /// Pieces in flight between the reader thread and the decoder.
@@ -513,7 +517,7 @@ impl Backend for FfmpegStream {
         Ok(())
     }
 
-    fn next_block(&mut self) -> Result<Option<u32>, DecodeError> {
+    fn next_block(&mut self, cancelled: &dyn Fn() -> bool) -> Result<Option<u32>, DecodeError> {
         loop {
             if self.finished {
                 return Ok(None);
@@ -522,7 +526,20 @@ impl Backend for FfmpegStream {
                 self.spawn()?;
             }
             let Some(run) = self.running.as_ref() else { return Ok(None) };
-            let piece = match run.pieces.recv_timeout(STALL_TIMEOUT) {
+            let waited = Instant::now();
+            let got = loop {
+                match run.pieces.recv_timeout(CANCEL_POLL) {
+                    Err(RecvTimeoutError::Timeout) if waited.elapsed() < STALL_TIMEOUT => {
+                        if cancelled() {
+                            // (Dropping the run kills ffmpeg.)
+                            self.running = None;
+                            return Err(DecodeError::Cancelled);
+                        }
+                    }
+                    got => break got,
+                }
+            };
+            let piece = match got {
                 Ok(Ok(piece)) => piece,
                 Ok(Err(e)) => return Err(self.corrupt(format!("reading ffmpeg's output: {e}"))),
                 Err(RecvTimeoutError::Timeout) => {
@@ -554,5 +571,59 @@ impl Backend for FfmpegStream {
             self.frames += (self.stereo.len() / 2) as u64;
             return Ok(Some(self.info.sample_rate));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    /// An ffmpeg that writes nothing (a slow network share, a stuck
+    /// decoder) no longer holds a cancel for the whole stall limit: the
+    /// wait hears it within a poll, and ffmpeg is killed.
+    #[test]
+    fn a_cancel_stops_a_wait_for_a_silent_ffmpeg() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let silent = dir.path().join("ffmpeg");
+        std::fs::write(&silent, format!("#!/bin/sh\necho $$ > '{}'\nexec sleep 600\n", pid_file.display())).unwrap();
+        std::fs::set_permissions(&silent, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let mut stream = FfmpegStream {
+            path: dir.path().join("song.wma"),
+            ffmpeg: silent,
+            info: Described {
+                sample_rate: 44_100,
+                channels: 2,
+                declared_frames: Some(44_100 * 240),
+                length_estimated: false,
+                tags: Tags::default(),
+            },
+            out_channels: 2,
+            running: None,
+            start_frame: 0,
+            discard: 0,
+            unseekable: false,
+            behind: 0,
+            frames: 0,
+            carry: Vec::new(),
+            samples: Vec::new(),
+            stereo: Vec::new(),
+            finished: false,
+        };
+        let cancel = Arc::new(AtomicBool::new(false));
+        let later = cancel.clone();
+        let asked = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(500));
+            later.store(true, Ordering::SeqCst);
+            Instant::now()
+        });
+        let result = stream.next_block(&|| cancel.load(Ordering::SeqCst));
+        let heard = asked.join().unwrap().elapsed();
+        assert!(matches!(result, Err(DecodeError::Cancelled)), "{result:?}");
+        assert!(heard < Duration::from_secs(2), "the cancel took {heard:?}");
+        let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+        assert!(!crate::files::process_alive(pid), "ffmpeg ({pid}) was killed");
     }
 }

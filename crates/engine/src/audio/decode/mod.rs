@@ -73,6 +73,10 @@ pub enum DecodeError {
          (Debian/Ubuntu: sudo apt install ffmpeg; or choose its program in Settings, or set $STEMROOM_FFMPEG)"
     )]
     NeedsFfmpeg { path: PathBuf, codec: String },
+    /// The caller's cancel came while the decoder waited
+    /// ([`StreamDecoder::next_block_unless`]).
+    #[error("decoding was cancelled")]
+    Cancelled,
 }
 
 impl DecodeError {
@@ -104,8 +108,13 @@ pub struct DecodedInfo {
 /// ATSC A/52 and ffmpeg's `-ac 2` fold 5.1): front left and right positions
 /// (the wide and centre-left/right ones too) go to their side at full
 /// gain, every other left or right position (side, rear, top, bottom) to
-/// its side at -3 dB (0.7071), centre positions to both at -3 dB; unknown
-/// (discrete) channels alternate left/right. LFE is dropped in 5.1 and 7.1
+/// its side at -3 dB (0.7071), centre positions to both at -3 dB.
+/// Channels without positions (symphonia's `Discrete`: AIFF with 3 or
+/// more channels, PCM in Matroska) take the WAVE order's first positions
+/// (`Position::from_wave_channel_count`: L R C LFE Ls Rs …, what ffmpeg
+/// assumes for them too); labelled ones (CAF) their own positions, and
+/// any channel left without one goes to both sides at -3 dB (never
+/// alternating, which put a 5.1 file's centre on the left only). LFE is dropped in 5.1 and 7.1
 /// (6 and 8 channels, as BS.775 folds them); with other counts it goes to
 /// both at -3 dB like a centre: a WAV without a channel mask gets a guessed
 /// layout (symphonia calls the 4th of 4 channels LFE, where a quad file has
@@ -115,27 +124,37 @@ pub struct DecodedInfo {
 /// decodes, does not divide: those come out louder by that sum).
 pub fn downmix_weights(channels: &Channels, count: usize) -> Vec<(f32, f32)> {
     const C: f32 = std::f32::consts::FRAC_1_SQRT_2;
+    use symphonia::core::audio::{ChannelLabel, Position};
     let drop_lfe = count == 6 || count == 8;
+    let of_name = |name: &str| {
+        let front = name.starts_with("FRONT_");
+        if name.starts_with("LFE") && drop_lfe {
+            (0.0, 0.0)
+        } else if name.contains("LEFT") {
+            (if front { 1.0 } else { C }, 0.0)
+        } else if name.contains("RIGHT") {
+            (0.0, if front { 1.0 } else { C })
+        } else {
+            (C, C)
+        }
+    };
+    let of_positions = |pos: &Position| pos.iter_names().map(|(name, _)| of_name(name)).collect::<Vec<_>>();
     let mut w: Vec<(f32, f32)> = match channels {
-        Channels::Positioned(pos) => pos
-            .iter_names()
-            .map(|(name, _)| {
-                let front = name.starts_with("FRONT_");
-                if name.starts_with("LFE") && drop_lfe {
-                    (0.0, 0.0)
-                } else if name.contains("LEFT") {
-                    (if front { 1.0 } else { C }, 0.0)
-                } else if name.contains("RIGHT") {
-                    (0.0, if front { 1.0 } else { C })
-                } else {
-                    (C, C)
-                }
+        Channels::Positioned(pos) => of_positions(pos),
+        Channels::Discrete(n) if *n >= 3 => {
+            Position::from_wave_channel_count(u32::from(*n)).map(|p| of_positions(&p)).unwrap_or_default()
+        }
+        Channels::Custom(labels) => labels
+            .iter()
+            .map(|label| match label {
+                ChannelLabel::Positioned(p) => of_positions(p).first().copied().unwrap_or((C, C)),
+                _ => (C, C),
             })
             .collect(),
         _ => Vec::new(),
     };
     if w.len() != count {
-        w = (0..count).map(|i| if i % 2 == 0 { (1.0, 0.0) } else { (0.0, 1.0) }).collect();
+        w = vec![(C, C); count];
     }
     let (sl, sr) = w.iter().fold((0.0, 0.0), |(a, b), (l, r)| (a + l, b + r));
     let (sl, sr) = (if sl > 0.0 { sl } else { 1.0 }, if sr > 0.0 { sr } else { 1.0 });
@@ -219,8 +238,10 @@ trait Backend: Send {
     /// Position the stream so that the next block starts at `frame`.
     fn seek(&mut self, frame: u64) -> Result<(), DecodeError>;
     /// Decode the next block ([`Backend::block`]); returns its rate in Hz,
-    /// or `None` at the end.
-    fn next_block(&mut self) -> Result<Option<u32>, DecodeError>;
+    /// or `None` at the end. A backend that waits on another process asks
+    /// `cancelled` while it waits and gives [`DecodeError::Cancelled`] when
+    /// it says so.
+    fn next_block(&mut self, cancelled: &dyn Fn() -> bool) -> Result<Option<u32>, DecodeError>;
     /// The block [`Backend::next_block`] decoded: interleaved stereo frames.
     fn block(&self) -> &[f32];
     /// What the user should hear about the decode (a file that may be
@@ -255,6 +276,9 @@ pub struct StreamDecoder {
     retried: bool,
     /// Warnings of the opening, until taken ([`StreamDecoder::take_warnings`]).
     notes: Vec<String>,
+    /// Frames still to drop before handing any out: a seek near the start,
+    /// served by decoding from the start ([`StreamDecoder::seek`]).
+    skip: u64,
 }
 
 impl std::fmt::Debug for StreamDecoder {
@@ -269,7 +293,13 @@ impl std::fmt::Debug for StreamDecoder {
 
 impl StreamDecoder {
     fn over(path: &Path, backend: impl Backend + 'static) -> Self {
-        StreamDecoder { path: path.to_path_buf(), backend: Box::new(backend), retried: false, notes: Vec::new() }
+        StreamDecoder {
+            path: path.to_path_buf(),
+            backend: Box::new(backend),
+            retried: false,
+            notes: Vec::new(),
+            skip: 0,
+        }
     }
 
     /// What the user should hear about this decode so far (the core of an
@@ -387,12 +417,29 @@ impl StreamDecoder {
 
     /// Position the stream so that the next block starts exactly at `frame`
     /// (frames at the file's sample rate, from the start of the stream).
-    /// Seeking past the end leaves the stream at its end.
+    /// Seeking past the end leaves the stream at its end. Within the first
+    /// second the file is read again from its start and the frames before
+    /// `frame` dropped (a millisecond's decoding): a container seek there
+    /// finds no packets before the target to rebuild the codec's state
+    /// from, and its first packets' delay trims made it land a packet
+    /// (WebM, 20 ms) or the pre-skip (Ogg Opus, 6.5 ms) off.
     ///
     /// # Errors
     /// [`DecodeError::Corrupt`] when the container cannot seek (e.g. a
-    /// stream without an index or timestamps).
+    /// stream without an index or timestamps); near the start, the errors
+    /// of [`StreamDecoder::open`].
     pub fn seek(&mut self, frame: u64) -> Result<(), DecodeError> {
+        if frame < u64::from(self.sample_rate()) && !self.retried && self.backend.kind() == "native" {
+            let mut fresh = StreamDecoder::open(&self.path)?;
+            if fresh.backend.kind() == "native" {
+                // (Its opening's warnings were said already.)
+                fresh.notes.clear();
+                fresh.skip = frame;
+                *self = fresh;
+                return Ok(());
+            }
+        }
+        self.skip = 0;
         self.backend.seek(frame)
     }
 
@@ -411,7 +458,35 @@ impl StreamDecoder {
     /// or channel count midway (joined MP3 files, a chained Ogg file) when
     /// no ffmpeg is installed to read on.
     pub fn next_block(&mut self) -> Result<Option<(&[f32], u32)>, DecodeError> {
-        let rate = match self.backend.next_block() {
+        self.next_block_unless(&|| false)
+    }
+
+    /// [`StreamDecoder::next_block`], giving up with
+    /// [`DecodeError::Cancelled`] when `cancelled` says so while the
+    /// decoder waits (an ffmpeg that is slow to write, asked about every
+    /// [`ffmpeg::CANCEL_POLL`]). The built-in decoders never wait: their
+    /// caller asks between blocks.
+    ///
+    /// # Errors
+    /// As [`StreamDecoder::next_block`], and [`DecodeError::Cancelled`].
+    pub fn next_block_unless(&mut self, cancelled: &dyn Fn() -> bool) -> Result<Option<(&[f32], u32)>, DecodeError> {
+        loop {
+            let Some(rate) = self.next_rate(cancelled)? else { return Ok(None) };
+            let frames = self.backend.block().len() / 2;
+            let dropped = usize::try_from(self.skip).unwrap_or(usize::MAX).min(frames);
+            self.skip -= dropped as u64;
+            if dropped > 0 && dropped == frames {
+                continue;
+            }
+            return Ok(Some((&self.backend.block()[dropped * 2..], rate)));
+        }
+    }
+
+    /// Decode the next block into the backend ([`Backend::block`]); its
+    /// rate in Hz, `None` at the end. Errors as
+    /// [`StreamDecoder::next_block_unless`].
+    fn next_rate(&mut self, cancelled: &dyn Fn() -> bool) -> Result<Option<u32>, DecodeError> {
+        let rate = match self.backend.next_block(cancelled) {
             // A header that says there is no audio where the file holds
             // some (a recorder that stopped before writing its WAV's data
             // size): ffmpeg reads past it, when installed. Nothing was
@@ -427,7 +502,7 @@ impl StreamDecoder {
                             self.path.display()
                         );
                         self.backend = Box::new(f);
-                        return self.next_block();
+                        return self.next_rate(cancelled);
                     }
                     Err(_) => return Err(DecodeError::NoSamples(self.path.clone())),
                 }
@@ -448,7 +523,7 @@ impl StreamDecoder {
                         // frames handed out, which stay counted.
                         f.continue_from(at.saturating_sub(self.backend.concealed_frames()), at);
                         self.backend = Box::new(f);
-                        return self.next_block();
+                        return self.next_rate(cancelled);
                     }
                     Ok(f) => {
                         return Err(DecodeError::Corrupt {
@@ -482,7 +557,7 @@ impl StreamDecoder {
                     "its sample rate of {rate} Hz is outside what audio uses ({MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz)"
                 ),
             }),
-            Some(rate) => Ok(Some((self.backend.block(), rate))),
+            Some(rate) => Ok(Some(rate)),
             None => Ok(None),
         }
     }
@@ -521,15 +596,19 @@ fn check_end(
     Ok(())
 }
 
-/// Largest sample magnitude handed out (80 dB above full scale): no
-/// recording comes near it, and a float file's absurd values (1e38) would
-/// overflow `f32` in the separation's arithmetic and come out as silence.
-const MAX_SAMPLE: f32 = 1e4;
+/// Largest sample magnitude taken as audio (24 dB above full scale; a
+/// float file's loudest masters stay within a few dB of it). Beyond it a
+/// sample is damage (random bytes read as floats, 1e38): kept, one such
+/// value would set the mixture's standard deviation that the network's
+/// input is normalised by (one sample of 5000 in a 3-minute song makes it
+/// about 12 times larger) and the clip rescale of the stem it lands in
+/// (about -74 dB), so it is silenced as a NaN is.
+const MAX_SAMPLE: f32 = 16.0;
 
 /// Fold one block of `channels`-channel interleaved samples into stereo
 /// (appended to `stereo`), with `weights` for more than two channels;
-/// non-finite samples become 0 (they would poison the normalisation), and
-/// magnitudes are held to [`MAX_SAMPLE`].
+/// non-finite samples and those beyond ±[`MAX_SAMPLE`] become 0 (they
+/// would poison the normalisation).
 fn to_stereo(interleaved: &[f32], channels: usize, weights: &[(f32, f32)], stereo: &mut Vec<f32>) {
     let n = interleaved.len() / channels.max(1);
     let from = stereo.len();
@@ -537,7 +616,7 @@ fn to_stereo(interleaved: &[f32], channels: usize, weights: &[(f32, f32)], stere
     // A sample that is no number is silence, one beyond full scale held
     // there: before a downmix too (a NaN in the dropped LFE channel made
     // the whole frame silent, 0 × NaN being NaN).
-    let clean = |v: f32| if v.is_finite() { v.clamp(-MAX_SAMPLE, MAX_SAMPLE) } else { 0.0 };
+    let clean = |v: f32| if v.abs() <= MAX_SAMPLE { v } else { 0.0 };
     match channels {
         1 => {
             for &v in &interleaved[..n] {
@@ -625,7 +704,13 @@ pub fn decode(
         if listener.is_cancelled() {
             return Err(Error::Cancelled);
         }
-        let Some((block, rate)) = d.next_block()? else { break };
+        // (ffmpeg may take long to write a block: the cancel is asked
+        // while it is waited for too.)
+        let next = d.next_block_unless(&|| listener.is_cancelled()).map_err(|e| match e {
+            DecodeError::Cancelled => Error::Cancelled,
+            e => Error::from(e),
+        })?;
+        let Some((block, rate)) = next else { break };
         on_block(block, rate)?;
         let (frames, sr) = (d.backend.frames(), d.sample_rate());
         if sr > 0 && frames - last_report >= u64::from(sr) * 10 {
@@ -645,19 +730,22 @@ pub fn decode(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use symphonia::core::audio::Position;
+    use symphonia::core::audio::{ChannelLabel, Position};
 
     #[test]
-    fn absurd_and_non_finite_samples_are_held_in_range() {
+    fn absurd_and_non_finite_samples_are_silenced() {
         let mut out = Vec::new();
-        to_stereo(&[f32::NAN, 1e38, -1e38, 0.5, f32::INFINITY, -2.0], 2, &[], &mut out);
-        assert_eq!(out, [0.0, MAX_SAMPLE, -MAX_SAMPLE, 0.5, 0.0, -2.0]);
+        to_stereo(&[f32::NAN, 1e38, -1e38, 0.5, f32::INFINITY, -2.0, 5000.0, 16.0], 2, &[], &mut out);
+        assert_eq!(out, [0.0, 0.0, 0.0, 0.5, 0.0, -2.0, 0.0, 16.0]);
+        let mut out = Vec::new();
+        to_stereo(&[-17.0, 0.5], 1, &[], &mut out);
+        assert_eq!(out, [0.0, 0.0, 0.5, 0.5]);
         // Downmixed: each channel cleaned before the mix (a NaN in one
         // channel, here the third, silences only that channel).
         let weights = [(1.0, 0.0), (0.0, 1.0), (0.5, 0.5)];
         let mut out = vec![7.0, 7.0];
         to_stereo(&[0.25, -0.25, f32::NAN, 0.1, 0.2, 1e38], 3, &weights, &mut out);
-        assert_eq!(out, [7.0, 7.0, 0.25, -0.25, 0.1 + 0.5 * MAX_SAMPLE, 0.2 + 0.5 * MAX_SAMPLE]);
+        assert_eq!(out, [7.0, 7.0, 0.25, -0.25, 0.1, 0.2]);
     }
 
     #[test]
@@ -694,5 +782,24 @@ mod tests {
         );
         let w = downmix_weights(&guessed, 4);
         assert!(w[3].0 > 0.0 && w[3].1 > 0.0, "{w:?}");
+        // Channels without positions (a 6-channel AIFF, PCM in Matroska):
+        // the WAVE order's 5.1, the centre on both sides, not alternating.
+        assert_eq!(downmix_weights(&Channels::Discrete(6), 6), downmix_weights(&surround, 6));
+        // Labels (CAF): their positions; an unpositioned one to both sides.
+        let labels = Channels::Custom(
+            vec![
+                ChannelLabel::Positioned(Position::FRONT_CENTER),
+                ChannelLabel::Positioned(Position::FRONT_LEFT),
+                ChannelLabel::Positioned(Position::FRONT_RIGHT),
+                ChannelLabel::Discrete(0),
+            ]
+            .into_boxed_slice(),
+        );
+        let w = downmix_weights(&labels, 4);
+        assert!(w[0].0 == w[0].1 && w[0].0 > 0.0, "centre on both sides: {w:?}");
+        assert!(w[1].1 == 0.0 && w[2].0 == 0.0 && w[1].0 > w[0].0, "{w:?}");
+        assert!(w[3].0 == w[3].1 && w[3].0 > 0.0, "{w:?}");
+        // Nothing known: every channel on both sides, never one side only.
+        assert!(downmix_weights(&Channels::None, 5).iter().all(|(l, r)| l == r && *l > 0.0));
     }
 }

@@ -178,6 +178,12 @@ pub(super) struct NativeStream {
     /// skips it) shows as a jump; where the next packet is expected (frames,
     /// in the packets' time), and the gaps filled so far (count, frames).
     timed: bool,
+    /// Frames by which packet timestamps run ahead of the frames handed
+    /// out: Opus in Ogg, whose timestamps count the pre-skip (312 frames
+    /// at 48 kHz) that the decoder drops from the start, so a seek to
+    /// frame `f` goes to timestamp `f` plus this (else it landed 6.5 ms
+    /// early: the A/B original then played ahead of its stems).
+    seek_offset: u64,
     next_start: Option<u64>,
     gaps: (u64, u64),
     /// MPEG audio (MP1/MP2/MP3): symphonia's reader trims its packets from
@@ -267,6 +273,8 @@ impl NativeStream {
             track.num_frames.is_some() && (reader == "aac" || (mpeg && !has_mpeg_length_frame(path)));
         let mp4_aac = aac && reader == "isomp4";
         let timed = reader == "ogg";
+        let opus = params.codec == symphonia::core::codecs::audio::well_known::CODEC_ID_OPUS;
+        let seek_offset = if timed && opus { track.delay.map_or(0, u64::from) } else { 0 };
         let codec_params = params.clone();
         Ok(NativeStream {
             path: path.to_path_buf(),
@@ -300,6 +308,7 @@ impl NativeStream {
             end_trim: 0,
             mpeg,
             timed,
+            seek_offset,
             next_start: None,
             gaps: (0, 0),
         })
@@ -322,7 +331,9 @@ impl NativeStream {
         // Lossy codecs need the packets before the target to rebuild their
         // state (MP3's bit reservoir, the MDCT overlap of AAC and Vorbis):
         // decode from a little earlier and drop what comes before `frame`.
-        let from = frame.saturating_sub(SEEK_PREROLL_FRAMES);
+        // (In the packets' time, `seek_offset` ahead of ours.)
+        let target = frame.saturating_add(self.seek_offset);
+        let from = target.saturating_sub(SEEK_PREROLL_FRAMES);
         let seek = |s: &mut Self, from: u64| {
             let to = SeekTo::Timestamp { ts: Timestamp::new(s.frames_to_ticks(from)), track_id: s.track_id };
             s.format.seek(SeekMode::Accurate, to)
@@ -359,7 +370,7 @@ impl NativeStream {
         self.truncated_io = false;
         self.last_packet_failed = false;
         self.consecutive_errors = 0;
-        self.seek_target = Some(frame);
+        self.seek_target = Some(target);
         self.overrun = (0, Vec::new());
         self.next_start = None;
         Ok(())
@@ -826,7 +837,7 @@ impl Backend for NativeStream {
     fn seek(&mut self, frame: u64) -> Result<(), DecodeError> {
         self.seek_to(frame)
     }
-    fn next_block(&mut self) -> Result<Option<u32>, DecodeError> {
+    fn next_block(&mut self, _cancelled: &dyn Fn() -> bool) -> Result<Option<u32>, DecodeError> {
         self.next_packet_block()
     }
     fn block(&self) -> &[f32] {

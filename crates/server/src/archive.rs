@@ -128,11 +128,20 @@ fn write_zip(entries: Vec<Opened>, out: ChannelWriter) -> std::io::Result<()> {
             .compression_method(zip::CompressionMethod::Stored)
             .large_file(size >= u64::from(u32::MAX))
             .unix_permissions(0o644);
-        zip.start_file(name.as_str(), options).map_err(std::io::Error::other)?;
+        zip.start_file(name.as_str(), options).map_err(io_error)?;
         std::io::copy(&mut file, &mut zip)?;
     }
-    let mut out = zip.finish().map_err(std::io::Error::other)?;
+    let mut out = zip.finish().map_err(io_error)?;
     out.flush()
+}
+
+/// The I/O error inside a zip error as it is (a client gone is a
+/// `BrokenPipe`, not logged as a failure), else the zip error.
+fn io_error(e: zip::result::ZipError) -> std::io::Error {
+    match e {
+        zip::result::ZipError::Io(e) => e,
+        e => std::io::Error::other(e),
+    }
 }
 
 /// A response body that is the zip of `entries` (opened before the answer

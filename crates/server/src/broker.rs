@@ -606,27 +606,41 @@ pub struct Heartbeat {
     pub keeps: bool,
 }
 
+/// The answer to a heartbeat: `ok`, and for the job it names, whether its
+/// worker should stop it ([`Carry`], as a progress report's answer says:
+/// cancelled or deleted here, or taken over by another worker). Heard in
+/// the phases that report no progress (a model build, a link's download,
+/// the input's transfer), where a cancel used to wait for the first
+/// segment.
 async fn heartbeat(
     State(service): State<Arc<Service>>,
     Json(h): Json<Heartbeat>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let broker = broker_of(&service)?;
     let name: String = h.worker.chars().filter(|c| !c.is_control()).take(64).collect();
+    let mut carry = Carry { cancel: false, taken_over: false };
     if let (Some(id), Some(message)) = (h.job, h.message.as_deref()) {
-        // Only the holder's word counts.
-        if service.queue.broker_holder(id)?.is_some_and(|(m, w)| m == message && w == h.worker) {
-            if h.busy {
-                broker.touch(id);
+        match service.queue.broker_holder(id)? {
+            // Only the holder's word counts.
+            Some((m, w)) if m == message && w == h.worker => {
+                if h.busy {
+                    broker.touch(id);
+                }
+                if h.keeps {
+                    broker.kept(id, &h.worker);
+                } else {
+                    broker.let_go(id, &h.worker);
+                }
             }
-            if h.keeps {
-                broker.kept(id, &h.worker);
-            } else {
-                broker.let_go(id, &h.worker);
-            }
+            Some((m, _)) if m == message => carry = Carry { cancel: true, taken_over: true },
+            // Not held any more (cancelled, deleted, finished, released):
+            // unless its completion is being filed, which decides.
+            _ if broker.is_ending(id) => {}
+            _ => carry.cancel = true,
         }
     }
     broker.seen(&name, &h.device, h.provider, h.job);
-    Ok(Json(serde_json::json!({ "ok": true })))
+    Ok(Json(serde_json::json!({ "ok": true, "cancel": carry.cancel, "taken_over": carry.taken_over })))
 }
 
 /// `POST /worker/jobs/{id}/claim`.
@@ -679,48 +693,22 @@ pub struct JobSpec {
     pub public_only: bool,
 }
 
-/// Move the folder `from` to `to` (which must not exist): a rename, or
-/// where they are on different file systems (the library on another disk
-/// than the data folder), a copy of every file and folder, each file and
-/// folder synced to the disk (the job is recorded done next, and its entry
-/// deleted: nothing would redo a copy lost to a power cut), then removal of
-/// `from`. A copy that is whole stands even when `from` cannot be removed
-/// (an NFS `.nfs*` file, a folder busy): that is logged, the staging sweep
-/// removes it later.
-///
-/// # Errors
-/// The first I/O error of the rename or the copy (`to` may then hold part
-/// of the copy).
-fn move_dir(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
-    match std::fs::rename(from, to) {
-        Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
-            copy_tree(from, to)?;
-            if let Some(parent) = to.parent() {
-                stemroom_engine::files::sync_dir(parent);
-            }
-            if let Err(e) = std::fs::remove_dir_all(from) {
-                tracing::warn!("copied {} to {}, but cannot remove it: {e}", from.display(), to.display());
-            }
-            Ok(())
-        }
-        other => other,
-    }
-}
-
-fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+/// Put the files `names` of folder `from` into a new folder `to`, keeping
+/// `from` whole: hard links where both are on one file system (nothing is
+/// copied), copies (synced) where they are not or links are refused.
+fn link_or_copy(from: &std::path::Path, to: &std::path::Path, names: &[&str]) -> std::io::Result<()> {
     std::fs::create_dir(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let kind = entry.file_type()?;
-        let dest = to.join(entry.file_name());
-        if kind.is_dir() {
-            copy_tree(&entry.path(), &dest)?;
-        } else if kind.is_file() {
-            std::fs::copy(entry.path(), &dest)?;
+    for name in names {
+        let (src, dest) = (from.join(name), to.join(name));
+        if std::fs::hard_link(&src, &dest).is_err() {
+            std::fs::copy(&src, &dest)?;
             std::fs::File::open(&dest)?.sync_all()?;
         }
     }
     stemroom_engine::files::sync_dir(to);
+    if let Some(parent) = to.parent() {
+        stemroom_engine::files::sync_dir(parent);
+    }
     Ok(())
 }
 
@@ -1034,17 +1022,13 @@ async fn put_stem(
     }
     // The data folder keeps its floor of free space (507 otherwise, as for
     // uploads): a stem's length is known before its bytes come.
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0);
+    let declared =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let limit = service.config.max_upload_bytes.saturating_mul(8).max(4_000_000_000);
-    if declared > limit {
+    if declared.is_some_and(|d| d > limit) {
         return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "stem file too large"));
     }
-    let mut reservation = crate::form::reserve_space(&service, declared)?;
+    let mut reservation = crate::form::reserve_space(&service, declared, limit)?;
     let dir = staging(&service, id, &h.message);
     tokio::fs::create_dir_all(&dir).await.map_err(|e| ApiError::internal(format!("cannot store stems: {e}")))?;
     let part = crate::upload::PartFile::new(&dir, &file);
@@ -1088,6 +1072,12 @@ async fn put_stem(
     // On disk before it is named (off the runtime's threads).
     out.sync_all().await.map_err(store_err)?;
     drop(out);
+    // The holder again, now that the stem is whole: a worker whose entry
+    // was taken over while this upload ran (a slow link) must not put its
+    // stem over the new holder's (the folder is the entry's, shared by
+    // both). The part file goes. (A completion being filed links or
+    // copies the files it lists: a rename here does not change them.)
+    check_holder(&service, id, &h.message, &h.worker)?;
     part.finish().map_err(|e| ApiError::internal(format!("cannot store stems: {e}")))?.keep();
     Ok(Json(serde_json::json!({ "stored": file, "bytes": written })))
 }
@@ -1142,6 +1132,29 @@ async fn complete(
     let job = tokio::task::spawn_blocking(move || -> Result<stemroom_library::queue::Job, ApiError> {
         let _completing = completing;
         let job = me.queue.get(id)?;
+        // Settings that cannot be read now (a busy database): 503, and the
+        // worker sends the completion again; never the default folder.
+        let library = me
+            .worker
+            .library_dir_to_file()
+            .map_err(|e| ApiError::unavailable(format!("the library's settings cannot be read now: {e}")))?;
+        // Sent again after its song was filed but the job not recorded (the
+        // database busy past its timeout, a restart at that instant): the
+        // song is recorded, not filed twice, and the staged copies go.
+        if let Some((dest, meta)) = song::find_published(&library, &job) {
+            let stems = meta.stems_in(&dest);
+            let done = me.queue.broker_finish(
+                id,
+                &c.message,
+                &c.worker,
+                &JobState::Done,
+                Some(&dest.to_string_lossy()),
+                &stems,
+            )?;
+            tracing::info!("job {id}: its song was filed before this completion: {}", dest.display());
+            let _ = std::fs::remove_dir_all(&staged);
+            return Ok(done);
+        }
         for s in &c.stems {
             if !stem_allowed(&me, &job.options, &s.path) || !staged.join(&s.path).is_file() {
                 return Err(ApiError::invalid_options(format!("stem {} ({}) was not uploaded", s.stem, s.path)));
@@ -1175,26 +1188,19 @@ async fn complete(
                 expected.join(", ")
             )));
         }
-        // Settings that cannot be read now (a busy database): 503, and the
-        // worker sends the completion again; never the default folder.
-        let library = me
-            .worker
-            .library_dir_to_file()
-            .map_err(|e| ApiError::unavailable(format!("the library's settings cannot be read now: {e}")))?;
         std::fs::create_dir_all(&library).map_err(|e| ApiError::internal(format!("library: {e}")))?;
         let work = song::partial_dir(&library, me.queue.work_tag(), id);
         let _ = std::fs::remove_dir_all(&work);
-        move_dir(&staged, &work).map_err(|e| {
+        // The staged stems stay until the job is recorded done: a filing
+        // that fails or is cut short (a restart, whose cleanup removes the
+        // working folder) loses only this copy, and the worker's next send
+        // files them again. Only the listed stems are filed (not an
+        // earlier send's part file, nor anything else in the folder).
+        let names: Vec<&str> = c.stems.iter().map(|s| s.path.as_str()).collect();
+        link_or_copy(&staged, &work, &names).map_err(|e| {
             let _ = std::fs::remove_dir_all(&work);
             ApiError::internal(format!("cannot file the stems: {e}"))
         })?;
-        // An earlier send of a stem that stalled may still hold its own part
-        // file in the folder: not part of the song.
-        for entry in std::fs::read_dir(&work).into_iter().flatten().flatten() {
-            if entry.file_name().to_string_lossy().ends_with(crate::upload::PART_SUFFIX) {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
         let _ = me.queue.set_details(id, c.duration_seconds, Some(&c.provider));
         let mut meta =
             SongMetadata::new(&job, c.stems.clone(), c.seconds, Some(c.provider.clone()), c.duration_seconds)
@@ -1204,7 +1210,10 @@ async fn complete(
         if let Some(a) = &meta.analysis {
             let _ = me.queue.set_analysis(id, a);
         }
-        meta.write(&work).map_err(|e| ApiError::internal(format!("cannot write the song's metadata: {e}")))?;
+        meta.write(&work).map_err(|e| {
+            let _ = std::fs::remove_dir_all(&work);
+            ApiError::internal(format!("cannot write the song's metadata: {e}"))
+        })?;
         let dest = match song::publish_song(&library, &work, &job.title) {
             Ok(d) => d,
             Err(e) => {
@@ -1213,8 +1222,14 @@ async fn complete(
             }
         };
         let stems = meta.stems_in(&dest);
-        match me.queue.broker_finish(id, &c.message, &c.worker, &JobState::Done, Some(&dest.to_string_lossy()), &stems)
-        {
+        let recorded = match me.queue.broker_finish(
+            id,
+            &c.message,
+            &c.worker,
+            &JobState::Done,
+            Some(&dest.to_string_lossy()),
+            &stems,
+        ) {
             Ok(job) => Ok(job),
             // Recorded meanwhile from this very folder (a claim that found
             // it filed, `filed_before`): done, the folder stays.
@@ -1233,12 +1248,17 @@ async fn complete(
             }
             Err(e) => {
                 // The database failed (busy past its timeout, disk full):
-                // the song stays filed, and the next claim of this job
-                // finds it (`filed_before`) instead of separating again.
+                // the song stays filed, and the worker's next send of this
+                // completion, or the next claim of this job
+                // (`filed_before`), finds it instead of separating again.
                 tracing::warn!("job {id}: its song is filed in {} but not recorded: {e}", dest.display());
                 Err(ApiError::internal(format!("cannot record job {id} as done: {e}")))
             }
+        };
+        if recorded.is_ok() {
+            let _ = std::fs::remove_dir_all(&staged);
         }
+        recorded
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))??;
@@ -1319,23 +1339,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stems_move_across_file_systems() {
+    fn stems_are_linked_or_copied_across_file_systems_and_stay_staged() {
         // /dev/shm (tmpfs) and the temporary folder are two file systems on
-        // Linux machines like this project's; the rename path is checked too.
+        // Linux machines like this project's; the link path is checked too.
         let shm = std::path::PathBuf::from("/dev/shm");
         let a = tempfile::tempdir_in(if shm.is_dir() { shm } else { std::env::temp_dir() }).unwrap();
         let b = tempfile::tempdir().unwrap();
         let crosses = a.path().metadata().unwrap().dev() != b.path().metadata().unwrap().dev();
         for (from_root, to_root) in [(a.path(), b.path()), (b.path(), b.path())] {
             let from = from_root.join("staged");
-            std::fs::create_dir_all(from.join("sub")).unwrap();
+            std::fs::create_dir_all(&from).unwrap();
             std::fs::write(from.join("vocals.wav"), b"v").unwrap();
-            std::fs::write(from.join("sub/drums.wav"), b"d").unwrap();
+            std::fs::write(from.join("drums.wav"), b"d").unwrap();
+            std::fs::write(from.join(".bass.wav.1.part"), b"half").unwrap();
             let to = to_root.join(format!("song-{}", from_root == to_root));
-            move_dir(&from, &to).unwrap();
-            assert!(!from.exists());
+            link_or_copy(&from, &to, &["vocals.wav", "drums.wav"]).unwrap();
             assert_eq!(std::fs::read(to.join("vocals.wav")).unwrap(), b"v");
-            assert_eq!(std::fs::read(to.join("sub/drums.wav")).unwrap(), b"d");
+            assert_eq!(std::fs::read(to.join("drums.wav")).unwrap(), b"d");
+            let mut filed: Vec<_> = std::fs::read_dir(&to).unwrap().flatten().map(|e| e.file_name()).collect();
+            filed.sort();
+            assert_eq!(filed, ["drums.wav", "vocals.wav"], "only the listed stems");
+            assert!(from.join("vocals.wav").is_file(), "the staged copy stays until the job is recorded");
+            assert!(link_or_copy(&from, &to, &["vocals.wav"]).is_err(), "never into an existing folder");
         }
         eprintln!("crossed file systems: {crosses}");
     }

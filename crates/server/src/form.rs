@@ -146,7 +146,7 @@ pub async fn read(service: &Service, req: Request, file_required: bool) -> Resul
         if let Err(e) = Multipart::from_request(header_only, &()).await {
             return refuse(req, ApiError::bad_request(format!("not a multipart body: {e}"))).await;
         }
-        let mut reservation = match reserve_space(service, declared.unwrap_or(0)) {
+        let mut reservation = match reserve_space(service, declared, limit) {
             Ok(r) => r,
             Err(e) => return refuse(req, e).await,
         };
@@ -383,15 +383,54 @@ impl Drop for Reservation<'_> {
 
 /// Check the floor for an upload of `declared` bytes (the whole of them,
 /// with what other uploads hold) and reserve its share ([`Reservation`]).
+/// An upload that declares no length (chunked) may send up to `most`
+/// bytes: it holds its first [`SPACE_CHECK_EVERY`] ahead as a declared one
+/// does, and only that is checked at its start.
 ///
 /// # Errors
 /// 507 as [`check_space`].
-pub(crate) fn reserve_space(service: &Service, declared: u64) -> Result<Reservation<'_>, ApiError> {
+pub(crate) fn reserve_space(service: &Service, declared: Option<u64>, most: u64) -> Result<Reservation<'_>, ApiError> {
     // Held first, then checked with everyone's reservations, this one's
     // among them: two uploads starting at once both count each other.
-    let reservation = Reservation::new(&service.upload_reserved, declared);
-    check_space(service, declared - reservation.held)?;
+    let reservation = Reservation::new(&service.upload_reserved, declared.unwrap_or(most));
+    check_space(service, declared.map_or(0, |d| d - reservation.held))?;
     Ok(reservation)
+}
+
+/// The file name a part's `Content-Disposition` gives: its `filename*`
+/// (RFC 8187 `charset'language'percent-encoded`, which older
+/// python-requests/urllib3 and some other clients send for a name outside
+/// ASCII, alone or before `filename`; multer 3.1 stops at a `filename*` it
+/// meets first and reports no name), else its `filename`.
+fn part_file_name(field: &axum::extract::multipart::Field<'_>) -> Option<String> {
+    field
+        .headers()
+        .get(header::CONTENT_DISPOSITION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(extended_file_name)
+        .or_else(|| field.file_name().map(str::to_string))
+}
+
+/// The `filename*` parameter of a `Content-Disposition` value, decoded
+/// (UTF-8 or ISO-8859-1, the two charsets RFC 8187 names); `None` when
+/// there is none or it cannot be read.
+fn extended_file_name(disposition: &str) -> Option<String> {
+    disposition.split(';').find_map(|param| {
+        let (key, value) = param.split_once('=')?;
+        if !key.trim().eq_ignore_ascii_case("filename*") {
+            return None;
+        }
+        let (charset, rest) = value.trim().trim_matches('"').split_once('\'')?;
+        let (_language, encoded) = rest.split_once('\'')?;
+        let bytes: Vec<u8> = percent_encoding::percent_decode_str(encoded).collect();
+        if charset.eq_ignore_ascii_case("utf-8") {
+            String::from_utf8(bytes).ok()
+        } else if charset.eq_ignore_ascii_case("iso-8859-1") {
+            Some(bytes.iter().map(|&b| char::from(b)).collect())
+        } else {
+            None
+        }
+    })
 }
 
 fn json_pairs(body: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
@@ -554,15 +593,16 @@ async fn read_multipart(
                 return Err(ApiError::invalid_options(format!("more than {MAX_FIELDS} fields")));
             }
             let name = field.name().unwrap_or("").to_string();
+            let file_name = part_file_name(&field);
             // A file part has a file name, or at least a type (multer hides a
             // file name that is not UTF-8; the part is still the file).
-            if FILE_FIELDS.contains(&name.as_str()) && (field.file_name().is_some() || field.content_type().is_some()) {
+            if FILE_FIELDS.contains(&name.as_str()) && (file_name.is_some() || field.content_type().is_some()) {
                 // A browser sends a file input left empty as a part with an
                 // empty file name and no bytes (`new FormData(form)`): no
                 // file, as FastAPI servers take it (`if file.filename`), so
                 // a link beside it is what the form asked for.
                 let mut first = None;
-                if field.file_name() == Some("") {
+                if file_name.as_deref() == Some("") {
                     // (The parser may hand out empty chunks first.)
                     while first.is_none() {
                         match next_chunk(&mut field).await? {
@@ -580,7 +620,7 @@ async fn read_multipart(
                 let mut given = job.fields.clone();
                 given.extend(query_options.iter().map(|(k, v)| (k.clone(), v.clone())));
                 early_options_check(service, &given)?;
-                job.client_name = field.file_name().map(str::to_string);
+                job.client_name = file_name;
                 let part = PartFile::new(&service.uploads, &upload::new_name(job.client_name.as_deref()));
                 let mut file = tokio::fs::File::create(part.part_path())
                     .await
@@ -833,6 +873,25 @@ mod tests {
             assert_eq!(held(), 8 * MIB);
         }
         assert_eq!(held(), 0, "all given back");
+    }
+
+    #[test]
+    fn an_extended_file_name_is_decoded() {
+        let name = |d: &str| extended_file_name(d);
+        assert_eq!(
+            name("form-data; name=\"file\"; filename*=UTF-8''Caf%C3%A9%20No.1.wav").as_deref(),
+            Some("Café No.1.wav")
+        );
+        assert_eq!(
+            name("form-data; filename*=utf-8'en'a+b.mp3; filename=\"fallback.mp3\"").as_deref(),
+            Some("a+b.mp3"),
+            "a plus is a plus, not a space"
+        );
+        assert_eq!(name("form-data; FILENAME*=iso-8859-1''caf%E9.flac").as_deref(), Some("café.flac"));
+        assert_eq!(name("form-data; name=\"file\"; filename=\"plain.wav\""), None);
+        assert_eq!(name("form-data; filename*=UTF-8''%FF.wav"), None, "not UTF-8");
+        assert_eq!(name("form-data; filename*=koi8-r''x.wav"), None);
+        assert_eq!(name("form-data; filename*=broken"), None);
     }
 
     #[test]

@@ -297,15 +297,15 @@ impl Life {
 struct Touching<'a, R> {
     inner: R,
     life: &'a Life,
-    /// Set: the reads fail (a stopping worker does not wait for the rest
-    /// of an input).
-    stop: Option<&'a AtomicBool>,
+    /// Says so: the reads fail (a stopping worker, or a job cancelled on
+    /// the server, does not wait for the rest of an input).
+    stop: Option<&'a dyn Fn() -> bool>,
 }
 
 impl<R: std::io::Read> std::io::Read for Touching<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
-            return Err(std::io::Error::other("the worker is stopping"));
+        if self.stop.is_some_and(|stopped| stopped()) {
+            return Err(std::io::Error::other("the job is stopping"));
         }
         let n = self.inner.read(buf)?;
         self.life.touch();
@@ -412,6 +412,19 @@ struct Current {
     /// Counts the runs this worker started: the same entry claimed again
     /// later is another run (see the heartbeat's `let_go`).
     run: u64,
+    /// What the server's answers to the heartbeat said of this run.
+    told: Arc<Told>,
+}
+
+/// A stop of the run in hand that the server's heartbeat answer asked for
+/// (its job cancelled or deleted, or taken over by another worker): heard
+/// in the phases that send no progress (the model's making, a link's
+/// download, the input's transfer). Only an answer sets it: a heartbeat
+/// that fails (a network blip) stops nothing.
+#[derive(Debug, Default)]
+struct Told {
+    cancel: AtomicBool,
+    taken_over: AtomicBool,
 }
 
 fn redis_connect(client: &redis::Client) -> redis::RedisResult<redis::Connection> {
@@ -518,6 +531,8 @@ struct Reporter<'a> {
     life: &'a Life,
     cancelled: AtomicBool,
     taken_over: AtomicBool,
+    /// The heartbeat's word on this run ([`Told`]).
+    told: Arc<Told>,
     throttle: Mutex<Throttle>,
 }
 
@@ -566,7 +581,30 @@ impl Listener for Reporter<'_> {
         }
     }
     fn is_cancelled(&self) -> bool {
-        self.cancelled.load(Ordering::SeqCst) || self.stop.load(Ordering::SeqCst)
+        self.cancelled.load(Ordering::SeqCst)
+            || self.stop.load(Ordering::SeqCst)
+            || self.told.cancel.load(Ordering::SeqCst)
+    }
+}
+
+impl Reporter<'_> {
+    /// `Err` when the run must end here: [`TAKEN_OVER`] when another
+    /// worker holds the job now, else cancelled (on the server, or this
+    /// worker stops).
+    fn halt(&self) -> Result<(), stemroom_library::Error> {
+        if self.was_taken_over() {
+            return Err(stemroom_library::Error::Internal(TAKEN_OVER.into()));
+        }
+        if self.is_cancelled() {
+            return Err(stemroom_library::Error::Cancelled);
+        }
+        Ok(())
+    }
+
+    /// Another worker holds the job now (a report's or a heartbeat's
+    /// answer said so): its entry is not this worker's to acknowledge.
+    fn was_taken_over(&self) -> bool {
+        self.taken_over.load(Ordering::SeqCst) || self.told.taken_over.load(Ordering::SeqCst)
     }
 }
 
@@ -809,6 +847,15 @@ fn server_heartbeat(
         match server.post_within::<serde_json::Value>("/worker/heartbeat", &body, HEARTBEAT_WAIT) {
             Err(RemoteError::Unauthorized(_)) => tracing::error!("the server refused the token"),
             Ok(Answer::Trouble(why)) => tracing::debug!("heartbeat: {why}"),
+            // (Older servers answer `ok` only.)
+            Ok(Answer::Ok(said)) if now.job.is_some() && said["cancel"].as_bool() == Some(true) => {
+                if said["taken_over"].as_bool() == Some(true) {
+                    now.told.taken_over.store(true, Ordering::SeqCst);
+                }
+                if !now.told.cancel.swap(true, Ordering::SeqCst) {
+                    tracing::info!("job {:?}: the server says to stop it", now.job);
+                }
+            }
             _ => {}
         }
         nap(every, stop);
@@ -837,6 +884,13 @@ fn keep_entry(
             // An entry let go stays let go: claimed again here it would be
             // taken back from the worker that took the job over.
             if let_go.as_ref().is_some_and(|(gone, run)| gone == m && *run == now.run) {
+                return false;
+            }
+            // Another worker holds it now (the server said so): taken back
+            // here, it would flip between the two, and if that worker died
+            // this one's claims would keep it from every other.
+            if now.told.taken_over.load(Ordering::SeqCst) {
+                let_go = Some((m.clone(), now.run));
                 return false;
             }
             if silent <= config.stall {
@@ -1086,7 +1140,13 @@ fn run_one(
     // this worker's.
     {
         let mut now = current.lock().unwrap_or_else(|p| p.into_inner());
-        *now = Current { job: None, message: Some(message.to_string()), provider: None, run: now.run + 1 };
+        *now = Current {
+            job: None,
+            message: Some(message.to_string()),
+            provider: None,
+            run: now.run + 1,
+            told: Arc::default(),
+        };
     }
     let visibility_ms = u64::try_from(config.visibility.as_millis()).unwrap_or(u64::MAX);
     let claim = serde_json::json!({ "message": message, "worker": config.name, "visibility_ms": visibility_ms });
@@ -1135,7 +1195,7 @@ fn run_one(
     life.touch();
     {
         let mut now = current.lock().unwrap_or_else(|p| p.into_inner());
-        *now = Current { job: Some(id), message: Some(message.to_string()), provider: None, run: now.run };
+        now.job = Some(id);
     }
     let work = config.work_dir.join(format!("job-{id}"));
     let _ = std::fs::remove_dir_all(&work);
@@ -1246,6 +1306,7 @@ fn separate(
         life,
         cancelled: AtomicBool::new(false),
         taken_over: AtomicBool::new(false),
+        told: current.lock().unwrap_or_else(|p| p.into_inner()).told.clone(),
         throttle: Mutex::new(Throttle::new(Duration::from_millis(250))),
     };
     // A stop that came with the claim (or during the input or the model,
@@ -1278,7 +1339,7 @@ fn separate(
                 },
                 &|| reporter.is_cancelled(),
             );
-            if reporter.taken_over.load(Ordering::SeqCst) {
+            if reporter.was_taken_over() {
                 return Err(Error::Internal(TAKEN_OVER.into()));
             }
             downloaded.map_err(|e| match e {
@@ -1348,18 +1409,16 @@ fn separate(
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok());
             let limit = declared.unwrap_or(MAX_INPUT_BYTES).min(MAX_INPUT_BYTES);
-            let mut body = Touching { inner: r.body_mut().with_config().limit(limit).reader(), life, stop: Some(stop) };
+            let stopped = || reporter.is_cancelled();
+            let mut body =
+                Touching { inner: r.body_mut().with_config().limit(limit).reader(), life, stop: Some(&stopped) };
             let copied = std::io::copy(&mut body, &mut file);
-            if stop.load(Ordering::SeqCst) {
-                return Err(Error::Cancelled);
-            }
+            reporter.halt()?;
             copied.map_err(io(&path))?;
             path
         }
     };
-    if stop.load(Ordering::SeqCst) {
-        return Err(Error::Cancelled);
-    }
+    reporter.halt()?;
     // The model, loaded once per (model) and kept while jobs follow.
     let sep = match separators.get(&spec.options.model) {
         Some(s) => s.clone(),
@@ -1373,15 +1432,15 @@ fn separate(
             // (minutes on a new machine: a tool environment, then the
             // model), which gives no sign of life of its own.
             let _held = life.hold();
-            // A stop of this worker stops it. (A cancel on the server is
-            // heard at the job's first report, once the model is made: a
-            // report that fails would cancel the job, and a network blip
-            // must not throw away minutes of tool installs.)
+            // A stop of this worker stops it, and so does a cancel on the
+            // server, told in the heartbeat's answer (this phase sends no
+            // report: a report that fails would cancel the job, and a
+            // network blip must not throw away minutes of tool installs).
             stemroom_engine::model::make_if_missing(&spec.options.model, config.model_dir.as_deref(), &|| {
                 reporter.is_cancelled()
             })
             .map_err(|e| match e {
-                stemroom_engine::model::ModelError::Cancelled => Error::Cancelled,
+                stemroom_engine::model::ModelError::Cancelled => reporter.halt().err().unwrap_or(Error::Cancelled),
                 e => stemroom_engine::Error::from(e).into(),
             })?;
             let s = Arc::new(Separator::open(&spec.options.model, config.model_dir.as_deref(), &runtime)?);
@@ -1389,9 +1448,7 @@ fn separate(
             s
         }
     };
-    if stop.load(Ordering::SeqCst) {
-        return Err(Error::Cancelled);
-    }
+    reporter.halt()?;
     let provider = sep.provider().to_string();
     current.lock().unwrap_or_else(|p| p.into_inner()).provider = Some(provider.clone());
     *reporter.provider.lock().unwrap_or_else(|p| p.into_inner()) = Some(provider.clone());
@@ -1419,7 +1476,7 @@ fn separate(
     if sep.fell_back() {
         separators.remove(&spec.options.model);
     }
-    if reporter.taken_over.load(Ordering::SeqCst) {
+    if reporter.was_taken_over() {
         return Err(Error::Internal(TAKEN_OVER.into()));
     }
     let output = result?;

@@ -729,6 +729,78 @@ fn a_job_filed_before_the_server_stopped_is_recorded_at_its_next_claim() {
     assert_eq!(songs, [filed], "one copy of the song");
 }
 
+/// A completion whose song was filed but whose job could not be recorded
+/// done (the database refused it: busy, disk full) is sent again by the
+/// worker: the second send records the song already filed, without a 422
+/// for stems that moved and without a second copy.
+#[test]
+fn a_completion_sent_again_after_its_record_failed_records_the_song_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (redis, _url, data, server) = broker_setup(dir.path(), &[]);
+    let id = server.upload(&testdata("mixture.wav"), &[]);
+    let message = read_entry(&redis, "w");
+    let token = worker_token(&server);
+    let holder = format!(r#"{{"message": "{message}", "worker": "w"}}"#);
+    let post = |path: &str, body: &str| {
+        server.curl_as(&token, &["-X", "POST", "-H", "Content-Type: application/json", "-d", body, path])
+    };
+    let (code, body) = post(&format!("/worker/jobs/{id}/claim"), &holder);
+    assert_eq!(code, 200, "{body}");
+    for stem in STEMS {
+        let (code, body) = server.curl_as(
+            &token,
+            &[
+                "-X",
+                "PUT",
+                "--data-binary",
+                &format!("@{}", utf8(&testdata("mixture.wav"))),
+                &format!("/worker/jobs/{id}/stems/{stem}.wav?message={message}&worker=w"),
+            ],
+        );
+        assert_eq!(code, 200, "{stem}: {body}");
+    }
+    // The database refuses to record the job as done, once.
+    let db = rusqlite::Connection::open(data.join("stemroom.sqlite")).expect("db");
+    db.busy_timeout(Duration::from_secs(10)).expect("busy timeout");
+    db.execute_batch(
+        "CREATE TRIGGER refuse_done BEFORE UPDATE OF status ON jobs WHEN NEW.status = 'done'
+         BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+    )
+    .expect("trigger");
+    let stems: Vec<String> = STEMS.iter().map(|s| format!(r#"{{"stem": "{s}", "path": "{s}.wav"}}"#)).collect();
+    let completion = format!(
+        r#"{{"message": "{message}", "worker": "w", "stems": [{}], "seconds": 1.0, "provider": "cpu", "duration_seconds": 7.0}}"#,
+        stems.join(", ")
+    );
+    let (code, body) = post(&format!("/worker/jobs/{id}/complete"), &completion);
+    assert_eq!(code, 500, "{body}");
+    assert!(body.contains("cannot record"), "{body}");
+    db.execute_batch("DROP TRIGGER refuse_done;").expect("drop trigger");
+    let (code, body) = post(&format!("/worker/jobs/{id}/complete"), &completion);
+    assert_eq!(code, 200, "the send again is recorded: {body}");
+    let status = server.json(&[&format!("/status/{id}")]);
+    assert_eq!(status["status"], "completed", "{status}");
+    let queue = stemroom_library::queue::Queue::open(&data.join("stemroom.sqlite")).expect("queue");
+    let library = queue
+        .settings()
+        .expect("settings")
+        .library_dir
+        .map(PathBuf::from)
+        .unwrap_or_else(|| stemroom_library::song::default_library_dir(&data));
+    let songs: Vec<_> = std::fs::read_dir(&library)
+        .expect("ls")
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(songs.len(), 1, "one copy of the song: {songs:?}");
+    let (code, _) = server.curl(&["-o", "/dev/null", &format!("/stems/{id}/vocals")]);
+    assert_eq!(code, 200, "its stems are served");
+    // Nothing stays staged once the job is recorded.
+    let staged = files_in(&data.join("uploads/results"));
+    assert!(staged.is_empty(), "staged stems left: {staged:?}");
+}
+
 /// A TCP proxy to `to` that stops passing the answer to a worker's input
 /// request after 64 KiB, holding the connection open: a read that never
 /// returns, as from a hung server or a dead link without a reset.

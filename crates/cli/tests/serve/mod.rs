@@ -1168,6 +1168,86 @@ fn uploads_side_by_side_hold_space_by_what_they_send_not_what_they_declare() {
     }
 }
 
+/// A file part named only by RFC 8187's `filename*` (older
+/// python-requests/urllib3 for a name outside ASCII, with no part
+/// Content-Type) is the file, and its name is the song's title.
+#[test]
+fn a_file_named_by_filename_star_is_taken_with_its_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let wav = dir.path().join("tone.wav");
+    stemroom_testkit::ffmpeg(&["-f", "lavfi", "-i", "sine=f=440:d=2", "-ac", "2", utf8(&wav)]);
+    let mut body =
+        b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename*=UTF-8''Caf%C3%A9%20No.1.wav\r\n\r\n"
+            .to_vec();
+    body.extend(std::fs::read(&wav).expect("wav"));
+    body.extend(b"\r\n--XyZ--\r\n");
+    let form = dir.path().join("form");
+    std::fs::write(&form, body).expect("write");
+    let v = server.json(&[
+        "-H",
+        "Content-Type: multipart/form-data; boundary=XyZ",
+        "--data-binary",
+        &format!("@{}", utf8(&form)),
+        "/upload",
+    ]);
+    assert_eq!(v["title"], "Café No.1", "{v}");
+}
+
+/// A chunked upload (no `Content-Length`: an unbuffered proxy, a client
+/// streaming from a pipe) holds its first 8 MiB against the floor as a
+/// declared one does: many of them at once cannot take the disk below it.
+#[test]
+fn chunked_uploads_side_by_side_hold_space_too() {
+    use std::io::Write;
+    use std::net::TcpStream;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    // A floor 60 MB below the free space now.
+    let df = Command::new("df").args(["-B1", "--output=avail"]).arg(&data).output().expect("df");
+    let free: u64 = String::from_utf8_lossy(&df.stdout).lines().nth(1).and_then(|l| l.trim().parse().ok()).expect("df");
+    let floor = ((free / 1_000_000).saturating_sub(60)).to_string();
+    let server = Server::start(&data, &["--min-free-mb", &floor, "--idle-timeout", "20"]);
+    let addr = server.base.trim_start_matches("http://").to_string();
+    // 10 MB that is not audio: refused for what it is (415) when it
+    // passes the floor.
+    let junk = dir.path().join("junk.wav");
+    std::fs::write(&junk, vec![7u8; 10_000_000]).expect("write");
+    let (code, body) = server.curl(&["-F", &format!("file=@{}", utf8(&junk)), "/upload"]);
+    assert_eq!(code, 415, "alone, an upload passes the floor: {body}");
+    // Ten chunked uploads that have sent their first chunk, then nothing:
+    // each holds 8 MiB, as many as fit above the floor (those that do not
+    // fit are refused themselves), so the 10 MB upload no longer fits.
+    let mut stalled = Vec::new();
+    for _ in 0..10 {
+        let mut c = TcpStream::connect(&addr).expect("connect");
+        let part = "--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\nRIFF";
+        let head = format!(
+            "POST /upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: multipart/form-data; boundary=B\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{part}\r\n",
+            server.token,
+            part.len()
+        );
+        c.write_all(head.as_bytes()).expect("write");
+        stalled.push(c);
+    }
+    // (Each is read up to its stall before the next check.)
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, body) = server.curl(&["-F", &format!("file=@{}", utf8(&junk)), "/upload"]);
+    assert_eq!(code, 507, "the chunked uploads hold their share: {body}");
+    drop(stalled);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, body) = server.curl(&["-F", &format!("file=@{}", utf8(&junk)), "/upload"]);
+        if code == 415 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "their share is given back when they go: {code} {body}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
 fn audio_longer_than_the_servers_limit_is_refused_however_small_the_file() {
     let dir = tempfile::tempdir().expect("tempdir");

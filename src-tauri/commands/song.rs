@@ -822,9 +822,16 @@ fn peaks_of(state: &AppState, id: JobId, start: f64, end: f64, columns: u32) -> 
     // (A reader whose tracks are all read goes.)
     song.loading.retain(|loading| {
         let update = loading.loader.take();
+        let seconds = |p: &Peaks| p.frames as f64 / f64::from(p.sample_rate.max(1));
         for (track, p) in update.peaks {
             if let Some(lane) = loading.lanes.get(track).and_then(|&l| song.lanes.get_mut(l)) {
-                lane.1 = p;
+                // A finished file's peaks read part way do not replace
+                // peaks that cover more (the stream's, whole when its job
+                // ended): the waveform stays whole until the file's are.
+                let last = update.finished.get(track).copied().unwrap_or(true);
+                if last || seconds(&p) >= seconds(&lane.1) {
+                    lane.1 = p;
+                }
             }
         }
         ready = f64::min(ready, update.ready);

@@ -208,31 +208,35 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// Whether folder `dir` is on a file system held in memory (tmpfs, ramfs:
+/// When folder `dir` is on a file system held in memory (tmpfs, ramfs:
 /// `/tmp` on Fedora, Arch and Debian 13), where a large scratch file takes
-/// RAM. `false` where it cannot be told (other systems, an unreadable path).
-pub fn in_memory(dir: &Path) -> bool {
+/// RAM: the bytes it has free (`statfs`'s `f_bavail` × `f_bsize`). `None`
+/// for a disk, and where it cannot be told (other systems, an unreadable
+/// path).
+pub fn in_memory(dir: &Path) -> Option<u64> {
     #[cfg(target_os = "linux")]
     {
         use std::os::unix::ffi::OsStrExt;
         // From linux/magic.h.
         const TMPFS_MAGIC: i64 = 0x0102_1994;
         const RAMFS_MAGIC: i64 = 0x8584_58f6;
-        let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return false };
+        let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
         let mut st: libc::statfs = unsafe { std::mem::zeroed() };
         // SAFETY: `path` is a NUL-terminated string and `st` a statfs the
         // call fills in; both outlive it.
         if unsafe { libc::statfs(path.as_ptr(), &mut st) } != 0 {
-            return false;
+            return None;
         }
         #[allow(clippy::unnecessary_cast)]
         let kind = st.f_type as i64;
-        kind == TMPFS_MAGIC || kind == RAMFS_MAGIC
+        #[allow(clippy::unnecessary_cast)]
+        let free = (st.f_bavail as u64).saturating_mul(st.f_bsize as u64);
+        (kind == TMPFS_MAGIC || kind == RAMFS_MAGIC).then_some(free)
     }
     #[cfg(not(target_os = "linux"))]
     {
         let _ = dir;
-        false
+        None
     }
 }
 
@@ -596,10 +600,10 @@ mod tests {
     #[test]
     fn memory_file_systems_are_told_from_disks() {
         if std::path::Path::new("/dev/shm").is_dir() {
-            assert!(in_memory(std::path::Path::new("/dev/shm")), "/dev/shm is a tmpfs");
+            assert!(in_memory(std::path::Path::new("/dev/shm")).is_some(), "/dev/shm is a tmpfs");
         }
-        assert!(!in_memory(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))), "the source tree is on a disk");
-        assert!(!in_memory(std::path::Path::new("/nonexistent/folder")));
+        assert_eq!(in_memory(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))), None, "the source tree is on a disk");
+        assert_eq!(in_memory(std::path::Path::new("/nonexistent/folder")), None);
     }
 
     #[test]

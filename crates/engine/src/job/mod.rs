@@ -452,6 +452,27 @@ fn file_rate(req: &JobRequest, model_rate: u32, input_rate: u32) -> u32 {
     })
 }
 
+/// Where the spool goes when the request names no folder: the temporary
+/// folder, unless it is held in memory (tmpfs) and the song's spool (its
+/// declared length at `model_rate` Hz, 8 bytes a frame) would take more
+/// than half of what it has free, or its length is not declared: then the
+/// first stem's folder (on a disk; an unnamed file there, gone with the
+/// run). A few minutes of song stay in memory as before (85 MB for four).
+fn default_scratch(req: &JobRequest, model_rate: u32, dests: &[(String, PathBuf)]) -> PathBuf {
+    let tmp = std::env::temp_dir();
+    let Some(free) = crate::files::in_memory(&tmp) else { return tmp };
+    let Some(out) = dests.first().and_then(|(_, d)| d.parent()).filter(|o| crate::files::in_memory(o).is_none()) else {
+        return tmp;
+    };
+    let seconds = decode::probe(&req.input).ok().and_then(|p| p.duration_seconds);
+    let bytes = seconds.map(|s| s * f64::from(model_rate) * 8.0);
+    if bytes.is_some_and(|b| b <= free as f64 / 2.0) {
+        return tmp;
+    }
+    tracing::info!("{} is in memory: the decoded song is spooled in {} instead", tmp.display(), out.display());
+    out.to_path_buf()
+}
+
 /// Open one writer per destination under its temporary name (registered in
 /// `leftovers`), each behind a resampler from the model rate to `out_rate`
 /// Hz, taking at most `out_frames` frames.
@@ -596,13 +617,7 @@ pub fn separate_file(sep: &Separator, req: &JobRequest, listener: &dyn Listener)
     listener.event(&Event::Started { input: req.input.clone(), model: info.id.clone(), provider: sep.provider() });
 
     // Decode + resample to the model rate into the scratch spool.
-    let scratch_dir = req.scratch_dir.clone().unwrap_or_else(|| {
-        let tmp = std::env::temp_dir();
-        match dests.first().and_then(|(_, d)| d.parent()) {
-            Some(out) if crate::files::in_memory(&tmp) && !crate::files::in_memory(out) => out.to_path_buf(),
-            _ => tmp,
-        }
-    });
+    let scratch_dir = req.scratch_dir.clone().unwrap_or_else(|| default_scratch(req, info.sample_rate, &dests));
     let spooled = match spool::decode_to_spool(&req.input, info.sample_rate, &scratch_dir, listener) {
         // A decoder stopped by the same signal that cancelled the job
         // (systemd stops the whole group): the job was cancelled, the

@@ -109,14 +109,6 @@ pub fn make_if_missing(id: &str, model_dir: Option<&Path>, cancelled: &dyn Fn() 
         // ones: the recipe would give them again (half a minute per job).
         return Err(derive_error(info, why.clone()));
     }
-    // One process makes it at a time (the app and a CLI run; several GB of
-    // memory each); one that waited finds it made.
-    std::fs::create_dir_all(&dest).map_err(|source| ModelError::Io { path: dest.clone(), source })?;
-    let _lock = crate::download::FileLock::wait(&dest.join(format!(".derive-{id}.lock")), cancelled)?;
-    if locate(info, &dirs, false).is_ok() {
-        // Made by another process meanwhile.
-        return Ok(());
-    }
     tracing::info!("making the model {id} in {}", dest.display());
     obtain(&manifest, info, &dirs, &dest, cancelled).map(|_| ())
 }
@@ -169,8 +161,15 @@ pub fn derive(
         Err(ModelError::NotFound { .. } | ModelError::Corrupt { .. }) => fetch_base(base_info, dest_dir, cancelled)?,
         Err(e) => return Err(e),
     };
-    let python = ensure_tools(info, tools_dir, cancelled)?;
+    // One process makes it at a time (the app's Make, a job of the app or
+    // of `stemroom serve`, a CLI run: several GB of memory each); one that
+    // waited (a cancel stops the wait) finds it made.
     std::fs::create_dir_all(dest_dir).map_err(io_at(dest_dir))?;
+    let _lock = crate::download::FileLock::wait(&dest_dir.join(format!(".derive-{}.lock", info.id)), cancelled)?;
+    if let Ok(made) = locate(info, dirs, false) {
+        return Ok(made);
+    }
+    let python = ensure_tools(info, tools_dir, cancelled)?;
     // Locked while in use, like a fetch's: one left by a build that was
     // killed (a model's worth of scratch files) goes at the next build.
     let prefix = format!(".derive-{}-", info.id);
@@ -248,16 +247,28 @@ fn last_lines(stderr: &[u8]) -> String {
     }
 }
 
+/// The Python versions (`major.minor`) the wheels pinned in
+/// `models/derive/requirements.txt` are built for (CPython 3.11 to 3.13).
+pub const SUPPORTED_PYTHONS: [&str; 3] = ["3.11", "3.12", "3.13"];
+
 /// The recipes' Python: a virtual environment in `dir` holding exactly the
 /// pinned wheels, made (or remade, when [`REQUIREMENTS`] changed or it is
 /// broken) with the system's `python3 -m venv` and pip's hash-checking mode.
 /// A stamp file holds the requirements' sha256 once the install succeeded.
 fn ensure_tools(info: &ModelInfo, dir: &Path, cancelled: &dyn Fn() -> bool) -> Result<PathBuf, ModelError> {
     use sha2::Digest;
-    let want = hex(&sha2::Sha256::digest(REQUIREMENTS.as_bytes()));
+    let requirements_sha = hex(&sha2::Sha256::digest(REQUIREMENTS.as_bytes()));
     let stamp = dir.join(".stemroom-requirements.sha256");
     let python = dir.join("bin").join("python");
-    let ready = || python.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == want);
+    // The stamp names the interpreter the environment was made with too
+    // (where its `bin/python` leads): a system Python upgraded since (3.11
+    // to 3.13) has no site-packages of the environment's, and the recipe
+    // would fail at every job; the environment is made again instead.
+    let interpreter = |python: &Path| std::fs::canonicalize(python).ok().map(|p| p.display().to_string());
+    let want = |python: &Path| interpreter(python).map(|i| format!("{requirements_sha} {i}"));
+    let ready = || {
+        python.is_file() && want(&python).is_some_and(|w| std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == w))
+    };
     if ready() {
         return Ok(python);
     }
@@ -266,8 +277,7 @@ fn ensure_tools(info: &ModelInfo, dir: &Path, cancelled: &dyn Fn() -> bool) -> R
     let parent = dir.parent().unwrap_or(dir);
     std::fs::create_dir_all(parent).map_err(io_at(parent))?;
     let lock_path = dir.with_extension("lock");
-    let lock = std::fs::File::create(&lock_path).map_err(io_at(&lock_path))?;
-    lock.lock().map_err(io_at(&lock_path))?;
+    let _lock = crate::download::FileLock::wait(&lock_path, cancelled)?;
     if ready() {
         return Ok(python);
     }
@@ -277,6 +287,30 @@ fn ensure_tools(info: &ModelInfo, dir: &Path, cancelled: &dyn Fn() -> bool) -> R
             format!("{what}: {}", last_lines(if out.stderr.is_empty() { &out.stdout } else { &out.stderr })),
         )
     };
+    // The pinned wheels are built for CPython 3.11 to 3.13: another
+    // Python is said so, before a venv and a pip run that would fail
+    // looking like a network error.
+    let version = output_unless_cancelled(
+        Command::new("python3").args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"]),
+        cancelled,
+    )
+    .map_err(|e| {
+        e.or_else(|e| {
+            derive_error(info, format!("python3 is needed to make it ({e}); install python3 and python3-venv"))
+        })
+    })?;
+    let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
+    if !SUPPORTED_PYTHONS.contains(&version.as_str()) {
+        return Err(derive_error(
+            info,
+            format!(
+                "its tools are pinned for Python {} and this system's python3 is {}: install one of those, \
+                 or use another preset",
+                SUPPORTED_PYTHONS.join(", "),
+                if version.is_empty() { "unknown" } else { &version }
+            ),
+        ));
+    }
     if dir.exists() {
         std::fs::remove_dir_all(dir).map_err(io_at(dir))?;
     }
@@ -292,6 +326,13 @@ fn ensure_tools(info: &ModelInfo, dir: &Path, cancelled: &dyn Fn() -> bool) -> R
     let requirements = dir.join("requirements.txt");
     std::fs::write(&requirements, REQUIREMENTS).map_err(io_at(&requirements))?;
     let mut pip = Command::new(&python);
+    // pip's settings from the environment that put packages elsewhere
+    // than this environment; those that choose where they come from (a
+    // mirror's `PIP_INDEX_URL`, `PIP_CERT`, `PIP_PROXY`) stay: the hashes
+    // make any source safe.
+    for key in ["PIP_TARGET", "PIP_PREFIX", "PIP_ROOT", "PIP_USER", "PIP_SRC"] {
+        pip.env_remove(key);
+    }
     pip.env_remove("PYTHONPATH")
         .env_remove("PYTHONHOME")
         .current_dir(dir)
@@ -303,7 +344,9 @@ fn ensure_tools(info: &ModelInfo, dir: &Path, cancelled: &dyn Fn() -> bool) -> R
     if !out.status.success() {
         return Err(fail("installing its tools (ONNX Runtime, ONNX, NumPy from PyPI) failed", &out));
     }
-    std::fs::write(&stamp, format!("{want}\n")).map_err(io_at(&stamp))?;
+    let made = want(&python)
+        .ok_or_else(|| derive_error(info, format!("{} is not there after its making", python.display())))?;
+    std::fs::write(&stamp, format!("{made}\n")).map_err(io_at(&stamp))?;
     Ok(python)
 }
 

@@ -107,6 +107,8 @@ pub fn fetch_with(
     let part = work.path().join(format!("{}.part", info.file));
 
     let mut users_model = None;
+    // A tarball this fetch downloaded, removed once the model is in place.
+    let mut fetched = None;
     match local_copy(info, source, opts.from.as_deref())? {
         Some(Local::Model(path)) => {
             on_event(&InstallEvent::Unpacking { file: info.file.clone() });
@@ -136,8 +138,10 @@ pub fn fetch_with(
             download::verify(&path, &tarball, &opts.download_dir)?;
             on_event(&InstallEvent::Verified { file: tarball.file_name.to_string() });
             extract(&path, source, &part, &mut *on_event)?;
-            // The model is out; the 98 MB tarball is not needed any more.
-            let _ = std::fs::remove_file(&path);
+            // The 98 MB tarball goes once the model is in place (below): a
+            // cancel, a kill or a power cut before then would otherwise
+            // fetch it all again.
+            fetched = Some(path);
         }
     }
     if cancelled() {
@@ -151,6 +155,10 @@ pub fn fetch_with(
         (e, _) => e,
     })?;
     std::fs::rename(&part, &dest).map_err(io_at(&dest))?;
+    crate::files::sync_dir(dest_dir);
+    if let Some(tarball) = fetched {
+        let _ = std::fs::remove_file(tarball);
+    }
     // (The part's own stamp goes with the work folder.)
     stamp_verified(info, &dest);
     on_event(&InstallEvent::Installed { dir: dest_dir.display().to_string() });

@@ -222,7 +222,7 @@ pub fn diagnose(facts: &GpuFacts) -> Result<(), NoCuda> {
 /// itself still falls back to the CPU should CUDA fail to start).
 pub fn likely_device(device: Device) -> Device {
     match device {
-        Device::Auto if diagnose(&facts()).is_ok() => Device::Cuda,
+        Device::Auto if diagnose(&local_facts()).is_ok() => Device::Cuda,
         Device::Auto => Device::Cpu,
         d => d,
     }
@@ -258,10 +258,10 @@ fn library_dirs(gpu_runtime: Option<&Path>) -> Vec<PathBuf> {
     dirs
 }
 
-/// Read the facts of this machine (see the module docs).
+/// Read the facts of this machine (see the module docs), the GPUs'
+/// names and memory from `nvidia-smi` included (for reports: it can take
+/// seconds).
 pub fn facts() -> GpuFacts {
-    let driver_version =
-        std::fs::read_to_string("/proc/driver/nvidia/version").ok().as_deref().and_then(parse_driver_version);
     // nvidia-smi can hang on a GPU in a bad state: a few seconds at most.
     let gpus = crate::files::output_within(
         std::process::Command::new("nvidia-smi")
@@ -273,6 +273,16 @@ pub fn facts() -> GpuFacts {
     .filter(|o| o.status.success())
     .map(|o| parse_nvidia_smi(&String::from_utf8_lossy(&o.stdout)))
     .unwrap_or_default();
+    GpuFacts { gpus, ..local_facts() }
+}
+
+/// [`facts`] without the GPU list: what [`diagnose`] reads (files only,
+/// no `nvidia-smi`, which takes 1 to 3 s without persistence mode and up
+/// to its 10 s limit on a GPU in a bad state), for the choice every `auto`
+/// run and every queued job makes.
+pub fn local_facts() -> GpuFacts {
+    let driver_version =
+        std::fs::read_to_string("/proc/driver/nvidia/version").ok().as_deref().and_then(parse_driver_version);
     // Each library there and as unpacked (a file cut short by a full disk
     // or a kill is not taken for an install: the runtime search skips it,
     // and so must this check, else CUDA reads as ready when it is not).
@@ -283,12 +293,13 @@ pub fn facts() -> GpuFacts {
         .map(|d| d.join(ORT_LIBRARY_FILE));
     let cuda_provider = gpu_runtime.as_deref().and_then(Path::parent).is_some_and(|d| usable(d, CUDA_PROVIDER_FILE));
     let dirs = library_dirs(gpu_runtime.as_deref());
-    let missing_libraries = CUDA_LIBRARIES
-        .iter()
-        .filter(|lib| !dirs.iter().any(|d| d.join(lib).is_file()))
-        .map(|s| (*s).to_string())
-        .collect();
-    GpuFacts { driver_version, gpus, gpu_runtime, cuda_provider, missing_libraries }
+    let own = gpu_runtime.as_deref().and_then(Path::parent);
+    // In the GPU install's own folder a library cut short does not count
+    // (the preload skips it); the system's are taken as they are.
+    let found = |d: &Path, lib: &str| if Some(d) == own { usable(d, lib) } else { d.join(lib).is_file() };
+    let missing_libraries =
+        CUDA_LIBRARIES.iter().filter(|lib| !dirs.iter().any(|d| found(d, lib))).map(|s| (*s).to_string()).collect();
+    GpuFacts { driver_version, gpus: Vec::new(), gpu_runtime, cuda_provider, missing_libraries }
 }
 
 #[cfg(test)]

@@ -66,7 +66,25 @@ impl OrtNetwork {
             .map_err(|e| session_err(&e))?;
         let mut builder = builder.with_no_environment_execution_providers().map_err(|e| session_err(&e))?;
         let mut provider = Provider::Cpu;
-        if opts.device != Device::Cpu {
+        // ONNX Runtime opens its CUDA provider libraries itself: one cut
+        // short (a power cut, a damaged disk) would crash the process on
+        // loading (the loader maps what the file lacks). An install whose
+        // stamp records another size for them is not tried.
+        let damaged = rt.path.parent().and_then(|dir| {
+            [super::gpu::CUDA_PROVIDER_FILE, "libonnxruntime_providers_shared.so"]
+                .into_iter()
+                .find(|lib| dir.join(lib).is_file() && !super::install::intact(dir, lib))
+                .map(|lib| dir.join(lib))
+        });
+        if let (Some(lib), true) = (&damaged, opts.device != Device::Cpu) {
+            let reason =
+                format!("{} is damaged (not the size it was installed at): install GPU support again", lib.display());
+            if opts.device == Device::Cuda {
+                return Err(RuntimeError::DeviceUnavailable { device: "cuda".into(), reason });
+            }
+            tracing::warn!("CUDA not tried, using CPU: {reason}");
+        }
+        if opts.device != Device::Cpu && damaged.is_none() {
             // GPU support installed by `install` sits beside the library.
             if let Some(dir) = rt.path.parent() {
                 super::gpu::preload(dir);
@@ -91,7 +109,7 @@ impl OrtNetwork {
                     // Say why in a person's words when the machine tells
                     // (no driver, old driver, GPU support not installed),
                     // else ONNX Runtime's own reason.
-                    let reason = match super::gpu::diagnose(&super::gpu::facts()) {
+                    let reason = match super::gpu::diagnose(&super::gpu::local_facts()) {
                         Err(why) => format!("{} ({e})", why.message()),
                         Ok(()) => e.to_string(),
                     };
@@ -125,7 +143,7 @@ impl OrtNetwork {
                 // (Without the model's path: a folder named `gpu-models`
                 // would read as a CUDA failure.)
                 let text = e.to_string().replace(&*model_path.to_string_lossy(), "the model");
-                let why = super::gpu::diagnose(&super::gpu::facts()).err();
+                let why = super::gpu::diagnose(&super::gpu::local_facts()).err();
                 let on_gpu = why.is_some() || is_cuda_failure(&text);
                 match (opts.device, on_gpu) {
                     (Device::Cuda, true) => {

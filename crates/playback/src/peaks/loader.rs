@@ -37,11 +37,15 @@ pub struct PeaksUpdate {
     pub ready: f64,
     /// Every track is read to its end (or to a decoding error).
     pub done: bool,
+    /// Per track: read to its end (or to a decoding error), so its peaks
+    /// (now or in an earlier update) are its last.
+    pub finished: Vec<bool>,
 }
 
 #[derive(Default)]
 struct State {
     fresh: Vec<Option<Peaks>>,
+    finished: Vec<bool>,
     ready: f64,
     done: bool,
 }
@@ -88,7 +92,11 @@ impl PeaksLoader {
     fn spawn_publishing(tracks: Vec<PeaksTrack>, publish: Duration) -> Self {
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
-            state: Mutex::new(State { fresh: (0..tracks.len()).map(|_| None).collect(), ..State::default() }),
+            state: Mutex::new(State {
+                fresh: (0..tracks.len()).map(|_| None).collect(),
+                finished: vec![false; tracks.len()],
+                ..State::default()
+            }),
         });
         let s = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
@@ -107,7 +115,7 @@ impl PeaksLoader {
     pub fn take(&self) -> PeaksUpdate {
         let mut st = self.shared.state.lock().unwrap_or_else(PoisonError::into_inner);
         let peaks = st.fresh.iter_mut().enumerate().filter_map(|(i, p)| p.take().map(|p| (i, p))).collect();
-        PeaksUpdate { peaks, ready: st.ready, done: st.done }
+        PeaksUpdate { peaks, ready: st.ready, done: st.done, finished: st.finished.clone() }
     }
 }
 
@@ -140,7 +148,13 @@ fn run(shared: &Shared, tracks: Vec<PeaksTrack>, publish: Duration) {
                     stamp,
                 });
             }
-            Err(e) => tracing::warn!("no waveform for {}: {e}", t.audio.display()),
+            Err(e) => {
+                tracing::warn!("no waveform for {}: {e}", t.audio.display());
+                // (Nothing more will come of it.)
+                if let Some(f) = shared.state.lock().unwrap_or_else(PoisonError::into_inner).finished.get_mut(index) {
+                    *f = true;
+                }
+            }
         }
     }
     let total_tracks = reading.len().max(1);
@@ -178,7 +192,11 @@ fn run(shared: &Shared, tracks: Vec<PeaksTrack>, publish: Duration) {
                         }
                     }
                     finished.push(r.index);
-                    shared.state.lock().unwrap_or_else(PoisonError::into_inner).fresh[r.index] = Some(peaks);
+                    let mut st = shared.state.lock().unwrap_or_else(PoisonError::into_inner);
+                    st.fresh[r.index] = Some(peaks);
+                    if let Some(f) = st.finished.get_mut(r.index) {
+                        *f = true;
+                    }
                 }
             }
         }
@@ -285,8 +303,10 @@ mod tests {
         let cached = Peaks::read_fresh(&a, &dir.path().join(".peaks/a.peaks")).expect("cache written");
         assert_eq!(Some(&cached), peaks[0].as_ref());
         assert!(!dir.path().join(".peaks/bad.peaks").exists());
-        // Nothing more once done.
-        assert!(loader.take().peaks.is_empty());
+        // Nothing more once done, and every track says it is finished.
+        let after = loader.take();
+        assert!(after.peaks.is_empty());
+        assert_eq!(after.finished, [true, true, true]);
     }
 
     #[test]

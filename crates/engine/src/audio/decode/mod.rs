@@ -110,9 +110,9 @@ pub struct DecodedInfo {
 /// gain, every other left or right position (side, rear, top, bottom) to
 /// its side at -3 dB (0.7071), centre positions to both at -3 dB.
 /// Channels without positions (symphonia's `Discrete`: AIFF with 3 or
-/// more channels, PCM in Matroska) take the WAVE order's first positions
-/// (`Position::from_wave_channel_count`: L R C LFE Ls Rs …, what ffmpeg
-/// assumes for them too); labelled ones (CAF) their own positions, and
+/// more channels, PCM in Matroska) take the layout ffmpeg guesses for
+/// their count ([`default_layout`]: 2.1, 4.0, 5.0, 5.1, 6.1, 7.1);
+/// labelled ones (CAF) their own positions, and
 /// any channel left without one goes to both sides at -3 dB (never
 /// alternating, which put a 5.1 file's centre on the left only). LFE is dropped in 5.1 and 7.1
 /// (6 and 8 channels, as BS.775 folds them); with other counts it goes to
@@ -141,9 +141,7 @@ pub fn downmix_weights(channels: &Channels, count: usize) -> Vec<(f32, f32)> {
     let of_positions = |pos: &Position| pos.iter_names().map(|(name, _)| of_name(name)).collect::<Vec<_>>();
     let mut w: Vec<(f32, f32)> = match channels {
         Channels::Positioned(pos) => of_positions(pos),
-        Channels::Discrete(n) if *n >= 3 => {
-            Position::from_wave_channel_count(u32::from(*n)).map(|p| of_positions(&p)).unwrap_or_default()
-        }
+        Channels::Discrete(n) => default_layout(usize::from(*n)).map(|p| of_positions(&p)).unwrap_or_default(),
         Channels::Custom(labels) => labels
             .iter()
             .map(|label| match label {
@@ -159,6 +157,24 @@ pub fn downmix_weights(channels: &Channels, count: usize) -> Vec<(f32, f32)> {
     let (sl, sr) = w.iter().fold((0.0, 0.0), |(a, b), (l, r)| (a + l, b + r));
     let (sl, sr) = (if sl > 0.0 { sl } else { 1.0 }, if sr > 0.0 { sr } else { 1.0 });
     w.iter().map(|(l, r)| (l / sl, r / sr)).collect()
+}
+
+/// The layout ffmpeg guesses for `count` channels that carry no positions
+/// (`av_channel_layout_default`, as `ffmpeg -f s16le -ac N` reports it:
+/// 2.1, 4.0, 5.0, 5.1, 6.1, 7.1), channels in WAVE (bit) order; `None`
+/// for other counts.
+fn default_layout(count: usize) -> Option<symphonia::core::audio::Position> {
+    use symphonia::core::audio::Position as P;
+    let front = P::FRONT_LEFT | P::FRONT_RIGHT;
+    Some(match count {
+        3 => front | P::LFE1,
+        4 => front | P::FRONT_CENTER | P::REAR_CENTER,
+        5 => front | P::FRONT_CENTER | P::REAR_LEFT | P::REAR_RIGHT,
+        6 => front | P::FRONT_CENTER | P::LFE1 | P::REAR_LEFT | P::REAR_RIGHT,
+        7 => front | P::FRONT_CENTER | P::LFE1 | P::REAR_CENTER | P::SIDE_LEFT | P::SIDE_RIGHT,
+        8 => front | P::FRONT_CENTER | P::LFE1 | P::REAR_LEFT | P::REAR_RIGHT | P::SIDE_LEFT | P::SIDE_RIGHT,
+        _ => return None,
+    })
 }
 
 /// Check that `path` is a readable, non-empty regular file.
@@ -783,8 +799,15 @@ mod tests {
         let w = downmix_weights(&guessed, 4);
         assert!(w[3].0 > 0.0 && w[3].1 > 0.0, "{w:?}");
         // Channels without positions (a 6-channel AIFF, PCM in Matroska):
-        // the WAVE order's 5.1, the centre on both sides, not alternating.
+        // the layouts ffmpeg guesses, the centre on both sides, never
+        // alternating. 5.0: the rears to their own sides.
         assert_eq!(downmix_weights(&Channels::Discrete(6), 6), downmix_weights(&surround, 6));
+        let five = downmix_weights(&Channels::Discrete(5), 5);
+        assert!(five[2].0 == five[2].1 && five[2].0 > 0.0, "centre: {five:?}");
+        assert!(five[3].1 == 0.0 && five[3].0 > 0.0 && five[4].0 == 0.0 && five[4].1 > 0.0, "rears: {five:?}");
+        // 6.1: the side left on the left, the side right on the right.
+        let seven = downmix_weights(&Channels::Discrete(7), 7);
+        assert!(seven[5].1 == 0.0 && seven[5].0 > 0.0 && seven[6].0 == 0.0 && seven[6].1 > 0.0, "{seven:?}");
         // Labels (CAF): their positions; an unpositioned one to both sides.
         let labels = Channels::Custom(
             vec![

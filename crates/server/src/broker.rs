@@ -1143,14 +1143,23 @@ async fn complete(
         // song is recorded, not filed twice, and the staged copies go.
         if let Some((dest, meta)) = song::find_published(&library, &job) {
             let stems = meta.stems_in(&dest);
-            let done = me.queue.broker_finish(
+            let done = match me.queue.broker_finish(
                 id,
                 &c.message,
                 &c.worker,
                 &JobState::Done,
                 Some(&dest.to_string_lossy()),
                 &stems,
-            )?;
+            ) {
+                Ok(done) => done,
+                Err(e @ QueueError::NotFound(_)) => {
+                    // Not this run's any more (deleted, retried): its song
+                    // goes, as below.
+                    let _ = std::fs::remove_dir_all(&dest);
+                    return Err(ApiError::conflict(format!("job {id} was not running any more: {e}")));
+                }
+                Err(e) => return Err(e.into()),
+            };
             tracing::info!("job {id}: its song was filed before this completion: {}", dest.display());
             let _ = std::fs::remove_dir_all(&staged);
             return Ok(done);

@@ -295,6 +295,9 @@ pub struct StreamDecoder {
     /// Frames still to drop before handing any out: a seek near the start,
     /// served by decoding from the start ([`StreamDecoder::seek`]).
     skip: u64,
+    /// Opening the file again is cheap (headers only): not for an AAC
+    /// stream that may be HE-AAC, whose opening asks ffprobe.
+    cheap_to_reopen: bool,
 }
 
 impl std::fmt::Debug for StreamDecoder {
@@ -315,6 +318,7 @@ impl StreamDecoder {
             retried: false,
             notes: Vec::new(),
             skip: 0,
+            cheap_to_reopen: true,
         }
     }
 
@@ -356,6 +360,7 @@ impl StreamDecoder {
                     // (Its edit list applies to the core as well.)
                     let mut d = if s.mp4_aac { with_mp4_edit(path, s) } else { StreamDecoder::over(path, s) };
                     d.notes.push(note);
+                    d.cheap_to_reopen = false;
                     return Ok(d);
                 }
             },
@@ -445,11 +450,13 @@ impl StreamDecoder {
     /// stream without an index or timestamps); near the start, the errors
     /// of [`StreamDecoder::open`].
     pub fn seek(&mut self, frame: u64) -> Result<(), DecodeError> {
-        if frame < u64::from(self.sample_rate()) && !self.retried && self.backend.kind() == "native" {
+        let near_start = frame < u64::from(self.sample_rate());
+        if near_start && self.cheap_to_reopen && !self.retried && self.backend.kind() == "native" {
             let mut fresh = StreamDecoder::open(&self.path)?;
             if fresh.backend.kind() == "native" {
-                // (Its opening's warnings were said already.)
-                fresh.notes.clear();
+                // The warnings not taken yet go on; the opening's own were
+                // this decoder's already.
+                fresh.notes = self.take_warnings();
                 fresh.skip = frame;
                 *self = fresh;
                 return Ok(());

@@ -274,7 +274,13 @@ impl NativeStream {
         let mp4_aac = aac && reader == "isomp4";
         let timed = reader == "ogg";
         let opus = params.codec == symphonia::core::codecs::audio::well_known::CODEC_ID_OPUS;
-        let seek_offset = if timed && opus { track.delay.map_or(0, u64::from) } else { 0 };
+        // (The first page's time: `-delay` for a stream whose only page is
+        // its last, symphonia-format-ogg `logical.rs`; 0 otherwise.)
+        let seek_offset = if timed && opus {
+            u64::try_from(track.start_ts.get() + i64::from(track.delay.unwrap_or(0))).unwrap_or(0)
+        } else {
+            0
+        };
         let codec_params = params.clone();
         Ok(NativeStream {
             path: path.to_path_buf(),

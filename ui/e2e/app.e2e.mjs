@@ -376,15 +376,15 @@ try {
   const ab = await b.$("button=Hear original");
   await ab.click();
   await sleep(600);
-  const [abMaster, abDrums] = [await dbOf("Master"), await dbOf("drums")];
+  const [abMaster, abDrums] = [await dbOf("Master"), await dbOf("Drums")];
   check((await ab.getAttribute("aria-pressed")) === "true", "A/B on the original");
   check(abMaster > -40 && abDrums === -60, `the original plays instead of the stems (master ${abMaster} dB, drums ${abDrums} dB)`);
   await ab.click();
   // (the drums are sparse: wait for a hit)
   const drumsBack = await b
-    .waitUntil(async () => (await dbOf("drums")) > -50, { timeout: 3000, interval: 50 })
+    .waitUntil(async () => (await dbOf("Drums")) > -50, { timeout: 3000, interval: 50 })
     .catch(() => false);
-  check(drumsBack === true, `back to the mix: the drums' meter moves (${await dbOf("drums")} dB)`);
+  check(drumsBack === true, `back to the mix: the drums' meter moves (${await dbOf("Drums")} dB)`);
   await (await b.$("button=Pause")).click();
   await (await b.$("button=Back to library")).click();
 

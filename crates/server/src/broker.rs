@@ -1138,12 +1138,10 @@ async fn complete(
             .worker
             .library_dir_to_file()
             .map_err(|e| ApiError::unavailable(format!("the library's settings cannot be read now: {e}")))?;
-        // Sent again after its song was filed but the job not recorded (the
-        // database busy past its timeout, a restart at that instant): the
-        // song is recorded, not filed twice, and the staged copies go.
-        if let Some((dest, meta)) = song::find_published(&library, &job) {
-            let stems = meta.stems_in(&dest);
-            let done = match me.queue.broker_finish(
+        // Job `id` recorded done with the song filed in `dest`.
+        let record = |dest: &std::path::Path, meta: &SongMetadata| -> Result<stemroom_library::queue::Job, ApiError> {
+            let stems = meta.stems_in(dest);
+            match me.queue.broker_finish(
                 id,
                 &c.message,
                 &c.worker,
@@ -1151,15 +1149,37 @@ async fn complete(
                 Some(&dest.to_string_lossy()),
                 &stems,
             ) {
-                Ok(done) => done,
-                Err(e @ QueueError::NotFound(_)) => {
-                    // Not this run's any more (deleted, retried): its song
-                    // goes, as below.
-                    let _ = std::fs::remove_dir_all(&dest);
-                    return Err(ApiError::conflict(format!("job {id} was not running any more: {e}")));
+                Ok(job) => Ok(job),
+                // Recorded meanwhile from this very folder (a claim that found
+                // it filed, `filed_before`): done, the folder stays.
+                Err(_)
+                    if me.queue.get(id).is_ok_and(|j| {
+                        j.state == JobState::Done && j.output_dir.as_deref() == Some(&*dest.to_string_lossy())
+                    }) =>
+                {
+                    me.queue.get(id).map_err(ApiError::from)
                 }
-                Err(e) => return Err(e.into()),
-            };
+                Err(e @ QueueError::NotFound(_)) => {
+                    // Finished meanwhile (deleted, another result), or held by
+                    // another run now (retried and claimed again): this copy goes.
+                    let _ = std::fs::remove_dir_all(dest);
+                    Err(ApiError::conflict(format!("job {id} was not running any more: {e}")))
+                }
+                Err(e) => {
+                    // The database failed (busy past its timeout, disk full):
+                    // the song stays filed, and the worker's next send of this
+                    // completion, or the next claim of this job
+                    // (`filed_before`), finds it instead of separating again.
+                    tracing::warn!("job {id}: its song is filed in {} but not recorded: {e}", dest.display());
+                    Err(ApiError::internal(format!("cannot record job {id} as done: {e}")))
+                }
+            }
+        };
+        // Sent again after its song was filed but the job not recorded (the
+        // database busy past its timeout, a restart at that instant): the
+        // song is recorded, not filed twice, and the staged copies go.
+        if let Some((dest, meta)) = song::find_published(&library, &job) {
+            let done = record(&dest, &meta)?;
             tracing::info!("job {id}: its song was filed before this completion: {}", dest.display());
             let _ = std::fs::remove_dir_all(&staged);
             return Ok(done);
@@ -1230,40 +1250,7 @@ async fn complete(
                 return Err(ApiError::internal(format!("cannot file the song: {e}")));
             }
         };
-        let stems = meta.stems_in(&dest);
-        let recorded = match me.queue.broker_finish(
-            id,
-            &c.message,
-            &c.worker,
-            &JobState::Done,
-            Some(&dest.to_string_lossy()),
-            &stems,
-        ) {
-            Ok(job) => Ok(job),
-            // Recorded meanwhile from this very folder (a claim that found
-            // it filed, `filed_before`): done, the folder stays.
-            Err(_)
-                if me.queue.get(id).is_ok_and(|j| {
-                    j.state == JobState::Done && j.output_dir.as_deref() == Some(&*dest.to_string_lossy())
-                }) =>
-            {
-                me.queue.get(id).map_err(ApiError::from)
-            }
-            Err(e @ QueueError::NotFound(_)) => {
-                // Finished meanwhile (deleted, another result), or held by
-                // another run now (retried and claimed again): this copy goes.
-                let _ = std::fs::remove_dir_all(&dest);
-                Err(ApiError::conflict(format!("job {id} was not running any more: {e}")))
-            }
-            Err(e) => {
-                // The database failed (busy past its timeout, disk full):
-                // the song stays filed, and the worker's next send of this
-                // completion, or the next claim of this job
-                // (`filed_before`), finds it instead of separating again.
-                tracing::warn!("job {id}: its song is filed in {} but not recorded: {e}", dest.display());
-                Err(ApiError::internal(format!("cannot record job {id} as done: {e}")))
-            }
-        };
+        let recorded = record(&dest, &meta);
         if recorded.is_ok() {
             let _ = std::fs::remove_dir_all(&staged);
         }

@@ -356,8 +356,14 @@ impl FfmpegStream {
         }
         let (ffmpeg, ffprobe) = programs();
         let info = describe(&ffprobe, path)?;
+        Ok(Self::with(path, ffmpeg, info))
+    }
+
+    /// `path` as `info` describes it, to be decoded by the program `ffmpeg`;
+    /// nothing runs yet.
+    fn with(path: &Path, ffmpeg: PathBuf, info: Described) -> Self {
         let out_channels = info.channels.min(2);
-        Ok(FfmpegStream {
+        FfmpegStream {
             path: path.to_path_buf(),
             ffmpeg,
             info,
@@ -372,7 +378,7 @@ impl FfmpegStream {
             samples: Vec::new(),
             stereo: Vec::new(),
             finished: false,
-        })
+        }
     }
 
     /// Go on where the built-in decoder had to stop, after it handed out
@@ -590,28 +596,14 @@ mod tests {
         let silent = dir.path().join("ffmpeg");
         std::fs::write(&silent, format!("#!/bin/sh\necho $$ > '{}'\nexec sleep 600\n", pid_file.display())).unwrap();
         std::fs::set_permissions(&silent, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        let mut stream = FfmpegStream {
-            path: dir.path().join("song.wma"),
-            ffmpeg: silent,
-            info: Described {
-                sample_rate: 44_100,
-                channels: 2,
-                declared_frames: Some(44_100 * 240),
-                length_estimated: false,
-                tags: Tags::default(),
-            },
-            out_channels: 2,
-            running: None,
-            start_frame: 0,
-            discard: 0,
-            unseekable: false,
-            behind: 0,
-            frames: 0,
-            carry: Vec::new(),
-            samples: Vec::new(),
-            stereo: Vec::new(),
-            finished: false,
+        let info = Described {
+            sample_rate: 44_100,
+            channels: 2,
+            declared_frames: Some(44_100 * 240),
+            length_estimated: false,
+            tags: Tags::default(),
         };
+        let mut stream = FfmpegStream::with(&dir.path().join("song.wma"), silent, info);
         let cancel = Arc::new(AtomicBool::new(false));
         let later = cancel.clone();
         let asked = std::thread::spawn(move || {

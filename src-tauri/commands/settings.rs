@@ -227,7 +227,7 @@ fn move_library(
     // rename; across file systems the job starts over and the old one
     // goes), not left behind in the old folder for good. The same folder
     // by another name (a link, a bind mount) moves nothing.
-    let same = same_dir(&old, picked);
+    let same = stemroom_engine::files::same_file(&old, picked);
     // The setting is saved: from here on nothing is an error of the move
     // (the caller would remove the copies the new library now holds).
     let jobs = match state.queue.queue() {
@@ -301,23 +301,6 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     }
     stemroom_engine::files::sync_dir(to);
     Ok(())
-}
-
-/// Whether `a` and `b` are one folder: the same device and inode (a link
-/// or a bind mount is another name for it); by their names where either
-/// cannot be read.
-fn same_dir(a: &std::path::Path, b: &std::path::Path) -> bool {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        if let (Ok(x), Ok(y)) = (std::fs::metadata(a), std::fs::metadata(b)) {
-            return (x.dev(), x.ino()) == (y.dev(), y.ino());
-        }
-    }
-    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => a == b,
-    }
 }
 
 /// Whether files can be made in `dir`: a probe file is created and removed.
@@ -735,10 +718,13 @@ mod tests {
         std::fs::create_dir(&lib).expect("mkdir");
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&lib, &link).expect("symlink");
-        assert!(same_dir(&lib, &link) && same_dir(&lib, &dir.path().join("./Music")));
+        assert!(
+            stemroom_engine::files::same_file(&lib, &link)
+                && stemroom_engine::files::same_file(&lib, &dir.path().join("./Music"))
+        );
         let other = dir.path().join("Other");
         std::fs::create_dir(&other).expect("mkdir");
-        assert!(!same_dir(&lib, &other));
+        assert!(!stemroom_engine::files::same_file(&lib, &other));
         assert!(check_writable(&lib).is_ok());
         assert!(std::fs::read_dir(&lib).expect("ls").next().is_none(), "the probe file is gone");
         assert!(check_writable(&dir.path().join("missing")).is_err());

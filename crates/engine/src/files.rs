@@ -187,24 +187,20 @@ fn sync_destinations(pairs: &[(PathBuf, PathBuf)]) {
     }
 }
 
-/// Whether `a` and `b` name one existing file (the same device and inode on
-/// Unix, so links and `..` detours count; the same canonical path
-/// elsewhere). `false` when either does not exist or cannot be read.
+/// Whether `a` and `b` name one file or folder: the same device and inode
+/// where both can be read on Unix (links, bind mounts and `..` detours
+/// count), else the same canonical path, else the same name.
 pub fn same_file(a: &Path, b: &Path) -> bool {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
-        match (std::fs::metadata(a), std::fs::metadata(b)) {
-            (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
-            _ => false,
+        if let (Ok(x), Ok(y)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+            return (x.dev(), x.ino()) == (y.dev(), y.ino());
         }
     }
-    #[cfg(not(unix))]
-    {
-        match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-            (Ok(x), Ok(y)) => x == y,
-            _ => false,
-        }
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
     }
 }
 

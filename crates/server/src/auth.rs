@@ -85,10 +85,11 @@ pub fn load_or_create_named(data_dir: &Path, file: &str) -> Result<Token, Server
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let value = random_hex::<TOKEN_BYTES>();
-            // Written whole under a temporary name, then linked to its own
-            // (which fails if another server made it meanwhile): a crash or
-            // a full disk mid-write leaves no empty token file that would
-            // stop every later start.
+            // Written whole under a temporary name, then placed under its
+            // own without replacing one another server made meanwhile
+            // (`publish_new`: a hard link, or a check and a rename where
+            // the file system has none): a crash or a full disk mid-write
+            // leaves no empty token file that would stop every later start.
             let tmp = data_dir.join(format!(".{file}.{}.tmp", random_hex::<8>()));
             let mut options = std::fs::OpenOptions::new();
             options.write(true).create_new(true);
@@ -101,23 +102,17 @@ pub fn load_or_create_named(data_dir: &Path, file: &str) -> Result<Token, Server
                 f.write_all(format!("{value}\n").as_bytes()).map_err(io("cannot write"))?;
                 f.sync_all().map_err(io("cannot write"))
             });
-            let linked = written.and_then(|()| match std::fs::hard_link(&tmp, &path) {
-                Ok(()) => Ok(true),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-                // A file system without hard links (exFAT, some SMB
-                // shares): written in place, as the only way there.
-                Err(_) => options.open(&path).map_err(io("cannot create")).and_then(|mut f| {
-                    f.write_all(format!("{value}\n").as_bytes()).map_err(io("cannot write"))?;
-                    f.sync_all().map_err(io("cannot write"))?;
-                    Ok(true)
-                }),
-            });
+            let placed =
+                written.and_then(|()| match stemroom_engine::files::publish_new(&[(tmp.clone(), path.clone())]) {
+                    Ok(()) => Ok(true),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+                    Err(e) => Err(io("cannot create")(e)),
+                });
             let _ = std::fs::remove_file(&tmp);
-            if !linked? {
+            if !placed? {
                 // Made by another start at the same moment: that one.
                 return load_or_create_named(data_dir, file);
             }
-            stemroom_engine::files::sync_dir(data_dir);
             Ok(Token { value, path, created: true })
         }
         Err(e) => Err(io("cannot read")(e)),

@@ -99,11 +99,16 @@ fn exit_code(code: ErrorCode) -> u8 {
     }
 }
 
+/// Parsed as `demucs`' argparse parses: an option given twice keeps its
+/// last value (`demucs $DEFAULTS --shifts 5 song.mp3`), and a long option
+/// may be shortened to any prefix that names one option (`--two vocals`).
 #[derive(Parser)]
 #[command(
     name = "stemroom",
     version,
-    about = "Split songs into stems (drums, bass, other, vocals) with Demucs v4 on your own machine."
+    about = "Split songs into stems (drums, bass, other, vocals) with Demucs v4 on your own machine.",
+    args_override_self = true,
+    infer_long_args = true
 )]
 #[command(after_help = "Exit codes: 0 ok, 2 bad options, 3 bad input, 4 model missing or corrupt, \
 5 ONNX Runtime missing or device unavailable, 6 cannot write output, 7 a link cannot be fetched, \
@@ -415,8 +420,8 @@ struct SeparateArgs {
     mp3_preset: Option<u8>,
     /// Taken for `demucs` compatibility and not used: htdemucs runs on
     /// segments of at most 7.8 s (demucs itself refuses a longer track
-    /// without splitting for this model).
-    #[arg(long)]
+    /// without splitting for this model). Not with --segment, as in demucs.
+    #[arg(long, conflicts_with = "segment")]
     no_split: bool,
     /// Log what the run does (model search, runtime, decoding) to stderr.
     #[arg(short = 'v', long)]
@@ -1685,6 +1690,33 @@ mod tests {
         assert!(!again_after_a_while(&first), "a closing terminal's second SIGHUP");
         *first.lock().unwrap() = Some(Instant::now() - Duration::from_millis(1500));
         assert!(again_after_a_while(&first), "asked again after a while");
+    }
+
+    /// As `demucs`' argparse: the last of a repeated option wins, a
+    /// unique prefix names its option, and `--no-split` excludes
+    /// `--segment`.
+    #[test]
+    fn options_parse_as_demucs_parses_them() {
+        let parse = |args: &[&str]| {
+            let argv: Vec<std::ffi::OsString> = ["stemroom"].iter().chain(args).map(std::ffi::OsString::from).collect();
+            Cli::try_parse_from(with_default_command(argv))
+        };
+        let separate = |args: &[&str]| match parse(args).map(|c| c.command) {
+            Ok(Command::Separate(a)) => a,
+            Ok(_) => panic!("{args:?} is not a separation"),
+            Err(e) => panic!("{args:?}: {e}"),
+        };
+        let a = separate(&["--shifts", "2", "-n", "htdemucs", "--shifts", "5", "a.wav", "b.wav"]);
+        assert_eq!((a.shifts_arg, a.files.len()), (Some(5), 2), "the last --shifts; both files");
+        let a = separate(&["--two", "vocals", "--mp3-bit", "192", "--overl", "0.5", "-v", "-v", "a.wav"]);
+        assert_eq!(a.two_stems.as_deref(), Some("vocals"));
+        assert_eq!((a.mp3_bitrate, a.overlap_arg, a.verbose), (192, Some(0.5), true));
+        let a = separate(&["--mp3", "a.wav"]);
+        assert!(a.mp3 && a.mp3_preset.is_none(), "an exact name is not a prefix of a longer one");
+        assert!(parse(&["--f", "a.wav"]).is_err(), "--f names --filename, --flac and --float32");
+        let e = parse(&["--no-split", "--segment", "5", "a.wav"]).err().expect("refused");
+        assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
+        assert!(parse(&["--flac", "--mp3", "a.wav"]).is_err(), "one format, as in demucs");
     }
 
     #[test]

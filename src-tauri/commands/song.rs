@@ -35,8 +35,10 @@ pub struct OpenSong {
     stems: usize,
     /// Peaks per lane, mixture first when the original file is still there.
     lanes: Vec<(String, Peaks)>,
-    /// While the song is still separating: the stems' peaks so far.
-    stream: Option<StreamPeaks>,
+    /// While the song is still separating: the stems' peaks so far (its
+    /// own lock: a poll reads the stream with the song unlocked, so the
+    /// window's play, pause and mix commands never wait for the disk).
+    stream: Option<Arc<std::sync::Mutex<StreamPeaks>>>,
     /// Lanes whose peaks are still being read (a long song opens before
     /// its waveforms are known), by one reader or more (the stems' files,
     /// once separated, beside the original's still being read).
@@ -108,11 +110,10 @@ impl StreamPeaks {
         })
     }
 
-    /// Reading time per poll while the job runs (a block at least): the
-    /// song, which the window's player commands wait for, is held that
-    /// long at most (about 140 s of separated audio from a warm disk);
-    /// a long song opened late catches up over the next polls, and wholly
-    /// when the job ends.
+    /// Reading time per poll while the job runs (a block at least: about
+    /// 140 s of separated audio from a warm disk), so a peaks request
+    /// answers soon; a long song opened late catches up over the next
+    /// polls, and wholly when the job ends.
     const POLL_BUDGET: std::time::Duration = std::time::Duration::from_millis(100);
     /// Reading time when the song opens (then the polls go on).
     const OPEN_BUDGET: std::time::Duration = std::time::Duration::from_millis(250);
@@ -481,7 +482,7 @@ fn open_streaming(
         with_original: can_compare,
         stems: stems.len(),
         lanes,
-        stream: Some(stream),
+        stream: Some(Arc::new(std::sync::Mutex::new(stream))),
         loading: loading.into_iter().collect(),
         controls: unity,
         status: channel,
@@ -524,7 +525,7 @@ pub async fn song_stream_done(state: S<'_>, id: JobId) -> Result<SongView, AppEr
         let take_over = {
             let guard = st.song.lock();
             let song = guard.as_ref().filter(|s| s.id == id).ok_or_else(not_open)?;
-            let stream_rate = song.stream.as_ref().map(|s| s.sample_rate);
+            let stream_rate = song.stream.as_ref().map(|s| lock_stream(s).sample_rate);
             files_rate
                 .filter(|&r| stream_rate.is_some_and(|s| s != r))
                 .map(|rate| (rate, song.player.clone(), song.controls.clone()))
@@ -551,7 +552,7 @@ pub async fn song_stream_done(state: S<'_>, id: JobId) -> Result<SongView, AppEr
                 None => (None, None),
             }
         };
-        let mut rest = stream.as_mut().map(|s| if taking_over { None } else { s.refresh(None) });
+        let mut rest = stream.as_ref().map(|s| if taking_over { None } else { lock_stream(s).refresh(None) });
         let mut guard = st.song.lock();
         // The song as it was: one opened again while the stream was read
         // (A, B, then A) has lanes and a player of its own, which the old
@@ -588,7 +589,7 @@ pub async fn song_stream_done(state: S<'_>, id: JobId) -> Result<SongView, AppEr
         // The take-over did not happen after all (the player changed
         // meanwhile): the stream's rest is read now, the song locked (rare).
         if taking_over && !took_over {
-            rest = stream.as_mut().map(|s| s.refresh(None));
+            rest = stream.as_ref().map(|s| lock_stream(s).refresh(None));
         }
         // (`rest`: the song was streaming; within, what was left to read.)
         if let Some(fresh) = rest.filter(|_| !took_over) {
@@ -813,11 +814,36 @@ pub async fn song_peaks(state: S<'_>, id: JobId, start: f64, end: f64, columns: 
 
 fn peaks_of(state: &AppState, id: JobId, start: f64, end: f64, columns: u32) -> Result<SongPeaks, AppError> {
     let (start, end) = (to_frame(start), to_frame(end));
-    let mut song = state.song.lock();
-    let Some(song) = song.as_mut().filter(|s| s.id == id) else {
-        return Err(AppError { code: ErrorCode::InvalidOptions, message: "This song is not open.".into() });
+    let not_open = || AppError { code: ErrorCode::InvalidOptions, message: "This song is not open.".into() };
+    // Still separating: the stems' peaks as far as they are separated, read
+    // with the song unlocked (up to POLL_BUDGET of disk reads), then put in
+    // its lanes if the song still has this stream (not taken over by its
+    // files meanwhile, nor closed and opened again).
+    let stream = {
+        let song = state.song.lock();
+        let song = song.as_ref().filter(|s| s.id == id).ok_or_else(not_open)?;
+        song.stream.clone()
     };
+    let polled = stream.map(|stream| {
+        let mut peaks = lock_stream(&stream);
+        let fresh = peaks.poll();
+        let separated = peaks.separated();
+        drop(peaks);
+        (stream, fresh, separated)
+    });
+    let mut song = state.song.lock();
+    let Some(song) = song.as_mut().filter(|s| s.id == id) else { return Err(not_open()) };
     let mut ready = 1.0;
+    if let Some((stream, fresh, separated)) = polled {
+        // (The same stream: this poll's clone keeps it from being freed
+        // and its address reused.)
+        if song.stream.as_ref().is_some_and(|s| Arc::ptr_eq(s, &stream)) {
+            if let Some(fresh) = fresh {
+                set_stem_lanes(&mut song.lanes, fresh);
+            }
+            ready = separated;
+        }
+    }
     // Peaks read in the background since the last ask.
     // (A reader whose tracks are all read goes.)
     song.loading.retain(|loading| {
@@ -837,13 +863,6 @@ fn peaks_of(state: &AppState, id: JobId, start: f64, end: f64, columns: u32) -> 
         ready = f64::min(ready, update.ready);
         !update.done
     });
-    if let Some(stream) = song.stream.as_mut() {
-        // Still separating: the stems' lanes as far as they are separated.
-        if let Some(fresh) = stream.poll() {
-            set_stem_lanes(&mut song.lanes, fresh);
-        }
-        ready = f64::min(ready, stream.separated());
-    }
     let columns = (columns as usize).clamp(1, 8192);
     // `start` and `end` are frames at the stems' rate (the last lanes); an
     // original at another rate has its peaks in its own frames.
@@ -858,6 +877,11 @@ fn peaks_of(state: &AppState, id: JobId, start: f64, end: f64, columns: u32) -> 
         })
         .collect();
     Ok(SongPeaks { lanes, ready })
+}
+
+/// The stream's peaks, locked (a poll that panicked left them usable).
+fn lock_stream(s: &std::sync::Mutex<StreamPeaks>) -> std::sync::MutexGuard<'_, StreamPeaks> {
+    s.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Put the stream's stem peaks `fresh` in the last lanes of `lanes` (the

@@ -116,6 +116,21 @@ export function ExportPanel({ songId, stems, controls, loop, defaultDir }: Props
     }
   }
 
+  // Focus goes back to Export when the clash question is dismissed (it
+  // was disabled while asked: the focus cannot wait there).
+  const exportButton = useRef<HTMLButtonElement>(null);
+  const refocus = useRef(false);
+  function dismissClash() {
+    refocus.current = true;
+    setClash(null);
+  }
+  useEffect(() => {
+    if (clash === null && refocus.current) {
+      refocus.current = false;
+      exportButton.current?.focus();
+    }
+  }, [clash]);
+
   async function start(onClash: OnClash) {
     const exportRate: ExportRate = rate === "original" ? { kind: "original" } : { kind: "hz", hz: Number(rate) };
     setRunning(true);
@@ -275,19 +290,31 @@ export function ExportPanel({ songId, stems, controls, loop, defaultDir }: Props
       </div>
       <div ref={outcome} className="export__outcome">
         {clash && (
-          <div className="alert" role="alertdialog" aria-labelledby="clash-title" aria-describedby="clash-text">
+          <div
+            className="alert"
+            role="alertdialog"
+            aria-labelledby="clash-title"
+            aria-describedby="clash-text"
+            onKeyDown={(e) => {
+              if (e.key === "Escape") {
+                e.stopPropagation();
+                dismissClash();
+              }
+            }}
+          >
             <p id="clash-title" className="alert__title">
               Already exported
             </p>
             <p id="clash-text">{clash.charAt(0).toUpperCase() + clash.slice(1)}.</p>
             <div className="song__actions">
-              <button type="button" className="button button--primary" onClick={() => void start("keepBoth")}>
+              {/* The question takes the focus the disabled Export button had. */}
+              <button type="button" className="button button--primary" autoFocus onClick={() => void start("keepBoth")}>
                 Keep both
               </button>
               <button type="button" className="button" onClick={() => void start("replace")}>
                 Replace
               </button>
-              <button type="button" className="button button--quiet" onClick={() => setClash(null)}>
+              <button type="button" className="button button--quiet" onClick={dismissClash}>
                 Cancel
               </button>
             </div>
@@ -300,6 +327,7 @@ export function ExportPanel({ songId, stems, controls, loop, defaultDir }: Props
         )}
         <div className="song__actions">
           <button
+            ref={exportButton}
             type="button"
             className="button button--primary"
             disabled={running || nothingChosen || clash !== null}

@@ -406,6 +406,7 @@ describe("Player", () => {
     const ask = await screen.findByRole("alertdialog", { name: "Already exported" });
     expect(ask).toHaveTextContent("Falcon 69 - Instrumental.mp3");
     expect(screen.getByRole("button", { name: "Export" })).toBeDisabled();
+    expect(within(ask).getByRole("button", { name: "Keep both" })).toHaveFocus();
     expect(backend.player.exports.map((e) => e.onClash)).toEqual(["refuse", "refuse"]);
 
     await user.click(within(ask).getByRole("button", { name: "Keep both" }));
@@ -416,11 +417,19 @@ describe("Player", () => {
     expect(await screen.findByTestId("exported-file")).toHaveTextContent("Falcon 69 - Instrumental.mp3");
     expect(backend.player.exports.map((e) => e.onClash)).toEqual(["refuse", "refuse", "keepBoth", "refuse", "replace"]);
 
-    // Cancel writes nothing more.
+    // Cancel writes nothing more, and gives the focus back to Export; so
+    // does Escape.
     await user.click(screen.getByRole("button", { name: "Export" }));
     await user.click(within(await screen.findByRole("alertdialog")).getByRole("button", { name: "Cancel" }));
     expect(screen.queryByRole("alertdialog")).not.toBeInTheDocument();
     expect(backend.player.exports).toHaveLength(6);
+    expect(screen.getByRole("button", { name: "Export" })).toHaveFocus();
+    await user.click(screen.getByRole("button", { name: "Export" }));
+    await screen.findByRole("alertdialog");
+    await user.keyboard("{Escape}");
+    expect(screen.queryByRole("alertdialog")).not.toBeInTheDocument();
+    expect(screen.getByRole("button", { name: "Export" })).toHaveFocus();
+    expect(backend.player.exports).toHaveLength(7);
   });
 
   it("asks again once the options change while it asks (Replace only replaces what it named)", async () => {

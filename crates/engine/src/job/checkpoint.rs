@@ -155,6 +155,13 @@ fn parse(bytes: Vec<u8>, fp: &Fingerprint) -> Result<ResumeState, String> {
     ResumeState::parse(state.to_vec())
 }
 
+/// Whether `dir` holds a saved state (`state.bin`), so a job run again
+/// with the same input, model and options resumes from it. (Whether it
+/// fits is decided only then: [`load`].)
+pub fn saved(dir: &Path) -> bool {
+    dir.join(STATE_FILE).is_file()
+}
+
 /// Remove the saved state and stems of `dir` (kept: the folder).
 pub(super) fn clear(dir: &Path) {
     for f in [STATE_FILE, STATE_TMP, STEMS_FILE, super::stream::LAYOUT_FILE, super::stream::LAYOUT_TMP] {

@@ -166,22 +166,32 @@ impl Drop for RunningGuard<'_> {
     }
 }
 
-/// Removes a job's working folder unless disarmed; when the worker is
-/// suspending, only its checkpoint stays (the job resumes from it).
+/// Cleans a job's working folder when its run ends without a song, unless
+/// disarmed: a cancel (`cancel` set while the worker is not suspending)
+/// removes it; a failure or a suspension keeps only its saved checkpoint,
+/// so a retry (or the run after the suspension) resumes from it instead
+/// of separating from the start (a full disk while the stems were
+/// written, an input on a drive gone a moment: a long CPU job's hours).
 struct PartialGuard<'a> {
     dir: Option<PathBuf>,
     suspending: &'a AtomicBool,
+    cancel: &'a AtomicBool,
 }
 impl Drop for PartialGuard<'_> {
     fn drop(&mut self) {
-        if let Some(p) = self.dir.take() {
-            if self.suspending.load(Ordering::SeqCst) {
-                run::clear_except(&p, run::CHECKPOINT_DIR);
-            } else {
-                let _ = std::fs::remove_dir_all(p);
-            }
+        let Some(p) = self.dir.take() else { return };
+        let cancelled = self.cancel.load(Ordering::SeqCst) && !self.suspending.load(Ordering::SeqCst);
+        if !cancelled && has_checkpoint(&p) {
+            run::clear_except(&p, run::CHECKPOINT_DIR);
+        } else {
+            let _ = std::fs::remove_dir_all(p);
         }
     }
+}
+
+/// Whether working folder `work` holds a saved checkpoint.
+fn has_checkpoint(work: &Path) -> bool {
+    stemroom_engine::job::checkpoint::saved(&work.join(run::CHECKPOINT_DIR))
 }
 
 impl Worker {
@@ -189,7 +199,7 @@ impl Worker {
     /// working folders of crashed runs are removed from the library here,
     /// except those of queued jobs (their checkpoints let them resume) and
     /// of failed ones that hold their separated song (it could not be
-    /// filed).
+    /// filed) or a saved checkpoint (a retry resumes from it).
     pub fn new(queue: Arc<Queue>, config: WorkerConfig, listener: Arc<dyn WorkerListener>) -> Self {
         let inner = Inner {
             queue,
@@ -213,14 +223,16 @@ impl Worker {
             Ok(jobs) => {
                 // A failed job's folder is kept when it holds the job's
                 // separated song (only filing failed, see `Inner::separate`:
-                // a retry files it); not a checkpoint a crash left.
+                // a retry files it) or its saved checkpoint (a retry
+                // resumes; removing the job removes it).
                 let (library, tag) = (w.library_dir(), w.inner.queue.work_tag().to_string());
                 let keep: Vec<JobId> = jobs
                     .iter()
                     .filter(|j| match j.state {
                         JobState::Queued => true,
                         JobState::Failed { .. } => {
-                            song::song_of_job(&song::partial_dir(&library, &tag, j.id), j).is_some()
+                            let work = song::partial_dir(&library, &tag, j.id);
+                            song::song_of_job(&work, j).is_some() || has_checkpoint(&work)
                         }
                         _ => false,
                     })
@@ -1013,6 +1025,90 @@ mod tests {
     }
 
     /// A worker on an empty queue in `dir`, its library `dir/lib`.
+    /// A working folder with a saved checkpoint, a stem being written and
+    /// the checkpoint's stems (what a run stopped mid-job leaves).
+    fn stopped_work(work: &Path, saved: bool) {
+        std::fs::create_dir_all(work.join(run::CHECKPOINT_DIR)).unwrap();
+        std::fs::write(work.join(run::CHECKPOINT_DIR).join("stems.f32"), [0u8; 64]).unwrap();
+        if saved {
+            std::fs::write(work.join(run::CHECKPOINT_DIR).join("state.bin"), b"state").unwrap();
+        }
+        std::fs::write(work.join(".vocals.wav.part"), b"RIFF").unwrap();
+    }
+
+    /// A run that fails keeps its saved checkpoint (a retry resumes from
+    /// it), as a suspended one does; a cancel keeps nothing, nor does a
+    /// failure before any save.
+    #[test]
+    fn a_failed_run_keeps_only_its_checkpoint_and_a_cancelled_one_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        let ended = |cancel: bool, suspending: bool| {
+            let (cancel, suspending) = (AtomicBool::new(cancel), AtomicBool::new(suspending));
+            drop(PartialGuard { dir: Some(work.clone()), suspending: &suspending, cancel: &cancel });
+        };
+        let left = || {
+            let mut names: Vec<String> = walk(&work).into_iter().collect();
+            names.sort();
+            names
+        };
+        let kept = [".checkpoint", ".checkpoint/state.bin", ".checkpoint/stems.f32"].map(String::from);
+
+        stopped_work(&work, true);
+        ended(false, false);
+        assert_eq!(left(), kept, "a failure keeps the checkpoint only");
+        stopped_work(&work, true);
+        ended(true, true);
+        assert_eq!(left(), kept, "a suspension keeps the checkpoint only");
+        stopped_work(&work, true);
+        ended(true, false);
+        assert!(!work.exists(), "a cancel keeps nothing");
+        stopped_work(&work, false);
+        ended(false, false);
+        assert!(!work.exists(), "no saved state: nothing to resume from");
+    }
+
+    /// Paths under `dir`, relative, `/`-separated.
+    fn walk(dir: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if e.path().is_dir() {
+                out.extend(walk(&e.path()).into_iter().map(|n| format!("{name}/{n}")));
+            }
+            out.push(name);
+        }
+        out
+    }
+
+    /// A failed job's checkpoint stays through a restart (its Retry
+    /// resumes); a cancelled job's, or a failed one's without a saved
+    /// state, goes.
+    #[test]
+    fn a_failed_jobs_checkpoint_stays_through_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Arc::new(Queue::open(&dir.path().join("q.sqlite")).unwrap());
+        let options = crate::queue::Settings::default().job_options();
+        let library = dir.path().join("lib");
+        let mut works = Vec::new();
+        for (name, end, saved) in [
+            ("failed", JobState::Failed { code: ErrorCode::Output, message: "disk full".into() }, true),
+            ("unsaved", JobState::Failed { code: ErrorCode::Output, message: "disk full".into() }, false),
+            ("cancelled", JobState::Cancelled, true),
+        ] {
+            let job =
+                q.enqueue(&crate::queue::JobSource::File { path: format!("/m/{name}.wav") }, name, &options).unwrap();
+            assert_eq!(q.claim_next().unwrap().unwrap().id, job.id);
+            q.finish(job.id, &end, None, &[]).unwrap();
+            let work = song::partial_dir(&library, q.work_tag(), job.id);
+            stopped_work(&work, saved);
+            works.push(work);
+        }
+        let _w = Worker::new(q, WorkerConfig { default_library: library, ..Default::default() }, Arc::new(Nobody));
+        assert!(works[0].join(".checkpoint/state.bin").is_file(), "the failed job's checkpoint stays");
+        assert!(!works[1].exists() && !works[2].exists(), "nothing to resume from, or cancelled");
+    }
+
     fn fresh_worker(dir: &Path) -> Worker {
         let q = Arc::new(Queue::open(&dir.join("q.sqlite")).unwrap());
         Worker::new(q, WorkerConfig { default_library: dir.join("lib"), ..Default::default() }, Arc::new(Nobody))

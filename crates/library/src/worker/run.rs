@@ -176,7 +176,7 @@ impl Inner {
         // stays (the separation resumes from it if it still fits).
         clear_except(&work, CHECKPOINT_DIR);
         std::fs::create_dir_all(&work).map_err(|source| Error::Output { path: work.clone(), source })?;
-        let mut partial = PartialGuard { dir: Some(work.clone()), suspending: &self.suspending };
+        let mut partial = PartialGuard { dir: Some(work.clone()), suspending: &self.suspending, cancel };
         let input = match &job.source {
             JobSource::File { path } => PathBuf::from(path),
             JobSource::Url { url } => self.download(job, url, &work, cancel)?,
@@ -311,7 +311,13 @@ impl Inner {
         let _ = std::fs::remove_dir_all(work.join(CHECKPOINT_DIR));
         if meta.analysis.is_none() {
             meta.analyse_in(work);
-            meta.write(work).map_err(|source| Error::Output { path: work.to_path_buf(), source })?;
+            // Not a failure: the `stemroom.json` written before is whole
+            // (its song files without the tempo and key, which the queue
+            // records), and failing here would say the stems could not be
+            // written, which they were.
+            if let Err(e) = meta.write(work) {
+                tracing::warn!("job {}: its tempo and key are not in {}: {e}", job.id, work.display());
+            }
         }
         let dest = song::publish_song(library, work, &job.title)
             .map_err(|source| Error::NotFiled { path: library.to_path_buf(), source })?;

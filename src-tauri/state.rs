@@ -310,13 +310,19 @@ impl AppState {
         forward_service_changes(&server_events, hub.clone());
         let listeners = Arc::new(Listeners(hub.clone(), server_events.clone()));
         let worker = Worker::new(queue.clone(), config, listeners);
+        let manifest = Manifest::builtin()?;
+        // Songs opened with Stemroom from a file manager before the
+        // first-run setup is done wait for it in the queue (each would fail
+        // at once, out of sight behind the welcome screen).
+        let main_model = manifest.get(&Settings::default().model)?.file.clone();
+        worker.hold_until(move || setup_done(&main_model));
         worker.start(settings.concurrent_jobs as usize);
         Ok(AppState {
             queue,
             worker,
             hub,
             data_dir: data_dir.to_path_buf(),
-            manifest: Manifest::builtin()?,
+            manifest,
             song: Default::default(),
             export: Default::default(),
             gpu_install: Default::default(),
@@ -342,6 +348,15 @@ impl AppState {
     pub fn runtime(&self) -> RuntimeStatus {
         runtime::status(None, Device::Auto)
     }
+}
+
+/// Whether what every job needs is installed: ONNX Runtime and the main
+/// model's file (every preset's model is it or made from it). Looked at
+/// every claim, so only whether the files are there: a damaged model
+/// fails its job saying so.
+fn setup_done(main_model_file: &str) -> bool {
+    (runtime::loaded_library().is_some() || runtime::find_library(None, Device::Auto).is_ok())
+        && model::model_search_dirs(None).iter().any(|d| d.join(main_model_file).is_file())
 }
 
 /// The files and folders the person gave the app outside the page: dropped

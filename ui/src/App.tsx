@@ -223,6 +223,7 @@ export function App() {
   );
 
   if (welcome && app.info) {
+    const waiting = (queue.jobs ?? []).filter((j) => j.state.state === "queued").length;
     return (
       <div className="app">
         <main className="main">
@@ -231,6 +232,16 @@ export function App() {
             <Alert title="The songs were not added" onDismiss={() => setEarlyDrop(false)}>
               Finish the setup below first (the songs need the model to separate), then drop them again.
             </Alert>
+          )}
+          {waiting > 0 && (
+            // Opened with Stemroom from a file manager: the backend holds
+            // them until the setup is done.
+            <div className="alert" role="status" data-testid="welcome-waiting">
+              <p className="alert__body">
+                {waiting === 1 ? "1 song waits" : `${waiting} songs wait`} in the queue:{" "}
+                {waiting === 1 ? "it starts" : "they start"} once the setup below is done.
+              </p>
+            </div>
           )}
           <Welcome
             info={app.info}

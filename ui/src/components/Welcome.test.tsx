@@ -1,7 +1,7 @@
 import { act, screen, waitFor, within } from "@testing-library/react";
 import { describe, expect, it, vi } from "vitest";
 import { BackendError } from "../backend";
-import { mockModel } from "../mockBackend";
+import { mockJob, mockModel } from "../mockBackend";
 import { renderApp } from "../test/renderApp";
 
 const missing = mockModel({
@@ -42,6 +42,24 @@ describe("First start", () => {
     await user.click(start());
     expect(await screen.findByText("No songs in the queue")).toBeInTheDocument();
     expect(welcome()).not.toBeInTheDocument();
+  });
+
+  it("says songs opened with Stemroom before the setup is done wait for it in the queue", async () => {
+    const { backend, user } = renderApp({
+      models: [missing],
+      holdModelFetch: true,
+      queue: [mockJob({ id: 4, title: "Opened song", state: { state: "queued" } })],
+    });
+    const region = await screen.findByRole("region", { name: "Welcome to Stemroom" });
+    expect(screen.getByTestId("welcome-waiting")).toHaveTextContent(
+      "1 song waits in the queue: it starts once the setup below is done.",
+    );
+    await user.click(within(within(region).getByTestId("welcome-model")).getByRole("button", { name: "Download model" }));
+    backend.finishModelFetch();
+    await waitFor(() => expect(start()).toBeEnabled());
+    await user.click(start());
+    expect(await screen.findByText("Opened song")).toBeInTheDocument();
+    expect(screen.queryByTestId("welcome-waiting")).not.toBeInTheDocument();
   });
 
   it("says songs dropped before the setup is done were not added, instead of queueing them to fail", async () => {

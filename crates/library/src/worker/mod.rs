@@ -82,7 +82,14 @@ struct Inner {
     /// a live thread. One mutex so "should I exit" and "free my slot" are one
     /// step, and `start` never miscounts a thread that is about to exit.
     slots: Mutex<Slots>,
+    /// Whether jobs may start (see [`Worker::hold_until`]); `None`: always.
+    ready: Mutex<Option<ReadyProbe>>,
+    /// The probe said no at the last claim (logged once per change).
+    held: AtomicBool,
 }
+
+/// Says whether what every job needs is installed.
+type ReadyProbe = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// Runs the queue in background threads. Dropping it does not stop running
 /// jobs; call [`Worker::shutdown`] for that.
@@ -213,6 +220,8 @@ impl Worker {
             suspending: AtomicBool::new(false),
             cancelled_before_suspend: Mutex::new(std::collections::HashSet::new()),
             slots: Mutex::new(Slots::default()),
+            ready: Mutex::new(None),
+            held: AtomicBool::new(false),
         };
         let w = Worker { inner: Arc::new(inner) };
         // Working folders of queued jobs hold their checkpoints (a job that
@@ -258,6 +267,22 @@ impl Worker {
     /// The database's, reading the settings.
     pub fn library_dir_to_file(&self) -> Result<PathBuf, QueueError> {
         Ok(self.inner.chosen_library()?.unwrap_or_else(|| self.inner.config.default_library.clone()))
+    }
+
+    /// Start no job while `ready` says no: queued jobs wait (asked again
+    /// at every claim, at least every 2 s while idle) instead of each
+    /// failing at once. For the app, whose songs opened from a file
+    /// manager before its first-run setup (the model, ONNX Runtime) must
+    /// wait for it; `ready` must be cheap (file checks, no hashing).
+    pub fn hold_until(&self, ready: impl Fn() -> bool + Send + Sync + 'static) {
+        *self.inner.ready.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(ready));
+        self.notify();
+    }
+
+    /// Whether jobs are held (the last look found [`Worker::hold_until`]'s
+    /// probe saying no).
+    pub fn held(&self) -> bool {
+        self.inner.held.load(Ordering::SeqCst)
     }
 
     /// Run up to `threads` jobs at the same time (1 to [`MAX_THREADS`]).
@@ -532,6 +557,19 @@ impl Inner {
     /// Claim the next job and register its cancellation flag atomically with
     /// respect to [`Worker::cancel`].
     fn claim(&self) -> Result<Option<(Job, Arc<AtomicBool>)>, QueueError> {
+        // (Asked before the lock cancels take: it looks at files.)
+        let probe = self.ready.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let ready = probe.is_none_or(|ready| ready());
+        if self.held.swap(!ready, Ordering::SeqCst) == ready {
+            if ready {
+                tracing::info!("what the jobs need is installed: queued jobs start");
+            } else {
+                tracing::info!("queued jobs wait: the model or ONNX Runtime is not installed yet");
+            }
+        }
+        if !ready {
+            return Ok(None);
+        }
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         let Some(job) = self.queue.claim_next()? else { return Ok(None) };
         if self.stop.load(Ordering::SeqCst) {
@@ -1107,6 +1145,35 @@ mod tests {
         let _w = Worker::new(q, WorkerConfig { default_library: library, ..Default::default() }, Arc::new(Nobody));
         assert!(works[0].join(".checkpoint/state.bin").is_file(), "the failed job's checkpoint stays");
         assert!(!works[1].exists() && !works[2].exists(), "nothing to resume from, or cancelled");
+    }
+
+    /// Jobs wait while the probe says what they need is missing, and
+    /// start once it is there.
+    #[test]
+    fn queued_jobs_wait_until_what_they_need_is_installed() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = fresh_worker(dir.path());
+        let installed = Arc::new(AtomicBool::new(false));
+        let probe = installed.clone();
+        w.hold_until(move || probe.load(Ordering::SeqCst));
+        let q = w.inner.queue.clone();
+        let options = crate::queue::Settings::default().job_options();
+        let job = q.enqueue(&crate::queue::JobSource::File { path: "/m/missing.wav".into() }, "a", &options).unwrap();
+        w.start(1);
+        std::thread::sleep(Duration::from_millis(500));
+        w.notify();
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(q.get(job.id).unwrap().state, JobState::Queued, "held");
+        assert!(w.held());
+        installed.store(true, Ordering::SeqCst);
+        w.notify();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while q.get(job.id).unwrap().state == JobState::Queued {
+            assert!(Instant::now() < deadline, "never started");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!w.held());
+        w.shutdown();
     }
 
     fn fresh_worker(dir: &Path) -> Worker {

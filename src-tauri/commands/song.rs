@@ -545,7 +545,7 @@ pub async fn song_stream_done(state: S<'_>, id: JobId) -> Result<SongView, AppEr
         let taking_over = made.as_ref().is_some_and(|(_, _, _, next)| matches!(next, Some(Ok(_))));
         // (The slot's request count while the song is stored: it changes
         // with every open and close.)
-        let (mut stream, requests) = {
+        let (stream, requests) = {
             let mut guard = st.song.lock();
             match guard.as_mut().filter(|s| s.id == id) {
                 Some(s) => (s.stream.take(), Some(st.song.requests())),

@@ -27,7 +27,7 @@ use serde::Serialize;
 use stemroom_engine::audio::decode;
 
 use crate::link::{self, LinkEntry, LinkInfo};
-use crate::queue::{Job, JobOptions, JobSource, JobState, Queue, QueueError};
+use crate::queue::{Job, JobOptions, JobSource, Queue, QueueError};
 use crate::worker::title_for;
 
 /// How deep folders are searched.
@@ -283,14 +283,12 @@ pub fn add_paths_with(queue: &Queue, paths: &[PathBuf], add: AddOptions) -> Resu
                 let queued = if add.allow_duplicates {
                     queue.enqueue(&source, &title, &options)
                 } else {
-                    match queue.enqueue_unless_live(&source, &title, &options) {
+                    // A song in the library whose file changed since it
+                    // was added (a mix exported again under its name) is
+                    // another song.
+                    let modified = crate::queue::modified_millis(&f);
+                    match queue.enqueue_unless_live_since(&source, &title, &options, modified) {
                         Ok((job, true)) => Ok(job),
-                        // A song in the library whose file changed since
-                        // it was added (a mix exported again under its
-                        // name) is another song.
-                        Ok((existing, false)) if existing.state == JobState::Done && changed_since(&f, &existing) => {
-                            queue.enqueue(&source, &title, &options)
-                        }
                         Ok((existing, false)) => {
                             result.duplicates.push(Duplicate { path: path.to_string(), existing });
                             continue;
@@ -312,13 +310,6 @@ pub fn add_paths_with(queue: &Queue, paths: &[PathBuf], add: AddOptions) -> Resu
         }
     }
     Ok(result)
-}
-
-/// Whether the file at `path` was modified after `job` read it (its
-/// modification time later than the job's start, or its creation where it
-/// has none, by more than the 2 s of a FAT file system's clock).
-fn changed_since(path: &Path, job: &Job) -> bool {
-    crate::queue::modified_millis(path).is_some_and(|m| m > job.started_at.unwrap_or(job.created_at) + 2000.0)
 }
 
 /// Queue one link, and nothing else: for front ends whose callers must not

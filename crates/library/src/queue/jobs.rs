@@ -16,7 +16,7 @@ impl Queue {
     /// # Errors
     /// Database errors.
     pub fn enqueue(&self, source: &JobSource, title: &str, options: &JobOptions) -> Result<Job, QueueError> {
-        self.enqueue_with(source, title, options, false).map(|(job, _)| job)
+        self.enqueue_with(source, title, options, None).map(|(job, _)| job)
     }
 
     /// [`Queue::enqueue`], unless `source` has a live job (the newest one
@@ -34,7 +34,28 @@ impl Queue {
         title: &str,
         options: &JobOptions,
     ) -> Result<(Job, bool), QueueError> {
-        self.enqueue_with(source, title, options, true)
+        self.enqueue_with(source, title, options, Some(None))
+    }
+
+    /// [`Queue::enqueue_unless_live`] for a file last modified at
+    /// `modified_ms` (ms since the Unix epoch): a song in the library made
+    /// before the file changed (modified after its job started, or was
+    /// created where it never started, by more than the 2 s of a FAT file
+    /// system's clock: a mix exported again under its name) is another
+    /// song, and does not count.
+    /// In the same one transaction, so two adds of a changed file at once
+    /// add it once.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn enqueue_unless_live_since(
+        &self,
+        source: &JobSource,
+        title: &str,
+        options: &JobOptions,
+        modified_ms: Option<f64>,
+    ) -> Result<(Job, bool), QueueError> {
+        self.enqueue_with(source, title, options, Some(modified_ms))
     }
 
     /// The live job of `source` (the newest one queued, running or in the
@@ -47,19 +68,26 @@ impl Queue {
         Ok(jobs_where(&self.conn(), LIVE_OF_SOURCE, &[&json(source)?])?.into_iter().next())
     }
 
+    /// `unless_live`: `None` adds in any case; `Some(modified_ms)` adds
+    /// unless `source` has a live job (one done before `modified_ms`, as
+    /// [`Queue::enqueue_unless_live_since`] says, does not count).
     fn enqueue_with(
         &self,
         source: &JobSource,
         title: &str,
         options: &JobOptions,
-        unless_live: bool,
+        unless_live: Option<Option<f64>>,
     ) -> Result<(Job, bool), QueueError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        if unless_live {
+        if let Some(modified_ms) = unless_live {
             let live = jobs_where(&tx, LIVE_OF_SOURCE, &[&json(source)?])?;
             if let Some(existing) = live.into_iter().next() {
-                return Ok((existing, false));
+                let made_before_the_change = existing.state == JobState::Done
+                    && modified_ms.is_some_and(|m| m > existing.started_at.unwrap_or(existing.created_at) + 2000.0);
+                if !made_before_the_change {
+                    return Ok((existing, false));
+                }
             }
         }
         let position = next_position(&tx)?;

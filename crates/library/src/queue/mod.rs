@@ -320,6 +320,33 @@ mod tests {
         assert!(queues[1].enqueue_unless_live(&file("/m/a.wav"), "A", &opts()).unwrap().1);
     }
 
+    /// A file changed since its song was made is added again, once
+    /// however many adds of it race (two drops, a drop and "Open with").
+    #[test]
+    fn a_file_changed_since_its_song_is_added_again_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Arc::new(Queue::open(&dir.path().join("q.sqlite")).unwrap());
+        let song = q.enqueue(&file("/m/a.wav"), "A", &opts()).unwrap();
+        assert_eq!(q.claim_next().unwrap().unwrap().id, song.id);
+        q.finish(song.id, &JobState::Done, Some("/lib/A"), &[]).unwrap();
+        let started = q.get(song.id).unwrap().started_at.unwrap();
+        // Modified within the 2 s a FAT clock is off by: the same file.
+        let (job, added) =
+            q.enqueue_unless_live_since(&file("/m/a.wav"), "A", &opts(), Some(started + 1500.0)).unwrap();
+        assert!(!added && job.id == song.id);
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let q = q.clone();
+                std::thread::spawn(move || {
+                    q.enqueue_unless_live_since(&file("/m/a.wav"), "A", &opts(), Some(started + 60_000.0)).unwrap()
+                })
+            })
+            .collect();
+        let results: Vec<(Job, bool)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert_eq!(results.iter().filter(|(_, added)| *added).count(), 1, "added once");
+        assert_eq!(q.queue().unwrap().len(), 1, "one new job (the song is in the library)");
+    }
+
     #[test]
     fn each_database_has_its_own_lasting_work_tag() {
         let dir = tempfile::tempdir().unwrap();

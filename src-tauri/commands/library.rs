@@ -32,19 +32,25 @@ pub enum FolderRef {
 #[tauri::command]
 #[specta::specta]
 pub async fn open_folder(app: AppHandle, state: S<'_>, folder: FolderRef) -> Result<(), AppError> {
-    let path = match folder {
-        FolderRef::Song { id } => song_dir(&state.queue.get(id)?)?,
-        FolderRef::Export { id, dest } => dest_dir(&state, &state.queue.get(id)?, dest)?,
-    };
-    // Only real folders: never a file, a URL or a link elsewhere.
-    let meta = std::fs::symlink_metadata(&path)
-        .map_err(|e| AppError { code: ErrorCode::Output, message: format!("{}: {e}", path.display()) })?;
-    if !meta.is_dir() {
-        return Err(AppError {
-            code: ErrorCode::InvalidOptions,
-            message: format!("{} is not a folder.", path.display()),
-        });
-    }
+    // On the blocking pool: a picked export folder on a network share that
+    // stopped answering would hold one of the few async threads for good.
+    let path = super::blocking(&state, move |st| {
+        let path = match folder {
+            FolderRef::Song { id } => song_dir(&st.queue.get(id)?)?,
+            FolderRef::Export { id, dest } => dest_dir(st, &st.queue.get(id)?, dest)?,
+        };
+        // Only real folders: never a file, a URL or a link elsewhere.
+        let meta = std::fs::symlink_metadata(&path)
+            .map_err(|e| AppError { code: ErrorCode::Output, message: format!("{}: {e}", path.display()) })?;
+        if !meta.is_dir() {
+            return Err(AppError {
+                code: ErrorCode::InvalidOptions,
+                message: format!("{} is not a folder.", path.display()),
+            });
+        }
+        Ok(path)
+    })
+    .await?;
     app.opener()
         .open_path(path.to_string_lossy(), None::<&str>)
         .map_err(|e| AppError { code: ErrorCode::Output, message: format!("The folder could not be opened: {e}") })

@@ -123,15 +123,18 @@ pub async fn add_paths(
     let options = intake::AddOptions { allow_duplicates, job: job_options(&state.queue, preset)? };
     // Links, and the files and folders the person gave the app outside the
     // page (see `Grants`); any other path the page names is refused unread.
+    // (On the blocking pool: right after a drag out, the page's names are
+    // resolved, and a grant may be waited for.)
     let st = state.inner().clone();
-    let (own, paths): (Vec<String>, Vec<String>) = paths
-        .into_iter()
-        .partition(|p| !stemroom_library::link::looks_like_url(p) && st.dragged_out.is_own(Path::new(p)));
-    let (allowed, refused) = tauri::async_runtime::spawn_blocking(move || {
+    let (own, (allowed, refused)) = tauri::async_runtime::spawn_blocking(move || {
+        let (own, paths): (Vec<String>, Vec<String>) = paths
+            .into_iter()
+            .partition(|p| !stemroom_library::link::looks_like_url(p) && st.dragged_out.is_own(Path::new(p)));
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
-        paths.into_iter().partition::<Vec<String>, _>(|p| {
+        let checked = paths.into_iter().partition::<Vec<String>, _>(|p| {
             stemroom_library::link::looks_like_url(p) || st.grants.wait_for(Path::new(p), deadline)
-        })
+        });
+        (own, checked)
     })
     .await
     .map_err(AppError::task_lost)?;

@@ -40,6 +40,9 @@ describe("timeline", () => {
     const ticks = rulerTicks({ start: 0, end: 60 * 44_100 }, 800, 44_100);
     expect(ticks.slice(0, 3)).toEqual([0, 10, 20]);
     expect(rulerTicks({ start: 44_100, end: 2 * 44_100 }, 1000, 44_100).slice(0, 2)).toEqual([1, 1.1]);
+    // Zoomed in closer: still a tenth apart, so no two labels read alike.
+    const close = rulerTicks({ start: 44_100, end: 1.5 * 44_100 }, 1000, 44_100);
+    expect(close.map((t) => formatTime(t, true))).toEqual(["0:01.0", "0:01.1", "0:01.2", "0:01.3", "0:01.4"]);
   });
 
   it("leaves out a last mark whose label would be cut at the right edge", () => {

@@ -51,7 +51,8 @@ export function xOf(frame: number, width: number, w: FrameWindow): number {
 export function rulerTicks(w: FrameWindow, width: number, sampleRate: number, minPx = 80, labelPx = 48): number[] {
   const seconds = (w.end - w.start) / sampleRate;
   if (seconds <= 0 || width <= 0) return [];
-  const steps = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800];
+  // From a tenth: the labels show tenths (finer steps would repeat them).
+  const steps = [0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800];
   const step = steps.find((s) => (s / seconds) * width >= minPx) ?? 3600;
   const first = Math.ceil(w.start / sampleRate / step) * step;
   const ticks: number[] = [];

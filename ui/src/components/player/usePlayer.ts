@@ -283,26 +283,47 @@ export function useLanePeaks(
   const [peaks, setPeaks] = useState<LanePeaks[] | null>(null);
   const [ready, setReady] = useState<number | null>(null);
   const [tick, setTick] = useState(0);
+  // Requests are numbered: an answer is drawn unless a later one is
+  // already on screen. (Dropping every answer but the latest's froze the
+  // waveform through a scroll or zoom gesture faster than the backend's
+  // answers, and, on a slow machine, a long song's peaks being read.)
+  const sent = useRef(0);
+  const shown = useRef(0);
+  // The latest request answered (or failed).
+  const settled = useRef(0);
+  // The song the answers are for: another song's never show.
+  const song = useRef<number | null>(null);
+  song.current = view?.id ?? null;
   useEffect(() => {
     if (!view || !win || columns <= 0) return;
-    let live = true;
-    backend.songPeaks(view.id, win.start, win.end, columns).then(
+    const n = ++sent.current;
+    const id = view.id;
+    backend.songPeaks(id, win.start, win.end, columns).then(
       (p) => {
-        if (!live) return;
+        settled.current = Math.max(settled.current, n);
+        if (song.current !== id || n < shown.current) return;
+        shown.current = n;
         setPeaks(p.lanes);
         setReady(p.ready);
       },
-      (e: unknown) => live && onError(errorText(e)),
+      (e: unknown) => {
+        settled.current = Math.max(settled.current, n);
+        if (song.current === id && n === sent.current) onError(errorText(e));
+      },
     );
-    return () => {
-      live = false;
-    };
   }, [backend, view, win, columns, tick, onError]);
-  // Polled while separating, and while a first answer said the peaks are still being read.
+  // Polled while separating, and while a first answer said the peaks are
+  // still being read; not while the last request waits for its answer
+  // (requests would pile up on a busy backend).
   const polling = !!view && ((view.streaming && !stopped) || (ready !== null && ready < 1));
   useEffect(() => {
     if (!view || !polling) return;
-    const t = setInterval(() => setTick((n) => n + 1), view.streaming ? STREAM_PEAKS_MS : LOADING_PEAKS_MS);
+    const t = setInterval(
+      () => {
+        if (settled.current === sent.current) setTick((n) => n + 1);
+      },
+      view.streaming ? STREAM_PEAKS_MS : LOADING_PEAKS_MS,
+    );
     return () => clearInterval(t);
   }, [view, polling]);
   return { peaks, ready };

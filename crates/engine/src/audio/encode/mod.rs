@@ -90,7 +90,9 @@ impl OutputFormat {
     /// The sample rate in Hz a file of this format is written at when
     /// `wanted` Hz is asked for: `wanted` itself for WAV and FLAC; for MP3
     /// the nearest of the MPEG-1/2/2.5 rates (ISO/IEC 11172-3, 13818-3:
-    /// 8000 to 48000 Hz) at or above it, 48000 above that. The stems are
+    /// 8000 to 48000 Hz) at or above it; above 48000, 44100 for a multiple
+    /// of 11025 Hz (88.2 and 176.4 kHz: the model's own rate, not
+    /// resampled again), else 48000. The stems are
     /// resampled to it before LAME, which would otherwise resample itself
     /// (and, from below 8000 Hz, outgrow its output buffer). FLAC above
     /// [`FLAC_MAX_RATE`] is written at half the rate (again until it fits:
@@ -98,7 +100,10 @@ impl OutputFormat {
     pub fn file_rate(&self, wanted: u32) -> u32 {
         const MP3_RATES: [u32; 9] = [8_000, 11_025, 12_000, 16_000, 22_050, 24_000, 32_000, 44_100, 48_000];
         match self {
-            OutputFormat::Mp3 { .. } => MP3_RATES.into_iter().find(|&r| r >= wanted).unwrap_or(48_000),
+            OutputFormat::Mp3 { .. } => MP3_RATES
+                .into_iter()
+                .find(|&r| r >= wanted)
+                .unwrap_or(if wanted.is_multiple_of(11_025) { 44_100 } else { 48_000 }),
             OutputFormat::Flac { .. } => {
                 let mut rate = wanted;
                 while rate > FLAC_MAX_RATE {
@@ -319,9 +324,17 @@ mod tests {
     fn mp3_and_flac_files_are_written_at_rates_they_take() {
         let mp3 = OutputFormat::Mp3 { kbps: 320 };
         let wav = OutputFormat::Wav { depth: WavDepth::Int16 };
-        for (wanted, want) in
-            [(1, 8_000), (4_000, 8_000), (8_000, 8_000), (44_100, 44_100), (44_101, 48_000), (96_000, 48_000)]
-        {
+        for (wanted, want) in [
+            (1, 8_000),
+            (4_000, 8_000),
+            (8_000, 8_000),
+            (44_100, 44_100),
+            (44_101, 48_000),
+            (96_000, 48_000),
+            (88_200, 44_100),
+            (176_400, 44_100),
+            (88_201, 48_000),
+        ] {
             assert_eq!(mp3.file_rate(wanted), want, "{wanted} Hz");
         }
         assert_eq!(wav.file_rate(4_000), 4_000);

@@ -3,8 +3,9 @@
 //! [`StreamResampler`] takes interleaved frames in blocks of any size and
 //! gives back interleaved frames, with rubato's start-up delay trimmed, so
 //! output frame `i` lines up with input time `i / to_rate` (to the sample:
-//! rubato's delay is half its output FFT size, a whole number of frames
-//! only when that size is even, which [`fft_layout`] sees to). After
+//! rubato's delay is a whole number of output frames, and its filter
+//! symmetric, only when both its FFT sizes are even, which [`fft_layout`]
+//! sees to). After
 //! [`StreamResampler::finish`] exactly `ceil(in_frames * to / from)` frames
 //! have come out.
 
@@ -34,17 +35,19 @@ fn fft_blocks(chunk: usize, sub: usize, min_in: usize) -> usize {
 
 /// Input chunk and sub-chunks for converting `from` Hz to `to` Hz: as
 /// rubato's `Fft::new` chooses them (sub-chunks of about 256 frames),
-/// unless its output FFT size (blocks × `to / gcd`) would be odd. Its
-/// filter is centred half an FFT in, so its delay is then a whole number
-/// and a half of output frames, and `output_delay()` (rounded down) would
-/// leave every stem half a frame late (96 kHz: 1.1 frames after the way
-/// back; 192 and 12 kHz alike). Then the nearest sub-chunk count giving an
-/// even number of blocks, or, when one block is longer than a chunk (rates
-/// with a small common divisor), chunks of two blocks.
+/// unless that makes an odd number of FFT blocks. rubato's filter is a
+/// sinc centred at `fft_in / 2` (integer division) under a periodic window
+/// centred at `fft_in / 2` exactly, and it trims `fft_out / 2` (rounded
+/// down) output frames: all three agree only when both FFT sizes (blocks ×
+/// `from / gcd`, blocks × `to / gcd`, one of which is odd) are even. Else
+/// the stems came out up to half a frame off (96 kHz in: 1.1 frames late
+/// after the way back; 192, 12 and 32 kHz alike). So the nearest sub-chunk
+/// count giving an even number of blocks, or, when one block is longer
+/// than a chunk (rates with a small common divisor), chunks of two blocks.
 fn fft_layout(from: usize, to: usize) -> (usize, usize) {
-    let gcd = gcd(from, to);
-    let (min_in, out_unit) = (from / gcd, to / gcd);
-    let even = |sub: usize| (fft_blocks(CHUNK, sub, min_in) * out_unit) % 2 == 0;
+    let g = gcd(from, to);
+    let min_in = from / g;
+    let even = |sub: usize| fft_blocks(CHUNK, sub, min_in) % 2 == 0;
     let default = (CHUNK / 256).max(1);
     if even(default) {
         return (CHUNK, default);
@@ -267,7 +270,7 @@ mod tests {
 
     /// Output frame `i` is input time `i / to`, to the sample, for rate
     /// pairs whose FFT sizes rubato would make odd (96, 192, 12 kHz in;
-    /// 44.1 kHz to 44.101 kHz) and even ones: a 3 kHz sine resampled
+    /// 44.1 kHz to 32 or 44.101 kHz) and even ones: a 3 kHz sine resampled
     /// matches the same sine made at the output rate (half a frame late at
     /// 44.1 kHz is an error of 0.1 here).
     #[test]
@@ -278,6 +281,12 @@ mod tests {
             (12_000, 44_100),
             (32_000, 44_100),
             (44_100, 96_000),
+            (44_100, 192_000),
+            (44_100, 12_000),
+            (44_100, 32_000),
+            (44_100, 88_200),
+            (44_100, 8_000),
+            (8_000, 44_100),
             (44_100, 48_000),
             (48_000, 44_100),
             (88_200, 44_100),
@@ -285,7 +294,7 @@ mod tests {
         ] {
             let g = gcd(from as usize, to as usize);
             let (chunk, sub) = fft_layout(from as usize, to as usize);
-            assert_eq!(fft_blocks(chunk, sub, from as usize / g) * (to as usize / g) % 2, 0, "{from} -> {to}");
+            assert_eq!(fft_blocks(chunk, sub, from as usize / g) % 2, 0, "{from} -> {to}: an even number of blocks");
             let x = sine(3000.0, from, from as usize);
             let mut r = StreamResampler::new(from, to, 2).expect("new");
             let y = run(&mut r, &x, 1000);

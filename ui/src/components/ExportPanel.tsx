@@ -6,6 +6,7 @@ import { loadExportPrefs, loadPickedDest, saveExportPrefs, savePickedDest } from
 import { fileName } from "../format";
 import { PRESETS, presetControls, presetsFor, type PresetId } from "../timeline";
 import { isStretched, tempoText, transposeText } from "./TempoPitch";
+import { useOneAtATime } from "../hooks/useOneAtATime";
 import { Alert } from "./Alert";
 import { FormatField } from "./FormatField";
 import { ProgressBar } from "./ProgressBar";
@@ -159,17 +160,21 @@ export function ExportPanel({ songId, stems, controls, loop, defaultDir }: Props
     }
   }
 
-  async function choose() {
-    try {
-      const picked = await backend.pickExportDir();
-      if (picked) {
-        const next = { dest: { kind: "picked" as const, handle: picked.handle }, path: picked.path };
-        setDest(next);
-        savePickedDest(next);
+  // One folder dialog at a time (a double click opened two).
+  const [choosing, runChoose] = useOneAtATime();
+  function choose() {
+    return runChoose(async () => {
+      try {
+        const picked = await backend.pickExportDir();
+        if (picked) {
+          const next = { dest: { kind: "picked" as const, handle: picked.handle }, path: picked.path };
+          setDest(next);
+          savePickedDest(next);
+        }
+      } catch (e) {
+        setError({ title: "The folder could not be chosen", text: errorText(e, "export") });
       }
-    } catch (e) {
-      setError({ title: "The folder could not be chosen", text: errorText(e, "export") });
-    }
+    });
   }
 
   const nothingChosen = kind === "stems" && chosen.length === 0;
@@ -270,7 +275,7 @@ export function ExportPanel({ songId, stems, controls, loop, defaultDir }: Props
           <code className="path-picker__path" data-testid="export-dir">
             {destPath}
           </code>
-          <button type="button" className="button" onClick={() => void choose()} disabled={running}>
+          <button type="button" className="button" onClick={() => void choose()} disabled={running || choosing}>
             Choose…
           </button>
           {dest.dest.kind === "picked" && (

@@ -46,11 +46,15 @@ export const JobRow = memo(function JobRow({ job, progress, canMove, busy, onAct
   const queued = state.state === "queued";
   const stopped = state.state === "failed" || state.state === "cancelled";
   const hint = state.state === "failed" ? hintFor(state.code) : null;
+  // Each button is described by the song's title ("Remove, Falcon 69"):
+  // tabbing through a long queue, a screen reader says which song.
+  const titleId = `job-title-${job.id}`;
   const button = (action: JobAction, label: string, disabled = false) => (
     <button
       type="button"
       className="button"
       disabled={busy !== null || disabled}
+      aria-describedby={titleId}
       onClick={() => onAction(action, job)}
     >
       {busy === action ? (BUSY_LABEL[action] ?? label) : label}
@@ -72,7 +76,9 @@ export const JobRow = memo(function JobRow({ job, progress, canMove, busy, onAct
         />
       )}
       <div className="job__main">
-        <p className="job__title">{job.title}</p>
+        <p className="job__title" id={titleId}>
+          {job.title}
+        </p>
         {job.uploader && <p className="job__uploader muted">{job.uploader}</p>}
         <p className="job__meta">
           {job.durationSeconds !== null && <span>{formatDuration(job.durationSeconds)}</span>}
@@ -106,6 +112,7 @@ export const JobRow = memo(function JobRow({ job, progress, canMove, busy, onAct
             type="button"
             className="button button--primary"
             title="Play what is separated so far; the rest fills in as it separates"
+            aria-describedby={titleId}
             onClick={() => onListen(job)}
           >
             Listen now

@@ -318,6 +318,21 @@ describe("Player", () => {
     await waitFor(() => expect(backend.player.loop).toBeNull());
   });
 
+  it("opens one folder dialog for a double click on Choose…", async () => {
+    const { backend, user } = await openPlayer();
+    const real = backend.pickExportDir.bind(backend);
+    // The dialog stays open until the person picks.
+    let picked = () => {};
+    const pick = vi
+      .spyOn(backend, "pickExportDir")
+      .mockImplementationOnce(() => new Promise<void>((go) => (picked = go)).then(() => real()));
+    await user.dblClick(screen.getByRole("button", { name: "Choose…" }));
+    expect(pick).toHaveBeenCalledTimes(1);
+    await act(async () => picked());
+    await waitFor(() => expect(screen.getByTestId("export-dir")).toHaveTextContent("/home/you/Exports"));
+    expect(pick).toHaveBeenCalledTimes(1);
+  });
+
   it("exports an instrumental MP3 into the chosen folder", async () => {
     const { backend, user } = await openPlayer();
     expect(screen.getByTestId("export-dir")).toHaveTextContent("/Falcon 69/exports");

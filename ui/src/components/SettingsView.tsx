@@ -195,6 +195,9 @@ export function SettingsView({ app }: Props) {
   const [saving, setSaving] = useState(false);
   // The library folder's dialog and move are under way.
   const [movingLibrary, runMove] = useOneAtATime();
+  // One program dialog at a time (a double click opened two, and the one
+  // closed last decided).
+  const [, runChoose] = useOneAtATime();
   const [gpu, setGpu] = useState<GpuSupport | null>(null);
   // The settings as last loaded or saved.
   const lastSaved = useRef<Settings | null>(null);
@@ -261,15 +264,17 @@ export function SettingsView({ app }: Props) {
     });
   }
 
-  async function chooseProgram(program: Program, pick: boolean) {
-    const failed = "The program could not be chosen";
-    try {
-      const saved = await backend.chooseProgram(program, pick);
-      chosen(program === "ytdlp" ? { ytdlpPath: saved.ytdlpPath } : { ffmpegPath: saved.ffmpegPath }, failed);
-      void app.refresh();
-    } catch (e) {
-      setError({ title: failed, text: errorText(e) });
-    }
+  function chooseProgram(program: Program, pick: boolean) {
+    return runChoose(async () => {
+      const failed = "The program could not be chosen";
+      try {
+        const saved = await backend.chooseProgram(program, pick);
+        chosen(program === "ytdlp" ? { ytdlpPath: saved.ytdlpPath } : { ffmpegPath: saved.ffmpegPath }, failed);
+        void app.refresh();
+      } catch (e) {
+        setError({ title: failed, text: errorText(e) });
+      }
+    });
   }
 
   async function save(event: FormEvent) {

@@ -41,17 +41,32 @@ export function TempoPitch({ tempo, transpose, onChange }: Props) {
   // The slider follows the pointer at once; the change is sent when it settles.
   const [shown, setShown] = useState(tempo);
   const timer = useRef<ReturnType<typeof setTimeout> | undefined>(undefined);
+  // A change not sent yet: sent when the panel goes before it settles
+  // (the speed set just before "Back to library" is kept with the song).
+  const pending = useRef<(() => void) | null>(null);
   useEffect(() => setShown(tempo), [tempo]);
-  useEffect(() => () => clearTimeout(timer.current), []);
+  useEffect(
+    () => () => {
+      clearTimeout(timer.current);
+      pending.current?.();
+    },
+    [],
+  );
 
   function setTempo(t: number, now = false) {
     setShown(t);
     clearTimeout(timer.current);
-    if (now) onChange({ tempo: t, transpose });
-    else timer.current = setTimeout(() => onChange({ tempo: t, transpose }), SETTLE_MS);
+    const send = () => {
+      pending.current = null;
+      onChange({ tempo: t, transpose });
+    };
+    pending.current = send;
+    if (now) send();
+    else timer.current = setTimeout(send, SETTLE_MS);
   }
   function setTranspose(s: number) {
     clearTimeout(timer.current);
+    pending.current = null;
     onChange({ tempo: shown, transpose: Math.max(-MAX_TRANSPOSE, Math.min(MAX_TRANSPOSE, Math.round(s))) });
   }
 

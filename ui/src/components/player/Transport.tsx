@@ -46,7 +46,9 @@ function Separating({ store, rate, frames }: { store: StatusStore; rate: number;
   // no status yet is nothing separated.
   const separated = useStatus(store, (s) => (s ? (s.separated === null ? null : Math.floor(s.separated / rate)) : 0));
   return (
-    <span className="transport__separating muted" role="status" data-testid="separating">
+    // Not a live region: it changes with every separated segment, and a
+    // screen reader would talk over the music the whole time.
+    <span className="transport__separating muted" data-testid="separating">
       {waiting
         ? "Waiting for the separation to catch up…"
         : separated === null

@@ -11,6 +11,8 @@ interface Props {
   progress: JobProgress | undefined;
   /** Whether the job can move up / down among the queued ones. */
   canMove: { up: boolean; down: boolean };
+  /** A move (of any row) is under way: moves wait for its order. */
+  moving: boolean;
   /** The action being carried out on this job, if any (its button says so). */
   busy: JobAction | null;
   onAction(action: JobAction, job: Job): void;
@@ -34,13 +36,14 @@ function sameRow(a: Props, b: Props): boolean {
     a.progress === b.progress &&
     a.canMove.up === b.canMove.up &&
     a.canMove.down === b.canMove.down &&
+    a.moving === b.moving &&
     a.busy === b.busy &&
     a.onAction === b.onAction &&
     a.onListen === b.onListen
   );
 }
 
-export const JobRow = memo(function JobRow({ job, progress, canMove, busy, onAction, onListen }: Props) {
+export const JobRow = memo(function JobRow({ job, progress, canMove, moving, busy, onAction, onListen }: Props) {
   const { state } = job;
   const running = isRunning(state);
   const queued = state.state === "queued";
@@ -49,17 +52,27 @@ export const JobRow = memo(function JobRow({ job, progress, canMove, busy, onAct
   // Each button is described by the song's title ("Remove, Falcon 69"):
   // tabbing through a long queue, a screen reader says which song.
   const titleId = `job-title-${job.id}`;
-  const button = (action: JobAction, label: string, disabled = false) => (
-    <button
-      type="button"
-      className="button"
-      disabled={busy !== null || disabled}
-      aria-describedby={titleId}
-      onClick={() => onAction(action, job)}
-    >
-      {busy === action ? (BUSY_LABEL[action] ?? label) : label}
-    </button>
-  );
+  // While an action runs, the buttons wait with `aria-disabled`, not
+  // `disabled`: a disabled button drops the keyboard focus, and a person
+  // moving a song up several places with Enter would lose their place.
+  const button = (action: JobAction, label: string, disabled = false) => {
+    const waiting = busy !== null || ((action === "up" || action === "down") && moving);
+    return (
+      <button
+        type="button"
+        className="button"
+        disabled={disabled}
+        aria-disabled={waiting || undefined}
+        aria-describedby={titleId}
+        data-action={action}
+        onClick={() => {
+          if (!waiting) onAction(action, job);
+        }}
+      >
+        {busy === action ? (BUSY_LABEL[action] ?? label) : label}
+      </button>
+    );
+  };
 
   return (
     <li className="job" data-testid="job-row" data-job-id={job.id} data-state={state.state}>

@@ -5,6 +5,7 @@ import { mockJob } from "../mockBackend";
 import { renderApp } from "../test/renderApp";
 
 const row = (title: string) => screen.getByText(title).closest<HTMLElement>('[data-testid="job-row"]')!;
+const rowTitles = () => screen.getAllByTestId("job-row").map((r) => r.querySelector(".job__title")?.textContent);
 const buttonNames = (title: string) => within(row(title)).queryAllByRole("button").map((b) => b.textContent);
 
 /** A finished song from "/music/Army of Me.flac". */
@@ -276,14 +277,35 @@ describe("Queue", () => {
     await screen.findByText("Alpha");
     const real = backend.reorderQueue.bind(backend);
     let answer = () => {};
-    vi.spyOn(backend, "reorderQueue").mockImplementationOnce(
-      (ids) => new Promise<void>((go) => (answer = go)).then(() => real(ids)),
-    );
+    const reorder = vi
+      .spyOn(backend, "reorderQueue")
+      .mockImplementationOnce((ids) => new Promise<void>((go) => (answer = go)).then(() => real(ids)));
     await user.click(within(row("Gamma")).getByRole("button", { name: "Move up" }));
-    // Until the first move's list is back, no other move can undo it.
-    expect(within(row("Alpha")).getByRole("button", { name: "Move down" })).toBeDisabled();
+    // Until the first move's list is back, no other move can undo it (the
+    // buttons wait, keeping the focus: not disabled).
+    const alphaDown = within(row("Alpha")).getByRole("button", { name: "Move down" });
+    expect(alphaDown).toHaveAttribute("aria-disabled", "true");
+    await user.click(alphaDown);
+    expect(reorder).toHaveBeenCalledTimes(1);
     await act(async () => answer());
-    await waitFor(() => expect(within(row("Alpha")).getByRole("button", { name: "Move down" })).toBeEnabled());
+    await waitFor(() =>
+      expect(within(row("Alpha")).getByRole("button", { name: "Move down" })).not.toHaveAttribute("aria-disabled"),
+    );
+  });
+
+  it("keeps the keyboard focus on Move up through moves, then on Move down at the top", async () => {
+    const { user } = renderApp({
+      queue: [job(1, "Alpha", { state: "queued" }), job(2, "Beta", { state: "queued" }), job(3, "Gamma", { state: "queued" })],
+    });
+    await screen.findByText("Alpha");
+    within(row("Gamma")).getByRole("button", { name: "Move up" }).focus();
+    await user.keyboard("{Enter}");
+    await waitFor(() => expect(rowTitles()).toEqual(["Alpha", "Gamma", "Beta"]));
+    await waitFor(() => expect(within(row("Gamma")).getByRole("button", { name: "Move up" })).toHaveFocus());
+    await user.keyboard("{Enter}");
+    await waitFor(() => expect(rowTitles()).toEqual(["Gamma", "Alpha", "Beta"]));
+    // At the top, Move up is disabled: the focus goes to Move down.
+    await waitFor(() => expect(within(row("Gamma")).getByRole("button", { name: "Move down" })).toHaveFocus());
   });
 
   it("moves a song up even when the one above starts meanwhile", async () => {
@@ -341,7 +363,7 @@ describe("Queue", () => {
     await user.click(within(row("Beta")).getByRole("button", { name: "Cancel" }));
     expect(cancel).toHaveBeenCalledWith(2);
     const cancelling = within(row("Beta")).getByRole("button", { name: "Cancelling…" });
-    expect(cancelling).toBeDisabled();
+    expect(cancelling).toHaveAttribute("aria-disabled", "true");
     act(() => release());
     await waitFor(() => expect(row("Beta")).toHaveAttribute("data-state", "cancelled"));
     // Where Cancel was, Retry is now (Remove comes after it).
@@ -385,7 +407,7 @@ describe("Queue", () => {
     );
     await user.click(within(row("Alpha")).getByRole("button", { name: "Cancel" }));
     await new Promise((r) => setTimeout(r, 50));
-    expect(within(row("Alpha")).getByRole("button", { name: "Cancelling…" })).toBeDisabled();
+    expect(within(row("Alpha")).getByRole("button", { name: "Cancelling…" })).toHaveAttribute("aria-disabled", "true");
     act(() => void backend.updateJob(1, { state: { state: "cancelled" } }));
     await waitFor(() => expect(buttonNames("Alpha")).toEqual(["Retry", "Remove"]));
     // A retry's run is not the cancelled one.

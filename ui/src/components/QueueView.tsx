@@ -74,6 +74,14 @@ export function QueueView({ queue, onPickFiles, onAddLink, preset, onPresetChang
   }
 
   async function act(action: JobAction, job: Job) {
+    // A move re-orders the rows, which can take the focused button out of
+    // the page for a moment: it is given back after (to the other move
+    // button when this one can go no further).
+    const focused = document.activeElement;
+    const refocus =
+      (action === "up" || action === "down") &&
+      focused instanceof HTMLElement &&
+      focused.closest(`[data-job-id="${job.id}"]`) !== null;
     setBusy((b) => new Map(b).set(job.id, action));
     setError(null);
     try {
@@ -105,6 +113,21 @@ export function QueueView({ queue, onPickFiles, onAddLink, preset, onPresetChang
         next.delete(job.id);
         return next;
       });
+      if (refocus) {
+        requestAnimationFrame(() => {
+          // (Or still on this button, now disabled: some browsers keep it
+          // there, where no key reaches it.)
+          const now = document.activeElement;
+          const lost = now === null || now === document.body || (now instanceof HTMLButtonElement && now.disabled);
+          if (!lost) return;
+          const row = document.querySelector(`[data-job-id="${job.id}"]`);
+          const other = action === "up" ? "down" : "up";
+          const target = [action, other, "remove"]
+            .map((a) => row?.querySelector<HTMLButtonElement>(`button[data-action="${a}"]`))
+            .find((b) => b && !b.disabled);
+          target?.focus();
+        });
+      }
     }
   }
 
@@ -184,7 +207,8 @@ export function QueueView({ queue, onPickFiles, onAddLink, preset, onPresetChang
                 key={job.id}
                 job={job}
                 progress={queue.progress[job.id]}
-                canMove={{ up: !moving && index > 0, down: !moving && index >= 0 && index < queuedIds.length - 1 }}
+                canMove={{ up: index > 0, down: index >= 0 && index < queuedIds.length - 1 }}
+                moving={moving}
                 busy={busy.get(job.id) ?? (isRunning(job.state) && cancelling.has(runOf(job)) ? "cancel" : null)}
                 onAction={rowAction}
                 onListen={rowListen}

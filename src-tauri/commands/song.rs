@@ -38,7 +38,7 @@ pub struct OpenSong {
     /// While the song is still separating: the stems' peaks so far (its
     /// own lock: a poll reads the stream with the song unlocked, so the
     /// window's play, pause and mix commands never wait for the disk).
-    stream: Option<Arc<std::sync::Mutex<StreamPeaks>>>,
+    stream: Option<Arc<SharedStream>>,
     /// Lanes whose peaks are still being read (a long song opens before
     /// its waveforms are known), by one reader or more (the stems' files,
     /// once separated, beside the original's still being read).
@@ -482,7 +482,7 @@ fn open_streaming(
         with_original: can_compare,
         stems: stems.len(),
         lanes,
-        stream: Some(Arc::new(std::sync::Mutex::new(stream))),
+        stream: Some(Arc::new(SharedStream { sample_rate: stream.sample_rate, peaks: std::sync::Mutex::new(stream) })),
         loading: loading.into_iter().collect(),
         controls: unity,
         status: channel,
@@ -525,7 +525,7 @@ pub async fn song_stream_done(state: S<'_>, id: JobId) -> Result<SongView, AppEr
         let take_over = {
             let guard = st.song.lock();
             let song = guard.as_ref().filter(|s| s.id == id).ok_or_else(not_open)?;
-            let stream_rate = song.stream.as_ref().map(|s| lock_stream(s).sample_rate);
+            let stream_rate = song.stream.as_ref().map(|s| s.sample_rate);
             files_rate
                 .filter(|&r| stream_rate.is_some_and(|s| s != r))
                 .map(|rate| (rate, song.player.clone(), song.controls.clone()))
@@ -879,9 +879,17 @@ fn peaks_of(state: &AppState, id: JobId, start: f64, end: f64, columns: u32) -> 
     Ok(SongPeaks { lanes, ready })
 }
 
+/// A running job's stream as the open song holds it: its rate, read with
+/// the song locked, and its peaks behind their own lock (held through a
+/// poll's disk reads).
+struct SharedStream {
+    sample_rate: u32,
+    peaks: std::sync::Mutex<StreamPeaks>,
+}
+
 /// The stream's peaks, locked (a poll that panicked left them usable).
-fn lock_stream(s: &std::sync::Mutex<StreamPeaks>) -> std::sync::MutexGuard<'_, StreamPeaks> {
-    s.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+fn lock_stream(s: &SharedStream) -> std::sync::MutexGuard<'_, StreamPeaks> {
+    s.peaks.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Put the stream's stem peaks `fresh` in the last lanes of `lanes` (the

@@ -6,6 +6,7 @@ import {
   frameAt,
   presetControls,
   presetsFor,
+  rulerLabel,
   rulerTicks,
   unityControls,
   xOf,
@@ -40,9 +41,27 @@ describe("timeline", () => {
     const ticks = rulerTicks({ start: 0, end: 60 * 44_100 }, 800, 44_100);
     expect(ticks.slice(0, 3)).toEqual([0, 10, 20]);
     expect(rulerTicks({ start: 44_100, end: 2 * 44_100 }, 1000, 44_100).slice(0, 2)).toEqual([1, 1.1]);
-    // Zoomed in closer: still a tenth apart, so no two labels read alike.
+    // Zoomed in closer (the closest zoom is 2048 frames): marks a
+    // hundredth or more apart, labelled in hundredths, no two alike.
     const close = rulerTicks({ start: 44_100, end: 1.5 * 44_100 }, 1000, 44_100);
-    expect(close.map((t) => formatTime(t, true))).toEqual(["0:01.0", "0:01.1", "0:01.2", "0:01.3", "0:01.4"]);
+    expect(close.map((t) => rulerLabel(t, 0.05))).toEqual([
+      "0:01.00",
+      "0:01.05",
+      "0:01.10",
+      "0:01.15",
+      "0:01.20",
+      "0:01.25",
+      "0:01.30",
+      "0:01.35",
+      "0:01.40",
+      "0:01.45",
+    ]);
+    const closest = rulerTicks({ start: 44_100, end: 44_100 + 2048 }, 1000, 44_100);
+    expect(closest.length).toBeGreaterThan(1);
+    const labels = closest.map((t) => rulerLabel(t, 0.01));
+    expect(new Set(labels).size).toBe(labels.length);
+    expect(rulerLabel(61, 1)).toBe("1:01");
+    expect(rulerLabel(61.5, 0.5)).toBe("1:01.5");
   });
 
   it("leaves out a last mark whose label would be cut at the right edge", () => {

@@ -51,8 +51,7 @@ export function xOf(frame: number, width: number, w: FrameWindow): number {
 export function rulerTicks(w: FrameWindow, width: number, sampleRate: number, minPx = 80, labelPx = 48): number[] {
   const seconds = (w.end - w.start) / sampleRate;
   if (seconds <= 0 || width <= 0) return [];
-  // From a tenth: the labels show tenths (finer steps would repeat them).
-  const steps = [0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800];
+  const steps = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800];
   const step = steps.find((s) => (s / seconds) * width >= minPx) ?? 3600;
   const first = Math.ceil(w.start / sampleRate / step) * step;
   const ticks: number[] = [];
@@ -60,6 +59,26 @@ export function rulerTicks(w: FrameWindow, width: number, sampleRate: number, mi
     if (xOf(t * sampleRate, width, w) + labelPx <= width) ticks.push(t);
   }
   return ticks;
+}
+
+/**
+ * The label of ruler mark `t` (seconds) among marks `step` seconds apart:
+ * whole seconds as `m:ss`, else with tenths, or hundredths when the marks
+ * are closer than a tenth (so no two marks read alike).
+ */
+export function rulerLabel(t: number, step: number): string {
+  if (step < 0.1 - 1e-9) return formatTimeHundredths(t);
+  return formatTime(t, Math.abs(t - Math.round(t)) > 1e-6);
+}
+
+/** `m:ss.cc` (`h:mm:ss.cc` from an hour on), rounded to the hundredth. */
+function formatTimeHundredths(seconds: number): string {
+  const s = Number.isFinite(seconds) ? Math.max(0, seconds) : 0;
+  const cs = Math.round(s * 100);
+  const h = Math.floor(cs / 360_000);
+  const m = Math.floor((cs % 360_000) / 6000);
+  const sec = ((cs % 6000) / 100).toFixed(2).padStart(5, "0");
+  return h > 0 ? `${h}:${String(m).padStart(2, "0")}:${sec}` : `${m}:${sec}`;
 }
 
 /**

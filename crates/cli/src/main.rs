@@ -509,6 +509,9 @@ fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsSt
         // Not UTF-8: a file name, never a command.
         None => true,
         Some("help" | "-h" | "--help" | "-V" | "--version") => false,
+        // Their prefixes too (long options may be shortened): `--vers`,
+        // not `--ver`, which `--verbose` shares.
+        Some(w) if w.len() > 2 && ("--help".starts_with(w) || (w.len() >= 6 && "--version".starts_with(w))) => false,
         Some(word) => {
             !commands.contains(&word)
                 && (word.starts_with('-')
@@ -1717,6 +1720,9 @@ mod tests {
         let e = parse(&["--no-split", "--segment", "5", "a.wav"]).err().expect("refused");
         assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
         assert!(parse(&["--flac", "--mp3", "a.wav"]).is_err(), "one format, as in demucs");
+        let kind = |args: &[&str]| parse(args).err().map(|e| e.kind());
+        assert_eq!(kind(&["--vers"]), Some(clap::error::ErrorKind::DisplayVersion));
+        assert_eq!(kind(&["--hel"]), Some(clap::error::ErrorKind::DisplayHelp));
     }
 
     #[test]

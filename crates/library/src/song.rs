@@ -250,15 +250,21 @@ impl SongMetadata {
     pub fn write(&self, dir: &Path) -> std::io::Result<()> {
         let tmp = dir.join(format!(".{METADATA_FILE}.part"));
         let text = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        {
+        let written = (|| {
             use std::io::Write;
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(&text)?;
             // On disk before the rename makes it the song's (a power cut
             // must not leave an empty `stemroom.json`).
             f.sync_data()?;
+            drop(f);
+            std::fs::rename(&tmp, dir.join(METADATA_FILE))
+        })();
+        if let Err(e) = written {
+            // (A full disk: no half-written file left to be filed with the song.)
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
         }
-        std::fs::rename(&tmp, dir.join(METADATA_FILE))?;
         stemroom_engine::files::sync_dir(dir);
         Ok(())
     }

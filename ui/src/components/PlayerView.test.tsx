@@ -495,6 +495,17 @@ describe("Player", () => {
     expect(screen.getByRole("button", { name: "Export" })).toBeEnabled();
   });
 
+  it("remembers a speed set just before going back to the library", async () => {
+    const { user } = await openPlayer();
+    fireEvent.change(screen.getByRole("slider", { name: "Speed" }), { target: { value: "0.85" } });
+    // Before the change settles (150 ms).
+    await user.click(screen.getByRole("button", { name: "Back to library" }));
+    await user.click(await screen.findByRole("button", { name: /Falcon 69/ }));
+    await user.click(screen.getByRole("button", { name: "Play & export" }));
+    await screen.findAllByTestId("lane");
+    expect(screen.getByTestId("tempo")).toHaveTextContent("85 %");
+  });
+
   it("goes back to the library", async () => {
     const { user } = await openPlayer();
     await user.click(screen.getByRole("button", { name: "Back to library" }));

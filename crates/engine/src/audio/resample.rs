@@ -43,18 +43,24 @@ fn fft_blocks(chunk: usize, sub: usize, min_in: usize) -> usize {
 /// the stems came out up to half a frame off (96 kHz in: 1.1 frames late
 /// after the way back; 192, 12 and 32 kHz alike). So the nearest sub-chunk
 /// count giving an even number of blocks, or, when one block is longer
-/// than a chunk (rates with a small common divisor), chunks of two blocks.
+/// than a chunk (rates with a small common divisor), chunks of two blocks
+/// (of at most 48,000 frames each).
 fn fft_layout(from: usize, to: usize) -> (usize, usize) {
     let g = gcd(from, to);
     let min_in = from / g;
-    let even = |sub: usize| fft_blocks(CHUNK, sub, min_in) % 2 == 0;
+    let even = |sub: usize| fft_blocks(CHUNK, sub, min_in).is_multiple_of(2);
     let default = (CHUNK / 256).max(1);
     if even(default) {
         return (CHUNK, default);
     }
     match [2, 5, 3, 6, 8, 1, 7, 16].into_iter().find(|&sub| even(sub)) {
         Some(sub) => (CHUNK, sub),
-        None => (2 * min_in, 1),
+        // Chunks of two blocks cost FFTs of twice the block and as much
+        // delay before the first output: up to about 2 s of input. Rarer
+        // pairs (rates with almost no common divisor, such as 96,001 Hz)
+        // keep rubato's own layout and its offset of under a frame.
+        None if min_in <= 48_000 => (2 * min_in, 1),
+        None => (CHUNK, default),
     }
 }
 

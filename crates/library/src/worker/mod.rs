@@ -82,9 +82,10 @@ struct Inner {
     /// a live thread. One mutex so "should I exit" and "free my slot" are one
     /// step, and `start` never miscounts a thread that is about to exit.
     slots: Mutex<Slots>,
-    /// Whether jobs may start (see [`Worker::hold_until`]); `None`: always.
+    /// Whether jobs may start (see [`Worker::hold_until`]); `None`: always
+    /// (and once it said yes).
     ready: Mutex<Option<ReadyProbe>>,
-    /// The probe said no at the last claim (logged once per change).
+    /// The probe said no at the last claim (logged once).
     held: AtomicBool,
 }
 
@@ -177,8 +178,9 @@ impl Drop for RunningGuard<'_> {
 /// disarmed: a cancel (`cancel` set while the worker is not suspending)
 /// removes it; a failure or a suspension keeps only its saved checkpoint,
 /// so a retry (or the run after the suspension) resumes from it instead
-/// of separating from the start (a full disk while the stems were
-/// written, an input on a drive gone a moment: a long CPU job's hours).
+/// of separating from the start (an error writing the stems, an input on
+/// a drive gone a moment: a long CPU job's hours). A failure for want of
+/// room drops it after (`Inner::run_job`).
 struct PartialGuard<'a> {
     dir: Option<PathBuf>,
     suspending: &'a AtomicBool,
@@ -194,6 +196,23 @@ impl Drop for PartialGuard<'_> {
             let _ = std::fs::remove_dir_all(p);
         }
     }
+}
+
+/// Whether `e`, or an error under it, is a file system out of room (or the
+/// user's quota).
+fn out_of_room(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut at = Some(e);
+    while let Some(err) = at {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            let full = matches!(io.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+                || matches!(io.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT));
+            if full {
+                return true;
+            }
+        }
+        at = err.source();
+    }
+    false
 }
 
 /// Whether working folder `work` holds a saved checkpoint.
@@ -269,20 +288,16 @@ impl Worker {
         Ok(self.inner.chosen_library()?.unwrap_or_else(|| self.inner.config.default_library.clone()))
     }
 
-    /// Start no job while `ready` says no: queued jobs wait (asked again
-    /// at every claim, at least every 2 s while idle) instead of each
-    /// failing at once. For the app, whose songs opened from a file
-    /// manager before its first-run setup (the model, ONNX Runtime) must
-    /// wait for it; `ready` must be cheap (file checks, no hashing).
+    /// Start no job until `ready` says yes once: queued jobs wait (asked
+    /// again at every claim, at least every 2 s while idle) instead of
+    /// each failing at once. Once it said yes it is not asked again (a
+    /// model removed later fails its jobs saying so, rather than holding
+    /// them unseen). For the app, whose songs opened from a file manager
+    /// before its first-run setup (the model, ONNX Runtime) must wait for
+    /// it; `ready` must be cheap (file checks, no hashing).
     pub fn hold_until(&self, ready: impl Fn() -> bool + Send + Sync + 'static) {
         *self.inner.ready.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(ready));
         self.notify();
-    }
-
-    /// Whether jobs are held (the last look found [`Worker::hold_until`]'s
-    /// probe saying no).
-    pub fn held(&self) -> bool {
-        self.inner.held.load(Ordering::SeqCst)
     }
 
     /// Run up to `threads` jobs at the same time (1 to [`MAX_THREADS`]).
@@ -559,16 +574,17 @@ impl Inner {
     fn claim(&self) -> Result<Option<(Job, Arc<AtomicBool>)>, QueueError> {
         // (Asked before the lock cancels take: it looks at files.)
         let probe = self.ready.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let ready = probe.is_none_or(|ready| ready());
-        if self.held.swap(!ready, Ordering::SeqCst) == ready {
-            if ready {
-                tracing::info!("what the jobs need is installed: queued jobs start");
-            } else {
-                tracing::info!("queued jobs wait: the model or ONNX Runtime is not installed yet");
+        if let Some(ready) = probe {
+            if !ready() {
+                if !self.held.swap(true, Ordering::SeqCst) {
+                    tracing::info!("queued jobs wait: the model or ONNX Runtime is not installed yet");
+                }
+                return Ok(None);
             }
-        }
-        if !ready {
-            return Ok(None);
+            *self.ready.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            if self.held.swap(false, Ordering::SeqCst) {
+                tracing::info!("what the jobs need is installed: queued jobs start");
+            }
         }
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         let Some(job) = self.queue.claim_next()? else { return Ok(None) };
@@ -618,6 +634,14 @@ impl Inner {
                 Err(e) => tracing::error!("cannot put job {} back in the queue: {e}", job.id),
             }
             return;
+        }
+        if let Err(e) = &result {
+            // A failure for want of room keeps no checkpoint: it would hold
+            // the room the next jobs need (hundreds of MB for a song). Not
+            // a song that could not be filed: its stems are the work.
+            if !matches!(e, Error::NotFiled { .. }) && out_of_room(e) {
+                self.drop_work(job.id);
+            }
         }
         let state = match &result {
             Ok(_) => JobState::Done,
@@ -1062,7 +1086,6 @@ mod tests {
         assert_eq!(w.while_no_job_starts(<[JobId]>::to_vec), vec![job.id]);
     }
 
-    /// A worker on an empty queue in `dir`, its library `dir/lib`.
     /// A working folder with a saved checkpoint, a stem being written and
     /// the checkpoint's stems (what a run stopped mid-job leaves).
     fn stopped_work(work: &Path, saved: bool) {
@@ -1104,6 +1127,17 @@ mod tests {
         stopped_work(&work, false);
         ended(false, false);
         assert!(!work.exists(), "no saved state: nothing to resume from");
+    }
+
+    #[test]
+    fn a_full_disk_is_seen_under_the_errors_that_carry_it() {
+        let full = || std::io::Error::from_raw_os_error(libc::ENOSPC);
+        let engine = stemroom_engine::Error::Output { path: "/x".into(), source: full() };
+        assert!(out_of_room(&Error::from(engine)));
+        assert!(out_of_room(&Error::Output { path: "/x".into(), source: full() }));
+        let denied = std::io::Error::from_raw_os_error(libc::EACCES);
+        assert!(!out_of_room(&Error::Output { path: "/x".into(), source: denied }));
+        assert!(!out_of_room(&Error::Internal("x".into())));
     }
 
     /// Paths under `dir`, relative, `/`-separated.
@@ -1163,13 +1197,17 @@ mod tests {
         // tests count the worker threads of this process.)
         assert!(w.inner.claim().unwrap().is_none(), "held");
         assert_eq!(q.get(job.id).unwrap().state, JobState::Queued);
-        assert!(w.held());
         installed.store(true, Ordering::SeqCst);
         let (claimed, _) = w.inner.claim().unwrap().expect("claimed once installed");
         assert_eq!(claimed.id, job.id);
-        assert!(!w.held());
+        // Once installed, never held again (a model removed later fails
+        // its jobs saying so).
+        installed.store(false, Ordering::SeqCst);
+        let next = q.enqueue(&crate::queue::JobSource::File { path: "/m/b.wav".into() }, "b", &options).unwrap();
+        assert_eq!(w.inner.claim().unwrap().expect("not held").0.id, next.id);
     }
 
+    /// A worker on an empty queue in `dir`, its library `dir/lib`.
     fn fresh_worker(dir: &Path) -> Worker {
         let q = Arc::new(Queue::open(&dir.join("q.sqlite")).unwrap());
         Worker::new(q, WorkerConfig { default_library: dir.join("lib"), ..Default::default() }, Arc::new(Nobody))

@@ -1,6 +1,6 @@
 import { useRef, useState, type PointerEvent } from "react";
 import type { LoopRegion } from "../../bindings";
-import { formatTime, frameAt, rulerTicks, xOf, type FrameWindow } from "../../timeline";
+import { frameAt, rulerLabel, rulerTicks, xOf, type FrameWindow } from "../../timeline";
 import type { PlayerActions } from "./usePlayer";
 
 /** Pixels a press may move and still be a click (seek) rather than a drag (loop). */
@@ -28,6 +28,10 @@ export function Ruler({
     return frameAt(e.clientX - rect.left, rect.width, win);
   };
   const shown = dragLoop ?? loop;
+  const ticks = rulerTicks(win, width, rate);
+  // Marks are a step apart; one mark alone is labelled as finely as the
+  // window is wide.
+  const step = ticks.length > 1 ? (ticks[1] ?? 0) - (ticks[0] ?? 0) : (win.end - win.start) / rate;
   return (
     <div
       className="ruler"
@@ -63,9 +67,9 @@ export function Ruler({
       }}
       title="Click to seek, drag to loop"
     >
-      {rulerTicks(win, width, rate).map((t) => (
+      {ticks.map((t) => (
         <span key={t} className="ruler__tick" style={{ insetInlineStart: xOf(t * rate, width, win) }}>
-          {formatTime(t, Math.abs(t - Math.round(t)) > 1e-6)}
+          {rulerLabel(t, step)}
         </span>
       ))}
       {shown && (

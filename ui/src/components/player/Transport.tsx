@@ -46,15 +46,21 @@ function Separating({ store, rate, frames }: { store: StatusStore; rate: number;
   // no status yet is nothing separated.
   const separated = useStatus(store, (s) => (s ? (s.separated === null ? null : Math.floor(s.separated / rate)) : 0));
   return (
-    // Not a live region: it changes with every separated segment, and a
-    // screen reader would talk over the music the whole time.
-    <span className="transport__separating muted" data-testid="separating">
-      {waiting
-        ? "Waiting for the separation to catch up…"
-        : separated === null
-          ? "Separated: writing the stems…"
-          : `Separating: ${formatTime(separated)} of ${formatDuration(frames / rate)} ready`}
-    </span>
+    <>
+      {/* Not a live region: it changes with every separated segment, and a
+          screen reader would talk over the music the whole time. */}
+      <span className="transport__separating muted" data-testid="separating">
+        {waiting
+          ? "Waiting for the separation to catch up…"
+          : separated === null
+            ? "Separated: writing the stems…"
+            : `Separating: ${formatTime(separated)} of ${formatDuration(frames / rate)} ready`}
+      </span>
+      {/* Said only when the sound stops to wait, and when it goes on. */}
+      <span className="visually-hidden" role="status" data-testid="separating-wait">
+        {waiting ? "Playback waits for the separation to catch up." : ""}
+      </span>
+    </>
   );
 }
 

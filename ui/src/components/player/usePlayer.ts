@@ -76,6 +76,9 @@ export function usePlayer(songId: number, version: number, jobState?: JobState):
   const [win, setWin] = useState<FrameWindow | null>(null);
   const [loop, setLoop] = useState<LoopRegion | null>(null);
   const [stopped, setStopped] = useState<string | null>(null);
+  // The player has closed (a control that lands after it, such as the
+  // speed a panel sends as it goes, is only remembered for next time).
+  const gone = useRef(false);
 
   useEffect(() => {
     let live = true;
@@ -103,8 +106,10 @@ export function usePlayer(songId: number, version: number, jobState?: JobState):
         },
         (e: unknown) => live && setError(errorText(e)),
       );
+    gone.current = false;
     return () => {
       live = false;
+      gone.current = true;
       store.set(null);
       // Nowhere to show it (the player is gone); the next open closes it anyway.
       backend.closeSong(songId).catch((e: unknown) => console.warn("Could not close the song", e));
@@ -172,9 +177,9 @@ export function usePlayer(songId: number, version: number, jobState?: JobState):
 
   // The actions read the latest state through a ref, so their identity
   // never changes and lanes re-render only when their own props do.
-  const latest = useRef({ view, controls, win });
+  const latest = useRef({ view, controls, win, loop });
   useLayoutEffect(() => {
-    latest.current = { view, controls, win };
+    latest.current = { view, controls, win, loop };
   });
   const actions = useMemo<PlayerActions>(() => {
     const canPlay = () => !!latest.current.view?.output;
@@ -183,6 +188,12 @@ export function usePlayer(songId: number, version: number, jobState?: JobState):
     };
     const update = (next: MixControls) => {
       latest.current.controls = next;
+      if (gone.current) {
+        // (No render will save it: saved here.)
+        const { view: v, win: w, loop: l } = latest.current;
+        if (v && w) saveMix(v.id, { controls: { ...next, original: false }, loop: l, view: w, sampleRate: v.sampleRate });
+        return;
+      }
       setControls(next);
       if (canPlay()) run(backend.setControls(songId, next));
     };

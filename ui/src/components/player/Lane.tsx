@@ -62,6 +62,8 @@ export function Lane({ lane, label, color, stemIndex: si, stem, heard, selected,
           disabled={si < 0}
           onClick={() => si >= 0 && actions.select(si)}
           aria-label={si >= 0 ? `Select ${label} (${si + 1})` : label}
+          // Which lane M, S and 1-9 act on, said to screen readers too.
+          aria-pressed={si >= 0 ? selected : undefined}
         >
           {si >= 0 ? `${si + 1} ` : ""}
           {label}

@@ -1,5 +1,6 @@
 import type { LoopRegion, MixControls, SongView } from "../../bindings";
 import { formatDuration } from "../../format";
+import { dbText } from "../../mixPrefs";
 import { formatTime } from "../../timeline";
 import { BeatControls } from "../BeatControls";
 import { TempoPitch } from "../TempoPitch";
@@ -121,6 +122,9 @@ export function Transport({
           step={0.01}
           value={controls.master}
           aria-label="Master volume"
+          // Said as the faders are, in dB (the slider is a linear gain).
+          aria-valuetext={dbText(controls.master)}
+          title={dbText(controls.master)}
           onChange={(e) => actions.changeControls({ master: Number(e.target.value) })}
         />
       </label>

@@ -32,6 +32,18 @@ async function openPlayer(setup?: (backend: ReturnType<typeof renderApp>["backen
 const shown = () => screen.getByRole("slider", { name: "Scroll the waveforms" }).getAttribute("aria-valuetext");
 
 describe("Player layout", () => {
+  it("says the master volume in dB and which lane is selected", async () => {
+    const { user } = await openPlayer();
+    const master = screen.getByRole("slider", { name: "Master volume" });
+    expect(master).toHaveAttribute("aria-valuetext", "0.0 dB");
+    fireEvent.change(master, { target: { value: "0.5" } });
+    expect(master).toHaveAttribute("aria-valuetext", "−6.0 dB");
+    const vocals = screen.getByRole("button", { name: /^Select Vocals/ });
+    await user.click(vocals);
+    expect(vocals).toHaveAttribute("aria-pressed", "true");
+    expect(screen.getByRole("button", { name: /^Select Drums/ })).toHaveAttribute("aria-pressed", "false");
+  });
+
   it("follows the status stream in the playhead, clock and meters only, not the lanes", async () => {
     const { backend } = await openPlayer();
     const before = laneRenders.count;

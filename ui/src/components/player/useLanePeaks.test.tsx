@@ -15,14 +15,20 @@ function reply(pending: ((p: SongPeaks) => void)[], i: number, p: SongPeaks) {
 }
 const answer = (mark: number): SongPeaks => ({ lanes: [{ lane: "vocals", min: [-mark], max: [mark] }], ready: 1 });
 
+/** A backend whose peaks answers wait until the test gives them (`pending`, in the order asked). */
+function slowBackend() {
+  const backend = createMockBackend();
+  const pending: ((p: SongPeaks) => void)[] = [];
+  vi.spyOn(backend, "songPeaks").mockImplementation(() => new Promise((resolve) => pending.push(resolve)));
+  const wrapper = ({ children }: { children: ReactNode }) => (
+    <BackendProvider backend={backend}>{children}</BackendProvider>
+  );
+  return { pending, wrapper };
+}
+
 describe("useLanePeaks", () => {
   it("draws each answer that is newer than the one shown, through a gesture faster than the answers", async () => {
-    const backend = createMockBackend();
-    const pending: ((p: SongPeaks) => void)[] = [];
-    vi.spyOn(backend, "songPeaks").mockImplementation(() => new Promise((resolve) => pending.push(resolve)));
-    const wrapper = ({ children }: { children: ReactNode }) => (
-      <BackendProvider backend={backend}>{children}</BackendProvider>
-    );
+    const { pending, wrapper } = slowBackend();
     const onError = vi.fn();
     const { result, rerender } = renderHook(
       ({ start }: { start: number }) => useLanePeaks(view, { start, end: start + 1000 }, 1, onError),
@@ -43,12 +49,7 @@ describe("useLanePeaks", () => {
   });
 
   it("does not draw another song's answer", async () => {
-    const backend = createMockBackend();
-    const pending: ((p: SongPeaks) => void)[] = [];
-    vi.spyOn(backend, "songPeaks").mockImplementation(() => new Promise((resolve) => pending.push(resolve)));
-    const wrapper = ({ children }: { children: ReactNode }) => (
-      <BackendProvider backend={backend}>{children}</BackendProvider>
-    );
+    const { pending, wrapper } = slowBackend();
     const { result, rerender } = renderHook(
       ({ song }: { song: SongView }) => useLanePeaks(song, { start: 0, end: 1000 }, 1, () => {}),
       { wrapper, initialProps: { song: view } },

@@ -352,8 +352,8 @@ impl AppState {
 
 /// Whether what every job needs is installed: ONNX Runtime and the main
 /// model's file (every preset's model is it or made from it). Looked at
-/// every claim, so only whether the files are there: a damaged model
-/// fails its job saying so.
+/// every claim until it first says yes, so only whether the files are
+/// there: a damaged model fails its job saying so.
 fn setup_done(main_model_file: &str) -> bool {
     (runtime::loaded_library().is_some() || runtime::find_library(None, Device::Auto).is_ok())
         && model::model_search_dirs(None).iter().any(|d| d.join(main_model_file).is_file())

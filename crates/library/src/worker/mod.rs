@@ -199,16 +199,13 @@ impl Drop for PartialGuard<'_> {
 }
 
 /// Whether `e`, or an error under it, is a file system out of room (or the
-/// user's quota).
+/// user's quota: the kinds std gives ENOSPC and EDQUOT).
 fn out_of_room(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut at = Some(e);
     while let Some(err) = at {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            let full = matches!(io.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
-                || matches!(io.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT));
-            if full {
-                return true;
-            }
+        let kind = err.downcast_ref::<std::io::Error>().map(std::io::Error::kind);
+        if matches!(kind, Some(std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)) {
+            return true;
         }
         at = err.source();
     }

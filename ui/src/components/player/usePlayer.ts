@@ -170,9 +170,7 @@ export function usePlayer(songId: number, version: number, jobState?: JobState):
 
   // Remember the mix, loop and zoom for the next time this song opens.
   useEffect(() => {
-    // (A/B is a moment's comparison: the song reopens on the mix)
-    if (view && controls && win)
-      saveMix(view.id, { controls: { ...controls, original: false }, loop, view: win, sampleRate: view.sampleRate });
+    if (view && controls && win) rememberMix(view, controls, loop, win);
   }, [view, controls, loop, win]);
 
   // The actions read the latest state through a ref, so their identity
@@ -191,7 +189,7 @@ export function usePlayer(songId: number, version: number, jobState?: JobState):
       if (gone.current) {
         // (No render will save it: saved here.)
         const { view: v, win: w, loop: l } = latest.current;
-        if (v && w) saveMix(v.id, { controls: { ...next, original: false }, loop: l, view: w, sampleRate: v.sampleRate });
+        if (v && w) rememberMix(v, next, l, w);
         return;
       }
       setControls(next);
@@ -273,6 +271,14 @@ export function usePlayer(songId: number, version: number, jobState?: JobState):
   }, [store, win, view, actions]);
 
   return { view, controls, win, loop, selected, error, stopped, store, actions };
+}
+
+/**
+ * Save the mix, loop and zoom of `view`'s song for its next opening (A/B
+ * is a moment's comparison: the song reopens on the mix).
+ */
+function rememberMix(view: SongView, controls: MixControls, loop: LoopRegion | null, win: FrameWindow) {
+  saveMix(view.id, { controls: { ...controls, original: false }, loop, view: win, sampleRate: view.sampleRate });
 }
 
 /**

@@ -369,7 +369,8 @@ struct SeparateArgs {
     out: PathBuf,
     /// Output path template under --out: {track}, {trackext}, {stem}, {ext}.
     /// Ending in .wav, .flac or .mp3 (not .{ext}), it picks the format,
-    /// as in demucs.
+    /// as in demucs; ending in .{trackext}, each input's own (WAV, FLAC or
+    /// MP3 inputs only).
     #[arg(long, default_value = job::DEFAULT_FILENAME)]
     filename: String,
     /// Device: auto (tries CUDA, falls back to CPU), cpu, cuda, or cuda:N
@@ -761,42 +762,95 @@ fn printable(s: &str) -> String {
     s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
 }
 
+/// What picks the stems' format.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum FormatBy {
+    /// `--mp3`, `--flac` (set from the `--filename`'s fixed suffix).
+    Flags,
+    /// Each input's own extension: a `--filename` ending in `.{trackext}`.
+    Input,
+}
+
 /// The format a `--filename` that ends in `.wav`, `.flac` or `.mp3` (any
 /// case) names, taken as `demucs` takes it: its `save_audio` picks the
 /// encoder from the file's suffix, so `--filename '{stem}.flac'` writes
 /// FLAC without `--flac` (with `--int24`'s depth), and `.mp3` MP3 at
-/// `--mp3-bitrate`. A template ending in `.{ext}` follows the flags.
+/// `--mp3-bitrate`. A template ending in `.{ext}` follows the flags; one
+/// ending in `.{trackext}` writes each input's stems in its own format
+/// ([`input_format`]).
 ///
 /// # Errors
 /// [`EngineError::InvalidOptions`] for any other ending (`{stem}`,
 /// `{stem}.ogg`): `demucs` refuses it too ("Invalid suffix"), and the
 /// stems would be WAV data under a name that says otherwise.
-fn format_from_filename(a: &mut SeparateArgs) -> Result<(), Error> {
+fn format_from_filename(a: &mut SeparateArgs) -> Result<FormatBy, Error> {
     let last = a.filename.rsplit('/').next().unwrap_or_default();
     // A template that names a folder is refused with its own reason
     // (`render_filename`).
     if last.ends_with(".{ext}") || matches!(last, "" | "." | "..") {
-        return Ok(());
+        return Ok(FormatBy::Flags);
+    }
+    if last.ends_with(".{trackext}") {
+        return Ok(FormatBy::Input);
     }
     let suffix = last.rsplit_once('.').map(|(_, s)| s.to_ascii_lowercase()).unwrap_or_default();
-    let (mp3, flac) = match suffix.as_str() {
-        "wav" => (false, false),
-        "flac" => (false, true),
-        "mp3" => (true, false),
-        _ => {
-            return Err(EngineError::InvalidOptions(format!(
-                "--filename '{}' must end in .{{ext}}, .wav, .flac or .mp3 (the stems' format)",
-                a.filename
-            ))
-            .into())
-        }
-    };
-    (a.mp3, a.flac) = (mp3, flac);
-    Ok(())
+    (a.mp3, a.flac) = stem_format_of_suffix(&suffix).ok_or_else(|| {
+        EngineError::InvalidOptions(format!(
+            "--filename '{}' must end in .{{ext}}, .{{trackext}}, .wav, .flac or .mp3 (the stems' format)",
+            a.filename
+        ))
+    })?;
+    Ok(FormatBy::Flags)
+}
+
+/// `(mp3, flac)` for a stem file's suffix (lower case, no dot): WAV, FLAC
+/// and MP3 are the formats Stemroom writes, as `demucs`' `save_audio`.
+fn stem_format_of_suffix(suffix: &str) -> Option<(bool, bool)> {
+    match suffix {
+        "wav" => Some((false, false)),
+        "flac" => Some((false, true)),
+        "mp3" => Some((true, false)),
+        _ => None,
+    }
+}
+
+/// The format of `input`'s stems under a `--filename` ending in
+/// `.{trackext}`: its own (`song.flac` → FLAC at `--int24`'s depth,
+/// `song.mp3` → MP3 at `--mp3-bitrate`, `song.wav` → WAV at `--int24` or
+/// `--float32`'s), as `demucs` picks the encoder from the rendered name.
+///
+/// # Errors
+/// [`EngineError::InvalidOptions`] for an input of any other extension
+/// (`song.m4a`, a link's `.webm`): that input fails alone, as `demucs`
+/// fails it ("Invalid suffix").
+fn input_format(a: &SeparateArgs, input: &Path) -> Result<OutputFormat, Error> {
+    if link::looks_like_url(&input.to_string_lossy()) {
+        return Err(EngineError::InvalidOptions(format!(
+            "--filename '{}' writes each input's stems in its own format, and a link's download (WebM or M4A) \
+             is none of WAV, FLAC or MP3: use .{{ext}} for links",
+            a.filename
+        ))
+        .into());
+    }
+    let ext = input.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+    let (mp3, flac) = stem_format_of_suffix(&ext).ok_or_else(|| {
+        EngineError::InvalidOptions(format!(
+            "--filename '{}' writes each input's stems in its own format, and {} is none of WAV, FLAC or MP3: \
+             use .{{ext}} for it",
+            a.filename,
+            printable(&input.file_name().map(|n| n.to_string_lossy()).unwrap_or_default())
+        ))
+    })?;
+    output_format_as(a, mp3, flac)
 }
 
 /// The stem format the flags ask for.
 fn output_format(a: &SeparateArgs) -> Result<OutputFormat, Error> {
+    output_format_as(a, a.mp3, a.flac)
+}
+
+/// The stem format of the flags with `mp3` and `flac` as given.
+fn output_format_as(a: &SeparateArgs, mp3: bool, flac: bool) -> Result<OutputFormat, Error> {
     let depth = if a.float32 {
         WavDepth::Float32
     } else if a.int24 {
@@ -804,9 +858,9 @@ fn output_format(a: &SeparateArgs) -> Result<OutputFormat, Error> {
     } else {
         WavDepth::Int16
     };
-    let format = if a.mp3 {
+    let format = if mp3 {
         OutputFormat::Mp3 { kbps: a.mp3_bitrate }
-    } else if a.flac {
+    } else if flac {
         OutputFormat::Flac { bits: if a.int24 { 24 } else { 16 } }
     } else {
         OutputFormat::Wav { depth }
@@ -1023,11 +1077,15 @@ fn separate_one(
     sep: &Separator,
     input: &Path,
     listener: &CliListener,
-    request: &dyn Fn(&Path) -> JobRequest,
+    request: &dyn Fn(&Path) -> Result<JobRequest, Error>,
     claimed: &Mutex<Claimed>,
 ) -> Result<(), Error> {
+    if link::looks_like_url(&input.to_string_lossy()) {
+        // Before its download: under `.{trackext}` a link has no format.
+        request(input)?;
+    }
     let (download, source) = fetch_if_link(input, listener)?;
-    let req = request(&source);
+    let req = request(&source)?;
     if download.is_some() {
         // Named by its title only now: its stems must not land on another
         // input's (a file, or a link of the same title).
@@ -1141,6 +1199,15 @@ fn run_separate(mut a: SeparateArgs) -> ExitCode {
     if asked.1 && !a.flac {
         notes.push("--flac is not used: the --filename's suffix picks the format");
     }
+    if suffix.as_ref().is_ok_and(|by| *by == FormatBy::Input) {
+        if asked.0 {
+            notes.push("--mp3 is not used: each input's stems take its own format (the --filename's .{trackext})");
+        }
+        if asked.1 {
+            notes.push("--flac is not used: each input's stems take its own format (the --filename's .{trackext})");
+        }
+        (a.mp3, a.flac) = (false, false);
+    }
     if a.mp3_preset.is_some() {
         notes.push("--mp3-preset is not used: LAME runs at its default quality (-q 3)");
     }
@@ -1161,9 +1228,10 @@ fn run_separate(mut a: SeparateArgs) -> ExitCode {
         report_error(&e, None, a.json, &out_lock);
         ExitCode::from(exit_code(e.code()))
     };
-    if let Err(e) = suffix {
-        return fail(e);
-    }
+    let format_by = match suffix {
+        Ok(by) => by,
+        Err(e) => return fail(e),
+    };
     let format = match output_format(&a) {
         Ok(f) => f,
         Err(e) => return fail(e),
@@ -1227,7 +1295,13 @@ fn run_separate(mut a: SeparateArgs) -> ExitCode {
             errln!("stemroom: {message}");
         }
     }
-    let request = |input: &Path| job_request(&a, input, format, segment_frames);
+    let request = |input: &Path| -> Result<JobRequest, Error> {
+        let format = match format_by {
+            FormatBy::Flags => format,
+            FormatBy::Input => input_format(&a, input)?,
+        };
+        Ok(job_request(&a, input, format, segment_frames))
+    };
     let claimed = match check_distinct_outputs(&a.files, sep.info(), &request) {
         Ok(c) => Mutex::new(c),
         Err(e) => return fail(e),
@@ -1235,9 +1309,13 @@ fn run_separate(mut a: SeparateArgs) -> ExitCode {
     // A link is named by its title only once downloaded: the options and
     // the --filename template are checked on a stand-in name first, so a
     // bad one fails before any download, not after each.
-    if a.files.iter().any(|f| link::looks_like_url(&f.to_string_lossy())) {
-        if let Err(e) = stemroom_engine::job::planned_outputs(sep.info(), &request(Path::new("link.webm"))) {
-            return fail(e.into());
+    // (Under `.{trackext}` a link fails alone, before its download: its
+    // file is no stem format.)
+    if format_by == FormatBy::Flags && a.files.iter().any(|f| link::looks_like_url(&f.to_string_lossy())) {
+        let planned = request(Path::new("link.webm"))
+            .and_then(|req| Ok(stemroom_engine::job::planned_outputs(sep.info(), &req)?));
+        if let Err(e) = planned {
+            return fail(e);
         }
     }
     let style = ProgressStyle::with_template("{prefix:.bold} [{bar:30}] {pos}/{len} segments, ETA {eta} {msg}")
@@ -1320,7 +1398,7 @@ fn run_separate(mut a: SeparateArgs) -> ExitCode {
 fn check_distinct_outputs(
     files: &[PathBuf],
     info: &stemroom_engine::model::ModelInfo,
-    request: &dyn Fn(&Path) -> JobRequest,
+    request: &dyn Fn(&Path) -> Result<JobRequest, Error>,
 ) -> Result<Claimed, Error> {
     use std::collections::HashMap;
     let real = real_path;
@@ -1334,7 +1412,10 @@ fn check_distinct_outputs(
     let inputs: HashMap<&PathBuf, &Path> = locals.iter().map(|(f, r)| (r, *f)).collect();
     let mut seen: HashMap<PathBuf, (&Path, &PathBuf)> = HashMap::new();
     for (input, input_real) in &locals {
-        for (stem, dest) in stemroom_engine::job::planned_outputs(info, &request(input))? {
+        // An input whose stems have no format (`.{trackext}` of an M4A)
+        // fails alone, when its turn comes.
+        let Ok(req) = request(input) else { continue };
+        for (stem, dest) in stemroom_engine::job::planned_outputs(info, &req)? {
             let dest = real(&dest);
             if let Some(victim) = inputs.get(&dest) {
                 return Err(EngineError::InvalidOptions(format!(

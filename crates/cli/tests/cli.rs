@@ -596,7 +596,7 @@ fn bad_inputs_get_their_own_clear_errors_and_leave_nothing() {
         assert_fails(
             &["separate", "--filename", bad, "-o", &out, utf8(&mix)],
             2,
-            "must end in .{ext}, .wav, .flac or .mp3",
+            "must end in .{ext}, .{trackext}, .wav, .flac or .mp3",
         );
     }
     assert!(files_under(Path::new(&out)).is_empty(), "nothing written: {:?}", files_under(Path::new(&out)));
@@ -952,6 +952,55 @@ fn json_events_two_stems_mp3_and_cpu_fallback() {
         assert!((secs - 4.0).abs() < 0.1, "{stem}: {secs} s");
     }
     assert_eq!(files_under(&out).len(), 2, "no temporary files left: {:?}", files_under(&out));
+}
+
+#[test]
+fn trackext_filename_keeps_each_inputs_format() {
+    // demucs' `save_audio` picks the encoder from the rendered name, so a
+    // `--filename` ending in `.{trackext}` writes FLAC for a FLAC input and
+    // MP3 for an MP3 one; an input of another kind fails alone.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mix = testdata("mixture.wav");
+    let p = |n: &str| dir.path().join(n);
+    ffmpeg(&["-i", utf8(&mix), "-t", "2", utf8(&p("a.flac"))]);
+    ffmpeg(&["-i", utf8(&mix), "-t", "2", "-b:a", "192k", utf8(&p("b.mp3"))]);
+    ffmpeg(&["-i", utf8(&mix), "-t", "2", "-c:a", "aac", utf8(&p("c.m4a"))]);
+    let out = p("out");
+    let o = run(&[
+        "separate",
+        "--mp3",
+        "--two-stems",
+        "vocals",
+        "--filename",
+        "{track}/{stem}.{trackext}",
+        "-o",
+        utf8(&out),
+        utf8(&p("a.flac")),
+        utf8(&p("c.m4a")),
+        utf8(&p("b.mp3")),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "the M4A's failure is the run's: {err}");
+    assert!(err.contains("c.m4a is none of WAV, FLAC or MP3"), "{err}");
+    assert!(err.contains("--mp3 is not used: each input's stems take its own format"), "{err}");
+    for (file, magic) in [("a/vocals.flac", &b"fLaC"[..]), ("a/no_vocals.flac", b"fLaC")] {
+        let head = std::fs::read(out.join("htdemucs").join(file)).expect("stem");
+        assert!(head.starts_with(magic), "{file}: {:?}", &head[..4]);
+    }
+    for file in ["b/vocals.mp3", "b/no_vocals.mp3"] {
+        let path = out.join("htdemucs").join(file);
+        let head = std::fs::read(&path).expect("stem");
+        assert!(head.starts_with(b"ID3") || head.starts_with(&[0xff]), "{file}: {:?}", &head[..4]);
+        let (rate, secs) = decoded_length(&path);
+        assert_eq!(rate, 44_100);
+        assert!((secs - 2.0).abs() < 0.1, "{file}: {secs} s");
+    }
+    assert_eq!(files_under(&out).len(), 4, "nothing for c.m4a: {:?}", files_under(&out));
+    // A link fails before its download (no yt-dlp is asked).
+    let o = run(&["separate", "--filename", "{stem}.{trackext}", "-o", utf8(&out), "https://example.invalid/x"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("a link's download (WebM or M4A) is none of WAV, FLAC or MP3"), "{err}");
 }
 
 #[test]

@@ -26,6 +26,10 @@ pub struct OpenSlot<T> {
     /// What the latest [`OpenSlot::begin_open`] opens (its `what`, a song's
     /// id): [`OpenSlot::close_if`] for it overtakes that open too.
     latest_what: AtomicU64,
+    /// What the open holding `opening` opens (`u64::MAX`: none yet): an
+    /// open overtaken by a later one still runs until it looks, and a
+    /// deletion of its song waits for it ([`OpenSlot::close_if`]).
+    holder_what: AtomicU64,
     opening: Mutex<()>,
 }
 
@@ -36,6 +40,7 @@ impl<T> Default for OpenSlot<T> {
             requests: AtomicU64::new(0),
             latest: AtomicU64::new(u64::MAX),
             latest_what: AtomicU64::new(u64::MAX),
+            holder_what: AtomicU64::new(u64::MAX),
             opening: Mutex::new(()),
         }
     }
@@ -62,16 +67,36 @@ impl<T> OpenSlot<T> {
     /// Start an open named `key` (new for each open) of `what` (a song's
     /// id): overtakes any open in progress, waits for it to finish, then
     /// closes the current song (returned, to drop outside any lock) so its
-    /// device is free before the new one opens it.
+    /// device is free before the new one opens it. An open overtaken while
+    /// it waited closes nothing (the song open then is a later open's).
     pub fn begin_open(&self, key: u64, what: u64) -> (Opening<'_>, Option<T>) {
-        let request = {
-            let _current = self.lock();
-            self.latest.store(key, Ordering::SeqCst);
-            self.latest_what.store(what, Ordering::SeqCst);
-            self.requests.fetch_add(1, Ordering::SeqCst) + 1
-        };
+        let request = self.ask_open(key, what);
+        self.wait_turn(request, what)
+    }
+
+    /// [`OpenSlot::begin_open`]'s first half: the open's request number.
+    fn ask_open(&self, key: u64, what: u64) -> u64 {
+        let _current = self.lock();
+        self.latest.store(key, Ordering::SeqCst);
+        self.latest_what.store(what, Ordering::SeqCst);
+        self.requests.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// [`OpenSlot::begin_open`]'s second half: one open at a time, then the
+    /// current song taken, unless a later request came while this one
+    /// waited (std's `Mutex` hands the lock out in no order: a later open
+    /// may have opened and stored its song first).
+    fn wait_turn(&self, request: u64, what: u64) -> (Opening<'_>, Option<T>) {
         let guard = self.opening.lock().unwrap_or_else(|p| p.into_inner());
-        let old = self.lock().take();
+        self.holder_what.store(what, Ordering::SeqCst);
+        let old = {
+            let mut current = self.lock();
+            if self.requests.load(Ordering::SeqCst) == request {
+                current.take()
+            } else {
+                None
+            }
+        };
         (Opening { request, _one_at_a_time: guard }, old)
     }
 
@@ -129,17 +154,21 @@ impl<T> OpenSlot<T> {
     /// `is_it` says it is the one, whichever open made it, taken (to drop
     /// outside the lock); and an open of it still in progress, overtaken
     /// (it would finish after the deletion, and its waveform reader write
-    /// into the deleted folder).
+    /// into the deleted folder). An open of it that a later open of another
+    /// song overtook, still running, is waited for too (it stops only when
+    /// it looks).
     pub fn close_if(&self, what: u64, is_it: impl FnOnce(&T) -> bool) -> Option<T> {
-        let overtook = {
+        let wait = {
             let _current = self.lock();
             let it = self.latest_what.load(Ordering::SeqCst) == what;
             if it {
                 self.requests.fetch_add(1, Ordering::SeqCst);
             }
-            it
+            // (An open that takes the lock after this read was overtaken
+            // before it: it looks before it reads anything.)
+            it || self.holder_what.load(Ordering::SeqCst) == what
         };
-        if overtook {
+        if wait {
             // An open of it in progress ends (dropping what it made) before
             // this returns and the caller deletes its files.
             drop(self.opening.lock().unwrap_or_else(|p| p.into_inner()));
@@ -248,5 +277,42 @@ mod tests {
         assert_eq!(second.join().unwrap(), Ok(()));
         assert_eq!(*slot.lock(), Some(2));
         assert_eq!(slot.close(2), Some(2));
+    }
+
+    #[test]
+    fn an_open_overtaken_while_it_waited_closes_nothing() {
+        // B asks, C asks, C's turn comes first (std's Mutex keeps no
+        // order) and stores its song: B's turn must not take it.
+        let slot = OpenSlot::<&str>::default();
+        let b = slot.ask_open(2, 20);
+        let c = slot.ask_open(3, 30);
+        let (opening, old) = slot.wait_turn(c, 30);
+        assert_eq!(old, None);
+        assert_eq!(slot.finish_open(opening, "c"), Ok(()));
+        let (opening, old) = slot.wait_turn(b, 20);
+        assert_eq!(old, None, "the later open's song stays");
+        assert!(slot.overtaken(&opening));
+        assert_eq!(slot.finish_open(opening, "b"), Err(Overtaken));
+        assert_eq!(*slot.lock(), Some("c"));
+    }
+
+    #[test]
+    fn deleting_a_song_waits_for_its_overtaken_open() {
+        // X opens; Y is asked (X is overtaken, but runs until it looks);
+        // X's song is deleted: the deletion waits for X's open to end.
+        let slot = OpenSlot::<&str>::default();
+        let (x, _) = slot.begin_open(1, 10);
+        let _y = slot.ask_open(2, 20);
+        std::thread::scope(|scope| {
+            let closing = scope.spawn(|| slot.close_if(10, |s| *s == "x"));
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            assert!(!closing.is_finished(), "the deletion waits for X's open");
+            assert_eq!(slot.finish_open(x, "x"), Err(Overtaken));
+            assert_eq!(closing.join().unwrap(), None);
+        });
+        // Another song's deletion does not wait.
+        let (y, _) = slot.wait_turn(slot.requests(), 20);
+        assert_eq!(slot.close_if(30, |s| *s == "z"), None);
+        assert_eq!(slot.finish_open(y, "y"), Ok(()));
     }
 }

@@ -104,6 +104,17 @@ pub(crate) fn classify(stderr: &str) -> LinkError {
                 // (`--abort-on-unavailable-fragments`: "fragment 2 not
                 // found, unable to continue").
                 "unable to continue",
+                // The site's own failures (another time may work) and
+                // connections it dropped (yt-dlp's `HTTPError` and
+                // `TransportError` texts).
+                "http error 500",
+                "http error 502",
+                "http error 503",
+                "http error 504",
+                "unable to download api page",
+                "connection reset",
+                "connection aborted",
+                "remote end closed connection",
             ],
             LinkError::Network,
         ),
@@ -114,10 +125,16 @@ pub(crate) fn classify(stderr: &str) -> LinkError {
         .map_or(LinkError::Failed as Make, |(_, make)| *make);
     let found = make(last);
     // A JavaScript runtime or challenge solver that failed is said in a
-    // warning; the error is then only that no format was left.
+    // warning; the error is then only that no format was left, or that a
+    // signature could not be read (not a post-processing failure).
     let runtime_warned = RUNTIME_NEEDLES.iter().any(|n| all.contains(n));
+    let about_formats = |m: &str| {
+        let m = m.to_ascii_lowercase();
+        ["format", "signature", "nsig", "challenge", "player"].iter().any(|n| m.contains(n))
+    };
     match found {
-        LinkError::NoMedia(m) | LinkError::Failed(m) if runtime_warned => LinkError::NeedsJsRuntime(m),
+        LinkError::NoMedia(m) if runtime_warned => LinkError::NeedsJsRuntime(m),
+        LinkError::Failed(m) if runtime_warned && about_formats(&m) => LinkError::NeedsJsRuntime(m),
         other => other,
     }
 }

@@ -107,9 +107,13 @@ fn clear_dir(dir: &Path) {
 /// ffmpeg; anything else after them. Opus counts only from 96 kbit/s (or
 /// where the site gives no bit rate): SoundCloud offers Opus at 64 kbit/s
 /// beside AAC at 160 (its `hls_opus_64` and `hls_aac_160k` formats), and
-/// YouTube's formats 249 and 250 are Opus at 50 and 70 kbit/s.
-pub const FORMAT: &str =
-    "bestaudio[acodec^=opus][abr>=?96]/bestaudio[acodec^=mp4a.40.2]/bestaudio[ext=m4a]/bestaudio/best";
+/// YouTube's formats 249 and 250 are Opus at 50 and 70 kbit/s. Both
+/// take stereo or mono only (or an unknown channel count): a 360° video's
+/// ambisonic or 5.1 audio (YouTube's formats 338 and 327, first in
+/// yt-dlp's default order, which ranks channels above bit rate) would need
+/// ffmpeg, whose stereo downmix of ambisonics is wrong.
+pub const FORMAT: &str = "bestaudio[acodec^=opus][abr>=?96][audio_channels<=?2]/\
+                          bestaudio[acodec^=mp4a.40.2][audio_channels<=?2]/bestaudio[ext=m4a]/bestaudio/best";
 
 /// What a download may be: yt-dlp refuses anything else before (or while)
 /// fetching it.
@@ -129,6 +133,11 @@ impl Default for DownloadLimits {
     }
 }
 
+/// How many times the longest song allowed a download may run (wall time):
+/// one song at the limit at a third of real time (a 10-minute song in 30
+/// minutes).
+pub const WALL_TIME_FACTOR: u64 = 3;
+
 /// Download the best audio-only format of `url` (one item, never a whole
 /// playlist) into `dest_dir` (created; owned by this download: on failure
 /// or cancel everything in it is removed). Returns the file written.
@@ -139,8 +148,11 @@ impl Default for DownloadLimits {
 /// (a trickle is a stall). Live streams and what exceeds `limits` are
 /// refused: a size known in advance by yt-dlp, else the bytes received (a
 /// radio station's endless stream has no size); the length when the site
-/// gives it; and the whole download may take no longer than the longest
-/// song allowed lasts (`limits.max_seconds` of wall time).
+/// gives it; and the whole download may take no longer than three times
+/// the longest song allowed ([`WALL_TIME_FACTOR`] × `limits.max_seconds`
+/// of wall time: a song just under the limit on a connection slower than
+/// real time still comes; an endless stream that gives neither size nor
+/// length ends).
 ///
 /// # Errors
 /// [`LinkError`]; `Cancelled` and `Stalled` after killing the process tree.
@@ -273,12 +285,13 @@ async fn run_download(
                         limits.max_bytes as f64 / 1e6
                     )));
                 }
-                if started.elapsed() >= Duration::from_secs(limits.max_seconds) {
+                let wall = limits.max_seconds.saturating_mul(WALL_TIME_FACTOR);
+                if started.elapsed() >= Duration::from_secs(wall) {
                     kill_tree(&mut child).await;
                     return Err(LinkError::Refused(format!(
-                        "it was still downloading after {}, the longest a song may last (an endless stream, \
-                         such as a radio station's, or a very slow connection)",
-                        limit_text(limits.max_seconds)
+                        "it was still downloading after {}, three times the longest a song may last (an endless \
+                         stream, such as a radio station's, or a very slow connection)",
+                        limit_text(wall)
                     )));
                 }
             }

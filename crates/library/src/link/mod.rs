@@ -38,7 +38,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 pub use address::{addresses_of, is_public, Reach};
-pub use download::{download, DownloadLimits, DownloadProgress};
+pub use download::{download, DownloadLimits, DownloadProgress, FORMAT, WALL_TIME_FACTOR};
 pub use locate::{status, JsRuntime, VerboseReport, YtDlp, YtDlpStatus, MIN_DENO};
 pub use probe::{probe, probe_with, LinkEntry, LinkInfo};
 
@@ -72,7 +72,7 @@ pub enum LinkError {
     Unavailable(String),
     #[error("the link has no audio or video to download: {0}")]
     NoMedia(String),
-    #[error("the network is unreachable or the server did not answer: {0}")]
+    #[error("the network is unreachable, or the site did not answer or failed (try again later): {0}")]
     Network(String),
     #[error("this link is not downloaded: {0}")]
     Refused(String),
@@ -179,9 +179,10 @@ const YOUTUBE_SHARE_PARAMS: &[&str] = &["si", "feature", "pp", "ab_channel", "em
 
 /// One spelling of a YouTube video's link, so that the same video added
 /// again (shared twice, from `youtu.be`, a Short, YouTube Music, the
-/// mobile site) is found in the queue or library: `https://www.youtube.com/watch?v=<id>`,
-/// with its `list` when it has one; other YouTube links lose only their
-/// share parameters. `None` for other sites (or a port, user info, no host).
+/// mobile site, or with the playlist or Mix it was played from: `&list=`,
+/// `&index=`, `&start_radio=`, which yt-dlp's `--no-playlist` leaves
+/// unused) is found in the queue or library: `https://www.youtube.com/watch?v=<id>`;
+/// other YouTube links lose only their share parameters. `None` for other sites (or a port, user info, no host).
 fn youtube_canonical(url: &str) -> Option<String> {
     let parsed = url::Url::parse(url).ok()?;
     let host = parsed.host_str()?;
@@ -207,9 +208,6 @@ fn youtube_canonical(url: &str) -> Option<String> {
         Some(id) if is_id(&id) && id != "videoseries" => {
             let mut canonical = url::Url::parse("https://www.youtube.com/watch").ok()?;
             canonical.query_pairs_mut().append_pair("v", &id);
-            if let Some(list) = query("list") {
-                canonical.query_pairs_mut().append_pair("list", &list);
-            }
             Some(canonical.to_string())
         }
         _ => {
@@ -398,11 +396,16 @@ mod tests {
         ] {
             assert_eq!(check_url(shared).unwrap(), watch, "{shared}");
         }
-        // Its playlist stays (the app offers the playlist or the song).
-        assert_eq!(
-            check_url("https://www.youtube.com/watch?v=dQw4w9WgXcQ&list=PLx-1_2&index=3&si=q").unwrap(),
-            "https://www.youtube.com/watch?v=dQw4w9WgXcQ&list=PLx-1_2"
-        );
+        // The playlist or Mix it was played from is no part of the song
+        // (yt-dlp runs with `--no-playlist`): the same video from a Mix is
+        // found as already queued.
+        for played_from in [
+            "https://www.youtube.com/watch?v=dQw4w9WgXcQ&list=PLx-1_2&index=3&si=q",
+            "https://www.youtube.com/watch?v=dQw4w9WgXcQ&list=RDdQw4w9WgXcQ&start_radio=1",
+            "https://music.youtube.com/watch?v=dQw4w9WgXcQ&list=RDAMVMdQw4w9WgXcQ",
+        ] {
+            assert_eq!(check_url(played_from).unwrap(), watch, "{played_from}");
+        }
         assert_eq!(
             check_url("https://www.youtube.com/embed/videoseries?list=PLx-1_2&si=q").unwrap(),
             "https://www.youtube.com/embed/videoseries?list=PLx-1_2"
@@ -610,6 +613,21 @@ mod tests {
             classify("ERROR: Unable to download webpage: <urlopen error [Errno 111] Connection refused>"),
             LinkError::Network(_)
         ));
+        // The site's own failures and dropped connections: another time
+        // may work (yt-dlp's `HTTPError` and `TransportError` texts).
+        for failed in [
+            "ERROR: [youtube] abc: Unable to download API page: HTTP Error 503: Service Unavailable",
+            "ERROR: [generic] x: HTTP Error 500: Internal Server Error",
+            "ERROR: [soundcloud] x: HTTP Error 502: Bad Gateway",
+            "ERROR: unable to download video data: ('Connection aborted.', ConnectionResetError(104, 'Connection reset by peer'))",
+            "ERROR: [vimeo] x: Unable to download JSON metadata: Remote end closed connection without response",
+        ] {
+            assert!(matches!(classify(failed), LinkError::Network(_)), "{failed}: {:?}", classify(failed));
+        }
+        // A runtime warning does not turn an unrelated failure into a
+        // missing runtime.
+        let postprocess = "WARNING: [youtube] No supported JavaScript runtime could be found.\nERROR: Postprocessing: Conversion failed!\n";
+        assert!(matches!(classify(postprocess), LinkError::Failed(_)), "{:?}", classify(postprocess));
         // YouTube's bot check and age gate (yt_dlp/extractor/youtube): said
         // as such, without yt-dlp's advice about --cookies.
         let bot = "ERROR: [youtube] dQw4w9WgXcQ: Sign in to confirm you\u{2019}re not a bot. Use --cookies-from-browser or --cookies for the authentication. See  https://github.com/yt-dlp/yt-dlp/wiki/FAQ#how-do-i-pass-cookies-to-yt-dlp  for how to manually pass cookies.";

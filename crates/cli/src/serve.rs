@@ -138,33 +138,42 @@ pub fn run(args: ServeArgs) -> ExitCode {
         config.checkpoint_every = Some(std::time::Duration::from_millis(ms));
     }
     let data_dir = config.data_dir.clone();
-    let result = stemroom_server::run_blocking(config, |ready| {
-        outln!("Stemroom server listening on http://{}", ready.addr);
-        outln!("data folder: {}", data_dir.display());
-        match &ready.token {
-            Some(t) if t.created => {
-                outln!("token (shown once; also in {}): {}", t.path.display(), t.value);
+    let result = stemroom_server::run_blocking(
+        config,
+        |ready| {
+            outln!("Stemroom server listening on http://{}", ready.addr);
+            outln!("data folder: {}", data_dir.display());
+            match &ready.token {
+                Some(t) if t.created => {
+                    outln!("token (shown once; also in {}): {}", t.path.display(), t.value);
+                }
+                Some(t) => outln!("token: in {}", t.path.display()),
+                None => outln!("no token: anyone on this machine can use the server"),
             }
-            Some(t) => outln!("token: in {}", t.path.display()),
-            None => outln!("no token: anyone on this machine can use the server"),
-        }
-        match &ready.worker_token {
-            Some(t) if t.created => {
-                outln!(
-                    "worker token, for `stemroom worker --token` (shown once; also in {}): {}",
-                    t.path.display(),
-                    t.value
-                );
+            match &ready.worker_token {
+                Some(t) if t.created => {
+                    outln!(
+                        "worker token, for `stemroom worker --token` (shown once; also in {}): {}",
+                        t.path.display(),
+                        t.value
+                    );
+                }
+                Some(t) => outln!("worker token: in {}", t.path.display()),
+                None => {}
             }
-            Some(t) => outln!("worker token: in {}", t.path.display()),
-            None => {}
-        }
-        if ready.recovered > 0 {
-            outln!("{} interrupted job(s) back in the queue", ready.recovered);
-        }
-        use std::io::Write;
-        let _ = std::io::stdout().flush();
-    });
+            if ready.recovered > 0 {
+                outln!("{} interrupted job(s) back in the queue", ready.recovered);
+            }
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+        },
+        || {
+            // Asked again while the stop waits for requests and jobs.
+            errln!("stemroom: interrupted again, exiting now (running jobs resume at the next start)");
+            stemroom_library::link::kill_running();
+            crate::exit_now(crate::exit::CANCELLED);
+        },
+    );
     match result {
         Ok(()) => {
             errln!("stemroom: server stopped; running jobs are back in the queue");

@@ -19,8 +19,10 @@
 
 use signalsmith_stretch::Stretch;
 
-/// Slowest tempo: half speed. Signalsmith Stretch sounds best between 0.5x
-/// and 2x (its README); practice tools offer 0.5x-1.5x.
+/// Slowest tempo: half speed, as practice tools offer (0.5x-1.5x: Transcribe!,
+/// Moises). Signalsmith Stretch's README says time-stretching sounds best
+/// between 0.75x and 1.5x: below 0.75x transients smear, which a player
+/// practising a fast passage still takes over not slowing it at all.
 pub const MIN_TEMPO: f32 = 0.5;
 /// Fastest tempo: 1.5x.
 pub const MAX_TEMPO: f32 = 1.5;

@@ -655,8 +655,15 @@ impl Embedded {
 /// server). The handlers are installed when this is called, not when the
 /// future is first polled: a signal right after "listening" is printed
 /// (before the server's loop polls it) is a graceful stop, not the default
-/// action that kills the process.
-fn signalled() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+/// action that kills the process. `again`, when given, is called on a
+/// signal that comes [`FORCE_AFTER`] or more after the first, while the
+/// stop drains (up to [`STOP_JOBS_WITHIN`] and [`STOP_REQUESTS_WITHIN`]):
+/// a person who waited and asks again means "now" (tokio keeps its
+/// handlers installed once the streams are dropped, so without this a
+/// second Ctrl-C did nothing).
+fn signalled(
+    again: Option<Arc<dyn Fn() + Send + Sync>>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -679,15 +686,41 @@ fn signalled() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>
             }
             let waits = streams.iter_mut().map(|s| Box::pin(s.recv()));
             futures_util::future::select_all(waits).await;
+            let Some(again) = again else { return };
+            let first = Instant::now();
+            tokio::spawn(async move {
+                loop {
+                    let waits = streams.iter_mut().map(|s| Box::pin(s.recv()));
+                    futures_util::future::select_all(waits).await;
+                    // (A closing terminal sends SIGHUP twice at once.)
+                    if first.elapsed() >= FORCE_AFTER {
+                        again();
+                    }
+                }
+            });
         })
     }
     #[cfg(not(unix))]
     {
-        Box::pin(async {
+        Box::pin(async move {
             let _ = tokio::signal::ctrl_c().await;
+            let Some(again) = again else { return };
+            let first = Instant::now();
+            tokio::spawn(async move {
+                loop {
+                    let _ = tokio::signal::ctrl_c().await;
+                    if first.elapsed() >= FORCE_AFTER {
+                        again();
+                    }
+                }
+            });
         })
     }
 }
+
+/// A second signal closer than this to the first is the same request
+/// ([`signalled`]), as the CLI's other commands take it.
+const FORCE_AFTER: Duration = Duration::from_secs(1);
 
 /// Run the server until SIGINT/SIGTERM/SIGHUP: open the data folder (one
 /// process per folder), start `config.jobs` workers, listen, and on a
@@ -698,7 +731,7 @@ fn signalled() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>
 /// # Errors
 /// [`ServerError`] when it cannot start.
 pub async fn run(config: ServerConfig, ready: impl FnOnce(&Ready)) -> Result<(), ServerError> {
-    run_until(config, ready, signalled()).await
+    run_until(config, ready, signalled(None)).await
 }
 
 /// [`run`] that stops when `stop` completes instead of on a signal.
@@ -765,17 +798,24 @@ async fn serve_locked(
     Ok(lock)
 }
 
-/// [`run`] on its own multi-threaded tokio runtime (for the CLI).
+/// [`run`] on its own multi-threaded tokio runtime (for the CLI). `again`
+/// is called on a second signal (a second or more after the first) while
+/// the stop drains: the CLI ends the process there.
 ///
 /// # Errors
 /// [`ServerError`] when it cannot start.
-pub fn run_blocking(config: ServerConfig, ready: impl FnOnce(&Ready)) -> Result<(), ServerError> {
+pub fn run_blocking(
+    config: ServerConfig,
+    ready: impl FnOnce(&Ready),
+    again: impl Fn() + Send + Sync + 'static,
+) -> Result<(), ServerError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("stemroom-http")
         .build()
         .map_err(|source| ServerError::Io { what: "cannot start the async runtime".into(), source })?;
-    let lock = rt.block_on(async { serve_locked(config, ready, signalled()).await })?;
+    let again: Arc<dyn Fn() + Send + Sync> = Arc::new(again);
+    let lock = rt.block_on(async { serve_locked(config, ready, signalled(Some(again))).await })?;
     // Requests dropped by the drain may have left work on the blocking
     // threads (an upload being decoded to check its length, then queued).
     // The folder stays locked until it is over (or for STOP_REQUESTS_WITHIN

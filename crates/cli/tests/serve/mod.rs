@@ -1323,6 +1323,45 @@ fn a_closed_terminal_stops_the_server_unless_it_runs_under_nohup() {
     assert!(status.success(), "{status:?}");
 }
 
+#[test]
+fn a_second_interrupt_while_the_stop_drains_exits_at_once() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = Server::start(&dir.path().join("data"), &["--idle-timeout", "60"]);
+    // An upload in flight, sending slowly: the graceful stop waits for it
+    // (10 s at most).
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let mut up = std::net::TcpStream::connect(&addr).expect("connect");
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: 100000\r\n\r\n--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\nRIFF",
+        server.token
+    );
+    up.write_all(head.as_bytes()).expect("write");
+    std::thread::sleep(Duration::from_millis(500));
+    let int = |server: &Server| {
+        let st = Command::new("kill").args(["-INT", &server.pid().to_string()]).status().expect("kill");
+        assert!(st.success());
+    };
+    int(&server);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(server.child.try_wait().expect("wait").is_none(), "the first Ctrl-C waits for the upload");
+    // Asked again after a while: now.
+    int(&server);
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(status) = server.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "a second Ctrl-C ends the server at once");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    drop(up);
+    // The next start finds the folder free and whole.
+    let again = Server::start(&dir.path().join("data"), &[]);
+    assert_eq!(again.curl_raw(&["/health".into()]).0, 200);
+}
+
 // ---- readme ----
 
 #[test]

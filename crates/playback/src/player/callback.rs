@@ -380,6 +380,9 @@ impl Callback {
             }
             if self.waiting {
                 self.waiting = false;
+                // Held, the device buffer drained: heard from here on, as
+                // after Play.
+                sh.resumed_at.store(chunk.start, Ordering::Release);
                 sh.waiting.store(false, Ordering::Release);
             }
             if chunk.end {
@@ -527,7 +530,8 @@ fn meter(peak: &mut f32, squares: &mut f32, l: f32, r: f32) {
 const FULL_SCALE: f32 = 1.0 - 1.0 / 8_388_608.0;
 
 /// A sample as a device may take it: clipped to ±full scale (the mix can go
-/// over: stem and master gains up to +12 dB, the click on top), and
+/// over: stem and master gains up to +12 dB each, +24 dB together, the
+/// click on top), and
 /// silence for a non-finite one (NaN from anywhere upstream).
 #[inline]
 fn device_sample(x: f32) -> f32 {

@@ -11,7 +11,8 @@
 //!   through a lock-free single-producer/single-consumer ring (`rtrb`); used
 //!   chunks come back through a second ring, so the callback never allocates,
 //!   frees or blocks. Read-ahead is bounded by [`chunks_for`] the device's
-//!   rate × [`CHUNK_FRAMES`] frames (1.4-1.5 s at any rate), whatever the
+//!   rate × [`CHUNK_FRAMES`] frames (at least 1.36 s at any rate: 1.37 s at
+//!   48 and 96 kHz, 1.49 s at 44.1 kHz, 3 s at 22.05 kHz), whatever the
 //!   song's length.
 //! - The **audio callback** pops chunks, mixes the stems, applies a short
 //!   transport fade on play/pause, maps stereo onto the device's channels and
@@ -64,8 +65,8 @@ use transport::{Chunk, Shared, Transport};
 /// a few device periods, small enough that a seek refills quickly.
 pub const CHUNK_FRAMES: usize = 2048;
 /// Chunks in flight between the reader and the callback (the read-ahead)
-/// on a device at up to 48 kHz: 1.4-1.5 s. Faster devices get more (see
-/// [`chunks_for`]).
+/// on a device at up to 48 kHz: 1.37 s at 48 kHz, 1.49 s at 44.1 kHz, more
+/// at lower rates. Faster devices get more (see [`chunks_for`]).
 pub const CHUNKS: usize = 32;
 
 /// Chunks of read-ahead for a device at `device_rate` Hz: [`CHUNKS`] per
@@ -202,7 +203,8 @@ pub struct OutputInfo {
 pub struct CallbackStats {
     /// Callbacks run.
     pub callbacks: u64,
-    /// Song frames handed to the device while playing.
+    /// Device frames of the buffers rendered while playing (the fades of
+    /// a pause or seek included).
     pub frames_played: u64,
     /// Device frames filled with silence for lack of decoded audio while
     /// playing (read-ahead ran dry). The wait for the first audio after a
@@ -578,14 +580,8 @@ impl Player {
         // server that hung): it cannot say so, so this does.
         s.notice_hung_output(output::REOPEN_GIVE_UP, output::gave_up_message);
         let playing = s.playing.load(Ordering::Acquire);
-        let mut position = s.position.load(Ordering::Acquire);
+        let position = s.heard_position();
         let waiting = s.waiting.load(Ordering::Acquire);
-        // (Held at the separated edge, the device plays no song frames.)
-        if playing && !waiting {
-            let ratio = f64::from_bits(s.heard_ratio.load(Ordering::Acquire));
-            let latency = (s.latency_frames.load(Ordering::Acquire) as f64 * ratio) as u64;
-            position = position.saturating_sub(latency);
-        }
         let length = s.length.load(Ordering::Acquire);
         let (levels, master) = s.take_levels();
         PlayerStatus {
@@ -710,6 +706,7 @@ fn start_engine(
         switch_from: AtomicU32::new(u32::MAX),
         switch_at: AtomicU64::new(0),
         position: AtomicU64::new(0),
+        resumed_at: AtomicU64::new(0),
         latency_frames: AtomicU64::new(0),
         callbacks: AtomicU64::new(0),
         frames_played: AtomicU64::new(0),
@@ -1030,6 +1027,32 @@ mod tests {
         for (i, v) in out.iter().enumerate().skip(FADE) {
             assert!(close(*v, (300_000 + i) as f32 / 1e6 + 0.25), "frame {i} after play: {v}");
         }
+    }
+
+    /// Just after Play the device buffer is empty: the playhead shown (the
+    /// position less the output's latency) never goes back before where
+    /// playback started, and lags by the whole latency once that much is
+    /// handed over.
+    #[test]
+    fn the_heard_position_does_not_jump_back_on_play() {
+        let _paced = paced();
+        let (_dir, sh, mut cb, _reader) = engine(400_000);
+        sh.seek(100_000);
+        render(&mut cb, 1024);
+        assert_eq!(sh.heard_position(), 100_000, "paused: the playhead");
+        sh.latency_frames.store(4096, Ordering::Release);
+        sh.play();
+        render(&mut cb, 1024);
+        let position = sh.position.load(Ordering::Acquire);
+        assert!(position > 100_000, "played: {position}");
+        assert_eq!(sh.heard_position(), 100_000, "the first frames are not heard yet");
+        render(&mut cb, 8192);
+        let position = sh.position.load(Ordering::Acquire);
+        assert_eq!(sh.heard_position(), position - 4096, "a whole latency behind");
+        // A seek while playing: the same from its target.
+        sh.seek(200_000);
+        render(&mut cb, 1024);
+        assert_eq!(sh.heard_position(), 200_000);
     }
 
     #[test]

@@ -76,6 +76,10 @@ pub(super) struct Shared {
     pub(super) switch_at: AtomicU64,
     /// Song frame after the last frame handed to the device.
     pub(super) position: AtomicU64,
+    /// Song frame where playback last started (Play, a seek or a loop set):
+    /// the device buffer drained meanwhile, so no more than the frames
+    /// handed over since are still in it ([`Shared::heard_position`]).
+    pub(super) resumed_at: AtomicU64,
     /// Output latency in device frames, as last reported by the device.
     pub(super) latency_frames: AtomicU64,
     pub(super) callbacks: AtomicU64,
@@ -182,7 +186,29 @@ impl Shared {
             // The reader stopped on an error: Play tries again from here.
             self.seek(self.position.load(Ordering::Acquire));
         }
+        if let Ok(_t) = self.transport.lock() {
+            self.resumed_at.store(self.position.load(Ordering::Acquire), Ordering::Release);
+        }
         self.playing.store(true, Ordering::Release);
+    }
+
+    /// The song frame being heard: the position less the output's latency,
+    /// but never less than where playback last started (just after Play
+    /// the device buffer is empty: its drained time is silence, not the
+    /// song before the playhead, which a full latency's subtraction showed
+    /// as a jump back). Held at a separated edge, or paused, the position.
+    /// A loop's wrap (position before where it started) subtracts the
+    /// whole latency, as before.
+    pub(super) fn heard_position(&self) -> u64 {
+        let playing = self.playing.load(Ordering::Acquire);
+        let position = self.position.load(Ordering::Acquire);
+        if !playing || self.waiting.load(Ordering::Acquire) {
+            return position;
+        }
+        let ratio = f64::from_bits(self.heard_ratio.load(Ordering::Acquire));
+        let latency = (self.latency_frames.load(Ordering::Acquire) as f64 * ratio) as u64;
+        let since = position.checked_sub(self.resumed_at.load(Ordering::Acquire)).unwrap_or(u64::MAX);
+        position.saturating_sub(latency.min(since))
     }
 
     /// Whether reading for `generation` is no longer wanted: a newer seek,
@@ -203,7 +229,6 @@ impl Shared {
     /// reader seek and rebuild its resamplers for every few frames.
     /// A loop lengthened past the song's end ends there and starts earlier.
     pub(super) fn set_loop(&self, looping: Option<LoopRegion>) {
-        let at = self.position.load(Ordering::Acquire);
         let shortest = ((f64::from(self.song_rate) * MIN_LOOP_SECONDS) as u32).max(1);
         let length = u32::try_from(self.length.load(Ordering::Acquire)).unwrap_or(u32::MAX);
         let region = looping.filter(|l| l.start < l.end).map(|l| {
@@ -219,9 +244,11 @@ impl Shared {
         let ended = region.is_some() && self.ended.swap(false, Ordering::AcqRel);
         self.retarget(|t| {
             t.looping = region;
+            // Under the transport's lock: a seek that came meanwhile is
+            // where playback goes on from, not undone.
             t.target = match region {
                 Some(r) if ended => u64::from(r.start),
-                _ => at,
+                _ => self.position.load(Ordering::Acquire),
             };
         });
     }
@@ -234,6 +261,7 @@ impl Shared {
         t.switch = false;
         self.switch_from.store(u32::MAX, Ordering::Release);
         self.position.store(t.target, Ordering::Release);
+        self.resumed_at.store(t.target, Ordering::Release);
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 

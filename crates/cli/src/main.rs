@@ -475,7 +475,7 @@ fn main() -> ExitCode {
     // `-d cuda:N` of the commands that run the network, before any thread.
     let device = match &cli.command {
         Command::Separate(a) => Some(a.device),
-        Command::Serve(a) => Some(a.device),
+        Command::Serve(a) => a.device,
         Command::Worker(a) => Some(a.device),
         _ => None,
     };

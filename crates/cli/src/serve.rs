@@ -82,9 +82,11 @@ pub struct ServeArgs {
     /// Serve without a token (only on a loopback address).
     #[arg(long)]
     no_auth: bool,
-    /// Device for the network.
-    #[arg(short = 'd', long, default_value = "auto")]
-    pub(crate) device: DeviceArg,
+    /// Device for the network (default: the one saved in the data folder's
+    /// settings, which the app's Settings choose when it shares the folder;
+    /// auto when none was saved).
+    #[arg(short = 'd', long)]
+    pub(crate) device: Option<DeviceArg>,
     /// Network threads (default: all cores).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
@@ -128,7 +130,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
     config.max_connections_per_client = args.max_connections_per_client;
     config.trusted_proxies = args.trusted_proxy;
     config.allow_private_links = args.allow_private_links;
-    config.device = Some(Device::from(args.device));
+    config.device = args.device.map(Device::from);
     config.threads = args.threads;
     // Absolute: job messages name it, and the server names it back as "the
     // server's model folder" (a relative `models` would match the word).

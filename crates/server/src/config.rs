@@ -21,11 +21,11 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 32;
 
 /// Default listen address: loopback only, FastAPI/uvicorn's usual port.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
-/// Largest upload accepted by default, in bytes (500 MB, the default:
-/// a 30-minute 24-bit/96 kHz stereo WAV is ~1 GB, a 10-minute one 345 MB).
 /// Default longest upload: 3 hours of audio, the app's default longest
 /// download (`stemroom_library::link::DownloadLimits`).
 pub const DEFAULT_MAX_UPLOAD_SECONDS: u64 = 3 * 3600;
+/// Largest upload accepted by default, in bytes (500 MB, the default:
+/// a 30-minute 24-bit/96 kHz stereo WAV is ~1 GB, a 10-minute one 345 MB).
 pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 500 * 1000 * 1000;
 /// Free space the data folder keeps by default, in bytes (2 GB): new uploads
 /// are refused with 507 below it. Separating a 4-minute song writes ~170 MB
@@ -73,7 +73,8 @@ pub struct ServerConfig {
     pub model_dir: Option<PathBuf>,
     /// Explicit ONNX Runtime library.
     pub runtime_library: Option<PathBuf>,
-    /// Header-read and body-stall timeout.
+    /// Header-read, body-stall and write-stall timeout (a client that reads
+    /// no part of an answer for this long is dropped).
     pub idle_timeout: Duration,
     /// Client connections served at once (more wait to be accepted).
     pub max_connections: usize,

@@ -34,7 +34,10 @@ pub struct ApiError {
     pub code: &'static str,
     /// What went wrong and what to do, for people.
     pub message: String,
-    /// Seconds to wait before trying again (429).
+    /// Seconds to wait before trying again: a 429's, and a passing 503's
+    /// ([`ApiError::unavailable`]: a stopping or busy server). A 503 for a
+    /// missing model, runtime or tool has none: asking again does not help
+    /// until the server's installation is fixed.
     pub retry_after: Option<u64>,
 }
 
@@ -64,7 +67,8 @@ impl ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", what)
     }
     pub fn unavailable(what: impl Into<String>) -> Self {
-        // Every 503 of this server passes: a client is told when to ask again.
+        // A passing 503 (a stopping or busy server): a client is told when
+        // to ask again.
         Self {
             retry_after: Some(UNAVAILABLE_RETRY_SECONDS),
             ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", what)

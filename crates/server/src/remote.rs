@@ -935,7 +935,6 @@ fn keep_entry(
     }
 }
 
-/// `message=…&worker=…`, escaped.
 /// Sleep `pause`, waking every 50 ms to see whether `stop` was set;
 /// returns false when it was (the sleep then ends early).
 fn nap(pause: Duration, stop: &AtomicBool) -> bool {
@@ -984,6 +983,7 @@ fn retrying<T>(stop: &AtomicBool, what: &str, mut attempt: impl FnMut() -> Try<T
     }
 }
 
+/// `message=…&worker=…`, escaped.
 fn holder_query(message: &str, worker: &str) -> String {
     url::form_urlencoded::Serializer::new(String::new())
         .append_pair("message", message)
@@ -1006,7 +1006,6 @@ fn is_taken_over(body: &str) -> bool {
     has_code(body, crate::broker::TAKEN_OVER_CODE)
 }
 
-/// Whether a refusal's body (the server's JSON error) carries `code`.
 /// `POST path` with `body`, waiting `wait` for the answer, on a thread of
 /// its own, so that a stop while it waits (a completion sent before the
 /// stop may wait [`COMPLETE_WAIT`], 30 min) ends the wait
@@ -1046,11 +1045,12 @@ fn complete_unless_stopped(
     }
 }
 
+/// Whether a refusal's body (the server's JSON error) carries `code`.
 fn has_code(body: &str, code: &str) -> bool {
     serde_json::from_str::<serde_json::Value>(body).is_ok_and(|v| v["code"].as_str() == Some(code))
 }
 
-/// Whether `body` is the server's JSON error (`{"error": ..., "code": ...}`),
+/// Whether `body` is the server's JSON error (`{"detail": ..., "code": ...}`),
 /// not a page from a proxy in between.
 fn is_api_error(body: &str) -> bool {
     serde_json::from_str::<serde_json::Value>(body).is_ok_and(|v| v["code"].is_string())

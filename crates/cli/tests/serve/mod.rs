@@ -1324,6 +1324,25 @@ fn a_closed_terminal_stops_the_server_unless_it_runs_under_nohup() {
 }
 
 #[test]
+fn the_device_is_the_saved_settings_unless_given() {
+    // The app's Settings chose the CPU for this data folder.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    {
+        let queue = stemroom_library::queue::Queue::open(&data.join("stemroom.sqlite")).expect("queue");
+        let mut settings = queue.settings().expect("settings");
+        settings.device = stemroom_engine::units::Device::Cpu;
+        queue.save_settings(&settings).expect("save");
+    }
+    let server = Server::start(&data, &[]);
+    assert_eq!(server.json(&["/status"])["device"], "cpu", "the saved device");
+    drop(server);
+    let server = Server::start(&data, &["--device", "auto"]);
+    assert_eq!(server.json(&["/status"])["device"], "auto", "the flag wins");
+}
+
+#[test]
 fn a_second_interrupt_while_the_stop_drains_exits_at_once() {
     use std::io::Write;
     let dir = tempfile::tempdir().expect("tempdir");

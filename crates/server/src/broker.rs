@@ -384,7 +384,10 @@ pub async fn publish(service: Arc<Service>, broker: Arc<Broker>) {
                     // Known lost from here until the queued jobs are on the
                     // stream again, whatever fails in between (a group made
                     // whose reply was lost, a busy database).
-                    if !matches!(had_stream, Ok(true)) || run.is_none() || run != broker_run {
+                    // (A broker that refuses `INFO` gives no `run_id`: its
+                    // stream found there is taken as whole, and entries it
+                    // lost are found by the reconciliation below.)
+                    if !matches!(had_stream, Ok(true)) || run != broker_run {
                         lost = true;
                     }
                     broker_run = run;

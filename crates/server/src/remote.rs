@@ -1064,6 +1064,7 @@ fn is_api_error(body: &str) -> bool {
 fn fatal_for_everyone(e: &stemroom_library::Error) -> bool {
     use stemroom_library::link::LinkError;
     match e {
+        stemroom_library::Error::Internal(m) if m.starts_with(SERVER_FULL) => true,
         stemroom_library::Error::Link(
             LinkError::Network(_)
             | LinkError::Stalled(_)
@@ -1078,6 +1079,20 @@ fn fatal_for_everyone(e: &stemroom_library::Error) -> bool {
         stemroom_library::Error::Engine(stemroom_engine::Error::Model(_) | stemroom_engine::Error::Runtime(_)) => false,
         e => matches!(e.code(), ErrorCode::BadInput | ErrorCode::InvalidOptions | ErrorCode::Download),
     }
+}
+
+/// How the failure of a job whose stems the server's disk could not take
+/// begins ([`server_full`]).
+const SERVER_FULL: &str = "the server's disk is full";
+
+/// The failure of a job whose stem `file` the server kept refusing with
+/// 507 (its data folder below its free-space floor): fatal for everyone
+/// ([`fatal_for_everyone`]).
+fn server_full(file: &str) -> stemroom_library::Error {
+    stemroom_library::Error::Internal(format!(
+        "{SERVER_FULL}: it refused stem {file} for {} s; free space on the server and send the song again",
+        SEND_RETRY_FOR.as_secs()
+    ))
 }
 
 /// Longest pause of a worker whose jobs keep failing for its own reasons.
@@ -1541,6 +1556,11 @@ fn separate(
         drop(held);
         match sent {
             Ok(r) => r?,
+            // Still below the server's free-space floor after the retries:
+            // any worker's stems would be refused too, so the job fails for
+            // everyone instead of being separated again on each attempt
+            // (and pausing healthy workers as if they were at fault).
+            Err(why) if why.starts_with("HTTP 507") => return Err(server_full(&file)),
             Err(why) => return Err(Error::Internal(format!("cannot upload stem {file}: {why}"))),
         }
         stems.push(StemFile { stem: stem.clone(), path: file });
@@ -1791,6 +1811,13 @@ mod tests {
         }
         let input = Error::Engine(stemroom_engine::Error::InvalidOptions("--shifts 99".into()));
         assert!(super::fatal_for_everyone(&input));
+        // The server's disk full: every worker's stems would be refused,
+        // so the job is not separated again on each attempt; said plainly.
+        let full = super::server_full("vocals.wav");
+        assert!(super::fatal_for_everyone(&full));
+        let said = stemroom_library::worker::plain_message(&full);
+        assert!(said.contains("the server's disk is full") && said.contains("vocals.wav"), "{said}");
+        assert!(!super::fatal_for_everyone(&Error::Internal("cannot upload stem vocals.wav: HTTP 503".into())));
     }
 
     /// A send the server did not take (away for a restart) is tried again

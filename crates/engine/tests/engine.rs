@@ -609,6 +609,79 @@ mod corrupt {
         }
     }
 
+    /// Two Opus packets in a row the decoder refuses (a TOC of code 3 with
+    /// no frames, RFC 6716 §3.2.5) in the middle of a file, their page's
+    /// checksum made good: the decoder is made afresh after the second,
+    /// and must not trim the stream's pre-skip (312 frames) again from the
+    /// packet after them: the rest of the song stays in time.
+    #[test]
+    fn a_fresh_opus_decoder_mid_stream_keeps_the_song_in_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = dir.path().join("t.opus");
+        let src_s = src.to_str().expect("utf-8");
+        ffmpeg(&["-f", "lavfi", "-i", "sine=f=440:d=8:sample_rate=48000", "-ac", "2", "-c:a", "libopus", src_s]);
+        let (clean, _, _) = stemroom_testkit::decode_all(&src);
+        let mut bytes = std::fs::read(&src).expect("read");
+        let crc = |page: &[u8]| {
+            let mut c = 0u32;
+            for &b in page {
+                c ^= u32::from(b) << 24;
+                for _ in 0..8 {
+                    c = if c & 0x8000_0000 != 0 { (c << 1) ^ 0x04c1_1db7 } else { c << 1 };
+                }
+            }
+            c
+        };
+        // The first page past the file's middle that starts with a whole
+        // packet and holds three or more.
+        let (mut at, mut broken) = (0usize, false);
+        while at + 27 <= bytes.len() && &bytes[at..at + 4] == b"OggS" {
+            let segments = bytes[at + 26] as usize;
+            let table: Vec<usize> = bytes[at + 27..at + 27 + segments].iter().map(|&b| usize::from(b)).collect();
+            let len = 27 + segments + table.iter().sum::<usize>();
+            let continued = bytes[at + 5] & 1 != 0;
+            // Packet lengths: lacing values up to one below 255.
+            let mut packets = Vec::new();
+            let mut run = 0;
+            for &l in &table {
+                run += l;
+                if l < 255 {
+                    packets.push(run);
+                    run = 0;
+                }
+            }
+            if at > bytes.len() / 2 && !continued && packets.len() >= 3 && packets[..2].iter().all(|&n| n >= 2) {
+                let data = at + 27 + segments;
+                for start in [data, data + packets[0]] {
+                    bytes[start] = 0x03; // config 0, mono flag off, code 3
+                    bytes[start + 1] = 0x00; // no frames: invalid
+                }
+                bytes[at + 22..at + 26].fill(0);
+                let c = crc(&bytes[at..at + len]);
+                bytes[at + 22..at + 26].copy_from_slice(&c.to_le_bytes());
+                broken = true;
+                break;
+            }
+            at += len;
+        }
+        assert!(broken, "a page to break");
+        let damaged = dir.path().join("damaged.opus");
+        std::fs::write(&damaged, &bytes).expect("write");
+        let mut d = decode::StreamDecoder::open(&damaged).expect("open");
+        let mut x = Vec::new();
+        while let Some((block, _)) = d.next_block().expect("decodes") {
+            x.extend_from_slice(block);
+        }
+        let warnings = d.take_warnings();
+        // (Told as silence in their place, or as a gap the next page's
+        // time shows, as the packets' lengths are known or not.)
+        assert!(warnings.iter().any(|w| w.contains("replaced by") || w.contains("gap(s)")), "{warnings:?}");
+        assert_eq!(x.len(), clean.len(), "as long as the clean file");
+        let tail = clean.len() - 2 * 48_000 * 2;
+        let worst = x[tail..].iter().zip(&clean[tail..]).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(worst < 1e-3, "the last 2 s differ from the clean file's by {worst}");
+    }
+
     /// An Ogg file whose page times jump by 59 s each (a crafted file of a
     /// few hundred KB) is not filled with hours of silence: gaps are filled
     /// up to a minute or the audio decoded in all, and the rest ends as a

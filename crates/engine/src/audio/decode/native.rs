@@ -58,6 +58,22 @@ fn codecs() -> &'static CodecRegistry {
     })
 }
 
+/// An Opus stream's pre-skip (its OpusHead's bytes 10-11, RFC 7845 §5.1)
+/// set to 0 in `params` once a decoder made from them has decoded a packet:
+/// symphonia-adapter-libopus trims the pre-skip from the first packet each
+/// new decoder decodes, so a decoder made afresh mid-stream (after damaged
+/// packets) cut 312 more frames there and put the rest of the song early.
+/// Other codecs' parameters are left as they are.
+fn pre_skip_done(params: &mut AudioCodecParameters) {
+    if params.codec != symphonia::core::codecs::audio::well_known::CODEC_ID_OPUS {
+        return;
+    }
+    if let Some(head) = params.extra_data.as_mut().filter(|h| h.len() >= 12 && h.starts_with(b"OpusHead")) {
+        head[10] = 0;
+        head[11] = 0;
+    }
+}
+
 /// Whether an MPEG-4 AudioSpecificConfig (ISO/IEC 14496-3 §1.6.2.1) signals
 /// HE-AAC: audio object type 5 (SBR) or 29 (PS), or an AAC-LC config
 /// followed by the backward-compatible sync extension `0x2b7` with object
@@ -615,7 +631,10 @@ impl NativeStream {
             };
             self.consecutive_errors = 0;
             self.last_packet_failed = false;
-            self.decoded_one = true;
+            if !self.decoded_one {
+                self.decoded_one = true;
+                pre_skip_done(&mut self.params);
+            }
             let n = buf.frames();
             if n == 0 {
                 continue;

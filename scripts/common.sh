@@ -20,6 +20,11 @@ NODE_VERSION=22.23.5
 NODE_SHA512="sha512-3jhC+wcoWxKZxcRqF2sUSl0c9HEXFnur/nuIPx6O6CWKV0jOUWQm7Htw5SuXqqlMCEhi0cJqybFPEb5hhcBiMw=="
 NODE_DIR="$STEMROOM_CACHE/node-$NODE_VERSION"
 export PATH="$NODE_DIR/bin:$PATH"
+# rustup's cargo where it put it, for shells that never read ~/.cargo/env
+# (CI's non-login shell, sudo).
+if [ -d "${CARGO_HOME:-$HOME/.cargo}/bin" ]; then
+    export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+fi
 # Messages carry the seconds since the outermost script started (a slow
 # step shows in CI's log).
 : "${STEMROOM_T0:=$(date +%s)}"

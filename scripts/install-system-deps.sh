@@ -106,14 +106,14 @@ if [ -z "$rust_minor" ] || [ "$rust_minor" -lt 92 ]; then
     echo "Rust 1.92 or newer is required ($(cargo --version)): install it with https://rustup.rs" >&2
     exit 1
 fi
-# clippy and rustfmt (the tests' last step; a `--profile minimal` rustup has
-# neither): added through rustup where it is there, else said now.
-if ! cargo clippy --version >/dev/null 2>&1 || ! cargo fmt --version >/dev/null 2>&1; then
+# clippy (the tests' last step; a `--profile minimal` rustup has none):
+# added through rustup where it is there, else said now.
+if ! cargo clippy --version >/dev/null 2>&1; then
     if command -v rustup >/dev/null 2>&1; then
-        log "adding clippy and rustfmt to the Rust toolchain"
-        rustup component add clippy rustfmt
+        log "adding clippy to the Rust toolchain"
+        rustup component add clippy
     else
-        echo "cargo clippy and cargo fmt are required (the tests run them): add them to this Rust installation" >&2
+        echo "cargo clippy is required (the tests run it): add it to this Rust installation" >&2
         exit 1
     fi
 fi

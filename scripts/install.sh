@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build Stemroom's .deb and install it with apt (the app, the `stemroom` CLI,
-# ONNX Runtime; the model is downloaded by the app on first start). With a
-# display it then starts the installed app. Without one (a server, CI) it
+# ONNX Runtime; the model is downloaded by the app on first start). At a
+# desktop (a display and a terminal, not CI) it then starts the installed
+# app. Otherwise (a server, CI, a display alone such as xvfb-run's) it
 # runs the real job on the installed package as a new user would: the CLI
 # downloads the model and separates the Falcon 69 song, and the app goes
 # through its welcome screen to a finished separation under Xvfb, with a
@@ -16,13 +17,16 @@ as_root true || { echo "this needs root or sudo (apt installs the package)" >&2;
 cd "$REPO_ROOT"
 log "building the .deb"
 npx tauri build --bundles deb -- --locked
-deb=$(ls -t "$RELEASE_DIR"/bundle/deb/Stemroom_*_amd64.deb | head -n1)
+deb=$(ls -t "$RELEASE_DIR"/bundle/deb/Stemroom_*_amd64.deb 2>/dev/null | head -n1 || true)
+[ -n "$deb" ] || { echo "the build made no .deb in $RELEASE_DIR/bundle/deb" >&2; exit 1; }
 log "installing $deb"
 # --reinstall: the same version already installed (an earlier run) is
 # replaced by this build, not kept.
 as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --reinstall --no-remove "$deb" >/dev/null
 log "installed: /usr/bin/stemroom-app (Stemroom in the applications menu) and /usr/bin/stemroom"
-if [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ]; then
+# A person at a desktop (a display and a terminal, not CI): the app opens.
+# A display alone (xvfb-run, ssh -X, a CI runner's) runs the job below.
+if [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ] && [ -t 0 ] && [ -t 1 ] && [ -z "${CI:-}" ]; then
     exec /usr/bin/stemroom-app
 fi
 log "no display: a first start of the installed package, under Xvfb"

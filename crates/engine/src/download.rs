@@ -8,7 +8,8 @@
 //! (RFC 9110 §14.2), a server that ignores the range sends the whole file
 //! again (HTTP 200) and the part is rewritten. The agent trusts the
 //! system's certificate store (a proxy's CA an administrator installed
-//! works) and takes proxies from the environment (`HTTPS_PROXY`).
+//! works) and takes its proxy from the environment as curl and pip take it
+//! for an HTTPS URL ([`env_proxy`]).
 
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -32,12 +33,15 @@ pub struct Pinned<'a> {
 #[derive(Debug, thiserror::Error)]
 pub enum DownloadError {
     /// The server could not be reached, answered with an error, or stopped
-    /// sending; a later call resumes.
-    #[error("cannot download {url}: {reason}. Check the internet connection and try again (the download resumes)")]
+    /// sending; `reason` says what, and what to do ([`RESUMES`] when the
+    /// connection failed: a later call resumes).
+    #[error("cannot download {url}: {reason}")]
     Http { url: String, reason: String },
-    /// The file is complete but not the pinned one.
-    #[error("{file} is not the file Stemroom expects (sha256 {actual}, expected {expected}); try again")]
-    Checksum { file: String, expected: String, actual: String },
+    /// The file is complete but not the pinned one: a download (removed:
+    /// try again) or a file the user gave (`theirs`: left where it is, to
+    /// be replaced).
+    #[error("{file} is not the file Stemroom expects (sha256 {actual}, expected {expected}); {}", checksum_advice(*.theirs))]
+    Checksum { file: String, expected: String, actual: String, theirs: bool },
     /// Reading or writing the download folder failed.
     #[error("{path}: {source}")]
     Io {
@@ -53,13 +57,46 @@ pub enum DownloadError {
     Cancelled,
 }
 
+/// What to do after a connection that failed or stopped part way.
+pub const RESUMES: &str = "check the internet connection and try again (the download resumes)";
+
+/// What an HTTP error status means for a pinned file, and what to do.
+fn status_advice(status: u16) -> String {
+    match status {
+        404 | 410 => format!(
+            "the server has no such file (HTTP {status}): it was moved or removed there; a newer Stemroom may \
+             fetch it from elsewhere"
+        ),
+        407 => "the network's proxy asks for a user name and password (HTTP 407): put them in https_proxy \
+                (http://user:password@proxy:port)"
+            .into(),
+        401 | 403 => {
+            format!("the server refused the download (HTTP {status}): a proxy or firewall on this network may block it")
+        }
+        429 => "the server asks to wait (HTTP 429): try again in a few minutes".into(),
+        s if s >= 500 => format!("the server failed (HTTP {s}): try again later"),
+        s => format!("the server answered HTTP {s}"),
+    }
+}
+
+/// What to do about a file whose sha256 is not the pinned one.
+pub fn checksum_advice(theirs: bool) -> &'static str {
+    if theirs {
+        "replace it with a good copy (it was left where it is)"
+    } else {
+        "try again (the damaged download was removed)"
+    }
+}
+
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DownloadError + '_ {
     move |source| DownloadError::Io { path: path.to_path_buf(), source }
 }
 
-/// The HTTP agent: the system's certificate store, proxies from the
-/// environment, 30 s to connect, 60 s for the response head, and
-/// [`READ_TIMEOUT`] for each read of the body.
+/// The HTTP agent: the system's certificate store, the environment's
+/// proxy ([`env_proxy`]), HTTPS only (a redirect to plain HTTP is refused:
+/// the sha256 still guards the content, but not what is fetched), 30 s to
+/// connect, 60 s for the response head, and [`READ_TIMEOUT`] for each
+/// read of the body.
 pub fn agent() -> ureq::Agent {
     agent_with(READ_TIMEOUT)
 }
@@ -74,6 +111,9 @@ fn agent_with(per_read: Duration) -> ureq::Agent {
     let tls = ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::PlatformVerifier).build();
     ureq::Agent::config_builder()
         .tls_config(tls)
+        .proxy(env_proxy(&|name| std::env::var(name).ok()))
+        // (This crate's unit tests serve their files over loopback HTTP.)
+        .https_only(!cfg!(test))
         .timeout_connect(Some(Duration::from_secs(30)))
         .timeout_recv_response(Some(Duration::from_secs(60)))
         .timeout_per_read(Some(per_read))
@@ -81,6 +121,49 @@ fn agent_with(per_read: Duration) -> ureq::Agent {
         .http_status_as_error(false)
         .build()
         .into()
+}
+
+/// The proxy for an HTTPS download, from `var` (the environment): the first
+/// of `https_proxy`, `HTTPS_PROXY`, `all_proxy`, `ALL_PROXY` that is set
+/// and names an HTTP(S) proxy, with `no_proxy`/`NO_PROXY`'s hosts left out;
+/// as curl and Python's requests (pip) choose. ureq's own choice puts
+/// `ALL_PROXY` first and takes `HTTP_PROXY` for HTTPS too, and this build
+/// has no SOCKS: a desktop proxy's usual `https_proxy=http://127.0.0.1:7890`
+/// beside `all_proxy=socks5://127.0.0.1:7890` failed every download. A
+/// SOCKS proxy is passed over (logged); `None` without one.
+pub fn env_proxy(var: &dyn Fn(&str) -> Option<String>) -> Option<ureq::Proxy> {
+    for name in ["https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"] {
+        let Some(value) = var(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty()) else { continue };
+        let proxy = match ureq::Proxy::new(&value) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!("{name} is not a proxy address ({e}): not used");
+                continue;
+            }
+        };
+        if !matches!(proxy.protocol(), ureq::ProxyProtocol::Http | ureq::ProxyProtocol::Https) {
+            tracing::warn!("{name} names a SOCKS proxy, which Stemroom's downloads cannot use: not used");
+            continue;
+        }
+        let no_proxy = var("no_proxy").or_else(|| var("NO_PROXY")).unwrap_or_default();
+        // Rebuilt to add no_proxy (a proxy made from a string has none);
+        // the credentials come back decoded, and the builder encodes them.
+        let mut b = ureq::Proxy::builder(proxy.protocol()).host(proxy.host()).port(proxy.port());
+        if let Some(user) = proxy.username() {
+            b = b.username(user);
+        }
+        if let Some(password) = proxy.password() {
+            b = b.password(password);
+        }
+        for host in no_proxy.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+            b = b.no_proxy(host);
+        }
+        match b.build() {
+            Ok(p) => return Some(p),
+            Err(e) => tracing::warn!("{name}: {e}: not used"),
+        }
+    }
+    None
 }
 
 /// Download `file` into `dir` (resuming `<dir>/<name>.part`), calling
@@ -117,7 +200,7 @@ pub fn download(
     if have > 0 {
         req = req.header("Range", format!("bytes={have}-"));
     }
-    let mut resp = req.call().map_err(|e| fail(e.to_string()))?;
+    let mut resp = req.call().map_err(|e| fail(format!("{e}; {RESUMES}")))?;
     let status = resp.status().as_u16();
     let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     let web_page = header("content-type").is_some_and(|t| t.to_ascii_lowercase().starts_with("text/html"));
@@ -130,7 +213,9 @@ pub fn download(
                 // The part cannot be continued from this server: the next
                 // call starts over (no range asked).
                 let _ = fs::remove_file(&part);
-                return Err(fail(format!("the server sent another part of the file ({range:?}); it starts over")));
+                return Err(fail(format!(
+                    "the server sent another part of the file ({range:?}); try again: it starts over"
+                )));
             }
             true
         }
@@ -148,7 +233,8 @@ pub fn download(
                 format!("{} bytes, not {}", header("content-length").unwrap_or_else(|| "unknown".into()), file.bytes)
             };
             return Err(fail(format!(
-                "the server sent something else than the file ({what}): a proxy or a sign-in page on this network?"
+                "the server sent something else than the file ({what}): a proxy or a sign-in page on this \
+                 network? Sign in, or try on another network"
             )));
         }
         200 => false,
@@ -160,7 +246,7 @@ pub fn download(
             let _ = fs::remove_file(&part);
             return Err(fail("the server refused to resume the download; the next try starts it again".into()));
         }
-        _ => return Err(fail(format!("the server answered HTTP {status}"))),
+        _ => return Err(fail(status_advice(status))),
     };
     let mut out = fs::OpenOptions::new()
         .create(true)
@@ -181,7 +267,7 @@ pub fn download(
             if cancelled() {
                 return Err(DownloadError::Cancelled);
             }
-            let n = body.read(&mut buf).map_err(|e| fail(e.to_string()))?;
+            let n = body.read(&mut buf).map_err(|e| fail(format!("{e}; {RESUMES}")))?;
             if n == 0 {
                 break;
             }
@@ -200,10 +286,13 @@ pub fn download(
     drop(out);
     if have > file.bytes {
         let _ = fs::remove_file(&part);
-        return Err(fail(format!("the server sent more than the expected {} bytes", file.bytes)));
+        return Err(fail(format!(
+            "the server sent more than the expected {} bytes; try again: it starts over",
+            file.bytes
+        )));
     }
     if have < file.bytes {
-        return Err(fail(format!("the download stopped after {have} of {} bytes", file.bytes)));
+        return Err(fail(format!("the download stopped after {have} of {} bytes; {RESUMES}", file.bytes)));
     }
     fs::rename(&part, &dest).map_err(io_err(&dest))?;
     Ok(dest)
@@ -217,13 +306,15 @@ pub fn download(
 pub fn verify(path: &Path, file: &Pinned<'_>, ours: &Path) -> Result<(), DownloadError> {
     let actual = crate::model::sha256_file(path).map_err(io_err(path))?;
     if actual != file.sha256 {
-        if path.starts_with(ours) {
+        let theirs = !path.starts_with(ours);
+        if !theirs {
             let _ = fs::remove_file(path);
         }
         return Err(DownloadError::Checksum {
-            file: file.file_name.to_string(),
+            file: if theirs { path.display().to_string() } else { file.file_name.to_string() },
             expected: file.sha256.to_string(),
             actual,
+            theirs,
         });
     }
     Ok(())
@@ -458,5 +549,52 @@ mod tests {
         let done = download(&agent, &file, dir.path(), &mut |_| {}, &|| false).expect("resumed");
         assert_eq!(std::fs::read(done).unwrap(), body);
         assert!(seen.lock().unwrap()[1].to_ascii_lowercase().contains(&format!("range: bytes={part}-")));
+    }
+
+    /// An HTTP error says what it means, not to check the connection.
+    #[test]
+    fn an_http_error_says_what_it_means() {
+        let (base, _) = test_server::serve(HashMap::new(), 0);
+        let url = format!("{base}/gone.bin");
+        let file = Pinned { url: &url, file_name: "gone.bin", bytes: 10, sha256: "" };
+        let dir = tempfile::tempdir().unwrap();
+        let err = download(&agent(), &file, dir.path(), &mut |_| {}, &|| false).expect_err("404");
+        let said = err.to_string();
+        assert!(said.contains("no such file (HTTP 404)") && !said.contains("internet connection"), "{said}");
+        assert!(super::status_advice(407).contains("https_proxy"));
+        assert!(super::status_advice(503).contains("try again later"));
+    }
+
+    /// curl's and pip's choice of proxy for an HTTPS URL: `https_proxy`
+    /// before `all_proxy`, a SOCKS one passed over (this build has none),
+    /// `http_proxy` not used, `no_proxy` kept, credentials as given.
+    #[test]
+    fn the_proxy_is_chosen_as_curl_chooses_it() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+        };
+        let chosen = |pairs: &'static [(&'static str, &'static str)]| {
+            super::env_proxy(&env(pairs)).map(|p| (p.host().to_string(), p.port(), p.username().map(str::to_string)))
+        };
+        // A desktop proxy's usual pair (Clash, v2rayN): HTTP for HTTPS,
+        // SOCKS for the rest.
+        let clash = &[("all_proxy", "socks5://127.0.0.1:7891"), ("https_proxy", "http://127.0.0.1:7890")];
+        assert_eq!(chosen(clash), Some(("127.0.0.1".into(), 7890, None)));
+        assert_eq!(chosen(&[("ALL_PROXY", "socks5h://127.0.0.1:1080")]), None, "SOCKS is passed over");
+        assert_eq!(chosen(&[("ALL_PROXY", "http://proxy.corp:3128")]).map(|p| p.1), Some(3128));
+        assert_eq!(chosen(&[("http_proxy", "http://proxy.corp:3128")]), None, "not for HTTPS (curl, requests)");
+        // Credentials written encoded (RFC 3986) are sent as meant, not
+        // encoded twice.
+        let user =
+            super::env_proxy(&env(&[("HTTPS_PROXY", "http://me%40corp:p%3Ass@proxy.corp:8080")])).expect("a proxy");
+        assert_eq!((user.username(), user.password()), (Some("me@corp"), Some("p:ss")));
+        assert!(user.uri().to_string().contains("me%40corp:p%3Ass@"), "{}", user.uri());
+        let p =
+            super::env_proxy(&env(&[("https_proxy", "http://proxy.corp:3128"), ("no_proxy", "localhost, .internal")]))
+                .expect("a proxy");
+        assert!(p.is_no_proxy(&"https://localhost/x".parse().unwrap()));
+        assert!(p.is_no_proxy(&"https://pkg.internal/x".parse().unwrap()));
+        assert!(!p.is_no_proxy(&"https://registry.npmjs.org/x".parse().unwrap()));
+        assert_eq!(chosen(&[]), None);
     }
 }

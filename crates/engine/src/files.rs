@@ -394,9 +394,19 @@ fn holds_name(f: &std::fs::File, path: &Path) -> bool {
 /// # Errors
 /// The I/O error when no folder can be made.
 pub fn locked_tempdir(dir: &Path, prefix: &str) -> std::io::Result<(tempfile::TempDir, Option<std::fs::File>)> {
-    loop {
+    // A few races with sweeps at most; a folder that cannot be opened (out
+    // of file descriptors) fails every time, and is said rather than tried
+    // for ever (each try made another folder).
+    let mut last = None;
+    for _ in 0..LOCKED_TEMPDIR_TRIES {
         let made = tempfile::Builder::new().prefix(prefix).tempdir_in(dir)?;
-        let Ok(folder) = std::fs::File::open(made.path()) else { continue };
+        let folder = match std::fs::File::open(made.path()) {
+            Ok(f) => f,
+            Err(e) => {
+                last = Some(e);
+                continue;
+            }
+        };
         match folder.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => continue,
@@ -406,7 +416,16 @@ pub fn locked_tempdir(dir: &Path, prefix: &str) -> std::io::Result<(tempfile::Te
             return Ok((made, Some(folder)));
         }
     }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::other(format!(
+            "no working folder in {} could be locked after {LOCKED_TEMPDIR_TRIES} tries",
+            dir.display()
+        ))
+    }))
 }
+
+/// Tries of [`locked_tempdir`] before it gives up.
+const LOCKED_TEMPDIR_TRIES: usize = 16;
 
 /// Remove the folders in `dir` whose names start with `prefix` and that
 /// nobody holds locked ([`locked_tempdir`]): work folders of runs that were

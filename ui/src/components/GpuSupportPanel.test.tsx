@@ -14,7 +14,7 @@ const RTX = {
   driverVersion: "580.95.05",
   gpus: [{ name: "NVIDIA GeForce RTX 4090", memory_mib: 24_564 }],
   problem:
-    "GPU support is not installed. Install it with Settings > Install GPU support, or `stemroom runtime fetch --gpu` (1.6 GB to download, 2.5 GB on disk).",
+    "GPU support is not installed. Install it with Settings > Install GPU support, or `stemroom runtime fetch --gpu` (1.6 GB to download, 2.5 GB on disk (about 4 GB free while it installs)).",
 };
 
 describe("GPU support in Settings", () => {

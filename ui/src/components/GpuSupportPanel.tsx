@@ -116,8 +116,8 @@ export function GpuSupportPanel({ onChange }: { onChange?: (gpu: GpuSupport) => 
         <div className="model-install" role="dialog" aria-label="Install GPU support">
           <p>
             GPU support (ONNX Runtime for CUDA 13, with cuDNN 9) downloads {formatBytes(gpu.downloadBytes)} from PyPI
-            and takes about 2.5 GB on disk in <code className="command">{gpu.installDir}</code>. Every file is checked
-            before it is used.
+            and takes about 2.5 GB on disk in <code className="command">{gpu.installDir}</code> (about 4 GB free while it
+            installs). Every file is checked before it is used.
           </p>
           <div className="settings__actions">
             <button type="button" className="button button--primary" onClick={install}>

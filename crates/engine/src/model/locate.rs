@@ -204,7 +204,8 @@ pub struct ModelStatus {
     pub sources: Vec<String>,
     /// Size of the model file in bytes (as `f64`: exact below 2^53).
     pub bytes: f64,
-    /// A file with the right size was found.
+    /// A good copy was found ([`locate`]: the right size and sha256, checked
+    /// now or per a fresh stamp).
     pub installed: bool,
     /// Its sha256 matched the manifest.
     pub verified: bool,

@@ -32,7 +32,10 @@ pub enum ModelError {
     NotFound { file: String, searched: String, how: String },
     #[error("model file {path} is corrupt: {reason}.\n  Delete it and fetch it again with: {how}")]
     Corrupt { path: PathBuf, reason: String, how: String },
-    #[error("cannot read model file {path}: {source}")]
+    /// Reading a model, or writing one being installed (its download, its
+    /// folder, its lock): says which file and what the system said (a full
+    /// disk, a read-only folder).
+    #[error("model file {path}: {source}")]
     Io {
         path: PathBuf,
         #[source]

@@ -24,14 +24,17 @@ pub const MIN_DRIVER_MAJOR: u32 = 580;
 pub const CUDA_PROVIDER_FILE: &str = "libonnxruntime_providers_cuda.so";
 
 /// Libraries the CUDA execution provider of ONNX Runtime 1.31.1 (CUDA 13,
-/// cuDNN 9) loads, by soname (the `nvidia-*-cu13` and `nvidia-cudnn-cu13`
-/// wheels ship them).
+/// cuDNN 9) loads, by soname (the pinned `nvidia-cuda-runtime`,
+/// `nvidia-cublas`, `nvidia-cufft`, `nvidia-curand` and `nvidia-cudnn-cu13`
+/// wheels ship them, [`super::install::gpu_wheels`]).
 pub const CUDA_LIBRARIES: &[&str] =
     &["libcudart.so.13", "libcublas.so.13", "libcublasLt.so.13", "libcufft.so.12", "libcurand.so.10", "libcudnn.so.9"];
 
 /// The download GPU support costs, for messages (the sum of
-/// [`super::install::gpu_wheels`]' sizes, checked by a test).
-pub const INSTALL_SIZE: &str = "1.6 GB to download, 2.5 GB on disk";
+/// [`super::install::gpu_wheels`]' sizes, checked by a test; unpacked
+/// 2.5 GB, and while it installs the downloaded wheels and the unpacked
+/// folder are on disk together, about 4 GB).
+pub const INSTALL_SIZE: &str = "1.6 GB to download, 2.5 GB on disk (about 4 GB free while it installs)";
 
 /// Libraries loaded by absolute path from the GPU runtime's folder before
 /// the CUDA provider, so that its `DT_NEEDED` entries and ONNX Runtime's

@@ -169,22 +169,37 @@ pub const STAMP_FILE: &str = "stemroom-wheels.json";
 /// [`crate::paths::cache_dir`]): into `<cache>/onnxruntime-gpu-1.31.1`,
 /// downloading into `<cache>/dl`.
 pub fn gpu_options(cache: &Path, from: Option<PathBuf>) -> InstallOptions {
-    InstallOptions { dest: cache.join(ORT_GPU_DIR), download_dir: cache.join("dl"), from, wheels: gpu_wheels() }
+    InstallOptions {
+        dest: cache.join(ORT_GPU_DIR),
+        download_dir: cache.join("dl"),
+        from,
+        wheels: gpu_wheels(),
+        force: false,
+    }
 }
 
 /// Options for installing the CPU build under `cache`: into
 /// `<cache>/onnxruntime-1.31.1`.
 pub fn cpu_options(cache: &Path, from: Option<PathBuf>) -> InstallOptions {
-    InstallOptions { dest: cache.join(ORT_CPU_DIR), download_dir: cache.join("dl"), from, wheels: cpu_wheels() }
+    InstallOptions {
+        dest: cache.join(ORT_CPU_DIR),
+        download_dir: cache.join("dl"),
+        from,
+        wheels: cpu_wheels(),
+        force: false,
+    }
 }
 
 /// Why installing failed.
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
-    #[error("cannot download {url}: {reason}. Check the internet connection and try again (the download resumes)")]
+    #[error("cannot download {url}: {reason}")]
     Download { url: String, reason: String },
-    #[error("{file} is not the file Stemroom expects (sha256 {actual}, expected {expected}); try again")]
-    Checksum { file: String, expected: String, actual: String },
+    #[error(
+        "{file} is not the file Stemroom expects (sha256 {actual}, expected {expected}); {}",
+        crate::download::checksum_advice(*.theirs)
+    )]
+    Checksum { file: String, expected: String, actual: String, theirs: bool },
     #[error("{file} is damaged or not the expected wheel: {reason}")]
     Archive { file: String, reason: String },
     #[error("{path}: {source}")]
@@ -242,6 +257,10 @@ pub struct InstallOptions {
     pub from: Option<PathBuf>,
     /// The wheels (normally [`gpu_wheels`]).
     pub wheels: Vec<Wheel>,
+    /// Install again even when the folder holds these wheels' files (a
+    /// repair: `--force`); otherwise an install that waited for another
+    /// one which installed them takes that.
+    pub force: bool,
 }
 
 /// What an install would do, for "size first" prompts.
@@ -413,7 +432,7 @@ fn sweep_stale(opts: &InstallOptions) {
             }
         }
         // Out of the way under the lock (renames are instant), removed
-        // after it (up to 1.5 GB), so an install starting meanwhile is
+        // after it (up to 2.5 GB), so an install starting meanwhile is
         // not kept waiting.
         let stale = format!(".{name}.stale-");
         for (k, path) in [building, old].into_iter().enumerate() {
@@ -469,7 +488,7 @@ pub fn replace_dir(dest: &Path, fill: impl FnOnce(&Path) -> Result<(), InstallEr
 
 /// What [`install`] would download (see [`InstallPlan`]). Removes what an
 /// install that was killed left beside `opts.dest` (its half-built
-/// `.<name>.installing` folder, up to the runtime's 1.5 GB, and a set-aside
+/// `.<name>.installing` folder, up to the runtime's 2.5 GB, and a set-aside
 /// `.<name>.old`) when no install is running.
 pub fn plan(opts: &InstallOptions) -> InstallPlan {
     sweep_stale(opts);
@@ -490,7 +509,7 @@ impl From<crate::download::DownloadError> for InstallError {
         use crate::download::DownloadError as D;
         match e {
             D::Http { url, reason } => InstallError::Download { url, reason },
-            D::Checksum { file, expected, actual } => InstallError::Checksum { file, expected, actual },
+            D::Checksum { file, expected, actual, theirs } => InstallError::Checksum { file, expected, actual, theirs },
             D::Io { path, source } => InstallError::Io { path, source },
             D::Busy(path) => InstallError::Busy(path),
             D::Cancelled => InstallError::Cancelled,
@@ -562,8 +581,9 @@ pub fn install(
     let (_lock, waited) = crate::download::FileLock::wait(&dl.join(".install.lock"), cancelled)?;
     let dest = opts.dest.clone();
     // (Callers check [`plan`] for an install already there first; `--force`
-    // installs again.)
-    if waited && is_installed(&dest, &opts.wheels) {
+    // installs again, even after waiting: the lock may have been a sweep's,
+    // [`plan`]'s.)
+    if waited && !opts.force && is_installed(&dest, &opts.wheels) {
         on_event(&InstallEvent::Installed { dir: dest.display().to_string() });
         return Ok(dest);
     }
@@ -662,6 +682,7 @@ mod tests {
             download_dir: dir.path().join("cache/dl"),
             from: None,
             wheels,
+            force: false,
         };
         Setup { _dir: dir, opts, seen, blobs: vec![a, b] }
     }
@@ -726,7 +747,7 @@ mod tests {
         let (r, events) = run(&bad);
         let err = r.expect_err("refused");
         assert!(
-            matches!(&err, InstallError::Checksum { file, expected, actual }
+            matches!(&err, InstallError::Checksum { file, expected, actual, theirs: false }
                 if file.starts_with("cudart") && *expected == "0".repeat(64) && *actual == s.opts.wheels[1].sha256),
             "{err:?}"
         );
@@ -858,6 +879,18 @@ mod tests {
         assert_eq!(got.expect("installed"), s.opts.dest);
         assert!(matches!(events.as_slice(), [InstallEvent::Installed { .. }]), "{events:?}");
         assert_eq!(s.seen.lock().unwrap().len(), downloads, "nothing downloaded again");
+        // `--force` (a repair) that waited (for a sweep, say) installs
+        // again: the wheels are fetched again (they went after the first).
+        let mut force = s.opts.clone();
+        force.force = true;
+        let held = crate::download::FileLock::take(&s.opts.download_dir.join(".install.lock")).unwrap();
+        let repair = std::thread::spawn(move || run(&force));
+        std::thread::sleep(std::time::Duration::from_millis(600));
+        drop(held);
+        let (got, events) = repair.join().unwrap();
+        got.expect("installed again");
+        assert!(events.len() > 1, "a real install: {events:?}");
+        assert!(s.seen.lock().unwrap().len() > downloads, "downloaded again");
     }
 
     #[test]

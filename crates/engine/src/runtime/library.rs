@@ -80,7 +80,9 @@ pub(super) struct LoadedRuntime {
     pub(super) path: PathBuf,
 }
 
-static RUNTIME: OnceLock<Result<LoadedRuntime, String>> = OnceLock::new();
+/// The library loaded, or the one that failed to load and why: a process
+/// loads one ONNX Runtime at most, and a failed load is not tried again.
+static RUNTIME: OnceLock<Result<LoadedRuntime, (PathBuf, String)>> = OnceLock::new();
 
 /// Load ONNX Runtime once per process and return its environment and path.
 ///
@@ -88,7 +90,8 @@ static RUNTIME: OnceLock<Result<LoadedRuntime, String>> = OnceLock::new();
 /// first one whatever they ask for.
 ///
 /// # Errors
-/// [`RuntimeError::LibraryNotFound`] or [`RuntimeError::Load`].
+/// [`RuntimeError::LibraryNotFound`] or [`RuntimeError::Load`] (the same
+/// failure, naming its library, for every call after a failed load).
 pub(super) fn runtime(opts: &RuntimeOptions) -> Result<&'static LoadedRuntime, RuntimeError> {
     let path = match RUNTIME.get() {
         Some(_) => None,
@@ -97,16 +100,25 @@ pub(super) fn runtime(opts: &RuntimeOptions) -> Result<&'static LoadedRuntime, R
     let loaded = RUNTIME.get_or_init(|| {
         tune_allocator();
         let path = path.clone().unwrap_or_default();
-        let builder = ort::init_from(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let env = builder.with_name("stemroom").build().map_err(|e| format!("{}: {e}", path.display()))?;
+        let builder = ort::init_from(&path).map_err(|e| (path.clone(), e.to_string()))?;
+        let env = builder.with_name("stemroom").build().map_err(|e| (path.clone(), e.to_string()))?;
         Ok(LoadedRuntime { env, path })
     });
-    loaded.as_ref().map_err(|reason| RuntimeError::Load { path: path.unwrap_or_default(), reason: reason.clone() })
+    loaded.as_ref().map_err(|(path, reason)| RuntimeError::Load {
+        path: path.clone(),
+        reason: format!("{reason} (a process loads ONNX Runtime once: start it again to load another)"),
+    })
 }
 
 /// Path of the ONNX Runtime library loaded in this process, if any.
 pub fn loaded_library() -> Option<PathBuf> {
     RUNTIME.get().and_then(|r| r.as_ref().ok()).map(|r| r.path.clone())
+}
+
+/// The library this process failed to load and why, if it did: it is not
+/// tried again (nor another one) until the process starts again.
+pub fn load_failure() -> Option<(PathBuf, String)> {
+    RUNTIME.get().and_then(|r| r.as_ref().err()).cloned()
 }
 
 /// Is the CUDA execution provider compiled into the loaded ONNX Runtime?

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-pub use library::{cuda_compiled_in, find_library, library_candidates, loaded_library};
+pub use library::{cuda_compiled_in, find_library, library_candidates, load_failure, loaded_library};
 pub use session::OrtNetwork;
 
 use crate::units::Device;
@@ -34,8 +34,8 @@ pub const ORT_GPU_DIR: &str = "onnxruntime-gpu-1.31.1";
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     #[error(
-        "ONNX Runtime library {file} not found (looked in: {searched}).\n  Install it with: \
-         scripts/fetch-runtime.sh, or set ORT_DYLIB_PATH to its path"
+        "ONNX Runtime library {file} not found (looked in: {searched}).\n  Install it with \
+         `stemroom runtime fetch` (or in the app's Settings), or set ORT_DYLIB_PATH to its path"
     )]
     LibraryNotFound { file: String, searched: String },
     #[error("cannot load ONNX Runtime from {path}: {reason}")]
@@ -72,10 +72,23 @@ pub struct RuntimeStatus {
 }
 
 /// Find the ONNX Runtime library as a run on `device` would (see
-/// [`find_library`]); reports the one already loaded when there is one.
+/// [`find_library`]); reports the one already loaded when there is one,
+/// and a failed load as not found, saying a restart is needed (installing
+/// a library after it changes nothing in this process).
 pub fn status(explicit: Option<&Path>, device: Device) -> RuntimeStatus {
     if let Some(p) = loaded_library() {
         return RuntimeStatus { found: true, path: Some(p.to_string_lossy().into_owned()), problem: None };
+    }
+    if let Some((path, reason)) = load_failure() {
+        return RuntimeStatus {
+            found: false,
+            path: Some(path.to_string_lossy().into_owned()),
+            problem: Some(format!(
+                "ONNX Runtime {} could not be loaded ({reason}): quit and start Stemroom again to load the one \
+                 installed now",
+                path.display()
+            )),
+        };
     }
     match find_library(explicit, device) {
         Ok(p) => RuntimeStatus { found: true, path: Some(p.to_string_lossy().into_owned()), problem: None },

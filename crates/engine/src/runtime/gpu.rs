@@ -158,6 +158,10 @@ pub struct GpuFacts {
     pub cuda_provider: bool,
     /// CUDA/cuDNN libraries found nowhere ([`CUDA_LIBRARIES`]).
     pub missing_libraries: Vec<String>,
+    /// A library a CUDA run would load before the GPU install's (the one
+    /// `ORT_DYLIB_PATH` names, or one beside the program), without the CUDA
+    /// provider beside it: a CPU build, which runs everything on the CPU.
+    pub other_runtime: Option<PathBuf>,
 }
 
 /// Why CUDA is not used, each with its fix.
@@ -173,6 +177,9 @@ pub enum NoCuda {
     RuntimeMissing,
     /// CUDA or cuDNN libraries are missing.
     LibrariesMissing { missing: Vec<String> },
+    /// Another ONNX Runtime, without CUDA, comes first in the search
+    /// ([`GpuFacts::other_runtime`]).
+    OtherRuntime { path: String },
 }
 
 impl NoCuda {
@@ -195,6 +202,10 @@ impl NoCuda {
                  Install GPU support, or `stemroom runtime fetch --gpu`.",
                 missing.join(", ")
             ),
+            NoCuda::OtherRuntime { path } => format!(
+                "ONNX Runtime {path} is loaded first (ORT_DYLIB_PATH, or beside the program), and it has no CUDA \
+                 support. Unset ORT_DYLIB_PATH (or remove that file) to use GPU support."
+            ),
         }
     }
 }
@@ -209,6 +220,9 @@ pub fn diagnose(facts: &GpuFacts) -> Result<(), NoCuda> {
     let major = version.split('.').next().and_then(|m| m.parse::<u32>().ok()).unwrap_or(0);
     if major < MIN_DRIVER_MAJOR {
         return Err(NoCuda::DriverTooOld { version: version.clone() });
+    }
+    if let Some(path) = &facts.other_runtime {
+        return Err(NoCuda::OtherRuntime { path: path.display().to_string() });
     }
     if facts.gpu_runtime.is_none() || !facts.cuda_provider {
         return Err(NoCuda::RuntimeMissing);
@@ -290,10 +304,9 @@ pub fn local_facts() -> GpuFacts {
     // or a kill is not taken for an install: the runtime search skips it,
     // and so must this check, else CUDA reads as ready when it is not).
     let usable = |dir: &Path, lib: &str| dir.join(lib).is_file() && super::install::intact(dir, lib);
-    let gpu_runtime = crate::paths::cache_dir()
-        .map(|c| c.join(ORT_GPU_DIR))
-        .filter(|d| usable(d, ORT_LIBRARY_FILE))
-        .map(|d| d.join(ORT_LIBRARY_FILE));
+    let gpu_dir = crate::paths::cache_dir().map(|c| c.join(ORT_GPU_DIR));
+    let candidates = super::library_candidates(None, crate::units::Device::Cuda);
+    let (gpu_runtime, other_runtime) = runtime_for_cuda(&candidates, gpu_dir.as_deref());
     let cuda_provider = gpu_runtime.as_deref().and_then(Path::parent).is_some_and(|d| usable(d, CUDA_PROVIDER_FILE));
     let dirs = library_dirs(gpu_runtime.as_deref());
     let own = gpu_runtime.as_deref().and_then(Path::parent);
@@ -302,12 +315,63 @@ pub fn local_facts() -> GpuFacts {
     let found = |d: &Path, lib: &str| if Some(d) == own { usable(d, lib) } else { d.join(lib).is_file() };
     let missing_libraries =
         CUDA_LIBRARIES.iter().filter(|lib| !dirs.iter().any(|d| found(d, lib))).map(|s| (*s).to_string()).collect();
-    GpuFacts { driver_version, gpus: Vec::new(), gpu_runtime, cuda_provider, missing_libraries }
+    GpuFacts { driver_version, gpus: Vec::new(), gpu_runtime, cuda_provider, missing_libraries, other_runtime }
+}
+
+/// What a CUDA run loads, from the search's `candidates` (in order,
+/// [`super::library_candidates`]) and the GPU install's folder `gpu_dir`:
+/// `(GPU runtime, other runtime)`. A library before the GPU install's
+/// folder (ORT_DYLIB_PATH, beside the program) wins: it is the GPU runtime
+/// when the CUDA provider is beside it, else the other runtime, which keeps
+/// CUDA from running whatever is installed. Without one, the GPU install's
+/// library when it is there. Libraries an install's stamp says were cut
+/// short do not count (the search passes over them).
+fn runtime_for_cuda(candidates: &[PathBuf], gpu_dir: Option<&Path>) -> (Option<PathBuf>, Option<PathBuf>) {
+    let usable = |lib: &Path| {
+        lib.is_file()
+            && lib.parent().zip(lib.file_name()).is_none_or(|(d, n)| super::install::intact(d, &n.to_string_lossy()))
+    };
+    let has_provider = |lib: &Path| lib.parent().is_some_and(|d| usable(&d.join(CUDA_PROVIDER_FILE)));
+    let gpu_at = candidates.iter().position(|p| gpu_dir.is_some() && p.parent() == gpu_dir).unwrap_or(candidates.len());
+    let installed = candidates.get(gpu_at).filter(|p| usable(p)).cloned();
+    match candidates[..gpu_at].iter().find(|p| usable(p)) {
+        Some(lib) if has_provider(lib) => (Some(lib.clone()), None),
+        Some(lib) => (installed, Some(lib.clone())),
+        None => (installed, None),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A CPU build named by ORT_DYLIB_PATH comes before the GPU install in
+    /// the search: CUDA is not ready, and the check says why (it said
+    /// ready, and `auto` chose the GPU's presets for a CPU run).
+    #[test]
+    fn a_library_found_before_the_gpu_install_decides() {
+        let dir = tempfile::tempdir().unwrap();
+        let touch = |p: &Path| {
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, b"lib").unwrap();
+        };
+        let gpu = dir.path().join("cache").join(ORT_GPU_DIR);
+        let cpu = dir.path().join("elsewhere");
+        let candidates = vec![cpu.join(ORT_LIBRARY_FILE), gpu.join(ORT_LIBRARY_FILE)];
+        assert_eq!(runtime_for_cuda(&candidates, Some(&gpu)), (None, None), "nothing installed");
+        touch(&gpu.join(ORT_LIBRARY_FILE));
+        touch(&gpu.join(CUDA_PROVIDER_FILE));
+        assert_eq!(runtime_for_cuda(&candidates, Some(&gpu)), (Some(gpu.join(ORT_LIBRARY_FILE)), None));
+        touch(&cpu.join(ORT_LIBRARY_FILE));
+        let (runtime, other) = runtime_for_cuda(&candidates, Some(&gpu));
+        assert_eq!((runtime, other.clone()), (Some(gpu.join(ORT_LIBRARY_FILE)), Some(cpu.join(ORT_LIBRARY_FILE))));
+        let facts = GpuFacts { other_runtime: other, ..ready() };
+        let e = diagnose(&facts).unwrap_err();
+        assert!(matches!(e, NoCuda::OtherRuntime { .. }) && e.message().contains("ORT_DYLIB_PATH"), "{e:?}");
+        // A GPU build of one's own there: that one is the GPU runtime.
+        touch(&cpu.join(CUDA_PROVIDER_FILE));
+        assert_eq!(runtime_for_cuda(&candidates, Some(&gpu)), (Some(cpu.join(ORT_LIBRARY_FILE)), None));
+    }
 
     /// Every library the GPU install unpacks is loaded by absolute path
     /// first (none found through `LD_LIBRARY_PATH` instead), except ONNX
@@ -328,6 +392,7 @@ mod tests {
             gpu_runtime: Some("/cache/onnxruntime-gpu-1.31.1/libonnxruntime.so.1.31.1".into()),
             cuda_provider: true,
             missing_libraries: Vec::new(),
+            other_runtime: None,
         }
     }
 

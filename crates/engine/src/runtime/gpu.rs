@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::{ORT_GPU_DIR, ORT_LIBRARY_FILE};
+use super::ORT_GPU_DIR;
 use crate::units::Device;
 
 /// Oldest NVIDIA driver branch that runs CUDA 13 (NVIDIA's CUDA 13.0 release
@@ -343,6 +343,7 @@ fn runtime_for_cuda(candidates: &[PathBuf], gpu_dir: Option<&Path>) -> (Option<P
 
 #[cfg(test)]
 mod tests {
+    use super::super::ORT_LIBRARY_FILE;
     use super::*;
 
     /// A CPU build named by ORT_DYLIB_PATH comes before the GPU install in

@@ -330,10 +330,13 @@ fn ensure_tools(info: &ModelInfo, dir: &Path, cancelled: &dyn Fn() -> bool) -> R
     // than this environment; those that choose where they come from (a
     // mirror's `PIP_INDEX_URL`, `PIP_CERT`, `PIP_PROXY`) stay: the hashes
     // make any source safe.
-    for key in ["PIP_TARGET", "PIP_PREFIX", "PIP_ROOT", "PIP_USER", "PIP_SRC"] {
+    for key in ["PIP_TARGET", "PIP_PREFIX", "PIP_ROOT", "PIP_SRC"] {
         pip.env_remove(key);
     }
-    pip.env_remove("PYTHONPATH")
+    // `user = true` in a pip.conf too (environment variables win over
+    // pip's configuration files): a `--user` install is refused in a venv.
+    pip.env("PIP_USER", "0")
+        .env_remove("PYTHONPATH")
         .env_remove("PYTHONHOME")
         .current_dir(dir)
         .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-input"])

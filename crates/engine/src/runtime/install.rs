@@ -212,6 +212,10 @@ pub enum InstallError {
     Busy(PathBuf),
     #[error("cancelled")]
     Cancelled,
+    /// The pinned wheels are for 64-bit x86 Linux with glibc 2.28 or newer
+    /// (`manylinux_2_28_x86_64`): this machine is not.
+    #[error("the pinned ONNX Runtime wheels are for x86_64 Linux with glibc 2.28 or newer, and this machine is {0}: install an ONNX Runtime 1.31.1 built for it and name it with ORT_DYLIB_PATH")]
+    Unsupported(String),
 }
 
 impl InstallError {
@@ -223,7 +227,7 @@ impl InstallError {
                 ErrorCode::Download
             }
             InstallError::Io { .. } => ErrorCode::Output,
-            InstallError::Busy(_) => ErrorCode::InvalidOptions,
+            InstallError::Busy(_) | InstallError::Unsupported(_) => ErrorCode::InvalidOptions,
             InstallError::Cancelled => ErrorCode::Cancelled,
         }
     }
@@ -560,6 +564,27 @@ fn unpack(
     Ok(())
 }
 
+/// What this machine is when the pinned wheels (`manylinux_2_28_x86_64`)
+/// cannot run on it (another architecture, or a glibc older than 2.28, from
+/// `gnu_get_libc_version`); `None` when they can. Refused before 24 MB or
+/// 1.55 GB is downloaded for a library that would not load.
+fn unsupported_machine() -> Option<String> {
+    if !cfg!(all(target_os = "linux", target_arch = "x86_64")) {
+        return Some(format!("{} {}", std::env::consts::OS, std::env::consts::ARCH));
+    }
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: returns a static NUL-terminated string.
+        let version = unsafe { std::ffi::CStr::from_ptr(libc::gnu_get_libc_version()) }.to_string_lossy().into_owned();
+        let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        if (major, minor) < (2, 28) {
+            return Some(format!("x86_64 Linux with glibc {version}"));
+        }
+    }
+    None
+}
+
 /// Download (or take from `opts.from`), verify and unpack every wheel into
 /// the install folder, replacing what was there only once the new folder is
 /// complete. Returns the folder.
@@ -574,6 +599,9 @@ pub fn install(
     on_event: &mut dyn FnMut(&InstallEvent),
     cancelled: &dyn Fn() -> bool,
 ) -> Result<PathBuf, InstallError> {
+    if let Some(machine) = unsupported_machine() {
+        return Err(InstallError::Unsupported(machine));
+    }
     let dl = opts.download_dir.clone();
     fs::create_dir_all(&dl).map_err(io_err(&dl))?;
     // Another install (another window, a second command) is waited for;
@@ -891,6 +919,13 @@ mod tests {
         got.expect("installed again");
         assert!(events.len() > 1, "a real install: {events:?}");
         assert!(s.seen.lock().unwrap().len() > downloads, "downloaded again");
+    }
+
+    /// These machines (x86_64, Debian's glibc) take the pinned wheels:
+    /// the check must not refuse them.
+    #[test]
+    fn this_machine_takes_the_pinned_wheels() {
+        assert_eq!(super::unsupported_machine(), None);
     }
 
     #[test]

@@ -10,12 +10,20 @@ use crate::units::Device;
 
 /// Candidate library paths in search order (see the module docs).
 pub fn library_candidates(explicit: Option<&Path>, device: Device) -> Vec<PathBuf> {
+    // Absolute: `ort` resolves a relative path against the program's folder
+    // first, so the file checked here and the one loaded could differ.
+    let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
     if let Some(p) = explicit {
-        return vec![p.to_path_buf()];
+        return vec![absolute(p.to_path_buf())];
     }
     let mut out = Vec::new();
     if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|s| !s.is_empty()) {
-        out.push(PathBuf::from(p));
+        let p = absolute(PathBuf::from(p));
+        static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if !p.is_file() && !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!("ORT_DYLIB_PATH names {}, which is not a file: looking elsewhere", p.display());
+        }
+        out.push(p);
     }
     let mut dirs = Vec::new();
     if let Some(exe) = crate::paths::exe_dir() {

@@ -29,7 +29,7 @@ log "installed: /usr/bin/stemroom-app (Stemroom in the applications menu) and /u
 if [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ] && [ -t 0 ] && [ -t 1 ] && [ -z "${CI:-}" ]; then
     exec /usr/bin/stemroom-app
 fi
-log "no display: a first start of the installed package, under Xvfb"
+log "not at a desktop: a first start of the installed package, under Xvfb"
 mkdir -p "$REPO_ROOT/separated/screenshots"
 STEMROOM_SKIP_BUILD=1 STEMROOM_KEEP_INSTALLED=1 STEMROOM_PACKAGE_SHOTS="$REPO_ROOT/separated/screenshots" \
     "$REPO_ROOT/scripts/test-package.sh"

@@ -12,8 +12,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$(sha256sum package-lock.json | 
     # An older npm (Debian's 9.2 beside the pinned Node.js) writes the lock
     # anew, dropping fields it does not know: the committed lock is put
     # back (the clone stays clean), unless it was changed here on purpose.
+    # (package.json changed here: the lock's update is meant.)
     lock_was_clean=
-    git diff --quiet -- package-lock.json 2>/dev/null && lock_was_clean=1
+    git diff --quiet -- package-lock.json package.json 2>/dev/null && lock_was_clean=1
     npm install --no-audit --no-fund --loglevel=error
     if [ -n "$lock_was_clean" ] && ! git diff --quiet -- package-lock.json 2>/dev/null; then
         log "npm $(npm --version) rewrote package-lock.json: putting the committed one back"

@@ -1237,6 +1237,14 @@ fn run_separate(mut a: SeparateArgs) -> ExitCode {
         Ok(f) => f,
         Err(e) => return fail(e),
     };
+    // Each input's format under `.{trackext}`: the MP3 and FLAC settings
+    // are checked now (a bad --mp3-bitrate), not when an MP3 input's turn
+    // comes after the others were separated.
+    if format_by == FormatBy::Input {
+        if let Err(e) = output_format_as(&a, true, false).and_then(|_| output_format_as(&a, false, true)) {
+            return fail(e);
+        }
+    }
     // Before the model loads: a bad --shifts or --overlap is a usage error.
     let options = SeparateOptions { shifts: a.shifts, overlap: a.overlap, segment_frames: None, seed: a.seed };
     if let Err(e) = options.validate() {

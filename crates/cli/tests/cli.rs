@@ -996,6 +996,19 @@ fn trackext_filename_keeps_each_inputs_format() {
         assert!((secs - 2.0).abs() < 0.1, "{file}: {secs} s");
     }
     assert_eq!(files_under(&out).len(), 4, "nothing for c.m4a: {:?}", files_under(&out));
+    // An MP3 setting no input may need yet is checked before any work.
+    let o = run(&[
+        "separate",
+        "--mp3-bitrate",
+        "100",
+        "--filename",
+        "{stem}.{trackext}",
+        "-o",
+        utf8(&out),
+        utf8(&p("a.flac")),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("bit rate"), "{}", String::from_utf8_lossy(&o.stderr));
     // A link fails before its download (no yt-dlp is asked).
     let o = run(&["separate", "--filename", "{stem}.{trackext}", "-o", utf8(&out), "https://example.invalid/x"]);
     let err = String::from_utf8_lossy(&o.stderr);

@@ -155,8 +155,13 @@ pub fn env_proxy(var: &dyn Fn(&str) -> Option<String>) -> Option<ureq::Proxy> {
         if let Some(password) = proxy.password() {
             b = b.password(password);
         }
+        // As curl reads it: a bare `corp.com` is that host and every
+        // name under it (ureq's own entry is the host alone).
         for host in no_proxy.split(',').map(str::trim).filter(|h| !h.is_empty()) {
             b = b.no_proxy(host);
+            if !host.starts_with('.') && !host.starts_with('*') {
+                b = b.no_proxy(&format!(".{host}"));
+            }
         }
         match b.build() {
             Ok(p) => return Some(p),
@@ -594,6 +599,11 @@ mod tests {
                 .expect("a proxy");
         assert!(p.is_no_proxy(&"https://localhost/x".parse().unwrap()));
         assert!(p.is_no_proxy(&"https://pkg.internal/x".parse().unwrap()));
+        let p = super::env_proxy(&env(&[("https_proxy", "http://proxy.corp:3128"), ("NO_PROXY", "corp.com")]))
+            .expect("a proxy");
+        assert!(p.is_no_proxy(&"https://corp.com/x".parse().unwrap()));
+        assert!(p.is_no_proxy(&"https://files.corp.com/x".parse().unwrap()), "curl: and the names under it");
+        assert!(!p.is_no_proxy(&"https://notcorp.com/x".parse().unwrap()));
         assert!(!p.is_no_proxy(&"https://registry.npmjs.org/x".parse().unwrap()));
         assert_eq!(chosen(&[]), None);
     }

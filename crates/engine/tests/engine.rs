@@ -682,6 +682,49 @@ mod corrupt {
         assert!(worst < 1e-3, "the last 2 s differ from the clean file's by {worst}");
     }
 
+    /// A seek before anything was decoded (the player opens a stem and
+    /// seeks at once) lands where a whole decode has that frame: the
+    /// decoder's pending pre-skip must not cut the first packet after it.
+    #[test]
+    fn an_opus_seek_before_the_first_decode_lands_in_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // (Ogg's granule positions are in samples. WebM's block times are
+        // whole milliseconds, and symphonia takes 6.5 ms of codec delay as
+        // 6: a seek there lands up to 1.5 ms early, 72 frames; a whole
+        // decode counts its frames and is exact.)
+        for name in ["t.opus"] {
+            let src = dir.path().join(name);
+            ffmpeg(&[
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=f=440:d=4:sample_rate=48000",
+                "-ac",
+                "2",
+                "-c:a",
+                "libopus",
+                src.to_str().expect("utf-8"),
+            ]);
+            let (clean, _, _) = stemroom_testkit::decode_all(&src);
+            for target in [0u64, 1000, 48_000, 100_003] {
+                let mut d = decode::StreamDecoder::open(&src).expect("open");
+                d.seek(target).expect("seek");
+                let mut x = Vec::new();
+                while x.len() < 4096 {
+                    let Some((block, _)) = d.next_block().expect("decodes") else { break };
+                    x.extend_from_slice(block);
+                }
+                let at = target as usize * 2;
+                let n = x.len().min(4096).min(clean.len() - at);
+                let worst = x[..n].iter().zip(&clean[at..at + n]).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+                // (Opus converges over its pre-roll after a seek: a few
+                // thousandths; the pre-skip cut again would put the 440 Hz
+                // tone of amplitude 0.125 312 frames early, 0.1 apart.)
+                assert!(worst < 0.01, "{name}: after a first seek to {target} the audio differs by {worst}");
+            }
+        }
+    }
+
     /// An Ogg file whose page times jump by 59 s each (a crafted file of a
     /// few hundred KB) is not filled with hours of silence: gaps are filled
     /// up to a minute or the audio decoded in all, and the rest ends as a

@@ -30,6 +30,9 @@ pub struct OpenSlot<T> {
     /// open overtaken by a later one still runs until it looks, and a
     /// deletion of its song waits for it ([`OpenSlot::close_if`]).
     holder_what: AtomicU64,
+    /// The request number of the open that stored the current song;
+    /// written and read under `current`'s lock.
+    stored_by: AtomicU64,
     opening: Mutex<()>,
 }
 
@@ -41,6 +44,7 @@ impl<T> Default for OpenSlot<T> {
             latest: AtomicU64::new(u64::MAX),
             latest_what: AtomicU64::new(u64::MAX),
             holder_what: AtomicU64::new(u64::MAX),
+            stored_by: AtomicU64::new(0),
             opening: Mutex::new(()),
         }
     }
@@ -83,15 +87,17 @@ impl<T> OpenSlot<T> {
     }
 
     /// [`OpenSlot::begin_open`]'s second half: one open at a time, then the
-    /// current song taken, unless a later request came while this one
+    /// current song taken, unless a later open stored it while this one
     /// waited (std's `Mutex` hands the lock out in no order: a later open
-    /// may have opened and stored its song first).
+    /// may have opened and stored its song first). A song opened before
+    /// this request is taken even when this open was overtaken meanwhile
+    /// (by a later open, or a deletion of another song): it is left.
     fn wait_turn(&self, request: u64, what: u64) -> (Opening<'_>, Option<T>) {
         let guard = self.opening.lock().unwrap_or_else(|p| p.into_inner());
         self.holder_what.store(what, Ordering::SeqCst);
         let old = {
             let mut current = self.lock();
-            if self.requests.load(Ordering::SeqCst) == request {
+            if self.stored_by.load(Ordering::SeqCst) < request {
                 current.take()
             } else {
                 None
@@ -129,6 +135,7 @@ impl<T> OpenSlot<T> {
             let mut current = self.lock();
             if self.requests.load(Ordering::SeqCst) == opening.request {
                 *current = Some(song);
+                self.stored_by.store(opening.request, Ordering::SeqCst);
                 return Ok(());
             }
         }
@@ -314,5 +321,23 @@ mod tests {
         let (y, _) = slot.wait_turn(slot.requests(), 20);
         assert_eq!(slot.close_if(30, |s| *s == "z"), None);
         assert_eq!(slot.finish_open(y, "y"), Ok(()));
+    }
+
+    /// Z is open; A and B are asked, then B's song is deleted: both opens
+    /// are overtaken, and Z, which the page left, is still closed (it kept
+    /// the device with nobody seeing it).
+    #[test]
+    fn a_song_left_is_closed_by_an_open_overtaken_by_another_songs_deletion() {
+        let slot = OpenSlot::<&str>::default();
+        let (z, _) = slot.begin_open(1, 1);
+        assert_eq!(slot.finish_open(z, "z"), Ok(()));
+        let a = slot.ask_open(2, 10);
+        let _b = slot.ask_open(3, 20);
+        assert_eq!(slot.close_if(20, |s| *s == "b"), None);
+        let (opening, old) = slot.wait_turn(a, 10);
+        assert_eq!(old, Some("z"), "the song left is closed");
+        assert!(slot.overtaken(&opening));
+        assert_eq!(slot.finish_open(opening, "a"), Err(Overtaken));
+        assert_eq!(*slot.lock(), None);
     }
 }

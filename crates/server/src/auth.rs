@@ -119,20 +119,36 @@ pub fn load_or_create_named(data_dir: &Path, file: &str) -> Result<Token, Server
     }
 }
 
-/// The token a request carries: `Authorization: Bearer T`, or, for `GET
-/// /events/{id}` only (a browser's `EventSource` cannot set headers),
-/// `?access_token=T` as RFC 6750 §2.3 allows. Elsewhere a token in the
-/// address is not taken: addresses end up in proxies' and browsers'
+/// The token a request carries: `Authorization: Bearer T`, or `X-API-Key:
+/// T` (FastAPI's `APIKeyHeader` examples, which other servers' clients
+/// send), or, for `GET /events/{id}` only (a browser's `EventSource` cannot
+/// set headers), `?access_token=T` as RFC 6750 §2.3 allows (decoded as a
+/// form value: a client's URL encoding of `+`, `/`, `=`). Elsewhere a token
+/// in the address is not taken: addresses end up in proxies' and browsers'
 /// histories and logs (RFC 6750 §5.3), and no other client needs it.
 fn presented(req: &Request) -> Option<String> {
     if let Some(v) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
         let (scheme, rest) = v.trim().split_once(' ')?;
         return scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim().to_string());
     }
+    if let Some(v) = req.headers().get(API_KEY_HEADER).and_then(|v| v.to_str().ok()) {
+        return Some(v.trim().to_string());
+    }
     if req.method() != axum::http::Method::GET || !req.uri().path().starts_with("/events/") {
         return None;
     }
-    req.uri().query()?.split('&').find_map(|kv| kv.strip_prefix("access_token=")).map(str::to_string)
+    let query = req.uri().query()?;
+    url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "access_token").map(|(_, v)| v.into_owned())
+}
+
+/// The other header a token may come in ([`presented`]).
+pub const API_KEY_HEADER: &str = "x-api-key";
+
+/// Routes open without the token: the health check, and the API's own
+/// description (as FastAPI serves it: what a client generator or a person
+/// reading the API fetches first; it holds no job or file).
+fn open_route(path: &str) -> bool {
+    matches!(path, "/health" | "/openapi.json")
 }
 
 /// Middleware: every request but `GET /health` needs the token (when the
@@ -149,7 +165,7 @@ pub async fn require_token(State(service): State<Arc<Service>>, req: Request, ne
             }
         };
     };
-    if req.uri().path() == "/health" {
+    if open_route(req.uri().path()) {
         return next.run(req).await;
     }
     let (expected, file) = if req.uri().path().starts_with("/worker/") {

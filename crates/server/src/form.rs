@@ -59,7 +59,30 @@ pub struct NewJob {
     pub url: Option<String>,
     /// Option fields, by name (empty values dropped).
     pub fields: BTreeMap<String, String>,
+    /// Fields and query parameters this server does not take, ignored as
+    /// FastAPI ignores what an endpoint does not declare (a client written
+    /// for another server sends its own options): named in the answer
+    /// ([`crate::view::Created::ignored_fields`]) and the log. At most
+    /// [`MAX_IGNORED_NAMED`], each cut to 64 characters.
+    pub ignored: Vec<String>,
 }
+
+impl NewJob {
+    fn empty() -> Self {
+        NewJob { upload: None, client_name: None, url: None, fields: BTreeMap::new(), ignored: Vec::new() }
+    }
+
+    /// Note `name` as ignored (once).
+    fn ignore(&mut self, name: &str) {
+        let name: String = name.chars().take(64).collect();
+        if self.ignored.len() < MAX_IGNORED_NAMED && !self.ignored.contains(&name) {
+            self.ignored.push(name);
+        }
+    }
+}
+
+/// Most ignored field names an answer lists.
+pub const MAX_IGNORED_NAMED: usize = 16;
 
 fn too_large(limit: u64) -> ApiError {
     ApiError::new(
@@ -85,26 +108,19 @@ fn no_space(floor: u64) -> ApiError {
 /// # Errors
 /// 413 over the upload limit, 507 below the free-space floor, 415 for a body
 /// type it does not read, 400 for a malformed body, 408 for a stalled
-/// upload, 422 for unknown fields or neither file nor link.
+/// upload, 422 for neither file nor link (fields this server does not take
+/// are ignored, [`NewJob::ignored`]).
 pub async fn read(service: &Service, req: Request, file_required: bool) -> Result<NewJob, ApiError> {
     /// Refuse before reading: drain the body so the client sees the answer.
     async fn refuse(req: Request, e: ApiError) -> Result<NewJob, ApiError> {
         crate::error::drain(req).await;
         Err(e)
     }
+    // (Parameters this server does not take are ignored, as FastAPI
+    // ignores undeclared ones: a cache-buster `?_=…`, another server's
+    // options; named in the answer.)
     let query: Vec<(String, String)> =
         req.uri().query().map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
-    if let Some((k, _)) =
-        query.iter().find(|(k, _)| !OPTION_FIELDS.contains(&k.as_str()) && !URL_FIELDS.contains(&k.as_str()))
-    {
-        let e = ApiError::invalid_options(format!(
-            "unknown query parameter `{}`: the address takes the options {} and a link ({})",
-            k.chars().take(64).collect::<String>(),
-            OPTION_FIELDS.join(", "),
-            URL_FIELDS.join(", ")
-        ));
-        return refuse(req, e).await;
-    }
     // Options in the address are known before the body: a bad one is
     // refused before an upload of gigabytes is stored.
     // Trimmed, and empty ones dropped, as body fields are (`take_text`):
@@ -203,7 +219,7 @@ pub async fn read(service: &Service, req: Request, file_required: bool) -> Resul
         } else {
             url::form_urlencoded::parse(&body).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
         };
-        let mut job = NewJob { upload: None, client_name: None, url: None, fields: BTreeMap::new() };
+        let mut job = NewJob::empty();
         for (k, v) in pairs {
             take_text(&mut job, &k, v)?;
         }
@@ -212,7 +228,7 @@ pub async fn read(service: &Service, req: Request, file_required: bool) -> Resul
         // No body at all, everything in the address (`requests.post(url,
         // params={"url": …})` sends `Content-Length: 0`; `curl -X POST`
         // sends neither length nor chunks, which HTTP/1.1 reads as no body).
-        NewJob { upload: None, client_name: None, url: None, fields: BTreeMap::new() }
+        NewJob::empty()
     } else {
         let e = ApiError::unsupported(format!(
             "cannot read a {} body: send multipart/form-data with the audio in a `file` field{}",
@@ -227,9 +243,18 @@ pub async fn read(service: &Service, req: Request, file_required: bool) -> Resul
     for (k, v) in query {
         take_text(&mut job, &k, v)?;
     }
+    // A file under a name this server does not take (`-F song=@x.mp3`) is
+    // among the ignored: said with the refusal.
+    let ignored = if job.ignored.is_empty() {
+        String::new()
+    } else {
+        format!(" (ignored, not taken here: {})", job.ignored.join(", "))
+    };
     match (&job.upload, &job.url) {
-        (None, None) if file_required => Err(ApiError::invalid_options("no audio: send it in a `file` field")),
-        (None, None) => Err(ApiError::invalid_options("no audio: send a `file` field or a `url`")),
+        (None, None) if file_required => {
+            Err(ApiError::invalid_options(format!("no audio: send it in a `file` field{ignored}")))
+        }
+        (None, None) => Err(ApiError::invalid_options(format!("no audio: send a `file` field or a `url`{ignored}"))),
         (Some(_), Some(_)) => Err(ApiError::invalid_options("send either a file or a url, not both")),
         (None, Some(_)) if file_required => Err(ApiError::invalid_options("this endpoint takes a `file`, not a url")),
         _ => Ok(job),
@@ -447,11 +472,15 @@ fn json_pairs(body: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
     };
     let mut pairs = Vec::new();
     for (k, v) in map {
+        let known = OPTION_FIELDS.contains(&k.as_str()) || URL_FIELDS.contains(&k.as_str());
         let text = match v {
             serde_json::Value::Null => continue,
             serde_json::Value::String(s) => s,
             serde_json::Value::Bool(b) => b.to_string(),
             serde_json::Value::Number(n) => n.to_string(),
+            // Another server's nested options are ignored with its other
+            // fields (`take_text`); one of ours must be a plain value.
+            _ if !known => String::new(),
             _ => return Err(ApiError::invalid_options(format!("`{k}` must be a string, number or boolean"))),
         };
         pairs.push((k, text));
@@ -484,13 +513,7 @@ fn take_text(job: &mut NewJob, name: &str, value: String) -> Result<(), ApiError
     } else if FILE_FIELDS.contains(&name) {
         return Err(ApiError::invalid_options(format!("`{name}` must be a file part (curl -F '{name}=@song.mp3')")));
     } else {
-        return Err(ApiError::invalid_options(format!(
-            "unknown field `{}`: this server takes {} (audio), {} (link) and the options {}",
-            name.chars().take(64).collect::<String>(),
-            FILE_FIELDS.join(", "),
-            URL_FIELDS.join(", "),
-            OPTION_FIELDS.join(", ")
-        )));
+        job.ignore(name);
     }
     Ok(())
 }
@@ -570,7 +593,7 @@ async fn read_multipart(
             ApiError::bad_request(format!("the multipart body cannot be read: {}", e.body_text()))
         }
     };
-    let mut job = NewJob { upload: None, client_name: None, url: None, fields: BTreeMap::new() };
+    let mut job = NewJob::empty();
     let mut count = 0;
     let idle = service.config.idle_timeout;
     let stalled = || {
@@ -671,9 +694,11 @@ async fn read_multipart(
             } else {
                 let known = |fields: &[&str]| fields.contains(&name.as_str());
                 if !known(URL_FIELDS) && !known(OPTION_FIELDS) && !known(FILE_FIELDS) {
-                    // Named before it is read: a file under another name
-                    // (`-F song=@x.mp3`) is an unknown field, not a long one.
-                    return take_text(&mut job, &name, String::new());
+                    // Not read at all (the reader skips its data): a file
+                    // under another name (`-F song=@x.mp3`) is ignored
+                    // whole, not taken for a long text.
+                    job.ignore(&name);
+                    return Ok(());
                 }
                 let mut text = Vec::new();
                 while let Some(chunk) = next_chunk(&mut field).await? {
@@ -896,7 +921,7 @@ mod tests {
 
     #[test]
     fn a_field_given_twice_with_two_values_is_refused() {
-        let mut job = NewJob { upload: None, client_name: None, url: None, fields: BTreeMap::new() };
+        let mut job = NewJob::empty();
         take_text(&mut job, "shifts", "1".into()).unwrap();
         take_text(&mut job, "shifts", "1".into()).expect("the same value again is the same job");
         let e = take_text(&mut job, "shifts", "5".into()).unwrap_err();

@@ -1560,7 +1560,8 @@ fn separate(
             // any worker's stems would be refused too, so the job fails for
             // everyone instead of being separated again on each attempt
             // (and pausing healthy workers as if they were at fault).
-            Err(why) if why.starts_with("HTTP 507") => return Err(server_full(&file)),
+            // (Not when the worker stops: the job goes back to the queue.)
+            Err(why) if why.starts_with("HTTP 507") && !stop.load(Ordering::SeqCst) => return Err(server_full(&file)),
             Err(why) => return Err(Error::Internal(format!("cannot upload stem {file}: {why}"))),
         }
         stems.push(StemFile { stem: stem.clone(), path: file });

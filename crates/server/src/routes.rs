@@ -97,6 +97,10 @@ pub fn router(service: Arc<Service>) -> Router {
                     header::RANGE,
                     header::IF_RANGE,
                     axum::http::HeaderName::from_static("last-event-id"),
+                    // The npm `eventsource` polyfill (a page's way to send
+                    // `Authorization` with an event stream) sends it.
+                    header::CACHE_CONTROL,
+                    axum::http::HeaderName::from_static(crate::auth::API_KEY_HEADER),
                 ])
                 // What a page's script may read of an answer beyond the
                 // CORS-safelisted headers: a download's name, a 429's wait,
@@ -453,8 +457,12 @@ async fn create(
 ) -> Result<Response, ApiError> {
     let (req, client) = admit(&service, peer, req).await?;
     let new = crate::form::read(&service, req, file_required).await?;
+    let ignored_fields = new.ignored.clone();
     let job = service.enqueue(new, Some(client)).await?;
     let id = job.id;
+    if !ignored_fields.is_empty() {
+        tracing::info!("job {id}: fields ignored (not taken by this server): {}", ignored_fields.join(", "));
+    }
     Ok(Json(Created {
         job_id: id.to_string(),
         id: id.to_string(),
@@ -463,6 +471,7 @@ async fn create(
         status_url: format!("/status/{id}"),
         events_url: format!("/events/{id}"),
         queue_position: service.ahead_of(id),
+        ignored_fields,
     })
     .into_response())
 }
@@ -585,6 +594,9 @@ pub async fn separate(
 ) -> Result<Response, ApiError> {
     let (req, client) = admit(&service, peer, req).await?;
     let new = crate::form::read(&service, req, true).await?;
+    if !new.ignored.is_empty() {
+        tracing::info!("/separate: fields ignored (not taken by this server): {}", new.ignored.join(", "));
+    }
     let mut rx = service.events.subscribe();
     let me = service.clone();
     let mut guard = CancelOnDrop {
@@ -765,6 +777,12 @@ fn zip_response(job: &Job, client: Option<std::net::IpAddr>) -> Result<Response,
         _ => ApiError::internal(format!("cannot read job {}'s stems: {e}", job.id)),
     })?;
     let mut r = archive::zip_body(opened, turn.flatten()).into_response();
+    zip_headers(&mut r, job);
+    Ok(r)
+}
+
+/// A zip download's headers (its body is made as it is sent: no length).
+fn zip_headers(r: &mut Response, job: &Job) {
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/zip"));
     h.insert(header::CONTENT_DISPOSITION, attachment(&job.title, ".zip"));
@@ -773,7 +791,6 @@ fn zip_response(job: &Job, client: Option<std::net::IpAddr>) -> Result<Response,
     if let Ok(v) = HeaderValue::from_str(&job.id.to_string()) {
         h.insert("x-job-id", v);
     }
-    Ok(r)
 }
 
 /// The stems of a completed job as one zip (streamed). Also at `/result/{id}`.
@@ -786,10 +803,20 @@ fn zip_response(job: &Job, client: Option<std::net::IpAddr>) -> Result<Response,
 pub async fn download(
     State(service): Shared,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: axum::http::Method,
     headers: axum::http::HeaderMap,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Response, ApiError> {
     let job = service.queue.get(job_id(&id)?)?;
+    if method == axum::http::Method::HEAD {
+        // The headers a GET would have, without opening the stems or
+        // starting a zip writer (axum runs a GET handler for HEAD and
+        // throws its body away: each took a writer slot).
+        finished_stems(&job)?;
+        let mut r = StatusCode::OK.into_response();
+        zip_headers(&mut r, &job);
+        return Ok(r);
+    }
     let client = crate::service::rate_key(client_ip(&service.config.trusted_proxies, peer, &headers));
     zip_response(&job, Some(client))
 }

@@ -660,7 +660,9 @@ impl Embedded {
 /// stop drains (up to [`STOP_JOBS_WITHIN`] and [`STOP_REQUESTS_WITHIN`]):
 /// a person who waited and asks again means "now" (tokio keeps its
 /// handlers installed once the streams are dropped, so without this a
-/// second Ctrl-C did nothing).
+/// second Ctrl-C did nothing). It is heard through a handler of its own
+/// and called on a thread of its own, so it works through the runtime's
+/// shutdown too (which drops every task).
 fn signalled(
     again: Option<Arc<dyn Fn() + Send + Sync>>,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
@@ -686,18 +688,9 @@ fn signalled(
             }
             let waits = streams.iter_mut().map(|s| Box::pin(s.recv()));
             futures_util::future::select_all(waits).await;
-            let Some(again) = again else { return };
-            let first = Instant::now();
-            tokio::spawn(async move {
-                loop {
-                    let waits = streams.iter_mut().map(|s| Box::pin(s.recv()));
-                    futures_util::future::select_all(waits).await;
-                    // (A closing terminal sends SIGHUP twice at once.)
-                    if first.elapsed() >= FORCE_AFTER {
-                        again();
-                    }
-                }
-            });
+            if let Some(again) = again {
+                watch_again(again);
+            }
         })
     }
     #[cfg(not(unix))]
@@ -721,6 +714,41 @@ fn signalled(
 /// A second signal closer than this to the first is the same request
 /// ([`signalled`]), as the CLI's other commands take it.
 const FORCE_AFTER: Duration = Duration::from_secs(1);
+
+/// From now on, a SIGINT, SIGTERM or SIGHUP (not under `nohup`) that comes
+/// [`FORCE_AFTER`] or more after now calls `again`: the signal handler only
+/// sets a flag (all it may do), and a thread of its own looks every 50 ms.
+#[cfg(unix)]
+fn watch_again(again: Arc<dyn Fn() + Send + Sync>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static ASKED: AtomicBool = AtomicBool::new(false);
+    let first = Instant::now();
+    let mut kinds = vec![libc::SIGINT, libc::SIGTERM];
+    if !stemroom_engine::signals::hangup_ignored() {
+        kinds.push(libc::SIGHUP);
+    }
+    for signal in kinds {
+        // SAFETY: the action is async-signal-safe: a monotonic clock read
+        // (clock_gettime) and an atomic store.
+        let added = unsafe {
+            signal_hook_registry::register(signal, move || {
+                // (A closing terminal sends SIGHUP twice at once.)
+                if first.elapsed() >= FORCE_AFTER {
+                    ASKED.store(true, Ordering::SeqCst);
+                }
+            })
+        };
+        if let Err(e) = added {
+            tracing::warn!("a second signal cannot be watched: {e}");
+        }
+    }
+    let _ = std::thread::Builder::new().name("stemroom-again".into()).spawn(move || loop {
+        std::thread::sleep(Duration::from_millis(50));
+        if ASKED.swap(false, Ordering::SeqCst) {
+            again();
+        }
+    });
+}
 
 /// Run the server until SIGINT/SIGTERM/SIGHUP: open the data folder (one
 /// process per folder), start `config.jobs` workers, listen, and on a

@@ -233,6 +233,11 @@ pub struct Created {
     pub events_url: String,
     /// Jobs ahead of this one.
     pub queue_position: u32,
+    /// Fields and query parameters of the request this server does not
+    /// take, ignored (as FastAPI ignores undeclared ones); left out when
+    /// none. At most 16 named.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ignored_fields: Vec<String>,
 }
 
 /// A page of jobs, newest first.

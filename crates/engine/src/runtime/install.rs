@@ -569,8 +569,10 @@ fn unpack(
 /// `gnu_get_libc_version`); `None` when they can. Refused before 24 MB or
 /// 1.55 GB is downloaded for a library that would not load.
 fn unsupported_machine() -> Option<String> {
-    if !cfg!(all(target_os = "linux", target_arch = "x86_64")) {
-        return Some(format!("{} {}", std::env::consts::OS, std::env::consts::ARCH));
+    if !cfg!(all(target_os = "linux", target_arch = "x86_64", target_env = "gnu")) {
+        // (musl: manylinux wheels need glibc.)
+        let libc = if cfg!(target_env = "musl") { " (musl)" } else { "" };
+        return Some(format!("{} {}{libc}", std::env::consts::OS, std::env::consts::ARCH));
     }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {

@@ -76,9 +76,10 @@ pub(super) struct Shared {
     pub(super) switch_at: AtomicU64,
     /// Song frame after the last frame handed to the device.
     pub(super) position: AtomicU64,
-    /// Song frame where playback last started (Play, a seek or a loop set):
-    /// the device buffer drained meanwhile, so no more than the frames
-    /// handed over since are still in it ([`Shared::heard_position`]).
+    /// Song frame where playback last started (Play, a seek, the end of a
+    /// hold): no more than the frames handed over since are heard yet
+    /// ([`Shared::heard_position`]). A change that goes on from the
+    /// playhead (a loop set, a new device rate) leaves it.
     pub(super) resumed_at: AtomicU64,
     /// Output latency in device frames, as last reported by the device.
     pub(super) latency_frames: AtomicU64,
@@ -260,8 +261,12 @@ impl Shared {
         change(&mut t);
         t.switch = false;
         self.switch_from.store(u32::MAX, Ordering::Release);
-        self.position.store(t.target, Ordering::Release);
-        self.resumed_at.store(t.target, Ordering::Release);
+        // Going on from the playhead (a loop set there, a device rate
+        // change), the device still plays what came before it: heard
+        // a latency behind, as before.
+        if self.position.swap(t.target, Ordering::AcqRel) != t.target {
+            self.resumed_at.store(t.target, Ordering::Release);
+        }
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 

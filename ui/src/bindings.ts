@@ -652,7 +652,10 @@ export type ModelStatus = {
 	sources: string[],
 	/**  Size of the model file in bytes (as `f64`: exact below 2^53). */
 	bytes: number,
-	/**  A file with the right size was found. */
+	/**
+	 *  A good copy was found ([`locate`]: the right size and sha256, checked
+	 *  now or per a fresh stamp).
+	 */
 	installed: boolean,
 	/**  Its sha256 matched the manifest. */
 	verified: boolean,

@@ -569,6 +569,19 @@ mod corrupt {
         }
     }
 
+    /// An Ogg page's CRC (RFC 3533: polynomial 0x04c11db7, unreflected,
+    /// computed with the page's CRC field zeroed).
+    fn ogg_crc(page: &[u8]) -> u32 {
+        let mut c = 0u32;
+        for &b in page {
+            c ^= u32::from(b) << 24;
+            for _ in 0..8 {
+                c = if c & 0x8000_0000 != 0 { (c << 1) ^ 0x04c1_1db7 } else { c << 1 };
+            }
+        }
+        c
+    }
+
     /// A damaged page in an Ogg file fails its checksum and symphonia's
     /// reader skips it: its audio was lost without a word (Vorbis: the rest
     /// of the song came a second early) or the file was refused as
@@ -622,16 +635,6 @@ mod corrupt {
         ffmpeg(&["-f", "lavfi", "-i", "sine=f=440:d=8:sample_rate=48000", "-ac", "2", "-c:a", "libopus", src_s]);
         let (clean, _, _) = stemroom_testkit::decode_all(&src);
         let mut bytes = std::fs::read(&src).expect("read");
-        let crc = |page: &[u8]| {
-            let mut c = 0u32;
-            for &b in page {
-                c ^= u32::from(b) << 24;
-                for _ in 0..8 {
-                    c = if c & 0x8000_0000 != 0 { (c << 1) ^ 0x04c1_1db7 } else { c << 1 };
-                }
-            }
-            c
-        };
         // The first page past the file's middle that starts with a whole
         // packet and holds three or more.
         let (mut at, mut broken) = (0usize, false);
@@ -657,7 +660,7 @@ mod corrupt {
                     bytes[start + 1] = 0x00; // no frames: invalid
                 }
                 bytes[at + 22..at + 26].fill(0);
-                let c = crc(&bytes[at..at + len]);
+                let c = ogg_crc(&bytes[at..at + len]);
                 bytes[at + 22..at + 26].copy_from_slice(&c.to_le_bytes());
                 broken = true;
                 break;
@@ -749,18 +752,7 @@ mod corrupt {
         ]);
         let mut bytes = std::fs::read(&src).expect("read");
         // Ogg pages (RFC 3533): "OggS", granule position at 6..14, CRC at
-        // 22..26 (polynomial 0x04c11db7, unreflected, computed with the CRC
-        // field zeroed), then the segment table.
-        let crc = |page: &[u8]| {
-            let mut c = 0u32;
-            for &b in page {
-                c ^= u32::from(b) << 24;
-                for _ in 0..8 {
-                    c = if c & 0x8000_0000 != 0 { (c << 1) ^ 0x04c1_1db7 } else { c << 1 };
-                }
-            }
-            c
-        };
+        // 22..26 (`ogg_crc`), then the segment table.
         let (mut at, mut audio_page) = (0usize, 0u64);
         while at + 27 <= bytes.len() && &bytes[at..at + 4] == b"OggS" {
             let segments = bytes[at + 26] as usize;
@@ -772,7 +764,7 @@ mod corrupt {
                 let moved = granule + audio_page * 59 * 48_000;
                 bytes[at + 6..at + 14].copy_from_slice(&moved.to_le_bytes());
                 bytes[at + 22..at + 26].fill(0);
-                let c = crc(&bytes[at..at + len]);
+                let c = ogg_crc(&bytes[at..at + len]);
                 bytes[at + 22..at + 26].copy_from_slice(&c.to_le_bytes());
             }
             at += len;

@@ -531,7 +531,8 @@ impl Player {
         }
     }
 
-    /// The opened output.
+    /// The output as it was opened (a later reopen on another device, after
+    /// one was lost, is not reflected here).
     pub fn output(&self) -> &OutputInfo {
         &self.output
     }

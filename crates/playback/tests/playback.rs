@@ -1162,7 +1162,8 @@ mod player {
         let mut req = stemroom_testkit::job_request(&input, &out);
         req.filename = "{stem}.{ext}".into();
         req.scratch_dir = Some(dir.path().to_path_buf());
-        req.checkpoint = Some(job::Checkpointing { dir: ckpt.clone(), every: Duration::from_secs(3600) });
+        req.checkpoint =
+            Some(job::Checkpointing { dir: ckpt.clone(), every: Duration::from_secs(3600), keep_when_done: false });
         let sep = stemroom_testkit::open_separator();
         let job = std::thread::spawn(move || {
             job::separate_file(&sep, &req, &stemroom_engine::progress::Silent).expect("separation")

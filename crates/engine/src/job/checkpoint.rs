@@ -51,6 +51,19 @@ pub struct Checkpointing {
     pub dir: PathBuf,
     /// Least time between two saves ([`DEFAULT_EVERY`] in the app).
     pub every: Duration,
+    /// Leave the saved state after the job succeeds, for the caller to
+    /// remove once it has recorded the stems ([`discard`]): a failure or a
+    /// stop in between resumes from its last save (the stems written again
+    /// from the saved sources; what came after the last save, at most
+    /// [`Checkpointing::every`], separated again) instead of separating the
+    /// whole song again.
+    pub keep_when_done: bool,
+}
+
+/// Remove a job's saved state and stems (what [`Checkpointing::keep_when_done`]
+/// left); the folder stays.
+pub fn discard(dir: &Path) {
+    clear(dir);
 }
 
 /// Default interval between saves: a crash costs at most this much

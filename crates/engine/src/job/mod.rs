@@ -709,7 +709,7 @@ pub fn separate_file(sep: &Separator, req: &JobRequest, listener: &dyn Listener)
     drop(saving);
 
     finish_outputs(&mut outputs, listener).map_err(named)?;
-    if let Some(c) = req.checkpoint.as_ref() {
+    if let Some(c) = req.checkpoint.as_ref().filter(|c| !c.keep_when_done) {
         checkpoint::clear(&c.dir);
     }
     leftovers.disarm();
@@ -1058,7 +1058,11 @@ mod tests {
         let info = Manifest::builtin().unwrap().get("htdemucs").unwrap().clone();
         let ckpt = dir.path().join("checkpoint");
         let with_checkpoints = |out: &str| JobRequest {
-            checkpoint: Some(Checkpointing { dir: ckpt.clone(), every: std::time::Duration::ZERO }),
+            checkpoint: Some(Checkpointing {
+                dir: ckpt.clone(),
+                every: std::time::Duration::ZERO,
+                keep_when_done: false,
+            }),
             ..request(&input, &dir.path().join(out))
         };
         // Uninterrupted.
@@ -1095,5 +1099,36 @@ mod tests {
         let fresh = Separator::from_network(info, net, Provider::Cpu, PathBuf::new(), None);
         let out = separate_file(&fresh, &other, &Events::default()).unwrap();
         assert_eq!((out.resumed_segments, runs.load(Ordering::SeqCst)), (0, 2));
+
+        // Kept when done (the caller records the stems, then discards it):
+        // a run after that resumes from its last save (here after the
+        // first of two segments: the last one is not saved, the job's end
+        // being near), with the same stems; discarded, it is gone.
+        checkpoint::discard(&ckpt);
+        let kept = JobRequest {
+            checkpoint: Some(Checkpointing {
+                dir: ckpt.clone(),
+                every: std::time::Duration::ZERO,
+                keep_when_done: true,
+            }),
+            ..request(&input, &dir.path().join("kept"))
+        };
+        let (net, _) = identity(None);
+        let first = Separator::from_network(whole_info(), net, Provider::Cpu, PathBuf::new(), None);
+        separate_file(&first, &kept, &Events::default()).unwrap();
+        assert!(checkpoint::saved(&ckpt), "the state stays after the job");
+        let (net, runs) = identity(None);
+        let again = Separator::from_network(whole_info(), net, Provider::Cpu, PathBuf::new(), None);
+        let out = separate_file(&again, &kept, &Events::default()).unwrap();
+        assert_eq!((out.resumed_segments, runs.load(Ordering::SeqCst)), (1, 1), "only the last segment again");
+        for ((stem, a), (_, b)) in out.stems.iter().zip(&whole.stems) {
+            assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap(), "{stem}");
+        }
+        checkpoint::discard(&ckpt);
+        assert!(!checkpoint::saved(&ckpt));
+    }
+
+    fn whole_info() -> crate::model::ModelInfo {
+        Manifest::builtin().unwrap().get("htdemucs").unwrap().clone()
     }
 }

@@ -204,6 +204,9 @@ impl Inner {
             checkpoint: Some(job::Checkpointing {
                 dir: work.join(CHECKPOINT_DIR),
                 every: self.config.checkpoint_every.unwrap_or(job::checkpoint::DEFAULT_EVERY),
+                // Until `stemroom.json` is written: a stop or a failure
+                // before that resumes from it (filing removes it).
+                keep_when_done: true,
             }),
         };
         let listener = JobListener {
@@ -242,8 +245,11 @@ impl Inner {
             })
             .collect();
         // Written at once, before the tempo and key are looked for (a few
-        // seconds): the engine has dropped its checkpoint, so a stop from
-        // here on would otherwise lose the whole separation.
+        // seconds): from here on the stems are the song, found again by a
+        // retry or the next start. Until it is written the engine's
+        // checkpoint stays (`keep_when_done`): a stop, or this write
+        // failing (a folder gone read-only), resumes from it instead of
+        // separating the whole song again.
         let meta =
             SongMetadata::new(job, rel, out.seconds, Some(provider.clone()), duration.or(Some(out.audio_seconds)))
                 .of_database(self.queue.work_tag());

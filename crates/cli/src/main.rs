@@ -541,9 +541,13 @@ fn run_links(a: &LinksArgs) -> ExitCode {
                     path,
                     status.js_runtime.as_deref().unwrap_or("none (YouTube links will fail)")
                 ),
-                (_, problem) => outln!(
-                    "yt-dlp is not usable: {}\n  Install it with: stemroom links install",
-                    problem.as_deref().unwrap_or("not found")
+                (found, problem) => outln!(
+                    "yt-dlp is not usable: {}{}\n  Install it with: stemroom links install",
+                    problem.as_deref().unwrap_or("not found"),
+                    found
+                        .as_deref()
+                        .map(|p| format!(" (found {} at {})", status.version.as_deref().unwrap_or("?"), printable(p)))
+                        .unwrap_or_default()
                 ),
             }
         }
@@ -555,12 +559,18 @@ fn run_links(a: &LinksArgs) -> ExitCode {
     };
     opts.from.clone_from(&i.from);
     let say = |text: String| i.say(&text);
+    // Already there only when it is usable as `stemroom links` checks it
+    // (a yt-dlp on PATH without the challenge-solver scripts is not: the
+    // pinned one is installed beside it, and found first).
     if !i.force {
-        if let Ok(found) = link::YtDlp::locate(None) {
-            if found.js_runtime.is_some() {
-                say(format!("yt-dlp {} is already installed at {}", found.version, found.path.display()));
-                return ExitCode::SUCCESS;
-            }
+        let status = link::status(None);
+        if let (Some(path), None) = (&status.path, &status.problem) {
+            say(format!(
+                "yt-dlp {} is already installed at {}",
+                status.version.as_deref().unwrap_or("?"),
+                printable(path)
+            ));
+            return ExitCode::SUCCESS;
         }
     }
     let (left, total) = opts.sizes();
@@ -1603,12 +1613,22 @@ fn fetch_models(manifest: &Manifest, ids: &[String], a: &ModelsArgs, dirs: &[Pat
 
 /// The exit code for a model `--fetch` could not get, said on stderr.
 fn model_not_got(e: &stemroom_engine::model::ModelError) -> ExitCode {
-    if matches!(e, stemroom_engine::model::ModelError::Cancelled) {
+    use stemroom_engine::model::ModelError;
+    if matches!(e, ModelError::Cancelled) {
         errln!("stemroom: cancelled");
         return ExitCode::from(exit::CANCELLED);
     }
     errln!("error: {e}");
-    ExitCode::from(exit::MISSING_MODEL)
+    // As `separate` says the same failures (the README's table): offline is
+    // a download error, a missing python3 a missing tool, a write that
+    // failed (a full disk) an output error.
+    ExitCode::from(match e {
+        ModelError::Network(_) => exit::DOWNLOAD,
+        ModelError::Derive { .. } => exit::MISSING_TOOL,
+        ModelError::UnknownModel { .. } => exit::INVALID_OPTIONS,
+        ModelError::Io { .. } => exit::OUTPUT,
+        _ => exit::MISSING_MODEL,
+    })
 }
 
 /// Where each model of the manifest stands.
@@ -1707,7 +1727,8 @@ fn run_runtime(a: &RuntimeReportArgs) -> ExitCode {
     if let Some(RuntimeAction::Fetch(f)) = &a.action {
         return run_fetch(f);
     }
-    let cpu = runtime::find_library(a.runtime.ort_lib.as_deref(), Device::Cpu);
+    // What `--device auto` loads (the GPU build alone counts).
+    let cpu = runtime::find_library(a.runtime.ort_lib.as_deref(), Device::Auto);
     let facts = gpu::facts();
     let cuda = gpu::diagnose(&facts);
     if a.json {

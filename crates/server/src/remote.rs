@@ -1214,8 +1214,21 @@ fn run_one(
     }
     let work = config.work_dir.join(format!("job-{id}"));
     let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work)?;
-    let outcome = separate(config, server, separators, current, life, stop, &spec, message, &work);
+    // Once the claim is granted every failure is reported (the job goes
+    // back to the queue, or fails for everyone), never left held until a
+    // takeover: a scratch folder that cannot be made, a panic (a bug, in
+    // Stemroom or a decoder it links) taken as this job's internal error,
+    // as the local worker takes it.
+    let outcome = match std::fs::create_dir_all(&work) {
+        Err(source) => Err(stemroom_library::Error::Output { path: work.clone(), source }),
+        Ok(()) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            separate(config, server, separators, current, life, stop, &spec, message, &work)
+        }))
+        .unwrap_or_else(|panic| {
+            let what = stemroom_engine::error::panic_message(&*panic).unwrap_or_else(|| "a panic".into());
+            Err(stemroom_library::Error::Internal(format!("the worker failed on this job ({what}): please report it")))
+        }),
+    };
     let _ = std::fs::remove_dir_all(&work);
     let fail = |code: ErrorCode, error: String, retry: bool, stopping: bool| -> Result<bool, RemoteError> {
         let body = serde_json::json!({
@@ -1224,7 +1237,9 @@ fn run_one(
         // A stopping worker tries once (its stop waits for no server).
         let never = AtomicBool::new(stopping);
         let sent = retrying(if stopping { &never } else { stop }, &format!("job {id}: reporting its failure"), || {
-            match server.post::<serde_json::Value>(&format!("/worker/jobs/{id}/fail"), &body) {
+            // (Stopping: a short wait, within a deploy's grace period.)
+            let wait = if stopping { COMPLETE_WAIT_STOPPING } else { RESPONSE_WAIT };
+            match server.post_within::<serde_json::Value>(&format!("/worker/jobs/{id}/fail"), &body, wait) {
                 Ok(Answer::Trouble(why)) => Try::Again(why),
                 other => Try::Done(other),
             }

@@ -153,6 +153,7 @@ pub struct GpuFacts {
     pub driver_version: Option<String>,
     pub gpus: Vec<GpuInfo>,
     /// The GPU build of ONNX Runtime, when installed.
+    #[serde(serialize_with = "crate::paths::lossy::option")]
     pub gpu_runtime: Option<PathBuf>,
     /// Whether the CUDA provider library sits beside it.
     pub cuda_provider: bool,
@@ -161,6 +162,7 @@ pub struct GpuFacts {
     /// A library a CUDA run would load before the GPU install's (the one
     /// `ORT_DYLIB_PATH` names, or one beside the program), without the CUDA
     /// provider beside it: a CPU build, which runs everything on the CPU.
+    #[serde(serialize_with = "crate::paths::lossy::option")]
     pub other_runtime: Option<PathBuf>,
 }
 

@@ -36,8 +36,13 @@ async function installStep(b, step, done, what, interval, poll = async () => {})
   for (let attempt = 1; ; attempt++) {
     await press(b, `[data-testid="${step}"] button.button--primary`);
     // A try clears the last one's message as it starts: an alert after
-    // this is the new try's.
-    await b.pause(1000);
+    // this second is the new try's. `poll` runs meanwhile (a fast
+    // download's progress shows only for a moment).
+    const settled = Date.now() + 1000;
+    while (Date.now() < settled) {
+      await poll();
+      await b.pause(100);
+    }
     let failure = null;
     await b.waitUntil(
       async () => {

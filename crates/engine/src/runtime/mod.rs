@@ -72,23 +72,13 @@ pub struct RuntimeStatus {
 }
 
 /// Find the ONNX Runtime library as a run on `device` would (see
-/// [`find_library`]); reports the one already loaded when there is one,
-/// and a failed load as not found, saying a restart is needed (installing
-/// a library after it changes nothing in this process).
+/// [`find_library`]); reports the one already loaded when there is one.
+/// (A library found but that failed to load is reported found: installing
+/// one would not help; each job's error says to start the program again,
+/// [`load_failure`].)
 pub fn status(explicit: Option<&Path>, device: Device) -> RuntimeStatus {
     if let Some(p) = loaded_library() {
         return RuntimeStatus { found: true, path: Some(p.to_string_lossy().into_owned()), problem: None };
-    }
-    if let Some((path, reason)) = load_failure() {
-        return RuntimeStatus {
-            found: false,
-            path: Some(path.to_string_lossy().into_owned()),
-            problem: Some(format!(
-                "ONNX Runtime {} could not be loaded ({reason}): quit and start Stemroom again to load the one \
-                 installed now",
-                path.display()
-            )),
-        };
     }
     match find_library(explicit, device) {
         Ok(p) => RuntimeStatus { found: true, path: Some(p.to_string_lossy().into_owned()), problem: None },

@@ -305,7 +305,7 @@ pub fn local_facts() -> GpuFacts {
     // Each library there and as unpacked (a file cut short by a full disk
     // or a kill is not taken for an install: the runtime search skips it,
     // and so must this check, else CUDA reads as ready when it is not).
-    let usable = |dir: &Path, lib: &str| dir.join(lib).is_file() && super::install::intact(dir, lib);
+    let usable = intact_file;
     let gpu_dir = crate::paths::cache_dir().map(|c| c.join(ORT_GPU_DIR));
     let candidates = super::library_candidates(None, crate::units::Device::Cuda);
     let (gpu_runtime, other_runtime) = runtime_for_cuda(&candidates, gpu_dir.as_deref());
@@ -320,6 +320,12 @@ pub fn local_facts() -> GpuFacts {
     GpuFacts { driver_version, gpus: Vec::new(), gpu_runtime, cuda_provider, missing_libraries, other_runtime }
 }
 
+/// Whether `dir/lib` is there and as it was unpacked (an install's stamp
+/// saying it was cut short by a full disk or a kill: not taken).
+fn intact_file(dir: &Path, lib: &str) -> bool {
+    dir.join(lib).is_file() && super::install::intact(dir, lib)
+}
+
 /// What a CUDA run loads, from the search's `candidates` (in order,
 /// [`super::library_candidates`]) and the GPU install's folder `gpu_dir`:
 /// `(GPU runtime, other runtime)`. A library before the GPU install's
@@ -329,11 +335,9 @@ pub fn local_facts() -> GpuFacts {
 /// library when it is there. Libraries an install's stamp says were cut
 /// short do not count (the search passes over them).
 fn runtime_for_cuda(candidates: &[PathBuf], gpu_dir: Option<&Path>) -> (Option<PathBuf>, Option<PathBuf>) {
-    let usable = |lib: &Path| {
-        lib.is_file()
-            && lib.parent().zip(lib.file_name()).is_none_or(|(d, n)| super::install::intact(d, &n.to_string_lossy()))
-    };
-    let has_provider = |lib: &Path| lib.parent().is_some_and(|d| usable(&d.join(CUDA_PROVIDER_FILE)));
+    let usable =
+        |lib: &Path| lib.parent().zip(lib.file_name()).is_some_and(|(d, n)| intact_file(d, &n.to_string_lossy()));
+    let has_provider = |lib: &Path| lib.parent().is_some_and(|d| intact_file(d, CUDA_PROVIDER_FILE));
     let gpu_at = candidates.iter().position(|p| gpu_dir.is_some() && p.parent() == gpu_dir).unwrap_or(candidates.len());
     let installed = candidates.get(gpu_at).filter(|p| usable(p)).cloned();
     match candidates[..gpu_at].iter().find(|p| usable(p)) {

@@ -123,12 +123,6 @@ pub fn loaded_library() -> Option<PathBuf> {
     RUNTIME.get().and_then(|r| r.as_ref().ok()).map(|r| r.path.clone())
 }
 
-/// The library this process failed to load and why, if it did: it is not
-/// tried again (nor another one) until the process starts again.
-pub fn load_failure() -> Option<(PathBuf, String)> {
-    RUNTIME.get().and_then(|r| r.as_ref().err()).cloned()
-}
-
 /// Is the CUDA execution provider compiled into the loaded ONNX Runtime?
 ///
 /// # Errors

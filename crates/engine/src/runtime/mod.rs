@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-pub use library::{cuda_compiled_in, find_library, library_candidates, load_failure, loaded_library};
+pub use library::{cuda_compiled_in, find_library, library_candidates, loaded_library};
 pub use session::OrtNetwork;
 
 use crate::units::Device;
@@ -74,8 +74,7 @@ pub struct RuntimeStatus {
 /// Find the ONNX Runtime library as a run on `device` would (see
 /// [`find_library`]); reports the one already loaded when there is one.
 /// (A library found but that failed to load is reported found: installing
-/// one would not help; each job's error says to start the program again,
-/// [`load_failure`].)
+/// one would not help; each job's error says to start the program again.)
 pub fn status(explicit: Option<&Path>, device: Device) -> RuntimeStatus {
     if let Some(p) = loaded_library() {
         return RuntimeStatus { found: true, path: Some(p.to_string_lossy().into_owned()), problem: None };

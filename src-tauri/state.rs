@@ -163,9 +163,8 @@ impl CancelSlot {
             *slot = Some((flag.clone(), what));
             flag
         };
-        let result = tauri::async_runtime::spawn_blocking(move || work(cancel))
-            .await
-            .map_err(|e| AppError::internal(e.to_string()));
+        // (A panic in the task is said in plain words, its text logged.)
+        let result = tauri::async_runtime::spawn_blocking(move || work(cancel)).await.map_err(AppError::task_lost);
         *self.cancel.lock().unwrap_or_else(|p| p.into_inner()) = None;
         result?
     }

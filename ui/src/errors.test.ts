@@ -22,5 +22,17 @@ describe("errors", () => {
     expect(errorText(new BackendError("output", "cannot write output /x: denied"))).toContain("library folder");
     expect(errorText(new BackendError("missing_model", "Gone."))).toContain("Download the model in Settings");
     expect(errorText(new BackendError("internal", "disk on fire"))).toBe("Something went wrong: disk on fire");
+    // A GPU that cannot be used is not a missing ONNX Runtime (its own
+    // message says why); the way round it is the CPU.
+    const gpu = errorText(
+      new BackendError("missing_runtime", "device cuda is not available: No NVIDIA GPU driver was found"),
+    );
+    expect(gpu).not.toContain("ONNX Runtime is missing");
+    expect(gpu).toContain("choose Automatic or CPU");
+    // ffmpeg and python3 are not yt-dlp: their messages say what to install.
+    const ffmpeg = "a.wma: WMA is not among Stemroom's built-in decoders. Installing ffmpeg adds it";
+    expect(errorText(new BackendError("missing_tool", ffmpeg))).toBe(ffmpeg);
+    expect(errorText(new BackendError("missing_tool", "python3 is needed: not found"))).not.toContain("yt-dlp");
+    expect(errorText(new BackendError("missing_tool", "yt-dlp was not found"))).toContain("install it in Settings");
   });
 });

@@ -175,6 +175,12 @@ struct InstallArgs {
 }
 
 impl InstallArgs {
+    /// These options, with `--json` also when the parent command took it
+    /// (`stemroom links --json install`, as the README's synopsis writes it).
+    fn with_json(&self, parent: bool) -> InstallArgs {
+        InstallArgs { from: self.from.clone(), force: self.force, json: self.json || parent }
+    }
+
     /// A message for the user: a JSON `message` event or a line on stderr.
     fn say(&self, text: &str) {
         if self.json {
@@ -537,13 +543,13 @@ fn run_links(a: &LinksArgs) -> ExitCode {
             match (&status.path, &status.problem) {
                 (Some(path), None) => outln!(
                     "yt-dlp {} at {}\nJavaScript runtime: {}",
-                    status.version.as_deref().unwrap_or("?"),
-                    path,
-                    status.js_runtime.as_deref().unwrap_or("none (YouTube links will fail)")
+                    shown(status.version.as_deref().unwrap_or("?")),
+                    printable(path),
+                    shown(status.js_runtime.as_deref().unwrap_or("none (YouTube links will fail)"))
                 ),
                 (found, problem) => outln!(
                     "yt-dlp is not usable: {}{}\n  Install it with: stemroom links install",
-                    problem.as_deref().unwrap_or("not found"),
+                    shown(problem.as_deref().unwrap_or("not found")),
                     found
                         .as_deref()
                         .map(|p| format!(" (found {} at {})", status.version.as_deref().unwrap_or("?"), printable(p)))
@@ -553,6 +559,7 @@ fn run_links(a: &LinksArgs) -> ExitCode {
         }
         return if status.problem.is_none() { ExitCode::SUCCESS } else { ExitCode::from(exit::MISSING_TOOL) };
     };
+    let i = &i.with_json(a.json);
     let Some(mut opts) = link::install::ToolsInstall::default_place() else {
         errln!("stemroom: no cache folder (set HOME or XDG_CACHE_HOME)");
         return ExitCode::from(exit::INTERNAL);
@@ -764,6 +771,12 @@ fn report_error(err: &Error, input: Option<&PathBuf>, json: bool, out: &Arc<Mute
             None => errln!("error: {message}"),
         }
     }
+}
+
+/// `s` line by line with control characters escaped ([`printable`]): a
+/// message that names paths, safe on a terminal, its lines kept.
+fn shown(s: &str) -> String {
+    s.split('\n').map(printable).collect::<Vec<_>>().join("\n")
 }
 
 /// `s` with control characters escaped (`\u{1b}`, `\n`): safe to print on
@@ -1268,6 +1281,23 @@ fn run_separate(mut a: SeparateArgs) -> ExitCode {
     // Before the model loads (seconds; tens with CUDA): a signal then is a
     // cancel too (130), not the default action's death (143, 129).
     let cancel = cancel_on_interrupt(Some(&multi));
+    // A bad --segment is refused before the model is downloaded (98 MB on
+    // a first run), from the manifest's model (checked again once loaded).
+    let segment_of = |info: &stemroom_engine::model::ModelInfo| -> Result<Option<usize>, Error> {
+        let frames = match a.segment {
+            None => None,
+            // Truncated, as demucs' `int(segment * samplerate)`.
+            Some(s) if s > 0.0 && s.is_finite() => Some((s * info.sample_rate as f64).floor() as usize),
+            Some(s) => return Err(EngineError::InvalidOptions(format!("--segment must be positive, got {s}")).into()),
+        };
+        stemroom_engine::separate::check_segment(info, frames)?;
+        Ok(frames)
+    };
+    if let Some(info) = Manifest::builtin().ok().and_then(|m| m.get(&a.name).ok().cloned()) {
+        if let Err(e) = segment_of(&info) {
+            return fail(e);
+        }
+    }
     if let Err(e) = get_model_if_missing(&a, &cancel) {
         return fail(e);
     }
@@ -1279,15 +1309,10 @@ fn run_separate(mut a: SeparateArgs) -> ExitCode {
         return fail(EngineError::Cancelled.into());
     }
     // Before any input is read or downloaded: within the model's range.
-    let segment_frames = match a.segment {
-        None => None,
-        // Truncated, as demucs' `int(segment * samplerate)`.
-        Some(s) if s > 0.0 && s.is_finite() => Some((s * sep.info().sample_rate as f64).floor() as usize),
-        Some(s) => return fail(EngineError::InvalidOptions(format!("--segment must be positive, got {s}")).into()),
+    let segment_frames = match segment_of(sep.info()) {
+        Ok(f) => f,
+        Err(e) => return fail(e),
     };
-    if let Err(e) = stemroom_engine::separate::check_segment(sep.info(), segment_frames) {
-        return fail(e.into());
-    }
     let preset = Preset::from(a.preset).as_str();
     if a.json {
         let line = serde_json::json!({
@@ -1676,17 +1701,17 @@ fn print_models(rows: &[ModelRow], lib: &Result<PathBuf, runtime::RuntimeError>,
             (Some(p), _) => outln!(
                 "{:<w$} installed, verified  {}  [{}] {} Hz",
                 r.id,
-                p.display(),
+                shown(&p.to_string_lossy()),
                 r.sources.join(", "),
                 r.sample_rate
             ),
-            (None, Some(problem)) => outln!("{:<w$} NOT READY: {problem}", r.id),
+            (None, Some(problem)) => outln!("{:<w$} NOT READY: {}", r.id, shown(problem)),
             _ => {}
         }
     }
     match lib {
-        Ok(p) => outln!("{:<w$} {}", "onnxruntime", p.display()),
-        Err(e) => outln!("{:<w$} NOT FOUND: {e}", "onnxruntime"),
+        Ok(p) => outln!("{:<w$} {}", "onnxruntime", shown(&p.to_string_lossy())),
+        Err(e) => outln!("{:<w$} NOT FOUND: {}", "onnxruntime", shown(&e.to_string())),
     }
 }
 
@@ -1725,7 +1750,7 @@ fn run_models(a: ModelsArgs) -> ExitCode {
 fn run_runtime(a: &RuntimeReportArgs) -> ExitCode {
     use stemroom_engine::runtime::gpu;
     if let Some(RuntimeAction::Fetch(f)) = &a.action {
-        return run_fetch(f);
+        return run_fetch(&FetchArgs { gpu: f.gpu, install: f.install.with_json(a.json) });
     }
     // What `--device auto` loads (the GPU build alone counts).
     let cpu = runtime::find_library(a.runtime.ort_lib.as_deref(), Device::Auto);
@@ -1752,23 +1777,24 @@ fn run_runtime(a: &RuntimeReportArgs) -> ExitCode {
         };
         outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     } else {
+        // (Paths and names as they are, control characters escaped.)
         match &cpu {
-            Ok(p) => outln!("onnxruntime  {}", p.display()),
-            Err(e) => outln!("onnxruntime  NOT FOUND: {e}"),
+            Ok(p) => outln!("onnxruntime  {}", shown(&p.to_string_lossy())),
+            Err(e) => outln!("onnxruntime  NOT FOUND: {}", shown(&e.to_string())),
         }
         match &facts.driver_version {
-            Some(v) => outln!("nvidia       driver {v}"),
+            Some(v) => outln!("nvidia       driver {}", shown(v)),
             None => outln!("nvidia       no driver"),
         }
         for g in &facts.gpus {
-            outln!("gpu          {} ({:.1} GiB)", g.name, f64::from(g.memory_mib) / 1024.0);
+            outln!("gpu          {} ({:.1} GiB)", shown(&g.name), f64::from(g.memory_mib) / 1024.0);
         }
         if let Some(p) = &facts.gpu_runtime {
-            outln!("gpu runtime  {}", p.display());
+            outln!("gpu runtime  {}", shown(&p.to_string_lossy()));
         }
         match &cuda {
             Ok(()) => outln!("cuda         usable (--device auto uses it)"),
-            Err(why) => outln!("cuda         not used: {}", why.message()),
+            Err(why) => outln!("cuda         not used: {}", shown(&why.message())),
         }
     }
     if cpu.is_ok() {

@@ -566,6 +566,11 @@ fn bad_inputs_get_their_own_clear_errors_and_leave_nothing() {
     // A segment shorter than a second costs a whole network run each (0.001 s
     // planned 2,673 of them for a 2 s clip).
     assert_fails(&["separate", "--segment", "0.001", "-o", &out, utf8(&mix)], 2, "segment must be at least 1 s");
+    // Before the model is got: here a folder without it says the segment,
+    // not the missing model (a first run downloaded 98 MB to refuse it).
+    let no_models = tempfile::tempdir().expect("tempdir");
+    let empty = utf8(no_models.path());
+    assert_fails(&["separate", "--segment", "9", "--model-dir", empty, "-o", &out, utf8(&mix)], 2, "at most 7.80 s");
     // A template that names a folder, not a file, is refused before the
     // work (it failed at the very end, after the separation).
     for bad in ["{track}/{stem}.{ext}/", "{track}/{stem}/.", "{track}/{stem}.{ext}/.."] {
@@ -1325,6 +1330,14 @@ fn runtime_report_says_why_cuda_is_not_used() {
     assert!(v["cuda_message"].as_str().is_some_and(|m| m.contains("install its driver")), "{v}");
     let text = run(&["runtime"]);
     assert!(String::from_utf8_lossy(&text.stdout).contains("cuda         not used: No NVIDIA GPU driver"));
+    // A path with an escape sequence in it is shown escaped (it would
+    // retitle or recolour the terminal), its lines kept.
+    let odd = "/tmp/\u{1b}]0;pwned\u{7}/libonnxruntime.so.1.31.1";
+    let text = run(&["runtime", "--ort-lib", odd]);
+    let said = String::from_utf8_lossy(&text.stdout);
+    assert_eq!(text.status.code(), Some(5), "{said}");
+    assert!(!said.contains('\u{1b}') && said.contains("\\u{1b}]0;pwned"), "{said}");
+    assert!(said.lines().count() > 2, "lines kept: {said}");
 }
 
 /// `stemroom runtime fetch --from DIR`: the CPU build from the wheel setup
@@ -1363,6 +1376,18 @@ fn runtime_fetch_installs_checked_wheels_and_refuses_a_damaged_one() {
     assert!(fresh.join("onnxruntime-1.31.1/stemroom-wheels.json").is_file());
     let again = fetch(&fresh, &from);
     assert!(String::from_utf8_lossy(&again.stderr).contains("already installed"), "{again:?}");
+    // `--json` before the action, as the README's synopsis writes it: JSON
+    // lines on stdout, nothing said on stderr.
+    let json = stemroom()
+        .env("STEMROOM_CACHE", &fresh)
+        .args(["runtime", "--json", "fetch", "--from"])
+        .arg(&from)
+        .output()
+        .expect("run");
+    let said = String::from_utf8_lossy(&json.stdout);
+    let first: serde_json::Value = serde_json::from_str(said.lines().next().unwrap_or("")).expect("a JSON line");
+    assert!(first["message"].as_str().is_some_and(|m| m.contains("already installed")), "{said}");
+    assert!(json.stderr.is_empty(), "{}", String::from_utf8_lossy(&json.stderr));
 
     // One flipped byte, same size: refused, nothing installed, the file left alone.
     let damaged = tmp.path().join("damaged");

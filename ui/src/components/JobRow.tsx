@@ -48,7 +48,7 @@ export const JobRow = memo(function JobRow({ job, progress, canMove, moving, bus
   const running = isRunning(state);
   const queued = state.state === "queued";
   const stopped = state.state === "failed" || state.state === "cancelled";
-  const hint = state.state === "failed" ? hintFor(state.code) : null;
+  const hint = state.state === "failed" ? hintFor(state.code, "job", state.message) : null;
   // Each button is described by the song's title ("Remove, Falcon 69"):
   // tabbing through a long queue, a screen reader says which song.
   const titleId = `job-title-${job.id}`;

@@ -212,6 +212,10 @@ pub enum InstallError {
     Busy(PathBuf),
     #[error("cancelled")]
     Cancelled,
+    /// A program the install runs is missing or too old (python3 for
+    /// yt-dlp's install).
+    #[error("{tool} is needed: {reason}")]
+    MissingTool { tool: String, reason: String },
     /// The pinned wheels are for 64-bit x86 Linux with glibc 2.28 or newer
     /// (`manylinux_2_28_x86_64`): this machine is not.
     #[error("the pinned ONNX Runtime wheels are for x86_64 Linux with glibc 2.28 or newer, and this machine is {0}: install an ONNX Runtime 1.31.1 built for it and name it with ORT_DYLIB_PATH")]
@@ -228,6 +232,7 @@ impl InstallError {
             }
             InstallError::Io { .. } => ErrorCode::Output,
             InstallError::Busy(_) | InstallError::Unsupported(_) => ErrorCode::InvalidOptions,
+            InstallError::MissingTool { .. } => ErrorCode::MissingTool,
             InstallError::Cancelled => ErrorCode::Cancelled,
         }
     }

@@ -134,7 +134,7 @@ pub fn python_version(python: &Path) -> Result<(u32, u32), String> {
 ///
 /// # Errors
 /// [`InstallError`]: Python missing or older than [`MIN_PYTHON`]
-/// (`Archive` naming what to install), a download that fails (a later call
+/// (`MissingTool` naming what to install), a download that fails (a later call
 /// resumes it), a checksum mismatch (the file is removed), disk errors,
 /// another install running, `cancelled`.
 pub fn install(
@@ -142,7 +142,7 @@ pub fn install(
     on_event: &mut dyn FnMut(&InstallEvent),
     cancelled: &dyn Fn() -> bool,
 ) -> Result<PathBuf, InstallError> {
-    let python_problem = |reason: String| InstallError::Archive { file: "python3".into(), reason };
+    let python_problem = |reason: String| InstallError::MissingTool { tool: "python3".into(), reason };
     let version = python_version(&opts.python).map_err(python_problem)?;
     if version < MIN_PYTHON {
         return Err(python_problem(format!(
@@ -284,6 +284,22 @@ fn unpack_wheel(path: &Path, wheel: &Wheel, into: &Path) -> Result<(), InstallEr
 
 #[cfg(test)]
 mod tests {
+    /// Without python3 (or with one too old) the install says which
+    /// program is missing, as a missing tool (the CLI's exit 8), not as a
+    /// damaged download.
+    #[test]
+    fn a_missing_python_is_a_missing_tool() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = super::ToolsInstall::default_place().expect("a data folder");
+        opts.python = dir.path().join("no-python3");
+        opts.dest = dir.path().join("yt-dlp");
+        opts.download_dir = dir.path().join("dl");
+        let e = super::install(&opts, &mut |_| {}, &|| false).expect_err("no python3");
+        assert_eq!(e.code(), stemroom_engine::ErrorCode::MissingTool, "{e}");
+        assert!(e.to_string().starts_with("python3 is needed"), "{e}");
+        assert!(!opts.dest.exists() && !opts.download_dir.exists(), "nothing done");
+    }
+
     #[test]
     fn an_earlier_launcher_is_replaced_and_a_users_script_is_not() {
         let dir = tempfile::tempdir().unwrap();

@@ -1050,6 +1050,9 @@ mod tests {
         render(&mut cb, 8192);
         let position = sh.position.load(Ordering::Acquire);
         assert_eq!(sh.heard_position(), position - 4096, "a whole latency behind");
+        // Play again while playing (a second click): nothing moves.
+        sh.play();
+        assert_eq!(sh.heard_position(), position - 4096, "a Play while playing leaves it");
         // A seek while playing: the same from its target.
         sh.seek(200_000);
         render(&mut cb, 1024);

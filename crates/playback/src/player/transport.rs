@@ -187,8 +187,12 @@ impl Shared {
             // The reader stopped on an error: Play tries again from here.
             self.seek(self.position.load(Ordering::Acquire));
         }
-        if let Ok(_t) = self.transport.lock() {
-            self.resumed_at.store(self.position.load(Ordering::Acquire), Ordering::Release);
+        // Only from paused: a Play while playing (a second click, a
+        // command sent twice) leaves the heard position as it is.
+        if !self.playing.load(Ordering::Acquire) {
+            if let Ok(_t) = self.transport.lock() {
+                self.resumed_at.store(self.position.load(Ordering::Acquire), Ordering::Release);
+            }
         }
         self.playing.store(true, Ordering::Release);
     }

@@ -196,6 +196,7 @@ pub async fn export_song(
                     message: format!("“{}” has no finished stems to export yet.", job.title),
                 });
             }
+            super::song::check_stems_there(&job)?;
             let mut tags = match &job.source {
                 JobSource::File { path } => export::source_tags(Path::new(path)),
                 JobSource::Url { .. } => Default::default(),
@@ -211,6 +212,7 @@ pub async fn export_song(
                 title: job.title.clone(),
                 on_clash: options.on_clash,
                 tags,
+                stems_format: Some(job.options.format),
             };
             let listener =
                 ExportListener { cancel, channel, throttle: Mutex::new(Throttle::new(EXPORT_PROGRESS_INTERVAL)) };

@@ -177,7 +177,7 @@ pub async fn pick_files(app: AppHandle, state: S<'_>, preset: Option<Preset>) ->
     let picked = on_main(&app, || {
         rfd::FileDialog::new()
             .set_title("Add songs to separate")
-            .add_filter("Audio", intake::AUDIO_EXTENSIONS)
+            .add_filter("Audio", &crate::dialog::filter_extensions(intake::AUDIO_EXTENSIONS))
             .pick_files()
     })
     .await?;

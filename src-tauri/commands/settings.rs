@@ -440,7 +440,10 @@ pub async fn fetch_model_from_file(
     let tarball = info.fetch.as_ref().map(|f| f.tarball_name().to_string()).unwrap_or_default();
     let title = format!("Choose {} or {}", info.file, tarball);
     let picked = on_main(&app, move || {
-        rfd::FileDialog::new().set_title(title).add_filter("Model or package", &["onnx", "tgz"]).pick_file()
+        rfd::FileDialog::new()
+            .set_title(title)
+            .add_filter("Model or package", &crate::dialog::filter_extensions(&["onnx", "tgz"]))
+            .pick_file()
     })
     .await?;
     let Some(file) = picked else { return Ok(None) };
@@ -469,10 +472,10 @@ fn install_model(
         let mut opts = model::FetchOptions::for_dest(&dest);
         opts.from = from;
         model::fetch_with(&info, &dest, &opts, &mut |e| drop(channel.send(e.clone())), cancelled)
-            .map_err(stemroom_engine::Error::from)?;
+            .map_err(model_error)?;
     } else {
         let _ = channel.send(InstallEvent::Unpacking { file: info.file.clone() });
-        model::obtain(&st.manifest, &info, &dirs, &dest, cancelled).map_err(stemroom_engine::Error::from)?;
+        model::obtain(&st.manifest, &info, &dirs, &dest, cancelled).map_err(model_error)?;
         let _ = channel.send(InstallEvent::Installed { dir: dest.display().to_string() });
     }
     st.models().into_iter().find(|m| m.id == id).ok_or_else(|| AppError::internal("model vanished after installing"))
@@ -511,7 +514,7 @@ pub async fn remove_model(state: S<'_>, id: String) -> Result<Vec<ModelStatus>, 
                     ),
                 });
             }
-            stemroom_engine::model::remove_own(&info).map_err(stemroom_engine::Error::from)?;
+            stemroom_engine::model::remove_own(&info).map_err(model_error)?;
             Ok(st.models())
         })
         .await
@@ -688,6 +691,22 @@ fn install_unless_there(
         .map_err(install_error)
 }
 
+/// An error of the model manager's own install or remove, in its own words.
+/// (A job's "the model is not installed: fetch it from Settings" would send
+/// the person back to the button that just failed.)
+fn model_error(e: stemroom_engine::model::ModelError) -> AppError {
+    use stemroom_engine::model::ModelError;
+    let message = match &e {
+        ModelError::Corrupt { path, reason, .. } => {
+            format!("{} is not a usable copy of the model: {reason}.", path.display())
+        }
+        ModelError::Io { path, source } => format!("{} could not be read or written: {source}.", path.display()),
+        ModelError::Network(reason) => format!("The model could not be downloaded: {reason}"),
+        other => other.to_string(),
+    };
+    AppError { code: stemroom_engine::Error::from(e).code(), message }
+}
+
 fn install_error(e: install::InstallError) -> AppError {
     AppError { code: e.code(), message: e.to_string() }
 }
@@ -695,6 +714,27 @@ fn install_error(e: install::InstallError) -> AppError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The model manager's failures say what failed, not "the model is
+    /// not installed: fetch it from Settings" (the button just pressed).
+    #[test]
+    fn model_install_errors_say_what_failed() {
+        use stemroom_engine::model::ModelError;
+        let full = model_error(ModelError::Io {
+            path: "/cache/models/htdemucs.onnx.part".into(),
+            source: std::io::Error::from(std::io::ErrorKind::StorageFull),
+        });
+        assert!(full.message.starts_with("/cache/models/htdemucs.onnx.part could not be"), "{}", full.message);
+        let wrong = model_error(ModelError::Corrupt {
+            path: "/home/me/notes.txt".into(),
+            reason: "it is neither htdemucs.onnx nor its package".into(),
+            how: "stemroom models --fetch htdemucs".into(),
+        });
+        assert_eq!(wrong.code, ErrorCode::MissingModel);
+        for e in [&full, &wrong] {
+            assert!(!e.message.contains("Fetch it from Settings") && !e.message.contains("Delete it"), "{}", e.message);
+        }
+    }
 
     #[test]
     fn a_library_is_not_put_where_songs_would_be_lost() {

@@ -29,6 +29,9 @@ const STATUS_INTERVAL: Duration = Duration::from_millis(33);
 pub struct OpenSong {
     pub(crate) id: JobId,
     player: Option<Arc<Player>>,
+    /// Why there is no player (no sound output): said again in the view
+    /// `song_stream_done` returns, which replaces the page's.
+    player_error: Option<String>,
     /// The player has the original mixture as a last source (A/B).
     with_original: bool,
     /// The song's stems (the controls the page sends are fitted to them).
@@ -253,6 +256,29 @@ fn with_player(state: &AppState, id: JobId, f: impl FnOnce(&Player)) -> Result<(
 
 /// The song is not open (still opening, closed by a deletion, or another
 /// song opened since): not the sound system's fault.
+/// The first of finished song `job`'s stems that is not a file any more
+/// (deleted or moved by hand, its drive not mounted), said as such: the
+/// decoder's "could not be read as audio" reads as a damaged stem.
+///
+/// # Errors
+/// `invalid_options` naming the stem and its path.
+pub(crate) fn check_stems_there(job: &stemroom_library::queue::Job) -> Result<(), AppError> {
+    stems_there(&job.title, &job.stems)
+}
+
+fn stems_there(title: &str, stems: &[stemroom_engine::job::StemFile]) -> Result<(), AppError> {
+    match stems.iter().find(|s| !Path::new(&s.path).is_file()) {
+        None => Ok(()),
+        Some(s) => Err(AppError {
+            code: ErrorCode::InvalidOptions,
+            message: format!(
+                "“{title}”: its {} stem is not there any more ({}): moved or deleted, or on a drive that is not mounted?",
+                s.stem, s.path
+            ),
+        }),
+    }
+}
+
 fn not_open() -> AppError {
     AppError { code: ErrorCode::InvalidOptions, message: "This song is not open.".into() }
 }
@@ -300,6 +326,7 @@ pub async fn open_song(
                 message: format!("“{}” has no stems yet.", job.title),
             });
         }
+        check_stems_there(&job)?;
         let paths: Vec<PathBuf> = job.stems.iter().map(|s| PathBuf::from(&s.path)).collect();
         // The stems' rate and length from their headers: the lanes show at
         // once and their peaks are read in the background when not cached.
@@ -361,12 +388,13 @@ pub async fn open_song(
             frames,
             can_compare: with_original,
             output,
-            player_error,
+            player_error: player_error.clone(),
             streaming: false,
         };
         let song = OpenSong {
             id,
             player,
+            player_error,
             with_original,
             stems: job.stems.len(),
             lanes,
@@ -473,12 +501,13 @@ fn open_streaming(
         frames,
         can_compare,
         output: player.as_ref().map(|p| p.output().clone()),
-        player_error,
+        player_error: player_error.clone(),
         streaming: true,
     };
     let song = OpenSong {
         id: job.id,
         player,
+        player_error,
         with_original: can_compare,
         stems: stems.len(),
         lanes,
@@ -646,6 +675,8 @@ pub async fn song_stream_done(state: S<'_>, id: JobId) -> Result<SongView, AppEr
         let lanes: Vec<String> = song.lanes.iter().map(|(n, _)| n.clone()).collect();
         let lane_styles = lane_styles(&st, &job.options.model, &song.lanes);
         let (can_compare, output) = (song.with_original, song.player.as_ref().map(|p| p.output().clone()));
+        // Still no player: why is said again (the page replaces its view).
+        let player_error = song.player.is_none().then(|| song.player_error.clone()).flatten();
         drop(guard);
         drop((replaced, unused));
         Ok(SongView {
@@ -658,7 +689,7 @@ pub async fn song_stream_done(state: S<'_>, id: JobId) -> Result<SongView, AppEr
             frames,
             can_compare,
             output,
-            player_error: None,
+            player_error,
             streaming: false,
         })
     })
@@ -961,6 +992,29 @@ pub fn player_set_controls(state: S<'_>, id: JobId, controls: MixControls) -> Re
 mod tests {
     use super::*;
     use stemroom_engine::audio::encode::{self, ClipMode, OutputFormat, WavDepth};
+
+    /// A stem deleted by hand (or on a drive not mounted) is said to be
+    /// gone, not "could not be read as audio".
+    #[test]
+    fn a_missing_stem_is_said_to_be_gone() {
+        use stemroom_engine::job::StemFile;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let there = dir.path().join("drums.wav");
+        std::fs::write(&there, b"RIFF").expect("write");
+        let stem = |name: &str, p: &Path| StemFile { stem: name.into(), path: p.to_string_lossy().into_owned() };
+        assert!(stems_there("Song", &[stem("drums", &there)]).is_ok());
+        let gone = dir.path().join("vocals.wav");
+        let e = stems_there("Song", &[stem("drums", &there), stem("vocals", &gone)]).expect_err("gone");
+        assert!(
+            e.message.contains("vocals stem is not there any more") && e.message.contains("vocals.wav"),
+            "{}",
+            e.message
+        );
+        assert_eq!(e.code, ErrorCode::InvalidOptions);
+        // A folder where the file was is not a stem either.
+        std::fs::create_dir(&gone).expect("mkdir");
+        assert!(stems_there("Song", &[stem("vocals", &gone)]).is_err());
+    }
 
     /// The view's frames (the stems' rate) as an original's at its own rate.
     #[test]

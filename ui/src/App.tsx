@@ -201,7 +201,7 @@ export function App() {
       <QueueView
         queue={queue}
         onPickFiles={() => add(() => backend.pickFiles(preset), { quietWhenEmpty: true })}
-        onAddLink={(url) => add(() => backend.addPaths([url], false, preset))}
+        onAddLinks={(urls) => add(() => backend.addPaths(urls, false, preset))}
         preset={preset}
         onPresetChange={setPreset}
         onOpenSong={openInPlayer}

@@ -29,6 +29,12 @@ describe("errors", () => {
     );
     expect(gpu).not.toContain("ONNX Runtime is missing");
     expect(gpu).toContain("choose Automatic or CPU");
+    const job = "The GPU cannot be used: no driver. Choose Automatic or CPU in Settings to separate on the CPU.";
+    expect(errorText(new BackendError("missing_runtime", job))).toBe(job);
+    // The model manager's own failure does not send the person to it.
+    expect(errorText(new BackendError("missing_model", "x.onnx could not be written."), "model")).toBe(
+      "x.onnx could not be written.",
+    );
     // ffmpeg and python3 are not yt-dlp: their messages say what to install.
     const ffmpeg = "a.wma: WMA is not among Stemroom's built-in decoders. Installing ffmpeg adds it";
     expect(errorText(new BackendError("missing_tool", ffmpeg))).toBe(ffmpeg);

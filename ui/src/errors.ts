@@ -2,7 +2,7 @@ import { toBackendError } from "./backend";
 import type { ErrorCode } from "./bindings";
 
 /** Where an error happened, when that changes what to do about it. */
-export type ErrorContext = "job" | "export";
+export type ErrorContext = "job" | "export" | "model";
 
 /**
  * What the user can do about an error with this code, if anything.
@@ -15,14 +15,18 @@ export type ErrorContext = "job" | "export";
 export function hintFor(code: ErrorCode, context: ErrorContext = "job", message = ""): string | null {
   switch (code) {
     case "missing_model":
-      return "Download the model in Settings, then try again.";
+      // (The model manager's own install failing says what failed.)
+      return context === "model" ? null : "Download the model in Settings, then try again.";
     case "missing_runtime":
       // The engine's `DeviceUnavailable`: ONNX Runtime loaded, CUDA did not.
+      // A job's message says it already ("The GPU cannot be used: …").
+      if (message.startsWith("The GPU cannot be used")) return null;
       if (message.startsWith("device cuda is not available")) {
         return "To separate on the CPU instead, choose Automatic or CPU as the device in Settings, then retry.";
       }
       return "ONNX Runtime is missing: download it from the banner at the top of the window, then retry.";
     case "output":
+      if (context === "model") return "Check that the disk holding Stemroom's cache folder has room and can be written.";
       return context === "export"
         ? "Check that the export folder exists and that you can write to it, or choose another folder."
         : "Check that the library folder exists and that you can write to it.";

@@ -92,17 +92,65 @@ pub fn partial_job(name: &str, tag: &str) -> Option<(JobId, bool)> {
     }
 }
 
+/// Rename `from` to `to` unless `to` exists, in one step (Linux
+/// `renameat2` with `RENAME_NOREPLACE`, since 3.15): a crash leaves the
+/// folder under one name or the other. `Ok(false)`: `to` exists.
+/// `ErrorKind::Unsupported`: this file system cannot (some network ones).
+#[cfg(target_os = "linux")]
+fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<bool> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "a path with a NUL byte"))
+    };
+    let (f, t) = (c(from)?, c(to)?);
+    // SAFETY: two NUL-terminated paths that outlive the call; AT_FDCWD
+    // makes relative ones relative to the working folder, as rename(2).
+    let r = unsafe { libc::renameat2(libc::AT_FDCWD, f.as_ptr(), libc::AT_FDCWD, t.as_ptr(), libc::RENAME_NOREPLACE) };
+    if r == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EEXIST) => Ok(false),
+        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP) => {
+            Err(std::io::Error::new(std::io::ErrorKind::Unsupported, e))
+        }
+        _ => Err(e),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn rename_no_replace(_: &Path, _: &Path) -> std::io::Result<bool> {
+    Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+}
+
 /// Move a finished working folder `work` into `library` under a unique name
-/// for `title`, and return where it went. The name is claimed atomically
-/// (`create_dir` fails if another job took it first) and the rename then
-/// replaces that empty folder, so two songs with one title never collide.
+/// for `title`, and return where it went. The name is taken in one step
+/// where the file system can ([`rename_no_replace`]): a name already taken
+/// is passed over, and a crash leaves the song in its working folder or in
+/// the library, never an empty folder by its name. Elsewhere it is claimed
+/// by `create_dir` (which fails if another job took it first) and the rename
+/// replaces that empty folder; two songs with one title never collide.
 ///
 /// # Errors
 /// I/O errors.
 pub fn publish_song(library: &Path, work: &Path, title: &str) -> std::io::Result<PathBuf> {
     let base = visible_name(title, "Untitled");
+    let mut in_one_step = true;
     for n in 1..10_000 {
         let dir = if n == 1 { library.join(&base) } else { library.join(format!("{base} ({n})")) };
+        if in_one_step {
+            match rename_no_replace(work, &dir) {
+                Ok(true) => {
+                    stemroom_engine::files::sync_dir(library);
+                    return Ok(dir);
+                }
+                Ok(false) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::Unsupported => in_one_step = false,
+                Err(e) => return Err(e),
+            }
+        }
         match std::fs::create_dir(&dir) {
             Ok(()) => {
                 if let Err(e) = std::fs::rename(work, &dir) {
@@ -505,6 +553,14 @@ mod tests {
         let b = publish("../Song: One", 1);
         assert_ne!(a, b);
         assert!(b.file_name().unwrap().to_string_lossy().ends_with("(2)"));
+        // A name a user's file or an empty folder holds is passed over,
+        // and left as it was.
+        std::fs::write(lib.path().join("Taken"), "mine").unwrap();
+        std::fs::create_dir(lib.path().join("Taken (2)")).unwrap();
+        let c = publish("Taken", 2);
+        assert_eq!(c, lib.path().join("Taken (3)"));
+        assert_eq!(std::fs::read_to_string(lib.path().join("Taken")).unwrap(), "mine");
+        assert_eq!(std::fs::read_dir(lib.path().join("Taken (2)")).unwrap().count(), 0);
         std::fs::create_dir(partial_dir(lib.path(), "ab12", 3)).unwrap();
         std::fs::create_dir(partial_dir(lib.path(), "ab12", 4)).unwrap();
         // Another database's folders, of the same ids, sharing the library.

@@ -33,7 +33,9 @@ const BLOCK: usize = 8192;
 #[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(tag = "kind", rename_all = "camelCase")]
 pub enum ExportRate {
-    /// The stems' own rate (the song's original rate).
+    /// The stems' own rate (the song's original rate); an MP3 whose
+    /// bitrate that rate cannot carry (above 160 kbps below 32 kHz, above
+    /// 64 kbps below 16 kHz) at twice or four times it.
     Original,
     /// A fixed rate in Hz (44 100 or 48 000 in the app).
     Hz { hz: u32 },
@@ -89,6 +91,13 @@ pub struct ExportRequest {
     pub on_clash: OnClash,
     /// Tags for formats that carry them (MP3).
     pub tags: Tags,
+    /// The format the stems were written in (the job's): stems of 16-bit
+    /// integer PCM exported at 16 bits and their own rate are copied
+    /// untouched; every other 16-bit export (a mix, another rate, deeper
+    /// or MP3 stems) is dithered, as rounding alone leaves distortion that
+    /// follows the signal in fades and quiet passages. `None`: not known,
+    /// dithered.
+    pub stems_format: Option<OutputFormat>,
 }
 
 /// Title and artist of the song's original file, for [`ExportRequest::tags`].
@@ -214,12 +223,34 @@ fn range_and_rate(req: &ExportRequest, rate: u32) -> Result<((u64, Option<u64>),
         Some(_) => return Err(Error::InvalidOptions("the export region is empty".into())),
         None => (0, None),
     };
-    let out_rate = req.format.file_rate(match req.rate {
-        ExportRate::Original => rate,
-        ExportRate::Hz { hz } if (8_000..=192_000).contains(&hz) => hz,
+    let out_rate = match req.rate {
+        ExportRate::Original => mp3_rate_for_bitrate(req.format, req.format.file_rate(rate)),
+        ExportRate::Hz { hz } if (8_000..=192_000).contains(&hz) => req.format.file_rate(hz),
         ExportRate::Hz { hz } => return Err(Error::InvalidOptions(format!("unsupported sample rate {hz} Hz"))),
-    });
+    };
     Ok((range, out_rate))
+}
+
+/// The MP3 rate at which `format`'s bitrate can be written, from `rate`
+/// (an MP3 rate): doubled while the MPEG version of the rate tops out
+/// below it. LAME replaces a bitrate its version lacks with the nearest it
+/// has (`lame.c`, `FindNearestBitrate`): MPEG-2 (16-24 kHz) reaches 160
+/// kbps and MPEG-2.5 (8-12 kHz) 64 kbps (ISO/IEC 13818-3 Table 2.4.2.3),
+/// so 320 kbps asked at 22,050 Hz was written at 160 without a word. Only
+/// for the stems' own rate ("Original"): a rate chosen by name is kept.
+fn mp3_rate_for_bitrate(format: OutputFormat, rate: u32) -> u32 {
+    let OutputFormat::Mp3 { kbps } = format else { return rate };
+    let top = |r: u32| match r {
+        32_000.. => 320,
+        16_000.. => 160,
+        _ => 64,
+    };
+    let mut r = rate;
+    // 8,000 -> 16,000 -> 32,000; 11,025 -> 22,050 -> 44,100; 12,000 -> 24,000 -> 48,000.
+    while top(r) < kbps && r < 32_000 {
+        r *= 2;
+    }
+    r
 }
 
 /// Where the export's files go while written and when done.
@@ -304,13 +335,18 @@ impl Outputs {
             let title = whats.get(i).map_or_else(|| n.clone(), |what| format!("{song} - {what}"));
             let tags = Tags { title: Some(title), ..req.tags.clone() };
             let mut writer = encode::open_tagged(&tmp, req.format, out_rate, 2, clip, &tags)?;
-            // A mix at 16 bits is dithered (see `encode::Dithered`); stems
-            // are copied untouched.
-            let sixteen = matches!(
-                req.format,
-                OutputFormat::Wav { depth: encode::WavDepth::Int16 } | OutputFormat::Flac { bits: 16 }
-            );
-            if sixteen && matches!(req.what, ExportWhat::Mix { .. }) {
+            // At 16 bits, only 16-bit stems at their own rate are copied
+            // untouched; anything else is dithered (see `encode::Dithered`
+            // and `ExportRequest::stems_format`).
+            let sixteen = |f: Option<OutputFormat>| {
+                matches!(
+                    f,
+                    Some(OutputFormat::Wav { depth: encode::WavDepth::Int16 } | OutputFormat::Flac { bits: 16 })
+                )
+            };
+            let untouched =
+                sixteen(req.stems_format) && out_rate == rate && !matches!(req.what, ExportWhat::Mix { .. });
+            if sixteen(Some(req.format)) && !untouched {
                 writer = Box::new(encode::Dithered::new(writer, 16));
             }
             out.writers.push(ThreadedWriter::spawn(writer, &format!("stemroom-export-{n}"))?);
@@ -635,9 +671,37 @@ fn remove_stale_scratch(dir: &Path) {
     }
 }
 
+/// Share of a zip export's progress bar its stems take (the rest is their
+/// copy into the zip): encoding is the long part, the copy a disk's
+/// (seconds to minutes for a long song at 24 bits, where the bar stood at
+/// 100 % before).
+const ZIP_STEMS_SHARE: f64 = 0.8;
+
+/// `inner`, its export fractions scaled into `from..from + span`.
+struct ScaledProgress<'a> {
+    inner: &'a dyn Listener,
+    from: f64,
+    span: f64,
+}
+
+impl Listener for ScaledProgress<'_> {
+    fn event(&self, event: &Event) {
+        match event {
+            Event::Exporting { fraction } => {
+                self.inner.event(&Event::Exporting { fraction: fraction.map(|f| self.from + self.span * f) });
+            }
+            other => self.inner.event(other),
+        }
+    }
+    fn is_cancelled(&self) -> bool {
+        self.inner.is_cancelled()
+    }
+}
+
 /// Every stem, exported as [`ExportWhat::Stems`] into a scratch folder and
 /// packed into `<dest_dir>/<title> - stems.zip` (written as `.part`, then
-/// renamed).
+/// renamed). Progress: the stems to [`ZIP_STEMS_SHARE`], then the bytes
+/// copied into the zip.
 fn export_zip(req: &ExportRequest, listener: &dyn Listener) -> Result<PathBuf, Error> {
     std::fs::create_dir_all(&req.dest_dir).map_err(|source| Error::Output { path: req.dest_dir.clone(), source })?;
     let name = export_name(&req.title, "stems");
@@ -657,7 +721,9 @@ fn export_zip(req: &ExportRequest, listener: &dyn Listener) -> Result<PathBuf, E
         on_clash: OnClash::Replace,
         ..req.clone()
     };
-    let files = export(&stems, listener)?;
+    let files = export(&stems, &ScaledProgress { inner: listener, from: 0.0, span: ZIP_STEMS_SHARE })?;
+    let total: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
+    let mut copied = 0u64;
     let mut part = Leftovers::new();
     part.file(part_path(&dest));
     let zip_err = |e: zip::result::ZipError| Error::Output { path: dest.clone(), source: std::io::Error::other(e) };
@@ -684,6 +750,9 @@ fn export_zip(req: &ExportRequest, listener: &dyn Listener) -> Result<PathBuf, E
                 Err(e) => return Err(io_err(e)),
             };
             std::io::Write::write_all(&mut zip, &piece[..n]).map_err(io_err)?;
+            copied += n as u64;
+            let done = (copied as f64 / total.max(1) as f64).min(1.0);
+            listener.event(&Event::Exporting { fraction: Some(ZIP_STEMS_SHARE + (1.0 - ZIP_STEMS_SHARE) * done) });
             if listener.is_cancelled() {
                 return Err(Error::Cancelled);
             }
@@ -700,6 +769,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_mp3_bitrate_its_rate_lacks_is_written_at_a_rate_that_has_it() {
+        let mp3 = |kbps| OutputFormat::Mp3 { kbps };
+        assert_eq!(mp3_rate_for_bitrate(mp3(320), 22_050), 44_100);
+        assert_eq!(mp3_rate_for_bitrate(mp3(160), 22_050), 22_050);
+        assert_eq!(mp3_rate_for_bitrate(mp3(192), 24_000), 48_000);
+        assert_eq!(mp3_rate_for_bitrate(mp3(128), 8_000), 16_000);
+        assert_eq!(mp3_rate_for_bitrate(mp3(320), 8_000), 32_000);
+        assert_eq!(mp3_rate_for_bitrate(mp3(320), 12_000), 48_000);
+        assert_eq!(mp3_rate_for_bitrate(mp3(320), 44_100), 44_100);
+        let wav = OutputFormat::Wav { depth: stemroom_engine::audio::encode::WavDepth::Int16 };
+        assert_eq!(mp3_rate_for_bitrate(wav, 22_050), 22_050);
+    }
+
+    #[test]
     fn two_stems_never_share_a_file_name() {
         let stem = |name: &str| StemFile { stem: name.into(), path: format!("/nowhere/{}.wav", name.len()) };
         let plan = |stems: &[&str]| {
@@ -713,6 +796,7 @@ mod tests {
                 title: "Song".into(),
                 on_clash: OnClash::Replace,
                 tags: Tags::default(),
+                stems_format: None,
             })
         };
         assert!(matches!(plan(&["a/b", "a_b"]), Err(Error::InvalidOptions(m)) if m.contains("one file name")));

@@ -135,7 +135,66 @@ mod export {
             title: "Song".into(),
             on_clash: OnClash::Refuse,
             tags: Tags::default(),
+            // (`stems` writes 16-bit WAVs.)
+            stems_format: Some(OutputFormat::Wav { depth: WavDepth::Int16 }),
         }
+    }
+
+    /// MP3 at 320 kbps from stems at 22,050 Hz: written at 44,100 Hz,
+    /// where MPEG-1 has that bitrate (at 22,050 Hz LAME wrote 160 kbps).
+    #[test]
+    fn an_mp3_keeps_its_bitrate_from_stems_at_a_low_rate() {
+        let _turn = stemroom_testkit::cpu_turn();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("low.wav");
+        let tone: Vec<f32> = (0..2 * 22_050).map(|i| 0.2 * ((i / 2) as f32 * 0.05).sin()).collect();
+        let mut w =
+            encode::open(&p, OutputFormat::Wav { depth: WavDepth::Int16 }, 22_050, 2, ClipMode::None).expect("open");
+        w.write(&tone).expect("write");
+        w.finish().expect("finish");
+        let src = [StemFile { stem: "low".into(), path: p.to_string_lossy().into_owned() }];
+        let what = ExportWhat::Stems { stems: vec!["low".into()] };
+        let files = export(&request(&src, what, OutputFormat::Mp3 { kbps: 320 }, dir.path().join("o")), &Silent)
+            .expect("export");
+        let (x, rate) = read(&files[0]);
+        assert_eq!(rate, 44_100);
+        // One second, give or take the codec's delay and padding.
+        assert!((x.len() / 2).abs_diff(44_100) < 3_000, "{} frames", x.len() / 2);
+        // A second at 320 kbps is about 40 kB (at 160 kbps 20 kB).
+        let bytes = std::fs::metadata(&files[0]).expect("stat").len();
+        assert!(bytes > 35_000, "{bytes} bytes");
+    }
+
+    /// Stems deeper than 16 bits (or at another rate) exported at 16 bits
+    /// are dithered: a steady 0.3 LSB rounded alone would export as
+    /// silence; dithered, it averages 0.3 LSB. 16-bit stems at their own
+    /// rate stay bit-exact (the test above).
+    #[test]
+    fn deeper_stems_are_dithered_to_16_bits() {
+        let _turn = stemroom_testkit::cpu_turn();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lsb = 1.0 / 32768.0;
+        let p = dir.path().join("quiet.wav");
+        let mut w =
+            encode::open(&p, OutputFormat::Wav { depth: WavDepth::Int24 }, 44_100, 2, ClipMode::None).expect("open");
+        w.write(&vec![0.3 * lsb; 2 * 44_100]).expect("write");
+        w.finish().expect("finish");
+        let src = [StemFile { stem: "quiet".into(), path: p.to_string_lossy().into_owned() }];
+        let what = ExportWhat::Stems { stems: vec!["quiet".into()] };
+        let sixteen = OutputFormat::Wav { depth: WavDepth::Int16 };
+        let mean = |req: &ExportRequest| {
+            let files = export(req, &Silent).expect("export");
+            let (x, _) = read(&files[0]);
+            std::fs::remove_file(&files[0]).expect("rm");
+            x.iter().map(|&v| f64::from(v)).sum::<f64>() / x.len() as f64 / f64::from(lsb)
+        };
+        let mut req = request(&src, what, sixteen, dir.path().join("out"));
+        req.stems_format = Some(OutputFormat::Wav { depth: WavDepth::Int24 });
+        let dithered = mean(&req);
+        assert!((dithered - 0.3).abs() < 0.05, "mean {dithered} LSB");
+        // Taken as 16-bit stems (what they are not), rounded alone: silence.
+        req.stems_format = Some(sixteen);
+        assert_eq!(mean(&req), 0.0);
     }
 
     #[test]
@@ -627,7 +686,6 @@ fn zip_export_holds_every_stem_in_a_song_folder() {
     let _turn = stemroom_testkit::cpu_turn();
     use stemroom_engine::audio::encode::{OutputFormat, Tags, WavDepth};
     use stemroom_engine::job::StemFile;
-    use stemroom_engine::progress::Silent;
     use stemroom_playback::export::{export, ExportRate, ExportRequest, ExportWhat, OnClash};
     let dir = tempfile::tempdir().expect("tempdir");
     let (wav, _) = reference_wav(dir.path());
@@ -664,8 +722,27 @@ fn zip_export_holds_every_stem_in_a_song_folder() {
         title: "Falcon 69".into(),
         on_clash: OnClash::Refuse,
         tags: Tags::default(),
+        stems_format: None,
     };
-    let files = export(&req, &Silent).expect("zip export");
+    /// Export fractions, in order.
+    struct Fractions(std::sync::Mutex<Vec<f64>>);
+    impl stemroom_engine::progress::Listener for Fractions {
+        fn event(&self, event: &stemroom_engine::progress::Event) {
+            if let stemroom_engine::progress::Event::Exporting { fraction: Some(f) } = event {
+                self.0.lock().expect("lock").push(*f);
+            }
+        }
+    }
+    let fractions = Fractions(std::sync::Mutex::new(Vec::new()));
+    let files = export(&req, &fractions).expect("zip export");
+    // The stems' encoding, then the copy into the zip: the bar moves on
+    // through the copy (it stood at 100 % while it ran), and never back.
+    let fractions = fractions.0.into_inner().expect("lock");
+    assert!(fractions.windows(2).all(|w| w[0] <= w[1]), "{fractions:?}");
+    assert_eq!(fractions.last().copied(), Some(1.0));
+    assert!(fractions.iter().any(|&f| f > 0.0 && f <= 0.8), "the stems' part: {fractions:?}");
+    // One step per stem copied at least (each is under the 4 MiB piece here).
+    assert!(fractions.iter().filter(|&&f| f > 0.8 && f < 1.0).count() >= 3, "the copy's part: {fractions:?}");
     assert_eq!(files, [out.join("Falcon 69 - stems.zip")]);
     let listing = Command::new("unzip").arg("-Z1").arg(&files[0]).output().expect("unzip (setup installs it)");
     let names = String::from_utf8_lossy(&listing.stdout);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { isLink, trimLink } from "./AddBar";
+import { isLink, linksIn, trimLink } from "./AddBar";
 
 describe("the link field", () => {
   it("takes a link pasted with invisible characters at its ends, as the backend does", () => {
@@ -19,5 +19,19 @@ describe("the link field", () => {
     expect(isLink("/home/me/song.mp3")).toBe(false);
     expect(isLink("\u200b")).toBe(false);
     expect(isLink("https://")).toBe(false);
+  });
+
+  it("takes several links pasted at once, and nothing that is not a link", () => {
+    // Two lines of links, as a one-line field receives them (spaces), or a list.
+    expect(linksIn("https://a.example/x https://b.example/y")).toEqual(["https://a.example/x", "https://b.example/y"]);
+    expect(linksIn("https://a.example/x\n\u200bhttps://b.example/y\u200b\n")).toEqual([
+      "https://a.example/x",
+      "https://b.example/y",
+    ]);
+    expect(linksIn("https://a.example/x, https://b.example/y")).toEqual(["https://a.example/x", "https://b.example/y"]);
+    // A comma inside a link is the link's.
+    expect(linksIn("https://a.example/x?tags=a,b")).toEqual(["https://a.example/x?tags=a,b"]);
+    expect(linksIn("https://a.example/x and more")).toBeNull();
+    expect(linksIn("  ")).toBeNull();
   });
 });

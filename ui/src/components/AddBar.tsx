@@ -6,9 +6,10 @@ import { useOneAtATime } from "../hooks/useOneAtATime";
 interface Props {
   /** Opens the file dialog; resolves once its files are added (or none were chosen). */
   onPickFiles(): Promise<unknown>;
-  /** Resolves to whether the link was added (then the field is cleared,
-   * unless it holds another link by then). */
-  onAddLink(url: string): Promise<boolean>;
+  /** Adds the links the field holds (one, or several pasted at once);
+   * resolves to whether they were added (then the field is cleared, unless
+   * it holds other text by then). */
+  onAddLinks(urls: string[]): Promise<boolean>;
   /** The quality songs added now separate with (`null`: as in Settings). */
   preset: Preset | null;
   onPresetChange(preset: Preset | null): void;
@@ -34,11 +35,25 @@ export function isLink(text: string): boolean {
 }
 
 /**
+ * The links in `text`: one, or several pasted at once (lines of links that
+ * the one-line field joined with spaces, or a list separated by commas or
+ * spaces). `null` when any part is not a link: the field takes links only.
+ */
+export function linksIn(text: string): string[] | null {
+  // (A comma inside a link stays: only one before "http" separates.)
+  const links = trimLink(text)
+    .split(/\s+|,(?=\s*https?:\/\/)/i)
+    .map(trimLink)
+    .filter(Boolean);
+  return links.length > 0 && links.every(isLink) ? links : null;
+}
+
+/**
  * "Add files…" (native dialog), a field for a link, and the quality they get.
  * Files come from the dialog, a drop or "Open with": the app adds only files
  * given to it that way, so the field takes links, not paths.
  */
-export function AddBar({ onPickFiles, onAddLink, preset, onPresetChange }: Props) {
+export function AddBar({ onPickFiles, onAddLinks, preset, onPresetChange }: Props) {
   const [value, setValue] = useState("");
   const [busy, setBusy] = useState(false);
   const [picking, runPick] = useOneAtATime();
@@ -55,9 +70,10 @@ export function AddBar({ onPickFiles, onAddLink, preset, onPresetChange }: Props
   async function submit(event: FormEvent) {
     event.preventDefault();
     if (addingNow.current) return;
-    const url = trimLink(value);
-    if (!url) return;
-    if (!isLink(url)) {
+    const text = trimLink(value);
+    if (!text) return;
+    const links = linksIn(text);
+    if (!links) {
       setHint(true);
       return;
     }
@@ -66,7 +82,7 @@ export function AddBar({ onPickFiles, onAddLink, preset, onPresetChange }: Props
     setBusy(true);
     try {
       // A link pasted while this one was looked at stays in the field.
-      if (await onAddLink(url)) setValue((current) => (trimLink(current) === url ? "" : current));
+      if (await onAddLinks(links)) setValue((current) => (trimLink(current) === text ? "" : current));
     } finally {
       addingNow.current = false;
       setBusy(false);

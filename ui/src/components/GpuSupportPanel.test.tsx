@@ -37,7 +37,13 @@ describe("GPU support in Settings", () => {
     expect(screen.getByTestId("gpu-status")).toHaveTextContent("GPU support is not installed.");
 
     await user.click(screen.getByRole("button", { name: "Install GPU support…" }));
-    const confirm = screen.getByRole("dialog", { name: "Install GPU support" });
+    // The question takes the keyboard (its button is gone); Escape is "Not now".
+    const asked = screen.getByRole("group", { name: "Install GPU support" });
+    expect(within(asked).getByRole("button", { name: "Download and install" })).toHaveFocus();
+    await user.keyboard("{Escape}");
+    expect(screen.queryByRole("group", { name: "Install GPU support" })).not.toBeInTheDocument();
+    await user.click(screen.getByRole("button", { name: "Install GPU support…" }));
+    const confirm = screen.getByRole("group", { name: "Install GPU support" });
     expect(confirm).toHaveTextContent("downloads 1.6 GB from PyPI");
     expect(confirm).toHaveTextContent("/home/you/.cache/stemroom/onnxruntime-gpu-1.31.1");
     await user.click(within(confirm).getByRole("button", { name: "Download and install" }));

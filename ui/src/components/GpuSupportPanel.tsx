@@ -113,14 +113,32 @@ export function GpuSupportPanel({ onChange }: { onChange?: (gpu: GpuSupport) => 
         </button>
       )}
       {phase.kind === "confirm" && (
-        <div className="model-install" role="dialog" aria-label="Install GPU support">
+        // An inline question, not a dialog (nothing else is blocked): the
+        // keyboard goes to its first answer (the button that asked it is
+        // gone), and Escape says "Not now".
+        <div
+          className="model-install"
+          role="group"
+          aria-label="Install GPU support"
+          onKeyDown={(e) => {
+            if (e.key === "Escape") {
+              e.preventDefault();
+              setPhase({ kind: "idle" });
+            }
+          }}
+        >
           <p>
             GPU support (ONNX Runtime for CUDA 13, with cuDNN 9) downloads {formatBytes(gpu.downloadBytes)} from PyPI
             and takes about 2.5 GB on disk in <code className="command">{gpu.installDir}</code> (about 4 GB free while it
             installs). Every file is checked before it is used.
           </p>
           <div className="settings__actions">
-            <button type="button" className="button button--primary" onClick={install}>
+            <button
+              type="button"
+              className="button button--primary"
+              onClick={install}
+              autoFocus
+            >
               Download and install
             </button>
             <button type="button" className="button" onClick={() => setPhase({ kind: "idle" })}>

@@ -47,6 +47,17 @@ describe("Library", () => {
     expect(titles()).toEqual(["Falling Slowly", "Falcon 69"]);
   });
 
+  it("keeps the keyboard's place: on the song's title in the player, on the song in the list after", async () => {
+    const { user } = await openLibrary();
+    await user.click(screen.getByRole("button", { name: /Night Drive/ }));
+    screen.getByRole("button", { name: "Play & export" }).focus();
+    await user.keyboard("{Enter}");
+    await screen.findAllByTestId("lane");
+    await waitFor(() => expect(screen.getByRole("heading", { name: "Night Drive" })).toHaveFocus());
+    await user.click(screen.getByRole("button", { name: "Back to library" }));
+    await waitFor(() => expect(screen.getByRole("button", { name: /Night Drive/ })).toHaveFocus());
+  });
+
   it("keeps the player when another song is deleted elsewhere, and sees its own deletion under a search", async () => {
     const { backend, user } = await openLibrary();
     await user.click(screen.getByRole("button", { name: /Falling Slowly/ }));

@@ -52,6 +52,10 @@ export function LibraryView({ version, changes = 0, playRequest = null, jobs = n
   useEffect(() => {
     playingNow.current = playing;
   });
+  // "Back to library" went with the player: the keyboard goes back to the
+  // song's place in the list (once the list shows it).
+  const returnTo = useRef<number | null>(null);
+  const listRef = useRef<HTMLUListElement>(null);
 
   useEffect(() => {
     let current = true;
@@ -151,12 +155,13 @@ export function LibraryView({ version, changes = 0, playRequest = null, jobs = n
     () =>
       songs &&
       songs.length > 0 && (
-        <ul className="songs" aria-label="Songs">
+        <ul className="songs" aria-label="Songs" ref={listRef}>
           {songs.map((song) => (
             <li key={song.id} data-testid="library-item">
               <button
                 type="button"
                 className="song-item"
+                data-song-id={song.id}
                 aria-current={song.id === selectedId ? "true" : undefined}
                 onClick={() => setSelectedId(song.id)}
               >
@@ -170,6 +175,15 @@ export function LibraryView({ version, changes = 0, playRequest = null, jobs = n
     [songs, selectedId],
   );
 
+  useEffect(() => {
+    if (playing || returnTo.current === null) return;
+    const button = listRef.current?.querySelector<HTMLElement>(`[data-song-id="${returnTo.current}"]`);
+    if (button) {
+      button.focus();
+      returnTo.current = null;
+    }
+  }, [playing, list]);
+
   if (playing) {
     const jobState = jobs?.find((j) => j.id === playing.id)?.state;
     return (
@@ -178,7 +192,11 @@ export function LibraryView({ version, changes = 0, playRequest = null, jobs = n
         song={playing}
         version={version}
         jobState={jobState}
-        onClose={() => setPlaying(null)}
+        onClose={() => {
+          returnTo.current = playing.id;
+          setSelectedId(playing.id);
+          setPlaying(null);
+        }}
       />
     );
   }

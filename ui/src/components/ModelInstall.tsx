@@ -56,6 +56,7 @@ export function ModelInstall({ model, downloads }: Props) {
           title={
             busy ? "It could not be cancelled" : model.derived ? "The model could not be made" : "The download failed"
           }
+          onDismiss={() => downloads.dismiss(model.id)}
         >
           {error}
         </Alert>

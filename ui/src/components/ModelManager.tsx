@@ -68,7 +68,11 @@ export function ModelManager({ models, downloads }: Props) {
                   {model.derived ? "Make" : `Download (${formatBytes(model.downloadBytes)})`}
                 </button>
               )}
-              {error && <Alert title={`${model.id}: it did not work`}>{error}</Alert>}
+              {error && (
+                <Alert title={`${model.id}: it did not work`} onDismiss={() => downloads.dismiss(model.id)}>
+                  {error}
+                </Alert>
+              )}
             </li>
           );
         })}

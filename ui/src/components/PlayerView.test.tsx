@@ -378,6 +378,20 @@ describe("Player", () => {
     expect(await screen.findByTestId("export-warning")).toHaveTextContent("The mix went over full scale");
   });
 
+  it("shows the mix heard when the player refuses a change", async () => {
+    const { backend, user } = await openPlayer();
+    vi.spyOn(backend, "setControls").mockRejectedValueOnce(new BackendError("invalid_options", "The song is not open."));
+    await user.click(screen.getByRole("button", { name: "Mute Vocals" }));
+    expect(await screen.findByRole("alert")).toHaveTextContent("The song is not open.");
+    await waitFor(() =>
+      expect(screen.getByRole("button", { name: "Mute Vocals" })).toHaveAttribute("aria-pressed", "false"),
+    );
+    // The next one goes through.
+    await user.click(screen.getByRole("button", { name: "Mute Vocals" }));
+    expect(screen.getByRole("button", { name: "Mute Vocals" })).toHaveAttribute("aria-pressed", "true");
+    expect(backend.player.controls?.stems[3]?.mute).toBe(true);
+  });
+
   it("says when the export folder cannot be opened", async () => {
     const { backend, user } = await openPlayer();
     await user.click(screen.getByRole("button", { name: "Export" }));
@@ -584,10 +598,12 @@ describe("Player", () => {
     const { backend, user } = renderApp({ queue: [running] });
     await user.click(await screen.findByRole("button", { name: "Listen now" }));
     await screen.findAllByTestId("lane");
-    act(() => void backend.updateJob(9, { state: { state: "failed", code: "internal", message: "out of memory" } }));
+    act(() => void backend.updateJob(9, { state: { state: "failed", code: "output", message: "out of memory" } }));
     const alert = await screen.findByRole("alert");
     expect(alert).toHaveTextContent("The separation stopped");
     expect(alert).toHaveTextContent("The separation failed: out of memory");
+    // With what to do, as the queue's row says it.
+    expect(alert).toHaveTextContent("Check that the library folder exists");
     expect(screen.getByTestId("export-later")).toHaveTextContent("No exports");
     // Removed from the queue then (from the Queue tab, or by the HTTP
     // service): its working folder goes, so the player closes and says

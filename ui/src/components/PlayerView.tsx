@@ -67,6 +67,15 @@ export function PlayerView({ song, version = 0, jobState, onClose }: Props) {
   const area = useRef<HTMLDivElement>(null);
   const root = useRef<HTMLElement>(null);
   const timeline = useRef<HTMLDivElement>(null);
+  // The button that opened the player went with the page it was on: the
+  // keyboard's place is the song's title once it shows (only when the
+  // focus was lost, not when the person has put it somewhere since).
+  const title = useRef<HTMLHeadingElement>(null);
+  const shown = view !== null;
+  useEffect(() => {
+    const lost = document.activeElement === null || document.activeElement === document.body;
+    if (shown && lost) title.current?.focus();
+  }, [shown]);
   const statusError = useStatus(store, (s) => s?.error ?? null);
 
   useLayoutEffect(() => {
@@ -209,8 +218,10 @@ export function PlayerView({ song, version = 0, jobState, onClose }: Props) {
     if (e.key === " ") {
       // Space activates a button or check box reached with the keyboard
       // (Mute, Export, Back); one a mouse click left focused, or nothing
-      // of the kind focused, and it is play/pause.
-      const free = !t || t === document.body || t === document.documentElement || t === root.current;
+      // of the kind focused (the song's title, where opening puts the
+      // focus), and it is play/pause.
+      const free =
+        !t || t === document.body || t === document.documentElement || t === root.current || t === title.current;
       if (!free && !t.matches(SPACE_FOR_PLAY) && keyboardFocused(t)) return;
       e.preventDefault();
       actions.togglePlay();
@@ -284,7 +295,9 @@ export function PlayerView({ song, version = 0, jobState, onClose }: Props) {
         <button type="button" className="button" onClick={onClose}>
           Back to library
         </button>
-        <h2 className="song__title">{view.title}</h2>
+        <h2 className="song__title" ref={title} tabIndex={-1}>
+          {view.title}
+        </h2>
         {(bpmText(song.analysis) || keyText(song.analysis)) && (
           <span className="player__facts muted" data-testid="player-analysis">
             {[bpmText(song.analysis), keyText(song.analysis)].filter(Boolean).join(" · ")}

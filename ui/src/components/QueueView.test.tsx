@@ -51,6 +51,33 @@ describe("Queue", () => {
     expect(field).toHaveValue("  /home/you/Music/Falcon 69.flac ");
   });
 
+  it("adds several links pasted at once, and names a refused link whole", async () => {
+    const { backend, user } = renderApp();
+    const addPaths = vi.spyOn(backend, "addPaths");
+    const field = screen.getByRole("textbox", { name: "Link" });
+    await user.click(field);
+    await user.paste("https://example.com/One.mp3 https://example.com/Two.mp3");
+    await user.keyboard("{Enter}");
+    expect(addPaths).toHaveBeenCalledWith(["https://example.com/One.mp3", "https://example.com/Two.mp3"], false, null);
+    expect(await screen.findAllByTestId("job-row")).toHaveLength(2);
+    await waitFor(() => expect(field).toHaveValue(""));
+    addPaths.mockResolvedValueOnce({
+      added: [],
+      rejected: [{ path: "https://www.youtube.com/watch?v=abc", reason: "This video is unavailable." }],
+      duplicates: [],
+      skipped: [],
+      skippedMore: 0,
+      playlists: [],
+    });
+    await user.paste("https://www.youtube.com/watch?v=abc");
+    await user.keyboard("{Enter}");
+    const alert = await screen.findByRole("alert");
+    expect(alert).toHaveTextContent("1 link was not added");
+    expect(within(alert).getAllByRole("listitem").map((li) => li.textContent)).toEqual([
+      "https://www.youtube.com/watch?v=abc: This video is unavailable.",
+    ]);
+  });
+
   it("adds what the file dialog picked", async () => {
     const { user } = renderApp({ pickedFiles: ["/music/One.mp3", "/music/Two.wav"] });
     await user.click(screen.getByRole("button", { name: "Add files…" }));
@@ -149,7 +176,10 @@ describe("Queue", () => {
     expect(screen.getAllByTestId("done-row")).toHaveLength(1);
 
     const openSong = vi.spyOn(backend, "openSong");
-    await user.click(within(screen.getByTestId("done-row")).getByRole("button", { name: "Open in player" }));
+    const open = within(screen.getByTestId("done-row")).getByRole("button", { name: "Open in player" });
+    // Which song it opens is said (several rows have the same button).
+    expect(open).toHaveAccessibleDescription(screen.getByTestId("done-row").querySelector(".job__title")?.textContent ?? "?");
+    await user.click(open);
     expect(screen.getByRole("tab", { name: "Library" })).toHaveAttribute("aria-selected", "true");
     expect(await screen.findByRole("region", { name: "Player" })).toBeInTheDocument();
     await waitFor(() => expect(openSong).toHaveBeenCalledWith(1, expect.any(Function)));

@@ -12,7 +12,7 @@ import { JobRow, type JobAction } from "./JobRow";
 interface Props {
   queue: QueueState;
   onPickFiles(): Promise<unknown>;
-  onAddLink(url: string): Promise<boolean>;
+  onAddLinks(urls: string[]): Promise<boolean>;
   /** The quality songs added now get (`null`: as in Settings). */
   preset: Preset | null;
   onPresetChange(preset: Preset | null): void;
@@ -30,7 +30,7 @@ function moved(queuedIds: number[], id: number, by: -1 | 1): number[] {
   return ids;
 }
 
-export function QueueView({ queue, onPickFiles, onAddLink, preset, onPresetChange, onOpenSong }: Props) {
+export function QueueView({ queue, onPickFiles, onAddLinks, preset, onPresetChange, onOpenSong }: Props) {
   const backend = useBackend();
   // What each job's buttons are doing (one job's answer does not free another's).
   const [busy, setBusy] = useState<ReadonlyMap<number, JobAction>>(new Map());
@@ -142,7 +142,7 @@ export function QueueView({ queue, onPickFiles, onAddLink, preset, onPresetChang
 
   return (
     <div className="queue">
-      <AddBar onPickFiles={onPickFiles} onAddLink={onAddLink} preset={preset} onPresetChange={onPresetChange} />
+      <AddBar onPickFiles={onPickFiles} onAddLinks={onAddLinks} preset={preset} onPresetChange={onPresetChange} />
       {queue.error && <Alert title="The queue could not be loaded">{queue.error}</Alert>}
       {queue.listenError && (
         <Alert title="The queue does not follow changes by itself">{queue.listenError}</Alert>
@@ -166,13 +166,22 @@ export function QueueView({ queue, onPickFiles, onAddLink, preset, onPresetChang
             {finished.map((song) => (
               <li key={song.id} className="job job--done" data-testid="done-row" data-job-id={song.id}>
                 <div className="job__main">
-                  <p className="job__title">{song.title}</p>
+                  <p className="job__title" id={`done-title-${song.id}`}>
+                    {song.title}
+                  </p>
                   <p className="job__meta">
                     <span className="job__state job__state--done">Done · in the Library</span>
                   </p>
                 </div>
                 <div className="job__actions">
-                  <button type="button" className="button button--primary" onClick={() => onOpenSong(song)}>
+                  {/* (Described by the title: a screen reader tabbing through
+                      several says which song each opens.) */}
+                  <button
+                    type="button"
+                    className="button button--primary"
+                    aria-describedby={`done-title-${song.id}`}
+                    onClick={() => onOpenSong(song)}
+                  >
                     Open in player
                   </button>
                   <button

@@ -23,4 +23,20 @@ describe("TempoPitch", () => {
       vi.useRealTimers();
     }
   });
+
+  it("sends nothing older after Original speed and pitch, even when the panel goes at once", () => {
+    vi.useFakeTimers();
+    try {
+      const onChange = vi.fn();
+      const { unmount } = render(<TempoPitch tempo={0.9} transpose={0} onChange={onChange} />);
+      fireEvent.change(screen.getByRole("slider", { name: "Speed" }), { target: { value: "0.8" } });
+      fireEvent.click(screen.getByRole("button", { name: "Original speed and pitch" }));
+      unmount();
+      vi.advanceTimersByTime(1000);
+      expect(onChange).toHaveBeenCalledTimes(1);
+      expect(onChange).toHaveBeenLastCalledWith({ tempo: 1, transpose: 0 });
+    } finally {
+      vi.useRealTimers();
+    }
+  });
 });

@@ -119,6 +119,8 @@ export function TempoPitch({ tempo, transpose, onChange }: Props) {
           className="button button--small"
           onClick={() => {
             clearTimeout(timer.current);
+            // (A speed still settling is not sent after this, on unmount.)
+            pending.current = null;
             setShown(1);
             onChange({ tempo: 1, transpose: 0 });
           }}

@@ -17,6 +17,8 @@ export interface ModelDownloads {
   cancel(id: string): void;
   /** Remove the model's file from Stemroom's folder. */
   remove(id: string): void;
+  /** Put away model `id`'s failure (it would stay beside a model installed since, say by a job). */
+  dismiss(id: string): void;
 }
 
 export interface AppInfoState {
@@ -69,7 +71,7 @@ export function useAppInfo(): AppInfoState {
           },
           (e: unknown) => {
             // A cancel is the user's choice, not a failure to report.
-            if (toBackendError(e).code !== "cancelled") setErrors((current) => ({ ...current, [id]: errorText(e) }));
+            if (toBackendError(e).code !== "cancelled") setErrors((current) => ({ ...current, [id]: errorText(e, "model") }));
             else clearError();
           },
         )
@@ -94,7 +96,7 @@ export function useAppInfo(): AppInfoState {
     (id: string) => {
       backend
         .cancelModelFetch()
-        .catch((e: unknown) => setErrors((current) => ({ ...current, [id]: errorText(e) })));
+        .catch((e: unknown) => setErrors((current) => ({ ...current, [id]: errorText(e, "model") })));
     },
     [backend],
   );
@@ -108,7 +110,7 @@ export function useAppInfo(): AppInfoState {
           else void refresh();
         },
         (e: unknown) => {
-          setErrors((current) => ({ ...current, [id]: errorText(e) }));
+          setErrors((current) => ({ ...current, [id]: errorText(e, "model") }));
           // (A refresh this one passed over had news of its own.)
           void refresh();
         },
@@ -117,9 +119,16 @@ export function useAppInfo(): AppInfoState {
     [backend, refresh],
   );
 
+  const dismiss = useCallback((id: string) => setErrors(({ [id]: _, ...rest }) => rest), []);
+
   useEffect(() => {
     void refresh();
   }, [refresh]);
 
-  return { info, error, refresh, downloads: { busy, progress, errors, start, startFromFile, cancel, remove } };
+  return {
+    info,
+    error,
+    refresh,
+    downloads: { busy, progress, errors, start, startFromFile, cancel, remove, dismiss },
+  };
 }

@@ -129,7 +129,7 @@ impl Queue {
     ) -> Result<Claim, QueueError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let (job, damage) = job_in_checked(&tx, id)?;
+        let (_, damage) = job_in_checked(&tx, id)?;
         let held: Option<Held> = tx
             .query_row("SELECT message, worker, attempts, last_error FROM broker WHERE job_id = ?1", [id], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
@@ -137,7 +137,12 @@ impl Queue {
             .optional()?;
         let (held_by, held_worker, attempts, last_error) = held.unwrap_or((None, None, 0, None));
         let attempts = u32::try_from(attempts).unwrap_or(0);
-        let takeover = match job.state.status() {
+        // The status column, as `transition` reads it: a record whose
+        // state cannot be read has a failed stand-in, and was refused here
+        // as failed while its row stayed queued (published again at every
+        // pass) or running (never taken over, nor retried or removed).
+        let status: String = tx.query_row("SELECT status FROM jobs WHERE id = ?1", [id], |r| r.get(0))?;
+        let takeover = match status.as_str() {
             "queued" => false,
             "running" if held_by.as_deref() == Some(message) => {
                 if let Some(holder) = held_worker.as_deref() {
@@ -364,6 +369,23 @@ mod tests {
                 assert!(matches!(job.state, JobState::Failed { message, .. } if message.contains("cannot be read")));
             }
             other => panic!("{other:?}"),
+        }
+        // Its state unreadable (a newer server wrote it, or damage), queued
+        // or held by a worker that died: failed too, not refused as its
+        // failed stand-in while the row stays queued or running for good.
+        for status in ["queued", "running"] {
+            let b = q.enqueue(&JobSource::File { path: "/b.wav".into() }, "B", &opts).unwrap();
+            if status == "running" {
+                assert!(matches!(q.broker_claim(b.id, "2-0", "w1", 3, |_| false).unwrap(), Claim::Granted { .. }));
+            }
+            q.conn().execute("UPDATE jobs SET state = '{bad' WHERE id = ?1", [b.id]).unwrap();
+            match q.broker_claim(b.id, "2-0", "w2", 3, |_| false).unwrap() {
+                Claim::GaveUp(job) => assert!(matches!(job.state, JobState::Failed { .. }), "{status}"),
+                other => panic!("{status}: {other:?}"),
+            }
+            let column: String =
+                q.conn().query_row("SELECT status FROM jobs WHERE id = ?1", [b.id], |r| r.get(0)).unwrap();
+            assert_eq!(column, "failed", "{status}");
         }
     }
 

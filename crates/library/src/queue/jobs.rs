@@ -164,19 +164,41 @@ impl Queue {
     /// A queued job whose record cannot be read in full (a newer Stemroom
     /// wrote it, or it is damaged) is marked failed, saying so, and the
     /// next one is taken: it can be removed, and the queue goes on.
+    ///
+    /// A job the process died running (its `interruptions` above 0, see
+    /// [`Queue::recover`]) runs alone: nothing is claimed while it runs,
+    /// and it waits for the running jobs to end. Another crash is then
+    /// counted against it only, not against the jobs beside it (which
+    /// [`MAX_INTERRUPTIONS`](super::MAX_INTERRUPTIONS) crashes would fail
+    /// with it).
     pub fn claim_next(&self) -> Result<Option<Job>, QueueError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let (running, suspect_running): (i64, bool) = tx.query_row(
+            "SELECT COUNT(*), COALESCE(MAX(interruptions > 0), 0) FROM jobs WHERE status = 'running'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        if suspect_running {
+            tx.commit()?;
+            return Ok(None);
+        }
         loop {
-            let id: Option<i64> = tx
-                .query_row("SELECT id FROM jobs WHERE status = 'queued' ORDER BY position, id LIMIT 1", [], |r| {
-                    r.get(0)
-                })
+            let next: Option<(i64, i64)> = tx
+                .query_row(
+                    "SELECT id, interruptions FROM jobs WHERE status = 'queued' ORDER BY position, id LIMIT 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
                 .optional()?;
-            let Some(id) = id else {
+            let Some((id, interruptions)) = next else {
                 tx.commit()?;
                 return Ok(None);
             };
+            if interruptions > 0 && running > 0 {
+                tx.commit()?;
+                return Ok(None);
+            }
             let Ok(job_id) = JobId::try_from(id) else {
                 fail_damaged(&tx, id, "its id is out of range", self.now())?;
                 continue;

@@ -189,7 +189,10 @@ impl Queue {
         if version > known {
             return Err(QueueError::TooNew { found: version, known });
         }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        // A negative version (a damaged header) would skip every migration
+        // and fail later as "no such table": it is damage, rebuilt.
+        let done = usize::try_from(version).map_err(|_| QueueError::Corrupt(format!("schema version {version}")))?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
             tx.execute_batch(sql)?;
             tx.pragma_update(None, "user_version", i as i64 + 1)?;
         }
@@ -546,6 +549,53 @@ mod tests {
         assert_eq!((s.shifts, s.overlap), (Settings::default().shifts, Settings::default().overlap));
     }
 
+    /// A job the process died running runs alone, so a crash again is
+    /// counted against it only (three fail a job), not against the jobs
+    /// that ran beside it.
+    #[test]
+    fn a_job_that_crashed_the_process_runs_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(&dir.path().join("db.sqlite")).unwrap();
+        let opts = Settings::default().job_options();
+        let a = q.enqueue(&JobSource::File { path: "/a.wav".into() }, "A", &opts).unwrap();
+        let b = q.enqueue(&JobSource::File { path: "/b.wav".into() }, "B", &opts).unwrap();
+        let crashed = |id: JobId| {
+            q.conn().execute("UPDATE jobs SET interruptions = 1 WHERE id = ?1", [id]).unwrap();
+        };
+        crashed(a.id);
+        assert_eq!(q.claim_next().unwrap().unwrap().id, a.id, "alone, it starts");
+        assert!(q.claim_next().unwrap().is_none(), "nothing beside it");
+        q.finish(a.id, &JobState::Done, None, &[]).unwrap();
+        assert_eq!(q.claim_next().unwrap().unwrap().id, b.id);
+        // One that crashed waits for the running ones to end.
+        let c = q.enqueue(&JobSource::File { path: "/c.wav".into() }, "C", &opts).unwrap();
+        crashed(c.id);
+        assert!(q.claim_next().unwrap().is_none(), "B runs");
+        q.finish(b.id, &JobState::Done, None, &[]).unwrap();
+        assert_eq!(q.claim_next().unwrap().unwrap().id, c.id);
+    }
+
+    /// Where songs go is read on its own: settings that cannot be read do
+    /// not send them to the default library as if no folder were chosen.
+    #[test]
+    fn the_chosen_library_is_known_or_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(&dir.path().join("db.sqlite")).unwrap();
+        assert_eq!(q.chosen_library_dir().unwrap(), None, "nothing saved");
+        let set = |doc: &str| {
+            q.conn().execute("INSERT OR REPLACE INTO settings (key, value) VALUES ('settings', ?1)", [doc]).unwrap();
+        };
+        set(r#"{"libraryDir": "/home/you/Stems", "shifts": "many"}"#);
+        assert_eq!(q.chosen_library_dir().unwrap().as_deref(), Some("/home/you/Stems"));
+        set(r#"{"libraryDir": null}"#);
+        assert_eq!(q.chosen_library_dir().unwrap(), None);
+        for junk in [r#""junk""#, "{not json", r#"{"libraryDir": 7}"#, r#"{"libraryDir": "Stems"}"#] {
+            set(junk);
+            assert!(matches!(q.chosen_library_dir(), Err(QueueError::Corrupt(_))), "{junk}");
+            assert_eq!(q.settings().unwrap().library_dir, None, "settings() still gives defaults: {junk}");
+        }
+    }
+
     #[test]
     fn a_version_1_database_is_migrated_keeping_its_jobs() {
         let dir = tempfile::tempdir().unwrap();
@@ -598,6 +648,8 @@ mod tests {
         drop(Queue::open(&p).unwrap());
         Connection::open(&p).unwrap().pragma_update(None, "user_version", 99).unwrap();
         assert!(matches!(Queue::open(&p), Err(QueueError::TooNew { found: 99, .. })));
+        Connection::open(&p).unwrap().pragma_update(None, "user_version", -3).unwrap();
+        assert!(matches!(Queue::open(&p), Err(QueueError::Corrupt(m)) if m.contains("-3")));
         let junk = dir.path().join("junk.sqlite");
         std::fs::write(&junk, vec![7u8; 4096]).unwrap();
         assert!(matches!(Queue::open(&junk), Err(QueueError::Open { .. })));

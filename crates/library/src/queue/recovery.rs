@@ -421,11 +421,20 @@ pub(super) fn check_owner_of(path: &Path, owner: &InstanceLock) -> Result<(), Qu
 /// What SQLite's own check finds wrong with the database at `path`, read
 /// through a read-only connection (no migration, no checkpoint on close:
 /// a damaged file is not written to before it is set aside). `None` for a
-/// whole database, a missing or empty file, or one that cannot be checked
-/// read-only (left to [`Queue::open`]).
+/// whole database, a missing file, an empty one without a work tag kept
+/// beside it (a new database), or one that cannot be checked read-only
+/// (left to [`Queue::open`]).
 fn damage_before_open(path: &Path) -> Option<String> {
-    if std::fs::metadata(path).map_or(true, |m| m.len() == 0) {
-        return None;
+    match std::fs::metadata(path) {
+        // A database that was there (its work tag is kept beside it) and
+        // is empty now: a sync tool's placeholder, a file system repair.
+        // Opened as new, its songs would not come back and its tag would
+        // be replaced by a new one; rebuilt, they are filed again.
+        Ok(m) if m.len() == 0 && read_tag_file(path).is_some() => {
+            return Some("the database file is empty".into());
+        }
+        Ok(m) if m.len() > 0 => {}
+        _ => return None,
     }
     let conn =
         Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX).ok()?;
@@ -783,6 +792,38 @@ mod tests {
         let (q, recovery) = Queue::open_owned(&db, &lock, &library, true).unwrap();
         assert!(recovery.is_none());
         assert_eq!(q.library("").unwrap().len(), 3);
+    }
+
+    /// A database file emptied (a sync tool's placeholder, a file system
+    /// repair) while its work tag is kept beside it: rebuilt with that tag
+    /// and its songs filed again, not opened as a new database.
+    #[test]
+    fn an_emptied_database_keeps_its_tag_and_songs() {
+        let data = tempfile::tempdir().unwrap();
+        let library = data.path().join("Stemroom");
+        let db = data.path().join("stemroom.sqlite");
+        let lock = InstanceLock::acquire(data.path()).unwrap().unwrap();
+        let tag = {
+            let (q, _) = Queue::open_owned(&db, &lock, &library, true).unwrap();
+            filed_song(&q, &library, "Alpha");
+            q.work_tag().to_string()
+        };
+        for log in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(with_suffix(&db, log));
+        }
+        std::fs::write(&db, b"").unwrap();
+        let (q, recovery) = Queue::open_owned(&db, &lock, &library, true).unwrap();
+        let recovery = recovery.expect("an emptied database is damage");
+        assert_eq!(recovery.songs_found, 1, "{recovery:?}");
+        assert_eq!(q.work_tag(), tag);
+        assert_eq!(read_tag_file(&db).as_deref(), Some(tag.as_str()));
+        assert_eq!(titles(&q.library("").unwrap()), ["Alpha"]);
+        drop(q);
+        // Without a tag kept beside it, an empty file is a new database.
+        let fresh = data.path().join("other.sqlite");
+        std::fs::write(&fresh, b"").unwrap();
+        let (_, recovery) = Queue::open_owned(&fresh, &lock, &library, true).unwrap();
+        assert!(recovery.is_none());
     }
 
     /// A database with a damaged page: every row still readable is read

@@ -149,6 +149,29 @@ impl Settings {
 }
 
 impl Queue {
+    /// The library folder the stored settings name, read on its own (not
+    /// through [`Queue::settings`], where a document that cannot be read
+    /// gives the defaults: "no folder chosen").
+    ///
+    /// # Errors
+    /// [`QueueError::Corrupt`] when settings are stored but their library
+    /// folder cannot be told: the document is not a JSON object, or its
+    /// `libraryDir` is neither null nor an absolute path. Database errors.
+    pub fn chosen_library_dir(&self) -> Result<Option<String>, QueueError> {
+        let text: Option<String> =
+            self.conn().query_row("SELECT value FROM settings WHERE key = 'settings'", [], |r| r.get(0)).optional()?;
+        let Some(text) = text else { return Ok(None) };
+        let doc = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .filter(serde_json::Value::is_object)
+            .ok_or_else(|| QueueError::Corrupt("the stored settings are not a JSON object".into()))?;
+        match doc.get("libraryDir") {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(d)) if std::path::Path::new(d).is_absolute() => Ok(Some(d.clone())),
+            Some(other) => Err(QueueError::Corrupt(format!("the stored library folder {other} is not a full path"))),
+        }
+    }
+
     /// The saved settings (defaults when none were saved).
     ///
     /// # Errors

@@ -503,7 +503,9 @@ impl Inner {
     /// # Errors
     /// The database's, reading the settings.
     fn chosen_library(&self) -> Result<Option<PathBuf>, QueueError> {
-        Ok(self.queue.settings()?.library_dir.map(PathBuf::from))
+        // (Read on its own: unreadable settings read as defaults would
+        // send the song to the default library.)
+        Ok(self.queue.chosen_library_dir()?.map(PathBuf::from))
     }
 
     /// Whether job `id`, whose flag is `flag`, is to end cancelled: its
@@ -1062,6 +1064,18 @@ mod tests {
         // ("Song" is the song filed above; the other names are still taken.)
         assert!(matches!(w.inner.separate(&job, &Arc::new(AtomicBool::new(true))), Err(Error::Cancelled)));
         assert!(!work.exists());
+        // Filed, then found cancelled: the song goes back to its working
+        // folder (one rename, so a crash leaves no half song in the
+        // library) and is deleted there.
+        let job = q.enqueue(&crate::queue::JobSource::File { path: "/m/y.wav".into() }, "Fresh", &options).unwrap();
+        let job = q.claim_next().unwrap().filter(|j| j.id == job.id).unwrap();
+        let work = song::partial_dir(&library, q.work_tag(), job.id);
+        std::fs::create_dir_all(&work).unwrap();
+        std::fs::write(work.join("vocals.wav"), b"stem").unwrap();
+        let stems = vec![crate::queue::StemFile { stem: "vocals".into(), path: "vocals.wav".into() }];
+        song::SongMetadata::new(&job, stems, 1.0, None, None).write(&work).unwrap();
+        assert!(matches!(w.inner.separate(&job, &Arc::new(AtomicBool::new(true))), Err(Error::Cancelled)));
+        assert!(!work.exists() && !library.join("Fresh").exists());
     }
 
     #[test]

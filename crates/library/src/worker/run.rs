@@ -170,7 +170,7 @@ impl Inner {
                 }
             }
             let filed = self.file_or_keep(job, &library, &work, meta, cancel)?;
-            return self.unless_cancelled(job, cancel, filed);
+            return self.unless_cancelled(job, cancel, filed, &work);
         }
         // What an interrupted run of this job left: only its checkpoint
         // stays (the separation resumes from it if it still fits).
@@ -260,7 +260,7 @@ impl Inner {
         // again (the branch above), or removing the job removes them.
         partial.dir = None;
         let filed = self.file_or_keep(job, &library, &work, meta, cancel)?;
-        let filed = self.unless_cancelled(job, cancel, filed)?;
+        let filed = self.unless_cancelled(job, cancel, filed, &work)?;
         tracing::info!("job {} done in {:.1} s: {}", job.id, started.elapsed().as_secs_f64(), filed.0);
         Ok(filed)
     }
@@ -268,14 +268,29 @@ impl Inner {
     /// `filed`, unless the job was cancelled while it was filed (the tempo
     /// and key take seconds): a cancel keeps nothing, and a retry
     /// separates again instead of finding this song.
+    ///
+    /// The song goes back to its working folder `work` (one rename) before
+    /// it is deleted: a quit or a crash while the files are deleted leaves
+    /// a working folder, cleaned at the next start, not half a song in the
+    /// library that nothing refers to.
     fn unless_cancelled(
         &self,
         job: &Job,
         cancel: &AtomicBool,
         filed: (String, Vec<StemFile>),
+        work: &Path,
     ) -> Result<(String, Vec<StemFile>), Error> {
         if self.cancel_asked(job.id, cancel) {
-            let _ = std::fs::remove_dir_all(&filed.0);
+            let doomed = match std::fs::rename(&filed.0, work) {
+                Ok(()) => work.to_path_buf(),
+                Err(e) => {
+                    tracing::warn!("job {}: {} deleted where it is ({e})", job.id, filed.0);
+                    // Its metadata first: the rest is no song.
+                    let _ = std::fs::remove_file(Path::new(&filed.0).join(song::METADATA_FILE));
+                    PathBuf::from(&filed.0)
+                }
+            };
+            let _ = std::fs::remove_dir_all(doomed);
             return Err(Error::Cancelled);
         }
         Ok(filed)

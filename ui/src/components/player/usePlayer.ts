@@ -1,7 +1,7 @@
 import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "react";
 import { useBackend } from "../../backend";
 import type { DragOut, JobState, LanePeaks, LoopRegion, MixControls, SongView, StemControl } from "../../bindings";
-import { errorText } from "../../errors";
+import { errorText, hintFor } from "../../errors";
 import { loadMix, saveMix } from "../../mixPrefs";
 import { clampWindow, unityControls, zoomWindow, type FrameWindow } from "../../timeline";
 import { createStatusStore, type StatusStore } from "./statusStore";
@@ -160,7 +160,11 @@ export function usePlayer(songId: number, version: number, jobState?: JobState):
   // The job's state comes from the app's queue (its one event
   // subscription: the backend keeps one channel per window).
   const jobStateKind = jobState?.state;
-  const failure = jobState?.state === "failed" ? jobState.message : null;
+  // (With what to do about it, as the queue's row says it.)
+  const failure =
+    jobState?.state === "failed"
+      ? [jobState.message, hintFor(jobState.code, "job", jobState.message)].filter(Boolean).join(" ")
+      : null;
   useEffect(() => {
     if (!streaming) return;
     if (jobStateKind === "failed") setStopped(`The separation failed: ${failure ?? ""}`);
@@ -185,6 +189,7 @@ export function usePlayer(songId: number, version: number, jobState?: JobState):
       action.catch((e: unknown) => setError(errorText(e)));
     };
     const update = (next: MixControls) => {
+      const before = latest.current.controls;
       latest.current.controls = next;
       if (gone.current) {
         // (No render will save it: saved here.)
@@ -193,7 +198,16 @@ export function usePlayer(songId: number, version: number, jobState?: JobState):
         return;
       }
       setControls(next);
-      if (canPlay()) run(backend.setControls(songId, next));
+      if (!canPlay()) return;
+      backend.setControls(songId, next).catch((e: unknown) => {
+        setError(errorText(e));
+        // Refused: the buttons and faders show the mix heard, unless a
+        // later change (sent after this one) replaced it meanwhile.
+        if (before && latest.current.controls === next) {
+          latest.current.controls = before;
+          setControls(before);
+        }
+      });
     };
     const changeStem: PlayerActions["changeStem"] = (index, change) => {
       const c = latest.current.controls;
@@ -216,8 +230,18 @@ export function usePlayer(songId: number, version: number, jobState?: JobState):
         if (canPlay()) run(store.get()?.playing ? backend.pause(songId) : backend.play(songId));
       },
       applyLoop(region) {
+        const before = latest.current.loop;
+        latest.current.loop = region;
         setLoop(region);
-        if (canPlay()) run(backend.setLoop(songId, region));
+        if (!canPlay()) return;
+        backend.setLoop(songId, region).catch((e: unknown) => {
+          setError(errorText(e));
+          // Refused: the loop shown is the one playing (unless changed since).
+          if (latest.current.loop === region) {
+            latest.current.loop = before;
+            setLoop(before);
+          }
+        });
       },
       zoom(factor, anchor) {
         const { win: w, view: v } = latest.current;

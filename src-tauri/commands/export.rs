@@ -196,7 +196,13 @@ pub async fn export_song(
                     message: format!("“{}” has no finished stems to export yet.", job.title),
                 });
             }
-            super::song::check_stems_there(&job)?;
+            // (Stems exported one by one need only those chosen; a mix
+            // and a zip take them all.)
+            let only = match &options.what {
+                ExportWhat::Stems { stems } => Some(stems.as_slice()),
+                _ => None,
+            };
+            super::song::check_stems_there(&job, only)?;
             let mut tags = match &job.source {
                 JobSource::File { path } => export::source_tags(Path::new(path)),
                 JobSource::Url { .. } => Default::default(),

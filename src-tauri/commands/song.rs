@@ -254,16 +254,17 @@ fn with_player(state: &AppState, id: JobId, f: impl FnOnce(&Player)) -> Result<(
     }
 }
 
-/// The song is not open (still opening, closed by a deletion, or another
-/// song opened since): not the sound system's fault.
-/// The first of finished song `job`'s stems that is not a file any more
-/// (deleted or moved by hand, its drive not mounted), said as such: the
-/// decoder's "could not be read as audio" reads as a damaged stem.
+/// The first of finished song `job`'s stems named in `only` (all of them
+/// when `None`) that is not a file any more (deleted or moved by hand, its
+/// drive not mounted), said as such: the decoder's "could not be read as
+/// audio" reads as a damaged stem.
 ///
 /// # Errors
 /// `invalid_options` naming the stem and its path.
-pub(crate) fn check_stems_there(job: &stemroom_library::queue::Job) -> Result<(), AppError> {
-    stems_there(&job.title, &job.stems)
+pub(crate) fn check_stems_there(job: &stemroom_library::queue::Job, only: Option<&[String]>) -> Result<(), AppError> {
+    let wanted: Vec<_> =
+        job.stems.iter().filter(|s| only.is_none_or(|names| names.contains(&s.stem))).cloned().collect();
+    stems_there(&job.title, &wanted)
 }
 
 fn stems_there(title: &str, stems: &[stemroom_engine::job::StemFile]) -> Result<(), AppError> {
@@ -279,6 +280,8 @@ fn stems_there(title: &str, stems: &[stemroom_engine::job::StemFile]) -> Result<
     }
 }
 
+/// The song is not open (still opening, closed by a deletion, or another
+/// song opened since): not the sound system's fault.
 fn not_open() -> AppError {
     AppError { code: ErrorCode::InvalidOptions, message: "This song is not open.".into() }
 }
@@ -326,7 +329,7 @@ pub async fn open_song(
                 message: format!("“{}” has no stems yet.", job.title),
             });
         }
-        check_stems_there(&job)?;
+        check_stems_there(&job, None)?;
         let paths: Vec<PathBuf> = job.stems.iter().map(|s| PathBuf::from(&s.path)).collect();
         // The stems' rate and length from their headers: the lanes show at
         // once and their peaks are read in the background when not cached.

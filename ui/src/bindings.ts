@@ -355,7 +355,11 @@ export type ExportProgress = {
 
 /**  Sample rate of exported files. */
 export type ExportRate = 
-/**  The stems' own rate (the song's original rate). */
+/**
+ *  The stems' own rate (the song's original rate); an MP3 whose
+ *  bitrate that rate cannot carry (above 160 kbps below 32 kHz, above
+ *  64 kbps below 16 kHz) at twice or four times it.
+ */
 { kind: "original" } | 
 /**  A fixed rate in Hz (44 100 or 48 000 in the app). */
 { kind: "hz"; hz: number };

@@ -40,5 +40,8 @@ describe("errors", () => {
     expect(errorText(new BackendError("missing_tool", ffmpeg))).toBe(ffmpeg);
     expect(errorText(new BackendError("missing_tool", "python3 is needed: not found"))).not.toContain("yt-dlp");
     expect(errorText(new BackendError("missing_tool", "yt-dlp was not found"))).toContain("install it in Settings");
+    // A model the recipe could not make is no yt-dlp matter either.
+    const recipe = "cannot make the model htdemucs_int8: cannot run pip";
+    expect(errorText(new BackendError("missing_tool", recipe), "model")).toBe(recipe);
   });
 });

@@ -33,7 +33,8 @@ export function hintFor(code: ErrorCode, context: ErrorContext = "job", message 
     case "missing_tool":
       // ffmpeg for a format (`NeedsFfmpeg`) and python3 for yt-dlp's
       // install name themselves and say how to install them.
-      if (/\bffmpeg\b|\bpython3\b/.test(message)) return null;
+      // So does a model the recipe could not make (its pip or python).
+      if (context === "model" || /\bffmpeg\b|\bpython3\b/.test(message)) return null;
       return "yt-dlp is needed for links: install it in Settings under Links (one button), or set the path of your own yt-dlp there.";
     case "download":
       return "Check the link and the network connection, then retry.";

@@ -1577,12 +1577,14 @@ struct ModelRow {
 fn fetch_models(manifest: &Manifest, ids: &[String], a: &ModelsArgs, dirs: &[PathBuf]) -> Result<(), ExitCode> {
     let dest = a.runtime.model_dir.clone().or_else(model::default_fetch_dir);
     let Some(dest) = dest else {
-        errln!("error: no cache directory (set HOME or STEMROOM_CACHE) and no --model-dir");
-        return Err(ExitCode::from(exit::OUTPUT));
+        return Err(fetch_failed(
+            a.json,
+            ErrorCode::Output,
+            "no cache directory (set HOME or STEMROOM_CACHE) and no --model-dir",
+        ));
     };
     if let Some(unknown) = ids.iter().find(|id| manifest.get(id).is_err()) {
-        errln!("error: unknown model '{unknown}'");
-        return Err(ExitCode::from(exit::INVALID_OPTIONS));
+        return Err(fetch_failed(a.json, ErrorCode::InvalidOptions, &format!("unknown model '{unknown}'")));
     }
     // Ctrl-C stops a download (its part kept, resumed next time) or a
     // model's making (its tools stopped) cleanly.
@@ -1614,7 +1616,7 @@ fn fetch_models(manifest: &Manifest, ids: &[String], a: &ModelsArgs, dirs: &[Pat
                     _ => say_download_progress(&mut last, e),
                 };
                 if let Err(e) = model::fetch_with(m, &dest, &opts, &mut progress, &cancelled) {
-                    return Err(model_not_got(&e));
+                    return Err(model_not_got(&e, a.json));
                 }
                 continue;
             }
@@ -1630,30 +1632,43 @@ fn fetch_models(manifest: &Manifest, ids: &[String], a: &ModelsArgs, dirs: &[Pat
         // (The recipe's tools run in a process group of their own: Ctrl-C
         // reaches them through the cancel, which stops them.)
         if let Err(e) = model::obtain(manifest, m, dirs, &dest, &cancelled) {
-            return Err(model_not_got(&e));
+            return Err(model_not_got(&e, a.json));
         }
     }
     Ok(())
 }
 
 /// The exit code for a model `--fetch` could not get, said on stderr.
-fn model_not_got(e: &stemroom_engine::model::ModelError) -> ExitCode {
+/// With `--json` also as an `error` event on stdout (`code`, `message`), as
+/// `separate --json` reports one: a script reading stdout learns why.
+fn model_not_got(e: &stemroom_engine::model::ModelError, json: bool) -> ExitCode {
     use stemroom_engine::model::ModelError;
-    if matches!(e, ModelError::Cancelled) {
-        errln!("stemroom: cancelled");
-        return ExitCode::from(exit::CANCELLED);
-    }
-    errln!("error: {e}");
     // As `separate` says the same failures (the README's table): offline is
     // a download error, a missing python3 a missing tool, a write that
     // failed (a full disk) an output error.
-    ExitCode::from(match e {
-        ModelError::Network(_) => exit::DOWNLOAD,
-        ModelError::Derive { .. } => exit::MISSING_TOOL,
-        ModelError::UnknownModel { .. } => exit::INVALID_OPTIONS,
-        ModelError::Io { .. } => exit::OUTPUT,
-        _ => exit::MISSING_MODEL,
-    })
+    let code = match e {
+        ModelError::Cancelled => ErrorCode::Cancelled,
+        ModelError::Network(_) => ErrorCode::Download,
+        ModelError::Derive { .. } => ErrorCode::MissingTool,
+        ModelError::UnknownModel { .. } => ErrorCode::InvalidOptions,
+        ModelError::Io { .. } => ErrorCode::Output,
+        _ => ErrorCode::MissingModel,
+    };
+    fetch_failed(json, code, &e.to_string())
+}
+
+/// A `models --fetch` failure said on stderr (and with `json` as an
+/// `error` event on stdout), and its exit code.
+fn fetch_failed(json: bool, code: ErrorCode, message: &str) -> ExitCode {
+    if code == ErrorCode::Cancelled {
+        errln!("stemroom: cancelled");
+    } else {
+        errln!("error: {message}");
+    }
+    if json {
+        outln!("{}", serde_json::json!({ "event": "error", "code": code.as_str(), "message": message }));
+    }
+    ExitCode::from(exit_code(code))
 }
 
 /// Where each model of the manifest stands.

@@ -798,6 +798,15 @@ fn models_fetch_installs_a_verified_model() {
         4,
         "is neither htdemucs.onnx",
     );
+    // With --json, why is said on stdout too (it said nothing there).
+    let o = run(&["models", "--fetch", "htdemucs", "--json", "--model-dir", utf8(&other), "--from", utf8(&junk)]);
+    assert_eq!(o.status.code(), Some(4));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("a JSON error line");
+    assert_eq!((v["event"].as_str(), v["code"].as_str()), (Some("error"), Some("missing_model")), "{v}");
+    assert!(v["message"].as_str().is_some_and(|m| m.contains("is neither htdemucs.onnx")), "{v}");
+    let o = run(&["models", "--fetch", "nosuchmodel", "--json", "--model-dir", utf8(&other)]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("a JSON error line");
+    assert_eq!((o.status.code(), v["code"].as_str()), (Some(2), Some("invalid_options")), "{v}");
 }
 
 // ---- interface ----

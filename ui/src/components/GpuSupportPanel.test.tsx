@@ -39,9 +39,10 @@ describe("GPU support in Settings", () => {
     await user.click(screen.getByRole("button", { name: "Install GPU support…" }));
     // The question takes the keyboard (its button is gone); Escape is "Not now".
     const asked = screen.getByRole("group", { name: "Install GPU support" });
-    expect(within(asked).getByRole("button", { name: "Download and install" })).toHaveFocus();
+    expect(within(asked).getByRole("button", { name: "Not now" })).toHaveFocus();
     await user.keyboard("{Escape}");
     expect(screen.queryByRole("group", { name: "Install GPU support" })).not.toBeInTheDocument();
+    expect(screen.getByRole("button", { name: "Install GPU support…" })).toHaveFocus();
     await user.click(screen.getByRole("button", { name: "Install GPU support…" }));
     const confirm = screen.getByRole("group", { name: "Install GPU support" });
     expect(confirm).toHaveTextContent("downloads 1.6 GB from PyPI");

@@ -1,4 +1,4 @@
-import { useEffect } from "react";
+import { useEffect, useRef } from "react";
 import { toBackendError, useBackend } from "../backend";
 import type { GpuSupport, InstallEvent } from "../bindings";
 import { errorText } from "../errors";
@@ -61,7 +61,22 @@ export function GpuSupportPanel({ onChange }: { onChange?: (gpu: GpuSupport) => 
     if (gpu) onChange?.(gpu);
   }, [gpu, onChange]);
 
+  // "Not now" (or Escape) gives the keyboard back to the button that asked.
+  const ask = useRef<HTMLButtonElement>(null);
+  const backToAsk = useRef(false);
+  useEffect(() => {
+    if (phase.kind === "idle" && backToAsk.current) {
+      backToAsk.current = false;
+      ask.current?.focus();
+    }
+  }, [phase]);
+
   if (!gpu) return phase.kind === "failed" ? <Alert title="The GPU could not be checked">{phase.text}</Alert> : null;
+
+  function notNow() {
+    backToAsk.current = true;
+    setPhase({ kind: "idle" });
+  }
 
   async function install() {
     setPhase({ kind: "installing", event: null, cancelling: false });
@@ -108,7 +123,7 @@ export function GpuSupportPanel({ onChange }: { onChange?: (gpu: GpuSupport) => 
         {status}
       </p>
       {canInstall && phase.kind === "idle" && (
-        <button type="button" className="button" onClick={() => setPhase({ kind: "confirm" })}>
+        <button type="button" className="button" onClick={() => setPhase({ kind: "confirm" })} ref={ask}>
           Install GPU support…
         </button>
       )}
@@ -123,7 +138,7 @@ export function GpuSupportPanel({ onChange }: { onChange?: (gpu: GpuSupport) => 
           onKeyDown={(e) => {
             if (e.key === "Escape") {
               e.preventDefault();
-              setPhase({ kind: "idle" });
+              notNow();
             }
           }}
         >
@@ -137,11 +152,11 @@ export function GpuSupportPanel({ onChange }: { onChange?: (gpu: GpuSupport) => 
               type="button"
               className="button button--primary"
               onClick={install}
-              autoFocus
             >
               Download and install
             </button>
-            <button type="button" className="button" onClick={() => setPhase({ kind: "idle" })}>
+            {/* (The keyboard starts on the answer that downloads nothing.) */}
+            <button type="button" className="button" onClick={notNow} autoFocus>
               Not now
             </button>
           </div>

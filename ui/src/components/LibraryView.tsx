@@ -177,11 +177,13 @@ export function LibraryView({ version, changes = 0, playRequest = null, jobs = n
 
   useEffect(() => {
     if (playing || returnTo.current === null) return;
-    const button = listRef.current?.querySelector<HTMLElement>(`[data-song-id="${returnTo.current}"]`);
-    if (button) {
-      button.focus();
-      returnTo.current = null;
-    }
+    // Once, at the list's first showing after the player: a song not in
+    // it (still separating, left out by the search) takes no focus later,
+    // and focus the person put somewhere meanwhile stays.
+    const id = returnTo.current;
+    returnTo.current = null;
+    const lost = document.activeElement === null || document.activeElement === document.body;
+    if (lost) listRef.current?.querySelector<HTMLElement>(`[data-song-id="${id}"]`)?.focus();
   }, [playing, list]);
 
   if (playing) {

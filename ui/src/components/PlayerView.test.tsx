@@ -380,12 +380,16 @@ describe("Player", () => {
 
   it("shows the mix heard when the player refuses a change", async () => {
     const { backend, user } = await openPlayer();
-    vi.spyOn(backend, "setControls").mockRejectedValueOnce(new BackendError("invalid_options", "The song is not open."));
+    const refused = new BackendError("invalid_options", "The song is not open.");
+    vi.spyOn(backend, "setControls").mockRejectedValueOnce(refused).mockRejectedValueOnce(refused);
+    // Two changes, both refused: back to the mix heard, not to the first.
     await user.click(screen.getByRole("button", { name: "Mute Vocals" }));
+    await user.click(screen.getByRole("button", { name: "Solo Bass" }));
     expect(await screen.findByRole("alert")).toHaveTextContent("The song is not open.");
     await waitFor(() =>
       expect(screen.getByRole("button", { name: "Mute Vocals" })).toHaveAttribute("aria-pressed", "false"),
     );
+    expect(screen.getByRole("button", { name: "Solo Bass" })).toHaveAttribute("aria-pressed", "false");
     // The next one goes through.
     await user.click(screen.getByRole("button", { name: "Mute Vocals" }));
     expect(screen.getByRole("button", { name: "Mute Vocals" })).toHaveAttribute("aria-pressed", "true");

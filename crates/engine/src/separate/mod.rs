@@ -680,6 +680,71 @@ mod tests {
         }
     }
 
+    /// A network whose every sample for the k-th segment (in order) is k:
+    /// the result is the overlap-add's own weighting, checked against
+    /// demucs' `apply_model` written out here (`weight = cat(arange(1,
+    /// L//2+1), arange(L-L//2, 0, -1))`, `weight[:chunk_length]` at each
+    /// offset, divided by the sum of weights). An echo of the input cannot
+    /// show wrong weights: any weights give back what every segment agrees on.
+    struct StepNet {
+        calls: usize,
+    }
+
+    impl Network for StepNet {
+        fn segments_in_flight(&self) -> usize {
+            1
+        }
+
+        fn forward(&mut self, _mix: &[f32], _spec: &[f32], out: &mut NetOutput) -> Result<(), NetworkError> {
+            self.calls += 1;
+            let (out_spec, out_wave) = out.parts();
+            out_spec.fill(0.0);
+            out_wave.fill(self.calls as f32);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn overlap_add_weighs_segments_as_demucs_does() {
+        let info = small_model();
+        let len = info.segment_frames;
+        let frames = 50_000;
+        let mix: Vec<f32> = (0..frames * 2).map(|i| (i as f32 * 0.01).sin() * 0.5).collect();
+        let mut acc = MixStatsAccumulator::default();
+        for t in 0..frames {
+            acc.push((mix[t] as f64 + mix[frames + t] as f64) / 2.0);
+        }
+        let stats = acc.stats();
+        let sources = info.sources.len();
+        let mut net = StepNet { calls: 0 };
+        let mut sink = Collect { data: vec![0.0; sources * 2 * frames], frames, k: sources * 2, next: 0 };
+        let mut src = MemoryMix { data: mix, channels: 2 };
+        let opts = SeparateOptions { shifts: 0, overlap: 0.25, ..Default::default() };
+        separate(&mut net, &info, &mut src, stats, &opts, &mut sink, &crate::progress::Silent).expect("separate");
+        // demucs: stride = int((1 - overlap) * segment), offsets 0, stride, … < length.
+        let stride = (0.75 * len as f64) as usize;
+        let offsets: Vec<usize> = (0..frames).step_by(stride).collect();
+        assert_eq!(net.calls, offsets.len(), "one network run per segment");
+        let weight: Vec<f64> = (1..=len / 2).chain((1..=len - len / 2).rev()).map(|w| w as f64).collect();
+        let scale = stats.std + NORM_EPS;
+        let mut worst = 0.0f64;
+        for t in (0..frames).step_by(7).chain([frames - 1]) {
+            let (mut num, mut den) = (0.0, 0.0);
+            for (k, &off) in offsets.iter().enumerate() {
+                if t >= off && t - off < len.min(frames - off) {
+                    num += weight[t - off] * (k + 1) as f64;
+                    den += weight[t - off];
+                }
+            }
+            let want = num / den * scale + stats.mean;
+            for (s, ch) in (0..sources).flat_map(|s| (0..2).map(move |c| (s, c))) {
+                let got = f64::from(sink.data[(s * 2 + ch) * frames + t]);
+                worst = worst.max((got - want).abs() / want.abs().max(1e-3));
+            }
+        }
+        assert!(worst < 1e-5, "worst relative error {worst}");
+    }
+
     #[test]
     fn shifts_and_short_segments_stay_aligned() {
         let info = small_model();

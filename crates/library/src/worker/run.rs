@@ -116,7 +116,12 @@ impl Inner {
         // Settings that cannot be read fail the job (retry it), rather than
         // read as "no folder chosen": the song would go to the default
         // library, and the chosen folder's checks and checkpoint be missed.
-        let chosen = self.chosen_library().map_err(|e| Error::Internal(format!("the settings cannot be read: {e}")))?;
+        let chosen = self.chosen_library().map_err(|e| {
+            Error::Internal(format!(
+                "the settings cannot be read ({e}): choose the library folder again in Settings (saving them \
+                 writes them anew), then retry"
+            ))
+        })?;
         let library = chosen.clone().unwrap_or_else(|| self.config.default_library.clone());
         if library.to_str().is_none() {
             // The queue records where songs are as text: a path that is

@@ -99,9 +99,26 @@ export function usePlayer(songId: number, version: number, jobState?: JobState):
           setControls(saved?.controls ?? unityControls(v.stems.length));
           setWin(saved?.view ?? { start: 0, end: v.frames });
           setLoop(saved?.loop ?? null);
+          // (The player opens at unity, without a loop.)
+          heard.current = { controls: unityControls(v.stems.length), loop: null };
           if (saved && v.output) {
-            backend.setControls(songId, saved.controls).catch((e: unknown) => live && setError(errorText(e)));
-            if (saved.loop) backend.setLoop(songId, saved.loop).catch((e: unknown) => live && setError(errorText(e)));
+            backend.setControls(songId, saved.controls).then(
+              () => {
+                if (sent.current.controls === 0) heard.current.controls = saved.controls;
+              },
+              (e: unknown) => live && setError(errorText(e)),
+            );
+            if (saved.loop) {
+              const loop = saved.loop;
+              backend.setLoop(songId, loop).then(
+                () => {
+                  if (sent.current.loop === 0) heard.current.loop = loop;
+                },
+                (e: unknown) => live && setError(errorText(e)),
+              );
+            }
+          } else if (saved) {
+            heard.current = { controls: saved.controls, loop: saved.loop };
           }
         },
         (e: unknown) => live && setError(errorText(e)),
@@ -180,6 +197,11 @@ export function usePlayer(songId: number, version: number, jobState?: JobState):
   // The actions read the latest state through a ref, so their identity
   // never changes and lanes re-render only when their own props do.
   const latest = useRef({ view, controls, win, loop });
+  // The mix and loop the player last took (what is heard), and the number
+  // of the last change sent: a refused change shows what is heard again,
+  // unless a later one was sent since (its own answer decides).
+  const heard = useRef<{ controls: MixControls | null; loop: LoopRegion | null }>({ controls: null, loop: null });
+  const sent = useRef({ controls: 0, loop: 0 });
   useLayoutEffect(() => {
     latest.current = { view, controls, win, loop };
   });
@@ -189,7 +211,6 @@ export function usePlayer(songId: number, version: number, jobState?: JobState):
       action.catch((e: unknown) => setError(errorText(e)));
     };
     const update = (next: MixControls) => {
-      const before = latest.current.controls;
       latest.current.controls = next;
       if (gone.current) {
         // (No render will save it: saved here.)
@@ -199,15 +220,22 @@ export function usePlayer(songId: number, version: number, jobState?: JobState):
       }
       setControls(next);
       if (!canPlay()) return;
-      backend.setControls(songId, next).catch((e: unknown) => {
-        setError(errorText(e));
-        // Refused: the buttons and faders show the mix heard, unless a
-        // later change (sent after this one) replaced it meanwhile.
-        if (before && latest.current.controls === next) {
-          latest.current.controls = before;
-          setControls(before);
-        }
-      });
+      const mine = ++sent.current.controls;
+      backend.setControls(songId, next).then(
+        () => {
+          if (mine === sent.current.controls) heard.current.controls = next;
+        },
+        (e: unknown) => {
+          setError(errorText(e));
+          // Refused: the buttons and faders show the mix heard (unless a
+          // later change was sent since).
+          const back = heard.current.controls;
+          if (mine === sent.current.controls && back) {
+            latest.current.controls = back;
+            setControls(back);
+          }
+        },
+      );
     };
     const changeStem: PlayerActions["changeStem"] = (index, change) => {
       const c = latest.current.controls;
@@ -230,18 +258,23 @@ export function usePlayer(songId: number, version: number, jobState?: JobState):
         if (canPlay()) run(store.get()?.playing ? backend.pause(songId) : backend.play(songId));
       },
       applyLoop(region) {
-        const before = latest.current.loop;
         latest.current.loop = region;
         setLoop(region);
         if (!canPlay()) return;
-        backend.setLoop(songId, region).catch((e: unknown) => {
-          setError(errorText(e));
-          // Refused: the loop shown is the one playing (unless changed since).
-          if (latest.current.loop === region) {
-            latest.current.loop = before;
-            setLoop(before);
-          }
-        });
+        const mine = ++sent.current.loop;
+        backend.setLoop(songId, region).then(
+          () => {
+            if (mine === sent.current.loop) heard.current.loop = region;
+          },
+          (e: unknown) => {
+            setError(errorText(e));
+            // Refused: the loop shown is the one playing (unless changed since).
+            if (mine === sent.current.loop) {
+              latest.current.loop = heard.current.loop;
+              setLoop(heard.current.loop);
+            }
+          },
+        );
       },
       zoom(factor, anchor) {
         const { win: w, view: v } = latest.current;

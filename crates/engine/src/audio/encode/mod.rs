@@ -242,7 +242,8 @@ pub fn open(
     open_tagged(path, format, sample_rate, channels, clip, &Tags::default())
 }
 
-/// As [`open`], writing `tags` where the format carries them (MP3: ID3v2).
+/// As [`open`], writing `tags` where the format carries them (MP3: ID3v2;
+/// FLAC: a Vorbis comment block).
 ///
 /// # Errors
 /// [`EncodeError::Io`] if the file cannot be created.
@@ -293,7 +294,7 @@ pub(crate) fn open_direct(
     format.validate().map_err(|reason| EncodeError::Encoder { format: format.extension(), reason })?;
     Ok(match format {
         OutputFormat::Wav { depth } => Box::new(WavStem::new(path, depth, rate, channels, post)?),
-        OutputFormat::Flac { bits } => Box::new(FlacStem::new(path, bits, rate, channels, post)?),
+        OutputFormat::Flac { bits } => Box::new(FlacStem::new(path, bits, rate, channels, post, tags)?),
         OutputFormat::Mp3 { kbps } => Box::new(Mp3Stem::new(path, kbps, rate, channels, post, tags)?),
     })
 }
@@ -363,6 +364,43 @@ mod tests {
             w.write(&tone(9000, 0.5)).expect("write");
             w.finish().unwrap_or_else(|e| panic!("{wanted} Hz: {e}"));
         }
+    }
+
+    /// A FLAC export carries its tags in a Vorbis comment block, read back
+    /// by the decoder; its samples are as without them, and an untagged
+    /// file has no such block.
+    #[test]
+    fn flac_files_carry_their_tags() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let flac = OutputFormat::Flac { bits: 16 };
+        let title = "Ünïcode = fine - vocals";
+        let tags = Tags { title: Some(title.into()), artist: Some("The Easton Ellises".into()), album: None };
+        let tagged = dir.path().join("tagged.flac");
+        let plain = dir.path().join("plain.flac");
+        for (p, t) in [(&tagged, &tags), (&plain, &Tags::default())] {
+            let mut w = open_tagged(p, flac, 44_100, 2, ClipMode::Clamp, t).expect("open");
+            w.write(&tone(10_000, 0.5)).expect("write");
+            w.finish().expect("finish");
+        }
+        let read = |p: &Path| {
+            let mut d = crate::audio::decode::StreamDecoder::open(p).expect("decode");
+            let tags = d.tags();
+            let mut samples = Vec::new();
+            while let Some((b, _)) = d.next_block().expect("block") {
+                samples.extend_from_slice(b);
+            }
+            (tags, samples)
+        };
+        let (got, with) = read(&tagged);
+        assert_eq!(got.title.as_deref(), Some(title));
+        assert_eq!(got.artist.as_deref(), Some("The Easton Ellises"));
+        assert_eq!(got.album, None);
+        let (none, without) = read(&plain);
+        assert_eq!(none.title, None);
+        assert_eq!(with, without, "the same samples");
+        assert_eq!(with.len(), 20_000);
+        let cut = flac::vorbis_comment(&Tags { title: Some("é".repeat(600)), ..Tags::default() }).expect("a block");
+        assert!(cut.len() < 1_100, "a long title is cut at a character: {}", cut.len());
     }
 
     #[test]

@@ -1053,29 +1053,26 @@ mod tests {
         assert_eq!(q.get(job.id).unwrap().options, options);
         assert!(filed.len() == 1 && Path::new(&filed[0].path).is_file(), "{filed:?}");
         assert!(!work.exists());
-        // A cancel asked while filing fails keeps nothing.
-        let job = q.enqueue(&crate::queue::JobSource::File { path: "/m/x.wav".into() }, "Song", &options).unwrap();
-        let job = q.claim_next().unwrap().filter(|j| j.id == job.id).unwrap();
-        let work = song::partial_dir(&library, q.work_tag(), job.id);
-        std::fs::create_dir_all(&work).unwrap();
-        std::fs::write(work.join("vocals.wav"), b"stem").unwrap();
-        let stems = vec![crate::queue::StemFile { stem: "vocals".into(), path: "vocals.wav".into() }];
-        song::SongMetadata::new(&job, stems, 1.0, None, None).write(&work).unwrap();
-        // ("Song" is the song filed above; the other names are still taken.)
-        assert!(matches!(w.inner.separate(&job, &Arc::new(AtomicBool::new(true))), Err(Error::Cancelled)));
-        assert!(!work.exists());
+        // A job titled `title` whose separation is done (its stems and
+        // stemroom.json in its working folder), run with its cancel asked.
+        let separated_then_cancelled = |path: &str, title: &str| {
+            let job = q.enqueue(&crate::queue::JobSource::File { path: path.into() }, title, &options).unwrap();
+            let job = q.claim_next().unwrap().filter(|j| j.id == job.id).unwrap();
+            let work = song::partial_dir(&library, q.work_tag(), job.id);
+            std::fs::create_dir_all(&work).unwrap();
+            std::fs::write(work.join("vocals.wav"), b"stem").unwrap();
+            let stems = vec![crate::queue::StemFile { stem: "vocals".into(), path: "vocals.wav".into() }];
+            song::SongMetadata::new(&job, stems, 1.0, None, None).write(&work).unwrap();
+            assert!(matches!(w.inner.separate(&job, &Arc::new(AtomicBool::new(true))), Err(Error::Cancelled)));
+            work
+        };
+        // A cancel asked while filing fails keeps nothing. ("Song" is the
+        // song filed above; the other names are still taken.)
+        assert!(!separated_then_cancelled("/m/x.wav", "Song").exists());
         // Filed, then found cancelled: the song goes back to its working
         // folder (one rename, so a crash leaves no half song in the
         // library) and is deleted there.
-        let job = q.enqueue(&crate::queue::JobSource::File { path: "/m/y.wav".into() }, "Fresh", &options).unwrap();
-        let job = q.claim_next().unwrap().filter(|j| j.id == job.id).unwrap();
-        let work = song::partial_dir(&library, q.work_tag(), job.id);
-        std::fs::create_dir_all(&work).unwrap();
-        std::fs::write(work.join("vocals.wav"), b"stem").unwrap();
-        let stems = vec![crate::queue::StemFile { stem: "vocals".into(), path: "vocals.wav".into() }];
-        song::SongMetadata::new(&job, stems, 1.0, None, None).write(&work).unwrap();
-        assert!(matches!(w.inner.separate(&job, &Arc::new(AtomicBool::new(true))), Err(Error::Cancelled)));
-        assert!(!work.exists() && !library.join("Fresh").exists());
+        assert!(!separated_then_cancelled("/m/y.wav", "Fresh").exists() && !library.join("Fresh").exists());
     }
 
     #[test]

@@ -309,6 +309,8 @@ impl AppState {
         forward_service_changes(&server_events, hub.clone());
         let listeners = Arc::new(Listeners(hub.clone(), server_events.clone()));
         let worker = Worker::new(queue.clone(), config, listeners);
+        // (Before any job runs.)
+        crate::commands::settings::clean_interrupted_move(data_dir, &worker.library_dir(), queue.work_tag());
         let manifest = Manifest::builtin()?;
         // Songs opened with Stemroom from a file manager before the
         // first-run setup is done wait for it in the queue (each would fail

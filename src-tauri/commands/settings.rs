@@ -106,6 +106,8 @@ pub async fn pick_library_dir(app: AppHandle, state: S<'_>) -> Result<Option<Set
         // or have its folder replaced under it). What is left to delete
         // goes after: a quit and a cancel wait for that lock.
         let moved = st.worker.while_no_job_starts(|running| move_library(st, &picked, &dir, running, &copied));
+        // (Saved, or its copies removed below: nothing is left to clean.)
+        let _cleared = ClearOnDrop(&st.data_dir);
         match moved {
             Ok(stale) => {
                 for dir in stale {
@@ -127,6 +129,15 @@ pub async fn pick_library_dir(app: AppHandle, state: S<'_>) -> Result<Option<Set
         Ok(Some(st.queue.settings()?))
     })
     .await
+}
+
+/// Clears the [`MOVE_MARKER`] when dropped (on every way out).
+struct ClearOnDrop<'a>(&'a Path);
+
+impl Drop for ClearOnDrop<'_> {
+    fn drop(&mut self) {
+        clear_move_mark(self.0);
+    }
 }
 
 /// Refuse a library folder where songs would be lost or mixed with what
@@ -174,6 +185,9 @@ fn copy_unfiled_songs(state: &AppState, picked: &Path) -> Vec<JobId> {
             continue;
         }
         let to = stemroom_library::song::partial_dir(picked, &tag, job.id);
+        if copied.is_empty() {
+            mark_move(&state.data_dir, picked);
+        }
         let _ = std::fs::remove_dir_all(&to);
         match copy_dir(&from, &to) {
             Ok(()) => copied.push(job.id),
@@ -184,6 +198,61 @@ fn copy_unfiled_songs(state: &AppState, picked: &Path) -> Vec<JobId> {
         }
     }
     copied
+}
+
+/// The data folder's record of a library move copying songs (the folder
+/// they are copied to): a quit or a crash during the copy (minutes for
+/// gigabytes) left partial copies there that nothing referred to; the
+/// next start removes them ([`clean_interrupted_move`]).
+const MOVE_MARKER: &str = "library-move.pending";
+
+/// Record that songs are being copied to `to` (see [`MOVE_MARKER`]).
+fn mark_move(data_dir: &Path, to: &Path) {
+    let marker = data_dir.join(MOVE_MARKER);
+    use std::os::unix::ffi::OsStrExt;
+    let written =
+        std::fs::write(&marker, to.as_os_str().as_bytes()).and_then(|()| std::fs::File::open(&marker)?.sync_all());
+    if let Err(e) = written {
+        tracing::warn!("cannot record the library move in {}: {e}", marker.display());
+    }
+}
+
+/// The move is over (done, or undone): its record goes.
+fn clear_move_mark(data_dir: &Path) {
+    let _ = std::fs::remove_file(data_dir.join(MOVE_MARKER));
+}
+
+/// At start, before any job runs: a library move that was stopped while it
+/// copied songs (see [`MOVE_MARKER`]) left this database's working folders
+/// (tagged `tag`) in the folder it copied to. When that folder is not the
+/// library now (the move was not saved), they are removed; when it is (the
+/// process stopped after saving), they are the library's own and stay.
+/// Returns how many were removed.
+pub fn clean_interrupted_move(data_dir: &Path, library: &Path, tag: &str) -> usize {
+    let marker = data_dir.join(MOVE_MARKER);
+    use std::os::unix::ffi::OsStringExt;
+    let Ok(bytes) = std::fs::read(&marker) else { return 0 };
+    let target = std::path::PathBuf::from(std::ffi::OsString::from_vec(bytes));
+    let same = |a: &Path, b: &Path| match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    };
+    let mut removed = 0;
+    if !same(&target, library) {
+        for entry in std::fs::read_dir(&target).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let ours =
+                stemroom_library::song::partial_job(&name.to_string_lossy(), tag).is_some_and(|(_, tagged)| tagged);
+            if ours && entry.file_type().is_ok_and(|t| t.is_dir()) && std::fs::remove_dir_all(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            tracing::info!("removed {removed} song copies an interrupted library move left in {}", target.display());
+        }
+    }
+    clear_move_mark(data_dir);
+    removed
 }
 
 /// Whether `a` and `b` are on one file system (a rename between them
@@ -734,6 +803,34 @@ mod tests {
         for e in [&full, &wrong] {
             assert!(!e.message.contains("Fetch it from Settings") && !e.message.contains("Delete it"), "{}", e.message);
         }
+    }
+
+    /// A library move stopped while it copied songs: its copies in the
+    /// folder it was going to are removed at the next start, unless that
+    /// folder became the library (the move was saved).
+    #[test]
+    fn copies_of_a_stopped_library_move_are_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (data, picked, library) = (dir.path().join("data"), dir.path().join("usb"), dir.path().join("lib"));
+        for d in [&data, &picked, &library] {
+            std::fs::create_dir_all(d).expect("mkdir");
+        }
+        let ours = stemroom_library::song::partial_dir(&picked, "ab12", 7);
+        let theirs = stemroom_library::song::partial_dir(&picked, "cd34", 7);
+        for d in [&ours, &theirs, &picked.join("A song")] {
+            std::fs::create_dir_all(d).expect("mkdir");
+            std::fs::write(d.join("vocals.wav"), b"RIFF").expect("write");
+        }
+        assert_eq!(clean_interrupted_move(&data, &library, "ab12"), 0, "no move recorded");
+        assert!(ours.exists());
+        mark_move(&data, &picked);
+        // The move was saved: they are the library's working folders.
+        assert_eq!(clean_interrupted_move(&data, &picked, "ab12"), 0);
+        assert!(ours.exists() && !data.join(MOVE_MARKER).exists());
+        mark_move(&data, &picked);
+        assert_eq!(clean_interrupted_move(&data, &library, "ab12"), 1);
+        assert!(!ours.exists() && theirs.exists() && picked.join("A song").exists());
+        assert!(!data.join(MOVE_MARKER).exists());
     }
 
     #[test]

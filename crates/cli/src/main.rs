@@ -418,7 +418,9 @@ struct SeparateArgs {
     /// Write MP3 (CBR).
     #[arg(long)]
     mp3: bool,
-    /// MP3 bit rate in kbps: 128, 160, 192, 224, 256 or 320.
+    /// MP3 bit rate in kbps (CBR): 8 to 320, taken as the nearest rate
+    /// LAME has (8, 16, 24, 32, 40, 48, 64, 80, 96, 112, 128, 160, 192,
+    /// 224, 256, 320), as demucs' LAME does.
     #[arg(long, default_value_t = 320)]
     mp3_bitrate: u16,
     /// Taken for `demucs` compatibility (its LAME preset, 2 to 7) and not
@@ -882,7 +884,7 @@ fn output_format_as(a: &SeparateArgs, mp3: bool, flac: bool) -> Result<OutputFor
         WavDepth::Int16
     };
     let format = if mp3 {
-        OutputFormat::Mp3 { kbps: a.mp3_bitrate }
+        OutputFormat::Mp3 { kbps: stemroom_engine::audio::encode::nearest_mp3_bitrate(a.mp3_bitrate) }
     } else if flac {
         OutputFormat::Flac { bits: if a.int24 { 24 } else { 16 } }
     } else {
@@ -1153,6 +1155,23 @@ fn real_path(p: &Path) -> PathBuf {
     }
 }
 
+/// `real_path(p)` with its letters in lower case: the key under which
+/// outputs and inputs are compared. Names that differ only in case are one
+/// file on a FAT or exFAT drive, an SMB share or a case-folding folder, where
+/// the second input's stems replaced the first's (or an input of that name)
+/// without a word; on a case-sensitive disk such a pair is refused all the
+/// same (give one of them another name).
+fn output_key(p: &Path) -> PathBuf {
+    let real = real_path(p);
+    match real.to_str() {
+        Some(s) => PathBuf::from(s.to_lowercase()),
+        None => {
+            use std::os::unix::ffi::{OsStrExt, OsStringExt};
+            PathBuf::from(std::ffi::OsString::from_vec(real.as_os_str().as_bytes().to_ascii_lowercase()))
+        }
+    }
+}
+
 /// Take `outputs` for `input`, or refuse them when another input of this
 /// run writes one of them.
 ///
@@ -1161,7 +1180,7 @@ fn real_path(p: &Path) -> PathBuf {
 fn claim_outputs(claimed: &Mutex<Claimed>, input: &Path, outputs: &[(String, PathBuf)]) -> Result<(), Error> {
     let mut claimed = claimed.lock().unwrap_or_else(|p| p.into_inner());
     for (stem, dest) in outputs {
-        match claimed.get(&real_path(dest)) {
+        match claimed.get(&output_key(dest)) {
             Some((victim, true)) => {
                 return Err(EngineError::InvalidOptions(format!(
                     "the {stem} stem of {} would replace the input {}: choose another -o or --filename",
@@ -1183,7 +1202,7 @@ fn claim_outputs(claimed: &Mutex<Claimed>, input: &Path, outputs: &[(String, Pat
         }
     }
     for (_, dest) in outputs {
-        claimed.insert(real_path(dest), (input.to_path_buf(), false));
+        claimed.insert(output_key(dest), (input.to_path_buf(), false));
     }
     Ok(())
 }
@@ -1216,33 +1235,46 @@ fn run_separate(mut a: SeparateArgs) -> ExitCode {
     let suffix = format_from_filename(&mut a);
     // Options taken and not used, said once the settings line is out
     // (with --json, the first line is `settings`).
-    let mut notes: Vec<&str> = Vec::new();
+    let mut notes: Vec<std::borrow::Cow<'static, str>> = Vec::new();
+    // (Any MP3 this run may write: by --mp3, the suffix, or an MP3 input's.)
+    let lame_rate = stemroom_engine::audio::encode::nearest_mp3_bitrate(a.mp3_bitrate);
+    let by_input = suffix.as_ref().is_ok_and(|by| *by == FormatBy::Input);
+    if (a.mp3 || by_input) && lame_rate != a.mp3_bitrate {
+        notes.push(
+            format!("--mp3-bitrate {}: MP3s are written at {lame_rate} kbps, the nearest rate LAME has", a.mp3_bitrate)
+                .into(),
+        );
+    }
     if asked.0 && !a.mp3 {
-        notes.push("--mp3 is not used: the --filename's suffix picks the format");
+        notes.push("--mp3 is not used: the --filename's suffix picks the format".into());
     }
     if asked.1 && !a.flac {
-        notes.push("--flac is not used: the --filename's suffix picks the format");
+        notes.push("--flac is not used: the --filename's suffix picks the format".into());
     }
     if suffix.as_ref().is_ok_and(|by| *by == FormatBy::Input) {
         if asked.0 {
-            notes.push("--mp3 is not used: each input's stems take its own format (the --filename's .{trackext})");
+            notes.push(
+                "--mp3 is not used: each input's stems take its own format (the --filename's .{trackext})".into(),
+            );
         }
         if asked.1 {
-            notes.push("--flac is not used: each input's stems take its own format (the --filename's .{trackext})");
+            notes.push(
+                "--flac is not used: each input's stems take its own format (the --filename's .{trackext})".into(),
+            );
         }
         (a.mp3, a.flac) = (false, false);
     }
     if a.mp3_preset.is_some() {
-        notes.push("--mp3-preset is not used: LAME runs at its default quality (-q 3)");
+        notes.push("--mp3-preset is not used: LAME runs at its default quality (-q 3)".into());
     }
     if a.no_split {
-        notes.push("--no-split is not used: htdemucs runs on segments of at most 7.8 s");
+        notes.push("--no-split is not used: htdemucs runs on segments of at most 7.8 s".into());
     }
     if a.float32 && (a.flac || a.mp3) {
-        notes.push("--float32 is not used: it applies to WAV stems only");
+        notes.push("--float32 is not used: it applies to WAV stems only".into());
     }
     if a.int24 && a.mp3 {
-        notes.push("--int24 is not used: it applies to WAV and FLAC stems only");
+        notes.push("--int24 is not used: it applies to WAV and FLAC stems only".into());
     }
     // `demucs -j 0` (its default) runs one at a time.
     a.jobs = a.jobs.max(1);
@@ -1293,8 +1325,19 @@ fn run_separate(mut a: SeparateArgs) -> ExitCode {
         stemroom_engine::separate::check_segment(info, frames)?;
         Ok(frames)
     };
+    let request_with = |input: &Path, segment_frames: Option<usize>| -> Result<JobRequest, Error> {
+        let format = match format_by {
+            FormatBy::Flags => format,
+            FormatBy::Input => input_format(&a, input)?,
+        };
+        Ok(job_request(&a, input, format, segment_frames))
+    };
+    // So are a --two-stems the model lacks and inputs whose stems would
+    // share a file (both checked again once it is loaded).
     if let Some(info) = Manifest::builtin().ok().and_then(|m| m.get(&a.name).ok().cloned()) {
-        if let Err(e) = segment_of(&info) {
+        let checked = segment_of(&info)
+            .and_then(|frames| check_distinct_outputs(&a.files, &info, &|input| request_with(input, frames)));
+        if let Err(e) = checked {
             return fail(e);
         }
     }
@@ -1339,13 +1382,7 @@ fn run_separate(mut a: SeparateArgs) -> ExitCode {
             errln!("stemroom: {message}");
         }
     }
-    let request = |input: &Path| -> Result<JobRequest, Error> {
-        let format = match format_by {
-            FormatBy::Flags => format,
-            FormatBy::Input => input_format(&a, input)?,
-        };
-        Ok(job_request(&a, input, format, segment_frames))
-    };
+    let request = |input: &Path| request_with(input, segment_frames);
     let claimed = match check_distinct_outputs(&a.files, sep.info(), &request) {
         Ok(c) => Mutex::new(c),
         Err(e) => return fail(e),
@@ -1445,7 +1482,7 @@ fn check_distinct_outputs(
     request: &dyn Fn(&Path) -> Result<JobRequest, Error>,
 ) -> Result<Claimed, Error> {
     use std::collections::HashMap;
-    let real = real_path;
+    let real = output_key;
     // An input that is not there writes nothing: it fails alone ("not
     // found") and the others run.
     let locals: Vec<(&Path, PathBuf)> = files
@@ -1459,8 +1496,8 @@ fn check_distinct_outputs(
         // An input whose stems have no format (`.{trackext}` of an M4A)
         // fails alone, when its turn comes.
         let Ok(req) = request(input) else { continue };
-        for (stem, dest) in stemroom_engine::job::planned_outputs(info, &req)? {
-            let dest = real(&dest);
+        for (stem, planned) in stemroom_engine::job::planned_outputs(info, &req)? {
+            let dest = real(&planned);
             if let Some(victim) = inputs.get(&dest) {
                 return Err(EngineError::InvalidOptions(format!(
                     "the {stem} stem of {} would replace the input {}: choose another -o or --filename",
@@ -1469,17 +1506,17 @@ fn check_distinct_outputs(
                 ))
                 .into());
             }
-            if let Some((first, first_real)) = seen.insert(dest.clone(), (input, input_real)) {
-                let (why, hint) = if first_real == input_real {
+            if let Some((first, _)) = seen.insert(dest.clone(), (input, input_real)) {
+                let (why, hint) = if real_path(first) == real_path(input) {
                     (format!("{} is given twice", input.display()), "give each file once")
                 } else if first.extension() != input.extension() {
                     (
-                        format!("{} and {} would both write {}", first.display(), input.display(), dest.display()),
+                        format!("{} and {} would both write {}", first.display(), input.display(), planned.display()),
                         "give each input its own name, or use --filename '{track}_{trackext}/{stem}.{ext}'",
                     )
                 } else {
                     (
-                        format!("{} and {} would both write {}", first.display(), input.display(), dest.display()),
+                        format!("{} and {} would both write {}", first.display(), input.display(), planned.display()),
                         "give each input its own name, or separate them in runs with different -o folders",
                     )
                 };

@@ -561,7 +561,12 @@ fn bad_inputs_get_their_own_clear_errors_and_leave_nothing() {
     );
     // A demucs model this build does not have: a wrong option, not a missing file.
     assert_fails(&["separate", "-n", "htdemucs_ft", "-o", &out, utf8(&mix)], 2, "known models: htdemucs");
-    assert_fails(&["separate", "--mp3", "--mp3-bitrate", "100", "-o", &out, utf8(&mix)], 2, "bit rate");
+    // Any --mp3-bitrate is taken as the nearest rate LAME has, as demucs'
+    // LAME takes it, and said (here before a missing input fails alone).
+    let o = run(&["separate", "--mp3", "--mp3-bitrate", "100", "-o", &out, &s("missing.wav")]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("--mp3-bitrate 100: MP3s are written at 96 kbps"), "{err}");
     assert_fails(&["separate", "--segment", "9", "-o", &out, utf8(&mix)], 2, "at most 7.80 s for model htdemucs");
     // A segment shorter than a second costs a whole network run each (0.001 s
     // planned 2,673 of them for a 2 s clip).
@@ -571,6 +576,10 @@ fn bad_inputs_get_their_own_clear_errors_and_leave_nothing() {
     let no_models = tempfile::tempdir().expect("tempdir");
     let empty = utf8(no_models.path());
     assert_fails(&["separate", "--segment", "9", "--model-dir", empty, "-o", &out, utf8(&mix)], 2, "at most 7.80 s");
+    // So are a stem the model lacks and two inputs writing one file.
+    let o = run(&["separate", "--two-stems", "voice", "--model-dir", empty, "-o", &out, utf8(&mix)]);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--two-stems voice: model htdemucs has sources"), "{o:?}");
     // A template that names a folder, not a file, is refused before the
     // work (it failed at the very end, after the separation).
     for bad in ["{track}/{stem}.{ext}/", "{track}/{stem}/.", "{track}/{stem}.{ext}/.."] {
@@ -595,6 +604,11 @@ fn bad_inputs_get_their_own_clear_errors_and_leave_nothing() {
     let dotted = format!("{}/./twin.wav", dir.path().display());
     assert_fails(&["separate", "-o", &out, &s("twin.wav"), &dotted], 2, "is given twice");
     assert_fails(&["separate", "-j", "2", "-o", &out, &s("twin.wav"), &s("twin.flac")], 2, "would both write");
+    // Names that differ only in case are one file on a FAT or exFAT drive
+    // or an SMB share: refused too (the second replaced the first's stems).
+    std::fs::copy(&mix, p("Twin.wav")).expect("copy");
+    assert_fails(&["separate", "-o", &out, &s("twin.wav"), &s("Twin.wav")], 2, "would both write");
+    std::fs::remove_file(p("Twin.wav")).expect("rm");
     assert_fails(&["separate", "--filename", "{track}.{ext}", "-o", &out, utf8(&mix)], 2, "put {stem} in it");
     // A suffix that is no stem format (demucs: "Invalid suffix").
     for bad in ["{track}/{stem}", "{stem}.ogg", "{stem}.wav.part"] {
@@ -1010,19 +1024,6 @@ fn trackext_filename_keeps_each_inputs_format() {
         assert!((secs - 2.0).abs() < 0.1, "{file}: {secs} s");
     }
     assert_eq!(files_under(&out).len(), 4, "nothing for c.m4a: {:?}", files_under(&out));
-    // An MP3 setting no input may need yet is checked before any work.
-    let o = run(&[
-        "separate",
-        "--mp3-bitrate",
-        "100",
-        "--filename",
-        "{stem}.{trackext}",
-        "-o",
-        utf8(&out),
-        utf8(&p("a.flac")),
-    ]);
-    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("bit rate"), "{}", String::from_utf8_lossy(&o.stderr));
     // A link fails before its download (no yt-dlp is asked).
     let o = run(&["separate", "--filename", "{stem}.{trackext}", "-o", utf8(&out), "https://example.invalid/x"]);
     let err = String::from_utf8_lossy(&o.stderr);

@@ -256,12 +256,16 @@ impl Service {
                             limit / 60
                         )))
                     }
-                    _ if limit > 0 && longer_than(up.path(), limit) => {
-                        return Err(ApiError::invalid_options(format!(
-                            "the audio lasts longer than this server takes ({} minutes)",
-                            limit / 60
-                        )))
-                    }
+                    _ if limit > 0 => match longer_than(up.path(), limit) {
+                        Ok(false) => {}
+                        Ok(true) => {
+                            return Err(ApiError::invalid_options(format!(
+                                "the audio lasts longer than this server takes ({} minutes)",
+                                limit / 60
+                            )))
+                        }
+                        Err(why) => return Err(ApiError::invalid_options(why)),
+                    },
                     _ => {}
                 }
                 let path = up.path().to_str().ok_or_else(|| ApiError::internal("upload path is not UTF-8"))?;
@@ -872,17 +876,44 @@ const LIMITER_PRUNE_EVERY: Duration = Duration::from_secs(600);
 /// Whether `path`'s audio runs past `limit` seconds, found by decoding it
 /// up to there (whatever its header says); false when it ends within the
 /// limit or cannot be read (the worker reports that).
-fn longer_than(path: &std::path::Path, limit: u64) -> bool {
-    let Ok(mut decoder) = stemroom_engine::audio::decode::StreamDecoder::open(path) else { return false };
+///
+/// # Errors
+/// A message when a part of the file only ffmpeg decodes and this server
+/// has none: its length cannot be checked here, and a remote worker with
+/// ffmpeg would decode the rest however long it is.
+fn longer_than(path: &std::path::Path, limit: u64) -> Result<bool, String> {
+    let unmeasured = |e| unmeasured(e, limit);
+    let mut decoder = match stemroom_engine::audio::decode::StreamDecoder::open(path) {
+        Ok(d) => d,
+        Err(e) => return unmeasured(e),
+    };
     let mut seconds = 0.0;
-    while let Ok(Some((block, rate))) = decoder.next_block() {
-        // Interleaved stereo frames at `rate` Hz.
-        seconds += (block.len() / 2) as f64 / f64::from(rate.max(1));
-        if seconds > limit as f64 {
-            return true;
+    loop {
+        match decoder.next_block() {
+            Ok(Some((block, rate))) => {
+                // Interleaved stereo frames at `rate` Hz.
+                seconds += (block.len() / 2) as f64 / f64::from(rate.max(1));
+                if seconds > limit as f64 {
+                    return Ok(true);
+                }
+            }
+            Ok(None) => return Ok(false),
+            Err(e) => return unmeasured(e),
         }
     }
-    false
+}
+
+/// What [`longer_than`] answers for a decoding error: a part only ffmpeg
+/// decodes, where this server has none, is refused (its length unknown);
+/// any other error is the worker's to report.
+fn unmeasured(e: stemroom_engine::audio::decode::DecodeError, limit: u64) -> Result<bool, String> {
+    match e {
+        e @ stemroom_engine::audio::decode::DecodeError::NeedsFfmpeg { .. } => Err(format!(
+            "this server cannot read the whole file to check it is within its {} minutes ({e})",
+            limit / 60
+        )),
+        _ => Ok(false),
+    }
 }
 
 /// Whom `--jobs-per-hour` counts for a client address: an IPv4 address
@@ -1046,6 +1077,19 @@ mod tests {
     use stemroom_library::worker::{WorkerConfig, WorkerListener};
 
     use super::*;
+
+    /// A part only ffmpeg decodes, on a server without it: the length is
+    /// not known, so the upload is refused (a remote worker with ffmpeg
+    /// would decode the rest however long); other errors are the worker's.
+    #[test]
+    fn a_length_that_cannot_be_measured_is_refused() {
+        use stemroom_engine::audio::decode::DecodeError;
+        let needs = DecodeError::NeedsFfmpeg { path: "/up/x.wma".into(), codec: "WMA".into() };
+        let refused = unmeasured(needs, 3 * 3600).expect_err("refused");
+        assert!(refused.contains("within its 180 minutes") && refused.contains("ffmpeg"), "{refused}");
+        let corrupt = DecodeError::Corrupt { path: "/up/x.wav".into(), reason: "truncated".into() };
+        assert_eq!(unmeasured(corrupt, 60), Ok(false));
+    }
 
     struct Nobody;
     impl WorkerListener for Nobody {

@@ -571,6 +571,13 @@ impl Backend for FfmpegStream {
                 self.stereo.drain(..drop * 2);
                 self.discard -= drop as u64;
                 if self.stereo.is_empty() {
+                    // ffmpeg streams on without a pause while frames are
+                    // dropped (a catch-up after a seek or a format
+                    // change): the cancel is asked here too.
+                    if cancelled() {
+                        self.running = None;
+                        return Err(DecodeError::Cancelled);
+                    }
                     continue;
                 }
             }

@@ -643,7 +643,7 @@ impl NativeStream {
             // needs them) but not handed out.
             let mut skip = 0usize;
             if let Some(target) = self.seek_target {
-                if packet_start + n as u64 <= target {
+                if packet_start.saturating_add(n as u64) <= target {
                     // Past the declared end on the way to the target: more
                     // than the encoder's padding once past OVERRUN_PACKETS.
                     self.overrun.0 += u32::from(hold);

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 pub use dither::Dithered;
 use flac::FlacStem;
 use mp3::{mp3_bitrate, Mp3Stem};
+pub use mp3::{nearest_mp3_bitrate, MP3_BITRATES};
 use spool::Spool;
 pub use threaded::ThreadedWriter;
 use wav::WavStem;
@@ -130,9 +131,10 @@ impl OutputFormat {
             OutputFormat::Flac { bits } if bits != 16 && bits != 24 => {
                 Err(format!("FLAC depth must be 16 or 24, got {bits}"))
             }
-            OutputFormat::Mp3 { kbps } if mp3_bitrate(kbps).is_none() => {
-                Err(format!("MP3 bit rate must be one of 128, 160, 192, 224, 256, 320 kbps, got {kbps}"))
-            }
+            OutputFormat::Mp3 { kbps } if mp3_bitrate(kbps).is_none() => Err(format!(
+                "MP3 bit rate must be one of {} kbps, got {kbps}",
+                mp3::MP3_BITRATES.map(|b| b.to_string()).join(", ")
+            )),
             _ => Ok(()),
         }
     }
@@ -364,6 +366,21 @@ mod tests {
             w.write(&tone(9000, 0.5)).expect("write");
             w.finish().unwrap_or_else(|e| panic!("{wanted} Hz: {e}"));
         }
+    }
+
+    /// Any bit rate asked for is the nearest LAME has (the higher of two as
+    /// near), and every one of those opens.
+    #[test]
+    fn mp3_bitrates_snap_to_lames() {
+        assert_eq!([100, 104, 300, 0, 1000, 56, 128].map(nearest_mp3_bitrate), [96, 112, 320, 8, 320, 64, 128]);
+        let dir = tempfile::tempdir().expect("tempdir");
+        for kbps in MP3_BITRATES {
+            let p = dir.path().join(format!("{kbps}.mp3"));
+            let mut w = open(&p, OutputFormat::Mp3 { kbps }, 44_100, 2, ClipMode::Clamp).expect("opens");
+            w.write(&tone(4096, 0.3)).expect("write");
+            w.finish().unwrap_or_else(|e| panic!("{kbps} kbps: {e}"));
+        }
+        assert!(OutputFormat::Mp3 { kbps: 100 }.validate().is_err());
     }
 
     /// A FLAC export carries its tags in a Vorbis comment block, read back

@@ -6,10 +6,31 @@ use std::path::{Path, PathBuf};
 
 use super::{io_err, EncodeError, Post, StemWriter, Tags};
 
-/// LAME's bit rate for `kbps` (the CBR rates the app offers).
+/// The CBR bit rates LAME takes through mp3lame-encoder, in kbps (its
+/// `Bitrate`; MPEG-1's 56 kbps is not among them).
+pub const MP3_BITRATES: [u16; 16] = [8, 16, 24, 32, 40, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320];
+
+/// The bit rate of [`MP3_BITRATES`] nearest to `kbps` (the higher of two as
+/// near): LAME's own choice for a rate it lacks (`FindNearestBitrate`),
+/// which `demucs --mp3-bitrate N` gets through lameenc for any `N`.
+pub fn nearest_mp3_bitrate(kbps: u16) -> u16 {
+    MP3_BITRATES.into_iter().rev().min_by_key(|&b| b.abs_diff(kbps)).unwrap_or(320)
+}
+
+/// LAME's bit rate for `kbps`, one of [`MP3_BITRATES`].
 pub(super) fn mp3_bitrate(kbps: u16) -> Option<mp3lame_encoder::Bitrate> {
     use mp3lame_encoder::Bitrate::*;
     Some(match kbps {
+        8 => Kbps8,
+        16 => Kbps16,
+        24 => Kbps24,
+        32 => Kbps32,
+        40 => Kbps40,
+        48 => Kbps48,
+        64 => Kbps64,
+        80 => Kbps80,
+        96 => Kbps96,
+        112 => Kbps112,
         128 => Kbps128,
         160 => Kbps160,
         192 => Kbps192,
@@ -30,7 +51,9 @@ pub(super) struct Mp3Stem {
     post: Post,
 }
 
-// SAFETY-free: the LAME handle is only used from the thread that owns the writer.
+// SAFETY: LAME's handle keeps no thread-local state and has no thread
+// affinity (lame.c), so moving it to another thread is sound; the writer
+// owns it alone, so it is never used from two threads at once.
 unsafe impl Send for Mp3Stem {}
 
 fn mp3_err(reason: impl std::fmt::Debug) -> EncodeError {

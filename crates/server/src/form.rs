@@ -825,8 +825,10 @@ pub fn job_options(
         fields.get("mp3_bitrate").map(|v| parse_num("mp3_bitrate", v, "a bit rate in kbit/s")).transpose()?;
     let format = format.unwrap_or_else(|| o.format.extension().to_string());
     o.format = match format.as_str() {
+        // Any bit rate, as the nearest LAME has (what demucs' `--mp3-bitrate`
+        // gets through lameenc, and `stemroom separate` takes).
         "mp3" => OutputFormat::Mp3 {
-            kbps: kbps.unwrap_or(match o.format {
+            kbps: kbps.map(stemroom_engine::audio::encode::nearest_mp3_bitrate).unwrap_or(match o.format {
                 OutputFormat::Mp3 { kbps } => kbps,
                 _ => 320,
             }),
@@ -971,7 +973,10 @@ mod tests {
             assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY, "{k}={v}");
             assert!(e.message.contains(k) || e.message.contains(v), "{k}={v}: {}", e.message);
         }
-        let e = job_options(base(), &fields(&[("format", "mp3"), ("mp3_bitrate", "100")]), &m).unwrap_err();
+        // A bit rate LAME lacks is its nearest, as demucs takes it.
+        let o = job_options(base(), &fields(&[("format", "mp3"), ("mp3_bitrate", "100")]), &m).unwrap();
+        assert_eq!(o.format, OutputFormat::Mp3 { kbps: 96 });
+        let e = job_options(base(), &fields(&[("format", "mp3"), ("mp3_bitrate", "fast")]), &m).unwrap_err();
         assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
         let e = job_options(base(), &fields(&[("format", "flac"), ("bit_depth", "32")]), &m).unwrap_err();
         assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);

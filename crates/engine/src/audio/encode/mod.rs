@@ -379,6 +379,11 @@ mod tests {
             let mut w = open(&p, OutputFormat::Mp3 { kbps }, 44_100, 2, ClipMode::Clamp).expect("opens");
             w.write(&tone(4096, 0.3)).expect("write");
             w.finish().unwrap_or_else(|e| panic!("{kbps} kbps: {e}"));
+            // At the rate given, whatever the bit rate (LAME chose 32 kHz
+            // for 96 kbps when left to itself).
+            let mut d = crate::audio::decode::StreamDecoder::open(&p).expect("decode");
+            let rate = d.next_block().expect("block").map(|(_, r)| r);
+            assert_eq!(rate, Some(44_100), "{kbps} kbps");
         }
         assert!(OutputFormat::Mp3 { kbps: 100 }.validate().is_err());
     }

@@ -76,6 +76,10 @@ impl Mp3Stem {
         let mut b = mp3lame_encoder::Builder::new().ok_or_else(|| mp3_err("LAME init failed"))?;
         b.set_num_channels(channels as u8).map_err(mp3_err)?;
         b.set_sample_rate(rate).map_err(mp3_err)?;
+        // Written at the rate given (an MP3 rate, see `file_rate`): left to
+        // itself LAME picks a lower one for a low bit rate (96 kbps from
+        // 44.1 kHz came out at 32 kHz, `optimum_samplefreq` in lame.c).
+        b.set_output_sample_rate(std::num::NonZeroU32::new(rate)).map_err(mp3_err)?;
         b.set_brate(bitrate).map_err(mp3_err)?;
         // LAME's own default algorithm quality (`-q 3`, LAME_DEFAULT_QUALITY
         // in LAME 3.100's lame.c; the `demucs` CLI uses `-q 2`). `-q 0` took

@@ -310,7 +310,10 @@ impl AppState {
         let listeners = Arc::new(Listeners(hub.clone(), server_events.clone()));
         let worker = Worker::new(queue.clone(), config, listeners);
         // (Before any job runs.)
-        crate::commands::settings::clean_interrupted_move(data_dir, &worker.library_dir(), queue.work_tag());
+        // (The library as a job files into it: settings that cannot be
+        // read give no folder, not the default one.)
+        let library = worker.library_dir_to_file().ok();
+        crate::commands::settings::clean_interrupted_move(data_dir, library.as_deref(), queue.work_tag());
         let manifest = Manifest::builtin()?;
         // Songs opened with Stemroom from a file manager before the
         // first-run setup is done wait for it in the queue (each would fail

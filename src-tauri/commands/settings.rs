@@ -223,15 +223,21 @@ fn clear_move_mark(data_dir: &Path) {
 }
 
 /// At start, before any job runs: a library move that was stopped while it
-/// copied songs (see [`MOVE_MARKER`]) left this database's working folders
-/// (tagged `tag`) in the folder it copied to. When that folder is not the
-/// library now (the move was not saved), they are removed; when it is (the
-/// process stopped after saving), they are the library's own and stay.
-/// Returns how many were removed.
-pub fn clean_interrupted_move(data_dir: &Path, library: &Path, tag: &str) -> usize {
+/// copied songs (see [`MOVE_MARKER`]) left copies of this database's
+/// working folders (tagged `tag`) in the folder it copied to. When that
+/// folder is not `library`, the library now (the move was not saved), each
+/// copy whose original is still in `library` is removed; a folder there
+/// with no original beside it is no copy (a song left there by an earlier
+/// move whose copy failed: its only stems) and stays. When it is the
+/// library (the process stopped after saving), they are its own and stay.
+/// `library` is `None` when the settings cannot be read: nothing is done,
+/// and the record stays for the next start, as it does when the folder
+/// cannot be read (a drive not mounted). Returns how many were removed.
+pub fn clean_interrupted_move(data_dir: &Path, library: Option<&Path>, tag: &str) -> usize {
     let marker = data_dir.join(MOVE_MARKER);
     use std::os::unix::ffi::OsStringExt;
     let Ok(bytes) = std::fs::read(&marker) else { return 0 };
+    let Some(library) = library else { return 0 };
     let target = std::path::PathBuf::from(std::ffi::OsString::from_vec(bytes));
     let same = |a: &Path, b: &Path| match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
         (Ok(a), Ok(b)) => a == b,
@@ -239,11 +245,15 @@ pub fn clean_interrupted_move(data_dir: &Path, library: &Path, tag: &str) -> usi
     };
     let mut removed = 0;
     if !same(&target, library) {
-        for entry in std::fs::read_dir(&target).into_iter().flatten().flatten() {
+        let Ok(entries) = std::fs::read_dir(&target) else { return 0 };
+        for entry in entries.flatten() {
             let name = entry.file_name();
-            let ours =
-                stemroom_library::song::partial_job(&name.to_string_lossy(), tag).is_some_and(|(_, tagged)| tagged);
-            if ours && entry.file_type().is_ok_and(|t| t.is_dir()) && std::fs::remove_dir_all(entry.path()).is_ok() {
+            let Some((id, true)) = stemroom_library::song::partial_job(&name.to_string_lossy(), tag) else { continue };
+            let original = stemroom_library::song::partial_dir(library, tag, id);
+            if entry.file_type().is_ok_and(|t| t.is_dir())
+                && original.is_dir()
+                && std::fs::remove_dir_all(entry.path()).is_ok()
+            {
                 removed += 1;
             }
         }
@@ -817,20 +827,31 @@ mod tests {
         }
         let ours = stemroom_library::song::partial_dir(&picked, "ab12", 7);
         let theirs = stemroom_library::song::partial_dir(&picked, "cd34", 7);
-        for d in [&ours, &theirs, &picked.join("A song")] {
+        // Job 9's folder there is no copy: an earlier move left it (its
+        // copy failed), the only stems of that song.
+        let only = stemroom_library::song::partial_dir(&picked, "ab12", 9);
+        let original = stemroom_library::song::partial_dir(&library, "ab12", 7);
+        for d in [&ours, &theirs, &picked.join("A song"), &only, &original] {
             std::fs::create_dir_all(d).expect("mkdir");
             std::fs::write(d.join("vocals.wav"), b"RIFF").expect("write");
         }
-        assert_eq!(clean_interrupted_move(&data, &library, "ab12"), 0, "no move recorded");
+        assert_eq!(clean_interrupted_move(&data, Some(&library), "ab12"), 0, "no move recorded");
         assert!(ours.exists());
         mark_move(&data, &picked);
         // The move was saved: they are the library's working folders.
-        assert_eq!(clean_interrupted_move(&data, &picked, "ab12"), 0);
+        assert_eq!(clean_interrupted_move(&data, Some(&picked), "ab12"), 0);
         assert!(ours.exists() && !data.join(MOVE_MARKER).exists());
+        // Settings that cannot be read, or a folder that cannot: nothing
+        // done, the record kept for the next start.
         mark_move(&data, &picked);
-        assert_eq!(clean_interrupted_move(&data, &library, "ab12"), 1);
-        assert!(!ours.exists() && theirs.exists() && picked.join("A song").exists());
-        assert!(!data.join(MOVE_MARKER).exists());
+        assert_eq!(clean_interrupted_move(&data, None, "ab12"), 0);
+        assert!(ours.exists() && data.join(MOVE_MARKER).exists());
+        assert_eq!(clean_interrupted_move(&data, Some(&library), "ab12"), 1);
+        assert!(!ours.exists() && theirs.exists() && picked.join("A song").exists() && only.exists());
+        assert!(original.exists() && !data.join(MOVE_MARKER).exists());
+        mark_move(&data, &dir.path().join("unmounted"));
+        assert_eq!(clean_interrupted_move(&data, Some(&library), "ab12"), 0);
+        assert!(data.join(MOVE_MARKER).exists());
     }
 
     #[test]

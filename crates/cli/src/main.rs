@@ -418,9 +418,9 @@ struct SeparateArgs {
     /// Write MP3 (CBR).
     #[arg(long)]
     mp3: bool,
-    /// MP3 bit rate in kbps (CBR): 8 to 320, taken as the nearest rate
-    /// LAME has (8, 16, 24, 32, 40, 48, 64, 80, 96, 112, 128, 160, 192,
-    /// 224, 256, 320), as demucs' LAME does.
+    /// MP3 bit rate in kbps (CBR), taken as the nearest rate LAME writes
+    /// (32, 40, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320), as
+    /// demucs' LAME does.
     #[arg(long, default_value_t = 320)]
     mp3_bitrate: u16,
     /// Taken for `demucs` compatibility (its LAME preset, 2 to 7) and not
@@ -1241,8 +1241,11 @@ fn run_separate(mut a: SeparateArgs) -> ExitCode {
     let by_input = suffix.as_ref().is_ok_and(|by| *by == FormatBy::Input);
     if (a.mp3 || by_input) && lame_rate != a.mp3_bitrate {
         notes.push(
-            format!("--mp3-bitrate {}: MP3s are written at {lame_rate} kbps, the nearest rate LAME has", a.mp3_bitrate)
-                .into(),
+            format!(
+                "--mp3-bitrate {}: MP3s are written at {lame_rate} kbps, the nearest rate LAME writes",
+                a.mp3_bitrate
+            )
+            .into(),
         );
     }
     if asked.0 && !a.mp3 {
@@ -1491,24 +1494,42 @@ fn check_distinct_outputs(
         .map(|f| (f.as_path(), real(f)))
         .collect();
     let inputs: HashMap<&PathBuf, &Path> = locals.iter().map(|(f, r)| (r, *f)).collect();
-    let mut seen: HashMap<PathBuf, (&Path, &PathBuf)> = HashMap::new();
-    for (input, input_real) in &locals {
+    // Each output's key: the input writing it and the output's own path.
+    let mut seen: HashMap<PathBuf, (&Path, PathBuf)> = HashMap::new();
+    // Said when two names are one only by their letters' case.
+    const CASE: &str = "names that differ only in letter case, one file on a FAT, exFAT or SMB disk";
+    for (input, _) in &locals {
         // An input whose stems have no format (`.{trackext}` of an M4A)
         // fails alone, when its turn comes.
         let Ok(req) = request(input) else { continue };
         for (stem, planned) in stemroom_engine::job::planned_outputs(info, &req)? {
             let dest = real(&planned);
+            let planned = real_path(&planned);
             if let Some(victim) = inputs.get(&dest) {
+                let case = if real_path(victim) == planned { String::new() } else { format!(" ({CASE})") };
                 return Err(EngineError::InvalidOptions(format!(
-                    "the {stem} stem of {} would replace the input {}: choose another -o or --filename",
+                    "the {stem} stem of {} would replace the input {}{case}: choose another -o or --filename",
                     input.display(),
                     victim.display()
                 ))
                 .into());
             }
-            if let Some((first, _)) = seen.insert(dest.clone(), (input, input_real)) {
-                let (why, hint) = if real_path(first) == real_path(input) {
+            if let Some((first, theirs)) = seen.insert(dest.clone(), (input, planned.clone())) {
+                let (why, hint) = if real_path(first) == real_path(input)
+                    || stemroom_engine::files::same_file(first, input)
+                {
                     (format!("{} is given twice", input.display()), "give each file once")
+                } else if theirs != planned {
+                    (
+                        format!(
+                            "{} and {} would write {} and {}, {CASE}",
+                            first.display(),
+                            input.display(),
+                            theirs.display(),
+                            planned.display()
+                        ),
+                        "give each input its own name",
+                    )
                 } else if first.extension() != input.extension() {
                     (
                         format!("{} and {} would both write {}", first.display(), input.display(), planned.display()),

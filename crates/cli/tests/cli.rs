@@ -561,7 +561,7 @@ fn bad_inputs_get_their_own_clear_errors_and_leave_nothing() {
     );
     // A demucs model this build does not have: a wrong option, not a missing file.
     assert_fails(&["separate", "-n", "htdemucs_ft", "-o", &out, utf8(&mix)], 2, "known models: htdemucs");
-    // Any --mp3-bitrate is taken as the nearest rate LAME has, as demucs'
+    // Any --mp3-bitrate is taken as the nearest rate LAME writes, as demucs'
     // LAME takes it, and said (here before a missing input fails alone).
     let o = run(&["separate", "--mp3", "--mp3-bitrate", "100", "-o", &out, &s("missing.wav")]);
     let err = String::from_utf8_lossy(&o.stderr);
@@ -607,7 +607,7 @@ fn bad_inputs_get_their_own_clear_errors_and_leave_nothing() {
     // Names that differ only in case are one file on a FAT or exFAT drive
     // or an SMB share: refused too (the second replaced the first's stems).
     std::fs::copy(&mix, p("Twin.wav")).expect("copy");
-    assert_fails(&["separate", "-o", &out, &s("twin.wav"), &s("Twin.wav")], 2, "would both write");
+    assert_fails(&["separate", "-o", &out, &s("twin.wav"), &s("Twin.wav")], 2, "differ only in letter case");
     std::fs::remove_file(p("Twin.wav")).expect("rm");
     assert_fails(&["separate", "--filename", "{track}.{ext}", "-o", &out, utf8(&mix)], 2, "put {stem} in it");
     // A suffix that is no stem format (demucs: "Invalid suffix").

@@ -404,8 +404,8 @@ pub struct JobOptionFields {
     format: Option<String>,
     /// `true` means `format=mp3`.
     mp3: Option<bool>,
-    /// MP3 bit rate in kbit/s, taken as the nearest LAME has (8 to 320, as
-    /// demucs' `--mp3-bitrate`; default 320).
+    /// MP3 bit rate in kbit/s, taken as the nearest LAME writes (32 to 320,
+    /// as demucs' `--mp3-bitrate`; default 320).
     mp3_bitrate: Option<u16>,
     /// WAV 16, 24 or 32 (float); FLAC 16 or 24.
     bit_depth: Option<u8>,

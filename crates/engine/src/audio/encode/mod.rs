@@ -368,11 +368,15 @@ mod tests {
         }
     }
 
-    /// Any bit rate asked for is the nearest LAME has (the higher of two as
-    /// near), and every one of those opens.
+    /// Any bit rate asked for is the nearest LAME writes at the usual
+    /// rates (the lower of two as near), and every one of those opens.
     #[test]
     fn mp3_bitrates_snap_to_lames() {
-        assert_eq!([100, 104, 300, 0, 1000, 56, 128].map(nearest_mp3_bitrate), [96, 112, 320, 8, 320, 64, 128]);
+        // As LAME snaps them: the lower of two as near (104 and 120 too).
+        assert_eq!(
+            [100, 104, 120, 300, 0, 1000, 56, 128].map(nearest_mp3_bitrate),
+            [96, 96, 112, 320, 32, 320, 48, 128]
+        );
         let dir = tempfile::tempdir().expect("tempdir");
         for kbps in MP3_BITRATES {
             let p = dir.path().join(format!("{kbps}.mp3"));

@@ -6,24 +6,24 @@ use std::path::{Path, PathBuf};
 
 use super::{io_err, EncodeError, Post, StemWriter, Tags};
 
-/// The CBR bit rates LAME takes through mp3lame-encoder, in kbps (its
-/// `Bitrate`; MPEG-1's 56 kbps is not among them).
-pub const MP3_BITRATES: [u16; 16] = [8, 16, 24, 32, 40, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320];
+/// The CBR bit rates written, in kbps: MPEG-1's (ISO/IEC 11172-3), which
+/// the stems' usual rates (32, 44.1, 48 kHz) take, except 56, which
+/// mp3lame-encoder's `Bitrate` lacks. (At 16-24 kHz LAME writes at most
+/// 160 kbps, at 8-12 kHz at most 64.)
+pub const MP3_BITRATES: [u16; 13] = [32, 40, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320];
 
-/// The bit rate of [`MP3_BITRATES`] nearest to `kbps` (the higher of two as
-/// near): LAME's own choice for a rate it lacks (`FindNearestBitrate`),
-/// which `demucs --mp3-bitrate N` gets through lameenc for any `N`.
+/// The bit rate of [`MP3_BITRATES`] nearest to `kbps`, the lower of two as
+/// near: LAME's own choice for a rate it lacks (`FindNearestBitrate` in
+/// util.c scans upwards and keeps the first nearest), which `demucs
+/// --mp3-bitrate N` gets through lameenc for any `N` (56 is written as 48).
 pub fn nearest_mp3_bitrate(kbps: u16) -> u16 {
-    MP3_BITRATES.into_iter().rev().min_by_key(|&b| b.abs_diff(kbps)).unwrap_or(320)
+    MP3_BITRATES.into_iter().min_by_key(|&b| b.abs_diff(kbps)).unwrap_or(320)
 }
 
 /// LAME's bit rate for `kbps`, one of [`MP3_BITRATES`].
 pub(super) fn mp3_bitrate(kbps: u16) -> Option<mp3lame_encoder::Bitrate> {
     use mp3lame_encoder::Bitrate::*;
     Some(match kbps {
-        8 => Kbps8,
-        16 => Kbps16,
-        24 => Kbps24,
         32 => Kbps32,
         40 => Kbps40,
         48 => Kbps48,

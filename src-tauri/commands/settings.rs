@@ -239,12 +239,8 @@ pub fn clean_interrupted_move(data_dir: &Path, library: Option<&Path>, tag: &str
     let Ok(bytes) = std::fs::read(&marker) else { return 0 };
     let Some(library) = library else { return 0 };
     let target = std::path::PathBuf::from(std::ffi::OsString::from_vec(bytes));
-    let same = |a: &Path, b: &Path| match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => a == b,
-    };
     let mut removed = 0;
-    if !same(&target, library) {
+    if !stemroom_engine::files::same_file(&target, library) {
         let Ok(entries) = std::fs::read_dir(&target) else { return 0 };
         for entry in entries.flatten() {
             let name = entry.file_name();

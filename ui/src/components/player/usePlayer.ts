@@ -66,6 +66,9 @@ export interface Player {
  * `version` changes whenever a song reaches the library (a song still
  * separating then takes its finished files).
  */
+/** The mix and loop the player took last (what is heard). */
+type Heard = { controls: MixControls | null; loop: LoopRegion | null };
+
 export function usePlayer(songId: number, version: number, jobState?: JobState): Player {
   const backend = useBackend();
   const store = useMemo(createStatusStore, []);
@@ -200,7 +203,7 @@ export function usePlayer(songId: number, version: number, jobState?: JobState):
   // The mix and loop the player last took (what is heard), and the number
   // of the last change sent: a refused change shows what is heard again,
   // unless a later one was sent since (its own answer decides).
-  const heard = useRef<{ controls: MixControls | null; loop: LoopRegion | null }>({ controls: null, loop: null });
+  const heard = useRef<Heard>({ controls: null, loop: null });
   const sent = useRef({ controls: 0, loop: 0 });
   useLayoutEffect(() => {
     latest.current = { view, controls, win, loop };
@@ -209,6 +212,26 @@ export function usePlayer(songId: number, version: number, jobState?: JobState):
     const canPlay = () => !!latest.current.view?.output;
     const run = (action: Promise<void>) => {
       action.catch((e: unknown) => setError(errorText(e)));
+    };
+    // A change sent to the player: once taken it is what is heard; refused,
+    // `restore` shows what is heard again, unless a later change of the
+    // same kind was sent since (its own answer decides).
+    const sendHeard = <K extends keyof Heard>(
+      key: K,
+      value: Heard[K],
+      sending: Promise<void>,
+      restore: (heard: Heard[K]) => void,
+    ) => {
+      const mine = ++sent.current[key];
+      sending.then(
+        () => {
+          if (mine === sent.current[key]) heard.current[key] = value;
+        },
+        (e: unknown) => {
+          setError(errorText(e));
+          if (mine === sent.current[key]) restore(heard.current[key]);
+        },
+      );
     };
     const update = (next: MixControls) => {
       latest.current.controls = next;
@@ -220,22 +243,12 @@ export function usePlayer(songId: number, version: number, jobState?: JobState):
       }
       setControls(next);
       if (!canPlay()) return;
-      const mine = ++sent.current.controls;
-      backend.setControls(songId, next).then(
-        () => {
-          if (mine === sent.current.controls) heard.current.controls = next;
-        },
-        (e: unknown) => {
-          setError(errorText(e));
-          // Refused: the buttons and faders show the mix heard (unless a
-          // later change was sent since).
-          const back = heard.current.controls;
-          if (mine === sent.current.controls && back) {
-            latest.current.controls = back;
-            setControls(back);
-          }
-        },
-      );
+      // Refused: the buttons and faders show the mix heard.
+      sendHeard("controls", next, backend.setControls(songId, next), (back) => {
+        if (!back) return;
+        latest.current.controls = back;
+        setControls(back);
+      });
     };
     const changeStem: PlayerActions["changeStem"] = (index, change) => {
       const c = latest.current.controls;
@@ -261,20 +274,11 @@ export function usePlayer(songId: number, version: number, jobState?: JobState):
         latest.current.loop = region;
         setLoop(region);
         if (!canPlay()) return;
-        const mine = ++sent.current.loop;
-        backend.setLoop(songId, region).then(
-          () => {
-            if (mine === sent.current.loop) heard.current.loop = region;
-          },
-          (e: unknown) => {
-            setError(errorText(e));
-            // Refused: the loop shown is the one playing (unless changed since).
-            if (mine === sent.current.loop) {
-              latest.current.loop = heard.current.loop;
-              setLoop(heard.current.loop);
-            }
-          },
-        );
+        // Refused: the loop shown is the one playing.
+        sendHeard("loop", region, backend.setLoop(songId, region), (back) => {
+          latest.current.loop = back;
+          setLoop(back);
+        });
       },
       zoom(factor, anchor) {
         const { win: w, view: v } = latest.current;

@@ -1043,7 +1043,8 @@ fn run_fetch(a: &FetchArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Ctrl-C (and SIGTERM, and SIGHUP unless started under `nohup`) cancels
+/// Ctrl-C (and SIGTERM, and SIGHUP unless started under `nohup`; any of
+/// them ignored when the process started stays ignored) cancels
 /// the running separations (they remove their partial outputs); another
 /// one a second or more later exits at once.
 fn cancel_on_interrupt(bars: Option<&MultiProgress>) -> Arc<AtomicBool> {

@@ -1052,6 +1052,23 @@ fn ctrl_c_cancels_and_leaves_no_partial_output() {
     let status = run.signal_after_first_segment_of(nohup, "-HUP");
     assert!(status.success(), "under nohup SIGHUP is ignored: {status:?}");
     assert_eq!(files_under(&run.out).len(), 4, "{:?}", files_under(&run.out));
+    // Started with SIGINT ignored (a script's `stemroom ... &`), a Ctrl-C
+    // meant for the script's foreground does not stop it.
+    let run = LongRun::new();
+    let mut background = run.command();
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: between fork and exec only signal(2), async-signal-safe.
+        unsafe {
+            background.pre_exec(|| {
+                libc::signal(libc::SIGINT, libc::SIG_IGN);
+                Ok(())
+            });
+        }
+    }
+    let status = run.signal_after_first_segment_of(background, "-INT");
+    assert!(status.success(), "an ignored SIGINT stays ignored: {status:?}");
+    assert_eq!(files_under(&run.out).len(), 4, "{:?}", files_under(&run.out));
 }
 
 /// A 24-second separation into its own folders, to be interrupted.

@@ -1,22 +1,36 @@
 //! What the process was started with for signals that front ends watch.
 //!
 //! `nohup` (and service managers asked to) start a program with SIGHUP
-//! ignored, so that it keeps running when its terminal closes. A handler
-//! installed for SIGHUP replaces that disposition (POSIX `sigaction`), so a
-//! front end that stops on SIGHUP must first ask [`hangup_ignored`], and
-//! leave SIGHUP ignored when it was.
+//! ignored, so that it keeps running when its terminal closes; a shell
+//! script's `cmd &` (job control off) starts it with SIGINT ignored, so
+//! that a Ctrl-C meant for the script's foreground leaves it running. A
+//! handler installed for such a signal replaces that disposition (POSIX
+//! `sigaction`), so a front end must ask [`ignored`] first, or install its
+//! handlers through [`installing_handlers`], which puts `SIG_IGN` back.
 
-/// Whether SIGHUP is ignored now (`SIG_IGN`): true under `nohup`. Read it
-/// before any SIGHUP handler is installed. Always false off Unix.
+/// The signals front ends stop on: SIGHUP, SIGINT, SIGTERM (libc numbers).
+#[cfg(unix)]
+pub const WATCHED: [i32; 3] = [libc::SIGHUP, libc::SIGINT, libc::SIGTERM];
+
+/// Whether `signal` (a libc signal number) is ignored now (`SIG_IGN`):
+/// true for SIGHUP under `nohup`. Read it before a handler is installed.
+/// False for a number sigaction refuses.
+#[cfg(unix)]
+pub fn ignored(signal: i32) -> bool {
+    // SAFETY: with a null new action, sigaction only reads the current
+    // disposition into `old`, a zeroed plain C struct it fills.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(signal, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
+    }
+}
+
+/// Whether SIGHUP is ignored now: [`ignored`] for SIGHUP. Always false off
+/// Unix.
 pub fn hangup_ignored() -> bool {
     #[cfg(unix)]
     {
-        // SAFETY: with a null new action, sigaction only reads the current
-        // disposition into `old`, a zeroed plain C struct it fills.
-        unsafe {
-            let mut old: libc::sigaction = std::mem::zeroed();
-            libc::sigaction(libc::SIGHUP, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
-        }
+        ignored(libc::SIGHUP)
     }
     #[cfg(not(unix))]
     {
@@ -24,41 +38,57 @@ pub fn hangup_ignored() -> bool {
     }
 }
 
-/// Run `install`, which installs signal handlers (SIGHUP's among them, as
-/// `ctrlc` and the app's tokio handlers do), and leave SIGHUP ignored
-/// afterwards when it was before (`nohup`). Returns what `install` returns.
+/// Run `install`, which installs signal handlers (for SIGHUP, SIGINT and
+/// SIGTERM together, as `ctrlc` and the app's tokio handlers do), and
+/// leave each of [`WATCHED`] that was ignored before ignored afterwards
+/// (`nohup`, a script's `&`). Returns what `install` returns.
 pub fn installing_handlers<R>(install: impl FnOnce() -> R) -> R {
-    let nohup = hangup_ignored();
-    let installed = install();
-    if nohup {
-        ignore_hangup();
-    }
-    installed
-}
-
-/// Ignore SIGHUP again (a library that installs handlers for SIGINT,
-/// SIGTERM and SIGHUP together replaced the `nohup` disposition). Does
-/// nothing off Unix.
-pub fn ignore_hangup() {
     #[cfg(unix)]
-    // SAFETY: SIG_IGN is a valid disposition for SIGHUP; no handler runs.
-    unsafe {
-        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+    {
+        let was_ignored: Vec<i32> = WATCHED.into_iter().filter(|&s| ignored(s)).collect();
+        let installed = install();
+        for signal in was_ignored {
+            // SAFETY: SIG_IGN is a valid disposition for these signals; no
+            // handler runs.
+            unsafe {
+                libc::signal(signal, libc::SIG_IGN);
+            }
+        }
+        installed
+    }
+    #[cfg(not(unix))]
+    {
+        install()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    /// An ignored SIGHUP or SIGINT stays ignored through a library that
+    /// installs handlers for all three; SIGTERM, not ignored, gets the handler.
     #[test]
     #[cfg(unix)]
-    fn an_ignored_hangup_is_seen_and_kept() {
-        // SAFETY: test-only; reads and sets SIGHUP's disposition.
-        let before = unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
-        assert!(super::hangup_ignored());
-        unsafe { libc::signal(libc::SIGHUP, libc::SIG_DFL) };
-        assert!(!super::hangup_ignored());
-        super::ignore_hangup();
-        assert!(super::hangup_ignored());
-        unsafe { libc::signal(libc::SIGHUP, before) };
+    fn ignored_signals_are_seen_and_kept() {
+        // SAFETY: test-only; reads and sets dispositions (the test harness
+        // installs no handler for these).
+        let before: Vec<_> = super::WATCHED.iter().map(|&s| unsafe { libc::signal(s, libc::SIG_DFL) }).collect();
+        unsafe {
+            libc::signal(libc::SIGHUP, libc::SIG_IGN);
+            libc::signal(libc::SIGINT, libc::SIG_IGN);
+        }
+        assert!(super::hangup_ignored() && super::ignored(libc::SIGINT) && !super::ignored(libc::SIGTERM));
+        extern "C" fn handler(_: i32) {}
+        let handler = handler as extern "C" fn(i32) as libc::sighandler_t;
+        super::installing_handlers(|| {
+            for s in super::WATCHED {
+                unsafe { libc::signal(s, handler) };
+            }
+        });
+        assert!(super::hangup_ignored() && super::ignored(libc::SIGINT), "an ignored signal was turned back on");
+        let term = unsafe { libc::signal(libc::SIGTERM, libc::SIG_DFL) };
+        assert_eq!(term, handler, "SIGTERM's handler stays");
+        for (&s, &was) in super::WATCHED.iter().zip(&before) {
+            unsafe { libc::signal(s, was) };
+        }
     }
 }

@@ -674,10 +674,14 @@ fn signalled(
     {
         use tokio::signal::unix::{signal, SignalKind};
         let mut streams = Vec::new();
-        let mut kinds = vec![SignalKind::interrupt(), SignalKind::terminate()];
-        if !stemroom_engine::signals::hangup_ignored() {
-            kinds.push(SignalKind::hangup());
-        }
+        // One ignored when the server started (SIGHUP under `nohup`, SIGINT
+        // under a script's `&`) stays ignored.
+        let watched = [
+            (SignalKind::hangup(), libc::SIGHUP),
+            (SignalKind::interrupt(), libc::SIGINT),
+            (SignalKind::terminate(), libc::SIGTERM),
+        ];
+        let kinds = watched.into_iter().filter(|&(_, s)| !stemroom_engine::signals::ignored(s)).map(|(kind, _)| kind);
         for kind in kinds {
             match signal(kind) {
                 Ok(s) => streams.push(s),
@@ -719,7 +723,8 @@ fn signalled(
 /// ([`signalled`]), as the CLI's other commands take it.
 const FORCE_AFTER: Duration = Duration::from_secs(1);
 
-/// From now on, a SIGINT, SIGTERM or SIGHUP (not under `nohup`) that comes
+/// From now on, a SIGINT, SIGTERM or SIGHUP (not one ignored, as SIGHUP
+/// under `nohup`) that comes
 /// [`FORCE_AFTER`] or more after now calls `again`: the signal handler only
 /// sets a flag (all it may do), and a thread of its own looks every 50 ms.
 #[cfg(unix)]
@@ -727,10 +732,7 @@ fn watch_again(again: Arc<dyn Fn() + Send + Sync>) {
     use std::sync::atomic::{AtomicBool, Ordering};
     static ASKED: AtomicBool = AtomicBool::new(false);
     let first = Instant::now();
-    let mut kinds = vec![libc::SIGINT, libc::SIGTERM];
-    if !stemroom_engine::signals::hangup_ignored() {
-        kinds.push(libc::SIGHUP);
-    }
+    let kinds = stemroom_engine::signals::WATCHED.into_iter().filter(|&s| !stemroom_engine::signals::ignored(s));
     for signal in kinds {
         // SAFETY: the action is async-signal-safe: a monotonic clock read
         // (clock_gettime) and an atomic store.

@@ -30,7 +30,8 @@ pub struct WorkerArgs {
     /// Network threads (default: all cores).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
-    /// Name in the server's status (default: host name and process id).
+    /// Name in the server's status (default: host name, process id and 4
+    /// random hex digits).
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
     /// Seconds a job may go without a sign of life from its worker before
@@ -68,7 +69,11 @@ pub fn run(args: WorkerArgs) -> ExitCode {
         return ExitCode::from(crate::exit::INVALID_OPTIONS);
     };
     let name = args.name.unwrap_or_else(|| {
-        let pid = format!("-{}", std::process::id());
+        // With a random tail: containers sharing the host's network (and
+        // so its host name) all run their worker as pid 1, and two workers
+        // of one name are one holder to the server (each could take over
+        // the other's job while it runs, unseen).
+        let pid = format!("-{}-{:04x}", std::process::id(), random_u16());
         let host: String = host_name()
             .chars()
             .filter(|c| !c.is_control())
@@ -120,4 +125,11 @@ pub fn run(args: WorkerArgs) -> ExitCode {
             })
         }
     }
+}
+
+/// 16 bits from the OS's random source (std's `RandomState` keys are drawn
+/// from it, and differ for each one made).
+fn random_u16() -> u16 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(std::process::id()) as u16
 }

@@ -126,10 +126,16 @@ pub fn load_or_create_named(data_dir: &Path, file: &str) -> Result<Token, Server
 /// form value: a client's URL encoding of `+`, `/`, `=`). Elsewhere a token
 /// in the address is not taken: addresses end up in proxies' and browsers'
 /// histories and logs (RFC 6750 §5.3), and no other client needs it.
+/// An `Authorization` of another scheme (`Basic`, for a proxy's own login
+/// in front of the server) is not this server's: the token is then looked
+/// for in the other two places.
 fn presented(req: &Request) -> Option<String> {
     if let Some(v) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        let (scheme, rest) = v.trim().split_once(' ')?;
-        return scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim().to_string());
+        if let Some((scheme, rest)) = v.trim().split_once(' ') {
+            if scheme.eq_ignore_ascii_case("bearer") {
+                return Some(rest.trim().to_string());
+            }
+        }
     }
     if let Some(v) = req.headers().get(API_KEY_HEADER).and_then(|v| v.to_str().ok()) {
         return Some(v.trim().to_string());

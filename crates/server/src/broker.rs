@@ -185,6 +185,12 @@ impl Broker {
         self.touched.lock().unwrap_or_else(|p| p.into_inner()).insert(id, Instant::now());
     }
 
+    /// Job `id` left its holder (released): its next holder's silence is
+    /// counted from its claim, not from the last one's last word.
+    fn forget(&self, id: JobId) {
+        self.touched.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    }
+
     /// Worker `worker`, holding job `id`, said it keeps the job's stream entry.
     fn kept(&self, id: JobId, worker: &str) {
         self.kept.lock().unwrap_or_else(|p| p.into_inner()).insert(id, (worker.to_string(), Instant::now()));
@@ -448,7 +454,10 @@ pub async fn publish(service: Arc<Service>, broker: Arc<Broker>) {
         }
         if !failed && reconciled.elapsed() >= RECONCILE_EVERY {
             reconciled = Instant::now();
-            let published = service.queue.published_queued().unwrap_or_default();
+            let published = service.queue.published_queued().unwrap_or_else(|e| {
+                tracing::error!("the queue cannot be read to check the job stream: {e}");
+                Vec::new()
+            });
             if !published.is_empty() {
                 match missing_entries(c, &published).await {
                     Ok(missing) => {
@@ -466,7 +475,14 @@ pub async fn publish(service: Arc<Service>, broker: Arc<Broker>) {
                 }
             }
         }
-        let ids = if failed { Vec::new() } else { service.queue.unpublished().unwrap_or_default() };
+        let ids = if failed {
+            Vec::new()
+        } else {
+            service.queue.unpublished().unwrap_or_else(|e| {
+                tracing::error!("the queue cannot be read: no job is published to the workers until it can: {e}");
+                Vec::new()
+            })
+        };
         for id in ids {
             // Marked first: a worker may read the entry, claim the job, fail
             // and give it back (unmarking it) before a mark made after the
@@ -547,6 +563,7 @@ fn watch_once(service: &Service, broker: &Arc<Broker>) {
         // Refused when it finished meanwhile: nothing to do.
         if let Ok(job) = service.queue.broker_release(id, &message, &worker, Some(&why)) {
             tracing::warn!("job {id}: {why}: back in the queue for another worker");
+            broker.forget(id);
             let _ = std::fs::remove_dir_all(staging(service, id, &message));
             service.events.job_changed(&job);
             broker.notify.notify_one();
@@ -746,6 +763,13 @@ async fn claim(
     if let Err(why) = check_worker_name(&worker) {
         return Err(ApiError::invalid_options(why));
     }
+    // Read before anything is granted: a job handed out without them would
+    // run under the default download limits, not the operator's.
+    let download_limits = service
+        .queue
+        .settings()
+        .map_err(|e| ApiError::unavailable(format!("the server's settings cannot be read: {e}")))?
+        .download_limits();
     let queue = service.queue.clone();
     let max = broker.max_attempts;
     let message = c.message.clone();
@@ -772,12 +796,15 @@ async fn claim(
         .map_err(|e| ApiError::internal(e.to_string()))??;
     match outcome {
         Claim::Granted { job, attempt, takeover } => {
+            // The stall clock starts now, the new holder's: the look into
+            // the library below may take a while, and a watchdog pass then
+            // judged this claim by the last holder's silence.
+            broker.touch(id);
             if let Some(done) = filed_before(&service, &job).await {
                 // Filed before this server stopped, not recorded: nothing to run.
                 service.events.job_changed(&done);
                 return Err(ApiError::conflict(format!("job {id} is done")));
             }
-            broker.touch(id);
             if takeover {
                 tracing::info!("job {id}: taken over by {worker} (attempt {attempt})");
             }
@@ -786,7 +813,7 @@ async fn claim(
                 JobSource::Url { url } => Some(url.clone()),
                 JobSource::File { .. } => None,
             };
-            let download_limits = service.queue.settings().ok().map(|s| s.download_limits());
+            let download_limits = Some(download_limits);
             let public_only = url.is_some() && !service.config.allow_private_links;
             Ok(Json(JobSpec {
                 job_id: id,

@@ -595,6 +595,7 @@ async fn read_multipart(
     };
     let mut job = NewJob::empty();
     let mut count = 0;
+    let mut ignored_bytes: u64 = 0;
     let idle = service.config.idle_timeout;
     let stalled = || {
         ApiError::new(
@@ -694,10 +695,21 @@ async fn read_multipart(
             } else {
                 let known = |fields: &[&str]| fields.contains(&name.as_str());
                 if !known(URL_FIELDS) && !known(OPTION_FIELDS) && !known(FILE_FIELDS) {
-                    // Not read at all (the reader skips its data): a file
-                    // under another name (`-F song=@x.mp3`) is ignored
-                    // whole, not taken for a long text.
+                    // Read through and thrown away: a file under another
+                    // name (`-F song=@x.mp3`, a cover image beside the
+                    // song) is ignored whole, not taken for a long text.
+                    // (Left to the parser to skip, its bytes counted as
+                    // held, and a part over 4 MiB was called a body with
+                    // no boundary.) All such parts together may be as
+                    // large as an upload.
                     job.ignore(&name);
+                    while let Some(chunk) = next_chunk(&mut field).await? {
+                        tally.delivered(chunk.len());
+                        ignored_bytes += chunk.len() as u64;
+                        if ignored_bytes > service.config.max_upload_bytes {
+                            return Err(too_large(service.config.max_upload_bytes));
+                        }
+                    }
                     return Ok(());
                 }
                 let mut text = Vec::new();

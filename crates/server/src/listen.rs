@@ -287,8 +287,14 @@ pub async fn serve(
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let clients = Arc::new(Clients::default());
     let mut refused: u64 = 0;
+    // The connections' tasks: those still open when the drain time is up
+    // are ended (aborted) with it. In the app the runtime goes on after a
+    // stop, and a transfer left running finished an upload into a stopped
+    // service (or a restarted one, which had removed its part file).
+    let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(stop);
     loop {
+        while connections.try_join_next().is_some() {}
         let slot = tokio::select! {
             slot = slots.clone().acquire_owned() => match slot {
                 Ok(s) => s,
@@ -333,7 +339,7 @@ pub async fn serve(
         let stream = WriteStall::new(stream, header_timeout);
         let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
         let watched = graceful.watch(conn);
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let _slot = (slot, client_slot);
             if let Err(e) = watched.await {
                 tracing::debug!("connection from {peer}: {e}");
@@ -346,8 +352,13 @@ pub async fn serve(
     }
     drop(listener);
     tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(DRAIN_WITHIN) => tracing::warn!("requests still open after {} s were dropped", DRAIN_WITHIN.as_secs()),
+        // Every connection is closed; some may still linger (a socket's
+        // graceful close): left to end on their own.
+        () = graceful.shutdown() => connections.detach_all(),
+        () = tokio::time::sleep(DRAIN_WITHIN) => {
+            tracing::warn!("requests still open after {} s were dropped", DRAIN_WITHIN.as_secs());
+            connections.shutdown().await;
+        }
     }
 }
 
@@ -403,6 +414,55 @@ mod tests {
         let a3 = clients.take(ip("93.184.216.34"), &limits).expect("after a close");
         drop((a2, a3, b, v6));
         assert!(clients.0.lock().unwrap().is_empty());
+    }
+
+    /// A request still running when the drain time is up ends with the
+    /// stop (in the app the runtime goes on, and it ran on, unseen).
+    #[tokio::test]
+    async fn requests_left_after_the_drain_are_ended_with_the_stop() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        struct Guard(Arc<AtomicBool>);
+        impl Drop for Guard {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let (started, ended) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let app = {
+            let (started, ended) = (started.clone(), ended.clone());
+            Router::new().route(
+                "/slow",
+                axum::routing::get(move || {
+                    let (started, ended) = (started.clone(), ended.clone());
+                    async move {
+                        let _guard = Guard(ended);
+                        started.store(true, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_secs(120)).await;
+                        "late"
+                    }
+                }),
+            )
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits =
+            Limits { header_timeout: Duration::from_secs(30), max_connections: 8, per_client: 0, exempt: vec![] };
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, app, limits, async move {
+            let _ = stop_rx.await;
+        }));
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        client.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        while !started.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let t0 = std::time::Instant::now();
+        stop_tx.send(()).unwrap();
+        server.await.unwrap();
+        assert!(t0.elapsed() >= DRAIN_WITHIN - Duration::from_millis(100), "{:?}", t0.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(ended.load(Ordering::SeqCst), "the request runs on after the stop");
+        drop(client);
     }
 
     #[tokio::test]

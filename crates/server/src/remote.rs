@@ -61,6 +61,11 @@ const COMPLETE_WAIT_STOPPING: Duration = Duration::from_secs(15);
 /// whose entry would then go stale) for ever; ureq sets no body timeout.
 const JSON_BODY_WAIT: Duration = Duration::from_secs(60);
 
+/// Longest wait for the server's answer to a progress report, and for its
+/// body ([`Reporter::post`]): well inside the download stall timeout
+/// (`stemroom_library::link::DEFAULT_STALL_TIMEOUT`, 60 s) with the 10 s connect.
+const PROGRESS_WAIT: Duration = Duration::from_secs(10);
+
 /// How long the server's answer to a request may take to begin, unless the
 /// request says otherwise ([`Server::post_within`]).
 const RESPONSE_WAIT: Duration = Duration::from_secs(120);
@@ -79,7 +84,8 @@ pub struct RemoteConfig {
     pub broker: String,
     pub device: Device,
     pub threads: Option<usize>,
-    /// Name shown in the server's status (default: host name and process id).
+    /// Name shown in the server's status (default: host name, process id
+    /// and 4 random hex digits).
     pub name: String,
     pub model_dir: Option<PathBuf>,
     pub runtime_library: Option<PathBuf>,
@@ -123,6 +129,11 @@ enum Answer<T> {
 
 impl Server {
     fn new(config: &RemoteConfig) -> Self {
+        Server::at(&config.server, &config.token)
+    }
+
+    /// The server at base URL `server`, asked with `token`.
+    fn at(server: &str, token: &str) -> Self {
         let agent = ureq::Agent::config_builder()
             .timeout_connect(Some(Duration::from_secs(10)))
             .timeout_recv_response(Some(RESPONSE_WAIT))
@@ -131,8 +142,8 @@ impl Server {
             .into();
         Server {
             agent,
-            base: config.server.trim_end_matches('/').to_string(),
-            auth: format!("Bearer {}", config.token),
+            base: server.trim_end_matches('/').to_string(),
+            auth: format!("Bearer {token}"),
         }
     }
 
@@ -189,8 +200,8 @@ impl Server {
             .header("Authorization", &self.auth)
             .config()
             .timeout_recv_response(Some(wait))
-            .timeout_send_body(Some(JSON_BODY_WAIT))
-            .timeout_recv_body(Some(JSON_BODY_WAIT))
+            .timeout_send_body(Some(JSON_BODY_WAIT.min(wait)))
+            .timeout_recv_body(Some(JSON_BODY_WAIT.min(wait)))
             .build()
             .send_json(body);
         self.answer(r)
@@ -543,7 +554,13 @@ impl Reporter<'_> {
         let body = serde_json::json!({
             "message": self.message, "worker": self.worker, "state": state, "percent": percent, "eta_seconds": eta, "provider": provider,
         });
-        match self.server.post::<Carry>(&format!("/worker/jobs/{}/progress", self.job), &body) {
+        // Within PROGRESS_WAIT: it is posted from the job's own thread (a
+        // link download's read loop, a segment's end), and a slow server
+        // held it for minutes, long enough for the download's stall timer
+        // to kill yt-dlp. An answer not heard in time is trouble, as a lost
+        // one: the next report says as much.
+        let path = format!("/worker/jobs/{}/progress", self.job);
+        match self.server.post_within::<Carry>(&path, &body, PROGRESS_WAIT) {
             Ok(Answer::Ok(c)) if c.cancel => {
                 self.taken_over.store(c.taken_over, Ordering::SeqCst);
                 self.cancelled.store(true, Ordering::SeqCst);
@@ -780,7 +797,7 @@ pub fn run_worker(config: &RemoteConfig, stop: &AtomicBool) -> Result<(), Remote
 
 /// Remove this worker from the consumer group when it holds no entry:
 /// Redis never forgets a consumer by itself, and each start under a new
-/// name (the default `HOST-PID`) would add one to the group for good. One
+/// name (the default `HOST-PID-XXXX`) would add one to the group for good. One
 /// that still holds entries stays (deleting it would drop them; another
 /// worker takes them over after the visibility timeout).
 fn leave_group(client: &redis::Client, name: &str) {
@@ -1776,6 +1793,45 @@ mod tests {
         super::link_allowed(&spec(Some(false)), "http://127.0.0.1:9/a.wav").expect("private links allowed");
         assert!(!spec(None).public_only);
         super::link_allowed(&spec(None), "http://127.0.0.1:9/a.wav").expect("an older server's spec");
+    }
+
+    /// A progress report to a server that takes the request and never
+    /// answers gives up within PROGRESS_WAIT, and stops nothing: it is
+    /// posted from the download's read loop, whose stall timer (60 s) a
+    /// 120 s wait outlasted, killing a healthy download.
+    #[test]
+    fn a_progress_report_does_not_wait_for_a_slow_server() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Accepts, reads, and holds the connection without an answer.
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for conn in listener.incoming().flatten() {
+                held.push(conn);
+            }
+        });
+        let server = super::Server::at(&format!("http://{addr}"), "t");
+        let (stop, life) = (AtomicBool::new(false), super::Life::new());
+        let reporter = super::Reporter {
+            server: &server,
+            worker: "w",
+            job: 1,
+            message: "1-0",
+            provider: Mutex::new(None),
+            stop: &stop,
+            life: &life,
+            cancelled: AtomicBool::new(false),
+            taken_over: AtomicBool::new(false),
+            told: Arc::new(super::Told::default()),
+            throttle: Mutex::new(stemroom_engine::progress::Throttle::new(std::time::Duration::from_millis(250))),
+        };
+        let t0 = std::time::Instant::now();
+        reporter.post(stemroom_library::queue::JobState::Downloading { percent: Some(5.0) }, None);
+        let took = t0.elapsed();
+        assert!(took < super::PROGRESS_WAIT + std::time::Duration::from_secs(3), "{took:?}");
+        assert!(!reporter.cancelled.load(Ordering::SeqCst) && !stop.load(Ordering::SeqCst), "an unanswered report stops nothing");
     }
 
     #[test]

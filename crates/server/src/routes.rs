@@ -814,7 +814,10 @@ pub async fn download(
         // starting a zip writer (axum runs a GET handler for HEAD and
         // throws its body away: each took a writer slot).
         finished_stems(&job)?;
-        let mut r = StatusCode::OK.into_response();
+        // A body of unknown length, as the GET's streamed zip: an empty
+        // one made axum say `content-length: 0`.
+        let unknown = futures_util::stream::empty::<Result<axum::body::Bytes, std::convert::Infallible>>();
+        let mut r = (StatusCode::OK, axum::body::Body::from_stream(unknown)).into_response();
         zip_headers(&mut r, &job);
         return Ok(r);
     }

@@ -238,6 +238,17 @@ fn every_endpoint_end_to_end_with_the_real_model() {
     // is open, as FastAPI serves it.
     let key = |t: &str| server.curl_raw(&["-H".into(), format!("X-API-Key: {t}"), "/status".into()]).0;
     assert_eq!((key(&server.token), key("nope")), (200, 401));
+    // A proxy's own login in front (`Authorization: Basic`) leaves the key
+    // header to name the token: it was refused, the Basic taken for it.
+    let basic = |t: &str| {
+        let mut args = vec!["-u".to_string(), "user:pw".into()];
+        if !t.is_empty() {
+            args.extend(["-H".into(), format!("X-API-Key: {t}")]);
+        }
+        args.push("/status".into());
+        server.curl_raw(&args).0
+    };
+    assert_eq!((basic(&server.token), basic("nope"), basic("")), (200, 401, 401));
     assert_eq!(server.curl_raw(&["/openapi.json".into()]).0, 200, "no token needed");
     assert_eq!(server.json(&["/"])["status"], "ok");
     let st = server.json(&["/status"]);
@@ -372,6 +383,9 @@ fn every_endpoint_end_to_end_with_the_real_model() {
         assert_eq!(code, 200, "{head}");
         let head = head.to_ascii_lowercase();
         assert!(head.contains("content-type: application/zip") && head.contains("x-job-id:"), "{head}");
+        // The zip is streamed, its length unknown: not said to be 0 (a
+        // download manager's size check saw an empty file).
+        assert!(!head.contains("content-length"), "{head}");
     }
     assert_eq!(server.curl(&["-o", "/dev/null", &format!("/download/{id}")]).0, 200);
 
@@ -822,6 +836,13 @@ fn bad_requests_get_clear_refusals_and_leave_nothing() {
     let (code, body) = raw(&["-F", &format!("song=@{}", utf8(&small)), "/upload"]);
     assert_eq!(code, 422, "{body}");
     assert!(body.contains("no audio") && body.contains("ignored, not taken here: song"), "{body}");
+    // However large (a whole song: it was read as held by the parser, and
+    // over 4 MiB called a body without a boundary, 400).
+    let big = dir.path().join("big.mp3");
+    std::fs::write(&big, vec![0x55u8; 6 << 20]).expect("write");
+    let (code, body) = raw(&["-F", &format!("song=@{}", utf8(&big)), "/upload"]);
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("ignored, not taken here: song"), "{body}");
     drop(open);
 
     // Nothing partial anywhere: uploads hold only files of jobs that exist

@@ -240,6 +240,9 @@ fn reopen(
         callback.set_device_rate(rate);
         shared.change_device_rate(rate);
     }
+    // A new device starts from silence: the song fades in, not at full
+    // gain mid-waveform (a click).
+    callback.fade = 0.0;
     let mut home = Home::new(callback, back);
     home.set_channels(config.channels);
     start(&device, &config, format, home, shared)

@@ -28,8 +28,18 @@ use crate::stretch::{Stretcher, TimePitch};
 
 /// Chunks still queued for the callback below which the reader, at the
 /// separated edge, gives up waiting for more and fades out (3 chunks:
-/// ~140 ms at 44.1 kHz, many device periods).
+/// ~140 ms at 44.1 kHz, many device periods), for a ring of
+/// [`CHUNKS`](super::CHUNKS) chunks; see [`low_water`].
 const LOW_CHUNKS: usize = 3;
+
+/// [`LOW_CHUNKS`] for a ring of `capacity` chunks: a ring made for a faster
+/// device ([`chunks_for`](super::chunks_for)) holds more of the same
+/// 2048-frame chunks, each shorter in time, so the threshold grows with
+/// it and stays ~140 ms (a fixed 3 were 64 ms at 96 kHz, 32 ms at 192 kHz:
+/// the callback ran dry before the faded tail came, a click).
+fn low_water(capacity: usize) -> usize {
+    (LOW_CHUNKS * capacity / super::CHUNKS).max(LOW_CHUNKS)
+}
 
 /// What one step of the reader did.
 enum Step {
@@ -224,7 +234,8 @@ impl Reader {
             return Ok(Step::Idle);
         }
         if !self.edge_faded {
-            if free.buffer().capacity() - free.slots() > LOW_CHUNKS {
+            let capacity = free.buffer().capacity();
+            if capacity - free.slots() > low_water(capacity) {
                 return Ok(Step::Idle);
             }
             if !self.tails {
@@ -575,6 +586,19 @@ pub(super) fn read_loop(
                     std::thread::sleep(READER_POLL.max(std::time::Duration::from_millis(20)));
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The separated edge's threshold is the same time at any device rate.
+    #[test]
+    fn the_edge_threshold_is_a_time_not_a_count() {
+        for rate in [44_100u32, 48_000, 96_000, 192_000] {
+            let chunks = super::low_water(super::super::chunks_for(rate));
+            let ms = (chunks * super::super::CHUNK_FRAMES) as f64 * 1000.0 / f64::from(rate);
+            assert!((120.0..=150.0).contains(&ms), "{rate} Hz: {chunks} chunks, {ms:.0} ms");
         }
     }
 }

@@ -40,6 +40,8 @@ export interface MockOptions {
   settings?: Partial<Settings>;
   models?: ModelStatus[];
   runtimeFound?: boolean;
+  /** ONNX Runtime was found but failed to load, and why (the backend's status). */
+  runtimeProblem?: string;
   providerInUse?: string | null;
   /** What opening a damaged job database did at start (`undefined`: it was whole). */
   databaseRecovery?: Recovery;
@@ -590,7 +592,9 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
         models: structuredClone(models),
         ytdlp: ytdlpStatus(),
         ffmpeg: { found: false, path: null, version: null, problem: "ffmpeg was not found." },
-        runtime: runtimeFound
+        runtime: options.runtimeProblem
+          ? { found: true, path: null, problem: options.runtimeProblem }
+          : runtimeFound
           ? { found: true, path: "/home/you/.local/share/stemroom/libonnxruntime.so", problem: null }
           : { found: false, path: null, problem: "ONNX Runtime was not found." },
         providerInUse,

@@ -185,6 +185,10 @@ impl Service {
                 return (ok, why);
             }
         }
+        if let Some(why) = stemroom_engine::runtime::load_failure() {
+            // Jobs wait in the queue for the next start (the worker says so).
+            return (false, Some(format!("{why}: jobs wait until the server is started again")));
+        }
         let me = self.clone();
         let (ok, why) = tokio::task::spawn_blocking(move || {
             // The model new jobs use (a preset's, or the one chosen).

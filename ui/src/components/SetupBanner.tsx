@@ -16,8 +16,19 @@ interface Props {
 /** Size of the ONNX Runtime download (the pinned CPU wheel, runtime::install::cpu_wheels). */
 const RUNTIME_BYTES = 23_753_652;
 
-/** Why ONNX Runtime is missing and a button that installs it (with progress). */
-export function RuntimeInstall({ problem, onChanged }: { problem: string | null; onChanged(): void }) {
+/**
+ * Why ONNX Runtime is missing, or (`broken`) why the one found failed to
+ * load, and a button that installs it (with progress).
+ */
+export function RuntimeInstall({
+  problem,
+  broken = false,
+  onChanged,
+}: {
+  problem: string | null;
+  broken?: boolean;
+  onChanged(): void;
+}) {
   const backend = useBackend();
   const [installing, setInstalling] = useState<number | null>(null);
   const [error, setError] = useState<string | null>(null);
@@ -38,11 +49,15 @@ export function RuntimeInstall({ problem, onChanged }: { problem: string | null;
   }
 
   return (
-    <div className="banner__item" data-testid="runtime-missing">
-      <p>
-        ONNX Runtime, which runs the separation, is missing.
-        {problem && <span className="muted"> ({problem})</span>}
-      </p>
+    <div className="banner__item" data-testid={broken ? "runtime-broken" : "runtime-missing"}>
+      {broken ? (
+        <p>{problem}</p>
+      ) : (
+        <p>
+          ONNX Runtime, which runs the separation, is missing.
+          {problem && <span className="muted"> ({problem})</span>}
+        </p>
+      )}
       <button
         type="button"
         className="button button--primary"
@@ -61,13 +76,17 @@ export function RuntimeInstall({ problem, onChanged }: { problem: string | null;
 /** What is still missing before songs can be separated; nothing once all is there. */
 export function SetupBanner({ info, downloads, onChanged }: Props) {
   const missing = info.models.filter((model) => !model.installed && !model.derived);
-  if (info.runtime.found && missing.length === 0) return null;
+  // Found, but it failed to load in this run: queued songs wait for a restart.
+  const broken = info.runtime.found && info.runtime.problem !== null;
+  if (info.runtime.found && !broken && missing.length === 0) return null;
   return (
     <section className="banner" aria-labelledby="setup-title">
       <h2 id="setup-title" className="banner__title">
         Finish setting up Stemroom
       </h2>
-      {!info.runtime.found && <RuntimeInstall problem={info.runtime.problem} onChanged={onChanged} />}
+      {(!info.runtime.found || broken) && (
+        <RuntimeInstall problem={info.runtime.problem} broken={broken} onChanged={onChanged} />
+      )}
       {missing.map((model) => (
         <ModelInstall key={model.id} model={model} downloads={downloads} />
       ))}

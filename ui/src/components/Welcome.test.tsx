@@ -17,6 +17,17 @@ const banner = () => screen.queryByRole("region", { name: "Finish setting up Ste
 const start = () => screen.getByRole("button", { name: /Start separating|Install the model to start/ });
 
 describe("First start", () => {
+  it("says an ONNX Runtime that failed to load, and that songs wait for a restart", async () => {
+    const problem =
+      "ONNX Runtime at /x/libonnxruntime.so could not be loaded: dlopen failed. Separations wait: install ONNX Runtime again if it is damaged, then start Stemroom again.";
+    renderApp({ runtimeProblem: problem });
+    await screen.findByText("No songs in the queue");
+    expect(welcome()).not.toBeInTheDocument();
+    const item = within(banner()!).getByTestId("runtime-broken");
+    expect(item).toHaveTextContent(problem);
+    expect(within(item).getByRole("button", { name: /Download ONNX Runtime/ })).toBeEnabled();
+  });
+
   it("goes straight to the queue when everything is installed", async () => {
     renderApp();
     await screen.findByText("No songs in the queue");

@@ -118,6 +118,17 @@ pub(super) fn runtime(opts: &RuntimeOptions) -> Result<&'static LoadedRuntime, R
     })
 }
 
+/// Why ONNX Runtime failed to load in this process ("ONNX Runtime at PATH
+/// could not be loaded: REASON"), or `None` when it loaded or was not
+/// tried yet. A failed load is never tried again (see [`RUNTIME`]): work
+/// that needs the network must wait for the next start of the process.
+pub fn load_failure() -> Option<String> {
+    RUNTIME
+        .get()
+        .and_then(|r| r.as_ref().err())
+        .map(|(path, reason)| format!("ONNX Runtime at {} could not be loaded: {reason}", path.display()))
+}
+
 /// Path of the ONNX Runtime library loaded in this process, if any.
 pub fn loaded_library() -> Option<PathBuf> {
     RUNTIME.get().and_then(|r| r.as_ref().ok()).map(|r| r.path.clone())

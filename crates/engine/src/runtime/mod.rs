@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-pub use library::{cuda_compiled_in, find_library, library_candidates, loaded_library};
+pub use library::{cuda_compiled_in, find_library, library_candidates, load_failure, loaded_library};
 pub use session::OrtNetwork;
 
 use crate::units::Device;
@@ -73,9 +73,19 @@ pub struct RuntimeStatus {
 
 /// Find the ONNX Runtime library as a run on `device` would (see
 /// [`find_library`]); reports the one already loaded when there is one.
-/// (A library found but that failed to load is reported found: installing
-/// one would not help; each job's error says to start the program again.)
+/// A library found but that failed to load in this process is reported
+/// found, with the failure as its problem and what to do (the process
+/// loads ONNX Runtime once: it must be started again).
 pub fn status(explicit: Option<&Path>, device: Device) -> RuntimeStatus {
+    if let Some(why) = load_failure() {
+        return RuntimeStatus {
+            found: true,
+            path: None,
+            problem: Some(format!(
+                "{why}. Separations wait: install ONNX Runtime again if it is damaged, then start Stemroom again."
+            )),
+        };
+    }
     if let Some(p) = loaded_library() {
         return RuntimeStatus { found: true, path: Some(p.to_string_lossy().into_owned()), problem: None };
     }

@@ -87,6 +87,8 @@ struct Inner {
     ready: Mutex<Option<ReadyProbe>>,
     /// The probe said no at the last claim (logged once).
     held: AtomicBool,
+    /// Whether `claim` said that ONNX Runtime failed to load (said once).
+    runtime_failed: AtomicBool,
 }
 
 /// Says whether what every job needs is installed.
@@ -238,6 +240,7 @@ impl Worker {
             slots: Mutex::new(Slots::default()),
             ready: Mutex::new(None),
             held: AtomicBool::new(false),
+            runtime_failed: AtomicBool::new(false),
         };
         let w = Worker { inner: Arc::new(inner) };
         // Working folders of queued jobs hold their checkpoints (a job that
@@ -571,6 +574,16 @@ impl Inner {
     /// Claim the next job and register its cancellation flag atomically with
     /// respect to [`Worker::cancel`].
     fn claim(&self) -> Result<Option<(Job, Arc<AtomicBool>)>, QueueError> {
+        // ONNX Runtime failed to load in this process, which never loads it
+        // again: every job would fail the same way. They wait, queued, for
+        // the next start (the failure is said once, and by the runtime's
+        // status in the window and the server's /status).
+        if let Some(why) = stemroom_engine::runtime::load_failure() {
+            if !self.runtime_failed.swap(true, Ordering::SeqCst) {
+                tracing::error!("queued jobs wait for the next start: {why}");
+            }
+            return Ok(None);
+        }
         // (Asked before the lock cancels take: it looks at files.)
         let probe = self.ready.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if let Some(ready) = probe {
@@ -616,7 +629,15 @@ impl Inner {
         let requeued = {
             let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
             let asked = self.cancelled_before_suspend.lock().unwrap_or_else(|p| p.into_inner()).remove(&job.id);
-            if matches!(result, Err(Error::Cancelled)) && self.suspending.load(Ordering::SeqCst) && !asked {
+            let suspended = matches!(result, Err(Error::Cancelled)) && self.suspending.load(Ordering::SeqCst) && !asked;
+            // Not the job's fault, and the same for every job until the
+            // next start: back in the queue, not failed (see `claim`).
+            let no_runtime = matches!(
+                &result,
+                Err(Error::Engine(stemroom_engine::Error::Runtime(stemroom_engine::runtime::RuntimeError::Load { .. })))
+            ) && stemroom_engine::runtime::load_failure().is_some()
+                && !flag.load(Ordering::SeqCst);
+            if suspended || no_runtime {
                 let requeued = self.queue.requeue(job.id);
                 if running.get(&job.id).is_some_and(|f| Arc::ptr_eq(f, &flag)) {
                     running.remove(&job.id);

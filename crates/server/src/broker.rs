@@ -84,7 +84,9 @@ async fn missing_entries(
     let mut on_stream = std::collections::HashSet::new();
     let mut from = "-".to_string();
     loop {
-        let page: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        // Fields as bytes: one entry another writer made with a value that
+        // is not UTF-8 failed the whole page, and so every check, for good.
+        let page: Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)> = redis::cmd("XRANGE")
             .arg(STREAM)
             .arg(&from)
             .arg("+")
@@ -93,7 +95,12 @@ async fn missing_entries(
             .query_async(conn)
             .await?;
         for (_, fields) in &page {
-            on_stream.extend(fields.iter().filter(|(k, _)| k == "job").filter_map(|(_, v)| v.parse::<JobId>().ok()));
+            on_stream.extend(
+                fields
+                    .iter()
+                    .filter(|(k, _)| k == b"job")
+                    .filter_map(|(_, v)| std::str::from_utf8(v).ok()?.parse::<JobId>().ok()),
+            );
         }
         match page.last() {
             // The next page starts after the last entry read (exclusive

@@ -64,6 +64,10 @@ pub(super) struct Callback {
     /// stale, also its chunks from a loop's start that come after it (their
     /// song frames are before the switch point, but later in time).
     switched: u32,
+    /// The playhead as this callback last stored or read it, and the
+    /// generation it was read at ([`publish`]).
+    published: u64,
+    published_gen: u32,
 }
 
 impl Callback {
@@ -101,6 +105,8 @@ impl Callback {
             waiting: false,
             heard: u32::MAX,
             switched: u32::MAX,
+            published: 0,
+            published_gen: u32::MAX,
         }
     }
 
@@ -196,6 +202,12 @@ impl Callback {
         }
         if switch_from == generation {
             switch_from = u32::MAX;
+        }
+        // A new generation: the playhead its writer stored (before the
+        // generation) is where publishing goes on from.
+        if generation != self.published_gen {
+            self.published = sh.position.load(Ordering::Acquire);
+            self.published_gen = generation;
         }
         // Whether no seek, loop or tempo change came since this buffer began:
         // only then may it publish where playback is (a command's own
@@ -370,9 +382,7 @@ impl Callback {
                 self.fade = 0.0;
             }
             if chunk.wait {
-                if still() {
-                    sh.position.store(chunk.start, Ordering::Release);
-                }
+                publish(&sh.generation, &sh.position, generation, &mut self.published, chunk.start);
                 sh.waiting.store(true, Ordering::Release);
                 self.waiting = true;
                 self.recycle();
@@ -386,11 +396,17 @@ impl Callback {
                 sh.waiting.store(false, Ordering::Release);
             }
             if chunk.end {
-                if still() {
-                    let length = sh.length.load(Ordering::Acquire);
-                    sh.position.store(length.min(chunk.start), Ordering::Release);
+                let end = sh.length.load(Ordering::Acquire).min(chunk.start);
+                if publish(&sh.generation, &sh.position, generation, &mut self.published, end) {
                     sh.ended.store(true, Ordering::Release);
                     sh.playing.store(false, Ordering::Release);
+                    // A seek that came meanwhile (its target stored, its
+                    // `ended` cleared before these stores) is where Play
+                    // goes on, not the song's start.
+                    if !still() {
+                        sh.ended.store(false, Ordering::Release);
+                        sh.playing.store(playing, Ordering::Release);
+                    }
                 }
                 self.fade = 0.0;
                 self.recycle();
@@ -484,9 +500,7 @@ impl Callback {
                 }
             } else {
                 let position = start + ((self.offset as f64) * ratio).round() as u64;
-                if still() {
-                    sh.position.store(position, Ordering::Release);
-                }
+                publish(&sh.generation, &sh.position, generation, &mut self.published, position);
             }
             sh.heard_ratio.store(ratio.to_bits(), Ordering::Relaxed);
             sh.frames_played.fetch_add(n as u64, Ordering::Relaxed);
@@ -558,9 +572,72 @@ fn write_frame<T: SizedSample + FromSample<f32>>(frame: &mut [T], l: f32, r: f32
     }
 }
 
+/// Store `frame` as the playhead (`position`) when no seek, loop or tempo
+/// change came since this buffer's `generation` was read, and none comes
+/// while it is stored: a writer stores its target, then moves the
+/// generation on, and a check of the generation then a plain store could
+/// fall between the two and overwrite the target with this buffer's older
+/// place (a seek lost, a Play from the song's start). So the store is a
+/// compare-exchange from what this callback last stored or read
+/// (`published`), and one the generation moved past is undone. Returns
+/// whether `frame` was stored and stays. Atomics only: the callback's.
+fn publish(
+    generation_now: &std::sync::atomic::AtomicU32,
+    position: &std::sync::atomic::AtomicU64,
+    generation: u32,
+    published: &mut u64,
+    frame: u64,
+) -> bool {
+    if generation_now.load(Ordering::Acquire) != generation {
+        return false;
+    }
+    match position.compare_exchange(*published, frame, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(was) => {
+            if generation_now.load(Ordering::Acquire) != generation {
+                // Moved on meanwhile: its writer's target (stored before
+                // the move) stands, or what was there before this store.
+                let _ = position.compare_exchange(frame, was, Ordering::AcqRel, Ordering::Relaxed);
+                return false;
+            }
+            *published = frame;
+            true
+        }
+        Err(now) => {
+            // Another writer's: not overwritten, and the next store goes on
+            // from it (within this generation, a later buffer's place is
+            // newer than it).
+            *published = now;
+            false
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The callback's playhead never overwrites a seek's target, also one
+    /// whose writer stored the target and has not moved the generation yet.
+    #[test]
+    fn a_seek_target_is_never_overwritten_by_an_older_place() {
+        use std::sync::atomic::{AtomicU32, AtomicU64};
+        let (generation, position) = (AtomicU32::new(5), AtomicU64::new(1_000));
+        let mut published = 1_000;
+        assert!(publish(&generation, &position, 5, &mut published, 1_512));
+        assert_eq!((position.load(Ordering::SeqCst), published), (1_512, 1_512));
+        // A seek: its target stored, its generation not moved yet.
+        position.store(90_000, Ordering::SeqCst);
+        assert!(!publish(&generation, &position, 5, &mut published, 2_024));
+        assert_eq!(position.load(Ordering::SeqCst), 90_000, "the seek's target stays");
+        // Moved: this buffer's generation publishes nothing more.
+        generation.store(6, Ordering::SeqCst);
+        assert!(!publish(&generation, &position, 5, &mut published, 2_536));
+        assert_eq!(position.load(Ordering::SeqCst), 90_000);
+        // The new generation's buffers go on from the target.
+        let mut published = position.load(Ordering::SeqCst);
+        assert!(publish(&generation, &position, 6, &mut published, 90_512));
+        assert_eq!(position.load(Ordering::SeqCst), 90_512);
+    }
 
     /// Over full scale clips on every device format, 24-bit included (whose
     /// conversion wraps), and NaN is silence.

@@ -491,6 +491,16 @@ fn main() -> ExitCode {
         errln!("stemroom: {e}");
         return ExitCode::from(exit::INVALID_OPTIONS);
     }
+    // `--ort-lib` decides what `auto` most likely runs on (a preset's model).
+    let ort_lib = match &cli.command {
+        Command::Separate(a) => a.runtime.ort_lib.as_deref(),
+        Command::Serve(a) => a.runtime.ort_lib.as_deref(),
+        Command::Worker(a) => a.runtime.ort_lib.as_deref(),
+        _ => None,
+    };
+    if let Some(path) = ort_lib {
+        stemroom_engine::runtime::gpu::assume_runtime_library(path);
+    }
     match cli.command {
         Command::Separate(args) => run_separate(args),
         Command::Models(args) => run_models(args),

@@ -91,7 +91,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
     #[command(flatten)]
-    runtime: crate::RuntimeArgs,
+    pub(crate) runtime: crate::RuntimeArgs,
 }
 
 /// The app's data folder, which the server shares by default.

@@ -49,7 +49,7 @@ pub struct WorkerArgs {
     #[arg(long, value_name = "DIR")]
     work_dir: Option<PathBuf>,
     #[command(flatten)]
-    runtime: crate::RuntimeArgs,
+    pub(crate) runtime: crate::RuntimeArgs,
 }
 
 fn host_name() -> String {

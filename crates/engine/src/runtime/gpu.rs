@@ -239,9 +239,12 @@ pub fn diagnose(facts: &GpuFacts) -> Result<(), NoCuda> {
 /// CUDA where [`diagnose`] finds nothing missing on this machine, else the
 /// CPU (what a [`crate::units::Preset`] chooses its model for; the run
 /// itself still falls back to the CPU should CUDA fail to start).
+/// A library named for this process ([`assume_runtime_library`]) is the
+/// one judged: a CPU build named with `--ort-lib` means the CPU, whatever
+/// GPU runtime is installed.
 pub fn likely_device(device: Device) -> Device {
     match device {
-        Device::Auto if diagnose(&local_facts()).is_ok() => Device::Cuda,
+        Device::Auto if diagnose(&local_facts_for(ASSUMED_RUNTIME.get().map(PathBuf::as_path))).is_ok() => Device::Cuda,
         Device::Auto => Device::Cpu,
         d => d,
     }
@@ -300,6 +303,22 @@ pub fn facts() -> GpuFacts {
 /// to its 10 s limit on a GPU in a bad state), for the choice every `auto`
 /// run and every queued job makes.
 pub fn local_facts() -> GpuFacts {
+    local_facts_for(None)
+}
+
+/// The ONNX Runtime library this process was told to load (`--ort-lib`).
+static ASSUMED_RUNTIME: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Say that this process loads ONNX Runtime from `path` (a front end's
+/// `--ort-lib`, given to every run it makes): [`likely_device`] then
+/// judges that library, not the search's. The first call wins.
+pub fn assume_runtime_library(path: &Path) {
+    let _ = ASSUMED_RUNTIME.set(std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()));
+}
+
+/// [`local_facts`] for a run that loads `explicit` when given (the search's
+/// first library otherwise, as [`super::library_candidates`]).
+pub fn local_facts_for(explicit: Option<&Path>) -> GpuFacts {
     let driver_version =
         std::fs::read_to_string("/proc/driver/nvidia/version").ok().as_deref().and_then(parse_driver_version);
     // Each library there and as unpacked (a file cut short by a full disk
@@ -307,7 +326,7 @@ pub fn local_facts() -> GpuFacts {
     // and so must this check, else CUDA reads as ready when it is not).
     let usable = intact_file;
     let gpu_dir = crate::paths::cache_dir().map(|c| c.join(ORT_GPU_DIR));
-    let candidates = super::library_candidates(None, crate::units::Device::Cuda);
+    let candidates = super::library_candidates(explicit, crate::units::Device::Cuda);
     let (gpu_runtime, other_runtime) = runtime_for_cuda(&candidates, gpu_dir.as_deref());
     let cuda_provider = gpu_runtime.as_deref().and_then(Path::parent).is_some_and(|d| usable(d, CUDA_PROVIDER_FILE));
     let dirs = library_dirs(gpu_runtime.as_deref());
@@ -351,6 +370,18 @@ fn runtime_for_cuda(candidates: &[PathBuf], gpu_dir: Option<&Path>) -> (Option<P
 mod tests {
     use super::super::ORT_LIBRARY_FILE;
     use super::*;
+
+    /// A CPU build named for the run (`--ort-lib`) is what a CUDA run would
+    /// load, whatever is installed: not a GPU runtime, and `auto` is the CPU.
+    #[test]
+    fn a_library_named_for_the_run_is_the_one_judged() {
+        let dir = tempfile::tempdir().unwrap();
+        let cpu = dir.path().join(ORT_LIBRARY_FILE);
+        std::fs::write(&cpu, b"lib").unwrap();
+        let facts = local_facts_for(Some(&cpu));
+        assert_eq!((facts.gpu_runtime.clone(), facts.other_runtime.clone()), (None, Some(cpu.clone())));
+        assert!(diagnose(&facts).is_err(), "not ready for CUDA");
+    }
 
     /// A CPU build named by ORT_DYLIB_PATH comes before the GPU install in
     /// the search: CUDA is not ready, and the check says why (it said

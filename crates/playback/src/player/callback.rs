@@ -112,8 +112,14 @@ impl Callback {
 
     /// Output at `rate` Hz from now on (the stream was reopened on a device
     /// at another rate; called while no stream holds the callback): fades,
-    /// control ramps, the click and the latency are counted in its frames.
+    /// control ramps, the click, a count-in under way and the latency are
+    /// counted in its frames.
     pub(super) fn set_device_rate(&mut self, rate: u32) {
+        // A count-in under way goes on at its tempo, on the beat.
+        let scale = f64::from(rate) / f64::from(self.device_rate.max(1));
+        self.count_in_at *= scale;
+        self.count_in_len *= scale;
+        self.count_in_beat *= scale;
         self.fade_frames = fade_frames_at(rate);
         self.fade_step = (1.0 / self.fade_frames as f64) as f32;
         self.fading_left = self.fading_left.min(self.fade_frames);

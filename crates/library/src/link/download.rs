@@ -92,6 +92,19 @@ impl Life {
 }
 
 /// Remove everything in `dir` (a folder this download owns).
+/// Bytes of the files in `dir` and its folders (a download's parts and
+/// fragments); what cannot be read counts as nothing.
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let meta = e.metadata().ok()?;
+            Some(if meta.is_dir() { dir_bytes(&e.path()) } else { meta.len() })
+        })
+        .sum()
+}
+
 fn clear_dir(dir: &Path) {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
@@ -231,6 +244,7 @@ async fn run_download(
     let mut life = Life::new(started);
     let mut received = 0.0f64;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut ticks: u64 = 0;
     while out_open || err_open {
         tokio::select! {
             line = out_lines.next(), if out_open => match line {
@@ -276,6 +290,13 @@ async fn run_download(
                 if life.at.elapsed() >= stall {
                     kill_tree(&mut child).await;
                     return Err(LinkError::Stalled(stall.as_secs()));
+                }
+                // What is on disk too, once a second: a download yt-dlp
+                // hands to ffmpeg (a live HLS or DASH stream) prints no
+                // progress, and `--max-filesize` does not reach it.
+                ticks += 1;
+                if ticks % 10 == 0 {
+                    received = received.max(dir_bytes(dest_dir) as f64);
                 }
                 if received > limits.max_bytes as f64 {
                     kill_tree(&mut child).await;
@@ -422,6 +443,44 @@ fn refused(said: &str, limits: &DownloadLimits) -> LinkError {
 
 #[cfg(test)]
 mod tests {
+    /// A download yt-dlp hands to ffmpeg prints no progress and escapes
+    /// `--max-filesize`: what grows on disk is held to the limit too. (A
+    /// stand-in for yt-dlp that writes as ffmpeg does, saying nothing.)
+    #[test]
+    fn a_download_that_says_no_size_is_held_to_the_limit_on_disk() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("yt-dlp");
+        let pid_file = dir.path().join("pid");
+        let body = format!(
+            "#!/bin/sh\necho $$ > '{}'\nwhile [ $# -gt 0 ]; do [ \"$1\" = -P ] && out=\"$2\"; shift; done\n\
+             head -c 3000000 /dev/zero > \"$out/audio.mp4.part\"\nexec sleep 30\n",
+            pid_file.display()
+        );
+        std::fs::write(&script, body).unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let yt = super::super::YtDlp { path: script, version: super::super::PINNED_VERSION.into(), js_runtime: None };
+        let dest = dir.path().join("download");
+        let limits = super::DownloadLimits { max_bytes: 1_000_000, ..Default::default() };
+        let t0 = std::time::Instant::now();
+        let e = super::download(
+            &yt,
+            "https://example.com/live",
+            &dest,
+            std::time::Duration::from_secs(60),
+            &limits,
+            &mut |_| {},
+            &|| false,
+        )
+        .unwrap_err();
+        assert!(matches!(&e, super::LinkError::Refused(m) if m.contains("more than 1 MB")), "{e:?}");
+        assert!(t0.elapsed() < std::time::Duration::from_secs(10), "{:?}", t0.elapsed());
+        let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(stemroom_testkit::process_gone(pid), "the download still runs");
+        assert_eq!(super::dir_bytes(&dest), 0, "its part is removed");
+    }
+
     use super::*;
 
     /// Once bytes flow, only their growth is life: yt-dlp's retry warnings

@@ -10,6 +10,7 @@ import { useOneAtATime } from "../hooks/useOneAtATime";
 import { Alert } from "./Alert";
 import { FormatField } from "./FormatField";
 import { ProgressBar } from "./ProgressBar";
+import { focusLost } from "../focus";
 
 type Kind = "stems" | "mix" | "zip";
 type MixChoice = "heard" | PresetId;
@@ -131,6 +132,17 @@ export function ExportPanel({ songId, stems, controls, loop, defaultDir }: Props
       exportButton.current?.focus();
     }
   }, [clash]);
+
+  // The Export button disables itself while the export runs, and the
+  // cancel button goes when it ends: focus moves between the two (only
+  // when it would otherwise be lost), not to the page's start.
+  const cancelButton = useRef<HTMLButtonElement>(null);
+  const wasRunning = useRef(running);
+  useEffect(() => {
+    if (wasRunning.current === running) return;
+    wasRunning.current = running;
+    if (focusLost()) (running ? cancelButton : exportButton).current?.focus();
+  }, [running]);
 
   async function start(onClash: OnClash) {
     const exportRate: ExportRate = rate === "original" ? { kind: "original" } : { kind: "hz", hz: Number(rate) };
@@ -342,6 +354,7 @@ export function ExportPanel({ songId, stems, controls, loop, defaultDir }: Props
           </button>
           {running && (
             <button
+              ref={cancelButton}
               type="button"
               className="button"
               onClick={() =>

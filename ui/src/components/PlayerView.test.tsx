@@ -424,8 +424,12 @@ describe("Player", () => {
     vi.spyOn(backend, "exportSong").mockReturnValue(new Promise((_, r) => (reject = r)));
     vi.spyOn(backend, "cancelExport").mockImplementation(async () => reject(new BackendError("cancelled", "The export was cancelled.")));
     await user.click(screen.getByRole("button", { name: "Export" }));
-    await user.click(await screen.findByRole("button", { name: "Cancel export" }));
+    // Export disabled itself: focus is on the way to stop it, then back.
+    const cancelButton = await screen.findByRole("button", { name: "Cancel export" });
+    await waitFor(() => expect(cancelButton).toHaveFocus());
+    await user.click(cancelButton);
     expect(await screen.findByRole("button", { name: "Export" })).toBeEnabled();
+    await waitFor(() => expect(screen.getByRole("button", { name: "Export" })).toHaveFocus());
     expect(screen.queryByRole("alert")).not.toBeInTheDocument();
   });
 

@@ -24,10 +24,14 @@ describe("HTTP service in Settings", () => {
     expect(await screen.findByTestId("server-address")).toHaveTextContent("http://127.0.0.1:8123");
     expect(screen.getByTestId("server-token")).toHaveTextContent("0f".repeat(32));
     expect((await backend.serverStatus()).running).toBe(true);
+    // The Start button went with the view it was in: focus is on Stop,
+    // not lost to the page's start.
+    await waitFor(() => expect(screen.getByRole("button", { name: "Stop" })).toHaveFocus());
 
     await user.click(screen.getByRole("button", { name: "Stop" }));
     expect(await screen.findByRole("button", { name: "Start" })).toBeInTheDocument();
     expect((await backend.serverStatus()).running).toBe(false);
+    await waitFor(() => expect(screen.getByRole("button", { name: "Start" })).toHaveFocus());
   });
 
   it("starts on Enter in the port field, without saving the settings", async () => {

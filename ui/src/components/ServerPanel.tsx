@@ -1,7 +1,8 @@
-import { useEffect, useState } from "react";
+import { useEffect, useRef, useState } from "react";
 import { useBackend } from "../backend";
 import type { ServerInfo } from "../bindings";
 import { errorText } from "../errors";
+import { focusLost } from "../focus";
 import { Alert } from "./Alert";
 
 /**
@@ -31,6 +32,19 @@ export function ServerPanel() {
       },
     );
   }, [backend]);
+
+  // Start and Stop disable themselves, then give way to the other view:
+  // focus goes to the button that undoes what was done (only when it would
+  // otherwise be lost).
+  const startButton = useRef<HTMLButtonElement>(null);
+  const stopButton = useRef<HTMLButtonElement>(null);
+  const running = server?.running ?? false;
+  const wasBusy = useRef(busy);
+  useEffect(() => {
+    const ended = wasBusy.current && !busy;
+    wasBusy.current = busy;
+    if (ended && focusLost()) (running ? stopButton : startButton).current?.focus();
+  }, [running, busy]);
 
   async function run(action: () => Promise<ServerInfo>) {
     setBusy(true);
@@ -91,7 +105,13 @@ export function ServerPanel() {
               curl -H &quot;Authorization: Bearer $TOKEN&quot; -F file=@song.mp3 {server.address}/upload
             </code>
           </p>
-          <button type="button" className="button" disabled={busy} onClick={() => void run(() => backend.stopServer())}>
+          <button
+            ref={stopButton}
+            type="button"
+            className="button"
+            disabled={busy}
+            onClick={() => void run(() => backend.stopServer())}
+          >
             {busy ? "Stopping…" : "Stop"}
           </button>
         </div>
@@ -119,7 +139,13 @@ export function ServerPanel() {
             />
           </div>
           <div className="field">
-            <button type="button" className="button" disabled={busy || (!server && !statusFailed)} onClick={start}>
+            <button
+              ref={startButton}
+              type="button"
+              className="button"
+              disabled={busy || (!server && !statusFailed)}
+              onClick={start}
+            >
               {busy ? "Starting…" : "Start"}
             </button>
           </div>

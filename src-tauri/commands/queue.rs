@@ -61,8 +61,11 @@ fn without_dot_dot(path: &Path) -> Option<PathBuf> {
 /// Files given on the command line ("Open with Stemroom" from a file
 /// manager: the desktop entry passes them as `%F`, and a second launch
 /// forwards its own): queue the existing files and folders among `args`
-/// (options and anything else are ignored) with the settings' preset.
+/// (options and anything else are ignored) with the settings' preset. What
+/// is not added is shown in the window as for its own adds: a name that
+/// does not exist, and every file when the queue refuses them all.
 pub fn open_with(state: Arc<AppState>, args: Vec<PathBuf>, cwd: Option<&Path>) {
+    let mut missing = Vec::new();
     let paths: Vec<PathBuf> = args
         .into_iter()
         .filter(|a| a.as_os_str().as_encoded_bytes().first() != Some(&b'-'))
@@ -76,28 +79,38 @@ pub fn open_with(state: Arc<AppState>, args: Vec<PathBuf>, cwd: Option<&Path>) {
             let resolved = without_dot_dot(&p).filter(|r| r.exists());
             if resolved.is_none() {
                 tracing::warn!("opened with Stemroom: {} does not exist", p.display());
+                missing.push(intake::Rejected::of(&p.to_string_lossy(), "The file does not exist.".into()));
             }
             resolved
         })
         .collect();
+    let hub = state.hub.clone();
     if paths.is_empty() {
+        if !missing.is_empty() {
+            let result = intake::AddResult { rejected: missing, ..Default::default() };
+            hub.send(QueueEvent::Opened { result: Box::new(result) });
+        }
         return;
     }
     state.grants.grant(paths.iter().cloned());
     tauri::async_runtime::spawn(async move {
-        let hub = state.hub.clone();
-        match add(state, paths, intake::AddOptions::default()).await {
-            Ok(r) => {
-                tracing::info!(
-                    "opened with Stemroom: {} added, {} refused, {} already there",
-                    r.added.len(),
-                    r.rejected.len(),
-                    r.duplicates.len()
-                );
-                hub.send(QueueEvent::Opened { result: Box::new(r) });
+        let given: Vec<String> = paths.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+        let mut result = match add(state, paths, intake::AddOptions::default()).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("opened with Stemroom: {}", e.message);
+                let rejected = given.iter().map(|p| intake::Rejected::of(p, e.message.clone())).collect();
+                intake::AddResult { rejected, ..Default::default() }
             }
-            Err(e) => tracing::warn!("opened with Stemroom: {}", e.message),
-        }
+        };
+        result.rejected.extend(missing);
+        tracing::info!(
+            "opened with Stemroom: {} added, {} refused, {} already there",
+            result.added.len(),
+            result.rejected.len(),
+            result.duplicates.len()
+        );
+        hub.send(QueueEvent::Opened { result: Box::new(result) });
     });
 }
 

@@ -122,6 +122,7 @@ pub fn run(args: WorkerArgs) -> ExitCode {
             ExitCode::from(match e {
                 RemoteError::Unauthorized(_) | RemoteError::Config(_) => crate::exit::INVALID_OPTIONS,
                 RemoteError::Io(_) => crate::exit::OUTPUT,
+                RemoteError::Runtime(_) => crate::exit::MISSING_RUNTIME,
             })
         }
     }

@@ -340,13 +340,19 @@ pub async fn serve(
         let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
         let watched = graceful.watch(conn);
         connections.spawn(async move {
-            let _slot = (slot, client_slot);
+            let slots = (slot, client_slot);
             if let Err(e) = watched.await {
                 tracing::debug!("connection from {peer}: {e}");
             }
-            // hyper's handle is closed; the socket closes with this one.
+            // hyper's handle is closed; the socket closes with this one,
+            // on a task of its own: a stop's drain ends connections still
+            // served, not the graceful close of one already answered (a
+            // reset could lose its answer).
             if let Some(socket) = lingering {
-                linger(socket).await;
+                tokio::spawn(async move {
+                    let _slots = slots;
+                    linger(socket).await;
+                });
             }
         });
     }

@@ -106,6 +106,10 @@ pub enum RemoteError {
     Unauthorized(String),
     #[error("{0}")]
     Config(String),
+    /// ONNX Runtime failed to load: this process never loads it again, so
+    /// the worker stops (its job given back) instead of failing every job.
+    #[error("{0}: this worker stopped, its job back in the queue; start it again once ONNX Runtime loads (--ort-lib, `stemroom runtime fetch`)")]
+    Runtime(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -792,7 +796,10 @@ pub fn run_worker(config: &RemoteConfig, stop: &AtomicBool) -> Result<(), Remote
     beat_stop.store(true, Ordering::SeqCst);
     let _ = heartbeat.join();
     leave_group(&client, &config.name);
-    result
+    match stemroom_engine::runtime::load_failure() {
+        Some(why) if result.is_ok() => Err(RemoteError::Runtime(why)),
+        _ => result,
+    }
 }
 
 /// Remove this worker from the consumer group when it holds no entry:
@@ -1292,6 +1299,16 @@ fn run_one(
         Err(stemroom_library::Error::Internal(m)) if m == TAKEN_OVER => {
             tracing::warn!("job {id}: another worker took it over while this one stalled");
             Ok(false)
+        }
+        // ONNX Runtime failed to load, and never loads in this process:
+        // every job would fail the same way, each using up an attempt. The
+        // job goes back as at a stop, and the worker stops, saying why.
+        Err(e @ stemroom_library::Error::Engine(stemroom_engine::Error::Runtime(
+            stemroom_engine::runtime::RuntimeError::Load { .. },
+        ))) if stemroom_engine::runtime::load_failure().is_some() => {
+            tracing::error!("job {id}: {e}: this worker stops");
+            stop.store(true, Ordering::SeqCst);
+            fail(e.code(), stemroom_library::worker::plain_message(&e), true, true)
         }
         Err(e) => {
             let code = e.code();

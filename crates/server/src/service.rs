@@ -180,14 +180,14 @@ impl Service {
 
     /// Whether the default model is installed and verified (cached).
     pub async fn models_ready(self: &Arc<Self>) -> (bool, Option<String>) {
+        if let Some(why) = stemroom_engine::runtime::load_failure() {
+            // Jobs wait in the queue for the next start (the worker says so).
+            return (false, Some(format!("{why}: jobs wait until the server is started again")));
+        }
         if let Some((at, ok, why)) = self.models.lock().unwrap_or_else(|p| p.into_inner()).clone() {
             if at.elapsed() < MODELS_CHECK_EVERY {
                 return (ok, why);
             }
-        }
-        if let Some(why) = stemroom_engine::runtime::load_failure() {
-            // Jobs wait in the queue for the next start (the worker says so).
-            return (false, Some(format!("{why}: jobs wait until the server is started again")));
         }
         let me = self.clone();
         let (ok, why) = tokio::task::spawn_blocking(move || {

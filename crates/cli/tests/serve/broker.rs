@@ -606,6 +606,38 @@ fn a_worker_stopped_mid_job_does_not_use_up_an_attempt() {
     stop_child(b);
 }
 
+/// A worker whose ONNX Runtime is found but fails to load (here not a
+/// shared object at all) gives its job back without using up an attempt
+/// and stops, saying why (exit 5): a process loads ONNX Runtime once, and
+/// it failed every job it took, each an attempt used.
+#[test]
+fn a_worker_whose_runtime_fails_to_load_gives_its_job_back_and_stops() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_redis, url, _data, server) = broker_setup(dir.path(), &["--max-attempts", "1"]);
+    let id = server.upload(&testdata("mixture.wav"), &["shifts=0"]);
+    let damaged = dir.path().join("libonnxruntime.so");
+    std::fs::write(&damaged, b"not a shared object").expect("write");
+    let log = dir.path().join("w.log");
+    let extra = ["--visibility-timeout", "3", "--ort-lib", utf8(&damaged)];
+    let mut w = worker_at(&server.base, &url, "broken", &worker_token(&server), &log, &extra);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = w.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            stop_child(w);
+            panic!("the worker goes on: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(status.code(), Some(5), "{said}");
+    assert!(said.contains("could not be loaded") && said.contains("this worker stopped"), "{said}");
+    let job = server.json(&[&format!("/status/{id}")]);
+    assert_eq!(job["status"], "pending", "back in the queue, its only attempt not used: {job}");
+}
+
 /// The stream disappears while the connections stay up (`FLUSHALL`, an
 /// eviction, a failover to an empty replica; here `DEL`): the server
 /// notices, makes it again and publishes its queued job again, and a worker

@@ -381,22 +381,31 @@ impl NoOutput {
 /// runs pip), and a terminal's Ctrl-C reaches only Stemroom, which cancels.
 /// On Linux the program is also killed when the calling thread ends, so a
 /// Stemroom killed or forced to exit (a second Ctrl-C) leaves no pip or
-/// recipe behind: its own group puts it out of reach of the terminal.
-/// (The thread waits here for the program's end, so it outlives it otherwise.)
+/// recipe running (its own group puts it out of reach of the terminal);
+/// what they started themselves (`python -m venv`'s ensurepip) ends when
+/// its pipes close or on its own. (The thread waits here for the
+/// program's end, so it outlives it otherwise.)
 fn output_unless_cancelled(cmd: &mut Command, cancelled: &dyn Fn() -> bool) -> Result<std::process::Output, NoOutput> {
     use std::io::Read;
     #[cfg(unix)]
     std::os::unix::process::CommandExt::process_group(cmd, 0);
     #[cfg(target_os = "linux")]
-    // SAFETY: prctl(2) is async-signal-safe, and nothing else runs between
-    // fork and exec.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(cmd, || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+    {
+        let parent = i32::try_from(std::process::id()).unwrap_or(0);
+        // SAFETY: prctl(2) and getppid(2) are async-signal-safe, and nothing
+        // else runs between fork and exec.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(cmd, move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // Stemroom died before the prctl: no signal would come.
+                if libc::getppid() != parent {
+                    return Err(std::io::Error::other("Stemroom ended"));
+                }
+                Ok(())
+            });
+        }
     }
     let mut child =
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(NoOutput::Io)?;

@@ -109,7 +109,7 @@ impl OrtNetwork {
                     // Say why in a person's words when the machine tells
                     // (no driver, old driver, GPU support not installed),
                     // else ONNX Runtime's own reason.
-                    let reason = match super::gpu::diagnose(&super::gpu::local_facts()) {
+                    let reason = match super::gpu::diagnose(&super::gpu::local_facts_for(Some(&rt.path))) {
                         Err(why) => format!("{} ({e})", why.message()),
                         Ok(()) => e.to_string(),
                     };
@@ -143,7 +143,7 @@ impl OrtNetwork {
                 // (Without the model's path: a folder named `gpu-models`
                 // would read as a CUDA failure.)
                 let text = e.to_string().replace(&*model_path.to_string_lossy(), "the model");
-                let why = super::gpu::diagnose(&super::gpu::local_facts()).err();
+                let why = super::gpu::diagnose(&super::gpu::local_facts_for(Some(&rt.path))).err();
                 let on_gpu = why.is_some() || is_cuda_failure(&text);
                 match (opts.device, on_gpu) {
                     (Device::Cuda, true) => {

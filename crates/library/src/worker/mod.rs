@@ -636,7 +636,7 @@ impl Inner {
                 &result,
                 Err(Error::Engine(stemroom_engine::Error::Runtime(stemroom_engine::runtime::RuntimeError::Load { .. })))
             ) && stemroom_engine::runtime::load_failure().is_some()
-                && !flag.load(Ordering::SeqCst);
+                && (!flag.load(Ordering::SeqCst) || (self.suspending.load(Ordering::SeqCst) && !asked));
             if suspended || no_runtime {
                 let requeued = self.queue.requeue(job.id);
                 if running.get(&job.id).is_some_and(|f| Arc::ptr_eq(f, &flag)) {

@@ -405,13 +405,13 @@ impl Callback {
                 let end = sh.length.load(Ordering::Acquire).min(chunk.start);
                 if publish(&sh.generation, &sh.position, generation, &mut self.published, end) {
                     sh.ended.store(true, Ordering::Release);
-                    sh.playing.store(false, Ordering::Release);
+                    let was = sh.playing.swap(false, Ordering::AcqRel);
                     // A seek that came meanwhile (its target stored, its
                     // `ended` cleared before these stores) is where Play
-                    // goes on, not the song's start.
+                    // goes on, not the song's start; a Pause since stays.
                     if !still() {
                         sh.ended.store(false, Ordering::Release);
-                        sh.playing.store(playing, Ordering::Release);
+                        let _ = sh.playing.compare_exchange(false, was, Ordering::AcqRel, Ordering::Relaxed);
                     }
                 }
                 self.fade = 0.0;
@@ -585,7 +585,9 @@ fn write_frame<T: SizedSample + FromSample<f32>>(frame: &mut [T], l: f32, r: f32
 /// fall between the two and overwrite the target with this buffer's older
 /// place (a seek lost, a Play from the song's start). So the store is a
 /// compare-exchange from what this callback last stored or read
-/// (`published`), and one the generation moved past is undone. Returns
+/// (`published`), and one the generation moved past is undone; once
+/// another writer's target is seen, nothing more of this generation is
+/// stored (`published` reads again at the next generation). Returns
 /// whether `frame` was stored and stays. Atomics only: the callback's.
 fn publish(
     generation_now: &std::sync::atomic::AtomicU32,
@@ -608,13 +610,10 @@ fn publish(
             *published = frame;
             true
         }
-        Err(now) => {
-            // Another writer's: not overwritten, and the next store goes on
-            // from it (within this generation, a later buffer's place is
-            // newer than it).
-            *published = now;
-            false
-        }
+        // Another writer's target, stored before it moves the generation
+        // on: left alone, and so is every later store of this generation
+        // (`published` unchanged; the new generation reads the target).
+        Err(_) => false,
     }
 }
 
@@ -631,9 +630,11 @@ mod tests {
         let mut published = 1_000;
         assert!(publish(&generation, &position, 5, &mut published, 1_512));
         assert_eq!((position.load(Ordering::SeqCst), published), (1_512, 1_512));
-        // A seek: its target stored, its generation not moved yet.
+        // A seek: its target stored, its generation not moved yet, for
+        // as many of this generation's stores as come meanwhile.
         position.store(90_000, Ordering::SeqCst);
         assert!(!publish(&generation, &position, 5, &mut published, 2_024));
+        assert!(!publish(&generation, &position, 5, &mut published, 2_536));
         assert_eq!(position.load(Ordering::SeqCst), 90_000, "the seek's target stays");
         // Moved: this buffer's generation publishes nothing more.
         generation.store(6, Ordering::SeqCst);

@@ -32,13 +32,15 @@ use crate::stretch::{Stretcher, TimePitch};
 /// [`CHUNKS`](super::CHUNKS) chunks; see [`low_water`].
 const LOW_CHUNKS: usize = 3;
 
-/// [`LOW_CHUNKS`] for a ring of `capacity` chunks: a ring made for a faster
-/// device ([`chunks_for`](super::chunks_for)) holds more of the same
-/// 2048-frame chunks, each shorter in time, so the threshold grows with
-/// it and stays ~140 ms (a fixed 3 were 64 ms at 96 kHz, 32 ms at 192 kHz:
-/// the callback ran dry before the faded tail came, a click).
-fn low_water(capacity: usize) -> usize {
-    (LOW_CHUNKS * capacity / super::CHUNKS).max(LOW_CHUNKS)
+/// [`LOW_CHUNKS`] for a device at `device_rate` Hz and a ring of
+/// `capacity` chunks: the 2048-frame chunks are shorter in time on a
+/// faster device, so the threshold grows with the rate
+/// ([`chunks_for`](super::chunks_for)'s steps) and stays ~140 ms (a fixed
+/// 3 were 64 ms at 96 kHz, 32 ms at 192 kHz: the callback ran dry before
+/// the faded tail came, a click); at most all but one of the ring's chunks
+/// (a device reopened at a higher rate keeps the ring it opened with).
+fn low_water(device_rate: u32, capacity: usize) -> usize {
+    (LOW_CHUNKS * super::chunks_for(device_rate) / super::CHUNKS).max(LOW_CHUNKS).min(capacity.saturating_sub(1).max(1))
 }
 
 /// What one step of the reader did.
@@ -235,7 +237,7 @@ impl Reader {
         }
         if !self.edge_faded {
             let capacity = free.buffer().capacity();
-            if capacity - free.slots() > low_water(capacity) {
+            if capacity - free.slots() > low_water(self.device_rate, capacity) {
                 return Ok(Step::Idle);
             }
             if !self.tails {
@@ -596,7 +598,7 @@ mod tests {
     #[test]
     fn the_edge_threshold_is_a_time_not_a_count() {
         for rate in [44_100u32, 48_000, 96_000, 192_000] {
-            let chunks = super::low_water(super::super::chunks_for(rate));
+            let chunks = super::low_water(rate, super::super::chunks_for(rate));
             let ms = (chunks * super::super::CHUNK_FRAMES) as f64 * 1000.0 / f64::from(rate);
             assert!((120.0..=150.0).contains(&ms), "{rate} Hz: {chunks} chunks, {ms:.0} ms");
         }

@@ -39,7 +39,8 @@ fn a_runtime_that_fails_to_load_holds_the_queue_and_fails_no_job() {
     let mix = stemroom_testkit::falcon_mixture();
     let opts = lq.queue.settings().expect("settings").job_options();
     let source = JobSource::File { path: mix.to_string_lossy().into() };
-    let jobs: Vec<_> = (0..3).map(|i| lq.queue.enqueue(&source, &format!("song {i}"), &opts).expect("enqueue")).collect();
+    let jobs: Vec<_> =
+        (0..3).map(|i| lq.queue.enqueue(&source, &format!("song {i}"), &opts).expect("enqueue")).collect();
     worker.start(1);
     let deadline = Instant::now() + Duration::from_secs(60);
     while stemroom_engine::runtime::load_failure().is_none() {

@@ -72,6 +72,9 @@ const RECONCILE_EVERY: Duration = Duration::from_secs(15);
 /// Most stream entries read per `XRANGE` call of [`missing_entries`].
 const RECONCILE_PAGE: usize = 1000;
 
+/// One field of a stream entry, name and value as bytes.
+type StreamField = (Vec<u8>, Vec<u8>);
+
 /// Of `published` (queued jobs recorded as on the stream), the ones with
 /// no entry on it. The stream holds only entries not yet done (each is
 /// deleted once its job ends), so reading it whole is reading the queue.
@@ -86,7 +89,7 @@ async fn missing_entries(
     loop {
         // Fields as bytes: one entry another writer made with a value that
         // is not UTF-8 failed the whole page, and so every check, for good.
-        let page: Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)> = redis::cmd("XRANGE")
+        let page: Vec<(String, Vec<StreamField>)> = redis::cmd("XRANGE")
             .arg(STREAM)
             .arg(&from)
             .arg("+")

@@ -144,11 +144,7 @@ impl Server {
             .http_status_as_error(false)
             .build()
             .into();
-        Server {
-            agent,
-            base: server.trim_end_matches('/').to_string(),
-            auth: format!("Bearer {token}"),
-        }
+        Server { agent, base: server.trim_end_matches('/').to_string(), auth: format!("Bearer {token}") }
     }
 
     fn answer<T: serde::de::DeserializeOwned>(
@@ -1303,9 +1299,11 @@ fn run_one(
         // ONNX Runtime failed to load, and never loads in this process:
         // every job would fail the same way, each using up an attempt. The
         // job goes back as at a stop, and the worker stops, saying why.
-        Err(e @ stemroom_library::Error::Engine(stemroom_engine::Error::Runtime(
-            stemroom_engine::runtime::RuntimeError::Load { .. },
-        ))) if stemroom_engine::runtime::load_failure().is_some() => {
+        Err(
+            e @ stemroom_library::Error::Engine(stemroom_engine::Error::Runtime(
+                stemroom_engine::runtime::RuntimeError::Load { .. },
+            )),
+        ) if stemroom_engine::runtime::load_failure().is_some() => {
             tracing::error!("job {id}: {e}: this worker stops");
             stop.store(true, Ordering::SeqCst);
             fail(e.code(), stemroom_library::worker::plain_message(&e), true, true)
@@ -1848,7 +1846,10 @@ mod tests {
         reporter.post(stemroom_library::queue::JobState::Downloading { percent: Some(5.0) }, None);
         let took = t0.elapsed();
         assert!(took < super::PROGRESS_WAIT + std::time::Duration::from_secs(3), "{took:?}");
-        assert!(!reporter.cancelled.load(Ordering::SeqCst) && !stop.load(Ordering::SeqCst), "an unanswered report stops nothing");
+        assert!(
+            !reporter.cancelled.load(Ordering::SeqCst) && !stop.load(Ordering::SeqCst),
+            "an unanswered report stops nothing"
+        );
     }
 
     #[test]

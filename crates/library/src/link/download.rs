@@ -295,7 +295,7 @@ async fn run_download(
                 // hands to ffmpeg (a live HLS or DASH stream) prints no
                 // progress, and `--max-filesize` does not reach it.
                 ticks += 1;
-                if ticks % 10 == 0 {
+                if ticks.is_multiple_of(10) {
                     received = received.max(dir_bytes(dest_dir) as f64);
                 }
                 if received > limits.max_bytes as f64 {

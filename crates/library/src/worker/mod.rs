@@ -634,7 +634,9 @@ impl Inner {
             // next start: back in the queue, not failed (see `claim`).
             let no_runtime = matches!(
                 &result,
-                Err(Error::Engine(stemroom_engine::Error::Runtime(stemroom_engine::runtime::RuntimeError::Load { .. })))
+                Err(Error::Engine(stemroom_engine::Error::Runtime(
+                    stemroom_engine::runtime::RuntimeError::Load { .. }
+                )))
             ) && stemroom_engine::runtime::load_failure().is_some()
                 && (!flag.load(Ordering::SeqCst) || (self.suspending.load(Ordering::SeqCst) && !asked));
             if suspended || no_runtime {

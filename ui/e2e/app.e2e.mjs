@@ -118,12 +118,12 @@ try {
   });
   check(odd.status === 0, `a launch with a non-UTF-8 file name exits cleanly (${odd.status} ${(odd.stderr ?? "").slice(-300)})`);
   // It names no file that exists: the window says so (it was only logged).
-  const refused = await b.$(".rejected");
-  const said = await refused.waitForExist({ timeout: 20000 }).then(
+  const notAdded = await b.$(".rejected");
+  const said = await notAdded.waitForExist({ timeout: 20000 }).then(
     () => true,
     () => false,
   );
-  check(said && /does not exist/.test(await refused.getText()), "a file opened with Stemroom that does not exist is said to be missing");
+  check(said && /does not exist/.test(await notAdded.getText()), "a file opened with Stemroom that does not exist is said to be missing");
   await b.execute(() => document.querySelector(".rejected")?.closest(".alert")?.querySelector(":scope > button")?.click());
   openWith(input);
 

@@ -9,17 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use stemroom_library::queue::{JobSource, JobState};
-use stemroom_library::worker::{JobProgress, WorkerListener};
 
 use stemroom_testkit::{cpu_turn as serial, falcon_mixture, rss_gb as rss};
 
-use common::{wait_for, LibraryQueue};
-
-struct Quiet;
-impl WorkerListener for Quiet {
-    fn job_changed(&self, _: &stemroom_library::queue::Job) {}
-    fn progress(&self, _: &JobProgress) {}
-}
+use common::{wait_for, LibraryQueue, Quiet};
 
 /// The app's path: a job through the queue and worker, then the queue is
 /// idle and the worker must have dropped the model and its arena.

@@ -8,15 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use stemroom_library::queue::{JobSource, JobState};
-use stemroom_library::worker::{JobProgress, Worker, WorkerConfig, WorkerListener};
+use stemroom_library::worker::{Worker, WorkerConfig};
 
-use common::LibraryQueue;
-
-struct Quiet;
-impl WorkerListener for Quiet {
-    fn job_changed(&self, _: &stemroom_library::queue::Job) {}
-    fn progress(&self, _: &JobProgress) {}
-}
+use common::{LibraryQueue, Quiet};
 
 /// A damaged library (not a shared object at all) fails to load: the job
 /// that found it, and those after it, wait in the queue for the next start

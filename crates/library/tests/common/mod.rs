@@ -46,6 +46,13 @@ impl LibraryQueue {
     }
 }
 
+/// A listener that hears nothing.
+pub struct Quiet;
+impl WorkerListener for Quiet {
+    fn job_changed(&self, _: &Job) {}
+    fn progress(&self, _: &stemroom_library::worker::JobProgress) {}
+}
+
 /// Poll job `id` every 50 ms until `what` holds; panics after `secs`.
 pub fn wait_for(q: &Queue, id: u32, secs: u64, what: impl Fn(&Job) -> bool) -> Job {
     let deadline = Instant::now() + Duration::from_secs(secs);

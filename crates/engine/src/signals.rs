@@ -25,19 +25,6 @@ pub fn ignored(signal: i32) -> bool {
     }
 }
 
-/// Whether SIGHUP is ignored now: [`ignored`] for SIGHUP. Always false off
-/// Unix.
-pub fn hangup_ignored() -> bool {
-    #[cfg(unix)]
-    {
-        ignored(libc::SIGHUP)
-    }
-    #[cfg(not(unix))]
-    {
-        false
-    }
-}
-
 /// Run `install`, which installs signal handlers (for SIGHUP, SIGINT and
 /// SIGTERM together, as `ctrlc` and the app's tokio handlers do), and
 /// leave each of [`WATCHED`] that was ignored before ignored afterwards
@@ -76,7 +63,7 @@ mod tests {
             libc::signal(libc::SIGHUP, libc::SIG_IGN);
             libc::signal(libc::SIGINT, libc::SIG_IGN);
         }
-        assert!(super::hangup_ignored() && super::ignored(libc::SIGINT) && !super::ignored(libc::SIGTERM));
+        assert!(super::ignored(libc::SIGHUP) && super::ignored(libc::SIGINT) && !super::ignored(libc::SIGTERM));
         extern "C" fn handler(_: i32) {}
         let handler = handler as extern "C" fn(i32) as libc::sighandler_t;
         super::installing_handlers(|| {
@@ -84,7 +71,7 @@ mod tests {
                 unsafe { libc::signal(s, handler) };
             }
         });
-        assert!(super::hangup_ignored() && super::ignored(libc::SIGINT), "an ignored signal was turned back on");
+        assert!(super::ignored(libc::SIGHUP) && super::ignored(libc::SIGINT), "an ignored signal was turned back on");
         let term = unsafe { libc::signal(libc::SIGTERM, libc::SIG_DFL) };
         assert_eq!(term, handler, "SIGTERM's handler stays");
         for (&s, &was) in super::WATCHED.iter().zip(&before) {

@@ -1299,11 +1299,7 @@ fn run_one(
         // ONNX Runtime failed to load, and never loads in this process:
         // every job would fail the same way, each using up an attempt. The
         // job goes back as at a stop, and the worker stops, saying why.
-        Err(
-            e @ stemroom_library::Error::Engine(stemroom_engine::Error::Runtime(
-                stemroom_engine::runtime::RuntimeError::Load { .. },
-            )),
-        ) if stemroom_engine::runtime::load_failure().is_some() => {
+        Err(e) if stemroom_library::worker::runtime_failed_to_load(&e) => {
             tracing::error!("job {id}: {e}: this worker stops");
             stop.store(true, Ordering::SeqCst);
             fail(e.code(), stemroom_library::worker::plain_message(&e), true, true)

@@ -91,7 +91,6 @@ impl Life {
     }
 }
 
-/// Remove everything in `dir` (a folder this download owns).
 /// Bytes of the files in `dir` and its folders (a download's parts and
 /// fragments); what cannot be read counts as nothing.
 fn dir_bytes(dir: &Path) -> u64 {
@@ -105,6 +104,7 @@ fn dir_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
+/// Remove everything in `dir` (a folder this download owns).
 fn clear_dir(dir: &Path) {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
@@ -443,6 +443,8 @@ fn refused(said: &str, limits: &DownloadLimits) -> LinkError {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     /// A download yt-dlp hands to ffmpeg prints no progress and escapes
     /// `--max-filesize`: what grows on disk is held to the limit too. (A
     /// stand-in for yt-dlp that writes as ffmpeg does, saying nothing.)
@@ -480,8 +482,6 @@ mod tests {
         assert!(stemroom_testkit::process_gone(pid), "the download still runs");
         assert_eq!(super::dir_bytes(&dest), 0, "its part is removed");
     }
-
-    use super::*;
 
     /// Once bytes flow, only their growth is life: yt-dlp's retry warnings
     /// are not; before they flow and after 100 % (post-processing) any

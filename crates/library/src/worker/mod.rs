@@ -632,12 +632,7 @@ impl Inner {
             let suspended = matches!(result, Err(Error::Cancelled)) && self.suspending.load(Ordering::SeqCst) && !asked;
             // Not the job's fault, and the same for every job until the
             // next start: back in the queue, not failed (see `claim`).
-            let no_runtime = matches!(
-                &result,
-                Err(Error::Engine(stemroom_engine::Error::Runtime(
-                    stemroom_engine::runtime::RuntimeError::Load { .. }
-                )))
-            ) && stemroom_engine::runtime::load_failure().is_some()
+            let no_runtime = matches!(&result, Err(e) if runtime_failed_to_load(e))
                 && (!flag.load(Ordering::SeqCst) || (self.suspending.load(Ordering::SeqCst) && !asked));
             if suspended || no_runtime {
                 let requeued = self.queue.requeue(job.id);
@@ -710,6 +705,15 @@ impl Inner {
             Err(e) => tracing::error!("cannot record the end of job {}: {e}", job.id),
         }
     }
+}
+
+/// Whether `e` is ONNX Runtime failing to load in this process, which
+/// never tries again ([`stemroom_engine::runtime::load_failure`]): not the
+/// job's fault, and every job would fail the same way until the process
+/// starts again.
+pub fn runtime_failed_to_load(e: &Error) -> bool {
+    matches!(e, Error::Engine(stemroom_engine::Error::Runtime(stemroom_engine::runtime::RuntimeError::Load { .. })))
+        && stemroom_engine::runtime::load_failure().is_some()
 }
 
 /// The message a person sees for `e`: what went wrong and what to do,

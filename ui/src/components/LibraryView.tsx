@@ -6,6 +6,7 @@ import { bpmText, formatDate, formatDuration, keyText, presetLabel, providerLabe
 import { Alert } from "./Alert";
 import { PlayerView } from "./PlayerView";
 import { SongDetail } from "./SongDetail";
+import { focusLost } from "../focus";
 
 interface Props {
   /** Changes whenever a song reaches the library. */
@@ -182,8 +183,7 @@ export function LibraryView({ version, changes = 0, playRequest = null, jobs = n
     // and focus the person put somewhere meanwhile stays.
     const id = returnTo.current;
     returnTo.current = null;
-    const lost = document.activeElement === null || document.activeElement === document.body;
-    if (lost) listRef.current?.querySelector<HTMLElement>(`[data-song-id="${id}"]`)?.focus();
+    if (focusLost()) listRef.current?.querySelector<HTMLElement>(`[data-song-id="${id}"]`)?.focus();
   }, [playing, list]);
 
   if (playing) {

@@ -10,6 +10,7 @@ import { Ruler } from "./player/Ruler";
 import { useStatus } from "./player/statusStore";
 import { Transport } from "./player/Transport";
 import { useLanePeaks, usePlayer, zoomAnchor } from "./player/usePlayer";
+import { focusLost } from "../focus";
 
 const SEEK_STEP_SECONDS = 5;
 /**
@@ -73,8 +74,7 @@ export function PlayerView({ song, version = 0, jobState, onClose }: Props) {
   const title = useRef<HTMLHeadingElement>(null);
   const shown = view !== null;
   useEffect(() => {
-    const lost = document.activeElement === null || document.activeElement === document.body;
-    if (shown && lost) title.current?.focus();
+    if (shown && focusLost()) title.current?.focus();
   }, [shown]);
   const statusError = useStatus(store, (s) => s?.error ?? null);
 

@@ -8,6 +8,7 @@ import { AddBar } from "./AddBar";
 import { Alert } from "./Alert";
 import { ConfirmDialog } from "./ConfirmDialog";
 import { JobRow, type JobAction } from "./JobRow";
+import { focusLost } from "../focus";
 
 interface Props {
   queue: QueueState;
@@ -117,9 +118,7 @@ export function QueueView({ queue, onPickFiles, onAddLinks, preset, onPresetChan
         requestAnimationFrame(() => {
           // (Or still on this button, now disabled: some browsers keep it
           // there, where no key reaches it.)
-          const now = document.activeElement;
-          const lost = now === null || now === document.body || (now instanceof HTMLButtonElement && now.disabled);
-          if (!lost) return;
+          if (!focusLost()) return;
           const row = document.querySelector(`[data-job-id="${job.id}"]`);
           const other = action === "up" ? "down" : "up";
           const target = [action, other, "remove"]

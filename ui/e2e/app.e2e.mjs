@@ -17,7 +17,7 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
-import { check, press, screenshots, session as sessionOn, startDriver, waitDone } from "./common.mjs";
+import { check, polling, press, screenshots, session as sessionOn, startDriver, waitDone } from "./common.mjs";
 
 const app = process.env.STEMROOM_APP;
 const input = process.env.STEMROOM_E2E_INPUT;
@@ -143,7 +143,7 @@ try {
     document.querySelector('[data-testid="duplicate"]')?.closest(".alert")?.querySelector(":scope > button")?.click(),
   );
   // Watch it separate: wait for a running state with a progress bar.
-  await b.waitUntil(async () => /separating/.test((await row.getAttribute("data-state")) ?? ""), {
+  await b.waitUntil(polling(async () => /separating/.test((await row.getAttribute("data-state")) ?? "")), {
     timeout: 120000,
     interval: 250,
     timeoutMsg: "job never started separating",
@@ -167,7 +167,7 @@ try {
   await item.waitForExist({ timeout: 20000 });
   check((await item.getText()).includes("Falcon 69"), "the finished song is in the library");
   await (await item.$("button")).click().catch(async () => item.click());
-  await b.waitUntil(async () => (await b.$$('[data-testid="stem"]')).length === 4, {
+  await b.waitUntil(polling(async () => (await b.$$('[data-testid="stem"]')).length === 4), {
     timeout: 20000,
     timeoutMsg: "four stems not listed",
   });
@@ -190,7 +190,7 @@ try {
   // The player: lanes, mute/solo, real playback, export.
   await (await again.$("button")).click();
   await (await b.$("button=Play & export")).click();
-  await b.waitUntil(async () => (await b.$$('[data-testid="lane"]')).length === 5, {
+  await b.waitUntil(polling(async () => (await b.$$('[data-testid="lane"]')).length === 5), {
     timeout: 30000,
     timeoutMsg: "player lanes did not appear",
   });
@@ -229,7 +229,7 @@ try {
   check((await solo.getAttribute("aria-pressed")) === "false", "drums unsoloed");
   const frameNow = async () => Number(await (await b.$('[data-testid="position"]')).getAttribute("data-frame"));
   await (await b.$('[data-testid="play"]')).click();
-  await b.waitUntil(async () => (await frameNow()) > 44100, {
+  await b.waitUntil(polling(async () => (await frameNow()) > 44100), {
     timeout: 10000,
     interval: 100,
     timeoutMsg: "the playhead did not move",
@@ -241,7 +241,7 @@ try {
   // time at this first play).
   let f2 = f1;
   const moved = await b
-    .waitUntil(async () => (f2 = await frameNow()) > f1, { timeout: 5000, interval: 100 })
+    .waitUntil(polling(async () => (f2 = await frameNow()) > f1), { timeout: 5000, interval: 100 })
     .catch(() => false);
   check(moved && f2 > f1, `the playhead moves while playing (${f1} -> ${f2})`);
   const stopped = await b.$(".alert__title=Playback stopped");
@@ -299,7 +299,7 @@ try {
   await ask.scrollIntoView({ block: "center" });
   await shot(b, "export-clash");
   await (await ask.$("button=Keep both")).click();
-  await b.waitUntil(async () => (await (await b.$('[data-testid="exported-file"]')).getText()).includes("(2)"), {
+  await b.waitUntil(polling(async () => (await (await b.$('[data-testid="exported-file"]')).getText()).includes("(2)")), {
     timeout: 60000,
     timeoutMsg: "keep both did not write a second file",
   });
@@ -317,7 +317,7 @@ try {
   await speed.click();
   await b.execute(() => document.querySelector('[aria-label="Speed"]')?.focus());
   for (let i = 0; i < 25; i++) await b.keys("ArrowDown");
-  await b.waitUntil(async () => (await (await b.$('[data-testid="tempo"]')).getText()) === "75 %", {
+  await b.waitUntil(polling(async () => (await (await b.$('[data-testid="tempo"]')).getText()) === "75 %"), {
     timeout: 5000,
     timeoutMsg: "the speed did not reach 75 %",
   });
@@ -328,7 +328,7 @@ try {
   await b.execute(() => document.activeElement?.blur());
   for (let i = 0; i < 5 && (await frameNow()) !== 0; i++) {
     await b.keys("ArrowLeft");
-    await b.waitUntil(async () => (await frameNow()) === 0, { timeout: 1000 }).catch(() => {});
+    await b.waitUntil(polling(async () => (await frameNow()) === 0), { timeout: 1000 }).catch(() => {});
   }
   check((await (await b.$('[data-testid="tempo"]')).getText()) === "75 %", "still at 75 % after seeking to the start");
   await sleep(500);
@@ -350,7 +350,7 @@ try {
   const askAgain = await b.$('[role="alertdialog"]');
   await askAgain.waitForExist({ timeout: 10000, timeoutMsg: "no Replace / Keep both question" });
   await (await askAgain.$("button=Keep both")).click();
-  await b.waitUntil(async () => (await (await b.$('[data-testid="exported-file"]')).getText()).includes("(3)"), {
+  await b.waitUntil(polling(async () => (await (await b.$('[data-testid="exported-file"]')).getText()).includes("(3)")), {
     timeout: 60000,
     timeoutMsg: "the export at 75 % did not finish",
   });
@@ -365,7 +365,7 @@ try {
   // it is there, at most five times).
   for (let i = 0; i < 5 && (await frameNow()) !== 0; i++) {
     await b.keys("ArrowLeft");
-    await b.waitUntil(async () => (await frameNow()) === 0, { timeout: 1000 }).catch(() => {});
+    await b.waitUntil(polling(async () => (await frameNow()) === 0), { timeout: 1000 }).catch(() => {});
   }
   check((await frameNow()) === 0, "ArrowLeft seeks back to the start");
   await sleep(300);
@@ -374,7 +374,7 @@ try {
   const counting = await b.$("span=Counting in…");
   await counting.waitForExist({ timeout: 3000, timeoutMsg: "no count-in" });
   check((await frameNow()) === before, "the song waits for the count-in");
-  await b.waitUntil(async () => (await frameNow()) > before + 4410, {
+  await b.waitUntil(polling(async () => (await frameNow()) > before + 4410), {
     timeout: 8000,
     interval: 100,
     timeoutMsg: "the song did not start after the count-in",
@@ -390,7 +390,7 @@ try {
   await ab.click();
   // (the drums are sparse: wait for a hit)
   const drumsBack = await b
-    .waitUntil(async () => (await dbOf("Drums")) > -50, { timeout: 3000, interval: 50 })
+    .waitUntil(polling(async () => (await dbOf("Drums")) > -50), { timeout: 3000, interval: 50 })
     .catch(() => false);
   check(drumsBack === true, `back to the mix: the drums' meter moves (${await dbOf("Drums")} dB)`);
   await (await b.$("button=Pause")).click();
@@ -504,23 +504,23 @@ try {
   const linkTitle = await (await linkRow.$(".job__title")).getText();
   check(linkTitle === "Falcon 69 (from a link)", `the link shows its title (${linkTitle})`);
   await b.waitUntil(
-    async () => {
+    polling(async () => {
       const r = await b.$(`[data-testid="job-row"][data-job-id="${linkId}"]`);
       if (!(await r.isExisting())) return true;
       const s = await r.getAttribute("data-state");
       if (s === "failed" || s === "cancelled") throw new Error(`link job ended ${s}: ${await r.getText()}`);
       return s === "done";
-    },
+    }),
     { timeout: 600000, interval: 300, timeoutMsg: "the link job did not finish" },
   );
   await tab(b, "Library");
   await b.waitUntil(
-    async () => {
+    polling(async () => {
       for (const it of await b.$$('[data-testid="library-item"]')) {
         if ((await it.getText()).includes("Falcon 69 (from a link)")) return true;
       }
       return false;
-    },
+    }),
     { timeout: 20000, timeoutMsg: "the link's song is not in the library" },
   );
   const titles = [];
@@ -550,12 +550,12 @@ try {
   for (let i = 0; i < 3 && (await playButton.getText()) === "Play"; i++) {
     await playButton.click().catch(() => undefined);
     await b
-      .waitUntil(async () => (await playButton.getText()) !== "Play", { timeout: 3000, interval: 100 })
+      .waitUntil(polling(async () => (await playButton.getText()) !== "Play"), { timeout: 3000, interval: 100 })
       .catch(() => undefined);
   }
   const started = await frameNow();
   await b
-    .waitUntil(async () => (await frameNow()) > started, { timeout: 10000, interval: 100 })
+    .waitUntil(polling(async () => (await frameNow()) > started), { timeout: 10000, interval: 100 })
     .catch(() => undefined);
   await sleep(300);
   const [l0, lt0] = [await frameNow(), Date.now()];
@@ -582,11 +582,11 @@ try {
   if ((await rateNow()) === 44100) {
     let [sBefore, tBefore] = [await secondsNow(), Date.now()];
     await b.waitUntil(
-      async () => {
+      polling(async () => {
         if ((await rateNow()) === 48000) return true;
         [sBefore, tBefore] = [await secondsNow(), Date.now()];
         return false;
-      },
+      }),
       { timeout: 180000, interval: 100, timeoutMsg: "the 48 kHz files never took over" },
     );
     const [sAfter, tAfter] = [await secondsNow(), Date.now()];
@@ -607,7 +607,7 @@ try {
   const d0 = await frameNow();
   const wentOn = await b
     .waitUntil(
-      async () => (await frameNow()) > d0 || (await (await b.$('[data-testid="play"]')).getText()) === "Play",
+      polling(async () => (await frameNow()) > d0 || (await (await b.$('[data-testid="play"]')).getText()) === "Play"),
       { timeout: 8000, interval: 100 },
     )
     .catch(() => false);
@@ -653,7 +653,7 @@ try {
   const overlayWhileOver = await (await b.$(".drop-overlay")).isDisplayed().catch(() => false);
   xdo("mouseup", 1);
   const droppedBack = await b
-    .waitUntil(async () => (await b.execute(() => document.documentElement.dataset.droppedBack)) || false, {
+    .waitUntil(polling(async () => (await b.execute(() => document.documentElement.dataset.droppedBack)) || false), {
       timeout: 20000,
       interval: 200,
     })
@@ -678,7 +678,7 @@ try {
   const openStreams = streams();
   await b.execute(() => window.location.reload());
   const closed = await b
-    .waitUntil(async () => streams() === 0, { timeout: 15000, interval: 200 })
+    .waitUntil(polling(async () => streams() === 0), { timeout: 15000, interval: 200 })
     .catch(() => false);
   check(openStreams > 0 && closed, `a reload closes the open song's audio stream (${openStreams} -> ${streams()})`);
   await b.deleteSession();

@@ -53,16 +53,43 @@ export function screenshots(dir) {
   };
 }
 
+/**
+ * True when `e` is WebDriver's "stale element reference": the page replaced
+ * the element between its lookup and its use. WebKitWebDriver reports it
+ * even from a plain `$` while React re-renders the node (a progress bar
+ * updated several times a second), so a poll that meets it has simply
+ * looked at the wrong moment.
+ */
+export function isStale(e) {
+  return /stale element/i.test(`${e?.name ?? ""} ${e?.message ?? e}`);
+}
+
+/**
+ * `look` for a poll (`b.waitUntil`'s condition, or a look between waits):
+ * a stale element counts as "not yet" (false) and the next poll looks
+ * again; any other error is thrown.
+ */
+export function polling(look) {
+  return async () => {
+    try {
+      return await look();
+    } catch (e) {
+      if (isStale(e)) return false;
+      throw e;
+    }
+  };
+}
+
 /** Wait until queue job `id` is done (or has left the queue); a failed or cancelled one throws. */
 export async function waitDone(b, id, timeout = 600000) {
   await b.waitUntil(
-    async () => {
+    polling(async () => {
       const r = await b.$(`[data-testid="job-row"][data-job-id="${id}"]`);
       if (!(await r.isExisting())) return true;
       const s = await r.getAttribute("data-state");
       if (s === "failed" || s === "cancelled") throw new Error(`job ended ${s}: ${await r.getText()}`);
       return s === "done";
-    },
+    }),
     { timeout, interval: 500, timeoutMsg: `job ${id} did not finish` },
   );
 }
@@ -70,10 +97,10 @@ export async function waitDone(b, id, timeout = 600000) {
 /** Wait until a queue row's text includes `text`. */
 export async function waitForRow(b, text, timeout = 30000) {
   await b.waitUntil(
-    async () => {
+    polling(async () => {
       for (const r of await b.$$('[data-testid="job-row"]')) if ((await r.getText()).includes(text)) return true;
       return false;
-    },
+    }),
     { timeout, interval: 250, timeoutMsg: `no queue row with “${text}”` },
   );
 }

@@ -12,7 +12,7 @@
 // line), STEMROOM_E2E_SECOND (a third, opened by a second launch while the
 // app runs: it needs a D-Bus session bus), TAURI_DRIVER, STEMROOM_E2E_SHOTS.
 import { spawnSync } from "node:child_process";
-import { check, press, screenshots, session as sessionOn, startDriver, waitDone, waitForRow } from "./common.mjs";
+import { check, polling, press, screenshots, session as sessionOn, startDriver, waitDone, waitForRow } from "./common.mjs";
 
 const app = process.env.STEMROOM_APP;
 const input = process.env.STEMROOM_E2E_INPUT;
@@ -29,10 +29,13 @@ const session = (args) => sessionOn(app, args);
  * Press welcome step `step`'s button until the step says `done`: three
  * tries, as a person tries again after a network hiccup on a first start
  * (the CLI's first separation gets three too, scripts/test-package.sh).
- * `poll` runs at every look.
+ * `look` runs at every poll.
  */
-async function installStep(b, step, done, what, interval, poll = async () => {}) {
+async function installStep(b, step, done, what, interval, look = async () => {}) {
   const alert = () => b.$(`[data-testid="${step}"] [role="alert"]`);
+  // The step re-renders with each progress report: a look that meets an
+  // element replaced meanwhile looks again at the next poll.
+  const poll = polling(look);
   for (let attempt = 1; ; attempt++) {
     await press(b, `[data-testid="${step}"] button.button--primary`);
     // A try clears the last one's message as it starts: an alert after
@@ -45,7 +48,7 @@ async function installStep(b, step, done, what, interval, poll = async () => {})
     }
     let failure = null;
     await b.waitUntil(
-      async () => {
+      polling(async () => {
         await poll();
         const a = await alert();
         if (await a.isExisting()) {
@@ -53,7 +56,7 @@ async function installStep(b, step, done, what, interval, poll = async () => {})
           return true;
         }
         return (await (await b.$(`[data-testid="${step}"]`)).getText()).includes(done);
-      },
+      }),
       { timeout: 600000, interval, timeoutMsg: `${what} did not finish` },
     );
     if (failure === null) return;

@@ -828,8 +828,10 @@ pub async fn download(
 /// One stem of a completed job (`drums`, `bass`, `other`, `vocals`, or with
 /// two stems `vocals` and `no_vocals`), with or without its extension.
 /// Served as a file is (tower-http's `ServeFile`): `Range` requests get 206
-/// (a resumed `curl -C -` or `wget -c`, a media element seeking), and
-/// `Last-Modified` / `If-Modified-Since` work.
+/// (a resumed `curl -C -` or `wget -c`, a media element seeking), `If-Range`
+/// takes the `Last-Modified` date, and `Last-Modified` /
+/// `If-Modified-Since` work. A `Range` that does not parse, several ranges,
+/// or an `If-Range` that does not match get the whole stem (200).
 #[utoipa::path(get, path = "/stems/{id}/{stem}", tag = "results",
     params(("id" = String, Path, description = "Job id"), ("stem" = String, Path, description = "Stem name")),
     responses((status = 200, description = "The stem file"), (status = 206, description = "The part of it a Range asked for"),
@@ -841,12 +843,6 @@ pub async fn stem(
     UrlPath((id, name)): UrlPath<(String, String)>,
     mut request: Request,
 ) -> Result<Response, ApiError> {
-    // Several ranges at once (`bytes=0-1,100-200`) are not served in parts
-    // (tower-http answers them 416, "nothing can be served"): the whole
-    // file is, as HTTP allows a server that ignores `Range`.
-    if request.headers().get(header::RANGE).is_some_and(|r| r.as_bytes().contains(&b',')) {
-        request.headers_mut().remove(header::RANGE);
-    }
     let job = service.queue.get(job_id(&id)?)?;
     let entries = finished_stems(&job)?;
     let found = job.stems.iter().zip(&entries).find(|(s, e)| s.stem == name || e.name == name).map(|(_, e)| e);
@@ -855,9 +851,14 @@ pub async fn stem(
         return Err(ApiError::not_found(format!("job {} has no stem {name}: it has {}", job.id, names.join(", "))));
     };
     let gone = || ApiError::new(StatusCode::GONE, "gone", "the stem was deleted");
-    if !tokio::fs::metadata(&e.path).await.is_ok_and(|m| m.is_file()) {
-        return Err(gone());
-    }
+    let (modified, len) = match tokio::fs::metadata(&e.path).await {
+        Ok(m) if m.is_file() => (m.modified().ok(), m.len()),
+        _ => return Err(gone()),
+    };
+    match range_to_serve(request.headers(), modified, len) {
+        Some(range) => request.headers_mut().insert(header::RANGE, range),
+        None => request.headers_mut().remove(header::RANGE),
+    };
     let kind = match Path::new(&e.name).extension().and_then(|x| x.to_str()) {
         Some("wav") => "audio/wav",
         Some("flac") => "audio/flac",
@@ -877,6 +878,52 @@ pub async fn stem(
         h.insert(header::CONTENT_DISPOSITION, attachment(&job.title, &format!(" - {}", e.name)));
     }
     Ok(r)
+}
+
+/// The `Range` a stem request is served with by tower-http's `ServeFile`
+/// (206, or 416 for a range that starts past the end), or `None` to drop
+/// it so that the whole file is served with 200, as RFC 9110 lets a
+/// server that ignores `Range` do. `len` is the file's length in bytes,
+/// `modified` its modification time. Dropped:
+/// - a `Range` that does not parse as `bytes=` ranges (another unit,
+///   `bytes=abc`, or `bytes=5-1`: RFC 9110 §14.1.1 calls a last position
+///   before the first invalid): §14.2 has a server ignore it, where
+///   tower-http answered 416 "nothing can be served";
+/// - several ranges at once (`bytes=0-1,100-200`): not served in parts
+///   (tower-http answers them 416);
+/// - an `If-Range` that does not match (RFC 9110 §13.1.5): a date other
+///   than the file's `Last-Modified` (whole seconds), or an entity tag
+///   (none are sent, so none matches). A browser resuming a download sends
+///   one: a stem written again since (a job re-run) is then fetched whole
+///   instead of spliced onto the old one's first part.
+///
+/// A suffix longer than the file (`bytes=-N`, N > `len`) asks for all of
+/// it (RFC 9110 §14.1.3): it is passed on as `bytes=0-`, where tower-http
+/// answered 416.
+fn range_to_serve(
+    headers: &axum::http::HeaderMap,
+    modified: Option<std::time::SystemTime>,
+    len: u64,
+) -> Option<HeaderValue> {
+    let value = headers.get(header::RANGE)?;
+    let range = value.to_str().ok()?;
+    // Checked against no length: what fails is the syntax.
+    let parsed = http_range_header::parse_range_header(range).ok()?;
+    if parsed.validate(u64::MAX).is_err() || range.contains(',') {
+        return None;
+    }
+    if let Some(v) = headers.get(header::IF_RANGE) {
+        let date = v.to_str().ok().and_then(|v| v.trim().parse::<httpdate::HttpDate>().ok())?;
+        if httpdate::HttpDate::from(modified?) != date {
+            return None;
+        }
+    }
+    let suffix = range.trim().strip_prefix("bytes=").and_then(|r| r.trim().strip_prefix('-'));
+    match suffix.and_then(|n| n.trim().parse::<u64>().ok()) {
+        Some(_) if len == 0 => None,
+        Some(n) if n > len => Some(HeaderValue::from_static("bytes=0-")),
+        _ => Some(value.clone()),
+    }
 }
 
 /// Live progress as server-sent events: one `data:` JSON object (the same
@@ -994,7 +1041,60 @@ pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
 
 #[cfg(test)]
 mod tests {
-    use super::{attachment, client_ip};
+    use super::{attachment, client_ip, range_to_serve};
+
+    #[test]
+    fn a_range_is_served_as_asked_only_when_it_parses_and_its_if_range_matches() {
+        use axum::http::{header, HeaderMap, HeaderValue};
+        use std::time::{Duration, SystemTime};
+        // Last-Modified of a file written at 1 700 000 000.25 s: whole seconds.
+        let modified = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_250);
+        let date = httpdate::fmt_http_date(modified);
+        let older = httpdate::fmt_http_date(modified - Duration::from_secs(1));
+        let len = 1000;
+        let served = |range: Option<&str>, if_range: Option<&str>| {
+            let mut h = HeaderMap::new();
+            if let Some(r) = range {
+                h.insert(header::RANGE, HeaderValue::from_str(r).expect("value"));
+            }
+            if let Some(v) = if_range {
+                h.insert(header::IF_RANGE, HeaderValue::from_str(v).expect("value"));
+            }
+            range_to_serve(&h, Some(modified), len).map(|v| v.to_str().expect("ascii").to_string())
+        };
+        for range in ["bytes=100-199", "bytes=-500", "bytes=-1000", "bytes=1000-", "bytes=0-99999"] {
+            assert_eq!(served(Some(range), None).as_deref(), Some(range));
+        }
+        // Starting past the end: passed on (tower-http answers 416).
+        assert_eq!(served(Some("bytes=5000-"), None).as_deref(), Some("bytes=5000-"));
+        // A suffix longer than the file: all of it.
+        assert_eq!(served(Some("bytes=-1001"), None).as_deref(), Some("bytes=0-"));
+        assert_eq!(served(Some("bytes=100-199"), Some(&date)).as_deref(), Some("bytes=100-199"));
+        for (range, if_range) in [
+            (Some("bytes=abc"), None),
+            (Some("items=0-5"), None),
+            (Some("bytes=5-1"), None),
+            (Some(""), None),
+            (Some("bytes=0-1,100-200"), None),
+            (Some("bytes=100-199"), Some(older.as_str())),
+            (Some("bytes=100-199"), Some("\"an-etag\"")),
+            (Some("bytes=100-199"), Some("W/\"an-etag\"")),
+            (Some("bytes=100-199"), Some("not a date")),
+            (None, None),
+            (None, Some(date.as_str())),
+        ] {
+            assert_eq!(served(range, if_range), None, "{range:?} {if_range:?}");
+        }
+        // No modification time known: no date matches.
+        let mut h = HeaderMap::new();
+        h.insert(header::RANGE, HeaderValue::from_static("bytes=0-9"));
+        h.insert(header::IF_RANGE, HeaderValue::from_str(&date).expect("value"));
+        assert_eq!(range_to_serve(&h, None, len), None);
+        // An empty file has no part to serve.
+        h.remove(header::IF_RANGE);
+        h.insert(header::RANGE, HeaderValue::from_static("bytes=-5"));
+        assert_eq!(range_to_serve(&h, Some(modified), 0), None);
+    }
 
     #[test]
     fn a_failed_synchronous_job_answers_with_what_the_client_can_act_on() {

@@ -370,12 +370,37 @@ fn every_endpoint_end_to_end_with_the_real_model() {
     assert_eq!(code, 416, "{body}");
     let (code, head) = server.curl(&["-I", &format!("/stems/{id}/vocals")]);
     assert_eq!(code, 200, "{head}");
+    let last_modified = head
+        .lines()
+        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("last-modified")))
+        .map(|(_, v)| v.trim().to_string())
+        .expect("last-modified");
     let head = head.to_ascii_lowercase();
     for want in ["accept-ranges: bytes", "content-type: audio/wav", "content-disposition: attachment", "last-modified:"]
     {
         assert!(head.contains(want), "{want}: {head}");
     }
     assert!(head.contains(&format!("content-length: {}", whole.len())), "{head}");
+    // A Range that does not parse is ignored (RFC 9110 §14.2): the whole
+    // stem, not a 416. A suffix longer than the stem is all of it.
+    let got = dir.path().join("got.bin");
+    let stem_url = format!("/stems/{id}/vocals");
+    for range in ["Range: bytes=abc", "Range: items=0-5", "Range: bytes=5-1"] {
+        assert_eq!(server.curl(&["-H", range, "-o", utf8(&got), &stem_url]).0, 200, "{range}");
+        assert!(std::fs::read(&got).expect("got") == whole, "{range}");
+    }
+    let suffix = format!("-{}", whole.len() + 10);
+    assert_eq!(server.curl(&["-r", &suffix, "-o", utf8(&got), &stem_url]).0, 206);
+    assert!(std::fs::read(&got).expect("got") == whole);
+    // If-Range (a browser resuming a download): the part while the stem is
+    // the one of that Last-Modified, the whole stem otherwise.
+    let if_range = format!("If-Range: {last_modified}");
+    assert_eq!(server.curl(&["-r", "100-199", "-H", &if_range, "-o", utf8(&got), &stem_url]).0, 206);
+    assert_eq!(std::fs::read(&got).expect("got"), whole[100..200]);
+    for other in ["If-Range: \"an-etag\"", "If-Range: Thu, 01 Jan 2026 00:00:00 GMT"] {
+        assert_eq!(server.curl(&["-r", "100-199", "-H", other, "-o", utf8(&got), &stem_url]).0, 200, "{other}");
+        assert!(std::fs::read(&got).expect("got") == whole, "{other}");
+    }
     // HEAD of the zip: its headers, no writer started (none is left
     // waiting: a GET right after is answered).
     for _ in 0..10 {

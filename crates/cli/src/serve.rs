@@ -47,6 +47,9 @@ pub struct ServeArgs {
     cors: Vec<String>,
     /// Seconds a client may take to send its request headers, and the
     /// longest pause inside an upload, before the connection is dropped.
+    /// After the first such span an upload must also average 500 bytes a
+    /// second or more (Apache mod_reqtimeout's MinRate), or it is answered
+    /// 408.
     #[arg(long, default_value_t = config::DEFAULT_IDLE_TIMEOUT.as_secs(), value_name = "SECONDS")]
     idle_timeout: u64,
     /// A TLS proxy in front (its address, repeat for more): the last

@@ -35,7 +35,8 @@ pub const DEFAULT_MIN_FREE_BYTES: u64 = 2 * 1000 * 1000 * 1000;
 pub const DEFAULT_JOBS_PER_HOUR: u32 = 30;
 /// How long a client may take to send a request's headers, and the longest
 /// pause inside an upload body, before the connection is closed (slow or
-/// stuck clients must not hold connections and disk space forever).
+/// stuck clients must not hold connections and disk space forever). An
+/// upload must also keep an average pace after it ([`crate::form::MIN_UPLOAD_RATE`]).
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest time a quick request (status, lists, deletes) may take.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);

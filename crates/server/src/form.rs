@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{FromRequest, Multipart, Request};
 use axum::http::{header, StatusCode};
@@ -166,7 +167,7 @@ pub async fn read(service: &Service, req: Request, file_required: bool) -> Resul
             Ok(r) => r,
             Err(e) => return refuse(req, e).await,
         };
-        let tally = Arc::new(Tally::default());
+        let tally = Arc::new(Tally::new());
         let idle = service.config.idle_timeout;
         let req =
             req.map(|body| bounded_multipart(body, tally.clone(), limit.saturating_add(MULTIPART_OVERHEAD), idle));
@@ -276,17 +277,61 @@ fn small_too_large(json: bool) -> ApiError {
     )
 }
 
+/// The slowest average pace a multipart body may arrive at, in bytes a
+/// second, once its first idle timeout is spent: Apache's `mod_reqtimeout`
+/// default (`body=20,MinRate=500`). A client that sends a byte just inside
+/// each idle timeout held its connection, its space reservation and a slot
+/// of its per-client limit for as long as it liked; one on a 2G phone
+/// link (~100 kbit/s, 12 500 bytes a second) is far above it.
+pub const MIN_UPLOAD_RATE: u64 = 500;
+
 /// What a multipart body's reader took from the connection and what it
-/// handed out as field data (see [`MULTIPART_BUFFERED`]).
-#[derive(Debug, Default)]
+/// handed out as field data (see [`MULTIPART_BUFFERED`]), and when the
+/// body began (its pace, [`MIN_UPLOAD_RATE`]).
+#[derive(Debug)]
 struct Tally {
     taken: AtomicU64,
     delivered: AtomicU64,
     /// The reader held more than [`MULTIPART_BUFFERED`]: the body was cut.
     overflowed: AtomicBool,
+    started: tokio::time::Instant,
 }
 
 impl Tally {
+    fn new() -> Self {
+        Self {
+            taken: AtomicU64::default(),
+            delivered: AtomicU64::default(),
+            overflowed: AtomicBool::default(),
+            started: tokio::time::Instant::now(),
+        }
+    }
+
+    /// `read` (the body's next piece or part), within `idle` and within the
+    /// time the bytes taken so far allow at [`MIN_UPLOAD_RATE`] after the
+    /// first `idle`.
+    ///
+    /// # Errors
+    /// 408 when nothing came within `idle` ("stalled") or the body fell
+    /// behind the pace ("too slow").
+    async fn paced<T>(&self, idle: Duration, read: impl std::future::Future<Output = T>) -> Result<T, ApiError> {
+        let taken = self.taken.load(Ordering::Relaxed);
+        let allowed = idle.saturating_add(Duration::from_secs_f64(taken as f64 / MIN_UPLOAD_RATE as f64));
+        let left = allowed.saturating_sub(self.started.elapsed());
+        let wait = idle.min(left);
+        tokio::time::timeout(wait, read).await.map_err(|_| {
+            let message = if wait < idle {
+                format!(
+                    "the upload is too slow: {taken} bytes in {} s, where at least {MIN_UPLOAD_RATE} bytes a second must come",
+                    self.started.elapsed().as_secs()
+                )
+            } else {
+                format!("the upload stalled: nothing arrived for {} s", idle.as_secs())
+            };
+            ApiError::new(StatusCode::REQUEST_TIMEOUT, "timeout", message)
+        })
+    }
+
     fn delivered(&self, n: usize) {
         self.delivered.fetch_add(n as u64, Ordering::Relaxed);
     }
@@ -296,12 +341,7 @@ impl Tally {
 /// holds more than [`MULTIPART_BUFFERED`] bytes it has not handed out. The
 /// rest of the body (up to `limit` bytes) is read and thrown away first,
 /// so the client gets the 400 instead of a reset connection.
-fn bounded_multipart(
-    body: axum::body::Body,
-    tally: Arc<Tally>,
-    limit: u64,
-    idle: std::time::Duration,
-) -> axum::body::Body {
+fn bounded_multipart(body: axum::body::Body, tally: Arc<Tally>, limit: u64, idle: Duration) -> axum::body::Body {
     use futures_util::StreamExt;
     let inner = body.into_data_stream();
     let stream = futures_util::stream::unfold((inner, tally, false), move |(mut inner, tally, ended)| async move {
@@ -527,23 +567,20 @@ fn take_text(job: &mut NewJob, name: &str, value: String) -> Result<(), ApiError
 /// Every field is read through, chunk by chunk: a field the parser skipped
 /// unseen would count as held (see [`MULTIPART_BUFFERED`]), and its whole
 /// rest would have to come within one idle timeout.
-async fn drain_multipart(multipart: &mut Multipart, tally: &Tally, idle: std::time::Duration) {
-    while let Ok(Ok(Some(mut field))) = tokio::time::timeout(idle, multipart.next_field()).await {
+async fn drain_multipart(multipart: &mut Multipart, tally: &Tally, idle: Duration) {
+    while let Ok(Ok(Some(mut field))) = tally.paced(idle, multipart.next_field()).await {
         if !drain_field(&mut field, tally, idle).await {
             return;
         }
     }
 }
 
-/// Read and discard the rest of `field`, each chunk within `idle`; false
-/// when the body broke off or stalled (nothing more to read).
-async fn drain_field(
-    field: &mut axum::extract::multipart::Field<'_>,
-    tally: &Tally,
-    idle: std::time::Duration,
-) -> bool {
+/// Read and discard the rest of `field`, each chunk within `idle` and the
+/// body's pace ([`Tally::paced`]); false when the body broke off, stalled
+/// or fell behind (nothing more to read).
+async fn drain_field(field: &mut axum::extract::multipart::Field<'_>, tally: &Tally, idle: Duration) -> bool {
     loop {
-        match tokio::time::timeout(idle, field.chunk()).await {
+        match tally.paced(idle, field.chunk()).await {
             Ok(Ok(Some(chunk))) => tally.delivered(chunk.len()),
             Ok(Ok(None)) => return true,
             _ => return false,
@@ -597,20 +634,11 @@ async fn read_multipart(
     let mut count = 0;
     let mut ignored_bytes: u64 = 0;
     let idle = service.config.idle_timeout;
-    let stalled = || {
-        ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "timeout",
-            format!("the upload stalled: nothing arrived for {} s", idle.as_secs()),
-        )
-    };
-    // The next piece of a part, or its end, within the idle timeout.
-    let next_chunk = async |field: &mut axum::extract::multipart::Field<'_>| {
-        tokio::time::timeout(idle, field.chunk()).await.map_err(|_| stalled())?.map_err(bad)
-    };
-    while let Some(mut field) =
-        tokio::time::timeout(idle, multipart.next_field()).await.map_err(|_| stalled())?.map_err(bad)?
-    {
+    // The next piece of a part, or its end, within the idle timeout and
+    // the body's pace.
+    let next_chunk =
+        async |field: &mut axum::extract::multipart::Field<'_>| tally.paced(idle, field.chunk()).await?.map_err(bad);
+    while let Some(mut field) = tally.paced(idle, multipart.next_field()).await?.map_err(bad)? {
         let taken: Result<(), ApiError> = async {
             count += 1;
             if count > MAX_FIELDS {

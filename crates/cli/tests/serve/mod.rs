@@ -1050,6 +1050,33 @@ fn disk_floor_cors_and_stalled_clients() {
         files_in(&dir.path().join("data2/uploads"))
     );
     assert_eq!(free.json(&["/health"])["status"], "ok", "the server goes on");
+    // An upload trickled a byte a second, never pausing as long as the
+    // idle timeout (2 s), falls behind the slowest pace taken (500 bytes a
+    // second after the first idle timeout): answered 408 then, not held
+    // for as long as the client likes.
+    let mut up = TcpStream::connect(&addr).expect("connect");
+    up.write_all(head.as_bytes()).expect("write");
+    let mut trickle = up.try_clone().expect("clone");
+    let t0 = Instant::now();
+    let writer = std::thread::spawn(move || {
+        for _ in 0..20 {
+            std::thread::sleep(Duration::from_secs(1));
+            if trickle.write_all(b"x").is_err() {
+                return;
+            }
+        }
+    });
+    up.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let mut answer = Vec::new();
+    let _ = up.read_to_end(&mut answer);
+    let answered = t0.elapsed();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408") && answer.contains("too slow"), "{answer}");
+    assert!(answered < Duration::from_secs(8), "answered after {answered:?}");
+    drop(up);
+    writer.join().expect("writer");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(files_in(&dir.path().join("data2/uploads")).is_empty());
 
     // Connections beyond --max-connections wait to be accepted: two idle
     // ones hold both slots, a third client waits until the header timeout

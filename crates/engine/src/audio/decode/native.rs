@@ -290,18 +290,28 @@ impl NativeStream {
         let mp4_aac = aac && reader == "isomp4";
         let timed = reader == "ogg";
         let opus = params.codec == symphonia::core::codecs::audio::well_known::CODEC_ID_OPUS;
-        // (The first page's time: `-delay` for a stream whose only page is
-        // its last, symphonia-format-ogg `logical.rs`; 0 otherwise.)
-        let seek_offset = if timed && opus {
-            u64::try_from(track.start_ts.get() + i64::from(track.delay.unwrap_or(0))).unwrap_or(0)
-        } else {
-            0
-        };
+        // An Ogg stream's packets are timed from its first page's
+        // granule position, and its declared length is its last page's:
+        // a stream cut out of a longer one with its timing kept (`ffmpeg
+        // -ss 60 -i long.ogg -c copy`, a radio stream's recording) starts
+        // at that time, not at 0. Positions here count from the first
+        // frame handed out: the start is taken off both. symphonia-format-ogg
+        // (`logical.rs`) times the first page from its granule position
+        // less its packets' durations, and counts the frames its first
+        // packets are decoded for but do not give (Opus' pre-skip, the
+        // first Vorbis block's half) as `delay`: the first frame handed
+        // out is at `start_ts + delay`, 0 for a stream timed from the
+        // start. (`-delay` for a stream whose only page is its last.)
+        let ogg_start = |ts: i64| if timed { u64::try_from(ts).unwrap_or(0) } else { 0 };
+        let seek_offset = ogg_start(track.start_ts.get() + i64::from(track.delay.unwrap_or(0)));
+        // (Opus declares its pre-skip in the length too, as a stream timed
+        // from the start does.)
+        let declared_start = if opus { ogg_start(track.start_ts.get()) } else { seek_offset };
         let codec_params = params.clone();
         Ok(NativeStream {
             path: path.to_path_buf(),
             track_id: track.id,
-            declared_frames: track.num_frames,
+            declared_frames: track.num_frames.map(|n| n.saturating_sub(declared_start)),
             sample_rate: params.sample_rate.unwrap_or(0),
             channels: params.channels.as_ref().map(|c| c.count()).unwrap_or(0),
             format,
@@ -742,7 +752,9 @@ impl NativeStream {
         let decoder = codecs()
             .make_audio_decoder(params, &AudioDecoderOptions::default())
             .map_err(|e| DecodeError::UnsupportedCodec { path: self.path.clone(), reason: e.to_string() })?;
-        let (id, time_base, frames) = (track.id, track.time_base, track.num_frames);
+        // (Timed from the link's first page, as in `open`.)
+        let start = u64::try_from(track.start_ts.get()).unwrap_or(0);
+        let (id, time_base, frames) = (track.id, track.time_base, track.num_frames.map(|n| n.saturating_sub(start)));
         self.params = params.clone();
         self.decoded_one = false;
         self.next_start = None;

@@ -481,7 +481,8 @@ mod corrupt {
         let dir = tempfile::tempdir().expect("tempdir");
         let mix = stemroom_testkit::falcon_mixture();
         let wav = dir.path().join("clip.wav");
-        ffmpeg(&["-t", "1", "-i", mix.to_str().expect("utf-8"), "-c:a", "pcm_s16le", wav.to_str().expect("utf-8")]);
+        ffmpeg(&["-t", "3", "-i", mix.to_str().expect("utf-8"), "-c:a", "pcm_s16le", wav.to_str().expect("utf-8")]);
+        let (whole, _, _) = stemroom_testkit::decode_all(&wav);
         let mut bytes = std::fs::read(&wav).expect("read");
         let at = bytes.windows(4).position(|w| w == b"data").expect("a data chunk");
         bytes[at + 4..at + 8].copy_from_slice(&0u32.to_le_bytes());
@@ -492,7 +493,17 @@ mod corrupt {
             Ok(())
         })
         .expect("decoded");
-        assert!((frames as f64 / 44_100.0 - 1.0).abs() < 0.01, "{frames} frames");
+        assert!((frames as f64 / 44_100.0 - 3.0).abs() < 0.01, "{frames} frames");
+        // Its length is unknown, not 0 s, and a seek lands on the frame:
+        // it used to end the stream at once, without an error.
+        let probed = decode::probe(&wav).expect("probe");
+        assert_eq!(probed.duration_seconds, None);
+        let mut d = decode::StreamDecoder::open(&wav).expect("open");
+        let target = 2 * 44_100;
+        d.seek(target as u64).expect("seek");
+        let (block, _) = d.next_block().expect("block").expect("audio after the seek");
+        let n = block.len().min(2000);
+        assert!(n > 0 && block[..n] == whole[target * 2..target * 2 + n], "the frames at 2 s");
     }
 
     /// Chained Ogg files (Opus or Vorbis files one after the other, as `cat`

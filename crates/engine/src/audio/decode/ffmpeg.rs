@@ -310,6 +310,10 @@ struct Decoding {
     child: Child,
     pieces: Receiver<std::io::Result<Vec<u8>>>,
     stderr_tail: Arc<Mutex<Vec<u8>>>,
+    /// The thread filling `stderr_tail`: joined before a failure is read
+    /// from it (it may not have taken ffmpeg's last line when `wait`
+    /// returns, and the error said "failed without a message").
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for Decoding {
@@ -427,7 +431,7 @@ impl FfmpegStream {
             reason: format!("cannot run {}: {e}", self.ffmpeg.display()),
         })?;
         let stderr_tail = Arc::new(Mutex::new(Vec::new()));
-        spawn_stderr_reader(child.stderr.take(), stderr_tail.clone());
+        let stderr_reader = Some(spawn_stderr_reader(child.stderr.take(), stderr_tail.clone()));
         let (tx, pieces) = sync_channel(PIECES_IN_FLIGHT);
         if let Some(mut stdout) = child.stdout.take() {
             std::thread::spawn(move || loop {
@@ -448,7 +452,7 @@ impl FfmpegStream {
                 }
             });
         }
-        self.running = Some(Decoding { child, pieces, stderr_tail });
+        self.running = Some(Decoding { child, pieces, stderr_tail, stderr_reader });
         Ok(())
     }
 
@@ -462,6 +466,11 @@ impl FfmpegStream {
         if let Some(mut run) = self.running.take() {
             let status = run.child.wait().map_err(|e| self.corrupt(format!("ffmpeg: {e}")))?;
             if !status.success() {
+                // (ffmpeg has exited: its stderr ends once the reader has
+                // read all of it.)
+                if let Some(reader) = run.stderr_reader.take() {
+                    let _ = reader.join();
+                }
                 let reason = tail_text(&run.stderr_tail);
                 return Err(self.corrupt(format!("ffmpeg: {reason}")));
             }

@@ -311,7 +311,10 @@ impl NativeStream {
         Ok(NativeStream {
             path: path.to_path_buf(),
             track_id: track.id,
-            declared_frames: track.num_frames.map(|n| n.saturating_sub(declared_start)),
+            // (A length of 0 is none: a WAV whose recorder died before it
+            // wrote the data size, a fragmented MP4 with an empty `moov`.
+            // Taken as the end, it ended a seek's stream at once.)
+            declared_frames: track.num_frames.map(|n| n.saturating_sub(declared_start)).filter(|&n| n > 0),
             sample_rate: params.sample_rate.unwrap_or(0),
             channels: params.channels.as_ref().map(|c| c.count()).unwrap_or(0),
             format,

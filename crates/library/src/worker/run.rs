@@ -51,11 +51,22 @@ pub(super) fn clear_except(dir: &Path, keep: &str) {
 impl Inner {
     /// The model `model` open on `device`, kept for the jobs after; made
     /// first when it is a derived model not made yet (stopped by `cancel`:
-    /// the job's cancel, or a stop of the worker).
-    fn separator(&self, model: &str, device: Device, cancel: &AtomicBool) -> Result<Arc<Separator>, Error> {
+    /// the job's cancel, or a stop of the worker). Jobs asking for it at
+    /// once wait for one load. Before another model is opened, the loaded
+    /// ones no running job uses are let go: a queue whose jobs ask for
+    /// several (a preset or device changed while jobs waited) held each of
+    /// them until it emptied.
+    pub(super) fn separator(&self, model: &str, device: Device, cancel: &AtomicBool) -> Result<Arc<Separator>, Error> {
         let key = (model.to_string(), device);
-        if let Some(s) = self.separators.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
-            return Ok(s.clone());
+        let loaded = || self.separators.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
+        if let Some(s) = loaded() {
+            return Ok(s);
+        }
+        let gate = self.opening.lock().unwrap_or_else(|p| p.into_inner()).entry(key.clone()).or_default().clone();
+        let _opening = gate.lock().unwrap_or_else(|p| p.into_inner());
+        // Opened by the job that held the gate.
+        if let Some(s) = loaded() {
+            return Ok(s);
         }
         // The fast preset's int8 model is made here the first time
         // (minutes on a new machine).
@@ -68,7 +79,21 @@ impl Inner {
         })?;
         let runtime =
             RuntimeOptions { library: self.config.runtime_library.clone(), device, threads: self.config.threads };
+        // (A running job holds a clone of its model: the map's is the only
+        // one of a model no job uses.)
+        let idle: Vec<_> = {
+            let mut loaded = self.separators.lock().unwrap_or_else(|p| p.into_inner());
+            let idle = loaded.iter().filter(|(_, s)| Arc::strong_count(s) == 1).map(|(k, _)| k.clone()).collect();
+            for k in &idle {
+                loaded.remove(k);
+            }
+            idle
+        };
+        if !idle.is_empty() {
+            tracing::info!("released {} loaded model(s) no running job uses before opening {model}", idle.len());
+        }
         let sep = Arc::new(Separator::open(model, self.config.model_dir.as_deref(), &runtime)?);
+        self.opened.fetch_add(1, Ordering::SeqCst);
         self.separators.lock().unwrap_or_else(|p| p.into_inner()).insert(key, sep.clone());
         Ok(sep)
     }

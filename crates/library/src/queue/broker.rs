@@ -185,7 +185,8 @@ impl Queue {
             return Ok(Claim::GaveUp(job));
         }
         tx.execute(
-            "UPDATE jobs SET status = 'running', state = ?1, started_ms = ?2, finished_ms = NULL WHERE id = ?3",
+            "UPDATE jobs SET status = 'running', state = ?1, started_ms = ?2, finished_ms = NULL,
+                 cancel_requested = 0 WHERE id = ?3",
             params![json(&JobState::Decoding)?, self.now(), id],
         )?;
         tx.execute(

@@ -215,7 +215,8 @@ impl Queue {
                 continue;
             }
             tx.execute(
-                "UPDATE jobs SET status = 'running', state = ?1, started_ms = ?2, finished_ms = NULL WHERE id = ?3",
+                "UPDATE jobs SET status = 'running', state = ?1, started_ms = ?2, finished_ms = NULL,
+                 cancel_requested = 0 WHERE id = ?3",
                 params![json(&JobState::Decoding)?, self.now(), id],
             )?;
             let job = job_in(&tx, job_id)?;

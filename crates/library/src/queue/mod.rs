@@ -222,7 +222,10 @@ impl Queue {
     }
 
     /// Put jobs that were running (their process died) back in the queue at
-    /// their old position. Returns how many. A job whose process died
+    /// their old position. Returns how many. A running job whose cancel
+    /// was asked ([`Queue::note_cancel`]) ends cancelled instead (it was
+    /// brought back after a crash, and could crash the next start the
+    /// same way: the reason it was cancelled, often). A job whose process died
     /// [`MAX_INTERRUPTIONS`] times in a row while running it fails instead
     /// (a song that crashes the app, or runs the computer out of memory,
     /// would otherwise crash every start before anyone can remove it); a
@@ -247,6 +250,14 @@ impl Queue {
              WHERE job_id IN (SELECT id FROM jobs WHERE status = 'running')",
             [],
         )?;
+        let cancelled = conn.execute(
+            "UPDATE jobs SET status = 'cancelled', state = ?1, finished_ms = ?2, cancel_requested = 0
+             WHERE status = 'running' AND cancel_requested = 1",
+            params![json(&JobState::Cancelled)?, self.now()],
+        )?;
+        if cancelled > 0 {
+            tracing::info!("{cancelled} job(s) whose cancel was asked before the last run ended are cancelled");
+        }
         conn.execute("UPDATE jobs SET interruptions = interruptions + 1 WHERE status = 'running'", [])?;
         let failed = JobState::Failed {
             code: ErrorCode::Internal,
@@ -269,6 +280,21 @@ impl Queue {
         )?;
         conn.commit()?;
         Ok(n)
+    }
+}
+
+impl Queue {
+    /// Record that a cancel of running job `id` was asked, so that a
+    /// process that dies before the run stops (a crash, `kill -9`, the
+    /// system running out of memory: often why it was cancelled) leaves
+    /// it cancelled at the next start ([`Queue::recover`]) instead of
+    /// running it again. A job not running is left alone.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn note_cancel(&self, id: JobId) -> Result<(), QueueError> {
+        self.conn().execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?1 AND status = 'running'", [id])?;
+        Ok(())
     }
 }
 

@@ -63,6 +63,10 @@ pub const MIGRATIONS: &[&str] = &[
     // 8: the furthest segment any run of the job reported separating (-1:
     // none): only a run that gets past it resets `interruptions`.
     "ALTER TABLE jobs ADD COLUMN reached INTEGER NOT NULL DEFAULT -1;",
+    // 9: 1 when a cancel of the running job was asked (`Queue::note_cancel`):
+    // a process that dies before the run stops leaves it cancelled, not
+    // queued again (`Queue::recover`). 0 again whenever it is claimed.
+    "ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;",
 ];
 
 pub(super) const JOB_COLUMNS: &str =

@@ -366,6 +366,11 @@ impl Worker {
         let flag = running.get(&id).filter(|_| self.inner.queue.stored_status(id).map_or(true, |s| s == "running"));
         if let Some(flag) = flag {
             flag.store(true, Ordering::SeqCst);
+            // Kept in the database too: a crash before the run stops
+            // leaves the job cancelled, not queued again.
+            if let Err(e) = self.inner.queue.note_cancel(id) {
+                tracing::warn!("job {id}: the cancel is not recorded (a crash now would queue it again): {e}");
+            }
             // Asked during a graceful stop (which sets every flag to put
             // its job back): this one still ends cancelled, not queued.
             if self.inner.suspending.load(Ordering::SeqCst) {
@@ -875,6 +880,46 @@ mod tests {
         fn job_removed(&self, job: &Job) {
             self.0.lock().unwrap().push((job.id, "removed".into()));
         }
+    }
+
+    /// A running job whose cancel was asked, and whose process then died
+    /// before the run stopped (a crash, `kill -9`, out of memory), is
+    /// cancelled at the next start, its working folder gone: it was queued
+    /// again and resumed. A job that was only running is queued again,
+    /// and a retry's claim forgets the old cancel.
+    #[test]
+    fn a_cancel_asked_before_a_crash_holds_at_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let owner = crate::lock::InstanceLock::acquire(&data).unwrap().expect("the lock");
+        let q = Arc::new(Queue::open(&data.join("stemroom.sqlite")).unwrap());
+        let options = crate::queue::Settings::default().job_options();
+        let source = |n: &str| crate::queue::JobSource::File { path: format!("/m/{n}.wav") };
+        let a = q.enqueue(&source("a"), "a", &options).unwrap();
+        let b = q.enqueue(&source("b"), "b", &options).unwrap();
+        let config = WorkerConfig { default_library: dir.path().join("lib"), ..Default::default() };
+        let w = Worker::new(q.clone(), config.clone(), Arc::new(Nobody));
+        // Both claimed (running), a's cancel asked; the process dies.
+        let (claimed_a, _) = w.inner.claim().unwrap().expect("a");
+        let (claimed_b, _) = w.inner.claim().unwrap().expect("b");
+        assert_eq!((claimed_a.id, claimed_b.id), (a.id, b.id));
+        let work = song::partial_dir(&config.default_library, q.work_tag(), a.id);
+        std::fs::create_dir_all(work.join("checkpoint")).unwrap();
+        w.cancel(a.id).unwrap();
+        drop(w);
+        assert_eq!(q.recover(&owner).unwrap(), 1, "only b is queued again");
+        assert_eq!(q.get(a.id).unwrap().state, JobState::Cancelled);
+        assert_eq!(q.get(b.id).unwrap().state, JobState::Queued);
+        let w = Worker::new(q.clone(), config, Arc::new(Nobody));
+        assert!(!work.exists(), "the cancelled job's working folder went");
+        // Retried, claimed and crashed again without a cancel: queued.
+        w.remove(b.id).unwrap();
+        w.retry(a.id).unwrap();
+        let (again, _) = w.inner.claim().unwrap().expect("a");
+        assert_eq!(again.id, a.id);
+        drop(w);
+        assert_eq!(q.recover(&owner).unwrap(), 1);
+        assert_eq!(q.get(a.id).unwrap().state, JobState::Queued);
     }
 
     #[test]

@@ -95,8 +95,14 @@ fn main() {
         .invoke_handler(builder.invoke_handler())
         // Link thumbnails kept beside the queue, by job id (`thumb://localhost/<id>`;
         // the CSP allows no web images).
-        .register_uri_scheme_protocol("thumb", |ctx, request| {
-            thumbnail_response(ctx.app_handle(), request.uri().path())
+        // Answered from a blocking-pool thread: WebKitGTK calls a scheme's
+        // handler on the window's main loop, and the file read there (up to
+        // 2 MiB per queue row, a data folder on a slow or network disk)
+        // held the whole window.
+        .register_asynchronous_uri_scheme_protocol("thumb", |ctx, request, responder| {
+            let app = ctx.app_handle().clone();
+            let path = request.uri().path().to_string();
+            tauri::async_runtime::spawn_blocking(move || responder.respond(thumbnail_response(&app, &path)));
         })
         .setup(move |app| {
             builder.mount_events(app);
@@ -143,6 +149,11 @@ fn main() {
             tauri::RunEvent::Ready => exit_on_signals(handle.clone()),
             tauri::RunEvent::Exit => {
                 if let Some(state) = handle.try_state::<Arc<state::AppState>>() {
+                    // The open song stops sounding first: the window is
+                    // gone, and what follows may take seconds.
+                    if let Some(song) = state.song.lock().as_ref() {
+                        song.pause();
+                    }
                     state.worker.leave();
                     // An export stops at its next block and removes what it
                     // wrote (hidden part files, a zip's scratch folder, an

@@ -263,10 +263,18 @@ pub async fn remove_job(state: S<'_>, id: JobId, delete_files: bool, delete_expo
                 match stemroom_library::song::remove_song(&library, Path::new(dir), Some(&job), delete_exports) {
                     Ok(_) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    // (Its own refusals name the folder; an I/O error
+                    // from deep inside it does not.)
+                    Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                        return Err(AppError {
+                            code: ErrorCode::InvalidOptions,
+                            message: format!("The song's files were not deleted: {e}"),
+                        })
+                    }
                     Err(e) => {
                         return Err(AppError {
                             code: ErrorCode::Output,
-                            message: format!("The song's files could not be deleted: {e}"),
+                            message: format!("The song's files in {dir} could not all be deleted: {e}"),
                         })
                     }
                 }

@@ -54,6 +54,16 @@ pub struct OpenSong {
     status: Channel<PlayerStatus>,
 }
 
+impl OpenSong {
+    /// Pause its playback, if it has a player (one atomic store: fine on
+    /// the main thread).
+    pub(crate) fn pause(&self) {
+        if let Some(player) = &self.player {
+            player.pause();
+        }
+    }
+}
+
 /// Peaks read in the background, and the lane each track is.
 struct LoadingPeaks {
     loader: PeaksLoader,

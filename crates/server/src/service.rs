@@ -634,7 +634,13 @@ impl Embedded {
         config.auth = true;
         config.validate().map_err(ServerError::Config)?;
         let (stop, stopping) = watch::channel(false);
-        let (service, [token, _]) = build(parts, config, stopping.clone())?;
+        // Reading every job, clearing the uploads folder and the token file
+        // are blocking work: not on the runtime's threads, which the app's
+        // other commands and this service's tasks share.
+        let for_build = stopping.clone();
+        let (service, [token, _]) = tokio::task::spawn_blocking(move || build(parts, config, for_build))
+            .await
+            .map_err(|e| ServerError::Io { what: "starting the service".into(), source: std::io::Error::other(e) })??;
         let listener = tokio::net::TcpListener::bind(service.config.listen)
             .await
             .map_err(|source| ServerError::Bind { addr: service.config.listen, source })?;

@@ -346,6 +346,9 @@ mod codecs {
         for (name, rate, codec) in [
             ("click.webm", 48_000u64, "libopus"),
             ("click.opus", 48_000, "libopus"),
+            // (Opus in MP4: Chrome's MediaRecorder, `ffmpeg -c:a libopus
+            // x.mp4`.)
+            ("click.mp4", 48_000, "libopus"),
             ("click.ogg", 44_100, "libvorbis"),
             ("click.mp3", 44_100, "libmp3lame"),
             ("click.flac", 44_100, "flac"),

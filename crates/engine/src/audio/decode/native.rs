@@ -74,6 +74,23 @@ fn pre_skip_done(params: &mut AudioCodecParameters) {
     }
 }
 
+/// Opus in MP4 ("Encapsulation of Opus in ISO Base Media File Format"
+/// §4.3.2): the `dOps` box holds the fields of the `OpusHead` the decoder
+/// reads (RFC 7845 §5.1), but big-endian where `OpusHead`'s are
+/// little-endian. symphonia-format-isomp4 (0.6.1) puts "OpusHead" before the box
+/// as it is, so ffmpeg's pre-skip of 312 read as 14337: the first packet
+/// was dropped whole (648 frames early) and seeks landed 312 late. The
+/// pre-skip, input sample rate and output gain are turned to
+/// little-endian here; returns the pre-skip in frames at 48 kHz, or `None`
+/// (nothing changed) for extra data that is not such a header.
+fn opus_head_from_dops(params: &mut AudioCodecParameters) -> Option<u16> {
+    let head = params.extra_data.as_mut().filter(|h| h.len() >= 19 && h.starts_with(b"OpusHead"))?;
+    head[10..12].reverse();
+    head[12..16].reverse();
+    head[16..18].reverse();
+    Some(u16::from_le_bytes([head[10], head[11]]))
+}
+
 /// Whether an MPEG-4 AudioSpecificConfig (ISO/IEC 14496-3 §1.6.2.1) signals
 /// HE-AAC: audio object type 5 (SBR) or 29 (PS), or an AAC-LC config
 /// followed by the backward-compatible sync extension `0x2b7` with object
@@ -275,21 +292,23 @@ impl NativeStream {
                 ),
             });
         }
+        let reader = format.format_info().short_name;
+        let opus = params.codec == symphonia::core::codecs::audio::well_known::CODEC_ID_OPUS;
+        let mut params = params.clone();
+        let mp4_pre_skip = if reader == "isomp4" && opus { opus_head_from_dops(&mut params) } else { None };
         let decoder = codecs()
-            .make_audio_decoder(params, &AudioDecoderOptions::default())
+            .make_audio_decoder(&params, &AudioDecoderOptions::default())
             .map_err(|e| DecodeError::UnsupportedCodec { path: path.to_path_buf(), reason: e.to_string() })?;
         // symphonia counts frames exactly from a Xing/Info/VBRI frame, and
         // otherwise estimates them from the bit rate of the first frames
         // (symphonia-bundle-mp3 `estimate_num_mpeg_frames`; an ADTS stream
         // always, symphonia-codec-aac `approximate_frame_count`, 0.13 % long
         // at 128 kb/s; a VBR MP3 measured 5 % long).
-        let reader = format.format_info().short_name;
         let mpeg = matches!(reader, "mp1" | "mp2" | "mp3");
         let length_estimated =
             track.num_frames.is_some() && (reader == "aac" || (mpeg && !has_mpeg_length_frame(path)));
         let mp4_aac = aac && reader == "isomp4";
         let timed = reader == "ogg";
-        let opus = params.codec == symphonia::core::codecs::audio::well_known::CODEC_ID_OPUS;
         // An Ogg stream's packets are timed from its first page's
         // granule position, and its declared length is its last page's:
         // a stream cut out of a longer one with its timing kept (`ffmpeg
@@ -303,7 +322,11 @@ impl NativeStream {
         // out is at `start_ts + delay`, 0 for a stream timed from the
         // start. (`-delay` for a stream whose only page is its last.)
         let ogg_start = |ts: i64| if timed { u64::try_from(ts).unwrap_or(0) } else { 0 };
-        let seek_offset = ogg_start(track.start_ts.get() + i64::from(track.delay.unwrap_or(0)));
+        // (MP4 times Opus packets from the first, pre-skip included.)
+        let seek_offset = match mp4_pre_skip {
+            Some(pre_skip) => u64::from(pre_skip),
+            None => ogg_start(track.start_ts.get() + i64::from(track.delay.unwrap_or(0))),
+        };
         // (Opus declares its pre-skip in the length too, as a stream timed
         // from the start does.)
         let declared_start = if opus { ogg_start(track.start_ts.get()) } else { seek_offset };

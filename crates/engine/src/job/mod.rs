@@ -561,6 +561,9 @@ pub fn separate_file(sep: &Separator, req: &JobRequest, listener: &dyn Listener)
     let started = Instant::now();
     let info = &sep.info;
     req.format.validate().map_err(Error::InvalidOptions)?;
+    // Before the input is decoded (minutes for a long one), not after.
+    req.separate.validate()?;
+    separate::check_segment(info, req.separate.segment_frames)?;
     let stem_names = output_stems(info, req.two_stems.as_deref(), req.other_method)?;
     decode::check_input(&req.input)?;
     // A WAV too long for its stems is refused from the header, before hours
@@ -1049,6 +1052,39 @@ mod tests {
         let err = separate_file(&cpu, &request(&input, &failed), &Events::default()).expect_err("fails");
         assert!(err.to_string().contains("not a number"), "{err}");
         assert!(!failed.exists(), "nothing left behind");
+    }
+
+    /// Options the algorithm refuses are refused before the input is
+    /// decoded (they were found after it: minutes for a long input), and
+    /// leave no folder behind.
+    #[test]
+    fn bad_separation_options_are_refused_before_decoding() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = input(dir.path());
+        let info = whole_info();
+        let mut bad = Vec::new();
+        for (i, separate) in [
+            SeparateOptions { shifts: 21, ..Default::default() },
+            SeparateOptions { overlap: 0.995, ..Default::default() },
+            SeparateOptions { segment_frames: Some(100), ..Default::default() },
+            SeparateOptions { segment_frames: Some(info.segment_frames + 1), ..Default::default() },
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let (net, runs) = identity(None);
+            let sep = Separator::from_network(info.clone(), net, Provider::Cpu, PathBuf::new(), None);
+            let out = dir.path().join(format!("out{i}"));
+            let events = Events::default();
+            let e =
+                separate_file(&sep, &JobRequest { separate, ..request(&input, &out) }, &events).expect_err("refused");
+            assert!(matches!(e, Error::InvalidOptions(_)), "{e}");
+            let heard = events.0.lock().unwrap().clone();
+            if !heard.is_empty() || runs.load(Ordering::SeqCst) > 0 || out.exists() {
+                bad.push(format!("{separate:?}: {heard:?}"));
+            }
+        }
+        assert!(bad.is_empty(), "{bad:#?}");
     }
 
     #[test]

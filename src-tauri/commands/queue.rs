@@ -274,7 +274,7 @@ pub async fn remove_job(state: S<'_>, id: JobId, delete_files: bool, delete_expo
                     Err(e) => {
                         return Err(AppError {
                             code: ErrorCode::Output,
-                            message: format!("The song's files in {dir} could not all be deleted: {e}"),
+                            message: format!("The song's files in {dir} could not be deleted: {e}"),
                         })
                     }
                 }

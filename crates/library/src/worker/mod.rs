@@ -912,14 +912,21 @@ mod tests {
         assert_eq!(q.get(b.id).unwrap().state, JobState::Queued);
         let w = Worker::new(q.clone(), config, Arc::new(Nobody));
         assert!(!work.exists(), "the cancelled job's working folder went");
-        // Retried, claimed and crashed again without a cancel: queued.
-        w.remove(b.id).unwrap();
-        w.retry(a.id).unwrap();
-        let (again, _) = w.inner.claim().unwrap().expect("a");
-        assert_eq!(again.id, a.id);
+        // A cancel asked too late to stop a run that then ended (failed,
+        // here): its retry's claim forgets it, so a crash of the new run
+        // queues the job again.
+        let (claimed, _) = w.inner.claim().unwrap().expect("b");
+        assert_eq!(claimed.id, b.id);
+        w.cancel(b.id).unwrap();
+        let failed = JobState::Failed { code: ErrorCode::Internal, message: "failed".into() };
+        q.finish(b.id, &failed, None, &[]).unwrap();
+        w.inner.running.lock().unwrap().remove(&b.id);
+        w.retry(b.id).unwrap();
+        let (again, _) = w.inner.claim().unwrap().expect("b again");
+        assert_eq!(again.id, b.id);
         drop(w);
         assert_eq!(q.recover(&owner).unwrap(), 1);
-        assert_eq!(q.get(a.id).unwrap().state, JobState::Queued);
+        assert_eq!(q.get(b.id).unwrap().state, JobState::Queued);
     }
 
     #[test]

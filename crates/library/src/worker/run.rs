@@ -62,14 +62,9 @@ impl Inner {
         if let Some(s) = loaded() {
             return Ok(s);
         }
-        let gate = self.opening.lock().unwrap_or_else(|p| p.into_inner()).entry(key.clone()).or_default().clone();
-        let _opening = gate.lock().unwrap_or_else(|p| p.into_inner());
-        // Opened by the job that held the gate.
-        if let Some(s) = loaded() {
-            return Ok(s);
-        }
         // The fast preset's int8 model is made here the first time
-        // (minutes on a new machine).
+        // (minutes on a new machine; jobs that need it at once wait on its
+        // file lock, each able to be cancelled meanwhile).
         let cancelled = || cancel.load(Ordering::SeqCst) || self.stop.load(Ordering::SeqCst);
         stemroom_engine::model::make_if_missing(model, self.config.model_dir.as_deref(), &cancelled).map_err(|e| {
             match e {
@@ -77,6 +72,16 @@ impl Inner {
                 e => stemroom_engine::Error::from(e).into(),
             }
         })?;
+        // Held only while the model file is opened (seconds).
+        let gate = self.opening.lock().unwrap_or_else(|p| p.into_inner()).entry(key.clone()).or_default().clone();
+        let _opening = gate.lock().unwrap_or_else(|p| p.into_inner());
+        // Opened by the job that held the gate.
+        if let Some(s) = loaded() {
+            return Ok(s);
+        }
+        if cancelled() {
+            return Err(Error::Cancelled);
+        }
         let runtime =
             RuntimeOptions { library: self.config.runtime_library.clone(), device, threads: self.config.threads };
         // (A running job holds a clone of its model: the map's is the only

@@ -447,10 +447,10 @@ impl StreamDecoder {
     ///
     /// # Errors
     /// [`DecodeError::Corrupt`] when the container cannot seek (e.g. a
-    /// stream without an index or timestamps) though it declares a length
-    /// (one that declares none is read from its start up to `frame`
-    /// instead); near the start, and when it is read from the start, the
-    /// errors of [`StreamDecoder::open`].
+    /// stream without an index or timestamps, or a WAV whose header says
+    /// it holds no data: the caller may read from the start up to `frame`,
+    /// as the player does, able to give up); near the start, the errors of
+    /// [`StreamDecoder::open`].
     pub fn seek(&mut self, frame: u64) -> Result<(), DecodeError> {
         let near_start = frame < u64::from(self.sample_rate());
         if near_start && self.cheap_to_reopen && !self.retried && self.backend.kind() == "native" {
@@ -465,24 +465,7 @@ impl StreamDecoder {
             }
         }
         self.skip = 0;
-        match self.backend.seek(frame) {
-            // A stream that declares no length has no index to seek by
-            // either (symphonia's WAV reader refuses any time past a data
-            // size of 0): read from the start up to `frame` instead.
-            Err(DecodeError::Corrupt { .. })
-                if self.cheap_to_reopen
-                    && !self.retried
-                    && self.backend.kind() == "native"
-                    && self.backend.declared_frames().is_none() =>
-            {
-                let mut fresh = StreamDecoder::open(&self.path)?;
-                fresh.notes = self.take_warnings();
-                fresh.skip = frame;
-                *self = fresh;
-                Ok(())
-            }
-            sought => sought,
-        }
+        self.backend.seek(frame)
     }
 
     /// The next block of interleaved stereo frames (non-finite samples

@@ -74,6 +74,17 @@ fn pre_skip_done(params: &mut AudioCodecParameters) {
     }
 }
 
+/// What an Ogg link's declared length (its last page's granule position,
+/// symphonia-format-ogg `logical.rs`) counts before the first frame handed
+/// out, from its first page's time `start_ts` and `delay` (see
+/// `NativeStream::open`): the start and the frames decoded but not given,
+/// except for Opus, whose length counts its pre-skip as a stream timed
+/// from 0 does.
+fn ogg_declared_start(start_ts: i64, delay: Option<u32>, opus: bool) -> u64 {
+    let start = if opus { start_ts } else { start_ts.saturating_add(i64::from(delay.unwrap_or(0))) };
+    u64::try_from(start).unwrap_or(0)
+}
+
 /// Opus in MP4 ("Encapsulation of Opus in ISO Base Media File Format"
 /// §4.3.2): the `dOps` box holds the fields of the `OpusHead` the decoder
 /// reads (RFC 7845 §5.1), but big-endian where `OpusHead`'s are
@@ -84,7 +95,9 @@ fn pre_skip_done(params: &mut AudioCodecParameters) {
 /// little-endian here; returns the pre-skip in frames at 48 kHz, or `None`
 /// (nothing changed) for extra data that is not such a header.
 fn opus_head_from_dops(params: &mut AudioCodecParameters) -> Option<u16> {
-    let head = params.extra_data.as_mut().filter(|h| h.len() >= 19 && h.starts_with(b"OpusHead"))?;
+    // (dOps' version is 0, an OpusHead's 1: one converted already is left.)
+    let head = params.extra_data.as_mut().filter(|h| h.len() >= 19 && h.starts_with(b"OpusHead") && h[8] == 0)?;
+    head[8] = 1;
     head[10..12].reverse();
     head[12..16].reverse();
     head[16..18].reverse();
@@ -327,9 +340,7 @@ impl NativeStream {
             Some(pre_skip) => u64::from(pre_skip),
             None => ogg_start(track.start_ts.get() + i64::from(track.delay.unwrap_or(0))),
         };
-        // (Opus declares its pre-skip in the length too, as a stream timed
-        // from the start does.)
-        let declared_start = if opus { ogg_start(track.start_ts.get()) } else { seek_offset };
+        let declared_start = if timed { ogg_declared_start(track.start_ts.get(), track.delay, opus) } else { 0 };
         let codec_params = params.clone();
         Ok(NativeStream {
             path: path.to_path_buf(),
@@ -779,8 +790,10 @@ impl NativeStream {
             .make_audio_decoder(params, &AudioDecoderOptions::default())
             .map_err(|e| DecodeError::UnsupportedCodec { path: self.path.clone(), reason: e.to_string() })?;
         // (Timed from the link's first page, as in `open`.)
-        let start = u64::try_from(track.start_ts.get()).unwrap_or(0);
-        let (id, time_base, frames) = (track.id, track.time_base, track.num_frames.map(|n| n.saturating_sub(start)));
+        let opus = params.codec == symphonia::core::codecs::audio::well_known::CODEC_ID_OPUS;
+        let start = ogg_declared_start(track.start_ts.get(), track.delay, opus);
+        let frames = track.num_frames.map(|n| n.saturating_sub(start)).filter(|&n| n > 0);
+        let (id, time_base) = (track.id, track.time_base);
         self.params = params.clone();
         self.decoded_one = false;
         self.next_start = None;

@@ -167,10 +167,8 @@ pub async fn read(service: &Service, req: Request, file_required: bool) -> Resul
             Ok(r) => r,
             Err(e) => return refuse(req, e).await,
         };
-        let tally = Arc::new(Tally::new());
-        let idle = service.config.idle_timeout;
-        let req =
-            req.map(|body| bounded_multipart(body, tally.clone(), limit.saturating_add(MULTIPART_OVERHEAD), idle));
+        let tally = Arc::new(Tally::new(service.config.idle_timeout));
+        let req = req.map(|body| bounded_multipart(body, tally.clone(), limit.saturating_add(MULTIPART_OVERHEAD)));
         let mut multipart = Multipart::from_request(req, &())
             .await
             .map_err(|e| ApiError::bad_request(format!("not a multipart body: {e}")))?;
@@ -180,7 +178,7 @@ pub async fn read(service: &Service, req: Request, file_required: bool) -> Resul
                 // A stalled body is answered at once: draining it would
                 // wait out the idle timeout again.
                 if e.status != StatusCode::REQUEST_TIMEOUT {
-                    drain_multipart(&mut multipart, &tally, service.config.idle_timeout).await;
+                    drain_multipart(&mut multipart, &tally).await;
                 }
                 if tally.overflowed.load(Ordering::Relaxed) {
                     return Err(ApiError::bad_request(format!(
@@ -295,26 +293,30 @@ struct Tally {
     /// The reader held more than [`MULTIPART_BUFFERED`]: the body was cut.
     overflowed: AtomicBool,
     started: tokio::time::Instant,
+    /// The longest pause in the body (the server's idle timeout).
+    idle: Duration,
 }
 
 impl Tally {
-    fn new() -> Self {
+    fn new(idle: Duration) -> Self {
         Self {
             taken: AtomicU64::default(),
             delivered: AtomicU64::default(),
             overflowed: AtomicBool::default(),
             started: tokio::time::Instant::now(),
+            idle,
         }
     }
 
-    /// `read` (the body's next piece or part), within `idle` and within the
-    /// time the bytes taken so far allow at [`MIN_UPLOAD_RATE`] after the
-    /// first `idle`.
+    /// `read` (the body's next piece or part), within the idle timeout
+    /// (`idle`) and within the time the bytes taken so far allow at
+    /// [`MIN_UPLOAD_RATE`] after the first idle timeout.
     ///
     /// # Errors
     /// 408 when nothing came within `idle` ("stalled") or the body fell
     /// behind the pace ("too slow").
-    async fn paced<T>(&self, idle: Duration, read: impl std::future::Future<Output = T>) -> Result<T, ApiError> {
+    async fn paced<T>(&self, read: impl std::future::Future<Output = T>) -> Result<T, ApiError> {
+        let idle = self.idle;
         let taken = self.taken.load(Ordering::Relaxed);
         let allowed = idle.saturating_add(Duration::from_secs_f64(taken as f64 / MIN_UPLOAD_RATE as f64));
         let left = allowed.saturating_sub(self.started.elapsed());
@@ -341,7 +343,7 @@ impl Tally {
 /// holds more than [`MULTIPART_BUFFERED`] bytes it has not handed out. The
 /// rest of the body (up to `limit` bytes) is read and thrown away first,
 /// so the client gets the 400 instead of a reset connection.
-fn bounded_multipart(body: axum::body::Body, tally: Arc<Tally>, limit: u64, idle: Duration) -> axum::body::Body {
+fn bounded_multipart(body: axum::body::Body, tally: Arc<Tally>, limit: u64) -> axum::body::Body {
     use futures_util::StreamExt;
     let inner = body.into_data_stream();
     let stream = futures_util::stream::unfold((inner, tally, false), move |(mut inner, tally, ended)| async move {
@@ -358,7 +360,7 @@ fn bounded_multipart(body: axum::body::Body, tally: Arc<Tally>, limit: u64, idle
                 }
                 tally.overflowed.store(true, Ordering::Relaxed);
                 let mut rest = taken;
-                while let Ok(Some(Ok(c))) = tokio::time::timeout(idle, inner.next()).await {
+                while let Ok(Some(Ok(c))) = tokio::time::timeout(tally.idle, inner.next()).await {
                     rest += c.len() as u64;
                     if rest > limit {
                         break;
@@ -567,20 +569,20 @@ fn take_text(job: &mut NewJob, name: &str, value: String) -> Result<(), ApiError
 /// Every field is read through, chunk by chunk: a field the parser skipped
 /// unseen would count as held (see [`MULTIPART_BUFFERED`]), and its whole
 /// rest would have to come within one idle timeout.
-async fn drain_multipart(multipart: &mut Multipart, tally: &Tally, idle: Duration) {
-    while let Ok(Ok(Some(mut field))) = tally.paced(idle, multipart.next_field()).await {
-        if !drain_field(&mut field, tally, idle).await {
+async fn drain_multipart(multipart: &mut Multipart, tally: &Tally) {
+    while let Ok(Ok(Some(mut field))) = tally.paced(multipart.next_field()).await {
+        if !drain_field(&mut field, tally).await {
             return;
         }
     }
 }
 
-/// Read and discard the rest of `field`, each chunk within `idle` and the
+/// Read and discard the rest of `field`, each chunk within the idle timeout and the
 /// body's pace ([`Tally::paced`]); false when the body broke off, stalled
 /// or fell behind (nothing more to read).
-async fn drain_field(field: &mut axum::extract::multipart::Field<'_>, tally: &Tally, idle: Duration) -> bool {
+async fn drain_field(field: &mut axum::extract::multipart::Field<'_>, tally: &Tally) -> bool {
     loop {
-        match tally.paced(idle, field.chunk()).await {
+        match tally.paced(field.chunk()).await {
             Ok(Ok(Some(chunk))) => tally.delivered(chunk.len()),
             Ok(Ok(None)) => return true,
             _ => return false,
@@ -633,12 +635,11 @@ async fn read_multipart(
     let mut job = NewJob::empty();
     let mut count = 0;
     let mut ignored_bytes: u64 = 0;
-    let idle = service.config.idle_timeout;
     // The next piece of a part, or its end, within the idle timeout and
     // the body's pace.
     let next_chunk =
-        async |field: &mut axum::extract::multipart::Field<'_>| tally.paced(idle, field.chunk()).await?.map_err(bad);
-    while let Some(mut field) = tally.paced(idle, multipart.next_field()).await?.map_err(bad)? {
+        async |field: &mut axum::extract::multipart::Field<'_>| tally.paced(field.chunk()).await?.map_err(bad);
+    while let Some(mut field) = tally.paced(multipart.next_field()).await?.map_err(bad)? {
         let taken: Result<(), ApiError> = async {
             count += 1;
             if count > MAX_FIELDS {
@@ -768,7 +769,7 @@ async fn read_multipart(
             // parser never skips it unseen (see [`drain_multipart`]); not
             // after the body stalled (another idle wait, for nothing).
             if e.status != StatusCode::REQUEST_TIMEOUT {
-                drain_field(&mut field, tally, idle).await;
+                drain_field(&mut field, tally).await;
             }
             return Err(e);
         }

@@ -281,9 +281,7 @@ impl Queue {
         conn.commit()?;
         Ok(n)
     }
-}
 
-impl Queue {
     /// Record that a cancel of running job `id` was asked, so that a
     /// process that dies before the run stops (a crash, `kill -9`, the
     /// system running out of memory: often why it was cancelled) leaves

@@ -74,11 +74,12 @@ fn pre_skip_done(params: &mut AudioCodecParameters) {
     }
 }
 
-/// What an Ogg link's declared length (its last page's granule position,
-/// symphonia-format-ogg `logical.rs`) counts before the first frame handed
-/// out, from its first page's time `start_ts` and `delay` (see
-/// `NativeStream::open`): the start and the frames decoded but not given,
-/// except for Opus, whose length counts its pre-skip as a stream timed
+/// Where an Ogg link's first frame handed out is in its packets' time, from
+/// its first page's time `start_ts` and `delay` (see `NativeStream::open`):
+/// the start and the frames decoded but not given (`opus` false; a seek's
+/// offset). With `opus`, what its declared length (its last page's granule
+/// position, symphonia-format-ogg `logical.rs`) counts before that frame:
+/// the start only, as the length counts the pre-skip as a stream timed
 /// from 0 does.
 fn ogg_declared_start(start_ts: i64, delay: Option<u32>, opus: bool) -> u64 {
     let start = if opus { start_ts } else { start_ts.saturating_add(i64::from(delay.unwrap_or(0))) };
@@ -334,11 +335,11 @@ impl NativeStream {
         // first Vorbis block's half) as `delay`: the first frame handed
         // out is at `start_ts + delay`, 0 for a stream timed from the
         // start. (`-delay` for a stream whose only page is its last.)
-        let ogg_start = |ts: i64| if timed { u64::try_from(ts).unwrap_or(0) } else { 0 };
         // (MP4 times Opus packets from the first, pre-skip included.)
         let seek_offset = match mp4_pre_skip {
             Some(pre_skip) => u64::from(pre_skip),
-            None => ogg_start(track.start_ts.get() + i64::from(track.delay.unwrap_or(0))),
+            None if timed => ogg_declared_start(track.start_ts.get(), track.delay, false),
+            None => 0,
         };
         let declared_start = if timed { ogg_declared_start(track.start_ts.get(), track.delay, opus) } else { 0 };
         let codec_params = params.clone();

@@ -1,6 +1,7 @@
 //! The bearer tokens, made on first start and kept in the data folder
 //! (mode 0600): the clients' token (`server-token`), required on every
-//! request but `GET /health` and the worker routes, and with `--broker` the
+//! request but `GET /health`, `/openapi.json`, `/docs` and the worker
+//! routes, and with `--broker` the
 //! workers' own (`worker-token`), the only one the `/worker/…` routes take.
 //! So a client cannot claim jobs, read their inputs or post stems, and a
 //! worker machine cannot list, download or delete anybody's songs.
@@ -151,10 +152,11 @@ fn presented(req: &Request) -> Option<String> {
 pub const API_KEY_HEADER: &str = "x-api-key";
 
 /// Routes open without the token: the health check, and the API's own
-/// description (as FastAPI serves it: what a client generator or a person
-/// reading the API fetches first; it holds no job or file).
+/// description and its page (as FastAPI serves them: what a client
+/// generator or a person reading the API fetches first; they hold no job
+/// or file).
 fn open_route(path: &str) -> bool {
-    matches!(path, "/health" | "/openapi.json")
+    matches!(path, "/health" | "/openapi.json" | "/docs")
 }
 
 /// Middleware: every request but `GET /health` needs the token (when the

@@ -49,7 +49,8 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/api/jobs/{id}", get(job_status).layer(timeout))
         .route("/jobs", get(list_jobs).layer(timeout))
         .route("/jobs/{id}", get(job_status).layer(timeout).delete(delete_job))
-        .route("/openapi.json", get(openapi_json).layer(timeout));
+        .route("/openapi.json", get(openapi_json).layer(timeout))
+        .route("/docs", get(docs).layer(timeout));
     let body_limit = usize::try_from(service.config.max_upload_bytes.saturating_add(crate::form::MULTIPART_OVERHEAD))
         .unwrap_or(usize::MAX);
     let uploads = Router::new()
@@ -1031,6 +1032,24 @@ pub async fn events(
     // responses unless told not to (its documented `X-Accel-Buffering`).
     let sse = Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)));
     Ok(([("x-accel-buffering", "no")], sse).into_response())
+}
+
+/// The API's page for people, as FastAPI serves it at `/docs`: Swagger UI
+/// (swagger-ui-dist 5.36.0 from jsDelivr, pinned by its files' sha384)
+/// reading `/openapi.json`, where "Authorize" takes the token for the page's
+/// own requests; offline, a plain list of the operations. Open without the
+/// token, as `/openapi.json` is (it holds no job or file). Not in the
+/// OpenAPI document (nor is FastAPI's).
+pub async fn docs() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        include_str!("../assets/docs.html"),
+    )
+        .into_response()
 }
 
 /// The OpenAPI 3.1 document of this server.

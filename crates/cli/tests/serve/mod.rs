@@ -250,6 +250,13 @@ fn every_endpoint_end_to_end_with_the_real_model() {
     };
     assert_eq!((basic(&server.token), basic("nope"), basic("")), (200, 401, 401));
     assert_eq!(server.curl_raw(&["/openapi.json".into()]).0, 200, "no token needed");
+    // The page for people (FastAPI's `/docs`): Swagger UI, pinned by hash,
+    // reading the document beside it.
+    let (code, page) = server.curl_raw(&["/docs".into()]);
+    assert_eq!(code, 200, "no token needed: {page}");
+    for part in ["swagger-ui-dist@5.36.0/swagger-ui-bundle.js", "integrity=\"sha384-", "url: spec"] {
+        assert!(page.contains(part), "/docs lacks {part}");
+    }
     assert_eq!(server.json(&["/"])["status"], "ok");
     let st = server.json(&["/status"]);
     assert_eq!(st["models_ready"], true, "{st}");

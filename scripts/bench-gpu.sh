@@ -28,7 +28,10 @@ X="${X:-$ROOT/target/release/stemroom}"
 A="${A:-}"
 DEVICE="${DEVICE:-cuda}"
 MIX="${MIX:-${STEMROOM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/stemroom}/testdata/mixture.wav}"
-WORK="${WORK:-$(mktemp -d)}"
+# (A folder made here has its songs and stems, about 1 GB, removed at the
+# end; the logs stay in the tarball. One given is left as it is.)
+made_work=
+[ -n "${WORK:-}" ] || { WORK=$(mktemp -d); made_work=1; }
 OUT="${OUT:-$WORK}"
 mkdir -p "$WORK" "$OUT"
 [ -x "$X" ] || { echo "bench-gpu: no stemroom binary at $X" >&2; exit 3; }
@@ -190,4 +193,5 @@ PY
 status=${PIPESTATUS[0]}
 set -e
 tar czf "$OUT/bench-gpu-logs.tgz" -C "$WORK" --exclude='*.wav' --exclude='*.mp3' . 2>/dev/null || true
+[ -z "$made_work" ] || find "$WORK" -type f \( -name '*.wav' -o -name '*.mp3' \) -delete
 exit "$status"

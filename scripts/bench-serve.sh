@@ -24,20 +24,32 @@ ffmpeg -loglevel error -y -stream_loop 9 -i "$TESTDATA_DIR/mixture.wav" -c:a pcm
 server_pid=$!
 for _ in $(seq 100); do grep -q "listening on" "$work/server.out" 2>/dev/null && break; sleep 0.1; done
 addr=$(sed -n 's/^Stemroom server listening on http:\/\///p' "$work/server.out")
+[ -n "$addr" ] || { cat "$work/server.err" >&2; echo "the server did not start" >&2; exit 1; }
 token=$(cat "$work/data/server-token")
 auth="Authorization: Bearer $token"
-[ -n "$addr" ] || { cat "$work/server.err" >&2; echo "the server did not start" >&2; exit 1; }
 
-wait_done() {  # $1 job id
-    until curl -fsS -H "$auth" "http://$addr/status/$1" | grep -q '"status":"\(completed\|failed\|cancelled\)"'; do sleep 0.5; done
+# Job $1's status line, once it says $2 (a grep pattern) or has ended;
+# gives up (with the server's log) when the server is gone or after 30
+# minutes, instead of polling for ever.
+wait_for() {  # $1 job id, $2 pattern
+    local deadline=$((SECONDS + 1800)) st
+    while :; do
+        kill -0 "$server_pid" 2>/dev/null || { cat "$work/server.err" >&2; echo "the server stopped" >&2; exit 1; }
+        st=$(curl -fsS -H "$auth" "http://$addr/status/$1" || true)
+        grep -q "$2" <<<"$st" && return 0
+        grep -q '"status":"\(completed\|failed\|cancelled\)"' <<<"$st" && { echo "job $1 ended first: $st" >&2; exit 1; }
+        [ "$SECONDS" -lt "$deadline" ] || { echo "job $1: no \"$2\" in 30 minutes: $st" >&2; exit 1; }
+        sleep 0.2
+    done
 }
+wait_done() { wait_for "$1" '"status":"completed"'; }
 
 log "GET /status/{id} requests/s"
 job=$(curl -fsS -H "$auth" -F "file=@$TESTDATA_DIR/mixture.wav" -F shifts=0 "http://$addr/upload" | jq -r .job_id)
 wait_done "$job"
 idle=$("$RELEASE_DIR/examples/bench_requests" "$addr" "$token" "/status/$job" 5 32)
 busy_job=$(curl -fsS -H "$auth" -F "file=@$mix60" -F shifts=0 "http://$addr/upload" | jq -r .job_id)
-until curl -fsS -H "$auth" "http://$addr/status/$busy_job" | grep -q '"stage":"separating"'; do sleep 0.2; done
+wait_for "$busy_job" '"stage":"separating"'
 busy=$("$RELEASE_DIR/examples/bench_requests" "$addr" "$token" "/status/$busy_job" 5 32)
 wait_done "$busy_job"
 

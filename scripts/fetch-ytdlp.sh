@@ -11,7 +11,11 @@ req="$REPO_ROOT/scripts/ytdlp-requirements.txt"
 venv="$STEMROOM_CACHE/tools/yt-dlp"
 want=$(sha256sum "$req" | cut -d' ' -f1)
 stamp="$venv/.stemroom-requirements.sha256"
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || [ ! -x "$venv/bin/yt-dlp" ] || [ ! -x "$venv/bin/deno" ]; then
+# (Run, not only found: the environment's python is a link to the
+# interpreter that made it, and one removed or upgraded since, by pyenv or
+# a Debian release, leaves a yt-dlp that is there and does not start.)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! "$venv/bin/yt-dlp" --version >/dev/null 2>&1 \
+    || ! "$venv/bin/deno" --version >/dev/null 2>&1; then
     log "installing yt-dlp with yt-dlp-ejs and deno (pinned, hash-checked)"
     rm -rf "$venv"
     python3 -m venv "$venv"

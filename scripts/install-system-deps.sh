@@ -6,6 +6,32 @@
 # do not read: the codec tests run with and without it), curl and jq (the
 # README's `stemroom serve` lines run as tests).
 source "$(dirname "$0")/common.sh"
+# Rust first: a machine without a recent one learns it now, not after
+# the Debian packages and Node.js are installed.
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "Rust (cargo) is required: https://rustup.rs" >&2
+    exit 1
+fi
+# 1.92: the pinned ort 2.0.0-rc.15 and ort-sys declare it (tauri 2.12 and
+# the tests' tauri-driver 2.1.0 need 1.90; Debian's own cargo is older:
+# 1.63 on 12, 1.85 on 13).
+rust_minor=$(cargo --version 2>/dev/null | sed -n 's/^cargo 1\.\([0-9]*\)\..*/\1/p')
+if [ -z "$rust_minor" ] || [ "$rust_minor" -lt 92 ]; then
+    echo "Rust 1.92 or newer is required ($(cargo --version 2>&1 | head -n 1)): install it with https://rustup.rs" >&2
+    exit 1
+fi
+# clippy (the tests' last step; a `--profile minimal` rustup has none):
+# added through rustup where it is there, else said now.
+if ! cargo clippy --version >/dev/null 2>&1; then
+    if command -v rustup >/dev/null 2>&1; then
+        log "adding clippy to the Rust toolchain"
+        rustup component add clippy
+    else
+        echo "cargo clippy is required (the tests run it): add it to this Rust installation" >&2
+        exit 1
+    fi
+fi
+
 need=()
 for cmd_pkg in gcc:build-essential g++:build-essential make:build-essential cmake:cmake pkg-config:pkg-config unzip:unzip curl:curl jq:jq ffmpeg:ffmpeg python3:python3 node:nodejs npm:npm; do
     cmd=${cmd_pkg%%:*}; pkg=${cmd_pkg#*:}
@@ -21,7 +47,7 @@ if command -v dpkg-query >/dev/null 2>&1 && ! dpkg-query -W -f='${Status}' pytho
     need+=(python3-venv)
 fi
 # Tauri 2 on Linux (WebKitGTK), ALSA for cpal, and the GUI/audio test tools:
-# Xvfb, WebKitWebDriver, ImageMagick (screenshots), xdotool (a real pointer
+# Xvfb, WebKitWebDriver, xdotool (a real pointer
 # drag for the drag-out test), a PulseAudio null sink,
 # redis-server (the broker tests start their own on a loopback port),
 # libclang for bindgen (the signalsmith-stretch crate binds its C++ library),
@@ -35,7 +61,7 @@ installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install o
 # (xauth: xvfb-run needs it, and xvfb only recommends it; pulseaudio-utils:
 # the end-to-end test lists the app's audio streams with pactl.)
 for pkg in libwebkit2gtk-4.1-dev libgtk-3-dev librsvg2-dev libayatana-appindicator3-dev \
-           libssl-dev libxdo-dev libasound2-dev xvfb xauth webkit2gtk-driver imagemagick xdotool \
+           libssl-dev libxdo-dev libasound2-dev xvfb xauth webkit2gtk-driver xdotool \
            pulseaudio pulseaudio-utils libasound2-plugins redis-server libclang-dev dbus-daemon ca-certificates procps; do
     installed "$pkg" && continue
     if [ "$pkg" = pulseaudio ] && installed pipewire-pulse; then
@@ -58,6 +84,14 @@ if [ ${#need[@]} -gt 0 ]; then
     # --no-remove: never take anything away to make room (apt stops and
     # says why instead).
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends --no-remove "${need[@]}"
+    # Debian's redis-server starts a system Redis on port 6379 and enables
+    # it at boot; the tests only need the program (they start their own on
+    # a free loopback port). Installed here, its service is stopped and
+    # disabled again (one installed before is left as it was).
+    if printf '%s\n' "${need[@]}" | grep -qx redis-server && [ -d /run/systemd/system ]; then
+        as_root systemctl disable --now redis-server >/dev/null 2>&1 \
+            || log "could not stop the redis-server service apt started (the tests do not use it)"
+    fi
 fi
 # A Node.js the locked UI tools support (see common.sh), else the pinned one:
 # webdriverio 9.33 (the end-to-end tests) declares 20.20.2+, 22.23.4+,
@@ -93,27 +127,4 @@ if ! node_ok; then
     mv "$NODE_DIR.part" "$NODE_DIR"
     hash -r
     node_ok || { echo "Node.js $NODE_VERSION in $NODE_DIR does not run here" >&2; exit 1; }
-fi
-if ! command -v cargo >/dev/null 2>&1; then
-    echo "Rust (cargo) is required: https://rustup.rs" >&2
-    exit 1
-fi
-# 1.92: the pinned ort 2.0.0-rc.15 and ort-sys declare it (tauri 2.12 and
-# the tests' tauri-driver 2.1.0 need 1.90; Debian's own cargo is older:
-# 1.63 on 12, 1.85 on 13).
-rust_minor=$(cargo --version | sed -n 's/^cargo 1\.\([0-9]*\)\..*/\1/p')
-if [ -z "$rust_minor" ] || [ "$rust_minor" -lt 92 ]; then
-    echo "Rust 1.92 or newer is required ($(cargo --version)): install it with https://rustup.rs" >&2
-    exit 1
-fi
-# clippy (the tests' last step; a `--profile minimal` rustup has none):
-# added through rustup where it is there, else said now.
-if ! cargo clippy --version >/dev/null 2>&1; then
-    if command -v rustup >/dev/null 2>&1; then
-        log "adding clippy to the Rust toolchain"
-        rustup component add clippy
-    else
-        echo "cargo clippy is required (the tests run it): add it to this Rust installation" >&2
-        exit 1
-    fi
 fi

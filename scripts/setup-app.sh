@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What the desktop app and its tests need beyond setup.sh (idempotent): the
-# npm packages (UI, Vite, Vitest, Tauri CLI, WebdriverIO) and tauri-driver,
-# installed into the cache so repeated runs skip it.
+# npm packages (UI, Vite, Vitest, Tauri CLI, WebdriverIO) into the clone's
+# node_modules (skipped while the lock file is the one they were installed
+# from), and tauri-driver into the cache.
 source "$(dirname "$0")/common.sh"
 cd "$REPO_ROOT"
 stamp=node_modules/.stemroom-lock.sha256

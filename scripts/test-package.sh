@@ -31,8 +31,11 @@ for f in usr/bin/stemroom-app usr/bin/stemroom usr/lib/stemroom/libonnxruntime.s
     grep -qE " (\./)?$f\$" <<<"$contents" || { log "the package lacks /$f"; echo "$contents" >&2; exit 1; }
 done
 depends=$(dpkg-deb -f "$deb" Depends)
+# Whole names (a version or alternative aside): `python3` is not found in
+# `python3-venv`, nor `libasound2` in `libasound2t64`.
+depends_names=$(tr ',|' '\n\n' <<<"$depends" | sed 's/ *(.*//; s/^ *//; s/ *$//')
 for d in libwebkit2gtk-4.1-0 libasound2 python3 python3-venv; do
-    grep -q "$d" <<<"$depends" || { log "Depends lacks $d: $depends"; exit 1; }
+    grep -qxF "$d" <<<"$depends_names" || { log "Depends lacks $d: $depends"; exit 1; }
 done
 tmp=$(mktemp -d)
 installed_here=""
@@ -57,7 +60,8 @@ log "installing it with apt"
 # take away when it fails.)
 dpkg -s stemroom >/dev/null 2>&1 || installed_here=1
 as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --reinstall --no-remove "$deb" >/dev/null
-command -v stemroom >/dev/null && [ "$(command -v stemroom)" = /usr/bin/stemroom ] || { log "stemroom is not on PATH"; exit 1; }
+# (Its own path: a developer's `cargo install` may come first on PATH.)
+[ -x /usr/bin/stemroom ] && [ -x /usr/bin/stemroom-app ] || { log "the package did not install /usr/bin/stemroom and /usr/bin/stemroom-app"; exit 1; }
 
 # A musician's account: an empty home, no STEMROOM_* settings.
 home="$tmp/home"; mkdir -p "$home"

@@ -93,7 +93,9 @@ export function App() {
         batch.answered = true;
       }
       if (result.added.length > 0) await queue.refresh();
-      return result.added.length > 0;
+      // A playlist is handed on to its dialog: its link is done with too
+      // (left in the field, an Enter looked the playlist up again).
+      return result.added.length > 0 || result.playlists.length > 0;
     } catch (e) {
       setAddError(errorText(e));
       batch.answered = true;

@@ -53,6 +53,10 @@ describe("small helpers", () => {
   it("formats sizes and output formats", () => {
     expect(formatBytes(174_263_526)).toBe("174 MB");
     expect(formatBytes(2_500_000_000)).toBe("2.5 GB");
+    // Rounded up into the next unit: said in it.
+    expect(formatBytes(999_600_000)).toBe("1.0 GB");
+    expect(formatBytes(999_600)).toBe("1 MB");
+    expect(formatBytes(999_400)).toBe("999 kB");
     expect(formatBytes(0)).toBe("0 kB");
     expect(formatBytes(12)).toBe("1 kB");
     expect(formatLabel({ kind: "wav", depth: "float32" })).toBe("WAV 32-bit float");

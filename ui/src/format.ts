@@ -38,8 +38,10 @@ export function formatSpeed(bytesPerSecond: number): string {
 
 /** "166 MB" */
 export function formatBytes(bytes: number): string {
-  if (bytes >= 1e9) return `${(bytes / 1e9).toFixed(1)} GB`;
-  if (bytes >= 1e6) return `${Math.round(bytes / 1e6)} MB`;
+  // Each unit from where its rounded figure starts: 999.6 MB is "1.0 GB",
+  // not "1000 MB", and 999.6 kB "1 MB".
+  if (bytes >= 999.5e6) return `${(bytes / 1e9).toFixed(1)} GB`;
+  if (bytes >= 999.5e3) return `${Math.round(bytes / 1e6)} MB`;
   // Nothing is 0 kB (a stalled download's speed), a few bytes 1 kB.
   if (!(bytes > 0)) return "0 kB";
   return `${Math.max(1, Math.round(bytes / 1e3))} kB`;

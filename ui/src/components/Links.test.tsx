@@ -29,6 +29,8 @@ describe("Links", () => {
     await user.click(screen.getByRole("button", { name: "Add" }));
     const dialog = await screen.findByRole("dialog");
     expect(within(dialog).getByText(/3 entries/)).toBeInTheDocument();
+    // Its link went to the dialog: the field is free for the next one.
+    expect(screen.getByRole("textbox", { name: "Link" })).toHaveValue("");
     await user.click(within(dialog).getByRole("checkbox", { name: /Song Two/ }));
     await user.click(within(dialog).getByRole("button", { name: "Add 2 songs" }));
     expect(addLinks).toHaveBeenCalledWith(

@@ -14,7 +14,7 @@ const missing = mockModel({
 
 const welcome = () => screen.queryByRole("region", { name: "Welcome to Stemroom" });
 const banner = () => screen.queryByRole("region", { name: "Finish setting up Stemroom" });
-const start = () => screen.getByRole("button", { name: /Start separating|Install the model to start/ });
+const start = () => screen.getByRole("button", { name: /Start separating|Install .* to start/ });
 
 describe("First start", () => {
   it("says an ONNX Runtime that failed to load, and that songs wait for a restart", async () => {
@@ -160,8 +160,19 @@ describe("First start", () => {
 
     const runtime = screen.getByTestId("welcome-runtime");
     expect(runtime).not.toHaveTextContent("setup.sh");
+    // The start button names what is missing: both, then the model alone.
+    expect(start()).toHaveTextContent("Install the model and ONNX Runtime to start");
     await user.click(within(runtime).getByRole("button", { name: "Download ONNX Runtime (24 MB)" }));
     await waitFor(() => expect(screen.queryByTestId("welcome-runtime")).not.toBeInTheDocument());
+    expect(start()).toHaveTextContent("Install the model to start");
+    expect(start()).toBeDisabled();
+  });
+
+  it("names ONNX Runtime, not the model, when the runtime alone is missing", async () => {
+    renderApp({ runtimeFound: false });
+    await screen.findByTestId("welcome-runtime");
+    expect(start()).toHaveTextContent("Install ONNX Runtime to start");
+    expect(start()).toBeDisabled();
   });
 });
 

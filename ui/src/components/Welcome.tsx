@@ -86,7 +86,13 @@ export function Welcome({ info, downloads, onChanged, onStart }: Props) {
         </li>
       </ol>
       <button type="button" className="button button--primary welcome__start" disabled={!ready} onClick={onStart}>
-        {ready ? "Start separating" : "Install the model to start"}
+        {ready
+          ? "Start separating"
+          : model?.installed
+            ? "Install ONNX Runtime to start"
+            : info.runtime.found
+              ? "Install the model to start"
+              : "Install the model and ONNX Runtime to start"}
       </button>
     </section>
   );

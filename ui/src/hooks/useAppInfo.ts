@@ -40,8 +40,12 @@ export function useAppInfo(): AppInfoState {
   // after it (app_info runs `yt-dlp --version`, seconds) is older news (a
   // model shown missing again after its install).
   const latest = useRef(0);
+  // Refreshes not answered yet: a removal that overtakes one makes its
+  // answer old news, and asks again for the rest of it.
+  const pending = useRef(0);
   const refresh = useCallback(async () => {
     const mine = ++latest.current;
+    pending.current += 1;
     try {
       const answer = await backend.appInfo();
       if (mine !== latest.current) return;
@@ -49,6 +53,8 @@ export function useAppInfo(): AppInfoState {
       setError(null);
     } catch (e) {
       if (mine === latest.current) setError(errorText(e));
+    } finally {
+      pending.current -= 1;
     }
   }, [backend]);
 
@@ -103,11 +109,14 @@ export function useAppInfo(): AppInfoState {
   const remove = useCallback(
     (id: string) => {
       setErrors(({ [id]: _, ...rest }) => rest);
+      // A refresh under way (after an install: yt-dlp, ONNX Runtime) is
+      // passed over by this one, and its news with it: asked again below.
+      const overtook = pending.current > 0;
       const mine = ++latest.current;
       backend.removeModel(id).then(
         (models: ModelStatus[]) => {
           if (mine === latest.current) setInfo((current) => (current ? { ...current, models } : current));
-          else void refresh();
+          if (mine !== latest.current || overtook) void refresh();
         },
         (e: unknown) => {
           setErrors((current) => ({ ...current, [id]: errorText(e, "model") }));

@@ -347,7 +347,7 @@ impl Outputs {
             let untouched =
                 sixteen(req.stems_format) && out_rate == rate && !matches!(req.what, ExportWhat::Mix { .. });
             if sixteen(Some(req.format)) && !untouched {
-                writer = Box::new(encode::Dithered::new(writer, 16));
+                writer = Box::new(encode::Dithered::new(writer, 16, i as u64));
             }
             out.writers.push(ThreadedWriter::spawn(writer, &format!("stemroom-export-{n}"))?);
             out.resamplers.push(StreamResampler::new(rate, out_rate, 2).map_err(Error::Resample)?);

@@ -122,6 +122,10 @@ pub enum PlayerError {
     NoDevice,
     #[error("the audio output device cannot be used: {0}")]
     Device(String),
+    /// [`Player::complete_stream`] on files that are not the stream's
+    /// stems (another number of them).
+    #[error("the finished song has {finished} stems, the stream it replaces {stream}")]
+    StemCount { finished: usize, stream: usize },
     #[error(transparent)]
     Decode(#[from] DecodeError),
 }
@@ -132,9 +136,10 @@ impl PlayerError {
         match self {
             PlayerError::NoDevice | PlayerError::Device(_) => ErrorCode::AudioDevice,
             PlayerError::Decode(_) => ErrorCode::BadInput,
-            PlayerError::NoStems | PlayerError::TooManyStems(_) | PlayerError::MixedRates(..) => {
-                ErrorCode::InvalidOptions
-            }
+            PlayerError::NoStems
+            | PlayerError::TooManyStems(_)
+            | PlayerError::MixedRates(..)
+            | PlayerError::StemCount { .. } => ErrorCode::InvalidOptions,
         }
     }
 }
@@ -325,11 +330,7 @@ impl Player {
     pub fn complete_stream(&self, stems: &[PathBuf]) -> Result<(), PlayerError> {
         let files = open_readers(stems, self.original.as_deref())?;
         if files.len() != self.shared.stems {
-            return Err(PlayerError::Device(format!(
-                "the finished song has {} stems, the stream {}",
-                files.len(),
-                self.shared.stems
-            )));
+            return Err(PlayerError::StemCount { finished: files.len(), stream: self.shared.stems });
         }
         if files.sample_rate() != self.shared.song_rate {
             return Err(PlayerError::MixedRates(self.shared.song_rate, files.sample_rate()));
@@ -425,8 +426,14 @@ impl Player {
         // latency (the app's e2e once saw its playhead jump 2 s ahead
         // across the change when the new one started at the handed frame).
         let end = self.status().position;
+        let ended = sh.ended.load(Ordering::Acquire);
         self.pause();
         next.seek(scale(end));
+        if ended {
+            // At the end as this one was: Play starts the song again, as
+            // it would have here (not a Play that plays nothing and ends).
+            next.shared.ended.store(true, Ordering::Release);
+        }
         if playing {
             next.wait_for_read_ahead();
             // Going on, not starting: no count-in mid-song.

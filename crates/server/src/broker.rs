@@ -149,8 +149,12 @@ pub struct Broker {
     /// When each running job's holder last sent something of it.
     touched: Mutex<HashMap<JobId, Instant>>,
     /// When each running job's holder last said, in a heartbeat, that it
-    /// keeps the job's stream entry (see [`Heartbeat::keeps`]).
-    kept: Mutex<HashMap<JobId, (String, Instant)>>,
+    /// keeps the job's stream entry (see [`Heartbeat::keeps`]), or was
+    /// granted it; `None` once it said it lets it go.
+    kept: Mutex<HashMap<JobId, (String, Option<Instant>)>>,
+    /// When this server started: the holders of jobs claimed before (whose
+    /// keeps it has not heard yet) count as keeping them for one window.
+    started: Instant,
     /// Jobs whose completion is under way (their stems being moved into
     /// the library and analysed): never stalled.
     completing: Mutex<std::collections::HashSet<JobId>>,
@@ -185,6 +189,7 @@ impl Broker {
             stall,
             touched: Mutex::new(HashMap::new()),
             kept: Mutex::new(HashMap::new()),
+            started: Instant::now(),
             completing: Mutex::new(std::collections::HashSet::new()),
         })
     }
@@ -201,9 +206,12 @@ impl Broker {
         self.touched.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
     }
 
-    /// Worker `worker`, holding job `id`, said it keeps the job's stream entry.
+    /// Worker `worker`, holding job `id`, said it keeps the job's stream
+    /// entry, or was just granted it (its first keep comes only after a
+    /// pass of its keeper and a heartbeat, seconds later, while a claimer
+    /// with a short visibility timeout may find the entry idle at once).
     fn kept(&self, id: JobId, worker: &str) {
-        self.kept.lock().unwrap_or_else(|p| p.into_inner()).insert(id, (worker.to_string(), Instant::now()));
+        self.kept.lock().unwrap_or_else(|p| p.into_inner()).insert(id, (worker.to_string(), Some(Instant::now())));
     }
 
     /// Worker `worker`, holding job `id`, said it no longer keeps the
@@ -211,19 +219,23 @@ impl Broker {
     /// over at once, not only once [`HOLDER_LIVENESS_FLOOR`] has passed.
     fn let_go(&self, id: JobId, worker: &str) {
         let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
-        if kept.get(&id).is_some_and(|(w, _)| w == worker) {
-            kept.remove(&id);
+        // (Not another holder's record: its word stands.)
+        if kept.get(&id).is_none_or(|(w, _)| w == worker) {
+            kept.insert(id, (worker.to_string(), None));
         }
     }
 
-    /// Whether worker `worker` said it keeps job `id`'s entry within the
-    /// last `within`.
+    /// Whether worker `worker` said it keeps job `id`'s entry (or was
+    /// granted it) within the last `within`. Of a job nothing was heard
+    /// of since this server started (claimed before a restart), within
+    /// `within` of the start: its holder's keeps reach this server only
+    /// from then on.
     fn kept_within(&self, id: JobId, worker: &str, within: Duration) -> bool {
-        self.kept
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-            .is_some_and(|(w, at)| w == worker && at.elapsed() <= within)
+        match self.kept.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
+            Some((w, Some(at))) => w == worker && at.elapsed() <= within,
+            Some((_, None)) => false,
+            None => self.started.elapsed() <= within,
+        }
     }
 
     /// Whether job `id`'s end (a completion or a failure) is under way.
@@ -372,13 +384,16 @@ pub async fn publish(service: Arc<Service>, broker: Arc<Broker>) {
     let mut conn: Option<redis::aio::MultiplexedConnection> = None;
     // Whether Redis may have lost entries: the queued jobs are published
     // again at the next connection (a job still on the stream gets a second
-    // entry, refused at claim). The first connection counts (Redis may have
-    // lost the stream while this server was down: a reboot without AOF, a
-    // new container), and so does a stream found gone or a broker that
-    // restarted (another `run_id`). A connection lost to the network, with
-    // the same broker and its stream there after it, does not: publishing
-    // every queued job again at each flap only grew the stream.
-    let mut lost = true;
+    // entry, refused at claim). A stream found gone counts, and so does a
+    // broker that restarted since the last connection (another `run_id`).
+    // A connection lost to the network, with the same broker and its
+    // stream there after it, does not: publishing every queued job again
+    // at each flap only grew the stream. Nor does this server's own start
+    // with the stream there (a deploy that restarted it three times gave
+    // every queued job four entries): the entries it lost while this
+    // server was down are looked for at once instead (`missing_entries`).
+    let mut lost = false;
+    let mut first = true;
     let mut broker_run: Option<String> = None;
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(5)))
@@ -403,9 +418,15 @@ pub async fn publish(service: Arc<Service>, broker: Arc<Broker>) {
                     // (A broker that refuses `INFO` gives no `run_id`: its
                     // stream found there is taken as whole, and entries it
                     // lost are found by the reconciliation below.)
-                    if !matches!(had_stream, Ok(true)) || run != broker_run {
+                    if !matches!(had_stream, Ok(true)) || (!first && run != broker_run) {
                         lost = true;
                     }
+                    if first {
+                        // (The stream there: its entries are checked at
+                        // this wake, not RECONCILE_EVERY from now.)
+                        reconciled = Instant::now().checked_sub(RECONCILE_EVERY).unwrap_or(reconciled);
+                    }
+                    first = false;
                     broker_run = run;
                     match ensure_group(&mut c).await {
                         Ok(()) => {
@@ -810,6 +831,10 @@ async fn claim(
             // the library below may take a while, and a watchdog pass then
             // judged this claim by the last holder's silence.
             broker.touch(id);
+            // And it keeps the entry from now: a claimer with a short
+            // visibility timeout would otherwise take it over in the
+            // seconds before the holder's first keep is heard.
+            broker.kept(id, &worker);
             if let Some(done) = filed_before(&service, &job).await {
                 // Filed before this server stopped, not recorded: nothing to run.
                 service.events.job_changed(&done);
@@ -1421,7 +1446,14 @@ mod tests {
 
     #[test]
     fn an_entry_counts_as_kept_by_its_holder_within_the_window_only() {
-        let b = Broker::new("redis://127.0.0.1:1/0", 3, Duration::from_secs(60)).unwrap();
+        let mut b = Broker::new("redis://127.0.0.1:1/0", 3, Duration::from_secs(60)).unwrap();
+        // Just started: a job claimed before the restart, whose holder has
+        // not been heard from yet, is kept for one window from the start.
+        assert!(b.kept_within(9, "gpu1", Duration::from_secs(2)), "claimed before this server started");
+        b.let_go(9, "gpu1");
+        assert!(!b.kept_within(9, "gpu1", Duration::from_secs(2)), "its holder let it go");
+        b.started = Instant::now().checked_sub(Duration::from_secs(5)).expect("uptime");
+        assert!(!b.kept_within(8, "gpu1", Duration::from_secs(2)), "the window since the start is over");
         b.kept(4, "gpu1");
         assert!(b.kept_within(4, "gpu1", Duration::from_secs(2)));
         assert!(!b.kept_within(4, "gpu2", Duration::from_secs(2)), "said by gpu1, not by the holder asked about");

@@ -829,7 +829,7 @@ fn leave_group(client: &redis::Client, name: &str) {
 fn heartbeat(config: &RemoteConfig, current: &Mutex<Current>, life: &Life, stop: &AtomicBool, client: &redis::Client) {
     let every = (config.visibility / 3).clamp(Duration::from_millis(200), Duration::from_secs(5));
     // Whether the entry in hand is kept (said in the HTTP heartbeat).
-    let keeps = AtomicBool::new(false);
+    let keeps = Keeps::default();
     std::thread::scope(|scope| {
         let keeps = &keeps;
         let told = std::thread::Builder::new()
@@ -842,6 +842,33 @@ fn heartbeat(config: &RemoteConfig, current: &Mutex<Current>, life: &Life, stop:
     });
 }
 
+/// What [`keep_entry`]'s last pass decided, and of which entry (its stream
+/// id and the run that claimed it).
+#[derive(Debug, Default)]
+struct Keeps(Mutex<Option<((String, u64), bool)>>);
+
+impl Keeps {
+    fn decided(&self, message: &str, run: u64, kept: bool) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(((message.to_string(), run), kept));
+    }
+
+    fn clear(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Whether entry `message` of run `run` is kept: as the last pass
+    /// decided, and kept when no pass has seen it yet (claimed since the
+    /// last one, up to 5 s ago: its claim refreshed it, and saying
+    /// otherwise let a worker with a short visibility timeout take over
+    /// a job just begun).
+    fn of(&self, message: &str, run: u64) -> bool {
+        match &*self.0.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(((m, r), kept)) if m == message && *r == run => *kept,
+            _ => true,
+        }
+    }
+}
+
 /// The HTTP heartbeat, every `every`: this worker, its job, and whether it
 /// keeps the job's entry (`keeps`, from [`keep_entry`]).
 fn server_heartbeat(
@@ -849,7 +876,7 @@ fn server_heartbeat(
     current: &Mutex<Current>,
     life: &Life,
     stop: &AtomicBool,
-    keeps: &AtomicBool,
+    keeps: &Keeps,
     every: Duration,
 ) {
     let server = Server::new(config);
@@ -862,7 +889,7 @@ fn server_heartbeat(
             "message": now.message,
             // Said whether or not Redis answered: the server then refuses
             // another worker's takeover of the entry (it looks idle there).
-            "keeps": now.message.is_some() && keeps.load(Ordering::Acquire),
+            "keeps": now.message.as_deref().is_some_and(|m| keeps.of(m, now.run)),
         });
         match server.post_within::<serde_json::Value>("/worker/heartbeat", &body, HEARTBEAT_WAIT) {
             Err(RemoteError::Unauthorized(_)) => tracing::error!("the server refused the token"),
@@ -890,7 +917,7 @@ fn keep_entry(
     life: &Life,
     stop: &AtomicBool,
     client: &redis::Client,
-    keeps: &AtomicBool,
+    keeps: &Keeps,
     every: Duration,
 ) {
     let mut conn: Option<redis::Connection> = None;
@@ -950,7 +977,10 @@ fn keep_entry(
                 }
             }
         }
-        keeps.store(kept.is_some(), Ordering::Release);
+        match &now.message {
+            Some(m) => keeps.decided(m, now.run, kept.is_some()),
+            None => keeps.clear(),
+        }
         nap(every, stop);
     }
 }
@@ -1501,6 +1531,15 @@ fn separate(
                 stemroom_engine::model::ModelError::Cancelled => reporter.halt().err().unwrap_or(Error::Cancelled),
                 e => stemroom_engine::Error::from(e).into(),
             })?;
+            // One job at a time here: a model an earlier job loaded is let
+            // go before another opens (each holds about 0.5 GB of weights
+            // and 2 GB of arena; kept, jobs asking for three models, say
+            // after a preset change, ran a GPU out of memory for good).
+            if !separators.is_empty() {
+                let mut gone: Vec<String> = separators.drain().map(|(model, _)| model).collect();
+                gone.sort();
+                tracing::info!("released the {} model before opening {}", gone.join(", "), spec.options.model);
+            }
             let s = Arc::new(Separator::open(&spec.options.model, config.model_dir.as_deref(), &runtime)?);
             separators.insert(spec.options.model.clone(), s.clone());
             s

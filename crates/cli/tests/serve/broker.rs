@@ -738,6 +738,42 @@ fn lost_connection_publishes_only_new_jobs(redis_config: &[&str]) {
     assert_eq!(redis_cli(&redis, &["XLEN", "stemroom:jobs"]), ["4"], "the queued jobs were published again");
 }
 
+/// This server's own restart, with the stream there, publishes nothing
+/// again (a deploy that restarted it three times gave every queued job four
+/// entries); an entry the stream lost while it was down is published again
+/// at its start, not a reconciliation period later.
+#[test]
+fn a_server_restart_publishes_only_what_the_stream_lost() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = Redis::start(&dir.path().join("redis"), free_port(), None);
+    let url = redis.url();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["--broker", url.as_str()]);
+    for _ in 0..3 {
+        server.upload(&testdata("mixture.wav"), &["shifts=0"]);
+    }
+    let xlen_is = |n: &str, within: Duration| {
+        let deadline = Instant::now() + within;
+        while redis_cli(&redis, &["XLEN", "stemroom:jobs"]) != [n] {
+            assert!(Instant::now() < deadline, "the stream never held {n} entries");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    xlen_is("3", Duration::from_secs(30));
+    drop(server);
+    let server = Server::start(&data, &["--broker", url.as_str()]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(redis_cli(&redis, &["XLEN", "stemroom:jobs"]), ["3"], "a restart published the queue again");
+    drop(server);
+    let first = redis_cli(&redis, &["XRANGE", "stemroom:jobs", "-", "+", "COUNT", "1"]);
+    assert_eq!(redis_cli(&redis, &["XDEL", "stemroom:jobs", &first[0]]), ["1"], "{first:?}");
+    let _server = Server::start(&data, &["--broker", url.as_str()]);
+    // (Within the reconciliation period of 15 s: found at the start.)
+    xlen_is("3", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(redis_cli(&redis, &["XLEN", "stemroom:jobs"]), ["3"], "only the lost entry was published again");
+}
+
 /// A job the server filed but had not recorded as done when it stopped
 /// (put back in the queue, handed out again): the claim that follows
 /// records it from its song folder and the worker is told it is done,
@@ -1002,6 +1038,51 @@ impl CuttableProxy {
             }
         }
     }
+}
+
+/// A worker lets go of the model an earlier job loaded before it opens
+/// another: jobs asking for two models (the fast preset's int8 one, then
+/// the default) do not hold both.
+#[test]
+fn a_worker_holds_one_model_at_a_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_redis, url, _data, server) = broker_setup(dir.path(), &[]);
+    let fast = server.upload(&testdata("mixture.wav"), &["preset=fast", "shifts=0"]);
+    let log = dir.path().join("w.log");
+    let w = worker_at(&server.base, &url, "one", &worker_token(&server), &log, &[]);
+    let done = wait_all(&server, std::slice::from_ref(&fast), Duration::from_secs(240));
+    assert_eq!(done[0]["status"], "completed", "{done:?}");
+    let balanced = server.upload(&testdata("mixture.wav"), &["shifts=0"]);
+    let done = wait_all(&server, std::slice::from_ref(&balanced), Duration::from_secs(240));
+    assert_eq!(done[0]["status"], "completed", "{done:?}");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("released the htdemucs_int8 model before opening htdemucs"), "{text}");
+    stop_child(w);
+}
+
+/// A worker started with a short visibility timeout does not take a job a
+/// healthy worker was just granted: the grant counts as the holder's first
+/// keep (its own keeps are heard only after its keeper's first pass, 5 s
+/// in with the default window, while the entry looks idle at once).
+#[test]
+fn a_job_just_granted_is_not_taken_over_by_a_short_window() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_redis, url, _data, server) = broker_setup(dir.path(), &[]);
+    let id = server.upload(&testdata("mixture.wav"), &["shifts=1"]);
+    let log_a = dir.path().join("a.log");
+    let a = worker_at(&server.base, &url, "holder", &worker_token(&server), &log_a, &[]);
+    wait_log(&log_a, &format!("job {id} \""), Duration::from_secs(60));
+    let log_b = dir.path().join("b.log");
+    let b = worker_at(&server.base, &url, "claimer", &worker_token(&server), &log_b, &["--visibility-timeout", "0.5"]);
+    let done = wait_all(&server, std::slice::from_ref(&id), Duration::from_secs(240));
+    assert_eq!(done[0]["status"], "completed", "{done:?}");
+    let (text_a, text_b) =
+        (std::fs::read_to_string(&log_a).unwrap_or_default(), std::fs::read_to_string(&log_b).unwrap_or_default());
+    assert!(jobs_done_by(&log_a).contains(&id), "the holder finished it:\n{text_a}\n---\n{text_b}");
+    assert!(!text_a.contains("took it over") && !text_b.contains("attempt 2"), "run once:\n{text_a}\n---\n{text_b}");
+    assert!(text_b.contains("still kept by its worker"), "b found the entry idle and was refused:\n{text_b}");
+    stop_child(a);
+    stop_child(b);
 }
 
 #[test]

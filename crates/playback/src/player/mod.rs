@@ -13,7 +13,8 @@
 //!   frees or blocks. Read-ahead is bounded by [`chunks_for`] the device's
 //!   rate × [`CHUNK_FRAMES`] frames (at least 1.36 s at any rate: 1.37 s at
 //!   48 and 96 kHz, 1.49 s at 44.1 kHz, 3 s at 22.05 kHz), whatever the
-//!   song's length.
+//!   song's length; in a loop shorter than about 0.1 s less, as a chunk
+//!   ends at each wrap (at least 0.8 s at the shortest loop, 50 ms).
 //! - The **audio callback** pops chunks, mixes the stems, applies a short
 //!   transport fade on play/pause, maps stereo onto the device's channels and
 //!   publishes the song position of the frames it hands to the device (each
@@ -1000,6 +1001,27 @@ mod tests {
         }
     }
 
+    /// The shortest loop still leaves 0.8 s read ahead (a chunk ends at
+    /// every wrap: 32 passes of a 10 ms loop were 0.32 s; a 50 ms pass
+    /// takes two chunks of 2048 frames).
+    #[test]
+    fn the_shortest_loop_keeps_the_read_ahead() {
+        let _paced = paced();
+        let (_dir, sh, mut cb, _reader) = engine(400_000);
+        sh.set_loop(Some(LoopRegion { start: 100_000, end: 100_001 }));
+        sh.seek(100_000);
+        // Paused buffers hand the chunks read before back to the reader.
+        render(&mut cb, 1024);
+        wait_for_audio(&mut cb, usize::MAX);
+        let generation = sh.generation.load(Ordering::Acquire);
+        let n = cb.full.slots();
+        let chunk = cb.full.read_chunk(n).expect("chunks");
+        let (a, b) = chunk.as_slices();
+        let frames: usize = a.iter().chain(b).filter(|c| c.generation == generation && !c.wait).map(|c| c.frames).sum();
+        assert!(frames as f64 >= 0.79 * f64::from(RATE), "{frames} frames read ahead in {n} chunks");
+        sh.stop.store(true, Ordering::Release);
+    }
+
     /// A seek while paused is read ahead before play: the paused callback
     /// hands the chunks read before the seek back to the reader, so play
     /// starts on the new position's audio with no underrun (without that,
@@ -1102,12 +1124,12 @@ mod tests {
         let at = sh.position.load(Ordering::Acquire);
         assert_eq!(at, 13_000 - FADE as u64);
 
-        // Loop 20000..21000 set where the playhead is: a fade out and in
+        // Loop 20000..23000 set where the playhead is: a fade out and in
         // there too (with the read-ahead full, the reader has nothing of the
         // new generation yet: a cut would be a cut to silence), then it
-        // plays on to 21000 and wraps to 20000.
-        sh.set_loop(Some(LoopRegion { start: 20_000, end: 21_000 }));
-        let to_end = (21_000 - at) as usize;
+        // plays on to 23000 and wraps to 20000.
+        sh.set_loop(Some(LoopRegion { start: 20_000, end: 23_000 }));
+        let to_end = (23_000 - at) as usize;
         let out = left(&render(&mut cb, FADE + to_end + 1500));
         for (i, v) in out[..FADE].iter().enumerate() {
             let gain = (FADE - i) as f32 / (FADE + 1) as f32;
@@ -1119,11 +1141,11 @@ mod tests {
         }
         for (k, v) in out[FADE + to_end..].iter().enumerate() {
             // Each pass begins with a 10 ms crossfade from what follows the
-            // loop's end (frame 21000 on) to its start: no cut.
-            let (frame, i) = (20_000 + k % 1000, k % 1000);
+            // loop's end (frame 23000 on) to its start: no cut.
+            let (frame, i) = (20_000 + k % 3000, k % 3000);
             let want = if i < FADE {
                 let g = (i + 1) as f32 / (FADE + 1) as f32;
-                (frame as f32 * g + (21_000 + i) as f32 * (1.0 - g)) / 1e6 + 0.25
+                (frame as f32 * g + (23_000 + i) as f32 * (1.0 - g)) / 1e6 + 0.25
             } else {
                 frame as f32 / 1e6 + 0.25
             };
@@ -1132,18 +1154,18 @@ mod tests {
         // A loop set behind the playhead: playback jumps to its start,
         // fading out and in as a seek does.
         let at = sh.position.load(Ordering::Acquire) as usize;
-        sh.set_loop(Some(LoopRegion { start: 5_000, end: 6_000 }));
+        sh.set_loop(Some(LoopRegion { start: 5_000, end: 8_000 }));
         let out = left(&render(&mut cb, 2 * FADE + 100));
         for (i, v) in out[..FADE].iter().enumerate() {
             let gain = (FADE - i) as f32 / (FADE + 1) as f32;
-            let frame = 20_000 + (at - 20_000 + i) % 1000;
+            let frame = 20_000 + (at - 20_000 + i) % 3000;
             assert!(close(*v, (frame as f32 / 1e6 + 0.25) * gain), "into the loop behind, fading out, {i}: {v}");
         }
         for (k, v) in out[2 * FADE..].iter().enumerate() {
             assert!(close(*v, (5_000 + FADE + k) as f32 / 1e6 + 0.25), "in the loop behind, {k}: {v}");
         }
         sh.set_loop(None);
-        // A loop of one frame is lengthened to 10 ms, not read a frame at a time.
+        // A loop of one frame is lengthened to 50 ms, not read a frame at a time.
         sh.set_loop(Some(LoopRegion { start: 30_000, end: 30_001 }));
         let shortest = (f64::from(sh.song_rate) * transport::MIN_LOOP_SECONDS) as u32;
         let looping = sh.transport.lock().map(|t| t.looping).expect("transport");
@@ -1322,7 +1344,7 @@ mod tests {
         let p = float_wav(dir.path().join("ramp.wav"), 60_000, |i, _| i as f32 / 1e6);
         let (sh, mut cb, reader) =
             start_engine(open_readers(&[p], None).unwrap(), &MixControls::unity(1), 48_000, 2).unwrap();
-        for (start, end) in [(20_000u32, 23_000u32), (40_000, 40_800)] {
+        for (start, end) in [(20_000u32, 23_000u32), (40_000, 42_400)] {
             sh.seek(u64::from(start));
             sh.set_loop(Some(LoopRegion { start, end }));
             sh.play();

@@ -15,8 +15,12 @@ pub(super) const SWITCH_CHUNKS: usize = 3;
 use crate::mixer::{LoopRegion, MixControls};
 use crate::stretch::TimePitch;
 
-/// Shortest loop, in seconds (10 ms; 441 frames at 44.1 kHz).
-pub(super) const MIN_LOOP_SECONDS: f64 = 0.01;
+/// Shortest loop, in seconds (50 ms; 2205 frames at 44.1 kHz). A chunk
+/// ends at every wrap, so the read-ahead of [`super::CHUNKS`] chunks holds
+/// at most that many passes of a short loop: at 50 ms (two chunks a pass)
+/// 0.8 s (a 10 ms loop left 0.32 s, where a loaded machine drops out),
+/// and a wrap's seek comes at most 20 times a second.
+pub(super) const MIN_LOOP_SECONDS: f64 = 0.05;
 
 /// One block of decoded audio for every stem.
 pub(super) struct Chunk {

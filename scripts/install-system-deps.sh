@@ -15,7 +15,9 @@ fi
 # 1.92: the pinned ort 2.0.0-rc.15 and ort-sys declare it (tauri 2.12 and
 # the tests' tauri-driver 2.1.0 need 1.90; Debian's own cargo is older:
 # 1.63 on 12, 1.85 on 13).
-rust_minor=$(cargo --version 2>/dev/null | sed -n 's/^cargo 1\.\([0-9]*\)\..*/\1/p')
+# (`|| true`: a rustup without a default toolchain fails here, and the
+# message below says so, with its own.)
+rust_minor=$(cargo --version 2>/dev/null | sed -n 's/^cargo 1\.\([0-9]*\)\..*/\1/p' || true)
 if [ -z "$rust_minor" ] || [ "$rust_minor" -lt 92 ]; then
     echo "Rust 1.92 or newer is required ($(cargo --version 2>&1 | head -n 1)): install it with https://rustup.rs" >&2
     exit 1
@@ -88,9 +90,15 @@ if [ ${#need[@]} -gt 0 ]; then
     # it at boot; the tests only need the program (they start their own on
     # a free loopback port). Installed here, its service is stopped and
     # disabled again (one installed before is left as it was).
-    if printf '%s\n' "${need[@]}" | grep -qx redis-server && [ -d /run/systemd/system ]; then
-        as_root systemctl disable --now redis-server >/dev/null 2>&1 \
-            || log "could not stop the redis-server service apt started (the tests do not use it)"
+    if printf '%s\n' "${need[@]}" | grep -qx redis-server; then
+        if [ -d /run/systemd/system ]; then
+            as_root systemctl disable --now redis-server >/dev/null 2>&1 \
+                || log "could not stop the redis-server service apt started (the tests do not use it)"
+        elif [ -x /etc/init.d/redis-server ]; then
+            # (sysvinit, or a container whose policy let apt start it.)
+            as_root /etc/init.d/redis-server stop >/dev/null 2>&1 || true
+            as_root update-rc.d redis-server disable >/dev/null 2>&1 || true
+        fi
     fi
 fi
 # A Node.js the locked UI tools support (see common.sh), else the pinned one:

@@ -5,9 +5,11 @@
 //! - Stream [`STREAM`], consumer group [`GROUP`]; each entry is one field
 //!   `job` = the job id. A publisher task puts every queued job on the stream
 //!   once (the database remembers which are), reconnecting with backoff; when
-//!   the broker was unreachable it publishes every queued job again (a
-//!   restarted broker may have lost entries; duplicates are refused at claim,
-//!   see [`stemroom_library::queue::broker`]).
+//!   the broker restarted (another `run_id`) or its stream is gone it
+//!   publishes every queued job again (it may have lost entries; duplicates
+//!   are refused at claim, see [`stemroom_library::queue::broker`]); at this
+//!   server's start, and every 15 s, queued jobs whose entries are missing
+//!   are published again.
 //! - Workers talk to this server over HTTP with the token: claim a job
 //!   (`POST /worker/jobs/{id}/claim`), fetch its input, post progress (the
 //!   answer says whether to stop: cancel and delete reach the worker at its
@@ -207,10 +209,20 @@ impl Broker {
     }
 
     /// Worker `worker`, holding job `id`, said it keeps the job's stream
-    /// entry, or was just granted it (its first keep comes only after a
-    /// pass of its keeper and a heartbeat, seconds later, while a claimer
-    /// with a short visibility timeout may find the entry idle at once).
+    /// entry (not over another worker's record: a late heartbeat of the
+    /// last holder does not replace its successor's grant).
     fn kept(&self, id: JobId, worker: &str) {
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.get(&id).is_none_or(|(w, _)| w == worker) {
+            kept.insert(id, (worker.to_string(), Some(Instant::now())));
+        }
+    }
+
+    /// Worker `worker` was just granted job `id`: it keeps the entry from
+    /// now (its first keep comes only after a pass of its keeper and a
+    /// heartbeat, seconds later, while a claimer with a short visibility
+    /// timeout may find the entry idle at once).
+    fn granted(&self, id: JobId, worker: &str) {
         self.kept.lock().unwrap_or_else(|p| p.into_inner()).insert(id, (worker.to_string(), Some(Instant::now())));
     }
 
@@ -259,7 +271,11 @@ impl Broker {
         let completing = self.completing.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut touched = self.touched.lock().unwrap_or_else(|p| p.into_inner());
         touched.retain(|id, _| running.iter().any(|(r, _)| r == id));
-        self.kept.lock().unwrap_or_else(|p| p.into_inner()).retain(|id, _| running.iter().any(|(r, _)| r == id));
+        // (A record younger than the floor stays: `running` may have been
+        // read before a claim granted since, whose record this is.)
+        self.kept.lock().unwrap_or_else(|p| p.into_inner()).retain(|id, (_, at)| {
+            running.iter().any(|(r, _)| r == id) || at.is_some_and(|t| t.elapsed() < HOLDER_LIVENESS_FLOOR)
+        });
         let mut out = Vec::new();
         for (id, holder) in running {
             let Some((message, worker)) = holder else { continue };
@@ -834,7 +850,7 @@ async fn claim(
             // And it keeps the entry from now: a claimer with a short
             // visibility timeout would otherwise take it over in the
             // seconds before the holder's first keep is heard.
-            broker.kept(id, &worker);
+            broker.granted(id, &worker);
             if let Some(done) = filed_before(&service, &job).await {
                 // Filed before this server stopped, not recorded: nothing to run.
                 service.events.job_changed(&done);
@@ -1460,9 +1476,20 @@ mod tests {
         assert!(!b.kept_within(5, "gpu1", Duration::from_secs(2)), "another job");
         std::thread::sleep(Duration::from_millis(30));
         assert!(!b.kept_within(4, "gpu1", Duration::from_millis(10)), "too long ago for this claimer");
-        // Jobs no longer running are forgotten.
+        // A late heartbeat of another worker does not replace the holder's
+        // record; its own grant does.
+        b.kept(4, "gpu2");
+        assert!(b.kept_within(4, "gpu1", Duration::from_secs(2)) && !b.kept_within(4, "gpu2", Duration::from_secs(2)));
+        b.granted(4, "gpu2");
+        assert!(b.kept_within(4, "gpu2", Duration::from_secs(2)));
+        // Jobs no longer running are forgotten, unless their record is
+        // younger than the floor (the list read before a grant since).
         let _ = b.stalled(&[(5, None)], Instant::now());
-        assert!(!b.kept_within(4, "gpu1", Duration::from_secs(2)));
+        assert!(b.kept_within(4, "gpu2", Duration::from_secs(2)), "granted just now");
+        let long_ago = Instant::now().checked_sub(HOLDER_LIVENESS_FLOOR * 2).expect("uptime");
+        b.kept.lock().unwrap().insert(4, ("gpu2".into(), Some(long_ago)));
+        let _ = b.stalled(&[(5, None)], Instant::now());
+        assert!(!b.kept.lock().unwrap().contains_key(&4), "no longer running");
     }
 
     #[test]

@@ -15,7 +15,7 @@
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use stemroom_engine::ErrorCode;
 
-use super::schema::{fail_damaged, job_in, job_in_checked, json};
+use super::schema::{fail_damaged, job_in, job_in_checked, json, unreadable_row};
 use super::{Job, JobId, JobState, Queue, QueueError};
 
 /// The answer to a claim.
@@ -134,7 +134,7 @@ impl Queue {
         // error here was answered 500 at every delivery of its entry.
         let damage = match job_in_checked(&tx, id) {
             Ok((_, damage)) => damage,
-            Err(QueueError::Sql(e)) => Some(e.to_string()),
+            Err(QueueError::Sql(e)) if unreadable_row(&e) => Some(e.to_string()),
             Err(e) => return Err(e),
         };
         let held: Option<Held> = tx

@@ -3,7 +3,7 @@
 
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
-use super::schema::{fail_damaged, job_in, job_in_checked, jobs_where, json, next_position};
+use super::schema::{fail_damaged, job_in, job_in_checked, jobs_where, json, next_position, unreadable_row};
 use super::{Job, JobId, JobOptions, JobSource, JobState, Queue, QueueError, StemFile, UnixMillis};
 
 /// The newest job of a source (`?1`, as JSON) that is queued, running or
@@ -207,7 +207,7 @@ impl Queue {
             // type) is as damaged as one with unreadable JSON.
             let damage = match job_in_checked(&tx, job_id) {
                 Ok((_, damage)) => damage,
-                Err(QueueError::Sql(e)) => Some(e.to_string()),
+                Err(QueueError::Sql(e)) if unreadable_row(&e) => Some(e.to_string()),
                 Err(e) => return Err(e),
             };
             if let Some(damage) = damage {

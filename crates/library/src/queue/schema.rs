@@ -189,6 +189,19 @@ pub(super) fn fail_damaged(conn: &Connection, id: i64, damage: &str, now_ms: f64
     Ok(())
 }
 
+/// Whether `e` says a row's column cannot be read as its type (a value of
+/// another type, or text that is not UTF-8): that row is damaged. Other
+/// errors (I/O, a locked or full database) are the database's, not the row's.
+pub(super) fn unreadable_row(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..)
+            | rusqlite::Error::Utf8Error(..)
+    )
+}
+
 /// The job `id` (columns that cannot be read get stand-ins, see [`to_job`]).
 pub(super) fn job_in(conn: &Connection, id: JobId) -> Result<Job, QueueError> {
     job_in_checked(conn, id).map(|(job, _)| job)

@@ -274,6 +274,9 @@ struct Outputs {
     /// Samples written past `limit`, and the largest magnitude written.
     clipped: u64,
     peak: f32,
+    /// Whether the stems themselves went past `limit` (before resampling):
+    /// then the original rate would cut them too.
+    source_over: bool,
 }
 
 impl Outputs {
@@ -316,6 +319,7 @@ impl Outputs {
             limit,
             clipped: 0,
             peak: 0.0,
+            source_over: false,
         };
         let finals = final_paths(&req.dest_dir, names, ext, req.on_clash)?;
         // What each file holds, for its title tag (in `names`' order).
@@ -358,6 +362,9 @@ impl Outputs {
 
     /// Resample and write `block` (interleaved stereo at the stems' rate) to output `k`.
     fn write(&mut self, k: usize, block: &[f32], resampled: &mut Vec<f32>) -> Result<(), Error> {
+        if let Some(limit) = self.limit.filter(|_| !self.source_over) {
+            self.source_over = block.iter().any(|v| v.abs() > limit);
+        }
         resampled.clear();
         self.resamplers[k].push(block, resampled).map_err(Error::Resample)?;
         self.measure(resampled);
@@ -379,7 +386,9 @@ impl Outputs {
 
     /// What the person is told when samples were cut: how many, by how
     /// much, and what to do; `None` when none were.
-    fn clip_warning(&self, mix: bool, out_rate: u32, rate: u32) -> Option<String> {
+    /// (`chosen_rate`: the person asked for `out_rate`; else the format
+    /// took it, the stems' rate being above what it holds.)
+    fn clip_warning(&self, mix: bool, (out_rate, rate): (u32, u32), chosen_rate: bool) -> Option<String> {
         if self.clipped == 0 {
             return None;
         }
@@ -390,9 +399,16 @@ impl Outputs {
                 "The mix went over full scale: {} samples ({seconds:.2} s of audio) were limited, its peak at {peak_db:+.1} dBFS. Lower the master or the stems' volumes for a clean export.",
                 self.clipped
             )
-        } else if out_rate != rate {
+        } else if out_rate != rate && !self.source_over {
+            // (Only the resampling's overshoot went over: the original
+            // rate keeps them, where the format takes it.)
+            let keep = if chosen_rate {
+                "Export at the original rate, or as 32-bit float WAV,"
+            } else {
+                "Export as 32-bit float WAV"
+            };
             format!(
-                "Resampled to {out_rate} Hz, the stems went over full scale: {} samples were clipped, the peak at {peak_db:+.1} dBFS. Export at the original rate, or as 32-bit float WAV, to keep them whole.",
+                "Resampled to {out_rate} Hz, the stems went over full scale: {} samples were clipped, the peak at {peak_db:+.1} dBFS. {keep} to keep them whole.",
                 self.clipped
             )
         } else {
@@ -602,7 +618,8 @@ fn export_files(req: &ExportRequest, listener: &dyn Listener) -> Result<Vec<Path
     }
     let files = outputs.finish()?;
     let mix = matches!(req.what, ExportWhat::Mix { .. });
-    if let Some(message) = outputs.clip_warning(mix, out_rate, rate) {
+    let chosen_rate = !matches!(req.rate, ExportRate::Original);
+    if let Some(message) = outputs.clip_warning(mix, (out_rate, rate), chosen_rate) {
         tracing::warn!("export of {}: {message}", req.title);
         listener.event(&Event::Warning { message });
     }

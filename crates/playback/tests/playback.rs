@@ -389,6 +389,32 @@ mod export {
         let said = wav.0.lock().expect("lock");
         assert_eq!(said.len(), 1, "{said:?}");
         assert!(said[0].starts_with("The stems went over full scale: "), "{}", said[0]);
+        // Resampled too: they were over before it, so the original rate is
+        // no way out (it said "Export at the original rate").
+        let resampled = Warnings::default();
+        let out = dir.path().join("wav48");
+        let mut req = request(&src, what(), OutputFormat::Wav { depth: WavDepth::Int16 }, out);
+        req.rate = ExportRate::Hz { hz: 48_000 };
+        export(&req, &resampled).expect("export");
+        let said = resampled.0.lock().expect("lock");
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert!(said[0].starts_with("The stems went over full scale: "), "{}", said[0]);
+        assert!(!said[0].contains("original rate"), "{}", said[0]);
+        drop(said);
+        // A square wave just under full scale: only the resampler's
+        // ringing goes over, so the original rate keeps it whole.
+        let square: Vec<f32> =
+            (0..FRAMES).flat_map(|i| if (i / 50) % 2 == 0 { [0.97f32, 0.97] } else { [-0.97, -0.97] }).collect();
+        let mut src = stems(dir.path());
+        drums_from(dir.path(), &mut src, "square.wav", &square);
+        let ringing = Warnings::default();
+        let mut req = request(&src, what(), OutputFormat::Wav { depth: WavDepth::Int16 }, dir.path().join("sq48"));
+        req.rate = ExportRate::Hz { hz: 48_000 };
+        export(&req, &ringing).expect("export");
+        let said = ringing.0.lock().expect("lock");
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert!(said[0].starts_with("Resampled to 48000 Hz") && said[0].contains("original rate"), "{}", said[0]);
+        drop(said);
         let mp3 = Warnings::default();
         let out = dir.path().join("mp3");
         let files = export(&request(&src, what(), OutputFormat::Mp3 { kbps: 320 }, out), &mp3).expect("export");

@@ -123,8 +123,10 @@ impl Drop for PeaksLoader {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
-            // At most one block's decoding away.
-            let _ = t.join();
+            // At most one track's block away, unless a read hangs (a
+            // network drive that stopped answering): then left to end, not
+            // holding whoever closes the song.
+            crate::player::join_within(t, "the waveform reader did not stop; left to end");
         }
     }
 }
@@ -132,6 +134,9 @@ impl Drop for PeaksLoader {
 fn run(shared: &Shared, tracks: Vec<PeaksTrack>, publish: Duration) {
     let mut reading: Vec<Reading> = Vec::new();
     for (index, t) in tracks.into_iter().enumerate() {
+        if shared.stop.load(Ordering::Relaxed) {
+            return;
+        }
         let stamp = AudioStamp::of(&t.audio);
         match StemSet::open(&[&t.audio]) {
             Ok(set) => {
@@ -172,6 +177,10 @@ fn run(shared: &Shared, tracks: Vec<PeaksTrack>, publish: Duration) {
         }
         let mut i = 0;
         while i < reading.len() {
+            // (Between tracks too: a round reads a block of each.)
+            if shared.stop.load(Ordering::Relaxed) {
+                return;
+            }
             let r = &mut reading[i];
             let got = r.set.read(BLOCK, &mut buf);
             match got {

@@ -645,7 +645,7 @@ impl Player {
 
 /// Join `h` when it ends within [`OUTPUT_JOIN_LIMIT`]; else leave it
 /// running, saying `why_not`.
-fn join_within(h: JoinHandle<()>, why_not: &str) {
+pub(crate) fn join_within(h: JoinHandle<()>, why_not: &str) {
     let t0 = std::time::Instant::now();
     while !h.is_finished() && t0.elapsed() < OUTPUT_JOIN_LIMIT {
         std::thread::sleep(Duration::from_millis(5));

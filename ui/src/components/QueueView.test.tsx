@@ -338,6 +338,29 @@ describe("Queue", () => {
     await waitFor(() => expect(within(row("Gamma")).getByRole("button", { name: "Move down" })).toHaveFocus());
   });
 
+  it("hands the keyboard focus on after Cancel, Retry and Remove take their buttons away", async () => {
+    const { user } = renderApp({
+      queue: [
+        job(1, "Alpha", { state: "separating", segment: 2, total: 8 }),
+        job(2, "Beta", { state: "queued" }),
+        job(3, "Gamma", { state: "queued" }),
+      ],
+    });
+    await screen.findByText("Alpha");
+    within(row("Alpha")).getByRole("button", { name: "Cancel" }).focus();
+    await user.keyboard("{Enter}");
+    await waitFor(() => expect(row("Alpha")).toHaveAttribute("data-state", "cancelled"));
+    await waitFor(() => expect(within(row("Alpha")).getByRole("button", { name: "Retry" })).toHaveFocus());
+    await user.keyboard("{Enter}");
+    await waitFor(() => expect(row("Alpha")).toHaveAttribute("data-state", "queued"));
+    await waitFor(() => expect(document.activeElement?.closest('[data-job-id="1"]')).not.toBeNull());
+    // Remove takes the row: the one now in its place gets the focus.
+    within(row("Beta")).getByRole("button", { name: "Remove" }).focus();
+    await user.keyboard("{Enter}");
+    await waitFor(() => expect(screen.queryByText("Beta")).not.toBeInTheDocument());
+    await waitFor(() => expect(document.activeElement?.closest('[data-job-id="3"]')).not.toBeNull());
+  });
+
   it("moves a song up even when the one above starts meanwhile", async () => {
     const { backend, user } = renderApp({
       queue: [job(1, "Alpha", { state: "queued" }), job(2, "Beta", { state: "queued" }), job(3, "Gamma", { state: "queued" })],

@@ -75,14 +75,11 @@ export function QueueView({ queue, onPickFiles, onAddLinks, preset, onPresetChan
   }
 
   async function act(action: JobAction, job: Job) {
-    // A move re-orders the rows, which can take the focused button out of
-    // the page for a moment: it is given back after (to the other move
-    // button when this one can go no further).
-    const focused = document.activeElement;
-    const refocus =
-      (action === "up" || action === "down") &&
-      focused instanceof HTMLElement &&
-      focused.closest(`[data-job-id="${job.id}"]`) !== null;
+    // The button pressed may leave the page with the action (Cancel and
+    // Retry are replaced by others, Remove takes the row, a move re-orders
+    // the rows): focus is handed on after, unless it went somewhere since.
+    const rows = Array.from(document.querySelectorAll<HTMLElement>(".job-list [data-job-id]"));
+    const place = rows.findIndex((r) => r.dataset.jobId === String(job.id));
     setBusy((b) => new Map(b).set(job.id, action));
     setError(null);
     try {
@@ -114,19 +111,36 @@ export function QueueView({ queue, onPickFiles, onAddLinks, preset, onPresetChan
         next.delete(job.id);
         return next;
       });
-      if (refocus) {
-        requestAnimationFrame(() => {
-          // (Or still on this button, now disabled: some browsers keep it
-          // there, where no key reaches it.)
-          if (!focusLost()) return;
-          const row = document.querySelector(`[data-job-id="${job.id}"]`);
-          const other = action === "up" ? "down" : "up";
-          const target = [action, other, "remove"]
+      requestAnimationFrame(() => {
+        // (Or still on this button, now disabled: some browsers keep it
+        // there, where no key reaches it.)
+        if (!focusLost()) return;
+        const enabled = (row: Element | null | undefined, actions: string[]) =>
+          actions
             .map((a) => row?.querySelector<HTMLButtonElement>(`button[data-action="${a}"]`))
-            .find((b) => b && !b.disabled);
-          target?.focus();
-        });
-      }
+            .find((b) => b && !b.disabled && b.getAttribute("aria-disabled") !== "true");
+        const row = document.querySelector(`.job-list [data-job-id="${job.id}"]`);
+        const after: Record<JobAction, string[]> = {
+          up: ["up", "down", "remove"],
+          down: ["down", "up", "remove"],
+          cancel: ["retry", "remove", "cancel"],
+          retry: ["cancel", "up", "down", "remove"],
+          remove: [],
+        };
+        const own = row ? enabled(row, after[action]) : undefined;
+        if (own) {
+          own.focus();
+          return;
+        }
+        // The row is gone: the one that took its place, else the one
+        // before, else the list's first control.
+        const now = Array.from(document.querySelectorAll<HTMLElement>(".job-list [data-job-id]"));
+        const near = [now[place], now[place - 1]].filter((r): r is HTMLElement => r !== undefined);
+        const target = near
+          .map((r) => r.querySelector<HTMLElement>("button:not(:disabled):not([aria-disabled='true'])"))
+          .find((b) => b !== null);
+        target?.focus();
+      });
     }
   }
 

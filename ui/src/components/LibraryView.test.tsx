@@ -204,6 +204,10 @@ describe("Library", () => {
     await user.click(screen.getByRole("button", { name: "Remove from library" }));
     await user.click(screen.getByRole("button", { name: "Remove, keep files" }));
     expect(removeJob).toHaveBeenCalledWith(1, false, false);
+    // Its detail closed: the keyboard focus goes to the song before it in
+    // the list (it was the last), not to the page's body.
+    await waitFor(() => expect(titles()).toEqual(["Night Drive", "Falling Slowly"]));
+    await waitFor(() => expect(screen.getByRole("button", { name: /Falling Slowly/ })).toHaveFocus());
   });
 
   it("deletes the exports too only when they are ticked", async () => {

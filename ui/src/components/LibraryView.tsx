@@ -57,6 +57,11 @@ export function LibraryView({ version, changes = 0, playRequest = null, jobs = n
   // song's place in the list (once the list shows it).
   const returnTo = useRef<number | null>(null);
   const listRef = useRef<HTMLUListElement>(null);
+  const searchRef = useRef<HTMLInputElement>(null);
+  // Where a removed song was in the list: the focus goes there (to the
+  // song that took its place) once the list shows it gone, if the removal
+  // left it nowhere (its detail, where its button was, closed).
+  const refocusAt = useRef<{ id: number; at: number } | null>(null);
 
   useEffect(() => {
     let current = true;
@@ -136,6 +141,8 @@ export function LibraryView({ version, changes = 0, playRequest = null, jobs = n
     setRemoveError(null);
     try {
       await backend.removeJob(song.id, deleteFiles, deleteExports);
+      const buttons = Array.from(listRef.current?.querySelectorAll<HTMLElement>("[data-song-id]") ?? []);
+      refocusAt.current = { id: song.id, at: Math.max(0, buttons.findIndex((b) => b.dataset.songId === String(song.id))) };
       // Only its own detail closes: another song chosen meanwhile stays.
       setSelectedId((current) => (current === song.id ? null : current));
       setReloads((n) => n + 1);
@@ -177,6 +184,17 @@ export function LibraryView({ version, changes = 0, playRequest = null, jobs = n
   );
 
   useEffect(() => {
+    const gone = refocusAt.current;
+    // (Once the list shows it gone: renders before the reload still have it.)
+    if (gone === null || songs === null || songs.some((x) => x.id === gone.id)) return;
+    refocusAt.current = null;
+    const at = gone.at;
+    if (!focusLost()) return;
+    const buttons = Array.from(listRef.current?.querySelectorAll<HTMLElement>("[data-song-id]") ?? []);
+    (buttons[at] ?? buttons[at - 1] ?? searchRef.current)?.focus();
+  }, [list, songs]);
+
+  useEffect(() => {
     if (playing || returnTo.current === null) return;
     // Once, at the list's first showing after the player: a song not in
     // it (still separating, left out by the search) takes no focus later,
@@ -207,6 +225,7 @@ export function LibraryView({ version, changes = 0, playRequest = null, jobs = n
     <div className="library">
       <div className="library__list">
         <input
+          ref={searchRef}
           className="input"
           type="search"
           aria-label="Search library"

@@ -184,7 +184,9 @@ export function PlayerView({ song, version = 0, jobState, onClose }: Props) {
     const forget: EventListener = (e) => t.delete((e as PointerEvent).pointerId);
     const listeners: [string, EventListener][] = [
       ["wheel", (e) => onWheel(e as WheelEvent)],
-      ["pointerdown", touch((e) => t.set(e.pointerId, e.clientX))],
+      // (Not a finger on the ruler: it draws a loop there, and the view
+      // moving under it would put the loop's end elsewhere.)
+      ["pointerdown", touch((e) => (e.target as Element | null)?.closest?.(".ruler") || t.set(e.pointerId, e.clientX))],
       ["pointermove", touch(onTouchMove)],
       ["pointerup", forget],
       ["pointercancel", forget],

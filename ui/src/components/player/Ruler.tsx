@@ -44,6 +44,13 @@ export function Ruler({
       }}
       onPointerMove={(e) => {
         const d = drag.current;
+        if (d && e.pointerType === "mouse" && e.buttons === 0) {
+          // Its release was lost (let go outside the window, a menu that
+          // took it): no loop follows the pointer.
+          drag.current = null;
+          setDragLoop(null);
+          return;
+        }
         if (!d || Math.abs(e.clientX - d.x) < CLICK_PX) return;
         const to = frameOf(e);
         setDragLoop({ start: Math.min(d.from, to), end: Math.max(d.from, to) });
@@ -62,6 +69,11 @@ export function Ruler({
         if (region.end > region.start) actions.applyLoop(region);
       }}
       onPointerCancel={() => {
+        drag.current = null;
+        setDragLoop(null);
+      }}
+      onLostPointerCapture={() => {
+        // (After a release too, which has cleared it already.)
         drag.current = null;
         setDragLoop(null);
       }}

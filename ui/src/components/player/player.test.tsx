@@ -122,6 +122,26 @@ describe("Player layout", () => {
     touch("pointermove", 1, 299);
     expect(shown()).toBe(`Showing ${t(span / 4)} to ${t(span / 2)}`);
     touch("pointerup", 1, 299);
+    // A finger on the ruler draws a loop there: the view stays put under it.
+    const ruler = screen.getByTestId("ruler");
+    const onRuler = (type: string, clientX: number) =>
+      fireEvent(ruler, Object.assign(new MouseEvent(type, { bubbles: true, clientX }), { pointerId: 7, pointerType: "touch" }));
+    onRuler("pointerdown", 100);
+    onRuler("pointermove", 400);
+    expect(shown()).toBe(`Showing ${t(span / 4)} to ${t(span / 2)}`);
+    onRuler("pointerup", 400);
+    // A mouse drag on the ruler whose release was lost (let go outside the
+    // window) leaves no loop following the pointer.
+    const mouse = (type: string, clientX: number, buttons: number) =>
+      fireEvent(
+        ruler,
+        Object.assign(new MouseEvent(type, { bubbles: true, clientX, buttons }), { pointerId: 8, pointerType: "mouse" }),
+      );
+    mouse("pointerdown", 100, 1);
+    mouse("pointermove", 300, 1);
+    expect(ruler.querySelector(".ruler__loop")).not.toBeNull();
+    mouse("pointermove", 320, 0);
+    expect(ruler.querySelector(".ruler__loop")).toBeNull();
   });
 
   it("pages the view forward as the playhead leaves it, but not back to it once the user looks elsewhere", async () => {

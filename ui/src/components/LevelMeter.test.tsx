@@ -39,6 +39,8 @@ describe("level meters", () => {
     expect(vocals).toHaveAttribute("data-peak-db", "-6.0");
     expect(screen.getByRole("button", { name: "Master clipped: reset" })).toHaveAttribute("aria-pressed", "true");
     expect(screen.getByRole("button", { name: "Vocals not clipping" })).toHaveAttribute("aria-pressed", "false");
+    // Beside its meter, not inside it (a meter's children are not offered as controls).
+    expect(screen.getByRole("button", { name: "Master clipped: reset" }).closest('[role="meter"]')).toBeNull();
 
     // Quieter now: the RMS falls at once, the peak mark is held.
     act(() =>

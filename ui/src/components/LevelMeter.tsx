@@ -32,17 +32,19 @@ export function LevelMeter({ level, label }: { level: MeterLevel | undefined; la
   if (peak >= 1) clip.current = true;
   const clipped = clip.current;
   return (
-    <div
-      className="meter"
-      role="meter"
-      aria-label={`${label} level`}
-      aria-valuemin={FLOOR_DB}
-      aria-valuemax={0}
-      aria-valuenow={Math.round(toDb(rms))}
-      aria-valuetext={`${Math.round(toDb(rms))} dB RMS, peak ${Math.round(toDb(held.current.peak))} dB`}
-      data-peak-db={toDb(held.current.peak).toFixed(1)}
-    >
-      <div className="meter__scale">
+    // (The clip button beside the meter, not in it: a meter's children are
+    // presentational, and a screen reader would not offer it as a button.)
+    <div className="meter">
+      <div
+        className="meter__scale"
+        role="meter"
+        aria-label={`${label} level`}
+        aria-valuemin={FLOOR_DB}
+        aria-valuemax={0}
+        aria-valuenow={Math.round(toDb(rms))}
+        aria-valuetext={`${Math.round(toDb(rms))} dB RMS, peak ${Math.round(toDb(held.current.peak))} dB`}
+        data-peak-db={toDb(held.current.peak).toFixed(1)}
+      >
         <div className="meter__rms" style={{ inlineSize: `${(place(rms) * 100).toFixed(1)}%` }} />
         <div className="meter__hold" style={{ insetInlineStart: `${(place(held.current.peak) * 100).toFixed(1)}%` }} />
       </div>

@@ -132,6 +132,20 @@ describe("App", () => {
     expect(await screen.findByTestId("job-row")).toHaveTextContent("Song");
   });
 
+  it("leaves a waiting dialog where it is when songs are dropped, adding them all the same", async () => {
+    const { backend, user } = renderApp({ library: [mockSong({ id: 3, title: "Falcon 69" })] });
+    const addPaths = vi.spyOn(backend, "addPaths");
+    await user.click(screen.getByRole("tab", { name: "Library" }));
+    await user.click(await screen.findByRole("button", { name: /Falcon 69/ }));
+    await user.click(screen.getByRole("button", { name: "Remove from library" }));
+    const dialog = await screen.findByRole("dialog");
+    act(() => backend.dropFiles(["/music/Song.wav"]));
+    expect(addPaths).toHaveBeenCalledWith(["/music/Song.wav"], false, null);
+    // Not hidden away, still modal, with the Queue tab shown over it.
+    expect(screen.getByRole("tab", { name: "Library" })).toHaveAttribute("aria-selected", "true");
+    expect(dialog).toBeVisible();
+  });
+
   it("asks for a dropped link to be pasted, adds the files dropped with it, and ignores its own images", async () => {
     const { backend } = renderApp();
     const addPaths = vi.spyOn(backend, "addPaths");

@@ -105,11 +105,20 @@ export function App() {
     }
   }
 
+  // Songs added from outside (a drop, "Open with") are shown in the Queue,
+  // unless a dialog waits for an answer: its tab hidden, it stayed open,
+  // modal, out of sight (the songs are added all the same; the Queue shows
+  // them when the person goes there).
+  function toQueue() {
+    if (document.querySelector('[role="dialog"], [role="alertdialog"]')) return;
+    setTab("Queue");
+  }
+
   // Files opened with Stemroom (from a file manager) are added by the
   // backend; what it refused or found already there shows as for a drop.
   const { opened } = queue;
   const showOpened = useEffectEvent((result: AddResult) => {
-    setTab("Queue");
+    toQueue();
     show(result);
   });
   useEffect(() => {
@@ -134,7 +143,7 @@ export function App() {
     const links = paths.filter((p) => isUri(p) && !/^(thumb|file):/i.test(p));
     const files = paths.filter((p) => !isUri(p) || /^file:/i.test(p));
     if (links.length === 0 && files.length === 0) return;
-    setTab("Queue");
+    toQueue();
     const refused = links.map((path) => ({
       path,
       reason: "A dropped link may arrive changed: copy it and paste it in the Link field.",

@@ -391,6 +391,15 @@ fn broker_setup(dir: &Path, extra: &[&str]) -> (Redis, String, PathBuf, Server) 
     (redis, url, data, server)
 }
 
+/// Wait `within` for the job stream to hold `n` entries.
+fn stream_holds(redis: &Redis, n: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    while redis_cli(redis, &["XLEN", "stemroom:jobs"]) != [n] {
+        assert!(Instant::now() < deadline, "the stream never held {n} entries");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// The next stream entry read by consumer `name` of the workers' group (as
 /// a worker reads it), waiting up to 30 s for one.
 fn read_entry(redis: &Redis, name: &str) -> String {
@@ -719,13 +728,7 @@ fn lost_connection_publishes_only_new_jobs(redis_config: &[&str]) {
     for _ in 0..3 {
         server.upload(&testdata("mixture.wav"), &["shifts=0"]);
     }
-    let xlen_is = |n: &str, within: Duration| {
-        let deadline = Instant::now() + within;
-        while redis_cli(&redis, &["XLEN", "stemroom:jobs"]) != [n] {
-            assert!(Instant::now() < deadline, "the stream never held {n} entries");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
+    let xlen_is = |n: &str, within: Duration| stream_holds(&redis, n, within);
     xlen_is("3", Duration::from_secs(30));
     let killed = redis_cli(&redis, &["CLIENT", "KILL", "TYPE", "normal"]);
     assert_ne!(killed, ["0"], "the server's connection was killed");
@@ -752,13 +755,7 @@ fn a_server_restart_publishes_only_what_the_stream_lost() {
     for _ in 0..3 {
         server.upload(&testdata("mixture.wav"), &["shifts=0"]);
     }
-    let xlen_is = |n: &str, within: Duration| {
-        let deadline = Instant::now() + within;
-        while redis_cli(&redis, &["XLEN", "stemroom:jobs"]) != [n] {
-            assert!(Instant::now() < deadline, "the stream never held {n} entries");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
+    let xlen_is = |n: &str, within: Duration| stream_holds(&redis, n, within);
     xlen_is("3", Duration::from_secs(30));
     drop(server);
     let server = Server::start(&data, &["--broker", url.as_str()]);

@@ -106,11 +106,12 @@ export function App() {
   }
 
   // Songs added from outside (a drop, "Open with") are shown in the Queue,
-  // unless a dialog waits for an answer: its tab hidden, it stayed open,
-  // modal, out of sight (the songs are added all the same; the Queue shows
-  // them when the person goes there).
+  // unless a modal dialog waits for an answer: its tab hidden, it stayed
+  // open, modal, out of sight (the songs are added all the same; the Queue
+  // shows them when the person goes there). An inline question (the
+  // export panel's "Already exported") is no reason to stay.
   function toQueue() {
-    if (document.querySelector('[role="dialog"], [role="alertdialog"]')) return;
+    if (document.querySelector('[aria-modal="true"]')) return;
     setTab("Queue");
   }
 

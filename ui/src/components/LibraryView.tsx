@@ -139,10 +139,13 @@ export function LibraryView({ version, changes = 0, playRequest = null, jobs = n
   async function remove(song: Job, deleteFiles: boolean, deleteExports: boolean) {
     setRemoving((current) => new Set(current).add(song.id));
     setRemoveError(null);
+    // (Its place before the removal: a reload may show it gone before the
+    // answer comes.)
+    const buttons = Array.from(listRef.current?.querySelectorAll<HTMLElement>("[data-song-id]") ?? []);
+    const at = Math.max(0, buttons.findIndex((b) => b.dataset.songId === String(song.id)));
     try {
       await backend.removeJob(song.id, deleteFiles, deleteExports);
-      const buttons = Array.from(listRef.current?.querySelectorAll<HTMLElement>("[data-song-id]") ?? []);
-      refocusAt.current = { id: song.id, at: Math.max(0, buttons.findIndex((b) => b.dataset.songId === String(song.id))) };
+      refocusAt.current = { id: song.id, at };
       // Only its own detail closes: another song chosen meanwhile stays.
       setSelectedId((current) => (current === song.id ? null : current));
       setReloads((n) => n + 1);

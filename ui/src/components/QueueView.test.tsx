@@ -361,6 +361,20 @@ describe("Queue", () => {
     await waitFor(() => expect(document.activeElement?.closest('[data-job-id="3"]')).not.toBeNull());
   });
 
+  it("hands the focus on when a cancelled job stops later, as the real worker's do", async () => {
+    const { backend, user } = renderApp({
+      queue: [job(1, "Alpha", { state: "separating", segment: 2, total: 8 }), job(2, "Beta", { state: "queued" })],
+    });
+    await screen.findByText("Alpha");
+    // The worker stops at its next check: the answer says still running.
+    vi.spyOn(backend, "cancelJob").mockImplementationOnce(async (id) => (await backend.listQueue()).find((j) => j.id === id)!);
+    within(row("Alpha")).getByRole("button", { name: "Cancel" }).focus();
+    await user.keyboard("{Enter}");
+    await screen.findByRole("button", { name: "Cancelling…" });
+    act(() => void backend.updateJob(1, { state: { state: "cancelled" } }));
+    await waitFor(() => expect(within(row("Alpha")).getByRole("button", { name: "Retry" })).toHaveFocus());
+  });
+
   it("moves a song up even when the one above starts meanwhile", async () => {
     const { backend, user } = renderApp({
       queue: [job(1, "Alpha", { state: "queued" }), job(2, "Beta", { state: "queued" }), job(3, "Gamma", { state: "queued" })],

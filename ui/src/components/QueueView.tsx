@@ -42,6 +42,7 @@ export function QueueView({ queue, onPickFiles, onAddLinks, preset, onPresetChan
   // (By run: a job and when that run started, so a retried run of the
   // same job is not taken for the cancelled one.)
   const [cancelling, setCancelling] = useState<ReadonlySet<string>>(new Set());
+  const queueList = useRef<HTMLUListElement>(null);
   const runOf = (job: Job) => `${job.id}@${job.startedAt ?? ""}`;
   // Finished songs are listed apart (until cleared), not among the queue.
   const jobs = (queue.jobs ?? []).filter((job) => job.state.state !== "done");
@@ -74,19 +75,77 @@ export function QueueView({ queue, onPickFiles, onAddLinks, preset, onPresetChan
     void act(action, job);
   }
 
+  /** The queue's rows (not the finished songs'). */
+  const queueRows = () => Array.from(queueList.current?.querySelectorAll<HTMLElement>("[data-job-id]") ?? []);
+
+  /**
+   * Hand the keyboard focus on after `action` on `job` took its button
+   * away (Cancel and Retry are replaced by others, Remove takes the row,
+   * a move re-orders the rows), when it was lost: to the row's next
+   * control, else the row now at `place` (where the job's was), else the
+   * one before.
+   */
+  function refocus(action: JobAction, job: Job, place: number) {
+    // (Or still on this button, now disabled: some browsers keep it
+    // there, where no key reaches it.)
+    if (!focusLost()) return;
+    const enabled = (row: Element | null | undefined, actions: string[]) =>
+      actions
+        .map((a) => row?.querySelector<HTMLButtonElement>(`button[data-action="${a}"]`))
+        .find((b) => b && !b.disabled && b.getAttribute("aria-disabled") !== "true");
+    const rows = queueRows();
+    const row = rows.find((r) => r.dataset.jobId === String(job.id));
+    const after: Record<JobAction, string[]> = {
+      up: ["up", "down", "remove"],
+      down: ["down", "up", "remove"],
+      cancel: ["retry", "remove", "cancel"],
+      retry: ["cancel", "up", "down", "remove"],
+      remove: [],
+    };
+    const own = enabled(row, after[action]);
+    if (own) {
+      own.focus();
+      return;
+    }
+    const near = (row ? [row] : [rows[place], rows[place - 1]]).filter((r): r is HTMLElement => r !== undefined);
+    near
+      .map((r) => r.querySelector<HTMLElement>("button:not(:disabled):not([aria-disabled='true'])"))
+      .find((b) => b !== null)
+      ?.focus();
+  }
+
+  // Cancels asked from the keyboard whose job was still running: focus
+  // goes on once it stops (its "Cancelling…" button then leaves).
+  const cancelledFromKeys = useRef(new Map<number, number>());
+  useEffect(() => {
+    for (const [id, place] of cancelledFromKeys.current) {
+      const job = jobs.find((j) => j.id === id);
+      if (job && isRunning(job.state)) continue;
+      cancelledFromKeys.current.delete(id);
+      if (job) requestAnimationFrame(() => refocus("cancel", job, place));
+    }
+  });
+
   async function act(action: JobAction, job: Job) {
-    // The button pressed may leave the page with the action (Cancel and
-    // Retry are replaced by others, Remove takes the row, a move re-orders
-    // the rows): focus is handed on after, unless it went somewhere since.
-    const rows = Array.from(document.querySelectorAll<HTMLElement>(".job-list [data-job-id]"));
-    const place = rows.findIndex((r) => r.dataset.jobId === String(job.id));
+    // Focus is handed on after the action only when it was on this row
+    // (or in the confirmation it asked): a mouse click in WebKit focuses
+    // nothing, and a key pressed later must not act on a button the
+    // person did not choose.
+    const focused = document.activeElement;
+    const fromKeys =
+      focused instanceof HTMLElement &&
+      (focused.closest(`[data-job-id="${job.id}"]`) !== null || focused.closest('[role="dialog"]') !== null);
+    const place = queueRows().findIndex((r) => r.dataset.jobId === String(job.id));
     setBusy((b) => new Map(b).set(job.id, action));
     setError(null);
     try {
       switch (action) {
         case "cancel": {
           const now = await backend.cancelJob(job.id);
-          if (isRunning(now.state)) setCancelling((c) => new Set(c).add(runOf(now)));
+          if (isRunning(now.state)) {
+            setCancelling((c) => new Set(c).add(runOf(now)));
+            if (fromKeys) cancelledFromKeys.current.set(job.id, place);
+          }
           break;
         }
         case "retry":
@@ -111,36 +170,7 @@ export function QueueView({ queue, onPickFiles, onAddLinks, preset, onPresetChan
         next.delete(job.id);
         return next;
       });
-      requestAnimationFrame(() => {
-        // (Or still on this button, now disabled: some browsers keep it
-        // there, where no key reaches it.)
-        if (!focusLost()) return;
-        const enabled = (row: Element | null | undefined, actions: string[]) =>
-          actions
-            .map((a) => row?.querySelector<HTMLButtonElement>(`button[data-action="${a}"]`))
-            .find((b) => b && !b.disabled && b.getAttribute("aria-disabled") !== "true");
-        const row = document.querySelector(`.job-list [data-job-id="${job.id}"]`);
-        const after: Record<JobAction, string[]> = {
-          up: ["up", "down", "remove"],
-          down: ["down", "up", "remove"],
-          cancel: ["retry", "remove", "cancel"],
-          retry: ["cancel", "up", "down", "remove"],
-          remove: [],
-        };
-        const own = row ? enabled(row, after[action]) : undefined;
-        if (own) {
-          own.focus();
-          return;
-        }
-        // The row is gone: the one that took its place, else the one
-        // before, else the list's first control.
-        const now = Array.from(document.querySelectorAll<HTMLElement>(".job-list [data-job-id]"));
-        const near = [now[place], now[place - 1]].filter((r): r is HTMLElement => r !== undefined);
-        const target = near
-          .map((r) => r.querySelector<HTMLElement>("button:not(:disabled):not([aria-disabled='true'])"))
-          .find((b) => b !== null);
-        target?.focus();
-      });
+      if (fromKeys) requestAnimationFrame(() => refocus(action, job, place));
     }
   }
 
@@ -221,7 +251,7 @@ export function QueueView({ queue, onPickFiles, onAddLinks, preset, onPresetChan
         </div>
       )}
       {jobs.length > 0 && (
-        <ul className="job-list" aria-label="Songs in the queue">
+        <ul className="job-list" aria-label="Songs in the queue" ref={queueList}>
           {jobs.map((job) => {
             const index = queuedAt.get(job.id) ?? -1;
             return (

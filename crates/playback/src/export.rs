@@ -386,9 +386,10 @@ impl Outputs {
 
     /// What the person is told when samples were cut: how many, by how
     /// much, and what to do; `None` when none were.
-    /// (`chosen_rate`: the person asked for `out_rate`; else the format
-    /// took it, the stems' rate being above what it holds.)
-    fn clip_warning(&self, mix: bool, (out_rate, rate): (u32, u32), chosen_rate: bool) -> Option<String> {
+    /// (`original_keeps`: an export at the original rate, which the person
+    /// did not choose, would write the stems' own rate; not when the
+    /// format cannot hold it, as FLAC above 96 kHz.)
+    fn clip_warning(&self, mix: bool, (out_rate, rate): (u32, u32), original_keeps: bool) -> Option<String> {
         if self.clipped == 0 {
             return None;
         }
@@ -402,7 +403,7 @@ impl Outputs {
         } else if out_rate != rate && !self.source_over {
             // (Only the resampling's overshoot went over: the original
             // rate keeps them, where the format takes it.)
-            let keep = if chosen_rate {
+            let keep = if original_keeps {
                 "Export at the original rate, or as 32-bit float WAV,"
             } else {
                 "Export as 32-bit float WAV"
@@ -618,8 +619,9 @@ fn export_files(req: &ExportRequest, listener: &dyn Listener) -> Result<Vec<Path
     }
     let files = outputs.finish()?;
     let mix = matches!(req.what, ExportWhat::Mix { .. });
-    let chosen_rate = !matches!(req.rate, ExportRate::Original);
-    if let Some(message) = outputs.clip_warning(mix, (out_rate, rate), chosen_rate) {
+    let original_keeps = !matches!(req.rate, ExportRate::Original)
+        && mp3_rate_for_bitrate(req.format, req.format.file_rate(rate)) == rate;
+    if let Some(message) = outputs.clip_warning(mix, (out_rate, rate), original_keeps) {
         tracing::warn!("export of {}: {message}", req.title);
         listener.event(&Event::Warning { message });
     }

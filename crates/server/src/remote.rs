@@ -14,7 +14,6 @@
 //! so only a worker that died, or whose job has hung for the stall timeout,
 //! loses it. Blocking code: one job at a time per worker.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -649,7 +648,8 @@ pub fn run_worker(config: &RemoteConfig, stop: &AtomicBool) -> Result<(), Remote
             .name("stemroom-heartbeat".into())
             .spawn(move || heartbeat(&config, &current, &life, &beat_stop, &client))?
     };
-    let mut separators: HashMap<String, Arc<Separator>> = HashMap::new();
+    // The model the last job loaded (its id), kept while jobs that use it follow.
+    let mut loaded: Option<(String, Arc<Separator>)> = None;
     let mut conn: Option<redis::Connection> = None;
     let mut backoff = Duration::from_millis(200);
     // Where the next XAUTOCLAIM goes on in the pending list: it looks at
@@ -729,8 +729,7 @@ pub fn run_worker(config: &RemoteConfig, stop: &AtomicBool) -> Result<(), Remote
             let acked = match job {
                 None => true,
                 Some(id) => {
-                    match run_one(config, &server, &mut separators, &current, &life, stop, (id, &message), &mut strikes)
-                    {
+                    match run_one(config, &server, &mut loaded, &current, &life, stop, (id, &message), &mut strikes) {
                         Ok(ack) => ack,
                         Err(e) => {
                             result = Err(e);
@@ -1190,7 +1189,7 @@ fn trouble_pause(strikes: u32) -> Duration {
 fn run_one(
     config: &RemoteConfig,
     server: &Server,
-    separators: &mut HashMap<String, Arc<Separator>>,
+    loaded: &mut Option<(String, Arc<Separator>)>,
     current: &Mutex<Current>,
     life: &Life,
     stop: &AtomicBool,
@@ -1272,7 +1271,7 @@ fn run_one(
     let outcome = match std::fs::create_dir_all(&work) {
         Err(source) => Err(stemroom_library::Error::Output { path: work.clone(), source }),
         Ok(()) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            separate(config, server, separators, current, life, stop, &spec, message, &work)
+            separate(config, server, loaded, current, life, stop, &spec, message, &work)
         }))
         .unwrap_or_else(|panic| {
             let what = stemroom_engine::error::panic_message(&*panic).unwrap_or_else(|| "a panic".into());
@@ -1370,7 +1369,7 @@ fn link_allowed(spec: &JobSpec, url: &str) -> Result<(), stemroom_library::link:
 fn separate(
     config: &RemoteConfig,
     server: &Server,
-    separators: &mut HashMap<String, Arc<Separator>>,
+    loaded: &mut Option<(String, Arc<Separator>)>,
     current: &Mutex<Current>,
     life: &Life,
     stop: &AtomicBool,
@@ -1507,10 +1506,10 @@ fn separate(
         }
     };
     reporter.halt()?;
-    // The model, loaded once per (model) and kept while jobs follow.
-    let sep = match separators.get(&spec.options.model) {
-        Some(s) => s.clone(),
-        None => {
+    // The model, loaded once and kept while jobs that use it follow.
+    let sep = match loaded.as_ref() {
+        Some((model, s)) if *model == spec.options.model => s.clone(),
+        _ => {
             let runtime = RuntimeOptions {
                 library: config.runtime_library.clone(),
                 device: config.device,
@@ -1535,13 +1534,11 @@ fn separate(
             // go before another opens (each holds about 0.5 GB of weights
             // and 2 GB of arena; kept, jobs asking for three models, say
             // after a preset change, ran a GPU out of memory for good).
-            if !separators.is_empty() {
-                let mut gone: Vec<String> = separators.drain().map(|(model, _)| model).collect();
-                gone.sort();
-                tracing::info!("released the {} model before opening {}", gone.join(", "), spec.options.model);
+            if let Some((gone, _)) = loaded.take() {
+                tracing::info!("released the {gone} model before opening {}", spec.options.model);
             }
             let s = Arc::new(Separator::open(&spec.options.model, config.model_dir.as_deref(), &runtime)?);
-            separators.insert(spec.options.model.clone(), s.clone());
+            *loaded = Some((spec.options.model.clone(), s.clone()));
             s
         }
     };
@@ -1571,7 +1568,7 @@ fn separate(
     reporter.post(JobState::Decoding, None);
     let result = job::separate_file(&sep, &request, &reporter);
     if sep.fell_back() {
-        separators.remove(&spec.options.model);
+        *loaded = None;
     }
     if reporter.was_taken_over() {
         return Err(Error::Internal(TAKEN_OVER.into()));

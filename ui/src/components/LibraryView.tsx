@@ -62,6 +62,7 @@ export function LibraryView({ version, changes = 0, playRequest = null, jobs = n
   // song that took its place) once the list shows it gone, if the removal
   // left it nowhere (its detail, where its button was, closed).
   const refocusAt = useRef<{ id: number; at: number } | null>(null);
+  const songButtons = () => Array.from(listRef.current?.querySelectorAll<HTMLElement>("[data-song-id]") ?? []);
 
   useEffect(() => {
     let current = true;
@@ -141,8 +142,7 @@ export function LibraryView({ version, changes = 0, playRequest = null, jobs = n
     setRemoveError(null);
     // (Its place before the removal: a reload may show it gone before the
     // answer comes.)
-    const buttons = Array.from(listRef.current?.querySelectorAll<HTMLElement>("[data-song-id]") ?? []);
-    const at = Math.max(0, buttons.findIndex((b) => b.dataset.songId === String(song.id)));
+    const at = Math.max(0, songButtons().findIndex((b) => b.dataset.songId === String(song.id)));
     try {
       await backend.removeJob(song.id, deleteFiles, deleteExports);
       refocusAt.current = { id: song.id, at };
@@ -191,10 +191,9 @@ export function LibraryView({ version, changes = 0, playRequest = null, jobs = n
     // (Once the list shows it gone: renders before the reload still have it.)
     if (gone === null || songs === null || songs.some((x) => x.id === gone.id)) return;
     refocusAt.current = null;
-    const at = gone.at;
     if (!focusLost()) return;
-    const buttons = Array.from(listRef.current?.querySelectorAll<HTMLElement>("[data-song-id]") ?? []);
-    (buttons[at] ?? buttons[at - 1] ?? searchRef.current)?.focus();
+    const buttons = songButtons();
+    (buttons[gone.at] ?? buttons[gone.at - 1] ?? searchRef.current)?.focus();
   }, [list, songs]);
 
   useEffect(() => {

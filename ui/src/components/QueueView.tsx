@@ -89,10 +89,10 @@ export function QueueView({ queue, onPickFiles, onAddLinks, preset, onPresetChan
     // (Or still on this button, now disabled: some browsers keep it
     // there, where no key reaches it.)
     if (!focusLost()) return;
-    const enabled = (row: Element | null | undefined, actions: string[]) =>
-      actions
-        .map((a) => row?.querySelector<HTMLButtonElement>(`button[data-action="${a}"]`))
-        .find((b) => b && !b.disabled && b.getAttribute("aria-disabled") !== "true");
+    // A button that takes a key now (not disabled, not waiting).
+    const usable = "button:not(:disabled):not([aria-disabled='true'])";
+    const enabled = (row: Element | undefined, actions: string[]) =>
+      actions.map((a) => row?.querySelector<HTMLElement>(`${usable}[data-action="${a}"]`)).find((b) => b);
     const rows = queueRows();
     const row = rows.find((r) => r.dataset.jobId === String(job.id));
     const after: Record<JobAction, string[]> = {
@@ -109,7 +109,7 @@ export function QueueView({ queue, onPickFiles, onAddLinks, preset, onPresetChan
     }
     const near = (row ? [row] : [rows[place], rows[place - 1]]).filter((r): r is HTMLElement => r !== undefined);
     near
-      .map((r) => r.querySelector<HTMLElement>("button:not(:disabled):not([aria-disabled='true'])"))
+      .map((r) => r.querySelector<HTMLElement>(usable))
       .find((b) => b !== null)
       ?.focus();
   }

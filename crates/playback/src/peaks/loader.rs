@@ -172,12 +172,9 @@ fn run(shared: &Shared, tracks: Vec<PeaksTrack>, publish: Duration) {
     // interval would spend more and more of the reading on copies.
     let mut wait = publish;
     while !reading.is_empty() {
-        if shared.stop.load(Ordering::Relaxed) {
-            return;
-        }
         let mut i = 0;
         while i < reading.len() {
-            // (Between tracks too: a round reads a block of each.)
+            // Before each track's block (a round reads a block of each).
             if shared.stop.load(Ordering::Relaxed) {
                 return;
             }

@@ -11,16 +11,26 @@ static PUBLISHING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// Temporary names handed out by this process so far (see [`part_path`]).
 static PARTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// Where this process's temporary-name numbers start: random (std's
-/// `RandomState` keys come from the OS's random source), below 10^9 so a
+/// 64 bits that no other process, and no other call, can foresee: std's
+/// `RandomState` keys come from the operating system's random source (once
+/// per thread, then stepped for each one made), and a SipHash under them
+/// spreads them over the whole range. Not for keys or tokens (those come
+/// from a cryptographic generator); for names and ids that must not
+/// collide by chance.
+pub fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new().build_hasher().finish()
+}
+
+/// Where this process's temporary-name numbers start: random
+/// ([`random_u64`]), below 10^9 so a
 /// name stays short. Two processes in different PID namespaces (containers
 /// sharing an output folder) can have the same process id; with their own
 /// start they do not hand out the same name (a 1 in 10^9 chance per pair of
 /// first names), where both counting from 0 they always did.
 fn parts_start() -> u64 {
-    use std::hash::BuildHasher;
     static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *START.get_or_init(|| std::collections::hash_map::RandomState::new().hash_one(std::process::id()) % 1_000_000_000)
+    *START.get_or_init(|| random_u64() % 1_000_000_000)
 }
 
 /// Longest file name most file systems take (ext4, XFS, btrfs: 255 bytes).

@@ -227,7 +227,12 @@ pub fn add_paths_with(queue: &Queue, paths: &[PathBuf], add: AddOptions) -> Resu
                 result.rejected.push(Rejected::of(url, reason));
                 continue;
             }
-            add_link(queue, url, &options, link::Reach::Any, add.allow_duplicates, &mut ytdlp, &mut result)?;
+            // (The links queued before it stay reported as queued.)
+            if let Err(e) =
+                add_link(queue, url, &options, link::Reach::Any, add.allow_duplicates, &mut ytdlp, &mut result)
+            {
+                not_queued(&mut result, e, Rejected::of(url, String::new()))?;
+            }
         } else if p.is_dir() {
             let before = files.len();
             let mut skipped = Skipped::default();
@@ -366,6 +371,10 @@ fn duration_text(seconds: f64) -> String {
 /// Unless `allow_duplicates`, a link (as [`link::check_url`] writes it) that
 /// already has a live job comes back in [`AddResult::duplicates`] under the
 /// text given, before it is probed.
+///
+/// # Errors
+/// The database's, before the link is queued (once it is, it is reported
+/// as added whatever becomes of its details).
 fn add_link(
     queue: &Queue,
     given: &str,
@@ -426,9 +435,11 @@ fn add_link(
                     }
                 }
             };
-            if info.duration_seconds.is_some() {
-                queue.set_details(job.id, info.duration_seconds, None)?;
-            }
+            // Details from here on: the job is queued whatever becomes of
+            // them, and is reported so (the database busy past its timeout
+            // for one of them made the whole add an error, the links queued
+            // before it unreported, and a second paste all duplicates).
+            let job = with_details(queue, job, None, info.duration_seconds);
             // The thumbnail is kept locally (the window shows no web images);
             // the job records its address only once the image is kept.
             let thumbnail = info.thumbnail.as_deref().filter(|url| {
@@ -440,14 +451,19 @@ fn add_link(
                     }
                 }
             });
-            queue.set_link_details(job.id, info.uploader.as_deref(), thumbnail)?;
+            if let Err(e) = queue.set_link_details(job.id, info.uploader.as_deref(), thumbnail) {
+                tracing::warn!("job {}: its uploader and thumbnail are not recorded: {e}", job.id);
+            }
             match queue.get(job.id) {
                 Ok(job) => result.added.push(job),
                 // Removed while its thumbnail was fetched (seconds: through
                 // the HTTP service, say): the image goes too (removing the
                 // job found none to remove yet), and the add goes on.
                 Err(QueueError::NotFound(_)) => link::thumbnail::remove(queue.path(), job.id),
-                Err(e) => return Err(e),
+                Err(e) => {
+                    tracing::warn!("job {}: queued, but cannot be read back: {e}", job.id);
+                    result.added.push(job);
+                }
             }
         }
         Err(e) => refuse(result, e.to_string()),

@@ -10,10 +10,13 @@
 //!   [`Checkpoint`] (how far the schedule went, the shift passes'
 //!   overlap-add windows), after `stems.f32` was synced to disk, written
 //!   under a temporary name, synced and renamed in, with a header naming
-//!   the input (size and SHA-256), the decoded mixture the network reads
-//!   (SHA-256 of its samples: another decoder or resampler, such as ffmpeg
-//!   installed since, gives other samples), the model and the options, and
-//!   a SHA-256 of the whole.
+//!   the input's size, the decoded mixture the network reads (SHA-256 of
+//!   its samples, taken as it is spooled: another file, decoder or
+//!   resampler, such as ffmpeg installed since, gives other samples), the
+//!   model and the options, and a SHA-256 of the whole. (The input file is
+//!   not hashed again: the mixture's hash already says whether the network
+//!   would read the same samples, and hashing a long file took seconds
+//!   that no cancel could stop.)
 //!
 //! A job started again after a `kill -9`, a crash or a power loss finds
 //! them, replays `stems.f32` up to the saved frame into fresh encoders
@@ -77,14 +80,13 @@ const STATE_TMP: &str = "state.bin.tmp";
 /// Frames replayed per block.
 const REPLAY_FRAMES: usize = 65_536;
 
-/// What a saved state must match to be resumed: the input's bytes, the
+/// What a saved state must match to be resumed: the input's size, the
 /// decoded mixture's samples, the model and every option that changes the
 /// network's input or schedule.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(super) struct Fingerprint {
     format: u32,
     input_bytes: u64,
-    input_sha256: String,
     /// SHA-256 of the mixture as spooled (model rate, interleaved `f32`).
     mixture_sha256: String,
     model: String,
@@ -98,7 +100,7 @@ pub(super) struct Fingerprint {
 
 impl Fingerprint {
     /// # Errors
-    /// I/O errors reading the input again (a drive unplugged since it was
+    /// The input's size cannot be read (a drive unplugged since it was
     /// decoded), as [`crate::audio::decode::DecodeError::Unreadable`].
     pub(super) fn new(
         input: &Path,
@@ -109,13 +111,11 @@ impl Fingerprint {
         let io =
             |source| Error::Decode(crate::audio::decode::DecodeError::Unreadable { path: input.to_path_buf(), source });
         let input_bytes = std::fs::metadata(input).map_err(io)?.len();
-        let input_sha256 = crate::model::sha256_file(input).map_err(io)?;
         Ok(Fingerprint {
             // 3: strides as Demucs computes them (one frame apart from
             // format 2's at some overlaps: its saved states do not fit).
             format: 3,
             input_bytes,
-            input_sha256,
             mixture_sha256: mixture_sha256.to_string(),
             model: model.id.clone(),
             model_sha256: model.sha256.clone(),
@@ -189,7 +189,10 @@ pub(super) fn clear(dir: &Path) {
 /// (a long song's replay encodes minutes of stems).
 ///
 /// # Errors
-/// I/O errors reading the file; the sink's errors; [`Error::Cancelled`].
+/// [`Error::Scratch`] when `stems.f32` cannot be read (a bad sector, the
+/// file shortened behind the job's back): the saved state is removed with
+/// it, so the next try starts over instead of failing the same way; the
+/// sink's errors; [`Error::Cancelled`].
 pub(super) fn replay(
     dir: &Path,
     frames: usize,
@@ -198,7 +201,14 @@ pub(super) fn replay(
     cancelled: &dyn Fn() -> bool,
 ) -> Result<(), Error> {
     let path = dir.join(STEMS_FILE);
-    let io = |source| Error::Output { path: path.clone(), source };
+    let io = |source: std::io::Error| {
+        tracing::warn!("cannot read the saved stems {}: {source}; the saved state is removed", path.display());
+        clear(dir);
+        Error::Scratch(std::io::Error::new(
+            source.kind(),
+            format!("cannot read the saved progress {} ({source}); it was removed, so the next try starts over", path.display()),
+        ))
+    };
     let mut f = File::open(&path).map_err(io)?;
     let mut bytes = vec![0u8; REPLAY_FRAMES * k_n * 4];
     let mut planar = vec![0.0f32; REPLAY_FRAMES * k_n];
@@ -344,5 +354,34 @@ impl BlockSink for SavingSink<'_, '_> {
             s.save(state);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saved_stems_that_cannot_be_read_remove_the_state_so_the_next_try_starts_over() {
+        let dir = tempfile::tempdir().unwrap();
+        // A state that counts 100 frames, and a stems file shortened to 10
+        // behind the job's back (after `load` checked its length).
+        std::fs::write(dir.path().join(STATE_FILE), b"state").unwrap();
+        std::fs::write(dir.path().join(STEMS_FILE), vec![0u8; 10 * 8 * 4]).unwrap();
+        let mut outputs = Vec::new();
+        let mut sink = StemSink {
+            outputs: &mut outputs,
+            sources: 0,
+            chosen: None,
+            other: super::super::OtherMethod::None,
+            mix: None,
+            mix_buf: Vec::new(),
+            block: Vec::new(),
+            resampled: Vec::new(),
+        };
+        let e = replay(dir.path(), 100, 8, &mut sink, &|| false).expect_err("cut short");
+        assert!(matches!(e, Error::Scratch(_)), "{e}");
+        assert!(e.to_string().contains("next try starts over"), "{e}");
+        assert!(!saved(dir.path()) && !dir.path().join(STEMS_FILE).exists(), "the state is gone");
     }
 }

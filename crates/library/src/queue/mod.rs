@@ -158,9 +158,7 @@ impl Queue {
     /// The database's tag, made once at random (8 hex digits) and kept in
     /// its settings table.
     fn work_tag_of(conn: &Connection) -> Result<String, QueueError> {
-        use std::hash::{BuildHasher, Hasher};
-        // `RandomState` is seeded from the operating system's randomness.
-        let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        let random = stemroom_engine::files::random_u64();
         conn.execute(
             "INSERT OR IGNORE INTO settings (key, value) VALUES ('work_tag', ?1)",
             [format!("{:08x}", random as u32)],

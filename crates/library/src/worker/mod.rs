@@ -187,22 +187,21 @@ impl Drop for RunningGuard<'_> {
 }
 
 /// Cleans a job's working folder when its run ends without a song, unless
-/// disarmed: a cancel (`cancel` set while the worker is not suspending)
-/// removes it; a failure or a suspension keeps only its saved checkpoint,
+/// disarmed: a cancel (`cancelled`: `Inner::cancel_asked`, which counts a
+/// cancel asked before or during a graceful stop) removes it; a failure or
+/// a suspension keeps only its saved checkpoint,
 /// so a retry (or the run after the suspension) resumes from it instead
 /// of separating from the start (an error writing the stems, an input on
 /// a drive gone a moment: a long CPU job's hours). A failure for want of
 /// room drops it after (`Inner::run_job`).
 struct PartialGuard<'a> {
     dir: Option<PathBuf>,
-    suspending: &'a AtomicBool,
-    cancel: &'a AtomicBool,
+    cancelled: &'a dyn Fn() -> bool,
 }
 impl Drop for PartialGuard<'_> {
     fn drop(&mut self) {
         let Some(p) = self.dir.take() else { return };
-        let cancelled = self.cancel.load(Ordering::SeqCst) && !self.suspending.load(Ordering::SeqCst);
-        if !cancelled && has_checkpoint(&p) {
+        if !(self.cancelled)() && has_checkpoint(&p) {
             run::clear_except(&p, run::CHECKPOINT_DIR);
         } else {
             let _ = std::fs::remove_dir_all(p);
@@ -1203,10 +1202,21 @@ mod tests {
     fn a_failed_run_keeps_only_its_checkpoint_and_a_cancelled_one_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let work = dir.path().join("work");
-        let ended = |cancel: bool, suspending: bool| {
-            let (cancel, suspending) = (AtomicBool::new(cancel), AtomicBool::new(suspending));
-            drop(PartialGuard { dir: Some(work.clone()), suspending: &suspending, cancel: &cancel });
+        let w = fresh_worker(dir.path());
+        let id: JobId = 3;
+        // As a run ends: its flag, whether a stop began, whether the cancel
+        // was asked before it (`Worker::cancel` during a stop).
+        let ended_with = |cancel: bool, suspending: bool, cancel_first: bool| {
+            let flag = AtomicBool::new(cancel);
+            w.inner.suspending.store(suspending, Ordering::SeqCst);
+            w.inner.cancelled_before_suspend.lock().unwrap().clear();
+            if cancel_first {
+                w.inner.cancelled_before_suspend.lock().unwrap().insert(id);
+            }
+            let asked = || w.inner.cancel_asked(id, &flag);
+            drop(PartialGuard { dir: Some(work.clone()), cancelled: &asked });
         };
+        let ended = |cancel: bool, suspending: bool| ended_with(cancel, suspending, false);
         let left = || {
             let mut names: Vec<String> = walk(&work).into_iter().collect();
             names.sort();
@@ -1223,6 +1233,9 @@ mod tests {
         stopped_work(&work, true);
         ended(true, false);
         assert!(!work.exists(), "a cancel keeps nothing");
+        stopped_work(&work, true);
+        ended_with(true, true, true);
+        assert!(!work.exists(), "nor does a cancel asked before a graceful stop");
         stopped_work(&work, false);
         ended(false, false);
         assert!(!work.exists(), "no saved state: nothing to resume from");
@@ -1341,6 +1354,23 @@ mod tests {
         assert!(loaded.contains_key(&("htdemucs".to_string(), Device::Auto)), "the held one stayed");
         drop(loaded);
         drop(c);
+    }
+
+    /// A job on the CPU takes the model Automatic opened on the CPU (a
+    /// machine without a GPU) instead of loading a second copy.
+    #[test]
+    fn a_cpu_job_takes_the_model_automatic_opened_on_the_cpu() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = fresh_worker(dir.path());
+        let cancel = AtomicBool::new(false);
+        let auto = w.inner.separator("htdemucs", Device::Auto, &cancel).expect("model");
+        let cpu = w.inner.separator("htdemucs", Device::Cpu, &cancel).expect("model");
+        if auto.provider() == stemroom_engine::units::Provider::Cpu {
+            assert!(Arc::ptr_eq(&auto, &cpu), "one model");
+            assert_eq!(w.inner.opened.load(Ordering::SeqCst), 1, "opened once");
+        } else {
+            assert!(!Arc::ptr_eq(&auto, &cpu), "the GPU's model does not run a CPU job");
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use stemroom_engine::audio::encode::ClipMode;
 use stemroom_engine::job::{self, JobRequest, OtherMethod, OutputRate, Separator};
 use stemroom_engine::runtime::RuntimeOptions;
 use stemroom_engine::separate::SeparateOptions;
-use stemroom_engine::units::Device;
+use stemroom_engine::units::{Device, Provider};
 
 use stemroom_engine::progress::Throttle;
 
@@ -55,10 +55,24 @@ impl Inner {
     /// once wait for one load. Before another model is opened, the loaded
     /// ones no running job uses are let go: a queue whose jobs ask for
     /// several (a preset or device changed while jobs waited) held each of
-    /// them until it emptied.
+    /// them until it emptied. A job asking for the CPU or CUDA takes the
+    /// model `Device::Auto` opened on that provider (Automatic on a machine
+    /// without a GPU is the CPU: a job with CPU chosen loaded a second copy,
+    /// 2.5 GB with its arena). The other way round cannot be known before
+    /// opening: `Auto` after `Cpu` opens its own.
     pub(super) fn separator(&self, model: &str, device: Device, cancel: &AtomicBool) -> Result<Arc<Separator>, Error> {
         let key = (model.to_string(), device);
-        let loaded = || self.separators.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
+        let same = |s: &Arc<Separator>| match device {
+            Device::Cpu => s.provider() == Provider::Cpu && !s.fell_back(),
+            Device::Cuda => s.provider() == Provider::Cuda,
+            Device::Auto => false,
+        };
+        let loaded = || {
+            let loaded = self.separators.lock().unwrap_or_else(|p| p.into_inner());
+            loaded.get(&key).cloned().or_else(|| {
+                loaded.get(&(model.to_string(), Device::Auto)).filter(|s| same(s)).cloned()
+            })
+        };
         if let Some(s) = loaded() {
             return Ok(s);
         }
@@ -211,7 +225,8 @@ impl Inner {
         // stays (the separation resumes from it if it still fits).
         clear_except(&work, CHECKPOINT_DIR);
         std::fs::create_dir_all(&work).map_err(|source| Error::Output { path: work.clone(), source })?;
-        let mut partial = PartialGuard { dir: Some(work.clone()), suspending: &self.suspending, cancel };
+        let asked = || self.cancel_asked(job.id, cancel);
+        let mut partial = PartialGuard { dir: Some(work.clone()), cancelled: &asked };
         let input = match &job.source {
             JobSource::File { path } => PathBuf::from(path),
             JobSource::Url { url } => self.download(job, url, &work, cancel)?,
@@ -263,8 +278,9 @@ impl Inner {
         if sep.fell_back() {
             // The GPU failed during this job: the next job opens the model
             // afresh and tries the GPU again (it falls back again if it must).
-            let key = (job.options.model.clone(), job.options.device);
-            self.separators.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+            // Whatever key it was loaded under (a CUDA job runs the model
+            // Automatic opened on the GPU).
+            self.separators.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, s| !Arc::ptr_eq(s, &sep));
         }
         let out = result?;
         if self.cancel_asked(job.id, cancel) {

@@ -43,14 +43,52 @@ pub enum QueueEvent {
 pub struct Hub {
     channels: Mutex<HashMap<String, Channel<QueueEvent>>>,
     /// What files opened with Stemroom did, while no window listened yet
-    /// (the files a first launch was given): told to the first window.
-    unheard: Mutex<Option<QueueEvent>>,
+    /// (the files a first launch was given, and those of launches after it
+    /// before the window listened): told to the first window, in order.
+    /// At most [`UNHEARD_MAX`], the latest kept.
+    unheard: Mutex<std::collections::VecDeque<QueueEvent>>,
 }
+
+/// The songs being deleted (see [`AppState::let_go_of_song`]).
+#[derive(Default, Clone)]
+pub struct Deleting(Arc<Mutex<HashMap<stemroom_library::queue::JobId, usize>>>);
+
+impl Deleting {
+    /// Song `id` is being deleted until the mark is dropped (two deletions
+    /// of one song at once each hold one).
+    pub fn mark(&self, id: stemroom_library::queue::JobId) -> DeletingMark {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()).entry(id).or_default() += 1;
+        DeletingMark(self.clone(), id)
+    }
+    /// Whether song `id` is being deleted now.
+    pub fn contains(&self, id: stemroom_library::queue::JobId) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&id)
+    }
+}
+
+/// See [`Deleting::mark`].
+pub struct DeletingMark(Deleting, stemroom_library::queue::JobId);
+
+impl Drop for DeletingMark {
+    fn drop(&mut self) {
+        let mut marks = self.0 .0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = marks.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                marks.remove(&self.1);
+            }
+        }
+    }
+}
+
+/// Launches' results kept for the first window (a script opening files one
+/// by one at login: each launch's refusals are told, not only the last's).
+const UNHEARD_MAX: usize = 32;
 
 impl Hub {
     pub fn add(&self, webview: &str, ch: Channel<QueueEvent>) {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(ev) = self.unheard.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        for ev in self.unheard.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
             let _ = ch.send(ev);
         }
         channels.insert(webview.to_string(), ch);
@@ -60,7 +98,11 @@ impl Hub {
         // A channel whose webview is gone fails to send; drop it.
         channels.retain(|_, ch| ch.send(ev.clone()).is_ok());
         if channels.is_empty() && matches!(ev, QueueEvent::Opened { .. }) {
-            *self.unheard.lock().unwrap_or_else(|p| p.into_inner()) = Some(ev);
+            let mut unheard = self.unheard.lock().unwrap_or_else(|p| p.into_inner());
+            if unheard.len() == UNHEARD_MAX {
+                unheard.pop_front();
+            }
+            unheard.push_back(ev);
         }
     }
 }
@@ -226,6 +268,8 @@ pub struct AppState {
     pub folders: crate::commands::export::PickedFolders,
     /// What each song's last export wrote, for dragging out.
     pub last_exports: crate::commands::drag::LastExports,
+    /// Songs being deleted now ([`AppState::let_go_of_song`]): not opened.
+    pub deleting: Deleting,
     /// The drag out in progress, whose files dropped back on the window are
     /// not queued.
     pub dragged_out: crate::commands::drag::DraggedOut,
@@ -273,12 +317,19 @@ impl AppState {
     /// still in progress is overtaken: its waveform reader would write into
     /// the deleted folder), and an export reading it is cancelled and
     /// waited for (it removes what it wrote; it would otherwise write into
-    /// the folder being deleted, or fail half way).
-    pub fn let_go_of_song(&self, id: stemroom_library::queue::JobId) {
+    /// the folder being deleted, or fail half way). Until the returned
+    /// mark is dropped (when the deletion is over, done or not), the song
+    /// is not opened again: an open asked in between (the HTTP service
+    /// deleting it as the person opens it) read a song whose files were
+    /// going, and its waveform cache made the deleted folder again.
+    #[must_use = "the song may be opened again as soon as the mark is dropped"]
+    pub fn let_go_of_song(&self, id: stemroom_library::queue::JobId) -> DeletingMark {
+        let mark = self.deleting.mark(id);
         drop(self.song.close_if(u64::from(id), |s| s.id == id));
         if self.export.cancel_if_on(u64::from(id)) && !self.export.wait_idle(std::time::Duration::from_secs(10)) {
             tracing::warn!("the export of song {id} did not stop within 10 s of its deletion");
         }
+        mark
     }
 
     /// Open the database in `data_dir` (created if needed), recover
@@ -334,6 +385,7 @@ impl AppState {
             tools_install: Default::default(),
             folders: Default::default(),
             last_exports: Default::default(),
+            deleting: Default::default(),
             dragged_out: Default::default(),
             grants: Grants::default(),
             server_events,
@@ -506,6 +558,8 @@ mod tests {
         let hub = Hub::default();
         hub.send(QueueEvent::QueueChanged);
         hub.send(QueueEvent::Opened { result: Box::default() });
+        // A second launch's files before the window listens: both told.
+        hub.send(QueueEvent::Opened { result: Box::default() });
         let heard = Arc::new(Mutex::new(Vec::new()));
         let into = heard.clone();
         hub.add(
@@ -518,10 +572,10 @@ mod tests {
             }),
         );
         let heard = heard.lock().expect("lock").clone();
-        assert_eq!(heard.len(), 1, "{heard:?}");
-        assert!(heard[0].contains("\"kind\":\"opened\""), "{}", heard[0]);
+        assert_eq!(heard.len(), 2, "{heard:?}");
+        assert!(heard.iter().all(|h| h.contains("\"kind\":\"opened\"")), "{heard:?}");
         // Told once.
         hub.add("second", Channel::new(|_| Ok(())));
-        assert!(hub.unheard.lock().expect("lock").is_none());
+        assert!(hub.unheard.lock().expect("lock").is_empty());
     }
 }

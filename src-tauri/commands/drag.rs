@@ -67,9 +67,9 @@ impl Drop for DragInFlight<'_> {
 }
 
 impl DraggedOut {
-    /// A drag of `files` begins (it ends when the guard is dropped).
+    /// A drag of `files` (as [`canonical`] gives them) begins; it ends when
+    /// the guard is dropped.
     pub fn start(&self, files: Vec<PathBuf>) -> DragInFlight<'_> {
-        let files = files.iter().map(|f| canonical(f)).collect();
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((files, None));
         DragInFlight(self)
     }
@@ -167,12 +167,20 @@ pub async fn drag_out(
     id: JobId,
     item: DragOut,
 ) -> Result<DragEnd, AppError> {
-    let files = drag_files(&state, id, item)?;
+    // The database and the files are looked at off the async runtime's
+    // few threads (a library on a share that stopped answering held one,
+    // and with it the HTTP service and other commands).
+    let (files, canonical) = super::blocking(&state, move |st| {
+        let files = drag_files(st, id, item)?;
+        let canonical = files.iter().map(|f| canonical(f)).collect::<Vec<_>>();
+        Ok((files, canonical))
+    })
+    .await?;
     tracing::info!(id, files = files.len(), "drag out");
     // Until a moment after it ends, a drop of these very files on this
     // window is the drag coming back (a click on the handle, or a drag let
     // go over the window), not songs to separate.
-    let _out = state.dragged_out.start(files.clone());
+    let _out = state.dragged_out.start(canonical);
     // drag-rs's GTK side writes `file://{path}` unencoded; hand it the
     // encoded path so the URI is valid for any name.
     #[cfg(target_os = "linux")]

@@ -242,19 +242,16 @@ pub async fn remove_job(state: S<'_>, id: JobId, delete_files: bool, delete_expo
         if job.state.is_running() {
             return Err(QueueError::WrongState { id, status: "running", action: "removing" }.into());
         }
-        // A job that failed or was cancelled plays (what it separated) from
-        // its working folder, which its removal deletes: the player lets go
-        // of it first.
-        if !delete_files && !matches!(job.state, JobState::Done) {
-            st.let_go_of_song(id);
-        }
+        // The player and an export let go of the song first, and it is not
+        // opened again until the removal is over, when its files are
+        // deleted (its waveform reader or the export would otherwise write
+        // into the folder being deleted), and for a job that failed or was
+        // cancelled, which plays (what it separated) from its working
+        // folder, which its removal deletes.
+        let _deleting = (delete_files || !matches!(job.state, JobState::Done)).then(|| st.let_go_of_song(id));
         // Files first: if they cannot be deleted the entry stays, so the
         // person can try again instead of being left with an orphaned folder.
         if delete_files {
-            // Open in the player, or exported: let go of first (its
-            // waveform reader or the export would otherwise write into the
-            // folder being deleted).
-            st.let_go_of_song(id);
             if let Some(dir) = &job.output_dir {
                 let library = st.worker.library_dir();
                 // A folder deleted by hand: nothing to delete. One that now

@@ -59,13 +59,13 @@ pub async fn start_server(state: S<'_>, port: u16) -> Result<ServerInfo, AppErro
         let mut config = ServerConfig::new(state.data_dir.clone());
         config.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         // A song deleted through the service is closed first if the player
-        // has it open, as the app's own delete does (`remove_job`). (Weak:
-        // the service lives in the state.)
+        // has it open, and not opened until the deletion is over, as the
+        // app's own delete does (`remove_job`). (Weak: the service lives in
+        // the state.)
         let app_state = Arc::downgrade(state.inner());
         let before_delete: stemroom_server::service::BeforeDelete = Arc::new(move |id| {
-            if let Some(st) = app_state.upgrade() {
-                st.let_go_of_song(id);
-            }
+            let mark = app_state.upgrade().map(|st| st.let_go_of_song(id));
+            Box::new(mark) as Box<dyn Send>
         });
         let parts = Parts {
             queue: state.queue.clone(),

@@ -328,6 +328,11 @@ pub async fn open_song(
             // open: nothing of the song is read.
             return Err(closed_while_opening());
         }
+        // (A deletion that marks it after this look closes it once this
+        // open ends: `let_go_of_song`.)
+        if st.deleting.contains(id) {
+            return Err(AppError { code: ErrorCode::Cancelled, message: "The song is being deleted.".into() });
+        }
         let job = st.queue.get(id)?;
         if let Some(dir) = st.worker.stream_dir(id).filter(|_| job.state != JobState::Done) {
             let (song, view) = open_streaming(&st, &job, &dir, channel)?;
@@ -355,7 +360,7 @@ pub async fn open_song(
         if let JobSource::File { path } = &job.source {
             // The original may be gone or unreadable (the stems are what
             // matter), or not line up with them.
-            if original_lines_up(Path::new(path), sample_rate, frames) {
+            if original_lines_up(Path::new(path), sample_rate, frames).unwrap_or(false) {
                 tracks.push((
                     "mixture".to_string(),
                     PeaksTrack { audio: PathBuf::from(path), cache: mixture_cache(&job) },
@@ -477,8 +482,8 @@ fn open_streaming(
     let mut original = None;
     if let JobSource::File { path } = &job.source {
         // The mixture's lane (and A/B) when it lines up with the stream's frames.
-        let rate = StemSet::open(&[Path::new(path)]).map(|s| s.sample_rate());
-        if rate.is_ok_and(|r| r == sample_rate) {
+        let rate = answered_within(ORIGINAL_PROBE, path.into(), |p| StemSet::open(&[p]).map(|s| s.sample_rate()).ok());
+        if rate.flatten() == Some(sample_rate) {
             tracks.push(("mixture".to_string(), PeaksTrack { audio: PathBuf::from(path), cache: mixture_cache(job) }));
             original = Some(PathBuf::from(path));
         }
@@ -721,13 +726,44 @@ pub async fn song_stream_done(state: S<'_>, id: JobId) -> Result<SongView, AppEr
 /// AAC M4A's encoder priming and padding are 23-48 ms longer, and later,
 /// than the original as it is decoded now: such a song shows and plays its
 /// stems without the original.
-fn original_lines_up(path: &Path, rate: u32, frames: u64) -> bool {
-    let Ok(d) = stemroom_engine::audio::decode::StreamDecoder::open(path) else { return false };
-    let (own_rate, declared) = (d.sample_rate(), d.declared_frames());
-    if !d.cut_to_edit_list() || own_rate == 0 || rate == 0 {
-        return true;
+fn original_lines_up(path: &Path, rate: u32, frames: u64) -> Option<bool> {
+    answered_within(ORIGINAL_PROBE, path.to_path_buf(), move |path| {
+        let Ok(d) = stemroom_engine::audio::decode::StreamDecoder::open(path) else { return false };
+        let (own_rate, declared) = (d.sample_rate(), d.declared_frames());
+        if !d.cut_to_edit_list() || own_rate == 0 || rate == 0 {
+            return true;
+        }
+        declared.is_none_or(|n| (n as f64 / f64::from(own_rate) - frames as f64 / f64::from(rate)).abs() <= 0.015)
+    })
+}
+
+/// How long opening a song waits for its original to answer. The original
+/// only adds the mixture's lane and A/B: one on a network share that
+/// stopped answering (or a disk spinning up) must not hold the open, which
+/// every other open and the song's removal wait behind.
+const ORIGINAL_PROBE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `probe(path)` on a thread of its own, when it answers within `limit`;
+/// `None` (and the thread left to finish whenever the file answers) when it
+/// does not.
+fn answered_within<T: Send + 'static>(
+    limit: std::time::Duration,
+    path: PathBuf,
+    probe: impl FnOnce(&Path) -> T + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let shown = path.display().to_string();
+    let spawned = std::thread::Builder::new().name("original-probe".into()).spawn(move || {
+        let _ = tx.send(probe(&path));
+    });
+    if spawned.is_err() {
+        return None;
     }
-    declared.is_none_or(|n| (n as f64 / f64::from(own_rate) - frames as f64 / f64::from(rate)).abs() <= 0.015)
+    let answer = rx.recv_timeout(limit).ok();
+    if answer.is_none() {
+        tracing::warn!("the original {shown} did not answer within {limit:?}: the song opens without it");
+    }
+    answer
 }
 
 /// The job's input file when it is at `rate` (then it joins the player on
@@ -1059,10 +1095,26 @@ mod tests {
             .status()
             .expect("ffmpeg (setup.sh installs it)");
         assert!(made.success());
-        assert!(original_lines_up(&m4a, 44_100, 132_300));
-        assert!(original_lines_up(&m4a, 48_000, 144_000), "the same 3 s at another rate");
-        assert!(!original_lines_up(&m4a, 44_100, 134_144), "stems 42 ms longer");
-        assert!(original_lines_up(&wav, 44_100, 134_144), "no edit list: as before");
-        assert!(!original_lines_up(&dir.path().join("gone.wav"), 44_100, 132_300));
+        let lines_up = |p: &Path, rate, frames| original_lines_up(p, rate, frames) == Some(true);
+        assert!(lines_up(&m4a, 44_100, 132_300));
+        assert!(lines_up(&m4a, 48_000, 144_000), "the same 3 s at another rate");
+        assert!(!lines_up(&m4a, 44_100, 134_144), "stems 42 ms longer");
+        assert!(lines_up(&wav, 44_100, 134_144), "no edit list: as before");
+        assert!(!lines_up(&dir.path().join("gone.wav"), 44_100, 132_300));
+    }
+
+    /// An original that does not answer (a share that stopped answering)
+    /// is given up after the limit; the song opens without it.
+    #[test]
+    fn an_original_that_does_not_answer_is_given_up() {
+        let limit = std::time::Duration::from_millis(200);
+        let started = std::time::Instant::now();
+        let hung = answered_within(limit, PathBuf::from("/mnt/share/song.wav"), |_| {
+            std::thread::sleep(std::time::Duration::from_secs(5));
+            true
+        });
+        assert_eq!(hung, None);
+        assert!(started.elapsed() < std::time::Duration::from_secs(2), "{:?}", started.elapsed());
+        assert_eq!(answered_within(limit, PathBuf::from("x"), |p| p.to_path_buf()), Some(PathBuf::from("x")));
     }
 }

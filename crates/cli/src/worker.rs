@@ -128,9 +128,7 @@ pub fn run(args: WorkerArgs) -> ExitCode {
     }
 }
 
-/// 16 bits from the OS's random source (std's `RandomState` keys are drawn
-/// from it, and differ for each one made).
+/// 16 bits from the OS's random source ([`stemroom_engine::files::random_u64`]).
 fn random_u16() -> u16 {
-    use std::hash::BuildHasher;
-    std::collections::hash_map::RandomState::new().hash_one(std::process::id()) as u16
+    stemroom_engine::files::random_u64() as u16
 }

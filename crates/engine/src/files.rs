@@ -74,8 +74,9 @@ pub fn part_path(dest: &Path) -> PathBuf {
 /// refused, not moved. Returns the first error.
 ///
 /// # Errors
-/// The I/O error of the rename that failed (after the rollback).
-pub fn publish(pairs: &[(PathBuf, PathBuf)]) -> std::io::Result<()> {
+/// The final name whose move failed (its old file set aside, or the new
+/// one renamed in), with the I/O error, after the rollback.
+pub fn publish(pairs: &[(PathBuf, PathBuf)]) -> Result<(), (PathBuf, std::io::Error)> {
     let _one = PUBLISHING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut set_aside: Vec<(PathBuf, PathBuf)> = Vec::new();
     let mut placed: Vec<&Path> = Vec::new();
@@ -93,17 +94,18 @@ pub fn publish(pairs: &[(PathBuf, PathBuf)]) -> std::io::Result<()> {
         if let Ok(meta) = std::fs::symlink_metadata(dest) {
             if meta.is_dir() {
                 rollback(&placed, &set_aside);
-                return Err(std::io::Error::new(
+                let e = std::io::Error::new(
                     std::io::ErrorKind::AlreadyExists,
                     format!("a folder is in the way of {}", dest.display()),
-                ));
+                );
+                return Err((dest.clone(), e));
             }
         }
         if dest.exists() {
             let backup = part_path(dest).with_extension("old");
             if let Err(e) = std::fs::rename(dest, &backup) {
                 rollback(&placed, &set_aside);
-                return Err(e);
+                return Err((dest.clone(), e));
             }
             set_aside.push((dest.clone(), backup));
         }
@@ -111,7 +113,7 @@ pub fn publish(pairs: &[(PathBuf, PathBuf)]) -> std::io::Result<()> {
     for (tmp, dest) in pairs {
         if let Err(e) = std::fs::rename(tmp, dest) {
             rollback(&placed, &set_aside);
-            return Err(e);
+            return Err((dest.clone(), e));
         }
         placed.push(dest);
     }
@@ -663,7 +665,8 @@ mod tests {
         std::fs::write(p("a.tmp"), "new a").unwrap();
         // b's temporary file is missing: its rename fails after a's.
         let pairs = vec![(p("a.tmp"), p("a.wav")), (p("b.tmp"), p("b.wav"))];
-        assert!(publish(&pairs).is_err());
+        let (at, _) = publish(&pairs).unwrap_err();
+        assert_eq!(at, p("b.wav"), "the file that failed is named");
         assert_eq!(std::fs::read_to_string(p("a.wav")).unwrap(), "old a", "a's old file is back");
         assert_eq!(std::fs::read_to_string(p("b.wav")).unwrap(), "old b");
         std::fs::write(p("a.tmp"), "new a").unwrap();
@@ -676,8 +679,8 @@ mod tests {
         std::fs::remove_file(p("b.wav")).unwrap();
         std::fs::create_dir(p("b.wav")).unwrap();
         std::fs::write(p("b.wav/keep.txt"), "mine").unwrap();
-        let e = publish(&pairs).unwrap_err();
-        assert!(e.to_string().contains("folder"), "{e}");
+        let (at, e) = publish(&pairs).unwrap_err();
+        assert!(e.to_string().contains("folder") && at == p("b.wav"), "{e}");
         assert_eq!(std::fs::read_to_string(p("a.wav")).unwrap(), "new a");
         assert_eq!(std::fs::read_to_string(p("b.wav/keep.txt")).unwrap(), "mine");
         std::fs::remove_dir_all(p("b.wav")).unwrap();

@@ -459,7 +459,7 @@ fn place(
     let pairs =
         |finals: &[PathBuf]| -> Vec<(PathBuf, PathBuf)> { temps.iter().cloned().zip(finals.iter().cloned()).collect() };
     if on_clash == OnClash::Replace {
-        stemroom_engine::files::publish(&pairs(finals)).map_err(|e| output_err(finals, e))?;
+        stemroom_engine::files::publish(&pairs(finals)).map_err(|(path, source)| Error::Output { path, source })?;
         return Ok(finals.to_vec());
     }
     let mut finals = finals.to_vec();

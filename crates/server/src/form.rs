@@ -73,9 +73,11 @@ impl NewJob {
         NewJob { upload: None, client_name: None, url: None, fields: BTreeMap::new(), ignored: Vec::new() }
     }
 
-    /// Note `name` as ignored (once).
+    /// Note `name` as ignored (once), control characters as `?`: the names
+    /// go to the log, where a line break in one wrote a line of the
+    /// client's making.
     fn ignore(&mut self, name: &str) {
-        let name: String = name.chars().take(64).collect();
+        let name: String = name.chars().take(64).map(|c| if c.is_control() { '?' } else { c }).collect();
         if self.ignored.len() < MAX_IGNORED_NAMED && !self.ignored.contains(&name) {
             self.ignored.push(name);
         }
@@ -972,6 +974,17 @@ mod tests {
         take_text(&mut job, "url", "https://a.example/x".into()).unwrap();
         let e = take_text(&mut job, "youtube_url", "https://b.example/y".into()).unwrap_err();
         assert!(e.message.contains("two links"), "{e:?}");
+    }
+
+    /// An ignored field's name is logged and answered without its control
+    /// characters (a line break in it forged a log line), cut to 64.
+    #[test]
+    fn ignored_names_lose_their_control_characters() {
+        let mut job = NewJob::empty();
+        job.ignore("x\n2026-01-01T00:00:00Z  WARN stemroom: forged");
+        job.ignore(&"y".repeat(100));
+        assert_eq!(job.ignored[0], "x?2026-01-01T00:00:00Z  WARN stemroom: forged");
+        assert_eq!(job.ignored[1].len(), 64);
     }
 
     #[test]

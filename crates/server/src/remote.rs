@@ -333,10 +333,7 @@ pub const WORK_DIR_PREFIX: &str = "stemroom-worker-";
 /// PID 1, with the same volume mounted): by pid alone the second one's
 /// folder was the first one's, locked, and it could not start.
 pub fn work_dir_in(parent: &Path) -> PathBuf {
-    use std::hash::BuildHasher;
-    // (RandomState's keys come from the OS's random source, and differ for
-    // each RandomState made.)
-    let nonce = std::collections::hash_map::RandomState::new().hash_one(std::time::SystemTime::now());
+    let nonce = stemroom_engine::files::random_u64();
     parent.join(format!("{WORK_DIR_PREFIX}{}-{nonce:016x}", std::process::id()))
 }
 

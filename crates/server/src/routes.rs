@@ -275,6 +275,13 @@ pub(crate) fn without_paths(service: &Service, job: &Job, message: &str) -> Stri
     named_places(message, &places)
 }
 
+/// `message` (about no job: a link refused before it was queued) with the
+/// server's own folders named instead of shown (yt-dlp's places when it is
+/// missing, a cache path in its own errors).
+pub(crate) fn without_server_paths(service: &Service, message: &str) -> String {
+    named_places(message, &server_places(service))
+}
+
 /// The server's own folders, the more particular first, each with the name
 /// a client sees in its place.
 fn server_places(service: &Service) -> Vec<(String, &'static str)> {

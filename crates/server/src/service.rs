@@ -63,8 +63,10 @@ pub struct Service {
 /// What an embedding app does before a job's song folder is deleted
 /// through the API (or by the retention): the app closes the song if its
 /// player has it open, whose waveform reader would otherwise write its
-/// cache into the folder being deleted.
-pub type BeforeDelete = Arc<dyn Fn(JobId) + Send + Sync>;
+/// cache into the folder being deleted. What it returns is dropped once
+/// the job's entry is gone, or the deletion failed (the app does not open
+/// the song again until then).
+pub type BeforeDelete = Arc<dyn Fn(JobId) -> Box<dyn Send> + Send + Sync>;
 
 impl std::fmt::Debug for Service {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -330,6 +332,7 @@ impl Service {
                     )));
                 }
                 let reason = result.rejected.first().map(|r| r.reason.clone()).unwrap_or_default();
+                let reason = crate::routes::without_server_paths(&me, &reason);
                 Err(ApiError::invalid_options(format!("this link cannot be used: {reason}")))
             }
         })
@@ -442,10 +445,10 @@ impl Service {
         if self.queue.stored_status(id)? == "running" {
             return Err(ApiError::conflict(format!("job {id} is running")));
         }
-        if let Some(dir) = job.output_dir.as_deref().filter(|_| !job.state.is_running()) {
-            if let Some(before) = &self.before_delete {
-                before(id);
-            }
+        let folder = job.output_dir.as_deref().filter(|_| !job.state.is_running());
+        // Held until the job's entry is gone.
+        let _deleting = folder.and(self.before_delete.as_ref()).map(|before| before(id));
+        if let Some(dir) = folder {
             match stemroom_library::song::remove_song(&self.library_dir(), Path::new(dir), Some(&job), with_exports) {
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -1111,6 +1114,41 @@ mod tests {
 
     /// The app's hook runs before a song deleted through the API loses its
     /// folder (the app closes it in its player first).
+    /// A link refused before it is queued (yt-dlp missing: its message
+    /// lists where it was looked for) names the server's folders, not
+    /// their paths.
+    #[tokio::test]
+    async fn a_refused_link_does_not_show_the_servers_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Arc::new(Queue::open(&dir.path().join("queue.sqlite")).unwrap());
+        let mut settings = queue.settings().unwrap();
+        let missing = dir.path().join("tools").join("no-yt-dlp");
+        settings.ytdlp_path = Some(missing.to_string_lossy().into_owned());
+        queue.save_settings(&settings).unwrap();
+        let worker = Worker::new(
+            queue.clone(),
+            WorkerConfig { default_library: dir.path().join("library"), ..Default::default() },
+            Arc::new(Nobody),
+        );
+        let events = Arc::new(Events::new(upload::uploads_dir(dir.path())));
+        let parts = Parts { queue, worker, events, before_delete: None };
+        let (_stop, stopping) = watch::channel(false);
+        let mut config = ServerConfig::new(dir.path().to_path_buf());
+        config.allow_private_links = true;
+        let (service, _) = build(parts, config, stopping).unwrap();
+        let new = NewJob {
+            upload: None,
+            client_name: None,
+            url: Some("http://127.0.0.1:9/song.mp3".into()),
+            fields: Default::default(),
+            ignored: Vec::new(),
+        };
+        let e = service.enqueue(new, None).await.expect_err("no yt-dlp");
+        let shown = dir.path().to_string_lossy().into_owned();
+        assert!(e.message.contains("this link cannot be used"), "{}", e.message);
+        assert!(!e.message.contains(&shown) && e.message.contains("the server's data folder"), "{}", e.message);
+    }
+
     #[tokio::test]
     async fn an_embedding_app_hears_of_a_delete_before_the_folder_goes() {
         let dir = tempfile::tempdir().unwrap();
@@ -1135,15 +1173,28 @@ mod tests {
         let heard = Arc::new(StdMutex::new(Vec::new()));
         let seen = heard.clone();
         let at = folder.clone();
+        // The mark it hands back is let go once the entry is gone.
+        struct Mark(Arc<Queue>, JobId, Arc<StdMutex<Vec<(JobId, bool)>>>);
+        impl Drop for Mark {
+            fn drop(&mut self) {
+                self.2.lock().unwrap().push((self.1, self.0.get(self.1).is_err()));
+            }
+        }
+        let q = queue.clone();
         let before_delete: BeforeDelete = Arc::new(move |id| {
             seen.lock().unwrap().push((id, at.join("stemroom.json").exists()));
+            Box::new(Mark(q.clone(), id, seen.clone()))
         });
         let events = Arc::new(Events::new(upload::uploads_dir(dir.path())));
         let parts = Parts { queue, worker, events, before_delete: Some(before_delete) };
         let (_stop, stopping) = watch::channel(false);
         let (service, _) = build(parts, ServerConfig::new(dir.path().to_path_buf()), stopping).unwrap();
         service.delete(job.id).await.unwrap();
-        assert_eq!(*heard.lock().unwrap(), [(job.id, true)], "told once, while the song was there");
+        assert_eq!(
+            *heard.lock().unwrap(),
+            [(job.id, true), (job.id, true)],
+            "told once, while the song was there; its mark let go once the entry was gone"
+        );
         assert!(!folder.exists(), "then deleted");
     }
 }

@@ -206,7 +206,10 @@ pub(super) fn replay(
         clear(dir);
         Error::Scratch(std::io::Error::new(
             source.kind(),
-            format!("cannot read the saved progress {} ({source}); it was removed, so the next try starts over", path.display()),
+            format!(
+                "cannot read the saved progress {} ({source}); it was removed, so the next try starts over",
+                path.display()
+            ),
         ))
     };
     let mut f = File::open(&path).map_err(io)?;

@@ -547,7 +547,7 @@ fn finish_outputs(outputs: &mut [Pending], listener: &dyn Listener) -> Result<()
         return Err(Error::Cancelled);
     }
     let pairs: Vec<(PathBuf, PathBuf)> = outputs.iter().map(|p| (p.tmp.clone(), p.dest.clone())).collect();
-    crate::files::publish(&pairs).map_err(|source| Error::Output { path: pairs[0].1.clone(), source })?;
+    crate::files::publish(&pairs).map_err(|(path, source)| Error::Output { path, source })?;
     Ok(())
 }
 

@@ -69,9 +69,10 @@ impl Inner {
         };
         let loaded = || {
             let loaded = self.separators.lock().unwrap_or_else(|p| p.into_inner());
-            loaded.get(&key).cloned().or_else(|| {
-                loaded.get(&(model.to_string(), Device::Auto)).filter(|s| same(s)).cloned()
-            })
+            loaded
+                .get(&key)
+                .cloned()
+                .or_else(|| loaded.get(&(model.to_string(), Device::Auto)).filter(|s| same(s)).cloned())
         };
         if let Some(s) = loaded() {
             return Ok(s);

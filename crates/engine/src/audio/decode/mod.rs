@@ -547,6 +547,12 @@ impl StreamDecoder {
                         // silence: its decode is that much behind the
                         // frames handed out, which stay counted.
                         f.continue_from(at.saturating_sub(self.backend.concealed_frames()), at);
+                        // What the built-in decoder has to say about the
+                        // part it decoded (silence it put in for damaged
+                        // packets) goes with what is handed out, not with it.
+                        self.backend.stop_early();
+                        let said = self.backend.warnings();
+                        self.notes.extend(said);
                         self.backend = Box::new(f);
                         return self.next_rate(cancelled);
                     }

@@ -234,7 +234,7 @@ mod tests {
         std::fs::write(&other, b"RIFF").expect("write");
         let out = DraggedOut::default();
         assert!(!out.is_own(&vocals), "no drag yet");
-        let flight = out.start(vec![vocals.clone()]);
+        let flight = out.start(vec![canonical(&vocals)]);
         assert!(out.is_own(&vocals) && !out.is_own(&other));
         // The same file by another spelling.
         assert!(out.is_own(&dir.path().join(".").join("vocals.wav")));

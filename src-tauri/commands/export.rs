@@ -187,6 +187,11 @@ pub async fn export_song(
         .export
         // Named by its song: deleting the song stops it (`AppState::let_go_of_song`).
         .run_on(u64::from(id), "An export is already running.", move |cancel| {
+            // (Its slot is taken before this look, and a deletion marks the
+            // song before it cancels the slot's export: one or the other.)
+            if st.deleting.contains(id) {
+                return Err(AppError { code: ErrorCode::Cancelled, message: "The song is being deleted.".into() });
+            }
             let job = st.queue.get(id)?;
             // Only a finished song's stems: a job separating, failed or
             // being retried has none, or stems that are about to change.

@@ -446,8 +446,11 @@ impl Service {
             return Err(ApiError::conflict(format!("job {id} is running")));
         }
         let folder = job.output_dir.as_deref().filter(|_| !job.state.is_running());
-        // Held until the job's entry is gone.
-        let _deleting = folder.and(self.before_delete.as_ref()).map(|before| before(id));
+        // Held until the job's entry is gone. Also for a job that failed or
+        // was cancelled, which the app plays (what it separated) from its
+        // working folder, which the removal deletes.
+        let deleting = folder.is_some() || !matches!(job.state, JobState::Done);
+        let _deleting = self.before_delete.as_ref().filter(|_| deleting).map(|before| before(id));
         if let Some(dir) = folder {
             match stemroom_library::song::remove_song(&self.library_dir(), Path::new(dir), Some(&job), with_exports) {
                 Ok(_) => {}
@@ -1112,8 +1115,6 @@ mod tests {
         fn progress(&self, _: &stemroom_library::worker::JobProgress) {}
     }
 
-    /// The app's hook runs before a song deleted through the API loses its
-    /// folder (the app closes it in its player first).
     /// A link refused before it is queued (yt-dlp missing: its message
     /// lists where it was looked for) names the server's folders, not
     /// their paths.
@@ -1149,6 +1150,9 @@ mod tests {
         assert!(!e.message.contains(&shown) && e.message.contains("the server's data folder"), "{}", e.message);
     }
 
+    /// The app's hook runs before a song deleted through the API loses its
+    /// folder (the app closes it in its player first), and what it hands
+    /// back is let go once the job's entry is gone.
     #[tokio::test]
     async fn an_embedding_app_hears_of_a_delete_before_the_folder_goes() {
         let dir = tempfile::tempdir().unwrap();

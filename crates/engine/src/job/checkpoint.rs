@@ -189,10 +189,10 @@ pub(super) fn clear(dir: &Path) {
 /// (a long song's replay encodes minutes of stems).
 ///
 /// # Errors
-/// [`Error::Scratch`] when `stems.f32` cannot be read (a bad sector, the
-/// file shortened behind the job's back): the saved state is removed with
-/// it, so the next try starts over instead of failing the same way; the
-/// sink's errors; [`Error::Cancelled`].
+/// [`Error::Scratch`] when `stems.f32` cannot be read; when it is shorter
+/// than the state says (cut behind the job's back) the saved state is
+/// removed with it, so the next try starts over instead of failing the same
+/// way; the sink's errors; [`Error::Cancelled`].
 pub(super) fn replay(
     dir: &Path,
     frames: usize,
@@ -202,15 +202,20 @@ pub(super) fn replay(
 ) -> Result<(), Error> {
     let path = dir.join(STEMS_FILE);
     let io = |source: std::io::Error| {
-        tracing::warn!("cannot read the saved stems {}: {source}; the saved state is removed", path.display());
-        clear(dir);
-        Error::Scratch(std::io::Error::new(
-            source.kind(),
+        // Shorter than its state says (cut behind the job's back): it can
+        // never be replayed. Any other error (a network share's passing
+        // failure) keeps it for the next try.
+        let message = if source.kind() == std::io::ErrorKind::UnexpectedEof {
+            tracing::warn!("the saved stems {} are cut short: the saved state is removed", path.display());
+            clear(dir);
             format!(
-                "cannot read the saved progress {} ({source}); it was removed, so the next try starts over",
+                "the saved progress {} is cut short ({source}); it is discarded, so the next try starts over",
                 path.display()
-            ),
-        ))
+            )
+        } else {
+            format!("cannot read the saved progress {} ({source}); the next try resumes from it", path.display())
+        };
+        Error::Scratch(std::io::Error::new(source.kind(), message))
     };
     let mut f = File::open(&path).map_err(io)?;
     let mut bytes = vec![0u8; REPLAY_FRAMES * k_n * 4];
@@ -386,5 +391,10 @@ mod tests {
         assert!(matches!(e, Error::Scratch(_)), "{e}");
         assert!(e.to_string().contains("next try starts over"), "{e}");
         assert!(!saved(dir.path()) && !dir.path().join(STEMS_FILE).exists(), "the state is gone");
+        // Another error (a missing file here, a share's passing failure
+        // there) keeps what is there.
+        std::fs::write(dir.path().join(STATE_FILE), b"state").unwrap();
+        let e = replay(dir.path(), 100, 8, &mut sink, &|| false).expect_err("no stems file");
+        assert!(e.to_string().contains("resumes from it") && saved(dir.path()), "{e}");
     }
 }

@@ -1345,8 +1345,14 @@ mod tests {
         let c = inner.separator("htdemucs", Device::Auto, &cancel).expect("model");
         assert_eq!(inner.opened.load(Ordering::SeqCst), 2);
         assert_eq!(inner.separators.lock().unwrap().len(), 2, "both held, both kept");
+        if c.provider() == stemroom_engine::units::Provider::Cuda {
+            // A GPU here: a CUDA job takes `c`, and nothing opens anew.
+            let cuda = inner.separator("htdemucs", Device::Cuda, &cancel).expect("model");
+            assert!(Arc::ptr_eq(&c, &cuda), "the GPU's model shared");
+            return;
+        }
         // The first is no job's now: let go before the next opens (which
-        // may fail on a machine without a GPU; the letting go came first).
+        // fails on a machine without a GPU; the letting go came first).
         drop((a, b));
         let _ = inner.separator("htdemucs", Device::Cuda, &cancel);
         let loaded = inner.separators.lock().unwrap();

@@ -241,6 +241,9 @@ impl Backend for Edited {
     fn block(&self) -> &[f32] {
         &self.block
     }
+    fn stop_early(&mut self) {
+        self.inner.stop_early();
+    }
     fn warnings(&mut self) -> Vec<String> {
         self.inner.warnings()
     }
